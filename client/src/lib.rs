@@ -1,0 +1,1 @@
+//! Comptoir client library.

@@ -1,0 +1,20 @@
+//! Compiles `proto/` with the pure-Rust `protox` compiler (no `protoc` needed)
+//! and hands the descriptors to `prost-build`.
+
+use std::path::PathBuf;
+
+const PROTO_FILES: &[&str] = &[
+    "comptoir/wire.proto",
+    "comptoir/content.proto",
+    "comptoir/storage.proto",
+];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../proto");
+    for file in PROTO_FILES {
+        println!("cargo:rerun-if-changed={}", proto_root.join(file).display());
+    }
+    let descriptors = protox::compile(PROTO_FILES, [&proto_root])?;
+    prost_build::Config::new().compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! Account ids and the byte strings signed during relay authentication and
+//! registration (shared by client and relay so both sign/verify the same
+//! bytes).
+
+use std::fmt;
+
+use rand_core::CryptoRng;
+
+use crate::error::{DecodeError, Error, Result};
+
+/// Length of an account id.
+pub const ACCOUNT_ID_LEN: usize = 16;
+/// Length of a relay authentication nonce.
+pub const AUTH_NONCE_LEN: usize = 32;
+
+const AUTH_CONTEXT: &[u8] = b"Comptoir auth v1";
+const REGISTER_CONTEXT: &[u8] = b"Comptoir register v1";
+
+/// An opaque random account id. Handles (phone numbers, business names)
+/// resolve to it in the relay's directory.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AccountId([u8; ACCOUNT_ID_LEN]);
+
+impl AccountId {
+    /// A fresh random id.
+    pub fn generate<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
+        let mut id = [0u8; ACCOUNT_ID_LEN];
+        rng.fill_bytes(&mut id);
+        Self(id)
+    }
+
+    /// Parse 16 bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let id = bytes.try_into().map_err(|_| {
+            Error::Decode(DecodeError::BadLength {
+                field: "account_id",
+                expected: ACCOUNT_ID_LEN,
+                got: bytes.len(),
+            })
+        })?;
+        Ok(Self(id))
+    }
+
+    /// Parse the 32-character lowercase hex form.
+    pub fn from_hex(text: &str) -> Result<Self> {
+        let text = text.trim();
+        if text.len() != ACCOUNT_ID_LEN * 2 || !text.is_ascii() {
+            return Err(Error::Decode(DecodeError::BadLength {
+                field: "account_id (hex)",
+                expected: ACCOUNT_ID_LEN * 2,
+                got: text.len(),
+            }));
+        }
+        let mut id = [0u8; ACCOUNT_ID_LEN];
+        for (i, byte) in id.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| {
+                Error::Decode(DecodeError::Protobuf("account id is not hex".into()))
+            })?;
+        }
+        Ok(Self(id))
+    }
+
+    /// The 16 bytes.
+    pub fn as_bytes(&self) -> &[u8; ACCOUNT_ID_LEN] {
+        &self.0
+    }
+
+    /// The 16 bytes as a `Vec` (for protobuf fields).
+    pub fn to_vec(&self) -> Vec<u8> {
+        self.0.to_vec()
+    }
+}
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AccountId({self})")
+    }
+}
+
+/// The bytes a device signs with its identity key to answer a relay
+/// challenge: `"Comptoir auth v1" || nonce (32) || account_id (16) ||
+/// device_id (u32 big-endian)`.
+pub fn auth_payload(nonce: &[u8], account: &AccountId, device_id: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(AUTH_CONTEXT.len() + nonce.len() + ACCOUNT_ID_LEN + 4);
+    out.extend_from_slice(AUTH_CONTEXT);
+    out.extend_from_slice(nonce);
+    out.extend_from_slice(account.as_bytes());
+    out.extend_from_slice(&device_id.to_be_bytes());
+    out
+}
+
+/// The bytes an account key signs to register the account on a relay:
+/// `"Comptoir register v1" || account_id (16) || nonce (32)`.
+pub fn register_payload(account: &AccountId, nonce: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(REGISTER_CONTEXT.len() + ACCOUNT_ID_LEN + nonce.len());
+    out.extend_from_slice(REGISTER_CONTEXT);
+    out.extend_from_slice(account.as_bytes());
+    out.extend_from_slice(nonce);
+    out
+}
