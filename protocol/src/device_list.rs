@@ -56,10 +56,8 @@ impl DeviceList {
     ) -> Result<Self> {
         let account_id = AccountId::from_bytes(&signed.account_id)?;
         let account_key = AccountKey::from_bytes(&signed.account_key)?;
-        if let Some(trusted) = trusted_account_key {
-            if *trusted != account_key {
-                return Err(Error::IdentityMismatch);
-            }
+        if trusted_account_key.is_some_and(|trusted| *trusted != account_key) {
+            return Err(Error::IdentityMismatch);
         }
         let mut devices = Vec::with_capacity(signed.devices.len().min(MAX_DEVICES));
         if signed.devices.len() > MAX_DEVICES {
@@ -69,7 +67,10 @@ impl DeviceList {
             }));
         }
         for entry in &signed.devices {
-            devices.push((entry.device_id, IdentityKey::from_bytes(&entry.identity_key)?));
+            devices.push((
+                entry.device_id,
+                IdentityKey::from_bytes(&entry.identity_key)?,
+            ));
         }
         if devices.windows(2).any(|w| w[0].0 >= w[1].0) {
             return Err(Error::Decode(DecodeError::Protobuf(

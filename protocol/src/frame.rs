@@ -69,7 +69,7 @@ fn decode<M: Message + Default>(bytes: &[u8]) -> Result<M, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::wire::{client_frame, FetchPreKeys};
+    use crate::proto::wire::{FetchPreKeys, client_frame};
 
     #[test]
     fn round_trip() -> Result<(), DecodeError> {
@@ -91,15 +91,24 @@ mod tests {
             decode_client(&[2, 0]),
             Err(DecodeError::UnsupportedVersion { got: 2, .. })
         ));
-        assert!(matches!(decode_client(&[]), Err(DecodeError::TooShort { .. })));
+        assert!(matches!(
+            decode_client(&[]),
+            Err(DecodeError::TooShort { .. })
+        ));
         let big = vec![FRAME_VERSION; MAX_FRAME_SIZE + 1];
-        assert!(matches!(decode_client(&big), Err(DecodeError::TooLarge { .. })));
+        assert!(matches!(
+            decode_client(&big),
+            Err(DecodeError::TooLarge { .. })
+        ));
     }
 
     #[test]
     fn refuses_garbage_protobuf() {
         // A field header promising a 2^32-byte length-delimited value.
         let bytes = [FRAME_VERSION, 0x12, 0xff, 0xff, 0xff, 0xff, 0x0f];
-        assert!(matches!(decode_client(&bytes), Err(DecodeError::Protobuf(_))));
+        assert!(matches!(
+            decode_client(&bytes),
+            Err(DecodeError::Protobuf(_))
+        ));
     }
 }

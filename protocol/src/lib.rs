@@ -13,6 +13,13 @@
 //! - [`keys`]: identity, account and X25519 key pairs.
 //! - [`device_list`]: account-signed device lists with a version counter.
 //! - [`prekeys`]: signed and one-time prekeys, verified bundles.
+//! - [`kdf`]: X3DH KDF, root and chain KDFs, message key expansion.
+//! - `x3dh`: the X3DH key agreement (internal; used by [`session`]).
+//! - [`message`]: byte layout of ratchet and prekey messages.
+//! - [`ratchet`], [`skipped`]: the Double Ratchet and its skipped keys.
+//! - [`session`]: session records (current + archived states), prekey store.
+//! - [`store`]: versioned, sealed records at rest.
+//! - [`safety_number`]: fingerprints of two identities.
 
 #![forbid(unsafe_code)]
 
@@ -20,13 +27,28 @@ pub mod account;
 pub mod device_list;
 pub mod error;
 pub mod frame;
+pub mod kdf;
 pub mod keys;
+pub mod message;
 pub mod prekeys;
 pub mod proto;
+pub mod ratchet;
+pub mod safety_number;
+pub mod session;
+pub mod skipped;
+pub mod store;
+mod x3dh;
 
-pub use account::{auth_payload, register_payload, AccountId, ACCOUNT_ID_LEN, AUTH_NONCE_LEN};
+pub use account::{ACCOUNT_ID_LEN, AUTH_NONCE_LEN, AccountId, auth_payload, register_payload};
 pub use device_list::{DeviceList, MAX_DEVICES};
 pub use error::{DecodeError, Error, Result};
 pub use frame::{FRAME_VERSION, MAX_FRAME_SIZE};
-pub use prekeys::{sign_prekey, signed_prekey_payload, verify_signed_prekey, VerifiedBundle};
 pub use keys::{AccountKey, AccountKeyPair, IdentityKey, IdentityKeyPair, KeyPair};
+pub use message::{MAX_PLAINTEXT_LEN, MESSAGE_VERSION};
+pub use prekeys::{VerifiedBundle, sign_prekey, signed_prekey_payload, verify_signed_prekey};
+pub use safety_number::SafetyNumber;
+pub use session::{
+    Decrypted, InMemoryPreKeyStore, MAX_ARCHIVED_STATES, PreKeyStore, SessionRecord,
+};
+pub use skipped::{MAX_SKIP, MAX_SKIPPED_KEYS};
+pub use store::{RecordKind, StorageKey, open_record, seal_record};

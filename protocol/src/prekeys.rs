@@ -2,7 +2,7 @@
 //! initiator fetches from the relay.
 
 use crate::error::{DecodeError, Error, Result};
-use crate::keys::{x25519_public, IdentityKey, IdentityKeyPair, KeyPair, KEY_LEN};
+use crate::keys::{IdentityKey, IdentityKeyPair, KEY_LEN, KeyPair, x25519_public};
 use crate::proto::wire;
 use x25519_dalek::PublicKey;
 
@@ -58,10 +58,8 @@ impl VerifiedBundle {
         expected_identity: Option<&IdentityKey>,
     ) -> Result<Self> {
         let identity = IdentityKey::from_bytes(&bundle.identity_key)?;
-        if let Some(expected) = expected_identity {
-            if *expected != identity {
-                return Err(Error::IdentityMismatch);
-            }
+        if expected_identity.is_some_and(|expected| *expected != identity) {
+            return Err(Error::IdentityMismatch);
         }
         let spk = bundle
             .signed_prekey
@@ -69,7 +67,10 @@ impl VerifiedBundle {
             .ok_or(Error::Decode(DecodeError::MissingField("signed_prekey")))?;
         verify_signed_prekey(&identity, spk)?;
         let one_time_prekey = match &bundle.one_time_prekey {
-            Some(opk) => Some((opk.key_id, x25519_public("one_time_prekey", &opk.public_key)?)),
+            Some(opk) => Some((
+                opk.key_id,
+                x25519_public("one_time_prekey", &opk.public_key)?,
+            )),
             None => None,
         };
         Ok(Self {

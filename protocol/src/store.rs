@@ -1,0 +1,336 @@
+//! State at rest: session and identity records as versioned protobuf,
+//! sealed with a caller-supplied 32-byte key.
+//!
+//! Sealed layout: `RECORD_FORMAT (u8) || kind (u8) || nonce (24) ||
+//! XChaCha20-Poly1305(key, nonce, aad = "Comptoir record v1" || format ||
+//! kind, protobuf)`. The protobuf records carry their own `version` field;
+//! fields added later default when absent, so older records keep loading.
+
+use std::collections::VecDeque;
+
+use chacha20poly1305::aead::AeadInOut;
+use chacha20poly1305::{KeyInit, Tag, XChaCha20Poly1305};
+use prost::Message;
+use rand_core::CryptoRng;
+use x25519_dalek::PublicKey;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::error::{DecodeError, Error, Result};
+use crate::kdf::{ChainKey, MessageKey, RootKey};
+use crate::keys::{IdentityKey, KEY_LEN, KeyPair, key_bytes};
+use crate::proto::storage as pb;
+use crate::ratchet::RatchetState;
+use crate::session::{MAX_ARCHIVED_STATES, PendingPreKey, SessionRecord, SessionState};
+use crate::skipped::{MAX_SKIPPED_KEYS, SkippedKeys};
+
+/// Version of the sealed container.
+pub const RECORD_FORMAT: u8 = 1;
+/// Version written into `SessionRecord.version` / `SessionStateRecord.version`.
+pub const SESSION_RECORD_VERSION: u32 = 1;
+const RECORD_AAD_CONTEXT: &[u8] = b"Comptoir record v1";
+const NONCE_LEN: usize = 24;
+const SEALED_OVERHEAD: usize = 2 + NONCE_LEN + 16;
+
+/// What a sealed record holds (bound into the AEAD so one kind cannot be
+/// swapped for another).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RecordKind {
+    /// A [`SessionRecord`].
+    Session = 1,
+    /// An identity (`IdentityRecord`).
+    Identity = 2,
+    /// Prekeys.
+    PreKey = 3,
+    /// Client data (messages, contacts) stored by the client crate.
+    ClientData = 4,
+}
+
+/// The key that seals records at rest (derived by the client from a
+/// passphrase). Zeroized on drop; never printed.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct StorageKey(Box<[u8; KEY_LEN]>);
+
+impl StorageKey {
+    /// Wrap 32 key bytes.
+    pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
+        Self(Box::new(bytes))
+    }
+}
+
+impl std::fmt::Debug for StorageKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StorageKey(..)")
+    }
+}
+
+fn record_aad(kind: RecordKind) -> [u8; 20] {
+    let mut aad = [0u8; 20];
+    aad[..18].copy_from_slice(RECORD_AAD_CONTEXT);
+    aad[18] = RECORD_FORMAT;
+    aad[19] = kind as u8;
+    aad
+}
+
+/// Seal `plaintext` (zeroized by the caller) for storage.
+pub fn seal_record<R: CryptoRng + ?Sized>(
+    key: &StorageKey,
+    kind: RecordKind,
+    plaintext: &[u8],
+    rng: &mut R,
+) -> Result<Vec<u8>> {
+    let mut nonce = [0u8; NONCE_LEN];
+    rng.fill_bytes(&mut nonce);
+    seal_record_with_nonce(key, kind, plaintext, &nonce)
+}
+
+/// [`seal_record`] with a given nonce (test vectors only: never reuse one).
+#[doc(hidden)]
+pub fn seal_record_with_nonce(
+    key: &StorageKey,
+    kind: RecordKind,
+    plaintext: &[u8],
+    nonce: &[u8; NONCE_LEN],
+) -> Result<Vec<u8>> {
+    let cipher = XChaCha20Poly1305::new(&(*key.0).into());
+    let mut out = Vec::with_capacity(plaintext.len() + SEALED_OVERHEAD);
+    out.push(RECORD_FORMAT);
+    out.push(kind as u8);
+    out.extend_from_slice(nonce);
+    out.extend_from_slice(plaintext);
+    let start = 2 + NONCE_LEN;
+    let tag = cipher
+        .encrypt_inout_detached(
+            &(*nonce).into(),
+            &record_aad(kind),
+            (&mut out[start..]).into(),
+        )
+        .map_err(|_| Error::RecordDecryptionFailed)?;
+    out.extend_from_slice(&tag);
+    Ok(out)
+}
+
+/// Open a sealed record of the given kind.
+pub fn open_record(
+    key: &StorageKey,
+    kind: RecordKind,
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>> {
+    if sealed.len() < SEALED_OVERHEAD {
+        return Err(DecodeError::TooShort {
+            expected: SEALED_OVERHEAD,
+            got: sealed.len(),
+        }
+        .into());
+    }
+    if sealed[0] != RECORD_FORMAT {
+        return Err(DecodeError::UnsupportedVersion {
+            expected: RECORD_FORMAT,
+            got: sealed[0],
+        }
+        .into());
+    }
+    if sealed[1] != kind as u8 {
+        return Err(DecodeError::UnknownType(sealed[1]).into());
+    }
+    let cipher = XChaCha20Poly1305::new(&(*key.0).into());
+    let mut nonce = [0u8; NONCE_LEN];
+    nonce.copy_from_slice(&sealed[2..2 + NONCE_LEN]);
+    let (body, tag) = sealed[2 + NONCE_LEN..].split_at(sealed.len() - SEALED_OVERHEAD);
+    let tag = Tag::try_from(tag).map_err(|_| Error::RecordDecryptionFailed)?;
+    let mut plaintext = Zeroizing::new(body.to_vec());
+    cipher
+        .decrypt_inout_detached(
+            &nonce.into(),
+            &record_aad(kind),
+            plaintext.as_mut_slice().into(),
+            &tag,
+        )
+        .map_err(|_| Error::RecordDecryptionFailed)?;
+    Ok(plaintext)
+}
+
+impl SessionRecord {
+    /// Serialize to protobuf (the plaintext of a sealed record).
+    pub fn to_protobuf(&self) -> Zeroizing<Vec<u8>> {
+        let record = pb::SessionRecord {
+            version: SESSION_RECORD_VERSION,
+            current: self.current.as_ref().map(state_to_proto),
+            previous: self.previous.iter().map(state_to_proto).collect(),
+        };
+        let mut bytes = Zeroizing::new(Vec::with_capacity(record.encoded_len()));
+        record.encode_raw(&mut *bytes);
+        let mut record = record;
+        zeroize_record(&mut record);
+        bytes
+    }
+
+    /// Parse from protobuf.
+    pub fn from_protobuf(bytes: &[u8]) -> Result<Self> {
+        let mut record = pb::SessionRecord::decode(bytes)?;
+        let result = (|| {
+            let current = record.current.as_ref().map(state_from_proto).transpose()?;
+            let previous = record
+                .previous
+                .iter()
+                .take(MAX_ARCHIVED_STATES)
+                .map(state_from_proto)
+                .collect::<Result<VecDeque<_>>>()?;
+            Ok(SessionRecord { current, previous })
+        })();
+        zeroize_record(&mut record);
+        result
+    }
+
+    /// Serialize and seal with `key`.
+    pub fn seal<R: CryptoRng + ?Sized>(&self, key: &StorageKey, rng: &mut R) -> Result<Vec<u8>> {
+        seal_record(key, RecordKind::Session, &self.to_protobuf(), rng)
+    }
+
+    /// Open and parse a sealed record.
+    pub fn open(key: &StorageKey, sealed: &[u8]) -> Result<Self> {
+        Self::from_protobuf(&open_record(key, RecordKind::Session, sealed)?)
+    }
+}
+
+fn zeroize_record(record: &mut pb::SessionRecord) {
+    for state in record.current.iter_mut().chain(record.previous.iter_mut()) {
+        state.root_key.zeroize();
+        state.sending_ratchet_secret.zeroize();
+        if let Some(c) = state.sending_chain.as_mut() {
+            c.chain_key.zeroize();
+        }
+        if let Some(c) = state.receiving_chain.as_mut() {
+            c.chain_key.zeroize();
+        }
+        for k in &mut state.skipped_keys {
+            k.message_key.zeroize();
+        }
+    }
+}
+
+fn state_to_proto(state: &SessionState) -> pb::SessionStateRecord {
+    let r = &state.ratchet;
+    let mut skipped_keys = Vec::with_capacity(r.skipped.len());
+    for chain in r.skipped.chains() {
+        for key in &chain.keys {
+            skipped_keys.push(pb::SkippedKeyRecord {
+                ratchet_key: chain.ratchet_key.to_vec(),
+                index: key.index(),
+                message_key: key.as_bytes().to_vec(),
+            });
+        }
+    }
+    pb::SessionStateRecord {
+        version: SESSION_RECORD_VERSION,
+        local_identity: state.local_identity.to_bytes().to_vec(),
+        remote_identity: state.remote_identity.to_bytes().to_vec(),
+        root_key: r.root_key.as_bytes().to_vec(),
+        sending_ratchet_secret: r.sending_key.secret_bytes().to_vec(),
+        receiving_ratchet_key: r
+            .remote_ratchet_key
+            .map(|k| k.to_bytes().to_vec())
+            .unwrap_or_default(),
+        sending_chain: r.sending_chain.as_ref().map(chain_to_proto),
+        receiving_chain: r.receiving_chain.as_ref().map(chain_to_proto),
+        previous_counter: r.previous_counter,
+        skipped_keys,
+        pending_prekey: state.pending_prekey.map(|p| pb::PendingPreKeyRecord {
+            signed_prekey_id: p.signed_prekey_id,
+            has_one_time_prekey: p.one_time_prekey_id.is_some(),
+            one_time_prekey_id: p.one_time_prekey_id.unwrap_or(0),
+            base_key: state.base_key.to_vec(),
+        }),
+        base_key: state.base_key.to_vec(),
+        previous_receiving_keys: r
+            .previous_receiving_keys
+            .iter()
+            .map(|k| k.to_vec())
+            .collect(),
+        sending_ratchet_pending: r.sending_chain.is_none(),
+        initiator: state.initiator,
+    }
+}
+
+fn chain_to_proto(chain: &ChainKey) -> pb::ChainRecord {
+    pb::ChainRecord {
+        chain_key: chain.as_bytes().to_vec(),
+        index: chain.index(),
+    }
+}
+
+fn chain_from_proto(chain: &pb::ChainRecord) -> Result<ChainKey> {
+    Ok(ChainKey::new(
+        key_bytes("chain_key", &chain.chain_key)?,
+        chain.index,
+    ))
+}
+
+fn state_from_proto(record: &pb::SessionStateRecord) -> Result<SessionState> {
+    if record.version > SESSION_RECORD_VERSION {
+        return Err(DecodeError::UnsupportedVersion {
+            expected: SESSION_RECORD_VERSION as u8,
+            got: record.version.min(255) as u8,
+        }
+        .into());
+    }
+    let mut skipped = SkippedKeys::default();
+    let mut run: Option<([u8; KEY_LEN], Vec<MessageKey>)> = None;
+    for key in record.skipped_keys.iter().take(MAX_SKIPPED_KEYS) {
+        let ratchet_key = key_bytes("skipped ratchet_key", &key.ratchet_key)?;
+        let message_key = MessageKey::new(key_bytes("message_key", &key.message_key)?, key.index);
+        match &mut run {
+            Some((rk, keys)) if *rk == ratchet_key => keys.push(message_key),
+            _ => {
+                if let Some((rk, keys)) = run.take() {
+                    skipped.insert(rk, keys);
+                }
+                run = Some((ratchet_key, vec![message_key]));
+            }
+        }
+    }
+    if let Some((rk, keys)) = run {
+        skipped.insert(rk, keys);
+    }
+    let remote_ratchet_key = if record.receiving_ratchet_key.is_empty() {
+        None
+    } else {
+        Some(PublicKey::from(key_bytes(
+            "receiving_ratchet_key",
+            &record.receiving_ratchet_key,
+        )?))
+    };
+    let ratchet = RatchetState {
+        root_key: RootKey::new(key_bytes("root_key", &record.root_key)?),
+        sending_key: KeyPair::from_secret_bytes(&record.sending_ratchet_secret)?,
+        remote_ratchet_key,
+        sending_chain: record
+            .sending_chain
+            .as_ref()
+            .map(chain_from_proto)
+            .transpose()?,
+        receiving_chain: record
+            .receiving_chain
+            .as_ref()
+            .map(chain_from_proto)
+            .transpose()?,
+        previous_counter: record.previous_counter,
+        skipped,
+        previous_receiving_keys: record
+            .previous_receiving_keys
+            .iter()
+            .map(|k| key_bytes("previous_receiving_key", k))
+            .collect::<Result<_>>()?,
+    };
+    Ok(SessionState {
+        ratchet,
+        local_identity: IdentityKey::from_bytes(&record.local_identity)?,
+        remote_identity: IdentityKey::from_bytes(&record.remote_identity)?,
+        initiator: record.initiator,
+        base_key: key_bytes("base_key", &record.base_key)?,
+        pending_prekey: record.pending_prekey.as_ref().map(|p| PendingPreKey {
+            signed_prekey_id: p.signed_prekey_id,
+            one_time_prekey_id: p.has_one_time_prekey.then_some(p.one_time_prekey_id),
+        }),
+    })
+}
