@@ -14,7 +14,7 @@
 //! - [`device_list`]: account-signed device lists with a version counter.
 //! - [`prekeys`]: signed and one-time prekeys, verified bundles.
 //! - [`kdf`]: X3DH KDF, root and chain KDFs, message key expansion.
-//! - `x3dh`: the X3DH key agreement (internal; used by [`session`]).
+//! - [`x3dh`]: the X3DH key agreement (used by [`session`]; exposed for vectors).
 //! - [`message`]: byte layout of ratchet and prekey messages.
 //! - [`ratchet`], [`skipped`]: the Double Ratchet and its skipped keys.
 //! - [`session`]: session records (current + archived states), prekey store.
@@ -37,7 +37,7 @@ pub mod safety_number;
 pub mod session;
 pub mod skipped;
 pub mod store;
-mod x3dh;
+pub mod x3dh;
 
 pub use account::{ACCOUNT_ID_LEN, AUTH_NONCE_LEN, AccountId, auth_payload, register_payload};
 pub use device_list::{DeviceList, MAX_DEVICES};

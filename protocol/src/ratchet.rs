@@ -28,7 +28,7 @@ pub const AD_LEN: usize = 2 * KEY_LEN;
 
 /// How many earlier remote ratchet keys we remember, to tell a replay from
 /// an old chain (a typed duplicate) from garbage.
-const MAX_PREVIOUS_RECEIVING_KEYS: usize = 8;
+const MAX_PREVIOUS_RECEIVING_KEYS: usize = 32;
 
 /// The state of one Double Ratchet.
 #[derive(Clone)]

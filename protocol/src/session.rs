@@ -124,6 +124,8 @@ pub(crate) struct SessionState {
     /// The initiator's X3DH ephemeral public key; identifies the session.
     pub(crate) base_key: [u8; KEY_LEN],
     pub(crate) pending_prekey: Option<PendingPreKey>,
+    /// For a responder: the prekeys named by the prekey message that built it.
+    pub(crate) built_from: Option<PendingPreKey>,
 }
 
 impl SessionState {
@@ -226,6 +228,7 @@ impl SessionRecord {
                 signed_prekey_id: bundle.signed_prekey_id,
                 one_time_prekey_id: bundle.one_time_prekey.map(|(id, _)| id),
             }),
+            built_from: None,
         };
         self.promote(state);
         Ok(())
@@ -304,9 +307,15 @@ impl SessionRecord {
             return Err(Error::IdentityMismatch);
         }
         // A later message of a session we already built (the first got through).
-        let known = self
-            .states()
-            .any(|s| s.base_key == message.base_key && s.remote_identity == initiator_identity);
+        let named = PendingPreKey {
+            signed_prekey_id: message.signed_prekey_id,
+            one_time_prekey_id: message.one_time_prekey_id,
+        };
+        let known = self.states().any(|s| {
+            s.base_key == message.base_key
+                && s.remote_identity == initiator_identity
+                && s.built_from.is_none_or(|built| built == named)
+        });
         if known {
             let (plaintext, remote_identity) = self.decrypt_with_existing(
                 &message.message,
@@ -346,6 +355,7 @@ impl SessionRecord {
             initiator: false,
             base_key: message.base_key,
             pending_prekey: None,
+            built_from: Some(named),
         };
         let plaintext = state.decrypt(&message.message)?;
         // Success: commit the new session and consume the one-time prekey.
@@ -446,6 +456,7 @@ impl fmt::Debug for SessionState {
             initiator,
             base_key: _,
             pending_prekey,
+            built_from: _,
         } = self;
         f.debug_struct("SessionState")
             .field("local_identity", local_identity)

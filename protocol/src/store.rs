@@ -235,12 +235,9 @@ fn state_to_proto(state: &SessionState) -> pb::SessionStateRecord {
         receiving_chain: r.receiving_chain.as_ref().map(chain_to_proto),
         previous_counter: r.previous_counter,
         skipped_keys,
-        pending_prekey: state.pending_prekey.map(|p| pb::PendingPreKeyRecord {
-            signed_prekey_id: p.signed_prekey_id,
-            has_one_time_prekey: p.one_time_prekey_id.is_some(),
-            one_time_prekey_id: p.one_time_prekey_id.unwrap_or(0),
-            base_key: state.base_key.to_vec(),
-        }),
+        pending_prekey: state
+            .pending_prekey
+            .map(|p| pending_to_proto(p, &state.base_key)),
         base_key: state.base_key.to_vec(),
         previous_receiving_keys: r
             .previous_receiving_keys
@@ -249,6 +246,25 @@ fn state_to_proto(state: &SessionState) -> pb::SessionStateRecord {
             .collect(),
         sending_ratchet_pending: r.sending_chain.is_none(),
         initiator: state.initiator,
+        built_from: state
+            .built_from
+            .map(|p| pending_to_proto(p, &state.base_key)),
+    }
+}
+
+fn pending_to_proto(pending: PendingPreKey, base_key: &[u8; KEY_LEN]) -> pb::PendingPreKeyRecord {
+    pb::PendingPreKeyRecord {
+        signed_prekey_id: pending.signed_prekey_id,
+        has_one_time_prekey: pending.one_time_prekey_id.is_some(),
+        one_time_prekey_id: pending.one_time_prekey_id.unwrap_or(0),
+        base_key: base_key.to_vec(),
+    }
+}
+
+fn pending_from_proto(p: &pb::PendingPreKeyRecord) -> PendingPreKey {
+    PendingPreKey {
+        signed_prekey_id: p.signed_prekey_id,
+        one_time_prekey_id: p.has_one_time_prekey.then_some(p.one_time_prekey_id),
     }
 }
 
@@ -328,9 +344,7 @@ fn state_from_proto(record: &pb::SessionStateRecord) -> Result<SessionState> {
         remote_identity: IdentityKey::from_bytes(&record.remote_identity)?,
         initiator: record.initiator,
         base_key: key_bytes("base_key", &record.base_key)?,
-        pending_prekey: record.pending_prekey.as_ref().map(|p| PendingPreKey {
-            signed_prekey_id: p.signed_prekey_id,
-            one_time_prekey_id: p.has_one_time_prekey.then_some(p.one_time_prekey_id),
-        }),
+        pending_prekey: record.pending_prekey.as_ref().map(pending_from_proto),
+        built_from: record.built_from.as_ref().map(pending_from_proto),
     })
 }

@@ -23,7 +23,7 @@ pub(crate) struct InitiatorAgreement {
 }
 
 /// The associated data: initiator identity then responder identity.
-pub(crate) fn associated_data(initiator: &IdentityKey, responder: &IdentityKey) -> [u8; AD_LEN] {
+pub fn associated_data(initiator: &IdentityKey, responder: &IdentityKey) -> [u8; AD_LEN] {
     let mut ad = [0u8; AD_LEN];
     ad[..KEY_LEN].copy_from_slice(initiator.as_bytes());
     ad[KEY_LEN..].copy_from_slice(responder.as_bytes());
@@ -38,6 +38,16 @@ pub(crate) fn initiate<R: CryptoRng + ?Sized>(
 ) -> Result<InitiatorAgreement> {
     let ephemeral = KeyPair::generate(rng);
     initiate_with_ephemeral(identity, bundle, &ephemeral)
+}
+
+/// The initiator's shared secret `SK` with a given ephemeral key. Exposed
+/// for test vectors and interoperability checks; sessions use it internally.
+pub fn initiator_shared_secret(
+    identity: &IdentityKeyPair,
+    bundle: &VerifiedBundle,
+    ephemeral: &KeyPair,
+) -> Result<Zeroizing<[u8; KEY_LEN]>> {
+    Ok(initiate_with_ephemeral(identity, bundle, ephemeral)?.shared_secret)
 }
 
 /// Alice's side with a given ephemeral key (for test vectors).
@@ -62,8 +72,8 @@ pub(crate) fn initiate_with_ephemeral(
     })
 }
 
-/// Bob's side: the same secret from his private keys and Alice's public ones.
-pub(crate) fn respond(
+/// Bob's side (`SK`): the same secret from his private keys and Alice's public ones.
+pub fn respond(
     identity: &IdentityKeyPair,
     signed_prekey: &KeyPair,
     one_time_prekey: Option<&KeyPair>,

@@ -73,3 +73,56 @@ pub fn pair(seed: u64) -> (Party, SessionRecord, Party, SessionRecord, StdRng) {
     }
     (alice, alice_session, bob, SessionRecord::new(), rng)
 }
+
+/// The RNG used for the published test vectors, simple enough for any
+/// implementation to reproduce: the n-th 32-byte block (n from 0) is
+/// `SHA-256("Comptoir vector rng" || seed (u64 BE) || n (u64 BE))`; a draw of
+/// k bytes takes the first k bytes of the next block(s).
+pub struct VectorRng {
+    seed: u64,
+    counter: u64,
+}
+
+impl VectorRng {
+    pub fn new(seed: u64) -> Self {
+        Self { seed, counter: 0 }
+    }
+
+    fn block(&mut self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"Comptoir vector rng");
+        h.update(self.seed.to_be_bytes());
+        h.update(self.counter.to_be_bytes());
+        self.counter += 1;
+        let mut out = [0u8; 32];
+        out.copy_from_slice(&h.finalize());
+        out
+    }
+}
+
+impl rand_core::TryRng for VectorRng {
+    type Error = core::convert::Infallible;
+
+    fn try_next_u32(&mut self) -> std::result::Result<u32, Self::Error> {
+        let b = self.block();
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn try_next_u64(&mut self) -> std::result::Result<u64, Self::Error> {
+        let b = self.block();
+        let mut x = [0u8; 8];
+        x.copy_from_slice(&b[..8]);
+        Ok(u64::from_be_bytes(x))
+    }
+
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> std::result::Result<(), Self::Error> {
+        for chunk in dst.chunks_mut(32) {
+            let b = self.block();
+            chunk.copy_from_slice(&b[..chunk.len()]);
+        }
+        Ok(())
+    }
+}
+
+impl rand_core::TryCryptoRng for VectorRng {}
