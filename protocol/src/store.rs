@@ -348,3 +348,64 @@ fn state_from_proto(record: &pb::SessionStateRecord) -> Result<SessionState> {
         built_from: record.built_from.as_ref().map(pending_from_proto),
     })
 }
+
+/// Seal a device identity (seed, account, device id) for storage.
+pub fn seal_identity<R: CryptoRng + ?Sized>(
+    identity: &crate::keys::IdentityKeyPair,
+    account: &crate::account::AccountId,
+    device_id: u32,
+    key: &StorageKey,
+    rng: &mut R,
+) -> Result<Vec<u8>> {
+    let mut record = pb::IdentityRecord {
+        version: 1,
+        identity_seed: identity.seed().to_vec(),
+        account_id: account.to_vec(),
+        device_id,
+    };
+    let plaintext = Zeroizing::new(record.encode_to_vec());
+    record.identity_seed.zeroize();
+    seal_record(key, RecordKind::Identity, &plaintext, rng)
+}
+
+/// Open a sealed identity: the key pair, its account and device id.
+pub fn open_identity(
+    key: &StorageKey,
+    sealed: &[u8],
+) -> Result<(crate::keys::IdentityKeyPair, crate::account::AccountId, u32)> {
+    let plaintext = open_record(key, RecordKind::Identity, sealed)?;
+    let mut record = pb::IdentityRecord::decode(plaintext.as_slice())?;
+    let seed = Zeroizing::new(key_bytes("identity_seed", &record.identity_seed)?);
+    record.identity_seed.zeroize();
+    let account = crate::account::AccountId::from_bytes(&record.account_id)?;
+    Ok((
+        crate::keys::IdentityKeyPair::from_seed(&seed),
+        account,
+        record.device_id,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::account::AccountId;
+    use crate::keys::IdentityKeyPair;
+
+    #[test]
+    fn identity_round_trips_and_wrong_key_is_refused() -> Result<()> {
+        let mut rng = rand::rng();
+        let identity = IdentityKeyPair::generate(&mut rng);
+        let account = AccountId::generate(&mut rng);
+        let key = StorageKey::from_bytes([4; 32]);
+        let sealed = seal_identity(&identity, &account, 3, &key, &mut rng)?;
+        let (back, back_account, device) = open_identity(&key, &sealed)?;
+        assert_eq!(back.public(), identity.public());
+        assert_eq!((back_account, device), (account, 3));
+        let wrong = StorageKey::from_bytes([5; 32]);
+        assert_eq!(
+            open_identity(&wrong, &sealed).err(),
+            Some(Error::RecordDecryptionFailed)
+        );
+        Ok(())
+    }
+}
