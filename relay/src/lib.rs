@@ -1,1 +1,52 @@
-//! Comptoir blind relay.
+//! Comptoir blind relay: an authenticated WebSocket store-and-forward
+//! server. It routes end-to-end encrypted envelopes between devices, keeps
+//! them durably until each recipient device acks, and never sees plaintext.
+//!
+//! It does **not** decrypt, parse ciphertext, or hold any private key of a
+//! user; it reads only routing metadata (see docs/PROTOCOL.md).
+//!
+//! Modules:
+//! - [`server`]: accept loop, [`run`], graceful shutdown.
+//! - [`connection`]: one WebSocket with bounded buffers and write deadlines.
+//! - [`frame`]: building server frames (pure).
+//! - `session`: one connection's state machine (auth, requests, pushes).
+//! - `cmd`: one handler per request.
+//! - [`storage`]: the [`Storage`] trait and its sled backend (group commit).
+//! - [`hub`]: which devices are connected here; wakes and posts.
+//! - [`limits`]: token buckets per account and per address.
+//! - [`phone`]: E.164 checks, verification codes, the pluggable code sender.
+//! - [`metrics`], [`http`]: Prometheus counters, `/healthz` and `/metrics`.
+//! - [`tls`]: wss:// with rustls (ring).
+//! - [`config`]: TOML + environment configuration.
+//! - [`shutdown`]: the shutdown signal each connection listens to.
+//! - [`forwarder`], [`load`]: the storage-free baseline and the load
+//!   generator behind `relay-load`.
+//! - [`error`]: typed refusals mapped to wire error codes.
+
+#![forbid(unsafe_code)]
+
+mod cmd;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod forwarder;
+pub mod frame;
+pub mod http;
+pub mod hub;
+pub mod limits;
+pub mod load;
+pub mod metrics;
+pub mod phone;
+pub mod server;
+mod session;
+pub mod shutdown;
+mod state;
+pub mod storage;
+pub mod tls;
+
+pub use config::{Config, Limits, TlsFiles};
+pub use error::{RelayError, Result};
+pub use metrics::Metrics;
+pub use phone::{CodeSender, LogCodeSender};
+pub use server::{ServerError, Services, run, run_with, run_with_storage};
+pub use storage::{SledStore, Storage, StorageError};

@@ -1,2 +1,186 @@
-//! The `relay` command.
-fn main() {}
+//! The `relay` command: `relay serve` runs the Comptoir blind relay.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use comptoir_relay::{Config, TlsFiles};
+use tokio::net::TcpListener;
+
+/// Comptoir blind relay: stores and forwards end-to-end encrypted envelopes
+/// between devices, durably, without ever seeing plaintext.
+#[derive(Debug, Parser)]
+#[command(name = "relay", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the relay. With no options: ws://127.0.0.1:7700, metrics on
+    /// http://127.0.0.1:7701, data in ./relay-data.
+    ///
+    /// Settings come from (highest first) flags, environment variables,
+    /// the TOML file given with --config, then defaults. See
+    /// docs/OPERATIONS.md for every key.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file (keys as in docs/OPERATIONS.md).
+    #[arg(long, env = "COMPTOIR_RELAY_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// WebSocket listen address.
+    #[arg(long, env = "COMPTOIR_RELAY_LISTEN", value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Listen address of /healthz and /metrics.
+    #[arg(long, env = "COMPTOIR_RELAY_HTTP_LISTEN", value_name = "ADDR")]
+    http_listen: Option<SocketAddr>,
+    /// Data directory (sled store), created if missing.
+    #[arg(long, env = "COMPTOIR_RELAY_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// TLS certificate chain (PEM) to serve wss://; needs --tls-key.
+    #[arg(
+        long,
+        env = "COMPTOIR_RELAY_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM); needs --tls-cert.
+    #[arg(
+        long,
+        env = "COMPTOIR_RELAY_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+    /// Time an undelivered envelope is kept, in seconds (default 30 days).
+    #[arg(long, env = "COMPTOIR_RELAY_MESSAGE_TTL_SECS", value_name = "SECS")]
+    message_ttl_secs: Option<u64>,
+    /// Envelopes queued per recipient device at most.
+    #[arg(long, env = "COMPTOIR_RELAY_MAX_QUEUE_PER_DEVICE", value_name = "N")]
+    max_queue_per_device: Option<u64>,
+    /// Open connections at most.
+    #[arg(long, env = "COMPTOIR_RELAY_MAX_CONNECTIONS", value_name = "N")]
+    max_connections: Option<usize>,
+    /// Sustained requests per second per account.
+    #[arg(long, env = "COMPTOIR_RELAY_ACCOUNT_RATE", value_name = "PER_SEC")]
+    account_rate: Option<f64>,
+    /// Sustained connections and unauthenticated frames per second per IP.
+    #[arg(long, env = "COMPTOIR_RELAY_ADDRESS_RATE", value_name = "PER_SEC")]
+    address_rate: Option<f64>,
+}
+
+impl ServeArgs {
+    fn into_config(self) -> Result<Config, comptoir_relay::config::ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = self.listen {
+            config.listen = v;
+        }
+        if let Some(v) = self.http_listen {
+            config.http_listen = Some(v);
+        }
+        if let Some(v) = self.data_dir {
+            config.data_dir = v;
+        }
+        if let (Some(cert), Some(key)) = (self.tls_cert, self.tls_key) {
+            config.tls = Some(TlsFiles { cert, key });
+        }
+        if let Some(v) = self.message_ttl_secs {
+            config.message_ttl_ms = v.saturating_mul(1000);
+        }
+        if let Some(v) = self.max_queue_per_device {
+            config.limits.max_queue_per_device = v;
+        }
+        if let Some(v) = self.max_connections {
+            config.limits.max_connections = v;
+        }
+        if let Some(v) = self.account_rate {
+            config.limits.account_rate_per_sec = v;
+        }
+        if let Some(v) = self.address_rate {
+            config.limits.address_rate_per_sec = v;
+        }
+        Ok(config)
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let Command::Serve(args) = Cli::parse().command;
+    let config = match args.into_config() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("relay: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    // Many idle connections need many descriptors: raise the soft limit.
+    if let Ok(limit) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::debug!(limit, "file descriptor limit");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("relay: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("relay: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> Result<(), comptoir_relay::ServerError> {
+    let listener = TcpListener::bind(config.listen).await.map_err(|source| {
+        comptoir_relay::ServerError::Io {
+            what: format!(
+                "cannot listen on {} (is another relay running? set --listen)",
+                config.listen
+            ),
+            source,
+        }
+    })?;
+    comptoir_relay::run(listener, config, shutdown_signal()).await
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

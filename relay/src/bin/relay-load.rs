@@ -1,0 +1,2 @@
+//! `relay-load`: load generator for the relay (see docs/BENCHMARKS.md).
+fn main() {}

@@ -1,0 +1,142 @@
+//! `Register` (create an account with its first signed device list) and
+//! `AuthResponse` (prove a device key by signing the connection's fresh
+//! challenge nonce).
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use comptoir_protocol::proto::wire::{self, server_frame::Body};
+use comptoir_protocol::{AccountKey, DeviceList, IdentityKey, auth_payload, register_payload};
+
+use super::{account_field, protocol_refusal};
+use crate::connection::close;
+use crate::error::{RelayError, invalid};
+use crate::frame;
+use crate::hub::Posted;
+use crate::session::{Device, Reply, Session};
+use crate::storage::Storage;
+
+/// Create the account. Registration does not authenticate the connection.
+pub(crate) async fn register<S: Storage>(
+    session: &mut Session<S>,
+    request_id: u64,
+    request: wire::Register,
+) -> Result<Reply, RelayError> {
+    let account = account_field("account_id", &request.account_id)?;
+    let account_key = AccountKey::from_bytes(&request.account_key)
+        .map_err(|e| protocol_refusal("account key", e))?;
+    let list = request
+        .device_list
+        .ok_or_else(|| invalid("register needs the first signed device list"))?;
+    let verified = DeviceList::verify(&list, Some(&account_key))
+        .map_err(|e| protocol_refusal("device list", e))?;
+    if verified.account_id != account {
+        return Err(invalid("the device list names another account"));
+    }
+    account_key
+        .verify(
+            "registration",
+            &register_payload(&account, &session.nonce),
+            &request.signature,
+        )
+        .map_err(|e| protocol_refusal("registration (sign the current challenge nonce)", e))?;
+    match session.relay.store.create_account(&list).await? {
+        None => {
+            tracing::info!(%account, devices = verified.devices.len(), "account registered");
+        }
+        Some(existing) if existing == list => {}
+        Some(_) => {
+            return Err(invalid(
+                "this account id is already registered; generate a new random id",
+            ));
+        }
+    }
+    Ok(Reply::Frame(frame::server(
+        request_id,
+        Body::Registered(wire::Registered {
+            account_id: account.to_vec(),
+        }),
+    )))
+}
+
+/// Check the challenge signature and bind the connection to the device.
+pub(crate) async fn authenticate<S: Storage>(
+    session: &mut Session<S>,
+    request_id: u64,
+    request: wire::AuthResponse,
+) -> Result<Reply, RelayError> {
+    let relay = session.relay.clone();
+    let account =
+        account_field("account_id", &request.account_id).map_err(|_| RelayError::UnknownDevice)?;
+    let list = relay
+        .store
+        .device_list(account)
+        .await?
+        .ok_or(RelayError::UnknownDevice)?;
+    let entry = list
+        .devices
+        .iter()
+        .find(|d| d.device_id == request.device_id)
+        .ok_or(RelayError::UnknownDevice)?;
+    let identity =
+        IdentityKey::from_bytes(&entry.identity_key).map_err(|_| RelayError::UnknownDevice)?;
+    let payload = auth_payload(&session.nonce, &account, request.device_id);
+    if identity
+        .verify("auth challenge", &payload, &request.signature)
+        .is_err()
+    {
+        session.auth_failures += 1;
+        // A fresh nonce for the next attempt: an old response never works.
+        session.nonce = rand::random();
+        let limit = relay.config.limits.auth_attempts;
+        tracing::info!(connection = session.id, %account, device = request.device_id, failures = session.auth_failures, "authentication failed");
+        if session.auth_failures >= limit {
+            return Err(RelayError::TooManyAuthAttempts);
+        }
+        let error = RelayError::AuthFailed {
+            remaining: limit - session.auth_failures,
+        };
+        relay.metrics.refused(error.code());
+        return Ok(Reply::Frames(vec![
+            crate::session::EncodeFrame::encode_frame(&error.to_frame(request_id)),
+            session.challenge(),
+        ]));
+    }
+    session.nonce = rand::random();
+    let device = request.device_id;
+    let (presence, replaced) = relay.hub.join(account, device, session.id);
+    if let Some(old) = replaced {
+        old.post(Posted::Close(
+            close::REPLACED,
+            "replaced by a newer connection",
+        ));
+        tracing::debug!(%account, device, "device reconnected; older connection replaced");
+    }
+    let queued = relay.store.queued_count(account, device).await?;
+    let one_time_prekeys = relay.store.one_time_prekey_count(account, device).await?;
+    session.device = Some(Device {
+        account,
+        device,
+        identity,
+        presence,
+        cursor: None,
+        in_flight: 0,
+    });
+    relay.metrics.authenticated_open.fetch_add(1, Relaxed);
+    tracing::debug!(connection = session.id, %account, device, queued, "authenticated");
+    let mut frames = vec![frame::server(
+        request_id,
+        Body::AuthOk(wire::AuthOk {
+            queued,
+            one_time_prekeys,
+        }),
+    )];
+    if one_time_prekeys < relay.config.limits.prekeys_low_threshold {
+        frames.push(frame::server(
+            0,
+            Body::PrekeysLow(wire::PreKeysLow {
+                remaining: one_time_prekeys,
+            }),
+        ));
+    }
+    Ok(Reply::Frames(frames))
+}

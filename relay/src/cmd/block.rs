@@ -1,0 +1,25 @@
+//! `Block` / `Unblock`: account-level, so it holds across all the
+//! blocker's devices. From the `Ok` on, sends from the blocked account to
+//! the blocker are refused with `ERROR_CODE_BLOCKED`.
+
+use super::{account_field, device};
+use crate::error::{RelayError, invalid};
+use crate::frame;
+use crate::session::{Reply, Session};
+use crate::storage::Storage;
+
+pub(crate) async fn set<S: Storage>(
+    session: &mut Session<S>,
+    request_id: u64,
+    account_id: Vec<u8>,
+    on: bool,
+) -> Result<Reply, RelayError> {
+    let me = device(session)?.account;
+    let other = account_field("account_id", &account_id)?;
+    if other == me {
+        return Err(invalid("an account cannot block itself"));
+    }
+    session.relay.store.set_blocked(me, other, on).await?;
+    tracing::info!(blocker = %me, blocked = %other, on, "block updated");
+    Ok(Reply::Frame(frame::ok(request_id)))
+}

@@ -1,0 +1,99 @@
+//! `PublishDeviceList` (a newer list signed by the account key; removed
+//! devices lose their queue and are disconnected) and `GetDeviceList`.
+
+use std::collections::BTreeSet;
+
+use comptoir_protocol::proto::wire::{self, server_frame::Body};
+use comptoir_protocol::{AccountKey, DeviceList};
+
+use super::{account_field, device, protocol_refusal};
+use crate::connection::close;
+use crate::error::{RelayError, invalid};
+use crate::frame;
+use crate::hub::Posted;
+use crate::session::{Reply, Session};
+use crate::storage::{ListUpdate, Storage};
+
+pub(crate) async fn publish<S: Storage>(
+    session: &mut Session<S>,
+    request_id: u64,
+    request: wire::PublishDeviceList,
+) -> Result<Reply, RelayError> {
+    let relay = session.relay.clone();
+    let me = device(session)?;
+    let (account, my_device) = (me.account, me.device);
+    let list = request
+        .device_list
+        .ok_or_else(|| invalid("publish needs a signed device list"))?;
+    if list.account_id != account.as_bytes() {
+        return Err(invalid("a device may only publish its own account's list"));
+    }
+    let current = relay
+        .store
+        .device_list(account)
+        .await?
+        .ok_or(RelayError::UnknownAccount)?;
+    let trusted = AccountKey::from_bytes(&current.account_key)
+        .map_err(|_| RelayError::Storage(crate::storage::StorageError::Corrupt("accounts")))?;
+    let verified = DeviceList::verify(&list, Some(&trusted))
+        .map_err(|e| protocol_refusal("device list", e))?;
+    match relay.store.replace_device_list(account, &list).await? {
+        ListUpdate::Stored => {}
+        ListUpdate::Stale { have } => {
+            return Err(RelayError::StaleDeviceList {
+                have,
+                got: verified.version,
+            });
+        }
+        ListUpdate::UnknownAccount => return Err(RelayError::UnknownAccount),
+    }
+    let kept: BTreeSet<u32> = verified.device_ids().into_iter().collect();
+    let mut removed_self = false;
+    for old in current.devices.iter().map(|d| d.device_id) {
+        if kept.contains(&old) {
+            continue;
+        }
+        let dropped = relay.store.remove_device(account, old).await?;
+        relay
+            .metrics
+            .queue_depth
+            .fetch_sub(dropped as i64, std::sync::atomic::Ordering::Relaxed);
+        if old == my_device {
+            removed_self = true;
+        } else {
+            relay.hub.post(
+                account,
+                old,
+                Posted::Close(close::DEVICE_REMOVED, "device removed"),
+            );
+        }
+    }
+    tracing::info!(%account, version = verified.version, devices = kept.len(), "device list updated");
+    Ok(if removed_self {
+        Reply::Close(
+            frame::ok(request_id),
+            close::DEVICE_REMOVED,
+            "device removed",
+        )
+    } else {
+        Reply::Frame(frame::ok(request_id))
+    })
+}
+
+pub(crate) async fn get<S: Storage>(
+    session: &mut Session<S>,
+    request_id: u64,
+    request: wire::GetDeviceList,
+) -> Result<Reply, RelayError> {
+    let account = account_field("account_id", &request.account_id)?;
+    let list = session
+        .relay
+        .store
+        .device_list(account)
+        .await?
+        .ok_or(RelayError::UnknownAccount)?;
+    Ok(Reply::Frame(frame::server(
+        request_id,
+        Body::DeviceList(list),
+    )))
+}

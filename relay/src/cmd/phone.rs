@@ -1,0 +1,78 @@
+//! `RequestCode`, `VerifyCode` and `Lookup`: bind a verified E.164 number
+//! to the authenticated account; resolve it only if discoverable.
+
+use comptoir_protocol::proto::wire::{self, server_frame::Body};
+
+use super::device;
+use crate::error::{RelayError, invalid};
+use crate::frame;
+use crate::phone::is_e164;
+use crate::session::{Reply, Session};
+use crate::storage::Storage;
+
+fn check_number(number: &str) -> Result<(), RelayError> {
+    if is_e164(number) {
+        Ok(())
+    } else {
+        Err(invalid(
+            "phone number must be E.164: '+', country code and number, digits only (e.g. +447700900123)",
+        ))
+    }
+}
+
+pub(crate) async fn request_code<S: Storage>(
+    session: &mut Session<S>,
+    request_id: u64,
+    request: wire::RequestCode,
+) -> Result<Reply, RelayError> {
+    let account = device(session)?.account;
+    check_number(&request.phone_number)?;
+    let code = session.relay.codes.issue(&request.phone_number, account);
+    session
+        .relay
+        .code_sender
+        .send_code(&request.phone_number, &code);
+    Ok(Reply::Frame(frame::ok(request_id)))
+}
+
+pub(crate) async fn verify_code<S: Storage>(
+    session: &mut Session<S>,
+    request_id: u64,
+    request: wire::VerifyCode,
+) -> Result<Reply, RelayError> {
+    let account = device(session)?.account;
+    check_number(&request.phone_number)?;
+    session
+        .relay
+        .codes
+        .verify(&request.phone_number, account, &request.code)?;
+    session
+        .relay
+        .store
+        .bind_phone(&request.phone_number, account, request.discoverable)
+        .await?;
+    tracing::info!(%account, discoverable = request.discoverable, "phone number verified");
+    Ok(Reply::Frame(frame::ok(request_id)))
+}
+
+pub(crate) async fn lookup<S: Storage>(
+    session: &mut Session<S>,
+    request_id: u64,
+    request: wire::Lookup,
+) -> Result<Reply, RelayError> {
+    device(session)?;
+    if !is_e164(&request.handle) {
+        // Business names resolve once the business directory exists.
+        return Err(RelayError::UnknownAccount);
+    }
+    match session.relay.store.lookup_phone(&request.handle).await? {
+        Some((account, true)) => Ok(Reply::Frame(frame::server(
+            request_id,
+            Body::LookupResult(wire::LookupResult {
+                account_id: account.to_vec(),
+            }),
+        ))),
+        // Not discoverable looks exactly like unknown.
+        _ => Err(RelayError::UnknownAccount),
+    }
+}

@@ -1,0 +1,111 @@
+//! `UploadPreKeys` and `FetchPreKeys`. A fetch hands each one-time prekey
+//! to exactly one caller (storage compare-and-swap) and warns the owner
+//! device with `PreKeysLow` when its stock runs low.
+
+use comptoir_protocol::proto::wire::{self, server_frame::Body};
+use comptoir_protocol::verify_signed_prekey;
+
+use super::{account_field, device, protocol_refusal};
+use crate::error::{RelayError, invalid};
+use crate::frame;
+use crate::hub::Posted;
+use crate::session::{Reply, Session};
+use crate::storage::Storage;
+
+/// Length of an X25519 public key.
+const KEY_LEN: usize = 32;
+
+pub(crate) async fn upload<S: Storage>(
+    session: &mut Session<S>,
+    request_id: u64,
+    request: wire::UploadPreKeys,
+) -> Result<Reply, RelayError> {
+    let relay = session.relay.clone();
+    let me = device(session)?;
+    let max = relay.config.limits.max_one_time_prekeys;
+    if let Some(spk) = &request.signed_prekey {
+        verify_signed_prekey(&me.identity, spk)
+            .map_err(|e| protocol_refusal("signed prekey", e))?;
+    }
+    if request.one_time_prekeys.len() > max as usize {
+        return Err(invalid(format!(
+            "at most {max} one-time prekeys per device; got {}",
+            request.one_time_prekeys.len()
+        )));
+    }
+    if let Some(bad) = request
+        .one_time_prekeys
+        .iter()
+        .find(|k| k.public_key.len() != KEY_LEN)
+    {
+        return Err(invalid(format!(
+            "one-time prekey {} must be {KEY_LEN} bytes",
+            bad.key_id
+        )));
+    }
+    let stored = relay
+        .store
+        .store_prekeys(
+            me.account,
+            me.device,
+            request.signed_prekey,
+            request.one_time_prekeys,
+            max,
+        )
+        .await?;
+    match stored {
+        Ok(_) => Ok(Reply::Frame(frame::ok(request_id))),
+        Err(have) => Err(invalid(format!(
+            "too many one-time prekeys: {have} stored, at most {max}; upload fewer"
+        ))),
+    }
+}
+
+pub(crate) async fn fetch<S: Storage>(
+    session: &mut Session<S>,
+    request_id: u64,
+    request: wire::FetchPreKeys,
+) -> Result<Reply, RelayError> {
+    let relay = session.relay.clone();
+    let me = device(session)?;
+    let (my_account, my_device) = (me.account, me.device);
+    let account = account_field("account_id", &request.account_id)?;
+    let list = relay
+        .store
+        .device_list(account)
+        .await?
+        .ok_or(RelayError::UnknownAccount)?;
+    let mut bundles = Vec::with_capacity(list.devices.len());
+    for entry in &list.devices {
+        if account == my_account && entry.device_id == my_device {
+            continue;
+        }
+        let taken = relay.store.take_prekeys(account, entry.device_id).await?;
+        if taken.remaining < relay.config.limits.prekeys_low_threshold {
+            relay.hub.post(
+                account,
+                entry.device_id,
+                Posted::Frame(frame::server(
+                    0,
+                    Body::PrekeysLow(wire::PreKeysLow {
+                        remaining: taken.remaining,
+                    }),
+                )),
+            );
+        }
+        bundles.push(wire::PreKeyBundle {
+            account_id: account.to_vec(),
+            device_id: entry.device_id,
+            identity_key: entry.identity_key.clone(),
+            signed_prekey: taken.signed,
+            one_time_prekey: taken.one_time,
+        });
+    }
+    Ok(Reply::Frame(frame::server(
+        request_id,
+        Body::PrekeyBundles(wire::PreKeyBundles {
+            bundles,
+            device_list: Some(list),
+        }),
+    )))
+}

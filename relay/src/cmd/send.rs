@@ -1,0 +1,164 @@
+//! `Send`: check sender, recipient, block, device coverage and rate; build
+//! one `Envelope` per recipient device; store them durably in one atomic
+//! write (group-committed); then `Accepted` and wake the recipients.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use comptoir_protocol::MAX_DEVICES;
+use comptoir_protocol::proto::wire::{self, Category, server_frame::Body};
+use futures_util::FutureExt;
+use prost::Message;
+
+use super::{account_field, device};
+use crate::error::{RelayError, invalid};
+use crate::frame;
+use crate::session::{EncodeFrame, Reply, Session};
+use crate::state::now_ms;
+use crate::storage::{Enqueued, MESSAGE_ID_LEN, NewMessage, Storage};
+
+pub(crate) async fn send<S: Storage>(
+    session: &mut Session<S>,
+    request_id: u64,
+    request: wire::Send,
+) -> Result<Reply, RelayError> {
+    let relay = session.relay.clone();
+    let me = device(session)?;
+    let (sender, sender_device) = (me.account, me.device);
+    let message_id: [u8; MESSAGE_ID_LEN] =
+        request.message_id.as_slice().try_into().map_err(|_| {
+            invalid(format!(
+                "message_id must be {MESSAGE_ID_LEN} bytes, got {}",
+                request.message_id.len()
+            ))
+        })?;
+    let recipient = account_field("recipient_account", &request.recipient_account)?;
+    if Category::try_from(request.category).is_err() {
+        return Err(invalid(format!("unknown category {}", request.category)));
+    }
+    if request.devices.is_empty() || request.devices.len() > MAX_DEVICES {
+        return Err(invalid(format!(
+            "a send carries 1 to {MAX_DEVICES} device ciphertexts, got {}",
+            request.devices.len()
+        )));
+    }
+    if request.devices.iter().any(|d| d.ciphertext.is_empty()) {
+        return Err(invalid("empty ciphertext"));
+    }
+    let list = relay
+        .store
+        .device_list(recipient)
+        .await?
+        .ok_or(RelayError::UnknownAccount)?;
+    if recipient != sender && relay.store.is_blocked(recipient, sender).await? {
+        return Err(RelayError::Blocked);
+    }
+    // Exactly the recipient's current devices (minus the sending device
+    // when a device syncs its own account's other devices).
+    let mut expected: Vec<u32> = list
+        .devices
+        .iter()
+        .map(|d| d.device_id)
+        .filter(|&id| !(recipient == sender && id == sender_device))
+        .collect();
+    expected.sort_unstable();
+    let mut offered: Vec<u32> = request.devices.iter().map(|d| d.device_id).collect();
+    offered.sort_unstable();
+    if offered != expected {
+        return Err(RelayError::DeviceListMismatch {
+            current: Box::new(list),
+        });
+    }
+    let server_timestamp_ms = now_ms();
+    let expires_at_ms = server_timestamp_ms.saturating_add(relay.config.message_ttl_ms);
+    let copies: Vec<(u32, Vec<u8>)> = request
+        .devices
+        .into_iter()
+        .map(|d| {
+            let envelope = wire::Envelope {
+                message_id: message_id.to_vec(),
+                sender_account: sender.to_vec(),
+                sender_device,
+                recipient_account: recipient.to_vec(),
+                recipient_device: d.device_id,
+                client_timestamp_ms: request.client_timestamp_ms,
+                server_timestamp_ms,
+                category: request.category,
+                template_id: request.template_id.clone(),
+                franking_tag: request.franking_tag.clone(),
+                relay_franking_signature: Vec::new(),
+                ciphertext: d.ciphertext,
+            };
+            (d.device_id, envelope.encode_to_vec())
+        })
+        .collect();
+    let devices: Vec<u32> = copies.iter().map(|(d, _)| *d).collect();
+    let message = NewMessage {
+        sender,
+        sender_device,
+        recipient,
+        message_id,
+        server_timestamp_ms,
+        expires_at_ms,
+        copies,
+    };
+    let max_queue = relay.config.limits.max_queue_per_device;
+    Ok(Reply::Later(
+        async move {
+            finish(
+                relay, request_id, message_id, recipient, devices, message, max_queue,
+            )
+            .await
+        }
+        .boxed(),
+    ))
+}
+
+async fn finish<S: Storage>(
+    relay: Arc<crate::state::Relay<S>>,
+    request_id: u64,
+    message_id: [u8; MESSAGE_ID_LEN],
+    recipient: comptoir_protocol::AccountId,
+    devices: Vec<u32>,
+    message: NewMessage,
+    max_queue: u64,
+) -> Vec<u8> {
+    let accepted = |server_timestamp_ms| {
+        frame::server(
+            request_id,
+            Body::Accepted(wire::Accepted {
+                message_id: message_id.to_vec(),
+                server_timestamp_ms,
+            }),
+        )
+    };
+    let server_timestamp_ms = message.server_timestamp_ms;
+    let outcome = relay.store.enqueue(message, max_queue).await;
+    let error = match outcome {
+        Ok(Enqueued::Stored) => {
+            let n = devices.len() as u64;
+            relay.metrics.envelopes_accepted.fetch_add(n, Relaxed);
+            relay.metrics.queue_depth.fetch_add(n as i64, Relaxed);
+            for device in devices {
+                relay.hub.wake(recipient, device);
+            }
+            return accepted(server_timestamp_ms);
+        }
+        Ok(Enqueued::Duplicate {
+            server_timestamp_ms,
+        }) => {
+            relay.metrics.envelopes_duplicate.fetch_add(1, Relaxed);
+            return accepted(server_timestamp_ms);
+        }
+        Ok(Enqueued::QueueFull { device }) => RelayError::QueueFull {
+            device,
+            limit: max_queue,
+        },
+        Err(error) => {
+            tracing::error!(%error, "storing an envelope failed");
+            RelayError::Storage(error)
+        }
+    };
+    relay.metrics.refused(error.code());
+    error.to_frame(request_id).encode_frame()
+}

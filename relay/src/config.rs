@@ -1,0 +1,195 @@
+//! Relay configuration: defaults that run with no setup, overridable from a
+//! TOML file and from environment variables / flags (see `src/bin/relay.rs`
+//! and docs/OPERATIONS.md).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Default WebSocket listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
+/// Default `/healthz` + `/metrics` listen address.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:7701";
+/// Default data directory (relative to the working directory).
+pub const DEFAULT_DATA_DIR: &str = "relay-data";
+/// Default time an undelivered envelope is kept: 30 days.
+pub const DEFAULT_MESSAGE_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
+
+/// Everything the relay reads at start.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// WebSocket (ws:// or, with `tls`, wss://) listen address.
+    pub listen: SocketAddr,
+    /// Plain-HTTP listener for `/healthz` and `/metrics`; `None` disables it.
+    pub http_listen: Option<SocketAddr>,
+    /// Directory of the embedded sled store (created if missing).
+    pub data_dir: PathBuf,
+    /// Certificate chain and private key (PEM) to serve wss://.
+    pub tls: Option<TlsFiles>,
+    /// How long an undelivered envelope is kept before it expires.
+    pub message_ttl_ms: u64,
+    /// How often expired envelopes are garbage-collected.
+    pub gc_interval_ms: u64,
+    /// sled page cache size. Bigger keeps more queues in memory.
+    pub cache_capacity_bytes: u64,
+    /// Abuse and resource limits.
+    pub limits: Limits,
+}
+
+/// PEM files for TLS.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// Certificate chain, leaf first (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// Limits, each refused with a typed error frame. Every one trades abuse
+/// resistance against legitimate bursts; the defaults suit a small relay.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Open connections at most; further ones wait to be accepted.
+    pub max_connections: usize,
+    /// Envelopes queued per recipient device; beyond, sends get QUEUE_FULL.
+    /// Bounds the disk one offline device can cost.
+    pub max_queue_per_device: u64,
+    /// Sustained authenticated requests per second per account.
+    pub account_rate_per_sec: f64,
+    /// Burst of authenticated requests per account.
+    pub account_burst: f64,
+    /// Sustained connections + unauthenticated frames per second per IP.
+    pub address_rate_per_sec: f64,
+    /// Burst of connections + unauthenticated frames per IP.
+    pub address_burst: f64,
+    /// Failed authentications allowed on one connection before it closes.
+    pub auth_attempts: u32,
+    /// Time to authenticate after the WebSocket opens.
+    pub auth_timeout_ms: u64,
+    /// An authenticated connection that sends nothing (not even a ping) for
+    /// this long is closed.
+    pub idle_timeout_ms: u64,
+    /// A write (or the TLS/WebSocket handshake) that takes longer than this
+    /// closes the connection: the peer is not reading.
+    pub write_timeout_ms: u64,
+    /// Largest outgoing backlog kept for one connection, in bytes.
+    pub max_write_buffer_bytes: usize,
+    /// Envelopes pushed to a device and not yet acked, at most. Bounds what a
+    /// slow reader can make the relay buffer.
+    pub delivery_window: usize,
+    /// Sends from one connection waiting for their durable write, at most.
+    pub max_pending_sends: usize,
+    /// One-time prekeys stored per device at most.
+    pub max_one_time_prekeys: u32,
+    /// When a device's one-time prekeys fall below this, it gets PreKeysLow.
+    pub prekeys_low_threshold: u32,
+    /// How long a phone verification code is valid.
+    pub code_ttl_ms: u64,
+    /// Wrong codes allowed before the code is discarded.
+    pub code_attempts: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: parse_addr(DEFAULT_LISTEN),
+            http_listen: Some(parse_addr(DEFAULT_HTTP_LISTEN)),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            tls: None,
+            message_ttl_ms: DEFAULT_MESSAGE_TTL_MS,
+            gc_interval_ms: 60_000,
+            cache_capacity_bytes: 256 * 1024 * 1024,
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 50_000,
+            max_queue_per_device: 10_000,
+            account_rate_per_sec: 100.0,
+            account_burst: 500.0,
+            address_rate_per_sec: 50.0,
+            address_burst: 200.0,
+            auth_attempts: 3,
+            auth_timeout_ms: 10_000,
+            idle_timeout_ms: 300_000,
+            write_timeout_ms: 10_000,
+            max_write_buffer_bytes: 4 * comptoir_protocol::MAX_FRAME_SIZE,
+            delivery_window: 256,
+            max_pending_sends: 256,
+            max_one_time_prekeys: 500,
+            prekeys_low_threshold: 10,
+            code_ttl_ms: 10 * 60 * 1000,
+            code_attempts: 5,
+        }
+    }
+}
+
+fn parse_addr(text: &str) -> SocketAddr {
+    text.parse()
+        .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 7700)))
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}; check the path given with --config")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid config file {path}: {source}; see docs/OPERATIONS.md for the keys")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: Box<toml::de::Error>,
+    },
+}
+
+impl Config {
+    /// Load a TOML file (missing keys take their defaults).
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Parse TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_partial_toml() -> Result<(), toml::de::Error> {
+        let config = Config::from_toml("listen = \"0.0.0.0:9000\"\n[limits]\nauth_attempts = 7\n")?;
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.limits.auth_attempts, 7);
+        assert_eq!(config.message_ttl_ms, DEFAULT_MESSAGE_TTL_MS);
+        assert_eq!(Config::default().listen.to_string(), DEFAULT_LISTEN);
+        assert!(Config::from_toml("nonsense = 1").is_err());
+        Ok(())
+    }
+}

@@ -1,0 +1,148 @@
+//! One WebSocket: reads whole frames, writes with a deadline, bounded
+//! buffers. Knows nothing about what frames mean.
+//!
+//! Buffers are tuned for many idle connections: a 4 KiB read buffer
+//! (tungstenite's default is 128 KiB, allocated per connection), eager
+//! writes (no write buffer), and a cap on the outgoing backlog so a peer
+//! that stops reading cannot make the relay hold unbounded data.
+
+use std::time::Duration;
+
+use comptoir_protocol::MAX_FRAME_SIZE;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, error::CapacityError};
+
+/// Read buffer per connection. Small, because most connections are idle;
+/// a large frame still arrives, in several reads.
+pub const READ_BUFFER_SIZE: usize = 4096;
+
+/// WebSocket close codes the relay uses (also listed in wire.proto as
+/// `CloseCode`).
+pub mod close {
+    /// The relay is shutting down (standard "going away").
+    pub const GOING_AWAY: u16 = 1001;
+    /// Refused by policy (rate limit before authentication).
+    pub const POLICY: u16 = 1008;
+    /// A frame exceeded the size limit (standard "message too big").
+    pub const TOO_BIG: u16 = 1009;
+    /// Too many failed authentication attempts.
+    pub const AUTH_FAILED: u16 = 4001;
+    /// The account or device is unknown or was removed.
+    pub const UNKNOWN_DEVICE: u16 = 4002;
+    /// No successful authentication within the time allowed.
+    pub const AUTH_TIMEOUT: u16 = 4003;
+    /// Nothing received (not even a ping) for the idle timeout.
+    pub const IDLE: u16 = 4004;
+    /// The same device connected again; this older connection is closed.
+    pub const REPLACED: u16 = 4005;
+    /// The account published a device list without this device.
+    pub const DEVICE_REMOVED: u16 = 4006;
+}
+
+/// The tungstenite configuration of every relay connection.
+pub fn websocket_config(max_write_buffer: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_SIZE)
+        .write_buffer_size(0)
+        .max_write_buffer_size(max_write_buffer.max(MAX_FRAME_SIZE + 1024))
+        .max_message_size(Some(MAX_FRAME_SIZE))
+        .max_frame_size(Some(MAX_FRAME_SIZE))
+}
+
+/// What the peer sent.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A binary message: one frame to decode.
+    Frame(Vec<u8>),
+    /// A text message (not part of the protocol).
+    Text,
+    /// A ping or pong (keeps the connection alive).
+    Control,
+    /// A message larger than [`MAX_FRAME_SIZE`]; the socket cannot be read
+    /// further.
+    TooLarge(usize),
+    /// The peer closed, or the socket failed.
+    Closed,
+}
+
+/// A write that failed: the connection is over.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteError {
+    /// The peer did not take the data within the write timeout.
+    #[error("peer did not read within the write timeout")]
+    Timeout,
+    /// The socket failed or the backlog exceeded its cap.
+    #[error("socket write failed: {0}")]
+    Socket(#[from] tungstenite::Error),
+}
+
+/// A WebSocket plus its write deadline.
+#[derive(Debug)]
+pub struct Connection<IO> {
+    ws: WebSocketStream<IO>,
+    write_timeout: Duration,
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
+    /// Wrap an accepted WebSocket.
+    pub fn new(ws: WebSocketStream<IO>, write_timeout: Duration) -> Self {
+        Self { ws, write_timeout }
+    }
+
+    /// Read the next message. Cancel-safe.
+    pub async fn read(&mut self) -> Inbound {
+        match self.ws.next().await {
+            Some(Ok(Message::Binary(bytes))) => Inbound::Frame(bytes.into()),
+            Some(Ok(Message::Text(_))) => Inbound::Text,
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Inbound::Control,
+            Some(Ok(Message::Close(_))) | None => Inbound::Closed,
+            Some(Err(tungstenite::Error::Capacity(CapacityError::MessageTooLong {
+                size, ..
+            }))) => Inbound::TooLarge(size),
+            Some(Err(error)) => {
+                tracing::debug!(%error, "websocket read ended");
+                Inbound::Closed
+            }
+        }
+    }
+
+    /// Queue a frame without flushing (call [`Self::flush`] after a batch).
+    pub async fn feed(&mut self, frame: Vec<u8>) -> Result<(), WriteError> {
+        tokio::time::timeout(
+            self.write_timeout,
+            self.ws.feed(Message::Binary(frame.into())),
+        )
+        .await
+        .map_err(|_| WriteError::Timeout)??;
+        Ok(())
+    }
+
+    /// Flush queued frames.
+    pub async fn flush(&mut self) -> Result<(), WriteError> {
+        tokio::time::timeout(self.write_timeout, self.ws.flush())
+            .await
+            .map_err(|_| WriteError::Timeout)??;
+        Ok(())
+    }
+
+    /// Write one frame now.
+    pub async fn send(&mut self, frame: Vec<u8>) -> Result<(), WriteError> {
+        self.feed(frame).await?;
+        self.flush().await
+    }
+
+    /// Send a close frame (best effort, bounded by the write timeout).
+    pub async fn close(&mut self, code: u16, reason: &'static str) {
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.into(),
+        };
+        let _ = tokio::time::timeout(self.write_timeout, self.ws.close(Some(frame))).await;
+    }
+}

@@ -1,0 +1,178 @@
+//! Typed errors. Every refusal the relay can make is one [`RelayError`]
+//! variant, mapped once (in [`RelayError::to_frame`]) to a wire
+//! `ErrorCode` and a message that says what to do.
+
+use comptoir_protocol::proto::wire::{self, ErrorCode, SignedDeviceList};
+
+use crate::storage::StorageError;
+
+/// Result alias for the relay.
+pub type Result<T, E = RelayError> = std::result::Result<T, E>;
+
+/// Why the relay refused a frame. None of these leaves partial state behind.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelayError {
+    /// The bytes are not a version-1 `ClientFrame`.
+    #[error("malformed frame ({0}); send one version-1 protobuf ClientFrame per binary message")]
+    MalformedFrame(String),
+    /// The frame is larger than the relay accepts.
+    #[error(
+        "frame of {got} bytes exceeds the limit of {limit} bytes; send large content as an attachment"
+    )]
+    FrameTooLarge {
+        /// The limit.
+        limit: usize,
+        /// The size received.
+        got: usize,
+    },
+    /// The version byte is not one this relay speaks.
+    #[error("unsupported frame version {got}; this relay speaks version 1")]
+    UnsupportedVersion {
+        /// The version byte received.
+        got: u8,
+    },
+    /// The request needs an authenticated connection.
+    #[error("not authenticated: answer the AuthChallenge with an AuthResponse first")]
+    NotAuthenticated,
+    /// The request is only valid before authentication.
+    #[error(
+        "already authenticated on this connection; open a new connection to authenticate again"
+    )]
+    AlreadyAuthenticated,
+    /// The challenge signature did not verify.
+    #[error(
+        "authentication failed: the signature does not match the device key; sign the latest challenge nonce ({remaining} attempts left)"
+    )]
+    AuthFailed {
+        /// Attempts left on this connection.
+        remaining: u32,
+    },
+    /// Too many failed authentication attempts on this connection.
+    #[error("too many failed authentication attempts; reconnect and sign the new challenge")]
+    TooManyAuthAttempts,
+    /// The account or device is not registered (or was removed).
+    #[error(
+        "unknown device: the account does not list this device; register it in a new signed device list"
+    )]
+    UnknownDevice,
+    /// No account has this id (or handle).
+    #[error("unknown account; check the id or look the handle up again")]
+    UnknownAccount,
+    /// The send does not cover exactly the recipient's current devices.
+    #[error(
+        "the send must carry one ciphertext per current device of the recipient; retry with the attached device list"
+    )]
+    DeviceListMismatch {
+        /// The current list the sender should encrypt for.
+        current: Box<SignedDeviceList>,
+    },
+    /// A device list older than (or as old as) the stored one.
+    #[error(
+        "stale device list: version {got} is not newer than the stored version {have}; publish a higher version"
+    )]
+    StaleDeviceList {
+        /// The stored version.
+        have: u64,
+        /// The version offered.
+        got: u64,
+    },
+    /// A signature or key in the request does not verify.
+    #[error("bad signature or key on {0}; sign it with the right key")]
+    BadSignature(String),
+    /// A recipient device's queue is full.
+    #[error("the queue of device {device} is full ({limit} envelopes); retry after it drains")]
+    QueueFull {
+        /// The recipient device.
+        device: u32,
+        /// The per-device limit.
+        limit: u64,
+    },
+    /// A token bucket ran dry.
+    #[error("rate limited ({scope}); retry after {retry_after_ms} ms")]
+    RateLimited {
+        /// "account" or "address".
+        scope: &'static str,
+        /// When a token will be available.
+        retry_after_ms: u64,
+    },
+    /// The recipient blocked the sender.
+    #[error("the recipient has blocked this account; the envelope was not stored")]
+    Blocked,
+    /// The request is structurally invalid.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// Too many wrong verification codes.
+    #[error("too many wrong codes for this number; request a new code")]
+    TooManyCodeAttempts,
+    /// The verification code expired (or none was requested).
+    #[error("no valid code for this number (expired or never requested); request a new code")]
+    CodeExpired,
+    /// The verification code is wrong.
+    #[error("wrong code; {remaining} attempts left")]
+    WrongCode {
+        /// Attempts left before the code is discarded.
+        remaining: u32,
+    },
+    /// The relay is shutting down.
+    #[error("the relay is shutting down; reconnect in a moment")]
+    ShuttingDown,
+    /// The storage backend failed. The request was not applied.
+    #[error("storage failure ({0}); the request was not applied, retry later")]
+    Storage(#[from] StorageError),
+}
+
+impl RelayError {
+    /// The stable wire code for this refusal.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::MalformedFrame(_) => ErrorCode::MalformedFrame,
+            Self::FrameTooLarge { .. } => ErrorCode::FrameTooLarge,
+            Self::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
+            Self::NotAuthenticated => ErrorCode::NotAuthenticated,
+            Self::AlreadyAuthenticated => ErrorCode::InvalidRequest,
+            Self::AuthFailed { .. } => ErrorCode::AuthFailed,
+            Self::TooManyAuthAttempts => ErrorCode::TooManyAttempts,
+            Self::UnknownDevice => ErrorCode::UnknownDevice,
+            Self::UnknownAccount => ErrorCode::UnknownAccount,
+            Self::DeviceListMismatch { .. } => ErrorCode::DeviceListMismatch,
+            Self::StaleDeviceList { .. } => ErrorCode::StaleDeviceList,
+            Self::BadSignature(_) => ErrorCode::BadSignature,
+            Self::QueueFull { .. } => ErrorCode::QueueFull,
+            Self::RateLimited { .. } => ErrorCode::RateLimited,
+            Self::Blocked => ErrorCode::Blocked,
+            Self::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            Self::TooManyCodeAttempts => ErrorCode::TooManyAttempts,
+            Self::CodeExpired => ErrorCode::CodeExpired,
+            Self::WrongCode { .. } => ErrorCode::WrongCode,
+            Self::ShuttingDown => ErrorCode::ShuttingDown,
+            Self::Storage(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// The error frame answering request `request_id`.
+    pub fn to_frame(&self, request_id: u64) -> wire::ServerFrame {
+        let device_list = match self {
+            Self::DeviceListMismatch { current } => Some((**current).clone()),
+            _ => None,
+        };
+        let retry_after_ms = match self {
+            Self::RateLimited { retry_after_ms, .. } => *retry_after_ms,
+            _ => 0,
+        };
+        wire::ServerFrame {
+            request_id,
+            body: Some(wire::server_frame::Body::Error(wire::Error {
+                code: self.code() as i32,
+                message: self.to_string(),
+                device_list,
+                retry_after_ms,
+            })),
+        }
+    }
+}
+
+/// Shorthand for an invalid-request error.
+pub(crate) fn invalid(what: impl Into<String>) -> RelayError {
+    RelayError::InvalidRequest(what.into())
+}

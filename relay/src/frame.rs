@@ -1,0 +1,78 @@
+//! Pure helpers that build server frames (no I/O).
+//!
+//! Frames are encoded with [`comptoir_protocol::frame`]; the hot path that
+//! pushes a stored envelope splices the stored `Envelope` bytes into a
+//! `ServerFrame { deliver: Deliver { envelope } }` without decoding them.
+
+use comptoir_protocol::frame::{FRAME_VERSION, encode_server};
+use comptoir_protocol::proto::wire::{self, server_frame::Body};
+
+/// Encode a server frame answering `request_id`.
+pub fn server(request_id: u64, body: Body) -> Vec<u8> {
+    encode_server(&wire::ServerFrame {
+        request_id,
+        body: Some(body),
+    })
+}
+
+/// The generic success reply.
+pub fn ok(request_id: u64) -> Vec<u8> {
+    server(request_id, Body::Ok(wire::Ok {}))
+}
+
+/// A push of one stored envelope (its encoded `Envelope` protobuf),
+/// byte-identical to encoding `ServerFrame { request_id: 0, deliver }`.
+pub fn deliver(envelope: &[u8]) -> Vec<u8> {
+    // Deliver { envelope = 1 } inside ServerFrame { deliver = 5 }.
+    let inner_len = 1 + varint_len(envelope.len() as u64) + envelope.len();
+    let mut out = Vec::with_capacity(1 + 1 + varint_len(inner_len as u64) + inner_len);
+    out.push(FRAME_VERSION);
+    out.push((5 << 3) | 2);
+    put_varint(&mut out, inner_len as u64);
+    out.push((1 << 3) | 2);
+    put_varint(&mut out, envelope.len() as u64);
+    out.extend_from_slice(envelope);
+    out
+}
+
+fn varint_len(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    #[test]
+    fn deliver_matches_prost_encoding() {
+        for size in [0usize, 1, 100, 127, 128, 300, 20_000, 200_000] {
+            let envelope = wire::Envelope {
+                message_id: vec![7; 16],
+                ciphertext: vec![0xab; size],
+                ..Default::default()
+            };
+            let bytes = envelope.encode_to_vec();
+            let expected = encode_server(&wire::ServerFrame {
+                request_id: 0,
+                body: Some(Body::Deliver(wire::Deliver {
+                    envelope: Some(envelope),
+                })),
+            });
+            assert_eq!(deliver(&bytes), expected, "size {size}");
+        }
+    }
+}

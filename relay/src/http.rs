@@ -1,0 +1,78 @@
+//! The small operations listener: `GET /healthz` and `GET /metrics`
+//! (Prometheus text), minimal HTTP/1.1 over tokio, one request per
+//! connection. Kept apart from the WebSocket port so it can stay private.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::metrics::Metrics;
+
+/// Largest request head read; anything longer is refused.
+const MAX_REQUEST: usize = 8 * 1024;
+/// Time allowed to send the request head.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serve `/healthz` and `/metrics` until the task is dropped.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "metrics listener accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            if let Err(error) = answer(stream, &metrics).await {
+                tracing::debug!(%error, "metrics request failed");
+            }
+        });
+    }
+}
+
+async fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    let head_complete = tokio::time::timeout(READ_TIMEOUT, async {
+        loop {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok::<bool, std::io::Error>(false);
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                return Ok(true);
+            }
+            if buf.len() > MAX_REQUEST {
+                return Ok(false);
+            }
+        }
+    })
+    .await
+    .unwrap_or(Ok(false))?;
+    let line = buf
+        .split(|&b| b == b'\r')
+        .next()
+        .map(|l| String::from_utf8_lossy(l).into_owned())
+        .unwrap_or_default();
+    let mut parts = line.split_whitespace();
+    let (status, content_type, body) = match (head_complete, parts.next(), parts.next()) {
+        (true, Some("GET"), Some("/healthz")) => ("200 OK", "text/plain", "ok\n".to_owned()),
+        (true, Some("GET"), Some("/metrics")) => {
+            ("200 OK", "text/plain; version=0.0.4", metrics.render())
+        }
+        (true, Some("GET"), Some(_)) => ("404 Not Found", "text/plain", "not found\n".into()),
+        _ => ("400 Bad Request", "text/plain", "bad request\n".into()),
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await
+}

@@ -1,0 +1,318 @@
+//! The accept loop (mini-redis shape): a semaphore caps connections, accept
+//! errors back off, each connection runs in its own task holding a
+//! [`Shutdown`] and a completion sender; on shutdown the loop stops
+//! accepting, connections close with a close code, the server waits for
+//! them and flushes storage.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, broadcast, mpsc};
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::Config;
+use crate::connection::{Connection, close, websocket_config};
+use crate::error::RelayError;
+use crate::metrics::Metrics;
+use crate::phone::{CodeSender, LogCodeSender};
+use crate::session::{EncodeFrame, Session};
+use crate::shutdown::Shutdown;
+use crate::state::{Relay, now_ms};
+use crate::storage::{SledStore, Storage, StorageError};
+use crate::tls::TlsError;
+
+/// How long shutdown waits for connections to finish before flushing.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Why the server could not start (or stopped with an error).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// A listener could not be bound, or the data directory created.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// The store could not be opened or flushed.
+    #[error("storage: {0}; check the data directory (is another relay using it?)")]
+    Storage(#[from] StorageError),
+    /// TLS files are unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// Pluggable parts of a relay, beyond the configuration.
+pub struct Services {
+    /// Listener for `/healthz` and `/metrics`, if any.
+    pub http_listener: Option<TcpListener>,
+    /// TLS acceptor for wss://, if any.
+    pub tls: Option<TlsAcceptor>,
+    /// Delivers phone verification codes.
+    pub code_sender: Arc<dyn CodeSender>,
+    /// Where metrics are recorded.
+    pub metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services")
+            .field("http_listener", &self.http_listener)
+            .field("tls", &self.tls.is_some())
+            .field("code_sender", &self.code_sender)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Services {
+    /// Bind the HTTP listener and load TLS as the configuration says; codes
+    /// go to the log.
+    pub async fn from_config(config: &Config) -> Result<Self, ServerError> {
+        let http_listener = match config.http_listen {
+            Some(addr) => {
+                Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|source| ServerError::Io {
+                            what: format!("cannot listen for /metrics on {addr} (set http_listen)"),
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
+        let tls = match &config.tls {
+            Some(files) => Some(crate::tls::acceptor(&files.cert, &files.key)?),
+            None => None,
+        };
+        Ok(Self {
+            http_listener,
+            tls,
+            code_sender: Arc::new(LogCodeSender),
+            metrics: Arc::new(Metrics::default()),
+        })
+    }
+}
+
+/// Run a relay on `listener` with the sled store in `config.data_dir` until
+/// `shutdown` completes.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future,
+) -> Result<(), ServerError> {
+    let services = Services::from_config(&config).await?;
+    run_with(listener, config, services, shutdown).await
+}
+
+/// [`run`] with explicit services (tests, embedding).
+pub async fn run_with(
+    listener: TcpListener,
+    config: Config,
+    services: Services,
+    shutdown: impl Future,
+) -> Result<(), ServerError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::Io {
+        what: format!("cannot create data directory {}", config.data_dir.display()),
+        source,
+    })?;
+    let store = SledStore::open(
+        &config.data_dir,
+        config.cache_capacity_bytes,
+        services.metrics.clone(),
+    )?;
+    run_with_storage(listener, config, services, store, shutdown).await
+}
+
+/// [`run_with`] on any [`Storage`] backend.
+pub async fn run_with_storage<S: Storage + std::fmt::Debug>(
+    listener: TcpListener,
+    config: Config,
+    services: Services,
+    store: S,
+    shutdown: impl Future,
+) -> Result<(), ServerError> {
+    let Services {
+        http_listener,
+        tls,
+        code_sender,
+        metrics,
+    } = services;
+    metrics
+        .queue_depth
+        .store(store.total_queued().await? as i64, Relaxed);
+    let relay = Arc::new(Relay::new(store, config, metrics.clone(), code_sender));
+    let http = http_listener.map(|l| tokio::spawn(crate::http::serve(l, metrics.clone())));
+    let gc = tokio::spawn(collect_garbage(relay.clone()));
+    let (notify_shutdown, _) = broadcast::channel(1);
+    let (shutdown_complete_tx, mut shutdown_complete_rx) = mpsc::channel::<()>(1);
+    tracing::info!(
+        address = %listener.local_addr().map_or("?".into(), |a| a.to_string()),
+        tls = tls.is_some(),
+        data_dir = %relay.config.data_dir.display(),
+        "relay listening"
+    );
+    let mut accept = Listener {
+        relay: relay.clone(),
+        listener,
+        tls,
+        limit: Arc::new(Semaphore::new(relay.config.limits.max_connections.max(1))),
+        notify_shutdown,
+        shutdown_complete_tx,
+    };
+    tokio::select! {
+        () = accept.run() => {}
+        _ = shutdown => tracing::info!("shutting down: no new connections"),
+    }
+    let Listener {
+        notify_shutdown,
+        shutdown_complete_tx,
+        ..
+    } = accept;
+    drop(notify_shutdown);
+    drop(shutdown_complete_tx);
+    if tokio::time::timeout(SHUTDOWN_GRACE, shutdown_complete_rx.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the grace period; flushing anyway");
+    }
+    gc.abort();
+    relay.store.flush().await?;
+    if let Some(http) = http {
+        http.abort();
+    }
+    tracing::info!("relay stopped; storage flushed");
+    Ok(())
+}
+
+struct Listener<S> {
+    relay: Arc<Relay<S>>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    limit: Arc<Semaphore>,
+    notify_shutdown: broadcast::Sender<()>,
+    shutdown_complete_tx: mpsc::Sender<()>,
+}
+
+impl<S: Storage + std::fmt::Debug> Listener<S> {
+    async fn run(&mut self) {
+        loop {
+            let Ok(permit) = self.limit.clone().acquire_owned().await else {
+                return;
+            };
+            let (socket, peer) = self.accept().await;
+            let relay = self.relay.clone();
+            let tls = self.tls.clone();
+            let shutdown = Shutdown::new(self.notify_shutdown.subscribe());
+            let complete = self.shutdown_complete_tx.clone();
+            tokio::spawn(async move {
+                relay.metrics.connections_open.fetch_add(1, Relaxed);
+                relay.metrics.connections_total.fetch_add(1, Relaxed);
+                serve_socket(relay.clone(), socket, peer, tls, shutdown).await;
+                relay.metrics.connections_open.fetch_sub(1, Relaxed);
+                drop(permit);
+                drop(complete);
+            });
+        }
+    }
+
+    /// Accept, backing off on errors (e.g. out of file descriptors).
+    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            match self.listener.accept().await {
+                Ok(accepted) => return accepted,
+                Err(error) => {
+                    tracing::warn!(%error, backoff_ms = backoff.as_millis() as u64, "accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+}
+
+async fn serve_socket<S: Storage>(
+    relay: Arc<Relay<S>>,
+    socket: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    shutdown: Shutdown,
+) {
+    let _ = socket.set_nodelay(true);
+    let timeout = Duration::from_millis(relay.config.limits.write_timeout_ms);
+    match tls {
+        Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(socket)).await {
+            Ok(Ok(stream)) => serve_websocket(relay, stream, peer, shutdown).await,
+            Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        },
+        None => serve_websocket(relay, socket, peer, shutdown).await,
+    }
+}
+
+async fn serve_websocket<S: Storage, IO: AsyncRead + AsyncWrite + Unpin + Send>(
+    relay: Arc<Relay<S>>,
+    stream: IO,
+    peer: SocketAddr,
+    shutdown: Shutdown,
+) {
+    let limits = &relay.config.limits;
+    let timeout = Duration::from_millis(limits.write_timeout_ms);
+    let config = websocket_config(limits.max_write_buffer_bytes);
+    let ws = match tokio::time::timeout(
+        timeout,
+        tokio_tungstenite::accept_async_with_config(stream, Some(config)),
+    )
+    .await
+    {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, %error, "websocket handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "websocket handshake timed out");
+            return;
+        }
+    };
+    let mut conn = Connection::new(ws, timeout);
+    if let Err(retry_after_ms) = relay.address_limiter.check(&peer.ip()) {
+        let error = RelayError::RateLimited {
+            scope: "address",
+            retry_after_ms,
+        };
+        relay.metrics.refused(error.code());
+        let _ = conn.send(error.to_frame(0).encode_frame()).await;
+        conn.close(close::POLICY, "rate limited").await;
+        return;
+    }
+    Session::new(relay, peer.ip()).run(conn, shutdown).await;
+}
+
+/// Delete expired envelopes every `gc_interval_ms`.
+async fn collect_garbage<S: Storage>(relay: Arc<Relay<S>>) {
+    let period = Duration::from_millis(relay.config.gc_interval_ms.max(10));
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match relay.store.expire(now_ms()).await {
+            Ok(0) => {}
+            Ok(n) => {
+                relay.metrics.envelopes_expired.fetch_add(n, Relaxed);
+                relay.metrics.queue_depth.fetch_sub(n as i64, Relaxed);
+                tracing::info!(expired = n, "expired envelopes deleted");
+            }
+            Err(error) => tracing::error!(%error, "garbage collection failed"),
+        }
+    }
+}

@@ -1,0 +1,414 @@
+//! One connection's life: challenge, authentication, then requests,
+//! pushes of queued mail (a bounded window of unacked envelopes), frames
+//! posted by other connections, timeouts and shutdown.
+//!
+//! Mail is always pulled from storage after a cursor, whether the device
+//! just connected (drain) or was woken by a new envelope (push), so order
+//! holds and nothing is pushed twice on one connection.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use comptoir_protocol::proto::wire::{self, client_frame, server_frame::Body};
+use comptoir_protocol::{AUTH_NONCE_LEN, AccountId, IdentityKey};
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+
+use crate::cmd;
+use crate::connection::{Connection, Inbound, WriteError, close};
+use crate::error::RelayError;
+use crate::frame;
+use crate::hub::{Posted, Presence};
+use crate::shutdown::Shutdown;
+use crate::state::{Relay, now_ms};
+use crate::storage::Storage;
+
+/// The authenticated device of a connection.
+#[derive(Debug)]
+pub(crate) struct Device {
+    pub(crate) account: AccountId,
+    pub(crate) device: u32,
+    pub(crate) identity: IdentityKey,
+    pub(crate) presence: Arc<Presence>,
+    /// Last queue position pushed on this connection.
+    pub(crate) cursor: Option<u64>,
+    /// Envelopes pushed and not yet acked.
+    pub(crate) in_flight: usize,
+}
+
+/// A durable write in progress; resolves to the frames to send.
+pub(crate) type PendingSend = BoxFuture<'static, Vec<u8>>;
+
+/// What a request handler wants done after it ran.
+pub(crate) enum Reply {
+    /// Send this frame.
+    Frame(Vec<u8>),
+    /// Send these frames.
+    Frames(Vec<Vec<u8>>),
+    /// Wait for a durable write; its result is the reply.
+    Later(PendingSend),
+    /// Send a frame, then close with this code.
+    Close(Vec<u8>, u16, &'static str),
+    /// Nothing to send.
+    None,
+}
+
+/// One connection's state.
+#[derive(Debug)]
+pub(crate) struct Session<S> {
+    pub(crate) relay: Arc<Relay<S>>,
+    pub(crate) id: u64,
+    pub(crate) peer: IpAddr,
+    pub(crate) nonce: [u8; AUTH_NONCE_LEN],
+    pub(crate) auth_failures: u32,
+    pub(crate) device: Option<Device>,
+}
+
+enum Event {
+    Shutdown,
+    Inbound(Inbound),
+    Written(Vec<u8>),
+    Wake,
+    Timeout,
+}
+
+enum Flow {
+    Continue,
+    Stop,
+}
+
+impl<S: Storage> Session<S> {
+    pub(crate) fn new(relay: Arc<Relay<S>>, peer: IpAddr) -> Self {
+        let id = relay.next_connection.fetch_add(1, Relaxed);
+        Self {
+            relay,
+            id,
+            peer,
+            nonce: rand::random(),
+            auth_failures: 0,
+            device: None,
+        }
+    }
+
+    /// The challenge frame for the current nonce.
+    pub(crate) fn challenge(&self) -> Vec<u8> {
+        frame::server(
+            0,
+            Body::Challenge(wire::AuthChallenge {
+                nonce: self.nonce.to_vec(),
+                server_time_ms: now_ms(),
+            }),
+        )
+    }
+
+    /// Drive the connection until it ends.
+    pub(crate) async fn run<IO: AsyncRead + AsyncWrite + Unpin + Send>(
+        mut self,
+        mut conn: Connection<IO>,
+        mut shutdown: Shutdown,
+    ) {
+        let limits = self.relay.config.limits.clone();
+        if conn.send(self.challenge()).await.is_err() {
+            return;
+        }
+        let mut pending: FuturesUnordered<PendingSend> = FuturesUnordered::new();
+        let mut deadline = Instant::now() + Duration::from_millis(limits.auth_timeout_ms);
+        loop {
+            let presence = self.device.as_ref().map(|d| d.presence.clone());
+            let can_read = pending.len() < limits.max_pending_sends;
+            let event = tokio::select! {
+                _ = shutdown.recv() => Event::Shutdown,
+                Some(bytes) = pending.next(), if !pending.is_empty() => Event::Written(bytes),
+                _ = wait_presence(presence.as_deref()) => Event::Wake,
+                inbound = conn.read(), if can_read => Event::Inbound(inbound),
+                _ = tokio::time::sleep_until(deadline) => Event::Timeout,
+            };
+            let flow = match event {
+                Event::Shutdown => {
+                    while let Some(bytes) = pending.next().await {
+                        if conn.send(bytes).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = conn
+                        .send(RelayError::ShuttingDown.to_frame(0).encode_frame())
+                        .await;
+                    conn.close(close::GOING_AWAY, "relay shutting down").await;
+                    Ok(Flow::Stop)
+                }
+                Event::Written(bytes) => conn.send(bytes).await.map(|()| Flow::Continue),
+                Event::Wake => self.on_wake(&mut conn).await,
+                Event::Timeout => {
+                    if self.device.is_some() {
+                        conn.close(close::IDLE, "idle timeout").await;
+                    } else {
+                        conn.close(close::AUTH_TIMEOUT, "authentication timeout")
+                            .await;
+                    }
+                    Ok(Flow::Stop)
+                }
+                Event::Inbound(inbound) => {
+                    let was_authenticated = self.device.is_some();
+                    let flow = self.on_inbound(inbound, &mut conn, &mut pending).await;
+                    if self.device.is_some() {
+                        deadline = Instant::now() + Duration::from_millis(limits.idle_timeout_ms);
+                        if !was_authenticated {
+                            // Freshly authenticated: drain the queue.
+                            match self.push_mail(&mut conn).await {
+                                Ok(()) => flow,
+                                Err(e) => Err(e),
+                            }
+                        } else {
+                            flow
+                        }
+                    } else {
+                        flow
+                    }
+                }
+            };
+            match flow {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Stop) => break,
+                Err(error) => {
+                    tracing::debug!(connection = self.id, %error, "connection write failed");
+                    break;
+                }
+            }
+        }
+        if let Some(device) = &self.device {
+            self.relay.hub.leave(device.account, device.device, self.id);
+            self.relay.metrics.authenticated_open.fetch_sub(1, Relaxed);
+        }
+    }
+
+    async fn on_inbound<IO: AsyncRead + AsyncWrite + Unpin + Send>(
+        &mut self,
+        inbound: Inbound,
+        conn: &mut Connection<IO>,
+        pending: &mut FuturesUnordered<PendingSend>,
+    ) -> Result<Flow, WriteError> {
+        let bytes = match inbound {
+            Inbound::Frame(bytes) => bytes,
+            Inbound::Control => return Ok(Flow::Continue),
+            Inbound::Closed => return Ok(Flow::Stop),
+            Inbound::Text => {
+                let error = RelayError::MalformedFrame("text message".into());
+                self.refuse(conn, &error, 0).await?;
+                return Ok(Flow::Continue);
+            }
+            Inbound::TooLarge(size) => {
+                let error = RelayError::FrameTooLarge {
+                    limit: comptoir_protocol::MAX_FRAME_SIZE,
+                    got: size,
+                };
+                self.refuse(conn, &error, 0).await?;
+                conn.close(close::TOO_BIG, "frame too large").await;
+                return Ok(Flow::Stop);
+            }
+        };
+        let request = match comptoir_protocol::frame::decode_client(&bytes) {
+            Ok(request) => request,
+            Err(error) => {
+                let error = match error {
+                    comptoir_protocol::DecodeError::UnsupportedVersion { got, .. } => {
+                        RelayError::UnsupportedVersion { got }
+                    }
+                    comptoir_protocol::DecodeError::TooLarge { limit, got } => {
+                        RelayError::FrameTooLarge { limit, got }
+                    }
+                    other => RelayError::MalformedFrame(other.to_string()),
+                };
+                self.refuse(conn, &error, 0).await?;
+                return Ok(Flow::Continue);
+            }
+        };
+        drop(bytes);
+        let request_id = request.request_id;
+        let Some(body) = request.body else {
+            let error = RelayError::MalformedFrame("empty frame body".into());
+            self.refuse(conn, &error, request_id).await?;
+            return Ok(Flow::Continue);
+        };
+        let reply = match self.dispatch(request_id, body).await {
+            Ok(reply) => reply,
+            Err(error) => {
+                let close = match &error {
+                    RelayError::UnknownDevice => Some((close::UNKNOWN_DEVICE, "unknown device")),
+                    RelayError::TooManyAuthAttempts => {
+                        Some((close::AUTH_FAILED, "too many failed authentications"))
+                    }
+                    _ => None,
+                };
+                self.relay.metrics.refused(error.code());
+                let frame = error.to_frame(request_id).encode_frame();
+                match close {
+                    Some((code, reason)) => Reply::Close(frame, code, reason),
+                    None => Reply::Frame(frame),
+                }
+            }
+        };
+        match reply {
+            Reply::Frame(bytes) => conn.send(bytes).await?,
+            Reply::Frames(frames) => {
+                for bytes in frames {
+                    conn.feed(bytes).await?;
+                }
+                conn.flush().await?;
+            }
+            Reply::Later(future) => pending.push(future),
+            Reply::Close(bytes, code, reason) => {
+                conn.send(bytes).await?;
+                conn.close(code, reason).await;
+                return Ok(Flow::Stop);
+            }
+            Reply::None => {}
+        }
+        Ok(Flow::Continue)
+    }
+
+    async fn refuse<IO: AsyncRead + AsyncWrite + Unpin + Send>(
+        &self,
+        conn: &mut Connection<IO>,
+        error: &RelayError,
+        request_id: u64,
+    ) -> Result<(), WriteError> {
+        self.relay.metrics.refused(error.code());
+        conn.send(error.to_frame(request_id).encode_frame()).await
+    }
+
+    async fn dispatch(
+        &mut self,
+        request_id: u64,
+        body: client_frame::Body,
+    ) -> Result<Reply, RelayError> {
+        use client_frame::Body as B;
+        if self.device.is_none() {
+            if let Err(retry_after_ms) = self.relay.address_limiter.check(&self.peer) {
+                return Err(RelayError::RateLimited {
+                    scope: "address",
+                    retry_after_ms,
+                });
+            }
+            return match body {
+                B::AuthResponse(r) => cmd::auth::authenticate(self, request_id, r).await,
+                B::Register(r) => cmd::auth::register(self, request_id, r).await,
+                _ => Err(RelayError::NotAuthenticated),
+            };
+        }
+        if !matches!(body, B::DeliveryAck(_))
+            && let Some(device) = &self.device
+            && let Err(retry_after_ms) = self.relay.account_limiter.check(&device.account)
+        {
+            return Err(RelayError::RateLimited {
+                scope: "account",
+                retry_after_ms,
+            });
+        }
+        match body {
+            B::AuthResponse(_) | B::Register(_) => Err(RelayError::AlreadyAuthenticated),
+            B::Send(r) => cmd::send::send(self, request_id, r).await,
+            B::DeliveryAck(r) => cmd::ack::ack(self, request_id, r).await,
+            B::UploadPrekeys(r) => cmd::prekeys::upload(self, request_id, r).await,
+            B::FetchPrekeys(r) => cmd::prekeys::fetch(self, request_id, r).await,
+            B::PublishDeviceList(r) => cmd::device_list::publish(self, request_id, r).await,
+            B::GetDeviceList(r) => cmd::device_list::get(self, request_id, r).await,
+            B::RequestCode(r) => cmd::phone::request_code(self, request_id, r).await,
+            B::VerifyCode(r) => cmd::phone::verify_code(self, request_id, r).await,
+            B::Lookup(r) => cmd::phone::lookup(self, request_id, r).await,
+            B::Block(r) => cmd::block::set(self, request_id, r.account_id, true).await,
+            B::Unblock(r) => cmd::block::set(self, request_id, r.account_id, false).await,
+        }
+    }
+
+    async fn on_wake<IO: AsyncRead + AsyncWrite + Unpin + Send>(
+        &mut self,
+        conn: &mut Connection<IO>,
+    ) -> Result<Flow, WriteError> {
+        let Some(device) = &self.device else {
+            return Ok(Flow::Continue);
+        };
+        let posted = device.presence.take_posted();
+        let any = !posted.is_empty();
+        for item in posted {
+            match item {
+                Posted::Frame(bytes) => conn.feed(bytes).await?,
+                Posted::Close(code, reason) => {
+                    conn.flush().await?;
+                    conn.close(code, reason).await;
+                    return Ok(Flow::Stop);
+                }
+            }
+        }
+        if any {
+            conn.flush().await?;
+        }
+        self.push_mail(conn).await?;
+        Ok(Flow::Continue)
+    }
+
+    /// Push queued envelopes after the cursor, up to the delivery window.
+    pub(crate) async fn push_mail<IO: AsyncRead + AsyncWrite + Unpin + Send>(
+        &mut self,
+        conn: &mut Connection<IO>,
+    ) -> Result<(), WriteError> {
+        let window = self.relay.config.limits.delivery_window;
+        let Some(device) = self.device.as_mut() else {
+            return Ok(());
+        };
+        loop {
+            let room = window.saturating_sub(device.in_flight);
+            if room == 0 {
+                return Ok(());
+            }
+            let batch = match self
+                .relay
+                .store
+                .pending(device.account, device.device, device.cursor, room, now_ms())
+                .await
+            {
+                Ok(batch) => batch,
+                Err(error) => {
+                    tracing::error!(connection = self.id, %error, "reading queue failed");
+                    return Ok(());
+                }
+            };
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let full = batch.len() == room;
+            for queued in batch {
+                device.cursor = Some(queued.cursor);
+                device.in_flight += 1;
+                conn.feed(frame::deliver(&queued.envelope)).await?;
+            }
+            conn.flush().await?;
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+}
+
+async fn wait_presence(presence: Option<&Presence>) {
+    match presence {
+        Some(p) => p.notify.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Encode a server frame.
+pub(crate) trait EncodeFrame {
+    /// The version byte and protobuf.
+    fn encode_frame(&self) -> Vec<u8>;
+}
+
+impl EncodeFrame for wire::ServerFrame {
+    fn encode_frame(&self) -> Vec<u8> {
+        comptoir_protocol::frame::encode_server(self)
+    }
+}

@@ -1,0 +1,252 @@
+//! Storage behind a trait, so the relay can later run as a cluster on a
+//! distributed engine.
+//!
+//! Shape of the contract, which a clustered backend must keep:
+//! - every method is `async` and every write is **durable when its future
+//!   completes** (the relay acks only then);
+//! - each write that touches several records is **atomic** (an envelope's
+//!   device copies, its idempotency record and the queue counters all land
+//!   or none do), and a one-time prekey is handed out at most once even to
+//!   concurrent callers on different nodes (compare-and-swap, not a lock in
+//!   one process);
+//! - queues are ordered per recipient device by an opaque `u64` cursor;
+//! - nothing here needs to know which process a device is connected to:
+//!   routing pushes between nodes is the job of the hub, not of storage.
+//!
+//! [`sled::SledStore`] is the embedded default.
+
+pub mod sled;
+
+use std::future::Future;
+
+use comptoir_protocol::AccountId;
+use comptoir_protocol::proto::wire::{OneTimePreKey, SignedDeviceList, SignedPreKey};
+
+pub use self::sled::SledStore;
+
+/// Result alias for storage calls.
+pub type StorageResult<T> = std::result::Result<T, StorageError>;
+
+/// A storage failure: the call's writes did not happen (or are not known
+/// to be durable); the caller must not ack.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The backend reported an error.
+    #[error("storage backend error: {0}")]
+    Backend(String),
+    /// A stored record could not be decoded.
+    #[error("corrupt stored record in {0}; restore the data directory from a backup")]
+    Corrupt(&'static str),
+    /// The store was closed (the relay is stopping).
+    #[error("storage is closed")]
+    Closed,
+}
+
+/// Length of a message id, in bytes.
+pub const MESSAGE_ID_LEN: usize = 16;
+
+/// One message accepted for every current device of one account.
+#[derive(Clone, Debug)]
+pub struct NewMessage {
+    /// The authenticated sender account.
+    pub sender: AccountId,
+    /// The authenticated sender device.
+    pub sender_device: u32,
+    /// The recipient account.
+    pub recipient: AccountId,
+    /// Sender-chosen id; a second `enqueue` with the same (sender,
+    /// recipient, id) stores nothing.
+    pub message_id: [u8; MESSAGE_ID_LEN],
+    /// The relay's acceptance time.
+    pub server_timestamp_ms: u64,
+    /// When undelivered copies (and the idempotency record) expire.
+    pub expires_at_ms: u64,
+    /// One encoded `Envelope` per recipient device.
+    pub copies: Vec<(u32, Vec<u8>)>,
+}
+
+/// What `enqueue` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Enqueued {
+    /// All copies stored durably.
+    Stored,
+    /// Already stored earlier: nothing written. Carries the first
+    /// acceptance time.
+    Duplicate {
+        /// When the first copy was accepted.
+        server_timestamp_ms: u64,
+    },
+    /// A recipient device's queue is full: nothing written.
+    QueueFull {
+        /// The full device.
+        device: u32,
+    },
+}
+
+/// One queued envelope.
+#[derive(Clone, Debug)]
+pub struct QueuedEnvelope {
+    /// Position in the device's queue (increasing).
+    pub cursor: u64,
+    /// The encoded `Envelope`.
+    pub envelope: Vec<u8>,
+}
+
+/// What `replace_device_list` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListUpdate {
+    /// Stored.
+    Stored,
+    /// Refused: not newer than the stored version.
+    Stale {
+        /// The stored version.
+        have: u64,
+    },
+    /// No such account.
+    UnknownAccount,
+}
+
+/// The parts of a prekey bundle for one device, the one-time key removed
+/// from the store.
+#[derive(Clone, Debug, Default)]
+pub struct TakenPreKeys {
+    /// The current signed prekey, if one was uploaded.
+    pub signed: Option<SignedPreKey>,
+    /// A one-time prekey nobody else will get, if any was left.
+    pub one_time: Option<OneTimePreKey>,
+    /// One-time prekeys left after this one.
+    pub remaining: u32,
+}
+
+/// The relay's persistent state. See the module docs for the contract.
+pub trait Storage: Send + Sync + 'static {
+    /// Create an account with its first device list. Returns the existing
+    /// list, unchanged, if the account already exists.
+    fn create_account(
+        &self,
+        list: &SignedDeviceList,
+    ) -> impl Future<Output = StorageResult<Option<SignedDeviceList>>> + Send;
+
+    /// The account's current signed device list.
+    fn device_list(
+        &self,
+        account: AccountId,
+    ) -> impl Future<Output = StorageResult<Option<SignedDeviceList>>> + Send;
+
+    /// Replace the device list if `list.version` is newer (atomically).
+    fn replace_device_list(
+        &self,
+        account: AccountId,
+        list: &SignedDeviceList,
+    ) -> impl Future<Output = StorageResult<ListUpdate>> + Send;
+
+    /// Store a signed prekey (replacing the previous) and one-time prekeys.
+    /// Refuses (returns `Err(stock)`) if the stock would exceed `max`.
+    fn store_prekeys(
+        &self,
+        account: AccountId,
+        device: u32,
+        signed: Option<SignedPreKey>,
+        one_time: Vec<OneTimePreKey>,
+        max: u32,
+    ) -> impl Future<Output = StorageResult<Result<u32, u32>>> + Send;
+
+    /// Take the signed prekey and one one-time prekey of a device; the
+    /// one-time key is removed durably and given to no other caller.
+    fn take_prekeys(
+        &self,
+        account: AccountId,
+        device: u32,
+    ) -> impl Future<Output = StorageResult<TakenPreKeys>> + Send;
+
+    /// One-time prekeys stored for a device.
+    fn one_time_prekey_count(
+        &self,
+        account: AccountId,
+        device: u32,
+    ) -> impl Future<Output = StorageResult<u32>> + Send;
+
+    /// Store one message for all its devices, atomically and durably,
+    /// unless it is a duplicate or a queue holds `max_queue` already.
+    fn enqueue(
+        &self,
+        message: NewMessage,
+        max_queue: u64,
+    ) -> impl Future<Output = StorageResult<Enqueued>> + Send;
+
+    /// Up to `limit` unexpired envelopes queued for a device after `after`.
+    fn pending(
+        &self,
+        account: AccountId,
+        device: u32,
+        after: Option<u64>,
+        limit: usize,
+        now_ms: u64,
+    ) -> impl Future<Output = StorageResult<Vec<QueuedEnvelope>>> + Send;
+
+    /// Envelopes queued for a device.
+    fn queued_count(
+        &self,
+        account: AccountId,
+        device: u32,
+    ) -> impl Future<Output = StorageResult<u64>> + Send;
+
+    /// Delete the envelope `message_id` from `sender` queued for a device.
+    /// Returns the sender's device if it was queued, `None` if not (already
+    /// acked, expired, or never there).
+    fn acknowledge(
+        &self,
+        account: AccountId,
+        device: u32,
+        sender: AccountId,
+        message_id: [u8; MESSAGE_ID_LEN],
+    ) -> impl Future<Output = StorageResult<Option<u32>>> + Send;
+
+    /// Delete envelopes and idempotency records expired at `now_ms`.
+    /// Returns the number of envelopes deleted.
+    fn expire(&self, now_ms: u64) -> impl Future<Output = StorageResult<u64>> + Send;
+
+    /// Forget a removed device's queue and prekeys.
+    fn remove_device(
+        &self,
+        account: AccountId,
+        device: u32,
+    ) -> impl Future<Output = StorageResult<u64>> + Send;
+
+    /// Record (or lift) `blocker`'s block of `blocked`.
+    fn set_blocked(
+        &self,
+        blocker: AccountId,
+        blocked: AccountId,
+        on: bool,
+    ) -> impl Future<Output = StorageResult<()>> + Send;
+
+    /// Whether `blocker` blocks `blocked`.
+    fn is_blocked(
+        &self,
+        blocker: AccountId,
+        blocked: AccountId,
+    ) -> impl Future<Output = StorageResult<bool>> + Send;
+
+    /// Bind a verified phone number (E.164) to an account.
+    fn bind_phone(
+        &self,
+        phone: &str,
+        account: AccountId,
+        discoverable: bool,
+    ) -> impl Future<Output = StorageResult<()>> + Send;
+
+    /// The account a phone number is bound to, and whether it is
+    /// discoverable.
+    fn lookup_phone(
+        &self,
+        phone: &str,
+    ) -> impl Future<Output = StorageResult<Option<(AccountId, bool)>>> + Send;
+
+    /// Envelopes queued in total (for the queue-depth gauge at start).
+    fn total_queued(&self) -> impl Future<Output = StorageResult<u64>> + Send;
+
+    /// Make every write so far durable (used at shutdown).
+    fn flush(&self) -> impl Future<Output = StorageResult<()>> + Send;
+}

@@ -1,0 +1,532 @@
+//! Shared end-to-end test support: a real relay on 127.0.0.1:0 (in
+//! process, real sockets, real sled files in a temp dir) and a real
+//! tokio-tungstenite client speaking the protocol crate's frames.
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use comptoir_protocol::frame::{decode_server, encode_client};
+use comptoir_protocol::proto::wire::{self, client_frame, server_frame};
+use comptoir_protocol::{
+    AccountId, AccountKeyPair, DeviceList, IdentityKeyPair, auth_payload, register_payload,
+};
+use comptoir_relay::{CodeSender, Config, Metrics, Services};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Every wait in the tests is bounded by this.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Codes "sent" by the relay, captured for the test.
+#[derive(Debug, Default)]
+pub struct CapturedCodes(pub Mutex<Vec<(String, String)>>);
+
+impl CodeSender for CapturedCodes {
+    fn send_code(&self, phone: &str, code: &str) {
+        self.0
+            .lock()
+            .expect("codes lock")
+            .push((phone.to_owned(), code.to_owned()));
+    }
+}
+
+impl CapturedCodes {
+    pub fn last_for(&self, phone: &str) -> Option<String> {
+        self.0
+            .lock()
+            .expect("codes lock")
+            .iter()
+            .rev()
+            .find(|(p, _)| p == phone)
+            .map(|(_, c)| c.clone())
+    }
+}
+
+/// A relay running in this process.
+pub struct TestRelay {
+    pub addr: SocketAddr,
+    pub http: SocketAddr,
+    pub data_dir: PathBuf,
+    pub codes: Arc<CapturedCodes>,
+    pub metrics: Arc<Metrics>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), comptoir_relay::ServerError>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// The configuration tests start from: generous limits, fast GC.
+pub fn test_config(data_dir: &Path) -> Config {
+    let mut config = Config {
+        data_dir: data_dir.to_owned(),
+        cache_capacity_bytes: 16 * 1024 * 1024,
+        ..Config::default()
+    };
+    config.limits.address_rate_per_sec = 10_000.0;
+    config.limits.address_burst = 10_000.0;
+    config.limits.account_rate_per_sec = 10_000.0;
+    config.limits.account_burst = 10_000.0;
+    config
+}
+
+/// Start a relay with default test settings in a fresh temp dir.
+pub async fn start_relay() -> TestRelay {
+    start_relay_with(|_| {}).await
+}
+
+/// Start a relay in a fresh temp dir, adjusting the test config first.
+pub async fn start_relay_with(adjust: impl FnOnce(&mut Config)) -> TestRelay {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut relay = start_relay_in(dir.path(), adjust, None).await;
+    relay._dir = Some(dir);
+    relay
+}
+
+/// Start a relay on an existing data dir (restarts), optionally with TLS.
+pub async fn start_relay_in(
+    data_dir: &Path,
+    adjust: impl FnOnce(&mut Config),
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> TestRelay {
+    let mut config = test_config(data_dir);
+    adjust(&mut config);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let http_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
+    let addr = listener.local_addr().expect("addr");
+    let http = http_listener.local_addr().expect("http addr");
+    let codes = Arc::new(CapturedCodes::default());
+    let metrics = Arc::new(Metrics::default());
+    let services = Services {
+        http_listener: Some(http_listener),
+        tls,
+        code_sender: codes.clone(),
+        metrics: metrics.clone(),
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(comptoir_relay::run_with(
+        listener,
+        config,
+        services,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    TestRelay {
+        addr,
+        http,
+        data_dir: data_dir.to_owned(),
+        codes,
+        metrics,
+        stop: Some(stop),
+        task: Some(task),
+        _dir: None,
+    }
+}
+
+impl TestRelay {
+    /// Graceful shutdown; waits until storage is flushed and closed.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(TIMEOUT, task)
+                .await
+                .expect("relay stops in time")
+                .expect("relay task")
+                .expect("relay ran cleanly");
+        }
+    }
+
+    /// Stop, then start again on the same data directory (same temp dir).
+    pub async fn restart(mut self) -> TestRelay {
+        self.stop().await;
+        let dir = self._dir.take();
+        // sled releases its file lock when the last handle drops; the
+        // server task has ended, so this is immediate.
+        let mut next = start_relay_in(&self.data_dir, |_| {}, None).await;
+        next._dir = dir;
+        next
+    }
+
+    /// GET a path on the metrics listener; returns (status line, body).
+    pub async fn http_get(&self, path: &str) -> (String, String) {
+        http_get(self.http, path).await
+    }
+
+    /// The value of a metric line (exact name including labels).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let (_, body) = self.http_get("/metrics").await;
+        body.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+            .map(|v| v.trim().parse().expect("metric value"))
+            .unwrap_or(0.0)
+    }
+
+    /// Wait (polling /metrics, bounded) until `name` reaches `at_least`.
+    pub async fn wait_metric(&self, name: &str, at_least: f64) {
+        tokio::time::timeout(TIMEOUT, async {
+            loop {
+                if self.metric(name).await >= at_least {
+                    return;
+                }
+                tokio::task::yield_now().await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("metric {name} never reached {at_least}"));
+    }
+}
+
+impl Drop for TestRelay {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+pub async fn http_get(addr: SocketAddr, path: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect http");
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: relay\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut response = String::new();
+    tokio::time::timeout(TIMEOUT, stream.read_to_string(&mut response))
+        .await
+        .expect("http in time")
+        .expect("read");
+    let (head, body) = response.split_once("\r\n\r\n").expect("http response");
+    (
+        head.lines().next().unwrap_or_default().to_owned(),
+        body.to_owned(),
+    )
+}
+
+/// Dump every tree of a (closed) sled data directory, for before/after
+/// comparisons.
+pub fn dump_store(dir: &Path) -> BTreeMap<(Vec<u8>, Vec<u8>), Vec<u8>> {
+    let db = sled::open(dir).expect("open sled");
+    let mut out = BTreeMap::new();
+    for name in db.tree_names() {
+        let tree = db.open_tree(&name).expect("tree");
+        for entry in tree.iter() {
+            let (k, v) = entry.expect("entry");
+            out.insert((name.to_vec(), k.to_vec()), v.to_vec());
+        }
+    }
+    out
+}
+
+/// An account with its key and devices (all keys held by the test).
+pub struct Account {
+    pub id: AccountId,
+    pub key: AccountKeyPair,
+    pub devices: Vec<(u32, IdentityKeyPair)>,
+    pub version: u64,
+}
+
+impl Account {
+    pub fn new(devices: u32) -> Self {
+        let mut rng = rand::rng();
+        Self {
+            id: AccountId::generate(&mut rng),
+            key: AccountKeyPair::generate(&mut rng),
+            devices: (1..=devices)
+                .map(|d| (d, IdentityKeyPair::generate(&mut rng)))
+                .collect(),
+            version: 1,
+        }
+    }
+
+    pub fn device_ids(&self) -> Vec<u32> {
+        self.devices.iter().map(|(d, _)| *d).collect()
+    }
+
+    pub fn signed_list(&self) -> wire::SignedDeviceList {
+        DeviceList::sign(
+            &self.key,
+            self.id,
+            self.version,
+            self.devices
+                .iter()
+                .map(|(d, k)| (*d, *k.public()))
+                .collect(),
+        )
+        .expect("sign list")
+    }
+
+    pub fn identity(&self, device: u32) -> &IdentityKeyPair {
+        &self
+            .devices
+            .iter()
+            .find(|(d, _)| *d == device)
+            .expect("device")
+            .1
+    }
+
+    pub fn register_body(&self, nonce: &[u8]) -> client_frame::Body {
+        client_frame::Body::Register(wire::Register {
+            account_id: self.id.to_vec(),
+            account_key: self.key.public().to_bytes().to_vec(),
+            device_list: Some(self.signed_list()),
+            signature: self.key.sign(&register_payload(&self.id, nonce)).to_vec(),
+        })
+    }
+
+    pub fn auth_body(&self, device: u32, nonce: &[u8]) -> client_frame::Body {
+        client_frame::Body::AuthResponse(wire::AuthResponse {
+            account_id: self.id.to_vec(),
+            device_id: device,
+            signature: self
+                .identity(device)
+                .sign(&auth_payload(nonce, &self.id, device))
+                .to_vec(),
+        })
+    }
+
+    /// Register the account on the relay (own connection).
+    pub async fn register(&self, addr: SocketAddr) {
+        let mut c = Client::connect(addr).await;
+        let nonce = c.nonce.clone();
+        let reply = c.request(self.register_body(&nonce)).await;
+        assert!(
+            matches!(reply, server_frame::Body::Registered(_)),
+            "register: {reply:?}"
+        );
+    }
+
+    /// Connect and authenticate one device; returns the client and AuthOk.
+    pub async fn login(&self, addr: SocketAddr, device: u32) -> (Client, wire::AuthOk) {
+        let mut c = Client::connect(addr).await;
+        let nonce = c.nonce.clone();
+        match c.request(self.auth_body(device, &nonce)).await {
+            server_frame::Body::AuthOk(ok) => (c, ok),
+            other => panic!("auth failed: {other:?}"),
+        }
+    }
+}
+
+/// A `Send` of one message to every listed device of `to`.
+pub fn send_body(
+    to: &AccountId,
+    devices: &[u32],
+    message_id: [u8; 16],
+    ciphertext: &[u8],
+) -> client_frame::Body {
+    client_frame::Body::Send(wire::Send {
+        message_id: message_id.to_vec(),
+        recipient_account: to.to_vec(),
+        client_timestamp_ms: 1,
+        category: wire::Category::Conversation as i32,
+        template_id: String::new(),
+        franking_tag: Vec::new(),
+        devices: devices
+            .iter()
+            .map(|d| wire::DeviceCiphertext {
+                device_id: *d,
+                ciphertext: ciphertext.to_vec(),
+            })
+            .collect(),
+    })
+}
+
+pub fn id(n: u8) -> [u8; 16] {
+    let mut id = [0u8; 16];
+    id[0] = n;
+    id[15] = 0xee;
+    id
+}
+
+/// Either a plain or a TLS socket.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// What the relay sent, in order; requests wait for their reply and keep
+/// other frames for later.
+pub struct Client {
+    ws: WebSocketStream<Box<dyn Io>>,
+    pub nonce: Vec<u8>,
+    next_request: u64,
+    backlog: VecDeque<wire::ServerFrame>,
+    pub close: Option<(u16, String)>,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        Self::over(Box::new(stream), &format!("ws://{addr}/")).await
+    }
+
+    pub async fn over(stream: Box<dyn Io>, url: &str) -> Self {
+        let (ws, _) = tokio_tungstenite::client_async(url, stream)
+            .await
+            .expect("websocket handshake");
+        let mut c = Self {
+            ws,
+            nonce: Vec::new(),
+            next_request: 1,
+            backlog: VecDeque::new(),
+            close: None,
+        };
+        match c.next_push().await {
+            server_frame::Body::Challenge(ch) => c.nonce = ch.nonce,
+            other => panic!("expected a challenge, got {other:?}"),
+        }
+        c
+    }
+
+    pub async fn send_raw(&mut self, bytes: Vec<u8>) {
+        self.ws
+            .send(Message::Binary(bytes.into()))
+            .await
+            .expect("send");
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.expect("send");
+    }
+
+    /// Send a frame; returns its request id.
+    pub async fn send(&mut self, body: client_frame::Body) -> u64 {
+        let request_id = self.next_request;
+        self.next_request += 1;
+        self.send_with_id(request_id, body).await;
+        request_id
+    }
+
+    pub async fn send_with_id(&mut self, request_id: u64, body: client_frame::Body) {
+        let bytes = encode_client(&wire::ClientFrame {
+            request_id,
+            body: Some(body),
+        });
+        self.send_raw(bytes).await;
+    }
+
+    /// Read one frame from the socket (None when closed).
+    async fn read_frame(&mut self) -> Option<wire::ServerFrame> {
+        loop {
+            let msg = tokio::time::timeout(TIMEOUT, self.ws.next())
+                .await
+                .expect("a frame in time");
+            match msg {
+                Some(Ok(Message::Binary(b))) => {
+                    return Some(decode_server(&b).expect("valid server frame"));
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    self.close = frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+                    return None;
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    /// Wait for the reply to `request_id`.
+    pub async fn reply(&mut self, request_id: u64) -> server_frame::Body {
+        if let Some(pos) = self.backlog.iter().position(|f| f.request_id == request_id) {
+            let frame = self.backlog.remove(pos).expect("frame");
+            return frame.body.expect("body");
+        }
+        loop {
+            let frame = self.read_frame().await.expect("connection open");
+            if frame.request_id == request_id {
+                return frame.body.expect("body");
+            }
+            self.backlog.push_back(frame);
+        }
+    }
+
+    /// Send and wait for the reply.
+    pub async fn request(&mut self, body: client_frame::Body) -> server_frame::Body {
+        let id = self.send(body).await;
+        self.reply(id).await
+    }
+
+    /// The next frame not answering a request (request_id 0).
+    pub async fn next_push(&mut self) -> server_frame::Body {
+        self.try_next_push().await.expect("connection open")
+    }
+
+    pub async fn try_next_push(&mut self) -> Option<server_frame::Body> {
+        if let Some(pos) = self.backlog.iter().position(|f| f.request_id == 0) {
+            return self.backlog.remove(pos).and_then(|f| f.body);
+        }
+        loop {
+            let frame = self.read_frame().await?;
+            if frame.request_id == 0 {
+                return frame.body;
+            }
+            self.backlog.push_back(frame);
+        }
+    }
+
+    /// The next pushed envelope (skipping other pushes, which are kept).
+    pub async fn next_envelope(&mut self) -> wire::Envelope {
+        let mut others = Vec::new();
+        let envelope = loop {
+            match self.next_push().await {
+                server_frame::Body::Deliver(d) => break d.envelope.expect("envelope"),
+                other => others.push(other),
+            }
+        };
+        for body in others.into_iter().rev() {
+            self.backlog.push_front(wire::ServerFrame {
+                request_id: 0,
+                body: Some(body),
+            });
+        }
+        envelope
+    }
+
+    /// The next push of a given kind, skipping envelopes and others.
+    pub async fn next_matching<T>(
+        &mut self,
+        mut pick: impl FnMut(&server_frame::Body) -> Option<T>,
+    ) -> T {
+        loop {
+            let body = self.next_push().await;
+            if let Some(t) = pick(&body) {
+                return t;
+            }
+        }
+    }
+
+    pub async fn ack(&mut self, envelope: &wire::Envelope) {
+        self.send_with_id(
+            0,
+            client_frame::Body::DeliveryAck(wire::DeliveryAck {
+                message_id: envelope.message_id.clone(),
+                sender_account: envelope.sender_account.clone(),
+            }),
+        )
+        .await;
+    }
+
+    /// Wait for the relay to close the connection; returns the close code.
+    pub async fn closed(&mut self) -> Option<u16> {
+        while self.read_frame().await.is_some() {}
+        self.close.as_ref().map(|(c, _)| *c)
+    }
+}
+
+/// The error code of a reply, or a panic naming what came instead.
+pub fn error_code(body: &server_frame::Body) -> wire::ErrorCode {
+    match body {
+        server_frame::Body::Error(e) => {
+            wire::ErrorCode::try_from(e.code).expect("known error code")
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
