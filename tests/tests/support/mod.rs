@@ -472,6 +472,12 @@ impl Client {
         }
     }
 
+    /// The next pushed error (skipping other pushes).
+    pub async fn next_error(&mut self) -> server_frame::Body {
+        self.next_matching(|b| matches!(b, server_frame::Body::Error(_)).then(|| b.clone()))
+            .await
+    }
+
     /// The next pushed envelope (skipping other pushes, which are kept).
     pub async fn next_envelope(&mut self) -> wire::Envelope {
         let mut others = Vec::new();
