@@ -1,0 +1,128 @@
+//! Command-line arguments of `comptoir` (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Text shown after `--help`: environment and exit codes.
+const AFTER_HELP: &str = "\
+Environment:
+  COMPTOIR_PASSPHRASE  passphrase of the local store (otherwise asked on the terminal)
+  COMPTOIR_DATA_DIR    same as --data-dir
+  COMPTOIR_RELAY       same as --relay
+
+Exit codes:
+  0  success
+  1  any other error (the message says what to do)
+  2  bad command line
+  3  wrong passphrase
+  4  no account here yet (run init), already initialized, or not registered (run register)
+  5  relay unreachable or connection lost (a message being sent stays in the outbox)
+  6  refused by the relay (for example: the recipient blocked you)
+  7  the contact's identity changed: compare safety numbers, then run `trust`
+  8  unknown contact, or no keys known for it yet
+  9  `listen --count` timed out before enough messages arrived";
+
+/// Comptoir: end-to-end encrypted chat with people and businesses.
+///
+/// Your keys and history stay on this machine, encrypted with your
+/// passphrase; the relay only forwards ciphertext.
+#[derive(Debug, Parser)]
+#[command(name = "comptoir", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Directory of this device's encrypted store.
+    #[arg(
+        long,
+        global = true,
+        env = "COMPTOIR_DATA_DIR",
+        default_value = "comptoir-data"
+    )]
+    pub data_dir: PathBuf,
+
+    /// Relay WebSocket URL.
+    #[arg(
+        long,
+        global = true,
+        env = "COMPTOIR_RELAY",
+        default_value = "ws://127.0.0.1:7700"
+    )]
+    pub relay: String,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new account and device here (keys and encrypted store).
+    Init,
+    /// Create the account on the relay and upload prekeys.
+    Register,
+    /// Print this account's id (give it to people who want to write to you).
+    Whoami,
+    /// Send a text message.
+    Send {
+        /// A contact name or a 32-character account id.
+        to: String,
+        /// The text.
+        text: String,
+    },
+    /// Print incoming messages, one line each, until Ctrl-C.
+    Listen {
+        /// Stop after this many messages.
+        #[arg(long)]
+        count: Option<usize>,
+        /// With --count: give up after this many seconds (exit code 9).
+        #[arg(long)]
+        timeout: Option<u64>,
+    },
+    /// Chat with one contact: type lines to send them, see replies as they arrive.
+    Chat {
+        /// A contact name or a 32-character account id.
+        with: String,
+    },
+    /// Show the conversation with a contact.
+    History {
+        /// A contact name or a 32-character account id.
+        with: String,
+    },
+    /// Manage the address book.
+    #[command(subcommand)]
+    Contacts(ContactsCommand),
+    /// Show the safety number to compare with a contact (in person or on a call).
+    SafetyNumber {
+        /// A contact name or a 32-character account id.
+        with: String,
+    },
+    /// Accept a contact's new identity after comparing safety numbers.
+    Trust {
+        /// A contact name or a 32-character account id.
+        with: String,
+    },
+    /// Make the relay refuse every message from this account to you.
+    Block {
+        /// A contact name or a 32-character account id.
+        who: String,
+    },
+    /// Lift a block.
+    Unblock {
+        /// A contact name or a 32-character account id.
+        who: String,
+    },
+}
+
+/// `comptoir contacts ...`
+#[derive(Debug, Subcommand)]
+pub enum ContactsCommand {
+    /// Give an account id a name.
+    Add {
+        /// The name to use in other commands.
+        name: String,
+        /// The 32-character account id.
+        account_id: String,
+    },
+    /// List contacts.
+    List,
+}

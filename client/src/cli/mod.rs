@@ -1,0 +1,481 @@
+//! The `comptoir` command line: parse, open the store, run one command, map
+//! the outcome to an exit code a script can rely on (listed in `--help`).
+
+pub mod args;
+pub mod format;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use clap::Parser;
+use comptoir_protocol::AccountId;
+use tokio::sync::mpsc;
+use zeroize::Zeroizing;
+
+use crate::client::Client;
+use crate::error::{ClientError, Result};
+use crate::event::Event;
+
+use self::args::{Cli, Command, ContactsCommand};
+use self::format::{date_time, one_line, time_of_day};
+
+/// Environment variable holding the store passphrase.
+pub const PASSPHRASE_ENV: &str = "COMPTOIR_PASSPHRASE";
+/// How often a waiting loop checks for Ctrl-C and typed input.
+const POLL: Duration = Duration::from_millis(200);
+
+/// Exit code of a timed-out `listen --count`.
+const EXIT_TIMED_OUT: u8 = 9;
+
+/// The exit code for an error (see `--help`).
+pub fn exit_code(error: &ClientError) -> u8 {
+    match error {
+        ClientError::WrongPassphrase => 3,
+        ClientError::NotInitialized { .. }
+        | ClientError::AlreadyInitialized { .. }
+        | ClientError::NotRegistered => 4,
+        ClientError::Connect { .. }
+        | ClientError::ConnectionClosed(_)
+        | ClientError::NotConnected
+        | ClientError::Timeout(_) => 5,
+        ClientError::Blocked { .. } | ClientError::Relay { .. } => 6,
+        ClientError::IdentityChanged { .. } => 7,
+        ClientError::UnknownContact(_) | ClientError::UnknownPeer(_) => 8,
+        _ => 1,
+    }
+}
+
+/// Run the command line; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("COMPTOIR_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+fn passphrase(confirm: bool) -> Result<Zeroizing<String>> {
+    if let Ok(value) = std::env::var(PASSPHRASE_ENV) {
+        return Ok(Zeroizing::new(value));
+    }
+    let ask = |prompt: &str| {
+        rpassword::prompt_password(prompt)
+            .map(Zeroizing::new)
+            .map_err(|e| {
+                ClientError::io(
+                    format!("reading the passphrase (no terminal? set {PASSPHRASE_ENV})"),
+                    e,
+                )
+            })
+    };
+    let first = ask("Passphrase: ")?;
+    if confirm && *ask("Repeat passphrase: ")? != *first {
+        return Err(ClientError::InvalidArgument(
+            "the two passphrases differ".into(),
+        ));
+    }
+    Ok(first)
+}
+
+fn open(cli: &Cli) -> Result<Client> {
+    if !crate::store::Store::exists(&cli.data_dir) {
+        return Err(ClientError::NotInitialized {
+            dir: cli.data_dir.clone(),
+        });
+    }
+    Client::open(&cli.data_dir, &passphrase(false)?)
+}
+
+fn display_name(client: &Client, account: &AccountId) -> String {
+    match client.contact_name(account) {
+        Ok(Some(name)) => name,
+        _ => account.to_string(),
+    }
+}
+
+async fn run(cli: Cli) -> Result<u8> {
+    match &cli.command {
+        Command::Init => {
+            if crate::store::Store::exists(&cli.data_dir) {
+                return Err(ClientError::AlreadyInitialized {
+                    dir: cli.data_dir.clone(),
+                });
+            }
+            let client = Client::create(&cli.data_dir, &passphrase(true)?)?;
+            println!("{}", client.account_id());
+            eprintln!(
+                "Created account {} in {}. Next: comptoir register",
+                client.account_id(),
+                cli.data_dir.display()
+            );
+            Ok(0)
+        }
+        Command::Register => {
+            let mut client = open(&cli)?;
+            client.register(&cli.relay).await?;
+            println!("{}", client.account_id());
+            eprintln!(
+                "Registered on {}. Others can now write to {}",
+                cli.relay,
+                client.account_id()
+            );
+            client.close().await?;
+            Ok(0)
+        }
+        Command::Whoami => {
+            let client = open(&cli)?;
+            println!("{}", client.account_id());
+            Ok(0)
+        }
+        Command::Send { to, text } => {
+            let mut client = open(&cli)?;
+            let peer = client.resolve(to)?;
+            let connected = client.connect(&cli.relay).await;
+            let sent = client.send_text(peer, text).await;
+            let result = match (connected, sent) {
+                (Ok(_), Ok(id)) => {
+                    println!("{id}");
+                    Ok(0)
+                }
+                (Err(e), Ok(id)) => {
+                    eprintln!("message {id} saved in the outbox; it is sent on the next connect");
+                    Err(e)
+                }
+                (_, Err(e)) => Err(e),
+            };
+            client.close().await?;
+            result
+        }
+        Command::Listen { count, timeout } => {
+            let mut client = open(&cli)?;
+            listen(
+                &mut client,
+                &cli.relay,
+                *count,
+                timeout.map(Duration::from_secs),
+            )
+            .await
+        }
+        Command::Chat { with } => {
+            let mut client = open(&cli)?;
+            let peer = client.resolve(with)?;
+            chat(&mut client, &cli.relay, peer).await
+        }
+        Command::History { with } => {
+            let client = open(&cli)?;
+            let peer = client.resolve(with)?;
+            let name = display_name(&client, &peer);
+            for m in client.history(&peer)? {
+                let who = if m.outgoing { "me" } else { name.as_str() };
+                let status = if m.outgoing {
+                    format!(" [{}]", m.status.label())
+                } else {
+                    String::new()
+                };
+                println!(
+                    "{} {who}: {}{status}",
+                    date_time(m.sent_at_ms),
+                    one_line(&m.body)
+                );
+            }
+            Ok(0)
+        }
+        Command::Contacts(ContactsCommand::Add { name, account_id }) => {
+            let client = open(&cli)?;
+            let account = AccountId::from_hex(account_id).map_err(|_| {
+                ClientError::InvalidArgument(format!(
+                    "{account_id:?} is not a 32-character hex account id"
+                ))
+            })?;
+            client.add_contact(name, account)?;
+            Ok(0)
+        }
+        Command::Contacts(ContactsCommand::List) => {
+            let client = open(&cli)?;
+            for contact in client.contacts()? {
+                println!("{}\t{}", contact.name, contact.account);
+            }
+            Ok(0)
+        }
+        Command::SafetyNumber { with } => {
+            let mut client = open(&cli)?;
+            let peer = client.resolve(with)?;
+            if matches!(
+                client.safety_number(&peer),
+                Err(ClientError::UnknownPeer(_))
+            ) {
+                client.connect(&cli.relay).await?;
+                client.refresh_peer(peer).await?;
+                client.close_connection().await;
+            }
+            let number = client.safety_number(&peer)?;
+            println!("{}", number.display());
+            if client.identity_changed(&peer)? {
+                eprintln!(
+                    "warning: {} has a NEW identity not yet trusted; this number is for the old one",
+                    display_name(&client, &peer)
+                );
+                return Ok(7);
+            }
+            Ok(0)
+        }
+        Command::Trust { with } => {
+            let client = open(&cli)?;
+            let peer = client.resolve(with)?;
+            if client.accept_identity_change(&peer)? {
+                eprintln!(
+                    "{} is trusted with its new identity",
+                    display_name(&client, &peer)
+                );
+            } else {
+                eprintln!(
+                    "nothing to accept: the identity of {} did not change",
+                    display_name(&client, &peer)
+                );
+            }
+            Ok(0)
+        }
+        Command::Block { who } | Command::Unblock { who } => {
+            let mut client = open(&cli)?;
+            let peer = client.resolve(who)?;
+            client.connect(&cli.relay).await?;
+            let block = matches!(cli.command, Command::Block { .. });
+            if block {
+                client.block(peer).await?;
+                eprintln!(
+                    "{} is blocked: the relay refuses its messages to you",
+                    display_name(&client, &peer)
+                );
+            } else {
+                client.unblock(peer).await?;
+                eprintln!("{} is unblocked", display_name(&client, &peer));
+            }
+            client.close().await?;
+            Ok(0)
+        }
+    }
+}
+
+/// Set when Ctrl-C is pressed; waiting loops check it every [`POLL`].
+fn interrupted_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let set = flag.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            set.store(true, Ordering::SeqCst);
+        }
+    });
+    flag
+}
+
+/// Connect, retrying with backoff until connected or interrupted.
+async fn reconnect(client: &mut Client, relay: &str, stop: &AtomicBool) -> Result<bool> {
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match client.connect(relay).await {
+            Ok(_) => return Ok(true),
+            Err(
+                e @ (ClientError::Connect { .. }
+                | ClientError::ConnectionClosed(_)
+                | ClientError::Timeout(_)),
+            ) => {
+                eprintln!(
+                    "relay unreachable ({e}); retrying in {} ms",
+                    delay.as_millis()
+                );
+                let until = tokio::time::Instant::now() + delay;
+                while tokio::time::Instant::now() < until {
+                    if stop.load(Ordering::SeqCst) {
+                        return Ok(false);
+                    }
+                    tokio::time::sleep(POLL).await;
+                }
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Wait for the next event, reconnecting when the connection drops.
+/// `Ok(None)` after [`POLL`] without an event.
+async fn poll_event(client: &mut Client, relay: &str, stop: &AtomicBool) -> Result<Option<Event>> {
+    match client.next_event(POLL).await {
+        Ok(event) => Ok(event),
+        Err(e @ (ClientError::ConnectionClosed(_) | ClientError::NotConnected)) => {
+            eprintln!("connection lost ({e}); reconnecting");
+            reconnect(client, relay, stop).await?;
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn print_event(client: &Client, event: &Event) -> bool {
+    match event {
+        Event::Message {
+            from,
+            text,
+            sent_at_ms,
+            ..
+        } => {
+            println!(
+                "[{}] {}: {}",
+                time_of_day(*sent_at_ms),
+                display_name(client, from),
+                one_line(text)
+            );
+            true
+        }
+        Event::IdentityChanged { account } => {
+            eprintln!(
+                "warning: the identity of {} CHANGED. Compare safety numbers (comptoir safety-number), then run `comptoir trust`. Its messages are held until then.",
+                display_name(client, account)
+            );
+            false
+        }
+        Event::Undecryptable { from, id, reason } => {
+            eprintln!(
+                "warning: message {id} from {} could not be decrypted: {reason}",
+                display_name(client, from)
+            );
+            false
+        }
+        Event::Warning(text) => {
+            eprintln!("warning: {text}");
+            false
+        }
+        _ => false,
+    }
+}
+
+async fn listen(
+    client: &mut Client,
+    relay: &str,
+    count: Option<usize>,
+    timeout: Option<Duration>,
+) -> Result<u8> {
+    let stop = interrupted_flag();
+    client.connect(relay).await?;
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut seen = 0usize;
+    loop {
+        if count.is_some_and(|n| seen >= n) {
+            break;
+        }
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            client.close_connection().await;
+            return Ok(EXIT_TIMED_OUT);
+        }
+        if let Some(event) = poll_event(client, relay, &stop).await?
+            && print_event(client, &event)
+        {
+            seen += 1;
+        }
+    }
+    client.close_connection().await;
+    Ok(0)
+}
+
+async fn chat(client: &mut Client, relay: &str, peer: AccountId) -> Result<u8> {
+    let stop = interrupted_flag();
+    client.connect(relay).await?;
+    let name = display_name(client, &peer);
+    eprintln!(
+        "Chatting with {name}. Type a line and press Enter to send; Ctrl-D or Ctrl-C to quit."
+    );
+    for m in client.history(&peer)?.iter().rev().take(10).rev() {
+        let who = if m.outgoing { "me" } else { name.as_str() };
+        println!(
+            "[{}] {who}: {}",
+            time_of_day(m.sent_at_ms),
+            one_line(&m.body)
+        );
+    }
+    let (lines_tx, mut lines) = mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match stdin.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    if lines_tx.send(line.trim_end().to_string()).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    client.mark_read(peer).await.ok();
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        match lines.try_recv() {
+            Ok(line) if line.trim().is_empty() => continue,
+            Ok(line) => match client.send_text(peer, &line).await {
+                Ok(_) => {}
+                Err(e @ ClientError::Blocked { .. })
+                | Err(e @ ClientError::IdentityChanged { .. }) => {
+                    eprintln!("not sent: {e}");
+                }
+                Err(
+                    e @ (ClientError::ConnectionClosed(_)
+                    | ClientError::NotConnected
+                    | ClientError::Timeout(_)),
+                ) => {
+                    eprintln!("kept in the outbox ({e}); reconnecting");
+                    if !reconnect(client, relay, &stop).await? {
+                        break;
+                    }
+                }
+                Err(e) => return Err(e),
+            },
+            Err(mpsc::error::TryRecvError::Empty) => {}
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+        }
+        match poll_event(client, relay, &stop).await? {
+            Some(event @ Event::Message { from, .. }) => {
+                print_event(client, &event);
+                if from == peer {
+                    client.mark_read(peer).await.ok();
+                }
+            }
+            Some(Event::Delivered { to, .. }) if to == peer => eprintln!("  ✓✓ delivered"),
+            Some(Event::Read { by, .. }) if by == peer => eprintln!("  ✓✓ read"),
+            Some(event) => {
+                print_event(client, &event);
+            }
+            None => {}
+        }
+    }
+    client.close_connection().await;
+    Ok(0)
+}

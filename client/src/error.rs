@@ -1,0 +1,129 @@
+//! Typed errors of the client library. Each variant says what happened and
+//! what to do about it; the CLI maps them once to exit codes.
+
+use std::path::PathBuf;
+
+use comptoir_protocol::AccountId;
+use comptoir_protocol::proto::wire::ErrorCode;
+
+/// Result alias for the client library.
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// Why a client operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The data directory holds no store yet.
+    #[error("no Comptoir account in {}; run `comptoir init` first", dir.display())]
+    NotInitialized {
+        /// The data directory.
+        dir: PathBuf,
+    },
+    /// `init` on a directory that already holds a store.
+    #[error("{} already holds a Comptoir account; use another --data-dir", dir.display())]
+    AlreadyInitialized {
+        /// The data directory.
+        dir: PathBuf,
+    },
+    /// The passphrase does not open the store.
+    #[error("wrong passphrase: it does not open this store (nothing was changed)")]
+    WrongPassphrase,
+    /// Another process has the store open.
+    #[error("the store in {} is in use by another comptoir process; stop it first", dir.display())]
+    StoreLocked {
+        /// The data directory.
+        dir: PathBuf,
+    },
+    /// The store's files are damaged or were altered.
+    #[error("the local store is corrupt ({0}); restore the data directory from a backup")]
+    CorruptStore(String),
+    /// A file could not be read or written.
+    #[error("{context}: {source}")]
+    Io {
+        /// What the client was doing.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The embedded database failed.
+    #[error("local database error: {0}")]
+    Database(#[from] sled::Error),
+    /// Deriving the store key from the passphrase failed.
+    #[error("passphrase key derivation failed: {0}")]
+    Kdf(String),
+    /// A cryptographic or decoding check failed.
+    #[error("protocol error: {0}")]
+    Protocol(#[from] comptoir_protocol::Error),
+    /// The relay could not be reached.
+    #[error("cannot reach the relay at {url}: {reason}; check --relay and that the relay runs")]
+    Connect {
+        /// The relay URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The connection to the relay ended.
+    #[error("the relay closed the connection ({0}); reconnect")]
+    ConnectionClosed(String),
+    /// No connection is open (call `connect` first).
+    #[error("not connected to a relay")]
+    NotConnected,
+    /// The relay did not answer in time.
+    #[error("the relay did not answer {0} in time; retry")]
+    Timeout(&'static str),
+    /// The relay sent something the protocol does not allow here.
+    #[error("unexpected reply from the relay: {0}")]
+    UnexpectedFrame(String),
+    /// The recipient has blocked this account; the relay refused the message.
+    #[error("{recipient} has blocked you: the relay refused the message")]
+    Blocked {
+        /// Who refused.
+        recipient: AccountId,
+    },
+    /// The recipient's device list changed; the relay attached the current
+    /// one (handled inside the client by encrypting again).
+    #[error("the recipient's devices changed; encrypt again for the attached list")]
+    DeviceListMismatch {
+        /// The current signed list, as the relay sent it.
+        current: Box<comptoir_protocol::proto::wire::SignedDeviceList>,
+    },
+    /// The relay refused a request with a typed error.
+    #[error("the relay refused the request ({code:?}): {message}")]
+    Relay {
+        /// The stable error code.
+        code: ErrorCode,
+        /// The relay's explanation.
+        message: String,
+    },
+    /// The account is not registered on the relay.
+    #[error("this device is not registered on the relay; run `comptoir register`")]
+    NotRegistered,
+    /// No contact has this name.
+    #[error("no contact named {0:?} and not an account id; add it with `comptoir contacts add`")]
+    UnknownContact(String),
+    /// A peer's account key changed since it was first seen.
+    #[error(
+        "the identity of {account} changed since you first talked: verify the safety number, then run `comptoir trust {account}`"
+    )]
+    IdentityChanged {
+        /// The peer.
+        account: AccountId,
+    },
+    /// Nothing is known about this peer yet.
+    #[error("no keys known for {0} yet; send it a message or connect to fetch them")]
+    UnknownPeer(AccountId),
+    /// A bad argument from the user.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+}
+
+impl ClientError {
+    /// Wrap an I/O error with what was being done.
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! What happened on the connection, as the user of the library sees it.
+
+use comptoir_protocol::AccountId;
+
+use crate::messages::MessageId;
+
+/// Something the client received or learned. Produced by
+/// [`crate::Client::next_event`] after it was stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A text message arrived (already stored in the history).
+    Message {
+        /// The sender's account.
+        from: AccountId,
+        /// The message id.
+        id: MessageId,
+        /// The text.
+        text: String,
+        /// The sender's clock, ms since the Unix epoch.
+        sent_at_ms: u64,
+    },
+    /// The relay stored an outgoing message.
+    Accepted {
+        /// The recipient.
+        to: AccountId,
+        /// The message id.
+        id: MessageId,
+    },
+    /// A recipient device stored an outgoing message.
+    Delivered {
+        /// The recipient.
+        to: AccountId,
+        /// The message id.
+        id: MessageId,
+    },
+    /// The recipient read outgoing messages.
+    Read {
+        /// The reader.
+        by: AccountId,
+        /// The messages now marked read.
+        ids: Vec<MessageId>,
+    },
+    /// A peer's account key changed: messages to it are held until the user
+    /// compares safety numbers and accepts the change.
+    IdentityChanged {
+        /// The peer.
+        account: AccountId,
+    },
+    /// A message could not be decrypted and was dropped.
+    Undecryptable {
+        /// The sender.
+        from: AccountId,
+        /// The message id (hex), as the envelope named it.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// Something worth telling the user that needs no action from the code.
+    Warning(String),
+}

@@ -1,0 +1,142 @@
+//! What this device trusts about other accounts: the account key pinned on
+//! first use, and the newest signed device list seen.
+//!
+//! A device list signed by another account key is an identity change: it
+//! is recorded (not adopted) and sending to that account is refused until
+//! the user accepts the new key with [`accept_identity_change`].
+
+use comptoir_protocol::proto::wire::SignedDeviceList;
+use comptoir_protocol::{AccountId, DeviceList, Error as ProtocolError};
+use prost::Message;
+
+use crate::error::{ClientError, Result};
+use crate::store::{Store, Tree};
+
+const PEER_RECORD_VERSION: u32 = 1;
+
+#[derive(Clone, PartialEq, Message)]
+struct PeerRecord {
+    #[prost(uint32, tag = "1")]
+    version: u32,
+    /// The trusted (pinned) device list.
+    #[prost(message, optional, tag = "2")]
+    device_list: Option<SignedDeviceList>,
+    /// A list signed by a different account key, waiting for the user.
+    #[prost(message, optional, tag = "3")]
+    changed_list: Option<SignedDeviceList>,
+}
+
+/// What this device knows about a peer account.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    /// The trusted device list (its account key is the pinned one).
+    pub devices: DeviceList,
+    /// The raw signed list (kept to re-verify).
+    pub signed: SignedDeviceList,
+    /// Whether a list signed by another account key was seen since.
+    pub identity_changed: bool,
+}
+
+fn load_record(store: &Store, account: &AccountId) -> Result<Option<PeerRecord>> {
+    match store.get(Tree::Peers, account.as_bytes())? {
+        Some(bytes) => {
+            Ok(Some(PeerRecord::decode(bytes.as_slice()).map_err(|e| {
+                ClientError::CorruptStore(format!("peer record: {e}"))
+            })?))
+        }
+        None => Ok(None),
+    }
+}
+
+fn save_record(store: &Store, account: &AccountId, record: &PeerRecord) -> Result<()> {
+    store.put(Tree::Peers, account.as_bytes(), &record.encode_to_vec())
+}
+
+/// The trusted state of a peer, if any.
+pub fn load(store: &Store, account: &AccountId) -> Result<Option<Peer>> {
+    let Some(record) = load_record(store, account)? else {
+        return Ok(None);
+    };
+    let Some(signed) = record.device_list else {
+        return Ok(None);
+    };
+    let devices = DeviceList::verify(&signed, None)
+        .map_err(|e| ClientError::CorruptStore(format!("pinned device list: {e}")))?;
+    Ok(Some(Peer {
+        devices,
+        signed,
+        identity_changed: record.changed_list.is_some(),
+    }))
+}
+
+/// What [`observe`] concluded about a device list from the relay.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Observed {
+    /// First list seen for this account: its key is now pinned.
+    Pinned,
+    /// Same key, same or newer version: adopted.
+    Current,
+    /// Signed by another account key: recorded, not adopted.
+    IdentityChanged,
+}
+
+/// Check a device list from the relay against what is pinned, and adopt it
+/// when it is signed by the pinned key and not older.
+pub fn observe(store: &Store, account: &AccountId, signed: &SignedDeviceList) -> Result<Observed> {
+    let unchecked = DeviceList::verify(signed, None)?;
+    if unchecked.account_id != *account {
+        return Err(ClientError::UnexpectedFrame(format!(
+            "device list for {} when {account} was asked for",
+            unchecked.account_id
+        )));
+    }
+    let mut record = load_record(store, account)?.unwrap_or_default();
+    record.version = PEER_RECORD_VERSION;
+    let pinned = match &record.device_list {
+        Some(list) => Some(
+            DeviceList::verify(list, None)
+                .map_err(|e| ClientError::CorruptStore(format!("pinned device list: {e}")))?,
+        ),
+        None => None,
+    };
+    let Some(pinned) = pinned else {
+        record.device_list = Some(signed.clone());
+        save_record(store, account, &record)?;
+        return Ok(Observed::Pinned);
+    };
+    match DeviceList::verify(signed, Some(&pinned.account_key)) {
+        Ok(list) => {
+            if !list.is_same_or_newer(pinned.version) {
+                return Err(ProtocolError::StaleDeviceList {
+                    have: pinned.version,
+                    got: list.version,
+                }
+                .into());
+            }
+            if list.version > pinned.version {
+                record.device_list = Some(signed.clone());
+                save_record(store, account, &record)?;
+            }
+            Ok(Observed::Current)
+        }
+        Err(ProtocolError::IdentityMismatch) => {
+            record.changed_list = Some(signed.clone());
+            save_record(store, account, &record)?;
+            Ok(Observed::IdentityChanged)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The user accepted a changed identity: pin the new list.
+pub fn accept_identity_change(store: &Store, account: &AccountId) -> Result<bool> {
+    let Some(mut record) = load_record(store, account)? else {
+        return Ok(false);
+    };
+    let Some(changed) = record.changed_list.take() else {
+        return Ok(false);
+    };
+    record.device_list = Some(changed);
+    save_record(store, account, &record)?;
+    Ok(true)
+}

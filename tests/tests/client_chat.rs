@@ -1,0 +1,264 @@
+//! The client library end to end over a real relay on 127.0.0.1:0: two
+//! customers chat both ways with receipts, history survives a restart, the
+//! outbox drains on reconnect, a wrong passphrase is refused, and a block
+//! is enforced by the relay until lifted.
+
+mod support;
+
+use std::path::Path;
+
+use comptoir_client::{Client, ClientError, Event, KdfParams, MessageId, Status};
+use comptoir_protocol::AccountId;
+use support::{TIMEOUT, TestRelay, start_relay};
+
+/// Cheap Argon2id costs: these tests check behaviour, not KDF strength.
+const FAST_KDF: KdfParams = KdfParams {
+    m_cost: 256,
+    t_cost: 1,
+    p_cost: 1,
+};
+
+fn url(relay: &TestRelay) -> String {
+    format!("ws://{}", relay.addr)
+}
+
+async fn registered(relay: &TestRelay, dir: &Path, passphrase: &str) -> Client {
+    let mut client =
+        Client::create_with_params(dir, passphrase, FAST_KDF).expect("create the account");
+    client.register(&url(relay)).await.expect("register");
+    client
+}
+
+/// Wait (bounded) for the first event `pick` accepts; other events pass.
+async fn wait_for<T>(client: &mut Client, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        assert!(!left.is_zero(), "timed out waiting for an event");
+        match client.next_event(left).await.expect("connection stays up") {
+            Some(event) => {
+                if let Some(found) = pick(&event) {
+                    return found;
+                }
+            }
+            None => panic!("timed out waiting for an event"),
+        }
+    }
+}
+
+async fn wait_text(client: &mut Client, from: AccountId) -> (MessageId, String) {
+    wait_for(client, |e| match e {
+        Event::Message {
+            from: f, id, text, ..
+        } if *f == from => Some((*id, text.clone())),
+        _ => None,
+    })
+    .await
+}
+
+async fn wait_delivered(client: &mut Client, message: MessageId) {
+    wait_for(client, |e| match e {
+        Event::Delivered { id, .. } if *id == message => Some(()),
+        _ => None,
+    })
+    .await
+}
+
+fn status(client: &Client, peer: &AccountId, id: &MessageId) -> Status {
+    client
+        .message(peer, id)
+        .expect("read history")
+        .expect("message stored")
+        .status
+}
+
+#[tokio::test]
+async fn two_customers_chat_both_ways_with_receipts() {
+    let relay = start_relay().await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut alice = registered(&relay, dir_a.path(), "alice pass").await;
+    let mut bob = registered(&relay, dir_b.path(), "bob pass").await;
+    let (a, b) = (alice.account_id(), bob.account_id());
+
+    let hello = alice.send_text(b, "hello bob").await.expect("send");
+    assert_eq!(status(&alice, &b, &hello), Status::Accepted);
+    assert_eq!(wait_text(&mut bob, a).await, (hello, "hello bob".into()));
+    wait_delivered(&mut alice, hello).await;
+    assert_eq!(status(&alice, &b, &hello), Status::Delivered);
+
+    let reply = bob.send_text(a, "hi alice").await.expect("reply");
+    assert_eq!(wait_text(&mut alice, b).await, (reply, "hi alice".into()));
+    wait_delivered(&mut bob, reply).await;
+
+    // A second message each way rides the established ratchet.
+    let again = alice.send_text(b, "how are you?").await.expect("send");
+    assert_eq!(wait_text(&mut bob, a).await.1, "how are you?");
+
+    // Read receipts travel end to end and only move statuses forward.
+    assert_eq!(bob.mark_read(a).await.expect("mark read"), 2);
+    let read = wait_for(&mut alice, |e| match e {
+        Event::Read { by, ids } if *by == b => Some(ids.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(read.contains(&hello) && read.contains(&again));
+    assert_eq!(status(&alice, &b, &hello), Status::Read);
+    assert_eq!(status(&alice, &b, &again), Status::Read);
+    // Nothing moves a read message back (its Delivered receipt may still
+    // be on its way): poll briefly and check again.
+    while alice
+        .next_event(std::time::Duration::from_millis(100))
+        .await
+        .expect("connection stays up")
+        .is_some()
+    {}
+    assert_eq!(status(&alice, &b, &again), Status::Read);
+
+    // Both sides compute the same safety number.
+    assert_eq!(
+        alice.safety_number(&b).expect("alice's view").digits(),
+        bob.safety_number(&a).expect("bob's view").digits()
+    );
+    let texts: Vec<_> = bob
+        .history(&a)
+        .expect("history")
+        .into_iter()
+        .map(|m| (m.outgoing, m.body))
+        .collect();
+    assert_eq!(
+        texts,
+        vec![
+            (false, "hello bob".to_string()),
+            (true, "hi alice".to_string()),
+            (false, "how are you?".to_string()),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn history_and_sessions_survive_a_restart_and_wrong_passphrase_is_refused() {
+    let relay = start_relay().await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut alice = registered(&relay, dir_a.path(), "alice pass").await;
+    let mut bob = registered(&relay, dir_b.path(), "bob pass").await;
+    let (a, b) = (alice.account_id(), bob.account_id());
+    let first = alice
+        .send_text(b, "before the restart")
+        .await
+        .expect("send");
+    wait_text(&mut bob, a).await;
+    wait_delivered(&mut alice, first).await;
+    alice.close().await.expect("close");
+
+    match Client::open(dir_a.path(), "not alice's") {
+        Err(ClientError::WrongPassphrase) => {}
+        other => panic!("expected WrongPassphrase, got {other:?}"),
+    }
+    let mut alice = Client::open(dir_a.path(), "alice pass").expect("reopen");
+    assert_eq!(alice.account_id(), a);
+    let history = alice.history(&b).expect("history");
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].body, "before the restart");
+    assert_eq!(history[0].status, Status::Delivered);
+
+    // The reopened sessions and prekeys still work in both directions.
+    alice.connect(&url(&relay)).await.expect("reconnect");
+    let second = alice.send_text(b, "after the restart").await.expect("send");
+    assert_eq!(
+        wait_text(&mut bob, a).await,
+        (second, "after the restart".into())
+    );
+    bob.send_text(a, "welcome back").await.expect("reply");
+    assert_eq!(wait_text(&mut alice, b).await.1, "welcome back");
+    assert_eq!(alice.history(&b).expect("history").len(), 3);
+}
+
+#[tokio::test]
+async fn outbox_written_offline_is_sent_on_connect_and_drains_to_an_offline_recipient() {
+    let relay = start_relay().await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut alice = registered(&relay, dir_a.path(), "alice pass").await;
+    let mut bob = registered(&relay, dir_b.path(), "bob pass").await;
+    let (a, b) = (alice.account_id(), bob.account_id());
+    alice.disconnect().await;
+    bob.disconnect().await;
+
+    // Written with no connection: stored, pending, in the outbox.
+    let one = alice
+        .send_text(b, "written offline 1")
+        .await
+        .expect("queue");
+    let two = alice
+        .send_text(b, "written offline 2")
+        .await
+        .expect("queue");
+    assert_eq!(status(&alice, &b, &one), Status::Pending);
+    assert_eq!(alice.outbox_len().expect("outbox"), 2);
+
+    // Survives closing the client too.
+    alice.close().await.expect("close");
+    let mut alice = Client::open(dir_a.path(), "alice pass").expect("reopen");
+    alice.connect(&url(&relay)).await.expect("connect");
+    assert_eq!(alice.outbox_len().expect("outbox"), 0);
+    assert_eq!(status(&alice, &b, &one), Status::Accepted);
+    assert_eq!(status(&alice, &b, &two), Status::Accepted);
+
+    // Bob was offline: the relay kept both, and they drain in order.
+    let queued = bob.connect(&url(&relay)).await.expect("bob connects");
+    assert_eq!(queued, 2);
+    assert_eq!(
+        wait_text(&mut bob, a).await,
+        (one, "written offline 1".into())
+    );
+    assert_eq!(
+        wait_text(&mut bob, a).await,
+        (two, "written offline 2".into())
+    );
+    wait_delivered(&mut alice, one).await;
+    wait_delivered(&mut alice, two).await;
+
+    // Acked only after storing: a reconnect brings nothing back twice.
+    bob.close().await.expect("close");
+    let mut bob = Client::open(dir_b.path(), "bob pass").expect("reopen");
+    assert_eq!(bob.connect(&url(&relay)).await.expect("reconnect"), 0);
+    assert_eq!(bob.history(&a).expect("history").len(), 2);
+}
+
+#[tokio::test]
+async fn blocked_sender_is_refused_by_the_relay_and_unblock_restores_delivery() {
+    let relay = start_relay().await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut alice = registered(&relay, dir_a.path(), "alice pass").await;
+    let mut bob = registered(&relay, dir_b.path(), "bob pass").await;
+    let (a, b) = (alice.account_id(), bob.account_id());
+    alice.send_text(b, "first").await.expect("send");
+    wait_text(&mut bob, a).await;
+
+    bob.block(a).await.expect("block");
+    match alice.send_text(b, "are you there?").await {
+        Err(ClientError::Blocked { recipient }) => assert_eq!(recipient, b),
+        other => panic!("expected Blocked, got {other:?}"),
+    }
+    let refused = alice
+        .history(&b)
+        .expect("history")
+        .into_iter()
+        .find(|m| m.body == "are you there?")
+        .expect("kept in history");
+    assert_eq!(refused.status, Status::Failed);
+    assert_eq!(alice.outbox_len().expect("outbox"), 0, "not retried");
+
+    bob.unblock(a).await.expect("unblock");
+    let after = alice.send_text(b, "after unblock").await.expect("send");
+    assert_eq!(
+        wait_text(&mut bob, a).await,
+        (after, "after unblock".into())
+    );
+    // Bob never saw the refused message.
+    assert!(
+        bob.history(&a)
+            .expect("history")
+            .iter()
+            .all(|m| m.body != "are you there?")
+    );
+}
