@@ -302,21 +302,24 @@ impl SessionRecord {
         expected_identity: Option<&IdentityKey>,
         message: &PreKeyMessage<'_>,
     ) -> Result<Decrypted> {
-        let initiator_identity = IdentityKey::from_bytes(&message.identity_key)?;
-        if expected_identity.is_some_and(|expected| *expected != initiator_identity) {
+        if expected_identity.is_some_and(|expected| *expected.as_bytes() != message.identity_key) {
             return Err(Error::IdentityMismatch);
         }
-        // A later message of a session we already built (the first got through).
+        // A later message of a session we already built (the first got
+        // through). Matched on raw bytes: no curve work for known sessions.
         let named = PendingPreKey {
             signed_prekey_id: message.signed_prekey_id,
             one_time_prekey_id: message.one_time_prekey_id,
         };
-        let known = self.states().any(|s| {
-            s.base_key == message.base_key
-                && s.remote_identity == initiator_identity
-                && s.built_from.is_none_or(|built| built == named)
-        });
-        if known {
+        let known = self
+            .states()
+            .find(|s| {
+                s.base_key == message.base_key
+                    && *s.remote_identity.as_bytes() == message.identity_key
+                    && s.built_from.is_none_or(|built| built == named)
+            })
+            .map(|s| s.remote_identity);
+        if let Some(initiator_identity) = known {
             let (plaintext, remote_identity) = self.decrypt_with_existing(
                 &message.message,
                 Some(&initiator_identity),
@@ -329,6 +332,7 @@ impl SessionRecord {
             });
         }
 
+        let initiator_identity = IdentityKey::from_bytes(&message.identity_key)?;
         let signed_prekey = prekeys
             .signed_prekey(message.signed_prekey_id)
             .ok_or(Error::UnknownSignedPreKey(message.signed_prekey_id))?;
