@@ -705,6 +705,12 @@ impl Client {
                     self.store.flush().await?;
                     return Err(ClientError::Blocked { recipient: peer });
                 }
+                Err(ClientError::Relay { code, message }) if is_permanent(code) => {
+                    messages::advance(&self.store, &peer, &id, Status::Failed)?;
+                    messages::outbox_remove(&self.store, &peer, &id)?;
+                    self.store.flush().await?;
+                    return Err(ClientError::Relay { code, message });
+                }
                 Err(ClientError::DeviceListMismatch { current }) => {
                     // The peer added or removed a device: adopt the signed
                     // list (if it checks out) and encrypt again.
@@ -963,6 +969,21 @@ fn padding(len: usize) -> Vec<u8> {
     vec![0u8; (PADDING_BLOCK - total % PADDING_BLOCK) % PADDING_BLOCK]
 }
 
+/// Refusals that sending the same message again cannot fix: the message
+/// is marked failed instead of staying in the outbox.
+fn is_permanent(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::UnknownAccount
+            | ErrorCode::MalformedFrame
+            | ErrorCode::FrameTooLarge
+            | ErrorCode::BadSignature
+            | ErrorCode::InvalidRequest
+            | ErrorCode::NoConsent
+            | ErrorCode::TemplateNotApproved
+    )
+}
+
 fn unexpected(wanted: &str, got: &server_frame::Body) -> ClientError {
     let name = match got {
         server_frame::Body::Challenge(_) => "AuthChallenge",
@@ -979,4 +1000,50 @@ fn unexpected(wanted: &str, got: &server_frame::Body) -> ClientError {
         server_frame::Body::PrekeysLow(_) => "PreKeysLow",
     };
     ClientError::UnexpectedFrame(format!("expected {wanted}, got {name}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use comptoir_protocol::{AccountKeyPair, DeviceList, IdentityKeyPair};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_changed_identity_holds_sending_until_accepted() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| ClientError::io("tempdir", e))?;
+        let params = KdfParams {
+            m_cost: 64,
+            t_cost: 1,
+            p_cost: 1,
+        };
+        let mut client = Client::create_with_params(dir.path(), "pw", params)?;
+        let mut rng = rand::rng();
+        let peer = AccountId::generate(&mut rng);
+        let device = *IdentityKeyPair::generate(&mut rng).public();
+        let original = AccountKeyPair::generate(&mut rng);
+        let list = DeviceList::sign(&original, peer, 1, vec![(1, device)])?;
+        assert_eq!(client.observe(peer, &list)?, Observed::Pinned);
+        let safety_before = client.safety_number(&peer)?;
+
+        let other = AccountKeyPair::generate(&mut rng);
+        let changed = DeviceList::sign(&other, peer, 2, vec![(1, device)])?;
+        assert_eq!(client.observe(peer, &changed)?, Observed::IdentityChanged);
+        assert_eq!(
+            client.events.pop_front(),
+            Some(Event::IdentityChanged { account: peer })
+        );
+        assert!(client.identity_changed(&peer)?);
+        assert!(matches!(
+            client.send_text(peer, "hi").await,
+            Err(ClientError::IdentityChanged { account }) if account == peer
+        ));
+        assert_eq!(client.outbox_len()?, 0, "nothing queued for the new key");
+        assert_eq!(client.safety_number(&peer)?, safety_before);
+
+        assert!(client.accept_identity_change(&peer)?);
+        // Offline: accepted into the outbox for the next connect.
+        client.send_text(peer, "hi").await?;
+        assert_eq!(client.outbox_len()?, 1);
+        Ok(())
+    }
 }

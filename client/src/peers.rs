@@ -140,3 +140,55 @@ pub fn accept_identity_change(store: &Store, account: &AccountId) -> Result<bool
     save_record(store, account, &record)?;
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use comptoir_protocol::{AccountKeyPair, IdentityKeyPair};
+
+    use super::*;
+    use crate::store::KdfParams;
+
+    const FAST: KdfParams = KdfParams {
+        m_cost: 64,
+        t_cost: 1,
+        p_cost: 1,
+    };
+
+    #[test]
+    fn pins_on_first_use_refuses_stale_and_flags_a_changed_key() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| ClientError::io("tempdir", e))?;
+        let store = Store::create(dir.path(), "pw", FAST)?;
+        let mut rng = rand::rng();
+        let account = AccountId::generate(&mut rng);
+        let key = AccountKeyPair::generate(&mut rng);
+        let device = *IdentityKeyPair::generate(&mut rng).public();
+        let v2 = DeviceList::sign(&key, account, 2, vec![(1, device)])?;
+        let v1 = DeviceList::sign(&key, account, 1, vec![(1, device)])?;
+
+        assert_eq!(observe(&store, &account, &v2)?, Observed::Pinned);
+        assert_eq!(observe(&store, &account, &v2)?, Observed::Current);
+        assert!(matches!(
+            observe(&store, &account, &v1),
+            Err(ClientError::Protocol(ProtocolError::StaleDeviceList { .. }))
+        ));
+
+        // Another account key: recorded, not adopted, flagged.
+        let impostor = AccountKeyPair::generate(&mut rng);
+        let forged = DeviceList::sign(&impostor, account, 9, vec![(1, device)])?;
+        assert_eq!(
+            observe(&store, &account, &forged)?,
+            Observed::IdentityChanged
+        );
+        let peer = load(&store, &account)?.ok_or(ClientError::UnknownPeer(account))?;
+        assert!(peer.identity_changed);
+        assert_eq!(peer.devices.account_key, key.public());
+
+        // The user accepts it: the new key is pinned, the flag cleared.
+        assert!(accept_identity_change(&store, &account)?);
+        let peer = load(&store, &account)?.ok_or(ClientError::UnknownPeer(account))?;
+        assert!(!peer.identity_changed);
+        assert_eq!(peer.devices.account_key, impostor.public());
+        assert!(!accept_identity_change(&store, &account)?);
+        Ok(())
+    }
+}

@@ -48,6 +48,11 @@ pub struct Cli {
     )]
     pub relay: String,
 
+    /// Read the passphrase from the first line of this file (for scripts;
+    /// keep the file private) instead of COMPTOIR_PASSPHRASE or the prompt.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -125,4 +130,19 @@ pub enum ContactsCommand {
     },
     /// List contacts.
     List,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    #[test]
+    fn help_is_consistent_and_lists_exit_codes() {
+        Cli::command().debug_assert();
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("Exit codes:"));
+        assert!(help.contains("COMPTOIR_PASSPHRASE"));
+    }
 }

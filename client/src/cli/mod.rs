@@ -4,6 +4,7 @@
 pub mod args;
 pub mod format;
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,6 +48,14 @@ pub fn exit_code(error: &ClientError) -> u8 {
     }
 }
 
+/// Write one line to the command's output.
+macro_rules! say {
+    ($out:expr, $($arg:tt)*) => {
+        writeln!($out, $($arg)*)
+            .map_err(|e| ClientError::io("writing to standard output", e))?
+    };
+}
+
 /// Run the command line; returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -67,16 +76,47 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli)) {
-        Ok(code) => ExitCode::from(code),
+    let mut stdout = std::io::stdout();
+    ExitCode::from(runtime.block_on(run_parsed(cli, &mut stdout)))
+}
+
+/// Run the command line given as `args` (the first is the program name),
+/// writing results to `out` and diagnostics to standard error; returns the
+/// exit code. This is what `main` does, callable in-process by tests.
+pub async fn run_args<I, T>(args: I, out: &mut dyn Write) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    match Cli::try_parse_from(args) {
+        Ok(cli) => run_parsed(cli, out).await,
         Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(exit_code(&e))
+            let _ = e.print();
+            u8::try_from(e.exit_code()).unwrap_or(2)
         }
     }
 }
 
-fn passphrase(confirm: bool) -> Result<Zeroizing<String>> {
+async fn run_parsed(cli: Cli, out: &mut dyn Write) -> u8 {
+    let code = match run(cli, out).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit_code(&e)
+        }
+    };
+    let _ = out.flush();
+    code
+}
+
+fn passphrase(cli: &Cli, confirm: bool) -> Result<Zeroizing<String>> {
+    if let Some(path) = &cli.passphrase_file {
+        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+            ClientError::io(format!("reading the passphrase file {}", path.display()), e)
+        })?);
+        let first = text.lines().next().unwrap_or_default();
+        return Ok(Zeroizing::new(first.to_string()));
+    }
     if let Ok(value) = std::env::var(PASSPHRASE_ENV) {
         return Ok(Zeroizing::new(value));
     }
@@ -105,7 +145,7 @@ fn open(cli: &Cli) -> Result<Client> {
             dir: cli.data_dir.clone(),
         });
     }
-    Client::open(&cli.data_dir, &passphrase(false)?)
+    Client::open(&cli.data_dir, &passphrase(cli, false)?)
 }
 
 fn display_name(client: &Client, account: &AccountId) -> String {
@@ -115,7 +155,7 @@ fn display_name(client: &Client, account: &AccountId) -> String {
     }
 }
 
-async fn run(cli: Cli) -> Result<u8> {
+async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
     match &cli.command {
         Command::Init => {
             if crate::store::Store::exists(&cli.data_dir) {
@@ -123,8 +163,8 @@ async fn run(cli: Cli) -> Result<u8> {
                     dir: cli.data_dir.clone(),
                 });
             }
-            let client = Client::create(&cli.data_dir, &passphrase(true)?)?;
-            println!("{}", client.account_id());
+            let client = Client::create(&cli.data_dir, &passphrase(&cli, true)?)?;
+            say!(out, "{}", client.account_id());
             eprintln!(
                 "Created account {} in {}. Next: comptoir register",
                 client.account_id(),
@@ -135,7 +175,7 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Register => {
             let mut client = open(&cli)?;
             client.register(&cli.relay).await?;
-            println!("{}", client.account_id());
+            say!(out, "{}", client.account_id());
             eprintln!(
                 "Registered on {}. Others can now write to {}",
                 cli.relay,
@@ -146,7 +186,7 @@ async fn run(cli: Cli) -> Result<u8> {
         }
         Command::Whoami => {
             let client = open(&cli)?;
-            println!("{}", client.account_id());
+            say!(out, "{}", client.account_id());
             Ok(0)
         }
         Command::Send { to, text } => {
@@ -156,7 +196,7 @@ async fn run(cli: Cli) -> Result<u8> {
             let sent = client.send_text(peer, text).await;
             let result = match (connected, sent) {
                 (Ok(_), Ok(id)) => {
-                    println!("{id}");
+                    say!(out, "{id}");
                     Ok(0)
                 }
                 (Err(e), Ok(id)) => {
@@ -171,6 +211,7 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Listen { count, timeout } => {
             let mut client = open(&cli)?;
             listen(
+                out,
                 &mut client,
                 &cli.relay,
                 *count,
@@ -181,7 +222,7 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Chat { with } => {
             let mut client = open(&cli)?;
             let peer = client.resolve(with)?;
-            chat(&mut client, &cli.relay, peer).await
+            chat(out, &mut client, &cli.relay, peer).await
         }
         Command::History { with } => {
             let client = open(&cli)?;
@@ -194,7 +235,8 @@ async fn run(cli: Cli) -> Result<u8> {
                 } else {
                     String::new()
                 };
-                println!(
+                say!(
+                    out,
                     "{} {who}: {}{status}",
                     date_time(m.sent_at_ms),
                     one_line(&m.body)
@@ -215,7 +257,7 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Contacts(ContactsCommand::List) => {
             let client = open(&cli)?;
             for contact in client.contacts()? {
-                println!("{}\t{}", contact.name, contact.account);
+                say!(out, "{}\t{}", contact.name, contact.account);
             }
             Ok(0)
         }
@@ -231,7 +273,7 @@ async fn run(cli: Cli) -> Result<u8> {
                 client.close_connection().await;
             }
             let number = client.safety_number(&peer)?;
-            println!("{}", number.display());
+            say!(out, "{}", number.display());
             if client.identity_changed(&peer)? {
                 eprintln!(
                     "warning: {} has a NEW identity not yet trusted; this number is for the old one",
@@ -333,7 +375,7 @@ async fn poll_event(client: &mut Client, relay: &str, stop: &AtomicBool) -> Resu
     }
 }
 
-fn print_event(client: &Client, event: &Event) -> bool {
+fn print_event(client: &Client, event: &Event, out: &mut dyn Write) -> Result<bool> {
     match event {
         Event::Message {
             from,
@@ -341,37 +383,39 @@ fn print_event(client: &Client, event: &Event) -> bool {
             sent_at_ms,
             ..
         } => {
-            println!(
+            say!(
+                out,
                 "[{}] {}: {}",
                 time_of_day(*sent_at_ms),
                 display_name(client, from),
                 one_line(text)
             );
-            true
+            Ok(true)
         }
         Event::IdentityChanged { account } => {
             eprintln!(
                 "warning: the identity of {} CHANGED. Compare safety numbers (comptoir safety-number), then run `comptoir trust`. Its messages are held until then.",
                 display_name(client, account)
             );
-            false
+            Ok(false)
         }
         Event::Undecryptable { from, id, reason } => {
             eprintln!(
                 "warning: message {id} from {} could not be decrypted: {reason}",
                 display_name(client, from)
             );
-            false
+            Ok(false)
         }
         Event::Warning(text) => {
             eprintln!("warning: {text}");
-            false
+            Ok(false)
         }
-        _ => false,
+        _ => Ok(false),
     }
 }
 
 async fn listen(
+    out: &mut dyn Write,
     client: &mut Client,
     relay: &str,
     count: Option<usize>,
@@ -393,7 +437,7 @@ async fn listen(
             return Ok(EXIT_TIMED_OUT);
         }
         if let Some(event) = poll_event(client, relay, &stop).await?
-            && print_event(client, &event)
+            && print_event(client, &event, out)?
         {
             seen += 1;
         }
@@ -402,7 +446,12 @@ async fn listen(
     Ok(0)
 }
 
-async fn chat(client: &mut Client, relay: &str, peer: AccountId) -> Result<u8> {
+async fn chat(
+    out: &mut dyn Write,
+    client: &mut Client,
+    relay: &str,
+    peer: AccountId,
+) -> Result<u8> {
     let stop = interrupted_flag();
     client.connect(relay).await?;
     let name = display_name(client, &peer);
@@ -411,7 +460,8 @@ async fn chat(client: &mut Client, relay: &str, peer: AccountId) -> Result<u8> {
     );
     for m in client.history(&peer)?.iter().rev().take(10).rev() {
         let who = if m.outgoing { "me" } else { name.as_str() };
-        println!(
+        say!(
+            out,
             "[{}] {who}: {}",
             time_of_day(m.sent_at_ms),
             one_line(&m.body)
@@ -442,10 +492,6 @@ async fn chat(client: &mut Client, relay: &str, peer: AccountId) -> Result<u8> {
             Ok(line) if line.trim().is_empty() => continue,
             Ok(line) => match client.send_text(peer, &line).await {
                 Ok(_) => {}
-                Err(e @ ClientError::Blocked { .. })
-                | Err(e @ ClientError::IdentityChanged { .. }) => {
-                    eprintln!("not sent: {e}");
-                }
                 Err(
                     e @ (ClientError::ConnectionClosed(_)
                     | ClientError::NotConnected
@@ -456,14 +502,19 @@ async fn chat(client: &mut Client, relay: &str, peer: AccountId) -> Result<u8> {
                         break;
                     }
                 }
-                Err(e) => return Err(e),
+                Err(
+                    e @ (ClientError::Database(_)
+                    | ClientError::CorruptStore(_)
+                    | ClientError::Io { .. }),
+                ) => return Err(e),
+                Err(e) => eprintln!("not sent: {e}"),
             },
             Err(mpsc::error::TryRecvError::Empty) => {}
             Err(mpsc::error::TryRecvError::Disconnected) => break,
         }
         match poll_event(client, relay, &stop).await? {
             Some(event @ Event::Message { from, .. }) => {
-                print_event(client, &event);
+                print_event(client, &event, out)?;
                 if from == peer {
                     client.mark_read(peer).await.ok();
                 }
@@ -471,7 +522,7 @@ async fn chat(client: &mut Client, relay: &str, peer: AccountId) -> Result<u8> {
             Some(Event::Delivered { to, .. }) if to == peer => eprintln!("  ✓✓ delivered"),
             Some(Event::Read { by, .. }) if by == peer => eprintln!("  ✓✓ read"),
             Some(event) => {
-                print_event(client, &event);
+                print_event(client, &event, out)?;
             }
             None => {}
         }

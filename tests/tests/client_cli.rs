@@ -1,0 +1,164 @@
+//! The `comptoir` command line, run in-process over a real relay: its
+//! output lines and the exit codes scripts rely on (listed in `--help`).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use comptoir_client::cli::run_args;
+use support::{TestRelay, start_relay};
+
+struct Customer {
+    dir: PathBuf,
+    passphrase_file: PathBuf,
+    relay: String,
+}
+
+impl Customer {
+    fn new(root: &Path, name: &str, relay: &TestRelay) -> Self {
+        let passphrase_file = root.join(format!("{name}.pass"));
+        std::fs::write(&passphrase_file, format!("{name} passphrase\n")).expect("write");
+        Self {
+            dir: root.join(name),
+            passphrase_file,
+            relay: format!("ws://{}", relay.addr),
+        }
+    }
+
+    /// Run `comptoir <args>` as this customer: (exit code, stdout).
+    async fn run(&self, args: &[&str]) -> (u8, String) {
+        self.run_with(&self.passphrase_file, args).await
+    }
+
+    async fn run_with(&self, passphrase_file: &Path, args: &[&str]) -> (u8, String) {
+        let mut argv = vec![
+            "comptoir".to_string(),
+            "--data-dir".into(),
+            self.dir.display().to_string(),
+            "--relay".into(),
+            self.relay.clone(),
+            "--passphrase-file".into(),
+            passphrase_file.display().to_string(),
+        ];
+        argv.extend(args.iter().map(|a| a.to_string()));
+        let mut out = Vec::new();
+        let code = run_args(argv, &mut out).await;
+        (code, String::from_utf8(out).expect("utf-8 output"))
+    }
+
+    async fn ok(&self, args: &[&str]) -> String {
+        let (code, out) = self.run(args).await;
+        assert_eq!(code, 0, "comptoir {args:?} failed; output: {out}");
+        out
+    }
+}
+
+fn is_hex_id(text: &str) -> bool {
+    text.len() == 32 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[tokio::test]
+async fn two_customers_chat_through_the_command_line() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let alice = Customer::new(root.path(), "alice", &relay);
+    let bob = Customer::new(root.path(), "bob", &relay);
+
+    let alice_id = alice.ok(&["init"]).await.trim().to_string();
+    assert!(
+        is_hex_id(&alice_id),
+        "init prints the account id: {alice_id}"
+    );
+    assert_eq!(alice.ok(&["register"]).await.trim(), alice_id);
+    assert_eq!(alice.ok(&["whoami"]).await.trim(), alice_id);
+    let bob_id = bob.ok(&["init"]).await.trim().to_string();
+    bob.ok(&["register"]).await;
+    alice.ok(&["contacts", "add", "bob", &bob_id]).await;
+    bob.ok(&["contacts", "add", "alice", &alice_id]).await;
+    assert_eq!(
+        bob.ok(&["contacts", "list"]).await,
+        format!("alice\t{alice_id}\n")
+    );
+
+    let sent = alice.ok(&["send", "bob", "hello bob\nsecond line"]).await;
+    assert!(is_hex_id(sent.trim()), "send prints the message id: {sent}");
+    let heard = bob.ok(&["listen", "--count", "1", "--timeout", "10"]).await;
+    assert!(
+        heard.ends_with("] alice: hello bob\\nsecond line\n"),
+        "one line per message, named by contact: {heard:?}"
+    );
+    // By account id works as well as by contact name.
+    bob.ok(&["send", &alice_id, "hi alice"]).await;
+    let heard = alice
+        .ok(&["listen", "--count", "1", "--timeout", "10"])
+        .await;
+    assert!(heard.ends_with("] bob: hi alice\n"), "{heard:?}");
+
+    let history = alice.ok(&["history", "bob"]).await;
+    let lines: Vec<_> = history.lines().collect();
+    assert_eq!(lines.len(), 2, "{history}");
+    assert!(
+        lines[0].contains(" me: hello bob\\nsecond line ["),
+        "{history}"
+    );
+    assert!(lines[1].ends_with(" bob: hi alice"), "{history}");
+
+    let number = alice.ok(&["safety-number", "bob"]).await;
+    assert_eq!(number.trim().len(), 60 + 11, "12 groups of 5 digits");
+    assert_eq!(bob.ok(&["safety-number", "alice"]).await, number);
+
+    // Block: the relay refuses Alice's message (exit 6); unblock restores.
+    bob.ok(&["block", "alice"]).await;
+    assert_eq!(alice.run(&["send", "bob", "blocked?"]).await.0, 6);
+    bob.ok(&["unblock", "alice"]).await;
+    alice.ok(&["send", "bob", "unblocked"]).await;
+    let heard = bob.ok(&["listen", "--count", "1", "--timeout", "10"]).await;
+    assert!(heard.ends_with("] alice: unblocked\n"), "{heard:?}");
+}
+
+#[tokio::test]
+async fn exit_codes_scripts_can_rely_on() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let alice = Customer::new(root.path(), "alice", &relay);
+    let bob = Customer::new(root.path(), "bob", &relay);
+
+    // 4: nothing here yet; then not registered; then already initialized.
+    assert_eq!(alice.run(&["history", "bob"]).await.0, 4);
+    alice.ok(&["init"]).await;
+    assert_eq!(alice.run(&["listen", "--count", "1"]).await.0, 4);
+    assert_eq!(alice.run(&["init"]).await.0, 4);
+    alice.ok(&["register"]).await;
+    let bob_id = bob.ok(&["init"]).await.trim().to_string();
+    bob.ok(&["register"]).await;
+
+    // 3: wrong passphrase, and the store is untouched by the attempt.
+    let wrong = root.path().join("wrong.pass");
+    std::fs::write(&wrong, "not alice's\n").expect("write");
+    assert_eq!(alice.run_with(&wrong, &["whoami"]).await.0, 3);
+
+    // 8: unknown contact. 2: bad command line.
+    assert_eq!(alice.run(&["send", "carol", "hi"]).await.0, 8);
+    assert_eq!(alice.run(&["send"]).await.0, 2);
+
+    // 5: relay unreachable; the message waits in the outbox and goes out
+    // with the next command that connects.
+    let offline = Customer {
+        relay: "ws://127.0.0.1:1".into(),
+        dir: alice.dir.clone(),
+        passphrase_file: alice.passphrase_file.clone(),
+    };
+    assert_eq!(
+        offline.run(&["send", &bob_id, "from the outbox"]).await.0,
+        5
+    );
+    assert_eq!(
+        alice
+            .run(&["listen", "--count", "1", "--timeout", "1"])
+            .await
+            .0,
+        9
+    );
+    let heard = bob.ok(&["listen", "--count", "1", "--timeout", "10"]).await;
+    assert!(heard.ends_with(": from the outbox\n"), "{heard:?}");
+}
