@@ -16,8 +16,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use comptoir_protocol::proto::content::{Content, ReadReceipt, Text, content};
 use comptoir_protocol::proto::wire::{
     self, AuthResponse, Block, Category, ClientFrame, DeliveryAck, DeviceCiphertext, Envelope,
-    ErrorCode, FetchPreKeys, GetDeviceList, Register, Send, ServerFrame, Unblock, client_frame,
-    server_frame,
+    ErrorCode, FetchPreKeys, GetDeviceList, Lookup, Register, RequestCode, Send, ServerFrame,
+    Unblock, VerifyCode, client_frame, server_frame,
 };
 use comptoir_protocol::{
     AccountId, Error as ProtocolError, IdentityKey, InMemoryPreKeyStore, SafetyNumber,
@@ -853,6 +853,58 @@ impl Client {
         }
         self.store.flush().await?;
         Ok(unread.len())
+    }
+
+    // ----- phone numbers -----
+
+    /// Ask the relay to send a verification code to `phone` (E.164, such
+    /// as `+447700900123`).
+    pub async fn request_phone_code(&mut self, phone: &str) -> Result<()> {
+        let body = client_frame::Body::RequestCode(RequestCode {
+            phone_number: phone.to_string(),
+        });
+        match self.request(body, "the code request").await? {
+            server_frame::Body::Ok(_) => Ok(()),
+            other => Err(unexpected("Ok", &other)),
+        }
+    }
+
+    /// Prove the code sent to `phone` and bind the number to this account;
+    /// `discoverable` lets others find the account by the number.
+    pub async fn verify_phone(
+        &mut self,
+        phone: &str,
+        code: &str,
+        discoverable: bool,
+    ) -> Result<()> {
+        let body = client_frame::Body::VerifyCode(VerifyCode {
+            phone_number: phone.to_string(),
+            code: code.to_string(),
+            discoverable,
+        });
+        match self.request(body, "the code check").await? {
+            server_frame::Body::Ok(_) => Ok(()),
+            other => Err(unexpected("Ok", &other)),
+        }
+    }
+
+    /// Find the account behind a discoverable phone number.
+    /// [`ClientError::UnknownContact`] if none (or not discoverable).
+    pub async fn lookup(&mut self, handle: &str) -> Result<AccountId> {
+        let body = client_frame::Body::Lookup(Lookup {
+            handle: handle.to_string(),
+        });
+        match self.request(body, "the lookup").await {
+            Ok(server_frame::Body::LookupResult(found)) => {
+                Ok(AccountId::from_bytes(&found.account_id)?)
+            }
+            Ok(other) => Err(unexpected("LookupResult", &other)),
+            Err(ClientError::Relay {
+                code: ErrorCode::UnknownAccount,
+                ..
+            }) => Err(ClientError::UnknownContact(handle.to_string())),
+            Err(e) => Err(e),
+        }
     }
 
     // ----- blocking -----

@@ -162,3 +162,48 @@ async fn exit_codes_scripts_can_rely_on() {
     let heard = bob.ok(&["listen", "--count", "1", "--timeout", "10"]).await;
     assert!(heard.ends_with(": from the outbox\n"), "{heard:?}");
 }
+
+#[tokio::test]
+async fn contacts_found_by_a_verified_discoverable_phone_number() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let alice = Customer::new(root.path(), "alice", &relay);
+    let bob = Customer::new(root.path(), "bob", &relay);
+    let alice_id = alice.ok(&["init"]).await.trim().to_string();
+    alice.ok(&["register"]).await;
+    bob.ok(&["init"]).await;
+    bob.ok(&["register"]).await;
+
+    // Not verified yet: nobody finds the number (exit 8).
+    let number = "+447700900123";
+    assert_eq!(bob.run(&["contacts", "add", "alice", number]).await.0, 8);
+
+    alice.ok(&["phone", "request", number]).await;
+    let code = relay.codes.last_for(number).expect("a code was sent");
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    assert_eq!(
+        alice.run(&["phone", "verify", number, wrong]).await.0,
+        6,
+        "a wrong code is a relay refusal"
+    );
+    alice
+        .ok(&["phone", "verify", number, &code, "--discoverable"])
+        .await;
+
+    assert_eq!(
+        bob.ok(&["contacts", "add", "alice", number]).await.trim(),
+        alice_id
+    );
+    bob.ok(&["send", "alice", "found you by number"]).await;
+    let heard = alice
+        .ok(&["listen", "--count", "1", "--timeout", "10"])
+        .await;
+    assert!(heard.ends_with(": found you by number\n"), "{heard:?}");
+
+    // A number verified without --discoverable stays hidden.
+    let hidden = "+447700900456";
+    bob.ok(&["phone", "request", hidden]).await;
+    let code = relay.codes.last_for(hidden).expect("a code was sent");
+    bob.ok(&["phone", "verify", hidden, &code]).await;
+    assert_eq!(alice.run(&["contacts", "add", "bob", hidden]).await.0, 8);
+}

@@ -65,6 +65,9 @@ pub enum Command {
     Init,
     /// Create the account on the relay and upload prekeys.
     Register,
+    /// Prove a phone number so people who know it can find you.
+    #[command(subcommand)]
+    Phone(PhoneCommand),
     /// Print this account's id (give it to people who want to write to you).
     Whoami,
     /// Send a text message.
@@ -121,15 +124,36 @@ pub enum Command {
 /// `comptoir contacts ...`
 #[derive(Debug, Subcommand)]
 pub enum ContactsCommand {
-    /// Give an account id a name.
+    /// Give an account a name: by its id, or by a phone number its owner
+    /// made discoverable (looked up on the relay).
     Add {
         /// The name to use in other commands.
         name: String,
-        /// The 32-character account id.
-        account_id: String,
+        /// A 32-character account id, or an E.164 phone number (+447700900123).
+        account: String,
     },
     /// List contacts.
     List,
+}
+
+/// `comptoir phone ...`
+#[derive(Debug, Subcommand)]
+pub enum PhoneCommand {
+    /// Ask the relay to send a verification code to this number.
+    Request {
+        /// E.164 phone number, such as +447700900123.
+        number: String,
+    },
+    /// Prove the number with the code received.
+    Verify {
+        /// E.164 phone number, such as +447700900123.
+        number: String,
+        /// The code received.
+        code: String,
+        /// Let people who know the number find this account.
+        #[arg(long)]
+        discoverable: bool,
+    },
 }
 
 #[cfg(test)]

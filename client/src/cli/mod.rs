@@ -19,7 +19,7 @@ use crate::client::Client;
 use crate::error::{ClientError, Result};
 use crate::event::Event;
 
-use self::args::{Cli, Command, ContactsCommand};
+use self::args::{Cli, Command, ContactsCommand, PhoneCommand};
 use self::format::{date_time, one_line, time_of_day};
 
 /// Environment variable holding the store passphrase.
@@ -244,14 +244,48 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             }
             Ok(0)
         }
-        Command::Contacts(ContactsCommand::Add { name, account_id }) => {
-            let client = open(&cli)?;
-            let account = AccountId::from_hex(account_id).map_err(|_| {
-                ClientError::InvalidArgument(format!(
-                    "{account_id:?} is not a 32-character hex account id"
-                ))
-            })?;
-            client.add_contact(name, account)?;
+        Command::Contacts(ContactsCommand::Add { name, account }) => {
+            let mut client = open(&cli)?;
+            let id = if account.starts_with('+') {
+                client.connect(&cli.relay).await?;
+                let found = client.lookup(account).await;
+                client.close_connection().await;
+                found?
+            } else {
+                AccountId::from_hex(account).map_err(|_| {
+                    ClientError::InvalidArgument(format!(
+                        "{account:?} is neither a 32-character hex account id nor a +phone number"
+                    ))
+                })?
+            };
+            client.add_contact(name, id)?;
+            say!(out, "{id}");
+            Ok(0)
+        }
+        Command::Phone(PhoneCommand::Request { number }) => {
+            let mut client = open(&cli)?;
+            client.connect(&cli.relay).await?;
+            client.request_phone_code(number).await?;
+            client.close().await?;
+            eprintln!(
+                "A code is on its way to {number}. Next: comptoir phone verify {number} <code>"
+            );
+            Ok(0)
+        }
+        Command::Phone(PhoneCommand::Verify {
+            number,
+            code,
+            discoverable,
+        }) => {
+            let mut client = open(&cli)?;
+            client.connect(&cli.relay).await?;
+            client.verify_phone(number, code, *discoverable).await?;
+            client.close().await?;
+            if *discoverable {
+                eprintln!("{number} is verified; people who know it can find you");
+            } else {
+                eprintln!("{number} is verified and not discoverable");
+            }
             Ok(0)
         }
         Command::Contacts(ContactsCommand::List) => {
