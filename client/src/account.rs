@@ -57,7 +57,8 @@ impl Drop for AccountRecord {
 /// The local account and device.
 pub struct Account {
     id: AccountId,
-    account_key: AccountKeyPair,
+    /// `None` on a linked device: only the first device signs device lists.
+    account_key: Option<AccountKeyPair>,
     device_id: u32,
     identity: IdentityKeyPair,
     device_list_version: u64,
@@ -80,7 +81,10 @@ impl fmt::Debug for Account {
         } = self;
         f.debug_struct("Account")
             .field("id", id)
-            .field("account_key", &account_key.public())
+            .field(
+                "account_key",
+                &account_key.as_ref().map(AccountKeyPair::public),
+            )
             .field("device_id", device_id)
             .field("identity", identity.public())
             .field("device_list_version", device_list_version)
@@ -97,7 +101,7 @@ impl Account {
         let mut rng = rand::rng();
         Self {
             id: AccountId::generate(&mut rng),
-            account_key: AccountKeyPair::generate(&mut rng),
+            account_key: Some(AccountKeyPair::generate(&mut rng)),
             device_id: FIRST_DEVICE_ID,
             identity: IdentityKeyPair::generate(&mut rng),
             device_list_version: 1,
@@ -127,9 +131,38 @@ impl Account {
         *self.identity.public()
     }
 
-    /// The account key pair (signs device lists and registration).
-    pub fn account_key(&self) -> &AccountKeyPair {
-        &self.account_key
+    /// The account key pair (signs device lists and registration); `None`
+    /// on a linked device.
+    pub fn account_key(&self) -> Option<&AccountKeyPair> {
+        self.account_key.as_ref()
+    }
+
+    /// A device waiting to be linked to an existing account: its identity
+    /// only (the account id and device id come with the approval).
+    pub fn generate_unlinked() -> Self {
+        let mut rng = rand::rng();
+        Self {
+            id: AccountId::generate(&mut rng),
+            account_key: None,
+            device_id: 0,
+            identity: IdentityKeyPair::generate(&mut rng),
+            device_list_version: 0,
+            registered: false,
+            next_signed_prekey_id: 1,
+            next_one_time_prekey_id: 1,
+        }
+    }
+
+    /// Whether this device waits for a link approval.
+    pub fn is_unlinked(&self) -> bool {
+        self.account_key.is_none() && !self.registered
+    }
+
+    /// Become device `device_id` of `account` (after an approval).
+    pub fn set_linked(&mut self, account: AccountId, device_id: u32) {
+        self.id = account;
+        self.device_id = device_id;
+        self.registered = true;
     }
 
     /// Whether the relay accepted the registration.
@@ -144,8 +177,12 @@ impl Account {
 
     /// The account's device list (this device only), signed.
     pub fn signed_device_list(&self) -> Result<SignedDeviceList> {
+        let key = self
+            .account_key
+            .as_ref()
+            .ok_or(ClientError::NotPrimaryDevice)?;
         Ok(DeviceList::sign(
-            &self.account_key,
+            key,
             self.id,
             self.device_list_version,
             vec![(self.device_id, *self.identity.public())],
@@ -175,11 +212,16 @@ impl Account {
                 .map_err(|_| ClientError::CorruptStore(format!("account record: {what}")))?;
             Ok(Zeroizing::new(array))
         };
-        let account_seed = seed(&record.account_seed, "account key")?;
+        let account_key = if record.account_seed.is_empty() {
+            None
+        } else {
+            let account_seed = seed(&record.account_seed, "account key")?;
+            Some(AccountKeyPair::from_seed(&account_seed))
+        };
         let identity_seed = seed(&record.identity_seed, "identity key")?;
         Ok(Some(Self {
             id: AccountId::from_bytes(&record.account_id)?,
-            account_key: AccountKeyPair::from_seed(&account_seed),
+            account_key,
             device_id: record.device_id,
             identity: IdentityKeyPair::from_seed(&identity_seed),
             device_list_version: record.device_list_version,
@@ -194,7 +236,11 @@ impl Account {
         let record = AccountRecord {
             version: ACCOUNT_RECORD_VERSION,
             account_id: self.id.to_vec(),
-            account_seed: self.account_key.seed().to_vec(),
+            account_seed: self
+                .account_key
+                .as_ref()
+                .map(|k| k.seed().to_vec())
+                .unwrap_or_default(),
             device_id: self.device_id,
             identity_seed: self.identity.seed().to_vec(),
             device_list_version: self.device_list_version,

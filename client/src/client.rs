@@ -13,14 +13,14 @@ use std::fmt;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use comptoir_protocol::proto::content::{Content, ReadReceipt, Text, content};
+use comptoir_protocol::proto::content::{Content, ReadReceipt, SentTranscript, Text, content};
 use comptoir_protocol::proto::wire::{
     self, AuthResponse, Block, Category, ClientFrame, DeliveryAck, DeviceCiphertext, Envelope,
-    ErrorCode, FetchPreKeys, GetDeviceList, Lookup, Register, RequestCode, Send, ServerFrame,
-    Unblock, VerifyCode, client_frame, server_frame,
+    ErrorCode, FetchPreKeys, GetDeviceList, Lookup, PublishDeviceList, Register, RequestCode, Send,
+    ServerFrame, Unblock, VerifyCode, client_frame, server_frame,
 };
 use comptoir_protocol::{
-    AccountId, Error as ProtocolError, IdentityKey, InMemoryPreKeyStore, SafetyNumber,
+    AccountId, DeviceList, Error as ProtocolError, IdentityKey, InMemoryPreKeyStore, SafetyNumber,
     VerifiedBundle, auth_payload, register_payload,
 };
 use prost::Message;
@@ -129,6 +129,21 @@ impl Client {
         Ok(Self::with(store, account, PreKeys::default()))
     }
 
+    /// Create a device in `dir` that will join an existing account (see
+    /// [`Self::link_code`] and [`Self::finish_link`]).
+    pub fn create_unlinked(dir: &Path, passphrase: &str, params: KdfParams) -> Result<Self> {
+        let store = Store::create(dir, passphrase, params)?;
+        let account = Account::generate_unlinked();
+        account.save(&store)?;
+        store.flush_blocking()?;
+        Ok(Self::with(store, account, PreKeys::default()))
+    }
+
+    /// Whether this device waits for a link approval.
+    pub fn is_unlinked(&self) -> bool {
+        self.account.is_unlinked()
+    }
+
     /// Open the account in `dir`. A wrong passphrase is
     /// [`ClientError::WrongPassphrase`].
     pub fn open(dir: &Path, passphrase: &str) -> Result<Self> {
@@ -175,18 +190,19 @@ impl Client {
 
     /// Create the account on the relay at `url`, then connect to it.
     pub async fn register(&mut self, url: &str) -> Result<()> {
+        let list = self.account.signed_device_list()?;
         let (conn, challenge) = Connection::connect(url).await?;
         self.conn = Some(conn);
         let id = self.account.id();
+        let key = self
+            .account
+            .account_key()
+            .ok_or(ClientError::NotPrimaryDevice)?;
         let register = Register {
             account_id: id.to_vec(),
-            account_key: self.account.account_key().public().to_bytes().to_vec(),
-            device_list: Some(self.account.signed_device_list()?),
-            signature: self
-                .account
-                .account_key()
-                .sign(&register_payload(&id, &challenge.nonce))
-                .to_vec(),
+            account_key: key.public().to_bytes().to_vec(),
+            device_list: Some(list.clone()),
+            signature: key.sign(&register_payload(&id, &challenge.nonce)).to_vec(),
         };
         let reply = self
             .request(client_frame::Body::Register(register), "the registration")
@@ -198,6 +214,7 @@ impl Client {
         }
         self.account.set_registered();
         self.account.save(&self.store)?;
+        peers::observe(&self.store, &id, &list)?;
         self.store.flush().await?;
         self.connect(url).await.map(|_| ())
     }
@@ -206,6 +223,9 @@ impl Client {
     /// send the outbox. Returns how many envelopes the relay has queued
     /// (they arrive through [`Self::next_event`]).
     pub async fn connect(&mut self, url: &str) -> Result<u64> {
+        if self.account.is_unlinked() {
+            return Err(ClientError::NotLinked);
+        }
         if !self.account.is_registered() {
             return Err(ClientError::NotRegistered);
         }
@@ -247,6 +267,8 @@ impl Client {
         if ok.one_time_prekeys < PREKEY_LOW_WATER || !self.prekeys.has_signed() {
             self.upload_prekeys(PREKEY_BATCH).await?;
         }
+        // Learn devices this account gained or lost elsewhere.
+        self.refresh_peer(id).await?;
         self.flush_outbox().await?;
         Ok(ok.queued)
     }
@@ -524,6 +546,34 @@ impl Client {
                     sent_at_ms: content.sent_at_ms,
                 }))
             }
+            Some(content::Body::SentTranscript(transcript)) if from == self.account.id() => {
+                let (Ok(to), Some(inner)) = (
+                    AccountId::from_bytes(&transcript.peer_account),
+                    transcript.content,
+                ) else {
+                    return Ok(Some(Event::Warning(
+                        "a malformed copy from another device of this account".into(),
+                    )));
+                };
+                let Some(content::Body::Text(Text { body })) = inner.body else {
+                    return Ok(None);
+                };
+                if messages::contains(&self.store, &to, &id)? {
+                    return Ok(None);
+                }
+                let message = StoredMessage {
+                    id,
+                    peer: to,
+                    outgoing: true,
+                    body: body.clone(),
+                    sent_at_ms: content.sent_at_ms,
+                    stored_at_ms: now_ms(),
+                    status: Status::Accepted,
+                    sequence: self.store.next_sequence()?,
+                };
+                messages::save(&self.store, &message)?;
+                Ok(Some(Event::SentElsewhere { to, id, text: body }))
+            }
             Some(content::Body::ReadReceipt(receipt)) => {
                 let mut ids = Vec::new();
                 for raw in &receipt.message_ids {
@@ -689,10 +739,17 @@ impl Client {
                 .await
             {
                 Ok(server_frame::Body::Accepted(_)) => {
-                    messages::advance(&self.store, &peer, &id, Status::Accepted)?;
+                    let sent = messages::advance(&self.store, &peer, &id, Status::Accepted)?;
                     messages::outbox_remove(&self.store, &peer, &id)?;
                     self.store.flush().await?;
                     self.events.push_back(Event::Accepted { to: peer, id });
+                    if let Some(sent) = sent
+                        && let Err(e) = self.sync_sent(&sent).await
+                    {
+                        self.events.push_back(Event::Warning(format!(
+                            "message {id} not copied to this account's other devices: {e}"
+                        )));
+                    }
                     return Ok(());
                 }
                 Ok(other) => return Err(unexpected("Accepted", &other)),
@@ -736,8 +793,8 @@ impl Client {
                 return Err(ClientError::IdentityChanged { account: peer });
             }
             let mut ready = true;
-            for (device, _) in &state.devices.devices {
-                if !load_session(&self.store, &peer, *device)?.can_send() {
+            for device in self.target_devices(peer, &state.devices) {
+                if !load_session(&self.store, &peer, device)?.can_send() {
                     ready = false;
                 }
             }
@@ -764,7 +821,7 @@ impl Client {
         }
         let state = peers::load(&self.store, &peer)?.ok_or(ClientError::UnknownPeer(peer))?;
         for bundle in &bundles.bundles {
-            if bundle.account_id != peer.to_vec() {
+            if bundle.account_id != peer.to_vec() || self.is_self(peer, bundle.device_id) {
                 continue;
             }
             let Some(expected) = state.devices.device(bundle.device_id) else {
@@ -794,13 +851,14 @@ impl Client {
         let state = peers::load(&self.store, &peer)?.ok_or(ClientError::UnknownPeer(peer))?;
         content.padding = padding(content.encoded_len());
         let plaintext = Zeroizing::new(content.encode_to_vec());
-        let mut devices = Vec::with_capacity(state.devices.devices.len());
-        for (device, _) in &state.devices.devices {
-            let mut record = load_session(&self.store, &peer, *device)?;
+        let targets = self.target_devices(peer, &state.devices);
+        let mut devices = Vec::with_capacity(targets.len());
+        for device in targets {
+            let mut record = load_session(&self.store, &peer, device)?;
             let ciphertext = record.encrypt(&plaintext, &mut rand::rng())?;
-            save_session(&self.store, &peer, *device, &record)?;
+            save_session(&self.store, &peer, device, &record)?;
             devices.push(DeviceCiphertext {
-                device_id: *device,
+                device_id: device,
                 ciphertext,
             });
         }
@@ -853,6 +911,186 @@ impl Client {
         }
         self.store.flush().await?;
         Ok(unread.len())
+    }
+
+    // ----- this account's devices -----
+
+    fn is_self(&self, peer: AccountId, device: u32) -> bool {
+        peer == self.account.id() && device == self.account.device_id()
+    }
+
+    /// The devices a message to `peer` is encrypted for: all of its
+    /// devices, except this one when writing to this account's others.
+    fn target_devices(&self, peer: AccountId, list: &DeviceList) -> Vec<u32> {
+        list.device_ids()
+            .into_iter()
+            .filter(|d| !self.is_self(peer, *d))
+            .collect()
+    }
+
+    /// This account's device list as last verified.
+    pub fn own_devices(&self) -> Result<DeviceList> {
+        match peers::load(&self.store, &self.account.id())? {
+            Some(peer) => Ok(peer.devices),
+            None => Ok(DeviceList::verify(
+                &self.account.signed_device_list()?,
+                None,
+            )?),
+        }
+    }
+
+    /// Copy a sent message to this account's other devices (best effort:
+    /// a copy that cannot go now is reported, not retried).
+    async fn sync_sent(&mut self, sent: &StoredMessage) -> Result<()> {
+        let own = self.account.id();
+        for _attempt in 0..2 {
+            if self.target_devices(own, &self.own_devices()?).is_empty() {
+                return Ok(());
+            }
+            let content = Content {
+                message_id: sent.id.0.to_vec(),
+                sent_at_ms: sent.sent_at_ms,
+                body: Some(content::Body::SentTranscript(Box::new(SentTranscript {
+                    peer_account: sent.peer.to_vec(),
+                    content: Some(Box::new(Content {
+                        message_id: sent.id.0.to_vec(),
+                        sent_at_ms: sent.sent_at_ms,
+                        body: Some(content::Body::Text(Text {
+                            body: sent.body.clone(),
+                        })),
+                        padding: Vec::new(),
+                    })),
+                }))),
+                padding: Vec::new(),
+            };
+            let send = self
+                .encrypt_for(own, sent.id, content, Category::Control, sent.sent_at_ms)
+                .await?;
+            self.store.flush().await?;
+            match self
+                .request(client_frame::Body::Send(send), "the copy to other devices")
+                .await
+            {
+                Ok(server_frame::Body::Accepted(_)) => return Ok(()),
+                Ok(other) => return Err(unexpected("Accepted", &other)),
+                Err(ClientError::DeviceListMismatch { current }) => {
+                    if self.observe(own, &current)? == Observed::IdentityChanged {
+                        return Err(ClientError::IdentityChanged { account: own });
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The code a new device shows so an existing device can add it.
+    pub fn link_code(&self) -> Result<String> {
+        if !self.account.is_unlinked() {
+            return Err(ClientError::InvalidArgument(
+                "this device already belongs to an account".into(),
+            ));
+        }
+        Ok(format!(
+            "{LINK_CODE_PREFIX}{}",
+            hex(&self.account.identity_key().to_bytes())
+        ))
+    }
+
+    /// On the account's first device: add the device that shows
+    /// `link_code` to the signed device list. Returns the approval the new
+    /// device finishes linking with.
+    pub async fn add_device(&mut self, link_code: &str) -> Result<String> {
+        let identity = parse_link_code(link_code)?;
+        let own = self.account.id();
+        self.refresh_peer(own).await?;
+        let current = self.own_devices()?;
+        let device_id = match current.devices.iter().find(|(_, key)| *key == identity) {
+            Some((id, _)) => *id,
+            None => {
+                let next = current.devices.iter().map(|(id, _)| *id).max().unwrap_or(0) + 1;
+                let mut devices = current.devices.clone();
+                devices.push((next, identity));
+                self.publish_devices(current.version + 1, devices).await?;
+                next
+            }
+        };
+        Ok(format!("{APPROVAL_PREFIX}{own}:{device_id}"))
+    }
+
+    /// On the account's first device: remove a device from the signed
+    /// list. The relay drops its queue and disconnects it.
+    pub async fn remove_device(&mut self, device_id: u32) -> Result<()> {
+        if device_id == self.account.device_id() {
+            return Err(ClientError::InvalidArgument(
+                "a device cannot remove itself".into(),
+            ));
+        }
+        let own = self.account.id();
+        self.refresh_peer(own).await?;
+        let current = self.own_devices()?;
+        if current.device(device_id).is_none() {
+            return Err(ClientError::InvalidArgument(format!(
+                "device {device_id} is not in this account's list"
+            )));
+        }
+        let devices = current
+            .devices
+            .iter()
+            .copied()
+            .filter(|(id, _)| *id != device_id)
+            .collect();
+        self.publish_devices(current.version + 1, devices).await
+    }
+
+    async fn publish_devices(
+        &mut self,
+        version: u64,
+        devices: Vec<(u32, IdentityKey)>,
+    ) -> Result<()> {
+        let key = self
+            .account
+            .account_key()
+            .ok_or(ClientError::NotPrimaryDevice)?;
+        let own = self.account.id();
+        let signed = DeviceList::sign(key, own, version, devices)?;
+        let body = client_frame::Body::PublishDeviceList(PublishDeviceList {
+            device_list: Some(signed.clone()),
+        });
+        match self.request(body, "the device list").await? {
+            server_frame::Body::Ok(_) => {}
+            other => return Err(unexpected("Ok", &other)),
+        }
+        peers::observe(&self.store, &own, &signed)?;
+        self.store.flush().await
+    }
+
+    /// On a new device: finish linking with the approval the first device
+    /// printed, connect, and check the account's signed list names this
+    /// device (pinning the account key).
+    pub async fn finish_link(&mut self, url: &str, approval: &str) -> Result<()> {
+        if !self.account.is_unlinked() {
+            return Err(ClientError::InvalidArgument(
+                "this device is already linked".into(),
+            ));
+        }
+        let (account, device_id) = parse_approval(approval)?;
+        self.account.set_linked(account, device_id);
+        if let Err(e) = self.connect(url).await {
+            self.conn = None;
+            if let Some(saved) = Account::load(&self.store)? {
+                self.account = saved;
+            }
+            return Err(e);
+        }
+        let own = self.own_devices()?;
+        if own.device(device_id) != Some(&self.account.identity_key()) {
+            return Err(ClientError::BadLinkCode(
+                "the account's signed device list does not name this device".into(),
+            ));
+        }
+        self.account.save(&self.store)?;
+        self.store.flush().await
     }
 
     // ----- phone numbers -----
@@ -1019,6 +1257,45 @@ fn padding(len: usize) -> Vec<u8> {
     let overhead = 3; // field tag and a short length prefix
     let total = len + overhead;
     vec![0u8; (PADDING_BLOCK - total % PADDING_BLOCK) % PADDING_BLOCK]
+}
+
+const LINK_CODE_PREFIX: &str = "comptoir-link:";
+const APPROVAL_PREFIX: &str = "comptoir-approve:";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn parse_link_code(code: &str) -> Result<IdentityKey> {
+    let bad = || ClientError::BadLinkCode("expected comptoir-link: and 64 hex digits".into());
+    let hex_key = code.trim().strip_prefix(LINK_CODE_PREFIX).ok_or_else(bad)?;
+    if hex_key.len() != 64 || !hex_key.is_ascii() {
+        return Err(bad());
+    }
+    let mut bytes = [0u8; 32];
+    for (i, byte) in bytes.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex_key[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    IdentityKey::from_bytes(&bytes).map_err(|e| ClientError::BadLinkCode(e.to_string()))
+}
+
+fn parse_approval(approval: &str) -> Result<(AccountId, u32)> {
+    let bad = || {
+        ClientError::BadLinkCode(
+            "expected comptoir-approve:<account id>:<device id> from `comptoir devices add`".into(),
+        )
+    };
+    let rest = approval
+        .trim()
+        .strip_prefix(APPROVAL_PREFIX)
+        .ok_or_else(bad)?;
+    let (account, device) = rest.split_once(':').ok_or_else(bad)?;
+    let account = AccountId::from_hex(account).map_err(|_| bad())?;
+    let device: u32 = device.parse().map_err(|_| bad())?;
+    if device == 0 {
+        return Err(bad());
+    }
+    Ok((account, device))
 }
 
 /// Refusals that sending the same message again cannot fix: the message

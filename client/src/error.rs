@@ -99,6 +99,17 @@ pub enum ClientError {
     /// The account is not registered on the relay.
     #[error("this device is not registered on the relay; run `comptoir register`")]
     NotRegistered,
+    /// Only the account's first device holds the account key.
+    #[error("only the account's first device can add or remove devices; run this there")]
+    NotPrimaryDevice,
+    /// This device is not linked to an account yet.
+    #[error(
+        "this device is not linked yet; finish with `comptoir link-device --finish <approval>`"
+    )]
+    NotLinked,
+    /// A link code or approval does not parse.
+    #[error("invalid link code: {0}")]
+    BadLinkCode(String),
     /// No contact has this name.
     #[error("no contact named {0:?} and not an account id; add it with `comptoir contacts add`")]
     UnknownContact(String),

@@ -20,6 +20,16 @@ pub enum Event {
         /// The sender's clock, ms since the Unix epoch.
         sent_at_ms: u64,
     },
+    /// Another device of this account sent a message (copied into this
+    /// device's history).
+    SentElsewhere {
+        /// The recipient.
+        to: AccountId,
+        /// The message id.
+        id: MessageId,
+        /// The text.
+        text: String,
+    },
     /// The relay stored an outgoing message.
     Accepted {
         /// The recipient.

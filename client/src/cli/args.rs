@@ -16,7 +16,8 @@ Exit codes:
   1  any other error (the message says what to do)
   2  bad command line
   3  wrong passphrase
-  4  no account here yet (run init), already initialized, or not registered (run register)
+  4  no account here yet (run init), already initialized, not registered (run register),
+     not linked yet, or a device command that only the first device can run
   5  relay unreachable or connection lost (a message being sent stays in the outbox)
   6  refused by the relay (for example: the recipient blocked you)
   7  the contact's identity changed: compare safety numbers, then run `trust`
@@ -65,6 +66,17 @@ pub enum Command {
     Init,
     /// Create the account on the relay and upload prekeys.
     Register,
+    /// Make this directory a new device of an account you already have:
+    /// prints a link code for `comptoir devices add` on your first device,
+    /// then finish with `--finish <approval>`.
+    LinkDevice {
+        /// The approval printed by `comptoir devices add` on the first device.
+        #[arg(long, value_name = "APPROVAL")]
+        finish: Option<String>,
+    },
+    /// List, add or remove this account's devices.
+    #[command(subcommand)]
+    Devices(DevicesCommand),
     /// Prove a phone number so people who know it can find you.
     #[command(subcommand)]
     Phone(PhoneCommand),
@@ -134,6 +146,23 @@ pub enum ContactsCommand {
     },
     /// List contacts.
     List,
+}
+
+/// `comptoir devices ...`
+#[derive(Debug, Subcommand)]
+pub enum DevicesCommand {
+    /// Show this account's devices (from its signed device list).
+    List,
+    /// On the first device: add the device that printed this link code.
+    Add {
+        /// The code `comptoir link-device` printed on the new device.
+        link_code: String,
+    },
+    /// On the first device: remove a device; it stops receiving at once.
+    Remove {
+        /// The device id (see `devices list`).
+        device_id: u32,
+    },
 }
 
 /// `comptoir phone ...`

@@ -19,7 +19,7 @@ use crate::client::Client;
 use crate::error::{ClientError, Result};
 use crate::event::Event;
 
-use self::args::{Cli, Command, ContactsCommand, PhoneCommand};
+use self::args::{Cli, Command, ContactsCommand, DevicesCommand, PhoneCommand};
 use self::format::{date_time, one_line, time_of_day};
 
 /// Environment variable holding the store passphrase.
@@ -36,7 +36,9 @@ pub fn exit_code(error: &ClientError) -> u8 {
         ClientError::WrongPassphrase => 3,
         ClientError::NotInitialized { .. }
         | ClientError::AlreadyInitialized { .. }
-        | ClientError::NotRegistered => 4,
+        | ClientError::NotRegistered
+        | ClientError::NotLinked
+        | ClientError::NotPrimaryDevice => 4,
         ClientError::Connect { .. }
         | ClientError::ConnectionClosed(_)
         | ClientError::NotConnected
@@ -181,6 +183,67 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
                 cli.relay,
                 client.account_id()
             );
+            client.close().await?;
+            Ok(0)
+        }
+        Command::LinkDevice { finish: None } => {
+            let client = if crate::store::Store::exists(&cli.data_dir) {
+                open(&cli)?
+            } else {
+                Client::create_unlinked(
+                    &cli.data_dir,
+                    &passphrase(&cli, true)?,
+                    crate::store::KdfParams::DEFAULT,
+                )?
+            };
+            say!(out, "{}", client.link_code()?);
+            eprintln!(
+                "On your first device run: comptoir devices add <the code above>\nThen here: comptoir --data-dir {} link-device --finish <the approval it prints>",
+                cli.data_dir.display()
+            );
+            Ok(0)
+        }
+        Command::LinkDevice {
+            finish: Some(approval),
+        } => {
+            let mut client = open(&cli)?;
+            client.finish_link(&cli.relay, approval).await?;
+            say!(out, "{}", client.account_id());
+            eprintln!(
+                "Linked as device {} of account {}",
+                client.device_id(),
+                client.account_id()
+            );
+            client.close().await?;
+            Ok(0)
+        }
+        Command::Devices(command) => {
+            let mut client = open(&cli)?;
+            client.connect(&cli.relay).await?;
+            match command {
+                DevicesCommand::List => {
+                    let list = client.own_devices()?;
+                    for (id, key) in &list.devices {
+                        let this = if *id == client.device_id() {
+                            " (this device)"
+                        } else {
+                            ""
+                        };
+                        say!(out, "{id}\t{key:?}{this}");
+                    }
+                }
+                DevicesCommand::Add { link_code } => {
+                    let approval = client.add_device(link_code).await?;
+                    say!(out, "{approval}");
+                    eprintln!(
+                        "On the new device run: comptoir link-device --finish <the approval above>"
+                    );
+                }
+                DevicesCommand::Remove { device_id } => {
+                    client.remove_device(*device_id).await?;
+                    eprintln!("device {device_id} removed; it no longer receives messages");
+                }
+            }
             client.close().await?;
             Ok(0)
         }

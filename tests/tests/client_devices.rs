@@ -1,0 +1,154 @@
+//! A second device linked to an account over a real relay: it sees both
+//! sides of the conversation, and once removed it stops receiving.
+
+mod support;
+
+use std::path::Path;
+
+use comptoir_client::{Client, ClientError, Event, KdfParams};
+use comptoir_protocol::AccountId;
+use support::{TIMEOUT, TestRelay, start_relay};
+
+const FAST_KDF: KdfParams = KdfParams {
+    m_cost: 256,
+    t_cost: 1,
+    p_cost: 1,
+};
+
+fn url(relay: &TestRelay) -> String {
+    format!("ws://{}", relay.addr)
+}
+
+async fn registered(relay: &TestRelay, dir: &Path) -> Client {
+    let mut client = Client::create_with_params(dir, "pw", FAST_KDF).expect("create");
+    client.register(&url(relay)).await.expect("register");
+    client
+}
+
+async fn wait_for<T>(client: &mut Client, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        assert!(!left.is_zero(), "timed out waiting for an event");
+        match client.next_event(left).await.expect("connection stays up") {
+            Some(event) => {
+                if let Some(found) = pick(&event) {
+                    return found;
+                }
+            }
+            None => panic!("timed out waiting for an event"),
+        }
+    }
+}
+
+async fn wait_text(client: &mut Client, from: AccountId) -> String {
+    wait_for(client, |e| match e {
+        Event::Message { from: f, text, .. } if *f == from => Some(text.clone()),
+        _ => None,
+    })
+    .await
+}
+
+async fn wait_copy(client: &mut Client, to: AccountId) -> String {
+    wait_for(client, |e| match e {
+        Event::SentElsewhere { to: t, text, .. } if *t == to => Some(text.clone()),
+        _ => None,
+    })
+    .await
+}
+
+fn conversation(client: &Client, peer: &AccountId) -> Vec<(bool, String)> {
+    client
+        .history(peer)
+        .expect("history")
+        .into_iter()
+        .map(|m| (m.outgoing, m.body))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_linked_device_sees_both_sides_and_a_removed_one_stops_receiving() {
+    let relay = start_relay().await;
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let mut phone = registered(&relay, dirs[0].path()).await;
+    let mut bob = registered(&relay, dirs[1].path()).await;
+    let (alice, b) = (phone.account_id(), bob.account_id());
+
+    // Bob and Alice talk before the second device exists.
+    phone.send_text(b, "before the laptop").await.expect("send");
+    assert_eq!(wait_text(&mut bob, alice).await, "before the laptop");
+
+    // Link: the laptop shows a code, the phone approves, the laptop finishes.
+    let mut laptop =
+        Client::create_unlinked(dirs[2].path(), "pw", FAST_KDF).expect("create laptop");
+    assert!(matches!(
+        laptop.connect(&url(&relay)).await,
+        Err(ClientError::NotLinked)
+    ));
+    let code = laptop.link_code().expect("link code");
+    assert!(matches!(
+        phone.add_device("comptoir-link:nonsense").await,
+        Err(ClientError::BadLinkCode(_))
+    ));
+    let approval = phone.add_device(&code).await.expect("approve");
+    laptop
+        .finish_link(&url(&relay), &approval)
+        .await
+        .expect("finish link");
+    assert_eq!(laptop.account_id(), alice);
+    assert_eq!(laptop.device_id(), 2);
+    assert_eq!(phone.own_devices().expect("list").device_ids(), vec![1, 2]);
+
+    // Bob's client learns the new device from the relay's refusal of its
+    // stale list and encrypts for both.
+    bob.send_text(alice, "hello both").await.expect("send");
+    assert_eq!(wait_text(&mut phone, b).await, "hello both");
+    assert_eq!(wait_text(&mut laptop, b).await, "hello both");
+
+    // What one device sends, the other sees as sent.
+    phone.send_text(b, "from the phone").await.expect("send");
+    assert_eq!(wait_text(&mut bob, alice).await, "from the phone");
+    assert_eq!(wait_copy(&mut laptop, b).await, "from the phone");
+    laptop.send_text(b, "from the laptop").await.expect("send");
+    assert_eq!(wait_text(&mut bob, alice).await, "from the laptop");
+    assert_eq!(wait_copy(&mut phone, b).await, "from the laptop");
+
+    let expected = vec![
+        (false, "hello both".to_string()),
+        (true, "from the phone".to_string()),
+        (true, "from the laptop".to_string()),
+    ];
+    assert_eq!(conversation(&laptop, &b), expected);
+    assert_eq!(conversation(&phone, &b)[1..], expected[..]);
+
+    // Only the first device holds the account key.
+    assert!(matches!(
+        laptop.remove_device(1).await,
+        Err(ClientError::NotPrimaryDevice)
+    ));
+
+    // Remove the laptop: the relay disconnects it and Bob's next message
+    // reaches the phone only.
+    phone.remove_device(2).await.expect("remove");
+    let closed = loop {
+        match laptop.next_event(TIMEOUT).await {
+            Ok(Some(_)) => continue,
+            other => break other,
+        }
+    };
+    assert!(
+        matches!(closed, Err(ClientError::ConnectionClosed(_))),
+        "{closed:?}"
+    );
+    bob.send_text(alice, "phone only").await.expect("send");
+    assert_eq!(wait_text(&mut phone, b).await, "phone only");
+    assert!(matches!(
+        laptop.connect(&url(&relay)).await,
+        Err(ClientError::NotRegistered)
+    ));
+    assert!(
+        conversation(&laptop, &b)
+            .iter()
+            .all(|(_, text)| text != "phone only")
+    );
+}
