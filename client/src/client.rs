@@ -8,12 +8,14 @@
 //! durably stored, so a crash at any point loses nothing: the relay sends
 //! the envelope again and the history deduplicates it by message id.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use comptoir_protocol::proto::content::{Content, ReadReceipt, SentTranscript, Text, content};
+use comptoir_protocol::proto::content::{
+    Content, ReadReceipt, RekeyRequest, SentTranscript, Text, content,
+};
 use comptoir_protocol::proto::wire::{
     self, AuthResponse, Block, Category, ClientFrame, DeliveryAck, DeviceCiphertext, Envelope,
     ErrorCode, FetchPreKeys, GetDeviceList, Lookup, PublishDeviceList, Register, RequestCode, Send,
@@ -46,6 +48,9 @@ pub const PREKEY_BATCH: u32 = 50;
 pub const PREKEY_LOW_WATER: u32 = 10;
 /// Longest text message, in bytes (well under the protocol's plaintext cap).
 pub const MAX_TEXT_LEN: usize = 8 * 1024;
+/// At most one re-key request per remote device in this interval: a
+/// session that keeps failing must not make two devices ping-pong.
+pub const REKEY_INTERVAL: Duration = Duration::from_secs(60);
 /// Plaintexts are padded to a multiple of this, hiding their exact length.
 const PADDING_BLOCK: usize = 64;
 
@@ -90,6 +95,10 @@ pub struct Client {
     next_request: u64,
     pushes: VecDeque<ServerFrame>,
     events: VecDeque<Event>,
+    /// Messages a peer asked to get again over a fresh session.
+    resends: VecDeque<(AccountId, MessageId)>,
+    /// When this device last asked a remote device for a fresh session.
+    rekeyed_at: HashMap<(AccountId, u32), Instant>,
 }
 
 impl fmt::Debug for Client {
@@ -102,6 +111,8 @@ impl fmt::Debug for Client {
             next_request: _,
             pushes,
             events,
+            resends,
+            rekeyed_at: _,
         } = self;
         f.debug_struct("Client")
             .field("store", store)
@@ -110,6 +121,7 @@ impl fmt::Debug for Client {
             .field("connected", &conn.is_some())
             .field("pushes", &pushes.len())
             .field("events", &events.len())
+            .field("resends", &resends.len())
             .finish()
     }
 }
@@ -163,6 +175,8 @@ impl Client {
             next_request: 0,
             pushes: VecDeque::new(),
             events: VecDeque::new(),
+            resends: VecDeque::new(),
+            rekeyed_at: HashMap::new(),
         }
     }
 
@@ -485,6 +499,7 @@ impl Client {
             &envelope.ciphertext,
         ) {
             Ok(decrypted) => decrypted,
+            // A copy already decrypted: never a reason to re-key.
             Err(ProtocolError::DuplicateMessage { .. }) => return self.ack(&envelope).await,
             Err(e) => {
                 self.events.push_back(Event::Undecryptable {
@@ -492,19 +507,38 @@ impl Client {
                     id: id.to_string(),
                     reason: e.to_string(),
                 });
+                if is_wedged(&e) {
+                    match self.request_rekey(from, device, id).await {
+                        Ok(()) => {}
+                        // Not acked: the relay sends it again on reconnect.
+                        Err(e @ (ClientError::ConnectionClosed(_) | ClientError::NotConnected)) => {
+                            return Err(e);
+                        }
+                        Err(e) => self.events.push_back(Event::Warning(format!(
+                            "could not ask {from} for a fresh session: {e}"
+                        ))),
+                    }
+                }
                 return self.ack(&envelope).await;
             }
         };
         let plaintext = Zeroizing::new(decrypted.plaintext);
+        // The content's id is the message's identity; the envelope's may
+        // differ when the sender re-sent it over a fresh session.
         let event = match Content::decode(plaintext.as_slice()) {
-            Ok(content) if content.message_id == envelope.message_id => {
-                self.apply_content(from, id, content)?
-            }
-            Ok(_) => Some(Event::Undecryptable {
-                from,
-                id: id.to_string(),
-                reason: "the content names another message id than its envelope".into(),
-            }),
+            Ok(content) => match MessageId::from_bytes(&content.message_id) {
+                Some(canonical)
+                    if canonical != id && messages::contains(&self.store, &from, &canonical)? =>
+                {
+                    None
+                }
+                Some(canonical) => self.apply_content(from, canonical, content)?,
+                None => Some(Event::Undecryptable {
+                    from,
+                    id: id.to_string(),
+                    reason: "the content carries a malformed message id".into(),
+                }),
+            },
             Err(e) => Some(Event::Undecryptable {
                 from,
                 id: id.to_string(),
@@ -516,6 +550,13 @@ impl Client {
         self.store.flush().await?;
         self.ack(&envelope).await?;
         self.events.extend(event);
+        while let Some((peer, failed)) = self.resends.pop_front() {
+            if let Err(e) = self.resend(peer, failed).await {
+                self.events.push_back(Event::Warning(format!(
+                    "could not send message {failed} to {peer} again: {e}"
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -573,6 +614,15 @@ impl Client {
                 };
                 messages::save(&self.store, &message)?;
                 Ok(Some(Event::SentElsewhere { to, id, text: body }))
+            }
+            Some(content::Body::RekeyRequest(request)) => {
+                let failed = MessageId::from_bytes(&request.failed_message_id);
+                if let Some(failed) = failed
+                    && messages::get(&self.store, &from, &failed)?.is_some_and(|m| m.outgoing)
+                {
+                    self.resends.push_back((from, failed));
+                }
+                Ok(None)
             }
             Some(content::Body::ReadReceipt(receipt)) => {
                 let mut ids = Vec::new();
@@ -783,6 +833,131 @@ impl Client {
         Err(ClientError::UnexpectedFrame(
             "the relay refused the device list twice".into(),
         ))
+    }
+
+    /// A message from `peer`'s `device` could not be decrypted: start a
+    /// fresh session with that device and ask it (over the new session) to
+    /// send message `failed` again.
+    async fn request_rekey(
+        &mut self,
+        peer: AccountId,
+        device: u32,
+        failed: MessageId,
+    ) -> Result<()> {
+        let now = Instant::now();
+        if self
+            .rekeyed_at
+            .get(&(peer, device))
+            .is_some_and(|at| now.duration_since(*at) < REKEY_INTERVAL)
+        {
+            return Ok(());
+        }
+        self.rekeyed_at.insert((peer, device), now);
+        let reply = self
+            .request(
+                client_frame::Body::FetchPrekeys(FetchPreKeys {
+                    account_id: peer.to_vec(),
+                }),
+                "the prekey bundles",
+            )
+            .await?;
+        let server_frame::Body::PrekeyBundles(bundles) = reply else {
+            return Err(unexpected("PreKeyBundles", &reply));
+        };
+        let list = bundles.device_list.ok_or_else(|| {
+            ClientError::UnexpectedFrame("prekey bundles without a signed device list".into())
+        })?;
+        if self.observe(peer, &list)? == Observed::IdentityChanged {
+            return Err(ClientError::IdentityChanged { account: peer });
+        }
+        let state = peers::load(&self.store, &peer)?.ok_or(ClientError::UnknownPeer(peer))?;
+        let expected = state
+            .devices
+            .device(device)
+            .ok_or(ClientError::UnknownPeer(peer))?;
+        let bundle = bundles
+            .bundles
+            .iter()
+            .find(|b| b.device_id == device && b.account_id == peer.to_vec())
+            .ok_or_else(|| {
+                ClientError::UnexpectedFrame(format!("no bundle for device {device}"))
+            })?;
+        let verified = VerifiedBundle::verify(bundle, Some(expected))?;
+        let mut record = load_session(&self.store, &peer, device)?;
+        record.initiate(self.account.identity(), &verified, &mut rand::rng())?;
+        save_session(&self.store, &peer, device, &record)?;
+        let id = MessageId::generate();
+        let now_ms = now_ms();
+        let content = Content {
+            message_id: id.0.to_vec(),
+            sent_at_ms: now_ms,
+            body: Some(content::Body::RekeyRequest(RekeyRequest {
+                failed_message_id: failed.0.to_vec(),
+            })),
+            padding: Vec::new(),
+        };
+        let send = self
+            .encrypt_for(peer, id, content, Category::Control, now_ms)
+            .await?;
+        self.store.flush().await?;
+        match self
+            .request(client_frame::Body::Send(send), "the re-key request")
+            .await?
+        {
+            server_frame::Body::Accepted(_) => {
+                self.events.push_back(Event::SessionReset {
+                    peer,
+                    device,
+                    failed,
+                });
+                Ok(())
+            }
+            other => Err(unexpected("Accepted", &other)),
+        }
+    }
+
+    /// Send message `failed` to `peer` again (over the session the peer
+    /// just started), from this device's history. The envelope gets a new
+    /// id (the relay already holds the old one); the content keeps the
+    /// original, so devices that have it recognise the copy.
+    async fn resend(&mut self, peer: AccountId, failed: MessageId) -> Result<()> {
+        let Some(message) = messages::get(&self.store, &peer, &failed)? else {
+            return Ok(());
+        };
+        let content = Content {
+            message_id: failed.0.to_vec(),
+            sent_at_ms: message.sent_at_ms,
+            body: Some(content::Body::Text(Text {
+                body: message.body.clone(),
+            })),
+            padding: Vec::new(),
+        };
+        let envelope_id = MessageId::generate();
+        let send = self
+            .encrypt_for(
+                peer,
+                envelope_id,
+                content,
+                Category::Conversation,
+                message.sent_at_ms,
+            )
+            .await?;
+        self.store.flush().await?;
+        match self
+            .request(client_frame::Body::Send(send), "the message")
+            .await?
+        {
+            server_frame::Body::Accepted(_) => {
+                messages::advance(&self.store, &peer, &failed, Status::Accepted)?;
+                self.store.flush().await?;
+                self.events.push_back(Event::Resent {
+                    to: peer,
+                    id: failed,
+                });
+                Ok(())
+            }
+            other => Err(unexpected("Accepted", &other)),
+        }
     }
 
     /// Make sure there is a sending session with every device of `peer`,
@@ -1296,6 +1471,20 @@ fn parse_approval(approval: &str) -> Result<(AccountId, u32)> {
         return Err(bad());
     }
     Ok((account, device))
+}
+
+/// Decryption failures that mean the session is out of step (not an attack
+/// on the message itself, not a duplicate): a fresh session fixes them.
+fn is_wedged(error: &ProtocolError) -> bool {
+    matches!(
+        error,
+        ProtocolError::DecryptionFailed
+            | ProtocolError::NoMatchingSession
+            | ProtocolError::SessionNotReady
+            | ProtocolError::UnknownSignedPreKey(_)
+            | ProtocolError::UnknownOneTimePreKey(_)
+            | ProtocolError::TooManySkippedMessages { .. }
+    )
 }
 
 /// Refusals that sending the same message again cannot fix: the message

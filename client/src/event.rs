@@ -66,6 +66,24 @@ pub enum Event {
         /// Why.
         reason: String,
     },
+    /// A message from `peer`'s `device` could not be decrypted; a fresh
+    /// session was started and the sender asked to send it again.
+    SessionReset {
+        /// The sender.
+        peer: AccountId,
+        /// Its device.
+        device: u32,
+        /// The message that failed.
+        failed: MessageId,
+    },
+    /// A peer could not decrypt one of this device's messages and got it
+    /// again over a fresh session.
+    Resent {
+        /// The peer.
+        to: AccountId,
+        /// The message sent again.
+        id: MessageId,
+    },
     /// Something worth telling the user that needs no action from the code.
     Warning(String),
 }

@@ -1,0 +1,131 @@
+//! A wedged session recovers by itself over a real relay: one side's store
+//! is restored from an old backup, the next message fails to decrypt, the
+//! client asks for a fresh session, and both the failed message and the
+//! next one arrive, once each.
+
+mod support;
+
+use std::path::Path;
+
+use comptoir_client::{Client, Event, KdfParams, MessageId};
+use comptoir_protocol::AccountId;
+use support::{TIMEOUT, TestRelay, start_relay};
+
+const FAST_KDF: KdfParams = KdfParams {
+    m_cost: 256,
+    t_cost: 1,
+    p_cost: 1,
+};
+
+fn url(relay: &TestRelay) -> String {
+    format!("ws://{}", relay.addr)
+}
+
+async fn wait_for<T>(client: &mut Client, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        assert!(!left.is_zero(), "timed out waiting for an event");
+        match client.next_event(left).await.expect("connection stays up") {
+            Some(event) => {
+                if let Some(found) = pick(&event) {
+                    return found;
+                }
+            }
+            None => panic!("timed out waiting for an event"),
+        }
+    }
+}
+
+async fn wait_text(client: &mut Client, from: AccountId) -> (MessageId, String) {
+    wait_for(client, |e| match e {
+        Event::Message {
+            from: f, id, text, ..
+        } if *f == from => Some((*id, text.clone())),
+        _ => None,
+    })
+    .await
+}
+
+/// Alice sends, Bob receives; then Bob sends, Alice receives.
+async fn exchange(alice: &mut Client, bob: &mut Client, to_bob: &str, to_alice: &str) {
+    let (a, b) = (alice.account_id(), bob.account_id());
+    alice.send_text(b, to_bob).await.expect("send");
+    assert_eq!(wait_text(bob, a).await.1, to_bob);
+    bob.send_text(a, to_alice).await.expect("send");
+    assert_eq!(wait_text(alice, b).await.1, to_alice);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_session_restored_from_an_old_backup_recovers_by_itself() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("dir");
+    let (dir_a, dir_b, backup) = (
+        root.path().join("alice"),
+        root.path().join("bob"),
+        root.path().join("bob-backup"),
+    );
+    let mut alice = Client::create_with_params(&dir_a, "pw", FAST_KDF).expect("create");
+    alice.register(&url(&relay)).await.expect("register");
+    let mut bob = Client::create_with_params(&dir_b, "pw", FAST_KDF).expect("create");
+    bob.register(&url(&relay)).await.expect("register");
+    let (a, b) = (alice.account_id(), bob.account_id());
+    exchange(&mut alice, &mut bob, "one", "two").await;
+
+    // Bob backs his store up, then the ratchet turns twice more.
+    bob.close().await.expect("close");
+    copy_dir(&dir_b, &backup);
+    let mut bob = Client::open(&dir_b, "pw").expect("reopen");
+    bob.connect(&url(&relay)).await.expect("connect");
+    exchange(&mut alice, &mut bob, "three", "four").await;
+    exchange(&mut alice, &mut bob, "five", "six").await;
+
+    // Bob restores the old backup: his session is out of step.
+    bob.close().await.expect("close");
+    std::fs::remove_dir_all(&dir_b).expect("remove");
+    copy_dir(&backup, &dir_b);
+    let mut bob = Client::open(&dir_b, "pw").expect("reopen the backup");
+    bob.connect(&url(&relay)).await.expect("connect");
+
+    let lost = alice.send_text(b, "seven").await.expect("send");
+    let failed = wait_for(&mut bob, |e| match e {
+        Event::SessionReset { peer, failed, .. } if *peer == a => Some(*failed),
+        _ => None,
+    })
+    .await;
+    assert_eq!(failed, lost, "the re-key request names the failed message");
+    let resent = wait_for(&mut alice, |e| match e {
+        Event::Resent { to, id } if *to == b => Some(*id),
+        _ => None,
+    })
+    .await;
+    assert_eq!(resent, lost);
+    assert_eq!(wait_text(&mut bob, a).await, (lost, "seven".to_string()));
+
+    // The fresh session carries the next messages both ways.
+    let next = alice.send_text(b, "eight").await.expect("send");
+    assert_eq!(wait_text(&mut bob, a).await, (next, "eight".to_string()));
+    bob.send_text(a, "nine").await.expect("send");
+    assert_eq!(wait_text(&mut alice, b).await.1, "nine");
+
+    let texts: Vec<_> = bob
+        .history(&a)
+        .expect("history")
+        .into_iter()
+        .map(|m| m.body)
+        .collect();
+    assert_eq!(texts, ["one", "two", "seven", "eight", "nine"]);
+}
