@@ -129,3 +129,94 @@ async fn a_session_restored_from_an_old_backup_recovers_by_itself() {
         .collect();
     assert_eq!(texts, ["one", "two", "seven", "eight", "nine"]);
 }
+
+#[tokio::test]
+async fn a_resent_copy_is_a_duplicate_on_the_device_that_already_had_it() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("dir");
+    let dir = |name: &str| root.path().join(name);
+    let mut alice = Client::create_with_params(&dir("alice"), "pw", FAST_KDF).expect("create");
+    alice.register(&url(&relay)).await.expect("register");
+    let mut phone = Client::create_with_params(&dir("phone"), "pw", FAST_KDF).expect("create");
+    phone.register(&url(&relay)).await.expect("register");
+    let mut laptop =
+        Client::create_unlinked(&dir("laptop"), "pw", FAST_KDF).expect("create laptop");
+    let approval = phone
+        .add_device(&laptop.link_code().expect("code"))
+        .await
+        .expect("approve");
+    laptop
+        .finish_link(&url(&relay), &approval)
+        .await
+        .expect("link");
+    let (a, b) = (alice.account_id(), phone.account_id());
+
+    alice.send_text(b, "one").await.expect("send");
+    assert_eq!(wait_text(&mut phone, a).await.1, "one");
+    assert_eq!(wait_text(&mut laptop, a).await.1, "one");
+
+    // The laptop backs up, then its session with Alice turns twice.
+    laptop.close().await.expect("close");
+    copy_dir(&dir("laptop"), &dir("laptop-backup"));
+    let mut laptop = Client::open(&dir("laptop"), "pw").expect("reopen");
+    laptop.connect(&url(&relay)).await.expect("connect");
+    for (to_bob, to_alice) in [("a", "b"), ("c", "d")] {
+        alice.send_text(b, to_bob).await.expect("send");
+        assert_eq!(wait_text(&mut phone, a).await.1, to_bob);
+        assert_eq!(wait_text(&mut laptop, a).await.1, to_bob);
+        laptop.send_text(a, to_alice).await.expect("send");
+        assert_eq!(wait_text(&mut alice, b).await.1, to_alice);
+    }
+
+    // Restored from the backup, the laptop cannot read Alice's next message
+    // and asks for it again; the phone could, and gets the re-sent copy too.
+    laptop.close().await.expect("close");
+    std::fs::remove_dir_all(dir("laptop")).expect("remove");
+    copy_dir(&dir("laptop-backup"), &dir("laptop"));
+    let mut laptop = Client::open(&dir("laptop"), "pw").expect("reopen the backup");
+    laptop.connect(&url(&relay)).await.expect("connect");
+
+    let e = alice.send_text(b, "e").await.expect("send");
+    assert_eq!(wait_text(&mut phone, a).await, (e, "e".to_string()));
+    wait_for(&mut laptop, |ev| match ev {
+        Event::SessionReset { failed, .. } if *failed == e => Some(()),
+        _ => None,
+    })
+    .await;
+    wait_for(&mut alice, |ev| match ev {
+        Event::Resent { id, .. } if *id == e => Some(()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(wait_text(&mut laptop, a).await, (e, "e".to_string()));
+
+    // The phone's next message from Alice is "f": the re-sent "e" in
+    // between was recognised as a duplicate (no event, no re-key).
+    let f = alice.send_text(b, "f").await.expect("send");
+    let mut phone_events = Vec::new();
+    let next = wait_for(&mut phone, |ev| {
+        phone_events.push(ev.clone());
+        match ev {
+            Event::Message { id, .. } => Some(*id),
+            _ => None,
+        }
+    })
+    .await;
+    assert_eq!(next, f);
+    assert!(
+        !phone_events
+            .iter()
+            .any(|ev| matches!(ev, Event::SessionReset { .. } | Event::Undecryptable { .. })),
+        "{phone_events:?}"
+    );
+    let count_e = |client: &Client| {
+        client
+            .history(&a)
+            .expect("history")
+            .iter()
+            .filter(|m| m.body == "e")
+            .count()
+    };
+    assert_eq!(count_e(&phone), 1);
+    assert_eq!(count_e(&laptop), 1);
+}

@@ -1,0 +1,90 @@
+//! A contact's identity changes (here: the relay's stored device list for
+//! Bob is replaced by one signed with another account key, as a
+//! compromised relay or a reinstall would present it). Alice's client
+//! warns, holds her messages, and sends again only once she accepts.
+
+mod support;
+
+use std::sync::Arc;
+
+use comptoir_client::{Client, ClientError, Event, KdfParams};
+use comptoir_protocol::{AccountKeyPair, DeviceList, IdentityKeyPair};
+use comptoir_relay::storage::ListUpdate;
+use comptoir_relay::{Metrics, SledStore, Storage};
+use support::{TIMEOUT, start_relay};
+
+const FAST_KDF: KdfParams = KdfParams {
+    m_cost: 256,
+    t_cost: 1,
+    p_cost: 1,
+};
+
+#[tokio::test]
+async fn a_changed_identity_is_warned_and_holds_sending_until_accepted() {
+    let mut relay = start_relay().await;
+    let url = format!("ws://{}", relay.addr);
+    let root = tempfile::tempdir().expect("dir");
+    let mut alice =
+        Client::create_with_params(&root.path().join("a"), "pw", FAST_KDF).expect("create");
+    alice.register(&url).await.expect("register");
+    let mut bob =
+        Client::create_with_params(&root.path().join("b"), "pw", FAST_KDF).expect("create");
+    bob.register(&url).await.expect("register");
+    let b = bob.account_id();
+    alice.send_text(b, "hello").await.expect("send");
+    let before = alice.safety_number(&b).expect("pinned on first use");
+    alice.disconnect().await;
+    bob.close().await.expect("close");
+
+    // Bob's account now presents another account key and device.
+    relay.stop().await;
+    {
+        let store = SledStore::open(&relay.data_dir, 1 << 20, Arc::new(Metrics::default()))
+            .expect("open relay storage");
+        let mut rng = rand::rng();
+        let impostor = AccountKeyPair::generate(&mut rng);
+        let device = *IdentityKeyPair::generate(&mut rng).public();
+        let forged = DeviceList::sign(&impostor, b, 2, vec![(7, device)]).expect("sign");
+        assert_eq!(
+            store.replace_device_list(b, &forged).await.expect("write"),
+            ListUpdate::Stored
+        );
+        store.flush().await.expect("flush");
+    }
+    let relay = relay.restart().await;
+    let url = format!("ws://{}", relay.addr);
+
+    alice.connect(&url).await.expect("reconnect");
+    match alice.send_text(b, "is this still you?").await {
+        Err(ClientError::IdentityChanged { account }) => assert_eq!(account, b),
+        other => panic!("expected IdentityChanged, got {other:?}"),
+    }
+    let warned = tokio::time::timeout(TIMEOUT, async {
+        loop {
+            match alice.next_event(TIMEOUT).await.expect("connected") {
+                Some(Event::IdentityChanged { account }) => break account,
+                Some(_) => continue,
+                None => panic!("no identity warning"),
+            }
+        }
+    })
+    .await
+    .expect("warned in time");
+    assert_eq!(warned, b);
+    assert!(alice.identity_changed(&b).expect("state"));
+
+    // Held: a new message is refused before anything is encrypted or
+    // queued, and the safety number still shows the identity Alice knew.
+    let queued = alice.outbox_len().expect("outbox");
+    assert!(matches!(
+        alice.send_text(b, "again").await,
+        Err(ClientError::IdentityChanged { .. })
+    ));
+    assert_eq!(alice.outbox_len().expect("outbox"), queued);
+    assert_eq!(alice.safety_number(&b).expect("number"), before);
+
+    // Alice compares safety numbers out of band and accepts the change.
+    assert!(alice.accept_identity_change(&b).expect("accept"));
+    assert!(!alice.identity_changed(&b).expect("state"));
+    assert_ne!(alice.safety_number(&b).expect("number"), before);
+}
