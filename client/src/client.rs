@@ -1356,6 +1356,11 @@ impl Client {
         messages::get(&self.store, peer, id)
     }
 
+    /// Every account this device has messages with.
+    pub fn conversation_peers(&self) -> Result<Vec<AccountId>> {
+        messages::peers(&self.store)
+    }
+
     /// Messages written but not yet accepted by the relay.
     pub fn outbox_len(&self) -> Result<usize> {
         Ok(messages::outbox(&self.store)?.len())

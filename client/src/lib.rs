@@ -16,6 +16,7 @@
 //! - [`client`]: the [`Client`] that ties them together.
 //! - [`event`]: what [`Client::next_event`] reports.
 //! - [`cli`]: the `comptoir` command line.
+//! - [`tui`]: the terminal UI (`comptoir tui`).
 
 #![forbid(unsafe_code)]
 
@@ -30,6 +31,7 @@ pub mod messages;
 pub mod peers;
 pub mod session_store;
 pub mod store;
+pub mod tui;
 
 pub use client::Client;
 pub use error::{ClientError, Result};

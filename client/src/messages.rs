@@ -259,6 +259,18 @@ pub fn history(store: &Store, peer: &AccountId) -> Result<Vec<StoredMessage>> {
     Ok(out)
 }
 
+/// Every account this device has messages with.
+pub fn peers(store: &Store) -> Result<Vec<AccountId>> {
+    let mut out: Vec<AccountId> = Vec::new();
+    for (key, _) in store.scan(Tree::Messages, &[])? {
+        let peer = AccountId::from_bytes(key.get(..16).unwrap_or_default())?;
+        if out.last() != Some(&peer) {
+            out.push(peer);
+        }
+    }
+    Ok(out)
+}
+
 /// Queue a message for sending (`frame` is the encrypted `Send`, or empty
 /// when it still has to be encrypted). Not flushed.
 pub fn outbox_put(store: &Store, peer: &AccountId, id: &MessageId, frame: &[u8]) -> Result<()> {

@@ -103,6 +103,8 @@ pub enum Command {
         /// A contact name or a 32-character account id.
         with: String,
     },
+    /// Open the terminal UI: conversations, chat, ticks, one-key block.
+    Tui,
     /// Show the conversation with a contact.
     History {
         /// A contact name or a 32-character account id.

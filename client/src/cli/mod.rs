@@ -287,6 +287,12 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             let peer = client.resolve(with)?;
             chat(out, &mut client, &cli.relay, peer).await
         }
+        Command::Tui => {
+            let mut client = open(&cli)?;
+            crate::tui::run(&mut client, &cli.relay).await?;
+            client.close().await?;
+            Ok(0)
+        }
         Command::History { with } => {
             let client = open(&cli)?;
             let peer = client.resolve(with)?;

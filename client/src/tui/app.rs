@@ -1,0 +1,204 @@
+//! The terminal UI's state and key handling, free of I/O: a key press
+//! changes the state and may return an [`Action`] for the client to run.
+
+use comptoir_protocol::AccountId;
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+
+use crate::messages::StoredMessage;
+
+/// One conversation in the list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Conversation {
+    /// The other account.
+    pub peer: AccountId,
+    /// Its contact name, or its id.
+    pub name: String,
+    /// Incoming messages not read yet.
+    pub unread: usize,
+    /// Whether its identity changed and waits for acceptance.
+    pub identity_changed: bool,
+    /// Whether this session blocked it.
+    pub blocked: bool,
+    /// The history, oldest first.
+    pub messages: Vec<StoredMessage>,
+}
+
+/// Which pane has the keyboard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Choosing a conversation.
+    List,
+    /// Reading and writing in the selected conversation.
+    Chat,
+}
+
+/// What the client should do after a key press.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Nothing.
+    None,
+    /// Send a text message.
+    Send {
+        /// To whom.
+        peer: AccountId,
+        /// The text.
+        text: String,
+    },
+    /// Mark the conversation read (sends a read receipt).
+    MarkRead(AccountId),
+    /// Block the account at the relay.
+    Block(AccountId),
+    /// Lift the block.
+    Unblock(AccountId),
+    /// Accept the account's new identity.
+    AcceptIdentity(AccountId),
+    /// Leave the UI.
+    Quit,
+}
+
+/// The whole UI state.
+#[derive(Clone, Debug)]
+pub struct App {
+    /// Conversations, in list order.
+    pub conversations: Vec<Conversation>,
+    /// Index of the selected conversation.
+    pub selected: usize,
+    /// Which pane has the keyboard.
+    pub mode: Mode,
+    /// The message being typed.
+    pub input: String,
+    /// A one-line status (last event or error).
+    pub status: String,
+}
+
+impl App {
+    /// A UI showing `conversations`.
+    pub fn new(conversations: Vec<Conversation>) -> Self {
+        Self {
+            conversations,
+            selected: 0,
+            mode: Mode::List,
+            input: String::new(),
+            status: String::new(),
+        }
+    }
+
+    /// The selected conversation.
+    pub fn current(&self) -> Option<&Conversation> {
+        self.conversations.get(self.selected)
+    }
+
+    /// Replace the conversations, keeping the selection on the same peer.
+    pub fn set_conversations(&mut self, conversations: Vec<Conversation>) {
+        let peer = self.current().map(|c| c.peer);
+        let blocked: Vec<AccountId> = self
+            .conversations
+            .iter()
+            .filter(|c| c.blocked)
+            .map(|c| c.peer)
+            .collect();
+        self.conversations = conversations;
+        for c in &mut self.conversations {
+            c.blocked = blocked.contains(&c.peer);
+        }
+        self.selected = peer
+            .and_then(|p| self.conversations.iter().position(|c| c.peer == p))
+            .unwrap_or(0)
+            .min(self.conversations.len().saturating_sub(1));
+    }
+
+    /// Record that a peer is (un)blocked.
+    pub fn set_blocked(&mut self, peer: AccountId, blocked: bool) {
+        if let Some(c) = self.conversations.iter_mut().find(|c| c.peer == peer) {
+            c.blocked = blocked;
+        }
+    }
+
+    /// Apply one key press.
+    pub fn handle_key(&mut self, key: KeyEvent) -> Action {
+        if key.kind != KeyEventKind::Press {
+            return Action::None;
+        }
+        let ctrl = key.modifiers.contains(KeyModifiers::CONTROL);
+        if ctrl && key.code == KeyCode::Char('c') {
+            return Action::Quit;
+        }
+        match self.mode {
+            Mode::List => self.list_key(key.code),
+            Mode::Chat => self.chat_key(key.code, ctrl),
+        }
+    }
+
+    fn list_key(&mut self, code: KeyCode) -> Action {
+        let peer = self.current().map(|c| c.peer);
+        match code {
+            KeyCode::Up | KeyCode::Char('k') => {
+                self.selected = self.selected.saturating_sub(1);
+                Action::None
+            }
+            KeyCode::Down | KeyCode::Char('j') => {
+                if self.selected + 1 < self.conversations.len() {
+                    self.selected += 1;
+                }
+                Action::None
+            }
+            KeyCode::Enter | KeyCode::Right | KeyCode::Char('l') => match peer {
+                Some(peer) => {
+                    self.mode = Mode::Chat;
+                    Action::MarkRead(peer)
+                }
+                None => Action::None,
+            },
+            KeyCode::Char('b') => peer.map_or(Action::None, Action::Block),
+            KeyCode::Char('u') => peer.map_or(Action::None, Action::Unblock),
+            KeyCode::Char('t') => self.accept_identity(),
+            KeyCode::Char('q') | KeyCode::Esc => Action::Quit,
+            _ => Action::None,
+        }
+    }
+
+    fn chat_key(&mut self, code: KeyCode, ctrl: bool) -> Action {
+        let Some(current) = self.current() else {
+            self.mode = Mode::List;
+            return Action::None;
+        };
+        let (peer, changed) = (current.peer, current.identity_changed);
+        match code {
+            KeyCode::Char('b') if ctrl => Action::Block(peer),
+            KeyCode::Char('t') if ctrl => self.accept_identity(),
+            KeyCode::Esc => {
+                self.mode = Mode::List;
+                Action::None
+            }
+            KeyCode::Enter => {
+                if self.input.trim().is_empty() {
+                    return Action::None;
+                }
+                if changed {
+                    self.status = "not sent: this contact's identity changed; compare safety numbers, then press Ctrl-T".into();
+                    return Action::None;
+                }
+                Action::Send {
+                    peer,
+                    text: std::mem::take(&mut self.input),
+                }
+            }
+            KeyCode::Backspace => {
+                self.input.pop();
+                Action::None
+            }
+            KeyCode::Char(c) if !ctrl => {
+                self.input.push(c);
+                Action::None
+            }
+            _ => Action::None,
+        }
+    }
+
+    fn accept_identity(&mut self) -> Action {
+        match self.current() {
+            Some(c) if c.identity_changed => Action::AcceptIdentity(c.peer),
+            _ => Action::None,
+        }
+    }
+}

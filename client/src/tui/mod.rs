@@ -1,0 +1,166 @@
+//! The terminal UI (`comptoir tui`): a conversation list with unread
+//! counts, a chat view with delivery and read ticks, the identity-change
+//! warning, block in one key, and a help line.
+//!
+//! [`app`] holds the state and key handling (tested with key events),
+//! [`view`] draws it (tested against ratatui's test backend); this module
+//! runs them against a real terminal and a [`Client`].
+
+pub mod app;
+pub mod view;
+
+use std::time::Duration;
+
+use comptoir_protocol::AccountId;
+use crossterm::event::{self, Event as TermEvent};
+
+use crate::client::Client;
+use crate::error::{ClientError, Result};
+use crate::event::Event;
+use crate::messages::Status;
+
+use self::app::{Action, App, Conversation, Mode};
+
+/// How long one turn of the loop waits for the relay.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Every conversation this device knows, contacts first (by name), then
+/// other accounts it exchanged messages with.
+pub fn load_conversations(client: &Client) -> Result<Vec<Conversation>> {
+    let mut peers: Vec<(AccountId, String)> = client
+        .contacts()?
+        .into_iter()
+        .map(|c| (c.account, c.name))
+        .collect();
+    for peer in client.conversation_peers()? {
+        if !peers.iter().any(|(p, _)| *p == peer) {
+            peers.push((peer, peer.to_string()));
+        }
+    }
+    peers
+        .into_iter()
+        .map(|(peer, name)| {
+            let messages = client.history(&peer)?;
+            let unread = messages
+                .iter()
+                .filter(|m| !m.outgoing && m.status < Status::Read)
+                .count();
+            Ok(Conversation {
+                peer,
+                name,
+                unread,
+                identity_changed: client.identity_changed(&peer)?,
+                blocked: false,
+                messages,
+            })
+        })
+        .collect()
+}
+
+/// Run the UI until the user quits.
+pub async fn run(client: &mut Client, relay: &str) -> Result<()> {
+    client.connect(relay).await?;
+    let mut app = App::new(load_conversations(client)?);
+    let mut terminal = ratatui::try_init()
+        .map_err(|e| ClientError::io("opening the terminal (is this a terminal?)", e))?;
+    let result = run_loop(&mut terminal, client, relay, &mut app).await;
+    ratatui::restore();
+    result
+}
+
+async fn run_loop(
+    terminal: &mut ratatui::DefaultTerminal,
+    client: &mut Client,
+    relay: &str,
+    app: &mut App,
+) -> Result<()> {
+    loop {
+        terminal
+            .draw(|frame| view::draw(frame, app))
+            .map_err(|e| ClientError::io("drawing the terminal", e))?;
+        while event::poll(Duration::ZERO).map_err(|e| ClientError::io("reading keys", e))? {
+            let TermEvent::Key(key) =
+                event::read().map_err(|e| ClientError::io("reading keys", e))?
+            else {
+                continue;
+            };
+            match app.handle_key(key) {
+                Action::Quit => return Ok(()),
+                action => perform(client, app, action).await?,
+            }
+        }
+        match client.next_event(TICK).await {
+            Ok(Some(event)) => {
+                note(app, client, &event);
+                if let Event::Message { from, .. } = event
+                    && app.mode == Mode::Chat
+                    && app.current().is_some_and(|c| c.peer == from)
+                {
+                    perform(client, app, Action::MarkRead(from)).await?;
+                }
+                app.set_conversations(load_conversations(client)?);
+            }
+            Ok(None) => {}
+            Err(ClientError::ConnectionClosed(_) | ClientError::NotConnected) => {
+                app.status = "connection lost; reconnecting…".into();
+                if client.connect(relay).await.is_ok() {
+                    app.status = "reconnected".into();
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn note(app: &mut App, client: &Client, event: &Event) {
+    let name = |account: &AccountId| match client.contact_name(account) {
+        Ok(Some(name)) => name,
+        _ => account.to_string(),
+    };
+    app.status = match event {
+        Event::Message { from, .. } => format!("new message from {}", name(from)),
+        Event::IdentityChanged { account } => {
+            format!("⚠ the identity of {} changed", name(account))
+        }
+        Event::Undecryptable { from, reason, .. } => {
+            format!(
+                "a message from {} could not be decrypted: {reason}",
+                name(from)
+            )
+        }
+        Event::Warning(text) => text.clone(),
+        _ => return,
+    };
+}
+
+/// Run an action against the client, reporting the outcome in the status
+/// line; only a broken store ends the UI.
+pub async fn perform(client: &mut Client, app: &mut App, action: Action) -> Result<()> {
+    let outcome = match action {
+        Action::None | Action::Quit => return Ok(()),
+        Action::Send { peer, text } => client.send_text(peer, &text).await.map(|_| None),
+        Action::MarkRead(peer) => client.mark_read(peer).await.map(|_| None),
+        Action::Block(peer) => client.block(peer).await.map(|()| {
+            app.set_blocked(peer, true);
+            Some("blocked: the relay refuses its messages to you".to_string())
+        }),
+        Action::Unblock(peer) => client.unblock(peer).await.map(|()| {
+            app.set_blocked(peer, false);
+            Some("unblocked".to_string())
+        }),
+        Action::AcceptIdentity(peer) => client
+            .accept_identity_change(&peer)
+            .map(|_| Some("new identity accepted".to_string())),
+    };
+    match outcome {
+        Ok(Some(status)) => app.status = status,
+        Ok(None) => {}
+        Err(e @ (ClientError::Database(_) | ClientError::CorruptStore(_))) => return Err(e),
+        Err(e) => app.status = e.to_string(),
+    }
+    app.set_conversations(load_conversations(client)?);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,180 @@
+//! The UI rendered on ratatui's test backend, and driven with key events.
+
+use comptoir_protocol::AccountId;
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+
+use super::app::{Action, App, Conversation, Mode};
+use super::view;
+use crate::messages::{MessageId, Status, StoredMessage};
+
+fn message(peer: AccountId, outgoing: bool, body: &str, status: Status, at: u64) -> StoredMessage {
+    StoredMessage {
+        id: MessageId([at as u8; 16]),
+        peer,
+        outgoing,
+        body: body.to_string(),
+        sent_at_ms: at * 1000 + 12 * 3_600_000,
+        stored_at_ms: at,
+        status,
+        sequence: at,
+    }
+}
+
+fn sample() -> App {
+    let alice = AccountId::from_bytes(&[1; 16]).unwrap_or_else(|_| unreachable!());
+    let bob = AccountId::from_bytes(&[2; 16]).unwrap_or_else(|_| unreachable!());
+    App::new(vec![
+        Conversation {
+            peer: alice,
+            name: "alice".into(),
+            unread: 2,
+            identity_changed: false,
+            blocked: false,
+            messages: vec![
+                message(alice, true, "hello alice", Status::Read, 1),
+                message(alice, true, "still there?", Status::Delivered, 2),
+                message(alice, false, "hi!", Status::Delivered, 3),
+            ],
+        },
+        Conversation {
+            peer: bob,
+            name: "bob".into(),
+            unread: 0,
+            identity_changed: true,
+            blocked: false,
+            messages: vec![message(bob, true, "pending one", Status::Pending, 4)],
+        },
+    ])
+}
+
+fn render(app: &App) -> String {
+    let mut terminal = match Terminal::new(TestBackend::new(100, 16)) {
+        Ok(terminal) => terminal,
+        Err(e) => panic!("test backend: {e}"),
+    };
+    if let Err(e) = terminal.draw(|frame| view::draw(frame, app)) {
+        panic!("draw: {e}");
+    }
+    let buffer = terminal.backend().buffer();
+    let mut out = String::new();
+    for y in 0..buffer.area.height {
+        for x in 0..buffer.area.width {
+            out.push_str(buffer[(x, y)].symbol());
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn press(app: &mut App, code: KeyCode) -> Action {
+    app.handle_key(KeyEvent::new(code, KeyModifiers::NONE))
+}
+
+fn ctrl(app: &mut App, c: char) -> Action {
+    app.handle_key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL))
+}
+
+#[test]
+fn renders_unread_counts_ticks_timestamps_and_help() {
+    let screen = render(&sample());
+    assert!(screen.contains("alice (2)"), "{screen}");
+    assert!(screen.contains("⚠ bob"), "{screen}");
+    assert!(
+        screen.contains("12:00:01 me: hello alice ✓✓ read"),
+        "{screen}"
+    );
+    assert!(screen.contains("me: still there? ✓✓"), "{screen}");
+    assert!(screen.contains("12:00:03 alice: hi!"), "{screen}");
+    assert!(screen.contains("Enter open · b block"), "{screen}");
+}
+
+#[test]
+fn renders_the_identity_warning_and_pending_tick() {
+    let mut app = sample();
+    press(&mut app, KeyCode::Down);
+    let screen = render(&app);
+    assert!(screen.contains("The identity of bob changed"), "{screen}");
+    assert!(screen.contains("pending one …"), "{screen}");
+}
+
+#[test]
+fn keys_select_open_type_send_and_go_back() {
+    let mut app = sample();
+    let alice = app.conversations[0].peer;
+    assert_eq!(press(&mut app, KeyCode::Down), Action::None);
+    assert_eq!(app.selected, 1);
+    press(&mut app, KeyCode::Down);
+    assert_eq!(app.selected, 1, "stays on the last one");
+    press(&mut app, KeyCode::Up);
+    assert_eq!(press(&mut app, KeyCode::Enter), Action::MarkRead(alice));
+    assert_eq!(app.mode, Mode::Chat);
+    for c in "hi b".chars() {
+        assert_eq!(press(&mut app, KeyCode::Char(c)), Action::None);
+    }
+    press(&mut app, KeyCode::Backspace);
+    assert!(render(&app).contains("> hi "));
+    assert_eq!(
+        press(&mut app, KeyCode::Enter),
+        Action::Send {
+            peer: alice,
+            text: "hi ".into()
+        }
+    );
+    assert!(app.input.is_empty());
+    assert_eq!(
+        press(&mut app, KeyCode::Enter),
+        Action::None,
+        "nothing to send"
+    );
+    assert!(render(&app).contains("Enter send · Esc back"));
+    press(&mut app, KeyCode::Esc);
+    assert_eq!(app.mode, Mode::List);
+    assert_eq!(ctrl(&mut app, 'c'), Action::Quit);
+}
+
+#[test]
+fn block_is_one_key_and_a_changed_identity_holds_sending() {
+    let mut app = sample();
+    let (alice, bob) = (app.conversations[0].peer, app.conversations[1].peer);
+    assert_eq!(press(&mut app, KeyCode::Char('b')), Action::Block(alice));
+    assert_eq!(press(&mut app, KeyCode::Char('u')), Action::Unblock(alice));
+    assert_eq!(
+        press(&mut app, KeyCode::Char('t')),
+        Action::None,
+        "alice did not change"
+    );
+    app.set_blocked(alice, true);
+    assert!(render(&app).contains("alice (2) [blocked]"));
+
+    press(&mut app, KeyCode::Down);
+    press(&mut app, KeyCode::Enter);
+    for c in "secret".chars() {
+        press(&mut app, KeyCode::Char(c));
+    }
+    assert_eq!(press(&mut app, KeyCode::Enter), Action::None);
+    assert_eq!(app.input, "secret", "kept for after the check");
+    assert!(app.status.contains("identity changed"));
+    assert_eq!(ctrl(&mut app, 'b'), Action::Block(bob));
+    assert_eq!(ctrl(&mut app, 't'), Action::AcceptIdentity(bob));
+    assert_eq!(
+        press(&mut app, KeyCode::Char('q')),
+        Action::None,
+        "typed, not quit"
+    );
+    assert_eq!(app.input, "secretq");
+}
+
+#[test]
+fn new_conversations_keep_the_selection() {
+    let mut app = sample();
+    press(&mut app, KeyCode::Down);
+    let bob = app.conversations[1].peer;
+    app.set_blocked(bob, true);
+    let mut reordered = sample().conversations;
+    reordered.reverse();
+    app.set_conversations(reordered);
+    assert_eq!(app.current().map(|c| c.peer), Some(bob));
+    assert!(app.current().is_some_and(|c| c.blocked), "block state kept");
+}

@@ -1,0 +1,148 @@
+//! Drawing the terminal UI from an [`App`]: conversation list with unread
+//! counts, chat view with timestamps and delivery/read ticks, the identity
+//! warning, and a help line.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, List, ListItem, ListState, Paragraph, Wrap};
+
+use crate::cli::format::time_of_day;
+use crate::messages::Status;
+use crate::tui::app::{App, Mode};
+
+/// The help line for each mode.
+pub fn help(mode: Mode) -> &'static str {
+    match mode {
+        Mode::List => {
+            "↑/↓ select · Enter open · b block · u unblock · t trust new identity · q quit"
+        }
+        Mode::Chat => {
+            "Enter send · Esc back · Ctrl-B block · Ctrl-T trust new identity · Ctrl-C quit"
+        }
+    }
+}
+
+/// The tick shown after an outgoing message.
+pub fn ticks(status: Status) -> &'static str {
+    match status {
+        Status::Pending => "…",
+        Status::Accepted => "✓",
+        Status::Delivered => "✓✓",
+        Status::Read => "✓✓ read",
+        Status::Failed => "✗ not sent",
+    }
+}
+
+/// Draw the whole UI.
+pub fn draw(frame: &mut Frame<'_>, app: &App) {
+    let [main, status, help_area] = Layout::vertical([
+        Constraint::Fill(1),
+        Constraint::Length(1),
+        Constraint::Length(1),
+    ])
+    .areas(frame.area());
+    let [list_area, chat_area] =
+        Layout::horizontal([Constraint::Percentage(30), Constraint::Fill(1)]).areas(main);
+
+    let items: Vec<ListItem<'_>> = app
+        .conversations
+        .iter()
+        .map(|c| {
+            let mut text = String::new();
+            if c.identity_changed {
+                text.push_str("⚠ ");
+            }
+            text.push_str(&c.name);
+            if c.unread > 0 {
+                text.push_str(&format!(" ({})", c.unread));
+            }
+            if c.blocked {
+                text.push_str(" [blocked]");
+            }
+            let style = if c.unread > 0 {
+                Style::default().add_modifier(Modifier::BOLD)
+            } else {
+                Style::default()
+            };
+            ListItem::new(text).style(style)
+        })
+        .collect();
+    let mut state = ListState::default().with_selected(Some(app.selected));
+    let list = List::new(items)
+        .block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title("Conversations"),
+        )
+        .highlight_style(Style::default().add_modifier(Modifier::REVERSED));
+    frame.render_stateful_widget(list, list_area, &mut state);
+
+    let [history_area, input_area] =
+        Layout::vertical([Constraint::Fill(1), Constraint::Length(3)]).areas(chat_area);
+    let mut lines = Vec::new();
+    let title = match app.current() {
+        Some(c) => {
+            if c.identity_changed {
+                lines.push(Line::from(Span::styled(
+                    format!(
+                        "⚠ The identity of {} changed. Compare safety numbers, then press t (Ctrl-T here) to accept.",
+                        c.name
+                    ),
+                    Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
+                )));
+            }
+            for m in &c.messages {
+                let who = if m.outgoing { "me" } else { c.name.as_str() };
+                let mut spans = vec![
+                    Span::styled(
+                        format!("{} ", time_of_day(m.sent_at_ms)),
+                        Style::default().fg(Color::DarkGray),
+                    ),
+                    Span::raw(format!("{who}: {}", m.body)),
+                ];
+                if m.outgoing {
+                    let color = match m.status {
+                        Status::Read => Color::Cyan,
+                        Status::Failed => Color::Red,
+                        _ => Color::DarkGray,
+                    };
+                    spans.push(Span::styled(
+                        format!(" {}", ticks(m.status)),
+                        Style::default().fg(color),
+                    ));
+                }
+                lines.push(Line::from(spans));
+            }
+            c.name.clone()
+        }
+        None => {
+            lines.push(Line::from(
+                "No conversations yet: add a contact with `comptoir contacts add`.",
+            ));
+            String::from("Chat")
+        }
+    };
+    let height = usize::from(history_area.height.saturating_sub(2));
+    let skip = lines.len().saturating_sub(height);
+    let history = Paragraph::new(lines.into_iter().skip(skip).collect::<Vec<_>>())
+        .block(Block::default().borders(Borders::ALL).title(title))
+        .wrap(Wrap { trim: false });
+    frame.render_widget(history, history_area);
+
+    let input_style = if app.mode == Mode::Chat {
+        Style::default().fg(Color::Yellow)
+    } else {
+        Style::default().fg(Color::DarkGray)
+    };
+    let input = Paragraph::new(format!("> {}", app.input))
+        .style(input_style)
+        .block(Block::default().borders(Borders::ALL).title("Message"));
+    frame.render_widget(input, input_area);
+    frame.render_widget(Paragraph::new(app.status.as_str()), status);
+    frame.render_widget(
+        Paragraph::new(help(app.mode)).style(Style::default().fg(Color::DarkGray)),
+        help_area,
+    );
+}
