@@ -22,8 +22,8 @@ use comptoir_protocol::proto::wire::{
     ServerFrame, Unblock, VerifyCode, client_frame, server_frame,
 };
 use comptoir_protocol::{
-    AccountId, DeviceList, Error as ProtocolError, IdentityKey, InMemoryPreKeyStore, SafetyNumber,
-    VerifiedBundle, auth_payload, register_payload,
+    AccountId, AccountKey, DeviceList, Error as ProtocolError, IdentityKey, InMemoryPreKeyStore,
+    SafetyNumber, VerifiedBundle, auth_payload, register_payload,
 };
 use prost::Message;
 use tokio::time::Instant;
@@ -1387,20 +1387,50 @@ impl Client {
         contacts::name_of(&self.store, account)
     }
 
-    /// The safety number with `peer` (its first device), from the pinned
-    /// device list. [`ClientError::UnknownPeer`] if none is pinned yet.
+    /// The safety number with `peer`, from the two account keys (each
+    /// signs its account's device list, so one number covers every device
+    /// and stays the same when devices are added). Computed with
+    /// [`SafetyNumber`] over the Ed25519 account keys. [`ClientError::UnknownPeer`]
+    /// if no key is pinned for `peer` yet.
     pub fn safety_number(&self, peer: &AccountId) -> Result<SafetyNumber> {
         let state = peers::load(&self.store, peer)?.ok_or(ClientError::UnknownPeer(*peer))?;
-        let (_, remote) = state
-            .devices
-            .devices
-            .first()
-            .ok_or(ClientError::UnknownPeer(*peer))?;
-        let local = self.account.identity_key();
+        let as_identity = |key: &AccountKey| IdentityKey::from_bytes(&key.to_bytes());
+        let remote = as_identity(&state.devices.account_key)?;
+        let local = as_identity(&self.own_devices()?.account_key)?;
         Ok(SafetyNumber::new(
             (&self.account.id(), &local),
-            (peer, remote),
+            (peer, &remote),
         ))
+    }
+
+    /// Compare the safety number the contact reads out (60 digits, spaces
+    /// ignored) with this device's; when equal, remember the contact as
+    /// verified. Returns whether they matched.
+    pub fn verify_safety_number(&self, peer: &AccountId, theirs: &str) -> Result<bool> {
+        let ours = self.safety_number(peer)?;
+        let digits: String = theirs.chars().filter(char::is_ascii_digit).collect();
+        if theirs
+            .chars()
+            .any(|c| !c.is_ascii_digit() && !c.is_whitespace())
+            || digits.len() != 60
+        {
+            return Err(ClientError::InvalidArgument(
+                "a safety number is 60 digits (spaces allowed)".into(),
+            ));
+        }
+        if digits != ours.digits() || self.identity_changed(peer)? {
+            return Ok(false);
+        }
+        let state = peers::load(&self.store, peer)?.ok_or(ClientError::UnknownPeer(*peer))?;
+        peers::mark_verified(&self.store, peer, &state.devices.account_key)?;
+        self.store.flush_blocking()?;
+        Ok(true)
+    }
+
+    /// Whether the user confirmed `peer`'s safety number (for its current
+    /// identity).
+    pub fn is_verified(&self, peer: &AccountId) -> Result<bool> {
+        Ok(peers::load(&self.store, peer)?.is_some_and(|p| p.verified))
     }
 
     /// Whether `peer`'s identity changed and awaits acceptance.
@@ -1547,6 +1577,9 @@ mod tests {
         let list = DeviceList::sign(&original, peer, 1, vec![(1, device)])?;
         assert_eq!(client.observe(peer, &list)?, Observed::Pinned);
         let safety_before = client.safety_number(&peer)?;
+        assert!(!client.verify_safety_number(&peer, &"1".repeat(60))?);
+        assert!(client.verify_safety_number(&peer, &safety_before.display())?);
+        assert!(client.is_verified(&peer)?);
 
         let other = AccountKeyPair::generate(&mut rng);
         let changed = DeviceList::sign(&other, peer, 2, vec![(1, device)])?;
@@ -1564,6 +1597,9 @@ mod tests {
         assert_eq!(client.safety_number(&peer)?, safety_before);
 
         assert!(client.accept_identity_change(&peer)?);
+        // A new account key is a new identity: verify it again.
+        assert!(!client.is_verified(&peer)?);
+        assert_ne!(client.safety_number(&peer)?, safety_before);
         // Offline: accepted into the outbox for the next connect.
         client.send_text(peer, "hi").await?;
         assert_eq!(client.outbox_len()?, 1);

@@ -6,7 +6,7 @@
 //! the user accepts the new key with [`accept_identity_change`].
 
 use comptoir_protocol::proto::wire::SignedDeviceList;
-use comptoir_protocol::{AccountId, DeviceList, Error as ProtocolError};
+use comptoir_protocol::{AccountId, AccountKey, DeviceList, Error as ProtocolError};
 use prost::Message;
 
 use crate::error::{ClientError, Result};
@@ -24,6 +24,9 @@ struct PeerRecord {
     /// A list signed by a different account key, waiting for the user.
     #[prost(message, optional, tag = "3")]
     changed_list: Option<SignedDeviceList>,
+    /// The account key whose safety number the user compared and confirmed.
+    #[prost(bytes = "vec", tag = "4")]
+    verified_identity: Vec<u8>,
 }
 
 /// What this device knows about a peer account.
@@ -35,6 +38,9 @@ pub struct Peer {
     pub signed: SignedDeviceList,
     /// Whether a list signed by another account key was seen since.
     pub identity_changed: bool,
+    /// Whether the user confirmed the safety number of the current account
+    /// key (cleared by any change of that key).
+    pub verified: bool,
 }
 
 fn load_record(store: &Store, account: &AccountId) -> Result<Option<PeerRecord>> {
@@ -62,10 +68,12 @@ pub fn load(store: &Store, account: &AccountId) -> Result<Option<Peer>> {
     };
     let devices = DeviceList::verify(&signed, None)
         .map_err(|e| ClientError::CorruptStore(format!("pinned device list: {e}")))?;
+    let verified = record.verified_identity == devices.account_key.to_bytes();
     Ok(Some(Peer {
         devices,
         signed,
         identity_changed: record.changed_list.is_some(),
+        verified,
     }))
 }
 
@@ -126,6 +134,14 @@ pub fn observe(store: &Store, account: &AccountId, signed: &SignedDeviceList) ->
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The user compared the safety number computed from `key` and found it
+/// equal: remember that for this account key.
+pub fn mark_verified(store: &Store, account: &AccountId, key: &AccountKey) -> Result<()> {
+    let mut record = load_record(store, account)?.ok_or(ClientError::UnknownPeer(*account))?;
+    record.verified_identity = key.to_bytes().to_vec();
+    save_record(store, account, &record)
 }
 
 /// The user accepted a changed identity: pin the new list.

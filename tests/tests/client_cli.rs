@@ -106,6 +106,33 @@ async fn two_customers_chat_through_the_command_line() {
     let number = alice.ok(&["safety-number", "bob"]).await;
     assert_eq!(number.trim().len(), 60 + 11, "12 groups of 5 digits");
     assert_eq!(bob.ok(&["safety-number", "alice"]).await, number);
+    // Verify: Alice reads hers out, Bob types it; a different one is exit 10.
+    let mut wrong: Vec<char> = number.trim().chars().collect();
+    wrong[0] = if wrong[0] == '1' { '2' } else { '1' };
+    let wrong: String = wrong.into_iter().collect();
+    assert_eq!(
+        bob.run(&["safety-number", "alice", "--verify", &wrong])
+            .await
+            .0,
+        10
+    );
+    assert_eq!(
+        bob.run(&["safety-number", "alice", "--verify", "12345"])
+            .await
+            .0,
+        1,
+        "not a safety number"
+    );
+    assert_eq!(
+        bob.ok(&["contacts", "list"]).await,
+        format!("alice\t{alice_id}\n")
+    );
+    bob.ok(&["safety-number", "alice", "--verify", number.trim()])
+        .await;
+    assert_eq!(
+        bob.ok(&["contacts", "list"]).await,
+        format!("alice\t{alice_id}\tverified\n")
+    );
 
     // Block: the relay refuses Alice's message (exit 6); unblock restores.
     bob.ok(&["block", "alice"]).await;

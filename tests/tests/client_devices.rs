@@ -120,6 +120,15 @@ async fn a_linked_device_sees_both_sides_and_a_removed_one_stops_receiving() {
     ];
     assert_eq!(conversation(&laptop, &b), expected);
     assert_eq!(conversation(&phone, &b)[1..], expected[..]);
+    // One safety number per pair of accounts, whichever device shows it.
+    assert_eq!(
+        laptop.safety_number(&b).expect("laptop"),
+        phone.safety_number(&b).expect("phone")
+    );
+    assert_eq!(
+        bob.safety_number(&alice).expect("bob"),
+        phone.safety_number(&b).expect("phone")
+    );
 
     // Only the first device holds the account key.
     assert!(matches!(

@@ -22,7 +22,8 @@ Exit codes:
   6  refused by the relay (for example: the recipient blocked you)
   7  the contact's identity changed: compare safety numbers, then run `trust`
   8  unknown contact, or no keys known for it yet
-  9  `listen --count` timed out before enough messages arrived";
+  9  `listen --count` timed out before enough messages arrived
+ 10  `safety-number --verify`: the numbers differ (someone may be in the middle)";
 
 /// Comptoir: end-to-end encrypted chat with people and businesses.
 ///
@@ -117,6 +118,10 @@ pub enum Command {
     SafetyNumber {
         /// A contact name or a 32-character account id.
         with: String,
+        /// The 60 digits your contact reads out: checks they match yours
+        /// and marks the contact verified (exit code 10 if they differ).
+        #[arg(long, value_name = "DIGITS")]
+        verify: Option<String>,
     },
     /// Accept a contact's new identity after comparing safety numbers.
     Trust {

@@ -29,6 +29,8 @@ const POLL: Duration = Duration::from_millis(200);
 
 /// Exit code of a timed-out `listen --count`.
 const EXIT_TIMED_OUT: u8 = 9;
+/// Exit code of `safety-number --verify` when the numbers differ.
+const EXIT_MISMATCH: u8 = 10;
 
 /// The exit code for an error (see `--help`).
 pub fn exit_code(error: &ClientError) -> u8 {
@@ -360,11 +362,16 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
         Command::Contacts(ContactsCommand::List) => {
             let client = open(&cli)?;
             for contact in client.contacts()? {
-                say!(out, "{}\t{}", contact.name, contact.account);
+                let verified = if client.is_verified(&contact.account)? {
+                    "\tverified"
+                } else {
+                    ""
+                };
+                say!(out, "{}\t{}{verified}", contact.name, contact.account);
             }
             Ok(0)
         }
-        Command::SafetyNumber { with } => {
+        Command::SafetyNumber { with, verify } => {
             let mut client = open(&cli)?;
             let peer = client.resolve(with)?;
             if matches!(
@@ -375,8 +382,25 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
                 client.refresh_peer(peer).await?;
                 client.close_connection().await;
             }
+            if let Some(theirs) = verify {
+                if client.verify_safety_number(&peer, theirs)? {
+                    eprintln!(
+                        "safety numbers match: {} is verified",
+                        display_name(&client, &peer)
+                    );
+                    return Ok(0);
+                }
+                eprintln!(
+                    "safety numbers DIFFER: do not trust this conversation with {} until you find out why",
+                    display_name(&client, &peer)
+                );
+                return Ok(EXIT_MISMATCH);
+            }
             let number = client.safety_number(&peer)?;
             say!(out, "{}", number.display());
+            if client.is_verified(&peer)? {
+                eprintln!("(verified)");
+            }
             if client.identity_changed(&peer)? {
                 eprintln!(
                     "warning: {} has a NEW identity not yet trusted; this number is for the old one",
