@@ -37,7 +37,7 @@ use crate::event::Event;
 use crate::messages::{self, MessageId, Status, StoredMessage};
 use crate::peers::{self, Observed};
 use crate::session_store::{PreKeys, load_session, save_session};
-use crate::store::{KdfParams, Store};
+use crate::store::{KdfParams, Store, Tree};
 
 /// How long the relay has to answer one request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -1328,9 +1328,11 @@ impl Client {
             account_id: peer.to_vec(),
         });
         match self.request(body, "the block").await? {
-            server_frame::Body::Ok(_) => Ok(()),
-            other => Err(unexpected("Ok", &other)),
+            server_frame::Body::Ok(_) => {}
+            other => return Err(unexpected("Ok", &other)),
         }
+        self.store.put(Tree::Blocked, peer.as_bytes(), &[])?;
+        self.store.flush().await
     }
 
     /// Lift a block.
@@ -1339,9 +1341,16 @@ impl Client {
             account_id: peer.to_vec(),
         });
         match self.request(body, "the unblock").await? {
-            server_frame::Body::Ok(_) => Ok(()),
-            other => Err(unexpected("Ok", &other)),
+            server_frame::Body::Ok(_) => {}
+            other => return Err(unexpected("Ok", &other)),
         }
+        self.store.remove(Tree::Blocked, peer.as_bytes())?;
+        self.store.flush().await
+    }
+
+    /// Whether this device blocked `peer` (as acknowledged by the relay).
+    pub fn is_blocked(&self, peer: &AccountId) -> Result<bool> {
+        self.store.contains(Tree::Blocked, peer.as_bytes())
     }
 
     // ----- local queries -----

@@ -80,6 +80,8 @@ pub enum Tree {
     Outbox,
     /// Contact names, by name.
     Contacts,
+    /// Accounts this account blocked at the relay, by account id.
+    Blocked,
     /// Pinned account keys and device lists of peers, by account id.
     Peers,
 }
@@ -93,6 +95,7 @@ impl Tree {
             Self::Messages => "messages",
             Self::Outbox => "outbox",
             Self::Contacts => "contacts",
+            Self::Blocked => "blocked",
             Self::Peers => "peers",
         }
     }

@@ -235,6 +235,7 @@ async fn blocked_sender_is_refused_by_the_relay_and_unblock_restores_delivery() 
     wait_text(&mut bob, a).await;
 
     bob.block(a).await.expect("block");
+    assert!(bob.is_blocked(&a).expect("block state"));
     match alice.send_text(b, "are you there?").await {
         Err(ClientError::Blocked { recipient }) => assert_eq!(recipient, b),
         other => panic!("expected Blocked, got {other:?}"),
@@ -249,6 +250,7 @@ async fn blocked_sender_is_refused_by_the_relay_and_unblock_restores_delivery() 
     assert_eq!(alice.outbox_len().expect("outbox"), 0, "not retried");
 
     bob.unblock(a).await.expect("unblock");
+    assert!(!bob.is_blocked(&a).expect("block state"));
     let after = alice.send_text(b, "after unblock").await.expect("send");
     assert_eq!(
         wait_text(&mut bob, a).await,

@@ -136,6 +136,11 @@ async fn two_customers_chat_through_the_command_line() {
 
     // Block: the relay refuses Alice's message (exit 6); unblock restores.
     bob.ok(&["block", "alice"]).await;
+    assert!(
+        bob.ok(&["contacts", "list"])
+            .await
+            .ends_with("\tverified\tblocked\n")
+    );
     assert_eq!(alice.run(&["send", "bob", "blocked?"]).await.0, 6);
     bob.ok(&["unblock", "alice"]).await;
     alice.ok(&["send", "bob", "unblocked"]).await;

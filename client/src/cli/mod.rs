@@ -362,12 +362,14 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
         Command::Contacts(ContactsCommand::List) => {
             let client = open(&cli)?;
             for contact in client.contacts()? {
-                let verified = if client.is_verified(&contact.account)? {
-                    "\tverified"
-                } else {
-                    ""
-                };
-                say!(out, "{}\t{}{verified}", contact.name, contact.account);
+                let mut flags = String::new();
+                if client.is_verified(&contact.account)? {
+                    flags.push_str("\tverified");
+                }
+                if client.is_blocked(&contact.account)? {
+                    flags.push_str("\tblocked");
+                }
+                say!(out, "{}\t{}{flags}", contact.name, contact.account);
             }
             Ok(0)
         }
@@ -518,6 +520,16 @@ fn print_event(client: &Client, event: &Event, out: &mut dyn Write) -> Result<bo
                 one_line(text)
             );
             Ok(true)
+        }
+        Event::SentElsewhere { to, text, .. } => {
+            say!(
+                out,
+                "[{}] me (other device) → {}: {}",
+                time_of_day(crate::client::now_ms()),
+                display_name(client, to),
+                one_line(text)
+            );
+            Ok(false)
         }
         Event::IdentityChanged { account } => {
             eprintln!(

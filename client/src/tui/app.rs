@@ -91,16 +91,7 @@ impl App {
     /// Replace the conversations, keeping the selection on the same peer.
     pub fn set_conversations(&mut self, conversations: Vec<Conversation>) {
         let peer = self.current().map(|c| c.peer);
-        let blocked: Vec<AccountId> = self
-            .conversations
-            .iter()
-            .filter(|c| c.blocked)
-            .map(|c| c.peer)
-            .collect();
         self.conversations = conversations;
-        for c in &mut self.conversations {
-            c.blocked = blocked.contains(&c.peer);
-        }
         self.selected = peer
             .and_then(|p| self.conversations.iter().position(|c| c.peer == p))
             .unwrap_or(0)

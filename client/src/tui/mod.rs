@@ -50,7 +50,7 @@ pub fn load_conversations(client: &Client) -> Result<Vec<Conversation>> {
                 name,
                 unread,
                 identity_changed: client.identity_changed(&peer)?,
-                blocked: false,
+                blocked: client.is_blocked(&peer)?,
                 messages,
             })
         })
