@@ -1,0 +1,233 @@
+//! This account's own devices: linking a new one, removing one, and
+//! copying sent messages to the others.
+
+use comptoir_protocol::proto::content::{Content, SentTranscript, Text, content};
+use comptoir_protocol::proto::wire::{Category, PublishDeviceList, client_frame, server_frame};
+use comptoir_protocol::{AccountId, DeviceList, IdentityKey};
+
+use crate::account::Account;
+use crate::error::{ClientError, Result};
+use crate::messages::StoredMessage;
+use crate::peers::{self, Observed};
+
+use super::{Client, unexpected};
+
+const LINK_CODE_PREFIX: &str = "comptoir-link:";
+
+const APPROVAL_PREFIX: &str = "comptoir-approve:";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn parse_link_code(code: &str) -> Result<IdentityKey> {
+    let bad = || ClientError::BadLinkCode("expected comptoir-link: and 64 hex digits".into());
+    let hex_key = code.trim().strip_prefix(LINK_CODE_PREFIX).ok_or_else(bad)?;
+    if hex_key.len() != 64 || !hex_key.is_ascii() {
+        return Err(bad());
+    }
+    let mut bytes = [0u8; 32];
+    for (i, byte) in bytes.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex_key[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    IdentityKey::from_bytes(&bytes).map_err(|e| ClientError::BadLinkCode(e.to_string()))
+}
+
+fn parse_approval(approval: &str) -> Result<(AccountId, u32)> {
+    let bad = || {
+        ClientError::BadLinkCode(
+            "expected comptoir-approve:<account id>:<device id> from `comptoir devices add`".into(),
+        )
+    };
+    let rest = approval
+        .trim()
+        .strip_prefix(APPROVAL_PREFIX)
+        .ok_or_else(bad)?;
+    let (account, device) = rest.split_once(':').ok_or_else(bad)?;
+    let account = AccountId::from_hex(account).map_err(|_| bad())?;
+    let device: u32 = device.parse().map_err(|_| bad())?;
+    if device == 0 {
+        return Err(bad());
+    }
+    Ok((account, device))
+}
+
+impl Client {
+    pub(super) fn is_self(&self, peer: AccountId, device: u32) -> bool {
+        peer == self.account.id() && device == self.account.device_id()
+    }
+
+    /// The devices a message to `peer` is encrypted for: all of its
+    /// devices, except this one when writing to this account's others.
+    pub(super) fn target_devices(&self, peer: AccountId, list: &DeviceList) -> Vec<u32> {
+        list.device_ids()
+            .into_iter()
+            .filter(|d| !self.is_self(peer, *d))
+            .collect()
+    }
+
+    /// This account's device list as last verified.
+    pub fn own_devices(&self) -> Result<DeviceList> {
+        match peers::load(&self.store, &self.account.id())? {
+            Some(peer) => Ok(peer.devices),
+            None => Ok(DeviceList::verify(
+                &self.account.signed_device_list()?,
+                None,
+            )?),
+        }
+    }
+
+    /// Copy a sent message to this account's other devices (best effort:
+    /// a copy that cannot go now is reported, not retried).
+    pub(super) async fn sync_sent(&mut self, sent: &StoredMessage) -> Result<()> {
+        let own = self.account.id();
+        for _attempt in 0..2 {
+            if self.target_devices(own, &self.own_devices()?).is_empty() {
+                return Ok(());
+            }
+            let content = Content {
+                message_id: sent.id.0.to_vec(),
+                sent_at_ms: sent.sent_at_ms,
+                body: Some(content::Body::SentTranscript(Box::new(SentTranscript {
+                    peer_account: sent.peer.to_vec(),
+                    content: Some(Box::new(Content {
+                        message_id: sent.id.0.to_vec(),
+                        sent_at_ms: sent.sent_at_ms,
+                        body: Some(content::Body::Text(Text {
+                            body: sent.body.clone(),
+                        })),
+                        padding: Vec::new(),
+                    })),
+                }))),
+                padding: Vec::new(),
+            };
+            let send = self
+                .encrypt_for(own, sent.id, content, Category::Control, sent.sent_at_ms)
+                .await?;
+            self.store.flush().await?;
+            match self
+                .request(client_frame::Body::Send(send), "the copy to other devices")
+                .await
+            {
+                Ok(server_frame::Body::Accepted(_)) => return Ok(()),
+                Ok(other) => return Err(unexpected("Accepted", &other)),
+                Err(ClientError::DeviceListMismatch { current }) => {
+                    if self.observe(own, &current)? == Observed::IdentityChanged {
+                        return Err(ClientError::IdentityChanged { account: own });
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// The code a new device shows so an existing device can add it.
+    pub fn link_code(&self) -> Result<String> {
+        if !self.account.is_unlinked() {
+            return Err(ClientError::InvalidArgument(
+                "this device already belongs to an account".into(),
+            ));
+        }
+        Ok(format!(
+            "{LINK_CODE_PREFIX}{}",
+            hex(&self.account.identity_key().to_bytes())
+        ))
+    }
+
+    /// On the account's first device: add the device that shows
+    /// `link_code` to the signed device list. Returns the approval the new
+    /// device finishes linking with.
+    pub async fn add_device(&mut self, link_code: &str) -> Result<String> {
+        let identity = parse_link_code(link_code)?;
+        let own = self.account.id();
+        self.refresh_peer(own).await?;
+        let current = self.own_devices()?;
+        let device_id = match current.devices.iter().find(|(_, key)| *key == identity) {
+            Some((id, _)) => *id,
+            None => {
+                let next = current.devices.iter().map(|(id, _)| *id).max().unwrap_or(0) + 1;
+                let mut devices = current.devices.clone();
+                devices.push((next, identity));
+                self.publish_devices(current.version + 1, devices).await?;
+                next
+            }
+        };
+        Ok(format!("{APPROVAL_PREFIX}{own}:{device_id}"))
+    }
+
+    /// On the account's first device: remove a device from the signed
+    /// list. The relay drops its queue and disconnects it.
+    pub async fn remove_device(&mut self, device_id: u32) -> Result<()> {
+        if device_id == self.account.device_id() {
+            return Err(ClientError::InvalidArgument(
+                "a device cannot remove itself".into(),
+            ));
+        }
+        let own = self.account.id();
+        self.refresh_peer(own).await?;
+        let current = self.own_devices()?;
+        if current.device(device_id).is_none() {
+            return Err(ClientError::InvalidArgument(format!(
+                "device {device_id} is not in this account's list"
+            )));
+        }
+        let devices = current
+            .devices
+            .iter()
+            .copied()
+            .filter(|(id, _)| *id != device_id)
+            .collect();
+        self.publish_devices(current.version + 1, devices).await
+    }
+
+    async fn publish_devices(
+        &mut self,
+        version: u64,
+        devices: Vec<(u32, IdentityKey)>,
+    ) -> Result<()> {
+        let key = self
+            .account
+            .account_key()
+            .ok_or(ClientError::NotPrimaryDevice)?;
+        let own = self.account.id();
+        let signed = DeviceList::sign(key, own, version, devices)?;
+        let body = client_frame::Body::PublishDeviceList(PublishDeviceList {
+            device_list: Some(signed.clone()),
+        });
+        match self.request(body, "the device list").await? {
+            server_frame::Body::Ok(_) => {}
+            other => return Err(unexpected("Ok", &other)),
+        }
+        peers::observe(&self.store, &own, &signed)?;
+        self.store.flush().await
+    }
+
+    /// On a new device: finish linking with the approval the first device
+    /// printed, connect, and check the account's signed list names this
+    /// device (pinning the account key).
+    pub async fn finish_link(&mut self, url: &str, approval: &str) -> Result<()> {
+        if !self.account.is_unlinked() {
+            return Err(ClientError::InvalidArgument(
+                "this device is already linked".into(),
+            ));
+        }
+        let (account, device_id) = parse_approval(approval)?;
+        self.account.set_linked(account, device_id);
+        if let Err(e) = self.connect(url).await {
+            self.conn = None;
+            if let Some(saved) = Account::load(&self.store)? {
+                self.account = saved;
+            }
+            return Err(e);
+        }
+        let own = self.own_devices()?;
+        if own.device(device_id) != Some(&self.account.identity_key()) {
+            return Err(ClientError::BadLinkCode(
+                "the account's signed device list does not name this device".into(),
+            ));
+        }
+        self.account.save(&self.store)?;
+        self.store.flush().await
+    }
+}

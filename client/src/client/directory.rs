@@ -1,0 +1,94 @@
+//! The relay's directory and block list: phone numbers, lookups, blocks.
+
+use comptoir_protocol::AccountId;
+use comptoir_protocol::proto::wire::{
+    Block, ErrorCode, Lookup, RequestCode, Unblock, VerifyCode, client_frame, server_frame,
+};
+
+use crate::error::{ClientError, Result};
+use crate::store::Tree;
+
+use super::{Client, unexpected};
+
+impl Client {
+    /// Ask the relay to send a verification code to `phone` (E.164, such
+    /// as `+447700900123`).
+    pub async fn request_phone_code(&mut self, phone: &str) -> Result<()> {
+        let body = client_frame::Body::RequestCode(RequestCode {
+            phone_number: phone.to_string(),
+        });
+        match self.request(body, "the code request").await? {
+            server_frame::Body::Ok(_) => Ok(()),
+            other => Err(unexpected("Ok", &other)),
+        }
+    }
+
+    /// Prove the code sent to `phone` and bind the number to this account;
+    /// `discoverable` lets others find the account by the number.
+    pub async fn verify_phone(
+        &mut self,
+        phone: &str,
+        code: &str,
+        discoverable: bool,
+    ) -> Result<()> {
+        let body = client_frame::Body::VerifyCode(VerifyCode {
+            phone_number: phone.to_string(),
+            code: code.to_string(),
+            discoverable,
+        });
+        match self.request(body, "the code check").await? {
+            server_frame::Body::Ok(_) => Ok(()),
+            other => Err(unexpected("Ok", &other)),
+        }
+    }
+
+    /// Find the account behind a discoverable phone number.
+    /// [`ClientError::UnknownContact`] if none (or not discoverable).
+    pub async fn lookup(&mut self, handle: &str) -> Result<AccountId> {
+        let body = client_frame::Body::Lookup(Lookup {
+            handle: handle.to_string(),
+        });
+        match self.request(body, "the lookup").await {
+            Ok(server_frame::Body::LookupResult(found)) => {
+                Ok(AccountId::from_bytes(&found.account_id)?)
+            }
+            Ok(other) => Err(unexpected("LookupResult", &other)),
+            Err(ClientError::Relay {
+                code: ErrorCode::UnknownAccount,
+                ..
+            }) => Err(ClientError::UnknownContact(handle.to_string())),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Ask the relay to refuse every message from `peer` to this account.
+    pub async fn block(&mut self, peer: AccountId) -> Result<()> {
+        let body = client_frame::Body::Block(Block {
+            account_id: peer.to_vec(),
+        });
+        match self.request(body, "the block").await? {
+            server_frame::Body::Ok(_) => {}
+            other => return Err(unexpected("Ok", &other)),
+        }
+        self.store.put(Tree::Blocked, peer.as_bytes(), &[])?;
+        self.store.flush().await
+    }
+
+    /// Lift a block.
+    pub async fn unblock(&mut self, peer: AccountId) -> Result<()> {
+        let body = client_frame::Body::Unblock(Unblock {
+            account_id: peer.to_vec(),
+        });
+        match self.request(body, "the unblock").await? {
+            server_frame::Body::Ok(_) => {}
+            other => return Err(unexpected("Ok", &other)),
+        }
+        self.store.remove(Tree::Blocked, peer.as_bytes())?;
+        self.store.flush().await
+    }
+
+    /// Whether this device blocked `peer` (as acknowledged by the relay).
+    pub fn is_blocked(&self, peer: &AccountId) -> Result<bool> {
+        self.store.contains(Tree::Blocked, peer.as_bytes())
+    }
+}

@@ -1,0 +1,378 @@
+//! The client: one account on one device, its encrypted store, and at most
+//! one authenticated connection to a relay.
+//!
+//! Everything runs on the caller's task: a request waits for its reply and
+//! queues the pushes (deliveries, receipts) that arrive meanwhile;
+//! [`Client::next_event`] processes them. A delivery is acknowledged only
+//! after the decrypted message, the session record and the used prekey are
+//! durably stored, so a crash at any point loses nothing: the relay sends
+//! the envelope again and the history deduplicates it by message id.
+//!
+//! One concern per file, each an `impl Client` block:
+//! - `relay`: register, connect, requests and replies, pushes, acks, prekeys.
+//! - `receive`: decrypt, store, then acknowledge a delivery.
+//! - `send`: outbox, sessions per recipient device, fan-out, read receipts.
+//! - `rekey`: recovering a wedged session and re-sending on request.
+//! - `devices`: linking and removing this account's devices, sent copies.
+//! - `directory`: phone numbers, lookups, blocks.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use comptoir_protocol::proto::wire::{self, ErrorCode, ServerFrame, server_frame};
+use comptoir_protocol::{AccountId, AccountKey, IdentityKey, SafetyNumber};
+use tokio::time::Instant;
+
+use crate::account::Account;
+use crate::connection::{Connection, RelaySocket};
+use crate::contacts::{self, Contact};
+use crate::error::{ClientError, Result};
+use crate::event::Event;
+use crate::messages::{self, MessageId, StoredMessage};
+use crate::peers;
+use crate::session_store::PreKeys;
+use crate::store::{KdfParams, Store};
+
+mod devices;
+mod directory;
+mod receive;
+mod rekey;
+mod relay;
+mod send;
+
+/// How long the relay has to answer one request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// One-time prekeys uploaded per batch: enough for this many first
+/// contacts before the relay says the stock is low.
+pub const PREKEY_BATCH: u32 = 50;
+/// Upload a new batch when the relay holds fewer than this.
+pub const PREKEY_LOW_WATER: u32 = 10;
+/// Longest text message, in bytes (well under the protocol's plaintext cap).
+pub const MAX_TEXT_LEN: usize = 8 * 1024;
+/// At most one re-key request per remote device in this interval: a
+/// session that keeps failing must not make two devices ping-pong.
+pub const REKEY_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Map a relay error frame to a typed error.
+pub(crate) fn relay_error(error: wire::Error) -> ClientError {
+    let code = ErrorCode::try_from(error.code).unwrap_or(ErrorCode::Unspecified);
+    match (code, error.device_list) {
+        (ErrorCode::DeviceListMismatch, Some(list)) => ClientError::DeviceListMismatch {
+            current: Box::new(list),
+        },
+        _ => ClientError::Relay {
+            code,
+            message: error.message,
+        },
+    }
+}
+
+/// One account on this device.
+pub struct Client {
+    store: Store,
+    account: Account,
+    prekeys: PreKeys,
+    conn: Option<Connection<RelaySocket>>,
+    next_request: u64,
+    pushes: VecDeque<ServerFrame>,
+    events: VecDeque<Event>,
+    /// Messages a peer asked to get again over a fresh session.
+    resends: VecDeque<(AccountId, MessageId)>,
+    /// When this device last asked a remote device for a fresh session.
+    rekeyed_at: HashMap<(AccountId, u32), Instant>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            store,
+            account,
+            prekeys,
+            conn,
+            next_request: _,
+            pushes,
+            events,
+            resends,
+            rekeyed_at: _,
+        } = self;
+        f.debug_struct("Client")
+            .field("store", store)
+            .field("account", account)
+            .field("prekeys", prekeys)
+            .field("connected", &conn.is_some())
+            .field("pushes", &pushes.len())
+            .field("events", &events.len())
+            .field("resends", &resends.len())
+            .finish()
+    }
+}
+
+impl Client {
+    /// Create a new account and device in `dir`, with the default KDF costs.
+    pub fn create(dir: &Path, passphrase: &str) -> Result<Self> {
+        Self::create_with_params(dir, passphrase, KdfParams::DEFAULT)
+    }
+
+    /// [`Self::create`] with chosen Argon2id costs.
+    pub fn create_with_params(dir: &Path, passphrase: &str, params: KdfParams) -> Result<Self> {
+        let store = Store::create(dir, passphrase, params)?;
+        let account = Account::generate();
+        account.save(&store)?;
+        store.flush_blocking()?;
+        Ok(Self::with(store, account, PreKeys::default()))
+    }
+
+    /// Create a device in `dir` that will join an existing account (see
+    /// [`Self::link_code`] and [`Self::finish_link`]).
+    pub fn create_unlinked(dir: &Path, passphrase: &str, params: KdfParams) -> Result<Self> {
+        let store = Store::create(dir, passphrase, params)?;
+        let account = Account::generate_unlinked();
+        account.save(&store)?;
+        store.flush_blocking()?;
+        Ok(Self::with(store, account, PreKeys::default()))
+    }
+
+    /// Whether this device waits for a link approval.
+    pub fn is_unlinked(&self) -> bool {
+        self.account.is_unlinked()
+    }
+
+    /// Open the account in `dir`. A wrong passphrase is
+    /// [`ClientError::WrongPassphrase`].
+    pub fn open(dir: &Path, passphrase: &str) -> Result<Self> {
+        let store = Store::open(dir, passphrase)?;
+        let account = Account::load(&store)?
+            .ok_or_else(|| ClientError::CorruptStore("the store holds no account record".into()))?;
+        let prekeys = PreKeys::load(&store)?;
+        Ok(Self::with(store, account, prekeys))
+    }
+
+    fn with(store: Store, account: Account, prekeys: PreKeys) -> Self {
+        Self {
+            store,
+            account,
+            prekeys,
+            conn: None,
+            next_request: 0,
+            pushes: VecDeque::new(),
+            events: VecDeque::new(),
+            resends: VecDeque::new(),
+            rekeyed_at: HashMap::new(),
+        }
+    }
+
+    /// This account's id.
+    pub fn account_id(&self) -> AccountId {
+        self.account.id()
+    }
+
+    /// This device's id.
+    pub fn device_id(&self) -> u32 {
+        self.account.device_id()
+    }
+
+    /// Whether the account was registered on a relay.
+    pub fn is_registered(&self) -> bool {
+        self.account.is_registered()
+    }
+
+    /// Whether a relay connection is open and authenticated.
+    pub fn is_connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    /// The conversation with `peer`, oldest first.
+    pub fn history(&self, peer: &AccountId) -> Result<Vec<StoredMessage>> {
+        messages::history(&self.store, peer)
+    }
+
+    /// One stored message.
+    pub fn message(&self, peer: &AccountId, id: &MessageId) -> Result<Option<StoredMessage>> {
+        messages::get(&self.store, peer, id)
+    }
+
+    /// Every account this device has messages with.
+    pub fn conversation_peers(&self) -> Result<Vec<AccountId>> {
+        messages::peers(&self.store)
+    }
+
+    /// Messages written but not yet accepted by the relay.
+    pub fn outbox_len(&self) -> Result<usize> {
+        Ok(messages::outbox(&self.store)?.len())
+    }
+
+    /// Add (or rename) a contact.
+    pub fn add_contact(&self, name: &str, account: AccountId) -> Result<()> {
+        contacts::add(&self.store, name, account)?;
+        self.store.flush_blocking()
+    }
+
+    /// Every contact, by name.
+    pub fn contacts(&self) -> Result<Vec<Contact>> {
+        contacts::list(&self.store)
+    }
+
+    /// Resolve a contact name or a hex account id.
+    pub fn resolve(&self, name_or_id: &str) -> Result<AccountId> {
+        contacts::resolve(&self.store, name_or_id)
+    }
+
+    /// The contact name of an account, if it has one.
+    pub fn contact_name(&self, account: &AccountId) -> Result<Option<String>> {
+        contacts::name_of(&self.store, account)
+    }
+
+    /// The safety number with `peer`, from the two account keys (each
+    /// signs its account's device list, so one number covers every device
+    /// and stays the same when devices are added). Computed with
+    /// [`SafetyNumber`] over the Ed25519 account keys. [`ClientError::UnknownPeer`]
+    /// if no key is pinned for `peer` yet.
+    pub fn safety_number(&self, peer: &AccountId) -> Result<SafetyNumber> {
+        let state = peers::load(&self.store, peer)?.ok_or(ClientError::UnknownPeer(*peer))?;
+        let as_identity = |key: &AccountKey| IdentityKey::from_bytes(&key.to_bytes());
+        let remote = as_identity(&state.devices.account_key)?;
+        let local = as_identity(&self.own_devices()?.account_key)?;
+        Ok(SafetyNumber::new(
+            (&self.account.id(), &local),
+            (peer, &remote),
+        ))
+    }
+
+    /// Compare the safety number the contact reads out (60 digits, spaces
+    /// ignored) with this device's; when equal, remember the contact as
+    /// verified. Returns whether they matched.
+    pub fn verify_safety_number(&self, peer: &AccountId, theirs: &str) -> Result<bool> {
+        let ours = self.safety_number(peer)?;
+        let digits: String = theirs.chars().filter(char::is_ascii_digit).collect();
+        if theirs
+            .chars()
+            .any(|c| !c.is_ascii_digit() && !c.is_whitespace())
+            || digits.len() != 60
+        {
+            return Err(ClientError::InvalidArgument(
+                "a safety number is 60 digits (spaces allowed)".into(),
+            ));
+        }
+        if digits != ours.digits() || self.identity_changed(peer)? {
+            return Ok(false);
+        }
+        let state = peers::load(&self.store, peer)?.ok_or(ClientError::UnknownPeer(*peer))?;
+        peers::mark_verified(&self.store, peer, &state.devices.account_key)?;
+        self.store.flush_blocking()?;
+        Ok(true)
+    }
+
+    /// Whether the user confirmed `peer`'s safety number (for its current
+    /// identity).
+    pub fn is_verified(&self, peer: &AccountId) -> Result<bool> {
+        Ok(peers::load(&self.store, peer)?.is_some_and(|p| p.verified))
+    }
+
+    /// Whether `peer`'s identity changed and awaits acceptance.
+    pub fn identity_changed(&self, peer: &AccountId) -> Result<bool> {
+        Ok(peers::load(&self.store, peer)?.is_some_and(|p| p.identity_changed))
+    }
+
+    /// Accept a changed identity of `peer` (after comparing safety
+    /// numbers). Returns false if nothing was pending.
+    pub fn accept_identity_change(&self, peer: &AccountId) -> Result<bool> {
+        let accepted = peers::accept_identity_change(&self.store, peer)?;
+        self.store.flush_blocking()?;
+        Ok(accepted)
+    }
+
+    /// Close the connection and flush the store, keeping the client.
+    pub async fn close_connection(&mut self) {
+        self.disconnect().await;
+        if let Err(e) = self.store.flush().await {
+            tracing::warn!(error = %e, "flushing the store failed");
+        }
+    }
+
+    /// Flush the store and close the connection.
+    pub async fn close(mut self) -> Result<()> {
+        self.disconnect().await;
+        self.store.flush().await
+    }
+}
+
+pub(super) fn unexpected(wanted: &str, got: &server_frame::Body) -> ClientError {
+    let name = match got {
+        server_frame::Body::Challenge(_) => "AuthChallenge",
+        server_frame::Body::AuthOk(_) => "AuthOk",
+        server_frame::Body::Accepted(_) => "Accepted",
+        server_frame::Body::Deliver(_) => "Deliver",
+        server_frame::Body::Delivered(_) => "Delivered",
+        server_frame::Body::Error(_) => "Error",
+        server_frame::Body::PrekeyBundles(_) => "PreKeyBundles",
+        server_frame::Body::DeviceList(_) => "DeviceList",
+        server_frame::Body::Registered(_) => "Registered",
+        server_frame::Body::LookupResult(_) => "LookupResult",
+        server_frame::Body::Ok(_) => "Ok",
+        server_frame::Body::PrekeysLow(_) => "PreKeysLow",
+    };
+    ClientError::UnexpectedFrame(format!("expected {wanted}, got {name}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use comptoir_protocol::{AccountKeyPair, DeviceList, IdentityKeyPair};
+
+    use super::*;
+    use crate::peers::Observed;
+
+    #[tokio::test]
+    async fn a_changed_identity_holds_sending_until_accepted() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| ClientError::io("tempdir", e))?;
+        let params = KdfParams {
+            m_cost: 64,
+            t_cost: 1,
+            p_cost: 1,
+        };
+        let mut client = Client::create_with_params(dir.path(), "pw", params)?;
+        let mut rng = rand::rng();
+        let peer = AccountId::generate(&mut rng);
+        let device = *IdentityKeyPair::generate(&mut rng).public();
+        let original = AccountKeyPair::generate(&mut rng);
+        let list = DeviceList::sign(&original, peer, 1, vec![(1, device)])?;
+        assert_eq!(client.observe(peer, &list)?, Observed::Pinned);
+        let safety_before = client.safety_number(&peer)?;
+        assert!(!client.verify_safety_number(&peer, &"1".repeat(60))?);
+        assert!(client.verify_safety_number(&peer, &safety_before.display())?);
+        assert!(client.is_verified(&peer)?);
+
+        let other = AccountKeyPair::generate(&mut rng);
+        let changed = DeviceList::sign(&other, peer, 2, vec![(1, device)])?;
+        assert_eq!(client.observe(peer, &changed)?, Observed::IdentityChanged);
+        assert_eq!(
+            client.events.pop_front(),
+            Some(Event::IdentityChanged { account: peer })
+        );
+        assert!(client.identity_changed(&peer)?);
+        assert!(matches!(
+            client.send_text(peer, "hi").await,
+            Err(ClientError::IdentityChanged { account }) if account == peer
+        ));
+        assert_eq!(client.outbox_len()?, 0, "nothing queued for the new key");
+        assert_eq!(client.safety_number(&peer)?, safety_before);
+
+        assert!(client.accept_identity_change(&peer)?);
+        // A new account key is a new identity: verify it again.
+        assert!(!client.is_verified(&peer)?);
+        assert_ne!(client.safety_number(&peer)?, safety_before);
+        // Offline: accepted into the outbox for the next connect.
+        client.send_text(peer, "hi").await?;
+        assert_eq!(client.outbox_len()?, 1);
+        Ok(())
+    }
+}

@@ -1,0 +1,274 @@
+//! Receiving: decrypt a delivered envelope with the right session, store
+//! what it says, and only then acknowledge it.
+
+use comptoir_protocol::proto::content::{Content, Text, content};
+use comptoir_protocol::proto::wire::{self, Envelope, GetDeviceList, client_frame, server_frame};
+use comptoir_protocol::{AccountId, Error as ProtocolError, IdentityKey};
+use prost::Message;
+use zeroize::Zeroizing;
+
+use crate::error::{ClientError, Result};
+use crate::event::Event;
+use crate::messages::{self, MessageId, Status, StoredMessage};
+use crate::peers::{self, Observed};
+use crate::session_store::{load_session, save_session};
+
+use super::{Client, now_ms, unexpected};
+
+/// What the sender's device is to this device.
+enum Expected {
+    /// Listed in the trusted device list with this identity.
+    Key(Box<IdentityKey>),
+    /// The account's key changed; the user must accept it first.
+    IdentityChanged,
+    /// Not in the account's signed device list.
+    NotListed,
+}
+
+/// Decryption failures that mean the session is out of step (not an attack
+/// on the message itself, not a duplicate): a fresh session fixes them.
+fn is_wedged(error: &ProtocolError) -> bool {
+    matches!(
+        error,
+        ProtocolError::DecryptionFailed
+            | ProtocolError::NoMatchingSession
+            | ProtocolError::SessionNotReady
+            | ProtocolError::UnknownSignedPreKey(_)
+            | ProtocolError::UnknownOneTimePreKey(_)
+            | ProtocolError::TooManySkippedMessages { .. }
+    )
+}
+
+impl Client {
+    pub(super) async fn handle_deliver(&mut self, envelope: Envelope) -> Result<()> {
+        let (Ok(from), Some(id)) = (
+            AccountId::from_bytes(&envelope.sender_account),
+            MessageId::from_bytes(&envelope.message_id),
+        ) else {
+            self.events.push_back(Event::Warning(
+                "dropped an envelope with a malformed sender or id".into(),
+            ));
+            return self.ack(&envelope).await;
+        };
+        if messages::contains(&self.store, &from, &id)? {
+            return self.ack(&envelope).await;
+        }
+        let device = envelope.sender_device;
+        let expected = match self.expected_identity(from, device).await? {
+            Expected::Key(key) => key,
+            Expected::IdentityChanged => {
+                // Left queued at the relay until the user accepts the change.
+                self.events
+                    .push_back(Event::IdentityChanged { account: from });
+                return Ok(());
+            }
+            Expected::NotListed => {
+                self.events.push_back(Event::Undecryptable {
+                    from,
+                    id: id.to_string(),
+                    reason: format!("device {device} is not in the account's signed device list"),
+                });
+                return self.ack(&envelope).await;
+            }
+        };
+        let mut record = load_session(&self.store, &from, device)?;
+        let decrypted = match record.decrypt(
+            self.account.identity(),
+            &mut self.prekeys,
+            Some(&*expected),
+            &envelope.ciphertext,
+        ) {
+            Ok(decrypted) => decrypted,
+            // A copy already decrypted: never a reason to re-key.
+            Err(ProtocolError::DuplicateMessage { .. }) => return self.ack(&envelope).await,
+            Err(e) => {
+                self.events.push_back(Event::Undecryptable {
+                    from,
+                    id: id.to_string(),
+                    reason: e.to_string(),
+                });
+                if is_wedged(&e) {
+                    match self.request_rekey(from, device, id).await {
+                        Ok(()) => {}
+                        // Not acked: the relay sends it again on reconnect.
+                        Err(e @ (ClientError::ConnectionClosed(_) | ClientError::NotConnected)) => {
+                            return Err(e);
+                        }
+                        Err(e) => self.events.push_back(Event::Warning(format!(
+                            "could not ask {from} for a fresh session: {e}"
+                        ))),
+                    }
+                }
+                return self.ack(&envelope).await;
+            }
+        };
+        let plaintext = Zeroizing::new(decrypted.plaintext);
+        // The content's id is the message's identity; the envelope's may
+        // differ when the sender re-sent it over a fresh session.
+        let event = match Content::decode(plaintext.as_slice()) {
+            Ok(content) => match MessageId::from_bytes(&content.message_id) {
+                Some(canonical)
+                    if canonical != id && messages::contains(&self.store, &from, &canonical)? =>
+                {
+                    None
+                }
+                Some(canonical) => self.apply_content(from, canonical, content)?,
+                None => Some(Event::Undecryptable {
+                    from,
+                    id: id.to_string(),
+                    reason: "the content carries a malformed message id".into(),
+                }),
+            },
+            Err(e) => Some(Event::Undecryptable {
+                from,
+                id: id.to_string(),
+                reason: format!("undecodable content: {e}"),
+            }),
+        };
+        save_session(&self.store, &from, device, &record)?;
+        self.prekeys.commit(&self.store)?;
+        self.store.flush().await?;
+        self.ack(&envelope).await?;
+        self.events.extend(event);
+        while let Some((peer, failed)) = self.resends.pop_front() {
+            if let Err(e) = self.resend(peer, failed).await {
+                self.events.push_back(Event::Warning(format!(
+                    "could not send message {failed} to {peer} again: {e}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Store what a decrypted content says; returns the event to report.
+    fn apply_content(
+        &mut self,
+        from: AccountId,
+        id: MessageId,
+        content: Content,
+    ) -> Result<Option<Event>> {
+        match content.body {
+            Some(content::Body::Text(Text { body })) => {
+                let message = StoredMessage {
+                    id,
+                    peer: from,
+                    outgoing: false,
+                    body: body.clone(),
+                    sent_at_ms: content.sent_at_ms,
+                    stored_at_ms: now_ms(),
+                    status: Status::Delivered,
+                    sequence: self.store.next_sequence()?,
+                };
+                messages::save(&self.store, &message)?;
+                Ok(Some(Event::Message {
+                    from,
+                    id,
+                    text: body,
+                    sent_at_ms: content.sent_at_ms,
+                }))
+            }
+            Some(content::Body::SentTranscript(transcript)) if from == self.account.id() => {
+                let (Ok(to), Some(inner)) = (
+                    AccountId::from_bytes(&transcript.peer_account),
+                    transcript.content,
+                ) else {
+                    return Ok(Some(Event::Warning(
+                        "a malformed copy from another device of this account".into(),
+                    )));
+                };
+                let Some(content::Body::Text(Text { body })) = inner.body else {
+                    return Ok(None);
+                };
+                if messages::contains(&self.store, &to, &id)? {
+                    return Ok(None);
+                }
+                let message = StoredMessage {
+                    id,
+                    peer: to,
+                    outgoing: true,
+                    body: body.clone(),
+                    sent_at_ms: content.sent_at_ms,
+                    stored_at_ms: now_ms(),
+                    status: Status::Accepted,
+                    sequence: self.store.next_sequence()?,
+                };
+                messages::save(&self.store, &message)?;
+                Ok(Some(Event::SentElsewhere { to, id, text: body }))
+            }
+            Some(content::Body::RekeyRequest(request)) => {
+                let failed = MessageId::from_bytes(&request.failed_message_id);
+                if let Some(failed) = failed
+                    && messages::get(&self.store, &from, &failed)?.is_some_and(|m| m.outgoing)
+                {
+                    self.resends.push_back((from, failed));
+                }
+                Ok(None)
+            }
+            Some(content::Body::ReadReceipt(receipt)) => {
+                let mut ids = Vec::new();
+                for raw in &receipt.message_ids {
+                    if let Some(read) = MessageId::from_bytes(raw)
+                        && let Some(m) = messages::advance(&self.store, &from, &read, Status::Read)?
+                        && m.outgoing
+                    {
+                        ids.push(read);
+                    }
+                }
+                Ok((!ids.is_empty()).then_some(Event::Read { by: from, ids }))
+            }
+            _ => Ok(Some(Event::Warning(format!(
+                "{from} sent a kind of message this client does not handle yet"
+            )))),
+        }
+    }
+
+    /// The identity a sender's device must have, from the pinned signed
+    /// device list (fetched from the relay if the device is not known).
+    async fn expected_identity(&mut self, from: AccountId, device: u32) -> Result<Expected> {
+        if let Some(peer) = peers::load(&self.store, &from)?
+            && let Some(key) = peer.devices.device(device)
+        {
+            return Ok(Expected::Key(Box::new(*key)));
+        }
+        match self.refresh_peer(from).await? {
+            Observed::IdentityChanged => Ok(Expected::IdentityChanged),
+            Observed::Pinned | Observed::Current => {
+                let peer = peers::load(&self.store, &from)?;
+                Ok(match peer.as_ref().and_then(|p| p.devices.device(device)) {
+                    Some(key) => Expected::Key(Box::new(*key)),
+                    None => Expected::NotListed,
+                })
+            }
+        }
+    }
+
+    /// Fetch a peer's signed device list from the relay and check it
+    /// against the pinned account key.
+    pub async fn refresh_peer(&mut self, peer: AccountId) -> Result<Observed> {
+        let reply = self
+            .request(
+                client_frame::Body::GetDeviceList(GetDeviceList {
+                    account_id: peer.to_vec(),
+                }),
+                "the device list",
+            )
+            .await?;
+        let server_frame::Body::DeviceList(list) = reply else {
+            return Err(unexpected("DeviceList", &reply));
+        };
+        self.observe(peer, &list)
+    }
+
+    pub(super) fn observe(
+        &mut self,
+        peer: AccountId,
+        list: &wire::SignedDeviceList,
+    ) -> Result<Observed> {
+        let observed = peers::observe(&self.store, &peer, list)?;
+        if observed == Observed::IdentityChanged {
+            self.events
+                .push_back(Event::IdentityChanged { account: peer });
+        }
+        Ok(observed)
+    }
+}

@@ -1,0 +1,142 @@
+//! Recovery of a wedged session: ask for a fresh session naming the
+//! message that failed, and send a message again when asked.
+
+use comptoir_protocol::proto::content::{Content, RekeyRequest, Text, content};
+use comptoir_protocol::proto::wire::{Category, FetchPreKeys, client_frame, server_frame};
+use comptoir_protocol::{AccountId, VerifiedBundle};
+use tokio::time::Instant;
+
+use crate::error::{ClientError, Result};
+use crate::event::Event;
+use crate::messages::{self, MessageId, Status};
+use crate::peers::{self, Observed};
+use crate::session_store::{load_session, save_session};
+
+use super::{Client, REKEY_INTERVAL, now_ms, unexpected};
+
+impl Client {
+    /// A message from `peer`'s `device` could not be decrypted: start a
+    /// fresh session with that device and ask it (over the new session) to
+    /// send message `failed` again.
+    pub(super) async fn request_rekey(
+        &mut self,
+        peer: AccountId,
+        device: u32,
+        failed: MessageId,
+    ) -> Result<()> {
+        let now = Instant::now();
+        if self
+            .rekeyed_at
+            .get(&(peer, device))
+            .is_some_and(|at| now.duration_since(*at) < REKEY_INTERVAL)
+        {
+            return Ok(());
+        }
+        self.rekeyed_at.insert((peer, device), now);
+        let reply = self
+            .request(
+                client_frame::Body::FetchPrekeys(FetchPreKeys {
+                    account_id: peer.to_vec(),
+                }),
+                "the prekey bundles",
+            )
+            .await?;
+        let server_frame::Body::PrekeyBundles(bundles) = reply else {
+            return Err(unexpected("PreKeyBundles", &reply));
+        };
+        let list = bundles.device_list.ok_or_else(|| {
+            ClientError::UnexpectedFrame("prekey bundles without a signed device list".into())
+        })?;
+        if self.observe(peer, &list)? == Observed::IdentityChanged {
+            return Err(ClientError::IdentityChanged { account: peer });
+        }
+        let state = peers::load(&self.store, &peer)?.ok_or(ClientError::UnknownPeer(peer))?;
+        let expected = state
+            .devices
+            .device(device)
+            .ok_or(ClientError::UnknownPeer(peer))?;
+        let bundle = bundles
+            .bundles
+            .iter()
+            .find(|b| b.device_id == device && b.account_id == peer.to_vec())
+            .ok_or_else(|| {
+                ClientError::UnexpectedFrame(format!("no bundle for device {device}"))
+            })?;
+        let verified = VerifiedBundle::verify(bundle, Some(expected))?;
+        let mut record = load_session(&self.store, &peer, device)?;
+        record.initiate(self.account.identity(), &verified, &mut rand::rng())?;
+        save_session(&self.store, &peer, device, &record)?;
+        let id = MessageId::generate();
+        let now_ms = now_ms();
+        let content = Content {
+            message_id: id.0.to_vec(),
+            sent_at_ms: now_ms,
+            body: Some(content::Body::RekeyRequest(RekeyRequest {
+                failed_message_id: failed.0.to_vec(),
+            })),
+            padding: Vec::new(),
+        };
+        let send = self
+            .encrypt_for(peer, id, content, Category::Control, now_ms)
+            .await?;
+        self.store.flush().await?;
+        match self
+            .request(client_frame::Body::Send(send), "the re-key request")
+            .await?
+        {
+            server_frame::Body::Accepted(_) => {
+                self.events.push_back(Event::SessionReset {
+                    peer,
+                    device,
+                    failed,
+                });
+                Ok(())
+            }
+            other => Err(unexpected("Accepted", &other)),
+        }
+    }
+
+    /// Send message `failed` to `peer` again (over the session the peer
+    /// just started), from this device's history. The envelope gets a new
+    /// id (the relay already holds the old one); the content keeps the
+    /// original, so devices that have it recognise the copy.
+    pub(super) async fn resend(&mut self, peer: AccountId, failed: MessageId) -> Result<()> {
+        let Some(message) = messages::get(&self.store, &peer, &failed)? else {
+            return Ok(());
+        };
+        let content = Content {
+            message_id: failed.0.to_vec(),
+            sent_at_ms: message.sent_at_ms,
+            body: Some(content::Body::Text(Text {
+                body: message.body.clone(),
+            })),
+            padding: Vec::new(),
+        };
+        let envelope_id = MessageId::generate();
+        let send = self
+            .encrypt_for(
+                peer,
+                envelope_id,
+                content,
+                Category::Conversation,
+                message.sent_at_ms,
+            )
+            .await?;
+        self.store.flush().await?;
+        match self
+            .request(client_frame::Body::Send(send), "the message")
+            .await?
+        {
+            server_frame::Body::Accepted(_) => {
+                messages::advance(&self.store, &peer, &failed, Status::Accepted)?;
+                self.store.flush().await?;
+                self.events.push_back(Event::Resent {
+                    to: peer,
+                    id: failed,
+                });
+                Ok(())
+            }
+            other => Err(unexpected("Accepted", &other)),
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! The connection to the relay: register, connect and authenticate,
+//! requests and their replies, pushes, acknowledgements and prekey top-ups.
+
+use std::time::Duration;
+
+use comptoir_protocol::proto::wire::{
+    AuthResponse, ClientFrame, DeliveryAck, Envelope, ErrorCode, Register, ServerFrame,
+    client_frame, server_frame,
+};
+use comptoir_protocol::{AccountId, InMemoryPreKeyStore, auth_payload, register_payload};
+use tokio::time::Instant;
+
+use crate::connection::Connection;
+use crate::error::{ClientError, Result};
+use crate::event::Event;
+use crate::messages::{self, MessageId, Status};
+use crate::peers;
+
+use super::{Client, PREKEY_BATCH, PREKEY_LOW_WATER, REQUEST_TIMEOUT, relay_error, unexpected};
+
+impl Client {
+    /// Create the account on the relay at `url`, then connect to it.
+    pub async fn register(&mut self, url: &str) -> Result<()> {
+        let list = self.account.signed_device_list()?;
+        let (conn, challenge) = Connection::connect(url).await?;
+        self.conn = Some(conn);
+        let id = self.account.id();
+        let key = self
+            .account
+            .account_key()
+            .ok_or(ClientError::NotPrimaryDevice)?;
+        let register = Register {
+            account_id: id.to_vec(),
+            account_key: key.public().to_bytes().to_vec(),
+            device_list: Some(list.clone()),
+            signature: key.sign(&register_payload(&id, &challenge.nonce)).to_vec(),
+        };
+        let reply = self
+            .request(client_frame::Body::Register(register), "the registration")
+            .await;
+        self.disconnect().await;
+        match reply? {
+            server_frame::Body::Registered(_) => {}
+            other => return Err(unexpected("Registered", &other)),
+        }
+        self.account.set_registered();
+        self.account.save(&self.store)?;
+        peers::observe(&self.store, &id, &list)?;
+        self.store.flush().await?;
+        self.connect(url).await.map(|_| ())
+    }
+
+    /// Connect and authenticate to the relay at `url`, top up prekeys, and
+    /// send the outbox. Returns how many envelopes the relay has queued
+    /// (they arrive through [`Self::next_event`]).
+    pub async fn connect(&mut self, url: &str) -> Result<u64> {
+        if self.account.is_unlinked() {
+            return Err(ClientError::NotLinked);
+        }
+        if !self.account.is_registered() {
+            return Err(ClientError::NotRegistered);
+        }
+        self.disconnect().await;
+        let (conn, challenge) = Connection::connect(url).await?;
+        self.conn = Some(conn);
+        let id = self.account.id();
+        let device = self.account.device_id();
+        let response = AuthResponse {
+            account_id: id.to_vec(),
+            device_id: device,
+            signature: self
+                .account
+                .identity()
+                .sign(&auth_payload(&challenge.nonce, &id, device))
+                .to_vec(),
+        };
+        let reply = self
+            .request(client_frame::Body::AuthResponse(response), "authentication")
+            .await;
+        let ok = match reply {
+            Ok(server_frame::Body::AuthOk(ok)) => ok,
+            Ok(other) => {
+                self.conn = None;
+                return Err(unexpected("AuthOk", &other));
+            }
+            Err(ClientError::Relay {
+                code: ErrorCode::UnknownDevice | ErrorCode::UnknownAccount,
+                ..
+            }) => {
+                self.conn = None;
+                return Err(ClientError::NotRegistered);
+            }
+            Err(e) => {
+                self.conn = None;
+                return Err(e);
+            }
+        };
+        if ok.one_time_prekeys < PREKEY_LOW_WATER || !self.prekeys.has_signed() {
+            self.upload_prekeys(PREKEY_BATCH).await?;
+        }
+        // Learn devices this account gained or lost elsewhere.
+        self.refresh_peer(id).await?;
+        self.flush_outbox().await?;
+        Ok(ok.queued)
+    }
+
+    /// [`Self::connect`], retrying with exponential backoff (250 ms
+    /// doubling to 30 s) up to `attempts` times while the relay is
+    /// unreachable. Errors that retrying cannot fix return at once.
+    pub async fn connect_with_backoff(&mut self, url: &str, attempts: u32) -> Result<u64> {
+        let mut delay = Duration::from_millis(250);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.connect(url).await {
+                Ok(queued) => return Ok(queued),
+                Err(
+                    e @ (ClientError::Connect { .. }
+                    | ClientError::ConnectionClosed(_)
+                    | ClientError::Timeout(_)),
+                ) if attempt < attempts => {
+                    tracing::info!(error = %e, ?delay, "relay unreachable, retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Close the connection (the store stays open).
+    pub async fn disconnect(&mut self) {
+        if let Some(mut conn) = self.conn.take() {
+            conn.close().await;
+        }
+    }
+
+    async fn upload_prekeys(&mut self, count: u32) -> Result<()> {
+        let (signed_id, first_id) = self.account.reserve_prekey_ids(count);
+        let (generated, upload) = InMemoryPreKeyStore::generate(
+            self.account.identity(),
+            signed_id,
+            first_id,
+            count,
+            &mut rand::rng(),
+        );
+        self.prekeys
+            .add_generated(&self.store, &generated, &upload)?;
+        self.account.save(&self.store)?;
+        self.store.flush().await?;
+        match self
+            .request(
+                client_frame::Body::UploadPrekeys(upload),
+                "the prekey upload",
+            )
+            .await?
+        {
+            server_frame::Body::Ok(_) => Ok(()),
+            other => Err(unexpected("Ok", &other)),
+        }
+    }
+
+    /// Send one request and wait for its reply; pushes that arrive
+    /// meanwhile are queued for [`Self::next_event`].
+    pub(super) async fn request(
+        &mut self,
+        body: client_frame::Body,
+        what: &'static str,
+    ) -> Result<server_frame::Body> {
+        self.next_request += 1;
+        let request_id = self.next_request;
+        let conn = self.conn.as_mut().ok_or(ClientError::NotConnected)?;
+        let sent = conn
+            .send(&ClientFrame {
+                request_id,
+                body: Some(body),
+            })
+            .await;
+        if let Err(e) = sent {
+            self.conn = None;
+            return Err(e);
+        }
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            let conn = self.conn.as_mut().ok_or(ClientError::NotConnected)?;
+            let frame = match tokio::time::timeout_at(deadline, conn.recv()).await {
+                Err(_) => return Err(ClientError::Timeout(what)),
+                Ok(Err(e)) => {
+                    self.conn = None;
+                    return Err(e);
+                }
+                Ok(Ok(frame)) => frame,
+            };
+            if frame.request_id == request_id {
+                return match frame.body {
+                    Some(server_frame::Body::Error(error)) => Err(relay_error(error)),
+                    Some(body) => Ok(body),
+                    None => Err(ClientError::UnexpectedFrame("an empty reply".into())),
+                };
+            }
+            if frame.request_id == 0 {
+                self.pushes.push_back(frame);
+            }
+        }
+    }
+
+    /// Wait up to `timeout` for the next event. Deliveries are decrypted,
+    /// stored and acknowledged before their event is returned. `Ok(None)`
+    /// when nothing happened in time.
+    pub async fn next_event(&mut self, timeout: Duration) -> Result<Option<Event>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(event) = self.events.pop_front() {
+                return Ok(Some(event));
+            }
+            if let Some(frame) = self.pushes.pop_front() {
+                self.handle_push(frame).await?;
+                continue;
+            }
+            let conn = self.conn.as_mut().ok_or(ClientError::NotConnected)?;
+            match tokio::time::timeout_at(deadline, conn.recv()).await {
+                Err(_) => return Ok(None),
+                Ok(Err(e)) => {
+                    self.conn = None;
+                    return Err(e);
+                }
+                Ok(Ok(frame)) if frame.request_id == 0 => self.pushes.push_back(frame),
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    async fn handle_push(&mut self, frame: ServerFrame) -> Result<()> {
+        match frame.body {
+            Some(server_frame::Body::Deliver(deliver)) => match deliver.envelope {
+                Some(envelope) => self.handle_deliver(envelope).await,
+                None => {
+                    self.events
+                        .push_back(Event::Warning("the relay pushed an empty delivery".into()));
+                    Ok(())
+                }
+            },
+            Some(server_frame::Body::Delivered(delivered)) => {
+                if let (Ok(to), Some(id)) = (
+                    AccountId::from_bytes(&delivered.recipient_account),
+                    MessageId::from_bytes(&delivered.message_id),
+                ) && messages::advance(&self.store, &to, &id, Status::Delivered)?.is_some()
+                {
+                    self.store.flush().await?;
+                    self.events.push_back(Event::Delivered { to, id });
+                }
+                Ok(())
+            }
+            Some(server_frame::Body::PrekeysLow(_)) => self.upload_prekeys(PREKEY_BATCH).await,
+            Some(server_frame::Body::Error(error)) => {
+                self.events
+                    .push_back(Event::Warning(relay_error(error).to_string()));
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub(super) async fn ack(&mut self, envelope: &Envelope) -> Result<()> {
+        let conn = self.conn.as_mut().ok_or(ClientError::NotConnected)?;
+        let ack = ClientFrame {
+            request_id: 0,
+            body: Some(client_frame::Body::DeliveryAck(DeliveryAck {
+                message_id: envelope.message_id.clone(),
+                sender_account: envelope.sender_account.clone(),
+            })),
+        };
+        if let Err(e) = conn.send(&ack).await {
+            self.conn = None;
+            return Err(e);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,319 @@
+//! Sending: the outbox, sessions with every device of the recipient, one
+//! ciphertext per device, and read receipts.
+
+use comptoir_protocol::proto::content::{Content, ReadReceipt, Text, content};
+use comptoir_protocol::proto::wire::{
+    Category, DeviceCiphertext, ErrorCode, FetchPreKeys, Send, client_frame, server_frame,
+};
+use comptoir_protocol::{AccountId, VerifiedBundle};
+use prost::Message;
+use zeroize::Zeroizing;
+
+use crate::error::{ClientError, Result};
+use crate::event::Event;
+use crate::messages::{self, MessageId, Status, StoredMessage};
+use crate::peers::{self, Observed};
+use crate::session_store::{load_session, save_session};
+
+use super::{Client, MAX_TEXT_LEN, now_ms, unexpected};
+
+/// Plaintexts are padded to a multiple of this, hiding their exact length.
+const PADDING_BLOCK: usize = 64;
+
+/// Random-free padding up to the next multiple of [`PADDING_BLOCK`]: the
+/// length is what is hidden, so the bytes can be zero.
+fn padding(len: usize) -> Vec<u8> {
+    let overhead = 3; // field tag and a short length prefix
+    let total = len + overhead;
+    vec![0u8; (PADDING_BLOCK - total % PADDING_BLOCK) % PADDING_BLOCK]
+}
+
+/// Refusals that sending the same message again cannot fix: the message
+/// is marked failed instead of staying in the outbox.
+fn is_permanent(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::UnknownAccount
+            | ErrorCode::MalformedFrame
+            | ErrorCode::FrameTooLarge
+            | ErrorCode::BadSignature
+            | ErrorCode::InvalidRequest
+            | ErrorCode::NoConsent
+            | ErrorCode::TemplateNotApproved
+    )
+}
+
+impl Client {
+    /// Write a text message to `peer`: it is stored (pending) and put in
+    /// the outbox first, then sent if connected. Offline, it is sent by the
+    /// next [`Self::connect`].
+    pub async fn send_text(&mut self, peer: AccountId, text: &str) -> Result<MessageId> {
+        if text.is_empty() || text.len() > MAX_TEXT_LEN {
+            return Err(ClientError::InvalidArgument(format!(
+                "a message is 1 to {MAX_TEXT_LEN} bytes"
+            )));
+        }
+        if peers::load(&self.store, &peer)?.is_some_and(|p| p.identity_changed) {
+            return Err(ClientError::IdentityChanged { account: peer });
+        }
+        let id = MessageId::generate();
+        let message = StoredMessage {
+            id,
+            peer,
+            outgoing: true,
+            body: text.to_string(),
+            sent_at_ms: now_ms(),
+            stored_at_ms: now_ms(),
+            status: Status::Pending,
+            sequence: self.store.next_sequence()?,
+        };
+        messages::save(&self.store, &message)?;
+        messages::outbox_put(&self.store, &peer, &id, &[])?;
+        self.store.flush().await?;
+        if self.conn.is_some() {
+            self.send_from_outbox(peer, id, Vec::new()).await?;
+        }
+        Ok(id)
+    }
+
+    /// Send everything in the outbox (oldest first). A message refused for
+    /// good (blocked) is marked failed; a lost connection stops the flush.
+    pub async fn flush_outbox(&mut self) -> Result<()> {
+        let mut pending = messages::outbox(&self.store)?;
+        let mut order = Vec::with_capacity(pending.len());
+        for (peer, id, _) in &pending {
+            let at = messages::get(&self.store, peer, id)?.map_or(0, |m| m.sequence);
+            order.push(at);
+        }
+        let mut indexed: Vec<_> = order.into_iter().zip(pending.drain(..)).collect();
+        indexed.sort_by_key(|(at, _)| *at);
+        for (_, (peer, id, frame)) in indexed {
+            match self.send_from_outbox(peer, id, frame).await {
+                Ok(()) => {}
+                Err(
+                    e @ (ClientError::ConnectionClosed(_)
+                    | ClientError::NotConnected
+                    | ClientError::Timeout(_)),
+                ) => return Err(e),
+                Err(e) => self.events.push_back(Event::Warning(format!(
+                    "message {id} to {peer} not sent: {e}"
+                ))),
+            }
+        }
+        Ok(())
+    }
+
+    async fn send_from_outbox(
+        &mut self,
+        peer: AccountId,
+        id: MessageId,
+        cached: Vec<u8>,
+    ) -> Result<()> {
+        let mut cached = cached;
+        for _attempt in 0..2 {
+            let send = if cached.is_empty() {
+                let Some(message) = messages::get(&self.store, &peer, &id)? else {
+                    messages::outbox_remove(&self.store, &peer, &id)?;
+                    return Ok(());
+                };
+                let content = Content {
+                    message_id: id.0.to_vec(),
+                    sent_at_ms: message.sent_at_ms,
+                    body: Some(content::Body::Text(Text { body: message.body })),
+                    padding: Vec::new(),
+                };
+                let send = self
+                    .encrypt_for(
+                        peer,
+                        id,
+                        content,
+                        Category::Conversation,
+                        message.sent_at_ms,
+                    )
+                    .await?;
+                messages::outbox_put(&self.store, &peer, &id, &send.encode_to_vec())?;
+                self.store.flush().await?;
+                send
+            } else {
+                Send::decode(cached.as_slice())
+                    .map_err(|e| ClientError::CorruptStore(format!("outbox entry: {e}")))?
+            };
+            match self
+                .request(client_frame::Body::Send(send), "the message")
+                .await
+            {
+                Ok(server_frame::Body::Accepted(_)) => {
+                    let sent = messages::advance(&self.store, &peer, &id, Status::Accepted)?;
+                    messages::outbox_remove(&self.store, &peer, &id)?;
+                    self.store.flush().await?;
+                    self.events.push_back(Event::Accepted { to: peer, id });
+                    if let Some(sent) = sent
+                        && let Err(e) = self.sync_sent(&sent).await
+                    {
+                        self.events.push_back(Event::Warning(format!(
+                            "message {id} not copied to this account's other devices: {e}"
+                        )));
+                    }
+                    return Ok(());
+                }
+                Ok(other) => return Err(unexpected("Accepted", &other)),
+                Err(ClientError::Relay {
+                    code: ErrorCode::Blocked,
+                    ..
+                }) => {
+                    messages::advance(&self.store, &peer, &id, Status::Failed)?;
+                    messages::outbox_remove(&self.store, &peer, &id)?;
+                    self.store.flush().await?;
+                    return Err(ClientError::Blocked { recipient: peer });
+                }
+                Err(ClientError::Relay { code, message }) if is_permanent(code) => {
+                    messages::advance(&self.store, &peer, &id, Status::Failed)?;
+                    messages::outbox_remove(&self.store, &peer, &id)?;
+                    self.store.flush().await?;
+                    return Err(ClientError::Relay { code, message });
+                }
+                Err(ClientError::DeviceListMismatch { current }) => {
+                    // The peer added or removed a device: adopt the signed
+                    // list (if it checks out) and encrypt again.
+                    if self.observe(peer, &current)? == Observed::IdentityChanged {
+                        return Err(ClientError::IdentityChanged { account: peer });
+                    }
+                    messages::outbox_put(&self.store, &peer, &id, &[])?;
+                    cached = Vec::new();
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ClientError::UnexpectedFrame(
+            "the relay refused the device list twice".into(),
+        ))
+    }
+
+    /// Make sure there is a sending session with every device of `peer`,
+    /// fetching prekey bundles (and the signed device list) when needed.
+    async fn ensure_sessions(&mut self, peer: AccountId) -> Result<()> {
+        if let Some(state) = peers::load(&self.store, &peer)? {
+            if state.identity_changed {
+                return Err(ClientError::IdentityChanged { account: peer });
+            }
+            let mut ready = true;
+            for device in self.target_devices(peer, &state.devices) {
+                if !load_session(&self.store, &peer, device)?.can_send() {
+                    ready = false;
+                }
+            }
+            if ready {
+                return Ok(());
+            }
+        }
+        let reply = self
+            .request(
+                client_frame::Body::FetchPrekeys(FetchPreKeys {
+                    account_id: peer.to_vec(),
+                }),
+                "the prekey bundles",
+            )
+            .await?;
+        let server_frame::Body::PrekeyBundles(bundles) = reply else {
+            return Err(unexpected("PreKeyBundles", &reply));
+        };
+        let list = bundles.device_list.ok_or_else(|| {
+            ClientError::UnexpectedFrame("prekey bundles without a signed device list".into())
+        })?;
+        if self.observe(peer, &list)? == Observed::IdentityChanged {
+            return Err(ClientError::IdentityChanged { account: peer });
+        }
+        let state = peers::load(&self.store, &peer)?.ok_or(ClientError::UnknownPeer(peer))?;
+        for bundle in &bundles.bundles {
+            if bundle.account_id != peer.to_vec() || self.is_self(peer, bundle.device_id) {
+                continue;
+            }
+            let Some(expected) = state.devices.device(bundle.device_id) else {
+                continue;
+            };
+            let mut record = load_session(&self.store, &peer, bundle.device_id)?;
+            if record.can_send() {
+                continue;
+            }
+            let verified = VerifiedBundle::verify(bundle, Some(expected))?;
+            record.initiate(self.account.identity(), &verified, &mut rand::rng())?;
+            save_session(&self.store, &peer, bundle.device_id, &record)?;
+        }
+        Ok(())
+    }
+
+    /// Encrypt `content` once per device of `peer`, saving each session.
+    pub(super) async fn encrypt_for(
+        &mut self,
+        peer: AccountId,
+        id: MessageId,
+        mut content: Content,
+        category: Category,
+        sent_at_ms: u64,
+    ) -> Result<Send> {
+        self.ensure_sessions(peer).await?;
+        let state = peers::load(&self.store, &peer)?.ok_or(ClientError::UnknownPeer(peer))?;
+        content.padding = padding(content.encoded_len());
+        let plaintext = Zeroizing::new(content.encode_to_vec());
+        let targets = self.target_devices(peer, &state.devices);
+        let mut devices = Vec::with_capacity(targets.len());
+        for device in targets {
+            let mut record = load_session(&self.store, &peer, device)?;
+            let ciphertext = record.encrypt(&plaintext, &mut rand::rng())?;
+            save_session(&self.store, &peer, device, &record)?;
+            devices.push(DeviceCiphertext {
+                device_id: device,
+                ciphertext,
+            });
+        }
+        Ok(Send {
+            message_id: id.0.to_vec(),
+            recipient_account: peer.to_vec(),
+            client_timestamp_ms: sent_at_ms,
+            category: category as i32,
+            template_id: String::new(),
+            franking_tag: Vec::new(),
+            devices,
+        })
+    }
+
+    /// Tell `peer` (end-to-end encrypted) that its messages were read, and
+    /// mark them read here. Returns how many were marked.
+    pub async fn mark_read(&mut self, peer: AccountId) -> Result<usize> {
+        let unread: Vec<MessageId> = messages::history(&self.store, &peer)?
+            .into_iter()
+            .filter(|m| !m.outgoing && m.status < Status::Read)
+            .map(|m| m.id)
+            .collect();
+        if unread.is_empty() {
+            return Ok(0);
+        }
+        let id = MessageId::generate();
+        let now = now_ms();
+        let content = Content {
+            message_id: id.0.to_vec(),
+            sent_at_ms: now,
+            body: Some(content::Body::ReadReceipt(ReadReceipt {
+                message_ids: unread.iter().map(|m| m.0.to_vec()).collect(),
+                read_at_ms: now,
+            })),
+            padding: Vec::new(),
+        };
+        let send = self
+            .encrypt_for(peer, id, content, Category::Control, now)
+            .await?;
+        self.store.flush().await?;
+        match self
+            .request(client_frame::Body::Send(send), "the read receipt")
+            .await?
+        {
+            server_frame::Body::Accepted(_) => {}
+            other => return Err(unexpected("Accepted", &other)),
+        }
+        for read in &unread {
+            messages::advance(&self.store, &peer, read, Status::Read)?;
+        }
+        self.store.flush().await?;
+        Ok(unread.len())
+    }
+}
