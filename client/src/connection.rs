@@ -112,3 +112,101 @@ where
         let _ = tokio::time::timeout(Duration::from_secs(2), self.socket.close()).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use comptoir_protocol::frame::{decode_client, encode_server};
+    use comptoir_protocol::proto::wire::{FetchPreKeys, Ok as OkFrame, client_frame};
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    use super::*;
+
+    /// A client connection and the relay's end of an in-memory WebSocket.
+    async fn pair() -> (
+        Connection<WebSocketStream<tokio::io::DuplexStream>>,
+        WebSocketStream<tokio::io::DuplexStream>,
+    ) {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let client = WebSocketStream::from_raw_socket(a, Role::Client, None).await;
+        let relay = WebSocketStream::from_raw_socket(b, Role::Server, None).await;
+        (Connection::new(client), relay)
+    }
+
+    #[tokio::test]
+    async fn frames_round_trip_and_noise_is_skipped() -> Result<()> {
+        let (mut conn, mut relay) = pair().await;
+        let request = ClientFrame {
+            request_id: 7,
+            body: Some(client_frame::Body::FetchPrekeys(FetchPreKeys {
+                account_id: vec![1; 16],
+            })),
+        };
+        conn.send(&request).await?;
+        match relay.next().await {
+            Some(Ok(Message::Binary(bytes))) => {
+                assert_eq!(decode_client(&bytes).ok(), Some(request));
+            }
+            other => panic!("expected a binary frame, got {other:?}"),
+        }
+        let reply = ServerFrame {
+            request_id: 7,
+            body: Some(server_frame::Body::Ok(OkFrame {})),
+        };
+        let noise = [
+            Message::Ping(vec![1].into()),
+            Message::Text("not a frame".into()),
+        ];
+        for message in noise {
+            relay
+                .send(message)
+                .await
+                .map_err(|e| ClientError::ConnectionClosed(e.to_string()))?;
+        }
+        relay
+            .send(Message::Binary(encode_server(&reply).into()))
+            .await
+            .map_err(|e| ClientError::ConnectionClosed(e.to_string()))?;
+        assert_eq!(conn.recv().await?, reply);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn garbage_and_close_are_typed_errors() -> Result<()> {
+        let (mut conn, mut relay) = pair().await;
+        relay_send(&mut relay, Message::Binary(vec![9, 9, 9].into())).await?;
+        assert!(matches!(
+            conn.recv().await,
+            Err(ClientError::UnexpectedFrame(_))
+        ));
+        relay_send(
+            &mut relay,
+            Message::Close(Some(CloseFrame {
+                code: CloseCode::from(4006),
+                reason: "device removed".into(),
+            })),
+        )
+        .await?;
+        match conn.recv().await {
+            Err(ClientError::ConnectionClosed(reason)) => {
+                assert!(
+                    reason.contains("4006") && reason.contains("device removed"),
+                    "{reason}"
+                );
+            }
+            other => panic!("expected ConnectionClosed, got {other:?}"),
+        }
+        Ok(())
+    }
+
+    async fn relay_send(
+        relay: &mut WebSocketStream<tokio::io::DuplexStream>,
+        message: Message,
+    ) -> Result<()> {
+        relay
+            .send(message)
+            .await
+            .map_err(|e| ClientError::ConnectionClosed(e.to_string()))
+    }
+}
