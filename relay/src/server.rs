@@ -185,10 +185,13 @@ pub async fn run_with_storage<S: Storage + std::fmt::Debug>(
         tracing::warn!("connections still open after the grace period; flushing anyway");
     }
     gc.abort();
-    relay.store.flush().await?;
+    let _ = gc.await;
     if let Some(http) = http {
         http.abort();
+        let _ = http.await;
     }
+    relay.store.close().await?;
+    drop(relay);
     tracing::info!("relay stopped; storage flushed");
     Ok(())
 }

@@ -41,8 +41,18 @@ pub(crate) struct Device {
     pub(crate) in_flight: usize,
 }
 
-/// A durable write in progress; resolves to the frames to send.
-pub(crate) type PendingSend = BoxFuture<'static, Vec<u8>>;
+/// A storage write in progress (a send waiting for its group commit, an
+/// ack being applied), so the connection keeps reading meanwhile.
+pub(crate) type PendingSend = BoxFuture<'static, Completion>;
+
+/// What a finished [`PendingSend`] asks of the connection.
+#[derive(Debug, Default)]
+pub(crate) struct Completion {
+    /// A frame to send (the reply).
+    pub(crate) frame: Option<Vec<u8>>,
+    /// An envelope pushed here was acked: the delivery window has room.
+    pub(crate) acked: bool,
+}
 
 /// What a request handler wants done after it ran.
 pub(crate) enum Reply {
@@ -54,8 +64,6 @@ pub(crate) enum Reply {
     Later(PendingSend),
     /// Send a frame, then close with this code.
     Close(Vec<u8>, u16, &'static str),
-    /// Nothing to send.
-    None,
 }
 
 /// One connection's state.
@@ -72,7 +80,7 @@ pub(crate) struct Session<S> {
 enum Event {
     Shutdown,
     Inbound(Inbound),
-    Written(Vec<u8>),
+    Written(Completion),
     Wake,
     Timeout,
 }
@@ -123,15 +131,17 @@ impl<S: Storage> Session<S> {
             let can_read = pending.len() < limits.max_pending_sends;
             let event = tokio::select! {
                 _ = shutdown.recv() => Event::Shutdown,
-                Some(bytes) = pending.next(), if !pending.is_empty() => Event::Written(bytes),
+                Some(done) = pending.next(), if !pending.is_empty() => Event::Written(done),
                 _ = wait_presence(presence.as_deref()) => Event::Wake,
                 inbound = conn.read(), if can_read => Event::Inbound(inbound),
                 _ = tokio::time::sleep_until(deadline) => Event::Timeout,
             };
             let flow = match event {
                 Event::Shutdown => {
-                    while let Some(bytes) = pending.next().await {
-                        if conn.send(bytes).await.is_err() {
+                    while let Some(done) = pending.next().await {
+                        if let Some(bytes) = done.frame
+                            && conn.send(bytes).await.is_err()
+                        {
                             break;
                         }
                     }
@@ -141,7 +151,7 @@ impl<S: Storage> Session<S> {
                     conn.close(close::GOING_AWAY, "relay shutting down").await;
                     Ok(Flow::Stop)
                 }
-                Event::Written(bytes) => conn.send(bytes).await.map(|()| Flow::Continue),
+                Event::Written(done) => self.on_completion(done, &mut conn).await,
                 Event::Wake => self.on_wake(&mut conn).await,
                 Event::Timeout => {
                     if self.device.is_some() {
@@ -266,7 +276,23 @@ impl<S: Storage> Session<S> {
                 conn.close(code, reason).await;
                 return Ok(Flow::Stop);
             }
-            Reply::None => {}
+        }
+        Ok(Flow::Continue)
+    }
+
+    async fn on_completion<IO: AsyncRead + AsyncWrite + Unpin + Send>(
+        &mut self,
+        done: Completion,
+        conn: &mut Connection<IO>,
+    ) -> Result<Flow, WriteError> {
+        if let Some(bytes) = done.frame {
+            conn.send(bytes).await?;
+        }
+        if done.acked {
+            if let Some(device) = self.device.as_mut() {
+                device.in_flight = device.in_flight.saturating_sub(1);
+            }
+            self.push_mail(conn).await?;
         }
         Ok(Flow::Continue)
     }

@@ -1,2 +1,360 @@
-//! `relay-load`: load generator for the relay (see docs/BENCHMARKS.md).
-fn main() {}
+//! `relay-load`: load generator for the Comptoir relay (docs/BENCHMARKS.md).
+//!
+//! `relay-load bench` starts the real relay (the `relay` binary next to this
+//! one, on a fresh temp data dir) and a storage-free forwarder (this binary,
+//! `relay-load forwarder`) as child processes on 127.0.0.1, runs the same
+//! load against each, and prints both. `relay-load idle` measures the
+//! relay's resident memory per idle authenticated connection.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use comptoir_relay::load::{self, LoadAccount, LoadOptions, LoadReport};
+use tokio::net::TcpListener;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "relay-load",
+    about = "Load generator for the Comptoir relay (loopback only)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Relay vs storage-free forwarder, same load, one run.
+    Bench {
+        /// Connected devices (one account each); device i sends to i+1.
+        #[arg(long, default_value_t = 100)]
+        devices: usize,
+        /// Envelopes each device sends.
+        #[arg(long, default_value_t = 200)]
+        messages: usize,
+        /// Ciphertext bytes per envelope.
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        /// Sends per device awaiting Accepted, at most.
+        #[arg(long, default_value_t = 16)]
+        window: usize,
+        /// Rounds (each runs forwarder then relay); the best round of each
+        /// is reported too.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
+    /// Run the load once against a server already listening (relay or
+    /// forwarder); its limits must allow the load.
+    Run {
+        /// Server address (loopback).
+        #[arg(long)]
+        addr: SocketAddr,
+        /// Connected devices (one account each); device i sends to i+1.
+        #[arg(long, default_value_t = 100)]
+        devices: usize,
+        /// Envelopes each device sends.
+        #[arg(long, default_value_t = 200)]
+        messages: usize,
+        /// Ciphertext bytes per envelope.
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        /// Sends per device awaiting Accepted, at most.
+        #[arg(long, default_value_t = 16)]
+        window: usize,
+    },
+    /// Run only the storage-free forwarder (used by `bench`).
+    Forwarder {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+    },
+    /// Resident memory per idle authenticated connection on the relay.
+    Idle {
+        /// Connections to open (each a registered, authenticated device).
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("relay-load: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Cmd::Forwarder { listen } => forwarder(listen).await,
+            Cmd::Bench {
+                devices,
+                messages,
+                size,
+                window,
+                rounds,
+            } => {
+                bench(
+                    LoadOptions {
+                        devices,
+                        messages,
+                        size,
+                        window,
+                        timeout: Duration::from_secs(300),
+                    },
+                    rounds,
+                )
+                .await
+            }
+            Cmd::Idle { connections } => idle(connections).await,
+            Cmd::Run {
+                addr,
+                devices,
+                messages,
+                size,
+                window,
+            } => {
+                if !addr.ip().is_loopback() {
+                    return Err("relay-load only targets loopback addresses".into());
+                }
+                let options = LoadOptions {
+                    devices,
+                    messages,
+                    size,
+                    window,
+                    timeout: Duration::from_secs(300),
+                };
+                let report = load::run(addr, options).await?;
+                print_report("server", &report);
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("relay-load: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Res = Result<(), Box<dyn std::error::Error>>;
+
+async fn forwarder(listen: SocketAddr) -> Res {
+    let listener = TcpListener::bind(listen).await?;
+    println!("forwarder listening on {}", listener.local_addr()?);
+    std::io::stdout().flush()?;
+    comptoir_relay::forwarder::run(listener).await;
+    Ok(())
+}
+
+/// A child server process, killed on drop.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sibling(name: &str) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    let me = std::env::current_exe()?;
+    let path = me.with_file_name(name);
+    if !path.exists() {
+        return Err(format!(
+            "{} not found; build it: cargo build --release -p comptoir-relay",
+            path.display()
+        )
+        .into());
+    }
+    Ok(path)
+}
+
+/// Wait for a log line naming the listen address.
+fn wait_listening(
+    child: &mut Child,
+    marker: &str,
+) -> Result<SocketAddr, Box<dyn std::error::Error>> {
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = lines.next().ok_or("server exited before listening")??;
+        if let Some(at) = line.find(marker) {
+            let rest = &line[at + marker.len()..];
+            let end = rest.find(' ').unwrap_or(rest.len());
+            break rest[..end].parse()?;
+        }
+    };
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    Ok(addr)
+}
+
+fn start_relay() -> Result<Server, Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("relay.toml");
+    std::fs::write(
+        &config,
+        "http_listen = \"127.0.0.1:0\"\n\
+         [limits]\n\
+         account_rate_per_sec = 0.0\n\
+         address_rate_per_sec = 0.0\n\
+         max_queue_per_device = 1000000\n",
+    )?;
+    let mut child = Command::new(sibling("relay")?)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("RUST_LOG", "warn,comptoir_relay::server=info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let addr = wait_listening(&mut child, "address=")?;
+    Ok(Server {
+        child,
+        addr,
+        _dir: Some(dir),
+    })
+}
+
+fn start_forwarder() -> Result<Server, Box<dyn std::error::Error>> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["forwarder"])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let addr = wait_listening(&mut child, "listening on ")?;
+    Ok(Server {
+        child,
+        addr,
+        _dir: None,
+    })
+}
+
+fn print_report(name: &str, r: &LoadReport) {
+    println!(
+        "{name:<10} {:>9} env {:>9.0} env/s  p50 {:>8.2} ms  p99 {:>8.2} ms  p99.9 {:>8.2} ms  ({:.2} s)",
+        r.envelopes,
+        r.throughput,
+        r.p50.as_secs_f64() * 1e3,
+        r.p99.as_secs_f64() * 1e3,
+        r.p999.as_secs_f64() * 1e3,
+        r.elapsed.as_secs_f64()
+    );
+}
+
+async fn bench(options: LoadOptions, rounds: usize) -> Res {
+    println!(
+        "devices {} x messages {} x {} B, window {}, {} rounds (loopback, child processes)",
+        options.devices, options.messages, options.size, options.window, rounds
+    );
+    let mut best: [Option<LoadReport>; 2] = [None, None];
+    for round in 1..=rounds.max(1) {
+        for (slot, name) in [(0, "forwarder"), (1, "relay")] {
+            // A fresh server per run: same starting state every time.
+            let server = if slot == 0 {
+                start_forwarder()?
+            } else {
+                start_relay()?
+            };
+            let report = load::run(server.addr, options).await?;
+            print!("round {round} ");
+            print_report(name, &report);
+            if best[slot]
+                .as_ref()
+                .is_none_or(|b| b.throughput < report.throughput)
+            {
+                best[slot] = Some(report);
+            }
+            drop(server);
+        }
+    }
+    if let [Some(f), Some(r)] = &best {
+        println!("best:");
+        print_report("forwarder", f);
+        print_report("relay", r);
+        println!(
+            "relay / forwarder throughput: {:.2}",
+            r.throughput / f.throughput
+        );
+    }
+    Ok(())
+}
+
+fn rss_kib(pid: u32) -> Result<u64, Box<dyn std::error::Error>> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .ok_or("no VmRSS")?;
+    Ok(line.split_whitespace().nth(1).ok_or("bad VmRSS")?.parse()?)
+}
+
+async fn idle(connections: usize) -> Res {
+    let server = start_relay()?;
+    let addr = server.addr;
+    let pid = server.child.id();
+    let accounts: Vec<LoadAccount> = (0..connections).map(|_| LoadAccount::generate()).collect();
+    let accounts = std::sync::Arc::new(accounts);
+    // Register every account first, on short-lived connections, so the
+    // baseline already holds the directory.
+    let started = Instant::now();
+    run_batches(addr, accounts.clone(), true, false).await?;
+    println!(
+        "registered {connections} accounts in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let before = rss_kib(pid)?;
+    let held = run_batches(addr, accounts.clone(), false, true).await?;
+    // Let the allocator settle, then read.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kib(pid)?;
+    let per = (after.saturating_sub(before)) as f64 * 1024.0 / connections as f64;
+    println!(
+        "relay RSS {before} KiB before, {after} KiB with {} idle authenticated connections: {per:.0} bytes ({:.2} KiB) per connection",
+        held.len(),
+        per / 1024.0
+    );
+    drop(held);
+    Ok(())
+}
+
+async fn run_batches(
+    addr: SocketAddr,
+    accounts: std::sync::Arc<Vec<LoadAccount>>,
+    register: bool,
+    keep: bool,
+) -> Result<Vec<impl Sized>, Box<dyn std::error::Error>> {
+    const PARALLEL: usize = 64;
+    let mut kept = Vec::new();
+    for chunk in (0..accounts.len()).collect::<Vec<_>>().chunks(PARALLEL) {
+        let mut tasks = Vec::new();
+        for &i in chunk {
+            let accounts = accounts.clone();
+            tasks.push(tokio::spawn(async move {
+                load::connect(addr, &accounts[i], register).await
+            }));
+        }
+        for t in tasks {
+            let ws = t.await??;
+            if keep {
+                kept.push(ws);
+            }
+        }
+    }
+    Ok(kept)
+}

@@ -1,18 +1,21 @@
 //! `DeliveryAck`: the recipient device stored the envelope; delete it and
 //! tell the sender's device `Delivered`.
 //!
-//! The deletion is not waited on for durability: if a crash loses it, the
+//! The deletion runs beside the connection (it does not hold up the next
+//! frames) and is not waited on for durability: if a crash loses it, the
 //! envelope is delivered again and the client drops it by message id.
 
 use std::sync::atomic::Ordering::Relaxed;
 
 use comptoir_protocol::proto::wire::{self, server_frame::Body};
+use futures_util::FutureExt;
 
 use super::{account_field, device};
 use crate::error::{RelayError, invalid};
 use crate::frame;
 use crate::hub::Posted;
-use crate::session::{Reply, Session};
+use crate::session::EncodeFrame;
+use crate::session::{Completion, Reply, Session};
 use crate::storage::{MESSAGE_ID_LEN, Storage};
 
 pub(crate) async fn ack<S: Storage>(
@@ -29,36 +32,50 @@ pub(crate) async fn ack<S: Storage>(
         .try_into()
         .map_err(|_| invalid("message_id must be 16 bytes"))?;
     let sender = account_field("sender_account", &request.sender_account)?;
-    if let Some(sender_device) = relay
-        .store
-        .acknowledge(account, device_id, sender, message_id)
-        .await?
-    {
-        if let Some(me) = session.device.as_mut() {
-            me.in_flight = me.in_flight.saturating_sub(1);
+    Ok(Reply::Later(
+        async move {
+            let removed = relay
+                .store
+                .acknowledge(account, device_id, sender, message_id)
+                .await;
+            let reply = |frame| if request_id == 0 { None } else { Some(frame) };
+            match removed {
+                Ok(Some(sender_device)) => {
+                    relay.metrics.envelopes_delivered.fetch_add(1, Relaxed);
+                    relay.metrics.queue_depth.fetch_sub(1, Relaxed);
+                    relay.hub.post(
+                        sender,
+                        sender_device,
+                        Posted::Frame(frame::server(
+                            0,
+                            Body::Delivered(wire::Delivered {
+                                message_id: message_id.to_vec(),
+                                recipient_account: account.to_vec(),
+                                recipient_device: device_id,
+                            }),
+                        )),
+                    );
+                    Completion {
+                        frame: reply(frame::ok(request_id)),
+                        acked: true,
+                    }
+                }
+                // Already acked (or expired): nothing to do, still fine.
+                Ok(None) => Completion {
+                    frame: reply(frame::ok(request_id)),
+                    acked: false,
+                },
+                Err(error) => {
+                    tracing::error!(%error, "deleting an acked envelope failed");
+                    let error = RelayError::Storage(error);
+                    relay.metrics.refused(error.code());
+                    Completion {
+                        frame: reply(error.to_frame(request_id).encode_frame()),
+                        acked: false,
+                    }
+                }
+            }
         }
-        relay.metrics.envelopes_delivered.fetch_add(1, Relaxed);
-        relay.metrics.queue_depth.fetch_sub(1, Relaxed);
-        relay.hub.post(
-            sender,
-            sender_device,
-            Posted::Frame(frame::server(
-                0,
-                Body::Delivered(wire::Delivered {
-                    message_id: message_id.to_vec(),
-                    recipient_account: account.to_vec(),
-                    recipient_device: device_id,
-                }),
-            )),
-        );
-        // Room in the window: the session pushes more after this reply.
-        if let Some(me) = session.device.as_ref() {
-            me.presence.notify.notify_one();
-        }
-    }
-    Ok(if request_id == 0 {
-        Reply::None
-    } else {
-        Reply::Frame(frame::ok(request_id))
-    })
+        .boxed(),
+    ))
 }

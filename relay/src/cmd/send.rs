@@ -13,7 +13,7 @@ use prost::Message;
 use super::{account_field, device};
 use crate::error::{RelayError, invalid};
 use crate::frame;
-use crate::session::{EncodeFrame, Reply, Session};
+use crate::session::{Completion, EncodeFrame, Reply, Session};
 use crate::state::now_ms;
 use crate::storage::{Enqueued, MESSAGE_ID_LEN, NewMessage, Storage};
 
@@ -122,7 +122,7 @@ async fn finish<S: Storage>(
     devices: Vec<u32>,
     message: NewMessage,
     max_queue: u64,
-) -> Vec<u8> {
+) -> Completion {
     let accepted = |server_timestamp_ms| {
         frame::server(
             request_id,
@@ -142,13 +142,19 @@ async fn finish<S: Storage>(
             for device in devices {
                 relay.hub.wake(recipient, device);
             }
-            return accepted(server_timestamp_ms);
+            return Completion {
+                frame: Some(accepted(server_timestamp_ms)),
+                acked: false,
+            };
         }
         Ok(Enqueued::Duplicate {
             server_timestamp_ms,
         }) => {
             relay.metrics.envelopes_duplicate.fetch_add(1, Relaxed);
-            return accepted(server_timestamp_ms);
+            return Completion {
+                frame: Some(accepted(server_timestamp_ms)),
+                acked: false,
+            };
         }
         Ok(Enqueued::QueueFull { device }) => RelayError::QueueFull {
             device,
@@ -160,5 +166,8 @@ async fn finish<S: Storage>(
         }
     };
     relay.metrics.refused(error.code());
-    error.to_frame(request_id).encode_frame()
+    Completion {
+        frame: Some(error.to_frame(request_id).encode_frame()),
+        acked: false,
+    }
 }

@@ -3,7 +3,9 @@
 //!
 //! Shape of the contract, which a clustered backend must keep:
 //! - every method is `async` and every write is **durable when its future
-//!   completes** (the relay acks only then);
+//!   completes** (the relay acks only then), except deletions by
+//!   `acknowledge` and `expire`: a lost deletion only means a redelivery,
+//!   which clients drop by message id;
 //! - each write that touches several records is **atomic** (an envelope's
 //!   device copies, its idempotency record and the queue counters all land
 //!   or none do), and a one-time prekey is handed out at most once even to
@@ -192,7 +194,8 @@ pub trait Storage: Send + Sync + 'static {
         device: u32,
     ) -> impl Future<Output = StorageResult<u64>> + Send;
 
-    /// Delete the envelope `message_id` from `sender` queued for a device.
+    /// Delete the envelope `message_id` from `sender` queued for a device
+    /// (durable soon, not necessarily on return).
     /// Returns the sender's device if it was queued, `None` if not (already
     /// acked, expired, or never there).
     fn acknowledge(
@@ -247,6 +250,10 @@ pub trait Storage: Send + Sync + 'static {
     /// Envelopes queued in total (for the queue-depth gauge at start).
     fn total_queued(&self) -> impl Future<Output = StorageResult<u64>> + Send;
 
-    /// Make every write so far durable (used at shutdown).
+    /// Make every write so far durable.
     fn flush(&self) -> impl Future<Output = StorageResult<()>> + Send;
+
+    /// Flush and release the backend (at shutdown); later calls fail with
+    /// [`StorageError::Closed`].
+    fn close(&self) -> impl Future<Output = StorageResult<()>> + Send;
 }

@@ -22,15 +22,16 @@
 //! | `phones` | E.164 text | account (16), discoverable (1) |
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use ::sled::transaction::{ConflictableTransactionError, TransactionError};
 use ::sled::{Db, IVec, Tree};
 use comptoir_protocol::AccountId;
 use comptoir_protocol::proto::wire::{OneTimePreKey, SignedDeviceList, SignedPreKey};
 use prost::Message;
-use tokio::sync::{mpsc, oneshot};
+use std::sync::mpsc as std_mpsc;
+
+use tokio::sync::oneshot;
 
 use super::{
     Enqueued, ListUpdate, MESSAGE_ID_LEN, NewMessage, QueuedEnvelope, Storage, StorageError,
@@ -38,73 +39,178 @@ use super::{
 };
 use crate::metrics::Metrics;
 
-type Waiter = oneshot::Sender<Result<(), String>>;
-
-/// Batches durability waits into one fsync (group commit).
-#[derive(Clone, Debug)]
-struct Committer {
-    requests: mpsc::UnboundedSender<Waiter>,
+/// Work for the writer task.
+enum Job {
+    /// Store a message; reply once durable.
+    Enqueue(
+        Box<NewMessage>,
+        u64,
+        oneshot::Sender<StorageResult<Enqueued>>,
+    ),
+    /// Delete an acked envelope; reply once applied (not waiting for disk).
+    Ack(AckJob, oneshot::Sender<StorageResult<Option<IVec>>>),
+    /// Reply once everything written before is durable.
+    Durable(oneshot::Sender<StorageResult<()>>),
+    /// Flush, release the database and stop the writer.
+    Close(oneshot::Sender<StorageResult<()>>),
 }
 
-impl Committer {
-    fn start(db: Db, metrics: Arc<Metrics>) -> Self {
-        let (requests, mut rx) = mpsc::unbounded_channel::<Waiter>();
-        tokio::spawn(async move {
-            let mut waiters: Vec<Waiter> = Vec::new();
-            while let Some(first) = rx.recv().await {
-                waiters.push(first);
-                while let Ok(more) = rx.try_recv() {
-                    waiters.push(more);
-                }
-                let started = Instant::now();
-                let result = db
-                    .flush_async()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string());
-                metrics.record_flush(started.elapsed(), waiters.len());
-                if let Err(error) = &result {
-                    tracing::error!(%error, "flush failed; writers get an internal error");
-                }
-                for waiter in waiters.drain(..) {
-                    let _ = waiter.send(result.clone());
+struct AckJob {
+    account: AccountId,
+    device: u32,
+    sender: AccountId,
+    message_id: [u8; MESSAGE_ID_LEN],
+}
+
+/// The single writer of the mail queues, and group commit: it takes every
+/// job waiting, applies them (microseconds each, in memory), runs one
+/// `flush_async()` (an fsync) and completes them together. Writers never
+/// touch sled while a flush runs, so a burst of sends arriving during one
+/// fsync is covered by the next one.
+#[derive(Clone, Debug)]
+struct Committer {
+    jobs: std_mpsc::Sender<Job>,
+}
+
+type Stored = (
+    oneshot::Sender<StorageResult<Enqueued>>,
+    StorageResult<Enqueued>,
+);
+
+fn write_loop(core: Core, metrics: &Metrics, rx: &std_mpsc::Receiver<Job>) {
+    let mut closing = None;
+    let mut group: Vec<Job> = Vec::new();
+    let mut stored: Vec<Stored> = Vec::new();
+    let mut waiters: Vec<oneshot::Sender<StorageResult<()>>> = Vec::new();
+    while let Ok(first) = rx.recv() {
+        group.push(first);
+        // Linger briefly so one fsync covers a burst, not a trickle.
+        let deadline = Instant::now() + GROUP_LINGER;
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(more) => group.push(more),
+                Err(_) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match rx.recv_timeout(left) {
+                        Ok(more) => group.push(more),
+                        Err(_) => break,
+                    }
                 }
             }
-        });
-        Self { requests }
+        }
+        for job in group.drain(..) {
+            match job {
+                Job::Enqueue(message, max_queue, reply) => {
+                    let outcome = core.enqueue(&message, max_queue);
+                    stored.push((reply, outcome));
+                }
+                Job::Ack(ack, reply) => {
+                    let removed = {
+                        let _guard = core.lock_mail();
+                        remove_queued(
+                            &core.mail,
+                            &ack.account,
+                            ack.device,
+                            &ack.sender,
+                            &ack.message_id,
+                        )
+                    };
+                    let _ = reply.send(removed);
+                }
+                Job::Durable(reply) => waiters.push(reply),
+                Job::Close(reply) => closing = Some(reply),
+            }
+        }
+        if stored.is_empty() && waiters.is_empty() && closing.is_none() {
+            continue;
+        }
+        let started = Instant::now();
+        let result = core.db.flush().map(|_| ()).map_err(backend);
+        metrics.record_flush(started.elapsed(), stored.len() + waiters.len());
+        if let Err(error) = &result {
+            tracing::error!(%error, "flush failed; writers get an internal error");
+        }
+        for (reply, outcome) in stored.drain(..) {
+            let _ = reply.send(match (&result, outcome) {
+                (Err(e), _) => Err(e.clone()),
+                (Ok(()), outcome) => outcome,
+            });
+        }
+        for reply in waiters.drain(..) {
+            let _ = reply.send(result.clone());
+        }
+        if let Some(reply) = closing.take() {
+            // Release this thread's handle before answering, so the caller
+            // can reopen the directory as soon as it drops its own.
+            drop(core);
+            let _ = reply.send(result);
+            return;
+        }
+    }
+}
+
+/// How long the writer waits for more jobs before a flush. Each sled
+/// flush costs several write+sync system calls whatever it carries, so a
+/// short wait buys much larger groups under load, for at most this much
+/// added latency.
+const GROUP_LINGER: std::time::Duration = std::time::Duration::from_micros(1000);
+
+/// Most jobs taken into one group commit.
+const MAX_GROUP: usize = 4096;
+
+impl Committer {
+    fn start(core: Core, metrics: Arc<Metrics>) -> StorageResult<Self> {
+        let (jobs, rx) = std_mpsc::channel::<Job>();
+        // A plain thread: sled's writes and fsyncs block, and must not
+        // stall the async workers that read and write sockets.
+        std::thread::Builder::new()
+            .name("relay-writer".into())
+            .spawn(move || write_loop(core, &metrics, &rx))
+            .map_err(|e| StorageError::Backend(format!("cannot start the writer thread: {e}")))?;
+        Ok(Self { jobs })
+    }
+
+    async fn call<T>(
+        &self,
+        job: impl FnOnce(oneshot::Sender<StorageResult<T>>) -> Job,
+    ) -> StorageResult<T> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs.send(job(tx)).map_err(|_| StorageError::Closed)?;
+        rx.await.map_err(|_| StorageError::Closed)?
     }
 
     /// Wait until everything written before this call is on disk.
     async fn durable(&self) -> StorageResult<()> {
-        let (tx, rx) = oneshot::channel();
-        self.requests.send(tx).map_err(|_| StorageError::Closed)?;
-        rx.await
-            .map_err(|_| StorageError::Closed)?
-            .map_err(StorageError::Backend)
+        self.call(Job::Durable).await
     }
+}
+
+/// What the writer task needs of the store.
+#[derive(Clone, Debug)]
+struct Core {
+    db: Db,
+    mail: Tree,
+    /// Serialises read-check-write sequences on `mail` (duplicate check,
+    /// queue counters) between the writer and expiry. Held for
+    /// microseconds, never across an `.await`; every write itself is one
+    /// atomic sled batch.
+    mail_lock: Arc<Mutex<()>>,
 }
 
 /// sled-backed [`Storage`]. Cheap to clone (all handles are shared).
 #[derive(Clone, Debug)]
 pub struct SledStore {
-    db: Db,
     accounts: Tree,
     prekeys: Tree,
     mail: Tree,
     blocks: Tree,
     phones: Tree,
     committer: Committer,
+    core: Core,
 }
 
 fn backend(e: ::sled::Error) -> StorageError {
     StorageError::Backend(e.to_string())
-}
-
-fn tx_error(e: TransactionError<StorageError>) -> StorageError {
-    match e {
-        TransactionError::Abort(e) => e,
-        TransactionError::Storage(e) => backend(e),
-    }
 }
 
 fn be_u64(bytes: &[u8], at: usize, what: &'static str) -> StorageResult<u64> {
@@ -192,35 +298,134 @@ fn decode_list(bytes: &[u8]) -> StorageResult<SignedDeviceList> {
     SignedDeviceList::decode(bytes).map_err(|_| StorageError::Corrupt("accounts"))
 }
 
-/// Remove one queued envelope inside a transaction (ack or expiry).
-/// Returns the `i` record's value if the envelope was queued.
+/// Remove one queued envelope (ack, expiry, removed device). The caller
+/// holds the mail write lock. Returns the `i` record's value if the
+/// envelope was queued.
 fn remove_queued(
-    tx: &::sled::transaction::TransactionalTree,
+    mail: &Tree,
     account: &AccountId,
     device: u32,
     sender: &AccountId,
     id: &[u8],
-) -> Result<Option<IVec>, ConflictableTransactionError<StorageError>> {
+) -> StorageResult<Option<IVec>> {
     let ik = i_key(account, device, sender, id);
-    let Some(index) = tx.get(&ik)? else {
+    let Some(index) = mail.get(&ik).map_err(backend)? else {
         return Ok(None);
     };
-    let seq = be_u64(&index, 0, "mail index").map_err(ConflictableTransactionError::Abort)?;
-    let expires = be_u64(&index, 8, "mail index").map_err(ConflictableTransactionError::Abort)?;
-    tx.remove(ik)?;
-    tx.remove(q_key(account, device, seq))?;
-    tx.remove(x_key(expires, seq, account, device))?;
+    let seq = be_u64(&index, 0, "mail index")?;
+    let expires = be_u64(&index, 8, "mail index")?;
+    let mut batch = ::sled::Batch::default();
+    batch.remove(ik);
+    batch.remove(q_key(account, device, seq));
+    batch.remove(x_key(expires, seq, account, device));
     let ck = device_key(b'c', account, device);
-    let count = match tx.get(&ck)? {
-        Some(v) => be_u64(&v, 0, "mail count").map_err(ConflictableTransactionError::Abort)?,
+    let count = match mail.get(&ck).map_err(backend)? {
+        Some(v) => be_u64(&v, 0, "mail count")?,
         None => 0,
     };
     if count <= 1 {
-        tx.remove(ck)?;
+        batch.remove(ck);
     } else {
-        tx.insert(ck, &(count - 1).to_be_bytes())?;
+        batch.insert(ck, &(count - 1).to_be_bytes());
     }
+    mail.apply_batch(batch).map_err(backend)?;
     Ok(Some(index))
+}
+
+impl Core {
+    fn enqueue(&self, message: &NewMessage, max_queue: u64) -> StorageResult<Enqueued> {
+        let NewMessage {
+            sender,
+            sender_device,
+            recipient,
+            message_id,
+            server_timestamp_ms,
+            expires_at_ms,
+            copies,
+        } = message;
+        let suffix = s_suffix(sender, recipient, message_id);
+        let s_key = tagged(b's', &[&suffix]);
+        let z_key = tagged(b'z', &[&expires_at_ms.to_be_bytes(), &suffix]);
+        let mut x_value = Vec::with_capacity(32);
+        x_value.extend_from_slice(sender.as_bytes());
+        x_value.extend_from_slice(message_id);
+        let _guard = self.lock_mail();
+        self.enqueue_locked(
+            &s_key,
+            &z_key,
+            &x_value,
+            *sender_device,
+            recipient,
+            sender,
+            message_id,
+            *server_timestamp_ms,
+            *expires_at_ms,
+            copies,
+            max_queue,
+        )
+    }
+
+    /// The duplicate check, queue limits and the atomic batch of one
+    /// enqueue. The caller holds the mail lock.
+    #[allow(clippy::too_many_arguments)]
+    fn enqueue_locked(
+        &self,
+        s_key: &[u8],
+        z_key: &[u8],
+        x_value: &[u8],
+        sender_device: u32,
+        recipient: &AccountId,
+        sender: &AccountId,
+        message_id: &[u8; MESSAGE_ID_LEN],
+        server_timestamp_ms: u64,
+        expires_at_ms: u64,
+        copies: &[(u32, Vec<u8>)],
+        max_queue: u64,
+    ) -> StorageResult<Enqueued> {
+        if let Some(existing) = self.mail.get(s_key).map_err(backend)? {
+            return Ok(Enqueued::Duplicate {
+                server_timestamp_ms: be_u64(&existing, 0, "mail sent")?,
+            });
+        }
+        let mut counts = Vec::with_capacity(copies.len());
+        for (device, _) in copies {
+            let ck = device_key(b'c', recipient, *device);
+            let count = match self.mail.get(&ck).map_err(backend)? {
+                Some(v) => be_u64(&v, 0, "mail count")?,
+                None => 0,
+            };
+            if count >= max_queue {
+                return Ok(Enqueued::QueueFull { device: *device });
+            }
+            counts.push((ck, count));
+        }
+        let mut batch = ::sled::Batch::default();
+        for ((device, envelope), (ck, count)) in copies.iter().zip(counts) {
+            let seq = self.db.generate_id().map_err(backend)?;
+            let mut value = Vec::with_capacity(8 + envelope.len());
+            value.extend_from_slice(&expires_at_ms.to_be_bytes());
+            value.extend_from_slice(envelope);
+            batch.insert(q_key(recipient, *device, seq), value);
+            let mut index = Vec::with_capacity(20);
+            index.extend_from_slice(&seq.to_be_bytes());
+            index.extend_from_slice(&expires_at_ms.to_be_bytes());
+            index.extend_from_slice(&sender_device.to_be_bytes());
+            batch.insert(i_key(recipient, *device, sender, message_id), index);
+            batch.insert(x_key(expires_at_ms, seq, recipient, *device), x_value);
+            batch.insert(ck, &(count + 1).to_be_bytes());
+        }
+        let mut sent = Vec::with_capacity(16);
+        sent.extend_from_slice(&server_timestamp_ms.to_be_bytes());
+        sent.extend_from_slice(&expires_at_ms.to_be_bytes());
+        batch.insert(s_key, sent);
+        batch.insert(z_key, &[] as &[u8]);
+        self.mail.apply_batch(batch).map_err(backend)?;
+        Ok(Enqueued::Stored)
+    }
+
+    fn lock_mail(&self) -> MutexGuard<'_, ()> {
+        self.mail_lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl SledStore {
@@ -234,15 +439,25 @@ impl SledStore {
             .open()
             .map_err(backend)?;
         let tree = |name: &str| db.open_tree(name).map_err(backend);
+        let mail = tree("mail")?;
+        let core = Core {
+            db: db.clone(),
+            mail: mail.clone(),
+            mail_lock: Arc::new(Mutex::new(())),
+        };
         Ok(Self {
             accounts: tree("accounts")?,
             prekeys: tree("prekeys")?,
-            mail: tree("mail")?,
+            mail,
             blocks: tree("blocks")?,
             phones: tree("phones")?,
-            committer: Committer::start(db.clone(), metrics),
-            db,
+            committer: Committer::start(core.clone(), metrics)?,
+            core,
         })
+    }
+
+    fn lock_mail(&self) -> MutexGuard<'_, ()> {
+        self.core.lock_mail()
     }
 
     fn count_one_time(&self, account: &AccountId, device: u32) -> u32 {
@@ -385,72 +600,11 @@ impl Storage for SledStore {
     }
 
     async fn enqueue(&self, message: NewMessage, max_queue: u64) -> StorageResult<Enqueued> {
-        let NewMessage {
-            sender,
-            sender_device,
-            recipient,
-            message_id,
-            server_timestamp_ms,
-            expires_at_ms,
-            copies,
-        } = &message;
-        let suffix = s_suffix(sender, recipient, message_id);
-        let s_key = tagged(b's', &[&suffix]);
-        let z_key = tagged(b'z', &[&expires_at_ms.to_be_bytes(), &suffix]);
-        let mut x_value = Vec::with_capacity(32);
-        x_value.extend_from_slice(sender.as_bytes());
-        x_value.extend_from_slice(message_id);
-        let outcome = self
-            .mail
-            .transaction(|tx| {
-                let abort = ConflictableTransactionError::Abort;
-                if let Some(existing) = tx.get(&s_key)? {
-                    let first = be_u64(&existing, 0, "mail sent").map_err(abort)?;
-                    return Ok(Enqueued::Duplicate {
-                        server_timestamp_ms: first,
-                    });
-                }
-                let mut counts = Vec::with_capacity(copies.len());
-                for (device, _) in copies {
-                    let ck = device_key(b'c', recipient, *device);
-                    let count = match tx.get(&ck)? {
-                        Some(v) => be_u64(&v, 0, "mail count").map_err(abort)?,
-                        None => 0,
-                    };
-                    if count >= max_queue {
-                        return Ok(Enqueued::QueueFull { device: *device });
-                    }
-                    counts.push((ck, count));
-                }
-                for ((device, envelope), (ck, count)) in copies.iter().zip(counts) {
-                    let seq = tx.generate_id()?;
-                    let mut value = Vec::with_capacity(8 + envelope.len());
-                    value.extend_from_slice(&expires_at_ms.to_be_bytes());
-                    value.extend_from_slice(envelope);
-                    tx.insert(q_key(recipient, *device, seq), value)?;
-                    let mut index = Vec::with_capacity(20);
-                    index.extend_from_slice(&seq.to_be_bytes());
-                    index.extend_from_slice(&expires_at_ms.to_be_bytes());
-                    index.extend_from_slice(&sender_device.to_be_bytes());
-                    tx.insert(i_key(recipient, *device, sender, message_id), index)?;
-                    tx.insert(
-                        x_key(*expires_at_ms, seq, recipient, *device),
-                        x_value.as_slice(),
-                    )?;
-                    tx.insert(ck, &(count + 1).to_be_bytes())?;
-                }
-                let mut sent = Vec::with_capacity(16);
-                sent.extend_from_slice(&server_timestamp_ms.to_be_bytes());
-                sent.extend_from_slice(&expires_at_ms.to_be_bytes());
-                tx.insert(s_key.as_slice(), sent)?;
-                tx.insert(z_key.as_slice(), &[] as &[u8])?;
-                Ok(Enqueued::Stored)
-            })
-            .map_err(tx_error)?;
-        if outcome == Enqueued::Stored {
-            self.committer.durable().await?;
-        }
-        Ok(outcome)
+        // The writer applies it and replies after the group's flush (a
+        // duplicate too: it is acked only once its original is durable).
+        self.committer
+            .call(|reply| Job::Enqueue(Box::new(message), max_queue, reply))
+            .await
     }
 
     async fn pending(
@@ -508,14 +662,22 @@ impl Storage for SledStore {
         message_id: [u8; MESSAGE_ID_LEN],
     ) -> StorageResult<Option<u32>> {
         let removed = self
-            .mail
-            .transaction(|tx| remove_queued(tx, &account, device, &sender, &message_id))
-            .map_err(tx_error)?;
+            .committer
+            .call(|reply| {
+                Job::Ack(
+                    AckJob {
+                        account,
+                        device,
+                        sender,
+                        message_id,
+                    },
+                    reply,
+                )
+            })
+            .await?;
+        // Not waited on for durability: see `Storage::acknowledge`.
         match removed {
-            Some(index) => {
-                self.committer.durable().await?;
-                Ok(Some(be_u32(&index, 16, "mail index")?))
-            }
+            Some(index) => Ok(Some(be_u32(&index, 16, "mail index")?)),
             None => Ok(None),
         }
     }
@@ -534,15 +696,13 @@ impl Storage for SledStore {
             let device = be_u32(&key, 33, "mail expiry")?;
             let sender = account_from(value.get(..16).unwrap_or_default(), "mail expiry")?;
             let id = value.get(16..).unwrap_or_default().to_vec();
-            let removed = self
-                .mail
-                .transaction(|tx| {
-                    let removed = remove_queued(tx, &account, device, &sender, &id)?;
-                    // An orphan expiry record (should not happen) goes too.
-                    tx.remove(key.clone())?;
-                    Ok(removed)
-                })
-                .map_err(tx_error)?;
+            let removed = {
+                let _guard = self.lock_mail();
+                let removed = remove_queued(&self.mail, &account, device, &sender, &id)?;
+                // An orphan expiry record (should not happen) goes too.
+                self.mail.remove(&key).map_err(backend)?;
+                removed
+            };
             if removed.is_some() {
                 expired += 1;
             }
@@ -573,10 +733,10 @@ impl Storage for SledStore {
                 .get(index_prefix.len() + 16..)
                 .unwrap_or_default()
                 .to_vec();
-            let gone = self
-                .mail
-                .transaction(|tx| remove_queued(tx, &account, device, &sender, &id))
-                .map_err(tx_error)?;
+            let gone = {
+                let _guard = self.lock_mail();
+                remove_queued(&self.mail, &account, device, &sender, &id)?
+            };
             if gone.is_some() {
                 removed += 1;
             }
@@ -646,7 +806,10 @@ impl Storage for SledStore {
     }
 
     async fn flush(&self) -> StorageResult<()> {
-        self.db.flush_async().await.map_err(backend)?;
-        Ok(())
+        self.committer.durable().await
+    }
+
+    async fn close(&self) -> StorageResult<()> {
+        self.committer.call(Job::Close).await
     }
 }
