@@ -84,6 +84,14 @@ pub enum Event {
         /// The message sent again.
         id: MessageId,
     },
+    /// The relay's stock of this device's one-time prekeys ran low and a
+    /// new batch was uploaded.
+    PreKeysReplenished {
+        /// What the relay had left.
+        remaining: u32,
+        /// How many were uploaded.
+        uploaded: u32,
+    },
     /// Something worth telling the user that needs no action from the code.
     Warning(String),
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use comptoir_client::{Client, ClientError, Event, KdfParams, MessageId, Status};
 use comptoir_protocol::AccountId;
-use support::{TIMEOUT, TestRelay, start_relay};
+use support::{TIMEOUT, TestRelay, start_relay, start_relay_with};
 
 /// Cheap Argon2id costs: these tests check behaviour, not KDF strength.
 const FAST_KDF: KdfParams = KdfParams {
@@ -262,5 +262,42 @@ async fn blocked_sender_is_refused_by_the_relay_and_unblock_restores_delivery() 
             .expect("history")
             .iter()
             .all(|m| m.body != "are you there?")
+    );
+}
+
+#[tokio::test]
+async fn one_time_prekeys_are_replenished_when_the_relay_runs_low() {
+    // Every fetch leaves the stock under the threshold.
+    let relay = start_relay_with(|config| {
+        config.limits.prekeys_low_threshold = comptoir_client::client::PREKEY_BATCH;
+    })
+    .await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut alice = registered(&relay, dir_a.path(), "alice pass").await;
+    let mut bob = registered(&relay, dir_b.path(), "bob pass").await;
+    let (a, b) = (alice.account_id(), bob.account_id());
+
+    alice
+        .send_text(b, "uses one of bob's prekeys")
+        .await
+        .expect("send");
+    let (remaining, uploaded) = wait_for(&mut bob, |e| match e {
+        Event::PreKeysReplenished {
+            remaining,
+            uploaded,
+        } => Some((*remaining, *uploaded)),
+        _ => None,
+    })
+    .await;
+    assert_eq!(remaining, comptoir_client::client::PREKEY_BATCH - 1);
+    assert_eq!(uploaded, comptoir_client::client::PREKEY_BATCH);
+    assert_eq!(wait_text(&mut bob, a).await.1, "uses one of bob's prekeys");
+    // The new keys work: a third account starts a session with Bob.
+    let dir_c = tempfile::tempdir().unwrap();
+    let mut carol = registered(&relay, dir_c.path(), "carol pass").await;
+    carol.send_text(b, "hi from carol").await.expect("send");
+    assert_eq!(
+        wait_text(&mut bob, carol.account_id()).await.1,
+        "hi from carol"
     );
 }

@@ -97,6 +97,10 @@ impl Client {
         };
         if ok.one_time_prekeys < PREKEY_LOW_WATER || !self.prekeys.has_signed() {
             self.upload_prekeys(PREKEY_BATCH).await?;
+            // The relay's own "stock low" notice, sent with AuthOk, is
+            // answered already (frames arrive in order, so it is queued).
+            self.pushes
+                .retain(|f| !matches!(f.body, Some(server_frame::Body::PrekeysLow(_))));
         }
         // Learn devices this account gained or lost elsewhere.
         self.refresh_peer(id).await?;
@@ -251,7 +255,23 @@ impl Client {
                 }
                 Ok(())
             }
-            Some(server_frame::Body::PrekeysLow(_)) => self.upload_prekeys(PREKEY_BATCH).await,
+            Some(server_frame::Body::PrekeysLow(low)) => {
+                match self.upload_prekeys(PREKEY_BATCH).await {
+                    Ok(()) => self.events.push_back(Event::PreKeysReplenished {
+                        remaining: low.remaining,
+                        uploaded: PREKEY_BATCH,
+                    }),
+                    Err(
+                        e @ (ClientError::ConnectionClosed(_)
+                        | ClientError::NotConnected
+                        | ClientError::Database(_)),
+                    ) => return Err(e),
+                    Err(e) => self
+                        .events
+                        .push_back(Event::Warning(format!("could not upload new prekeys: {e}"))),
+                }
+                Ok(())
+            }
             Some(server_frame::Body::Error(error)) => {
                 self.events
                     .push_back(Event::Warning(relay_error(error).to_string()));
