@@ -158,6 +158,13 @@ impl Account {
         self.account_key.is_none() && !self.registered
     }
 
+    /// Go back to waiting for a link approval (a failed link).
+    pub fn set_unlinked(&mut self, placeholder: AccountId) {
+        self.id = placeholder;
+        self.device_id = 0;
+        self.registered = false;
+    }
+
     /// Become device `device_id` of `account` (after an approval).
     pub fn set_linked(&mut self, account: AccountId, device_id: u32) {
         self.id = account;

@@ -144,6 +144,11 @@ pub fn mark_verified(store: &Store, account: &AccountId, key: &AccountKey) -> Re
     save_record(store, account, &record)
 }
 
+/// Forget everything pinned for an account.
+pub fn forget(store: &Store, account: &AccountId) -> Result<()> {
+    store.remove(Tree::Peers, account.as_bytes())
+}
+
 /// The user accepted a changed identity: pin the new list.
 pub fn accept_identity_change(store: &Store, account: &AccountId) -> Result<bool> {
     let Some(mut record) = load_record(store, account)? else {

@@ -15,6 +15,11 @@ use comptoir_protocol::{AccountId, InMemoryPreKeyStore, KeyPair, PreKeyStore, Se
 use crate::error::{ClientError, Result};
 use crate::store::{Store, Tree};
 
+/// Signed prekeys kept after rotation. A prekey message names the signed
+/// prekey it used; one that arrives after several rotations (weeks
+/// offline) fails and recovers through a re-key request instead.
+pub const MAX_SIGNED_PREKEYS: usize = 4;
+
 const SIGNED: u8 = b'S';
 const ONE_TIME: u8 = b'O';
 
@@ -117,6 +122,12 @@ impl PreKeys {
                 pair.secret_bytes().as_slice(),
             )?;
             self.signed.insert(spk.key_id, pair);
+            // Ids increase with each rotation: the lowest are the oldest.
+            while self.signed.len() > MAX_SIGNED_PREKEYS {
+                if let Some((old, _)) = self.signed.pop_first() {
+                    store.remove(Tree::PreKeys, &prekey_key(SIGNED, old))?;
+                }
+            }
         }
         for opk in &upload.one_time_prekeys {
             if let Some(pair) = generated.one_time_prekey(opk.key_id) {
@@ -158,5 +169,51 @@ impl PreKeyStore for PreKeys {
         if self.one_time.remove(&id).is_some() {
             self.removed.push(id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use comptoir_protocol::IdentityKeyPair;
+
+    use super::*;
+    use crate::store::KdfParams;
+
+    #[test]
+    fn prekeys_persist_rotate_and_commit_removals() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| ClientError::io("tempdir", e))?;
+        let params = KdfParams {
+            m_cost: 64,
+            t_cost: 1,
+            p_cost: 1,
+        };
+        let store = Store::create(dir.path(), "pw", params)?;
+        let identity = IdentityKeyPair::generate(&mut rand::rng());
+        let mut prekeys = PreKeys::default();
+        for round in 0..6u32 {
+            let (generated, upload) = InMemoryPreKeyStore::generate(
+                &identity,
+                round + 1,
+                round * 3 + 1,
+                3,
+                &mut rand::rng(),
+            );
+            prekeys.add_generated(&store, &generated, &upload)?;
+        }
+        let loaded = PreKeys::load(&store)?;
+        assert_eq!(
+            loaded.signed.keys().copied().collect::<Vec<_>>(),
+            vec![3, 4, 5, 6]
+        );
+        assert_eq!(loaded.one_time.len(), 18);
+
+        // A removal is staged by the decrypt and lands only on commit.
+        prekeys.remove_one_time_prekey(1);
+        assert_eq!(PreKeys::load(&store)?.one_time.len(), 18);
+        prekeys.commit(&store)?;
+        let loaded = PreKeys::load(&store)?;
+        assert_eq!(loaded.one_time.len(), 17);
+        assert!(loaded.one_time_prekey(1).is_none());
+        Ok(())
     }
 }

@@ -91,6 +91,22 @@ async fn a_linked_device_sees_both_sides_and_a_removed_one_stops_receiving() {
         Err(ClientError::BadLinkCode(_))
     ));
     let approval = phone.add_device(&code).await.expect("approve");
+    // The approval names the account key: one that does not match what the
+    // relay presents is refused, and the laptop stays unlinked.
+    let (prefix, _key) = approval.rsplit_once(':').expect("approval format");
+    let other_key = comptoir_protocol::AccountKeyPair::generate(&mut rand::rng()).public();
+    let forged: String = other_key
+        .to_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert!(matches!(
+        laptop
+            .finish_link(&url(&relay), &format!("{prefix}:{forged}"))
+            .await,
+        Err(ClientError::BadLinkCode(_))
+    ));
+    assert!(laptop.is_unlinked());
     laptop
         .finish_link(&url(&relay), &approval)
         .await

@@ -3,9 +3,8 @@
 
 use comptoir_protocol::proto::content::{Content, SentTranscript, Text, content};
 use comptoir_protocol::proto::wire::{Category, PublishDeviceList, client_frame, server_frame};
-use comptoir_protocol::{AccountId, DeviceList, IdentityKey};
+use comptoir_protocol::{AccountId, AccountKey, DeviceList, IdentityKey};
 
-use crate::account::Account;
 use crate::error::{ClientError, Result};
 use crate::messages::StoredMessage;
 use crate::peers::{self, Observed};
@@ -20,36 +19,54 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn parse_link_code(code: &str) -> Result<IdentityKey> {
-    let bad = || ClientError::BadLinkCode("expected comptoir-link: and 64 hex digits".into());
-    let hex_key = code.trim().strip_prefix(LINK_CODE_PREFIX).ok_or_else(bad)?;
-    if hex_key.len() != 64 || !hex_key.is_ascii() {
-        return Err(bad());
+/// 64 hex digits to 32 bytes.
+fn key_from_hex(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
     }
     let mut bytes = [0u8; 32];
     for (i, byte) in bytes.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex_key[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
     }
+    Some(bytes)
+}
+
+fn parse_link_code(code: &str) -> Result<IdentityKey> {
+    let bad = || ClientError::BadLinkCode("expected comptoir-link: and 64 hex digits".into());
+    let hex_key = code.trim().strip_prefix(LINK_CODE_PREFIX).ok_or_else(bad)?;
+    let bytes = key_from_hex(hex_key).ok_or_else(bad)?;
     IdentityKey::from_bytes(&bytes).map_err(|e| ClientError::BadLinkCode(e.to_string()))
 }
 
-fn parse_approval(approval: &str) -> Result<(AccountId, u32)> {
+/// `comptoir-approve:<account id>:<device id>:<account key>`: the account
+/// key travels with the approval (from device to device, not through the
+/// relay), so the new device pins the right key even if the relay lies.
+fn parse_approval(approval: &str) -> Result<(AccountId, u32, AccountKey)> {
     let bad = || {
         ClientError::BadLinkCode(
-            "expected comptoir-approve:<account id>:<device id> from `comptoir devices add`".into(),
+            "expected comptoir-approve:<account id>:<device id>:<account key> from `comptoir devices add`"
+                .into(),
         )
     };
     let rest = approval
         .trim()
         .strip_prefix(APPROVAL_PREFIX)
         .ok_or_else(bad)?;
-    let (account, device) = rest.split_once(':').ok_or_else(bad)?;
+    let mut parts = rest.split(':');
+    let (Some(account), Some(device), Some(key), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
     let account = AccountId::from_hex(account).map_err(|_| bad())?;
     let device: u32 = device.parse().map_err(|_| bad())?;
     if device == 0 {
         return Err(bad());
     }
-    Ok((account, device))
+    let key = key_from_hex(key)
+        .and_then(|k| AccountKey::from_bytes(&k).ok())
+        .ok_or_else(bad)?;
+    Ok((account, device, key))
 }
 
 impl Client {
@@ -153,7 +170,10 @@ impl Client {
                 next
             }
         };
-        Ok(format!("{APPROVAL_PREFIX}{own}:{device_id}"))
+        Ok(format!(
+            "{APPROVAL_PREFIX}{own}:{device_id}:{}",
+            hex(&current.account_key.to_bytes())
+        ))
     }
 
     /// On the account's first device: remove a device from the signed
@@ -212,20 +232,35 @@ impl Client {
                 "this device is already linked".into(),
             ));
         }
-        let (account, device_id) = parse_approval(approval)?;
+        let (account, device_id, account_key) = parse_approval(approval)?;
+        let unlinked_id = self.account.id();
         self.account.set_linked(account, device_id);
-        if let Err(e) = self.connect(url).await {
-            self.conn = None;
-            if let Some(saved) = Account::load(&self.store)? {
-                self.account = saved;
+        let checked = match self.connect(url).await {
+            Ok(_) => {
+                let own = self.own_devices()?;
+                if own.account_key != account_key {
+                    Err(ClientError::BadLinkCode(
+                        "the relay presents another account key than the approval names; do not trust this relay"
+                            .into(),
+                    ))
+                } else if own.device(device_id) != Some(&self.account.identity_key()) {
+                    Err(ClientError::BadLinkCode(
+                        "the account's signed device list does not name this device".into(),
+                    ))
+                } else {
+                    Ok(())
+                }
             }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = checked {
+            // Back to waiting for a (good) approval; nothing stays pinned.
+            self.disconnect().await;
+            peers::forget(&self.store, &account)?;
+            self.account.set_unlinked(unlinked_id);
+            self.account.save(&self.store)?;
+            self.store.flush().await?;
             return Err(e);
-        }
-        let own = self.own_devices()?;
-        if own.device(device_id) != Some(&self.account.identity_key()) {
-            return Err(ClientError::BadLinkCode(
-                "the account's signed device list does not name this device".into(),
-            ));
         }
         self.account.save(&self.store)?;
         self.store.flush().await
