@@ -42,6 +42,23 @@ pub enum Error {
         counter: u32,
     },
 
+    /// The message's key was stored as skipped but later evicted by the cap
+    /// on stored keys (or the message is a duplicate from that range): ask
+    /// the sender to send it again if it is not already in the history.
+    #[error(
+        "message key {counter} was evicted (too many skipped messages); ask the sender to resend"
+    )]
+    MessageKeyEvicted {
+        /// The message number in its chain.
+        counter: u32,
+    },
+
+    /// This session state was restored from a backup: its sending chain may
+    /// already have been used, so it must never encrypt. Start a new session
+    /// (fetch the peer's bundle and initiate).
+    #[error("session was restored from a backup and must not send; start a new session")]
+    ReceiveOnlySession,
+
     /// The message is further ahead in its chain than we are willing to skip.
     #[error("message skips {requested} keys in one chain; at most {limit} may be skipped")]
     TooManySkippedMessages {

@@ -151,26 +151,27 @@ impl ChainKey {
     /// Advance one step, returning the message key for the current index.
     pub(crate) fn step(&mut self) -> MessageKey {
         let (next, message) = chain_kdf(&self.key);
-        let mk = MessageKey {
-            key: *message,
-            index: self.index,
-        };
+        let mk = MessageKey::new(*message, self.index);
         *self.key = *next;
         self.index = self.index.wrapping_add(1);
         mk
     }
 }
 
-/// One message key (`MK`), used once then dropped (and zeroized).
+/// One message key (`MK`), used once then dropped (and zeroized). Boxed so
+/// that moving it (skipped keys live in growing queues) leaves no copy behind.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub(crate) struct MessageKey {
-    key: [u8; KEY_LEN],
+    key: Box<[u8; KEY_LEN]>,
     index: u32,
 }
 
 impl MessageKey {
     pub(crate) fn new(key: [u8; KEY_LEN], index: u32) -> Self {
-        Self { key, index }
+        Self {
+            key: Box::new(key),
+            index,
+        }
     }
 
     pub(crate) fn index(&self) -> u32 {

@@ -71,14 +71,7 @@ impl IdentityKey {
     /// Parse a 32-byte compressed Ed25519 public key.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let bytes = key_bytes("identity_key", bytes)?;
-        let ed25519 = VerifyingKey::from_bytes(&bytes).map_err(|_| Error::InvalidKey {
-            what: "identity key",
-        })?;
-        if ed25519.is_weak() {
-            return Err(Error::InvalidKey {
-                what: "identity key",
-            });
-        }
+        let ed25519 = canonical_ed25519("identity key", &bytes)?;
         let x25519 = PublicKey::from(ed25519.to_montgomery().to_bytes());
         Ok(Self { ed25519, x25519 })
     }
@@ -236,15 +229,7 @@ impl AccountKey {
     /// Parse a 32-byte Ed25519 public key.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let bytes = key_bytes("account_key", bytes)?;
-        let key = VerifyingKey::from_bytes(&bytes).map_err(|_| Error::InvalidKey {
-            what: "account key",
-        })?;
-        if key.is_weak() {
-            return Err(Error::InvalidKey {
-                what: "account key",
-            });
-        }
-        Ok(Self(key))
+        Ok(Self(canonical_ed25519("account key", &bytes)?))
     }
 
     /// The 32-byte encoding.
@@ -267,10 +252,11 @@ impl fmt::Debug for AccountKey {
     }
 }
 
-/// An X25519 key pair: prekeys, X3DH ephemeral keys and ratchet keys.
+/// An X25519 key pair: prekeys, X3DH ephemeral keys and ratchet keys. The
+/// secret is boxed so moves (session archives, prekey maps) leave no copy.
 #[derive(Clone)]
 pub struct KeyPair {
-    secret: StaticSecret,
+    secret: Box<StaticSecret>,
     public: PublicKey,
 }
 
@@ -290,7 +276,10 @@ impl KeyPair {
 
     fn from_secret(secret: StaticSecret) -> Self {
         let public = PublicKey::from(&secret);
-        Self { secret, public }
+        Self {
+            secret: Box::new(secret),
+            public,
+        }
     }
 
     /// The 32-byte secret, for storing at rest.
@@ -321,5 +310,31 @@ impl fmt::Debug for KeyPair {
 
 /// Parse a 32-byte X25519 public key.
 pub(crate) fn x25519_public(field: &'static str, bytes: &[u8]) -> Result<PublicKey> {
-    Ok(PublicKey::from(key_bytes(field, bytes)?))
+    Ok(PublicKey::from(canonical_x25519(field, bytes)?))
+}
+
+/// Read a 32-byte X25519 public key and refuse non-canonical encodings:
+/// bit 255 set, or a u-coordinate at or above p = 2^255 - 19. X25519 ignores
+/// those differences, so accepting them would let one key have several byte
+/// forms (and let a relay alter a key without changing the DH result).
+pub(crate) fn canonical_x25519(field: &'static str, bytes: &[u8]) -> Result<[u8; KEY_LEN]> {
+    let key = key_bytes(field, bytes)?;
+    let top_bit_set = key[31] & 0x80 != 0;
+    // u >= p exactly when u is one of 2^255 - 19 .. 2^255 - 1 (top bit clear):
+    // bytes 1..31 all 0xff, byte 31 == 0x7f, byte 0 >= 0xed.
+    let at_least_p = key[31] == 0x7f && key[1..31].iter().all(|b| *b == 0xff) && key[0] >= 0xed;
+    if top_bit_set || at_least_p {
+        return Err(Error::InvalidKey { what: field });
+    }
+    Ok(key)
+}
+
+/// Decode an Ed25519 public key, refusing non-canonical encodings (a
+/// y-coordinate at or above p) and small-order (weak) keys.
+fn canonical_ed25519(what: &'static str, bytes: &[u8; KEY_LEN]) -> Result<VerifyingKey> {
+    let key = VerifyingKey::from_bytes(bytes).map_err(|_| Error::InvalidKey { what })?;
+    if key.is_weak() || key.to_edwards().compress().to_bytes() != *bytes {
+        return Err(Error::InvalidKey { what });
+    }
+    Ok(key)
 }

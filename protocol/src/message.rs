@@ -14,7 +14,7 @@
 //! lengths, and refuse trailing or missing bytes.
 
 use crate::error::{DecodeError, Result};
-use crate::keys::{KEY_LEN, key_bytes};
+use crate::keys::{KEY_LEN, canonical_x25519, key_bytes};
 
 /// The only message version this build speaks.
 pub const MESSAGE_VERSION: u8 = 1;
@@ -90,7 +90,7 @@ impl<'a> RatchetMessage<'a> {
         }
         let (header_bytes, ciphertext) = bytes.split_at(HEADER_LEN);
         let header = Header {
-            ratchet_key: key_bytes("ratchet_key", &header_bytes[2..34])?,
+            ratchet_key: canonical_x25519("ratchet key", &header_bytes[2..34])?,
             previous_counter: read_u32(&header_bytes[34..38]),
             counter: read_u32(&header_bytes[38..42]),
         };
@@ -171,7 +171,7 @@ impl<'a> PreKeyMessage<'a> {
         };
         Ok(Self {
             identity_key: key_bytes("identity_key", &bytes[2..34])?,
-            base_key: key_bytes("base_key", &bytes[34..66])?,
+            base_key: canonical_x25519("base key", &bytes[34..66])?,
             signed_prekey_id: read_u32(&bytes[66..70]),
             one_time_prekey_id,
             message: RatchetMessage::decode(&bytes[PREKEY_PREFIX_LEN..])?,

@@ -13,7 +13,30 @@ pub mod content {
     include!(concat!(env!("OUT_DIR"), "/comptoir.content.rs"));
 }
 
-/// Records stored at rest by clients.
+/// Records stored at rest by clients. Their `Debug` names the type and
+/// prints no field: most fields are secrets.
 pub mod storage {
     include!(concat!(env!("OUT_DIR"), "/comptoir.storage.rs"));
+
+    macro_rules! redacted_debug {
+        ($($ty:ident),* $(,)?) => {$(
+            impl ::core::fmt::Debug for $ty {
+                fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                    f.write_str(concat!(stringify!($ty), "(..)"))
+                }
+            }
+        )*};
+    }
+
+    redacted_debug!(
+        ChainRecord,
+        SkippedKeyRecord,
+        PendingPreKeyRecord,
+        SessionStateRecord,
+        SessionRecord,
+        IdentityRecord,
+        SignedPreKeyRecord,
+        OneTimePreKeyRecord,
+        EvictedRecord,
+    );
 }

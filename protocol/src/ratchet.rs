@@ -149,9 +149,7 @@ impl RatchetState {
                 return Err(Error::DecryptionFailed);
             };
             if header.counter < chain.index() {
-                return Err(Error::DuplicateMessage {
-                    counter: header.counter,
-                });
+                return Err(self.stale_key_error(header));
             }
             let mut chain = chain.clone();
             let skipped = skip_until(&mut chain, header.counter)?;
@@ -163,9 +161,7 @@ impl RatchetState {
         }
 
         if self.previous_receiving_keys.contains(&header.ratchet_key) {
-            return Err(Error::DuplicateMessage {
-                counter: header.counter,
-            });
+            return Err(self.stale_key_error(header));
         }
 
         // DHRatchet, computed on the side.
@@ -196,6 +192,25 @@ impl RatchetState {
         self.previous_counter = self.sending_chain.as_ref().map_or(0, ChainKey::index);
         self.sending_chain = None;
         Ok(plaintext)
+    }
+}
+
+impl RatchetState {
+    /// A message whose key is gone: a duplicate, unless the key may have
+    /// been evicted by the cap before the message ever arrived.
+    fn stale_key_error(&self, header: &Header) -> Error {
+        if self
+            .skipped
+            .was_evicted(&header.ratchet_key, header.counter)
+        {
+            Error::MessageKeyEvicted {
+                counter: header.counter,
+            }
+        } else {
+            Error::DuplicateMessage {
+                counter: header.counter,
+            }
+        }
     }
 }
 

@@ -126,6 +126,8 @@ pub(crate) struct SessionState {
     pub(crate) pending_prekey: Option<PendingPreKey>,
     /// For a responder: the prekeys named by the prekey message that built it.
     pub(crate) built_from: Option<PendingPreKey>,
+    /// Restored from a backup: decrypt only, never encrypt.
+    pub(crate) receive_only: bool,
 }
 
 impl SessionState {
@@ -138,6 +140,9 @@ impl SessionState {
     }
 
     fn encrypt<R: CryptoRng + ?Sized>(&mut self, plaintext: &[u8], rng: &mut R) -> Result<Vec<u8>> {
+        if self.receive_only {
+            return Err(Error::ReceiveOnlySession);
+        }
         let ad = self.associated_data();
         let message = self.ratchet.encrypt(plaintext, &ad, rng)?;
         Ok(match self.pending_prekey {
@@ -168,8 +173,9 @@ pub struct SessionRecord {
     pub(crate) previous: VecDeque<SessionState>,
 }
 
-/// A successful decryption.
-#[derive(Debug, PartialEq, Eq)]
+/// A successful decryption. `Debug` shows the plaintext's length, not its
+/// bytes.
+#[derive(PartialEq, Eq)]
 pub struct Decrypted {
     /// The plaintext.
     pub plaintext: Vec<u8>,
@@ -229,6 +235,7 @@ impl SessionRecord {
                 one_time_prekey_id: bundle.one_time_prekey.map(|(id, _)| id),
             }),
             built_from: None,
+            receive_only: false,
         };
         self.promote(state);
         Ok(())
@@ -243,8 +250,20 @@ impl SessionRecord {
     /// only after it has received).
     pub fn can_send(&self) -> bool {
         self.current.as_ref().is_some_and(|s| {
-            s.ratchet.sending_chain.is_some() || s.ratchet.remote_ratchet_key.is_some()
+            !s.receive_only
+                && (s.ratchet.sending_chain.is_some() || s.ratchet.remote_ratchet_key.is_some())
         })
+    }
+
+    /// Mark every state as restored from a backup: they may still decrypt
+    /// what the peer sent, but never encrypt again (their sending chains may
+    /// have been used after the backup, and reusing a message key would
+    /// reuse a ChaCha20-Poly1305 key and nonce). Call this when restoring a
+    /// record from a backup; the next send needs a new session.
+    pub fn mark_restored(&mut self) {
+        for state in self.current.iter_mut().chain(self.previous.iter_mut()) {
+            state.receive_only = true;
+        }
     }
 
     /// The identity of the remote device in the current session.
@@ -360,6 +379,7 @@ impl SessionRecord {
             base_key: message.base_key,
             pending_prekey: None,
             built_from: Some(named),
+            receive_only: false,
         };
         let plaintext = state.decrypt(&message.message)?;
         // Success: commit the new session and consume the one-time prekey.
@@ -424,6 +444,9 @@ impl SessionRecord {
             (None, Some(Error::TooManySkippedMessages { requested, limit })) => {
                 Error::TooManySkippedMessages { requested, limit }
             }
+            (None, Some(Error::MessageKeyEvicted { counter })) => {
+                Error::MessageKeyEvicted { counter }
+            }
             _ => Error::NoMatchingSession,
         })
     }
@@ -438,6 +461,21 @@ impl SessionRecord {
             self.previous.push_front(old);
             self.previous.truncate(MAX_ARCHIVED_STATES);
         }
+    }
+}
+
+impl fmt::Debug for Decrypted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            plaintext,
+            remote_identity,
+            new_session,
+        } = self;
+        f.debug_struct("Decrypted")
+            .field("plaintext_len", &plaintext.len())
+            .field("remote_identity", remote_identity)
+            .field("new_session", new_session)
+            .finish()
     }
 }
 
@@ -461,12 +499,14 @@ impl fmt::Debug for SessionState {
             base_key: _,
             pending_prekey,
             built_from: _,
+            receive_only,
         } = self;
         f.debug_struct("SessionState")
             .field("local_identity", local_identity)
             .field("remote_identity", remote_identity)
             .field("initiator", initiator)
             .field("pending_prekey", &pending_prekey.is_some())
+            .field("receive_only", receive_only)
             .field("ratchet", ratchet)
             .finish()
     }

@@ -14,8 +14,9 @@ use crate::keys::KEY_LEN;
 pub const MAX_SKIP: u32 = 1000;
 
 /// Most skipped message keys stored per session, over all chains. Beyond it
-/// the oldest key is evicted: its message, if it ever arrives, fails as a
-/// duplicate and the client asks for a re-send. 2,000 keys cost 72 KiB.
+/// the oldest key is evicted: its message, if it ever arrives, fails with
+/// [`crate::Error::MessageKeyEvicted`] and the client asks for a re-send.
+/// 2,000 keys cost about 72 KiB.
 pub const MAX_SKIPPED_KEYS: usize = 2000;
 
 /// Skipped keys of one receiving chain, ascending by index.
@@ -25,11 +26,16 @@ pub(crate) struct SkippedChain {
     pub(crate) keys: VecDeque<MessageKey>,
 }
 
+/// How many chains' eviction watermarks are remembered.
+const MAX_EVICTED_CHAINS: usize = 64;
+
 /// All skipped keys of one session, oldest chain first.
 #[derive(Clone, Default)]
 pub(crate) struct SkippedKeys {
     chains: VecDeque<SkippedChain>,
     total: usize,
+    /// Per chain, the index below which keys were evicted by the cap.
+    evicted: VecDeque<([u8; KEY_LEN], u32)>,
 }
 
 /// Where a key sits: (chain position, key position).
@@ -43,6 +49,34 @@ impl SkippedKeys {
 
     pub(crate) fn chains(&self) -> impl Iterator<Item = &SkippedChain> {
         self.chains.iter()
+    }
+
+    /// Eviction watermarks, oldest chain first (for serialization).
+    pub(crate) fn evicted(&self) -> impl Iterator<Item = &([u8; KEY_LEN], u32)> {
+        self.evicted.iter()
+    }
+
+    /// Restore a watermark (deserialization).
+    pub(crate) fn restore_evicted(&mut self, ratchet_key: [u8; KEY_LEN], below: u32) {
+        self.note_evicted(ratchet_key, below);
+    }
+
+    /// Whether the key for `index` in this chain may have been evicted.
+    pub(crate) fn was_evicted(&self, ratchet_key: &[u8; KEY_LEN], index: u32) -> bool {
+        self.evicted
+            .iter()
+            .any(|(key, below)| key == ratchet_key && index < *below)
+    }
+
+    fn note_evicted(&mut self, ratchet_key: [u8; KEY_LEN], below: u32) {
+        if let Some(entry) = self.evicted.iter_mut().find(|(k, _)| *k == ratchet_key) {
+            entry.1 = entry.1.max(below);
+            return;
+        }
+        if self.evicted.len() == MAX_EVICTED_CHAINS {
+            self.evicted.pop_front();
+        }
+        self.evicted.push_back((ratchet_key, below));
     }
 
     pub(crate) fn find(&self, ratchet_key: &[u8; KEY_LEN], index: u32) -> Option<SkippedSlot> {
@@ -92,10 +126,14 @@ impl SkippedKeys {
             let Some(oldest) = self.chains.front_mut() else {
                 break;
             };
-            oldest.keys.pop_front();
+            let ratchet_key = oldest.ratchet_key;
+            let evicted = oldest.keys.pop_front().map(|k| k.index());
             self.total -= 1;
             if oldest.keys.is_empty() {
                 self.chains.pop_front();
+            }
+            if let Some(index) = evicted {
+                self.note_evicted(ratchet_key, index.saturating_add(1));
             }
         }
     }

@@ -249,6 +249,15 @@ fn state_to_proto(state: &SessionState) -> pb::SessionStateRecord {
         built_from: state
             .built_from
             .map(|p| pending_to_proto(p, &state.base_key)),
+        receive_only: state.receive_only,
+        evicted: r
+            .skipped
+            .evicted()
+            .map(|(key, below)| pb::EvictedRecord {
+                ratchet_key: key.to_vec(),
+                below: *below,
+            })
+            .collect(),
     }
 }
 
@@ -308,6 +317,12 @@ fn state_from_proto(record: &pb::SessionStateRecord) -> Result<SessionState> {
     if let Some((rk, keys)) = run {
         skipped.insert(rk, keys);
     }
+    for evicted in record.evicted.iter().take(64) {
+        skipped.restore_evicted(
+            key_bytes("evicted ratchet_key", &evicted.ratchet_key)?,
+            evicted.below,
+        );
+    }
     let remote_ratchet_key = if record.receiving_ratchet_key.is_empty() {
         None
     } else {
@@ -346,6 +361,7 @@ fn state_from_proto(record: &pb::SessionStateRecord) -> Result<SessionState> {
         base_key: key_bytes("base_key", &record.base_key)?,
         pending_prekey: record.pending_prekey.as_ref().map(pending_from_proto),
         built_from: record.built_from.as_ref().map(pending_from_proto),
+        receive_only: record.receive_only,
     })
 }
 
