@@ -254,11 +254,12 @@ async fn serve_socket<S: Storage>(
     let timeout = Duration::from_millis(relay.config.limits.write_timeout_ms);
     match tls {
         Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(socket)).await {
-            Ok(Ok(stream)) => serve_websocket(relay, stream, peer, shutdown).await,
+            Ok(Ok(stream)) => Box::pin(serve_websocket(relay, stream, peer, shutdown)).await,
             Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
             Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
         },
-        None => serve_websocket(relay, socket, peer, shutdown).await,
+        // Boxed apart so a plain connection does not pay for TLS state.
+        None => Box::pin(serve_websocket(relay, socket, peer, shutdown)).await,
     }
 }
 
@@ -273,7 +274,10 @@ async fn serve_websocket<S: Storage, IO: AsyncRead + AsyncWrite + Unpin + Send>(
     let config = websocket_config(limits.max_write_buffer_bytes);
     let ws = match tokio::time::timeout(
         timeout,
-        tokio_tungstenite::accept_async_with_config(stream, Some(config)),
+        Box::pin(tokio_tungstenite::accept_async_with_config(
+            stream,
+            Some(config),
+        )),
     )
     .await
     {

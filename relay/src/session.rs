@@ -151,8 +151,8 @@ impl<S: Storage> Session<S> {
                     conn.close(close::GOING_AWAY, "relay shutting down").await;
                     Ok(Flow::Stop)
                 }
-                Event::Written(done) => self.on_completion(done, &mut conn).await,
-                Event::Wake => self.on_wake(&mut conn).await,
+                Event::Written(done) => Box::pin(self.on_completion(done, &mut conn)).await,
+                Event::Wake => Box::pin(self.on_wake(&mut conn)).await,
                 Event::Timeout => {
                     if self.device.is_some() {
                         conn.close(close::IDLE, "idle timeout").await;
@@ -164,12 +164,14 @@ impl<S: Storage> Session<S> {
                 }
                 Event::Inbound(inbound) => {
                     let was_authenticated = self.device.is_some();
-                    let flow = self.on_inbound(inbound, &mut conn, &mut pending).await;
+                    // Handlers are boxed: an idle connection keeps only the loop's
+                    // small state, not the largest handler's.
+                    let flow = Box::pin(self.on_inbound(inbound, &mut conn, &mut pending)).await;
                     if self.device.is_some() {
                         deadline = Instant::now() + Duration::from_millis(limits.idle_timeout_ms);
                         if !was_authenticated {
                             // Freshly authenticated: drain the queue.
-                            match self.push_mail(&mut conn).await {
+                            match Box::pin(self.push_mail(&mut conn)).await {
                                 Ok(()) => flow,
                                 Err(e) => Err(e),
                             }
@@ -190,6 +192,9 @@ impl<S: Storage> Session<S> {
                 }
             }
         }
+        // Finish storage work already started (acks, sends): an ack read
+        // before the peer hung up still deletes its envelope.
+        while pending.next().await.is_some() {}
         if let Some(device) = &self.device {
             self.relay.hub.leave(device.account, device.device, self.id);
             self.relay.metrics.authenticated_open.fetch_sub(1, Relaxed);

@@ -1,11 +1,17 @@
 //! The embedded default backend: sled 0.34, with group commit.
 //!
-//! Writes apply to sled's in-memory state at once; the caller then waits
-//! on the [`Committer`], a task that gathers every waiting writer, runs one
-//! `flush_async()` (an fsync) for all of them and completes them together.
-//! Under load one fsync covers hundreds of envelopes.
+//! One writer thread owns the mail queues: it takes every job waiting
+//! (sends, acks; lingering up to [`GROUP_LINGER`] for more), checks and
+//! applies them as **one** atomic sled batch, runs one flush (an fsync)
+//! and only then completes the sends. Under load one fsync and one batch
+//! cover hundreds of envelopes; no writer touches sled while it flushes.
+//! Other records (accounts, prekeys, blocks, phones) are written in place
+//! and made durable by a `Durable` job through the same flush.
 //!
-//! Trees and key layouts (all integers big-endian so keys sort):
+//! Queue depths live in memory (counted from the index on first use), so a
+//! send costs three inserts and an ack two removes.
+//!
+//! Trees and key layouts (integers big-endian so keys sort):
 //!
 //! | tree | key | value |
 //! |---|---|---|
@@ -14,23 +20,23 @@
 //! | `prekeys` | account, device, 1, key id (4) | public key (32) |
 //! | `mail` | `q`, account, device, seq (8) | expires (8), `Envelope` protobuf |
 //! | `mail` | `i`, account, device, sender (16), message id (16) | seq, expires, sender device (4) |
-//! | `mail` | `x`, expires, seq, account, device | sender, message id |
-//! | `mail` | `c`, account, device | queued count (8) |
 //! | `mail` | `s`, sender, recipient, message id | server time (8), expires (8) |
-//! | `mail` | `z`, expires, sender, recipient, message id | (empty) |
 //! | `blocks` | blocker (16), blocked (16) | (empty) |
 //! | `phones` | E.164 text | account (16), discoverable (1) |
+//!
+//! `s` records make a retried send idempotent for the TTL, after delivery
+//! too; expiry scans `i` and `s` (values carry the expiry time).
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use ::sled::{Db, IVec, Tree};
+use ::sled::{Batch, Db, IVec, Tree};
 use comptoir_protocol::AccountId;
 use comptoir_protocol::proto::wire::{OneTimePreKey, SignedDeviceList, SignedPreKey};
 use prost::Message;
-use std::sync::mpsc as std_mpsc;
-
 use tokio::sync::oneshot;
 
 use super::{
@@ -39,7 +45,16 @@ use super::{
 };
 use crate::metrics::Metrics;
 
-/// Work for the writer task.
+/// How long the writer waits for more jobs before a flush. Each sled
+/// flush costs several write+sync system calls whatever it carries, so a
+/// short wait buys much larger groups under load, for at most this much
+/// added latency.
+pub const GROUP_LINGER: Duration = Duration::from_micros(1000);
+
+/// Most jobs taken into one group commit.
+const MAX_GROUP: usize = 4096;
+
+/// Work for the writer thread.
 enum Job {
     /// Store a message; reply once durable.
     Enqueue(
@@ -48,7 +63,8 @@ enum Job {
         oneshot::Sender<StorageResult<Enqueued>>,
     ),
     /// Delete an acked envelope; reply once applied (not waiting for disk).
-    Ack(AckJob, oneshot::Sender<StorageResult<Option<IVec>>>),
+    /// The reply is the sender's device if the envelope was queued.
+    Ack(AckJob, oneshot::Sender<StorageResult<Option<u32>>>),
     /// Reply once everything written before is durable.
     Durable(oneshot::Sender<StorageResult<()>>),
     /// Flush, release the database and stop the writer.
@@ -62,101 +78,11 @@ struct AckJob {
     message_id: [u8; MESSAGE_ID_LEN],
 }
 
-/// The single writer of the mail queues, and group commit: it takes every
-/// job waiting, applies them (microseconds each, in memory), runs one
-/// `flush_async()` (an fsync) and completes them together. Writers never
-/// touch sled while a flush runs, so a burst of sends arriving during one
-/// fsync is covered by the next one.
+/// Hands jobs to the writer thread.
 #[derive(Clone, Debug)]
 struct Committer {
     jobs: std_mpsc::Sender<Job>,
 }
-
-type Stored = (
-    oneshot::Sender<StorageResult<Enqueued>>,
-    StorageResult<Enqueued>,
-);
-
-fn write_loop(core: Core, metrics: &Metrics, rx: &std_mpsc::Receiver<Job>) {
-    let mut closing = None;
-    let mut group: Vec<Job> = Vec::new();
-    let mut stored: Vec<Stored> = Vec::new();
-    let mut waiters: Vec<oneshot::Sender<StorageResult<()>>> = Vec::new();
-    while let Ok(first) = rx.recv() {
-        group.push(first);
-        // Linger briefly so one fsync covers a burst, not a trickle.
-        let deadline = Instant::now() + GROUP_LINGER;
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(more) => group.push(more),
-                Err(_) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    match rx.recv_timeout(left) {
-                        Ok(more) => group.push(more),
-                        Err(_) => break,
-                    }
-                }
-            }
-        }
-        for job in group.drain(..) {
-            match job {
-                Job::Enqueue(message, max_queue, reply) => {
-                    let outcome = core.enqueue(&message, max_queue);
-                    stored.push((reply, outcome));
-                }
-                Job::Ack(ack, reply) => {
-                    let removed = {
-                        let _guard = core.lock_mail();
-                        remove_queued(
-                            &core.mail,
-                            &ack.account,
-                            ack.device,
-                            &ack.sender,
-                            &ack.message_id,
-                        )
-                    };
-                    let _ = reply.send(removed);
-                }
-                Job::Durable(reply) => waiters.push(reply),
-                Job::Close(reply) => closing = Some(reply),
-            }
-        }
-        if stored.is_empty() && waiters.is_empty() && closing.is_none() {
-            continue;
-        }
-        let started = Instant::now();
-        let result = core.db.flush().map(|_| ()).map_err(backend);
-        metrics.record_flush(started.elapsed(), stored.len() + waiters.len());
-        if let Err(error) = &result {
-            tracing::error!(%error, "flush failed; writers get an internal error");
-        }
-        for (reply, outcome) in stored.drain(..) {
-            let _ = reply.send(match (&result, outcome) {
-                (Err(e), _) => Err(e.clone()),
-                (Ok(()), outcome) => outcome,
-            });
-        }
-        for reply in waiters.drain(..) {
-            let _ = reply.send(result.clone());
-        }
-        if let Some(reply) = closing.take() {
-            // Release this thread's handle before answering, so the caller
-            // can reopen the directory as soon as it drops its own.
-            drop(core);
-            let _ = reply.send(result);
-            return;
-        }
-    }
-}
-
-/// How long the writer waits for more jobs before a flush. Each sled
-/// flush costs several write+sync system calls whatever it carries, so a
-/// short wait buys much larger groups under load, for at most this much
-/// added latency.
-const GROUP_LINGER: std::time::Duration = std::time::Duration::from_micros(1000);
-
-/// Most jobs taken into one group commit.
-const MAX_GROUP: usize = 4096;
 
 impl Committer {
     fn start(core: Core, metrics: Arc<Metrics>) -> StorageResult<Self> {
@@ -185,16 +111,248 @@ impl Committer {
     }
 }
 
-/// What the writer task needs of the store.
+/// In-memory queue depths, guarded with the right to change `mail`.
+#[derive(Debug, Default)]
+struct MailState {
+    depths: HashMap<(AccountId, u32), u64>,
+}
+
+/// What the writer thread needs of the store.
 #[derive(Clone, Debug)]
 struct Core {
     db: Db,
     mail: Tree,
-    /// Serialises read-check-write sequences on `mail` (duplicate check,
-    /// queue counters) between the writer and expiry. Held for
-    /// microseconds, never across an `.await`; every write itself is one
-    /// atomic sled batch.
-    mail_lock: Arc<Mutex<()>>,
+    /// Held (never across an `.await`) by whoever changes `mail`: the
+    /// writer for a whole group, expiry and device removal per record.
+    state: Arc<Mutex<MailState>>,
+}
+
+impl Core {
+    fn lock(&self) -> MutexGuard<'_, MailState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The queue depth of a device, counted from the index on first use.
+    fn depth<'a>(
+        &self,
+        state: &'a mut MailState,
+        account: AccountId,
+        device: u32,
+    ) -> StorageResult<&'a mut u64> {
+        match state.depths.entry((account, device)) {
+            std::collections::hash_map::Entry::Occupied(entry) => Ok(entry.into_mut()),
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                let mut n = 0;
+                for key in self
+                    .mail
+                    .scan_prefix(device_key(b'i', &account, device))
+                    .keys()
+                {
+                    key.map_err(backend)?;
+                    n += 1;
+                }
+                Ok(entry.insert(n))
+            }
+        }
+    }
+
+    /// Check one send and add its records to the group's batch.
+    fn plan_enqueue(
+        &self,
+        state: &mut MailState,
+        group: &mut Group,
+        message: &NewMessage,
+        max_queue: u64,
+    ) -> StorageResult<Enqueued> {
+        let s_key = tagged(
+            b's',
+            &[&s_suffix(
+                &message.sender,
+                &message.recipient,
+                &message.message_id,
+            )],
+        );
+        if let Some(&first) = group.sent.get(&s_key) {
+            return Ok(Enqueued::Duplicate {
+                server_timestamp_ms: first,
+            });
+        }
+        if let Some(existing) = self.mail.get(&s_key).map_err(backend)? {
+            return Ok(Enqueued::Duplicate {
+                server_timestamp_ms: be_u64(&existing, 0, "mail sent")?,
+            });
+        }
+        for (device, _) in &message.copies {
+            if *self.depth(state, message.recipient, *device)? >= max_queue {
+                return Ok(Enqueued::QueueFull { device: *device });
+            }
+        }
+        for (device, envelope) in &message.copies {
+            let seq = self.db.generate_id().map_err(backend)?;
+            let mut value = Vec::with_capacity(8 + envelope.len());
+            value.extend_from_slice(&message.expires_at_ms.to_be_bytes());
+            value.extend_from_slice(envelope);
+            group
+                .batch
+                .insert(q_key(&message.recipient, *device, seq), value);
+            let mut index = Vec::with_capacity(20);
+            index.extend_from_slice(&seq.to_be_bytes());
+            index.extend_from_slice(&message.expires_at_ms.to_be_bytes());
+            index.extend_from_slice(&message.sender_device.to_be_bytes());
+            let ik = i_key(
+                &message.recipient,
+                *device,
+                &message.sender,
+                &message.message_id,
+            );
+            group.removed.remove(&ik);
+            group.batch.insert(ik, index);
+            *self.depth(state, message.recipient, *device)? += 1;
+        }
+        let mut sent = Vec::with_capacity(16);
+        sent.extend_from_slice(&message.server_timestamp_ms.to_be_bytes());
+        sent.extend_from_slice(&message.expires_at_ms.to_be_bytes());
+        group.batch.insert(s_key.as_slice(), sent);
+        group.sent.insert(s_key, message.server_timestamp_ms);
+        Ok(Enqueued::Stored)
+    }
+
+    /// Remove one queued envelope into `batch` (ack, expiry, removed
+    /// device). Returns the sender's device if it was queued.
+    #[allow(clippy::too_many_arguments)] // one call shape, three callers
+    fn plan_remove(
+        &self,
+        state: &mut MailState,
+        batch: &mut Batch,
+        removed: &mut HashSet<Vec<u8>>,
+        account: AccountId,
+        device: u32,
+        sender: &AccountId,
+        id: &[u8],
+    ) -> StorageResult<Option<u32>> {
+        let ik = i_key(&account, device, sender, id);
+        if removed.contains(&ik) {
+            return Ok(None);
+        }
+        let Some(index) = self.mail.get(&ik).map_err(backend)? else {
+            return Ok(None);
+        };
+        let seq = be_u64(&index, 0, "mail index")?;
+        let sender_device = be_u32(&index, 16, "mail index")?;
+        batch.remove(q_key(&account, device, seq));
+        batch.remove(ik.clone());
+        removed.insert(ik);
+        let depth = self.depth(state, account, device)?;
+        *depth = depth.saturating_sub(1);
+        Ok(Some(sender_device))
+    }
+}
+
+/// One group commit in the making.
+#[derive(Default)]
+struct Group {
+    batch: Batch,
+    /// Idempotency keys claimed in this group, with their first time.
+    sent: HashMap<Vec<u8>, u64>,
+    /// Index keys removed in this group.
+    removed: HashSet<Vec<u8>>,
+}
+
+type Stored = (
+    oneshot::Sender<StorageResult<Enqueued>>,
+    StorageResult<Enqueued>,
+);
+type Acked = (
+    oneshot::Sender<StorageResult<Option<u32>>>,
+    StorageResult<Option<u32>>,
+);
+
+fn write_loop(core: Core, metrics: &Metrics, rx: &std_mpsc::Receiver<Job>) {
+    let mut jobs: Vec<Job> = Vec::new();
+    let mut stored: Vec<Stored> = Vec::new();
+    let mut acked: Vec<Acked> = Vec::new();
+    let mut waiters: Vec<oneshot::Sender<StorageResult<()>>> = Vec::new();
+    let mut closing = None;
+    while let Ok(first) = rx.recv() {
+        jobs.push(first);
+        // Linger briefly so one fsync covers a burst, not a trickle.
+        let deadline = Instant::now() + GROUP_LINGER;
+        while jobs.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(more) => jobs.push(more),
+                Err(_) => match rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                {
+                    Ok(more) => jobs.push(more),
+                    Err(_) => break,
+                },
+            }
+        }
+        let mut group = Group::default();
+        let applied = {
+            let mut state = core.lock();
+            for job in jobs.drain(..) {
+                match job {
+                    Job::Enqueue(message, max_queue, reply) => {
+                        let outcome =
+                            core.plan_enqueue(&mut state, &mut group, &message, max_queue);
+                        stored.push((reply, outcome));
+                    }
+                    Job::Ack(ack, reply) => {
+                        let outcome = core.plan_remove(
+                            &mut state,
+                            &mut group.batch,
+                            &mut group.removed,
+                            ack.account,
+                            ack.device,
+                            &ack.sender,
+                            &ack.message_id,
+                        );
+                        acked.push((reply, outcome));
+                    }
+                    Job::Durable(reply) => waiters.push(reply),
+                    Job::Close(reply) => closing = Some(reply),
+                }
+            }
+            let applied = core.mail.apply_batch(group.batch).map_err(backend);
+            if applied.is_err() {
+                // The in-memory depths no longer match: recount lazily.
+                state.depths.clear();
+            }
+            applied
+        };
+        for (reply, outcome) in acked.drain(..) {
+            let _ = reply.send(match &applied {
+                Err(e) => Err(e.clone()),
+                Ok(()) => outcome,
+            });
+        }
+        if stored.is_empty() && waiters.is_empty() && closing.is_none() {
+            continue;
+        }
+        let started = Instant::now();
+        let flushed = core.db.flush().map(|_| ()).map_err(backend);
+        metrics.record_flush(started.elapsed(), stored.len() + waiters.len());
+        let result = applied.and(flushed);
+        if let Err(error) = &result {
+            tracing::error!(%error, "write or flush failed; writers get an internal error");
+        }
+        for (reply, outcome) in stored.drain(..) {
+            let _ = reply.send(match &result {
+                Err(e) => Err(e.clone()),
+                Ok(()) => outcome,
+            });
+        }
+        for reply in waiters.drain(..) {
+            let _ = reply.send(result.clone());
+        }
+        if let Some(reply) = closing.take() {
+            // Release this thread's handle before answering, so the caller
+            // can reopen the directory as soon as it drops its own.
+            drop(core);
+            let _ = reply.send(result);
+            return;
+        }
+    }
 }
 
 /// sled-backed [`Storage`]. Cheap to clone (all handles are shared).
@@ -250,16 +408,6 @@ fn i_key(account: &AccountId, device: u32, sender: &AccountId, id: &[u8]) -> Vec
     k
 }
 
-fn x_key(expires: u64, seq: u64, account: &AccountId, device: u32) -> Vec<u8> {
-    let mut k = Vec::with_capacity(37);
-    k.push(b'x');
-    k.extend_from_slice(&expires.to_be_bytes());
-    k.extend_from_slice(&seq.to_be_bytes());
-    k.extend_from_slice(account.as_bytes());
-    k.extend_from_slice(&device.to_be_bytes());
-    k
-}
-
 fn s_suffix(sender: &AccountId, recipient: &AccountId, id: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(48);
     k.extend_from_slice(sender.as_bytes());
@@ -298,136 +446,6 @@ fn decode_list(bytes: &[u8]) -> StorageResult<SignedDeviceList> {
     SignedDeviceList::decode(bytes).map_err(|_| StorageError::Corrupt("accounts"))
 }
 
-/// Remove one queued envelope (ack, expiry, removed device). The caller
-/// holds the mail write lock. Returns the `i` record's value if the
-/// envelope was queued.
-fn remove_queued(
-    mail: &Tree,
-    account: &AccountId,
-    device: u32,
-    sender: &AccountId,
-    id: &[u8],
-) -> StorageResult<Option<IVec>> {
-    let ik = i_key(account, device, sender, id);
-    let Some(index) = mail.get(&ik).map_err(backend)? else {
-        return Ok(None);
-    };
-    let seq = be_u64(&index, 0, "mail index")?;
-    let expires = be_u64(&index, 8, "mail index")?;
-    let mut batch = ::sled::Batch::default();
-    batch.remove(ik);
-    batch.remove(q_key(account, device, seq));
-    batch.remove(x_key(expires, seq, account, device));
-    let ck = device_key(b'c', account, device);
-    let count = match mail.get(&ck).map_err(backend)? {
-        Some(v) => be_u64(&v, 0, "mail count")?,
-        None => 0,
-    };
-    if count <= 1 {
-        batch.remove(ck);
-    } else {
-        batch.insert(ck, &(count - 1).to_be_bytes());
-    }
-    mail.apply_batch(batch).map_err(backend)?;
-    Ok(Some(index))
-}
-
-impl Core {
-    fn enqueue(&self, message: &NewMessage, max_queue: u64) -> StorageResult<Enqueued> {
-        let NewMessage {
-            sender,
-            sender_device,
-            recipient,
-            message_id,
-            server_timestamp_ms,
-            expires_at_ms,
-            copies,
-        } = message;
-        let suffix = s_suffix(sender, recipient, message_id);
-        let s_key = tagged(b's', &[&suffix]);
-        let z_key = tagged(b'z', &[&expires_at_ms.to_be_bytes(), &suffix]);
-        let mut x_value = Vec::with_capacity(32);
-        x_value.extend_from_slice(sender.as_bytes());
-        x_value.extend_from_slice(message_id);
-        let _guard = self.lock_mail();
-        self.enqueue_locked(
-            &s_key,
-            &z_key,
-            &x_value,
-            *sender_device,
-            recipient,
-            sender,
-            message_id,
-            *server_timestamp_ms,
-            *expires_at_ms,
-            copies,
-            max_queue,
-        )
-    }
-
-    /// The duplicate check, queue limits and the atomic batch of one
-    /// enqueue. The caller holds the mail lock.
-    #[allow(clippy::too_many_arguments)]
-    fn enqueue_locked(
-        &self,
-        s_key: &[u8],
-        z_key: &[u8],
-        x_value: &[u8],
-        sender_device: u32,
-        recipient: &AccountId,
-        sender: &AccountId,
-        message_id: &[u8; MESSAGE_ID_LEN],
-        server_timestamp_ms: u64,
-        expires_at_ms: u64,
-        copies: &[(u32, Vec<u8>)],
-        max_queue: u64,
-    ) -> StorageResult<Enqueued> {
-        if let Some(existing) = self.mail.get(s_key).map_err(backend)? {
-            return Ok(Enqueued::Duplicate {
-                server_timestamp_ms: be_u64(&existing, 0, "mail sent")?,
-            });
-        }
-        let mut counts = Vec::with_capacity(copies.len());
-        for (device, _) in copies {
-            let ck = device_key(b'c', recipient, *device);
-            let count = match self.mail.get(&ck).map_err(backend)? {
-                Some(v) => be_u64(&v, 0, "mail count")?,
-                None => 0,
-            };
-            if count >= max_queue {
-                return Ok(Enqueued::QueueFull { device: *device });
-            }
-            counts.push((ck, count));
-        }
-        let mut batch = ::sled::Batch::default();
-        for ((device, envelope), (ck, count)) in copies.iter().zip(counts) {
-            let seq = self.db.generate_id().map_err(backend)?;
-            let mut value = Vec::with_capacity(8 + envelope.len());
-            value.extend_from_slice(&expires_at_ms.to_be_bytes());
-            value.extend_from_slice(envelope);
-            batch.insert(q_key(recipient, *device, seq), value);
-            let mut index = Vec::with_capacity(20);
-            index.extend_from_slice(&seq.to_be_bytes());
-            index.extend_from_slice(&expires_at_ms.to_be_bytes());
-            index.extend_from_slice(&sender_device.to_be_bytes());
-            batch.insert(i_key(recipient, *device, sender, message_id), index);
-            batch.insert(x_key(expires_at_ms, seq, recipient, *device), x_value);
-            batch.insert(ck, &(count + 1).to_be_bytes());
-        }
-        let mut sent = Vec::with_capacity(16);
-        sent.extend_from_slice(&server_timestamp_ms.to_be_bytes());
-        sent.extend_from_slice(&expires_at_ms.to_be_bytes());
-        batch.insert(s_key, sent);
-        batch.insert(z_key, &[] as &[u8]);
-        self.mail.apply_batch(batch).map_err(backend)?;
-        Ok(Enqueued::Stored)
-    }
-
-    fn lock_mail(&self) -> MutexGuard<'_, ()> {
-        self.mail_lock.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
 impl SledStore {
     /// Open (or create) the store in `dir`. Must run inside a tokio runtime
     /// (it starts the group-commit task).
@@ -443,7 +461,7 @@ impl SledStore {
         let core = Core {
             db: db.clone(),
             mail: mail.clone(),
-            mail_lock: Arc::new(Mutex::new(())),
+            state: Arc::default(),
         };
         Ok(Self {
             accounts: tree("accounts")?,
@@ -454,10 +472,6 @@ impl SledStore {
             committer: Committer::start(core.clone(), metrics)?,
             core,
         })
-    }
-
-    fn lock_mail(&self) -> MutexGuard<'_, ()> {
-        self.core.lock_mail()
     }
 
     fn count_one_time(&self, account: &AccountId, device: u32) -> u32 {
@@ -543,7 +557,7 @@ impl Storage for SledStore {
         if have.saturating_add(fresh) > max {
             return Ok(Err(have));
         }
-        let mut batch = ::sled::Batch::default();
+        let mut batch = Batch::default();
         if let Some(spk) = signed {
             batch.insert(prekey_prefix(&account, device, 0), spk.encode_to_vec());
         }
@@ -644,14 +658,8 @@ impl Storage for SledStore {
     }
 
     async fn queued_count(&self, account: AccountId, device: u32) -> StorageResult<u64> {
-        match self
-            .mail
-            .get(device_key(b'c', &account, device))
-            .map_err(backend)?
-        {
-            Some(v) => be_u64(&v, 0, "mail count"),
-            None => Ok(0),
-        }
+        let mut state = self.core.lock();
+        Ok(*self.core.depth(&mut state, account, device)?)
     }
 
     async fn acknowledge(
@@ -676,72 +684,105 @@ impl Storage for SledStore {
             })
             .await?;
         // Not waited on for durability: see `Storage::acknowledge`.
-        match removed {
-            Some(index) => Ok(Some(be_u32(&index, 16, "mail index")?)),
-            None => Ok(None),
-        }
+        Ok(removed)
     }
 
     async fn expire(&self, now_ms: u64) -> StorageResult<u64> {
-        let upper = tagged(b'x', &[&now_ms.saturating_add(1).to_be_bytes()]);
-        let mut expired = 0u64;
-        let due: Vec<_> = self
-            .mail
-            .range(b"x".to_vec()..upper)
-            .collect::<Result<_, _>>()
-            .map_err(backend)?;
-        for (key, value) in due {
-            // x: tag, expires (8), seq (8), account (16), device (4).
-            let account = account_from(key.get(17..33).unwrap_or_default(), "mail expiry")?;
-            let device = be_u32(&key, 33, "mail expiry")?;
-            let sender = account_from(value.get(..16).unwrap_or_default(), "mail expiry")?;
-            let id = value.get(16..).unwrap_or_default().to_vec();
-            let removed = {
-                let _guard = self.lock_mail();
-                let removed = remove_queued(&self.mail, &account, device, &sender, &id)?;
-                // An orphan expiry record (should not happen) goes too.
-                self.mail.remove(&key).map_err(backend)?;
-                removed
-            };
-            if removed.is_some() {
-                expired += 1;
+        // Find candidates without the lock (reads), then remove them under
+        // it, re-checking each (an ack may have won the race).
+        let mut due = Vec::new();
+        for entry in self.mail.scan_prefix(b"i") {
+            let (key, value) = entry.map_err(backend)?;
+            if be_u64(&value, 8, "mail index")? <= now_ms {
+                due.push(key);
             }
         }
-        let upper = tagged(b'z', &[&now_ms.saturating_add(1).to_be_bytes()]);
-        let mut batch = ::sled::Batch::default();
-        for entry in self.mail.range(b"z".to_vec()..upper) {
-            let (key, _) = entry.map_err(backend)?;
-            batch.remove(key.clone());
-            batch.remove(tagged(b's', &[key.get(9..).unwrap_or_default()]));
+        let mut stale_sent = Vec::new();
+        for entry in self.mail.scan_prefix(b"s") {
+            let (key, value) = entry.map_err(backend)?;
+            if be_u64(&value, 8, "mail sent")? <= now_ms {
+                stale_sent.push(key);
+            }
         }
-        self.mail.apply_batch(batch).map_err(backend)?;
-        self.committer.durable().await?;
+        if due.is_empty() && stale_sent.is_empty() {
+            return Ok(0);
+        }
+        let mut expired = 0;
+        {
+            let mut state = self.core.lock();
+            let mut batch = Batch::default();
+            let mut removed = HashSet::new();
+            for key in due {
+                // i: tag, account (16), device (4), sender (16), id (16).
+                let account = account_from(key.get(1..17).unwrap_or_default(), "mail index")?;
+                let device = be_u32(&key, 17, "mail index")?;
+                let sender = account_from(key.get(21..37).unwrap_or_default(), "mail index")?;
+                let id = key.get(37..).unwrap_or_default();
+                if self
+                    .core
+                    .plan_remove(
+                        &mut state,
+                        &mut batch,
+                        &mut removed,
+                        account,
+                        device,
+                        &sender,
+                        id,
+                    )?
+                    .is_some()
+                {
+                    expired += 1;
+                }
+            }
+            for key in stale_sent {
+                batch.remove(key);
+            }
+            if let Err(e) = self.mail.apply_batch(batch) {
+                state.depths.clear();
+                return Err(backend(e));
+            }
+        }
+        // Deletions need not wait for the disk (see the trait docs).
         Ok(expired)
     }
 
     async fn remove_device(&self, account: AccountId, device: u32) -> StorageResult<u64> {
         let index_prefix = device_key(b'i', &account, device);
+        let keys: Vec<IVec> = self
+            .mail
+            .scan_prefix(&index_prefix)
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(backend)?;
         let mut removed = 0;
-        for entry in self.mail.scan_prefix(&index_prefix) {
-            let (key, _) = entry.map_err(backend)?;
-            let sender = account_from(
-                key.get(index_prefix.len()..index_prefix.len() + 16)
-                    .unwrap_or_default(),
-                "mail index",
-            )?;
-            let id = key
-                .get(index_prefix.len() + 16..)
-                .unwrap_or_default()
-                .to_vec();
-            let gone = {
-                let _guard = self.lock_mail();
-                remove_queued(&self.mail, &account, device, &sender, &id)?
-            };
-            if gone.is_some() {
-                removed += 1;
+        {
+            let mut state = self.core.lock();
+            let mut batch = Batch::default();
+            let mut seen = HashSet::new();
+            for key in keys {
+                let sender = account_from(
+                    key.get(index_prefix.len()..index_prefix.len() + 16)
+                        .unwrap_or_default(),
+                    "mail index",
+                )?;
+                let id = key.get(index_prefix.len() + 16..).unwrap_or_default();
+                if self
+                    .core
+                    .plan_remove(
+                        &mut state, &mut batch, &mut seen, account, device, &sender, id,
+                    )?
+                    .is_some()
+                {
+                    removed += 1;
+                }
             }
+            if let Err(e) = self.mail.apply_batch(batch) {
+                state.depths.clear();
+                return Err(backend(e));
+            }
+            state.depths.remove(&(account, device));
         }
-        let mut batch = ::sled::Batch::default();
+        let mut batch = Batch::default();
         let mut prefix = account.to_vec();
         prefix.extend_from_slice(&device.to_be_bytes());
         for key in self.prekeys.scan_prefix(&prefix).keys() {
@@ -798,9 +839,9 @@ impl Storage for SledStore {
 
     async fn total_queued(&self) -> StorageResult<u64> {
         let mut total = 0;
-        for entry in self.mail.scan_prefix(b"c") {
-            let (_, v) = entry.map_err(backend)?;
-            total += be_u64(&v, 0, "mail count")?;
+        for key in self.mail.scan_prefix(b"i").keys() {
+            key.map_err(backend)?;
+            total += 1;
         }
         Ok(total)
     }
