@@ -239,3 +239,46 @@ async fn contacts_found_by_a_verified_discoverable_phone_number() {
     bob.ok(&["phone", "verify", hidden, &code]).await;
     assert_eq!(alice.run(&["contacts", "add", "bob", hidden]).await.0, 8);
 }
+
+#[tokio::test]
+async fn a_second_device_links_through_the_command_line() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let phone = Customer::new(root.path(), "phone", &relay);
+    let laptop = Customer::new(root.path(), "laptop", &relay);
+    let account = phone.ok(&["init"]).await.trim().to_string();
+    phone.ok(&["register"]).await;
+
+    let code = laptop.ok(&["link-device"]).await.trim().to_string();
+    assert!(code.starts_with("comptoir-link:"), "{code}");
+    assert_eq!(
+        laptop.run(&["listen", "--count", "1"]).await.0,
+        4,
+        "not linked yet"
+    );
+    assert_eq!(laptop.run(&["devices", "add", &code]).await.0, 4);
+    let approval = phone
+        .ok(&["devices", "add", &code])
+        .await
+        .trim()
+        .to_string();
+    assert!(approval.starts_with("comptoir-approve:"), "{approval}");
+    assert_eq!(
+        laptop
+            .ok(&["link-device", "--finish", &approval])
+            .await
+            .trim(),
+        account
+    );
+    let listed = laptop.ok(&["devices", "list"]).await;
+    let lines: Vec<_> = listed.lines().collect();
+    assert_eq!(lines.len(), 2, "{listed}");
+    assert!(lines[1].starts_with("2\t") && lines[1].ends_with("(this device)"));
+    assert_eq!(
+        laptop.run(&["devices", "remove", "1"]).await.0,
+        4,
+        "only the first device"
+    );
+    phone.ok(&["devices", "remove", "2"]).await;
+    assert_eq!(laptop.run(&["devices", "list"]).await.0, 4, "removed");
+}
