@@ -30,6 +30,13 @@ pub enum Event {
         /// The text.
         text: String,
     },
+    /// Another device of this account read messages from `peer`.
+    ReadElsewhere {
+        /// The conversation.
+        peer: AccountId,
+        /// How many messages are now marked read here.
+        count: usize,
+    },
     /// The relay stored an outgoing message.
     Accepted {
         /// The recipient.

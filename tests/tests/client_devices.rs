@@ -121,6 +121,22 @@ async fn a_linked_device_sees_both_sides_and_a_removed_one_stops_receiving() {
     assert_eq!(wait_text(&mut phone, b).await, "hello both");
     assert_eq!(wait_text(&mut laptop, b).await, "hello both");
 
+    // What one device reads, the other stops counting as unread.
+    assert_eq!(phone.mark_read(b).await.expect("mark read"), 1);
+    let synced = wait_for(&mut laptop, |e| match e {
+        Event::ReadElsewhere { peer, count } if *peer == b => Some(*count),
+        _ => None,
+    })
+    .await;
+    assert_eq!(synced, 1);
+    assert!(
+        laptop
+            .history(&b)
+            .expect("history")
+            .iter()
+            .all(|m| m.status == comptoir_client::Status::Read)
+    );
+
     // What one device sends, the other sees as sent.
     phone.send_text(b, "from the phone").await.expect("send");
     assert_eq!(wait_text(&mut bob, alice).await, "from the phone");

@@ -1,15 +1,15 @@
 //! This account's own devices: linking a new one, removing one, and
 //! copying sent messages to the others.
 
-use comptoir_protocol::proto::content::{Content, SentTranscript, Text, content};
+use comptoir_protocol::proto::content::{Content, ReadReceipt, SentTranscript, Text, content};
 use comptoir_protocol::proto::wire::{Category, PublishDeviceList, client_frame, server_frame};
 use comptoir_protocol::{AccountId, AccountKey, DeviceList, IdentityKey};
 
 use crate::error::{ClientError, Result};
-use crate::messages::StoredMessage;
+use crate::messages::{MessageId, StoredMessage};
 use crate::peers::{self, Observed};
 
-use super::{Client, unexpected};
+use super::{Client, now_ms, unexpected};
 
 const LINK_CODE_PREFIX: &str = "comptoir-link:";
 
@@ -97,29 +97,55 @@ impl Client {
     /// Copy a sent message to this account's other devices (best effort:
     /// a copy that cannot go now is reported, not retried).
     pub(super) async fn sync_sent(&mut self, sent: &StoredMessage) -> Result<()> {
+        let text = content::Body::Text(Text {
+            body: sent.body.clone(),
+        });
+        self.sync_to_own(sent.peer, sent.id, sent.sent_at_ms, text)
+            .await
+    }
+
+    /// Tell this account's other devices that this one read `ids` from
+    /// `peer`, so they stop counting them as unread.
+    pub(super) async fn sync_read(&mut self, peer: AccountId, ids: &[MessageId]) -> Result<()> {
+        let now = now_ms();
+        let receipt = content::Body::ReadReceipt(ReadReceipt {
+            message_ids: ids.iter().map(|id| id.0.to_vec()).collect(),
+            read_at_ms: now,
+        });
+        self.sync_to_own(peer, MessageId::generate(), now, receipt)
+            .await
+    }
+
+    /// Send `body`, about the conversation with `peer`, to this account's
+    /// other devices inside a [`SentTranscript`].
+    async fn sync_to_own(
+        &mut self,
+        peer: AccountId,
+        id: MessageId,
+        at_ms: u64,
+        body: content::Body,
+    ) -> Result<()> {
         let own = self.account.id();
         for _attempt in 0..2 {
             if self.target_devices(own, &self.own_devices()?).is_empty() {
                 return Ok(());
             }
             let content = Content {
-                message_id: sent.id.0.to_vec(),
-                sent_at_ms: sent.sent_at_ms,
+                message_id: id.0.to_vec(),
+                sent_at_ms: at_ms,
                 body: Some(content::Body::SentTranscript(Box::new(SentTranscript {
-                    peer_account: sent.peer.to_vec(),
+                    peer_account: peer.to_vec(),
                     content: Some(Box::new(Content {
-                        message_id: sent.id.0.to_vec(),
-                        sent_at_ms: sent.sent_at_ms,
-                        body: Some(content::Body::Text(Text {
-                            body: sent.body.clone(),
-                        })),
+                        message_id: id.0.to_vec(),
+                        sent_at_ms: at_ms,
+                        body: Some(body.clone()),
                         padding: Vec::new(),
                     })),
                 }))),
                 padding: Vec::new(),
             };
             let send = self
-                .encrypt_for(own, sent.id, content, Category::Control, sent.sent_at_ms)
+                .encrypt_for(own, id, content, Category::Control, at_ms)
                 .await?;
             self.store.flush().await?;
             match self

@@ -176,8 +176,23 @@ impl Client {
                         "a malformed copy from another device of this account".into(),
                     )));
                 };
-                let Some(content::Body::Text(Text { body })) = inner.body else {
-                    return Ok(None);
+                let body = match inner.body {
+                    Some(content::Body::Text(Text { body })) => body,
+                    Some(content::Body::ReadReceipt(receipt)) => {
+                        let mut count = 0;
+                        for raw in &receipt.message_ids {
+                            if let Some(read) = MessageId::from_bytes(raw)
+                                && messages::get(&self.store, &to, &read)?
+                                    .is_some_and(|m| !m.outgoing)
+                                && messages::advance(&self.store, &to, &read, Status::Read)?
+                                    .is_some()
+                            {
+                                count += 1;
+                            }
+                        }
+                        return Ok((count > 0).then_some(Event::ReadElsewhere { peer: to, count }));
+                    }
+                    _ => return Ok(None),
                 };
                 if messages::contains(&self.store, &to, &id)? {
                     return Ok(None);

@@ -314,6 +314,11 @@ impl Client {
             messages::advance(&self.store, &peer, read, Status::Read)?;
         }
         self.store.flush().await?;
+        if let Err(e) = self.sync_read(peer, &unread).await {
+            self.events.push_back(Event::Warning(format!(
+                "read state not copied to this account's other devices: {e}"
+            )));
+        }
         Ok(unread.len())
     }
 }
