@@ -21,8 +21,8 @@ use tokio_tungstenite::tungstenite::{self, error::CapacityError};
 /// a large frame still arrives, in several reads.
 pub const READ_BUFFER_SIZE: usize = 4096;
 
-/// WebSocket close codes the relay uses (also listed in wire.proto as
-/// `CloseCode`).
+/// WebSocket close codes the relay uses (the 4000s are wire.proto's
+/// `CloseCode`; a test checks they agree).
 pub mod close {
     /// The relay is shutting down (standard "going away").
     pub const GOING_AWAY: u16 = 1001;
@@ -42,6 +42,28 @@ pub mod close {
     pub const REPLACED: u16 = 4005;
     /// The account published a device list without this device.
     pub const DEVICE_REMOVED: u16 = 4006;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::close;
+    use comptoir_protocol::proto::wire::CloseCode;
+
+    #[test]
+    fn close_codes_match_wire_proto() {
+        assert_eq!(close::AUTH_FAILED as i32, CloseCode::AuthFailed as i32);
+        assert_eq!(
+            close::UNKNOWN_DEVICE as i32,
+            CloseCode::UnknownDevice as i32
+        );
+        assert_eq!(close::AUTH_TIMEOUT as i32, CloseCode::AuthTimeout as i32);
+        assert_eq!(close::IDLE as i32, CloseCode::Idle as i32);
+        assert_eq!(close::REPLACED as i32, CloseCode::Replaced as i32);
+        assert_eq!(
+            close::DEVICE_REMOVED as i32,
+            CloseCode::DeviceRemoved as i32
+        );
+    }
 }
 
 /// The tungstenite configuration of every relay connection.

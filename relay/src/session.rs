@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use comptoir_protocol::proto::wire::{self, client_frame, server_frame::Body};
 use comptoir_protocol::{AUTH_NONCE_LEN, AccountId, IdentityKey};
-use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
@@ -151,7 +151,9 @@ impl<S: Storage> Session<S> {
                     conn.close(close::GOING_AWAY, "relay shutting down").await;
                     Ok(Flow::Stop)
                 }
-                Event::Written(done) => Box::pin(self.on_completion(done, &mut conn)).await,
+                Event::Written(done) => {
+                    Box::pin(self.on_completion(done, &mut pending, &mut conn)).await
+                }
                 Event::Wake => Box::pin(self.on_wake(&mut conn)).await,
                 Event::Timeout => {
                     if self.device.is_some() {
@@ -285,17 +287,30 @@ impl<S: Storage> Session<S> {
         Ok(Flow::Continue)
     }
 
+    /// Send the replies of every finished storage write (one group commit
+    /// finishes many at once) with a single flush.
     async fn on_completion<IO: AsyncRead + AsyncWrite + Unpin + Send>(
         &mut self,
-        done: Completion,
+        first: Completion,
+        pending: &mut FuturesUnordered<PendingSend>,
         conn: &mut Connection<IO>,
     ) -> Result<Flow, WriteError> {
-        if let Some(bytes) = done.frame {
-            conn.send(bytes).await?;
+        let mut next = Some(first);
+        let (mut wrote, mut acked) = (false, 0usize);
+        while let Some(done) = next.take() {
+            if let Some(bytes) = done.frame {
+                conn.feed(bytes).await?;
+                wrote = true;
+            }
+            acked += usize::from(done.acked);
+            next = pending.next().now_or_never().flatten();
         }
-        if done.acked {
+        if wrote {
+            conn.flush().await?;
+        }
+        if acked > 0 {
             if let Some(device) = self.device.as_mut() {
-                device.in_flight = device.in_flight.saturating_sub(1);
+                device.in_flight = device.in_flight.saturating_sub(acked);
             }
             self.push_mail(conn).await?;
         }

@@ -275,16 +275,14 @@ fn write_loop(core: Core, metrics: &Metrics, rx: &std_mpsc::Receiver<Job>) {
     let mut closing = None;
     while let Ok(first) = rx.recv() {
         jobs.push(first);
-        // Linger briefly so one fsync covers a burst, not a trickle.
-        let deadline = Instant::now() + GROUP_LINGER;
+        // Linger briefly so one fsync covers a burst, not a trickle. A
+        // sleep rather than a timed receive: senders then find no waiting
+        // receiver and need no wake-up system call.
+        std::thread::sleep(GROUP_LINGER);
         while jobs.len() < MAX_GROUP {
             match rx.try_recv() {
                 Ok(more) => jobs.push(more),
-                Err(_) => match rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                {
-                    Ok(more) => jobs.push(more),
-                    Err(_) => break,
-                },
+                Err(_) => break,
             }
         }
         let mut group = Group::default();
