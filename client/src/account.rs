@@ -206,6 +206,13 @@ impl Account {
         (signed, first)
     }
 
+    /// Jump the prekey id counters far ahead: after a restore from backup,
+    /// ids handed out since the backup must not be reused.
+    pub fn skip_prekey_ids(&mut self, gap: u32) {
+        self.next_signed_prekey_id = self.next_signed_prekey_id.wrapping_add(gap).max(1);
+        self.next_one_time_prekey_id = self.next_one_time_prekey_id.wrapping_add(gap).max(1);
+    }
+
     /// Load the account from the store.
     pub fn load(store: &Store) -> Result<Option<Self>> {
         let Some(bytes) = store.get(Tree::Account, ACCOUNT_KEY)? else {

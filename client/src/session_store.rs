@@ -52,6 +52,22 @@ pub fn save_session(
     )
 }
 
+/// Mark every stored session as restored from a backup: each may still
+/// decrypt, but never encrypt again (its sending chain may have been used
+/// after the backup; reusing it would reuse message keys). Returns how
+/// many records were marked. Not flushed.
+pub fn mark_all_restored(store: &Store) -> Result<usize> {
+    let mut marked = 0;
+    for (key, bytes) in store.scan(Tree::Sessions, &[])? {
+        let mut record = SessionRecord::from_protobuf(&bytes)
+            .map_err(|e| ClientError::CorruptStore(format!("session record: {e}")))?;
+        record.mark_restored();
+        store.put(Tree::Sessions, &key, &record.to_protobuf())?;
+        marked += 1;
+    }
+    Ok(marked)
+}
+
 fn prekey_key(kind: u8, id: u32) -> [u8; 5] {
     let mut key = [kind; 5];
     key[1..].copy_from_slice(&id.to_be_bytes());

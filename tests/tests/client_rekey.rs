@@ -96,8 +96,7 @@ async fn a_session_restored_from_an_old_backup_recovers_by_itself() {
     // Bob restores the old backup: his session is out of step.
     bob.close().await.expect("close");
     std::fs::remove_dir_all(&dir_b).expect("remove");
-    copy_dir(&backup, &dir_b);
-    let mut bob = Client::open(&dir_b, "pw").expect("reopen the backup");
+    let mut bob = Client::restore_from_backup(&backup, &dir_b, "pw").expect("restore");
     bob.connect(&url(&relay)).await.expect("connect");
 
     let lost = alice.send_text(b, "seven").await.expect("send");
@@ -172,8 +171,8 @@ async fn a_resent_copy_is_a_duplicate_on_the_device_that_already_had_it() {
     // and asks for it again; the phone could, and gets the re-sent copy too.
     laptop.close().await.expect("close");
     std::fs::remove_dir_all(dir("laptop")).expect("remove");
-    copy_dir(&dir("laptop-backup"), &dir("laptop"));
-    let mut laptop = Client::open(&dir("laptop"), "pw").expect("reopen the backup");
+    let mut laptop =
+        Client::restore_from_backup(&dir("laptop-backup"), &dir("laptop"), "pw").expect("restore");
     laptop.connect(&url(&relay)).await.expect("connect");
 
     let e = alice.send_text(b, "e").await.expect("send");
@@ -219,4 +218,52 @@ async fn a_resent_copy_is_a_duplicate_on_the_device_that_already_had_it() {
     };
     assert_eq!(count_e(&phone), 1);
     assert_eq!(count_e(&laptop), 1);
+}
+
+#[tokio::test]
+async fn a_restored_device_never_reuses_a_sending_chain() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("dir");
+    let dir = |name: &str| root.path().join(name);
+    let mut alice = Client::create_with_params(&dir("alice"), "pw", FAST_KDF).expect("create");
+    alice.register(&url(&relay)).await.expect("register");
+    let mut bob = Client::create_with_params(&dir("bob"), "pw", FAST_KDF).expect("create");
+    bob.register(&url(&relay)).await.expect("register");
+    let (a, b) = (alice.account_id(), bob.account_id());
+    exchange(&mut alice, &mut bob, "one", "two").await;
+
+    bob.close().await.expect("close");
+    copy_dir(&dir("bob"), &dir("bob-backup"));
+    let mut bob = Client::open(&dir("bob"), "pw").expect("reopen");
+    bob.connect(&url(&relay)).await.expect("connect");
+    // Bob's sending chain moves on after the backup.
+    bob.send_text(a, "three").await.expect("send");
+    assert_eq!(wait_text(&mut alice, b).await.1, "three");
+    bob.close().await.expect("close");
+
+    // A wrong passphrase or an occupied target is refused before copying.
+    assert!(matches!(
+        Client::restore_from_backup(&dir("bob-backup"), &dir("bob-2"), "nope"),
+        Err(comptoir_client::ClientError::WrongPassphrase)
+    ));
+    assert!(matches!(
+        Client::restore_from_backup(&dir("bob-backup"), &dir("bob"), "pw"),
+        Err(comptoir_client::ClientError::AlreadyInitialized { .. })
+    ));
+    std::fs::remove_dir_all(dir("bob")).expect("remove");
+    let mut bob =
+        Client::restore_from_backup(&dir("bob-backup"), &dir("bob"), "pw").expect("restore");
+    bob.connect(&url(&relay)).await.expect("connect");
+
+    // Restored, Bob writes first: a fresh session, not the used chain
+    // (which Alice would refuse as a replay or fail to decrypt).
+    bob.send_text(a, "four, from the restored copy")
+        .await
+        .expect("send");
+    assert_eq!(
+        wait_text(&mut alice, b).await.1,
+        "four, from the restored copy"
+    );
+    alice.send_text(b, "five").await.expect("send");
+    assert_eq!(wait_text(&mut bob, a).await.1, "five");
 }

@@ -104,6 +104,12 @@ pub enum Command {
         /// A contact name or a 32-character account id.
         with: String,
     },
+    /// Restore --data-dir (which must not exist) from a backup copy of it;
+    /// conversations restart with fresh sessions, nothing is lost.
+    Restore {
+        /// The backup: a copy of a data directory taken while comptoir was not running.
+        backup: PathBuf,
+    },
     /// Open the terminal UI: conversations, chat, ticks, one-key block.
     Tui,
     /// Show the conversation with a contact.

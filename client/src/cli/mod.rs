@@ -289,6 +289,17 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             let peer = client.resolve(with)?;
             chat(out, &mut client, &cli.relay, peer).await
         }
+        Command::Restore { backup } => {
+            let client =
+                Client::restore_from_backup(backup, &cli.data_dir, &passphrase(&cli, false)?)?;
+            say!(out, "{}", client.account_id());
+            eprintln!(
+                "Restored {} from {}. Peers whose newer messages this copy cannot read are asked to send them again.",
+                cli.data_dir.display(),
+                backup.display()
+            );
+            Ok(0)
+        }
         Command::Tui => {
             let mut client = open(&cli)?;
             crate::tui::run(&mut client, &cli.relay).await?;

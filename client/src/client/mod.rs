@@ -32,7 +32,7 @@ use crate::error::{ClientError, Result};
 use crate::event::Event;
 use crate::messages::{self, MessageId, StoredMessage};
 use crate::peers;
-use crate::session_store::PreKeys;
+use crate::session_store::{self, PreKeys};
 use crate::store::{KdfParams, Store};
 
 mod devices;
@@ -54,6 +54,28 @@ pub const MAX_TEXT_LEN: usize = 8 * 1024;
 /// At most one re-key request per remote device in this interval: a
 /// session that keeps failing must not make two devices ping-pong.
 pub const REKEY_INTERVAL: Duration = Duration::from_secs(60);
+
+/// How far prekey ids jump after a restore: more than a device uploads
+/// between two backups.
+const RESTORE_PREKEY_ID_GAP: u32 = 1 << 20;
+
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    let io = |what: &str, path: &Path, e| ClientError::io(format!("{what} {}", path.display()), e);
+    std::fs::create_dir_all(to).map_err(|e| io("creating", to, e))?;
+    for entry in std::fs::read_dir(from).map_err(|e| io("reading", from, e))? {
+        let entry = entry.map_err(|e| io("reading", from, e))?;
+        let target = to.join(entry.file_name());
+        let kind = entry
+            .file_type()
+            .map_err(|e| io("reading", &entry.path(), e))?;
+        if kind.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target).map_err(|e| io("copying", &entry.path(), e))?;
+        }
+    }
+    Ok(())
+}
 
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
@@ -140,6 +162,33 @@ impl Client {
         account.save(&store)?;
         store.flush_blocking()?;
         Ok(Self::with(store, account, PreKeys::default()))
+    }
+
+    /// Restore a backup of a data directory (a copy of it, taken while no
+    /// client had it open) into `dir`, which must not hold a store. Every
+    /// session is marked restored: it still decrypts, but the next message
+    /// to each peer starts a fresh session, so no message key is ever used
+    /// twice; peers whose messages no longer decrypt get a re-key request.
+    pub fn restore_from_backup(backup: &Path, dir: &Path, passphrase: &str) -> Result<Self> {
+        if Store::exists(dir) {
+            return Err(ClientError::AlreadyInitialized {
+                dir: dir.to_path_buf(),
+            });
+        }
+        if !Store::exists(backup) {
+            return Err(ClientError::NotInitialized {
+                dir: backup.to_path_buf(),
+            });
+        }
+        // Check the passphrase on the backup before copying anything.
+        drop(Store::open(backup, passphrase)?);
+        copy_dir(backup, dir)?;
+        let mut client = Self::open(dir, passphrase)?;
+        session_store::mark_all_restored(&client.store)?;
+        client.account.skip_prekey_ids(RESTORE_PREKEY_ID_GAP);
+        client.account.save(&client.store)?;
+        client.store.flush_blocking()?;
+        Ok(client)
     }
 
     /// Whether this device waits for a link approval.

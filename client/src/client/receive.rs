@@ -36,6 +36,8 @@ fn is_wedged(error: &ProtocolError) -> bool {
             | ProtocolError::UnknownSignedPreKey(_)
             | ProtocolError::UnknownOneTimePreKey(_)
             | ProtocolError::TooManySkippedMessages { .. }
+            // Not in the history (checked before decrypting): really lost.
+            | ProtocolError::MessageKeyEvicted { .. }
     )
 }
 
