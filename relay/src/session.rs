@@ -172,9 +172,13 @@ impl<S: Storage> Session<S> {
                     if self.device.is_some() {
                         deadline = Instant::now() + Duration::from_millis(limits.idle_timeout_ms);
                         if !was_authenticated {
-                            // Freshly authenticated: drain the queue.
+                            // Freshly authenticated: drain the queue and the
+                            // receipts kept while this device was away.
                             match Box::pin(self.push_mail(&mut conn)).await {
-                                Ok(()) => flow,
+                                Ok(()) => match Box::pin(self.push_receipts(&mut conn)).await {
+                                    Ok(()) => flow,
+                                    Err(e) => Err(e),
+                                },
                                 Err(e) => Err(e),
                             }
                         } else {
@@ -395,6 +399,35 @@ impl<S: Storage> Session<S> {
         }
         self.push_mail(conn).await?;
         Ok(Flow::Continue)
+    }
+
+    /// Push the `Delivered` receipts kept for this device.
+    async fn push_receipts<IO: AsyncRead + AsyncWrite + Unpin + Send>(
+        &mut self,
+        conn: &mut Connection<IO>,
+    ) -> Result<(), WriteError> {
+        const BATCH: usize = 256;
+        let Some(device) = self.device.as_ref() else {
+            return Ok(());
+        };
+        let (account, device) = (device.account, device.device);
+        loop {
+            let receipts = match self.relay.store.take_receipts(account, device, BATCH).await {
+                Ok(receipts) => receipts,
+                Err(error) => {
+                    tracing::error!(connection = self.id, %error, "reading receipts failed");
+                    return Ok(());
+                }
+            };
+            let more = receipts.len() == BATCH;
+            for receipt in receipts {
+                conn.feed(receipt).await?;
+            }
+            conn.flush().await?;
+            if !more {
+                return Ok(());
+            }
+        }
     }
 
     /// Push queued envelopes after the cursor, up to the delivery window.

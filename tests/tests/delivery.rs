@@ -332,3 +332,45 @@ async fn send_to_unknown_account_is_refused() {
     let reply = a.request(send_body(&nobody.id, &[1], id(1), b"x")).await;
     assert_eq!(error_code(&reply), ErrorCode::UnknownAccount);
 }
+
+#[tokio::test]
+async fn delivered_receipts_wait_for_an_offline_sender() {
+    let relay = start_relay().await;
+    let (alice, bob) = (Account::new(1), Account::new(1));
+    alice.register(relay.addr).await;
+    bob.register(relay.addr).await;
+    let (mut a, _) = alice.login(relay.addr, 1).await;
+    a.request(send_body(&bob.id, &[1], id(4), b"x")).await;
+    drop(a);
+    let (mut b, _) = bob.login(relay.addr, 1).await;
+    let env = b.next_envelope().await;
+    b.ack(&env).await;
+    relay
+        .wait_metric("comptoir_envelopes_delivered_total", 1.0)
+        .await;
+    // Alice was offline when Bob acked: she gets the receipt on connect,
+    // once.
+    let (mut a, _) = alice.login(relay.addr, 1).await;
+    let delivered = a
+        .next_matching(|f| match f {
+            Body::Delivered(d) => Some(d.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(delivered.message_id, id(4));
+    assert_eq!(delivered.recipient_account, bob.id.to_vec());
+    drop(a);
+    let (mut a, _) = alice.login(relay.addr, 1).await;
+    // The next push is the reply to a fresh send, not a second receipt.
+    let get = client_frame::Body::GetDeviceList(wire::GetDeviceList {
+        account_id: bob.id.to_vec(),
+    });
+    assert!(matches!(a.request(get).await, Body::DeviceList(_)));
+    let reply = a.request(send_body(&bob.id, &[1], id(5), b"y")).await;
+    assert!(matches!(reply, Body::Accepted(_)));
+    let _ = b.next_envelope().await;
+    assert!(
+        a.backlog_is_empty_of(|f| matches!(f, Body::Delivered(_))),
+        "receipt delivered once"
+    );
+}

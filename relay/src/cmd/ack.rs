@@ -1,5 +1,6 @@
 //! `DeliveryAck`: the recipient device stored the envelope; delete it and
-//! tell the sender's device `Delivered`.
+//! tell the sender's device `Delivered` (now if it is connected, else when
+//! it next connects).
 //!
 //! The deletion runs beside the connection (it does not hold up the next
 //! frames) and is not waited on for durability: if a crash loses it, the
@@ -16,6 +17,7 @@ use crate::frame;
 use crate::hub::Posted;
 use crate::session::EncodeFrame;
 use crate::session::{Completion, Reply, Session};
+use crate::state::now_ms;
 use crate::storage::{MESSAGE_ID_LEN, Storage};
 
 pub(crate) async fn ack<S: Storage>(
@@ -43,18 +45,29 @@ pub(crate) async fn ack<S: Storage>(
                 Ok(Some(sender_device)) => {
                     relay.metrics.envelopes_delivered.fetch_add(1, Relaxed);
                     relay.metrics.queue_depth.fetch_sub(1, Relaxed);
-                    relay.hub.post(
-                        sender,
-                        sender_device,
-                        Posted::Frame(frame::server(
-                            0,
-                            Body::Delivered(wire::Delivered {
-                                message_id: message_id.to_vec(),
-                                recipient_account: account.to_vec(),
-                                recipient_device: device_id,
-                            }),
-                        )),
+                    let receipt = frame::server(
+                        0,
+                        Body::Delivered(wire::Delivered {
+                            message_id: message_id.to_vec(),
+                            recipient_account: account.to_vec(),
+                            recipient_device: device_id,
+                        }),
                     );
+                    if !relay.hub.is_connected(sender, sender_device) {
+                        // Kept for the sending device's next connection.
+                        let expires = now_ms().saturating_add(relay.config.message_ttl_ms);
+                        if let Err(error) = relay
+                            .store
+                            .store_receipt(sender, sender_device, receipt, expires)
+                            .await
+                        {
+                            tracing::warn!(%error, "keeping a delivery receipt failed");
+                        }
+                    } else {
+                        relay
+                            .hub
+                            .post(sender, sender_device, Posted::Frame(receipt));
+                    }
                     Completion {
                         frame: reply(frame::ok(request_id)),
                         acked: true,

@@ -206,7 +206,8 @@ pub trait Storage: Send + Sync + 'static {
         message_id: [u8; MESSAGE_ID_LEN],
     ) -> impl Future<Output = StorageResult<Option<u32>>> + Send;
 
-    /// Delete envelopes and idempotency records expired at `now_ms`.
+    /// Delete envelopes, idempotency records and receipts expired at
+    /// `now_ms`.
     /// Returns the number of envelopes deleted.
     fn expire(&self, now_ms: u64) -> impl Future<Output = StorageResult<u64>> + Send;
 
@@ -246,6 +247,26 @@ pub trait Storage: Send + Sync + 'static {
         &self,
         phone: &str,
     ) -> impl Future<Output = StorageResult<Option<(AccountId, bool)>>> + Send;
+
+    /// Keep a `Delivered` receipt (encoded) for a sender device that is
+    /// not connected, until it connects or `expires_at_ms`. Need not be
+    /// durable on return.
+    fn store_receipt(
+        &self,
+        account: AccountId,
+        device: u32,
+        receipt: Vec<u8>,
+        expires_at_ms: u64,
+    ) -> impl Future<Output = StorageResult<()>> + Send;
+
+    /// Take (and delete) up to `limit` receipts kept for a device, oldest
+    /// first.
+    fn take_receipts(
+        &self,
+        account: AccountId,
+        device: u32,
+        limit: usize,
+    ) -> impl Future<Output = StorageResult<Vec<Vec<u8>>>> + Send;
 
     /// Envelopes queued in total (for the queue-depth gauge at start).
     fn total_queued(&self) -> impl Future<Output = StorageResult<u64>> + Send;

@@ -21,6 +21,7 @@
 //! | `mail` | `q`, account, device, seq (8) | expires (8), `Envelope` protobuf |
 //! | `mail` | `i`, account, device, sender (16), message id (16) | seq, expires, sender device (4) |
 //! | `mail` | `s`, sender, recipient, message id | server time (8), expires (8) |
+//! | `receipts` | sender account, sender device, id (8) | expires (8), `Delivered` protobuf |
 //! | `blocks` | blocker (16), blocked (16) | (empty) |
 //! | `phones` | E.164 text | account (16), discoverable (1) |
 //!
@@ -356,6 +357,7 @@ fn write_loop(core: Core, metrics: &Metrics, rx: &std_mpsc::Receiver<Job>) {
 /// sled-backed [`Storage`]. Cheap to clone (all handles are shared).
 #[derive(Clone, Debug)]
 pub struct SledStore {
+    receipts: Tree,
     accounts: Tree,
     prekeys: Tree,
     mail: Tree,
@@ -462,6 +464,7 @@ impl SledStore {
             state: Arc::default(),
         };
         Ok(Self {
+            receipts: tree("receipts")?,
             accounts: tree("accounts")?,
             prekeys: tree("prekeys")?,
             mail,
@@ -702,9 +705,6 @@ impl Storage for SledStore {
                 stale_sent.push(key);
             }
         }
-        if due.is_empty() && stale_sent.is_empty() {
-            return Ok(0);
-        }
         let mut expired = 0;
         {
             let mut state = self.core.lock();
@@ -735,6 +735,14 @@ impl Storage for SledStore {
             for key in stale_sent {
                 batch.remove(key);
             }
+            let mut stale_receipts = Batch::default();
+            for entry in self.receipts.iter() {
+                let (key, value) = entry.map_err(backend)?;
+                if be_u64(&value, 0, "receipts")? <= now_ms {
+                    stale_receipts.remove(key);
+                }
+            }
+            self.receipts.apply_batch(stale_receipts).map_err(backend)?;
             if let Err(e) = self.mail.apply_batch(batch) {
                 state.depths.clear();
                 return Err(backend(e));
@@ -833,6 +841,43 @@ impl Storage for SledStore {
             }
             None => Ok(None),
         }
+    }
+
+    async fn store_receipt(
+        &self,
+        account: AccountId,
+        device: u32,
+        receipt: Vec<u8>,
+        expires_at_ms: u64,
+    ) -> StorageResult<()> {
+        let id = self.core.db.generate_id().map_err(backend)?;
+        let mut key = account.to_vec();
+        key.extend_from_slice(&device.to_be_bytes());
+        key.extend_from_slice(&id.to_be_bytes());
+        let mut value = Vec::with_capacity(8 + receipt.len());
+        value.extend_from_slice(&expires_at_ms.to_be_bytes());
+        value.extend_from_slice(&receipt);
+        self.receipts.insert(key, value).map_err(backend)?;
+        Ok(())
+    }
+
+    async fn take_receipts(
+        &self,
+        account: AccountId,
+        device: u32,
+        limit: usize,
+    ) -> StorageResult<Vec<Vec<u8>>> {
+        let mut prefix = account.to_vec();
+        prefix.extend_from_slice(&device.to_be_bytes());
+        let mut out = Vec::new();
+        let mut batch = Batch::default();
+        for entry in self.receipts.scan_prefix(&prefix).take(limit) {
+            let (key, value) = entry.map_err(backend)?;
+            out.push(value.get(8..).unwrap_or_default().to_vec());
+            batch.remove(key);
+        }
+        self.receipts.apply_batch(batch).map_err(backend)?;
+        Ok(out)
     }
 
     async fn total_queued(&self) -> StorageResult<u64> {

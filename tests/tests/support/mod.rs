@@ -472,6 +472,14 @@ impl Client {
         }
     }
 
+    /// Whether no frame read so far and kept matches `pred`.
+    pub fn backlog_is_empty_of(&self, pred: impl Fn(&server_frame::Body) -> bool) -> bool {
+        !self
+            .backlog
+            .iter()
+            .any(|f| f.body.as_ref().is_some_and(&pred))
+    }
+
     /// The next pushed error (skipping other pushes).
     pub async fn next_error(&mut self) -> server_frame::Body {
         self.next_matching(|b| matches!(b, server_frame::Body::Error(_)).then(|| b.clone()))
