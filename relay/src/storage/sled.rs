@@ -897,3 +897,136 @@ impl Storage for SledStore {
         self.committer.call(Job::Close).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(sender: AccountId, recipient: AccountId, id: u8, devices: &[u32]) -> NewMessage {
+        NewMessage {
+            sender,
+            sender_device: 1,
+            recipient,
+            message_id: [id; MESSAGE_ID_LEN],
+            server_timestamp_ms: 1_000 + u64::from(id),
+            expires_at_ms: 10_000,
+            copies: devices.iter().map(|d| (*d, vec![id; 10])).collect(),
+        }
+    }
+
+    fn open(dir: &Path) -> SledStore {
+        SledStore::open(dir, 1 << 20, Arc::new(Metrics::default())).expect("open")
+    }
+
+    #[tokio::test]
+    async fn concurrent_duplicates_store_once_and_acks_apply_once() -> StorageResult<()> {
+        let dir = tempfile::tempdir().map_err(|e| StorageError::Backend(e.to_string()))?;
+        let store = open(dir.path());
+        let mut rng = rand::rng();
+        let (a, b) = (AccountId::generate(&mut rng), AccountId::generate(&mut rng));
+        let (first, second) = tokio::join!(
+            store.enqueue(message(a, b, 1, &[1, 2]), 10),
+            store.enqueue(message(a, b, 1, &[1, 2]), 10),
+        );
+        let outcomes = [first?, second?];
+        assert_eq!(
+            outcomes.iter().filter(|o| **o == Enqueued::Stored).count(),
+            1,
+            "{outcomes:?}"
+        );
+        assert!(outcomes.iter().any(|o| matches!(
+            o,
+            Enqueued::Duplicate {
+                server_timestamp_ms: 1001
+            }
+        )));
+        assert_eq!(store.queued_count(b, 1).await?, 1);
+        assert_eq!(store.pending(b, 2, None, 10, 0).await?.len(), 1);
+        let (x, y) = tokio::join!(
+            store.acknowledge(b, 1, a, [1; MESSAGE_ID_LEN]),
+            store.acknowledge(b, 1, a, [1; MESSAGE_ID_LEN]),
+        );
+        assert_eq!([x?, y?].iter().filter(|r| **r == Some(1)).count(), 1);
+        assert_eq!(store.queued_count(b, 1).await?, 0);
+        assert_eq!(store.queued_count(b, 2).await?, 1);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn queue_limit_expiry_and_depths_after_reopen() -> StorageResult<()> {
+        let dir = tempfile::tempdir().map_err(|e| StorageError::Backend(e.to_string()))?;
+        let mut rng = rand::rng();
+        let (a, b) = (AccountId::generate(&mut rng), AccountId::generate(&mut rng));
+        {
+            let store = open(dir.path());
+            for id in 0..3 {
+                assert_eq!(
+                    store.enqueue(message(a, b, id, &[1]), 3).await?,
+                    Enqueued::Stored
+                );
+            }
+            assert_eq!(
+                store.enqueue(message(a, b, 9, &[1]), 3).await?,
+                Enqueued::QueueFull { device: 1 }
+            );
+            store.close().await?;
+        }
+        let store = open(dir.path());
+        assert_eq!(
+            store.queued_count(b, 1).await?,
+            3,
+            "depth counted from disk"
+        );
+        assert_eq!(store.total_queued().await?, 3);
+        let order: Vec<u8> = store
+            .pending(b, 1, None, 10, 0)
+            .await?
+            .iter()
+            .map(|q| q.envelope[0])
+            .collect();
+        assert_eq!(order, vec![0, 1, 2]);
+        assert_eq!(
+            store.pending(b, 1, None, 10, 10_000).await?.len(),
+            0,
+            "expired ones hidden"
+        );
+        assert_eq!(store.expire(10_000).await?, 3);
+        assert_eq!(store.queued_count(b, 1).await?, 0);
+        // The idempotency records expired too: the id can be used again.
+        assert_eq!(
+            store.enqueue(message(a, b, 0, &[1]), 3).await?,
+            Enqueued::Stored
+        );
+        store.close().await?;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn one_time_prekeys_are_taken_once() -> StorageResult<()> {
+        let dir = tempfile::tempdir().map_err(|e| StorageError::Backend(e.to_string()))?;
+        let store = open(dir.path());
+        let a = AccountId::generate(&mut rand::rng());
+        let keys = (0..5)
+            .map(|key_id| OneTimePreKey {
+                key_id,
+                public_key: vec![7; 32],
+            })
+            .collect();
+        assert_eq!(store.store_prekeys(a, 1, None, keys, 5).await?, Ok(5));
+        let extra = vec![OneTimePreKey {
+            key_id: 99,
+            public_key: vec![7; 32],
+        }];
+        assert_eq!(store.store_prekeys(a, 1, None, extra, 5).await?, Err(5));
+        let takers = (0..8).map(|_| store.take_prekeys(a, 1));
+        let mut got = Vec::new();
+        for taken in futures_util::future::join_all(takers).await {
+            if let Some(key) = taken?.one_time {
+                got.push(key.key_id);
+            }
+        }
+        got.sort_unstable();
+        assert_eq!(got, vec![0, 1, 2, 3, 4]);
+        Ok(())
+    }
+}
