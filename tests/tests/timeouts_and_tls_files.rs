@@ -58,3 +58,37 @@ async fn tls_from_pem_files_and_clear_errors_for_bad_ones() {
         .expect("refused");
     assert!(err.to_string().contains("private key"), "{err}");
 }
+
+#[tokio::test]
+async fn a_device_that_stops_reading_is_disconnected() {
+    let relay = start_relay_with(|c| {
+        c.limits.write_timeout_ms = 300;
+        c.limits.delivery_window = 10_000;
+    })
+    .await;
+    let (alice, bob) = (Account::new(1), Account::new(1));
+    alice.register(relay.addr).await;
+    bob.register(relay.addr).await;
+    let (mut a, _) = alice.login(relay.addr, 1).await;
+    // Bob authenticates, then never reads again.
+    let (_bob_not_reading, _) = bob.login(relay.addr, 1).await;
+    relay
+        .wait_metric("comptoir_authenticated_connections", 2.0)
+        .await;
+    let big = vec![0x42u8; 200 * 1024];
+    for n in 0..150u8 {
+        let reply = a.request(send_body(&bob.id, &[1], id(n), &big)).await;
+        assert!(matches!(reply, Body::Accepted(_)), "{reply:?}");
+    }
+    // ~30 MB cannot sit in the socket buffers: the relay's writes to Bob
+    // stall, time out, and it drops him; Alice stays connected.
+    relay
+        .wait_metric_at_most("comptoir_authenticated_connections", 1.0)
+        .await;
+    let get = comptoir_protocol::proto::wire::client_frame::Body::GetDeviceList(
+        comptoir_protocol::proto::wire::GetDeviceList {
+            account_id: bob.id.to_vec(),
+        },
+    );
+    assert!(matches!(a.request(get).await, Body::DeviceList(_)));
+}

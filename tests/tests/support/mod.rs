@@ -187,6 +187,22 @@ impl TestRelay {
     }
 }
 
+impl TestRelay {
+    /// Wait (polling /metrics, bounded) until `name` is at most `at_most`.
+    pub async fn wait_metric_at_most(&self, name: &str, at_most: f64) {
+        tokio::time::timeout(TIMEOUT, async {
+            loop {
+                if self.metric(name).await <= at_most {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("metric {name} never fell to {at_most}"));
+    }
+}
+
 impl Drop for TestRelay {
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
