@@ -313,10 +313,17 @@ impl<S: Storage> Session<S> {
             conn.flush().await?;
         }
         if acked > 0 {
+            let window = self.relay.config.limits.delivery_window;
+            let mut was_full = false;
             if let Some(device) = self.device.as_mut() {
+                was_full = device.in_flight >= window;
                 device.in_flight = device.in_flight.saturating_sub(acked);
             }
-            self.push_mail(conn).await?;
+            // New mail wakes the connection anyway; only a full window may
+            // have left envelopes unpushed.
+            if was_full {
+                self.push_mail(conn).await?;
+            }
         }
         Ok(Flow::Continue)
     }

@@ -374,3 +374,38 @@ async fn delivered_receipts_wait_for_an_offline_sender() {
         "receipt delivered once"
     );
 }
+
+#[tokio::test]
+async fn a_full_delivery_window_resumes_as_acks_come_in() {
+    let relay = start_relay_with(|c| c.limits.delivery_window = 2).await;
+    let (alice, bob) = (Account::new(1), Account::new(1));
+    alice.register(relay.addr).await;
+    bob.register(relay.addr).await;
+    let (mut a, _) = alice.login(relay.addr, 1).await;
+    let (mut b, _) = bob.login(relay.addr, 1).await;
+    for n in 0..5u8 {
+        assert!(matches!(
+            a.request(send_body(&bob.id, &[1], id(n), b"w")).await,
+            Body::Accepted(_)
+        ));
+    }
+    // Two pushed, then each ack lets the next one through, in order.
+    let mut unacked = std::collections::VecDeque::new();
+    unacked.push_back(b.next_envelope().await);
+    unacked.push_back(b.next_envelope().await);
+    assert_eq!(unacked[0].message_id, id(0));
+    assert_eq!(unacked[1].message_id, id(1));
+    for n in 2..5u8 {
+        let oldest = unacked.pop_front().expect("unacked");
+        b.ack(&oldest).await;
+        let next = b.next_envelope().await;
+        assert_eq!(next.message_id, id(n));
+        unacked.push_back(next);
+    }
+    for envelope in unacked {
+        b.ack(&envelope).await;
+    }
+    relay
+        .wait_metric("comptoir_envelopes_delivered_total", 5.0)
+        .await;
+}

@@ -73,10 +73,11 @@ pub(crate) async fn ack<S: Storage>(
                         acked: true,
                     }
                 }
-                // Already acked (or expired): nothing to do, still fine.
+                // Already acked, or expired after it was pushed: nothing to
+                // delete, but the device did take it off the window.
                 Ok(None) => Completion {
                     frame: reply(frame::ok(request_id)),
-                    acked: false,
+                    acked: true,
                 },
                 Err(error) => {
                     tracing::error!(%error, "deleting an acked envelope failed");
