@@ -94,6 +94,6 @@ pub(crate) async fn get<S: Storage>(
         .ok_or(RelayError::UnknownAccount)?;
     Ok(Reply::Frame(frame::server(
         request_id,
-        Body::DeviceList(list),
+        Body::DeviceList((*list).clone()),
     )))
 }

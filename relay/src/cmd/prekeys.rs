@@ -105,7 +105,7 @@ pub(crate) async fn fetch<S: Storage>(
         request_id,
         Body::PrekeyBundles(wire::PreKeyBundles {
             bundles,
-            device_list: Some(list),
+            device_list: Some((*list).clone()),
         }),
     )))
 }

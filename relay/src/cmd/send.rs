@@ -66,7 +66,7 @@ pub(crate) async fn send<S: Storage>(
     offered.sort_unstable();
     if offered != expected {
         return Err(RelayError::DeviceListMismatch {
-            current: Box::new(list),
+            current: Box::new((*list).clone()),
         });
     }
     let server_timestamp_ms = now_ms();

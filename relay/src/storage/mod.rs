@@ -20,6 +20,7 @@
 pub mod sled;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use comptoir_protocol::AccountId;
 use comptoir_protocol::proto::wire::{OneTimePreKey, SignedDeviceList, SignedPreKey};
@@ -130,11 +131,12 @@ pub trait Storage: Send + Sync + 'static {
         list: &SignedDeviceList,
     ) -> impl Future<Output = StorageResult<Option<SignedDeviceList>>> + Send;
 
-    /// The account's current signed device list.
+    /// The account's current signed device list (shared: it is read on
+    /// every send).
     fn device_list(
         &self,
         account: AccountId,
-    ) -> impl Future<Output = StorageResult<Option<SignedDeviceList>>> + Send;
+    ) -> impl Future<Output = StorageResult<Option<Arc<SignedDeviceList>>>> + Send;
 
     /// Replace the device list if `list.version` is newer (atomically).
     fn replace_device_list(

@@ -354,9 +354,38 @@ fn write_loop(core: Core, metrics: &Metrics, rx: &std_mpsc::Receiver<Job>) {
     }
 }
 
+/// Entries kept per cache at most; past it the cache starts over (a
+/// cheap bound: the next reads refill it from sled).
+const CACHE_ENTRIES: usize = 100_000;
+
+#[derive(Debug, Default)]
+struct ReadCache {
+    lists: Mutex<HashMap<AccountId, Arc<SignedDeviceList>>>,
+    blocks: Mutex<HashMap<(AccountId, AccountId), bool>>,
+}
+
+fn bounded_insert<K: std::hash::Hash + Eq, V>(map: &Mutex<HashMap<K, V>>, key: K, value: V) {
+    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    if map.len() >= CACHE_ENTRIES {
+        map.clear();
+    }
+    map.insert(key, value);
+}
+
+fn cached<K: std::hash::Hash + Eq, V: Clone>(map: &Mutex<HashMap<K, V>>, key: &K) -> Option<V> {
+    map.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(key)
+        .cloned()
+}
+
 /// sled-backed [`Storage`]. Cheap to clone (all handles are shared).
 #[derive(Clone, Debug)]
 pub struct SledStore {
+    /// Read-through caches of what every send reads: device lists and
+    /// block decisions. This store is the only writer of its database, so
+    /// updating them on each write keeps them exact.
+    cache: Arc<ReadCache>,
     receipts: Tree,
     accounts: Tree,
     prekeys: Tree,
@@ -464,6 +493,7 @@ impl SledStore {
             state: Arc::default(),
         };
         Ok(Self {
+            cache: Arc::default(),
             receipts: tree("receipts")?,
             accounts: tree("accounts")?,
             prekeys: tree("prekeys")?,
@@ -496,6 +526,9 @@ impl Storage for SledStore {
             .map_err(backend)?;
         match previous {
             Ok(()) => {
+                if let Ok(account) = AccountId::from_bytes(&list.account_id) {
+                    bounded_insert(&self.cache.lists, account, Arc::new(list.clone()));
+                }
                 self.committer.durable().await?;
                 Ok(None)
             }
@@ -506,9 +539,19 @@ impl Storage for SledStore {
         }
     }
 
-    async fn device_list(&self, account: AccountId) -> StorageResult<Option<SignedDeviceList>> {
+    async fn device_list(
+        &self,
+        account: AccountId,
+    ) -> StorageResult<Option<Arc<SignedDeviceList>>> {
+        if let Some(list) = cached(&self.cache.lists, &account) {
+            return Ok(Some(list));
+        }
         match self.accounts.get(account.as_bytes()).map_err(backend)? {
-            Some(bytes) => Ok(Some(decode_list(&bytes)?)),
+            Some(bytes) => {
+                let list = Arc::new(decode_list(&bytes)?);
+                bounded_insert(&self.cache.lists, account, list.clone());
+                Ok(Some(list))
+            }
             None => Ok(None),
         }
     }
@@ -532,6 +575,7 @@ impl Storage for SledStore {
                 .compare_and_swap(account.as_bytes(), Some(current), Some(encoded.clone()))
                 .map_err(backend)?;
             if swapped.is_ok() {
+                bounded_insert(&self.cache.lists, account, Arc::new(list.clone()));
                 self.committer.durable().await?;
                 return Ok(ListUpdate::Stored);
             }
@@ -811,12 +855,20 @@ impl Storage for SledStore {
         } else {
             self.blocks.remove(key).map_err(backend)?;
         }
+        bounded_insert(&self.cache.blocks, (blocker, blocked), on);
         self.committer.durable().await
     }
 
     async fn is_blocked(&self, blocker: AccountId, blocked: AccountId) -> StorageResult<bool> {
-        let key = block_key(&blocker, &blocked);
-        self.blocks.contains_key(key).map_err(backend)
+        if let Some(on) = cached(&self.cache.blocks, &(blocker, blocked)) {
+            return Ok(on);
+        }
+        let on = self
+            .blocks
+            .contains_key(block_key(&blocker, &blocked))
+            .map_err(backend)?;
+        bounded_insert(&self.cache.blocks, (blocker, blocked), on);
+        Ok(on)
     }
 
     async fn bind_phone(
