@@ -96,9 +96,21 @@ pub async fn start_relay_in(
     adjust: impl FnOnce(&mut Config),
     tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> TestRelay {
+    let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
+    start_relay_in_at(data_dir, adjust, tls, any_port).await
+}
+
+/// [`start_relay_in`] listening on a given address (a restart that clients
+/// must find at the same URL).
+pub async fn start_relay_in_at(
+    data_dir: &Path,
+    adjust: impl FnOnce(&mut Config),
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    bind: SocketAddr,
+) -> TestRelay {
     let mut config = test_config(data_dir);
     adjust(&mut config);
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = TcpListener::bind(bind).await.expect("bind");
     let http_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
     let addr = listener.local_addr().expect("addr");
     let http = http_listener.local_addr().expect("http addr");
@@ -153,6 +165,15 @@ impl TestRelay {
         // sled releases its file lock when the last handle drops; the
         // server task has ended, so this is immediate.
         let mut next = start_relay_in(&self.data_dir, |_| {}, None).await;
+        next._dir = dir;
+        next
+    }
+
+    /// Start again on the same data directory *and the same address*, after
+    /// [`Self::stop`] (clients reconnect to the URL they already have).
+    pub async fn start_again_at_same_address(mut self) -> TestRelay {
+        let dir = self._dir.take();
+        let mut next = start_relay_in_at(&self.data_dir, |_| {}, None, self.addr).await;
         next._dir = dir;
         next
     }
