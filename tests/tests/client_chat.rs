@@ -5,56 +5,10 @@
 
 mod support;
 
-use std::path::Path;
-
-use comptoir_client::{Client, ClientError, Event, KdfParams, MessageId, Status};
+use comptoir_client::{Client, ClientError, Event, MessageId, Status};
 use comptoir_protocol::AccountId;
-use support::{TIMEOUT, TestRelay, start_relay, start_relay_with};
-
-/// Cheap Argon2id costs: these tests check behaviour, not KDF strength.
-const FAST_KDF: KdfParams = KdfParams {
-    m_cost: 256,
-    t_cost: 1,
-    p_cost: 1,
-};
-
-fn url(relay: &TestRelay) -> String {
-    format!("ws://{}", relay.addr)
-}
-
-async fn registered(relay: &TestRelay, dir: &Path, passphrase: &str) -> Client {
-    let mut client =
-        Client::create_with_params(dir, passphrase, FAST_KDF).expect("create the account");
-    client.register(&url(relay)).await.expect("register");
-    client
-}
-
-/// Wait (bounded) for the first event `pick` accepts; other events pass.
-async fn wait_for<T>(client: &mut Client, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        assert!(!left.is_zero(), "timed out waiting for an event");
-        match client.next_event(left).await.expect("connection stays up") {
-            Some(event) => {
-                if let Some(found) = pick(&event) {
-                    return found;
-                }
-            }
-            None => panic!("timed out waiting for an event"),
-        }
-    }
-}
-
-async fn wait_text(client: &mut Client, from: AccountId) -> (MessageId, String) {
-    wait_for(client, |e| match e {
-        Event::Message {
-            from: f, id, text, ..
-        } if *f == from => Some((*id, text.clone())),
-        _ => None,
-    })
-    .await
-}
+use support::client::{registered, url, wait_for, wait_message as wait_text};
+use support::{start_relay, start_relay_with};
 
 async fn wait_delivered(client: &mut Client, message: MessageId) {
     wait_for(client, |e| match e {

@@ -3,50 +3,14 @@
 
 mod support;
 
-use std::path::Path;
-
-use comptoir_client::{Client, ClientError, Event, KdfParams};
+use comptoir_client::{Client, ClientError, Event};
 use comptoir_protocol::AccountId;
-use support::{TIMEOUT, TestRelay, start_relay};
+use support::client::{FAST_KDF, registered, url, wait_for, wait_message};
+use support::{TIMEOUT, start_relay};
 
-const FAST_KDF: KdfParams = KdfParams {
-    m_cost: 256,
-    t_cost: 1,
-    p_cost: 1,
-};
-
-fn url(relay: &TestRelay) -> String {
-    format!("ws://{}", relay.addr)
-}
-
-async fn registered(relay: &TestRelay, dir: &Path) -> Client {
-    let mut client = Client::create_with_params(dir, "pw", FAST_KDF).expect("create");
-    client.register(&url(relay)).await.expect("register");
-    client
-}
-
-async fn wait_for<T>(client: &mut Client, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        assert!(!left.is_zero(), "timed out waiting for an event");
-        match client.next_event(left).await.expect("connection stays up") {
-            Some(event) => {
-                if let Some(found) = pick(&event) {
-                    return found;
-                }
-            }
-            None => panic!("timed out waiting for an event"),
-        }
-    }
-}
-
+/// Wait for a text message from `from`; its text.
 async fn wait_text(client: &mut Client, from: AccountId) -> String {
-    wait_for(client, |e| match e {
-        Event::Message { from: f, text, .. } if *f == from => Some(text.clone()),
-        _ => None,
-    })
-    .await
+    wait_message(client, from).await.1
 }
 
 async fn wait_copy(client: &mut Client, to: AccountId) -> String {
@@ -70,8 +34,8 @@ fn conversation(client: &Client, peer: &AccountId) -> Vec<(bool, String)> {
 async fn a_linked_device_sees_both_sides_and_a_removed_one_stops_receiving() {
     let relay = start_relay().await;
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
-    let mut phone = registered(&relay, dirs[0].path()).await;
-    let mut bob = registered(&relay, dirs[1].path()).await;
+    let mut phone = registered(&relay, dirs[0].path(), "pw").await;
+    let mut bob = registered(&relay, dirs[1].path(), "pw").await;
     let (alice, b) = (phone.account_id(), bob.account_id());
 
     // Bob and Alice talk before the second device exists.

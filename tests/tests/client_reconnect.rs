@@ -5,41 +5,15 @@
 
 mod support;
 
-use std::path::Path;
-
-use comptoir_client::{Client, Event, KdfParams, Status};
+use comptoir_client::{Client, Status};
 use comptoir_protocol::AccountId;
-use support::{TIMEOUT, TestRelay, start_relay};
+use support::client::{registered, url, wait_message};
+use support::{TIMEOUT, start_relay};
 use tokio::net::TcpListener;
 
-const FAST_KDF: KdfParams = KdfParams {
-    m_cost: 256,
-    t_cost: 1,
-    p_cost: 1,
-};
-
-fn url(relay: &TestRelay) -> String {
-    format!("ws://{}", relay.addr)
-}
-
-async fn registered(relay: &TestRelay, dir: &Path, passphrase: &str) -> Client {
-    let mut client =
-        Client::create_with_params(dir, passphrase, FAST_KDF).expect("create the account");
-    client.register(&url(relay)).await.expect("register");
-    client
-}
-
+/// Wait for a text message from `from`; its text.
 async fn wait_text(client: &mut Client, from: AccountId) -> String {
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        assert!(!left.is_zero(), "timed out waiting for a message");
-        match client.next_event(left).await.expect("connection stays up") {
-            Some(Event::Message { from: f, text, .. }) if f == from => return text,
-            Some(_) => {}
-            None => panic!("timed out waiting for a message"),
-        }
-    }
+    wait_message(client, from).await.1
 }
 
 /// Drive the client until its connection is seen to be gone.

@@ -7,45 +7,9 @@ mod support;
 
 use std::path::Path;
 
-use comptoir_client::{Client, Event, KdfParams, MessageId};
-use comptoir_protocol::AccountId;
-use support::{TIMEOUT, TestRelay, start_relay};
-
-const FAST_KDF: KdfParams = KdfParams {
-    m_cost: 256,
-    t_cost: 1,
-    p_cost: 1,
-};
-
-fn url(relay: &TestRelay) -> String {
-    format!("ws://{}", relay.addr)
-}
-
-async fn wait_for<T>(client: &mut Client, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + TIMEOUT;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        assert!(!left.is_zero(), "timed out waiting for an event");
-        match client.next_event(left).await.expect("connection stays up") {
-            Some(event) => {
-                if let Some(found) = pick(&event) {
-                    return found;
-                }
-            }
-            None => panic!("timed out waiting for an event"),
-        }
-    }
-}
-
-async fn wait_text(client: &mut Client, from: AccountId) -> (MessageId, String) {
-    wait_for(client, |e| match e {
-        Event::Message {
-            from: f, id, text, ..
-        } if *f == from => Some((*id, text.clone())),
-        _ => None,
-    })
-    .await
-}
+use comptoir_client::{Client, Event};
+use support::client::{FAST_KDF, url, wait_for, wait_message as wait_text};
+use support::start_relay;
 
 /// Alice sends, Bob receives; then Bob sends, Alice receives.
 async fn exchange(alice: &mut Client, bob: &mut Client, to_bob: &str, to_alice: &str) {

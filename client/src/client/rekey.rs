@@ -2,14 +2,14 @@
 //! message that failed, and send a message again when asked.
 
 use comptoir_protocol::proto::content::{Content, RekeyRequest, Text, content};
-use comptoir_protocol::proto::wire::{Category, FetchPreKeys, client_frame, server_frame};
+use comptoir_protocol::proto::wire::{Category, client_frame, server_frame};
 use comptoir_protocol::{AccountId, VerifiedBundle};
 use tokio::time::Instant;
 
 use crate::error::{ClientError, Result};
 use crate::event::Event;
 use crate::messages::{self, MessageId, Status};
-use crate::peers::{self, Observed};
+
 use crate::session_store::{load_session, save_session};
 
 use super::{Client, REKEY_INTERVAL, now_ms, unexpected};
@@ -33,30 +33,12 @@ impl Client {
             return Ok(());
         }
         self.rekeyed_at.insert((peer, device), now);
-        let reply = self
-            .request(
-                client_frame::Body::FetchPrekeys(FetchPreKeys {
-                    account_id: peer.to_vec(),
-                }),
-                "the prekey bundles",
-            )
-            .await?;
-        let server_frame::Body::PrekeyBundles(bundles) = reply else {
-            return Err(unexpected("PreKeyBundles", &reply));
-        };
-        let list = bundles.device_list.ok_or_else(|| {
-            ClientError::UnexpectedFrame("prekey bundles without a signed device list".into())
-        })?;
-        if self.observe(peer, &list)? == Observed::IdentityChanged {
-            return Err(ClientError::IdentityChanged { account: peer });
-        }
-        let state = peers::load(&self.store, &peer)?.ok_or(ClientError::UnknownPeer(peer))?;
+        let (bundles, state) = self.fetch_bundles(peer).await?;
         let expected = state
             .devices
             .device(device)
             .ok_or(ClientError::UnknownPeer(peer))?;
         let bundle = bundles
-            .bundles
             .iter()
             .find(|b| b.device_id == device && b.account_id == peer.to_vec())
             .ok_or_else(|| {

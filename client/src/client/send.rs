@@ -3,7 +3,8 @@
 
 use comptoir_protocol::proto::content::{Content, ReadReceipt, Text, content};
 use comptoir_protocol::proto::wire::{
-    Category, DeviceCiphertext, ErrorCode, FetchPreKeys, Send, client_frame, server_frame,
+    Category, DeviceCiphertext, ErrorCode, FetchPreKeys, PreKeyBundle, Send, client_frame,
+    server_frame,
 };
 use comptoir_protocol::{AccountId, VerifiedBundle};
 use prost::Message;
@@ -206,25 +207,8 @@ impl Client {
                 return Ok(());
             }
         }
-        let reply = self
-            .request(
-                client_frame::Body::FetchPrekeys(FetchPreKeys {
-                    account_id: peer.to_vec(),
-                }),
-                "the prekey bundles",
-            )
-            .await?;
-        let server_frame::Body::PrekeyBundles(bundles) = reply else {
-            return Err(unexpected("PreKeyBundles", &reply));
-        };
-        let list = bundles.device_list.ok_or_else(|| {
-            ClientError::UnexpectedFrame("prekey bundles without a signed device list".into())
-        })?;
-        if self.observe(peer, &list)? == Observed::IdentityChanged {
-            return Err(ClientError::IdentityChanged { account: peer });
-        }
-        let state = peers::load(&self.store, &peer)?.ok_or(ClientError::UnknownPeer(peer))?;
-        for bundle in &bundles.bundles {
+        let (bundles, state) = self.fetch_bundles(peer).await?;
+        for bundle in &bundles {
             if bundle.account_id != peer.to_vec() || self.is_self(peer, bundle.device_id) {
                 continue;
             }
@@ -320,5 +304,36 @@ impl Client {
             )));
         }
         Ok(unread.len())
+    }
+}
+
+impl Client {
+    /// Fetch `peer`'s prekey bundles, check the signed device list that
+    /// comes with them (pinned account key, version), and return the bundles
+    /// with the peer's updated state. An identity change is an error the
+    /// user must acknowledge first.
+    pub(super) async fn fetch_bundles(
+        &mut self,
+        peer: AccountId,
+    ) -> Result<(Vec<PreKeyBundle>, peers::Peer)> {
+        let reply = self
+            .request(
+                client_frame::Body::FetchPrekeys(FetchPreKeys {
+                    account_id: peer.to_vec(),
+                }),
+                "the prekey bundles",
+            )
+            .await?;
+        let server_frame::Body::PrekeyBundles(bundles) = reply else {
+            return Err(unexpected("PreKeyBundles", &reply));
+        };
+        let list = bundles.device_list.ok_or_else(|| {
+            ClientError::UnexpectedFrame("prekey bundles without a signed device list".into())
+        })?;
+        if self.observe(peer, &list)? == Observed::IdentityChanged {
+            return Err(ClientError::IdentityChanged { account: peer });
+        }
+        let state = peers::load(&self.store, &peer)?.ok_or(ClientError::UnknownPeer(peer))?;
+        Ok((bundles.bundles, state))
     }
 }

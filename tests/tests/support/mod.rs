@@ -3,6 +3,8 @@
 //! tokio-tungstenite client speaking the protocol crate's frames.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod client;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
