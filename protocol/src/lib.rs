@@ -8,6 +8,7 @@
 //! Modules:
 //! - [`proto`]: types generated from `proto/` (prost).
 //! - [`frame`]: client <-> relay framing (version byte, size limit).
+//! - [`handle`]: business names (claimed handles), their rules.
 //! - [`error`]: typed errors.
 //! - [`account`]: account ids and the bytes signed to authenticate.
 //! - [`keys`]: identity, account and X25519 key pairs.
@@ -27,6 +28,7 @@ pub mod account;
 pub mod device_list;
 pub mod error;
 pub mod frame;
+pub mod handle;
 pub mod kdf;
 pub mod keys;
 pub mod message;
@@ -43,6 +45,7 @@ pub use account::{ACCOUNT_ID_LEN, AUTH_NONCE_LEN, AccountId, auth_payload, regis
 pub use device_list::{DeviceList, MAX_DEVICES};
 pub use error::{DecodeError, Error, Result};
 pub use frame::{FRAME_VERSION, MAX_FRAME_SIZE};
+pub use handle::{NameError, normalize_business_name};
 pub use keys::{AccountKey, AccountKeyPair, IdentityKey, IdentityKeyPair, KeyPair};
 pub use message::{MAX_PLAINTEXT_LEN, MESSAGE_VERSION};
 pub use prekeys::{VerifiedBundle, sign_prekey, signed_prekey_payload, verify_signed_prekey};

@@ -114,6 +114,10 @@ pub enum RelayError {
         /// Attempts left before the code is discarded.
         remaining: u32,
     },
+    /// The business name is held by another account, or the account
+    /// already holds a different one.
+    #[error("name taken: {0}")]
+    NameTaken(String),
     /// The relay is shutting down.
     #[error("the relay is shutting down; reconnect in a moment")]
     ShuttingDown,
@@ -145,6 +149,7 @@ impl RelayError {
             Self::TooManyCodeAttempts => ErrorCode::TooManyAttempts,
             Self::CodeExpired => ErrorCode::CodeExpired,
             Self::WrongCode { .. } => ErrorCode::WrongCode,
+            Self::NameTaken(_) => ErrorCode::NameTaken,
             Self::ShuttingDown => ErrorCode::ShuttingDown,
             Self::Storage(_) => ErrorCode::Internal,
         }

@@ -379,6 +379,7 @@ impl<S: Storage> Session<S> {
             B::Lookup(r) => cmd::phone::lookup(self, request_id, r).await,
             B::Block(r) => cmd::block::set(self, request_id, r.account_id, true).await,
             B::Unblock(r) => cmd::block::set(self, request_id, r.account_id, false).await,
+            B::ClaimName(r) => cmd::name::claim(self, request_id, r).await,
         }
     }
 

@@ -282,3 +282,51 @@ async fn a_second_device_links_through_the_command_line() {
     phone.ok(&["devices", "remove", "2"]).await;
     assert_eq!(laptop.run(&["devices", "list"]).await.0, 4, "removed");
 }
+
+#[tokio::test]
+async fn a_business_claims_a_name_and_a_customer_adds_it_by_name() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let shop = Customer::new(root.path(), "shop", &relay);
+    let rival = Customer::new(root.path(), "rival", &relay);
+    let bob = Customer::new(root.path(), "bob", &relay);
+    let shop_id = shop.ok(&["init"]).await.trim().to_string();
+    shop.ok(&["register"]).await;
+    for other in [&rival, &bob] {
+        other.ok(&["init"]).await;
+        other.ok(&["register"]).await;
+    }
+
+    // Not claimed yet: unknown contact (exit 8).
+    assert_eq!(
+        bob.run(&["contacts", "add", "acme", "acme-deliveries"])
+            .await
+            .0,
+        8
+    );
+    assert_eq!(
+        shop.ok(&["name", "claim", "Acme-Deliveries"]).await.trim(),
+        "acme-deliveries"
+    );
+    assert_eq!(
+        rival.run(&["name", "claim", "acme-deliveries"]).await.0,
+        6,
+        "a taken name is a relay refusal"
+    );
+    assert_eq!(
+        rival.run(&["name", "claim", "no spaces"]).await.0,
+        1,
+        "a malformed name is a usage error"
+    );
+    assert_eq!(
+        bob.ok(&["contacts", "add", "acme", "ACME-deliveries"])
+            .await
+            .trim(),
+        shop_id
+    );
+    bob.ok(&["send", "acme", "found you by name"]).await;
+    let heard = shop
+        .ok(&["listen", "--count", "1", "--timeout", "10"])
+        .await;
+    assert!(heard.ends_with(": found you by name\n"), "{heard:?}");
+}

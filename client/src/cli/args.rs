@@ -19,7 +19,7 @@ Exit codes:
   4  no account here yet (run init), already initialized, not registered (run register),
      not linked yet, or a device command that only the first device can run
   5  relay unreachable or connection lost (a message being sent stays in the outbox)
-  6  refused by the relay (for example: the recipient blocked you)
+  6  refused by the relay (for example: the recipient blocked you, or the name is taken)
   7  the contact's identity changed: compare safety numbers, then run `trust`
   8  unknown contact, or no keys known for it yet
   9  `listen --count` timed out before enough messages arrived
@@ -81,6 +81,9 @@ pub enum Command {
     /// Prove a phone number so people who know it can find you.
     #[command(subcommand)]
     Phone(PhoneCommand),
+    /// Claim a business name so customers can find this account by it.
+    #[command(subcommand)]
+    Name(NameCommand),
     /// Print this account's id (give it to people who want to write to you).
     Whoami,
     /// Send a text message.
@@ -149,12 +152,13 @@ pub enum Command {
 /// `comptoir contacts ...`
 #[derive(Debug, Subcommand)]
 pub enum ContactsCommand {
-    /// Give an account a name: by its id, or by a phone number its owner
-    /// made discoverable (looked up on the relay).
+    /// Give an account a name: by its id, by a phone number its owner
+    /// made discoverable, or by a business name (both looked up on the relay).
     Add {
         /// The name to use in other commands.
         name: String,
-        /// A 32-character account id, or an E.164 phone number (+447700900123).
+        /// A 32-character account id, an E.164 phone number (+447700900123)
+        /// or a business name (acme-deliveries).
         account: String,
     },
     /// List contacts.
@@ -175,6 +179,18 @@ pub enum DevicesCommand {
     Remove {
         /// The device id (see `devices list`).
         device_id: u32,
+    },
+}
+
+/// `comptoir name ...`
+#[derive(Debug, Subcommand)]
+pub enum NameCommand {
+    /// Claim a business name for this account (first come, first served;
+    /// one per account). Names are not verified by the operator yet.
+    Claim {
+        /// 3 to 32 characters: letters a-z (upper case is lowered), digits
+        /// and '-', not starting or ending with '-'.
+        name: String,
     },
 }
 

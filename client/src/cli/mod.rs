@@ -19,7 +19,7 @@ use crate::client::Client;
 use crate::error::{ClientError, Result};
 use crate::event::Event;
 
-use self::args::{Cli, Command, ContactsCommand, DevicesCommand, PhoneCommand};
+use self::args::{Cli, Command, ContactsCommand, DevicesCommand, NameCommand, PhoneCommand};
 use self::format::{date_time, one_line, time_of_day};
 
 /// Environment variable holding the store passphrase.
@@ -328,20 +328,28 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
         }
         Command::Contacts(ContactsCommand::Add { name, account }) => {
             let mut client = open(&cli)?;
-            let id = if account.starts_with('+') {
-                client.connect(&cli.relay).await?;
-                let found = client.lookup(account).await;
-                client.close_connection().await;
-                found?
-            } else {
-                AccountId::from_hex(account).map_err(|_| {
-                    ClientError::InvalidArgument(format!(
-                        "{account:?} is neither a 32-character hex account id nor a +phone number"
-                    ))
-                })?
+            let id = match AccountId::from_hex(account) {
+                Ok(id) => id,
+                // A +phone number or a business name: ask the relay.
+                Err(_) => {
+                    client.connect(&cli.relay).await?;
+                    let found = client.lookup(account).await;
+                    client.close_connection().await;
+                    found?
+                }
             };
             client.add_contact(name, id)?;
             say!(out, "{id}");
+            Ok(0)
+        }
+        Command::Name(NameCommand::Claim { name }) => {
+            let mut client = open(&cli)?;
+            client.connect(&cli.relay).await?;
+            client.claim_name(name).await?;
+            client.close().await?;
+            let name = name.to_ascii_lowercase();
+            say!(out, "{name}");
+            eprintln!("Customers can now find you with: comptoir contacts add <name> {name}");
             Ok(0)
         }
         Command::Phone(PhoneCommand::Request { number }) => {

@@ -1,9 +1,11 @@
-//! The relay's directory and block list: phone numbers, lookups, blocks.
+//! The relay's directory and block list: phone numbers, business names,
+//! lookups, blocks.
 
-use comptoir_protocol::AccountId;
 use comptoir_protocol::proto::wire::{
-    Block, ErrorCode, Lookup, RequestCode, Unblock, VerifyCode, client_frame, server_frame,
+    Block, ClaimName, ErrorCode, Lookup, RequestCode, Unblock, VerifyCode, client_frame,
+    server_frame,
 };
+use comptoir_protocol::{AccountId, normalize_business_name};
 
 use crate::error::{ClientError, Result};
 use crate::store::Tree;
@@ -42,11 +44,36 @@ impl Client {
         }
     }
 
-    /// Find the account behind a discoverable phone number.
-    /// [`ClientError::UnknownContact`] if none (or not discoverable).
+    /// Claim the business name `name` for this account (lowercased; 3 to
+    /// 32 characters of a-z, 0-9 and '-'), so customers can find it with
+    /// [`Client::lookup`]. First come, first served, one name per account;
+    /// claiming the name this account already holds succeeds again.
+    /// [`ClientError::InvalidArgument`] for a malformed name; a name held by
+    /// another account (or a second name) is [`ClientError::Relay`] with
+    /// [`ErrorCode::NameTaken`].
+    pub async fn claim_name(&mut self, name: &str) -> Result<()> {
+        let name = normalize_business_name(name)
+            .map_err(|e| ClientError::InvalidArgument(e.to_string()))?;
+        let body = client_frame::Body::ClaimName(ClaimName { name });
+        match self.request(body, "the name claim").await? {
+            server_frame::Body::Ok(_) => Ok(()),
+            other => Err(unexpected("Ok", &other)),
+        }
+    }
+
+    /// Find the account behind a discoverable phone number (`+` and
+    /// digits) or a business name (any case).
+    /// [`ClientError::UnknownContact`] if none (or not discoverable);
+    /// [`ClientError::InvalidArgument`] if `handle` is neither.
     pub async fn lookup(&mut self, handle: &str) -> Result<AccountId> {
+        let handle_sent = if handle.starts_with('+') {
+            handle.to_string()
+        } else {
+            normalize_business_name(handle)
+                .map_err(|e| ClientError::InvalidArgument(e.to_string()))?
+        };
         let body = client_frame::Body::Lookup(Lookup {
-            handle: handle.to_string(),
+            handle: handle_sent,
         });
         match self.request(body, "the lookup").await {
             Ok(server_frame::Body::LookupResult(found)) => {

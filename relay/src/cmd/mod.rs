@@ -6,6 +6,7 @@ pub(crate) mod ack;
 pub(crate) mod auth;
 pub(crate) mod block;
 pub(crate) mod device_list;
+pub(crate) mod name;
 pub(crate) mod phone;
 pub(crate) mod prekeys;
 pub(crate) mod send;

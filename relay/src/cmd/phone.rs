@@ -1,9 +1,14 @@
 //! `RequestCode`, `VerifyCode` and `Lookup`: bind a verified E.164 number
-//! to the authenticated account; resolve it only if discoverable.
+//! to the authenticated account; resolve it only if discoverable. `Lookup`
+//! also resolves business names (claimed with `ClaimName`, see
+//! [`super::name`]).
 
+use comptoir_protocol::AccountId;
+use comptoir_protocol::handle::NAME_RULES;
 use comptoir_protocol::proto::wire::{self, server_frame::Body};
 
 use super::device;
+use super::name::check_name;
 use crate::error::{RelayError, invalid};
 use crate::frame;
 use crate::phone::is_e164;
@@ -55,6 +60,16 @@ pub(crate) async fn verify_code<S: Storage>(
     Ok(Reply::Frame(frame::ok(request_id)))
 }
 
+fn found(request_id: u64, account: AccountId) -> Reply {
+    Reply::Frame(frame::server(
+        request_id,
+        Body::LookupResult(wire::LookupResult {
+            account_id: account.to_vec(),
+        }),
+    ))
+}
+
+/// Resolve a discoverable phone number or a claimed business name.
 pub(crate) async fn lookup<S: Storage>(
     session: &mut Session<S>,
     request_id: u64,
@@ -62,16 +77,18 @@ pub(crate) async fn lookup<S: Storage>(
 ) -> Result<Reply, RelayError> {
     device(session)?;
     if !is_e164(&request.handle) {
-        // Business names resolve once the business directory exists.
-        return Err(RelayError::UnknownAccount);
+        let name = check_name(&request.handle).map_err(|_| {
+            invalid(format!(
+                "a handle is an E.164 phone number (+447700900123) or a business name; {NAME_RULES}"
+            ))
+        })?;
+        return match session.relay.store.lookup_name(&name).await? {
+            Some(account) => Ok(found(request_id, account)),
+            None => Err(RelayError::UnknownAccount),
+        };
     }
     match session.relay.store.lookup_phone(&request.handle).await? {
-        Some((account, true)) => Ok(Reply::Frame(frame::server(
-            request_id,
-            Body::LookupResult(wire::LookupResult {
-                account_id: account.to_vec(),
-            }),
-        ))),
+        Some((account, true)) => Ok(found(request_id, account)),
         // Not discoverable looks exactly like unknown.
         _ => Err(RelayError::UnknownAccount),
     }

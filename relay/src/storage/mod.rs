@@ -10,7 +10,8 @@
 //!   device copies, its idempotency record and the queue counters all land
 //!   or none do), and a one-time prekey is handed out at most once even to
 //!   concurrent callers on different nodes (compare-and-swap, not a lock in
-//!   one process);
+//!   one process); likewise a business name goes to exactly one of
+//!   concurrent claimers, and an account never ends up with two names;
 //! - queues are ordered per recipient device by an opaque `u64` cursor;
 //! - nothing here needs to know which process a device is connected to:
 //!   routing pushes between nodes is the job of the hub, not of storage.
@@ -120,6 +121,19 @@ pub struct TakenPreKeys {
     pub one_time: Option<OneTimePreKey>,
     /// One-time prekeys left after this one.
     pub remaining: u32,
+}
+
+/// What `claim_name` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NameClaim {
+    /// The name is now the account's (stored durably).
+    Claimed,
+    /// The account already held this name: nothing written.
+    AlreadyYours,
+    /// Another account holds the name: nothing written.
+    TakenByOther,
+    /// The account already holds a different name: nothing written.
+    AccountHasOther,
 }
 
 /// The relay's persistent state. See the module docs for the contract.
@@ -249,6 +263,21 @@ pub trait Storage: Send + Sync + 'static {
         &self,
         phone: &str,
     ) -> impl Future<Output = StorageResult<Option<(AccountId, bool)>>> + Send;
+
+    /// Bind a (normalised) business name to an account, first come first
+    /// served and one name per account, atomically even against concurrent
+    /// claims on other nodes: two claimers of one name never both win.
+    fn claim_name(
+        &self,
+        name: &str,
+        account: AccountId,
+    ) -> impl Future<Output = StorageResult<NameClaim>> + Send;
+
+    /// The account holding a (normalised) business name.
+    fn lookup_name(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = StorageResult<Option<AccountId>>> + Send;
 
     /// Keep a `Delivered` receipt (encoded) for a sender device that is
     /// not connected, until it connects or `expires_at_ms`. Need not be

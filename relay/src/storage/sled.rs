@@ -5,7 +5,7 @@
 //! applies them as **one** atomic sled batch, runs one flush (an fsync)
 //! and only then completes the sends. Under load one fsync and one batch
 //! cover hundreds of envelopes; no writer touches sled while it flushes.
-//! Other records (accounts, prekeys, blocks, phones) are written in place
+//! Other records (accounts, prekeys, blocks, phones, names) are written in place
 //! and made durable by a `Durable` job through the same flush.
 //!
 //! Queue depths live in memory (counted from the index on first use), so a
@@ -24,6 +24,12 @@
 //! | `receipts` | sender account, sender device, id (8) | expires (8), `Delivered` protobuf |
 //! | `blocks` | blocker (16), blocked (16) | (empty) |
 //! | `phones` | E.164 text | account (16), discoverable (1) |
+//! | `names` | `n`, business name text | account (16) |
+//! | `names` | `a`, account (16) | business name text |
+//!
+//! A name claim writes both `names` records in one sled transaction
+//! (serializable: of two concurrent claimers of one name, or two names
+//! claimed by one account, exactly one commits).
 //!
 //! `s` records make a retried send idempotent for the TTL, after delivery
 //! too; expiry scans `i` and `s` (values carry the expiry time).
@@ -41,8 +47,8 @@ use prost::Message;
 use tokio::sync::oneshot;
 
 use super::{
-    Enqueued, ListUpdate, MESSAGE_ID_LEN, NewMessage, QueuedEnvelope, Storage, StorageError,
-    StorageResult, TakenPreKeys,
+    Enqueued, ListUpdate, MESSAGE_ID_LEN, NameClaim, NewMessage, QueuedEnvelope, Storage,
+    StorageError, StorageResult, TakenPreKeys,
 };
 use crate::metrics::Metrics;
 
@@ -392,6 +398,7 @@ pub struct SledStore {
     mail: Tree,
     blocks: Tree,
     phones: Tree,
+    names: Tree,
     committer: Committer,
     core: Core,
 }
@@ -500,6 +507,7 @@ impl SledStore {
             mail,
             blocks: tree("blocks")?,
             phones: tree("phones")?,
+            names: tree("names")?,
             committer: Committer::start(core.clone(), metrics)?,
             core,
         })
@@ -895,6 +903,47 @@ impl Storage for SledStore {
         }
     }
 
+    async fn claim_name(&self, name: &str, account: AccountId) -> StorageResult<NameClaim> {
+        let name_key = tagged(b'n', &[name.as_bytes()]);
+        let account_key = tagged(b'a', &[account.as_bytes()]);
+        let outcome = self
+            .names
+            .transaction(|tx| {
+                let holder = tx.get(&name_key)?;
+                let held = tx.get(&account_key)?;
+                match (holder, held) {
+                    (Some(holder), _) if holder.as_ref() == account.as_bytes() => {
+                        Ok(NameClaim::AlreadyYours)
+                    }
+                    (Some(_), _) => Ok(NameClaim::TakenByOther),
+                    (None, Some(_)) => Ok(NameClaim::AccountHasOther),
+                    (None, None) => {
+                        tx.insert(name_key.as_slice(), account.as_bytes().as_slice())?;
+                        tx.insert(account_key.as_slice(), name.as_bytes())?;
+                        Ok(NameClaim::Claimed)
+                    }
+                }
+            })
+            .map_err(|e: ::sled::transaction::TransactionError<::sled::Error>| {
+                StorageError::Backend(e.to_string())
+            })?;
+        if outcome == NameClaim::Claimed {
+            self.committer.durable().await?;
+        }
+        Ok(outcome)
+    }
+
+    async fn lookup_name(&self, name: &str) -> StorageResult<Option<AccountId>> {
+        match self
+            .names
+            .get(tagged(b'n', &[name.as_bytes()]))
+            .map_err(backend)?
+        {
+            Some(v) => Ok(Some(account_from(&v, "names")?)),
+            None => Ok(None),
+        }
+    }
+
     async fn store_receipt(
         &self,
         account: AccountId,
@@ -1079,6 +1128,76 @@ mod tests {
         }
         got.sort_unstable();
         assert_eq!(got, vec![0, 1, 2, 3, 4]);
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_name_is_claimed_once_and_an_account_holds_one() -> StorageResult<()> {
+        let dir = tempfile::tempdir().map_err(|e| StorageError::Backend(e.to_string()))?;
+        let store = open(dir.path());
+        let mut rng = rand::rng();
+        let claimers: Vec<AccountId> = (0..8).map(|_| AccountId::generate(&mut rng)).collect();
+        // On several threads at once, so the claims really race.
+        let tasks: Vec<_> = claimers
+            .iter()
+            .map(|a| {
+                let (store, a) = (store.clone(), *a);
+                tokio::spawn(async move { store.claim_name("acme", a).await })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for task in tasks {
+            outcomes.push(
+                task.await
+                    .map_err(|e| StorageError::Backend(e.to_string()))??,
+            );
+        }
+        let winners: Vec<AccountId> = claimers
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, o)| **o == NameClaim::Claimed)
+            .map(|(a, _)| *a)
+            .collect();
+        assert_eq!(winners.len(), 1, "{outcomes:?}");
+        assert_eq!(
+            outcomes
+                .iter()
+                .filter(|o| **o == NameClaim::TakenByOther)
+                .count(),
+            7
+        );
+        let winner = winners[0];
+        assert_eq!(store.lookup_name("acme").await?, Some(winner));
+        assert_eq!(
+            store.claim_name("acme", winner).await?,
+            NameClaim::AlreadyYours
+        );
+        // One name per account, even when its two claims race.
+        let (x, y) = tokio::join!(
+            store.claim_name("second", winner),
+            store.claim_name("third", winner),
+        );
+        assert_eq!([x?, y?], [NameClaim::AccountHasOther; 2]);
+        let loser = claimers.iter().find(|a| **a != winner).copied();
+        let loser = loser.ok_or(StorageError::Closed)?;
+        let (x, y) = tokio::join!(
+            store.claim_name("beta", loser),
+            store.claim_name("gamma", loser),
+        );
+        let both = [x?, y?];
+        assert!(both.contains(&NameClaim::Claimed), "{both:?}");
+        assert!(both.contains(&NameClaim::AccountHasOther), "{both:?}");
+        let held = [
+            store.lookup_name("beta").await?,
+            store.lookup_name("gamma").await?,
+        ];
+        assert_eq!(held.iter().flatten().count(), 1);
+        store.close().await?;
+        drop(store);
+        // Durable: the mapping survives a reopen.
+        let store = open(dir.path());
+        assert_eq!(store.lookup_name("acme").await?, Some(winner));
+        assert_eq!(store.lookup_name("nobody").await?, None);
         Ok(())
     }
 }

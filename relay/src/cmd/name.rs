@@ -1,0 +1,40 @@
+//! `ClaimName`: bind a business name to the authenticated account, first
+//! come first served, one name per account. Names are unverified handles
+//! (operator-signed verification comes later). `Lookup` resolves them (see
+//! [`super::phone::lookup`]).
+
+use comptoir_protocol::normalize_business_name;
+use comptoir_protocol::proto::wire;
+
+use super::device;
+use crate::error::{RelayError, invalid};
+use crate::frame;
+use crate::session::{Reply, Session};
+use crate::storage::{NameClaim, Storage};
+
+/// Normalise a business name, or refuse it with what is allowed.
+pub(crate) fn check_name(name: &str) -> Result<String, RelayError> {
+    normalize_business_name(name).map_err(|e| invalid(e.to_string()))
+}
+
+pub(crate) async fn claim<S: Storage>(
+    session: &mut Session<S>,
+    request_id: u64,
+    request: wire::ClaimName,
+) -> Result<Reply, RelayError> {
+    let account = device(session)?.account;
+    let name = check_name(&request.name)?;
+    match session.relay.store.claim_name(&name, account).await? {
+        NameClaim::Claimed => {
+            tracing::info!(%account, %name, "business name claimed");
+            Ok(Reply::Frame(frame::ok(request_id)))
+        }
+        NameClaim::AlreadyYours => Ok(Reply::Frame(frame::ok(request_id))),
+        NameClaim::TakenByOther => Err(RelayError::NameTaken(format!(
+            "the name {name:?} is held by another account; choose another"
+        ))),
+        NameClaim::AccountHasOther => Err(RelayError::NameTaken(
+            "this account already holds a different name (one name per account)".into(),
+        )),
+    }
+}

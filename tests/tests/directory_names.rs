@@ -1,0 +1,224 @@
+//! Business names over a real relay: claim, lookup by another account
+//! (any case), first come first served with typed NAME_TAKEN, malformed
+//! names refused with nothing stored, concurrent claims with exactly one
+//! winner, and the client library end to end (claim, resolve, message).
+
+mod support;
+
+use comptoir_client::ClientError;
+use comptoir_protocol::AccountId;
+use comptoir_protocol::proto::wire::{self, ErrorCode, client_frame, server_frame::Body};
+use support::client::{registered, wait_message};
+use support::*;
+
+fn claim(name: &str) -> client_frame::Body {
+    client_frame::Body::ClaimName(wire::ClaimName { name: name.into() })
+}
+
+fn lookup(handle: &str) -> client_frame::Body {
+    client_frame::Body::Lookup(wire::Lookup {
+        handle: handle.into(),
+    })
+}
+
+/// The account a lookup resolved to (panics on a refusal).
+async fn resolve(client: &mut Client, handle: &str) -> AccountId {
+    match client.request(lookup(handle)).await {
+        Body::LookupResult(found) => AccountId::from_bytes(&found.account_id).expect("16 bytes"),
+        other => panic!("lookup {handle:?}: {other:?}"),
+    }
+}
+
+/// The `names` tree of a stopped relay's data directory.
+fn stored_names(relay: &TestRelay) -> Vec<(Vec<u8>, Vec<u8>)> {
+    dump_store(&relay.data_dir)
+        .into_iter()
+        .filter(|((tree, _), _)| tree.as_slice() == b"names")
+        .map(|((_, key), value)| (key, value))
+        .collect()
+}
+
+#[tokio::test]
+async fn names_are_claimed_first_come_first_served_and_resolve_in_any_case() {
+    let mut relay = start_relay().await;
+    let (acme, rival, customer) = (Account::new(1), Account::new(1), Account::new(1));
+    for account in [&acme, &rival, &customer] {
+        account.register(relay.addr).await;
+    }
+    let (mut a, _) = acme.login(relay.addr, 1).await;
+    let (mut r, _) = rival.login(relay.addr, 1).await;
+    let (mut c, _) = customer.login(relay.addr, 1).await;
+
+    // Unknown before the claim.
+    assert_eq!(
+        error_code(&c.request(lookup("acme-deliveries")).await),
+        ErrorCode::UnknownAccount
+    );
+    // Claimed in mixed case, stored lowercased; re-claiming is idempotent.
+    assert!(matches!(
+        a.request(claim("Acme-Deliveries")).await,
+        Body::Ok(_)
+    ));
+    assert!(matches!(
+        a.request(claim("acme-deliveries")).await,
+        Body::Ok(_)
+    ));
+    assert_eq!(resolve(&mut c, "acme-deliveries").await, acme.id);
+    assert_eq!(resolve(&mut c, "ACME-deliveries").await, acme.id);
+
+    // Another account cannot take it, in any case; one name per account.
+    for taken in ["acme-deliveries", "ACME-DELIVERIES"] {
+        let refusal = r.request(claim(taken)).await;
+        assert_eq!(error_code(&refusal), ErrorCode::NameTaken);
+        let Body::Error(e) = refusal else {
+            unreachable!()
+        };
+        assert!(e.message.contains("another account"), "{}", e.message);
+    }
+    assert_eq!(
+        error_code(&a.request(claim("acme-two")).await),
+        ErrorCode::NameTaken
+    );
+    assert_eq!(resolve(&mut c, "acme-deliveries").await, acme.id);
+    assert_eq!(
+        error_code(&c.request(lookup("acme-two")).await),
+        ErrorCode::UnknownAccount
+    );
+
+    // Malformed names: a typed INVALID_REQUEST saying what is allowed.
+    for bad in [
+        "ab",
+        &"x".repeat(33),
+        "-acme",
+        "acme-",
+        "acme deliveries",
+        "acme_deliveries",
+        "café",
+        "+447700900123",
+        "0123456789abcdef0123456789abcdef",
+        "",
+    ] {
+        let refusal = r.request(claim(bad)).await;
+        assert_eq!(error_code(&refusal), ErrorCode::InvalidRequest, "{bad:?}");
+        let Body::Error(e) = refusal else {
+            unreachable!()
+        };
+        assert!(e.message.contains("3 to 32 characters"), "{}", e.message);
+    }
+    // A lookup of something that is neither a number nor a name says so.
+    assert_eq!(
+        error_code(&c.request(lookup("no spaces")).await),
+        ErrorCode::InvalidRequest
+    );
+    // Phone lookups are unaffected.
+    assert_eq!(
+        error_code(&c.request(lookup("+15550000000")).await),
+        ErrorCode::UnknownAccount
+    );
+
+    // On disk: exactly Acme's two records, nothing from the refusals.
+    drop((a, r, c));
+    relay.stop().await;
+    let mut expected = vec![
+        (b"nacme-deliveries".to_vec(), acme.id.to_vec()),
+        (
+            [b"a".as_slice(), acme.id.as_bytes()].concat(),
+            b"acme-deliveries".to_vec(),
+        ),
+    ];
+    expected.sort();
+    assert_eq!(stored_names(&relay), expected);
+}
+
+#[tokio::test]
+async fn concurrent_claims_of_one_name_have_exactly_one_winner() {
+    let relay = start_relay().await;
+    for round in 0..5 {
+        let (first, second) = (Account::new(1), Account::new(1));
+        first.register(relay.addr).await;
+        second.register(relay.addr).await;
+        let (mut x, _) = first.login(relay.addr, 1).await;
+        let (mut y, _) = second.login(relay.addr, 1).await;
+        let name = format!("contested-{round}");
+        // Both claims are on the wire before either reply is read.
+        let (ix, iy) = tokio::join!(x.send(claim(&name)), y.send(claim(&name)));
+        let (rx, ry) = tokio::join!(x.reply(ix), y.reply(iy));
+        let winner = match (&rx, &ry) {
+            (Body::Ok(_), e) if error_code(e) == ErrorCode::NameTaken => first.id,
+            (e, Body::Ok(_)) if error_code(e) == ErrorCode::NameTaken => second.id,
+            other => panic!("exactly one claim must win: {other:?}"),
+        };
+        assert_eq!(resolve(&mut x, &name).await, winner);
+        assert_eq!(resolve(&mut y, &name).await, winner);
+    }
+}
+
+#[tokio::test]
+async fn an_unauthenticated_claim_is_refused() {
+    let relay = start_relay().await;
+    let mut anonymous = Client::connect(relay.addr).await;
+    assert_eq!(
+        error_code(&anonymous.request(claim("acme-deliveries")).await),
+        ErrorCode::NotAuthenticated
+    );
+    let someone = Account::new(1);
+    someone.register(relay.addr).await;
+    let (mut s, _) = someone.login(relay.addr, 1).await;
+    assert_eq!(
+        error_code(&s.request(lookup("acme-deliveries")).await),
+        ErrorCode::UnknownAccount,
+        "nothing was claimed"
+    );
+}
+
+#[tokio::test]
+async fn a_customer_finds_a_business_by_name_and_writes_to_it() {
+    let relay = start_relay().await;
+    let (dir_b, dir_c, dir_r) = (
+        tempfile::tempdir().expect("temp dir"),
+        tempfile::tempdir().expect("temp dir"),
+        tempfile::tempdir().expect("temp dir"),
+    );
+    let mut business = registered(&relay, dir_b.path(), "business pass").await;
+    let mut customer = registered(&relay, dir_c.path(), "customer pass").await;
+    let mut rival = registered(&relay, dir_r.path(), "rival pass").await;
+
+    business
+        .claim_name("acme-deliveries")
+        .await
+        .expect("claim the name");
+    business
+        .claim_name("Acme-Deliveries")
+        .await
+        .expect("re-claiming one's own name is fine");
+    assert!(matches!(
+        rival.claim_name("acme-deliveries").await,
+        Err(ClientError::Relay {
+            code: ErrorCode::NameTaken,
+            ..
+        })
+    ));
+    assert!(matches!(
+        rival.claim_name("not a name").await,
+        Err(ClientError::InvalidArgument(_))
+    ));
+
+    let found = customer
+        .lookup("ACME-Deliveries")
+        .await
+        .expect("resolve the name");
+    assert_eq!(found, business.account_id());
+    assert!(matches!(
+        customer.lookup("nobody-here").await,
+        Err(ClientError::UnknownContact(_))
+    ));
+
+    customer.add_contact("acme", found).expect("add contact");
+    let to = customer.resolve("acme").expect("resolve contact");
+    customer
+        .send_text(to, "where is my parcel?")
+        .await
+        .expect("send");
+    let (_, text) = wait_message(&mut business, customer.account_id()).await;
+    assert_eq!(text, "where is my parcel?");
+}
