@@ -1016,7 +1016,7 @@ mod tests {
     }
 
     fn open(dir: &Path) -> SledStore {
-        SledStore::open(dir, 1 << 20, Arc::new(Metrics::default())).expect("open")
+        SledStore::open(dir, 1 << 20, Arc::new(Metrics::default())).expect("open") // ok: test helper on a temp dir
     }
 
     #[tokio::test]
