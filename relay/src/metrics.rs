@@ -38,9 +38,24 @@ pub struct Metrics {
     flushed_writes: AtomicU64,
     flush_micros_sum: AtomicU64,
     flush_buckets: [AtomicU64; FLUSH_BUCKETS.len()],
+    /// Woken when a connection, delivery or expiry count changes, so a
+    /// watcher (an operator tool, a test) waits for the event, not a timer.
+    changed: tokio::sync::Notify,
 }
 
 impl Metrics {
+    /// Tell watchers that a connection, delivery or expiry count changed.
+    pub fn notify_change(&self) {
+        self.changed.notify_waiters();
+    }
+
+    /// A future that completes at the next [`Self::notify_change`]. Create
+    /// and `enable` it before checking the value it guards, so no change is
+    /// missed in between.
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
+    }
+
     /// Count a refusal sent to a client.
     pub fn refused(&self, code: ErrorCode) {
         if let Some(counter) = self.refusals.get(code as usize) {

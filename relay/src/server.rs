@@ -316,6 +316,7 @@ async fn collect_garbage<S: Storage>(relay: Arc<Relay<S>>) {
             Ok(0) => {}
             Ok(n) => {
                 relay.metrics.envelopes_expired.fetch_add(n, Relaxed);
+                relay.metrics.notify_change();
                 relay.metrics.queue_depth.fetch_sub(n as i64, Relaxed);
                 tracing::info!(expired = n, "expired envelopes deleted");
             }

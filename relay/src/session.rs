@@ -204,6 +204,7 @@ impl<S: Storage> Session<S> {
         if let Some(device) = &self.device {
             self.relay.hub.leave(device.account, device.device, self.id);
             self.relay.metrics.authenticated_open.fetch_sub(1, Relaxed);
+            self.relay.metrics.notify_change();
         }
     }
 

@@ -44,6 +44,7 @@ pub(crate) async fn ack<S: Storage>(
             match removed {
                 Ok(Some(sender_device)) => {
                     relay.metrics.envelopes_delivered.fetch_add(1, Relaxed);
+                    relay.metrics.notify_change();
                     relay.metrics.queue_depth.fetch_sub(1, Relaxed);
                     let receipt = frame::server(
                         0,

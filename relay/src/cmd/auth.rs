@@ -122,6 +122,7 @@ pub(crate) async fn authenticate<S: Storage>(
         in_flight: 0,
     });
     relay.metrics.authenticated_open.fetch_add(1, Relaxed);
+    relay.metrics.notify_change();
     tracing::debug!(connection = session.id, %account, device, queued, "authenticated");
     let mut frames = vec![frame::server(
         request_id,

@@ -196,33 +196,32 @@ impl TestRelay {
 
     /// Wait (polling /metrics, bounded) until `name` reaches `at_least`.
     pub async fn wait_metric(&self, name: &str, at_least: f64) {
-        tokio::time::timeout(TIMEOUT, async {
-            loop {
-                if self.metric(name).await >= at_least {
-                    return;
-                }
-                tokio::task::yield_now().await;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("metric {name} never reached {at_least}"));
+        tokio::time::timeout(TIMEOUT, self.until_metric(name, |v| v >= at_least))
+            .await
+            .unwrap_or_else(|_| panic!("metric {name} never reached {at_least}"));
     }
 }
 
 impl TestRelay {
     /// Wait (polling /metrics, bounded) until `name` is at most `at_most`.
     pub async fn wait_metric_at_most(&self, name: &str, at_most: f64) {
-        tokio::time::timeout(TIMEOUT, async {
-            loop {
-                if self.metric(name).await <= at_most {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::timeout(TIMEOUT, self.until_metric(name, |v| v <= at_most))
+            .await
+            .unwrap_or_else(|_| panic!("metric {name} never fell to {at_most}"));
+    }
+
+    /// Return once `holds(value of name)`, woken by the relay's metric
+    /// change notifications (armed before each check, so none is missed).
+    async fn until_metric(&self, name: &str, holds: impl Fn(f64) -> bool) {
+        loop {
+            let changed = self.metrics.changed();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if holds(self.metric(name).await) {
+                return;
             }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("metric {name} never fell to {at_most}"));
+            changed.await;
+        }
     }
 }
 
