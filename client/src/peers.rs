@@ -167,13 +167,7 @@ mod tests {
     use comptoir_protocol::{AccountKeyPair, IdentityKeyPair};
 
     use super::*;
-    use crate::store::KdfParams;
-
-    const FAST: KdfParams = KdfParams {
-        m_cost: 64,
-        t_cost: 1,
-        p_cost: 1,
-    };
+    use crate::store::FAST_TEST_KDF as FAST;
 
     #[test]
     fn pins_on_first_use_refuses_stale_and_flags_a_changed_key() -> Result<()> {

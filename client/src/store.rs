@@ -388,15 +388,19 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Cheap Argon2id costs for unit tests, which check behaviour, not KDF strength.
+#[cfg(test)]
+pub(crate) const FAST_TEST_KDF: KdfParams = KdfParams {
+    m_cost: 64,
+    t_cost: 1,
+    p_cost: 1,
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const FAST: KdfParams = KdfParams {
-        m_cost: 64,
-        t_cost: 1,
-        p_cost: 1,
-    };
+    use super::FAST_TEST_KDF as FAST;
 
     #[test]
     fn round_trip_and_wrong_passphrase() -> Result<()> {
