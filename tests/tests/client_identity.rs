@@ -49,7 +49,7 @@ async fn a_changed_identity_is_warned_and_holds_sending_until_accepted() {
             store.replace_device_list(b, &forged).await.expect("write"),
             ListUpdate::Stored
         );
-        store.flush().await.expect("flush");
+        store.close().await.expect("close");
     }
     let relay = relay.restart().await;
     let url = format!("ws://{}", relay.addr);

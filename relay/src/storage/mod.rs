@@ -18,6 +18,7 @@
 //!
 //! [`sled::SledStore`] is the embedded default.
 
+pub mod mail_log;
 pub mod sled;
 
 use std::future::Future;

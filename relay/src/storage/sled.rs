@@ -1,15 +1,13 @@
-//! The embedded default backend: sled 0.34, with group commit.
+//! The embedded default backend: sled 0.34 for the directory, keys and
+//! receipts, and a [`MailLog`] (an append-only log with group commit) for
+//! the mail queues.
 //!
-//! One writer thread owns the mail queues: it takes every job waiting
-//! (sends, acks; lingering up to [`GROUP_LINGER`] for more), checks and
-//! applies them as **one** atomic sled batch, runs one flush (an fsync)
-//! and only then completes the sends. Under load one fsync and one batch
-//! cover hundreds of envelopes; no writer touches sled while it flushes.
-//! Other records (accounts, prekeys, blocks, phones, names) are written in place
-//! and made durable by a `Durable` job through the same flush.
-//!
-//! Queue depths live in memory (counted from the index on first use), so a
-//! send costs three inserts and an ack two removes.
+//! Mail is the hot path: a send is one append and, shared with every other
+//! send of its group, one `write` and one `fdatasync`; sled's per-key
+//! trees cost several times that (see docs/BENCHMARKS.md). Everything else
+//! is small and read often, which sled does well: those records are written
+//! in place and made durable by a `Durable` job on one flusher thread,
+//! which groups concurrent callers into one sled flush.
 //!
 //! Trees and key layouts (integers big-endian so keys sort):
 //!
@@ -18,9 +16,6 @@
 //! | `accounts` | account (16) | `SignedDeviceList` protobuf |
 //! | `prekeys` | account, device (4), 0 | `SignedPreKey` protobuf |
 //! | `prekeys` | account, device, 1, key id (4) | public key (32) |
-//! | `mail` | `q`, account, device, seq (8) | expires (8), `Envelope` protobuf |
-//! | `mail` | `i`, account, device, sender (16), message id (16) | seq, expires, sender device (4) |
-//! | `mail` | `s`, sender, recipient, message id | server time (8), expires (8) |
 //! | `receipts` | sender account, sender device, id (8) | expires (8), `Delivered` protobuf |
 //! | `blocks` | blocker (16), blocked (16) | (empty) |
 //! | `phones` | E.164 text | account (16), discoverable (1) |
@@ -31,13 +26,12 @@
 //! (serializable: of two concurrent claimers of one name, or two names
 //! claimed by one account, exactly one commits).
 //!
-//! `s` records make a retried send idempotent for the TTL, after delivery
-//! too; expiry scans `i` and `s` (values carry the expiry time).
+//! The mail log lives in the `mail-log` directory inside sled's.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::mpsc as std_mpsc;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ::sled::{Batch, Db, IVec, Tree};
@@ -46,60 +40,40 @@ use comptoir_protocol::proto::wire::{OneTimePreKey, SignedDeviceList, SignedPreK
 use prost::Message;
 use tokio::sync::oneshot;
 
+use super::mail_log::{LogOptions, MailLog};
 use super::{
     Enqueued, ListUpdate, MESSAGE_ID_LEN, NameClaim, NewMessage, QueuedEnvelope, Storage,
     StorageError, StorageResult, TakenPreKeys,
 };
 use crate::metrics::Metrics;
 
-/// How long the writer waits for more jobs before a flush. Each sled
-/// flush costs several write+sync system calls whatever it carries, so a
-/// short wait buys much larger groups under load, for at most this much
-/// added latency.
-pub const GROUP_LINGER: Duration = Duration::from_micros(1000);
+/// How long the flusher waits for more callers before a sled flush (each
+/// costs several write and sync system calls whatever it carries).
+const FLUSH_LINGER: Duration = Duration::from_micros(1000);
 
-/// Most jobs taken into one group commit.
-const MAX_GROUP: usize = 4096;
-
-/// Work for the writer thread.
+/// Work for the flusher thread.
 enum Job {
-    /// Store a message; reply once durable.
-    Enqueue(
-        Box<NewMessage>,
-        u64,
-        oneshot::Sender<StorageResult<Enqueued>>,
-    ),
-    /// Delete an acked envelope; reply once applied (not waiting for disk).
-    /// The reply is the sender's device if the envelope was queued.
-    Ack(AckJob, oneshot::Sender<StorageResult<Option<u32>>>),
     /// Reply once everything written before is durable.
     Durable(oneshot::Sender<StorageResult<()>>),
-    /// Flush, release the database and stop the writer.
+    /// Flush, release the database and stop the flusher.
     Close(oneshot::Sender<StorageResult<()>>),
 }
 
-struct AckJob {
-    account: AccountId,
-    device: u32,
-    sender: AccountId,
-    message_id: [u8; MESSAGE_ID_LEN],
-}
-
-/// Hands jobs to the writer thread.
+/// Hands jobs to the flusher thread.
 #[derive(Clone, Debug)]
 struct Committer {
     jobs: std_mpsc::Sender<Job>,
 }
 
 impl Committer {
-    fn start(core: Core, metrics: Arc<Metrics>) -> StorageResult<Self> {
+    fn start(db: Db, metrics: Arc<Metrics>) -> StorageResult<Self> {
         let (jobs, rx) = std_mpsc::channel::<Job>();
-        // A plain thread: sled's writes and fsyncs block, and must not
-        // stall the async workers that read and write sockets.
+        // A plain thread: sled's fsyncs block, and must not stall the
+        // async workers that read and write sockets.
         std::thread::Builder::new()
-            .name("relay-writer".into())
-            .spawn(move || write_loop(core, &metrics, &rx))
-            .map_err(|e| StorageError::Backend(format!("cannot start the writer thread: {e}")))?;
+            .name("relay-sled-flusher".into())
+            .spawn(move || flush_loop(db, &metrics, &rx))
+            .map_err(|e| StorageError::Backend(format!("cannot start the flusher thread: {e}")))?;
         Ok(Self { jobs })
     }
 
@@ -118,234 +92,26 @@ impl Committer {
     }
 }
 
-/// In-memory queue depths, guarded with the right to change `mail`.
-#[derive(Debug, Default)]
-struct MailState {
-    depths: HashMap<(AccountId, u32), u64>,
-}
-
-/// What the writer thread needs of the store.
-#[derive(Clone, Debug)]
-struct Core {
-    db: Db,
-    mail: Tree,
-    /// Held (never across an `.await`) by whoever changes `mail`: the
-    /// writer for a whole group, expiry and device removal per record.
-    state: Arc<Mutex<MailState>>,
-}
-
-impl Core {
-    fn lock(&self) -> MutexGuard<'_, MailState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The queue depth of a device, counted from the index on first use.
-    fn depth<'a>(
-        &self,
-        state: &'a mut MailState,
-        account: AccountId,
-        device: u32,
-    ) -> StorageResult<&'a mut u64> {
-        match state.depths.entry((account, device)) {
-            std::collections::hash_map::Entry::Occupied(entry) => Ok(entry.into_mut()),
-            std::collections::hash_map::Entry::Vacant(entry) => {
-                let mut n = 0;
-                for key in self
-                    .mail
-                    .scan_prefix(device_key(b'i', &account, device))
-                    .keys()
-                {
-                    key.map_err(backend)?;
-                    n += 1;
-                }
-                Ok(entry.insert(n))
-            }
-        }
-    }
-
-    /// Check one send and add its records to the group's batch.
-    fn plan_enqueue(
-        &self,
-        state: &mut MailState,
-        group: &mut Group,
-        message: &NewMessage,
-        max_queue: u64,
-    ) -> StorageResult<Enqueued> {
-        let s_key = tagged(
-            b's',
-            &[&s_suffix(
-                &message.sender,
-                &message.recipient,
-                &message.message_id,
-            )],
-        );
-        if let Some(&first) = group.sent.get(&s_key) {
-            return Ok(Enqueued::Duplicate {
-                server_timestamp_ms: first,
-            });
-        }
-        if let Some(existing) = self.mail.get(&s_key).map_err(backend)? {
-            return Ok(Enqueued::Duplicate {
-                server_timestamp_ms: be_u64(&existing, 0, "mail sent")?,
-            });
-        }
-        for (device, _) in &message.copies {
-            if *self.depth(state, message.recipient, *device)? >= max_queue {
-                return Ok(Enqueued::QueueFull { device: *device });
-            }
-        }
-        for (device, envelope) in &message.copies {
-            let seq = self.db.generate_id().map_err(backend)?;
-            let mut value = Vec::with_capacity(8 + envelope.len());
-            value.extend_from_slice(&message.expires_at_ms.to_be_bytes());
-            value.extend_from_slice(envelope);
-            group
-                .batch
-                .insert(q_key(&message.recipient, *device, seq), value);
-            let mut index = Vec::with_capacity(20);
-            index.extend_from_slice(&seq.to_be_bytes());
-            index.extend_from_slice(&message.expires_at_ms.to_be_bytes());
-            index.extend_from_slice(&message.sender_device.to_be_bytes());
-            let ik = i_key(
-                &message.recipient,
-                *device,
-                &message.sender,
-                &message.message_id,
-            );
-            group.removed.remove(&ik);
-            group.batch.insert(ik, index);
-            *self.depth(state, message.recipient, *device)? += 1;
-        }
-        let mut sent = Vec::with_capacity(16);
-        sent.extend_from_slice(&message.server_timestamp_ms.to_be_bytes());
-        sent.extend_from_slice(&message.expires_at_ms.to_be_bytes());
-        group.batch.insert(s_key.as_slice(), sent);
-        group.sent.insert(s_key, message.server_timestamp_ms);
-        Ok(Enqueued::Stored)
-    }
-
-    /// Remove one queued envelope into `batch` (ack, expiry, removed
-    /// device). Returns the sender's device if it was queued.
-    #[allow(clippy::too_many_arguments)] // one call shape, three callers
-    fn plan_remove(
-        &self,
-        state: &mut MailState,
-        batch: &mut Batch,
-        removed: &mut HashSet<Vec<u8>>,
-        account: AccountId,
-        device: u32,
-        sender: &AccountId,
-        id: &[u8],
-    ) -> StorageResult<Option<u32>> {
-        let ik = i_key(&account, device, sender, id);
-        if removed.contains(&ik) {
-            return Ok(None);
-        }
-        let Some(index) = self.mail.get(&ik).map_err(backend)? else {
-            return Ok(None);
-        };
-        let seq = be_u64(&index, 0, "mail index")?;
-        let sender_device = be_u32(&index, 16, "mail index")?;
-        batch.remove(q_key(&account, device, seq));
-        batch.remove(ik.clone());
-        removed.insert(ik);
-        let depth = self.depth(state, account, device)?;
-        *depth = depth.saturating_sub(1);
-        Ok(Some(sender_device))
-    }
-}
-
-/// One group commit in the making.
-#[derive(Default)]
-struct Group {
-    batch: Batch,
-    /// Idempotency keys claimed in this group, with their first time.
-    sent: HashMap<Vec<u8>, u64>,
-    /// Index keys removed in this group.
-    removed: HashSet<Vec<u8>>,
-}
-
-type Stored = (
-    oneshot::Sender<StorageResult<Enqueued>>,
-    StorageResult<Enqueued>,
-);
-type Acked = (
-    oneshot::Sender<StorageResult<Option<u32>>>,
-    StorageResult<Option<u32>>,
-);
-
-fn write_loop(core: Core, metrics: &Metrics, rx: &std_mpsc::Receiver<Job>) {
-    let mut jobs: Vec<Job> = Vec::new();
-    let mut stored: Vec<Stored> = Vec::new();
-    let mut acked: Vec<Acked> = Vec::new();
+fn flush_loop(db: Db, metrics: &Metrics, rx: &std_mpsc::Receiver<Job>) {
     let mut waiters: Vec<oneshot::Sender<StorageResult<()>>> = Vec::new();
     let mut closing = None;
     while let Ok(first) = rx.recv() {
-        jobs.push(first);
-        // Linger briefly so one fsync covers a burst, not a trickle. A
-        // sleep rather than a timed receive: senders then find no waiting
-        // receiver and need no wake-up system call.
-        std::thread::sleep(GROUP_LINGER);
-        while jobs.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(more) => jobs.push(more),
-                Err(_) => break,
-            }
+        let mut jobs = vec![first];
+        std::thread::sleep(FLUSH_LINGER);
+        while let Ok(more) = rx.try_recv() {
+            jobs.push(more);
         }
-        let mut group = Group::default();
-        let applied = {
-            let mut state = core.lock();
-            for job in jobs.drain(..) {
-                match job {
-                    Job::Enqueue(message, max_queue, reply) => {
-                        let outcome =
-                            core.plan_enqueue(&mut state, &mut group, &message, max_queue);
-                        stored.push((reply, outcome));
-                    }
-                    Job::Ack(ack, reply) => {
-                        let outcome = core.plan_remove(
-                            &mut state,
-                            &mut group.batch,
-                            &mut group.removed,
-                            ack.account,
-                            ack.device,
-                            &ack.sender,
-                            &ack.message_id,
-                        );
-                        acked.push((reply, outcome));
-                    }
-                    Job::Durable(reply) => waiters.push(reply),
-                    Job::Close(reply) => closing = Some(reply),
-                }
+        for job in jobs {
+            match job {
+                Job::Durable(reply) => waiters.push(reply),
+                Job::Close(reply) => closing = Some(reply),
             }
-            let applied = core.mail.apply_batch(group.batch).map_err(backend);
-            if applied.is_err() {
-                // The in-memory depths no longer match: recount lazily.
-                state.depths.clear();
-            }
-            applied
-        };
-        for (reply, outcome) in acked.drain(..) {
-            let _ = reply.send(match &applied {
-                Err(e) => Err(e.clone()),
-                Ok(()) => outcome,
-            });
-        }
-        if stored.is_empty() && waiters.is_empty() && closing.is_none() {
-            continue;
         }
         let started = Instant::now();
-        let flushed = core.db.flush().map(|_| ()).map_err(backend);
-        metrics.record_flush(started.elapsed(), stored.len() + waiters.len());
-        let result = applied.and(flushed);
+        let result = db.flush().map(|_| ()).map_err(backend);
+        metrics.record_flush(started.elapsed(), waiters.len());
         if let Err(error) = &result {
-            tracing::error!(%error, "write or flush failed; writers get an internal error");
-        }
-        for (reply, outcome) in stored.drain(..) {
-            let _ = reply.send(match &result {
-                Err(e) => Err(e.clone()),
-                Ok(()) => outcome,
-            });
+            tracing::error!(%error, "sled flush failed; writers get an internal error");
         }
         for reply in waiters.drain(..) {
             let _ = reply.send(result.clone());
@@ -353,7 +119,7 @@ fn write_loop(core: Core, metrics: &Metrics, rx: &std_mpsc::Receiver<Job>) {
         if let Some(reply) = closing.take() {
             // Release this thread's handle before answering, so the caller
             // can reopen the directory as soon as it drops its own.
-            drop(core);
+            drop(db);
             let _ = reply.send(result);
             return;
         }
@@ -395,12 +161,12 @@ pub struct SledStore {
     receipts: Tree,
     accounts: Tree,
     prekeys: Tree,
-    mail: Tree,
+    mail: MailLog,
     blocks: Tree,
     phones: Tree,
     names: Tree,
     committer: Committer,
-    core: Core,
+    db: Db,
 }
 
 fn backend(e: ::sled::Error) -> StorageError {
@@ -421,35 +187,6 @@ fn be_u32(bytes: &[u8], at: usize, what: &'static str) -> StorageResult<u32> {
         .and_then(|b| b.try_into().ok())
         .map(u32::from_be_bytes)
         .ok_or(StorageError::Corrupt(what))
-}
-
-fn device_key(tag: u8, account: &AccountId, device: u32) -> Vec<u8> {
-    let mut k = Vec::with_capacity(64);
-    k.push(tag);
-    k.extend_from_slice(account.as_bytes());
-    k.extend_from_slice(&device.to_be_bytes());
-    k
-}
-
-fn q_key(account: &AccountId, device: u32, seq: u64) -> Vec<u8> {
-    let mut k = device_key(b'q', account, device);
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
-}
-
-fn i_key(account: &AccountId, device: u32, sender: &AccountId, id: &[u8]) -> Vec<u8> {
-    let mut k = device_key(b'i', account, device);
-    k.extend_from_slice(sender.as_bytes());
-    k.extend_from_slice(id);
-    k
-}
-
-fn s_suffix(sender: &AccountId, recipient: &AccountId, id: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(48);
-    k.extend_from_slice(sender.as_bytes());
-    k.extend_from_slice(recipient.as_bytes());
-    k.extend_from_slice(id);
-    k
 }
 
 fn tagged(tag: u8, rest: &[&[u8]]) -> Vec<u8> {
@@ -486,6 +223,17 @@ impl SledStore {
     /// Open (or create) the store in `dir`. Must run inside a tokio runtime
     /// (it starts the group-commit task).
     pub fn open(dir: &Path, cache_capacity: u64, metrics: Arc<Metrics>) -> StorageResult<Self> {
+        Self::open_with(dir, cache_capacity, LogOptions::default(), metrics)
+    }
+
+    /// [`SledStore::open`] with explicit mail log tuning (tests use small
+    /// segments to exercise checkpoints).
+    pub fn open_with(
+        dir: &Path,
+        cache_capacity: u64,
+        log: LogOptions,
+        metrics: Arc<Metrics>,
+    ) -> StorageResult<Self> {
         let db = ::sled::Config::new()
             .path(dir)
             .cache_capacity(cache_capacity)
@@ -493,23 +241,25 @@ impl SledStore {
             .open()
             .map_err(backend)?;
         let tree = |name: &str| db.open_tree(name).map_err(backend);
-        let mail = tree("mail")?;
-        let core = Core {
-            db: db.clone(),
-            mail: mail.clone(),
-            state: Arc::default(),
-        };
+        let legacy_mail = tree("mail")?;
+        if !legacy_mail.is_empty() {
+            return Err(StorageError::Backend(
+                "this data directory holds mail queued by an older relay version (sled `mail` tree); \
+                 drain it with that version or start from an empty data directory"
+                    .into(),
+            ));
+        }
         Ok(Self {
             cache: Arc::default(),
             receipts: tree("receipts")?,
             accounts: tree("accounts")?,
             prekeys: tree("prekeys")?,
-            mail,
+            mail: MailLog::open(&dir.join("mail-log"), log, metrics.clone())?,
             blocks: tree("blocks")?,
             phones: tree("phones")?,
             names: tree("names")?,
-            committer: Committer::start(core.clone(), metrics)?,
-            core,
+            committer: Committer::start(db.clone(), metrics)?,
+            db,
         })
     }
 
@@ -667,11 +417,7 @@ impl Storage for SledStore {
     }
 
     async fn enqueue(&self, message: NewMessage, max_queue: u64) -> StorageResult<Enqueued> {
-        // The writer applies it and replies after the group's flush (a
-        // duplicate too: it is acked only once its original is durable).
-        self.committer
-            .call(|reply| Job::Enqueue(Box::new(message), max_queue, reply))
-            .await
+        self.mail.enqueue(message, max_queue).await
     }
 
     async fn pending(
@@ -682,37 +428,11 @@ impl Storage for SledStore {
         limit: usize,
         now_ms: u64,
     ) -> StorageResult<Vec<QueuedEnvelope>> {
-        let start = match after {
-            Some(seq) => match seq.checked_add(1) {
-                Some(next) => q_key(&account, device, next),
-                None => return Ok(Vec::new()),
-            },
-            None => q_key(&account, device, 0),
-        };
-        let end = q_key(&account, device, u64::MAX);
-        let prefix_len = 1 + 16 + 4;
-        let mut out = Vec::new();
-        for entry in self.mail.range(start..=end) {
-            if out.len() >= limit {
-                break;
-            }
-            let (key, value) = entry.map_err(backend)?;
-            let cursor = be_u64(&key, prefix_len, "mail queue")?;
-            let expires = be_u64(&value, 0, "mail queue")?;
-            if expires <= now_ms {
-                continue;
-            }
-            out.push(QueuedEnvelope {
-                cursor,
-                envelope: value[8..].to_vec(),
-            });
-        }
-        Ok(out)
+        self.mail.pending(account, device, after, limit, now_ms)
     }
 
     async fn queued_count(&self, account: AccountId, device: u32) -> StorageResult<u64> {
-        let mut state = self.core.lock();
-        Ok(*self.core.depth(&mut state, account, device)?)
+        Ok(self.mail.queued_count(account, device))
     }
 
     async fn acknowledge(
@@ -722,124 +442,26 @@ impl Storage for SledStore {
         sender: AccountId,
         message_id: [u8; MESSAGE_ID_LEN],
     ) -> StorageResult<Option<u32>> {
-        let removed = self
-            .committer
-            .call(|reply| {
-                Job::Ack(
-                    AckJob {
-                        account,
-                        device,
-                        sender,
-                        message_id,
-                    },
-                    reply,
-                )
-            })
-            .await?;
         // Not waited on for durability: see `Storage::acknowledge`.
-        Ok(removed)
+        self.mail.acknowledge(account, device, sender, &message_id)
     }
 
     async fn expire(&self, now_ms: u64) -> StorageResult<u64> {
-        // Find candidates without the lock (reads), then remove them under
-        // it, re-checking each (an ack may have won the race).
-        let mut due = Vec::new();
-        for entry in self.mail.scan_prefix(b"i") {
+        let expired = self.mail.expire(now_ms);
+        let mut stale_receipts = Batch::default();
+        for entry in self.receipts.iter() {
             let (key, value) = entry.map_err(backend)?;
-            if be_u64(&value, 8, "mail index")? <= now_ms {
-                due.push(key);
+            if be_u64(&value, 0, "receipts")? <= now_ms {
+                stale_receipts.remove(key);
             }
         }
-        let mut stale_sent = Vec::new();
-        for entry in self.mail.scan_prefix(b"s") {
-            let (key, value) = entry.map_err(backend)?;
-            if be_u64(&value, 8, "mail sent")? <= now_ms {
-                stale_sent.push(key);
-            }
-        }
-        let mut expired = 0;
-        {
-            let mut state = self.core.lock();
-            let mut batch = Batch::default();
-            let mut removed = HashSet::new();
-            for key in due {
-                // i: tag, account (16), device (4), sender (16), id (16).
-                let account = account_from(key.get(1..17).unwrap_or_default(), "mail index")?;
-                let device = be_u32(&key, 17, "mail index")?;
-                let sender = account_from(key.get(21..37).unwrap_or_default(), "mail index")?;
-                let id = key.get(37..).unwrap_or_default();
-                if self
-                    .core
-                    .plan_remove(
-                        &mut state,
-                        &mut batch,
-                        &mut removed,
-                        account,
-                        device,
-                        &sender,
-                        id,
-                    )?
-                    .is_some()
-                {
-                    expired += 1;
-                }
-            }
-            for key in stale_sent {
-                batch.remove(key);
-            }
-            let mut stale_receipts = Batch::default();
-            for entry in self.receipts.iter() {
-                let (key, value) = entry.map_err(backend)?;
-                if be_u64(&value, 0, "receipts")? <= now_ms {
-                    stale_receipts.remove(key);
-                }
-            }
-            self.receipts.apply_batch(stale_receipts).map_err(backend)?;
-            if let Err(e) = self.mail.apply_batch(batch) {
-                state.depths.clear();
-                return Err(backend(e));
-            }
-        }
+        self.receipts.apply_batch(stale_receipts).map_err(backend)?;
         // Deletions need not wait for the disk (see the trait docs).
         Ok(expired)
     }
 
     async fn remove_device(&self, account: AccountId, device: u32) -> StorageResult<u64> {
-        let index_prefix = device_key(b'i', &account, device);
-        let keys: Vec<IVec> = self
-            .mail
-            .scan_prefix(&index_prefix)
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(backend)?;
-        let mut removed = 0;
-        {
-            let mut state = self.core.lock();
-            let mut batch = Batch::default();
-            let mut seen = HashSet::new();
-            for key in keys {
-                let sender = account_from(
-                    key.get(index_prefix.len()..index_prefix.len() + 16)
-                        .unwrap_or_default(),
-                    "mail index",
-                )?;
-                let id = key.get(index_prefix.len() + 16..).unwrap_or_default();
-                if self
-                    .core
-                    .plan_remove(
-                        &mut state, &mut batch, &mut seen, account, device, &sender, id,
-                    )?
-                    .is_some()
-                {
-                    removed += 1;
-                }
-            }
-            if let Err(e) = self.mail.apply_batch(batch) {
-                state.depths.clear();
-                return Err(backend(e));
-            }
-            state.depths.remove(&(account, device));
-        }
+        let removed = self.mail.remove_device(account, device)?;
         let mut batch = Batch::default();
         let mut prefix = account.to_vec();
         prefix.extend_from_slice(&device.to_be_bytes());
@@ -951,7 +573,7 @@ impl Storage for SledStore {
         receipt: Vec<u8>,
         expires_at_ms: u64,
     ) -> StorageResult<()> {
-        let id = self.core.db.generate_id().map_err(backend)?;
+        let id = self.db.generate_id().map_err(backend)?;
         let mut key = account.to_vec();
         key.extend_from_slice(&device.to_be_bytes());
         key.extend_from_slice(&id.to_be_bytes());
@@ -982,20 +604,18 @@ impl Storage for SledStore {
     }
 
     async fn total_queued(&self) -> StorageResult<u64> {
-        let mut total = 0;
-        for key in self.mail.scan_prefix(b"i").keys() {
-            key.map_err(backend)?;
-            total += 1;
-        }
-        Ok(total)
+        Ok(self.mail.total_queued())
     }
 
     async fn flush(&self) -> StorageResult<()> {
+        self.mail.flush().await?;
         self.committer.durable().await
     }
 
     async fn close(&self) -> StorageResult<()> {
-        self.committer.call(Job::Close).await
+        let mail = self.mail.close().await;
+        let sled = self.committer.call(Job::Close).await;
+        mail.and(sled)
     }
 }
 
@@ -1010,7 +630,8 @@ mod tests {
             recipient,
             message_id: [id; MESSAGE_ID_LEN],
             server_timestamp_ms: 1_000 + u64::from(id),
-            expires_at_ms: 10_000,
+            // Replay drops what expired by the wall clock: expire later.
+            expires_at_ms: crate::state::now_ms() + 3_600_000,
             copies: devices.iter().map(|d| (*d, vec![id; 10])).collect(),
         }
     }
@@ -1087,11 +708,11 @@ mod tests {
             .collect();
         assert_eq!(order, vec![0, 1, 2]);
         assert_eq!(
-            store.pending(b, 1, None, 10, 10_000).await?.len(),
+            store.pending(b, 1, None, 10, u64::MAX).await?.len(),
             0,
             "expired ones hidden"
         );
-        assert_eq!(store.expire(10_000).await?, 3);
+        assert_eq!(store.expire(u64::MAX).await?, 3);
         assert_eq!(store.queued_count(b, 1).await?, 0);
         // The idempotency records expired too: the id can be used again.
         assert_eq!(

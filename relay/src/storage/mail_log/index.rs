@@ -1,0 +1,242 @@
+//! The mail log's in-memory index: per-device queues (ordered by seq,
+//! findable by sender and message id) and the idempotency entries. Built
+//! by replaying the segments at open, then kept in step with every append.
+//! Envelope bytes stay on disk; the index keeps where they are.
+
+use std::collections::{BTreeMap, HashMap};
+
+use comptoir_protocol::AccountId;
+
+use super::super::MESSAGE_ID_LEN;
+use super::record::Origin;
+
+type MessageId = [u8; MESSAGE_ID_LEN];
+
+/// Where an envelope's bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Location {
+    /// Segment number.
+    pub(crate) segment: u32,
+    /// Byte offset of the envelope in the segment file.
+    pub(crate) offset: u64,
+    /// Envelope length.
+    pub(crate) len: u32,
+}
+
+/// One queued copy.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Entry {
+    /// Sender, message id, expiry.
+    pub(crate) origin: Origin,
+    /// Where its bytes are.
+    pub(crate) at: Location,
+}
+
+/// Log bytes per idempotency entry when a checkpoint rewrites it.
+pub(crate) const SENT_COST: u64 = 81;
+
+/// One device's queue.
+#[derive(Debug, Default)]
+pub(crate) struct DeviceQueue {
+    /// Copies by queue position.
+    pub(crate) by_seq: BTreeMap<u64, Entry>,
+    by_id: HashMap<(AccountId, MessageId), u64>,
+}
+
+/// An idempotency entry: a send of this id was accepted at `server_ts`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SentEntry {
+    /// First acceptance time.
+    pub(crate) server_ts: u64,
+    /// When the entry lapses.
+    pub(crate) expires: u64,
+}
+
+/// (sender, recipient, message id).
+pub(crate) type SentKey = (AccountId, AccountId, MessageId);
+
+/// Everything queued, plus the idempotency entries.
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    /// Queues by (account, device).
+    pub(crate) devices: HashMap<(AccountId, u32), DeviceQueue>,
+    /// Idempotency entries.
+    pub(crate) sent: HashMap<SentKey, SentEntry>,
+    /// Copies queued in total.
+    pub(crate) queued: u64,
+    /// Envelope bytes queued in total.
+    pub(crate) queued_bytes: u64,
+}
+
+impl Index {
+    /// Copies queued for a device.
+    pub(crate) fn depth(&self, account: AccountId, device: u32) -> u64 {
+        self.devices
+            .get(&(account, device))
+            .map_or(0, |q| q.by_seq.len() as u64)
+    }
+
+    /// Queue a copy (replacing one at the same seq, as replay may see a
+    /// copy twice: in its segment and in a checkpoint).
+    pub(crate) fn insert(&mut self, account: AccountId, device: u32, seq: u64, entry: Entry) {
+        let queue = self.devices.entry((account, device)).or_default();
+        let key = (entry.origin.sender, entry.origin.message_id);
+        if let Some(old) = queue.by_id.insert(key, seq)
+            && old != seq
+            && let Some(gone) = queue.by_seq.remove(&old)
+        {
+            // The same message queued twice for one device can only come
+            // from a damaged log; keep the later copy.
+            self.queued -= 1;
+            self.queued_bytes -= u64::from(gone.at.len);
+        }
+        match queue.by_seq.insert(seq, entry) {
+            Some(old) => {
+                self.queued_bytes -= u64::from(old.at.len);
+            }
+            None => self.queued += 1,
+        }
+        self.queued_bytes += u64::from(entry.at.len);
+    }
+
+    /// Remove a copy by seq.
+    pub(crate) fn remove_seq(
+        &mut self,
+        account: AccountId,
+        device: u32,
+        seq: u64,
+    ) -> Option<Entry> {
+        let queue = self.devices.get_mut(&(account, device))?;
+        let entry = queue.by_seq.remove(&seq)?;
+        queue
+            .by_id
+            .remove(&(entry.origin.sender, entry.origin.message_id));
+        self.forget(account, device, &entry);
+        Some(entry)
+    }
+
+    /// Remove a copy by sender and message id; returns it and its seq.
+    pub(crate) fn remove_id(
+        &mut self,
+        account: AccountId,
+        device: u32,
+        sender: AccountId,
+        message_id: &MessageId,
+    ) -> Option<(u64, Entry)> {
+        let queue = self.devices.get_mut(&(account, device))?;
+        let seq = queue.by_id.remove(&(sender, *message_id))?;
+        let entry = queue.by_seq.remove(&seq)?;
+        self.forget(account, device, &entry);
+        Some((seq, entry))
+    }
+
+    /// Drop a device's whole queue; returns how many copies it held.
+    pub(crate) fn drop_device(&mut self, account: AccountId, device: u32) -> u64 {
+        let Some(queue) = self.devices.remove(&(account, device)) else {
+            return 0;
+        };
+        let n = queue.by_seq.len() as u64;
+        self.queued -= n;
+        self.queued_bytes -= queue
+            .by_seq
+            .values()
+            .map(|e| u64::from(e.at.len))
+            .sum::<u64>();
+        n
+    }
+
+    /// Remove every copy and idempotency entry expired at `now_ms`;
+    /// returns the copies removed.
+    pub(crate) fn expire(&mut self, now_ms: u64) -> u64 {
+        let mut expired = 0;
+        let mut emptied = Vec::new();
+        for (key, queue) in &mut self.devices {
+            let due: Vec<u64> = queue
+                .by_seq
+                .iter()
+                .filter(|(_, e)| e.origin.expires <= now_ms)
+                .map(|(seq, _)| *seq)
+                .collect();
+            for seq in due {
+                if let Some(entry) = queue.by_seq.remove(&seq) {
+                    queue
+                        .by_id
+                        .remove(&(entry.origin.sender, entry.origin.message_id));
+                    self.queued -= 1;
+                    self.queued_bytes -= u64::from(entry.at.len);
+                    expired += 1;
+                }
+            }
+            if queue.by_seq.is_empty() {
+                emptied.push(*key);
+            }
+        }
+        for key in emptied {
+            self.devices.remove(&key);
+        }
+        self.sent.retain(|_, s| s.expires > now_ms);
+        expired
+    }
+
+    /// Bytes a checkpoint would write now: the live envelopes and
+    /// idempotency entries with their record overhead.
+    pub(crate) fn live_log_bytes(&self) -> u64 {
+        self.queued_bytes + self.queued * 100 + self.sent.len() as u64 * SENT_COST
+    }
+
+    fn forget(&mut self, account: AccountId, device: u32, entry: &Entry) {
+        self.queued -= 1;
+        self.queued_bytes -= u64::from(entry.at.len);
+        if self
+            .devices
+            .get(&(account, device))
+            .is_some_and(|q| q.by_seq.is_empty())
+        {
+            self.devices.remove(&(account, device));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(b: u8) -> AccountId {
+        AccountId::from_bytes(&[b; 16]).unwrap()
+    }
+
+    fn entry(id: u8, expires: u64) -> Entry {
+        Entry {
+            origin: Origin {
+                sender: account(1),
+                sender_device: 1,
+                message_id: [id; 16],
+                expires,
+            },
+            at: Location {
+                segment: 1,
+                offset: 8,
+                len: 10,
+            },
+        }
+    }
+
+    #[test]
+    fn counts_follow_inserts_removals_and_expiry() {
+        let mut index = Index::default();
+        let bob = account(2);
+        index.insert(bob, 1, 5, entry(1, 100));
+        index.insert(bob, 1, 5, entry(1, 100)); // replayed twice: one copy
+        index.insert(bob, 1, 6, entry(2, 200));
+        index.insert(bob, 2, 7, entry(1, 100));
+        assert_eq!((index.queued, index.queued_bytes), (3, 30));
+        assert_eq!(index.depth(bob, 1), 2);
+        assert!(index.remove_id(bob, 1, account(1), &[1; 16]).is_some());
+        assert!(index.remove_id(bob, 1, account(1), &[1; 16]).is_none());
+        assert_eq!(index.expire(150), 1); // device 2's copy
+        assert_eq!(index.depth(bob, 2), 0);
+        assert_eq!(index.drop_device(bob, 1), 1);
+        assert_eq!((index.queued, index.queued_bytes), (0, 0));
+        assert!(index.devices.is_empty());
+    }
+}

@@ -1,0 +1,844 @@
+//! The mail queues of the embedded backend: an append-only log with group
+//! commit and an in-memory index.
+//!
+//! A send appends one `Message` record (all its device copies) to a buffer
+//! and waits; the writer thread takes everything buffered (lingering up to
+//! [`LogOptions::linger`] for more), writes it with one `write` and makes it
+//! durable with one `fdatasync`, then completes every waiter of the group.
+//! An ack removes its copy from the index at once and appends a `Removed`
+//! record that the next group writes (deletions are not waited on: a lost
+//! one means a redelivery, which clients drop by message id).
+//!
+//! The index (queues by device, idempotency entries) lives in memory and is
+//! rebuilt at open by replaying the segments in order; envelope bytes stay
+//! on disk and are read back with positioned reads when pushed. A copy is
+//! visible to readers only once durable (`seq <= durable_seq`).
+//!
+//! Segments roll over at [`LogOptions::segment_bytes`]. When the log has
+//! grown past twice what is still live (and at least
+//! [`LogOptions::checkpoint_min_bytes`]), a background thread writes a
+//! checkpoint: the live copies and idempotency entries, as a new segment
+//! numbered just before the active one, then deletes every older segment.
+//! A crash at any point leaves a log that replays to the same state: a
+//! half-written checkpoint is a `.partial` file, deleted at open, and a
+//! finished one only repeats what older segments say.
+//!
+//! A write cut short by a crash (never acknowledged) shows as a bad CRC or
+//! a short record at a segment's end; replay stops there and truncates.
+
+mod index;
+mod record;
+mod segment;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use comptoir_protocol::AccountId;
+use tokio::sync::{oneshot, watch};
+
+use self::index::{Entry, Index, Location, SentEntry};
+use self::record::{Origin, Record, Writer};
+use self::segment::{SEGMENT_HEADER_LEN, Tail};
+use super::{Enqueued, MESSAGE_ID_LEN, NewMessage, QueuedEnvelope, StorageError, StorageResult};
+use crate::metrics::Metrics;
+use crate::state::now_ms;
+
+/// Tuning of the log; the defaults suit a production relay.
+#[derive(Clone, Debug)]
+pub struct LogOptions {
+    /// A segment is closed and a new one started past this size.
+    pub segment_bytes: u64,
+    /// No checkpoint until the log has grown by at least this much.
+    pub checkpoint_min_bytes: u64,
+    /// How long the writer waits for more work before a write and sync:
+    /// one sync then covers a burst, not a trickle, for at most this much
+    /// added latency.
+    pub linger: Duration,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 64 << 20,
+            checkpoint_min_bytes: 64 << 20,
+            linger: Duration::from_micros(1000),
+        }
+    }
+}
+
+type Waiter = oneshot::Sender<StorageResult<()>>;
+
+/// Records appended and not yet written, per segment, in log order.
+#[derive(Debug, Default)]
+struct Buffered {
+    chunks: Vec<(u32, Writer)>,
+}
+
+impl Buffered {
+    fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    index: Index,
+    /// Next queue position to hand out.
+    next_seq: u64,
+    /// Copies with a seq up to this one are on disk.
+    durable_seq: u64,
+    /// Segment receiving appends, and its length once they are written.
+    active: u32,
+    active_len: u64,
+    /// Readable segments.
+    files: BTreeMap<u32, Arc<File>>,
+    buffered: Buffered,
+    /// Callers waiting for everything appended before them to be durable.
+    waiters: Vec<Waiter>,
+    writer_idle: bool,
+    /// Log bytes written since the last checkpoint started.
+    since_checkpoint: u64,
+    checkpointing: bool,
+    closing: bool,
+    /// Set when a write or sync failed: nothing more is accepted.
+    failed: Option<StorageError>,
+}
+
+impl State {
+    fn usable(&self) -> StorageResult<()> {
+        if let Some(error) = &self.failed {
+            return Err(error.clone());
+        }
+        if self.closing {
+            return Err(StorageError::Closed);
+        }
+        Ok(())
+    }
+
+    /// Append records with `write`; returns the segment and the offset the
+    /// appended bytes start at, with `write`'s result.
+    fn append<R>(
+        &mut self,
+        segment_bytes: u64,
+        write: impl FnOnce(&mut Writer) -> R,
+    ) -> (u32, u64, R) {
+        if self.active_len >= segment_bytes {
+            self.active += 1;
+            self.active_len = SEGMENT_HEADER_LEN;
+        }
+        let active = self.active;
+        if self
+            .buffered
+            .chunks
+            .last()
+            .is_none_or(|(s, _)| *s != active)
+        {
+            self.buffered.chunks.push((active, Writer::default()));
+        }
+        let start = self.active_len;
+        let last = self.buffered.chunks.len() - 1;
+        let writer = &mut self.buffered.chunks[last].1;
+        let before = writer.len();
+        let result = write(writer);
+        self.active_len += (writer.len() - before) as u64;
+        (active, start, result)
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    dir: PathBuf,
+    options: LogOptions,
+    metrics: Arc<Metrics>,
+    state: Mutex<State>,
+    /// Wakes the writer.
+    work: Condvar,
+    /// `true` while a checkpoint runs.
+    checkpoint_running: watch::Sender<bool>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wake_writer(&self, state: &State) {
+        if state.writer_idle {
+            self.work.notify_one();
+        }
+    }
+
+    /// Register a waiter for everything appended so far.
+    fn durable_waiter(&self, state: &mut State) -> oneshot::Receiver<StorageResult<()>> {
+        let (tx, rx) = oneshot::channel();
+        state.waiters.push(tx);
+        self.wake_writer(state);
+        rx
+    }
+}
+
+/// Stops the writer once the last handle is gone.
+#[derive(Debug)]
+struct Owner {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        state.closing = true;
+        self.shared.work.notify_one();
+    }
+}
+
+/// The mail log. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct MailLog {
+    owner: Arc<Owner>,
+}
+
+fn io_error(what: &str, path: &Path, e: impl std::fmt::Display) -> StorageError {
+    StorageError::Backend(format!("mail log: {what} {}: {e}", path.display()))
+}
+
+impl MailLog {
+    /// Open (or create) the log in `dir`, replaying its segments.
+    pub fn open(dir: &Path, options: LogOptions, metrics: Arc<Metrics>) -> StorageResult<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| io_error("cannot create", dir, e))?;
+        let ids = segment::list(dir).map_err(|e| io_error("cannot list", dir, e))?;
+        let now = now_ms();
+        let mut index = Index::default();
+        let mut next_seq = 1u64;
+        let mut files = BTreeMap::new();
+        let mut total = 0u64;
+        for &id in &ids {
+            let path = segment::path(dir, id);
+            let tail = segment::read_records(&path, |body_at, body| {
+                let record = record::decode(body)?;
+                replay(&mut index, &mut next_seq, id, body_at, record, now);
+                Ok(())
+            })
+            .map_err(|e| {
+                io_error(
+                    "cannot replay (restore the data directory from a backup)",
+                    &path,
+                    e,
+                )
+            })?;
+            if let Tail::TornAt(at) = tail {
+                if at < SEGMENT_HEADER_LEN {
+                    std::fs::remove_file(&path).map_err(|e| io_error("cannot remove", &path, e))?;
+                    continue;
+                }
+                tracing::warn!(
+                    segment = %path.display(),
+                    offset = at,
+                    "mail log ends with an incomplete write (a crash before it was acknowledged); cutting it off"
+                );
+                segment::truncate(&path, at).map_err(|e| io_error("cannot truncate", &path, e))?;
+            }
+            let file = segment::open_read(&path).map_err(|e| io_error("cannot open", &path, e))?;
+            total += file.metadata().map(|m| m.len()).unwrap_or(0);
+            files.insert(id, Arc::new(file));
+        }
+        let active = ids.last().map_or(1, |last| last + 1);
+        let state = State {
+            index,
+            next_seq,
+            durable_seq: next_seq - 1,
+            active,
+            active_len: SEGMENT_HEADER_LEN,
+            files,
+            buffered: Buffered::default(),
+            waiters: Vec::new(),
+            writer_idle: false,
+            since_checkpoint: total,
+            checkpointing: false,
+            closing: false,
+            failed: None,
+        };
+        let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            options,
+            metrics,
+            state: Mutex::new(state),
+            work: Condvar::new(),
+            checkpoint_running: watch::Sender::new(false),
+        });
+        let writer = shared.clone();
+        std::thread::Builder::new()
+            .name("relay-mail-writer".into())
+            .spawn(move || write_loop(&writer))
+            .map_err(|e| StorageError::Backend(format!("cannot start the mail writer: {e}")))?;
+        Ok(Self {
+            owner: Arc::new(Owner { shared }),
+        })
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.owner.shared
+    }
+
+    /// Store one message for all its devices, durably, unless it is a
+    /// duplicate or a queue is full. A duplicate is answered once
+    /// everything before it (its original included) is durable.
+    pub async fn enqueue(&self, message: NewMessage, max_queue: u64) -> StorageResult<Enqueued> {
+        let shared = self.shared();
+        let (outcome, durable) = {
+            let mut state = shared.lock();
+            state.usable()?;
+            let key = (message.sender, message.recipient, message.message_id);
+            if let Some(first) = state.index.sent.get(&key) {
+                let outcome = Enqueued::Duplicate {
+                    server_timestamp_ms: first.server_ts,
+                };
+                (outcome, shared.durable_waiter(&mut state))
+            } else {
+                if let Some((device, _)) = message
+                    .copies
+                    .iter()
+                    .find(|(device, _)| state.index.depth(message.recipient, *device) >= max_queue)
+                {
+                    return Ok(Enqueued::QueueFull { device: *device });
+                }
+                let origin = Origin {
+                    sender: message.sender,
+                    sender_device: message.sender_device,
+                    message_id: message.message_id,
+                    expires: message.expires_at_ms,
+                };
+                let first_seq = state.next_seq;
+                state.next_seq += message.copies.len() as u64;
+                let copies: Vec<(u32, u64, &[u8])> = message
+                    .copies
+                    .iter()
+                    .zip(first_seq..)
+                    .map(|((device, envelope), seq)| (*device, seq, envelope.as_slice()))
+                    .collect();
+                let (segment, start, offsets) = state.append(shared.options.segment_bytes, |w| {
+                    w.message(
+                        &origin,
+                        &message.recipient,
+                        message.server_timestamp_ms,
+                        &copies,
+                    )
+                });
+                for ((device, seq, envelope), offset) in copies.iter().zip(offsets) {
+                    let at = Location {
+                        segment,
+                        offset: start + offset as u64,
+                        len: envelope.len() as u32,
+                    };
+                    state
+                        .index
+                        .insert(message.recipient, *device, *seq, Entry { origin, at });
+                }
+                state.index.sent.insert(
+                    key,
+                    SentEntry {
+                        server_ts: message.server_timestamp_ms,
+                        expires: message.expires_at_ms,
+                    },
+                );
+                (Enqueued::Stored, shared.durable_waiter(&mut state))
+            }
+        };
+        durable.await.map_err(|_| StorageError::Closed)??;
+        Ok(outcome)
+    }
+
+    /// Up to `limit` durable, unexpired copies queued for a device after
+    /// `after`, read from disk.
+    pub fn pending(
+        &self,
+        account: AccountId,
+        device: u32,
+        after: Option<u64>,
+        limit: usize,
+        now_ms: u64,
+    ) -> StorageResult<Vec<QueuedEnvelope>> {
+        let picks: Vec<(u64, Location, Arc<File>)> = {
+            let state = self.shared().lock();
+            let Some(queue) = state.index.devices.get(&(account, device)) else {
+                return Ok(Vec::new());
+            };
+            let from = match after {
+                Some(seq) => match seq.checked_add(1) {
+                    Some(next) => next,
+                    None => return Ok(Vec::new()),
+                },
+                None => 0,
+            };
+            if from > state.durable_seq {
+                return Ok(Vec::new());
+            }
+            let mut picks = Vec::with_capacity(limit.min(queue.by_seq.len()));
+            for (&seq, entry) in queue.by_seq.range(from..=state.durable_seq) {
+                if picks.len() >= limit {
+                    break;
+                }
+                if entry.origin.expires <= now_ms {
+                    continue;
+                }
+                let file = state
+                    .files
+                    .get(&entry.at.segment)
+                    .ok_or(StorageError::Corrupt("mail log segment missing"))?;
+                picks.push((seq, entry.at, file.clone()));
+            }
+            picks
+        };
+        picks
+            .into_iter()
+            .map(|(cursor, at, file)| {
+                let mut envelope = vec![0; at.len as usize];
+                file.read_exact_at(&mut envelope, at.offset).map_err(|e| {
+                    StorageError::Backend(format!("mail log: reading segment {}: {e}", at.segment))
+                })?;
+                Ok(QueuedEnvelope { cursor, envelope })
+            })
+            .collect()
+    }
+
+    /// Copies queued for a device.
+    pub fn queued_count(&self, account: AccountId, device: u32) -> u64 {
+        self.shared().lock().index.depth(account, device)
+    }
+
+    /// Copies queued in total.
+    pub fn total_queued(&self) -> u64 {
+        self.shared().lock().index.queued
+    }
+
+    /// Delete a queued copy; returns the sender's device if it was queued.
+    /// Durable with the next group, not on return.
+    pub fn acknowledge(
+        &self,
+        account: AccountId,
+        device: u32,
+        sender: AccountId,
+        message_id: &[u8; MESSAGE_ID_LEN],
+    ) -> StorageResult<Option<u32>> {
+        let shared = self.shared();
+        let mut state = shared.lock();
+        state.usable()?;
+        let Some((seq, entry)) = state.index.remove_id(account, device, sender, message_id) else {
+            return Ok(None);
+        };
+        state.append(shared.options.segment_bytes, |w| {
+            w.removed(&account, device, seq)
+        });
+        shared.wake_writer(&state);
+        Ok(Some(entry.origin.sender_device))
+    }
+
+    /// Delete copies and idempotency entries expired at `now_ms` (replay
+    /// skips them too, so nothing is written). Returns the copies deleted.
+    pub fn expire(&self, now_ms: u64) -> u64 {
+        self.shared().lock().index.expire(now_ms)
+    }
+
+    /// Forget a removed device's queue; returns how many copies it held.
+    pub fn remove_device(&self, account: AccountId, device: u32) -> StorageResult<u64> {
+        let shared = self.shared();
+        let mut state = shared.lock();
+        state.usable()?;
+        let removed = state.index.drop_device(account, device);
+        state.append(shared.options.segment_bytes, |w| {
+            w.device_dropped(&account, device)
+        });
+        shared.wake_writer(&state);
+        Ok(removed)
+    }
+
+    /// Wait until everything appended so far is durable.
+    pub async fn flush(&self) -> StorageResult<()> {
+        let durable = {
+            let shared = self.shared();
+            let mut state = shared.lock();
+            state.usable()?;
+            shared.durable_waiter(&mut state)
+        };
+        durable.await.map_err(|_| StorageError::Closed)?
+    }
+
+    /// Make everything durable, wait for a running checkpoint, and refuse
+    /// every later call.
+    pub async fn close(&self) -> StorageResult<()> {
+        let shared = self.shared();
+        let (durable, mut checkpoint) = {
+            let mut state = shared.lock();
+            if state.closing {
+                return Ok(());
+            }
+            let durable = shared.durable_waiter(&mut state);
+            state.closing = true;
+            (durable, shared.checkpoint_running.subscribe())
+        };
+        let flushed = durable.await.map_err(|_| StorageError::Closed)?;
+        let _ = checkpoint.wait_for(|running| !running).await;
+        flushed
+    }
+}
+
+/// Apply one replayed record to the index.
+fn replay(
+    index: &mut Index,
+    next_seq: &mut u64,
+    segment: u32,
+    body_at: u64,
+    record: Record<'_>,
+    now: u64,
+) {
+    let location = |copy: &record::CopyRef<'_>| Location {
+        segment,
+        offset: body_at + copy.body_offset as u64,
+        len: copy.envelope.len() as u32,
+    };
+    match record {
+        Record::Message {
+            origin,
+            recipient,
+            server_ts,
+            copies,
+        } => {
+            for copy in &copies {
+                *next_seq = (*next_seq).max(copy.seq + 1);
+                if origin.expires > now {
+                    let at = location(copy);
+                    index.insert(recipient, copy.device, copy.seq, Entry { origin, at });
+                }
+            }
+            if origin.expires > now {
+                index.sent.insert(
+                    (origin.sender, recipient, origin.message_id),
+                    SentEntry {
+                        server_ts,
+                        expires: origin.expires,
+                    },
+                );
+            }
+        }
+        Record::Queued {
+            origin,
+            recipient,
+            copy,
+        } => {
+            *next_seq = (*next_seq).max(copy.seq + 1);
+            if origin.expires > now {
+                let at = location(&copy);
+                index.insert(recipient, copy.device, copy.seq, Entry { origin, at });
+            }
+        }
+        Record::Sent {
+            sender,
+            recipient,
+            message_id,
+            server_ts,
+            expires,
+        } => {
+            if expires > now {
+                index.sent.insert(
+                    (sender, recipient, message_id),
+                    SentEntry { server_ts, expires },
+                );
+            }
+        }
+        Record::Removed {
+            account,
+            device,
+            seq,
+        } => {
+            *next_seq = (*next_seq).max(seq + 1);
+            index.remove_seq(account, device, seq);
+        }
+        Record::DeviceDropped { account, device } => {
+            index.drop_device(account, device);
+        }
+    }
+}
+
+/// One group taken by the writer.
+struct Group {
+    buffered: Buffered,
+    waiters: Vec<Waiter>,
+    /// Highest seq handed out when the group was taken.
+    upto: u64,
+}
+
+fn write_loop(shared: &Arc<Shared>) {
+    // Segments this thread created and still appends to.
+    let mut open: HashMap<u32, Arc<File>> = HashMap::new();
+    loop {
+        let Some(group) = next_group(shared) else {
+            return;
+        };
+        let started = Instant::now();
+        let bytes: u64 = group
+            .buffered
+            .chunks
+            .iter()
+            .map(|(_, w)| w.len() as u64)
+            .sum();
+        let written = if group.buffered.is_empty() {
+            // Everything before these waiters was made durable by earlier
+            // groups: nothing to write.
+            Ok(Vec::new())
+        } else {
+            write_group(shared, &mut open, group.buffered)
+        };
+        let result = {
+            let mut state = shared.lock();
+            match written {
+                Ok(created) => {
+                    state.durable_seq = state.durable_seq.max(group.upto);
+                    state.since_checkpoint += bytes;
+                    for (id, file) in created {
+                        state.files.insert(id, file);
+                    }
+                    maybe_checkpoint(shared, &mut state);
+                    Ok(())
+                }
+                Err(error) => {
+                    tracing::error!(%error, "mail log write failed; refusing further writes (restart the relay)");
+                    state.failed = Some(error.clone());
+                    Err(error)
+                }
+            }
+        };
+        if bytes > 0 {
+            shared
+                .metrics
+                .record_flush(started.elapsed(), group.waiters.len());
+        }
+        // Only the segment being appended to stays open for writing.
+        let active = shared.lock().active;
+        open.retain(|id, _| *id >= active);
+        for waiter in group.waiters {
+            let _ = waiter.send(result.clone());
+        }
+    }
+}
+
+/// Wait for work and take it; `None` once closing with nothing left.
+fn next_group(shared: &Shared) -> Option<Group> {
+    let mut state = shared.lock();
+    while state.buffered.is_empty() && state.waiters.is_empty() {
+        if state.closing {
+            return None;
+        }
+        state.writer_idle = true;
+        state = shared.work.wait(state).unwrap_or_else(|p| p.into_inner());
+        state.writer_idle = false;
+    }
+    if !state.closing {
+        drop(state);
+        // A sleep, not a timed wait: appenders then find no sleeping
+        // writer and make no wake-up system call.
+        std::thread::sleep(shared.options.linger);
+        state = shared.lock();
+    }
+    Some(Group {
+        buffered: std::mem::take(&mut state.buffered),
+        waiters: std::mem::take(&mut state.waiters),
+        upto: state.next_seq - 1,
+    })
+}
+
+/// Write and sync a group; returns the segments it created.
+fn write_group(
+    shared: &Shared,
+    open: &mut HashMap<u32, Arc<File>>,
+    buffered: Buffered,
+) -> StorageResult<Vec<(u32, Arc<File>)>> {
+    use std::io::Write;
+    let mut created = Vec::new();
+    let mut touched = Vec::new();
+    for (id, mut writer) in buffered.chunks {
+        let file = match open.get(&id) {
+            Some(file) => file.clone(),
+            None => {
+                let path = segment::path(&shared.dir, id);
+                let file = Arc::new(
+                    segment::create(&path).map_err(|e| io_error("cannot create", &path, e))?,
+                );
+                open.insert(id, file.clone());
+                created.push((id, file.clone()));
+                file
+            }
+        };
+        (&*file)
+            .write_all(&writer.take())
+            .map_err(|e| io_error("cannot write", &segment::path(&shared.dir, id), e))?;
+        touched.push((id, file));
+    }
+    for (id, file) in touched {
+        file.sync_data()
+            .map_err(|e| io_error("cannot sync", &segment::path(&shared.dir, id), e))?;
+    }
+    Ok(created)
+}
+
+/// Start a checkpoint if the log has grown past twice what is live.
+fn maybe_checkpoint(shared: &Arc<Shared>, state: &mut State) {
+    if state.checkpointing || state.closing {
+        return;
+    }
+    let live = state.index.live_log_bytes();
+    if state.since_checkpoint
+        < shared
+            .options
+            .checkpoint_min_bytes
+            .max(live.saturating_mul(2))
+    {
+        return;
+    }
+    state.checkpointing = true;
+    shared.checkpoint_running.send_replace(true);
+    let worker = shared.clone();
+    let spawned = std::thread::Builder::new()
+        .name("relay-mail-checkpoint".into())
+        .spawn(move || {
+            if let Err(error) = checkpoint(&worker) {
+                tracing::error!(%error, "mail log checkpoint failed; the log keeps growing until the next one");
+            }
+            worker.lock().checkpointing = false;
+            worker.checkpoint_running.send_replace(false);
+        });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "cannot start a mail log checkpoint");
+        state.checkpointing = false;
+        shared.checkpoint_running.send_replace(false);
+    }
+}
+
+/// A live copy as captured for a checkpoint.
+struct Captured {
+    account: AccountId,
+    device: u32,
+    seq: u64,
+    entry: Entry,
+}
+
+/// Rewrite what is live into one segment and delete the older ones.
+fn checkpoint(shared: &Shared) -> StorageResult<()> {
+    // 1. Capture the live state and move appends past the checkpoint's
+    //    number, atomically.
+    let (id, captured, sent, durable) = {
+        let mut state = shared.lock();
+        let id = state.active + 1;
+        state.active += 2;
+        state.active_len = SEGMENT_HEADER_LEN;
+        state.since_checkpoint = 0;
+        let mut captured = Vec::with_capacity(state.index.queued as usize);
+        for (&(account, device), queue) in &state.index.devices {
+            for (&seq, entry) in &queue.by_seq {
+                captured.push(Captured {
+                    account,
+                    device,
+                    seq,
+                    entry: *entry,
+                });
+            }
+        }
+        // Replay order inside a device's queue is by seq already; sorting
+        // keeps the checkpoint file in log order, which reads best.
+        captured.sort_unstable_by_key(|c| (c.entry.at.segment, c.entry.at.offset));
+        let sent: Vec<_> = state.index.sent.iter().map(|(k, v)| (*k, *v)).collect();
+        (id, captured, sent, shared.durable_waiter(&mut state))
+    };
+    // 2. Everything captured must be on disk before it is read back.
+    durable
+        .blocking_recv()
+        .map_err(|_| StorageError::Closed)??;
+    let files = shared.lock().files.clone();
+    let partial = segment::partial_path(&shared.dir, id);
+    let file = segment::create(&partial).map_err(|e| io_error("cannot create", &partial, e))?;
+    let mut writer = Writer::default();
+    let mut written = SEGMENT_HEADER_LEN;
+    let mut moved = Vec::with_capacity(captured.len());
+    let write_out = |writer: &mut Writer, written: &mut u64| -> StorageResult<()> {
+        use std::io::Write;
+        let bytes = writer.take();
+        (&file)
+            .write_all(&bytes)
+            .map_err(|e| io_error("cannot write", &partial, e))?;
+        *written += bytes.len() as u64;
+        Ok(())
+    };
+    let mut envelope = Vec::new();
+    for c in &captured {
+        let source = files
+            .get(&c.entry.at.segment)
+            .ok_or(StorageError::Corrupt("mail log segment missing"))?;
+        envelope.resize(c.entry.at.len as usize, 0);
+        source
+            .read_exact_at(&mut envelope, c.entry.at.offset)
+            .map_err(|e| {
+                io_error(
+                    "cannot read",
+                    &segment::path(&shared.dir, c.entry.at.segment),
+                    e,
+                )
+            })?;
+        let record_start = written + writer.len() as u64;
+        let offset = writer.queued(&c.account, c.device, c.seq, &c.entry.origin, &envelope);
+        moved.push(Location {
+            segment: id,
+            offset: record_start + offset as u64,
+            len: c.entry.at.len,
+        });
+        if writer.len() >= 1 << 20 {
+            write_out(&mut writer, &mut written)?;
+        }
+    }
+    for ((sender, recipient, message_id), entry) in &sent {
+        writer.sent(
+            sender,
+            recipient,
+            message_id,
+            entry.server_ts,
+            entry.expires,
+        );
+    }
+    write_out(&mut writer, &mut written)?;
+    file.sync_data()
+        .map_err(|e| io_error("cannot sync", &partial, e))?;
+    let final_path = segment::path(&shared.dir, id);
+    std::fs::rename(&partial, &final_path).map_err(|e| io_error("cannot rename", &partial, e))?;
+    segment::sync_dir(&shared.dir).map_err(|e| io_error("cannot sync", &shared.dir, e))?;
+    // 3. Point the index at the new copies and retire the old segments.
+    let obsolete: Vec<u32> = {
+        let mut state = shared.lock();
+        for (c, at) in captured.iter().zip(moved) {
+            if let Some(entry) = state
+                .index
+                .devices
+                .get_mut(&(c.account, c.device))
+                .and_then(|q| q.by_seq.get_mut(&c.seq))
+                && entry.at == c.entry.at
+            {
+                entry.at = at;
+            }
+        }
+        state.files.insert(id, Arc::new(file));
+        let obsolete: Vec<u32> = state.files.range(..id).map(|(k, _)| *k).collect();
+        for old in &obsolete {
+            state.files.remove(old);
+        }
+        obsolete
+    };
+    for old in obsolete {
+        let path = segment::path(&shared.dir, old);
+        std::fs::remove_file(&path).map_err(|e| io_error("cannot remove", &path, e))?;
+    }
+    segment::sync_dir(&shared.dir).map_err(|e| io_error("cannot sync", &shared.dir, e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

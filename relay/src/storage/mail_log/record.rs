@@ -1,0 +1,491 @@
+//! The mail log's on-disk records: framing, encoding and decoding.
+//!
+//! A segment file is the 8-byte [`SEGMENT_MAGIC`] followed by records. A
+//! record is `body length (u32 LE) ‖ CRC-32 of body (u32 LE) ‖ body`; the
+//! body starts with a kind byte. Integers inside bodies are big-endian.
+//!
+//! | kind | body after the kind byte |
+//! |---|---|
+//! | 1 `Message` | sender (16), sender device (4), recipient (16), message id (16), server time (8), expires (8), copies (2), then per copy: device (4), seq (8), length (4), `Envelope` bytes |
+//! | 2 `Queued` | recipient (16), device (4), seq (8), sender (16), sender device (4), message id (16), expires (8), length (4), `Envelope` bytes |
+//! | 3 `Sent` | sender (16), recipient (16), message id (16), server time (8), expires (8) |
+//! | 4 `Removed` | account (16), device (4), seq (8) |
+//! | 5 `DeviceDropped` | account (16), device (4) |
+//!
+//! `Message` is what a send appends; `Queued` and `Sent` are what a
+//! checkpoint rewrites (one still-queued copy, one idempotency entry).
+
+use comptoir_protocol::AccountId;
+
+use super::super::MESSAGE_ID_LEN;
+
+/// First bytes of every segment file (format version 1).
+pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"CMPTMLG1";
+
+/// Bytes before a record's body: length and CRC.
+pub(crate) const RECORD_HEADER_LEN: usize = 8;
+
+/// Largest body accepted when reading (a send carries at most a few
+/// frames' worth of ciphertext; anything larger is corruption).
+pub(crate) const MAX_BODY_LEN: usize = 64 * 1024 * 1024;
+
+const KIND_MESSAGE: u8 = 1;
+const KIND_QUEUED: u8 = 2;
+const KIND_SENT: u8 = 3;
+const KIND_REMOVED: u8 = 4;
+const KIND_DEVICE_DROPPED: u8 = 5;
+
+type MessageId = [u8; MESSAGE_ID_LEN];
+
+/// One queued copy as it appears in a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CopyRef<'a> {
+    /// Recipient device.
+    pub(crate) device: u32,
+    /// Queue position.
+    pub(crate) seq: u64,
+    /// The encoded `Envelope`.
+    pub(crate) envelope: &'a [u8],
+    /// Where `envelope` starts inside the record body.
+    pub(crate) body_offset: usize,
+}
+
+/// Who sent what to whom: shared by the record kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Origin {
+    /// Sender account.
+    pub(crate) sender: AccountId,
+    /// Sender device.
+    pub(crate) sender_device: u32,
+    /// Sender-chosen message id.
+    pub(crate) message_id: MessageId,
+    /// When undelivered copies expire.
+    pub(crate) expires: u64,
+}
+
+/// A decoded record (borrowing the body it came from).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Record<'a> {
+    /// A send: one copy per recipient device.
+    Message {
+        /// Sender, message id, expiry.
+        origin: Origin,
+        /// Recipient account.
+        recipient: AccountId,
+        /// The relay's acceptance time.
+        server_ts: u64,
+        /// One per recipient device.
+        copies: Vec<CopyRef<'a>>,
+    },
+    /// One still-queued copy, rewritten by a checkpoint.
+    Queued {
+        /// Sender, message id, expiry.
+        origin: Origin,
+        /// Recipient account.
+        recipient: AccountId,
+        /// The copy.
+        copy: CopyRef<'a>,
+    },
+    /// An idempotency entry, rewritten by a checkpoint.
+    Sent {
+        /// Sender account.
+        sender: AccountId,
+        /// Recipient account.
+        recipient: AccountId,
+        /// Message id.
+        message_id: MessageId,
+        /// First acceptance time.
+        server_ts: u64,
+        /// When the entry lapses.
+        expires: u64,
+    },
+    /// A copy was acked or otherwise deleted.
+    Removed {
+        /// Recipient account.
+        account: AccountId,
+        /// Recipient device.
+        device: u32,
+        /// Queue position.
+        seq: u64,
+    },
+    /// A device was removed: its whole queue is gone.
+    DeviceDropped {
+        /// Account.
+        account: AccountId,
+        /// Device.
+        device: u32,
+    },
+}
+
+/// A record body that does not parse (corruption, or a newer format).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("malformed mail log record")]
+pub(crate) struct Malformed;
+
+/// Appends framed records to a buffer.
+#[derive(Debug, Default)]
+pub(crate) struct Writer {
+    buf: Vec<u8>,
+}
+
+impl Writer {
+    /// Bytes appended so far.
+    pub(crate) fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Take the bytes, leaving the writer empty.
+    pub(crate) fn take(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.buf)
+    }
+
+    /// Append a `Message` record. Returns, per copy, where its envelope
+    /// starts relative to the start of this record.
+    pub(crate) fn message(
+        &mut self,
+        origin: &Origin,
+        recipient: &AccountId,
+        server_ts: u64,
+        copies: &[(u32, u64, &[u8])],
+    ) -> Vec<usize> {
+        let start = self.open(KIND_MESSAGE);
+        self.put_origin_head(origin);
+        self.buf.extend_from_slice(recipient.as_bytes());
+        self.buf.extend_from_slice(&origin.message_id);
+        self.buf.extend_from_slice(&server_ts.to_be_bytes());
+        self.buf.extend_from_slice(&origin.expires.to_be_bytes());
+        self.buf
+            .extend_from_slice(&(copies.len() as u16).to_be_bytes());
+        let mut offsets = Vec::with_capacity(copies.len());
+        for (device, seq, envelope) in copies {
+            self.buf.extend_from_slice(&device.to_be_bytes());
+            self.buf.extend_from_slice(&seq.to_be_bytes());
+            self.buf
+                .extend_from_slice(&(envelope.len() as u32).to_be_bytes());
+            offsets.push(self.buf.len() - start);
+            self.buf.extend_from_slice(envelope);
+        }
+        self.close(start);
+        offsets
+    }
+
+    /// Append a `Queued` record. Returns where the envelope starts
+    /// relative to the start of this record.
+    pub(crate) fn queued(
+        &mut self,
+        recipient: &AccountId,
+        device: u32,
+        seq: u64,
+        origin: &Origin,
+        envelope: &[u8],
+    ) -> usize {
+        let start = self.open(KIND_QUEUED);
+        self.buf.extend_from_slice(recipient.as_bytes());
+        self.buf.extend_from_slice(&device.to_be_bytes());
+        self.buf.extend_from_slice(&seq.to_be_bytes());
+        self.put_origin_head(origin);
+        self.buf.extend_from_slice(&origin.message_id);
+        self.buf.extend_from_slice(&origin.expires.to_be_bytes());
+        self.buf
+            .extend_from_slice(&(envelope.len() as u32).to_be_bytes());
+        let at = self.buf.len() - start;
+        self.buf.extend_from_slice(envelope);
+        self.close(start);
+        at
+    }
+
+    /// Append a `Sent` record.
+    pub(crate) fn sent(
+        &mut self,
+        sender: &AccountId,
+        recipient: &AccountId,
+        message_id: &MessageId,
+        server_ts: u64,
+        expires: u64,
+    ) {
+        let start = self.open(KIND_SENT);
+        self.buf.extend_from_slice(sender.as_bytes());
+        self.buf.extend_from_slice(recipient.as_bytes());
+        self.buf.extend_from_slice(message_id);
+        self.buf.extend_from_slice(&server_ts.to_be_bytes());
+        self.buf.extend_from_slice(&expires.to_be_bytes());
+        self.close(start);
+    }
+
+    /// Append a `Removed` record.
+    pub(crate) fn removed(&mut self, account: &AccountId, device: u32, seq: u64) {
+        let start = self.open(KIND_REMOVED);
+        self.buf.extend_from_slice(account.as_bytes());
+        self.buf.extend_from_slice(&device.to_be_bytes());
+        self.buf.extend_from_slice(&seq.to_be_bytes());
+        self.close(start);
+    }
+
+    /// Append a `DeviceDropped` record.
+    pub(crate) fn device_dropped(&mut self, account: &AccountId, device: u32) {
+        let start = self.open(KIND_DEVICE_DROPPED);
+        self.buf.extend_from_slice(account.as_bytes());
+        self.buf.extend_from_slice(&device.to_be_bytes());
+        self.close(start);
+    }
+
+    fn put_origin_head(&mut self, origin: &Origin) {
+        self.buf.extend_from_slice(origin.sender.as_bytes());
+        self.buf
+            .extend_from_slice(&origin.sender_device.to_be_bytes());
+    }
+
+    /// Reserve the header and write the kind; returns the record start.
+    fn open(&mut self, kind: u8) -> usize {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&[0; RECORD_HEADER_LEN]);
+        self.buf.push(kind);
+        start
+    }
+
+    /// Fill in the header of the record that began at `start`.
+    fn close(&mut self, start: usize) {
+        let body = &self.buf[start + RECORD_HEADER_LEN..];
+        let len = (body.len() as u32).to_le_bytes();
+        let crc = crc32fast::hash(body).to_le_bytes();
+        self.buf[start..start + 4].copy_from_slice(&len);
+        self.buf[start + 4..start + 8].copy_from_slice(&crc);
+    }
+}
+
+/// Parse a record header: the body length and its CRC.
+pub(crate) fn parse_header(header: &[u8; RECORD_HEADER_LEN]) -> (usize, u32) {
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    (len, crc)
+}
+
+/// Whether `body` matches the CRC from its header.
+pub(crate) fn crc_matches(body: &[u8], crc: u32) -> bool {
+    crc32fast::hash(body) == crc
+}
+
+/// Decode one record body (CRC already checked).
+pub(crate) fn decode(body: &[u8]) -> Result<Record<'_>, Malformed> {
+    let mut r = Reader { body, at: 0 };
+    let record = match r.u8()? {
+        KIND_MESSAGE => {
+            let sender = r.account()?;
+            let sender_device = r.u32()?;
+            let recipient = r.account()?;
+            let message_id = r.id()?;
+            let server_ts = r.u64()?;
+            let expires = r.u64()?;
+            let count = r.u16()?;
+            let mut copies = Vec::with_capacity(usize::from(count));
+            for _ in 0..count {
+                let device = r.u32()?;
+                let seq = r.u64()?;
+                copies.push(r.copy(device, seq)?);
+            }
+            Record::Message {
+                origin: Origin {
+                    sender,
+                    sender_device,
+                    message_id,
+                    expires,
+                },
+                recipient,
+                server_ts,
+                copies,
+            }
+        }
+        KIND_QUEUED => {
+            let recipient = r.account()?;
+            let device = r.u32()?;
+            let seq = r.u64()?;
+            let sender = r.account()?;
+            let sender_device = r.u32()?;
+            let message_id = r.id()?;
+            let expires = r.u64()?;
+            let copy = r.copy(device, seq)?;
+            Record::Queued {
+                origin: Origin {
+                    sender,
+                    sender_device,
+                    message_id,
+                    expires,
+                },
+                recipient,
+                copy,
+            }
+        }
+        KIND_SENT => Record::Sent {
+            sender: r.account()?,
+            recipient: r.account()?,
+            message_id: r.id()?,
+            server_ts: r.u64()?,
+            expires: r.u64()?,
+        },
+        KIND_REMOVED => Record::Removed {
+            account: r.account()?,
+            device: r.u32()?,
+            seq: r.u64()?,
+        },
+        KIND_DEVICE_DROPPED => Record::DeviceDropped {
+            account: r.account()?,
+            device: r.u32()?,
+        },
+        _ => return Err(Malformed),
+    };
+    if r.at != body.len() {
+        return Err(Malformed);
+    }
+    Ok(record)
+}
+
+struct Reader<'a> {
+    body: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Malformed> {
+        let end = self.at.checked_add(n).ok_or(Malformed)?;
+        let bytes = self.body.get(self.at..end).ok_or(Malformed)?;
+        self.at = end;
+        Ok(bytes)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], Malformed> {
+        self.take(N)?.try_into().map_err(|_| Malformed)
+    }
+
+    fn u8(&mut self) -> Result<u8, Malformed> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, Malformed> {
+        Ok(u16::from_be_bytes(self.array()?))
+    }
+
+    fn u32(&mut self) -> Result<u32, Malformed> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+
+    fn u64(&mut self) -> Result<u64, Malformed> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+
+    fn id(&mut self) -> Result<MessageId, Malformed> {
+        self.array()
+    }
+
+    fn account(&mut self) -> Result<AccountId, Malformed> {
+        AccountId::from_bytes(self.take(16)?).map_err(|_| Malformed)
+    }
+
+    fn copy(&mut self, device: u32, seq: u64) -> Result<CopyRef<'a>, Malformed> {
+        let len = self.u32()? as usize;
+        let body_offset = self.at;
+        let envelope = self.take(len)?;
+        Ok(CopyRef {
+            device,
+            seq,
+            envelope,
+            body_offset,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(b: u8) -> AccountId {
+        AccountId::from_bytes(&[b; 16]).unwrap()
+    }
+
+    fn bodies(bytes: &[u8]) -> Vec<&[u8]> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            let header: [u8; 8] = bytes[at..at + 8].try_into().unwrap();
+            let (len, crc) = parse_header(&header);
+            let body = &bytes[at + 8..at + 8 + len];
+            assert!(crc_matches(body, crc));
+            out.push(body);
+            at += 8 + len;
+        }
+        out
+    }
+
+    #[test]
+    fn every_kind_round_trips_and_offsets_point_at_the_envelopes() {
+        let origin = Origin {
+            sender: account(1),
+            sender_device: 7,
+            message_id: [9; 16],
+            expires: 1234,
+        };
+        let mut w = Writer::default();
+        let offsets = w.message(
+            &origin,
+            &account(2),
+            55,
+            &[(1, 10, b"first".as_slice()), (2, 11, b"second".as_slice())],
+        );
+        let queued_at = w.len();
+        let q_offset = w.queued(&account(2), 3, 12, &origin, b"third");
+        w.sent(&account(1), &account(2), &[9; 16], 55, 1234);
+        w.removed(&account(2), 1, 10);
+        w.device_dropped(&account(2), 2);
+        let bytes = w.take();
+        assert_eq!(&bytes[offsets[0]..offsets[0] + 5], b"first");
+        assert_eq!(&bytes[offsets[1]..offsets[1] + 6], b"second");
+        assert_eq!(
+            &bytes[queued_at + q_offset..queued_at + q_offset + 5],
+            b"third"
+        );
+        let records: Vec<Record<'_>> = bodies(&bytes)
+            .into_iter()
+            .map(|b| decode(b).unwrap())
+            .collect();
+        assert_eq!(records.len(), 5);
+        match &records[0] {
+            Record::Message {
+                origin: o,
+                recipient,
+                server_ts,
+                copies,
+            } => {
+                assert_eq!(o, &origin);
+                assert_eq!(*recipient, account(2));
+                assert_eq!(*server_ts, 55);
+                assert_eq!(copies.len(), 2);
+                assert_eq!(copies[1].envelope, b"second");
+                assert_eq!(copies[1].seq, 11);
+                assert_eq!(copies[1].body_offset + RECORD_HEADER_LEN, offsets[1]);
+            }
+            other => panic!("expected a message, got {other:?}"),
+        }
+        assert!(matches!(&records[1], Record::Queued { copy, .. } if copy.envelope == b"third"));
+        assert!(matches!(records[3], Record::Removed { seq: 10, .. }));
+        assert!(matches!(
+            records[4],
+            Record::DeviceDropped { device: 2, .. }
+        ));
+    }
+
+    #[test]
+    fn truncated_or_unknown_bodies_are_malformed() {
+        let mut w = Writer::default();
+        w.removed(&account(2), 1, 10);
+        let bytes = w.take();
+        let body = &bytes[8..];
+        for cut in 0..body.len() {
+            assert_eq!(decode(&body[..cut]), Err(Malformed));
+        }
+        let mut longer = body.to_vec();
+        longer.push(0);
+        assert_eq!(decode(&longer), Err(Malformed));
+        let mut unknown = body.to_vec();
+        unknown[0] = 99;
+        assert_eq!(decode(&unknown), Err(Malformed));
+    }
+}

@@ -1,0 +1,286 @@
+//! The log on real files: replay, torn tails, checkpoints, leftovers.
+
+use std::path::Path;
+
+use super::*;
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+fn account(b: u8) -> AccountId {
+    AccountId::from_bytes(&[b; 16]).unwrap()
+}
+
+const ALICE: u8 = 1;
+const BOB: u8 = 2;
+
+/// A message from Alice to Bob's devices; the envelope is `id` repeated.
+fn message(id: u8, devices: &[u32], size: usize) -> NewMessage {
+    NewMessage {
+        sender: account(ALICE),
+        sender_device: 3,
+        recipient: account(BOB),
+        message_id: [id; MESSAGE_ID_LEN],
+        server_timestamp_ms: 1_000 + u64::from(id),
+        expires_at_ms: now_ms() + 3_600_000,
+        copies: devices.iter().map(|d| (*d, vec![id; size])).collect(),
+    }
+}
+
+fn small() -> LogOptions {
+    LogOptions {
+        segment_bytes: 4 << 10,
+        checkpoint_min_bytes: 16 << 10,
+        linger: Duration::ZERO,
+    }
+}
+
+fn open(dir: &Path, options: LogOptions) -> MailLog {
+    MailLog::open(dir, options, Arc::default()).unwrap()
+}
+
+/// The first byte of each envelope queued for a device, in order.
+fn queue(log: &MailLog, device: u32) -> Vec<u8> {
+    log.pending(account(BOB), device, None, usize::MAX, 0)
+        .unwrap()
+        .iter()
+        .map(|q| q.envelope[0])
+        .collect()
+}
+
+fn segments(dir: &Path) -> Vec<u32> {
+    segment::list(dir).unwrap()
+}
+
+#[tokio::test]
+async fn reopen_replays_sends_acks_and_dropped_devices() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let cursor_before;
+    {
+        let log = open(dir.path(), LogOptions::default());
+        for id in 1..=5 {
+            assert_eq!(
+                log.enqueue(message(id, &[1, 2, 3], 50), 100).await?,
+                Enqueued::Stored
+            );
+        }
+        assert_eq!(
+            log.acknowledge(account(BOB), 1, account(ALICE), &[2; 16])?,
+            Some(3)
+        );
+        assert_eq!(
+            log.acknowledge(account(BOB), 1, account(ALICE), &[2; 16])?,
+            None
+        );
+        assert_eq!(log.remove_device(account(BOB), 3)?, 5);
+        cursor_before = log
+            .pending(account(BOB), 2, None, 10, 0)?
+            .last()
+            .map(|q| q.cursor);
+        log.close().await?;
+        assert!(matches!(log.flush().await, Err(StorageError::Closed)));
+    }
+    let log = open(dir.path(), LogOptions::default());
+    assert_eq!(queue(&log, 1), vec![1, 3, 4, 5]);
+    assert_eq!(queue(&log, 2), vec![1, 2, 3, 4, 5]);
+    assert_eq!(queue(&log, 3), Vec::<u8>::new());
+    assert_eq!(log.total_queued(), 9);
+    // Idempotency survives, and new copies sort after the old ones.
+    assert!(matches!(
+        log.enqueue(message(2, &[1, 2], 50), 100).await?,
+        Enqueued::Duplicate {
+            server_timestamp_ms: 1_002
+        }
+    ));
+    assert_eq!(
+        log.enqueue(message(6, &[1, 2], 50), 100).await?,
+        Enqueued::Stored
+    );
+    let last = log.pending(account(BOB), 2, None, 10, 0)?;
+    assert!(last.last().map(|q| q.cursor) > cursor_before);
+    assert_eq!(queue(&log, 2), vec![1, 2, 3, 4, 5, 6]);
+    log.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_full_queue_stores_nothing() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let log = open(dir.path(), LogOptions::default());
+    log.enqueue(message(1, &[1], 10), 1).await?;
+    assert_eq!(
+        log.enqueue(message(2, &[2, 1], 10), 1).await?,
+        Enqueued::QueueFull { device: 1 }
+    );
+    assert_eq!(queue(&log, 2), Vec::<u8>::new());
+    // Not remembered as sent either: a retry once there is room stores it.
+    log.acknowledge(account(BOB), 1, account(ALICE), &[1; 16])?;
+    assert_eq!(
+        log.enqueue(message(2, &[2, 1], 10), 1).await?,
+        Enqueued::Stored
+    );
+    log.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_torn_last_write_is_cut_off_and_the_rest_kept() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    {
+        let log = open(dir.path(), LogOptions::default());
+        for id in 1..=3 {
+            log.enqueue(message(id, &[1], 100), 100).await?;
+        }
+        log.close().await?;
+    }
+    let ids = segments(dir.path());
+    let path = segment::path(dir.path(), *ids.last().unwrap());
+    let full = std::fs::metadata(&path)?.len();
+    // A crash in the middle of the third record's write.
+    segment::truncate(&path, full - 40)?;
+    let log = open(dir.path(), LogOptions::default());
+    assert_eq!(queue(&log, 1), vec![1, 2]);
+    let cut = std::fs::metadata(&path)?.len();
+    assert!(cut < full - 40, "the partial record is gone from the file");
+    // Flipped bytes at the tail are treated the same way.
+    log.enqueue(message(4, &[1], 100), 100).await?;
+    log.close().await?;
+    drop(log);
+    let ids = segments(dir.path());
+    let newest = segment::path(dir.path(), *ids.last().unwrap());
+    let mut bytes = std::fs::read(&newest)?;
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&newest, bytes)?;
+    let log = open(dir.path(), LogOptions::default());
+    assert_eq!(queue(&log, 1), vec![1, 2]);
+    log.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_a_segment_is_refused() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(segment::path(dir.path(), 1), b"NOTMAIL!and more")?;
+    match MailLog::open(dir.path(), LogOptions::default(), Arc::default()) {
+        Err(StorageError::Backend(text)) => assert!(text.contains("restore"), "{text}"),
+        other => panic!("expected a backend error, got {other:?}"),
+    }
+    assert_eq!(
+        std::fs::read(segment::path(dir.path(), 1))?,
+        b"NOTMAIL!and more",
+        "left as it was"
+    );
+    Ok(())
+}
+
+/// Enqueue 1 KiB messages 1..=n for devices 1 and 2, ack all but every
+/// tenth on device 1 and all on device 2.
+async fn churn(log: &MailLog, n: u8) -> TestResult {
+    for id in 1..=n {
+        log.enqueue(message(id, &[1, 2], 1024), 1000).await?;
+        if id % 10 != 0 {
+            log.acknowledge(account(BOB), 1, account(ALICE), &[id; 16])?;
+        }
+        log.acknowledge(account(BOB), 2, account(ALICE), &[id; 16])?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn checkpoints_keep_what_is_live_and_delete_old_segments() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    {
+        let log = open(dir.path(), small());
+        churn(&log, 200).await?;
+        // close() waits for a checkpoint in progress.
+        log.close().await?;
+    }
+    // 400 KiB of sends rolled over about 100 segments of 4 KiB; what is
+    // left is the last checkpoint and the segments written after it.
+    let left = segments(dir.path());
+    assert!(left.len() < 30, "segments left: {left:?}");
+    let log = open(dir.path(), small());
+    let live: Vec<u8> = (1..=200).filter(|id| id % 10 == 0).collect();
+    assert_eq!(queue(&log, 1), live);
+    assert_eq!(queue(&log, 2), Vec::<u8>::new());
+    // Idempotency entries of acked messages survived the checkpoints.
+    assert!(matches!(
+        log.enqueue(message(1, &[1, 2], 1024), 1000).await?,
+        Enqueued::Duplicate { .. }
+    ));
+    // Envelope bytes were carried over intact.
+    let read = log.pending(account(BOB), 1, None, 1, 0)?;
+    assert_eq!(read[0].envelope, vec![10; 1024]);
+    log.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_crash_during_or_after_a_checkpoint_replays_to_the_same_state() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let saved = tempfile::tempdir()?;
+    {
+        let log = open(dir.path(), LogOptions::default());
+        churn(&log, 50).await?;
+        log.close().await?;
+    }
+    // Keep the pre-checkpoint segments aside.
+    for id in segments(dir.path()) {
+        std::fs::copy(
+            segment::path(dir.path(), id),
+            segment::path(saved.path(), id),
+        )?;
+    }
+    {
+        // Force a checkpoint at once, then add more after it.
+        let options = LogOptions {
+            checkpoint_min_bytes: 0,
+            ..small()
+        };
+        let log = open(dir.path(), options);
+        log.enqueue(message(51, &[1], 1024), 1000).await?;
+        log.close().await?;
+        assert!(
+            !segments(dir.path()).contains(&1),
+            "the checkpoint replaced segment 1"
+        );
+        let log = open(dir.path(), small());
+        log.acknowledge(account(BOB), 1, account(ALICE), &[10; 16])?;
+        log.close().await?;
+    }
+    // Crash after the checkpoint's rename, before old segments were
+    // deleted: put them back, with a half-written next checkpoint too.
+    for id in segments(saved.path()) {
+        std::fs::copy(
+            segment::path(saved.path(), id),
+            segment::path(dir.path(), id),
+        )?;
+    }
+    let next = segments(dir.path()).last().unwrap() + 1;
+    std::fs::write(segment::partial_path(dir.path(), next), b"CMPTMLG1 half")?;
+    let log = open(dir.path(), small());
+    assert_eq!(queue(&log, 1), vec![20, 30, 40, 50, 51]);
+    assert!(
+        !segment::partial_path(dir.path(), next).exists(),
+        "a partial checkpoint is deleted at open"
+    );
+    log.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn expired_copies_are_hidden_expired_and_not_replayed() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let log = open(dir.path(), LogOptions::default());
+    let mut soon = message(1, &[1], 10);
+    soon.expires_at_ms = now_ms() + 100;
+    log.enqueue(soon, 10).await?;
+    log.enqueue(message(2, &[1], 10), 10).await?;
+    let later = now_ms() + 1_000;
+    let visible = log.pending(account(BOB), 1, None, 10, later)?;
+    assert_eq!(visible.len(), 1);
+    assert_eq!(log.expire(later), 1);
+    assert_eq!(log.queued_count(account(BOB), 1), 1);
+    log.close().await?;
+    Ok(())
+}
