@@ -6,6 +6,8 @@
 //!   verifier`. The key is Argon2id(passphrase, salt) with those costs; the
 //!   verifier is a sealed known string, so a wrong passphrase is reported as
 //!   [`ClientError::WrongPassphrase`] before anything is read or written.
+//! - `store.lock`: empty; a client holds an exclusive lock on it while the
+//!   store is open, and until every sled handle on `db/` is gone.
 //! - `db/`: a sled database. Every value is sealed with
 //!   [`comptoir_protocol::seal_record`]; the sealed plaintext starts with
 //!   the tree name and key it belongs to, so a record moved to another key
@@ -16,8 +18,8 @@
 //! returned to callers as [`Zeroizing`].
 
 use std::fmt;
-use std::fs;
-use std::io::Write;
+use std::fs::{self, File, TryLockError};
+use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -30,6 +32,10 @@ use crate::error::{ClientError, Result};
 pub const HEADER_FILE: &str = "store.header";
 /// Directory name of the sled database.
 const DB_DIR: &str = "db";
+/// File sled locks inside [`DB_DIR`] while it has the database open.
+const SLED_LOCKED_FILE: &str = "db";
+/// File name of the lock this client holds on the data directory.
+const LOCK_FILE: &str = "store.lock";
 const MAGIC: &[u8; 8] = b"CMPTRSTO";
 const HEADER_VERSION: u8 = 1;
 const SALT_LEN: usize = 16;
@@ -114,15 +120,26 @@ impl Tree {
 pub type Record = (Vec<u8>, Zeroizing<Vec<u8>>);
 
 /// An open store: the database and the key that seals its records.
+///
+/// Closing it ([`Store::close`], or dropping it) returns only once sled has
+/// let go of the database files, so the store can be opened again at once.
 pub struct Store {
+    // Fields drop in declaration order: `db` before `lock`, whose drop
+    // waits for sled's last handle on the files.
     db: sled::Db,
     key: StorageKey,
     dir: PathBuf,
+    lock: DirLock,
 }
 
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Self { db: _, key: _, dir } = self;
+        let Self {
+            db: _,
+            key: _,
+            dir,
+            lock: _,
+        } = self;
         f.debug_struct("Store")
             .field("dir", dir)
             .finish_non_exhaustive()
@@ -154,12 +171,14 @@ impl Store {
         let key = derive_key(passphrase, &salt, params)?;
         let verifier = seal_record(&key, RecordKind::ClientData, VERIFIER, &mut rand::rng())?;
         let header = encode_header(params, &salt, &verifier)?;
+        let lock = DirLock::acquire(dir)?;
         let db = open_db(dir)?;
         write_atomically(&dir.join(HEADER_FILE), &header)?;
         Ok(Self {
             db,
             key,
             dir: dir.to_path_buf(),
+            lock,
         })
     }
 
@@ -180,12 +199,30 @@ impl Store {
             Ok(plain) if plain.as_slice() == VERIFIER => {}
             _ => return Err(ClientError::WrongPassphrase),
         }
+        let lock = DirLock::acquire(dir)?;
         let db = open_db(dir)?;
         Ok(Self {
             db,
             key,
             dir: dir.to_path_buf(),
+            lock,
         })
+    }
+
+    /// Close the database and return once nothing in this process holds
+    /// its files any more (sled's own I/O threads can outlive the `Db` for
+    /// a moment), so [`Self::open`] right after succeeds. Dropping a store
+    /// does the same but can only log a failure.
+    pub fn close(self) -> Result<()> {
+        let Self {
+            db,
+            key: _,
+            dir: _,
+            mut lock,
+        } = self;
+        // Flushes what is left and stops sled's flusher thread.
+        drop(db);
+        lock.release()
     }
 
     /// The data directory.
@@ -278,6 +315,100 @@ fn binding(tree: Tree, key: &[u8]) -> Vec<u8> {
     out.extend_from_slice(name);
     out.extend_from_slice(key);
     out
+}
+
+/// The exclusive hold of one [`Store`] on its data directory: taken before
+/// sled opens the database and given up only once sled has closed it.
+///
+/// Dropping the sled `Db` does not close sled's files: a write or
+/// truncation already handed to sled's I/O thread pool keeps a handle on
+/// them (and so sled's lock on `db/db`) until that task ends, which is
+/// just after the flush that `Db`'s drop waited for is reported. Without
+/// this, opening the store again right after closing it could fail with
+/// [`ClientError::StoreLocked`]. Holding `store.lock` meanwhile keeps any
+/// other client out of the window, so the wait only ever waits for our
+/// own finishing I/O.
+struct DirLock {
+    dir: PathBuf,
+    /// `None` once released.
+    file: Option<File>,
+}
+
+impl DirLock {
+    /// Take the directory, or [`ClientError::StoreLocked`] if another
+    /// client has it.
+    fn acquire(dir: &Path) -> Result<Self> {
+        let path = dir.join(LOCK_FILE);
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| ClientError::io(format!("opening {}", path.display()), e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(ClientError::StoreLocked {
+                    dir: dir.to_path_buf(),
+                });
+            }
+            // No file locks on this platform: sled does not lock either.
+            Err(TryLockError::Error(e)) if e.kind() == ErrorKind::Unsupported => {}
+            Err(TryLockError::Error(e)) => {
+                return Err(ClientError::io(format!("locking {}", path.display()), e));
+            }
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            file: Some(file),
+        })
+    }
+
+    /// Wait until sled has closed the database, then give up the
+    /// directory. Call only after dropping every sled handle of the store
+    /// (it would wait for them forever otherwise).
+    fn release(&mut self) -> Result<()> {
+        let Some(file) = self.file.take() else {
+            return Ok(());
+        };
+        let waited = wait_until_sled_closed(&self.dir);
+        // Closing the file gives up the directory lock, even after a
+        // failed wait.
+        drop(file);
+        waited
+    }
+}
+
+impl Drop for DirLock {
+    fn drop(&mut self) {
+        if let Err(e) = self.release() {
+            tracing::warn!(error = %e, "releasing the store failed");
+        }
+    }
+}
+
+/// Block until no handle holds sled's lock on the database file any more.
+/// sled takes it with `flock`, which conflicts with any other open file
+/// description, in this process too; sled's remaining handles are I/O
+/// tasks about to finish, and `store.lock` keeps other clients from
+/// taking it meanwhile, so this waits briefly.
+fn wait_until_sled_closed(dir: &Path) -> Result<()> {
+    let path = dir.join(DB_DIR).join(SLED_LOCKED_FILE);
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        // sled never created it: nothing to wait for.
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(ClientError::io(format!("opening {}", path.display()), e)),
+    };
+    match file.lock() {
+        // Closing `file` gives the lock up again.
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::Unsupported => Ok(()),
+        Err(e) => Err(ClientError::io(
+            format!("waiting for the database to close ({})", path.display()),
+            e,
+        )),
+    }
 }
 
 fn open_db(dir: &Path) -> Result<sled::Db> {
@@ -437,6 +568,55 @@ mod tests {
             Err(ClientError::CorruptStore(_))
         ));
         Ok(())
+    }
+
+    #[test]
+    fn a_closed_or_dropped_store_opens_again_at_once() -> Result<()> {
+        // Closing and reopening at once, while other stores do the same on
+        // other threads: each close must leave nothing holding the files.
+        // Big records keep sled's I/O threads busy while a store closes;
+        // they used to hold the database lock past the close.
+        fn close_and_reopen(rounds: u32) -> Result<()> {
+            let dir = tempfile::tempdir().map_err(|e| ClientError::io("tempdir", e))?;
+            Store::create(dir.path(), "pw", FAST)?.close()?;
+            let value = vec![7u8; 16 * 1024];
+            for round in 0..rounds {
+                let store = Store::open(dir.path(), "pw")?;
+                for i in 0u32..16 {
+                    store.put(Tree::Messages, &i.to_be_bytes(), &value)?;
+                }
+                store.flush_blocking()?;
+                if round % 2 == 0 {
+                    store.close()?;
+                } else {
+                    drop(store);
+                }
+            }
+            let store = Store::open(dir.path(), "pw")?;
+            assert_eq!(store.scan(Tree::Messages, b"")?.len(), 16);
+            store.close()
+        }
+        let threads: Vec<_> = (0..3)
+            .map(|_| std::thread::spawn(|| close_and_reopen(50)))
+            .collect();
+        for thread in threads {
+            thread
+                .join()
+                .map_err(|_| ClientError::CorruptStore("a test thread panicked".into()))??;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_store_open_elsewhere_is_locked() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| ClientError::io("tempdir", e))?;
+        let store = Store::create(dir.path(), "pw", FAST)?;
+        assert!(matches!(
+            Store::open(dir.path(), "pw"),
+            Err(ClientError::StoreLocked { .. })
+        ));
+        store.close()?;
+        Store::open(dir.path(), "pw")?.close()
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The client library end to end over a real relay on 127.0.0.1:0: two
 //! customers chat both ways with receipts, history survives a restart, the
-//! outbox drains on reconnect, a wrong passphrase is refused, and a block
-//! is enforced by the relay until lifted.
+//! outbox drains on reconnect, a wrong passphrase is refused, a block is
+//! enforced by the relay until lifted, and a client closed and reopened at
+//! once never finds its store still locked.
 
 mod support;
 
@@ -254,4 +255,35 @@ async fn one_time_prekeys_are_replenished_when_the_relay_runs_low() {
         wait_text(&mut bob, carol.account_id()).await.1,
         "hi from carol"
     );
+}
+
+#[tokio::test]
+async fn a_connected_client_closes_and_reopens_at_once_many_times() {
+    let relay = start_relay().await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut alice = registered(&relay, dir_a.path(), "alice pass").await;
+    let mut bob = registered(&relay, dir_b.path(), "bob pass").await;
+    let (a, b) = (alice.account_id(), bob.account_id());
+
+    // Each round writes, sends and receives, then closes and reopens both
+    // clients straight away: close returns only once the store is released,
+    // so the reopen never finds it locked.
+    for round in 0..20 {
+        let text = format!("round {round}");
+        let sent = alice.send_text(b, &text).await.expect("send");
+        assert_eq!(wait_text(&mut bob, a).await, (sent, text.clone()));
+        bob.send_text(a, &text).await.expect("reply");
+        assert_eq!(wait_text(&mut alice, b).await.1, text);
+
+        alice.close().await.expect("close alice");
+        alice = Client::open(dir_a.path(), "alice pass")
+            .unwrap_or_else(|e| panic!("reopen alice in round {round}: {e:?}"));
+        alice.connect(&url(&relay)).await.expect("alice reconnects");
+        bob.close().await.expect("close bob");
+        bob = Client::open(dir_b.path(), "bob pass")
+            .unwrap_or_else(|e| panic!("reopen bob in round {round}: {e:?}"));
+        bob.connect(&url(&relay)).await.expect("bob reconnects");
+    }
+    assert_eq!(alice.history(&b).expect("history").len(), 40);
+    assert_eq!(bob.history(&a).expect("history").len(), 40);
 }

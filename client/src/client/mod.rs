@@ -348,10 +348,13 @@ impl Client {
         }
     }
 
-    /// Flush the store and close the connection.
+    /// Close the connection, flush the store and close it. Returns once
+    /// nothing holds the store's files any more, so [`Self::open`] on the
+    /// same directory right after succeeds.
     pub async fn close(mut self) -> Result<()> {
         self.disconnect().await;
-        self.store.flush().await
+        self.store.flush().await?;
+        self.store.close()
     }
 }
 
