@@ -18,6 +18,7 @@
 //!
 //! [`sled::SledStore`] is the embedded default.
 
+mod dir_lock;
 pub mod mail_log;
 pub mod sled;
 
@@ -46,6 +47,12 @@ pub enum StorageError {
     /// The store was closed (the relay is stopping).
     #[error("storage is closed")]
     Closed,
+    /// Another relay holds the data directory.
+    #[error(
+        "the data directory {} is in use by another relay; stop it or choose another data_dir",
+        .0.display()
+    )]
+    InUse(std::path::PathBuf),
 }
 
 /// Length of a message id, in bytes.

@@ -40,6 +40,7 @@ use comptoir_protocol::proto::wire::{OneTimePreKey, SignedDeviceList, SignedPreK
 use prost::Message;
 use tokio::sync::oneshot;
 
+use super::dir_lock::DirLock;
 use super::mail_log::{LogOptions, MailLog};
 use super::{
     Enqueued, ListUpdate, MESSAGE_ID_LEN, NameClaim, NewMessage, QueuedEnvelope, Storage,
@@ -167,6 +168,8 @@ pub struct SledStore {
     names: Tree,
     committer: Committer,
     db: Db,
+    /// Dropped last: the directory is free once every handle is gone.
+    _dir_lock: Arc<DirLock>,
 }
 
 fn backend(e: ::sled::Error) -> StorageError {
@@ -234,6 +237,9 @@ impl SledStore {
         log: LogOptions,
         metrics: Arc<Metrics>,
     ) -> StorageResult<Self> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StorageError::Backend(format!("cannot create {}: {e}", dir.display())))?;
+        let dir_lock = Arc::new(DirLock::acquire(dir)?);
         let db = ::sled::Config::new()
             .path(dir)
             .cache_capacity(cache_capacity)
@@ -260,6 +266,7 @@ impl SledStore {
             names: tree("names")?,
             committer: Committer::start(db.clone(), metrics)?,
             db,
+            _dir_lock: dir_lock,
         })
     }
 
@@ -720,6 +727,30 @@ mod tests {
             Enqueued::Stored
         );
         store.close().await?;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn one_relay_per_directory_and_reopening_at_once_works() -> StorageResult<()> {
+        let dir = tempfile::tempdir().map_err(|e| StorageError::Backend(e.to_string()))?;
+        let mut rng = rand::rng();
+        let (a, b) = (AccountId::generate(&mut rng), AccountId::generate(&mut rng));
+        for round in 0..20u8 {
+            let store = open(dir.path());
+            match SledStore::open(dir.path(), 1 << 20, Arc::new(Metrics::default())) {
+                Err(StorageError::InUse(path)) => assert_eq!(path, dir.path()),
+                other => panic!("expected InUse, got {other:?}"),
+            }
+            // sled writes through its I/O threads: the next round's open
+            // must wait for them, not fail on sled's lock.
+            store.set_blocked(a, b, true).await?;
+            store.enqueue(message(a, b, round, &[1]), 100).await?;
+            store.close().await?;
+            drop(store);
+        }
+        let store = open(dir.path());
+        assert_eq!(store.queued_count(b, 1).await?, 20);
+        assert!(store.is_blocked(a, b).await?);
         Ok(())
     }
 

@@ -615,9 +615,6 @@ fn write_loop(shared: &Arc<Shared>) {
                 .metrics
                 .record_flush(started.elapsed(), group.waiters.len());
         }
-        // Only the segment being appended to stays open for writing.
-        let active = shared.lock().active;
-        open.retain(|id, _| *id >= active);
         for waiter in group.waiters {
             let _ = waiter.send(result.clone());
         }
@@ -676,14 +673,20 @@ fn write_group(
             .map_err(|e| io_error("cannot write", &segment::path(&shared.dir, id), e))?;
         touched.push((id, file));
     }
+    let mut newest = 0;
     for (id, file) in touched {
         file.sync_data()
             .map_err(|e| io_error("cannot sync", &segment::path(&shared.dir, id), e))?;
+        newest = newest.max(id);
     }
+    // Appends go to ever higher segments: older ones get no more writes.
+    open.retain(|id, _| *id >= newest);
     Ok(created)
 }
 
-/// Start a checkpoint if the log has grown past twice what is live.
+/// Start a checkpoint if the log has grown past twice what is live. The
+/// live state is captured here, under the writer's lock, so a checkpoint
+/// once decided always runs to the end (`close` waits for it).
 fn maybe_checkpoint(shared: &Arc<Shared>, state: &mut State) {
     if state.checkpointing || state.closing {
         return;
@@ -699,11 +702,12 @@ fn maybe_checkpoint(shared: &Arc<Shared>, state: &mut State) {
     }
     state.checkpointing = true;
     shared.checkpoint_running.send_replace(true);
+    let capture = capture(state);
     let worker = shared.clone();
     let spawned = std::thread::Builder::new()
         .name("relay-mail-checkpoint".into())
         .spawn(move || {
-            if let Err(error) = checkpoint(&worker) {
+            if let Err(error) = checkpoint(&worker, capture) {
                 tracing::error!(%error, "mail log checkpoint failed; the log keeps growing until the next one");
             }
             worker.lock().checkpointing = false;
@@ -724,33 +728,54 @@ struct Captured {
     entry: Entry,
 }
 
-/// Rewrite what is live into one segment and delete the older ones.
-fn checkpoint(shared: &Shared) -> StorageResult<()> {
-    // 1. Capture the live state and move appends past the checkpoint's
-    //    number, atomically.
-    let (id, captured, sent, durable) = {
-        let mut state = shared.lock();
-        let id = state.active + 1;
-        state.active += 2;
-        state.active_len = SEGMENT_HEADER_LEN;
-        state.since_checkpoint = 0;
-        let mut captured = Vec::with_capacity(state.index.queued as usize);
-        for (&(account, device), queue) in &state.index.devices {
-            for (&seq, entry) in &queue.by_seq {
-                captured.push(Captured {
-                    account,
-                    device,
-                    seq,
-                    entry: *entry,
-                });
-            }
+/// What a checkpoint rewrites, taken atomically with moving appends past
+/// the checkpoint's segment number.
+struct Capture {
+    id: u32,
+    copies: Vec<Captured>,
+    sent: Vec<(index::SentKey, SentEntry)>,
+    /// Fires once everything captured is on disk.
+    durable: oneshot::Receiver<StorageResult<()>>,
+}
+
+fn capture(state: &mut State) -> Capture {
+    let id = state.active + 1;
+    state.active += 2;
+    state.active_len = SEGMENT_HEADER_LEN;
+    state.since_checkpoint = 0;
+    let mut copies = Vec::with_capacity(state.index.queued as usize);
+    for (&(account, device), queue) in &state.index.devices {
+        for (&seq, entry) in &queue.by_seq {
+            copies.push(Captured {
+                account,
+                device,
+                seq,
+                entry: *entry,
+            });
         }
-        // Replay order inside a device's queue is by seq already; sorting
-        // keeps the checkpoint file in log order, which reads best.
-        captured.sort_unstable_by_key(|c| (c.entry.at.segment, c.entry.at.offset));
-        let sent: Vec<_> = state.index.sent.iter().map(|(k, v)| (*k, *v)).collect();
-        (id, captured, sent, shared.durable_waiter(&mut state))
-    };
+    }
+    // In log order: the old segments are then read front to back.
+    copies.sort_unstable_by_key(|c| (c.entry.at.segment, c.entry.at.offset));
+    let sent = state.index.sent.iter().map(|(k, v)| (*k, *v)).collect();
+    // The writer serves this waiter in its next round, closing or not.
+    let (tx, durable) = oneshot::channel();
+    state.waiters.push(tx);
+    Capture {
+        id,
+        copies,
+        sent,
+        durable,
+    }
+}
+
+/// Rewrite what is live into one segment and delete the older ones.
+fn checkpoint(shared: &Shared, capture: Capture) -> StorageResult<()> {
+    let Capture {
+        id,
+        copies: captured,
+        sent,
+        durable,
+    } = capture;
     // 2. Everything captured must be on disk before it is read back.
     durable
         .blocking_recv()
