@@ -103,6 +103,8 @@ struct State {
     /// Log bytes written since the last checkpoint started.
     since_checkpoint: u64,
     checkpointing: bool,
+    /// Checkpoint after the next group whatever the sizes (tests).
+    checkpoint_requested: bool,
     closing: bool,
     /// Set when a write or sync failed: nothing more is accepted.
     failed: Option<StorageError>,
@@ -258,6 +260,7 @@ impl MailLog {
             writer_idle: false,
             since_checkpoint: total,
             checkpointing: false,
+            checkpoint_requested: false,
             closing: false,
             failed: None,
         };
@@ -464,6 +467,14 @@ impl MailLog {
             shared.durable_waiter(&mut state)
         };
         durable.await.map_err(|_| StorageError::Closed)?
+    }
+
+    /// Start a checkpoint after the next group (unless one is running), and
+    /// wait for that group.
+    #[cfg(test)]
+    pub(crate) async fn request_checkpoint(&self) -> StorageResult<()> {
+        self.shared().lock().checkpoint_requested = true;
+        self.flush().await
     }
 
     /// Make everything durable, wait for a running checkpoint, and refuse
@@ -692,14 +703,14 @@ fn maybe_checkpoint(shared: &Arc<Shared>, state: &mut State) {
         return;
     }
     let live = state.index.live_log_bytes();
-    if state.since_checkpoint
-        < shared
-            .options
-            .checkpoint_min_bytes
-            .max(live.saturating_mul(2))
-    {
+    let threshold = shared
+        .options
+        .checkpoint_min_bytes
+        .max(live.saturating_mul(2));
+    if state.since_checkpoint < threshold && !state.checkpoint_requested {
         return;
     }
+    state.checkpoint_requested = false;
     state.checkpointing = true;
     shared.checkpoint_running.send_replace(true);
     let capture = capture(state);

@@ -286,3 +286,116 @@ async fn expired_copies_are_hidden_expired_and_not_replayed() -> TestResult {
     log.close().await?;
     Ok(())
 }
+
+/// What the log must behave like: ordered queues and a set of sent ids.
+#[derive(Debug, Default)]
+struct Model {
+    queues: BTreeMap<u32, Vec<u8>>,
+    sent: std::collections::BTreeSet<u8>,
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Send(u8, Vec<u32>),
+    Ack(u32, u8),
+    RemoveDevice(u32),
+    Checkpoint,
+    Reopen,
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        4 => (0u8..40, proptest::sample::subsequence(vec![1u32, 2, 3], 1..=3))
+            .prop_map(|(id, devices)| Op::Send(id, devices)),
+        4 => (1u32..=3, 0u8..40).prop_map(|(device, id)| Op::Ack(device, id)),
+        1 => (1u32..=3).prop_map(Op::RemoveDevice),
+        1 => Just(Op::Checkpoint),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+const MODEL_QUEUE: u64 = 6;
+
+async fn run_against_model(ops: Vec<Op>) -> TestResult {
+    let dir = tempfile::tempdir()?;
+    // Tiny segments and eager checkpoints: every path runs often.
+    let options = LogOptions {
+        segment_bytes: 600,
+        checkpoint_min_bytes: 0,
+        linger: Duration::ZERO,
+    };
+    let mut log = open(dir.path(), options.clone());
+    let mut model = Model::default();
+    for op in ops {
+        match op {
+            Op::Send(id, devices) => {
+                let got = log.enqueue(message(id, &devices, 40), MODEL_QUEUE).await?;
+                let full = devices
+                    .iter()
+                    .find(|d| model.queues.get(d).map_or(0, Vec::len) as u64 >= MODEL_QUEUE);
+                let want = if model.sent.contains(&id) {
+                    Enqueued::Duplicate {
+                        server_timestamp_ms: 1_000 + u64::from(id),
+                    }
+                } else if let Some(device) = full {
+                    Enqueued::QueueFull { device: *device }
+                } else {
+                    model.sent.insert(id);
+                    for d in &devices {
+                        model.queues.entry(*d).or_default().push(id);
+                    }
+                    Enqueued::Stored
+                };
+                assert_eq!(got, want);
+            }
+            Op::Ack(device, id) => {
+                let got = log.acknowledge(account(BOB), device, account(ALICE), &[id; 16])?;
+                let queue = model.queues.entry(device).or_default();
+                let want = queue.iter().position(|x| *x == id).map(|at| {
+                    queue.remove(at);
+                    3
+                });
+                assert_eq!(got, want);
+            }
+            Op::RemoveDevice(device) => {
+                let got = log.remove_device(account(BOB), device)?;
+                let want = model.queues.remove(&device).map_or(0, |q| q.len() as u64);
+                assert_eq!(got, want);
+            }
+            Op::Checkpoint => log.request_checkpoint().await?,
+            Op::Reopen => {
+                log.close().await?;
+                drop(log);
+                log = open(dir.path(), options.clone());
+            }
+        }
+        for device in 1..=3 {
+            let want = model.queues.get(&device).cloned().unwrap_or_default();
+            assert_eq!(queue(&log, device), want, "device {device}");
+        }
+        let total: usize = model.queues.values().map(Vec::len).sum();
+        assert_eq!(log.total_queued(), total as u64);
+    }
+    log.close().await?;
+    Ok(())
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config {
+        cases: 24,
+        ..proptest::test_runner::Config::default()
+    })]
+
+    /// Any mix of sends, acks, device removals, reopens and the
+    /// checkpoints they trigger leaves the log equal to the model.
+    #[test]
+    fn the_log_behaves_like_ordered_queues_across_reopens(
+        ops in proptest::collection::vec(op(), 1..60)
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+        runtime.block_on(run_against_model(ops)).map_err(|e| {
+            proptest::test_runner::TestCaseError::fail(e.to_string())
+        })?;
+    }
+}
