@@ -115,97 +115,106 @@ impl<S: Storage> Session<S> {
     }
 
     /// Drive the connection until it ends.
-    pub(crate) async fn run<IO: AsyncRead + AsyncWrite + Unpin + Send>(
+    ///
+    /// A plain function returning an `async move` block rather than an
+    /// `async fn`: an `async fn` keeps its arguments twice in its future
+    /// (as captured and as moved-into locals), and this future is most of
+    /// what an idle connection costs.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn would keep its arguments twice in the future"
+    )]
+    pub(crate) fn run<IO: AsyncRead + AsyncWrite + Unpin + Send>(
         mut self,
         mut conn: Connection<IO>,
         mut shutdown: Shutdown,
-    ) {
-        let limits = self.relay.config.limits.clone();
-        if conn.send(self.challenge()).await.is_err() {
-            return;
-        }
-        let mut pending: FuturesUnordered<PendingSend> = FuturesUnordered::new();
-        let mut deadline = Instant::now() + Duration::from_millis(limits.auth_timeout_ms);
-        loop {
-            let presence = self.device.as_ref().map(|d| d.presence.clone());
-            let can_read = pending.len() < limits.max_pending_sends;
-            let event = tokio::select! {
-                _ = shutdown.recv() => Event::Shutdown,
-                Some(done) = pending.next(), if !pending.is_empty() => Event::Written(done),
-                _ = wait_presence(presence.as_deref()) => Event::Wake,
-                inbound = conn.read(), if can_read => Event::Inbound(inbound),
-                _ = tokio::time::sleep_until(deadline) => Event::Timeout,
-            };
-            let flow = match event {
-                Event::Shutdown => {
-                    while let Some(done) = pending.next().await {
-                        if let Some(bytes) = done.frame
-                            && conn.send(bytes).await.is_err()
-                        {
-                            break;
-                        }
+    ) -> impl Future<Output = ()> + Send {
+        async move {
+            let limits = &self.relay.config.limits;
+            let max_pending_sends = limits.max_pending_sends;
+            let idle_timeout = Duration::from_millis(limits.idle_timeout_ms);
+            let auth_timeout = Duration::from_millis(limits.auth_timeout_ms);
+            if Box::pin(conn.send(self.challenge())).await.is_err() {
+                return;
+            }
+            let mut deadline = Instant::now() + auth_timeout;
+            let mut pending: FuturesUnordered<PendingSend> = FuturesUnordered::new();
+            loop {
+                let presence = self.device.as_ref().map(|d| d.presence.clone());
+                let can_read = pending.len() < max_pending_sends;
+                let event = tokio::select! {
+                    _ = shutdown.recv() => Event::Shutdown,
+                    Some(done) = pending.next(), if !pending.is_empty() => Event::Written(done),
+                    _ = wait_presence(presence.as_deref()) => Event::Wake,
+                    inbound = conn.read(), if can_read => Event::Inbound(inbound),
+                    _ = tokio::time::sleep_until(deadline) => Event::Timeout,
+                };
+                drop(presence);
+                // Every handler is boxed: an idle connection keeps only this
+                // loop's small state, not the largest handler's.
+                let flow = match event {
+                    Event::Shutdown => Box::pin(shut_down(&mut pending, &mut conn)).await,
+                    Event::Written(done) => {
+                        Box::pin(self.on_completion(done, &mut pending, &mut conn)).await
                     }
-                    let _ = conn
-                        .send(RelayError::ShuttingDown.to_frame(0).encode_frame())
-                        .await;
-                    conn.close(close::GOING_AWAY, "relay shutting down").await;
-                    Ok(Flow::Stop)
-                }
-                Event::Written(done) => {
-                    Box::pin(self.on_completion(done, &mut pending, &mut conn)).await
-                }
-                Event::Wake => Box::pin(self.on_wake(&mut conn)).await,
-                Event::Timeout => {
-                    if self.device.is_some() {
-                        conn.close(close::IDLE, "idle timeout").await;
-                    } else {
-                        conn.close(close::AUTH_TIMEOUT, "authentication timeout")
-                            .await;
+                    Event::Wake => Box::pin(self.on_wake(&mut conn)).await,
+                    Event::Timeout => {
+                        let (code, reason) = if self.device.is_some() {
+                            (close::IDLE, "idle timeout")
+                        } else {
+                            (close::AUTH_TIMEOUT, "authentication timeout")
+                        };
+                        Box::pin(conn.close(code, reason)).await;
+                        Ok(Flow::Stop)
                     }
-                    Ok(Flow::Stop)
-                }
-                Event::Inbound(inbound) => {
-                    let was_authenticated = self.device.is_some();
-                    // Handlers are boxed: an idle connection keeps only the loop's
-                    // small state, not the largest handler's.
-                    let flow = Box::pin(self.on_inbound(inbound, &mut conn, &mut pending)).await;
-                    if self.device.is_some() {
-                        deadline = Instant::now() + Duration::from_millis(limits.idle_timeout_ms);
-                        if !was_authenticated {
-                            // Freshly authenticated: drain the queue and the
-                            // receipts kept while this device was away.
-                            match Box::pin(self.push_mail(&mut conn)).await {
-                                Ok(()) => match Box::pin(self.push_receipts(&mut conn)).await {
+                    Event::Inbound(inbound) => {
+                        let was_authenticated = self.device.is_some();
+                        let flow =
+                            Box::pin(self.on_inbound(inbound, &mut conn, &mut pending)).await;
+                        if self.device.is_some() {
+                            deadline = Instant::now() + idle_timeout;
+                            if !was_authenticated {
+                                // Freshly authenticated: drain the queue and the
+                                // receipts kept while this device was away.
+                                match Box::pin(self.on_authenticated(&mut conn)).await {
                                     Ok(()) => flow,
                                     Err(e) => Err(e),
-                                },
-                                Err(e) => Err(e),
+                                }
+                            } else {
+                                flow
                             }
                         } else {
                             flow
                         }
-                    } else {
-                        flow
+                    }
+                };
+                match flow {
+                    Ok(Flow::Continue) => {}
+                    Ok(Flow::Stop) => break,
+                    Err(error) => {
+                        tracing::debug!(connection = self.id, %error, "connection write failed");
+                        break;
                     }
                 }
-            };
-            match flow {
-                Ok(Flow::Continue) => {}
-                Ok(Flow::Stop) => break,
-                Err(error) => {
-                    tracing::debug!(connection = self.id, %error, "connection write failed");
-                    break;
-                }
+            }
+            // Finish storage work already started (acks, sends): an ack read
+            // before the peer hung up still deletes its envelope.
+            while pending.next().await.is_some() {}
+            if let Some(device) = &self.device {
+                self.relay.hub.leave(device.account, device.device, self.id);
+                self.relay.metrics.authenticated_open.fetch_sub(1, Relaxed);
+                self.relay.metrics.notify_change();
             }
         }
-        // Finish storage work already started (acks, sends): an ack read
-        // before the peer hung up still deletes its envelope.
-        while pending.next().await.is_some() {}
-        if let Some(device) = &self.device {
-            self.relay.hub.leave(device.account, device.device, self.id);
-            self.relay.metrics.authenticated_open.fetch_sub(1, Relaxed);
-            self.relay.metrics.notify_change();
-        }
+    }
+
+    /// Push the mail and receipts kept while the device was away.
+    async fn on_authenticated<IO: AsyncRead + AsyncWrite + Unpin + Send>(
+        &mut self,
+        conn: &mut Connection<IO>,
+    ) -> Result<(), WriteError> {
+        self.push_mail(conn).await?;
+        self.push_receipts(conn).await
     }
 
     async fn on_inbound<IO: AsyncRead + AsyncWrite + Unpin + Send>(
@@ -480,6 +489,25 @@ impl<S: Storage> Session<S> {
             }
         }
     }
+}
+
+/// The relay is shutting down: send the replies of storage writes already
+/// started, then an error frame and a close.
+async fn shut_down<IO: AsyncRead + AsyncWrite + Unpin + Send>(
+    pending: &mut FuturesUnordered<PendingSend>,
+    conn: &mut Connection<IO>,
+) -> Result<Flow, WriteError> {
+    while let Some(done) = pending.next().await {
+        if let Some(bytes) = done.frame
+            && conn.send(bytes).await.is_err()
+        {
+            break;
+        }
+    }
+    let bytes = RelayError::ShuttingDown.to_frame(0).encode_frame();
+    let _ = conn.send(bytes).await;
+    conn.close(close::GOING_AWAY, "relay shutting down").await;
+    Ok(Flow::Stop)
 }
 
 async fn wait_presence(presence: Option<&Presence>) {
