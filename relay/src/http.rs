@@ -62,6 +62,12 @@ async fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()>
         .unwrap_or_default();
     let mut parts = line.split_whitespace();
     let (status, content_type, body) = match (head_complete, parts.next(), parts.next()) {
+        (true, Some("GET"), Some("/healthz")) if metrics.storage_failed() => (
+            "503 Service Unavailable",
+            "text/plain",
+            "storage failed to write; sends are refused: check the disk and the log, then restart the relay\n"
+                .to_owned(),
+        ),
         (true, Some("GET"), Some("/healthz")) => ("200 OK", "text/plain", "ok\n".to_owned()),
         (true, Some("GET"), Some("/metrics")) => {
             ("200 OK", "text/plain; version=0.0.4", metrics.render())
@@ -75,4 +81,44 @@ async fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()>
     );
     stream.write_all(response.as_bytes()).await?;
     stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response
+    }
+
+    #[tokio::test]
+    async fn healthz_turns_unavailable_once_storage_failed() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let server = tokio::spawn(serve(listener, metrics.clone()));
+        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200 OK"));
+        assert!(
+            get(addr, "/metrics")
+                .await
+                .contains("comptoir_storage_healthy 1")
+        );
+        metrics.set_storage_failed();
+        let health = get(addr, "/healthz").await;
+        assert!(health.starts_with("HTTP/1.1 503"), "{health}");
+        assert!(health.contains("restart the relay"));
+        assert!(
+            get(addr, "/metrics")
+                .await
+                .contains("comptoir_storage_healthy 0")
+        );
+        server.abort();
+    }
 }

@@ -2,7 +2,7 @@
 //! Lock-free atomics: recording costs a relaxed add on the hot path.
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use comptoir_protocol::proto::wire::ErrorCode;
@@ -38,6 +38,9 @@ pub struct Metrics {
     flushed_writes: AtomicU64,
     flush_micros_sum: AtomicU64,
     flush_buckets: [AtomicU64; FLUSH_BUCKETS.len()],
+    /// Set when storage failed to write: the relay refuses sends until it
+    /// is restarted, and `/healthz` says so.
+    storage_failed: AtomicBool,
     /// Woken when a connection, delivery or expiry count changes, so a
     /// watcher (an operator tool, a test) waits for the event, not a timer.
     changed: tokio::sync::Notify,
@@ -54,6 +57,16 @@ impl Metrics {
     /// missed in between.
     pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
         self.changed.notified()
+    }
+
+    /// Record that storage can no longer write.
+    pub fn set_storage_failed(&self) {
+        self.storage_failed.store(true, Relaxed);
+    }
+
+    /// Whether storage failed to write since start.
+    pub fn storage_failed(&self) -> bool {
+        self.storage_failed.load(Relaxed)
     }
 
     /// Count a refusal sent to a client.
@@ -98,6 +111,12 @@ impl Metrics {
             "gauge",
             "Open WebSocket connections.",
             self.connections_open.load(Relaxed).to_string(),
+        );
+        metric(
+            "comptoir_storage_healthy",
+            "gauge",
+            "1 while storage writes succeed; 0 after a failed write (restart the relay).",
+            u8::from(!self.storage_failed()).to_string(),
         );
         metric(
             "comptoir_connections_total",

@@ -113,6 +113,7 @@ fn flush_loop(db: Db, metrics: &Metrics, rx: &std_mpsc::Receiver<Job>) {
         metrics.record_flush(started.elapsed(), waiters.len());
         if let Err(error) = &result {
             tracing::error!(%error, "sled flush failed; writers get an internal error");
+            metrics.set_storage_failed();
         }
         for reply in waiters.drain(..) {
             let _ = reply.send(result.clone());

@@ -617,6 +617,7 @@ fn write_loop(shared: &Arc<Shared>) {
                 Err(error) => {
                     tracing::error!(%error, "mail log write failed; refusing further writes (restart the relay)");
                     state.failed = Some(error.clone());
+                    shared.metrics.set_storage_failed();
                     Err(error)
                 }
             }

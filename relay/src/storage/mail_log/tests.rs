@@ -173,6 +173,32 @@ async fn a_file_that_is_not_a_segment_is_refused() -> TestResult {
     Ok(())
 }
 
+#[tokio::test]
+async fn after_a_failed_write_every_write_is_refused_and_health_says_so() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let logs = dir.path().join("log");
+    let metrics = Arc::new(Metrics::default());
+    let log = MailLog::open(&logs, LogOptions::default(), metrics.clone())?;
+    // The first write creates the first segment: make that impossible.
+    std::fs::remove_dir(&logs)?;
+    let first = log.enqueue(message(1, &[1], 10), 10).await;
+    assert!(matches!(first, Err(StorageError::Backend(_))), "{first:?}");
+    assert!(metrics.storage_failed());
+    std::fs::create_dir(&logs)?;
+    // Refused without trying: the index may no longer match the disk.
+    let second = log.enqueue(message(2, &[1], 10), 10).await;
+    assert!(
+        matches!(second, Err(StorageError::Backend(_))),
+        "{second:?}"
+    );
+    assert!(matches!(
+        log.acknowledge(account(BOB), 1, account(ALICE), &[1; 16]),
+        Err(StorageError::Backend(_))
+    ));
+    assert!(segments(&logs).is_empty(), "nothing written");
+    Ok(())
+}
+
 /// Enqueue 1 KiB messages 1..=n for devices 1 and 2, ack all but every
 /// tenth on device 1 and all on device 2.
 async fn churn(log: &MailLog, n: u8) -> TestResult {
