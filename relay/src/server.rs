@@ -41,7 +41,7 @@ pub enum ServerError {
         source: std::io::Error,
     },
     /// The store could not be opened or flushed.
-    #[error("storage: {0}; check the data directory (is another relay using it?)")]
+    #[error("storage: {0}")]
     Storage(#[from] StorageError),
     /// TLS files are unusable.
     #[error(transparent)]
