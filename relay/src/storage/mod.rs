@@ -18,7 +18,7 @@
 //!
 //! [`sled::SledStore`] is the embedded default.
 
-mod dir_lock;
+pub(crate) mod dir_lock;
 pub mod mail_log;
 pub mod sled;
 

@@ -261,7 +261,12 @@ impl SledStore {
             receipts: tree("receipts")?,
             accounts: tree("accounts")?,
             prekeys: tree("prekeys")?,
-            mail: MailLog::open(&dir.join("mail-log"), log, metrics.clone())?,
+            mail: MailLog::open_holding(
+                &dir.join("mail-log"),
+                log,
+                metrics.clone(),
+                Some(dir_lock.clone()),
+            )?,
             blocks: tree("blocks")?,
             phones: tree("phones")?,
             names: tree("names")?,
@@ -470,6 +475,9 @@ impl Storage for SledStore {
 
     async fn remove_device(&self, account: AccountId, device: u32) -> StorageResult<u64> {
         let removed = self.mail.remove_device(account, device)?;
+        // Durable like the prekey deletion below: a removed device's queue
+        // must not come back after a crash.
+        self.mail.flush().await?;
         let mut batch = Batch::default();
         let mut prefix = account.to_vec();
         prefix.extend_from_slice(&device.to_be_bytes());

@@ -43,6 +43,7 @@ use tokio::sync::{oneshot, watch};
 use self::index::{Entry, Index, Location, SentEntry};
 use self::record::{Origin, Record, Writer};
 use self::segment::{SEGMENT_HEADER_LEN, Tail};
+use super::dir_lock::DirLock;
 use super::{Enqueued, MESSAGE_ID_LEN, NewMessage, QueuedEnvelope, StorageError, StorageResult};
 use crate::metrics::Metrics;
 use crate::state::now_ms;
@@ -161,6 +162,8 @@ struct Shared {
     work: Condvar,
     /// `true` while a checkpoint runs.
     checkpoint_running: watch::Sender<bool>,
+    /// The data directory's lock, released with the last thread.
+    _lock: Option<Arc<DirLock>>,
 }
 
 impl Shared {
@@ -210,6 +213,17 @@ fn io_error(what: &str, path: &Path, e: impl std::fmt::Display) -> StorageError 
 impl MailLog {
     /// Open (or create) the log in `dir`, replaying its segments.
     pub fn open(dir: &Path, options: LogOptions, metrics: Arc<Metrics>) -> StorageResult<Self> {
+        Self::open_holding(dir, options, metrics, None)
+    }
+
+    /// [`MailLog::open`], keeping `lock` until the log's threads are done
+    /// (so a store reopened after a drop never meets a running writer).
+    pub(crate) fn open_holding(
+        dir: &Path,
+        options: LogOptions,
+        metrics: Arc<Metrics>,
+        lock: Option<Arc<DirLock>>,
+    ) -> StorageResult<Self> {
         std::fs::create_dir_all(dir).map_err(|e| io_error("cannot create", dir, e))?;
         let ids = segment::list(dir).map_err(|e| io_error("cannot list", dir, e))?;
         let now = now_ms();
@@ -217,11 +231,18 @@ impl MailLog {
         let mut next_seq = 1u64;
         let mut files = BTreeMap::new();
         let mut total = 0u64;
+        // Groups sync each segment before writing the next (see
+        // `write_group`), so a crash can tear only the newest segment that
+        // holds records: a damaged record with newer records after it is
+        // corruption, never a torn write.
+        let mut torn: Option<(u32, u64)> = None;
         for &id in &ids {
             let path = segment::path(dir, id);
+            let mut records = 0u64;
             let tail = segment::read_records(&path, |body_at, body| {
                 let record = record::decode(body)?;
                 replay(&mut index, &mut next_seq, id, body_at, record, now);
+                records += 1;
                 Ok(())
             })
             .map_err(|e| {
@@ -231,11 +252,29 @@ impl MailLog {
                     e,
                 )
             })?;
+            if records > 0
+                && let Some((damaged, at)) = torn
+            {
+                return Err(io_error(
+                    "cannot replay (restore the data directory from a backup)",
+                    &segment::path(dir, damaged),
+                    format!("a record at offset {at} is damaged and newer segments follow it"),
+                ));
+            }
             if let Tail::TornAt(at) = tail {
-                if at < SEGMENT_HEADER_LEN {
-                    std::fs::remove_file(&path).map_err(|e| io_error("cannot remove", &path, e))?;
-                    continue;
-                }
+                torn = Some((id, at));
+            }
+            let file = segment::open_read(&path).map_err(|e| io_error("cannot open", &path, e))?;
+            total += file.metadata().map(|m| m.len()).unwrap_or(0);
+            files.insert(id, Arc::new(file));
+        }
+        if let Some((id, at)) = torn {
+            let path = segment::path(dir, id);
+            if at < SEGMENT_HEADER_LEN {
+                // Created, but its header never reached the disk.
+                files.remove(&id);
+                std::fs::remove_file(&path).map_err(|e| io_error("cannot remove", &path, e))?;
+            } else {
                 tracing::warn!(
                     segment = %path.display(),
                     offset = at,
@@ -243,9 +282,6 @@ impl MailLog {
                 );
                 segment::truncate(&path, at).map_err(|e| io_error("cannot truncate", &path, e))?;
             }
-            let file = segment::open_read(&path).map_err(|e| io_error("cannot open", &path, e))?;
-            total += file.metadata().map(|m| m.len()).unwrap_or(0);
-            files.insert(id, Arc::new(file));
         }
         let active = ids.last().map_or(1, |last| last + 1);
         let state = State {
@@ -271,6 +307,7 @@ impl MailLog {
             state: Mutex::new(state),
             work: Condvar::new(),
             checkpoint_running: watch::Sender::new(false),
+            _lock: lock,
         });
         let writer = shared.clone();
         std::thread::Builder::new()
@@ -518,7 +555,7 @@ fn replay(
             copies,
         } => {
             for copy in &copies {
-                *next_seq = (*next_seq).max(copy.seq + 1);
+                *next_seq = (*next_seq).max(copy.seq.saturating_add(1));
                 if origin.expires > now {
                     let at = location(copy);
                     index.insert(recipient, copy.device, copy.seq, Entry { origin, at });
@@ -539,7 +576,7 @@ fn replay(
             recipient,
             copy,
         } => {
-            *next_seq = (*next_seq).max(copy.seq + 1);
+            *next_seq = (*next_seq).max(copy.seq.saturating_add(1));
             if origin.expires > now {
                 let at = location(&copy);
                 index.insert(recipient, copy.device, copy.seq, Entry { origin, at });
@@ -564,12 +601,13 @@ fn replay(
             device,
             seq,
         } => {
-            *next_seq = (*next_seq).max(seq + 1);
+            *next_seq = (*next_seq).max(seq.saturating_add(1));
             index.remove_seq(account, device, seq);
         }
         Record::DeviceDropped { account, device } => {
             index.drop_device(account, device);
         }
+        Record::SeqFloor { next } => *next_seq = (*next_seq).max(next),
     }
 }
 
@@ -579,6 +617,8 @@ struct Group {
     waiters: Vec<Waiter>,
     /// Highest seq handed out when the group was taken.
     upto: u64,
+    /// Set if an earlier group failed: this one is refused unwritten.
+    failed: Option<StorageError>,
 }
 
 fn write_loop(shared: &Arc<Shared>) {
@@ -588,6 +628,14 @@ fn write_loop(shared: &Arc<Shared>) {
         let Some(group) = next_group(shared) else {
             return;
         };
+        if let Some(error) = group.failed {
+            // An earlier write failed: what it left on disk is unknown, so
+            // nothing after it may be written or acknowledged.
+            for waiter in group.waiters {
+                let _ = waiter.send(Err(error.clone()));
+            }
+            continue;
+        }
         let started = Instant::now();
         let bytes: u64 = group
             .buffered
@@ -655,10 +703,15 @@ fn next_group(shared: &Shared) -> Option<Group> {
         buffered: std::mem::take(&mut state.buffered),
         waiters: std::mem::take(&mut state.waiters),
         upto: state.next_seq - 1,
+        failed: state.failed.clone(),
     })
 }
 
 /// Write and sync a group; returns the segments it created.
+///
+/// Each segment's bytes are synced before the next segment is written, so
+/// after a crash only the newest segment holding records can end in a torn
+/// write; replay relies on that to tell a torn write from corruption.
 fn write_group(
     shared: &Shared,
     open: &mut HashMap<u32, Arc<File>>,
@@ -666,29 +719,32 @@ fn write_group(
 ) -> StorageResult<Vec<(u32, Arc<File>)>> {
     use std::io::Write;
     let mut created = Vec::new();
-    let mut touched = Vec::new();
+    let mut newest = 0;
     for (id, mut writer) in buffered.chunks {
+        let path = || segment::path(&shared.dir, id);
         let file = match open.get(&id) {
             Some(file) => file.clone(),
             None => {
-                let path = segment::path(&shared.dir, id);
                 let file = Arc::new(
-                    segment::create(&path).map_err(|e| io_error("cannot create", &path, e))?,
+                    segment::create(&path()).map_err(|e| io_error("cannot create", &path(), e))?,
                 );
                 open.insert(id, file.clone());
                 created.push((id, file.clone()));
                 file
             }
         };
+        let bytes = writer.take();
+        #[cfg(test)]
+        if tests::faults::take(&shared.dir) {
+            // A write that fails half-way, as a full disk makes it.
+            let _ = (&*file).write_all(&bytes[..bytes.len() / 2]);
+            return Err(io_error("cannot write", &path(), "injected fault"));
+        }
         (&*file)
-            .write_all(&writer.take())
-            .map_err(|e| io_error("cannot write", &segment::path(&shared.dir, id), e))?;
-        touched.push((id, file));
-    }
-    let mut newest = 0;
-    for (id, file) in touched {
+            .write_all(&bytes)
+            .map_err(|e| io_error("cannot write", &path(), e))?;
         file.sync_data()
-            .map_err(|e| io_error("cannot sync", &segment::path(&shared.dir, id), e))?;
+            .map_err(|e| io_error("cannot sync", &path(), e))?;
         newest = newest.max(id);
     }
     // Appends go to ever higher segments: older ones get no more writes.
@@ -719,16 +775,30 @@ fn maybe_checkpoint(shared: &Arc<Shared>, state: &mut State) {
     let spawned = std::thread::Builder::new()
         .name("relay-mail-checkpoint".into())
         .spawn(move || {
+            // Reset even if the checkpoint panics, so `close` cannot hang.
+            let _running = CheckpointRunning(&worker);
+            let id = capture.id;
+            let bytes = capture.since;
             if let Err(error) = checkpoint(&worker, capture) {
-                tracing::error!(%error, "mail log checkpoint failed; the log keeps growing until the next one");
+                tracing::error!(%error, "mail log checkpoint failed; the next group tries again");
+                let _ = std::fs::remove_file(segment::partial_path(&worker.dir, id));
+                worker.lock().since_checkpoint += bytes;
             }
-            worker.lock().checkpointing = false;
-            worker.checkpoint_running.send_replace(false);
         });
     if let Err(error) = spawned {
         tracing::error!(%error, "cannot start a mail log checkpoint");
         state.checkpointing = false;
         shared.checkpoint_running.send_replace(false);
+    }
+}
+
+/// Marks the end of a checkpoint when dropped.
+struct CheckpointRunning<'a>(&'a Shared);
+
+impl Drop for CheckpointRunning<'_> {
+    fn drop(&mut self) {
+        self.0.lock().checkpointing = false;
+        self.0.checkpoint_running.send_replace(false);
     }
 }
 
@@ -744,6 +814,12 @@ struct Captured {
 /// the checkpoint's segment number.
 struct Capture {
     id: u32,
+    /// Log bytes written since the previous checkpoint (restored if this
+    /// one fails, so the next group tries again).
+    since: u64,
+    /// No seq below this is handed out again, even once every record
+    /// that used one is gone.
+    next_seq: u64,
     copies: Vec<Captured>,
     sent: Vec<(index::SentKey, SentEntry)>,
     /// Fires once everything captured is on disk.
@@ -754,7 +830,7 @@ fn capture(state: &mut State) -> Capture {
     let id = state.active + 1;
     state.active += 2;
     state.active_len = SEGMENT_HEADER_LEN;
-    state.since_checkpoint = 0;
+    let since = std::mem::take(&mut state.since_checkpoint);
     let mut copies = Vec::with_capacity(state.index.queued as usize);
     for (&(account, device), queue) in &state.index.devices {
         for (&seq, entry) in &queue.by_seq {
@@ -774,6 +850,8 @@ fn capture(state: &mut State) -> Capture {
     state.waiters.push(tx);
     Capture {
         id,
+        since,
+        next_seq: state.next_seq,
         copies,
         sent,
         durable,
@@ -784,6 +862,8 @@ fn capture(state: &mut State) -> Capture {
 fn checkpoint(shared: &Shared, capture: Capture) -> StorageResult<()> {
     let Capture {
         id,
+        since: _,
+        next_seq,
         copies: captured,
         sent,
         durable,
@@ -796,6 +876,7 @@ fn checkpoint(shared: &Shared, capture: Capture) -> StorageResult<()> {
     let partial = segment::partial_path(&shared.dir, id);
     let file = segment::create(&partial).map_err(|e| io_error("cannot create", &partial, e))?;
     let mut writer = Writer::default();
+    writer.seq_floor(next_seq);
     let mut written = SEGMENT_HEADER_LEN;
     let mut moved = Vec::with_capacity(captured.len());
     let write_out = |writer: &mut Writer, written: &mut u64| -> StorageResult<()> {

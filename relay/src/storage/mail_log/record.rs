@@ -11,9 +11,12 @@
 //! | 3 `Sent` | sender (16), recipient (16), message id (16), server time (8), expires (8) |
 //! | 4 `Removed` | account (16), device (4), seq (8) |
 //! | 5 `DeviceDropped` | account (16), device (4) |
+//! | 6 `SeqFloor` | next seq (8) |
 //!
 //! `Message` is what a send appends; `Queued` and `Sent` are what a
-//! checkpoint rewrites (one still-queued copy, one idempotency entry).
+//! checkpoint rewrites (one still-queued copy, one idempotency entry);
+//! `SeqFloor` opens a checkpoint, so seqs are never handed out twice even
+//! once every record that used them is gone.
 
 use comptoir_protocol::AccountId;
 
@@ -34,6 +37,7 @@ const KIND_QUEUED: u8 = 2;
 const KIND_SENT: u8 = 3;
 const KIND_REMOVED: u8 = 4;
 const KIND_DEVICE_DROPPED: u8 = 5;
+const KIND_SEQ_FLOOR: u8 = 6;
 
 type MessageId = [u8; MESSAGE_ID_LEN];
 
@@ -114,6 +118,11 @@ pub(crate) enum Record<'a> {
         account: AccountId,
         /// Device.
         device: u32,
+    },
+    /// Seqs below `next` were handed out already.
+    SeqFloor {
+        /// The next seq to hand out, at least.
+        next: u64,
     },
 }
 
@@ -229,6 +238,13 @@ impl Writer {
         self.close(start);
     }
 
+    /// Append a `SeqFloor` record.
+    pub(crate) fn seq_floor(&mut self, next: u64) {
+        let start = self.open(KIND_SEQ_FLOOR);
+        self.buf.extend_from_slice(&next.to_be_bytes());
+        self.close(start);
+    }
+
     fn put_origin_head(&mut self, origin: &Origin) {
         self.buf.extend_from_slice(origin.sender.as_bytes());
         self.buf
@@ -331,6 +347,7 @@ pub(crate) fn decode(body: &[u8]) -> Result<Record<'_>, Malformed> {
             account: r.account()?,
             device: r.u32()?,
         },
+        KIND_SEQ_FLOOR => Record::SeqFloor { next: r.u64()? },
         _ => return Err(Malformed),
     };
     if r.at != body.len() {
@@ -435,6 +452,7 @@ mod tests {
         w.sent(&account(1), &account(2), &[9; 16], 55, 1234);
         w.removed(&account(2), 1, 10);
         w.device_dropped(&account(2), 2);
+        w.seq_floor(77);
         let bytes = w.take();
         assert_eq!(&bytes[offsets[0]..offsets[0] + 5], b"first");
         assert_eq!(&bytes[offsets[1]..offsets[1] + 6], b"second");
@@ -446,7 +464,8 @@ mod tests {
             .into_iter()
             .map(|b| decode(b).unwrap())
             .collect();
-        assert_eq!(records.len(), 5);
+        assert_eq!(records.len(), 6);
+        assert_eq!(records[5], Record::SeqFloor { next: 77 });
         match &records[0] {
             Record::Message {
                 origin: o,

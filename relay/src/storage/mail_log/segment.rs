@@ -123,7 +123,9 @@ pub(crate) fn read_records(
         }
         let (len, crc) = record::parse_header(&header);
         let body_at = at + RECORD_HEADER_LEN as u64;
-        if len > MAX_BODY_LEN || body_at + len as u64 > file_len {
+        // A zero length is never written (every body has a kind byte): it
+        // is a crash's zero-filled tail, like a length past the end.
+        if len == 0 || len > MAX_BODY_LEN || body_at + len as u64 > file_len {
             return Ok(Tail::TornAt(at));
         }
         body.resize(len, 0);

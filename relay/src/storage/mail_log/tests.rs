@@ -4,6 +4,31 @@ use std::path::Path;
 
 use super::*;
 
+/// Injected write failures, per log directory (tests run in parallel).
+pub(super) mod faults {
+    use std::path::{Path, PathBuf};
+    use std::sync::Mutex;
+
+    static CUT: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+    /// Make the next write in `dir` fail half-way.
+    pub(crate) fn cut_next_write(dir: &Path) {
+        CUT.lock().unwrap().push(dir.to_path_buf());
+    }
+
+    /// Whether the write now starting in `dir` is to fail (once).
+    pub(crate) fn take(dir: &Path) -> bool {
+        let mut cut = CUT.lock().unwrap_or_else(|p| p.into_inner());
+        match cut.iter().position(|d| d == dir) {
+            Some(at) => {
+                cut.remove(at);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
 fn account(b: u8) -> AccountId {
@@ -424,4 +449,104 @@ proptest::proptest! {
             proptest::test_runner::TestCaseError::fail(e.to_string())
         })?;
     }
+}
+
+#[tokio::test]
+async fn nothing_is_acknowledged_after_a_write_fails_half_way() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let metrics = Arc::new(Metrics::default());
+    let log = MailLog::open(dir.path(), LogOptions::default(), metrics.clone())?;
+    log.enqueue(message(1, &[1], 100), 100).await?;
+    faults::cut_next_write(dir.path());
+    assert!(log.enqueue(message(2, &[1], 100), 100).await.is_err());
+    assert!(metrics.storage_failed());
+    // Neither a new send nor the retry is acknowledged, and the copy that
+    // failed is never shown.
+    assert!(log.enqueue(message(3, &[1], 100), 100).await.is_err());
+    assert!(log.enqueue(message(2, &[1], 100), 100).await.is_err());
+    assert_eq!(queue(&log, 1), vec![1]);
+    assert!(log.close().await.is_err(), "close reports the failure");
+    drop(log);
+    // The half-written record is a torn tail; message 1 is intact.
+    let log = open(dir.path(), LogOptions::default());
+    assert_eq!(queue(&log, 1), vec![1]);
+    assert_eq!(
+        log.enqueue(message(2, &[1], 100), 100).await?,
+        Enqueued::Stored
+    );
+    log.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_zero_filled_tail_is_a_torn_write() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    {
+        let log = open(dir.path(), LogOptions::default());
+        log.enqueue(message(1, &[1], 100), 100).await?;
+        log.close().await?;
+    }
+    let path = segment::path(dir.path(), *segments(dir.path()).last().unwrap());
+    let clean = std::fs::metadata(&path)?.len();
+    let mut bytes = std::fs::read(&path)?;
+    bytes.extend_from_slice(&[0; 4096]);
+    std::fs::write(&path, bytes)?;
+    let log = open(dir.path(), LogOptions::default());
+    assert_eq!(queue(&log, 1), vec![1]);
+    assert_eq!(std::fs::metadata(&path)?.len(), clean);
+    log.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn damage_followed_by_newer_records_is_refused_not_truncated() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    {
+        let log = open(dir.path(), small());
+        for id in 1..=12 {
+            log.enqueue(message(id, &[1], 1024), 100).await?;
+        }
+        log.close().await?;
+    }
+    let first = segment::path(dir.path(), segments(dir.path())[0]);
+    let mut bytes = std::fs::read(&first)?;
+    bytes[40] ^= 1;
+    std::fs::write(&first, &bytes)?;
+    match MailLog::open(dir.path(), small(), Arc::default()) {
+        Err(StorageError::Backend(text)) => {
+            assert!(
+                text.contains("damaged") && text.contains("backup"),
+                "{text}"
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(
+        std::fs::read(&first)?,
+        bytes,
+        "the evidence is left as it was"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn seqs_are_not_handed_out_again_after_a_checkpoint() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let last;
+    {
+        let log = open(dir.path(), small());
+        log.enqueue(message(1, &[1], 10), 100).await?;
+        log.enqueue(message(2, &[1], 10), 100).await?;
+        last = log.pending(account(BOB), 1, None, 10, 0)?[1].cursor;
+        log.acknowledge(account(BOB), 1, account(ALICE), &[1; 16])?;
+        log.acknowledge(account(BOB), 1, account(ALICE), &[2; 16])?;
+        log.request_checkpoint().await?;
+        log.close().await?;
+    }
+    assert!(!segments(dir.path()).contains(&1), "checkpointed");
+    let log = open(dir.path(), small());
+    log.enqueue(message(3, &[1], 10), 100).await?;
+    assert!(log.pending(account(BOB), 1, None, 10, 0)?[0].cursor > last);
+    log.close().await?;
+    Ok(())
 }
