@@ -55,13 +55,76 @@ pub(crate) struct SentEntry {
 /// (sender, recipient, message id).
 pub(crate) type SentKey = (AccountId, AccountId, MessageId);
 
+/// Shards of the idempotency entries.
+pub(crate) const SENT_SHARDS: usize = 64;
+
+/// The idempotency entries, in shards, so that expiry and checkpoints can
+/// work through them one shard at a time instead of holding up every send
+/// while they visit millions of entries.
+#[derive(Debug)]
+pub(crate) struct SentShards {
+    shards: Vec<HashMap<SentKey, SentEntry>>,
+    len: usize,
+}
+
+impl Default for SentShards {
+    fn default() -> Self {
+        Self {
+            shards: (0..SENT_SHARDS).map(|_| HashMap::new()).collect(),
+            len: 0,
+        }
+    }
+}
+
+impl SentShards {
+    fn shard_of(key: &SentKey) -> usize {
+        usize::from(key.0.as_bytes()[15] ^ key.2[15]) % SENT_SHARDS
+    }
+
+    /// The entry for a send, if it was accepted before.
+    pub(crate) fn get(&self, key: &SentKey) -> Option<&SentEntry> {
+        self.shards.get(Self::shard_of(key))?.get(key)
+    }
+
+    /// Record an accepted send (or replace its entry).
+    pub(crate) fn insert(&mut self, key: SentKey, entry: SentEntry) {
+        if let Some(shard) = self.shards.get_mut(Self::shard_of(&key))
+            && shard.insert(key, entry).is_none()
+        {
+            self.len += 1;
+        }
+    }
+
+    /// Entries held.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Drop one shard's entries expired at `now_ms`.
+    pub(crate) fn expire_shard(&mut self, shard: usize, now_ms: u64) {
+        if let Some(shard) = self.shards.get_mut(shard) {
+            let before = shard.len();
+            shard.retain(|_, s| s.expires > now_ms);
+            self.len -= before - shard.len();
+        }
+    }
+
+    /// A copy of one shard's entries.
+    pub(crate) fn shard_entries(&self, shard: usize) -> Vec<(SentKey, SentEntry)> {
+        self.shards
+            .get(shard)
+            .map(|s| s.iter().map(|(k, v)| (*k, *v)).collect())
+            .unwrap_or_default()
+    }
+}
+
 /// Everything queued, plus the idempotency entries.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
     /// Queues by (account, device).
     pub(crate) devices: HashMap<(AccountId, u32), DeviceQueue>,
     /// Idempotency entries.
-    pub(crate) sent: HashMap<SentKey, SentEntry>,
+    pub(crate) sent: SentShards,
     /// Copies queued in total.
     pub(crate) queued: u64,
     /// Envelope bytes queued in total.
@@ -145,36 +208,46 @@ impl Index {
         n
     }
 
-    /// Remove every copy and idempotency entry expired at `now_ms`;
-    /// returns the copies removed.
-    pub(crate) fn expire(&mut self, now_ms: u64) -> u64 {
+    /// Remove a device's copies expired at `now_ms`; returns how many.
+    pub(crate) fn expire_device(&mut self, account: AccountId, device: u32, now_ms: u64) -> u64 {
+        let Some(queue) = self.devices.get_mut(&(account, device)) else {
+            return 0;
+        };
+        let due: Vec<u64> = queue
+            .by_seq
+            .iter()
+            .filter(|(_, e)| e.origin.expires <= now_ms)
+            .map(|(seq, _)| *seq)
+            .collect();
         let mut expired = 0;
-        let mut emptied = Vec::new();
-        for (key, queue) in &mut self.devices {
-            let due: Vec<u64> = queue
-                .by_seq
-                .iter()
-                .filter(|(_, e)| e.origin.expires <= now_ms)
-                .map(|(seq, _)| *seq)
-                .collect();
-            for seq in due {
-                if let Some(entry) = queue.by_seq.remove(&seq) {
-                    queue
-                        .by_id
-                        .remove(&(entry.origin.sender, entry.origin.message_id));
-                    self.queued -= 1;
-                    self.queued_bytes -= u64::from(entry.at.len);
-                    expired += 1;
-                }
-            }
-            if queue.by_seq.is_empty() {
-                emptied.push(*key);
+        for seq in due {
+            if let Some(entry) = queue.by_seq.remove(&seq) {
+                queue
+                    .by_id
+                    .remove(&(entry.origin.sender, entry.origin.message_id));
+                self.queued -= 1;
+                self.queued_bytes -= u64::from(entry.at.len);
+                expired += 1;
             }
         }
-        for key in emptied {
-            self.devices.remove(&key);
+        if queue.by_seq.is_empty() {
+            self.devices.remove(&(account, device));
         }
-        self.sent.retain(|_, s| s.expires > now_ms);
+        expired
+    }
+
+    /// Remove every copy and idempotency entry expired at `now_ms` in one
+    /// go; returns the copies removed.
+    #[cfg(test)]
+    pub(crate) fn expire(&mut self, now_ms: u64) -> u64 {
+        let keys: Vec<(AccountId, u32)> = self.devices.keys().copied().collect();
+        let expired = keys
+            .into_iter()
+            .map(|(account, device)| self.expire_device(account, device, now_ms))
+            .sum();
+        for shard in 0..SENT_SHARDS {
+            self.sent.expire_shard(shard, now_ms);
+        }
         expired
     }
 

@@ -73,6 +73,9 @@ impl Default for LogOptions {
 
 type Waiter = oneshot::Sender<StorageResult<()>>;
 
+/// Device queues visited per lock by expiry and checkpoints.
+const SLICE: usize = 256;
+
 /// Records appended and not yet written, per segment, in log order.
 #[derive(Debug, Default)]
 struct Buffered {
@@ -478,8 +481,23 @@ impl MailLog {
 
     /// Delete copies and idempotency entries expired at `now_ms` (replay
     /// skips them too, so nothing is written). Returns the copies deleted.
+    ///
+    /// Works through the index a slice at a time, so sends wait at most
+    /// for one slice, not for the whole index.
     pub fn expire(&self, now_ms: u64) -> u64 {
-        self.shared().lock().index.expire(now_ms)
+        let shared = self.shared();
+        let devices: Vec<(AccountId, u32)> = shared.lock().index.devices.keys().copied().collect();
+        let mut expired = 0;
+        for slice in devices.chunks(SLICE) {
+            let mut state = shared.lock();
+            for &(account, device) in slice {
+                expired += state.index.expire_device(account, device, now_ms);
+            }
+        }
+        for shard in 0..index::SENT_SHARDS {
+            shared.lock().index.sent.expire_shard(shard, now_ms);
+        }
+        expired
     }
 
     /// Forget a removed device's queue; returns how many copies it held.
@@ -810,8 +828,7 @@ struct Captured {
     entry: Entry,
 }
 
-/// What a checkpoint rewrites, taken atomically with moving appends past
-/// the checkpoint's segment number.
+/// A checkpoint decided: appends already moved past its segment number.
 struct Capture {
     id: u32,
     /// Log bytes written since the previous checkpoint (restored if this
@@ -820,31 +837,17 @@ struct Capture {
     /// No seq below this is handed out again, even once every record
     /// that used one is gone.
     next_seq: u64,
-    copies: Vec<Captured>,
-    sent: Vec<(index::SentKey, SentEntry)>,
-    /// Fires once everything captured is on disk.
+    /// Fires once everything appended before is on disk.
     durable: oneshot::Receiver<StorageResult<()>>,
 }
 
+/// Move appends past a new checkpoint's number. O(1) under the writer's
+/// lock; the live state is read afterwards, a slice at a time.
 fn capture(state: &mut State) -> Capture {
     let id = state.active + 1;
     state.active += 2;
     state.active_len = SEGMENT_HEADER_LEN;
     let since = std::mem::take(&mut state.since_checkpoint);
-    let mut copies = Vec::with_capacity(state.index.queued as usize);
-    for (&(account, device), queue) in &state.index.devices {
-        for (&seq, entry) in &queue.by_seq {
-            copies.push(Captured {
-                account,
-                device,
-                seq,
-                entry: *entry,
-            });
-        }
-    }
-    // In log order: the old segments are then read front to back.
-    copies.sort_unstable_by_key(|c| (c.entry.at.segment, c.entry.at.offset));
-    let sent = state.index.sent.iter().map(|(k, v)| (*k, *v)).collect();
     // The writer serves this waiter in its next round, closing or not.
     let (tx, durable) = oneshot::channel();
     state.waiters.push(tx);
@@ -852,10 +855,40 @@ fn capture(state: &mut State) -> Capture {
         id,
         since,
         next_seq: state.next_seq,
-        copies,
-        sent,
         durable,
     }
+}
+
+/// The copies living in segments below `id`, read a slice at a time.
+///
+/// Reading them after appends moved on is safe: whatever changes a copy
+/// later (an ack, a device removal) is logged in a segment above `id`,
+/// which replay applies after the checkpoint; an expired copy is skipped
+/// by replay either way.
+fn live_copies(shared: &Shared, id: u32) -> Vec<Captured> {
+    let devices: Vec<(AccountId, u32)> = shared.lock().index.devices.keys().copied().collect();
+    let mut copies = Vec::new();
+    for slice in devices.chunks(SLICE) {
+        let state = shared.lock();
+        for &(account, device) in slice {
+            let Some(queue) = state.index.devices.get(&(account, device)) else {
+                continue;
+            };
+            for (&seq, entry) in &queue.by_seq {
+                if entry.at.segment < id {
+                    copies.push(Captured {
+                        account,
+                        device,
+                        seq,
+                        entry: *entry,
+                    });
+                }
+            }
+        }
+    }
+    // In log order: the old segments are then read front to back.
+    copies.sort_unstable_by_key(|c| (c.entry.at.segment, c.entry.at.offset));
+    copies
 }
 
 /// Rewrite what is live into one segment and delete the older ones.
@@ -864,14 +897,13 @@ fn checkpoint(shared: &Shared, capture: Capture) -> StorageResult<()> {
         id,
         since: _,
         next_seq,
-        copies: captured,
-        sent,
         durable,
     } = capture;
-    // 2. Everything captured must be on disk before it is read back.
+    // 2. Everything below `id` must be on disk before it is read back.
     durable
         .blocking_recv()
         .map_err(|_| StorageError::Closed)??;
+    let captured = live_copies(shared, id);
     let files = shared.lock().files.clone();
     let partial = segment::partial_path(&shared.dir, id);
     let file = segment::create(&partial).map_err(|e| io_error("cannot create", &partial, e))?;
@@ -914,14 +946,17 @@ fn checkpoint(shared: &Shared, capture: Capture) -> StorageResult<()> {
             write_out(&mut writer, &mut written)?;
         }
     }
-    for ((sender, recipient, message_id), entry) in &sent {
-        writer.sent(
-            sender,
-            recipient,
-            message_id,
-            entry.server_ts,
-            entry.expires,
-        );
+    for shard in 0..index::SENT_SHARDS {
+        let entries = shared.lock().index.sent.shard_entries(shard);
+        for ((sender, recipient, message_id), entry) in &entries {
+            writer.sent(
+                sender,
+                recipient,
+                message_id,
+                entry.server_ts,
+                entry.expires,
+            );
+        }
     }
     write_out(&mut writer, &mut written)?;
     file.sync_data()
@@ -929,10 +964,14 @@ fn checkpoint(shared: &Shared, capture: Capture) -> StorageResult<()> {
     let final_path = segment::path(&shared.dir, id);
     std::fs::rename(&partial, &final_path).map_err(|e| io_error("cannot rename", &partial, e))?;
     segment::sync_dir(&shared.dir).map_err(|e| io_error("cannot sync", &shared.dir, e))?;
-    // 3. Point the index at the new copies and retire the old segments.
-    let obsolete: Vec<u32> = {
+    // 3. Point the index at the new copies (the new file readable first,
+    //    the old ones until the end), a slice at a time, then retire the
+    //    old segments.
+    shared.lock().files.insert(id, Arc::new(file));
+    let moves: Vec<(&Captured, Location)> = captured.iter().zip(moved).collect();
+    for slice in moves.chunks(SLICE * 16) {
         let mut state = shared.lock();
-        for (c, at) in captured.iter().zip(moved) {
+        for (c, at) in slice {
             if let Some(entry) = state
                 .index
                 .devices
@@ -940,10 +979,12 @@ fn checkpoint(shared: &Shared, capture: Capture) -> StorageResult<()> {
                 .and_then(|q| q.by_seq.get_mut(&c.seq))
                 && entry.at == c.entry.at
             {
-                entry.at = at;
+                entry.at = *at;
             }
         }
-        state.files.insert(id, Arc::new(file));
+    }
+    let obsolete: Vec<u32> = {
+        let mut state = shared.lock();
         let obsolete: Vec<u32> = state.files.range(..id).map(|(k, _)| *k).collect();
         for old in &obsolete {
             state.files.remove(old);
