@@ -32,10 +32,34 @@ pub struct Config {
     pub message_ttl_ms: u64,
     /// How often expired envelopes are garbage-collected.
     pub gc_interval_ms: u64,
-    /// sled page cache size. Bigger keeps more queues in memory.
+    /// sled page cache size (accounts, keys, directory).
     pub cache_capacity_bytes: u64,
+    /// The mail log's segment size and checkpoint threshold.
+    pub mail_log: MailLogConfig,
     /// Abuse and resource limits.
     pub limits: Limits,
+}
+
+/// Tuning of the mail log (`data_dir/mail-log`); the defaults suit
+/// production, small values make checkpoints frequent (tests).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MailLogConfig {
+    /// A segment file is closed and a new one started past this size.
+    pub segment_bytes: u64,
+    /// No checkpoint until the log has grown by at least this much (and
+    /// past twice what is live).
+    pub checkpoint_min_bytes: u64,
+}
+
+impl Default for MailLogConfig {
+    fn default() -> Self {
+        let log = crate::storage::mail_log::LogOptions::default();
+        Self {
+            segment_bytes: log.segment_bytes,
+            checkpoint_min_bytes: log.checkpoint_min_bytes,
+        }
+    }
 }
 
 /// PEM files for TLS.
@@ -103,6 +127,7 @@ impl Default for Config {
             message_ttl_ms: DEFAULT_MESSAGE_TTL_MS,
             gc_interval_ms: 60_000,
             cache_capacity_bytes: 256 * 1024 * 1024,
+            mail_log: MailLogConfig::default(),
             limits: Limits::default(),
         }
     }
@@ -190,6 +215,12 @@ mod tests {
         assert_eq!(config.message_ttl_ms, DEFAULT_MESSAGE_TTL_MS);
         assert_eq!(Config::default().listen.to_string(), DEFAULT_LISTEN);
         assert!(Config::from_toml("nonsense = 1").is_err());
+        let tuned = Config::from_toml("[mail_log]\nsegment_bytes = 4096\n")?;
+        assert_eq!(tuned.mail_log.segment_bytes, 4096);
+        assert_eq!(
+            tuned.mail_log.checkpoint_min_bytes,
+            MailLogConfig::default().checkpoint_min_bytes
+        );
         Ok(())
     }
 }

@@ -122,9 +122,15 @@ pub async fn run_with(
         what: format!("cannot create data directory {}", config.data_dir.display()),
         source,
     })?;
-    let store = SledStore::open(
+    let log = crate::storage::mail_log::LogOptions {
+        segment_bytes: config.mail_log.segment_bytes,
+        checkpoint_min_bytes: config.mail_log.checkpoint_min_bytes,
+        ..Default::default()
+    };
+    let store = SledStore::open_with(
         &config.data_dir,
         config.cache_capacity_bytes,
+        log,
         services.metrics.clone(),
     )?;
     run_with_storage(listener, config, services, store, shutdown).await

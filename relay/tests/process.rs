@@ -1,6 +1,7 @@
 //! The real `relay` binary as a child process: `kill -9` right after
-//! `Accepted` loses nothing, and SIGTERM shuts down cleanly; both restart on
-//! the same data directory and drain everything.
+//! `Accepted` loses nothing (also while tiny mail log segments roll over
+//! and checkpoints run), and SIGTERM shuts down cleanly; each restarts on
+//! the same data directory and drains everything.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -22,16 +23,44 @@ const TIMEOUT: Duration = Duration::from_secs(20);
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// A relay child process, killed when dropped (a failing test leaves no
+/// relay behind).
+struct RelayChild(Child);
+
+impl std::ops::Deref for RelayChild {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for RelayChild {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for RelayChild {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Start `relay serve` on an ephemeral port; returns once it listens.
-fn spawn_relay(dir: &Path) -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_relay"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-        ])
+fn spawn_relay(dir: &Path) -> (RelayChild, SocketAddr) {
+    spawn_relay_with(dir, None)
+}
+
+/// [`spawn_relay`] with a configuration file.
+fn spawn_relay_with(dir: &Path, config: Option<&Path>) -> (RelayChild, SocketAddr) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_relay"));
+    command.arg("serve");
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    let mut child = command
+        .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(dir)
         .env("RUST_LOG", "info")
@@ -56,7 +85,7 @@ fn spawn_relay(dir: &Path) -> (Child, SocketAddr) {
     };
     // Keep draining the log so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines.by_ref() {});
-    (child, addr)
+    (RelayChild(child), addr)
 }
 
 struct Account {
@@ -163,7 +192,13 @@ fn message_id(n: u32) -> Vec<u8> {
 
 /// Pipeline `count` sends and wait for every `Accepted`.
 async fn send_all_and_wait_accepted(ws: &mut Ws, to: &AccountId, count: u32) {
-    for n in 0..count {
+    send_range_and_wait_accepted(ws, to, 0, count).await;
+}
+
+/// Pipeline sends of ids `from..from + count` and wait for every `Accepted`
+/// (skipping receipts of earlier sends).
+async fn send_range_and_wait_accepted(ws: &mut Ws, to: &AccountId, from: u32, count: u32) {
+    for n in from..from + count {
         send(
             ws,
             100 + u64::from(n),
@@ -173,7 +208,8 @@ async fn send_all_and_wait_accepted(ws: &mut Ws, to: &AccountId, count: u32) {
                 category: wire::Category::Conversation as i32,
                 devices: vec![wire::DeviceCiphertext {
                     device_id: 1,
-                    ciphertext: vec![n as u8; 200],
+                    // Big enough that the log outgrows what stays live.
+                    ciphertext: vec![n as u8; 2000],
                 }],
                 ..Default::default()
             }),
@@ -184,7 +220,7 @@ async fn send_all_and_wait_accepted(ws: &mut Ws, to: &AccountId, count: u32) {
     while accepted < count {
         match next(ws).await.body {
             Some(Body::Accepted(_)) => accepted += 1,
-            Some(Body::PrekeysLow(_)) => {}
+            Some(Body::PrekeysLow(_) | Body::Delivered(_)) => {}
             other => panic!("expected Accepted, got {other:?}"),
         }
     }
@@ -250,6 +286,97 @@ async fn sigterm_shuts_down_gracefully_and_keeps_the_queue() {
 
     let (mut relay, addr) = spawn_relay(dir.path());
     drain_all(addr, &bob, 5).await;
+    relay.kill().expect("kill");
+    relay.wait().expect("reaped");
+}
+
+fn id_number(id: &[u8]) -> u32 {
+    u32::from_be_bytes(id[..4].try_into().expect("4 bytes"))
+}
+
+/// Log in as Bob and take everything queued: it must include every id in
+/// `owed`, in send order (ids acked before a crash may come back: acks are
+/// not waited on for durability). Acks all but every fifth id, which stay
+/// owed.
+async fn take_and_ack(
+    addr: SocketAddr,
+    bob: &Account,
+    alice: &AccountId,
+    owed: &mut std::collections::BTreeSet<u32>,
+) {
+    let (mut ws, ok) = login(addr, bob, false).await;
+    assert!(
+        ok.queued >= owed.len() as u64,
+        "queued {} < owed {}",
+        ok.queued,
+        owed.len()
+    );
+    let mut seen = Vec::new();
+    while seen.len() < ok.queued as usize {
+        let Some(Body::Deliver(d)) = next(&mut ws).await.body else {
+            continue;
+        };
+        let id = d.envelope.expect("envelope").message_id;
+        let n = id_number(&id);
+        seen.push(n);
+        if !n.is_multiple_of(5) {
+            send(
+                &mut ws,
+                0,
+                client_frame::Body::DeliveryAck(wire::DeliveryAck {
+                    message_id: id,
+                    sender_account: alice.to_vec(),
+                }),
+            )
+            .await;
+            owed.remove(&n);
+        }
+    }
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "in send order: {seen:?}"
+    );
+    let missing: Vec<_> = owed.iter().filter(|n| !seen.contains(n)).collect();
+    assert!(
+        missing.is_empty(),
+        "accepted, never acked, lost: {missing:?}"
+    );
+}
+
+#[tokio::test]
+async fn kill_dash_nine_while_segments_roll_and_checkpoints_run_loses_nothing() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("relay.toml");
+    // Segments of 4 KiB and checkpoints every few: both run all the time.
+    std::fs::write(
+        &config,
+        "[mail_log]\nsegment_bytes = 4096\ncheckpoint_min_bytes = 8192\n",
+    )
+    .expect("config");
+    let data = dir.path().join("data");
+    let (alice, bob) = (Account::new(), Account::new());
+    let (mut relay, mut addr) = spawn_relay_with(&data, Some(&config));
+    drop(login(addr, &bob, true).await);
+    let (mut a, _) = login(addr, &alice, true).await;
+    let mut owed = std::collections::BTreeSet::new();
+    let mut next_id = 0;
+    for _ in 0..4 {
+        send_range_and_wait_accepted(&mut a, &bob.id, next_id, 150).await;
+        owed.extend(next_id..next_id + 150);
+        next_id += 150;
+        take_and_ack(addr, &bob, &alice.id, &mut owed).await;
+        // More appends on top of the acks' tombstones, then crash.
+        send_range_and_wait_accepted(&mut a, &bob.id, next_id, 50).await;
+        owed.extend(next_id..next_id + 50);
+        next_id += 50;
+        relay.kill().expect("SIGKILL");
+        relay.wait().expect("reaped");
+        (relay, addr) = spawn_relay_with(&data, Some(&config));
+        (a, _) = login(addr, &alice, false).await;
+    }
+    take_and_ack(addr, &bob, &alice.id, &mut owed).await;
+    let first = data.join("mail-log").join(format!("{:010}.seg", 1));
+    assert!(!first.exists(), "checkpoints replaced the first segments");
     relay.kill().expect("kill");
     relay.wait().expect("reaped");
 }
