@@ -643,7 +643,7 @@ fn write_loop(shared: &Arc<Shared>) {
     // Segments this thread created and still appends to.
     let mut open: HashMap<u32, Arc<File>> = HashMap::new();
     loop {
-        let Some(group) = next_group(shared) else {
+        let Some(group) = next_group(shared, &mut open) else {
             return;
         };
         if let Some(error) = group.failed {
@@ -700,9 +700,14 @@ fn write_loop(shared: &Arc<Shared>) {
 }
 
 /// Wait for work and take it; `None` once closing with nothing left.
-fn next_group(shared: &Shared) -> Option<Group> {
+fn next_group(shared: &Shared, open: &mut HashMap<u32, Arc<File>>) -> Option<Group> {
     let mut state = shared.lock();
     while state.buffered.is_empty() && state.waiters.is_empty() {
+        // Nothing buffered, so nothing more will go to a segment below the
+        // active one: let go of it (a checkpoint may have deleted it, and
+        // its disk space is freed only once no handle is left).
+        let active = state.active;
+        open.retain(|id, _| *id >= active);
         if state.closing {
             return None;
         }
