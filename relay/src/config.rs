@@ -52,6 +52,28 @@ pub struct MailLogConfig {
     pub checkpoint_min_bytes: u64,
 }
 
+impl MailLogConfig {
+    /// Smallest accepted value of either setting: below it every append
+    /// (or every group) would start a new file.
+    pub const MIN_BYTES: u64 = 4096;
+
+    /// Refuse settings that would make the log thrash.
+    fn check(&self) -> Result<(), String> {
+        for (key, value) in [
+            ("segment_bytes", self.segment_bytes),
+            ("checkpoint_min_bytes", self.checkpoint_min_bytes),
+        ] {
+            if value < Self::MIN_BYTES {
+                return Err(format!(
+                    "[mail_log] {key} = {value} is too small; use at least {}",
+                    Self::MIN_BYTES
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for MailLogConfig {
     fn default() -> Self {
         let log = crate::storage::mail_log::LogOptions::default();
@@ -199,7 +221,12 @@ impl Config {
 
     /// Parse TOML text.
     pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
-        toml::from_str(text)
+        let config: Self = toml::from_str(text)?;
+        config
+            .mail_log
+            .check()
+            .map_err(<toml::de::Error as serde::de::Error>::custom)?;
+        Ok(config)
     }
 }
 
@@ -215,6 +242,7 @@ mod tests {
         assert_eq!(config.message_ttl_ms, DEFAULT_MESSAGE_TTL_MS);
         assert_eq!(Config::default().listen.to_string(), DEFAULT_LISTEN);
         assert!(Config::from_toml("nonsense = 1").is_err());
+        assert!(Config::from_toml("[mail_log]\nsegment_bytes = 0\n").is_err());
         let tuned = Config::from_toml("[mail_log]\nsegment_bytes = 4096\n")?;
         assert_eq!(tuned.mail_log.segment_bytes, 4096);
         assert_eq!(

@@ -460,7 +460,12 @@ impl Storage for SledStore {
     }
 
     async fn expire(&self, now_ms: u64) -> StorageResult<u64> {
-        let expired = self.mail.expire(now_ms);
+        // A pass over the whole index, a slice per lock: off the async
+        // workers, which it would otherwise hold up meanwhile.
+        let mail = self.mail.clone();
+        let expired = tokio::task::spawn_blocking(move || mail.expire(now_ms))
+            .await
+            .map_err(|e| StorageError::Backend(format!("expiry task failed: {e}")))?;
         let mut stale_receipts = Batch::default();
         for entry in self.receipts.iter() {
             let (key, value) = entry.map_err(backend)?;

@@ -524,6 +524,28 @@ impl MailLog {
         durable.await.map_err(|_| StorageError::Closed)?
     }
 
+    /// (sender, message id) of each copy queued for a device, in order,
+    /// from the index alone (tests).
+    #[cfg(test)]
+    pub(crate) fn queued_origins(
+        &self,
+        account: AccountId,
+        device: u32,
+    ) -> Vec<(AccountId, [u8; MESSAGE_ID_LEN])> {
+        let state = self.shared().lock();
+        state
+            .index
+            .devices
+            .get(&(account, device))
+            .map(|q| {
+                q.by_seq
+                    .values()
+                    .map(|e| (e.origin.sender, e.origin.message_id))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Start a checkpoint after the next group (unless one is running), and
     /// wait for that group.
     #[cfg(test)]
@@ -794,6 +816,7 @@ fn maybe_checkpoint(shared: &Arc<Shared>, state: &mut State) {
     state.checkpointing = true;
     shared.checkpoint_running.send_replace(true);
     let capture = capture(state);
+    let since = capture.since;
     let worker = shared.clone();
     let spawned = std::thread::Builder::new()
         .name("relay-mail-checkpoint".into())
@@ -810,6 +833,7 @@ fn maybe_checkpoint(shared: &Arc<Shared>, state: &mut State) {
         });
     if let Err(error) = spawned {
         tracing::error!(%error, "cannot start a mail log checkpoint");
+        state.since_checkpoint += since;
         state.checkpointing = false;
         shared.checkpoint_running.send_replace(false);
     }
@@ -820,8 +844,13 @@ struct CheckpointRunning<'a>(&'a Shared);
 
 impl Drop for CheckpointRunning<'_> {
     fn drop(&mut self) {
-        self.0.lock().checkpointing = false;
+        // Both under the lock: the writer may start the next checkpoint as
+        // soon as it sees `checkpointing` false, and its `true` must not be
+        // overwritten by this `false`.
+        let mut state = self.0.lock();
+        state.checkpointing = false;
         self.0.checkpoint_running.send_replace(false);
+        drop(state);
     }
 }
 
@@ -968,11 +997,14 @@ fn checkpoint(shared: &Shared, capture: Capture) -> StorageResult<()> {
         .map_err(|e| io_error("cannot sync", &partial, e))?;
     let final_path = segment::path(&shared.dir, id);
     std::fs::rename(&partial, &final_path).map_err(|e| io_error("cannot rename", &partial, e))?;
-    segment::sync_dir(&shared.dir).map_err(|e| io_error("cannot sync", &shared.dir, e))?;
-    // 3. Point the index at the new copies (the new file readable first,
-    //    the old ones until the end), a slice at a time, then retire the
-    //    old segments.
+    // Listed at once, so that whatever fails from here on, the next
+    // checkpoint still deletes it with the other old segments (a stale
+    // checkpoint left behind would bring back what was deleted after it).
     shared.lock().files.insert(id, Arc::new(file));
+    segment::sync_dir(&shared.dir).map_err(|e| io_error("cannot sync", &shared.dir, e))?;
+    // 3. Point the index at the new copies (the new file is readable, the
+    //    old ones stay until the end), a slice at a time, then retire the
+    //    old segments.
     let moves: Vec<(&Captured, Location)> = captured.iter().zip(moved).collect();
     for slice in moves.chunks(SLICE * 16) {
         let mut state = shared.lock();
@@ -988,17 +1020,13 @@ fn checkpoint(shared: &Shared, capture: Capture) -> StorageResult<()> {
             }
         }
     }
-    let obsolete: Vec<u32> = {
-        let mut state = shared.lock();
-        let obsolete: Vec<u32> = state.files.range(..id).map(|(k, _)| *k).collect();
-        for old in &obsolete {
-            state.files.remove(old);
-        }
-        obsolete
-    };
+    let obsolete: Vec<u32> = shared.lock().files.range(..id).map(|(k, _)| *k).collect();
     for old in obsolete {
+        // Unlisted only once gone, so a failure leaves it to the next
+        // checkpoint.
         let path = segment::path(&shared.dir, old);
         std::fs::remove_file(&path).map_err(|e| io_error("cannot remove", &path, e))?;
+        shared.lock().files.remove(&old);
     }
     segment::sync_dir(&shared.dir).map_err(|e| io_error("cannot sync", &shared.dir, e))?;
     Ok(())
