@@ -616,7 +616,7 @@ fn concurrent_work_during_checkpoints_replays_exactly() -> TestResult {
                         let mut message_id = [0u8; MESSAGE_ID_LEN];
                         message_id[..2].copy_from_slice(&id.to_be_bytes());
                         // A quarter already expired: expiry races the rest.
-                        let expires = if r % 4 == 0 {
+                        let expires = if r.is_multiple_of(4) {
                             now_ms() - 1
                         } else {
                             now_ms() + 3_600_000
@@ -644,7 +644,7 @@ fn concurrent_work_during_checkpoints_replays_exactly() -> TestResult {
                         let (recipient, device) = (account(10 + (r % 3) as u8), r % 3 + 1);
                         let ids = log.queued_origins(recipient, device);
                         for (i, (sender, id)) in ids.iter().enumerate() {
-                            if i % 3 == 0 {
+                            if i.is_multiple_of(3) {
                                 log.acknowledge(recipient, device, *sender, id).unwrap();
                             }
                         }
