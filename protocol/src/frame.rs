@@ -77,6 +77,7 @@ mod tests {
             request_id: 7,
             body: Some(client_frame::Body::FetchPrekeys(FetchPreKeys {
                 account_id: vec![1; 16],
+                device_ids: Vec::new(),
             })),
         };
         let bytes = encode_client(&frame);

@@ -92,6 +92,7 @@ async fn requests_before_authentication_are_refused() {
     let reply = c
         .request(client_frame::Body::FetchPrekeys(wire::FetchPreKeys {
             account_id: bob.id.to_vec(),
+            device_ids: Vec::new(),
         }))
         .await;
     assert_eq!(error_code(&reply), ErrorCode::NotAuthenticated);
@@ -242,6 +243,7 @@ async fn one_time_prekeys_are_handed_out_once_even_to_concurrent_fetchers() {
             let (mut f, _) = fetcher.login(addr, 1).await;
             let fetch = client_frame::Body::FetchPrekeys(wire::FetchPreKeys {
                 account_id: target.to_vec(),
+                device_ids: Vec::new(),
             });
             let Body::PrekeyBundles(bundles) = f.request(fetch).await else {
                 panic!("bundles")
@@ -295,4 +297,61 @@ async fn prekey_uploads_are_checked() {
     );
     let (_, ok) = bob.login(relay.addr, 1).await;
     assert_eq!(ok.one_time_prekeys, 0, "refused uploads stored nothing");
+}
+
+#[tokio::test]
+async fn a_fetch_for_some_devices_takes_only_their_one_time_prekeys() {
+    let relay = start_relay().await;
+    let bob = Account::new(2);
+    bob.register(relay.addr).await;
+    let mut rng = rand::rng();
+    for device in [1, 2] {
+        let (mut b, _) = bob.login(relay.addr, device).await;
+        let (_store, upload) =
+            InMemoryPreKeyStore::generate(bob.identity(device), 1, 100, 5, &mut rng);
+        assert!(matches!(
+            b.request(client_frame::Body::UploadPrekeys(upload)).await,
+            Body::Ok(_)
+        ));
+    }
+    let alice = Account::new(1);
+    alice.register(relay.addr).await;
+    let (mut a, _) = alice.login(relay.addr, 1).await;
+    let fetch = |device_ids: Vec<u32>| {
+        client_frame::Body::FetchPrekeys(wire::FetchPreKeys {
+            account_id: bob.id.to_vec(),
+            device_ids,
+        })
+    };
+
+    let Body::PrekeyBundles(only_two) = a.request(fetch(vec![2])).await else {
+        panic!("bundles")
+    };
+    assert_eq!(only_two.bundles.len(), 1);
+    assert_eq!(only_two.bundles[0].device_id, 2);
+    assert!(only_two.bundles[0].one_time_prekey.is_some());
+    assert!(only_two.device_list.is_some(), "the list says which exist");
+
+    // An id the account does not have is skipped, not an error.
+    let Body::PrekeyBundles(none) = a.request(fetch(vec![9])).await else {
+        panic!("bundles")
+    };
+    assert!(none.bundles.is_empty());
+    assert_eq!(none.device_list.expect("list").devices.len(), 2);
+
+    // Too many ids: refused, and nothing taken.
+    let too_many = fetch((1..=comptoir_protocol::MAX_DEVICES as u32 + 1).collect());
+    assert_eq!(
+        error_code(&a.request(too_many).await),
+        ErrorCode::InvalidRequest
+    );
+
+    // Device 1 kept all five one-time prekeys, device 2 gave one.
+    assert_eq!(bob.login(relay.addr, 1).await.1.one_time_prekeys, 5);
+    assert_eq!(bob.login(relay.addr, 2).await.1.one_time_prekeys, 4);
+    // And an empty selector still means every device.
+    let Body::PrekeyBundles(all) = a.request(fetch(Vec::new())).await else {
+        panic!("bundles")
+    };
+    assert_eq!(all.bundles.len(), 2);
 }

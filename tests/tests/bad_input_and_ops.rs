@@ -384,6 +384,7 @@ async fn a_plaintext_canary_never_reaches_the_relay_disk() {
     let (mut a, _) = alice.login(relay.addr, 1).await;
     let fetch = client_frame::Body::FetchPrekeys(wire::FetchPreKeys {
         account_id: bob.id.to_vec(),
+        device_ids: Vec::new(),
     });
     let Body::PrekeyBundles(bundles) = a.request(fetch).await else {
         panic!("bundles")

@@ -33,7 +33,8 @@ impl Client {
             return Ok(());
         }
         self.rekeyed_at.insert((peer, device), now);
-        let (bundles, state) = self.fetch_bundles(peer).await?;
+        // Only this device's bundle: the others keep their one-time keys.
+        let (bundles, state) = self.fetch_bundles(peer, &[device]).await?;
         let expected = state
             .devices
             .device(device)

@@ -190,24 +190,44 @@ impl Client {
         ))
     }
 
-    /// Make sure there is a sending session with every device of `peer`,
-    /// fetching prekey bundles (and the signed device list) when needed.
-    async fn ensure_sessions(&mut self, peer: AccountId) -> Result<()> {
-        if let Some(state) = peers::load(&self.store, &peer)? {
-            if state.identity_changed {
-                return Err(ClientError::IdentityChanged { account: peer });
-            }
-            let mut ready = true;
-            for device in self.target_devices(peer, &state.devices) {
-                if !load_session(&self.store, &peer, device)?.can_send() {
-                    ready = false;
-                }
-            }
-            if ready {
-                return Ok(());
+    /// The devices of `peer` this device has no sending session with, by
+    /// the last verified list; `None` if the peer's list is not known yet.
+    fn devices_without_session(&self, peer: AccountId) -> Result<Option<Vec<u32>>> {
+        let Some(state) = peers::load(&self.store, &peer)? else {
+            return Ok(None);
+        };
+        if state.identity_changed {
+            return Err(ClientError::IdentityChanged { account: peer });
+        }
+        let mut missing = Vec::new();
+        for device in self.target_devices(peer, &state.devices) {
+            if !load_session(&self.store, &peer, device)?.can_send() {
+                missing.push(device);
             }
         }
-        let (bundles, state) = self.fetch_bundles(peer).await?;
+        Ok(Some(missing))
+    }
+
+    /// Make sure there is a sending session with every device of `peer`,
+    /// fetching prekey bundles (and the signed device list) when needed:
+    /// only for the devices without one, so the others keep their one-time
+    /// prekeys. A second round covers devices the fetched list revealed.
+    async fn ensure_sessions(&mut self, peer: AccountId) -> Result<()> {
+        for _ in 0..2 {
+            let wanted = match self.devices_without_session(peer)? {
+                Some(missing) if missing.is_empty() => return Ok(()),
+                Some(missing) => missing,
+                None => Vec::new(),
+            };
+            self.start_sessions(peer, &wanted).await?;
+        }
+        Ok(())
+    }
+
+    /// Fetch bundles for `devices` of `peer` (every device if empty) and
+    /// start a session with each device that has none.
+    async fn start_sessions(&mut self, peer: AccountId, devices: &[u32]) -> Result<()> {
+        let (bundles, state) = self.fetch_bundles(peer, devices).await?;
         for bundle in &bundles {
             if bundle.account_id != peer.to_vec() || self.is_self(peer, bundle.device_id) {
                 continue;
@@ -308,18 +328,21 @@ impl Client {
 }
 
 impl Client {
-    /// Fetch `peer`'s prekey bundles, check the signed device list that
-    /// comes with them (pinned account key, version), and return the bundles
-    /// with the peer's updated state. An identity change is an error the
-    /// user must acknowledge first.
+    /// Fetch the prekey bundles of `devices` of `peer` (every device if
+    /// empty), check the signed device list that comes with them (pinned
+    /// account key, version), and return the bundles with the peer's
+    /// updated state. An identity change is an error the user must
+    /// acknowledge first.
     pub(super) async fn fetch_bundles(
         &mut self,
         peer: AccountId,
+        devices: &[u32],
     ) -> Result<(Vec<PreKeyBundle>, peers::Peer)> {
         let reply = self
             .request(
                 client_frame::Body::FetchPrekeys(FetchPreKeys {
                     account_id: peer.to_vec(),
+                    device_ids: devices.to_vec(),
                 }),
                 "the prekey bundles",
             )

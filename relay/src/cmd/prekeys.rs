@@ -75,9 +75,20 @@ pub(crate) async fn fetch<S: Storage>(
         .device_list(account)
         .await?
         .ok_or(RelayError::UnknownAccount)?;
+    if request.device_ids.len() > comptoir_protocol::MAX_DEVICES {
+        return Err(invalid(format!(
+            "at most {} device ids, got {}",
+            comptoir_protocol::MAX_DEVICES,
+            request.device_ids.len()
+        )));
+    }
     let mut bundles = Vec::with_capacity(list.devices.len());
     for entry in &list.devices {
         if account == my_account && entry.device_id == my_device {
+            continue;
+        }
+        // Only the devices asked for: the others keep their one-time keys.
+        if !request.device_ids.is_empty() && !request.device_ids.contains(&entry.device_id) {
             continue;
         }
         let taken = relay.store.take_prekeys(account, entry.device_id).await?;
