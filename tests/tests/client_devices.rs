@@ -3,8 +3,12 @@
 
 mod support;
 
+use std::sync::Arc;
+
+use comptoir_client::client::PREKEY_BATCH;
 use comptoir_client::{Client, ClientError, Event};
 use comptoir_protocol::AccountId;
+use comptoir_relay::{Metrics, SledStore, Storage};
 use support::client::{FAST_KDF, registered, url, wait_for, wait_message};
 use support::{TIMEOUT, start_relay};
 
@@ -156,4 +160,51 @@ async fn a_linked_device_sees_both_sides_and_a_removed_one_stops_receiving() {
             .iter()
             .all(|(_, text)| text != "phone only")
     );
+}
+
+#[tokio::test]
+async fn a_new_device_costs_the_other_devices_no_one_time_prekeys() {
+    let mut relay = start_relay().await;
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let mut alice = registered(&relay, dirs[0].path(), "pw").await;
+    let mut phone = registered(&relay, dirs[1].path(), "pw").await;
+    let (a, b) = (alice.account_id(), phone.account_id());
+
+    // Alice's first message fetches the phone's bundle: one key used.
+    alice.send_text(b, "one").await.expect("send");
+    assert_eq!(wait_text(&mut phone, a).await, "one");
+
+    let mut laptop = Client::create_unlinked(dirs[2].path(), "pw", FAST_KDF).expect("create");
+    let approval = phone
+        .add_device(&laptop.link_code().expect("code"))
+        .await
+        .expect("approve");
+    laptop
+        .finish_link(&url(&relay), &approval)
+        .await
+        .expect("link");
+
+    // Her next message learns of the laptop and needs a session with it
+    // only: the phone's session is kept, and so are its other keys.
+    alice.send_text(b, "two").await.expect("send");
+    assert_eq!(wait_text(&mut phone, a).await, "two");
+    assert_eq!(wait_text(&mut laptop, a).await, "two");
+
+    for client in [alice, phone, laptop] {
+        client.close().await.expect("close");
+    }
+    relay.stop().await;
+    let store = SledStore::open(&relay.data_dir, 1 << 20, Arc::new(Metrics::default()))
+        .expect("open relay storage");
+    assert_eq!(
+        store.one_time_prekey_count(b, 1).await.expect("count"),
+        PREKEY_BATCH - 1,
+        "the phone gave one key, for Alice's first session"
+    );
+    assert_eq!(
+        store.one_time_prekey_count(b, 2).await.expect("count"),
+        PREKEY_BATCH - 1,
+        "the laptop gave one key, for Alice's session with it"
+    );
+    store.close().await.expect("close");
 }
