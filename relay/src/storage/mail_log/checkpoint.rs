@@ -1,0 +1,249 @@
+//! Checkpoints: rewrite what is live into one segment numbered below the
+//! active one, then delete the older segments (see the module docs of
+//! `mail_log` for why a crash at any step replays to the same state).
+
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use comptoir_protocol::AccountId;
+use tokio::sync::oneshot;
+
+use super::index::{self, Entry, Location};
+use super::record::Writer;
+use super::segment::{self, SEGMENT_HEADER_LEN};
+use super::{SLICE, Shared, State, StorageError, StorageResult, io_error};
+
+/// Start a checkpoint if the log has grown past twice what is live. It is
+/// decided here, under the writer's lock, so a checkpoint once decided
+/// always runs to the end (`close` waits for it).
+pub(super) fn maybe_checkpoint(shared: &Arc<Shared>, state: &mut State) {
+    if state.checkpointing || state.closing {
+        return;
+    }
+    let live = state.index.live_log_bytes();
+    let threshold = shared
+        .options
+        .checkpoint_min_bytes
+        .max(live.saturating_mul(2));
+    if state.since_checkpoint < threshold && !state.checkpoint_requested {
+        return;
+    }
+    state.checkpoint_requested = false;
+    state.checkpointing = true;
+    shared.checkpoint_running.send_replace(true);
+    let capture = capture(state);
+    let since = capture.since;
+    let worker = shared.clone();
+    let spawned = std::thread::Builder::new()
+        .name("relay-mail-checkpoint".into())
+        .spawn(move || {
+            // Reset even if the checkpoint panics, so `close` cannot hang.
+            let _running = CheckpointRunning(&worker);
+            let id = capture.id;
+            let bytes = capture.since;
+            if let Err(error) = checkpoint(&worker, capture) {
+                tracing::error!(%error, "mail log checkpoint failed; the next group tries again");
+                let _ = std::fs::remove_file(segment::partial_path(&worker.dir, id));
+                worker.lock().since_checkpoint += bytes;
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "cannot start a mail log checkpoint");
+        state.since_checkpoint += since;
+        state.checkpointing = false;
+        shared.checkpoint_running.send_replace(false);
+    }
+}
+
+/// Marks the end of a checkpoint when dropped.
+struct CheckpointRunning<'a>(&'a Shared);
+
+impl Drop for CheckpointRunning<'_> {
+    fn drop(&mut self) {
+        // Both under the lock: the writer may start the next checkpoint as
+        // soon as it sees `checkpointing` false, and its `true` must not be
+        // overwritten by this `false`.
+        let mut state = self.0.lock();
+        state.checkpointing = false;
+        self.0.checkpoint_running.send_replace(false);
+        drop(state);
+    }
+}
+
+/// A live copy as captured for a checkpoint.
+struct Captured {
+    account: AccountId,
+    device: u32,
+    seq: u64,
+    entry: Entry,
+}
+
+/// A checkpoint decided: appends already moved past its segment number.
+struct Capture {
+    id: u32,
+    /// Log bytes written since the previous checkpoint (restored if this
+    /// one fails, so the next group tries again).
+    since: u64,
+    /// No seq below this is handed out again, even once every record
+    /// that used one is gone.
+    next_seq: u64,
+    /// Fires once everything appended before is on disk.
+    durable: oneshot::Receiver<StorageResult<()>>,
+}
+
+/// Move appends past a new checkpoint's number. O(1) under the writer's
+/// lock; the live state is read afterwards, a slice at a time.
+fn capture(state: &mut State) -> Capture {
+    let id = state.active + 1;
+    state.active += 2;
+    state.active_len = SEGMENT_HEADER_LEN;
+    let since = std::mem::take(&mut state.since_checkpoint);
+    // The writer serves this waiter in its next round, closing or not.
+    let (tx, durable) = oneshot::channel();
+    state.waiters.push(tx);
+    Capture {
+        id,
+        since,
+        next_seq: state.next_seq,
+        durable,
+    }
+}
+
+/// The copies living in segments below `id`, read a slice at a time.
+///
+/// Reading them after appends moved on is safe: whatever changes a copy
+/// later (an ack, a device removal) is logged in a segment above `id`,
+/// which replay applies after the checkpoint; an expired copy is skipped
+/// by replay either way.
+fn live_copies(shared: &Shared, id: u32) -> Vec<Captured> {
+    let devices: Vec<(AccountId, u32)> = shared.lock().index.devices.keys().copied().collect();
+    let mut copies = Vec::new();
+    for slice in devices.chunks(SLICE) {
+        let state = shared.lock();
+        for &(account, device) in slice {
+            let Some(queue) = state.index.devices.get(&(account, device)) else {
+                continue;
+            };
+            for (&seq, entry) in &queue.by_seq {
+                if entry.at.segment < id {
+                    copies.push(Captured {
+                        account,
+                        device,
+                        seq,
+                        entry: *entry,
+                    });
+                }
+            }
+        }
+    }
+    // In log order: the old segments are then read front to back.
+    copies.sort_unstable_by_key(|c| (c.entry.at.segment, c.entry.at.offset));
+    copies
+}
+
+/// Rewrite what is live into one segment and delete the older ones.
+fn checkpoint(shared: &Shared, capture: Capture) -> StorageResult<()> {
+    let Capture {
+        id,
+        since: _,
+        next_seq,
+        durable,
+    } = capture;
+    // 2. Everything below `id` must be on disk before it is read back.
+    durable
+        .blocking_recv()
+        .map_err(|_| StorageError::Closed)??;
+    let captured = live_copies(shared, id);
+    let files = shared.lock().files.clone();
+    let partial = segment::partial_path(&shared.dir, id);
+    let file = segment::create(&partial).map_err(|e| io_error("cannot create", &partial, e))?;
+    let mut writer = Writer::default();
+    writer.seq_floor(next_seq);
+    let mut written = SEGMENT_HEADER_LEN;
+    let mut moved = Vec::with_capacity(captured.len());
+    let write_out = |writer: &mut Writer, written: &mut u64| -> StorageResult<()> {
+        use std::io::Write;
+        let bytes = writer.take();
+        (&file)
+            .write_all(&bytes)
+            .map_err(|e| io_error("cannot write", &partial, e))?;
+        *written += bytes.len() as u64;
+        Ok(())
+    };
+    let mut envelope = Vec::new();
+    for c in &captured {
+        let source = files
+            .get(&c.entry.at.segment)
+            .ok_or(StorageError::Corrupt("mail log segment missing"))?;
+        envelope.resize(c.entry.at.len as usize, 0);
+        source
+            .read_exact_at(&mut envelope, c.entry.at.offset)
+            .map_err(|e| {
+                io_error(
+                    "cannot read",
+                    &segment::path(&shared.dir, c.entry.at.segment),
+                    e,
+                )
+            })?;
+        let record_start = written + writer.len() as u64;
+        let offset = writer.queued(&c.account, c.device, c.seq, &c.entry.origin, &envelope);
+        moved.push(Location {
+            segment: id,
+            offset: record_start + offset as u64,
+            len: c.entry.at.len,
+        });
+        if writer.len() >= 1 << 20 {
+            write_out(&mut writer, &mut written)?;
+        }
+    }
+    for shard in 0..index::SENT_SHARDS {
+        let entries = shared.lock().index.sent.shard_entries(shard);
+        for ((sender, recipient, message_id), entry) in &entries {
+            writer.sent(
+                sender,
+                recipient,
+                message_id,
+                entry.server_ts,
+                entry.expires,
+            );
+        }
+    }
+    write_out(&mut writer, &mut written)?;
+    file.sync_data()
+        .map_err(|e| io_error("cannot sync", &partial, e))?;
+    let final_path = segment::path(&shared.dir, id);
+    std::fs::rename(&partial, &final_path).map_err(|e| io_error("cannot rename", &partial, e))?;
+    // Listed at once, so that whatever fails from here on, the next
+    // checkpoint still deletes it with the other old segments (a stale
+    // checkpoint left behind would bring back what was deleted after it).
+    shared.lock().files.insert(id, Arc::new(file));
+    segment::sync_dir(&shared.dir).map_err(|e| io_error("cannot sync", &shared.dir, e))?;
+    // 3. Point the index at the new copies (the new file is readable, the
+    //    old ones stay until the end), a slice at a time, then retire the
+    //    old segments.
+    let moves: Vec<(&Captured, Location)> = captured.iter().zip(moved).collect();
+    for slice in moves.chunks(SLICE * 16) {
+        let mut state = shared.lock();
+        for (c, at) in slice {
+            if let Some(entry) = state
+                .index
+                .devices
+                .get_mut(&(c.account, c.device))
+                .and_then(|q| q.by_seq.get_mut(&c.seq))
+                && entry.at == c.entry.at
+            {
+                entry.at = *at;
+            }
+        }
+    }
+    let obsolete: Vec<u32> = shared.lock().files.range(..id).map(|(k, _)| *k).collect();
+    for old in obsolete {
+        // Unlisted only once gone, so a failure leaves it to the next
+        // checkpoint.
+        let path = segment::path(&shared.dir, old);
+        std::fs::remove_file(&path).map_err(|e| io_error("cannot remove", &path, e))?;
+        shared.lock().files.remove(&old);
+    }
+    segment::sync_dir(&shared.dir).map_err(|e| io_error("cannot sync", &shared.dir, e))?;
+    Ok(())
+}
