@@ -9,7 +9,7 @@ use comptoir_client::client::PREKEY_BATCH;
 use comptoir_client::{Client, ClientError, Event};
 use comptoir_protocol::AccountId;
 use comptoir_relay::{Metrics, SledStore, Storage};
-use support::client::{FAST_KDF, registered, url, wait_for, wait_message};
+use support::client::{FAST_KDF, linked, registered, url, wait_for, wait_message};
 use support::{TIMEOUT, start_relay};
 
 /// Wait for a text message from `from`; its text.
@@ -174,15 +174,7 @@ async fn a_new_device_costs_the_other_devices_no_one_time_prekeys() {
     alice.send_text(b, "one").await.expect("send");
     assert_eq!(wait_text(&mut phone, a).await, "one");
 
-    let mut laptop = Client::create_unlinked(dirs[2].path(), "pw", FAST_KDF).expect("create");
-    let approval = phone
-        .add_device(&laptop.link_code().expect("code"))
-        .await
-        .expect("approve");
-    laptop
-        .finish_link(&url(&relay), &approval)
-        .await
-        .expect("link");
+    let mut laptop = linked(&relay, &mut phone, dirs[2].path()).await;
 
     // Her next message learns of the laptop and needs a session with it
     // only: the phone's session is kept, and so are its other keys.

@@ -8,7 +8,7 @@ mod support;
 use std::path::Path;
 
 use comptoir_client::{Client, Event};
-use support::client::{FAST_KDF, url, wait_for, wait_message as wait_text};
+use support::client::{FAST_KDF, linked, url, wait_for, wait_message as wait_text};
 use support::start_relay;
 
 /// Alice sends, Bob receives; then Bob sends, Alice receives.
@@ -102,16 +102,7 @@ async fn a_resent_copy_is_a_duplicate_on_the_device_that_already_had_it() {
     alice.register(&url(&relay)).await.expect("register");
     let mut phone = Client::create_with_params(&dir("phone"), "pw", FAST_KDF).expect("create");
     phone.register(&url(&relay)).await.expect("register");
-    let mut laptop =
-        Client::create_unlinked(&dir("laptop"), "pw", FAST_KDF).expect("create laptop");
-    let approval = phone
-        .add_device(&laptop.link_code().expect("code"))
-        .await
-        .expect("approve");
-    laptop
-        .finish_link(&url(&relay), &approval)
-        .await
-        .expect("link");
+    let mut laptop = linked(&relay, &mut phone, &dir("laptop")).await;
     let (a, b) = (alice.account_id(), phone.account_id());
 
     alice.send_text(b, "one").await.expect("send");

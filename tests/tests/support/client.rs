@@ -27,6 +27,21 @@ pub async fn registered(relay: &TestRelay, dir: &Path, passphrase: &str) -> Clie
     client
 }
 
+/// A new device in `dir`, linked to `existing`'s account: its link code is
+/// approved by `existing`, then it finishes linking on the relay.
+pub async fn linked(relay: &TestRelay, existing: &mut Client, dir: &Path) -> Client {
+    let mut device = Client::create_unlinked(dir, "pw", FAST_KDF).expect("create unlinked");
+    let approval = existing
+        .add_device(&device.link_code().expect("link code"))
+        .await
+        .expect("approve");
+    device
+        .finish_link(&url(relay), &approval)
+        .await
+        .expect("finish link");
+    device
+}
+
 /// Wait (bounded) for the first event `pick` accepts; other events pass.
 pub async fn wait_for<T>(client: &mut Client, mut pick: impl FnMut(&Event) -> Option<T>) -> T {
     let deadline = tokio::time::Instant::now() + TIMEOUT;
