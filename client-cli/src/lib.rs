@@ -1,8 +1,20 @@
-//! The `comptoir` command line: parse, open the store, run one command, map
+//! The customer's `comptoir` command line and terminal UI, on the client
+//! library (`comptoir-client`): parse, open the store, run one command, map
 //! the outcome to an exit code a script can rely on (listed in `--help`).
+//!
+//! The library does not depend on this crate, so a program embedding the
+//! library builds neither ratatui, crossterm, rpassword nor clap.
+//!
+//! Modules:
+//! - [`args`]: the command line's arguments.
+//! - [`format`]: times and one-line previews for the output.
+//! - [`tui`]: the terminal UI (`comptoir tui`).
+
+#![forbid(unsafe_code)]
 
 pub mod args;
 pub mod format;
+pub mod tui;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -15,9 +27,9 @@ use comptoir_protocol::AccountId;
 use tokio::sync::mpsc;
 use zeroize::Zeroizing;
 
-use crate::client::Client;
-use crate::error::{ClientError, Result};
-use crate::event::Event;
+use comptoir_client::error::{ClientError, Result};
+use comptoir_client::store::{KdfParams, Store};
+use comptoir_client::{Client, Event};
 
 use self::args::{Cli, Command, ContactsCommand, DevicesCommand, NameCommand, PhoneCommand};
 use self::format::{date_time, one_line, time_of_day};
@@ -144,7 +156,7 @@ fn passphrase(cli: &Cli, confirm: bool) -> Result<Zeroizing<String>> {
 }
 
 fn open(cli: &Cli) -> Result<Client> {
-    if !crate::store::Store::exists(&cli.data_dir) {
+    if !Store::exists(&cli.data_dir) {
         return Err(ClientError::NotInitialized {
             dir: cli.data_dir.clone(),
         });
@@ -162,7 +174,7 @@ fn display_name(client: &Client, account: &AccountId) -> String {
 async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
     match &cli.command {
         Command::Init => {
-            if crate::store::Store::exists(&cli.data_dir) {
+            if Store::exists(&cli.data_dir) {
                 return Err(ClientError::AlreadyInitialized {
                     dir: cli.data_dir.clone(),
                 });
@@ -189,13 +201,13 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::LinkDevice { finish: None } => {
-            let client = if crate::store::Store::exists(&cli.data_dir) {
+            let client = if Store::exists(&cli.data_dir) {
                 open(&cli)?
             } else {
                 Client::create_unlinked(
                     &cli.data_dir,
                     &passphrase(&cli, true)?,
-                    crate::store::KdfParams::DEFAULT,
+                    KdfParams::DEFAULT,
                 )?
             };
             say!(out, "{}", client.link_code()?);
@@ -544,7 +556,7 @@ fn print_event(client: &Client, event: &Event, out: &mut dyn Write) -> Result<bo
             say!(
                 out,
                 "[{}] me (other device) → {}: {}",
-                time_of_day(crate::client::now_ms()),
+                time_of_day(comptoir_client::client::now_ms()),
                 display_name(client, to),
                 one_line(text)
             );

@@ -131,7 +131,7 @@ pub enum ClientError {
 
 impl ClientError {
     /// Wrap an I/O error with what was being done.
-    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Self::Io {
             context: context.into(),
             source,

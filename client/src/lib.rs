@@ -1,6 +1,8 @@
 //! Comptoir client library: one account on one device, its store encrypted
 //! at rest, and its end-to-end encrypted conversations through a relay.
-//! Shared by the customer CLI (`comptoir`) and, later, the business agent.
+//! Shared by the customer CLI and TUI (the `comptoir-cli` crate, in
+//! `client-cli/`) and, later, the business agent; it carries no terminal
+//! dependency, so an embedding program builds none.
 //!
 //! It does **not** run background tasks: the caller drives the connection
 //! through [`Client::next_event`], which keeps tests deterministic.
@@ -15,13 +17,10 @@
 //! - [`connection`]: the WebSocket framing.
 //! - [`client`]: the [`Client`] that ties them together.
 //! - [`event`]: what [`Client::next_event`] reports.
-//! - [`cli`]: the `comptoir` command line.
-//! - [`tui`]: the terminal UI (`comptoir tui`).
 
 #![forbid(unsafe_code)]
 
 pub mod account;
-pub mod cli;
 pub mod client;
 pub mod connection;
 pub mod contacts;
@@ -31,7 +30,6 @@ pub mod messages;
 pub mod peers;
 pub mod session_store;
 pub mod store;
-pub mod tui;
 
 pub use client::Client;
 pub use error::{ClientError, Result};

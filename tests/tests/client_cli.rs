@@ -5,7 +5,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use comptoir_client::cli::run_args;
+use comptoir_cli::run_args;
 use support::{TestRelay, start_relay};
 
 struct Customer {

@@ -1,5 +1,5 @@
 //! `comptoir`: the customer command line (see `comptoir --help`).
 
 fn main() -> std::process::ExitCode {
-    comptoir_client::cli::main()
+    comptoir_cli::main()
 }

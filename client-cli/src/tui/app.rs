@@ -4,7 +4,7 @@
 use comptoir_protocol::AccountId;
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
-use crate::messages::StoredMessage;
+use comptoir_client::messages::StoredMessage;
 
 /// One conversation in the list.
 #[derive(Clone, Debug, PartialEq, Eq)]

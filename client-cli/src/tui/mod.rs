@@ -14,10 +14,10 @@ use std::time::Duration;
 use comptoir_protocol::AccountId;
 use crossterm::event::{self, Event as TermEvent};
 
-use crate::client::Client;
-use crate::error::{ClientError, Result};
-use crate::event::Event;
-use crate::messages::Status;
+use comptoir_client::Client;
+use comptoir_client::Event;
+use comptoir_client::error::{ClientError, Result};
+use comptoir_client::messages::Status;
 
 use self::app::{Action, App, Conversation, Mode};
 

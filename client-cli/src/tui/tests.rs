@@ -7,7 +7,7 @@ use ratatui::backend::TestBackend;
 
 use super::app::{Action, App, Conversation, Mode};
 use super::view;
-use crate::messages::{MessageId, Status, StoredMessage};
+use comptoir_client::messages::{MessageId, Status, StoredMessage};
 
 fn message(peer: AccountId, outgoing: bool, body: &str, status: Status, at: u64) -> StoredMessage {
     StoredMessage {

@@ -8,9 +8,9 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, List, ListItem, ListState, Paragraph, Wrap};
 
-use crate::cli::format::time_of_day;
-use crate::messages::Status;
+use crate::format::time_of_day;
 use crate::tui::app::{App, Mode};
+use comptoir_client::messages::Status;
 
 /// The help line for each mode.
 pub fn help(mode: Mode) -> &'static str {
