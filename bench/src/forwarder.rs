@@ -17,9 +17,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::connection::websocket_config;
-use crate::frame;
-use crate::state::now_ms;
+use comptoir_relay::connection::websocket_config;
+use comptoir_relay::frame;
 
 /// Frames queued for one forwarder connection, at most.
 const OUTBOX: usize = 4096;
@@ -164,4 +163,12 @@ async fn serve(socket: TcpStream, routes: Routes) {
 
 fn lock(routes: &Routes) -> std::sync::MutexGuard<'_, RouteMap> {
     routes.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Milliseconds since the Unix epoch (as the relay stamps them).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }

@@ -19,8 +19,6 @@
 //! - [`tls`]: wss:// with rustls (ring).
 //! - [`config`]: TOML + environment configuration.
 //! - [`shutdown`]: the shutdown signal each connection listens to.
-//! - [`forwarder`], [`load`]: the storage-free baseline and the load
-//!   generator behind `relay-load`.
 //! - [`error`]: typed refusals mapped to wire error codes.
 
 #![forbid(unsafe_code)]
@@ -29,12 +27,10 @@ mod cmd;
 pub mod config;
 pub mod connection;
 pub mod error;
-pub mod forwarder;
 pub mod frame;
 pub mod http;
 pub mod hub;
 pub mod limits;
-pub mod load;
 pub mod metrics;
 pub mod phone;
 pub mod server;

@@ -13,7 +13,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use comptoir_relay::load::{self, LoadAccount, LoadOptions, LoadReport};
+use comptoir_bench::load::{self, LoadAccount, LoadOptions, LoadReport};
 use tokio::net::TcpListener;
 
 #[derive(Debug, Parser)]
@@ -154,7 +154,7 @@ async fn forwarder(listen: SocketAddr) -> Res {
     let listener = TcpListener::bind(listen).await?;
     println!("forwarder listening on {}", listener.local_addr()?);
     std::io::stdout().flush()?;
-    comptoir_relay::forwarder::run(listener).await;
+    comptoir_bench::forwarder::run(listener).await;
     Ok(())
 }
 

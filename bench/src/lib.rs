@@ -1,0 +1,12 @@
+//! Comptoir benchmark tooling, kept out of the relay library so that the
+//! relay ships neither: the storage-free forwarder the relay is measured
+//! against and the load generator behind `relay-load` (docs/BENCHMARKS.md).
+//!
+//! Modules:
+//! - [`forwarder`]: the storage-free baseline (same frames, no storage).
+//! - [`load`]: N devices sending and receiving through a relay.
+
+#![forbid(unsafe_code)]
+
+pub mod forwarder;
+pub mod load;
