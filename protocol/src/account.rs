@@ -52,11 +52,8 @@ impl AccountId {
             }));
         }
         let mut id = [0u8; ACCOUNT_ID_LEN];
-        for (i, byte) in id.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| {
-                Error::Decode(DecodeError::Protobuf("account id is not hex".into()))
-            })?;
-        }
+        hex::decode_to_slice(text, &mut id)
+            .map_err(|_| Error::Decode(DecodeError::Protobuf("account id is not hex".into())))?;
         Ok(Self(id))
     }
 
@@ -73,10 +70,7 @@ impl AccountId {
 
 impl fmt::Display for AccountId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        f.write_str(&hex::encode(self.0))
     }
 }
 
@@ -106,4 +100,32 @@ pub fn register_payload(account: &AccountId, nonce: &[u8]) -> Vec<u8> {
     out.extend_from_slice(account.as_bytes());
     out.extend_from_slice(nonce);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_form_round_trips_and_refuses_what_is_not_hex() {
+        let id = AccountId::from_bytes(&[
+            0x00, 0x01, 0x7f, 0x80, 0xab, 0xcd, 0xef, 0xff, 0x10, 0x20, 0x30, 0x40, 0x50, 0x60,
+            0x70, 0x90,
+        ])
+        .expect("16 bytes"); // ok: a constant
+        let text = id.to_string();
+        assert_eq!(text, "00017f80abcdefff1020304050607090");
+        assert_eq!(AccountId::from_hex(&text).ok(), Some(id));
+        assert_eq!(AccountId::from_hex(&text.to_uppercase()).ok(), Some(id));
+        assert_eq!(AccountId::from_hex(&format!(" {text}\n")).ok(), Some(id));
+        for bad in [
+            "",
+            &text[..30],
+            "00017f80abcdefff102030405060709g",
+            "+0017f80abcdefff1020304050607090",
+            "é017f80abcdefff10203040506070",
+        ] {
+            assert!(AccountId::from_hex(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 }

@@ -19,8 +19,9 @@ pub const KEY_LEN: usize = 32;
 /// Length of an Ed25519 signature.
 pub const SIGNATURE_LEN: usize = 64;
 
+/// The first 4 bytes in hex: enough to tell keys apart in Debug output.
 fn short_hex(bytes: &[u8]) -> String {
-    bytes.iter().take(4).map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes.get(..4).unwrap_or(bytes))
 }
 
 /// Read exactly 32 bytes from a field.

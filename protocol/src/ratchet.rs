@@ -230,8 +230,7 @@ impl fmt::Debug for RatchetState {
             .field("sending_key", sending_key)
             .field(
                 "remote_ratchet_key",
-                &remote_ratchet_key
-                    .map(|k| format!("{:02x}{:02x}…", k.as_bytes()[0], k.as_bytes()[1])),
+                &remote_ratchet_key.map(|k| format!("{}…", hex::encode(&k.as_bytes()[..2]))),
             )
             .field(
                 "sending_index",

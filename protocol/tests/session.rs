@@ -485,12 +485,7 @@ fn debug_output_shows_no_key_bytes() -> Result<()> {
         bob.identity,
         StorageKey::from_bytes([0xAB; 32])
     );
-    let seed_hex: String = bob
-        .identity
-        .seed()
-        .iter()
-        .map(|x| format!("{x:02x}"))
-        .collect();
+    let seed_hex = hex::encode(bob.identity.seed());
     assert!(
         !printed.contains(&seed_hex[..8]),
         "identity seed leaked: {printed}"
@@ -505,8 +500,8 @@ fn debug_output_shows_no_key_bytes() -> Result<()> {
     use prost::Message;
     let current = state.current.ok_or(Error::SessionNotReady)?;
     for secret in [current.root_key, current.sending_ratchet_secret] {
-        let hex: String = secret.iter().take(4).map(|x| format!("{x:02x}")).collect();
-        assert!(!printed.contains(&hex), "secret leaked: {printed}");
+        let start = hex::encode(secret.get(..4).unwrap_or(&secret));
+        assert!(!printed.contains(&start), "secret leaked: {printed}");
     }
     assert!(printed.contains("SessionRecord"));
     Ok(())

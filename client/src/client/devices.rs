@@ -15,19 +15,10 @@ const LINK_CODE_PREFIX: &str = "comptoir-link:";
 
 const APPROVAL_PREFIX: &str = "comptoir-approve:";
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// 64 hex digits to 32 bytes.
 fn key_from_hex(text: &str) -> Option<[u8; 32]> {
-    if text.len() != 64 || !text.is_ascii() {
-        return None;
-    }
     let mut bytes = [0u8; 32];
-    for (i, byte) in bytes.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
-    }
+    hex::decode_to_slice(text, &mut bytes).ok()?;
     Some(bytes)
 }
 
@@ -174,7 +165,7 @@ impl Client {
         }
         Ok(format!(
             "{LINK_CODE_PREFIX}{}",
-            hex(&self.account.identity_key().to_bytes())
+            hex::encode(self.account.identity_key().to_bytes())
         ))
     }
 
@@ -198,7 +189,7 @@ impl Client {
         };
         Ok(format!(
             "{APPROVAL_PREFIX}{own}:{device_id}:{}",
-            hex(&current.account_key.to_bytes())
+            hex::encode(current.account_key.to_bytes())
         ))
     }
 
