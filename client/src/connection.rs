@@ -1,17 +1,33 @@
-//! One WebSocket to the relay: whole frames in, whole frames out. Knows the
-//! framing, not what frames mean.
+//! One WebSocket to the relay, shared by many requests: whole frames in,
+//! whole frames out. Knows the framing and the request ids, not what frames
+//! mean.
+//!
+//! A reader task routes each reply to the request that carries its
+//! `request_id` (see docs/PROTOCOL.md, "Requests and replies"), so any
+//! number of tasks may await their own replies on one device connection
+//! through cheap [`Requester`] clones; pushes (`request_id` 0) wait in order
+//! for [`Connection::next_push`]. Decrypting, storing and acknowledging
+//! stay on the caller's task.
 //!
 //! Generic over any `Sink`/`Stream` of WebSocket messages, so tests can
-//! drive it with channels; [`Connection::connect`] opens a real socket.
+//! drive it with in-memory sockets; [`Connection::connect`] opens a real one.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use comptoir_protocol::MAX_FRAME_SIZE;
 use comptoir_protocol::frame::{decode_server, encode_client};
-use comptoir_protocol::proto::wire::{AuthChallenge, ClientFrame, ServerFrame, server_frame};
+use comptoir_protocol::proto::wire::{
+    AuthChallenge, ClientFrame, ServerFrame, client_frame, server_frame,
+};
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -24,18 +40,151 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A WebSocket to a relay over TCP (or TLS for `wss://`).
 pub type RelaySocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// A frame-level connection.
-pub struct Connection<S> {
-    socket: S,
+/// The writing half of the socket, shared by every requester.
+type FrameSink = Pin<Box<dyn Sink<Message, Error = tungstenite::Error> + Send>>;
+
+/// Why the connection ended (kept to answer later callers).
+#[derive(Clone, Debug)]
+enum Ended {
+    /// The relay closed it, the socket failed, or this side dropped it.
+    Closed(String),
+    /// The relay sent a frame that does not decode: the stream cannot be
+    /// trusted any further.
+    Garbage(String),
 }
 
-impl<S> fmt::Debug for Connection<S> {
+impl Ended {
+    fn error(&self) -> ClientError {
+        match self {
+            Self::Closed(reason) => ClientError::ConnectionClosed(reason.clone()),
+            Self::Garbage(reason) => ClientError::UnexpectedFrame(reason.clone()),
+        }
+    }
+}
+
+/// Requests awaiting their reply, and whether the connection ended.
+#[derive(Default)]
+struct Routes {
+    waiting: HashMap<u64, oneshot::Sender<Result<ServerFrame>>>,
+    ended: Option<Ended>,
+}
+
+/// What the reader task and every [`Requester`] share.
+struct Shared {
+    sink: tokio::sync::Mutex<FrameSink>,
+    routes: Mutex<Routes>,
+    last_request: AtomicU64,
+}
+
+impl Shared {
+    /// The routes; a panic elsewhere while holding them leaves a consistent
+    /// map (each operation is one insert or remove), so poisoning is ignored.
+    fn routes(&self) -> MutexGuard<'_, Routes> {
+        self.routes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Mark the connection ended and fail every waiting request.
+    fn end(&self, ended: Ended) -> Ended {
+        let (ended, waiting) = {
+            let mut routes = self.routes();
+            let ended = routes.ended.get_or_insert(ended).clone();
+            (ended, std::mem::take(&mut routes.waiting))
+        };
+        for (_, reply) in waiting {
+            let _ = reply.send(Err(ended.error()));
+        }
+        ended
+    }
+
+    async fn write(&self, frame: &ClientFrame) -> Result<()> {
+        let message = Message::Binary(encode_client(frame).into());
+        self.sink
+            .lock()
+            .await
+            .send(message)
+            .await
+            .map_err(|e| ClientError::ConnectionClosed(e.to_string()))
+    }
+}
+
+/// Sends requests on a shared connection and awaits each one's own reply.
+/// Clone it freely: every clone uses the same WebSocket.
+#[derive(Clone)]
+pub struct Requester {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Requester {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Requester").finish_non_exhaustive()
+    }
+}
+
+/// Forgets a request's route if its caller stops waiting (timeout).
+struct RouteGuard<'a> {
+    shared: &'a Shared,
+    request_id: u64,
+}
+
+impl Drop for RouteGuard<'_> {
+    fn drop(&mut self) {
+        self.shared.routes().waiting.remove(&self.request_id);
+    }
+}
+
+impl Requester {
+    /// Send `body` under a fresh request id and wait for the frame that
+    /// answers it (possibly an `Error` body). Cancel-safe: dropping the
+    /// future forgets the request, and a late reply is discarded. Bound it
+    /// with a timeout: the relay may never answer.
+    pub async fn request(&self, body: client_frame::Body) -> Result<ServerFrame> {
+        let request_id = self.shared.last_request.fetch_add(1, Ordering::Relaxed) + 1;
+        let (reply, answer) = oneshot::channel();
+        {
+            let mut routes = self.shared.routes();
+            if let Some(ended) = &routes.ended {
+                return Err(ended.error());
+            }
+            routes.waiting.insert(request_id, reply);
+        }
+        let _guard = RouteGuard {
+            shared: &self.shared,
+            request_id,
+        };
+        self.shared
+            .write(&ClientFrame {
+                request_id,
+                body: Some(body),
+            })
+            .await?;
+        match answer.await {
+            Ok(reply) => reply,
+            // The reader dropped the route without answering: it ended.
+            Err(_) => Err(ClientError::ConnectionClosed("the connection ended".into())),
+        }
+    }
+
+    /// Send a frame that gets no reply (`request_id` 0: delivery acks).
+    pub async fn send(&self, frame: &ClientFrame) -> Result<()> {
+        self.shared.write(frame).await
+    }
+}
+
+/// A frame-level connection: requests through [`Requester`]s, pushes in
+/// order through [`Self::next_push`].
+pub struct Connection {
+    requester: Requester,
+    pushes: mpsc::UnboundedReceiver<ServerFrame>,
+    reader: JoinHandle<()>,
+}
+
+impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connection").finish_non_exhaustive()
     }
 }
 
-impl Connection<RelaySocket> {
+impl Connection {
     /// Open a WebSocket to `url` and read the relay's challenge.
     pub async fn connect(url: &str) -> Result<(Self, AuthChallenge)> {
         let config = WebSocketConfig::default()
@@ -52,8 +201,8 @@ impl Connection<RelaySocket> {
                 url: url.to_string(),
                 reason: e.to_string(),
             })?;
-        let mut connection = Self { socket };
-        let first = tokio::time::timeout(CONNECT_TIMEOUT, connection.recv())
+        let mut connection = Self::new(socket);
+        let first = tokio::time::timeout(CONNECT_TIMEOUT, connection.next_push())
             .await
             .map_err(|_| ClientError::Timeout("the authentication challenge"))??;
         match first.body {
@@ -64,123 +213,322 @@ impl Connection<RelaySocket> {
             )),
         }
     }
-}
 
-impl<S> Connection<S>
-where
-    S: Stream<Item = Result<Message, tungstenite::Error>>
-        + Sink<Message, Error = tungstenite::Error>
-        + Unpin,
-{
-    /// Wrap an open WebSocket (or any sink/stream of messages).
-    pub fn new(socket: S) -> Self {
-        Self { socket }
+    /// Wrap an open WebSocket (or any sink/stream of messages) and start
+    /// the reader task on the current Tokio runtime.
+    pub fn new<S>(socket: S) -> Self
+    where
+        S: Stream<Item = std::result::Result<Message, tungstenite::Error>>
+            + Sink<Message, Error = tungstenite::Error>
+            + Send
+            + 'static,
+    {
+        let (sink, stream) = socket.split();
+        let shared = Arc::new(Shared {
+            sink: tokio::sync::Mutex::new(Box::pin(sink)),
+            routes: Mutex::new(Routes::default()),
+            last_request: AtomicU64::new(0),
+        });
+        let (push, pushes) = mpsc::unbounded_channel();
+        let reader = tokio::spawn(read_frames(stream, Arc::clone(&shared), push));
+        Self {
+            requester: Requester { shared },
+            pushes,
+            reader,
+        }
     }
 
-    /// Send one frame.
-    pub async fn send(&mut self, frame: &ClientFrame) -> Result<()> {
-        self.socket
-            .send(Message::Binary(encode_client(frame).into()))
-            .await
-            .map_err(|e| ClientError::ConnectionClosed(e.to_string()))
+    /// A handle for sending requests concurrently on this connection.
+    pub fn requester(&self) -> Requester {
+        self.requester.clone()
     }
 
-    /// Receive the next frame (pings and text are skipped). Cancel-safe.
-    pub async fn recv(&mut self) -> Result<ServerFrame> {
-        loop {
-            match self.socket.next().await {
-                Some(Ok(Message::Binary(bytes))) => {
-                    return decode_server(&bytes).map_err(|e| {
-                        ClientError::UnexpectedFrame(format!("undecodable frame: {e}"))
-                    });
-                }
-                Some(Ok(Message::Close(frame))) => {
-                    let reason = frame
-                        .map(|f| format!("code {}: {}", u16::from(f.code), f.reason))
-                        .unwrap_or_else(|| "no reason given".into());
-                    return Err(ClientError::ConnectionClosed(reason));
-                }
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => return Err(ClientError::ConnectionClosed(e.to_string())),
-                None => return Err(ClientError::ConnectionClosed("end of stream".into())),
-            }
+    /// [`Requester::request`] on this connection.
+    pub async fn request(&self, body: client_frame::Body) -> Result<ServerFrame> {
+        self.requester.request(body).await
+    }
+
+    /// [`Requester::send`] on this connection.
+    pub async fn send(&self, frame: &ClientFrame) -> Result<()> {
+        self.requester.send(frame).await
+    }
+
+    /// The next push (`request_id` 0), in the relay's order; once they are
+    /// all taken, why the connection ended. Cancel-safe.
+    pub async fn next_push(&mut self) -> Result<ServerFrame> {
+        match self.pushes.recv().await {
+            Some(frame) => Ok(frame),
+            None => Err(self.ended()),
+        }
+    }
+
+    /// The pushes that already arrived, without waiting.
+    pub fn arrived_pushes(&mut self) -> Vec<ServerFrame> {
+        std::iter::from_fn(|| self.pushes.try_recv().ok()).collect()
+    }
+
+    fn ended(&self) -> ClientError {
+        match &self.requester.shared.routes().ended {
+            Some(ended) => ended.error(),
+            None => ClientError::ConnectionClosed("the connection ended".into()),
         }
     }
 
     /// Close the WebSocket (best effort).
     pub async fn close(&mut self) {
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.socket.close()).await;
+        let shared = &self.requester.shared;
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            shared.sink.lock().await.close().await
+        })
+        .await;
+        shared.end(Ended::Closed("closed by this device".into()));
+        self.reader.abort();
     }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.reader.abort();
+        self.requester
+            .shared
+            .end(Ended::Closed("closed by this device".into()));
+    }
+}
+
+/// The reader task: route replies to their requests, queue pushes, and on
+/// the end of the stream fail whatever still waits.
+async fn read_frames<S>(
+    mut stream: S,
+    shared: Arc<Shared>,
+    pushes: mpsc::UnboundedSender<ServerFrame>,
+) where
+    S: Stream<Item = std::result::Result<Message, tungstenite::Error>> + Unpin,
+{
+    let ended = loop {
+        match stream.next().await {
+            Some(Ok(Message::Binary(bytes))) => match decode_server(&bytes) {
+                Ok(frame) if frame.request_id == 0 => {
+                    // The receiver may be gone (connection dropped): nothing to do.
+                    let _ = pushes.send(frame);
+                }
+                Ok(frame) => {
+                    let waiting = shared.routes().waiting.remove(&frame.request_id);
+                    // No route: its caller gave up (timeout); drop the reply.
+                    if let Some(reply) = waiting {
+                        let _ = reply.send(Ok(frame));
+                    }
+                }
+                Err(e) => break Ended::Garbage(format!("undecodable frame: {e}")),
+            },
+            Some(Ok(Message::Close(frame))) => {
+                break Ended::Closed(
+                    frame
+                        .map(|f| format!("code {}: {}", u16::from(f.code), f.reason))
+                        .unwrap_or_else(|| "no reason given".into()),
+                );
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => break Ended::Closed(e.to_string()),
+            None => break Ended::Closed("end of stream".into()),
+        }
+    };
+    shared.end(ended);
 }
 
 #[cfg(test)]
 mod tests {
     use comptoir_protocol::frame::{decode_client, encode_server};
-    use comptoir_protocol::proto::wire::{FetchPreKeys, Ok as OkFrame, client_frame};
+    use comptoir_protocol::proto::wire::{self, FetchPreKeys, Ok as OkFrame};
     use tokio_tungstenite::tungstenite::protocol::CloseFrame;
     use tokio_tungstenite::tungstenite::protocol::Role;
     use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
     use super::*;
 
+    type RelayEnd = WebSocketStream<tokio::io::DuplexStream>;
+
     /// A client connection and the relay's end of an in-memory WebSocket.
-    async fn pair() -> (
-        Connection<WebSocketStream<tokio::io::DuplexStream>>,
-        WebSocketStream<tokio::io::DuplexStream>,
-    ) {
+    async fn pair() -> (Connection, RelayEnd) {
         let (a, b) = tokio::io::duplex(64 * 1024);
         let client = WebSocketStream::from_raw_socket(a, Role::Client, None).await;
         let relay = WebSocketStream::from_raw_socket(b, Role::Server, None).await;
         (Connection::new(client), relay)
     }
 
-    #[tokio::test]
-    async fn frames_round_trip_and_noise_is_skipped() -> Result<()> {
-        let (mut conn, mut relay) = pair().await;
-        let request = ClientFrame {
-            request_id: 7,
-            body: Some(client_frame::Body::FetchPrekeys(FetchPreKeys {
-                account_id: vec![1; 16],
-                device_ids: Vec::new(),
-            })),
-        };
-        conn.send(&request).await?;
+    fn fetch(account: u8) -> client_frame::Body {
+        client_frame::Body::FetchPrekeys(FetchPreKeys {
+            account_id: vec![account; 16],
+            device_ids: Vec::new(),
+        })
+    }
+
+    async fn relay_send(relay: &mut RelayEnd, message: Message) -> Result<()> {
+        relay
+            .send(message)
+            .await
+            .map_err(|e| ClientError::ConnectionClosed(e.to_string()))
+    }
+
+    async fn relay_reply(relay: &mut RelayEnd, frame: &ServerFrame) -> Result<()> {
+        relay_send(relay, Message::Binary(encode_server(frame).into())).await
+    }
+
+    async fn relay_recv(relay: &mut RelayEnd) -> ClientFrame {
         match relay.next().await {
-            Some(Ok(Message::Binary(bytes))) => {
-                assert_eq!(decode_client(&bytes).ok(), Some(request));
-            }
+            Some(Ok(Message::Binary(bytes))) => match decode_client(&bytes) {
+                Ok(frame) => frame,
+                Err(e) => panic!("undecodable client frame: {e}"),
+            },
             other => panic!("expected a binary frame, got {other:?}"),
         }
-        let reply = ServerFrame {
-            request_id: 7,
-            body: Some(server_frame::Body::Ok(OkFrame {})),
-        };
+    }
+
+    #[tokio::test]
+    async fn frames_round_trip_and_noise_is_skipped() -> Result<()> {
+        let (conn, mut relay) = pair().await;
+        let requester = conn.requester();
+        let request = tokio::spawn(async move { requester.request(fetch(1)).await });
+        let sent = relay_recv(&mut relay).await;
+        assert_ne!(sent.request_id, 0, "a request never uses id 0");
+        assert_eq!(sent.body, Some(fetch(1)));
         let noise = [
             Message::Ping(vec![1].into()),
             Message::Text("not a frame".into()),
         ];
         for message in noise {
-            relay
-                .send(message)
-                .await
-                .map_err(|e| ClientError::ConnectionClosed(e.to_string()))?;
+            relay_send(&mut relay, message).await?;
         }
-        relay
-            .send(Message::Binary(encode_server(&reply).into()))
-            .await
-            .map_err(|e| ClientError::ConnectionClosed(e.to_string()))?;
-        assert_eq!(conn.recv().await?, reply);
+        let reply = ServerFrame {
+            request_id: sent.request_id,
+            body: Some(server_frame::Body::Ok(OkFrame {})),
+        };
+        relay_reply(&mut relay, &reply).await?;
+        match request.await {
+            Ok(answer) => assert_eq!(answer?, reply),
+            Err(e) => panic!("request task failed: {e}"),
+        }
+        Ok(())
+    }
+
+    /// Many requests in flight on one connection: the relay answers them
+    /// in reverse order with a push in between; each caller gets its own
+    /// reply and the push waits for `next_push`.
+    #[tokio::test]
+    async fn concurrent_requests_each_get_their_own_reply() -> Result<()> {
+        const N: u8 = 16;
+        let (mut conn, mut relay) = pair().await;
+        let mut tasks = Vec::new();
+        for account in 0..N {
+            let requester = conn.requester();
+            tasks.push(tokio::spawn(async move {
+                (account, requester.request(fetch(account)).await)
+            }));
+        }
+        let mut requests = Vec::new();
+        for _ in 0..N {
+            requests.push(relay_recv(&mut relay).await);
+        }
+        let mut ids: Vec<u64> = requests.iter().map(|r| r.request_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), usize::from(N), "request ids are distinct");
+        for (i, request) in requests.iter().enumerate().rev() {
+            let Some(client_frame::Body::FetchPrekeys(fetch)) = &request.body else {
+                panic!("unexpected request {request:?}");
+            };
+            // The reply names the account asked for, so the test can tell
+            // whose reply each caller got.
+            let reply = ServerFrame {
+                request_id: request.request_id,
+                body: Some(server_frame::Body::Error(wire::Error {
+                    code: 0,
+                    message: hex::encode(&fetch.account_id),
+                    ..Default::default()
+                })),
+            };
+            relay_reply(&mut relay, &reply).await?;
+            if i == usize::from(N / 2) {
+                let push = ServerFrame {
+                    request_id: 0,
+                    body: Some(server_frame::Body::Ok(OkFrame {})),
+                };
+                relay_reply(&mut relay, &push).await?;
+            }
+        }
+        for task in tasks {
+            let (account, reply) = match task.await {
+                Ok(done) => done,
+                Err(e) => panic!("request task failed: {e}"),
+            };
+            match reply?.body {
+                Some(server_frame::Body::Error(error)) => {
+                    assert_eq!(error.message, hex::encode([account; 16]));
+                }
+                other => panic!("unexpected reply {other:?}"),
+            }
+        }
+        let push = conn.next_push().await?;
+        assert_eq!(push.request_id, 0);
+        assert!(conn.arrived_pushes().is_empty());
         Ok(())
     }
 
     #[tokio::test]
-    async fn garbage_and_close_are_typed_errors() -> Result<()> {
+    async fn a_request_given_up_forgets_its_route() -> Result<()> {
+        let (conn, mut relay) = pair().await;
+        let requester = conn.requester();
+        let given_up = tokio::spawn(async move { requester.request(fetch(1)).await });
+        let sent = relay_recv(&mut relay).await;
+        assert_eq!(conn.requester.shared.routes().waiting.len(), 1);
+        given_up.abort();
+        assert!(given_up.await.is_err_and(|e| e.is_cancelled()));
+        assert!(conn.requester.shared.routes().waiting.is_empty());
+        // The late reply is dropped; the next request gets its own.
+        let stale = ServerFrame {
+            request_id: sent.request_id,
+            body: Some(server_frame::Body::Ok(OkFrame {})),
+        };
+        relay_reply(&mut relay, &stale).await?;
+        let requester = conn.requester();
+        let next = tokio::spawn(async move { requester.request(fetch(2)).await });
+        let sent = relay_recv(&mut relay).await;
+        let reply = ServerFrame {
+            request_id: sent.request_id,
+            body: Some(server_frame::Body::Ok(OkFrame {})),
+        };
+        relay_reply(&mut relay, &reply).await?;
+        match next.await {
+            Ok(answer) => assert_eq!(answer?.request_id, sent.request_id),
+            Err(e) => panic!("request task failed: {e}"),
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn garbage_fails_waiting_requests_and_pushes() -> Result<()> {
         let (mut conn, mut relay) = pair().await;
+        let requester = conn.requester();
+        let waiting = tokio::spawn(async move { requester.request(fetch(1)).await });
+        relay_recv(&mut relay).await;
         relay_send(&mut relay, Message::Binary(vec![9, 9, 9].into())).await?;
         assert!(matches!(
-            conn.recv().await,
+            conn.next_push().await,
             Err(ClientError::UnexpectedFrame(_))
         ));
+        match waiting.await {
+            Ok(reply) => assert!(matches!(reply, Err(ClientError::UnexpectedFrame(_)))),
+            Err(e) => panic!("request task failed: {e}"),
+        }
+        assert!(matches!(
+            conn.request(fetch(2)).await,
+            Err(ClientError::UnexpectedFrame(_))
+        ));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn close_is_a_typed_error_with_the_code() -> Result<()> {
+        let (mut conn, mut relay) = pair().await;
         relay_send(
             &mut relay,
             Message::Close(Some(CloseFrame {
@@ -189,7 +537,7 @@ mod tests {
             })),
         )
         .await?;
-        match conn.recv().await {
+        match conn.next_push().await {
             Err(ClientError::ConnectionClosed(reason)) => {
                 assert!(
                     reason.contains("4006") && reason.contains("device removed"),
@@ -199,15 +547,5 @@ mod tests {
             other => panic!("expected ConnectionClosed, got {other:?}"),
         }
         Ok(())
-    }
-
-    async fn relay_send(
-        relay: &mut WebSocketStream<tokio::io::DuplexStream>,
-        message: Message,
-    ) -> Result<()> {
-        relay
-            .send(message)
-            .await
-            .map_err(|e| ClientError::ConnectionClosed(e.to_string()))
     }
 }

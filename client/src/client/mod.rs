@@ -1,9 +1,10 @@
 //! The client: one account on one device, its encrypted store, and at most
 //! one authenticated connection to a relay.
 //!
-//! Everything runs on the caller's task: a request waits for its reply and
-//! queues the pushes (deliveries, receipts) that arrive meanwhile;
-//! [`Client::next_event`] processes them. A delivery is acknowledged only
+//! Everything but routing frames runs on the caller's task: a request
+//! waits for its own reply (the connection matches replies by request id,
+//! see [`crate::connection`]) while the pushes (deliveries, receipts) that
+//! arrive meanwhile queue up; [`Client::next_event`] processes them. A delivery is acknowledged only
 //! after the decrypted message, the session record and the used prekey are
 //! durably stored, so a crash at any point loses nothing: the relay sends
 //! the envelope again and the history deduplicates it by message id.
@@ -26,7 +27,7 @@ use comptoir_protocol::{AccountId, AccountKey, IdentityKey, SafetyNumber};
 use tokio::time::Instant;
 
 use crate::account::Account;
-use crate::connection::{Connection, RelaySocket};
+use crate::connection::Connection;
 use crate::contacts::{self, Contact};
 use crate::error::{ClientError, Result};
 use crate::event::Event;
@@ -104,8 +105,7 @@ pub struct Client {
     store: Store,
     account: Account,
     prekeys: PreKeys,
-    conn: Option<Connection<RelaySocket>>,
-    next_request: u64,
+    conn: Option<Connection>,
     pushes: VecDeque<ServerFrame>,
     events: VecDeque<Event>,
     /// Messages a peer asked to get again over a fresh session.
@@ -121,7 +121,6 @@ impl fmt::Debug for Client {
             account,
             prekeys,
             conn,
-            next_request: _,
             pushes,
             events,
             resends,
@@ -212,7 +211,6 @@ impl Client {
             account,
             prekeys,
             conn: None,
-            next_request: 0,
             pushes: VecDeque::new(),
             events: VecDeque::new(),
             resends: VecDeque::new(),

@@ -171,40 +171,21 @@ impl Client {
         body: client_frame::Body,
         what: &'static str,
     ) -> Result<server_frame::Body> {
-        self.next_request += 1;
-        let request_id = self.next_request;
         let conn = self.conn.as_mut().ok_or(ClientError::NotConnected)?;
-        let sent = conn
-            .send(&ClientFrame {
-                request_id,
-                body: Some(body),
-            })
-            .await;
-        if let Err(e) = sent {
-            self.conn = None;
-            return Err(e);
-        }
-        let deadline = Instant::now() + REQUEST_TIMEOUT;
-        loop {
-            let conn = self.conn.as_mut().ok_or(ClientError::NotConnected)?;
-            let frame = match tokio::time::timeout_at(deadline, conn.recv()).await {
-                Err(_) => return Err(ClientError::Timeout(what)),
-                Ok(Err(e)) => {
-                    self.conn = None;
-                    return Err(e);
-                }
-                Ok(Ok(frame)) => frame,
-            };
-            if frame.request_id == request_id {
-                return match frame.body {
-                    Some(server_frame::Body::Error(error)) => Err(relay_error(error)),
-                    Some(body) => Ok(body),
-                    None => Err(ClientError::UnexpectedFrame("an empty reply".into())),
-                };
+        let frame = match tokio::time::timeout(REQUEST_TIMEOUT, conn.request(body)).await {
+            Err(_) => return Err(ClientError::Timeout(what)),
+            Ok(Err(e)) => {
+                self.conn = None;
+                return Err(e);
             }
-            if frame.request_id == 0 {
-                self.pushes.push_back(frame);
-            }
+            Ok(Ok(frame)) => frame,
+        };
+        // Pushes sent before the reply are here already (one ordered stream).
+        self.pushes.extend(conn.arrived_pushes());
+        match frame.body {
+            Some(server_frame::Body::Error(error)) => Err(relay_error(error)),
+            Some(body) => Ok(body),
+            None => Err(ClientError::UnexpectedFrame("an empty reply".into())),
         }
     }
 
@@ -222,14 +203,13 @@ impl Client {
                 continue;
             }
             let conn = self.conn.as_mut().ok_or(ClientError::NotConnected)?;
-            match tokio::time::timeout_at(deadline, conn.recv()).await {
+            match tokio::time::timeout_at(deadline, conn.next_push()).await {
                 Err(_) => return Ok(None),
                 Ok(Err(e)) => {
                     self.conn = None;
                     return Err(e);
                 }
-                Ok(Ok(frame)) if frame.request_id == 0 => self.pushes.push_back(frame),
-                Ok(Ok(_)) => {}
+                Ok(Ok(frame)) => self.pushes.push_back(frame),
             }
         }
     }
@@ -282,7 +262,7 @@ impl Client {
     }
 
     pub(super) async fn ack(&mut self, envelope: &Envelope) -> Result<()> {
-        let conn = self.conn.as_mut().ok_or(ClientError::NotConnected)?;
+        let conn = self.conn.as_ref().ok_or(ClientError::NotConnected)?;
         let ack = ClientFrame {
             request_id: 0,
             body: Some(client_frame::Body::DeliveryAck(DeliveryAck {
