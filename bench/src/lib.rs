@@ -5,8 +5,10 @@
 //! Modules:
 //! - [`forwarder`]: the storage-free baseline (same frames, no storage).
 //! - [`load`]: N devices sending and receiving through a relay.
+//! - [`mux`]: many tasks sending through one client-library connection.
 
 #![forbid(unsafe_code)]
 
 pub mod forwarder;
 pub mod load;
+pub mod mux;

@@ -89,6 +89,15 @@ impl LoadAccount {
             device: IdentityKeyPair::generate(&mut rng),
         }
     }
+
+    /// The signed answer to the relay's challenge `nonce`, as device 1.
+    pub fn auth_response(&self, nonce: &[u8]) -> wire::AuthResponse {
+        wire::AuthResponse {
+            account_id: self.id.to_vec(),
+            device_id: 1,
+            signature: self.device.sign(&auth_payload(nonce, &self.id, 1)).to_vec(),
+        }
+    }
 }
 
 async fn next_frame(ws: &mut Ws) -> Result<wire::ServerFrame, LoadError> {

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use comptoir_bench::load::{self, LoadAccount, LoadOptions, LoadReport};
+use comptoir_bench::mux::{self, MuxOptions};
 use tokio::net::TcpListener;
 
 #[derive(Debug, Parser)]
@@ -72,6 +73,23 @@ enum Cmd {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
     },
+    /// Sends per second through ONE client-library connection, from 1 task
+    /// and from many tasks sharing it (requests matched by request id).
+    Mux {
+        /// Task counts to compare, e.g. 1,16 (the first is the baseline).
+        #[arg(long, value_delimiter = ',', default_values_t = [1, 16])]
+        tasks: Vec<usize>,
+        /// Sends per run, split between the tasks.
+        #[arg(long, default_value_t = 2000)]
+        messages: usize,
+        /// Ciphertext bytes per send.
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        /// Rounds (each runs every task count on a fresh relay); the best
+        /// run of each count is compared.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// Resident memory per idle authenticated connection on the relay.
     Idle {
         /// Connections to open (each a registered, authenticated device).
@@ -116,6 +134,12 @@ fn main() -> ExitCode {
                 .await
             }
             Cmd::Idle { connections } => idle(connections).await,
+            Cmd::Mux {
+                tasks,
+                messages,
+                size,
+                rounds,
+            } => mux(&tasks, messages, size, rounds).await,
             Cmd::Run {
                 addr,
                 devices,
@@ -177,7 +201,7 @@ fn sibling(name: &str) -> Result<PathBuf, Box<dyn std::error::Error>> {
     let path = me.with_file_name(name);
     if !path.exists() {
         return Err(format!(
-            "{} not found; build it: cargo build --release -p comptoir-relay",
+            "{} not found; build it: cargo build --release -p comptoir-relay --bin relay",
             path.display()
         )
         .into());
@@ -255,6 +279,52 @@ fn print_report(name: &str, r: &LoadReport) {
         r.p999.as_secs_f64() * 1e3,
         r.elapsed.as_secs_f64()
     );
+}
+
+/// `relay-load mux`: see [`comptoir_bench::mux`].
+async fn mux(tasks: &[usize], messages: usize, size: usize, rounds: usize) -> Res {
+    println!(
+        "one device connection, {messages} sends of {size} B per run, tasks {tasks:?}, \
+         {rounds} rounds (relay as a child process on loopback)"
+    );
+    let mut best: Vec<f64> = vec![0.0; tasks.len()];
+    for round in 1..=rounds.max(1) {
+        for (slot, &count) in tasks.iter().enumerate() {
+            // A fresh relay and fresh accounts per run: same starting state.
+            let server = start_relay()?;
+            let sender = LoadAccount::generate();
+            let recipient = LoadAccount::generate();
+            load::connect(server.addr, &sender, true).await?;
+            load::connect(server.addr, &recipient, true).await?;
+            let options = MuxOptions {
+                tasks: count,
+                messages,
+                size,
+                timeout: Duration::from_secs(60),
+            };
+            let report = mux::run(server.addr, &sender, recipient.id, options).await?;
+            println!(
+                "round {round}: {:>3} tasks  {:>6} sends  {:>8.1} ms  {:>9.0} sends/s",
+                report.tasks,
+                report.sends,
+                report.elapsed.as_secs_f64() * 1e3,
+                report.per_sec
+            );
+            if let Some(best) = best.get_mut(slot) {
+                *best = best.max(report.per_sec);
+            }
+            drop(server);
+        }
+    }
+    let baseline = best.first().copied().unwrap_or(0.0);
+    for (&count, &per_sec) in tasks.iter().zip(&best) {
+        println!(
+            "best {count:>3} tasks: {per_sec:>9.0} sends/s = {:.2}x {} task(s)",
+            per_sec / baseline.max(f64::EPSILON),
+            tasks.first().copied().unwrap_or(1)
+        );
+    }
+    Ok(())
 }
 
 async fn bench(options: LoadOptions, rounds: usize) -> Res {
