@@ -215,7 +215,8 @@ impl Connection {
     }
 
     /// Wrap an open WebSocket (or any sink/stream of messages) and start
-    /// the reader task on the current Tokio runtime.
+    /// the reader task on the current Tokio runtime (so, like
+    /// `tokio::spawn`, it panics when called outside one).
     pub fn new<S>(socket: S) -> Self
     where
         S: Stream<Item = std::result::Result<Message, tungstenite::Error>>
