@@ -4,8 +4,10 @@
 //! `client-cli/`) and, later, the business agent; it carries no terminal
 //! dependency, so an embedding program builds none.
 //!
-//! It does **not** run background tasks: the caller drives the connection
-//! through [`Client::next_event`], which keeps tests deterministic.
+//! Its one background task only routes the connection's frames (each reply
+//! to its request, pushes into a queue); the caller processes pushes
+//! (decrypt, store, ack) through [`Client::next_event`], which keeps tests
+//! deterministic.
 //!
 //! Modules:
 //! - [`store`]: the sled store sealed with a passphrase-derived key.
@@ -14,7 +16,8 @@
 //! - [`peers`]: pinned account keys and device lists of other accounts.
 //! - [`contacts`]: the address book.
 //! - [`messages`]: history, statuses and the outbox.
-//! - [`connection`]: the WebSocket framing.
+//! - [`connection`]: the WebSocket framing; requests from many tasks share
+//!   one connection, replies matched by request id.
 //! - [`client`]: the [`Client`] that ties them together.
 //! - [`event`]: what [`Client::next_event`] reports.
 
