@@ -157,13 +157,16 @@ fn checkpoint(shared: &Shared, capture: Capture) -> StorageResult<()> {
     let files = shared.lock().files.clone();
     let partial = segment::partial_path(&shared.dir, id);
     let file = segment::create(&partial).map_err(|e| io_error("cannot create", &partial, e))?;
-    let mut writer = Writer::default();
+    let mut writer = Writer::group();
     writer.seq_floor(next_seq);
     let mut written = SEGMENT_HEADER_LEN;
     let mut moved = Vec::with_capacity(captured.len());
     let write_out = |writer: &mut Writer, written: &mut u64| -> StorageResult<()> {
         use std::io::Write;
-        let bytes = writer.take();
+        if writer.group_is_empty() {
+            return Ok(());
+        }
+        let bytes = writer.finish_group();
         (&file)
             .write_all(&bytes)
             .map_err(|e| io_error("cannot write", &partial, e))?;
@@ -209,6 +212,13 @@ fn checkpoint(shared: &Shared, capture: Capture) -> StorageResult<()> {
         }
     }
     write_out(&mut writer, &mut written)?;
+    {
+        // Sealed: its last group holding records is followed by another.
+        use std::io::Write;
+        (&file)
+            .write_all(&super::record::seal_group())
+            .map_err(|e| io_error("cannot write", &partial, e))?;
+    }
     file.sync_data()
         .map_err(|e| io_error("cannot sync", &partial, e))?;
     let final_path = segment::path(&shared.dir, id);

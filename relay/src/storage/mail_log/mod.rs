@@ -23,8 +23,15 @@
 //! half-written checkpoint is a `.partial` file, deleted at open, and a
 //! finished one only repeats what older segments say.
 //!
-//! A write cut short by a crash (never acknowledged) shows as a bad CRC or
-//! a short record at a segment's end; replay stops there and truncates.
+//! Each group is written with one write and one sync, framed with its
+//! length and CRC (see `record`). A write cut short by a crash (never
+//! acknowledged) can only be the last group of the newest segment; replay
+//! keeps its bytes aside in a `.torn` file and cuts it off. Anything else
+//! that does not check out is corruption: open refuses, naming the file
+//! and offset, and changes nothing. The newest segment is sealed (an empty
+//! group appended) at open, at a clean close and after a checkpoint, so a
+//! damaged group that once was followed by others is never taken for a
+//! torn write.
 
 mod checkpoint;
 mod index;
@@ -43,7 +50,7 @@ use comptoir_protocol::AccountId;
 use tokio::sync::{oneshot, watch};
 
 use self::index::{Entry, Index, Location, SentEntry};
-use self::record::{Origin, Record, Writer};
+use self::record::{GROUP_HEADER_LEN, Origin, Record, Writer};
 use self::segment::{SEGMENT_HEADER_LEN, Tail};
 use super::dir_lock::DirLock;
 use super::{Enqueued, MESSAGE_ID_LEN, NewMessage, QueuedEnvelope, StorageError, StorageResult};
@@ -145,7 +152,9 @@ impl State {
             .last()
             .is_none_or(|(s, _)| *s != active)
         {
-            self.buffered.chunks.push((active, Writer::default()));
+            // A new group in this segment: its header comes first.
+            self.buffered.chunks.push((active, Writer::group()));
+            self.active_len += GROUP_HEADER_LEN as u64;
         }
         let start = self.active_len;
         let last = self.buffered.chunks.len() - 1;
@@ -236,39 +245,41 @@ impl MailLog {
         let mut next_seq = 1u64;
         let mut files = BTreeMap::new();
         let mut total = 0u64;
-        // Groups sync each segment before writing the next (see
-        // `write_group`), so a crash can tear only the newest segment that
-        // holds records: a damaged record with newer records after it is
-        // corruption, never a torn write.
+        // Groups sync each segment before the next is created (see
+        // `write_group`), so a crash can tear only the newest segment: a
+        // damaged tail in any older one is corruption, never a torn write.
         let mut torn: Option<(u32, u64)> = None;
-        for &id in &ids {
+        // Whether each segment ends with an empty group.
+        let mut sealed = BTreeMap::new();
+        let refuse = |path: &Path, e: &dyn std::fmt::Display| {
+            io_error(
+                "cannot replay (restore the data directory from a backup)",
+                path,
+                e,
+            )
+        };
+        for (i, &id) in ids.iter().enumerate() {
             let path = segment::path(dir, id);
-            let mut records = 0u64;
-            let tail = segment::read_records(&path, |body_at, body| {
+            let newest = i + 1 == ids.len();
+            let scan = segment::read_records(&path, |body_at, body| {
                 let record = record::decode(body)?;
                 replay(&mut index, &mut next_seq, id, body_at, record, now);
-                records += 1;
                 Ok(())
             })
-            .map_err(|e| {
-                io_error(
-                    "cannot replay (restore the data directory from a backup)",
-                    &path,
-                    e,
-                )
-            })?;
-            if records > 0
-                && let Some((damaged, at)) = torn
-            {
-                return Err(io_error(
-                    "cannot replay (restore the data directory from a backup)",
-                    &segment::path(dir, damaged),
-                    format!("a record at offset {at} is damaged and newer segments follow it"),
-                ));
+            .map_err(|e| refuse(&path, &e))?;
+            match scan.tail {
+                Tail::Clean => {}
+                Tail::TornAt(at) if newest => torn = Some((id, at)),
+                Tail::TornAt(at) => {
+                    return Err(refuse(
+                        &path,
+                        &format!(
+                            "the group of records at offset {at} is damaged and newer segments follow it"
+                        ),
+                    ));
+                }
             }
-            if let Tail::TornAt(at) = tail {
-                torn = Some((id, at));
-            }
+            sealed.insert(id, scan.sealed);
             let file = segment::open_read(&path).map_err(|e| io_error("cannot open", &path, e))?;
             total += file.metadata().map(|m| m.len()).unwrap_or(0);
             files.insert(id, Arc::new(file));
@@ -279,14 +290,26 @@ impl MailLog {
                 // Created, but its header never reached the disk.
                 files.remove(&id);
                 std::fs::remove_file(&path).map_err(|e| io_error("cannot remove", &path, e))?;
+                segment::sync_dir(dir).map_err(|e| io_error("cannot sync", dir, e))?;
             } else {
+                let aside = segment::keep_aside(dir, id, at)
+                    .map_err(|e| io_error("cannot keep aside the torn tail of", &path, e))?;
                 tracing::warn!(
                     segment = %path.display(),
                     offset = at,
+                    kept_in = %aside.as_ref().map_or("(only zeros)".into(), |p| p.display().to_string()),
                     "mail log ends with an incomplete write (a crash before it was acknowledged); cutting it off"
                 );
                 segment::truncate(&path, at).map_err(|e| io_error("cannot truncate", &path, e))?;
             }
+        }
+        if let Some((&newest, _)) = files.last_key_value()
+            && sealed.get(&newest) == Some(&false)
+        {
+            // From now on every group of the older segments counts as
+            // written in full: damage in any of them is corruption.
+            let path = segment::path(dir, newest);
+            segment::seal(&path).map_err(|e| io_error("cannot seal", &path, e))?;
         }
         let active = ids.last().map_or(1, |last| last + 1);
         let state = State {

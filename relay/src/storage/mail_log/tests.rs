@@ -147,38 +147,139 @@ async fn a_full_queue_stores_nothing() -> TestResult {
     Ok(())
 }
 
+/// Files in `dir` whose name ends with `suffix`.
+fn files_ending(dir: &Path, suffix: &str) -> Vec<std::path::PathBuf> {
+    let mut found: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .collect();
+    found.sort();
+    found
+}
+
 #[tokio::test]
 async fn a_torn_last_write_is_cut_off_and_the_rest_kept() -> TestResult {
     let dir = tempfile::tempdir()?;
+    let path;
+    let intact;
     {
         let log = open(dir.path(), LogOptions::default());
-        for id in 1..=3 {
+        for id in 1..=2 {
             log.enqueue(message(id, &[1], 100), 100).await?;
         }
-        log.close().await?;
+        path = segment::path(dir.path(), *segments(dir.path()).last().unwrap());
+        intact = std::fs::read(&path)?;
+        // A crash in the middle of the third write: half of it reaches the
+        // file, and it is never acknowledged.
+        faults::cut_next_write(dir.path());
+        assert!(log.enqueue(message(3, &[1], 100), 100).await.is_err());
+        drop(log);
     }
-    let ids = segments(dir.path());
-    let path = segment::path(dir.path(), *ids.last().unwrap());
-    let full = std::fs::metadata(&path)?.len();
-    // A crash in the middle of the third record's write.
-    segment::truncate(&path, full - 40)?;
+    let torn = std::fs::read(&path)?[intact.len()..].to_vec();
+    assert!(!torn.is_empty());
     let log = open(dir.path(), LogOptions::default());
     assert_eq!(queue(&log, 1), vec![1, 2]);
-    let cut = std::fs::metadata(&path)?.len();
-    assert!(cut < full - 40, "the partial record is gone from the file");
-    // Flipped bytes at the tail are treated the same way.
-    log.enqueue(message(4, &[1], 100), 100).await?;
+    let now = std::fs::read(&path)?;
+    assert_eq!(
+        &now[..intact.len()],
+        &intact[..],
+        "the acknowledged writes are kept"
+    );
+    // What was cut is kept aside, byte for byte, not destroyed.
+    let aside = files_ending(dir.path(), ".torn");
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(std::fs::read(&aside[0])?, torn);
+    // The log goes on, and the sends before the crash stay.
+    log.enqueue(message(3, &[1], 100), 100).await?;
     log.close().await?;
     drop(log);
-    let ids = segments(dir.path());
-    let newest = segment::path(dir.path(), *ids.last().unwrap());
-    let mut bytes = std::fs::read(&newest)?;
-    let last = bytes.len() - 1;
-    bytes[last] ^= 0xff;
-    std::fs::write(&newest, bytes)?;
     let log = open(dir.path(), LogOptions::default());
-    assert_eq!(queue(&log, 1), vec![1, 2]);
+    assert_eq!(queue(&log, 1), vec![1, 2, 3]);
     log.close().await?;
+    Ok(())
+}
+
+/// Where `needle` first occurs in `hay`.
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Ten acknowledged sends to one device, one write each, then a clean
+/// close; returns the only segment's path.
+async fn ten_acknowledged(dir: &Path) -> Result<std::path::PathBuf, Box<dyn std::error::Error>> {
+    let log = open(dir, LogOptions::default());
+    for id in 1..=10 {
+        assert_eq!(
+            log.enqueue(message(id, &[1], 100), 100).await?,
+            Enqueued::Stored
+        );
+    }
+    log.close().await?;
+    let ids = segments(dir);
+    assert_eq!(ids.len(), 1);
+    Ok(segment::path(dir, ids[0]))
+}
+
+/// Open must refuse, naming the file and an offset, and leave the file as
+/// it was.
+fn assert_refused_untouched(dir: &Path, path: &Path, bytes: &[u8]) {
+    match MailLog::open(dir, LogOptions::default(), Arc::default()) {
+        Err(StorageError::Backend(text)) => {
+            assert!(
+                text.contains(&path.display().to_string())
+                    && text.contains("offset")
+                    && text.contains("backup"),
+                "{text}"
+            );
+        }
+        Err(other) => panic!("expected a refusal naming the file, got {other:?}"),
+        Ok(log) => panic!("expected a refusal, opened with queue {:?}", queue(&log, 1)),
+    }
+    assert_eq!(std::fs::read(path).unwrap(), bytes, "nothing cut");
+    assert!(files_ending(dir, ".torn").is_empty());
+}
+
+#[tokio::test]
+async fn a_flipped_bit_in_an_acknowledged_write_is_refused_not_cut() -> TestResult {
+    // The third envelope of ten, and the last one (the newest write).
+    for id in [3u8, 10] {
+        let dir = tempfile::tempdir()?;
+        let path = ten_acknowledged(dir.path()).await?;
+        let mut bytes = std::fs::read(&path)?;
+        let at = find(&bytes, &[id; 100]).unwrap();
+        bytes[at + 50] ^= 0x04;
+        std::fs::write(&path, &bytes)?;
+        assert_refused_untouched(dir.path(), &path, &bytes);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_damaged_length_in_an_acknowledged_write_is_refused_not_cut() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = ten_acknowledged(dir.path()).await?;
+    let mut bytes = std::fs::read(&path)?;
+    // The length field right before the third envelope.
+    let at = find(&bytes, &[3; 100]).unwrap();
+    bytes[at - 2] ^= 0x10;
+    std::fs::write(&path, &bytes)?;
+    assert_refused_untouched(dir.path(), &path, &bytes);
+    // And a group's own length: make the third group claim to run past
+    // the end of the file.
+    let dir = tempfile::tempdir()?;
+    let path = ten_acknowledged(dir.path()).await?;
+    let clean = std::fs::read(&path)?;
+    let mut bytes = clean.clone();
+    let record_at = find(&bytes, &[3; 100]).unwrap();
+    // Groups are the same size here: the third starts two group lengths
+    // after the segment header.
+    let group_len = (bytes.len() - 8 - 12) / 10;
+    let group_at = 8 + 2 * group_len;
+    assert!(group_at < record_at && record_at < group_at + group_len);
+    bytes[group_at + 3] = 0x7f;
+    std::fs::write(&path, &bytes)?;
+    assert_refused_untouched(dir.path(), &path, &bytes);
     Ok(())
 }
 
@@ -684,4 +785,30 @@ fn concurrent_work_during_checkpoints_replays_exactly() -> TestResult {
         }
         Ok(())
     })
+}
+
+#[tokio::test]
+async fn segments_of_format_1_are_still_read() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let origin = record::Origin {
+        sender: account(ALICE),
+        sender_device: 3,
+        message_id: [7; MESSAGE_ID_LEN],
+        expires: now_ms() + 3_600_000,
+    };
+    let mut w = Writer::default();
+    w.message(&origin, &account(BOB), 5, &[(1, 1, [7u8; 20].as_slice())]);
+    let mut bytes = record::SEGMENT_MAGIC_V1.to_vec();
+    bytes.extend_from_slice(&w.take());
+    std::fs::write(segment::path(dir.path(), 1), &bytes)?;
+    let log = open(dir.path(), LogOptions::default());
+    assert_eq!(queue(&log, 1), vec![7]);
+    log.enqueue(message(8, &[1], 10), 10).await?;
+    log.close().await?;
+    drop(log);
+    assert_eq!(std::fs::read(segment::path(dir.path(), 1))?, bytes);
+    let log = open(dir.path(), LogOptions::default());
+    assert_eq!(queue(&log, 1), vec![7, 8]);
+    log.close().await?;
+    Ok(())
 }

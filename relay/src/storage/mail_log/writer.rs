@@ -17,6 +17,9 @@ struct Group {
     upto: u64,
     /// Set if an earlier group failed: this one is refused unwritten.
     failed: Option<StorageError>,
+    /// Taken while closing: nothing can be appended after it, so the
+    /// newest segment is sealed with it.
+    last: bool,
 }
 
 pub(super) fn write_loop(shared: &Arc<Shared>) {
@@ -24,6 +27,10 @@ pub(super) fn write_loop(shared: &Arc<Shared>) {
     let mut open: HashMap<u32, Arc<File>> = HashMap::new();
     loop {
         let Some(group) = next_group(shared, &mut open) else {
+            // Dropped without `close`: seal what this thread wrote.
+            if shared.lock().failed.is_none() {
+                let _ = seal_newest(shared, &mut open);
+            }
             return;
         };
         if let Some(error) = group.failed {
@@ -41,13 +48,19 @@ pub(super) fn write_loop(shared: &Arc<Shared>) {
             .iter()
             .map(|(_, w)| w.len() as u64)
             .sum();
-        let written = if group.buffered.is_empty() {
+        let mut written = if group.buffered.is_empty() {
             // Everything before these waiters was made durable by earlier
             // groups: nothing to write.
             Ok(Vec::new())
         } else {
             write_group(shared, &mut open, group.buffered)
         };
+        if group.last
+            && written.is_ok()
+            && let Err(error) = seal_newest(shared, &mut open)
+        {
+            written = Err(error);
+        }
         let result = {
             let mut state = shared.lock();
             match written {
@@ -107,6 +120,7 @@ fn next_group(shared: &Shared, open: &mut HashMap<u32, Arc<File>>) -> Option<Gro
         waiters: std::mem::take(&mut state.waiters),
         upto: state.next_seq - 1,
         failed: state.failed.clone(),
+        last: state.closing,
     })
 }
 
@@ -136,7 +150,7 @@ fn write_group(
                 file
             }
         };
-        let bytes = writer.take();
+        let bytes = writer.finish_group();
         #[cfg(test)]
         if super::tests::faults::take(&shared.dir) {
             // A write that fails half-way, as a full disk makes it.
@@ -153,4 +167,23 @@ fn write_group(
     // Appends go to ever higher segments: older ones get no more writes.
     open.retain(|id, _| *id >= newest);
     Ok(created)
+}
+
+/// Append an empty group to the newest segment this thread wrote, and
+/// sync it (a clean close): its last group holding records is then known
+/// to have been written in full.
+fn seal_newest(shared: &Shared, open: &mut HashMap<u32, Arc<File>>) -> StorageResult<()> {
+    use std::io::Write;
+    let Some((&id, file)) = open.iter().max_by_key(|(id, _)| **id) else {
+        return Ok(());
+    };
+    let path = || segment::path(&shared.dir, id);
+    (&**file)
+        .write_all(&super::record::seal_group())
+        .map_err(|e| io_error("cannot write", &path(), e))?;
+    file.sync_data()
+        .map_err(|e| io_error("cannot sync", &path(), e))?;
+    // Sealed once: a second seal would only add bytes.
+    open.clear();
+    Ok(())
 }
