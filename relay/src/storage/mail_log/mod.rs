@@ -34,6 +34,7 @@
 //! torn write.
 
 mod checkpoint;
+mod durable;
 mod index;
 mod record;
 mod segment;
@@ -289,7 +290,7 @@ impl MailLog {
             if at < SEGMENT_HEADER_LEN {
                 // Created, but its header never reached the disk.
                 files.remove(&id);
-                std::fs::remove_file(&path).map_err(|e| io_error("cannot remove", &path, e))?;
+                durable::remove(&path).map_err(|e| io_error("cannot remove", &path, e))?;
                 segment::sync_dir(dir).map_err(|e| io_error("cannot sync", dir, e))?;
             } else {
                 let aside = segment::keep_aside(dir, id, at)

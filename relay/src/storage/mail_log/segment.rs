@@ -4,6 +4,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
+use super::durable;
 use super::record::{
     self, GROUP_HEADER_LEN, MAX_BODY_LEN, RECORD_HEADER_LEN, SEGMENT_MAGIC, SEGMENT_MAGIC_V1,
 };
@@ -38,7 +39,7 @@ pub(crate) fn list(dir: &Path) -> io::Result<Vec<u32>> {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if name.ends_with(PARTIAL_SUFFIX) {
-            fs::remove_file(entry.path())?;
+            durable::remove(&entry.path())?;
         } else if let Some(stem) = name.strip_suffix(SEGMENT_SUFFIX)
             && let Ok(id) = stem.parse::<u32>()
         {
@@ -57,17 +58,18 @@ pub(crate) fn create(file_path: &Path) -> io::Result<File> {
         .read(true)
         .append(true)
         .open(file_path)?;
+    durable::created(file_path, &file);
     file.write_all(SEGMENT_MAGIC)?;
-    file.sync_data()?;
+    durable::sync_data(&file)?;
     if let Some(dir) = file_path.parent() {
-        sync_dir(dir)?;
+        durable::sync_dir(dir)?;
     }
     Ok(file)
 }
 
 /// Make a directory's entries (created, renamed, removed files) durable.
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
+    durable::sync_dir(dir)
 }
 
 /// Open an existing segment for reading.
@@ -300,21 +302,21 @@ pub(crate) fn keep_aside(dir: &Path, id: u32, at: u64) -> io::Result<Option<Path
         .write(true)
         .open(&aside)?;
     file.write_all(&rest)?;
-    file.sync_all()?;
+    durable::sync_data(&file)?;
     sync_dir(dir)?;
     Ok(Some(aside))
 }
 
 /// Append an empty group to a segment of format 2, durably.
 pub(crate) fn seal(file_path: &Path) -> io::Result<()> {
-    let mut file = OpenOptions::new().append(true).open(file_path)?;
+    let mut file = OpenOptions::new().read(true).append(true).open(file_path)?;
     file.write_all(&record::seal_group())?;
-    file.sync_data()
+    durable::sync_data(&file)
 }
 
 /// Cut a segment back to `len` bytes, durably.
 pub(crate) fn truncate(file_path: &Path, len: u64) -> io::Result<()> {
-    let file = OpenOptions::new().write(true).open(file_path)?;
+    let file = OpenOptions::new().read(true).write(true).open(file_path)?;
     file.set_len(len)?;
-    file.sync_all()
+    durable::sync_data(&file)
 }

@@ -4,6 +4,8 @@ use std::path::Path;
 
 use super::*;
 
+pub(super) mod power_loss;
+
 /// Injected write failures, per log directory (tests run in parallel).
 pub(super) mod faults {
     use std::path::{Path, PathBuf};
@@ -810,5 +812,114 @@ async fn segments_of_format_1_are_still_read() -> TestResult {
     let log = open(dir.path(), LogOptions::default());
     assert_eq!(queue(&log, 1), vec![7, 8]);
     log.close().await?;
+    Ok(())
+}
+
+/// What the power-loss test did, in order.
+#[derive(Clone, Copy, Debug)]
+enum Did {
+    /// `enqueue` returned `Stored`: must survive.
+    Stored(u8),
+    /// About to be acked: may survive or not.
+    Acking(u8),
+    /// Acked and flushed: must not come back.
+    Deleted(u8),
+}
+
+fn note(dir: &Path, did: &mut Vec<Did>, what: Did) {
+    did.push(what);
+    power_loss::mark(dir);
+}
+
+/// Sends, acks and checkpoints rolling 600-byte segments; then, for every
+/// moment right after a durability call, what a power loss could leave is
+/// opened: every acknowledged envelope is there, and no envelope whose
+/// deletion was flushed came back (an old segment whose unlink reached the
+/// disk before an older one's would bring it back).
+#[tokio::test]
+async fn a_power_loss_after_any_sync_keeps_what_was_acknowledged_and_no_deleted_copy() -> TestResult
+{
+    let root = tempfile::tempdir()?;
+    let dir = root.path().join("log");
+    std::fs::create_dir(&dir)?;
+    power_loss::record(&dir);
+    let options = LogOptions {
+        segment_bytes: 600,
+        checkpoint_min_bytes: 1 << 30,
+        linger: Duration::ZERO,
+    };
+    let log = open(&dir, options.clone());
+    let mut did = Vec::new();
+    let mut id = 0u8;
+    for round in 0..6 {
+        let first = id + 1;
+        for _ in 0..10 {
+            id += 1;
+            assert_eq!(
+                log.enqueue(message(id, &[1], 40), 1000).await?,
+                Enqueued::Stored
+            );
+            note(&dir, &mut did, Did::Stored(id));
+        }
+        let acked: Vec<u8> = (first..=id).filter(|x| x % 3 != 0).collect();
+        for &x in &acked {
+            note(&dir, &mut did, Did::Acking(x));
+            log.acknowledge(account(BOB), 1, account(ALICE), &[x; 16])?;
+        }
+        log.flush().await?;
+        for &x in &acked {
+            note(&dir, &mut did, Did::Deleted(x));
+        }
+        if round % 2 == 1 {
+            log.request_checkpoint().await?;
+        }
+    }
+    log.close().await?;
+    drop(log);
+    let moments = power_loss::finish(&dir);
+    assert!(
+        moments.iter().any(|m| m.what.starts_with("remove")),
+        "checkpoints removed segments"
+    );
+    let mut opened = 0;
+    for (n, moment) in moments.iter().enumerate() {
+        let mut required = std::collections::BTreeSet::new();
+        let mut forbidden = std::collections::BTreeSet::new();
+        for d in &did[..moment.marks] {
+            match *d {
+                Did::Stored(x) => {
+                    required.insert(x);
+                }
+                Did::Acking(x) => {
+                    required.remove(&x);
+                }
+                Did::Deleted(x) => {
+                    forbidden.insert(x);
+                }
+            }
+        }
+        for entries in moment.variants() {
+            let copy = tempfile::tempdir()?;
+            moment.write_to(&entries, copy.path());
+            let log = MailLog::open(copy.path(), options.clone(), Arc::default()).map_err(|e| {
+                format!(
+                    "power loss after #{n} ({}), files {entries:?}: {e}",
+                    moment.what
+                )
+            })?;
+            let got: std::collections::BTreeSet<u8> = queue(&log, 1).into_iter().collect();
+            let lost: Vec<_> = required.difference(&got).collect();
+            let back: Vec<_> = forbidden.intersection(&got).collect();
+            assert!(
+                lost.is_empty() && back.is_empty(),
+                "power loss after #{n} ({}), files {:?}: lost {lost:?}, came back {back:?}",
+                moment.what,
+                entries.keys().collect::<Vec<_>>()
+            );
+            log.close().await?;
+            opened += 1;
+        }
+    }
+    assert!(opened > moments.len());
     Ok(())
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::checkpoint::maybe_checkpoint;
+use super::durable;
 use super::{Buffered, Shared, StorageError, StorageResult, Waiter, io_error, segment};
 
 /// One group taken by the writer.
@@ -160,8 +161,7 @@ fn write_group(
         (&*file)
             .write_all(&bytes)
             .map_err(|e| io_error("cannot write", &path(), e))?;
-        file.sync_data()
-            .map_err(|e| io_error("cannot sync", &path(), e))?;
+        durable::sync_data(&file).map_err(|e| io_error("cannot sync", &path(), e))?;
         newest = newest.max(id);
     }
     // Appends go to ever higher segments: older ones get no more writes.
@@ -181,8 +181,7 @@ fn seal_newest(shared: &Shared, open: &mut HashMap<u32, Arc<File>>) -> StorageRe
     (&**file)
         .write_all(&super::record::seal_group())
         .map_err(|e| io_error("cannot write", &path(), e))?;
-    file.sync_data()
-        .map_err(|e| io_error("cannot sync", &path(), e))?;
+    durable::sync_data(file).map_err(|e| io_error("cannot sync", &path(), e))?;
     // Sealed once: a second seal would only add bytes.
     open.clear();
     Ok(())
