@@ -160,6 +160,8 @@ fn checkpoint(shared: &Shared, capture: Capture) -> StorageResult<()> {
     let file = segment::create(&partial).map_err(|e| io_error("cannot create", &partial, e))?;
     let mut writer = Writer::group();
     writer.seq_floor(next_seq);
+    // How far expiry went, so that it is not lost with the old segments.
+    writer.clock(shared.lock().clock.ms);
     let mut written = SEGMENT_HEADER_LEN;
     let mut moved = Vec::with_capacity(captured.len());
     let write_out = |writer: &mut Writer, written: &mut u64| -> StorageResult<()> {

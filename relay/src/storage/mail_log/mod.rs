@@ -45,7 +45,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use comptoir_protocol::AccountId;
 use tokio::sync::{oneshot, watch};
@@ -82,6 +82,38 @@ impl Default for LogOptions {
 }
 
 type Waiter = oneshot::Sender<StorageResult<()>>;
+
+/// How far the expiry clock may move past real elapsed time in one pass
+/// (or at open, past the persisted clock). The wall clock can be stepped
+/// forward (a bad NTP answer, an operator's typo); expiry follows it at
+/// this pace at most, so a step of days deletes an hour's worth of mail per
+/// pass instead of every queue at once, and the warning it logs gives the
+/// operator time to fix the clock. It also lets expiry catch up after the
+/// relay was stopped for a while.
+pub const EXPIRY_CATCH_UP_MS: u64 = 3_600_000;
+
+/// The time expiry goes by: the wall clock, but never backwards and never
+/// more than [`EXPIRY_CATCH_UP_MS`] ahead of real elapsed time.
+#[derive(Debug, Clone, Copy)]
+struct ExpiryClock {
+    /// Expiry has reached this time (ms since the epoch); persisted in
+    /// `Clock` records.
+    ms: u64,
+    /// When `ms` was set (monotonic, immune to clock steps).
+    at: Instant,
+}
+
+impl ExpiryClock {
+    /// The expiry time for a wall clock reading of `wall`.
+    fn bound(&self, wall: u64) -> u64 {
+        let elapsed = u64::try_from(self.at.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let limit = self
+            .ms
+            .saturating_add(elapsed)
+            .saturating_add(EXPIRY_CATCH_UP_MS);
+        wall.clamp(self.ms, limit)
+    }
+}
 
 /// Device queues visited per lock by expiry and checkpoints.
 const SLICE: usize = 256;
@@ -122,6 +154,8 @@ struct State {
     closing: bool,
     /// Set when a write or sync failed: nothing more is accepted.
     failed: Option<StorageError>,
+    /// The time expiry goes by.
+    clock: ExpiryClock,
 }
 
 impl State {
@@ -231,6 +265,12 @@ impl MailLog {
         Self::open_holding(dir, options, metrics, None)
     }
 
+    /// [`MailLog::open`] as if the wall clock read `wall_ms` (tests).
+    #[cfg(test)]
+    pub(crate) fn open_at(dir: &Path, options: LogOptions, wall_ms: u64) -> StorageResult<Self> {
+        Self::open_inner(dir, options, Arc::default(), None, wall_ms)
+    }
+
     /// [`MailLog::open`], keeping `lock` until the log's threads are done
     /// (so a store reopened after a drop never meets a running writer).
     pub(crate) fn open_holding(
@@ -239,9 +279,21 @@ impl MailLog {
         metrics: Arc<Metrics>,
         lock: Option<Arc<DirLock>>,
     ) -> StorageResult<Self> {
+        Self::open_inner(dir, options, metrics, lock, now_ms())
+    }
+
+    fn open_inner(
+        dir: &Path,
+        options: LogOptions,
+        metrics: Arc<Metrics>,
+        lock: Option<Arc<DirLock>>,
+        wall_ms: u64,
+    ) -> StorageResult<Self> {
         std::fs::create_dir_all(dir).map_err(|e| io_error("cannot create", dir, e))?;
         let ids = segment::list(dir).map_err(|e| io_error("cannot list", dir, e))?;
-        let now = now_ms();
+        // Replay keeps everything; expiry runs once the persisted clock is
+        // known, by the guarded clock.
+        let mut persisted_clock: Option<u64> = None;
         let mut index = Index::default();
         let mut next_seq = 1u64;
         let mut files = BTreeMap::new();
@@ -264,7 +316,14 @@ impl MailLog {
             let newest = i + 1 == ids.len();
             let scan = segment::read_records(&path, |body_at, body| {
                 let record = record::decode(body)?;
-                replay(&mut index, &mut next_seq, id, body_at, record, now);
+                replay(
+                    &mut index,
+                    &mut next_seq,
+                    &mut persisted_clock,
+                    id,
+                    body_at,
+                    record,
+                );
                 Ok(())
             })
             .map_err(|e| refuse(&path, &e))?;
@@ -312,6 +371,21 @@ impl MailLog {
             let path = segment::path(dir, newest);
             segment::seal(&path).map_err(|e| io_error("cannot seal", &path, e))?;
         }
+        let clock = ExpiryClock {
+            ms: persisted_clock.unwrap_or(wall_ms),
+            at: Instant::now(),
+        };
+        let clock = ExpiryClock {
+            ms: clock.bound(wall_ms),
+            at: clock.at,
+        };
+        if clock.ms < wall_ms {
+            tracing::warn!(
+                behind_ms = wall_ms - clock.ms,
+                "the wall clock is far ahead of the mail log's expiry clock (stopped for a while, or a clock step?); expiry catches up by at most an hour per pass"
+            );
+        }
+        index.expire(clock.ms);
         let active = ids.last().map_or(1, |last| last + 1);
         let state = State {
             index,
@@ -328,6 +402,7 @@ impl MailLog {
             checkpoint_requested: false,
             closing: false,
             failed: None,
+            clock,
         };
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
@@ -432,6 +507,8 @@ impl MailLog {
     ) -> StorageResult<Vec<QueuedEnvelope>> {
         let picks: Vec<(u64, Location, Arc<File>)> = {
             let state = self.shared().lock();
+            // A wall clock stepped forward hides nothing either.
+            let now_ms = state.clock.bound(now_ms);
             let Some(queue) = state.index.devices.get(&(account, device)) else {
                 return Ok(Vec::new());
             };
@@ -505,13 +582,49 @@ impl MailLog {
         Ok(Some(entry.origin.sender_device))
     }
 
-    /// Delete copies and idempotency entries expired at `now_ms` (replay
-    /// skips them too, so nothing is written). Returns the copies deleted.
+    /// The time expiry went by in its last pass (or at open).
+    pub fn expiry_clock_ms(&self) -> u64 {
+        self.shared().lock().clock.ms
+    }
+
+    /// Advance the expiry clock towards the wall clock reading `wall_ms`
+    /// (at most [`EXPIRY_CATCH_UP_MS`] past the real time elapsed since the
+    /// last pass, never backwards), note it in the log, and return it.
+    fn advance_clock(&self, wall_ms: u64) -> u64 {
+        let shared = self.shared();
+        let mut state = shared.lock();
+        let before = state.clock.ms;
+        let now = state.clock.bound(wall_ms);
+        state.clock = ExpiryClock {
+            ms: now,
+            at: Instant::now(),
+        };
+        if now < wall_ms.saturating_sub(EXPIRY_CATCH_UP_MS) {
+            tracing::warn!(
+                behind_ms = wall_ms - now,
+                "the wall clock is far ahead of the mail log's expiry clock (a clock step?); expiry catches up by at most an hour per pass"
+            );
+        }
+        if now > before && state.usable().is_ok() {
+            // Not waited on, like deletions: a lost one only means the
+            // next start goes by an older clock.
+            state.append(shared.options.segment_bytes, |w| w.clock(now));
+            shared.wake_writer(&state);
+        }
+        now
+    }
+
+    /// Delete copies and idempotency entries expired when the wall clock
+    /// reads `wall_ms`, going by the expiry clock (see
+    /// [`EXPIRY_CATCH_UP_MS`]; [`MailLog::expiry_clock_ms`] tells the time
+    /// used). Only the clock is written: replay expires by it too. Returns
+    /// the copies deleted.
     ///
     /// Works through the index a slice at a time, so sends wait at most
     /// for one slice, not for the whole index.
-    pub fn expire(&self, now_ms: u64) -> u64 {
+    pub fn expire(&self, wall_ms: u64) -> u64 {
         let shared = self.shared();
+        let now_ms = self.advance_clock(wall_ms);
         let devices: Vec<(AccountId, u32)> = shared.lock().index.devices.keys().copied().collect();
         let mut expired = 0;
         for slice in devices.chunks(SLICE) {
@@ -599,14 +712,15 @@ impl MailLog {
     }
 }
 
-/// Apply one replayed record to the index.
+/// Apply one replayed record to the index (expired copies too: they are
+/// expired once replay is done and the persisted clock is known).
 fn replay(
     index: &mut Index,
     next_seq: &mut u64,
+    clock: &mut Option<u64>,
     segment: u32,
     body_at: u64,
     record: Record<'_>,
-    now: u64,
 ) {
     let location = |copy: &record::CopyRef<'_>| Location {
         segment,
@@ -622,20 +736,16 @@ fn replay(
         } => {
             for copy in &copies {
                 *next_seq = (*next_seq).max(copy.seq.saturating_add(1));
-                if origin.expires > now {
-                    let at = location(copy);
-                    index.insert(recipient, copy.device, copy.seq, Entry { origin, at });
-                }
+                let at = location(copy);
+                index.insert(recipient, copy.device, copy.seq, Entry { origin, at });
             }
-            if origin.expires > now {
-                index.sent.insert(
-                    (origin.sender, recipient, origin.message_id),
-                    SentEntry {
-                        server_ts,
-                        expires: origin.expires,
-                    },
-                );
-            }
+            index.sent.insert(
+                (origin.sender, recipient, origin.message_id),
+                SentEntry {
+                    server_ts,
+                    expires: origin.expires,
+                },
+            );
         }
         Record::Queued {
             origin,
@@ -643,10 +753,8 @@ fn replay(
             copy,
         } => {
             *next_seq = (*next_seq).max(copy.seq.saturating_add(1));
-            if origin.expires > now {
-                let at = location(&copy);
-                index.insert(recipient, copy.device, copy.seq, Entry { origin, at });
-            }
+            let at = location(&copy);
+            index.insert(recipient, copy.device, copy.seq, Entry { origin, at });
         }
         Record::Sent {
             sender,
@@ -655,12 +763,10 @@ fn replay(
             server_ts,
             expires,
         } => {
-            if expires > now {
-                index.sent.insert(
-                    (sender, recipient, message_id),
-                    SentEntry { server_ts, expires },
-                );
-            }
+            index.sent.insert(
+                (sender, recipient, message_id),
+                SentEntry { server_ts, expires },
+            );
         }
         Record::Removed {
             account,
@@ -674,6 +780,7 @@ fn replay(
             index.drop_device(account, device);
         }
         Record::SeqFloor { next } => *next_seq = (*next_seq).max(next),
+        Record::Clock { ms } => *clock = Some(clock.map_or(ms, |c| c.max(ms))),
     }
 }
 

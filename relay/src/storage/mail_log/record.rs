@@ -22,11 +22,14 @@
 //! | 4 `Removed` | account (16), device (4), seq (8) |
 //! | 5 `DeviceDropped` | account (16), device (4) |
 //! | 6 `SeqFloor` | next seq (8) |
+//! | 7 `Clock` | expiry clock in ms (8) |
 //!
 //! `Message` is what a send appends; `Queued` and `Sent` are what a
 //! checkpoint rewrites (one still-queued copy, one idempotency entry);
 //! `SeqFloor` opens a checkpoint, so seqs are never handed out twice even
-//! once every record that used them is gone.
+//! once every record that used them is gone. `Clock` persists how far
+//! expiry has gone (appended by expiry passes, repeated by checkpoints), so
+//! a wall clock stepped forward cannot expire everything at the next start.
 
 use comptoir_protocol::AccountId;
 
@@ -55,6 +58,7 @@ const KIND_SENT: u8 = 3;
 const KIND_REMOVED: u8 = 4;
 const KIND_DEVICE_DROPPED: u8 = 5;
 const KIND_SEQ_FLOOR: u8 = 6;
+const KIND_CLOCK: u8 = 7;
 
 type MessageId = [u8; MESSAGE_ID_LEN];
 
@@ -140,6 +144,11 @@ pub(crate) enum Record<'a> {
     SeqFloor {
         /// The next seq to hand out, at least.
         next: u64,
+    },
+    /// Expiry had reached this time (ms since the epoch).
+    Clock {
+        /// The expiry clock.
+        ms: u64,
     },
 }
 
@@ -305,6 +314,13 @@ impl Writer {
         self.close(start);
     }
 
+    /// Append a `Clock` record.
+    pub(crate) fn clock(&mut self, ms: u64) {
+        let start = self.open(KIND_CLOCK);
+        self.buf.extend_from_slice(&ms.to_be_bytes());
+        self.close(start);
+    }
+
     /// Append a `SeqFloor` record.
     pub(crate) fn seq_floor(&mut self, next: u64) {
         let start = self.open(KIND_SEQ_FLOOR);
@@ -415,6 +431,7 @@ pub(crate) fn decode(body: &[u8]) -> Result<Record<'_>, Malformed> {
             device: r.u32()?,
         },
         KIND_SEQ_FLOOR => Record::SeqFloor { next: r.u64()? },
+        KIND_CLOCK => Record::Clock { ms: r.u64()? },
         _ => return Err(Malformed),
     };
     if r.at != body.len() {
@@ -520,6 +537,7 @@ mod tests {
         w.removed(&account(2), 1, 10);
         w.device_dropped(&account(2), 2);
         w.seq_floor(77);
+        w.clock(88);
         let bytes = w.take();
         assert_eq!(&bytes[offsets[0]..offsets[0] + 5], b"first");
         assert_eq!(&bytes[offsets[1]..offsets[1] + 6], b"second");
@@ -531,8 +549,9 @@ mod tests {
             .into_iter()
             .map(|b| decode(b).unwrap())
             .collect();
-        assert_eq!(records.len(), 6);
+        assert_eq!(records.len(), 7);
         assert_eq!(records[5], Record::SeqFloor { next: 77 });
+        assert_eq!(records[6], Record::Clock { ms: 88 });
         match &records[0] {
             Record::Message {
                 origin: o,

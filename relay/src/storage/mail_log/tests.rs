@@ -923,3 +923,43 @@ async fn a_power_loss_after_any_sync_keeps_what_was_acknowledged_and_no_deleted_
     assert!(opened > moments.len());
     Ok(())
 }
+
+#[tokio::test]
+async fn a_wall_clock_stepped_forward_expires_at_most_an_hour_per_pass_even_across_a_restart()
+-> TestResult {
+    let dir = tempfile::tempdir()?;
+    let log = open(dir.path(), LogOptions::default());
+    let now = now_ms();
+    let mut soon = message(1, &[1], 10);
+    soon.expires_at_ms = now + 30 * 60_000;
+    let mut later = message(2, &[1], 10);
+    later.expires_at_ms = now + 3 * EXPIRY_CATCH_UP_MS;
+    log.enqueue(soon, 10).await?;
+    log.enqueue(later, 10).await?;
+    // The wall clock jumps 30 days ahead.
+    let stepped = now + 30 * 86_400_000;
+    assert_eq!(log.expire(stepped), 1, "only what was due within the hour");
+    assert_eq!(queue(&log, 1), vec![2]);
+    let shown = log.pending(account(BOB), 1, None, 10, stepped)?;
+    assert_eq!(shown.len(), 1, "not hidden by the stepped clock either");
+    log.close().await?;
+    drop(log);
+    // A restart with the stepped clock goes by the persisted expiry clock.
+    let log = MailLog::open_at(dir.path(), LogOptions::default(), stepped)?;
+    assert_eq!(queue(&log, 1), vec![2]);
+    // Each pass catches up by at most an hour: two more expire it.
+    let mut passes = 0;
+    while log.queued_count(account(BOB), 1) > 0 {
+        log.expire(stepped);
+        passes += 1;
+        assert!(passes <= 3, "caught up too slowly");
+    }
+    assert!(passes >= 1);
+    assert!(log.expiry_clock_ms() < now + 5 * EXPIRY_CATCH_UP_MS);
+    // A clock stepped back does not move expiry back.
+    let reached = log.expiry_clock_ms();
+    log.expire(now - 86_400_000);
+    assert_eq!(log.expiry_clock_ms(), reached);
+    log.close().await?;
+    Ok(())
+}
