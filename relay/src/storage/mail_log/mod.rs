@@ -2,9 +2,12 @@
 //! commit and an in-memory index.
 //!
 //! A send appends one `Message` record (all its device copies) to a buffer
-//! and waits; the writer thread takes everything buffered (lingering up to
-//! [`LogOptions::linger`] for more), writes it with one `write` and makes it
-//! durable with one `fdatasync`, then completes every waiter of the group.
+//! and waits; the writer thread takes everything buffered, writes it with
+//! one `write` and makes it durable with one `fdatasync`, then completes
+//! every waiter of the group. The commit is adaptive: when the last group
+//! had a single waiter the writer commits at once; when it had several
+//! (senders at work concurrently) it waits, up to [`LogOptions::linger`],
+//! only until as many are waiting again, so a burst shares one sync.
 //! An ack removes its copy from the index at once and appends a `Removed`
 //! record that the next group writes (deletions are not waited on: a lost
 //! one means a redelivery, which clients drop by message id).
@@ -65,9 +68,9 @@ pub struct LogOptions {
     pub segment_bytes: u64,
     /// No checkpoint until the log has grown by at least this much.
     pub checkpoint_min_bytes: u64,
-    /// How long the writer waits for more work before a write and sync:
-    /// one sync then covers a burst, not a trickle, for at most this much
-    /// added latency.
+    /// Under load only (the last group had several waiters), the longest
+    /// the writer waits for as many waiters as the last group had before
+    /// it writes and syncs; a lone sender is never held up.
     pub linger: Duration,
 }
 
@@ -146,6 +149,8 @@ struct State {
     /// Callers waiting for everything appended before them to be durable.
     waiters: Vec<Waiter>,
     writer_idle: bool,
+    /// While the writer gathers a group: wake it once this many wait.
+    gather: usize,
     /// Log bytes written since the last checkpoint started.
     since_checkpoint: u64,
     checkpointing: bool,
@@ -230,7 +235,12 @@ impl Shared {
     fn durable_waiter(&self, state: &mut State) -> oneshot::Receiver<StorageResult<()>> {
         let (tx, rx) = oneshot::channel();
         state.waiters.push(tx);
-        self.wake_writer(state);
+        if state.gather != 0 && state.waiters.len() == state.gather {
+            // The group being gathered is complete.
+            self.work.notify_one();
+        } else {
+            self.wake_writer(state);
+        }
         rx
     }
 }
@@ -397,6 +407,7 @@ impl MailLog {
             buffered: Buffered::default(),
             waiters: Vec::new(),
             writer_idle: false,
+            gather: 0,
             since_checkpoint: total,
             checkpointing: false,
             checkpoint_requested: false,

@@ -963,3 +963,78 @@ async fn a_wall_clock_stepped_forward_expires_at_most_an_hour_per_pass_even_acro
     log.close().await?;
     Ok(())
 }
+
+/// Groups written so far (syncs with something to write), from metrics.
+fn groups(metrics: &Metrics) -> u64 {
+    metrics
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix("comptoir_flush_seconds_count "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_lone_sender_is_committed_at_once_whatever_the_linger() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    // A linger this long would make 20 sends take 100 s if every group
+    // waited for it.
+    let options = LogOptions {
+        linger: Duration::from_secs(5),
+        ..LogOptions::default()
+    };
+    let log = open(dir.path(), options);
+    let sends = async {
+        for id in 1..=20 {
+            log.enqueue(message(id, &[1], 100), 100).await?;
+        }
+        Ok::<_, StorageError>(())
+    };
+    tokio::time::timeout(Duration::from_secs(4), sends)
+        .await
+        .map_err(|_| "sequential sends waited for the linger")??;
+    log.close().await?;
+    Ok(())
+}
+
+#[test]
+fn concurrent_senders_share_syncs() -> TestResult {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let dir = tempfile::tempdir()?;
+        let metrics = Arc::new(Metrics::default());
+        let options = LogOptions {
+            linger: Duration::from_millis(200),
+            ..LogOptions::default()
+        };
+        let log = MailLog::open(dir.path(), options, metrics.clone())?;
+        let (senders, each) = (20u8, 10u8);
+        let mut tasks = Vec::new();
+        for s in 0..senders {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..each {
+                    let mut m = message(0, &[1], 100);
+                    m.message_id = [s; MESSAGE_ID_LEN];
+                    m.message_id[1] = i;
+                    m.message_id[2] = 1;
+                    assert_eq!(log.enqueue(m, 10_000).await.unwrap(), Enqueued::Stored);
+                }
+            }));
+        }
+        for task in tasks {
+            task.await?;
+        }
+        let sends = u64::from(senders) * u64::from(each);
+        let groups = groups(&metrics);
+        assert!(
+            groups * 4 <= sends,
+            "{groups} syncs for {sends} concurrent sends"
+        );
+        log.close().await?;
+        Ok(())
+    })
+}

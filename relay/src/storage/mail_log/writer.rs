@@ -26,8 +26,10 @@ struct Group {
 pub(super) fn write_loop(shared: &Arc<Shared>) {
     // Segments this thread created and still appends to.
     let mut open: HashMap<u32, Arc<File>> = HashMap::new();
+    // Waiters of the last group: how many to gather for the next.
+    let mut last_waiters = 0usize;
     loop {
-        let Some(group) = next_group(shared, &mut open) else {
+        let Some(group) = next_group(shared, &mut open, &mut last_waiters) else {
             // Dropped without `close`: seal what this thread wrote.
             if shared.lock().failed.is_none() {
                 let _ = seal_newest(shared, &mut open);
@@ -94,7 +96,11 @@ pub(super) fn write_loop(shared: &Arc<Shared>) {
 }
 
 /// Wait for work and take it; `None` once closing with nothing left.
-fn next_group(shared: &Shared, open: &mut HashMap<u32, Arc<File>>) -> Option<Group> {
+fn next_group(
+    shared: &Shared,
+    open: &mut HashMap<u32, Arc<File>>,
+    last_waiters: &mut usize,
+) -> Option<Group> {
     let mut state = shared.lock();
     while state.buffered.is_empty() && state.waiters.is_empty() {
         // Nothing buffered, so nothing more will go to a segment below the
@@ -109,13 +115,26 @@ fn next_group(shared: &Shared, open: &mut HashMap<u32, Arc<File>>) -> Option<Gro
         state = shared.work.wait(state).unwrap_or_else(|p| p.into_inner());
         state.writer_idle = false;
     }
-    if !state.closing {
-        drop(state);
-        // A sleep, not a timed wait: appenders then find no sleeping
-        // writer and make no wake-up system call.
-        std::thread::sleep(shared.options.linger);
-        state = shared.lock();
+    if !state.closing && *last_waiters > 1 && state.waiters.len() < *last_waiters {
+        // Several senders were at work: give as many a moment to arrive,
+        // so that they share this sync instead of each paying for one.
+        // Appenders wake this wait only once the group is complete.
+        let deadline = Instant::now() + shared.options.linger;
+        state.gather = *last_waiters;
+        loop {
+            let now = Instant::now();
+            if state.closing || state.waiters.len() >= state.gather || now >= deadline {
+                break;
+            }
+            state = shared
+                .work
+                .wait_timeout(state, deadline - now)
+                .map(|(state, _)| state)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        state.gather = 0;
     }
+    *last_waiters = state.waiters.len();
     Some(Group {
         buffered: std::mem::take(&mut state.buffered),
         waiters: std::mem::take(&mut state.waiters),
