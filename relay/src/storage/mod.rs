@@ -21,6 +21,7 @@
 pub(crate) mod dir_lock;
 pub mod mail_log;
 pub mod sled;
+mod store_id;
 
 use std::future::Future;
 use std::sync::Arc;

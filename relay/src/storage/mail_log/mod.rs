@@ -566,6 +566,20 @@ impl MailLog {
         self.shared().lock().index.depth(account, device)
     }
 
+    /// Every account with copies queued (once each).
+    pub fn queued_accounts(&self) -> Vec<AccountId> {
+        let state = self.shared().lock();
+        let mut accounts: Vec<AccountId> = state
+            .index
+            .devices
+            .keys()
+            .map(|(account, _)| *account)
+            .collect();
+        accounts.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        accounts.dedup();
+        accounts
+    }
+
     /// Copies queued in total.
     pub fn total_queued(&self) -> u64 {
         self.shared().lock().index.queued
