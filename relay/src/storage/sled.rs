@@ -111,9 +111,13 @@ fn flush_loop(db: Db, metrics: &Metrics, rx: &std_mpsc::Receiver<Job>) {
         let started = Instant::now();
         let result = db.flush().map(|_| ()).map_err(backend);
         metrics.record_flush(started.elapsed(), waiters.len());
-        if let Err(error) = &result {
-            tracing::error!(%error, "sled flush failed; writers get an internal error");
-            metrics.set_storage_failed();
+        match &result {
+            Err(error) => {
+                tracing::error!(%error, "sled flush failed; writers get an internal error");
+                metrics.set_storage_failed();
+            }
+            // Flushing again after a failure: healthy again.
+            Ok(()) => metrics.set_storage_recovered(),
         }
         for reply in waiters.drain(..) {
             let _ = reply.send(result.clone());

@@ -810,4 +810,4 @@ fn replay(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

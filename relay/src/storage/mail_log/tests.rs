@@ -7,11 +7,31 @@ use super::*;
 pub(super) mod power_loss;
 
 /// Injected write failures, per log directory (tests run in parallel).
-pub(super) mod faults {
+pub(crate) mod faults {
     use std::path::{Path, PathBuf};
     use std::sync::Mutex;
 
     static CUT: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    static NO_FDS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+    /// Make every segment creation in `dir` fail (as with no file
+    /// descriptor left) until called again with `false`.
+    pub(crate) fn no_fds(dir: &Path, on: bool) {
+        let mut dirs = NO_FDS.lock().unwrap();
+        dirs.retain(|d| d != dir);
+        if on {
+            dirs.push(dir.to_path_buf());
+        }
+    }
+
+    /// Whether a segment creation in `dir` is to fail now.
+    pub(crate) fn fail_create(dir: &Path) -> bool {
+        NO_FDS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|d| d == dir)
+    }
 
     /// Make the next write in `dir` fail half-way.
     pub(crate) fn cut_next_write(dir: &Path) {
@@ -170,13 +190,22 @@ async fn a_torn_last_write_is_cut_off_and_the_rest_kept() -> TestResult {
         for id in 1..=2 {
             log.enqueue(message(id, &[1], 100), 100).await?;
         }
+        log.close().await?;
         path = segment::path(dir.path(), *segments(dir.path()).last().unwrap());
         intact = std::fs::read(&path)?;
-        // A crash in the middle of the third write: half of it reaches the
-        // file, and it is never acknowledged.
-        faults::cut_next_write(dir.path());
-        assert!(log.enqueue(message(3, &[1], 100), 100).await.is_err());
-        drop(log);
+    }
+    {
+        // A crash in the middle of a third write: half of its group
+        // reaches the file (it was never acknowledged).
+        let elsewhere = tempfile::tempdir()?;
+        let log = open(elsewhere.path(), LogOptions::default());
+        log.enqueue(message(3, &[1], 100), 100).await?;
+        log.close().await?;
+        let other = std::fs::read(segment::path(elsewhere.path(), 1))?;
+        let group = &other[8..other.len() - record::GROUP_HEADER_LEN];
+        let mut bytes = intact.clone();
+        bytes.extend_from_slice(&group[..group.len() / 2]);
+        std::fs::write(&path, bytes)?;
     }
     let torn = std::fs::read(&path)?[intact.len()..].to_vec();
     assert!(!torn.is_empty());
@@ -301,29 +330,56 @@ async fn a_file_that_is_not_a_segment_is_refused() -> TestResult {
     Ok(())
 }
 
+/// Wait until the log's health (as `/healthz` reads it) is `healthy`.
+async fn health_is(metrics: &Metrics, healthy: bool) {
+    loop {
+        let changed = metrics.changed();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        if metrics.storage_failed() != healthy {
+            return;
+        }
+        changed.await;
+    }
+}
+
 #[tokio::test]
-async fn after_a_failed_write_every_write_is_refused_and_health_says_so() -> TestResult {
+async fn after_running_out_of_file_descriptors_the_log_recovers_by_itself() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let logs = dir.path().join("log");
     let metrics = Arc::new(Metrics::default());
-    let log = MailLog::open(&logs, LogOptions::default(), metrics.clone())?;
-    // The first write creates the first segment: make that impossible.
-    std::fs::remove_dir(&logs)?;
+    let log = MailLog::open(dir.path(), LogOptions::default(), metrics.clone())?;
+    // The first write creates the first segment: no descriptor is left.
+    faults::no_fds(dir.path(), true);
     let first = log.enqueue(message(1, &[1], 10), 10).await;
     assert!(matches!(first, Err(StorageError::Backend(_))), "{first:?}");
     assert!(metrics.storage_failed());
-    std::fs::create_dir(&logs)?;
-    // Refused without trying: the index may no longer match the disk.
+    // Refused while it lasts, and nothing shown that is not on disk.
     let second = log.enqueue(message(2, &[1], 10), 10).await;
     assert!(
         matches!(second, Err(StorageError::Backend(_))),
         "{second:?}"
     );
+    assert_eq!(queue(&log, 1), Vec::<u8>::new());
+    assert!(segments(dir.path()).is_empty(), "nothing written");
+    // The condition clears: the same log takes writes again by itself.
+    faults::no_fds(dir.path(), false);
+    health_is(&metrics, true).await;
+    // The send that failed was written by the retry: its own retry is
+    // answered as a duplicate (accepted), and it is delivered once.
     assert!(matches!(
-        log.acknowledge(account(BOB), 1, account(ALICE), &[1; 16]),
-        Err(StorageError::Backend(_))
+        log.enqueue(message(1, &[1], 10), 10).await?,
+        Enqueued::Duplicate { .. }
     ));
-    assert!(segments(&logs).is_empty(), "nothing written");
+    assert_eq!(
+        log.enqueue(message(2, &[1], 10), 10).await?,
+        Enqueued::Stored
+    );
+    assert_eq!(queue(&log, 1), vec![1, 2]);
+    log.close().await?;
+    drop(log);
+    let log = open(dir.path(), LogOptions::default());
+    assert_eq!(queue(&log, 1), vec![1, 2]);
+    log.close().await?;
     Ok(())
 }
 
@@ -555,28 +611,34 @@ proptest::proptest! {
 }
 
 #[tokio::test]
-async fn nothing_is_acknowledged_after_a_write_fails_half_way() -> TestResult {
+async fn a_write_that_fails_half_way_is_cut_back_retried_and_the_log_recovers() -> TestResult {
     let dir = tempfile::tempdir()?;
     let metrics = Arc::new(Metrics::default());
     let log = MailLog::open(dir.path(), LogOptions::default(), metrics.clone())?;
     log.enqueue(message(1, &[1], 100), 100).await?;
-    faults::cut_next_write(dir.path());
+    // Three writes in a row fail half-way (a full disk), then it clears.
+    for _ in 0..3 {
+        faults::cut_next_write(dir.path());
+    }
     assert!(log.enqueue(message(2, &[1], 100), 100).await.is_err());
-    assert!(metrics.storage_failed());
-    // Neither a new send nor the retry is acknowledged, and the copy that
-    // failed is never shown.
-    assert!(log.enqueue(message(3, &[1], 100), 100).await.is_err());
-    assert!(log.enqueue(message(2, &[1], 100), 100).await.is_err());
-    assert_eq!(queue(&log, 1), vec![1]);
-    assert!(log.close().await.is_err(), "close reports the failure");
-    drop(log);
-    // The half-written record is a torn tail; message 1 is intact.
-    let log = open(dir.path(), LogOptions::default());
-    assert_eq!(queue(&log, 1), vec![1]);
+    // Not acknowledged, never shown before it is on disk.
+    health_is(&metrics, true).await;
     assert_eq!(
-        log.enqueue(message(2, &[1], 100), 100).await?,
+        log.enqueue(message(3, &[1], 100), 100).await?,
         Enqueued::Stored
     );
+    assert!(matches!(
+        log.enqueue(message(2, &[1], 100), 100).await?,
+        Enqueued::Duplicate { .. }
+    ));
+    assert_eq!(queue(&log, 1), vec![1, 2, 3]);
+    log.close().await?;
+    drop(log);
+    // The half-written bytes were cut back before each retry: the segment
+    // replays cleanly, with no torn tail.
+    let log = open(dir.path(), LogOptions::default());
+    assert_eq!(queue(&log, 1), vec![1, 2, 3]);
+    assert!(files_ending(dir.path(), ".torn").is_empty());
     log.close().await?;
     Ok(())
 }
