@@ -24,6 +24,10 @@ struct Group {
     last: bool,
 }
 
+/// How long records nobody waits for (deletions) may stay unsynced while
+/// the writer waits for a send to share a sync with.
+const DEFER_UNWAITED: Duration = Duration::from_millis(5);
+
 /// First wait before a failed write is tried again; it doubles up to
 /// [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_millis(10);
@@ -207,6 +211,26 @@ fn next_group(
         state.writer_idle = true;
         state = shared.work.wait(state).unwrap_or_else(|p| p.into_inner());
         state.writer_idle = false;
+    }
+    if state.waiters.is_empty() && !state.closing {
+        // Only records nobody waits for (acks' deletions, the expiry
+        // clock): let them ride with the next send's sync, and sync them
+        // alone only after `DEFER_UNWAITED`. A lone sender whose recipient
+        // acks at once then pays one sync per send, not two.
+        let deadline = Instant::now() + DEFER_UNWAITED;
+        loop {
+            let now = Instant::now();
+            if !state.waiters.is_empty() || state.closing || now >= deadline {
+                break;
+            }
+            state.writer_idle = true;
+            state = shared
+                .work
+                .wait_timeout(state, deadline - now)
+                .map(|(state, _)| state)
+                .unwrap_or_else(|p| p.into_inner().0);
+            state.writer_idle = false;
+        }
     }
     if !state.closing && *last_waiters > 1 && state.waiters.len() < *last_waiters {
         // Several senders were at work: give as many a moment to arrive,
