@@ -301,3 +301,192 @@ async fn device(
     }
     Ok((latencies, errors))
 }
+
+/// What [`run_single`] measured.
+#[derive(Clone, Debug)]
+pub struct SingleReport {
+    /// Sends accepted.
+    pub sends: u64,
+    /// From the first send to the last `Accepted`.
+    pub elapsed: Duration,
+    /// Sends per second.
+    pub throughput: f64,
+    /// Median send→`Accepted` time.
+    pub p50: Duration,
+}
+
+fn send_frame(request_id: u64, to: AccountId, message_id: [u8; 16], size: usize) -> Message {
+    client(
+        request_id,
+        client_frame::Body::Send(wire::Send {
+            message_id: message_id.to_vec(),
+            recipient_account: to.to_vec(),
+            category: wire::Category::Conversation as i32,
+            devices: vec![wire::DeviceCiphertext {
+                device_id: 1,
+                ciphertext: vec![0x5a; size],
+            }],
+            ..Default::default()
+        }),
+    )
+}
+
+fn ack_frame(envelope: Option<wire::Envelope>) -> Message {
+    let envelope = envelope.unwrap_or_default();
+    client(
+        0,
+        client_frame::Body::DeliveryAck(wire::DeliveryAck {
+            message_id: envelope.message_id,
+            sender_account: envelope.sender_account,
+        }),
+    )
+}
+
+/// Receive and ack `count` envelopes.
+async fn receive_and_ack(ws: &mut Ws, count: usize) -> Result<(), LoadError> {
+    let mut received = 0;
+    while received < count {
+        if let Some(Body::Deliver(d)) = next_frame(ws).await?.body {
+            ws.send(ack_frame(d.envelope)).await?;
+            received += 1;
+        }
+    }
+    Ok(())
+}
+
+/// One device sends `messages` envelopes to one online device, each
+/// awaited until `Accepted` before the next (sequential sends).
+pub async fn run_single(
+    addr: SocketAddr,
+    messages: usize,
+    size: usize,
+    timeout: Duration,
+) -> Result<SingleReport, LoadError> {
+    let (alice, bob) = (LoadAccount::generate(), LoadAccount::generate());
+    let mut a = connect(addr, &alice, true).await?;
+    let mut b = connect(addr, &bob, true).await?;
+    let receiver = tokio::spawn(async move { receive_and_ack(&mut b, messages).await });
+    let start = Instant::now();
+    let mut took = Vec::with_capacity(messages);
+    let sends = async {
+        for n in 0..messages {
+            let mut id = [0u8; 16];
+            id[..8].copy_from_slice(&(n as u64).to_be_bytes());
+            let sent = Instant::now();
+            a.send(send_frame(n as u64 + 10, bob.id, id, size)).await?;
+            loop {
+                match next_frame(&mut a).await?.body {
+                    Some(Body::Accepted(_)) => break,
+                    Some(Body::Error(e)) => {
+                        return Err(LoadError::Protocol(format!("refused: {}", e.message)));
+                    }
+                    _ => {}
+                }
+            }
+            took.push(sent.elapsed());
+        }
+        Ok(())
+    };
+    tokio::time::timeout(timeout, sends)
+        .await
+        .map_err(|_| LoadError::Timeout(timeout))??;
+    let elapsed = start.elapsed();
+    tokio::time::timeout(timeout, receiver)
+        .await
+        .map_err(|_| LoadError::Timeout(timeout))?
+        .map_err(|e| LoadError::Protocol(e.to_string()))??;
+    took.sort_unstable();
+    Ok(SingleReport {
+        sends: messages as u64,
+        elapsed,
+        throughput: messages as f64 / elapsed.as_secs_f64(),
+        p50: took.get(took.len() / 2).copied().unwrap_or_default(),
+    })
+}
+
+/// What [`run_drain`] measured.
+#[derive(Clone, Debug)]
+pub struct DrainReport {
+    /// Envelopes queued, then drained.
+    pub envelopes: u64,
+    /// Time to queue them (all accepted).
+    pub fill: Duration,
+    /// From the recipient's authentication to its last envelope received.
+    pub drain: Duration,
+    /// Envelopes per second drained.
+    pub throughput: f64,
+    /// `Delivered` receipts that reached the (online) sender.
+    pub receipts: u64,
+}
+
+/// A device sends `messages` envelopes to an offline device (at most
+/// `window` awaiting `Accepted`); the recipient then connects and acks
+/// them all while the sender stays online and counts its `Delivered`
+/// receipts (waiting until it has them all, or none came for 5 s).
+pub async fn run_drain(
+    addr: SocketAddr,
+    messages: usize,
+    size: usize,
+    window: usize,
+    timeout: Duration,
+) -> Result<DrainReport, LoadError> {
+    let (alice, bob) = (LoadAccount::generate(), LoadAccount::generate());
+    drop(connect(addr, &bob, true).await?);
+    let mut a = connect(addr, &alice, true).await?;
+    let fill_start = Instant::now();
+    let fill = async {
+        let (mut sent, mut accepted) = (0usize, 0usize);
+        while accepted < messages {
+            while sent < messages && sent - accepted < window.max(1) {
+                let mut id = [0u8; 16];
+                id[..8].copy_from_slice(&(sent as u64).to_be_bytes());
+                a.feed(send_frame(sent as u64 + 10, bob.id, id, size))
+                    .await?;
+                sent += 1;
+            }
+            a.flush().await?;
+            match next_frame(&mut a).await?.body {
+                Some(Body::Accepted(_)) => accepted += 1,
+                Some(Body::Error(e)) => {
+                    return Err(LoadError::Protocol(format!("refused: {}", e.message)));
+                }
+                _ => {}
+            }
+        }
+        Ok::<_, LoadError>(())
+    };
+    tokio::time::timeout(timeout, fill)
+        .await
+        .map_err(|_| LoadError::Timeout(timeout))??;
+    let fill = fill_start.elapsed();
+    let receipts = tokio::spawn(async move {
+        let mut receipts = 0u64;
+        while receipts < messages as u64 {
+            match tokio::time::timeout(Duration::from_secs(5), next_frame(&mut a)).await {
+                Ok(Ok(frame)) => {
+                    if let Some(Body::Delivered(_)) = frame.body {
+                        receipts += 1;
+                    }
+                }
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+        receipts
+    });
+    let drain_start = Instant::now();
+    let mut b = connect(addr, &bob, false).await?;
+    tokio::time::timeout(timeout, receive_and_ack(&mut b, messages))
+        .await
+        .map_err(|_| LoadError::Timeout(timeout))??;
+    let drain = drain_start.elapsed();
+    let receipts = receipts
+        .await
+        .map_err(|e| LoadError::Protocol(e.to_string()))?;
+    Ok(DrainReport {
+        envelopes: messages as u64,
+        fill,
+        drain,
+        throughput: messages as f64 / drain.as_secs_f64(),
+        receipts,
+    })
+}

@@ -65,7 +65,7 @@ async fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()>
         (true, Some("GET"), Some("/healthz")) if metrics.storage_failed() => (
             "503 Service Unavailable",
             "text/plain",
-            "storage failed to write; sends are refused: check the disk and the log, then restart the relay\n"
+            "storage fails to write; sends are refused until a retry succeeds: check the disk (space, file descriptors) and the log\n"
                 .to_owned(),
         ),
         (true, Some("GET"), Some("/healthz")) => ("200 OK", "text/plain", "ok\n".to_owned()),
@@ -113,12 +113,53 @@ mod tests {
         metrics.set_storage_failed();
         let health = get(addr, "/healthz").await;
         assert!(health.starts_with("HTTP/1.1 503"), "{health}");
-        assert!(health.contains("restart the relay"));
+        assert!(health.contains("refused until a retry succeeds"));
         assert!(
             get(addr, "/metrics")
                 .await
                 .contains("comptoir_storage_healthy 0")
         );
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn healthz_is_ok_again_once_an_injected_fd_exhaustion_clears() {
+        use crate::storage::mail_log::tests::faults;
+        use crate::storage::mail_log::{LogOptions, MailLog};
+        use crate::storage::{Enqueued, NewMessage};
+        let dir = tempfile::tempdir().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let server = tokio::spawn(serve(listener, metrics.clone()));
+        let log = MailLog::open(dir.path(), LogOptions::default(), metrics.clone()).unwrap();
+        let account = comptoir_protocol::AccountId::from_bytes(&[7; 16]).unwrap();
+        let message = |id: u8| NewMessage {
+            sender: account,
+            sender_device: 1,
+            recipient: account,
+            message_id: [id; 16],
+            server_timestamp_ms: 1,
+            expires_at_ms: crate::state::now_ms() + 600_000,
+            copies: vec![(1, vec![id; 10])],
+        };
+        faults::no_fds(dir.path(), true);
+        assert!(log.enqueue(message(1), 10).await.is_err());
+        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 503"));
+        faults::no_fds(dir.path(), false);
+        loop {
+            let changed = metrics.changed();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if !metrics.storage_failed() {
+                break;
+            }
+            changed.await;
+        }
+        let health = get(addr, "/healthz").await;
+        assert!(health.starts_with("HTTP/1.1 200 OK"), "{health}");
+        assert_eq!(log.enqueue(message(2), 10).await.unwrap(), Enqueued::Stored);
+        log.close().await.unwrap();
         server.abort();
     }
 }

@@ -2,7 +2,7 @@
 //! Lock-free atomics: recording costs a relaxed add on the hot path.
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use comptoir_protocol::proto::wire::ErrorCode;
@@ -38,13 +38,20 @@ pub struct Metrics {
     flushed_writes: AtomicU64,
     flush_micros_sum: AtomicU64,
     flush_buckets: [AtomicU64; FLUSH_BUCKETS.len()],
-    /// Set when storage failed to write: the relay refuses sends until it
-    /// is restarted, and `/healthz` says so.
-    storage_failed: AtomicBool,
+    /// Bits set while a part of storage fails to write ([`SLED_FAILED`],
+    /// [`MAIL_LOG_FAILED`]): the relay refuses sends until a retry
+    /// succeeds, and `/healthz` says so.
+    storage_failed: AtomicU8,
     /// Woken when a connection, delivery or expiry count changes, so a
     /// watcher (an operator tool, a test) waits for the event, not a timer.
     changed: tokio::sync::Notify,
 }
+
+/// Bit of [`Metrics::storage_failed`] for the directory store (sled).
+const SLED_FAILED: u8 = 1;
+
+/// Bit of [`Metrics::storage_failed`] for the mail log.
+const MAIL_LOG_FAILED: u8 = 2;
 
 impl Metrics {
     /// Tell watchers that a connection, delivery or expiry count changed.
@@ -59,14 +66,35 @@ impl Metrics {
         self.changed.notified()
     }
 
-    /// Record that storage can no longer write.
+    /// Record that the directory store (sled) cannot write.
     pub fn set_storage_failed(&self) {
-        self.storage_failed.store(true, Relaxed);
+        self.set_failing(SLED_FAILED, true);
     }
 
-    /// Whether storage failed to write since start.
+    /// Record that the directory store (sled) writes again.
+    pub fn set_storage_recovered(&self) {
+        self.set_failing(SLED_FAILED, false);
+    }
+
+    /// Record whether the mail log fails to write.
+    pub fn set_mail_log_failed(&self, failed: bool) {
+        self.set_failing(MAIL_LOG_FAILED, failed);
+    }
+
+    fn set_failing(&self, part: u8, failed: bool) {
+        let before = if failed {
+            self.storage_failed.fetch_or(part, Relaxed)
+        } else {
+            self.storage_failed.fetch_and(!part, Relaxed)
+        };
+        if (before & part != 0) != failed {
+            self.notify_change();
+        }
+    }
+
+    /// Whether some part of storage is failing to write now.
     pub fn storage_failed(&self) -> bool {
-        self.storage_failed.load(Relaxed)
+        self.storage_failed.load(Relaxed) != 0
     }
 
     /// Count a refusal sent to a client.

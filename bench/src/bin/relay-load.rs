@@ -90,6 +90,29 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// One device sends to one online device, each send awaited until
+    /// accepted (a fresh relay child).
+    Single {
+        /// Sends.
+        #[arg(long, default_value_t = 5_000)]
+        messages: usize,
+        /// Ciphertext bytes per envelope.
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+    },
+    /// Queue envelopes for an offline device, then time its drain while
+    /// the sender counts `Delivered` receipts (a fresh relay child).
+    Drain {
+        /// Envelopes queued.
+        #[arg(long, default_value_t = 100_000)]
+        messages: usize,
+        /// Ciphertext bytes per envelope.
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        /// Sends awaiting Accepted while filling, at most.
+        #[arg(long, default_value_t = 64)]
+        window: usize,
+    },
     /// Resident memory per idle authenticated connection on the relay.
     Idle {
         /// Connections to open (each a registered, authenticated device).
@@ -140,6 +163,44 @@ fn main() -> ExitCode {
                 size,
                 rounds,
             } => mux(&tasks, messages, size, rounds).await,
+            Cmd::Single { messages, size } => {
+                let server = start_relay()?;
+                let r = load::run_single(server.addr, messages, size, Duration::from_secs(600))
+                    .await?;
+                println!(
+                    "single sender: {} sequential sends in {:.2} s: {:.0} sends/s, p50 send->accepted {:.3} ms",
+                    r.sends,
+                    r.elapsed.as_secs_f64(),
+                    r.throughput,
+                    r.p50.as_secs_f64() * 1e3
+                );
+                Ok(())
+            }
+            Cmd::Drain {
+                messages,
+                size,
+                window,
+            } => {
+                let server = start_relay()?;
+                let r = load::run_drain(
+                    server.addr,
+                    messages,
+                    size,
+                    window,
+                    Duration::from_secs(600),
+                )
+                .await?;
+                println!(
+                    "drain: {} envelopes queued in {:.2} s, drained in {:.2} s: {:.0} env/s; Delivered receipts at the sender: {} of {}",
+                    r.envelopes,
+                    r.fill.as_secs_f64(),
+                    r.drain.as_secs_f64(),
+                    r.throughput,
+                    r.receipts,
+                    r.envelopes
+                );
+                Ok(())
+            }
             Cmd::Run {
                 addr,
                 devices,

@@ -21,6 +21,7 @@
 pub(crate) mod dir_lock;
 pub mod mail_log;
 pub mod sled;
+mod store_id;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -230,8 +231,10 @@ pub trait Storage: Send + Sync + 'static {
         message_id: [u8; MESSAGE_ID_LEN],
     ) -> impl Future<Output = StorageResult<Option<u32>>> + Send;
 
-    /// Delete envelopes, idempotency records and receipts expired at
-    /// `now_ms`.
+    /// Delete envelopes, idempotency records and receipts expired when the
+    /// wall clock reads `now_ms`; a backend may go by a guarded clock that
+    /// follows a clock stepped forward only at a bounded pace (the embedded
+    /// one does: see `mail_log::EXPIRY_CATCH_UP_MS`).
     /// Returns the number of envelopes deleted.
     fn expire(&self, now_ms: u64) -> impl Future<Output = StorageResult<u64>> + Send;
 

@@ -111,9 +111,13 @@ fn flush_loop(db: Db, metrics: &Metrics, rx: &std_mpsc::Receiver<Job>) {
         let started = Instant::now();
         let result = db.flush().map(|_| ()).map_err(backend);
         metrics.record_flush(started.elapsed(), waiters.len());
-        if let Err(error) = &result {
-            tracing::error!(%error, "sled flush failed; writers get an internal error");
-            metrics.set_storage_failed();
+        match &result {
+            Err(error) => {
+                tracing::error!(%error, "sled flush failed; writers get an internal error");
+                metrics.set_storage_failed();
+            }
+            // Flushing again after a failure: healthy again.
+            Ok(()) => metrics.set_storage_recovered(),
         }
         for reply in waiters.drain(..) {
             let _ = reply.send(result.clone());
@@ -246,7 +250,13 @@ impl SledStore {
             .cache_capacity(cache_capacity)
             .mode(::sled::Mode::HighThroughput)
             .open()
-            .map_err(backend)?;
+            .map_err(|e| {
+                StorageError::Backend(format!(
+                    "the directory store (sled) in {} cannot be read ({e}); restore the data \
+                     directory from a backup",
+                    dir.display()
+                ))
+            })?;
         let tree = |name: &str| db.open_tree(name).map_err(backend);
         let legacy_mail = tree("mail")?;
         if !legacy_mail.is_empty() {
@@ -256,17 +266,32 @@ impl SledStore {
                     .into(),
             ));
         }
+        let accounts = tree("accounts")?;
+        let log_dir = dir.join("mail-log");
+        super::store_id::check(&db, &accounts, &log_dir)?;
+        let mail = MailLog::open_holding(&log_dir, log, metrics.clone(), Some(dir_lock.clone()))?;
+        // Mail for accounts sled does not know: sled lost records (a
+        // damaged or truncated file that it recovered from) or the two do
+        // not belong together. Either way, serving it would hide the loss.
+        let unknown = mail
+            .queued_accounts()
+            .into_iter()
+            .filter(|a| !matches!(accounts.contains_key(a.as_bytes()), Ok(true)))
+            .count();
+        if unknown > 0 {
+            return Err(StorageError::Backend(format!(
+                "the data directory {} is inconsistent: the mail log holds mail for {unknown} \
+                 account(s) that the directory store (sled) does not know (sled lost records?); \
+                 the relay will not start on it (restore the whole data directory from a backup)",
+                dir.display()
+            )));
+        }
         Ok(Self {
             cache: Arc::default(),
             receipts: tree("receipts")?,
-            accounts: tree("accounts")?,
+            accounts,
             prekeys: tree("prekeys")?,
-            mail: MailLog::open_holding(
-                &dir.join("mail-log"),
-                log,
-                metrics.clone(),
-                Some(dir_lock.clone()),
-            )?,
+            mail,
             blocks: tree("blocks")?,
             phones: tree("phones")?,
             names: tree("names")?,
@@ -466,6 +491,9 @@ impl Storage for SledStore {
         let expired = tokio::task::spawn_blocking(move || mail.expire(now_ms))
             .await
             .map_err(|e| StorageError::Backend(format!("expiry task failed: {e}")))?;
+        // Receipts go by the same clock, guarded against a wall clock
+        // stepped forward (see `EXPIRY_CATCH_UP_MS`).
+        let now_ms = self.mail.expiry_clock_ms();
         let mut stale_receipts = Batch::default();
         for entry in self.receipts.iter() {
             let (key, value) = entry.map_err(backend)?;
@@ -652,7 +680,7 @@ mod tests {
             message_id: [id; MESSAGE_ID_LEN],
             server_timestamp_ms: 1_000 + u64::from(id),
             // Replay drops what expired by the wall clock: expire later.
-            expires_at_ms: crate::state::now_ms() + 3_600_000,
+            expires_at_ms: crate::state::now_ms() + 600_000,
             copies: devices.iter().map(|d| (*d, vec![id; 10])).collect(),
         }
     }
@@ -702,6 +730,7 @@ mod tests {
         let (a, b) = (AccountId::generate(&mut rng), AccountId::generate(&mut rng));
         {
             let store = open(dir.path());
+            make_known(&store, b).await?;
             for id in 0..3 {
                 assert_eq!(
                     store.enqueue(message(a, b, id, &[1]), 3).await?,
@@ -751,6 +780,7 @@ mod tests {
         let (a, b) = (AccountId::generate(&mut rng), AccountId::generate(&mut rng));
         for round in 0..20u8 {
             let store = open(dir.path());
+            make_known(&store, b).await?;
             match SledStore::open(dir.path(), 1 << 20, Arc::new(Metrics::default())) {
                 Err(StorageError::InUse(path)) => assert_eq!(path, dir.path()),
                 other => panic!("expected InUse, got {other:?}"),
@@ -864,6 +894,154 @@ mod tests {
         let store = open(dir.path());
         assert_eq!(store.lookup_name("acme").await?, Some(winner));
         assert_eq!(store.lookup_name("nobody").await?, None);
+        Ok(())
+    }
+
+    /// Give `account` a device list, so that mail for it is consistent.
+    async fn make_known(store: &SledStore, account: AccountId) -> StorageResult<()> {
+        let mut rng = rand::rng();
+        let key = comptoir_protocol::AccountKeyPair::generate(&mut rng);
+        let device = comptoir_protocol::IdentityKeyPair::generate(&mut rng);
+        let list =
+            comptoir_protocol::DeviceList::sign(&key, account, 1, vec![(1, *device.public())])
+                .map_err(|e| StorageError::Backend(e.to_string()))?;
+        store.create_account(&list).await?;
+        Ok(())
+    }
+
+    /// A store with one account and one envelope queued for it, closed.
+    async fn populated(dir: &Path) -> StorageResult<()> {
+        let a = AccountId::generate(&mut rand::rng());
+        let store = open(dir);
+        make_known(&store, a).await?;
+        store.enqueue(message(a, a, 1, &[1]), 10).await?;
+        store.close().await?;
+        Ok(())
+    }
+
+    /// Every file under `dir` with its bytes.
+    fn files(dir: &Path) -> std::collections::BTreeMap<std::path::PathBuf, Vec<u8>> {
+        let mut out = std::collections::BTreeMap::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                out.extend(files(&path));
+            } else {
+                out.insert(path.clone(), std::fs::read(&path).unwrap());
+            }
+        }
+        out
+    }
+
+    fn refusal(dir: &Path) -> String {
+        match SledStore::open(dir, 1 << 20, Arc::new(Metrics::default())) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("opened a data directory that does not hold together"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_emptied_directory_store_stops_the_relay_and_changes_nothing() -> StorageResult<()> {
+        let dir = tempfile::tempdir().map_err(|e| StorageError::Backend(e.to_string()))?;
+        populated(dir.path()).await?;
+        // Everything of sled's gone (the accounts, keys, names), the mail
+        // log left: today sled would start empty without a word.
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if name == "mail-log" || name == "relay.lock" {
+                continue;
+            }
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path).unwrap();
+            } else {
+                std::fs::remove_file(&path).unwrap();
+            }
+        }
+        let log = files(&dir.path().join("mail-log"));
+        let text = refusal(dir.path());
+        assert!(
+            text.contains("directory store") && text.contains("backup"),
+            "{text}"
+        );
+        assert_eq!(
+            files(&dir.path().join("mail-log")),
+            log,
+            "mail log untouched"
+        );
+        // Still refused the second time (nothing was written in between).
+        assert!(refusal(dir.path()).contains("directory store"));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_mail_log_from_elsewhere_or_missing_stops_the_relay() -> StorageResult<()> {
+        let tmp = |_| tempfile::tempdir().map_err(|e| StorageError::Backend(e.to_string()));
+        let (one, two) = (tmp(1)?, tmp(2)?);
+        populated(one.path()).await?;
+        populated(two.path()).await?;
+        let (log_one, log_two) = (one.path().join("mail-log"), two.path().join("mail-log"));
+        std::fs::remove_dir_all(&log_one).unwrap();
+        std::fs::rename(&log_two, &log_one).unwrap();
+        let text = refusal(one.path());
+        assert!(text.contains("another data directory"), "{text}");
+        std::fs::remove_dir_all(&log_one).unwrap();
+        let text = refusal(one.path());
+        assert!(text.contains("missing"), "{text}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_directory_from_before_identities_is_adopted() -> StorageResult<()> {
+        let dir = tempfile::tempdir().map_err(|e| StorageError::Backend(e.to_string()))?;
+        populated(dir.path()).await?;
+        // As an older relay left it: no identity on either side.
+        std::fs::remove_file(dir.path().join("mail-log").join("store-id")).unwrap();
+        {
+            let db = ::sled::open(dir.path()).map_err(backend)?;
+            db.drop_tree("meta").map_err(backend)?;
+            db.flush().map_err(backend)?;
+        }
+        let store = open(dir.path());
+        assert_eq!(store.total_queued().await?, 1);
+        store.close().await?;
+        drop(store);
+        let store = open(dir.path());
+        assert_eq!(store.total_queued().await?, 1);
+        store.close().await?;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_truncated_directory_store_stops_the_relay() -> StorageResult<()> {
+        for keep in [0u64, 2] {
+            let dir = tempfile::tempdir().map_err(|e| StorageError::Backend(e.to_string()))?;
+            populated(dir.path()).await?;
+            let db = dir.path().join("db");
+            let len = std::fs::metadata(&db).unwrap().len();
+            let file = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+            file.set_len(len * keep / 4).unwrap();
+            drop(file);
+            let log = files(&dir.path().join("mail-log"));
+            // Either refused, or whatever sled recovered still holds the
+            // account: never an empty store beside the mail log.
+            match SledStore::open(dir.path(), 1 << 20, Arc::new(Metrics::default())) {
+                Err(e) => {
+                    let text = e.to_string();
+                    assert!(text.contains("directory store"), "{text}");
+                    assert_eq!(
+                        files(&dir.path().join("mail-log")),
+                        log,
+                        "mail log untouched"
+                    );
+                }
+                Ok(store) => {
+                    assert_eq!(store.accounts.len(), 1, "cut to {keep}/4");
+                    assert_eq!(store.total_queued().await?, 1);
+                    store.close().await?;
+                }
+            }
+        }
         Ok(())
     }
 }

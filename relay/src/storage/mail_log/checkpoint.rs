@@ -8,6 +8,7 @@ use std::sync::Arc;
 use comptoir_protocol::AccountId;
 use tokio::sync::oneshot;
 
+use super::durable;
 use super::index::{self, Entry, Location};
 use super::record::Writer;
 use super::segment::{self, SEGMENT_HEADER_LEN};
@@ -43,7 +44,7 @@ pub(super) fn maybe_checkpoint(shared: &Arc<Shared>, state: &mut State) {
             let bytes = capture.since;
             if let Err(error) = checkpoint(&worker, capture) {
                 tracing::error!(%error, "mail log checkpoint failed; the next group tries again");
-                let _ = std::fs::remove_file(segment::partial_path(&worker.dir, id));
+                let _ = durable::remove(&segment::partial_path(&worker.dir, id));
                 worker.lock().since_checkpoint += bytes;
             }
         });
@@ -157,13 +158,18 @@ fn checkpoint(shared: &Shared, capture: Capture) -> StorageResult<()> {
     let files = shared.lock().files.clone();
     let partial = segment::partial_path(&shared.dir, id);
     let file = segment::create(&partial).map_err(|e| io_error("cannot create", &partial, e))?;
-    let mut writer = Writer::default();
+    let mut writer = Writer::group();
     writer.seq_floor(next_seq);
+    // How far expiry went, so that it is not lost with the old segments.
+    writer.clock(shared.lock().clock.ms);
     let mut written = SEGMENT_HEADER_LEN;
     let mut moved = Vec::with_capacity(captured.len());
     let write_out = |writer: &mut Writer, written: &mut u64| -> StorageResult<()> {
         use std::io::Write;
-        let bytes = writer.take();
+        if writer.group_is_empty() {
+            return Ok(());
+        }
+        let bytes = writer.finish_group();
         (&file)
             .write_all(&bytes)
             .map_err(|e| io_error("cannot write", &partial, e))?;
@@ -209,10 +215,16 @@ fn checkpoint(shared: &Shared, capture: Capture) -> StorageResult<()> {
         }
     }
     write_out(&mut writer, &mut written)?;
-    file.sync_data()
-        .map_err(|e| io_error("cannot sync", &partial, e))?;
+    {
+        // Sealed: its last group holding records is followed by another.
+        use std::io::Write;
+        (&file)
+            .write_all(&super::record::seal_group())
+            .map_err(|e| io_error("cannot write", &partial, e))?;
+    }
+    durable::sync_data(&file).map_err(|e| io_error("cannot sync", &partial, e))?;
     let final_path = segment::path(&shared.dir, id);
-    std::fs::rename(&partial, &final_path).map_err(|e| io_error("cannot rename", &partial, e))?;
+    durable::rename(&partial, &final_path).map_err(|e| io_error("cannot rename", &partial, e))?;
     // Listed at once, so that whatever fails from here on, the next
     // checkpoint still deletes it with the other old segments (a stale
     // checkpoint left behind would bring back what was deleted after it).
@@ -237,13 +249,17 @@ fn checkpoint(shared: &Shared, capture: Capture) -> StorageResult<()> {
         }
     }
     let obsolete: Vec<u32> = shared.lock().files.range(..id).map(|(k, _)| *k).collect();
+    // Oldest first, each unlink synced before the next: a power loss then
+    // leaves a run of the newest old segments, never an older one without
+    // a newer one (which could hold its acks, so it would bring back
+    // copies acked and deleted long ago).
     for old in obsolete {
         // Unlisted only once gone, so a failure leaves it to the next
         // checkpoint.
         let path = segment::path(&shared.dir, old);
-        std::fs::remove_file(&path).map_err(|e| io_error("cannot remove", &path, e))?;
+        durable::remove(&path).map_err(|e| io_error("cannot remove", &path, e))?;
+        segment::sync_dir(&shared.dir).map_err(|e| io_error("cannot sync", &shared.dir, e))?;
         shared.lock().files.remove(&old);
     }
-    segment::sync_dir(&shared.dir).map_err(|e| io_error("cannot sync", &shared.dir, e))?;
     Ok(())
 }

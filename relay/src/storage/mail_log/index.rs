@@ -237,8 +237,8 @@ impl Index {
     }
 
     /// Remove every copy and idempotency entry expired at `now_ms` in one
-    /// go; returns the copies removed.
-    #[cfg(test)]
+    /// go (at open, before anyone else holds the index); returns the
+    /// copies removed.
     pub(crate) fn expire(&mut self, now_ms: u64) -> u64 {
         let keys: Vec<(AccountId, u32)> = self.devices.keys().copied().collect();
         let expired = keys

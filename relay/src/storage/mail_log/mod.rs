@@ -2,9 +2,12 @@
 //! commit and an in-memory index.
 //!
 //! A send appends one `Message` record (all its device copies) to a buffer
-//! and waits; the writer thread takes everything buffered (lingering up to
-//! [`LogOptions::linger`] for more), writes it with one `write` and makes it
-//! durable with one `fdatasync`, then completes every waiter of the group.
+//! and waits; the writer thread takes everything buffered, writes it with
+//! one `write` and makes it durable with one `fdatasync`, then completes
+//! every waiter of the group. The commit is adaptive: when the last group
+//! had a single waiter the writer commits at once; when it had several
+//! (senders at work concurrently) it waits, up to [`LogOptions::linger`],
+//! only until as many are waiting again, so a burst shares one sync.
 //! An ack removes its copy from the index at once and appends a `Removed`
 //! record that the next group writes (deletions are not waited on: a lost
 //! one means a redelivery, which clients drop by message id).
@@ -23,10 +26,18 @@
 //! half-written checkpoint is a `.partial` file, deleted at open, and a
 //! finished one only repeats what older segments say.
 //!
-//! A write cut short by a crash (never acknowledged) shows as a bad CRC or
-//! a short record at a segment's end; replay stops there and truncates.
+//! Each group is written with one write and one sync, framed with its
+//! length and CRC (see `record`). A write cut short by a crash (never
+//! acknowledged) can only be the last group of the newest segment; replay
+//! keeps its bytes aside in a `.torn` file and cuts it off. Anything else
+//! that does not check out is corruption: open refuses, naming the file
+//! and offset, and changes nothing. The newest segment is sealed (an empty
+//! group appended) at open, at a clean close and after a checkpoint, so a
+//! damaged group that once was followed by others is never taken for a
+//! torn write.
 
 mod checkpoint;
+mod durable;
 mod index;
 mod record;
 mod segment;
@@ -37,13 +48,13 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use comptoir_protocol::AccountId;
 use tokio::sync::{oneshot, watch};
 
 use self::index::{Entry, Index, Location, SentEntry};
-use self::record::{Origin, Record, Writer};
+use self::record::{GROUP_HEADER_LEN, Origin, Record, Writer};
 use self::segment::{SEGMENT_HEADER_LEN, Tail};
 use super::dir_lock::DirLock;
 use super::{Enqueued, MESSAGE_ID_LEN, NewMessage, QueuedEnvelope, StorageError, StorageResult};
@@ -57,9 +68,9 @@ pub struct LogOptions {
     pub segment_bytes: u64,
     /// No checkpoint until the log has grown by at least this much.
     pub checkpoint_min_bytes: u64,
-    /// How long the writer waits for more work before a write and sync:
-    /// one sync then covers a burst, not a trickle, for at most this much
-    /// added latency.
+    /// Under load only (the last group had several waiters), the longest
+    /// the writer waits for as many waiters as the last group had before
+    /// it writes and syncs; a lone sender is never held up.
     pub linger: Duration,
 }
 
@@ -74,6 +85,38 @@ impl Default for LogOptions {
 }
 
 type Waiter = oneshot::Sender<StorageResult<()>>;
+
+/// How far the expiry clock may move past real elapsed time in one pass
+/// (or at open, past the persisted clock). The wall clock can be stepped
+/// forward (a bad NTP answer, an operator's typo); expiry follows it at
+/// this pace at most, so a step of days deletes an hour's worth of mail per
+/// pass instead of every queue at once, and the warning it logs gives the
+/// operator time to fix the clock. It also lets expiry catch up after the
+/// relay was stopped for a while.
+pub const EXPIRY_CATCH_UP_MS: u64 = 3_600_000;
+
+/// The time expiry goes by: the wall clock, but never backwards and never
+/// more than [`EXPIRY_CATCH_UP_MS`] ahead of real elapsed time.
+#[derive(Debug, Clone, Copy)]
+struct ExpiryClock {
+    /// Expiry has reached this time (ms since the epoch); persisted in
+    /// `Clock` records.
+    ms: u64,
+    /// When `ms` was set (monotonic, immune to clock steps).
+    at: Instant,
+}
+
+impl ExpiryClock {
+    /// The expiry time for a wall clock reading of `wall`.
+    fn bound(&self, wall: u64) -> u64 {
+        let elapsed = u64::try_from(self.at.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let limit = self
+            .ms
+            .saturating_add(elapsed)
+            .saturating_add(EXPIRY_CATCH_UP_MS);
+        wall.clamp(self.ms, limit)
+    }
+}
 
 /// Device queues visited per lock by expiry and checkpoints.
 const SLICE: usize = 256;
@@ -106,6 +149,8 @@ struct State {
     /// Callers waiting for everything appended before them to be durable.
     waiters: Vec<Waiter>,
     writer_idle: bool,
+    /// While the writer gathers a group: wake it once this many wait.
+    gather: usize,
     /// Log bytes written since the last checkpoint started.
     since_checkpoint: u64,
     checkpointing: bool,
@@ -114,6 +159,8 @@ struct State {
     closing: bool,
     /// Set when a write or sync failed: nothing more is accepted.
     failed: Option<StorageError>,
+    /// The time expiry goes by.
+    clock: ExpiryClock,
 }
 
 impl State {
@@ -145,7 +192,9 @@ impl State {
             .last()
             .is_none_or(|(s, _)| *s != active)
         {
-            self.buffered.chunks.push((active, Writer::default()));
+            // A new group in this segment: its header comes first.
+            self.buffered.chunks.push((active, Writer::group()));
+            self.active_len += GROUP_HEADER_LEN as u64;
         }
         let start = self.active_len;
         let last = self.buffered.chunks.len() - 1;
@@ -186,7 +235,12 @@ impl Shared {
     fn durable_waiter(&self, state: &mut State) -> oneshot::Receiver<StorageResult<()>> {
         let (tx, rx) = oneshot::channel();
         state.waiters.push(tx);
-        self.wake_writer(state);
+        if state.gather != 0 && state.waiters.len() == state.gather {
+            // The group being gathered is complete.
+            self.work.notify_one();
+        } else {
+            self.wake_writer(state);
+        }
         rx
     }
 }
@@ -221,6 +275,12 @@ impl MailLog {
         Self::open_holding(dir, options, metrics, None)
     }
 
+    /// [`MailLog::open`] as if the wall clock read `wall_ms` (tests).
+    #[cfg(test)]
+    pub(crate) fn open_at(dir: &Path, options: LogOptions, wall_ms: u64) -> StorageResult<Self> {
+        Self::open_inner(dir, options, Arc::default(), None, wall_ms)
+    }
+
     /// [`MailLog::open`], keeping `lock` until the log's threads are done
     /// (so a store reopened after a drop never meets a running writer).
     pub(crate) fn open_holding(
@@ -229,46 +289,67 @@ impl MailLog {
         metrics: Arc<Metrics>,
         lock: Option<Arc<DirLock>>,
     ) -> StorageResult<Self> {
+        Self::open_inner(dir, options, metrics, lock, now_ms())
+    }
+
+    fn open_inner(
+        dir: &Path,
+        options: LogOptions,
+        metrics: Arc<Metrics>,
+        lock: Option<Arc<DirLock>>,
+        wall_ms: u64,
+    ) -> StorageResult<Self> {
         std::fs::create_dir_all(dir).map_err(|e| io_error("cannot create", dir, e))?;
         let ids = segment::list(dir).map_err(|e| io_error("cannot list", dir, e))?;
-        let now = now_ms();
+        // Replay keeps everything; expiry runs once the persisted clock is
+        // known, by the guarded clock.
+        let mut persisted_clock: Option<u64> = None;
         let mut index = Index::default();
         let mut next_seq = 1u64;
         let mut files = BTreeMap::new();
         let mut total = 0u64;
-        // Groups sync each segment before writing the next (see
-        // `write_group`), so a crash can tear only the newest segment that
-        // holds records: a damaged record with newer records after it is
-        // corruption, never a torn write.
+        // Groups sync each segment before the next is created (see
+        // `write_group`), so a crash can tear only the newest segment: a
+        // damaged tail in any older one is corruption, never a torn write.
         let mut torn: Option<(u32, u64)> = None;
-        for &id in &ids {
+        // Whether each segment ends with an empty group.
+        let mut sealed = BTreeMap::new();
+        let refuse = |path: &Path, e: &dyn std::fmt::Display| {
+            io_error(
+                "cannot replay (restore the data directory from a backup)",
+                path,
+                e,
+            )
+        };
+        for (i, &id) in ids.iter().enumerate() {
             let path = segment::path(dir, id);
-            let mut records = 0u64;
-            let tail = segment::read_records(&path, |body_at, body| {
+            let newest = i + 1 == ids.len();
+            let scan = segment::read_records(&path, |body_at, body| {
                 let record = record::decode(body)?;
-                replay(&mut index, &mut next_seq, id, body_at, record, now);
-                records += 1;
+                replay(
+                    &mut index,
+                    &mut next_seq,
+                    &mut persisted_clock,
+                    id,
+                    body_at,
+                    record,
+                );
                 Ok(())
             })
-            .map_err(|e| {
-                io_error(
-                    "cannot replay (restore the data directory from a backup)",
-                    &path,
-                    e,
-                )
-            })?;
-            if records > 0
-                && let Some((damaged, at)) = torn
-            {
-                return Err(io_error(
-                    "cannot replay (restore the data directory from a backup)",
-                    &segment::path(dir, damaged),
-                    format!("a record at offset {at} is damaged and newer segments follow it"),
-                ));
+            .map_err(|e| refuse(&path, &e))?;
+            match scan.tail {
+                Tail::Clean => {}
+                Tail::TornAt(at) if newest => torn = Some((id, at)),
+                Tail::TornAt(at) => {
+                    return Err(refuse(
+                        &path,
+                        &format!(
+                            "the group of records at offset {at} is damaged and newer segments follow it"
+                        ),
+                    ));
+                }
             }
-            if let Tail::TornAt(at) = tail {
-                torn = Some((id, at));
-            }
+            sealed.insert(id, scan.sealed);
             let file = segment::open_read(&path).map_err(|e| io_error("cannot open", &path, e))?;
             total += file.metadata().map(|m| m.len()).unwrap_or(0);
             files.insert(id, Arc::new(file));
@@ -278,16 +359,43 @@ impl MailLog {
             if at < SEGMENT_HEADER_LEN {
                 // Created, but its header never reached the disk.
                 files.remove(&id);
-                std::fs::remove_file(&path).map_err(|e| io_error("cannot remove", &path, e))?;
+                durable::remove(&path).map_err(|e| io_error("cannot remove", &path, e))?;
+                segment::sync_dir(dir).map_err(|e| io_error("cannot sync", dir, e))?;
             } else {
+                let aside = segment::keep_aside(dir, id, at)
+                    .map_err(|e| io_error("cannot keep aside the torn tail of", &path, e))?;
                 tracing::warn!(
                     segment = %path.display(),
                     offset = at,
+                    kept_in = %aside.as_ref().map_or("(only zeros)".into(), |p| p.display().to_string()),
                     "mail log ends with an incomplete write (a crash before it was acknowledged); cutting it off"
                 );
                 segment::truncate(&path, at).map_err(|e| io_error("cannot truncate", &path, e))?;
             }
         }
+        if let Some((&newest, _)) = files.last_key_value()
+            && sealed.get(&newest) == Some(&false)
+        {
+            // From now on every group of the older segments counts as
+            // written in full: damage in any of them is corruption.
+            let path = segment::path(dir, newest);
+            segment::seal(&path).map_err(|e| io_error("cannot seal", &path, e))?;
+        }
+        let clock = ExpiryClock {
+            ms: persisted_clock.unwrap_or(wall_ms),
+            at: Instant::now(),
+        };
+        let clock = ExpiryClock {
+            ms: clock.bound(wall_ms),
+            at: clock.at,
+        };
+        if clock.ms < wall_ms {
+            tracing::warn!(
+                behind_ms = wall_ms - clock.ms,
+                "the wall clock is far ahead of the mail log's expiry clock (stopped for a while, or a clock step?); expiry catches up by at most an hour per pass"
+            );
+        }
+        index.expire(clock.ms);
         let active = ids.last().map_or(1, |last| last + 1);
         let state = State {
             index,
@@ -299,11 +407,13 @@ impl MailLog {
             buffered: Buffered::default(),
             waiters: Vec::new(),
             writer_idle: false,
+            gather: 0,
             since_checkpoint: total,
             checkpointing: false,
             checkpoint_requested: false,
             closing: false,
             failed: None,
+            clock,
         };
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
@@ -408,6 +518,8 @@ impl MailLog {
     ) -> StorageResult<Vec<QueuedEnvelope>> {
         let picks: Vec<(u64, Location, Arc<File>)> = {
             let state = self.shared().lock();
+            // A wall clock stepped forward hides nothing either.
+            let now_ms = state.clock.bound(now_ms);
             let Some(queue) = state.index.devices.get(&(account, device)) else {
                 return Ok(Vec::new());
             };
@@ -454,6 +566,20 @@ impl MailLog {
         self.shared().lock().index.depth(account, device)
     }
 
+    /// Every account with copies queued (once each).
+    pub fn queued_accounts(&self) -> Vec<AccountId> {
+        let state = self.shared().lock();
+        let mut accounts: Vec<AccountId> = state
+            .index
+            .devices
+            .keys()
+            .map(|(account, _)| *account)
+            .collect();
+        accounts.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        accounts.dedup();
+        accounts
+    }
+
     /// Copies queued in total.
     pub fn total_queued(&self) -> u64 {
         self.shared().lock().index.queued
@@ -481,13 +607,49 @@ impl MailLog {
         Ok(Some(entry.origin.sender_device))
     }
 
-    /// Delete copies and idempotency entries expired at `now_ms` (replay
-    /// skips them too, so nothing is written). Returns the copies deleted.
+    /// The time expiry went by in its last pass (or at open).
+    pub fn expiry_clock_ms(&self) -> u64 {
+        self.shared().lock().clock.ms
+    }
+
+    /// Advance the expiry clock towards the wall clock reading `wall_ms`
+    /// (at most [`EXPIRY_CATCH_UP_MS`] past the real time elapsed since the
+    /// last pass, never backwards), note it in the log, and return it.
+    fn advance_clock(&self, wall_ms: u64) -> u64 {
+        let shared = self.shared();
+        let mut state = shared.lock();
+        let before = state.clock.ms;
+        let now = state.clock.bound(wall_ms);
+        state.clock = ExpiryClock {
+            ms: now,
+            at: Instant::now(),
+        };
+        if now < wall_ms.saturating_sub(EXPIRY_CATCH_UP_MS) {
+            tracing::warn!(
+                behind_ms = wall_ms - now,
+                "the wall clock is far ahead of the mail log's expiry clock (a clock step?); expiry catches up by at most an hour per pass"
+            );
+        }
+        if now > before && state.usable().is_ok() {
+            // Not waited on, like deletions: a lost one only means the
+            // next start goes by an older clock.
+            state.append(shared.options.segment_bytes, |w| w.clock(now));
+            shared.wake_writer(&state);
+        }
+        now
+    }
+
+    /// Delete copies and idempotency entries expired when the wall clock
+    /// reads `wall_ms`, going by the expiry clock (see
+    /// [`EXPIRY_CATCH_UP_MS`]; [`MailLog::expiry_clock_ms`] tells the time
+    /// used). Only the clock is written: replay expires by it too. Returns
+    /// the copies deleted.
     ///
     /// Works through the index a slice at a time, so sends wait at most
     /// for one slice, not for the whole index.
-    pub fn expire(&self, now_ms: u64) -> u64 {
+    pub fn expire(&self, wall_ms: u64) -> u64 {
         let shared = self.shared();
+        let now_ms = self.advance_clock(wall_ms);
         let devices: Vec<(AccountId, u32)> = shared.lock().index.devices.keys().copied().collect();
         let mut expired = 0;
         for slice in devices.chunks(SLICE) {
@@ -575,14 +737,15 @@ impl MailLog {
     }
 }
 
-/// Apply one replayed record to the index.
+/// Apply one replayed record to the index (expired copies too: they are
+/// expired once replay is done and the persisted clock is known).
 fn replay(
     index: &mut Index,
     next_seq: &mut u64,
+    clock: &mut Option<u64>,
     segment: u32,
     body_at: u64,
     record: Record<'_>,
-    now: u64,
 ) {
     let location = |copy: &record::CopyRef<'_>| Location {
         segment,
@@ -598,20 +761,16 @@ fn replay(
         } => {
             for copy in &copies {
                 *next_seq = (*next_seq).max(copy.seq.saturating_add(1));
-                if origin.expires > now {
-                    let at = location(copy);
-                    index.insert(recipient, copy.device, copy.seq, Entry { origin, at });
-                }
+                let at = location(copy);
+                index.insert(recipient, copy.device, copy.seq, Entry { origin, at });
             }
-            if origin.expires > now {
-                index.sent.insert(
-                    (origin.sender, recipient, origin.message_id),
-                    SentEntry {
-                        server_ts,
-                        expires: origin.expires,
-                    },
-                );
-            }
+            index.sent.insert(
+                (origin.sender, recipient, origin.message_id),
+                SentEntry {
+                    server_ts,
+                    expires: origin.expires,
+                },
+            );
         }
         Record::Queued {
             origin,
@@ -619,10 +778,8 @@ fn replay(
             copy,
         } => {
             *next_seq = (*next_seq).max(copy.seq.saturating_add(1));
-            if origin.expires > now {
-                let at = location(&copy);
-                index.insert(recipient, copy.device, copy.seq, Entry { origin, at });
-            }
+            let at = location(&copy);
+            index.insert(recipient, copy.device, copy.seq, Entry { origin, at });
         }
         Record::Sent {
             sender,
@@ -631,12 +788,10 @@ fn replay(
             server_ts,
             expires,
         } => {
-            if expires > now {
-                index.sent.insert(
-                    (sender, recipient, message_id),
-                    SentEntry { server_ts, expires },
-                );
-            }
+            index.sent.insert(
+                (sender, recipient, message_id),
+                SentEntry { server_ts, expires },
+            );
         }
         Record::Removed {
             account,
@@ -650,8 +805,9 @@ fn replay(
             index.drop_device(account, device);
         }
         Record::SeqFloor { next } => *next_seq = (*next_seq).max(next),
+        Record::Clock { ms } => *clock = Some(clock.map_or(ms, |c| c.max(ms))),
     }
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -1,8 +1,18 @@
 //! The mail log's on-disk records: framing, encoding and decoding.
 //!
-//! A segment file is the 8-byte [`SEGMENT_MAGIC`] followed by records. A
-//! record is `body length (u32 LE) ‖ CRC-32 of body (u32 LE) ‖ body`; the
+//! A segment file is the 8-byte [`SEGMENT_MAGIC`] followed by groups. A
+//! group is what one write and one sync put on disk:
+//! `length of what follows the header (u32 LE) ‖ CRC-32 of it (u32 LE) ‖
+//! CRC-32 of the first 8 header bytes (u32 LE) ‖ records`. The group is
+//! self-delimiting, so at open a damaged group is told apart from a write
+//! cut short (see `segment::read_records`). An empty group (no records)
+//! seals a segment: written at a clean close, at open and at the end of a
+//! checkpoint, so the last group holding records is followed by something.
+//!
+//! A record is `body length (u32 LE) ‖ CRC-32 of body (u32 LE) ‖ body`; the
 //! body starts with a kind byte. Integers inside bodies are big-endian.
+//! Segments of format 1 ([`SEGMENT_MAGIC_V1`]) hold records without groups
+//! and are still read.
 //!
 //! | kind | body after the kind byte |
 //! |---|---|
@@ -12,18 +22,28 @@
 //! | 4 `Removed` | account (16), device (4), seq (8) |
 //! | 5 `DeviceDropped` | account (16), device (4) |
 //! | 6 `SeqFloor` | next seq (8) |
+//! | 7 `Clock` | expiry clock in ms (8) |
 //!
 //! `Message` is what a send appends; `Queued` and `Sent` are what a
 //! checkpoint rewrites (one still-queued copy, one idempotency entry);
 //! `SeqFloor` opens a checkpoint, so seqs are never handed out twice even
-//! once every record that used them is gone.
+//! once every record that used them is gone. `Clock` persists how far
+//! expiry has gone (appended by expiry passes, repeated by checkpoints), so
+//! a wall clock stepped forward cannot expire everything at the next start.
 
 use comptoir_protocol::AccountId;
 
 use super::super::MESSAGE_ID_LEN;
 
-/// First bytes of every segment file (format version 1).
-pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"CMPTMLG1";
+/// First bytes of every segment file written now (format version 2).
+pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"CMPTMLG2";
+
+/// First bytes of a segment of format 1 (records without groups), still
+/// read so a relay upgraded in place keeps its queues.
+pub(crate) const SEGMENT_MAGIC_V1: &[u8; 8] = b"CMPTMLG1";
+
+/// Bytes of a group header: length, CRC of the group, CRC of those two.
+pub(crate) const GROUP_HEADER_LEN: usize = 12;
 
 /// Bytes before a record's body: length and CRC.
 pub(crate) const RECORD_HEADER_LEN: usize = 8;
@@ -38,6 +58,7 @@ const KIND_SENT: u8 = 3;
 const KIND_REMOVED: u8 = 4;
 const KIND_DEVICE_DROPPED: u8 = 5;
 const KIND_SEQ_FLOOR: u8 = 6;
+const KIND_CLOCK: u8 = 7;
 
 type MessageId = [u8; MESSAGE_ID_LEN];
 
@@ -124,6 +145,11 @@ pub(crate) enum Record<'a> {
         /// The next seq to hand out, at least.
         next: u64,
     },
+    /// Expiry had reached this time (ms since the epoch).
+    Clock {
+        /// The expiry clock.
+        ms: u64,
+    },
 }
 
 /// A record body that does not parse (corruption, or a newer format).
@@ -137,13 +163,63 @@ pub(crate) struct Writer {
     buf: Vec<u8>,
 }
 
+/// The header of a group holding `body`.
+pub(crate) fn group_header(body: &[u8]) -> [u8; GROUP_HEADER_LEN] {
+    let mut header = [0u8; GROUP_HEADER_LEN];
+    header[..4].copy_from_slice(&(body.len() as u32).to_le_bytes());
+    header[4..8].copy_from_slice(&crc32fast::hash(body).to_le_bytes());
+    let check = crc32fast::hash(&header[..8]);
+    header[8..].copy_from_slice(&check.to_le_bytes());
+    header
+}
+
+/// The length and CRC of a group from its header, or `None` if the header
+/// does not check out.
+pub(crate) fn parse_group_header(header: &[u8; GROUP_HEADER_LEN]) -> Option<(usize, u32)> {
+    let check = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
+    if crc32fast::hash(&header[..8]) != check {
+        return None;
+    }
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    Some((len, crc))
+}
+
+/// The bytes of an empty group, which seals a segment.
+pub(crate) fn seal_group() -> [u8; GROUP_HEADER_LEN] {
+    group_header(&[])
+}
+
 impl Writer {
+    /// A writer for one group: its header is reserved, and filled in by
+    /// [`Writer::finish_group`].
+    pub(crate) fn group() -> Self {
+        Self {
+            buf: vec![0; GROUP_HEADER_LEN],
+        }
+    }
+
+    /// Whether a group writer holds no record.
+    pub(crate) fn group_is_empty(&self) -> bool {
+        self.buf.len() <= GROUP_HEADER_LEN
+    }
+
+    /// Fill in the header of a writer made by [`Writer::group`] and take
+    /// its bytes, leaving a new empty group.
+    pub(crate) fn finish_group(&mut self) -> Vec<u8> {
+        let mut bytes = std::mem::replace(self, Self::group()).buf;
+        let header = group_header(&bytes[GROUP_HEADER_LEN..]);
+        bytes[..GROUP_HEADER_LEN].copy_from_slice(&header);
+        bytes
+    }
+
     /// Bytes appended so far.
     pub(crate) fn len(&self) -> usize {
         self.buf.len()
     }
 
     /// Take the bytes, leaving the writer empty.
+    #[cfg(test)]
     pub(crate) fn take(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.buf)
     }
@@ -235,6 +311,13 @@ impl Writer {
         let start = self.open(KIND_DEVICE_DROPPED);
         self.buf.extend_from_slice(account.as_bytes());
         self.buf.extend_from_slice(&device.to_be_bytes());
+        self.close(start);
+    }
+
+    /// Append a `Clock` record.
+    pub(crate) fn clock(&mut self, ms: u64) {
+        let start = self.open(KIND_CLOCK);
+        self.buf.extend_from_slice(&ms.to_be_bytes());
         self.close(start);
     }
 
@@ -348,6 +431,7 @@ pub(crate) fn decode(body: &[u8]) -> Result<Record<'_>, Malformed> {
             device: r.u32()?,
         },
         KIND_SEQ_FLOOR => Record::SeqFloor { next: r.u64()? },
+        KIND_CLOCK => Record::Clock { ms: r.u64()? },
         _ => return Err(Malformed),
     };
     if r.at != body.len() {
@@ -453,6 +537,7 @@ mod tests {
         w.removed(&account(2), 1, 10);
         w.device_dropped(&account(2), 2);
         w.seq_floor(77);
+        w.clock(88);
         let bytes = w.take();
         assert_eq!(&bytes[offsets[0]..offsets[0] + 5], b"first");
         assert_eq!(&bytes[offsets[1]..offsets[1] + 6], b"second");
@@ -464,8 +549,9 @@ mod tests {
             .into_iter()
             .map(|b| decode(b).unwrap())
             .collect();
-        assert_eq!(records.len(), 6);
+        assert_eq!(records.len(), 7);
         assert_eq!(records[5], Record::SeqFloor { next: 77 });
+        assert_eq!(records[6], Record::Clock { ms: 88 });
         match &records[0] {
             Record::Message {
                 origin: o,

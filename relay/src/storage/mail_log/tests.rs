@@ -4,12 +4,34 @@ use std::path::Path;
 
 use super::*;
 
+pub(super) mod power_loss;
+
 /// Injected write failures, per log directory (tests run in parallel).
-pub(super) mod faults {
+pub(crate) mod faults {
     use std::path::{Path, PathBuf};
     use std::sync::Mutex;
 
     static CUT: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    static NO_FDS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+    /// Make every segment creation in `dir` fail (as with no file
+    /// descriptor left) until called again with `false`.
+    pub(crate) fn no_fds(dir: &Path, on: bool) {
+        let mut dirs = NO_FDS.lock().unwrap();
+        dirs.retain(|d| d != dir);
+        if on {
+            dirs.push(dir.to_path_buf());
+        }
+    }
+
+    /// Whether a segment creation in `dir` is to fail now.
+    pub(crate) fn fail_create(dir: &Path) -> bool {
+        NO_FDS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|d| d == dir)
+    }
 
     /// Make the next write in `dir` fail half-way.
     pub(crate) fn cut_next_write(dir: &Path) {
@@ -147,38 +169,148 @@ async fn a_full_queue_stores_nothing() -> TestResult {
     Ok(())
 }
 
+/// Files in `dir` whose name ends with `suffix`.
+fn files_ending(dir: &Path, suffix: &str) -> Vec<std::path::PathBuf> {
+    let mut found: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .collect();
+    found.sort();
+    found
+}
+
 #[tokio::test]
 async fn a_torn_last_write_is_cut_off_and_the_rest_kept() -> TestResult {
     let dir = tempfile::tempdir()?;
+    let path;
+    let intact;
     {
         let log = open(dir.path(), LogOptions::default());
-        for id in 1..=3 {
+        for id in 1..=2 {
             log.enqueue(message(id, &[1], 100), 100).await?;
         }
         log.close().await?;
+        path = segment::path(dir.path(), *segments(dir.path()).last().unwrap());
+        intact = std::fs::read(&path)?;
     }
-    let ids = segments(dir.path());
-    let path = segment::path(dir.path(), *ids.last().unwrap());
-    let full = std::fs::metadata(&path)?.len();
-    // A crash in the middle of the third record's write.
-    segment::truncate(&path, full - 40)?;
+    {
+        // A crash in the middle of a third write: half of its group
+        // reaches the file (it was never acknowledged).
+        let elsewhere = tempfile::tempdir()?;
+        let log = open(elsewhere.path(), LogOptions::default());
+        log.enqueue(message(3, &[1], 100), 100).await?;
+        log.close().await?;
+        let other = std::fs::read(segment::path(elsewhere.path(), 1))?;
+        let group = &other[8..other.len() - record::GROUP_HEADER_LEN];
+        let mut bytes = intact.clone();
+        bytes.extend_from_slice(&group[..group.len() / 2]);
+        std::fs::write(&path, bytes)?;
+    }
+    let torn = std::fs::read(&path)?[intact.len()..].to_vec();
+    assert!(!torn.is_empty());
     let log = open(dir.path(), LogOptions::default());
     assert_eq!(queue(&log, 1), vec![1, 2]);
-    let cut = std::fs::metadata(&path)?.len();
-    assert!(cut < full - 40, "the partial record is gone from the file");
-    // Flipped bytes at the tail are treated the same way.
-    log.enqueue(message(4, &[1], 100), 100).await?;
+    let now = std::fs::read(&path)?;
+    assert_eq!(
+        &now[..intact.len()],
+        &intact[..],
+        "the acknowledged writes are kept"
+    );
+    // What was cut is kept aside, byte for byte, not destroyed.
+    let aside = files_ending(dir.path(), ".torn");
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(std::fs::read(&aside[0])?, torn);
+    // The log goes on, and the sends before the crash stay.
+    log.enqueue(message(3, &[1], 100), 100).await?;
     log.close().await?;
     drop(log);
-    let ids = segments(dir.path());
-    let newest = segment::path(dir.path(), *ids.last().unwrap());
-    let mut bytes = std::fs::read(&newest)?;
-    let last = bytes.len() - 1;
-    bytes[last] ^= 0xff;
-    std::fs::write(&newest, bytes)?;
     let log = open(dir.path(), LogOptions::default());
-    assert_eq!(queue(&log, 1), vec![1, 2]);
+    assert_eq!(queue(&log, 1), vec![1, 2, 3]);
     log.close().await?;
+    Ok(())
+}
+
+/// Where `needle` first occurs in `hay`.
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Ten acknowledged sends to one device, one write each, then a clean
+/// close; returns the only segment's path.
+async fn ten_acknowledged(dir: &Path) -> Result<std::path::PathBuf, Box<dyn std::error::Error>> {
+    let log = open(dir, LogOptions::default());
+    for id in 1..=10 {
+        assert_eq!(
+            log.enqueue(message(id, &[1], 100), 100).await?,
+            Enqueued::Stored
+        );
+    }
+    log.close().await?;
+    let ids = segments(dir);
+    assert_eq!(ids.len(), 1);
+    Ok(segment::path(dir, ids[0]))
+}
+
+/// Open must refuse, naming the file and an offset, and leave the file as
+/// it was.
+fn assert_refused_untouched(dir: &Path, path: &Path, bytes: &[u8]) {
+    match MailLog::open(dir, LogOptions::default(), Arc::default()) {
+        Err(StorageError::Backend(text)) => {
+            assert!(
+                text.contains(&path.display().to_string())
+                    && text.contains("offset")
+                    && text.contains("backup"),
+                "{text}"
+            );
+        }
+        Err(other) => panic!("expected a refusal naming the file, got {other:?}"),
+        Ok(log) => panic!("expected a refusal, opened with queue {:?}", queue(&log, 1)),
+    }
+    assert_eq!(std::fs::read(path).unwrap(), bytes, "nothing cut");
+    assert!(files_ending(dir, ".torn").is_empty());
+}
+
+#[tokio::test]
+async fn a_flipped_bit_in_an_acknowledged_write_is_refused_not_cut() -> TestResult {
+    // The third envelope of ten, and the last one (the newest write).
+    for id in [3u8, 10] {
+        let dir = tempfile::tempdir()?;
+        let path = ten_acknowledged(dir.path()).await?;
+        let mut bytes = std::fs::read(&path)?;
+        let at = find(&bytes, &[id; 100]).unwrap();
+        bytes[at + 50] ^= 0x04;
+        std::fs::write(&path, &bytes)?;
+        assert_refused_untouched(dir.path(), &path, &bytes);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_damaged_length_in_an_acknowledged_write_is_refused_not_cut() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = ten_acknowledged(dir.path()).await?;
+    let mut bytes = std::fs::read(&path)?;
+    // The length field right before the third envelope.
+    let at = find(&bytes, &[3; 100]).unwrap();
+    bytes[at - 2] ^= 0x10;
+    std::fs::write(&path, &bytes)?;
+    assert_refused_untouched(dir.path(), &path, &bytes);
+    // And a group's own length: make the third group claim to run past
+    // the end of the file.
+    let dir = tempfile::tempdir()?;
+    let path = ten_acknowledged(dir.path()).await?;
+    let clean = std::fs::read(&path)?;
+    let mut bytes = clean.clone();
+    let record_at = find(&bytes, &[3; 100]).unwrap();
+    // Groups are the same size here: the third starts two group lengths
+    // after the segment header.
+    let group_len = (bytes.len() - 8 - 12) / 10;
+    let group_at = 8 + 2 * group_len;
+    assert!(group_at < record_at && record_at < group_at + group_len);
+    bytes[group_at + 3] = 0x7f;
+    std::fs::write(&path, &bytes)?;
+    assert_refused_untouched(dir.path(), &path, &bytes);
     Ok(())
 }
 
@@ -198,29 +330,56 @@ async fn a_file_that_is_not_a_segment_is_refused() -> TestResult {
     Ok(())
 }
 
+/// Wait until the log's health (as `/healthz` reads it) is `healthy`.
+async fn health_is(metrics: &Metrics, healthy: bool) {
+    loop {
+        let changed = metrics.changed();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        if metrics.storage_failed() != healthy {
+            return;
+        }
+        changed.await;
+    }
+}
+
 #[tokio::test]
-async fn after_a_failed_write_every_write_is_refused_and_health_says_so() -> TestResult {
+async fn after_running_out_of_file_descriptors_the_log_recovers_by_itself() -> TestResult {
     let dir = tempfile::tempdir()?;
-    let logs = dir.path().join("log");
     let metrics = Arc::new(Metrics::default());
-    let log = MailLog::open(&logs, LogOptions::default(), metrics.clone())?;
-    // The first write creates the first segment: make that impossible.
-    std::fs::remove_dir(&logs)?;
+    let log = MailLog::open(dir.path(), LogOptions::default(), metrics.clone())?;
+    // The first write creates the first segment: no descriptor is left.
+    faults::no_fds(dir.path(), true);
     let first = log.enqueue(message(1, &[1], 10), 10).await;
     assert!(matches!(first, Err(StorageError::Backend(_))), "{first:?}");
     assert!(metrics.storage_failed());
-    std::fs::create_dir(&logs)?;
-    // Refused without trying: the index may no longer match the disk.
+    // Refused while it lasts, and nothing shown that is not on disk.
     let second = log.enqueue(message(2, &[1], 10), 10).await;
     assert!(
         matches!(second, Err(StorageError::Backend(_))),
         "{second:?}"
     );
+    assert_eq!(queue(&log, 1), Vec::<u8>::new());
+    assert!(segments(dir.path()).is_empty(), "nothing written");
+    // The condition clears: the same log takes writes again by itself.
+    faults::no_fds(dir.path(), false);
+    health_is(&metrics, true).await;
+    // The send that failed was written by the retry: its own retry is
+    // answered as a duplicate (accepted), and it is delivered once.
     assert!(matches!(
-        log.acknowledge(account(BOB), 1, account(ALICE), &[1; 16]),
-        Err(StorageError::Backend(_))
+        log.enqueue(message(1, &[1], 10), 10).await?,
+        Enqueued::Duplicate { .. }
     ));
-    assert!(segments(&logs).is_empty(), "nothing written");
+    assert_eq!(
+        log.enqueue(message(2, &[1], 10), 10).await?,
+        Enqueued::Stored
+    );
+    assert_eq!(queue(&log, 1), vec![1, 2]);
+    log.close().await?;
+    drop(log);
+    let log = open(dir.path(), LogOptions::default());
+    assert_eq!(queue(&log, 1), vec![1, 2]);
+    log.close().await?;
     Ok(())
 }
 
@@ -452,28 +611,34 @@ proptest::proptest! {
 }
 
 #[tokio::test]
-async fn nothing_is_acknowledged_after_a_write_fails_half_way() -> TestResult {
+async fn a_write_that_fails_half_way_is_cut_back_retried_and_the_log_recovers() -> TestResult {
     let dir = tempfile::tempdir()?;
     let metrics = Arc::new(Metrics::default());
     let log = MailLog::open(dir.path(), LogOptions::default(), metrics.clone())?;
     log.enqueue(message(1, &[1], 100), 100).await?;
-    faults::cut_next_write(dir.path());
+    // Three writes in a row fail half-way (a full disk), then it clears.
+    for _ in 0..3 {
+        faults::cut_next_write(dir.path());
+    }
     assert!(log.enqueue(message(2, &[1], 100), 100).await.is_err());
-    assert!(metrics.storage_failed());
-    // Neither a new send nor the retry is acknowledged, and the copy that
-    // failed is never shown.
-    assert!(log.enqueue(message(3, &[1], 100), 100).await.is_err());
-    assert!(log.enqueue(message(2, &[1], 100), 100).await.is_err());
-    assert_eq!(queue(&log, 1), vec![1]);
-    assert!(log.close().await.is_err(), "close reports the failure");
-    drop(log);
-    // The half-written record is a torn tail; message 1 is intact.
-    let log = open(dir.path(), LogOptions::default());
-    assert_eq!(queue(&log, 1), vec![1]);
+    // Not acknowledged, never shown before it is on disk.
+    health_is(&metrics, true).await;
     assert_eq!(
-        log.enqueue(message(2, &[1], 100), 100).await?,
+        log.enqueue(message(3, &[1], 100), 100).await?,
         Enqueued::Stored
     );
+    assert!(matches!(
+        log.enqueue(message(2, &[1], 100), 100).await?,
+        Enqueued::Duplicate { .. }
+    ));
+    assert_eq!(queue(&log, 1), vec![1, 2, 3]);
+    log.close().await?;
+    drop(log);
+    // The half-written bytes were cut back before each retry: the segment
+    // replays cleanly, with no torn tail.
+    let log = open(dir.path(), LogOptions::default());
+    assert_eq!(queue(&log, 1), vec![1, 2, 3]);
+    assert!(files_ending(dir.path(), ".torn").is_empty());
     log.close().await?;
     Ok(())
 }
@@ -682,6 +847,256 @@ fn concurrent_work_during_checkpoints_replays_exactly() -> TestResult {
             assert_eq!(snapshot(&log), before, "round {round}");
             log.close().await?;
         }
+        Ok(())
+    })
+}
+
+#[tokio::test]
+async fn segments_of_format_1_are_still_read() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let origin = record::Origin {
+        sender: account(ALICE),
+        sender_device: 3,
+        message_id: [7; MESSAGE_ID_LEN],
+        expires: now_ms() + 3_600_000,
+    };
+    let mut w = Writer::default();
+    w.message(&origin, &account(BOB), 5, &[(1, 1, [7u8; 20].as_slice())]);
+    let mut bytes = record::SEGMENT_MAGIC_V1.to_vec();
+    bytes.extend_from_slice(&w.take());
+    std::fs::write(segment::path(dir.path(), 1), &bytes)?;
+    let log = open(dir.path(), LogOptions::default());
+    assert_eq!(queue(&log, 1), vec![7]);
+    log.enqueue(message(8, &[1], 10), 10).await?;
+    log.close().await?;
+    drop(log);
+    assert_eq!(std::fs::read(segment::path(dir.path(), 1))?, bytes);
+    let log = open(dir.path(), LogOptions::default());
+    assert_eq!(queue(&log, 1), vec![7, 8]);
+    log.close().await?;
+    Ok(())
+}
+
+/// What the power-loss test did, in order.
+#[derive(Clone, Copy, Debug)]
+enum Did {
+    /// `enqueue` returned `Stored`: must survive.
+    Stored(u8),
+    /// About to be acked: may survive or not.
+    Acking(u8),
+    /// Acked and flushed: must not come back.
+    Deleted(u8),
+}
+
+fn note(dir: &Path, did: &mut Vec<Did>, what: Did) {
+    did.push(what);
+    power_loss::mark(dir);
+}
+
+/// Sends, acks and checkpoints rolling 600-byte segments; then, for every
+/// moment right after a durability call, what a power loss could leave is
+/// opened: every acknowledged envelope is there, and no envelope whose
+/// deletion was flushed came back (an old segment whose unlink reached the
+/// disk before an older one's would bring it back).
+#[tokio::test]
+async fn a_power_loss_after_any_sync_keeps_what_was_acknowledged_and_no_deleted_copy() -> TestResult
+{
+    let root = tempfile::tempdir()?;
+    let dir = root.path().join("log");
+    std::fs::create_dir(&dir)?;
+    power_loss::record(&dir);
+    let options = LogOptions {
+        segment_bytes: 600,
+        checkpoint_min_bytes: 1 << 30,
+        linger: Duration::ZERO,
+    };
+    let log = open(&dir, options.clone());
+    let mut did = Vec::new();
+    let mut id = 0u8;
+    for round in 0..6 {
+        let first = id + 1;
+        for _ in 0..10 {
+            id += 1;
+            assert_eq!(
+                log.enqueue(message(id, &[1], 40), 1000).await?,
+                Enqueued::Stored
+            );
+            note(&dir, &mut did, Did::Stored(id));
+        }
+        let acked: Vec<u8> = (first..=id).filter(|x| x % 3 != 0).collect();
+        for &x in &acked {
+            note(&dir, &mut did, Did::Acking(x));
+            log.acknowledge(account(BOB), 1, account(ALICE), &[x; 16])?;
+        }
+        log.flush().await?;
+        for &x in &acked {
+            note(&dir, &mut did, Did::Deleted(x));
+        }
+        if round % 2 == 1 {
+            log.request_checkpoint().await?;
+        }
+    }
+    log.close().await?;
+    drop(log);
+    let moments = power_loss::finish(&dir);
+    assert!(
+        moments.iter().any(|m| m.what.starts_with("remove")),
+        "checkpoints removed segments"
+    );
+    let mut opened = 0;
+    for (n, moment) in moments.iter().enumerate() {
+        let mut required = std::collections::BTreeSet::new();
+        let mut forbidden = std::collections::BTreeSet::new();
+        for d in &did[..moment.marks] {
+            match *d {
+                Did::Stored(x) => {
+                    required.insert(x);
+                }
+                Did::Acking(x) => {
+                    required.remove(&x);
+                }
+                Did::Deleted(x) => {
+                    forbidden.insert(x);
+                }
+            }
+        }
+        for entries in moment.variants() {
+            let copy = tempfile::tempdir()?;
+            moment.write_to(&entries, copy.path());
+            let log = MailLog::open(copy.path(), options.clone(), Arc::default()).map_err(|e| {
+                format!(
+                    "power loss after #{n} ({}), files {entries:?}: {e}",
+                    moment.what
+                )
+            })?;
+            let got: std::collections::BTreeSet<u8> = queue(&log, 1).into_iter().collect();
+            let lost: Vec<_> = required.difference(&got).collect();
+            let back: Vec<_> = forbidden.intersection(&got).collect();
+            assert!(
+                lost.is_empty() && back.is_empty(),
+                "power loss after #{n} ({}), files {:?}: lost {lost:?}, came back {back:?}",
+                moment.what,
+                entries.keys().collect::<Vec<_>>()
+            );
+            log.close().await?;
+            opened += 1;
+        }
+    }
+    assert!(opened > moments.len());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_wall_clock_stepped_forward_expires_at_most_an_hour_per_pass_even_across_a_restart()
+-> TestResult {
+    let dir = tempfile::tempdir()?;
+    let log = open(dir.path(), LogOptions::default());
+    let now = now_ms();
+    let mut soon = message(1, &[1], 10);
+    soon.expires_at_ms = now + 30 * 60_000;
+    let mut later = message(2, &[1], 10);
+    later.expires_at_ms = now + 3 * EXPIRY_CATCH_UP_MS;
+    log.enqueue(soon, 10).await?;
+    log.enqueue(later, 10).await?;
+    // The wall clock jumps 30 days ahead.
+    let stepped = now + 30 * 86_400_000;
+    assert_eq!(log.expire(stepped), 1, "only what was due within the hour");
+    assert_eq!(queue(&log, 1), vec![2]);
+    let shown = log.pending(account(BOB), 1, None, 10, stepped)?;
+    assert_eq!(shown.len(), 1, "not hidden by the stepped clock either");
+    log.close().await?;
+    drop(log);
+    // A restart with the stepped clock goes by the persisted expiry clock.
+    let log = MailLog::open_at(dir.path(), LogOptions::default(), stepped)?;
+    assert_eq!(queue(&log, 1), vec![2]);
+    // Each pass catches up by at most an hour: two more expire it.
+    let mut passes = 0;
+    while log.queued_count(account(BOB), 1) > 0 {
+        log.expire(stepped);
+        passes += 1;
+        assert!(passes <= 3, "caught up too slowly");
+    }
+    assert!(passes >= 1);
+    assert!(log.expiry_clock_ms() < now + 5 * EXPIRY_CATCH_UP_MS);
+    // A clock stepped back does not move expiry back.
+    let reached = log.expiry_clock_ms();
+    log.expire(now - 86_400_000);
+    assert_eq!(log.expiry_clock_ms(), reached);
+    log.close().await?;
+    Ok(())
+}
+
+/// Groups written so far (syncs with something to write), from metrics.
+fn groups(metrics: &Metrics) -> u64 {
+    metrics
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix("comptoir_flush_seconds_count "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_lone_sender_is_committed_at_once_whatever_the_linger() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    // A linger this long would make 20 sends take 100 s if every group
+    // waited for it.
+    let options = LogOptions {
+        linger: Duration::from_secs(5),
+        ..LogOptions::default()
+    };
+    let log = open(dir.path(), options);
+    let sends = async {
+        for id in 1..=20 {
+            log.enqueue(message(id, &[1], 100), 100).await?;
+        }
+        Ok::<_, StorageError>(())
+    };
+    tokio::time::timeout(Duration::from_secs(4), sends)
+        .await
+        .map_err(|_| "sequential sends waited for the linger")??;
+    log.close().await?;
+    Ok(())
+}
+
+#[test]
+fn concurrent_senders_share_syncs() -> TestResult {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let dir = tempfile::tempdir()?;
+        let metrics = Arc::new(Metrics::default());
+        let options = LogOptions {
+            linger: Duration::from_millis(200),
+            ..LogOptions::default()
+        };
+        let log = MailLog::open(dir.path(), options, metrics.clone())?;
+        let (senders, each) = (20u8, 10u8);
+        let mut tasks = Vec::new();
+        for s in 0..senders {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..each {
+                    let mut m = message(0, &[1], 100);
+                    m.message_id = [s; MESSAGE_ID_LEN];
+                    m.message_id[1] = i;
+                    m.message_id[2] = 1;
+                    assert_eq!(log.enqueue(m, 10_000).await.unwrap(), Enqueued::Stored);
+                }
+            }));
+        }
+        for task in tasks {
+            task.await?;
+        }
+        let sends = u64::from(senders) * u64::from(each);
+        let groups = groups(&metrics);
+        assert!(
+            groups * 4 <= sends,
+            "{groups} syncs for {sends} concurrent sends"
+        );
+        log.close().await?;
         Ok(())
     })
 }

@@ -1,13 +1,17 @@
 //! The writer thread: takes what appenders buffered, writes and syncs it
-//! as one group, then answers the group's waiters.
+//! as one group, then answers the group's waiters. A group whose write
+//! fails (a full disk, no file descriptor left) is refused to its waiters
+//! and tried again with backoff, every other write refused meanwhile, until
+//! it goes through: the log then takes writes again by itself.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::checkpoint::maybe_checkpoint;
-use super::{Buffered, Shared, StorageError, StorageResult, Waiter, io_error, segment};
+use super::durable;
+use super::{Buffered, Shared, StorageResult, Waiter, io_error, segment};
 
 /// One group taken by the writer.
 struct Group {
@@ -15,72 +19,185 @@ struct Group {
     waiters: Vec<Waiter>,
     /// Highest seq handed out when the group was taken.
     upto: u64,
-    /// Set if an earlier group failed: this one is refused unwritten.
-    failed: Option<StorageError>,
+    /// Taken while closing: nothing can be appended after it, so the
+    /// newest segment is sealed with it.
+    last: bool,
+}
+
+/// How long records nobody waits for (deletions) may stay unsynced while
+/// the writer waits for a send to share a sync with.
+const DEFER_UNWAITED: Duration = Duration::from_millis(5);
+
+/// First wait before a failed write is tried again; it doubles up to
+/// [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(10);
+
+/// Longest wait between two tries of a failed write.
+const RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// A group's bytes, per segment, not yet durable, in order.
+struct Unwritten {
+    chunks: VecDeque<(u32, Vec<u8>)>,
+    /// Length of the front chunk's segment before its write began, once
+    /// known: a failed write is cut back to it before the next try.
+    front_from: Option<u64>,
 }
 
 pub(super) fn write_loop(shared: &Arc<Shared>) {
     // Segments this thread created and still appends to.
     let mut open: HashMap<u32, Arc<File>> = HashMap::new();
+    // Waiters of the last group: how many to gather for the next.
+    let mut last_waiters = 0usize;
     loop {
-        let Some(group) = next_group(shared, &mut open) else {
+        let Some(group) = next_group(shared, &mut open, &mut last_waiters) else {
+            // Dropped without `close`: seal what this thread wrote.
+            if shared.lock().failed.is_none() {
+                let _ = seal_newest(shared, &mut open);
+            }
             return;
         };
-        if let Some(error) = group.failed {
-            // An earlier write failed: what it left on disk is unknown, so
-            // nothing after it may be written or acknowledged.
-            for waiter in group.waiters {
+        let started = Instant::now();
+        let mut unwritten = Unwritten {
+            chunks: group
+                .buffered
+                .chunks
+                .into_iter()
+                .map(|(id, mut w)| (id, w.finish_group()))
+                .collect(),
+            front_from: None,
+        };
+        let bytes: u64 = unwritten.chunks.iter().map(|(_, b)| b.len() as u64).sum();
+        let mut created = Vec::new();
+        let mut written = write_chunks(shared, &mut open, &mut unwritten, &mut created);
+        if group.last
+            && written.is_ok()
+            && let Err(error) = seal_newest(shared, &mut open)
+        {
+            written = Err(error);
+        }
+        let mut waiters = Some(group.waiters);
+        if let Err(error) = written {
+            // What reached the disk is unknown: this group's senders are
+            // told it failed (not acknowledged: a retry with the same
+            // message id is answered once the group is written), every
+            // later write is refused, and the group is tried again until it
+            // goes through, then the log takes writes again.
+            tracing::error!(%error, "mail log write failed; refusing writes until it succeeds (retrying)");
+            shared.lock().failed = Some(error.clone());
+            shared.metrics.set_mail_log_failed(true);
+            for waiter in waiters.take().into_iter().flatten() {
                 let _ = waiter.send(Err(error.clone()));
             }
-            continue;
-        }
-        let started = Instant::now();
-        let bytes: u64 = group
-            .buffered
-            .chunks
-            .iter()
-            .map(|(_, w)| w.len() as u64)
-            .sum();
-        let written = if group.buffered.is_empty() {
-            // Everything before these waiters was made durable by earlier
-            // groups: nothing to write.
-            Ok(Vec::new())
-        } else {
-            write_group(shared, &mut open, group.buffered)
-        };
-        let result = {
-            let mut state = shared.lock();
-            match written {
-                Ok(created) => {
-                    state.durable_seq = state.durable_seq.max(group.upto);
-                    state.since_checkpoint += bytes;
-                    for (id, file) in created {
-                        state.files.insert(id, file);
-                    }
-                    maybe_checkpoint(shared, &mut state);
-                    Ok(())
-                }
-                Err(error) => {
-                    tracing::error!(%error, "mail log write failed; refusing further writes (restart the relay)");
-                    state.failed = Some(error.clone());
-                    shared.metrics.set_storage_failed();
-                    Err(error)
-                }
+            if !retry(shared, &mut open, &mut unwritten, &mut created, group.last) {
+                // Closing while it still fails: give up.
+                return;
             }
-        };
-        if bytes > 0 {
-            shared
-                .metrics
-                .record_flush(started.elapsed(), group.waiters.len());
+            tracing::info!("mail log write succeeded again; taking writes");
         }
-        for waiter in group.waiters {
-            let _ = waiter.send(result.clone());
+        {
+            let mut state = shared.lock();
+            if state.failed.take().is_some() {
+                shared.metrics.set_mail_log_failed(false);
+            }
+            state.durable_seq = state.durable_seq.max(group.upto);
+            state.since_checkpoint += bytes;
+            for (id, file) in created {
+                state.files.insert(id, file);
+            }
+            maybe_checkpoint(shared, &mut state);
+        }
+        if let Some(waiters) = waiters {
+            if bytes > 0 {
+                shared
+                    .metrics
+                    .record_flush(started.elapsed(), waiters.len());
+            }
+            for waiter in waiters {
+                let _ = waiter.send(Ok(()));
+            }
         }
     }
 }
 
+/// Try a failed group again, with backoff, until it is written (`true`)
+/// or the log is closing (`false`).
+fn retry(
+    shared: &Shared,
+    open: &mut HashMap<u32, Arc<File>>,
+    unwritten: &mut Unwritten,
+    created: &mut Vec<(u32, Arc<File>)>,
+    last: bool,
+) -> bool {
+    let mut wait = RETRY_FIRST;
+    loop {
+        {
+            let state = shared.lock();
+            if state.closing && !last {
+                return false;
+            }
+            let (state, _) = shared
+                .work
+                .wait_timeout(state, wait)
+                .unwrap_or_else(|p| p.into_inner());
+            if state.closing && !last {
+                return false;
+            }
+        }
+        wait = (wait * 2).min(RETRY_MAX);
+        let tried = repair(shared, open, unwritten)
+            .and_then(|()| write_chunks(shared, open, unwritten, created))
+            .and_then(|()| {
+                if last {
+                    seal_newest(shared, open)
+                } else {
+                    Ok(())
+                }
+            });
+        match tried {
+            Ok(()) => return true,
+            Err(error) => {
+                tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "mail log write failed again");
+                if last {
+                    // A close waits for nobody now: give up.
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+/// Undo what a failed write of the front chunk may have left: cut its
+/// segment back, or remove a segment whose creation did not finish.
+fn repair(
+    shared: &Shared,
+    open: &mut HashMap<u32, Arc<File>>,
+    unwritten: &mut Unwritten,
+) -> StorageResult<()> {
+    let Some((id, _)) = unwritten.chunks.front() else {
+        return Ok(());
+    };
+    let path = segment::path(&shared.dir, *id);
+    match (open.get(id), unwritten.front_from) {
+        (Some(file), Some(from)) => {
+            file.set_len(from)
+                .map_err(|e| io_error("cannot truncate", &path, e))?;
+            durable::sync_data(file).map_err(|e| io_error("cannot sync", &path, e))
+        }
+        (Some(_), None) => Ok(()),
+        (None, _) => match durable::remove(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_error("cannot remove", &path, e)),
+        },
+    }
+}
+
 /// Wait for work and take it; `None` once closing with nothing left.
-fn next_group(shared: &Shared, open: &mut HashMap<u32, Arc<File>>) -> Option<Group> {
+fn next_group(
+    shared: &Shared,
+    open: &mut HashMap<u32, Arc<File>>,
+    last_waiters: &mut usize,
+) -> Option<Group> {
     let mut state = shared.lock();
     while state.buffered.is_empty() && state.waiters.is_empty() {
         // Nothing buffered, so nothing more will go to a segment below the
@@ -95,39 +212,82 @@ fn next_group(shared: &Shared, open: &mut HashMap<u32, Arc<File>>) -> Option<Gro
         state = shared.work.wait(state).unwrap_or_else(|p| p.into_inner());
         state.writer_idle = false;
     }
-    if !state.closing {
-        drop(state);
-        // A sleep, not a timed wait: appenders then find no sleeping
-        // writer and make no wake-up system call.
-        std::thread::sleep(shared.options.linger);
-        state = shared.lock();
+    if state.waiters.is_empty() && !state.closing {
+        // Only records nobody waits for (acks' deletions, the expiry
+        // clock): let them ride with the next send's sync, and sync them
+        // alone only after `DEFER_UNWAITED`. A lone sender whose recipient
+        // acks at once then pays one sync per send, not two.
+        let deadline = Instant::now() + DEFER_UNWAITED;
+        loop {
+            let now = Instant::now();
+            if !state.waiters.is_empty() || state.closing || now >= deadline {
+                break;
+            }
+            state.writer_idle = true;
+            state = shared
+                .work
+                .wait_timeout(state, deadline - now)
+                .map(|(state, _)| state)
+                .unwrap_or_else(|p| p.into_inner().0);
+            state.writer_idle = false;
+        }
     }
+    if !state.closing && *last_waiters > 1 && state.waiters.len() < *last_waiters {
+        // Several senders were at work: give as many a moment to arrive,
+        // so that they share this sync instead of each paying for one.
+        // Appenders wake this wait only once the group is complete.
+        let deadline = Instant::now() + shared.options.linger;
+        state.gather = *last_waiters;
+        loop {
+            let now = Instant::now();
+            if state.closing || state.waiters.len() >= state.gather || now >= deadline {
+                break;
+            }
+            state = shared
+                .work
+                .wait_timeout(state, deadline - now)
+                .map(|(state, _)| state)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        state.gather = 0;
+    }
+    *last_waiters = state.waiters.len();
     Some(Group {
         buffered: std::mem::take(&mut state.buffered),
         waiters: std::mem::take(&mut state.waiters),
         upto: state.next_seq - 1,
-        failed: state.failed.clone(),
+        last: state.closing,
     })
 }
 
-/// Write and sync a group; returns the segments it created.
+/// Write and sync a group's chunks, front first, each dropped once
+/// durable; the segments created are added to `created`.
 ///
 /// Each segment's bytes are synced before the next segment is written, so
 /// after a crash only the newest segment holding records can end in a torn
 /// write; replay relies on that to tell a torn write from corruption.
-fn write_group(
+fn write_chunks(
     shared: &Shared,
     open: &mut HashMap<u32, Arc<File>>,
-    buffered: Buffered,
-) -> StorageResult<Vec<(u32, Arc<File>)>> {
+    unwritten: &mut Unwritten,
+    created: &mut Vec<(u32, Arc<File>)>,
+) -> StorageResult<()> {
     use std::io::Write;
-    let mut created = Vec::new();
     let mut newest = 0;
-    for (id, mut writer) in buffered.chunks {
+    while let Some((id, bytes)) = unwritten.chunks.front() {
+        let id = *id;
         let path = || segment::path(&shared.dir, id);
         let file = match open.get(&id) {
             Some(file) => file.clone(),
             None => {
+                #[cfg(test)]
+                if super::tests::faults::fail_create(&shared.dir) {
+                    return Err(io_error(
+                        "cannot create",
+                        &path(),
+                        "Too many open files (injected)",
+                    ));
+                }
                 let file = Arc::new(
                     segment::create(&path()).map_err(|e| io_error("cannot create", &path(), e))?,
                 );
@@ -136,7 +296,11 @@ fn write_group(
                 file
             }
         };
-        let bytes = writer.take();
+        unwritten.front_from = Some(
+            file.metadata()
+                .map_err(|e| io_error("cannot read the length of", &path(), e))?
+                .len(),
+        );
         #[cfg(test)]
         if super::tests::faults::take(&shared.dir) {
             // A write that fails half-way, as a full disk makes it.
@@ -144,13 +308,34 @@ fn write_group(
             return Err(io_error("cannot write", &path(), "injected fault"));
         }
         (&*file)
-            .write_all(&bytes)
+            .write_all(bytes)
             .map_err(|e| io_error("cannot write", &path(), e))?;
-        file.sync_data()
-            .map_err(|e| io_error("cannot sync", &path(), e))?;
+        durable::sync_data(&file).map_err(|e| io_error("cannot sync", &path(), e))?;
         newest = newest.max(id);
+        unwritten.chunks.pop_front();
+        unwritten.front_from = None;
     }
     // Appends go to ever higher segments: older ones get no more writes.
-    open.retain(|id, _| *id >= newest);
-    Ok(created)
+    if newest > 0 {
+        open.retain(|id, _| *id >= newest);
+    }
+    Ok(())
+}
+
+/// Append an empty group to the newest segment this thread wrote, and
+/// sync it (a clean close): its last group holding records is then known
+/// to have been written in full.
+fn seal_newest(shared: &Shared, open: &mut HashMap<u32, Arc<File>>) -> StorageResult<()> {
+    use std::io::Write;
+    let Some((&id, file)) = open.iter().max_by_key(|(id, _)| **id) else {
+        return Ok(());
+    };
+    let path = || segment::path(&shared.dir, id);
+    (&**file)
+        .write_all(&super::record::seal_group())
+        .map_err(|e| io_error("cannot write", &path(), e))?;
+    durable::sync_data(file).map_err(|e| io_error("cannot sync", &path(), e))?;
+    // Sealed once: a second seal would only add bytes.
+    open.clear();
+    Ok(())
 }
