@@ -12,6 +12,7 @@
 //! - [`peers`]: pinned account keys and device lists of other accounts.
 //! - [`contacts`]: the address book.
 //! - [`messages`]: history, statuses and the outbox.
+//! - [`evidence`]: messages refused by their labels, kept aside.
 //! - [`connection`]: the WebSocket framing.
 //! - [`client`]: the [`Client`] that ties them together.
 //! - [`event`]: what [`Client::next_event`] reports.
@@ -27,6 +28,7 @@ pub mod connection;
 pub mod contacts;
 pub mod error;
 pub mod event;
+pub mod evidence;
 pub mod messages;
 pub mod peers;
 pub mod session_store;
@@ -36,5 +38,6 @@ pub mod tui;
 pub use client::Client;
 pub use error::{ClientError, Result};
 pub use event::Event;
+pub use evidence::Evidence;
 pub use messages::{MessageId, Status, StoredMessage};
 pub use store::KdfParams;

@@ -90,6 +90,9 @@ pub enum Tree {
     Blocked,
     /// Pinned account keys and device lists of peers, by account id.
     Peers,
+    /// Messages refused by their labels, by sender account (16) ||
+    /// envelope message id (16).
+    Evidence,
 }
 
 impl Tree {
@@ -103,6 +106,7 @@ impl Tree {
             Self::Contacts => "contacts",
             Self::Blocked => "blocked",
             Self::Peers => "peers",
+            Self::Evidence => "evidence",
         }
     }
 
