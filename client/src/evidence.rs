@@ -17,6 +17,10 @@ use crate::messages::MessageId;
 use crate::store::{Store, Tree};
 
 const EVIDENCE_RECORD_VERSION: u32 = 1;
+/// Refused messages kept per sender at most: enough to report a sender,
+/// while one that keeps relabelling cannot fill this device's disk. Past
+/// it, messages are still refused (and acknowledged), just not kept.
+pub const MAX_EVIDENCE_PER_SENDER: usize = 100;
 
 /// One refused message.
 #[derive(Clone)]
@@ -85,8 +89,16 @@ fn key(from: &AccountId, envelope: &Envelope) -> Vec<u8> {
     k
 }
 
-/// Keep a refused message (replacing an earlier copy of the same envelope).
-pub fn save(store: &Store, evidence: &Evidence) -> Result<()> {
+/// Keep a refused message (replacing an earlier copy of the same
+/// envelope). Returns whether it was kept: not once the sender has
+/// [`MAX_EVIDENCE_PER_SENDER`] records.
+pub fn save(store: &Store, evidence: &Evidence) -> Result<bool> {
+    let key = key(&evidence.from, &evidence.envelope);
+    if !store.contains(Tree::Evidence, &key)?
+        && store.count(Tree::Evidence, evidence.from.as_bytes())? >= MAX_EVIDENCE_PER_SENDER
+    {
+        return Ok(false);
+    }
     let label = evidence
         .label
         .and_then(|l| Label::ALL.iter().position(|x| *x == l))
@@ -102,11 +114,8 @@ pub fn save(store: &Store, evidence: &Evidence) -> Result<()> {
         }
         .encode_to_vec(),
     );
-    store.put(
-        Tree::Evidence,
-        &key(&evidence.from, &evidence.envelope),
-        &record,
-    )
+    store.put(Tree::Evidence, &key, &record)?;
+    Ok(true)
 }
 
 /// Every refused message kept on this device, by sender then id.
@@ -139,4 +148,53 @@ pub fn all(store: &Store) -> Result<Vec<Evidence>> {
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::FAST_TEST_KDF;
+
+    fn evidence(from: AccountId, n: u8) -> Evidence {
+        Evidence {
+            from,
+            envelope: Envelope {
+                message_id: vec![n; 16],
+                sender_account: from.to_vec(),
+                ..Envelope::default()
+            },
+            plaintext: vec![n; 8].into(),
+            refusal: "label mismatch: category".into(),
+            label: Some(Label::Category),
+            stored_at_ms: 5,
+        }
+    }
+
+    #[test]
+    fn kept_sealed_and_capped_per_sender() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| ClientError::io("temp dir", e))?;
+        let store = Store::create(dir.path(), "pw", FAST_TEST_KDF)?;
+        let (mallory, alice) = (
+            AccountId::from_bytes(&[1; 16]),
+            AccountId::from_bytes(&[2; 16]),
+        );
+        let (Ok(mallory), Ok(alice)) = (mallory, alice) else {
+            panic!("ids")
+        };
+        for n in 0..MAX_EVIDENCE_PER_SENDER as u8 {
+            assert!(save(&store, &evidence(mallory, n))?);
+        }
+        // The same envelope again replaces its record; a new one is not kept.
+        assert!(save(&store, &evidence(mallory, 0))?);
+        assert!(!save(&store, &evidence(mallory, 200))?);
+        // Another sender is not affected.
+        assert!(save(&store, &evidence(alice, 0))?);
+        let all = all(&store)?;
+        assert_eq!(all.len(), MAX_EVIDENCE_PER_SENDER + 1);
+        let first = &all[0];
+        assert_eq!(first.label, Some(Label::Category));
+        assert_eq!(first.plaintext.as_slice(), &[0u8; 8]);
+        assert!(!format!("{first:?}").contains("plaintext"));
+        Ok(())
+    }
 }

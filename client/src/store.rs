@@ -256,6 +256,16 @@ impl Store {
         Ok(self.tree(tree)?.contains_key(key)?)
     }
 
+    /// How many records have keys starting with `prefix` (none opened).
+    pub fn count(&self, tree: Tree, prefix: &[u8]) -> Result<usize> {
+        let mut n = 0;
+        for key in self.tree(tree)?.scan_prefix(prefix).keys() {
+            key?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Delete a record.
     pub fn remove(&self, tree: Tree, key: &[u8]) -> Result<()> {
         self.tree(tree)?.remove(key)?;

@@ -35,7 +35,7 @@ impl Client {
             LabelError::LabelMismatch { label } => Some(*label),
             _ => None,
         };
-        evidence::save(
+        let kept = evidence::save(
             &self.store,
             &Evidence {
                 from,
@@ -46,6 +46,11 @@ impl Client {
                 stored_at_ms: now_ms(),
             },
         )?;
+        if !kept {
+            self.events.push_back(Event::Warning(format!(
+                "{from} keeps sending refused messages; this one was not kept as evidence"
+            )));
+        }
         Ok(Some(Event::Refused { from, id, reason }))
     }
 

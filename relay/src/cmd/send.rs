@@ -27,6 +27,14 @@ pub(crate) async fn send<S: Storage>(
     let relay = session.relay.clone();
     let me = device(session)?;
     let (sender, sender_device) = (me.account, me.device);
+    // Every send takes a token first, and a rate-limited one is refused
+    // before any storage read (the rest of the policy needs them).
+    let quotas = Quotas {
+        rate_retry_after_ms: relay.account_limiter.check(&sender).err(),
+    };
+    if let Err(refusal) = policy::admit(&quotas) {
+        return Err(refusal_error(refusal, None));
+    }
     let message_id: [u8; MESSAGE_ID_LEN] =
         request.message_id.as_slice().try_into().map_err(|_| {
             invalid(format!(
@@ -44,7 +52,6 @@ pub(crate) async fn send<S: Storage>(
     let sender_record = record_of(&relay.store, sender).await?;
     let recipient_record = record_of(&relay.store, recipient).await?;
     let blocked = recipient != sender && relay.store.is_blocked(recipient, sender).await?;
-    let rate_retry_after_ms = relay.account_limiter.check(&sender).err();
     let recipient_devices: Vec<u32> = list.devices.iter().map(|d| d.device_id).collect();
     let ciphertexts: Vec<(u32, usize)> = request
         .devices
@@ -68,9 +75,7 @@ pub(crate) async fn send<S: Storage>(
             ciphertexts: &ciphertexts,
         },
         conversation: Conversation { blocked },
-        quotas: Quotas {
-            rate_retry_after_ms,
-        },
+        quotas,
         now_ms: now_ms(),
     });
     match decision {
@@ -82,7 +87,7 @@ pub(crate) async fn send<S: Storage>(
                 "billed sends are not supported by this relay yet".into(),
             ));
         }
-        Decision::Refuse(refusal) => return Err(refusal_error(refusal, &list)),
+        Decision::Refuse(refusal) => return Err(refusal_error(refusal, Some(&list))),
     }
     let server_timestamp_ms = now_ms();
     let expires_at_ms = server_timestamp_ms.saturating_add(relay.config.message_ttl_ms);
@@ -139,15 +144,18 @@ async fn record_of<S: Storage>(
 }
 
 /// The typed refusal for a policy decision.
-fn refusal_error(refusal: Refusal, list: &wire::SignedDeviceList) -> RelayError {
+fn refusal_error(refusal: Refusal, list: Option<&wire::SignedDeviceList>) -> RelayError {
     match refusal {
         Refusal::RateLimited { retry_after_ms } => RelayError::RateLimited {
             scope: "account",
             retry_after_ms,
         },
         Refusal::Blocked => RelayError::Blocked,
-        Refusal::DeviceListMismatch => RelayError::DeviceListMismatch {
-            current: Box::new(list.clone()),
+        Refusal::DeviceListMismatch => match list {
+            Some(list) => RelayError::DeviceListMismatch {
+                current: Box::new(list.clone()),
+            },
+            None => invalid(refusal.message()),
         },
         Refusal::BusinessConversation | Refusal::CustomerBusinessCategory(_) => {
             RelayError::AccountKind(refusal.message())

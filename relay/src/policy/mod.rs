@@ -2,7 +2,9 @@
 //! clock, no storage. The `Send` handler gathers the inputs (both account
 //! records, the recipient's current devices, the block state, the rate
 //! limiter's answer, `now`) and applies the [`Decision`]; nothing else
-//! decides whether an envelope is accepted.
+//! decides whether an envelope is accepted. [`admit`] holds the rules that
+//! need no stored record, so the handler can refuse a rate-limited send
+//! before reading storage.
 //!
 //! Today's rules, in the order they are checked:
 //! 1. rate: the sender's token bucket had a token;
@@ -175,6 +177,15 @@ pub fn kind_of(record: &AccountRecord) -> AccountKind {
     }
 }
 
+/// The rules that need no stored record (today: the rate), checked by the
+/// handler before it reads storage; [`decide`] checks them again first.
+pub fn admit(quotas: &Quotas) -> Result<(), Refusal> {
+    match quotas.rate_retry_after_ms {
+        Some(retry_after_ms) => Err(Refusal::RateLimited { retry_after_ms }),
+        None => Ok(()),
+    }
+}
+
 /// Decide one send. Pure: the same input always gives the same decision.
 pub fn decide(input: &SendInput<'_>) -> Decision {
     match check(input) {
@@ -184,9 +195,7 @@ pub fn decide(input: &SendInput<'_>) -> Decision {
 }
 
 fn check(input: &SendInput<'_>) -> Result<(), Refusal> {
-    if let Some(retry_after_ms) = input.quotas.rate_retry_after_ms {
-        return Err(Refusal::RateLimited { retry_after_ms });
-    }
+    admit(&input.quotas)?;
     let request = &input.request;
     let category = match Category::try_from(request.category) {
         Ok(Category::Unspecified) | Err(_) => {
