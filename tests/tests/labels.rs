@@ -17,7 +17,8 @@ use comptoir_protocol::proto::wire::{self, AccountKind, Category, ErrorCode, ser
 use comptoir_protocol::session::SessionRecord;
 use comptoir_protocol::{AccountId, IdentityKey, VerifiedBundle};
 use prost::Message;
-use support::client::{registered, registered_as, wait_for, wait_message};
+use support::client::{registered, registered_as, url, wait_for, wait_message};
+use support::mitm::Mitm;
 use support::*;
 
 /// A raw sender with a real session to one device of a real `Client`.
@@ -216,6 +217,73 @@ async fn each_relabelled_label_is_refused_kept_as_evidence_acked_and_no_rekey() 
     // queue is empty (a re-key would be sent before the ack above).
     let (_, ok) = mallory.account.login(relay.addr, 1).await;
     assert_eq!(ok.queued, 0, "the recipient sent the sender something");
+}
+
+/// The same attack from the relay's side: two honest clients, and a man
+/// in the middle that rewrites one label of each envelope on its way to
+/// the recipient. (A rewritten sender account is caught earlier: the
+/// session of the account it names cannot decrypt the message.)
+#[tokio::test]
+async fn a_relay_that_relabels_on_the_way_is_caught_by_the_recipient() {
+    let relay = start_relay().await;
+    let mitm = Mitm::start(relay.addr).await;
+    let (dir_a, dir_b) = (
+        tempfile::tempdir().expect("temp dir"),
+        tempfile::tempdir().expect("temp dir"),
+    );
+    let mut alice = registered(&relay, dir_a.path(), "alice pass").await;
+    let mut bob = registered(&relay, dir_b.path(), "bob pass").await;
+    bob.connect(&mitm.url())
+        .await
+        .expect("bob connects through the proxy");
+    let (from, to) = (alice.account_id(), bob.account_id());
+    let rewritten = [
+        Label::MessageId,
+        Label::RecipientAccount,
+        Label::Category,
+        Label::TemplateId,
+        Label::FrankingCommitment,
+    ];
+    for label in rewritten {
+        mitm.plan(from.as_bytes(), label);
+        let id = alice
+            .send_text(to, &format!("rewritten on the way: {label}"))
+            .await
+            .expect("send");
+        let reason = wait_for(&mut bob, |e| match e {
+            Event::Refused {
+                from: f, reason, ..
+            } if *f == from => Some(reason.clone()),
+            Event::Message { text, .. } => panic!("a relabelled message was displayed: {text}"),
+            Event::SessionReset { .. } => panic!("a relabelled message caused a re-key"),
+            _ => None,
+        })
+        .await;
+        assert_eq!(reason, LabelError::LabelMismatch { label });
+        // Acknowledged: the relay deleted what it queued and told Alice.
+        wait_for(&mut alice, |e| match e {
+            Event::Delivered { id: d, .. } if *d == id => Some(()),
+            Event::Resent { .. } | Event::SessionReset { .. } => {
+                panic!("the sender was asked for a re-key")
+            }
+            _ => None,
+        })
+        .await;
+        assert!(mitm.relay_saw_ack(&id.0, from.as_bytes()));
+    }
+    let evidence = bob.evidence().expect("evidence");
+    let mut labels: Vec<_> = evidence.iter().filter_map(|e| e.label).collect();
+    labels.sort_by_key(|l| Label::ALL.iter().position(|x| x == l));
+    assert_eq!(labels, rewritten);
+    assert!(bob.history(&from).expect("history").is_empty());
+
+    // Left alone, the next message is displayed: the session never broke.
+    let id = alice.send_text(to, "untouched").await.expect("send");
+    let (got, text) = wait_message(&mut bob, from).await;
+    assert_eq!((got, text.as_str()), (id, "untouched"));
+    // Bob reconnects straight to the relay: nothing is queued for him
+    // (every refused envelope was acknowledged).
+    assert_eq!(bob.connect(&url(&relay)).await.expect("reconnect"), 0);
 }
 
 #[tokio::test]

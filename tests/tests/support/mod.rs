@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
 pub mod client;
+pub mod mitm;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
