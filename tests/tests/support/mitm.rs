@@ -18,15 +18,17 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// One rewrite to apply to the next envelope from `from`.
 pub type Plan = (Vec<u8>, Label);
+/// An envelope's (message id, sender account), as an ack names it.
+type AckKey = (Vec<u8>, Vec<u8>);
 
 #[derive(Default)]
 struct Shared {
     /// Rewrites still to apply, in order, to envelopes from a sender.
     plans: VecDeque<Plan>,
     /// (rewritten id, rewritten sender) → (original id, original sender).
-    rewritten: HashMap<(Vec<u8>, Vec<u8>), (Vec<u8>, Vec<u8>)>,
+    rewritten: HashMap<AckKey, AckKey>,
     /// Acknowledgements forwarded to the relay, as the relay sees them.
-    acked: Vec<(Vec<u8>, Vec<u8>)>,
+    acked: Vec<AckKey>,
 }
 
 /// The proxy; dropping it stops accepting.
