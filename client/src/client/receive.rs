@@ -107,23 +107,26 @@ impl Client {
         let plaintext = Zeroizing::new(decrypted.plaintext);
         // The content's id is the message's identity; the envelope's may
         // differ when the sender re-sent it over a fresh session.
-        let event = match Content::decode(plaintext.as_slice()) {
-            Ok(content) => match self.screen_labels(from, id, &envelope, &content, &plaintext)? {
-                Some(refused) => Some(refused),
-                None => match MessageId::from_bytes(&content.message_id) {
-                    Some(canonical)
-                        if canonical != id
-                            && messages::contains(&self.store, &from, &canonical)? =>
-                    {
-                        None
-                    }
-                    Some(canonical) => self.apply_content(from, canonical, content)?,
-                    None => Some(Event::Undecryptable {
-                        from,
-                        id: id.to_string(),
-                        reason: "the content carries a malformed message id".into(),
-                    }),
-                },
+        let decoded = Content::decode(plaintext.as_slice());
+        // Bound labels first: a refused content is kept as evidence, never applied.
+        let refused = match &decoded {
+            Ok(content) => self.screen_labels(from, id, &envelope, content, &plaintext)?,
+            Err(_) => None,
+        };
+        let event = match decoded {
+            _ if refused.is_some() => refused,
+            Ok(content) => match MessageId::from_bytes(&content.message_id) {
+                Some(canonical)
+                    if canonical != id && messages::contains(&self.store, &from, &canonical)? =>
+                {
+                    None
+                }
+                Some(canonical) => self.apply_content(from, canonical, content)?,
+                None => Some(Event::Undecryptable {
+                    from,
+                    id: id.to_string(),
+                    reason: "the content carries a malformed message id".into(),
+                }),
             },
             Err(e) => Some(Event::Undecryptable {
                 from,

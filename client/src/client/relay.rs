@@ -246,7 +246,11 @@ impl Client {
     async fn handle_push(&mut self, frame: ServerFrame) -> Result<()> {
         match frame.body {
             Some(server_frame::Body::Deliver(deliver)) => match deliver.envelope {
-                Some(envelope) => self.handle_deliver(envelope).await,
+                // Boxed: receiving (decrypt, labels, re-key, re-send) is
+                // the deepest chain of futures here; inline, it made every
+                // caller's future large enough to overflow a 2 MiB stack in
+                // debug builds (the CLI tests).
+                Some(envelope) => Box::pin(self.handle_deliver(envelope)).await,
                 None => {
                     self.events
                         .push_back(Event::Warning("the relay pushed an empty delivery".into()));
