@@ -7,6 +7,7 @@ const PROTO_FILES: &[&str] = &[
     "comptoir/wire.proto",
     "comptoir/content.proto",
     "comptoir/storage.proto",
+    "comptoir/relay.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

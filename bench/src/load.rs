@@ -152,6 +152,7 @@ pub async fn connect(
                     .key
                     .sign(&register_payload(&account.id, &nonce))
                     .to_vec(),
+                kind: wire::AccountKind::Customer as i32,
             }),
         ))
         .await?;

@@ -66,7 +66,12 @@ pub enum Command {
     /// Create a new account and device here (keys and encrypted store).
     Init,
     /// Create the account on the relay and upload prekeys.
-    Register,
+    Register {
+        /// Register a business account (it may claim a business name and
+        /// replies as service); without it, a customer. Fixed for good.
+        #[arg(long)]
+        business: bool,
+    },
     /// Make this directory a new device of an account you already have:
     /// prints a link code for `comptoir devices add` on your first device,
     /// then finish with `--finish <approval>`.

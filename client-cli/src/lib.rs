@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use comptoir_protocol::AccountId;
+use comptoir_protocol::proto::wire::AccountKind;
 use tokio::sync::mpsc;
 use zeroize::Zeroizing;
 
@@ -188,9 +189,14 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             );
             Ok(0)
         }
-        Command::Register => {
+        Command::Register { business } => {
             let mut client = open(&cli)?;
-            client.register(&cli.relay).await?;
+            let kind = if *business {
+                AccountKind::Business
+            } else {
+                AccountKind::Customer
+            };
+            client.register_as(&cli.relay, kind).await?;
             say!(out, "{}", client.account_id());
             eprintln!(
                 "Registered on {}. Others can now write to {}",
@@ -572,6 +578,13 @@ fn print_event(client: &Client, event: &Event, out: &mut dyn Write) -> Result<bo
         Event::Undecryptable { from, id, reason } => {
             eprintln!(
                 "warning: message {id} from {} could not be decrypted: {reason}",
+                display_name(client, from)
+            );
+            Ok(false)
+        }
+        Event::Refused { from, id, reason } => {
+            eprintln!(
+                "warning: message {id} from {} refused and kept as evidence: {reason}",
                 display_name(client, from)
             );
             Ok(false)

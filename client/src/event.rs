@@ -1,6 +1,6 @@
 //! What happened on the connection, as the user of the library sees it.
 
-use comptoir_protocol::AccountId;
+use comptoir_protocol::{AccountId, LabelError};
 
 use crate::messages::MessageId;
 
@@ -72,6 +72,17 @@ pub enum Event {
         id: String,
         /// Why.
         reason: String,
+    },
+    /// A message decrypted, but its bound labels disagree with its envelope
+    /// (or its category with what it is): it was not displayed, was kept
+    /// as evidence ([`crate::Client::evidence`]) and was acknowledged.
+    Refused {
+        /// The sender, as the envelope named it.
+        from: AccountId,
+        /// The envelope's message id.
+        id: MessageId,
+        /// Why (for a relabelled message, `LabelMismatch` naming the label).
+        reason: LabelError,
     },
     /// A message from `peer`'s `device` could not be decrypted; a fresh
     /// session was started and the sender asked to send it again.

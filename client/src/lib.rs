@@ -16,6 +16,7 @@
 //! - [`peers`]: pinned account keys and device lists of other accounts.
 //! - [`contacts`]: the address book.
 //! - [`messages`]: history, statuses and the outbox.
+//! - [`evidence`]: messages refused by their labels, kept aside.
 //! - [`connection`]: the WebSocket framing; requests from many tasks share
 //!   one connection, replies matched by request id.
 //! - [`client`]: the [`Client`] that ties them together.
@@ -29,6 +30,7 @@ pub mod connection;
 pub mod contacts;
 pub mod error;
 pub mod event;
+pub mod evidence;
 pub mod messages;
 pub mod peers;
 pub mod session_store;
@@ -37,5 +39,6 @@ pub mod store;
 pub use client::Client;
 pub use error::{ClientError, Result};
 pub use event::Event;
+pub use evidence::Evidence;
 pub use messages::{MessageId, Status, StoredMessage};
 pub use store::KdfParams;

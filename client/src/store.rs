@@ -90,6 +90,9 @@ pub enum Tree {
     Blocked,
     /// Pinned account keys and device lists of peers, by account id.
     Peers,
+    /// Messages refused by their labels, by sender account (16) ||
+    /// envelope message id (16).
+    Evidence,
 }
 
 impl Tree {
@@ -103,6 +106,7 @@ impl Tree {
             Self::Contacts => "contacts",
             Self::Blocked => "blocked",
             Self::Peers => "peers",
+            Self::Evidence => "evidence",
         }
     }
 
@@ -250,6 +254,16 @@ impl Store {
     /// Whether a record exists (without opening it).
     pub fn contains(&self, tree: Tree, key: &[u8]) -> Result<bool> {
         Ok(self.tree(tree)?.contains_key(key)?)
+    }
+
+    /// How many records have keys starting with `prefix` (none opened).
+    pub fn count(&self, tree: Tree, prefix: &[u8]) -> Result<usize> {
+        let mut n = 0;
+        for key in self.tree(tree)?.scan_prefix(prefix).keys() {
+            key?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Delete a record.

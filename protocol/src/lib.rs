@@ -16,6 +16,8 @@
 //! - [`prekeys`]: signed and one-time prekeys, verified bundles.
 //! - [`kdf`]: X3DH KDF, root and chain KDFs, message key expansion.
 //! - [`x3dh`]: the X3DH key agreement (used by [`session`]; exposed for vectors).
+//! - [`labels`]: envelope labels bound inside the encrypted content, and
+//!   the receiver's check of them.
 //! - [`message`]: byte layout of ratchet and prekey messages.
 //! - [`ratchet`], [`skipped`]: the Double Ratchet and its skipped keys.
 //! - [`session`]: session records (current + archived states), prekey store.
@@ -31,6 +33,7 @@ pub mod frame;
 pub mod handle;
 pub mod kdf;
 pub mod keys;
+pub mod labels;
 pub mod message;
 pub mod prekeys;
 pub mod proto;
@@ -47,6 +50,7 @@ pub use error::{DecodeError, Error, Result};
 pub use frame::{FRAME_VERSION, MAX_FRAME_SIZE};
 pub use handle::{NameError, normalize_business_name};
 pub use keys::{AccountKey, AccountKeyPair, IdentityKey, IdentityKeyPair, KeyPair};
+pub use labels::{Label, LabelError};
 pub use message::{MAX_PLAINTEXT_LEN, MESSAGE_VERSION};
 pub use prekeys::{VerifiedBundle, sign_prekey, signed_prekey_payload, verify_signed_prekey};
 pub use safety_number::SafetyNumber;

@@ -13,6 +13,11 @@ pub mod content {
     include!(concat!(env!("OUT_DIR"), "/comptoir.content.rs"));
 }
 
+/// Records the relay keeps about accounts.
+pub mod relay {
+    include!(concat!(env!("OUT_DIR"), "/comptoir.relay.rs"));
+}
+
 /// Records stored at rest by clients. Their `Debug` names the type and
 /// prints no field: most fields are secrets.
 pub mod storage {

@@ -9,6 +9,8 @@
 mod support;
 
 use comptoir_protocol::kdf::{chain_kdf, message_keys, root_kdf};
+use comptoir_protocol::labels::check as labels_check;
+use comptoir_protocol::proto::content::{Content, ReadReceipt, Text, content};
 use comptoir_protocol::proto::storage::IdentityRecord;
 use comptoir_protocol::proto::wire;
 use comptoir_protocol::store::seal_record_with_nonce;
@@ -17,6 +19,7 @@ use comptoir_protocol::{
     AccountId, IdentityKeyPair, InMemoryPreKeyStore, KeyPair, RecordKind, SafetyNumber,
     SessionRecord, StorageKey, VerifiedBundle, open_record,
 };
+use comptoir_protocol::{Label, LabelError};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use support::VectorRng;
@@ -33,6 +36,27 @@ struct Vectors {
     conversation: ConversationVector,
     sealed_record: SealedRecordVector,
     safety_number: SafetyVector,
+    labels: LabelsVector,
+}
+
+/// Bound labels (docs/PROTOCOL.md, "Bound labels"): an envelope (without
+/// ciphertext) and the decrypted content it carried, and what the
+/// receiver's check must say.
+#[derive(Serialize, Deserialize, PartialEq, Debug)]
+struct LabelCase {
+    name: String,
+    envelope_protobuf: String,
+    content_protobuf: String,
+    /// "accept", "label mismatch: <label>", "unbound", "control visible"
+    /// or "control mislabelled".
+    expect: String,
+}
+
+#[derive(Serialize, Deserialize, PartialEq, Debug)]
+struct LabelsVector {
+    /// The Labels message of the honest case alone.
+    labels_protobuf: String,
+    cases: Vec<LabelCase>,
 }
 
 #[derive(Serialize, Deserialize, PartialEq, Debug)]
@@ -317,6 +341,8 @@ fn generate() -> Vectors {
         (&bob_account, f.bob.public()),
     );
 
+    let labels = label_vectors();
+
     Vectors {
         description: "Comptoir protocol v1 test vectors; see docs/PROTOCOL.md. All byte strings are lowercase hex.".into(),
         rng: "Keys drawn from VectorRng(seed): the n-th 32-byte block is SHA-256(\"Comptoir vector rng\" || seed u64 BE || n u64 BE); a k-byte draw takes the first k bytes of the next block. X3DH keys: VectorRng(1) in order alice seed, bob seed, signed prekey, one-time prekey, alice ephemeral. Root-step DH outputs: VectorRng(2). Session randomness (ratchet keys): alice VectorRng(3), bob VectorRng(4).".into(),
@@ -343,6 +369,153 @@ fn generate() -> Vectors {
             digits: safety.digits(),
             qr_payload: h(&safety.qr_payload()),
         },
+        labels,
+    }
+}
+
+fn label_outcome(result: Result<(), LabelError>) -> String {
+    match result {
+        Ok(()) => "accept".into(),
+        Err(LabelError::LabelMismatch { label }) => format!("label mismatch: {label}"),
+        Err(LabelError::Unbound { .. }) => "unbound".into(),
+        Err(LabelError::ControlVisible) => "control visible".into(),
+        Err(LabelError::ControlMislabelled { .. }) => "control mislabelled".into(),
+        Err(other) => panic!("unexpected {other}"),
+    }
+}
+
+fn label_vectors() -> LabelsVector {
+    let envelope = wire::Envelope {
+        message_id: vec![0x11; 16],
+        sender_account: vec![0xBB; 16],
+        sender_device: 1,
+        recipient_account: vec![0xCC; 16],
+        recipient_device: 2,
+        client_timestamp_ms: 1_700_000_000_000,
+        server_timestamp_ms: 1_700_000_000_123,
+        category: wire::Category::Utility as i32,
+        template_id: "order-shipped-v1".into(),
+        franking_tag: vec![0xF0; 32],
+        relay_franking_signature: Vec::new(),
+        ciphertext: Vec::new(),
+    };
+    let bound = comptoir_protocol::labels::bind(
+        &envelope.message_id,
+        &envelope.sender_account,
+        &envelope.recipient_account,
+        wire::Category::Utility,
+        &envelope.template_id,
+        &envelope.franking_tag,
+    );
+    let text = |body: &str| Some(content::Body::Text(Text { body: body.into() }));
+    let honest = Content {
+        message_id: envelope.message_id.clone(),
+        sent_at_ms: 1_700_000_000_000,
+        body: text("Your order 1234 shipped"),
+        labels: Some(bound.clone()),
+        padding: Vec::new(),
+    };
+    let mut cases = vec![("honest".to_string(), envelope.clone(), honest.clone())];
+    for label in Label::ALL {
+        let mut relabelled = envelope.clone();
+        match label {
+            Label::MessageId => relabelled.message_id = vec![0x12; 16],
+            Label::SenderAccount => relabelled.sender_account = vec![0xBD; 16],
+            Label::RecipientAccount => relabelled.recipient_account = vec![0xCD; 16],
+            Label::Category => relabelled.category = wire::Category::Service as i32,
+            Label::TemplateId => relabelled.template_id = "order-shipped-v2".into(),
+            Label::FrankingCommitment => relabelled.franking_tag = Vec::new(),
+            _ => panic!("a new label needs a vector"),
+        }
+        cases.push((format!("relabelled {label}"), relabelled, honest.clone()));
+    }
+    let unbound = Content {
+        labels: None,
+        ..honest.clone()
+    };
+    cases.push(("unbound utility".into(), envelope.clone(), unbound.clone()));
+    let conversation = wire::Envelope {
+        category: wire::Category::Conversation as i32,
+        template_id: String::new(),
+        franking_tag: Vec::new(),
+        ..envelope.clone()
+    };
+    cases.push(("unbound conversation".into(), conversation, unbound));
+    let control = wire::Envelope {
+        category: wire::Category::Control as i32,
+        template_id: String::new(),
+        franking_tag: Vec::new(),
+        ..envelope.clone()
+    };
+    let control_labels = comptoir_protocol::labels::bind(
+        &control.message_id,
+        &control.sender_account,
+        &control.recipient_account,
+        wire::Category::Control,
+        "",
+        &[],
+    );
+    cases.push((
+        "text labelled control".into(),
+        control.clone(),
+        Content {
+            labels: Some(control_labels.clone()),
+            ..honest.clone()
+        },
+    ));
+    cases.push((
+        "read receipt labelled control".into(),
+        control,
+        Content {
+            labels: Some(control_labels),
+            body: Some(content::Body::ReadReceipt(ReadReceipt {
+                message_ids: vec![vec![0x10; 16]],
+                read_at_ms: 1_700_000_000_500,
+            })),
+            ..honest.clone()
+        },
+    ));
+    cases.push((
+        "read receipt labelled utility".into(),
+        envelope,
+        Content {
+            body: Some(content::Body::ReadReceipt(ReadReceipt {
+                message_ids: vec![vec![0x10; 16]],
+                read_at_ms: 1_700_000_000_500,
+            })),
+            ..honest
+        },
+    ));
+    LabelsVector {
+        labels_protobuf: h(&bound.encode_to_vec()),
+        cases: cases
+            .into_iter()
+            .map(|(name, envelope, content)| LabelCase {
+                expect: label_outcome(labels_check(&content, &envelope)),
+                name,
+                envelope_protobuf: h(&envelope.encode_to_vec()),
+                content_protobuf: h(&content.encode_to_vec()),
+            })
+            .collect(),
+    }
+}
+
+#[test]
+fn published_label_cases_check_as_published() {
+    let v = published();
+    assert_eq!(v.labels.cases.len(), 12);
+    for case in &v.labels.cases {
+        let envelope =
+            wire::Envelope::decode(hex::decode(&case.envelope_protobuf).unwrap().as_slice())
+                .unwrap();
+        let content =
+            Content::decode(hex::decode(&case.content_protobuf).unwrap().as_slice()).unwrap();
+        assert_eq!(
+            label_outcome(labels_check(&content, &envelope)),
+            case.expect,
+            "{}",
+            case.name
+        );
     }
 }
 

@@ -118,6 +118,9 @@ pub enum RelayError {
     /// already holds a different one.
     #[error("name taken: {0}")]
     NameTaken(String),
+    /// The account's kind (customer or business) does not allow this.
+    #[error("not allowed for this kind of account: {0}")]
+    AccountKind(String),
     /// The relay is shutting down.
     #[error("the relay is shutting down; reconnect in a moment")]
     ShuttingDown,
@@ -150,6 +153,7 @@ impl RelayError {
             Self::CodeExpired => ErrorCode::CodeExpired,
             Self::WrongCode { .. } => ErrorCode::WrongCode,
             Self::NameTaken(_) => ErrorCode::NameTaken,
+            Self::AccountKind(_) => ErrorCode::AccountKind,
             Self::ShuttingDown => ErrorCode::ShuttingDown,
             Self::Storage(_) => ErrorCode::Internal,
         }

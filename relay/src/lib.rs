@@ -11,6 +11,7 @@
 //! - [`frame`]: building server frames (pure).
 //! - `session`: one connection's state machine (auth, requests, pushes).
 //! - `cmd`: one handler per request.
+//! - [`policy`]: the pure decision on a send (accept, refuse, bill).
 //! - [`storage`]: the [`Storage`] trait and its sled backend (group commit).
 //! - [`hub`]: which devices are connected here; wakes and posts.
 //! - [`limits`]: token buckets per account and per address.
@@ -33,6 +34,7 @@ pub mod hub;
 pub mod limits;
 pub mod metrics;
 pub mod phone;
+pub mod policy;
 pub mod server;
 mod session;
 pub mod shutdown;

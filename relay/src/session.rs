@@ -367,7 +367,8 @@ impl<S: Storage> Session<S> {
                 _ => Err(RelayError::NotAuthenticated),
             };
         }
-        if !matches!(body, B::DeliveryAck(_))
+        // A send's rate is one of the policy's inputs (cmd::send).
+        if !matches!(body, B::DeliveryAck(_) | B::Send(_))
             && let Some(device) = &self.device
             && let Err(retry_after_ms) = self.relay.account_limiter.check(&device.account)
         {

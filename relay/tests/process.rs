@@ -154,6 +154,7 @@ async fn login(addr: SocketAddr, account: &Account, register: bool) -> (Ws, wire
                     .key
                     .sign(&register_payload(&account.id, &nonce))
                     .to_vec(),
+                kind: wire::AccountKind::Customer as i32,
             }),
         )
         .await;

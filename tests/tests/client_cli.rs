@@ -291,11 +291,16 @@ async fn a_business_claims_a_name_and_a_customer_adds_it_by_name() {
     let rival = Customer::new(root.path(), "rival", &relay);
     let bob = Customer::new(root.path(), "bob", &relay);
     let shop_id = shop.ok(&["init"]).await.trim().to_string();
-    shop.ok(&["register"]).await;
-    for other in [&rival, &bob] {
-        other.ok(&["init"]).await;
-        other.ok(&["register"]).await;
-    }
+    shop.ok(&["register", "--business"]).await;
+    rival.ok(&["init"]).await;
+    rival.ok(&["register", "--business"]).await;
+    bob.ok(&["init"]).await;
+    bob.ok(&["register"]).await;
+    assert_eq!(
+        bob.run(&["name", "claim", "bobs-shop"]).await.0,
+        6,
+        "a customer account cannot claim a business name"
+    );
 
     // Not claimed yet: unknown contact (exit 8).
     assert_eq!(

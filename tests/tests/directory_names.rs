@@ -7,8 +7,9 @@ mod support;
 
 use comptoir_client::ClientError;
 use comptoir_protocol::AccountId;
+use comptoir_protocol::proto::wire::AccountKind::Business;
 use comptoir_protocol::proto::wire::{self, ErrorCode, client_frame, server_frame::Body};
-use support::client::{registered, wait_message};
+use support::client::{registered, registered_as, wait_message};
 use support::*;
 
 fn claim(name: &str) -> client_frame::Body {
@@ -42,9 +43,12 @@ fn stored_names(relay: &TestRelay) -> Vec<(Vec<u8>, Vec<u8>)> {
 async fn names_are_claimed_first_come_first_served_and_resolve_in_any_case() {
     let mut relay = start_relay().await;
     let (acme, rival, customer) = (Account::new(1), Account::new(1), Account::new(1));
-    for account in [&acme, &rival, &customer] {
-        account.register(relay.addr).await;
+    for account in [&acme, &rival] {
+        account
+            .register_as(relay.addr, wire::AccountKind::Business)
+            .await;
     }
+    customer.register(relay.addr).await;
     let (mut a, _) = acme.login(relay.addr, 1).await;
     let (mut r, _) = rival.login(relay.addr, 1).await;
     let (mut c, _) = customer.login(relay.addr, 1).await;
@@ -53,6 +57,14 @@ async fn names_are_claimed_first_come_first_served_and_resolve_in_any_case() {
     assert_eq!(
         error_code(&c.request(lookup("acme-deliveries")).await),
         ErrorCode::UnknownAccount
+    );
+    // Only a business account may claim a business name.
+    let refusal = c.request(claim("acme-deliveries")).await;
+    assert_eq!(error_code(&refusal), ErrorCode::AccountKind);
+    assert_eq!(
+        error_code(&c.request(lookup("acme-deliveries")).await),
+        ErrorCode::UnknownAccount,
+        "the customer's claim stored nothing"
     );
     // Claimed in mixed case, stored lowercased; re-claiming is idempotent.
     assert!(matches!(
@@ -135,8 +147,12 @@ async fn concurrent_claims_of_one_name_have_exactly_one_winner() {
     let relay = start_relay().await;
     for round in 0..5 {
         let (first, second) = (Account::new(1), Account::new(1));
-        first.register(relay.addr).await;
-        second.register(relay.addr).await;
+        first
+            .register_as(relay.addr, wire::AccountKind::Business)
+            .await;
+        second
+            .register_as(relay.addr, wire::AccountKind::Business)
+            .await;
         let (mut x, _) = first.login(relay.addr, 1).await;
         let (mut y, _) = second.login(relay.addr, 1).await;
         let name = format!("contested-{round}");
@@ -179,9 +195,19 @@ async fn a_customer_finds_a_business_by_name_and_writes_to_it() {
         tempfile::tempdir().expect("temp dir"),
         tempfile::tempdir().expect("temp dir"),
     );
-    let mut business = registered(&relay, dir_b.path(), "business pass").await;
+    let mut business = registered_as(&relay, dir_b.path(), "business pass", Business).await;
     let mut customer = registered(&relay, dir_c.path(), "customer pass").await;
-    let mut rival = registered(&relay, dir_r.path(), "rival pass").await;
+    let mut rival = registered_as(&relay, dir_r.path(), "rival pass", Business).await;
+    assert!(
+        matches!(
+            customer.claim_name("acme-deliveries").await,
+            Err(ClientError::Relay {
+                code: ErrorCode::AccountKind,
+                ..
+            })
+        ),
+        "a customer cannot claim a business name"
+    );
 
     business
         .claim_name("acme-deliveries")

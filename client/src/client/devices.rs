@@ -130,9 +130,11 @@ impl Client {
                         message_id: id.0.to_vec(),
                         sent_at_ms: at_ms,
                         body: Some(body.clone()),
+                        labels: None,
                         padding: Vec::new(),
                     })),
                 }))),
+                labels: None,
                 padding: Vec::new(),
             };
             let send = self

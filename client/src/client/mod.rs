@@ -12,6 +12,8 @@
 //! One concern per file, each an `impl Client` block:
 //! - `relay`: register, connect, requests and replies, pushes, acks, prekeys.
 //! - `receive`: decrypt, store, then acknowledge a delivery.
+//! - `labels`: check a decrypted content's bound labels against its
+//!   envelope; keep a refused message as evidence.
 //! - `send`: outbox, sessions per recipient device, fan-out, read receipts.
 //! - `rekey`: recovering a wedged session and re-sending on request.
 //! - `devices`: linking and removing this account's devices, sent copies.
@@ -38,6 +40,7 @@ use crate::store::{KdfParams, Store};
 
 mod devices;
 mod directory;
+mod labels;
 mod receive;
 mod rekey;
 mod relay;
@@ -112,6 +115,9 @@ pub struct Client {
     resends: VecDeque<(AccountId, MessageId)>,
     /// When this device last asked a remote device for a fresh session.
     rekeyed_at: HashMap<(AccountId, u32), Instant>,
+    /// This account's kind, as the relay recorded it at registration (told
+    /// in every `AuthOk`); decides the category of free-form text.
+    kind: wire::AccountKind,
 }
 
 impl fmt::Debug for Client {
@@ -125,6 +131,7 @@ impl fmt::Debug for Client {
             events,
             resends,
             rekeyed_at: _,
+            kind,
         } = self;
         f.debug_struct("Client")
             .field("store", store)
@@ -134,6 +141,7 @@ impl fmt::Debug for Client {
             .field("pushes", &pushes.len())
             .field("events", &events.len())
             .field("resends", &resends.len())
+            .field("kind", kind)
             .finish()
     }
 }
@@ -215,6 +223,7 @@ impl Client {
             events: VecDeque::new(),
             resends: VecDeque::new(),
             rekeyed_at: HashMap::new(),
+            kind: wire::AccountKind::Unspecified,
         }
     }
 

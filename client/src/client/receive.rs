@@ -107,7 +107,14 @@ impl Client {
         let plaintext = Zeroizing::new(decrypted.plaintext);
         // The content's id is the message's identity; the envelope's may
         // differ when the sender re-sent it over a fresh session.
-        let event = match Content::decode(plaintext.as_slice()) {
+        let decoded = Content::decode(plaintext.as_slice());
+        // Bound labels first: a refused content is kept as evidence, never applied.
+        let refused = match &decoded {
+            Ok(content) => self.screen_labels(from, id, &envelope, content, &plaintext)?,
+            Err(_) => None,
+        };
+        let event = match decoded {
+            _ if refused.is_some() => refused,
             Ok(content) => match MessageId::from_bytes(&content.message_id) {
                 Some(canonical)
                     if canonical != id && messages::contains(&self.store, &from, &canonical)? =>

@@ -57,6 +57,7 @@ impl Client {
             body: Some(content::Body::RekeyRequest(RekeyRequest {
                 failed_message_id: failed.0.to_vec(),
             })),
+            labels: None,
             padding: Vec::new(),
         };
         let send = self
@@ -93,17 +94,13 @@ impl Client {
             body: Some(content::Body::Text(Text {
                 body: message.body.clone(),
             })),
+            labels: None,
             padding: Vec::new(),
         };
         let envelope_id = MessageId::generate();
+        let category = self.text_category();
         let send = self
-            .encrypt_for(
-                peer,
-                envelope_id,
-                content,
-                Category::Conversation,
-                message.sent_at_ms,
-            )
+            .encrypt_for(peer, envelope_id, content, category, message.sent_at_ms)
             .await?;
         self.store.flush().await?;
         match self

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use comptoir_protocol::proto::wire::{
-    AuthResponse, ClientFrame, DeliveryAck, Envelope, ErrorCode, Register, ServerFrame,
-    client_frame, server_frame,
+    AccountKind, AuthResponse, ClientFrame, DeliveryAck, Envelope, ErrorCode, Register,
+    ServerFrame, client_frame, server_frame,
 };
 use comptoir_protocol::{AccountId, InMemoryPreKeyStore, auth_payload, register_payload};
 use tokio::time::Instant;
@@ -19,8 +19,15 @@ use crate::peers;
 use super::{Client, PREKEY_BATCH, PREKEY_LOW_WATER, REQUEST_TIMEOUT, relay_error, unexpected};
 
 impl Client {
-    /// Create the account on the relay at `url`, then connect to it.
+    /// Create the account on the relay at `url` as a customer, then
+    /// connect to it.
     pub async fn register(&mut self, url: &str) -> Result<()> {
+        self.register_as(url, AccountKind::Customer).await
+    }
+
+    /// Create the account on the relay at `url` as `kind` (customer or
+    /// business: fixed for the account's life), then connect to it.
+    pub async fn register_as(&mut self, url: &str, kind: AccountKind) -> Result<()> {
         let list = self.account.signed_device_list()?;
         let (conn, challenge) = Connection::connect(url).await?;
         self.conn = Some(conn);
@@ -34,6 +41,7 @@ impl Client {
             account_key: key.public().to_bytes().to_vec(),
             device_list: Some(list.clone()),
             signature: key.sign(&register_payload(&id, &challenge.nonce)).to_vec(),
+            kind: kind as i32,
         };
         let reply = self
             .request(client_frame::Body::Register(register), "the registration")
@@ -95,6 +103,7 @@ impl Client {
                 return Err(e);
             }
         };
+        self.kind = ok.kind();
         if ok.one_time_prekeys < PREKEY_LOW_WATER || !self.prekeys.has_signed() {
             self.upload_prekeys(PREKEY_BATCH).await?;
             // The relay's own "stock low" notice, sent with AuthOk, is
@@ -217,7 +226,11 @@ impl Client {
     async fn handle_push(&mut self, frame: ServerFrame) -> Result<()> {
         match frame.body {
             Some(server_frame::Body::Deliver(deliver)) => match deliver.envelope {
-                Some(envelope) => self.handle_deliver(envelope).await,
+                // Boxed: receiving (decrypt, labels, re-key, re-send) is
+                // the deepest chain of futures here; inline, it made every
+                // caller's future large enough to overflow a 2 MiB stack in
+                // debug builds (the CLI tests).
+                Some(envelope) => Box::pin(self.handle_deliver(envelope)).await,
                 None => {
                     self.events
                         .push_back(Event::Warning("the relay pushed an empty delivery".into()));

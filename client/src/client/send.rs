@@ -3,10 +3,10 @@
 
 use comptoir_protocol::proto::content::{Content, ReadReceipt, Text, content};
 use comptoir_protocol::proto::wire::{
-    Category, DeviceCiphertext, ErrorCode, FetchPreKeys, PreKeyBundle, Send, client_frame,
-    server_frame,
+    AccountKind, Category, DeviceCiphertext, ErrorCode, FetchPreKeys, PreKeyBundle, Send,
+    client_frame, server_frame,
 };
-use comptoir_protocol::{AccountId, VerifiedBundle};
+use comptoir_protocol::{AccountId, VerifiedBundle, labels};
 use prost::Message;
 use zeroize::Zeroizing;
 
@@ -45,6 +45,17 @@ fn is_permanent(code: ErrorCode) -> bool {
 }
 
 impl Client {
+    /// The category of free-form text from this account: a business
+    /// replies as service (the relay refuses it person-to-person
+    /// conversation), everyone else converses.
+    pub(super) fn text_category(&self) -> Category {
+        if self.kind == AccountKind::Business {
+            Category::Service
+        } else {
+            Category::Conversation
+        }
+    }
+
     /// Write a text message to `peer`: it is stored (pending) and put in
     /// the outbox first, then sent if connected. Offline, it is sent by the
     /// next [`Self::connect`].
@@ -121,16 +132,12 @@ impl Client {
                     message_id: id.0.to_vec(),
                     sent_at_ms: message.sent_at_ms,
                     body: Some(content::Body::Text(Text { body: message.body })),
+                    labels: None,
                     padding: Vec::new(),
                 };
+                let category = self.text_category();
                 let send = self
-                    .encrypt_for(
-                        peer,
-                        id,
-                        content,
-                        Category::Conversation,
-                        message.sent_at_ms,
-                    )
+                    .encrypt_for(peer, id, content, category, message.sent_at_ms)
                     .await?;
                 messages::outbox_put(&self.store, &peer, &id, &send.encode_to_vec())?;
                 self.store.flush().await?;
@@ -257,6 +264,17 @@ impl Client {
     ) -> Result<Send> {
         self.ensure_sessions(peer).await?;
         let state = peers::load(&self.store, &peer)?.ok_or(ClientError::UnknownPeer(peer))?;
+        // The envelope labels, bound inside the encryption: the receiver
+        // refuses the message if the relay shows it under other ones.
+        let (template_id, franking_tag) = (String::new(), Vec::new());
+        content.labels = Some(labels::bind(
+            &id.0,
+            self.account.id().as_bytes(),
+            peer.as_bytes(),
+            category,
+            &template_id,
+            &franking_tag,
+        ));
         content.padding = padding(content.encoded_len());
         let plaintext = Zeroizing::new(content.encode_to_vec());
         let targets = self.target_devices(peer, &state.devices);
@@ -275,8 +293,8 @@ impl Client {
             recipient_account: peer.to_vec(),
             client_timestamp_ms: sent_at_ms,
             category: category as i32,
-            template_id: String::new(),
-            franking_tag: Vec::new(),
+            template_id,
+            franking_tag,
             devices,
         })
     }
@@ -301,6 +319,7 @@ impl Client {
                 message_ids: unread.iter().map(|m| m.0.to_vec()).collect(),
                 read_at_ms: now,
             })),
+            labels: None,
             padding: Vec::new(),
         };
         let send = self

@@ -4,7 +4,8 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use comptoir_protocol::proto::wire::{self, server_frame::Body};
+use comptoir_protocol::proto::relay::AccountRecord;
+use comptoir_protocol::proto::wire::{self, AccountKind, server_frame::Body};
 use comptoir_protocol::{AccountKey, DeviceList, IdentityKey, auth_payload, register_payload};
 
 use super::{account_field, protocol_refusal};
@@ -12,8 +13,21 @@ use crate::connection::close;
 use crate::error::{RelayError, invalid};
 use crate::frame;
 use crate::hub::Posted;
+use crate::policy;
 use crate::session::{Device, Reply, Session};
+use crate::state::now_ms;
 use crate::storage::Storage;
+
+/// Version of the account records this relay writes.
+const ACCOUNT_RECORD_VERSION: u32 = 1;
+
+/// "customer" or "business".
+pub(crate) fn kind_name(kind: AccountKind) -> &'static str {
+    match kind {
+        AccountKind::Business => "business",
+        AccountKind::Customer | AccountKind::Unspecified => "customer",
+    }
+}
 
 /// Create the account. Registration does not authenticate the connection.
 pub(crate) async fn register<S: Storage>(
@@ -39,11 +53,36 @@ pub(crate) async fn register<S: Storage>(
             &request.signature,
         )
         .map_err(|e| protocol_refusal("registration (sign the current challenge nonce)", e))?;
-    match session.relay.store.create_account(&list).await? {
+    let kind = match AccountKind::try_from(request.kind) {
+        Ok(AccountKind::Business) => AccountKind::Business,
+        Ok(AccountKind::Customer | AccountKind::Unspecified) => AccountKind::Customer,
+        Err(_) => return Err(invalid(format!("unknown account kind {}", request.kind))),
+    };
+    let record = AccountRecord {
+        version: ACCOUNT_RECORD_VERSION,
+        kind: kind as i32,
+        created_at_ms: now_ms(),
+        ..AccountRecord::default()
+    };
+    let store = &session.relay.store;
+    match store.create_account(&list, &record).await? {
         None => {
-            tracing::info!(%account, devices = verified.devices.len(), "account registered");
+            tracing::info!(%account, devices = verified.devices.len(), ?kind, "account registered");
         }
-        Some(existing) if existing == list => {}
+        // The same registration again (a lost reply): fine if it states
+        // the same kind, which never changes.
+        Some(existing) if existing == list => {
+            let stored = store
+                .account_record(account)
+                .await?
+                .map_or(AccountKind::Customer, |r| policy::kind_of(&r));
+            if stored != kind {
+                return Err(RelayError::AccountKind(format!(
+                    "this account is registered as a {}; an account's kind never changes",
+                    kind_name(stored)
+                )));
+            }
+        }
         Some(_) => {
             return Err(invalid(
                 "this account id is already registered; generate a new random id",
@@ -112,6 +151,11 @@ pub(crate) async fn authenticate<S: Storage>(
         tracing::debug!(%account, device, "device reconnected; older connection replaced");
     }
     let queued = relay.store.queued_count(account, device).await?;
+    let kind = relay
+        .store
+        .account_record(account)
+        .await?
+        .map_or(AccountKind::Customer, |r| policy::kind_of(&r));
     let one_time_prekeys = relay.store.one_time_prekey_count(account, device).await?;
     session.device = Some(Device {
         account,
@@ -129,6 +173,7 @@ pub(crate) async fn authenticate<S: Storage>(
         Body::AuthOk(wire::AuthOk {
             queued,
             one_time_prekeys,
+            kind: kind as i32,
         }),
     )];
     if one_time_prekeys < relay.config.limits.prekeys_low_threshold {

@@ -1,14 +1,15 @@
 //! `ClaimName`: bind a business name to the authenticated account, first
-//! come first served, one name per account. Names are unverified handles
+//! come first served, one name per account, business accounts only. Names are unverified handles
 //! (operator-signed verification comes later). `Lookup` resolves them (see
 //! [`super::phone::lookup`]).
 
 use comptoir_protocol::normalize_business_name;
-use comptoir_protocol::proto::wire;
+use comptoir_protocol::proto::wire::{self, AccountKind};
 
 use super::device;
 use crate::error::{RelayError, invalid};
 use crate::frame;
+use crate::policy;
 use crate::session::{Reply, Session};
 use crate::storage::{NameClaim, Storage};
 
@@ -24,6 +25,18 @@ pub(crate) async fn claim<S: Storage>(
 ) -> Result<Reply, RelayError> {
     let account = device(session)?.account;
     let name = check_name(&request.name)?;
+    let kind = session
+        .relay
+        .store
+        .account_record(account)
+        .await?
+        .map_or(AccountKind::Customer, |r| policy::kind_of(&r));
+    if kind != AccountKind::Business {
+        return Err(RelayError::AccountKind(
+            "only a business account may claim a business name; register one with kind business"
+                .into(),
+        ));
+    }
     match session.relay.store.claim_name(&name, account).await? {
         NameClaim::Claimed => {
             tracing::info!(%account, %name, "business name claimed");

@@ -1,18 +1,20 @@
-//! `Send`: check sender, recipient, block, device coverage and rate; build
-//! one `Envelope` per recipient device; store them durably in one atomic
+//! `Send`: gather the inputs of the [`policy`](crate::policy) (both
+//! account records, the recipient's devices, block and rate state) and
+//! apply its decision; build one `Envelope` per recipient device; store them durably in one atomic
 //! write (group-committed); then `Accepted` and wake the recipients.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use comptoir_protocol::MAX_DEVICES;
-use comptoir_protocol::proto::wire::{self, Category, server_frame::Body};
+use comptoir_protocol::proto::relay::AccountRecord;
+use comptoir_protocol::proto::wire::{self, server_frame::Body};
 use futures_util::FutureExt;
 use prost::Message;
 
 use super::{account_field, device};
 use crate::error::{RelayError, invalid};
 use crate::frame;
+use crate::policy::{self, Conversation, Decision, Party, Quotas, Refusal, SendInput, SendRequest};
 use crate::session::{Completion, EncodeFrame, Reply, Session};
 use crate::state::now_ms;
 use crate::storage::{Enqueued, MESSAGE_ID_LEN, NewMessage, Storage};
@@ -25,6 +27,14 @@ pub(crate) async fn send<S: Storage>(
     let relay = session.relay.clone();
     let me = device(session)?;
     let (sender, sender_device) = (me.account, me.device);
+    // Every send takes a token first, and a rate-limited one is refused
+    // before any storage read (the rest of the policy needs them).
+    let quotas = Quotas {
+        rate_retry_after_ms: relay.account_limiter.check(&sender).err(),
+    };
+    if let Err(refusal) = policy::admit(&quotas) {
+        return Err(refusal_error(refusal, None));
+    }
     let message_id: [u8; MESSAGE_ID_LEN] =
         request.message_id.as_slice().try_into().map_err(|_| {
             invalid(format!(
@@ -33,41 +43,51 @@ pub(crate) async fn send<S: Storage>(
             ))
         })?;
     let recipient = account_field("recipient_account", &request.recipient_account)?;
-    if Category::try_from(request.category).is_err() {
-        return Err(invalid(format!("unknown category {}", request.category)));
-    }
-    if request.devices.is_empty() || request.devices.len() > MAX_DEVICES {
-        return Err(invalid(format!(
-            "a send carries 1 to {MAX_DEVICES} device ciphertexts, got {}",
-            request.devices.len()
-        )));
-    }
-    if request.devices.iter().any(|d| d.ciphertext.is_empty()) {
-        return Err(invalid("empty ciphertext"));
-    }
+    // Gather the policy's inputs; it alone decides.
     let list = relay
         .store
         .device_list(recipient)
         .await?
         .ok_or(RelayError::UnknownAccount)?;
-    if recipient != sender && relay.store.is_blocked(recipient, sender).await? {
-        return Err(RelayError::Blocked);
-    }
-    // Exactly the recipient's current devices (minus the sending device
-    // when a device syncs its own account's other devices).
-    let mut expected: Vec<u32> = list
+    let sender_record = record_of(&relay.store, sender).await?;
+    let recipient_record = record_of(&relay.store, recipient).await?;
+    let blocked = recipient != sender && relay.store.is_blocked(recipient, sender).await?;
+    let recipient_devices: Vec<u32> = list.devices.iter().map(|d| d.device_id).collect();
+    let ciphertexts: Vec<(u32, usize)> = request
         .devices
         .iter()
-        .map(|d| d.device_id)
-        .filter(|&id| !(recipient == sender && id == sender_device))
+        .map(|d| (d.device_id, d.ciphertext.len()))
         .collect();
-    expected.sort_unstable();
-    let mut offered: Vec<u32> = request.devices.iter().map(|d| d.device_id).collect();
-    offered.sort_unstable();
-    if offered != expected {
-        return Err(RelayError::DeviceListMismatch {
-            current: Box::new((*list).clone()),
-        });
+    let decision = policy::decide(&SendInput {
+        sender: Party {
+            record: &sender_record,
+            account: sender.as_bytes(),
+        },
+        recipient: Party {
+            record: &recipient_record,
+            account: recipient.as_bytes(),
+        },
+        recipient_devices: &recipient_devices,
+        request: SendRequest {
+            sender_device,
+            category: request.category,
+            template_id: &request.template_id,
+            ciphertexts: &ciphertexts,
+        },
+        conversation: Conversation { blocked },
+        quotas,
+        now_ms: now_ms(),
+    });
+    match decision {
+        Decision::Accept => {}
+        // No rule bills yet (the ledger arrives with the business issue);
+        // refuse rather than deliver unbilled.
+        Decision::AcceptAndBill(_) => {
+            return Err(RelayError::InvalidRequest(
+                "billed sends are not supported by this relay yet".into(),
+            ));
+        }
+        Decision::Refuse(refusal) => return Err(refusal_error(refusal, Some(&list))),
     }
     let server_timestamp_ms = now_ms();
     let expires_at_ms = server_timestamp_ms.saturating_add(relay.config.message_ttl_ms);
@@ -112,6 +132,36 @@ pub(crate) async fn send<S: Storage>(
         }
         .boxed(),
     ))
+}
+
+/// An account's record; one registered before records existed reads as
+/// a customer created at time 0.
+async fn record_of<S: Storage>(
+    store: &S,
+    account: comptoir_protocol::AccountId,
+) -> Result<Arc<AccountRecord>, RelayError> {
+    Ok(store.account_record(account).await?.unwrap_or_default())
+}
+
+/// The typed refusal for a policy decision.
+fn refusal_error(refusal: Refusal, list: Option<&wire::SignedDeviceList>) -> RelayError {
+    match refusal {
+        Refusal::RateLimited { retry_after_ms } => RelayError::RateLimited {
+            scope: "account",
+            retry_after_ms,
+        },
+        Refusal::Blocked => RelayError::Blocked,
+        Refusal::DeviceListMismatch => match list {
+            Some(list) => RelayError::DeviceListMismatch {
+                current: Box::new(list.clone()),
+            },
+            None => invalid(refusal.message()),
+        },
+        Refusal::BusinessConversation | Refusal::CustomerBusinessCategory(_) => {
+            RelayError::AccountKind(refusal.message())
+        }
+        other => invalid(other.message()),
+    }
 }
 
 async fn finish<S: Storage>(

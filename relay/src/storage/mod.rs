@@ -27,6 +27,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use comptoir_protocol::AccountId;
+use comptoir_protocol::proto::relay::AccountRecord;
 use comptoir_protocol::proto::wire::{OneTimePreKey, SignedDeviceList, SignedPreKey};
 
 pub use self::sled::SledStore;
@@ -147,12 +148,23 @@ pub enum NameClaim {
 
 /// The relay's persistent state. See the module docs for the contract.
 pub trait Storage: Send + Sync + 'static {
-    /// Create an account with its first device list. Returns the existing
-    /// list, unchanged, if the account already exists.
+    /// Create an account with its first device list and its record, both
+    /// or neither (atomically). Returns the existing list, unchanged, if
+    /// the account already exists (the record is then left as it was).
     fn create_account(
         &self,
         list: &SignedDeviceList,
+        record: &AccountRecord,
     ) -> impl Future<Output = StorageResult<Option<SignedDeviceList>>> + Send;
+
+    /// The account's record (kind, creation time, phone binding, business
+    /// fields), shared: it is read on every send. `None` for an unknown
+    /// account, or one registered before records existed (treat it as a
+    /// customer created at time 0).
+    fn account_record(
+        &self,
+        account: AccountId,
+    ) -> impl Future<Output = StorageResult<Option<Arc<AccountRecord>>>> + Send;
 
     /// The account's current signed device list (shared: it is read on
     /// every send).
@@ -260,7 +272,8 @@ pub trait Storage: Send + Sync + 'static {
         blocked: AccountId,
     ) -> impl Future<Output = StorageResult<bool>> + Send;
 
-    /// Bind a verified phone number (E.164) to an account.
+    /// Bind a verified phone number (E.164) to an account, and note it in
+    /// the account's record.
     fn bind_phone(
         &self,
         phone: &str,

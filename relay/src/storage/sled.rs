@@ -14,6 +14,7 @@
 //! | tree | key | value |
 //! |---|---|---|
 //! | `accounts` | account (16) | `SignedDeviceList` protobuf |
+//! | `account_records` | account (16) | `relay.AccountRecord` protobuf |
 //! | `prekeys` | account, device (4), 0 | `SignedPreKey` protobuf |
 //! | `prekeys` | account, device, 1, key id (4) | public key (32) |
 //! | `receipts` | sender account, sender device, id (8) | expires (8), `Delivered` protobuf |
@@ -22,7 +23,8 @@
 //! | `names` | `n`, business name text | account (16) |
 //! | `names` | `a`, account (16) | business name text |
 //!
-//! A name claim writes both `names` records in one sled transaction
+//! Registration writes `accounts` and `account_records` in one sled
+//! transaction. A name claim writes both `names` records in one sled transaction
 //! (serializable: of two concurrent claimers of one name, or two names
 //! claimed by one account, exactly one commits).
 //!
@@ -34,8 +36,11 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ::sled::Transactional;
+use ::sled::transaction::{ConflictableTransactionError, TransactionError};
 use ::sled::{Batch, Db, IVec, Tree};
 use comptoir_protocol::AccountId;
+use comptoir_protocol::proto::relay::AccountRecord;
 use comptoir_protocol::proto::wire::{OneTimePreKey, SignedDeviceList, SignedPreKey};
 use prost::Message;
 use tokio::sync::oneshot;
@@ -139,6 +144,7 @@ const CACHE_ENTRIES: usize = 100_000;
 #[derive(Debug, Default)]
 struct ReadCache {
     lists: Mutex<HashMap<AccountId, Arc<SignedDeviceList>>>,
+    records: Mutex<HashMap<AccountId, Arc<AccountRecord>>>,
     blocks: Mutex<HashMap<(AccountId, AccountId), bool>>,
 }
 
@@ -166,6 +172,7 @@ pub struct SledStore {
     cache: Arc<ReadCache>,
     receipts: Tree,
     accounts: Tree,
+    records: Tree,
     prekeys: Tree,
     mail: MailLog,
     blocks: Tree,
@@ -221,6 +228,10 @@ fn prekey_prefix(account: &AccountId, device: u32, kind: u8) -> Vec<u8> {
 
 fn account_from(bytes: &[u8], what: &'static str) -> StorageResult<AccountId> {
     AccountId::from_bytes(bytes).map_err(|_| StorageError::Corrupt(what))
+}
+
+fn decode_record(bytes: &[u8]) -> StorageResult<AccountRecord> {
+    AccountRecord::decode(bytes).map_err(|_| StorageError::Corrupt("account_records"))
 }
 
 fn decode_list(bytes: &[u8]) -> StorageResult<SignedDeviceList> {
@@ -290,6 +301,7 @@ impl SledStore {
             cache: Arc::default(),
             receipts: tree("receipts")?,
             accounts,
+            records: tree("account_records")?,
             prekeys: tree("prekeys")?,
             mail,
             blocks: tree("blocks")?,
@@ -314,24 +326,50 @@ impl Storage for SledStore {
     async fn create_account(
         &self,
         list: &SignedDeviceList,
+        record: &AccountRecord,
     ) -> StorageResult<Option<SignedDeviceList>> {
         let encoded = list.encode_to_vec();
-        let previous = self
-            .accounts
-            .compare_and_swap(&list.account_id, None as Option<&[u8]>, Some(encoded))
-            .map_err(backend)?;
-        match previous {
-            Ok(()) => {
-                if let Ok(account) = AccountId::from_bytes(&list.account_id) {
+        let encoded_record = record.encode_to_vec();
+        let key = list.account_id.as_slice();
+        let existing = (&self.accounts, &self.records)
+            .transaction(|(accounts, records)| {
+                if let Some(current) = accounts.get(key)? {
+                    return Ok(Some(current));
+                }
+                accounts.insert(key, encoded.as_slice())?;
+                records.insert(key, encoded_record.as_slice())?;
+                Ok(None)
+            })
+            .map_err(|e: ::sled::transaction::TransactionError<::sled::Error>| {
+                StorageError::Backend(e.to_string())
+            })?;
+        match existing {
+            None => {
+                if let Ok(account) = AccountId::from_bytes(key) {
                     bounded_insert(&self.cache.lists, account, Arc::new(list.clone()));
+                    bounded_insert(&self.cache.records, account, Arc::new(record.clone()));
                 }
                 self.committer.durable().await?;
                 Ok(None)
             }
-            Err(cas) => match cas.current {
-                Some(current) => Ok(Some(decode_list(&current)?)),
-                None => Err(StorageError::Corrupt("accounts")),
-            },
+            Some(current) => Ok(Some(decode_list(&current)?)),
+        }
+    }
+
+    async fn account_record(
+        &self,
+        account: AccountId,
+    ) -> StorageResult<Option<Arc<AccountRecord>>> {
+        if let Some(record) = cached(&self.cache.records, &account) {
+            return Ok(Some(record));
+        }
+        match self.records.get(account.as_bytes()).map_err(backend)? {
+            Some(bytes) => {
+                let record = Arc::new(decode_record(&bytes)?);
+                bounded_insert(&self.cache.records, account, record.clone());
+                Ok(Some(record))
+            }
+            None => Ok(None),
         }
     }
 
@@ -558,9 +596,30 @@ impl Storage for SledStore {
     ) -> StorageResult<()> {
         let mut value = account.to_vec();
         value.push(u8::from(discoverable));
-        self.phones
-            .insert(phone.as_bytes(), value)
-            .map_err(backend)?;
+        let updated = (&self.phones, &self.records)
+            .transaction(|(phones, records)| {
+                phones.insert(phone.as_bytes(), value.as_slice())?;
+                // No record: an account from before records existed.
+                let Some(bytes) = records.get(account.as_bytes())? else {
+                    return Ok(None);
+                };
+                let Ok(mut record) = AccountRecord::decode(bytes.as_ref()) else {
+                    return Err(ConflictableTransactionError::Abort(StorageError::Corrupt(
+                        "account_records",
+                    )));
+                };
+                record.phone_number = phone.to_string();
+                record.discoverable = discoverable;
+                records.insert(account.as_bytes().as_slice(), record.encode_to_vec())?;
+                Ok(Some(record))
+            })
+            .map_err(|e: TransactionError<StorageError>| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => backend(e),
+            })?;
+        if let Some(record) = updated {
+            bounded_insert(&self.cache.records, account, Arc::new(record));
+        }
         self.committer.durable().await
     }
 

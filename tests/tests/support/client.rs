@@ -4,6 +4,7 @@ use std::path::Path;
 
 use comptoir_client::{Client, Event, KdfParams, MessageId};
 use comptoir_protocol::AccountId;
+use comptoir_protocol::proto::wire::AccountKind;
 
 use super::{TIMEOUT, TestRelay};
 
@@ -19,11 +20,24 @@ pub fn url(relay: &TestRelay) -> String {
     format!("ws://{}", relay.addr)
 }
 
-/// A new account in `dir`, registered on the relay and connected.
+/// A new customer account in `dir`, registered on the relay and connected.
 pub async fn registered(relay: &TestRelay, dir: &Path, passphrase: &str) -> Client {
+    registered_as(relay, dir, passphrase, AccountKind::Customer).await
+}
+
+/// A new account of `kind` in `dir`, registered on the relay and connected.
+pub async fn registered_as(
+    relay: &TestRelay,
+    dir: &Path,
+    passphrase: &str,
+    kind: AccountKind,
+) -> Client {
     let mut client =
         Client::create_with_params(dir, passphrase, FAST_KDF).expect("create the account");
-    client.register(&url(relay)).await.expect("register");
+    client
+        .register_as(&url(relay), kind)
+        .await
+        .expect("register");
     client
 }
 

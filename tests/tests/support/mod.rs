@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
 pub mod client;
+pub mod mitm;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -314,11 +315,16 @@ impl Account {
     }
 
     pub fn register_body(&self, nonce: &[u8]) -> client_frame::Body {
+        self.register_body_as(nonce, wire::AccountKind::Customer)
+    }
+
+    pub fn register_body_as(&self, nonce: &[u8], kind: wire::AccountKind) -> client_frame::Body {
         client_frame::Body::Register(wire::Register {
             account_id: self.id.to_vec(),
             account_key: self.key.public().to_bytes().to_vec(),
             device_list: Some(self.signed_list()),
             signature: self.key.sign(&register_payload(&self.id, nonce)).to_vec(),
+            kind: kind as i32,
         })
     }
 
@@ -333,11 +339,16 @@ impl Account {
         })
     }
 
-    /// Register the account on the relay (own connection).
+    /// Register the account on the relay (own connection) as a customer.
     pub async fn register(&self, addr: SocketAddr) {
+        self.register_as(addr, wire::AccountKind::Customer).await;
+    }
+
+    /// Register the account on the relay (own connection) as `kind`.
+    pub async fn register_as(&self, addr: SocketAddr, kind: wire::AccountKind) {
         let mut c = Client::connect(addr).await;
         let nonce = c.nonce.clone();
-        let reply = c.request(self.register_body(&nonce)).await;
+        let reply = c.request(self.register_body_as(&nonce, kind)).await;
         assert!(
             matches!(reply, server_frame::Body::Registered(_)),
             "register: {reply:?}"

@@ -1,0 +1,61 @@
+//! The receiving half of bound labels: compare the labels decrypted from a
+//! content with the envelope it arrived in (and its category with what the
+//! body is), and keep a refused message aside as evidence. Called from one
+//! place, `receive`, after a successful decryption: a refused message is
+//! still acknowledged and its session kept (it decrypted fine, so nothing
+//! calls for a re-key).
+
+use comptoir_protocol::proto::content::Content;
+use comptoir_protocol::proto::wire::Envelope;
+use comptoir_protocol::{AccountId, LabelError, labels};
+
+use crate::error::Result;
+use crate::event::Event;
+use crate::evidence::{self, Evidence};
+use crate::messages::MessageId;
+
+use super::{Client, now_ms};
+
+impl Client {
+    /// `None` if the labels check out; otherwise the message is kept as
+    /// evidence and the returned event reports the refusal.
+    pub(super) fn screen_labels(
+        &mut self,
+        from: AccountId,
+        id: MessageId,
+        envelope: &Envelope,
+        content: &Content,
+        plaintext: &[u8],
+    ) -> Result<Option<Event>> {
+        let reason = match labels::check(content, envelope) {
+            Ok(()) => return Ok(None),
+            Err(reason) => reason,
+        };
+        let label = match &reason {
+            LabelError::LabelMismatch { label } => Some(*label),
+            _ => None,
+        };
+        let kept = evidence::save(
+            &self.store,
+            &Evidence {
+                from,
+                envelope: envelope.clone(),
+                plaintext: plaintext.to_vec().into(),
+                refusal: reason.to_string(),
+                label,
+                stored_at_ms: now_ms(),
+            },
+        )?;
+        if !kept {
+            self.events.push_back(Event::Warning(format!(
+                "{from} keeps sending refused messages; this one was not kept as evidence"
+            )));
+        }
+        Ok(Some(Event::Refused { from, id, reason }))
+    }
+
+    /// The messages this device refused by their labels, kept as evidence.
+    pub fn evidence(&self) -> Result<Vec<Evidence>> {
+        evidence::all(&self.store)
+    }
+}

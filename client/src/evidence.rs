@@ -1,0 +1,200 @@
+//! Messages refused by their labels, kept aside (sealed in the [`Store`])
+//! as evidence: the envelope exactly as the relay delivered it and the
+//! plaintext it decrypted to. Never displayed; the billing issue turns
+//! them into reports.
+//!
+//! Records are keyed by `sender account (16) || envelope message id (16)`.
+
+use std::fmt;
+
+use comptoir_protocol::proto::wire::Envelope;
+use comptoir_protocol::{AccountId, Label};
+use prost::Message;
+use zeroize::Zeroizing;
+
+use crate::error::{ClientError, Result};
+use crate::messages::MessageId;
+use crate::store::{Store, Tree};
+
+const EVIDENCE_RECORD_VERSION: u32 = 1;
+/// Refused messages kept per sender at most: enough to report a sender,
+/// while one that keeps relabelling cannot fill this device's disk. Past
+/// it, messages are still refused (and acknowledged), just not kept.
+pub const MAX_EVIDENCE_PER_SENDER: usize = 100;
+
+/// One refused message.
+#[derive(Clone)]
+pub struct Evidence {
+    /// The sender account, as the envelope named it.
+    pub from: AccountId,
+    /// The envelope as delivered (its ciphertext included).
+    pub envelope: Envelope,
+    /// What the ciphertext decrypted to (an encoded `Content`).
+    pub plaintext: Zeroizing<Vec<u8>>,
+    /// Why it was refused (the `LabelError`'s text).
+    pub refusal: String,
+    /// The mismatched label, when the refusal was a label mismatch.
+    pub label: Option<Label>,
+    /// When this device kept it, ms since the Unix epoch.
+    pub stored_at_ms: u64,
+}
+
+impl fmt::Debug for Evidence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            from,
+            envelope,
+            plaintext: _,
+            refusal,
+            label,
+            stored_at_ms,
+        } = self;
+        f.debug_struct("Evidence")
+            .field("from", from)
+            .field("message_id", &MessageId::from_bytes(&envelope.message_id))
+            .field("refusal", refusal)
+            .field("label", label)
+            .field("stored_at_ms", stored_at_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, PartialEq, Message)]
+#[prost(skip_debug)]
+struct EvidenceRecord {
+    #[prost(uint32, tag = "1")]
+    version: u32,
+    #[prost(bytes = "vec", tag = "2")]
+    envelope: Vec<u8>,
+    #[prost(bytes = "vec", tag = "3")]
+    plaintext: Vec<u8>,
+    #[prost(string, tag = "4")]
+    refusal: String,
+    /// 1 + the label's index in `Label::ALL`; 0 for none.
+    #[prost(uint32, tag = "5")]
+    label: u32,
+    #[prost(uint64, tag = "6")]
+    stored_at_ms: u64,
+}
+
+impl fmt::Debug for EvidenceRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("EvidenceRecord(..)")
+    }
+}
+
+fn key(from: &AccountId, envelope: &Envelope) -> Vec<u8> {
+    let mut k = from.to_vec();
+    k.extend_from_slice(&envelope.message_id);
+    k
+}
+
+/// Keep a refused message (replacing an earlier copy of the same
+/// envelope). Returns whether it was kept: not once the sender has
+/// [`MAX_EVIDENCE_PER_SENDER`] records.
+pub fn save(store: &Store, evidence: &Evidence) -> Result<bool> {
+    let key = key(&evidence.from, &evidence.envelope);
+    if !store.contains(Tree::Evidence, &key)?
+        && store.count(Tree::Evidence, evidence.from.as_bytes())? >= MAX_EVIDENCE_PER_SENDER
+    {
+        return Ok(false);
+    }
+    let label = evidence
+        .label
+        .and_then(|l| Label::ALL.iter().position(|x| *x == l))
+        .map_or(0, |i| i as u32 + 1);
+    let record = Zeroizing::new(
+        EvidenceRecord {
+            version: EVIDENCE_RECORD_VERSION,
+            envelope: evidence.envelope.encode_to_vec(),
+            plaintext: evidence.plaintext.to_vec(),
+            refusal: evidence.refusal.clone(),
+            label,
+            stored_at_ms: evidence.stored_at_ms,
+        }
+        .encode_to_vec(),
+    );
+    store.put(Tree::Evidence, &key, &record)?;
+    Ok(true)
+}
+
+/// Every refused message kept on this device, by sender then id.
+pub fn all(store: &Store) -> Result<Vec<Evidence>> {
+    let corrupt = |what: &str| ClientError::CorruptStore(format!("evidence record: {what}"));
+    let mut out = Vec::new();
+    for (k, v) in store.scan(Tree::Evidence, b"")? {
+        let mut record =
+            EvidenceRecord::decode(v.as_slice()).map_err(|_| corrupt("undecodable"))?;
+        let plaintext = Zeroizing::new(std::mem::take(&mut record.plaintext));
+        let from = AccountId::from_bytes(k.get(..16).unwrap_or_default())
+            .map_err(|_| corrupt("bad key"))?;
+        let envelope = Envelope::decode(record.envelope.as_slice())
+            .map_err(|_| corrupt("undecodable envelope"))?;
+        let label = match record.label {
+            0 => None,
+            n => Some(
+                *Label::ALL
+                    .get(n as usize - 1)
+                    .ok_or_else(|| corrupt("unknown label"))?,
+            ),
+        };
+        out.push(Evidence {
+            from,
+            envelope,
+            plaintext,
+            refusal: record.refusal,
+            label,
+            stored_at_ms: record.stored_at_ms,
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::FAST_TEST_KDF;
+
+    fn evidence(from: AccountId, n: u8) -> Evidence {
+        Evidence {
+            from,
+            envelope: Envelope {
+                message_id: vec![n; 16],
+                sender_account: from.to_vec(),
+                ..Envelope::default()
+            },
+            plaintext: vec![n; 8].into(),
+            refusal: "label mismatch: category".into(),
+            label: Some(Label::Category),
+            stored_at_ms: 5,
+        }
+    }
+
+    #[test]
+    fn kept_sealed_and_capped_per_sender() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| ClientError::io("temp dir", e))?;
+        let store = Store::create(dir.path(), "pw", FAST_TEST_KDF)?;
+        let (mallory, alice) = (
+            AccountId::from_bytes(&[1; 16]),
+            AccountId::from_bytes(&[2; 16]),
+        );
+        let (Ok(mallory), Ok(alice)) = (mallory, alice) else {
+            panic!("ids")
+        };
+        for n in 0..MAX_EVIDENCE_PER_SENDER as u8 {
+            assert!(save(&store, &evidence(mallory, n))?);
+        }
+        // The same envelope again replaces its record; a new one is not kept.
+        assert!(save(&store, &evidence(mallory, 0))?);
+        assert!(!save(&store, &evidence(mallory, 200))?);
+        // Another sender is not affected.
+        assert!(save(&store, &evidence(alice, 0))?);
+        let all = all(&store)?;
+        assert_eq!(all.len(), MAX_EVIDENCE_PER_SENDER + 1);
+        let first = &all[0];
+        assert_eq!(first.label, Some(Label::Category));
+        assert_eq!(first.plaintext.as_slice(), &[0u8; 8]);
+        assert!(!format!("{first:?}").contains("plaintext"));
+        Ok(())
+    }
+}

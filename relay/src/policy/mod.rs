@@ -1,0 +1,248 @@
+//! The relay's decisions about a send, as one pure function: no I/O, no
+//! clock, no storage. The `Send` handler gathers the inputs (both account
+//! records, the recipient's current devices, the block state, the rate
+//! limiter's answer, `now`) and applies the [`Decision`]; nothing else
+//! decides whether an envelope is accepted. [`admit`] holds the rules that
+//! need no stored record, so the handler can refuse a rate-limited send
+//! before reading storage.
+//!
+//! Today's rules, in the order they are checked:
+//! 1. rate: the sender's token bucket had a token;
+//! 2. category: a known category, not `UNSPECIFIED`;
+//! 3. kinds: a business never sends person-to-person `CONVERSATION`; a
+//!    customer never sends the business categories (service, utility,
+//!    authentication, marketing); control traffic goes between any two;
+//! 4. sizes: 1 to [`MAX_DEVICES`] ciphertexts, none empty, none longer than
+//!    a ratchet message can be ([`MAX_MESSAGE_LEN`]);
+//! 5. block: the recipient has not blocked the sender;
+//! 6. device coverage: exactly one ciphertext per current device of the
+//!    recipient (minus the sending device when an account syncs itself).
+//!
+//! The business issue adds consent, the 24-hour window, templates, quotas
+//! and billing here; [`Decision::AcceptAndBill`] is the shape they take.
+
+#[cfg(test)]
+mod tests;
+
+use comptoir_protocol::MAX_DEVICES;
+use comptoir_protocol::message::MAX_MESSAGE_LEN;
+use comptoir_protocol::proto::relay::AccountRecord;
+use comptoir_protocol::proto::wire::{AccountKind, Category};
+
+/// One party of a send: its account record and id bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct Party<'a> {
+    /// The account's record (kind, creation, phone, business fields).
+    pub record: &'a AccountRecord,
+    /// The account id (16 bytes).
+    pub account: &'a [u8],
+}
+
+/// What the sender asks for.
+#[derive(Clone, Copy, Debug)]
+pub struct SendRequest<'a> {
+    /// The sending device.
+    pub sender_device: u32,
+    /// The `Category` number as sent.
+    pub category: i32,
+    /// The template id (empty when none).
+    pub template_id: &'a str,
+    /// Each ciphertext's device id and length, as sent.
+    pub ciphertexts: &'a [(u32, usize)],
+}
+
+/// The state between the two accounts (the business issue adds consent
+/// and the window).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Conversation {
+    /// Whether the recipient blocks the sender.
+    pub blocked: bool,
+}
+
+/// Limits and counters that apply to this send.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Quotas {
+    /// The sender's rate limiter: `Some(ms)` when its bucket is empty and
+    /// a token comes back in `ms`.
+    pub rate_retry_after_ms: Option<u64>,
+}
+
+/// Everything one decision reads.
+#[derive(Clone, Copy, Debug)]
+pub struct SendInput<'a> {
+    /// The authenticated sender.
+    pub sender: Party<'a>,
+    /// The recipient.
+    pub recipient: Party<'a>,
+    /// The recipient's current device ids (from its signed list).
+    pub recipient_devices: &'a [u32],
+    /// What is asked.
+    pub request: SendRequest<'a>,
+    /// Block (and later consent, window) state.
+    pub conversation: Conversation,
+    /// Rate and (later) quota state.
+    pub quotas: Quotas,
+    /// The relay's clock, ms since the Unix epoch (used by the window
+    /// rules to come).
+    pub now_ms: u64,
+}
+
+/// A price, in millionths of the rate card's currency unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    /// Millionths of the currency unit per delivered message.
+    pub millionths: u64,
+}
+
+/// What the relay does with a send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Store and forward it, free.
+    Accept,
+    /// Store and forward it, billed at `Rate` on first delivery. No rule
+    /// produces it yet: the rate card arrives with the business issue.
+    AcceptAndBill(Rate),
+    /// Refuse it; nothing is stored.
+    Refuse(Refusal),
+}
+
+/// Why a send is refused (each maps to one wire `ErrorCode`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The sender's token bucket is empty.
+    RateLimited {
+        /// When a token will be available.
+        retry_after_ms: u64,
+    },
+    /// The category number is unknown or unspecified.
+    UnknownCategory(i32),
+    /// A business account sent person-to-person conversation.
+    BusinessConversation,
+    /// A customer account sent a business category.
+    CustomerBusinessCategory(Category),
+    /// Not 1 to [`MAX_DEVICES`] ciphertexts.
+    DeviceCount(usize),
+    /// A ciphertext is empty.
+    EmptyCiphertext,
+    /// A ciphertext is longer than any ratchet message.
+    CiphertextTooLarge {
+        /// Its length.
+        got: usize,
+    },
+    /// The recipient blocks the sender.
+    Blocked,
+    /// The ciphertexts do not cover exactly the recipient's current
+    /// devices.
+    DeviceListMismatch,
+}
+
+impl Refusal {
+    /// What the sender should be told (no paths, no type names).
+    pub fn message(&self) -> String {
+        match self {
+            Refusal::RateLimited { retry_after_ms } => {
+                format!("rate limited; retry after {retry_after_ms} ms")
+            }
+            Refusal::UnknownCategory(n) => format!("unknown category {n}"),
+            Refusal::BusinessConversation => "a business account cannot send person-to-person \
+                conversation; reply as service (inside the window) or send a template"
+                .into(),
+            Refusal::CustomerBusinessCategory(c) => format!(
+                "a customer account cannot send {}; use conversation",
+                comptoir_protocol::labels::category_name(*c as i32)
+            ),
+            Refusal::DeviceCount(n) => {
+                format!("a send carries 1 to {MAX_DEVICES} device ciphertexts, got {n}")
+            }
+            Refusal::EmptyCiphertext => "empty ciphertext".into(),
+            Refusal::CiphertextTooLarge { got } => format!(
+                "a ciphertext of {got} bytes exceeds the largest ratchet message \
+                 ({MAX_MESSAGE_LEN} bytes); send large content as an attachment"
+            ),
+            Refusal::Blocked => "the recipient has blocked this account".into(),
+            Refusal::DeviceListMismatch => {
+                "the send must carry one ciphertext per current device of the recipient".into()
+            }
+        }
+    }
+}
+
+/// An account's kind as the policy reads it: unspecified (a record from
+/// before kinds existed) is a customer.
+pub fn kind_of(record: &AccountRecord) -> AccountKind {
+    match record.kind() {
+        AccountKind::Business => AccountKind::Business,
+        AccountKind::Customer | AccountKind::Unspecified => AccountKind::Customer,
+    }
+}
+
+/// The rules that need no stored record (today: the rate), checked by the
+/// handler before it reads storage; [`decide`] checks them again first.
+pub fn admit(quotas: &Quotas) -> Result<(), Refusal> {
+    match quotas.rate_retry_after_ms {
+        Some(retry_after_ms) => Err(Refusal::RateLimited { retry_after_ms }),
+        None => Ok(()),
+    }
+}
+
+/// Decide one send. Pure: the same input always gives the same decision.
+pub fn decide(input: &SendInput<'_>) -> Decision {
+    match check(input) {
+        Ok(()) => Decision::Accept,
+        Err(refusal) => Decision::Refuse(refusal),
+    }
+}
+
+fn check(input: &SendInput<'_>) -> Result<(), Refusal> {
+    admit(&input.quotas)?;
+    let request = &input.request;
+    let category = match Category::try_from(request.category) {
+        Ok(Category::Unspecified) | Err(_) => {
+            return Err(Refusal::UnknownCategory(request.category));
+        }
+        Ok(category) => category,
+    };
+    match (kind_of(input.sender.record), category) {
+        (AccountKind::Business, Category::Conversation) => {
+            return Err(Refusal::BusinessConversation);
+        }
+        (
+            AccountKind::Customer,
+            c @ (Category::Service
+            | Category::Utility
+            | Category::Authentication
+            | Category::Marketing),
+        ) => return Err(Refusal::CustomerBusinessCategory(c)),
+        _ => {}
+    }
+    let count = request.ciphertexts.len();
+    if count == 0 || count > MAX_DEVICES {
+        return Err(Refusal::DeviceCount(count));
+    }
+    for &(_, len) in request.ciphertexts {
+        if len == 0 {
+            return Err(Refusal::EmptyCiphertext);
+        }
+        if len > MAX_MESSAGE_LEN {
+            return Err(Refusal::CiphertextTooLarge { got: len });
+        }
+    }
+    let to_self = input.sender.account == input.recipient.account;
+    if !to_self && input.conversation.blocked {
+        return Err(Refusal::Blocked);
+    }
+    let mut expected: Vec<u32> = input
+        .recipient_devices
+        .iter()
+        .copied()
+        .filter(|&id| !(to_self && id == request.sender_device))
+        .collect();
+    expected.sort_unstable();
+    let mut offered: Vec<u32> = request.ciphertexts.iter().map(|&(d, _)| d).collect();
+    offered.sort_unstable();
+    if offered != expected {
+        return Err(Refusal::DeviceListMismatch);
+    }
+    Ok(())
+}

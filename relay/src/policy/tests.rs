@@ -1,0 +1,247 @@
+//! The policy as a table: each row is one rule, read like the spec.
+
+use comptoir_protocol::proto::relay::AccountRecord;
+use comptoir_protocol::proto::wire::{AccountKind, Category};
+
+use super::*;
+
+const ALICE: [u8; 16] = [1; 16];
+const BOB: [u8; 16] = [2; 16];
+
+fn record(kind: AccountKind) -> AccountRecord {
+    AccountRecord {
+        version: 1,
+        kind: kind as i32,
+        ..AccountRecord::default()
+    }
+}
+
+/// One row: who sends what to whom, in which state, and the decision.
+struct Row {
+    name: &'static str,
+    sender: AccountKind,
+    recipient: AccountKind,
+    to_self: bool,
+    category: i32,
+    /// (device id, ciphertext length) as sent.
+    ciphertexts: Vec<(u32, usize)>,
+    /// The recipient's current devices.
+    devices: Vec<u32>,
+    blocked: bool,
+    rate: Option<u64>,
+    expect: Decision,
+}
+
+fn row(name: &'static str, expect: Decision) -> Row {
+    Row {
+        name,
+        sender: AccountKind::Customer,
+        recipient: AccountKind::Customer,
+        to_self: false,
+        category: Category::Conversation as i32,
+        ciphertexts: vec![(1, 100), (2, 100)],
+        devices: vec![1, 2],
+        blocked: false,
+        rate: None,
+        expect,
+    }
+}
+
+fn refuse(r: Refusal) -> Decision {
+    Decision::Refuse(r)
+}
+
+#[test]
+fn table() {
+    use AccountKind::{Business, Customer, Unspecified};
+    let cases = vec![
+        row("customer to customer, conversation", Decision::Accept),
+        Row {
+            sender: Unspecified,
+            ..row("a record from before kinds is a customer", Decision::Accept)
+        },
+        Row {
+            recipient: Business,
+            ..row("customer writes to a business", Decision::Accept)
+        },
+        Row {
+            sender: Business,
+            ..row(
+                "business may not send person-to-person conversation",
+                refuse(Refusal::BusinessConversation),
+            )
+        },
+        Row {
+            sender: Business,
+            recipient: Business,
+            ..row(
+                "not to another business either",
+                refuse(Refusal::BusinessConversation),
+            )
+        },
+        Row {
+            sender: Business,
+            category: Category::Service as i32,
+            ..row("business replies as service", Decision::Accept)
+        },
+        Row {
+            sender: Business,
+            category: Category::Marketing as i32,
+            ..row("business sends a marketing template", Decision::Accept)
+        },
+        Row {
+            category: Category::Utility as i32,
+            ..row(
+                "customer may not send a business category",
+                refuse(Refusal::CustomerBusinessCategory(Category::Utility)),
+            )
+        },
+        Row {
+            category: Category::Control as i32,
+            ..row("control between customers", Decision::Accept)
+        },
+        Row {
+            sender: Business,
+            category: Category::Control as i32,
+            ..row("control from a business", Decision::Accept)
+        },
+        Row {
+            category: Category::Unspecified as i32,
+            ..row("unspecified category", refuse(Refusal::UnknownCategory(0)))
+        },
+        Row {
+            category: 99,
+            ..row("unknown category", refuse(Refusal::UnknownCategory(99)))
+        },
+        Row {
+            rate: Some(250),
+            ..row(
+                "rate first",
+                refuse(Refusal::RateLimited {
+                    retry_after_ms: 250,
+                }),
+            )
+        },
+        Row {
+            ciphertexts: vec![],
+            ..row("no ciphertext", refuse(Refusal::DeviceCount(0)))
+        },
+        Row {
+            ciphertexts: (1..=(MAX_DEVICES as u32 + 1)).map(|d| (d, 10)).collect(),
+            ..row(
+                "too many ciphertexts",
+                refuse(Refusal::DeviceCount(MAX_DEVICES + 1)),
+            )
+        },
+        Row {
+            ciphertexts: vec![(1, 100), (2, 0)],
+            ..row("empty ciphertext", refuse(Refusal::EmptyCiphertext))
+        },
+        Row {
+            ciphertexts: vec![(1, 100), (2, MAX_MESSAGE_LEN + 1)],
+            ..row(
+                "ciphertext larger than any message",
+                refuse(Refusal::CiphertextTooLarge {
+                    got: MAX_MESSAGE_LEN + 1,
+                }),
+            )
+        },
+        Row {
+            ciphertexts: vec![(1, 100), (2, MAX_MESSAGE_LEN)],
+            ..row("largest message", Decision::Accept)
+        },
+        Row {
+            blocked: true,
+            ..row("blocked", refuse(Refusal::Blocked))
+        },
+        Row {
+            ciphertexts: vec![(1, 100)],
+            ..row("a device missing", refuse(Refusal::DeviceListMismatch))
+        },
+        Row {
+            ciphertexts: vec![(1, 100), (2, 100), (3, 100)],
+            ..row("a device too many", refuse(Refusal::DeviceListMismatch))
+        },
+        Row {
+            ciphertexts: vec![(1, 100), (1, 100)],
+            ..row("a device twice", refuse(Refusal::DeviceListMismatch))
+        },
+        Row {
+            to_self: true,
+            category: Category::Control as i32,
+            ciphertexts: vec![(2, 100)],
+            ..row("sync to own other devices", Decision::Accept)
+        },
+        Row {
+            to_self: true,
+            blocked: true,
+            category: Category::Control as i32,
+            ciphertexts: vec![(2, 100)],
+            ..row("a block never applies to oneself", Decision::Accept)
+        },
+        Row {
+            to_self: true,
+            category: Category::Control as i32,
+            ciphertexts: vec![(1, 100), (2, 100)],
+            ..row(
+                "not to the sending device itself",
+                refuse(Refusal::DeviceListMismatch),
+            )
+        },
+        Row {
+            sender: Customer,
+            recipient: Business,
+            blocked: true,
+            ..row("a business can block a customer", refuse(Refusal::Blocked))
+        },
+    ];
+    for case in cases {
+        let sender = record(case.sender);
+        let recipient = record(case.recipient);
+        let recipient_account = if case.to_self { ALICE } else { BOB };
+        let input = SendInput {
+            sender: Party {
+                record: &sender,
+                account: &ALICE,
+            },
+            recipient: Party {
+                record: if case.to_self { &sender } else { &recipient },
+                account: &recipient_account,
+            },
+            recipient_devices: &case.devices,
+            request: SendRequest {
+                sender_device: 1,
+                category: case.category,
+                template_id: "",
+                ciphertexts: &case.ciphertexts,
+            },
+            conversation: Conversation {
+                blocked: case.blocked,
+            },
+            quotas: Quotas {
+                rate_retry_after_ms: case.rate,
+            },
+            now_ms: 1_700_000_000_000,
+        };
+        assert_eq!(decide(&input), case.expect, "{}", case.name);
+    }
+}
+
+#[test]
+fn every_refusal_says_what_to_do_without_internals() {
+    let all = [
+        Refusal::RateLimited { retry_after_ms: 1 },
+        Refusal::UnknownCategory(7),
+        Refusal::BusinessConversation,
+        Refusal::CustomerBusinessCategory(Category::Marketing),
+        Refusal::DeviceCount(0),
+        Refusal::EmptyCiphertext,
+        Refusal::CiphertextTooLarge { got: 1 },
+        Refusal::Blocked,
+        Refusal::DeviceListMismatch,
+    ];
+    for refusal in all {
+        let text = refusal.message();
+        assert!(!text.is_empty() && !text.contains("::"), "{text}");
+    }
+}

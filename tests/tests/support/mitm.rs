@@ -1,0 +1,190 @@
+//! A WebSocket man in the middle between one client and the relay: it
+//! forwards every frame, and rewrites one label of chosen `Deliver`ed
+//! envelopes on their way to the client (as a lying relay would). An
+//! acknowledgement naming a rewritten id or sender is mapped back, so the
+//! relay deletes the envelope it really queued.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use comptoir_protocol::Label;
+use comptoir_protocol::frame::{decode_client, decode_server, encode_client, encode_server};
+use comptoir_protocol::proto::wire::{self, client_frame, server_frame};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+
+/// One rewrite to apply to the next envelope from `from`.
+pub type Plan = (Vec<u8>, Label);
+/// An envelope's (message id, sender account), as an ack names it.
+type AckKey = (Vec<u8>, Vec<u8>);
+
+#[derive(Default)]
+struct Shared {
+    /// Rewrites still to apply, in order, to envelopes from a sender.
+    plans: VecDeque<Plan>,
+    /// (rewritten id, rewritten sender) → (original id, original sender).
+    rewritten: HashMap<AckKey, AckKey>,
+    /// Acknowledgements forwarded to the relay, as the relay sees them.
+    acked: Vec<AckKey>,
+}
+
+/// The proxy; dropping it stops accepting.
+pub struct Mitm {
+    pub addr: SocketAddr,
+    shared: Arc<Mutex<Shared>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Mitm {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn rewrite(envelope: &mut wire::Envelope, label: Label) {
+    match label {
+        Label::MessageId => envelope.message_id[0] ^= 0xff,
+        Label::SenderAccount => envelope.sender_account[0] ^= 0xff,
+        Label::RecipientAccount => envelope.recipient_account[0] ^= 0xff,
+        Label::Category => envelope.category = wire::Category::Marketing as i32,
+        Label::TemplateId => envelope.template_id = "summer-sale".into(),
+        Label::FrankingCommitment => envelope.franking_tag = vec![0x5a; 32],
+        _ => panic!("a label the proxy does not know"),
+    }
+}
+
+impl Mitm {
+    /// Listen on 127.0.0.1:0 and relay each connection to `relay`.
+    pub async fn start(relay: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let state = shared.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let Ok(client) = tokio_tungstenite::accept_async(stream).await else {
+                        return;
+                    };
+                    let Ok((upstream, _)) =
+                        tokio_tungstenite::connect_async(format!("ws://{relay}/")).await
+                    else {
+                        return;
+                    };
+                    let (mut to_client, mut from_client) = client.split();
+                    let (mut to_relay, mut from_relay) = upstream.split();
+                    let down_state = state.clone();
+                    let down = async move {
+                        while let Some(Ok(msg)) = from_relay.next().await {
+                            let msg = match msg {
+                                Message::Binary(bytes) => {
+                                    Message::Binary(tamper_down(&down_state, &bytes).into())
+                                }
+                                Message::Close(_) => break,
+                                other => other,
+                            };
+                            if to_client.send(msg).await.is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to_client.close().await;
+                    };
+                    let up = async move {
+                        while let Some(Ok(msg)) = from_client.next().await {
+                            let msg = match msg {
+                                Message::Binary(bytes) => {
+                                    Message::Binary(tamper_up(&state, &bytes).into())
+                                }
+                                Message::Close(_) => break,
+                                other => other,
+                            };
+                            if to_relay.send(msg).await.is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to_relay.close().await;
+                    };
+                    tokio::join!(down, up);
+                });
+            }
+        });
+        Self { addr, shared, task }
+    }
+
+    /// The proxy's WebSocket URL.
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// Rewrite `label` in the next envelope delivered from `from`.
+    pub fn plan(&self, from: &[u8], label: Label) {
+        let mut shared = self.shared.lock().expect("lock");
+        shared.plans.push_back((from.to_vec(), label));
+    }
+
+    /// Whether the relay got an ack for (`message_id`, `sender`) as it
+    /// queued them.
+    pub fn relay_saw_ack(&self, message_id: &[u8], sender: &[u8]) -> bool {
+        let shared = self.shared.lock().expect("lock");
+        shared
+            .acked
+            .iter()
+            .any(|(id, s)| id.as_slice() == message_id && s.as_slice() == sender)
+    }
+}
+
+fn tamper_down(state: &Mutex<Shared>, bytes: &[u8]) -> Vec<u8> {
+    let Ok(mut frame) = decode_server(bytes) else {
+        return bytes.to_vec();
+    };
+    let Some(server_frame::Body::Deliver(deliver)) = frame.body.as_mut() else {
+        return bytes.to_vec();
+    };
+    let Some(envelope) = deliver.envelope.as_mut() else {
+        return bytes.to_vec();
+    };
+    let mut shared = state.lock().expect("lock");
+    let Some(pos) = shared
+        .plans
+        .iter()
+        .position(|(from, _)| *from == envelope.sender_account)
+    else {
+        return bytes.to_vec();
+    };
+    let Some((_, label)) = shared.plans.remove(pos) else {
+        return bytes.to_vec();
+    };
+    let original = (envelope.message_id.clone(), envelope.sender_account.clone());
+    rewrite(envelope, label);
+    shared.rewritten.insert(
+        (envelope.message_id.clone(), envelope.sender_account.clone()),
+        original,
+    );
+    encode_server(&frame)
+}
+
+fn tamper_up(state: &Mutex<Shared>, bytes: &[u8]) -> Vec<u8> {
+    let Ok(mut frame) = decode_client(bytes) else {
+        return bytes.to_vec();
+    };
+    let Some(client_frame::Body::DeliveryAck(ack)) = frame.body.as_mut() else {
+        return bytes.to_vec();
+    };
+    let mut shared = state.lock().expect("lock");
+    if let Some((id, sender)) = shared
+        .rewritten
+        .get(&(ack.message_id.clone(), ack.sender_account.clone()))
+        .cloned()
+    {
+        ack.message_id = id;
+        ack.sender_account = sender;
+    }
+    shared
+        .acked
+        .push((ack.message_id.clone(), ack.sender_account.clone()));
+    encode_client(&frame)
+}
