@@ -17,6 +17,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::Config;
 use crate::connection::{Connection, Stream, close, websocket_config};
 use crate::error::RelayError;
+use crate::limits::AddressSlot;
 use crate::metrics::Metrics;
 use crate::phone::{CodeSender, LogCodeSender};
 use crate::session::{EncodeFrame, Session};
@@ -217,6 +218,15 @@ impl<S: Storage + std::fmt::Debug> Listener<S> {
                 return;
             };
             let (socket, peer) = self.accept().await;
+            // Before any handshake: one address cannot hold every descriptor.
+            let Some(slot) = self.relay.per_address.admit(peer.ip()) else {
+                self.relay.metrics.connections_refused.fetch_add(1, Relaxed);
+                self.relay.metrics.notify_change();
+                tracing::debug!(%peer, "too many connections from this address; closed at accept");
+                drop(socket);
+                drop(permit);
+                continue;
+            };
             let relay = self.relay.clone();
             let tls = self.tls.clone();
             let shutdown = Shutdown::new(self.notify_shutdown.subscribe());
@@ -227,7 +237,7 @@ impl<S: Storage + std::fmt::Debug> Listener<S> {
                 peer,
                 tls,
                 shutdown,
-                (permit, complete),
+                (permit, slot, complete),
             ));
         }
     }
@@ -262,7 +272,7 @@ fn serve<S: Storage>(
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
     shutdown: Shutdown,
-    held: (OwnedSemaphorePermit, mpsc::Sender<()>),
+    held: Held,
 ) -> impl Future<Output = ()> + Send {
     async move {
         let _open = OpenConnection::new(relay.metrics.clone(), held);
@@ -273,15 +283,19 @@ fn serve<S: Storage>(
     }
 }
 
+/// What a connection holds while it lives: its place under the connection
+/// cap, under its address's cap, and in the server's shutdown wait.
+type Held = (OwnedSemaphorePermit, AddressSlot, mpsc::Sender<()>);
+
 /// Counts a connection as open while it lives, and holds its place under
 /// the connection cap and the server's shutdown wait.
 struct OpenConnection {
     metrics: Arc<Metrics>,
-    _held: (OwnedSemaphorePermit, mpsc::Sender<()>),
+    _held: Held,
 }
 
 impl OpenConnection {
-    fn new(metrics: Arc<Metrics>, held: (OwnedSemaphorePermit, mpsc::Sender<()>)) -> Self {
+    fn new(metrics: Arc<Metrics>, held: Held) -> Self {
         metrics.connections_open.fetch_add(1, Relaxed);
         metrics.connections_total.fetch_add(1, Relaxed);
         Self {
@@ -308,8 +322,9 @@ async fn open<S: Storage>(
     let _ = socket.set_nodelay(true);
     let limits = &relay.config.limits;
     let timeout = Duration::from_millis(limits.write_timeout_ms);
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(limits.handshake_timeout_ms);
     let stream = match tls {
-        Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(socket)).await {
+        Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(socket)).await {
             Ok(Ok(stream)) => Stream::Tls(Box::new(stream)),
             Ok(Err(error)) => {
                 tracing::debug!(%peer, %error, "TLS handshake failed");
@@ -323,8 +338,8 @@ async fn open<S: Storage>(
         None => Stream::Plain(socket),
     };
     let config = websocket_config(limits.max_write_buffer_bytes);
-    let ws = match tokio::time::timeout(
-        timeout,
+    let ws = match tokio::time::timeout_at(
+        deadline,
         tokio_tungstenite::accept_async_with_config(stream, Some(config)),
     )
     .await

@@ -346,7 +346,7 @@ async fn run_batches(
         for &i in chunk {
             let accounts = accounts.clone();
             tasks.push(tokio::spawn(async move {
-                load::connect(addr, &accounts[i], register).await
+                load::connect(addr, i, &accounts[i], register).await
             }));
         }
         for t in tasks {

@@ -39,6 +39,20 @@ pub(crate) async fn register<S: Storage>(
             &request.signature,
         )
         .map_err(|e| protocol_refusal("registration (sign the current challenge nonce)", e))?;
+    let relay = &session.relay;
+    if let Err(retry_after_ms) = relay.registration_limiter.check(&()) {
+        return Err(RelayError::RateLimited {
+            scope: "new accounts on this relay",
+            retry_after_ms,
+        });
+    }
+    let prefix = crate::limits::prefix_key(session.peer, 24, 48);
+    if let Err(retry_after_ms) = relay.registration_prefix_limiter.check(&prefix) {
+        return Err(RelayError::RateLimited {
+            scope: "new accounts from this network",
+            retry_after_ms,
+        });
+    }
     match session.relay.store.create_account(&list).await? {
         None => {
             tracing::info!(%account, devices = verified.devices.len(), "account registered");
