@@ -155,10 +155,26 @@ pub async fn run_with_storage<S: Storage + std::fmt::Debug>(
         .queue_depth
         .store(store.total_queued().await? as i64, Relaxed);
     let relay = Arc::new(Relay::new(store, config, metrics.clone(), code_sender));
+    let http_address = http_listener
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map_or_else(|| "none".to_owned(), |a| a.to_string());
     let http = http_listener.map(|l| tokio::spawn(crate::http::serve(l, metrics.clone())));
     let gc = tokio::spawn(collect_garbage(relay.clone()));
     let (notify_shutdown, _) = broadcast::channel(1);
     let (shutdown_complete_tx, mut shutdown_complete_rx) = mpsc::channel::<()>(1);
+    let limits = &relay.config.limits;
+    tracing::info!(
+        http = %http_address,
+        message_ttl_ms = relay.config.message_ttl_ms,
+        max_queue_per_device = limits.max_queue_per_device,
+        max_connections = limits.max_connections,
+        max_connections_per_address = limits.max_connections_per_address,
+        account_rate_per_sec = limits.account_rate_per_sec,
+        address_rate_per_sec = limits.address_rate_per_sec,
+        auth_attempts = limits.auth_attempts,
+        "settings in effect"
+    );
     tracing::info!(
         address = %listener.local_addr().map_or("?".into(), |a| a.to_string()),
         tls = tls.is_some(),
