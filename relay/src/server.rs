@@ -163,6 +163,13 @@ pub async fn run_with_storage<S: Storage + std::fmt::Debug>(
     let gc = tokio::spawn(collect_garbage(relay.clone()));
     let (notify_shutdown, _) = broadcast::channel(1);
     let (shutdown_complete_tx, mut shutdown_complete_rx) = mpsc::channel::<()>(1);
+    tracing::info!(
+        address = %listener.local_addr().map_or("?".into(), |a| a.to_string()),
+        tls = tls.is_some(),
+        data_dir = %relay.config.data_dir.display(),
+        "relay listening"
+    );
+    // After the listening line: tools take the first `address=` they see.
     let limits = &relay.config.limits;
     tracing::info!(
         http = %http_address,
@@ -174,12 +181,6 @@ pub async fn run_with_storage<S: Storage + std::fmt::Debug>(
         address_rate_per_sec = limits.address_rate_per_sec,
         auth_attempts = limits.auth_attempts,
         "settings in effect"
-    );
-    tracing::info!(
-        address = %listener.local_addr().map_or("?".into(), |a| a.to_string()),
-        tls = tls.is_some(),
-        data_dir = %relay.config.data_dir.display(),
-        "relay listening"
     );
     let mut accept = Listener {
         relay: relay.clone(),

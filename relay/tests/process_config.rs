@@ -33,7 +33,7 @@ impl Drop for RelayChild {
 }
 
 /// Start `relay serve` with no flags, only `env`; returns the child, the
-/// log lines up to "relay listening", and the WebSocket address.
+/// log lines up to "settings in effect", and the WebSocket address.
 fn spawn_with_env(env: &[(&str, String)]) -> (RelayChild, Vec<String>, SocketAddr) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_relay"));
     command
@@ -60,6 +60,17 @@ fn spawn_with_env(env: &[(&str, String)]) -> (RelayChild, Vec<String>, SocketAdd
             break field(&line, "address").parse().expect("address");
         }
     };
+    // The settings line follows.
+    loop {
+        let line = lines
+            .next()
+            .expect("relay exited before its settings line")
+            .expect("read log");
+        seen.push(line.clone());
+        if line.contains("settings in effect") {
+            break;
+        }
+    }
     std::thread::spawn(move || for _ in lines.by_ref() {});
     (child, seen, addr)
 }
@@ -285,6 +296,9 @@ async fn tls_files_from_the_environment_take_effect() {
     ];
     let (_relay, lines, _addr) = spawn_with_env(&env);
     assert_no_colour(&lines);
-    let listening = lines.last().expect("listening line");
+    let listening = lines
+        .iter()
+        .find(|l| l.contains("relay listening"))
+        .expect("listening line");
     assert_eq!(field(listening, "tls"), "true", "{listening}");
 }

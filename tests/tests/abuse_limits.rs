@@ -371,3 +371,38 @@ async fn websocket_protocol_errors_close_with_1002_and_1007() {
         Some(1007)
     );
 }
+
+async fn register_from(source: &str, addr: SocketAddr) -> Body {
+    let stream = connect_from(source, addr).await.expect("tcp");
+    let mut c = Client::over(Box::new(stream), &format!("ws://{addr}/")).await;
+    let nonce = c.nonce.clone();
+    c.request(Account::new(1).register_body(&nonce)).await
+}
+
+/// Item 11: accounts were free, 3,800 in 2 seconds from 20 addresses.
+#[tokio::test]
+async fn registrations_are_limited_per_network_and_relay_wide() {
+    let relay = start_relay_with(|c| {
+        c.limits.registration_rate_per_prefix_per_sec = 0.001;
+        c.limits.registration_prefix_burst = 2.0;
+        c.limits.registration_rate_per_sec = 0.001;
+        c.limits.registration_burst = 3.0;
+    })
+    .await;
+    for source in ["127.0.0.1", "127.0.0.9"] {
+        assert!(matches!(
+            register_from(source, relay.addr).await,
+            Body::Registered(_)
+        ));
+    }
+    // A third from the same /24 is refused; another /24 is not...
+    let reply = register_from("127.0.0.10", relay.addr).await;
+    assert_eq!(error_code(&reply), ErrorCode::RateLimited);
+    assert!(matches!(
+        register_from("127.0.1.2", relay.addr).await,
+        Body::Registered(_)
+    ));
+    // ... until the relay-wide budget is spent.
+    let reply = register_from("127.0.2.2", relay.addr).await;
+    assert_eq!(error_code(&reply), ErrorCode::RateLimited);
+}

@@ -213,6 +213,8 @@ fn start_relay() -> Result<Server, Box<dyn std::error::Error>> {
          [limits]\n\
          account_rate_per_sec = 0.0\n\
          address_rate_per_sec = 0.0\n\
+         registration_rate_per_sec = 0.0\n\
+         registration_rate_per_prefix_per_sec = 0.0\n\
          max_queue_per_device = 1000000\n",
     )?;
     let mut child = Command::new(sibling("relay")?)

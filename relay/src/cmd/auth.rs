@@ -40,16 +40,18 @@ pub(crate) async fn register<S: Storage>(
         )
         .map_err(|e| protocol_refusal("registration (sign the current challenge nonce)", e))?;
     let relay = &session.relay;
-    if let Err(retry_after_ms) = relay.registration_limiter.check(&()) {
-        return Err(RelayError::RateLimited {
-            scope: "new accounts on this relay",
-            retry_after_ms,
-        });
-    }
+    // Per network first, so one network's refused attempts do not spend
+    // the relay-wide budget.
     let prefix = crate::limits::prefix_key(session.peer, 24, 48);
     if let Err(retry_after_ms) = relay.registration_prefix_limiter.check(&prefix) {
         return Err(RelayError::RateLimited {
             scope: "new accounts from this network",
+            retry_after_ms,
+        });
+    }
+    if let Err(retry_after_ms) = relay.registration_limiter.check(&()) {
+        return Err(RelayError::RateLimited {
+            scope: "new accounts on this relay",
             retry_after_ms,
         });
     }
