@@ -6,7 +6,7 @@
 //! Latency is measured inside one process: the first 8 bytes of each
 //! ciphertext carry the send time (nanoseconds since the run started).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use comptoir_protocol::frame::{decode_server, encode_client};
@@ -15,7 +15,7 @@ use comptoir_protocol::{
     AccountId, AccountKeyPair, DeviceList, IdentityKeyPair, auth_payload, register_payload,
 };
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -28,6 +28,9 @@ pub enum LoadError {
     /// The WebSocket failed.
     #[error("websocket: {0}")]
     Socket(#[from] tokio_tungstenite::tungstenite::Error),
+    /// The connection could not be opened (e.g. no such source address).
+    #[error("connect: {0}")]
+    Io(#[from] std::io::Error),
     /// The server answered something unexpected.
     #[error("unexpected reply: {0}")]
     Protocol(String),
@@ -123,13 +126,47 @@ fn client(request_id: u64, body: client_frame::Body) -> Message {
     )
 }
 
-/// Connect, optionally register, and authenticate device 1.
+/// Connections opened from one loopback source address before the next
+/// is used: under the relay's default per-address cap (256), so a load of
+/// any size is admitted, and under the ~28,000 ephemeral ports per source.
+pub const CONNECTIONS_PER_SOURCE: usize = 200;
+
+/// The source address for the `index`-th connection to `addr`: for an
+/// IPv4 loopback target, 127.0.0.2, 127.0.0.3, ... in turns of
+/// [`CONNECTIONS_PER_SOURCE`] (all of 127/8 is loopback on Linux);
+/// otherwise the system's choice.
+pub fn source_for(addr: SocketAddr, index: usize) -> Option<IpAddr> {
+    match addr.ip() {
+        IpAddr::V4(v4) if v4.is_loopback() => {
+            let n = (index / CONNECTIONS_PER_SOURCE) % (250 * 250);
+            let (high, low) = ((n / 250) as u8, (n % 250) as u8);
+            Some(IpAddr::V4(Ipv4Addr::new(127, 0, high, 2 + low)))
+        }
+        _ => None,
+    }
+}
+
+/// Connect, optionally register, and authenticate device 1; the
+/// `index`-th connection of a run (it picks the source address, see
+/// [`source_for`]).
 pub async fn connect(
     addr: SocketAddr,
+    index: usize,
     account: &LoadAccount,
     register: bool,
 ) -> Result<Ws, LoadError> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/")).await?;
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    if let Some(source) = source_for(addr, index) {
+        socket.bind(SocketAddr::new(source, 0))?;
+    }
+    let stream = socket.connect(addr).await?;
+    let _ = stream.set_nodelay(true);
+    let (mut ws, _) =
+        tokio_tungstenite::client_async(format!("ws://{addr}/"), MaybeTlsStream::Plain(stream))
+            .await?;
     let nonce = match next_frame(&mut ws).await?.body {
         Some(Body::Challenge(c)) => c.nonce,
         other => return Err(LoadError::Protocol(format!("{other:?}"))),
@@ -187,8 +224,8 @@ pub async fn run(addr: SocketAddr, options: LoadOptions) -> Result<LoadReport, L
     let n = options.devices.max(2);
     let accounts: Vec<LoadAccount> = (0..n).map(|_| LoadAccount::generate()).collect();
     let mut sockets = Vec::with_capacity(n);
-    for account in &accounts {
-        sockets.push(connect(addr, account, true).await?);
+    for (index, account) in accounts.iter().enumerate() {
+        sockets.push(connect(addr, index, account, true).await?);
     }
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(n);

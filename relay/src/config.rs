@@ -101,6 +101,20 @@ pub struct TlsFiles {
 pub struct Limits {
     /// Open connections at most; further ones wait to be accepted.
     pub max_connections: usize,
+    /// Open connections per remote address (IPv6: per /64) at most; a
+    /// further one is closed at accept, before any handshake. 0: no cap.
+    pub max_connections_per_address: usize,
+    /// Time for the TLS and WebSocket handshakes of a new connection.
+    pub handshake_timeout_ms: u64,
+    /// Sustained new accounts per second, relay-wide (0 disables).
+    pub registration_rate_per_sec: f64,
+    /// Burst of new accounts, relay-wide.
+    pub registration_burst: f64,
+    /// Sustained new accounts per second per address prefix (IPv4 /24,
+    /// IPv6 /48; 0 disables).
+    pub registration_rate_per_prefix_per_sec: f64,
+    /// Burst of new accounts per address prefix.
+    pub registration_prefix_burst: f64,
     /// Envelopes queued per recipient device; beyond, sends get QUEUE_FULL.
     /// Bounds the disk one offline device can cost.
     pub max_queue_per_device: u64,
@@ -133,10 +147,29 @@ pub struct Limits {
     pub max_one_time_prekeys: u32,
     /// When a device's one-time prekeys fall below this, it gets PreKeysLow.
     pub prekeys_low_threshold: u32,
+    /// A device gets PreKeysLow at most once per this interval.
+    pub prekeys_low_interval_ms: u64,
+    /// Sustained prekey fetches per second by one account for one target
+    /// device (0 disables); beyond, the fetch is rate limited, so one
+    /// account cannot drain another device's one-time prekeys.
+    pub prekey_fetch_rate_per_sec: f64,
+    /// Burst of prekey fetches by one account for one target device.
+    pub prekey_fetch_burst: f64,
     /// How long a phone verification code is valid.
     pub code_ttl_ms: u64,
-    /// Wrong codes allowed before the code is discarded.
+    /// Wrong codes allowed per phone number per `code_window_ms`, across
+    /// every code and account (a guesser cannot reset them by asking for
+    /// new codes).
     pub code_attempts: u32,
+    /// The window over which code requests and wrong codes are counted.
+    pub code_window_ms: u64,
+    /// Codes sent to one phone number per window.
+    pub code_requests_per_number: u32,
+    /// Codes one account may request per window.
+    pub code_requests_per_account: u32,
+    /// Pending codes (and numbers and accounts tracked) at most; beyond,
+    /// `RequestCode` is rate limited.
+    pub max_pending_codes: usize,
 }
 
 impl Default for Config {
@@ -159,6 +192,12 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_connections: 50_000,
+            max_connections_per_address: 256,
+            handshake_timeout_ms: 5_000,
+            registration_rate_per_sec: 20.0,
+            registration_burst: 200.0,
+            registration_rate_per_prefix_per_sec: 0.5,
+            registration_prefix_burst: 50.0,
             max_queue_per_device: 10_000,
             account_rate_per_sec: 100.0,
             account_burst: 500.0,
@@ -173,8 +212,15 @@ impl Default for Limits {
             max_pending_sends: 256,
             max_one_time_prekeys: 500,
             prekeys_low_threshold: 10,
+            prekeys_low_interval_ms: 60_000,
+            prekey_fetch_rate_per_sec: 10.0 / 3600.0,
+            prekey_fetch_burst: 10.0,
             code_ttl_ms: 10 * 60 * 1000,
             code_attempts: 5,
+            code_window_ms: 3600 * 1000,
+            code_requests_per_number: 3,
+            code_requests_per_account: 10,
+            max_pending_codes: 10_000,
         }
     }
 }

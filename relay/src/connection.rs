@@ -34,6 +34,10 @@ pub const READ_BUFFER_SIZE: usize = 2048;
 pub mod close {
     /// The relay is shutting down (standard "going away").
     pub const GOING_AWAY: u16 = 1001;
+    /// The peer broke the WebSocket protocol (standard "protocol error").
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text message that is not UTF-8 (standard "invalid payload data").
+    pub const INVALID_PAYLOAD: u16 = 1007;
     /// Refused by policy (rate limit before authentication).
     pub const POLICY: u16 = 1008;
     /// A frame exceeded the size limit (standard "message too big").
@@ -167,7 +171,13 @@ pub enum Inbound {
     /// A message larger than [`MAX_FRAME_SIZE`]; the socket cannot be read
     /// further.
     TooLarge(usize),
-    /// The peer closed, or the socket failed.
+    /// The peer sent a Close frame: answer it with
+    /// [`Connection::answer_close`], then stop.
+    CloseRequested,
+    /// The peer broke the WebSocket protocol: close with this code (1002,
+    /// or 1007 for a text message that is not UTF-8).
+    ProtocolError(u16),
+    /// The socket ended or failed.
     Closed,
 }
 
@@ -202,10 +212,19 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
             Some(Ok(Message::Binary(bytes))) => Inbound::Frame(bytes.into()),
             Some(Ok(Message::Text(_))) => Inbound::Text,
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => Inbound::Control,
-            Some(Ok(Message::Close(_))) | None => Inbound::Closed,
+            Some(Ok(Message::Close(_))) => Inbound::CloseRequested,
+            None => Inbound::Closed,
             Some(Err(tungstenite::Error::Capacity(CapacityError::MessageTooLong {
                 size, ..
             }))) => Inbound::TooLarge(size),
+            Some(Err(tungstenite::Error::Protocol(error))) => {
+                tracing::debug!(%error, "websocket protocol error");
+                Inbound::ProtocolError(close::PROTOCOL_ERROR)
+            }
+            Some(Err(tungstenite::Error::Utf8(error))) => {
+                tracing::debug!(%error, "text message is not UTF-8");
+                Inbound::ProtocolError(close::INVALID_PAYLOAD)
+            }
             Some(Err(error)) => {
                 tracing::debug!(%error, "websocket read ended");
                 Inbound::Closed
@@ -236,6 +255,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     pub async fn send(&mut self, frame: Vec<u8>) -> Result<(), WriteError> {
         self.feed(frame).await?;
         self.flush().await
+    }
+
+    /// Send the reply tungstenite queued to the peer's Close frame (best
+    /// effort, bounded by the write timeout), completing the closing
+    /// handshake.
+    pub async fn answer_close(&mut self) {
+        let _ = tokio::time::timeout(self.write_timeout, self.ws.flush()).await;
     }
 
     /// Send a close frame (best effort, bounded by the write timeout).

@@ -124,8 +124,10 @@ pub enum RelayError {
     /// The relay is shutting down.
     #[error("the relay is shutting down; reconnect in a moment")]
     ShuttingDown,
-    /// The storage backend failed. The request was not applied.
-    #[error("storage failure ({0}); the request was not applied, retry later")]
+    /// The storage backend failed. The request was not applied. The
+    /// message a peer sees is fixed: the detail (paths, OS errors) only
+    /// goes to the operator's log, through [`RelayError::log_detail`].
+    #[error("internal storage error; the request was not applied, retry later")]
     Storage(#[from] StorageError),
 }
 
@@ -159,6 +161,14 @@ impl RelayError {
         }
     }
 
+    /// Log what a peer must not see (a storage error's detail), once, where
+    /// the refusal is sent.
+    pub fn log_detail(&self) {
+        if let Self::Storage(error) = self {
+            tracing::error!(%error, "storage failure; the request was refused");
+        }
+    }
+
     /// The error frame answering request `request_id`.
     pub fn to_frame(&self, request_id: u64) -> wire::ServerFrame {
         let device_list = match self {
@@ -184,4 +194,25 @@ impl RelayError {
 /// Shorthand for an invalid-request error.
 pub(crate) fn invalid(what: impl Into<String>) -> RelayError {
     RelayError::InvalidRequest(what.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Item 15: storage errors reached peers verbatim (paths, OS errors).
+    #[test]
+    fn storage_errors_reach_peers_as_a_fixed_message() {
+        let error = RelayError::Storage(StorageError::Backend(
+            "/var/lib/comptoir/db/blobs/17: No space left on device (os error 28)".into(),
+        ));
+        let frame = error.to_frame(7);
+        let Some(wire::server_frame::Body::Error(body)) = frame.body else {
+            panic!("an error frame");
+        };
+        assert_eq!(body.code, ErrorCode::Internal as i32);
+        assert!(!body.message.contains("/var/lib"), "{}", body.message);
+        assert!(!body.message.contains("os error"), "{}", body.message);
+        assert!(body.message.contains("retry"), "{}", body.message);
+    }
 }

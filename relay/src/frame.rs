@@ -21,6 +21,12 @@ pub fn ok(request_id: u64) -> Vec<u8> {
     server(request_id, Body::Ok(wire::Ok {}))
 }
 
+/// The size of [`deliver`]'s frame for an envelope of `envelope_len` bytes.
+pub fn deliver_len(envelope_len: usize) -> usize {
+    let inner_len = 1 + varint_len(envelope_len as u64) + envelope_len;
+    1 + 1 + varint_len(inner_len as u64) + inner_len
+}
+
 /// A push of one stored envelope (its encoded `Envelope` protobuf),
 /// byte-identical to encoding `ServerFrame { request_id: 0, deliver }`.
 pub fn deliver(envelope: &[u8]) -> Vec<u8> {
@@ -61,6 +67,7 @@ mod tests {
                 })),
             });
             assert_eq!(deliver(&bytes), expected, "size {size}");
+            assert_eq!(deliver_len(bytes.len()), expected.len(), "size {size}");
         }
     }
 }

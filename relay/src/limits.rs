@@ -1,8 +1,10 @@
-//! Token-bucket rate limiting, keyed by account or by remote address.
+//! Token-bucket rate limiting, keyed by account or by remote address, and
+//! the count of open connections per address.
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::Mutex;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Buckets kept before idle (full) ones are swept, bounding memory under a
@@ -66,10 +68,128 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     }
 }
 
+/// The key limits count an address under: an IPv4 address as it is, an
+/// IPv6 address by its /64 (one customer's network; a single host can use
+/// every address in it), an IPv4-mapped IPv6 address as IPv4.
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    prefix_key(ip, 32, 64)
+}
+
+/// `ip` reduced to its first `v4_bits` (IPv4) or `v6_bits` (IPv6) bits.
+pub fn prefix_key(ip: IpAddr, v4_bits: u32, v6_bits: u32) -> IpAddr {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    match ip {
+        IpAddr::V4(v4) => {
+            let mask = u32::MAX.checked_shl(32 - v4_bits.min(32)).unwrap_or(0);
+            IpAddr::V4(Ipv4Addr::from(u32::from(v4) & mask))
+        }
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX.checked_shl(128 - v6_bits.min(128)).unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+        }
+    }
+}
+
+/// Open connections per [`address_key`], capped at accept time (before
+/// any handshake), so one address cannot hold every file descriptor.
+#[derive(Debug)]
+pub struct PerAddress {
+    max: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One open connection's place under [`PerAddress`]; freed on drop.
+#[derive(Debug)]
+pub struct AddressSlot {
+    owner: Arc<PerAddress>,
+    key: IpAddr,
+}
+
+impl PerAddress {
+    /// At most `max` open connections per address; 0 disables the cap.
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Take a place for a connection from `ip`, or `None` if its address
+    /// (or /64) already holds the maximum.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<AddressSlot> {
+        let key = address_key(ip);
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let count = open.entry(key).or_insert(0);
+        if self.max > 0 && *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            owner: self.clone(),
+            key,
+        })
+    }
+
+    /// Connections open from `ip`'s address (or /64).
+    pub fn open(&self, ip: IpAddr) -> usize {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.get(&address_key(ip)).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.owner.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = open.get_mut(&self.key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn connections_are_capped_per_address_and_per_ipv6_64() {
+        let per = PerAddress::new(2);
+        let a: IpAddr = "127.0.0.2"
+            .parse()
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let first = per.admit(a);
+        let second = per.admit(a);
+        assert!(first.is_some() && second.is_some());
+        assert!(per.admit(a).is_none());
+        assert!(per.admit(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3))).is_some());
+        drop(first);
+        assert!(
+            per.admit(a).is_some(),
+            "a closed connection frees its place"
+        );
+        let v6 = |s: &str| {
+            s.parse::<IpAddr>()
+                .unwrap_or(IpAddr::V6(Ipv6Addr::LOCALHOST))
+        };
+        let _x = per.admit(v6("2001:db8:1:2::1"));
+        let _y = per.admit(v6("2001:db8:1:2:ffff::9"));
+        assert!(per.admit(v6("2001:db8:1:2::77")).is_none(), "same /64");
+        assert!(per.admit(v6("2001:db8:1:3::1")).is_some());
+        assert_eq!(
+            address_key(v6("::ffff:10.0.0.1")),
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))
+        );
+        assert_eq!(
+            prefix_key(IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)), 24, 48),
+            IpAddr::V4(Ipv4Addr::new(10, 1, 2, 0))
+        );
+    }
 
     #[test]
     fn burst_then_refill() {

@@ -21,6 +21,8 @@ pub struct Metrics {
     pub connections_open: AtomicI64,
     /// Connections accepted since start.
     pub connections_total: AtomicU64,
+    /// Connections closed at accept: their address held too many.
+    pub connections_refused: AtomicU64,
     /// Authenticated devices connected now.
     pub authenticated_open: AtomicI64,
     /// Envelopes (device copies) durably accepted.
@@ -151,6 +153,12 @@ impl Metrics {
             "counter",
             "WebSocket connections accepted.",
             self.connections_total.load(Relaxed).to_string(),
+        );
+        metric(
+            "comptoir_connections_refused_total",
+            "counter",
+            "Connections closed at accept because their address (IPv6: /64) held too many.",
+            self.connections_refused.load(Relaxed).to_string(),
         );
         metric(
             "comptoir_authenticated_connections",

@@ -17,6 +17,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::Config;
 use crate::connection::{Connection, Stream, close, websocket_config};
 use crate::error::RelayError;
+use crate::limits::AddressSlot;
 use crate::metrics::Metrics;
 use crate::phone::{CodeSender, LogCodeSender};
 use crate::session::{EncodeFrame, Session};
@@ -154,6 +155,10 @@ pub async fn run_with_storage<S: Storage + std::fmt::Debug>(
         .queue_depth
         .store(store.total_queued().await? as i64, Relaxed);
     let relay = Arc::new(Relay::new(store, config, metrics.clone(), code_sender));
+    let http_address = http_listener
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+        .map_or_else(|| "none".to_owned(), |a| a.to_string());
     let http = http_listener.map(|l| tokio::spawn(crate::http::serve(l, metrics.clone())));
     let gc = tokio::spawn(collect_garbage(relay.clone()));
     let (notify_shutdown, _) = broadcast::channel(1);
@@ -163,6 +168,19 @@ pub async fn run_with_storage<S: Storage + std::fmt::Debug>(
         tls = tls.is_some(),
         data_dir = %relay.config.data_dir.display(),
         "relay listening"
+    );
+    // After the listening line: tools take the first `address=` they see.
+    let limits = &relay.config.limits;
+    tracing::info!(
+        http = %http_address,
+        message_ttl_ms = relay.config.message_ttl_ms,
+        max_queue_per_device = limits.max_queue_per_device,
+        max_connections = limits.max_connections,
+        max_connections_per_address = limits.max_connections_per_address,
+        account_rate_per_sec = limits.account_rate_per_sec,
+        address_rate_per_sec = limits.address_rate_per_sec,
+        auth_attempts = limits.auth_attempts,
+        "settings in effect"
     );
     let mut accept = Listener {
         relay: relay.clone(),
@@ -217,6 +235,15 @@ impl<S: Storage + std::fmt::Debug> Listener<S> {
                 return;
             };
             let (socket, peer) = self.accept().await;
+            // Before any handshake: one address cannot hold every descriptor.
+            let Some(slot) = self.relay.per_address.admit(peer.ip()) else {
+                self.relay.metrics.connections_refused.fetch_add(1, Relaxed);
+                self.relay.metrics.notify_change();
+                tracing::debug!(%peer, "too many connections from this address; closed at accept");
+                drop(socket);
+                drop(permit);
+                continue;
+            };
             let relay = self.relay.clone();
             let tls = self.tls.clone();
             let shutdown = Shutdown::new(self.notify_shutdown.subscribe());
@@ -227,7 +254,7 @@ impl<S: Storage + std::fmt::Debug> Listener<S> {
                 peer,
                 tls,
                 shutdown,
-                (permit, complete),
+                (permit, slot, complete),
             ));
         }
     }
@@ -262,7 +289,7 @@ fn serve<S: Storage>(
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
     shutdown: Shutdown,
-    held: (OwnedSemaphorePermit, mpsc::Sender<()>),
+    held: Held,
 ) -> impl Future<Output = ()> + Send {
     async move {
         let _open = OpenConnection::new(relay.metrics.clone(), held);
@@ -273,15 +300,19 @@ fn serve<S: Storage>(
     }
 }
 
+/// What a connection holds while it lives: its place under the connection
+/// cap, under its address's cap, and in the server's shutdown wait.
+type Held = (OwnedSemaphorePermit, AddressSlot, mpsc::Sender<()>);
+
 /// Counts a connection as open while it lives, and holds its place under
 /// the connection cap and the server's shutdown wait.
 struct OpenConnection {
     metrics: Arc<Metrics>,
-    _held: (OwnedSemaphorePermit, mpsc::Sender<()>),
+    _held: Held,
 }
 
 impl OpenConnection {
-    fn new(metrics: Arc<Metrics>, held: (OwnedSemaphorePermit, mpsc::Sender<()>)) -> Self {
+    fn new(metrics: Arc<Metrics>, held: Held) -> Self {
         metrics.connections_open.fetch_add(1, Relaxed);
         metrics.connections_total.fetch_add(1, Relaxed);
         Self {
@@ -308,8 +339,9 @@ async fn open<S: Storage>(
     let _ = socket.set_nodelay(true);
     let limits = &relay.config.limits;
     let timeout = Duration::from_millis(limits.write_timeout_ms);
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(limits.handshake_timeout_ms);
     let stream = match tls {
-        Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(socket)).await {
+        Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(socket)).await {
             Ok(Ok(stream)) => Stream::Tls(Box::new(stream)),
             Ok(Err(error)) => {
                 tracing::debug!(%peer, %error, "TLS handshake failed");
@@ -323,8 +355,8 @@ async fn open<S: Storage>(
         None => Stream::Plain(socket),
     };
     let config = websocket_config(limits.max_write_buffer_bytes);
-    let ws = match tokio::time::timeout(
-        timeout,
+    let ws = match tokio::time::timeout_at(
+        deadline,
         tokio_tungstenite::accept_async_with_config(stream, Some(config)),
     )
     .await

@@ -67,7 +67,6 @@ pub(crate) enum Reply {
 }
 
 /// One connection's state.
-#[derive(Debug)]
 pub(crate) struct Session<S> {
     pub(crate) relay: Arc<Relay<S>>,
     pub(crate) id: u64,
@@ -75,6 +74,22 @@ pub(crate) struct Session<S> {
     pub(crate) nonce: [u8; AUTH_NONCE_LEN],
     pub(crate) auth_failures: u32,
     pub(crate) device: Option<Device>,
+}
+
+impl<S> std::fmt::Debug for Session<S> {
+    /// The connection, its peer and device; not the relay's state (pending
+    /// codes) nor the challenge nonce.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("peer", &self.peer)
+            .field("auth_failures", &self.auth_failures)
+            .field(
+                "device",
+                &self.device.as_ref().map(|d| (d.account, d.device)),
+            )
+            .finish_non_exhaustive()
+    }
 }
 
 enum Event {
@@ -227,6 +242,14 @@ impl<S: Storage> Session<S> {
             Inbound::Frame(bytes) => bytes,
             Inbound::Control => return Ok(Flow::Continue),
             Inbound::Closed => return Ok(Flow::Stop),
+            Inbound::CloseRequested => {
+                conn.answer_close().await;
+                return Ok(Flow::Stop);
+            }
+            Inbound::ProtocolError(code) => {
+                conn.close(code, "websocket protocol error").await;
+                return Ok(Flow::Stop);
+            }
             Inbound::Text => {
                 let error = RelayError::MalformedFrame("text message".into());
                 self.refuse(conn, &error, 0).await?;
@@ -276,6 +299,7 @@ impl<S: Storage> Session<S> {
                     _ => None,
                 };
                 self.relay.metrics.refused(error.code());
+                error.log_detail();
                 let frame = error.to_frame(request_id).encode_frame();
                 match close {
                     Some((code, reason)) => Reply::Close(frame, code, reason),

@@ -10,9 +10,9 @@ use comptoir_protocol::AccountId;
 
 use crate::config::Config;
 use crate::hub::Hub;
-use crate::limits::RateLimiter;
+use crate::limits::{PerAddress, RateLimiter};
 use crate::metrics::Metrics;
-use crate::phone::{CodeSender, PhoneCodes};
+use crate::phone::{CodeLimits, CodeSender, PhoneCodes};
 
 /// Shared relay state (one per server).
 #[derive(Debug)]
@@ -23,6 +23,16 @@ pub(crate) struct Relay<S> {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) account_limiter: RateLimiter<AccountId>,
     pub(crate) address_limiter: RateLimiter<IpAddr>,
+    /// Open connections per address (or IPv6 /64), checked at accept.
+    pub(crate) per_address: Arc<PerAddress>,
+    /// New accounts, relay-wide.
+    pub(crate) registration_limiter: RateLimiter<()>,
+    /// New accounts per address prefix.
+    pub(crate) registration_prefix_limiter: RateLimiter<IpAddr>,
+    /// Prekey fetches per (requester account, target account, device).
+    pub(crate) prekey_fetch_limiter: RateLimiter<(AccountId, AccountId, u32)>,
+    /// PreKeysLow pushes per device (one per interval).
+    pub(crate) prekeys_low_limiter: RateLimiter<(AccountId, u32)>,
     pub(crate) codes: PhoneCodes,
     pub(crate) code_sender: Arc<dyn CodeSender>,
     pub(crate) next_connection: AtomicU64,
@@ -41,10 +51,31 @@ impl<S> Relay<S> {
             hub: Hub::default(),
             account_limiter: RateLimiter::new(limits.account_rate_per_sec, limits.account_burst),
             address_limiter: RateLimiter::new(limits.address_rate_per_sec, limits.address_burst),
-            codes: PhoneCodes::new(
-                Duration::from_millis(limits.code_ttl_ms),
-                limits.code_attempts,
+            per_address: PerAddress::new(limits.max_connections_per_address),
+            registration_limiter: RateLimiter::new(
+                limits.registration_rate_per_sec,
+                limits.registration_burst,
             ),
+            registration_prefix_limiter: RateLimiter::new(
+                limits.registration_rate_per_prefix_per_sec,
+                limits.registration_prefix_burst,
+            ),
+            prekey_fetch_limiter: RateLimiter::new(
+                limits.prekey_fetch_rate_per_sec,
+                limits.prekey_fetch_burst,
+            ),
+            prekeys_low_limiter: RateLimiter::new(
+                1000.0 / limits.prekeys_low_interval_ms.max(1) as f64,
+                1.0,
+            ),
+            codes: PhoneCodes::new(CodeLimits {
+                ttl: Duration::from_millis(limits.code_ttl_ms),
+                attempts: limits.code_attempts,
+                window: Duration::from_millis(limits.code_window_ms),
+                requests_per_number: limits.code_requests_per_number,
+                requests_per_account: limits.code_requests_per_account,
+                max_pending: limits.max_pending_codes,
+            }),
             code_sender,
             metrics,
             config,

@@ -298,6 +298,8 @@ fn start_relay() -> Result<Server, Box<dyn std::error::Error>> {
          [limits]\n\
          account_rate_per_sec = 0.0\n\
          address_rate_per_sec = 0.0\n\
+         registration_rate_per_sec = 0.0\n\
+         registration_rate_per_prefix_per_sec = 0.0\n\
          max_queue_per_device = 1000000\n",
     )?;
     let mut child = Command::new(sibling("relay")?)
@@ -477,7 +479,7 @@ async fn run_batches(
         for &i in chunk {
             let accounts = accounts.clone();
             tasks.push(tokio::spawn(async move {
-                load::connect(addr, &accounts[i], register).await
+                load::connect(addr, i, &accounts[i], register).await
             }));
         }
         for t in tasks {

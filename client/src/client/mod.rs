@@ -379,6 +379,7 @@ pub(super) fn unexpected(wanted: &str, got: &server_frame::Body) -> ClientError 
         server_frame::Body::LookupResult(_) => "LookupResult",
         server_frame::Body::Ok(_) => "Ok",
         server_frame::Body::PrekeysLow(_) => "PreKeysLow",
+        server_frame::Body::PhoneNumberReleased(_) => "PhoneNumberReleased",
     };
     ClientError::UnexpectedFrame(format!("expected {wanted}, got {name}"))
 }

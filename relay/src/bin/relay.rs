@@ -113,7 +113,10 @@ impl ServeArgs {
 }
 
 fn main() -> ExitCode {
+    // Colour only on a terminal: a log file or pipe gets plain text that
+    // scripts can parse.
     tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

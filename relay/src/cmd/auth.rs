@@ -53,6 +53,22 @@ pub(crate) async fn register<S: Storage>(
             &request.signature,
         )
         .map_err(|e| protocol_refusal("registration (sign the current challenge nonce)", e))?;
+    let relay = &session.relay;
+    // Per network first, so one network's refused attempts do not spend
+    // the relay-wide budget.
+    let prefix = crate::limits::prefix_key(session.peer, 24, 48);
+    if let Err(retry_after_ms) = relay.registration_prefix_limiter.check(&prefix) {
+        return Err(RelayError::RateLimited {
+            scope: "new accounts from this network",
+            retry_after_ms,
+        });
+    }
+    if let Err(retry_after_ms) = relay.registration_limiter.check(&()) {
+        return Err(RelayError::RateLimited {
+            scope: "new accounts on this relay",
+            retry_after_ms,
+        });
+    }
     let kind = match AccountKind::try_from(request.kind) {
         Ok(AccountKind::Business) => AccountKind::Business,
         Ok(AccountKind::Customer | AccountKind::Unspecified) => AccountKind::Customer,
@@ -64,7 +80,7 @@ pub(crate) async fn register<S: Storage>(
         created_at_ms: now_ms(),
         ..AccountRecord::default()
     };
-    let store = &session.relay.store;
+    let store = &relay.store;
     match store.create_account(&list, &record).await? {
         None => {
             tracing::info!(%account, devices = verified.devices.len(), ?kind, "account registered");

@@ -11,6 +11,7 @@ use super::device;
 use super::name::check_name;
 use crate::error::{RelayError, invalid};
 use crate::frame;
+use crate::hub::Posted;
 use crate::phone::is_e164;
 use crate::session::{Reply, Session};
 use crate::storage::Storage;
@@ -32,7 +33,7 @@ pub(crate) async fn request_code<S: Storage>(
 ) -> Result<Reply, RelayError> {
     let account = device(session)?.account;
     check_number(&request.phone_number)?;
-    let code = session.relay.codes.issue(&request.phone_number, account);
+    let code = session.relay.codes.issue(&request.phone_number, account)?;
     session
         .relay
         .code_sender
@@ -51,12 +52,34 @@ pub(crate) async fn verify_code<S: Storage>(
         .relay
         .codes
         .verify(&request.phone_number, account, &request.code)?;
-    session
-        .relay
+    let relay = session.relay.clone();
+    let previous = relay.store.lookup_phone(&request.phone_number).await?;
+    relay
         .store
         .bind_phone(&request.phone_number, account, request.discoverable)
         .await?;
     tracing::info!(%account, discoverable = request.discoverable, "phone number verified");
+    // Proving the code is what owns a number: an earlier holder loses it,
+    // and its connected devices are told.
+    if let Some((holder, _)) = previous
+        && holder != account
+    {
+        tracing::info!(%holder, %account, "phone number moved to another account");
+        if let Some(list) = relay.store.device_list(holder).await? {
+            for entry in &list.devices {
+                relay.hub.post(
+                    holder,
+                    entry.device_id,
+                    Posted::Frame(frame::server(
+                        0,
+                        Body::PhoneNumberReleased(wire::PhoneNumberReleased {
+                            phone_number: request.phone_number.clone(),
+                        }),
+                    )),
+                );
+            }
+        }
+    }
     Ok(Reply::Frame(frame::ok(request_id)))
 }
 

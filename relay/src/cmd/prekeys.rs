@@ -15,6 +15,29 @@ use crate::storage::Storage;
 /// Length of an X25519 public key.
 const KEY_LEN: usize = 32;
 
+/// Refuse a key the relay would hand out but no peer should use: a wrong
+/// length, key id 0 (reserved: "no key"), or a non-canonical X25519 key
+/// (bit 255 set: a second encoding of another key).
+fn check_key(what: &str, key_id: u32, public_key: &[u8]) -> Result<(), RelayError> {
+    if public_key.len() != KEY_LEN {
+        return Err(invalid(format!(
+            "{what} {key_id} must be {KEY_LEN} bytes, got {}",
+            public_key.len()
+        )));
+    }
+    if key_id == 0 {
+        return Err(invalid(format!(
+            "{what} id 0 is reserved; number keys from 1"
+        )));
+    }
+    if public_key[KEY_LEN - 1] & 0x80 != 0 {
+        return Err(invalid(format!(
+            "{what} {key_id} is not a canonical X25519 key (bit 255 set); clear the top bit"
+        )));
+    }
+    Ok(())
+}
+
 pub(crate) async fn upload<S: Storage>(
     session: &mut Session<S>,
     request_id: u64,
@@ -33,15 +56,18 @@ pub(crate) async fn upload<S: Storage>(
             request.one_time_prekeys.len()
         )));
     }
-    if let Some(bad) = request
-        .one_time_prekeys
-        .iter()
-        .find(|k| k.public_key.len() != KEY_LEN)
-    {
-        return Err(invalid(format!(
-            "one-time prekey {} must be {KEY_LEN} bytes",
-            bad.key_id
-        )));
+    if let Some(spk) = &request.signed_prekey {
+        check_key("signed prekey", spk.key_id, &spk.public_key)?;
+    }
+    let mut ids = std::collections::HashSet::with_capacity(request.one_time_prekeys.len());
+    for key in &request.one_time_prekeys {
+        check_key("one-time prekey", key.key_id, &key.public_key)?;
+        if !ids.insert(key.key_id) {
+            return Err(invalid(format!(
+                "one-time prekey id {} appears twice; give every key its own id",
+                key.key_id
+            )));
+        }
     }
     let stored = relay
         .store
@@ -91,8 +117,26 @@ pub(crate) async fn fetch<S: Storage>(
         if !request.device_ids.is_empty() && !request.device_ids.contains(&entry.device_id) {
             continue;
         }
+        // Per (requester, target device): one account cannot drain another
+        // device's one-time prekeys. Its own devices are not limited.
+        if account != my_account
+            && let Err(retry_after_ms) =
+                relay
+                    .prekey_fetch_limiter
+                    .check(&(my_account, account, entry.device_id))
+        {
+            return Err(RelayError::RateLimited {
+                scope: "prekey fetches for this device",
+                retry_after_ms,
+            });
+        }
         let taken = relay.store.take_prekeys(account, entry.device_id).await?;
-        if taken.remaining < relay.config.limits.prekeys_low_threshold {
+        if taken.remaining < relay.config.limits.prekeys_low_threshold
+            && relay
+                .prekeys_low_limiter
+                .check(&(account, entry.device_id))
+                .is_ok()
+        {
             relay.hub.post(
                 account,
                 entry.device_id,

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use comptoir_protocol::proto::relay::AccountRecord;
-use comptoir_protocol::proto::wire::{self, server_frame::Body};
+use comptoir_protocol::proto::wire::{self, Category, server_frame::Body};
+use comptoir_protocol::{MAX_DEVICES, MAX_FRAME_SIZE};
 use futures_util::FutureExt;
 use prost::Message;
 
@@ -18,6 +19,11 @@ use crate::policy::{self, Conversation, Decision, Party, Quotas, Refusal, SendIn
 use crate::session::{Completion, EncodeFrame, Reply, Session};
 use crate::state::now_ms;
 use crate::storage::{Enqueued, MESSAGE_ID_LEN, NewMessage, Storage};
+
+/// Longest template id a send may carry (template ids are short names).
+pub(crate) const MAX_TEMPLATE_ID_LEN: usize = 128;
+/// Longest franking tag a send may carry (an HMAC-SHA256 is 32 bytes).
+pub(crate) const MAX_FRANKING_TAG_LEN: usize = 64;
 
 pub(crate) async fn send<S: Storage>(
     session: &mut Session<S>,
@@ -91,27 +97,49 @@ pub(crate) async fn send<S: Storage>(
     }
     let server_timestamp_ms = now_ms();
     let expires_at_ms = server_timestamp_ms.saturating_add(relay.config.message_ttl_ms);
-    let copies: Vec<(u32, Vec<u8>)> = request
-        .devices
-        .into_iter()
-        .map(|d| {
-            let envelope = wire::Envelope {
-                message_id: message_id.to_vec(),
-                sender_account: sender.to_vec(),
-                sender_device,
-                recipient_account: recipient.to_vec(),
-                recipient_device: d.device_id,
-                client_timestamp_ms: request.client_timestamp_ms,
-                server_timestamp_ms,
-                category: request.category,
-                template_id: request.template_id.clone(),
-                franking_tag: request.franking_tag.clone(),
-                relay_franking_signature: Vec::new(),
-                ciphertext: d.ciphertext,
-            };
-            (d.device_id, envelope.encode_to_vec())
-        })
-        .collect();
+    if request.template_id.len() > MAX_TEMPLATE_ID_LEN {
+        return Err(invalid(format!(
+            "template_id is {} bytes; at most {MAX_TEMPLATE_ID_LEN}",
+            request.template_id.len()
+        )));
+    }
+    if request.franking_tag.len() > MAX_FRANKING_TAG_LEN {
+        return Err(invalid(format!(
+            "franking_tag is {} bytes; at most {MAX_FRANKING_TAG_LEN}",
+            request.franking_tag.len()
+        )));
+    }
+    let mut copies: Vec<(u32, Vec<u8>)> = Vec::with_capacity(request.devices.len());
+    for d in request.devices {
+        let ciphertext_len = d.ciphertext.len();
+        let envelope = wire::Envelope {
+            message_id: message_id.to_vec(),
+            sender_account: sender.to_vec(),
+            sender_device,
+            recipient_account: recipient.to_vec(),
+            recipient_device: d.device_id,
+            client_timestamp_ms: request.client_timestamp_ms,
+            server_timestamp_ms,
+            category: request.category,
+            template_id: request.template_id.clone(),
+            franking_tag: request.franking_tag.clone(),
+            relay_franking_signature: Vec::new(),
+            ciphertext: d.ciphertext,
+        }
+        .encode_to_vec();
+        // The relay adds sender, timestamps and framing: what it stores must
+        // still reach the recipient in one frame, or that device would be
+        // offered the same unreadable envelope first on every connection.
+        let delivered = frame::deliver_len(envelope.len());
+        if delivered > MAX_FRAME_SIZE {
+            let most = ciphertext_len.saturating_sub(delivered - MAX_FRAME_SIZE);
+            return Err(invalid(format!(
+                "the ciphertext for device {} is {ciphertext_len} bytes; with the envelope the relay adds it would not fit a {MAX_FRAME_SIZE}-byte frame: send at most {most} bytes",
+                d.device_id
+            )));
+        }
+        copies.push((d.device_id, envelope));
+    }
     let devices: Vec<u32> = copies.iter().map(|(d, _)| *d).collect();
     let message = NewMessage {
         sender,

@@ -77,6 +77,8 @@ pub fn test_config(data_dir: &Path) -> Config {
     config.limits.address_burst = 10_000.0;
     config.limits.account_rate_per_sec = 10_000.0;
     config.limits.account_burst = 10_000.0;
+    config.limits.registration_rate_per_sec = 0.0;
+    config.limits.registration_rate_per_prefix_per_sec = 0.0;
     config
 }
 
