@@ -75,9 +75,12 @@ async fn a_device_that_stops_reading_is_disconnected() {
     relay
         .wait_metric("comptoir_authenticated_connections", 2.0)
         .await;
-    let big = vec![0x42u8; 200 * 1024];
-    for n in 0..150u8 {
-        let reply = a.request(send_body(&bob.id, &[1], id(n), &big)).await;
+    // The largest ciphertext the relay accepts (a ratchet message's cap).
+    let big = vec![0x42u8; comptoir_protocol::message::MAX_MESSAGE_LEN];
+    for n in 0..480u16 {
+        let mut message_id = id(0);
+        message_id[1..3].copy_from_slice(&n.to_be_bytes());
+        let reply = a.request(send_body(&bob.id, &[1], message_id, &big)).await;
         assert!(matches!(reply, Body::Accepted(_)), "{reply:?}");
     }
     // ~30 MB cannot sit in the socket buffers: the relay's writes to Bob
