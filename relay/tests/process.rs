@@ -381,3 +381,78 @@ async fn kill_dash_nine_while_segments_roll_and_checkpoints_run_loses_nothing() 
     relay.kill().expect("kill");
     relay.wait().expect("reaped");
 }
+
+/// The reproduction: ten envelopes accepted for an offline device,
+/// a clean stop, one bit flipped inside the third envelope's record. The
+/// restart must stop naming the file and offset, and cut nothing (it used
+/// to cut the log there and deliver 2 of 10).
+#[cfg(unix)]
+#[tokio::test]
+async fn a_flipped_bit_in_an_accepted_envelope_stops_the_restart_and_nothing_is_cut() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (mut relay, addr) = spawn_relay(dir.path());
+    let (alice, bob) = (Account::new(), Account::new());
+    drop(login(addr, &bob, true).await);
+    let (mut a, _) = login(addr, &alice, true).await;
+    send_all_and_wait_accepted(&mut a, &bob.id, 10).await;
+    let status = Command::new("kill")
+        .args(["-TERM", &relay.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(status.success());
+    assert!(relay.wait().expect("exit").success());
+    let log_dir = dir.path().join("mail-log");
+    let mut segments: Vec<_> = std::fs::read_dir(&log_dir)
+        .expect("mail-log")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    segments.sort();
+    let (path, at, mut bytes) = segments
+        .iter()
+        .find_map(|p| {
+            let bytes = std::fs::read(p).expect("segment");
+            let at = bytes
+                .windows(2000)
+                .position(|w| w.iter().all(|b| *b == 2))?;
+            Some((p.clone(), at, bytes))
+        })
+        .expect("the third envelope is in a segment");
+    bytes[at + 1000] ^= 0x08;
+    std::fs::write(&path, &bytes).expect("flip");
+
+    let mut child = RelayChild(
+        Command::new(env!("CARGO_BIN_EXE_relay"))
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn relay"),
+    );
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let read = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut text = String::new();
+        // Both reach their end only once the relay has exited.
+        let _ = BufReader::new(stdout).read_to_string(&mut text);
+        let _ = BufReader::new(stderr).read_to_string(&mut text);
+        text
+    });
+    let text = tokio::time::timeout(std::time::Duration::from_secs(60), read)
+        .await
+        .expect("the relay stopped instead of serving")
+        .expect("read output");
+    let exit = child.wait().expect("exit");
+    assert!(!exit.success(), "refused to start: {text}");
+    assert!(
+        text.contains(&path.display().to_string()) && text.contains("offset"),
+        "names the file and offset: {text}"
+    );
+    assert_eq!(std::fs::read(&path).expect("segment"), bytes, "nothing cut");
+}
