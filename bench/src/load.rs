@@ -401,8 +401,8 @@ pub async fn run_single(
     timeout: Duration,
 ) -> Result<SingleReport, LoadError> {
     let (alice, bob) = (LoadAccount::generate(), LoadAccount::generate());
-    let mut a = connect(addr, &alice, true).await?;
-    let mut b = connect(addr, &bob, true).await?;
+    let mut a = connect(addr, 0, &alice, true).await?;
+    let mut b = connect(addr, 1, &bob, true).await?;
     let receiver = tokio::spawn(async move { receive_and_ack(&mut b, messages).await });
     let start = Instant::now();
     let mut took = Vec::with_capacity(messages);
@@ -469,8 +469,8 @@ pub async fn run_drain(
     timeout: Duration,
 ) -> Result<DrainReport, LoadError> {
     let (alice, bob) = (LoadAccount::generate(), LoadAccount::generate());
-    drop(connect(addr, &bob, true).await?);
-    let mut a = connect(addr, &alice, true).await?;
+    drop(connect(addr, 1, &bob, true).await?);
+    let mut a = connect(addr, 0, &alice, true).await?;
     let fill_start = Instant::now();
     let fill = async {
         let (mut sent, mut accepted) = (0usize, 0usize);
@@ -512,7 +512,7 @@ pub async fn run_drain(
         receipts
     });
     let drain_start = Instant::now();
-    let mut b = connect(addr, &bob, false).await?;
+    let mut b = connect(addr, 1, &bob, false).await?;
     tokio::time::timeout(timeout, receive_and_ack(&mut b, messages))
         .await
         .map_err(|_| LoadError::Timeout(timeout))??;

@@ -23,8 +23,8 @@ pub fn ok(request_id: u64) -> Vec<u8> {
 
 /// The size of [`deliver`]'s frame for an envelope of `envelope_len` bytes.
 pub fn deliver_len(envelope_len: usize) -> usize {
-    let inner_len = 1 + varint_len(envelope_len as u64) + envelope_len;
-    1 + 1 + varint_len(inner_len as u64) + inner_len
+    let inner_len = 1 + encoded_len_varint(envelope_len as u64) + envelope_len;
+    1 + 1 + encoded_len_varint(inner_len as u64) + inner_len
 }
 
 /// A push of one stored envelope (its encoded `Envelope` protobuf),

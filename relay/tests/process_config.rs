@@ -156,6 +156,7 @@ async fn register_and_login(addr: SocketAddr, account: &Account) -> Ws {
             .key
             .sign(&register_payload(&account.id, &nonce))
             .to_vec(),
+        kind: wire::AccountKind::Customer as i32,
     });
     send(&mut ws, 1, register).await;
     assert!(matches!(

@@ -15,7 +15,7 @@ async fn sixteen_tasks_share_one_connection_each_awaiting_its_own_reply() {
     let sender = LoadAccount::generate();
     let recipient = LoadAccount::generate();
     for account in [&sender, &recipient] {
-        load::connect(relay.addr, account, true)
+        load::connect(relay.addr, 0, account, true)
             .await
             .expect("register");
     }

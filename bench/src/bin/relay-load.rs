@@ -357,8 +357,8 @@ async fn mux(tasks: &[usize], messages: usize, size: usize, rounds: usize) -> Re
             let server = start_relay()?;
             let sender = LoadAccount::generate();
             let recipient = LoadAccount::generate();
-            load::connect(server.addr, &sender, true).await?;
-            load::connect(server.addr, &recipient, true).await?;
+            load::connect(server.addr, 0, &sender, true).await?;
+            load::connect(server.addr, 1, &recipient, true).await?;
             let options = MuxOptions {
                 tasks: count,
                 messages,

@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
+use comptoir_protocol::MAX_FRAME_SIZE;
 use comptoir_protocol::proto::relay::AccountRecord;
-use comptoir_protocol::proto::wire::{self, Category, server_frame::Body};
-use comptoir_protocol::{MAX_DEVICES, MAX_FRAME_SIZE};
+use comptoir_protocol::proto::wire::{self, server_frame::Body};
 use futures_util::FutureExt;
 use prost::Message;
 

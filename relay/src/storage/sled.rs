@@ -964,7 +964,12 @@ mod tests {
         let list =
             comptoir_protocol::DeviceList::sign(&key, account, 1, vec![(1, *device.public())])
                 .map_err(|e| StorageError::Backend(e.to_string()))?;
-        store.create_account(&list).await?;
+        store
+            .create_account(
+                &list,
+                &comptoir_protocol::proto::relay::AccountRecord::default(),
+            )
+            .await?;
         Ok(())
     }
 
