@@ -9,6 +9,7 @@ mod support;
 use comptoir_client::Event;
 use comptoir_protocol::MAX_FRAME_SIZE;
 use comptoir_protocol::frame::encode_client;
+use comptoir_protocol::message::MAX_MESSAGE_LEN;
 use comptoir_protocol::proto::wire::{self, ErrorCode, client_frame, server_frame::Body};
 use support::client::{registered, wait_for, wait_message};
 use support::*;
@@ -51,9 +52,14 @@ async fn a_maximal_send_never_cuts_the_real_client_off_its_mail() {
     // The largest Send the relay reads, and sizes just below it: each is
     // either refused with a typed error, or stored and then delivered to
     // the real client without breaking its connection.
+    // The relay's policy also caps a ciphertext at the longest ratchet
+    // message, so the largest send it accepts is the smaller of the two.
     let most = largest_send(&to);
+    let sizes = (0..8)
+        .map(|i| most - i * 16)
+        .chain([MAX_MESSAGE_LEN.min(most)]);
     let mut accepted = 0;
-    for (n, len) in (0..8).map(|i| (i as u8 + 1, most - i * 16)) {
+    for (n, len) in sizes.enumerate().map(|(i, len)| (i as u8 + 1, len)) {
         match m.request(send_of(&to, n, len)).await {
             Body::Accepted(_) => accepted += 1,
             other => assert_eq!(error_code(&other), ErrorCode::InvalidRequest, "{len}"),
