@@ -90,6 +90,10 @@ pub enum Tree {
     Blocked,
     /// Pinned account keys and device lists of peers, by account id.
     Peers,
+    /// Re-key and re-send limits (one record), kept across restarts.
+    Guards,
+    /// Envelopes that could not be decoded or decrypted, by sequence (u64 BE).
+    Quarantine,
 }
 
 impl Tree {
@@ -103,6 +107,8 @@ impl Tree {
             Self::Contacts => "contacts",
             Self::Blocked => "blocked",
             Self::Peers => "peers",
+            Self::Guards => "guards",
+            Self::Quarantine => "quarantine",
         }
     }
 

@@ -13,17 +13,17 @@
 //! - `receive`: decrypt, store, then acknowledge a delivery.
 //! - `send`: outbox, sessions per recipient device, fan-out, read receipts.
 //! - `rekey`: recovering a wedged session and re-sending on request.
+//! - `rekey_guard`: the persisted limits on re-keys and re-sends.
 //! - `devices`: linking and removing this account's devices, sent copies.
 //! - `directory`: phone numbers, lookups, blocks.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use comptoir_protocol::proto::wire::{self, ErrorCode, ServerFrame, server_frame};
 use comptoir_protocol::{AccountId, AccountKey, IdentityKey, SafetyNumber};
-use tokio::time::Instant;
 
 use crate::account::Account;
 use crate::connection::{Connection, RelaySocket};
@@ -39,8 +39,14 @@ mod devices;
 mod directory;
 mod receive;
 mod rekey;
+mod rekey_guard;
 mod relay;
 mod send;
+
+pub use rekey_guard::{
+    GUARD_WINDOW_MS, REKEYS_PER_DEVICE, REKEYS_TOTAL, REMEMBERED_IDS, RESENDS_PER_DEVICE,
+    RESENDS_TOTAL,
+};
 
 /// How long the relay has to answer one request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -51,9 +57,6 @@ pub const PREKEY_BATCH: u32 = 50;
 pub const PREKEY_LOW_WATER: u32 = 10;
 /// Longest text message, in bytes (well under the protocol's plaintext cap).
 pub const MAX_TEXT_LEN: usize = 8 * 1024;
-/// At most one re-key request per remote device in this interval: a
-/// session that keeps failing must not make two devices ping-pong.
-pub const REKEY_INTERVAL: Duration = Duration::from_secs(60);
 
 /// How far prekey ids jump after a restore: more than a device uploads
 /// between two backups.
@@ -108,10 +111,8 @@ pub struct Client {
     next_request: u64,
     pushes: VecDeque<ServerFrame>,
     events: VecDeque<Event>,
-    /// Messages a peer asked to get again over a fresh session.
-    resends: VecDeque<(AccountId, MessageId)>,
-    /// When this device last asked a remote device for a fresh session.
-    rekeyed_at: HashMap<(AccountId, u32), Instant>,
+    /// Messages a peer's device asked to get again over a fresh session.
+    resends: VecDeque<(AccountId, u32, MessageId)>,
 }
 
 impl fmt::Debug for Client {
@@ -125,7 +126,6 @@ impl fmt::Debug for Client {
             pushes,
             events,
             resends,
-            rekeyed_at: _,
         } = self;
         f.debug_struct("Client")
             .field("store", store)
@@ -216,7 +216,6 @@ impl Client {
             pushes: VecDeque::new(),
             events: VecDeque::new(),
             resends: VecDeque::new(),
-            rekeyed_at: HashMap::new(),
         }
     }
 

@@ -114,7 +114,7 @@ impl Client {
                 {
                     None
                 }
-                Some(canonical) => self.apply_content(from, canonical, content)?,
+                Some(canonical) => self.apply_content(from, device, canonical, content)?,
                 None => Some(Event::Undecryptable {
                     from,
                     id: id.to_string(),
@@ -132,8 +132,8 @@ impl Client {
         self.store.flush().await?;
         self.ack(&envelope).await?;
         self.events.extend(event);
-        while let Some((peer, failed)) = self.resends.pop_front() {
-            if let Err(e) = self.resend(peer, failed).await {
+        while let Some((peer, asking, failed)) = self.resends.pop_front() {
+            if let Err(e) = self.resend(peer, asking, failed).await {
                 self.events.push_back(Event::Warning(format!(
                     "could not send message {failed} to {peer} again: {e}"
                 )));
@@ -146,6 +146,7 @@ impl Client {
     fn apply_content(
         &mut self,
         from: AccountId,
+        device: u32,
         id: MessageId,
         content: Content,
     ) -> Result<Option<Event>> {
@@ -217,7 +218,7 @@ impl Client {
                 if let Some(failed) = failed
                     && messages::get(&self.store, &from, &failed)?.is_some_and(|m| m.outgoing)
                 {
-                    self.resends.push_back((from, failed));
+                    self.resends.push_back((from, device, failed));
                 }
                 Ok(None)
             }

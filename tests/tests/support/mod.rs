@@ -4,6 +4,8 @@
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
 pub mod client;
+pub mod hostile;
+pub mod tamper;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
