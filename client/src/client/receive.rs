@@ -224,10 +224,12 @@ impl Client {
             }
             Some(content::Body::ReadReceipt(receipt)) => {
                 let mut ids = Vec::new();
+                // Only messages this device sent to `from`: a peer must not
+                // mark its own messages as read here.
                 for raw in &receipt.message_ids {
                     if let Some(read) = MessageId::from_bytes(raw)
-                        && let Some(m) = messages::advance(&self.store, &from, &read, Status::Read)?
-                        && m.outgoing
+                        && messages::get(&self.store, &from, &read)?.is_some_and(|m| m.outgoing)
+                        && messages::advance(&self.store, &from, &read, Status::Read)?.is_some()
                     {
                         ids.push(read);
                     }
