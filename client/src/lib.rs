@@ -13,6 +13,7 @@
 //! - [`contacts`]: the address book.
 //! - [`messages`]: history, statuses and the outbox.
 //! - [`connection`]: the WebSocket framing.
+//! - [`tls`]: ws/wss transport, trusted CAs, the loopback-only rule for ws.
 //! - [`client`]: the [`Client`] that ties them together.
 //! - [`event`]: what [`Client::next_event`] reports.
 //! - [`cli`]: the `comptoir` command line.
@@ -31,6 +32,7 @@ pub mod messages;
 pub mod peers;
 pub mod session_store;
 pub mod store;
+pub mod tls;
 pub mod tui;
 
 pub use client::Client;
@@ -38,3 +40,4 @@ pub use error::{ClientError, Result};
 pub use event::Event;
 pub use messages::{MessageId, Status, StoredMessage};
 pub use store::KdfParams;
+pub use tls::TlsOptions;

@@ -10,6 +10,7 @@ Environment:
   COMPTOIR_PASSPHRASE  passphrase of the local store (otherwise asked on the terminal)
   COMPTOIR_DATA_DIR    same as --data-dir
   COMPTOIR_RELAY       same as --relay
+  COMPTOIR_CA_CERT     same as --ca-cert
 
 Exit codes:
   0  success
@@ -49,6 +50,17 @@ pub struct Cli {
         default_value = "ws://127.0.0.1:7700"
     )]
     pub relay: String,
+
+    /// Also trust this CA certificate (PEM) for wss:// relays (default:
+    /// relay-ca.pem in the data directory, if present, besides Mozilla's
+    /// root certificates).
+    #[arg(long, global = true, env = "COMPTOIR_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// Allow plain ws:// to a relay that is not on this machine (the
+    /// traffic can then be read and altered on the way).
+    #[arg(long, global = true)]
+    pub insecure: bool,
 
     /// Read the passphrase from the first line of this file (for scripts;
     /// keep the file private) instead of COMPTOIR_PASSPHRASE or the prompt.

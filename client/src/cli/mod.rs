@@ -143,13 +143,30 @@ fn passphrase(cli: &Cli, confirm: bool) -> Result<Zeroizing<String>> {
     Ok(first)
 }
 
+/// A CA certificate (PEM) trusted for `wss://` when `--ca-cert` is not given.
+pub const RELAY_CA_FILE: &str = "relay-ca.pem";
+
 fn open(cli: &Cli) -> Result<Client> {
     if !crate::store::Store::exists(&cli.data_dir) {
         return Err(ClientError::NotInitialized {
             dir: cli.data_dir.clone(),
         });
     }
-    Client::open(&cli.data_dir, &passphrase(cli, false)?)
+    let mut client = Client::open(&cli.data_dir, &passphrase(cli, false)?)?;
+    client.set_tls_options(tls_options(cli)?);
+    Ok(client)
+}
+
+/// `--ca-cert` (or `relay-ca.pem` in the data directory) and `--insecure`.
+fn tls_options(cli: &Cli) -> Result<crate::TlsOptions> {
+    let mut options = crate::TlsOptions::default().allow_insecure(cli.insecure);
+    let in_data_dir = cli.data_dir.join(RELAY_CA_FILE);
+    if let Some(path) = &cli.ca_cert {
+        options = options.with_ca_file(path)?;
+    } else if in_data_dir.is_file() {
+        options = options.with_ca_file(&in_data_dir)?;
+    }
+    Ok(options)
 }
 
 fn display_name(client: &Client, account: &AccountId) -> String {

@@ -34,6 +34,7 @@ use crate::messages::{self, MessageId, StoredMessage};
 use crate::peers;
 use crate::session_store::{self, PreKeys};
 use crate::store::{KdfParams, Store};
+use crate::tls::TlsOptions;
 
 mod devices;
 mod directory;
@@ -113,6 +114,8 @@ pub struct Client {
     events: VecDeque<Event>,
     /// Messages a peer's device asked to get again over a fresh session.
     resends: VecDeque<(AccountId, u32, MessageId)>,
+    /// Trusted CAs for `wss://` and whether plain `ws://` may leave the machine.
+    tls: TlsOptions,
 }
 
 impl fmt::Debug for Client {
@@ -126,6 +129,7 @@ impl fmt::Debug for Client {
             pushes,
             events,
             resends,
+            tls,
         } = self;
         f.debug_struct("Client")
             .field("store", store)
@@ -135,6 +139,7 @@ impl fmt::Debug for Client {
             .field("pushes", &pushes.len())
             .field("events", &events.len())
             .field("resends", &resends.len())
+            .field("tls", tls)
             .finish()
     }
 }
@@ -216,7 +221,14 @@ impl Client {
             pushes: VecDeque::new(),
             events: VecDeque::new(),
             resends: VecDeque::new(),
+            tls: TlsOptions::default(),
         }
+    }
+
+    /// How to reach relays (CA certificates for `wss://`, `--insecure`);
+    /// applies from the next connection.
+    pub fn set_tls_options(&mut self, tls: TlsOptions) {
+        self.tls = tls;
     }
 
     /// This account's id.

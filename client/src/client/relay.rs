@@ -22,7 +22,7 @@ impl Client {
     /// Create the account on the relay at `url`, then connect to it.
     pub async fn register(&mut self, url: &str) -> Result<()> {
         let list = self.account.signed_device_list()?;
-        let (conn, challenge) = Connection::connect(url).await?;
+        let (conn, challenge) = Connection::connect(url, &self.tls).await?;
         self.conn = Some(conn);
         let id = self.account.id();
         let key = self
@@ -61,7 +61,7 @@ impl Client {
             return Err(ClientError::NotRegistered);
         }
         self.disconnect().await;
-        let (conn, challenge) = Connection::connect(url).await?;
+        let (conn, challenge) = Connection::connect(url, &self.tls).await?;
         self.conn = Some(conn);
         let id = self.account.id();
         let device = self.account.device_id();
