@@ -78,6 +78,12 @@ impl RelayUrl {
         Ok(Self { tls, host, port })
     }
 
+    /// The origin a device signs when it authenticates
+    /// ([`comptoir_protocol::relay_origin`]).
+    pub fn origin(&self) -> String {
+        comptoir_protocol::relay_origin(self.tls, &self.host, self.port)
+    }
+
     /// Whether the host is this machine.
     pub fn is_loopback(&self) -> bool {
         self.host.eq_ignore_ascii_case("localhost")

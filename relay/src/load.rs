@@ -158,7 +158,12 @@ pub async fn connect(
             device_id: 1,
             signature: account
                 .device
-                .sign(&auth_payload(&nonce, &account.id, 1))
+                .sign(&auth_payload(
+                    &nonce,
+                    &account.id,
+                    1,
+                    &comptoir_protocol::relay_origin(false, &addr.ip().to_string(), addr.port()),
+                ))
                 .to_vec(),
         }),
     ))

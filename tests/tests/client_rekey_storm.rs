@@ -12,7 +12,7 @@ use comptoir_client::{Client, Event};
 use support::client::{FAST_KDF, wait_message};
 use support::hostile::Hostile;
 use support::tamper::Tamper;
-use support::{TIMEOUT, TestRelay, start_relay};
+use support::{TIMEOUT, TestRelay, origin_of, start_relay, start_relay_with};
 
 /// Drive every client until the relay holds no queued envelope and no
 /// client has anything left to report; returns each client's events.
@@ -52,8 +52,9 @@ fn resets(events: &[Event]) -> usize {
 async fn a_thousand_bit_flipped_messages_cause_a_handful_of_rekeys() {
     const MESSAGES: usize = 1000;
     const RESTARTS: usize = 10;
-    let relay = start_relay().await;
-    let (listener, _) = Tamper::bind().await;
+    // The proxy is the relay's public address: devices sign its origin.
+    let (listener, proxy_addr) = Tamper::bind().await;
+    let relay = start_relay_with(|c| c.public_origins = vec![origin_of(proxy_addr)]).await;
     let proxy = Tamper::start(listener, relay.addr);
     let root = tempfile::tempdir().expect("dir");
     let (dir_a, dir_b) = (root.path().join("alice"), root.path().join("bob"));

@@ -15,6 +15,7 @@ use crate::error::{ClientError, Result};
 use crate::event::Event;
 use crate::messages::{self, MessageId, Status};
 use crate::peers;
+use crate::tls::RelayUrl;
 
 use super::{Client, PREKEY_BATCH, PREKEY_LOW_WATER, REQUEST_TIMEOUT, relay_error, unexpected};
 
@@ -63,6 +64,7 @@ impl Client {
         self.disconnect().await;
         let (conn, challenge) = Connection::connect(url, &self.tls).await?;
         self.conn = Some(conn);
+        let origin = RelayUrl::parse(url)?.origin();
         let id = self.account.id();
         let device = self.account.device_id();
         let response = AuthResponse {
@@ -71,7 +73,7 @@ impl Client {
             signature: self
                 .account
                 .identity()
-                .sign(&auth_payload(&challenge.nonce, &id, device))
+                .sign(&auth_payload(&challenge.nonce, &id, device, &origin))
                 .to_vec(),
         };
         let reply = self

@@ -274,6 +274,13 @@ pub struct Account {
     pub key: AccountKeyPair,
     pub devices: Vec<(u32, IdentityKeyPair)>,
     pub version: u64,
+    /// The relay origin `auth_body` signs (set by `register` and `login`).
+    pub origin: Mutex<String>,
+}
+
+/// The origin of a plain relay at `addr`, as devices sign it.
+pub fn origin_of(addr: SocketAddr) -> String {
+    comptoir_protocol::relay_origin(false, &addr.ip().to_string(), addr.port())
 }
 
 impl Account {
@@ -286,7 +293,13 @@ impl Account {
                 .map(|d| (d, IdentityKeyPair::generate(&mut rng)))
                 .collect(),
             version: 1,
+            origin: Mutex::new(String::new()),
         }
+    }
+
+    /// Sign authentication responses for this relay origin from now on.
+    pub fn set_origin(&self, origin: &str) {
+        *self.origin.lock().expect("origin lock") = origin.to_owned();
     }
 
     pub fn device_ids(&self) -> Vec<u32> {
@@ -330,13 +343,19 @@ impl Account {
             device_id: device,
             signature: self
                 .identity(device)
-                .sign(&auth_payload(nonce, &self.id, device))
+                .sign(&auth_payload(
+                    nonce,
+                    &self.id,
+                    device,
+                    &self.origin.lock().expect("origin lock"),
+                ))
                 .to_vec(),
         })
     }
 
     /// Register the account on the relay (own connection).
     pub async fn register(&self, addr: SocketAddr) {
+        self.set_origin(&origin_of(addr));
         let mut c = Client::connect(addr).await;
         let nonce = c.nonce.clone();
         let reply = c.request(self.register_body(&nonce)).await;
@@ -348,6 +367,7 @@ impl Account {
 
     /// Connect and authenticate one device; returns the client and AuthOk.
     pub async fn login(&self, addr: SocketAddr, device: u32) -> (Client, wire::AuthOk) {
+        self.set_origin(&origin_of(addr));
         let mut c = Client::connect(addr).await;
         let nonce = c.nonce.clone();
         match c.request(self.auth_body(device, &nonce)).await {
