@@ -12,6 +12,7 @@
 //! - [`peers`]: pinned account keys and device lists of other accounts.
 //! - [`contacts`]: the address book.
 //! - [`messages`]: history, statuses and the outbox.
+//! - [`quarantine`]: envelopes put aside because they could not be used.
 //! - [`connection`]: the WebSocket framing.
 //! - [`tls`]: ws/wss transport, trusted CAs, the loopback-only rule for ws.
 //! - [`client`]: the [`Client`] that ties them together.
@@ -30,6 +31,7 @@ pub mod error;
 pub mod event;
 pub mod messages;
 pub mod peers;
+pub mod quarantine;
 pub mod session_store;
 pub mod store;
 pub mod tls;
@@ -39,5 +41,6 @@ pub use client::Client;
 pub use error::{ClientError, Result};
 pub use event::Event;
 pub use messages::{MessageId, Status, StoredMessage};
+pub use quarantine::Quarantined;
 pub use store::KdfParams;
 pub use tls::TlsOptions;

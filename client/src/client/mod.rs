@@ -266,6 +266,17 @@ impl Client {
         messages::peers(&self.store)
     }
 
+    /// Envelopes put aside because they could not be decoded, attributed
+    /// or decrypted (each was acknowledged), oldest first.
+    pub fn quarantined(&self) -> Result<Vec<crate::Quarantined>> {
+        crate::quarantine::list(&self.store)
+    }
+
+    /// How many envelopes are in quarantine.
+    pub fn quarantine_len(&self) -> Result<usize> {
+        crate::quarantine::count(&self.store)
+    }
+
     /// Messages written but not yet accepted by the relay.
     pub fn outbox_len(&self) -> Result<usize> {
         Ok(messages::outbox(&self.store)?.len())

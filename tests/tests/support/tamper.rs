@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use comptoir_protocol::frame::{decode_server, encode_server};
@@ -28,8 +28,12 @@ pub struct Tamper {
     /// Where clients connect.
     pub addr: SocketAddr,
     flip: Arc<AtomicBool>,
+    forge: Arc<AtomicU32>,
     stats: Arc<Mutex<TamperStats>>,
 }
+
+/// The sender the proxy writes into forged envelopes: no such account.
+pub const FORGED_SENDER: [u8; 16] = [0xab; 16];
 
 impl Tamper {
     /// Bind the proxy's listener (so its address is known before the
@@ -44,11 +48,12 @@ impl Tamper {
     pub fn start(listener: TcpListener, relay: SocketAddr) -> Self {
         let addr = listener.local_addr().expect("proxy addr");
         let flip = Arc::new(AtomicBool::new(false));
+        let forge = Arc::new(AtomicU32::new(0));
         let stats = Arc::new(Mutex::new(TamperStats::default()));
-        let (f, s) = (flip.clone(), stats.clone());
+        let (f, g, s) = (flip.clone(), forge.clone(), stats.clone());
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (f, s) = (f.clone(), s.clone());
+                let (f, g, s) = (f.clone(), g.clone(), s.clone());
                 tokio::spawn(async move {
                     let Ok(client) = tokio_tungstenite::accept_async(stream).await else {
                         return;
@@ -72,7 +77,7 @@ impl Tamper {
                         while let Some(Ok(message)) = from_server.next().await {
                             let message = match message {
                                 Message::Binary(bytes) => {
-                                    Message::Binary(tamper(&bytes, &f, &s).into())
+                                    Message::Binary(tamper(&bytes, &f, &g, &s).into())
                                 }
                                 other => other,
                             };
@@ -86,7 +91,12 @@ impl Tamper {
                 });
             }
         });
-        Self { addr, flip, stats }
+        Self {
+            addr,
+            flip,
+            forge,
+            stats,
+        }
     }
 
     /// The URL clients dial.
@@ -97,6 +107,11 @@ impl Tamper {
     /// Start or stop flipping bits.
     pub fn set_flipping(&self, on: bool) {
         self.flip.store(on, Ordering::SeqCst);
+    }
+
+    /// Write [`FORGED_SENDER`] as the sender of the next `count` envelopes.
+    pub fn forge_sender_of_next(&self, count: u32) {
+        self.forge.store(count, Ordering::SeqCst);
     }
 
     /// Envelopes tampered with so far.
@@ -116,7 +131,12 @@ impl Tamper {
     }
 }
 
-fn tamper(bytes: &[u8], flip: &AtomicBool, stats: &Mutex<TamperStats>) -> Vec<u8> {
+fn tamper(
+    bytes: &[u8],
+    flip: &AtomicBool,
+    forge: &AtomicU32,
+    stats: &Mutex<TamperStats>,
+) -> Vec<u8> {
     let Ok(mut frame) = decode_server(bytes) else {
         return bytes.to_vec();
     };
@@ -132,6 +152,19 @@ fn tamper(bytes: &[u8], flip: &AtomicBool, stats: &Mutex<TamperStats>) -> Vec<u8
                 }
             }
             bytes.to_vec()
+        }
+        Some(server_frame::Body::Deliver(deliver))
+            if forge
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok() =>
+        {
+            match deliver.envelope.as_mut() {
+                Some(envelope) => {
+                    envelope.sender_account = FORGED_SENDER.to_vec();
+                    encode_server(&frame)
+                }
+                None => bytes.to_vec(),
+            }
         }
         Some(server_frame::Body::Deliver(deliver)) if flip.load(Ordering::SeqCst) => {
             match deliver.envelope.as_mut() {
