@@ -172,7 +172,7 @@ mod tests {
     #[test]
     fn pins_on_first_use_refuses_stale_and_flags_a_changed_key() -> Result<()> {
         let dir = tempfile::tempdir().map_err(|e| ClientError::io("tempdir", e))?;
-        let store = Store::create(dir.path(), "pw", FAST)?;
+        let store = Store::create(dir.path(), "pw-long-enough", FAST)?;
         let mut rng = rand::rng();
         let account = AccountId::generate(&mut rng);
         let key = AccountKeyPair::generate(&mut rng);

@@ -47,7 +47,7 @@ fn status(victim: &Client, peer: AccountId, id: [u8; 16]) -> Status {
 async fn a_read_receipt_applies_only_to_messages_this_device_sent() {
     let relay = support::start_relay().await;
     let root = tempfile::tempdir().expect("dir");
-    let mut victim = registered(&relay, &root.path().join("v"), "pw").await;
+    let mut victim = registered(&relay, &root.path().join("v"), "pw-long-enough").await;
     let mut mallory = Hostile::register(relay.addr).await;
     let (v, m) = (victim.account_id(), mallory.id());
     mallory.start_session(v, victim.device_id()).await;

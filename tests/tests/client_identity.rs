@@ -24,11 +24,11 @@ async fn a_changed_identity_is_warned_and_holds_sending_until_accepted() {
     let mut relay = start_relay().await;
     let url = format!("ws://{}", relay.addr);
     let root = tempfile::tempdir().expect("dir");
-    let mut alice =
-        Client::create_with_params(&root.path().join("a"), "pw", FAST_KDF).expect("create");
+    let mut alice = Client::create_with_params(&root.path().join("a"), "pw-long-enough", FAST_KDF)
+        .expect("create");
     alice.register(&url).await.expect("register");
-    let mut bob =
-        Client::create_with_params(&root.path().join("b"), "pw", FAST_KDF).expect("create");
+    let mut bob = Client::create_with_params(&root.path().join("b"), "pw-long-enough", FAST_KDF)
+        .expect("create");
     bob.register(&url).await.expect("register");
     let b = bob.account_id();
     alice.send_text(b, "hello").await.expect("send");

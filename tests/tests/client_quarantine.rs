@@ -17,9 +17,10 @@ async fn an_unusable_envelope_is_quarantined_and_does_not_block_the_queue() {
     let root = tempfile::tempdir().expect("dir");
     let dir_b = root.path().join("bob");
     let mut alice =
-        Client::create_with_params(&root.path().join("alice"), "pw", FAST_KDF).expect("create");
+        Client::create_with_params(&root.path().join("alice"), "pw-long-enough", FAST_KDF)
+            .expect("create");
     alice.register(&proxy.url()).await.expect("register");
-    let mut bob = Client::create_with_params(&dir_b, "pw", FAST_KDF).expect("create");
+    let mut bob = Client::create_with_params(&dir_b, "pw-long-enough", FAST_KDF).expect("create");
     bob.register(&proxy.url()).await.expect("register");
     let (a, b) = (alice.account_id(), bob.account_id());
 
@@ -50,7 +51,7 @@ async fn an_unusable_envelope_is_quarantined_and_does_not_block_the_queue() {
     // envelope: once it stops lying, "one" arrives intact after a restart,
     // and the quarantined copy stays aside, counted once.
     bob.close().await.expect("close");
-    let mut bob = Client::open(&dir_b, "pw").expect("open");
+    let mut bob = Client::open(&dir_b, "pw-long-enough").expect("open");
     bob.connect(&proxy.url()).await.expect("connect");
     assert_eq!(wait_message(&mut bob, a).await, (first, "one".to_string()));
     alice.send_text(b, "three").await.expect("send");

@@ -58,9 +58,9 @@ async fn a_thousand_bit_flipped_messages_cause_a_handful_of_rekeys() {
     let proxy = Tamper::start(listener, relay.addr);
     let root = tempfile::tempdir().expect("dir");
     let (dir_a, dir_b) = (root.path().join("alice"), root.path().join("bob"));
-    let mut alice = Client::create_with_params(&dir_a, "pw", FAST_KDF).expect("create");
+    let mut alice = Client::create_with_params(&dir_a, "pw-long-enough", FAST_KDF).expect("create");
     alice.register(&proxy.url()).await.expect("register");
-    let mut bob = Client::create_with_params(&dir_b, "pw", FAST_KDF).expect("create");
+    let mut bob = Client::create_with_params(&dir_b, "pw-long-enough", FAST_KDF).expect("create");
     bob.register(&proxy.url()).await.expect("register");
     let (a, b) = (alice.account_id(), bob.account_id());
     alice.send_text(b, "hello").await.expect("send");
@@ -80,7 +80,7 @@ async fn a_thousand_bit_flipped_messages_cause_a_handful_of_rekeys() {
     bob.close().await.expect("close");
     let mut bob_events = Vec::new();
     for _ in 0..RESTARTS {
-        let mut bob = Client::open(&dir_b, "pw").expect("open");
+        let mut bob = Client::open(&dir_b, "pw-long-enough").expect("open");
         bob.connect(&proxy.url()).await.expect("connect");
         let mut failed = 0;
         while failed < MESSAGES / RESTARTS {
@@ -96,7 +96,7 @@ async fn a_thousand_bit_flipped_messages_cause_a_handful_of_rekeys() {
         }
         bob.close().await.expect("close");
     }
-    let mut bob = Client::open(&dir_b, "pw").expect("open");
+    let mut bob = Client::open(&dir_b, "pw-long-enough").expect("open");
     bob.connect(&proxy.url()).await.expect("connect");
     let mut settled = settle(&relay, &mut [&mut alice, &mut bob]).await;
     let bob_resets = resets(&bob_events) + resets(&settled[1]);
@@ -136,7 +136,8 @@ async fn a_flood_of_rekey_requests_gets_a_bounded_number_of_resends() {
     const HISTORY: usize = 10;
     let relay = start_relay().await;
     let root = tempfile::tempdir().expect("dir");
-    let mut victim = support::client::registered(&relay, &root.path().join("v"), "pw").await;
+    let mut victim =
+        support::client::registered(&relay, &root.path().join("v"), "pw-long-enough").await;
     let mut mallory = Hostile::register(relay.addr).await;
     let (v, m) = (victim.account_id(), mallory.id());
     let mut sent = Vec::new();

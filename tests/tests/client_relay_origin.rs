@@ -14,8 +14,8 @@ use support::tamper::Tamper;
 async fn a_relay_passing_the_challenge_on_cannot_log_in_as_the_device() {
     let relay = start_relay().await;
     let root = tempfile::tempdir().expect("dir");
-    let mut alice =
-        Client::create_with_params(&root.path().join("a"), "pw", FAST_KDF).expect("create");
+    let mut alice = Client::create_with_params(&root.path().join("a"), "pw-long-enough", FAST_KDF)
+        .expect("create");
     alice.register(&url(&relay)).await.expect("register");
     alice.close_connection().await;
 

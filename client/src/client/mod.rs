@@ -413,7 +413,7 @@ mod tests {
             t_cost: 1,
             p_cost: 1,
         };
-        let mut client = Client::create_with_params(dir.path(), "pw", params)?;
+        let mut client = Client::create_with_params(dir.path(), "pw-long-enough", params)?;
         let mut rng = rand::rng();
         let peer = AccountId::generate(&mut rng);
         let device = *IdentityKeyPair::generate(&mut rng).public();
