@@ -21,7 +21,7 @@ Exit codes:
      not linked yet, or a device command that only the first device can run
   5  relay unreachable or connection lost (a message being sent stays in the outbox)
   6  refused by the relay (for example: the recipient blocked you, or the name is taken)
-  7  the contact's identity changed: compare safety numbers, then run `trust`
+  7  the contact's identity changed: compare safety numbers, then run `trust NAME --confirm NAME`
   8  unknown contact, or no keys known for it yet
   9  `listen --count` timed out before enough messages arrived
  10  `safety-number --verify`: the numbers differ (someone may be in the middle)";
@@ -148,6 +148,11 @@ pub enum Command {
     Trust {
         /// A contact name or a 32-character account id.
         with: String,
+        /// Type the contact's name (or, without one, its account id) again
+        /// to accept the new identity; without it, the old and new safety
+        /// numbers are shown and nothing changes.
+        #[arg(long, value_name = "CONTACT")]
+        confirm: Option<String>,
     },
     /// Make the relay refuse every message from this account to you.
     Block {

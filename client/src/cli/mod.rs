@@ -448,20 +448,26 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             }
             Ok(0)
         }
-        Command::Trust { with } => {
+        Command::Trust { with, confirm } => {
             let client = open(&cli)?;
             let peer = client.resolve(with)?;
-            if client.accept_identity_change(&peer)? {
+            let name = display_name(&client, &peer);
+            let Some((old, new)) = client.pending_safety_numbers(&peer)? else {
+                eprintln!("nothing to accept: the identity of {name} did not change");
+                return Ok(0);
+            };
+            say!(out, "old safety number with {name}: {}", old.display());
+            say!(out, "new safety number with {name}: {}", new.display());
+            if confirm.as_deref() != Some(name.as_str()) {
                 eprintln!(
-                    "{} is trusted with its new identity",
-                    display_name(&client, &peer)
+                    "The identity of {name} changed. An honest relay never changes it: compare \
+                     the new safety number with {name} in person or by a call, then run: \
+                     comptoir trust {with} --confirm {name}"
                 );
-            } else {
-                eprintln!(
-                    "nothing to accept: the identity of {} did not change",
-                    display_name(&client, &peer)
-                );
+                return Ok(7);
             }
+            client.accept_identity_change(&peer)?;
+            eprintln!("{name} is trusted with its new identity");
             Ok(0)
         }
         Command::Block { who } | Command::Unblock { who } => {

@@ -354,6 +354,25 @@ impl Client {
         Ok(peers::load(&self.store, peer)?.is_some_and(|p| p.identity_changed))
     }
 
+    /// While an identity change of `peer` waits for the user: the safety
+    /// number with the pinned (old) account key, and with the new one, so
+    /// the user can compare the new one before accepting it.
+    pub fn pending_safety_numbers(
+        &self,
+        peer: &AccountId,
+    ) -> Result<Option<(SafetyNumber, SafetyNumber)>> {
+        let Some(new_key) = peers::pending_account_key(&self.store, peer)? else {
+            return Ok(None);
+        };
+        let as_identity = |key: &AccountKey| IdentityKey::from_bytes(&key.to_bytes());
+        let local = as_identity(&self.own_devices()?.account_key)?;
+        let new = SafetyNumber::new(
+            (&self.account.id(), &local),
+            (peer, &as_identity(&new_key)?),
+        );
+        Ok(Some((self.safety_number(peer)?, new)))
+    }
+
     /// Accept a changed identity of `peer` (after comparing safety
     /// numbers). Returns false if nothing was pending.
     pub fn accept_identity_change(&self, peer: &AccountId) -> Result<bool> {
