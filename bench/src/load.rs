@@ -93,12 +93,17 @@ impl LoadAccount {
         }
     }
 
-    /// The signed answer to the relay's challenge `nonce`, as device 1.
-    pub fn auth_response(&self, nonce: &[u8]) -> wire::AuthResponse {
+    /// The signed answer to the relay's challenge `nonce`, as device 1,
+    /// for a relay dialled as `ws://addr`.
+    pub fn auth_response(&self, nonce: &[u8], addr: SocketAddr) -> wire::AuthResponse {
+        let origin = comptoir_protocol::relay_origin(false, &addr.ip().to_string(), addr.port());
         wire::AuthResponse {
             account_id: self.id.to_vec(),
             device_id: 1,
-            signature: self.device.sign(&auth_payload(nonce, &self.id, 1)).to_vec(),
+            signature: self
+                .device
+                .sign(&auth_payload(nonce, &self.id, 1, &origin))
+                .to_vec(),
         }
     }
 }
@@ -205,7 +210,12 @@ pub async fn connect(
             device_id: 1,
             signature: account
                 .device
-                .sign(&auth_payload(&nonce, &account.id, 1))
+                .sign(&auth_payload(
+                    &nonce,
+                    &account.id,
+                    1,
+                    &comptoir_protocol::relay_origin(false, &addr.ip().to_string(), addr.port()),
+                ))
                 .to_vec(),
         }),
     ))

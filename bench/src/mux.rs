@@ -12,8 +12,8 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use comptoir_client::ClientError;
 use comptoir_client::connection::{Connection, Requester};
+use comptoir_client::{ClientError, TlsOptions};
 use comptoir_protocol::AccountId;
 use comptoir_protocol::proto::wire::{self, client_frame, server_frame::Body};
 
@@ -72,8 +72,9 @@ pub async fn run(
     recipient: AccountId,
     options: MuxOptions,
 ) -> Result<MuxReport, MuxError> {
-    let (mut conn, challenge) = Connection::connect(&format!("ws://{addr}/")).await?;
-    let auth = client_frame::Body::AuthResponse(sender.auth_response(&challenge.nonce));
+    let (mut conn, challenge) =
+        Connection::connect(&format!("ws://{addr}/"), &TlsOptions::default()).await?;
+    let auth = client_frame::Body::AuthResponse(sender.auth_response(&challenge.nonce, addr));
     match within(options.timeout, conn.request(auth)).await?.body {
         Some(Body::AuthOk(_)) => {}
         other => return Err(MuxError::Unexpected(format!("auth: {other:?}"))),

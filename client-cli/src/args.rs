@@ -10,6 +10,7 @@ Environment:
   COMPTOIR_PASSPHRASE  passphrase of the local store (otherwise asked on the terminal)
   COMPTOIR_DATA_DIR    same as --data-dir
   COMPTOIR_RELAY       same as --relay
+  COMPTOIR_CA_CERT     same as --ca-cert
 
 Exit codes:
   0  success
@@ -20,7 +21,7 @@ Exit codes:
      not linked yet, or a device command that only the first device can run
   5  relay unreachable or connection lost (a message being sent stays in the outbox)
   6  refused by the relay (for example: the recipient blocked you, or the name is taken)
-  7  the contact's identity changed: compare safety numbers, then run `trust`
+  7  the contact's identity changed: compare safety numbers, then run `trust NAME --confirm NAME`
   8  unknown contact, or no keys known for it yet
   9  `listen --count` timed out before enough messages arrived
  10  `safety-number --verify`: the numbers differ (someone may be in the middle)";
@@ -49,6 +50,17 @@ pub struct Cli {
         default_value = "ws://127.0.0.1:7700"
     )]
     pub relay: String,
+
+    /// Also trust this CA certificate (PEM) for wss:// relays (default:
+    /// relay-ca.pem in the data directory, if present, besides Mozilla's
+    /// root certificates).
+    #[arg(long, global = true, env = "COMPTOIR_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// Allow plain ws:// to a relay that is not on this machine (the
+    /// traffic can then be read and altered on the way).
+    #[arg(long, global = true)]
+    pub insecure: bool,
 
     /// Read the passphrase from the first line of this file (for scripts;
     /// keep the file private) instead of COMPTOIR_PASSPHRASE or the prompt.
@@ -141,6 +153,11 @@ pub enum Command {
     Trust {
         /// A contact name or a 32-character account id.
         with: String,
+        /// Type the contact's name (or, without one, its account id) again
+        /// to accept the new identity; without it, the old and new safety
+        /// numbers are shown and nothing changes.
+        #[arg(long, value_name = "CONTACT")]
+        confirm: Option<String>,
     },
     /// Make the relay refuse every message from this account to you.
     Block {

@@ -156,13 +156,30 @@ fn passphrase(cli: &Cli, confirm: bool) -> Result<Zeroizing<String>> {
     Ok(first)
 }
 
+/// A CA certificate (PEM) trusted for `wss://` when `--ca-cert` is not given.
+pub const RELAY_CA_FILE: &str = "relay-ca.pem";
+
 fn open(cli: &Cli) -> Result<Client> {
     if !Store::exists(&cli.data_dir) {
         return Err(ClientError::NotInitialized {
             dir: cli.data_dir.clone(),
         });
     }
-    Client::open(&cli.data_dir, &passphrase(cli, false)?)
+    let mut client = Client::open(&cli.data_dir, &passphrase(cli, false)?)?;
+    client.set_tls_options(tls_options(cli)?);
+    Ok(client)
+}
+
+/// `--ca-cert` (or `relay-ca.pem` in the data directory) and `--insecure`.
+fn tls_options(cli: &Cli) -> Result<comptoir_client::TlsOptions> {
+    let mut options = comptoir_client::TlsOptions::default().allow_insecure(cli.insecure);
+    let in_data_dir = cli.data_dir.join(RELAY_CA_FILE);
+    if let Some(path) = &cli.ca_cert {
+        options = options.with_ca_file(path)?;
+    } else if in_data_dir.is_file() {
+        options = options.with_ca_file(&in_data_dir)?;
+    }
+    Ok(options)
 }
 
 fn display_name(client: &Client, account: &AccountId) -> String {
@@ -449,20 +466,26 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             }
             Ok(0)
         }
-        Command::Trust { with } => {
+        Command::Trust { with, confirm } => {
             let client = open(&cli)?;
             let peer = client.resolve(with)?;
-            if client.accept_identity_change(&peer)? {
+            let name = display_name(&client, &peer);
+            let Some((old, new)) = client.pending_safety_numbers(&peer)? else {
+                eprintln!("nothing to accept: the identity of {name} did not change");
+                return Ok(0);
+            };
+            say!(out, "old safety number with {name}: {}", old.display());
+            say!(out, "new safety number with {name}: {}", new.display());
+            if confirm.as_deref() != Some(name.as_str()) {
                 eprintln!(
-                    "{} is trusted with its new identity",
-                    display_name(&client, &peer)
+                    "The identity of {name} changed. An honest relay never changes it: compare \
+                     the new safety number with {name} in person or by a call, then run: \
+                     comptoir trust {with} --confirm {name}"
                 );
-            } else {
-                eprintln!(
-                    "nothing to accept: the identity of {} did not change",
-                    display_name(&client, &peer)
-                );
+                return Ok(7);
             }
+            client.accept_identity_change(&peer)?;
+            eprintln!("{name} is trusted with its new identity");
             Ok(0)
         }
         Command::Block { who } | Command::Unblock { who } => {

@@ -25,20 +25,20 @@ use comptoir_protocol::proto::wire::{
     AuthChallenge, ClientFrame, ServerFrame, client_frame, server_frame,
 };
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::error::{ClientError, Result};
+use crate::tls::{RelayIo, TlsOptions};
 
 /// How long the relay has to open the WebSocket and send its challenge.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A WebSocket to a relay over TCP (or TLS for `wss://`).
-pub type RelaySocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub type RelaySocket = WebSocketStream<Box<dyn RelayIo>>;
 
 /// The writing half of the socket, shared by every requester.
 type FrameSink = Pin<Box<dyn Sink<Message, Error = tungstenite::Error> + Send>>;
@@ -185,21 +185,30 @@ impl fmt::Debug for Connection {
 }
 
 impl Connection {
-    /// Open a WebSocket to `url` and read the relay's challenge.
-    pub async fn connect(url: &str) -> Result<(Self, AuthChallenge)> {
+    /// Open a WebSocket to `url` (see [`crate::tls`]) and read the
+    /// relay's challenge.
+    pub async fn connect(url: &str, tls: &TlsOptions) -> Result<(Self, AuthChallenge)> {
         let config = WebSocketConfig::default()
             .max_message_size(Some(MAX_FRAME_SIZE))
             .max_frame_size(Some(MAX_FRAME_SIZE));
-        let connect = tokio_tungstenite::connect_async_with_config(url, Some(config), false);
+        let timed_out = || ClientError::Connect {
+            url: url.to_string(),
+            reason: "timed out".into(),
+        };
+        let (target, stream) = tokio::time::timeout(CONNECT_TIMEOUT, tls.open(url))
+            .await
+            .map_err(|_| timed_out())??;
+        let connect = tokio_tungstenite::client_async_with_config(url, stream, Some(config));
         let (socket, _response) = tokio::time::timeout(CONNECT_TIMEOUT, connect)
             .await
-            .map_err(|_| ClientError::Connect {
-                url: url.to_string(),
-                reason: "timed out".into(),
-            })?
+            .map_err(|_| timed_out())?
             .map_err(|e| ClientError::Connect {
                 url: url.to_string(),
-                reason: e.to_string(),
+                reason: if target.tls {
+                    e.to_string()
+                } else {
+                    format!("{e}; if the relay serves TLS on this port, use wss://")
+                },
             })?;
         let mut connection = Self::new(socket);
         let first = tokio::time::timeout(CONNECT_TIMEOUT, connection.next_push())

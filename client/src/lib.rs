@@ -17,8 +17,10 @@
 //! - [`contacts`]: the address book.
 //! - [`messages`]: history, statuses and the outbox.
 //! - [`evidence`]: messages refused by their labels, kept aside.
+//! - [`quarantine`]: envelopes put aside because they could not be used.
 //! - [`connection`]: the WebSocket framing; requests from many tasks share
 //!   one connection, replies matched by request id.
+//! - [`tls`]: ws/wss transport, trusted CAs, the loopback-only rule for ws.
 //! - [`client`]: the [`Client`] that ties them together.
 //! - [`event`]: what [`Client::next_event`] reports.
 
@@ -33,12 +35,16 @@ pub mod event;
 pub mod evidence;
 pub mod messages;
 pub mod peers;
+pub mod quarantine;
 pub mod session_store;
 pub mod store;
+pub mod tls;
 
 pub use client::Client;
 pub use error::{ClientError, Result};
 pub use event::Event;
 pub use evidence::Evidence;
 pub use messages::{MessageId, Status, StoredMessage};
+pub use quarantine::Quarantined;
 pub use store::KdfParams;
+pub use tls::TlsOptions;

@@ -149,6 +149,16 @@ pub fn forget(store: &Store, account: &AccountId) -> Result<()> {
     store.remove(Tree::Peers, account.as_bytes())
 }
 
+/// The account key of a changed identity waiting for the user, if any.
+pub fn pending_account_key(store: &Store, account: &AccountId) -> Result<Option<AccountKey>> {
+    let Some(changed) = load_record(store, account)?.and_then(|r| r.changed_list) else {
+        return Ok(None);
+    };
+    let list = DeviceList::verify(&changed, None)
+        .map_err(|e| ClientError::CorruptStore(format!("changed device list: {e}")))?;
+    Ok(Some(list.account_key))
+}
+
 /// The user accepted a changed identity: pin the new list.
 pub fn accept_identity_change(store: &Store, account: &AccountId) -> Result<bool> {
     let Some(mut record) = load_record(store, account)? else {
@@ -172,7 +182,7 @@ mod tests {
     #[test]
     fn pins_on_first_use_refuses_stale_and_flags_a_changed_key() -> Result<()> {
         let dir = tempfile::tempdir().map_err(|e| ClientError::io("tempdir", e))?;
-        let store = Store::create(dir.path(), "pw", FAST)?;
+        let store = Store::create(dir.path(), "pw-long-enough", FAST)?;
         let mut rng = rand::rng();
         let account = AccountId::generate(&mut rng);
         let key = AccountKeyPair::generate(&mut rng);

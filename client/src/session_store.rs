@@ -203,7 +203,7 @@ mod tests {
             t_cost: 1,
             p_cost: 1,
         };
-        let store = Store::create(dir.path(), "pw", params)?;
+        let store = Store::create(dir.path(), "pw-long-enough", params)?;
         let identity = IdentityKeyPair::generate(&mut rand::rng());
         let mut prekeys = PreKeys::default();
         for round in 0..6u32 {

@@ -37,7 +37,19 @@ const SLED_LOCKED_FILE: &str = "db";
 /// File name of the lock this client holds on the data directory.
 const LOCK_FILE: &str = "store.lock";
 const MAGIC: &[u8; 8] = b"CMPTRSTO";
-const HEADER_VERSION: u8 = 1;
+/// Version 2 binds the header (costs, salt) into the sealed verifier;
+/// version 1 stores (verifier alone) still open.
+const HEADER_VERSION: u8 = 2;
+const HEADER_VERSION_V1: u8 = 1;
+/// Largest accepted Argon2id memory cost, in KiB (1 GiB): a header asking
+/// for more is refused instead of exhausting memory.
+pub const MAX_M_COST: u32 = 1024 * 1024;
+/// Largest accepted Argon2id pass count.
+pub const MAX_T_COST: u32 = 16;
+/// Largest accepted Argon2id lane count.
+pub const MAX_P_COST: u32 = 8;
+/// Shortest passphrase accepted for a new store, in characters.
+pub const MIN_PASSPHRASE_CHARS: usize = 8;
 const SALT_LEN: usize = 16;
 const VERIFIER: &[u8] = b"Comptoir store verifier v1";
 /// Longest header accepted (a verifier is ~70 bytes).
@@ -56,13 +68,21 @@ pub struct KdfParams {
 }
 
 impl KdfParams {
-    /// OWASP's recommended Argon2id minimum: 19 MiB, 2 passes, 1 lane
-    /// (about 30 ms on a laptop core: cheap to open, costly to brute-force).
+    /// 64 MiB, 3 passes, 1 lane: above OWASP's Argon2id minimum (19 MiB,
+    /// t=2), about a quarter of a second on a laptop core to open.
     pub const DEFAULT: Self = Self {
-        m_cost: 19 * 1024,
-        t_cost: 2,
+        m_cost: 64 * 1024,
+        t_cost: 3,
         p_cost: 1,
     };
+
+    /// Whether the costs are within [`MAX_M_COST`], [`MAX_T_COST`] and
+    /// [`MAX_P_COST`] (and non-zero).
+    pub fn within_bounds(self) -> bool {
+        (1..=MAX_M_COST).contains(&self.m_cost)
+            && (1..=MAX_T_COST).contains(&self.t_cost)
+            && (1..=MAX_P_COST).contains(&self.p_cost)
+    }
 }
 
 impl Default for KdfParams {
@@ -93,6 +113,10 @@ pub enum Tree {
     /// Messages refused by their labels, by sender account (16) ||
     /// envelope message id (16).
     Evidence,
+    /// Re-key and re-send limits (one record), kept across restarts.
+    Guards,
+    /// Envelopes that could not be decoded or decrypted, by sequence (u64 BE).
+    Quarantine,
 }
 
 impl Tree {
@@ -107,6 +131,8 @@ impl Tree {
             Self::Blocked => "blocked",
             Self::Peers => "peers",
             Self::Evidence => "evidence",
+            Self::Guards => "guards",
+            Self::Quarantine => "quarantine",
         }
     }
 
@@ -163,18 +189,28 @@ impl Store {
                 dir: dir.to_path_buf(),
             });
         }
-        if passphrase.is_empty() {
-            return Err(ClientError::InvalidArgument(
-                "the passphrase must not be empty".into(),
-            ));
+        if passphrase.chars().count() < MIN_PASSPHRASE_CHARS {
+            return Err(ClientError::InvalidArgument(format!(
+                "the passphrase is too short: use at least {MIN_PASSPHRASE_CHARS} characters \
+                 (a few words are best); it alone protects this device's keys and history"
+            )));
+        }
+        if !params.within_bounds() {
+            return Err(ClientError::InvalidArgument(format!(
+                "Argon2id costs out of bounds (memory 1..={MAX_M_COST} KiB, passes \
+                 1..={MAX_T_COST}, lanes 1..={MAX_P_COST})"
+            )));
         }
         fs::create_dir_all(dir)
             .map_err(|e| ClientError::io(format!("creating {}", dir.display()), e))?;
         let mut salt = [0u8; SALT_LEN];
         rand::fill(&mut salt);
         let key = derive_key(passphrase, &salt, params)?;
-        let verifier = seal_record(&key, RecordKind::ClientData, VERIFIER, &mut rand::rng())?;
-        let header = encode_header(params, &salt, &verifier)?;
+        let prefix = header_prefix(HEADER_VERSION, params, &salt);
+        let mut bound = Zeroizing::new(VERIFIER.to_vec());
+        bound.extend_from_slice(&prefix);
+        let verifier = seal_record(&key, RecordKind::ClientData, &bound, &mut rand::rng())?;
+        let header = encode_header(prefix, &verifier)?;
         let lock = DirLock::acquire(dir)?;
         let db = open_db(dir)?;
         write_atomically(&dir.join(HEADER_FILE), &header)?;
@@ -197,10 +233,15 @@ impl Store {
         }
         let bytes = fs::read(&path)
             .map_err(|e| ClientError::io(format!("reading {}", path.display()), e))?;
-        let (params, salt, verifier) = decode_header(&bytes)?;
-        let key = derive_key(passphrase, &salt, params)?;
-        match open_record(&key, RecordKind::ClientData, verifier) {
-            Ok(plain) if plain.as_slice() == VERIFIER => {}
+        let header = decode_header(&bytes)?;
+        let key = derive_key(passphrase, &header.salt, header.params)?;
+        // v2: the verifier also covers the header's costs and salt.
+        let mut expected = VERIFIER.to_vec();
+        if header.version != HEADER_VERSION_V1 {
+            expected.extend_from_slice(header.prefix);
+        }
+        match open_record(&key, RecordKind::ClientData, header.verifier) {
+            Ok(plain) if plain.as_slice() == expected.as_slice() => {}
             _ => return Err(ClientError::WrongPassphrase),
         }
         let lock = DirLock::acquire(dir)?;
@@ -450,22 +491,38 @@ fn derive_key(passphrase: &str, salt: &[u8], params: KdfParams) -> Result<Storag
     Ok(StorageKey::from_bytes(*out))
 }
 
-fn encode_header(params: KdfParams, salt: &[u8; SALT_LEN], verifier: &[u8]) -> Result<Vec<u8>> {
-    let len = u16::try_from(verifier.len())
-        .map_err(|_| ClientError::CorruptStore("verifier too long".into()))?;
-    let mut out = Vec::with_capacity(8 + 1 + 12 + SALT_LEN + 2 + verifier.len());
+/// `magic || version || m_cost || t_cost || p_cost (u32 BE) || salt`.
+fn header_prefix(version: u8, params: KdfParams, salt: &[u8; SALT_LEN]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(MAGIC.len() + 1 + 12 + SALT_LEN);
     out.extend_from_slice(MAGIC);
-    out.push(HEADER_VERSION);
+    out.push(version);
     out.extend_from_slice(&params.m_cost.to_be_bytes());
     out.extend_from_slice(&params.t_cost.to_be_bytes());
     out.extend_from_slice(&params.p_cost.to_be_bytes());
     out.extend_from_slice(salt);
+    out
+}
+
+fn encode_header(prefix: Vec<u8>, verifier: &[u8]) -> Result<Vec<u8>> {
+    let len = u16::try_from(verifier.len())
+        .map_err(|_| ClientError::CorruptStore("verifier too long".into()))?;
+    let mut out = prefix;
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(verifier);
     Ok(out)
 }
 
-fn decode_header(bytes: &[u8]) -> Result<(KdfParams, [u8; SALT_LEN], &[u8])> {
+/// A decoded store header.
+struct Header<'a> {
+    version: u8,
+    params: KdfParams,
+    salt: [u8; SALT_LEN],
+    /// The bytes the v2 verifier covers.
+    prefix: &'a [u8],
+    verifier: &'a [u8],
+}
+
+fn decode_header(bytes: &[u8]) -> Result<Header<'_>> {
     let corrupt = |what: &str| ClientError::CorruptStore(format!("store header: {what}"));
     if bytes.len() > MAX_HEADER_LEN {
         return Err(corrupt("too long"));
@@ -474,17 +531,26 @@ fn decode_header(bytes: &[u8]) -> Result<(KdfParams, [u8; SALT_LEN], &[u8])> {
         .strip_prefix(MAGIC)
         .ok_or_else(|| corrupt("bad magic"))?;
     let (&version, rest) = rest.split_first().ok_or_else(|| corrupt("truncated"))?;
-    if version != HEADER_VERSION {
+    if version != HEADER_VERSION && version != HEADER_VERSION_V1 {
         return Err(corrupt("unsupported version"));
     }
     let mut cursor = Cursor(rest);
     let m_cost = cursor.u32().ok_or_else(|| corrupt("truncated"))?;
     let t_cost = cursor.u32().ok_or_else(|| corrupt("truncated"))?;
     let p_cost = cursor.u32().ok_or_else(|| corrupt("truncated"))?;
+    let params = KdfParams {
+        m_cost,
+        t_cost,
+        p_cost,
+    };
+    if !params.within_bounds() {
+        return Err(corrupt("key derivation costs out of bounds"));
+    }
     let salt: [u8; SALT_LEN] = cursor
         .take(SALT_LEN)
         .and_then(|s| s.try_into().ok())
         .ok_or_else(|| corrupt("truncated"))?;
+    let prefix = &bytes[..bytes.len() - cursor.0.len()];
     let len = cursor
         .take(2)
         .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
@@ -493,15 +559,13 @@ fn decode_header(bytes: &[u8]) -> Result<(KdfParams, [u8; SALT_LEN], &[u8])> {
     if !cursor.0.is_empty() {
         return Err(corrupt("trailing bytes"));
     }
-    Ok((
-        KdfParams {
-            m_cost,
-            t_cost,
-            p_cost,
-        },
+    Ok(Header {
+        version,
+        params,
         salt,
+        prefix,
         verifier,
-    ))
+    })
 }
 
 struct Cursor<'a>(&'a [u8]);
@@ -570,9 +634,80 @@ mod tests {
     }
 
     #[test]
+    fn short_passphrases_and_unbounded_costs_are_refused() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| ClientError::io("tempdir", e))?;
+        for short in ["", "pw", "1234567"] {
+            match Store::create(dir.path(), short, FAST) {
+                Err(ClientError::InvalidArgument(m)) => assert!(m.contains("too short"), "{m}"),
+                other => panic!("{short:?}: {other:?}"),
+            }
+        }
+        assert!(!Store::exists(dir.path()), "nothing written");
+        let huge = KdfParams {
+            m_cost: u32::MAX,
+            ..FAST
+        };
+        assert!(matches!(
+            Store::create(dir.path(), "long enough", huge),
+            Err(ClientError::InvalidArgument(_))
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn a_header_asking_for_huge_costs_is_refused_without_deriving() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| ClientError::io("tempdir", e))?;
+        drop(Store::create(dir.path(), "long enough", FAST)?);
+        let path = dir.path().join(HEADER_FILE);
+        let mut header = fs::read(&path).map_err(|e| ClientError::io("read", e))?;
+        // m_cost sits right after the magic and the version byte.
+        header[9..13].copy_from_slice(&u32::MAX.to_be_bytes());
+        fs::write(&path, &header).map_err(|e| ClientError::io("write", e))?;
+        assert!(matches!(
+            Store::open(dir.path(), "long enough"),
+            Err(ClientError::CorruptStore(m)) if m.contains("out of bounds")
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn a_header_with_other_costs_does_not_open() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| ClientError::io("tempdir", e))?;
+        drop(Store::create(dir.path(), "long enough", FAST)?);
+        let path = dir.path().join(HEADER_FILE);
+        let mut header = fs::read(&path).map_err(|e| ClientError::io("read", e))?;
+        // t_cost 1 -> 2: a different key, and the verifier covers the header.
+        header[16] ^= 0x03;
+        fs::write(&path, &header).map_err(|e| ClientError::io("write", e))?;
+        assert!(matches!(
+            Store::open(dir.path(), "long enough"),
+            Err(ClientError::WrongPassphrase)
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn a_version_1_store_still_opens() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| ClientError::io("tempdir", e))?;
+        fs::create_dir_all(dir.path()).map_err(|e| ClientError::io("mkdir", e))?;
+        let salt = [7u8; SALT_LEN];
+        let key = derive_key("pw", &salt, FAST)?;
+        let verifier = seal_record(&key, RecordKind::ClientData, VERIFIER, &mut rand::rng())?;
+        let header = encode_header(header_prefix(HEADER_VERSION_V1, FAST, &salt), &verifier)?;
+        fs::write(dir.path().join(HEADER_FILE), header).map_err(|e| ClientError::io("w", e))?;
+        // A short passphrase chosen before the minimum existed still opens.
+        drop(Store::open(dir.path(), "pw")?);
+        assert!(matches!(
+            Store::open(dir.path(), "pX"),
+            Err(ClientError::WrongPassphrase)
+        ));
+        Ok(())
+    }
+
+    #[test]
     fn moved_record_is_refused() -> Result<()> {
         let dir = tempfile::tempdir().map_err(|e| ClientError::io("tempdir", e))?;
-        let store = Store::create(dir.path(), "pw", FAST)?;
+        let store = Store::create(dir.path(), "pw-long-enough", FAST)?;
         store.put(Tree::Contacts, b"alice", b"a")?;
         let tree = store.tree(Tree::Contacts)?;
         let sealed = tree.get(b"alice")?.ok_or(ClientError::NotConnected)?;
@@ -592,10 +727,10 @@ mod tests {
         // they used to hold the database lock past the close.
         fn close_and_reopen(rounds: u32) -> Result<()> {
             let dir = tempfile::tempdir().map_err(|e| ClientError::io("tempdir", e))?;
-            Store::create(dir.path(), "pw", FAST)?.close()?;
+            Store::create(dir.path(), "pw-long-enough", FAST)?.close()?;
             let value = vec![7u8; 16 * 1024];
             for round in 0..rounds {
-                let store = Store::open(dir.path(), "pw")?;
+                let store = Store::open(dir.path(), "pw-long-enough")?;
                 for i in 0u32..16 {
                     store.put(Tree::Messages, &i.to_be_bytes(), &value)?;
                 }
@@ -606,7 +741,7 @@ mod tests {
                     drop(store);
                 }
             }
-            let store = Store::open(dir.path(), "pw")?;
+            let store = Store::open(dir.path(), "pw-long-enough")?;
             assert_eq!(store.scan(Tree::Messages, b"")?.len(), 16);
             store.close()
         }
@@ -624,20 +759,20 @@ mod tests {
     #[test]
     fn a_store_open_elsewhere_is_locked() -> Result<()> {
         let dir = tempfile::tempdir().map_err(|e| ClientError::io("tempdir", e))?;
-        let store = Store::create(dir.path(), "pw", FAST)?;
+        let store = Store::create(dir.path(), "pw-long-enough", FAST)?;
         assert!(matches!(
-            Store::open(dir.path(), "pw"),
+            Store::open(dir.path(), "pw-long-enough"),
             Err(ClientError::StoreLocked { .. })
         ));
         store.close()?;
-        Store::open(dir.path(), "pw")?.close()
+        Store::open(dir.path(), "pw-long-enough")?.close()
     }
 
     #[test]
     fn missing_store_is_not_initialized() {
         let dir = std::env::temp_dir().join("comptoir-no-such-store");
         assert!(matches!(
-            Store::open(&dir, "pw"),
+            Store::open(&dir, "pw-long-enough"),
             Err(ClientError::NotInitialized { .. })
         ));
     }

@@ -13,7 +13,7 @@ pub const ACCOUNT_ID_LEN: usize = 16;
 /// Length of a relay authentication nonce.
 pub const AUTH_NONCE_LEN: usize = 32;
 
-const AUTH_CONTEXT: &[u8] = b"Comptoir auth v1";
+const AUTH_CONTEXT: &[u8] = b"Comptoir auth v2";
 const REGISTER_CONTEXT: &[u8] = b"Comptoir register v1";
 
 /// An opaque random account id. Handles (phone numbers, business names)
@@ -81,15 +81,44 @@ impl fmt::Debug for AccountId {
 }
 
 /// The bytes a device signs with its identity key to answer a relay
-/// challenge: `"Comptoir auth v1" || nonce (32) || account_id (16) ||
-/// device_id (u32 big-endian)`.
-pub fn auth_payload(nonce: &[u8], account: &AccountId, device_id: u32) -> Vec<u8> {
-    let mut out = Vec::with_capacity(AUTH_CONTEXT.len() + nonce.len() + ACCOUNT_ID_LEN + 4);
+/// challenge: `"Comptoir auth v2" || nonce (32) || account_id (16) ||
+/// device_id (u32 big-endian) || origin_len (u16 big-endian) || origin`.
+///
+/// `origin` is the relay as the client dialled it, normalised by
+/// [`relay_origin`] (`wss://relay.example:443`): a relay that passes the
+/// challenge on to another relay gets a signature that the other refuses.
+pub fn auth_payload(nonce: &[u8], account: &AccountId, device_id: u32, origin: &str) -> Vec<u8> {
+    let origin = origin.as_bytes();
+    let origin = &origin[..origin.len().min(usize::from(u16::MAX))];
+    let mut out =
+        Vec::with_capacity(AUTH_CONTEXT.len() + nonce.len() + ACCOUNT_ID_LEN + 6 + origin.len());
     out.extend_from_slice(AUTH_CONTEXT);
     out.extend_from_slice(nonce);
     out.extend_from_slice(account.as_bytes());
     out.extend_from_slice(&device_id.to_be_bytes());
+    // At most u16::MAX by the slice above.
+    out.extend_from_slice(
+        &u16::try_from(origin.len())
+            .unwrap_or(u16::MAX)
+            .to_be_bytes(),
+    );
+    out.extend_from_slice(origin);
     out
+}
+
+/// A relay's origin as signed in [`auth_payload`]: `scheme://host:port`
+/// with the scheme `ws` or `wss`, the host in ASCII lower case (an IPv6
+/// address in brackets), and the port always written (80 for `ws`, 443 for
+/// `wss` when the URL has none).
+pub fn relay_origin(tls: bool, host: &str, port: u16) -> String {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = host.to_ascii_lowercase();
+    let scheme = if tls { "wss" } else { "ws" };
+    if host.contains(':') {
+        format!("{scheme}://[{host}]:{port}")
+    } else {
+        format!("{scheme}://{host}:{port}")
+    }
 }
 
 /// The bytes an account key signs to register the account on a relay:

@@ -44,7 +44,9 @@ pub mod skipped;
 pub mod store;
 pub mod x3dh;
 
-pub use account::{ACCOUNT_ID_LEN, AUTH_NONCE_LEN, AccountId, auth_payload, register_payload};
+pub use account::{
+    ACCOUNT_ID_LEN, AUTH_NONCE_LEN, AccountId, auth_payload, register_payload, relay_origin,
+};
 pub use device_list::{DeviceList, MAX_DEVICES};
 pub use error::{DecodeError, Error, Result};
 pub use frame::{FRAME_VERSION, MAX_FRAME_SIZE};

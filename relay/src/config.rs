@@ -28,6 +28,12 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Certificate chain and private key (PEM) to serve wss://.
     pub tls: Option<TlsFiles>,
+    /// This relay as clients dial it (`wss://relay.example:443`, see
+    /// `comptoir_protocol::relay_origin`): devices sign it when they
+    /// authenticate, so a relay that relays the challenge gets a signature
+    /// this one refuses. Empty: derived from the listen address at start
+    /// (`ws(s)://IP:PORT`, plus `localhost` for a loopback address).
+    pub public_origins: Vec<String>,
     /// How long an undelivered envelope is kept before it expires.
     pub message_ttl_ms: u64,
     /// How often expired envelopes are garbage-collected.
@@ -172,6 +178,32 @@ pub struct Limits {
     pub max_pending_codes: usize,
 }
 
+impl Config {
+    /// The origins devices may sign: [`Self::public_origins`] (normalised)
+    /// or, when empty, those derived from the address the relay listens on.
+    pub fn origins_for(&self, listening: SocketAddr, tls: bool) -> Vec<String> {
+        let mut out = Vec::new();
+        for origin in &self.public_origins {
+            let lower = origin.trim_end_matches('/').to_ascii_lowercase();
+            if !out.contains(&lower) {
+                out.push(lower);
+            }
+        }
+        if out.is_empty() {
+            let ip = listening.ip();
+            let port = listening.port();
+            out.push(comptoir_protocol::relay_origin(tls, &ip.to_string(), port));
+            if ip.is_loopback() || ip.is_unspecified() {
+                out.push(comptoir_protocol::relay_origin(tls, "localhost", port));
+                out.push(comptoir_protocol::relay_origin(tls, "127.0.0.1", port));
+                out.push(comptoir_protocol::relay_origin(tls, "::1", port));
+                out.dedup();
+            }
+        }
+        out
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -179,6 +211,7 @@ impl Default for Config {
             http_listen: Some(parse_addr(DEFAULT_HTTP_LISTEN)),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             tls: None,
+            public_origins: Vec::new(),
             message_ttl_ms: DEFAULT_MESSAGE_TTL_MS,
             gc_interval_ms: 60_000,
             cache_capacity_bytes: 256 * 1024 * 1024,

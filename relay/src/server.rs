@@ -154,6 +154,17 @@ pub async fn run_with_storage<S: Storage + std::fmt::Debug>(
     metrics
         .queue_depth
         .store(store.total_queued().await? as i64, Relaxed);
+    let mut config = config;
+    if let Ok(listening) = listener.local_addr() {
+        if listening.ip().is_unspecified() && config.public_origins.is_empty() {
+            tracing::warn!(
+                "listening on all addresses without public_origins: only devices on this \
+                 machine can authenticate until public_origins names this relay as they dial it"
+            );
+        }
+        config.public_origins = config.origins_for(listening, tls.is_some());
+    }
+    tracing::info!(origins = ?config.public_origins, "devices authenticate to these origins");
     let relay = Arc::new(Relay::new(store, config, metrics.clone(), code_sender));
     let http_address = http_listener
         .as_ref()

@@ -171,7 +171,12 @@ async fn login(addr: SocketAddr, account: &Account, register: bool) -> (Ws, wire
             device_id: 1,
             signature: account
                 .device
-                .sign(&auth_payload(&nonce, &account.id, 1))
+                .sign(&auth_payload(
+                    &nonce,
+                    &account.id,
+                    1,
+                    &comptoir_protocol::relay_origin(false, &addr.ip().to_string(), addr.port()),
+                ))
                 .to_vec(),
         }),
     )

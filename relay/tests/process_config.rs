@@ -168,7 +168,12 @@ async fn register_and_login(addr: SocketAddr, account: &Account) -> Ws {
         device_id: 1,
         signature: account
             .device
-            .sign(&auth_payload(&nonce, &account.id, 1))
+            .sign(&auth_payload(
+                &nonce,
+                &account.id,
+                1,
+                &comptoir_protocol::relay_origin(false, &addr.ip().to_string(), addr.port()),
+            ))
             .to_vec(),
     });
     send(&mut ws, 2, auth).await;

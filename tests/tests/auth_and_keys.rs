@@ -75,7 +75,9 @@ async fn unknown_account_or_device_is_refused_with_a_close_code() {
     let body = client_frame::Body::AuthResponse(wire::AuthResponse {
         account_id: alice.id.to_vec(),
         device_id: 7,
-        signature: rogue.sign(&auth_payload(&nonce, &alice.id, 7)).to_vec(),
+        signature: rogue
+            .sign(&auth_payload(&nonce, &alice.id, 7, &origin_of(relay.addr)))
+            .to_vec(),
     });
     assert_eq!(error_code(&c.request(body).await), ErrorCode::UnknownDevice);
     assert_eq!(c.closed().await, Some(4002));
@@ -137,6 +139,7 @@ async fn registration_checks_signatures_and_is_idempotent() {
     let reply = c.request(squatter.register_body(&nonce)).await;
     assert_eq!(error_code(&reply), ErrorCode::InvalidRequest);
     // Register then authenticate on the same connection.
+    alice.set_origin(&origin_of(relay.addr));
     assert!(matches!(
         c.request(alice.auth_body(2, &nonce)).await,
         Body::AuthOk(_)
@@ -186,7 +189,9 @@ async fn device_lists_need_a_newer_version_and_removed_devices_are_cut_off() {
     let body = client_frame::Body::AuthResponse(wire::AuthResponse {
         account_id: alice.id.to_vec(),
         device_id: 2,
-        signature: old_key.sign(&auth_payload(&nonce, &alice.id, 2)).to_vec(),
+        signature: old_key
+            .sign(&auth_payload(&nonce, &alice.id, 2, &origin_of(relay.addr)))
+            .to_vec(),
     });
     assert_eq!(error_code(&c.request(body).await), ErrorCode::UnknownDevice);
     let (_, ok) = alice.login(relay.addr, 3).await;

@@ -325,6 +325,11 @@ async fn wss_with_rustls() {
     let tls = connect(relay.addr).await;
     let mut c = Client::over(Box::new(tls), "wss://localhost/").await;
     let nonce = c.nonce.clone();
+    alice.set_origin(&comptoir_protocol::relay_origin(
+        true,
+        "localhost",
+        relay.addr.port(),
+    ));
     assert!(matches!(
         c.request(alice.register_body(&nonce)).await,
         Body::Registered(_)

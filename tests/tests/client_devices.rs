@@ -38,8 +38,8 @@ fn conversation(client: &Client, peer: &AccountId) -> Vec<(bool, String)> {
 async fn a_linked_device_sees_both_sides_and_a_removed_one_stops_receiving() {
     let relay = start_relay().await;
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
-    let mut phone = registered(&relay, dirs[0].path(), "pw").await;
-    let mut bob = registered(&relay, dirs[1].path(), "pw").await;
+    let mut phone = registered(&relay, dirs[0].path(), "pw-long-enough").await;
+    let mut bob = registered(&relay, dirs[1].path(), "pw-long-enough").await;
     let (alice, b) = (phone.account_id(), bob.account_id());
 
     // Bob and Alice talk before the second device exists.
@@ -48,7 +48,7 @@ async fn a_linked_device_sees_both_sides_and_a_removed_one_stops_receiving() {
 
     // Link: the laptop shows a code, the phone approves, the laptop finishes.
     let mut laptop =
-        Client::create_unlinked(dirs[2].path(), "pw", FAST_KDF).expect("create laptop");
+        Client::create_unlinked(dirs[2].path(), "pw-long-enough", FAST_KDF).expect("create laptop");
     assert!(matches!(
         laptop.connect(&url(&relay)).await,
         Err(ClientError::NotLinked)
@@ -166,8 +166,8 @@ async fn a_linked_device_sees_both_sides_and_a_removed_one_stops_receiving() {
 async fn a_new_device_costs_the_other_devices_no_one_time_prekeys() {
     let mut relay = start_relay().await;
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
-    let mut alice = registered(&relay, dirs[0].path(), "pw").await;
-    let mut phone = registered(&relay, dirs[1].path(), "pw").await;
+    let mut alice = registered(&relay, dirs[0].path(), "pw-long-enough").await;
+    let mut phone = registered(&relay, dirs[1].path(), "pw-long-enough").await;
     let (a, b) = (alice.account_id(), phone.account_id());
 
     // Alice's first message fetches the phone's bundle: one key used.

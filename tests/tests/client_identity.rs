@@ -24,11 +24,11 @@ async fn a_changed_identity_is_warned_and_holds_sending_until_accepted() {
     let mut relay = start_relay().await;
     let url = format!("ws://{}", relay.addr);
     let root = tempfile::tempdir().expect("dir");
-    let mut alice =
-        Client::create_with_params(&root.path().join("a"), "pw", FAST_KDF).expect("create");
+    let mut alice = Client::create_with_params(&root.path().join("a"), "pw-long-enough", FAST_KDF)
+        .expect("create");
     alice.register(&url).await.expect("register");
-    let mut bob =
-        Client::create_with_params(&root.path().join("b"), "pw", FAST_KDF).expect("create");
+    let mut bob = Client::create_with_params(&root.path().join("b"), "pw-long-enough", FAST_KDF)
+        .expect("create");
     bob.register(&url).await.expect("register");
     let b = bob.account_id();
     alice.send_text(b, "hello").await.expect("send");
@@ -83,8 +83,49 @@ async fn a_changed_identity_is_warned_and_holds_sending_until_accepted() {
     assert_eq!(alice.outbox_len().expect("outbox"), queued);
     assert_eq!(alice.safety_number(&b).expect("number"), before);
 
-    // Alice compares safety numbers out of band and accepts the change.
-    assert!(alice.accept_identity_change(&b).expect("accept"));
+    // Both safety numbers can be seen before accepting.
+    let (old, new) = alice
+        .pending_safety_numbers(&b)
+        .expect("numbers")
+        .expect("a change is pending");
+    assert_eq!(old, before);
+    assert_ne!(new, before);
+
+    // `comptoir trust` shows both and accepts only with the contact named.
+    alice.add_contact("bob", b).expect("contact");
+    alice.close().await.expect("close");
+    let pass = root.path().join("pass");
+    std::fs::write(&pass, "pw-long-enough\n").expect("write");
+    let trust = |extra: &[&str]| {
+        let mut args = vec![
+            "comptoir".to_string(),
+            "--data-dir".into(),
+            root.path().join("a").display().to_string(),
+            "--passphrase-file".into(),
+            pass.display().to_string(),
+            "trust".into(),
+            "bob".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    for extra in [&[][..], &["--confirm", "alice"][..]] {
+        let mut out = Vec::new();
+        let code = comptoir_cli::run_args(trust(extra), &mut out).await;
+        assert_eq!(code, 7, "no change without naming the contact");
+        let text = String::from_utf8(out).expect("utf-8");
+        assert!(
+            text.contains(&old.display()) && text.contains(&new.display()),
+            "{text}"
+        );
+    }
+    let alice = Client::open(&root.path().join("a"), "pw-long-enough").expect("open");
+    assert!(alice.identity_changed(&b).expect("state"), "still pending");
+    drop(alice);
+    let mut out = Vec::new();
+    let code = comptoir_cli::run_args(trust(&["--confirm", "bob"]), &mut out).await;
+    assert_eq!(code, 0);
+    let alice = Client::open(&root.path().join("a"), "pw-long-enough").expect("open");
     assert!(!alice.identity_changed(&b).expect("state"));
-    assert_ne!(alice.safety_number(&b).expect("number"), before);
+    assert_eq!(alice.safety_number(&b).expect("number"), new);
 }

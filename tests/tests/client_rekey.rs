@@ -42,9 +42,9 @@ async fn a_session_restored_from_an_old_backup_recovers_by_itself() {
         root.path().join("bob"),
         root.path().join("bob-backup"),
     );
-    let mut alice = Client::create_with_params(&dir_a, "pw", FAST_KDF).expect("create");
+    let mut alice = Client::create_with_params(&dir_a, "pw-long-enough", FAST_KDF).expect("create");
     alice.register(&url(&relay)).await.expect("register");
-    let mut bob = Client::create_with_params(&dir_b, "pw", FAST_KDF).expect("create");
+    let mut bob = Client::create_with_params(&dir_b, "pw-long-enough", FAST_KDF).expect("create");
     bob.register(&url(&relay)).await.expect("register");
     let (a, b) = (alice.account_id(), bob.account_id());
     exchange(&mut alice, &mut bob, "one", "two").await;
@@ -52,7 +52,7 @@ async fn a_session_restored_from_an_old_backup_recovers_by_itself() {
     // Bob backs his store up, then the ratchet turns twice more.
     bob.close().await.expect("close");
     copy_dir(&dir_b, &backup);
-    let mut bob = Client::open(&dir_b, "pw").expect("reopen");
+    let mut bob = Client::open(&dir_b, "pw-long-enough").expect("reopen");
     bob.connect(&url(&relay)).await.expect("connect");
     exchange(&mut alice, &mut bob, "three", "four").await;
     exchange(&mut alice, &mut bob, "five", "six").await;
@@ -60,7 +60,7 @@ async fn a_session_restored_from_an_old_backup_recovers_by_itself() {
     // Bob restores the old backup: his session is out of step.
     bob.close().await.expect("close");
     std::fs::remove_dir_all(&dir_b).expect("remove");
-    let mut bob = Client::restore_from_backup(&backup, &dir_b, "pw").expect("restore");
+    let mut bob = Client::restore_from_backup(&backup, &dir_b, "pw-long-enough").expect("restore");
     bob.connect(&url(&relay)).await.expect("connect");
 
     let lost = alice.send_text(b, "seven").await.expect("send");
@@ -98,9 +98,11 @@ async fn a_resent_copy_is_a_duplicate_on_the_device_that_already_had_it() {
     let relay = start_relay().await;
     let root = tempfile::tempdir().expect("dir");
     let dir = |name: &str| root.path().join(name);
-    let mut alice = Client::create_with_params(&dir("alice"), "pw", FAST_KDF).expect("create");
+    let mut alice =
+        Client::create_with_params(&dir("alice"), "pw-long-enough", FAST_KDF).expect("create");
     alice.register(&url(&relay)).await.expect("register");
-    let mut phone = Client::create_with_params(&dir("phone"), "pw", FAST_KDF).expect("create");
+    let mut phone =
+        Client::create_with_params(&dir("phone"), "pw-long-enough", FAST_KDF).expect("create");
     phone.register(&url(&relay)).await.expect("register");
     let mut laptop = linked(&relay, &mut phone, &dir("laptop")).await;
     let (a, b) = (alice.account_id(), phone.account_id());
@@ -112,7 +114,7 @@ async fn a_resent_copy_is_a_duplicate_on_the_device_that_already_had_it() {
     // The laptop backs up, then its session with Alice turns twice.
     laptop.close().await.expect("close");
     copy_dir(&dir("laptop"), &dir("laptop-backup"));
-    let mut laptop = Client::open(&dir("laptop"), "pw").expect("reopen");
+    let mut laptop = Client::open(&dir("laptop"), "pw-long-enough").expect("reopen");
     laptop.connect(&url(&relay)).await.expect("connect");
     for (to_bob, to_alice) in [("a", "b"), ("c", "d")] {
         alice.send_text(b, to_bob).await.expect("send");
@@ -127,7 +129,8 @@ async fn a_resent_copy_is_a_duplicate_on_the_device_that_already_had_it() {
     laptop.close().await.expect("close");
     std::fs::remove_dir_all(dir("laptop")).expect("remove");
     let mut laptop =
-        Client::restore_from_backup(&dir("laptop-backup"), &dir("laptop"), "pw").expect("restore");
+        Client::restore_from_backup(&dir("laptop-backup"), &dir("laptop"), "pw-long-enough")
+            .expect("restore");
     laptop.connect(&url(&relay)).await.expect("connect");
 
     let e = alice.send_text(b, "e").await.expect("send");
@@ -180,16 +183,18 @@ async fn a_restored_device_never_reuses_a_sending_chain() {
     let relay = start_relay().await;
     let root = tempfile::tempdir().expect("dir");
     let dir = |name: &str| root.path().join(name);
-    let mut alice = Client::create_with_params(&dir("alice"), "pw", FAST_KDF).expect("create");
+    let mut alice =
+        Client::create_with_params(&dir("alice"), "pw-long-enough", FAST_KDF).expect("create");
     alice.register(&url(&relay)).await.expect("register");
-    let mut bob = Client::create_with_params(&dir("bob"), "pw", FAST_KDF).expect("create");
+    let mut bob =
+        Client::create_with_params(&dir("bob"), "pw-long-enough", FAST_KDF).expect("create");
     bob.register(&url(&relay)).await.expect("register");
     let (a, b) = (alice.account_id(), bob.account_id());
     exchange(&mut alice, &mut bob, "one", "two").await;
 
     bob.close().await.expect("close");
     copy_dir(&dir("bob"), &dir("bob-backup"));
-    let mut bob = Client::open(&dir("bob"), "pw").expect("reopen");
+    let mut bob = Client::open(&dir("bob"), "pw-long-enough").expect("reopen");
     bob.connect(&url(&relay)).await.expect("connect");
     // Bob's sending chain moves on after the backup.
     bob.send_text(a, "three").await.expect("send");
@@ -202,12 +207,12 @@ async fn a_restored_device_never_reuses_a_sending_chain() {
         Err(comptoir_client::ClientError::WrongPassphrase)
     ));
     assert!(matches!(
-        Client::restore_from_backup(&dir("bob-backup"), &dir("bob"), "pw"),
+        Client::restore_from_backup(&dir("bob-backup"), &dir("bob"), "pw-long-enough"),
         Err(comptoir_client::ClientError::AlreadyInitialized { .. })
     ));
     std::fs::remove_dir_all(dir("bob")).expect("remove");
-    let mut bob =
-        Client::restore_from_backup(&dir("bob-backup"), &dir("bob"), "pw").expect("restore");
+    let mut bob = Client::restore_from_backup(&dir("bob-backup"), &dir("bob"), "pw-long-enough")
+        .expect("restore");
     bob.connect(&url(&relay)).await.expect("connect");
 
     // Restored, Bob writes first: a fresh session, not the used chain

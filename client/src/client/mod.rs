@@ -16,17 +16,17 @@
 //!   envelope; keep a refused message as evidence.
 //! - `send`: outbox, sessions per recipient device, fan-out, read receipts.
 //! - `rekey`: recovering a wedged session and re-sending on request.
+//! - `rekey_guard`: the persisted limits on re-keys and re-sends.
 //! - `devices`: linking and removing this account's devices, sent copies.
 //! - `directory`: phone numbers, lookups, blocks.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use comptoir_protocol::proto::wire::{self, ErrorCode, ServerFrame, server_frame};
 use comptoir_protocol::{AccountId, AccountKey, IdentityKey, SafetyNumber};
-use tokio::time::Instant;
 
 use crate::account::Account;
 use crate::connection::Connection;
@@ -37,14 +37,21 @@ use crate::messages::{self, MessageId, StoredMessage};
 use crate::peers;
 use crate::session_store::{self, PreKeys};
 use crate::store::{KdfParams, Store};
+use crate::tls::TlsOptions;
 
 mod devices;
 mod directory;
 mod labels;
 mod receive;
 mod rekey;
+mod rekey_guard;
 mod relay;
 mod send;
+
+pub use rekey_guard::{
+    GUARD_WINDOW_MS, REKEYS_PER_DEVICE, REKEYS_TOTAL, REMEMBERED_IDS, RESENDS_PER_DEVICE,
+    RESENDS_TOTAL,
+};
 
 /// How long the relay has to answer one request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -55,9 +62,6 @@ pub const PREKEY_BATCH: u32 = 50;
 pub const PREKEY_LOW_WATER: u32 = 10;
 /// Longest text message, in bytes (well under the protocol's plaintext cap).
 pub const MAX_TEXT_LEN: usize = 8 * 1024;
-/// At most one re-key request per remote device in this interval: a
-/// session that keeps failing must not make two devices ping-pong.
-pub const REKEY_INTERVAL: Duration = Duration::from_secs(60);
 
 /// How far prekey ids jump after a restore: more than a device uploads
 /// between two backups.
@@ -111,13 +115,13 @@ pub struct Client {
     conn: Option<Connection>,
     pushes: VecDeque<ServerFrame>,
     events: VecDeque<Event>,
-    /// Messages a peer asked to get again over a fresh session.
-    resends: VecDeque<(AccountId, MessageId)>,
-    /// When this device last asked a remote device for a fresh session.
-    rekeyed_at: HashMap<(AccountId, u32), Instant>,
+    /// Messages a peer's device asked to get again over a fresh session.
+    resends: VecDeque<(AccountId, u32, MessageId)>,
     /// This account's kind, as the relay recorded it at registration (told
     /// in every `AuthOk`); decides the category of free-form text.
     kind: wire::AccountKind,
+    /// Trusted CAs for `wss://` and whether plain `ws://` may leave the machine.
+    tls: TlsOptions,
 }
 
 impl fmt::Debug for Client {
@@ -130,8 +134,8 @@ impl fmt::Debug for Client {
             pushes,
             events,
             resends,
-            rekeyed_at: _,
             kind,
+            tls,
         } = self;
         f.debug_struct("Client")
             .field("store", store)
@@ -142,6 +146,7 @@ impl fmt::Debug for Client {
             .field("events", &events.len())
             .field("resends", &resends.len())
             .field("kind", kind)
+            .field("tls", tls)
             .finish()
     }
 }
@@ -222,9 +227,15 @@ impl Client {
             pushes: VecDeque::new(),
             events: VecDeque::new(),
             resends: VecDeque::new(),
-            rekeyed_at: HashMap::new(),
             kind: wire::AccountKind::Unspecified,
+            tls: TlsOptions::default(),
         }
+    }
+
+    /// How to reach relays (CA certificates for `wss://`, `--insecure`);
+    /// applies from the next connection.
+    pub fn set_tls_options(&mut self, tls: TlsOptions) {
+        self.tls = tls;
     }
 
     /// This account's id.
@@ -260,6 +271,17 @@ impl Client {
     /// Every account this device has messages with.
     pub fn conversation_peers(&self) -> Result<Vec<AccountId>> {
         messages::peers(&self.store)
+    }
+
+    /// Envelopes put aside because they could not be decoded, attributed
+    /// or decrypted (each was acknowledged), oldest first.
+    pub fn quarantined(&self) -> Result<Vec<crate::Quarantined>> {
+        crate::quarantine::list(&self.store)
+    }
+
+    /// How many envelopes are in quarantine.
+    pub fn quarantine_len(&self) -> Result<usize> {
+        crate::quarantine::count(&self.store)
     }
 
     /// Messages written but not yet accepted by the relay.
@@ -339,6 +361,25 @@ impl Client {
         Ok(peers::load(&self.store, peer)?.is_some_and(|p| p.identity_changed))
     }
 
+    /// While an identity change of `peer` waits for the user: the safety
+    /// number with the pinned (old) account key, and with the new one, so
+    /// the user can compare the new one before accepting it.
+    pub fn pending_safety_numbers(
+        &self,
+        peer: &AccountId,
+    ) -> Result<Option<(SafetyNumber, SafetyNumber)>> {
+        let Some(new_key) = peers::pending_account_key(&self.store, peer)? else {
+            return Ok(None);
+        };
+        let as_identity = |key: &AccountKey| IdentityKey::from_bytes(&key.to_bytes());
+        let local = as_identity(&self.own_devices()?.account_key)?;
+        let new = SafetyNumber::new(
+            (&self.account.id(), &local),
+            (peer, &as_identity(&new_key)?),
+        );
+        Ok(Some((self.safety_number(peer)?, new)))
+    }
+
     /// Accept a changed identity of `peer` (after comparing safety
     /// numbers). Returns false if nothing was pending.
     pub fn accept_identity_change(&self, peer: &AccountId) -> Result<bool> {
@@ -399,7 +440,7 @@ mod tests {
             t_cost: 1,
             p_cost: 1,
         };
-        let mut client = Client::create_with_params(dir.path(), "pw", params)?;
+        let mut client = Client::create_with_params(dir.path(), "pw-long-enough", params)?;
         let mut rng = rand::rng();
         let peer = AccountId::generate(&mut rng);
         let device = *IdentityKeyPair::generate(&mut rng).public();

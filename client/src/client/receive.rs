@@ -11,6 +11,7 @@ use crate::error::{ClientError, Result};
 use crate::event::Event;
 use crate::messages::{self, MessageId, Status, StoredMessage};
 use crate::peers::{self, Observed};
+use crate::quarantine;
 use crate::session_store::{load_session, save_session};
 
 use super::{Client, now_ms, unexpected};
@@ -41,16 +42,54 @@ fn is_wedged(error: &ProtocolError) -> bool {
     )
 }
 
+/// Errors that retrying later can fix: the envelope stays unacked at the
+/// relay. Any other error puts the envelope in quarantine and acks it.
+fn is_transient(error: &ClientError) -> bool {
+    matches!(
+        error,
+        ClientError::ConnectionClosed(_)
+            | ClientError::NotConnected
+            | ClientError::Timeout(_)
+            | ClientError::Database(_)
+            | ClientError::Io { .. }
+    )
+}
+
 impl Client {
+    /// Process one delivered envelope. Whatever it holds, it ends acked
+    /// (used, a duplicate, or in quarantine) unless the connection or the
+    /// store failed, so no envelope can stall the queue.
     pub(super) async fn handle_deliver(&mut self, envelope: Envelope) -> Result<()> {
+        match self.deliver(&envelope).await {
+            Err(e) if !is_transient(&e) => {
+                self.events.push_back(Event::Warning(format!(
+                    "an envelope could not be processed and was put aside: {e}"
+                )));
+                self.quarantine_and_ack(&envelope, &e.to_string()).await
+            }
+            other => other,
+        }
+    }
+
+    /// Keep `envelope` aside (durably), then acknowledge it.
+    async fn quarantine_and_ack(&mut self, envelope: &Envelope, reason: &str) -> Result<()> {
+        quarantine::put(&self.store, envelope, reason, now_ms())?;
+        self.store.flush().await?;
+        self.ack(envelope).await
+    }
+
+    async fn deliver(&mut self, envelope: &Envelope) -> Result<()> {
+        let envelope = envelope.clone();
         let (Ok(from), Some(id)) = (
             AccountId::from_bytes(&envelope.sender_account),
             MessageId::from_bytes(&envelope.message_id),
         ) else {
             self.events.push_back(Event::Warning(
-                "dropped an envelope with a malformed sender or id".into(),
+                "put aside an envelope with a malformed sender or id".into(),
             ));
-            return self.ack(&envelope).await;
+            return self
+                .quarantine_and_ack(&envelope, "malformed sender or message id")
+                .await;
         };
         if messages::contains(&self.store, &from, &id)? {
             return self.ack(&envelope).await;
@@ -65,12 +104,13 @@ impl Client {
                 return Ok(());
             }
             Expected::NotListed => {
+                let reason = format!("device {device} is not in the account's signed device list");
                 self.events.push_back(Event::Undecryptable {
                     from,
                     id: id.to_string(),
-                    reason: format!("device {device} is not in the account's signed device list"),
+                    reason: reason.clone(),
                 });
-                return self.ack(&envelope).await;
+                return self.quarantine_and_ack(&envelope, &reason).await;
             }
         };
         let mut record = load_session(&self.store, &from, device)?;
@@ -84,10 +124,11 @@ impl Client {
             // A copy already decrypted: never a reason to re-key.
             Err(ProtocolError::DuplicateMessage { .. }) => return self.ack(&envelope).await,
             Err(e) => {
+                let reason = e.to_string();
                 self.events.push_back(Event::Undecryptable {
                     from,
                     id: id.to_string(),
-                    reason: e.to_string(),
+                    reason: reason.clone(),
                 });
                 if is_wedged(&e) {
                     match self.request_rekey(from, device, id).await {
@@ -101,7 +142,7 @@ impl Client {
                         ))),
                     }
                 }
-                return self.ack(&envelope).await;
+                return self.quarantine_and_ack(&envelope, &reason).await;
             }
         };
         let plaintext = Zeroizing::new(decrypted.plaintext);
@@ -121,26 +162,30 @@ impl Client {
                 {
                     None
                 }
-                Some(canonical) => self.apply_content(from, canonical, content)?,
+                Some(canonical) => self.apply_content(from, device, canonical, content)?,
                 None => Some(Event::Undecryptable {
                     from,
                     id: id.to_string(),
                     reason: "the content carries a malformed message id".into(),
                 }),
             },
-            Err(e) => Some(Event::Undecryptable {
-                from,
-                id: id.to_string(),
-                reason: format!("undecodable content: {e}"),
-            }),
+            Err(e) => {
+                let reason = format!("undecodable content: {e}");
+                quarantine::put(&self.store, &envelope, &reason, now_ms())?;
+                Some(Event::Undecryptable {
+                    from,
+                    id: id.to_string(),
+                    reason,
+                })
+            }
         };
         save_session(&self.store, &from, device, &record)?;
         self.prekeys.commit(&self.store)?;
         self.store.flush().await?;
         self.ack(&envelope).await?;
         self.events.extend(event);
-        while let Some((peer, failed)) = self.resends.pop_front() {
-            if let Err(e) = self.resend(peer, failed).await {
+        while let Some((peer, asking, failed)) = self.resends.pop_front() {
+            if let Err(e) = self.resend(peer, asking, failed).await {
                 self.events.push_back(Event::Warning(format!(
                     "could not send message {failed} to {peer} again: {e}"
                 )));
@@ -153,6 +198,7 @@ impl Client {
     fn apply_content(
         &mut self,
         from: AccountId,
+        device: u32,
         id: MessageId,
         content: Content,
     ) -> Result<Option<Event>> {
@@ -224,16 +270,18 @@ impl Client {
                 if let Some(failed) = failed
                     && messages::get(&self.store, &from, &failed)?.is_some_and(|m| m.outgoing)
                 {
-                    self.resends.push_back((from, failed));
+                    self.resends.push_back((from, device, failed));
                 }
                 Ok(None)
             }
             Some(content::Body::ReadReceipt(receipt)) => {
                 let mut ids = Vec::new();
+                // Only messages this device sent to `from`: a peer must not
+                // mark its own messages as read here.
                 for raw in &receipt.message_ids {
                     if let Some(read) = MessageId::from_bytes(raw)
-                        && let Some(m) = messages::advance(&self.store, &from, &read, Status::Read)?
-                        && m.outgoing
+                        && messages::get(&self.store, &from, &read)?.is_some_and(|m| m.outgoing)
+                        && messages::advance(&self.store, &from, &read, Status::Read)?.is_some()
                     {
                         ids.push(read);
                     }

@@ -1,18 +1,17 @@
 //! Recovery of a wedged session: ask for a fresh session naming the
 //! message that failed, and send a message again when asked.
 
-use comptoir_protocol::proto::content::{Content, RekeyRequest, Text, content};
-use comptoir_protocol::proto::wire::{Category, client_frame, server_frame};
-use comptoir_protocol::{AccountId, VerifiedBundle};
-use tokio::time::Instant;
-
 use crate::error::{ClientError, Result};
 use crate::event::Event;
 use crate::messages::{self, MessageId, Status};
+use comptoir_protocol::proto::content::{Content, RekeyRequest, Text, content};
+use comptoir_protocol::proto::wire::{Category, client_frame, server_frame};
+use comptoir_protocol::{AccountId, VerifiedBundle};
 
 use crate::session_store::{load_session, save_session};
 
-use super::{Client, REKEY_INTERVAL, now_ms, unexpected};
+use super::rekey_guard::{Decision, RekeyGuard};
+use super::{Client, now_ms, unexpected};
 
 impl Client {
     /// A message from `peer`'s `device` could not be decrypted: start a
@@ -24,15 +23,19 @@ impl Client {
         device: u32,
         failed: MessageId,
     ) -> Result<()> {
-        let now = Instant::now();
-        if self
-            .rekeyed_at
-            .get(&(peer, device))
-            .is_some_and(|at| now.duration_since(*at) < REKEY_INTERVAL)
-        {
+        // Counted before the fetch: the fetch is what uses up one of the
+        // peer's one-time prekeys, whether or not the request gets out.
+        let mut guard = RekeyGuard::load(&self.store)?;
+        let decision = guard.allow_rekey(&peer, device, &failed, now_ms());
+        if decision != Decision::Allowed {
+            self.events.push_back(Event::Warning(format!(
+                "no fresh session asked of {peer} device {device} for message {failed}: {}",
+                decision.reason()
+            )));
             return Ok(());
         }
-        self.rekeyed_at.insert((peer, device), now);
+        guard.save(&self.store)?;
+        self.store.flush().await?;
         // Only this device's bundle: the others keep their one-time keys.
         let (bundles, state) = self.fetch_bundles(peer, &[device]).await?;
         let expected = state
@@ -80,14 +83,34 @@ impl Client {
         }
     }
 
-    /// Send message `failed` to `peer` again (over the session the peer
-    /// just started), from this device's history. The envelope gets a new
-    /// id (the relay already holds the old one); the content keeps the
-    /// original, so devices that have it recognise the copy.
-    pub(super) async fn resend(&mut self, peer: AccountId, failed: MessageId) -> Result<()> {
+    /// Send message `failed` to `peer` again (over the session the peer's
+    /// `device` just started), from this device's history. The envelope
+    /// gets a new id (the relay already holds the old one); the content
+    /// keeps the original, so devices that have it recognise the copy.
+    /// Each message is re-sent at most once per asking device, within the
+    /// limits of [`RekeyGuard`].
+    pub(super) async fn resend(
+        &mut self,
+        peer: AccountId,
+        device: u32,
+        failed: MessageId,
+    ) -> Result<()> {
         let Some(message) = messages::get(&self.store, &peer, &failed)? else {
             return Ok(());
         };
+        if !message.outgoing {
+            return Ok(());
+        }
+        let mut guard = RekeyGuard::load(&self.store)?;
+        let decision = guard.allow_resend(&peer, device, &failed, now_ms());
+        if decision != Decision::Allowed {
+            self.events.push_back(Event::Warning(format!(
+                "message {failed} not sent again to {peer} device {device}: {}",
+                decision.reason()
+            )));
+            return Ok(());
+        }
+        guard.save(&self.store)?;
         let content = Content {
             message_id: failed.0.to_vec(),
             sent_at_ms: message.sent_at_ms,

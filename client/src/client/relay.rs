@@ -15,6 +15,7 @@ use crate::error::{ClientError, Result};
 use crate::event::Event;
 use crate::messages::{self, MessageId, Status};
 use crate::peers;
+use crate::tls::RelayUrl;
 
 use super::{Client, PREKEY_BATCH, PREKEY_LOW_WATER, REQUEST_TIMEOUT, relay_error, unexpected};
 
@@ -29,7 +30,7 @@ impl Client {
     /// business: fixed for the account's life), then connect to it.
     pub async fn register_as(&mut self, url: &str, kind: AccountKind) -> Result<()> {
         let list = self.account.signed_device_list()?;
-        let (conn, challenge) = Connection::connect(url).await?;
+        let (conn, challenge) = Connection::connect(url, &self.tls).await?;
         self.conn = Some(conn);
         let id = self.account.id();
         let key = self
@@ -69,8 +70,9 @@ impl Client {
             return Err(ClientError::NotRegistered);
         }
         self.disconnect().await;
-        let (conn, challenge) = Connection::connect(url).await?;
+        let (conn, challenge) = Connection::connect(url, &self.tls).await?;
         self.conn = Some(conn);
+        let origin = RelayUrl::parse(url)?.origin();
         let id = self.account.id();
         let device = self.account.device_id();
         let response = AuthResponse {
@@ -79,7 +81,7 @@ impl Client {
             signature: self
                 .account
                 .identity()
-                .sign(&auth_payload(&challenge.nonce, &id, device))
+                .sign(&auth_payload(&challenge.nonce, &id, device, &origin))
                 .to_vec(),
         };
         let reply = self

@@ -134,11 +134,14 @@ pub(crate) async fn authenticate<S: Storage>(
         .ok_or(RelayError::UnknownDevice)?;
     let identity =
         IdentityKey::from_bytes(&entry.identity_key).map_err(|_| RelayError::UnknownDevice)?;
-    let payload = auth_payload(&session.nonce, &account, request.device_id);
-    if identity
-        .verify("auth challenge", &payload, &request.signature)
-        .is_err()
-    {
+    // The signature must cover one of this relay's own origins.
+    let signed_for_us = relay.config.public_origins.iter().any(|origin| {
+        let payload = auth_payload(&session.nonce, &account, request.device_id, origin);
+        identity
+            .verify("auth challenge", &payload, &request.signature)
+            .is_ok()
+    });
+    if !signed_for_us {
         session.auth_failures += 1;
         // A fresh nonce for the next attempt: an old response never works.
         session.nonce = rand::random();

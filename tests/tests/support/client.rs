@@ -44,7 +44,8 @@ pub async fn registered_as(
 /// A new device in `dir`, linked to `existing`'s account: its link code is
 /// approved by `existing`, then it finishes linking on the relay.
 pub async fn linked(relay: &TestRelay, existing: &mut Client, dir: &Path) -> Client {
-    let mut device = Client::create_unlinked(dir, "pw", FAST_KDF).expect("create unlinked");
+    let mut device =
+        Client::create_unlinked(dir, "pw-long-enough", FAST_KDF).expect("create unlinked");
     let approval = existing
         .add_device(&device.link_code().expect("link code"))
         .await

@@ -4,7 +4,9 @@
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
 pub mod client;
+pub mod hostile;
 pub mod mitm;
+pub mod tamper;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -275,6 +277,13 @@ pub struct Account {
     pub key: AccountKeyPair,
     pub devices: Vec<(u32, IdentityKeyPair)>,
     pub version: u64,
+    /// The relay origin `auth_body` signs (set by `register` and `login`).
+    pub origin: Mutex<String>,
+}
+
+/// The origin of a plain relay at `addr`, as devices sign it.
+pub fn origin_of(addr: SocketAddr) -> String {
+    comptoir_protocol::relay_origin(false, &addr.ip().to_string(), addr.port())
 }
 
 impl Account {
@@ -287,7 +296,13 @@ impl Account {
                 .map(|d| (d, IdentityKeyPair::generate(&mut rng)))
                 .collect(),
             version: 1,
+            origin: Mutex::new(String::new()),
         }
+    }
+
+    /// Sign authentication responses for this relay origin from now on.
+    pub fn set_origin(&self, origin: &str) {
+        *self.origin.lock().expect("origin lock") = origin.to_owned();
     }
 
     pub fn device_ids(&self) -> Vec<u32> {
@@ -336,7 +351,12 @@ impl Account {
             device_id: device,
             signature: self
                 .identity(device)
-                .sign(&auth_payload(nonce, &self.id, device))
+                .sign(&auth_payload(
+                    nonce,
+                    &self.id,
+                    device,
+                    &self.origin.lock().expect("origin lock"),
+                ))
                 .to_vec(),
         })
     }
@@ -348,6 +368,7 @@ impl Account {
 
     /// Register the account on the relay (own connection) as `kind`.
     pub async fn register_as(&self, addr: SocketAddr, kind: wire::AccountKind) {
+        self.set_origin(&origin_of(addr));
         let mut c = Client::connect(addr).await;
         let nonce = c.nonce.clone();
         let reply = c.request(self.register_body_as(&nonce, kind)).await;
@@ -359,6 +380,7 @@ impl Account {
 
     /// Connect and authenticate one device; returns the client and AuthOk.
     pub async fn login(&self, addr: SocketAddr, device: u32) -> (Client, wire::AuthOk) {
+        self.set_origin(&origin_of(addr));
         let mut c = Client::connect(addr).await;
         let nonce = c.nonce.clone();
         match c.request(self.auth_body(device, &nonce)).await {
@@ -375,11 +397,28 @@ pub fn send_body(
     message_id: [u8; 16],
     ciphertext: &[u8],
 ) -> client_frame::Body {
+    send_body_as(
+        to,
+        devices,
+        message_id,
+        ciphertext,
+        wire::Category::Conversation,
+    )
+}
+
+/// A `Send` of `ciphertext` to `devices` of `to`, labelled `category`.
+pub fn send_body_as(
+    to: &AccountId,
+    devices: &[u32],
+    message_id: [u8; 16],
+    ciphertext: &[u8],
+    category: wire::Category,
+) -> client_frame::Body {
     client_frame::Body::Send(wire::Send {
         message_id: message_id.to_vec(),
         recipient_account: to.to_vec(),
         client_timestamp_ms: 1,
-        category: wire::Category::Conversation as i32,
+        category: category as i32,
         template_id: String::new(),
         franking_tag: Vec::new(),
         devices: devices

@@ -1,0 +1,297 @@
+//! Limits on automatic re-keys and re-sends, kept in the store so that a
+//! restart (each `comptoir` command is a new process) does not reset them.
+//!
+//! A relay that flips one bit per message, or a contact that floods re-key
+//! requests, must not be able to make this device use up a peer's one-time
+//! prekeys or re-send its history without end. Every decision is taken
+//! here, from the wall clock in milliseconds; the record is small and
+//! bounded (at most one entry per allowed action in the window, plus two
+//! bounded lists of ids).
+
+use comptoir_protocol::AccountId;
+use prost::Message;
+
+use crate::error::{ClientError, Result};
+use crate::messages::MessageId;
+use crate::store::{Store, Tree};
+
+/// The window every rate below is counted over: one hour.
+pub const GUARD_WINDOW_MS: u64 = 60 * 60 * 1000;
+/// Automatic re-keys with one remote device per window. Two: one to
+/// recover a wedged session, one more in case the re-key request itself
+/// was lost; a session still failing after that needs the user.
+pub const REKEYS_PER_DEVICE: usize = 2;
+/// Automatic re-keys with all remote devices together per window.
+pub const REKEYS_TOTAL: usize = 10;
+/// Messages re-sent at the request of one remote device per window.
+pub const RESENDS_PER_DEVICE: usize = 5;
+/// Messages re-sent at anyone's request per window.
+pub const RESENDS_TOTAL: usize = 20;
+/// Failed message ids remembered (so none triggers a second re-key), and
+/// (device, message) pairs remembered (so none is re-sent twice).
+pub const REMEMBERED_IDS: usize = 512;
+
+const GUARD_KEY: &[u8] = b"rekey";
+const GUARD_RECORD_VERSION: u32 = 1;
+const KIND_REKEY: u32 = 1;
+const KIND_RESEND: u32 = 2;
+
+#[derive(Clone, PartialEq, Message)]
+struct GuardRecord {
+    #[prost(uint32, tag = "1")]
+    version: u32,
+    /// Actions taken inside the current window.
+    #[prost(message, repeated, tag = "2")]
+    actions: Vec<Action>,
+    /// Envelope ids a re-key was already requested for, oldest first.
+    #[prost(bytes = "vec", repeated, tag = "3")]
+    rekeyed_for: Vec<Vec<u8>>,
+    /// account (16) || device (u32 BE) || message id (16) already re-sent,
+    /// oldest first.
+    #[prost(bytes = "vec", repeated, tag = "4")]
+    resent: Vec<Vec<u8>>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct Action {
+    #[prost(uint32, tag = "1")]
+    kind: u32,
+    #[prost(bytes = "vec", tag = "2")]
+    account: Vec<u8>,
+    #[prost(uint32, tag = "3")]
+    device: u32,
+    #[prost(uint64, tag = "4")]
+    at_ms: u64,
+}
+
+/// Whether an automatic action may go ahead, and if not, why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Decision {
+    /// Go ahead (already recorded).
+    Allowed,
+    /// This message already caused a re-key (or was already re-sent).
+    AlreadyDone,
+    /// The limit for this remote device in the window is reached.
+    DeviceLimit,
+    /// The limit over all peers in the window is reached.
+    TotalLimit,
+}
+
+impl Decision {
+    /// Why it was refused, for a warning shown to the user.
+    pub(super) fn reason(self) -> &'static str {
+        match self {
+            Self::Allowed => "allowed",
+            Self::AlreadyDone => "already done once for this message",
+            Self::DeviceLimit => "too many for this device in the last hour",
+            Self::TotalLimit => "too many in the last hour",
+        }
+    }
+}
+
+/// The persisted limits.
+pub(super) struct RekeyGuard {
+    record: GuardRecord,
+}
+
+impl RekeyGuard {
+    /// Load the record (an empty one if there is none yet).
+    pub(super) fn load(store: &Store) -> Result<Self> {
+        let record = match store.get(Tree::Guards, GUARD_KEY)? {
+            Some(bytes) => GuardRecord::decode(bytes.as_slice())
+                .map_err(|e| ClientError::CorruptStore(format!("re-key limits record: {e}")))?,
+            None => GuardRecord {
+                version: GUARD_RECORD_VERSION,
+                ..GuardRecord::default()
+            },
+        };
+        Ok(Self { record })
+    }
+
+    /// Write the record back (the caller flushes).
+    pub(super) fn save(&self, store: &Store) -> Result<()> {
+        store.put(Tree::Guards, GUARD_KEY, &self.record.encode_to_vec())
+    }
+
+    /// May this device re-key with `peer`'s `device` because envelope
+    /// `failed` did not decrypt? Records the re-key when allowed.
+    pub(super) fn allow_rekey(
+        &mut self,
+        peer: &AccountId,
+        device: u32,
+        failed: &MessageId,
+        now_ms: u64,
+    ) -> Decision {
+        if self.record.rekeyed_for.iter().any(|id| id == &failed.0) {
+            return Decision::AlreadyDone;
+        }
+        let decision = self.allow(
+            KIND_REKEY,
+            peer,
+            device,
+            now_ms,
+            REKEYS_PER_DEVICE,
+            REKEYS_TOTAL,
+        );
+        if decision == Decision::Allowed {
+            remember(&mut self.record.rekeyed_for, failed.0.to_vec());
+        }
+        decision
+    }
+
+    /// May this device re-send `message` because `peer`'s `device` asked?
+    /// Records the re-send when allowed.
+    pub(super) fn allow_resend(
+        &mut self,
+        peer: &AccountId,
+        device: u32,
+        message: &MessageId,
+        now_ms: u64,
+    ) -> Decision {
+        let mut key = peer.to_vec();
+        key.extend_from_slice(&device.to_be_bytes());
+        key.extend_from_slice(&message.0);
+        if self.record.resent.contains(&key) {
+            return Decision::AlreadyDone;
+        }
+        let decision = self.allow(
+            KIND_RESEND,
+            peer,
+            device,
+            now_ms,
+            RESENDS_PER_DEVICE,
+            RESENDS_TOTAL,
+        );
+        if decision == Decision::Allowed {
+            remember(&mut self.record.resent, key);
+        }
+        decision
+    }
+
+    fn allow(
+        &mut self,
+        kind: u32,
+        peer: &AccountId,
+        device: u32,
+        now_ms: u64,
+        per_device: usize,
+        total: usize,
+    ) -> Decision {
+        // An action stamped in the future (the clock went back) still
+        // counts: a clock change must not reopen the limits.
+        self.record
+            .actions
+            .retain(|a| a.at_ms.saturating_add(GUARD_WINDOW_MS) > now_ms);
+        let same_kind = || self.record.actions.iter().filter(|a| a.kind == kind);
+        if same_kind()
+            .filter(|a| a.account == peer.as_bytes() && a.device == device)
+            .count()
+            >= per_device
+        {
+            return Decision::DeviceLimit;
+        }
+        if same_kind().count() >= total {
+            return Decision::TotalLimit;
+        }
+        self.record.actions.push(Action {
+            kind,
+            account: peer.to_vec(),
+            device,
+            at_ms: now_ms,
+        });
+        Decision::Allowed
+    }
+}
+
+fn remember(list: &mut Vec<Vec<u8>>, id: Vec<u8>) {
+    list.push(id);
+    if list.len() > REMEMBERED_IDS {
+        let excess = list.len() - REMEMBERED_IDS;
+        list.drain(..excess);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{FAST_TEST_KDF, Store};
+
+    fn fresh() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::create(dir.path(), "a passphrase", FAST_TEST_KDF).expect("store");
+        (dir, store)
+    }
+
+    #[test]
+    fn rekeys_are_limited_per_device_overall_and_per_message() {
+        let (_dir, store) = fresh();
+        let mut rng = rand::rng();
+        let peer = AccountId::generate(&mut rng);
+        let mut guard = RekeyGuard::load(&store).expect("load");
+        let first = MessageId::generate();
+        assert_eq!(
+            guard.allow_rekey(&peer, 1, &first, 1_000),
+            Decision::Allowed
+        );
+        assert_eq!(
+            guard.allow_rekey(&peer, 1, &first, 1_001),
+            Decision::AlreadyDone
+        );
+        guard.save(&store).expect("save");
+
+        // Kept across a reload.
+        let mut guard = RekeyGuard::load(&store).expect("load");
+        assert_eq!(
+            guard.allow_rekey(&peer, 1, &first, 1_002),
+            Decision::AlreadyDone
+        );
+        for _ in 1..REKEYS_PER_DEVICE {
+            assert_eq!(
+                guard.allow_rekey(&peer, 1, &MessageId::generate(), 1_003),
+                Decision::Allowed
+            );
+        }
+        assert_eq!(
+            guard.allow_rekey(&peer, 1, &MessageId::generate(), 1_004),
+            Decision::DeviceLimit
+        );
+        // After the window, the device may re-key again.
+        assert_eq!(
+            guard.allow_rekey(&peer, 1, &MessageId::generate(), 1_003 + GUARD_WINDOW_MS),
+            Decision::Allowed
+        );
+
+        // Many peers: the total bound holds.
+        let mut allowed = 0;
+        for _ in 0..(REKEYS_TOTAL * 2) {
+            let other = AccountId::generate(&mut rng);
+            if guard.allow_rekey(&other, 1, &MessageId::generate(), 3 * GUARD_WINDOW_MS)
+                == Decision::Allowed
+            {
+                allowed += 1;
+            }
+        }
+        assert_eq!(allowed, REKEYS_TOTAL);
+    }
+
+    #[test]
+    fn resends_are_limited_and_never_repeated_for_one_device() {
+        let (_dir, store) = fresh();
+        let peer = AccountId::generate(&mut rand::rng());
+        let mut guard = RekeyGuard::load(&store).expect("load");
+        let message = MessageId::generate();
+        assert_eq!(guard.allow_resend(&peer, 1, &message, 5), Decision::Allowed);
+        assert_eq!(
+            guard.allow_resend(&peer, 1, &message, 6),
+            Decision::AlreadyDone
+        );
+        // Another device of the peer may need it too.
+        assert_eq!(guard.allow_resend(&peer, 2, &message, 7), Decision::Allowed);
+        let allowed = (0..100)
+            .filter(|_| {
+                guard.allow_resend(&peer, 1, &MessageId::generate(), 8) == Decision::Allowed
+            })
+            .count();
+        assert_eq!(allowed, RESENDS_PER_DEVICE - 1);
+    }
+}
