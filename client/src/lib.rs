@@ -27,6 +27,8 @@ pub mod connection;
 pub mod contacts;
 pub mod error;
 pub mod event;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod messages;
 pub mod peers;
 pub mod session_store;

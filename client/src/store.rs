@@ -451,7 +451,8 @@ fn encode_header(params: KdfParams, salt: &[u8; SALT_LEN], verifier: &[u8]) -> R
     Ok(out)
 }
 
-fn decode_header(bytes: &[u8]) -> Result<(KdfParams, [u8; SALT_LEN], &[u8])> {
+/// Parse the store header file: KDF parameters, salt and verifier.
+pub(crate) fn decode_header(bytes: &[u8]) -> Result<(KdfParams, [u8; SALT_LEN], &[u8])> {
     let corrupt = |what: &str| ClientError::CorruptStore(format!("store header: {what}"));
     if bytes.len() > MAX_HEADER_LEN {
         return Err(corrupt("too long"));

@@ -30,6 +30,8 @@ pub mod config;
 pub mod connection;
 pub mod error;
 pub mod forwarder;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod frame;
 pub mod http;
 pub mod hub;

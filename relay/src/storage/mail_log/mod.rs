@@ -28,7 +28,7 @@
 
 mod checkpoint;
 mod index;
-mod record;
+pub(crate) mod record;
 mod segment;
 mod writer;
 
