@@ -23,5 +23,8 @@ fn client_store_corpus_replays() {
         }
     }
     assert!(replayed >= 3, "the client_store corpus went missing");
-    assert!(accepted > 0, "no saved input is a valid client store record");
+    assert!(
+        accepted > 0,
+        "no saved input is a valid client store record"
+    );
 }

@@ -162,7 +162,10 @@ impl World {
         }
         let bundle = self.parties[1 - from].bundle();
         let party = &mut self.parties[from];
-        if let Err(e) = party.record.initiate(&party.identity, &bundle, &mut self.rng) {
+        if let Err(e) = party
+            .record
+            .initiate(&party.identity, &bundle, &mut self.rng)
+        {
             panic!("a new session with an honest bundle must start: {e}");
         }
         party.restored = false;
@@ -249,12 +252,15 @@ impl World {
             }
             // Deliver any message in flight: reordering.
             2 | 3 if !self.in_flight.is_empty() => {
-                let flight = self.in_flight.remove(usize::from(arg) % self.in_flight.len());
+                let flight = self
+                    .in_flight
+                    .remove(usize::from(arg) % self.in_flight.len());
                 self.deliver(&flight, false);
             }
             // Drop one.
             4 if !self.in_flight.is_empty() => {
-                self.in_flight.remove(usize::from(arg) % self.in_flight.len());
+                self.in_flight
+                    .remove(usize::from(arg) % self.in_flight.len());
             }
             // Deliver one again: a duplicate or a replay.
             5 if !self.delivered.is_empty() => {

@@ -108,7 +108,11 @@ pub fn record(data: &[u8]) -> bool {
     };
     let written = record.to_protobuf();
     match SessionRecord::from_protobuf(&written) {
-        Ok(again) => assert_eq!(again.to_protobuf(), written, "record changed through storage"),
+        Ok(again) => assert_eq!(
+            again.to_protobuf(),
+            written,
+            "record changed through storage"
+        ),
         Err(e) => panic!("a written record does not read back: {e}"),
     }
     true

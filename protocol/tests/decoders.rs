@@ -80,7 +80,9 @@ fn saved_inputs(target: &str) -> Vec<Vec<u8>> {
             continue;
         };
         for entry in entries {
-            inputs.push(std::fs::read(entry.expect("readable entry").path()).expect("readable input"));
+            inputs.push(
+                std::fs::read(entry.expect("readable entry").path()).expect("readable input"),
+            );
         }
     }
     inputs
@@ -92,7 +94,8 @@ fn saved_inputs(target: &str) -> Vec<Vec<u8>> {
 fn fuzz_corpus_replays() {
     let mut counts = [0usize; 4];
     let mut accepted = [0usize; 4];
-    let targets: [(&str, fn(&[u8]) -> bool); 4] = [
+    type Target = (&'static str, fn(&[u8]) -> bool);
+    let targets: [Target; 4] = [
         ("frame", protocol_targets::frame),
         ("message", protocol_targets::message),
         ("content", protocol_targets::content),
@@ -105,10 +108,17 @@ fn fuzz_corpus_replays() {
         }
     }
     for (i, (target, _)) in targets.iter().enumerate() {
-        assert!(counts[i] >= 5, "corpus of {target} went missing: {}", counts[i]);
+        assert!(
+            counts[i] >= 5,
+            "corpus of {target} went missing: {}",
+            counts[i]
+        );
         // The corpora still hold inputs that get past the decoders (valid
         // client frames, prekey messages, contents, session records).
-        assert!(accepted[i] > 0, "no input of {target} gets past its decoder");
+        assert!(
+            accepted[i] > 0,
+            "no input of {target} gets past its decoder"
+        );
     }
 }
 

@@ -30,9 +30,9 @@ pub mod config;
 pub mod connection;
 pub mod error;
 pub mod forwarder;
+pub mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod frame;
 pub mod http;
 pub mod hub;
 pub mod limits;
