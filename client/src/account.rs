@@ -218,7 +218,12 @@ impl Account {
         let Some(bytes) = store.get(Tree::Account, ACCOUNT_KEY)? else {
             return Ok(None);
         };
-        let record = AccountRecord::decode(bytes.as_slice())
+        Self::decode(&bytes).map(Some)
+    }
+
+    /// Parse a stored account record (already unsealed).
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self> {
+        let record = AccountRecord::decode(bytes)
             .map_err(|e| ClientError::CorruptStore(format!("account record: {e}")))?;
         let seed = |bytes: &[u8], what: &str| -> Result<Zeroizing<[u8; 32]>> {
             let array: [u8; 32] = bytes
@@ -233,7 +238,7 @@ impl Account {
             Some(AccountKeyPair::from_seed(&account_seed))
         };
         let identity_seed = seed(&record.identity_seed, "identity key")?;
-        Ok(Some(Self {
+        Ok(Self {
             id: AccountId::from_bytes(&record.account_id)?,
             account_key,
             device_id: record.device_id,
@@ -242,7 +247,7 @@ impl Account {
             registered: record.registered,
             next_signed_prekey_id: record.next_signed_prekey_id.max(1),
             next_one_time_prekey_id: record.next_one_time_prekey_id.max(1),
-        }))
+        })
     }
 
     /// Write the account to the store (not flushed).

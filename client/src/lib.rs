@@ -33,6 +33,8 @@ pub mod contacts;
 pub mod error;
 pub mod event;
 pub mod evidence;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod messages;
 pub mod peers;
 pub mod quarantine;

@@ -189,7 +189,8 @@ fn encode(message: &StoredMessage) -> Vec<u8> {
     .encode_to_vec()
 }
 
-fn decode(bytes: &[u8]) -> Result<StoredMessage> {
+/// Parse a stored message record (already unsealed).
+pub(crate) fn decode(bytes: &[u8]) -> Result<StoredMessage> {
     let record = MessageRecord::decode(bytes)
         .map_err(|e| ClientError::CorruptStore(format!("message record: {e}")))?;
     Ok(StoredMessage {

@@ -60,9 +60,20 @@ fn save_record(store: &Store, account: &AccountId, record: &PeerRecord) -> Resul
 
 /// The trusted state of a peer, if any.
 pub fn load(store: &Store, account: &AccountId) -> Result<Option<Peer>> {
-    let Some(record) = load_record(store, account)? else {
-        return Ok(None);
-    };
+    match load_record(store, account)? {
+        Some(record) => from_record(record),
+        None => Ok(None),
+    }
+}
+
+/// Parse a stored peer record (already unsealed).
+pub(crate) fn decode(bytes: &[u8]) -> Result<Option<Peer>> {
+    let record = PeerRecord::decode(bytes)
+        .map_err(|e| ClientError::CorruptStore(format!("peer record: {e}")))?;
+    from_record(record)
+}
+
+fn from_record(record: PeerRecord) -> Result<Option<Peer>> {
     let Some(signed) = record.device_list else {
         return Ok(None);
     };

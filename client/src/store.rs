@@ -513,7 +513,7 @@ fn encode_header(prefix: Vec<u8>, verifier: &[u8]) -> Result<Vec<u8>> {
 }
 
 /// A decoded store header.
-struct Header<'a> {
+pub(crate) struct Header<'a> {
     version: u8,
     params: KdfParams,
     salt: [u8; SALT_LEN],
@@ -522,7 +522,7 @@ struct Header<'a> {
     verifier: &'a [u8],
 }
 
-fn decode_header(bytes: &[u8]) -> Result<Header<'_>> {
+pub(crate) fn decode_header(bytes: &[u8]) -> Result<Header<'_>> {
     let corrupt = |what: &str| ClientError::CorruptStore(format!("store header: {what}"));
     if bytes.len() > MAX_HEADER_LEN {
         return Err(corrupt("too long"));

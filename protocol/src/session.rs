@@ -429,7 +429,11 @@ impl SessionRecord {
             match state.decrypt(message) {
                 Ok(plaintext) => {
                     let remote = state.remote_identity;
-                    if let Some(state) = self.previous.remove(index) {
+                    // A restored (receive-only) state decrypts in place:
+                    // promoting it would displace a current state that can
+                    // send, and force yet another new session.
+                    let stays_archived = state.receive_only && self.current.is_some();
+                    if !stays_archived && let Some(state) = self.previous.remove(index) {
                         self.promote(state);
                     }
                     return Ok((plaintext, remote));

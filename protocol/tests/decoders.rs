@@ -62,37 +62,74 @@ proptest! {
     }
 }
 
-/// Every saved fuzzer input (`fuzz/corpus/TARGET/`) is replayed here, so CI
-/// runs them all on every change.
-#[test]
-fn fuzz_corpus_replays() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
-    let mut replayed = 0;
-    let (mut valid_frames, mut prekey_messages) = (0, 0);
-    for target in ["frame", "message", "record"] {
-        let dir = root.join(target);
-        let entries = std::fs::read_dir(&dir).expect("corpus directory exists");
+#[allow(unreachable_pub)] // Reason: shared with the fuzz crate, where they are its API.
+#[path = "../../fuzz/src/interaction.rs"]
+mod interaction;
+#[allow(unreachable_pub)]
+#[path = "../../fuzz/src/protocol_targets.rs"]
+mod protocol_targets;
+
+/// The saved inputs of a fuzz target: its corpus (`fuzz/corpus/TARGET/`)
+/// and the inputs that once found a bug (`fuzz/regressions/TARGET/`).
+fn saved_inputs(target: &str) -> Vec<Vec<u8>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    let mut inputs = Vec::new();
+    for folder in ["corpus", "regressions"] {
+        let Ok(entries) = std::fs::read_dir(root.join(folder).join(target)) else {
+            assert_ne!(folder, "corpus", "corpus of {target} went missing");
+            continue;
+        };
         for entry in entries {
-            let data =
-                std::fs::read(entry.expect("readable entry").path()).expect("readable input");
-            match target {
-                "frame" => {
-                    valid_frames += usize::from(decode_client(&data).is_ok());
-                    let _ = decode_server(&data);
-                }
-                "message" => {
-                    if let Ok(IncomingMessage::PreKey(_)) = IncomingMessage::decode(&data) {
-                        prekey_messages += 1;
-                    }
-                }
-                _ => {
-                    let _ = SessionRecord::from_protobuf(&data);
-                }
-            }
-            replayed += 1;
+            inputs.push(
+                std::fs::read(entry.expect("readable entry").path()).expect("readable input"),
+            );
         }
     }
-    assert!(replayed >= 100, "corpus went missing: replayed {replayed}");
-    // The corpora still hold inputs that get past the decoders.
-    assert!(valid_frames > 0 && prekey_messages > 0);
+    inputs
+}
+
+/// Every saved input of the protocol crate's fuzz targets is replayed here
+/// through the targets' own code, so CI runs them all on every change.
+#[test]
+fn fuzz_corpus_replays() {
+    let mut counts = [0usize; 4];
+    let mut accepted = [0usize; 4];
+    type Target = (&'static str, fn(&[u8]) -> bool);
+    let targets: [Target; 4] = [
+        ("frame", protocol_targets::frame),
+        ("message", protocol_targets::message),
+        ("content", protocol_targets::content),
+        ("record", protocol_targets::record),
+    ];
+    for (i, (target, run)) in targets.into_iter().enumerate() {
+        for data in saved_inputs(target) {
+            counts[i] += 1;
+            accepted[i] += usize::from(run(&data));
+        }
+    }
+    for (i, (target, _)) in targets.iter().enumerate() {
+        assert!(
+            counts[i] >= 5,
+            "corpus of {target} went missing: {}",
+            counts[i]
+        );
+        // The corpora still hold inputs that get past the decoders (valid
+        // client frames, prekey messages, contents, session records).
+        assert!(
+            accepted[i] > 0,
+            "no input of {target} gets past its decoder"
+        );
+    }
+}
+
+/// The interaction fuzzer's saved inputs replayed as a deterministic test:
+/// two real sessions under delivery, loss, duplication, reordering, backups
+/// and rollbacks decrypt every message at most once and converge.
+#[test]
+fn interaction_corpus_replays() {
+    let inputs = saved_inputs("interaction");
+    assert!(inputs.len() >= 5, "interaction corpus went missing");
+    for data in inputs {
+        interaction::run(&data);
+    }
 }

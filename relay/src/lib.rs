@@ -29,6 +29,8 @@ pub mod config;
 pub mod connection;
 pub mod error;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod hub;
 pub mod limits;

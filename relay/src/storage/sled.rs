@@ -226,7 +226,7 @@ fn prekey_prefix(account: &AccountId, device: u32, kind: u8) -> Vec<u8> {
     k
 }
 
-fn account_from(bytes: &[u8], what: &'static str) -> StorageResult<AccountId> {
+pub(crate) fn account_from(bytes: &[u8], what: &'static str) -> StorageResult<AccountId> {
     AccountId::from_bytes(bytes).map_err(|_| StorageError::Corrupt(what))
 }
 
@@ -234,7 +234,13 @@ fn decode_record(bytes: &[u8]) -> StorageResult<AccountRecord> {
     AccountRecord::decode(bytes).map_err(|_| StorageError::Corrupt("account_records"))
 }
 
-fn decode_list(bytes: &[u8]) -> StorageResult<SignedDeviceList> {
+/// A `phones` value: the account and whether it is discoverable.
+pub(crate) fn decode_phone(v: &[u8]) -> StorageResult<(AccountId, bool)> {
+    let account = account_from(v.get(..16).unwrap_or_default(), "phones")?;
+    Ok((account, v.get(16) == Some(&1)))
+}
+
+pub(crate) fn decode_list(bytes: &[u8]) -> StorageResult<SignedDeviceList> {
     SignedDeviceList::decode(bytes).map_err(|_| StorageError::Corrupt("accounts"))
 }
 
@@ -625,10 +631,7 @@ impl Storage for SledStore {
 
     async fn lookup_phone(&self, phone: &str) -> StorageResult<Option<(AccountId, bool)>> {
         match self.phones.get(phone.as_bytes()).map_err(backend)? {
-            Some(v) => {
-                let account = account_from(v.get(..16).unwrap_or_default(), "phones")?;
-                Ok(Some((account, v.get(16) == Some(&1))))
-            }
+            Some(v) => decode_phone(&v).map(Some),
             None => Ok(None),
         }
     }

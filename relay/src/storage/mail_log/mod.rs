@@ -39,7 +39,7 @@
 mod checkpoint;
 mod durable;
 mod index;
-mod record;
+pub(crate) mod record;
 mod segment;
 mod writer;
 
