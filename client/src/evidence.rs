@@ -173,7 +173,7 @@ mod tests {
     #[test]
     fn kept_sealed_and_capped_per_sender() -> Result<()> {
         let dir = tempfile::tempdir().map_err(|e| ClientError::io("temp dir", e))?;
-        let store = Store::create(dir.path(), "pw", FAST_TEST_KDF)?;
+        let store = Store::create(dir.path(), "pw-long-enough", FAST_TEST_KDF)?;
         let (mallory, alice) = (
             AccountId::from_bytes(&[1; 16]),
             AccountId::from_bytes(&[2; 16]),

@@ -41,9 +41,9 @@ fn largest_send(to: &comptoir_protocol::AccountId) -> usize {
 async fn a_maximal_send_never_cuts_the_real_client_off_its_mail() {
     let relay = start_relay().await;
     let dir = tempfile::tempdir().expect("dir");
-    let mut bob = registered(&relay, &dir.path().join("bob"), "pw").await;
+    let mut bob = registered(&relay, &dir.path().join("bob"), "pw-long-enough").await;
     let carol_dir = tempfile::tempdir().expect("dir");
-    let mut carol = registered(&relay, carol_dir.path(), "pw").await;
+    let mut carol = registered(&relay, carol_dir.path(), "pw-long-enough").await;
     let mallory = Account::new(1);
     mallory.register(relay.addr).await;
     let (mut m, _) = mallory.login(relay.addr, 1).await;

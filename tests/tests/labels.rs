@@ -225,8 +225,27 @@ async fn each_relabelled_label_is_refused_kept_as_evidence_acked_and_no_rekey() 
 /// session of the account it names cannot decrypt the message.)
 #[tokio::test]
 async fn a_relay_that_relabels_on_the_way_is_caught_by_the_recipient() {
-    let relay = start_relay().await;
-    let mitm = Mitm::start(relay.addr).await;
+    // Bob logs in through the proxy, so the relay must accept the proxy's
+    // origin in his signed login as well as its own for Alice.
+    let relay_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let proxy_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let origins = vec![
+        origin_of(relay_listener.local_addr().expect("addr")),
+        origin_of(proxy_listener.local_addr().expect("addr")),
+    ];
+    let data = tempfile::tempdir().expect("temp dir");
+    let relay = start_relay_on(
+        data.path(),
+        |c| c.public_origins = origins,
+        None,
+        relay_listener,
+    )
+    .await;
+    let mitm = Mitm::start_on(proxy_listener, relay.addr);
     let (dir_a, dir_b) = (
         tempfile::tempdir().expect("temp dir"),
         tempfile::tempdir().expect("temp dir"),
@@ -389,7 +408,13 @@ async fn a_business_cannot_send_person_to_person_conversation() {
 
     // A business `Client` replies as service, which the customer reads.
     let shop_dir = tempfile::tempdir().expect("temp dir");
-    let mut business = registered_as(&relay, shop_dir.path(), "shop", AccountKind::Business).await;
+    let mut business = registered_as(
+        &relay,
+        shop_dir.path(),
+        "shop passphrase",
+        AccountKind::Business,
+    )
+    .await;
     business
         .send_text(customer.account_id(), "your order shipped")
         .await

@@ -60,6 +60,12 @@ impl Mitm {
     /// Listen on 127.0.0.1:0 and relay each connection to `relay`.
     pub async fn start(relay: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::start_on(listener, relay)
+    }
+
+    /// Relay each connection `listener` accepts to `relay` (bind first, so
+    /// the relay can be told the proxy's origin before it starts).
+    pub fn start_on(listener: TcpListener, relay: SocketAddr) -> Self {
         let addr = listener.local_addr().expect("addr");
         let shared = Arc::new(Mutex::new(Shared::default()));
         let state = shared.clone();

@@ -115,9 +115,20 @@ pub async fn start_relay_in_at(
     tls: Option<tokio_rustls::TlsAcceptor>,
     bind: SocketAddr,
 ) -> TestRelay {
+    let listener = TcpListener::bind(bind).await.expect("bind");
+    start_relay_on(data_dir, adjust, tls, listener).await
+}
+
+/// [`start_relay_in`] serving `listener` (bound by the caller, so that its
+/// address can go into the configuration, e.g. as a public origin).
+pub async fn start_relay_on(
+    data_dir: &Path,
+    adjust: impl FnOnce(&mut Config),
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    listener: TcpListener,
+) -> TestRelay {
     let mut config = test_config(data_dir);
     adjust(&mut config);
-    let listener = TcpListener::bind(bind).await.expect("bind");
     let http_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
     let addr = listener.local_addr().expect("addr");
     let http = http_listener.local_addr().expect("http addr");
