@@ -95,6 +95,21 @@ type Waiter = oneshot::Sender<StorageResult<()>>;
 /// relay was stopped for a while.
 pub const EXPIRY_CATCH_UP_MS: u64 = 3_600_000;
 
+/// How long after its acceptance a send's id is remembered for answering a
+/// retry as a duplicate (or until the message expires, if sooner). Each
+/// entry costs memory for as long as it is kept, so keeping it for the
+/// whole message TTL let one account grow the index by its send rate times
+/// 30 days. A client retries a send whose `Accepted` it missed when it
+/// reconnects; a retry later than this is stored again, and the recipient's
+/// client drops the second copy by its message id.
+pub const IDEMPOTENCY_WINDOW_MS: u64 = 24 * 3_600_000;
+
+/// When the idempotency entry of a send accepted at `server_ts` and
+/// expiring at `expires` lapses.
+fn idempotency_expiry(server_ts: u64, expires: u64) -> u64 {
+    expires.min(server_ts.saturating_add(IDEMPOTENCY_WINDOW_MS))
+}
+
 /// The time expiry goes by: the wall clock, but never backwards and never
 /// more than [`EXPIRY_CATCH_UP_MS`] ahead of real elapsed time.
 #[derive(Debug, Clone, Copy)]
@@ -496,7 +511,10 @@ impl MailLog {
                     key,
                     SentEntry {
                         server_ts: message.server_timestamp_ms,
-                        expires: message.expires_at_ms,
+                        expires: idempotency_expiry(
+                            message.server_timestamp_ms,
+                            message.expires_at_ms,
+                        ),
                     },
                 );
                 (Enqueued::Stored, shared.durable_waiter(&mut state))
@@ -688,6 +706,12 @@ impl MailLog {
         durable.await.map_err(|_| StorageError::Closed)?
     }
 
+    /// Idempotency entries held (tests).
+    #[cfg(test)]
+    pub(crate) fn idempotency_entries(&self) -> usize {
+        self.shared().lock().index.sent.len()
+    }
+
     /// (sender, message id) of each copy queued for a device, in order,
     /// from the index alone (tests).
     #[cfg(test)]
@@ -768,7 +792,7 @@ fn replay(
                 (origin.sender, recipient, origin.message_id),
                 SentEntry {
                     server_ts,
-                    expires: origin.expires,
+                    expires: idempotency_expiry(server_ts, origin.expires),
                 },
             );
         }

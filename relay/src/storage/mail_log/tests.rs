@@ -61,13 +61,20 @@ const ALICE: u8 = 1;
 const BOB: u8 = 2;
 
 /// A message from Alice to Bob's devices; the envelope is `id` repeated.
+/// The acceptance time of the test messages: the time the tests started,
+/// so that their idempotency entries are inside their window.
+fn base_ts() -> u64 {
+    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *BASE.get_or_init(now_ms)
+}
+
 fn message(id: u8, devices: &[u32], size: usize) -> NewMessage {
     NewMessage {
         sender: account(ALICE),
         sender_device: 3,
         recipient: account(BOB),
         message_id: [id; MESSAGE_ID_LEN],
-        server_timestamp_ms: 1_000 + u64::from(id),
+        server_timestamp_ms: base_ts() + u64::from(id),
         expires_at_ms: now_ms() + 3_600_000,
         copies: devices.iter().map(|d| (*d, vec![id; size])).collect(),
     }
@@ -135,8 +142,8 @@ async fn reopen_replays_sends_acks_and_dropped_devices() -> TestResult {
     assert!(matches!(
         log.enqueue(message(2, &[1, 2], 50), 100).await?,
         Enqueued::Duplicate {
-            server_timestamp_ms: 1_002
-        }
+            server_timestamp_ms
+        } if server_timestamp_ms == base_ts() + 2
     ));
     assert_eq!(
         log.enqueue(message(6, &[1, 2], 50), 100).await?,
@@ -546,7 +553,7 @@ async fn run_against_model(ops: Vec<Op>) -> TestResult {
                     .find(|d| model.queues.get(d).map_or(0, Vec::len) as u64 >= MODEL_QUEUE);
                 let want = if model.sent.contains(&id) {
                     Enqueued::Duplicate {
-                        server_timestamp_ms: 1_000 + u64::from(id),
+                        server_timestamp_ms: base_ts() + u64::from(id),
                     }
                 } else if let Some(device) = full {
                     Enqueued::QueueFull { device: *device }
@@ -1022,6 +1029,41 @@ async fn a_wall_clock_stepped_forward_expires_at_most_an_hour_per_pass_even_acro
     let reached = log.expiry_clock_ms();
     log.expire(now - 86_400_000);
     assert_eq!(log.expiry_clock_ms(), reached);
+    log.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn idempotency_entries_lapse_after_their_window_while_the_mail_stays() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let log = open(dir.path(), LogOptions::default());
+    let now = now_ms();
+    let mut first = message(1, &[1], 10);
+    first.server_timestamp_ms = now;
+    first.expires_at_ms = now + 30 * 86_400_000;
+    log.enqueue(first.clone(), 10).await?;
+    assert!(matches!(
+        log.enqueue(first.clone(), 10).await?,
+        Enqueued::Duplicate { .. }
+    ));
+    assert_eq!(log.idempotency_entries(), 1);
+    // The expiry clock moves at most an hour ahead per pass: walk it past
+    // the window, well before the message's own expiry.
+    let target = now + IDEMPOTENCY_WINDOW_MS + EXPIRY_CATCH_UP_MS;
+    let mut passes = 0;
+    while log.expiry_clock_ms() < target {
+        log.expire(target);
+        passes += 1;
+        assert!(passes <= 30, "the expiry clock did not advance");
+    }
+    assert_eq!(log.idempotency_entries(), 0, "the entry lapsed");
+    assert_eq!(queue(&log, 1), vec![1], "the mail itself is still queued");
+    // The window survives a restart: replay bounds the entry the same way.
+    log.close().await?;
+    drop(log);
+    let log = MailLog::open_at(dir.path(), LogOptions::default(), target)?;
+    assert_eq!(log.idempotency_entries(), 0);
+    assert_eq!(queue(&log, 1), vec![1]);
     log.close().await?;
     Ok(())
 }
