@@ -3,25 +3,16 @@
 //! and checkpoints run), and SIGTERM shuts down cleanly; each restarts on
 //! the same data directory and drains everything.
 
+mod common;
+
+use common::{Account, Ws, next, send};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
-use comptoir_protocol::frame::{decode_server, encode_client};
 use comptoir_protocol::proto::wire::{self, client_frame, server_frame::Body};
-use comptoir_protocol::{
-    AccountId, AccountKeyPair, DeviceList, IdentityKeyPair, auth_payload, register_payload,
-};
-use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-const TIMEOUT: Duration = Duration::from_secs(20);
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+use comptoir_protocol::{AccountId, DeviceList, auth_payload, register_payload};
 
 /// A relay child process, killed when dropped (a failing test leaves no
 /// relay behind).
@@ -86,44 +77,6 @@ fn spawn_relay_with(dir: &Path, config: Option<&Path>) -> (RelayChild, SocketAdd
     // Keep draining the log so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines.by_ref() {});
     (RelayChild(child), addr)
-}
-
-struct Account {
-    id: AccountId,
-    key: AccountKeyPair,
-    device: IdentityKeyPair,
-}
-
-impl Account {
-    fn new() -> Self {
-        let mut rng = rand::rng();
-        Self {
-            id: AccountId::generate(&mut rng),
-            key: AccountKeyPair::generate(&mut rng),
-            device: IdentityKeyPair::generate(&mut rng),
-        }
-    }
-}
-
-async fn next(ws: &mut Ws) -> wire::ServerFrame {
-    loop {
-        let msg = tokio::time::timeout(TIMEOUT, ws.next())
-            .await
-            .expect("frame in time")
-            .expect("open")
-            .expect("ok");
-        if let Message::Binary(b) = msg {
-            return decode_server(&b).expect("frame");
-        }
-    }
-}
-
-async fn send(ws: &mut Ws, request_id: u64, body: client_frame::Body) {
-    let bytes = encode_client(&wire::ClientFrame {
-        request_id,
-        body: Some(body),
-    });
-    ws.send(Message::Binary(bytes.into())).await.expect("send");
 }
 
 /// Connect, register if asked, authenticate device 1.

@@ -2,25 +2,17 @@
 //! every variable docs/OPERATIONS.md lists takes effect (issue 9, item 7),
 //! and a log written to a pipe carries no terminal colour codes (item 14).
 
+mod common;
+
+use common::{Account, TIMEOUT, Ws, next, send};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
-use comptoir_protocol::frame::{decode_server, encode_client};
 use comptoir_protocol::proto::wire::{self, client_frame, server_frame::Body};
-use comptoir_protocol::{
-    AccountId, AccountKeyPair, DeviceList, IdentityKeyPair, auth_payload, register_payload,
-};
-use futures_util::{SinkExt, StreamExt};
+use comptoir_protocol::{DeviceList, auth_payload, register_payload};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-const TIMEOUT: Duration = Duration::from_secs(20);
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A relay child process, killed when dropped.
 struct RelayChild(Child);
@@ -92,44 +84,6 @@ fn setting(lines: &[String], key: &str) -> String {
         .find(|l| l.contains("settings in effect"))
         .expect("settings line");
     field(line, key)
-}
-
-struct Account {
-    id: AccountId,
-    key: AccountKeyPair,
-    device: IdentityKeyPair,
-}
-
-impl Account {
-    fn new() -> Self {
-        let mut rng = rand::rng();
-        Self {
-            id: AccountId::generate(&mut rng),
-            key: AccountKeyPair::generate(&mut rng),
-            device: IdentityKeyPair::generate(&mut rng),
-        }
-    }
-}
-
-async fn next(ws: &mut Ws) -> wire::ServerFrame {
-    loop {
-        let msg = tokio::time::timeout(TIMEOUT, ws.next())
-            .await
-            .expect("frame in time")
-            .expect("open")
-            .expect("ok");
-        if let Message::Binary(b) = msg {
-            return decode_server(&b).expect("frame");
-        }
-    }
-}
-
-async fn send(ws: &mut Ws, request_id: u64, body: client_frame::Body) {
-    let bytes = encode_client(&wire::ClientFrame {
-        request_id,
-        body: Some(body),
-    });
-    ws.send(Message::Binary(bytes.into())).await.expect("send");
 }
 
 /// Connect, register, authenticate device 1.
