@@ -44,6 +44,33 @@ struct Vectors {
     signatures: SignaturesVector,
     contents: Vec<NamedBytes>,
     frames: FramesVector,
+    limits: LimitsVector,
+}
+
+/// The limits at their edges (docs/PROTOCOL.md section 6): scenarios run
+/// from the X3DH fixture, each delivery with its ciphertext and outcome.
+#[derive(Serialize, Deserialize, PartialEq, Debug)]
+struct LimitsVector {
+    how: String,
+    scenarios: Vec<LimitScenario>,
+}
+
+#[derive(Serialize, Deserialize, PartialEq, Debug)]
+struct LimitScenario {
+    name: String,
+    alice_rng_seed: u64,
+    bob_rng_seed: u64,
+    events: Vec<String>,
+    deliveries: Vec<LimitDelivery>,
+}
+
+#[derive(Serialize, Deserialize, PartialEq, Debug, Clone)]
+struct LimitDelivery {
+    message: String,
+    ciphertext: String,
+    /// "accept", "too many skipped messages", "message key evicted",
+    /// "duplicate", "no matching session" or "unknown one-time prekey".
+    expect: String,
 }
 
 /// Signed artefacts (docs/PROTOCOL.md section 2): a device list, the auth
@@ -395,6 +422,7 @@ fn generate() -> Vectors {
     let signatures = signature_vectors(&f);
     let contents = content_vectors();
     let frames = frame_vectors(&f, &signatures);
+    let limits = limit_vectors(&f);
 
     Vectors {
         description: "Comptoir protocol v1 test vectors; see docs/PROTOCOL.md. All byte strings are lowercase hex.".into(),
@@ -426,6 +454,259 @@ fn generate() -> Vectors {
         signatures,
         contents,
         frames,
+        limits,
+    }
+}
+
+const LIMITS_HOW: &str = "Each scenario starts from the X3DH section: Alice initiates with Bob's bundle (signed prekey 1, one-time prekey 100, her ephemeral key from that section) and draws her ratchet keys from VectorRng(alice_rng_seed); Bob's from VectorRng(bob_rng_seed). Bob also holds one-time prekeys 200..=211, the n-th drawn from VectorRng(6). Events: 'alice sends aI..aJ' encrypts the messages aI to aJ in order, each plaintext being its own name in ASCII; 'bob sends bI' likewise; 'alice starts a new session with one-time prekey K' runs X3DH again with Bob's signed prekey and one-time prekey K, drawing first EK_A then the first ratchet key from Alice's RNG; 'bob receives aI' / 'alice receives bI' decrypts that message's ciphertext (listed under deliveries, in order, with the outcome). A refused delivery leaves the receiver's session record exactly as it was.";
+
+/// The scenarios of the limits section, as event lists.
+fn limit_scenarios() -> Vec<(&'static str, Vec<String>)> {
+    let s = |events: &[&str]| events.iter().map(|e| e.to_string()).collect::<Vec<_>>();
+    // The first exchange: Alice's prekey message, Bob's reply.
+    let opening = [
+        "alice sends a0",
+        "bob receives a0",
+        "bob sends b0",
+        "alice receives b0",
+    ];
+    let mut scenarios = Vec::new();
+    let mut current = s(&opening);
+    current.extend(s(&[
+        "alice sends a1",
+        "bob receives a1",
+        "alice sends a2..a1003",
+        "bob receives a1003",
+        "bob receives a1002",
+        "bob receives a2",
+        "bob receives a2",
+    ]));
+    scenarios.push((
+        "current chain: N - Nr = 1001 refused, 1000 accepted",
+        current,
+    ));
+    let mut previous_ok = s(&opening);
+    previous_ok.extend(s(&[
+        "alice sends a1",
+        "bob receives a1",
+        "alice sends a2..a1001",
+        "bob sends b1",
+        "alice receives b1",
+        "alice sends a1002",
+        "bob receives a1002",
+        "bob receives a1001",
+    ]));
+    scenarios.push((
+        "previous chain on a DH step: PN - Nr = 1000 accepted",
+        previous_ok,
+    ));
+    let mut previous_refused = s(&opening);
+    previous_refused.extend(s(&[
+        "alice sends a1",
+        "bob receives a1",
+        "alice sends a2..a1002",
+        "bob sends b1",
+        "alice receives b1",
+        "alice sends a1003",
+        "bob receives a1003",
+        "bob receives a2",
+        "bob receives a1003",
+    ]));
+    scenarios.push((
+        "previous chain on a DH step: PN - Nr = 1001 refused",
+        previous_refused,
+    ));
+    let mut new_chain = s(&opening);
+    new_chain.extend(s(&[
+        "alice sends a1..a1002",
+        "bob receives a1002",
+        "bob receives a1001",
+    ]));
+    scenarios.push((
+        "new chain on a DH step: N = 1001 refused, N = 1000 accepted",
+        new_chain,
+    ));
+    // 34 turns after the opening: Alice's chains 2..=35 (one message each).
+    let mut turns = s(&opening);
+    for turn in 1..=34 {
+        turns.push(format!("alice sends a{turn}"));
+        turns.push(format!("bob receives a{turn}"));
+        turns.push(format!("bob sends b{turn}"));
+        turns.push(format!("alice receives b{turn}"));
+    }
+    turns.extend(s(&["bob receives a2", "bob receives a1"]));
+    scenarios.push((
+        "32 remembered previous ratchet keys: the 32nd is a duplicate, the 33rd no matching session",
+        turns,
+    ));
+    let mut archived = Vec::new();
+    for session in 0..12 {
+        let (first, second) = (2 * session, 2 * session + 1);
+        archived.push(format!(
+            "alice starts a new session with one-time prekey {}",
+            200 + session
+        ));
+        archived.push(format!("alice sends a{first}..a{second}"));
+        archived.push(format!("bob receives a{first}"));
+    }
+    archived.extend(s(&["bob receives a1", "bob receives a3"]));
+    scenarios.push((
+        "10 archived states: the 12th session back is gone, the 11th still decrypts",
+        archived,
+    ));
+    let mut eviction = s(&opening);
+    for round in 0..3 {
+        let first = 1 + round * 901;
+        let last = first + 900;
+        eviction.push(format!("alice sends a{first}..a{last}"));
+        eviction.push(format!("bob receives a{last}"));
+        eviction.push(format!("bob sends b{}", round + 1));
+        eviction.push(format!("alice receives b{}", round + 1));
+    }
+    eviction.extend(s(&["bob receives a700", "bob receives a701"]));
+    scenarios.push((
+        "2,000 skipped keys: 2,700 stored, the 700 oldest evicted",
+        eviction,
+    ));
+    scenarios
+}
+
+fn limit_outcome(result: &comptoir_protocol::Result<comptoir_protocol::Decrypted>) -> String {
+    use comptoir_protocol::Error;
+    match result {
+        Ok(_) => "accept".into(),
+        Err(Error::TooManySkippedMessages { .. }) => "too many skipped messages".into(),
+        Err(Error::MessageKeyEvicted { .. }) => "message key evicted".into(),
+        Err(Error::DuplicateMessage { .. }) => "duplicate".into(),
+        Err(Error::NoMatchingSession) => "no matching session".into(),
+        Err(Error::UnknownOneTimePreKey(_)) => "unknown one-time prekey".into(),
+        Err(other) => panic!("unexpected {other}"),
+    }
+}
+
+/// Run one scenario's events; `published`, when given, must match every
+/// delivery (ciphertext and outcome).
+fn run_limit_scenario(
+    f: &Fixture,
+    alice_seed: u64,
+    bob_seed: u64,
+    events: &[String],
+    published: Option<&[LimitDelivery]>,
+) -> Vec<LimitDelivery> {
+    let bundle = VerifiedBundle::verify(&f.bundle, Some(f.bob.public())).unwrap();
+    let mut arng = VectorRng::new(alice_seed);
+    let mut brng = VectorRng::new(bob_seed);
+    let mut store = bob_store(f);
+    let mut extra = VectorRng::new(6);
+    let mut extra_keys = std::collections::BTreeMap::new();
+    for id in 200..=211u32 {
+        let key = KeyPair::from_secret_bytes(&seed32(&mut extra)).unwrap();
+        extra_keys.insert(id, key.public_bytes());
+        store.insert_one_time(id, key);
+    }
+    let mut alice_store = InMemoryPreKeyStore::default();
+    let mut a = SessionRecord::new();
+    a.initiate_with_ephemeral(&f.alice, &bundle, &f.ephemeral, &mut arng)
+        .unwrap();
+    let mut b = SessionRecord::new();
+    let mut sent: std::collections::HashMap<String, Vec<u8>> = Default::default();
+    let mut deliveries = Vec::new();
+    for event in events {
+        let words: Vec<&str> = event.split(' ').collect();
+        match words.as_slice() {
+            [who @ ("alice" | "bob"), "sends", names] => {
+                let (prefix, range) = names.split_at(1);
+                let (first, last) = match range.split_once("..") {
+                    Some((first, last)) => (first, &last[1..]),
+                    None => (range, range),
+                };
+                let (first, last): (u32, u32) = (first.parse().unwrap(), last.parse().unwrap());
+                for i in first..=last {
+                    let name = format!("{prefix}{i}");
+                    let ct = if *who == "alice" {
+                        a.encrypt(name.as_bytes(), &mut arng).unwrap()
+                    } else {
+                        b.encrypt(name.as_bytes(), &mut brng).unwrap()
+                    };
+                    sent.insert(name, ct);
+                }
+            }
+            [
+                "alice",
+                "starts",
+                "a",
+                "new",
+                "session",
+                "with",
+                "one-time",
+                "prekey",
+                id,
+            ] => {
+                let id: u32 = id.parse().unwrap();
+                let mut wire_bundle = f.bundle.clone();
+                wire_bundle.one_time_prekey = Some(wire::OneTimePreKey {
+                    key_id: id,
+                    public_key: extra_keys[&id].to_vec(),
+                });
+                let bundle = VerifiedBundle::verify(&wire_bundle, Some(f.bob.public())).unwrap();
+                a.initiate(&f.alice, &bundle, &mut arng).unwrap();
+            }
+            [who @ ("alice" | "bob"), "receives", name] => {
+                let ct = sent[*name].clone();
+                let (record, before) = if *who == "bob" {
+                    (&mut b, None::<()>)
+                } else {
+                    (&mut a, None)
+                };
+                let _ = before;
+                let snapshot = record.to_protobuf().to_vec();
+                let result = if *who == "bob" {
+                    record.decrypt(&f.bob, &mut store, Some(f.alice.public()), &ct)
+                } else {
+                    record.decrypt(&f.alice, &mut alice_store, Some(f.bob.public()), &ct)
+                };
+                let expect = limit_outcome(&result);
+                match &result {
+                    Ok(d) => assert_eq!(d.plaintext, name.as_bytes(), "{event}"),
+                    Err(_) => assert_eq!(
+                        record.to_protobuf().to_vec(),
+                        snapshot,
+                        "{event}: a refused message changed the record"
+                    ),
+                }
+                let delivery = LimitDelivery {
+                    message: name.to_string(),
+                    ciphertext: h(&ct),
+                    expect,
+                };
+                if let Some(published) = published {
+                    assert_eq!(published.get(deliveries.len()), Some(&delivery), "{event}");
+                }
+                deliveries.push(delivery);
+            }
+            _ => panic!("unknown event {event}"),
+        }
+    }
+    deliveries
+}
+
+fn limit_vectors(f: &Fixture) -> LimitsVector {
+    LimitsVector {
+        how: LIMITS_HOW.into(),
+        scenarios: limit_scenarios()
+            .into_iter()
+            .enumerate()
+            .map(|(i, (name, events))| {
+                let (alice_rng_seed, bob_rng_seed) = (10 + 2 * i as u64, 11 + 2 * i as u64);
+                LimitScenario {
+                    name: name.into(),
+                    alice_rng_seed,
+                    bob_rng_seed,
+                    deliveries: run_limit_scenario(f, alice_rng_seed, bob_rng_seed, &events, None),
+                    events,
+                }
+            })
+            .collect(),
     }
 }
 
@@ -1217,4 +1498,93 @@ fn published_signatures_contents_and_frames_replay_byte_for_byte() {
         );
     }
     assert_eq!((v.frames.client.len(), v.frames.server.len()), (6, 6));
+}
+
+/// Section `limits`, replayed from the published events: every delivered
+/// ciphertext is reproduced byte for byte, every outcome is the published
+/// one, a refused message changes nothing, and the outcomes are the rules of
+/// docs/PROTOCOL.md section 6 at their edges.
+#[test]
+fn published_limit_scenarios_replay_at_each_edge() {
+    let v = published();
+    let f = fixture();
+    assert_eq!(v.limits.how, LIMITS_HOW);
+    let outcomes: Vec<Vec<(String, String)>> = v
+        .limits
+        .scenarios
+        .iter()
+        .map(|scenario| {
+            run_limit_scenario(
+                &f,
+                scenario.alice_rng_seed,
+                scenario.bob_rng_seed,
+                &scenario.events,
+                Some(&scenario.deliveries),
+            );
+            scenario
+                .deliveries
+                .iter()
+                .map(|d| (d.message.clone(), d.expect.clone()))
+                .collect()
+        })
+        .collect();
+    let pairs = |list: &[(&str, &str)]| -> Vec<(String, String)> {
+        list.iter()
+            .map(|(m, e)| (m.to_string(), e.to_string()))
+            .collect()
+    };
+    let opening = [("a0", "accept"), ("b0", "accept")];
+    let with_opening = |rest: &[(&str, &str)]| {
+        let mut all = opening.to_vec();
+        all.extend_from_slice(rest);
+        pairs(&all)
+    };
+    assert_eq!(
+        outcomes[0],
+        with_opening(&[
+            ("a1", "accept"),
+            ("a1003", "too many skipped messages"),
+            ("a1002", "accept"),
+            ("a2", "accept"),
+            ("a2", "duplicate"),
+        ])
+    );
+    assert_eq!(
+        outcomes[1],
+        with_opening(&[
+            ("a1", "accept"),
+            ("b1", "accept"),
+            ("a1002", "accept"),
+            ("a1001", "accept"),
+        ])
+    );
+    assert_eq!(
+        outcomes[2],
+        with_opening(&[
+            ("a1", "accept"),
+            ("b1", "accept"),
+            ("a1003", "too many skipped messages"),
+            ("a2", "accept"),
+            ("a1003", "accept"),
+        ])
+    );
+    assert_eq!(
+        outcomes[3],
+        with_opening(&[("a1002", "too many skipped messages"), ("a1001", "accept"),])
+    );
+    let last = &outcomes[4][outcomes[4].len() - 2..];
+    assert_eq!(
+        last,
+        pairs(&[("a2", "duplicate"), ("a1", "no matching session")])
+    );
+    let last = &outcomes[5][outcomes[5].len() - 2..];
+    assert_eq!(
+        last,
+        pairs(&[("a1", "unknown one-time prekey"), ("a3", "accept")])
+    );
+    let last = &outcomes[6][outcomes[6].len() - 2..];
+    assert_eq!(
+        last,
+        pairs(&[("a700", "message key evicted"), ("a701", "accept")])
+    );
 }
