@@ -192,7 +192,11 @@ pub async fn connect(
                 device_list: Some(list),
                 signature: account
                     .key
-                    .sign(&register_payload(&account.id, &nonce))
+                    .sign(&register_payload(
+                        &account.id,
+                        wire::AccountKind::Customer,
+                        &nonce,
+                    ))
                     .to_vec(),
                 kind: wire::AccountKind::Customer as i32,
             }),

@@ -7,6 +7,7 @@ use std::fmt;
 use rand_core::CryptoRng;
 
 use crate::error::{DecodeError, Error, Result};
+use crate::proto::wire::AccountKind;
 
 /// Length of an account id.
 pub const ACCOUNT_ID_LEN: usize = 16;
@@ -14,7 +15,7 @@ pub const ACCOUNT_ID_LEN: usize = 16;
 pub const AUTH_NONCE_LEN: usize = 32;
 
 const AUTH_CONTEXT: &[u8] = b"Comptoir auth v2";
-const REGISTER_CONTEXT: &[u8] = b"Comptoir register v1";
+const REGISTER_CONTEXT: &[u8] = b"Comptoir register v2";
 
 /// An opaque random account id. Handles (phone numbers, business names)
 /// resolve to it in the relay's directory.
@@ -122,18 +123,47 @@ pub fn relay_origin(tls: bool, host: &str, port: u16) -> String {
 }
 
 /// The bytes an account key signs to register the account on a relay:
-/// `"Comptoir register v1" || account_id (16) || nonce (32)`.
-pub fn register_payload(account: &AccountId, nonce: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(REGISTER_CONTEXT.len() + ACCOUNT_ID_LEN + nonce.len());
+/// `"Comptoir register v2" || account_id (16) || kind (u8) || nonce (32)`,
+/// where `kind` is the kind the account is registered as: 1 customer
+/// (also for [`AccountKind::Unspecified`]), 2 business. The kind is signed so
+/// that nobody between the device and the relay can turn a customer into a
+/// business or back.
+pub fn register_payload(account: &AccountId, kind: AccountKind, nonce: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(REGISTER_CONTEXT.len() + ACCOUNT_ID_LEN + 1 + nonce.len());
     out.extend_from_slice(REGISTER_CONTEXT);
     out.extend_from_slice(account.as_bytes());
+    out.push(registered_kind_byte(kind));
     out.extend_from_slice(nonce);
     out
+}
+
+/// The kind byte of [`register_payload`]: 1 customer (also for
+/// unspecified), 2 business.
+fn registered_kind_byte(kind: AccountKind) -> u8 {
+    match kind {
+        AccountKind::Business => 2,
+        AccountKind::Customer | AccountKind::Unspecified => 1,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_register_payload_signs_the_kind() {
+        let id = AccountId::from_bytes(&[0xAA; 16]).expect("16 bytes"); // ok: a constant
+        let nonce = [0x55; 32];
+        let customer = register_payload(&id, AccountKind::Customer, &nonce);
+        let business = register_payload(&id, AccountKind::Business, &nonce);
+        assert_ne!(customer, business);
+        assert_eq!(
+            customer,
+            register_payload(&id, AccountKind::Unspecified, &nonce)
+        );
+        assert_eq!(customer.len(), 20 + 16 + 1 + 32);
+        assert_eq!((customer[36], business[36]), (1, 2));
+    }
 
     #[test]
     fn hex_form_round_trips_and_refuses_what_is_not_hex() {

@@ -4,9 +4,11 @@
 //! Every constant here is part of the wire protocol and is listed in
 //! docs/PROTOCOL.md; changing one breaks the vectors in `protocol/vectors/`.
 
+use std::sync::OnceLock;
+
 use hkdf::Hkdf;
-use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
+use sha2::block_api::compress256;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::keys::KEY_LEN;
@@ -23,8 +25,6 @@ pub const MESSAGE_KEY_SEED: u8 = 0x01;
 pub const CHAIN_KEY_SEED: u8 = 0x02;
 /// X3DH's `F`: 32 bytes of 0xFF prepended to the DH outputs (X25519).
 pub const X3DH_F: [u8; 32] = [0xFF; 32];
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// X3DH's `KDF(KM)`: HKDF-SHA256 with a zero-filled 32-byte salt over
 /// `F || KM`, info [`X3DH_INFO`], 32 bytes of output.
@@ -47,7 +47,8 @@ pub fn root_kdf(
     dh_output: &[u8; KEY_LEN],
 ) -> (Zeroizing<[u8; KEY_LEN]>, Zeroizing<[u8; KEY_LEN]>) {
     let mut okm = Zeroizing::new([0u8; 64]);
-    hkdf_sha256(root_key, dh_output, ROOT_INFO, okm.as_mut());
+    let prk = HmacKey::new(root_key).prk(dh_output);
+    prk.expand64(ROOT_INFO, &mut okm);
     let mut root = Zeroizing::new([0u8; KEY_LEN]);
     let mut chain = Zeroizing::new([0u8; KEY_LEN]);
     root.copy_from_slice(&okm[..32]);
@@ -60,19 +61,9 @@ pub fn root_kdf(
 pub fn chain_kdf(
     chain_key: &[u8; KEY_LEN],
 ) -> (Zeroizing<[u8; KEY_LEN]>, Zeroizing<[u8; KEY_LEN]>) {
-    // Any key length is valid for HMAC; this cannot fail.
-    let keyed = match <HmacSha256 as KeyInit>::new_from_slice(chain_key) {
-        Ok(mac) => mac,
-        Err(_) => unreachable_hmac(),
-    };
-    let mut message_mac = keyed.clone();
-    message_mac.update(&[MESSAGE_KEY_SEED]);
-    let mut chain_mac = keyed;
-    chain_mac.update(&[CHAIN_KEY_SEED]);
+    let mut next = Zeroizing::new(*chain_key);
     let mut message = Zeroizing::new([0u8; KEY_LEN]);
-    let mut next = Zeroizing::new([0u8; KEY_LEN]);
-    message.copy_from_slice(&message_mac.finalize().into_bytes());
-    next.copy_from_slice(&chain_mac.finalize().into_bytes());
+    ChainStepper::default().step(&mut next, &mut message);
     (next, message)
 }
 
@@ -81,12 +72,13 @@ pub fn chain_kdf(
 /// [`MESSAGE_KEYS_INFO`]; 44 output bytes = 32-byte ChaCha20-Poly1305 key
 /// then 12-byte nonce.
 pub fn message_keys(message_key: &[u8; KEY_LEN]) -> (Zeroizing<[u8; 32]>, [u8; 12]) {
-    let mut okm = Zeroizing::new([0u8; 44]);
-    hkdf_sha256(&[0u8; 32], message_key, MESSAGE_KEYS_INFO, okm.as_mut());
+    let mut okm = Zeroizing::new([0u8; 64]);
+    let prk = zero_salt().prk(message_key);
+    prk.expand64(MESSAGE_KEYS_INFO, &mut okm);
     let mut key = Zeroizing::new([0u8; 32]);
     key.copy_from_slice(&okm[..32]);
     let mut nonce = [0u8; 12];
-    nonce.copy_from_slice(&okm[32..]);
+    nonce.copy_from_slice(&okm[32..44]);
     (key, nonce)
 }
 
@@ -96,6 +88,225 @@ fn hkdf_sha256(salt: &[u8], ikm: &[u8], info: &[u8], out: &mut [u8]) {
     // HKDF-SHA256's 8160-byte limit, so expand cannot fail.
     if hk.expand(info, out).is_err() {
         unreachable_hmac();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// HMAC-SHA256 over SHA-256's compression function
+// ---------------------------------------------------------------------------
+//
+// The ratchet's KDFs are HMAC-SHA256 with 32-byte keys and short inputs, so
+// almost all of their time is SHA-256 compressions: 6 per chain step, 9 per
+// message-key expansion. The `hmac`/`hkdf` crates compute exactly the same
+// bytes (the tests below check it against them, and the vectors pin them),
+// but around each compression they copy and re-pad their block buffers, and
+// they cannot keep a key's padded states across calls. Measured reason for
+// the hand-written path (docs/BENCHMARKS.md, issues 10 and 11): it removes
+// that overhead, reuses the zero salt's key states (2 compressions fewer
+// per message key) and lets a gap of skipped keys run with one scratch
+// area, wiped once. Only `sha2`'s compression function is used; no SHA-256
+// is written here.
+
+/// SHA-256's initial hash value (FIPS 180-4, section 5.3.3).
+const SHA256_H0: [u32; 8] = [
+    0x6a09_e667,
+    0xbb67_ae85,
+    0x3c6e_f372,
+    0xa54f_f53a,
+    0x510e_527f,
+    0x9b05_688c,
+    0x1f83_d9ab,
+    0x5be0_cd19,
+];
+const IPAD: u8 = 0x36;
+const OPAD: u8 = 0x5c;
+/// SHA-256's block size.
+const BLOCK: usize = 64;
+
+/// The last (and only) inner block of `HMAC(k, [seed])` for a one-byte
+/// seed: the byte, the 0x80 terminator, zeros, and the bit length of
+/// key block + 1 byte (520). No secret in it.
+const fn one_byte_block(seed: u8) -> [u8; BLOCK] {
+    let mut block = [0u8; BLOCK];
+    block[0] = seed;
+    block[1] = 0x80;
+    let bits = ((BLOCK as u64) + 1) * 8;
+    let len = bits.to_be_bytes();
+    let mut i = 0;
+    while i < 8 {
+        block[56 + i] = len[i];
+        i += 1;
+    }
+    block
+}
+const MESSAGE_KEY_BLOCK: [u8; BLOCK] = one_byte_block(MESSAGE_KEY_SEED);
+const CHAIN_KEY_BLOCK: [u8; BLOCK] = one_byte_block(CHAIN_KEY_SEED);
+
+/// Write a SHA-256 state out as its big-endian digest.
+fn digest_into(state: &[u32; 8], out: &mut [u8]) {
+    for (chunk, word) in out.chunks_exact_mut(4).zip(state) {
+        chunk.copy_from_slice(&word.to_be_bytes());
+    }
+}
+
+/// An HMAC-SHA256 key of 32 bytes, as the states after its inner and
+/// outer padded key blocks (what every HMAC under this key starts from).
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+struct HmacKey {
+    inner: [u32; 8],
+    outer: [u32; 8],
+}
+
+impl HmacKey {
+    fn new(key: &[u8; KEY_LEN]) -> Self {
+        let mut block = Zeroizing::new([0u8; BLOCK]);
+        let mut this = Self {
+            inner: SHA256_H0,
+            outer: SHA256_H0,
+        };
+        this.rekey(key, &mut block);
+        this
+    }
+
+    /// Replace the key, using `block` as scratch (left holding key bytes:
+    /// the caller wipes it).
+    fn rekey(&mut self, key: &[u8; KEY_LEN], block: &mut [u8; BLOCK]) {
+        block.fill(IPAD);
+        for (b, k) in block.iter_mut().zip(key) {
+            *b ^= k;
+        }
+        self.inner = SHA256_H0;
+        compress256(&mut self.inner, std::slice::from_ref(block));
+        for b in block.iter_mut() {
+            *b ^= IPAD ^ OPAD;
+        }
+        self.outer = SHA256_H0;
+        compress256(&mut self.outer, std::slice::from_ref(block));
+    }
+
+    /// `HMAC(key, parts[0] || parts[1] || ...)` into `out`.
+    fn mac(&self, parts: &[&[u8]], out: &mut [u8; 32]) {
+        let mut state = Zeroizing::new(self.inner);
+        let mut block = Zeroizing::new([0u8; BLOCK]);
+        finish(&mut state, &mut block, parts);
+        digest_into(&state, out);
+        *state = self.outer;
+        finish(&mut state, &mut block, &[&out[..]]);
+        digest_into(&state, out);
+    }
+
+    /// HKDF-Extract with this key as the salt: the pseudorandom key.
+    fn prk(&self, ikm: &[u8; KEY_LEN]) -> HmacKey {
+        let mut prk = Zeroizing::new([0u8; 32]);
+        self.mac(&[ikm], &mut prk);
+        HmacKey::new(&prk)
+    }
+
+    /// HKDF-Expand of 64 bytes (two blocks) with this key as the PRK. A
+    /// caller wanting fewer bytes takes a prefix: HKDF's output is the
+    /// prefix of a longer expansion.
+    fn expand64(&self, info: &[u8], okm: &mut [u8; 64]) {
+        let mut t1 = Zeroizing::new([0u8; 32]);
+        let mut t2 = Zeroizing::new([0u8; 32]);
+        self.mac(&[info, &[1]], &mut t1);
+        self.mac(&[&t1[..], info, &[2]], &mut t2);
+        okm[..32].copy_from_slice(&t1[..]);
+        okm[32..].copy_from_slice(&t2[..]);
+    }
+}
+
+/// Go on hashing from `state`, which has taken exactly one block (a padded
+/// key), over `parts`, and pad: `state` ends as the digest's words.
+fn finish(state: &mut [u32; 8], block: &mut [u8; BLOCK], parts: &[&[u8]]) {
+    let mut filled = 0usize;
+    let mut total = BLOCK as u64;
+    for part in parts {
+        let mut part = *part;
+        total += part.len() as u64;
+        while !part.is_empty() {
+            let take = (BLOCK - filled).min(part.len());
+            block[filled..filled + take].copy_from_slice(&part[..take]);
+            filled += take;
+            part = &part[take..];
+            if filled == BLOCK {
+                compress256(state, std::slice::from_ref(block));
+                filled = 0;
+            }
+        }
+    }
+    block[filled] = 0x80;
+    block[filled + 1..].fill(0);
+    if filled + 1 > BLOCK - 8 {
+        compress256(state, std::slice::from_ref(block));
+        block.fill(0);
+    }
+    block[BLOCK - 8..].copy_from_slice(&(total * 8).to_be_bytes());
+    compress256(state, std::slice::from_ref(block));
+}
+
+/// HKDF's zero salt as an HMAC key, computed once (it is a constant).
+fn zero_salt() -> &'static HmacKey {
+    static ZERO_SALT: OnceLock<HmacKey> = OnceLock::new();
+    ZERO_SALT.get_or_init(|| HmacKey::new(&[0u8; 32]))
+}
+
+/// Chain steps (`KDF_CK`) with one scratch area for any number of steps,
+/// wiped when dropped: a gap of 1,000 skipped keys runs without a copy of a
+/// key left anywhere but in its destination.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub(crate) struct ChainStepper {
+    key: HmacKey,
+    /// The key block, then the outer block of the message key's HMAC.
+    block: [u8; BLOCK],
+    /// The outer block of the next chain key's HMAC.
+    block2: [u8; BLOCK],
+    message: [u32; 8],
+    chain: [u32; 8],
+}
+
+impl Default for ChainStepper {
+    fn default() -> Self {
+        Self {
+            key: HmacKey {
+                inner: SHA256_H0,
+                outer: SHA256_H0,
+            },
+            block: [0u8; BLOCK],
+            block2: [0u8; BLOCK],
+            message: SHA256_H0,
+            chain: SHA256_H0,
+        }
+    }
+}
+
+/// Bit length of an outer HMAC-SHA256 input: the key block and a digest.
+const OUTER_BITS: [u8; 8] = (((BLOCK + 32) as u64) * 8).to_be_bytes();
+
+impl ChainStepper {
+    /// One `KDF_CK` step: the message key for `chain_key` goes to `message`,
+    /// and `chain_key` becomes the next chain key. Six compressions: the two
+    /// key blocks (shared by both HMACs), then an inner and an outer block
+    /// per HMAC. They are issued in independent pairs (key blocks, inner
+    /// blocks, outer blocks) so the processor can overlap each pair.
+    pub(crate) fn step(&mut self, chain_key: &mut [u8; KEY_LEN], message: &mut [u8; KEY_LEN]) {
+        self.key.rekey(chain_key, &mut self.block);
+        self.message = self.key.inner;
+        self.chain = self.key.inner;
+        compress256(&mut self.message, std::slice::from_ref(&MESSAGE_KEY_BLOCK));
+        compress256(&mut self.chain, std::slice::from_ref(&CHAIN_KEY_BLOCK));
+        for block in [&mut self.block, &mut self.block2] {
+            block[32] = 0x80;
+            block[33..BLOCK - 8].fill(0);
+            block[BLOCK - 8..].copy_from_slice(&OUTER_BITS);
+        }
+        digest_into(&self.message, &mut self.block[..32]);
+        digest_into(&self.chain, &mut self.block2[..32]);
+        self.message = self.key.outer;
+        self.chain = self.key.outer;
+        compress256(&mut self.message, std::slice::from_ref(&self.block));
+        compress256(&mut self.chain, std::slice::from_ref(&self.block2));
+        digest_into(&self.message, message);
+        digest_into(&self.chain, chain_key);
     }
 }
 
@@ -150,11 +361,21 @@ impl ChainKey {
 
     /// Advance one step, returning the message key for the current index.
     pub(crate) fn step(&mut self) -> MessageKey {
-        let (next, message) = chain_kdf(&self.key);
-        let mk = MessageKey::new(*message, self.index);
-        *self.key = *next;
-        self.index = self.index.wrapping_add(1);
+        self.step_with(&mut ChainStepper::default())
+    }
+
+    /// [`Self::step`] with a caller's scratch area (many steps in a row).
+    pub(crate) fn step_with(&mut self, stepper: &mut ChainStepper) -> MessageKey {
+        let mut mk = MessageKey::new([0u8; KEY_LEN], self.index);
+        self.step_into(stepper, &mut mk.key);
         mk
+    }
+
+    /// Advance one step, writing the message key for the current index
+    /// into `message` (where it is to be kept).
+    pub(crate) fn step_into(&mut self, stepper: &mut ChainStepper, message: &mut [u8; KEY_LEN]) {
+        stepper.step(&mut self.key, message);
+        self.index = self.index.wrapping_add(1);
     }
 }
 
@@ -195,6 +416,47 @@ mod tests {
         assert_eq!((a.index(), b.index(), chain.index()), (0, 1, 2));
         assert_ne!(a.as_bytes(), b.as_bytes());
         assert_ne!(chain.as_bytes(), a.as_bytes());
+    }
+
+    /// The hand-written HMAC path gives the `hmac` and `hkdf` crates' bytes.
+    #[test]
+    fn kdfs_agree_with_the_hmac_and_hkdf_crates() {
+        use hmac::{Hmac, KeyInit, Mac};
+        type HmacSha256 = Hmac<Sha256>;
+        let hmac = |key: &[u8], data: &[&[u8]]| -> [u8; 32] {
+            let mut mac = <HmacSha256 as KeyInit>::new_from_slice(key).unwrap_or_else(|_| {
+                unreachable_hmac();
+            });
+            for d in data {
+                mac.update(d);
+            }
+            mac.finalize().into_bytes().into()
+        };
+        for seed in 0u8..40 {
+            let key: [u8; 32] =
+                std::array::from_fn(|i| seed.wrapping_mul(31).wrapping_add(i as u8));
+            let ikm: [u8; 32] = std::array::from_fn(|i| seed ^ (i as u8).wrapping_mul(7));
+            // KDF_CK.
+            let (next, mk) = chain_kdf(&key);
+            assert_eq!(*mk, hmac(&key, &[&[MESSAGE_KEY_SEED]]));
+            assert_eq!(*next, hmac(&key, &[&[CHAIN_KEY_SEED]]));
+            // HMAC of every input length across the padding boundaries.
+            let data: Vec<u8> = (0..200u32).map(|i| (i as u8) ^ seed).collect();
+            for len in [0usize, 1, 31, 55, 56, 57, 63, 64, 65, 119, 120, 128, 200] {
+                let mut out = [0u8; 32];
+                HmacKey::new(&key).mac(&[&data[..len / 2], &data[len / 2..len]], &mut out);
+                assert_eq!(out, hmac(&key, &[&data[..len]]), "length {len}");
+            }
+            // KDF_RK and the message keys against the hkdf crate.
+            let (root, chain) = root_kdf(&key, &ikm);
+            let mut okm = [0u8; 64];
+            hkdf_sha256(&key, &ikm, ROOT_INFO, &mut okm);
+            assert_eq!((&root[..], &chain[..]), (&okm[..32], &okm[32..]));
+            let (aead_key, nonce) = message_keys(&ikm);
+            let mut okm = [0u8; 44];
+            hkdf_sha256(&[0u8; 32], &ikm, MESSAGE_KEYS_INFO, &mut okm);
+            assert_eq!((&aead_key[..], &nonce[..]), (&okm[..32], &okm[32..]));
+        }
     }
 
     #[test]

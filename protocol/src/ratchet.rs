@@ -18,10 +18,10 @@ use rand_core::CryptoRng;
 use x25519_dalek::PublicKey;
 
 use crate::error::{Error, Result};
-use crate::kdf::{ChainKey, MessageKey, RootKey, message_keys};
+use crate::kdf::{ChainKey, ChainStepper, MessageKey, RootKey, message_keys};
 use crate::keys::{KEY_LEN, KeyPair};
 use crate::message::{HEADER_LEN, Header, MAX_PLAINTEXT_LEN, RatchetMessage, TAG_LEN};
-use crate::skipped::{MAX_SKIP, SkippedKeys};
+use crate::skipped::{MAX_SKIP, SkippedBatch, SkippedKeys};
 
 /// Length of the X3DH associated data: both Ed25519 identity keys.
 pub const AD_LEN: usize = 2 * KEY_LEN;
@@ -154,7 +154,7 @@ impl RatchetState {
             let mut chain = chain.clone();
             let skipped = skip_until(&mut chain, header.counter)?;
             let message_key = chain.step();
-            let plaintext = open(&message_key, ad, message)?;
+            let plaintext = open(message_key.as_bytes(), ad, message)?;
             self.receiving_chain = Some(chain);
             self.skipped.insert(header.ratchet_key, skipped);
             return Ok(plaintext);
@@ -165,7 +165,7 @@ impl RatchetState {
         }
 
         // DHRatchet, computed on the side.
-        let mut old_chain_skipped = Vec::new();
+        let mut old_chain_skipped = SkippedBatch::with_capacity(0);
         if let Some(chain) = &self.receiving_chain {
             let mut chain = chain.clone();
             old_chain_skipped = skip_until(&mut chain, header.previous_counter)?;
@@ -175,7 +175,7 @@ impl RatchetState {
         let (root_key, mut chain) = self.root_key.ratchet(&dh);
         let new_chain_skipped = skip_until(&mut chain, header.counter)?;
         let message_key = chain.step();
-        let plaintext = open(&message_key, ad, message)?;
+        let plaintext = open(message_key.as_bytes(), ad, message)?;
 
         // Commit.
         if let (Some(old), true) = (current_remote, self.receiving_chain.is_some()) {
@@ -248,9 +248,9 @@ impl fmt::Debug for RatchetState {
 }
 
 /// Advance `chain` to index `until`, returning the skipped message keys.
-fn skip_until(chain: &mut ChainKey, until: u32) -> Result<Vec<MessageKey>> {
+fn skip_until(chain: &mut ChainKey, until: u32) -> Result<SkippedBatch> {
     if until <= chain.index() {
-        return Ok(Vec::new());
+        return Ok(SkippedBatch::with_capacity(0));
     }
     let gap = until - chain.index();
     if gap > MAX_SKIP {
@@ -259,7 +259,12 @@ fn skip_until(chain: &mut ChainKey, until: u32) -> Result<Vec<MessageKey>> {
             limit: MAX_SKIP,
         });
     }
-    Ok((0..gap).map(|_| chain.step()).collect())
+    let mut stepper = ChainStepper::default();
+    let mut batch = SkippedBatch::with_capacity(gap as usize);
+    for _ in 0..gap {
+        batch.push_with(chain.index(), |key| chain.step_into(&mut stepper, key));
+    }
+    Ok(batch)
 }
 
 /// The AEAD's associated data: `AD || header` (64 + 42 bytes).
@@ -284,11 +289,11 @@ fn seal(message_key: &MessageKey, ad: &[u8; AD_LEN], buffer: &mut Vec<u8>) -> Re
 
 /// Check the tag and decrypt; the input is not modified.
 fn open(
-    message_key: &MessageKey,
+    message_key: &[u8; KEY_LEN],
     ad: &[u8; AD_LEN],
     message: &RatchetMessage<'_>,
 ) -> Result<Vec<u8>> {
-    let (key, nonce) = message_keys(message_key.as_bytes());
+    let (key, nonce) = message_keys(message_key);
     let cipher = ChaCha20Poly1305::new(&(*key).into());
     let aad = associated_data(ad, message.header_bytes);
     let split = message

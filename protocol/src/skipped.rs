@@ -4,7 +4,8 @@
 
 use std::collections::VecDeque;
 
-use crate::kdf::MessageKey;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
 use crate::keys::KEY_LEN;
 
 /// Most message keys one incoming message may make us skip in one chain.
@@ -19,26 +20,101 @@ pub const MAX_SKIP: u32 = 1000;
 /// 2,000 keys cost about 72 KiB.
 pub const MAX_SKIPPED_KEYS: usize = 2000;
 
-/// Skipped keys of one receiving chain, ascending by index.
+/// One skipped message key. Kept in place once stored: using or evicting it
+/// wipes its bytes where they lie and marks it gone, so no copy of a key is
+/// ever moved around the heap.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub(crate) struct SkippedKey {
+    key: [u8; KEY_LEN],
+    index: u32,
+    live: bool,
+}
+
+impl SkippedKey {
+    pub(crate) fn index(&self) -> u32 {
+        self.index
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8; KEY_LEN] {
+        &self.key
+    }
+
+    fn consume(&mut self) {
+        self.key.zeroize();
+        self.live = false;
+    }
+}
+
+/// The skipped keys of one chain from one stored batch, ascending by
+/// index, in one allocation made at its exact size and never grown: a
+/// 1,000-message gap costs one allocation, not a thousand.
 #[derive(Clone)]
-pub(crate) struct SkippedChain {
+pub(crate) struct SkippedRun {
     pub(crate) ratchet_key: [u8; KEY_LEN],
-    pub(crate) keys: VecDeque<MessageKey>,
+    keys: Vec<SkippedKey>,
+    /// Keys before this position are all gone.
+    front: usize,
+    live: usize,
+}
+
+impl SkippedRun {
+    /// The keys still held, ascending.
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &SkippedKey> {
+        self.keys[self.front..].iter().filter(|k| k.live)
+    }
+
+    fn covers(&self, index: u32) -> bool {
+        match (self.keys.first(), self.keys.last()) {
+            (Some(first), Some(last)) => first.index <= index && index <= last.index,
+            _ => false,
+        }
+    }
+}
+
+/// A batch of skipped keys being built: filled in place, in ascending
+/// order, then handed to [`SkippedKeys::insert`].
+pub(crate) struct SkippedBatch {
+    keys: Vec<SkippedKey>,
+}
+
+impl SkippedBatch {
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
+        Self {
+            keys: Vec::with_capacity(capacity),
+        }
+    }
+
+    /// Append the key for `index`, written in place by `fill` (so the key
+    /// bytes are never moved after they exist). Indices must ascend.
+    pub(crate) fn push_with(&mut self, index: u32, fill: impl FnOnce(&mut [u8; KEY_LEN])) {
+        self.keys.push(SkippedKey {
+            key: [0u8; KEY_LEN],
+            index,
+            live: true,
+        });
+        if let Some(slot) = self.keys.last_mut() {
+            fill(&mut slot.key);
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
 }
 
 /// How many chains' eviction watermarks are remembered.
 const MAX_EVICTED_CHAINS: usize = 64;
 
-/// All skipped keys of one session, oldest chain first.
+/// All skipped keys of one session, oldest batch first.
 #[derive(Clone, Default)]
 pub(crate) struct SkippedKeys {
-    chains: VecDeque<SkippedChain>,
+    runs: VecDeque<SkippedRun>,
     total: usize,
     /// Per chain, the index below which keys were evicted by the cap.
     evicted: VecDeque<([u8; KEY_LEN], u32)>,
 }
 
-/// Where a key sits: (chain position, key position).
+/// Where a key sits: (run position, key position).
 #[derive(Clone, Copy)]
 pub(crate) struct SkippedSlot(usize, usize);
 
@@ -47,8 +123,10 @@ impl SkippedKeys {
         self.total
     }
 
-    pub(crate) fn chains(&self) -> impl Iterator<Item = &SkippedChain> {
-        self.chains.iter()
+    /// The batches still holding keys, oldest first (for serialization;
+    /// consecutive batches may belong to the same chain).
+    pub(crate) fn runs(&self) -> impl Iterator<Item = &SkippedRun> {
+        self.runs.iter()
     }
 
     /// Eviction watermarks, oldest chain first (for serialization).
@@ -83,54 +161,73 @@ impl SkippedKeys {
         if self.total == 0 {
             return None;
         }
-        let chain = self
-            .chains
+        self.runs
             .iter()
-            .rposition(|c| &c.ratchet_key == ratchet_key)?;
-        let key = self.chains[chain]
-            .keys
-            .binary_search_by_key(&index, |k| k.index())
-            .ok()?;
-        Some(SkippedSlot(chain, key))
+            .enumerate()
+            .rev()
+            .filter(|(_, run)| run.covers(index) && &run.ratchet_key == ratchet_key)
+            .find_map(|(position, run)| {
+                let key = run.keys.binary_search_by_key(&index, |k| k.index).ok()?;
+                run.keys[key].live.then_some(SkippedSlot(position, key))
+            })
     }
 
-    pub(crate) fn get(&self, slot: SkippedSlot) -> Option<&MessageKey> {
-        self.chains.get(slot.0)?.keys.get(slot.1)
+    pub(crate) fn get(&self, slot: SkippedSlot) -> Option<&[u8; KEY_LEN]> {
+        self.runs
+            .get(slot.0)?
+            .keys
+            .get(slot.1)
+            .filter(|k| k.live)
+            .map(|k| &k.key)
     }
 
     pub(crate) fn remove(&mut self, slot: SkippedSlot) {
-        if let Some(chain) = self.chains.get_mut(slot.0) {
-            if chain.keys.remove(slot.1).is_some() {
-                self.total -= 1;
-            }
-            if chain.keys.is_empty() {
-                self.chains.remove(slot.0);
-            }
+        let Some(run) = self.runs.get_mut(slot.0) else {
+            return;
+        };
+        let Some(key) = run.keys.get_mut(slot.1).filter(|k| k.live) else {
+            return;
+        };
+        key.consume();
+        run.live -= 1;
+        self.total -= 1;
+        if run.live == 0 {
+            self.runs.remove(slot.0);
         }
     }
 
-    /// Add keys of one chain (ascending, all above any stored for it).
-    pub(crate) fn insert(&mut self, ratchet_key: [u8; KEY_LEN], keys: Vec<MessageKey>) {
-        if keys.is_empty() {
+    /// Add one batch of keys of one chain (ascending, all above any stored
+    /// for it), then evict the oldest keys beyond [`MAX_SKIPPED_KEYS`].
+    pub(crate) fn insert(&mut self, ratchet_key: [u8; KEY_LEN], batch: SkippedBatch) {
+        if batch.is_empty() {
             return;
         }
-        self.total += keys.len();
-        match self.chains.back_mut() {
-            Some(last) if last.ratchet_key == ratchet_key => last.keys.extend(keys),
-            _ => self.chains.push_back(SkippedChain {
-                ratchet_key,
-                keys: keys.into(),
-            }),
-        }
+        let live = batch.keys.len();
+        self.total += live;
+        self.runs.push_back(SkippedRun {
+            ratchet_key,
+            keys: batch.keys,
+            front: 0,
+            live,
+        });
         while self.total > MAX_SKIPPED_KEYS {
-            let Some(oldest) = self.chains.front_mut() else {
+            let Some(oldest) = self.runs.front_mut() else {
                 break;
             };
             let ratchet_key = oldest.ratchet_key;
-            let evicted = oldest.keys.pop_front().map(|k| k.index());
+            let mut evicted = None;
+            while let Some(key) = oldest.keys.get_mut(oldest.front) {
+                oldest.front += 1;
+                if key.live {
+                    evicted = Some(key.index);
+                    key.consume();
+                    break;
+                }
+            }
+            oldest.live = oldest.live.saturating_sub(1);
             self.total -= 1;
-            if oldest.keys.is_empty() {
-                self.chains.pop_front();
+            if oldest.live == 0 {
+                self.runs.pop_front();
             }
             if let Some(index) = evicted {
                 self.note_evicted(ratchet_key, index.saturating_add(1));

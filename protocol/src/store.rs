@@ -16,12 +16,12 @@ use x25519_dalek::PublicKey;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::error::{DecodeError, Error, Result};
-use crate::kdf::{ChainKey, MessageKey, RootKey};
+use crate::kdf::{ChainKey, RootKey};
 use crate::keys::{IdentityKey, KEY_LEN, KeyPair, key_bytes};
 use crate::proto::storage as pb;
 use crate::ratchet::RatchetState;
 use crate::session::{MAX_ARCHIVED_STATES, PendingPreKey, SessionRecord, SessionState};
-use crate::skipped::{MAX_SKIPPED_KEYS, SkippedKeys};
+use crate::skipped::{MAX_SKIPPED_KEYS, SkippedBatch, SkippedKeys};
 
 /// Version of the sealed container.
 pub const RECORD_FORMAT: u8 = 1;
@@ -212,10 +212,10 @@ fn zeroize_record(record: &mut pb::SessionRecord) {
 fn state_to_proto(state: &SessionState) -> pb::SessionStateRecord {
     let r = &state.ratchet;
     let mut skipped_keys = Vec::with_capacity(r.skipped.len());
-    for chain in r.skipped.chains() {
-        for key in &chain.keys {
+    for run in r.skipped.runs() {
+        for key in run.keys() {
             skipped_keys.push(pb::SkippedKeyRecord {
-                ratchet_key: chain.ratchet_key.to_vec(),
+                ratchet_key: run.ratchet_key.to_vec(),
                 index: key.index(),
                 message_key: key.as_bytes().to_vec(),
             });
@@ -300,22 +300,35 @@ fn state_from_proto(record: &pb::SessionStateRecord) -> Result<SessionState> {
         .into());
     }
     let mut skipped = SkippedKeys::default();
-    let mut run: Option<([u8; KEY_LEN], Vec<MessageKey>)> = None;
-    for key in record.skipped_keys.iter().take(MAX_SKIPPED_KEYS) {
-        let ratchet_key = key_bytes("skipped ratchet_key", &key.ratchet_key)?;
-        let message_key = MessageKey::new(key_bytes("message_key", &key.message_key)?, key.index);
-        match &mut run {
-            Some((rk, keys)) if *rk == ratchet_key => keys.push(message_key),
-            _ => {
-                if let Some((rk, keys)) = run.take() {
-                    skipped.insert(rk, keys);
-                }
-                run = Some((ratchet_key, vec![message_key]));
+    // Consecutive records of one chain become one batch, allocated once.
+    let records = &record.skipped_keys[..record.skipped_keys.len().min(MAX_SKIPPED_KEYS)];
+    let mut start = 0;
+    while start < records.len() {
+        let ratchet_key = key_bytes("skipped ratchet_key", &records[start].ratchet_key)?;
+        let len = records[start..]
+            .iter()
+            .take_while(|k| k.ratchet_key.as_slice() == ratchet_key.as_slice())
+            .count();
+        let mut batch = SkippedBatch::with_capacity(len);
+        let mut previous = None;
+        for key in &records[start..start + len] {
+            let bytes: &[u8; KEY_LEN] = key.message_key.as_slice().try_into().map_err(|_| {
+                Error::Decode(DecodeError::BadLength {
+                    field: "message_key",
+                    expected: KEY_LEN,
+                    got: key.message_key.len(),
+                })
+            })?;
+            if previous.is_some_and(|p| p >= key.index) {
+                return Err(
+                    DecodeError::Protobuf("skipped keys of one chain must ascend".into()).into(),
+                );
             }
+            previous = Some(key.index);
+            batch.push_with(key.index, |slot| slot.copy_from_slice(bytes));
         }
-    }
-    if let Some((rk, keys)) = run {
-        skipped.insert(rk, keys);
+        skipped.insert(ratchet_key, batch);
+        start += len;
     }
     for evicted in record.evicted.iter().take(64) {
         skipped.restore_evicted(

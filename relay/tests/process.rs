@@ -105,7 +105,11 @@ async fn login(addr: SocketAddr, account: &Account, register: bool) -> (Ws, wire
                 device_list: Some(list),
                 signature: account
                     .key
-                    .sign(&register_payload(&account.id, &nonce))
+                    .sign(&register_payload(
+                        &account.id,
+                        wire::AccountKind::Customer,
+                        &nonce,
+                    ))
                     .to_vec(),
                 kind: wire::AccountKind::Customer as i32,
             }),

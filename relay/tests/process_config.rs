@@ -108,7 +108,11 @@ async fn register_and_login(addr: SocketAddr, account: &Account) -> Ws {
         device_list: Some(list),
         signature: account
             .key
-            .sign(&register_payload(&account.id, &nonce))
+            .sign(&register_payload(
+                &account.id,
+                wire::AccountKind::Customer,
+                &nonce,
+            ))
             .to_vec(),
         kind: wire::AccountKind::Customer as i32,
     });

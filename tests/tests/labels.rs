@@ -463,3 +463,42 @@ async fn an_account_kind_never_changes() {
     let (_, ok) = customer.login(relay.addr, 1).await;
     assert_eq!(ok.kind(), AccountKind::Customer);
 }
+
+#[tokio::test]
+async fn a_registration_whose_kind_was_changed_after_signing_is_refused_and_creates_nothing() {
+    let relay = start_relay().await;
+    for (signed, sent) in [
+        (AccountKind::Customer, AccountKind::Business),
+        (AccountKind::Business, AccountKind::Customer),
+    ] {
+        let account = Account::new(1);
+        let mut c = Client::connect(relay.addr).await;
+        let nonce = c.nonce.clone();
+        let mut body = account.register_body_as(&nonce, signed);
+        let wire::client_frame::Body::Register(register) = &mut body else {
+            panic!("a Register body");
+        };
+        // Someone between the device and the relay flips the kind.
+        register.kind = sent as i32;
+        let reply = c.request(body).await;
+        assert_eq!(
+            error_code(&reply),
+            ErrorCode::BadSignature,
+            "{signed:?} flipped to {sent:?}: {reply:?}"
+        );
+        // Nothing was created: the device cannot log in...
+        let auth = c.request(account.auth_body(1, &nonce)).await;
+        assert!(
+            matches!(
+                error_code(&auth),
+                ErrorCode::UnknownDevice | ErrorCode::AuthFailed
+            ),
+            "{auth:?}"
+        );
+        // ... and the honest registration that follows gets the kind it
+        // signed (a stored account of the flipped kind would refuse it).
+        account.register_as(relay.addr, signed).await;
+        let (_, ok) = account.login(relay.addr, 1).await;
+        assert_eq!(ok.kind(), signed);
+    }
+}

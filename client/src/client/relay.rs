@@ -41,7 +41,9 @@ impl Client {
             account_id: id.to_vec(),
             account_key: key.public().to_bytes().to_vec(),
             device_list: Some(list.clone()),
-            signature: key.sign(&register_payload(&id, &challenge.nonce)).to_vec(),
+            signature: key
+                .sign(&register_payload(&id, kind, &challenge.nonce))
+                .to_vec(),
             kind: kind as i32,
         };
         let reply = self

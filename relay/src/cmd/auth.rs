@@ -46,13 +46,25 @@ pub(crate) async fn register<S: Storage>(
     if verified.account_id != account {
         return Err(invalid("the device list names another account"));
     }
+    let kind = match AccountKind::try_from(request.kind) {
+        Ok(AccountKind::Business) => AccountKind::Business,
+        Ok(AccountKind::Customer | AccountKind::Unspecified) => AccountKind::Customer,
+        Err(_) => return Err(invalid(format!("unknown account kind {}", request.kind))),
+    };
+    // The signature covers the kind: a registration whose kind was changed
+    // on the way is refused here, before anything is stored.
     account_key
         .verify(
             "registration",
-            &register_payload(&account, &session.nonce),
+            &register_payload(&account, kind, &session.nonce),
             &request.signature,
         )
-        .map_err(|e| protocol_refusal("registration (sign the current challenge nonce)", e))?;
+        .map_err(|e| {
+            protocol_refusal(
+                "registration (sign the current challenge nonce and the account kind)",
+                e,
+            )
+        })?;
     let relay = &session.relay;
     // Per network first, so one network's refused attempts do not spend
     // the relay-wide budget.
@@ -69,11 +81,6 @@ pub(crate) async fn register<S: Storage>(
             retry_after_ms,
         });
     }
-    let kind = match AccountKind::try_from(request.kind) {
-        Ok(AccountKind::Business) => AccountKind::Business,
-        Ok(AccountKind::Customer | AccountKind::Unspecified) => AccountKind::Customer,
-        Err(_) => return Err(invalid(format!("unknown account kind {}", request.kind))),
-    };
     let record = AccountRecord {
         version: ACCOUNT_RECORD_VERSION,
         kind: kind as i32,

@@ -351,7 +351,10 @@ impl Account {
             account_id: self.id.to_vec(),
             account_key: self.key.public().to_bytes().to_vec(),
             device_list: Some(self.signed_list()),
-            signature: self.key.sign(&register_payload(&self.id, nonce)).to_vec(),
+            signature: self
+                .key
+                .sign(&register_payload(&self.id, kind, nonce))
+                .to_vec(),
             kind: kind as i32,
         })
     }
