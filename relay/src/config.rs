@@ -56,6 +56,10 @@ pub struct MailLogConfig {
     /// No checkpoint until the log has grown by at least this much (and
     /// past twice what is live).
     pub checkpoint_min_bytes: u64,
+    /// Size of the disk-space reserve (`mail-log/space-reserve`), given
+    /// back when the disk is full so acks and deletions still commit while
+    /// sends are refused; 0 disables it.
+    pub reserve_bytes: u64,
 }
 
 impl MailLogConfig {
@@ -86,6 +90,7 @@ impl Default for MailLogConfig {
         Self {
             segment_bytes: log.segment_bytes,
             checkpoint_min_bytes: log.checkpoint_min_bytes,
+            reserve_bytes: log.reserve_bytes,
         }
     }
 }

@@ -126,6 +126,7 @@ pub async fn run_with(
     let log = crate::storage::mail_log::LogOptions {
         segment_bytes: config.mail_log.segment_bytes,
         checkpoint_min_bytes: config.mail_log.checkpoint_min_bytes,
+        reserve_bytes: config.mail_log.reserve_bytes,
         ..Default::default()
     };
     let store = SledStore::open_with(

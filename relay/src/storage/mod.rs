@@ -49,6 +49,12 @@ pub enum StorageError {
     /// The store was closed (the relay is stopping).
     #[error("storage is closed")]
     Closed,
+    /// The disk is full: new messages are refused until space is freed
+    /// (acks and deletions still work, on the space reserve).
+    #[error(
+        "the relay's disk is full; new messages are refused until space is freed, retry later"
+    )]
+    Full,
     /// Another relay holds the data directory.
     #[error(
         "the data directory {} is in use by another relay; stop it or choose another data_dir",

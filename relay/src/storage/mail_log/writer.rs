@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use super::checkpoint::maybe_checkpoint;
 use super::durable;
-use super::{Buffered, Shared, StorageResult, Waiter, io_error, segment};
+use super::reserve::Reserve;
+use super::{
+    Buffered, Shared, StorageError, StorageResult, Waiter, io_error, segment, write_error,
+};
 
 /// One group taken by the writer.
 struct Group {
@@ -43,13 +46,45 @@ struct Unwritten {
     front_from: Option<u64>,
 }
 
-pub(super) fn write_loop(shared: &Arc<Shared>) {
+/// While the disk is full: when, and after what wait, the reserve is to be
+/// made again.
+struct Refill {
+    at: Instant,
+    wait: Duration,
+}
+
+pub(super) fn write_loop(shared: &Arc<Shared>, mut reserve: Reserve) {
     // Segments this thread created and still appends to.
     let mut open: HashMap<u32, Arc<File>> = HashMap::new();
     // Waiters of the last group: how many to gather for the next.
     let mut last_waiters = 0usize;
+    let mut refill = shared.lock().full.then(|| Refill {
+        at: Instant::now(),
+        wait: RETRY_FIRST,
+    });
     loop {
-        let Some(group) = next_group(shared, &mut open, &mut last_waiters) else {
+        if let Some(next) = &mut refill
+            && Instant::now() >= next.at
+        {
+            match reserve.fill() {
+                Ok(()) => {
+                    refill = None;
+                    let mut state = shared.lock();
+                    state.full = false;
+                    if state.failed.is_none() {
+                        shared.metrics.set_mail_log_failed(false);
+                    }
+                    tracing::info!("the space reserve is back: the mail log takes sends again");
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "the disk is still full");
+                    next.wait = (next.wait * 2).min(RETRY_MAX);
+                    next.at = Instant::now() + next.wait;
+                }
+            }
+        }
+        let wake_at = refill.as_ref().map(|r| r.at);
+        let Some(group) = next_group(shared, &mut open, &mut last_waiters, wake_at) else {
             // Dropped without `close`: seal what this thread wrote.
             if shared.lock().failed.is_none() {
                 let _ = seal_newest(shared, &mut open);
@@ -75,6 +110,36 @@ pub(super) fn write_loop(shared: &Arc<Shared>) {
         {
             written = Err(error);
         }
+        if matches!(written, Err(StorageError::Full)) && reserve.held() {
+            // The disk is full: give the reserve back and write the group
+            // into it; from now on sends are refused, and acks, deletions
+            // and the directory store's writes use what is left of it.
+            match reserve.release() {
+                Ok(()) => {
+                    tracing::warn!(
+                        "the disk is full: the space reserve was given back; new sends are refused until space is freed"
+                    );
+                    shared.lock().full = true;
+                    shared.metrics.set_mail_log_failed(true);
+                    refill = Some(Refill {
+                        at: Instant::now() + RETRY_FIRST,
+                        wait: RETRY_FIRST,
+                    });
+                    written = repair(shared, &mut open, &mut unwritten)
+                        .and_then(|()| write_chunks(shared, &mut open, &mut unwritten, &mut created))
+                        .and_then(|()| {
+                            if group.last {
+                                seal_newest(shared, &mut open)
+                            } else {
+                                Ok(())
+                            }
+                        });
+                }
+                Err(error) => {
+                    tracing::error!(%error, "cannot give the space reserve back");
+                }
+            }
+        }
         let mut waiters = Some(group.waiters);
         if let Err(error) = written {
             // What reached the disk is unknown: this group's senders are
@@ -96,7 +161,7 @@ pub(super) fn write_loop(shared: &Arc<Shared>) {
         }
         {
             let mut state = shared.lock();
-            if state.failed.take().is_some() {
+            if state.failed.take().is_some() && !state.full {
                 shared.metrics.set_mail_log_failed(false);
             }
             state.durable_seq = state.durable_seq.max(group.upto);
@@ -193,10 +258,13 @@ fn repair(
 }
 
 /// Wait for work and take it; `None` once closing with nothing left.
+/// With `wake_at` (the disk is full), an empty group is returned at that
+/// time if nothing came, so that the reserve can be made again.
 fn next_group(
     shared: &Shared,
     open: &mut HashMap<u32, Arc<File>>,
     last_waiters: &mut usize,
+    wake_at: Option<Instant>,
 ) -> Option<Group> {
     let mut state = shared.lock();
     while state.buffered.is_empty() && state.waiters.is_empty() {
@@ -209,7 +277,26 @@ fn next_group(
             return None;
         }
         state.writer_idle = true;
-        state = shared.work.wait(state).unwrap_or_else(|p| p.into_inner());
+        match wake_at {
+            None => state = shared.work.wait(state).unwrap_or_else(|p| p.into_inner()),
+            Some(at) => {
+                let now = Instant::now();
+                if now >= at {
+                    state.writer_idle = false;
+                    return Some(Group {
+                        buffered: Buffered::default(),
+                        waiters: Vec::new(),
+                        upto: state.durable_seq,
+                        last: false,
+                    });
+                }
+                state = shared
+                    .work
+                    .wait_timeout(state, at - now)
+                    .map(|(state, _)| state)
+                    .unwrap_or_else(|p| p.into_inner().0);
+            }
+        }
         state.writer_idle = false;
     }
     if state.waiters.is_empty() && !state.closing {
@@ -289,7 +376,8 @@ fn write_chunks(
                     ));
                 }
                 let file = Arc::new(
-                    segment::create(&path()).map_err(|e| io_error("cannot create", &path(), e))?,
+                    segment::create(&path())
+                        .map_err(|e| write_error("cannot create", &path(), e))?,
                 );
                 open.insert(id, file.clone());
                 created.push((id, file.clone()));
@@ -307,10 +395,13 @@ fn write_chunks(
             let _ = (&*file).write_all(&bytes[..bytes.len() / 2]);
             return Err(io_error("cannot write", &path(), "injected fault"));
         }
+        #[cfg(test)]
+        super::tests::faults::take_space(&path(), bytes.len() as u64)
+            .map_err(|e| write_error("cannot write", &path(), e))?;
         (&*file)
             .write_all(bytes)
-            .map_err(|e| io_error("cannot write", &path(), e))?;
-        durable::sync_data(&file).map_err(|e| io_error("cannot sync", &path(), e))?;
+            .map_err(|e| write_error("cannot write", &path(), e))?;
+        durable::sync_data(&file).map_err(|e| write_error("cannot sync", &path(), e))?;
         newest = newest.max(id);
         unwritten.chunks.pop_front();
         unwritten.front_from = None;
