@@ -16,6 +16,10 @@ pub const DEFAULT_DATA_DIR: &str = "relay-data";
 /// Default time an undelivered envelope is kept: 30 days.
 pub const DEFAULT_MESSAGE_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
 
+/// Default time an account may go without authenticating before it is
+/// deleted: 24 hours (a client logs in right after it registers).
+pub const DEFAULT_UNAUTHENTICATED_ACCOUNT_TTL_MS: u64 = 24 * 3600 * 1000;
+
 /// Everything the relay reads at start.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -181,6 +185,13 @@ pub struct Limits {
     /// Pending codes (and numbers and accounts tracked) at most; beyond,
     /// `RequestCode` is rate limited.
     pub max_pending_codes: usize,
+    /// An account that has not authenticated this long after its
+    /// registration is deleted, with its keys, bindings and queued mail
+    /// (0: never). Throwaway registrations otherwise stay forever.
+    pub unauthenticated_account_ttl_ms: u64,
+    /// Refuse a send to a business account from an account with no
+    /// verified phone number (`PHONE_REQUIRED`).
+    pub require_phone_for_business: bool,
 }
 
 impl Config {
@@ -259,6 +270,8 @@ impl Default for Limits {
             code_requests_per_number: 3,
             code_requests_per_account: 10,
             max_pending_codes: 10_000,
+            unauthenticated_account_ttl_ms: DEFAULT_UNAUTHENTICATED_ACCOUNT_TTL_MS,
+            require_phone_for_business: false,
         }
     }
 }

@@ -152,6 +152,15 @@ pub enum NameClaim {
     AccountHasOther,
 }
 
+/// What `expire_unauthenticated` deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExpiredAccounts {
+    /// Accounts deleted.
+    pub accounts: u64,
+    /// Envelopes that were queued for them.
+    pub envelopes: u64,
+}
+
 /// The relay's persistent state. See the module docs for the contract.
 pub trait Storage: Send + Sync + 'static {
     /// Create an account with its first device list and its record, both
@@ -162,6 +171,23 @@ pub trait Storage: Send + Sync + 'static {
         list: &SignedDeviceList,
         record: &AccountRecord,
     ) -> impl Future<Output = StorageResult<Option<SignedDeviceList>>> + Send;
+
+    /// Note that the account authenticated (durably, the first time): it
+    /// no longer expires under `expire_unauthenticated`.
+    fn mark_authenticated(
+        &self,
+        account: AccountId,
+    ) -> impl Future<Output = StorageResult<()>> + Send;
+
+    /// Delete up to `limit` accounts registered (by this relay version or
+    /// later) before `registered_before_ms` that never authenticated: their
+    /// record, device list, prekeys, phone and name bindings, and the mail
+    /// queued for them, durably. Throwaway accounts otherwise stay forever.
+    fn expire_unauthenticated(
+        &self,
+        registered_before_ms: u64,
+        limit: usize,
+    ) -> impl Future<Output = StorageResult<ExpiredAccounts>> + Send;
 
     /// The account's record (kind, creation time, phone binding, business
     /// fields), shared: it is read on every send. `None` for an unknown
