@@ -121,6 +121,13 @@ pub enum RelayError {
     /// The account's kind (customer or business) does not allow this.
     #[error("not allowed for this kind of account: {0}")]
     AccountKind(String),
+    /// The relay requires a verified phone number before an account may
+    /// write to a business, and this one has none.
+    #[error(
+        "this relay requires a verified phone number before an account may write to a business; \
+         verify one (request a code, then send it back) and retry"
+    )]
+    PhoneRequired,
     /// The relay is shutting down.
     #[error("the relay is shutting down; reconnect in a moment")]
     ShuttingDown,
@@ -157,6 +164,7 @@ impl RelayError {
             Self::NameTaken(_) => ErrorCode::NameTaken,
             Self::AccountKind(_) => ErrorCode::AccountKind,
             Self::ShuttingDown => ErrorCode::ShuttingDown,
+            Self::PhoneRequired => ErrorCode::PhoneRequired,
             Self::Storage(StorageError::Full) => ErrorCode::StorageFull,
             Self::Storage(_) => ErrorCode::Internal,
         }
