@@ -109,7 +109,9 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         };
         let refill = Duration::try_from_secs_f64((self.burst - bucket.tokens) / self.rate)
             .unwrap_or(Duration::MAX);
-        let full = now.checked_add(refill).unwrap_or(now + Duration::from_secs(1 << 40));
+        let full = now
+            .checked_add(refill)
+            .unwrap_or(now + Duration::from_secs(1 << 40));
         bucket.full_at = (full, buckets.next);
         buckets.next = buckets.next.wrapping_add(1);
         buckets.by_full.insert(bucket.full_at, key.clone());

@@ -212,7 +212,10 @@ async fn every_documented_environment_variable_takes_effect() {
             "COMPTOIR_RELAY_UNAUTHENTICATED_ACCOUNT_TTL_SECS",
             "7200".to_owned(),
         ),
-        ("COMPTOIR_RELAY_REQUIRE_PHONE_FOR_BUSINESS", "true".to_owned()),
+        (
+            "COMPTOIR_RELAY_REQUIRE_PHONE_FOR_BUSINESS",
+            "true".to_owned(),
+        ),
     ];
     let (_relay, lines, addr) = spawn_with_env(&env);
     assert_no_colour(&lines);
@@ -234,10 +237,7 @@ async fn every_documented_environment_variable_takes_effect() {
     assert_eq!(setting(&lines, "max_connections"), "777");
     assert_eq!(setting(&lines, "account_rate_per_sec"), "1234.0");
     assert_eq!(setting(&lines, "address_rate_per_sec"), "4321.0");
-    assert_eq!(
-        setting(&lines, "unauthenticated_account_ttl_ms"),
-        "7200000"
-    );
+    assert_eq!(setting(&lines, "unauthenticated_account_ttl_ms"), "7200000");
     assert_eq!(setting(&lines, "require_phone_for_business"), "true");
 
     let (alice, bob) = (Account::new(), Account::new());

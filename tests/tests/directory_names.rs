@@ -287,7 +287,10 @@ async fn a_relay_requiring_a_phone_refuses_writing_to_a_business_until_one_is_ve
     assert_eq!(shown, "hello friend");
 
     let phone = "+447700900123";
-    customer.request_phone_code(phone).await.expect("code request");
+    customer
+        .request_phone_code(phone)
+        .await
+        .expect("code request");
     let code = relay.codes.last_for(phone).expect("a code was sent");
     customer
         .verify_phone(phone, &code, false)

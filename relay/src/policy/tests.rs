@@ -80,7 +80,10 @@ fn table() {
             recipient: Business,
             phone_rule: true,
             sender_phone: true,
-            ..row("phone rule: a verified phone may write to a business", Decision::Accept)
+            ..row(
+                "phone rule: a verified phone may write to a business",
+                Decision::Accept,
+            )
         },
         Row {
             recipient: Business,
@@ -93,7 +96,10 @@ fn table() {
         },
         Row {
             phone_rule: true,
-            ..row("phone rule: customers still write to customers", Decision::Accept)
+            ..row(
+                "phone rule: customers still write to customers",
+                Decision::Accept,
+            )
         },
         Row {
             sender: Business,
@@ -102,7 +108,10 @@ fn table() {
             phone_rule: true,
             category: Category::Service as i32,
             ciphertexts: vec![(2, 100)],
-            ..row("phone rule: a business syncs its own devices", Decision::Accept)
+            ..row(
+                "phone rule: a business syncs its own devices",
+                Decision::Accept,
+            )
         },
         Row {
             sender: Business,

@@ -51,9 +51,7 @@ pub enum StorageError {
     Closed,
     /// The disk is full: new messages are refused until space is freed
     /// (acks and deletions still work, on the space reserve).
-    #[error(
-        "the relay's disk is full; new messages are refused until space is freed, retry later"
-    )]
+    #[error("the relay's disk is full; new messages are refused until space is freed, retry later")]
     Full,
     /// Another relay holds the data directory.
     #[error(

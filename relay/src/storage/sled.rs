@@ -467,10 +467,7 @@ impl Storage for SledStore {
             .collect::<Result<_, _>>()
             .map_err(backend)?;
         for pending in due {
-            let account = account_from(
-                pending.get(8..).unwrap_or_default(),
-                "unauthenticated",
-            )?;
+            let account = account_from(pending.get(8..).unwrap_or_default(), "unauthenticated")?;
             let list = self.accounts.get(account.as_bytes()).map_err(backend)?;
             let devices: Vec<u32> = match &list {
                 Some(bytes) => decode_list(bytes)?
@@ -531,7 +528,9 @@ impl Storage for SledStore {
                         Ok(())
                     },
                 )
-                .map_err(|e: TransactionError<::sled::Error>| StorageError::Backend(e.to_string()))?;
+                .map_err(|e: TransactionError<::sled::Error>| {
+                    StorageError::Backend(e.to_string())
+                })?;
             self.prekeys.apply_batch(prekeys).map_err(backend)?;
             self.cache
                 .lists

@@ -440,11 +440,17 @@ async fn on_a_full_disk_sends_are_refused_acks_still_commit_and_sends_come_back(
     let log = MailLog::open(dir.path(), LogOptions::default(), metrics.clone())?;
     assert_eq!(std::fs::metadata(&reserve)?.len(), DEFAULT_RESERVE_BYTES);
     for id in 1..=2 {
-        assert_eq!(log.enqueue(message(id, &[1], 100), 10).await?, Enqueued::Stored);
+        assert_eq!(
+            log.enqueue(message(id, &[1], 100), 10).await?,
+            Enqueued::Stored
+        );
     }
     faults::disk_full(dir.path(), true);
     // The send that finds the disk full is written into the reserve.
-    assert_eq!(log.enqueue(message(3, &[1], 100), 10).await?, Enqueued::Stored);
+    assert_eq!(
+        log.enqueue(message(3, &[1], 100), 10).await?,
+        Enqueued::Stored
+    );
     assert!(!reserve.exists(), "the reserve was given back");
     assert!(metrics.storage_failed(), "/healthz says so");
     // New sends are refused with the typed error, and nothing is stored.
@@ -474,12 +480,59 @@ async fn on_a_full_disk_sends_are_refused_acks_still_commit_and_sends_come_back(
     faults::disk_full(dir.path(), false);
     health_is(&metrics, true).await;
     assert_eq!(std::fs::metadata(&reserve)?.len(), DEFAULT_RESERVE_BYTES);
-    assert_eq!(log.enqueue(message(4, &[1], 100), 10).await?, Enqueued::Stored);
+    assert_eq!(
+        log.enqueue(message(4, &[1], 100), 10).await?,
+        Enqueued::Stored
+    );
     assert_eq!(queue(&log, 1), vec![3, 4]);
     log.close().await?;
     drop(log);
     let log = open(dir.path(), LogOptions::default());
     assert_eq!(queue(&log, 1), vec![3, 4]);
+    log.close().await?;
+    Ok(())
+}
+
+/// Groups are written over zeros written ahead (a sync without a journal
+/// commit); only the newest segment may end in zeros, and a copy of the
+/// directory taken while the log runs (what `kill -9` leaves) replays in
+/// full, its zeros cut off like a torn write.
+#[tokio::test]
+async fn only_the_newest_segment_is_written_ahead_with_zeros_and_a_crash_copy_replays() -> TestResult
+{
+    let dir = tempfile::tempdir()?;
+    let log = open(dir.path(), small());
+    for id in 1..=20 {
+        log.enqueue(message(id, &[1], 1024), 100).await?;
+    }
+    let ids = segments(dir.path());
+    assert!(ids.len() >= 4, "segments rolled over: {ids:?}");
+    let (newest, older) = ids.split_last().ok_or("no segment")?;
+    for id in older {
+        let bytes = std::fs::read(segment::path(dir.path(), *id))?;
+        assert_ne!(bytes.last(), Some(&0), "segment {id} ends with its data");
+    }
+    let newest_len = std::fs::metadata(segment::path(dir.path(), *newest))?.len();
+    assert!(
+        newest_len >= 1 << 20,
+        "the newest is written ahead: {newest_len}"
+    );
+    let copy = tempfile::tempdir()?;
+    for entry in std::fs::read_dir(dir.path())? {
+        let entry = entry?;
+        std::fs::copy(entry.path(), copy.path().join(entry.file_name()))?;
+    }
+    let crashed = open(copy.path(), small());
+    assert_eq!(queue(&crashed, 1), (1..=20).collect::<Vec<u8>>());
+    assert!(
+        std::fs::metadata(segment::path(copy.path(), *newest))?.len() < newest_len,
+        "its zeros were cut off"
+    );
+    crashed.close().await?;
+    log.close().await?;
+    drop(log);
+    let log = open(dir.path(), small());
+    assert_eq!(queue(&log, 1), (1..=20).collect::<Vec<u8>>());
     log.close().await?;
     Ok(())
 }
