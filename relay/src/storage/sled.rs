@@ -420,7 +420,14 @@ impl Storage for SledStore {
             return Ok(());
         };
         let key = unauthenticated_key(record.created_at_ms, &account);
-        if self.unauthenticated.remove(key).map_err(backend)?.is_some() {
+        // A read on every later login; a write only at the first.
+        if self.unauthenticated.contains_key(&key).map_err(backend)?
+            && self
+                .unauthenticated
+                .remove(&key)
+                .map_err(backend)?
+                .is_some()
+        {
             // Once, at the first login: the account must never be taken
             // for one that did not log in.
             self.committer.durable().await?;
