@@ -21,6 +21,21 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// What device 1 signs to log in: the current payload, or with
+/// `RELAY_LOAD_AUTH_V1` set the one relays from before the origin was
+/// signed expect ("Comptoir auth v1" || nonce || account || device), so
+/// the same `relay-load` can measure an older `relay` side by side.
+fn signed_auth(nonce: &[u8], account: &AccountId, origin: &str) -> Vec<u8> {
+    if std::env::var_os("RELAY_LOAD_AUTH_V1").is_some() {
+        let mut out = b"Comptoir auth v1".to_vec();
+        out.extend_from_slice(nonce);
+        out.extend_from_slice(account.as_bytes());
+        out.extend_from_slice(&1u32.to_be_bytes());
+        return out;
+    }
+    auth_payload(nonce, account, 1, origin)
+}
+
 /// Why a load run failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -102,7 +117,7 @@ impl LoadAccount {
             device_id: 1,
             signature: self
                 .device
-                .sign(&auth_payload(nonce, &self.id, 1, &origin))
+                .sign(&signed_auth(nonce, &self.id, &origin))
                 .to_vec(),
         }
     }
@@ -214,10 +229,9 @@ pub async fn connect(
             device_id: 1,
             signature: account
                 .device
-                .sign(&auth_payload(
+                .sign(&signed_auth(
                     &nonce,
                     &account.id,
-                    1,
                     &comptoir_protocol::relay_origin(false, &addr.ip().to_string(), addr.port()),
                 ))
                 .to_vec(),

@@ -16,6 +16,10 @@ pub const DEFAULT_DATA_DIR: &str = "relay-data";
 /// Default time an undelivered envelope is kept: 30 days.
 pub const DEFAULT_MESSAGE_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
 
+/// Default time an account may go without authenticating before it is
+/// deleted: 24 hours (a client logs in right after it registers).
+pub const DEFAULT_UNAUTHENTICATED_ACCOUNT_TTL_MS: u64 = 24 * 3600 * 1000;
+
 /// Everything the relay reads at start.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -56,6 +60,10 @@ pub struct MailLogConfig {
     /// No checkpoint until the log has grown by at least this much (and
     /// past twice what is live).
     pub checkpoint_min_bytes: u64,
+    /// Size of the disk-space reserve (`mail-log/space-reserve`), given
+    /// back when the disk is full so acks and deletions still commit while
+    /// sends are refused; 0 disables it.
+    pub reserve_bytes: u64,
 }
 
 impl MailLogConfig {
@@ -86,6 +94,7 @@ impl Default for MailLogConfig {
         Self {
             segment_bytes: log.segment_bytes,
             checkpoint_min_bytes: log.checkpoint_min_bytes,
+            reserve_bytes: log.reserve_bytes,
         }
     }
 }
@@ -176,6 +185,13 @@ pub struct Limits {
     /// Pending codes (and numbers and accounts tracked) at most; beyond,
     /// `RequestCode` is rate limited.
     pub max_pending_codes: usize,
+    /// An account that has not authenticated this long after its
+    /// registration is deleted, with its keys, bindings and queued mail
+    /// (0: never). Throwaway registrations otherwise stay forever.
+    pub unauthenticated_account_ttl_ms: u64,
+    /// Refuse a send to a business account from an account with no
+    /// verified phone number (`PHONE_REQUIRED`).
+    pub require_phone_for_business: bool,
 }
 
 impl Config {
@@ -254,6 +270,8 @@ impl Default for Limits {
             code_requests_per_number: 3,
             code_requests_per_account: 10,
             max_pending_codes: 10_000,
+            unauthenticated_account_ttl_ms: DEFAULT_UNAUTHENTICATED_ACCOUNT_TTL_MS,
+            require_phone_for_business: false,
         }
     }
 }

@@ -121,13 +121,20 @@ pub enum RelayError {
     /// The account's kind (customer or business) does not allow this.
     #[error("not allowed for this kind of account: {0}")]
     AccountKind(String),
+    /// The relay requires a verified phone number before an account may
+    /// write to a business, and this one has none.
+    #[error(
+        "this relay requires a verified phone number before an account may write to a business; \
+         verify one (request a code, then send it back) and retry"
+    )]
+    PhoneRequired,
     /// The relay is shutting down.
     #[error("the relay is shutting down; reconnect in a moment")]
     ShuttingDown,
     /// The storage backend failed. The request was not applied. The
     /// message a peer sees is fixed: the detail (paths, OS errors) only
     /// goes to the operator's log, through [`RelayError::log_detail`].
-    #[error("internal storage error; the request was not applied, retry later")]
+    #[error("{}", storage_message(.0))]
     Storage(#[from] StorageError),
 }
 
@@ -157,6 +164,8 @@ impl RelayError {
             Self::NameTaken(_) => ErrorCode::NameTaken,
             Self::AccountKind(_) => ErrorCode::AccountKind,
             Self::ShuttingDown => ErrorCode::ShuttingDown,
+            Self::PhoneRequired => ErrorCode::PhoneRequired,
+            Self::Storage(StorageError::Full) => ErrorCode::StorageFull,
             Self::Storage(_) => ErrorCode::Internal,
         }
     }
@@ -164,8 +173,14 @@ impl RelayError {
     /// Log what a peer must not see (a storage error's detail), once, where
     /// the refusal is sent.
     pub fn log_detail(&self) {
-        if let Self::Storage(error) = self {
-            tracing::error!(%error, "storage failure; the request was refused");
+        match self {
+            Self::Storage(StorageError::Full) => {
+                tracing::warn!("the disk is full; a send was refused");
+            }
+            Self::Storage(error) => {
+                tracing::error!(%error, "storage failure; the request was refused");
+            }
+            _ => {}
         }
     }
 
@@ -177,6 +192,7 @@ impl RelayError {
         };
         let retry_after_ms = match self {
             Self::RateLimited { retry_after_ms, .. } => *retry_after_ms,
+            Self::Storage(StorageError::Full) => STORAGE_FULL_RETRY_MS,
             _ => 0,
         };
         wire::ServerFrame {
@@ -188,6 +204,21 @@ impl RelayError {
                 retry_after_ms,
             })),
         }
+    }
+}
+
+/// What a sender is told to wait before retrying a send refused because
+/// the relay's disk is full.
+pub const STORAGE_FULL_RETRY_MS: u64 = 10_000;
+
+/// What a peer is told about a storage failure: fixed text, no detail.
+fn storage_message(error: &StorageError) -> &'static str {
+    match error {
+        StorageError::Full => {
+            "the relay's disk is full; new messages are refused until its operator frees space, \
+             retry later (acks still work)"
+        }
+        _ => "internal storage error; the request was not applied, retry later",
     }
 }
 
@@ -214,5 +245,19 @@ mod tests {
         assert!(!body.message.contains("/var/lib"), "{}", body.message);
         assert!(!body.message.contains("os error"), "{}", body.message);
         assert!(body.message.contains("retry"), "{}", body.message);
+    }
+
+    /// Item 3: a send refused on a full disk gets its own code and a
+    /// wait, not "internal".
+    #[test]
+    fn a_full_disk_is_its_own_error_with_a_wait() {
+        let frame = RelayError::Storage(StorageError::Full).to_frame(3);
+        let Some(wire::server_frame::Body::Error(body)) = frame.body else {
+            panic!("an error frame");
+        };
+        assert_eq!(body.code, ErrorCode::StorageFull as i32);
+        assert_eq!(body.retry_after_ms, STORAGE_FULL_RETRY_MS);
+        assert!(body.message.contains("disk is full"), "{}", body.message);
+        assert!(body.message.contains("retry later"), "{}", body.message);
     }
 }

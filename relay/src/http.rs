@@ -162,4 +162,59 @@ mod tests {
         log.close().await.unwrap();
         server.abort();
     }
+
+    /// Item 3: a full disk turns `/healthz` to 503 while sends are refused
+    /// (acks still work), and back to 200 in the same process once space
+    /// is freed.
+    #[tokio::test]
+    async fn healthz_is_ok_again_once_an_injected_full_disk_clears() {
+        use crate::storage::mail_log::tests::faults;
+        use crate::storage::mail_log::{LogOptions, MailLog};
+        use crate::storage::{Enqueued, NewMessage, StorageError};
+        let dir = tempfile::tempdir().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let server = tokio::spawn(serve(listener, metrics.clone()));
+        let log = MailLog::open(dir.path(), LogOptions::default(), metrics.clone()).unwrap();
+        let account = comptoir_protocol::AccountId::from_bytes(&[7; 16]).unwrap();
+        let message = |id: u8| NewMessage {
+            sender: account,
+            sender_device: 1,
+            recipient: account,
+            message_id: [id; 16],
+            server_timestamp_ms: 1,
+            expires_at_ms: crate::state::now_ms() + 600_000,
+            copies: vec![(1, vec![id; 10])],
+        };
+        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200 OK"));
+        faults::disk_full(dir.path(), true);
+        // Written into the reserve; the next one is refused.
+        assert_eq!(log.enqueue(message(1), 10).await.unwrap(), Enqueued::Stored);
+        assert!(matches!(
+            log.enqueue(message(2), 10).await,
+            Err(StorageError::Full)
+        ));
+        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 503"));
+        assert_eq!(
+            log.acknowledge(account, 1, account, &[1; 16]).unwrap(),
+            Some(1)
+        );
+        log.flush().await.unwrap();
+        faults::disk_full(dir.path(), false);
+        loop {
+            let changed = metrics.changed();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if !metrics.storage_failed() {
+                break;
+            }
+            changed.await;
+        }
+        let health = get(addr, "/healthz").await;
+        assert!(health.starts_with("HTTP/1.1 200 OK"), "{health}");
+        assert_eq!(log.enqueue(message(2), 10).await.unwrap(), Enqueued::Stored);
+        log.close().await.unwrap();
+        server.abort();
+    }
 }

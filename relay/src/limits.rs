@@ -1,28 +1,40 @@
 //! Token-bucket rate limiting, keyed by account or by remote address, and
 //! the count of open connections per address.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
-
-/// Buckets kept before idle (full) ones are swept, bounding memory under a
-/// flood of distinct keys.
-const SWEEP_AT: usize = 100_000;
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug)]
 struct Bucket {
     tokens: f64,
     updated: Instant,
+    /// Its place in [`Buckets::by_full`]: when it will be full again.
+    full_at: (Instant, u64),
+}
+
+/// The buckets and, ordered by the time each is full again, their keys: a
+/// full bucket is the same as no bucket, so it is dropped then, one
+/// `O(log n)` step each, and no call ever scans the whole table.
+#[derive(Debug)]
+struct Buckets<K> {
+    by_key: HashMap<K, Bucket>,
+    by_full: BTreeMap<(Instant, u64), K>,
+    /// Tie-breaker for buckets full at the same instant.
+    next: u64,
 }
 
 /// A token bucket per key: `rate` tokens per second, at most `burst`.
+///
+/// Each call costs `O(log n)` in the number of keys held: buckets are kept
+/// only until they are full again, and dropped in that order.
 #[derive(Debug)]
 pub struct RateLimiter<K> {
     rate: f64,
     burst: f64,
-    buckets: Mutex<HashMap<K, Bucket>>,
+    buckets: Mutex<Buckets<K>>,
 }
 
 impl<K: Hash + Eq + Clone> RateLimiter<K> {
@@ -31,7 +43,11 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         Self {
             rate,
             burst: burst.max(1.0),
-            buckets: Mutex::new(HashMap::new()),
+            buckets: Mutex::new(Buckets {
+                by_key: HashMap::new(),
+                by_full: BTreeMap::new(),
+                next: 0,
+            }),
         }
     }
 
@@ -40,31 +56,67 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         self.check_at(key, Instant::now())
     }
 
-    fn check_at(&self, key: &K, now: Instant) -> Result<(), u64> {
+    /// Keys held (buckets not yet full again).
+    pub fn len(&self) -> usize {
+        self.buckets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_key
+            .len()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// [`RateLimiter::check`] at the time `now` (tests, benchmarks).
+    #[doc(hidden)]
+    pub fn check_at(&self, key: &K, now: Instant) -> Result<(), u64> {
         if self.rate <= 0.0 {
             return Ok(());
         }
-        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() >= SWEEP_AT {
-            let (rate, burst) = (self.rate, self.burst);
-            buckets.retain(|_, b| {
-                b.tokens + now.duration_since(b.updated).as_secs_f64() * rate < burst
-            });
+        let mut guard = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let buckets = &mut *guard;
+        // Drop the buckets that are full by now.
+        while let Some(entry) = buckets.by_full.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let gone = entry.remove();
+            buckets.by_key.remove(&gone);
         }
-        let bucket = buckets.entry(key.clone()).or_insert(Bucket {
-            tokens: self.burst,
-            updated: now,
-        });
+        let mut bucket = match buckets.by_key.get(key) {
+            Some(bucket) => {
+                buckets.by_full.remove(&bucket.full_at);
+                *bucket
+            }
+            None => Bucket {
+                tokens: self.burst,
+                updated: now,
+                full_at: (now, 0),
+            },
+        };
         let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * self.rate).min(self.burst);
         bucket.updated = now;
-        if bucket.tokens >= 1.0 {
+        let answer = if bucket.tokens >= 1.0 {
             bucket.tokens -= 1.0;
             Ok(())
         } else {
             let wait = (1.0 - bucket.tokens) / self.rate;
             Err((wait * 1000.0).ceil() as u64)
-        }
+        };
+        let refill = Duration::try_from_secs_f64((self.burst - bucket.tokens) / self.rate)
+            .unwrap_or(Duration::MAX);
+        let full = now
+            .checked_add(refill)
+            .unwrap_or(now + Duration::from_secs(1 << 40));
+        bucket.full_at = (full, buckets.next);
+        buckets.next = buckets.next.wrapping_add(1);
+        buckets.by_full.insert(bucket.full_at, key.clone());
+        buckets.by_key.insert(key.clone(), bucket);
+        answer
     }
 }
 
@@ -207,5 +259,49 @@ mod tests {
                 .is_ok()
         );
         assert!(RateLimiter::new(0.0, 1.0).check_at(&1u8, t0).is_ok());
+    }
+
+    /// A limiter holding 200,000 keys still answers each key by its own
+    /// bucket, and drops every bucket once it is full again, without
+    /// waiting for a size threshold (the old limiter kept full buckets
+    /// until it held 100,000 keys, then rescanned them all on every call).
+    #[test]
+    fn a_full_limiter_answers_and_drops_buckets_once_full_again() {
+        // 2 tokens a second, burst 4: a key that took one token is full
+        // again after 0.5 s, one that took all four after 2 s.
+        let limiter = RateLimiter::new(2.0, 4.0);
+        let t0 = Instant::now();
+        for key in 0..200_000u32 {
+            assert!(limiter.check_at(&key, t0).is_ok());
+        }
+        assert_eq!(limiter.len(), 200_000);
+        for _ in 0..3 {
+            assert!(limiter.check_at(&7, t0).is_ok());
+        }
+        assert_eq!(limiter.check_at(&7, t0), Err(500), "key 7 is empty");
+        assert!(limiter.check_at(&8, t0).is_ok(), "key 8 has tokens left");
+        // Past 0.5 s every key that took one token is full again: gone.
+        let later = t0 + Duration::from_millis(600);
+        assert!(limiter.check_at(&7, later).is_ok(), "1.2 tokens back");
+        assert!(limiter.check_at(&7, later).is_err(), "0.2 left");
+        assert_eq!(limiter.len(), 2, "keys 7 and 8 are kept, the rest dropped");
+        // Key 8 took two tokens: full again after 1 s, then forgotten;
+        // key 7 is not full before 2.5 s.
+        let much_later = t0 + Duration::from_millis(1500);
+        assert!(limiter.check_at(&9, much_later).is_ok());
+        assert_eq!(limiter.len(), 2, "keys 7 and 9");
+        // A forgotten key starts again with a whole burst.
+        for _ in 0..4 {
+            assert!(limiter.check_at(&8, much_later).is_ok());
+        }
+        assert!(limiter.check_at(&8, much_later).is_err());
+
+        // Few keys: full buckets are dropped all the same.
+        let small = RateLimiter::new(2.0, 4.0);
+        for key in 0..10u32 {
+            assert!(small.check_at(&key, t0).is_ok());
+        }
+        assert!(small.check_at(&100, later).is_ok());
+        assert_eq!(small.len(), 1, "the ten full buckets are gone");
     }
 }

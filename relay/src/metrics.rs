@@ -145,7 +145,7 @@ impl Metrics {
         metric(
             "comptoir_storage_healthy",
             "gauge",
-            "1 while storage writes succeed; 0 after a failed write (restart the relay).",
+            "1 while storage writes succeed; 0 while a write fails or the disk is full (see /healthz).",
             u8::from(!self.storage_failed()).to_string(),
         );
         metric(

@@ -126,6 +126,7 @@ pub async fn run_with(
     let log = crate::storage::mail_log::LogOptions {
         segment_bytes: config.mail_log.segment_bytes,
         checkpoint_min_bytes: config.mail_log.checkpoint_min_bytes,
+        reserve_bytes: config.mail_log.reserve_bytes,
         ..Default::default()
     };
     let store = SledStore::open_with(
@@ -191,6 +192,8 @@ pub async fn run_with_storage<S: Storage + std::fmt::Debug>(
         account_rate_per_sec = limits.account_rate_per_sec,
         address_rate_per_sec = limits.address_rate_per_sec,
         auth_attempts = limits.auth_attempts,
+        unauthenticated_account_ttl_ms = limits.unauthenticated_account_ttl_ms,
+        require_phone_for_business = limits.require_phone_for_business,
         "settings in effect"
     );
     let mut accept = Listener {
@@ -413,8 +416,36 @@ async fn collect_garbage<S: Storage>(relay: Arc<Relay<S>>) {
             }
             Err(error) => tracing::error!(%error, "garbage collection failed"),
         }
+        let ttl = relay.config.limits.unauthenticated_account_ttl_ms;
+        if ttl > 0 {
+            let before = now_ms().saturating_sub(ttl);
+            match relay
+                .store
+                .expire_unauthenticated(before, EXPIRED_ACCOUNTS_PER_PASS)
+                .await
+            {
+                Ok(expired) if expired.accounts > 0 => {
+                    relay
+                        .metrics
+                        .queue_depth
+                        .fetch_sub(expired.envelopes as i64, Relaxed);
+                    relay.metrics.notify_change();
+                    tracing::info!(
+                        accounts = expired.accounts,
+                        envelopes = expired.envelopes,
+                        "accounts that never authenticated expired"
+                    );
+                }
+                Ok(_) => {}
+                Err(error) => tracing::error!(%error, "expiring unauthenticated accounts failed"),
+            }
+        }
     }
 }
+
+/// Accounts that never authenticated deleted per garbage-collection pass
+/// at most (more than registrations allow at the default limits).
+const EXPIRED_ACCOUNTS_PER_PASS: usize = 10_000;
 
 #[cfg(test)]
 mod tests {

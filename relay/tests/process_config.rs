@@ -27,6 +27,19 @@ impl Drop for RelayChild {
 /// Start `relay serve` with no flags, only `env`; returns the child, the
 /// log lines up to "settings in effect", and the WebSocket address.
 fn spawn_with_env(env: &[(&str, String)]) -> (RelayChild, Vec<String>, SocketAddr) {
+    let (child, seen, addr, _later) = spawn_with_env_lines(env);
+    (child, seen, addr)
+}
+
+/// [`spawn_with_env`], also handing over the log lines that follow.
+fn spawn_with_env_lines(
+    env: &[(&str, String)],
+) -> (
+    RelayChild,
+    Vec<String>,
+    SocketAddr,
+    std::sync::mpsc::Receiver<String>,
+) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_relay"));
     command
         .arg("serve")
@@ -63,8 +76,13 @@ fn spawn_with_env(env: &[(&str, String)]) -> (RelayChild, Vec<String>, SocketAdd
             break;
         }
     }
-    std::thread::spawn(move || for _ in lines.by_ref() {});
-    (child, seen, addr)
+    let (tx, later) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.by_ref().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, seen, addr, later)
 }
 
 /// The value of `key=value` in a log line (up to the next space).
@@ -88,6 +106,11 @@ fn setting(lines: &[String], key: &str) -> String {
 
 /// Connect, register, authenticate device 1.
 async fn register_and_login(addr: SocketAddr, account: &Account) -> Ws {
+    register(addr, account, true).await
+}
+
+/// Connect and register; authenticate device 1 if `login`.
+async fn register(addr: SocketAddr, account: &Account, login: bool) -> Ws {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
         .await
         .expect("connect");
@@ -121,6 +144,9 @@ async fn register_and_login(addr: SocketAddr, account: &Account) -> Ws {
         next(&mut ws).await.body,
         Some(Body::Registered(_))
     ));
+    if !login {
+        return ws;
+    }
     let auth = client_frame::Body::AuthResponse(wire::AuthResponse {
         account_id: account.id.to_vec(),
         device_id: 1,
@@ -186,6 +212,14 @@ async fn every_documented_environment_variable_takes_effect() {
         ("COMPTOIR_RELAY_MAX_CONNECTIONS", "777".to_owned()),
         ("COMPTOIR_RELAY_ACCOUNT_RATE", "1234".to_owned()),
         ("COMPTOIR_RELAY_ADDRESS_RATE", "4321".to_owned()),
+        (
+            "COMPTOIR_RELAY_UNAUTHENTICATED_ACCOUNT_TTL_SECS",
+            "7200".to_owned(),
+        ),
+        (
+            "COMPTOIR_RELAY_REQUIRE_PHONE_FOR_BUSINESS",
+            "true".to_owned(),
+        ),
     ];
     let (_relay, lines, addr) = spawn_with_env(&env);
     assert_no_colour(&lines);
@@ -207,6 +241,8 @@ async fn every_documented_environment_variable_takes_effect() {
     assert_eq!(setting(&lines, "max_connections"), "777");
     assert_eq!(setting(&lines, "account_rate_per_sec"), "1234.0");
     assert_eq!(setting(&lines, "address_rate_per_sec"), "4321.0");
+    assert_eq!(setting(&lines, "unauthenticated_account_ttl_ms"), "7200000");
+    assert_eq!(setting(&lines, "require_phone_for_business"), "true");
 
     let (alice, bob) = (Account::new(), Account::new());
     drop(register_and_login(addr, &bob).await);
@@ -265,4 +301,84 @@ async fn tls_files_from_the_environment_take_effect() {
         .find(|l| l.contains("relay listening"))
         .expect("listening line");
     assert_eq!(field(listening, "tls"), "true", "{listening}");
+}
+
+/// One send from `ws` to `to`'s device 1; the reply's body.
+async fn send_to(ws: &mut Ws, request_id: u64, to: &Account, id: u8) -> Option<Body> {
+    let body = client_frame::Body::Send(wire::Send {
+        message_id: vec![id; 16],
+        recipient_account: to.id.to_vec(),
+        category: wire::Category::Conversation as i32,
+        devices: vec![wire::DeviceCiphertext {
+            device_id: 1,
+            ciphertext: vec![id; 8],
+        }],
+        ..Default::default()
+    });
+    send(ws, request_id, body).await;
+    loop {
+        let frame = next(ws).await;
+        if frame.request_id == request_id {
+            return frame.body;
+        }
+    }
+}
+
+/// Issue 9, item 11: on the real binary, an account that registered and
+/// never logged in is deleted once `COMPTOIR_RELAY_UNAUTHENTICATED_ACCOUNT_
+/// TTL_SECS` has passed, with the mail queued for it, and the relay starts
+/// again on that data directory (its start check refuses mail for accounts
+/// the directory store does not know).
+#[tokio::test]
+async fn an_account_that_never_logged_in_expires_with_its_mail_and_the_relay_restarts() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("relay.toml");
+    std::fs::write(&config, "gc_interval_ms = 100\n").expect("config");
+    let env = [
+        ("COMPTOIR_RELAY_CONFIG", config.display().to_string()),
+        ("COMPTOIR_RELAY_LISTEN", "127.0.0.1:0".to_owned()),
+        ("COMPTOIR_RELAY_HTTP_LISTEN", "127.0.0.1:0".to_owned()),
+        (
+            "COMPTOIR_RELAY_DATA_DIR",
+            dir.path().join("data").display().to_string(),
+        ),
+        (
+            "COMPTOIR_RELAY_UNAUTHENTICATED_ACCOUNT_TTL_SECS",
+            "1".to_owned(),
+        ),
+    ];
+    let (relay, _, addr, later) = spawn_with_env_lines(&env);
+    let (idle, alice) = (Account::new(), Account::new());
+    drop(register(addr, &idle, false).await);
+    let mut a = register_and_login(addr, &alice).await;
+    assert!(matches!(
+        send_to(&mut a, 10, &idle, 1).await,
+        Some(Body::Accepted(_))
+    ));
+    // The relay says when it deleted it (Alice logged in: she stays).
+    let expired = tokio::task::spawn_blocking(move || {
+        later
+            .iter()
+            .find(|line| line.contains("accounts that never authenticated expired"))
+    });
+    let line = tokio::time::timeout(std::time::Duration::from_secs(30), expired)
+        .await
+        .expect("expired in time")
+        .expect("log reader")
+        .expect("an expiry line");
+    assert_eq!(field(&line, "accounts"), "1", "{line}");
+    assert_eq!(field(&line, "envelopes"), "1", "{line}");
+    match send_to(&mut a, 11, &idle, 2).await {
+        Some(Body::Error(e)) => assert_eq!(e.code, wire::ErrorCode::UnknownAccount as i32),
+        other => panic!("a send to the expired account: {other:?}"),
+    }
+    drop(a);
+    drop(relay);
+    // The same data directory starts again; Alice is still there.
+    let (_relay, _, addr) = spawn_with_env(&env);
+    let mut a = register_and_login(addr, &alice).await;
+    match send_to(&mut a, 12, &idle, 3).await {
+        Some(Body::Error(e)) => assert_eq!(e.code, wire::ErrorCode::UnknownAccount as i32),
+        other => panic!("a send to the expired account: {other:?}"),
+    }
 }

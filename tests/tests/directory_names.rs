@@ -248,3 +248,58 @@ async fn a_customer_finds_a_business_by_name_and_writes_to_it() {
     let (_, text) = wait_message(&mut business, customer.account_id()).await;
     assert_eq!(text, "where is my parcel?");
 }
+
+/// Issue 9, item 11: with `require_phone_for_business`, a customer
+/// `Client` without a verified phone number is refused with
+/// PHONE_REQUIRED (saying what to do) when it writes to a business, and
+/// nothing is stored; once it verifies a number the same send goes through
+/// and the business reads it. Customers still write to customers.
+#[tokio::test]
+async fn a_relay_requiring_a_phone_refuses_writing_to_a_business_until_one_is_verified() {
+    let relay = start_relay_with(|c| c.limits.require_phone_for_business = true).await;
+    let (shop_dir, customer_dir, friend_dir) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let mut shop = registered_as(&relay, shop_dir.path(), "shop passphrase", Business).await;
+    let mut customer = registered(&relay, customer_dir.path(), "customer pass").await;
+    let mut friend = registered(&relay, friend_dir.path(), "friend passphrase").await;
+
+    match customer.send_text(shop.account_id(), "hello shop").await {
+        Err(ClientError::Relay { code, message }) => {
+            assert_eq!(code, ErrorCode::PhoneRequired);
+            assert!(message.contains("verify"), "{message}");
+            assert!(!message.contains("::"), "{message}");
+        }
+        other => panic!("a customer without a phone writes to a business: {other:?}"),
+    }
+    assert_eq!(
+        relay.metric("comptoir_envelopes_accepted_total").await,
+        0.0,
+        "nothing stored"
+    );
+    customer
+        .send_text(friend.account_id(), "hello friend")
+        .await
+        .expect("customers still write to customers");
+    let (_, shown) = wait_message(&mut friend, customer.account_id()).await;
+    assert_eq!(shown, "hello friend");
+
+    let phone = "+447700900123";
+    customer
+        .request_phone_code(phone)
+        .await
+        .expect("code request");
+    let code = relay.codes.last_for(phone).expect("a code was sent");
+    customer
+        .verify_phone(phone, &code, false)
+        .await
+        .expect("verified");
+    customer
+        .send_text(shop.account_id(), "hello shop")
+        .await
+        .expect("accepted once the phone is verified");
+    let (_, shown) = wait_message(&mut shop, customer.account_id()).await;
+    assert_eq!(shown, "hello shop");
+}

@@ -73,6 +73,22 @@ struct ServeArgs {
     /// Sustained connections and unauthenticated frames per second per IP.
     #[arg(long, env = "COMPTOIR_RELAY_ADDRESS_RATE", value_name = "PER_SEC")]
     address_rate: Option<f64>,
+    /// Delete an account that has not authenticated this long after it
+    /// registered, with its keys and queued mail (default 1 day; 0: never).
+    #[arg(
+        long,
+        env = "COMPTOIR_RELAY_UNAUTHENTICATED_ACCOUNT_TTL_SECS",
+        value_name = "SECS"
+    )]
+    unauthenticated_account_ttl_secs: Option<u64>,
+    /// Refuse sends to business accounts from accounts without a verified
+    /// phone number (true or false; default false).
+    #[arg(
+        long,
+        env = "COMPTOIR_RELAY_REQUIRE_PHONE_FOR_BUSINESS",
+        value_name = "BOOL"
+    )]
+    require_phone_for_business: Option<bool>,
 }
 
 impl ServeArgs {
@@ -107,6 +123,12 @@ impl ServeArgs {
         }
         if let Some(v) = self.address_rate {
             config.limits.address_rate_per_sec = v;
+        }
+        if let Some(v) = self.unauthenticated_account_ttl_secs {
+            config.limits.unauthenticated_account_ttl_ms = v.saturating_mul(1000);
+        }
+        if let Some(v) = self.require_phone_for_business {
+            config.limits.require_phone_for_business = v;
         }
         Ok(config)
     }

@@ -167,6 +167,9 @@ pub(crate) async fn authenticate<S: Storage>(
         ]));
     }
     session.nonce = rand::random();
+    // The first login takes the account off the expiry of accounts that
+    // never authenticated.
+    relay.store.mark_authenticated(account).await?;
     let device = request.device_id;
     let (presence, replaced) = relay.hub.join(account, device, session.id);
     if let Some(old) = replaced {

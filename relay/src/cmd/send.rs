@@ -15,7 +15,9 @@ use prost::Message;
 use super::{account_field, device};
 use crate::error::{RelayError, invalid};
 use crate::frame;
-use crate::policy::{self, Conversation, Decision, Party, Quotas, Refusal, SendInput, SendRequest};
+use crate::policy::{
+    self, Conversation, Decision, Party, Quotas, Refusal, Rules, SendInput, SendRequest,
+};
 use crate::session::{Completion, EncodeFrame, Reply, Session};
 use crate::state::now_ms;
 use crate::storage::{Enqueued, MESSAGE_ID_LEN, NewMessage, Storage};
@@ -82,6 +84,9 @@ pub(crate) async fn send<S: Storage>(
         },
         conversation: Conversation { blocked },
         quotas,
+        rules: Rules {
+            require_phone_for_business: relay.config.limits.require_phone_for_business,
+        },
         now_ms: now_ms(),
     });
     match decision {
@@ -179,6 +184,7 @@ fn refusal_error(refusal: Refusal, list: Option<&wire::SignedDeviceList>) -> Rel
             retry_after_ms,
         },
         Refusal::Blocked => RelayError::Blocked,
+        Refusal::PhoneRequired => RelayError::PhoneRequired,
         Refusal::DeviceListMismatch => match list {
             Some(list) => RelayError::DeviceListMismatch {
                 current: Box::new(list.clone()),

@@ -12,10 +12,13 @@
 //! 3. kinds: a business never sends person-to-person `CONVERSATION`; a
 //!    customer never sends the business categories (service, utility,
 //!    authentication, marketing); control traffic goes between any two;
-//! 4. sizes: 1 to [`MAX_DEVICES`] ciphertexts, none empty, none longer than
+//! 4. phone: when the operator requires it
+//!    ([`Rules::require_phone_for_business`]), a sender with no verified
+//!    phone number never sends to a business (other than itself);
+//! 5. sizes: 1 to [`MAX_DEVICES`] ciphertexts, none empty, none longer than
 //!    a ratchet message can be ([`MAX_MESSAGE_LEN`]);
-//! 5. block: the recipient has not blocked the sender;
-//! 6. device coverage: exactly one ciphertext per current device of the
+//! 6. block: the recipient has not blocked the sender;
+//! 7. device coverage: exactly one ciphertext per current device of the
 //!    recipient (minus the sending device when an account syncs itself).
 //!
 //! The business issue adds consent, the 24-hour window, templates, quotas
@@ -67,6 +70,14 @@ pub struct Quotas {
     pub rate_retry_after_ms: Option<u64>,
 }
 
+/// The operator's switches (from the relay configuration).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Rules {
+    /// A sender must have a verified phone number to send to a business
+    /// account: throwaway accounts cannot reach businesses.
+    pub require_phone_for_business: bool,
+}
+
 /// Everything one decision reads.
 #[derive(Clone, Copy, Debug)]
 pub struct SendInput<'a> {
@@ -82,6 +93,8 @@ pub struct SendInput<'a> {
     pub conversation: Conversation,
     /// Rate and (later) quota state.
     pub quotas: Quotas,
+    /// The operator's switches.
+    pub rules: Rules,
     /// The relay's clock, ms since the Unix epoch (used by the window
     /// rules to come).
     pub now_ms: u64,
@@ -130,6 +143,9 @@ pub enum Refusal {
         /// Its length.
         got: usize,
     },
+    /// The relay requires a verified phone number to send to a business,
+    /// and the sender has none.
+    PhoneRequired,
     /// The recipient blocks the sender.
     Blocked,
     /// The ciphertexts do not cover exactly the recipient's current
@@ -160,6 +176,10 @@ impl Refusal {
                 "a ciphertext of {got} bytes exceeds the largest ratchet message \
                  ({MAX_MESSAGE_LEN} bytes); send large content as an attachment"
             ),
+            Refusal::PhoneRequired => "this relay requires a verified phone number before an \
+                account may write to a business; verify one (request a code, then send it back) \
+                and retry"
+                .into(),
             Refusal::Blocked => "the recipient has blocked this account".into(),
             Refusal::DeviceListMismatch => {
                 "the send must carry one ciphertext per current device of the recipient".into()
@@ -216,6 +236,14 @@ fn check(input: &SendInput<'_>) -> Result<(), Refusal> {
         ) => return Err(Refusal::CustomerBusinessCategory(c)),
         _ => {}
     }
+    let to_self = input.sender.account == input.recipient.account;
+    if input.rules.require_phone_for_business
+        && !to_self
+        && kind_of(input.recipient.record) == AccountKind::Business
+        && input.sender.record.phone_number.is_empty()
+    {
+        return Err(Refusal::PhoneRequired);
+    }
     let count = request.ciphertexts.len();
     if count == 0 || count > MAX_DEVICES {
         return Err(Refusal::DeviceCount(count));
@@ -228,7 +256,6 @@ fn check(input: &SendInput<'_>) -> Result<(), Refusal> {
             return Err(Refusal::CiphertextTooLarge { got: len });
         }
     }
-    let to_self = input.sender.account == input.recipient.account;
     if !to_self && input.conversation.blocked {
         return Err(Refusal::Blocked);
     }

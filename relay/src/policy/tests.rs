@@ -16,6 +16,12 @@ fn record(kind: AccountKind) -> AccountRecord {
     }
 }
 
+/// A record with a verified phone number.
+fn with_phone(mut record: AccountRecord) -> AccountRecord {
+    record.phone_number = "+15550100".into();
+    record
+}
+
 /// One row: who sends what to whom, in which state, and the decision.
 struct Row {
     name: &'static str,
@@ -29,6 +35,10 @@ struct Row {
     devices: Vec<u32>,
     blocked: bool,
     rate: Option<u64>,
+    /// The operator requires a verified phone to write to a business.
+    phone_rule: bool,
+    /// The sender has a verified phone number.
+    sender_phone: bool,
     expect: Decision,
 }
 
@@ -43,6 +53,8 @@ fn row(name: &'static str, expect: Decision) -> Row {
         devices: vec![1, 2],
         blocked: false,
         rate: None,
+        phone_rule: false,
+        sender_phone: false,
         expect,
     }
 }
@@ -56,6 +68,74 @@ fn table() {
     use AccountKind::{Business, Customer, Unspecified};
     let cases = vec![
         row("customer to customer, conversation", Decision::Accept),
+        Row {
+            recipient: Business,
+            phone_rule: true,
+            ..row(
+                "phone rule: no verified phone, no writing to a business",
+                refuse(Refusal::PhoneRequired),
+            )
+        },
+        Row {
+            recipient: Business,
+            phone_rule: true,
+            sender_phone: true,
+            ..row(
+                "phone rule: a verified phone may write to a business",
+                Decision::Accept,
+            )
+        },
+        Row {
+            recipient: Business,
+            phone_rule: true,
+            category: Category::Control as i32,
+            ..row(
+                "phone rule: control traffic to a business too",
+                refuse(Refusal::PhoneRequired),
+            )
+        },
+        Row {
+            phone_rule: true,
+            ..row(
+                "phone rule: customers still write to customers",
+                Decision::Accept,
+            )
+        },
+        Row {
+            sender: Business,
+            recipient: Business,
+            to_self: true,
+            phone_rule: true,
+            category: Category::Service as i32,
+            ciphertexts: vec![(2, 100)],
+            ..row(
+                "phone rule: a business syncs its own devices",
+                Decision::Accept,
+            )
+        },
+        Row {
+            sender: Business,
+            recipient: Business,
+            phone_rule: true,
+            category: Category::Service as i32,
+            ..row(
+                "phone rule: a business without a phone writes to another",
+                refuse(Refusal::PhoneRequired),
+            )
+        },
+        Row {
+            recipient: Business,
+            phone_rule: true,
+            rate: Some(5),
+            ..row(
+                "phone rule: the rate comes first",
+                refuse(Refusal::RateLimited { retry_after_ms: 5 }),
+            )
+        },
+        Row {
+            recipient: Business,
+            ..row("phone rule off: no phone needed", Decision::Accept)
+        },
         Row {
             sender: Unspecified,
             ..row("a record from before kinds is a customer", Decision::Accept)
@@ -196,7 +276,11 @@ fn table() {
         },
     ];
     for case in cases {
-        let sender = record(case.sender);
+        let sender = if case.sender_phone {
+            with_phone(record(case.sender))
+        } else {
+            record(case.sender)
+        };
         let recipient = record(case.recipient);
         let recipient_account = if case.to_self { ALICE } else { BOB };
         let input = SendInput {
@@ -221,6 +305,9 @@ fn table() {
             quotas: Quotas {
                 rate_retry_after_ms: case.rate,
             },
+            rules: Rules {
+                require_phone_for_business: case.phone_rule,
+            },
             now_ms: 1_700_000_000_000,
         };
         assert_eq!(decide(&input), case.expect, "{}", case.name);
@@ -239,6 +326,7 @@ fn every_refusal_says_what_to_do_without_internals() {
         Refusal::CiphertextTooLarge { got: 1 },
         Refusal::Blocked,
         Refusal::DeviceListMismatch,
+        Refusal::PhoneRequired,
     ];
     for refusal in all {
         let text = refusal.message();

@@ -49,6 +49,10 @@ pub enum StorageError {
     /// The store was closed (the relay is stopping).
     #[error("storage is closed")]
     Closed,
+    /// The disk is full: new messages are refused until space is freed
+    /// (acks and deletions still work, on the space reserve).
+    #[error("the relay's disk is full; new messages are refused until space is freed, retry later")]
+    Full,
     /// Another relay holds the data directory.
     #[error(
         "the data directory {} is in use by another relay; stop it or choose another data_dir",
@@ -146,6 +150,15 @@ pub enum NameClaim {
     AccountHasOther,
 }
 
+/// What `expire_unauthenticated` deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExpiredAccounts {
+    /// Accounts deleted.
+    pub accounts: u64,
+    /// Envelopes that were queued for them.
+    pub envelopes: u64,
+}
+
 /// The relay's persistent state. See the module docs for the contract.
 pub trait Storage: Send + Sync + 'static {
     /// Create an account with its first device list and its record, both
@@ -156,6 +169,23 @@ pub trait Storage: Send + Sync + 'static {
         list: &SignedDeviceList,
         record: &AccountRecord,
     ) -> impl Future<Output = StorageResult<Option<SignedDeviceList>>> + Send;
+
+    /// Note that the account authenticated (durably, the first time): it
+    /// no longer expires under `expire_unauthenticated`.
+    fn mark_authenticated(
+        &self,
+        account: AccountId,
+    ) -> impl Future<Output = StorageResult<()>> + Send;
+
+    /// Delete up to `limit` accounts registered (by this relay version or
+    /// later) before `registered_before_ms` that never authenticated: their
+    /// record, device list, prekeys, phone and name bindings, and the mail
+    /// queued for them, durably. Throwaway accounts otherwise stay forever.
+    fn expire_unauthenticated(
+        &self,
+        registered_before_ms: u64,
+        limit: usize,
+    ) -> impl Future<Output = StorageResult<ExpiredAccounts>> + Send;
 
     /// The account's record (kind, creation time, phone binding, business
     /// fields), shared: it is read on every send. `None` for an unknown

@@ -22,6 +22,15 @@
 //! | `phones` | E.164 text | account (16), discoverable (1) |
 //! | `names` | `n`, business name text | account (16) |
 //! | `names` | `a`, account (16) | business name text |
+//! | `unauthenticated` | created at ms (8), account (16) | (empty) |
+//! | `expired_accounts` | account (16) | expired at ms (8), device ids (4 each) |
+//!
+//! An account is in `unauthenticated` from its registration until its
+//! first successful authentication; `expire_unauthenticated` deletes those
+//! registered too long ago, and notes each in `expired_accounts` with its
+//! devices, so that mail a send in flight queued for it after its queues
+//! were dropped is dropped too (at the next pass, or at start, where it
+//! would otherwise look like mail for an account sled lost).
 //!
 //! Registration writes `accounts` and `account_records` in one sled
 //! transaction. A name claim writes both `names` records in one sled transaction
@@ -48,9 +57,13 @@ use tokio::sync::oneshot;
 use super::dir_lock::DirLock;
 use super::mail_log::{LogOptions, MailLog};
 use super::{
-    Enqueued, ListUpdate, MESSAGE_ID_LEN, NameClaim, NewMessage, QueuedEnvelope, Storage,
-    StorageError, StorageResult, TakenPreKeys,
+    Enqueued, ExpiredAccounts, ListUpdate, MESSAGE_ID_LEN, NameClaim, NewMessage, QueuedEnvelope,
+    Storage, StorageError, StorageResult, TakenPreKeys,
 };
+
+/// How long an expired account's note is kept: past it no send that read
+/// its device list before the expiry can still be on its way.
+const EXPIRED_NOTE_MS: u64 = 3_600_000;
 use crate::metrics::Metrics;
 
 /// How long the flusher waits for more callers before a sled flush (each
@@ -178,6 +191,8 @@ pub struct SledStore {
     blocks: Tree,
     phones: Tree,
     names: Tree,
+    unauthenticated: Tree,
+    expired_accounts: Tree,
     committer: Committer,
     db: Db,
     /// Dropped last: the directory is free once every handle is gone.
@@ -210,6 +225,29 @@ fn tagged(tag: u8, rest: &[&[u8]]) -> Vec<u8> {
         k.extend_from_slice(part);
     }
     k
+}
+
+/// Drop the mail queued for the devices an `expired_accounts` note lists;
+/// returns the envelopes dropped. Durable with the log's next group.
+fn drop_queues(mail: &MailLog, account: AccountId, note: &[u8]) -> StorageResult<u64> {
+    let devices = note
+        .get(8..)
+        .ok_or(StorageError::Corrupt("expired_accounts"))?;
+    let mut dropped = 0;
+    for id in devices.chunks_exact(4) {
+        let device = be_u32(id, 0, "expired_accounts")?;
+        if mail.queued_count(account, device) > 0 {
+            dropped += mail.remove_device(account, device)?;
+        }
+    }
+    Ok(dropped)
+}
+
+/// Key of an account in the `unauthenticated` tree.
+fn unauthenticated_key(created_at_ms: u64, account: &AccountId) -> Vec<u8> {
+    let mut key = created_at_ms.to_be_bytes().to_vec();
+    key.extend_from_slice(account.as_bytes());
+    key
 }
 
 fn block_key(blocker: &AccountId, blocked: &AccountId) -> Vec<u8> {
@@ -290,11 +328,21 @@ impl SledStore {
         // Mail for accounts sled does not know: sled lost records (a
         // damaged or truncated file that it recovered from) or the two do
         // not belong together. Either way, serving it would hide the loss.
-        let unknown = mail
-            .queued_accounts()
-            .into_iter()
-            .filter(|a| !matches!(accounts.contains_key(a.as_bytes()), Ok(true)))
-            .count();
+        let expired_accounts = tree("expired_accounts")?;
+        let mut unknown = 0;
+        for account in mail.queued_accounts() {
+            if matches!(accounts.contains_key(account.as_bytes()), Ok(true)) {
+                continue;
+            }
+            // An account expired for never authenticating: a send in
+            // flight queued mail for it after its queues were dropped.
+            match expired_accounts.get(account.as_bytes()).map_err(backend)? {
+                Some(note) => {
+                    drop_queues(&mail, account, &note)?;
+                }
+                None => unknown += 1,
+            }
+        }
         if unknown > 0 {
             return Err(StorageError::Backend(format!(
                 "the data directory {} is inconsistent: the mail log holds mail for {unknown} \
@@ -313,6 +361,8 @@ impl SledStore {
             blocks: tree("blocks")?,
             phones: tree("phones")?,
             names: tree("names")?,
+            unauthenticated: tree("unauthenticated")?,
+            expired_accounts,
             committer: Committer::start(db.clone(), metrics)?,
             db,
             _dir_lock: dir_lock,
@@ -337,13 +387,16 @@ impl Storage for SledStore {
         let encoded = list.encode_to_vec();
         let encoded_record = record.encode_to_vec();
         let key = list.account_id.as_slice();
-        let existing = (&self.accounts, &self.records)
-            .transaction(|(accounts, records)| {
+        let mut pending_key = record.created_at_ms.to_be_bytes().to_vec();
+        pending_key.extend_from_slice(key);
+        let existing = (&self.accounts, &self.records, &self.unauthenticated)
+            .transaction(|(accounts, records, unauthenticated)| {
                 if let Some(current) = accounts.get(key)? {
                     return Ok(Some(current));
                 }
                 accounts.insert(key, encoded.as_slice())?;
                 records.insert(key, encoded_record.as_slice())?;
+                unauthenticated.insert(pending_key.as_slice(), IVec::default())?;
                 Ok(None)
             })
             .map_err(|e: ::sled::transaction::TransactionError<::sled::Error>| {
@@ -360,6 +413,151 @@ impl Storage for SledStore {
             }
             Some(current) => Ok(Some(decode_list(&current)?)),
         }
+    }
+
+    async fn mark_authenticated(&self, account: AccountId) -> StorageResult<()> {
+        let Some(record) = self.account_record(account).await? else {
+            return Ok(());
+        };
+        let key = unauthenticated_key(record.created_at_ms, &account);
+        // A read on every later login; a write only at the first.
+        if self.unauthenticated.contains_key(&key).map_err(backend)?
+            && self
+                .unauthenticated
+                .remove(&key)
+                .map_err(backend)?
+                .is_some()
+        {
+            // Once, at the first login: the account must never be taken
+            // for one that did not log in.
+            self.committer.durable().await?;
+        }
+        Ok(())
+    }
+
+    async fn expire_unauthenticated(
+        &self,
+        registered_before_ms: u64,
+        limit: usize,
+    ) -> StorageResult<ExpiredAccounts> {
+        let now = crate::state::now_ms();
+        let mut expired = ExpiredAccounts::default();
+        // Notes old enough that no send can still be on its way: drop
+        // what such a send may have queued, then the note.
+        let mut old_notes = Vec::new();
+        for entry in self.expired_accounts.iter() {
+            let (key, note) = entry.map_err(backend)?;
+            if be_u64(&note, 0, "expired_accounts")?.saturating_add(EXPIRED_NOTE_MS) <= now {
+                old_notes.push((key, note));
+            }
+            if old_notes.len() >= limit {
+                break;
+            }
+        }
+        for (key, note) in &old_notes {
+            let account = account_from(key, "expired_accounts")?;
+            expired.envelopes += drop_queues(&self.mail, account, note)?;
+        }
+        if !old_notes.is_empty() {
+            self.mail.flush().await?;
+            let mut batch = Batch::default();
+            for (key, _) in old_notes {
+                batch.remove(key);
+            }
+            self.expired_accounts.apply_batch(batch).map_err(backend)?;
+        }
+        let due: Vec<IVec> = self
+            .unauthenticated
+            .range(..registered_before_ms.to_be_bytes().to_vec())
+            .keys()
+            .take(limit)
+            .collect::<Result<_, _>>()
+            .map_err(backend)?;
+        for pending in due {
+            let account = account_from(pending.get(8..).unwrap_or_default(), "unauthenticated")?;
+            let list = self.accounts.get(account.as_bytes()).map_err(backend)?;
+            let devices: Vec<u32> = match &list {
+                Some(bytes) => decode_list(bytes)?
+                    .devices
+                    .iter()
+                    .map(|d| d.device_id)
+                    .collect(),
+                None => Vec::new(),
+            };
+            let record = match self.records.get(account.as_bytes()).map_err(backend)? {
+                Some(bytes) => Some(decode_record(&bytes)?),
+                None => None,
+            };
+            let mut note = now.to_be_bytes().to_vec();
+            for device in &devices {
+                note.extend_from_slice(&device.to_be_bytes());
+            }
+            // sled first, with the note: a crash after it leaves mail the
+            // start drops by the note; the account is unknown to sends
+            // from here on.
+            let mut prekeys = Batch::default();
+            for device in &devices {
+                let mut prefix = account.to_vec();
+                prefix.extend_from_slice(&device.to_be_bytes());
+                for key in self.prekeys.scan_prefix(&prefix).keys() {
+                    prekeys.remove(key.map_err(backend)?);
+                }
+            }
+            let phone = record
+                .as_ref()
+                .map(|r| r.phone_number.clone())
+                .filter(|p| !p.is_empty());
+            let name_of_account = tagged(b'a', &[account.as_bytes()]);
+            (
+                &self.accounts,
+                &self.records,
+                &self.unauthenticated,
+                &self.expired_accounts,
+                &self.phones,
+                &self.names,
+            )
+                .transaction(
+                    |(accounts, records, unauthenticated, expired_accounts, phones, names)| {
+                        accounts.remove(account.as_bytes().as_slice())?;
+                        records.remove(account.as_bytes().as_slice())?;
+                        unauthenticated.remove(&pending)?;
+                        expired_accounts.insert(account.as_bytes().as_slice(), note.as_slice())?;
+                        if let Some(phone) = &phone
+                            && let Some(holder) = phones.get(phone.as_bytes())?
+                            && holder.get(..16) == Some(account.as_bytes().as_slice())
+                        {
+                            phones.remove(phone.as_bytes())?;
+                        }
+                        if let Some(name) = names.get(&name_of_account)? {
+                            names.remove(name_of_account.as_slice())?;
+                            names.remove(tagged(b'n', &[name.as_ref()]))?;
+                        }
+                        Ok(())
+                    },
+                )
+                .map_err(|e: TransactionError<::sled::Error>| {
+                    StorageError::Backend(e.to_string())
+                })?;
+            self.prekeys.apply_batch(prekeys).map_err(backend)?;
+            self.cache
+                .lists
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&account);
+            self.cache
+                .records
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&account);
+            self.committer.durable().await?;
+            expired.envelopes += drop_queues(&self.mail, account, &note)?;
+            expired.accounts += 1;
+            tracing::info!(%account, "account expired: it never authenticated");
+        }
+        if expired.accounts > 0 {
+            self.mail.flush().await?;
+        }
+        Ok(expired)
     }
 
     async fn account_record(
@@ -973,6 +1171,93 @@ mod tests {
                 &comptoir_protocol::proto::relay::AccountRecord::default(),
             )
             .await?;
+        Ok(())
+    }
+
+    /// Register `account` (one device) as created at `created_at_ms`.
+    async fn register_at(
+        store: &SledStore,
+        account: AccountId,
+        created_at_ms: u64,
+    ) -> StorageResult<()> {
+        let mut rng = rand::rng();
+        let key = comptoir_protocol::AccountKeyPair::generate(&mut rng);
+        let device = comptoir_protocol::IdentityKeyPair::generate(&mut rng);
+        let list =
+            comptoir_protocol::DeviceList::sign(&key, account, 1, vec![(1, *device.public())])
+                .map_err(|e| StorageError::Backend(e.to_string()))?;
+        let record = AccountRecord {
+            version: 1,
+            created_at_ms,
+            ..AccountRecord::default()
+        };
+        store.create_account(&list, &record).await?;
+        Ok(())
+    }
+
+    /// Item 11: an account that never authenticated expires with all it
+    /// had, its queued mail too, so the next start (which refuses mail for
+    /// accounts sled does not know) still opens; one that logged in stays.
+    #[tokio::test]
+    async fn accounts_that_never_authenticated_expire_with_their_mail_and_the_store_reopens()
+    -> StorageResult<()> {
+        let dir = tempfile::tempdir().map_err(|e| StorageError::Backend(e.to_string()))?;
+        let store = open(dir.path());
+        let (idle, active) = (
+            AccountId::generate(&mut rand::rng()),
+            AccountId::generate(&mut rand::rng()),
+        );
+        register_at(&store, idle, 1_000).await?;
+        register_at(&store, active, 1_000).await?;
+        store.mark_authenticated(active).await?;
+        let keys = (1..=3)
+            .map(|key_id| OneTimePreKey {
+                key_id,
+                public_key: vec![7; 32],
+            })
+            .collect();
+        assert_eq!(store.store_prekeys(idle, 1, None, keys, 10).await?, Ok(3));
+        store.bind_phone("+15550001", idle, true).await?;
+        assert_eq!(store.claim_name("idleco", idle).await?, NameClaim::Claimed);
+        store.enqueue(message(active, idle, 1, &[1]), 10).await?;
+        store.enqueue(message(idle, active, 2, &[1]), 10).await?;
+
+        // Registered at 1000: not before 1000.
+        assert_eq!(
+            store.expire_unauthenticated(1_000, 100).await?,
+            ExpiredAccounts::default()
+        );
+        assert_eq!(
+            store.expire_unauthenticated(2_000, 100).await?,
+            ExpiredAccounts {
+                accounts: 1,
+                envelopes: 1
+            }
+        );
+        assert!(store.account_record(idle).await?.is_none());
+        assert!(store.device_list(idle).await?.is_none());
+        assert_eq!(store.lookup_phone("+15550001").await?, None);
+        assert_eq!(store.lookup_name("idleco").await?, None);
+        assert_eq!(store.one_time_prekey_count(idle, 1).await?, 0);
+        assert_eq!(store.queued_count(idle, 1).await?, 0);
+        assert!(store.device_list(active).await?.is_some());
+        assert_eq!(store.queued_count(active, 1).await?, 1);
+        assert_eq!(
+            store.expire_unauthenticated(u64::MAX, 100).await?,
+            ExpiredAccounts::default(),
+            "the account that logged in stays"
+        );
+
+        // A send that read the device list before the expiry lands after
+        // it; the restart drops it by the note instead of refusing to start.
+        store.enqueue(message(active, idle, 3, &[1]), 10).await?;
+        store.close().await?;
+        drop(store);
+        let store = open(dir.path());
+        assert_eq!(store.queued_count(idle, 1).await?, 0);
+        assert_eq!(store.queued_count(active, 1).await?, 1);
+        assert!(store.device_list(active).await?.is_some());
+        store.close().await?;
         Ok(())
     }
 

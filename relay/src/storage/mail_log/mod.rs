@@ -40,6 +40,7 @@ mod checkpoint;
 mod durable;
 mod index;
 pub(crate) mod record;
+mod reserve;
 mod segment;
 mod writer;
 
@@ -72,7 +73,16 @@ pub struct LogOptions {
     /// the writer waits for as many waiters as the last group had before
     /// it writes and syncs; a lone sender is never held up.
     pub linger: Duration,
+    /// Size of the disk-space reserve (`space-reserve` in the log
+    /// directory), given back when the disk is full so that acks and
+    /// deletions can still be committed while sends are refused; 0
+    /// disables it.
+    pub reserve_bytes: u64,
 }
+
+/// Default size of the disk-space reserve (small in unit tests, which open
+/// many logs).
+pub const DEFAULT_RESERVE_BYTES: u64 = if cfg!(test) { 1 << 20 } else { 64 << 20 };
 
 impl Default for LogOptions {
     fn default() -> Self {
@@ -80,6 +90,7 @@ impl Default for LogOptions {
             segment_bytes: 64 << 20,
             checkpoint_min_bytes: 64 << 20,
             linger: Duration::from_micros(1000),
+            reserve_bytes: DEFAULT_RESERVE_BYTES,
         }
     }
 }
@@ -174,6 +185,9 @@ struct State {
     closing: bool,
     /// Set when a write or sync failed: nothing more is accepted.
     failed: Option<StorageError>,
+    /// The disk is full and the reserve was given back: new sends are
+    /// refused with [`StorageError::Full`], acks and deletions go on.
+    full: bool,
     /// The time expiry goes by.
     clock: ExpiryClock,
 }
@@ -282,6 +296,17 @@ pub struct MailLog {
 
 fn io_error(what: &str, path: &Path, e: impl std::fmt::Display) -> StorageError {
     StorageError::Backend(format!("mail log: {what} {}: {e}", path.display()))
+}
+
+/// [`io_error`] for a write or sync: a full disk is [`StorageError::Full`]
+/// (the detail goes to the log).
+fn write_error(what: &str, path: &Path, e: std::io::Error) -> StorageError {
+    if e.kind() == std::io::ErrorKind::StorageFull {
+        tracing::warn!(error = %e, file = %path.display(), "mail log: {what}: the disk is full");
+        StorageError::Full
+    } else {
+        io_error(what, path, e)
+    }
 }
 
 impl MailLog {
@@ -412,6 +437,20 @@ impl MailLog {
         }
         index.expire(clock.ms);
         let active = ids.last().map_or(1, |last| last + 1);
+        let mut reserve = reserve::Reserve::new(dir, options.reserve_bytes);
+        let full = match reserve.fill() {
+            Ok(()) => false,
+            Err(e) if e.kind() == std::io::ErrorKind::StorageFull => {
+                tracing::warn!(
+                    "the disk is full: no room for the mail log's space reserve; new sends are refused until there is"
+                );
+                true
+            }
+            Err(e) => return Err(io_error("cannot make the space reserve in", dir, e)),
+        };
+        if full {
+            metrics.set_mail_log_failed(true);
+        }
         let state = State {
             index,
             next_seq,
@@ -428,6 +467,7 @@ impl MailLog {
             checkpoint_requested: false,
             closing: false,
             failed: None,
+            full,
             clock,
         };
         let shared = Arc::new(Shared {
@@ -442,7 +482,7 @@ impl MailLog {
         let writer = shared.clone();
         std::thread::Builder::new()
             .name("relay-mail-writer".into())
-            .spawn(move || writer::write_loop(&writer))
+            .spawn(move || writer::write_loop(&writer, reserve))
             .map_err(|e| StorageError::Backend(format!("cannot start the mail writer: {e}")))?;
         Ok(Self {
             owner: Arc::new(Owner { shared }),
@@ -468,6 +508,9 @@ impl MailLog {
                 };
                 (outcome, shared.durable_waiter(&mut state))
             } else {
+                if state.full {
+                    return Err(StorageError::Full);
+                }
                 if let Some((device, _)) = message
                     .copies
                     .iter()

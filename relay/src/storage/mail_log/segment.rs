@@ -51,12 +51,13 @@ pub(crate) fn list(dir: &Path) -> io::Result<Vec<u32>> {
 }
 
 /// Create a file holding only the segment header, durably (file and
-/// directory entry), open for appending and reading.
+/// directory entry), open for writing (on from the header, or at given
+/// offsets) and reading.
 pub(crate) fn create(file_path: &Path) -> io::Result<File> {
     let mut file = OpenOptions::new()
         .create_new(true)
         .read(true)
-        .append(true)
+        .write(true)
         .open(file_path)?;
     durable::created(file_path, &file);
     file.write_all(SEGMENT_MAGIC)?;

@@ -33,6 +33,44 @@ pub(crate) mod faults {
             .any(|d| d == dir)
     }
 
+    static FULL: Mutex<Vec<(PathBuf, u64)>> = Mutex::new(Vec::new());
+
+    /// Make the disk under `dir` full (no byte free, until the reserve is
+    /// released) or, with `false`, roomy again.
+    pub(crate) fn disk_full(dir: &Path, on: bool) {
+        let mut full = FULL.lock().unwrap();
+        full.retain(|(d, _)| d != dir);
+        if on {
+            full.push((dir.to_path_buf(), 0));
+        }
+    }
+
+    /// Take `bytes` for a write to `file`, or fail as a full disk does.
+    pub(crate) fn take_space(file: &Path, bytes: u64) -> std::io::Result<()> {
+        let mut full = FULL.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = file.parent();
+        match full.iter_mut().find(|(d, _)| Some(d.as_path()) == dir) {
+            Some((_, free)) if *free < bytes => Err(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                "No space left on device (injected)",
+            )),
+            Some((_, free)) => {
+                *free -= bytes;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Give back `bytes` freed by removing `file`.
+    pub(crate) fn give_space(file: &Path, bytes: u64) {
+        let mut full = FULL.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = file.parent();
+        if let Some((_, free)) = full.iter_mut().find(|(d, _)| Some(d.as_path()) == dir) {
+            *free += bytes;
+        }
+    }
+
     /// Make the next write in `dir` fail half-way.
     pub(crate) fn cut_next_write(dir: &Path) {
         CUT.lock().unwrap().push(dir.to_path_buf());
@@ -85,6 +123,7 @@ fn small() -> LogOptions {
         segment_bytes: 4 << 10,
         checkpoint_min_bytes: 16 << 10,
         linger: Duration::ZERO,
+        reserve_bytes: DEFAULT_RESERVE_BYTES,
     }
 }
 
@@ -390,6 +429,114 @@ async fn after_running_out_of_file_descriptors_the_log_recovers_by_itself() -> T
     Ok(())
 }
 
+/// Item 3: on a full disk the reserve is given back, so acks (and other
+/// deletions) are still committed while new sends get the typed
+/// `StorageError::Full`; once space is back the same log takes sends.
+#[tokio::test]
+async fn on_a_full_disk_sends_are_refused_acks_still_commit_and_sends_come_back() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let reserve = dir.path().join(reserve::FILE_NAME);
+    let metrics = Arc::new(Metrics::default());
+    let log = MailLog::open(dir.path(), LogOptions::default(), metrics.clone())?;
+    assert_eq!(std::fs::metadata(&reserve)?.len(), DEFAULT_RESERVE_BYTES);
+    for id in 1..=2 {
+        assert_eq!(
+            log.enqueue(message(id, &[1], 100), 10).await?,
+            Enqueued::Stored
+        );
+    }
+    faults::disk_full(dir.path(), true);
+    // The send that finds the disk full is written into the reserve.
+    assert_eq!(
+        log.enqueue(message(3, &[1], 100), 10).await?,
+        Enqueued::Stored
+    );
+    assert!(!reserve.exists(), "the reserve was given back");
+    assert!(metrics.storage_failed(), "/healthz says so");
+    // New sends are refused with the typed error, and nothing is stored.
+    let refused = log.enqueue(message(4, &[1], 100), 10).await;
+    assert!(matches!(refused, Err(StorageError::Full)), "{refused:?}");
+    // Acks still commit.
+    assert_eq!(
+        log.acknowledge(account(BOB), 1, account(ALICE), &[1; 16])?,
+        Some(3)
+    );
+    log.flush().await?;
+    assert_eq!(queue(&log, 1), vec![2, 3]);
+    log.close().await?;
+    drop(log);
+    // Reopened while the disk is still full: the ack held, sends are
+    // still refused, acks still work.
+    let log = MailLog::open(dir.path(), LogOptions::default(), metrics.clone())?;
+    assert_eq!(queue(&log, 1), vec![2, 3]);
+    let refused = log.enqueue(message(4, &[1], 100), 10).await;
+    assert!(matches!(refused, Err(StorageError::Full)), "{refused:?}");
+    assert_eq!(
+        log.acknowledge(account(BOB), 1, account(ALICE), &[2; 16])?,
+        Some(3)
+    );
+    log.flush().await?;
+    // Space is freed: the reserve is made again and sends come back.
+    faults::disk_full(dir.path(), false);
+    health_is(&metrics, true).await;
+    assert_eq!(std::fs::metadata(&reserve)?.len(), DEFAULT_RESERVE_BYTES);
+    assert_eq!(
+        log.enqueue(message(4, &[1], 100), 10).await?,
+        Enqueued::Stored
+    );
+    assert_eq!(queue(&log, 1), vec![3, 4]);
+    log.close().await?;
+    drop(log);
+    let log = open(dir.path(), LogOptions::default());
+    assert_eq!(queue(&log, 1), vec![3, 4]);
+    log.close().await?;
+    Ok(())
+}
+
+/// Groups are written over zeros written ahead (a sync without a journal
+/// commit); only the newest segment may end in zeros, and a copy of the
+/// directory taken while the log runs (what `kill -9` leaves) replays in
+/// full, its zeros cut off like a torn write.
+#[tokio::test]
+async fn only_the_newest_segment_is_written_ahead_with_zeros_and_a_crash_copy_replays() -> TestResult
+{
+    let dir = tempfile::tempdir()?;
+    let log = open(dir.path(), small());
+    for id in 1..=20 {
+        log.enqueue(message(id, &[1], 1024), 100).await?;
+    }
+    let ids = segments(dir.path());
+    assert!(ids.len() >= 4, "segments rolled over: {ids:?}");
+    let (newest, older) = ids.split_last().ok_or("no segment")?;
+    for id in older {
+        let bytes = std::fs::read(segment::path(dir.path(), *id))?;
+        assert_ne!(bytes.last(), Some(&0), "segment {id} ends with its data");
+    }
+    let newest_len = std::fs::metadata(segment::path(dir.path(), *newest))?.len();
+    assert!(
+        newest_len >= 1 << 20,
+        "the newest is written ahead: {newest_len}"
+    );
+    let copy = tempfile::tempdir()?;
+    for entry in std::fs::read_dir(dir.path())? {
+        let entry = entry?;
+        std::fs::copy(entry.path(), copy.path().join(entry.file_name()))?;
+    }
+    let crashed = open(copy.path(), small());
+    assert_eq!(queue(&crashed, 1), (1..=20).collect::<Vec<u8>>());
+    assert!(
+        std::fs::metadata(segment::path(copy.path(), *newest))?.len() < newest_len,
+        "its zeros were cut off"
+    );
+    crashed.close().await?;
+    log.close().await?;
+    drop(log);
+    let log = open(dir.path(), small());
+    assert_eq!(queue(&log, 1), (1..=20).collect::<Vec<u8>>());
+    log.close().await?;
+    Ok(())
+}
+
 /// Enqueue 1 KiB messages 1..=n for devices 1 and 2, ack all but every
 /// tenth on device 1 and all on device 2.
 async fn churn(log: &MailLog, n: u8) -> TestResult {
@@ -541,6 +688,7 @@ async fn run_against_model(ops: Vec<Op>) -> TestResult {
         segment_bytes: 600,
         checkpoint_min_bytes: 0,
         linger: Duration::ZERO,
+        reserve_bytes: DEFAULT_RESERVE_BYTES,
     };
     let mut log = open(dir.path(), options.clone());
     let mut model = Model::default();
@@ -775,6 +923,7 @@ fn concurrent_work_during_checkpoints_replays_exactly() -> TestResult {
                 segment_bytes: 2048,
                 checkpoint_min_bytes: 0,
                 linger: Duration::ZERO,
+                reserve_bytes: DEFAULT_RESERVE_BYTES,
             };
             let log = open(dir.path(), options.clone());
             let mut tasks = Vec::new();
@@ -916,6 +1065,7 @@ async fn a_power_loss_after_any_sync_keeps_what_was_acknowledged_and_no_deleted_
         segment_bytes: 600,
         checkpoint_min_bytes: 1 << 30,
         linger: Duration::ZERO,
+        reserve_bytes: DEFAULT_RESERVE_BYTES,
     };
     let log = open(&dir, options.clone());
     let mut did = Vec::new();
