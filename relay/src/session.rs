@@ -357,30 +357,29 @@ impl<S: Storage> Session<S> {
         if wrote {
             conn.flush().await?;
         }
-        if acked > 0 {
-            let window = self.relay.config.limits.delivery_window;
-            let mut was_full = false;
-            if let Some(device) = self.device.as_mut() {
-                was_full = device.in_flight >= window;
-                device.in_flight = device.in_flight.saturating_sub(acked);
+        // New mail (or a new receipt) wakes the connection anyway; only a
+        // window that filled up may have left some unpushed. Those are
+        // pushed once acks bring the window down to half, a batch at a
+        // time, rather than one per ack (a read, a write and a flush each).
+        let window = self.relay.config.limits.delivery_window;
+        let (mut refill_mail, mut refill_receipts) = (false, false);
+        if let Some(device) = self.device.as_mut() {
+            if acked > 0 {
+                let before = device.in_flight;
+                device.in_flight = before.saturating_sub(acked);
+                refill_mail = crossed_low_water(before, device.in_flight, window);
             }
-            // New mail wakes the connection anyway; only a full window may
-            // have left envelopes unpushed.
-            if was_full {
-                self.push_mail(conn).await?;
+            if receipts_acked > 0 {
+                let before = device.receipts_in_flight;
+                device.receipts_in_flight = before.saturating_sub(receipts_acked);
+                refill_receipts = crossed_low_water(before, device.receipts_in_flight, window);
             }
         }
-        if receipts_acked > 0 {
-            let window = self.relay.config.limits.delivery_window;
-            let mut was_full = false;
-            if let Some(device) = self.device.as_mut() {
-                was_full = device.receipts_in_flight >= window;
-                device.receipts_in_flight =
-                    device.receipts_in_flight.saturating_sub(receipts_acked);
-            }
-            if was_full {
-                self.push_receipts(conn).await?;
-            }
+        if refill_mail {
+            self.push_mail(conn).await?;
+        }
+        if refill_receipts {
+            self.push_receipts(conn).await?;
         }
         Ok(Flow::Continue)
     }
@@ -587,6 +586,13 @@ async fn shut_down<IO: AsyncRead + AsyncWrite + Unpin + Send>(
     let _ = conn.send(bytes).await;
     conn.close(close::GOING_AWAY, "relay shutting down").await;
     Ok(Flow::Stop)
+}
+
+/// Whether acks took a delivery window of `window` from above its low
+/// water mark (half) to it or below.
+fn crossed_low_water(before: usize, after: usize, window: usize) -> bool {
+    let low = window / 2;
+    before > low && after <= low
 }
 
 async fn wait_presence(presence: Option<&Presence>) {

@@ -112,6 +112,11 @@ enum Cmd {
         /// Sends awaiting Accepted while filling, at most.
         #[arg(long, default_value_t = 64)]
         window: usize,
+        /// Drive a relay from before `ReceiptAck` and the registration
+        /// limits (main at 515e604): receipts are counted but not acked,
+        /// and its configuration leaves out the keys it does not know.
+        #[arg(long)]
+        old_relay: bool,
     },
     /// Resident memory per idle authenticated connection on the relay.
     Idle {
@@ -180,24 +185,31 @@ fn main() -> ExitCode {
                 messages,
                 size,
                 window,
+                old_relay,
             } => {
-                let server = start_relay()?;
+                if old_relay {
+                    load::use_old_auth_payload();
+                }
+                let server = start_relay_with(old_relay)?;
                 let r = load::run_drain(
                     server.addr,
                     messages,
                     size,
                     window,
+                    !old_relay,
                     Duration::from_secs(600),
                 )
                 .await?;
                 println!(
-                    "drain: {} envelopes queued in {:.2} s, drained in {:.2} s: {:.0} env/s; Delivered receipts at the sender: {} of {}",
+                    "drain: {} envelopes queued in {:.2} s, drained in {:.2} s: {:.0} env/s; Delivered receipts at the sender: {} of {} (last at {:.2} s{})",
                     r.envelopes,
                     r.fill.as_secs_f64(),
                     r.drain.as_secs_f64(),
                     r.throughput,
                     r.receipts,
-                    r.envelopes
+                    r.envelopes,
+                    r.until_last_receipt.as_secs_f64(),
+                    if old_relay { ", not acked" } else { ", each acked" },
                 );
                 Ok(())
             }
@@ -290,17 +302,30 @@ fn wait_listening(
 }
 
 fn start_relay() -> Result<Server, Box<dyn std::error::Error>> {
+    start_relay_with(false)
+}
+
+/// Start the `relay` beside this binary; `old` leaves out the
+/// configuration keys a relay from before the registration limits refuses.
+fn start_relay_with(old: bool) -> Result<Server, Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("relay.toml");
+    let registration = if old {
+        ""
+    } else {
+        "registration_rate_per_sec = 0.0\n\
+         registration_rate_per_prefix_per_sec = 0.0\n"
+    };
     std::fs::write(
         &config,
-        "http_listen = \"127.0.0.1:0\"\n\
-         [limits]\n\
-         account_rate_per_sec = 0.0\n\
-         address_rate_per_sec = 0.0\n\
-         registration_rate_per_sec = 0.0\n\
-         registration_rate_per_prefix_per_sec = 0.0\n\
-         max_queue_per_device = 1000000\n",
+        format!(
+            "http_listen = \"127.0.0.1:0\"\n\
+             [limits]\n\
+             account_rate_per_sec = 0.0\n\
+             address_rate_per_sec = 0.0\n\
+             {registration}\
+             max_queue_per_device = 1000000\n"
+        ),
     )?;
     let mut child = Command::new(sibling("relay")?)
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
