@@ -358,21 +358,22 @@ impl<S: Storage> Session<S> {
             conn.flush().await?;
         }
         // New mail (or a new receipt) wakes the connection anyway; only a
-        // window that filled up may have left some unpushed. Those are
-        // pushed once acks bring the window down to half, a batch at a
-        // time, rather than one per ack (a read, a write and a flush each).
+        // full window may have left some unpushed. (Refilling only at half
+        // the window was tried and stalls a device that keeps more than
+        // half its window unacked, e.g. envelopes held for an identity
+        // change.)
         let window = self.relay.config.limits.delivery_window;
         let (mut refill_mail, mut refill_receipts) = (false, false);
         if let Some(device) = self.device.as_mut() {
             if acked > 0 {
                 let before = device.in_flight;
                 device.in_flight = before.saturating_sub(acked);
-                refill_mail = crossed_low_water(before, device.in_flight, window);
+                refill_mail = window_was_full(before, window);
             }
             if receipts_acked > 0 {
                 let before = device.receipts_in_flight;
                 device.receipts_in_flight = before.saturating_sub(receipts_acked);
-                refill_receipts = crossed_low_water(before, device.receipts_in_flight, window);
+                refill_receipts = window_was_full(before, window);
             }
         }
         if refill_mail {
@@ -588,11 +589,10 @@ async fn shut_down<IO: AsyncRead + AsyncWrite + Unpin + Send>(
     Ok(Flow::Stop)
 }
 
-/// Whether acks took a delivery window of `window` from above its low
-/// water mark (half) to it or below.
-fn crossed_low_water(before: usize, after: usize, window: usize) -> bool {
-    let low = window / 2;
-    before > low && after <= low
+/// Whether acks freed room in a delivery window of `window` that was full
+/// (only then may envelopes or receipts have been left unpushed).
+fn window_was_full(before: usize, window: usize) -> bool {
+    before >= window
 }
 
 async fn wait_presence(presence: Option<&Presence>) {
