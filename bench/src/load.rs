@@ -21,21 +21,6 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// What device 1 signs to log in: the current payload, or with
-/// `RELAY_LOAD_AUTH_V1` set the one relays from before the origin was
-/// signed expect ("Comptoir auth v1" || nonce || account || device), so
-/// the same `relay-load` can measure an older `relay` side by side.
-fn signed_auth(nonce: &[u8], account: &AccountId, origin: &str) -> Vec<u8> {
-    if std::env::var_os("RELAY_LOAD_AUTH_V1").is_some() {
-        let mut out = b"Comptoir auth v1".to_vec();
-        out.extend_from_slice(nonce);
-        out.extend_from_slice(account.as_bytes());
-        out.extend_from_slice(&1u32.to_be_bytes());
-        return out;
-    }
-    auth_payload(nonce, account, 1, origin)
-}
-
 /// Why a load run failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -109,18 +94,55 @@ impl LoadAccount {
     }
 
     /// The signed answer to the relay's challenge `nonce`, as device 1,
-    /// for a relay dialled as `ws://addr`.
+    /// for a relay dialled as `ws://addr` (or, after
+    /// [`use_old_auth_payload`], for a relay from before origin binding).
     pub fn auth_response(&self, nonce: &[u8], addr: SocketAddr) -> wire::AuthResponse {
-        let origin = comptoir_protocol::relay_origin(false, &addr.ip().to_string(), addr.port());
+        let payload = if OLD_AUTH.load(std::sync::atomic::Ordering::Relaxed) {
+            old_auth_payload(nonce, &self.id)
+        } else {
+            let origin =
+                comptoir_protocol::relay_origin(false, &addr.ip().to_string(), addr.port());
+            auth_payload(nonce, &self.id, 1, &origin)
+        };
         wire::AuthResponse {
             account_id: self.id.to_vec(),
             device_id: 1,
-            signature: self
-                .device
-                .sign(&signed_auth(nonce, &self.id, &origin))
-                .to_vec(),
+            signature: self.device.sign(&payload).to_vec(),
         }
     }
+}
+
+static OLD_AUTH: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Sign challenges and registrations as a relay from before the
+/// origin-bound auth payload and the kind-bound registration expects (main
+/// at 515e604, which the benchmarks compare against):
+/// `"Comptoir auth v1" || nonce || account || device 1` and
+/// `"Comptoir register v1" || account || nonce`.
+pub fn use_old_auth_payload() {
+    OLD_AUTH.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+impl LoadAccount {
+    /// What the account key signs to register this customer account.
+    fn register_signed_bytes(&self, nonce: &[u8]) -> Vec<u8> {
+        if OLD_AUTH.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut out = b"Comptoir register v1".to_vec();
+            out.extend_from_slice(self.id.as_bytes());
+            out.extend_from_slice(nonce);
+            out
+        } else {
+            register_payload(&self.id, wire::AccountKind::Customer, nonce)
+        }
+    }
+}
+
+fn old_auth_payload(nonce: &[u8], account: &AccountId) -> Vec<u8> {
+    let mut out = b"Comptoir auth v1".to_vec();
+    out.extend_from_slice(nonce);
+    out.extend_from_slice(account.as_bytes());
+    out.extend_from_slice(&1u32.to_be_bytes());
+    out
 }
 
 async fn next_frame(ws: &mut Ws) -> Result<wire::ServerFrame, LoadError> {
@@ -207,11 +229,7 @@ pub async fn connect(
                 device_list: Some(list),
                 signature: account
                     .key
-                    .sign(&register_payload(
-                        &account.id,
-                        wire::AccountKind::Customer,
-                        &nonce,
-                    ))
+                    .sign(&account.register_signed_bytes(&nonce))
                     .to_vec(),
                 kind: wire::AccountKind::Customer as i32,
             }),
@@ -224,18 +242,7 @@ pub async fn connect(
     }
     ws.send(client(
         2,
-        client_frame::Body::AuthResponse(wire::AuthResponse {
-            account_id: account.id.to_vec(),
-            device_id: 1,
-            signature: account
-                .device
-                .sign(&signed_auth(
-                    &nonce,
-                    &account.id,
-                    &comptoir_protocol::relay_origin(false, &addr.ip().to_string(), addr.port()),
-                ))
-                .to_vec(),
-        }),
+        client_frame::Body::AuthResponse(account.auth_response(&nonce, addr)),
     ))
     .await?;
     loop {
@@ -483,17 +490,22 @@ pub struct DrainReport {
     pub throughput: f64,
     /// `Delivered` receipts that reached the (online) sender.
     pub receipts: u64,
+    /// From the recipient's authentication to the sender's last receipt.
+    pub until_last_receipt: Duration,
 }
 
 /// A device sends `messages` envelopes to an offline device (at most
 /// `window` awaiting `Accepted`); the recipient then connects and acks
 /// them all while the sender stays online and counts its `Delivered`
-/// receipts (waiting until it has them all, or none came for 5 s).
+/// receipts (waiting until it has them all, or none came for 5 s), acking
+/// each with a `ReceiptAck` if `ack_receipts` (a relay from before
+/// `ReceiptAck` refuses it: pass `false` for one).
 pub async fn run_drain(
     addr: SocketAddr,
     messages: usize,
     size: usize,
     window: usize,
+    ack_receipts: bool,
     timeout: Duration,
 ) -> Result<DrainReport, LoadError> {
     let (alice, bob) = (LoadAccount::generate(), LoadAccount::generate());
@@ -526,18 +538,50 @@ pub async fn run_drain(
         .map_err(|_| LoadError::Timeout(timeout))??;
     let fill = fill_start.elapsed();
     let receipts = tokio::spawn(async move {
-        let mut receipts = 0u64;
+        let (mut receipts, mut last) = (0u64, Instant::now());
         while receipts < messages as u64 {
-            match tokio::time::timeout(Duration::from_secs(5), next_frame(&mut a)).await {
-                Ok(Ok(frame)) => {
-                    if let Some(Body::Delivered(_)) = frame.body {
-                        receipts += 1;
+            let frame = match tokio::time::timeout(Duration::from_millis(50), next_frame(&mut a))
+                .await
+            {
+                Ok(frame) => frame,
+                Err(_) => {
+                    // Nothing came for a moment: send the acks held back.
+                    if a.flush().await.is_err() {
+                        break;
+                    }
+                    match tokio::time::timeout(Duration::from_secs(5), next_frame(&mut a)).await {
+                        Ok(frame) => frame,
+                        Err(_) => break,
                     }
                 }
-                Ok(Err(_)) | Err(_) => break,
+            };
+            let Ok(frame) = frame else { break };
+            if let Some(Body::Delivered(d)) = frame.body {
+                receipts += 1;
+                last = Instant::now();
+                if ack_receipts {
+                    let ack = client(
+                        0,
+                        client_frame::Body::ReceiptAck(wire::ReceiptAck {
+                            message_id: d.message_id,
+                            recipient_account: d.recipient_account,
+                            recipient_device: d.recipient_device,
+                        }),
+                    );
+                    // Flushed in batches (the receipt window is larger).
+                    let sent = if receipts % 64 == 0 {
+                        a.send(ack).await
+                    } else {
+                        a.feed(ack).await
+                    };
+                    if sent.is_err() {
+                        break;
+                    }
+                }
             }
         }
-        receipts
+        let _ = a.flush().await;
+        (receipts, last)
     });
     let drain_start = Instant::now();
     let mut b = connect(addr, 1, &bob, false).await?;
@@ -545,7 +589,7 @@ pub async fn run_drain(
         .await
         .map_err(|_| LoadError::Timeout(timeout))??;
     let drain = drain_start.elapsed();
-    let receipts = receipts
+    let (receipts, last) = receipts
         .await
         .map_err(|e| LoadError::Protocol(e.to_string()))?;
     Ok(DrainReport {
@@ -554,5 +598,6 @@ pub async fn run_drain(
         drain,
         throughput: messages as f64 / drain.as_secs_f64(),
         receipts,
+        until_last_receipt: last.saturating_duration_since(drain_start),
     })
 }

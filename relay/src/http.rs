@@ -197,7 +197,9 @@ mod tests {
         ));
         assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 503"));
         assert_eq!(
-            log.acknowledge(account, 1, account, &[1; 16]).unwrap(),
+            log.acknowledge(account, 1, account, &[1; 16], u64::MAX)
+                .unwrap()
+                .map(|(device, _durable)| device),
             Some(1)
         );
         log.flush().await.unwrap();

@@ -1,6 +1,9 @@
 //! Who is connected: one [`Presence`] per authenticated device, through
-//! which other connections wake it (new mail) or hand it frames (delivery
-//! receipts, prekey warnings, a request to close).
+//! which other connections wake it (new mail, a delivery receipt kept for
+//! it) or hand it frames (prekey warnings, a released phone number, a
+//! request to close). Delivery receipts never travel as posted frames:
+//! they are kept in storage until the device acks them, and a wake makes
+//! the connection read them.
 //!
 //! A clustered relay would replace this with a pub/sub between nodes; the
 //! connection code only uses [`Hub::wake`] and [`Hub::post`].
@@ -12,7 +15,8 @@ use comptoir_protocol::AccountId;
 use tokio::sync::Notify;
 
 /// Frames waiting for one connection, at most. A device that does not read
-/// its receipts loses the oldest ones rather than growing memory.
+/// its connection loses the oldest ones rather than growing memory (only
+/// advisory pushes are posted: nothing stored is lost with them).
 const MAX_POSTED: usize = 256;
 
 /// Something another task asks a connection to do.

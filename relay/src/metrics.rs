@@ -29,6 +29,8 @@ pub struct Metrics {
     pub envelopes_accepted: AtomicU64,
     /// Envelopes acked by their recipient device and deleted.
     pub envelopes_delivered: AtomicU64,
+    /// `Delivered` receipts acked by their sending device and deleted.
+    pub receipts_acked: AtomicU64,
     /// Envelopes deleted by TTL expiry.
     pub envelopes_expired: AtomicU64,
     /// Retried sends recognised as duplicates (nothing stored).
@@ -177,6 +179,12 @@ impl Metrics {
             "counter",
             "Envelopes acked by the recipient device and deleted.",
             self.envelopes_delivered.load(Relaxed).to_string(),
+        );
+        metric(
+            "comptoir_receipts_acked_total",
+            "counter",
+            "Delivered receipts acked by the sending device and deleted.",
+            self.receipts_acked.load(Relaxed).to_string(),
         );
         metric(
             "comptoir_envelopes_expired_total",

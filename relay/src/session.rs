@@ -1,10 +1,14 @@
 //! One connection's life: challenge, authentication, then requests,
-//! pushes of queued mail (a bounded window of unacked envelopes), frames
-//! posted by other connections, timeouts and shutdown.
+//! pushes of queued mail (a bounded window of unacked envelopes) and of
+//! the `Delivered` receipts kept for the device (a window of its own, so
+//! receipts a device does not ack never hold up its mail), frames posted
+//! by other connections, timeouts and shutdown.
 //!
-//! Mail is always pulled from storage after a cursor, whether the device
-//! just connected (drain) or was woken by a new envelope (push), so order
-//! holds and nothing is pushed twice on one connection.
+//! Mail and receipts are always pulled from storage after a cursor,
+//! whether the device just connected (drain) or was woken (new mail, a
+//! receipt made durable), so order holds and nothing is pushed twice on one
+//! connection. What a connection pushed and was not acked is pushed again
+//! on the device's next connection.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -39,6 +43,10 @@ pub(crate) struct Device {
     pub(crate) cursor: Option<u64>,
     /// Envelopes pushed and not yet acked.
     pub(crate) in_flight: usize,
+    /// Last receipt queue position pushed on this connection.
+    pub(crate) receipt_cursor: Option<u64>,
+    /// Receipts pushed and not yet acked.
+    pub(crate) receipts_in_flight: usize,
 }
 
 /// A storage write in progress (a send waiting for its group commit, an
@@ -52,6 +60,8 @@ pub(crate) struct Completion {
     pub(crate) frame: Option<Vec<u8>>,
     /// An envelope pushed here was acked: the delivery window has room.
     pub(crate) acked: bool,
+    /// A receipt pushed here was acked: the receipt window has room.
+    pub(crate) receipt_acked: bool,
 }
 
 /// What a request handler wants done after it ran.
@@ -334,30 +344,43 @@ impl<S: Storage> Session<S> {
         conn: &mut Connection<IO>,
     ) -> Result<Flow, WriteError> {
         let mut next = Some(first);
-        let (mut wrote, mut acked) = (false, 0usize);
+        let (mut wrote, mut acked, mut receipts_acked) = (false, 0usize, 0usize);
         while let Some(done) = next.take() {
             if let Some(bytes) = done.frame {
                 conn.feed(bytes).await?;
                 wrote = true;
             }
             acked += usize::from(done.acked);
+            receipts_acked += usize::from(done.receipt_acked);
             next = pending.next().now_or_never().flatten();
         }
         if wrote {
             conn.flush().await?;
         }
-        if acked > 0 {
-            let window = self.relay.config.limits.delivery_window;
-            let mut was_full = false;
-            if let Some(device) = self.device.as_mut() {
-                was_full = device.in_flight >= window;
-                device.in_flight = device.in_flight.saturating_sub(acked);
+        // New mail (or a new receipt) wakes the connection anyway; only a
+        // full window may have left some unpushed. (Refilling only at half
+        // the window was tried and stalls a device that keeps more than
+        // half its window unacked, e.g. envelopes held for an identity
+        // change.)
+        let window = self.relay.config.limits.delivery_window;
+        let (mut refill_mail, mut refill_receipts) = (false, false);
+        if let Some(device) = self.device.as_mut() {
+            if acked > 0 {
+                let before = device.in_flight;
+                device.in_flight = before.saturating_sub(acked);
+                refill_mail = window_was_full(before, window);
             }
-            // New mail wakes the connection anyway; only a full window may
-            // have left envelopes unpushed.
-            if was_full {
-                self.push_mail(conn).await?;
+            if receipts_acked > 0 {
+                let before = device.receipts_in_flight;
+                device.receipts_in_flight = before.saturating_sub(receipts_acked);
+                refill_receipts = window_was_full(before, window);
             }
+        }
+        if refill_mail {
+            self.push_mail(conn).await?;
+        }
+        if refill_receipts {
+            self.push_receipts(conn).await?;
         }
         Ok(Flow::Continue)
     }
@@ -392,7 +415,7 @@ impl<S: Storage> Session<S> {
             };
         }
         // A send's rate is one of the policy's inputs (cmd::send).
-        if !matches!(body, B::DeliveryAck(_) | B::Send(_))
+        if !matches!(body, B::DeliveryAck(_) | B::ReceiptAck(_) | B::Send(_))
             && let Some(device) = &self.device
             && let Err(retry_after_ms) = self.relay.account_limiter.check(&device.account)
         {
@@ -405,6 +428,7 @@ impl<S: Storage> Session<S> {
             B::AuthResponse(_) | B::Register(_) => Err(RelayError::AlreadyAuthenticated),
             B::Send(r) => cmd::send::send(self, request_id, r).await,
             B::DeliveryAck(r) => cmd::ack::ack(self, request_id, r).await,
+            B::ReceiptAck(r) => cmd::ack::receipt_ack(self, request_id, r).await,
             B::UploadPrekeys(r) => cmd::prekeys::upload(self, request_id, r).await,
             B::FetchPrekeys(r) => cmd::prekeys::fetch(self, request_id, r).await,
             B::PublishDeviceList(r) => cmd::device_list::publish(self, request_id, r).await,
@@ -441,33 +465,63 @@ impl<S: Storage> Session<S> {
             conn.flush().await?;
         }
         self.push_mail(conn).await?;
+        self.push_receipts(conn).await?;
         Ok(Flow::Continue)
     }
 
-    /// Push the `Delivered` receipts kept for this device.
-    async fn push_receipts<IO: AsyncRead + AsyncWrite + Unpin + Send>(
+    /// Push the `Delivered` receipts kept for this device after the
+    /// receipt cursor, up to the delivery window (receipts pushed and not
+    /// acked count against it, as envelopes do against theirs).
+    pub(crate) async fn push_receipts<IO: AsyncRead + AsyncWrite + Unpin + Send>(
         &mut self,
         conn: &mut Connection<IO>,
     ) -> Result<(), WriteError> {
-        const BATCH: usize = 256;
-        let Some(device) = self.device.as_ref() else {
+        let window = self.relay.config.limits.delivery_window;
+        let Some(device) = self.device.as_mut() else {
             return Ok(());
         };
-        let (account, device) = (device.account, device.device);
         loop {
-            let receipts = match self.relay.store.take_receipts(account, device, BATCH).await {
-                Ok(receipts) => receipts,
+            let room = window.saturating_sub(device.receipts_in_flight);
+            if room == 0 {
+                return Ok(());
+            }
+            let batch = match self
+                .relay
+                .store
+                .pending_receipts(
+                    device.account,
+                    device.device,
+                    device.receipt_cursor,
+                    room,
+                    now_ms(),
+                )
+                .await
+            {
+                Ok(batch) => batch,
                 Err(error) => {
                     tracing::error!(connection = self.id, %error, "reading receipts failed");
                     return Ok(());
                 }
             };
-            let more = receipts.len() == BATCH;
-            for receipt in receipts {
-                conn.feed(receipt).await?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            let full = batch.len() == room;
+            for receipt in batch {
+                device.receipt_cursor = Some(receipt.cursor);
+                device.receipts_in_flight += 1;
+                conn.feed(frame::server(
+                    0,
+                    Body::Delivered(wire::Delivered {
+                        message_id: receipt.message_id.to_vec(),
+                        recipient_account: receipt.recipient.to_vec(),
+                        recipient_device: receipt.recipient_device,
+                    }),
+                ))
+                .await?;
             }
             conn.flush().await?;
-            if !more {
+            if !full {
                 return Ok(());
             }
         }
@@ -533,6 +587,12 @@ async fn shut_down<IO: AsyncRead + AsyncWrite + Unpin + Send>(
     let _ = conn.send(bytes).await;
     conn.close(close::GOING_AWAY, "relay shutting down").await;
     Ok(Flow::Stop)
+}
+
+/// Whether acks freed room in a delivery window of `window` that was full
+/// (only then may envelopes or receipts have been left unpushed).
+fn window_was_full(before: usize, window: usize) -> bool {
+    before >= window
 }
 
 async fn wait_presence(presence: Option<&Presence>) {

@@ -1,7 +1,8 @@
 //! The real `relay` binary as a child process: `kill -9` right after
 //! `Accepted` loses nothing (also while tiny mail log segments roll over
 //! and checkpoints run), and SIGTERM shuts down cleanly; each restarts on
-//! the same data directory and drains everything.
+//! the same data directory and drains everything; `kill -9` after an ack
+//! keeps the receipt for its sender.
 
 mod common;
 
@@ -417,4 +418,78 @@ async fn a_flipped_bit_in_an_accepted_envelope_stops_the_restart_and_nothing_is_
         "names the file and offset: {text}"
     );
     assert_eq!(std::fs::read(&path).expect("segment"), bytes, "nothing cut");
+}
+
+/// `kill -9` right after an ack (made durable by a later send, whose
+/// `Accepted` waits for everything logged before it): the sender, offline
+/// at the time, still gets the `Delivered` receipt from the restarted relay,
+/// and again on every connection until it acks it.
+#[tokio::test]
+async fn kill_dash_nine_after_an_ack_keeps_its_receipt_for_the_sender() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (mut relay, addr) = spawn_relay(dir.path());
+    let (alice, bob) = (Account::new(), Account::new());
+    let (b, _) = login(addr, &bob, true).await;
+    drop(b);
+    let (mut a, _) = login(addr, &alice, true).await;
+    send_all_and_wait_accepted(&mut a, &bob.id, 1).await;
+    drop(a);
+    let (mut b, _) = login(addr, &bob, false).await;
+    let envelope = loop {
+        if let Some(Body::Deliver(d)) = next(&mut b).await.body {
+            break d.envelope.expect("envelope");
+        }
+    };
+    send(
+        &mut b,
+        7,
+        client_frame::Body::DeliveryAck(wire::DeliveryAck {
+            message_id: envelope.message_id.clone(),
+            sender_account: envelope.sender_account.clone(),
+        }),
+    )
+    .await;
+    loop {
+        let frame = next(&mut b).await;
+        if frame.request_id == 7 {
+            assert!(matches!(frame.body, Some(Body::Ok(_))), "{frame:?}");
+            break;
+        }
+    }
+    send_range_and_wait_accepted(&mut b, &alice.id, 1, 1).await;
+    relay.kill().expect("SIGKILL");
+    relay.wait().expect("reaped");
+
+    let (mut relay, addr) = spawn_relay(dir.path());
+    for round in 0..2 {
+        let (mut a, _) = login(addr, &alice, false).await;
+        let delivered = loop {
+            if let Some(Body::Delivered(d)) = next(&mut a).await.body {
+                break d;
+            }
+        };
+        assert_eq!(delivered.message_id, message_id(0));
+        assert_eq!(delivered.recipient_account, bob.id.to_vec());
+        if round == 1 {
+            send(
+                &mut a,
+                9,
+                client_frame::Body::ReceiptAck(wire::ReceiptAck {
+                    message_id: delivered.message_id,
+                    recipient_account: delivered.recipient_account,
+                    recipient_device: delivered.recipient_device,
+                }),
+            )
+            .await;
+            loop {
+                let frame = next(&mut a).await;
+                if frame.request_id == 9 {
+                    assert!(matches!(frame.body, Some(Body::Ok(_))), "{frame:?}");
+                    break;
+                }
+            }
+        }
+    }
+    relay.kill().expect("kill");
+    relay.wait().expect("reaped");
 }

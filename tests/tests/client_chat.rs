@@ -40,6 +40,10 @@ async fn two_customers_chat_both_ways_with_receipts() {
     assert_eq!(wait_text(&mut bob, a).await, (hello, "hello bob".into()));
     wait_delivered(&mut alice, hello).await;
     assert_eq!(status(&alice, &b, &hello), Status::Delivered);
+    // Recorded, then acked: the relay deletes the receipt.
+    relay
+        .wait_metric("comptoir_receipts_acked_total", 1.0)
+        .await;
 
     let reply = bob.send_text(a, "hi alice").await.expect("reply");
     assert_eq!(wait_text(&mut alice, b).await, (reply, "hi alice".into()));

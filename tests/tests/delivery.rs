@@ -359,6 +359,13 @@ async fn delivered_receipts_wait_for_an_offline_sender() {
         .await;
     assert_eq!(delivered.message_id, id(4));
     assert_eq!(delivered.recipient_account, bob.id.to_vec());
+    // Acked: the relay forgets it (see receipts.rs for one not acked).
+    let ack = client_frame::Body::ReceiptAck(wire::ReceiptAck {
+        message_id: delivered.message_id.clone(),
+        recipient_account: delivered.recipient_account.clone(),
+        recipient_device: delivered.recipient_device,
+    });
+    assert!(matches!(a.request(ack).await, Body::Ok(_)));
     drop(a);
     let (mut a, _) = alice.login(relay.addr, 1).await;
     // The next push is the reply to a fresh send, not a second receipt.
@@ -371,7 +378,7 @@ async fn delivered_receipts_wait_for_an_offline_sender() {
     let _ = b.next_envelope().await;
     assert!(
         a.backlog_is_empty_of(|f| matches!(f, Body::Delivered(_))),
-        "receipt delivered once"
+        "receipt delivered until acked, then no more"
     );
 }
 

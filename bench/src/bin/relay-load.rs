@@ -25,6 +25,13 @@ use tokio::net::TcpListener;
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
+    /// Drive a relay from before origin-bound logins, kind-bound
+    /// registrations, `ReceiptAck` and the registration limits (main at
+    /// 515e604, the benchmarks' "old"): signs as it expects, leaves out the
+    /// configuration keys it does not know, and counts receipts without
+    /// acking them. Used by `single` and `drain`.
+    #[arg(long, global = true)]
+    old_relay: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -134,6 +141,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let old_relay = cli.old_relay;
+    if old_relay {
+        load::use_old_auth_payload();
+    }
     let result = runtime.block_on(async move {
         match cli.command {
             Cmd::Forwarder { listen } => forwarder(listen).await,
@@ -164,7 +175,7 @@ fn main() -> ExitCode {
                 rounds,
             } => mux(&tasks, messages, size, rounds).await,
             Cmd::Single { messages, size } => {
-                let server = start_relay()?;
+                let server = start_relay_with(old_relay)?;
                 let r = load::run_single(server.addr, messages, size, Duration::from_secs(600))
                     .await?;
                 println!(
@@ -181,23 +192,26 @@ fn main() -> ExitCode {
                 size,
                 window,
             } => {
-                let server = start_relay()?;
+                let server = start_relay_with(old_relay)?;
                 let r = load::run_drain(
                     server.addr,
                     messages,
                     size,
                     window,
+                    !old_relay,
                     Duration::from_secs(600),
                 )
                 .await?;
                 println!(
-                    "drain: {} envelopes queued in {:.2} s, drained in {:.2} s: {:.0} env/s; Delivered receipts at the sender: {} of {}",
+                    "drain: {} envelopes queued in {:.2} s, drained in {:.2} s: {:.0} env/s; Delivered receipts at the sender: {} of {} (last at {:.2} s{})",
                     r.envelopes,
                     r.fill.as_secs_f64(),
                     r.drain.as_secs_f64(),
                     r.throughput,
                     r.receipts,
-                    r.envelopes
+                    r.envelopes,
+                    r.until_last_receipt.as_secs_f64(),
+                    if old_relay { ", not acked" } else { ", each acked" },
                 );
                 Ok(())
             }
@@ -290,17 +304,30 @@ fn wait_listening(
 }
 
 fn start_relay() -> Result<Server, Box<dyn std::error::Error>> {
+    start_relay_with(false)
+}
+
+/// Start the `relay` beside this binary; `old` leaves out the
+/// configuration keys a relay from before the registration limits refuses.
+fn start_relay_with(old: bool) -> Result<Server, Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("relay.toml");
+    let registration = if old {
+        ""
+    } else {
+        "registration_rate_per_sec = 0.0\n\
+         registration_rate_per_prefix_per_sec = 0.0\n"
+    };
     std::fs::write(
         &config,
-        "http_listen = \"127.0.0.1:0\"\n\
-         [limits]\n\
-         account_rate_per_sec = 0.0\n\
-         address_rate_per_sec = 0.0\n\
-         registration_rate_per_sec = 0.0\n\
-         registration_rate_per_prefix_per_sec = 0.0\n\
-         max_queue_per_device = 1000000\n",
+        format!(
+            "http_listen = \"127.0.0.1:0\"\n\
+             [limits]\n\
+             account_rate_per_sec = 0.0\n\
+             address_rate_per_sec = 0.0\n\
+             {registration}\
+             max_queue_per_device = 1000000\n"
+        ),
     )?;
     let mut child = Command::new(sibling("relay")?)
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use comptoir_protocol::proto::wire::{
-    AccountKind, AuthResponse, ClientFrame, DeliveryAck, Envelope, ErrorCode, Register,
-    ServerFrame, client_frame, server_frame,
+    AccountKind, AuthResponse, ClientFrame, Delivered, DeliveryAck, Envelope, ErrorCode,
+    ReceiptAck, Register, ServerFrame, client_frame, server_frame,
 };
 use comptoir_protocol::{AccountId, InMemoryPreKeyStore, auth_payload, register_payload};
 use tokio::time::Instant;
@@ -250,7 +250,10 @@ impl Client {
                     self.store.flush().await?;
                     self.events.push_back(Event::Delivered { to, id });
                 }
-                Ok(())
+                // Recorded (or nothing to record): the relay may forget it.
+                // A failure above returned first, so the relay pushes the
+                // receipt again on the next connection.
+                self.ack_receipt(delivered).await
             }
             Some(server_frame::Body::PrekeysLow(low)) => {
                 match self.upload_prekeys(PREKEY_BATCH).await {
@@ -276,6 +279,24 @@ impl Client {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Tell the relay a `Delivered` receipt is recorded (no reply asked).
+    async fn ack_receipt(&mut self, delivered: Delivered) -> Result<()> {
+        let conn = self.conn.as_ref().ok_or(ClientError::NotConnected)?;
+        let ack = ClientFrame {
+            request_id: 0,
+            body: Some(client_frame::Body::ReceiptAck(ReceiptAck {
+                message_id: delivered.message_id,
+                recipient_account: delivered.recipient_account,
+                recipient_device: delivered.recipient_device,
+            })),
+        };
+        if let Err(e) = conn.send(&ack).await {
+            self.conn = None;
+            return Err(e);
+        }
+        Ok(())
     }
 
     pub(super) async fn ack(&mut self, envelope: &Envelope) -> Result<()> {

@@ -1,24 +1,32 @@
 //! `DeliveryAck`: the recipient device stored the envelope; delete it and
-//! tell the sender's device `Delivered` (now if it is connected, else when
-//! it next connects).
+//! keep a `Delivered` receipt for the sender's device, in one write. The
+//! sender's device is woken once the receipt is durable, and gets it pushed
+//! (now if it is connected, else when it next connects) until it answers
+//! with a `ReceiptAck`, which deletes it.
 //!
-//! The deletion runs beside the connection (it does not hold up the next
-//! frames) and is not waited on for durability: if a crash loses it, the
-//! envelope is delivered again and the client drops it by message id.
+//! Neither deletion holds up the next frames nor is waited on for
+//! durability: if a crash loses an ack, the envelope is delivered again
+//! (the client drops it by message id) and its receipt is made by the next
+//! ack; if it loses a receipt ack, the receipt is pushed again.
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use comptoir_protocol::proto::wire::{self, server_frame::Body};
+use comptoir_protocol::proto::wire;
 use futures_util::FutureExt;
 
 use super::{account_field, device};
 use crate::error::{RelayError, invalid};
 use crate::frame;
-use crate::hub::Posted;
 use crate::session::EncodeFrame;
 use crate::session::{Completion, Reply, Session};
 use crate::state::now_ms;
 use crate::storage::{MESSAGE_ID_LEN, Storage};
+
+fn message_id_field(bytes: &[u8]) -> Result<[u8; MESSAGE_ID_LEN], RelayError> {
+    bytes
+        .try_into()
+        .map_err(|_| invalid(format!("message_id must be 16 bytes, got {}", bytes.len())))
+}
 
 pub(crate) async fn ack<S: Storage>(
     session: &mut Session<S>,
@@ -28,50 +36,35 @@ pub(crate) async fn ack<S: Storage>(
     let relay = session.relay.clone();
     let me = device(session)?;
     let (account, device_id) = (me.account, me.device);
-    let message_id: [u8; MESSAGE_ID_LEN] = request
-        .message_id
-        .as_slice()
-        .try_into()
-        .map_err(|_| invalid("message_id must be 16 bytes"))?;
+    let message_id = message_id_field(&request.message_id)?;
     let sender = account_field("sender_account", &request.sender_account)?;
     Ok(Reply::Later(
         async move {
+            let expires = now_ms().saturating_add(relay.config.message_ttl_ms);
             let removed = relay
                 .store
-                .acknowledge(account, device_id, sender, message_id)
+                .acknowledge(account, device_id, sender, message_id, expires)
                 .await;
             let reply = |frame| if request_id == 0 { None } else { Some(frame) };
             match removed {
-                Ok(Some(sender_device)) => {
+                Ok(Some(acked)) => {
                     relay.metrics.envelopes_delivered.fetch_add(1, Relaxed);
                     relay.metrics.notify_change();
                     relay.metrics.queue_depth.fetch_sub(1, Relaxed);
-                    let receipt = frame::server(
-                        0,
-                        Body::Delivered(wire::Delivered {
-                            message_id: message_id.to_vec(),
-                            recipient_account: account.to_vec(),
-                            recipient_device: device_id,
-                        }),
-                    );
-                    if !relay.hub.is_connected(sender, sender_device) {
-                        // Kept for the sending device's next connection.
-                        let expires = now_ms().saturating_add(relay.config.message_ttl_ms);
-                        if let Err(error) = relay
-                            .store
-                            .store_receipt(sender, sender_device, receipt, expires)
-                            .await
-                        {
-                            tracing::warn!(%error, "keeping a delivery receipt failed");
+                    // Wake the sender's device once its receipt can be read;
+                    // if it is not connected then, it gets it at its next
+                    // authentication.
+                    let sender_device = acked.sender_device;
+                    let hub_relay = relay.clone();
+                    tokio::spawn(async move {
+                        if acked.receipt_kept.await.is_ok() {
+                            hub_relay.hub.wake(sender, sender_device);
                         }
-                    } else {
-                        relay
-                            .hub
-                            .post(sender, sender_device, Posted::Frame(receipt));
-                    }
+                    });
                     Completion {
                         frame: reply(frame::ok(request_id)),
                         acked: true,
+                        receipt_acked: false,
                     }
                 }
                 // Already acked, or expired after it was pushed: nothing to
@@ -79,6 +72,7 @@ pub(crate) async fn ack<S: Storage>(
                 Ok(None) => Completion {
                     frame: reply(frame::ok(request_id)),
                     acked: true,
+                    receipt_acked: false,
                 },
                 Err(error) => {
                     tracing::error!(%error, "deleting an acked envelope failed");
@@ -87,6 +81,56 @@ pub(crate) async fn ack<S: Storage>(
                     Completion {
                         frame: reply(error.to_frame(request_id).encode_frame()),
                         acked: false,
+                        receipt_acked: false,
+                    }
+                }
+            }
+        }
+        .boxed(),
+    ))
+}
+
+/// `ReceiptAck`: the sending device recorded a `Delivered` receipt; delete
+/// it. A receipt no longer kept (acked already, expired) is answered `Ok`
+/// too: the device did take it off its window.
+pub(crate) async fn receipt_ack<S: Storage>(
+    session: &mut Session<S>,
+    request_id: u64,
+    request: wire::ReceiptAck,
+) -> Result<Reply, RelayError> {
+    let relay = session.relay.clone();
+    let me = device(session)?;
+    let (account, device_id) = (me.account, me.device);
+    let message_id = message_id_field(&request.message_id)?;
+    let recipient = account_field("recipient_account", &request.recipient_account)?;
+    let recipient_device = request.recipient_device;
+    Ok(Reply::Later(
+        async move {
+            let removed = relay
+                .store
+                .acknowledge_receipt(account, device_id, recipient, recipient_device, message_id)
+                .await;
+            let reply = |frame| if request_id == 0 { None } else { Some(frame) };
+            match removed {
+                Ok(deleted) => {
+                    if deleted {
+                        relay.metrics.receipts_acked.fetch_add(1, Relaxed);
+                        relay.metrics.notify_change();
+                    }
+                    Completion {
+                        frame: reply(frame::ok(request_id)),
+                        acked: false,
+                        receipt_acked: true,
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%error, "deleting an acked receipt failed");
+                    let error = RelayError::Storage(error);
+                    relay.metrics.refused(error.code());
+                    Completion {
+                        frame: reply(error.to_frame(request_id).encode_frame()),
+                        acked: false,
+                        receipt_acked: false,
                     }
                 }
             }

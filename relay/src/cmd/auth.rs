@@ -193,6 +193,8 @@ pub(crate) async fn authenticate<S: Storage>(
         presence,
         cursor: None,
         in_flight: 0,
+        receipt_cursor: None,
+        receipts_in_flight: 0,
     });
     relay.metrics.authenticated_open.fetch_add(1, Relaxed);
     relay.metrics.notify_change();

@@ -229,6 +229,7 @@ async fn finish<S: Storage>(
             return Completion {
                 frame: Some(accepted(server_timestamp_ms)),
                 acked: false,
+                receipt_acked: false,
             };
         }
         Ok(Enqueued::Duplicate {
@@ -238,6 +239,7 @@ async fn finish<S: Storage>(
             return Completion {
                 frame: Some(accepted(server_timestamp_ms)),
                 acked: false,
+                receipt_acked: false,
             };
         }
         Ok(Enqueued::QueueFull { device }) => RelayError::QueueFull {
@@ -253,5 +255,6 @@ async fn finish<S: Storage>(
     Completion {
         frame: Some(error.to_frame(request_id).encode_frame()),
         acked: false,
+        receipt_acked: false,
     }
 }

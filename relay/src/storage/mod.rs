@@ -8,7 +8,8 @@
 //!   which clients drop by message id;
 //! - each write that touches several records is **atomic** (an envelope's
 //!   device copies, its idempotency record and the queue counters all land
-//!   or none do), and a one-time prekey is handed out at most once even to
+//!   or none do; an ack's deletion and the `Delivered` receipt it keeps
+//!   for the sending device land together or not at all), and a one-time prekey is handed out at most once even to
 //!   concurrent callers on different nodes (compare-and-swap, not a lock in
 //!   one process); likewise a business name goes to exactly one of
 //!   concurrent claimers, and an account never ends up with two names;
@@ -29,6 +30,7 @@ use std::sync::Arc;
 use comptoir_protocol::AccountId;
 use comptoir_protocol::proto::relay::AccountRecord;
 use comptoir_protocol::proto::wire::{OneTimePreKey, SignedDeviceList, SignedPreKey};
+use futures_util::future::BoxFuture;
 
 pub use self::sled::SledStore;
 
@@ -109,6 +111,36 @@ pub struct QueuedEnvelope {
     pub cursor: u64,
     /// The encoded `Envelope`.
     pub envelope: Vec<u8>,
+}
+
+/// What `acknowledge` did when the envelope was queued.
+pub struct Acked {
+    /// The device that sent the envelope (its receipt's queue).
+    pub sender_device: u32,
+    /// Resolves once the deletion and the receipt are durable: the receipt
+    /// is then visible to [`Storage::pending_receipts`].
+    pub receipt_kept: BoxFuture<'static, StorageResult<()>>,
+}
+
+impl std::fmt::Debug for Acked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acked")
+            .field("sender_device", &self.sender_device)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One `Delivered` receipt kept for a sending device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueuedReceipt {
+    /// Position in the device's receipt queue (increasing).
+    pub cursor: u64,
+    /// The account whose device acked the envelope.
+    pub recipient: AccountId,
+    /// That device.
+    pub recipient_device: u32,
+    /// The envelope's message id.
+    pub message_id: [u8; MESSAGE_ID_LEN],
 }
 
 /// What `replace_device_list` did.
@@ -262,16 +294,42 @@ pub trait Storage: Send + Sync + 'static {
     ) -> impl Future<Output = StorageResult<u64>> + Send;
 
     /// Delete the envelope `message_id` from `sender` queued for a device
-    /// (durable soon, not necessarily on return).
-    /// Returns the sender's device if it was queued, `None` if not (already
-    /// acked, expired, or never there).
+    /// and keep a `Delivered` receipt for the sending device until that
+    /// device acks it or `receipt_expires_at_ms`, atomically (durable soon,
+    /// not necessarily on return: see [`Acked::receipt_kept`]).
+    /// `None` if the envelope was not queued (already acked, expired, or
+    /// never there): nothing is written.
     fn acknowledge(
         &self,
         account: AccountId,
         device: u32,
         sender: AccountId,
         message_id: [u8; MESSAGE_ID_LEN],
-    ) -> impl Future<Output = StorageResult<Option<u32>>> + Send;
+        receipt_expires_at_ms: u64,
+    ) -> impl Future<Output = StorageResult<Option<Acked>>> + Send;
+
+    /// Up to `limit` durable, unexpired receipts kept for a (sending)
+    /// device after `after`, oldest first.
+    fn pending_receipts(
+        &self,
+        account: AccountId,
+        device: u32,
+        after: Option<u64>,
+        limit: usize,
+        now_ms: u64,
+    ) -> impl Future<Output = StorageResult<Vec<QueuedReceipt>>> + Send;
+
+    /// Delete the receipt kept for a device saying that `recipient`'s
+    /// `recipient_device` acked `message_id` (durable soon: a lost deletion
+    /// means the receipt is pushed again). `false` if there was none.
+    fn acknowledge_receipt(
+        &self,
+        account: AccountId,
+        device: u32,
+        recipient: AccountId,
+        recipient_device: u32,
+        message_id: [u8; MESSAGE_ID_LEN],
+    ) -> impl Future<Output = StorageResult<bool>> + Send;
 
     /// Delete envelopes, idempotency records and receipts expired when the
     /// wall clock reads `now_ms`; a backend may go by a guarded clock that
@@ -332,26 +390,6 @@ pub trait Storage: Send + Sync + 'static {
         &self,
         name: &str,
     ) -> impl Future<Output = StorageResult<Option<AccountId>>> + Send;
-
-    /// Keep a `Delivered` receipt (encoded) for a sender device that is
-    /// not connected, until it connects or `expires_at_ms`. Need not be
-    /// durable on return.
-    fn store_receipt(
-        &self,
-        account: AccountId,
-        device: u32,
-        receipt: Vec<u8>,
-        expires_at_ms: u64,
-    ) -> impl Future<Output = StorageResult<()>> + Send;
-
-    /// Take (and delete) up to `limit` receipts kept for a device, oldest
-    /// first.
-    fn take_receipts(
-        &self,
-        account: AccountId,
-        device: u32,
-        limit: usize,
-    ) -> impl Future<Output = StorageResult<Vec<Vec<u8>>>> + Send;
 
     /// Envelopes queued in total (for the queue-depth gauge at start).
     fn total_queued(&self) -> impl Future<Output = StorageResult<u64>> + Send;

@@ -1,6 +1,6 @@
-//! The embedded default backend: sled 0.34 for the directory, keys and
-//! receipts, and a [`MailLog`] (an append-only log with group commit) for
-//! the mail queues.
+//! The embedded default backend: sled 0.34 for the directory and keys,
+//! and a [`MailLog`] (an append-only log with group commit) for the mail
+//! queues and the `Delivered` receipts kept for sending devices.
 //!
 //! Mail is the hot path: a send is one append and, shared with every other
 //! send of its group, one `write` and one `fdatasync`; sled's per-key
@@ -17,7 +17,7 @@
 //! | `account_records` | account (16) | `relay.AccountRecord` protobuf |
 //! | `prekeys` | account, device (4), 0 | `SignedPreKey` protobuf |
 //! | `prekeys` | account, device, 1, key id (4) | public key (32) |
-//! | `receipts` | sender account, sender device, id (8) | expires (8), `Delivered` protobuf |
+//! | `receipts` | sender account, sender device, id (8) | expires (8), `Delivered` server frame (written by relays before receipts moved to the mail log; moved there at open) |
 //! | `blocks` | blocker (16), blocked (16) | (empty) |
 //! | `phones` | E.164 text | account (16), discoverable (1) |
 //! | `names` | `n`, business name text | account (16) |
@@ -55,10 +55,11 @@ use prost::Message;
 use tokio::sync::oneshot;
 
 use super::dir_lock::DirLock;
+use super::mail_log::ReceiptRef;
 use super::mail_log::{LogOptions, MailLog};
 use super::{
-    Enqueued, ExpiredAccounts, ListUpdate, MESSAGE_ID_LEN, NameClaim, NewMessage, QueuedEnvelope,
-    Storage, StorageError, StorageResult, TakenPreKeys,
+    Acked, Enqueued, ExpiredAccounts, ListUpdate, MESSAGE_ID_LEN, NameClaim, NewMessage,
+    QueuedEnvelope, QueuedReceipt, Storage, StorageError, StorageResult, TakenPreKeys,
 };
 
 /// How long an expired account's note is kept: past it no send that read
@@ -176,6 +177,67 @@ fn cached<K: std::hash::Hash + Eq, V: Clone>(map: &Mutex<HashMap<K, V>>, key: &K
         .cloned()
 }
 
+/// Move the receipts an older relay kept in sled's `receipts` tree into
+/// the mail log (each to its sending device's receipt queue, with its
+/// expiry), make them durable there, then delete them from sled. A crash
+/// in between moves them again at the next start; the log keeps one
+/// receipt per acked copy whatever it replays. A value that does not
+/// decode as a `Delivered` receipt is left in sled, with a warning.
+fn move_legacy_receipts(receipts: &Tree, mail: &MailLog, db: &Db) -> StorageResult<()> {
+    use comptoir_protocol::proto::wire::server_frame::Body;
+    let mut moved = Vec::new();
+    let mut keys = Vec::new();
+    let mut undecodable = 0usize;
+    for entry in receipts.iter() {
+        let (key, value) = entry.map_err(backend)?;
+        let decoded = (|| {
+            let account = account_from(key.get(..16)?, "receipts").ok()?;
+            let device = be_u32(&key, 16, "receipts").ok()?;
+            let expires = be_u64(&value, 0, "receipts").ok()?;
+            let frame = comptoir_protocol::frame::decode_server(value.get(8..)?).ok()?;
+            let Some(Body::Delivered(d)) = frame.body else {
+                return None;
+            };
+            let receipt = ReceiptRef {
+                recipient: AccountId::from_bytes(&d.recipient_account).ok()?,
+                recipient_device: d.recipient_device,
+                message_id: d.message_id.as_slice().try_into().ok()?,
+                expires,
+            };
+            Some((account, device, receipt))
+        })();
+        match decoded {
+            Some(receipt) => {
+                moved.push(receipt);
+                keys.push(key);
+            }
+            None => undecodable += 1,
+        }
+    }
+    if undecodable > 0 {
+        tracing::warn!(
+            count = undecodable,
+            "receipts kept by an older relay that do not decode are left in the directory store's `receipts` tree"
+        );
+    }
+    if moved.is_empty() {
+        return Ok(());
+    }
+    mail.import_receipts(&moved)?;
+    mail.flush_blocking()?;
+    let mut batch = Batch::default();
+    for key in keys {
+        batch.remove(key);
+    }
+    receipts.apply_batch(batch).map_err(backend)?;
+    db.flush().map_err(backend)?;
+    tracing::info!(
+        count = moved.len(),
+        "moved the delivery receipts kept by an older relay into the mail log"
+    );
+    Ok(())
+}
+
 /// sled-backed [`Storage`]. Cheap to clone (all handles are shared).
 #[derive(Clone, Debug)]
 pub struct SledStore {
@@ -183,7 +245,6 @@ pub struct SledStore {
     /// block decisions. This store is the only writer of its database, so
     /// updating them on each write keeps them exact.
     cache: Arc<ReadCache>,
-    receipts: Tree,
     accounts: Tree,
     records: Tree,
     prekeys: Tree,
@@ -194,7 +255,6 @@ pub struct SledStore {
     unauthenticated: Tree,
     expired_accounts: Tree,
     committer: Committer,
-    db: Db,
     /// Dropped last: the directory is free once every handle is gone.
     _dir_lock: Arc<DirLock>,
 }
@@ -351,9 +411,10 @@ impl SledStore {
                 dir.display()
             )));
         }
+        let receipts = tree("receipts")?;
+        move_legacy_receipts(&receipts, &mail, &db)?;
         Ok(Self {
             cache: Arc::default(),
-            receipts: tree("receipts")?,
             accounts,
             records: tree("account_records")?,
             prekeys: tree("prekeys")?,
@@ -363,8 +424,7 @@ impl SledStore {
             names: tree("names")?,
             unauthenticated: tree("unauthenticated")?,
             expired_accounts,
-            committer: Committer::start(db.clone(), metrics)?,
-            db,
+            committer: Committer::start(db, metrics)?,
             _dir_lock: dir_lock,
         })
     }
@@ -721,9 +781,49 @@ impl Storage for SledStore {
         device: u32,
         sender: AccountId,
         message_id: [u8; MESSAGE_ID_LEN],
-    ) -> StorageResult<Option<u32>> {
+        receipt_expires_at_ms: u64,
+    ) -> StorageResult<Option<Acked>> {
         // Not waited on for durability: see `Storage::acknowledge`.
-        self.mail.acknowledge(account, device, sender, &message_id)
+        let acked =
+            self.mail
+                .acknowledge(account, device, sender, &message_id, receipt_expires_at_ms)?;
+        Ok(acked.map(|(sender_device, durable)| Acked {
+            sender_device,
+            receipt_kept: Box::pin(async move { durable.await.map_err(|_| StorageError::Closed)? }),
+        }))
+    }
+
+    async fn pending_receipts(
+        &self,
+        account: AccountId,
+        device: u32,
+        after: Option<u64>,
+        limit: usize,
+        now_ms: u64,
+    ) -> StorageResult<Vec<QueuedReceipt>> {
+        Ok(self
+            .mail
+            .pending_receipts(account, device, after, limit, now_ms)
+            .into_iter()
+            .map(|(cursor, r)| QueuedReceipt {
+                cursor,
+                recipient: r.recipient,
+                recipient_device: r.recipient_device,
+                message_id: r.message_id,
+            })
+            .collect())
+    }
+
+    async fn acknowledge_receipt(
+        &self,
+        account: AccountId,
+        device: u32,
+        recipient: AccountId,
+        recipient_device: u32,
+        message_id: [u8; MESSAGE_ID_LEN],
+    ) -> StorageResult<bool> {
+        self.mail
+            .acknowledge_receipt(account, device, recipient, recipient_device, &message_id)
     }
 
     async fn expire(&self, now_ms: u64) -> StorageResult<u64> {
@@ -733,17 +833,7 @@ impl Storage for SledStore {
         let expired = tokio::task::spawn_blocking(move || mail.expire(now_ms))
             .await
             .map_err(|e| StorageError::Backend(format!("expiry task failed: {e}")))?;
-        // Receipts go by the same clock, guarded against a wall clock
-        // stepped forward (see `EXPIRY_CATCH_UP_MS`).
-        let now_ms = self.mail.expiry_clock_ms();
-        let mut stale_receipts = Batch::default();
-        for entry in self.receipts.iter() {
-            let (key, value) = entry.map_err(backend)?;
-            if be_u64(&value, 0, "receipts")? <= now_ms {
-                stale_receipts.remove(key);
-            }
-        }
-        self.receipts.apply_batch(stale_receipts).map_err(backend)?;
+        // Receipts expire with the mail, in the log.
         // Deletions need not wait for the disk (see the trait docs).
         Ok(expired)
     }
@@ -875,43 +965,6 @@ impl Storage for SledStore {
         }
     }
 
-    async fn store_receipt(
-        &self,
-        account: AccountId,
-        device: u32,
-        receipt: Vec<u8>,
-        expires_at_ms: u64,
-    ) -> StorageResult<()> {
-        let id = self.db.generate_id().map_err(backend)?;
-        let mut key = account.to_vec();
-        key.extend_from_slice(&device.to_be_bytes());
-        key.extend_from_slice(&id.to_be_bytes());
-        let mut value = Vec::with_capacity(8 + receipt.len());
-        value.extend_from_slice(&expires_at_ms.to_be_bytes());
-        value.extend_from_slice(&receipt);
-        self.receipts.insert(key, value).map_err(backend)?;
-        Ok(())
-    }
-
-    async fn take_receipts(
-        &self,
-        account: AccountId,
-        device: u32,
-        limit: usize,
-    ) -> StorageResult<Vec<Vec<u8>>> {
-        let mut prefix = account.to_vec();
-        prefix.extend_from_slice(&device.to_be_bytes());
-        let mut out = Vec::new();
-        let mut batch = Batch::default();
-        for entry in self.receipts.scan_prefix(&prefix).take(limit) {
-            let (key, value) = entry.map_err(backend)?;
-            out.push(value.get(8..).unwrap_or_default().to_vec());
-            batch.remove(key);
-        }
-        self.receipts.apply_batch(batch).map_err(backend)?;
-        Ok(out)
-    }
-
     async fn total_queued(&self) -> StorageResult<u64> {
         Ok(self.mail.total_queued())
     }
@@ -974,10 +1027,16 @@ mod tests {
         assert_eq!(store.queued_count(b, 1).await?, 1);
         assert_eq!(store.pending(b, 2, None, 10, 0).await?.len(), 1);
         let (x, y) = tokio::join!(
-            store.acknowledge(b, 1, a, [1; MESSAGE_ID_LEN]),
-            store.acknowledge(b, 1, a, [1; MESSAGE_ID_LEN]),
+            store.acknowledge(b, 1, a, [1; MESSAGE_ID_LEN], u64::MAX),
+            store.acknowledge(b, 1, a, [1; MESSAGE_ID_LEN], u64::MAX),
         );
-        assert_eq!([x?, y?].iter().filter(|r| **r == Some(1)).count(), 1);
+        assert_eq!(
+            [x?, y?]
+                .iter()
+                .filter(|r| r.as_ref().map(|a| a.sender_device) == Some(1))
+                .count(),
+            1
+        );
         assert_eq!(store.queued_count(b, 1).await?, 0);
         assert_eq!(store.queued_count(b, 2).await?, 1);
         Ok(())
@@ -1361,6 +1420,75 @@ mod tests {
         let store = open(dir.path());
         assert_eq!(store.total_queued().await?, 1);
         store.close().await?;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn receipts_kept_in_sled_by_an_older_relay_move_to_the_mail_log_once() -> StorageResult<()>
+    {
+        use comptoir_protocol::proto::wire::{self, server_frame::Body};
+        let dir = tempfile::tempdir().map_err(|e| StorageError::Backend(e.to_string()))?;
+        let (alice, bob) = (
+            AccountId::generate(&mut rand::rng()),
+            AccountId::generate(&mut rand::rng()),
+        );
+        {
+            let store = open(dir.path());
+            make_known(&store, alice).await?;
+            make_known(&store, bob).await?;
+            store.close().await?;
+        }
+        let legacy = |n: u8| {
+            let frame = crate::frame::server(
+                0,
+                Body::Delivered(wire::Delivered {
+                    message_id: vec![n; MESSAGE_ID_LEN],
+                    recipient_account: bob.to_vec(),
+                    recipient_device: 2,
+                }),
+            );
+            let mut value = (crate::state::now_ms() + 600_000).to_be_bytes().to_vec();
+            value.extend_from_slice(&frame);
+            value
+        };
+        let key = |id: u64| {
+            let mut key = alice.to_vec();
+            key.extend_from_slice(&5u32.to_be_bytes());
+            key.extend_from_slice(&id.to_be_bytes());
+            key
+        };
+        {
+            // As an older relay left it (`store_receipt`).
+            let db = ::sled::open(dir.path()).map_err(backend)?;
+            let tree = db.open_tree("receipts").map_err(backend)?;
+            tree.insert(key(1), legacy(1)).map_err(backend)?;
+            tree.insert(key(2), legacy(2)).map_err(backend)?;
+            tree.insert(key(3), b"garbage".to_vec()).map_err(backend)?;
+            db.flush().map_err(backend)?;
+        }
+        for _ in 0..2 {
+            let store = open(dir.path());
+            let got = store.pending_receipts(alice, 5, None, 10, 0).await?;
+            let ids: Vec<u8> = got.iter().map(|r| r.message_id[0]).collect();
+            assert_eq!(ids, vec![1, 2], "moved once, in order");
+            assert!(
+                got.iter()
+                    .all(|r| r.recipient == bob && r.recipient_device == 2)
+            );
+            store.close().await?;
+        }
+        let db = ::sled::open(dir.path()).map_err(backend)?;
+        let tree = db.open_tree("receipts").map_err(backend)?;
+        let left: Vec<IVec> = tree
+            .iter()
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(backend)?;
+        assert_eq!(
+            left,
+            vec![IVec::from(key(3))],
+            "only what does not decode stays"
+        );
         Ok(())
     }
 

@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 
 use super::durable;
 use super::index::{self, Entry, Location};
-use super::record::Writer;
+use super::record::{ReceiptRef, Writer};
 use super::segment::{self, SEGMENT_HEADER_LEN};
 use super::{SLICE, Shared, State, StorageError, StorageResult, io_error};
 
@@ -198,6 +198,30 @@ fn checkpoint(shared: &Shared, capture: Capture) -> StorageResult<()> {
             offset: record_start + offset as u64,
             len: c.entry.at.len,
         });
+        if writer.len() >= 1 << 20 {
+            write_out(&mut writer, &mut written)?;
+        }
+    }
+    // Receipts appended before the capture (seq below `next_seq`) are in
+    // the old segments; later ones are in segments above `id`.
+    let devices: Vec<(AccountId, u32)> = shared.lock().index.devices.keys().copied().collect();
+    for slice in devices.chunks(SLICE) {
+        let receipts: Vec<(AccountId, u32, u64, ReceiptRef)> = {
+            let state = shared.lock();
+            slice
+                .iter()
+                .filter_map(|key| Some((key, state.index.devices.get(key)?)))
+                .flat_map(|(&(account, device), queue)| {
+                    queue
+                        .receipts
+                        .range(..next_seq)
+                        .map(move |(&seq, r)| (account, device, seq, *r))
+                })
+                .collect()
+        };
+        for (account, device, seq, receipt) in &receipts {
+            writer.receipt(account, *device, *seq, receipt);
+        }
         if writer.len() >= 1 << 20 {
             write_out(&mut writer, &mut written)?;
         }

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use comptoir_protocol::AccountId;
 
 use super::super::MESSAGE_ID_LEN;
-use super::record::Origin;
+use super::record::{Origin, ReceiptRef};
 
 type MessageId = [u8; MESSAGE_ID_LEN];
 
@@ -35,12 +35,30 @@ pub(crate) struct Entry {
 /// Log bytes per idempotency entry when a checkpoint rewrites it.
 pub(crate) const SENT_COST: u64 = 81;
 
-/// One device's queue.
+/// Log bytes per receipt when a checkpoint rewrites it.
+pub(crate) const RECEIPT_COST: u64 = 89;
+
+/// Who acked which message: a receipt's key within its queue.
+pub(crate) type ReceiptKey = (AccountId, u32, MessageId);
+
+/// One device's queue: envelopes for it, and the receipts kept for it as
+/// a sender. Both take their seqs from the log's one sequence, but each
+/// is pushed after its own cursor and within its own window, so receipts
+/// a device does not ack never hold up its mail.
 #[derive(Debug, Default)]
 pub(crate) struct DeviceQueue {
     /// Copies by queue position.
     pub(crate) by_seq: BTreeMap<u64, Entry>,
     by_id: HashMap<(AccountId, MessageId), u64>,
+    /// Receipts by queue position.
+    pub(crate) receipts: BTreeMap<u64, ReceiptRef>,
+    receipts_by_id: HashMap<ReceiptKey, u64>,
+}
+
+impl DeviceQueue {
+    fn is_empty(&self) -> bool {
+        self.by_seq.is_empty() && self.receipts.is_empty()
+    }
 }
 
 /// An idempotency entry: a send of this id was accepted at `server_ts`.
@@ -129,6 +147,8 @@ pub(crate) struct Index {
     pub(crate) queued: u64,
     /// Envelope bytes queued in total.
     pub(crate) queued_bytes: u64,
+    /// Receipts kept in total.
+    pub(crate) receipts: u64,
 }
 
 impl Index {
@@ -162,7 +182,69 @@ impl Index {
         self.queued_bytes += u64::from(entry.at.len);
     }
 
-    /// Remove a copy by seq.
+    /// Keep a receipt (replacing one for the same ack, as replay may see
+    /// it twice: in its segment and in a checkpoint).
+    pub(crate) fn insert_receipt(
+        &mut self,
+        account: AccountId,
+        device: u32,
+        seq: u64,
+        receipt: ReceiptRef,
+    ) {
+        let queue = self.devices.entry((account, device)).or_default();
+        let key = (
+            receipt.recipient,
+            receipt.recipient_device,
+            receipt.message_id,
+        );
+        if let Some(old) = queue.receipts_by_id.insert(key, seq)
+            && old != seq
+            && queue.receipts.remove(&old).is_some()
+        {
+            self.receipts -= 1;
+        }
+        if queue.receipts.insert(seq, receipt).is_none() {
+            self.receipts += 1;
+        }
+    }
+
+    /// Remove a receipt by what it says; returns its seq.
+    pub(crate) fn remove_receipt(
+        &mut self,
+        account: AccountId,
+        device: u32,
+        key: &ReceiptKey,
+    ) -> Option<u64> {
+        let queue = self.devices.get_mut(&(account, device))?;
+        let seq = queue.receipts_by_id.remove(key)?;
+        queue.receipts.remove(&seq)?;
+        self.receipts -= 1;
+        if queue.is_empty() {
+            self.devices.remove(&(account, device));
+        }
+        Some(seq)
+    }
+
+    /// Remove a receipt by seq.
+    fn remove_receipt_seq(&mut self, account: AccountId, device: u32, seq: u64) -> bool {
+        let Some(queue) = self.devices.get_mut(&(account, device)) else {
+            return false;
+        };
+        let Some(r) = queue.receipts.remove(&seq) else {
+            return false;
+        };
+        queue
+            .receipts_by_id
+            .remove(&(r.recipient, r.recipient_device, r.message_id));
+        self.receipts -= 1;
+        if queue.is_empty() {
+            self.devices.remove(&(account, device));
+        }
+        true
+    }
+
+    /// Remove a copy or a receipt by seq (seqs are never shared); returns
+    /// the copy if it was one.
     pub(crate) fn remove_seq(
         &mut self,
         account: AccountId,
@@ -170,7 +252,10 @@ impl Index {
         seq: u64,
     ) -> Option<Entry> {
         let queue = self.devices.get_mut(&(account, device))?;
-        let entry = queue.by_seq.remove(&seq)?;
+        let Some(entry) = queue.by_seq.remove(&seq) else {
+            self.remove_receipt_seq(account, device, seq);
+            return None;
+        };
         queue
             .by_id
             .remove(&(entry.origin.sender, entry.origin.message_id));
@@ -193,11 +278,13 @@ impl Index {
         Some((seq, entry))
     }
 
-    /// Drop a device's whole queue; returns how many copies it held.
+    /// Drop a device's whole queue, receipts too; returns how many copies
+    /// it held.
     pub(crate) fn drop_device(&mut self, account: AccountId, device: u32) -> u64 {
         let Some(queue) = self.devices.remove(&(account, device)) else {
             return 0;
         };
+        self.receipts -= queue.receipts.len() as u64;
         let n = queue.by_seq.len() as u64;
         self.queued -= n;
         self.queued_bytes -= queue
@@ -208,11 +295,23 @@ impl Index {
         n
     }
 
-    /// Remove a device's copies expired at `now_ms`; returns how many.
+    /// Remove a device's copies and receipts expired at `now_ms`; returns
+    /// how many copies.
     pub(crate) fn expire_device(&mut self, account: AccountId, device: u32, now_ms: u64) -> u64 {
         let Some(queue) = self.devices.get_mut(&(account, device)) else {
             return 0;
         };
+        let before = queue.receipts.len();
+        queue.receipts.retain(|_, r| r.expires > now_ms);
+        if queue.receipts.len() != before {
+            let DeviceQueue {
+                receipts,
+                receipts_by_id,
+                ..
+            } = queue;
+            receipts_by_id.retain(|_, seq| receipts.contains_key(seq));
+            self.receipts -= (before - receipts.len()) as u64;
+        }
         let due: Vec<u64> = queue
             .by_seq
             .iter()
@@ -230,7 +329,7 @@ impl Index {
                 expired += 1;
             }
         }
-        if queue.by_seq.is_empty() {
+        if queue.is_empty() {
             self.devices.remove(&(account, device));
         }
         expired
@@ -254,7 +353,10 @@ impl Index {
     /// Bytes a checkpoint would write now: the live envelopes and
     /// idempotency entries with their record overhead.
     pub(crate) fn live_log_bytes(&self) -> u64 {
-        self.queued_bytes + self.queued * 100 + self.sent.len() as u64 * SENT_COST
+        self.queued_bytes
+            + self.queued * 100
+            + self.sent.len() as u64 * SENT_COST
+            + self.receipts * RECEIPT_COST
     }
 
     fn forget(&mut self, account: AccountId, device: u32, entry: &Entry) {
@@ -263,7 +365,7 @@ impl Index {
         if self
             .devices
             .get(&(account, device))
-            .is_some_and(|q| q.by_seq.is_empty())
+            .is_some_and(DeviceQueue::is_empty)
         {
             self.devices.remove(&(account, device));
         }

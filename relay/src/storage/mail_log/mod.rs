@@ -9,8 +9,12 @@
 //! (senders at work concurrently) it waits, up to [`LogOptions::linger`],
 //! only until as many are waiting again, so a burst shares one sync.
 //! An ack removes its copy from the index at once and appends a `Removed`
-//! record that the next group writes (deletions are not waited on: a lost
-//! one means a redelivery, which clients drop by message id).
+//! record, and a `Receipt` for the sending device, in one group that the
+//! next commit writes (deletions are not waited on: a lost one means a
+//! redelivery, which clients drop by message id, and the receipt is lost
+//! with it, to be made again by the next ack). Receipts are kept in the
+//! sending device's queue, beside the copies for it, until that device
+//! acks them (a `Removed` of the receipt's seq) or they expire.
 //!
 //! The index (queues by device, idempotency entries) lives in memory and is
 //! rebuilt at open by replaying the segments in order; envelope bytes stay
@@ -54,7 +58,8 @@ use std::time::{Duration, Instant};
 use comptoir_protocol::AccountId;
 use tokio::sync::{oneshot, watch};
 
-use self::index::{Entry, Index, Location, SentEntry};
+use self::index::{Entry, Index, Location, ReceiptKey, SentEntry};
+pub(crate) use self::record::ReceiptRef;
 use self::record::{GROUP_HEADER_LEN, Origin, Record, Writer};
 use self::segment::{SEGMENT_HEADER_LEN, Tail};
 use super::dir_lock::DirLock;
@@ -174,6 +179,9 @@ struct State {
     buffered: Buffered,
     /// Callers waiting for everything appended before them to be durable.
     waiters: Vec<Waiter>,
+    /// Callers told when the next group is durable, who do not hurry it
+    /// (an ack's receipt: its sender is woken once the receipt is visible).
+    passive: Vec<Waiter>,
     writer_idle: bool,
     /// While the writer gathers a group: wake it once this many wait.
     gather: usize,
@@ -193,6 +201,14 @@ struct State {
 }
 
 impl State {
+    /// The waiters of the group being taken: those who wait for it and
+    /// those who are only told.
+    fn take_waiters(&mut self) -> Vec<Waiter> {
+        let mut waiters = std::mem::take(&mut self.waiters);
+        waiters.append(&mut self.passive);
+        waiters
+    }
+
     fn usable(&self) -> StorageResult<()> {
         if let Some(error) = &self.failed {
             return Err(error.clone());
@@ -460,6 +476,7 @@ impl MailLog {
             files,
             buffered: Buffered::default(),
             waiters: Vec::new(),
+            passive: Vec::new(),
             writer_idle: false,
             gather: 0,
             since_checkpoint: total,
@@ -646,26 +663,151 @@ impl MailLog {
         self.shared().lock().index.queued
     }
 
-    /// Delete a queued copy; returns the sender's device if it was queued.
-    /// Durable with the next group, not on return.
+    /// Delete a queued copy and keep a `Delivered` receipt for its
+    /// sending device (until `receipt_expires`), both in one group: both
+    /// are durable or neither. Returns the sender's device if the copy was
+    /// queued, and a receiver told once the group is durable (the receipt
+    /// is then visible to [`MailLog::pending_receipts`]); it does not hurry
+    /// the group, which rides with the next send's sync or goes alone
+    /// soon after.
     pub fn acknowledge(
         &self,
         account: AccountId,
         device: u32,
         sender: AccountId,
         message_id: &[u8; MESSAGE_ID_LEN],
-    ) -> StorageResult<Option<u32>> {
+        receipt_expires: u64,
+    ) -> StorageResult<Option<(u32, oneshot::Receiver<StorageResult<()>>)>> {
         let shared = self.shared();
         let mut state = shared.lock();
         state.usable()?;
         let Some((seq, entry)) = state.index.remove_id(account, device, sender, message_id) else {
             return Ok(None);
         };
+        let sender_device = entry.origin.sender_device;
+        let receipt = ReceiptRef {
+            recipient: account,
+            recipient_device: device,
+            message_id: *message_id,
+            expires: receipt_expires,
+        };
+        let receipt_seq = state.next_seq;
+        state.next_seq += 1;
+        // One append: one group, so the deletion and the receipt land in
+        // the same write.
+        state.append(shared.options.segment_bytes, |w| {
+            w.removed(&account, device, seq);
+            w.receipt(&sender, sender_device, receipt_seq, &receipt);
+        });
+        state
+            .index
+            .insert_receipt(sender, sender_device, receipt_seq, receipt);
+        let (tx, rx) = oneshot::channel();
+        state.passive.push(tx);
+        shared.wake_writer(&state);
+        Ok(Some((sender_device, rx)))
+    }
+
+    /// [`MailLog::acknowledge`] with a receipt that never expires, returning
+    /// only the sender's device (tests).
+    #[cfg(test)]
+    pub(crate) fn ack(
+        &self,
+        account: AccountId,
+        device: u32,
+        sender: AccountId,
+        message_id: &[u8; MESSAGE_ID_LEN],
+    ) -> StorageResult<Option<u32>> {
+        Ok(self
+            .acknowledge(account, device, sender, message_id, u64::MAX)?
+            .map(|(device, _)| device))
+    }
+
+    /// Up to `limit` durable, unexpired receipts kept for a device after
+    /// `after`, with their queue positions.
+    pub(crate) fn pending_receipts(
+        &self,
+        account: AccountId,
+        device: u32,
+        after: Option<u64>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Vec<(u64, ReceiptRef)> {
+        let state = self.shared().lock();
+        let now_ms = state.clock.bound(now_ms);
+        let Some(queue) = state.index.devices.get(&(account, device)) else {
+            return Vec::new();
+        };
+        let from = match after {
+            Some(seq) => match seq.checked_add(1) {
+                Some(next) => next,
+                None => return Vec::new(),
+            },
+            None => 0,
+        };
+        if from > state.durable_seq {
+            return Vec::new();
+        }
+        queue
+            .receipts
+            .range(from..=state.durable_seq)
+            .filter(|(_, r)| r.expires > now_ms)
+            .take(limit)
+            .map(|(&seq, r)| (seq, *r))
+            .collect()
+    }
+
+    /// Delete a receipt kept for a device (its device acked it); `false`
+    /// if there was none (acked already, expired, or never made). Durable
+    /// with the next group, not on return: a lost deletion only means the
+    /// receipt is pushed again.
+    pub fn acknowledge_receipt(
+        &self,
+        account: AccountId,
+        device: u32,
+        recipient: AccountId,
+        recipient_device: u32,
+        message_id: &[u8; MESSAGE_ID_LEN],
+    ) -> StorageResult<bool> {
+        let shared = self.shared();
+        let mut state = shared.lock();
+        state.usable()?;
+        let key: ReceiptKey = (recipient, recipient_device, *message_id);
+        let Some(seq) = state.index.remove_receipt(account, device, &key) else {
+            return Ok(false);
+        };
         state.append(shared.options.segment_bytes, |w| {
             w.removed(&account, device, seq)
         });
         shared.wake_writer(&state);
-        Ok(Some(entry.origin.sender_device))
+        Ok(true)
+    }
+
+    /// Keep receipts (made by an older relay, which kept them elsewhere)
+    /// in their sending devices' queues; durable once [`MailLog::flush`]
+    /// returns.
+    pub(crate) fn import_receipts(
+        &self,
+        receipts: &[(AccountId, u32, ReceiptRef)],
+    ) -> StorageResult<()> {
+        let shared = self.shared();
+        let mut state = shared.lock();
+        state.usable()?;
+        for (account, device, receipt) in receipts {
+            let seq = state.next_seq;
+            state.next_seq += 1;
+            state.append(shared.options.segment_bytes, |w| {
+                w.receipt(account, *device, seq, receipt);
+            });
+            state.index.insert_receipt(*account, *device, seq, *receipt);
+        }
+        shared.wake_writer(&state);
+        Ok(())
+    }
+
+    /// Receipts kept in total.
+    pub fn total_receipts(&self) -> u64 {
+        self.shared().lock().index.receipts
     }
 
     /// The time expiry went by in its last pass (or at open).
@@ -747,6 +889,33 @@ impl MailLog {
             shared.durable_waiter(&mut state)
         };
         durable.await.map_err(|_| StorageError::Closed)?
+    }
+
+    /// Wait, blocking the calling thread, until everything appended so far
+    /// is durable (at open, before the async runtime serves anyone).
+    pub(crate) fn flush_blocking(&self) -> StorageResult<()> {
+        let shared = self.shared();
+        let target = {
+            let state = shared.lock();
+            state.usable()?;
+            shared.wake_writer(&state);
+            state.next_seq - 1
+        };
+        loop {
+            {
+                let state = shared.lock();
+                if state.durable_seq >= target && state.buffered.is_empty() {
+                    return Ok(());
+                }
+                if let Some(error) = &state.failed {
+                    return Err(error.clone());
+                }
+                if state.closing {
+                    return Err(StorageError::Closed);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Idempotency entries held (tests).
@@ -872,6 +1041,15 @@ fn replay(
             index.drop_device(account, device);
         }
         Record::SeqFloor { next } => *next_seq = (*next_seq).max(next),
+        Record::Receipt {
+            account,
+            device,
+            seq,
+            receipt,
+        } => {
+            *next_seq = (*next_seq).max(seq.saturating_add(1));
+            index.insert_receipt(account, device, seq, receipt);
+        }
         Record::Clock { ms } => *clock = Some(clock.map_or(ms, |c| c.max(ms))),
     }
 }

@@ -12,7 +12,8 @@
 //! A record is `body length (u32 LE) ‖ CRC-32 of body (u32 LE) ‖ body`; the
 //! body starts with a kind byte. Integers inside bodies are big-endian.
 //! Segments of format 1 ([`SEGMENT_MAGIC_V1`]) hold records without groups
-//! and are still read.
+//! and are still read; format 2 ([`SEGMENT_MAGIC_V2`]) is format 3 without
+//! the `Receipt` kind, and is read as format 3.
 //!
 //! | kind | body after the kind byte |
 //! |---|---|
@@ -23,6 +24,7 @@
 //! | 5 `DeviceDropped` | account (16), device (4) |
 //! | 6 `SeqFloor` | next seq (8) |
 //! | 7 `Clock` | expiry clock in ms (8) |
+//! | 8 `Receipt` | sending account (16), sending device (4), seq (8), recipient account (16), recipient device (4), message id (16), expires (8) |
 //!
 //! `Message` is what a send appends; `Queued` and `Sent` are what a
 //! checkpoint rewrites (one still-queued copy, one idempotency entry);
@@ -30,13 +32,21 @@
 //! once every record that used them is gone. `Clock` persists how far
 //! expiry has gone (appended by expiry passes, repeated by checkpoints), so
 //! a wall clock stepped forward cannot expire everything at the next start.
+//! `Receipt` is a `Delivered` receipt kept for the sending device until it
+//! acks it (a `Removed` of its seq): an ack appends the `Removed` of the
+//! envelope and the `Receipt` in one group, so both land or neither does;
+//! checkpoints rewrite the receipts still kept.
 
 use comptoir_protocol::AccountId;
 
 use super::super::MESSAGE_ID_LEN;
 
-/// First bytes of every segment file written now (format version 2).
-pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"CMPTMLG2";
+/// First bytes of every segment file written now (format version 3).
+pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"CMPTMLG3";
+
+/// First bytes of a segment of format 2 (groups, no `Receipt` records),
+/// read as format 3 so a relay upgraded in place keeps its queues.
+pub(crate) const SEGMENT_MAGIC_V2: &[u8; 8] = b"CMPTMLG2";
 
 /// First bytes of a segment of format 1 (records without groups), still
 /// read so a relay upgraded in place keeps its queues.
@@ -59,6 +69,7 @@ const KIND_REMOVED: u8 = 4;
 const KIND_DEVICE_DROPPED: u8 = 5;
 const KIND_SEQ_FLOOR: u8 = 6;
 const KIND_CLOCK: u8 = 7;
+const KIND_RECEIPT: u8 = 8;
 
 type MessageId = [u8; MESSAGE_ID_LEN];
 
@@ -85,6 +96,20 @@ pub(crate) struct Origin {
     /// Sender-chosen message id.
     pub(crate) message_id: MessageId,
     /// When undelivered copies expire.
+    pub(crate) expires: u64,
+}
+
+/// A `Delivered` receipt kept for a sending device: which recipient
+/// device acked which message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ReceiptRef {
+    /// The account that acked (the message's recipient).
+    pub(crate) recipient: AccountId,
+    /// The device that acked.
+    pub(crate) recipient_device: u32,
+    /// The message id.
+    pub(crate) message_id: MessageId,
+    /// When the receipt is deleted even if never acked.
     pub(crate) expires: u64,
 }
 
@@ -149,6 +174,17 @@ pub(crate) enum Record<'a> {
     Clock {
         /// The expiry clock.
         ms: u64,
+    },
+    /// A receipt kept in a sending device's receipt queue.
+    Receipt {
+        /// The sending account (whose queue holds it).
+        account: AccountId,
+        /// The sending device.
+        device: u32,
+        /// Queue position (the same sequence as copies').
+        seq: u64,
+        /// What it says.
+        receipt: ReceiptRef,
     },
 }
 
@@ -321,6 +357,20 @@ impl Writer {
         self.close(start);
     }
 
+    /// Append a `Receipt` record.
+    pub(crate) fn receipt(&mut self, account: &AccountId, device: u32, seq: u64, r: &ReceiptRef) {
+        let start = self.open(KIND_RECEIPT);
+        self.buf.extend_from_slice(account.as_bytes());
+        self.buf.extend_from_slice(&device.to_be_bytes());
+        self.buf.extend_from_slice(&seq.to_be_bytes());
+        self.buf.extend_from_slice(r.recipient.as_bytes());
+        self.buf
+            .extend_from_slice(&r.recipient_device.to_be_bytes());
+        self.buf.extend_from_slice(&r.message_id);
+        self.buf.extend_from_slice(&r.expires.to_be_bytes());
+        self.close(start);
+    }
+
     /// Append a `SeqFloor` record.
     pub(crate) fn seq_floor(&mut self, next: u64) {
         let start = self.open(KIND_SEQ_FLOOR);
@@ -432,6 +482,17 @@ pub(crate) fn decode(body: &[u8]) -> Result<Record<'_>, Malformed> {
         },
         KIND_SEQ_FLOOR => Record::SeqFloor { next: r.u64()? },
         KIND_CLOCK => Record::Clock { ms: r.u64()? },
+        KIND_RECEIPT => Record::Receipt {
+            account: r.account()?,
+            device: r.u32()?,
+            seq: r.u64()?,
+            receipt: ReceiptRef {
+                recipient: r.account()?,
+                recipient_device: r.u32()?,
+                message_id: r.id()?,
+                expires: r.u64()?,
+            },
+        },
         _ => return Err(Malformed),
     };
     if r.at != body.len() {
@@ -538,6 +599,13 @@ mod tests {
         w.device_dropped(&account(2), 2);
         w.seq_floor(77);
         w.clock(88);
+        let receipt = ReceiptRef {
+            recipient: account(2),
+            recipient_device: 3,
+            message_id: [9; 16],
+            expires: 99,
+        };
+        w.receipt(&account(1), 7, 13, &receipt);
         let bytes = w.take();
         assert_eq!(&bytes[offsets[0]..offsets[0] + 5], b"first");
         assert_eq!(&bytes[offsets[1]..offsets[1] + 6], b"second");
@@ -549,9 +617,18 @@ mod tests {
             .into_iter()
             .map(|b| decode(b).unwrap())
             .collect();
-        assert_eq!(records.len(), 7);
+        assert_eq!(records.len(), 8);
         assert_eq!(records[5], Record::SeqFloor { next: 77 });
         assert_eq!(records[6], Record::Clock { ms: 88 });
+        assert_eq!(
+            records[7],
+            Record::Receipt {
+                account: account(1),
+                device: 7,
+                seq: 13,
+                receipt
+            }
+        );
         match &records[0] {
             Record::Message {
                 origin: o,

@@ -156,14 +156,8 @@ async fn reopen_replays_sends_acks_and_dropped_devices() -> TestResult {
                 Enqueued::Stored
             );
         }
-        assert_eq!(
-            log.acknowledge(account(BOB), 1, account(ALICE), &[2; 16])?,
-            Some(3)
-        );
-        assert_eq!(
-            log.acknowledge(account(BOB), 1, account(ALICE), &[2; 16])?,
-            None
-        );
+        assert_eq!(log.ack(account(BOB), 1, account(ALICE), &[2; 16])?, Some(3));
+        assert_eq!(log.ack(account(BOB), 1, account(ALICE), &[2; 16])?, None);
         assert_eq!(log.remove_device(account(BOB), 3)?, 5);
         cursor_before = log
             .pending(account(BOB), 2, None, 10, 0)?
@@ -206,7 +200,7 @@ async fn a_full_queue_stores_nothing() -> TestResult {
     );
     assert_eq!(queue(&log, 2), Vec::<u8>::new());
     // Not remembered as sent either: a retry once there is room stores it.
-    log.acknowledge(account(BOB), 1, account(ALICE), &[1; 16])?;
+    log.ack(account(BOB), 1, account(ALICE), &[1; 16])?;
     assert_eq!(
         log.enqueue(message(2, &[2, 1], 10), 1).await?,
         Enqueued::Stored
@@ -458,7 +452,8 @@ async fn on_a_full_disk_sends_are_refused_acks_still_commit_and_sends_come_back(
     assert!(matches!(refused, Err(StorageError::Full)), "{refused:?}");
     // Acks still commit.
     assert_eq!(
-        log.acknowledge(account(BOB), 1, account(ALICE), &[1; 16])?,
+        log.acknowledge(account(BOB), 1, account(ALICE), &[1; 16], u64::MAX)?
+            .map(|(device, _durable)| device),
         Some(3)
     );
     log.flush().await?;
@@ -472,7 +467,8 @@ async fn on_a_full_disk_sends_are_refused_acks_still_commit_and_sends_come_back(
     let refused = log.enqueue(message(4, &[1], 100), 10).await;
     assert!(matches!(refused, Err(StorageError::Full)), "{refused:?}");
     assert_eq!(
-        log.acknowledge(account(BOB), 1, account(ALICE), &[2; 16])?,
+        log.acknowledge(account(BOB), 1, account(ALICE), &[2; 16], u64::MAX)?
+            .map(|(device, _durable)| device),
         Some(3)
     );
     log.flush().await?;
@@ -543,9 +539,9 @@ async fn churn(log: &MailLog, n: u8) -> TestResult {
     for id in 1..=n {
         log.enqueue(message(id, &[1, 2], 1024), 1000).await?;
         if id % 10 != 0 {
-            log.acknowledge(account(BOB), 1, account(ALICE), &[id; 16])?;
+            log.ack(account(BOB), 1, account(ALICE), &[id; 16])?;
         }
-        log.acknowledge(account(BOB), 2, account(ALICE), &[id; 16])?;
+        log.ack(account(BOB), 2, account(ALICE), &[id; 16])?;
     }
     Ok(())
 }
@@ -611,7 +607,7 @@ async fn a_crash_during_or_after_a_checkpoint_replays_to_the_same_state() -> Tes
             "the checkpoint replaced segment 1"
         );
         let log = open(dir.path(), small());
-        log.acknowledge(account(BOB), 1, account(ALICE), &[10; 16])?;
+        log.ack(account(BOB), 1, account(ALICE), &[10; 16])?;
         log.close().await?;
     }
     // Crash after the checkpoint's rename, before old segments were
@@ -715,7 +711,7 @@ async fn run_against_model(ops: Vec<Op>) -> TestResult {
                 assert_eq!(got, want);
             }
             Op::Ack(device, id) => {
-                let got = log.acknowledge(account(BOB), device, account(ALICE), &[id; 16])?;
+                let got = log.ack(account(BOB), device, account(ALICE), &[id; 16])?;
                 let queue = model.queues.entry(device).or_default();
                 let want = queue.iter().position(|x| *x == id).map(|at| {
                     queue.remove(at);
@@ -858,8 +854,8 @@ async fn seqs_are_not_handed_out_again_after_a_checkpoint() -> TestResult {
         log.enqueue(message(1, &[1], 10), 100).await?;
         log.enqueue(message(2, &[1], 10), 100).await?;
         last = log.pending(account(BOB), 1, None, 10, 0)?[1].cursor;
-        log.acknowledge(account(BOB), 1, account(ALICE), &[1; 16])?;
-        log.acknowledge(account(BOB), 1, account(ALICE), &[2; 16])?;
+        log.ack(account(BOB), 1, account(ALICE), &[1; 16])?;
+        log.ack(account(BOB), 1, account(ALICE), &[2; 16])?;
         log.request_checkpoint().await?;
         log.close().await?;
     }
@@ -966,7 +962,7 @@ fn concurrent_work_during_checkpoints_replays_exactly() -> TestResult {
                         let ids = log.queued_origins(recipient, device);
                         for (i, (sender, id)) in ids.iter().enumerate() {
                             if i.is_multiple_of(3) {
-                                log.acknowledge(recipient, device, *sender, id).unwrap();
+                                log.ack(recipient, device, *sender, id).unwrap();
                             }
                         }
                         tokio::task::yield_now().await;
@@ -1033,6 +1029,137 @@ async fn segments_of_format_1_are_still_read() -> TestResult {
     Ok(())
 }
 
+#[tokio::test]
+async fn segments_of_format_2_are_still_read_and_new_ones_are_format_3() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let origin = record::Origin {
+        sender: account(ALICE),
+        sender_device: 3,
+        message_id: [7; MESSAGE_ID_LEN],
+        expires: now_ms() + 3_600_000,
+    };
+    let mut w = Writer::group();
+    w.message(&origin, &account(BOB), 5, &[(1, 1, [7u8; 20].as_slice())]);
+    let mut bytes = record::SEGMENT_MAGIC_V2.to_vec();
+    bytes.extend_from_slice(&w.finish_group());
+    bytes.extend_from_slice(&record::seal_group());
+    std::fs::write(segment::path(dir.path(), 1), &bytes)?;
+    let log = open(dir.path(), LogOptions::default());
+    assert_eq!(queue(&log, 1), vec![7]);
+    assert_eq!(log.ack(account(BOB), 1, account(ALICE), &[7; 16])?, Some(3));
+    log.close().await?;
+    drop(log);
+    assert_eq!(
+        std::fs::read(segment::path(dir.path(), 1))?,
+        bytes,
+        "the old segment is left as it was"
+    );
+    let newest = *segments(dir.path()).last().unwrap();
+    assert!(newest > 1);
+    let written = std::fs::read(segment::path(dir.path(), newest))?;
+    assert_eq!(&written[..8], record::SEGMENT_MAGIC);
+    let log = open(dir.path(), LogOptions::default());
+    assert_eq!(queue(&log, 1), Vec::<u8>::new());
+    assert_eq!(
+        log.pending_receipts(account(ALICE), 3, None, 10, 0).len(),
+        1
+    );
+    log.close().await?;
+    Ok(())
+}
+
+/// The receipts kept for a device, as (recipient device, message id byte).
+fn receipts(log: &MailLog, account_byte: u8, device: u32) -> Vec<(u32, u8)> {
+    log.pending_receipts(account(account_byte), device, None, usize::MAX, 0)
+        .iter()
+        .map(|(_, r)| (r.recipient_device, r.message_id[0]))
+        .collect()
+}
+
+#[tokio::test]
+async fn an_ack_keeps_a_receipt_for_the_sender_until_it_acks_it_across_reopens() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    {
+        let log = open(dir.path(), LogOptions::default());
+        for id in 1..=3 {
+            log.enqueue(message(id, &[1, 2], 20), 100).await?;
+        }
+        let (device, durable) = log
+            .acknowledge(account(BOB), 1, account(ALICE), &[1; 16], u64::MAX)?
+            .expect("queued");
+        assert_eq!(device, 3);
+        // Visible once durable, and the durability is told.
+        durable.await??;
+        assert_eq!(receipts(&log, ALICE, 3), vec![(1, 1)]);
+        assert_eq!(log.ack(account(BOB), 2, account(ALICE), &[1; 16])?, Some(3));
+        assert_eq!(log.ack(account(BOB), 1, account(ALICE), &[2; 16])?, Some(3));
+        // No receipt for an ack of nothing.
+        assert_eq!(log.ack(account(BOB), 1, account(ALICE), &[2; 16])?, None);
+        log.flush().await?;
+        assert_eq!(receipts(&log, ALICE, 3), vec![(1, 1), (2, 1), (1, 2)]);
+        // Receipts are not envelopes: the queue depth is unchanged.
+        assert_eq!(log.queued_count(account(ALICE), 3), 0);
+        assert_eq!(log.total_receipts(), 3);
+        // The cursor works as for envelopes.
+        let first = log.pending_receipts(account(ALICE), 3, None, 1, 0);
+        let after = log.pending_receipts(account(ALICE), 3, Some(first[0].0), 10, 0);
+        assert_eq!(after.len(), 2);
+        log.close().await?;
+    }
+    let log = open(dir.path(), LogOptions::default());
+    assert_eq!(receipts(&log, ALICE, 3), vec![(1, 1), (2, 1), (1, 2)]);
+    assert_eq!(queue(&log, 1), vec![3]);
+    assert!(log.acknowledge_receipt(account(ALICE), 3, account(BOB), 2, &[1; 16])?);
+    assert!(!log.acknowledge_receipt(account(ALICE), 3, account(BOB), 2, &[1; 16])?);
+    // Another device's or account's ack deletes nothing.
+    assert!(!log.acknowledge_receipt(account(ALICE), 4, account(BOB), 1, &[1; 16])?);
+    assert!(!log.acknowledge_receipt(account(BOB), 3, account(BOB), 1, &[1; 16])?);
+    log.close().await?;
+    drop(log);
+    let log = open(dir.path(), LogOptions::default());
+    assert_eq!(receipts(&log, ALICE, 3), vec![(1, 1), (1, 2)]);
+    log.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn checkpoints_keep_receipts_and_expiry_and_device_removal_drop_them() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    {
+        let log = open(dir.path(), small());
+        for id in 1..=40 {
+            log.enqueue(message(id, &[1], 300), 1000).await?;
+        }
+        for id in 1..=40 {
+            log.ack(account(BOB), 1, account(ALICE), &[id; 16])?;
+        }
+        for id in 1..=10 {
+            assert!(log.acknowledge_receipt(account(ALICE), 3, account(BOB), 1, &[id; 16])?);
+        }
+        log.request_checkpoint().await?;
+        log.close().await?;
+    }
+    let log = open(dir.path(), small());
+    let kept: Vec<u8> = receipts(&log, ALICE, 3).iter().map(|r| r.1).collect();
+    assert_eq!(kept, (11..=40).collect::<Vec<u8>>());
+    // A receipt expires with its time.
+    log.enqueue(message(42, &[1], 10), 1000).await?;
+    log.acknowledge(account(BOB), 1, account(ALICE), &[42; 16], now_ms() + 1)?;
+    log.flush().await?;
+    assert_eq!(receipts(&log, ALICE, 3).len(), 31);
+    log.expire(now_ms() + 10);
+    assert_eq!(receipts(&log, ALICE, 3).len(), 30);
+    log.remove_device(account(ALICE), 3)?;
+    assert!(receipts(&log, ALICE, 3).is_empty());
+    assert_eq!(log.total_receipts(), 0);
+    log.close().await?;
+    drop(log);
+    let log = open(dir.path(), small());
+    assert!(receipts(&log, ALICE, 3).is_empty());
+    log.close().await?;
+    Ok(())
+}
+
 /// What the power-loss test did, in order.
 #[derive(Clone, Copy, Debug)]
 enum Did {
@@ -1083,7 +1210,7 @@ async fn a_power_loss_after_any_sync_keeps_what_was_acknowledged_and_no_deleted_
         let acked: Vec<u8> = (first..=id).filter(|x| x % 3 != 0).collect();
         for &x in &acked {
             note(&dir, &mut did, Did::Acking(x));
-            log.acknowledge(account(BOB), 1, account(ALICE), &[x; 16])?;
+            log.ack(account(BOB), 1, account(ALICE), &[x; 16])?;
         }
         log.flush().await?;
         for &x in &acked {

@@ -402,7 +402,7 @@ fn next_group(
     *last_waiters = state.waiters.len();
     Some(Group {
         buffered: std::mem::take(&mut state.buffered),
-        waiters: std::mem::take(&mut state.waiters),
+        waiters: state.take_waiters(),
         upto: state.next_seq - 1,
         last: state.closing,
         active: state.active,
