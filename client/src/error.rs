@@ -124,6 +124,12 @@ pub enum ClientError {
     /// Nothing is known about this peer yet.
     #[error("no keys known for {0} yet; send it a message or connect to fetch them")]
     UnknownPeer(AccountId),
+    /// The client this handle sends for was closed.
+    #[error("the client was closed; open it again and take a new sender")]
+    Closed,
+    /// The client could not close its store: a sender handle kept using it.
+    #[error("the store is still in use by a sender handle; stop the tasks sending, then close again")]
+    InUse,
     /// A bad argument from the user.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

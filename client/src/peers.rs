@@ -109,6 +109,8 @@ pub fn observe(store: &Store, account: &AccountId, signed: &SignedDeviceList) ->
             unchecked.account_id
         )));
     }
+    // Sender tasks and the receive path may observe one account at once.
+    let _updating = store.updating();
     let mut record = load_record(store, account)?.unwrap_or_default();
     record.version = PEER_RECORD_VERSION;
     let pinned = match &record.device_list {

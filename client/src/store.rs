@@ -21,6 +21,8 @@ use std::fmt;
 use std::fs::{self, File, TryLockError};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use argon2::{Algorithm, Argon2, Params, Version};
 use comptoir_protocol::{RecordKind, StorageKey, open_record, seal_record};
@@ -159,7 +161,29 @@ pub struct Store {
     db: sled::Db,
     key: StorageKey,
     dir: PathBuf,
+    /// Group commit: concurrent [`Store::flush`] callers share one fsync.
+    commit: GroupCommit,
+    /// Serialises read-modify-write of one record (see [`Store::updating`]).
+    updates: Mutex<()>,
     lock: DirLock,
+}
+
+/// Group commit for [`Store::flush`]. A caller takes a ticket after its
+/// writes, then waits for its turn; a sync that *started* after its ticket
+/// was taken covers its writes (sled's flush makes durable everything
+/// written before it begins), so a caller whose ticket is already covered
+/// returns at once. Under load, one fsync serves every caller that queued
+/// while the previous one ran; a lone caller syncs at once. Durability is
+/// unchanged: `flush` still returns only once the caller's writes are
+/// synced.
+#[derive(Default)]
+struct GroupCommit {
+    /// One sync at a time.
+    turn: tokio::sync::Mutex<()>,
+    /// Tickets handed out so far.
+    taken: AtomicU64,
+    /// Every ticket up to this one is durable.
+    synced: AtomicU64,
 }
 
 impl fmt::Debug for Store {
@@ -168,6 +192,8 @@ impl fmt::Debug for Store {
             db: _,
             key: _,
             dir,
+            commit: _,
+            updates: _,
             lock: _,
         } = self;
         f.debug_struct("Store")
@@ -218,6 +244,8 @@ impl Store {
             db,
             key,
             dir: dir.to_path_buf(),
+            commit: GroupCommit::default(),
+            updates: Mutex::new(()),
             lock,
         })
     }
@@ -250,6 +278,8 @@ impl Store {
             db,
             key,
             dir: dir.to_path_buf(),
+            commit: GroupCommit::default(),
+            updates: Mutex::new(()),
             lock,
         })
     }
@@ -263,6 +293,8 @@ impl Store {
             db,
             key: _,
             dir: _,
+            commit: _,
+            updates: _,
             mut lock,
         } = self;
         // Flushes what is left and stops sled's flusher thread.
@@ -330,10 +362,29 @@ impl Store {
         Ok(self.db.generate_id()?)
     }
 
-    /// Make every write so far durable (fsync).
+    /// Make every write so far durable (fsync). Concurrent callers share
+    /// syncs (group commit): each returns once a sync that began after its
+    /// call has completed.
     pub async fn flush(&self) -> Result<()> {
+        let commit = &self.commit;
+        let ticket = commit.taken.fetch_add(1, Ordering::SeqCst) + 1;
+        let _turn = commit.turn.lock().await;
+        if commit.synced.load(Ordering::SeqCst) >= ticket {
+            return Ok(());
+        }
+        // Every ticket taken so far belongs to writes made before now.
+        let covers = commit.taken.load(Ordering::SeqCst);
         self.db.flush_async().await?;
+        commit.synced.fetch_max(covers, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Hold this while reading, changing and writing back one record that
+    /// another task may change too (message statuses, peer records); the
+    /// critical section is synchronous and short.
+    pub fn updating(&self) -> MutexGuard<'_, ()> {
+        // The guarded data is `()`: a panic elsewhere leaves nothing torn.
+        self.updates.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// [`Self::flush`] for synchronous callers.

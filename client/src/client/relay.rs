@@ -106,6 +106,8 @@ impl Client {
             }
         };
         self.kind = ok.kind();
+        self.refresh_me();
+        self.share_requester();
         if ok.one_time_prekeys < PREKEY_LOW_WATER || !self.prekeys.has_signed() {
             self.upload_prekeys(PREKEY_BATCH).await?;
             // The relay's own "stock low" notice, sent with AuthOk, is
@@ -145,6 +147,7 @@ impl Client {
 
     /// Close the connection (the store stays open).
     pub async fn disconnect(&mut self) {
+        self.share_requester_none();
         if let Some(mut conn) = self.conn.take() {
             conn.close().await;
         }
