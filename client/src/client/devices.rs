@@ -33,7 +33,7 @@ fn parse_link_code(code: &str) -> Result<IdentityKey> {
 fn parse_approval(approval: &str) -> Result<(AccountId, u32, AccountKey)> {
     let bad = || {
         ClientError::BadLinkCode(
-            "expected comptoir-approve:<account id>:<device id>:<account key> from `comptoir devices add`"
+            "expected comptoir-approve:<account id>:<device id>:<account key>, as the first device gave it"
                 .into(),
         )
     };
