@@ -56,7 +56,9 @@ pub enum ClientError {
     #[error("protocol error: {0}")]
     Protocol(#[from] comptoir_protocol::Error),
     /// The relay could not be reached.
-    #[error("cannot reach the relay at {url}: {reason}; check the relay address and that the relay runs")]
+    #[error(
+        "cannot reach the relay at {url}: {reason}; check the relay address and that the relay runs"
+    )]
     Connect {
         /// The relay URL.
         url: String,
@@ -128,7 +130,9 @@ pub enum ClientError {
     #[error("the client was closed; open it again and take a new sender")]
     Closed,
     /// The client could not close its store: a sender handle kept using it.
-    #[error("the store is still in use by a sender handle; stop the tasks sending, then close again")]
+    #[error(
+        "the store is still in use by a sender handle; stop the tasks sending, then close again"
+    )]
     InUse,
     /// A bad argument from the user.
     #[error("invalid argument: {0}")]

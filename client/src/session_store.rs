@@ -222,7 +222,11 @@ impl PreKeys {
     /// old.
     pub fn wants_rotation(&self, now_ms: u64) -> bool {
         self.meta.confirmed_id == 0
-            || now_ms >= self.meta.confirmed_at_ms.saturating_add(SIGNED_PREKEY_ROTATE_MS)
+            || now_ms
+                >= self
+                    .meta
+                    .confirmed_at_ms
+                    .saturating_add(SIGNED_PREKEY_ROTATE_MS)
     }
 
     /// The relay accepted signed prekey `id` at `now_ms`: every older one

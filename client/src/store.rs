@@ -339,6 +339,25 @@ impl Store {
         Ok(n)
     }
 
+    /// The key and stored (sealed) size of every record whose key starts
+    /// with `prefix`, in key order; nothing is opened.
+    pub fn sizes(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<(Vec<u8>, usize)>> {
+        let mut out = Vec::new();
+        for item in self.tree(tree)?.scan_prefix(prefix) {
+            let (key, sealed) = item?;
+            out.push((key.to_vec(), sealed.len()));
+        }
+        Ok(out)
+    }
+
+    /// The key and stored (sealed) size of the first record in key order.
+    pub fn first_size(&self, tree: Tree) -> Result<Option<(Vec<u8>, usize)>> {
+        Ok(self
+            .tree(tree)?
+            .first()?
+            .map(|(key, sealed)| (key.to_vec(), sealed.len())))
+    }
+
     /// Delete a record.
     pub fn remove(&self, tree: Tree, key: &[u8]) -> Result<()> {
         self.tree(tree)?.remove(key)?;

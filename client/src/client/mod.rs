@@ -344,6 +344,13 @@ impl Client {
         crate::quarantine::count(&self.store)
     }
 
+    /// How many envelopes were dropped from the quarantine (oldest first)
+    /// to keep it within [`crate::quarantine::MAX_QUARANTINED`] envelopes
+    /// and [`crate::quarantine::MAX_QUARANTINE_BYTES`].
+    pub fn quarantine_dropped(&self) -> Result<u64> {
+        crate::quarantine::dropped(&self.store)
+    }
+
     /// Messages written but not yet accepted by the relay.
     pub fn outbox_len(&self) -> Result<usize> {
         Ok(messages::outbox(&self.store)?.len())

@@ -159,7 +159,10 @@ impl Client {
         Live {
             store: Arc::clone(&self.store),
             me: Arc::clone(&self.me),
-            requester: self.conn.as_ref().map(crate::connection::Connection::requester),
+            requester: self
+                .conn
+                .as_ref()
+                .map(crate::connection::Connection::requester),
             events: self.events.clone(),
             locks: self.locks.clone(),
         }
@@ -222,7 +225,11 @@ impl Live {
     pub(super) fn own_devices(&self) -> Result<DeviceList> {
         match peers::load(&self.store, &self.me.account)? {
             Some(peer) => Ok(peer.devices),
-            None => self.me.own_list.clone().ok_or(ClientError::NotPrimaryDevice),
+            None => self
+                .me
+                .own_list
+                .clone()
+                .ok_or(ClientError::NotPrimaryDevice),
         }
     }
 
