@@ -73,11 +73,13 @@ fn session_key(account: &AccountId, device: u32) -> Vec<u8> {
 
 /// The session record with one remote device (empty if none yet).
 pub fn load_session(store: &Store, account: &AccountId, device: u32) -> Result<SessionRecord> {
-    match store.get(Tree::Sessions, &session_key(account, device))? {
-        Some(bytes) => SessionRecord::from_protobuf(&bytes)
-            .map_err(|e| ClientError::CorruptStore(format!("session record: {e}"))),
-        None => Ok(SessionRecord::new()),
-    }
+    // Decoding checks both identity keys of every state: cached by the
+    // record's sealed bytes, as a session is loaded on every send.
+    let decoded = store.get_decoded(Tree::Sessions, &session_key(account, device), |bytes| {
+        SessionRecord::from_protobuf(bytes)
+            .map_err(|e| ClientError::CorruptStore(format!("session record: {e}")))
+    })?;
+    Ok(decoded.unwrap_or_default())
 }
 
 /// Write the session record with one remote device (not flushed).

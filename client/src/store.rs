@@ -17,12 +17,14 @@
 //! content, not who the user talks to. Zeroized plaintext buffers are
 //! returned to callers as [`Zeroizing`].
 
+use std::any::Any;
+use std::collections::HashMap;
 use std::fmt;
 use std::fs::{self, File, TryLockError};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use argon2::{Algorithm, Argon2, Params, Version};
 use comptoir_protocol::{RecordKind, StorageKey, open_record, seal_record};
@@ -94,7 +96,7 @@ impl Default for KdfParams {
 }
 
 /// The trees of the database, one per kind of record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Tree {
     /// The account and device keys (one record).
     Account,
@@ -165,8 +167,24 @@ pub struct Store {
     commit: GroupCommit,
     /// Serialises read-modify-write of one record (see [`Store::updating`]).
     updates: Mutex<()>,
+    /// Decoded records by their sealed bytes (see [`Store::get_decoded`]).
+    decoded: Mutex<DecodedCache>,
     lock: DirLock,
 }
+
+/// Records decoded from their sealed bytes, kept while the sealed bytes on
+/// disk stay the same. A rewrite seals under a fresh nonce, so the sealed
+/// bytes change with every write and a stale entry is never returned. The
+/// keys (sealed bytes) are ciphertext; the decoded values stay in memory
+/// only as long as the client would hold them anyway.
+#[derive(Default)]
+struct DecodedCache {
+    entries: HashMap<(Tree, Vec<u8>), (sled::IVec, Arc<dyn Any + Send + Sync>)>,
+}
+
+/// Entries kept at most; the cache is emptied when full (it only saves
+/// decoding work).
+const DECODED_CACHE_ENTRIES: usize = 4096;
 
 /// Group commit for [`Store::flush`]. A caller takes a ticket after its
 /// writes, then waits for its turn; a sync that *started* after its ticket
@@ -194,6 +212,7 @@ impl fmt::Debug for Store {
             dir,
             commit: _,
             updates: _,
+            decoded: _,
             lock: _,
         } = self;
         f.debug_struct("Store")
@@ -246,6 +265,7 @@ impl Store {
             dir: dir.to_path_buf(),
             commit: GroupCommit::default(),
             updates: Mutex::new(()),
+            decoded: Mutex::new(DecodedCache::default()),
             lock,
         })
     }
@@ -280,6 +300,7 @@ impl Store {
             dir: dir.to_path_buf(),
             commit: GroupCommit::default(),
             updates: Mutex::new(()),
+            decoded: Mutex::new(DecodedCache::default()),
             lock,
         })
     }
@@ -295,6 +316,7 @@ impl Store {
             dir: _,
             commit: _,
             updates: _,
+            decoded: _,
             mut lock,
         } = self;
         // Flushes what is left and stops sled's flusher thread.
@@ -322,6 +344,40 @@ impl Store {
             Some(sealed) => Ok(Some(self.unseal(tree, key, &sealed)?)),
             None => Ok(None),
         }
+    }
+
+    /// Read a record and decode it with `decode`, or return the value
+    /// decoded last time if its sealed bytes did not change since. For
+    /// records read on every send whose decoding is costly (session
+    /// records and peer records decode and check public keys).
+    pub fn get_decoded<T: Clone + Send + Sync + 'static>(
+        &self,
+        tree: Tree,
+        key: &[u8],
+        decode: impl FnOnce(&[u8]) -> Result<T>,
+    ) -> Result<Option<T>> {
+        let Some(sealed) = self.tree(tree)?.get(key)? else {
+            return Ok(None);
+        };
+        let cache_key = (tree, key.to_vec());
+        {
+            let cache = self.decoded.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((seen, value)) = cache.entries.get(&cache_key)
+                && *seen == sealed
+                && let Some(value) = value.downcast_ref::<T>()
+            {
+                return Ok(Some(value.clone()));
+            }
+        }
+        let value = decode(&self.unseal(tree, key, &sealed)?)?;
+        let mut cache = self.decoded.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.entries.len() >= DECODED_CACHE_ENTRIES {
+            cache.entries.clear();
+        }
+        cache
+            .entries
+            .insert(cache_key, (sealed, Arc::new(value.clone())));
+        Ok(Some(value))
     }
 
     /// Whether a record exists (without opening it).

@@ -13,8 +13,8 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use comptoir_bench::load::{self, LoadAccount, LoadOptions, LoadReport};
 use comptoir_bench::client_mux::{self, ClientMuxOptions};
+use comptoir_bench::load::{self, LoadAccount, LoadOptions, LoadReport};
 use comptoir_bench::mux::{self, MuxOptions};
 use tokio::net::TcpListener;
 
