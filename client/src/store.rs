@@ -179,8 +179,11 @@ pub struct Store {
 /// only as long as the client would hold them anyway.
 #[derive(Default)]
 struct DecodedCache {
-    entries: HashMap<(Tree, Vec<u8>), (sled::IVec, Arc<dyn Any + Send + Sync>)>,
+    entries: HashMap<(Tree, Vec<u8>), Decoded>,
 }
+
+/// A record's sealed bytes and what they decoded to.
+type Decoded = (sled::IVec, Arc<dyn Any + Send + Sync>);
 
 /// Entries kept at most; the cache is emptied when full (it only saves
 /// decoding work).

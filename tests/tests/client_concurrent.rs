@@ -39,7 +39,9 @@ async fn receive_all(client: &mut Client, from: AccountId, expected: usize) -> V
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         assert!(!left.is_zero(), "only {} of {expected} arrived", got.len());
         match client.next_event(left).await.expect("connection stays up") {
-            Some(Event::Message { from: f, id, text, .. }) if f == from => {
+            Some(Event::Message {
+                from: f, id, text, ..
+            }) if f == from => {
                 assert!(seen_ids.insert(id), "message {id} shown twice");
                 got.push(parse(&text).expect("a test message"));
             }
@@ -133,7 +135,11 @@ async fn sixteen_tasks_send_through_one_client_each_message_once_in_order() {
         let got = receive_all(peer, a, expected).await;
         assert_in_order(&got);
         assert!(got.iter().all(|(task, _)| task % PEERS == p));
-        assert_eq!(peer.history(&a).unwrap().len(), expected + 1, "stored once each");
+        assert_eq!(
+            peer.history(&a).unwrap().len(),
+            expected + 1,
+            "stored once each"
+        );
     }
 
     // Reopened: consistent, and the sessions go on without reusing a key.
@@ -146,7 +152,11 @@ async fn sixteen_tasks_send_through_one_client_each_message_once_in_order() {
         let outgoing: Vec<_> = history.iter().filter(|m| m.outgoing).collect();
         let expected = (0..TASKS).filter(|t| t % PEERS == p).count() * PER_TASK;
         assert_eq!(outgoing.len(), expected);
-        assert!(outgoing.iter().all(|m| m.status >= Status::Accepted && m.status != Status::Failed));
+        assert!(
+            outgoing
+                .iter()
+                .all(|m| m.status >= Status::Accepted && m.status != Status::Failed)
+        );
     }
     alice.connect(&url(&relay)).await.expect("reconnect");
     for (peer, id) in peers.iter_mut().zip(&ids) {

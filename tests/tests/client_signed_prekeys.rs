@@ -29,7 +29,10 @@ async fn a_first_message_over_an_old_signed_prekey_decrypts_after_rotations() {
     for _ in 0..6 {
         ids.push(owner.rotate_signed_prekey().await.expect("rotate"));
     }
-    assert!(ids.windows(2).all(|w| w[0] < w[1]), "new ids each time: {ids:?}");
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "new ids each time: {ids:?}"
+    );
 
     let text = wait_for(&mut owner, |e| match e {
         Event::Message { from, text, .. } if *from == c => Some(text.clone()),

@@ -142,7 +142,9 @@ pub async fn perform(client: &mut Client, app: &mut App, action: Action) -> Resu
                 app.begin_review(peer, old.display(), new.display());
                 return Ok(());
             }
-            Ok(None) => Ok(Some("nothing to accept: the identity did not change".into())),
+            Ok(None) => Ok(Some(
+                "nothing to accept: the identity did not change".into(),
+            )),
             Err(e) => Err(e),
         },
         Action::AcceptIdentity(peer) => client

@@ -185,14 +185,26 @@ fn trusting_a_new_identity_shows_both_numbers_and_needs_the_name_typed() {
     let bob = app.conversations[1].peer;
     press(&mut app, KeyCode::Down);
     // One key no longer accepts: it asks the client for the numbers.
-    assert_eq!(press(&mut app, KeyCode::Char('t')), Action::ReviewIdentity(bob));
+    assert_eq!(
+        press(&mut app, KeyCode::Char('t')),
+        Action::ReviewIdentity(bob)
+    );
     assert_eq!(app.mode, Mode::List);
-    let (old, new) = ("11111 22222 33333".to_string(), "44444 55555 66666".to_string());
+    let (old, new) = (
+        "11111 22222 33333".to_string(),
+        "44444 55555 66666".to_string(),
+    );
     app.begin_review(bob, old, new);
     assert_eq!(app.mode, Mode::ConfirmIdentity);
     let screen = render(&app);
-    assert!(screen.contains("old safety number: 11111 22222 33333"), "{screen}");
-    assert!(screen.contains("new safety number: 44444 55555 66666"), "{screen}");
+    assert!(
+        screen.contains("old safety number: 11111 22222 33333"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("new safety number: 44444 55555 66666"),
+        "{screen}"
+    );
     assert!(screen.contains("type bob below"), "{screen}");
     assert!(screen.contains("Enter accept · Esc cancel"), "{screen}");
 
@@ -242,7 +254,10 @@ fn a_refused_message_is_a_warning_line_never_a_message() {
     assert!(status.contains("label mismatch"), "{status}");
     app.status = status;
     let screen = render(&app);
-    assert!(screen.contains("⚠ refused a message from alice"), "{screen}");
+    assert!(
+        screen.contains("⚠ refused a message from alice"),
+        "{screen}"
+    );
     assert_eq!(app.conversations[0].messages.len(), before);
     assert_eq!(
         screen.matches("label mismatch").count(),
