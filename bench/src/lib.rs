@@ -6,9 +6,12 @@
 //! - [`forwarder`]: the storage-free baseline (same frames, no storage).
 //! - [`load`]: N devices sending and receiving through a relay.
 //! - [`mux`]: many tasks sending through one client-library connection.
+//! - [`client_mux`]: many tasks sending encrypted messages through one
+//!   `Client`.
 
 #![forbid(unsafe_code)]
 
+pub mod client_mux;
 pub mod forwarder;
 pub mod load;
 pub mod mux;

@@ -65,6 +65,30 @@ pub fn exit_code(error: &ClientError) -> u8 {
     }
 }
 
+/// What to type next for an error, in this CLI's terms (the library's
+/// messages name no command: other programs embed it).
+pub fn hint(error: &ClientError) -> Option<String> {
+    Some(match error {
+        ClientError::NotInitialized { .. } => "run `comptoir init` first".into(),
+        ClientError::AlreadyInitialized { .. } => "use another --data-dir".into(),
+        ClientError::StoreLocked { .. } => {
+            "stop the other comptoir process using this --data-dir".into()
+        }
+        ClientError::Connect { .. } => "check --relay (or COMPTOIR_RELAY)".into(),
+        ClientError::NotRegistered => "run `comptoir register`".into(),
+        ClientError::NotLinked => "run `comptoir link-device --finish <approval>`".into(),
+        ClientError::NotPrimaryDevice => "run this on the account's first device".into(),
+        ClientError::UnknownContact(_) => {
+            "add it with `comptoir contacts add NAME ACCOUNT_ID`".into()
+        }
+        ClientError::IdentityChanged { account } => format!(
+            "compare with `comptoir safety-number {account}`, then run \
+             `comptoir trust NAME --confirm NAME`"
+        ),
+        _ => return None,
+    })
+}
+
 /// Write one line to the command's output.
 macro_rules! say {
     ($out:expr, $($arg:tt)*) => {
@@ -119,6 +143,9 @@ async fn run_parsed(cli: Cli, out: &mut dyn Write) -> u8 {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
+            if let Some(hint) = hint(&e) {
+                eprintln!("hint: {hint}");
+            }
             exit_code(&e)
         }
     };

@@ -14,13 +14,13 @@ pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum ClientError {
     /// The data directory holds no store yet.
-    #[error("no Comptoir account in {}; run `comptoir init` first", dir.display())]
+    #[error("no Comptoir account in {}; create one there first", dir.display())]
     NotInitialized {
         /// The data directory.
         dir: PathBuf,
     },
     /// `init` on a directory that already holds a store.
-    #[error("{} already holds a Comptoir account; use another --data-dir", dir.display())]
+    #[error("{} already holds a Comptoir account; choose another data directory", dir.display())]
     AlreadyInitialized {
         /// The data directory.
         dir: PathBuf,
@@ -29,7 +29,7 @@ pub enum ClientError {
     #[error("wrong passphrase: it does not open this store (nothing was changed)")]
     WrongPassphrase,
     /// Another process has the store open.
-    #[error("the store in {} is in use by another comptoir process; stop it first", dir.display())]
+    #[error("the store in {} is in use by another program; stop it first", dir.display())]
     StoreLocked {
         /// The data directory.
         dir: PathBuf,
@@ -56,7 +56,9 @@ pub enum ClientError {
     #[error("protocol error: {0}")]
     Protocol(#[from] comptoir_protocol::Error),
     /// The relay could not be reached.
-    #[error("cannot reach the relay at {url}: {reason}; check --relay and that the relay runs")]
+    #[error(
+        "cannot reach the relay at {url}: {reason}; check the relay address and that the relay runs"
+    )]
     Connect {
         /// The relay URL.
         url: String,
@@ -97,25 +99,25 @@ pub enum ClientError {
         message: String,
     },
     /// The account is not registered on the relay.
-    #[error("this device is not registered on the relay; run `comptoir register`")]
+    #[error("this device is not registered on the relay; register the account first")]
     NotRegistered,
     /// Only the account's first device holds the account key.
     #[error("only the account's first device can add or remove devices; run this there")]
     NotPrimaryDevice,
     /// This device is not linked to an account yet.
     #[error(
-        "this device is not linked yet; finish with `comptoir link-device --finish <approval>`"
+        "this device is not linked yet; finish linking with the approval the account's first device gave"
     )]
     NotLinked,
     /// A link code or approval does not parse.
     #[error("invalid link code: {0}")]
     BadLinkCode(String),
     /// No contact has this name.
-    #[error("no contact named {0:?} and not an account id; add it with `comptoir contacts add`")]
+    #[error("no contact named {0:?} and not an account id; add the contact first")]
     UnknownContact(String),
     /// A peer's account key changed since it was first seen.
     #[error(
-        "the identity of {account} changed since you first talked: verify the safety number, then run `comptoir trust {account}`"
+        "the identity of {account} changed since you first talked: compare the new safety number with the contact, then accept the change"
     )]
     IdentityChanged {
         /// The peer.
@@ -124,6 +126,14 @@ pub enum ClientError {
     /// Nothing is known about this peer yet.
     #[error("no keys known for {0} yet; send it a message or connect to fetch them")]
     UnknownPeer(AccountId),
+    /// The client this handle sends for was closed.
+    #[error("the client was closed; open it again and take a new sender")]
+    Closed,
+    /// The client could not close its store: a sender handle kept using it.
+    #[error(
+        "the store is still in use by a sender handle; stop the tasks sending, then close again"
+    )]
+    InUse,
     /// A bad argument from the user.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -135,6 +145,43 @@ impl ClientError {
         Self::Io {
             context: context.into(),
             source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The library is embedded by programs other than the `comptoir` CLI:
+    /// its messages say what to do without naming that CLI's commands or
+    /// flags (the CLI adds its own hint).
+    #[test]
+    fn messages_name_no_cli_command_or_flag() {
+        let dir = PathBuf::from("/data");
+        let account = AccountId::from_bytes(&[7; 16]).unwrap_or_else(|_| unreachable!());
+        let errors = [
+            ClientError::NotInitialized { dir: dir.clone() },
+            ClientError::AlreadyInitialized { dir: dir.clone() },
+            ClientError::StoreLocked { dir },
+            ClientError::Connect {
+                url: "ws://relay.example:80".into(),
+                reason: "refused".into(),
+            },
+            ClientError::NotRegistered,
+            ClientError::NotPrimaryDevice,
+            ClientError::NotLinked,
+            ClientError::UnknownContact("bob".into()),
+            ClientError::IdentityChanged { account },
+            ClientError::UnknownPeer(account),
+            ClientError::Closed,
+            ClientError::InUse,
+        ];
+        for error in errors {
+            let text = error.to_string();
+            for cli in ["comptoir ", "`", "--"] {
+                assert!(!text.contains(cli), "{text:?} names {cli:?}");
+            }
         }
     }
 }

@@ -235,6 +235,8 @@ pub fn advance(
     id: &MessageId,
     next: Status,
 ) -> Result<Option<StoredMessage>> {
+    // A sender task and the receipt handler may advance one message at once.
+    let _updating = store.updating();
     let Some(mut message) = get(store, peer, id)? else {
         return Ok(None);
     };

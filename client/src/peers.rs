@@ -60,10 +60,11 @@ fn save_record(store: &Store, account: &AccountId, record: &PeerRecord) -> Resul
 
 /// The trusted state of a peer, if any.
 pub fn load(store: &Store, account: &AccountId) -> Result<Option<Peer>> {
-    match load_record(store, account)? {
-        Some(record) => from_record(record),
-        None => Ok(None),
-    }
+    // Checking the list's signature and keys is costly and the record is
+    // read on every send: cached by the record's sealed bytes.
+    Ok(store
+        .get_decoded(Tree::Peers, account.as_bytes(), decode)?
+        .flatten())
 }
 
 /// Parse a stored peer record (already unsealed).
@@ -109,6 +110,8 @@ pub fn observe(store: &Store, account: &AccountId, signed: &SignedDeviceList) ->
             unchecked.account_id
         )));
     }
+    // Sender tasks and the receive path may observe one account at once.
+    let _updating = store.updating();
     let mut record = load_record(store, account)?.unwrap_or_default();
     record.version = PEER_RECORD_VERSION;
     let pinned = match &record.device_list {

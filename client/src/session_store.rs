@@ -11,17 +11,59 @@ use std::fmt;
 
 use comptoir_protocol::proto::wire::UploadPreKeys;
 use comptoir_protocol::{AccountId, InMemoryPreKeyStore, KeyPair, PreKeyStore, SessionRecord};
+use prost::Message;
 
 use crate::error::{ClientError, Result};
 use crate::store::{Store, Tree};
 
-/// Signed prekeys kept after rotation. A prekey message names the signed
-/// prekey it used; one that arrives after several rotations (weeks
-/// offline) fails and recovers through a re-key request instead.
-pub const MAX_SIGNED_PREKEYS: usize = 4;
+/// How long a signed prekey is kept after the relay confirmed its
+/// successor (docs/PROTOCOL.md section 2): a contact may have fetched it
+/// just before, and its first message may wait in the relay's queue for the
+/// relay's message lifetime (30 days by default); one day more covers
+/// clocks and a delayed connect. A prekey message naming a signed prekey
+/// pruned after that fails and recovers through a re-key request.
+pub const SIGNED_PREKEY_GRACE_MS: u64 = 31 * 24 * 60 * 60 * 1000;
+/// A new signed prekey is generated with a one-time prekey upload only if
+/// the relay confirmed the current one at least this long ago, so a relay
+/// pushing `PreKeysLow` again and again cannot make the device rotate (and
+/// keep) signed prekeys without end.
+pub const SIGNED_PREKEY_ROTATE_MS: u64 = 2 * 24 * 60 * 60 * 1000;
+/// Retired signed prekeys kept at most, grace period or not (oldest
+/// pruned first): with [`SIGNED_PREKEY_ROTATE_MS`], ordinary use keeps
+/// about 16; this bounds forced rotations.
+pub const MAX_RETIRED_SIGNED_PREKEYS: usize = 64;
 
 const SIGNED: u8 = b'S';
 const ONE_TIME: u8 = b'O';
+/// The record of which signed prekey the relay confirmed, and when the
+/// older ones were retired.
+const SIGNED_META: u8 = b'M';
+const SIGNED_META_VERSION: u32 = 1;
+
+/// Which signed prekey the relay serves, and since when the older ones
+/// stopped being served.
+#[derive(Clone, PartialEq, prost::Message)]
+struct SignedMeta {
+    #[prost(uint32, tag = "1")]
+    version: u32,
+    /// The newest signed prekey id the relay confirmed (0: none yet).
+    #[prost(uint32, tag = "2")]
+    confirmed_id: u32,
+    /// When the relay confirmed it, ms since the Unix epoch.
+    #[prost(uint64, tag = "3")]
+    confirmed_at_ms: u64,
+    /// Older signed prekeys still kept, with when each was retired.
+    #[prost(message, repeated, tag = "4")]
+    retired: Vec<Retired>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Retired {
+    #[prost(uint32, tag = "1")]
+    id: u32,
+    #[prost(uint64, tag = "2")]
+    at_ms: u64,
+}
 
 fn session_key(account: &AccountId, device: u32) -> Vec<u8> {
     let mut key = account.to_vec();
@@ -31,11 +73,13 @@ fn session_key(account: &AccountId, device: u32) -> Vec<u8> {
 
 /// The session record with one remote device (empty if none yet).
 pub fn load_session(store: &Store, account: &AccountId, device: u32) -> Result<SessionRecord> {
-    match store.get(Tree::Sessions, &session_key(account, device))? {
-        Some(bytes) => SessionRecord::from_protobuf(&bytes)
-            .map_err(|e| ClientError::CorruptStore(format!("session record: {e}"))),
-        None => Ok(SessionRecord::new()),
-    }
+    // Decoding checks both identity keys of every state: cached by the
+    // record's sealed bytes, as a session is loaded on every send.
+    let decoded = store.get_decoded(Tree::Sessions, &session_key(account, device), |bytes| {
+        SessionRecord::from_protobuf(bytes)
+            .map_err(|e| ClientError::CorruptStore(format!("session record: {e}")))
+    })?;
+    Ok(decoded.unwrap_or_default())
 }
 
 /// Write the session record with one remote device (not flushed).
@@ -81,6 +125,7 @@ pub struct PreKeys {
     signed: BTreeMap<u32, KeyPair>,
     one_time: BTreeMap<u32, KeyPair>,
     removed: Vec<u32>,
+    meta: SignedMeta,
 }
 
 impl fmt::Debug for PreKeys {
@@ -89,11 +134,13 @@ impl fmt::Debug for PreKeys {
             signed,
             one_time,
             removed,
+            meta,
         } = self;
         f.debug_struct("PreKeys")
             .field("signed", &signed.keys().collect::<Vec<_>>())
             .field("one_time", &one_time.len())
             .field("removed", removed)
+            .field("confirmed_signed", &meta.confirmed_id)
             .finish()
     }
 }
@@ -110,6 +157,11 @@ impl PreKeys {
                 .try_into()
                 .map_err(|_| ClientError::CorruptStore("prekey key length".into()))?;
             let id = u32::from_be_bytes(id);
+            if kind == SIGNED_META {
+                out.meta = SignedMeta::decode(secret.as_slice())
+                    .map_err(|e| ClientError::CorruptStore(format!("signed prekey record: {e}")))?;
+                continue;
+            }
             let pair = KeyPair::from_secret_bytes(&secret)
                 .map_err(|e| ClientError::CorruptStore(format!("prekey: {e}")))?;
             match kind {
@@ -137,13 +189,9 @@ impl PreKeys {
                 &prekey_key(SIGNED, spk.key_id),
                 pair.secret_bytes().as_slice(),
             )?;
+            // Nothing is pruned here: the relay has not confirmed this one
+            // yet, so it still serves an older one (see `confirm_signed`).
             self.signed.insert(spk.key_id, pair);
-            // Ids increase with each rotation: the lowest are the oldest.
-            while self.signed.len() > MAX_SIGNED_PREKEYS {
-                if let Some((old, _)) = self.signed.pop_first() {
-                    store.remove(Tree::PreKeys, &prekey_key(SIGNED, old))?;
-                }
-            }
         }
         for opk in &upload.one_time_prekeys {
             if let Some(pair) = generated.one_time_prekey(opk.key_id) {
@@ -161,6 +209,82 @@ impl PreKeys {
     /// Whether a signed prekey was ever generated.
     pub fn has_signed(&self) -> bool {
         !self.signed.is_empty()
+    }
+
+    /// A signed prekey generated but not confirmed by the relay yet (an
+    /// upload whose reply never came): upload it again rather than a new
+    /// one, so unconfirmed keys never pile up.
+    pub fn pending_signed(&self) -> Option<(u32, KeyPair)> {
+        let (&id, pair) = self.signed.last_key_value()?;
+        (id > self.meta.confirmed_id).then(|| (id, pair.clone()))
+    }
+
+    /// Whether the next upload should carry a new signed prekey: none was
+    /// confirmed yet, or the confirmed one is [`SIGNED_PREKEY_ROTATE_MS`]
+    /// old.
+    pub fn wants_rotation(&self, now_ms: u64) -> bool {
+        self.meta.confirmed_id == 0
+            || now_ms
+                >= self
+                    .meta
+                    .confirmed_at_ms
+                    .saturating_add(SIGNED_PREKEY_ROTATE_MS)
+    }
+
+    /// The relay accepted signed prekey `id` at `now_ms`: every older one
+    /// is retired now (the relay no longer hands it out) and kept for
+    /// [`SIGNED_PREKEY_GRACE_MS`]; then prune what is past its grace.
+    /// Not flushed.
+    pub fn confirm_signed(&mut self, store: &Store, id: u32, now_ms: u64) -> Result<()> {
+        if id <= self.meta.confirmed_id {
+            return self.prune_signed(store, now_ms);
+        }
+        let retired: Vec<u32> = self.meta.retired.iter().map(|r| r.id).collect();
+        for &old in self.signed.keys() {
+            if old < id && !retired.contains(&old) {
+                self.meta.retired.push(Retired {
+                    id: old,
+                    at_ms: now_ms,
+                });
+            }
+        }
+        self.meta.confirmed_id = id;
+        self.meta.confirmed_at_ms = now_ms;
+        self.prune_signed(store, now_ms)
+    }
+
+    /// Delete retired signed prekeys whose grace period is over at
+    /// `now_ms`, and the oldest beyond [`MAX_RETIRED_SIGNED_PREKEYS`]; the
+    /// confirmed one and any newer one are never pruned. Not flushed.
+    pub fn prune_signed(&mut self, store: &Store, now_ms: u64) -> Result<()> {
+        self.meta.retired.sort_by_key(|r| (r.at_ms, r.id));
+        let excess = self
+            .meta
+            .retired
+            .len()
+            .saturating_sub(MAX_RETIRED_SIGNED_PREKEYS);
+        let mut kept = Vec::with_capacity(self.meta.retired.len());
+        for (index, retired) in self.meta.retired.drain(..).enumerate() {
+            let over = now_ms >= retired.at_ms.saturating_add(SIGNED_PREKEY_GRACE_MS);
+            if (over || index < excess) && retired.id < self.meta.confirmed_id {
+                self.signed.remove(&retired.id);
+                store.remove(Tree::PreKeys, &prekey_key(SIGNED, retired.id))?;
+            } else {
+                kept.push(retired);
+            }
+        }
+        self.meta.retired = kept;
+        self.meta.version = SIGNED_META_VERSION;
+        store.put(
+            Tree::PreKeys,
+            &prekey_key(SIGNED_META, 0),
+            &self.meta.encode_to_vec(),
+        )
+    }
+
+    /// The signed prekey ids kept, oldest first.
+    pub fn signed_ids(&self) -> Vec<u32> {
+        self.signed.keys().copied().collect()
     }
 
     /// Delete the one-time prekeys used since the last commit (not flushed).
@@ -196,7 +320,7 @@ mod tests {
     use crate::store::KdfParams;
 
     #[test]
-    fn prekeys_persist_rotate_and_commit_removals() -> Result<()> {
+    fn prekeys_persist_and_commit_removals_and_signed_ones_wait_for_their_grace() -> Result<()> {
         let dir = tempfile::tempdir().map_err(|e| ClientError::io("tempdir", e))?;
         let params = KdfParams {
             m_cost: 64,
@@ -206,6 +330,8 @@ mod tests {
         let store = Store::create(dir.path(), "pw-long-enough", params)?;
         let identity = IdentityKeyPair::generate(&mut rand::rng());
         let mut prekeys = PreKeys::default();
+        let day = 24 * 60 * 60 * 1000;
+        // Six rotations, each confirmed by the relay a day apart.
         for round in 0..6u32 {
             let (generated, upload) = InMemoryPreKeyStore::generate(
                 &identity,
@@ -215,13 +341,37 @@ mod tests {
                 &mut rand::rng(),
             );
             prekeys.add_generated(&store, &generated, &upload)?;
+            assert_eq!(prekeys.pending_signed().map(|(id, _)| id), Some(round + 1));
+            prekeys.confirm_signed(&store, round + 1, u64::from(round) * day)?;
+            assert!(prekeys.pending_signed().is_none());
         }
         let loaded = PreKeys::load(&store)?;
-        assert_eq!(
-            loaded.signed.keys().copied().collect::<Vec<_>>(),
-            vec![3, 4, 5, 6]
-        );
+        // Nothing is past its grace yet: every old signed prekey is kept.
+        assert_eq!(loaded.signed_ids(), vec![1, 2, 3, 4, 5, 6]);
         assert_eq!(loaded.one_time.len(), 18);
+        assert!(!loaded.wants_rotation(5 * day + 1));
+        assert!(loaded.wants_rotation(5 * day + SIGNED_PREKEY_ROTATE_MS));
+
+        // An unconfirmed signed prekey is never pruned, and is what the
+        // next upload carries again.
+        let (generated, upload) =
+            InMemoryPreKeyStore::generate(&identity, 7, 100, 0, &mut rand::rng());
+        prekeys.add_generated(&store, &generated, &upload)?;
+        let far = 100 * SIGNED_PREKEY_GRACE_MS;
+        prekeys.prune_signed(&store, far)?;
+        assert_eq!(prekeys.signed_ids(), vec![6, 7], "past their grace: pruned");
+        assert_eq!(prekeys.pending_signed().map(|(id, _)| id), Some(7));
+
+        // Key 6 is retired when key 7 is confirmed: kept until one
+        // millisecond before the end of its grace, gone at the end.
+        let mut prekeys = PreKeys::load(&store)?;
+        assert_eq!(prekeys.signed_ids(), vec![6, 7]);
+        prekeys.confirm_signed(&store, 7, far)?;
+        assert_eq!(prekeys.signed_ids(), vec![6, 7]);
+        prekeys.prune_signed(&store, far + SIGNED_PREKEY_GRACE_MS - 1)?;
+        assert_eq!(prekeys.signed_ids(), vec![6, 7]);
+        prekeys.prune_signed(&store, far + SIGNED_PREKEY_GRACE_MS)?;
+        assert_eq!(PreKeys::load(&store)?.signed_ids(), vec![7]);
 
         // A removal is staged by the decrypt and lands only on commit.
         prekeys.remove_one_time_prekey(1);

@@ -17,10 +17,14 @@
 //! content, not who the user talks to. Zeroized plaintext buffers are
 //! returned to callers as [`Zeroizing`].
 
+use std::any::Any;
+use std::collections::HashMap;
 use std::fmt;
 use std::fs::{self, File, TryLockError};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use argon2::{Algorithm, Argon2, Params, Version};
 use comptoir_protocol::{RecordKind, StorageKey, open_record, seal_record};
@@ -92,7 +96,7 @@ impl Default for KdfParams {
 }
 
 /// The trees of the database, one per kind of record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Tree {
     /// The account and device keys (one record).
     Account,
@@ -159,7 +163,48 @@ pub struct Store {
     db: sled::Db,
     key: StorageKey,
     dir: PathBuf,
+    /// Group commit: concurrent [`Store::flush`] callers share one fsync.
+    commit: GroupCommit,
+    /// Serialises read-modify-write of one record (see [`Store::updating`]).
+    updates: Mutex<()>,
+    /// Decoded records by their sealed bytes (see [`Store::get_decoded`]).
+    decoded: Mutex<DecodedCache>,
     lock: DirLock,
+}
+
+/// Records decoded from their sealed bytes, kept while the sealed bytes on
+/// disk stay the same. A rewrite seals under a fresh nonce, so the sealed
+/// bytes change with every write and a stale entry is never returned. The
+/// keys (sealed bytes) are ciphertext; the decoded values stay in memory
+/// only as long as the client would hold them anyway.
+#[derive(Default)]
+struct DecodedCache {
+    entries: HashMap<(Tree, Vec<u8>), Decoded>,
+}
+
+/// A record's sealed bytes and what they decoded to.
+type Decoded = (sled::IVec, Arc<dyn Any + Send + Sync>);
+
+/// Entries kept at most; the cache is emptied when full (it only saves
+/// decoding work).
+const DECODED_CACHE_ENTRIES: usize = 4096;
+
+/// Group commit for [`Store::flush`]. A caller takes a ticket after its
+/// writes, then waits for its turn; a sync that *started* after its ticket
+/// was taken covers its writes (sled's flush makes durable everything
+/// written before it begins), so a caller whose ticket is already covered
+/// returns at once. Under load, one fsync serves every caller that queued
+/// while the previous one ran; a lone caller syncs at once. Durability is
+/// unchanged: `flush` still returns only once the caller's writes are
+/// synced.
+#[derive(Default)]
+struct GroupCommit {
+    /// One sync at a time.
+    turn: tokio::sync::Mutex<()>,
+    /// Tickets handed out so far.
+    taken: AtomicU64,
+    /// Every ticket up to this one is durable.
+    synced: AtomicU64,
 }
 
 impl fmt::Debug for Store {
@@ -168,6 +213,9 @@ impl fmt::Debug for Store {
             db: _,
             key: _,
             dir,
+            commit: _,
+            updates: _,
+            decoded: _,
             lock: _,
         } = self;
         f.debug_struct("Store")
@@ -218,6 +266,9 @@ impl Store {
             db,
             key,
             dir: dir.to_path_buf(),
+            commit: GroupCommit::default(),
+            updates: Mutex::new(()),
+            decoded: Mutex::new(DecodedCache::default()),
             lock,
         })
     }
@@ -250,6 +301,9 @@ impl Store {
             db,
             key,
             dir: dir.to_path_buf(),
+            commit: GroupCommit::default(),
+            updates: Mutex::new(()),
+            decoded: Mutex::new(DecodedCache::default()),
             lock,
         })
     }
@@ -263,6 +317,9 @@ impl Store {
             db,
             key: _,
             dir: _,
+            commit: _,
+            updates: _,
+            decoded: _,
             mut lock,
         } = self;
         // Flushes what is left and stops sled's flusher thread.
@@ -292,6 +349,40 @@ impl Store {
         }
     }
 
+    /// Read a record and decode it with `decode`, or return the value
+    /// decoded last time if its sealed bytes did not change since. For
+    /// records read on every send whose decoding is costly (session
+    /// records and peer records decode and check public keys).
+    pub fn get_decoded<T: Clone + Send + Sync + 'static>(
+        &self,
+        tree: Tree,
+        key: &[u8],
+        decode: impl FnOnce(&[u8]) -> Result<T>,
+    ) -> Result<Option<T>> {
+        let Some(sealed) = self.tree(tree)?.get(key)? else {
+            return Ok(None);
+        };
+        let cache_key = (tree, key.to_vec());
+        {
+            let cache = self.decoded.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((seen, value)) = cache.entries.get(&cache_key)
+                && *seen == sealed
+                && let Some(value) = value.downcast_ref::<T>()
+            {
+                return Ok(Some(value.clone()));
+            }
+        }
+        let value = decode(&self.unseal(tree, key, &sealed)?)?;
+        let mut cache = self.decoded.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.entries.len() >= DECODED_CACHE_ENTRIES {
+            cache.entries.clear();
+        }
+        cache
+            .entries
+            .insert(cache_key, (sealed, Arc::new(value.clone())));
+        Ok(Some(value))
+    }
+
     /// Whether a record exists (without opening it).
     pub fn contains(&self, tree: Tree, key: &[u8]) -> Result<bool> {
         Ok(self.tree(tree)?.contains_key(key)?)
@@ -305,6 +396,25 @@ impl Store {
             n += 1;
         }
         Ok(n)
+    }
+
+    /// The key and stored (sealed) size of every record whose key starts
+    /// with `prefix`, in key order; nothing is opened.
+    pub fn sizes(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<(Vec<u8>, usize)>> {
+        let mut out = Vec::new();
+        for item in self.tree(tree)?.scan_prefix(prefix) {
+            let (key, sealed) = item?;
+            out.push((key.to_vec(), sealed.len()));
+        }
+        Ok(out)
+    }
+
+    /// The key and stored (sealed) size of the first record in key order.
+    pub fn first_size(&self, tree: Tree) -> Result<Option<(Vec<u8>, usize)>> {
+        Ok(self
+            .tree(tree)?
+            .first()?
+            .map(|(key, sealed)| (key.to_vec(), sealed.len())))
     }
 
     /// Delete a record.
@@ -330,10 +440,29 @@ impl Store {
         Ok(self.db.generate_id()?)
     }
 
-    /// Make every write so far durable (fsync).
+    /// Make every write so far durable (fsync). Concurrent callers share
+    /// syncs (group commit): each returns once a sync that began after its
+    /// call has completed.
     pub async fn flush(&self) -> Result<()> {
+        let commit = &self.commit;
+        let ticket = commit.taken.fetch_add(1, Ordering::SeqCst) + 1;
+        let _turn = commit.turn.lock().await;
+        if commit.synced.load(Ordering::SeqCst) >= ticket {
+            return Ok(());
+        }
+        // Every ticket taken so far belongs to writes made before now.
+        let covers = commit.taken.load(Ordering::SeqCst);
         self.db.flush_async().await?;
+        commit.synced.fetch_max(covers, Ordering::SeqCst);
         Ok(())
+    }
+
+    /// Hold this while reading, changing and writing back one record that
+    /// another task may change too (message statuses, peer records); the
+    /// critical section is synchronous and short.
+    pub fn updating(&self) -> MutexGuard<'_, ()> {
+        // The guarded data is `()`: a panic elsewhere leaves nothing torn.
+        self.updates.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// [`Self::flush`] for synchronous callers.

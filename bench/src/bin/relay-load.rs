@@ -13,6 +13,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use comptoir_bench::client_mux::{self, ClientMuxOptions};
 use comptoir_bench::load::{self, LoadAccount, LoadOptions, LoadReport};
 use comptoir_bench::mux::{self, MuxOptions};
 use tokio::net::TcpListener;
@@ -97,6 +98,25 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// Encrypted sends per second through ONE `Client` (its `Sender`
+    /// handles), from 1 task and from many tasks at once.
+    ClientMux {
+        /// Task counts to compare, e.g. 1,16 (the first is the baseline).
+        #[arg(long, value_delimiter = ',', default_values_t = [1, 16])]
+        tasks: Vec<usize>,
+        /// Messages per run, split between the tasks.
+        #[arg(long, default_value_t = 800)]
+        messages: usize,
+        /// Text bytes per message.
+        #[arg(long, default_value_t = 1000)]
+        size: usize,
+        /// Recipient accounts (task i writes to recipient i mod peers).
+        #[arg(long, default_value_t = 4)]
+        peers: usize,
+        /// Rounds (each runs every task count on a fresh relay).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// One device sends to one online device, each send awaited until
     /// accepted (a fresh relay child).
     Single {
@@ -174,6 +194,13 @@ fn main() -> ExitCode {
                 size,
                 rounds,
             } => mux(&tasks, messages, size, rounds).await,
+            Cmd::ClientMux {
+                tasks,
+                messages,
+                size,
+                peers,
+                rounds,
+            } => client_mux(&tasks, messages, size, peers, rounds).await,
             Cmd::Single { messages, size } => {
                 let server = start_relay_with(old_relay)?;
                 let r = load::run_single(server.addr, messages, size, Duration::from_secs(600))
@@ -412,6 +439,63 @@ async fn mux(tasks: &[usize], messages: usize, size: usize, rounds: usize) -> Re
             "best {count:>3} tasks: {per_sec:>9.0} sends/s = {:.2}x {} task(s)",
             per_sec / baseline.max(f64::EPSILON),
             tasks.first().copied().unwrap_or(1)
+        );
+    }
+    Ok(())
+}
+
+/// `relay-load client-mux`: see [`comptoir_bench::client_mux`].
+async fn client_mux(
+    tasks: &[usize],
+    messages: usize,
+    size: usize,
+    peers: usize,
+    rounds: usize,
+) -> Res {
+    println!(
+        "one Client, {messages} encrypted sends of {size} B text per run to {peers} peers, \
+         tasks {tasks:?}, {rounds} rounds (relay as a child process on loopback)"
+    );
+    let mut runs: Vec<Vec<f64>> = vec![Vec::new(); tasks.len()];
+    for round in 1..=rounds.max(1) {
+        for (slot, &count) in tasks.iter().enumerate() {
+            // A fresh relay and fresh accounts per run: same starting state.
+            let server = start_relay()?;
+            let options = ClientMuxOptions {
+                tasks: count,
+                messages,
+                size,
+                peers,
+                timeout: Duration::from_secs(60),
+            };
+            let report = client_mux::run(server.addr, options).await?;
+            println!(
+                "round {round}: {:>3} tasks  {:>6} sends  {:>8.1} ms  {:>9.0} sends/s",
+                report.tasks,
+                report.sends,
+                report.elapsed.as_secs_f64() * 1e3,
+                report.per_sec
+            );
+            if let Some(slot) = runs.get_mut(slot) {
+                slot.push(report.per_sec);
+            }
+            drop(server);
+        }
+    }
+    let summary = |values: &[f64]| {
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);
+        let best = sorted.last().copied().unwrap_or(0.0);
+        (median, best)
+    };
+    let (base_median, base_best) = runs.first().map_or((0.0, 0.0), |r| summary(r));
+    for (&count, values) in tasks.iter().zip(&runs) {
+        let (median, best) = summary(values);
+        println!(
+            "{count:>3} tasks: median {median:>7.0} sends/s ({:.2}x), best {best:>7.0} sends/s ({:.2}x)",
+            median / base_median.max(f64::EPSILON),
+            best / base_best.max(f64::EPSILON),
         );
     }
     Ok(())

@@ -4,6 +4,7 @@
 use comptoir_protocol::AccountId;
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
+use comptoir_client::Event;
 use comptoir_client::messages::StoredMessage;
 
 /// One conversation in the list.
@@ -30,6 +31,25 @@ pub enum Mode {
     List,
     /// Reading and writing in the selected conversation.
     Chat,
+    /// Comparing a contact's old and new safety numbers before accepting
+    /// its new identity (see [`IdentityReview`]).
+    ConfirmIdentity,
+}
+
+/// A changed identity under review: accepted only once the user typed the
+/// contact's name, as `comptoir trust NAME --confirm NAME` asks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentityReview {
+    /// The contact.
+    pub peer: AccountId,
+    /// Its name, which the user must type to accept.
+    pub name: String,
+    /// The safety number with the pinned (old) identity.
+    pub old: String,
+    /// The safety number with the new identity.
+    pub new: String,
+    /// What the user typed so far.
+    pub typed: String,
 }
 
 /// What the client should do after a key press.
@@ -50,7 +70,12 @@ pub enum Action {
     Block(AccountId),
     /// Lift the block.
     Unblock(AccountId),
-    /// Accept the account's new identity.
+    /// Show the old and new safety numbers of the account's changed
+    /// identity (the client looks them up, then calls
+    /// [`App::begin_review`]).
+    ReviewIdentity(AccountId),
+    /// Accept the account's new identity (only after the user typed its
+    /// name in the review).
     AcceptIdentity(AccountId),
     /// Leave the UI.
     Quit,
@@ -67,8 +92,11 @@ pub struct App {
     pub mode: Mode,
     /// The message being typed.
     pub input: String,
-    /// A one-line status (last event or error).
+    /// A one-line status (last event or error); a warning starts with ⚠
+    /// and is drawn in red.
     pub status: String,
+    /// The identity change being reviewed, in [`Mode::ConfirmIdentity`].
+    pub review: Option<IdentityReview>,
 }
 
 impl App {
@@ -80,7 +108,29 @@ impl App {
             mode: Mode::List,
             input: String::new(),
             status: String::new(),
+            review: None,
         }
+    }
+
+    /// Start reviewing `peer`'s changed identity with both safety numbers
+    /// (as displayed): the next keys type the contact's name.
+    pub fn begin_review(&mut self, peer: AccountId, old: String, new: String) {
+        let name = self
+            .conversations
+            .iter()
+            .find(|c| c.peer == peer)
+            .map_or_else(|| peer.to_string(), |c| c.name.clone());
+        self.status = format!(
+            "⚠ compare the new safety number with {name} in person or by a call before accepting"
+        );
+        self.review = Some(IdentityReview {
+            peer,
+            name,
+            old,
+            new,
+            typed: String::new(),
+        });
+        self.mode = Mode::ConfirmIdentity;
     }
 
     /// The selected conversation.
@@ -117,6 +167,44 @@ impl App {
         match self.mode {
             Mode::List => self.list_key(key.code),
             Mode::Chat => self.chat_key(key.code, ctrl),
+            Mode::ConfirmIdentity => self.review_key(key.code, ctrl),
+        }
+    }
+
+    fn review_key(&mut self, code: KeyCode, ctrl: bool) -> Action {
+        let Some(review) = self.review.as_mut() else {
+            self.mode = Mode::List;
+            return Action::None;
+        };
+        match code {
+            KeyCode::Esc => {
+                self.review = None;
+                self.mode = Mode::List;
+                self.status = "identity change not accepted".into();
+                Action::None
+            }
+            KeyCode::Enter if review.typed == review.name => {
+                let peer = review.peer;
+                self.review = None;
+                self.mode = Mode::List;
+                Action::AcceptIdentity(peer)
+            }
+            KeyCode::Enter => {
+                self.status = format!(
+                    "⚠ not accepted: type {} exactly to accept, or Esc to cancel",
+                    review.name
+                );
+                Action::None
+            }
+            KeyCode::Backspace => {
+                review.typed.pop();
+                Action::None
+            }
+            KeyCode::Char(c) if !ctrl => {
+                review.typed.push(c);
+                Action::None
+            }
+            _ => Action::None,
         }
     }
 
@@ -188,8 +276,30 @@ impl App {
 
     fn accept_identity(&mut self) -> Action {
         match self.current() {
-            Some(c) if c.identity_changed => Action::AcceptIdentity(c.peer),
+            Some(c) if c.identity_changed => Action::ReviewIdentity(c.peer),
             _ => Action::None,
         }
     }
+}
+
+/// The status line for an event, if it changes it; `name` gives a
+/// contact's display name. A refused message is a warning only: it never
+/// enters the conversation.
+pub fn event_status(event: &Event, name: &dyn Fn(&AccountId) -> String) -> Option<String> {
+    Some(match event {
+        Event::Message { from, .. } => format!("new message from {}", name(from)),
+        Event::IdentityChanged { account } => {
+            format!("⚠ the identity of {} changed", name(account))
+        }
+        Event::Undecryptable { from, reason, .. } => format!(
+            "⚠ a message from {} could not be decrypted: {reason}",
+            name(from)
+        ),
+        Event::Refused { from, reason, .. } => format!(
+            "⚠ refused a message from {}: {reason} (not shown; kept as evidence)",
+            name(from)
+        ),
+        Event::Warning(text) => format!("⚠ {text}"),
+        _ => return None,
+    })
 }

@@ -117,20 +117,9 @@ fn note(app: &mut App, client: &Client, event: &Event) {
         Ok(Some(name)) => name,
         _ => account.to_string(),
     };
-    app.status = match event {
-        Event::Message { from, .. } => format!("new message from {}", name(from)),
-        Event::IdentityChanged { account } => {
-            format!("⚠ the identity of {} changed", name(account))
-        }
-        Event::Undecryptable { from, reason, .. } => {
-            format!(
-                "a message from {} could not be decrypted: {reason}",
-                name(from)
-            )
-        }
-        Event::Warning(text) => text.clone(),
-        _ => return,
-    };
+    if let Some(status) = app::event_status(event, &name) {
+        app.status = status;
+    }
 }
 
 /// Run an action against the client, reporting the outcome in the status
@@ -148,6 +137,16 @@ pub async fn perform(client: &mut Client, app: &mut App, action: Action) -> Resu
             app.set_blocked(peer, false);
             Some("unblocked".to_string())
         }),
+        Action::ReviewIdentity(peer) => match client.pending_safety_numbers(&peer) {
+            Ok(Some((old, new))) => {
+                app.begin_review(peer, old.display(), new.display());
+                return Ok(());
+            }
+            Ok(None) => Ok(Some(
+                "nothing to accept: the identity did not change".into(),
+            )),
+            Err(e) => Err(e),
+        },
         Action::AcceptIdentity(peer) => client
             .accept_identity_change(&peer)
             .map(|_| Some("new identity accepted".to_string())),

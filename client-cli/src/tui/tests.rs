@@ -5,9 +5,11 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 
-use super::app::{Action, App, Conversation, Mode};
+use super::app::{Action, App, Conversation, Mode, event_status};
 use super::view;
+use comptoir_client::Event;
 use comptoir_client::messages::{MessageId, Status, StoredMessage};
+use comptoir_protocol::{Label, LabelError};
 
 fn message(peer: AccountId, outgoing: bool, body: &str, status: Status, at: u64) -> StoredMessage {
     StoredMessage {
@@ -157,7 +159,7 @@ fn block_is_one_key_and_a_changed_identity_holds_sending() {
     assert_eq!(app.input, "secret", "kept for after the check");
     assert!(app.status.contains("identity changed"));
     assert_eq!(ctrl(&mut app, 'b'), Action::Block(bob));
-    assert_eq!(ctrl(&mut app, 't'), Action::AcceptIdentity(bob));
+    assert_eq!(ctrl(&mut app, 't'), Action::ReviewIdentity(bob));
     assert_eq!(
         press(&mut app, KeyCode::Char('q')),
         Action::None,
@@ -175,4 +177,91 @@ fn new_conversations_keep_the_selection() {
     reordered.reverse();
     app.set_conversations(reordered);
     assert_eq!(app.current().map(|c| c.peer), Some(bob));
+}
+
+#[test]
+fn trusting_a_new_identity_shows_both_numbers_and_needs_the_name_typed() {
+    let mut app = sample();
+    let bob = app.conversations[1].peer;
+    press(&mut app, KeyCode::Down);
+    // One key no longer accepts: it asks the client for the numbers.
+    assert_eq!(
+        press(&mut app, KeyCode::Char('t')),
+        Action::ReviewIdentity(bob)
+    );
+    assert_eq!(app.mode, Mode::List);
+    let (old, new) = (
+        "11111 22222 33333".to_string(),
+        "44444 55555 66666".to_string(),
+    );
+    app.begin_review(bob, old, new);
+    assert_eq!(app.mode, Mode::ConfirmIdentity);
+    let screen = render(&app);
+    assert!(
+        screen.contains("old safety number: 11111 22222 33333"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("new safety number: 44444 55555 66666"),
+        "{screen}"
+    );
+    assert!(screen.contains("type bob below"), "{screen}");
+    assert!(screen.contains("Enter accept · Esc cancel"), "{screen}");
+
+    // Enter alone, or the wrong name, accepts nothing.
+    assert_eq!(press(&mut app, KeyCode::Enter), Action::None);
+    assert!(app.status.contains("type bob exactly"), "{}", app.status);
+    for c in "bo".chars() {
+        assert_eq!(press(&mut app, KeyCode::Char(c)), Action::None);
+    }
+    assert_eq!(press(&mut app, KeyCode::Enter), Action::None);
+    assert_eq!(app.mode, Mode::ConfirmIdentity);
+    // Keys that act elsewhere only type here.
+    assert_eq!(press(&mut app, KeyCode::Char('q')), Action::None);
+    press(&mut app, KeyCode::Backspace);
+    assert_eq!(press(&mut app, KeyCode::Char('b')), Action::None);
+    assert!(render(&app).contains("> bob"));
+    assert_eq!(press(&mut app, KeyCode::Enter), Action::AcceptIdentity(bob));
+    assert_eq!(app.mode, Mode::List);
+    assert!(app.review.is_none());
+
+    // Esc leaves the review with nothing accepted.
+    app.begin_review(bob, "1".into(), "2".into());
+    for c in "bob".chars() {
+        press(&mut app, KeyCode::Char(c));
+    }
+    assert_eq!(press(&mut app, KeyCode::Esc), Action::None);
+    assert_eq!(app.mode, Mode::List);
+    assert!(app.status.contains("not accepted"));
+}
+
+#[test]
+fn a_refused_message_is_a_warning_line_never_a_message() {
+    let mut app = sample();
+    let alice = app.conversations[0].peer;
+    let before = app.conversations[0].messages.len();
+    let refused = Event::Refused {
+        from: alice,
+        id: MessageId([9; 16]),
+        reason: LabelError::LabelMismatch {
+            label: Label::Category,
+        },
+    };
+    let name = |_: &AccountId| "alice".to_string();
+    let status = event_status(&refused, &name).expect("a refusal is shown");
+    assert!(status.starts_with('⚠'), "{status}");
+    assert!(status.contains("refused a message from alice"), "{status}");
+    assert!(status.contains("label mismatch"), "{status}");
+    app.status = status;
+    let screen = render(&app);
+    assert!(
+        screen.contains("⚠ refused a message from alice"),
+        "{screen}"
+    );
+    assert_eq!(app.conversations[0].messages.len(), before);
+    assert_eq!(
+        screen.matches("label mismatch").count(),
+        1,
+        "on the status line only, not in the chat: {screen}"
+    );
 }

@@ -21,6 +21,7 @@ pub fn help(mode: Mode) -> &'static str {
         Mode::Chat => {
             "Enter send · Esc back · Ctrl-B block · Ctrl-T trust new identity · Ctrl-C quit"
         }
+        Mode::ConfirmIdentity => "type the contact's name · Enter accept · Esc cancel",
     }
 }
 
@@ -82,8 +83,29 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
     let [history_area, input_area] =
         Layout::vertical([Constraint::Fill(1), Constraint::Length(3)]).areas(chat_area);
     let mut lines = Vec::new();
-    let title = match app.current() {
-        Some(c) => {
+    let title = match (app.review.as_ref(), app.current()) {
+        (Some(review), _) => {
+            let warn = Style::default().fg(Color::Red).add_modifier(Modifier::BOLD);
+            lines.push(Line::from(Span::styled(
+                format!("⚠ The identity of {} changed.", review.name),
+                warn,
+            )));
+            lines.push(Line::from(format!("old safety number: {}", review.old)));
+            lines.push(Line::from(format!("new safety number: {}", review.new)));
+            lines.push(Line::from(format!(
+                "An honest relay never changes an identity. Compare the new number with {} in person or by a call.",
+                review.name
+            )));
+            lines.push(Line::from(Span::styled(
+                format!(
+                    "To accept, type {} below and press Enter; Esc cancels.",
+                    review.name
+                ),
+                warn,
+            )));
+            format!("Identity change: {}", review.name)
+        }
+        (None, Some(c)) => {
             if c.identity_changed {
                 lines.push(Line::from(Span::styled(
                     format!(
@@ -117,7 +139,7 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
             }
             c.name.clone()
         }
-        None => {
+        (None, None) => {
             lines.push(Line::from(
                 "No conversations yet: add a contact with `comptoir contacts add`.",
             ));
@@ -131,16 +153,28 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
         .wrap(Wrap { trim: false });
     frame.render_widget(history, history_area);
 
-    let input_style = if app.mode == Mode::Chat {
+    let input_style = if app.mode == Mode::Chat || app.mode == Mode::ConfirmIdentity {
         Style::default().fg(Color::Yellow)
     } else {
         Style::default().fg(Color::DarkGray)
     };
-    let input = Paragraph::new(format!("> {}", app.input))
+    let (typed, input_title) = match &app.review {
+        Some(review) => (review.typed.as_str(), "Type the contact's name to accept"),
+        None => (app.input.as_str(), "Message"),
+    };
+    let input = Paragraph::new(format!("> {typed}"))
         .style(input_style)
-        .block(Block::default().borders(Borders::ALL).title("Message"));
+        .block(Block::default().borders(Borders::ALL).title(input_title));
     frame.render_widget(input, input_area);
-    frame.render_widget(Paragraph::new(app.status.as_str()), status);
+    let status_style = if app.status.starts_with('⚠') {
+        Style::default().fg(Color::Red).add_modifier(Modifier::BOLD)
+    } else {
+        Style::default()
+    };
+    frame.render_widget(
+        Paragraph::new(app.status.as_str()).style(status_style),
+        status,
+    );
     frame.render_widget(
         Paragraph::new(help(app.mode)).style(Style::default().fg(Color::DarkGray)),
         help_area,

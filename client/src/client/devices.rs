@@ -1,15 +1,13 @@
 //! This account's own devices: linking a new one, removing one, and
 //! copying sent messages to the others.
 
-use comptoir_protocol::proto::content::{Content, ReadReceipt, SentTranscript, Text, content};
-use comptoir_protocol::proto::wire::{Category, PublishDeviceList, client_frame, server_frame};
+use comptoir_protocol::proto::wire::{PublishDeviceList, client_frame, server_frame};
 use comptoir_protocol::{AccountId, AccountKey, DeviceList, IdentityKey};
 
 use crate::error::{ClientError, Result};
-use crate::messages::{MessageId, StoredMessage};
-use crate::peers::{self, Observed};
+use crate::peers;
 
-use super::{Client, now_ms, unexpected};
+use super::{Client, unexpected};
 
 const LINK_CODE_PREFIX: &str = "comptoir-link:";
 
@@ -35,7 +33,7 @@ fn parse_link_code(code: &str) -> Result<IdentityKey> {
 fn parse_approval(approval: &str) -> Result<(AccountId, u32, AccountKey)> {
     let bad = || {
         ClientError::BadLinkCode(
-            "expected comptoir-approve:<account id>:<device id>:<account key> from `comptoir devices add`"
+            "expected comptoir-approve:<account id>:<device id>:<account key>, as the first device gave it"
                 .into(),
         )
     };
@@ -61,101 +59,9 @@ fn parse_approval(approval: &str) -> Result<(AccountId, u32, AccountKey)> {
 }
 
 impl Client {
-    pub(super) fn is_self(&self, peer: AccountId, device: u32) -> bool {
-        peer == self.account.id() && device == self.account.device_id()
-    }
-
-    /// The devices a message to `peer` is encrypted for: all of its
-    /// devices, except this one when writing to this account's others.
-    pub(super) fn target_devices(&self, peer: AccountId, list: &DeviceList) -> Vec<u32> {
-        list.device_ids()
-            .into_iter()
-            .filter(|d| !self.is_self(peer, *d))
-            .collect()
-    }
-
     /// This account's device list as last verified.
     pub fn own_devices(&self) -> Result<DeviceList> {
-        match peers::load(&self.store, &self.account.id())? {
-            Some(peer) => Ok(peer.devices),
-            None => Ok(DeviceList::verify(
-                &self.account.signed_device_list()?,
-                None,
-            )?),
-        }
-    }
-
-    /// Copy a sent message to this account's other devices (best effort:
-    /// a copy that cannot go now is reported, not retried).
-    pub(super) async fn sync_sent(&mut self, sent: &StoredMessage) -> Result<()> {
-        let text = content::Body::Text(Text {
-            body: sent.body.clone(),
-        });
-        self.sync_to_own(sent.peer, sent.id, sent.sent_at_ms, text)
-            .await
-    }
-
-    /// Tell this account's other devices that this one read `ids` from
-    /// `peer`, so they stop counting them as unread.
-    pub(super) async fn sync_read(&mut self, peer: AccountId, ids: &[MessageId]) -> Result<()> {
-        let now = now_ms();
-        let receipt = content::Body::ReadReceipt(ReadReceipt {
-            message_ids: ids.iter().map(|id| id.0.to_vec()).collect(),
-            read_at_ms: now,
-        });
-        self.sync_to_own(peer, MessageId::generate(), now, receipt)
-            .await
-    }
-
-    /// Send `body`, about the conversation with `peer`, to this account's
-    /// other devices inside a [`SentTranscript`].
-    async fn sync_to_own(
-        &mut self,
-        peer: AccountId,
-        id: MessageId,
-        at_ms: u64,
-        body: content::Body,
-    ) -> Result<()> {
-        let own = self.account.id();
-        for _attempt in 0..2 {
-            if self.target_devices(own, &self.own_devices()?).is_empty() {
-                return Ok(());
-            }
-            let content = Content {
-                message_id: id.0.to_vec(),
-                sent_at_ms: at_ms,
-                body: Some(content::Body::SentTranscript(Box::new(SentTranscript {
-                    peer_account: peer.to_vec(),
-                    content: Some(Box::new(Content {
-                        message_id: id.0.to_vec(),
-                        sent_at_ms: at_ms,
-                        body: Some(body.clone()),
-                        labels: None,
-                        padding: Vec::new(),
-                    })),
-                }))),
-                labels: None,
-                padding: Vec::new(),
-            };
-            let send = self
-                .encrypt_for(own, id, content, Category::Control, at_ms)
-                .await?;
-            self.store.flush().await?;
-            match self
-                .request(client_frame::Body::Send(send), "the copy to other devices")
-                .await
-            {
-                Ok(server_frame::Body::Accepted(_)) => return Ok(()),
-                Ok(other) => return Err(unexpected("Accepted", &other)),
-                Err(ClientError::DeviceListMismatch { current }) => {
-                    if self.observe(own, &current)? == Observed::IdentityChanged {
-                        return Err(ClientError::IdentityChanged { account: own });
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
+        self.live().own_devices()
     }
 
     /// The code a new device shows so an existing device can add it.
@@ -254,6 +160,7 @@ impl Client {
         let (account, device_id, account_key) = parse_approval(approval)?;
         let unlinked_id = self.account.id();
         self.account.set_linked(account, device_id);
+        self.refresh_me();
         let checked = match self.connect(url).await {
             Ok(_) => {
                 let own = self.own_devices()?;
@@ -277,6 +184,7 @@ impl Client {
             self.disconnect().await;
             peers::forget(&self.store, &account)?;
             self.account.set_unlinked(unlinked_id);
+            self.refresh_me();
             self.account.save(&self.store)?;
             self.store.flush().await?;
             return Err(e);

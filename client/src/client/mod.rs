@@ -23,6 +23,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use comptoir_protocol::proto::wire::{self, ErrorCode, ServerFrame, server_frame};
@@ -32,7 +33,6 @@ use crate::account::Account;
 use crate::connection::Connection;
 use crate::contacts::{self, Contact};
 use crate::error::{ClientError, Result};
-use crate::event::Event;
 use crate::messages::{self, MessageId, StoredMessage};
 use crate::peers;
 use crate::session_store::{self, PreKeys};
@@ -47,6 +47,12 @@ mod rekey;
 mod rekey_guard;
 mod relay;
 mod send;
+mod sender;
+mod shared;
+
+pub use sender::Sender;
+use sender::{Me, RequesterSlot};
+use shared::{EventQueue, PeerLocks};
 
 pub use rekey_guard::{
     GUARD_WINDOW_MS, REKEYS_PER_DEVICE, REKEYS_TOTAL, REMEMBERED_IDS, RESENDS_PER_DEVICE,
@@ -109,12 +115,21 @@ pub(crate) fn relay_error(error: wire::Error) -> ClientError {
 
 /// One account on this device.
 pub struct Client {
-    store: Store,
+    /// Shared with [`Sender`] handles only while they send (they hold a
+    /// weak reference), so closing the client closes the store.
+    store: Arc<Store>,
     account: Account,
     prekeys: PreKeys,
     conn: Option<Connection>,
     pushes: VecDeque<ServerFrame>,
-    events: VecDeque<Event>,
+    /// Filled by this client and by its [`Sender`] handles.
+    events: EventQueue,
+    /// One lock per peer over its session records (see [`PeerLocks`]).
+    locks: PeerLocks,
+    /// This device as sending needs it, shared with the handles.
+    me: Arc<Me>,
+    /// The authenticated connection's requester, for the handles.
+    requester: RequesterSlot,
     /// Messages a peer's device asked to get again over a fresh session.
     resends: VecDeque<(AccountId, u32, MessageId)>,
     /// This account's kind, as the relay recorded it at registration (told
@@ -136,6 +151,9 @@ impl fmt::Debug for Client {
             resends,
             kind,
             tls,
+            locks: _,
+            me: _,
+            requester: _,
         } = self;
         f.debug_struct("Client")
             .field("store", store)
@@ -219,17 +237,59 @@ impl Client {
     }
 
     fn with(store: Store, account: Account, prekeys: PreKeys) -> Self {
+        let kind = wire::AccountKind::Unspecified;
+        let me = Arc::new(Self::me_of(&account, kind));
         Self {
-            store,
+            store: Arc::new(store),
             account,
             prekeys,
             conn: None,
             pushes: VecDeque::new(),
-            events: VecDeque::new(),
+            events: EventQueue::default(),
             resends: VecDeque::new(),
-            kind: wire::AccountKind::Unspecified,
+            kind,
             tls: TlsOptions::default(),
+            locks: PeerLocks::default(),
+            me,
+            requester: Arc::new(Mutex::new(None)),
         }
+    }
+
+    fn me_of(account: &Account, kind: wire::AccountKind) -> Me {
+        Me {
+            account: account.id(),
+            device: account.device_id(),
+            identity: comptoir_protocol::IdentityKeyPair::from_seed(&account.identity().seed()),
+            kind,
+            own_list: account
+                .signed_device_list()
+                .ok()
+                .and_then(|list| comptoir_protocol::DeviceList::verify(&list, None).ok()),
+        }
+    }
+
+    /// Rebuild what the sender handles know of this device (after linking
+    /// or authenticating).
+    fn refresh_me(&mut self) {
+        self.me = Arc::new(Self::me_of(&self.account, self.kind));
+    }
+
+    /// Take the connection away from the sender handles (they queue in the
+    /// outbox until the next connect).
+    fn share_requester_none(&self) {
+        *self
+            .requester
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// Give the sender handles this connection (or none).
+    fn share_requester(&self) {
+        *self
+            .requester
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) =
+            self.conn.as_ref().map(Connection::requester);
     }
 
     /// How to reach relays (CA certificates for `wss://`, `--insecure`);
@@ -282,6 +342,13 @@ impl Client {
     /// How many envelopes are in quarantine.
     pub fn quarantine_len(&self) -> Result<usize> {
         crate::quarantine::count(&self.store)
+    }
+
+    /// How many envelopes were dropped from the quarantine (oldest first)
+    /// to keep it within [`crate::quarantine::MAX_QUARANTINED`] envelopes
+    /// and [`crate::quarantine::MAX_QUARANTINE_BYTES`].
+    pub fn quarantine_dropped(&self) -> Result<u64> {
+        crate::quarantine::dropped(&self.store)
     }
 
     /// Messages written but not yet accepted by the relay.
@@ -399,10 +466,26 @@ impl Client {
     /// Close the connection, flush the store and close it. Returns once
     /// nothing holds the store's files any more, so [`Self::open`] on the
     /// same directory right after succeeds.
+    /// [`Sender`] handles still sending at that moment fail (the
+    /// connection is gone) and let go of the store; handles kept after that
+    /// fail with [`ClientError::Closed`].
     pub async fn close(mut self) -> Result<()> {
         self.disconnect().await;
         self.store.flush().await?;
-        self.store.close()
+        let mut store = self.store;
+        let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            match Arc::try_unwrap(store) {
+                Ok(store) => return store.close(),
+                // A handle's send is still finishing (its request already
+                // failed with the connection): it lets go in a moment.
+                Err(shared) if tokio::time::Instant::now() < deadline => {
+                    store = shared;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err(_) => return Err(ClientError::InUse),
+            }
+        }
     }
 }
 
@@ -430,6 +513,7 @@ mod tests {
     use comptoir_protocol::{AccountKeyPair, DeviceList, IdentityKeyPair};
 
     use super::*;
+    use crate::event::Event;
     use crate::peers::Observed;
 
     #[tokio::test]

@@ -113,6 +113,9 @@ impl Client {
                 return self.quarantine_and_ack(&envelope, &reason).await;
             }
         };
+        // Held from loading the session to writing it back: a sender task
+        // must not encrypt from the state this decrypt replaces.
+        let peer_lock = self.locks.lock(from).await;
         let mut record = load_session(&self.store, &from, device)?;
         let decrypted = match record.decrypt(
             self.account.identity(),
@@ -122,8 +125,12 @@ impl Client {
         ) {
             Ok(decrypted) => decrypted,
             // A copy already decrypted: never a reason to re-key.
-            Err(ProtocolError::DuplicateMessage { .. }) => return self.ack(&envelope).await,
+            Err(ProtocolError::DuplicateMessage { .. }) => {
+                drop(peer_lock);
+                return self.ack(&envelope).await;
+            }
             Err(e) => {
+                drop(peer_lock);
                 let reason = e.to_string();
                 self.events.push_back(Event::Undecryptable {
                     from,
@@ -181,6 +188,7 @@ impl Client {
         };
         save_session(&self.store, &from, device, &record)?;
         self.prekeys.commit(&self.store)?;
+        drop(peer_lock);
         self.store.flush().await?;
         self.ack(&envelope).await?;
         self.events.extend(event);
@@ -336,11 +344,6 @@ impl Client {
         peer: AccountId,
         list: &wire::SignedDeviceList,
     ) -> Result<Observed> {
-        let observed = peers::observe(&self.store, &peer, list)?;
-        if observed == Observed::IdentityChanged {
-            self.events
-                .push_back(Event::IdentityChanged { account: peer });
-        }
-        Ok(observed)
+        self.live().observe(peer, list)
     }
 }

@@ -37,7 +37,8 @@ impl Client {
         guard.save(&self.store)?;
         self.store.flush().await?;
         // Only this device's bundle: the others keep their one-time keys.
-        let (bundles, state) = self.fetch_bundles(peer, &[device]).await?;
+        let live = self.live();
+        let (bundles, state) = live.fetch_bundles(peer, &[device]).await?;
         let expected = state
             .devices
             .device(device)
@@ -49,9 +50,12 @@ impl Client {
                 ClientError::UnexpectedFrame(format!("no bundle for device {device}"))
             })?;
         let verified = VerifiedBundle::verify(bundle, Some(expected))?;
-        let mut record = load_session(&self.store, &peer, device)?;
-        record.initiate(self.account.identity(), &verified, &mut rand::rng())?;
-        save_session(&self.store, &peer, device, &record)?;
+        {
+            let _peer = live.locks.lock(peer).await;
+            let mut record = load_session(&self.store, &peer, device)?;
+            record.initiate(self.account.identity(), &verified, &mut rand::rng())?;
+            save_session(&self.store, &peer, device, &record)?;
+        }
         let id = MessageId::generate();
         let now_ms = now_ms();
         let content = Content {
@@ -63,7 +67,7 @@ impl Client {
             labels: None,
             padding: Vec::new(),
         };
-        let send = self
+        let send = live
             .encrypt_for(peer, id, content, Category::Control, now_ms)
             .await?;
         self.store.flush().await?;
@@ -121,8 +125,9 @@ impl Client {
             padding: Vec::new(),
         };
         let envelope_id = MessageId::generate();
-        let category = self.text_category();
-        let send = self
+        let live = self.live();
+        let category = live.text_category();
+        let send = live
             .encrypt_for(peer, envelope_id, content, category, message.sent_at_ms)
             .await?;
         self.store.flush().await?;

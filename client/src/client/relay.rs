@@ -7,7 +7,9 @@ use comptoir_protocol::proto::wire::{
     AccountKind, AuthResponse, ClientFrame, Delivered, DeliveryAck, Envelope, ErrorCode,
     ReceiptAck, Register, ServerFrame, client_frame, server_frame,
 };
-use comptoir_protocol::{AccountId, InMemoryPreKeyStore, auth_payload, register_payload};
+use comptoir_protocol::{
+    AccountId, InMemoryPreKeyStore, auth_payload, register_payload, sign_prekey,
+};
 use tokio::time::Instant;
 
 use crate::connection::Connection;
@@ -17,7 +19,9 @@ use crate::messages::{self, MessageId, Status};
 use crate::peers;
 use crate::tls::RelayUrl;
 
-use super::{Client, PREKEY_BATCH, PREKEY_LOW_WATER, REQUEST_TIMEOUT, relay_error, unexpected};
+use super::{
+    Client, PREKEY_BATCH, PREKEY_LOW_WATER, REQUEST_TIMEOUT, now_ms, relay_error, unexpected,
+};
 
 impl Client {
     /// Create the account on the relay at `url` as a customer, then
@@ -108,8 +112,14 @@ impl Client {
             }
         };
         self.kind = ok.kind();
-        if ok.one_time_prekeys < PREKEY_LOW_WATER || !self.prekeys.has_signed() {
-            self.upload_prekeys(PREKEY_BATCH).await?;
+        self.refresh_me();
+        self.share_requester();
+        // Signed prekeys past their grace period go now.
+        self.prekeys.prune_signed(&self.store, now_ms())?;
+        let low = ok.one_time_prekeys < PREKEY_LOW_WATER;
+        if low || !self.prekeys.has_signed() || self.prekeys.pending_signed().is_some() {
+            let count = if low { PREKEY_BATCH } else { 0 };
+            self.upload_prekeys(count, false).await?;
             // The relay's own "stock low" notice, sent with AuthOk, is
             // answered already (frames arrive in order, so it is queued).
             self.pushes
@@ -147,20 +157,35 @@ impl Client {
 
     /// Close the connection (the store stays open).
     pub async fn disconnect(&mut self) {
+        self.share_requester_none();
         if let Some(mut conn) = self.conn.take() {
             conn.close().await;
         }
     }
 
-    async fn upload_prekeys(&mut self, count: u32) -> Result<()> {
+    /// Upload `count` one-time prekeys, with a signed prekey when one is
+    /// due (see [`crate::session_store::SIGNED_PREKEY_ROTATE_MS`]) or
+    /// `rotate` asks for one: the one still waiting for the relay's
+    /// confirmation if there is one, else a new one. Older signed prekeys
+    /// are retired only once the relay confirmed the new one, and kept for
+    /// [`crate::session_store::SIGNED_PREKEY_GRACE_MS`] after that.
+    /// Returns the signed prekey id uploaded, if any.
+    async fn upload_prekeys(&mut self, count: u32, rotate: bool) -> Result<Option<u32>> {
         let (signed_id, first_id) = self.account.reserve_prekey_ids(count);
-        let (generated, upload) = InMemoryPreKeyStore::generate(
+        let (generated, mut upload) = InMemoryPreKeyStore::generate(
             self.account.identity(),
             signed_id,
             first_id,
             count,
             &mut rand::rng(),
         );
+        let now = now_ms();
+        upload.signed_prekey = match self.prekeys.pending_signed() {
+            Some((pending, pair)) => Some(sign_prekey(self.account.identity(), pending, &pair)),
+            None if rotate || self.prekeys.wants_rotation(now) => upload.signed_prekey,
+            None => None,
+        };
+        let uploaded = upload.signed_prekey.as_ref().map(|spk| spk.key_id);
         self.prekeys
             .add_generated(&self.store, &generated, &upload)?;
         self.account.save(&self.store)?;
@@ -172,9 +197,26 @@ impl Client {
             )
             .await?
         {
-            server_frame::Body::Ok(_) => Ok(()),
-            other => Err(unexpected("Ok", &other)),
+            server_frame::Body::Ok(_) => {}
+            other => return Err(unexpected("Ok", &other)),
         }
+        if let Some(id) = uploaded {
+            self.prekeys.confirm_signed(&self.store, id, now_ms())?;
+            self.store.flush().await?;
+        }
+        Ok(uploaded)
+    }
+
+    /// Give the relay a new signed prekey now (a device may do so on a
+    /// schedule; uploads of one-time prekeys rotate it every
+    /// [`crate::session_store::SIGNED_PREKEY_ROTATE_MS`] anyway). The old
+    /// one stays usable for contacts that fetched it: it is kept for
+    /// [`crate::session_store::SIGNED_PREKEY_GRACE_MS`] after the relay
+    /// confirmed the new one. Returns the new key's id.
+    pub async fn rotate_signed_prekey(&mut self) -> Result<u32> {
+        self.upload_prekeys(0, true)
+            .await?
+            .ok_or_else(|| ClientError::UnexpectedFrame("no signed prekey was uploaded".into()))
     }
 
     /// Send one request and wait for its reply; pushes that arrive
@@ -256,8 +298,8 @@ impl Client {
                 self.ack_receipt(delivered).await
             }
             Some(server_frame::Body::PrekeysLow(low)) => {
-                match self.upload_prekeys(PREKEY_BATCH).await {
-                    Ok(()) => self.events.push_back(Event::PreKeysReplenished {
+                match self.upload_prekeys(PREKEY_BATCH, false).await {
+                    Ok(_) => self.events.push_back(Event::PreKeysReplenished {
                         remaining: low.remaining,
                         uploaded: PREKEY_BATCH,
                     }),

@@ -1,0 +1,602 @@
+//! Sending from many tasks at once: the [`Sender`] handle, and the sending
+//! logic that the [`Client`] itself uses too.
+//!
+//! A send writes the message and its outbox entry (durably), then, under
+//! the recipient's lock (see [`super::shared::PeerLocks`]), starts sessions
+//! where needed, encrypts once per recipient device and writes the session
+//! records and the encrypted `Send` back to the outbox. The lock is then
+//! released; the writes are made durable (a group commit shared with every
+//! other task flushing at the time) **before** the ciphertext leaves, so a
+//! crash can never lose a session state whose message keys were already
+//! used; and only then is the `Send` put on the connection, whose reply
+//! (`Accepted`) each task awaits on its own, matched by request id. A send
+//! that fails after encrypting keeps its ciphertext in the outbox and is
+//! sent as is later: a message key is neither used twice nor skipped.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+use comptoir_protocol::proto::content::{Content, ReadReceipt, SentTranscript, Text, content};
+use comptoir_protocol::proto::wire::{
+    self, AccountKind, Category, DeviceCiphertext, ErrorCode, FetchPreKeys, PreKeyBundle, Send,
+    client_frame, server_frame,
+};
+use comptoir_protocol::{AccountId, DeviceList, IdentityKeyPair, VerifiedBundle, labels};
+use prost::Message;
+use zeroize::Zeroizing;
+
+use crate::connection::Requester;
+use crate::error::{ClientError, Result};
+use crate::event::Event;
+use crate::messages::{self, MessageId, Status, StoredMessage};
+use crate::peers::{self, Observed};
+use crate::session_store::{load_session, save_session};
+use crate::store::Store;
+
+use super::shared::{EventQueue, PeerLocks};
+use super::{Client, MAX_TEXT_LEN, REQUEST_TIMEOUT, now_ms, relay_error, unexpected};
+
+/// Plaintexts are padded to a multiple of this, hiding their exact length.
+const PADDING_BLOCK: usize = 64;
+
+/// Random-free padding up to the next multiple of [`PADDING_BLOCK`]: the
+/// length is what is hidden, so the bytes can be zero.
+fn padding(len: usize) -> Vec<u8> {
+    let overhead = 3; // field tag and a short length prefix
+    let total = len + overhead;
+    vec![0u8; (PADDING_BLOCK - total % PADDING_BLOCK) % PADDING_BLOCK]
+}
+
+/// Refusals that sending the same message again cannot fix: the message
+/// is marked failed instead of staying in the outbox.
+fn is_permanent(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::UnknownAccount
+            | ErrorCode::MalformedFrame
+            | ErrorCode::FrameTooLarge
+            | ErrorCode::BadSignature
+            | ErrorCode::InvalidRequest
+            | ErrorCode::NoConsent
+            | ErrorCode::TemplateNotApproved
+    )
+}
+
+/// Who this device is, as sending needs it. Rebuilt by the client whenever
+/// one of these changes (linking, authentication).
+pub(super) struct Me {
+    /// This account.
+    pub(super) account: AccountId,
+    /// This device.
+    pub(super) device: u32,
+    /// This device's identity (X3DH initiator key).
+    pub(super) identity: IdentityKeyPair,
+    /// This account's kind, as the relay told at authentication.
+    pub(super) kind: AccountKind,
+    /// This account's own list from the account record, for a device whose
+    /// list the relay has not confirmed yet (the first device only).
+    pub(super) own_list: Option<DeviceList>,
+}
+
+/// The relay connection senders use: replaced by every connect, cleared
+/// by a disconnect (then sends wait in the outbox for the next connect).
+pub(super) type RequesterSlot = Arc<Mutex<Option<Requester>>>;
+
+/// A cheap, cloneable handle that sends text messages through its
+/// [`Client`]'s connection from any number of tasks at once (see
+/// [`Client::sender`]). Sends to different peers run in parallel; sends to
+/// one peer encrypt one after the other under a short lock, then await the
+/// relay's `Accepted` concurrently. What one task sends, in order, arrives
+/// in that order.
+///
+/// The handle does not keep the client's store open: once the client is
+/// closed, its methods fail with [`ClientError::Closed`]. While the client
+/// is disconnected, messages are stored and wait in the outbox until the
+/// client's next [`Client::connect`].
+#[derive(Clone)]
+pub struct Sender {
+    store: Weak<Store>,
+    me: Arc<Me>,
+    requester: RequesterSlot,
+    events: EventQueue,
+    locks: PeerLocks,
+}
+
+impl fmt::Debug for Sender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender")
+            .field("account", &self.me.account)
+            .field("device", &self.me.device)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sender {
+    /// This account's id.
+    pub fn account_id(&self) -> AccountId {
+        self.me.account
+    }
+
+    /// Write a text message to `peer` and send it (see
+    /// [`Client::send_text`]); returns once the relay accepted it, or once
+    /// it is safely in the outbox if the client is offline.
+    pub async fn send_text(&self, peer: AccountId, text: &str) -> Result<MessageId> {
+        self.live()?.send_text(peer, text).await
+    }
+
+    fn live(&self) -> Result<Live> {
+        Ok(Live {
+            store: self.store.upgrade().ok_or(ClientError::Closed)?,
+            me: Arc::clone(&self.me),
+            requester: self
+                .requester
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+            events: self.events.clone(),
+            locks: self.locks.clone(),
+        })
+    }
+}
+
+impl Client {
+    /// A handle that sends through this client from other tasks, at the
+    /// same time as this client and each other (see [`Sender`]). This
+    /// client keeps processing what arrives ([`Self::next_event`]), which
+    /// also reports the senders' `Accepted` events.
+    pub fn sender(&self) -> Sender {
+        Sender {
+            store: Arc::downgrade(&self.store),
+            me: Arc::clone(&self.me),
+            requester: Arc::clone(&self.requester),
+            events: self.events.clone(),
+            locks: self.locks.clone(),
+        }
+    }
+
+    /// The sending logic over this client's state and connection.
+    pub(super) fn live(&self) -> Live {
+        Live {
+            store: Arc::clone(&self.store),
+            me: Arc::clone(&self.me),
+            requester: self
+                .conn
+                .as_ref()
+                .map(crate::connection::Connection::requester),
+            events: self.events.clone(),
+            locks: self.locks.clone(),
+        }
+    }
+}
+
+/// Everything one send needs, taken for its duration.
+pub(super) struct Live {
+    pub(super) store: Arc<Store>,
+    pub(super) me: Arc<Me>,
+    pub(super) requester: Option<Requester>,
+    pub(super) events: EventQueue,
+    pub(super) locks: PeerLocks,
+}
+
+impl Live {
+    /// One request on the connection and its reply (an `Error` reply is a
+    /// typed error).
+    pub(super) async fn request(
+        &self,
+        body: client_frame::Body,
+        what: &'static str,
+    ) -> Result<server_frame::Body> {
+        let requester = self.requester.as_ref().ok_or(ClientError::NotConnected)?;
+        let frame = tokio::time::timeout(REQUEST_TIMEOUT, requester.request(body))
+            .await
+            .map_err(|_| ClientError::Timeout(what))??;
+        match frame.body {
+            Some(server_frame::Body::Error(error)) => Err(relay_error(error)),
+            Some(body) => Ok(body),
+            None => Err(ClientError::UnexpectedFrame("an empty reply".into())),
+        }
+    }
+
+    /// The category of free-form text from this account: a business
+    /// replies as service (the relay refuses it person-to-person
+    /// conversation), everyone else converses.
+    pub(super) fn text_category(&self) -> Category {
+        if self.me.kind == AccountKind::Business {
+            Category::Service
+        } else {
+            Category::Conversation
+        }
+    }
+
+    pub(super) fn is_self(&self, peer: AccountId, device: u32) -> bool {
+        peer == self.me.account && device == self.me.device
+    }
+
+    /// The devices a message to `peer` is encrypted for: all of its
+    /// devices, except this one when writing to this account's others.
+    pub(super) fn target_devices(&self, peer: AccountId, list: &DeviceList) -> Vec<u32> {
+        list.device_ids()
+            .into_iter()
+            .filter(|d| !self.is_self(peer, *d))
+            .collect()
+    }
+
+    /// This account's device list as last verified.
+    pub(super) fn own_devices(&self) -> Result<DeviceList> {
+        match peers::load(&self.store, &self.me.account)? {
+            Some(peer) => Ok(peer.devices),
+            None => self
+                .me
+                .own_list
+                .clone()
+                .ok_or(ClientError::NotPrimaryDevice),
+        }
+    }
+
+    /// Check a device list from the relay against what is pinned (see
+    /// [`peers::observe`]); an identity change is reported as an event.
+    pub(super) fn observe(
+        &self,
+        peer: AccountId,
+        list: &wire::SignedDeviceList,
+    ) -> Result<Observed> {
+        let observed = peers::observe(&self.store, &peer, list)?;
+        if observed == Observed::IdentityChanged {
+            self.events
+                .push_back(Event::IdentityChanged { account: peer });
+        }
+        Ok(observed)
+    }
+
+    /// Store a text message to `peer` (pending, in the outbox), durably,
+    /// then send it if connected.
+    pub(super) async fn send_text(&self, peer: AccountId, text: &str) -> Result<MessageId> {
+        if text.is_empty() || text.len() > MAX_TEXT_LEN {
+            return Err(ClientError::InvalidArgument(format!(
+                "a message is 1 to {MAX_TEXT_LEN} bytes"
+            )));
+        }
+        if peers::load(&self.store, &peer)?.is_some_and(|p| p.identity_changed) {
+            return Err(ClientError::IdentityChanged { account: peer });
+        }
+        let id = MessageId::generate();
+        let message = StoredMessage {
+            id,
+            peer,
+            outgoing: true,
+            body: text.to_string(),
+            sent_at_ms: now_ms(),
+            stored_at_ms: now_ms(),
+            status: Status::Pending,
+            sequence: self.store.next_sequence()?,
+        };
+        messages::save(&self.store, &message)?;
+        messages::outbox_put(&self.store, &peer, &id, &[])?;
+        self.store.flush().await?;
+        if self.requester.is_some() {
+            self.send_from_outbox(peer, id, Vec::new()).await?;
+        }
+        Ok(id)
+    }
+
+    /// Send one outbox entry: encrypt it unless `cached` holds its
+    /// encrypted `Send` already, then send and record the outcome.
+    pub(super) async fn send_from_outbox(
+        &self,
+        peer: AccountId,
+        id: MessageId,
+        cached: Vec<u8>,
+    ) -> Result<()> {
+        let mut cached = cached;
+        for _attempt in 0..2 {
+            let send = if cached.is_empty() {
+                let Some(message) = messages::get(&self.store, &peer, &id)? else {
+                    messages::outbox_remove(&self.store, &peer, &id)?;
+                    return Ok(());
+                };
+                let content = Content {
+                    message_id: id.0.to_vec(),
+                    sent_at_ms: message.sent_at_ms,
+                    body: Some(content::Body::Text(Text { body: message.body })),
+                    labels: None,
+                    padding: Vec::new(),
+                };
+                let category = self.text_category();
+                // The encrypted frame goes to the outbox with the session
+                // records, under the peer's lock: both or neither.
+                let send = self
+                    .encrypt_for_then(peer, id, content, category, message.sent_at_ms, |send| {
+                        messages::outbox_put(&self.store, &peer, &id, &send.encode_to_vec())
+                    })
+                    .await?;
+                self.store.flush().await?;
+                send
+            } else {
+                Send::decode(cached.as_slice())
+                    .map_err(|e| ClientError::CorruptStore(format!("outbox entry: {e}")))?
+            };
+            match self
+                .request(client_frame::Body::Send(send), "the message")
+                .await
+            {
+                Ok(server_frame::Body::Accepted(_)) => {
+                    let sent = messages::advance(&self.store, &peer, &id, Status::Accepted)?;
+                    messages::outbox_remove(&self.store, &peer, &id)?;
+                    self.store.flush().await?;
+                    self.events.push_back(Event::Accepted { to: peer, id });
+                    if let Some(sent) = sent
+                        && let Err(e) = self.sync_sent(&sent).await
+                    {
+                        self.events.push_back(Event::Warning(format!(
+                            "message {id} not copied to this account's other devices: {e}"
+                        )));
+                    }
+                    return Ok(());
+                }
+                Ok(other) => return Err(unexpected("Accepted", &other)),
+                Err(ClientError::Relay {
+                    code: ErrorCode::Blocked,
+                    ..
+                }) => {
+                    messages::advance(&self.store, &peer, &id, Status::Failed)?;
+                    messages::outbox_remove(&self.store, &peer, &id)?;
+                    self.store.flush().await?;
+                    return Err(ClientError::Blocked { recipient: peer });
+                }
+                Err(ClientError::Relay { code, message }) if is_permanent(code) => {
+                    messages::advance(&self.store, &peer, &id, Status::Failed)?;
+                    messages::outbox_remove(&self.store, &peer, &id)?;
+                    self.store.flush().await?;
+                    return Err(ClientError::Relay { code, message });
+                }
+                Err(ClientError::DeviceListMismatch { current }) => {
+                    // The peer added or removed a device: adopt the signed
+                    // list (if it checks out) and encrypt again.
+                    if self.observe(peer, &current)? == Observed::IdentityChanged {
+                        return Err(ClientError::IdentityChanged { account: peer });
+                    }
+                    messages::outbox_put(&self.store, &peer, &id, &[])?;
+                    cached = Vec::new();
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ClientError::UnexpectedFrame(
+            "the relay refused the device list twice".into(),
+        ))
+    }
+
+    /// The devices of `peer` this device has no sending session with, by
+    /// the last verified list; `None` if the peer's list is not known yet.
+    fn devices_without_session(&self, peer: AccountId) -> Result<Option<Vec<u32>>> {
+        let Some(state) = peers::load(&self.store, &peer)? else {
+            return Ok(None);
+        };
+        if state.identity_changed {
+            return Err(ClientError::IdentityChanged { account: peer });
+        }
+        let mut missing = Vec::new();
+        for device in self.target_devices(peer, &state.devices) {
+            if !load_session(&self.store, &peer, device)?.can_send() {
+                missing.push(device);
+            }
+        }
+        Ok(Some(missing))
+    }
+
+    /// Make sure there is a sending session with every device of `peer`,
+    /// fetching prekey bundles (and the signed device list) when needed:
+    /// only for the devices without one, so the others keep their one-time
+    /// prekeys. A second round covers devices the fetched list revealed.
+    /// The caller holds `peer`'s lock.
+    async fn ensure_sessions(&self, peer: AccountId) -> Result<()> {
+        for _ in 0..2 {
+            let wanted = match self.devices_without_session(peer)? {
+                Some(missing) if missing.is_empty() => return Ok(()),
+                Some(missing) => missing,
+                None => Vec::new(),
+            };
+            self.start_sessions(peer, &wanted).await?;
+        }
+        Ok(())
+    }
+
+    /// Fetch bundles for `devices` of `peer` (every device if empty) and
+    /// start a session with each device that has none. The caller holds
+    /// `peer`'s lock.
+    async fn start_sessions(&self, peer: AccountId, devices: &[u32]) -> Result<()> {
+        let (bundles, state) = self.fetch_bundles(peer, devices).await?;
+        for bundle in &bundles {
+            if bundle.account_id != peer.to_vec() || self.is_self(peer, bundle.device_id) {
+                continue;
+            }
+            let Some(expected) = state.devices.device(bundle.device_id) else {
+                continue;
+            };
+            let mut record = load_session(&self.store, &peer, bundle.device_id)?;
+            if record.can_send() {
+                continue;
+            }
+            let verified = VerifiedBundle::verify(bundle, Some(expected))?;
+            record.initiate(&self.me.identity, &verified, &mut rand::rng())?;
+            save_session(&self.store, &peer, bundle.device_id, &record)?;
+        }
+        Ok(())
+    }
+
+    /// Encrypt `content` once per device of `peer`, saving each session
+    /// (not flushed).
+    pub(super) async fn encrypt_for(
+        &self,
+        peer: AccountId,
+        id: MessageId,
+        content: Content,
+        category: Category,
+        sent_at_ms: u64,
+    ) -> Result<Send> {
+        self.encrypt_for_then(peer, id, content, category, sent_at_ms, |_| Ok(()))
+            .await
+    }
+
+    /// [`Self::encrypt_for`], running `also` on the result before `peer`'s
+    /// lock is released (to write it beside the session records).
+    async fn encrypt_for_then(
+        &self,
+        peer: AccountId,
+        id: MessageId,
+        mut content: Content,
+        category: Category,
+        sent_at_ms: u64,
+        also: impl FnOnce(&Send) -> Result<()>,
+    ) -> Result<Send> {
+        let _peer = self.locks.lock(peer).await;
+        self.ensure_sessions(peer).await?;
+        let state = peers::load(&self.store, &peer)?.ok_or(ClientError::UnknownPeer(peer))?;
+        // The envelope labels, bound inside the encryption: the receiver
+        // refuses the message if the relay shows it under other ones.
+        let (template_id, franking_tag) = (String::new(), Vec::new());
+        content.labels = Some(labels::bind(
+            &id.0,
+            self.me.account.as_bytes(),
+            peer.as_bytes(),
+            category,
+            &template_id,
+            &franking_tag,
+        ));
+        content.padding = padding(content.encoded_len());
+        let plaintext = Zeroizing::new(content.encode_to_vec());
+        let targets = self.target_devices(peer, &state.devices);
+        let mut records = Vec::with_capacity(targets.len());
+        let mut devices = Vec::with_capacity(targets.len());
+        for device in targets {
+            let mut record = load_session(&self.store, &peer, device)?;
+            let ciphertext = record.encrypt(&plaintext, &mut rand::rng())?;
+            records.push((device, record));
+            devices.push(DeviceCiphertext {
+                device_id: device,
+                ciphertext,
+            });
+        }
+        // Every device encrypted: only now write the advanced sessions, so
+        // a failure half way leaves none of them advanced.
+        for (device, record) in &records {
+            save_session(&self.store, &peer, *device, record)?;
+        }
+        let send = Send {
+            message_id: id.0.to_vec(),
+            recipient_account: peer.to_vec(),
+            client_timestamp_ms: sent_at_ms,
+            category: category as i32,
+            template_id,
+            franking_tag,
+            devices,
+        };
+        also(&send)?;
+        Ok(send)
+    }
+
+    /// Fetch the prekey bundles of `devices` of `peer` (every device if
+    /// empty), check the signed device list that comes with them (pinned
+    /// account key, version), and return the bundles with the peer's
+    /// updated state. An identity change is an error the user must
+    /// acknowledge first.
+    pub(super) async fn fetch_bundles(
+        &self,
+        peer: AccountId,
+        devices: &[u32],
+    ) -> Result<(Vec<PreKeyBundle>, peers::Peer)> {
+        let reply = self
+            .request(
+                client_frame::Body::FetchPrekeys(FetchPreKeys {
+                    account_id: peer.to_vec(),
+                    device_ids: devices.to_vec(),
+                }),
+                "the prekey bundles",
+            )
+            .await?;
+        let server_frame::Body::PrekeyBundles(bundles) = reply else {
+            return Err(unexpected("PreKeyBundles", &reply));
+        };
+        let list = bundles.device_list.ok_or_else(|| {
+            ClientError::UnexpectedFrame("prekey bundles without a signed device list".into())
+        })?;
+        if self.observe(peer, &list)? == Observed::IdentityChanged {
+            return Err(ClientError::IdentityChanged { account: peer });
+        }
+        let state = peers::load(&self.store, &peer)?.ok_or(ClientError::UnknownPeer(peer))?;
+        Ok((bundles.bundles, state))
+    }
+
+    /// Copy a sent message to this account's other devices (best effort:
+    /// a copy that cannot go now is reported, not retried).
+    pub(super) async fn sync_sent(&self, sent: &StoredMessage) -> Result<()> {
+        let text = content::Body::Text(Text {
+            body: sent.body.clone(),
+        });
+        self.sync_to_own(sent.peer, sent.id, sent.sent_at_ms, text)
+            .await
+    }
+
+    /// Tell this account's other devices that this one read `ids` from
+    /// `peer`, so they stop counting them as unread.
+    pub(super) async fn sync_read(&self, peer: AccountId, ids: &[MessageId]) -> Result<()> {
+        let now = now_ms();
+        let receipt = content::Body::ReadReceipt(ReadReceipt {
+            message_ids: ids.iter().map(|id| id.0.to_vec()).collect(),
+            read_at_ms: now,
+        });
+        self.sync_to_own(peer, MessageId::generate(), now, receipt)
+            .await
+    }
+
+    /// Send `body`, about the conversation with `peer`, to this account's
+    /// other devices inside a [`SentTranscript`].
+    async fn sync_to_own(
+        &self,
+        peer: AccountId,
+        id: MessageId,
+        at_ms: u64,
+        body: content::Body,
+    ) -> Result<()> {
+        let own = self.me.account;
+        for _attempt in 0..2 {
+            if self.target_devices(own, &self.own_devices()?).is_empty() {
+                return Ok(());
+            }
+            let content = Content {
+                message_id: id.0.to_vec(),
+                sent_at_ms: at_ms,
+                body: Some(content::Body::SentTranscript(Box::new(SentTranscript {
+                    peer_account: peer.to_vec(),
+                    content: Some(Box::new(Content {
+                        message_id: id.0.to_vec(),
+                        sent_at_ms: at_ms,
+                        body: Some(body.clone()),
+                        labels: None,
+                        padding: Vec::new(),
+                    })),
+                }))),
+                labels: None,
+                padding: Vec::new(),
+            };
+            let send = self
+                .encrypt_for(own, id, content, Category::Control, at_ms)
+                .await?;
+            self.store.flush().await?;
+            match self
+                .request(client_frame::Body::Send(send), "the copy to other devices")
+                .await
+            {
+                Ok(server_frame::Body::Accepted(_)) => return Ok(()),
+                Ok(other) => return Err(unexpected("Accepted", &other)),
+                Err(ClientError::DeviceListMismatch { current }) => {
+                    if self.observe(own, &current)? == Observed::IdentityChanged {
+                        return Err(ClientError::IdentityChanged { account: own });
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
