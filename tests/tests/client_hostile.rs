@@ -337,6 +337,11 @@ async fn bit_flipped_ciphertexts_are_put_aside_with_a_bounded_number_of_rekeys()
     );
     assert_eq!(scene.victim().quarantine_len().expect("count"), FLIPS);
     scene.victim_still_sends(rekeys).await;
+    // Every flipped envelope was acknowledged: the relay holds nothing.
+    scene
+        .relay
+        .wait_metric_at_most("comptoir_queue_depth", 0.0)
+        .await;
     let after = scene.snapshot().await;
 
     // Allowed: each flipped envelope kept aside; the marker and the
