@@ -23,7 +23,8 @@
 //!   not send starts a new session, and then a new message each way
 //!   decrypts (the parties converge). After a rollback, a party may send
 //!   over a session its peer rolled back past; that message must then fail
-//!   as `NoMatchingSession` (never anything else), and after the re-key a
+//!   as `NoMatchingSession` or, if it is still a prekey message, as
+//!   `UnknownOneTimePreKey` (never anything else), and after the re-key a
 //!   client does (the receiver starts a new session and asks over it for
 //!   the message again) the request and the message sent again decrypt.
 //!
@@ -370,11 +371,18 @@ impl World {
             self.in_flight.clear();
             if let Err(e) = self.attempt(&flight, true) {
                 // After a rollback a party may send over a session its peer
-                // has forgotten (the peer rolled back past it): only a
-                // re-key recovers that, as in the client. Without any
-                // rollback, or for any other error, it is a bug.
+                // has forgotten (the peer rolled back past it): a message of
+                // that session matches no state, or, while it is still a
+                // prekey message, names a one-time prekey the peer used up
+                // when it first built the session. Only a re-key recovers
+                // that, as in the client. Without any rollback, or for any
+                // other error, it is a bug.
+                let forgotten = matches!(
+                    e,
+                    Error::NoMatchingSession | Error::UnknownOneTimePreKey(_)
+                );
                 assert!(
-                    self.rolled_back && matches!(e, Error::NoMatchingSession),
+                    self.rolled_back && forgotten,
                     "message {} was refused: {e}",
                     flight.id
                 );
