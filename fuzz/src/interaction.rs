@@ -21,7 +21,12 @@
 //! - a serialized record reads back to the same bytes;
 //! - at the end, after delivering everything in flight, a party that may
 //!   not send starts a new session, and then a new message each way
-//!   decrypts (the parties converge).
+//!   decrypts (the parties converge). After a rollback, a party may send
+//!   over a session its peer rolled back past; that message must then fail
+//!   as `NoMatchingSession` or, if it is still a prekey message, as
+//!   `UnknownOneTimePreKey` (never anything else), and after the re-key a
+//!   client does (the receiver starts a new session and asks over it for
+//!   the message again) the request and the message sent again decrypt.
 //!
 //! This file is compiled into the fuzz target `interaction` and into the
 //! ordinary test `interaction_corpus_replays` (protocol/tests/decoders.rs).
@@ -180,6 +185,12 @@ impl World {
         }
         let id = self.next_id;
         self.next_id += 1;
+        Some(self.encrypt(from, id))
+    }
+
+    /// Encrypt message `id` `from` the party (which can send) and put it in
+    /// flight.
+    fn encrypt(&mut self, from: usize, id: u32) -> Flight {
         let bytes = match self.parties[from]
             .record
             .encrypt(&plaintext(id), &mut self.rng)
@@ -194,12 +205,45 @@ impl World {
             sent_at: self.parties[1 - from].received,
         };
         self.in_flight.push(flight.clone());
-        Some(flight)
+        flight
+    }
+
+    /// What a client does when a message cannot be decrypted because its
+    /// session is out of step: the receiver `who` starts a new session with
+    /// a fresh bundle of the sender and asks over it for the message again
+    /// (the request must decrypt); the sender sends `failed` again over the
+    /// session the request built, and it must decrypt.
+    fn rekey(&mut self, who: usize, failed: &Flight) {
+        let bundle = self.parties[1 - who].bundle();
+        let party = &mut self.parties[who];
+        if let Err(e) = party
+            .record
+            .initiate(&party.identity, &bundle, &mut self.rng)
+        {
+            panic!("a re-key with an honest bundle must start: {e}");
+        }
+        party.restored = false;
+        let id = self.next_id;
+        self.next_id += 1;
+        let request = self.encrypt(who, id);
+        self.in_flight.clear();
+        self.deliver(&request, true);
+        let again = self.encrypt(1 - who, failed.id);
+        self.in_flight.clear();
+        self.deliver(&again, true);
     }
 
     /// Hand `flight` to its receiver and check the outcome. `strict`: it
     /// must decrypt (unless already decrypted).
     fn deliver(&mut self, flight: &Flight, strict: bool) {
+        if let Err(e) = self.attempt(flight, strict) {
+            panic!("message {} was refused: {e}", flight.id);
+        }
+    }
+
+    /// [`Self::deliver`], returning a refusal the rules do not allow
+    /// instead of panicking (every other check still panics).
+    fn attempt(&mut self, flight: &Flight, strict: bool) -> Result<(), Error> {
         let sender_identity = *self.parties[1 - flight.to].identity.public();
         let party = &mut self.parties[flight.to];
         let before = party.record.to_protobuf().to_vec();
@@ -235,10 +279,14 @@ impl World {
                 let allowed = seen
                     || (!strict && (self.rolled_back || late))
                     || matches!(e, Error::MessageKeyEvicted { .. });
-                assert!(allowed, "message {} was refused: {e}", flight.id);
+                if !allowed {
+                    self.delivered.push(flight.clone());
+                    return Err(e);
+                }
             }
         }
         self.delivered.push(flight.clone());
+        Ok(())
     }
 
     fn step(&mut self, op: u8, arg: u8) {
@@ -321,7 +369,25 @@ impl World {
                 panic!("party {from} cannot send after delivering everything");
             };
             self.in_flight.clear();
-            self.deliver(&flight, true);
+            if let Err(e) = self.attempt(&flight, true) {
+                // After a rollback a party may send over a session its peer
+                // has forgotten (the peer rolled back past it): a message of
+                // that session matches no state, or, while it is still a
+                // prekey message, names a one-time prekey the peer used up
+                // when it first built the session. Only a re-key recovers
+                // that, as in the client. Without any rollback, or for any
+                // other error, it is a bug.
+                let forgotten = matches!(
+                    e,
+                    Error::NoMatchingSession | Error::UnknownOneTimePreKey(_)
+                );
+                assert!(
+                    self.rolled_back && forgotten,
+                    "message {} was refused: {e}",
+                    flight.id
+                );
+                self.rekey(flight.to, &flight);
+            }
         }
     }
 }

@@ -1,16 +1,19 @@
 //! Re-key storms: a relay that flips one bit in every delivered envelope,
 //! and a contact that floods re-key requests, get a bounded number of
-//! re-keys and re-sends out of a real client, however often it restarts.
+//! re-keys and re-sends out of a real client, however often it restarts,
+//! and change nothing in its store beyond the session and the limits.
 
 mod support;
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use comptoir_client::client::{REKEYS_PER_DEVICE, RESENDS_PER_DEVICE};
 use comptoir_client::{Client, Event};
 use support::client::{FAST_KDF, wait_message};
-use support::hostile::Hostile;
+use support::hostile::{Hostile, StoreSnapshot, TreeChange, session_key};
 use support::tamper::Tamper;
 use support::{TIMEOUT, TestRelay, origin_of, start_relay, start_relay_with};
 
@@ -39,6 +42,19 @@ async fn settle(relay: &TestRelay, clients: &mut [&mut Client]) -> Vec<Vec<Event
             return events;
         }
     }
+}
+
+/// Close `client`, read every record of its store, open it again and
+/// reconnect.
+async fn snapshot(client: Client, dir: &Path, relay: &TestRelay) -> (Client, StoreSnapshot) {
+    client.close().await.expect("close");
+    let snapshot = StoreSnapshot::read(dir, "pw-long-enough");
+    let mut client = Client::open(dir, "pw-long-enough").expect("open again");
+    client
+        .connect(&support::client::url(relay))
+        .await
+        .expect("reconnect");
+    (client, snapshot)
 }
 
 fn resets(events: &[Event]) -> usize {
@@ -136,8 +152,8 @@ async fn a_flood_of_rekey_requests_gets_a_bounded_number_of_resends() {
     const HISTORY: usize = 10;
     let relay = start_relay().await;
     let root = tempfile::tempdir().expect("dir");
-    let mut victim =
-        support::client::registered(&relay, &root.path().join("v"), "pw-long-enough").await;
+    let dir = root.path().join("v");
+    let mut victim = support::client::registered(&relay, &dir, "pw-long-enough").await;
     let mut mallory = Hostile::register(relay.addr).await;
     let (v, m) = (victim.account_id(), mallory.id());
     let mut sent = Vec::new();
@@ -145,6 +161,7 @@ async fn a_flood_of_rekey_requests_gets_a_bounded_number_of_resends() {
         sent.push(victim.send_text(m, &format!("v{i}")).await.expect("send"));
     }
     mallory.drain_envelopes(HISTORY).await;
+    let (mut victim, before) = snapshot(victim, &dir, &relay).await;
 
     mallory.start_session(v, victim.device_id()).await;
     let flood: Vec<_> = (0..FLOOD)
@@ -172,6 +189,35 @@ async fn a_flood_of_rekey_requests_gets_a_bounded_number_of_resends() {
         "{resent} messages re-sent for {FLOOD} requests"
     );
     mallory.drain_envelopes(resent).await;
+
+    // The store: the session with Mallory is the one its flood started
+    // (built from one of the victim's one-time prekeys), and the re-send
+    // limits were counted. Nothing else: not the history (no re-key request
+    // is stored, and a re-sent message keeps its record), not the outbox.
+    let (mut victim, after) = snapshot(victim, &dir, &relay).await;
+    let mut changes = after.changes_since(&before);
+    let prekeys = changes.remove("prekeys").unwrap_or_default();
+    assert_eq!(
+        (
+            prekeys.removed.len(),
+            prekeys.added.len(),
+            prekeys.modified.len()
+        ),
+        (1, 0, 0),
+        "the flood's session used exactly one one-time prekey"
+    );
+    let guards = changes.remove("guards").expect("the limits were counted");
+    assert!(guards.removed.is_empty());
+    assert_eq!(
+        changes,
+        BTreeMap::from([(
+            "sessions",
+            TreeChange {
+                modified: [session_key(m, 1)].into(),
+                ..TreeChange::default()
+            }
+        )])
+    );
 
     // The victim still works, and nothing else was queued for Mallory
     // before this message (queues are delivered in order).

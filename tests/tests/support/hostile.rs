@@ -1,10 +1,18 @@
 //! An adversarial sender: a registered account whose one device speaks the
 //! protocol with the protocol crate directly, so it can send what an honest
-//! client never would (floods of re-key requests, forged contents, bit
-//! flips), to a real `comptoir_client::Client` as the victim.
+//! client never would (floods of re-key requests, forged contents and
+//! labels, bit flips, maximal envelopes), to a real
+//! `comptoir_client::Client` as the victim.
+//!
+//! [`StoreSnapshot`] reads every record of the victim's store (closed), so
+//! a test can say exactly which records an attack may change.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::path::Path;
+
+use comptoir_client::store::{Store, Tree};
+use comptoir_protocol::message::MAX_PLAINTEXT_LEN;
 
 use comptoir_protocol::labels;
 use comptoir_protocol::proto::content::{Content, RekeyRequest, content};
@@ -53,6 +61,26 @@ impl Hostile {
 
     /// Start a session with `victim`'s `device` from a fetched bundle.
     pub async fn start_session(&mut self, victim: AccountId, device: u32) {
+        let record = self.new_session(victim, device).await;
+        self.sessions.insert((victim, device), record);
+    }
+
+    /// The first message of a new session with `victim`'s `device` (a
+    /// fresh bundle, so it names one of the victim's unused one-time
+    /// prekeys), carrying `content`; the session is then forgotten.
+    pub async fn first_message_of_new_session(
+        &mut self,
+        victim: AccountId,
+        device: u32,
+        content: &Content,
+    ) -> Vec<u8> {
+        self.new_session(victim, device)
+            .await
+            .encrypt(&content.encode_to_vec(), &mut rand::rng())
+            .expect("encrypt")
+    }
+
+    async fn new_session(&mut self, victim: AccountId, device: u32) -> SessionRecord {
         let reply = self
             .conn
             .request(client_frame::Body::FetchPrekeys(wire::FetchPreKeys {
@@ -69,11 +97,15 @@ impl Hostile {
             .find(|b| b.device_id == device)
             .expect("the device's bundle");
         let verified = VerifiedBundle::verify(bundle, None).expect("bundle verifies");
+        assert!(
+            bundle.one_time_prekey.is_some(),
+            "the victim has one-time prekeys left"
+        );
         let mut record = SessionRecord::new();
         record
             .initiate(self.account.identity(DEVICE), &verified, &mut rand::rng())
             .expect("initiate");
-        self.sessions.insert((victim, device), record);
+        record
     }
 
     /// Encrypt `content` for `victim`'s `device` over the session, without
@@ -83,6 +115,16 @@ impl Hostile {
             .get_mut(&(victim, device))
             .expect("a session with the victim's device")
             .encrypt(&content.encode_to_vec(), &mut rand::rng())
+            .expect("encrypt")
+    }
+
+    /// Encrypt raw `plaintext` (not necessarily a valid content) for
+    /// `victim`'s `device` over the session.
+    pub fn encrypt_bytes(&mut self, victim: AccountId, device: u32, plaintext: &[u8]) -> Vec<u8> {
+        self.sessions
+            .get_mut(&(victim, device))
+            .expect("a session with the victim's device")
+            .encrypt(plaintext, &mut rand::rng())
             .expect("encrypt")
     }
 
@@ -170,6 +212,77 @@ impl Hostile {
         }
     }
 
+    /// Encrypt `content` as it is (its labels, if any, are the test's
+    /// forgery) and send it in an envelope with id `id` and `category`;
+    /// returns the relay's reply.
+    pub async fn send_as_is(
+        &mut self,
+        victim: AccountId,
+        device: u32,
+        id: [u8; 16],
+        category: Category,
+        content: &Content,
+    ) -> server_frame::Body {
+        let ciphertext = self.encrypt(victim, device, content);
+        self.send_ciphertext_as(victim, device, id, category, &ciphertext)
+            .await
+    }
+
+    /// Send `ciphertext` in an envelope with id `id` and `category`;
+    /// returns the relay's reply.
+    pub async fn send_ciphertext_as(
+        &mut self,
+        victim: AccountId,
+        device: u32,
+        id: [u8; 16],
+        category: Category,
+        ciphertext: &[u8],
+    ) -> server_frame::Body {
+        self.conn
+            .request(send_body_as(&victim, &[device], id, ciphertext, category))
+            .await
+    }
+
+    /// Honest labels for `content` sent to `victim` under envelope id `id`
+    /// and `category` (a test then changes one of them).
+    pub fn honest_labels(
+        &self,
+        victim: AccountId,
+        id: &[u8; 16],
+        category: Category,
+    ) -> comptoir_protocol::proto::content::Labels {
+        labels::bind(
+            id,
+            self.account.id.as_bytes(),
+            victim.as_bytes(),
+            category,
+            "",
+            &[],
+        )
+    }
+
+    /// `content` with honest labels for envelope `id`, padded so that its
+    /// encoding is exactly the largest plaintext a message may carry
+    /// ([`MAX_PLAINTEXT_LEN`]): the largest envelope an honest relay accepts.
+    pub fn maximal(&self, victim: AccountId, id: [u8; 16], mut content: Content) -> Content {
+        content.labels = Some(self.honest_labels(victim, &id, Category::Conversation));
+        content.padding = Vec::new();
+        let mut fill = MAX_PLAINTEXT_LEN.saturating_sub(content.encoded_len());
+        // The padding field's tag and length take bytes of their own.
+        loop {
+            content.padding = vec![0; fill];
+            match content.encoded_len() {
+                n if n > MAX_PLAINTEXT_LEN => fill -= n - MAX_PLAINTEXT_LEN,
+                n if n < MAX_PLAINTEXT_LEN && fill == 0 => {
+                    panic!("{n} bytes cannot be padded to the maximum")
+                }
+                _ => break,
+            }
+        }
+        assert_eq!(content.encoded_len(), MAX_PLAINTEXT_LEN);
+        content
+    }
+
     /// A re-key request naming `failed` (as a victim's outgoing message id).
     pub fn rekey_request(failed: &[u8]) -> Content {
         let mut id = [0u8; 16];
@@ -196,4 +309,84 @@ impl Hostile {
         }
         out
     }
+}
+
+/// Every tree of the client store that a snapshot reads.
+const TREES: [(Tree, &str); 11] = [
+    (Tree::Account, "account"),
+    (Tree::Sessions, "sessions"),
+    (Tree::PreKeys, "prekeys"),
+    (Tree::Messages, "messages"),
+    (Tree::Outbox, "outbox"),
+    (Tree::Contacts, "contacts"),
+    (Tree::Blocked, "blocked"),
+    (Tree::Peers, "peers"),
+    (Tree::Evidence, "evidence"),
+    (Tree::Guards, "guards"),
+    (Tree::Quarantine, "quarantine"),
+];
+
+/// Every record of a client store, opened: (tree, key) to plaintext.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreSnapshot(pub BTreeMap<(&'static str, Vec<u8>), Vec<u8>>);
+
+/// How one tree changed between two snapshots, by record key.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TreeChange {
+    pub added: BTreeSet<Vec<u8>>,
+    pub removed: BTreeSet<Vec<u8>>,
+    pub modified: BTreeSet<Vec<u8>>,
+}
+
+impl StoreSnapshot {
+    /// Read the store in `dir` (the client must be closed).
+    pub fn read(dir: &Path, passphrase: &str) -> Self {
+        let store = Store::open(dir, passphrase).expect("open the victim's store");
+        let mut records = BTreeMap::new();
+        for (tree, name) in TREES {
+            for (key, plain) in store.scan(tree, &[]).expect("scan a tree") {
+                records.insert((name, key), plain.to_vec());
+            }
+        }
+        store.close().expect("close the store");
+        Self(records)
+    }
+
+    /// The trees that differ from `before`, and how.
+    pub fn changes_since(&self, before: &Self) -> BTreeMap<&'static str, TreeChange> {
+        let mut out: BTreeMap<&'static str, TreeChange> = BTreeMap::new();
+        for ((tree, key), value) in &self.0 {
+            match before.0.get(&(*tree, key.clone())) {
+                None => {
+                    out.entry(tree).or_default().added.insert(key.clone());
+                }
+                Some(old) if old != value => {
+                    out.entry(tree).or_default().modified.insert(key.clone());
+                }
+                Some(_) => {}
+            }
+        }
+        for (tree, key) in before.0.keys() {
+            if !self.0.contains_key(&(*tree, key.clone())) {
+                out.entry(tree).or_default().removed.insert(key.clone());
+            }
+        }
+        out
+    }
+
+    /// The records of `tree`.
+    pub fn tree(&self, tree: &str) -> Vec<(&Vec<u8>, &Vec<u8>)> {
+        self.0
+            .iter()
+            .filter(|((t, _), _)| *t == tree)
+            .map(|((_, k), v)| (k, v))
+            .collect()
+    }
+}
+
+/// The key of the victim's session record with `peer`'s `device`.
+pub fn session_key(peer: AccountId, device: u32) -> Vec<u8> {
+    let mut key = peer.to_vec();
+    key.extend_from_slice(&device.to_be_bytes());
+    key
 }
