@@ -377,10 +377,8 @@ impl World {
                 // when it first built the session. Only a re-key recovers
                 // that, as in the client. Without any rollback, or for any
                 // other error, it is a bug.
-                let forgotten = matches!(
-                    e,
-                    Error::NoMatchingSession | Error::UnknownOneTimePreKey(_)
-                );
+                let forgotten =
+                    matches!(e, Error::NoMatchingSession | Error::UnknownOneTimePreKey(_));
                 assert!(
                     self.rolled_back && forgotten,
                     "message {} was refused: {e}",
