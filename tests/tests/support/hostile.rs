@@ -374,6 +374,11 @@ impl StoreSnapshot {
         out
     }
 
+    /// Whether `tree` holds a record under `key`.
+    pub fn contains(&self, tree: &'static str, key: &[u8]) -> bool {
+        self.0.contains_key(&(tree, key.to_vec()))
+    }
+
     /// The records of `tree`.
     pub fn tree(&self, tree: &str) -> Vec<(&Vec<u8>, &Vec<u8>)> {
         self.0
