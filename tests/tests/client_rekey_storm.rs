@@ -161,6 +161,21 @@ async fn a_flood_of_rekey_requests_gets_a_bounded_number_of_resends() {
         sent.push(victim.send_text(m, &format!("v{i}")).await.expect("send"));
     }
     mallory.drain_envelopes(HISTORY).await;
+    // Mallory's acks come back as Delivered receipts, which the victim
+    // records in its history: wait for all of them, so the snapshot below
+    // does not race them.
+    let mut delivered = 0;
+    while delivered < HISTORY {
+        if let Event::Delivered { to, .. } = victim
+            .next_event(TIMEOUT)
+            .await
+            .expect("connection stays up")
+            .expect("an event in time")
+            && to == m
+        {
+            delivered += 1;
+        }
+    }
     let (mut victim, before) = snapshot(victim, &dir, &relay).await;
 
     mallory.start_session(v, victim.device_id()).await;
