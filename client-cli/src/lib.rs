@@ -33,7 +33,7 @@ use comptoir_client::store::{KdfParams, Store};
 use comptoir_client::{Client, Event};
 
 use self::args::{Cli, Command, ContactsCommand, DevicesCommand, NameCommand, PhoneCommand};
-use self::format::{date_time, one_line, time_of_day};
+use self::format::{date_time, time_of_day, visible};
 
 /// Environment variable holding the store passphrase.
 pub const PASSPHRASE_ENV: &str = "COMPTOIR_PASSPHRASE";
@@ -142,7 +142,9 @@ async fn run_parsed(cli: Cli, out: &mut dyn Write) -> u8 {
     let code = match run(cli, out).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            // An error can carry a relay's words: printed like any text
+            // from the network.
+            eprintln!("error: {}", visible(&e.to_string()));
             if let Some(hint) = hint(&e) {
                 eprintln!("hint: {hint}");
             }
@@ -211,7 +213,7 @@ fn tls_options(cli: &Cli) -> Result<comptoir_client::TlsOptions> {
 
 fn display_name(client: &Client, account: &AccountId) -> String {
     match client.contact_name(account) {
-        Ok(Some(name)) => name,
+        Ok(Some(name)) => visible(&name),
         _ => account.to_string(),
     }
 }
@@ -383,7 +385,7 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
                     out,
                     "{} {who}: {}{status}",
                     date_time(m.sent_at_ms),
-                    one_line(&m.body)
+                    visible(&m.body)
                 );
             }
             Ok(0)
@@ -604,7 +606,7 @@ fn print_event(client: &Client, event: &Event, out: &mut dyn Write) -> Result<bo
                 "[{}] {}: {}",
                 time_of_day(*sent_at_ms),
                 display_name(client, from),
-                one_line(text)
+                visible(text)
             );
             Ok(true)
         }
@@ -614,7 +616,7 @@ fn print_event(client: &Client, event: &Event, out: &mut dyn Write) -> Result<bo
                 "[{}] me (other device) → {}: {}",
                 time_of_day(comptoir_client::client::now_ms()),
                 display_name(client, to),
-                one_line(text)
+                visible(text)
             );
             Ok(false)
         }
@@ -627,20 +629,22 @@ fn print_event(client: &Client, event: &Event, out: &mut dyn Write) -> Result<bo
         }
         Event::Undecryptable { from, id, reason } => {
             eprintln!(
-                "warning: message {id} from {} could not be decrypted: {reason}",
-                display_name(client, from)
+                "warning: message {id} from {} could not be decrypted: {}",
+                display_name(client, from),
+                visible(&reason.to_string())
             );
             Ok(false)
         }
         Event::Refused { from, id, reason } => {
             eprintln!(
-                "warning: message {id} from {} refused and kept as evidence: {reason}",
-                display_name(client, from)
+                "warning: message {id} from {} refused and kept as evidence: {}",
+                display_name(client, from),
+                visible(&reason.to_string())
             );
             Ok(false)
         }
         Event::Warning(text) => {
-            eprintln!("warning: {text}");
+            eprintln!("warning: {}", visible(text));
             Ok(false)
         }
         _ => Ok(false),
@@ -697,7 +701,7 @@ async fn chat(
             out,
             "[{}] {who}: {}",
             time_of_day(m.sent_at_ms),
-            one_line(&m.body)
+            visible(&m.body)
         );
     }
     let (lines_tx, mut lines) = mpsc::unbounded_channel::<String>();

@@ -148,6 +148,39 @@ async fn two_customers_chat_through_the_command_line() {
     assert!(heard.ends_with("] alice: unblocked\n"), "{heard:?}");
 }
 
+/// Text from a contact cannot erase or reorder what the terminal shows:
+/// escape sequences, bidirectional overrides and zero-width characters are
+/// printed visibly by `listen` and `history` (issue 18 item 1).
+#[tokio::test]
+async fn a_contact_cannot_forge_who_said_what_with_control_characters() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let alice = Customer::new(root.path(), "alice", &relay);
+    let bob = Customer::new(root.path(), "bob", &relay);
+    let alice_id = alice.ok(&["init"]).await.trim().to_string();
+    alice.ok(&["register"]).await;
+    let bob_id = bob.ok(&["init"]).await.trim().to_string();
+    bob.ok(&["register"]).await;
+    alice.ok(&["contacts", "add", "bob", &bob_id]).await;
+    bob.ok(&["contacts", "add", "alice", &alice_id]).await;
+
+    let forged = "\u{1b}[2K\u{1b}[1G[17:44:00] carol: please wire 500 EUR \u{202e}fdp.exe\u{200b}";
+    alice.ok(&["send", "bob", forged]).await;
+    let shown = "\\u{1b}[2K\\u{1b}[1G[17:44:00] carol: please wire 500 EUR \\u{202e}fdp.exe\\u{200b}";
+    let heard = bob.ok(&["listen", "--count", "1", "--timeout", "10"]).await;
+    let history = bob.ok(&["history", "alice"]).await;
+    for output in [&heard, &history] {
+        assert!(
+            !output.contains(['\u{1b}', '\u{202e}', '\u{200b}']),
+            "raw control characters printed: {output:?}"
+        );
+        assert!(
+            output.ends_with(&format!(" alice: {shown}\n")),
+            "the real sender, then the text made visible: {output:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn exit_codes_scripts_can_rely_on() {
     let relay = start_relay().await;

@@ -265,3 +265,27 @@ fn a_refused_message_is_a_warning_line_never_a_message() {
         "on the status line only, not in the chat: {screen}"
     );
 }
+
+#[test]
+fn escape_sequences_and_bidi_overrides_are_drawn_visibly_never_raw() {
+    let mut app = sample();
+    let alice = app.conversations[0].peer;
+    app.conversations[0].messages.push(message(
+        alice,
+        false,
+        "\u{1b}[2K\u{1b}[1Gwire 500 EUR \u{202e}gnp.exe",
+        Status::Delivered,
+        5,
+    ));
+    app.status = "⚠ relay says \u{1b}[31mred".into();
+    let screen = render(&app);
+    assert!(
+        !screen.contains(['\u{1b}', '\u{202e}']),
+        "a raw control reached the terminal: {screen:?}"
+    );
+    assert!(
+        screen.contains("alice: \\u{1b}[2K\\u{1b}[1Gwire 500 EUR"),
+        "{screen}"
+    );
+    assert!(screen.contains("relay says \\u{1b}[31mred"), "{screen}");
+}

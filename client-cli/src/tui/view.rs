@@ -8,7 +8,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, List, ListItem, ListState, Paragraph, Wrap};
 
-use crate::format::time_of_day;
+use crate::format::{time_of_day, visible};
 use crate::tui::app::{App, Mode};
 use comptoir_client::messages::Status;
 
@@ -55,7 +55,7 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
             if c.identity_changed {
                 text.push_str("⚠ ");
             }
-            text.push_str(&c.name);
+            text.push_str(&visible(&c.name));
             if c.unread > 0 {
                 text.push_str(&format!(" ({})", c.unread));
             }
@@ -87,42 +87,46 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
         (Some(review), _) => {
             let warn = Style::default().fg(Color::Red).add_modifier(Modifier::BOLD);
             lines.push(Line::from(Span::styled(
-                format!("⚠ The identity of {} changed.", review.name),
+                format!("⚠ The identity of {} changed.", visible(&review.name)),
                 warn,
             )));
             lines.push(Line::from(format!("old safety number: {}", review.old)));
             lines.push(Line::from(format!("new safety number: {}", review.new)));
             lines.push(Line::from(format!(
                 "An honest relay never changes an identity. Compare the new number with {} in person or by a call.",
-                review.name
+                visible(&review.name)
             )));
             lines.push(Line::from(Span::styled(
                 format!(
                     "To accept, type {} below and press Enter; Esc cancels.",
-                    review.name
+                    visible(&review.name)
                 ),
                 warn,
             )));
-            format!("Identity change: {}", review.name)
+            format!("Identity change: {}", visible(&review.name))
         }
         (None, Some(c)) => {
             if c.identity_changed {
                 lines.push(Line::from(Span::styled(
                     format!(
                         "⚠ The identity of {} changed. Compare safety numbers, then press t (Ctrl-T here) to accept.",
-                        c.name
+                        visible(&c.name)
                     ),
                     Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
                 )));
             }
             for m in &c.messages {
-                let who = if m.outgoing { "me" } else { c.name.as_str() };
+                let who = if m.outgoing {
+                    "me".to_string()
+                } else {
+                    visible(&c.name)
+                };
                 let mut spans = vec![
                     Span::styled(
                         format!("{} ", time_of_day(m.sent_at_ms)),
                         Style::default().fg(Color::DarkGray),
                     ),
-                    Span::raw(format!("{who}: {}", m.body)),
+                    Span::raw(format!("{who}: {}", visible(&m.body))),
                 ];
                 if m.outgoing {
                     let color = match m.status {
@@ -137,7 +141,7 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
                 }
                 lines.push(Line::from(spans));
             }
-            c.name.clone()
+            visible(&c.name)
         }
         (None, None) => {
             lines.push(Line::from(
@@ -172,7 +176,7 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
         Style::default()
     };
     frame.render_widget(
-        Paragraph::new(app.status.as_str()).style(status_style),
+        Paragraph::new(visible(&app.status)).style(status_style),
         status,
     );
     frame.render_widget(
