@@ -318,20 +318,26 @@ impl Drop for ChainStepper {
 }
 
 impl ChainStepper {
+    /// Write `chain_key ^ ipad` and `chain_key ^ opad` into the key blocks
+    /// (a copy, then an in-place XOR with a constant: both vectorize).
+    fn load_key(&mut self, chain_key: &[u8; KEY_LEN]) {
+        self.inner_key_block[..KEY_LEN].copy_from_slice(chain_key);
+        self.outer_key_block[..KEY_LEN].copy_from_slice(chain_key);
+        for b in &mut self.inner_key_block[..KEY_LEN] {
+            *b ^= IPAD;
+        }
+        for b in &mut self.outer_key_block[..KEY_LEN] {
+            *b ^= OPAD;
+        }
+    }
+
     /// One `KDF_CK` step: the message key for `chain_key` goes to `message`,
     /// and `chain_key` becomes the next chain key. Six compressions: the two
     /// key blocks (shared by both HMACs), then an inner and an outer block
     /// per HMAC. They are issued in independent pairs (key blocks, inner
     /// blocks, outer blocks) so the processor can overlap each pair.
     pub(crate) fn step(&mut self, chain_key: &mut [u8; KEY_LEN], message: &mut [u8; KEY_LEN]) {
-        for ((i, o), k) in self.inner_key_block[..KEY_LEN]
-            .iter_mut()
-            .zip(&mut self.outer_key_block[..KEY_LEN])
-            .zip(chain_key.iter())
-        {
-            *i = k ^ IPAD;
-            *o = k ^ OPAD;
-        }
+        self.load_key(chain_key);
         self.inner = SHA256_H0;
         self.outer = SHA256_H0;
         compress256(&mut self.inner, std::slice::from_ref(&self.inner_key_block));
@@ -371,14 +377,7 @@ impl ChainStepper {
         outer: &mut [u32; 8],
         inner: &mut [u8; KEY_LEN],
     ) {
-        for ((i, o), k) in self.inner_key_block[..KEY_LEN]
-            .iter_mut()
-            .zip(&mut self.outer_key_block[..KEY_LEN])
-            .zip(chain_key.iter())
-        {
-            *i = k ^ IPAD;
-            *o = k ^ OPAD;
-        }
+        self.load_key(chain_key);
         self.inner = SHA256_H0;
         *outer = SHA256_H0;
         compress256(&mut self.inner, std::slice::from_ref(&self.inner_key_block));
