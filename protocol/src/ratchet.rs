@@ -264,7 +264,7 @@ fn skip_until(chain: &mut ChainKey, until: u32) -> Result<SkippedBatch> {
     let mut stepper = ChainStepper::default();
     let mut batch = SkippedBatch::with_capacity(gap as usize);
     for _ in 0..gap {
-        batch.push_deferred(chain.index(), true, |outer, inner| {
+        batch.push_key(chain.index(), true, |outer, inner| {
             chain.step_deferred_into(&mut stepper, outer, inner);
         });
     }

@@ -121,7 +121,7 @@ impl SkippedBatch {
     /// Append the key for `index`, written in place by `fill`: deferred (the
     /// outer state and the inner digest) if `deferred`, else a finished
     /// message key in the second argument. Indices must ascend.
-    pub(crate) fn push_deferred(
+    pub(crate) fn push_key(
         &mut self,
         index: u32,
         deferred: bool,

@@ -334,7 +334,7 @@ fn state_from_proto(record: &pb::SessionStateRecord) -> Result<SessionState> {
                 );
             }
             previous = Some(key.index);
-            batch.push_deferred(key.index, deferred, |outer, inner| {
+            batch.push_key(key.index, deferred, |outer, inner| {
                 let (words, digest) = bytes.split_at(bytes.len() - KEY_LEN);
                 for (word, chunk) in outer.iter_mut().zip(words.chunks_exact(4)) {
                     let mut be = [0u8; 4];
