@@ -33,8 +33,9 @@
 //!   chain (on a fresh clone of the receiver for each iteration).
 //! - `floor`: one X25519 DH, one X25519 key generation, one Ed25519 strict
 //!   verification, one 1 KiB ChaCha20-Poly1305 seal + open, one HMAC-SHA256,
-//!   one HKDF-SHA256 (extract + 44-byte expand), and the decoding of an
-//!   Ed25519 identity into its X25519 form.
+//!   one HKDF-SHA256 (extract + 44-byte expand), one SHA-256 compression
+//!   and two independent ones, and the decoding of an Ed25519 identity into
+//!   its X25519 form.
 //! - `parts`: a few of our own building blocks, to locate overhead.
 //!
 //! vodozemac runs `SessionConfig::version_1()`, the Olm that Matrix deploys
@@ -680,6 +681,32 @@ fn floor_hmac(c: &mut Criterion) {
         });
 }
 
+/// SHA-256 compressions (`sha2`'s, the one every HMAC here ends in): one
+/// whose input state is the previous one's output (a dependent chain, what
+/// a chain step's critical path is made of), and two independent ones
+/// issued back to back (what a chain step's pairs are). If the processor
+/// overlapped independent compressions, the pair would cost about one; it
+/// shows how much of a second compression stays on the clock.
+fn floor_sha256(c: &mut Criterion) {
+    let block = [9u8; 64];
+    let mut group = c.benchmark_group("floor");
+    let mut state = [1u32; 8];
+    group.bench_function("sha256_compress", |b| {
+        b.iter(|| {
+            sha2::block_api::compress256(&mut state, std::slice::from_ref(black_box(&block)));
+        });
+    });
+    let (mut first, mut second) = ([1u32; 8], [2u32; 8]);
+    group.bench_function("sha256_compress_2_independent", |b| {
+        b.iter(|| {
+            sha2::block_api::compress256(&mut first, std::slice::from_ref(black_box(&block)));
+            sha2::block_api::compress256(&mut second, std::slice::from_ref(black_box(&block)));
+        });
+    });
+    black_box((state, first, second));
+    group.finish();
+}
+
 /// One HKDF-SHA256: extract with a 32-byte salt, expand 44 bytes (a message
 /// key into an AEAD key and nonce).
 fn floor_hkdf(c: &mut Criterion) {
@@ -747,6 +774,6 @@ criterion_group! {
         encrypt_decrypt_1k_before_reply,
         ping_pong_1k, gap_1000,
         floor_x25519_dh, floor_x25519_keygen, floor_ed25519_verify, floor_chacha20poly1305,
-        floor_hmac, floor_hkdf, floor_identity_decode, parts
+        floor_hmac, floor_sha256, floor_hkdf, floor_identity_decode, parts
 }
 criterion_main!(benches);

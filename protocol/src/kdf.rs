@@ -253,61 +253,160 @@ fn zero_salt() -> &'static HmacKey {
 /// Chain steps (`KDF_CK`) with one scratch area for any number of steps,
 /// wiped when dropped: a gap of 1,000 skipped keys runs without a copy of a
 /// key left anywhere but in its destination.
-#[derive(Zeroize, ZeroizeOnDrop)]
+///
+/// The four blocks a step compresses besides the constant seed blocks have
+/// a constant second half (the pad bytes of the two key blocks; the
+/// padding and length of the two outer blocks), written once here: a step
+/// only writes the 32 bytes that change in each.
 pub(crate) struct ChainStepper {
-    key: HmacKey,
-    /// The key block, then the outer block of the message key's HMAC.
-    block: [u8; BLOCK],
-    /// The outer block of the next chain key's HMAC.
-    block2: [u8; BLOCK],
+    /// `ck ^ ipad`, then `ipad` bytes.
+    inner_key_block: [u8; BLOCK],
+    /// `ck ^ opad`, then `opad` bytes.
+    outer_key_block: [u8; BLOCK],
+    /// The message key's inner digest, then padding (outer block).
+    message_block: [u8; BLOCK],
+    /// The next chain key's inner digest, then padding (outer block).
+    chain_block: [u8; BLOCK],
+    inner: [u32; 8],
+    outer: [u32; 8],
     message: [u32; 8],
     chain: [u32; 8],
+}
+
+/// An outer HMAC-SHA256 block with its digest half still zero: 0x80, zeros,
+/// and the bit length of key block + digest (768).
+const fn outer_block() -> [u8; BLOCK] {
+    let mut block = [0u8; BLOCK];
+    block[32] = 0x80;
+    let len = (((BLOCK + 32) as u64) * 8).to_be_bytes();
+    let mut i = 0;
+    while i < 8 {
+        block[BLOCK - 8 + i] = len[i];
+        i += 1;
+    }
+    block
 }
 
 impl Default for ChainStepper {
     fn default() -> Self {
         Self {
-            key: HmacKey {
-                inner: SHA256_H0,
-                outer: SHA256_H0,
-            },
-            block: [0u8; BLOCK],
-            block2: [0u8; BLOCK],
+            inner_key_block: [IPAD; BLOCK],
+            outer_key_block: [OPAD; BLOCK],
+            message_block: outer_block(),
+            chain_block: outer_block(),
+            inner: SHA256_H0,
+            outer: SHA256_H0,
             message: SHA256_H0,
             chain: SHA256_H0,
         }
     }
 }
 
-/// Bit length of an outer HMAC-SHA256 input: the key block and a digest.
-const OUTER_BITS: [u8; 8] = (((BLOCK + 32) as u64) * 8).to_be_bytes();
+impl Drop for ChainStepper {
+    fn drop(&mut self) {
+        // Only the first halves of the blocks ever held secrets; wiping
+        // everything is as cheap and leaves nothing to reason about.
+        self.inner_key_block.zeroize();
+        self.outer_key_block.zeroize();
+        self.message_block.zeroize();
+        self.chain_block.zeroize();
+        self.inner.zeroize();
+        self.outer.zeroize();
+        self.message.zeroize();
+        self.chain.zeroize();
+    }
+}
 
 impl ChainStepper {
+    /// Write `chain_key ^ ipad` and `chain_key ^ opad` into the key blocks
+    /// (a copy, then an in-place XOR with a constant: both vectorize).
+    fn load_key(&mut self, chain_key: &[u8; KEY_LEN]) {
+        self.inner_key_block[..KEY_LEN].copy_from_slice(chain_key);
+        self.outer_key_block[..KEY_LEN].copy_from_slice(chain_key);
+        for b in &mut self.inner_key_block[..KEY_LEN] {
+            *b ^= IPAD;
+        }
+        for b in &mut self.outer_key_block[..KEY_LEN] {
+            *b ^= OPAD;
+        }
+    }
+
     /// One `KDF_CK` step: the message key for `chain_key` goes to `message`,
     /// and `chain_key` becomes the next chain key. Six compressions: the two
     /// key blocks (shared by both HMACs), then an inner and an outer block
     /// per HMAC. They are issued in independent pairs (key blocks, inner
     /// blocks, outer blocks) so the processor can overlap each pair.
     pub(crate) fn step(&mut self, chain_key: &mut [u8; KEY_LEN], message: &mut [u8; KEY_LEN]) {
-        self.key.rekey(chain_key, &mut self.block);
-        self.message = self.key.inner;
-        self.chain = self.key.inner;
+        self.load_key(chain_key);
+        self.inner = SHA256_H0;
+        self.outer = SHA256_H0;
+        compress256(&mut self.inner, std::slice::from_ref(&self.inner_key_block));
+        compress256(&mut self.outer, std::slice::from_ref(&self.outer_key_block));
+        self.message = self.inner;
+        self.chain = self.inner;
         compress256(&mut self.message, std::slice::from_ref(&MESSAGE_KEY_BLOCK));
         compress256(&mut self.chain, std::slice::from_ref(&CHAIN_KEY_BLOCK));
-        for block in [&mut self.block, &mut self.block2] {
-            block[32] = 0x80;
-            block[33..BLOCK - 8].fill(0);
-            block[BLOCK - 8..].copy_from_slice(&OUTER_BITS);
-        }
-        digest_into(&self.message, &mut self.block[..32]);
-        digest_into(&self.chain, &mut self.block2[..32]);
-        self.message = self.key.outer;
-        self.chain = self.key.outer;
-        compress256(&mut self.message, std::slice::from_ref(&self.block));
-        compress256(&mut self.chain, std::slice::from_ref(&self.block2));
+        digest_into(&self.message, &mut self.message_block[..KEY_LEN]);
+        digest_into(&self.chain, &mut self.chain_block[..KEY_LEN]);
+        self.message = self.outer;
+        self.chain = self.outer;
+        compress256(&mut self.message, std::slice::from_ref(&self.message_block));
+        compress256(&mut self.chain, std::slice::from_ref(&self.chain_block));
         digest_into(&self.message, message);
         digest_into(&self.chain, chain_key);
     }
+}
+
+impl ChainStepper {
+    /// One `KDF_CK` step that leaves the message key one compression short:
+    /// `outer` gets the outer HMAC state of `chain_key` (after its padded
+    /// `opad` key block) and `inner` the inner digest `H((ck ^ ipad) ||
+    /// 0x01)`; [`finish_message_key`] turns the pair into the message key.
+    /// `chain_key` becomes the next chain key, as with [`Self::step`]. Five
+    /// compressions instead of six, for keys stored for later (most skipped
+    /// keys are never used, and a used one pays the sixth then).
+    ///
+    /// The pair reveals the message key and nothing else of the chain: the
+    /// next chain key is `HMAC` under the same key of `0x02`, whose inner
+    /// digest needs the inner key state, which is not kept (HMAC's own
+    /// security argument treats the inner and outer key states as
+    /// independent keys).
+    pub(crate) fn step_deferred(
+        &mut self,
+        chain_key: &mut [u8; KEY_LEN],
+        outer: &mut [u32; 8],
+        inner: &mut [u8; KEY_LEN],
+    ) {
+        self.load_key(chain_key);
+        self.inner = SHA256_H0;
+        *outer = SHA256_H0;
+        compress256(&mut self.inner, std::slice::from_ref(&self.inner_key_block));
+        compress256(outer, std::slice::from_ref(&self.outer_key_block));
+        self.chain = self.inner;
+        self.message = self.inner;
+        compress256(&mut self.chain, std::slice::from_ref(&CHAIN_KEY_BLOCK));
+        compress256(&mut self.message, std::slice::from_ref(&MESSAGE_KEY_BLOCK));
+        digest_into(&self.chain, &mut self.chain_block[..KEY_LEN]);
+        digest_into(&self.message, inner);
+        self.chain = *outer;
+        compress256(&mut self.chain, std::slice::from_ref(&self.chain_block));
+        digest_into(&self.chain, chain_key);
+    }
+}
+
+/// The message key from what [`ChainStepper::step_deferred`] kept: the
+/// outer HMAC compression over the inner digest.
+pub(crate) fn finish_message_key(
+    outer: &[u32; 8],
+    inner: &[u8; KEY_LEN],
+) -> Zeroizing<[u8; KEY_LEN]> {
+    let mut block = Zeroizing::new(outer_block());
+    block[..KEY_LEN].copy_from_slice(inner);
+    let mut state = Zeroizing::new(*outer);
+    compress256(&mut state, std::slice::from_ref(&*block));
+    let mut key = Zeroizing::new([0u8; KEY_LEN]);
+    digest_into(&state, &mut key[..]);
+    key
 }
 
 #[cold]
@@ -369,6 +468,19 @@ impl ChainKey {
         let mut mk = MessageKey::new([0u8; KEY_LEN], self.index);
         self.step_into(stepper, &mut mk.key);
         mk
+    }
+
+    /// Advance one step, writing the message key for the current index,
+    /// deferred (see [`ChainStepper::step_deferred`]), into `outer` and
+    /// `inner` (where it is to be kept).
+    pub(crate) fn step_deferred_into(
+        &mut self,
+        stepper: &mut ChainStepper,
+        outer: &mut [u32; 8],
+        inner: &mut [u8; KEY_LEN],
+    ) {
+        stepper.step_deferred(&mut self.key, outer, inner);
+        self.index = self.index.wrapping_add(1);
     }
 
     /// Advance one step, writing the message key for the current index
@@ -456,6 +568,23 @@ mod tests {
             let mut okm = [0u8; 44];
             hkdf_sha256(&[0u8; 32], &ikm, MESSAGE_KEYS_INFO, &mut okm);
             assert_eq!((&aead_key[..], &nonce[..]), (&okm[..32], &okm[32..]));
+        }
+    }
+
+    /// A deferred step gives the same next chain key, and its pair
+    /// finishes to the same message key, as a full step.
+    #[test]
+    fn deferred_steps_finish_to_the_message_keys() {
+        let mut full = [3u8; 32];
+        let mut deferred = full;
+        let mut stepper = ChainStepper::default();
+        for _ in 0..5 {
+            let mut message = [0u8; 32];
+            stepper.step(&mut full, &mut message);
+            let (mut outer, mut inner) = ([0u32; 8], [0u8; 32]);
+            stepper.step_deferred(&mut deferred, &mut outer, &mut inner);
+            assert_eq!(deferred, full);
+            assert_eq!(*finish_message_key(&outer, &inner), message);
         }
     }
 

@@ -136,7 +136,7 @@ impl RatchetState {
         // TrySkippedMessageKeys.
         if let Some(slot) = self.skipped.find(&header.ratchet_key, header.counter) {
             let key = self.skipped.get(slot).ok_or(Error::DecryptionFailed)?;
-            let plaintext = open(key, ad, message)?;
+            let plaintext = open(&key, ad, message)?;
             self.skipped.remove(slot);
             return Ok(plaintext);
         }
@@ -259,10 +259,14 @@ fn skip_until(chain: &mut ChainKey, until: u32) -> Result<SkippedBatch> {
             limit: MAX_SKIP,
         });
     }
+    // Skipped keys are stored deferred (five compressions each instead of
+    // six; the sixth is paid only by a key that is used).
     let mut stepper = ChainStepper::default();
     let mut batch = SkippedBatch::with_capacity(gap as usize);
     for _ in 0..gap {
-        batch.push_with(chain.index(), |key| chain.step_into(&mut stepper, key));
+        batch.push_key(chain.index(), true, |outer, inner| {
+            chain.step_deferred_into(&mut stepper, outer, inner);
+        });
     }
     Ok(batch)
 }

@@ -4,8 +4,9 @@
 
 use std::collections::VecDeque;
 
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+use crate::kdf::finish_message_key;
 use crate::keys::KEY_LEN;
 
 /// Most message keys one incoming message may make us skip in one chain.
@@ -17,29 +18,62 @@ pub const MAX_SKIP: u32 = 1000;
 /// Most skipped message keys stored per session, over all chains. Beyond it
 /// the oldest key is evicted: its message, if it ever arrives, fails with
 /// [`crate::Error::MessageKeyEvicted`] and the client asks for a re-send.
-/// 2,000 keys cost about 72 KiB.
+/// 2,000 keys cost about 144 KiB in memory (72 bytes each).
 pub const MAX_SKIPPED_KEYS: usize = 2000;
 
 /// One skipped message key. Kept in place once stored: using or evicting it
 /// wipes its bytes where they lie and marks it gone, so no copy of a key is
 /// ever moved around the heap.
+///
+/// A key derived here by a gap is kept *deferred*, one compression short of
+/// the message key (see [`crate::kdf::ChainStepper::step_deferred`]): the
+/// outer HMAC state of its chain key and the inner digest, which together
+/// give this message key and nothing else. A key read from a record written
+/// before deferral (32 bytes) is kept finished.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub(crate) struct SkippedKey {
+    /// Deferred: the outer HMAC state. Finished: unused (zero).
+    outer: [u32; 8],
+    /// Deferred: the inner digest. Finished: the message key.
     key: [u8; KEY_LEN],
     index: u32,
     live: bool,
+    deferred: bool,
 }
+
+/// Length of a deferred key as stored: the outer state (big-endian words)
+/// then the inner digest.
+pub(crate) const DEFERRED_KEY_LEN: usize = 2 * KEY_LEN;
 
 impl SkippedKey {
     pub(crate) fn index(&self) -> u32 {
         self.index
     }
 
-    pub(crate) fn as_bytes(&self) -> &[u8; KEY_LEN] {
-        &self.key
+    /// The message key (finishing a deferred one: one compression).
+    pub(crate) fn message_key(&self) -> Zeroizing<[u8; KEY_LEN]> {
+        if self.deferred {
+            finish_message_key(&self.outer, &self.key)
+        } else {
+            Zeroizing::new(self.key)
+        }
+    }
+
+    /// The key as a record stores it: 32 bytes (a finished message key) or
+    /// [`DEFERRED_KEY_LEN`] bytes (a deferred one). The caller wipes it.
+    pub(crate) fn stored_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(DEFERRED_KEY_LEN);
+        if self.deferred {
+            for word in &self.outer {
+                out.extend_from_slice(&word.to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&self.key);
+        out
     }
 
     fn consume(&mut self) {
+        self.outer.zeroize();
         self.key.zeroize();
         self.live = false;
     }
@@ -84,16 +118,24 @@ impl SkippedBatch {
         }
     }
 
-    /// Append the key for `index`, written in place by `fill` (so the key
-    /// bytes are never moved after they exist). Indices must ascend.
-    pub(crate) fn push_with(&mut self, index: u32, fill: impl FnOnce(&mut [u8; KEY_LEN])) {
+    /// Append the key for `index`, written in place by `fill`: deferred (the
+    /// outer state and the inner digest) if `deferred`, else a finished
+    /// message key in the second argument. Indices must ascend.
+    pub(crate) fn push_key(
+        &mut self,
+        index: u32,
+        deferred: bool,
+        fill: impl FnOnce(&mut [u32; 8], &mut [u8; KEY_LEN]),
+    ) {
         self.keys.push(SkippedKey {
+            outer: [0; 8],
             key: [0u8; KEY_LEN],
             index,
             live: true,
+            deferred,
         });
         if let Some(slot) = self.keys.last_mut() {
-            fill(&mut slot.key);
+            fill(&mut slot.outer, &mut slot.key);
         }
     }
 
@@ -172,13 +214,14 @@ impl SkippedKeys {
             })
     }
 
-    pub(crate) fn get(&self, slot: SkippedSlot) -> Option<&[u8; KEY_LEN]> {
+    /// The message key in `slot` (finished if it was deferred).
+    pub(crate) fn get(&self, slot: SkippedSlot) -> Option<Zeroizing<[u8; KEY_LEN]>> {
         self.runs
             .get(slot.0)?
             .keys
             .get(slot.1)
             .filter(|k| k.live)
-            .map(|k| &k.key)
+            .map(SkippedKey::message_key)
     }
 
     pub(crate) fn remove(&mut self, slot: SkippedSlot) {

@@ -21,12 +21,14 @@ use crate::keys::{IdentityKey, KEY_LEN, KeyPair, key_bytes};
 use crate::proto::storage as pb;
 use crate::ratchet::RatchetState;
 use crate::session::{MAX_ARCHIVED_STATES, PendingPreKey, SessionRecord, SessionState};
-use crate::skipped::{MAX_SKIPPED_KEYS, SkippedBatch, SkippedKeys};
+use crate::skipped::{DEFERRED_KEY_LEN, MAX_SKIPPED_KEYS, SkippedBatch, SkippedKeys};
 
 /// Version of the sealed container.
 pub const RECORD_FORMAT: u8 = 1;
 /// Version written into `SessionRecord.version` / `SessionStateRecord.version`.
-pub const SESSION_RECORD_VERSION: u32 = 1;
+/// Version 2 may store a skipped key deferred (64 bytes, see
+/// docs/PROTOCOL.md §8); version 1 records still load.
+pub const SESSION_RECORD_VERSION: u32 = 2;
 const RECORD_AAD_CONTEXT: &[u8] = b"Comptoir record v1";
 const NONCE_LEN: usize = 24;
 const SEALED_OVERHEAD: usize = 2 + NONCE_LEN + 16;
@@ -217,7 +219,7 @@ fn state_to_proto(state: &SessionState) -> pb::SessionStateRecord {
             skipped_keys.push(pb::SkippedKeyRecord {
                 ratchet_key: run.ratchet_key.to_vec(),
                 index: key.index(),
-                message_key: key.as_bytes().to_vec(),
+                message_key: key.stored_bytes(),
             });
         }
     }
@@ -312,20 +314,35 @@ fn state_from_proto(record: &pb::SessionStateRecord) -> Result<SessionState> {
         let mut batch = SkippedBatch::with_capacity(len);
         let mut previous = None;
         for key in &records[start..start + len] {
-            let bytes: &[u8; KEY_LEN] = key.message_key.as_slice().try_into().map_err(|_| {
-                Error::Decode(DecodeError::BadLength {
-                    field: "message_key",
-                    expected: KEY_LEN,
-                    got: key.message_key.len(),
-                })
-            })?;
+            // 32 bytes: a message key; 64: a deferred one (outer HMAC state
+            // as big-endian words, then the inner digest).
+            let bytes = key.message_key.as_slice();
+            let deferred = match bytes.len() {
+                KEY_LEN => false,
+                DEFERRED_KEY_LEN => true,
+                got => {
+                    return Err(Error::Decode(DecodeError::BadLength {
+                        field: "message_key",
+                        expected: KEY_LEN,
+                        got,
+                    }));
+                }
+            };
             if previous.is_some_and(|p| p >= key.index) {
                 return Err(
                     DecodeError::Protobuf("skipped keys of one chain must ascend".into()).into(),
                 );
             }
             previous = Some(key.index);
-            batch.push_with(key.index, |slot| slot.copy_from_slice(bytes));
+            batch.push_key(key.index, deferred, |outer, inner| {
+                let (words, digest) = bytes.split_at(bytes.len() - KEY_LEN);
+                for (word, chunk) in outer.iter_mut().zip(words.chunks_exact(4)) {
+                    let mut be = [0u8; 4];
+                    be.copy_from_slice(chunk);
+                    *word = u32::from_be_bytes(be);
+                }
+                inner.copy_from_slice(digest);
+            });
         }
         skipped.insert(ratchet_key, batch);
         start += len;

@@ -598,3 +598,72 @@ fn stored_record_types_print_no_fields() {
     let printed = format!("{state:?} {identity:?}");
     assert_eq!(printed, "SessionStateRecord(..) IdentityRecord(..)");
 }
+
+/// Skipped keys from a gap are stored deferred (64 bytes: the outer HMAC
+/// state and the inner digest, docs/PROTOCOL.md §8). They decrypt their
+/// messages after a save and load; and a version-1 record holding the same
+/// keys finished (32-byte message keys, what older builds wrote) decrypts
+/// the same messages.
+#[test]
+fn deferred_skipped_keys_survive_a_reload_and_old_records_still_decrypt() -> Result<()> {
+    use comptoir_protocol::proto::storage as pb;
+    use prost::Message;
+    let (_alice, mut a, mut bob, mut b, mut rng) = pair(15);
+    let texts: Vec<String> = (0..6).map(|i| format!("gap {i}")).collect();
+    let mut sent = Vec::new();
+    for text in &texts {
+        sent.push(a.encrypt(text.as_bytes(), &mut rng)?);
+    }
+    assert_eq!(
+        bob.decrypt(&mut b, &sent[5])?.plaintext,
+        texts[5].as_bytes()
+    );
+    let mut record = pb::SessionRecord::decode(&b.to_protobuf()[..])?;
+    let state = record.current.as_mut().ok_or(Error::SessionNotReady)?;
+    assert_eq!(state.skipped_keys.len(), 5);
+    assert!(state.skipped_keys.iter().all(|k| k.message_key.len() == 64));
+
+    // Reloaded as written: every skipped message decrypts, once.
+    let mut reloaded = SessionRecord::from_protobuf(&b.to_protobuf())?;
+    for i in [3, 0, 4] {
+        assert_eq!(
+            bob.decrypt(&mut reloaded, &sent[i])?.plaintext,
+            texts[i].as_bytes()
+        );
+    }
+    assert_eq!(
+        bob.decrypt(&mut reloaded, &sent[0]),
+        Err(Error::DuplicateMessage { counter: 0 })
+    );
+
+    // The same keys finished, as a version-1 record: the outer SHA-256
+    // compression over the inner digest (HMAC's outer hash).
+    record.version = 1;
+    for state in record.current.iter_mut() {
+        state.version = 1;
+        for key in &mut state.skipped_keys {
+            let (words, inner) = key.message_key.split_at(32);
+            let mut outer: [u32; 8] = std::array::from_fn(|i| {
+                u32::from_be_bytes(words[4 * i..4 * i + 4].try_into().unwrap())
+            });
+            let mut block = [0u8; 64];
+            block[..32].copy_from_slice(inner);
+            block[32] = 0x80;
+            block[56..].copy_from_slice(&768u64.to_be_bytes());
+            sha2::block_api::compress256(&mut outer, &[block]);
+            key.message_key = outer.iter().flat_map(|w| w.to_be_bytes()).collect();
+        }
+    }
+    let mut old = SessionRecord::from_protobuf(&record.encode_to_vec())?;
+    for i in [4, 1, 0, 2, 3] {
+        assert_eq!(
+            bob.decrypt(&mut old, &sent[i])?.plaintext,
+            texts[i].as_bytes()
+        );
+    }
+    // A stored key of any other length is refused.
+    let state = record.current.as_mut().ok_or(Error::SessionNotReady)?;
+    state.skipped_keys[0].message_key.push(0);
+    assert!(SessionRecord::from_protobuf(&record.encode_to_vec()).is_err());
+    Ok(())
+}
