@@ -30,7 +30,7 @@ use crate::frame;
 use crate::hub::{Posted, Presence};
 use crate::shutdown::Shutdown;
 use crate::state::{Relay, now_ms};
-use crate::storage::Storage;
+use crate::storage::{Backend, Cursor};
 
 /// The authenticated device of a connection.
 #[derive(Debug)]
@@ -40,11 +40,11 @@ pub(crate) struct Device {
     pub(crate) identity: IdentityKey,
     pub(crate) presence: Arc<Presence>,
     /// Last queue position pushed on this connection.
-    pub(crate) cursor: Option<u64>,
+    pub(crate) cursor: Option<Cursor>,
     /// Envelopes pushed and not yet acked.
     pub(crate) in_flight: usize,
     /// Last receipt queue position pushed on this connection.
-    pub(crate) receipt_cursor: Option<u64>,
+    pub(crate) receipt_cursor: Option<Cursor>,
     /// Receipts pushed and not yet acked.
     pub(crate) receipts_in_flight: usize,
 }
@@ -115,7 +115,7 @@ enum Flow {
     Stop,
 }
 
-impl<S: Storage> Session<S> {
+impl<S> Session<S> {
     pub(crate) fn new(relay: Arc<Relay<S>>, peer: IpAddr) -> Self {
         let id = relay.next_connection.fetch_add(1, Relaxed);
         Self {
@@ -138,7 +138,9 @@ impl<S: Storage> Session<S> {
             }),
         )
     }
+}
 
+impl<S: Backend> Session<S> {
     /// Drive the connection until it ends.
     ///
     /// A plain function returning an `async move` block rather than an

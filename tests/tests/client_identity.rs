@@ -10,7 +10,7 @@ use std::sync::Arc;
 use comptoir_client::{Client, ClientError, Event, KdfParams};
 use comptoir_protocol::{AccountKeyPair, DeviceList, IdentityKeyPair};
 use comptoir_relay::storage::ListUpdate;
-use comptoir_relay::{Metrics, SledStore, Storage};
+use comptoir_relay::{Directory, Lifecycle, Metrics, SledStore};
 use support::{TIMEOUT, start_relay};
 
 const FAST_KDF: KdfParams = KdfParams {

@@ -16,7 +16,7 @@ use crate::hub::Posted;
 use crate::policy;
 use crate::session::{Device, Reply, Session};
 use crate::state::now_ms;
-use crate::storage::Storage;
+use crate::storage::{Directory, Keys, Mailbox};
 
 /// Version of the account records this relay writes.
 const ACCOUNT_RECORD_VERSION: u32 = 1;
@@ -30,7 +30,7 @@ pub(crate) fn kind_name(kind: AccountKind) -> &'static str {
 }
 
 /// Create the account. Registration does not authenticate the connection.
-pub(crate) async fn register<S: Storage>(
+pub(crate) async fn register<S: Directory>(
     session: &mut Session<S>,
     request_id: u64,
     request: wire::Register,
@@ -121,7 +121,7 @@ pub(crate) async fn register<S: Storage>(
 }
 
 /// Check the challenge signature and bind the connection to the device.
-pub(crate) async fn authenticate<S: Storage>(
+pub(crate) async fn authenticate<S: Directory + Keys + Mailbox>(
     session: &mut Session<S>,
     request_id: u64,
     request: wire::AuthResponse,

@@ -12,9 +12,9 @@ use crate::error::{RelayError, invalid};
 use crate::frame;
 use crate::hub::Posted;
 use crate::session::{Reply, Session};
-use crate::storage::{ListUpdate, Storage};
+use crate::storage::{Directory, Keys, ListUpdate, Mailbox};
 
-pub(crate) async fn publish<S: Storage>(
+pub(crate) async fn publish<S: Directory + Keys + Mailbox>(
     session: &mut Session<S>,
     request_id: u64,
     request: wire::PublishDeviceList,
@@ -53,7 +53,8 @@ pub(crate) async fn publish<S: Storage>(
         if kept.contains(&old) {
             continue;
         }
-        let dropped = relay.store.remove_device(account, old).await?;
+        let dropped = relay.store.remove_queue(account, old).await?;
+        relay.store.remove_device_keys(account, old).await?;
         relay
             .metrics
             .queue_depth
@@ -80,7 +81,7 @@ pub(crate) async fn publish<S: Storage>(
     })
 }
 
-pub(crate) async fn get<S: Storage>(
+pub(crate) async fn get<S: Directory>(
     session: &mut Session<S>,
     request_id: u64,
     request: wire::GetDeviceList,

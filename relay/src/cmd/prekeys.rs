@@ -10,7 +10,7 @@ use crate::error::{RelayError, invalid};
 use crate::frame;
 use crate::hub::Posted;
 use crate::session::{Reply, Session};
-use crate::storage::Storage;
+use crate::storage::{Directory, Keys};
 
 /// Length of an X25519 public key.
 const KEY_LEN: usize = 32;
@@ -38,7 +38,7 @@ fn check_key(what: &str, key_id: u32, public_key: &[u8]) -> Result<(), RelayErro
     Ok(())
 }
 
-pub(crate) async fn upload<S: Storage>(
+pub(crate) async fn upload<S: Keys>(
     session: &mut Session<S>,
     request_id: u64,
     request: wire::UploadPreKeys,
@@ -87,7 +87,7 @@ pub(crate) async fn upload<S: Storage>(
     }
 }
 
-pub(crate) async fn fetch<S: Storage>(
+pub(crate) async fn fetch<S: Directory + Keys>(
     session: &mut Session<S>,
     request_id: u64,
     request: wire::FetchPreKeys,

@@ -20,14 +20,14 @@ use crate::policy::{
 };
 use crate::session::{Completion, EncodeFrame, Reply, Session};
 use crate::state::now_ms;
-use crate::storage::{Enqueued, MESSAGE_ID_LEN, NewMessage, Storage};
+use crate::storage::{Directory, Enqueued, MESSAGE_ID_LEN, Mailbox, NewMessage};
 
 /// Longest template id a send may carry (template ids are short names).
 pub(crate) const MAX_TEMPLATE_ID_LEN: usize = 128;
 /// Longest franking tag a send may carry (an HMAC-SHA256 is 32 bytes).
 pub(crate) const MAX_FRANKING_TAG_LEN: usize = 64;
 
-pub(crate) async fn send<S: Storage>(
+pub(crate) async fn send<S: Directory + Mailbox>(
     session: &mut Session<S>,
     request_id: u64,
     request: wire::Send,
@@ -169,7 +169,7 @@ pub(crate) async fn send<S: Storage>(
 
 /// An account's record; one registered before records existed reads as
 /// a customer created at time 0.
-async fn record_of<S: Storage>(
+async fn record_of<S: Directory>(
     store: &S,
     account: comptoir_protocol::AccountId,
 ) -> Result<Arc<AccountRecord>, RelayError> {
@@ -198,7 +198,7 @@ fn refusal_error(refusal: Refusal, list: Option<&wire::SignedDeviceList>) -> Rel
     }
 }
 
-async fn finish<S: Storage>(
+async fn finish<S: Mailbox>(
     relay: Arc<crate::state::Relay<S>>,
     request_id: u64,
     message_id: [u8; MESSAGE_ID_LEN],

@@ -58,8 +58,9 @@ use super::dir_lock::DirLock;
 use super::mail_log::ReceiptRef;
 use super::mail_log::{LogOptions, MailLog};
 use super::{
-    Acked, Enqueued, ExpiredAccounts, ListUpdate, MESSAGE_ID_LEN, NameClaim, NewMessage,
-    QueuedEnvelope, QueuedReceipt, Storage, StorageError, StorageResult, TakenPreKeys,
+    Acked, Cursor, Directory, Enqueued, ExpiredAccounts, Keys, Lifecycle, ListUpdate,
+    MESSAGE_ID_LEN, Mailbox, NameClaim, NewMessage, QueuedMail, QueuedReceipt, StorageError,
+    StorageResult, TakenPreKeys,
 };
 
 /// How long an expired account's note is kept: past it no send that read
@@ -238,7 +239,7 @@ fn move_legacy_receipts(receipts: &Tree, mail: &MailLog, db: &Db) -> StorageResu
     Ok(())
 }
 
-/// sled-backed [`Storage`]. Cheap to clone (all handles are shared).
+/// The embedded backend: every role ([`Directory`], [`Keys`], [`Mailbox`], [`Lifecycle`]). Cheap to clone (all handles are shared).
 #[derive(Clone, Debug)]
 pub struct SledStore {
     /// Read-through caches of what every send reads: device lists and
@@ -438,7 +439,7 @@ impl SledStore {
     }
 }
 
-impl Storage for SledStore {
+impl Directory for SledStore {
     async fn create_account(
         &self,
         list: &SignedDeviceList,
@@ -680,180 +681,6 @@ impl Storage for SledStore {
         }
     }
 
-    async fn store_prekeys(
-        &self,
-        account: AccountId,
-        device: u32,
-        signed: Option<SignedPreKey>,
-        one_time: Vec<OneTimePreKey>,
-        max: u32,
-    ) -> StorageResult<Result<u32, u32>> {
-        let have = self.count_one_time(&account, device);
-        let mut fresh = 0u32;
-        for key in &one_time {
-            let mut k = prekey_prefix(&account, device, 1);
-            k.extend_from_slice(&key.key_id.to_be_bytes());
-            if !self.prekeys.contains_key(k).map_err(backend)? {
-                fresh += 1;
-            }
-        }
-        if have.saturating_add(fresh) > max {
-            return Ok(Err(have));
-        }
-        let mut batch = Batch::default();
-        if let Some(spk) = signed {
-            batch.insert(prekey_prefix(&account, device, 0), spk.encode_to_vec());
-        }
-        for key in one_time {
-            let mut k = prekey_prefix(&account, device, 1);
-            k.extend_from_slice(&key.key_id.to_be_bytes());
-            batch.insert(k, key.public_key);
-        }
-        self.prekeys.apply_batch(batch).map_err(backend)?;
-        self.committer.durable().await?;
-        Ok(Ok(have + fresh))
-    }
-
-    async fn take_prekeys(&self, account: AccountId, device: u32) -> StorageResult<TakenPreKeys> {
-        let signed = match self
-            .prekeys
-            .get(prekey_prefix(&account, device, 0))
-            .map_err(backend)?
-        {
-            Some(bytes) => {
-                Some(SignedPreKey::decode(&*bytes).map_err(|_| StorageError::Corrupt("prekeys"))?)
-            }
-            None => None,
-        };
-        let prefix = prekey_prefix(&account, device, 1);
-        let mut one_time = None;
-        // Compare-and-swap the first key away; a concurrent taker that wins
-        // the race makes us retry with the next key.
-        while let Some(entry) = self.prekeys.scan_prefix(&prefix).next() {
-            let (key, value) = entry.map_err(backend)?;
-            let taken = self
-                .prekeys
-                .compare_and_swap(&key, Some(&value), None as Option<&[u8]>)
-                .map_err(backend)?;
-            if taken.is_ok() {
-                let key_id = be_u32(&key, prefix.len(), "prekeys")?;
-                one_time = Some(OneTimePreKey {
-                    key_id,
-                    public_key: value.to_vec(),
-                });
-                self.committer.durable().await?;
-                break;
-            }
-        }
-        Ok(TakenPreKeys {
-            signed,
-            one_time,
-            remaining: self.count_one_time(&account, device),
-        })
-    }
-
-    async fn one_time_prekey_count(&self, account: AccountId, device: u32) -> StorageResult<u32> {
-        Ok(self.count_one_time(&account, device))
-    }
-
-    async fn enqueue(&self, message: NewMessage, max_queue: u64) -> StorageResult<Enqueued> {
-        self.mail.enqueue(message, max_queue).await
-    }
-
-    async fn pending(
-        &self,
-        account: AccountId,
-        device: u32,
-        after: Option<u64>,
-        limit: usize,
-        now_ms: u64,
-    ) -> StorageResult<Vec<QueuedEnvelope>> {
-        self.mail.pending(account, device, after, limit, now_ms)
-    }
-
-    async fn queued_count(&self, account: AccountId, device: u32) -> StorageResult<u64> {
-        Ok(self.mail.queued_count(account, device))
-    }
-
-    async fn acknowledge(
-        &self,
-        account: AccountId,
-        device: u32,
-        sender: AccountId,
-        message_id: [u8; MESSAGE_ID_LEN],
-        receipt_expires_at_ms: u64,
-    ) -> StorageResult<Option<Acked>> {
-        // Not waited on for durability: see `Storage::acknowledge`.
-        let acked =
-            self.mail
-                .acknowledge(account, device, sender, &message_id, receipt_expires_at_ms)?;
-        Ok(acked.map(|(sender_device, durable)| Acked {
-            sender_device,
-            receipt_kept: Box::pin(async move { durable.await.map_err(|_| StorageError::Closed)? }),
-        }))
-    }
-
-    async fn pending_receipts(
-        &self,
-        account: AccountId,
-        device: u32,
-        after: Option<u64>,
-        limit: usize,
-        now_ms: u64,
-    ) -> StorageResult<Vec<QueuedReceipt>> {
-        Ok(self
-            .mail
-            .pending_receipts(account, device, after, limit, now_ms)
-            .into_iter()
-            .map(|(cursor, r)| QueuedReceipt {
-                cursor,
-                recipient: r.recipient,
-                recipient_device: r.recipient_device,
-                message_id: r.message_id,
-            })
-            .collect())
-    }
-
-    async fn acknowledge_receipt(
-        &self,
-        account: AccountId,
-        device: u32,
-        recipient: AccountId,
-        recipient_device: u32,
-        message_id: [u8; MESSAGE_ID_LEN],
-    ) -> StorageResult<bool> {
-        self.mail
-            .acknowledge_receipt(account, device, recipient, recipient_device, &message_id)
-    }
-
-    async fn expire(&self, now_ms: u64) -> StorageResult<u64> {
-        // A pass over the whole index, a slice per lock: off the async
-        // workers, which it would otherwise hold up meanwhile.
-        let mail = self.mail.clone();
-        let expired = tokio::task::spawn_blocking(move || mail.expire(now_ms))
-            .await
-            .map_err(|e| StorageError::Backend(format!("expiry task failed: {e}")))?;
-        // Receipts expire with the mail, in the log.
-        // Deletions need not wait for the disk (see the trait docs).
-        Ok(expired)
-    }
-
-    async fn remove_device(&self, account: AccountId, device: u32) -> StorageResult<u64> {
-        let removed = self.mail.remove_device(account, device)?;
-        // Durable like the prekey deletion below: a removed device's queue
-        // must not come back after a crash.
-        self.mail.flush().await?;
-        let mut batch = Batch::default();
-        let mut prefix = account.to_vec();
-        prefix.extend_from_slice(&device.to_be_bytes());
-        for key in self.prekeys.scan_prefix(&prefix).keys() {
-            batch.remove(key.map_err(backend)?);
-        }
-        self.prekeys.apply_batch(batch).map_err(backend)?;
-        self.committer.durable().await?;
-        Ok(removed)
-    }
-
     async fn set_blocked(
         &self,
         blocker: AccountId,
@@ -964,11 +791,204 @@ impl Storage for SledStore {
             None => Ok(None),
         }
     }
+}
+
+impl Keys for SledStore {
+    async fn store_prekeys(
+        &self,
+        account: AccountId,
+        device: u32,
+        signed: Option<SignedPreKey>,
+        one_time: Vec<OneTimePreKey>,
+        max: u32,
+    ) -> StorageResult<Result<u32, u32>> {
+        let have = self.count_one_time(&account, device);
+        let mut fresh = 0u32;
+        for key in &one_time {
+            let mut k = prekey_prefix(&account, device, 1);
+            k.extend_from_slice(&key.key_id.to_be_bytes());
+            if !self.prekeys.contains_key(k).map_err(backend)? {
+                fresh += 1;
+            }
+        }
+        if have.saturating_add(fresh) > max {
+            return Ok(Err(have));
+        }
+        let mut batch = Batch::default();
+        if let Some(spk) = signed {
+            batch.insert(prekey_prefix(&account, device, 0), spk.encode_to_vec());
+        }
+        for key in one_time {
+            let mut k = prekey_prefix(&account, device, 1);
+            k.extend_from_slice(&key.key_id.to_be_bytes());
+            batch.insert(k, key.public_key);
+        }
+        self.prekeys.apply_batch(batch).map_err(backend)?;
+        self.committer.durable().await?;
+        Ok(Ok(have + fresh))
+    }
+
+    async fn take_prekeys(&self, account: AccountId, device: u32) -> StorageResult<TakenPreKeys> {
+        let signed = match self
+            .prekeys
+            .get(prekey_prefix(&account, device, 0))
+            .map_err(backend)?
+        {
+            Some(bytes) => {
+                Some(SignedPreKey::decode(&*bytes).map_err(|_| StorageError::Corrupt("prekeys"))?)
+            }
+            None => None,
+        };
+        let prefix = prekey_prefix(&account, device, 1);
+        let mut one_time = None;
+        // Compare-and-swap the first key away; a concurrent taker that wins
+        // the race makes us retry with the next key.
+        while let Some(entry) = self.prekeys.scan_prefix(&prefix).next() {
+            let (key, value) = entry.map_err(backend)?;
+            let taken = self
+                .prekeys
+                .compare_and_swap(&key, Some(&value), None as Option<&[u8]>)
+                .map_err(backend)?;
+            if taken.is_ok() {
+                let key_id = be_u32(&key, prefix.len(), "prekeys")?;
+                one_time = Some(OneTimePreKey {
+                    key_id,
+                    public_key: value.to_vec(),
+                });
+                self.committer.durable().await?;
+                break;
+            }
+        }
+        Ok(TakenPreKeys {
+            signed,
+            one_time,
+            remaining: self.count_one_time(&account, device),
+        })
+    }
+
+    async fn one_time_prekey_count(&self, account: AccountId, device: u32) -> StorageResult<u32> {
+        Ok(self.count_one_time(&account, device))
+    }
+
+    async fn remove_device_keys(&self, account: AccountId, device: u32) -> StorageResult<()> {
+        let mut batch = Batch::default();
+        let mut prefix = account.to_vec();
+        prefix.extend_from_slice(&device.to_be_bytes());
+        for key in self.prekeys.scan_prefix(&prefix).keys() {
+            batch.remove(key.map_err(backend)?);
+        }
+        self.prekeys.apply_batch(batch).map_err(backend)?;
+        self.committer.durable().await
+    }
+}
+
+impl Mailbox for SledStore {
+    async fn enqueue(&self, message: NewMessage, max_queue: u64) -> StorageResult<Enqueued> {
+        self.mail.enqueue(message, max_queue).await
+    }
+
+    async fn pending(
+        &self,
+        account: AccountId,
+        device: u32,
+        after: Option<Cursor>,
+        limit: usize,
+        now_ms: u64,
+    ) -> StorageResult<Vec<QueuedMail>> {
+        let after = after.map(Cursor::position);
+        Ok(self
+            .mail
+            .pending(account, device, after, limit, now_ms)?
+            .into_iter()
+            .map(|queued| QueuedMail {
+                cursor: Cursor::from_position(queued.cursor),
+                envelope: queued.envelope,
+            })
+            .collect())
+    }
+
+    async fn queued_count(&self, account: AccountId, device: u32) -> StorageResult<u64> {
+        Ok(self.mail.queued_count(account, device))
+    }
+
+    async fn acknowledge(
+        &self,
+        account: AccountId,
+        device: u32,
+        sender: AccountId,
+        message_id: [u8; MESSAGE_ID_LEN],
+        receipt_expires_at_ms: u64,
+    ) -> StorageResult<Option<Acked>> {
+        // Not waited on for durability: see `Mailbox::acknowledge`.
+        let acked =
+            self.mail
+                .acknowledge(account, device, sender, &message_id, receipt_expires_at_ms)?;
+        Ok(acked.map(|(sender_device, durable)| Acked {
+            sender_device,
+            receipt_kept: Box::pin(async move { durable.await.map_err(|_| StorageError::Closed)? }),
+        }))
+    }
+
+    async fn pending_receipts(
+        &self,
+        account: AccountId,
+        device: u32,
+        after: Option<Cursor>,
+        limit: usize,
+        now_ms: u64,
+    ) -> StorageResult<Vec<QueuedReceipt>> {
+        let after = after.map(Cursor::position);
+        Ok(self
+            .mail
+            .pending_receipts(account, device, after, limit, now_ms)
+            .into_iter()
+            .map(|(cursor, r)| QueuedReceipt {
+                cursor: Cursor::from_position(cursor),
+                recipient: r.recipient,
+                recipient_device: r.recipient_device,
+                message_id: r.message_id,
+            })
+            .collect())
+    }
+
+    async fn acknowledge_receipt(
+        &self,
+        account: AccountId,
+        device: u32,
+        recipient: AccountId,
+        recipient_device: u32,
+        message_id: [u8; MESSAGE_ID_LEN],
+    ) -> StorageResult<bool> {
+        self.mail
+            .acknowledge_receipt(account, device, recipient, recipient_device, &message_id)
+    }
+
+    async fn expire(&self, now_ms: u64) -> StorageResult<u64> {
+        // A pass over the whole index, a slice per lock: off the async
+        // workers, which it would otherwise hold up meanwhile.
+        let mail = self.mail.clone();
+        let expired = tokio::task::spawn_blocking(move || mail.expire(now_ms))
+            .await
+            .map_err(|e| StorageError::Backend(format!("expiry task failed: {e}")))?;
+        // Receipts expire with the mail, in the log.
+        // Deletions need not wait for the disk (see the trait docs).
+        Ok(expired)
+    }
+
+    async fn remove_queue(&self, account: AccountId, device: u32) -> StorageResult<u64> {
+        let removed = self.mail.remove_device(account, device)?;
+        // Durable: a removed device's queue must not come back after a
+        // crash.
+        self.mail.flush().await?;
+        Ok(removed)
+    }
 
     async fn total_queued(&self) -> StorageResult<u64> {
         Ok(self.mail.total_queued())
     }
+}
 
+impl Lifecycle for SledStore {
     async fn flush(&self) -> StorageResult<()> {
         self.mail.flush().await?;
         self.committer.durable().await
