@@ -4,11 +4,10 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use comptoir_protocol::proto::relay::AccountRecord;
 use comptoir_protocol::proto::wire::{self, AccountKind, server_frame::Body};
-use comptoir_protocol::{AccountKey, DeviceList, IdentityKey, auth_payload, register_payload};
+use comptoir_protocol::{AccountKey, DeviceList, auth_payload, register_payload};
 
-use super::{account_field, protocol_refusal};
+use super::{account_field, protocol_refusal, stored_list};
 use crate::connection::close;
 use crate::error::{RelayError, invalid};
 use crate::frame;
@@ -16,10 +15,7 @@ use crate::hub::Posted;
 use crate::policy;
 use crate::session::{Device, Reply, Session};
 use crate::state::now_ms;
-use crate::storage::{Directory, Keys, Mailbox};
-
-/// Version of the account records this relay writes.
-const ACCOUNT_RECORD_VERSION: u32 = 1;
+use crate::storage::{AccountRecord, Directory, Keys, Kind, Mailbox};
 
 /// "customer" or "business".
 pub(crate) fn kind_name(kind: AccountKind) -> &'static str {
@@ -82,19 +78,23 @@ pub(crate) async fn register<S: Directory>(
         });
     }
     let record = AccountRecord {
-        version: ACCOUNT_RECORD_VERSION,
-        kind: kind as i32,
+        kind: match kind {
+            AccountKind::Business => Kind::Business,
+            AccountKind::Customer | AccountKind::Unspecified => Kind::Customer,
+        },
         created_at_ms: now_ms(),
         ..AccountRecord::default()
     };
     let store = &relay.store;
+    let devices = verified.devices.len();
+    let list = stored_list(&list, verified);
     match store.create_account(&list, &record).await? {
         None => {
-            tracing::info!(%account, devices = verified.devices.len(), ?kind, "account registered");
+            tracing::info!(%account, devices, ?kind, "account registered");
         }
         // The same registration again (a lost reply): fine if it states
         // the same kind, which never changes.
-        Some(existing) if existing == list => {
+        Some(existing) if existing.signed == list.signed => {
             let stored = store
                 .account_record(account)
                 .await?
@@ -134,13 +134,10 @@ pub(crate) async fn authenticate<S: Directory + Keys + Mailbox>(
         .device_list(account)
         .await?
         .ok_or(RelayError::UnknownDevice)?;
-    let entry = list
-        .devices
-        .iter()
-        .find(|d| d.device_id == request.device_id)
+    let identity = *list
+        .list
+        .device(request.device_id)
         .ok_or(RelayError::UnknownDevice)?;
-    let identity =
-        IdentityKey::from_bytes(&entry.identity_key).map_err(|_| RelayError::UnknownDevice)?;
     // The signature must cover one of this relay's own origins.
     let signed_for_us = relay.config.public_origins.iter().any(|origin| {
         let payload = auth_payload(&session.nonce, &account, request.device_id, origin);

@@ -3,10 +3,10 @@
 
 use std::collections::BTreeSet;
 
+use comptoir_protocol::DeviceList;
 use comptoir_protocol::proto::wire::{self, server_frame::Body};
-use comptoir_protocol::{AccountKey, DeviceList};
 
-use super::{account_field, device, protocol_refusal};
+use super::{account_field, device, protocol_refusal, stored_list, wire_list};
 use crate::connection::close;
 use crate::error::{RelayError, invalid};
 use crate::frame;
@@ -33,23 +33,20 @@ pub(crate) async fn publish<S: Directory + Keys + Mailbox>(
         .device_list(account)
         .await?
         .ok_or(RelayError::UnknownAccount)?;
-    let trusted = AccountKey::from_bytes(&current.account_key)
-        .map_err(|_| RelayError::Storage(crate::storage::StorageError::Corrupt("accounts")))?;
-    let verified = DeviceList::verify(&list, Some(&trusted))
+    let verified = DeviceList::verify(&list, Some(&current.list.account_key))
         .map_err(|e| protocol_refusal("device list", e))?;
+    let version = verified.version;
+    let kept: BTreeSet<u32> = verified.device_ids().into_iter().collect();
+    let list = stored_list(&list, verified);
     match relay.store.replace_device_list(account, &list).await? {
         ListUpdate::Stored => {}
         ListUpdate::Stale { have } => {
-            return Err(RelayError::StaleDeviceList {
-                have,
-                got: verified.version,
-            });
+            return Err(RelayError::StaleDeviceList { have, got: version });
         }
         ListUpdate::UnknownAccount => return Err(RelayError::UnknownAccount),
     }
-    let kept: BTreeSet<u32> = verified.device_ids().into_iter().collect();
     let mut removed_self = false;
-    for old in current.devices.iter().map(|d| d.device_id) {
+    for old in current.list.device_ids() {
         if kept.contains(&old) {
             continue;
         }
@@ -69,7 +66,7 @@ pub(crate) async fn publish<S: Directory + Keys + Mailbox>(
             );
         }
     }
-    tracing::info!(%account, version = verified.version, devices = kept.len(), "device list updated");
+    tracing::info!(%account, version, devices = kept.len(), "device list updated");
     Ok(if removed_self {
         Reply::Close(
             frame::ok(request_id),
@@ -95,6 +92,6 @@ pub(crate) async fn get<S: Directory>(
         .ok_or(RelayError::UnknownAccount)?;
     Ok(Reply::Frame(frame::server(
         request_id,
-        Body::DeviceList((*list).clone()),
+        Body::DeviceList(wire_list(&list)?),
     )))
 }

@@ -66,10 +66,10 @@ pub(crate) async fn verify_code<S: Directory>(
     {
         tracing::info!(%holder, %account, "phone number moved to another account");
         if let Some(list) = relay.store.device_list(holder).await? {
-            for entry in &list.devices {
+            for device_id in list.list.device_ids() {
                 relay.hub.post(
                     holder,
-                    entry.device_id,
+                    device_id,
                     Posted::Frame(frame::server(
                         0,
                         Body::PhoneNumberReleased(wire::PhoneNumberReleased {

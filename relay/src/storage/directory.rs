@@ -10,11 +10,52 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use comptoir_protocol::AccountId;
-use comptoir_protocol::proto::relay::AccountRecord;
-use comptoir_protocol::proto::wire::SignedDeviceList;
+use comptoir_protocol::{AccountId, DeviceList};
 
 use super::StorageResult;
+
+/// An account's signed device list: the bytes as the account published
+/// them (what the relay hands to others, and stores), with their parse.
+/// Whoever builds one vouches that `list` is `signed` as verified (the
+/// handlers verify before they store; a backend parses what it stored).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredDeviceList {
+    /// The encoded `SignedDeviceList` (signature included), as published.
+    pub signed: Vec<u8>,
+    /// Its content: account, account key, version, devices.
+    pub list: DeviceList,
+}
+
+/// An account's kind, stated at registration and never changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Kind {
+    /// A person (also an account registered before kinds existed).
+    #[default]
+    Customer,
+    /// A business.
+    Business,
+}
+
+/// What the relay keeps about an account besides its device list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AccountRecord {
+    /// Stated at registration, never changed.
+    pub kind: Kind,
+    /// The relay's clock at registration, ms since the Unix epoch.
+    pub created_at_ms: u64,
+    /// The verified E.164 phone number bound to the account, empty if none.
+    pub phone_number: String,
+    /// Whether others may find the account by that number.
+    pub discoverable: bool,
+    /// The operator's certificate of the business profile (empty:
+    /// unverified). Filled by the business issue.
+    pub business_certificate: Vec<u8>,
+    /// The quality tier (0: none yet).
+    pub quality_tier: u32,
+    /// The daily quota of customers reached by business-initiated
+    /// conversations (0: the tier's default).
+    pub daily_conversation_quota: u64,
+}
 
 /// What `replace_device_list` did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,9 +101,9 @@ pub trait Directory: Send + Sync + 'static {
     /// the account already exists (the record is then left as it was).
     fn create_account(
         &self,
-        list: &SignedDeviceList,
+        list: &StoredDeviceList,
         record: &AccountRecord,
-    ) -> impl Future<Output = StorageResult<Option<SignedDeviceList>>> + Send;
+    ) -> impl Future<Output = StorageResult<Option<Arc<StoredDeviceList>>>> + Send;
 
     /// Note that the account authenticated (durably, the first time): it
     /// no longer expires under `expire_unauthenticated`.
@@ -82,26 +123,27 @@ pub trait Directory: Send + Sync + 'static {
     ) -> impl Future<Output = StorageResult<ExpiredAccounts>> + Send;
 
     /// The account's record (kind, creation time, phone binding, business
-    /// fields), shared: it is read on every send. `None` for an unknown
+    /// fields); it is read on every send. `None` for an unknown
     /// account, or one registered before records existed (treat it as a
     /// customer created at time 0).
     fn account_record(
         &self,
         account: AccountId,
-    ) -> impl Future<Output = StorageResult<Option<Arc<AccountRecord>>>> + Send;
+    ) -> impl Future<Output = StorageResult<Option<AccountRecord>>> + Send;
 
     /// The account's current signed device list (shared: it is read on
-    /// every send).
+    /// every send). Never older than the last completed
+    /// [`replace_device_list`](Directory::replace_device_list).
     fn device_list(
         &self,
         account: AccountId,
-    ) -> impl Future<Output = StorageResult<Option<Arc<SignedDeviceList>>>> + Send;
+    ) -> impl Future<Output = StorageResult<Option<Arc<StoredDeviceList>>>> + Send;
 
     /// Replace the device list if `list.version` is newer (atomically).
     fn replace_device_list(
         &self,
         account: AccountId,
-        list: &SignedDeviceList,
+        list: &StoredDeviceList,
     ) -> impl Future<Output = StorageResult<ListUpdate>> + Send;
 
     /// Record (or lift) `blocker`'s block of `blocked`.

@@ -49,8 +49,13 @@ mod store_id;
 
 use std::future::Future;
 
-pub use self::directory::{Directory, ExpiredAccounts, ListUpdate, NameClaim};
-pub use self::keys::{Keys, TakenPreKeys};
+pub use self::directory::{
+    AccountRecord, Directory, ExpiredAccounts, Kind, ListUpdate, NameClaim, StoredDeviceList,
+};
+pub use self::keys::{
+    Keys, MAX_PREKEY_PUBLIC_LEN, OneTimePreKeyRecord, PreKeyLength, PreKeyPublic,
+    SignedPreKeyRecord, TakenPreKeys,
+};
 pub use self::mailbox::{
     Acked, Cursor, Enqueued, Mailbox, NewMessage, QueuedEnvelope, QueuedMail, QueuedReceipt,
 };

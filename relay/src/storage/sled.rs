@@ -48,9 +48,9 @@ use std::time::{Duration, Instant};
 use ::sled::Transactional;
 use ::sled::transaction::{ConflictableTransactionError, TransactionError};
 use ::sled::{Batch, Db, IVec, Tree};
-use comptoir_protocol::AccountId;
-use comptoir_protocol::proto::relay::AccountRecord;
-use comptoir_protocol::proto::wire::{OneTimePreKey, SignedDeviceList, SignedPreKey};
+use comptoir_protocol::proto::relay::AccountRecord as EncodedRecord;
+use comptoir_protocol::proto::wire;
+use comptoir_protocol::{AccountId, AccountKey, DeviceList, IdentityKey};
 use prost::Message;
 use tokio::sync::oneshot;
 
@@ -58,9 +58,10 @@ use super::dir_lock::DirLock;
 use super::mail_log::ReceiptRef;
 use super::mail_log::{LogOptions, MailLog};
 use super::{
-    Acked, Cursor, Directory, Enqueued, ExpiredAccounts, Keys, Lifecycle, ListUpdate,
-    MESSAGE_ID_LEN, Mailbox, NameClaim, NewMessage, QueuedMail, QueuedReceipt, StorageError,
-    StorageResult, TakenPreKeys,
+    AccountRecord, Acked, Cursor, Directory, Enqueued, ExpiredAccounts, Keys, Kind, Lifecycle,
+    ListUpdate, MESSAGE_ID_LEN, Mailbox, NameClaim, NewMessage, OneTimePreKeyRecord, PreKeyPublic,
+    QueuedMail, QueuedReceipt, SignedPreKeyRecord, StorageError, StorageResult, StoredDeviceList,
+    TakenPreKeys,
 };
 
 /// How long an expired account's note is kept: past it no send that read
@@ -158,8 +159,8 @@ const CACHE_ENTRIES: usize = 100_000;
 
 #[derive(Debug, Default)]
 struct ReadCache {
-    lists: Mutex<HashMap<AccountId, Arc<SignedDeviceList>>>,
-    records: Mutex<HashMap<AccountId, Arc<AccountRecord>>>,
+    lists: Mutex<HashMap<AccountId, Arc<StoredDeviceList>>>,
+    records: Mutex<HashMap<AccountId, AccountRecord>>,
     blocks: Mutex<HashMap<(AccountId, AccountId), bool>>,
 }
 
@@ -329,8 +330,48 @@ pub(crate) fn account_from(bytes: &[u8], what: &'static str) -> StorageResult<Ac
     AccountId::from_bytes(bytes).map_err(|_| StorageError::Corrupt(what))
 }
 
+/// Version of the account records this relay writes.
+const ACCOUNT_RECORD_VERSION: u32 = 1;
+
+/// An `account_records` value (a `relay.AccountRecord` protobuf).
 fn decode_record(bytes: &[u8]) -> StorageResult<AccountRecord> {
-    AccountRecord::decode(bytes).map_err(|_| StorageError::Corrupt("account_records"))
+    let encoded =
+        EncodedRecord::decode(bytes).map_err(|_| StorageError::Corrupt("account_records"))?;
+    Ok(record_from(encoded))
+}
+
+fn record_from(encoded: EncodedRecord) -> AccountRecord {
+    AccountRecord {
+        // Unspecified: a record from before kinds existed, a customer.
+        kind: match encoded.kind() {
+            wire::AccountKind::Business => Kind::Business,
+            wire::AccountKind::Customer | wire::AccountKind::Unspecified => Kind::Customer,
+        },
+        created_at_ms: encoded.created_at_ms,
+        phone_number: encoded.phone_number,
+        discoverable: encoded.discoverable,
+        business_certificate: encoded.business_certificate,
+        quality_tier: encoded.quality_tier,
+        daily_conversation_quota: encoded.daily_conversation_quota,
+    }
+}
+
+fn encode_record(record: &AccountRecord) -> Vec<u8> {
+    let kind = match record.kind {
+        Kind::Customer => wire::AccountKind::Customer,
+        Kind::Business => wire::AccountKind::Business,
+    };
+    EncodedRecord {
+        version: ACCOUNT_RECORD_VERSION,
+        kind: kind as i32,
+        created_at_ms: record.created_at_ms,
+        phone_number: record.phone_number.clone(),
+        discoverable: record.discoverable,
+        business_certificate: record.business_certificate.clone(),
+        quality_tier: record.quality_tier,
+        daily_conversation_quota: record.daily_conversation_quota,
+    }
+    .encode_to_vec()
 }
 
 /// A `phones` value: the account and whether it is discoverable.
@@ -339,8 +380,34 @@ pub(crate) fn decode_phone(v: &[u8]) -> StorageResult<(AccountId, bool)> {
     Ok((account, v.get(16) == Some(&1)))
 }
 
-pub(crate) fn decode_list(bytes: &[u8]) -> StorageResult<SignedDeviceList> {
-    SignedDeviceList::decode(bytes).map_err(|_| StorageError::Corrupt("accounts"))
+/// An `accounts` value: the signed list as published, parsed (its
+/// signature was checked before it was stored, and is not again).
+pub(crate) fn decode_list(bytes: &[u8]) -> StorageResult<StoredDeviceList> {
+    let corrupt = |_| StorageError::Corrupt("accounts");
+    let signed =
+        wire::SignedDeviceList::decode(bytes).map_err(|_| StorageError::Corrupt("accounts"))?;
+    let mut devices = Vec::with_capacity(signed.devices.len());
+    for entry in &signed.devices {
+        devices.push((
+            entry.device_id,
+            IdentityKey::from_bytes(&entry.identity_key).map_err(corrupt)?,
+        ));
+    }
+    let list = DeviceList {
+        account_id: AccountId::from_bytes(&signed.account_id).map_err(corrupt)?,
+        account_key: AccountKey::from_bytes(&signed.account_key).map_err(corrupt)?,
+        version: signed.version,
+        devices,
+    };
+    Ok(StoredDeviceList {
+        signed: bytes.to_vec(),
+        list,
+    })
+}
+
+/// A prekey's public key as stored.
+fn prekey_public(bytes: Vec<u8>) -> StorageResult<PreKeyPublic> {
+    PreKeyPublic::new(bytes).map_err(|_| StorageError::Corrupt("prekeys"))
 }
 
 impl SledStore {
@@ -442,12 +509,12 @@ impl SledStore {
 impl Directory for SledStore {
     async fn create_account(
         &self,
-        list: &SignedDeviceList,
+        list: &StoredDeviceList,
         record: &AccountRecord,
-    ) -> StorageResult<Option<SignedDeviceList>> {
-        let encoded = list.encode_to_vec();
-        let encoded_record = record.encode_to_vec();
-        let key = list.account_id.as_slice();
+    ) -> StorageResult<Option<Arc<StoredDeviceList>>> {
+        let encoded = list.signed.as_slice();
+        let encoded_record = encode_record(record);
+        let key = list.list.account_id.as_bytes().as_slice();
         let mut pending_key = record.created_at_ms.to_be_bytes().to_vec();
         pending_key.extend_from_slice(key);
         let existing = (&self.accounts, &self.records, &self.unauthenticated)
@@ -455,7 +522,7 @@ impl Directory for SledStore {
                 if let Some(current) = accounts.get(key)? {
                     return Ok(Some(current));
                 }
-                accounts.insert(key, encoded.as_slice())?;
+                accounts.insert(key, encoded)?;
                 records.insert(key, encoded_record.as_slice())?;
                 unauthenticated.insert(pending_key.as_slice(), IVec::default())?;
                 Ok(None)
@@ -467,12 +534,12 @@ impl Directory for SledStore {
             None => {
                 if let Ok(account) = AccountId::from_bytes(key) {
                     bounded_insert(&self.cache.lists, account, Arc::new(list.clone()));
-                    bounded_insert(&self.cache.records, account, Arc::new(record.clone()));
+                    bounded_insert(&self.cache.records, account, record.clone());
                 }
                 self.committer.durable().await?;
                 Ok(None)
             }
-            Some(current) => Ok(Some(decode_list(&current)?)),
+            Some(current) => Ok(Some(Arc::new(decode_list(&current)?))),
         }
     }
 
@@ -538,11 +605,7 @@ impl Directory for SledStore {
             let account = account_from(pending.get(8..).unwrap_or_default(), "unauthenticated")?;
             let list = self.accounts.get(account.as_bytes()).map_err(backend)?;
             let devices: Vec<u32> = match &list {
-                Some(bytes) => decode_list(bytes)?
-                    .devices
-                    .iter()
-                    .map(|d| d.device_id)
-                    .collect(),
+                Some(bytes) => decode_list(bytes)?.list.device_ids(),
                 None => Vec::new(),
             };
             let record = match self.records.get(account.as_bytes()).map_err(backend)? {
@@ -621,16 +684,13 @@ impl Directory for SledStore {
         Ok(expired)
     }
 
-    async fn account_record(
-        &self,
-        account: AccountId,
-    ) -> StorageResult<Option<Arc<AccountRecord>>> {
+    async fn account_record(&self, account: AccountId) -> StorageResult<Option<AccountRecord>> {
         if let Some(record) = cached(&self.cache.records, &account) {
             return Ok(Some(record));
         }
         match self.records.get(account.as_bytes()).map_err(backend)? {
             Some(bytes) => {
-                let record = Arc::new(decode_record(&bytes)?);
+                let record = decode_record(&bytes)?;
                 bounded_insert(&self.cache.records, account, record.clone());
                 Ok(Some(record))
             }
@@ -641,7 +701,7 @@ impl Directory for SledStore {
     async fn device_list(
         &self,
         account: AccountId,
-    ) -> StorageResult<Option<Arc<SignedDeviceList>>> {
+    ) -> StorageResult<Option<Arc<StoredDeviceList>>> {
         if let Some(list) = cached(&self.cache.lists, &account) {
             return Ok(Some(list));
         }
@@ -658,15 +718,15 @@ impl Directory for SledStore {
     async fn replace_device_list(
         &self,
         account: AccountId,
-        list: &SignedDeviceList,
+        list: &StoredDeviceList,
     ) -> StorageResult<ListUpdate> {
-        let encoded = list.encode_to_vec();
+        let encoded = list.signed.clone();
         loop {
             let Some(current) = self.accounts.get(account.as_bytes()).map_err(backend)? else {
                 return Ok(ListUpdate::UnknownAccount);
             };
-            let have = decode_list(&current)?.version;
-            if list.version <= have {
+            let have = decode_list(&current)?.list.version;
+            if list.list.version <= have {
                 return Ok(ListUpdate::Stale { have });
             }
             let swapped = self
@@ -724,7 +784,7 @@ impl Directory for SledStore {
                 let Some(bytes) = records.get(account.as_bytes())? else {
                     return Ok(None);
                 };
-                let Ok(mut record) = AccountRecord::decode(bytes.as_ref()) else {
+                let Ok(mut record) = EncodedRecord::decode(bytes.as_ref()) else {
                     return Err(ConflictableTransactionError::Abort(StorageError::Corrupt(
                         "account_records",
                     )));
@@ -739,7 +799,7 @@ impl Directory for SledStore {
                 TransactionError::Storage(e) => backend(e),
             })?;
         if let Some(record) = updated {
-            bounded_insert(&self.cache.records, account, Arc::new(record));
+            bounded_insert(&self.cache.records, account, record_from(record));
         }
         self.committer.durable().await
     }
@@ -798,8 +858,8 @@ impl Keys for SledStore {
         &self,
         account: AccountId,
         device: u32,
-        signed: Option<SignedPreKey>,
-        one_time: Vec<OneTimePreKey>,
+        signed: Option<SignedPreKeyRecord>,
+        one_time: Vec<OneTimePreKeyRecord>,
         max: u32,
     ) -> StorageResult<Result<u32, u32>> {
         let have = self.count_one_time(&account, device);
@@ -816,12 +876,17 @@ impl Keys for SledStore {
         }
         let mut batch = Batch::default();
         if let Some(spk) = signed {
-            batch.insert(prekey_prefix(&account, device, 0), spk.encode_to_vec());
+            let encoded = wire::SignedPreKey {
+                key_id: spk.key_id,
+                public_key: spk.public.into_bytes(),
+                signature: spk.signature,
+            };
+            batch.insert(prekey_prefix(&account, device, 0), encoded.encode_to_vec());
         }
         for key in one_time {
             let mut k = prekey_prefix(&account, device, 1);
             k.extend_from_slice(&key.key_id.to_be_bytes());
-            batch.insert(k, key.public_key);
+            batch.insert(k, key.public.into_bytes());
         }
         self.prekeys.apply_batch(batch).map_err(backend)?;
         self.committer.durable().await?;
@@ -835,7 +900,13 @@ impl Keys for SledStore {
             .map_err(backend)?
         {
             Some(bytes) => {
-                Some(SignedPreKey::decode(&*bytes).map_err(|_| StorageError::Corrupt("prekeys"))?)
+                let spk = wire::SignedPreKey::decode(&*bytes)
+                    .map_err(|_| StorageError::Corrupt("prekeys"))?;
+                Some(SignedPreKeyRecord {
+                    key_id: spk.key_id,
+                    public: prekey_public(spk.public_key)?,
+                    signature: spk.signature,
+                })
             }
             None => None,
         };
@@ -851,9 +922,9 @@ impl Keys for SledStore {
                 .map_err(backend)?;
             if taken.is_ok() {
                 let key_id = be_u32(&key, prefix.len(), "prekeys")?;
-                one_time = Some(OneTimePreKey {
+                one_time = Some(OneTimePreKeyRecord {
                     key_id,
-                    public_key: value.to_vec(),
+                    public: prekey_public(value.to_vec())?,
                 });
                 self.committer.durable().await?;
                 break;
@@ -1005,6 +1076,68 @@ impl Lifecycle for SledStore {
 mod tests {
     use super::*;
 
+    /// A one-time prekey with a 32-byte public key.
+    fn one_time(key_id: u32) -> OneTimePreKeyRecord {
+        OneTimePreKeyRecord {
+            key_id,
+            public: PreKeyPublic::new(vec![7; 32]).unwrap(),
+        }
+    }
+
+    /// A device list signed by `key`, as a handler stores it.
+    fn signed_list(
+        key: &comptoir_protocol::AccountKeyPair,
+        account: AccountId,
+        version: u64,
+        devices: Vec<(u32, IdentityKey)>,
+    ) -> StorageResult<StoredDeviceList> {
+        let signed = DeviceList::sign(key, account, version, devices)
+            .map_err(|e| StorageError::Backend(e.to_string()))?;
+        let list =
+            DeviceList::verify(&signed, None).map_err(|e| StorageError::Backend(e.to_string()))?;
+        Ok(StoredDeviceList {
+            signed: signed.encode_to_vec(),
+            list,
+        })
+    }
+
+    /// Prekey public keys are not tied to X25519's 32 bytes: an ML-KEM-1024
+    /// sized key (1568 bytes) is kept and handed back whole; one longer
+    /// than storage keeps, or empty, cannot even be built.
+    #[tokio::test]
+    async fn prekeys_of_post_quantum_size_are_kept_whole() -> StorageResult<()> {
+        let dir = tempfile::tempdir().map_err(|e| StorageError::Backend(e.to_string()))?;
+        let store = open(dir.path());
+        let a = AccountId::generate(&mut rand::rng());
+        let big = PreKeyPublic::new(vec![9; 1568]).unwrap();
+        let signed = SignedPreKeyRecord {
+            key_id: 1,
+            public: big.clone(),
+            signature: vec![1; 64],
+        };
+        let keys = vec![OneTimePreKeyRecord {
+            key_id: 2,
+            public: big.clone(),
+        }];
+        assert_eq!(
+            store
+                .store_prekeys(a, 1, Some(signed.clone()), keys, 5)
+                .await?,
+            Ok(1)
+        );
+        let taken = store.take_prekeys(a, 1).await?;
+        assert_eq!(taken.signed, Some(signed));
+        assert_eq!(taken.one_time.map(|k| k.public), Some(big));
+        assert_eq!(
+            PreKeyPublic::new(vec![0; super::super::MAX_PREKEY_PUBLIC_LEN + 1]),
+            Err(super::super::PreKeyLength(
+                super::super::MAX_PREKEY_PUBLIC_LEN + 1
+            ))
+        );
+        assert!(PreKeyPublic::new(Vec::new()).is_err());
+        store.close().await
+    }
+
     fn message(sender: AccountId, recipient: AccountId, id: u8, devices: &[u32]) -> NewMessage {
         NewMessage {
             sender,
@@ -1142,17 +1275,9 @@ mod tests {
         let dir = tempfile::tempdir().map_err(|e| StorageError::Backend(e.to_string()))?;
         let store = open(dir.path());
         let a = AccountId::generate(&mut rand::rng());
-        let keys = (0..5)
-            .map(|key_id| OneTimePreKey {
-                key_id,
-                public_key: vec![7; 32],
-            })
-            .collect();
+        let keys = (0..5).map(one_time).collect();
         assert_eq!(store.store_prekeys(a, 1, None, keys, 5).await?, Ok(5));
-        let extra = vec![OneTimePreKey {
-            key_id: 99,
-            public_key: vec![7; 32],
-        }];
+        let extra = vec![one_time(99)];
         assert_eq!(store.store_prekeys(a, 1, None, extra, 5).await?, Err(5));
         let takers = (0..8).map(|_| store.take_prekeys(a, 1));
         let mut got = Vec::new();
@@ -1241,14 +1366,9 @@ mod tests {
         let mut rng = rand::rng();
         let key = comptoir_protocol::AccountKeyPair::generate(&mut rng);
         let device = comptoir_protocol::IdentityKeyPair::generate(&mut rng);
-        let list =
-            comptoir_protocol::DeviceList::sign(&key, account, 1, vec![(1, *device.public())])
-                .map_err(|e| StorageError::Backend(e.to_string()))?;
+        let list = signed_list(&key, account, 1, vec![(1, *device.public())])?;
         store
-            .create_account(
-                &list,
-                &comptoir_protocol::proto::relay::AccountRecord::default(),
-            )
+            .create_account(&list, &AccountRecord::default())
             .await?;
         Ok(())
     }
@@ -1262,11 +1382,8 @@ mod tests {
         let mut rng = rand::rng();
         let key = comptoir_protocol::AccountKeyPair::generate(&mut rng);
         let device = comptoir_protocol::IdentityKeyPair::generate(&mut rng);
-        let list =
-            comptoir_protocol::DeviceList::sign(&key, account, 1, vec![(1, *device.public())])
-                .map_err(|e| StorageError::Backend(e.to_string()))?;
+        let list = signed_list(&key, account, 1, vec![(1, *device.public())])?;
         let record = AccountRecord {
-            version: 1,
             created_at_ms,
             ..AccountRecord::default()
         };
@@ -1289,12 +1406,7 @@ mod tests {
         register_at(&store, idle, 1_000).await?;
         register_at(&store, active, 1_000).await?;
         store.mark_authenticated(active).await?;
-        let keys = (1..=3)
-            .map(|key_id| OneTimePreKey {
-                key_id,
-                public_key: vec![7; 32],
-            })
-            .collect();
+        let keys = (1..=3).map(one_time).collect();
         assert_eq!(store.store_prekeys(idle, 1, None, keys, 10).await?, Ok(3));
         store.bind_phone("+15550001", idle, true).await?;
         assert_eq!(store.claim_name("idleco", idle).await?, NameClaim::Claimed);
