@@ -294,6 +294,15 @@ impl<S: Backend> Session<S> {
             }
         };
         drop(bytes);
+        // Asked to close (the device was removed, or reconnected): serve
+        // nothing more, even a frame read before the wake is handled.
+        if self
+            .device
+            .as_ref()
+            .is_some_and(|d| d.presence.closing().is_some())
+        {
+            return self.on_wake(conn).await;
+        }
         let request_id = request.request_id;
         let Some(body) = request.body else {
             let error = RelayError::MalformedFrame("empty frame body".into());
@@ -456,15 +465,16 @@ impl<S: Backend> Session<S> {
         for item in posted {
             match item {
                 Posted::Frame(bytes) => conn.feed(bytes).await?,
-                Posted::Close(code, reason) => {
-                    conn.flush().await?;
-                    conn.close(code, reason).await;
-                    return Ok(Flow::Stop);
-                }
+                // Kept apart by the presence (read below), never queued.
+                Posted::Close(..) => {}
             }
         }
         if any {
             conn.flush().await?;
+        }
+        if let Some((code, reason)) = device.presence.closing() {
+            conn.close(code, reason).await;
+            return Ok(Flow::Stop);
         }
         self.push_mail(conn).await?;
         self.push_receipts(conn).await?;
@@ -482,6 +492,9 @@ impl<S: Backend> Session<S> {
         let Some(device) = self.device.as_mut() else {
             return Ok(());
         };
+        if device.presence.closing().is_some() {
+            return Ok(());
+        }
         loop {
             let room = window.saturating_sub(device.receipts_in_flight);
             if room == 0 {
@@ -538,6 +551,9 @@ impl<S: Backend> Session<S> {
         let Some(device) = self.device.as_mut() else {
             return Ok(());
         };
+        if device.presence.closing().is_some() {
+            return Ok(());
+        }
         loop {
             let room = window.saturating_sub(device.in_flight);
             if room == 0 {

@@ -169,6 +169,38 @@ pub(crate) async fn authenticate<S: Directory + Keys + Mailbox>(
     relay.store.mark_authenticated(account).await?;
     let device = request.device_id;
     let (presence, replaced) = relay.hub.join(account, device, session.id);
+    // Read the list again now that the device is reachable through the hub:
+    // a removal either finished before this read (refused here) or posts
+    // its close to this presence (a removal that read the hub before the
+    // join stored its list before this read). Either way a removed device
+    // is never left authenticated.
+    let still_listed = match relay.store.device_list(account).await {
+        Ok(Some(now)) => now
+            .list
+            .device(device)
+            .is_some_and(|key| key.as_bytes() == identity.as_bytes()),
+        Ok(None) => false,
+        Err(error) => {
+            relay.hub.leave(account, device, session.id);
+            if let Some(old) = replaced {
+                // Out of the hub now: it would miss wakes and closes.
+                old.post(Posted::Close(
+                    close::REPLACED,
+                    "replaced by a newer connection",
+                ));
+            }
+            return Err(error.into());
+        }
+    };
+    if !still_listed {
+        relay.hub.leave(account, device, session.id);
+        if let Some(old) = replaced {
+            // The removal may have posted its close to this connection
+            // instead: pass it on.
+            old.post(Posted::Close(close::DEVICE_REMOVED, "device removed"));
+        }
+        return Err(RelayError::UnknownDevice);
+    }
     if let Some(old) = replaced {
         old.post(Posted::Close(
             close::REPLACED,

@@ -1,5 +1,6 @@
 //! `PublishDeviceList` (a newer list signed by the account key; removed
-//! devices lose their queue and are disconnected) and `GetDeviceList`.
+//! devices, and devices whose id now has another identity key, lose their
+//! queue and prekeys and are disconnected) and `GetDeviceList`.
 
 use std::collections::BTreeSet;
 
@@ -36,7 +37,20 @@ pub(crate) async fn publish<S: Directory + Keys + Mailbox>(
     let verified = DeviceList::verify(&list, Some(&current.list.account_key))
         .map_err(|e| protocol_refusal("device list", e))?;
     let version = verified.version;
-    let kept: BTreeSet<u32> = verified.device_ids().into_iter().collect();
+    // A device whose id stays with another identity key is removed and
+    // added: its connection (which proved the old key), queue and prekeys
+    // (signed by the old key) must not outlive the change.
+    let kept: BTreeSet<u32> = verified
+        .devices
+        .iter()
+        .filter(|(id, key)| {
+            current
+                .list
+                .device(*id)
+                .is_none_or(|old| old.as_bytes() == key.as_bytes())
+        })
+        .map(|(id, _)| *id)
+        .collect();
     let list = stored_list(&list, verified);
     match relay.store.replace_device_list(account, &list).await? {
         ListUpdate::Stored => {}
@@ -66,7 +80,7 @@ pub(crate) async fn publish<S: Directory + Keys + Mailbox>(
             );
         }
     }
-    tracing::info!(%account, version, devices = kept.len(), "device list updated");
+    tracing::info!(%account, version, "device list updated");
     Ok(if removed_self {
         Reply::Close(
             frame::ok(request_id),

@@ -153,30 +153,35 @@ fn flush_loop(db: Db, metrics: &Metrics, rx: &std_mpsc::Receiver<Job>) {
     }
 }
 
-/// Entries kept per cache at most; past it the cache starts over (a
-/// cheap bound: the next reads refill it from sled).
-const CACHE_ENTRIES: usize = 100_000;
+/// Parsed device lists kept at most; past it the memo starts over.
+const PARSED_LISTS: usize = 100_000;
 
+/// The parse of each account's device list, keyed by the exact bytes it
+/// was parsed from. Not a cache of state: every read still goes to sled,
+/// and the memo only answers when the bytes sled returned are the ones it
+/// parsed, so it can never serve a list sled no longer holds, whoever
+/// wrote sled and whatever raced (parsing a list checks every key on its
+/// curve, which costs more than the read).
 #[derive(Debug, Default)]
-struct ReadCache {
-    lists: Mutex<HashMap<AccountId, Arc<StoredDeviceList>>>,
-    records: Mutex<HashMap<AccountId, AccountRecord>>,
-    blocks: Mutex<HashMap<(AccountId, AccountId), bool>>,
-}
+struct ParsedLists(Mutex<HashMap<AccountId, Arc<StoredDeviceList>>>);
 
-fn bounded_insert<K: std::hash::Hash + Eq, V>(map: &Mutex<HashMap<K, V>>, key: K, value: V) {
-    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
-    if map.len() >= CACHE_ENTRIES {
-        map.clear();
+impl ParsedLists {
+    /// The parse of `bytes`, the list sled holds for `account` now.
+    fn parse(&self, account: AccountId, bytes: &[u8]) -> StorageResult<Arc<StoredDeviceList>> {
+        let lock = || self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(list) = lock().get(&account)
+            && list.signed == bytes
+        {
+            return Ok(list.clone());
+        }
+        let list = Arc::new(decode_list(bytes)?);
+        let mut memo = lock();
+        if memo.len() >= PARSED_LISTS {
+            memo.clear();
+        }
+        memo.insert(account, list.clone());
+        Ok(list)
     }
-    map.insert(key, value);
-}
-
-fn cached<K: std::hash::Hash + Eq, V: Clone>(map: &Mutex<HashMap<K, V>>, key: &K) -> Option<V> {
-    map.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(key)
-        .cloned()
 }
 
 /// Move the receipts an older relay kept in sled's `receipts` tree into
@@ -243,10 +248,9 @@ fn move_legacy_receipts(receipts: &Tree, mail: &MailLog, db: &Db) -> StorageResu
 /// The embedded backend: every role ([`Directory`], [`Keys`], [`Mailbox`], [`Lifecycle`]). Cheap to clone (all handles are shared).
 #[derive(Clone, Debug)]
 pub struct SledStore {
-    /// Read-through caches of what every send reads: device lists and
-    /// block decisions. This store is the only writer of its database, so
-    /// updating them on each write keeps them exact.
-    cache: Arc<ReadCache>,
+    /// Parsed device lists, keyed by their stored bytes (every read still
+    /// goes to sled: no state is cached).
+    parsed_lists: Arc<ParsedLists>,
     accounts: Tree,
     records: Tree,
     prekeys: Tree,
@@ -482,7 +486,7 @@ impl SledStore {
         let receipts = tree("receipts")?;
         move_legacy_receipts(&receipts, &mail, &db)?;
         Ok(Self {
-            cache: Arc::default(),
+            parsed_lists: Arc::default(),
             accounts,
             records: tree("account_records")?,
             prekeys: tree("prekeys")?,
@@ -532,10 +536,6 @@ impl Directory for SledStore {
             })?;
         match existing {
             None => {
-                if let Ok(account) = AccountId::from_bytes(key) {
-                    bounded_insert(&self.cache.lists, account, Arc::new(list.clone()));
-                    bounded_insert(&self.cache.records, account, record.clone());
-                }
                 self.committer.durable().await?;
                 Ok(None)
             }
@@ -663,13 +663,9 @@ impl Directory for SledStore {
                     StorageError::Backend(e.to_string())
                 })?;
             self.prekeys.apply_batch(prekeys).map_err(backend)?;
-            self.cache
-                .lists
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&account);
-            self.cache
-                .records
+            // Only memory: reads go to sled, where the account is gone.
+            self.parsed_lists
+                .0
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&account);
@@ -685,15 +681,8 @@ impl Directory for SledStore {
     }
 
     async fn account_record(&self, account: AccountId) -> StorageResult<Option<AccountRecord>> {
-        if let Some(record) = cached(&self.cache.records, &account) {
-            return Ok(Some(record));
-        }
         match self.records.get(account.as_bytes()).map_err(backend)? {
-            Some(bytes) => {
-                let record = decode_record(&bytes)?;
-                bounded_insert(&self.cache.records, account, record.clone());
-                Ok(Some(record))
-            }
+            Some(bytes) => Ok(Some(decode_record(&bytes)?)),
             None => Ok(None),
         }
     }
@@ -702,15 +691,8 @@ impl Directory for SledStore {
         &self,
         account: AccountId,
     ) -> StorageResult<Option<Arc<StoredDeviceList>>> {
-        if let Some(list) = cached(&self.cache.lists, &account) {
-            return Ok(Some(list));
-        }
         match self.accounts.get(account.as_bytes()).map_err(backend)? {
-            Some(bytes) => {
-                let list = Arc::new(decode_list(&bytes)?);
-                bounded_insert(&self.cache.lists, account, list.clone());
-                Ok(Some(list))
-            }
+            Some(bytes) => Ok(Some(self.parsed_lists.parse(account, &bytes)?)),
             None => Ok(None),
         }
     }
@@ -734,7 +716,6 @@ impl Directory for SledStore {
                 .compare_and_swap(account.as_bytes(), Some(current), Some(encoded.clone()))
                 .map_err(backend)?;
             if swapped.is_ok() {
-                bounded_insert(&self.cache.lists, account, Arc::new(list.clone()));
                 self.committer.durable().await?;
                 return Ok(ListUpdate::Stored);
             }
@@ -753,20 +734,13 @@ impl Directory for SledStore {
         } else {
             self.blocks.remove(key).map_err(backend)?;
         }
-        bounded_insert(&self.cache.blocks, (blocker, blocked), on);
         self.committer.durable().await
     }
 
     async fn is_blocked(&self, blocker: AccountId, blocked: AccountId) -> StorageResult<bool> {
-        if let Some(on) = cached(&self.cache.blocks, &(blocker, blocked)) {
-            return Ok(on);
-        }
-        let on = self
-            .blocks
+        self.blocks
             .contains_key(block_key(&blocker, &blocked))
-            .map_err(backend)?;
-        bounded_insert(&self.cache.blocks, (blocker, blocked), on);
-        Ok(on)
+            .map_err(backend)
     }
 
     async fn bind_phone(
@@ -777,12 +751,12 @@ impl Directory for SledStore {
     ) -> StorageResult<()> {
         let mut value = account.to_vec();
         value.push(u8::from(discoverable));
-        let updated = (&self.phones, &self.records)
+        (&self.phones, &self.records)
             .transaction(|(phones, records)| {
                 phones.insert(phone.as_bytes(), value.as_slice())?;
                 // No record: an account from before records existed.
                 let Some(bytes) = records.get(account.as_bytes())? else {
-                    return Ok(None);
+                    return Ok(());
                 };
                 let Ok(mut record) = EncodedRecord::decode(bytes.as_ref()) else {
                     return Err(ConflictableTransactionError::Abort(StorageError::Corrupt(
@@ -792,15 +766,12 @@ impl Directory for SledStore {
                 record.phone_number = phone.to_string();
                 record.discoverable = discoverable;
                 records.insert(account.as_bytes().as_slice(), record.encode_to_vec())?;
-                Ok(Some(record))
+                Ok(())
             })
             .map_err(|e: TransactionError<StorageError>| match e {
                 TransactionError::Abort(e) => e,
                 TransactionError::Storage(e) => backend(e),
             })?;
-        if let Some(record) = updated {
-            bounded_insert(&self.cache.records, account, record_from(record));
-        }
         self.committer.durable().await
     }
 
@@ -1099,6 +1070,38 @@ mod tests {
             signed: signed.encode_to_vec(),
             list,
         })
+    }
+
+    /// The parsed-list memo answers only for the bytes sled holds now: a
+    /// list written behind the store's back (as another writer would) is
+    /// read at once, and a block or record has no memo at all.
+    #[tokio::test]
+    async fn reads_see_every_write_even_one_that_bypassed_the_store() -> StorageResult<()> {
+        let dir = tempfile::tempdir().map_err(|e| StorageError::Backend(e.to_string()))?;
+        let store = open(dir.path());
+        let (a, b) = (
+            AccountId::generate(&mut rand::rng()),
+            AccountId::generate(&mut rand::rng()),
+        );
+        let key = comptoir_protocol::AccountKeyPair::generate(&mut rand::rng());
+        let device = |_| *comptoir_protocol::IdentityKeyPair::generate(&mut rand::rng()).public();
+        let v1 = signed_list(&key, a, 1, vec![(1, device(1)), (2, device(2))])?;
+        store.create_account(&v1, &AccountRecord::default()).await?;
+        assert_eq!(store.device_list(a).await?.map(|l| l.list.version), Some(1));
+        let v2 = signed_list(&key, a, 2, vec![(1, device(1))])?;
+        store
+            .accounts
+            .insert(a.as_bytes(), v2.signed.clone())
+            .map_err(backend)?;
+        let read = store.device_list(a).await?;
+        assert_eq!(read.as_deref(), Some(&v2));
+        assert!(!store.is_blocked(a, b).await?);
+        store
+            .blocks
+            .insert(block_key(&a, &b), IVec::default())
+            .map_err(backend)?;
+        assert!(store.is_blocked(a, b).await?);
+        store.close().await
     }
 
     /// Prekey public keys are not tied to X25519's 32 bytes: an ML-KEM-1024
