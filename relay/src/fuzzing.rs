@@ -2,7 +2,7 @@
 //! relay reads back from disk, reachable from outside the crate. Not an API.
 
 use comptoir_protocol::DeviceList;
-use comptoir_protocol::proto::wire::SignedPreKey;
+use comptoir_protocol::proto::wire::{SignedDeviceList, SignedPreKey};
 use prost::Message;
 
 use crate::storage::mail_log::record;
@@ -18,9 +18,9 @@ pub fn decode_mail_log_record(bytes: &[u8]) -> bool {
 /// lists, signed prekeys, phone bindings, business names). Returns how many
 /// accepted them; never panics on any input.
 pub fn decode_directory_records(bytes: &[u8]) -> usize {
-    let list = sled::decode_list(bytes)
-        .ok()
-        .map(|list| DeviceList::verify(&list, None).is_ok());
+    let list = sled::decode_list(bytes).ok().map(|_| {
+        SignedDeviceList::decode(bytes).is_ok_and(|list| DeviceList::verify(&list, None).is_ok())
+    });
     [
         list.is_some(),
         list == Some(true),

@@ -5,11 +5,16 @@
 //! they are kept in storage until the device acks them, and a wake makes
 //! the connection read them.
 //!
+//! A request to close ([`Posted::Close`]: the device was removed, or
+//! reconnected elsewhere) takes effect at once: from the moment it is
+//! posted, the connection serves no further request and pushes no mail,
+//! even if frames it already read are waiting (see [`Presence::closing`]).
+//!
 //! A clustered relay would replace this with a pub/sub between nodes; the
 //! connection code only uses [`Hub::wake`] and [`Hub::post`].
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use comptoir_protocol::AccountId;
 use tokio::sync::Notify;
@@ -36,11 +41,21 @@ pub struct Presence {
     /// Woken on new mail or posted frames.
     pub notify: Notify,
     posted: Mutex<VecDeque<Posted>>,
+    /// Set once by the first [`Posted::Close`]: never evicted, never taken.
+    close: OnceLock<(u16, &'static str)>,
 }
 
 impl Presence {
-    /// Hand this connection something to do.
+    /// Hand this connection something to do. A close is kept apart from
+    /// the frames (the connection must close even if frames overflow) and
+    /// is visible to [`Presence::closing`] before this returns.
     pub fn post(&self, item: Posted) {
+        if let Posted::Close(code, reason) = item {
+            // The first reason wins; either way the connection closes.
+            let _ = self.close.set((code, reason));
+            self.notify.notify_one();
+            return;
+        }
         {
             let mut posted = self.posted.lock().unwrap_or_else(|e| e.into_inner());
             if posted.len() >= MAX_POSTED {
@@ -51,7 +66,13 @@ impl Presence {
         self.notify.notify_one();
     }
 
-    /// Take everything posted so far.
+    /// Whether this connection was asked to close, and how: once it was,
+    /// it must serve no request and push nothing more.
+    pub fn closing(&self) -> Option<(u16, &'static str)> {
+        self.close.get().copied()
+    }
+
+    /// Take every frame posted so far.
     pub fn take_posted(&self) -> VecDeque<Posted> {
         std::mem::take(&mut *self.posted.lock().unwrap_or_else(|p| p.into_inner()))
     }

@@ -12,7 +12,8 @@
 //! - `session`: one connection's state machine (auth, requests, pushes).
 //! - `cmd`: one handler per request.
 //! - [`policy`]: the pure decision on a send (accept, refuse, bill).
-//! - [`storage`]: the [`Storage`] trait and its sled backend (group commit).
+//! - [`storage`]: storage by role ([`Backend`] bundles them) and the
+//!   embedded sled + mail log backend (group commit).
 //! - [`hub`]: which devices are connected here; wakes and posts.
 //! - [`limits`]: token buckets per account and per address.
 //! - [`phone`]: E.164 checks, verification codes, the pluggable code sender.
@@ -49,4 +50,4 @@ pub use error::{RelayError, Result};
 pub use metrics::Metrics;
 pub use phone::{CodeSender, LogCodeSender};
 pub use server::{ServerError, Services, run, run_with, run_with_storage};
-pub use storage::{SledStore, Storage, StorageError};
+pub use storage::{Backend, Directory, Keys, Lifecycle, Mailbox, SledStore, StorageError};

@@ -23,7 +23,7 @@ use crate::phone::{CodeSender, LogCodeSender};
 use crate::session::{EncodeFrame, Session};
 use crate::shutdown::Shutdown;
 use crate::state::{Relay, now_ms};
-use crate::storage::{SledStore, Storage, StorageError};
+use crate::storage::{Backend, SledStore, StorageError};
 use crate::tls::TlsError;
 
 /// How long shutdown waits for connections to finish before flushing.
@@ -138,8 +138,8 @@ pub async fn run_with(
     run_with_storage(listener, config, services, store, shutdown).await
 }
 
-/// [`run_with`] on any [`Storage`] backend.
-pub async fn run_with_storage<S: Storage + std::fmt::Debug>(
+/// [`run_with`] on any [`Backend`].
+pub async fn run_with_storage<S: Backend + std::fmt::Debug>(
     listener: TcpListener,
     config: Config,
     services: Services,
@@ -242,7 +242,7 @@ struct Listener<S> {
     shutdown_complete_tx: mpsc::Sender<()>,
 }
 
-impl<S: Storage + std::fmt::Debug> Listener<S> {
+impl<S: Backend + std::fmt::Debug> Listener<S> {
     async fn run(&mut self) {
         loop {
             let Ok(permit) = self.limit.clone().acquire_owned().await else {
@@ -297,7 +297,7 @@ impl<S: Storage + std::fmt::Debug> Listener<S> {
     clippy::manual_async_fn,
     reason = "an async fn would keep its arguments twice in the future"
 )]
-fn serve<S: Storage>(
+fn serve<S: Backend>(
     relay: Arc<Relay<S>>,
     socket: TcpStream,
     peer: SocketAddr,
@@ -344,7 +344,7 @@ impl Drop for OpenConnection {
 
 /// TLS (if configured) and WebSocket handshakes, then the per-address rate
 /// limit; `None` if the connection ended there.
-async fn open<S: Storage>(
+async fn open<S: Backend>(
     relay: &Relay<S>,
     socket: TcpStream,
     peer: SocketAddr,
@@ -400,7 +400,7 @@ async fn open<S: Storage>(
 }
 
 /// Delete expired envelopes every `gc_interval_ms`.
-async fn collect_garbage<S: Storage>(relay: Arc<Relay<S>>) {
+async fn collect_garbage<S: Backend>(relay: Arc<Relay<S>>) {
     let period = Duration::from_millis(relay.config.gc_interval_ms.max(10));
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

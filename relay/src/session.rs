@@ -30,7 +30,7 @@ use crate::frame;
 use crate::hub::{Posted, Presence};
 use crate::shutdown::Shutdown;
 use crate::state::{Relay, now_ms};
-use crate::storage::Storage;
+use crate::storage::{Backend, Cursor};
 
 /// The authenticated device of a connection.
 #[derive(Debug)]
@@ -40,11 +40,11 @@ pub(crate) struct Device {
     pub(crate) identity: IdentityKey,
     pub(crate) presence: Arc<Presence>,
     /// Last queue position pushed on this connection.
-    pub(crate) cursor: Option<u64>,
+    pub(crate) cursor: Option<Cursor>,
     /// Envelopes pushed and not yet acked.
     pub(crate) in_flight: usize,
     /// Last receipt queue position pushed on this connection.
-    pub(crate) receipt_cursor: Option<u64>,
+    pub(crate) receipt_cursor: Option<Cursor>,
     /// Receipts pushed and not yet acked.
     pub(crate) receipts_in_flight: usize,
 }
@@ -115,7 +115,7 @@ enum Flow {
     Stop,
 }
 
-impl<S: Storage> Session<S> {
+impl<S> Session<S> {
     pub(crate) fn new(relay: Arc<Relay<S>>, peer: IpAddr) -> Self {
         let id = relay.next_connection.fetch_add(1, Relaxed);
         Self {
@@ -138,7 +138,9 @@ impl<S: Storage> Session<S> {
             }),
         )
     }
+}
 
+impl<S: Backend> Session<S> {
     /// Drive the connection until it ends.
     ///
     /// A plain function returning an `async move` block rather than an
@@ -292,6 +294,15 @@ impl<S: Storage> Session<S> {
             }
         };
         drop(bytes);
+        // Asked to close (the device was removed, or reconnected): serve
+        // nothing more, even a frame read before the wake is handled.
+        if self
+            .device
+            .as_ref()
+            .is_some_and(|d| d.presence.closing().is_some())
+        {
+            return self.on_wake(conn).await;
+        }
         let request_id = request.request_id;
         let Some(body) = request.body else {
             let error = RelayError::MalformedFrame("empty frame body".into());
@@ -454,15 +465,16 @@ impl<S: Storage> Session<S> {
         for item in posted {
             match item {
                 Posted::Frame(bytes) => conn.feed(bytes).await?,
-                Posted::Close(code, reason) => {
-                    conn.flush().await?;
-                    conn.close(code, reason).await;
-                    return Ok(Flow::Stop);
-                }
+                // Kept apart by the presence (read below), never queued.
+                Posted::Close(..) => {}
             }
         }
         if any {
             conn.flush().await?;
+        }
+        if let Some((code, reason)) = device.presence.closing() {
+            conn.close(code, reason).await;
+            return Ok(Flow::Stop);
         }
         self.push_mail(conn).await?;
         self.push_receipts(conn).await?;
@@ -480,6 +492,9 @@ impl<S: Storage> Session<S> {
         let Some(device) = self.device.as_mut() else {
             return Ok(());
         };
+        if device.presence.closing().is_some() {
+            return Ok(());
+        }
         loop {
             let room = window.saturating_sub(device.receipts_in_flight);
             if room == 0 {
@@ -536,6 +551,9 @@ impl<S: Storage> Session<S> {
         let Some(device) = self.device.as_mut() else {
             return Ok(());
         };
+        if device.presence.closing().is_some() {
+            return Ok(());
+        }
         loop {
             let room = window.saturating_sub(device.in_flight);
             if room == 0 {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use comptoir_client::client::PREKEY_BATCH;
 use comptoir_client::{Client, ClientError, Event};
 use comptoir_protocol::AccountId;
-use comptoir_relay::{Metrics, SledStore, Storage};
+use comptoir_relay::{Keys, Lifecycle, Metrics, SledStore};
 use support::client::{FAST_KDF, linked, registered, url, wait_for, wait_message};
 use support::{TIMEOUT, start_relay};
 

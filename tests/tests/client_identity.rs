@@ -10,7 +10,8 @@ use std::sync::Arc;
 use comptoir_client::{Client, ClientError, Event, KdfParams};
 use comptoir_protocol::{AccountKeyPair, DeviceList, IdentityKeyPair};
 use comptoir_relay::storage::ListUpdate;
-use comptoir_relay::{Metrics, SledStore, Storage};
+use comptoir_relay::storage::StoredDeviceList;
+use comptoir_relay::{Directory, Lifecycle, Metrics, SledStore};
 use support::{TIMEOUT, start_relay};
 
 const FAST_KDF: KdfParams = KdfParams {
@@ -45,6 +46,10 @@ async fn a_changed_identity_is_warned_and_holds_sending_until_accepted() {
         let impostor = AccountKeyPair::generate(&mut rng);
         let device = *IdentityKeyPair::generate(&mut rng).public();
         let forged = DeviceList::sign(&impostor, b, 2, vec![(7, device)]).expect("sign");
+        let forged = StoredDeviceList {
+            signed: prost::Message::encode_to_vec(&forged),
+            list: DeviceList::verify(&forged, None).expect("parse"),
+        };
         assert_eq!(
             store.replace_device_list(b, &forged).await.expect("write"),
             ListUpdate::Stored

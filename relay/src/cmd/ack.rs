@@ -20,7 +20,7 @@ use crate::frame;
 use crate::session::EncodeFrame;
 use crate::session::{Completion, Reply, Session};
 use crate::state::now_ms;
-use crate::storage::{MESSAGE_ID_LEN, Storage};
+use crate::storage::{MESSAGE_ID_LEN, Mailbox};
 
 fn message_id_field(bytes: &[u8]) -> Result<[u8; MESSAGE_ID_LEN], RelayError> {
     bytes
@@ -28,7 +28,7 @@ fn message_id_field(bytes: &[u8]) -> Result<[u8; MESSAGE_ID_LEN], RelayError> {
         .map_err(|_| invalid(format!("message_id must be 16 bytes, got {}", bytes.len())))
 }
 
-pub(crate) async fn ack<S: Storage>(
+pub(crate) async fn ack<S: Mailbox>(
     session: &mut Session<S>,
     request_id: u64,
     request: wire::DeliveryAck,
@@ -93,7 +93,7 @@ pub(crate) async fn ack<S: Storage>(
 /// `ReceiptAck`: the sending device recorded a `Delivered` receipt; delete
 /// it. A receipt no longer kept (acked already, expired) is answered `Ok`
 /// too: the device did take it off its window.
-pub(crate) async fn receipt_ack<S: Storage>(
+pub(crate) async fn receipt_ack<S: Mailbox>(
     session: &mut Session<S>,
     request_id: u64,
     request: wire::ReceiptAck,

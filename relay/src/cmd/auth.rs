@@ -4,11 +4,10 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use comptoir_protocol::proto::relay::AccountRecord;
 use comptoir_protocol::proto::wire::{self, AccountKind, server_frame::Body};
-use comptoir_protocol::{AccountKey, DeviceList, IdentityKey, auth_payload, register_payload};
+use comptoir_protocol::{AccountKey, DeviceList, auth_payload, register_payload};
 
-use super::{account_field, protocol_refusal};
+use super::{account_field, protocol_refusal, stored_list};
 use crate::connection::close;
 use crate::error::{RelayError, invalid};
 use crate::frame;
@@ -16,10 +15,7 @@ use crate::hub::Posted;
 use crate::policy;
 use crate::session::{Device, Reply, Session};
 use crate::state::now_ms;
-use crate::storage::Storage;
-
-/// Version of the account records this relay writes.
-const ACCOUNT_RECORD_VERSION: u32 = 1;
+use crate::storage::{AccountRecord, Directory, Keys, Kind, Mailbox};
 
 /// "customer" or "business".
 pub(crate) fn kind_name(kind: AccountKind) -> &'static str {
@@ -30,7 +26,7 @@ pub(crate) fn kind_name(kind: AccountKind) -> &'static str {
 }
 
 /// Create the account. Registration does not authenticate the connection.
-pub(crate) async fn register<S: Storage>(
+pub(crate) async fn register<S: Directory>(
     session: &mut Session<S>,
     request_id: u64,
     request: wire::Register,
@@ -82,19 +78,23 @@ pub(crate) async fn register<S: Storage>(
         });
     }
     let record = AccountRecord {
-        version: ACCOUNT_RECORD_VERSION,
-        kind: kind as i32,
+        kind: match kind {
+            AccountKind::Business => Kind::Business,
+            AccountKind::Customer | AccountKind::Unspecified => Kind::Customer,
+        },
         created_at_ms: now_ms(),
         ..AccountRecord::default()
     };
     let store = &relay.store;
+    let devices = verified.devices.len();
+    let list = stored_list(&list, verified);
     match store.create_account(&list, &record).await? {
         None => {
-            tracing::info!(%account, devices = verified.devices.len(), ?kind, "account registered");
+            tracing::info!(%account, devices, ?kind, "account registered");
         }
         // The same registration again (a lost reply): fine if it states
         // the same kind, which never changes.
-        Some(existing) if existing == list => {
+        Some(existing) if existing.signed == list.signed => {
             let stored = store
                 .account_record(account)
                 .await?
@@ -121,7 +121,7 @@ pub(crate) async fn register<S: Storage>(
 }
 
 /// Check the challenge signature and bind the connection to the device.
-pub(crate) async fn authenticate<S: Storage>(
+pub(crate) async fn authenticate<S: Directory + Keys + Mailbox>(
     session: &mut Session<S>,
     request_id: u64,
     request: wire::AuthResponse,
@@ -134,13 +134,10 @@ pub(crate) async fn authenticate<S: Storage>(
         .device_list(account)
         .await?
         .ok_or(RelayError::UnknownDevice)?;
-    let entry = list
-        .devices
-        .iter()
-        .find(|d| d.device_id == request.device_id)
+    let identity = *list
+        .list
+        .device(request.device_id)
         .ok_or(RelayError::UnknownDevice)?;
-    let identity =
-        IdentityKey::from_bytes(&entry.identity_key).map_err(|_| RelayError::UnknownDevice)?;
     // The signature must cover one of this relay's own origins.
     let signed_for_us = relay.config.public_origins.iter().any(|origin| {
         let payload = auth_payload(&session.nonce, &account, request.device_id, origin);
@@ -172,6 +169,38 @@ pub(crate) async fn authenticate<S: Storage>(
     relay.store.mark_authenticated(account).await?;
     let device = request.device_id;
     let (presence, replaced) = relay.hub.join(account, device, session.id);
+    // Read the list again now that the device is reachable through the hub:
+    // a removal either finished before this read (refused here) or posts
+    // its close to this presence (a removal that read the hub before the
+    // join stored its list before this read). Either way a removed device
+    // is never left authenticated.
+    let still_listed = match relay.store.device_list(account).await {
+        Ok(Some(now)) => now
+            .list
+            .device(device)
+            .is_some_and(|key| key.as_bytes() == identity.as_bytes()),
+        Ok(None) => false,
+        Err(error) => {
+            relay.hub.leave(account, device, session.id);
+            if let Some(old) = replaced {
+                // Out of the hub now: it would miss wakes and closes.
+                old.post(Posted::Close(
+                    close::REPLACED,
+                    "replaced by a newer connection",
+                ));
+            }
+            return Err(error.into());
+        }
+    };
+    if !still_listed {
+        relay.hub.leave(account, device, session.id);
+        if let Some(old) = replaced {
+            // The removal may have posted its close to this connection
+            // instead: pass it on.
+            old.post(Posted::Close(close::DEVICE_REMOVED, "device removed"));
+        }
+        return Err(RelayError::UnknownDevice);
+    }
     if let Some(old) = replaced {
         old.post(Posted::Close(
             close::REPLACED,

@@ -6,9 +6,9 @@ use super::{account_field, device};
 use crate::error::{RelayError, invalid};
 use crate::frame;
 use crate::session::{Reply, Session};
-use crate::storage::Storage;
+use crate::storage::Directory;
 
-pub(crate) async fn set<S: Storage>(
+pub(crate) async fn set<S: Directory>(
     session: &mut Session<S>,
     request_id: u64,
     account_id: Vec<u8>,

@@ -1,20 +1,21 @@
 //! `PublishDeviceList` (a newer list signed by the account key; removed
-//! devices lose their queue and are disconnected) and `GetDeviceList`.
+//! devices, and devices whose id now has another identity key, lose their
+//! queue and prekeys and are disconnected) and `GetDeviceList`.
 
 use std::collections::BTreeSet;
 
+use comptoir_protocol::DeviceList;
 use comptoir_protocol::proto::wire::{self, server_frame::Body};
-use comptoir_protocol::{AccountKey, DeviceList};
 
-use super::{account_field, device, protocol_refusal};
+use super::{account_field, device, protocol_refusal, stored_list, wire_list};
 use crate::connection::close;
 use crate::error::{RelayError, invalid};
 use crate::frame;
 use crate::hub::Posted;
 use crate::session::{Reply, Session};
-use crate::storage::{ListUpdate, Storage};
+use crate::storage::{Directory, Keys, ListUpdate, Mailbox};
 
-pub(crate) async fn publish<S: Storage>(
+pub(crate) async fn publish<S: Directory + Keys + Mailbox>(
     session: &mut Session<S>,
     request_id: u64,
     request: wire::PublishDeviceList,
@@ -33,27 +34,38 @@ pub(crate) async fn publish<S: Storage>(
         .device_list(account)
         .await?
         .ok_or(RelayError::UnknownAccount)?;
-    let trusted = AccountKey::from_bytes(&current.account_key)
-        .map_err(|_| RelayError::Storage(crate::storage::StorageError::Corrupt("accounts")))?;
-    let verified = DeviceList::verify(&list, Some(&trusted))
+    let verified = DeviceList::verify(&list, Some(&current.list.account_key))
         .map_err(|e| protocol_refusal("device list", e))?;
+    let version = verified.version;
+    // A device whose id stays with another identity key is removed and
+    // added: its connection (which proved the old key), queue and prekeys
+    // (signed by the old key) must not outlive the change.
+    let kept: BTreeSet<u32> = verified
+        .devices
+        .iter()
+        .filter(|(id, key)| {
+            current
+                .list
+                .device(*id)
+                .is_none_or(|old| old.as_bytes() == key.as_bytes())
+        })
+        .map(|(id, _)| *id)
+        .collect();
+    let list = stored_list(&list, verified);
     match relay.store.replace_device_list(account, &list).await? {
         ListUpdate::Stored => {}
         ListUpdate::Stale { have } => {
-            return Err(RelayError::StaleDeviceList {
-                have,
-                got: verified.version,
-            });
+            return Err(RelayError::StaleDeviceList { have, got: version });
         }
         ListUpdate::UnknownAccount => return Err(RelayError::UnknownAccount),
     }
-    let kept: BTreeSet<u32> = verified.device_ids().into_iter().collect();
     let mut removed_self = false;
-    for old in current.devices.iter().map(|d| d.device_id) {
+    for old in current.list.device_ids() {
         if kept.contains(&old) {
             continue;
         }
-        let dropped = relay.store.remove_device(account, old).await?;
+        let dropped = relay.store.remove_queue(account, old).await?;
+        relay.store.remove_device_keys(account, old).await?;
         relay
             .metrics
             .queue_depth
@@ -68,7 +80,7 @@ pub(crate) async fn publish<S: Storage>(
             );
         }
     }
-    tracing::info!(%account, version = verified.version, devices = kept.len(), "device list updated");
+    tracing::info!(%account, version, "device list updated");
     Ok(if removed_self {
         Reply::Close(
             frame::ok(request_id),
@@ -80,7 +92,7 @@ pub(crate) async fn publish<S: Storage>(
     })
 }
 
-pub(crate) async fn get<S: Storage>(
+pub(crate) async fn get<S: Directory>(
     session: &mut Session<S>,
     request_id: u64,
     request: wire::GetDeviceList,
@@ -94,6 +106,6 @@ pub(crate) async fn get<S: Storage>(
         .ok_or(RelayError::UnknownAccount)?;
     Ok(Reply::Frame(frame::server(
         request_id,
-        Body::DeviceList((*list).clone()),
+        Body::DeviceList(wire_list(&list)?),
     )))
 }

@@ -12,9 +12,30 @@ pub(crate) mod prekeys;
 pub(crate) mod send;
 
 use comptoir_protocol::AccountId;
+use comptoir_protocol::proto::wire::SignedDeviceList;
+use prost::Message;
 
 use crate::error::{RelayError, invalid};
 use crate::session::{Device, Session};
+use crate::storage::{StorageError, StoredDeviceList};
+
+/// A stored device list as the wire carries it (the bytes the account
+/// signed and published).
+pub(crate) fn wire_list(list: &StoredDeviceList) -> Result<SignedDeviceList, RelayError> {
+    SignedDeviceList::decode(list.signed.as_slice())
+        .map_err(|_| RelayError::Storage(StorageError::Corrupt("accounts")))
+}
+
+/// A device list verified by its handler, as storage keeps it.
+pub(crate) fn stored_list(
+    signed: &SignedDeviceList,
+    verified: comptoir_protocol::DeviceList,
+) -> StoredDeviceList {
+    StoredDeviceList {
+        signed: signed.encode_to_vec(),
+        list: verified,
+    }
+}
 
 /// Parse a 16-byte account id field.
 pub(crate) fn account_field(field: &'static str, bytes: &[u8]) -> Result<AccountId, RelayError> {

@@ -11,14 +11,14 @@ use crate::error::{RelayError, invalid};
 use crate::frame;
 use crate::policy;
 use crate::session::{Reply, Session};
-use crate::storage::{NameClaim, Storage};
+use crate::storage::{Directory, NameClaim};
 
 /// Normalise a business name, or refuse it with what is allowed.
 pub(crate) fn check_name(name: &str) -> Result<String, RelayError> {
     normalize_business_name(name).map_err(|e| invalid(e.to_string()))
 }
 
-pub(crate) async fn claim<S: Storage>(
+pub(crate) async fn claim<S: Directory>(
     session: &mut Session<S>,
     request_id: u64,
     request: wire::ClaimName,

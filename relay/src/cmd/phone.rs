@@ -14,7 +14,7 @@ use crate::frame;
 use crate::hub::Posted;
 use crate::phone::is_e164;
 use crate::session::{Reply, Session};
-use crate::storage::Storage;
+use crate::storage::Directory;
 
 fn check_number(number: &str) -> Result<(), RelayError> {
     if is_e164(number) {
@@ -26,7 +26,7 @@ fn check_number(number: &str) -> Result<(), RelayError> {
     }
 }
 
-pub(crate) async fn request_code<S: Storage>(
+pub(crate) async fn request_code<S: Directory>(
     session: &mut Session<S>,
     request_id: u64,
     request: wire::RequestCode,
@@ -41,7 +41,7 @@ pub(crate) async fn request_code<S: Storage>(
     Ok(Reply::Frame(frame::ok(request_id)))
 }
 
-pub(crate) async fn verify_code<S: Storage>(
+pub(crate) async fn verify_code<S: Directory>(
     session: &mut Session<S>,
     request_id: u64,
     request: wire::VerifyCode,
@@ -66,10 +66,10 @@ pub(crate) async fn verify_code<S: Storage>(
     {
         tracing::info!(%holder, %account, "phone number moved to another account");
         if let Some(list) = relay.store.device_list(holder).await? {
-            for entry in &list.devices {
+            for device_id in list.list.device_ids() {
                 relay.hub.post(
                     holder,
-                    entry.device_id,
+                    device_id,
                     Posted::Frame(frame::server(
                         0,
                         Body::PhoneNumberReleased(wire::PhoneNumberReleased {
@@ -93,7 +93,7 @@ fn found(request_id: u64, account: AccountId) -> Reply {
 }
 
 /// Resolve a discoverable phone number or a claimed business name.
-pub(crate) async fn lookup<S: Storage>(
+pub(crate) async fn lookup<S: Directory>(
     session: &mut Session<S>,
     request_id: u64,
     request: wire::Lookup,

@@ -5,12 +5,14 @@
 use comptoir_protocol::proto::wire::{self, server_frame::Body};
 use comptoir_protocol::verify_signed_prekey;
 
-use super::{account_field, device, protocol_refusal};
+use super::{account_field, device, protocol_refusal, wire_list};
 use crate::error::{RelayError, invalid};
 use crate::frame;
 use crate::hub::Posted;
 use crate::session::{Reply, Session};
-use crate::storage::Storage;
+use crate::storage::{
+    Directory, Keys, OneTimePreKeyRecord, PreKeyPublic, SignedPreKeyRecord, TakenPreKeys,
+};
 
 /// Length of an X25519 public key.
 const KEY_LEN: usize = 32;
@@ -38,7 +40,7 @@ fn check_key(what: &str, key_id: u32, public_key: &[u8]) -> Result<(), RelayErro
     Ok(())
 }
 
-pub(crate) async fn upload<S: Storage>(
+pub(crate) async fn upload<S: Keys>(
     session: &mut Session<S>,
     request_id: u64,
     request: wire::UploadPreKeys,
@@ -69,15 +71,28 @@ pub(crate) async fn upload<S: Storage>(
             )));
         }
     }
+    let public = |key: Vec<u8>| PreKeyPublic::new(key).map_err(|e| invalid(e.to_string()));
+    let signed = match request.signed_prekey {
+        Some(spk) => Some(SignedPreKeyRecord {
+            key_id: spk.key_id,
+            public: public(spk.public_key)?,
+            signature: spk.signature,
+        }),
+        None => None,
+    };
+    let one_time = request
+        .one_time_prekeys
+        .into_iter()
+        .map(|key| {
+            Ok(OneTimePreKeyRecord {
+                key_id: key.key_id,
+                public: public(key.public_key)?,
+            })
+        })
+        .collect::<Result<Vec<_>, RelayError>>()?;
     let stored = relay
         .store
-        .store_prekeys(
-            me.account,
-            me.device,
-            request.signed_prekey,
-            request.one_time_prekeys,
-            max,
-        )
+        .store_prekeys(me.account, me.device, signed, one_time, max)
         .await?;
     match stored {
         Ok(_) => Ok(Reply::Frame(frame::ok(request_id))),
@@ -87,7 +102,7 @@ pub(crate) async fn upload<S: Storage>(
     }
 }
 
-pub(crate) async fn fetch<S: Storage>(
+pub(crate) async fn fetch<S: Directory + Keys>(
     session: &mut Session<S>,
     request_id: u64,
     request: wire::FetchPreKeys,
@@ -108,38 +123,38 @@ pub(crate) async fn fetch<S: Storage>(
             request.device_ids.len()
         )));
     }
-    let mut bundles = Vec::with_capacity(list.devices.len());
-    for entry in &list.devices {
-        if account == my_account && entry.device_id == my_device {
+    let mut bundles = Vec::with_capacity(list.list.devices.len());
+    for (device_id, identity) in &list.list.devices {
+        let device_id = *device_id;
+        if account == my_account && device_id == my_device {
             continue;
         }
         // Only the devices asked for: the others keep their one-time keys.
-        if !request.device_ids.is_empty() && !request.device_ids.contains(&entry.device_id) {
+        if !request.device_ids.is_empty() && !request.device_ids.contains(&device_id) {
             continue;
         }
         // Per (requester, target device): one account cannot drain another
         // device's one-time prekeys. Its own devices are not limited.
         if account != my_account
-            && let Err(retry_after_ms) =
-                relay
-                    .prekey_fetch_limiter
-                    .check(&(my_account, account, entry.device_id))
+            && let Err(retry_after_ms) = relay
+                .prekey_fetch_limiter
+                .check(&(my_account, account, device_id))
         {
             return Err(RelayError::RateLimited {
                 scope: "prekey fetches for this device",
                 retry_after_ms,
             });
         }
-        let taken = relay.store.take_prekeys(account, entry.device_id).await?;
+        let taken = relay.store.take_prekeys(account, device_id).await?;
         if taken.remaining < relay.config.limits.prekeys_low_threshold
             && relay
                 .prekeys_low_limiter
-                .check(&(account, entry.device_id))
+                .check(&(account, device_id))
                 .is_ok()
         {
             relay.hub.post(
                 account,
-                entry.device_id,
+                device_id,
                 Posted::Frame(frame::server(
                     0,
                     Body::PrekeysLow(wire::PreKeysLow {
@@ -148,19 +163,29 @@ pub(crate) async fn fetch<S: Storage>(
                 )),
             );
         }
+        let TakenPreKeys {
+            signed, one_time, ..
+        } = taken;
         bundles.push(wire::PreKeyBundle {
             account_id: account.to_vec(),
-            device_id: entry.device_id,
-            identity_key: entry.identity_key.clone(),
-            signed_prekey: taken.signed,
-            one_time_prekey: taken.one_time,
+            device_id,
+            identity_key: identity.to_bytes().to_vec(),
+            signed_prekey: signed.map(|spk| wire::SignedPreKey {
+                key_id: spk.key_id,
+                public_key: spk.public.into_bytes(),
+                signature: spk.signature,
+            }),
+            one_time_prekey: one_time.map(|key| wire::OneTimePreKey {
+                key_id: key.key_id,
+                public_key: key.public.into_bytes(),
+            }),
         });
     }
     Ok(Reply::Frame(frame::server(
         request_id,
         Body::PrekeyBundles(wire::PreKeyBundles {
             bundles,
-            device_list: Some((*list).clone()),
+            device_list: Some(wire_list(&list)?),
         }),
     )))
 }

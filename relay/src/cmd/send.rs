@@ -7,12 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use comptoir_protocol::MAX_FRAME_SIZE;
-use comptoir_protocol::proto::relay::AccountRecord;
 use comptoir_protocol::proto::wire::{self, server_frame::Body};
 use futures_util::FutureExt;
 use prost::Message;
 
-use super::{account_field, device};
+use super::{account_field, device, wire_list};
 use crate::error::{RelayError, invalid};
 use crate::frame;
 use crate::policy::{
@@ -20,14 +19,16 @@ use crate::policy::{
 };
 use crate::session::{Completion, EncodeFrame, Reply, Session};
 use crate::state::now_ms;
-use crate::storage::{Enqueued, MESSAGE_ID_LEN, NewMessage, Storage};
+use crate::storage::{
+    AccountRecord, Directory, Enqueued, MESSAGE_ID_LEN, Mailbox, NewMessage, StoredDeviceList,
+};
 
 /// Longest template id a send may carry (template ids are short names).
 pub(crate) const MAX_TEMPLATE_ID_LEN: usize = 128;
 /// Longest franking tag a send may carry (an HMAC-SHA256 is 32 bytes).
 pub(crate) const MAX_FRANKING_TAG_LEN: usize = 64;
 
-pub(crate) async fn send<S: Storage>(
+pub(crate) async fn send<S: Directory + Mailbox>(
     session: &mut Session<S>,
     request_id: u64,
     request: wire::Send,
@@ -60,7 +61,7 @@ pub(crate) async fn send<S: Storage>(
     let sender_record = record_of(&relay.store, sender).await?;
     let recipient_record = record_of(&relay.store, recipient).await?;
     let blocked = recipient != sender && relay.store.is_blocked(recipient, sender).await?;
-    let recipient_devices: Vec<u32> = list.devices.iter().map(|d| d.device_id).collect();
+    let recipient_devices: Vec<u32> = list.list.device_ids();
     let ciphertexts: Vec<(u32, usize)> = request
         .devices
         .iter()
@@ -169,15 +170,15 @@ pub(crate) async fn send<S: Storage>(
 
 /// An account's record; one registered before records existed reads as
 /// a customer created at time 0.
-async fn record_of<S: Storage>(
+async fn record_of<S: Directory>(
     store: &S,
     account: comptoir_protocol::AccountId,
-) -> Result<Arc<AccountRecord>, RelayError> {
+) -> Result<AccountRecord, RelayError> {
     Ok(store.account_record(account).await?.unwrap_or_default())
 }
 
 /// The typed refusal for a policy decision.
-fn refusal_error(refusal: Refusal, list: Option<&wire::SignedDeviceList>) -> RelayError {
+fn refusal_error(refusal: Refusal, list: Option<&StoredDeviceList>) -> RelayError {
     match refusal {
         Refusal::RateLimited { retry_after_ms } => RelayError::RateLimited {
             scope: "account",
@@ -185,10 +186,11 @@ fn refusal_error(refusal: Refusal, list: Option<&wire::SignedDeviceList>) -> Rel
         },
         Refusal::Blocked => RelayError::Blocked,
         Refusal::PhoneRequired => RelayError::PhoneRequired,
-        Refusal::DeviceListMismatch => match list {
-            Some(list) => RelayError::DeviceListMismatch {
-                current: Box::new(list.clone()),
+        Refusal::DeviceListMismatch => match list.map(wire_list) {
+            Some(Ok(list)) => RelayError::DeviceListMismatch {
+                current: Box::new(list),
             },
+            Some(Err(error)) => error,
             None => invalid(refusal.message()),
         },
         Refusal::BusinessConversation | Refusal::CustomerBusinessCategory(_) => {
@@ -198,7 +200,7 @@ fn refusal_error(refusal: Refusal, list: Option<&wire::SignedDeviceList>) -> Rel
     }
 }
 
-async fn finish<S: Storage>(
+async fn finish<S: Mailbox>(
     relay: Arc<crate::state::Relay<S>>,
     request_id: u64,
     message_id: [u8; MESSAGE_ID_LEN],

@@ -29,8 +29,9 @@ mod tests;
 
 use comptoir_protocol::MAX_DEVICES;
 use comptoir_protocol::message::MAX_MESSAGE_LEN;
-use comptoir_protocol::proto::relay::AccountRecord;
 use comptoir_protocol::proto::wire::{AccountKind, Category};
+
+use crate::storage::{AccountRecord, Kind};
 
 /// One party of a send: its account record and id bytes.
 #[derive(Clone, Copy, Debug)]
@@ -188,12 +189,11 @@ impl Refusal {
     }
 }
 
-/// An account's kind as the policy reads it: unspecified (a record from
-/// before kinds existed) is a customer.
+/// An account's kind as the policy (and the wire) reads it.
 pub fn kind_of(record: &AccountRecord) -> AccountKind {
-    match record.kind() {
-        AccountKind::Business => AccountKind::Business,
-        AccountKind::Customer | AccountKind::Unspecified => AccountKind::Customer,
+    match record.kind {
+        Kind::Business => AccountKind::Business,
+        Kind::Customer => AccountKind::Customer,
     }
 }
 

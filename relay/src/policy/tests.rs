@@ -1,7 +1,8 @@
 //! The policy as a table: each row is one rule, read like the spec.
 
-use comptoir_protocol::proto::relay::AccountRecord;
 use comptoir_protocol::proto::wire::{AccountKind, Category};
+
+use crate::storage::{AccountRecord, Kind};
 
 use super::*;
 
@@ -10,8 +11,10 @@ const BOB: [u8; 16] = [2; 16];
 
 fn record(kind: AccountKind) -> AccountRecord {
     AccountRecord {
-        version: 1,
-        kind: kind as i32,
+        kind: match kind {
+            AccountKind::Business => Kind::Business,
+            AccountKind::Customer | AccountKind::Unspecified => Kind::Customer,
+        },
         ..AccountRecord::default()
     }
 }

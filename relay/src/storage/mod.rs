@@ -1,37 +1,64 @@
-//! Storage behind a trait, so the relay can later run as a cluster on a
-//! distributed engine.
+//! Storage by role, so that each role can later live in its own backend
+//! (a Redis Cluster, say) while the embedded default keeps them together.
 //!
-//! Shape of the contract, which a clustered backend must keep:
+//! Roles (one trait, one module each):
+//! - [`Directory`] ([`directory`]): accounts and their records (kind,
+//!   creation, phone), signed device lists, business names, phone
+//!   bindings, blocks, and the expiry of accounts that never
+//!   authenticated. Later: consents, certificates, templates.
+//! - [`Keys`] ([`keys`]): each device's signed prekey and one-time prekeys.
+//! - [`Mailbox`] ([`mailbox`]): per-device queues of encoded envelopes,
+//!   read after an opaque [`Cursor`], each with its own expiry; and the
+//!   `Delivered` receipts kept for a sending device until it acks them.
+//! - [`Lifecycle`]: flush and close, for the backend as a whole.
+//!
+//! [`Backend`] bundles the four for the code that needs them all (the
+//! server, a connection); request handlers name only the roles they use.
+//!
+//! Shape of the contract, which every backend must keep:
 //! - every method is `async` and every write is **durable when its future
 //!   completes** (the relay acks only then), except deletions by
-//!   `acknowledge` and `expire`: a lost deletion only means a redelivery,
-//!   which clients drop by message id;
+//!   [`Mailbox::acknowledge`] and [`Mailbox::expire`]: a lost deletion
+//!   only means a redelivery, which clients drop by message id;
 //! - each write that touches several records is **atomic** (an envelope's
 //!   device copies, its idempotency record and the queue counters all land
 //!   or none do; an ack's deletion and the `Delivered` receipt it keeps
-//!   for the sending device land together or not at all), and a one-time prekey is handed out at most once even to
-//!   concurrent callers on different nodes (compare-and-swap, not a lock in
-//!   one process); likewise a business name goes to exactly one of
-//!   concurrent claimers, and an account never ends up with two names;
-//! - queues are ordered per recipient device by an opaque `u64` cursor;
+//!   for the sending device land together or not at all), and a one-time
+//!   prekey is handed out at most once even to concurrent callers on
+//!   different nodes (compare-and-swap, not a lock in one process);
+//!   likewise a business name goes to exactly one of concurrent claimers,
+//!   and an account never ends up with two names;
+//! - **no read serves a stale answer about security state**: once a write
+//!   to a device list, a block or an account record has completed, every
+//!   read that starts after it sees it (no in-process cache that a write
+//!   elsewhere, or a racing read, could leave behind);
+//! - queues are ordered per recipient device by an opaque [`Cursor`];
 //! - nothing here needs to know which process a device is connected to:
 //!   routing pushes between nodes is the job of the hub, not of storage.
 //!
-//! [`sled::SledStore`] is the embedded default.
+//! [`sled::SledStore`] is the embedded default: sled for the directory and
+//! keys, the relay's own [`mail_log`] for the mailbox.
 
 pub(crate) mod dir_lock;
+pub mod directory;
+pub mod keys;
 pub mod mail_log;
+pub mod mailbox;
 pub mod sled;
 mod store_id;
 
 use std::future::Future;
-use std::sync::Arc;
 
-use comptoir_protocol::AccountId;
-use comptoir_protocol::proto::relay::AccountRecord;
-use comptoir_protocol::proto::wire::{OneTimePreKey, SignedDeviceList, SignedPreKey};
-use futures_util::future::BoxFuture;
-
+pub use self::directory::{
+    AccountRecord, Directory, ExpiredAccounts, Kind, ListUpdate, NameClaim, StoredDeviceList,
+};
+pub use self::keys::{
+    Keys, MAX_PREKEY_PUBLIC_LEN, OneTimePreKeyRecord, PreKeyLength, PreKeyPublic,
+    SignedPreKeyRecord, TakenPreKeys,
+};
+pub use self::mailbox::{
+    Acked, Cursor, Enqueued, Mailbox, NewMessage, QueuedEnvelope, QueuedMail, QueuedReceipt,
+};
 pub use self::sled::SledStore;
 
 /// Result alias for storage calls.
@@ -66,338 +93,18 @@ pub enum StorageError {
 /// Length of a message id, in bytes.
 pub const MESSAGE_ID_LEN: usize = 16;
 
-/// One message accepted for every current device of one account.
-#[derive(Clone, Debug)]
-pub struct NewMessage {
-    /// The authenticated sender account.
-    pub sender: AccountId,
-    /// The authenticated sender device.
-    pub sender_device: u32,
-    /// The recipient account.
-    pub recipient: AccountId,
-    /// Sender-chosen id; a second `enqueue` with the same (sender,
-    /// recipient, id) stores nothing.
-    pub message_id: [u8; MESSAGE_ID_LEN],
-    /// The relay's acceptance time.
-    pub server_timestamp_ms: u64,
-    /// When undelivered copies (and the idempotency record) expire.
-    pub expires_at_ms: u64,
-    /// One encoded `Envelope` per recipient device.
-    pub copies: Vec<(u32, Vec<u8>)>,
-}
-
-/// What `enqueue` did.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Enqueued {
-    /// All copies stored durably.
-    Stored,
-    /// Already stored earlier: nothing written. Carries the first
-    /// acceptance time.
-    Duplicate {
-        /// When the first copy was accepted.
-        server_timestamp_ms: u64,
-    },
-    /// A recipient device's queue is full: nothing written.
-    QueueFull {
-        /// The full device.
-        device: u32,
-    },
-}
-
-/// One queued envelope.
-#[derive(Clone, Debug)]
-pub struct QueuedEnvelope {
-    /// Position in the device's queue (increasing).
-    pub cursor: u64,
-    /// The encoded `Envelope`.
-    pub envelope: Vec<u8>,
-}
-
-/// What `acknowledge` did when the envelope was queued.
-pub struct Acked {
-    /// The device that sent the envelope (its receipt's queue).
-    pub sender_device: u32,
-    /// Resolves once the deletion and the receipt are durable: the receipt
-    /// is then visible to [`Storage::pending_receipts`].
-    pub receipt_kept: BoxFuture<'static, StorageResult<()>>,
-}
-
-impl std::fmt::Debug for Acked {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Acked")
-            .field("sender_device", &self.sender_device)
-            .finish_non_exhaustive()
-    }
-}
-
-/// One `Delivered` receipt kept for a sending device.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct QueuedReceipt {
-    /// Position in the device's receipt queue (increasing).
-    pub cursor: u64,
-    /// The account whose device acked the envelope.
-    pub recipient: AccountId,
-    /// That device.
-    pub recipient_device: u32,
-    /// The envelope's message id.
-    pub message_id: [u8; MESSAGE_ID_LEN],
-}
-
-/// What `replace_device_list` did.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ListUpdate {
-    /// Stored.
-    Stored,
-    /// Refused: not newer than the stored version.
-    Stale {
-        /// The stored version.
-        have: u64,
-    },
-    /// No such account.
-    UnknownAccount,
-}
-
-/// The parts of a prekey bundle for one device, the one-time key removed
-/// from the store.
-#[derive(Clone, Debug, Default)]
-pub struct TakenPreKeys {
-    /// The current signed prekey, if one was uploaded.
-    pub signed: Option<SignedPreKey>,
-    /// A one-time prekey nobody else will get, if any was left.
-    pub one_time: Option<OneTimePreKey>,
-    /// One-time prekeys left after this one.
-    pub remaining: u32,
-}
-
-/// What `claim_name` did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NameClaim {
-    /// The name is now the account's (stored durably).
-    Claimed,
-    /// The account already held this name: nothing written.
-    AlreadyYours,
-    /// Another account holds the name: nothing written.
-    TakenByOther,
-    /// The account already holds a different name: nothing written.
-    AccountHasOther,
-}
-
-/// What `expire_unauthenticated` deleted.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ExpiredAccounts {
-    /// Accounts deleted.
-    pub accounts: u64,
-    /// Envelopes that were queued for them.
-    pub envelopes: u64,
-}
-
-/// The relay's persistent state. See the module docs for the contract.
-pub trait Storage: Send + Sync + 'static {
-    /// Create an account with its first device list and its record, both
-    /// or neither (atomically). Returns the existing list, unchanged, if
-    /// the account already exists (the record is then left as it was).
-    fn create_account(
-        &self,
-        list: &SignedDeviceList,
-        record: &AccountRecord,
-    ) -> impl Future<Output = StorageResult<Option<SignedDeviceList>>> + Send;
-
-    /// Note that the account authenticated (durably, the first time): it
-    /// no longer expires under `expire_unauthenticated`.
-    fn mark_authenticated(
-        &self,
-        account: AccountId,
-    ) -> impl Future<Output = StorageResult<()>> + Send;
-
-    /// Delete up to `limit` accounts registered (by this relay version or
-    /// later) before `registered_before_ms` that never authenticated: their
-    /// record, device list, prekeys, phone and name bindings, and the mail
-    /// queued for them, durably. Throwaway accounts otherwise stay forever.
-    fn expire_unauthenticated(
-        &self,
-        registered_before_ms: u64,
-        limit: usize,
-    ) -> impl Future<Output = StorageResult<ExpiredAccounts>> + Send;
-
-    /// The account's record (kind, creation time, phone binding, business
-    /// fields), shared: it is read on every send. `None` for an unknown
-    /// account, or one registered before records existed (treat it as a
-    /// customer created at time 0).
-    fn account_record(
-        &self,
-        account: AccountId,
-    ) -> impl Future<Output = StorageResult<Option<Arc<AccountRecord>>>> + Send;
-
-    /// The account's current signed device list (shared: it is read on
-    /// every send).
-    fn device_list(
-        &self,
-        account: AccountId,
-    ) -> impl Future<Output = StorageResult<Option<Arc<SignedDeviceList>>>> + Send;
-
-    /// Replace the device list if `list.version` is newer (atomically).
-    fn replace_device_list(
-        &self,
-        account: AccountId,
-        list: &SignedDeviceList,
-    ) -> impl Future<Output = StorageResult<ListUpdate>> + Send;
-
-    /// Store a signed prekey (replacing the previous) and one-time prekeys.
-    /// Refuses (returns `Err(stock)`) if the stock would exceed `max`.
-    fn store_prekeys(
-        &self,
-        account: AccountId,
-        device: u32,
-        signed: Option<SignedPreKey>,
-        one_time: Vec<OneTimePreKey>,
-        max: u32,
-    ) -> impl Future<Output = StorageResult<Result<u32, u32>>> + Send;
-
-    /// Take the signed prekey and one one-time prekey of a device; the
-    /// one-time key is removed durably and given to no other caller.
-    fn take_prekeys(
-        &self,
-        account: AccountId,
-        device: u32,
-    ) -> impl Future<Output = StorageResult<TakenPreKeys>> + Send;
-
-    /// One-time prekeys stored for a device.
-    fn one_time_prekey_count(
-        &self,
-        account: AccountId,
-        device: u32,
-    ) -> impl Future<Output = StorageResult<u32>> + Send;
-
-    /// Store one message for all its devices, atomically and durably,
-    /// unless it is a duplicate or a queue holds `max_queue` already.
-    fn enqueue(
-        &self,
-        message: NewMessage,
-        max_queue: u64,
-    ) -> impl Future<Output = StorageResult<Enqueued>> + Send;
-
-    /// Up to `limit` unexpired envelopes queued for a device after `after`.
-    fn pending(
-        &self,
-        account: AccountId,
-        device: u32,
-        after: Option<u64>,
-        limit: usize,
-        now_ms: u64,
-    ) -> impl Future<Output = StorageResult<Vec<QueuedEnvelope>>> + Send;
-
-    /// Envelopes queued for a device.
-    fn queued_count(
-        &self,
-        account: AccountId,
-        device: u32,
-    ) -> impl Future<Output = StorageResult<u64>> + Send;
-
-    /// Delete the envelope `message_id` from `sender` queued for a device
-    /// and keep a `Delivered` receipt for the sending device until that
-    /// device acks it or `receipt_expires_at_ms`, atomically (durable soon,
-    /// not necessarily on return: see [`Acked::receipt_kept`]).
-    /// `None` if the envelope was not queued (already acked, expired, or
-    /// never there): nothing is written.
-    fn acknowledge(
-        &self,
-        account: AccountId,
-        device: u32,
-        sender: AccountId,
-        message_id: [u8; MESSAGE_ID_LEN],
-        receipt_expires_at_ms: u64,
-    ) -> impl Future<Output = StorageResult<Option<Acked>>> + Send;
-
-    /// Up to `limit` durable, unexpired receipts kept for a (sending)
-    /// device after `after`, oldest first.
-    fn pending_receipts(
-        &self,
-        account: AccountId,
-        device: u32,
-        after: Option<u64>,
-        limit: usize,
-        now_ms: u64,
-    ) -> impl Future<Output = StorageResult<Vec<QueuedReceipt>>> + Send;
-
-    /// Delete the receipt kept for a device saying that `recipient`'s
-    /// `recipient_device` acked `message_id` (durable soon: a lost deletion
-    /// means the receipt is pushed again). `false` if there was none.
-    fn acknowledge_receipt(
-        &self,
-        account: AccountId,
-        device: u32,
-        recipient: AccountId,
-        recipient_device: u32,
-        message_id: [u8; MESSAGE_ID_LEN],
-    ) -> impl Future<Output = StorageResult<bool>> + Send;
-
-    /// Delete envelopes, idempotency records and receipts expired when the
-    /// wall clock reads `now_ms`; a backend may go by a guarded clock that
-    /// follows a clock stepped forward only at a bounded pace (the embedded
-    /// one does: see `mail_log::EXPIRY_CATCH_UP_MS`).
-    /// Returns the number of envelopes deleted.
-    fn expire(&self, now_ms: u64) -> impl Future<Output = StorageResult<u64>> + Send;
-
-    /// Forget a removed device's queue and prekeys.
-    fn remove_device(
-        &self,
-        account: AccountId,
-        device: u32,
-    ) -> impl Future<Output = StorageResult<u64>> + Send;
-
-    /// Record (or lift) `blocker`'s block of `blocked`.
-    fn set_blocked(
-        &self,
-        blocker: AccountId,
-        blocked: AccountId,
-        on: bool,
-    ) -> impl Future<Output = StorageResult<()>> + Send;
-
-    /// Whether `blocker` blocks `blocked`.
-    fn is_blocked(
-        &self,
-        blocker: AccountId,
-        blocked: AccountId,
-    ) -> impl Future<Output = StorageResult<bool>> + Send;
-
-    /// Bind a verified phone number (E.164) to an account, and note it in
-    /// the account's record.
-    fn bind_phone(
-        &self,
-        phone: &str,
-        account: AccountId,
-        discoverable: bool,
-    ) -> impl Future<Output = StorageResult<()>> + Send;
-
-    /// The account a phone number is bound to, and whether it is
-    /// discoverable.
-    fn lookup_phone(
-        &self,
-        phone: &str,
-    ) -> impl Future<Output = StorageResult<Option<(AccountId, bool)>>> + Send;
-
-    /// Bind a (normalised) business name to an account, first come first
-    /// served and one name per account, atomically even against concurrent
-    /// claims on other nodes: two claimers of one name never both win.
-    fn claim_name(
-        &self,
-        name: &str,
-        account: AccountId,
-    ) -> impl Future<Output = StorageResult<NameClaim>> + Send;
-
-    /// The account holding a (normalised) business name.
-    fn lookup_name(
-        &self,
-        name: &str,
-    ) -> impl Future<Output = StorageResult<Option<AccountId>>> + Send;
-
-    /// Envelopes queued in total (for the queue-depth gauge at start).
-    fn total_queued(&self) -> impl Future<Output = StorageResult<u64>> + Send;
-
-    /// Make every write so far durable.
+/// The backend as a whole: making writes durable and stopping.
+pub trait Lifecycle: Send + Sync + 'static {
+    /// Make every write so far durable, in every role.
     fn flush(&self) -> impl Future<Output = StorageResult<()>> + Send;
 
     /// Flush and release the backend (at shutdown); later calls fail with
     /// [`StorageError::Closed`].
     fn close(&self) -> impl Future<Output = StorageResult<()>> + Send;
 }
+
+/// Every role: what the server and a connection need. Implemented for
+/// any type that implements all four.
+pub trait Backend: Directory + Keys + Mailbox + Lifecycle {}
+
+impl<T: Directory + Keys + Mailbox + Lifecycle> Backend for T {}

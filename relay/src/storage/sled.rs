@@ -48,9 +48,9 @@ use std::time::{Duration, Instant};
 use ::sled::Transactional;
 use ::sled::transaction::{ConflictableTransactionError, TransactionError};
 use ::sled::{Batch, Db, IVec, Tree};
-use comptoir_protocol::AccountId;
-use comptoir_protocol::proto::relay::AccountRecord;
-use comptoir_protocol::proto::wire::{OneTimePreKey, SignedDeviceList, SignedPreKey};
+use comptoir_protocol::proto::relay::AccountRecord as EncodedRecord;
+use comptoir_protocol::proto::wire;
+use comptoir_protocol::{AccountId, AccountKey, DeviceList, IdentityKey};
 use prost::Message;
 use tokio::sync::oneshot;
 
@@ -58,8 +58,10 @@ use super::dir_lock::DirLock;
 use super::mail_log::ReceiptRef;
 use super::mail_log::{LogOptions, MailLog};
 use super::{
-    Acked, Enqueued, ExpiredAccounts, ListUpdate, MESSAGE_ID_LEN, NameClaim, NewMessage,
-    QueuedEnvelope, QueuedReceipt, Storage, StorageError, StorageResult, TakenPreKeys,
+    AccountRecord, Acked, Cursor, Directory, Enqueued, ExpiredAccounts, Keys, Kind, Lifecycle,
+    ListUpdate, MESSAGE_ID_LEN, Mailbox, NameClaim, NewMessage, OneTimePreKeyRecord, PreKeyPublic,
+    QueuedMail, QueuedReceipt, SignedPreKeyRecord, StorageError, StorageResult, StoredDeviceList,
+    TakenPreKeys,
 };
 
 /// How long an expired account's note is kept: past it no send that read
@@ -151,30 +153,35 @@ fn flush_loop(db: Db, metrics: &Metrics, rx: &std_mpsc::Receiver<Job>) {
     }
 }
 
-/// Entries kept per cache at most; past it the cache starts over (a
-/// cheap bound: the next reads refill it from sled).
-const CACHE_ENTRIES: usize = 100_000;
+/// Parsed device lists kept at most; past it the memo starts over.
+const PARSED_LISTS: usize = 100_000;
 
+/// The parse of each account's device list, keyed by the exact bytes it
+/// was parsed from. Not a cache of state: every read still goes to sled,
+/// and the memo only answers when the bytes sled returned are the ones it
+/// parsed, so it can never serve a list sled no longer holds, whoever
+/// wrote sled and whatever raced (parsing a list checks every key on its
+/// curve, which costs more than the read).
 #[derive(Debug, Default)]
-struct ReadCache {
-    lists: Mutex<HashMap<AccountId, Arc<SignedDeviceList>>>,
-    records: Mutex<HashMap<AccountId, Arc<AccountRecord>>>,
-    blocks: Mutex<HashMap<(AccountId, AccountId), bool>>,
-}
+struct ParsedLists(Mutex<HashMap<AccountId, Arc<StoredDeviceList>>>);
 
-fn bounded_insert<K: std::hash::Hash + Eq, V>(map: &Mutex<HashMap<K, V>>, key: K, value: V) {
-    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
-    if map.len() >= CACHE_ENTRIES {
-        map.clear();
+impl ParsedLists {
+    /// The parse of `bytes`, the list sled holds for `account` now.
+    fn parse(&self, account: AccountId, bytes: &[u8]) -> StorageResult<Arc<StoredDeviceList>> {
+        let lock = || self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(list) = lock().get(&account)
+            && list.signed == bytes
+        {
+            return Ok(list.clone());
+        }
+        let list = Arc::new(decode_list(bytes)?);
+        let mut memo = lock();
+        if memo.len() >= PARSED_LISTS {
+            memo.clear();
+        }
+        memo.insert(account, list.clone());
+        Ok(list)
     }
-    map.insert(key, value);
-}
-
-fn cached<K: std::hash::Hash + Eq, V: Clone>(map: &Mutex<HashMap<K, V>>, key: &K) -> Option<V> {
-    map.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(key)
-        .cloned()
 }
 
 /// Move the receipts an older relay kept in sled's `receipts` tree into
@@ -238,13 +245,12 @@ fn move_legacy_receipts(receipts: &Tree, mail: &MailLog, db: &Db) -> StorageResu
     Ok(())
 }
 
-/// sled-backed [`Storage`]. Cheap to clone (all handles are shared).
+/// The embedded backend: every role ([`Directory`], [`Keys`], [`Mailbox`], [`Lifecycle`]). Cheap to clone (all handles are shared).
 #[derive(Clone, Debug)]
 pub struct SledStore {
-    /// Read-through caches of what every send reads: device lists and
-    /// block decisions. This store is the only writer of its database, so
-    /// updating them on each write keeps them exact.
-    cache: Arc<ReadCache>,
+    /// Parsed device lists, keyed by their stored bytes (every read still
+    /// goes to sled: no state is cached).
+    parsed_lists: Arc<ParsedLists>,
     accounts: Tree,
     records: Tree,
     prekeys: Tree,
@@ -328,8 +334,48 @@ pub(crate) fn account_from(bytes: &[u8], what: &'static str) -> StorageResult<Ac
     AccountId::from_bytes(bytes).map_err(|_| StorageError::Corrupt(what))
 }
 
+/// Version of the account records this relay writes.
+const ACCOUNT_RECORD_VERSION: u32 = 1;
+
+/// An `account_records` value (a `relay.AccountRecord` protobuf).
 fn decode_record(bytes: &[u8]) -> StorageResult<AccountRecord> {
-    AccountRecord::decode(bytes).map_err(|_| StorageError::Corrupt("account_records"))
+    let encoded =
+        EncodedRecord::decode(bytes).map_err(|_| StorageError::Corrupt("account_records"))?;
+    Ok(record_from(encoded))
+}
+
+fn record_from(encoded: EncodedRecord) -> AccountRecord {
+    AccountRecord {
+        // Unspecified: a record from before kinds existed, a customer.
+        kind: match encoded.kind() {
+            wire::AccountKind::Business => Kind::Business,
+            wire::AccountKind::Customer | wire::AccountKind::Unspecified => Kind::Customer,
+        },
+        created_at_ms: encoded.created_at_ms,
+        phone_number: encoded.phone_number,
+        discoverable: encoded.discoverable,
+        business_certificate: encoded.business_certificate,
+        quality_tier: encoded.quality_tier,
+        daily_conversation_quota: encoded.daily_conversation_quota,
+    }
+}
+
+fn encode_record(record: &AccountRecord) -> Vec<u8> {
+    let kind = match record.kind {
+        Kind::Customer => wire::AccountKind::Customer,
+        Kind::Business => wire::AccountKind::Business,
+    };
+    EncodedRecord {
+        version: ACCOUNT_RECORD_VERSION,
+        kind: kind as i32,
+        created_at_ms: record.created_at_ms,
+        phone_number: record.phone_number.clone(),
+        discoverable: record.discoverable,
+        business_certificate: record.business_certificate.clone(),
+        quality_tier: record.quality_tier,
+        daily_conversation_quota: record.daily_conversation_quota,
+    }
+    .encode_to_vec()
 }
 
 /// A `phones` value: the account and whether it is discoverable.
@@ -338,8 +384,34 @@ pub(crate) fn decode_phone(v: &[u8]) -> StorageResult<(AccountId, bool)> {
     Ok((account, v.get(16) == Some(&1)))
 }
 
-pub(crate) fn decode_list(bytes: &[u8]) -> StorageResult<SignedDeviceList> {
-    SignedDeviceList::decode(bytes).map_err(|_| StorageError::Corrupt("accounts"))
+/// An `accounts` value: the signed list as published, parsed (its
+/// signature was checked before it was stored, and is not again).
+pub(crate) fn decode_list(bytes: &[u8]) -> StorageResult<StoredDeviceList> {
+    let corrupt = |_| StorageError::Corrupt("accounts");
+    let signed =
+        wire::SignedDeviceList::decode(bytes).map_err(|_| StorageError::Corrupt("accounts"))?;
+    let mut devices = Vec::with_capacity(signed.devices.len());
+    for entry in &signed.devices {
+        devices.push((
+            entry.device_id,
+            IdentityKey::from_bytes(&entry.identity_key).map_err(corrupt)?,
+        ));
+    }
+    let list = DeviceList {
+        account_id: AccountId::from_bytes(&signed.account_id).map_err(corrupt)?,
+        account_key: AccountKey::from_bytes(&signed.account_key).map_err(corrupt)?,
+        version: signed.version,
+        devices,
+    };
+    Ok(StoredDeviceList {
+        signed: bytes.to_vec(),
+        list,
+    })
+}
+
+/// A prekey's public key as stored.
+fn prekey_public(bytes: Vec<u8>) -> StorageResult<PreKeyPublic> {
+    PreKeyPublic::new(bytes).map_err(|_| StorageError::Corrupt("prekeys"))
 }
 
 impl SledStore {
@@ -414,7 +486,7 @@ impl SledStore {
         let receipts = tree("receipts")?;
         move_legacy_receipts(&receipts, &mail, &db)?;
         Ok(Self {
-            cache: Arc::default(),
+            parsed_lists: Arc::default(),
             accounts,
             records: tree("account_records")?,
             prekeys: tree("prekeys")?,
@@ -438,15 +510,15 @@ impl SledStore {
     }
 }
 
-impl Storage for SledStore {
+impl Directory for SledStore {
     async fn create_account(
         &self,
-        list: &SignedDeviceList,
+        list: &StoredDeviceList,
         record: &AccountRecord,
-    ) -> StorageResult<Option<SignedDeviceList>> {
-        let encoded = list.encode_to_vec();
-        let encoded_record = record.encode_to_vec();
-        let key = list.account_id.as_slice();
+    ) -> StorageResult<Option<Arc<StoredDeviceList>>> {
+        let encoded = list.signed.as_slice();
+        let encoded_record = encode_record(record);
+        let key = list.list.account_id.as_bytes().as_slice();
         let mut pending_key = record.created_at_ms.to_be_bytes().to_vec();
         pending_key.extend_from_slice(key);
         let existing = (&self.accounts, &self.records, &self.unauthenticated)
@@ -454,7 +526,7 @@ impl Storage for SledStore {
                 if let Some(current) = accounts.get(key)? {
                     return Ok(Some(current));
                 }
-                accounts.insert(key, encoded.as_slice())?;
+                accounts.insert(key, encoded)?;
                 records.insert(key, encoded_record.as_slice())?;
                 unauthenticated.insert(pending_key.as_slice(), IVec::default())?;
                 Ok(None)
@@ -464,14 +536,10 @@ impl Storage for SledStore {
             })?;
         match existing {
             None => {
-                if let Ok(account) = AccountId::from_bytes(key) {
-                    bounded_insert(&self.cache.lists, account, Arc::new(list.clone()));
-                    bounded_insert(&self.cache.records, account, Arc::new(record.clone()));
-                }
                 self.committer.durable().await?;
                 Ok(None)
             }
-            Some(current) => Ok(Some(decode_list(&current)?)),
+            Some(current) => Ok(Some(Arc::new(decode_list(&current)?))),
         }
     }
 
@@ -537,11 +605,7 @@ impl Storage for SledStore {
             let account = account_from(pending.get(8..).unwrap_or_default(), "unauthenticated")?;
             let list = self.accounts.get(account.as_bytes()).map_err(backend)?;
             let devices: Vec<u32> = match &list {
-                Some(bytes) => decode_list(bytes)?
-                    .devices
-                    .iter()
-                    .map(|d| d.device_id)
-                    .collect(),
+                Some(bytes) => decode_list(bytes)?.list.device_ids(),
                 None => Vec::new(),
             };
             let record = match self.records.get(account.as_bytes()).map_err(backend)? {
@@ -599,13 +663,9 @@ impl Storage for SledStore {
                     StorageError::Backend(e.to_string())
                 })?;
             self.prekeys.apply_batch(prekeys).map_err(backend)?;
-            self.cache
-                .lists
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&account);
-            self.cache
-                .records
+            // Only memory: reads go to sled, where the account is gone.
+            self.parsed_lists
+                .0
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&account);
@@ -620,19 +680,9 @@ impl Storage for SledStore {
         Ok(expired)
     }
 
-    async fn account_record(
-        &self,
-        account: AccountId,
-    ) -> StorageResult<Option<Arc<AccountRecord>>> {
-        if let Some(record) = cached(&self.cache.records, &account) {
-            return Ok(Some(record));
-        }
+    async fn account_record(&self, account: AccountId) -> StorageResult<Option<AccountRecord>> {
         match self.records.get(account.as_bytes()).map_err(backend)? {
-            Some(bytes) => {
-                let record = Arc::new(decode_record(&bytes)?);
-                bounded_insert(&self.cache.records, account, record.clone());
-                Ok(Some(record))
-            }
+            Some(bytes) => Ok(Some(decode_record(&bytes)?)),
             None => Ok(None),
         }
     }
@@ -640,16 +690,9 @@ impl Storage for SledStore {
     async fn device_list(
         &self,
         account: AccountId,
-    ) -> StorageResult<Option<Arc<SignedDeviceList>>> {
-        if let Some(list) = cached(&self.cache.lists, &account) {
-            return Ok(Some(list));
-        }
+    ) -> StorageResult<Option<Arc<StoredDeviceList>>> {
         match self.accounts.get(account.as_bytes()).map_err(backend)? {
-            Some(bytes) => {
-                let list = Arc::new(decode_list(&bytes)?);
-                bounded_insert(&self.cache.lists, account, list.clone());
-                Ok(Some(list))
-            }
+            Some(bytes) => Ok(Some(self.parsed_lists.parse(account, &bytes)?)),
             None => Ok(None),
         }
     }
@@ -657,15 +700,15 @@ impl Storage for SledStore {
     async fn replace_device_list(
         &self,
         account: AccountId,
-        list: &SignedDeviceList,
+        list: &StoredDeviceList,
     ) -> StorageResult<ListUpdate> {
-        let encoded = list.encode_to_vec();
+        let encoded = list.signed.clone();
         loop {
             let Some(current) = self.accounts.get(account.as_bytes()).map_err(backend)? else {
                 return Ok(ListUpdate::UnknownAccount);
             };
-            let have = decode_list(&current)?.version;
-            if list.version <= have {
+            let have = decode_list(&current)?.list.version;
+            if list.list.version <= have {
                 return Ok(ListUpdate::Stale { have });
             }
             let swapped = self
@@ -673,185 +716,10 @@ impl Storage for SledStore {
                 .compare_and_swap(account.as_bytes(), Some(current), Some(encoded.clone()))
                 .map_err(backend)?;
             if swapped.is_ok() {
-                bounded_insert(&self.cache.lists, account, Arc::new(list.clone()));
                 self.committer.durable().await?;
                 return Ok(ListUpdate::Stored);
             }
         }
-    }
-
-    async fn store_prekeys(
-        &self,
-        account: AccountId,
-        device: u32,
-        signed: Option<SignedPreKey>,
-        one_time: Vec<OneTimePreKey>,
-        max: u32,
-    ) -> StorageResult<Result<u32, u32>> {
-        let have = self.count_one_time(&account, device);
-        let mut fresh = 0u32;
-        for key in &one_time {
-            let mut k = prekey_prefix(&account, device, 1);
-            k.extend_from_slice(&key.key_id.to_be_bytes());
-            if !self.prekeys.contains_key(k).map_err(backend)? {
-                fresh += 1;
-            }
-        }
-        if have.saturating_add(fresh) > max {
-            return Ok(Err(have));
-        }
-        let mut batch = Batch::default();
-        if let Some(spk) = signed {
-            batch.insert(prekey_prefix(&account, device, 0), spk.encode_to_vec());
-        }
-        for key in one_time {
-            let mut k = prekey_prefix(&account, device, 1);
-            k.extend_from_slice(&key.key_id.to_be_bytes());
-            batch.insert(k, key.public_key);
-        }
-        self.prekeys.apply_batch(batch).map_err(backend)?;
-        self.committer.durable().await?;
-        Ok(Ok(have + fresh))
-    }
-
-    async fn take_prekeys(&self, account: AccountId, device: u32) -> StorageResult<TakenPreKeys> {
-        let signed = match self
-            .prekeys
-            .get(prekey_prefix(&account, device, 0))
-            .map_err(backend)?
-        {
-            Some(bytes) => {
-                Some(SignedPreKey::decode(&*bytes).map_err(|_| StorageError::Corrupt("prekeys"))?)
-            }
-            None => None,
-        };
-        let prefix = prekey_prefix(&account, device, 1);
-        let mut one_time = None;
-        // Compare-and-swap the first key away; a concurrent taker that wins
-        // the race makes us retry with the next key.
-        while let Some(entry) = self.prekeys.scan_prefix(&prefix).next() {
-            let (key, value) = entry.map_err(backend)?;
-            let taken = self
-                .prekeys
-                .compare_and_swap(&key, Some(&value), None as Option<&[u8]>)
-                .map_err(backend)?;
-            if taken.is_ok() {
-                let key_id = be_u32(&key, prefix.len(), "prekeys")?;
-                one_time = Some(OneTimePreKey {
-                    key_id,
-                    public_key: value.to_vec(),
-                });
-                self.committer.durable().await?;
-                break;
-            }
-        }
-        Ok(TakenPreKeys {
-            signed,
-            one_time,
-            remaining: self.count_one_time(&account, device),
-        })
-    }
-
-    async fn one_time_prekey_count(&self, account: AccountId, device: u32) -> StorageResult<u32> {
-        Ok(self.count_one_time(&account, device))
-    }
-
-    async fn enqueue(&self, message: NewMessage, max_queue: u64) -> StorageResult<Enqueued> {
-        self.mail.enqueue(message, max_queue).await
-    }
-
-    async fn pending(
-        &self,
-        account: AccountId,
-        device: u32,
-        after: Option<u64>,
-        limit: usize,
-        now_ms: u64,
-    ) -> StorageResult<Vec<QueuedEnvelope>> {
-        self.mail.pending(account, device, after, limit, now_ms)
-    }
-
-    async fn queued_count(&self, account: AccountId, device: u32) -> StorageResult<u64> {
-        Ok(self.mail.queued_count(account, device))
-    }
-
-    async fn acknowledge(
-        &self,
-        account: AccountId,
-        device: u32,
-        sender: AccountId,
-        message_id: [u8; MESSAGE_ID_LEN],
-        receipt_expires_at_ms: u64,
-    ) -> StorageResult<Option<Acked>> {
-        // Not waited on for durability: see `Storage::acknowledge`.
-        let acked =
-            self.mail
-                .acknowledge(account, device, sender, &message_id, receipt_expires_at_ms)?;
-        Ok(acked.map(|(sender_device, durable)| Acked {
-            sender_device,
-            receipt_kept: Box::pin(async move { durable.await.map_err(|_| StorageError::Closed)? }),
-        }))
-    }
-
-    async fn pending_receipts(
-        &self,
-        account: AccountId,
-        device: u32,
-        after: Option<u64>,
-        limit: usize,
-        now_ms: u64,
-    ) -> StorageResult<Vec<QueuedReceipt>> {
-        Ok(self
-            .mail
-            .pending_receipts(account, device, after, limit, now_ms)
-            .into_iter()
-            .map(|(cursor, r)| QueuedReceipt {
-                cursor,
-                recipient: r.recipient,
-                recipient_device: r.recipient_device,
-                message_id: r.message_id,
-            })
-            .collect())
-    }
-
-    async fn acknowledge_receipt(
-        &self,
-        account: AccountId,
-        device: u32,
-        recipient: AccountId,
-        recipient_device: u32,
-        message_id: [u8; MESSAGE_ID_LEN],
-    ) -> StorageResult<bool> {
-        self.mail
-            .acknowledge_receipt(account, device, recipient, recipient_device, &message_id)
-    }
-
-    async fn expire(&self, now_ms: u64) -> StorageResult<u64> {
-        // A pass over the whole index, a slice per lock: off the async
-        // workers, which it would otherwise hold up meanwhile.
-        let mail = self.mail.clone();
-        let expired = tokio::task::spawn_blocking(move || mail.expire(now_ms))
-            .await
-            .map_err(|e| StorageError::Backend(format!("expiry task failed: {e}")))?;
-        // Receipts expire with the mail, in the log.
-        // Deletions need not wait for the disk (see the trait docs).
-        Ok(expired)
-    }
-
-    async fn remove_device(&self, account: AccountId, device: u32) -> StorageResult<u64> {
-        let removed = self.mail.remove_device(account, device)?;
-        // Durable like the prekey deletion below: a removed device's queue
-        // must not come back after a crash.
-        self.mail.flush().await?;
-        let mut batch = Batch::default();
-        let mut prefix = account.to_vec();
-        prefix.extend_from_slice(&device.to_be_bytes());
-        for key in self.prekeys.scan_prefix(&prefix).keys() {
-            batch.remove(key.map_err(backend)?);
-        }
-        self.prekeys.apply_batch(batch).map_err(backend)?;
-        self.committer.durable().await?;
-        Ok(removed)
     }
 
     async fn set_blocked(
@@ -866,20 +734,13 @@ impl Storage for SledStore {
         } else {
             self.blocks.remove(key).map_err(backend)?;
         }
-        bounded_insert(&self.cache.blocks, (blocker, blocked), on);
         self.committer.durable().await
     }
 
     async fn is_blocked(&self, blocker: AccountId, blocked: AccountId) -> StorageResult<bool> {
-        if let Some(on) = cached(&self.cache.blocks, &(blocker, blocked)) {
-            return Ok(on);
-        }
-        let on = self
-            .blocks
+        self.blocks
             .contains_key(block_key(&blocker, &blocked))
-            .map_err(backend)?;
-        bounded_insert(&self.cache.blocks, (blocker, blocked), on);
-        Ok(on)
+            .map_err(backend)
     }
 
     async fn bind_phone(
@@ -890,14 +751,14 @@ impl Storage for SledStore {
     ) -> StorageResult<()> {
         let mut value = account.to_vec();
         value.push(u8::from(discoverable));
-        let updated = (&self.phones, &self.records)
+        (&self.phones, &self.records)
             .transaction(|(phones, records)| {
                 phones.insert(phone.as_bytes(), value.as_slice())?;
                 // No record: an account from before records existed.
                 let Some(bytes) = records.get(account.as_bytes())? else {
-                    return Ok(None);
+                    return Ok(());
                 };
-                let Ok(mut record) = AccountRecord::decode(bytes.as_ref()) else {
+                let Ok(mut record) = EncodedRecord::decode(bytes.as_ref()) else {
                     return Err(ConflictableTransactionError::Abort(StorageError::Corrupt(
                         "account_records",
                     )));
@@ -905,15 +766,12 @@ impl Storage for SledStore {
                 record.phone_number = phone.to_string();
                 record.discoverable = discoverable;
                 records.insert(account.as_bytes().as_slice(), record.encode_to_vec())?;
-                Ok(Some(record))
+                Ok(())
             })
             .map_err(|e: TransactionError<StorageError>| match e {
                 TransactionError::Abort(e) => e,
                 TransactionError::Storage(e) => backend(e),
             })?;
-        if let Some(record) = updated {
-            bounded_insert(&self.cache.records, account, Arc::new(record));
-        }
         self.committer.durable().await
     }
 
@@ -964,11 +822,215 @@ impl Storage for SledStore {
             None => Ok(None),
         }
     }
+}
+
+impl Keys for SledStore {
+    async fn store_prekeys(
+        &self,
+        account: AccountId,
+        device: u32,
+        signed: Option<SignedPreKeyRecord>,
+        one_time: Vec<OneTimePreKeyRecord>,
+        max: u32,
+    ) -> StorageResult<Result<u32, u32>> {
+        let have = self.count_one_time(&account, device);
+        let mut fresh = 0u32;
+        for key in &one_time {
+            let mut k = prekey_prefix(&account, device, 1);
+            k.extend_from_slice(&key.key_id.to_be_bytes());
+            if !self.prekeys.contains_key(k).map_err(backend)? {
+                fresh += 1;
+            }
+        }
+        if have.saturating_add(fresh) > max {
+            return Ok(Err(have));
+        }
+        let mut batch = Batch::default();
+        if let Some(spk) = signed {
+            let encoded = wire::SignedPreKey {
+                key_id: spk.key_id,
+                public_key: spk.public.into_bytes(),
+                signature: spk.signature,
+            };
+            batch.insert(prekey_prefix(&account, device, 0), encoded.encode_to_vec());
+        }
+        for key in one_time {
+            let mut k = prekey_prefix(&account, device, 1);
+            k.extend_from_slice(&key.key_id.to_be_bytes());
+            batch.insert(k, key.public.into_bytes());
+        }
+        self.prekeys.apply_batch(batch).map_err(backend)?;
+        self.committer.durable().await?;
+        Ok(Ok(have + fresh))
+    }
+
+    async fn take_prekeys(&self, account: AccountId, device: u32) -> StorageResult<TakenPreKeys> {
+        let signed = match self
+            .prekeys
+            .get(prekey_prefix(&account, device, 0))
+            .map_err(backend)?
+        {
+            Some(bytes) => {
+                let spk = wire::SignedPreKey::decode(&*bytes)
+                    .map_err(|_| StorageError::Corrupt("prekeys"))?;
+                Some(SignedPreKeyRecord {
+                    key_id: spk.key_id,
+                    public: prekey_public(spk.public_key)?,
+                    signature: spk.signature,
+                })
+            }
+            None => None,
+        };
+        let prefix = prekey_prefix(&account, device, 1);
+        let mut one_time = None;
+        // Compare-and-swap the first key away; a concurrent taker that wins
+        // the race makes us retry with the next key.
+        while let Some(entry) = self.prekeys.scan_prefix(&prefix).next() {
+            let (key, value) = entry.map_err(backend)?;
+            let taken = self
+                .prekeys
+                .compare_and_swap(&key, Some(&value), None as Option<&[u8]>)
+                .map_err(backend)?;
+            if taken.is_ok() {
+                let key_id = be_u32(&key, prefix.len(), "prekeys")?;
+                one_time = Some(OneTimePreKeyRecord {
+                    key_id,
+                    public: prekey_public(value.to_vec())?,
+                });
+                self.committer.durable().await?;
+                break;
+            }
+        }
+        Ok(TakenPreKeys {
+            signed,
+            one_time,
+            remaining: self.count_one_time(&account, device),
+        })
+    }
+
+    async fn one_time_prekey_count(&self, account: AccountId, device: u32) -> StorageResult<u32> {
+        Ok(self.count_one_time(&account, device))
+    }
+
+    async fn remove_device_keys(&self, account: AccountId, device: u32) -> StorageResult<()> {
+        let mut batch = Batch::default();
+        let mut prefix = account.to_vec();
+        prefix.extend_from_slice(&device.to_be_bytes());
+        for key in self.prekeys.scan_prefix(&prefix).keys() {
+            batch.remove(key.map_err(backend)?);
+        }
+        self.prekeys.apply_batch(batch).map_err(backend)?;
+        self.committer.durable().await
+    }
+}
+
+impl Mailbox for SledStore {
+    async fn enqueue(&self, message: NewMessage, max_queue: u64) -> StorageResult<Enqueued> {
+        self.mail.enqueue(message, max_queue).await
+    }
+
+    async fn pending(
+        &self,
+        account: AccountId,
+        device: u32,
+        after: Option<Cursor>,
+        limit: usize,
+        now_ms: u64,
+    ) -> StorageResult<Vec<QueuedMail>> {
+        let after = after.map(Cursor::position);
+        Ok(self
+            .mail
+            .pending(account, device, after, limit, now_ms)?
+            .into_iter()
+            .map(|queued| QueuedMail {
+                cursor: Cursor::from_position(queued.cursor),
+                envelope: queued.envelope,
+            })
+            .collect())
+    }
+
+    async fn queued_count(&self, account: AccountId, device: u32) -> StorageResult<u64> {
+        Ok(self.mail.queued_count(account, device))
+    }
+
+    async fn acknowledge(
+        &self,
+        account: AccountId,
+        device: u32,
+        sender: AccountId,
+        message_id: [u8; MESSAGE_ID_LEN],
+        receipt_expires_at_ms: u64,
+    ) -> StorageResult<Option<Acked>> {
+        // Not waited on for durability: see `Mailbox::acknowledge`.
+        let acked =
+            self.mail
+                .acknowledge(account, device, sender, &message_id, receipt_expires_at_ms)?;
+        Ok(acked.map(|(sender_device, durable)| Acked {
+            sender_device,
+            receipt_kept: Box::pin(async move { durable.await.map_err(|_| StorageError::Closed)? }),
+        }))
+    }
+
+    async fn pending_receipts(
+        &self,
+        account: AccountId,
+        device: u32,
+        after: Option<Cursor>,
+        limit: usize,
+        now_ms: u64,
+    ) -> StorageResult<Vec<QueuedReceipt>> {
+        let after = after.map(Cursor::position);
+        Ok(self
+            .mail
+            .pending_receipts(account, device, after, limit, now_ms)
+            .into_iter()
+            .map(|(cursor, r)| QueuedReceipt {
+                cursor: Cursor::from_position(cursor),
+                recipient: r.recipient,
+                recipient_device: r.recipient_device,
+                message_id: r.message_id,
+            })
+            .collect())
+    }
+
+    async fn acknowledge_receipt(
+        &self,
+        account: AccountId,
+        device: u32,
+        recipient: AccountId,
+        recipient_device: u32,
+        message_id: [u8; MESSAGE_ID_LEN],
+    ) -> StorageResult<bool> {
+        self.mail
+            .acknowledge_receipt(account, device, recipient, recipient_device, &message_id)
+    }
+
+    async fn expire(&self, now_ms: u64) -> StorageResult<u64> {
+        // A pass over the whole index, a slice per lock: off the async
+        // workers, which it would otherwise hold up meanwhile.
+        let mail = self.mail.clone();
+        let expired = tokio::task::spawn_blocking(move || mail.expire(now_ms))
+            .await
+            .map_err(|e| StorageError::Backend(format!("expiry task failed: {e}")))?;
+        // Receipts expire with the mail, in the log.
+        // Deletions need not wait for the disk (see the trait docs).
+        Ok(expired)
+    }
+
+    async fn remove_queue(&self, account: AccountId, device: u32) -> StorageResult<u64> {
+        let removed = self.mail.remove_device(account, device)?;
+        // Durable: a removed device's queue must not come back after a
+        // crash.
+        self.mail.flush().await?;
+        Ok(removed)
+    }
 
     async fn total_queued(&self) -> StorageResult<u64> {
         Ok(self.mail.total_queued())
     }
+}
 
+impl Lifecycle for SledStore {
     async fn flush(&self) -> StorageResult<()> {
         self.mail.flush().await?;
         self.committer.durable().await
@@ -984,6 +1046,100 @@ impl Storage for SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A one-time prekey with a 32-byte public key.
+    fn one_time(key_id: u32) -> OneTimePreKeyRecord {
+        OneTimePreKeyRecord {
+            key_id,
+            public: PreKeyPublic::new(vec![7; 32]).unwrap(),
+        }
+    }
+
+    /// A device list signed by `key`, as a handler stores it.
+    fn signed_list(
+        key: &comptoir_protocol::AccountKeyPair,
+        account: AccountId,
+        version: u64,
+        devices: Vec<(u32, IdentityKey)>,
+    ) -> StorageResult<StoredDeviceList> {
+        let signed = DeviceList::sign(key, account, version, devices)
+            .map_err(|e| StorageError::Backend(e.to_string()))?;
+        let list =
+            DeviceList::verify(&signed, None).map_err(|e| StorageError::Backend(e.to_string()))?;
+        Ok(StoredDeviceList {
+            signed: signed.encode_to_vec(),
+            list,
+        })
+    }
+
+    /// The parsed-list memo answers only for the bytes sled holds now: a
+    /// list written behind the store's back (as another writer would) is
+    /// read at once, and a block or record has no memo at all.
+    #[tokio::test]
+    async fn reads_see_every_write_even_one_that_bypassed_the_store() -> StorageResult<()> {
+        let dir = tempfile::tempdir().map_err(|e| StorageError::Backend(e.to_string()))?;
+        let store = open(dir.path());
+        let (a, b) = (
+            AccountId::generate(&mut rand::rng()),
+            AccountId::generate(&mut rand::rng()),
+        );
+        let key = comptoir_protocol::AccountKeyPair::generate(&mut rand::rng());
+        let device = |_| *comptoir_protocol::IdentityKeyPair::generate(&mut rand::rng()).public();
+        let v1 = signed_list(&key, a, 1, vec![(1, device(1)), (2, device(2))])?;
+        store.create_account(&v1, &AccountRecord::default()).await?;
+        assert_eq!(store.device_list(a).await?.map(|l| l.list.version), Some(1));
+        let v2 = signed_list(&key, a, 2, vec![(1, device(1))])?;
+        store
+            .accounts
+            .insert(a.as_bytes(), v2.signed.clone())
+            .map_err(backend)?;
+        let read = store.device_list(a).await?;
+        assert_eq!(read.as_deref(), Some(&v2));
+        assert!(!store.is_blocked(a, b).await?);
+        store
+            .blocks
+            .insert(block_key(&a, &b), IVec::default())
+            .map_err(backend)?;
+        assert!(store.is_blocked(a, b).await?);
+        store.close().await
+    }
+
+    /// Prekey public keys are not tied to X25519's 32 bytes: an ML-KEM-1024
+    /// sized key (1568 bytes) is kept and handed back whole; one longer
+    /// than storage keeps, or empty, cannot even be built.
+    #[tokio::test]
+    async fn prekeys_of_post_quantum_size_are_kept_whole() -> StorageResult<()> {
+        let dir = tempfile::tempdir().map_err(|e| StorageError::Backend(e.to_string()))?;
+        let store = open(dir.path());
+        let a = AccountId::generate(&mut rand::rng());
+        let big = PreKeyPublic::new(vec![9; 1568]).unwrap();
+        let signed = SignedPreKeyRecord {
+            key_id: 1,
+            public: big.clone(),
+            signature: vec![1; 64],
+        };
+        let keys = vec![OneTimePreKeyRecord {
+            key_id: 2,
+            public: big.clone(),
+        }];
+        assert_eq!(
+            store
+                .store_prekeys(a, 1, Some(signed.clone()), keys, 5)
+                .await?,
+            Ok(1)
+        );
+        let taken = store.take_prekeys(a, 1).await?;
+        assert_eq!(taken.signed, Some(signed));
+        assert_eq!(taken.one_time.map(|k| k.public), Some(big));
+        assert_eq!(
+            PreKeyPublic::new(vec![0; super::super::MAX_PREKEY_PUBLIC_LEN + 1]),
+            Err(super::super::PreKeyLength(
+                super::super::MAX_PREKEY_PUBLIC_LEN + 1
+            ))
+        );
+        assert!(PreKeyPublic::new(Vec::new()).is_err());
+        store.close().await
+    }
 
     fn message(sender: AccountId, recipient: AccountId, id: u8, devices: &[u32]) -> NewMessage {
         NewMessage {
@@ -1122,17 +1278,9 @@ mod tests {
         let dir = tempfile::tempdir().map_err(|e| StorageError::Backend(e.to_string()))?;
         let store = open(dir.path());
         let a = AccountId::generate(&mut rand::rng());
-        let keys = (0..5)
-            .map(|key_id| OneTimePreKey {
-                key_id,
-                public_key: vec![7; 32],
-            })
-            .collect();
+        let keys = (0..5).map(one_time).collect();
         assert_eq!(store.store_prekeys(a, 1, None, keys, 5).await?, Ok(5));
-        let extra = vec![OneTimePreKey {
-            key_id: 99,
-            public_key: vec![7; 32],
-        }];
+        let extra = vec![one_time(99)];
         assert_eq!(store.store_prekeys(a, 1, None, extra, 5).await?, Err(5));
         let takers = (0..8).map(|_| store.take_prekeys(a, 1));
         let mut got = Vec::new();
@@ -1221,14 +1369,9 @@ mod tests {
         let mut rng = rand::rng();
         let key = comptoir_protocol::AccountKeyPair::generate(&mut rng);
         let device = comptoir_protocol::IdentityKeyPair::generate(&mut rng);
-        let list =
-            comptoir_protocol::DeviceList::sign(&key, account, 1, vec![(1, *device.public())])
-                .map_err(|e| StorageError::Backend(e.to_string()))?;
+        let list = signed_list(&key, account, 1, vec![(1, *device.public())])?;
         store
-            .create_account(
-                &list,
-                &comptoir_protocol::proto::relay::AccountRecord::default(),
-            )
+            .create_account(&list, &AccountRecord::default())
             .await?;
         Ok(())
     }
@@ -1242,11 +1385,8 @@ mod tests {
         let mut rng = rand::rng();
         let key = comptoir_protocol::AccountKeyPair::generate(&mut rng);
         let device = comptoir_protocol::IdentityKeyPair::generate(&mut rng);
-        let list =
-            comptoir_protocol::DeviceList::sign(&key, account, 1, vec![(1, *device.public())])
-                .map_err(|e| StorageError::Backend(e.to_string()))?;
+        let list = signed_list(&key, account, 1, vec![(1, *device.public())])?;
         let record = AccountRecord {
-            version: 1,
             created_at_ms,
             ..AccountRecord::default()
         };
@@ -1269,12 +1409,7 @@ mod tests {
         register_at(&store, idle, 1_000).await?;
         register_at(&store, active, 1_000).await?;
         store.mark_authenticated(active).await?;
-        let keys = (1..=3)
-            .map(|key_id| OneTimePreKey {
-                key_id,
-                public_key: vec![7; 32],
-            })
-            .collect();
+        let keys = (1..=3).map(one_time).collect();
         assert_eq!(store.store_prekeys(idle, 1, None, keys, 10).await?, Ok(3));
         store.bind_phone("+15550001", idle, true).await?;
         assert_eq!(store.claim_name("idleco", idle).await?, NameClaim::Claimed);

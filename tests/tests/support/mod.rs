@@ -552,6 +552,30 @@ impl Client {
         }
     }
 
+    /// Send and wait for the reply; `None` if the relay closed the
+    /// connection first (or refused the frame by closing).
+    pub async fn try_request(&mut self, body: client_frame::Body) -> Option<server_frame::Body> {
+        let request_id = self.next_request;
+        self.next_request += 1;
+        let bytes = encode_client(&wire::ClientFrame {
+            request_id,
+            body: Some(body),
+        });
+        if self.ws.send(Message::Binary(bytes.into())).await.is_err() {
+            return None;
+        }
+        if let Some(pos) = self.backlog.iter().position(|f| f.request_id == request_id) {
+            return self.backlog.remove(pos).and_then(|f| f.body);
+        }
+        loop {
+            let frame = self.read_frame().await?;
+            if frame.request_id == request_id {
+                return frame.body;
+            }
+            self.backlog.push_back(frame);
+        }
+    }
+
     /// Send and wait for the reply.
     pub async fn request(&mut self, body: client_frame::Body) -> server_frame::Body {
         let id = self.send(body).await;

@@ -1,0 +1,201 @@
+//! The mailbox role: one queue of encoded envelopes per recipient device,
+//! read after an opaque [`Cursor`], each envelope with its own expiry;
+//! and, per sending device, the `Delivered` receipts kept until that
+//! device acks them.
+
+use std::future::Future;
+
+use comptoir_protocol::AccountId;
+use futures_util::future::BoxFuture;
+
+use super::{MESSAGE_ID_LEN, StorageResult};
+
+/// A position in one device's queue (of mail or of receipts), as the
+/// mailbox handed it out. Callers keep it and give it back to read what
+/// follows; they can neither make one nor compute with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cursor(u64);
+
+impl Cursor {
+    /// Wrap a backend's position (backends only).
+    pub(in crate::storage) fn from_position(position: u64) -> Self {
+        Self(position)
+    }
+
+    /// The backend's position (backends only).
+    pub(in crate::storage) fn position(self) -> u64 {
+        self.0
+    }
+}
+
+/// One message accepted for every current device of one account.
+#[derive(Clone, Debug)]
+pub struct NewMessage {
+    /// The authenticated sender account.
+    pub sender: AccountId,
+    /// The authenticated sender device.
+    pub sender_device: u32,
+    /// The recipient account.
+    pub recipient: AccountId,
+    /// Sender-chosen id; a second `enqueue` with the same (sender,
+    /// recipient, id) stores nothing.
+    pub message_id: [u8; MESSAGE_ID_LEN],
+    /// The relay's acceptance time.
+    pub server_timestamp_ms: u64,
+    /// When undelivered copies (and the idempotency record) expire.
+    pub expires_at_ms: u64,
+    /// One encoded `Envelope` per recipient device.
+    pub copies: Vec<(u32, Vec<u8>)>,
+}
+
+/// What `enqueue` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Enqueued {
+    /// All copies stored durably.
+    Stored,
+    /// Already stored earlier: nothing written. Carries the first
+    /// acceptance time.
+    Duplicate {
+        /// When the first copy was accepted.
+        server_timestamp_ms: u64,
+    },
+    /// A recipient device's queue is full: nothing written.
+    QueueFull {
+        /// The full device.
+        device: u32,
+    },
+}
+
+/// One queued envelope as the embedded mail log returns it (its position
+/// is the log's; the [`Mailbox`] hands out [`QueuedMail`] instead).
+#[derive(Clone, Debug)]
+pub struct QueuedEnvelope {
+    /// Position in the device's queue (increasing).
+    pub cursor: u64,
+    /// The encoded `Envelope`.
+    pub envelope: Vec<u8>,
+}
+
+/// What `acknowledge` did when the envelope was queued.
+pub struct Acked {
+    /// The device that sent the envelope (its receipt's queue).
+    pub sender_device: u32,
+    /// Resolves once the deletion and the receipt are durable: the receipt
+    /// is then visible to [`Mailbox::pending_receipts`].
+    pub receipt_kept: BoxFuture<'static, StorageResult<()>>,
+}
+
+impl std::fmt::Debug for Acked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Acked")
+            .field("sender_device", &self.sender_device)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One `Delivered` receipt kept for a sending device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueuedReceipt {
+    /// Position in the device's receipt queue.
+    pub cursor: Cursor,
+    /// The account whose device acked the envelope.
+    pub recipient: AccountId,
+    /// That device.
+    pub recipient_device: u32,
+    /// The envelope's message id.
+    pub message_id: [u8; MESSAGE_ID_LEN],
+}
+
+/// One envelope queued for a device.
+#[derive(Clone, Debug)]
+pub struct QueuedMail {
+    /// Its position in the device's queue: read after it for what follows.
+    pub cursor: Cursor,
+    /// The encoded `Envelope`.
+    pub envelope: Vec<u8>,
+}
+
+/// Queues per device, and receipts per sending device. See the
+/// [module docs](super) for the contract.
+pub trait Mailbox: Send + Sync + 'static {
+    /// Store one message for all its devices, atomically and durably,
+    /// unless it is a duplicate or a queue holds `max_queue` already.
+    fn enqueue(
+        &self,
+        message: NewMessage,
+        max_queue: u64,
+    ) -> impl Future<Output = StorageResult<Enqueued>> + Send;
+
+    /// Up to `limit` unexpired envelopes queued for a device after `after`.
+    fn pending(
+        &self,
+        account: AccountId,
+        device: u32,
+        after: Option<Cursor>,
+        limit: usize,
+        now_ms: u64,
+    ) -> impl Future<Output = StorageResult<Vec<QueuedMail>>> + Send;
+
+    /// Envelopes queued for a device.
+    fn queued_count(
+        &self,
+        account: AccountId,
+        device: u32,
+    ) -> impl Future<Output = StorageResult<u64>> + Send;
+
+    /// Delete the envelope `message_id` from `sender` queued for a device
+    /// and keep a `Delivered` receipt for the sending device until that
+    /// device acks it or `receipt_expires_at_ms`, atomically (durable soon,
+    /// not necessarily on return: see [`Acked::receipt_kept`]).
+    /// `None` if the envelope was not queued (already acked, expired, or
+    /// never there): nothing is written.
+    fn acknowledge(
+        &self,
+        account: AccountId,
+        device: u32,
+        sender: AccountId,
+        message_id: [u8; MESSAGE_ID_LEN],
+        receipt_expires_at_ms: u64,
+    ) -> impl Future<Output = StorageResult<Option<Acked>>> + Send;
+
+    /// Up to `limit` durable, unexpired receipts kept for a (sending)
+    /// device after `after`, oldest first.
+    fn pending_receipts(
+        &self,
+        account: AccountId,
+        device: u32,
+        after: Option<Cursor>,
+        limit: usize,
+        now_ms: u64,
+    ) -> impl Future<Output = StorageResult<Vec<QueuedReceipt>>> + Send;
+
+    /// Delete the receipt kept for a device saying that `recipient`'s
+    /// `recipient_device` acked `message_id` (durable soon: a lost deletion
+    /// means the receipt is pushed again). `false` if there was none.
+    fn acknowledge_receipt(
+        &self,
+        account: AccountId,
+        device: u32,
+        recipient: AccountId,
+        recipient_device: u32,
+        message_id: [u8; MESSAGE_ID_LEN],
+    ) -> impl Future<Output = StorageResult<bool>> + Send;
+
+    /// Delete envelopes, idempotency records and receipts expired when the
+    /// wall clock reads `now_ms`; a backend may go by a guarded clock that
+    /// follows a clock stepped forward only at a bounded pace (the embedded
+    /// one does: see `mail_log::EXPIRY_CATCH_UP_MS`).
+    /// Returns the number of envelopes deleted.
+    fn expire(&self, now_ms: u64) -> impl Future<Output = StorageResult<u64>> + Send;
+
+    /// Forget a removed device's queue (durably: it must not come back
+    /// after a crash). Returns the envelopes dropped.
+    fn remove_queue(
+        &self,
+        account: AccountId,
+        device: u32,
+    ) -> impl Future<Output = StorageResult<u64>> + Send;
+
+    /// Envelopes queued in total (for the queue-depth gauge at start).
+    fn total_queued(&self) -> impl Future<Output = StorageResult<u64>> + Send;
+}
