@@ -913,6 +913,7 @@ fn frame_vectors(f: &Fixture, sigs: &SignaturesVector) -> FramesVector {
         franking_tag: Vec::new(),
         relay_franking_signature: Vec::new(),
         ciphertext: vec![0xC1; 48],
+        accept_id: 0,
     };
     let client_frames = vec![
         (
@@ -974,6 +975,7 @@ fn frame_vectors(f: &Fixture, sigs: &SignaturesVector) -> FramesVector {
                 client_frame::Body::DeliveryAck(wire::DeliveryAck {
                     message_id: vec![0x11; 16],
                     sender_account: vec![0xAA; 16],
+                    accept_id: 0,
                 }),
             ),
         ),
@@ -1109,6 +1111,7 @@ fn label_vectors() -> LabelsVector {
         franking_tag: vec![0xF0; 32],
         relay_franking_signature: Vec::new(),
         ciphertext: Vec::new(),
+        accept_id: 0,
     };
     let bound = comptoir_protocol::labels::bind(
         &envelope.message_id,

@@ -130,12 +130,14 @@ pub(crate) async fn send<S: Storage>(
             franking_tag: request.franking_tag.clone(),
             relay_franking_signature: Vec::new(),
             ciphertext: d.ciphertext,
+            // Assigned with the write; added when the copy is pushed.
+            accept_id: 0,
         }
         .encode_to_vec();
         // The relay adds sender, timestamps and framing: what it stores must
         // still reach the recipient in one frame, or that device would be
         // offered the same unreadable envelope first on every connection.
-        let delivered = frame::deliver_len(envelope.len());
+        let delivered = frame::deliver_len(envelope.len() + frame::ACCEPT_ID_FIELD_MAX);
         if delivered > MAX_FRAME_SIZE {
             let most = ciphertext_len.saturating_sub(delivered - MAX_FRAME_SIZE);
             return Err(invalid(format!(
@@ -207,19 +209,20 @@ async fn finish<S: Storage>(
     message: NewMessage,
     max_queue: u64,
 ) -> Completion {
-    let accepted = |server_timestamp_ms| {
+    let accepted = |server_timestamp_ms, accept_id| {
         frame::server(
             request_id,
             Body::Accepted(wire::Accepted {
                 message_id: message_id.to_vec(),
                 server_timestamp_ms,
+                accept_id,
             }),
         )
     };
     let server_timestamp_ms = message.server_timestamp_ms;
     let outcome = relay.store.enqueue(message, max_queue).await;
     let error = match outcome {
-        Ok(Enqueued::Stored) => {
+        Ok(Enqueued::Stored { accept_id }) => {
             let n = devices.len() as u64;
             relay.metrics.envelopes_accepted.fetch_add(n, Relaxed);
             relay.metrics.queue_depth.fetch_add(n as i64, Relaxed);
@@ -227,17 +230,18 @@ async fn finish<S: Storage>(
                 relay.hub.wake(recipient, device);
             }
             return Completion {
-                frame: Some(accepted(server_timestamp_ms)),
+                frame: Some(accepted(server_timestamp_ms, accept_id)),
                 acked: false,
                 receipt_acked: false,
             };
         }
         Ok(Enqueued::Duplicate {
             server_timestamp_ms,
+            accept_id,
         }) => {
             relay.metrics.envelopes_duplicate.fetch_add(1, Relaxed);
             return Completion {
-                frame: Some(accepted(server_timestamp_ms)),
+                frame: Some(accepted(server_timestamp_ms, accept_id)),
                 acked: false,
                 receipt_acked: false,
             };

@@ -90,12 +90,18 @@ pub struct NewMessage {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Enqueued {
     /// All copies stored durably.
-    Stored,
+    Stored {
+        /// The id the relay assigned to this send: unique among every
+        /// send it ever accepted, never reused.
+        accept_id: u64,
+    },
     /// Already stored earlier: nothing written. Carries the first
-    /// acceptance time.
+    /// acceptance time and accept id.
     Duplicate {
         /// When the first copy was accepted.
         server_timestamp_ms: u64,
+        /// The accept id the first copy was given.
+        accept_id: u64,
     },
     /// A recipient device's queue is full: nothing written.
     QueueFull {
@@ -109,12 +115,33 @@ pub enum Enqueued {
 pub struct QueuedEnvelope {
     /// Position in the device's queue (increasing).
     pub cursor: u64,
-    /// The encoded `Envelope`.
+    /// The encoded `Envelope`, as the send stored it (without its accept
+    /// id, which is assigned with the write and added when pushed).
     pub envelope: Vec<u8>,
+    /// The accept id of the send the envelope belongs to (0 for a copy
+    /// kept by a relay too old to assign them and not yet migrated).
+    pub accept_id: u64,
+}
+
+/// Which queued copy an ack deletes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AckOf {
+    /// The copy of the send with this accept id.
+    Accept(u64),
+    /// The copy of the message with this (sender, message id) (acks of
+    /// clients older than accept ids).
+    Message {
+        /// The sending account.
+        sender: AccountId,
+        /// The sender-chosen message id.
+        message_id: [u8; MESSAGE_ID_LEN],
+    },
 }
 
 /// What `acknowledge` did when the envelope was queued.
 pub struct Acked {
+    /// The account that sent the envelope.
+    pub sender: AccountId,
     /// The device that sent the envelope (its receipt's queue).
     pub sender_device: u32,
     /// Resolves once the deletion and the receipt are durable: the receipt
@@ -141,6 +168,8 @@ pub struct QueuedReceipt {
     pub recipient_device: u32,
     /// The envelope's message id.
     pub message_id: [u8; MESSAGE_ID_LEN],
+    /// The envelope's accept id (0 for a receipt made before accept ids).
+    pub accept_id: u64,
 }
 
 /// What `replace_device_list` did.
@@ -303,8 +332,7 @@ pub trait Storage: Send + Sync + 'static {
         &self,
         account: AccountId,
         device: u32,
-        sender: AccountId,
-        message_id: [u8; MESSAGE_ID_LEN],
+        of: AckOf,
         receipt_expires_at_ms: u64,
     ) -> impl Future<Output = StorageResult<Option<Acked>>> + Send;
 

@@ -58,7 +58,7 @@ use super::dir_lock::DirLock;
 use super::mail_log::ReceiptRef;
 use super::mail_log::{LogOptions, MailLog};
 use super::{
-    Acked, Enqueued, ExpiredAccounts, ListUpdate, MESSAGE_ID_LEN, NameClaim, NewMessage,
+    AckOf, Acked, Enqueued, ExpiredAccounts, ListUpdate, MESSAGE_ID_LEN, NameClaim, NewMessage,
     QueuedEnvelope, QueuedReceipt, Storage, StorageError, StorageResult, TakenPreKeys,
 };
 
@@ -203,6 +203,7 @@ fn move_legacy_receipts(receipts: &Tree, mail: &MailLog, db: &Db) -> StorageResu
                 recipient_device: d.recipient_device,
                 message_id: d.message_id.as_slice().try_into().ok()?,
                 expires,
+                accept_id: super::mail_log::record::LEGACY_ACCEPT_ID,
             };
             Some((account, device, receipt))
         })();
@@ -779,15 +780,15 @@ impl Storage for SledStore {
         &self,
         account: AccountId,
         device: u32,
-        sender: AccountId,
-        message_id: [u8; MESSAGE_ID_LEN],
+        of: AckOf,
         receipt_expires_at_ms: u64,
     ) -> StorageResult<Option<Acked>> {
         // Not waited on for durability: see `Storage::acknowledge`.
-        let acked =
-            self.mail
-                .acknowledge(account, device, sender, &message_id, receipt_expires_at_ms)?;
-        Ok(acked.map(|(sender_device, durable)| Acked {
+        let acked = self
+            .mail
+            .acknowledge(account, device, of, receipt_expires_at_ms)?;
+        Ok(acked.map(|(sender, sender_device, durable)| Acked {
+            sender,
             sender_device,
             receipt_kept: Box::pin(async move { durable.await.map_err(|_| StorageError::Closed)? }),
         }))
@@ -810,6 +811,7 @@ impl Storage for SledStore {
                 recipient: r.recipient,
                 recipient_device: r.recipient_device,
                 message_id: r.message_id,
+                accept_id: r.accept_id,
             })
             .collect())
     }
@@ -1014,21 +1016,41 @@ mod tests {
         );
         let outcomes = [first?, second?];
         assert_eq!(
-            outcomes.iter().filter(|o| **o == Enqueued::Stored).count(),
+            outcomes
+                .iter()
+                .filter(|o| matches!(o, Enqueued::Stored { .. }))
+                .count(),
             1,
             "{outcomes:?}"
         );
         assert!(outcomes.iter().any(|o| matches!(
             o,
             Enqueued::Duplicate {
-                server_timestamp_ms: 1001
+                server_timestamp_ms: 1001,
+                ..
             }
         )));
         assert_eq!(store.queued_count(b, 1).await?, 1);
         assert_eq!(store.pending(b, 2, None, 10, 0).await?.len(), 1);
         let (x, y) = tokio::join!(
-            store.acknowledge(b, 1, a, [1; MESSAGE_ID_LEN], u64::MAX),
-            store.acknowledge(b, 1, a, [1; MESSAGE_ID_LEN], u64::MAX),
+            store.acknowledge(
+                b,
+                1,
+                AckOf::Message {
+                    sender: a,
+                    message_id: [1; MESSAGE_ID_LEN]
+                },
+                u64::MAX
+            ),
+            store.acknowledge(
+                b,
+                1,
+                AckOf::Message {
+                    sender: a,
+                    message_id: [1; MESSAGE_ID_LEN]
+                },
+                u64::MAX
+            ),
         );
         assert_eq!(
             [x?, y?]
@@ -1051,10 +1073,10 @@ mod tests {
             let store = open(dir.path());
             make_known(&store, b).await?;
             for id in 0..3 {
-                assert_eq!(
+                assert!(matches!(
                     store.enqueue(message(a, b, id, &[1]), 3).await?,
-                    Enqueued::Stored
-                );
+                    Enqueued::Stored { .. }
+                ));
             }
             assert_eq!(
                 store.enqueue(message(a, b, 9, &[1]), 3).await?,
@@ -1084,10 +1106,10 @@ mod tests {
         assert_eq!(store.expire(u64::MAX).await?, 3);
         assert_eq!(store.queued_count(b, 1).await?, 0);
         // The idempotency records expired too: the id can be used again.
-        assert_eq!(
+        assert!(matches!(
             store.enqueue(message(a, b, 0, &[1]), 3).await?,
-            Enqueued::Stored
-        );
+            Enqueued::Stored { .. }
+        ));
         store.close().await?;
         Ok(())
     }
@@ -1445,6 +1467,7 @@ mod tests {
                     message_id: vec![n; MESSAGE_ID_LEN],
                     recipient_account: bob.to_vec(),
                     recipient_device: 2,
+                    accept_id: 0,
                 }),
             );
             let mut value = (crate::state::now_ms() + 600_000).to_be_bytes().to_vec();

@@ -235,6 +235,7 @@ fn checkpoint(shared: &Shared, capture: Capture) -> StorageResult<()> {
                 message_id,
                 entry.server_ts,
                 entry.expires,
+                entry.accept_id,
             );
         }
     }

@@ -68,6 +68,8 @@ pub(crate) struct SentEntry {
     pub(crate) server_ts: u64,
     /// When the entry lapses.
     pub(crate) expires: u64,
+    /// The send's accept id, answered again to a retry.
+    pub(crate) accept_id: u64,
 }
 
 /// (sender, recipient, message id).
@@ -125,6 +127,11 @@ impl SentShards {
             shard.retain(|_, s| s.expires > now_ms);
             self.len -= before - shard.len();
         }
+    }
+
+    /// Every entry, mutably (assigning legacy accept ids at open).
+    pub(crate) fn entries_mut(&mut self) -> impl Iterator<Item = (&SentKey, &mut SentEntry)> {
+        self.shards.iter_mut().flat_map(|s| s.iter_mut())
     }
 
     /// A copy of one shard's entries.
@@ -278,6 +285,32 @@ impl Index {
         Some((seq, entry))
     }
 
+    /// Remove a copy by its message's accept id; returns it and its seq.
+    ///
+    /// The copies of one send take consecutive seqs from its accept id on
+    /// (the accept id is the first copy's seq, or for a send migrated from
+    /// an older format the lowest seq of its copies), and a device holds at
+    /// most one of them, so the device's copy is the first entry of its
+    /// queue at or after the accept id, if that entry is of this send.
+    pub(crate) fn remove_accept(
+        &mut self,
+        account: AccountId,
+        device: u32,
+        accept_id: u64,
+    ) -> Option<(u64, Entry)> {
+        let queue = self.devices.get_mut(&(account, device))?;
+        let (&seq, entry) = queue.by_seq.range(accept_id..).next()?;
+        if entry.origin.accept_id != accept_id {
+            return None;
+        }
+        let entry = queue.by_seq.remove(&seq)?;
+        queue
+            .by_id
+            .remove(&(entry.origin.sender, entry.origin.message_id));
+        self.forget(account, device, &entry);
+        Some((seq, entry))
+    }
+
     /// Drop a device's whole queue, receipts too; returns how many copies
     /// it held.
     pub(crate) fn drop_device(&mut self, account: AccountId, device: u32) -> u64 {
@@ -387,6 +420,7 @@ mod tests {
                 sender_device: 1,
                 message_id: [id; 16],
                 expires,
+                accept_id: u64::from(id),
             },
             at: Location {
                 segment: 1,

@@ -13,7 +13,10 @@
 //! body starts with a kind byte. Integers inside bodies are big-endian.
 //! Segments of format 1 ([`SEGMENT_MAGIC_V1`]) hold records without groups
 //! and are still read; format 2 ([`SEGMENT_MAGIC_V2`]) is format 3 without
-//! the `Receipt` kind, and is read as format 3.
+//! the `Receipt` kind, and format 3 ([`SEGMENT_MAGIC_V3`]) is format 4
+//! without accept ids (kinds 1, 2, 3 and 8); both are read as format 4,
+//! and the accept ids of what they hold are assigned at open (see
+//! `mail_log::legacy`).
 //!
 //! | kind | body after the kind byte |
 //! |---|---|
@@ -25,6 +28,15 @@
 //! | 6 `SeqFloor` | next seq (8) |
 //! | 7 `Clock` | expiry clock in ms (8) |
 //! | 8 `Receipt` | sending account (16), sending device (4), seq (8), recipient account (16), recipient device (4), message id (16), expires (8) |
+//! | 9 `Message` (v4) | accept id (8), then as kind 1 |
+//! | 10 `Queued` (v4) | accept id (8), then as kind 2 |
+//! | 11 `Sent` (v4) | accept id (8), then as kind 3 |
+//! | 12 `Receipt` (v4) | accept id (8), then as kind 8 |
+//!
+//! Format 4 writes only kinds 4 to 7 and 9 to 12. The accept id of a send
+//! is the seq of its first copy: taken from the log's one sequence, so it
+//! is never handed out twice (see `SeqFloor`) and no other message or
+//! receipt shares it.
 //!
 //! `Message` is what a send appends; `Queued` and `Sent` are what a
 //! checkpoint rewrites (one still-queued copy, one idempotency entry);
@@ -41,8 +53,12 @@ use comptoir_protocol::AccountId;
 
 use super::super::MESSAGE_ID_LEN;
 
-/// First bytes of every segment file written now (format version 3).
-pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"CMPTMLG3";
+/// First bytes of every segment file written now (format version 4).
+pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"CMPTMLG4";
+
+/// First bytes of a segment of format 3 (no accept ids), read as format 4
+/// so a relay upgraded in place keeps its queues.
+pub(crate) const SEGMENT_MAGIC_V3: &[u8; 8] = b"CMPTMLG3";
 
 /// First bytes of a segment of format 2 (groups, no `Receipt` records),
 /// read as format 3 so a relay upgraded in place keeps its queues.
@@ -70,6 +86,15 @@ const KIND_DEVICE_DROPPED: u8 = 5;
 const KIND_SEQ_FLOOR: u8 = 6;
 const KIND_CLOCK: u8 = 7;
 const KIND_RECEIPT: u8 = 8;
+const KIND_MESSAGE_V4: u8 = 9;
+const KIND_QUEUED_V4: u8 = 10;
+const KIND_SENT_V4: u8 = 11;
+const KIND_RECEIPT_V4: u8 = 12;
+
+/// The accept id of a record written before accept ids existed (format 3
+/// and older): assigned at open (see `mail_log::legacy`). No real accept
+/// id is 0 (seqs start at 1).
+pub(crate) const LEGACY_ACCEPT_ID: u64 = 0;
 
 type MessageId = [u8; MESSAGE_ID_LEN];
 
@@ -97,6 +122,9 @@ pub(crate) struct Origin {
     pub(crate) message_id: MessageId,
     /// When undelivered copies expire.
     pub(crate) expires: u64,
+    /// The relay-assigned accept id ([`LEGACY_ACCEPT_ID`] until assigned,
+    /// for a record of an older format).
+    pub(crate) accept_id: u64,
 }
 
 /// A `Delivered` receipt kept for a sending device: which recipient
@@ -111,6 +139,9 @@ pub(crate) struct ReceiptRef {
     pub(crate) message_id: MessageId,
     /// When the receipt is deleted even if never acked.
     pub(crate) expires: u64,
+    /// The message's accept id ([`LEGACY_ACCEPT_ID`] for a receipt made
+    /// before accept ids existed: its `Delivered` carries none).
+    pub(crate) accept_id: u64,
 }
 
 /// A decoded record (borrowing the body it came from).
@@ -148,6 +179,8 @@ pub(crate) enum Record<'a> {
         server_ts: u64,
         /// When the entry lapses.
         expires: u64,
+        /// The send's accept id.
+        accept_id: u64,
     },
     /// A copy was acked or otherwise deleted.
     Removed {
@@ -269,7 +302,8 @@ impl Writer {
         server_ts: u64,
         copies: &[(u32, u64, &[u8])],
     ) -> Vec<usize> {
-        let start = self.open(KIND_MESSAGE);
+        let start = self.open(KIND_MESSAGE_V4);
+        self.buf.extend_from_slice(&origin.accept_id.to_be_bytes());
         self.put_origin_head(origin);
         self.buf.extend_from_slice(recipient.as_bytes());
         self.buf.extend_from_slice(&origin.message_id);
@@ -300,7 +334,8 @@ impl Writer {
         origin: &Origin,
         envelope: &[u8],
     ) -> usize {
-        let start = self.open(KIND_QUEUED);
+        let start = self.open(KIND_QUEUED_V4);
+        self.buf.extend_from_slice(&origin.accept_id.to_be_bytes());
         self.buf.extend_from_slice(recipient.as_bytes());
         self.buf.extend_from_slice(&device.to_be_bytes());
         self.buf.extend_from_slice(&seq.to_be_bytes());
@@ -323,8 +358,10 @@ impl Writer {
         message_id: &MessageId,
         server_ts: u64,
         expires: u64,
+        accept_id: u64,
     ) {
-        let start = self.open(KIND_SENT);
+        let start = self.open(KIND_SENT_V4);
+        self.buf.extend_from_slice(&accept_id.to_be_bytes());
         self.buf.extend_from_slice(sender.as_bytes());
         self.buf.extend_from_slice(recipient.as_bytes());
         self.buf.extend_from_slice(message_id);
@@ -359,7 +396,8 @@ impl Writer {
 
     /// Append a `Receipt` record.
     pub(crate) fn receipt(&mut self, account: &AccountId, device: u32, seq: u64, r: &ReceiptRef) {
-        let start = self.open(KIND_RECEIPT);
+        let start = self.open(KIND_RECEIPT_V4);
+        self.buf.extend_from_slice(&r.accept_id.to_be_bytes());
         self.buf.extend_from_slice(account.as_bytes());
         self.buf.extend_from_slice(&device.to_be_bytes());
         self.buf.extend_from_slice(&seq.to_be_bytes());
@@ -402,6 +440,36 @@ impl Writer {
     }
 }
 
+#[cfg(test)]
+impl Writer {
+    /// Rewrite the records of a writer made by `Writer::default()` as the
+    /// format-3 encoder wrote them (no accept ids): the old encoder, kept
+    /// for migration tests.
+    pub(crate) fn into_format3(self) -> Vec<u8> {
+        let mut out = Writer::default();
+        let mut at = 0;
+        while at < self.buf.len() {
+            let header: [u8; RECORD_HEADER_LEN] = self.buf[at..at + RECORD_HEADER_LEN]
+                .try_into()
+                .unwrap_or([0; RECORD_HEADER_LEN]);
+            let (len, _) = parse_header(&header);
+            let body = &self.buf[at + RECORD_HEADER_LEN..at + RECORD_HEADER_LEN + len];
+            let (kind, rest) = match body[0] {
+                KIND_MESSAGE_V4 => (KIND_MESSAGE, &body[9..]),
+                KIND_QUEUED_V4 => (KIND_QUEUED, &body[9..]),
+                KIND_SENT_V4 => (KIND_SENT, &body[9..]),
+                KIND_RECEIPT_V4 => (KIND_RECEIPT, &body[9..]),
+                kind => (kind, &body[1..]),
+            };
+            let start = out.open(kind);
+            out.buf.extend_from_slice(rest);
+            out.close(start);
+            at += RECORD_HEADER_LEN + len;
+        }
+        out.buf
+    }
+}
+
 /// Parse a record header: the body length and its CRC.
 pub(crate) fn parse_header(header: &[u8; RECORD_HEADER_LEN]) -> (usize, u32) {
     let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
@@ -417,8 +485,14 @@ pub(crate) fn crc_matches(body: &[u8], crc: u32) -> bool {
 /// Decode one record body (CRC already checked).
 pub(crate) fn decode(body: &[u8]) -> Result<Record<'_>, Malformed> {
     let mut r = Reader { body, at: 0 };
-    let record = match r.u8()? {
-        KIND_MESSAGE => {
+    let kind = r.u8()?;
+    // Format 4 kinds open with the accept id; older ones have none.
+    let accept_id = match kind {
+        KIND_MESSAGE_V4 | KIND_QUEUED_V4 | KIND_SENT_V4 | KIND_RECEIPT_V4 => r.u64()?,
+        _ => LEGACY_ACCEPT_ID,
+    };
+    let record = match kind {
+        KIND_MESSAGE | KIND_MESSAGE_V4 => {
             let sender = r.account()?;
             let sender_device = r.u32()?;
             let recipient = r.account()?;
@@ -438,13 +512,14 @@ pub(crate) fn decode(body: &[u8]) -> Result<Record<'_>, Malformed> {
                     sender_device,
                     message_id,
                     expires,
+                    accept_id,
                 },
                 recipient,
                 server_ts,
                 copies,
             }
         }
-        KIND_QUEUED => {
+        KIND_QUEUED | KIND_QUEUED_V4 => {
             let recipient = r.account()?;
             let device = r.u32()?;
             let seq = r.u64()?;
@@ -459,17 +534,19 @@ pub(crate) fn decode(body: &[u8]) -> Result<Record<'_>, Malformed> {
                     sender_device,
                     message_id,
                     expires,
+                    accept_id,
                 },
                 recipient,
                 copy,
             }
         }
-        KIND_SENT => Record::Sent {
+        KIND_SENT | KIND_SENT_V4 => Record::Sent {
             sender: r.account()?,
             recipient: r.account()?,
             message_id: r.id()?,
             server_ts: r.u64()?,
             expires: r.u64()?,
+            accept_id,
         },
         KIND_REMOVED => Record::Removed {
             account: r.account()?,
@@ -482,7 +559,7 @@ pub(crate) fn decode(body: &[u8]) -> Result<Record<'_>, Malformed> {
         },
         KIND_SEQ_FLOOR => Record::SeqFloor { next: r.u64()? },
         KIND_CLOCK => Record::Clock { ms: r.u64()? },
-        KIND_RECEIPT => Record::Receipt {
+        KIND_RECEIPT | KIND_RECEIPT_V4 => Record::Receipt {
             account: r.account()?,
             device: r.u32()?,
             seq: r.u64()?,
@@ -491,6 +568,7 @@ pub(crate) fn decode(body: &[u8]) -> Result<Record<'_>, Malformed> {
                 recipient_device: r.u32()?,
                 message_id: r.id()?,
                 expires: r.u64()?,
+                accept_id,
             },
         },
         _ => return Err(Malformed),
@@ -584,6 +662,7 @@ mod tests {
             sender_device: 7,
             message_id: [9; 16],
             expires: 1234,
+            accept_id: 10,
         };
         let mut w = Writer::default();
         let offsets = w.message(
@@ -594,7 +673,7 @@ mod tests {
         );
         let queued_at = w.len();
         let q_offset = w.queued(&account(2), 3, 12, &origin, b"third");
-        w.sent(&account(1), &account(2), &[9; 16], 55, 1234);
+        w.sent(&account(1), &account(2), &[9; 16], 55, 1234, 10);
         w.removed(&account(2), 1, 10);
         w.device_dropped(&account(2), 2);
         w.seq_floor(77);
@@ -604,6 +683,7 @@ mod tests {
             recipient_device: 3,
             message_id: [9; 16],
             expires: 99,
+            accept_id: 10,
         };
         w.receipt(&account(1), 7, 13, &receipt);
         let bytes = w.take();
