@@ -135,6 +135,7 @@ mod tests {
         let log = MailLog::open(dir.path(), LogOptions::default(), metrics.clone()).unwrap();
         let account = comptoir_protocol::AccountId::from_bytes(&[7; 16]).unwrap();
         let message = |id: u8| NewMessage {
+            effects: Default::default(),
             sender: account,
             sender_device: 1,
             recipient: account,
@@ -182,6 +183,7 @@ mod tests {
         let log = MailLog::open(dir.path(), LogOptions::default(), metrics.clone()).unwrap();
         let account = comptoir_protocol::AccountId::from_bytes(&[7; 16]).unwrap();
         let message = |id: u8| NewMessage {
+            effects: Default::default(),
             sender: account,
             sender_device: 1,
             recipient: account,

@@ -20,7 +20,9 @@ use crate::policy::{
 };
 use crate::session::{Completion, EncodeFrame, Reply, Session};
 use crate::state::now_ms;
-use crate::storage::{Enqueued, MESSAGE_ID_LEN, NewMessage, Storage};
+use crate::storage::{
+    AcceptEffects, Billed, BilledCategory, Enqueued, MESSAGE_ID_LEN, NewMessage, Storage,
+};
 
 /// Longest template id a send may carry (template ids are short names).
 pub(crate) const MAX_TEMPLATE_ID_LEN: usize = 128;
@@ -148,7 +150,30 @@ pub(crate) async fn send<S: Storage>(
         copies.push((d.device_id, envelope));
     }
     let devices: Vec<u32> = copies.iter().map(|(d, _)| *d).collect();
+    let accounting = policy::accounting(
+        &sender_record,
+        &recipient_record,
+        request.category,
+        sender == recipient,
+    );
+    let effects = AcceptEffects {
+        customer_wrote_to: accounting.opens_window.then_some(recipient),
+        business_reached: accounting.business_initiated.then_some(recipient),
+        billed: accounting.billed.and_then(|category| {
+            Some(Billed {
+                category: match category {
+                    wire::Category::Utility => BilledCategory::Utility,
+                    wire::Category::Authentication => BilledCategory::Authentication,
+                    wire::Category::Marketing => BilledCategory::Marketing,
+                    _ => return None,
+                },
+                template_id: request.template_id.clone(),
+                franking_tag: request.franking_tag.clone(),
+            })
+        }),
+    };
     let message = NewMessage {
+        effects,
         sender,
         sender_device,
         recipient,
@@ -223,6 +248,7 @@ async fn finish<S: Storage>(
     let outcome = relay.store.enqueue(message, max_queue).await;
     let error = match outcome {
         Ok(Enqueued::Stored { accept_id }) => {
+            crate::fault::hit("before-accepted");
             let n = devices.len() as u64;
             relay.metrics.envelopes_accepted.fetch_add(n, Relaxed);
             relay.metrics.queue_depth.fetch_add(n as i64, Relaxed);

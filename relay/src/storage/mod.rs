@@ -20,7 +20,9 @@
 //! [`sled::SledStore`] is the embedded default.
 
 pub(crate) mod dir_lock;
+pub mod ledger;
 pub mod mail_log;
+pub mod report;
 pub mod sled;
 mod store_id;
 
@@ -32,6 +34,7 @@ use comptoir_protocol::proto::relay::AccountRecord;
 use comptoir_protocol::proto::wire::{OneTimePreKey, SignedDeviceList, SignedPreKey};
 use futures_util::future::BoxFuture;
 
+pub use self::ledger::{BilledCategory, Ledger, LedgerEntry};
 pub use self::sled::SledStore;
 
 /// Result alias for storage calls.
@@ -84,6 +87,47 @@ pub struct NewMessage {
     pub expires_at_ms: u64,
     /// One encoded `Envelope` per recipient device.
     pub copies: Vec<(u32, Vec<u8>)>,
+    /// What else the accept commits with the copies (conversation state,
+    /// quotas, the ledger's part): all of it or none (docs/STORAGE.md).
+    pub effects: AcceptEffects,
+}
+
+/// What an accepted send changes besides its copies, committed in the same
+/// durable step. Nothing of it happens for a duplicate.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AcceptEffects {
+    /// A customer wrote conversation traffic to this business: the
+    /// (business, customer) conversation's last customer message is now
+    /// (the 24-hour window runs from it).
+    pub customer_wrote_to: Option<AccountId>,
+    /// A business started a conversation with this customer (a
+    /// template): counts among the distinct customers it reached today.
+    pub business_reached: Option<AccountId>,
+    /// The ledger's part, for a send the ledger may bill (its accept id
+    /// is filled in by the store).
+    pub billed: Option<Billed>,
+}
+
+/// The ledger's part of a billed send, before its accept id is known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Billed {
+    /// The template's category.
+    pub category: BilledCategory,
+    /// The template id.
+    pub template_id: String,
+    /// The franking commitment (may be empty).
+    pub franking_tag: Vec<u8>,
+}
+
+/// A sender's counters for one UTC day (day number = ms since the epoch
+/// divided by 86,400,000).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QuotaCounts {
+    /// Sends accepted from the account that day.
+    pub accepted: u64,
+    /// Distinct customers a business reached with business-initiated
+    /// conversations (templates) that day.
+    pub customers_reached: u64,
 }
 
 /// What `enqueue` did.

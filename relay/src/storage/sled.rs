@@ -439,6 +439,17 @@ impl SledStore {
     }
 }
 
+impl super::Ledger for SledStore {
+    async fn ledger_entries(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> StorageResult<Vec<super::LedgerEntry>> {
+        // The ledger lives in the mail log, with the accepts it is part of.
+        Ok(self.mail.ledger_entries(after, limit))
+    }
+}
+
 impl Storage for SledStore {
     async fn create_account(
         &self,
@@ -996,6 +1007,7 @@ mod tests {
             server_timestamp_ms: 1_000 + u64::from(id),
             // Replay drops what expired by the wall clock: expire later.
             expires_at_ms: crate::state::now_ms() + 600_000,
+            effects: Default::default(),
             copies: devices.iter().map(|d| (*d, vec![id; 10])).collect(),
         }
     }

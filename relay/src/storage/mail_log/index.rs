@@ -3,11 +3,12 @@
 //! by replaying the segments at open, then kept in step with every append.
 //! Envelope bytes stay on disk; the index keeps where they are.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use comptoir_protocol::AccountId;
 
 use super::super::MESSAGE_ID_LEN;
+use super::super::ledger::LedgerEntry;
 use super::record::{Origin, ReceiptRef};
 
 type MessageId = [u8; MESSAGE_ID_LEN];
@@ -143,9 +144,49 @@ impl SentShards {
     }
 }
 
+/// What accepts commit besides their copies: conversation state, quota
+/// counts, the ledger. Values, so replaying a record twice changes
+/// nothing.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Accounting {
+    /// (business, customer) → accept time of the customer's last
+    /// conversation message.
+    pub(crate) conversations: HashMap<(AccountId, AccountId), u64>,
+    /// (sender, UTC day) → sends accepted.
+    pub(crate) quotas: HashMap<(AccountId, u32), u64>,
+    /// (business, UTC day) → customers reached by business-initiated
+    /// conversations.
+    pub(crate) reached: HashMap<(AccountId, u32), HashSet<AccountId>>,
+    /// Ledger entries by accept id.
+    pub(crate) ledger: BTreeMap<u64, LedgerEntry>,
+}
+
+impl Accounting {
+    /// Note a customer's conversation message (keeps the latest).
+    pub(crate) fn conversation(&mut self, business: AccountId, customer: AccountId, ms: u64) {
+        let at = self.conversations.entry((business, customer)).or_insert(ms);
+        *at = (*at).max(ms);
+    }
+
+    /// Note a sender's count for a day (keeps the highest).
+    pub(crate) fn quota(&mut self, sender: AccountId, day: u32, accepted: u64) {
+        let n = self.quotas.entry((sender, day)).or_insert(accepted);
+        *n = (*n).max(accepted);
+    }
+
+    /// Forget quota counts of days before `first_day`: only today's (and
+    /// yesterday's, around midnight) count.
+    pub(crate) fn expire_days(&mut self, first_day: u32) {
+        self.quotas.retain(|(_, day), _| *day >= first_day);
+        self.reached.retain(|(_, day), _| *day >= first_day);
+    }
+}
+
 /// Everything queued, plus the idempotency entries.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
+    /// Conversation state, quota counts and the ledger.
+    pub(crate) accounting: Accounting,
     /// Queues by (account, device).
     pub(crate) devices: HashMap<(AccountId, u32), DeviceQueue>,
     /// Idempotency entries.

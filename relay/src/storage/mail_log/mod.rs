@@ -64,8 +64,10 @@ pub(crate) use self::record::ReceiptRef;
 use self::record::{GROUP_HEADER_LEN, Origin, Record, Writer};
 use self::segment::{SEGMENT_HEADER_LEN, Tail};
 use super::dir_lock::DirLock;
+use super::ledger::LedgerEntry;
 use super::{
-    AckOf, Enqueued, MESSAGE_ID_LEN, NewMessage, QueuedEnvelope, StorageError, StorageResult,
+    AckOf, Enqueued, MESSAGE_ID_LEN, NewMessage, QueuedEnvelope, QuotaCounts, StorageError,
+    StorageResult,
 };
 use crate::metrics::Metrics;
 use crate::state::now_ms;
@@ -162,6 +164,9 @@ const SLICE: usize = 256;
 #[derive(Debug, Default)]
 struct Buffered {
     chunks: Vec<(u32, Writer)>,
+    /// Whether a send's accept is among the records (fault injection
+    /// stops only at those).
+    accepts: bool,
 }
 
 impl Buffered {
@@ -602,14 +607,21 @@ impl MailLog {
                     .zip(first_seq..)
                     .map(|((device, envelope), seq)| (*device, seq, envelope.as_slice()))
                     .collect();
+                let effects = accept_effects(&state.index.accounting, &message, accept_id);
                 let (segment, start, offsets) = state.append(shared.options.segment_bytes, |w| {
-                    w.message(
+                    // One group: the copies and everything the accept
+                    // changes besides are durable together or not at all.
+                    let offsets = w.message(
                         &origin,
                         &message.recipient,
                         message.server_timestamp_ms,
                         &copies,
-                    )
+                    );
+                    effects.write(w);
+                    offsets
                 });
+                effects.apply(&mut state.index.accounting);
+                state.buffered.accepts = true;
                 for ((device, seq, envelope), offset) in copies.iter().zip(offsets) {
                     let at = Location {
                         segment,
@@ -717,6 +729,20 @@ impl MailLog {
         accounts.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         accounts.dedup();
         accounts
+    }
+
+    /// Copies queued per (account, device), sorted.
+    pub fn queue_depths(&self) -> Vec<(AccountId, u32, u64)> {
+        let state = self.shared().lock();
+        let mut all: Vec<_> = state
+            .index
+            .devices
+            .iter()
+            .filter(|(_, q)| !q.by_seq.is_empty())
+            .map(|(&(account, device), q)| (account, device, q.by_seq.len() as u64))
+            .collect();
+        all.sort_unstable_by(|x, y| (x.0.as_bytes(), x.1).cmp(&(y.0.as_bytes(), y.1)));
+        all
     }
 
     /// Copies queued in total.
@@ -877,6 +903,70 @@ impl MailLog {
         Ok(())
     }
 
+    /// Up to `limit` ledger entries with an accept id above `after`, in
+    /// order.
+    pub fn ledger_entries(&self, after: Option<u64>, limit: usize) -> Vec<LedgerEntry> {
+        let state = self.shared().lock();
+        let from = match after {
+            Some(id) => match id.checked_add(1) {
+                Some(next) => next,
+                None => return Vec::new(),
+            },
+            None => 0,
+        };
+        state
+            .index
+            .accounting
+            .ledger
+            .range(from..)
+            .take(limit)
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+
+    /// Every (business, customer) conversation with the accept time of the
+    /// customer's last conversation message, sorted.
+    pub fn conversations(&self) -> Vec<(AccountId, AccountId, u64)> {
+        let state = self.shared().lock();
+        let mut all: Vec<_> = state
+            .index
+            .accounting
+            .conversations
+            .iter()
+            .map(|(&(b, c), &ms)| (b, c, ms))
+            .collect();
+        all.sort_unstable_by(|x, y| {
+            (x.0.as_bytes(), x.1.as_bytes()).cmp(&(y.0.as_bytes(), y.1.as_bytes()))
+        });
+        all
+    }
+
+    /// Every sender's counts per UTC day still kept, sorted.
+    pub fn quotas(&self) -> Vec<(AccountId, u32, QuotaCounts)> {
+        let state = self.shared().lock();
+        let accounting = &state.index.accounting;
+        let mut all: Vec<_> = accounting
+            .quotas
+            .iter()
+            .map(|(&(sender, day), &accepted)| {
+                let customers_reached = accounting
+                    .reached
+                    .get(&(sender, day))
+                    .map_or(0, |set| set.len() as u64);
+                (
+                    sender,
+                    day,
+                    QuotaCounts {
+                        accepted,
+                        customers_reached,
+                    },
+                )
+            })
+            .collect();
+        all.sort_unstable_by(|x, y| (x.0.as_bytes(), x.1).cmp(&(y.0.as_bytes(), y.1)));
+        all
+    }
+
     /// Receipts kept in total.
     pub fn total_receipts(&self) -> u64 {
         self.shared().lock().index.receipts
@@ -936,6 +1026,11 @@ impl MailLog {
         for shard in 0..index::SENT_SHARDS {
             shared.lock().index.sent.expire_shard(shard, now_ms);
         }
+        shared
+            .lock()
+            .index
+            .accounting
+            .expire_days(utc_day(now_ms).saturating_sub(1));
         expired
     }
 
@@ -1133,6 +1228,116 @@ fn replay(
             index.insert_receipt(account, device, seq, receipt);
         }
         Record::Clock { ms } => *clock = Some(clock.map_or(ms, |c| c.max(ms))),
+        Record::Conversation {
+            business,
+            customer,
+            last_customer_ms,
+        } => index
+            .accounting
+            .conversation(business, customer, last_customer_ms),
+        Record::Quota {
+            sender,
+            day,
+            accepted,
+        } => index.accounting.quota(sender, day, accepted),
+        Record::Reached {
+            business,
+            day,
+            customer,
+        } => {
+            index
+                .accounting
+                .reached
+                .entry((business, day))
+                .or_default()
+                .insert(customer);
+        }
+        Record::Ledger(entry) => {
+            index.accounting.ledger.insert(entry.accept_id, entry);
+        }
+    }
+}
+
+/// Milliseconds in a UTC day (quota counts are per day).
+pub const DAY_MS: u64 = 86_400_000;
+
+/// The UTC day (days since the epoch) of a time in ms.
+pub fn utc_day(ms: u64) -> u32 {
+    u32::try_from(ms / DAY_MS).unwrap_or(u32::MAX)
+}
+
+/// The records an accept writes besides its copies, computed from the
+/// index before it changes.
+struct Effects {
+    conversation: Option<(AccountId, AccountId, u64)>,
+    quota: (AccountId, u32, u64),
+    reached: Option<(AccountId, u32, AccountId)>,
+    ledger: Option<LedgerEntry>,
+}
+
+fn accept_effects(accounting: &index::Accounting, message: &NewMessage, accept_id: u64) -> Effects {
+    let ts = message.server_timestamp_ms;
+    let day = utc_day(ts);
+    let sender = message.sender;
+    let effects = &message.effects;
+    let accepted = accounting
+        .quotas
+        .get(&(sender, day))
+        .copied()
+        .unwrap_or(0)
+        .saturating_add(1);
+    Effects {
+        conversation: effects
+            .customer_wrote_to
+            .map(|business| (business, sender, ts)),
+        quota: (sender, day, accepted),
+        reached: effects
+            .business_reached
+            .map(|customer| (sender, day, customer)),
+        ledger: effects.billed.as_ref().map(|billed| LedgerEntry {
+            accept_id,
+            message_id: message.message_id,
+            business: sender,
+            customer: message.recipient,
+            category: billed.category,
+            template_id: billed.template_id.clone(),
+            franking_tag: billed.franking_tag.clone(),
+            accepted_at_ms: ts,
+        }),
+    }
+}
+
+impl Effects {
+    fn write(&self, w: &mut Writer) {
+        if let Some((business, customer, ms)) = &self.conversation {
+            w.conversation(business, customer, *ms);
+        }
+        let (sender, day, accepted) = &self.quota;
+        w.quota(sender, *day, *accepted);
+        if let Some((business, day, customer)) = &self.reached {
+            w.reached(business, *day, customer);
+        }
+        if let Some(entry) = &self.ledger {
+            w.ledger(entry);
+        }
+    }
+
+    fn apply(self, accounting: &mut index::Accounting) {
+        if let Some((business, customer, ms)) = self.conversation {
+            accounting.conversation(business, customer, ms);
+        }
+        let (sender, day, accepted) = self.quota;
+        accounting.quota(sender, day, accepted);
+        if let Some((business, day, customer)) = self.reached {
+            accounting
+                .reached
+                .entry((business, day))
+                .or_default()
+                .insert(customer);
+        }
+        if let Some(entry) = self.ledger {
+            accounting.ledger.insert(entry.accept_id, entry);
+        }
     }
 }
 

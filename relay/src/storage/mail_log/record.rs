@@ -32,6 +32,16 @@
 //! | 10 `Queued` (v4) | accept id (8), then as kind 2 |
 //! | 11 `Sent` (v4) | accept id (8), then as kind 3 |
 //! | 12 `Receipt` (v4) | accept id (8), then as kind 8 |
+//! | 13 `Conversation` | business (16), customer (16), accept time of the customer's last conversation message (8) |
+//! | 14 `Quota` | sender (16), UTC day (4), sends accepted that day so far (8) |
+//! | 15 `Reached` | business (16), UTC day (4), customer (16) |
+//! | 16 `Ledger` | accept id (8), message id (16), business (16), customer (16), category (1), accept time (8), template id length (2), template id (UTF-8), franking tag length (2), franking tag |
+//!
+//! Kinds 13 to 16 are what an accept commits besides its copies, in the
+//! same group as its `Message`: so the copies, the conversation state,
+//! the quota counts and the ledger entry are all durable or none is. They
+//! hold values, not increments (replay may see one twice: in its segment
+//! and in a checkpoint), and checkpoints rewrite them.
 //!
 //! Format 4 writes only kinds 4 to 7 and 9 to 12. The accept id of a send
 //! is the seq of its first copy: taken from the log's one sequence, so it
@@ -52,6 +62,7 @@
 use comptoir_protocol::AccountId;
 
 use super::super::MESSAGE_ID_LEN;
+use super::super::ledger::{BilledCategory, LedgerEntry};
 
 /// First bytes of every segment file written now (format version 4).
 pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"CMPTMLG4";
@@ -90,6 +101,10 @@ const KIND_MESSAGE_V4: u8 = 9;
 const KIND_QUEUED_V4: u8 = 10;
 const KIND_SENT_V4: u8 = 11;
 const KIND_RECEIPT_V4: u8 = 12;
+const KIND_CONVERSATION: u8 = 13;
+const KIND_QUOTA: u8 = 14;
+const KIND_REACHED: u8 = 15;
+const KIND_LEDGER: u8 = 16;
 
 /// The accept id of a record written before accept ids existed (format 3
 /// and older): assigned at open (see `mail_log::legacy`). No real accept
@@ -219,6 +234,36 @@ pub(crate) enum Record<'a> {
         /// What it says.
         receipt: ReceiptRef,
     },
+    /// The last conversation message of a customer to a business.
+    Conversation {
+        /// The business.
+        business: AccountId,
+        /// The customer.
+        customer: AccountId,
+        /// The relay's accept time of that message.
+        last_customer_ms: u64,
+    },
+    /// A sender's count of sends accepted on a UTC day.
+    Quota {
+        /// The sender.
+        sender: AccountId,
+        /// Days since the epoch (UTC).
+        day: u32,
+        /// Sends accepted that day so far.
+        accepted: u64,
+    },
+    /// A customer a business reached with a business-initiated
+    /// conversation on a UTC day.
+    Reached {
+        /// The business.
+        business: AccountId,
+        /// Days since the epoch (UTC).
+        day: u32,
+        /// The customer.
+        customer: AccountId,
+    },
+    /// A ledger entry.
+    Ledger(LedgerEntry),
 }
 
 /// A record body that does not parse (corruption, or a newer format).
@@ -409,6 +454,53 @@ impl Writer {
         self.close(start);
     }
 
+    /// Append a `Conversation` record.
+    pub(crate) fn conversation(&mut self, business: &AccountId, customer: &AccountId, ms: u64) {
+        let start = self.open(KIND_CONVERSATION);
+        self.buf.extend_from_slice(business.as_bytes());
+        self.buf.extend_from_slice(customer.as_bytes());
+        self.buf.extend_from_slice(&ms.to_be_bytes());
+        self.close(start);
+    }
+
+    /// Append a `Quota` record.
+    pub(crate) fn quota(&mut self, sender: &AccountId, day: u32, accepted: u64) {
+        let start = self.open(KIND_QUOTA);
+        self.buf.extend_from_slice(sender.as_bytes());
+        self.buf.extend_from_slice(&day.to_be_bytes());
+        self.buf.extend_from_slice(&accepted.to_be_bytes());
+        self.close(start);
+    }
+
+    /// Append a `Reached` record.
+    pub(crate) fn reached(&mut self, business: &AccountId, day: u32, customer: &AccountId) {
+        let start = self.open(KIND_REACHED);
+        self.buf.extend_from_slice(business.as_bytes());
+        self.buf.extend_from_slice(&day.to_be_bytes());
+        self.buf.extend_from_slice(customer.as_bytes());
+        self.close(start);
+    }
+
+    /// Append a `Ledger` record. Template ids and franking tags longer
+    /// than the send limits allow never reach here (the `Send` handler
+    /// refuses them); longer ones are cut to what a u16 length holds.
+    pub(crate) fn ledger(&mut self, e: &LedgerEntry) {
+        let start = self.open(KIND_LEDGER);
+        self.buf.extend_from_slice(&e.accept_id.to_be_bytes());
+        self.buf.extend_from_slice(&e.message_id);
+        self.buf.extend_from_slice(e.business.as_bytes());
+        self.buf.extend_from_slice(e.customer.as_bytes());
+        self.buf.push(e.category.to_byte());
+        self.buf.extend_from_slice(&e.accepted_at_ms.to_be_bytes());
+        for field in [e.template_id.as_bytes(), e.franking_tag.as_slice()] {
+            let field = &field[..field.len().min(usize::from(u16::MAX))];
+            self.buf
+                .extend_from_slice(&(field.len() as u16).to_be_bytes());
+            self.buf.extend_from_slice(field);
+        }
+        self.close(start);
+    }
+
     /// Append a `SeqFloor` record.
     pub(crate) fn seq_floor(&mut self, next: u64) {
         let start = self.open(KIND_SEQ_FLOOR);
@@ -571,6 +663,45 @@ pub(crate) fn decode(body: &[u8]) -> Result<Record<'_>, Malformed> {
                 accept_id,
             },
         },
+        KIND_CONVERSATION => Record::Conversation {
+            business: r.account()?,
+            customer: r.account()?,
+            last_customer_ms: r.u64()?,
+        },
+        KIND_QUOTA => Record::Quota {
+            sender: r.account()?,
+            day: r.u32()?,
+            accepted: r.u64()?,
+        },
+        KIND_REACHED => Record::Reached {
+            business: r.account()?,
+            day: r.u32()?,
+            customer: r.account()?,
+        },
+        KIND_LEDGER => {
+            let accept_id = r.u64()?;
+            let message_id = r.id()?;
+            let business = r.account()?;
+            let customer = r.account()?;
+            let category = BilledCategory::from_byte(r.u8()?).ok_or(Malformed)?;
+            let accepted_at_ms = r.u64()?;
+            let len = usize::from(r.u16()?);
+            let template_id = std::str::from_utf8(r.take(len)?)
+                .map_err(|_| Malformed)?
+                .to_owned();
+            let len = usize::from(r.u16()?);
+            let franking_tag = r.take(len)?.to_vec();
+            Record::Ledger(LedgerEntry {
+                accept_id,
+                message_id,
+                business,
+                customer,
+                category,
+                template_id,
+                franking_tag,
+                accepted_at_ms,
+            })
+        }
         _ => return Err(Malformed),
     };
     if r.at != body.len() {

@@ -108,6 +108,7 @@ fn base_ts() -> u64 {
 
 fn message(id: u8, devices: &[u32], size: usize) -> NewMessage {
     NewMessage {
+        effects: Default::default(),
         sender: account(ALICE),
         sender_device: 3,
         recipient: account(BOB),
@@ -967,6 +968,7 @@ fn concurrent_work_during_checkpoints_replays_exactly() -> TestResult {
                         };
                         let devices = 1..=(r % 3 + 1);
                         let message = NewMessage {
+                            effects: Default::default(),
                             sender: account(1 + (sender % 2) as u8),
                             sender_device: 1,
                             recipient: account(10 + (r % 3) as u8),
@@ -1674,6 +1676,62 @@ async fn a_format_3_directory_gets_accept_ids_at_open_durably() -> TestResult {
         log.enqueue(retry(2), 100).await?,
         Enqueued::Duplicate { accept_id, .. } if accept_id == delivered_id
     ));
+    log.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn accept_effects_replay_once_across_reopen_and_checkpoints() -> TestResult {
+    use crate::storage::{AcceptEffects, Billed, BilledCategory};
+    let dir = tempfile::tempdir()?;
+    let billed = |id: u8| {
+        let mut m = message(id, &[1], 10);
+        m.effects = AcceptEffects {
+            customer_wrote_to: None,
+            business_reached: Some(account(BOB)),
+            billed: Some(Billed {
+                category: BilledCategory::Marketing,
+                template_id: "promo".into(),
+                franking_tag: vec![id; 32],
+            }),
+        };
+        m
+    };
+    let log = open(dir.path(), LogOptions::default());
+    let first = stored_id(log.enqueue(billed(1), 100).await?);
+    let second = stored_id(log.enqueue(billed(2), 100).await?);
+    // A retry is a duplicate: nothing counted again.
+    assert!(matches!(
+        log.enqueue(billed(2), 100).await?,
+        Enqueued::Duplicate { .. }
+    ));
+    let check = |log: &MailLog| {
+        let ledger = log.ledger_entries(None, 10);
+        assert_eq!(
+            ledger.iter().map(|e| e.accept_id).collect::<Vec<_>>(),
+            vec![first, second]
+        );
+        assert_eq!(ledger[1].franking_tag, vec![2; 32]);
+        assert_eq!(ledger[1].template_id, "promo");
+        assert_eq!(log.ledger_entries(Some(first), 10).len(), 1);
+        let quotas = log.quotas();
+        assert_eq!(quotas.len(), 1);
+        assert_eq!(quotas[0].0, account(ALICE));
+        assert_eq!(
+            quotas[0].2,
+            QuotaCounts {
+                accepted: 2,
+                customers_reached: 1
+            }
+        );
+    };
+    check(&log);
+    log.request_checkpoint().await?;
+    log.close().await?;
+    drop(log);
+    // The checkpoint repeats what the older segments said: counted once.
+    let log = open(dir.path(), LogOptions::default());
+    check(&log);
     log.close().await?;
     Ok(())
 }
