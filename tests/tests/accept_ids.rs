@@ -55,6 +55,19 @@ async fn the_accept_id_in_accepted_is_the_one_in_each_envelope_and_in_delivered(
         let envelope = b.next_envelope().await;
         assert_eq!(envelope.accept_id, sent.accept_id, "device {device}");
         assert_eq!(envelope.message_id, id(7));
+        // Named by its accept id and a message id other than the copy's:
+        // nothing deleted.
+        let wrong = client_frame::Body::DeliveryAck(wire::DeliveryAck {
+            message_id: id(8).to_vec(),
+            sender_account: alice.id.to_vec(),
+            accept_id: envelope.accept_id,
+        });
+        assert!(matches!(b.request(wrong).await, Body::Ok(_)));
+        assert_eq!(
+            relay.metric("comptoir_queue_depth").await,
+            f64::from(3 - device),
+            "a mismatched ack deletes nothing"
+        );
         // Named by its accept id alone.
         let ack = client_frame::Body::DeliveryAck(wire::DeliveryAck {
             message_id: Vec::new(),

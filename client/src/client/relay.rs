@@ -350,9 +350,10 @@ impl Client {
         let ack = ClientFrame {
             request_id: 0,
             body: Some(client_frame::Body::DeliveryAck(DeliveryAck {
-                // Named by its accept id when the relay assigned one; the
-                // (message id, sender) pair too, for the relay to cross-check
-                // nothing (it goes by the accept id) and for older relays.
+                // Named by its accept id when the relay assigned one, with
+                // the (message id, sender) this device saw: the relay
+                // deletes the copy only if they match (older relays go by
+                // the pair alone).
                 message_id: envelope.message_id.clone(),
                 sender_account: envelope.sender_account.clone(),
                 accept_id: envelope.accept_id,

@@ -36,8 +36,15 @@ pub(crate) async fn ack<S: Storage>(
     let relay = session.relay.clone();
     let me = device(session)?;
     let (account, device_id) = (me.account, me.device);
-    let of = if request.accept_id != 0 {
+    let named = request.accept_id != 0;
+    let of = if named && request.message_id.is_empty() && request.sender_account.is_empty() {
         AckOf::Accept(request.accept_id)
+    } else if named {
+        AckOf::AcceptOf {
+            accept_id: request.accept_id,
+            sender: account_field("sender_account", &request.sender_account)?,
+            message_id: message_id_field(&request.message_id)?,
+        }
     } else {
         AckOf::Message {
             sender: account_field("sender_account", &request.sender_account)?,

@@ -172,6 +172,18 @@ pub struct QueuedEnvelope {
 pub enum AckOf {
     /// The copy of the send with this accept id.
     Accept(u64),
+    /// The copy of the send with this accept id, if it is the message
+    /// with this (sender, message id); otherwise nothing (an ack naming
+    /// the envelope as the device saw it: a copy whose labels reached the
+    /// device altered is not deleted).
+    AcceptOf {
+        /// The accept id.
+        accept_id: u64,
+        /// The sending account as the device saw it.
+        sender: AccountId,
+        /// The message id as the device saw it.
+        message_id: [u8; MESSAGE_ID_LEN],
+    },
     /// The copy of the message with this (sender, message id) (acks of
     /// clients older than accept ids).
     Message {

@@ -326,7 +326,9 @@ impl Index {
         Some((seq, entry))
     }
 
-    /// Remove a copy by its message's accept id; returns it and its seq.
+    /// Remove a copy by its message's accept id (and, if `expect` names
+    /// one, only if it is that sender's message id); returns it and its
+    /// seq.
     ///
     /// The copies of one send take consecutive seqs from its accept id on
     /// (the accept id is the first copy's seq, or for a send migrated from
@@ -338,10 +340,16 @@ impl Index {
         account: AccountId,
         device: u32,
         accept_id: u64,
+        expect: Option<(AccountId, MessageId)>,
     ) -> Option<(u64, Entry)> {
         let queue = self.devices.get_mut(&(account, device))?;
         let (&seq, entry) = queue.by_seq.range(accept_id..).next()?;
         if entry.origin.accept_id != accept_id {
+            return None;
+        }
+        if let Some((sender, message_id)) = expect
+            && (entry.origin.sender, entry.origin.message_id) != (sender, message_id)
+        {
             return None;
         }
         let entry = queue.by_seq.remove(&seq)?;

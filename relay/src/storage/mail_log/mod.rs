@@ -768,7 +768,14 @@ impl MailLog {
         let mut state = shared.lock();
         state.usable()?;
         let removed = match of {
-            AckOf::Accept(accept_id) => state.index.remove_accept(account, device, accept_id),
+            AckOf::Accept(accept_id) => state.index.remove_accept(account, device, accept_id, None),
+            AckOf::AcceptOf {
+                accept_id,
+                sender,
+                message_id,
+            } => state
+                .index
+                .remove_accept(account, device, accept_id, Some((sender, message_id))),
             AckOf::Message { sender, message_id } => {
                 state.index.remove_id(account, device, sender, &message_id)
             }
