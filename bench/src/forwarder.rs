@@ -117,6 +117,7 @@ async fn serve(socket: TcpStream, routes: Routes) {
                         franking_tag: send.franking_tag.clone(),
                         relay_franking_signature: Vec::new(),
                         ciphertext: d.ciphertext,
+                        accept_id: 0,
                     };
                     let route = lock(&routes).get(&(recipient, d.device_id)).cloned();
                     if let Some(route) = route {
@@ -126,6 +127,7 @@ async fn serve(socket: TcpStream, routes: Routes) {
                 Some(S::Accepted(wire::Accepted {
                     message_id: send.message_id,
                     server_timestamp_ms,
+                    accept_id: 0,
                 }))
             }
             Some(C::DeliveryAck(ack)) => {
@@ -140,6 +142,7 @@ async fn serve(socket: TcpStream, routes: Routes) {
                                 message_id: ack.message_id,
                                 recipient_account: account.to_vec(),
                                 recipient_device: device,
+                                accept_id: 0,
                             }),
                         ));
                     }

@@ -359,6 +359,7 @@ async fn device(
                     client_frame::Body::DeliveryAck(wire::DeliveryAck {
                         message_id: envelope.message_id,
                         sender_account: envelope.sender_account,
+                        accept_id: envelope.accept_id,
                     }),
                 ))
                 .await?;
@@ -411,6 +412,7 @@ fn ack_frame(envelope: Option<wire::Envelope>) -> Message {
         client_frame::Body::DeliveryAck(wire::DeliveryAck {
             message_id: envelope.message_id,
             sender_account: envelope.sender_account,
+            accept_id: envelope.accept_id,
         }),
     )
 }

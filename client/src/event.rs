@@ -43,6 +43,9 @@ pub enum Event {
         to: AccountId,
         /// The message id.
         id: MessageId,
+        /// The id the relay assigned to the send (the same in every
+        /// `Delivered` for it).
+        accept_id: u64,
     },
     /// A recipient device stored an outgoing message.
     Delivered {
@@ -50,6 +53,9 @@ pub enum Event {
         to: AccountId,
         /// The message id.
         id: MessageId,
+        /// The relay-assigned accept id of the send (0 if the relay
+        /// assigned none).
+        accept_id: u64,
     },
     /// The recipient read outgoing messages.
     Read {

@@ -11,6 +11,8 @@
 //! - [`handle`]: business names (claimed handles), their rules.
 //! - [`error`]: typed errors.
 //! - [`account`]: account ids and the bytes signed to authenticate.
+//! - [`delivery`]: the bytes a customer device signs to ack a billed
+//!   message (a transferable proof of receipt), and their check.
 //! - [`keys`]: identity, account and X25519 key pairs.
 //! - [`device_list`]: account-signed device lists with a version counter.
 //! - [`prekeys`]: signed and one-time prekeys, verified bundles.
@@ -27,6 +29,7 @@
 #![forbid(unsafe_code)]
 
 pub mod account;
+pub mod delivery;
 pub mod device_list;
 pub mod error;
 pub mod frame;
@@ -46,6 +49,9 @@ pub mod x3dh;
 
 pub use account::{
     ACCOUNT_ID_LEN, AUTH_NONCE_LEN, AccountId, auth_payload, register_payload, relay_origin,
+};
+pub use delivery::{
+    DELIVERY_CONTEXT, DeliveryFields, delivery_proof_payload, sign_delivery, verify_delivery,
 };
 pub use device_list::{DeviceList, MAX_DEVICES};
 pub use error::{DecodeError, Error, Result};

@@ -19,9 +19,9 @@ use comptoir_protocol::proto::wire::{self, AccountKind};
 use comptoir_protocol::store::seal_record_with_nonce;
 use comptoir_protocol::x3dh::{associated_data, initiator_shared_secret, respond};
 use comptoir_protocol::{
-    AccountId, AccountKeyPair, DeviceList, IdentityKeyPair, InMemoryPreKeyStore, KeyPair,
-    RecordKind, SafetyNumber, SessionRecord, StorageKey, VerifiedBundle, auth_payload, open_record,
-    register_payload,
+    AccountId, AccountKeyPair, DeliveryFields, DeviceList, IdentityKeyPair, InMemoryPreKeyStore,
+    KeyPair, RecordKind, SafetyNumber, SessionRecord, StorageKey, VerifiedBundle, auth_payload,
+    delivery_proof_payload, open_record, register_payload, sign_delivery, verify_delivery,
 };
 use comptoir_protocol::{Label, LabelError};
 use prost::Message;
@@ -95,6 +95,16 @@ struct SignaturesVector {
     /// By device 1's identity key (alice's).
     auth_signature: String,
     register_nonce: String,
+    /// A delivery proof by device 1 (alice's identity): its fields, the
+    /// payload signed and the signature.
+    delivery_accept_id: u64,
+    delivery_message_id: String,
+    delivery_business: String,
+    delivery_customer_device: u32,
+    delivery_franking_commitment: String,
+    delivery_time_ms: u64,
+    delivery_payload: String,
+    delivery_signature: String,
     register_customer_payload: String,
     register_customer_signature: String,
     register_business_payload: String,
@@ -732,6 +742,16 @@ fn signature_vectors(f: &Fixture) -> SignaturesVector {
     .unwrap();
     let verified = DeviceList::verify(&list, Some(&account.public())).unwrap();
     let auth = auth_payload(&AUTH_NONCE, &account_id, 1, AUTH_ORIGIN);
+    // The account above is the customer; device 1 acks a billed message.
+    let delivery = DeliveryFields {
+        accept_id: 4242,
+        message_id: [0x11; 16],
+        business: AccountId::from_bytes(&[0xB5; 16]).unwrap(),
+        customer: account_id,
+        customer_device: 1,
+        franking_commitment: vec![0xF1; 32],
+        time_ms: 1_750_000_000_000,
+    };
     let customer = register_payload(&account_id, AccountKind::Customer, &REGISTER_NONCE);
     let business = register_payload(&account_id, AccountKind::Business, &REGISTER_NONCE);
     SignaturesVector {
@@ -748,6 +768,14 @@ fn signature_vectors(f: &Fixture) -> SignaturesVector {
         auth_signature: h(&f.alice.sign(&auth)),
         auth_payload: h(&auth),
         register_nonce: h(&REGISTER_NONCE),
+        delivery_accept_id: delivery.accept_id,
+        delivery_message_id: h(&delivery.message_id),
+        delivery_business: delivery.business.to_string(),
+        delivery_customer_device: delivery.customer_device,
+        delivery_franking_commitment: h(&delivery.franking_commitment),
+        delivery_time_ms: delivery.time_ms,
+        delivery_signature: h(&sign_delivery(&f.alice, &delivery)),
+        delivery_payload: h(&delivery_proof_payload(&delivery)),
         register_customer_signature: h(&account.sign(&customer)),
         register_customer_payload: h(&customer),
         register_business_signature: h(&account.sign(&business)),
@@ -913,6 +941,7 @@ fn frame_vectors(f: &Fixture, sigs: &SignaturesVector) -> FramesVector {
         franking_tag: Vec::new(),
         relay_franking_signature: Vec::new(),
         ciphertext: vec![0xC1; 48],
+        accept_id: 0,
     };
     let client_frames = vec![
         (
@@ -974,6 +1003,7 @@ fn frame_vectors(f: &Fixture, sigs: &SignaturesVector) -> FramesVector {
                 client_frame::Body::DeliveryAck(wire::DeliveryAck {
                     message_id: vec![0x11; 16],
                     sender_account: vec![0xAA; 16],
+                    accept_id: 0,
                 }),
             ),
         ),
@@ -1109,6 +1139,7 @@ fn label_vectors() -> LabelsVector {
         franking_tag: vec![0xF0; 32],
         relay_franking_signature: Vec::new(),
         ciphertext: Vec::new(),
+        accept_id: 0,
     };
     let bound = comptoir_protocol::labels::bind(
         &envelope.message_id,
@@ -1415,6 +1446,22 @@ fn published_signatures_contents_and_frames_replay_byte_for_byte() {
     );
     assert_eq!(h(&auth), s.auth_payload);
     assert_eq!(h(&alice.sign(&auth)), s.auth_signature);
+    // Delivery proof: by the customer's device 1 over the layout of
+    // docs/PROTOCOL.md ("Signed delivery").
+    let delivery = DeliveryFields {
+        accept_id: s.delivery_accept_id,
+        message_id: bytes(&s.delivery_message_id).try_into().unwrap(),
+        business: AccountId::from_bytes(&bytes(&s.delivery_business)).unwrap(),
+        customer: account_id,
+        customer_device: s.delivery_customer_device,
+        franking_commitment: bytes(&s.delivery_franking_commitment),
+        time_ms: s.delivery_time_ms,
+    };
+    assert_eq!(h(&delivery_proof_payload(&delivery)), s.delivery_payload);
+    verify_delivery(alice.public(), &delivery, &bytes(&s.delivery_signature)).unwrap();
+    let mut forged = delivery.clone();
+    forged.customer_device = 2;
+    assert!(verify_delivery(alice.public(), &forged, &bytes(&s.delivery_signature)).is_err());
     alice
         .public()
         .verify("auth", &auth, &bytes(&s.auth_signature))

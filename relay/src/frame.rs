@@ -27,6 +27,26 @@ pub fn deliver_len(envelope_len: usize) -> usize {
     1 + 1 + encoded_len_varint(inner_len as u64) + inner_len
 }
 
+/// Tag of `Envelope.accept_id` (field 13, varint).
+const ACCEPT_ID_TAG: u8 = 13 << 3;
+
+/// Most bytes [`with_accept_id`] adds to an envelope.
+pub const ACCEPT_ID_FIELD_MAX: usize = 1 + 10;
+
+/// A stored envelope (its encoded `Envelope`, without an accept id) with
+/// its accept id added: the field is appended, which protobuf decodes as
+/// if it had been encoded in place (fields may come in any order), so the
+/// stored bytes are never decoded. An accept id of 0 adds nothing.
+pub fn with_accept_id(envelope: &[u8], accept_id: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(envelope.len() + ACCEPT_ID_FIELD_MAX);
+    out.extend_from_slice(envelope);
+    if accept_id != 0 {
+        out.push(ACCEPT_ID_TAG);
+        encode_varint(accept_id, &mut out);
+    }
+    out
+}
+
 /// A push of one stored envelope (its encoded `Envelope` protobuf),
 /// byte-identical to encoding `ServerFrame { request_id: 0, deliver }`.
 pub fn deliver(envelope: &[u8]) -> Vec<u8> {
@@ -50,6 +70,27 @@ pub fn deliver(envelope: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
     use prost::Message;
+
+    #[test]
+    fn an_appended_accept_id_decodes_as_the_field() {
+        for accept_id in [0u64, 1, 127, 128, u64::MAX] {
+            let envelope = wire::Envelope {
+                message_id: vec![7; 16],
+                ciphertext: vec![0xab; 300],
+                ..Default::default()
+            };
+            let bytes = with_accept_id(&envelope.encode_to_vec(), accept_id);
+            assert!(bytes.len() <= envelope.encoded_len() + ACCEPT_ID_FIELD_MAX);
+            let decoded = wire::Envelope::decode(bytes.as_slice()).unwrap();
+            assert_eq!(
+                decoded,
+                wire::Envelope {
+                    accept_id,
+                    ..envelope
+                }
+            );
+        }
+    }
 
     #[test]
     fn deliver_matches_prost_encoding() {

@@ -135,6 +135,7 @@ mod tests {
         let log = MailLog::open(dir.path(), LogOptions::default(), metrics.clone()).unwrap();
         let account = comptoir_protocol::AccountId::from_bytes(&[7; 16]).unwrap();
         let message = |id: u8| NewMessage {
+            effects: Default::default(),
             sender: account,
             sender_device: 1,
             recipient: account,
@@ -158,7 +159,10 @@ mod tests {
         }
         let health = get(addr, "/healthz").await;
         assert!(health.starts_with("HTTP/1.1 200 OK"), "{health}");
-        assert_eq!(log.enqueue(message(2), 10).await.unwrap(), Enqueued::Stored);
+        assert!(matches!(
+            log.enqueue(message(2), 10).await.unwrap(),
+            Enqueued::Stored { .. }
+        ));
         log.close().await.unwrap();
         server.abort();
     }
@@ -179,6 +183,7 @@ mod tests {
         let log = MailLog::open(dir.path(), LogOptions::default(), metrics.clone()).unwrap();
         let account = comptoir_protocol::AccountId::from_bytes(&[7; 16]).unwrap();
         let message = |id: u8| NewMessage {
+            effects: Default::default(),
             sender: account,
             sender_device: 1,
             recipient: account,
@@ -190,16 +195,27 @@ mod tests {
         assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200 OK"));
         faults::disk_full(dir.path(), true);
         // Written into the reserve; the next one is refused.
-        assert_eq!(log.enqueue(message(1), 10).await.unwrap(), Enqueued::Stored);
+        assert!(matches!(
+            log.enqueue(message(1), 10).await.unwrap(),
+            Enqueued::Stored { .. }
+        ));
         assert!(matches!(
             log.enqueue(message(2), 10).await,
             Err(StorageError::Full)
         ));
         assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 503"));
         assert_eq!(
-            log.acknowledge(account, 1, account, &[1; 16], u64::MAX)
-                .unwrap()
-                .map(|(device, _durable)| device),
+            log.acknowledge(
+                account,
+                1,
+                crate::storage::AckOf::Message {
+                    sender: account,
+                    message_id: [1; 16],
+                },
+                u64::MAX,
+            )
+            .unwrap()
+            .map(|(_, device, _durable)| device),
             Some(1)
         );
         log.flush().await.unwrap();
@@ -215,7 +231,10 @@ mod tests {
         }
         let health = get(addr, "/healthz").await;
         assert!(health.starts_with("HTTP/1.1 200 OK"), "{health}");
-        assert_eq!(log.enqueue(message(2), 10).await.unwrap(), Enqueued::Stored);
+        assert!(matches!(
+            log.enqueue(message(2), 10).await.unwrap(),
+            Enqueued::Stored { .. }
+        ));
         log.close().await.unwrap();
         server.abort();
     }

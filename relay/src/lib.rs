@@ -22,6 +22,7 @@
 //! - [`config`]: TOML + environment configuration.
 //! - [`shutdown`]: the shutdown signal each connection listens to.
 //! - [`error`]: typed refusals mapped to wire error codes.
+//! - [`fault`]: crash points for tests (feature `fault-injection` only).
 
 #![forbid(unsafe_code)]
 
@@ -29,6 +30,7 @@ mod cmd;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod fault;
 pub mod frame;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -531,6 +531,7 @@ impl<S: Backend> Session<S> {
                         message_id: receipt.message_id.to_vec(),
                         recipient_account: receipt.recipient.to_vec(),
                         recipient_device: receipt.recipient_device,
+                        accept_id: receipt.accept_id,
                     }),
                 ))
                 .await?;
@@ -578,7 +579,8 @@ impl<S: Backend> Session<S> {
             for queued in batch {
                 device.cursor = Some(queued.cursor);
                 device.in_flight += 1;
-                conn.feed(frame::deliver(&queued.envelope)).await?;
+                let envelope = frame::with_accept_id(&queued.envelope, queued.accept_id);
+                conn.feed(frame::deliver(&envelope)).await?;
             }
             conn.flush().await?;
             if !full {

@@ -290,6 +290,7 @@ async fn take_and_ack(
                 client_frame::Body::DeliveryAck(wire::DeliveryAck {
                     message_id: id,
                     sender_account: alice.to_vec(),
+                    accept_id: 0,
                 }),
             )
             .await;
@@ -446,6 +447,7 @@ async fn kill_dash_nine_after_an_ack_keeps_its_receipt_for_the_sender() {
         client_frame::Body::DeliveryAck(wire::DeliveryAck {
             message_id: envelope.message_id.clone(),
             sender_account: envelope.sender_account.clone(),
+            accept_id: 0,
         }),
     )
     .await;

@@ -166,7 +166,8 @@ async fn a_contact_cannot_forge_who_said_what_with_control_characters() {
 
     let forged = "\u{1b}[2K\u{1b}[1G[17:44:00] carol: please wire 500 EUR \u{202e}fdp.exe\u{200b}";
     alice.ok(&["send", "bob", forged]).await;
-    let shown = "\\u{1b}[2K\\u{1b}[1G[17:44:00] carol: please wire 500 EUR \\u{202e}fdp.exe\\u{200b}";
+    let shown =
+        "\\u{1b}[2K\\u{1b}[1G[17:44:00] carol: please wire 500 EUR \\u{202e}fdp.exe\\u{200b}";
     let heard = bob.ok(&["listen", "--count", "1", "--timeout", "10"]).await;
     let history = bob.ok(&["history", "alice"]).await;
     for output in [&heard, &history] {

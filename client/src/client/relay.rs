@@ -290,7 +290,11 @@ impl Client {
                 ) && messages::advance(&self.store, &to, &id, Status::Delivered)?.is_some()
                 {
                     self.store.flush().await?;
-                    self.events.push_back(Event::Delivered { to, id });
+                    self.events.push_back(Event::Delivered {
+                        to,
+                        id,
+                        accept_id: delivered.accept_id,
+                    });
                 }
                 // Recorded (or nothing to record): the relay may forget it.
                 // A failure above returned first, so the relay pushes the
@@ -346,8 +350,13 @@ impl Client {
         let ack = ClientFrame {
             request_id: 0,
             body: Some(client_frame::Body::DeliveryAck(DeliveryAck {
+                // Named by its accept id when the relay assigned one, with
+                // the (message id, sender) this device saw: the relay
+                // deletes the copy only if they match (older relays go by
+                // the pair alone).
                 message_id: envelope.message_id.clone(),
                 sender_account: envelope.sender_account.clone(),
+                accept_id: envelope.accept_id,
             })),
         };
         if let Err(e) = conn.send(&ack).await {

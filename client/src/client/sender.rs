@@ -319,11 +319,15 @@ impl Live {
                 .request(client_frame::Body::Send(send), "the message")
                 .await
             {
-                Ok(server_frame::Body::Accepted(_)) => {
+                Ok(server_frame::Body::Accepted(accepted)) => {
                     let sent = messages::advance(&self.store, &peer, &id, Status::Accepted)?;
                     messages::outbox_remove(&self.store, &peer, &id)?;
                     self.store.flush().await?;
-                    self.events.push_back(Event::Accepted { to: peer, id });
+                    self.events.push_back(Event::Accepted {
+                        to: peer,
+                        id,
+                        accept_id: accepted.accept_id,
+                    });
                     if let Some(sent) = sent
                         && let Err(e) = self.sync_sent(&sent).await
                     {

@@ -25,7 +25,21 @@ enum Command {
     /// Settings come from (highest first) flags, environment variables,
     /// the TOML file given with --config, then defaults. See
     /// docs/OPERATIONS.md for every key.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Print what accepts committed besides mail, from the data directory
+    /// of a stopped relay: one JSON object per line, the ledger entries
+    /// (`"ledger"`), the conversation state (`"conversation"`: the accept
+    /// time of the customer's last message, which the 24-hour window runs
+    /// from), the quota counts per sender and UTC day (`"quota"`) and the
+    /// copies queued per device (`"queue"`).
+    Accounting(AccountingArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct AccountingArgs {
+    /// Data directory of the (stopped) relay.
+    #[arg(long, env = "COMPTOIR_RELAY_DATA_DIR", value_name = "DIR")]
+    data_dir: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -135,6 +149,21 @@ impl ServeArgs {
 }
 
 fn main() -> ExitCode {
+    let args = match Cli::parse().command {
+        Command::Serve(args) => *args,
+        Command::Accounting(args) => {
+            // Logs to stderr: stdout is the report.
+            tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_writer(std::io::stderr)
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                )
+                .init();
+            return accounting(&args);
+        }
+    };
     // Colour only on a terminal: a log file or pipe gets plain text that
     // scripts can parse.
     tracing_subscriber::fmt()
@@ -144,7 +173,6 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let Command::Serve(args) = Cli::parse().command;
     let config = match args.into_config() {
         Ok(config) => config,
         Err(error) => {
@@ -173,6 +201,75 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `relay accounting`: print the report as JSON lines.
+fn accounting(args: &AccountingArgs) -> ExitCode {
+    use comptoir_relay::storage::report;
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("relay: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = match runtime.block_on(report::read(&args.data_dir)) {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("relay: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for e in &report.ledger {
+        let line = serde_json::json!({
+            "ledger": {
+                "accept_id": e.accept_id,
+                "message_id": hex::encode(e.message_id),
+                "business": e.business.to_string(),
+                "customer": e.customer.to_string(),
+                "category": e.category.name(),
+                "template_id": e.template_id,
+                "franking_tag": hex::encode(&e.franking_tag),
+                "accepted_at_ms": e.accepted_at_ms,
+            }
+        });
+        println!("{line}");
+    }
+    for (business, customer, ms) in &report.conversations {
+        let line = serde_json::json!({
+            "conversation": {
+                "business": business.to_string(),
+                "customer": customer.to_string(),
+                "last_customer_message_ms": ms,
+            }
+        });
+        println!("{line}");
+    }
+    for (sender, day, counts) in &report.quotas {
+        let line = serde_json::json!({
+            "quota": {
+                "sender": sender.to_string(),
+                "utc_day": day,
+                "accepted": counts.accepted,
+                "customers_reached": counts.customers_reached,
+            }
+        });
+        println!("{line}");
+    }
+    for (account, device, copies) in &report.queues {
+        let line = serde_json::json!({
+            "queue": {
+                "account": account.to_string(),
+                "device": device,
+                "copies": copies,
+            }
+        });
+        println!("{line}");
+    }
+    ExitCode::SUCCESS
 }
 
 async fn serve(config: Config) -> Result<(), comptoir_relay::ServerError> {

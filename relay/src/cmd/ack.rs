@@ -20,7 +20,7 @@ use crate::frame;
 use crate::session::EncodeFrame;
 use crate::session::{Completion, Reply, Session};
 use crate::state::now_ms;
-use crate::storage::{MESSAGE_ID_LEN, Mailbox};
+use crate::storage::{AckOf, MESSAGE_ID_LEN, Mailbox};
 
 fn message_id_field(bytes: &[u8]) -> Result<[u8; MESSAGE_ID_LEN], RelayError> {
     bytes
@@ -36,14 +36,27 @@ pub(crate) async fn ack<S: Mailbox>(
     let relay = session.relay.clone();
     let me = device(session)?;
     let (account, device_id) = (me.account, me.device);
-    let message_id = message_id_field(&request.message_id)?;
-    let sender = account_field("sender_account", &request.sender_account)?;
+    let named = request.accept_id != 0;
+    let of = if named && request.message_id.is_empty() && request.sender_account.is_empty() {
+        AckOf::Accept(request.accept_id)
+    } else if named {
+        AckOf::AcceptOf {
+            accept_id: request.accept_id,
+            sender: account_field("sender_account", &request.sender_account)?,
+            message_id: message_id_field(&request.message_id)?,
+        }
+    } else {
+        AckOf::Message {
+            sender: account_field("sender_account", &request.sender_account)?,
+            message_id: message_id_field(&request.message_id)?,
+        }
+    };
     Ok(Reply::Later(
         async move {
             let expires = now_ms().saturating_add(relay.config.message_ttl_ms);
             let removed = relay
                 .store
-                .acknowledge(account, device_id, sender, message_id, expires)
+                .acknowledge(account, device_id, of, expires)
                 .await;
             let reply = |frame| if request_id == 0 { None } else { Some(frame) };
             match removed {
@@ -54,7 +67,7 @@ pub(crate) async fn ack<S: Mailbox>(
                     // Wake the sender's device once its receipt can be read;
                     // if it is not connected then, it gets it at its next
                     // authentication.
-                    let sender_device = acked.sender_device;
+                    let (sender, sender_device) = (acked.sender, acked.sender_device);
                     let hub_relay = relay.clone();
                     tokio::spawn(async move {
                         if acked.receipt_kept.await.is_ok() {

@@ -20,7 +20,8 @@ use crate::policy::{
 use crate::session::{Completion, EncodeFrame, Reply, Session};
 use crate::state::now_ms;
 use crate::storage::{
-    AccountRecord, Directory, Enqueued, MESSAGE_ID_LEN, Mailbox, NewMessage, StoredDeviceList,
+    AcceptEffects, AccountRecord, Billed, BilledCategory, Directory, Enqueued, MESSAGE_ID_LEN,
+    Mailbox, NewMessage, StoredDeviceList,
 };
 
 /// Longest template id a send may carry (template ids are short names).
@@ -131,12 +132,14 @@ pub(crate) async fn send<S: Directory + Mailbox>(
             franking_tag: request.franking_tag.clone(),
             relay_franking_signature: Vec::new(),
             ciphertext: d.ciphertext,
+            // Assigned with the write; added when the copy is pushed.
+            accept_id: 0,
         }
         .encode_to_vec();
         // The relay adds sender, timestamps and framing: what it stores must
         // still reach the recipient in one frame, or that device would be
         // offered the same unreadable envelope first on every connection.
-        let delivered = frame::deliver_len(envelope.len());
+        let delivered = frame::deliver_len(envelope.len() + frame::ACCEPT_ID_FIELD_MAX);
         if delivered > MAX_FRAME_SIZE {
             let most = ciphertext_len.saturating_sub(delivered - MAX_FRAME_SIZE);
             return Err(invalid(format!(
@@ -147,7 +150,30 @@ pub(crate) async fn send<S: Directory + Mailbox>(
         copies.push((d.device_id, envelope));
     }
     let devices: Vec<u32> = copies.iter().map(|(d, _)| *d).collect();
+    let accounting = policy::accounting(
+        &sender_record,
+        &recipient_record,
+        request.category,
+        sender == recipient,
+    );
+    let effects = AcceptEffects {
+        customer_wrote_to: accounting.opens_window.then_some(recipient),
+        business_reached: accounting.business_initiated.then_some(recipient),
+        billed: accounting.billed.and_then(|category| {
+            Some(Billed {
+                category: match category {
+                    wire::Category::Utility => BilledCategory::Utility,
+                    wire::Category::Authentication => BilledCategory::Authentication,
+                    wire::Category::Marketing => BilledCategory::Marketing,
+                    _ => return None,
+                },
+                template_id: request.template_id.clone(),
+                franking_tag: request.franking_tag.clone(),
+            })
+        }),
+    };
     let message = NewMessage {
+        effects,
         sender,
         sender_device,
         recipient,
@@ -209,19 +235,21 @@ async fn finish<S: Mailbox>(
     message: NewMessage,
     max_queue: u64,
 ) -> Completion {
-    let accepted = |server_timestamp_ms| {
+    let accepted = |server_timestamp_ms, accept_id| {
         frame::server(
             request_id,
             Body::Accepted(wire::Accepted {
                 message_id: message_id.to_vec(),
                 server_timestamp_ms,
+                accept_id,
             }),
         )
     };
     let server_timestamp_ms = message.server_timestamp_ms;
     let outcome = relay.store.enqueue(message, max_queue).await;
     let error = match outcome {
-        Ok(Enqueued::Stored) => {
+        Ok(Enqueued::Stored { accept_id }) => {
+            crate::fault::hit("before-accepted");
             let n = devices.len() as u64;
             relay.metrics.envelopes_accepted.fetch_add(n, Relaxed);
             relay.metrics.queue_depth.fetch_add(n as i64, Relaxed);
@@ -229,17 +257,18 @@ async fn finish<S: Mailbox>(
                 relay.hub.wake(recipient, device);
             }
             return Completion {
-                frame: Some(accepted(server_timestamp_ms)),
+                frame: Some(accepted(server_timestamp_ms, accept_id)),
                 acked: false,
                 receipt_acked: false,
             };
         }
         Ok(Enqueued::Duplicate {
             server_timestamp_ms,
+            accept_id,
         }) => {
             relay.metrics.envelopes_duplicate.fetch_add(1, Relaxed);
             return Completion {
-                frame: Some(accepted(server_timestamp_ms)),
+                frame: Some(accepted(server_timestamp_ms, accept_id)),
                 acked: false,
                 receipt_acked: false,
             };

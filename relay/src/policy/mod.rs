@@ -197,6 +197,50 @@ pub fn kind_of(record: &AccountRecord) -> AccountKind {
     }
 }
 
+/// What an accepted send counts for besides its delivery: the window,
+/// the business's reach, the ledger.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Accounting {
+    /// A customer's conversation message to a business: it (re)opens the
+    /// 24-hour window of that conversation.
+    pub opens_window: bool,
+    /// A business-initiated conversation (a template to a customer): it
+    /// counts among the customers the business reached today.
+    pub business_initiated: bool,
+    /// The ledger may bill it: a business's template (utility,
+    /// authentication, marketing) to a customer.
+    pub billed: Option<Category>,
+}
+
+/// The [`Accounting`] of a send the policy accepted.
+pub fn accounting(
+    sender: &AccountRecord,
+    recipient: &AccountRecord,
+    category: i32,
+    to_self: bool,
+) -> Accounting {
+    if to_self {
+        return Accounting::default();
+    }
+    let category = Category::try_from(category).unwrap_or(Category::Unspecified);
+    match (kind_of(sender), kind_of(recipient), category) {
+        (AccountKind::Customer, AccountKind::Business, Category::Conversation) => Accounting {
+            opens_window: true,
+            ..Accounting::default()
+        },
+        (
+            AccountKind::Business,
+            AccountKind::Customer,
+            c @ (Category::Utility | Category::Authentication | Category::Marketing),
+        ) => Accounting {
+            business_initiated: true,
+            billed: Some(c),
+            ..Accounting::default()
+        },
+        _ => Accounting::default(),
+    }
+}
+
 /// The rules that need no stored record (today: the rate), checked by the
 /// handler before it reads storage; [`decide`] checks them again first.
 pub fn admit(quotas: &Quotas) -> Result<(), Refusal> {

@@ -336,3 +336,72 @@ fn every_refusal_says_what_to_do_without_internals() {
         assert!(!text.is_empty() && !text.contains("::"), "{text}");
     }
 }
+
+#[test]
+fn accounting_of_accepted_sends() {
+    use super::{Accounting, accounting};
+    let (b, c) = (record(AccountKind::Business), record(AccountKind::Customer));
+    let none = Accounting::default();
+    let cases: &[(&AccountRecord, &AccountRecord, Category, bool, Accounting)] = &[
+        // A customer writing to a business opens the window.
+        (
+            &c,
+            &b,
+            Category::Conversation,
+            false,
+            Accounting {
+                opens_window: true,
+                ..none
+            },
+        ),
+        // Templates from a business to a customer are billed and count
+        // among the customers reached.
+        (
+            &b,
+            &c,
+            Category::Utility,
+            false,
+            Accounting {
+                business_initiated: true,
+                billed: Some(Category::Utility),
+                ..none
+            },
+        ),
+        (
+            &b,
+            &c,
+            Category::Marketing,
+            false,
+            Accounting {
+                business_initiated: true,
+                billed: Some(Category::Marketing),
+                ..none
+            },
+        ),
+        (
+            &b,
+            &c,
+            Category::Authentication,
+            false,
+            Accounting {
+                business_initiated: true,
+                billed: Some(Category::Authentication),
+                ..none
+            },
+        ),
+        // Service replies, person-to-person chat, control traffic and an
+        // account's own devices count for nothing.
+        (&b, &c, Category::Service, false, none),
+        (&c, &c, Category::Conversation, false, none),
+        (&c, &b, Category::Control, false, none),
+        (&b, &b, Category::Utility, true, none),
+        (&c, &b, Category::Conversation, true, none),
+    ];
+    for (sender, recipient, category, to_self, want) in cases {
+        assert_eq!(
+            accounting(sender, recipient, *category as i32, *to_self),
+            *want,
+            "{category:?} to_self={to_self}"
+        );
+    }
+}

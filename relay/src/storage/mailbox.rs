@@ -8,7 +8,7 @@ use std::future::Future;
 use comptoir_protocol::AccountId;
 use futures_util::future::BoxFuture;
 
-use super::{MESSAGE_ID_LEN, StorageResult};
+use super::{BilledCategory, MESSAGE_ID_LEN, StorageResult};
 
 /// A position in one device's queue (of mail or of receipts), as the
 /// mailbox handed it out. Callers keep it and give it back to read what
@@ -46,18 +46,65 @@ pub struct NewMessage {
     pub expires_at_ms: u64,
     /// One encoded `Envelope` per recipient device.
     pub copies: Vec<(u32, Vec<u8>)>,
+    /// What else the accept commits with the copies (conversation state,
+    /// quotas, the ledger's part): all of it or none (docs/STORAGE.md).
+    pub effects: AcceptEffects,
+}
+
+/// What an accepted send changes besides its copies, committed in the same
+/// durable step. Nothing of it happens for a duplicate.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AcceptEffects {
+    /// A customer wrote conversation traffic to this business: the
+    /// (business, customer) conversation's last customer message is now
+    /// (the 24-hour window runs from it).
+    pub customer_wrote_to: Option<AccountId>,
+    /// A business started a conversation with this customer (a
+    /// template): counts among the distinct customers it reached today.
+    pub business_reached: Option<AccountId>,
+    /// The ledger's part, for a send the ledger may bill (its accept id
+    /// is filled in by the store).
+    pub billed: Option<Billed>,
+}
+
+/// The ledger's part of a billed send, before its accept id is known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Billed {
+    /// The template's category.
+    pub category: BilledCategory,
+    /// The template id.
+    pub template_id: String,
+    /// The franking commitment (may be empty).
+    pub franking_tag: Vec<u8>,
+}
+
+/// A sender's counters for one UTC day (day number = ms since the epoch
+/// divided by 86,400,000).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QuotaCounts {
+    /// Sends accepted from the account that day.
+    pub accepted: u64,
+    /// Distinct customers a business reached with business-initiated
+    /// conversations (templates) that day.
+    pub customers_reached: u64,
 }
 
 /// What `enqueue` did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Enqueued {
     /// All copies stored durably.
-    Stored,
+    Stored {
+        /// The id the relay assigned to this send: unique among every
+        /// send it ever accepted, never reused.
+        accept_id: u64,
+    },
     /// Already stored earlier: nothing written. Carries the first
-    /// acceptance time.
+    /// acceptance time and accept id.
     Duplicate {
         /// When the first copy was accepted.
         server_timestamp_ms: u64,
+        /// The accept id the first copy was given.
+        accept_id: u64,
     },
     /// A recipient device's queue is full: nothing written.
     QueueFull {
@@ -72,12 +119,45 @@ pub enum Enqueued {
 pub struct QueuedEnvelope {
     /// Position in the device's queue (increasing).
     pub cursor: u64,
-    /// The encoded `Envelope`.
+    /// The encoded `Envelope`, as the send stored it (without its accept
+    /// id, which is assigned with the write and added when pushed).
     pub envelope: Vec<u8>,
+    /// The accept id of the send the envelope belongs to (0 for a copy
+    /// kept by a relay too old to assign them and not yet migrated).
+    pub accept_id: u64,
+}
+
+/// Which queued copy an ack deletes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AckOf {
+    /// The copy of the send with this accept id.
+    Accept(u64),
+    /// The copy of the send with this accept id, if it is the message
+    /// with this (sender, message id); otherwise nothing (an ack naming
+    /// the envelope as the device saw it: a copy whose labels reached the
+    /// device altered is not deleted).
+    AcceptOf {
+        /// The accept id.
+        accept_id: u64,
+        /// The sending account as the device saw it.
+        sender: AccountId,
+        /// The message id as the device saw it.
+        message_id: [u8; MESSAGE_ID_LEN],
+    },
+    /// The copy of the message with this (sender, message id) (acks of
+    /// clients older than accept ids).
+    Message {
+        /// The sending account.
+        sender: AccountId,
+        /// The sender-chosen message id.
+        message_id: [u8; MESSAGE_ID_LEN],
+    },
 }
 
 /// What `acknowledge` did when the envelope was queued.
 pub struct Acked {
+    /// The account that sent the envelope.
+    pub sender: AccountId,
     /// The device that sent the envelope (its receipt's queue).
     pub sender_device: u32,
     /// Resolves once the deletion and the receipt are durable: the receipt
@@ -104,6 +184,8 @@ pub struct QueuedReceipt {
     pub recipient_device: u32,
     /// The envelope's message id.
     pub message_id: [u8; MESSAGE_ID_LEN],
+    /// The envelope's accept id (0 for a receipt made before accept ids).
+    pub accept_id: u64,
 }
 
 /// One envelope queued for a device.
@@ -111,8 +193,12 @@ pub struct QueuedReceipt {
 pub struct QueuedMail {
     /// Its position in the device's queue: read after it for what follows.
     pub cursor: Cursor,
-    /// The encoded `Envelope`.
+    /// The encoded `Envelope`, as the send stored it (without its accept
+    /// id, which is added when pushed).
     pub envelope: Vec<u8>,
+    /// The accept id of the send the envelope belongs to (0 for a copy
+    /// kept by a relay too old to assign them and not yet migrated).
+    pub accept_id: u64,
 }
 
 /// Queues per device, and receipts per sending device. See the
@@ -143,8 +229,7 @@ pub trait Mailbox: Send + Sync + 'static {
         device: u32,
     ) -> impl Future<Output = StorageResult<u64>> + Send;
 
-    /// Delete the envelope `message_id` from `sender` queued for a device
-    /// and keep a `Delivered` receipt for the sending device until that
+    /// Delete the queued copy `of` names for a device and keep a `Delivered` receipt for the sending device until that
     /// device acks it or `receipt_expires_at_ms`, atomically (durable soon,
     /// not necessarily on return: see [`Acked::receipt_kept`]).
     /// `None` if the envelope was not queued (already acked, expired, or
@@ -153,8 +238,7 @@ pub trait Mailbox: Send + Sync + 'static {
         &self,
         account: AccountId,
         device: u32,
-        sender: AccountId,
-        message_id: [u8; MESSAGE_ID_LEN],
+        of: AckOf,
         receipt_expires_at_ms: u64,
     ) -> impl Future<Output = StorageResult<Option<Acked>>> + Send;
 

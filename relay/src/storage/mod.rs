@@ -10,7 +10,13 @@
 //! - [`Mailbox`] ([`mailbox`]): per-device queues of encoded envelopes,
 //!   read after an opaque [`Cursor`], each with its own expiry; and the
 //!   `Delivered` receipts kept for a sending device until it acks them.
+//! - [`Ledger`] ([`ledger`]): append-only entries for what may be billed,
+//!   written by the mailbox's accept in the same durable step as the
+//!   copies (docs/STORAGE.md says what must commit together).
 //! - [`Lifecycle`]: flush and close, for the backend as a whole.
+//!
+//! [`report`] reads a stopped data directory's accounting (ledger,
+//! conversations, quotas) for `relay accounting`.
 //!
 //! [`Backend`] bundles the four for the code that needs them all (the
 //! server, a connection); request handlers name only the roles they use.
@@ -42,8 +48,10 @@
 pub(crate) mod dir_lock;
 pub mod directory;
 pub mod keys;
+pub mod ledger;
 pub mod mail_log;
 pub mod mailbox;
+pub mod report;
 pub mod sled;
 mod store_id;
 
@@ -56,8 +64,10 @@ pub use self::keys::{
     Keys, MAX_PREKEY_PUBLIC_LEN, OneTimePreKeyRecord, PreKeyLength, PreKeyPublic,
     SignedPreKeyRecord, TakenPreKeys,
 };
+pub use self::ledger::{BilledCategory, Ledger, LedgerEntry};
 pub use self::mailbox::{
-    Acked, Cursor, Enqueued, Mailbox, NewMessage, QueuedEnvelope, QueuedMail, QueuedReceipt,
+    AcceptEffects, AckOf, Acked, Billed, Cursor, Enqueued, Mailbox, NewMessage, QueuedEnvelope,
+    QueuedMail, QueuedReceipt, QuotaCounts,
 };
 pub use self::sled::SledStore;
 

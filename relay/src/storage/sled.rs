@@ -58,10 +58,10 @@ use super::dir_lock::DirLock;
 use super::mail_log::ReceiptRef;
 use super::mail_log::{LogOptions, MailLog};
 use super::{
-    AccountRecord, Acked, Cursor, Directory, Enqueued, ExpiredAccounts, Keys, Kind, Lifecycle,
-    ListUpdate, MESSAGE_ID_LEN, Mailbox, NameClaim, NewMessage, OneTimePreKeyRecord, PreKeyPublic,
-    QueuedMail, QueuedReceipt, SignedPreKeyRecord, StorageError, StorageResult, StoredDeviceList,
-    TakenPreKeys,
+    AccountRecord, AckOf, Acked, Cursor, Directory, Enqueued, ExpiredAccounts, Keys, Kind,
+    Lifecycle, ListUpdate, MESSAGE_ID_LEN, Mailbox, NameClaim, NewMessage, OneTimePreKeyRecord,
+    PreKeyPublic, QueuedMail, QueuedReceipt, SignedPreKeyRecord, StorageError, StorageResult,
+    StoredDeviceList, TakenPreKeys,
 };
 
 /// How long an expired account's note is kept: past it no send that read
@@ -210,6 +210,7 @@ fn move_legacy_receipts(receipts: &Tree, mail: &MailLog, db: &Db) -> StorageResu
                 recipient_device: d.recipient_device,
                 message_id: d.message_id.as_slice().try_into().ok()?,
                 expires,
+                accept_id: super::mail_log::record::LEGACY_ACCEPT_ID,
             };
             Some((account, device, receipt))
         })();
@@ -924,6 +925,17 @@ impl Keys for SledStore {
     }
 }
 
+impl super::Ledger for SledStore {
+    async fn ledger_entries(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> StorageResult<Vec<super::LedgerEntry>> {
+        // The ledger lives in the mail log, with the accepts it is part of.
+        Ok(self.mail.ledger_entries(after, limit))
+    }
+}
+
 impl Mailbox for SledStore {
     async fn enqueue(&self, message: NewMessage, max_queue: u64) -> StorageResult<Enqueued> {
         self.mail.enqueue(message, max_queue).await
@@ -945,6 +957,7 @@ impl Mailbox for SledStore {
             .map(|queued| QueuedMail {
                 cursor: Cursor::from_position(queued.cursor),
                 envelope: queued.envelope,
+                accept_id: queued.accept_id,
             })
             .collect())
     }
@@ -957,15 +970,15 @@ impl Mailbox for SledStore {
         &self,
         account: AccountId,
         device: u32,
-        sender: AccountId,
-        message_id: [u8; MESSAGE_ID_LEN],
+        of: AckOf,
         receipt_expires_at_ms: u64,
     ) -> StorageResult<Option<Acked>> {
         // Not waited on for durability: see `Mailbox::acknowledge`.
-        let acked =
-            self.mail
-                .acknowledge(account, device, sender, &message_id, receipt_expires_at_ms)?;
-        Ok(acked.map(|(sender_device, durable)| Acked {
+        let acked = self
+            .mail
+            .acknowledge(account, device, of, receipt_expires_at_ms)?;
+        Ok(acked.map(|(sender, sender_device, durable)| Acked {
+            sender,
             sender_device,
             receipt_kept: Box::pin(async move { durable.await.map_err(|_| StorageError::Closed)? }),
         }))
@@ -989,6 +1002,7 @@ impl Mailbox for SledStore {
                 recipient: r.recipient,
                 recipient_device: r.recipient_device,
                 message_id: r.message_id,
+                accept_id: r.accept_id,
             })
             .collect())
     }
@@ -1150,6 +1164,7 @@ mod tests {
             server_timestamp_ms: 1_000 + u64::from(id),
             // Replay drops what expired by the wall clock: expire later.
             expires_at_ms: crate::state::now_ms() + 600_000,
+            effects: Default::default(),
             copies: devices.iter().map(|d| (*d, vec![id; 10])).collect(),
         }
     }
@@ -1170,21 +1185,41 @@ mod tests {
         );
         let outcomes = [first?, second?];
         assert_eq!(
-            outcomes.iter().filter(|o| **o == Enqueued::Stored).count(),
+            outcomes
+                .iter()
+                .filter(|o| matches!(o, Enqueued::Stored { .. }))
+                .count(),
             1,
             "{outcomes:?}"
         );
         assert!(outcomes.iter().any(|o| matches!(
             o,
             Enqueued::Duplicate {
-                server_timestamp_ms: 1001
+                server_timestamp_ms: 1001,
+                ..
             }
         )));
         assert_eq!(store.queued_count(b, 1).await?, 1);
         assert_eq!(store.pending(b, 2, None, 10, 0).await?.len(), 1);
         let (x, y) = tokio::join!(
-            store.acknowledge(b, 1, a, [1; MESSAGE_ID_LEN], u64::MAX),
-            store.acknowledge(b, 1, a, [1; MESSAGE_ID_LEN], u64::MAX),
+            store.acknowledge(
+                b,
+                1,
+                AckOf::Message {
+                    sender: a,
+                    message_id: [1; MESSAGE_ID_LEN]
+                },
+                u64::MAX
+            ),
+            store.acknowledge(
+                b,
+                1,
+                AckOf::Message {
+                    sender: a,
+                    message_id: [1; MESSAGE_ID_LEN]
+                },
+                u64::MAX
+            ),
         );
         assert_eq!(
             [x?, y?]
@@ -1207,10 +1242,10 @@ mod tests {
             let store = open(dir.path());
             make_known(&store, b).await?;
             for id in 0..3 {
-                assert_eq!(
+                assert!(matches!(
                     store.enqueue(message(a, b, id, &[1]), 3).await?,
-                    Enqueued::Stored
-                );
+                    Enqueued::Stored { .. }
+                ));
             }
             assert_eq!(
                 store.enqueue(message(a, b, 9, &[1]), 3).await?,
@@ -1240,10 +1275,10 @@ mod tests {
         assert_eq!(store.expire(u64::MAX).await?, 3);
         assert_eq!(store.queued_count(b, 1).await?, 0);
         // The idempotency records expired too: the id can be used again.
-        assert_eq!(
+        assert!(matches!(
             store.enqueue(message(a, b, 0, &[1]), 3).await?,
-            Enqueued::Stored
-        );
+            Enqueued::Stored { .. }
+        ));
         store.close().await?;
         Ok(())
     }
@@ -1580,6 +1615,7 @@ mod tests {
                     message_id: vec![n; MESSAGE_ID_LEN],
                     recipient_account: bob.to_vec(),
                     recipient_device: 2,
+                    accept_id: 0,
                 }),
             );
             let mut value = (crate::state::now_ms() + 600_000).to_be_bytes().to_vec();

@@ -651,6 +651,7 @@ impl Client {
             client_frame::Body::DeliveryAck(wire::DeliveryAck {
                 message_id: envelope.message_id.clone(),
                 sender_account: envelope.sender_account.clone(),
+                accept_id: envelope.accept_id,
             }),
         )
         .await;

@@ -90,6 +90,10 @@ struct Capture {
     next_seq: u64,
     /// Fires once everything appended before is on disk.
     durable: oneshot::Receiver<StorageResult<()>>,
+    /// Conversation state, quota counts and ledger as of the capture:
+    /// exactly what segments below `id` say (later accepts may still be
+    /// unwritten, so they must not enter the checkpoint).
+    accounting: index::Accounting,
 }
 
 /// Move appends past a new checkpoint's number. O(1) under the writer's
@@ -107,6 +111,7 @@ fn capture(state: &mut State) -> Capture {
         since,
         next_seq: state.next_seq,
         durable,
+        accounting: state.index.accounting.clone(),
     }
 }
 
@@ -149,6 +154,7 @@ fn checkpoint(shared: &Shared, capture: Capture) -> StorageResult<()> {
         since: _,
         next_seq,
         durable,
+        accounting,
     } = capture;
     // 2. Everything below `id` must be on disk before it is read back.
     durable
@@ -235,7 +241,30 @@ fn checkpoint(shared: &Shared, capture: Capture) -> StorageResult<()> {
                 message_id,
                 entry.server_ts,
                 entry.expires,
+                entry.accept_id,
             );
+        }
+    }
+    for (&(business, customer), &ms) in &accounting.conversations {
+        writer.conversation(&business, &customer, ms);
+    }
+    for (&(sender, day), &accepted) in &accounting.quotas {
+        writer.quota(&sender, day, accepted);
+    }
+    for (&(business, day), customers) in &accounting.reached {
+        for customer in customers {
+            writer.reached(&business, day, customer);
+        }
+        if writer.len() >= 1 << 20 {
+            write_out(&mut writer, &mut written)?;
+        }
+    }
+    // The ledger is carried by every checkpoint (it is append-only and
+    // never expires here; see docs/STORAGE.md).
+    for entry in accounting.ledger.values() {
+        writer.ledger(entry);
+        if writer.len() >= 1 << 20 {
+            write_out(&mut writer, &mut written)?;
         }
     }
     write_out(&mut writer, &mut written)?;

@@ -3,11 +3,12 @@
 //! by replaying the segments at open, then kept in step with every append.
 //! Envelope bytes stay on disk; the index keeps where they are.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use comptoir_protocol::AccountId;
 
 use super::super::MESSAGE_ID_LEN;
+use super::super::ledger::LedgerEntry;
 use super::record::{Origin, ReceiptRef};
 
 type MessageId = [u8; MESSAGE_ID_LEN];
@@ -68,6 +69,8 @@ pub(crate) struct SentEntry {
     pub(crate) server_ts: u64,
     /// When the entry lapses.
     pub(crate) expires: u64,
+    /// The send's accept id, answered again to a retry.
+    pub(crate) accept_id: u64,
 }
 
 /// (sender, recipient, message id).
@@ -127,6 +130,11 @@ impl SentShards {
         }
     }
 
+    /// Every entry, mutably (assigning legacy accept ids at open).
+    pub(crate) fn entries_mut(&mut self) -> impl Iterator<Item = (&SentKey, &mut SentEntry)> {
+        self.shards.iter_mut().flat_map(|s| s.iter_mut())
+    }
+
     /// A copy of one shard's entries.
     pub(crate) fn shard_entries(&self, shard: usize) -> Vec<(SentKey, SentEntry)> {
         self.shards
@@ -136,9 +144,49 @@ impl SentShards {
     }
 }
 
+/// What accepts commit besides their copies: conversation state, quota
+/// counts, the ledger. Values, so replaying a record twice changes
+/// nothing.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Accounting {
+    /// (business, customer) → accept time of the customer's last
+    /// conversation message.
+    pub(crate) conversations: HashMap<(AccountId, AccountId), u64>,
+    /// (sender, UTC day) → sends accepted.
+    pub(crate) quotas: HashMap<(AccountId, u32), u64>,
+    /// (business, UTC day) → customers reached by business-initiated
+    /// conversations.
+    pub(crate) reached: HashMap<(AccountId, u32), HashSet<AccountId>>,
+    /// Ledger entries by accept id.
+    pub(crate) ledger: BTreeMap<u64, LedgerEntry>,
+}
+
+impl Accounting {
+    /// Note a customer's conversation message (keeps the latest).
+    pub(crate) fn conversation(&mut self, business: AccountId, customer: AccountId, ms: u64) {
+        let at = self.conversations.entry((business, customer)).or_insert(ms);
+        *at = (*at).max(ms);
+    }
+
+    /// Note a sender's count for a day (keeps the highest).
+    pub(crate) fn quota(&mut self, sender: AccountId, day: u32, accepted: u64) {
+        let n = self.quotas.entry((sender, day)).or_insert(accepted);
+        *n = (*n).max(accepted);
+    }
+
+    /// Forget quota counts of days before `first_day`: only today's (and
+    /// yesterday's, around midnight) count.
+    pub(crate) fn expire_days(&mut self, first_day: u32) {
+        self.quotas.retain(|(_, day), _| *day >= first_day);
+        self.reached.retain(|(_, day), _| *day >= first_day);
+    }
+}
+
 /// Everything queued, plus the idempotency entries.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
+    /// Conversation state, quota counts and the ledger.
+    pub(crate) accounting: Accounting,
     /// Queues by (account, device).
     pub(crate) devices: HashMap<(AccountId, u32), DeviceQueue>,
     /// Idempotency entries.
@@ -278,6 +326,40 @@ impl Index {
         Some((seq, entry))
     }
 
+    /// Remove a copy by its message's accept id (and, if `expect` names
+    /// one, only if it is that sender's message id); returns it and its
+    /// seq.
+    ///
+    /// The copies of one send take consecutive seqs from its accept id on
+    /// (the accept id is the first copy's seq, or for a send migrated from
+    /// an older format the lowest seq of its copies), and a device holds at
+    /// most one of them, so the device's copy is the first entry of its
+    /// queue at or after the accept id, if that entry is of this send.
+    pub(crate) fn remove_accept(
+        &mut self,
+        account: AccountId,
+        device: u32,
+        accept_id: u64,
+        expect: Option<(AccountId, MessageId)>,
+    ) -> Option<(u64, Entry)> {
+        let queue = self.devices.get_mut(&(account, device))?;
+        let (&seq, entry) = queue.by_seq.range(accept_id..).next()?;
+        if entry.origin.accept_id != accept_id {
+            return None;
+        }
+        if let Some((sender, message_id)) = expect
+            && (entry.origin.sender, entry.origin.message_id) != (sender, message_id)
+        {
+            return None;
+        }
+        let entry = queue.by_seq.remove(&seq)?;
+        queue
+            .by_id
+            .remove(&(entry.origin.sender, entry.origin.message_id));
+        self.forget(account, device, &entry);
+        Some((seq, entry))
+    }
+
     /// Drop a device's whole queue, receipts too; returns how many copies
     /// it held.
     pub(crate) fn drop_device(&mut self, account: AccountId, device: u32) -> u64 {
@@ -387,6 +469,7 @@ mod tests {
                 sender_device: 1,
                 message_id: [id; 16],
                 expires,
+                accept_id: u64::from(id),
             },
             at: Location {
                 segment: 1,

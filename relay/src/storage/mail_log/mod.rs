@@ -43,6 +43,7 @@
 mod checkpoint;
 mod durable;
 mod index;
+mod legacy;
 pub(crate) mod record;
 mod reserve;
 mod segment;
@@ -63,7 +64,11 @@ pub(crate) use self::record::ReceiptRef;
 use self::record::{GROUP_HEADER_LEN, Origin, Record, Writer};
 use self::segment::{SEGMENT_HEADER_LEN, Tail};
 use super::dir_lock::DirLock;
-use super::{Enqueued, MESSAGE_ID_LEN, NewMessage, QueuedEnvelope, StorageError, StorageResult};
+use super::ledger::LedgerEntry;
+use super::{
+    AckOf, Enqueued, MESSAGE_ID_LEN, NewMessage, QueuedEnvelope, QuotaCounts, StorageError,
+    StorageResult,
+};
 use crate::metrics::Metrics;
 use crate::state::now_ms;
 
@@ -101,6 +106,9 @@ impl Default for LogOptions {
 }
 
 type Waiter = oneshot::Sender<StorageResult<()>>;
+
+/// Told once the group holding a write is durable.
+pub(crate) type Waited = oneshot::Receiver<StorageResult<()>>;
 
 /// How far the expiry clock may move past real elapsed time in one pass
 /// (or at open, past the persisted clock). The wall clock can be stepped
@@ -156,6 +164,9 @@ const SLICE: usize = 256;
 #[derive(Debug, Default)]
 struct Buffered {
     chunks: Vec<(u32, Writer)>,
+    /// Whether a send's accept is among the records (fault injection
+    /// stops only at those).
+    accepts: bool,
 }
 
 impl Buffered {
@@ -361,6 +372,7 @@ impl MailLog {
         // known, by the guarded clock.
         let mut persisted_clock: Option<u64> = None;
         let mut index = Index::default();
+        let mut legacy = legacy::Legacy::default();
         let mut next_seq = 1u64;
         let mut files = BTreeMap::new();
         let mut total = 0u64;
@@ -384,6 +396,7 @@ impl MailLog {
                 let record = record::decode(body)?;
                 replay(
                     &mut index,
+                    &mut legacy,
                     &mut next_seq,
                     &mut persisted_clock,
                     id,
@@ -451,6 +464,8 @@ impl MailLog {
                 "the wall clock is far ahead of the mail log's expiry clock (stopped for a while, or a clock step?); expiry catches up by at most an hour per pass"
             );
         }
+        let migrated = legacy.seen();
+        let reassigned = legacy.assign(&mut index, &mut next_seq);
         index.expire(clock.ms);
         let active = ids.last().map_or(1, |last| last + 1);
         let mut reserve = reserve::Reserve::new(dir, options.reserve_bytes);
@@ -501,13 +516,50 @@ impl MailLog {
             .name("relay-mail-writer".into())
             .spawn(move || writer::write_loop(&writer, reserve))
             .map_err(|e| StorageError::Backend(format!("cannot start the mail writer: {e}")))?;
-        Ok(Self {
+        let log = Self {
             owner: Arc::new(Owner { shared }),
-        })
+        };
+        if migrated {
+            log.migrate(&reassigned)?;
+        }
+        Ok(log)
     }
 
     fn shared(&self) -> &Shared {
         &self.owner.shared
+    }
+
+    /// Make the accept ids assigned at open to records of an older format
+    /// durable (see `legacy`): write the idempotency entries again with
+    /// theirs, and the sequence past the fresh ones, now; the copies' ids
+    /// are derived the same way at every open until the checkpoint
+    /// requested here writes them out.
+    fn migrate(&self, reassigned: &[(index::SentKey, index::SentEntry)]) -> StorageResult<()> {
+        let shared = self.shared();
+        {
+            let mut state = shared.lock();
+            let next = state.next_seq;
+            state.append(shared.options.segment_bytes, |w| {
+                w.seq_floor(next);
+                for ((sender, recipient, message_id), entry) in reassigned {
+                    w.sent(
+                        sender,
+                        recipient,
+                        message_id,
+                        entry.server_ts,
+                        entry.expires,
+                        entry.accept_id,
+                    );
+                }
+            });
+            state.checkpoint_requested = true;
+        }
+        self.flush_blocking()?;
+        tracing::info!(
+            idempotency_entries = reassigned.len(),
+            "mail log of an older format: accept ids assigned; a checkpoint rewrites it in the current format"
+        );
+        Ok(())
     }
 
     /// Store one message for all its devices, durably, unless it is a
@@ -522,6 +574,7 @@ impl MailLog {
             if let Some(first) = state.index.sent.get(&key) {
                 let outcome = Enqueued::Duplicate {
                     server_timestamp_ms: first.server_ts,
+                    accept_id: first.accept_id,
                 };
                 (outcome, shared.durable_waiter(&mut state))
             } else {
@@ -535,28 +588,40 @@ impl MailLog {
                 {
                     return Ok(Enqueued::QueueFull { device: *device });
                 }
+                let first_seq = state.next_seq;
+                // The accept id is the first copy's seq: unique and never
+                // handed out again (see `record`). A send with no copy
+                // still takes one seq for it.
+                let accept_id = first_seq;
                 let origin = Origin {
                     sender: message.sender,
                     sender_device: message.sender_device,
                     message_id: message.message_id,
                     expires: message.expires_at_ms,
+                    accept_id,
                 };
-                let first_seq = state.next_seq;
-                state.next_seq += message.copies.len() as u64;
+                state.next_seq += (message.copies.len() as u64).max(1);
                 let copies: Vec<(u32, u64, &[u8])> = message
                     .copies
                     .iter()
                     .zip(first_seq..)
                     .map(|((device, envelope), seq)| (*device, seq, envelope.as_slice()))
                     .collect();
+                let effects = accept_effects(&state.index.accounting, &message, accept_id);
                 let (segment, start, offsets) = state.append(shared.options.segment_bytes, |w| {
-                    w.message(
+                    // One group: the copies and everything the accept
+                    // changes besides are durable together or not at all.
+                    let offsets = w.message(
                         &origin,
                         &message.recipient,
                         message.server_timestamp_ms,
                         &copies,
-                    )
+                    );
+                    effects.write(w);
+                    offsets
                 });
+                effects.apply(&mut state.index.accounting);
+                state.buffered.accepts = true;
                 for ((device, seq, envelope), offset) in copies.iter().zip(offsets) {
                     let at = Location {
                         segment,
@@ -575,9 +640,13 @@ impl MailLog {
                             message.server_timestamp_ms,
                             message.expires_at_ms,
                         ),
+                        accept_id,
                     },
                 );
-                (Enqueued::Stored, shared.durable_waiter(&mut state))
+                (
+                    Enqueued::Stored { accept_id },
+                    shared.durable_waiter(&mut state),
+                )
             }
         };
         durable.await.map_err(|_| StorageError::Closed)??;
@@ -594,7 +663,7 @@ impl MailLog {
         limit: usize,
         now_ms: u64,
     ) -> StorageResult<Vec<QueuedEnvelope>> {
-        let picks: Vec<(u64, Location, Arc<File>)> = {
+        let picks: Vec<(u64, u64, Location, Arc<File>)> = {
             let state = self.shared().lock();
             // A wall clock stepped forward hides nothing either.
             let now_ms = state.clock.bound(now_ms);
@@ -623,18 +692,22 @@ impl MailLog {
                     .files
                     .get(&entry.at.segment)
                     .ok_or(StorageError::Corrupt("mail log segment missing"))?;
-                picks.push((seq, entry.at, file.clone()));
+                picks.push((seq, entry.origin.accept_id, entry.at, file.clone()));
             }
             picks
         };
         picks
             .into_iter()
-            .map(|(cursor, at, file)| {
+            .map(|(cursor, accept_id, at, file)| {
                 let mut envelope = vec![0; at.len as usize];
                 file.read_exact_at(&mut envelope, at.offset).map_err(|e| {
                     StorageError::Backend(format!("mail log: reading segment {}: {e}", at.segment))
                 })?;
-                Ok(QueuedEnvelope { cursor, envelope })
+                Ok(QueuedEnvelope {
+                    cursor,
+                    envelope,
+                    accept_id,
+                })
             })
             .collect()
     }
@@ -658,6 +731,20 @@ impl MailLog {
         accounts
     }
 
+    /// Copies queued per (account, device), sorted.
+    pub fn queue_depths(&self) -> Vec<(AccountId, u32, u64)> {
+        let state = self.shared().lock();
+        let mut all: Vec<_> = state
+            .index
+            .devices
+            .iter()
+            .filter(|(_, q)| !q.by_seq.is_empty())
+            .map(|(&(account, device), q)| (account, device, q.by_seq.len() as u64))
+            .collect();
+        all.sort_unstable_by(|x, y| (x.0.as_bytes(), x.1).cmp(&(y.0.as_bytes(), y.1)));
+        all
+    }
+
     /// Copies queued in total.
     pub fn total_queued(&self) -> u64 {
         self.shared().lock().index.queued
@@ -674,22 +761,36 @@ impl MailLog {
         &self,
         account: AccountId,
         device: u32,
-        sender: AccountId,
-        message_id: &[u8; MESSAGE_ID_LEN],
+        of: AckOf,
         receipt_expires: u64,
-    ) -> StorageResult<Option<(u32, oneshot::Receiver<StorageResult<()>>)>> {
+    ) -> StorageResult<Option<(AccountId, u32, Waited)>> {
         let shared = self.shared();
         let mut state = shared.lock();
         state.usable()?;
-        let Some((seq, entry)) = state.index.remove_id(account, device, sender, message_id) else {
+        let removed = match of {
+            AckOf::Accept(accept_id) => state.index.remove_accept(account, device, accept_id, None),
+            AckOf::AcceptOf {
+                accept_id,
+                sender,
+                message_id,
+            } => state
+                .index
+                .remove_accept(account, device, accept_id, Some((sender, message_id))),
+            AckOf::Message { sender, message_id } => {
+                state.index.remove_id(account, device, sender, &message_id)
+            }
+        };
+        let Some((seq, entry)) = removed else {
             return Ok(None);
         };
+        let sender = entry.origin.sender;
         let sender_device = entry.origin.sender_device;
         let receipt = ReceiptRef {
             recipient: account,
             recipient_device: device,
-            message_id: *message_id,
+            message_id: entry.origin.message_id,
             expires: receipt_expires,
+            accept_id: entry.origin.accept_id,
         };
         let receipt_seq = state.next_seq;
         state.next_seq += 1;
@@ -705,7 +806,7 @@ impl MailLog {
         let (tx, rx) = oneshot::channel();
         state.passive.push(tx);
         shared.wake_writer(&state);
-        Ok(Some((sender_device, rx)))
+        Ok(Some((sender, sender_device, rx)))
     }
 
     /// [`MailLog::acknowledge`] with a receipt that never expires, returning
@@ -718,9 +819,13 @@ impl MailLog {
         sender: AccountId,
         message_id: &[u8; MESSAGE_ID_LEN],
     ) -> StorageResult<Option<u32>> {
+        let of = AckOf::Message {
+            sender,
+            message_id: *message_id,
+        };
         Ok(self
-            .acknowledge(account, device, sender, message_id, u64::MAX)?
-            .map(|(device, _)| device))
+            .acknowledge(account, device, of, u64::MAX)?
+            .map(|(_, device, _)| device))
     }
 
     /// Up to `limit` durable, unexpired receipts kept for a device after
@@ -805,6 +910,70 @@ impl MailLog {
         Ok(())
     }
 
+    /// Up to `limit` ledger entries with an accept id above `after`, in
+    /// order.
+    pub fn ledger_entries(&self, after: Option<u64>, limit: usize) -> Vec<LedgerEntry> {
+        let state = self.shared().lock();
+        let from = match after {
+            Some(id) => match id.checked_add(1) {
+                Some(next) => next,
+                None => return Vec::new(),
+            },
+            None => 0,
+        };
+        state
+            .index
+            .accounting
+            .ledger
+            .range(from..)
+            .take(limit)
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+
+    /// Every (business, customer) conversation with the accept time of the
+    /// customer's last conversation message, sorted.
+    pub fn conversations(&self) -> Vec<(AccountId, AccountId, u64)> {
+        let state = self.shared().lock();
+        let mut all: Vec<_> = state
+            .index
+            .accounting
+            .conversations
+            .iter()
+            .map(|(&(b, c), &ms)| (b, c, ms))
+            .collect();
+        all.sort_unstable_by(|x, y| {
+            (x.0.as_bytes(), x.1.as_bytes()).cmp(&(y.0.as_bytes(), y.1.as_bytes()))
+        });
+        all
+    }
+
+    /// Every sender's counts per UTC day still kept, sorted.
+    pub fn quotas(&self) -> Vec<(AccountId, u32, QuotaCounts)> {
+        let state = self.shared().lock();
+        let accounting = &state.index.accounting;
+        let mut all: Vec<_> = accounting
+            .quotas
+            .iter()
+            .map(|(&(sender, day), &accepted)| {
+                let customers_reached = accounting
+                    .reached
+                    .get(&(sender, day))
+                    .map_or(0, |set| set.len() as u64);
+                (
+                    sender,
+                    day,
+                    QuotaCounts {
+                        accepted,
+                        customers_reached,
+                    },
+                )
+            })
+            .collect();
+        all.sort_unstable_by(|x, y| (x.0.as_bytes(), x.1).cmp(&(y.0.as_bytes(), y.1)));
+        all
+    }
+
     /// Receipts kept in total.
     pub fn total_receipts(&self) -> u64 {
         self.shared().lock().index.receipts
@@ -864,6 +1033,11 @@ impl MailLog {
         for shard in 0..index::SENT_SHARDS {
             shared.lock().index.sent.expire_shard(shard, now_ms);
         }
+        shared
+            .lock()
+            .index
+            .accounting
+            .expire_days(utc_day(now_ms).saturating_sub(1));
         expired
     }
 
@@ -977,6 +1151,7 @@ impl MailLog {
 /// expired once replay is done and the persisted clock is known).
 fn replay(
     index: &mut Index,
+    legacy: &mut legacy::Legacy,
     next_seq: &mut u64,
     clock: &mut Option<u64>,
     segment: u32,
@@ -1000,11 +1175,13 @@ fn replay(
                 let at = location(copy);
                 index.insert(recipient, copy.device, copy.seq, Entry { origin, at });
             }
+            legacy.note(&origin, recipient, copies.iter().map(|c| c.seq));
             index.sent.insert(
                 (origin.sender, recipient, origin.message_id),
                 SentEntry {
                     server_ts,
                     expires: idempotency_expiry(server_ts, origin.expires),
+                    accept_id: origin.accept_id,
                 },
             );
         }
@@ -1014,6 +1191,7 @@ fn replay(
             copy,
         } => {
             *next_seq = (*next_seq).max(copy.seq.saturating_add(1));
+            legacy.note(&origin, recipient, [copy.seq]);
             let at = location(&copy);
             index.insert(recipient, copy.device, copy.seq, Entry { origin, at });
         }
@@ -1023,10 +1201,16 @@ fn replay(
             message_id,
             server_ts,
             expires,
+            accept_id,
         } => {
+            legacy.note_sent(accept_id);
             index.sent.insert(
                 (sender, recipient, message_id),
-                SentEntry { server_ts, expires },
+                SentEntry {
+                    server_ts,
+                    expires,
+                    accept_id,
+                },
             );
         }
         Record::Removed {
@@ -1051,6 +1235,116 @@ fn replay(
             index.insert_receipt(account, device, seq, receipt);
         }
         Record::Clock { ms } => *clock = Some(clock.map_or(ms, |c| c.max(ms))),
+        Record::Conversation {
+            business,
+            customer,
+            last_customer_ms,
+        } => index
+            .accounting
+            .conversation(business, customer, last_customer_ms),
+        Record::Quota {
+            sender,
+            day,
+            accepted,
+        } => index.accounting.quota(sender, day, accepted),
+        Record::Reached {
+            business,
+            day,
+            customer,
+        } => {
+            index
+                .accounting
+                .reached
+                .entry((business, day))
+                .or_default()
+                .insert(customer);
+        }
+        Record::Ledger(entry) => {
+            index.accounting.ledger.insert(entry.accept_id, entry);
+        }
+    }
+}
+
+/// Milliseconds in a UTC day (quota counts are per day).
+pub const DAY_MS: u64 = 86_400_000;
+
+/// The UTC day (days since the epoch) of a time in ms.
+pub fn utc_day(ms: u64) -> u32 {
+    u32::try_from(ms / DAY_MS).unwrap_or(u32::MAX)
+}
+
+/// The records an accept writes besides its copies, computed from the
+/// index before it changes.
+struct Effects {
+    conversation: Option<(AccountId, AccountId, u64)>,
+    quota: (AccountId, u32, u64),
+    reached: Option<(AccountId, u32, AccountId)>,
+    ledger: Option<LedgerEntry>,
+}
+
+fn accept_effects(accounting: &index::Accounting, message: &NewMessage, accept_id: u64) -> Effects {
+    let ts = message.server_timestamp_ms;
+    let day = utc_day(ts);
+    let sender = message.sender;
+    let effects = &message.effects;
+    let accepted = accounting
+        .quotas
+        .get(&(sender, day))
+        .copied()
+        .unwrap_or(0)
+        .saturating_add(1);
+    Effects {
+        conversation: effects
+            .customer_wrote_to
+            .map(|business| (business, sender, ts)),
+        quota: (sender, day, accepted),
+        reached: effects
+            .business_reached
+            .map(|customer| (sender, day, customer)),
+        ledger: effects.billed.as_ref().map(|billed| LedgerEntry {
+            accept_id,
+            message_id: message.message_id,
+            business: sender,
+            customer: message.recipient,
+            category: billed.category,
+            template_id: billed.template_id.clone(),
+            franking_tag: billed.franking_tag.clone(),
+            accepted_at_ms: ts,
+        }),
+    }
+}
+
+impl Effects {
+    fn write(&self, w: &mut Writer) {
+        if let Some((business, customer, ms)) = &self.conversation {
+            w.conversation(business, customer, *ms);
+        }
+        let (sender, day, accepted) = &self.quota;
+        w.quota(sender, *day, *accepted);
+        if let Some((business, day, customer)) = &self.reached {
+            w.reached(business, *day, customer);
+        }
+        if let Some(entry) = &self.ledger {
+            w.ledger(entry);
+        }
+    }
+
+    fn apply(self, accounting: &mut index::Accounting) {
+        if let Some((business, customer, ms)) = self.conversation {
+            accounting.conversation(business, customer, ms);
+        }
+        let (sender, day, accepted) = self.quota;
+        accounting.quota(sender, day, accepted);
+        if let Some((business, day, customer)) = self.reached {
+            accounting
+                .reached
+                .entry((business, day))
+                .or_default()
+                .insert(customer);
+        }
+        if let Some(entry) = self.ledger {
+            accounting.ledger.insert(entry.accept_id, entry);
+        }
     }
 }
 

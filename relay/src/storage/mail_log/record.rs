@@ -13,7 +13,10 @@
 //! body starts with a kind byte. Integers inside bodies are big-endian.
 //! Segments of format 1 ([`SEGMENT_MAGIC_V1`]) hold records without groups
 //! and are still read; format 2 ([`SEGMENT_MAGIC_V2`]) is format 3 without
-//! the `Receipt` kind, and is read as format 3.
+//! the `Receipt` kind, and format 3 ([`SEGMENT_MAGIC_V3`]) is format 4
+//! without accept ids (kinds 1, 2, 3 and 8); both are read as format 4,
+//! and the accept ids of what they hold are assigned at open (see
+//! `mail_log::legacy`).
 //!
 //! | kind | body after the kind byte |
 //! |---|---|
@@ -25,6 +28,25 @@
 //! | 6 `SeqFloor` | next seq (8) |
 //! | 7 `Clock` | expiry clock in ms (8) |
 //! | 8 `Receipt` | sending account (16), sending device (4), seq (8), recipient account (16), recipient device (4), message id (16), expires (8) |
+//! | 9 `Message` (v4) | accept id (8), then as kind 1 |
+//! | 10 `Queued` (v4) | accept id (8), then as kind 2 |
+//! | 11 `Sent` (v4) | accept id (8), then as kind 3 |
+//! | 12 `Receipt` (v4) | accept id (8), then as kind 8 |
+//! | 13 `Conversation` | business (16), customer (16), accept time of the customer's last conversation message (8) |
+//! | 14 `Quota` | sender (16), UTC day (4), sends accepted that day so far (8) |
+//! | 15 `Reached` | business (16), UTC day (4), customer (16) |
+//! | 16 `Ledger` | accept id (8), message id (16), business (16), customer (16), category (1), accept time (8), template id length (2), template id (UTF-8), franking tag length (2), franking tag |
+//!
+//! Kinds 13 to 16 are what an accept commits besides its copies, in the
+//! same group as its `Message`: so the copies, the conversation state,
+//! the quota counts and the ledger entry are all durable or none is. They
+//! hold values, not increments (replay may see one twice: in its segment
+//! and in a checkpoint), and checkpoints rewrite them.
+//!
+//! Format 4 writes only kinds 4 to 7 and 9 to 12. The accept id of a send
+//! is the seq of its first copy: taken from the log's one sequence, so it
+//! is never handed out twice (see `SeqFloor`) and no other message or
+//! receipt shares it.
 //!
 //! `Message` is what a send appends; `Queued` and `Sent` are what a
 //! checkpoint rewrites (one still-queued copy, one idempotency entry);
@@ -40,9 +62,14 @@
 use comptoir_protocol::AccountId;
 
 use super::super::MESSAGE_ID_LEN;
+use super::super::ledger::{BilledCategory, LedgerEntry};
 
-/// First bytes of every segment file written now (format version 3).
-pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"CMPTMLG3";
+/// First bytes of every segment file written now (format version 4).
+pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"CMPTMLG4";
+
+/// First bytes of a segment of format 3 (no accept ids), read as format 4
+/// so a relay upgraded in place keeps its queues.
+pub(crate) const SEGMENT_MAGIC_V3: &[u8; 8] = b"CMPTMLG3";
 
 /// First bytes of a segment of format 2 (groups, no `Receipt` records),
 /// read as format 3 so a relay upgraded in place keeps its queues.
@@ -70,6 +97,19 @@ const KIND_DEVICE_DROPPED: u8 = 5;
 const KIND_SEQ_FLOOR: u8 = 6;
 const KIND_CLOCK: u8 = 7;
 const KIND_RECEIPT: u8 = 8;
+const KIND_MESSAGE_V4: u8 = 9;
+const KIND_QUEUED_V4: u8 = 10;
+const KIND_SENT_V4: u8 = 11;
+const KIND_RECEIPT_V4: u8 = 12;
+const KIND_CONVERSATION: u8 = 13;
+const KIND_QUOTA: u8 = 14;
+const KIND_REACHED: u8 = 15;
+const KIND_LEDGER: u8 = 16;
+
+/// The accept id of a record written before accept ids existed (format 3
+/// and older): assigned at open (see `mail_log::legacy`). No real accept
+/// id is 0 (seqs start at 1).
+pub(crate) const LEGACY_ACCEPT_ID: u64 = 0;
 
 type MessageId = [u8; MESSAGE_ID_LEN];
 
@@ -97,6 +137,9 @@ pub(crate) struct Origin {
     pub(crate) message_id: MessageId,
     /// When undelivered copies expire.
     pub(crate) expires: u64,
+    /// The relay-assigned accept id ([`LEGACY_ACCEPT_ID`] until assigned,
+    /// for a record of an older format).
+    pub(crate) accept_id: u64,
 }
 
 /// A `Delivered` receipt kept for a sending device: which recipient
@@ -111,6 +154,9 @@ pub(crate) struct ReceiptRef {
     pub(crate) message_id: MessageId,
     /// When the receipt is deleted even if never acked.
     pub(crate) expires: u64,
+    /// The message's accept id ([`LEGACY_ACCEPT_ID`] for a receipt made
+    /// before accept ids existed: its `Delivered` carries none).
+    pub(crate) accept_id: u64,
 }
 
 /// A decoded record (borrowing the body it came from).
@@ -148,6 +194,8 @@ pub(crate) enum Record<'a> {
         server_ts: u64,
         /// When the entry lapses.
         expires: u64,
+        /// The send's accept id.
+        accept_id: u64,
     },
     /// A copy was acked or otherwise deleted.
     Removed {
@@ -186,6 +234,36 @@ pub(crate) enum Record<'a> {
         /// What it says.
         receipt: ReceiptRef,
     },
+    /// The last conversation message of a customer to a business.
+    Conversation {
+        /// The business.
+        business: AccountId,
+        /// The customer.
+        customer: AccountId,
+        /// The relay's accept time of that message.
+        last_customer_ms: u64,
+    },
+    /// A sender's count of sends accepted on a UTC day.
+    Quota {
+        /// The sender.
+        sender: AccountId,
+        /// Days since the epoch (UTC).
+        day: u32,
+        /// Sends accepted that day so far.
+        accepted: u64,
+    },
+    /// A customer a business reached with a business-initiated
+    /// conversation on a UTC day.
+    Reached {
+        /// The business.
+        business: AccountId,
+        /// Days since the epoch (UTC).
+        day: u32,
+        /// The customer.
+        customer: AccountId,
+    },
+    /// A ledger entry.
+    Ledger(LedgerEntry),
 }
 
 /// A record body that does not parse (corruption, or a newer format).
@@ -269,7 +347,8 @@ impl Writer {
         server_ts: u64,
         copies: &[(u32, u64, &[u8])],
     ) -> Vec<usize> {
-        let start = self.open(KIND_MESSAGE);
+        let start = self.open(KIND_MESSAGE_V4);
+        self.buf.extend_from_slice(&origin.accept_id.to_be_bytes());
         self.put_origin_head(origin);
         self.buf.extend_from_slice(recipient.as_bytes());
         self.buf.extend_from_slice(&origin.message_id);
@@ -300,7 +379,8 @@ impl Writer {
         origin: &Origin,
         envelope: &[u8],
     ) -> usize {
-        let start = self.open(KIND_QUEUED);
+        let start = self.open(KIND_QUEUED_V4);
+        self.buf.extend_from_slice(&origin.accept_id.to_be_bytes());
         self.buf.extend_from_slice(recipient.as_bytes());
         self.buf.extend_from_slice(&device.to_be_bytes());
         self.buf.extend_from_slice(&seq.to_be_bytes());
@@ -323,8 +403,10 @@ impl Writer {
         message_id: &MessageId,
         server_ts: u64,
         expires: u64,
+        accept_id: u64,
     ) {
-        let start = self.open(KIND_SENT);
+        let start = self.open(KIND_SENT_V4);
+        self.buf.extend_from_slice(&accept_id.to_be_bytes());
         self.buf.extend_from_slice(sender.as_bytes());
         self.buf.extend_from_slice(recipient.as_bytes());
         self.buf.extend_from_slice(message_id);
@@ -359,7 +441,8 @@ impl Writer {
 
     /// Append a `Receipt` record.
     pub(crate) fn receipt(&mut self, account: &AccountId, device: u32, seq: u64, r: &ReceiptRef) {
-        let start = self.open(KIND_RECEIPT);
+        let start = self.open(KIND_RECEIPT_V4);
+        self.buf.extend_from_slice(&r.accept_id.to_be_bytes());
         self.buf.extend_from_slice(account.as_bytes());
         self.buf.extend_from_slice(&device.to_be_bytes());
         self.buf.extend_from_slice(&seq.to_be_bytes());
@@ -368,6 +451,53 @@ impl Writer {
             .extend_from_slice(&r.recipient_device.to_be_bytes());
         self.buf.extend_from_slice(&r.message_id);
         self.buf.extend_from_slice(&r.expires.to_be_bytes());
+        self.close(start);
+    }
+
+    /// Append a `Conversation` record.
+    pub(crate) fn conversation(&mut self, business: &AccountId, customer: &AccountId, ms: u64) {
+        let start = self.open(KIND_CONVERSATION);
+        self.buf.extend_from_slice(business.as_bytes());
+        self.buf.extend_from_slice(customer.as_bytes());
+        self.buf.extend_from_slice(&ms.to_be_bytes());
+        self.close(start);
+    }
+
+    /// Append a `Quota` record.
+    pub(crate) fn quota(&mut self, sender: &AccountId, day: u32, accepted: u64) {
+        let start = self.open(KIND_QUOTA);
+        self.buf.extend_from_slice(sender.as_bytes());
+        self.buf.extend_from_slice(&day.to_be_bytes());
+        self.buf.extend_from_slice(&accepted.to_be_bytes());
+        self.close(start);
+    }
+
+    /// Append a `Reached` record.
+    pub(crate) fn reached(&mut self, business: &AccountId, day: u32, customer: &AccountId) {
+        let start = self.open(KIND_REACHED);
+        self.buf.extend_from_slice(business.as_bytes());
+        self.buf.extend_from_slice(&day.to_be_bytes());
+        self.buf.extend_from_slice(customer.as_bytes());
+        self.close(start);
+    }
+
+    /// Append a `Ledger` record. Template ids and franking tags longer
+    /// than the send limits allow never reach here (the `Send` handler
+    /// refuses them); longer ones are cut to what a u16 length holds.
+    pub(crate) fn ledger(&mut self, e: &LedgerEntry) {
+        let start = self.open(KIND_LEDGER);
+        self.buf.extend_from_slice(&e.accept_id.to_be_bytes());
+        self.buf.extend_from_slice(&e.message_id);
+        self.buf.extend_from_slice(e.business.as_bytes());
+        self.buf.extend_from_slice(e.customer.as_bytes());
+        self.buf.push(e.category.to_byte());
+        self.buf.extend_from_slice(&e.accepted_at_ms.to_be_bytes());
+        for field in [e.template_id.as_bytes(), e.franking_tag.as_slice()] {
+            let field = &field[..field.len().min(usize::from(u16::MAX))];
+            self.buf
+                .extend_from_slice(&(field.len() as u16).to_be_bytes());
+            self.buf.extend_from_slice(field);
+        }
         self.close(start);
     }
 
@@ -402,6 +532,36 @@ impl Writer {
     }
 }
 
+#[cfg(test)]
+impl Writer {
+    /// Rewrite the records of a writer made by `Writer::default()` as the
+    /// format-3 encoder wrote them (no accept ids): the old encoder, kept
+    /// for migration tests.
+    pub(crate) fn into_format3(self) -> Vec<u8> {
+        let mut out = Writer::default();
+        let mut at = 0;
+        while at < self.buf.len() {
+            let header: [u8; RECORD_HEADER_LEN] = self.buf[at..at + RECORD_HEADER_LEN]
+                .try_into()
+                .unwrap_or([0; RECORD_HEADER_LEN]);
+            let (len, _) = parse_header(&header);
+            let body = &self.buf[at + RECORD_HEADER_LEN..at + RECORD_HEADER_LEN + len];
+            let (kind, rest) = match body[0] {
+                KIND_MESSAGE_V4 => (KIND_MESSAGE, &body[9..]),
+                KIND_QUEUED_V4 => (KIND_QUEUED, &body[9..]),
+                KIND_SENT_V4 => (KIND_SENT, &body[9..]),
+                KIND_RECEIPT_V4 => (KIND_RECEIPT, &body[9..]),
+                kind => (kind, &body[1..]),
+            };
+            let start = out.open(kind);
+            out.buf.extend_from_slice(rest);
+            out.close(start);
+            at += RECORD_HEADER_LEN + len;
+        }
+        out.buf
+    }
+}
+
 /// Parse a record header: the body length and its CRC.
 pub(crate) fn parse_header(header: &[u8; RECORD_HEADER_LEN]) -> (usize, u32) {
     let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
@@ -417,8 +577,14 @@ pub(crate) fn crc_matches(body: &[u8], crc: u32) -> bool {
 /// Decode one record body (CRC already checked).
 pub(crate) fn decode(body: &[u8]) -> Result<Record<'_>, Malformed> {
     let mut r = Reader { body, at: 0 };
-    let record = match r.u8()? {
-        KIND_MESSAGE => {
+    let kind = r.u8()?;
+    // Format 4 kinds open with the accept id; older ones have none.
+    let accept_id = match kind {
+        KIND_MESSAGE_V4 | KIND_QUEUED_V4 | KIND_SENT_V4 | KIND_RECEIPT_V4 => r.u64()?,
+        _ => LEGACY_ACCEPT_ID,
+    };
+    let record = match kind {
+        KIND_MESSAGE | KIND_MESSAGE_V4 => {
             let sender = r.account()?;
             let sender_device = r.u32()?;
             let recipient = r.account()?;
@@ -438,13 +604,14 @@ pub(crate) fn decode(body: &[u8]) -> Result<Record<'_>, Malformed> {
                     sender_device,
                     message_id,
                     expires,
+                    accept_id,
                 },
                 recipient,
                 server_ts,
                 copies,
             }
         }
-        KIND_QUEUED => {
+        KIND_QUEUED | KIND_QUEUED_V4 => {
             let recipient = r.account()?;
             let device = r.u32()?;
             let seq = r.u64()?;
@@ -459,17 +626,19 @@ pub(crate) fn decode(body: &[u8]) -> Result<Record<'_>, Malformed> {
                     sender_device,
                     message_id,
                     expires,
+                    accept_id,
                 },
                 recipient,
                 copy,
             }
         }
-        KIND_SENT => Record::Sent {
+        KIND_SENT | KIND_SENT_V4 => Record::Sent {
             sender: r.account()?,
             recipient: r.account()?,
             message_id: r.id()?,
             server_ts: r.u64()?,
             expires: r.u64()?,
+            accept_id,
         },
         KIND_REMOVED => Record::Removed {
             account: r.account()?,
@@ -482,7 +651,7 @@ pub(crate) fn decode(body: &[u8]) -> Result<Record<'_>, Malformed> {
         },
         KIND_SEQ_FLOOR => Record::SeqFloor { next: r.u64()? },
         KIND_CLOCK => Record::Clock { ms: r.u64()? },
-        KIND_RECEIPT => Record::Receipt {
+        KIND_RECEIPT | KIND_RECEIPT_V4 => Record::Receipt {
             account: r.account()?,
             device: r.u32()?,
             seq: r.u64()?,
@@ -491,8 +660,48 @@ pub(crate) fn decode(body: &[u8]) -> Result<Record<'_>, Malformed> {
                 recipient_device: r.u32()?,
                 message_id: r.id()?,
                 expires: r.u64()?,
+                accept_id,
             },
         },
+        KIND_CONVERSATION => Record::Conversation {
+            business: r.account()?,
+            customer: r.account()?,
+            last_customer_ms: r.u64()?,
+        },
+        KIND_QUOTA => Record::Quota {
+            sender: r.account()?,
+            day: r.u32()?,
+            accepted: r.u64()?,
+        },
+        KIND_REACHED => Record::Reached {
+            business: r.account()?,
+            day: r.u32()?,
+            customer: r.account()?,
+        },
+        KIND_LEDGER => {
+            let accept_id = r.u64()?;
+            let message_id = r.id()?;
+            let business = r.account()?;
+            let customer = r.account()?;
+            let category = BilledCategory::from_byte(r.u8()?).ok_or(Malformed)?;
+            let accepted_at_ms = r.u64()?;
+            let len = usize::from(r.u16()?);
+            let template_id = std::str::from_utf8(r.take(len)?)
+                .map_err(|_| Malformed)?
+                .to_owned();
+            let len = usize::from(r.u16()?);
+            let franking_tag = r.take(len)?.to_vec();
+            Record::Ledger(LedgerEntry {
+                accept_id,
+                message_id,
+                business,
+                customer,
+                category,
+                template_id,
+                franking_tag,
+                accepted_at_ms,
+            })
+        }
         _ => return Err(Malformed),
     };
     if r.at != body.len() {
@@ -584,6 +793,7 @@ mod tests {
             sender_device: 7,
             message_id: [9; 16],
             expires: 1234,
+            accept_id: 10,
         };
         let mut w = Writer::default();
         let offsets = w.message(
@@ -594,7 +804,7 @@ mod tests {
         );
         let queued_at = w.len();
         let q_offset = w.queued(&account(2), 3, 12, &origin, b"third");
-        w.sent(&account(1), &account(2), &[9; 16], 55, 1234);
+        w.sent(&account(1), &account(2), &[9; 16], 55, 1234, 10);
         w.removed(&account(2), 1, 10);
         w.device_dropped(&account(2), 2);
         w.seq_floor(77);
@@ -604,6 +814,7 @@ mod tests {
             recipient_device: 3,
             message_id: [9; 16],
             expires: 99,
+            accept_id: 10,
         };
         w.receipt(&account(1), 7, 13, &receipt);
         let bytes = w.take();

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::durable;
 use super::record::{
     self, GROUP_HEADER_LEN, MAX_BODY_LEN, RECORD_HEADER_LEN, SEGMENT_MAGIC, SEGMENT_MAGIC_V1,
-    SEGMENT_MAGIC_V2,
+    SEGMENT_MAGIC_V2, SEGMENT_MAGIC_V3,
 };
 
 /// Suffix of segment files.
@@ -146,7 +146,7 @@ pub(crate) fn read_records(
     if &magic == SEGMENT_MAGIC_V1 {
         return read_v1(reader, file_len, apply);
     }
-    if &magic != SEGMENT_MAGIC && &magic != SEGMENT_MAGIC_V2 {
+    if &magic != SEGMENT_MAGIC && &magic != SEGMENT_MAGIC_V3 && &magic != SEGMENT_MAGIC_V2 {
         return Err(ReadError::BadHeader);
     }
     let mut at = SEGMENT_HEADER_LEN;

@@ -108,6 +108,7 @@ fn base_ts() -> u64 {
 
 fn message(id: u8, devices: &[u32], size: usize) -> NewMessage {
     NewMessage {
+        effects: Default::default(),
         sender: account(ALICE),
         sender_device: 3,
         recipient: account(BOB),
@@ -151,10 +152,10 @@ async fn reopen_replays_sends_acks_and_dropped_devices() -> TestResult {
     {
         let log = open(dir.path(), LogOptions::default());
         for id in 1..=5 {
-            assert_eq!(
+            assert!(matches!(
                 log.enqueue(message(id, &[1, 2, 3], 50), 100).await?,
-                Enqueued::Stored
-            );
+                Enqueued::Stored { .. }
+            ));
         }
         assert_eq!(log.ack(account(BOB), 1, account(ALICE), &[2; 16])?, Some(3));
         assert_eq!(log.ack(account(BOB), 1, account(ALICE), &[2; 16])?, None);
@@ -175,13 +176,13 @@ async fn reopen_replays_sends_acks_and_dropped_devices() -> TestResult {
     assert!(matches!(
         log.enqueue(message(2, &[1, 2], 50), 100).await?,
         Enqueued::Duplicate {
-            server_timestamp_ms
+            server_timestamp_ms, ..
         } if server_timestamp_ms == base_ts() + 2
     ));
-    assert_eq!(
+    assert!(matches!(
         log.enqueue(message(6, &[1, 2], 50), 100).await?,
-        Enqueued::Stored
-    );
+        Enqueued::Stored { .. }
+    ));
     let last = log.pending(account(BOB), 2, None, 10, 0)?;
     assert!(last.last().map(|q| q.cursor) > cursor_before);
     assert_eq!(queue(&log, 2), vec![1, 2, 3, 4, 5, 6]);
@@ -201,10 +202,10 @@ async fn a_full_queue_stores_nothing() -> TestResult {
     assert_eq!(queue(&log, 2), Vec::<u8>::new());
     // Not remembered as sent either: a retry once there is room stores it.
     log.ack(account(BOB), 1, account(ALICE), &[1; 16])?;
-    assert_eq!(
+    assert!(matches!(
         log.enqueue(message(2, &[2, 1], 10), 1).await?,
-        Enqueued::Stored
-    );
+        Enqueued::Stored { .. }
+    ));
     log.close().await?;
     Ok(())
 }
@@ -281,10 +282,10 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 async fn ten_acknowledged(dir: &Path) -> Result<std::path::PathBuf, Box<dyn std::error::Error>> {
     let log = open(dir, LogOptions::default());
     for id in 1..=10 {
-        assert_eq!(
+        assert!(matches!(
             log.enqueue(message(id, &[1], 100), 100).await?,
-            Enqueued::Stored
-        );
+            Enqueued::Stored { .. }
+        ));
     }
     log.close().await?;
     let ids = segments(dir);
@@ -410,10 +411,10 @@ async fn after_running_out_of_file_descriptors_the_log_recovers_by_itself() -> T
         log.enqueue(message(1, &[1], 10), 10).await?,
         Enqueued::Duplicate { .. }
     ));
-    assert_eq!(
+    assert!(matches!(
         log.enqueue(message(2, &[1], 10), 10).await?,
-        Enqueued::Stored
-    );
+        Enqueued::Stored { .. }
+    ));
     assert_eq!(queue(&log, 1), vec![1, 2]);
     log.close().await?;
     drop(log);
@@ -434,17 +435,17 @@ async fn on_a_full_disk_sends_are_refused_acks_still_commit_and_sends_come_back(
     let log = MailLog::open(dir.path(), LogOptions::default(), metrics.clone())?;
     assert_eq!(std::fs::metadata(&reserve)?.len(), DEFAULT_RESERVE_BYTES);
     for id in 1..=2 {
-        assert_eq!(
+        assert!(matches!(
             log.enqueue(message(id, &[1], 100), 10).await?,
-            Enqueued::Stored
-        );
+            Enqueued::Stored { .. }
+        ));
     }
     faults::disk_full(dir.path(), true);
     // The send that finds the disk full is written into the reserve.
-    assert_eq!(
+    assert!(matches!(
         log.enqueue(message(3, &[1], 100), 10).await?,
-        Enqueued::Stored
-    );
+        Enqueued::Stored { .. }
+    ));
     assert!(!reserve.exists(), "the reserve was given back");
     assert!(metrics.storage_failed(), "/healthz says so");
     // New sends are refused with the typed error, and nothing is stored.
@@ -452,8 +453,16 @@ async fn on_a_full_disk_sends_are_refused_acks_still_commit_and_sends_come_back(
     assert!(matches!(refused, Err(StorageError::Full)), "{refused:?}");
     // Acks still commit.
     assert_eq!(
-        log.acknowledge(account(BOB), 1, account(ALICE), &[1; 16], u64::MAX)?
-            .map(|(device, _durable)| device),
+        log.acknowledge(
+            account(BOB),
+            1,
+            AckOf::Message {
+                sender: account(ALICE),
+                message_id: [1; 16]
+            },
+            u64::MAX
+        )?
+        .map(|(_, device, _durable)| device),
         Some(3)
     );
     log.flush().await?;
@@ -467,8 +476,16 @@ async fn on_a_full_disk_sends_are_refused_acks_still_commit_and_sends_come_back(
     let refused = log.enqueue(message(4, &[1], 100), 10).await;
     assert!(matches!(refused, Err(StorageError::Full)), "{refused:?}");
     assert_eq!(
-        log.acknowledge(account(BOB), 1, account(ALICE), &[2; 16], u64::MAX)?
-            .map(|(device, _durable)| device),
+        log.acknowledge(
+            account(BOB),
+            1,
+            AckOf::Message {
+                sender: account(ALICE),
+                message_id: [2; 16]
+            },
+            u64::MAX
+        )?
+        .map(|(_, device, _durable)| device),
         Some(3)
     );
     log.flush().await?;
@@ -476,10 +493,10 @@ async fn on_a_full_disk_sends_are_refused_acks_still_commit_and_sends_come_back(
     faults::disk_full(dir.path(), false);
     health_is(&metrics, true).await;
     assert_eq!(std::fs::metadata(&reserve)?.len(), DEFAULT_RESERVE_BYTES);
-    assert_eq!(
+    assert!(matches!(
         log.enqueue(message(4, &[1], 100), 10).await?,
-        Enqueued::Stored
-    );
+        Enqueued::Stored { .. }
+    ));
     assert_eq!(queue(&log, 1), vec![3, 4]);
     log.close().await?;
     drop(log);
@@ -652,6 +669,8 @@ async fn expired_copies_are_hidden_expired_and_not_replayed() -> TestResult {
 struct Model {
     queues: BTreeMap<u32, Vec<u8>>,
     sent: std::collections::BTreeSet<u8>,
+    /// The accept id each stored message was given.
+    accept_ids: BTreeMap<u8, u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -698,6 +717,7 @@ async fn run_against_model(ops: Vec<Op>) -> TestResult {
                 let want = if model.sent.contains(&id) {
                     Enqueued::Duplicate {
                         server_timestamp_ms: base_ts() + u64::from(id),
+                        accept_id: model.accept_ids[&id],
                     }
                 } else if let Some(device) = full {
                     Enqueued::QueueFull { device: *device }
@@ -706,7 +726,15 @@ async fn run_against_model(ops: Vec<Op>) -> TestResult {
                     for d in &devices {
                         model.queues.entry(*d).or_default().push(id);
                     }
-                    Enqueued::Stored
+                    let Enqueued::Stored { accept_id } = got else {
+                        panic!("expected Stored, got {got:?}");
+                    };
+                    assert!(
+                        model.accept_ids.values().all(|&a| a < accept_id),
+                        "accept ids increase and are never reused"
+                    );
+                    model.accept_ids.insert(id, accept_id);
+                    got.clone()
                 };
                 assert_eq!(got, want);
             }
@@ -774,10 +802,10 @@ async fn a_write_that_fails_half_way_is_cut_back_retried_and_the_log_recovers() 
     assert!(log.enqueue(message(2, &[1], 100), 100).await.is_err());
     // Not acknowledged, never shown before it is on disk.
     health_is(&metrics, true).await;
-    assert_eq!(
+    assert!(matches!(
         log.enqueue(message(3, &[1], 100), 100).await?,
-        Enqueued::Stored
-    );
+        Enqueued::Stored { .. }
+    ));
     assert!(matches!(
         log.enqueue(message(2, &[1], 100), 100).await?,
         Enqueued::Duplicate { .. }
@@ -940,6 +968,7 @@ fn concurrent_work_during_checkpoints_replays_exactly() -> TestResult {
                         };
                         let devices = 1..=(r % 3 + 1);
                         let message = NewMessage {
+                            effects: Default::default(),
                             sender: account(1 + (sender % 2) as u8),
                             sender_device: 1,
                             recipient: account(10 + (r % 3) as u8),
@@ -1011,18 +1040,23 @@ async fn segments_of_format_1_are_still_read() -> TestResult {
         sender_device: 3,
         message_id: [7; MESSAGE_ID_LEN],
         expires: now_ms() + 3_600_000,
+        accept_id: record::LEGACY_ACCEPT_ID,
     };
     let mut w = Writer::default();
     w.message(&origin, &account(BOB), 5, &[(1, 1, [7u8; 20].as_slice())]);
     let mut bytes = record::SEGMENT_MAGIC_V1.to_vec();
-    bytes.extend_from_slice(&w.take());
+    bytes.extend_from_slice(&w.into_format3());
     std::fs::write(segment::path(dir.path(), 1), &bytes)?;
     let log = open(dir.path(), LogOptions::default());
     assert_eq!(queue(&log, 1), vec![7]);
     log.enqueue(message(8, &[1], 10), 10).await?;
     log.close().await?;
     drop(log);
-    assert_eq!(std::fs::read(segment::path(dir.path(), 1))?, bytes);
+    // The old segment is left as it was, or rewritten by the checkpoint
+    // that assigning accept ids at open requests.
+    if let Ok(kept) = std::fs::read(segment::path(dir.path(), 1)) {
+        assert_eq!(kept, bytes);
+    }
     let log = open(dir.path(), LogOptions::default());
     assert_eq!(queue(&log, 1), vec![7, 8]);
     log.close().await?;
@@ -1030,18 +1064,21 @@ async fn segments_of_format_1_are_still_read() -> TestResult {
 }
 
 #[tokio::test]
-async fn segments_of_format_2_are_still_read_and_new_ones_are_format_3() -> TestResult {
+async fn segments_of_format_2_are_still_read_and_new_ones_are_format_4() -> TestResult {
     let dir = tempfile::tempdir()?;
     let origin = record::Origin {
         sender: account(ALICE),
         sender_device: 3,
         message_id: [7; MESSAGE_ID_LEN],
         expires: now_ms() + 3_600_000,
+        accept_id: record::LEGACY_ACCEPT_ID,
     };
-    let mut w = Writer::group();
+    let mut w = Writer::default();
     w.message(&origin, &account(BOB), 5, &[(1, 1, [7u8; 20].as_slice())]);
+    let body = w.into_format3();
     let mut bytes = record::SEGMENT_MAGIC_V2.to_vec();
-    bytes.extend_from_slice(&w.finish_group());
+    bytes.extend_from_slice(&record::group_header(&body));
+    bytes.extend_from_slice(&body);
     bytes.extend_from_slice(&record::seal_group());
     std::fs::write(segment::path(dir.path(), 1), &bytes)?;
     let log = open(dir.path(), LogOptions::default());
@@ -1049,11 +1086,11 @@ async fn segments_of_format_2_are_still_read_and_new_ones_are_format_3() -> Test
     assert_eq!(log.ack(account(BOB), 1, account(ALICE), &[7; 16])?, Some(3));
     log.close().await?;
     drop(log);
-    assert_eq!(
-        std::fs::read(segment::path(dir.path(), 1))?,
-        bytes,
-        "the old segment is left as it was"
-    );
+    // The old segment is left as it was, or rewritten by the checkpoint
+    // that assigning accept ids at open requests.
+    if let Ok(kept) = std::fs::read(segment::path(dir.path(), 1)) {
+        assert_eq!(kept, bytes, "the old segment is left as it was");
+    }
     let newest = *segments(dir.path()).last().unwrap();
     assert!(newest > 1);
     let written = std::fs::read(segment::path(dir.path(), newest))?;
@@ -1084,8 +1121,16 @@ async fn an_ack_keeps_a_receipt_for_the_sender_until_it_acks_it_across_reopens()
         for id in 1..=3 {
             log.enqueue(message(id, &[1, 2], 20), 100).await?;
         }
-        let (device, durable) = log
-            .acknowledge(account(BOB), 1, account(ALICE), &[1; 16], u64::MAX)?
+        let (_, device, durable) = log
+            .acknowledge(
+                account(BOB),
+                1,
+                AckOf::Message {
+                    sender: account(ALICE),
+                    message_id: [1; 16],
+                },
+                u64::MAX,
+            )?
             .expect("queued");
         assert_eq!(device, 3);
         // Visible once durable, and the durability is told.
@@ -1144,7 +1189,15 @@ async fn checkpoints_keep_receipts_and_expiry_and_device_removal_drop_them() -> 
     assert_eq!(kept, (11..=40).collect::<Vec<u8>>());
     // A receipt expires with its time.
     log.enqueue(message(42, &[1], 10), 1000).await?;
-    log.acknowledge(account(BOB), 1, account(ALICE), &[42; 16], now_ms() + 1)?;
+    log.acknowledge(
+        account(BOB),
+        1,
+        AckOf::Message {
+            sender: account(ALICE),
+            message_id: [42; 16],
+        },
+        now_ms() + 1,
+    )?;
     log.flush().await?;
     assert_eq!(receipts(&log, ALICE, 3).len(), 31);
     log.expire(now_ms() + 10);
@@ -1201,10 +1254,10 @@ async fn a_power_loss_after_any_sync_keeps_what_was_acknowledged_and_no_deleted_
         let first = id + 1;
         for _ in 0..10 {
             id += 1;
-            assert_eq!(
+            assert!(matches!(
                 log.enqueue(message(id, &[1], 40), 1000).await?,
-                Enqueued::Stored
-            );
+                Enqueued::Stored { .. }
+            ));
             note(&dir, &mut did, Did::Stored(id));
         }
         let acked: Vec<u8> = (first..=id).filter(|x| x % 3 != 0).collect();
@@ -1402,7 +1455,10 @@ fn concurrent_senders_share_syncs() -> TestResult {
                     m.message_id = [s; MESSAGE_ID_LEN];
                     m.message_id[1] = i;
                     m.message_id[2] = 1;
-                    assert_eq!(log.enqueue(m, 10_000).await.unwrap(), Enqueued::Stored);
+                    assert!(matches!(
+                        log.enqueue(m, 10_000).await.unwrap(),
+                        Enqueued::Stored { .. }
+                    ));
                 }
             }));
         }
@@ -1418,4 +1474,264 @@ fn concurrent_senders_share_syncs() -> TestResult {
         log.close().await?;
         Ok(())
     })
+}
+
+/// The accept id each device of Bob sees for each queued message, by the
+/// message's first byte.
+fn accept_ids(log: &MailLog, device: u32) -> Vec<(u8, u64)> {
+    log.pending(account(BOB), device, None, usize::MAX, 0)
+        .unwrap()
+        .iter()
+        .map(|q| (q.envelope[0], q.accept_id))
+        .collect()
+}
+
+fn stored_id(outcome: Enqueued) -> u64 {
+    match outcome {
+        Enqueued::Stored { accept_id } => accept_id,
+        other => panic!("expected Stored, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn accept_ids_survive_reopen_and_checkpoints_and_are_never_reused() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let log = open(dir.path(), LogOptions::default());
+    let a = stored_id(log.enqueue(message(1, &[1, 2], 10), 100).await?);
+    let b = stored_id(log.enqueue(message(2, &[1], 10), 100).await?);
+    assert_ne!(a, b);
+    assert_eq!(accept_ids(&log, 1), vec![(1, a), (2, b)]);
+    assert_eq!(accept_ids(&log, 2), vec![(1, a)]);
+    // Every copy of message 2 delivered: only its idempotency entry is left.
+    assert!(
+        log.acknowledge(account(BOB), 1, AckOf::Accept(b), u64::MAX)?
+            .is_some()
+    );
+    log.request_checkpoint().await?;
+    log.close().await?;
+    drop(log);
+    let log = open(dir.path(), LogOptions::default());
+    assert_eq!(accept_ids(&log, 1), vec![(1, a)]);
+    assert_eq!(accept_ids(&log, 2), vec![(1, a)]);
+    assert_eq!(
+        log.enqueue(message(2, &[1], 10), 100).await?,
+        Enqueued::Duplicate {
+            server_timestamp_ms: base_ts() + 2,
+            accept_id: b
+        }
+    );
+    let c = stored_id(log.enqueue(message(3, &[1], 10), 100).await?);
+    assert!(c > a && c > b, "never reused: {c} after {a}, {b}");
+    // An ack by accept id deletes that device's copy only.
+    assert!(
+        log.acknowledge(account(BOB), 2, AckOf::Accept(a), u64::MAX)?
+            .is_some()
+    );
+    assert!(
+        log.acknowledge(account(BOB), 2, AckOf::Accept(a), u64::MAX)?
+            .is_none()
+    );
+    assert!(
+        log.acknowledge(account(BOB), 1, AckOf::Accept(b), u64::MAX)?
+            .is_none()
+    );
+    assert_eq!(accept_ids(&log, 1), vec![(1, a), (3, c)]);
+    log.close().await?;
+    Ok(())
+}
+
+/// A directory written by the format-3 code path (no accept ids): a
+/// checkpoint segment (a copy queued for two devices, an idempotency entry
+/// whose copies are all delivered, a receipt) and a later segment (a
+/// send), in the bytes the format-3 encoder wrote.
+fn write_format3_dir(dir: &Path) {
+    let origin = |id: u8| record::Origin {
+        sender: account(ALICE),
+        sender_device: 3,
+        message_id: [id; MESSAGE_ID_LEN],
+        expires: now_ms() + 3_600_000,
+        accept_id: record::LEGACY_ACCEPT_ID,
+    };
+    let segment = |id: u32, fill: &dyn Fn(&mut Writer)| {
+        let mut w = Writer::default();
+        fill(&mut w);
+        let body = w.into_format3();
+        let mut bytes = record::SEGMENT_MAGIC_V3.to_vec();
+        bytes.extend_from_slice(&record::group_header(&body));
+        bytes.extend_from_slice(&body);
+        bytes.extend_from_slice(&record::seal_group());
+        std::fs::write(segment::path(dir, id), &bytes).unwrap();
+    };
+    segment(1, &|w| {
+        w.seq_floor(20);
+        w.queued(&account(BOB), 1, 11, &origin(1), &[1; 10]);
+        w.queued(&account(BOB), 2, 12, &origin(1), &[1; 10]);
+        let ts = base_ts();
+        w.sent(
+            &account(ALICE),
+            &account(BOB),
+            &[1; 16],
+            ts,
+            ts + 3_600_000,
+            0,
+        );
+        w.sent(
+            &account(ALICE),
+            &account(BOB),
+            &[2; 16],
+            ts,
+            ts + 3_600_000,
+            0,
+        );
+        let receipt = ReceiptRef {
+            recipient: account(BOB),
+            recipient_device: 1,
+            message_id: [2; 16],
+            expires: u64::MAX,
+            accept_id: record::LEGACY_ACCEPT_ID,
+        };
+        w.receipt(&account(ALICE), 3, 13, &receipt);
+    });
+    segment(2, &|w| {
+        w.message(
+            &origin(4),
+            &account(BOB),
+            base_ts(),
+            &[(1, 21, [4u8; 10].as_slice()), (2, 22, [4u8; 10].as_slice())],
+        );
+        let ts = base_ts();
+        w.sent(
+            &account(ALICE),
+            &account(BOB),
+            &[4; 16],
+            ts,
+            ts + 3_600_000,
+            0,
+        );
+    });
+}
+
+#[tokio::test]
+async fn a_format_3_directory_gets_accept_ids_at_open_durably() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    write_format3_dir(dir.path());
+    let log = open(dir.path(), LogOptions::default());
+    // Each send's copies share one id: the lowest seq of its copies.
+    assert_eq!(accept_ids(&log, 1), vec![(1, 11), (4, 21)]);
+    assert_eq!(accept_ids(&log, 2), vec![(1, 11), (4, 21)]);
+    let retry = |id: u8| {
+        let mut m = message(id, &[1], 10);
+        m.server_timestamp_ms = base_ts();
+        m
+    };
+    let Enqueued::Duplicate {
+        accept_id: delivered_id,
+        ..
+    } = log.enqueue(retry(2), 100).await?
+    else {
+        panic!("a retry of a migrated send is a duplicate");
+    };
+    assert!(
+        delivered_id >= 23,
+        "a fresh id past every seq: {delivered_id}"
+    );
+    assert!(matches!(
+        log.enqueue(retry(4), 100).await?,
+        Enqueued::Duplicate { accept_id: 21, .. }
+    ));
+    let fresh = stored_id(log.enqueue(message(9, &[1], 10), 100).await?);
+    assert!(fresh > delivered_id);
+    // Acks by accept id work on migrated copies.
+    assert!(
+        log.acknowledge(account(BOB), 2, AckOf::Accept(11), u64::MAX)?
+            .is_some()
+    );
+    log.close().await?;
+    drop(log);
+    // Reopened (the checkpoint requested at open may or may not have run):
+    // the same ids.
+    let log = open(dir.path(), LogOptions::default());
+    assert_eq!(accept_ids(&log, 1), vec![(1, 11), (4, 21), (9, fresh)]);
+    assert_eq!(accept_ids(&log, 2), vec![(4, 21)]);
+    assert!(matches!(
+        log.enqueue(retry(2), 100).await?,
+        Enqueued::Duplicate { accept_id, .. } if accept_id == delivered_id
+    ));
+    // The old receipt keeps no accept id.
+    let kept = log.pending_receipts(account(ALICE), 3, None, 10, 0);
+    assert!(
+        kept.iter()
+            .any(|(_, r)| r.message_id == [2; 16] && r.accept_id == 0)
+    );
+    log.request_checkpoint().await?;
+    log.close().await?;
+    drop(log);
+    for id in segments(dir.path()) {
+        let bytes = std::fs::read(segment::path(dir.path(), id))?;
+        assert_eq!(&bytes[..8], record::SEGMENT_MAGIC, "rewritten in format 4");
+    }
+    let log = open(dir.path(), LogOptions::default());
+    assert_eq!(accept_ids(&log, 1), vec![(1, 11), (4, 21), (9, fresh)]);
+    assert!(matches!(
+        log.enqueue(retry(2), 100).await?,
+        Enqueued::Duplicate { accept_id, .. } if accept_id == delivered_id
+    ));
+    log.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn accept_effects_replay_once_across_reopen_and_checkpoints() -> TestResult {
+    use crate::storage::{AcceptEffects, Billed, BilledCategory};
+    let dir = tempfile::tempdir()?;
+    let billed = |id: u8| {
+        let mut m = message(id, &[1], 10);
+        m.effects = AcceptEffects {
+            customer_wrote_to: None,
+            business_reached: Some(account(BOB)),
+            billed: Some(Billed {
+                category: BilledCategory::Marketing,
+                template_id: "promo".into(),
+                franking_tag: vec![id; 32],
+            }),
+        };
+        m
+    };
+    let log = open(dir.path(), LogOptions::default());
+    let first = stored_id(log.enqueue(billed(1), 100).await?);
+    let second = stored_id(log.enqueue(billed(2), 100).await?);
+    // A retry is a duplicate: nothing counted again.
+    assert!(matches!(
+        log.enqueue(billed(2), 100).await?,
+        Enqueued::Duplicate { .. }
+    ));
+    let check = |log: &MailLog| {
+        let ledger = log.ledger_entries(None, 10);
+        assert_eq!(
+            ledger.iter().map(|e| e.accept_id).collect::<Vec<_>>(),
+            vec![first, second]
+        );
+        assert_eq!(ledger[1].franking_tag, vec![2; 32]);
+        assert_eq!(ledger[1].template_id, "promo");
+        assert_eq!(log.ledger_entries(Some(first), 10).len(), 1);
+        let quotas = log.quotas();
+        assert_eq!(quotas.len(), 1);
+        assert_eq!(quotas[0].0, account(ALICE));
+        assert_eq!(
+            quotas[0].2,
+            QuotaCounts {
+                accepted: 2,
+                customers_reached: 1
+            }
+        );
+    };
+    check(&log);
+    log.request_checkpoint().await?;
+    log.close().await?;
+    drop(log);
+    // The checkpoint repeats what the older segments said: counted once.
+    let log = open(dir.path(), LogOptions::default());
+    check(&log);
+    log.close().await?;
+    Ok(())
 }

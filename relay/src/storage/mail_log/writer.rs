@@ -78,6 +78,12 @@ struct Group {
     active: u32,
 }
 
+thread_local! {
+    /// Whether the group being written holds a send's accept (fault
+    /// injection stops only at those).
+    static ACCEPTS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// How long records nobody waits for (deletions) may stay unsynced while
 /// the writer waits for a send to share a sync with.
 const DEFER_UNWAITED: Duration = Duration::from_millis(5);
@@ -143,6 +149,8 @@ pub(super) fn write_loop(shared: &Arc<Shared>, mut reserve: Reserve) {
             return;
         };
         let started = Instant::now();
+        let accepts = group.buffered.accepts;
+        ACCEPTS.set(accepts);
         let mut unwritten = Unwritten {
             chunks: group
                 .buffered
@@ -217,6 +225,9 @@ pub(super) fn write_loop(shared: &Arc<Shared>, mut reserve: Reserve) {
             // leave zeros ending a segment that is not the newest, which
             // replay refuses (naming the file: cut the zeros off).
             tracing::error!(%error, "mail log: cannot cut the zeros off an older segment");
+        }
+        if accepts {
+            crate::fault::hit("after-sync");
         }
         {
             let mut state = shared.lock();
@@ -483,6 +494,9 @@ fn write_chunks(
         seg.file
             .write_all_at(bytes, seg.len)
             .map_err(|e| write_error("cannot write", &path(), e))?;
+        if ACCEPTS.get() {
+            crate::fault::hit("after-write");
+        }
         durable::sync_data(&seg.file).map_err(|e| write_error("cannot sync", &path(), e))?;
         seg.len = end;
         newest = newest.max(id);

@@ -1,0 +1,88 @@
+//! The ledger role: append-only entries for what the relay may bill,
+//! read back in order.
+//!
+//! An entry is appended only inside the atomic accept of the send it
+//! bills (see [`NewMessage::effects`](super::NewMessage) and
+//! docs/STORAGE.md), never on its own, so this trait only reads. Plain
+//! Rust types: no protobuf in the signatures.
+
+use std::future::Future;
+
+use comptoir_protocol::AccountId;
+
+use super::{MESSAGE_ID_LEN, StorageResult};
+
+/// A template category the ledger may bill (the wire `Category` values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BilledCategory {
+    /// A utility template (order updates, receipts).
+    Utility,
+    /// An authentication template (one-time codes).
+    Authentication,
+    /// A marketing template.
+    Marketing,
+}
+
+impl BilledCategory {
+    /// The byte stored for it (the wire `Category` number).
+    pub fn to_byte(self) -> u8 {
+        match self {
+            Self::Utility => 3,
+            Self::Authentication => 4,
+            Self::Marketing => 5,
+        }
+    }
+
+    /// The category stored as `byte`, if it is one.
+    pub fn from_byte(byte: u8) -> Option<Self> {
+        match byte {
+            3 => Some(Self::Utility),
+            4 => Some(Self::Authentication),
+            5 => Some(Self::Marketing),
+            _ => None,
+        }
+    }
+
+    /// Its name, as operators see it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Utility => "utility",
+            Self::Authentication => "authentication",
+            Self::Marketing => "marketing",
+        }
+    }
+}
+
+/// What the ledger holds for one send it may bill, written in the same
+/// durable step as the send's device copies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LedgerEntry {
+    /// The relay-assigned accept id of the send (unique: one entry per
+    /// accept id).
+    pub accept_id: u64,
+    /// The sender-chosen message id.
+    pub message_id: [u8; MESSAGE_ID_LEN],
+    /// The sending business.
+    pub business: AccountId,
+    /// The receiving customer.
+    pub customer: AccountId,
+    /// The template's category.
+    pub category: BilledCategory,
+    /// The template id.
+    pub template_id: String,
+    /// The franking commitment the envelope carried (may be empty).
+    pub franking_tag: Vec<u8>,
+    /// The relay's accept time, ms since the epoch.
+    pub accepted_at_ms: u64,
+}
+
+/// The append-only ledger, read in order of accept id.
+pub trait Ledger: Send + Sync + 'static {
+    /// Up to `limit` entries with an accept id above `after` (from the
+    /// start with `None`), in order.
+    fn ledger_entries(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> impl Future<Output = StorageResult<Vec<LedgerEntry>>> + Send;
+}
