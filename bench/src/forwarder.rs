@@ -143,6 +143,7 @@ async fn serve(socket: TcpStream, routes: Routes) {
                                 recipient_account: account.to_vec(),
                                 recipient_device: device,
                                 accept_id: 0,
+                                ..Default::default()
                             }),
                         ));
                     }

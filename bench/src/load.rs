@@ -360,6 +360,7 @@ async fn device(
                         message_id: envelope.message_id,
                         sender_account: envelope.sender_account,
                         accept_id: envelope.accept_id,
+                        ..Default::default()
                     }),
                 ))
                 .await?;
@@ -413,6 +414,7 @@ fn ack_frame(envelope: Option<wire::Envelope>) -> Message {
             message_id: envelope.message_id,
             sender_account: envelope.sender_account,
             accept_id: envelope.accept_id,
+            ..Default::default()
         }),
     )
 }

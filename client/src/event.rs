@@ -57,6 +57,19 @@ pub enum Event {
         /// assigned none).
         accept_id: u64,
     },
+    /// A recipient device's signed ack of a billed message this account
+    /// sent (a template to a customer), checked against that device's
+    /// identity key in the recipient's signed device list: a transferable
+    /// proof of receipt. A proof that does not check out is a
+    /// [`Event::Warning`] instead.
+    DeliveryProved {
+        /// The recipient.
+        to: AccountId,
+        /// The message id.
+        id: MessageId,
+        /// The checked proof.
+        proof: DeliveryProof,
+    },
     /// The recipient read outgoing messages.
     Read {
         /// The reader.
@@ -118,4 +131,22 @@ pub enum Event {
     },
     /// Something worth telling the user that needs no action from the code.
     Warning(String),
+}
+
+/// A customer device's signed ack of a billed message: the device's
+/// identity-key signature over the delivery proof payload
+/// (docs/PROTOCOL.md, "Signed delivery"). Anyone holding the customer's
+/// signed device list can check it again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryProof {
+    /// The accept id the relay gave the send.
+    pub accept_id: u64,
+    /// The customer's device that signed.
+    pub device: u32,
+    /// The device's clock when it signed, ms since the Unix epoch.
+    pub signed_at_ms: u64,
+    /// The franking commitment the proof covers (may be empty).
+    pub franking_commitment: Vec<u8>,
+    /// The Ed25519 signature (64 bytes).
+    pub signature: Vec<u8>,
 }

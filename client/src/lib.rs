@@ -44,7 +44,7 @@ pub mod tls;
 
 pub use client::{Client, Sender};
 pub use error::{ClientError, Result};
-pub use event::Event;
+pub use event::{DeliveryProof, Event};
 pub use evidence::Evidence;
 pub use messages::{MessageId, Status, StoredMessage};
 pub use quarantine::Quarantined;

@@ -7,6 +7,7 @@
 use crate::account::{ACCOUNT_ID_LEN, AccountId};
 use crate::error::Result;
 use crate::keys::{IdentityKey, IdentityKeyPair, SIGNATURE_LEN};
+use crate::proto::wire::{AccountKind, Category};
 
 /// Context string that opens every delivery proof payload.
 pub const DELIVERY_CONTEXT: &[u8] = b"Comptoir delivery v1";
@@ -17,6 +18,20 @@ pub const DELIVERY_MESSAGE_ID_LEN: usize = 16;
 /// Longest franking commitment a proof covers (the relay refuses longer
 /// franking tags on send).
 pub const MAX_FRANKING_COMMITMENT_LEN: usize = 64;
+
+/// Whether a send is one the relay's ledger bills, so that its acks must
+/// carry a delivery signature: a business's utility, authentication or
+/// marketing template to a customer (another account than its own). An
+/// unspecified kind counts as a customer. The relay's accounting and the
+/// client's ack use this one rule.
+pub fn is_billed(sender: AccountKind, recipient: AccountKind, category: Category) -> bool {
+    sender == AccountKind::Business
+        && recipient != AccountKind::Business
+        && matches!(
+            category,
+            Category::Utility | Category::Authentication | Category::Marketing
+        )
+}
 
 /// What a delivery proof says: this customer device received this message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,6 +107,24 @@ mod tests {
             customer_device: 2,
             franking_commitment: vec![0xF0; 3],
             time_ms: 1_700_000_000_000,
+        }
+    }
+
+    #[test]
+    fn only_a_business_template_to_a_customer_is_billed() {
+        use AccountKind::{Business, Customer, Unspecified};
+        for c in [
+            Category::Utility,
+            Category::Authentication,
+            Category::Marketing,
+        ] {
+            assert!(is_billed(Business, Customer, c));
+            assert!(is_billed(Business, Unspecified, c));
+            assert!(!is_billed(Business, Business, c));
+            assert!(!is_billed(Customer, Business, c));
+        }
+        for c in [Category::Conversation, Category::Service, Category::Control] {
+            assert!(!is_billed(Business, Customer, c));
         }
     }
 

@@ -51,7 +51,8 @@ pub use account::{
     ACCOUNT_ID_LEN, AUTH_NONCE_LEN, AccountId, auth_payload, register_payload, relay_origin,
 };
 pub use delivery::{
-    DELIVERY_CONTEXT, DeliveryFields, delivery_proof_payload, sign_delivery, verify_delivery,
+    DELIVERY_CONTEXT, DeliveryFields, delivery_proof_payload, is_billed, sign_delivery,
+    verify_delivery,
 };
 pub use device_list::{DeviceList, MAX_DEVICES};
 pub use error::{DecodeError, Error, Result};

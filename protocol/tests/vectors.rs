@@ -1004,6 +1004,7 @@ fn frame_vectors(f: &Fixture, sigs: &SignaturesVector) -> FramesVector {
                     message_id: vec![0x11; 16],
                     sender_account: vec![0xAA; 16],
                     accept_id: 0,
+                    ..Default::default()
                 }),
             ),
         ),

@@ -128,6 +128,13 @@ pub enum RelayError {
          verify one (request a code, then send it back) and retry"
     )]
     PhoneRequired,
+    /// The ack of a billed envelope carried no delivery signature, or one
+    /// that does not verify against the device's identity key.
+    #[error(
+        "this envelope is billed: its ack must carry this device's signature over the \
+         delivery proof (docs/PROTOCOL.md, signed delivery); {0}; the envelope stays queued"
+    )]
+    BadDeliverySignature(&'static str),
     /// The relay is shutting down.
     #[error("the relay is shutting down; reconnect in a moment")]
     ShuttingDown,
@@ -165,6 +172,7 @@ impl RelayError {
             Self::AccountKind(_) => ErrorCode::AccountKind,
             Self::ShuttingDown => ErrorCode::ShuttingDown,
             Self::PhoneRequired => ErrorCode::PhoneRequired,
+            Self::BadDeliverySignature(_) => ErrorCode::BadDeliverySignature,
             Self::Storage(StorageError::Full) => ErrorCode::StorageFull,
             Self::Storage(_) => ErrorCode::Internal,
         }

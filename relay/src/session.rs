@@ -525,16 +525,34 @@ impl<S: Backend> Session<S> {
             for receipt in batch {
                 device.receipt_cursor = Some(receipt.cursor);
                 device.receipts_in_flight += 1;
-                conn.feed(frame::server(
-                    0,
-                    Body::Delivered(wire::Delivered {
-                        message_id: receipt.message_id.to_vec(),
-                        recipient_account: receipt.recipient.to_vec(),
-                        recipient_device: receipt.recipient_device,
-                        accept_id: receipt.accept_id,
-                    }),
-                ))
-                .await?;
+                let mut delivered = wire::Delivered {
+                    message_id: receipt.message_id.to_vec(),
+                    recipient_account: receipt.recipient.to_vec(),
+                    recipient_device: receipt.recipient_device,
+                    accept_id: receipt.accept_id,
+                    ..Default::default()
+                };
+                // The first delivery of a billed send carries the device's
+                // signed ack (kept in the same group as this receipt).
+                if receipt.accept_id != 0 {
+                    match self.relay.store.delivered_entry(receipt.accept_id).await {
+                        Ok(Some((entry, signed)))
+                            if signed.customer_device == receipt.recipient_device
+                                && entry.customer == receipt.recipient =>
+                        {
+                            delivered.delivery_signature = signed.signature.to_vec();
+                            delivered.signed_at_ms = signed.signed_at_ms;
+                            delivered.business_account = entry.business.to_vec();
+                            delivered.franking_commitment = entry.franking_tag;
+                        }
+                        Ok(_) => {}
+                        Err(error) => {
+                            tracing::error!(connection = self.id, %error, "reading a delivery proof failed");
+                        }
+                    }
+                }
+                conn.feed(frame::server(0, Body::Delivered(delivered)))
+                    .await?;
             }
             conn.flush().await?;
             if !full {

@@ -291,6 +291,7 @@ async fn take_and_ack(
                     message_id: id,
                     sender_account: alice.to_vec(),
                     accept_id: 0,
+                    ..Default::default()
                 }),
             )
             .await;
@@ -448,6 +449,7 @@ async fn kill_dash_nine_after_an_ack_keeps_its_receipt_for_the_sender() {
             message_id: envelope.message_id.clone(),
             sender_account: envelope.sender_account.clone(),
             accept_id: 0,
+            ..Default::default()
         }),
     )
     .await;

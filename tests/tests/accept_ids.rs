@@ -61,6 +61,7 @@ async fn the_accept_id_in_accepted_is_the_one_in_each_envelope_and_in_delivered(
             message_id: id(8).to_vec(),
             sender_account: alice.id.to_vec(),
             accept_id: envelope.accept_id,
+            ..Default::default()
         });
         assert!(matches!(b.request(wrong).await, Body::Ok(_)));
         assert_eq!(
@@ -73,6 +74,7 @@ async fn the_accept_id_in_accepted_is_the_one_in_each_envelope_and_in_delivered(
             message_id: Vec::new(),
             sender_account: Vec::new(),
             accept_id: envelope.accept_id,
+            ..Default::default()
         });
         assert!(matches!(b.request(ack).await, Body::Ok(_)));
         let delivered = a

@@ -79,6 +79,7 @@ async fn malformed_oversized_and_unauthenticated_frames_change_nothing() {
         message_id: vec![1],
         sender_account: vec![],
         accept_id: 0,
+        ..Default::default()
     });
     assert_eq!(error_code(&a.request(ack).await), ErrorCode::InvalidRequest);
     // Still usable afterwards.

@@ -8,13 +8,14 @@ use comptoir_protocol::proto::wire::{
     ReceiptAck, Register, ServerFrame, client_frame, server_frame,
 };
 use comptoir_protocol::{
-    AccountId, InMemoryPreKeyStore, auth_payload, register_payload, sign_prekey,
+    AccountId, DeliveryFields, InMemoryPreKeyStore, auth_payload, is_billed, register_payload,
+    sign_delivery, sign_prekey, verify_delivery,
 };
 use tokio::time::Instant;
 
 use crate::connection::Connection;
 use crate::error::{ClientError, Result};
-use crate::event::Event;
+use crate::event::{DeliveryProof, Event};
 use crate::messages::{self, MessageId, Status};
 use crate::peers;
 use crate::tls::RelayUrl;
@@ -284,6 +285,30 @@ impl Client {
                 }
             },
             Some(server_frame::Body::Delivered(delivered)) => {
+                let proof = match self.checked_proof(&delivered).await {
+                    None => None,
+                    Some(Ok(proof)) => Some(proof),
+                    Some(Err(
+                        e @ (ClientError::ConnectionClosed(_)
+                        | ClientError::NotConnected
+                        | ClientError::Database(_)),
+                    )) => return Err(e),
+                    Some(Err(e)) => {
+                        self.events.push_back(Event::Warning(format!(
+                            "a delivery receipt carried a proof that does not check out; \
+                             not recorded as proved: {e}"
+                        )));
+                        None
+                    }
+                };
+                if let (Ok(to), Some(id), Some(proof)) = (
+                    AccountId::from_bytes(&delivered.recipient_account),
+                    MessageId::from_bytes(&delivered.message_id),
+                    proof,
+                ) {
+                    self.events
+                        .push_back(Event::DeliveryProved { to, id, proof });
+                }
                 if let (Ok(to), Some(id)) = (
                     AccountId::from_bytes(&delivered.recipient_account),
                     MessageId::from_bytes(&delivered.message_id),
@@ -346,6 +371,7 @@ impl Client {
     }
 
     pub(super) async fn ack(&mut self, envelope: &Envelope) -> Result<()> {
+        let (delivery_signature, signed_at_ms) = self.sign_delivery_if_billed(envelope);
         let conn = self.conn.as_ref().ok_or(ClientError::NotConnected)?;
         let ack = ClientFrame {
             request_id: 0,
@@ -357,6 +383,8 @@ impl Client {
                 message_id: envelope.message_id.clone(),
                 sender_account: envelope.sender_account.clone(),
                 accept_id: envelope.accept_id,
+                delivery_signature,
+                signed_at_ms,
             })),
         };
         if let Err(e) = conn.send(&ack).await {
@@ -364,5 +392,97 @@ impl Client {
             return Err(e);
         }
         Ok(())
+    }
+
+    /// The signed ack of an envelope the relay bills (a template from a
+    /// business to this customer account: [`is_billed`]; only a business
+    /// may send template categories), with the time signed; empty for any
+    /// other envelope. Signed with this device's identity key over the
+    /// delivery proof payload (docs/PROTOCOL.md, "Signed delivery").
+    fn sign_delivery_if_billed(&self, envelope: &Envelope) -> (Vec<u8>, u64) {
+        let me = self.account.id();
+        let billed = is_billed(AccountKind::Business, self.kind, envelope.category())
+            && envelope.sender_account != me.as_bytes();
+        let (Ok(business), Ok(message_id)) = (
+            AccountId::from_bytes(&envelope.sender_account),
+            <[u8; 16]>::try_from(envelope.message_id.as_slice()),
+        ) else {
+            return (Vec::new(), 0);
+        };
+        if !billed || envelope.accept_id == 0 {
+            return (Vec::new(), 0);
+        }
+        let fields = DeliveryFields {
+            accept_id: envelope.accept_id,
+            message_id,
+            business,
+            customer: me,
+            customer_device: self.account.device_id(),
+            franking_commitment: envelope.franking_tag.clone(),
+            time_ms: now_ms(),
+        };
+        let signature = sign_delivery(self.account.identity(), &fields);
+        (signature.to_vec(), fields.time_ms)
+    }
+
+    /// Check the delivery proof a `Delivered` carries (the recipient
+    /// device's signed ack of a billed message this account sent) against
+    /// that device's identity key in the recipient's signed device list
+    /// (the pinned one, fetched again if it lacks the device). `None` if
+    /// the receipt carries no proof.
+    async fn checked_proof(&mut self, delivered: &Delivered) -> Option<Result<DeliveryProof>> {
+        if delivered.delivery_signature.is_empty() {
+            return None;
+        }
+        Some(self.check_proof(delivered).await)
+    }
+
+    async fn check_proof(&mut self, delivered: &Delivered) -> Result<DeliveryProof> {
+        let bad = |why: &str| ClientError::UnexpectedFrame(format!("delivery proof: {why}"));
+        let customer = AccountId::from_bytes(&delivered.recipient_account)
+            .map_err(|_| bad("the recipient account is malformed"))?;
+        let message_id = <[u8; 16]>::try_from(delivered.message_id.as_slice())
+            .map_err(|_| bad("the message id is not 16 bytes"))?;
+        let business = AccountId::from_bytes(&delivered.business_account)
+            .map_err(|_| bad("the business account is malformed"))?;
+        if business != self.account.id() {
+            return Err(bad("it names another sender than this account"));
+        }
+        let device = delivered.recipient_device;
+        let key_of = |client: &Self| -> Result<Option<comptoir_protocol::IdentityKey>> {
+            Ok(peers::load(&client.store, &customer)?.and_then(|p| {
+                p.devices
+                    .devices
+                    .iter()
+                    .find(|(id, _)| *id == device)
+                    .map(|(_, key)| *key)
+            }))
+        };
+        let key = match key_of(self)? {
+            Some(key) => key,
+            None => {
+                self.refresh_peer(customer).await?;
+                key_of(self)?
+                    .ok_or_else(|| bad("the device is not in the recipient's device list"))?
+            }
+        };
+        let fields = DeliveryFields {
+            accept_id: delivered.accept_id,
+            message_id,
+            business,
+            customer,
+            customer_device: device,
+            franking_commitment: delivered.franking_commitment.clone(),
+            time_ms: delivered.signed_at_ms,
+        };
+        verify_delivery(&key, &fields, &delivered.delivery_signature)
+            .map_err(|_| bad("the signature does not verify against the device's identity key"))?;
+        Ok(DeliveryProof {
+            accept_id: delivered.accept_id,
+            device,
+            signed_at_ms: delivered.signed_at_ms,
+            franking_commitment: delivered.franking_commitment.clone(),
+            signature: delivered.delivery_signature.clone(),
+        })
     }
 }

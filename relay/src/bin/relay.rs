@@ -28,7 +28,8 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Print what accepts committed besides mail, from the data directory
     /// of a stopped relay: one JSON object per line, the ledger entries
-    /// (`"ledger"`), the conversation state (`"conversation"`: the accept
+    /// (`"ledger"`), the signed first delivery of each billed send
+    /// (`"delivered"`: the customer device's signed ack), the conversation state (`"conversation"`: the accept
     /// time of the customer's last message, which the 24-hour window runs
     /// from), the quota counts per sender and UTC day (`"quota"`) and the
     /// copies queued per device (`"queue"`).
@@ -234,6 +235,17 @@ fn accounting(args: &AccountingArgs) -> ExitCode {
                 "template_id": e.template_id,
                 "franking_tag": hex::encode(&e.franking_tag),
                 "accepted_at_ms": e.accepted_at_ms,
+            }
+        });
+        println!("{line}");
+    }
+    for d in &report.delivered {
+        let line = serde_json::json!({
+            "delivered": {
+                "accept_id": d.accept_id,
+                "customer_device": d.customer_device,
+                "signed_at_ms": d.signed_at_ms,
+                "signature": hex::encode(d.signature),
             }
         });
         println!("{line}");

@@ -4,6 +4,15 @@
 //! (now if it is connected, else when it next connects) until it answers
 //! with a `ReceiptAck`, which deletes it.
 //!
+//! An envelope the ledger bills (a business's template to a customer:
+//! see `policy::accounting`) is deleted only by a signed ack: the device's
+//! identity-key signature over the delivery proof payload, checked against
+//! its key in the account's signed device list. A missing or bad one is
+//! refused with a typed error and nothing is written. The first device of
+//! the customer to ack makes the ledger's delivered entry, in the same
+//! group as the deletion and the receipt, so it is durable before the
+//! `Delivered` receipt (which carries it) is pushed.
+//!
 //! Neither deletion holds up the next frames nor is waited on for
 //! durability: if a crash loses an ack, the envelope is delivered again
 //! (the client drops it by message id) and its receipt is made by the next
@@ -12,6 +21,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 
 use comptoir_protocol::proto::wire;
+use comptoir_protocol::{AccountId, DeliveryFields, IdentityKey, verify_delivery};
 use futures_util::FutureExt;
 
 use super::{account_field, device};
@@ -20,7 +30,9 @@ use crate::frame;
 use crate::session::EncodeFrame;
 use crate::session::{Completion, Reply, Session};
 use crate::state::now_ms;
-use crate::storage::{AckOf, MESSAGE_ID_LEN, Mailbox};
+use crate::storage::{
+    AckOf, DELIVERY_SIGNATURE_LEN, DeliveredEntry, Directory, LedgerEntry, MESSAGE_ID_LEN, Mailbox,
+};
 
 fn message_id_field(bytes: &[u8]) -> Result<[u8; MESSAGE_ID_LEN], RelayError> {
     bytes
@@ -28,7 +40,7 @@ fn message_id_field(bytes: &[u8]) -> Result<[u8; MESSAGE_ID_LEN], RelayError> {
         .map_err(|_| invalid(format!("message_id must be 16 bytes, got {}", bytes.len())))
 }
 
-pub(crate) async fn ack<S: Mailbox>(
+pub(crate) async fn ack<S: Directory + Mailbox>(
     session: &mut Session<S>,
     request_id: u64,
     request: wire::DeliveryAck,
@@ -51,14 +63,48 @@ pub(crate) async fn ack<S: Mailbox>(
             message_id: message_id_field(&request.message_id)?,
         }
     };
+    let signature = request.delivery_signature;
+    let signed_at_ms = request.signed_at_ms;
     Ok(Reply::Later(
         async move {
             let expires = now_ms().saturating_add(relay.config.message_ttl_ms);
-            let removed = relay
-                .store
-                .acknowledge(account, device_id, of, expires)
-                .await;
             let reply = |frame| if request_id == 0 { None } else { Some(frame) };
+            let removed = match relay.store.billed_copy(account, device_id, of).await {
+                Ok(None) => {
+                    relay
+                        .store
+                        .acknowledge(account, device_id, of, expires)
+                        .await
+                }
+                Ok(Some(entry)) => {
+                    match checked_delivery(
+                        &relay,
+                        account,
+                        device_id,
+                        &entry,
+                        &signature,
+                        signed_at_ms,
+                    )
+                    .await
+                    {
+                        Ok(delivered) => {
+                            relay
+                                .store
+                                .acknowledge_delivered(account, device_id, of, expires, delivered)
+                                .await
+                        }
+                        Err(error) => {
+                            relay.metrics.refused(error.code());
+                            return Completion {
+                                frame: reply(error.to_frame(request_id).encode_frame()),
+                                acked: false,
+                                receipt_acked: false,
+                            };
+                        }
+                    }
+                }
+                Err(error) => Err(error),
+            };
             match removed {
                 Ok(Some(acked)) => {
                     relay.metrics.envelopes_delivered.fetch_add(1, Relaxed);
@@ -101,6 +147,59 @@ pub(crate) async fn ack<S: Mailbox>(
         }
         .boxed(),
     ))
+}
+
+/// Check a signed ack of the billed send `entry` by `account`'s `device`
+/// against that device's identity key in the account's signed device list;
+/// the delivered entry to keep if it verifies.
+async fn checked_delivery<S: Directory + Mailbox>(
+    relay: &crate::state::Relay<S>,
+    account: AccountId,
+    device: u32,
+    entry: &LedgerEntry,
+    signature: &[u8],
+    signed_at_ms: u64,
+) -> Result<DeliveredEntry, RelayError> {
+    if signature.is_empty() {
+        return Err(RelayError::BadDeliverySignature(
+            "the ack carried no signature",
+        ));
+    }
+    let signature: [u8; DELIVERY_SIGNATURE_LEN] = signature
+        .try_into()
+        .map_err(|_| RelayError::BadDeliverySignature("the signature is not 64 bytes"))?;
+    let list = relay
+        .store
+        .device_list(account)
+        .await?
+        .ok_or(RelayError::UnknownDevice)?;
+    let key: &IdentityKey = list
+        .list
+        .devices
+        .iter()
+        .find(|(id, _)| *id == device)
+        .map(|(_, key)| key)
+        .ok_or(RelayError::UnknownDevice)?;
+    let fields = DeliveryFields {
+        accept_id: entry.accept_id,
+        message_id: entry.message_id,
+        business: entry.business,
+        customer: entry.customer,
+        customer_device: device,
+        franking_commitment: entry.franking_tag.clone(),
+        time_ms: signed_at_ms,
+    };
+    verify_delivery(key, &fields, &signature).map_err(|_| {
+        RelayError::BadDeliverySignature(
+            "the signature does not verify against this device's identity key",
+        )
+    })?;
+    Ok(DeliveredEntry {
+        accept_id: entry.accept_id,
+        customer_device: device,
+        signed_at_ms,
+        signature,
+    })
 }
 
 /// `ReceiptAck`: the sending device recorded a `Delivered` receipt; delete

@@ -228,15 +228,13 @@ pub fn accounting(
             opens_window: true,
             ..Accounting::default()
         },
-        (
-            AccountKind::Business,
-            AccountKind::Customer,
-            c @ (Category::Utility | Category::Authentication | Category::Marketing),
-        ) => Accounting {
-            business_initiated: true,
-            billed: Some(c),
-            ..Accounting::default()
-        },
+        (sender, recipient, c) if comptoir_protocol::is_billed(sender, recipient, c) => {
+            Accounting {
+                business_initiated: true,
+                billed: Some(c),
+                ..Accounting::default()
+            }
+        }
         _ => Accounting::default(),
     }
 }

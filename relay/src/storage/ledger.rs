@@ -76,6 +76,25 @@ pub struct LedgerEntry {
     pub accepted_at_ms: u64,
 }
 
+/// Length of a delivery signature (Ed25519).
+pub const DELIVERY_SIGNATURE_LEN: usize = 64;
+
+/// The first delivery of a billed send to a device of its customer: that
+/// device's signed ack (docs/PROTOCOL.md, "Signed delivery"). Written in
+/// the same durable step as the ack's deletion of the copy; one per
+/// accept id (the first device to ack).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeliveredEntry {
+    /// The accept id of the billed send (its [`LedgerEntry`]).
+    pub accept_id: u64,
+    /// The customer's device that acked first.
+    pub customer_device: u32,
+    /// The device's clock when it signed, ms since the epoch.
+    pub signed_at_ms: u64,
+    /// The device's identity-key signature over the delivery proof payload.
+    pub signature: [u8; DELIVERY_SIGNATURE_LEN],
+}
+
 /// The append-only ledger, read in order of accept id.
 pub trait Ledger: Send + Sync + 'static {
     /// Up to `limit` entries with an accept id above `after` (from the

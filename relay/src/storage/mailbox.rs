@@ -8,7 +8,7 @@ use std::future::Future;
 use comptoir_protocol::AccountId;
 use futures_util::future::BoxFuture;
 
-use super::{BilledCategory, MESSAGE_ID_LEN, StorageResult};
+use super::{BilledCategory, DeliveredEntry, LedgerEntry, MESSAGE_ID_LEN, StorageResult};
 
 /// A position in one device's queue (of mail or of receipts), as the
 /// mailbox handed it out. Callers keep it and give it back to read what
@@ -241,6 +241,38 @@ pub trait Mailbox: Send + Sync + 'static {
         of: AckOf,
         receipt_expires_at_ms: u64,
     ) -> impl Future<Output = StorageResult<Option<Acked>>> + Send;
+
+    /// The ledger entry of the send whose copy `of` names, if that copy is
+    /// queued for the device and the send is billed: its ack must then be
+    /// signed (see [`Mailbox::acknowledge_delivered`]).
+    fn billed_copy(
+        &self,
+        account: AccountId,
+        device: u32,
+        of: AckOf,
+    ) -> impl Future<Output = StorageResult<Option<LedgerEntry>>> + Send;
+
+    /// [`Mailbox::acknowledge`] of a billed copy whose signed ack was
+    /// checked: the deletion, the receipt and, if no device of the
+    /// customer acked this send before, `delivered` are written together
+    /// (one per accept id, across restarts). `None` (nothing written) if
+    /// the copy queued is not of `delivered.accept_id`.
+    fn acknowledge_delivered(
+        &self,
+        account: AccountId,
+        device: u32,
+        of: AckOf,
+        receipt_expires_at_ms: u64,
+        delivered: DeliveredEntry,
+    ) -> impl Future<Output = StorageResult<Option<Acked>>> + Send;
+
+    /// The ledger entry and signed first delivery of the billed send
+    /// `accept_id`, if one device of the customer acked it (durable once
+    /// that device's receipt is pending).
+    fn delivered_entry(
+        &self,
+        accept_id: u64,
+    ) -> impl Future<Output = StorageResult<Option<(LedgerEntry, DeliveredEntry)>>> + Send;
 
     /// Up to `limit` durable, unexpired receipts kept for a (sending)
     /// device after `after`, oldest first.

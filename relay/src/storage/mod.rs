@@ -64,7 +64,9 @@ pub use self::keys::{
     Keys, MAX_PREKEY_PUBLIC_LEN, OneTimePreKeyRecord, PreKeyLength, PreKeyPublic,
     SignedPreKeyRecord, TakenPreKeys,
 };
-pub use self::ledger::{BilledCategory, Ledger, LedgerEntry};
+pub use self::ledger::{
+    BilledCategory, DELIVERY_SIGNATURE_LEN, DeliveredEntry, Ledger, LedgerEntry,
+};
 pub use self::mailbox::{
     AcceptEffects, AckOf, Acked, Billed, Cursor, Enqueued, Mailbox, NewMessage, QueuedEnvelope,
     QueuedMail, QueuedReceipt, QuotaCounts,

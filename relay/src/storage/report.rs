@@ -9,7 +9,7 @@ use std::sync::Arc;
 use comptoir_protocol::AccountId;
 
 use super::dir_lock::DirLock;
-use super::ledger::LedgerEntry;
+use super::ledger::{DeliveredEntry, LedgerEntry};
 use super::mail_log::{LogOptions, MailLog};
 use super::{QuotaCounts, StorageResult};
 
@@ -18,6 +18,8 @@ use super::{QuotaCounts, StorageResult};
 pub struct AccountingReport {
     /// Every ledger entry, in order of accept id.
     pub ledger: Vec<LedgerEntry>,
+    /// Every signed first delivery of a billed send, in order of accept id.
+    pub delivered: Vec<DeliveredEntry>,
     /// (business, customer, accept time of the customer's last
     /// conversation message).
     pub conversations: Vec<(AccountId, AccountId, u64)>,
@@ -43,6 +45,7 @@ pub async fn read(data_dir: &Path) -> StorageResult<AccountingReport> {
     )?;
     let report = AccountingReport {
         ledger: log.ledger_entries(None, usize::MAX),
+        delivered: log.delivered_entries(),
         conversations: log.conversations(),
         quotas: log.quotas(),
         queues: log.queue_depths(),

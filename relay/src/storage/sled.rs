@@ -984,6 +984,44 @@ impl Mailbox for SledStore {
         }))
     }
 
+    async fn billed_copy(
+        &self,
+        account: AccountId,
+        device: u32,
+        of: AckOf,
+    ) -> StorageResult<Option<super::LedgerEntry>> {
+        Ok(self.mail.billed_copy(account, device, of))
+    }
+
+    async fn acknowledge_delivered(
+        &self,
+        account: AccountId,
+        device: u32,
+        of: AckOf,
+        receipt_expires_at_ms: u64,
+        delivered: super::DeliveredEntry,
+    ) -> StorageResult<Option<Acked>> {
+        let acked = self.mail.acknowledge_delivered(
+            account,
+            device,
+            of,
+            receipt_expires_at_ms,
+            delivered,
+        )?;
+        Ok(acked.map(|(sender, sender_device, durable)| Acked {
+            sender,
+            sender_device,
+            receipt_kept: Box::pin(async move { durable.await.map_err(|_| StorageError::Closed)? }),
+        }))
+    }
+
+    async fn delivered_entry(
+        &self,
+        accept_id: u64,
+    ) -> StorageResult<Option<(super::LedgerEntry, super::DeliveredEntry)>> {
+        Ok(self.mail.delivered_entry(accept_id))
+    }
+
     async fn pending_receipts(
         &self,
         account: AccountId,
@@ -1616,6 +1654,7 @@ mod tests {
                     recipient_account: bob.to_vec(),
                     recipient_device: 2,
                     accept_id: 0,
+                    ..Default::default()
                 }),
             );
             let mut value = (crate::state::now_ms() + 600_000).to_be_bytes().to_vec();

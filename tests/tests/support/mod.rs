@@ -652,6 +652,7 @@ impl Client {
                 message_id: envelope.message_id.clone(),
                 sender_account: envelope.sender_account.clone(),
                 accept_id: envelope.accept_id,
+                ..Default::default()
             }),
         )
         .await;

@@ -267,6 +267,12 @@ fn checkpoint(shared: &Shared, capture: Capture) -> StorageResult<()> {
             write_out(&mut writer, &mut written)?;
         }
     }
+    for entry in accounting.delivered.values() {
+        writer.delivered(entry);
+        if writer.len() >= 1 << 20 {
+            write_out(&mut writer, &mut written)?;
+        }
+    }
     write_out(&mut writer, &mut written)?;
     {
         // Sealed: its last group holding records is followed by another.

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use comptoir_protocol::AccountId;
 
-use super::super::MESSAGE_ID_LEN;
-use super::super::ledger::LedgerEntry;
+use super::super::ledger::{DeliveredEntry, LedgerEntry};
+use super::super::{AckOf, MESSAGE_ID_LEN};
 use super::record::{Origin, ReceiptRef};
 
 type MessageId = [u8; MESSAGE_ID_LEN];
@@ -159,6 +159,9 @@ pub(crate) struct Accounting {
     pub(crate) reached: HashMap<(AccountId, u32), HashSet<AccountId>>,
     /// Ledger entries by accept id.
     pub(crate) ledger: BTreeMap<u64, LedgerEntry>,
+    /// Signed first deliveries of billed sends by accept id (the first
+    /// one kept).
+    pub(crate) delivered: BTreeMap<u64, DeliveredEntry>,
 }
 
 impl Accounting {
@@ -358,6 +361,34 @@ impl Index {
             .remove(&(entry.origin.sender, entry.origin.message_id));
         self.forget(account, device, &entry);
         Some((seq, entry))
+    }
+
+    /// The accept id of the copy `of` names, if it is queued for the
+    /// device (what [`Index::remove_accept`] or [`Index::remove_id`] would
+    /// remove, without removing it).
+    pub(crate) fn find_accept_id(&self, account: AccountId, device: u32, of: AckOf) -> Option<u64> {
+        let queue = self.devices.get(&(account, device))?;
+        let entry = match of {
+            AckOf::Accept(accept_id) | AckOf::AcceptOf { accept_id, .. } => {
+                let (_, entry) = queue.by_seq.range(accept_id..).next()?;
+                if entry.origin.accept_id != accept_id {
+                    return None;
+                }
+                if let AckOf::AcceptOf {
+                    sender, message_id, ..
+                } = of
+                    && (entry.origin.sender, entry.origin.message_id) != (sender, message_id)
+                {
+                    return None;
+                }
+                entry
+            }
+            AckOf::Message { sender, message_id } => {
+                let seq = queue.by_id.get(&(sender, message_id))?;
+                queue.by_seq.get(seq)?
+            }
+        };
+        Some(entry.origin.accept_id)
     }
 
     /// Drop a device's whole queue, receipts too; returns how many copies

@@ -64,7 +64,7 @@ pub(crate) use self::record::ReceiptRef;
 use self::record::{GROUP_HEADER_LEN, Origin, Record, Writer};
 use self::segment::{SEGMENT_HEADER_LEN, Tail};
 use super::dir_lock::DirLock;
-use super::ledger::LedgerEntry;
+use super::ledger::{DeliveredEntry, LedgerEntry};
 use super::{
     AckOf, Enqueued, MESSAGE_ID_LEN, NewMessage, QueuedEnvelope, QuotaCounts, StorageError,
     StorageResult,
@@ -764,9 +764,74 @@ impl MailLog {
         of: AckOf,
         receipt_expires: u64,
     ) -> StorageResult<Option<(AccountId, u32, Waited)>> {
+        self.acknowledge_with(account, device, of, receipt_expires, None)
+    }
+
+    /// The ledger entry of the send whose copy `of` names, if that copy is
+    /// queued for the device and the send is billed (its ack must then be
+    /// signed: see [`MailLog::acknowledge_delivered`]).
+    pub fn billed_copy(&self, account: AccountId, device: u32, of: AckOf) -> Option<LedgerEntry> {
+        let state = self.shared().lock();
+        let accept_id = state.index.find_accept_id(account, device, of)?;
+        state.index.accounting.ledger.get(&accept_id).cloned()
+    }
+
+    /// [`MailLog::acknowledge`] of a billed copy whose signed ack was
+    /// checked: the deletion, the receipt and, if no device of the
+    /// customer acked this send before, `delivered` go in one group. Only
+    /// if the copy queued is of `delivered.accept_id`.
+    pub fn acknowledge_delivered(
+        &self,
+        account: AccountId,
+        device: u32,
+        of: AckOf,
+        receipt_expires: u64,
+        delivered: DeliveredEntry,
+    ) -> StorageResult<Option<(AccountId, u32, Waited)>> {
+        self.acknowledge_with(account, device, of, receipt_expires, Some(delivered))
+    }
+
+    /// The signed first delivery of the billed send `accept_id`, durable
+    /// or not yet (it is in the same group as its device's receipt: once
+    /// that receipt is pending, it is durable).
+    pub fn delivered_entry(&self, accept_id: u64) -> Option<(LedgerEntry, DeliveredEntry)> {
+        let state = self.shared().lock();
+        let accounting = &state.index.accounting;
+        let delivered = accounting.delivered.get(&accept_id)?;
+        Some((accounting.ledger.get(&accept_id)?.clone(), *delivered))
+    }
+
+    /// Every signed first delivery, in order of accept id.
+    pub fn delivered_entries(&self) -> Vec<DeliveredEntry> {
+        let state = self.shared().lock();
+        state.index.accounting.delivered.values().copied().collect()
+    }
+
+    fn acknowledge_with(
+        &self,
+        account: AccountId,
+        device: u32,
+        of: AckOf,
+        receipt_expires: u64,
+        delivered: Option<DeliveredEntry>,
+    ) -> StorageResult<Option<(AccountId, u32, Waited)>> {
         let shared = self.shared();
         let mut state = shared.lock();
         state.usable()?;
+        // A signed ack deletes only the billed copy it was checked for,
+        // and makes the ledger's delivered entry only if none is kept yet.
+        let delivered = match delivered {
+            None => None,
+            Some(d) => {
+                let accept_id = state.index.find_accept_id(account, device, of);
+                if accept_id != Some(d.accept_id)
+                    || !state.index.accounting.ledger.contains_key(&d.accept_id)
+                {
+                    return Ok(None);
+                }
+                (!state.index.accounting.delivered.contains_key(&d.accept_id)).then_some(d)
+            }
+        };
         let removed = match of {
             AckOf::Accept(accept_id) => state.index.remove_accept(account, device, accept_id, None),
             AckOf::AcceptOf {
@@ -799,10 +864,16 @@ impl MailLog {
         state.append(shared.options.segment_bytes, |w| {
             w.removed(&account, device, seq);
             w.receipt(&sender, sender_device, receipt_seq, &receipt);
+            if let Some(d) = &delivered {
+                w.delivered(d);
+            }
         });
         state
             .index
             .insert_receipt(sender, sender_device, receipt_seq, receipt);
+        if let Some(d) = delivered {
+            state.index.accounting.delivered.insert(d.accept_id, d);
+        }
         let (tx, rx) = oneshot::channel();
         state.passive.push(tx);
         shared.wake_writer(&state);
@@ -1261,6 +1332,13 @@ fn replay(
         }
         Record::Ledger(entry) => {
             index.accounting.ledger.insert(entry.accept_id, entry);
+        }
+        Record::Delivered(entry) => {
+            index
+                .accounting
+                .delivered
+                .entry(entry.accept_id)
+                .or_insert(entry);
         }
     }
 }

@@ -36,12 +36,15 @@
 //! | 14 `Quota` | sender (16), UTC day (4), sends accepted that day so far (8) |
 //! | 15 `Reached` | business (16), UTC day (4), customer (16) |
 //! | 16 `Ledger` | accept id (8), message id (16), business (16), customer (16), category (1), accept time (8), template id length (2), template id (UTF-8), franking tag length (2), franking tag |
+//! | 17 `Delivered` | accept id (8), customer device (4), signed at (8), signature (64) |
 //!
 //! Kinds 13 to 16 are what an accept commits besides its copies, in the
 //! same group as its `Message`: so the copies, the conversation state,
 //! the quota counts and the ledger entry are all durable or none is. They
 //! hold values, not increments (replay may see one twice: in its segment
-//! and in a checkpoint), and checkpoints rewrite them.
+//! and in a checkpoint), and checkpoints rewrite them. Kind 17 is the
+//! signed first delivery of a billed send, in the same group as the ack's
+//! `Removed` and `Receipt`; the first one for an accept id is kept.
 //!
 //! Format 4 writes only kinds 4 to 7 and 9 to 12. The accept id of a send
 //! is the seq of its first copy: taken from the log's one sequence, so it
@@ -62,7 +65,7 @@
 use comptoir_protocol::AccountId;
 
 use super::super::MESSAGE_ID_LEN;
-use super::super::ledger::{BilledCategory, LedgerEntry};
+use super::super::ledger::{BilledCategory, DELIVERY_SIGNATURE_LEN, DeliveredEntry, LedgerEntry};
 
 /// First bytes of every segment file written now (format version 4).
 pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"CMPTMLG4";
@@ -105,6 +108,7 @@ const KIND_CONVERSATION: u8 = 13;
 const KIND_QUOTA: u8 = 14;
 const KIND_REACHED: u8 = 15;
 const KIND_LEDGER: u8 = 16;
+const KIND_DELIVERED: u8 = 17;
 
 /// The accept id of a record written before accept ids existed (format 3
 /// and older): assigned at open (see `mail_log::legacy`). No real accept
@@ -264,6 +268,8 @@ pub(crate) enum Record<'a> {
     },
     /// A ledger entry.
     Ledger(LedgerEntry),
+    /// The signed first delivery of a billed send.
+    Delivered(DeliveredEntry),
 }
 
 /// A record body that does not parse (corruption, or a newer format).
@@ -501,6 +507,16 @@ impl Writer {
         self.close(start);
     }
 
+    /// Append a `Delivered` record.
+    pub(crate) fn delivered(&mut self, e: &DeliveredEntry) {
+        let start = self.open(KIND_DELIVERED);
+        self.buf.extend_from_slice(&e.accept_id.to_be_bytes());
+        self.buf.extend_from_slice(&e.customer_device.to_be_bytes());
+        self.buf.extend_from_slice(&e.signed_at_ms.to_be_bytes());
+        self.buf.extend_from_slice(&e.signature);
+        self.close(start);
+    }
+
     /// Append a `SeqFloor` record.
     pub(crate) fn seq_floor(&mut self, next: u64) {
         let start = self.open(KIND_SEQ_FLOOR);
@@ -702,6 +718,15 @@ pub(crate) fn decode(body: &[u8]) -> Result<Record<'_>, Malformed> {
                 accepted_at_ms,
             })
         }
+        KIND_DELIVERED => Record::Delivered(DeliveredEntry {
+            accept_id: r.u64()?,
+            customer_device: r.u32()?,
+            signed_at_ms: r.u64()?,
+            signature: r
+                .take(DELIVERY_SIGNATURE_LEN)?
+                .try_into()
+                .map_err(|_| Malformed)?,
+        }),
         _ => return Err(Malformed),
     };
     if r.at != body.len() {

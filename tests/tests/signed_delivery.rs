@@ -1,0 +1,386 @@
+//! Signed delivery of what is billed (a business's template to a
+//! customer): the customer's device signs its ack with its identity key,
+//! the relay checks the signature against the device list, keeps it in the
+//! ledger with the deletion of the copy, and passes it on in `Delivered`,
+//! where the business checks it against the customer device's key. The
+//! first delivery to any device of the customer is kept once, across
+//! restarts; an ack of a billed copy with no signature, or one that does
+//! not check out, is refused with a typed error and changes nothing.
+
+mod support;
+
+use comptoir_client::Event;
+use comptoir_protocol::labels;
+use comptoir_protocol::proto::content::{Content, Text, content};
+use comptoir_protocol::proto::wire::{
+    self, AccountKind, Category, ErrorCode, client_frame, server_frame::Body,
+};
+use comptoir_protocol::session::SessionRecord;
+use comptoir_protocol::{
+    AccountId, DeliveryFields, IdentityKey, VerifiedBundle, sign_delivery, verify_delivery,
+};
+use comptoir_relay::storage::report;
+use prost::Message;
+use support::client::{linked, registered_as, url, wait_for};
+use support::*;
+
+const TEMPLATE: &str = "order_update";
+const FRANKING: [u8; 32] = [7; 32];
+
+/// A business speaking raw frames, with real sessions to every device of
+/// one customer (the business agent daemon is not built yet).
+struct Business {
+    account: Account,
+    conn: Client,
+    customer: AccountId,
+    /// The customer's devices with their identity keys, from its signed
+    /// device list, and a session to each.
+    devices: Vec<(u32, IdentityKey, SessionRecord)>,
+}
+
+impl Business {
+    async fn start(relay: &TestRelay, customer: AccountId) -> Self {
+        let account = Account::new(1);
+        account.register_as(relay.addr, AccountKind::Business).await;
+        let (conn, _) = account.login(relay.addr, 1).await;
+        let mut business = Self {
+            account,
+            conn,
+            customer,
+            devices: Vec::new(),
+        };
+        business.fetch_sessions().await;
+        business
+    }
+
+    async fn fetch_sessions(&mut self) {
+        let fetch = wire::FetchPreKeys {
+            account_id: self.customer.to_vec(),
+            device_ids: Vec::new(),
+        };
+        let Body::PrekeyBundles(bundles) = self
+            .conn
+            .request(client_frame::Body::FetchPrekeys(fetch))
+            .await
+        else {
+            panic!("bundles")
+        };
+        let list = bundles.device_list.as_ref().expect("device list");
+        self.devices.clear();
+        for bundle in &bundles.bundles {
+            let listed = list
+                .devices
+                .iter()
+                .find(|d| d.device_id == bundle.device_id)
+                .expect("bundle of a listed device");
+            let key = IdentityKey::from_bytes(&listed.identity_key).expect("identity key");
+            let verified = VerifiedBundle::verify(bundle, Some(&key)).expect("bundle");
+            let mut session = SessionRecord::new();
+            session
+                .initiate(self.account.identity(1), &verified, &mut rand::rng())
+                .expect("x3dh");
+            self.devices.push((bundle.device_id, key, session));
+        }
+    }
+
+    /// Send `text` as a `category` message (a template under [`TEMPLATE`]
+    /// for template categories), labels bound; returns (message id, accept
+    /// id).
+    async fn send(&mut self, text: &str, category: Category) -> ([u8; 16], u64) {
+        let message_id = comptoir_client::MessageId::generate().0;
+        let template_id = if category == Category::Service {
+            ""
+        } else {
+            TEMPLATE
+        };
+        let franking: &[u8] = if template_id.is_empty() {
+            &[]
+        } else {
+            &FRANKING
+        };
+        let content = Content {
+            message_id: message_id.to_vec(),
+            sent_at_ms: 1,
+            body: Some(content::Body::Text(Text { body: text.into() })),
+            labels: Some(labels::bind(
+                &message_id,
+                self.account.id.as_bytes(),
+                self.customer.as_bytes(),
+                category,
+                template_id,
+                franking,
+            )),
+            padding: Vec::new(),
+        }
+        .encode_to_vec();
+        let devices = self
+            .devices
+            .iter_mut()
+            .map(|(device_id, _, session)| wire::DeviceCiphertext {
+                device_id: *device_id,
+                ciphertext: session
+                    .encrypt(&content, &mut rand::rng())
+                    .expect("encrypt"),
+            })
+            .collect();
+        let send = wire::Send {
+            message_id: message_id.to_vec(),
+            recipient_account: self.customer.to_vec(),
+            client_timestamp_ms: 1,
+            category: category as i32,
+            template_id: template_id.into(),
+            franking_tag: franking.to_vec(),
+            devices,
+        };
+        match self.conn.request(client_frame::Body::Send(send)).await {
+            Body::Accepted(accepted) => (message_id, accepted.accept_id),
+            other => panic!("send: {other:?}"),
+        }
+    }
+
+    /// The next `Delivered` receipt, acked to the relay.
+    async fn delivered(&mut self) -> wire::Delivered {
+        let delivered = self
+            .conn
+            .next_matching(|b| match b {
+                Body::Delivered(d) => Some(d.clone()),
+                _ => None,
+            })
+            .await;
+        let ack = wire::ReceiptAck {
+            message_id: delivered.message_id.clone(),
+            recipient_account: delivered.recipient_account.clone(),
+            recipient_device: delivered.recipient_device,
+        };
+        assert!(matches!(
+            self.conn.request(client_frame::Body::ReceiptAck(ack)).await,
+            Body::Ok(_)
+        ));
+        delivered
+    }
+
+    /// Check the proof a `Delivered` carries against the customer device's
+    /// identity key, as a business would.
+    fn check_proof(&self, d: &wire::Delivered) {
+        let key = &self
+            .devices
+            .iter()
+            .find(|(id, _, _)| *id == d.recipient_device)
+            .expect("a device of the customer")
+            .1;
+        let fields = DeliveryFields {
+            accept_id: d.accept_id,
+            message_id: d.message_id.as_slice().try_into().expect("16 bytes"),
+            business: AccountId::from_bytes(&d.business_account).expect("business"),
+            customer: AccountId::from_bytes(&d.recipient_account).expect("customer"),
+            customer_device: d.recipient_device,
+            franking_commitment: d.franking_commitment.clone(),
+            time_ms: d.signed_at_ms,
+        };
+        assert_eq!(fields.business, self.account.id);
+        assert_eq!(fields.customer, self.customer);
+        verify_delivery(key, &fields, &d.delivery_signature).expect("the proof checks out");
+    }
+}
+
+/// Wait until `client` stored a message with `text`.
+async fn received(client: &mut comptoir_client::Client, text: &str) {
+    wait_for(client, |e| match e {
+        Event::Message { text: body, .. } if body == text => Some(()),
+        _ => None,
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_billed_template_carries_a_signed_proof_the_business_checks_kept_once_across_restarts() {
+    let relay = start_relay().await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut phone = registered_as(
+        &relay,
+        dir_a.path(),
+        "pw-long-enough",
+        AccountKind::Customer,
+    )
+    .await;
+    let mut laptop = linked(&relay, &mut phone, dir_b.path()).await;
+    laptop.disconnect().await;
+    let customer = phone.account_id();
+    let mut business = Business::start(&relay, customer).await;
+    assert_eq!(business.devices.len(), 2);
+
+    let (message_id, accept_id) = business.send("Your parcel left", Category::Utility).await;
+    received(&mut phone, "Your parcel left").await;
+    let first = business.delivered().await;
+    assert_eq!(
+        (first.message_id.as_slice(), first.accept_id),
+        (message_id.as_slice(), accept_id)
+    );
+    assert_eq!(first.recipient_device, phone.device_id());
+    assert_eq!(first.delivery_signature.len(), 64, "{first:?}");
+    assert_eq!(first.franking_commitment, FRANKING);
+    business.check_proof(&first);
+
+    // Across a restart, the second device's delivery is reported without
+    // a second proof: the first delivery is kept once.
+    let mut relay = relay;
+    relay.stop().await;
+    let relay = relay.start_again_at_same_address().await;
+    business.conn = business.account.login(relay.addr, 1).await.0;
+    laptop.connect(&url(&relay)).await.expect("reconnect");
+    received(&mut laptop, "Your parcel left").await;
+    let second = business.delivered().await;
+    assert_eq!(second.recipient_device, laptop.device_id());
+    assert_eq!(second.accept_id, accept_id);
+    assert!(second.delivery_signature.is_empty(), "{second:?}");
+
+    // A service reply is not billed: delivered with no proof.
+    phone.connect(&url(&relay)).await.expect("reconnect");
+    let (service, _) = business.send("How can we help?", Category::Service).await;
+    received(&mut phone, "How can we help?").await;
+    let d = business.delivered().await;
+    assert_eq!(d.message_id, service);
+    assert!(d.delivery_signature.is_empty());
+
+    let mut relay = relay;
+    phone.close().await.unwrap();
+    laptop.close().await.unwrap();
+    relay.stop().await;
+    let report = report::read(&relay.data_dir).await.expect("accounting");
+    assert_eq!(report.ledger.len(), 1, "{:?}", report.ledger);
+    assert_eq!(report.delivered.len(), 1, "{:?}", report.delivered);
+    let kept = &report.delivered[0];
+    assert_eq!(
+        (kept.accept_id, kept.customer_device),
+        (accept_id, first.recipient_device)
+    );
+    assert_eq!(
+        kept.signature.as_slice(),
+        first.delivery_signature.as_slice()
+    );
+}
+
+#[tokio::test]
+async fn an_ack_of_a_billed_copy_without_a_good_signature_is_refused_and_the_copy_stays() {
+    let mut relay = start_relay().await;
+    let customer = Account::new(2);
+    customer.register(relay.addr).await;
+    let business = Account::new(1);
+    business
+        .register_as(relay.addr, AccountKind::Business)
+        .await;
+    let (mut b, _) = business.login(relay.addr, 1).await;
+    let send = |message_id: [u8; 16], category: Category, template: &str| {
+        client_frame::Body::Send(wire::Send {
+            message_id: message_id.to_vec(),
+            recipient_account: customer.id.to_vec(),
+            client_timestamp_ms: 1,
+            category: category as i32,
+            template_id: template.into(),
+            franking_tag: FRANKING.to_vec(),
+            devices: [1, 2]
+                .map(|device_id| wire::DeviceCiphertext {
+                    device_id,
+                    ciphertext: vec![0xAB; 48],
+                })
+                .to_vec(),
+        })
+    };
+    let Body::Accepted(accepted) = b.request(send(id(1), Category::Marketing, TEMPLATE)).await
+    else {
+        panic!("accepted")
+    };
+
+    let (mut c, _) = customer.login(relay.addr, 1).await;
+    let envelope = c.next_envelope().await;
+    assert_eq!(envelope.accept_id, accepted.accept_id);
+    let fields = |device: u32, accept_id: u64| DeliveryFields {
+        accept_id,
+        message_id: id(1),
+        business: business.id,
+        customer: customer.id,
+        customer_device: device,
+        franking_commitment: FRANKING.to_vec(),
+        time_ms: 1_700_000_000_000,
+    };
+    let ack = |signature: Vec<u8>| {
+        client_frame::Body::DeliveryAck(wire::DeliveryAck {
+            message_id: envelope.message_id.clone(),
+            sender_account: envelope.sender_account.clone(),
+            accept_id: envelope.accept_id,
+            delivery_signature: signature,
+            signed_at_ms: 1_700_000_000_000,
+        })
+    };
+    let refused = [
+        ("no signature", Vec::new()),
+        ("a short one", vec![1; 63]),
+        (
+            "another device's key",
+            sign_delivery(customer.identity(2), &fields(1, accepted.accept_id)).to_vec(),
+        ),
+        (
+            "another device named",
+            sign_delivery(customer.identity(1), &fields(2, accepted.accept_id)).to_vec(),
+        ),
+        (
+            "another accept id",
+            sign_delivery(customer.identity(1), &fields(1, accepted.accept_id + 1)).to_vec(),
+        ),
+    ];
+    for (what, signature) in refused {
+        let reply = c.request(ack(signature)).await;
+        assert_eq!(
+            error_code(&reply),
+            ErrorCode::BadDeliverySignature,
+            "{what}: {reply:?}"
+        );
+    }
+    // Nothing changed: the copy is delivered again on the next login, and
+    // the business got no receipt.
+    drop(c);
+    let (mut c, _) = customer.login(relay.addr, 1).await;
+    let again = c.next_envelope().await;
+    assert_eq!(again.accept_id, accepted.accept_id);
+    assert!(b.backlog_is_empty_of(|f| matches!(f, Body::Delivered(_))));
+
+    // A service message to the same customer needs no signature.
+    let Body::Accepted(service) = b.request(send(id(2), Category::Service, "")).await else {
+        panic!("accepted")
+    };
+    let next = c.next_envelope().await;
+    assert_eq!(next.accept_id, service.accept_id);
+    let plain = client_frame::Body::DeliveryAck(wire::DeliveryAck {
+        message_id: next.message_id.clone(),
+        sender_account: next.sender_account.clone(),
+        accept_id: next.accept_id,
+        ..Default::default()
+    });
+    assert!(matches!(c.request(plain).await, Body::Ok(_)));
+    let d = b
+        .next_matching(|f| match f {
+            Body::Delivered(d) => Some(d.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(d.accept_id, service.accept_id);
+    assert!(d.delivery_signature.is_empty());
+
+    // The right signature deletes the copy and reaches the business.
+    let good = sign_delivery(customer.identity(1), &fields(1, accepted.accept_id)).to_vec();
+    assert!(matches!(c.request(ack(good.clone())).await, Body::Ok(_)));
+    let d = b
+        .next_matching(|f| match f {
+            Body::Delivered(d) => Some(d.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(d.accept_id, accepted.accept_id);
+    assert_eq!(d.delivery_signature, good);
+
+    drop((b, c));
+    relay.stop().await;
+    let report = report::read(&relay.data_dir).await.expect("accounting");
+    assert_eq!(report.delivered.len(), 1, "{:?}", report.delivered);
+    assert_eq!(report.delivered[0].signature.as_slice(), good.as_slice());
+}
