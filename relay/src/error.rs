@@ -128,6 +128,10 @@ pub enum RelayError {
          verify one (request a code, then send it back) and retry"
     )]
     PhoneRequired,
+    /// A business's free-form reply outside the 24-hour window (the
+    /// message says since when and what to send instead).
+    #[error("{0}")]
+    WindowClosed(String),
     /// The ack of a billed envelope carried no delivery signature, or one
     /// that does not verify against the device's identity key.
     #[error(
@@ -172,6 +176,7 @@ impl RelayError {
             Self::AccountKind(_) => ErrorCode::AccountKind,
             Self::ShuttingDown => ErrorCode::ShuttingDown,
             Self::PhoneRequired => ErrorCode::PhoneRequired,
+            Self::WindowClosed(_) => ErrorCode::WindowClosed,
             Self::BadDeliverySignature(_) => ErrorCode::BadDeliverySignature,
             Self::Storage(StorageError::Full) => ErrorCode::StorageFull,
             Self::Storage(_) => ErrorCode::Internal,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use comptoir_protocol::MAX_FRAME_SIZE;
-use comptoir_protocol::proto::wire::{self, server_frame::Body};
+use comptoir_protocol::proto::wire::{self, AccountKind, server_frame::Body};
 use futures_util::FutureExt;
 use prost::Message;
 
@@ -18,7 +18,6 @@ use crate::policy::{
     self, Conversation, Decision, Party, Quotas, Refusal, Rules, SendInput, SendRequest,
 };
 use crate::session::{Completion, EncodeFrame, Reply, Session};
-use crate::state::now_ms;
 use crate::storage::{
     AcceptEffects, AccountRecord, Billed, BilledCategory, Directory, Enqueued, MESSAGE_ID_LEN,
     Mailbox, NewMessage, StoredDeviceList,
@@ -62,6 +61,19 @@ pub(crate) async fn send<S: Directory + Mailbox>(
     let sender_record = record_of(&relay.store, sender).await?;
     let recipient_record = record_of(&relay.store, recipient).await?;
     let blocked = recipient != sender && relay.store.is_blocked(recipient, sender).await?;
+    // The window of a business writing to a customer.
+    let customer_wrote_at_ms = match (
+        policy::kind_of(&sender_record),
+        policy::kind_of(&recipient_record),
+    ) {
+        (AccountKind::Business, AccountKind::Customer) if recipient != sender => {
+            relay.store.last_customer_message(sender, recipient).await?
+        }
+        _ => None,
+    };
+    // One reading of the relay's clock: the time the policy judges the
+    // window by is the accept time the send gets.
+    let server_timestamp_ms = relay.clock.now_ms();
     let recipient_devices: Vec<u32> = list.list.device_ids();
     let ciphertexts: Vec<(u32, usize)> = request
         .devices
@@ -84,12 +96,15 @@ pub(crate) async fn send<S: Directory + Mailbox>(
             template_id: &request.template_id,
             ciphertexts: &ciphertexts,
         },
-        conversation: Conversation { blocked },
+        conversation: Conversation {
+            blocked,
+            customer_wrote_at_ms,
+        },
         quotas,
         rules: Rules {
             require_phone_for_business: relay.config.limits.require_phone_for_business,
         },
-        now_ms: now_ms(),
+        now_ms: server_timestamp_ms,
     });
     match decision {
         Decision::Accept => {}
@@ -102,7 +117,6 @@ pub(crate) async fn send<S: Directory + Mailbox>(
         }
         Decision::Refuse(refusal) => return Err(refusal_error(refusal, Some(&list))),
     }
-    let server_timestamp_ms = now_ms();
     let expires_at_ms = server_timestamp_ms.saturating_add(relay.config.message_ttl_ms);
     if request.template_id.len() > MAX_TEMPLATE_ID_LEN {
         return Err(invalid(format!(
@@ -212,6 +226,7 @@ fn refusal_error(refusal: Refusal, list: Option<&StoredDeviceList>) -> RelayErro
         },
         Refusal::Blocked => RelayError::Blocked,
         Refusal::PhoneRequired => RelayError::PhoneRequired,
+        Refusal::WindowClosed { .. } => RelayError::WindowClosed(refusal.message()),
         Refusal::DeviceListMismatch => match list.map(wire_list) {
             Some(Ok(list)) => RelayError::DeviceListMismatch {
                 current: Box::new(list),

@@ -42,8 +42,13 @@ struct Row {
     phone_rule: bool,
     /// The sender has a verified phone number.
     sender_phone: bool,
+    /// The customer's last conversation message to the business.
+    customer_wrote_at_ms: Option<u64>,
     expect: Decision,
 }
+
+/// The relay's clock in every row.
+const NOW: u64 = 1_700_000_000_000;
 
 fn row(name: &'static str, expect: Decision) -> Row {
     Row {
@@ -58,6 +63,7 @@ fn row(name: &'static str, expect: Decision) -> Row {
         rate: None,
         phone_rule: false,
         sender_phone: false,
+        customer_wrote_at_ms: Some(NOW - 60_000),
         expect,
     }
 }
@@ -166,6 +172,62 @@ fn table() {
             sender: Business,
             category: Category::Service as i32,
             ..row("business replies as service", Decision::Accept)
+        },
+        Row {
+            sender: Business,
+            category: Category::Service as i32,
+            customer_wrote_at_ms: None,
+            ..row(
+                "window: no service reply to a customer who never wrote",
+                refuse(Refusal::WindowClosed {
+                    customer_wrote_at_ms: None,
+                }),
+            )
+        },
+        Row {
+            sender: Business,
+            category: Category::Service as i32,
+            customer_wrote_at_ms: Some(NOW - WINDOW_MS + 1),
+            ..row("window: open until its last millisecond", Decision::Accept)
+        },
+        Row {
+            sender: Business,
+            category: Category::Service as i32,
+            customer_wrote_at_ms: Some(NOW - WINDOW_MS),
+            ..row(
+                "window: closed 24 hours after the customer's last message",
+                refuse(Refusal::WindowClosed {
+                    customer_wrote_at_ms: Some(NOW - WINDOW_MS),
+                }),
+            )
+        },
+        Row {
+            sender: Business,
+            category: Category::Utility as i32,
+            customer_wrote_at_ms: None,
+            ..row(
+                "window: a template is not held to it (consent comes later)",
+                Decision::Accept,
+            )
+        },
+        Row {
+            sender: Business,
+            category: Category::Control as i32,
+            customer_wrote_at_ms: None,
+            ..row(
+                "window: control traffic is not held to it",
+                Decision::Accept,
+            )
+        },
+        Row {
+            sender: Business,
+            recipient: Business,
+            category: Category::Service as i32,
+            customer_wrote_at_ms: None,
+            ..row(
+                "window: only a business writing to a customer is held to it",
+                Decision::Accept,
+            )
         },
         Row {
             sender: Business,
@@ -304,6 +366,7 @@ fn table() {
             },
             conversation: Conversation {
                 blocked: case.blocked,
+                customer_wrote_at_ms: case.customer_wrote_at_ms,
             },
             quotas: Quotas {
                 rate_retry_after_ms: case.rate,
@@ -311,7 +374,7 @@ fn table() {
             rules: Rules {
                 require_phone_for_business: case.phone_rule,
             },
-            now_ms: 1_700_000_000_000,
+            now_ms: NOW,
         };
         assert_eq!(decide(&input), case.expect, "{}", case.name);
     }
@@ -330,6 +393,12 @@ fn every_refusal_says_what_to_do_without_internals() {
         Refusal::Blocked,
         Refusal::DeviceListMismatch,
         Refusal::PhoneRequired,
+        Refusal::WindowClosed {
+            customer_wrote_at_ms: None,
+        },
+        Refusal::WindowClosed {
+            customer_wrote_at_ms: Some(NOW),
+        },
     ];
     for refusal in all {
         let text = refusal.message();

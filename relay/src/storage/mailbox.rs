@@ -242,6 +242,14 @@ pub trait Mailbox: Send + Sync + 'static {
         receipt_expires_at_ms: u64,
     ) -> impl Future<Output = StorageResult<Option<Acked>>> + Send;
 
+    /// The relay's accept time of `customer`'s last conversation message
+    /// to `business` (the 24-hour window runs from it), if it ever wrote.
+    fn last_customer_message(
+        &self,
+        business: AccountId,
+        customer: AccountId,
+    ) -> impl Future<Output = StorageResult<Option<u64>>> + Send;
+
     /// The ledger entry of the send whose copy `of` names, if that copy is
     /// queued for the device and the send is billed: its ack must then be
     /// signed (see [`Mailbox::acknowledge_delivered`]).

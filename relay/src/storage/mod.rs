@@ -113,6 +113,15 @@ pub trait Lifecycle: Send + Sync + 'static {
     /// Flush and release the backend (at shutdown); later calls fail with
     /// [`StorageError::Closed`].
     fn close(&self) -> impl Future<Output = StorageResult<()>> + Send;
+
+    /// The highest time the relay's clock showed, as last persisted by
+    /// [`Lifecycle::keep_clock_mark`] (0 if never): the clock starts at
+    /// least there, so a wall clock stepped back cannot reopen a window.
+    fn clock_mark(&self) -> impl Future<Output = StorageResult<u64>> + Send;
+
+    /// Persist `ms` as the clock's mark if it is higher than the one kept
+    /// (durable on return).
+    fn keep_clock_mark(&self, ms: u64) -> impl Future<Output = StorageResult<()>> + Send;
 }
 
 /// Every role: what the server and a connection need. Implemented for

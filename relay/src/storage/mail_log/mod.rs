@@ -1002,6 +1002,18 @@ impl MailLog {
             .collect()
     }
 
+    /// The accept time of `customer`'s last conversation message to
+    /// `business`, if any (visible once its accept is).
+    pub fn last_customer_message(&self, business: AccountId, customer: AccountId) -> Option<u64> {
+        let state = self.shared().lock();
+        state
+            .index
+            .accounting
+            .conversations
+            .get(&(business, customer))
+            .copied()
+    }
+
     /// Every (business, customer) conversation with the accept time of the
     /// customer's last conversation message, sorted.
     pub fn conversations(&self) -> Vec<(AccountId, AccountId, u64)> {
