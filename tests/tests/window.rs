@@ -62,20 +62,25 @@ async fn only_the_customers_message_opens_the_window_and_it_closes_after_24_hour
     // Never written: closed, and nothing is stored for the customer.
     let refused = send(&mut b, &customer, 1, Category::Service).await;
     assert_eq!(error_code(&refused), ErrorCode::WindowClosed, "{refused:?}");
-    // Control traffic from the customer (a receipt, a re-key) and a
-    // template from the business do not open it.
+    // Control traffic from the customer (a receipt, a re-key) does not
+    // open it; nor does a template (which, outside it, needs consent).
     accepted(&send(&mut c, &business, 2, Category::Control).await);
-    let template = accepted(&send(&mut b, &customer, 3, Category::Utility).await);
+    let template = send(&mut b, &customer, 3, Category::Utility).await;
+    assert_eq!(error_code(&template), ErrorCode::NoConsent, "{template:?}");
     let refused = send(&mut b, &customer, 4, Category::Service).await;
     assert_eq!(error_code(&refused), ErrorCode::WindowClosed);
-    assert_eq!(received_until(&mut c, template).await, vec![template]);
 
     // The customer writes: free-form replies for 24 hours.
     accepted(&send(&mut c, &business, 5, Category::Conversation).await);
     let reply = accepted(&send(&mut b, &customer, 6, Category::Service).await);
+    // Inside it, a utility template needs no consent.
+    let inside = accepted(&send(&mut b, &customer, 12, Category::Utility).await);
     relay.clock.shift(WINDOW_MS as i64 - 5_000);
     let late = accepted(&send(&mut b, &customer, 7, Category::Service).await);
-    assert_eq!(received_until(&mut c, late).await, vec![reply, late]);
+    assert_eq!(
+        received_until(&mut c, late).await,
+        vec![reply, inside, late]
+    );
     relay.clock.shift(10_000);
     let refused = send(&mut b, &customer, 8, Category::Service).await;
     assert_eq!(error_code(&refused), ErrorCode::WindowClosed, "{refused:?}");

@@ -18,11 +18,15 @@
 //! 5. sizes: 1 to [`MAX_DEVICES`] ciphertexts, none empty, none longer than
 //!    a ratchet message can be ([`MAX_MESSAGE_LEN`]);
 //! 6. block: the recipient has not blocked the sender;
-//! 7. window: a business's free-form reply (`SERVICE`) to a customer only
-//!    within [`WINDOW_MS`] of the relay's accept time of the customer's
-//!    last conversation message to it ([`Conversation::customer_wrote_at_ms`]);
-//!    templates are not held to the window (consent and approval, which
-//!    govern them, are not checked yet); control traffic never is;
+//! 7. window and consent, for a business writing to a customer: a
+//!    free-form reply (`SERVICE`) only within [`WINDOW_MS`] of the relay's
+//!    accept time of the customer's last conversation message to it
+//!    ([`Conversation::customer_wrote_at_ms`]); a utility or
+//!    authentication template inside the window, or outside it under the
+//!    customer's consent for that category; a marketing template only
+//!    under consent for marketing, inside the window too
+//!    ([`Conversation::consent`]); control traffic is never held to
+//!    either (template approval is not checked yet);
 //! 8. device coverage: exactly one ciphertext per current device of the
 //!    recipient (minus the sending device when an account syncs itself).
 //!
@@ -32,9 +36,9 @@
 #[cfg(test)]
 mod tests;
 
-use comptoir_protocol::MAX_DEVICES;
 use comptoir_protocol::message::MAX_MESSAGE_LEN;
 use comptoir_protocol::proto::wire::{AccountKind, Category};
+use comptoir_protocol::{ConsentCategories, MAX_DEVICES};
 
 use crate::storage::{AccountRecord, Kind};
 
@@ -73,6 +77,10 @@ pub struct Conversation {
     /// the customer's last conversation message to that business (`None`
     /// if it never wrote, or for any other pair).
     pub customer_wrote_at_ms: Option<u64>,
+    /// For a business writing to a customer: what the customer's kept
+    /// consent for that business covers now (empty if none, expired or
+    /// revoked).
+    pub consent: ConsentCategories,
 }
 
 /// Limits and counters that apply to this send.
@@ -161,6 +169,11 @@ pub enum Refusal {
     PhoneRequired,
     /// The recipient blocks the sender.
     Blocked,
+    /// A business's template the customer's consent does not cover.
+    NoConsent {
+        /// The template's category.
+        category: Category,
+    },
     /// A business's free-form reply outside the 24-hour window.
     WindowClosed {
         /// The accept time of the customer's last conversation message,
@@ -200,6 +213,22 @@ impl Refusal {
                 and retry"
                 .into(),
             Refusal::Blocked => "the recipient has blocked this account".into(),
+            Refusal::NoConsent { category } => {
+                let name = comptoir_protocol::labels::category_name(*category as i32);
+                if *category == Category::Marketing {
+                    format!(
+                        "the customer has not consented to {name} from this business (marketing \
+                         needs consent inside the 24-hour window too); it can grant consent \
+                         from its client"
+                    )
+                } else {
+                    format!(
+                        "outside the 24-hour window a {name} template needs the customer's \
+                         consent for {name}, and it has none for this business; ask it for \
+                         consent, or reply within 24 hours of its last message"
+                    )
+                }
+            }
             Refusal::WindowClosed {
                 customer_wrote_at_ms,
             } => {
@@ -335,16 +364,25 @@ fn check(input: &SendInput<'_>) -> Result<(), Refusal> {
         return Err(Refusal::Blocked);
     }
     if !to_self
-        && category == Category::Service
         && kind_of(input.sender.record) == AccountKind::Business
         && kind_of(input.recipient.record) == AccountKind::Customer
     {
         let wrote = input.conversation.customer_wrote_at_ms;
         let open = wrote.is_some_and(|at| input.now_ms < at.saturating_add(WINDOW_MS));
-        if !open {
-            return Err(Refusal::WindowClosed {
-                customer_wrote_at_ms: wrote,
-            });
+        let consent = input.conversation.consent;
+        match (category, ConsentCategories::of(category)) {
+            (Category::Service, _) if !open => {
+                return Err(Refusal::WindowClosed {
+                    customer_wrote_at_ms: wrote,
+                });
+            }
+            (Category::Marketing, Some(needed)) if !consent.contains(needed) => {
+                return Err(Refusal::NoConsent { category });
+            }
+            (_, Some(needed)) if !open && !consent.contains(needed) => {
+                return Err(Refusal::NoConsent { category });
+            }
+            _ => {}
         }
     }
     let mut expected: Vec<u32> = input

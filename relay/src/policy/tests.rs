@@ -44,6 +44,8 @@ struct Row {
     sender_phone: bool,
     /// The customer's last conversation message to the business.
     customer_wrote_at_ms: Option<u64>,
+    /// What the customer's consent for the business covers now.
+    consent: ConsentCategories,
     expect: Decision,
 }
 
@@ -64,6 +66,7 @@ fn row(name: &'static str, expect: Decision) -> Row {
         phone_rule: false,
         sender_phone: false,
         customer_wrote_at_ms: Some(NOW - 60_000),
+        consent: ConsentCategories::NONE,
         expect,
     }
 }
@@ -204,9 +207,69 @@ fn table() {
         Row {
             sender: Business,
             category: Category::Utility as i32,
+            ..row(
+                "consent: a utility template inside the window needs none",
+                Decision::Accept,
+            )
+        },
+        Row {
+            sender: Business,
+            category: Category::Utility as i32,
             customer_wrote_at_ms: None,
             ..row(
-                "window: a template is not held to it (consent comes later)",
+                "consent: outside the window a utility template needs it",
+                refuse(Refusal::NoConsent {
+                    category: Category::Utility,
+                }),
+            )
+        },
+        Row {
+            sender: Business,
+            category: Category::Authentication as i32,
+            customer_wrote_at_ms: None,
+            consent: ConsentCategories::UTILITY,
+            ..row(
+                "consent: for one category is not for another",
+                refuse(Refusal::NoConsent {
+                    category: Category::Authentication,
+                }),
+            )
+        },
+        Row {
+            sender: Business,
+            category: Category::Authentication as i32,
+            customer_wrote_at_ms: None,
+            consent: ConsentCategories::AUTHENTICATION,
+            ..row(
+                "consent: outside the window, under consent",
+                Decision::Accept,
+            )
+        },
+        Row {
+            sender: Business,
+            category: Category::Marketing as i32,
+            consent: ConsentCategories::UTILITY,
+            ..row(
+                "consent: marketing needs it inside the window too",
+                refuse(Refusal::NoConsent {
+                    category: Category::Marketing,
+                }),
+            )
+        },
+        Row {
+            sender: Business,
+            category: Category::Marketing as i32,
+            customer_wrote_at_ms: None,
+            consent: ConsentCategories::MARKETING,
+            ..row("consent: marketing under consent", Decision::Accept)
+        },
+        Row {
+            sender: Business,
+            recipient: Business,
+            category: Category::Marketing as i32,
+            customer_wrote_at_ms: None,
+            ..row(
+                "consent: only a business writing to a customer needs it",
                 Decision::Accept,
             )
         },
@@ -232,6 +295,7 @@ fn table() {
         Row {
             sender: Business,
             category: Category::Marketing as i32,
+            consent: ConsentCategories::MARKETING,
             ..row("business sends a marketing template", Decision::Accept)
         },
         Row {
@@ -367,6 +431,7 @@ fn table() {
             conversation: Conversation {
                 blocked: case.blocked,
                 customer_wrote_at_ms: case.customer_wrote_at_ms,
+                consent: case.consent,
             },
             quotas: Quotas {
                 rate_retry_after_ms: case.rate,
@@ -393,6 +458,12 @@ fn every_refusal_says_what_to_do_without_internals() {
         Refusal::Blocked,
         Refusal::DeviceListMismatch,
         Refusal::PhoneRequired,
+        Refusal::NoConsent {
+            category: Category::Marketing,
+        },
+        Refusal::NoConsent {
+            category: Category::Utility,
+        },
         Refusal::WindowClosed {
             customer_wrote_at_ms: None,
         },

@@ -990,6 +990,30 @@ impl Mailbox for SledStore {
         }))
     }
 
+    async fn consent(
+        &self,
+        customer: AccountId,
+        business: AccountId,
+    ) -> StorageResult<Option<super::ConsentRecord>> {
+        Ok(self.mail.consent(customer, business))
+    }
+
+    async fn consents_of(&self, customer: AccountId) -> StorageResult<Vec<super::ConsentRecord>> {
+        Ok(self.mail.consents_of(customer))
+    }
+
+    async fn set_consent(&self, record: super::ConsentRecord) -> StorageResult<super::ConsentSet> {
+        self.mail.set_consent(record).await
+    }
+
+    async fn revoke_consent_by_block(
+        &self,
+        customer: AccountId,
+        business: AccountId,
+    ) -> StorageResult<()> {
+        self.mail.revoke_consent_by_block(customer, business).await
+    }
+
     async fn last_customer_message(
         &self,
         business: AccountId,
