@@ -325,3 +325,40 @@ async fn a_token_replayed_forged_or_for_another_business_is_refused_and_changes_
     assert_eq!(report.consents.len(), 1);
     assert_eq!(report.consents[0].counter, 4);
 }
+
+#[tokio::test]
+async fn blocking_a_business_deletes_what_it_queued_for_the_customer() {
+    let relay = start_relay().await;
+    let customer = Account::new(2);
+    customer.register(relay.addr).await;
+    let (acme, mut a) = business(&relay).await;
+    let friend = Account::new(1);
+    friend.register(relay.addr).await;
+    let (mut f, _) = friend.login(relay.addr, 1).await;
+    // Device 2 is online; device 1 is offline while the business writes.
+    let (mut c2, _) = customer.login(relay.addr, 2).await;
+    let grant = consent(&customer, 1, &acme, ConsentCategories::UTILITY, 1, DAY_MS);
+    // Device 1 signed it: send it from a short connection of device 1.
+    {
+        let (mut c1, _) = customer.login(relay.addr, 1).await;
+        assert!(matches!(c1.request(grant).await, Body::Ok(_)));
+    }
+    accepted(&template_to(&mut a, &customer.id, &[1, 2], 1, Category::Utility).await);
+    let pushed = c2.next_envelope().await;
+    assert_eq!(pushed.sender_account, acme.id.to_vec());
+    let block = client_frame::Body::Block(wire::Block {
+        account_id: acme.id.to_vec(),
+    });
+    assert!(matches!(c2.request(block).await, Body::Ok(_)));
+    // A friend's message after the block is the first thing device 1 gets:
+    // the business's queued copy is gone.
+    let hello = f
+        .request(send_body(&customer.id, &[1, 2], id(2), b"hello"))
+        .await;
+    accepted(&hello);
+    let (mut c1, _) = customer.login(relay.addr, 1).await;
+    let first = c1.next_envelope().await;
+    assert_eq!(first.sender_account, friend.id.to_vec(), "{first:?}");
+    // The business got no receipt for the deleted copy.
+    assert!(a.backlog_is_empty_of(|f| matches!(f, Body::Delivered(_))));
+}

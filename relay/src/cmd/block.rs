@@ -2,7 +2,8 @@
 //! blocker's devices. From the `Ok` on, sends from the blocked account to
 //! the blocker are refused with `ERROR_CODE_BLOCKED`. Blocking also
 //! revokes the blocker's consent for the blocked account, if it kept one
-//! (a new grant needs a higher counter).
+//! (a new grant needs a higher counter), and deletes what the blocked
+//! account has queued for the blocker's devices (no receipts).
 
 use super::{account_field, device};
 use crate::error::{RelayError, invalid};
@@ -23,11 +24,16 @@ pub(crate) async fn set<S: Directory + Mailbox>(
     }
     session.relay.store.set_blocked(me, other, on).await?;
     if on {
-        session
-            .relay
-            .store
-            .revoke_consent_by_block(me, other)
-            .await?;
+        let relay = &session.relay;
+        relay.store.revoke_consent_by_block(me, other).await?;
+        let removed = relay.store.remove_queued_from(me, other).await?;
+        if removed > 0 {
+            relay
+                .metrics
+                .queue_depth
+                .fetch_sub(removed as i64, std::sync::atomic::Ordering::Relaxed);
+            relay.metrics.notify_change();
+        }
     }
     tracing::info!(blocker = %me, blocked = %other, on, "block updated");
     Ok(Reply::Frame(frame::ok(request_id)))

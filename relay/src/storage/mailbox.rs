@@ -272,6 +272,15 @@ pub trait Mailbox: Send + Sync + 'static {
         record: ConsentRecord,
     ) -> impl Future<Output = StorageResult<ConsentSet>> + Send;
 
+    /// Delete every copy `sender` has queued for `recipient`'s devices,
+    /// without receipts (the recipient blocked it); durable on return.
+    /// Returns how many were deleted.
+    fn remove_queued_from(
+        &self,
+        recipient: AccountId,
+        sender: AccountId,
+    ) -> impl Future<Output = StorageResult<u64>> + Send;
+
     /// The customer blocked the business: mark the pair's consent revoked
     /// (durable on return). Nothing to do if none is kept.
     fn revoke_consent_by_block(

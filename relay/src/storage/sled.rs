@@ -1006,6 +1006,14 @@ impl Mailbox for SledStore {
         self.mail.set_consent(record).await
     }
 
+    async fn remove_queued_from(
+        &self,
+        recipient: AccountId,
+        sender: AccountId,
+    ) -> StorageResult<u64> {
+        self.mail.remove_queued_from(recipient, sender).await
+    }
+
     async fn revoke_consent_by_block(
         &self,
         customer: AccountId,

@@ -408,6 +408,22 @@ impl Index {
         Some(entry.origin.accept_id)
     }
 
+    /// The (device, seq) of every copy `sender` has queued for any device
+    /// of `recipient`.
+    pub(crate) fn queued_from(&self, recipient: AccountId, sender: AccountId) -> Vec<(u32, u64)> {
+        self.devices
+            .iter()
+            .filter(|((account, _), _)| *account == recipient)
+            .flat_map(|(&(_, device), queue)| {
+                queue
+                    .by_seq
+                    .iter()
+                    .filter(|(_, entry)| entry.origin.sender == sender)
+                    .map(move |(&seq, _)| (device, seq))
+            })
+            .collect()
+    }
+
     /// Drop a device's whole queue, receipts too; returns how many copies
     /// it held.
     pub(crate) fn drop_device(&mut self, account: AccountId, device: u32) -> u64 {

@@ -1240,6 +1240,39 @@ impl MailLog {
         expired
     }
 
+    /// Delete every copy `sender` has queued for `recipient`'s devices,
+    /// without receipts (the recipient blocked the sender); durable once
+    /// the returned future completes. Returns how many were deleted.
+    pub async fn remove_queued_from(
+        &self,
+        recipient: AccountId,
+        sender: AccountId,
+    ) -> StorageResult<u64> {
+        let shared = self.shared();
+        let (removed, durable) = {
+            let mut state = shared.lock();
+            state.usable()?;
+            let queued = state.index.queued_from(recipient, sender);
+            if queued.is_empty() {
+                return Ok(0);
+            }
+            let mut removed = Vec::with_capacity(queued.len());
+            for (device, seq) in queued {
+                if state.index.remove_seq(recipient, device, seq).is_some() {
+                    removed.push((device, seq));
+                }
+            }
+            state.append(shared.options.segment_bytes, |w| {
+                for (device, seq) in &removed {
+                    w.removed(&recipient, *device, *seq);
+                }
+            });
+            (removed.len() as u64, shared.durable_waiter(&mut state))
+        };
+        durable.await.map_err(|_| StorageError::Closed)??;
+        Ok(removed)
+    }
+
     /// Forget a removed device's queue; returns how many copies it held.
     pub fn remove_device(&self, account: AccountId, device: u32) -> StorageResult<u64> {
         let shared = self.shared();
