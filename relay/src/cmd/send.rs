@@ -60,6 +60,9 @@ pub(crate) async fn send<S: Directory + Mailbox>(
         .ok_or(RelayError::UnknownAccount)?;
     let sender_record = record_of(&relay.store, sender).await?;
     let recipient_record = record_of(&relay.store, recipient).await?;
+    // Read before the block itself: a block landing after this read is
+    // caught by the accept (its epoch moved), one before it by the read.
+    let block_epoch_seen = relay.store.block_epoch(recipient, sender).await?;
     let blocked = recipient != sender && relay.store.is_blocked(recipient, sender).await?;
     // One reading of the relay's clock: the time the policy judges the
     // window and consent by is the accept time the send gets.
@@ -198,6 +201,7 @@ pub(crate) async fn send<S: Directory + Mailbox>(
             })
         }),
         consent_seen,
+        block_epoch_seen,
     };
     let message = NewMessage {
         effects,
@@ -306,6 +310,7 @@ async fn finish<S: Mailbox>(
             device,
             limit: max_queue,
         },
+        Ok(Enqueued::BlockedMeanwhile) => RelayError::Blocked,
         Ok(Enqueued::ConsentChanged) => RelayError::NoConsent(
             "the customer's consent for this business changed while this send was being \
              accepted; nothing was stored: send it again"

@@ -72,6 +72,10 @@ pub struct AcceptEffects {
     /// to a customer): if it changed before the accept, nothing is stored
     /// and [`Enqueued::ConsentChanged`] is returned.
     pub consent_seen: Option<ConsentSeen>,
+    /// How many times the recipient had blocked the sender when the send
+    /// was decided ([`Mailbox::block_epoch`]): if it blocked it since,
+    /// nothing is stored and [`Enqueued::BlockedMeanwhile`] is returned.
+    pub block_epoch_seen: u64,
 }
 
 /// The ledger's part of a billed send, before its accept id is known.
@@ -121,6 +125,9 @@ pub enum Enqueued {
     /// The pair's consent changed after the send was decided: nothing
     /// written; decide again.
     ConsentChanged,
+    /// The recipient blocked the sender after the send was decided:
+    /// nothing written.
+    BlockedMeanwhile,
 }
 
 /// One queued envelope as the embedded mail log returns it (its position
@@ -272,13 +279,22 @@ pub trait Mailbox: Send + Sync + 'static {
         record: ConsentRecord,
     ) -> impl Future<Output = StorageResult<ConsentSet>> + Send;
 
-    /// Delete every copy `sender` has queued for `recipient`'s devices,
-    /// without receipts (the recipient blocked it); durable on return.
-    /// Returns how many were deleted.
+    /// The recipient blocked the sender: count the block (so an accept
+    /// decided before it is refused) and delete every copy `sender` has
+    /// queued for `recipient`'s devices, without receipts, together;
+    /// durable on return. Returns how many copies were deleted.
     fn remove_queued_from(
         &self,
         recipient: AccountId,
         sender: AccountId,
+    ) -> impl Future<Output = StorageResult<u64>> + Send;
+
+    /// How many times `blocker` blocked `blocked` (read when deciding a
+    /// send of `blocked` to `blocker`).
+    fn block_epoch(
+        &self,
+        blocker: AccountId,
+        blocked: AccountId,
     ) -> impl Future<Output = StorageResult<u64>> + Send;
 
     /// The customer blocked the business: mark the pair's consent revoked

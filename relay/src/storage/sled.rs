@@ -1006,6 +1006,10 @@ impl Mailbox for SledStore {
         self.mail.set_consent(record).await
     }
 
+    async fn block_epoch(&self, blocker: AccountId, blocked: AccountId) -> StorageResult<u64> {
+        Ok(self.mail.block_epoch(blocker, blocked))
+    }
+
     async fn remove_queued_from(
         &self,
         recipient: AccountId,

@@ -165,6 +165,8 @@ pub(crate) struct Accounting {
     pub(crate) delivered: BTreeMap<u64, DeliveredEntry>,
     /// (customer, business) → the consent kept (highest counter).
     pub(crate) consents: HashMap<(AccountId, AccountId), ConsentRecord>,
+    /// (blocker, blocked) → how many times it blocked it.
+    pub(crate) block_epochs: HashMap<(AccountId, AccountId), u64>,
 }
 
 impl Accounting {

@@ -592,6 +592,17 @@ impl MailLog {
                 // The consent the send was decided on is still the one
                 // kept: a grant or revocation in between refuses it here,
                 // under the same lock as the write.
+                // Nor did the recipient block the sender since.
+                let epoch = state
+                    .index
+                    .accounting
+                    .block_epochs
+                    .get(&(message.recipient, message.sender))
+                    .copied()
+                    .unwrap_or(0);
+                if epoch != message.effects.block_epoch_seen {
+                    return Ok(Enqueued::BlockedMeanwhile);
+                }
                 if let Some(seen) = &message.effects.consent_seen {
                     let now = state
                         .index
@@ -1043,6 +1054,19 @@ impl MailLog {
         all
     }
 
+    /// How many times `blocker` blocked `blocked` (what an accept of
+    /// `blocked`'s send to `blocker` is decided on).
+    pub fn block_epoch(&self, blocker: AccountId, blocked: AccountId) -> u64 {
+        let state = self.shared().lock();
+        state
+            .index
+            .accounting
+            .block_epochs
+            .get(&(blocker, blocked))
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Every consent kept, sorted by (customer, business).
     pub fn all_consents(&self) -> Vec<ConsentRecord> {
         let state = self.shared().lock();
@@ -1240,9 +1264,11 @@ impl MailLog {
         expired
     }
 
-    /// Delete every copy `sender` has queued for `recipient`'s devices,
-    /// without receipts (the recipient blocked the sender); durable once
-    /// the returned future completes. Returns how many were deleted.
+    /// The recipient blocked the sender: count the block (an accept of
+    /// `sender` to `recipient` decided before it is refused) and delete
+    /// every copy `sender` has queued for `recipient`'s devices, without
+    /// receipts, in one group; durable once the returned future completes.
+    /// Returns how many copies were deleted.
     pub async fn remove_queued_from(
         &self,
         recipient: AccountId,
@@ -1253,9 +1279,9 @@ impl MailLog {
             let mut state = shared.lock();
             state.usable()?;
             let queued = state.index.queued_from(recipient, sender);
-            if queued.is_empty() {
-                return Ok(0);
-            }
+            let epochs = &mut state.index.accounting.block_epochs;
+            let epoch = epochs.get(&(recipient, sender)).copied().unwrap_or(0) + 1;
+            epochs.insert((recipient, sender), epoch);
             let mut removed = Vec::with_capacity(queued.len());
             for (device, seq) in queued {
                 if state.index.remove_seq(recipient, device, seq).is_some() {
@@ -1263,6 +1289,7 @@ impl MailLog {
                 }
             }
             state.append(shared.options.segment_bytes, |w| {
+                w.block_epoch(&recipient, &sender, epoch);
                 for (device, seq) in &removed {
                     w.removed(&recipient, *device, *seq);
                 }
@@ -1495,6 +1522,18 @@ fn replay(
             index.accounting.ledger.insert(entry.accept_id, entry);
         }
         Record::Consent(record) => index.accounting.consent(record),
+        Record::BlockEpoch {
+            blocker,
+            blocked,
+            epoch,
+        } => {
+            let at = index
+                .accounting
+                .block_epochs
+                .entry((blocker, blocked))
+                .or_insert(epoch);
+            *at = (*at).max(epoch);
+        }
         Record::Delivered(entry) => {
             index
                 .accounting

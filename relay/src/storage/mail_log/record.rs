@@ -37,6 +37,7 @@
 //! | 15 `Reached` | business (16), UTC day (4), customer (16) |
 //! | 16 `Ledger` | accept id (8), message id (16), business (16), customer (16), category (1), accept time (8), template id length (2), template id (UTF-8), franking tag length (2), franking tag |
 //! | 17 `Delivered` | accept id (8), customer device (4), signed at (8), signature (64) |
+//! | 19 `BlockEpoch` | blocker (16), blocked (16), epoch (8) |
 //! | 18 `Consent` | customer (16), business (16), device (4), categories (1), issued (8), expires (8), counter (8), signature (64), revoked by block (1) |
 //!
 //! Kinds 13 to 16 are what an accept commits besides its copies, in the
@@ -49,6 +50,9 @@
 //! Kind 18 is a customer's consent for a business (or its revocation),
 //! in a group of its own; replay keeps the highest counter per pair (a
 //! block's revocation, same counter, wins over the token it revokes).
+//! Kind 19 counts the blocks of one (blocker, blocked) pair, in the same
+//! group as the `Removed` records of what the blocked account had queued
+//! for the blocker: an accept decided before the block is refused after it.
 //!
 //! Format 4 writes only kinds 4 to 7 and 9 to 12. The accept id of a send
 //! is the seq of its first copy: taken from the log's one sequence, so it
@@ -115,6 +119,7 @@ const KIND_REACHED: u8 = 15;
 const KIND_LEDGER: u8 = 16;
 const KIND_DELIVERED: u8 = 17;
 const KIND_CONSENT: u8 = 18;
+const KIND_BLOCK_EPOCH: u8 = 19;
 
 /// The accept id of a record written before accept ids existed (format 3
 /// and older): assigned at open (see `mail_log::legacy`). No real accept
@@ -278,6 +283,15 @@ pub(crate) enum Record<'a> {
     Delivered(DeliveredEntry),
     /// A consent (or revocation) of a customer for a business.
     Consent(ConsentRecord),
+    /// How many times `blocker` blocked `blocked`.
+    BlockEpoch {
+        /// The account that blocked.
+        blocker: AccountId,
+        /// The account blocked.
+        blocked: AccountId,
+        /// The count.
+        epoch: u64,
+    },
 }
 
 /// A record body that does not parse (corruption, or a newer format).
@@ -540,6 +554,15 @@ impl Writer {
         self.close(start);
     }
 
+    /// Append a `BlockEpoch` record.
+    pub(crate) fn block_epoch(&mut self, blocker: &AccountId, blocked: &AccountId, epoch: u64) {
+        let start = self.open(KIND_BLOCK_EPOCH);
+        self.buf.extend_from_slice(blocker.as_bytes());
+        self.buf.extend_from_slice(blocked.as_bytes());
+        self.buf.extend_from_slice(&epoch.to_be_bytes());
+        self.close(start);
+    }
+
     /// Append a `SeqFloor` record.
     pub(crate) fn seq_floor(&mut self, next: u64) {
         let start = self.open(KIND_SEQ_FLOOR);
@@ -750,6 +773,11 @@ pub(crate) fn decode(body: &[u8]) -> Result<Record<'_>, Malformed> {
                 .try_into()
                 .map_err(|_| Malformed)?,
         }),
+        KIND_BLOCK_EPOCH => Record::BlockEpoch {
+            blocker: r.account()?,
+            blocked: r.account()?,
+            epoch: r.u64()?,
+        },
         KIND_CONSENT => Record::Consent(ConsentRecord {
             customer: r.account()?,
             business: r.account()?,

@@ -1695,6 +1695,7 @@ async fn accept_effects_replay_once_across_reopen_and_checkpoints() -> TestResul
                 franking_tag: vec![id; 32],
             }),
             consent_seen: None,
+            block_epoch_seen: 0,
         };
         m
     };
@@ -1824,5 +1825,48 @@ async fn consents_keep_the_highest_counter_survive_reopen_and_checkpoints_and_gu
     let kept = log.consent(account(BOB), account(ALICE)).expect("kept");
     assert!(!kept.revoked_by_block);
     log.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_block_deletes_what_was_queued_and_refuses_an_accept_decided_before_it() -> TestResult {
+    use crate::storage::AcceptEffects;
+    let dir = tempfile::tempdir()?;
+    // ALICE sends to BOB; BOB blocks ALICE.
+    let decided_at = |id: u8, epoch: u64| {
+        let mut m = message(id, &[1, 2], 10);
+        m.effects = AcceptEffects {
+            block_epoch_seen: epoch,
+            ..AcceptEffects::default()
+        };
+        m
+    };
+    let log = open(dir.path(), LogOptions::default());
+    stored_id(log.enqueue(decided_at(1, 0), 100).await?);
+    assert_eq!(log.total_queued(), 2);
+    assert_eq!(
+        log.remove_queued_from(account(BOB), account(ALICE)).await?,
+        2
+    );
+    assert_eq!(log.total_queued(), 0);
+    assert_eq!(log.block_epoch(account(BOB), account(ALICE)), 1);
+    assert_eq!(
+        log.enqueue(decided_at(2, 0), 100).await?,
+        Enqueued::BlockedMeanwhile,
+        "decided before the block"
+    );
+    assert_eq!(log.total_queued(), 0);
+    log.close().await?;
+    drop(log);
+    for checkpoint in [false, true, false] {
+        let log = open(dir.path(), LogOptions::default());
+        assert_eq!(log.total_queued(), 0);
+        assert_eq!(log.block_epoch(account(BOB), account(ALICE)), 1);
+        assert_eq!(log.block_epoch(account(ALICE), account(BOB)), 0);
+        if checkpoint {
+            log.request_checkpoint().await?;
+        }
+        log.close().await?;
+    }
     Ok(())
 }
