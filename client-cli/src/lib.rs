@@ -23,8 +23,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
-use comptoir_protocol::AccountId;
 use comptoir_protocol::proto::wire::AccountKind;
+use comptoir_protocol::{AccountId, ConsentCategories};
 use tokio::sync::mpsc;
 use zeroize::Zeroizing;
 
@@ -32,7 +32,10 @@ use comptoir_client::error::{ClientError, Result};
 use comptoir_client::store::{KdfParams, Store};
 use comptoir_client::{Client, Event};
 
-use self::args::{Cli, Command, ContactsCommand, DevicesCommand, NameCommand, PhoneCommand};
+use self::args::{
+    Cli, Command, ConsentCategory, ConsentCommand, ContactsCommand, DevicesCommand, NameCommand,
+    PhoneCommand,
+};
 use self::format::{date_time, time_of_day, visible};
 
 /// Environment variable holding the store passphrase.
@@ -515,6 +518,75 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             }
             client.accept_identity_change(&peer)?;
             eprintln!("{name} is trusted with its new identity");
+            Ok(0)
+        }
+        Command::Consent(ConsentCommand::Grant {
+            business,
+            categories,
+            days,
+        }) => {
+            let mut client = open(&cli)?;
+            let peer = client.resolve(business)?;
+            client.connect(&cli.relay).await?;
+            let set = categories
+                .iter()
+                .map(|c| match c {
+                    ConsentCategory::Utility => ConsentCategories::UTILITY,
+                    ConsentCategory::Authentication => ConsentCategories::AUTHENTICATION,
+                    ConsentCategory::Marketing => ConsentCategories::MARKETING,
+                })
+                .fold(ConsentCategories::NONE, ConsentCategories::union);
+            let lifetime = Duration::from_secs(u64::from(*days) * 24 * 60 * 60);
+            let granted = client.grant_consent(peer, set, lifetime).await?;
+            let name = display_name(&client, &peer);
+            client.close().await?;
+            eprintln!(
+                "{name} may send you {} until {} (revoke with: comptoir consent revoke {})",
+                granted.categories.names().join(", "),
+                date_time(granted.expires_at_ms),
+                visible(business)
+            );
+            Ok(0)
+        }
+        Command::Consent(ConsentCommand::Revoke { business }) => {
+            let mut client = open(&cli)?;
+            let peer = client.resolve(business)?;
+            client.connect(&cli.relay).await?;
+            client.revoke_consent(peer).await?;
+            eprintln!(
+                "{} may no longer send you templates outside the 24-hour window",
+                display_name(&client, &peer)
+            );
+            client.close().await?;
+            Ok(0)
+        }
+        Command::Consent(ConsentCommand::List) => {
+            let mut client = open(&cli)?;
+            client.connect(&cli.relay).await?;
+            let consents = client.consents().await?;
+            let now = comptoir_client::client::now_ms();
+            for c in &consents {
+                let name = display_name(&client, &c.business);
+                let covers = c.covers_at(now);
+                if c.revoked_by_block {
+                    say!(out, "{name}: revoked (blocked)");
+                } else if c.categories.is_empty() {
+                    say!(out, "{name}: revoked");
+                } else if covers.is_empty() {
+                    say!(out, "{name}: expired {}", date_time(c.expires_at_ms));
+                } else {
+                    say!(
+                        out,
+                        "{name}: {} until {}",
+                        covers.names().join(", "),
+                        date_time(c.expires_at_ms)
+                    );
+                }
+            }
+            if consents.is_empty() {
+                eprintln!("no business may send you templates outside the 24-hour window");
+            }
+            client.close().await?;
             Ok(0)
         }
         Command::Block { who } | Command::Unblock { who } => {

@@ -42,7 +42,7 @@ pub mod session_store;
 pub mod store;
 pub mod tls;
 
-pub use client::{Client, Sender};
+pub use client::{Client, Consent, Sender};
 pub use error::{ClientError, Result};
 pub use event::{DeliveryProof, Event};
 pub use evidence::Evidence;

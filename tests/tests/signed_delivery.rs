@@ -9,6 +9,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use comptoir_client::Event;
 use comptoir_protocol::labels;
 use comptoir_protocol::proto::content::{Content, Text, content};
@@ -17,7 +19,8 @@ use comptoir_protocol::proto::wire::{
 };
 use comptoir_protocol::session::SessionRecord;
 use comptoir_protocol::{
-    AccountId, DeliveryFields, IdentityKey, VerifiedBundle, sign_delivery, verify_delivery,
+    AccountId, ConsentCategories, ConsentFields, DeliveryFields, IdentityKey, VerifiedBundle,
+    sign_consent, sign_delivery, verify_delivery,
 };
 use comptoir_relay::storage::report;
 use prost::Message;
@@ -25,6 +28,13 @@ use support::client::{linked, registered_as, url, wait_for};
 use support::*;
 
 const TEMPLATE: &str = "order_update";
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64
+}
 const FRANKING: [u8; 32] = [7; 32];
 
 /// A business speaking raw frames, with real sessions to every device of
@@ -83,21 +93,11 @@ impl Business {
         }
     }
 
-    /// Send `text` as a `category` message (a template under [`TEMPLATE`]
-    /// for template categories), labels bound; returns (message id, accept
-    /// id).
+    /// Send `text` as a `category` template ([`TEMPLATE`]), labels bound;
+    /// returns (message id, accept id).
     async fn send(&mut self, text: &str, category: Category) -> ([u8; 16], u64) {
         let message_id = comptoir_client::MessageId::generate().0;
-        let template_id = if category == Category::Service {
-            ""
-        } else {
-            TEMPLATE
-        };
-        let franking: &[u8] = if template_id.is_empty() {
-            &[]
-        } else {
-            &FRANKING
-        };
+        let (template_id, franking) = (TEMPLATE, &FRANKING[..]);
         let content = Content {
             message_id: message_id.to_vec(),
             sent_at_ms: 1,
@@ -207,6 +207,14 @@ async fn a_billed_template_carries_a_signed_proof_the_business_checks_kept_once_
     laptop.disconnect().await;
     let customer = phone.account_id();
     let mut business = Business::start(&relay, customer).await;
+    phone
+        .grant_consent(
+            business.account.id,
+            ConsentCategories::UTILITY,
+            Duration::from_secs(3600),
+        )
+        .await
+        .expect("consent");
     assert_eq!(business.devices.len(), 2);
 
     let (message_id, accept_id) = business.send("Your parcel left", Category::Utility).await;
@@ -233,14 +241,6 @@ async fn a_billed_template_carries_a_signed_proof_the_business_checks_kept_once_
     assert_eq!(second.recipient_device, laptop.device_id());
     assert_eq!(second.accept_id, accept_id);
     assert!(second.delivery_signature.is_empty(), "{second:?}");
-
-    // A service reply is not billed: delivered with no proof.
-    phone.connect(&url(&relay)).await.expect("reconnect");
-    let (service, _) = business.send("How can we help?", Category::Service).await;
-    received(&mut phone, "How can we help?").await;
-    let d = business.delivered().await;
-    assert_eq!(d.message_id, service);
-    assert!(d.delivery_signature.is_empty());
 
     let mut relay = relay;
     phone.close().await.unwrap();
@@ -270,6 +270,28 @@ async fn an_ack_of_a_billed_copy_without_a_good_signature_is_refused_and_the_cop
         .register_as(relay.addr, AccountKind::Business)
         .await;
     let (mut b, _) = business.login(relay.addr, 1).await;
+    // The customer consents to marketing from the business.
+    let (mut c, _) = customer.login(relay.addr, 1).await;
+    let issued_at_ms = 1_700_000_000_000_u64.max(now_ms());
+    let grant = ConsentFields {
+        customer: customer.id,
+        business: business.id,
+        device: 1,
+        categories: ConsentCategories::MARKETING,
+        issued_at_ms,
+        expires_at_ms: issued_at_ms + 3_600_000,
+        counter: 1,
+    };
+    let consent = client_frame::Body::SetConsent(wire::SetConsent {
+        business_account: business.id.to_vec(),
+        categories: u32::from(ConsentCategories::MARKETING.bits()),
+        issued_at_ms,
+        expires_at_ms: grant.expires_at_ms,
+        counter: 1,
+        signature: sign_consent(customer.identity(1), &grant).to_vec(),
+    });
+    assert!(matches!(c.request(consent).await, Body::Ok(_)));
+    drop(c);
     let send = |message_id: [u8; 16], category: Category, template: &str| {
         client_frame::Body::Send(wire::Send {
             message_id: message_id.to_vec(),
@@ -344,7 +366,12 @@ async fn an_ack_of_a_billed_copy_without_a_good_signature_is_refused_and_the_cop
     assert_eq!(again.accept_id, accepted.accept_id);
     assert!(b.backlog_is_empty_of(|f| matches!(f, Body::Delivered(_))));
 
-    // A service message to the same customer needs no signature.
+    // A service reply (the customer wrote: the window is open) needs no
+    // signature.
+    let opened = c
+        .request(send_body(&business.id, &[1], id(3), b"hello"))
+        .await;
+    assert!(matches!(opened, Body::Accepted(_)), "{opened:?}");
     let Body::Accepted(service) = b.request(send(id(2), Category::Service, "")).await else {
         panic!("accepted")
     };

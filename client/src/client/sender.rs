@@ -58,6 +58,7 @@ fn is_permanent(code: ErrorCode) -> bool {
             | ErrorCode::BadSignature
             | ErrorCode::InvalidRequest
             | ErrorCode::NoConsent
+            | ErrorCode::WindowClosed
             | ErrorCode::TemplateNotApproved
     )
 }

@@ -267,6 +267,12 @@ fn checkpoint(shared: &Shared, capture: Capture) -> StorageResult<()> {
             write_out(&mut writer, &mut written)?;
         }
     }
+    for record in accounting.consents.values() {
+        writer.consent(record);
+        if writer.len() >= 1 << 20 {
+            write_out(&mut writer, &mut written)?;
+        }
+    }
     for entry in accounting.delivered.values() {
         writer.delivered(entry);
         if writer.len() >= 1 << 20 {
