@@ -10,7 +10,9 @@
 //! register as businesses (spaced so that a business's next device is a
 //! customer's): a business sends utility templates (a template id and a
 //! 32-byte franking tag) to its customer neighbour for its share of the
-//! billed sends and service messages otherwise, the customer before it
+//! billed sends (under the consent its customer neighbour grants before the
+//! run) and control messages otherwise (no window is open: the customer
+//! before it writes to it, not the one it sends to), the customer before it
 //! writes to it as conversation, and every customer device signs its ack
 //! of a template with its identity key (`sign_delivery`), as the relay
 //! requires for what its ledger bills. Those acks ask for a reply, and a
@@ -23,8 +25,8 @@ use std::time::{Duration, Instant};
 use comptoir_protocol::frame::{decode_server, encode_client};
 use comptoir_protocol::proto::wire::{self, client_frame, server_frame::Body};
 use comptoir_protocol::{
-    AccountId, AccountKeyPair, DeliveryFields, DeviceList, IdentityKeyPair, auth_payload,
-    is_billed, register_payload, sign_delivery,
+    AccountId, AccountKeyPair, ConsentCategories, ConsentFields, DeliveryFields, DeviceList,
+    IdentityKeyPair, auth_payload, is_billed, register_payload, sign_consent, sign_delivery,
 };
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -306,6 +308,54 @@ pub async fn connect(
     }
 }
 
+/// `customer` lets `business` send it utility templates for a day: a
+/// consent token signed by its device, answered `Ok`.
+async fn grant_consent(
+    ws: &mut Ws,
+    customer: &LoadAccount,
+    business: &LoadAccount,
+) -> Result<(), LoadError> {
+    let issued_at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let fields = ConsentFields {
+        customer: customer.id,
+        business: business.id,
+        device: 1,
+        categories: ConsentCategories::UTILITY,
+        issued_at_ms,
+        expires_at_ms: issued_at_ms + 24 * 60 * 60 * 1000,
+        counter: 1,
+    };
+    ws.send(client(
+        3,
+        client_frame::Body::SetConsent(wire::SetConsent {
+            business_account: business.id.to_vec(),
+            categories: u32::from(ConsentCategories::UTILITY.bits()),
+            issued_at_ms,
+            expires_at_ms: fields.expires_at_ms,
+            counter: 1,
+            signature: sign_consent(&customer.device, &fields).to_vec(),
+        }),
+    ))
+    .await?;
+    loop {
+        let frame = next_frame(ws).await?;
+        match frame.body {
+            Some(Body::Ok(_)) if frame.request_id == 3 => return Ok(()),
+            Some(Body::Error(e)) if frame.request_id == 3 => {
+                return Err(LoadError::Refused {
+                    what: "consent",
+                    hint: "is the relay older than consent tokens?",
+                    code: e.code,
+                    message: e.message,
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Who sends what in one run: which accounts of the ring are businesses,
 /// and how many of each business's sends are billed templates.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -388,6 +438,12 @@ pub async fn run(addr: SocketAddr, options: LoadOptions) -> Result<LoadReport, L
     let mut sockets = Vec::with_capacity(n);
     for (index, account) in accounts.iter().enumerate() {
         sockets.push(connect(addr, index, account, true).await?);
+    }
+    // Outside the 24-hour window a template needs the customer's consent:
+    // each business's customer neighbour grants it before the run.
+    for b in (0..n).filter(|&i| plan.business[i]) {
+        let customer = (b + 1) % n;
+        grant_consent(&mut sockets[customer], &accounts[customer], &accounts[b]).await?;
     }
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -484,7 +540,9 @@ fn load_send(
             tag.to_vec(),
         )
     } else if me.kind == wire::AccountKind::Business {
-        (wire::Category::Service, String::new(), Vec::new())
+        // Not a template and not a free-form reply (the customer it sends
+        // to never wrote to it: no window): control traffic.
+        (wire::Category::Control, String::new(), Vec::new())
     } else {
         (wire::Category::Conversation, String::new(), Vec::new())
     };
