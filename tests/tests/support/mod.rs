@@ -3,6 +3,7 @@
 //! tokio-tungstenite client speaking the protocol crate's frames.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod business;
 pub mod client;
 pub mod hostile;
 pub mod mitm;
@@ -281,6 +282,11 @@ pub fn dump_store(dir: &Path) -> BTreeMap<(Vec<u8>, Vec<u8>), Vec<u8>> {
         let tree = db.open_tree(&name).expect("tree");
         for entry in tree.iter() {
             let (k, v) = entry.expect("entry");
+            // The relay's clock mark moves on its own (every GC pass): it
+            // is the relay's time, not state a request changed.
+            if &*name == b"meta" && &*k == b"clock_mark_ms" {
+                continue;
+            }
             out.insert((name.to_vec(), k.to_vec()), v.to_vec());
         }
     }
