@@ -719,6 +719,19 @@ fn print_event(client: &Client, event: &Event, out: &mut dyn Write) -> Result<bo
             eprintln!("warning: {}", visible(text));
             Ok(false)
         }
+        Event::Violation {
+            from,
+            id,
+            violation,
+            ..
+        } => {
+            eprintln!(
+                "warning: message {id} from {} is {violation}: the relay should have refused it \
+                 (kept as evidence)",
+                display_name(client, from)
+            );
+            Ok(false)
+        }
         _ => Ok(false),
     }
 }

@@ -9,9 +9,11 @@ use std::time::Duration;
 use comptoir_protocol::proto::wire::{GetConsents, SetConsent, client_frame, server_frame};
 use comptoir_protocol::{
     AccountId, ConsentCategories, ConsentFields, MAX_CONSENT_LIFETIME_MS, sign_consent,
+    verify_consent,
 };
 
 use crate::error::{ClientError, Result};
+use crate::rule_checks::{self, KnownConsent};
 
 use super::{Client, now_ms, unexpected};
 
@@ -76,8 +78,50 @@ impl Client {
         self.set_consent(business, ConsentCategories::NONE, 0).await
     }
 
-    /// The consents the relay keeps for this account, by business.
+    /// The consents the relay keeps for this account, by business. Each
+    /// one whose signature checks against this account's own device keys
+    /// is also recorded for [`crate::rule_checks`] (so a device learns
+    /// what another device of the account granted).
     pub async fn consents(&mut self) -> Result<Vec<Consent>> {
+        let listed = self.listed_consents().await?;
+        let own = self.live().own_devices()?;
+        for (consent, signature) in &listed {
+            let key = own
+                .devices
+                .iter()
+                .find(|(id, _)| *id == consent.device)
+                .map(|(_, key)| *key);
+            let fields = ConsentFields {
+                customer: self.account.id(),
+                business: consent.business,
+                device: consent.device,
+                categories: consent.categories,
+                issued_at_ms: consent.issued_at_ms,
+                expires_at_ms: consent.expires_at_ms,
+                counter: consent.counter,
+            };
+            if key.is_some_and(|key| verify_consent(&key, &fields, signature).is_ok()) {
+                let categories = if consent.revoked_by_block {
+                    ConsentCategories::NONE
+                } else {
+                    consent.categories
+                };
+                rule_checks::record_consent(
+                    &self.store,
+                    &consent.business,
+                    KnownConsent {
+                        categories,
+                        expires_at_ms: consent.expires_at_ms,
+                        counter: consent.counter,
+                    },
+                )?;
+            }
+        }
+        Ok(listed.into_iter().map(|(c, _)| c).collect())
+    }
+
+    /// The consents the relay lists, each with its signature.
+    async fn listed_consents(&mut self) -> Result<Vec<(Consent, Vec<u8>)>> {
         let body = client_frame::Body::GetConsents(GetConsents {});
         let reply = self.request(body, "the consents").await?;
         let server_frame::Body::Consents(list) = reply else {
@@ -86,19 +130,26 @@ impl Client {
         list.consents
             .into_iter()
             .map(|c| {
-                Ok(Consent {
-                    business: AccountId::from_bytes(&c.business_account).map_err(|_| {
-                        ClientError::UnexpectedFrame("a consent names no business".into())
-                    })?,
-                    categories: ConsentCategories::from_bits(c.categories).ok_or_else(|| {
-                        ClientError::UnexpectedFrame("a consent with unknown categories".into())
-                    })?,
-                    issued_at_ms: c.issued_at_ms,
-                    expires_at_ms: c.expires_at_ms,
-                    counter: c.counter,
-                    device: c.device_id,
-                    revoked_by_block: c.revoked_by_block,
-                })
+                Ok((
+                    Consent {
+                        business: AccountId::from_bytes(&c.business_account).map_err(|_| {
+                            ClientError::UnexpectedFrame("a consent names no business".into())
+                        })?,
+                        categories: ConsentCategories::from_bits(c.categories).ok_or_else(
+                            || {
+                                ClientError::UnexpectedFrame(
+                                    "a consent with unknown categories".into(),
+                                )
+                            },
+                        )?,
+                        issued_at_ms: c.issued_at_ms,
+                        expires_at_ms: c.expires_at_ms,
+                        counter: c.counter,
+                        device: c.device_id,
+                        revoked_by_block: c.revoked_by_block,
+                    },
+                    c.signature,
+                ))
             })
             .collect()
     }
@@ -110,8 +161,11 @@ impl Client {
         lifetime_ms: u64,
     ) -> Result<Consent> {
         let kept = self
-            .consents()
+            .listed_consents()
             .await?
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect::<Vec<_>>()
             .into_iter()
             .find(|c| c.business == business)
             .map_or(0, |c| c.counter);
@@ -144,8 +198,19 @@ impl Client {
             signature: signature.to_vec(),
         });
         match self.request(body, "the consent").await? {
-            server_frame::Body::Ok(_) => Ok(consent),
-            other => Err(unexpected("Ok", &other)),
+            server_frame::Body::Ok(_) => {}
+            other => return Err(unexpected("Ok", &other)),
         }
+        rule_checks::record_consent(
+            &self.store,
+            &business,
+            KnownConsent {
+                categories,
+                expires_at_ms: consent.expires_at_ms,
+                counter: consent.counter,
+            },
+        )?;
+        self.store.flush().await?;
+        Ok(consent)
     }
 }
