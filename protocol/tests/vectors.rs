@@ -1018,6 +1018,7 @@ fn frame_vectors(f: &Fixture, sigs: &SignaturesVector) -> FramesVector {
                     category: wire::Category::Conversation as i32,
                     template_id: String::new(),
                     franking_tag: Vec::new(),
+                    ..Default::default()
                 }),
             ),
         ),

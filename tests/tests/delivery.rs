@@ -302,6 +302,15 @@ async fn block_refuses_across_all_devices_and_unblock_restores() {
         error_code(&c1.request(self_block).await),
         ErrorCode::InvalidRequest
     );
+    // Blocking an account that does not exist is refused (it would only
+    // grow the relay's state).
+    let made_up = client_frame::Body::Block(wire::Block {
+        account_id: vec![0x77; 16],
+    });
+    assert_eq!(
+        error_code(&c1.request(made_up).await),
+        ErrorCode::UnknownAccount
+    );
 }
 
 #[tokio::test]

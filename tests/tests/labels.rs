@@ -95,6 +95,7 @@ impl RawSender {
                 device_id: 1,
                 ciphertext,
             }],
+            ..Default::default()
         };
         let reply = self
             .conn

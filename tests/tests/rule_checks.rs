@@ -157,3 +157,38 @@ async fn the_client_flags_what_a_lying_relay_let_a_business_send() {
         "{evidence:?}"
     );
 }
+
+#[tokio::test]
+async fn a_consent_granted_on_another_device_is_known_after_login_and_not_flagged() {
+    let relay = start_relay().await;
+    let (dir_a, dir_b) = (
+        tempfile::tempdir().expect("temp dir"),
+        tempfile::tempdir().expect("temp dir"),
+    );
+    let mut phone = registered(&relay, dir_a.path(), "customer pass").await;
+    let mut laptop = support::client::linked(&relay, &mut phone, dir_b.path()).await;
+    let mut shop = Business::start(&relay, phone.account_id()).await;
+    assert_eq!(shop.devices.len(), 2);
+    // The phone grants; the laptop learns it when it next logs in.
+    phone
+        .grant_consent(
+            shop.account.id,
+            ConsentCategories::UTILITY,
+            Duration::from_millis(30 * DAY_MS),
+        )
+        .await
+        .expect("consent");
+    laptop.disconnect().await;
+    laptop
+        .connect(&support::client::url(&relay))
+        .await
+        .expect("login");
+    // A utility template outside the window, under that consent.
+    shop.send("Your order shipped", Category::Utility).await;
+    shop.send("check", Category::Utility).await;
+    assert_eq!(
+        flagged(&mut laptop, "Your order shipped", "check").await,
+        None
+    );
+    assert!(laptop.evidence().expect("evidence").is_empty());
+}

@@ -12,6 +12,7 @@ mod support;
 use std::time::Duration;
 
 use comptoir_client::Event;
+use comptoir_protocol::Label;
 use comptoir_protocol::proto::wire::{
     self, AccountKind, Category, ErrorCode, client_frame, server_frame::Body,
 };
@@ -20,7 +21,8 @@ use comptoir_protocol::{
 };
 use comptoir_relay::storage::report;
 use support::business::{Business, FRANKING, TEMPLATE};
-use support::client::{linked, registered_as, url, wait_for};
+use support::client::{linked, registered, registered_as, url, wait_for};
+use support::mitm::Mitm;
 use support::*;
 
 fn now_ms() -> u64 {
@@ -153,6 +155,7 @@ async fn an_ack_of_a_billed_copy_without_a_good_signature_is_refused_and_the_cop
                     ciphertext: vec![0xAB; 48],
                 })
                 .to_vec(),
+            ..Default::default()
         })
     };
     let Body::Accepted(accepted) = b.request(send(id(1), Category::Marketing, TEMPLATE)).await
@@ -179,6 +182,7 @@ async fn an_ack_of_a_billed_copy_without_a_good_signature_is_refused_and_the_cop
             accept_id: envelope.accept_id,
             delivery_signature: signature,
             signed_at_ms: 1_700_000_000_000,
+            ..Default::default()
         })
     };
     let refused = [
@@ -252,9 +256,80 @@ async fn an_ack_of_a_billed_copy_without_a_good_signature_is_refused_and_the_cop
     assert_eq!(d.accept_id, accepted.accept_id);
     assert_eq!(d.delivery_signature, good);
 
+    // A copy the device could not use is acked `rejected`: deleted with no
+    // signature, and no proof is kept or passed on.
+    let Body::Accepted(unusable) = b.request(send(id(4), Category::Marketing, TEMPLATE)).await
+    else {
+        panic!("accepted")
+    };
+    let envelope = c.next_envelope().await;
+    assert_eq!(envelope.accept_id, unusable.accept_id);
+    let rejected = client_frame::Body::DeliveryAck(wire::DeliveryAck {
+        message_id: envelope.message_id.clone(),
+        sender_account: envelope.sender_account.clone(),
+        accept_id: envelope.accept_id,
+        rejected: true,
+        ..Default::default()
+    });
+    assert!(matches!(c.request(rejected).await, Body::Ok(_)));
+    let d = b
+        .next_matching(|f| match f {
+            Body::Delivered(d) => Some(d.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(d.accept_id, unusable.accept_id);
+    assert!(d.delivery_signature.is_empty());
+
     drop((b, c));
     relay.stop().await;
     let report = report::read(&relay.data_dir).await.expect("accounting");
     assert_eq!(report.delivered.len(), 1, "{:?}", report.delivered);
     assert_eq!(report.delivered[0].signature.as_slice(), good.as_slice());
+}
+
+#[tokio::test]
+async fn a_copy_refused_by_its_labels_is_acked_rejected_and_never_signed() {
+    let relay_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origins = vec![
+        origin_of(relay_listener.local_addr().unwrap()),
+        origin_of(proxy_listener.local_addr().unwrap()),
+    ];
+    let data = tempfile::tempdir().unwrap();
+    let relay = start_relay_on(
+        data.path(),
+        |c| c.public_origins = origins,
+        None,
+        relay_listener,
+    )
+    .await;
+    let mitm = Mitm::start_on(proxy_listener, relay.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let mut customer = registered(&relay, dir.path(), "customer pass").await;
+    customer.connect(&mitm.url()).await.expect("proxy");
+    let mut shop = Business::start(&relay, customer.account_id()).await;
+    customer
+        .send_text(shop.account.id, "hi")
+        .await
+        .expect("write");
+
+    mitm.plan(shop.account.id.as_bytes(), Label::Category);
+    let (message_id, accept_id) = shop.send("Thanks, on its way", Category::Service).await;
+    wait_for(&mut customer, |e| {
+        matches!(e, Event::Refused { .. }).then_some(())
+    })
+    .await;
+    // The ack of the refused copy says rejected and carries no signature,
+    // even though the relay shows it as billed (marketing); the relay
+    // deleted the copy (it is not pushed again) and keeps no proof.
+    let ack = mitm.next_ack(accept_id).await;
+    assert!(ack.rejected, "{ack:?}");
+    assert!(ack.delivery_signature.is_empty(), "{ack:?}");
+    let delivered = shop.delivered().await;
+    assert_eq!(
+        (delivered.accept_id, delivered.message_id.as_slice()),
+        (accept_id, message_id.as_slice())
+    );
+    assert!(delivered.delivery_signature.is_empty(), "{delivered:?}");
 }

@@ -10,6 +10,14 @@
 
 mod support;
 
+use comptoir_client::Event;
+use comptoir_protocol::labels;
+use comptoir_protocol::proto::content::{Content, RekeyRequest, Text, content};
+use comptoir_protocol::proto::wire::{self, client_frame};
+use prost::Message;
+use support::business::Business;
+use support::client::{registered, wait_for};
+
 use comptoir_protocol::proto::wire::{AccountKind, Category, ErrorCode, server_frame::Body};
 use comptoir_relay::policy::WINDOW_MS;
 use support::*;
@@ -136,4 +144,77 @@ async fn the_window_survives_a_restart() {
     let relay = relay.start_again_at_same_address().await;
     let (mut b, _) = business.login(relay.addr, 1).await;
     accepted(&send(&mut b, &customer, 2, Category::Service).await);
+}
+
+/// A raw send of `body` from the business to its customer as `category`.
+async fn raw_send(shop: &mut Business, body: content::Body, category: Category) -> Body {
+    let message_id = comptoir_client::MessageId::generate().0;
+    let content = Content {
+        message_id: message_id.to_vec(),
+        sent_at_ms: 1,
+        body: Some(body),
+        labels: Some(labels::bind(
+            &message_id,
+            shop.account.id.as_bytes(),
+            shop.customer.as_bytes(),
+            category,
+            "",
+            &[],
+        )),
+        padding: Vec::new(),
+    }
+    .encode_to_vec();
+    let devices = shop
+        .devices
+        .iter_mut()
+        .map(|(device_id, _, session)| wire::DeviceCiphertext {
+            device_id: *device_id,
+            ciphertext: session
+                .encrypt(&content, &mut rand::rng())
+                .expect("encrypt"),
+        })
+        .collect();
+    let send = wire::Send {
+        message_id: message_id.to_vec(),
+        recipient_account: shop.customer.to_vec(),
+        client_timestamp_ms: 1,
+        category: category as i32,
+        template_id: String::new(),
+        franking_tag: Vec::new(),
+        devices,
+        ..Default::default()
+    };
+    shop.conn.request(client_frame::Body::Send(send)).await
+}
+
+#[tokio::test]
+async fn a_message_sent_again_on_a_business_request_does_not_reopen_the_window() {
+    let relay = start_relay().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut customer = registered(&relay, dir.path(), "customer pass").await;
+    let mut shop = Business::start(&relay, customer.account_id()).await;
+    let shop_id = shop.account.id;
+
+    let old = customer.send_text(shop_id, "hello").await.expect("write");
+    // Two days later: the window is closed.
+    relay.clock.shift(2 * WINDOW_MS as i64);
+    let text = |s: &str| content::Body::Text(Text { body: s.into() });
+    let refused = raw_send(&mut shop, text("closed?"), Category::Service).await;
+    assert_eq!(error_code(&refused), ErrorCode::WindowClosed, "{refused:?}");
+
+    // The business asks for the old message again (control traffic, never
+    // held to the window); the client sends it again, marked as such.
+    let ask = content::Body::RekeyRequest(RekeyRequest {
+        failed_message_id: old.0.to_vec(),
+    });
+    let reply = raw_send(&mut shop, ask, Category::Control).await;
+    assert!(matches!(reply, Body::Accepted(_)), "{reply:?}");
+    wait_for(&mut customer, |e| {
+        matches!(e, Event::Resent { .. }).then_some(())
+    })
+    .await;
+
+    // The customer wrote nothing new: the window stays closed.
+    let reply = raw_send(&mut shop, text("free-form again"), Category::Service).await;
+    assert_eq!(error_code(&reply), ErrorCode::WindowClosed, "{reply:?}");
 }

@@ -160,15 +160,17 @@ impl Client {
         categories: ConsentCategories,
         lifetime_ms: u64,
     ) -> Result<Consent> {
-        let kept = self
+        // The next counter after both the relay's and this device's own
+        // record: a relay listing an older token cannot make this device
+        // sign one that its own record would then ignore.
+        let listed = self
             .listed_consents()
             .await?
             .into_iter()
-            .map(|(c, _)| c)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .find(|c| c.business == business)
-            .map_or(0, |c| c.counter);
+            .find(|(c, _)| c.business == business)
+            .map_or(0, |(c, _)| c.counter);
+        let local = rule_checks::known_consent(&self.store, &business)?.map_or(0, |c| c.counter);
+        let kept = listed.max(local);
         let issued_at_ms = now_ms();
         let consent = Consent {
             business,

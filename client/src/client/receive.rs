@@ -79,7 +79,7 @@ impl Client {
     async fn quarantine_and_ack(&mut self, envelope: &Envelope, reason: &str) -> Result<()> {
         quarantine::put(&self.store, envelope, reason, now_ms())?;
         self.store.flush().await?;
-        self.ack(envelope).await
+        self.reject(envelope).await
     }
 
     async fn deliver(&mut self, envelope: &Envelope) -> Result<()> {
@@ -131,7 +131,7 @@ impl Client {
             // A copy already decrypted: never a reason to re-key.
             Err(ProtocolError::DuplicateMessage { .. }) => {
                 drop(peer_lock);
-                return self.ack(&envelope).await;
+                return self.reject(&envelope).await;
             }
             Err(e) => {
                 drop(peer_lock);
@@ -165,6 +165,7 @@ impl Client {
             Ok(content) => self.screen_labels(from, id, &envelope, content, &plaintext)?,
             Err(_) => None,
         };
+        let labels_ok = refused.is_none();
         let event = match decoded {
             _ if refused.is_some() => refused,
             Ok(content) => match MessageId::from_bytes(&content.message_id) {
@@ -211,7 +212,18 @@ impl Client {
         self.prekeys.commit(&self.store)?;
         drop(peer_lock);
         self.store.flush().await?;
-        self.ack(&envelope).await?;
+        // Signed (if billed) only when the content was used: never for one
+        // refused by its labels or that did not decode.
+        let used = labels_ok
+            && !matches!(
+                event,
+                Some(Event::Undecryptable { .. } | Event::Refused { .. })
+            );
+        if used {
+            self.ack(&envelope).await?;
+        } else {
+            self.reject(&envelope).await?;
+        }
         self.events.extend(event);
         self.events.extend(violation);
         while let Some((peer, asking, failed)) = self.resends.pop_front() {

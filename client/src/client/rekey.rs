@@ -127,9 +127,11 @@ impl Client {
         let envelope_id = MessageId::generate();
         let live = self.live();
         let category = live.text_category();
-        let send = live
+        let mut send = live
             .encrypt_for(peer, envelope_id, content, category, message.sent_at_ms)
             .await?;
+        // Sent again, not written again: it does not open a window.
+        send.resend = true;
         self.store.flush().await?;
         match self
             .request(client_frame::Body::Send(send), "the message")

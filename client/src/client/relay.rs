@@ -128,6 +128,22 @@ impl Client {
         }
         // Learn devices this account gained or lost elsewhere.
         self.refresh_peer(id).await?;
+        // And consents granted elsewhere (checked against this account's
+        // own device keys), before any template is judged by them. A
+        // business account has none; an older relay does not list them.
+        if self.kind != AccountKind::Business
+            && let Err(e) = self.consents().await
+        {
+            if matches!(
+                e,
+                ClientError::ConnectionClosed(_) | ClientError::NotConnected
+            ) {
+                return Err(e);
+            }
+            self.events.push_back(Event::Warning(format!(
+                "the consents this account granted could not be read from the relay: {e}"
+            )));
+        }
         self.flush_outbox().await?;
         Ok(ok.queued)
     }
@@ -370,8 +386,25 @@ impl Client {
         Ok(())
     }
 
+    /// Ack a copy this device used (decrypted, labels checked, stored): a
+    /// billed one with the signed delivery proof.
     pub(super) async fn ack(&mut self, envelope: &Envelope) -> Result<()> {
-        let (delivery_signature, signed_at_ms) = self.sign_delivery_if_billed(envelope);
+        self.ack_as(envelope, true).await
+    }
+
+    /// Ack a copy this device could not use (undecryptable, refused by its
+    /// labels, put aside): `rejected`, never signed, so no one can present
+    /// it as a proof of receipt.
+    pub(super) async fn reject(&mut self, envelope: &Envelope) -> Result<()> {
+        self.ack_as(envelope, false).await
+    }
+
+    async fn ack_as(&mut self, envelope: &Envelope, used: bool) -> Result<()> {
+        let (delivery_signature, signed_at_ms) = if used {
+            self.sign_delivery_if_billed(envelope)
+        } else {
+            (Vec::new(), 0)
+        };
         let conn = self.conn.as_ref().ok_or(ClientError::NotConnected)?;
         let ack = ClientFrame {
             request_id: 0,
@@ -385,6 +418,7 @@ impl Client {
                 accept_id: envelope.accept_id,
                 delivery_signature,
                 signed_at_ms,
+                rejected: !used,
             })),
         };
         if let Err(e) = conn.send(&ack).await {

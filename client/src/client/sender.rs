@@ -504,6 +504,7 @@ impl Live {
             template_id,
             franking_tag,
             devices,
+            resend: false,
         };
         also(&send)?;
         Ok(send)

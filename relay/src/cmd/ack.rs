@@ -65,11 +65,18 @@ pub(crate) async fn ack<S: Directory + Mailbox>(
     };
     let signature = request.delivery_signature;
     let signed_at_ms = request.signed_at_ms;
+    let rejected = request.rejected;
     Ok(Reply::Later(
         async move {
             let expires = now_ms().saturating_add(relay.config.message_ttl_ms);
             let reply = |frame| if request_id == 0 { None } else { Some(frame) };
-            let removed = match relay.store.billed_copy(account, device_id, of).await {
+            let billed = if rejected {
+                // Not used by the device: deleted with no proof, never billed.
+                Ok(None)
+            } else {
+                relay.store.billed_copy(account, device_id, of).await
+            };
+            let removed = match billed {
                 Ok(None) => {
                     relay
                         .store

@@ -22,6 +22,11 @@ pub(crate) async fn set<S: Directory + Mailbox>(
     if other == me {
         return Err(invalid("an account cannot block itself"));
     }
+    // Only accounts that exist: blocks of made-up ones would only grow
+    // state. (Unblocking one that has gone since is fine.)
+    if on && session.relay.store.device_list(other).await?.is_none() {
+        return Err(RelayError::UnknownAccount);
+    }
     session.relay.store.set_blocked(me, other, on).await?;
     if on {
         let relay = &session.relay;

@@ -17,6 +17,10 @@ use crate::policy::kind_of;
 use crate::session::{Reply, Session};
 use crate::storage::{CONSENT_SIGNATURE_LEN, ConsentRecord, ConsentSet, Directory, Kind, Mailbox};
 
+/// The highest counter a consent may carry (2^53): a token at the top of
+/// the range could never be replaced by a later grant or revocation.
+const MAX_CONSENT_COUNTER: u64 = 1 << 53;
+
 /// How far ahead of the relay's clock a token may say it was issued (the
 /// device's clock may run a little fast).
 const MAX_ISSUE_SKEW_MS: u64 = 5 * 60 * 1000;
@@ -38,8 +42,10 @@ pub(crate) async fn set<S: Directory + Mailbox>(
         .as_slice()
         .try_into()
         .map_err(|_| RelayError::BadSignature("a consent signature is 64 bytes".into()))?;
-    if request.counter == 0 {
-        return Err(invalid("a consent's counter starts at 1"));
+    if request.counter == 0 || request.counter > MAX_CONSENT_COUNTER {
+        return Err(invalid(format!(
+            "a consent's counter is 1 to {MAX_CONSENT_COUNTER}"
+        )));
     }
     let now = relay.clock.now_ms();
     if request.issued_at_ms > now.saturating_add(MAX_ISSUE_SKEW_MS) {

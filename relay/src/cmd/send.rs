@@ -52,6 +52,11 @@ pub(crate) async fn send<S: Directory + Mailbox>(
             ))
         })?;
     let recipient = account_field("recipient_account", &request.recipient_account)?;
+    let resend = request.resend;
+    let template = wire::Category::try_from(request.category)
+        .ok()
+        .and_then(ConsentCategories::of)
+        .is_some();
     // Gather the policy's inputs; it alone decides.
     let list = relay
         .store
@@ -75,16 +80,17 @@ pub(crate) async fn send<S: Directory + Mailbox>(
         (AccountKind::Business, AccountKind::Customer) if recipient != sender => {
             let wrote = relay.store.last_customer_message(sender, recipient).await?;
             let kept = relay.store.consent(recipient, sender).await?;
-            let seen = ConsentSeen {
+            // Only a template is judged by consent (and guarded by it).
+            let seen = template.then_some(ConsentSeen {
                 customer: recipient,
                 business: sender,
                 counter: kept.map_or(0, |c| c.counter),
                 revoked_by_block: kept.is_some_and(|c| c.revoked_by_block),
-            };
+            });
             let covers = kept.map_or(ConsentCategories::NONE, |c| {
                 c.covers_at(server_timestamp_ms)
             });
-            (wrote, covers, Some(seen))
+            (wrote, covers, seen)
         }
         _ => (None, ConsentCategories::NONE, None),
     };
@@ -186,7 +192,8 @@ pub(crate) async fn send<S: Directory + Mailbox>(
         sender == recipient,
     );
     let effects = AcceptEffects {
-        customer_wrote_to: accounting.opens_window.then_some(recipient),
+        // A re-sent message is not a new one: it never opens the window.
+        customer_wrote_to: (accounting.opens_window && !resend).then_some(recipient),
         business_reached: accounting.business_initiated.then_some(recipient),
         billed: accounting.billed.and_then(|category| {
             Some(Billed {

@@ -126,6 +126,7 @@ impl Business {
             template_id: template_id.into(),
             franking_tag: franking.to_vec(),
             devices,
+            ..Default::default()
         };
         match self.conn.request(client_frame::Body::Send(send)).await {
             Body::Accepted(accepted) => (message_id, accepted.accept_id),

@@ -33,6 +33,10 @@ struct Shared {
     /// Shifts still to apply, in order, to the accept time of envelopes
     /// from a sender (ms added to `server_timestamp_ms`).
     delays: VecDeque<(Vec<u8>, u64)>,
+    /// Every ack as the client sent it.
+    raw_acks: Vec<wire::DeliveryAck>,
+    /// Woken when an ack is added.
+    acked_now: Arc<tokio::sync::Notify>,
 }
 
 /// The proxy; dropping it stops accepting.
@@ -143,6 +147,33 @@ impl Mitm {
         shared.delays.push_back((from.to_vec(), ms));
     }
 
+    /// The client's ack of the copy with `accept_id`, as the client sent
+    /// it (waits for it, bounded).
+    pub async fn next_ack(&self, accept_id: u64) -> wire::DeliveryAck {
+        let notify = self.shared.lock().expect("lock").acked_now.clone();
+        tokio::time::timeout(super::TIMEOUT, async {
+            loop {
+                let woken = notify.notified();
+                tokio::pin!(woken);
+                woken.as_mut().enable();
+                let found = self
+                    .shared
+                    .lock()
+                    .expect("lock")
+                    .raw_acks
+                    .iter()
+                    .find(|a| a.accept_id == accept_id)
+                    .cloned();
+                if let Some(ack) = found {
+                    return ack;
+                }
+                woken.await;
+            }
+        })
+        .await
+        .expect("the client acks the copy")
+    }
+
     /// Whether the relay got an ack for (`message_id`, `sender`) as it
     /// queued them.
     pub fn relay_saw_ack(&self, message_id: &[u8], sender: &[u8]) -> bool {
@@ -201,6 +232,8 @@ fn tamper_up(state: &Mutex<Shared>, bytes: &[u8]) -> Vec<u8> {
         return bytes.to_vec();
     };
     let mut shared = state.lock().expect("lock");
+    shared.raw_acks.push(ack.clone());
+    shared.acked_now.notify_waiters();
     if let Some((id, sender)) = shared
         .rewritten
         .get(&(ack.message_id.clone(), ack.sender_account.clone()))

@@ -453,6 +453,7 @@ pub fn send_body_as(
                 ciphertext: ciphertext.to_vec(),
             })
             .collect(),
+        ..Default::default()
     })
 }
 
