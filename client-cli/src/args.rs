@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use comptoir_client::tls::RelayUrl;
 
 /// Text shown after `--help`: environment and exit codes.
 const AFTER_HELP: &str = "\
@@ -42,12 +43,14 @@ pub struct Cli {
     )]
     pub data_dir: PathBuf,
 
-    /// Relay WebSocket URL.
+    /// Relay WebSocket URL: ws://host:port (this machine only, unless
+    /// --insecure) or wss://host[:port].
     #[arg(
         long,
         global = true,
         env = "COMPTOIR_RELAY",
-        default_value = "ws://127.0.0.1:7700"
+        default_value = "ws://127.0.0.1:7700",
+        value_parser = relay_url,
     )]
     pub relay: String,
 
@@ -70,6 +73,18 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Check a `--relay` value when the command line is parsed, so a mistyped
+/// address is a usage error before anything is stored or queued.
+fn relay_url(value: &str) -> Result<String, String> {
+    RelayUrl::parse(value).map_err(|_| {
+        format!(
+            "{value:?} is not a relay address: write ws://host:port (this machine) or \
+             wss://host[:port], for example ws://127.0.0.1:7700"
+        )
+    })?;
+    Ok(value.to_string())
 }
 
 /// The subcommands.
@@ -140,6 +155,10 @@ pub enum Command {
     /// Manage the address book.
     #[command(subcommand)]
     Contacts(ContactsCommand),
+    /// See or cancel messages waiting to be sent (written while the relay
+    /// was unreachable).
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
     /// Show the safety number to compare with a contact (in person or on a call).
     SafetyNumber {
         /// A contact name or a 32-character account id.
@@ -185,6 +204,18 @@ pub enum ContactsCommand {
     },
     /// List contacts.
     List,
+}
+
+/// `comptoir outbox ...`
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// List the messages waiting to be sent: id, recipient, text.
+    List,
+    /// Never send this message (it stays in the history as failed).
+    Cancel {
+        /// The message id (see `outbox list`).
+        id: String,
+    },
 }
 
 /// `comptoir devices ...`

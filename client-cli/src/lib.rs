@@ -30,9 +30,11 @@ use zeroize::Zeroizing;
 
 use comptoir_client::error::{ClientError, Result};
 use comptoir_client::store::{KdfParams, Store};
-use comptoir_client::{Client, Event};
+use comptoir_client::{Client, Event, MessageId};
 
-use self::args::{Cli, Command, ContactsCommand, DevicesCommand, NameCommand, PhoneCommand};
+use self::args::{
+    Cli, Command, ContactsCommand, DevicesCommand, NameCommand, OutboxCommand, PhoneCommand,
+};
 use self::format::{date_time, time_of_day, visible};
 
 /// Environment variable holding the store passphrase.
@@ -78,6 +80,7 @@ pub fn hint(error: &ClientError) -> Option<String> {
         ClientError::NotRegistered => "run `comptoir register`".into(),
         ClientError::NotLinked => "run `comptoir link-device --finish <approval>`".into(),
         ClientError::NotPrimaryDevice => "run this on the account's first device".into(),
+        ClientError::NotQueued(_) => "see what waits with `comptoir outbox list`".into(),
         ClientError::UnknownContact(_) => {
             "add it with `comptoir contacts add NAME ACCOUNT_ID`".into()
         }
@@ -138,7 +141,31 @@ where
     }
 }
 
+/// Refuse plain `ws://` to another machine without `--insecure` as a
+/// usage error (exit 2), before anything is stored or queued.
+fn check_relay(cli: &Cli) -> std::result::Result<(), clap::Error> {
+    let Ok(url) = comptoir_client::tls::RelayUrl::parse(&cli.relay) else {
+        // The parser of --relay already refused it.
+        return Ok(());
+    };
+    if url.tls || url.is_loopback() || cli.insecure {
+        return Ok(());
+    }
+    Err(<Cli as clap::CommandFactory>::command().error(
+        clap::error::ErrorKind::ValueValidation,
+        format!(
+            "--relay {}: plain ws:// to another machine can be read and altered on the way; \
+             use wss:// (or add --insecure if you really mean it)",
+            visible(&cli.relay)
+        ),
+    ))
+}
+
 async fn run_parsed(cli: Cli, out: &mut dyn Write) -> u8 {
+    if let Err(e) = check_relay(&cli) {
+        let _ = e.print();
+        return u8::try_from(e.exit_code()).unwrap_or(2);
+    }
     let code = match run(cli, out).await {
         Ok(code) => code,
         Err(e) => {
@@ -329,7 +356,11 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
                     Ok(0)
                 }
                 (Err(e), Ok(id)) => {
-                    eprintln!("message {id} saved in the outbox; it is sent on the next connect");
+                    eprintln!(
+                        "message {id} waits in the outbox and is sent on the next connect; \
+                         see what waits with `comptoir outbox list`, or cancel it with \
+                         `comptoir outbox cancel {id}`"
+                    );
                     Err(e)
                 }
                 (_, Err(e)) => Err(e),
@@ -404,6 +435,36 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             };
             client.add_contact(name, id)?;
             say!(out, "{id}");
+            Ok(0)
+        }
+        Command::Outbox(OutboxCommand::List) => {
+            let client = open(&cli)?;
+            for m in client.queued()? {
+                say!(
+                    out,
+                    "{}\t{}\t{}\t{}",
+                    m.id,
+                    display_name(&client, &m.peer),
+                    date_time(m.sent_at_ms),
+                    visible(&m.body)
+                );
+            }
+            Ok(0)
+        }
+        Command::Outbox(OutboxCommand::Cancel { id }) => {
+            let client = open(&cli)?;
+            let parsed = MessageId::from_hex(id).ok_or_else(|| {
+                ClientError::InvalidArgument(format!(
+                    "{} is not a message id (32 hex digits, as `outbox list` prints)",
+                    visible(id)
+                ))
+            })?;
+            let message = client.cancel_queued(&parsed)?;
+            eprintln!(
+                "message {} to {} cancelled: it will not be sent",
+                message.id,
+                display_name(&client, &message.peer)
+            );
             Ok(0)
         }
         Command::Name(NameCommand::Claim { name }) => {
@@ -734,7 +795,10 @@ async fn chat(
                     | ClientError::NotConnected
                     | ClientError::Timeout(_)),
                 ) => {
-                    eprintln!("kept in the outbox ({e}); reconnecting");
+                    eprintln!(
+                        "kept in the outbox ({e}); reconnecting (`comptoir outbox list` \
+                         shows what waits, `comptoir outbox cancel ID` cancels it)"
+                    );
                     if !reconnect(client, relay, &stop).await? {
                         break;
                     }

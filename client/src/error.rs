@@ -115,6 +115,21 @@ pub enum ClientError {
     /// No contact has this name.
     #[error("no contact named {0:?} and not an account id; add the contact first")]
     UnknownContact(String),
+    /// No message with this id waits in the outbox.
+    #[error(
+        "message {0} is not waiting to be sent (already sent, cancelled, or never written here)"
+    )]
+    NotQueued(String),
+    /// A text is longer than one message may be.
+    #[error(
+        "the text is {len} bytes and a message holds at most {max}: nothing was sent; split it into shorter messages"
+    )]
+    TextTooLong {
+        /// The text's length in bytes.
+        len: usize,
+        /// The longest message, in bytes.
+        max: usize,
+    },
     /// A peer's account key changed since it was first seen.
     #[error(
         "the identity of {account} changed since you first talked: compare the new safety number with the contact, then accept the change"

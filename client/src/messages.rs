@@ -33,6 +33,11 @@ impl MessageId {
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
         bytes.try_into().ok().map(Self)
     }
+
+    /// Parse the 32 hex digits [`fmt::Display`] prints.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        hex::decode(text).ok().and_then(|b| Self::from_bytes(&b))
+    }
 }
 
 impl fmt::Display for MessageId {

@@ -356,6 +356,38 @@ impl Client {
         Ok(messages::outbox(&self.store)?.len())
     }
 
+    /// The messages written here that wait in the outbox, oldest first.
+    pub fn queued(&self) -> Result<Vec<StoredMessage>> {
+        let mut out = Vec::new();
+        for (peer, id, _) in messages::outbox(&self.store)? {
+            if let Some(message) = messages::get(&self.store, &peer, &id)? {
+                out.push(message);
+            }
+        }
+        out.sort_by_key(|m| m.sequence);
+        Ok(out)
+    }
+
+    /// Take a message out of the outbox before it is sent: it is never
+    /// sent and stays in the history as failed. Returns the message;
+    /// [`ClientError::NotQueued`] if it no longer waits there.
+    pub fn cancel_queued(&self, id: &MessageId) -> Result<StoredMessage> {
+        let Some((peer, _, _)) = messages::outbox(&self.store)?
+            .into_iter()
+            .find(|(_, queued, _)| queued == id)
+        else {
+            return Err(ClientError::NotQueued(id.to_string()));
+        };
+        messages::outbox_remove(&self.store, &peer, id)?;
+        let message = messages::advance(&self.store, &peer, id, messages::Status::Failed)?;
+        self.store.flush_blocking()?;
+        match message {
+            Some(message) => Ok(message),
+            None => messages::get(&self.store, &peer, id)?
+                .ok_or_else(|| ClientError::NotQueued(id.to_string())),
+        }
+    }
+
     /// Add (or rename) a contact.
     pub fn add_contact(&self, name: &str, account: AccountId) -> Result<()> {
         contacts::add(&self.store, name, account)?;
