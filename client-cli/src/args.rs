@@ -118,11 +118,13 @@ pub enum Command {
     Name(NameCommand),
     /// Print this account's id (give it to people who want to write to you).
     Whoami,
-    /// Send a text message.
+    /// Send a text message (at most 8192 bytes; a longer one is refused,
+    /// not cut).
     Send {
         /// A contact name or a 32-character account id.
         to: String,
-        /// The text.
+        /// The text, or `-` to read it from standard input (one final
+        /// newline is dropped).
         text: String,
     },
     /// Print incoming messages, one line each, until Ctrl-C.

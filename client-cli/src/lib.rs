@@ -16,7 +16,7 @@ pub mod args;
 pub mod format;
 pub mod tui;
 
-use std::io::Write;
+use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +29,7 @@ use tokio::sync::mpsc;
 use zeroize::Zeroizing;
 
 use comptoir_client::error::{ClientError, Result};
+use comptoir_client::messages::check_text;
 use comptoir_client::store::{KdfParams, Store};
 use comptoir_client::{Client, Event, MessageId};
 
@@ -346,6 +347,14 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::Send { to, text } => {
+            let text = if text == "-" {
+                read_stdin_text()?
+            } else {
+                text.clone()
+            };
+            let text = text.as_str();
+            // Refused before the store is opened: nothing is written.
+            check_text(text)?;
             let mut client = open(&cli)?;
             let peer = client.resolve(to)?;
             let connected = client.connect(&cli.relay).await;
@@ -599,6 +608,25 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
     }
 }
 
+/// The text of `send -`: all of standard input, less one final newline.
+fn read_stdin_text() -> Result<String> {
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .lock()
+        .read_to_end(&mut bytes)
+        .map_err(|e| ClientError::io("reading the text from standard input", e))?;
+    let mut text = String::from_utf8(bytes).map_err(|_| {
+        ClientError::InvalidArgument("standard input is not UTF-8 text; nothing was sent".into())
+    })?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(text)
+}
+
 /// Set when Ctrl-C is pressed; waiting loops check it every [`POLL`].
 fn interrupted_flag() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
@@ -744,6 +772,19 @@ async fn listen(
     Ok(0)
 }
 
+/// A terminal in line mode keeps at most this many bytes of one line (and
+/// drops the rest of it without telling): Linux's 4096-byte line buffer,
+/// less the newline.
+const TERMINAL_LINE_MAX: usize = 4095;
+
+/// One line typed into `chat`.
+enum Typed {
+    /// A whole line.
+    Line(String),
+    /// A line as long as the terminal's line buffer: possibly cut by it.
+    MaybeCut,
+}
+
 async fn chat(
     out: &mut dyn Write,
     client: &mut Client,
@@ -765,16 +806,23 @@ async fn chat(
             visible(&m.body)
         );
     }
-    let (lines_tx, mut lines) = mpsc::unbounded_channel::<String>();
+    let (lines_tx, mut lines) = mpsc::unbounded_channel::<Typed>();
     std::thread::spawn(move || {
         let stdin = std::io::stdin();
+        let terminal = stdin.is_terminal();
         let mut line = String::new();
         loop {
             line.clear();
             match stdin.read_line(&mut line) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
-                    if lines_tx.send(line.trim_end().to_string()).is_err() {
+                    let text = line.trim_end_matches(['\n', '\r']);
+                    let typed = if terminal && text.len() >= TERMINAL_LINE_MAX {
+                        Typed::MaybeCut
+                    } else {
+                        Typed::Line(text.trim_end().to_string())
+                    };
+                    if lines_tx.send(typed).is_err() {
                         break;
                     }
                 }
@@ -787,8 +835,13 @@ async fn chat(
             break;
         }
         match lines.try_recv() {
-            Ok(line) if line.trim().is_empty() => continue,
-            Ok(line) => match client.send_text(peer, &line).await {
+            Ok(Typed::MaybeCut) => eprintln!(
+                "not sent: the line filled the terminal's line buffer ({TERMINAL_LINE_MAX} \
+                 bytes), so the terminal may have cut it; send long text with \
+                 `comptoir send NAME -` reading a file, or in shorter lines"
+            ),
+            Ok(Typed::Line(line)) if line.trim().is_empty() => continue,
+            Ok(Typed::Line(line)) => match client.send_text(peer, &line).await {
                 Ok(_) => {}
                 Err(
                     e @ (ClientError::ConnectionClosed(_)

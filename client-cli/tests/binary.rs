@@ -66,6 +66,34 @@ struct Run {
     stderr: String,
 }
 
+/// Run `command`, writing `stdin` to it meanwhile.
+async fn run_command(mut command: Command, stdin: Option<Vec<u8>>) -> Run {
+    // The relay runs on this runtime's other worker meanwhile.
+    let output = tokio::task::spawn_blocking(move || {
+        let mut child = command.spawn().expect("start comptoir");
+        let writer = stdin.map(|input| {
+            let mut pipe = child.stdin.take().expect("stdin pipe");
+            std::thread::spawn(move || {
+                use std::io::Write;
+                // The command may stop reading early: not an error here.
+                let _ = pipe.write_all(&input);
+            })
+        });
+        let output = child.wait_with_output().expect("comptoir runs");
+        if let Some(writer) = writer {
+            writer.join().expect("stdin writer");
+        }
+        output
+    })
+    .await
+    .expect("join");
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8(output.stderr).expect("utf-8 stderr"),
+    }
+}
+
 /// One customer's data directory, used through the binary.
 struct Customer {
     dir: PathBuf,
@@ -101,22 +129,31 @@ impl Customer {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         // The relay runs on this runtime's other worker meanwhile.
-        let output = tokio::task::spawn_blocking(move || {
-            let mut child = command.spawn().expect("start comptoir");
-            if let Some(input) = stdin {
-                use std::io::Write;
-                let mut pipe = child.stdin.take().expect("stdin pipe");
-                pipe.write_all(&input).expect("write stdin");
-            }
-            child.wait_with_output().expect("comptoir runs")
-        })
-        .await
-        .expect("join");
-        Run {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8(output.stdout).expect("utf-8 stdout"),
-            stderr: String::from_utf8(output.stderr).expect("utf-8 stderr"),
+        run_command(command, stdin).await
+    }
+
+    /// `comptoir <args>` as this customer, in a terminal (a pseudo-terminal
+    /// made by util-linux's `script`) that is fed `typed`: what a person
+    /// typing or pasting into `comptoir chat` goes through.
+    async fn in_terminal(&self, args: &[&str], typed: Vec<u8>) -> Run {
+        let mut line = format!(
+            "{} --data-dir {} --relay {}",
+            env!("CARGO_BIN_EXE_comptoir"),
+            self.dir.display(),
+            self.relay
+        );
+        for arg in args {
+            line.push(' ');
+            line.push_str(arg);
         }
+        let mut command = Command::new("script");
+        command
+            .args(["-q", "-e", "-c", &line, "/dev/null"])
+            .env("COMPTOIR_PASSPHRASE", "a test passphrase")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        run_command(command, Some(typed)).await
     }
 
     async fn run(&self, args: &[&str]) -> Run {
@@ -190,4 +227,66 @@ async fn a_mistyped_relay_stores_nothing_and_an_unreachable_one_says_how_to_canc
     assert!(heard.ends_with(": after the typo\n"), "{heard:?}");
     let history = alice.ok(&["history", "bob"]).await;
     assert!(history.contains(" me: wrong port [failed]"), "{history}");
+}
+
+/// Long text is refused the same way by `send` (argument or standard
+/// input) and `chat` (where a terminal cuts a long line at its 4095-byte
+/// line buffer without telling), never cut; `send -` reads the text from
+/// standard input (issue 18 item 5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_text_is_refused_not_cut_and_send_reads_standard_input() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let alice = Customer::new(root.path(), "alice", &relay);
+    let bob = Customer::new(root.path(), "bob", &relay);
+    let alice_id = alice.registered().await;
+    let bob_id = bob.registered().await;
+    alice.ok(&["contacts", "add", "bob", &bob_id]).await;
+    bob.ok(&["contacts", "add", "alice", &alice_id]).await;
+
+    let sent = alice
+        .run_at(
+            &relay.url,
+            &["send", "bob", "-"],
+            Some(b"line one\nline two\n".to_vec()),
+        )
+        .await;
+    assert_eq!(sent.code, 0, "{sent:?}");
+    let heard = bob.ok(&["listen", "--count", "1", "--timeout", "10"]).await;
+    assert!(
+        heard.ends_with("] alice: line one\\nline two\n"),
+        "{heard:?}"
+    );
+
+    let paste = "x".repeat(100 * 1024);
+    let refused = "the text is 102400 bytes and a message holds at most 8192";
+    let from_stdin = alice
+        .run_at(
+            &relay.url,
+            &["send", "bob", "-"],
+            Some(paste.clone().into_bytes()),
+        )
+        .await;
+    let from_argument = alice.run(&["send", "bob", &paste]).await;
+    for run in [&from_stdin, &from_argument] {
+        assert_eq!(run.code, 1, "{run:?}");
+        assert!(run.stderr.contains(refused), "{run:?}");
+    }
+    assert_eq!(alice.ok(&["outbox", "list"]).await, "", "nothing queued");
+    let history = alice.ok(&["history", "bob"]).await;
+    assert_eq!(history.lines().count(), 1, "nothing stored: {history}");
+
+    // A long paste into `chat` in a terminal: refused, then the next line
+    // goes. (5,000 bytes: past the terminal's 4095, under a message's 8192.)
+    let mut typed = "y".repeat(5000).into_bytes();
+    typed.extend_from_slice(b"\nafter the paste\n");
+    let chat = alice.in_terminal(&["chat", "bob"], typed).await;
+    assert_eq!(chat.code, 0, "{chat:?}");
+    assert!(
+        chat.stdout
+            .contains("not sent: the line filled the terminal's line buffer"),
+        "{chat:?}"
+    );
+    let heard = bob.ok(&["listen", "--count", "1", "--timeout", "10"]).await;
+    assert!(heard.ends_with("] alice: after the paste\n"), "{heard:?}");
 }

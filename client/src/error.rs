@@ -122,7 +122,7 @@ pub enum ClientError {
     NotQueued(String),
     /// A text is longer than one message may be.
     #[error(
-        "the text is {len} bytes and a message holds at most {max}: nothing was sent; split it into shorter messages"
+        "the text is {len} bytes and a message holds at most {max}: split it into shorter messages"
     )]
     TextTooLong {
         /// The text's length in bytes.

@@ -10,6 +10,7 @@ use std::fmt;
 use comptoir_protocol::AccountId;
 use prost::Message;
 
+use crate::client::MAX_TEXT_LEN;
 use crate::error::{ClientError, Result};
 use crate::store::{Store, Tree};
 
@@ -209,6 +210,25 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<StoredMessage> {
         status: Status::from_i32(record.status)?,
         sequence: record.sequence,
     })
+}
+
+/// Check a text before it is written as a message: 1 to
+/// [`MAX_TEXT_LEN`] bytes. Every way of sending (this library, the CLI's
+/// commands, the TUI) refuses a longer one with the same
+/// [`ClientError::TextTooLong`], before anything is stored.
+pub fn check_text(text: &str) -> Result<()> {
+    if text.is_empty() {
+        return Err(ClientError::InvalidArgument(
+            "a message cannot be empty".into(),
+        ));
+    }
+    if text.len() > MAX_TEXT_LEN {
+        return Err(ClientError::TextTooLong {
+            len: text.len(),
+            max: MAX_TEXT_LEN,
+        });
+    }
+    Ok(())
 }
 
 /// Store a message (not flushed).

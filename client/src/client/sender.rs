@@ -34,7 +34,7 @@ use crate::session_store::{load_session, save_session};
 use crate::store::Store;
 
 use super::shared::{EventQueue, PeerLocks};
-use super::{Client, MAX_TEXT_LEN, REQUEST_TIMEOUT, now_ms, relay_error, unexpected};
+use super::{Client, REQUEST_TIMEOUT, now_ms, relay_error, unexpected};
 
 /// Plaintexts are padded to a multiple of this, hiding their exact length.
 const PADDING_BLOCK: usize = 64;
@@ -251,11 +251,7 @@ impl Live {
     /// Store a text message to `peer` (pending, in the outbox), durably,
     /// then send it if connected.
     pub(super) async fn send_text(&self, peer: AccountId, text: &str) -> Result<MessageId> {
-        if text.is_empty() || text.len() > MAX_TEXT_LEN {
-            return Err(ClientError::InvalidArgument(format!(
-                "a message is 1 to {MAX_TEXT_LEN} bytes"
-            )));
-        }
+        messages::check_text(text)?;
         if peers::load(&self.store, &peer)?.is_some_and(|p| p.identity_changed) {
             return Err(ClientError::IdentityChanged { account: peer });
         }
