@@ -23,7 +23,7 @@ Exit codes:
   5  relay unreachable or connection lost (a message being sent stays in the outbox)
   6  refused by the relay (for example: the recipient blocked you, or the name is taken)
   7  the contact's identity changed: compare safety numbers, then run `trust NAME --confirm NAME`
-  8  unknown contact, or no keys known for it yet
+  8  unknown contact, no keys known for it yet, or no such account on the relay
   9  `listen --count` timed out before enough messages arrived
  10  `safety-number --verify`: the numbers differ (someone may be in the middle)";
 
@@ -196,13 +196,30 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum ContactsCommand {
     /// Give an account a name: by its id, by a phone number its owner
-    /// made discoverable, or by a business name (both looked up on the relay).
+    /// made discoverable, or by a business name (each checked with the
+    /// relay). A name already in use is not re-pointed without --force.
     Add {
         /// The name to use in other commands.
         name: String,
         /// A 32-character account id, an E.164 phone number (+447700900123)
         /// or a business name (acme-deliveries).
         account: String,
+        /// Re-point a name that already names another account (a verified
+        /// mark does not carry over: compare safety numbers again).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Forget a contact's name (its conversation stays).
+    Remove {
+        /// The contact's name.
+        name: String,
+    },
+    /// Give a contact another name.
+    Rename {
+        /// The contact's name now.
+        old: String,
+        /// The new name (not in use yet).
+        new: String,
     },
     /// List contacts.
     List,

@@ -28,6 +28,7 @@ use comptoir_protocol::proto::wire::AccountKind;
 use tokio::sync::mpsc;
 use zeroize::Zeroizing;
 
+use comptoir_client::contacts;
 use comptoir_client::error::{ClientError, Result};
 use comptoir_client::messages::check_text;
 use comptoir_client::store::{KdfParams, Store};
@@ -63,7 +64,9 @@ pub fn exit_code(error: &ClientError) -> u8 {
         | ClientError::Timeout(_) => 5,
         ClientError::Blocked { .. } | ClientError::Relay { .. } => 6,
         ClientError::IdentityChanged { .. } => 7,
-        ClientError::UnknownContact(_) | ClientError::UnknownPeer(_) => 8,
+        ClientError::UnknownContact(_)
+        | ClientError::UnknownPeer(_)
+        | ClientError::NoSuchAccount(_) => 8,
         _ => 1,
     }
 }
@@ -81,6 +84,9 @@ pub fn hint(error: &ClientError) -> Option<String> {
         ClientError::NotRegistered => "run `comptoir register`".into(),
         ClientError::NotLinked => "run `comptoir link-device --finish <approval>`".into(),
         ClientError::NotPrimaryDevice => "run this on the account's first device".into(),
+        ClientError::NoSuchAccount(_) => {
+            "ask the contact for the id that `comptoir whoami` prints on their device".into()
+        }
         ClientError::NotQueued(_) => "see what waits with `comptoir outbox list`".into(),
         ClientError::UnknownContact(_) => {
             "add it with `comptoir contacts add NAME ACCOUNT_ID`".into()
@@ -430,20 +436,70 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             }
             Ok(0)
         }
-        Command::Contacts(ContactsCommand::Add { name, account }) => {
+        Command::Contacts(ContactsCommand::Add {
+            name,
+            account,
+            force,
+        }) => {
+            contacts::check_name(name)?;
             let mut client = open(&cli)?;
-            let id = match AccountId::from_hex(account) {
-                Ok(id) => id,
-                // A +phone number or a business name: ask the relay.
-                Err(_) => {
-                    client.connect(&cli.relay).await?;
-                    let found = client.lookup(account).await;
-                    client.close_connection().await;
-                    found?
-                }
+            client.connect(&cli.relay).await?;
+            let found = find_account(&mut client, account).await;
+            client.close_connection().await;
+            let id = found?;
+            let added = if *force {
+                client.replace_contact(name, id)
+            } else {
+                client.add_contact(name, id)
             };
-            client.add_contact(name, id)?;
+            let added = match added {
+                Err(ClientError::ContactExists { name, account }) => {
+                    let verified = if client.is_verified(&account)? {
+                        " It is verified: re-pointing it loses that mark."
+                    } else {
+                        ""
+                    };
+                    eprintln!(
+                        "{} names {account}, not {id}.{verified} To re-point it: comptoir \
+                         contacts add {} {id} --force; or first rename the contact: \
+                         comptoir contacts rename {} NEW_NAME",
+                        visible(&name),
+                        visible(&name),
+                        visible(&name)
+                    );
+                    return Err(ClientError::ContactExists { name, account });
+                }
+                other => other?,
+            };
+            if let contacts::Added::Replaced { previous } = added {
+                let lost = if client.is_verified(&previous)? {
+                    " and is not verified (the verified mark was the previous account's): \
+                     compare safety numbers again"
+                } else {
+                    ""
+                };
+                eprintln!(
+                    "{} now names {id} instead of {previous}{lost}",
+                    visible(name)
+                );
+            }
             say!(out, "{id}");
+            Ok(0)
+        }
+        Command::Contacts(ContactsCommand::Remove { name }) => {
+            let client = open(&cli)?;
+            let account = client.remove_contact(name)?;
+            eprintln!(
+                "{} no longer names {account}; the conversation stays",
+                visible(name)
+            );
+            Ok(0)
+        }
+        Command::Contacts(ContactsCommand::Rename { old, new }) => {
+            contacts::check_name(new)?;
+            let client = open(&cli)?;
+            let account = client.rename_contact(old, new)?;
+            eprintln!("{} is now {} ({account})", visible(old), visible(new));
             Ok(0)
         }
         Command::Outbox(OutboxCommand::List) => {
@@ -606,6 +662,17 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
     }
+}
+
+/// The account behind what the user typed for `contacts add` (an id, a
+/// phone number or a business name), checked with the relay.
+async fn find_account(client: &mut Client, handle: &str) -> Result<AccountId> {
+    let id = match AccountId::from_hex(handle) {
+        Ok(id) => id,
+        Err(_) => client.lookup(handle).await?,
+    };
+    client.check_account(id).await?;
+    Ok(id)
 }
 
 /// The text of `send -`: all of standard input, less one final newline.

@@ -290,3 +290,84 @@ async fn long_text_is_refused_not_cut_and_send_reads_standard_input() {
     let heard = bob.ok(&["listen", "--count", "1", "--timeout", "10"]).await;
     assert!(heard.ends_with("] alice: after the paste\n"), "{heard:?}");
 }
+
+/// `contacts add` does not silently re-point a name, verified or not, and
+/// refuses an id the relay does not know; `--force` re-points and says the
+/// verified mark is lost; `contacts rename|remove` (issue 18 item 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_name_is_not_silently_re_pointed_and_ids_are_checked() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let alice = Customer::new(root.path(), "alice", &relay);
+    let bob = Customer::new(root.path(), "bob", &relay);
+    let carol = Customer::new(root.path(), "carol", &relay);
+    let alice_id = alice.registered().await;
+    let bob_id = bob.registered().await;
+    let carol_id = carol.registered().await;
+    alice.ok(&["contacts", "add", "bob", &bob_id]).await;
+    bob.ok(&["contacts", "add", "alice", &alice_id]).await;
+    let number = bob.ok(&["safety-number", "alice"]).await;
+    alice
+        .ok(&["safety-number", "bob", "--verify", number.trim()])
+        .await;
+    let verified_bob = format!("bob\t{bob_id}\tverified\n");
+    assert_eq!(alice.ok(&["contacts", "list"]).await, verified_bob);
+
+    let rebind = alice.run(&["contacts", "add", "bob", &carol_id]).await;
+    assert_eq!(rebind.code, 1, "{rebind:?}");
+    assert!(
+        rebind.stderr.contains("verified") && rebind.stderr.contains("--force"),
+        "says the verified mark would be lost and how to re-point: {rebind:?}"
+    );
+    assert_eq!(alice.ok(&["contacts", "list"]).await, verified_bob);
+    assert_eq!(
+        alice.ok(&["contacts", "add", "bob", &bob_id]).await.trim(),
+        bob_id,
+        "adding the same again is fine"
+    );
+
+    let ghost = "0123456789abcdef0123456789abcdef";
+    let unknown = alice.run(&["contacts", "add", "ghost", ghost]).await;
+    assert_eq!(unknown.code, 8, "{unknown:?}");
+    assert!(unknown.stderr.contains("no account"), "{unknown:?}");
+    assert_eq!(alice.ok(&["contacts", "list"]).await, verified_bob);
+    let offline = alice
+        .run_at(
+            "ws://127.0.0.1:1",
+            &["contacts", "add", "carol", &carol_id],
+            None,
+        )
+        .await;
+    assert_eq!(offline.code, 5, "checked with the relay: {offline:?}");
+    assert_eq!(alice.ok(&["contacts", "list"]).await, verified_bob);
+
+    let forced = alice
+        .run(&["contacts", "add", "bob", &carol_id, "--force"])
+        .await;
+    assert_eq!(forced.code, 0, "{forced:?}");
+    assert!(forced.stderr.contains("is not verified"), "{forced:?}");
+    assert_eq!(
+        alice.ok(&["contacts", "list"]).await,
+        format!("bob\t{carol_id}\n")
+    );
+
+    alice.ok(&["contacts", "add", "robert", &bob_id]).await;
+    assert_eq!(
+        alice
+            .run(&["contacts", "rename", "bob", "robert"])
+            .await
+            .code,
+        1,
+        "the new name is taken"
+    );
+    alice.ok(&["contacts", "rename", "bob", "carol"]).await;
+    assert_eq!(alice.run(&["contacts", "rename", "bob", "x"]).await.code, 8);
+    alice.ok(&["contacts", "remove", "robert"]).await;
+    assert_eq!(alice.run(&["contacts", "remove", "robert"]).await.code, 8);
+    assert_eq!(
+        alice.ok(&["contacts", "list"]).await,
+        format!("carol\t{carol_id}\n")
+    );
+    // The conversation with a forgotten name stays, by account id.
+    alice.ok(&["send", &bob_id, "still reachable by id"]).await;
+}

@@ -17,7 +17,9 @@ pub struct Contact {
     pub account: AccountId,
 }
 
-fn check_name(name: &str) -> Result<()> {
+/// Check a contact name: 1 to [`MAX_NAME_LEN`] bytes, no control
+/// characters, not shaped like an account id.
+pub fn check_name(name: &str) -> Result<()> {
     if name.is_empty() || name.len() > MAX_NAME_LEN || name.chars().any(char::is_control) {
         return Err(ClientError::InvalidArgument(format!(
             "a contact name is 1 to {MAX_NAME_LEN} bytes without control characters"
@@ -31,10 +33,73 @@ fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Add or rename a contact.
-pub fn add(store: &Store, name: &str, account: AccountId) -> Result<()> {
+/// What [`add`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Added {
+    /// The name is new.
+    New,
+    /// The name already named this account.
+    Unchanged,
+    /// The name named another account, replaced on request.
+    Replaced {
+        /// The account the name named before.
+        previous: AccountId,
+    },
+}
+
+/// Give `account` the name `name`. A name that already names another
+/// account is [`ClientError::ContactExists`] (nothing changes) unless
+/// `replace` says to re-point it.
+pub fn add(store: &Store, name: &str, account: AccountId, replace: bool) -> Result<Added> {
     check_name(name)?;
-    store.put(Tree::Contacts, name.as_bytes(), account.as_bytes())
+    let added = match get(store, name)? {
+        None => Added::New,
+        Some(same) if same == account => return Ok(Added::Unchanged),
+        Some(previous) if replace => Added::Replaced { previous },
+        Some(previous) => {
+            return Err(ClientError::ContactExists {
+                name: name.to_string(),
+                account: previous,
+            });
+        }
+    };
+    store.put(Tree::Contacts, name.as_bytes(), account.as_bytes())?;
+    Ok(added)
+}
+
+/// Forget the name `name`; returns the account it named
+/// ([`ClientError::UnknownContact`] if none).
+pub fn remove(store: &Store, name: &str) -> Result<AccountId> {
+    let account = get(store, name)?.ok_or_else(|| ClientError::UnknownContact(name.into()))?;
+    store.remove(Tree::Contacts, name.as_bytes())?;
+    Ok(account)
+}
+
+/// Rename the contact `old` to `new`, which must be free
+/// ([`ClientError::ContactExists`] otherwise); returns the account.
+pub fn rename(store: &Store, old: &str, new: &str) -> Result<AccountId> {
+    check_name(new)?;
+    let account = get(store, old)?.ok_or_else(|| ClientError::UnknownContact(old.into()))?;
+    if old == new {
+        return Ok(account);
+    }
+    if let Some(taken) = get(store, new)? {
+        return Err(ClientError::ContactExists {
+            name: new.to_string(),
+            account: taken,
+        });
+    }
+    // The new name first: a crash in between leaves two names, never none.
+    store.put(Tree::Contacts, new.as_bytes(), account.as_bytes())?;
+    store.remove(Tree::Contacts, old.as_bytes())?;
+    Ok(account)
+}
+
+fn get(store: &Store, name: &str) -> Result<Option<AccountId>> {
+    store
+        .get(Tree::Contacts, name.as_bytes())?
+        .map(|bytes| AccountId::from_bytes(&bytes).map_err(ClientError::from))
+        .transpose()
 }
 
 /// Every contact, by name.

@@ -388,10 +388,36 @@ impl Client {
         }
     }
 
-    /// Add (or rename) a contact.
-    pub fn add_contact(&self, name: &str, account: AccountId) -> Result<()> {
-        contacts::add(&self.store, name, account)?;
-        self.store.flush_blocking()
+    /// Name an account. A name that already names another account is
+    /// [`ClientError::ContactExists`] and changes nothing (see
+    /// [`Self::replace_contact`]). Check an id typed by the user with
+    /// [`Self::check_account`] first.
+    pub fn add_contact(&self, name: &str, account: AccountId) -> Result<contacts::Added> {
+        let added = contacts::add(&self.store, name, account, false)?;
+        self.store.flush_blocking()?;
+        Ok(added)
+    }
+
+    /// [`Self::add_contact`], re-pointing the name if it named another
+    /// account (whose verified mark does not carry over to the new one).
+    pub fn replace_contact(&self, name: &str, account: AccountId) -> Result<contacts::Added> {
+        let added = contacts::add(&self.store, name, account, true)?;
+        self.store.flush_blocking()?;
+        Ok(added)
+    }
+
+    /// Forget a contact name (the history with the account stays).
+    pub fn remove_contact(&self, name: &str) -> Result<AccountId> {
+        let account = contacts::remove(&self.store, name)?;
+        self.store.flush_blocking()?;
+        Ok(account)
+    }
+
+    /// Rename a contact; the new name must be free.
+    pub fn rename_contact(&self, old: &str, new: &str) -> Result<AccountId> {
+        let account = contacts::rename(&self.store, old, new)?;
+        self.store.flush_blocking()?;
+        Ok(account)
     }
 
     /// Every contact, by name.
