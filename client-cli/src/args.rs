@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use comptoir_client::tls::RelayUrl;
 
 /// Text shown after `--help`: environment and exit codes.
@@ -190,6 +190,35 @@ pub enum Command {
         /// A contact name or a 32-character account id.
         who: String,
     },
+    /// Print a shell completion script, for example:
+    /// `comptoir completions bash > ~/.local/share/bash-completion/completions/comptoir`.
+    Completions {
+        /// The shell.
+        shell: Shell,
+    },
+    /// Print the manual page (roff), for example: `comptoir man | man -l -`.
+    Man,
+}
+
+/// Shells `comptoir completions` writes scripts for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    /// GNU Bash.
+    Bash,
+    /// Z shell.
+    Zsh,
+    /// fish.
+    Fish,
+}
+
+impl From<Shell> for clap_complete::Shell {
+    fn from(shell: Shell) -> Self {
+        match shell {
+            Shell::Bash => Self::Bash,
+            Shell::Zsh => Self::Zsh,
+            Shell::Fish => Self::Fish,
+        }
+    }
 }
 
 /// `comptoir contacts ...`

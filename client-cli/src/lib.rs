@@ -8,12 +8,14 @@
 //! Modules:
 //! - [`args`]: the command line's arguments.
 //! - [`format`]: times and one-line previews for the output.
+//! - [`generate`]: shell completions and the manual page.
 //! - [`tui`]: the terminal UI (`comptoir tui`).
 
 #![forbid(unsafe_code)]
 
 pub mod args;
 pub mod format;
+pub mod generate;
 pub mod tui;
 
 use std::io::{IsTerminal, Read, Write};
@@ -641,6 +643,15 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             }
             client.accept_identity_change(&peer)?;
             eprintln!("{name} is trusted with its new identity");
+            Ok(0)
+        }
+        Command::Completions { shell } => {
+            generate::completions(*shell, out);
+            Ok(0)
+        }
+        Command::Man => {
+            generate::man_page(out)
+                .map_err(|e| ClientError::io("writing the manual page to standard output", e))?;
             Ok(0)
         }
         Command::Block { who } | Command::Unblock { who } => {

@@ -371,3 +371,38 @@ async fn a_contact_name_is_not_silently_re_pointed_and_ids_are_checked() {
     // The conversation with a forgotten name stays, by account id.
     alice.ok(&["send", &bob_id, "still reachable by id"]).await;
 }
+
+/// Completion scripts for bash, zsh and fish and a manual page, generated
+/// from the command-line definitions, need no account (issue 18 item 12).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_and_the_manual_page_come_from_the_command_line() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let nobody = Customer::new(root.path(), "nobody", &relay);
+
+    let bash = nobody.ok(&["completions", "bash"]).await;
+    assert!(
+        bash.contains("_comptoir()") && bash.contains("outbox"),
+        "{bash}"
+    );
+    let script = root.path().join("comptoir.bash");
+    std::fs::write(&script, &bash).expect("write");
+    let checked = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .status()
+        .expect("bash");
+    assert!(checked.success(), "bash accepts the script");
+    let zsh = nobody.ok(&["completions", "zsh"]).await;
+    assert!(zsh.starts_with("#compdef comptoir"), "{zsh}");
+    let fish = nobody.ok(&["completions", "fish"]).await;
+    assert!(fish.contains("complete -c comptoir"), "{fish}");
+    assert_eq!(nobody.run(&["completions", "tcsh"]).await.code, 2);
+
+    let man = nobody.ok(&["man"]).await;
+    assert!(man.contains(".TH comptoir 1"), "{man}");
+    for text in ["outbox", "completions", "COMPTOIR_PASSPHRASE", "Exit codes"] {
+        assert!(man.contains(text), "{text} in the manual page");
+    }
+    assert!(!root.path().join("nobody").exists(), "no store created");
+}
