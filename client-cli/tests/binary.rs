@@ -331,6 +331,10 @@ async fn a_contact_name_is_not_silently_re_pointed_and_ids_are_checked() {
     assert_eq!(unknown.code, 8, "{unknown:?}");
     assert!(unknown.stderr.contains("no account"), "{unknown:?}");
     assert_eq!(alice.ok(&["contacts", "list"]).await, verified_bob);
+    // Sent to such an id directly: refused, and nothing waits for ever.
+    let to_ghost = alice.run(&["send", ghost, "anyone there?"]).await;
+    assert_eq!(to_ghost.code, 8, "{to_ghost:?}");
+    assert_eq!(alice.ok(&["outbox", "list"]).await, "", "{to_ghost:?}");
     let offline = alice
         .run_at(
             "ws://127.0.0.1:1",

@@ -300,11 +300,20 @@ impl Live {
                 let category = self.text_category();
                 // The encrypted frame goes to the outbox with the session
                 // records, under the peer's lock: both or neither.
-                let send = self
+                let encrypted = self
                     .encrypt_for_then(peer, id, content, category, message.sent_at_ms, |send| {
                         messages::outbox_put(&self.store, &peer, &id, &send.encode_to_vec())
                     })
-                    .await?;
+                    .await;
+                let send = match encrypted {
+                    Ok(send) => send,
+                    // No such account (or another refusal for good) while
+                    // fetching its keys: retrying cannot help.
+                    Err(ClientError::Relay { code, message }) if is_permanent(code) => {
+                        return Err(self.fail(peer, id, code, message).await?);
+                    }
+                    Err(e) => return Err(e),
+                };
                 self.store.flush().await?;
                 send
             } else {
@@ -344,10 +353,7 @@ impl Live {
                     return Err(ClientError::Blocked { recipient: peer });
                 }
                 Err(ClientError::Relay { code, message }) if is_permanent(code) => {
-                    messages::advance(&self.store, &peer, &id, Status::Failed)?;
-                    messages::outbox_remove(&self.store, &peer, &id)?;
-                    self.store.flush().await?;
-                    return Err(ClientError::Relay { code, message });
+                    return Err(self.fail(peer, id, code, message).await?);
                 }
                 Err(ClientError::DeviceListMismatch { current }) => {
                     // The peer added or removed a device: adopt the signed
@@ -364,6 +370,25 @@ impl Live {
         Err(ClientError::UnexpectedFrame(
             "the relay refused the device list twice".into(),
         ))
+    }
+
+    /// Mark a message refused for good as failed and take it out of the
+    /// outbox; returns the error to report (an unknown recipient as
+    /// [`ClientError::NoSuchAccount`]).
+    async fn fail(
+        &self,
+        peer: AccountId,
+        id: MessageId,
+        code: ErrorCode,
+        message: String,
+    ) -> Result<ClientError> {
+        messages::advance(&self.store, &peer, &id, Status::Failed)?;
+        messages::outbox_remove(&self.store, &peer, &id)?;
+        self.store.flush().await?;
+        Ok(match code {
+            ErrorCode::UnknownAccount => ClientError::NoSuchAccount(peer),
+            code => ClientError::Relay { code, message },
+        })
     }
 
     /// The devices of `peer` this device has no sending session with, by
