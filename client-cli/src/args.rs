@@ -257,7 +257,8 @@ pub enum ContactsCommand {
 /// `comptoir outbox ...`
 #[derive(Debug, Subcommand)]
 pub enum OutboxCommand {
-    /// List the messages waiting to be sent: id, recipient, text.
+    /// List the messages waiting to be sent: id, recipient, time written,
+    /// text (tab-separated, oldest first).
     List,
     /// Never send this message (it stays in the history as failed).
     Cancel {

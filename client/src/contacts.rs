@@ -136,3 +136,68 @@ pub fn resolve(store: &Store, name_or_id: &str) -> Result<AccountId> {
         None => Err(ClientError::UnknownContact(name_or_id.to_string())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::KdfParams;
+
+    /// A name is never re-pointed or lost by accident: each refusal is a
+    /// typed error that leaves the address book as it was.
+    #[test]
+    fn names_are_not_re_pointed_or_lost_by_accident() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| ClientError::io("tempdir", e))?;
+        let params = KdfParams {
+            m_cost: 64,
+            t_cost: 1,
+            p_cost: 1,
+        };
+        let store = Store::create(dir.path(), "pw-long-enough", params)?;
+        let mut rng = rand::rng();
+        let (bob, carol) = (AccountId::generate(&mut rng), AccountId::generate(&mut rng));
+        let book = |store: &Store| -> Result<Vec<(String, AccountId)>> {
+            Ok(list(store)?
+                .into_iter()
+                .map(|c| (c.name, c.account))
+                .collect())
+        };
+
+        assert_eq!(add(&store, "bob", bob, false)?, Added::New);
+        assert_eq!(add(&store, "bob", bob, false)?, Added::Unchanged);
+        assert!(matches!(
+            add(&store, "bob", carol, false),
+            Err(ClientError::ContactExists { account, .. }) if account == bob
+        ));
+        assert_eq!(book(&store)?, vec![("bob".into(), bob)]);
+        assert_eq!(
+            add(&store, "bob", carol, true)?,
+            Added::Replaced { previous: bob }
+        );
+        add(&store, "robert", bob, false)?;
+
+        assert!(matches!(
+            rename(&store, "bob", "robert"),
+            Err(ClientError::ContactExists { .. })
+        ));
+        assert!(matches!(
+            rename(&store, "nobody", "x"),
+            Err(ClientError::UnknownContact(_))
+        ));
+        assert!(matches!(
+            rename(&store, "bob", ""),
+            Err(ClientError::InvalidArgument(_))
+        ));
+        assert_eq!(
+            book(&store)?,
+            vec![("bob".into(), carol), ("robert".into(), bob)]
+        );
+        assert_eq!(rename(&store, "bob", "carol")?, carol);
+        assert_eq!(remove(&store, "robert")?, bob);
+        assert!(matches!(
+            remove(&store, "robert"),
+            Err(ClientError::UnknownContact(_))
+        ));
+        assert_eq!(book(&store)?, vec![("carol".into(), carol)]);
+        Ok(())
+    }
+}
