@@ -1,7 +1,9 @@
 //! A storage-free WebSocket forwarder: the baseline the relay is measured
 //! against (`relay-load`). It speaks the same frames and builds the same
-//! envelopes, with the same socket configuration, but checks no signature,
-//! stores nothing and drops envelopes for devices that are not connected.
+//! envelopes, with the same socket configuration, but checks no signature
+//! (a signed ack of a billed template is answered `Ok` like any ack with a
+//! request id), knows no account kinds or categories, stores nothing and
+//! drops envelopes for devices that are not connected.
 //! Never deploy it: it authenticates nobody.
 
 use std::collections::HashMap;
@@ -148,7 +150,9 @@ async fn serve(socket: TcpStream, routes: Routes) {
                         ));
                     }
                 }
-                None
+                // Like the relay: an ack with a request id is answered (a
+                // signed ack of a billed template asks to know).
+                (id != 0).then_some(S::Ok(wire::Ok {}))
             }
             _ => Some(S::Ok(wire::Ok {})),
         };

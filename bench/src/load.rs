@@ -5,14 +5,28 @@
 //!
 //! Latency is measured inside one process: the first 8 bytes of each
 //! ciphertext carry the send time (nanoseconds since the run started).
+//!
+//! With a billed share (`billed_percent` > 0) some accounts of the ring
+//! register as businesses (spaced so that a business's next device is a
+//! customer's): a business sends utility templates (a template id and a
+//! 32-byte franking tag) to its customer neighbour for its share of the
+//! billed sends (under the consent its customer neighbour grants before the
+//! run) and control messages otherwise (no window is open: the customer
+//! before it writes to it, not the one it sends to), the customer before it
+//! writes to it as conversation, and every customer device signs its ack
+//! of a template with its identity key (`sign_delivery`), as the relay
+//! requires for what its ledger bills. Those acks ask for a reply, and a
+//! run ends only once each was answered `Ok`: a refused ack fails it.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use comptoir_protocol::frame::{decode_server, encode_client};
 use comptoir_protocol::proto::wire::{self, client_frame, server_frame::Body};
 use comptoir_protocol::{
-    AccountId, AccountKeyPair, DeviceList, IdentityKeyPair, auth_payload, register_payload,
+    AccountId, AccountKeyPair, ConsentCategories, ConsentFields, DeliveryFields, DeviceList,
+    IdentityKeyPair, auth_payload, is_billed, register_payload, sign_consent, sign_delivery,
 };
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -37,6 +51,21 @@ pub enum LoadError {
     /// The run did not finish in time.
     #[error("timed out after {0:?}; is the server overloaded or refusing (rate limits)?")]
     Timeout(Duration),
+    /// The server refused a request of the load (a send or a signed ack).
+    #[error("the server refused a {what} (code {code}): {message}; {hint}")]
+    Refused {
+        /// What was refused.
+        what: &'static str,
+        /// What to do about it.
+        hint: &'static str,
+        /// The error code the server answered.
+        code: i32,
+        /// Its message.
+        message: String,
+    },
+    /// The options cannot be run.
+    #[error("bad load options: {0}")]
+    Options(String),
 }
 
 /// One run's shape.
@@ -50,9 +79,20 @@ pub struct LoadOptions {
     pub size: usize,
     /// Sends per device awaiting `Accepted`, at most.
     pub window: usize,
+    /// Percent of all sends that are billed business templates with signed
+    /// acks (0 to [`MAX_BILLED_PERCENT`]; 0: every account a customer,
+    /// every send a conversation message, as before this option).
+    pub billed_percent: u32,
     /// Give up after this long.
     pub timeout: Duration,
 }
+
+/// The largest billed share a ring can carry: a business's next device
+/// must be a customer's, so at most every other account is a business.
+pub const MAX_BILLED_PERCENT: u32 = 50;
+
+/// The template id of the load's billed sends.
+pub const LOAD_TEMPLATE_ID: &str = "load_order_update";
 
 /// What a run measured.
 #[derive(Clone, Debug)]
@@ -71,6 +111,12 @@ pub struct LoadReport {
     pub p999: Duration,
     /// Error frames received (should be 0).
     pub errors: u64,
+    /// Business accounts in the ring.
+    pub businesses: u64,
+    /// Billed template sends made (business to customer).
+    pub billed: u64,
+    /// Signed acks of billed envelopes that the server answered `Ok`.
+    pub signed_acks: u64,
 }
 
 /// A test identity with one device.
@@ -78,16 +124,24 @@ pub struct LoadReport {
 pub struct LoadAccount {
     /// Account id.
     pub id: AccountId,
+    /// The kind it registers as.
+    pub kind: wire::AccountKind,
     key: AccountKeyPair,
     device: IdentityKeyPair,
 }
 
 impl LoadAccount {
-    /// A fresh random account.
+    /// A fresh random customer account.
     pub fn generate() -> Self {
+        Self::generate_as(wire::AccountKind::Customer)
+    }
+
+    /// A fresh random account of `kind`.
+    pub fn generate_as(kind: wire::AccountKind) -> Self {
         let mut rng = rand::rng();
         Self {
             id: AccountId::generate(&mut rng),
+            kind,
             key: AccountKeyPair::generate(&mut rng),
             device: IdentityKeyPair::generate(&mut rng),
         }
@@ -124,7 +178,7 @@ pub fn use_old_auth_payload() {
 }
 
 impl LoadAccount {
-    /// What the account key signs to register this customer account.
+    /// What the account key signs to register this account.
     fn register_signed_bytes(&self, nonce: &[u8]) -> Vec<u8> {
         if OLD_AUTH.load(std::sync::atomic::Ordering::Relaxed) {
             let mut out = b"Comptoir register v1".to_vec();
@@ -132,7 +186,7 @@ impl LoadAccount {
             out.extend_from_slice(nonce);
             out
         } else {
-            register_payload(&self.id, wire::AccountKind::Customer, nonce)
+            register_payload(&self.id, self.kind, nonce)
         }
     }
 }
@@ -231,7 +285,7 @@ pub async fn connect(
                     .key
                     .sign(&account.register_signed_bytes(&nonce))
                     .to_vec(),
-                kind: wire::AccountKind::Customer as i32,
+                kind: account.kind as i32,
             }),
         ))
         .await?;
@@ -254,36 +308,170 @@ pub async fn connect(
     }
 }
 
+/// `customer` lets `business` send it utility templates for a day: a
+/// consent token signed by its device, answered `Ok`.
+async fn grant_consent(
+    ws: &mut Ws,
+    customer: &LoadAccount,
+    business: &LoadAccount,
+) -> Result<(), LoadError> {
+    let issued_at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let fields = ConsentFields {
+        customer: customer.id,
+        business: business.id,
+        device: 1,
+        categories: ConsentCategories::UTILITY,
+        issued_at_ms,
+        expires_at_ms: issued_at_ms + 24 * 60 * 60 * 1000,
+        counter: 1,
+    };
+    ws.send(client(
+        3,
+        client_frame::Body::SetConsent(wire::SetConsent {
+            business_account: business.id.to_vec(),
+            categories: u32::from(ConsentCategories::UTILITY.bits()),
+            issued_at_ms,
+            expires_at_ms: fields.expires_at_ms,
+            counter: 1,
+            signature: sign_consent(&customer.device, &fields).to_vec(),
+        }),
+    ))
+    .await?;
+    loop {
+        let frame = next_frame(ws).await?;
+        match frame.body {
+            Some(Body::Ok(_)) if frame.request_id == 3 => return Ok(()),
+            Some(Body::Error(e)) if frame.request_id == 3 => {
+                return Err(LoadError::Refused {
+                    what: "consent",
+                    hint: "is the relay older than consent tokens?",
+                    code: e.code,
+                    message: e.message,
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Who sends what in one run: which accounts of the ring are businesses,
+/// and how many of each business's sends are billed templates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BilledPlan {
+    /// Per account of the ring (account i sends to account i + 1).
+    pub business: Vec<bool>,
+    /// Per account: how many of its sends are billed templates (0 for a
+    /// customer).
+    pub billed_sends: Vec<usize>,
+}
+
+impl BilledPlan {
+    /// The plan for `devices` accounts sending `messages` each, `percent`
+    /// of all sends billed (rounded to a whole send): `ceil(devices ×
+    /// percent / 100)` businesses spread evenly over the ring (never two in
+    /// a row), the billed sends shared evenly between them.
+    pub fn new(devices: usize, messages: usize, percent: u32) -> Result<Self, LoadError> {
+        if percent > MAX_BILLED_PERCENT {
+            return Err(LoadError::Options(format!(
+                "--billed-percent {percent}: at most {MAX_BILLED_PERCENT} (a business's next \
+                 device must be a customer's, so at most every other account is a business)"
+            )));
+        }
+        let mut plan = Self {
+            business: vec![false; devices],
+            billed_sends: vec![0; devices],
+        };
+        let percent = percent as usize;
+        let businesses = (devices * percent).div_ceil(100).min(devices / 2);
+        if businesses == 0 {
+            return Ok(plan);
+        }
+        let target = (devices * messages * percent + 50) / 100;
+        let target = target.min(businesses * messages);
+        for j in 0..businesses {
+            // Spacing devices / businesses >= 2: the next account is a
+            // customer, the last business is at most devices - 2.
+            let at = j * devices / businesses;
+            plan.business[at] = true;
+            plan.billed_sends[at] = target / businesses + usize::from(j < target % businesses);
+        }
+        Ok(plan)
+    }
+
+    /// Billed sends in all.
+    pub fn billed(&self) -> usize {
+        self.billed_sends.iter().sum()
+    }
+
+    /// Business accounts.
+    pub fn businesses(&self) -> usize {
+        self.business.iter().filter(|&&b| b).count()
+    }
+
+    fn kind(&self, index: usize) -> wire::AccountKind {
+        if self.business.get(index).copied().unwrap_or(false) {
+            wire::AccountKind::Business
+        } else {
+            wire::AccountKind::Customer
+        }
+    }
+}
+
 /// Run the load against a relay or forwarder listening on `addr`.
 pub async fn run(addr: SocketAddr, options: LoadOptions) -> Result<LoadReport, LoadError> {
     let n = options.devices.max(2);
-    let accounts: Vec<LoadAccount> = (0..n).map(|_| LoadAccount::generate()).collect();
+    let plan = BilledPlan::new(n, options.messages, options.billed_percent)?;
+    if plan.billed() > 0 && OLD_AUTH.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(LoadError::Options(
+            "a relay from before account kinds cannot carry billed sends: leave out \
+             --billed-percent or --old-relay"
+                .into(),
+        ));
+    }
+    let accounts: Arc<Vec<LoadAccount>> = Arc::new(
+        (0..n)
+            .map(|i| LoadAccount::generate_as(plan.kind(i)))
+            .collect(),
+    );
     let mut sockets = Vec::with_capacity(n);
     for (index, account) in accounts.iter().enumerate() {
         sockets.push(connect(addr, index, account, true).await?);
     }
+    // Outside the 24-hour window a template needs the customer's consent:
+    // each business's customer neighbour grants it before the run.
+    for b in (0..n).filter(|&i| plan.business[i]) {
+        let customer = (b + 1) % n;
+        grant_consent(&mut sockets[customer], &accounts[customer], &accounts[b]).await?;
+    }
     let start = Instant::now();
-    let mut tasks = Vec::with_capacity(n);
+    let mut tasks = tokio::task::JoinSet::new();
     for (i, ws) in sockets.into_iter().enumerate() {
-        let to = accounts[(i + 1) % n].id;
-        tasks.push(tokio::spawn(device(ws, to, i as u32, options, start)));
+        let role = Role {
+            me: i,
+            to: (i + 1) % n,
+            from: (i + n - 1) % n,
+            billed_sends: plan.billed_sends.get(i).copied().unwrap_or(0),
+        };
+        tasks.spawn(device(ws, accounts.clone(), role, options, start));
     }
     let mut latencies = Vec::with_capacity(n * options.messages);
-    let mut errors = 0;
-    let joined = tokio::time::timeout(options.timeout, async {
-        let mut out = Vec::new();
-        for task in tasks {
-            out.push(task.await);
+    let (mut errors, mut signed_acks) = (0, 0);
+    // The first device to fail ends the run with its error (the devices
+    // after it in the ring would wait for it until the timeout); dropping
+    // the set aborts the others.
+    tokio::time::timeout(options.timeout, async {
+        while let Some(result) = tasks.join_next().await {
+            let mut done = result.map_err(|e| LoadError::Protocol(e.to_string()))??;
+            latencies.append(&mut done.latencies);
+            errors += done.errors;
+            signed_acks += done.signed_acks;
         }
-        out
+        Ok::<_, LoadError>(())
     })
     .await
-    .map_err(|_| LoadError::Timeout(options.timeout))?;
-    for result in joined {
-        let (mut lat, errs) = result.map_err(|e| LoadError::Protocol(e.to_string()))??;
-        latencies.append(&mut lat);
-        errors += errs;
-    }
+    .map_err(|_| LoadError::Timeout(options.timeout))??;
     let elapsed = start.elapsed();
     latencies.sort_unstable();
     let pct = |p: f64| {
@@ -298,44 +486,151 @@ pub async fn run(addr: SocketAddr, options: LoadOptions) -> Result<LoadReport, L
         p99: pct(0.99),
         p999: pct(0.999),
         errors,
+        businesses: plan.businesses() as u64,
+        billed: plan.billed() as u64,
+        signed_acks,
     })
 }
 
-/// One device: keep `window` sends in flight, ack what arrives.
+/// One device's place in the ring (indices into the run's accounts).
+#[derive(Clone, Copy, Debug)]
+struct Role {
+    me: usize,
+    to: usize,
+    from: usize,
+    /// How many of its sends are billed templates.
+    billed_sends: usize,
+}
+
+/// What one device measured.
+struct DeviceDone {
+    latencies: Vec<u64>,
+    errors: u64,
+    signed_acks: u64,
+}
+
+/// Request ids of signed acks start here (sends use 10 + their index).
+const SIGNED_ACK_REQUEST_BASE: u64 = 1 << 62;
+
+/// Is the `sent`-th of `total` sends one of the first `billed`, spread
+/// evenly over the run (Bresenham)?
+fn billed_at(sent: usize, billed: usize, total: usize) -> bool {
+    total > 0 && (sent + 1) * billed / total > sent * billed / total
+}
+
+/// The send of the `sent`-th envelope of device `me`.
+fn load_send(
+    (index, me): (usize, &LoadAccount),
+    to: &LoadAccount,
+    sent: usize,
+    billed: bool,
+    ciphertext: Vec<u8>,
+) -> wire::Send {
+    let mut message_id = [0u8; 16];
+    message_id[..4].copy_from_slice(&(index as u32).to_be_bytes());
+    message_id[4..12].copy_from_slice(&(sent as u64).to_be_bytes());
+    let (category, template_id, franking_tag) = if billed {
+        // A franking commitment's size (HMAC-SHA256); the load never opens
+        // it, only signs it back.
+        let mut tag = [0x46u8; 32];
+        tag[..16].copy_from_slice(&message_id);
+        (
+            wire::Category::Utility,
+            LOAD_TEMPLATE_ID.to_owned(),
+            tag.to_vec(),
+        )
+    } else if me.kind == wire::AccountKind::Business {
+        // Not a template and not a free-form reply (the customer it sends
+        // to never wrote to it: no window): control traffic.
+        (wire::Category::Control, String::new(), Vec::new())
+    } else {
+        (wire::Category::Conversation, String::new(), Vec::new())
+    };
+    wire::Send {
+        message_id: message_id.to_vec(),
+        recipient_account: to.id.to_vec(),
+        category: category as i32,
+        template_id,
+        franking_tag,
+        devices: vec![wire::DeviceCiphertext {
+            device_id: 1,
+            ciphertext,
+        }],
+        ..Default::default()
+    }
+}
+
+/// The ack of `envelope` by device 1 of `me`: signed when `me` is the
+/// customer of a billed template (`from` sent it).
+fn load_ack(
+    me: &LoadAccount,
+    from: &LoadAccount,
+    envelope: wire::Envelope,
+) -> Result<(wire::DeliveryAck, bool), LoadError> {
+    let category =
+        wire::Category::try_from(envelope.category).unwrap_or(wire::Category::Unspecified);
+    let mut ack = wire::DeliveryAck {
+        message_id: envelope.message_id,
+        sender_account: envelope.sender_account,
+        accept_id: envelope.accept_id,
+        ..Default::default()
+    };
+    if !is_billed(from.kind, me.kind, category) {
+        return Ok((ack, false));
+    }
+    let message_id = ack.message_id.as_slice().try_into().map_err(|_| {
+        LoadError::Protocol(format!(
+            "a billed envelope's message id is {} bytes, not 16",
+            ack.message_id.len()
+        ))
+    })?;
+    let time_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let fields = DeliveryFields {
+        accept_id: ack.accept_id,
+        message_id,
+        business: from.id,
+        customer: me.id,
+        customer_device: 1,
+        franking_commitment: envelope.franking_tag,
+        time_ms,
+    };
+    ack.delivery_signature = sign_delivery(&me.device, &fields).to_vec();
+    ack.signed_at_ms = time_ms;
+    Ok((ack, true))
+}
+
+/// One device: keep `window` sends in flight, ack what arrives (signing
+/// the acks of billed templates, which must be answered `Ok`).
 async fn device(
     mut ws: Ws,
-    to: AccountId,
-    me: u32,
+    accounts: Arc<Vec<LoadAccount>>,
+    role: Role,
     options: LoadOptions,
     start: Instant,
-) -> Result<(Vec<u64>, u64), LoadError> {
+) -> Result<DeviceDone, LoadError> {
+    let account = |i: usize| {
+        accounts
+            .get(i)
+            .ok_or_else(|| LoadError::Protocol(format!("no account {i} in the ring")))
+    };
+    let (me, to, from) = (account(role.me)?, account(role.to)?, account(role.from)?);
     let total = options.messages;
     let (mut sent, mut accepted, mut received) = (0usize, 0usize, 0usize);
+    let (mut signed_sent, mut signed_ok) = (0u64, 0u64);
     let errors = 0u64;
     let mut latencies = Vec::with_capacity(total);
     let size = options.size.max(16);
-    while accepted < total || received < total {
+    while accepted < total || received < total || signed_ok < signed_sent {
         let mut wrote = false;
         while sent < total && sent - accepted < options.window {
             let mut ciphertext = vec![0x5a; size];
             ciphertext[..8].copy_from_slice(&(start.elapsed().as_nanos() as u64).to_be_bytes());
-            let mut message_id = [0u8; 16];
-            message_id[..4].copy_from_slice(&me.to_be_bytes());
-            message_id[4..12].copy_from_slice(&(sent as u64).to_be_bytes());
-            ws.feed(client(
-                sent as u64 + 10,
-                client_frame::Body::Send(wire::Send {
-                    message_id: message_id.to_vec(),
-                    recipient_account: to.to_vec(),
-                    category: wire::Category::Conversation as i32,
-                    devices: vec![wire::DeviceCiphertext {
-                        device_id: 1,
-                        ciphertext,
-                    }],
-                    ..Default::default()
-                }),
-            ))
-            .await?;
+            let billed = billed_at(sent, role.billed_sends, total);
+            let send = load_send((role.me, me), to, sent, billed, ciphertext);
+            ws.feed(client(sent as u64 + 10, client_frame::Body::Send(send)))
+                .await?;
             sent += 1;
             wrote = true;
         }
@@ -354,27 +649,42 @@ async fn device(
                     .map_or(0, u64::from_be_bytes);
                 latencies.push((start.elapsed().as_nanos() as u64).saturating_sub(sent_at));
                 received += 1;
-                ws.send(client(
-                    0,
-                    client_frame::Body::DeliveryAck(wire::DeliveryAck {
-                        message_id: envelope.message_id,
-                        sender_account: envelope.sender_account,
-                        accept_id: envelope.accept_id,
-                        ..Default::default()
-                    }),
-                ))
-                .await?;
+                let (ack, signed) = load_ack(me, from, envelope)?;
+                // A signed ack asks for an answer, so a refusal is seen.
+                let request_id = if signed {
+                    signed_sent += 1;
+                    SIGNED_ACK_REQUEST_BASE + signed_sent
+                } else {
+                    0
+                };
+                ws.send(client(request_id, client_frame::Body::DeliveryAck(ack)))
+                    .await?;
             }
+            Some(Body::Ok(_)) if frame.request_id > SIGNED_ACK_REQUEST_BASE => signed_ok += 1,
             Some(Body::Error(e)) => {
-                return Err(LoadError::Protocol(format!(
-                    "the server refused a send (code {}): {}; raise its limits for load runs",
-                    e.code, e.message
-                )));
+                let (what, hint) = if frame.request_id > SIGNED_ACK_REQUEST_BASE {
+                    (
+                        "signed ack of a billed template",
+                        "the load signed the delivery proof wrong, or the relay checks other fields than docs/PROTOCOL.md says",
+                    )
+                } else {
+                    ("send", "raise the server's limits for load runs")
+                };
+                return Err(LoadError::Refused {
+                    what,
+                    hint,
+                    code: e.code,
+                    message: e.message,
+                });
             }
             _ => {}
         }
     }
-    Ok((latencies, errors))
+    Ok(DeviceDone {
+        latencies,
+        errors,
+        signed_acks: signed_ok,
+    })
 }
 
 /// What [`run_single`] measured.
@@ -604,4 +914,54 @@ pub async fn run_drain(
         receipts,
         until_last_receipt: last.saturating_duration_since(drain_start),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // Reason: test code fails by panicking.
+    use super::*;
+
+    fn check(devices: usize, messages: usize, percent: u32, billed: usize, businesses: usize) {
+        let plan = BilledPlan::new(devices, messages, percent).unwrap();
+        assert_eq!(
+            plan.billed(),
+            billed,
+            "{devices} x {messages} at {percent}%"
+        );
+        assert_eq!(plan.businesses(), businesses);
+        for i in 0..devices {
+            if plan.business[i] {
+                assert!(
+                    !plan.business[(i + 1) % devices],
+                    "business {i} sends to a business"
+                );
+                assert!(plan.billed_sends[i] <= messages);
+            } else {
+                assert_eq!(plan.billed_sends[i], 0);
+            }
+            let spread = (0..messages)
+                .filter(|&s| billed_at(s, plan.billed_sends[i], messages))
+                .count();
+            assert_eq!(spread, plan.billed_sends[i]);
+        }
+    }
+
+    #[test]
+    fn the_billed_share_is_the_requested_fraction_and_businesses_send_to_customers() {
+        check(100, 1000, 0, 0, 0);
+        check(100, 1000, 10, 10_000, 10);
+        check(100, 1000, 15, 15_000, 15);
+        check(100, 1000, 50, 50_000, 50);
+        check(7, 30, 10, 21, 1);
+        check(2, 10, 10, 2, 1);
+        check(3, 1, 50, 1, 1);
+    }
+
+    #[test]
+    fn more_than_every_other_account_cannot_be_a_business() {
+        assert!(matches!(
+            BilledPlan::new(100, 10, MAX_BILLED_PERCENT + 1),
+            Err(LoadError::Options(_))
+        ));
+    }
 }

@@ -180,6 +180,10 @@ pub enum Command {
         #[arg(long, value_name = "CONTACT")]
         confirm: Option<String>,
     },
+    /// Let a business send you templates (order updates, codes, offers),
+    /// stop it, or list who may.
+    #[command(subcommand)]
+    Consent(ConsentCommand),
     /// Make the relay refuse every message from this account to you.
     Block {
         /// A contact name or a 32-character account id.
@@ -282,6 +286,42 @@ pub enum DevicesCommand {
         /// The device id (see `devices list`).
         device_id: u32,
     },
+}
+
+/// `comptoir consent ...`
+#[derive(Debug, Subcommand)]
+pub enum ConsentCommand {
+    /// Let a business send you templates of these categories outside the
+    /// 24-hour reply window (marketing needs it at all), for some days.
+    /// Replaces what you granted it before.
+    Grant {
+        /// A contact name or a 32-character account id of a business.
+        business: String,
+        /// Comma-separated: utility, authentication, marketing.
+        #[arg(long, value_delimiter = ',', required = true)]
+        categories: Vec<ConsentCategory>,
+        /// How long it lasts, in days (1 to 730).
+        #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=730))]
+        days: u32,
+    },
+    /// Stop a business from sending you templates outside the window.
+    Revoke {
+        /// A contact name or a 32-character account id of a business.
+        business: String,
+    },
+    /// List the businesses you granted (or revoked) consent to.
+    List,
+}
+
+/// A category of templates a consent covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ConsentCategory {
+    /// Order, delivery, booking and account updates.
+    Utility,
+    /// One-time codes.
+    Authentication,
+    /// Offers and promotions.
+    Marketing,
 }
 
 /// `comptoir name ...`

@@ -25,8 +25,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
-use comptoir_protocol::AccountId;
 use comptoir_protocol::proto::wire::AccountKind;
+use comptoir_protocol::{AccountId, ConsentCategories};
 use tokio::sync::mpsc;
 use zeroize::Zeroizing;
 
@@ -37,7 +37,8 @@ use comptoir_client::store::{KdfParams, Store};
 use comptoir_client::{Client, Event, MessageId};
 
 use self::args::{
-    Cli, Command, ContactsCommand, DevicesCommand, NameCommand, OutboxCommand, PhoneCommand,
+    Cli, Command, ConsentCategory, ConsentCommand, ContactsCommand, DevicesCommand, NameCommand,
+    OutboxCommand, PhoneCommand,
 };
 use self::format::{date_time, time_of_day, visible};
 
@@ -654,6 +655,75 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
                 .map_err(|e| ClientError::io("writing the manual page to standard output", e))?;
             Ok(0)
         }
+        Command::Consent(ConsentCommand::Grant {
+            business,
+            categories,
+            days,
+        }) => {
+            let mut client = open(&cli)?;
+            let peer = client.resolve(business)?;
+            client.connect(&cli.relay).await?;
+            let set = categories
+                .iter()
+                .map(|c| match c {
+                    ConsentCategory::Utility => ConsentCategories::UTILITY,
+                    ConsentCategory::Authentication => ConsentCategories::AUTHENTICATION,
+                    ConsentCategory::Marketing => ConsentCategories::MARKETING,
+                })
+                .fold(ConsentCategories::NONE, ConsentCategories::union);
+            let lifetime = Duration::from_secs(u64::from(*days) * 24 * 60 * 60);
+            let granted = client.grant_consent(peer, set, lifetime).await?;
+            let name = display_name(&client, &peer);
+            client.close().await?;
+            eprintln!(
+                "{name} may send you {} until {} (revoke with: comptoir consent revoke {})",
+                granted.categories.names().join(", "),
+                date_time(granted.expires_at_ms),
+                visible(business)
+            );
+            Ok(0)
+        }
+        Command::Consent(ConsentCommand::Revoke { business }) => {
+            let mut client = open(&cli)?;
+            let peer = client.resolve(business)?;
+            client.connect(&cli.relay).await?;
+            client.revoke_consent(peer).await?;
+            eprintln!(
+                "{} may no longer send you templates outside the 24-hour window",
+                display_name(&client, &peer)
+            );
+            client.close().await?;
+            Ok(0)
+        }
+        Command::Consent(ConsentCommand::List) => {
+            let mut client = open(&cli)?;
+            client.connect(&cli.relay).await?;
+            let consents = client.consents().await?;
+            let now = comptoir_client::client::now_ms();
+            for c in &consents {
+                let name = display_name(&client, &c.business);
+                let covers = c.covers_at(now);
+                if c.revoked_by_block {
+                    say!(out, "{name}: revoked (blocked)");
+                } else if c.categories.is_empty() {
+                    say!(out, "{name}: revoked");
+                } else if covers.is_empty() {
+                    say!(out, "{name}: expired {}", date_time(c.expires_at_ms));
+                } else {
+                    say!(
+                        out,
+                        "{name}: {} until {}",
+                        covers.names().join(", "),
+                        date_time(c.expires_at_ms)
+                    );
+                }
+            }
+            if consents.is_empty() {
+                eprintln!("no business may send you templates outside the 24-hour window");
+            }
+            client.close().await?;
+            Ok(0)
+        }
         Command::Block { who } | Command::Unblock { who } => {
             let mut client = open(&cli)?;
             let peer = client.resolve(who)?;
@@ -812,6 +882,19 @@ fn print_event(client: &Client, event: &Event, out: &mut dyn Write) -> Result<bo
         }
         Event::Warning(text) => {
             eprintln!("warning: {}", visible(text));
+            Ok(false)
+        }
+        Event::Violation {
+            from,
+            id,
+            violation,
+            ..
+        } => {
+            eprintln!(
+                "warning: message {id} from {} is {violation}: the relay should have refused it \
+                 (kept as evidence)",
+                display_name(client, from)
+            );
             Ok(false)
         }
         _ => Ok(false),

@@ -64,6 +64,7 @@ async fn tls_relay(dir: &Path) -> (u16, PathBuf) {
         tls: Some(tls),
         code_sender: Arc::new(LogCodeSender),
         metrics: Arc::new(Metrics::default()),
+        clock: Arc::default(),
     };
     tokio::spawn(comptoir_relay::run_with(
         listener,

@@ -3,6 +3,7 @@
 use comptoir_protocol::{AccountId, LabelError};
 
 use crate::messages::MessageId;
+use crate::rule_checks::Violation;
 
 /// Something the client received or learned. Produced by
 /// [`crate::Client::next_event`] after it was stored.
@@ -128,6 +129,17 @@ pub enum Event {
         remaining: u32,
         /// How many were uploaded.
         uploaded: u32,
+    },
+    /// A message just reported ([`Event::Message`]) breaks a rule the
+    /// relay should have enforced (see [`crate::rule_checks`]): shown
+    /// marked, and kept as evidence for a report.
+    Violation {
+        /// The business that sent it.
+        from: AccountId,
+        /// The message id.
+        id: MessageId,
+        /// Which rule.
+        violation: Violation,
     },
     /// Something worth telling the user that needs no action from the code.
     Warning(String),

@@ -18,6 +18,8 @@
 //! - [`messages`]: history, statuses and the outbox.
 //! - [`evidence`]: messages refused by their labels, kept aside.
 //! - [`quarantine`]: envelopes put aside because they could not be used.
+//! - [`rule_checks`]: the relay's window and consent rules, checked by this
+//!   client from what it knows first hand.
 //! - [`connection`]: the WebSocket framing; requests from many tasks share
 //!   one connection, replies matched by request id.
 //! - [`tls`]: ws/wss transport, trusted CAs, the loopback-only rule for ws.
@@ -38,11 +40,12 @@ pub mod fuzzing;
 pub mod messages;
 pub mod peers;
 pub mod quarantine;
+pub mod rule_checks;
 pub mod session_store;
 pub mod store;
 pub mod tls;
 
-pub use client::{Client, Sender};
+pub use client::{Client, Consent, Sender};
 pub use error::{ClientError, Result};
 pub use event::{DeliveryProof, Event};
 pub use evidence::Evidence;

@@ -121,6 +121,10 @@ pub enum Tree {
     Guards,
     /// Envelopes that could not be decoded or decrypted, by sequence (u64 BE).
     Quarantine,
+    /// Consents this account granted, by business (see `rule_checks`).
+    Consents,
+    /// When this account last wrote to each peer (see `rule_checks`).
+    Wrote,
 }
 
 impl Tree {
@@ -137,6 +141,8 @@ impl Tree {
             Self::Evidence => "evidence",
             Self::Guards => "guards",
             Self::Quarantine => "quarantine",
+            Self::Consents => "consents",
+            Self::Wrote => "wrote",
         }
     }
 

@@ -11,6 +11,8 @@
 //! - [`handle`]: business names (claimed handles), their rules.
 //! - [`error`]: typed errors.
 //! - [`account`]: account ids and the bytes signed to authenticate.
+//! - [`consent`]: the bytes a customer device signs to let one business
+//!   send it templates (or to revoke that), and their check.
 //! - [`delivery`]: the bytes a customer device signs to ack a billed
 //!   message (a transferable proof of receipt), and their check.
 //! - [`keys`]: identity, account and X25519 key pairs.
@@ -29,6 +31,7 @@
 #![forbid(unsafe_code)]
 
 pub mod account;
+pub mod consent;
 pub mod delivery;
 pub mod device_list;
 pub mod error;
@@ -49,6 +52,10 @@ pub mod x3dh;
 
 pub use account::{
     ACCOUNT_ID_LEN, AUTH_NONCE_LEN, AccountId, auth_payload, register_payload, relay_origin,
+};
+pub use consent::{
+    CONSENT_CONTEXT, ConsentCategories, ConsentFields, MAX_CONSENT_LIFETIME_MS, consent_payload,
+    sign_consent, verify_consent,
 };
 pub use delivery::{
     DELIVERY_CONTEXT, DeliveryFields, delivery_proof_payload, is_billed, sign_delivery,

@@ -19,9 +19,11 @@ use comptoir_protocol::proto::wire::{self, AccountKind};
 use comptoir_protocol::store::seal_record_with_nonce;
 use comptoir_protocol::x3dh::{associated_data, initiator_shared_secret, respond};
 use comptoir_protocol::{
-    AccountId, AccountKeyPair, DeliveryFields, DeviceList, IdentityKeyPair, InMemoryPreKeyStore,
-    KeyPair, RecordKind, SafetyNumber, SessionRecord, StorageKey, VerifiedBundle, auth_payload,
-    delivery_proof_payload, open_record, register_payload, sign_delivery, verify_delivery,
+    AccountId, AccountKeyPair, ConsentCategories, ConsentFields, DeliveryFields, DeviceList,
+    IdentityKeyPair, InMemoryPreKeyStore, KeyPair, MAX_CONSENT_LIFETIME_MS, RecordKind,
+    SafetyNumber, SessionRecord, StorageKey, VerifiedBundle, auth_payload, consent_payload,
+    delivery_proof_payload, open_record, register_payload, sign_consent, sign_delivery,
+    verify_consent, verify_delivery,
 };
 use comptoir_protocol::{Label, LabelError};
 use prost::Message;
@@ -105,6 +107,15 @@ struct SignaturesVector {
     delivery_time_ms: u64,
     delivery_payload: String,
     delivery_signature: String,
+    /// A consent by device 1 (alice's identity) of the customer above for
+    /// the business above: its fields, the payload signed and the
+    /// signature.
+    consent_categories: u8,
+    consent_issued_at_ms: u64,
+    consent_expires_at_ms: u64,
+    consent_counter: u64,
+    consent_payload: String,
+    consent_signature: String,
     register_customer_payload: String,
     register_customer_signature: String,
     register_business_payload: String,
@@ -752,9 +763,24 @@ fn signature_vectors(f: &Fixture) -> SignaturesVector {
         franking_commitment: vec![0xF1; 32],
         time_ms: 1_750_000_000_000,
     };
+    let consent = ConsentFields {
+        customer: account_id,
+        business: delivery.business,
+        device: 1,
+        categories: ConsentCategories::UTILITY.union(ConsentCategories::MARKETING),
+        issued_at_ms: 1_750_000_000_000,
+        expires_at_ms: 1_750_000_000_000 + MAX_CONSENT_LIFETIME_MS,
+        counter: 3,
+    };
     let customer = register_payload(&account_id, AccountKind::Customer, &REGISTER_NONCE);
     let business = register_payload(&account_id, AccountKind::Business, &REGISTER_NONCE);
     SignaturesVector {
+        consent_categories: consent.categories.bits(),
+        consent_issued_at_ms: consent.issued_at_ms,
+        consent_expires_at_ms: consent.expires_at_ms,
+        consent_counter: consent.counter,
+        consent_payload: h(&consent_payload(&consent)),
+        consent_signature: h(&sign_consent(&f.alice, &consent)),
         account_seed: h(&*account.seed()),
         account_public: h(&account.public().to_bytes()),
         account_id: account_id.to_string(),
@@ -1463,6 +1489,29 @@ fn published_signatures_contents_and_frames_replay_byte_for_byte() {
     let mut forged = delivery.clone();
     forged.customer_device = 2;
     assert!(verify_delivery(alice.public(), &forged, &bytes(&s.delivery_signature)).is_err());
+    // Consent: by the customer's device 1 over the layout of
+    // docs/PROTOCOL.md ("Consent").
+    let consent = ConsentFields {
+        customer: account_id,
+        business: delivery.business,
+        device: 1,
+        categories: ConsentCategories::from_bits(u32::from(s.consent_categories)).unwrap(),
+        issued_at_ms: s.consent_issued_at_ms,
+        expires_at_ms: s.consent_expires_at_ms,
+        counter: s.consent_counter,
+    };
+    assert_eq!(h(&consent_payload(&consent)), s.consent_payload);
+    verify_consent(alice.public(), &consent, &bytes(&s.consent_signature)).unwrap();
+    let mut replayed_elsewhere = consent.clone();
+    replayed_elsewhere.business = AccountId::from_bytes(&[0xC6; 16]).unwrap();
+    assert!(
+        verify_consent(
+            alice.public(),
+            &replayed_elsewhere,
+            &bytes(&s.consent_signature)
+        )
+        .is_err()
+    );
     alice
         .public()
         .verify("auth", &auth, &bytes(&s.auth_signature))

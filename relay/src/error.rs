@@ -128,6 +128,25 @@ pub enum RelayError {
          verify one (request a code, then send it back) and retry"
     )]
     PhoneRequired,
+    /// A business's template the customer's consent does not cover (the
+    /// message says what is missing).
+    #[error("{0}")]
+    NoConsent(String),
+    /// A consent token whose counter is not higher than the one kept.
+    #[error(
+        "this consent's counter ({got}) is not higher than the one the relay keeps for this \
+         business ({kept}): fetch the consents and sign a new one with a higher counter"
+    )]
+    StaleConsent {
+        /// The counter sent.
+        got: u64,
+        /// The counter kept.
+        kept: u64,
+    },
+    /// A business's free-form reply outside the 24-hour window (the
+    /// message says since when and what to send instead).
+    #[error("{0}")]
+    WindowClosed(String),
     /// The ack of a billed envelope carried no delivery signature, or one
     /// that does not verify against the device's identity key.
     #[error(
@@ -172,6 +191,9 @@ impl RelayError {
             Self::AccountKind(_) => ErrorCode::AccountKind,
             Self::ShuttingDown => ErrorCode::ShuttingDown,
             Self::PhoneRequired => ErrorCode::PhoneRequired,
+            Self::WindowClosed(_) => ErrorCode::WindowClosed,
+            Self::NoConsent(_) => ErrorCode::NoConsent,
+            Self::StaleConsent { .. } => ErrorCode::StaleConsent,
             Self::BadDeliverySignature(_) => ErrorCode::BadDeliverySignature,
             Self::Storage(StorageError::Full) => ErrorCode::StorageFull,
             Self::Storage(_) => ErrorCode::Internal,

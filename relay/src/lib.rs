@@ -12,6 +12,7 @@
 //! - `session`: one connection's state machine (auth, requests, pushes).
 //! - `cmd`: one handler per request.
 //! - [`policy`]: the pure decision on a send (accept, refuse, bill).
+//! - [`clock`]: the clock of the time rules (never goes back; persisted mark).
 //! - [`storage`]: storage by role ([`Backend`] bundles them) and the
 //!   embedded sled + mail log backend (group commit).
 //! - [`hub`]: which devices are connected here; wakes and posts.
@@ -26,6 +27,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod clock;
 mod cmd;
 pub mod config;
 pub mod connection;

@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc};
 use tokio_rustls::TlsAcceptor;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::connection::{Connection, Stream, close, websocket_config};
 use crate::error::RelayError;
@@ -59,6 +60,9 @@ pub struct Services {
     pub code_sender: Arc<dyn CodeSender>,
     /// Where metrics are recorded.
     pub metrics: Arc<Metrics>,
+    /// The clock of the time rules (raised at start to the mark the
+    /// backend persisted).
+    pub clock: Arc<Clock>,
 }
 
 impl std::fmt::Debug for Services {
@@ -97,6 +101,7 @@ impl Services {
             tls,
             code_sender: Arc::new(LogCodeSender),
             metrics: Arc::new(Metrics::default()),
+            clock: Arc::default(),
         })
     }
 }
@@ -151,7 +156,11 @@ pub async fn run_with_storage<S: Backend + std::fmt::Debug>(
         tls,
         code_sender,
         metrics,
+        clock,
     } = services;
+    // A wall clock stepped back while the relay was down does not take
+    // the time rules back with it.
+    clock.raise_to(store.clock_mark().await?);
     metrics
         .queue_depth
         .store(store.total_queued().await? as i64, Relaxed);
@@ -166,7 +175,13 @@ pub async fn run_with_storage<S: Backend + std::fmt::Debug>(
         config.public_origins = config.origins_for(listening, tls.is_some());
     }
     tracing::info!(origins = ?config.public_origins, "devices authenticate to these origins");
-    let relay = Arc::new(Relay::new(store, config, metrics.clone(), code_sender));
+    let relay = Arc::new(Relay::new(
+        store,
+        config,
+        metrics.clone(),
+        code_sender,
+        clock,
+    ));
     let http_address = http_listener
         .as_ref()
         .and_then(|l| l.local_addr().ok())
@@ -226,6 +241,13 @@ pub async fn run_with_storage<S: Backend + std::fmt::Debug>(
     if let Some(http) = http {
         http.abort();
         let _ = http.await;
+    }
+    if let Err(error) = relay
+        .store
+        .keep_clock_mark(relay.clock.high_water_ms())
+        .await
+    {
+        tracing::error!(%error, "keeping the clock's mark failed");
     }
     relay.store.close().await?;
     drop(relay);
@@ -399,13 +421,18 @@ async fn open<S: Backend>(
     Some(conn)
 }
 
-/// Delete expired envelopes every `gc_interval_ms`.
+/// Every `gc_interval_ms`: persist the clock's mark, delete expired
+/// envelopes and accounts that never authenticated.
 async fn collect_garbage<S: Backend>(relay: Arc<Relay<S>>) {
     let period = Duration::from_millis(relay.config.gc_interval_ms.max(10));
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
+        let mark = relay.clock.now_ms();
+        if let Err(error) = relay.store.keep_clock_mark(mark).await {
+            tracing::error!(%error, "keeping the clock's mark failed");
+        }
         match relay.store.expire(now_ms()).await {
             Ok(0) => {}
             Ok(n) => {

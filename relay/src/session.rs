@@ -450,6 +450,8 @@ impl<S: Backend> Session<S> {
             B::Block(r) => cmd::block::set(self, request_id, r.account_id, true).await,
             B::Unblock(r) => cmd::block::set(self, request_id, r.account_id, false).await,
             B::ClaimName(r) => cmd::name::claim(self, request_id, r).await,
+            B::SetConsent(r) => cmd::consent::set(self, request_id, r).await,
+            B::GetConsents(_) => cmd::consent::list(self, request_id).await,
         }
     }
 

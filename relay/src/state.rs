@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use comptoir_protocol::AccountId;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::limits::{PerAddress, RateLimiter};
@@ -36,6 +37,8 @@ pub(crate) struct Relay<S> {
     pub(crate) codes: PhoneCodes,
     pub(crate) code_sender: Arc<dyn CodeSender>,
     pub(crate) next_connection: AtomicU64,
+    /// The clock of the time rules (the window, accept times).
+    pub(crate) clock: Arc<Clock>,
 }
 
 impl<S> Relay<S> {
@@ -44,6 +47,7 @@ impl<S> Relay<S> {
         config: Config,
         metrics: Arc<Metrics>,
         code_sender: Arc<dyn CodeSender>,
+        clock: Arc<Clock>,
     ) -> Self {
         let limits = &config.limits;
         Self {
@@ -80,6 +84,7 @@ impl<S> Relay<S> {
             metrics,
             config,
             next_connection: AtomicU64::new(1),
+            clock,
         }
     }
 }

@@ -18,7 +18,10 @@ use std::process::{Child, Command, Stdio};
 
 use common::{Account, Ws, send};
 use comptoir_protocol::proto::wire::{self, client_frame, server_frame::Body};
-use comptoir_protocol::{AccountId, DeviceList, auth_payload, register_payload};
+use comptoir_protocol::{
+    AccountId, ConsentCategories, ConsentFields, DeviceList, auth_payload, register_payload,
+    sign_consent,
+};
 use futures_util::StreamExt;
 use std::io::{BufRead, BufReader};
 use tokio_tungstenite::tungstenite::Message;
@@ -165,6 +168,45 @@ async fn run(scenario: Scenario, fault: Option<&str>) -> (bool, [bool; 4]) {
     let (business, customer) = (Account::new(), Account::new());
     let mut b = register_and_login(addr, &business, wire::AccountKind::Business).await;
     let mut c = register_and_login(addr, &customer, wire::AccountKind::Customer).await;
+    if scenario == Scenario::Template {
+        // Outside the window a template needs the customer's consent.
+        let issued_at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as u64;
+        let fields = ConsentFields {
+            customer: customer.id,
+            business: business.id,
+            device: 1,
+            categories: ConsentCategories::UTILITY,
+            issued_at_ms,
+            expires_at_ms: issued_at_ms + 3_600_000,
+            counter: 1,
+        };
+        send(
+            &mut c,
+            3,
+            client_frame::Body::SetConsent(wire::SetConsent {
+                business_account: business.id.to_vec(),
+                categories: u32::from(ConsentCategories::UTILITY.bits()),
+                issued_at_ms,
+                expires_at_ms: fields.expires_at_ms,
+                counter: 1,
+                signature: sign_consent(&customer.device, &fields).to_vec(),
+            }),
+        )
+        .await;
+        loop {
+            let reply = common::next(&mut c).await;
+            if reply.request_id == 3 {
+                assert!(
+                    matches!(reply.body, Some(Body::Ok(_))),
+                    "consent: {reply:?}"
+                );
+                break;
+            }
+        }
+    }
     let (ws, to, category, template_id) = match scenario {
         Scenario::Template => (
             &mut b,

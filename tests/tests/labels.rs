@@ -415,6 +415,24 @@ async fn a_business_cannot_send_person_to_person_conversation() {
         AccountKind::Business,
     )
     .await;
+    // Not before the customer wrote (the 24-hour window): refused, and
+    // the message is marked failed rather than retried for ever.
+    let early = business
+        .send_text(customer.account_id(), "buy now")
+        .await
+        .expect_err("no window yet");
+    assert!(
+        matches!(&early, comptoir_client::ClientError::Relay { code, .. } if *code == ErrorCode::WindowClosed),
+        "{early:?}"
+    );
+    let history = business.history(&customer.account_id()).expect("history");
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].status, comptoir_client::Status::Failed);
+    customer
+        .send_text(business.account_id(), "where is my order?")
+        .await
+        .expect("a customer writes to a business");
+    wait_message(&mut business, customer.account_id()).await;
     business
         .send_text(customer.account_id(), "your order shipped")
         .await

@@ -9,178 +9,25 @@
 
 mod support;
 
+use std::time::Duration;
+
 use comptoir_client::Event;
-use comptoir_protocol::labels;
-use comptoir_protocol::proto::content::{Content, Text, content};
 use comptoir_protocol::proto::wire::{
     self, AccountKind, Category, ErrorCode, client_frame, server_frame::Body,
 };
-use comptoir_protocol::session::SessionRecord;
 use comptoir_protocol::{
-    AccountId, DeliveryFields, IdentityKey, VerifiedBundle, sign_delivery, verify_delivery,
+    ConsentCategories, ConsentFields, DeliveryFields, sign_consent, sign_delivery,
 };
 use comptoir_relay::storage::report;
-use prost::Message;
+use support::business::{Business, FRANKING, TEMPLATE};
 use support::client::{linked, registered_as, url, wait_for};
 use support::*;
 
-const TEMPLATE: &str = "order_update";
-const FRANKING: [u8; 32] = [7; 32];
-
-/// A business speaking raw frames, with real sessions to every device of
-/// one customer (the business agent daemon is not built yet).
-struct Business {
-    account: Account,
-    conn: Client,
-    customer: AccountId,
-    /// The customer's devices with their identity keys, from its signed
-    /// device list, and a session to each.
-    devices: Vec<(u32, IdentityKey, SessionRecord)>,
-}
-
-impl Business {
-    async fn start(relay: &TestRelay, customer: AccountId) -> Self {
-        let account = Account::new(1);
-        account.register_as(relay.addr, AccountKind::Business).await;
-        let (conn, _) = account.login(relay.addr, 1).await;
-        let mut business = Self {
-            account,
-            conn,
-            customer,
-            devices: Vec::new(),
-        };
-        business.fetch_sessions().await;
-        business
-    }
-
-    async fn fetch_sessions(&mut self) {
-        let fetch = wire::FetchPreKeys {
-            account_id: self.customer.to_vec(),
-            device_ids: Vec::new(),
-        };
-        let Body::PrekeyBundles(bundles) = self
-            .conn
-            .request(client_frame::Body::FetchPrekeys(fetch))
-            .await
-        else {
-            panic!("bundles")
-        };
-        let list = bundles.device_list.as_ref().expect("device list");
-        self.devices.clear();
-        for bundle in &bundles.bundles {
-            let listed = list
-                .devices
-                .iter()
-                .find(|d| d.device_id == bundle.device_id)
-                .expect("bundle of a listed device");
-            let key = IdentityKey::from_bytes(&listed.identity_key).expect("identity key");
-            let verified = VerifiedBundle::verify(bundle, Some(&key)).expect("bundle");
-            let mut session = SessionRecord::new();
-            session
-                .initiate(self.account.identity(1), &verified, &mut rand::rng())
-                .expect("x3dh");
-            self.devices.push((bundle.device_id, key, session));
-        }
-    }
-
-    /// Send `text` as a `category` message (a template under [`TEMPLATE`]
-    /// for template categories), labels bound; returns (message id, accept
-    /// id).
-    async fn send(&mut self, text: &str, category: Category) -> ([u8; 16], u64) {
-        let message_id = comptoir_client::MessageId::generate().0;
-        let template_id = if category == Category::Service {
-            ""
-        } else {
-            TEMPLATE
-        };
-        let franking: &[u8] = if template_id.is_empty() {
-            &[]
-        } else {
-            &FRANKING
-        };
-        let content = Content {
-            message_id: message_id.to_vec(),
-            sent_at_ms: 1,
-            body: Some(content::Body::Text(Text { body: text.into() })),
-            labels: Some(labels::bind(
-                &message_id,
-                self.account.id.as_bytes(),
-                self.customer.as_bytes(),
-                category,
-                template_id,
-                franking,
-            )),
-            padding: Vec::new(),
-        }
-        .encode_to_vec();
-        let devices = self
-            .devices
-            .iter_mut()
-            .map(|(device_id, _, session)| wire::DeviceCiphertext {
-                device_id: *device_id,
-                ciphertext: session
-                    .encrypt(&content, &mut rand::rng())
-                    .expect("encrypt"),
-            })
-            .collect();
-        let send = wire::Send {
-            message_id: message_id.to_vec(),
-            recipient_account: self.customer.to_vec(),
-            client_timestamp_ms: 1,
-            category: category as i32,
-            template_id: template_id.into(),
-            franking_tag: franking.to_vec(),
-            devices,
-        };
-        match self.conn.request(client_frame::Body::Send(send)).await {
-            Body::Accepted(accepted) => (message_id, accepted.accept_id),
-            other => panic!("send: {other:?}"),
-        }
-    }
-
-    /// The next `Delivered` receipt, acked to the relay.
-    async fn delivered(&mut self) -> wire::Delivered {
-        let delivered = self
-            .conn
-            .next_matching(|b| match b {
-                Body::Delivered(d) => Some(d.clone()),
-                _ => None,
-            })
-            .await;
-        let ack = wire::ReceiptAck {
-            message_id: delivered.message_id.clone(),
-            recipient_account: delivered.recipient_account.clone(),
-            recipient_device: delivered.recipient_device,
-        };
-        assert!(matches!(
-            self.conn.request(client_frame::Body::ReceiptAck(ack)).await,
-            Body::Ok(_)
-        ));
-        delivered
-    }
-
-    /// Check the proof a `Delivered` carries against the customer device's
-    /// identity key, as a business would.
-    fn check_proof(&self, d: &wire::Delivered) {
-        let key = &self
-            .devices
-            .iter()
-            .find(|(id, _, _)| *id == d.recipient_device)
-            .expect("a device of the customer")
-            .1;
-        let fields = DeliveryFields {
-            accept_id: d.accept_id,
-            message_id: d.message_id.as_slice().try_into().expect("16 bytes"),
-            business: AccountId::from_bytes(&d.business_account).expect("business"),
-            customer: AccountId::from_bytes(&d.recipient_account).expect("customer"),
-            customer_device: d.recipient_device,
-            franking_commitment: d.franking_commitment.clone(),
-            time_ms: d.signed_at_ms,
-        };
-        assert_eq!(fields.business, self.account.id);
-        assert_eq!(fields.customer, self.customer);
-        verify_delivery(key, &fields, &d.delivery_signature).expect("the proof checks out");
-    }
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64
 }
 
 /// Wait until `client` stored a message with `text`.
@@ -207,6 +54,14 @@ async fn a_billed_template_carries_a_signed_proof_the_business_checks_kept_once_
     laptop.disconnect().await;
     let customer = phone.account_id();
     let mut business = Business::start(&relay, customer).await;
+    phone
+        .grant_consent(
+            business.account.id,
+            ConsentCategories::UTILITY,
+            Duration::from_secs(3600),
+        )
+        .await
+        .expect("consent");
     assert_eq!(business.devices.len(), 2);
 
     let (message_id, accept_id) = business.send("Your parcel left", Category::Utility).await;
@@ -233,14 +88,6 @@ async fn a_billed_template_carries_a_signed_proof_the_business_checks_kept_once_
     assert_eq!(second.recipient_device, laptop.device_id());
     assert_eq!(second.accept_id, accept_id);
     assert!(second.delivery_signature.is_empty(), "{second:?}");
-
-    // A service reply is not billed: delivered with no proof.
-    phone.connect(&url(&relay)).await.expect("reconnect");
-    let (service, _) = business.send("How can we help?", Category::Service).await;
-    received(&mut phone, "How can we help?").await;
-    let d = business.delivered().await;
-    assert_eq!(d.message_id, service);
-    assert!(d.delivery_signature.is_empty());
 
     let mut relay = relay;
     phone.close().await.unwrap();
@@ -270,6 +117,28 @@ async fn an_ack_of_a_billed_copy_without_a_good_signature_is_refused_and_the_cop
         .register_as(relay.addr, AccountKind::Business)
         .await;
     let (mut b, _) = business.login(relay.addr, 1).await;
+    // The customer consents to marketing from the business.
+    let (mut c, _) = customer.login(relay.addr, 1).await;
+    let issued_at_ms = 1_700_000_000_000_u64.max(now_ms());
+    let grant = ConsentFields {
+        customer: customer.id,
+        business: business.id,
+        device: 1,
+        categories: ConsentCategories::MARKETING,
+        issued_at_ms,
+        expires_at_ms: issued_at_ms + 3_600_000,
+        counter: 1,
+    };
+    let consent = client_frame::Body::SetConsent(wire::SetConsent {
+        business_account: business.id.to_vec(),
+        categories: u32::from(ConsentCategories::MARKETING.bits()),
+        issued_at_ms,
+        expires_at_ms: grant.expires_at_ms,
+        counter: 1,
+        signature: sign_consent(customer.identity(1), &grant).to_vec(),
+    });
+    assert!(matches!(c.request(consent).await, Body::Ok(_)));
+    drop(c);
     let send = |message_id: [u8; 16], category: Category, template: &str| {
         client_frame::Body::Send(wire::Send {
             message_id: message_id.to_vec(),
@@ -344,7 +213,12 @@ async fn an_ack_of_a_billed_copy_without_a_good_signature_is_refused_and_the_cop
     assert_eq!(again.accept_id, accepted.accept_id);
     assert!(b.backlog_is_empty_of(|f| matches!(f, Body::Delivered(_))));
 
-    // A service message to the same customer needs no signature.
+    // A service reply (the customer wrote: the window is open) needs no
+    // signature.
+    let opened = c
+        .request(send_body(&business.id, &[1], id(3), b"hello"))
+        .await;
+    assert!(matches!(opened, Body::Accepted(_)), "{opened:?}");
     let Body::Accepted(service) = b.request(send(id(2), Category::Service, "")).await else {
         panic!("accepted")
     };

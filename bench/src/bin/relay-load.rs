@@ -51,6 +51,10 @@ enum Cmd {
         /// Sends per device awaiting Accepted, at most.
         #[arg(long, default_value_t = 16)]
         window: usize,
+        /// Percent of the sends that are billed business templates whose
+        /// acks the customer devices sign (0 to 50; 0: all conversation).
+        #[arg(long, default_value_t = 0)]
+        billed_percent: u32,
         /// Rounds (each runs forwarder then relay); the best round of each
         /// is reported too.
         #[arg(long, default_value_t = 3)]
@@ -74,6 +78,10 @@ enum Cmd {
         /// Sends per device awaiting Accepted, at most.
         #[arg(long, default_value_t = 16)]
         window: usize,
+        /// Percent of the sends that are billed business templates whose
+        /// acks the customer devices sign (0 to 50; 0: all conversation).
+        #[arg(long, default_value_t = 0)]
+        billed_percent: u32,
     },
     /// Run only the storage-free forwarder (used by `bench`).
     Forwarder {
@@ -173,6 +181,7 @@ fn main() -> ExitCode {
                 messages,
                 size,
                 window,
+                billed_percent,
                 rounds,
             } => {
                 bench(
@@ -181,6 +190,7 @@ fn main() -> ExitCode {
                         messages,
                         size,
                         window,
+                        billed_percent,
                         timeout: Duration::from_secs(300),
                     },
                     rounds,
@@ -248,6 +258,7 @@ fn main() -> ExitCode {
                 messages,
                 size,
                 window,
+                billed_percent,
             } => {
                 if !addr.ip().is_loopback() {
                     return Err("relay-load only targets loopback addresses".into());
@@ -257,6 +268,7 @@ fn main() -> ExitCode {
                     messages,
                     size,
                     window,
+                    billed_percent,
                     timeout: Duration::from_secs(300),
                 };
                 let report = load::run(addr, options).await?;
@@ -396,6 +408,17 @@ fn print_report(name: &str, r: &LoadReport) {
         r.p999.as_secs_f64() * 1e3,
         r.elapsed.as_secs_f64()
     );
+    if r.billed > 0 {
+        println!(
+            "{:<10} billed templates {} of {} sends ({:.1}%) from {} businesses; signed acks answered Ok {}",
+            "",
+            r.billed,
+            r.envelopes,
+            100.0 * r.billed as f64 / (r.envelopes as f64).max(1.0),
+            r.businesses,
+            r.signed_acks
+        );
+    }
 }
 
 /// `relay-load mux`: see [`comptoir_bench::mux`].
@@ -503,8 +526,13 @@ async fn client_mux(
 
 async fn bench(options: LoadOptions, rounds: usize) -> Res {
     println!(
-        "devices {} x messages {} x {} B, window {}, {} rounds (loopback, child processes)",
-        options.devices, options.messages, options.size, options.window, rounds
+        "devices {} x messages {} x {} B, window {}, billed {}%, {} rounds (loopback, child processes)",
+        options.devices,
+        options.messages,
+        options.size,
+        options.window,
+        options.billed_percent,
+        rounds
     );
     let mut best: [Option<LoadReport>; 2] = [None, None];
     for round in 1..=rounds.max(1) {

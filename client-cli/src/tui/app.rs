@@ -305,6 +305,12 @@ pub fn event_status(event: &Event, name: &dyn Fn(&AccountId) -> String) -> Optio
             name(from)
         ),
         Event::Warning(text) => format!("⚠ {text}"),
+        Event::Violation {
+            from, violation, ..
+        } => format!(
+            "⚠ {} sent {violation}: the relay should have refused it (kept as evidence)",
+            name(from)
+        ),
         _ => return None,
     })
 }

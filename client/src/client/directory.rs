@@ -8,6 +8,7 @@ use comptoir_protocol::proto::wire::{
 use comptoir_protocol::{AccountId, normalize_business_name};
 
 use crate::error::{ClientError, Result};
+use crate::rule_checks;
 use crate::store::Tree;
 
 use super::{Client, unexpected};
@@ -112,6 +113,17 @@ impl Client {
             other => return Err(unexpected("Ok", &other)),
         }
         self.store.put(Tree::Blocked, peer.as_bytes(), &[])?;
+        // The relay revokes this account's consent for it (same counter).
+        if let Some(known) = rule_checks::known_consent(&self.store, &peer)? {
+            rule_checks::record_consent(
+                &self.store,
+                &peer,
+                rule_checks::KnownConsent {
+                    categories: comptoir_protocol::ConsentCategories::NONE,
+                    ..known
+                },
+            )?;
+        }
         self.store.flush().await
     }
 

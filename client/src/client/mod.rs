@@ -39,6 +39,7 @@ use crate::session_store::{self, PreKeys};
 use crate::store::{KdfParams, Store};
 use crate::tls::TlsOptions;
 
+mod consent;
 mod devices;
 mod directory;
 mod labels;
@@ -50,6 +51,7 @@ mod send;
 mod sender;
 mod shared;
 
+pub use consent::Consent;
 pub use sender::Sender;
 use sender::{Me, RequesterSlot};
 use shared::{EventQueue, PeerLocks};
@@ -562,6 +564,7 @@ pub(super) fn unexpected(wanted: &str, got: &server_frame::Body) -> ClientError 
         server_frame::Body::Ok(_) => "Ok",
         server_frame::Body::PrekeysLow(_) => "PreKeysLow",
         server_frame::Body::PhoneNumberReleased(_) => "PhoneNumberReleased",
+        server_frame::Body::Consents(_) => "Consents",
     };
     ClientError::UnexpectedFrame(format!("expected {wanted}, got {name}"))
 }

@@ -2,16 +2,20 @@
 //! what it says, and only then acknowledge it.
 
 use comptoir_protocol::proto::content::{Content, Text, content};
-use comptoir_protocol::proto::wire::{self, Envelope, GetDeviceList, client_frame, server_frame};
+use comptoir_protocol::proto::wire::{
+    self, Category, Envelope, GetDeviceList, client_frame, server_frame,
+};
 use comptoir_protocol::{AccountId, Error as ProtocolError, IdentityKey};
 use prost::Message;
 use zeroize::Zeroizing;
 
 use crate::error::{ClientError, Result};
 use crate::event::Event;
+use crate::evidence::{self, Evidence};
 use crate::messages::{self, MessageId, Status, StoredMessage};
 use crate::peers::{self, Observed};
 use crate::quarantine;
+use crate::rule_checks::{self, Violation};
 use crate::session_store::{load_session, save_session};
 
 use super::{Client, now_ms, unexpected};
@@ -186,12 +190,30 @@ impl Client {
                 })
             }
         };
+        // A text this account received from a business: check the window
+        // and consent rules the relay should have enforced.
+        let violation = match &event {
+            Some(Event::Message { id, .. }) => self
+                .violation(from, *id, &envelope, &plaintext)?
+                .map(|violation| Event::Violation {
+                    from,
+                    id: *id,
+                    violation,
+                }),
+            // Another device of this account wrote: its window counts.
+            Some(Event::SentElsewhere { to, .. }) => {
+                rule_checks::record_wrote(&self.store, to, envelope.server_timestamp_ms)?;
+                None
+            }
+            _ => None,
+        };
         save_session(&self.store, &from, device, &record)?;
         self.prekeys.commit(&self.store)?;
         drop(peer_lock);
         self.store.flush().await?;
         self.ack(&envelope).await?;
         self.events.extend(event);
+        self.events.extend(violation);
         while let Some((peer, asking, failed)) = self.resends.pop_front() {
             if let Err(e) = self.resend(peer, asking, failed).await {
                 self.events.push_back(Event::Warning(format!(
@@ -200,6 +222,47 @@ impl Client {
             }
         }
         Ok(())
+    }
+
+    /// The rule a business's message breaks, if any ([`rule_checks`]);
+    /// such a message is also kept as evidence.
+    fn violation(
+        &mut self,
+        from: AccountId,
+        id: MessageId,
+        envelope: &Envelope,
+        plaintext: &[u8],
+    ) -> Result<Option<Violation>> {
+        let category = envelope.category();
+        if !matches!(
+            category,
+            Category::Service | Category::Utility | Category::Authentication | Category::Marketing
+        ) {
+            return Ok(None);
+        }
+        let Some(violation) =
+            rule_checks::check(&self.store, &from, category, envelope.server_timestamp_ms)?
+        else {
+            return Ok(None);
+        };
+        let kept = evidence::save(
+            &self.store,
+            &Evidence {
+                from,
+                envelope: envelope.clone(),
+                plaintext: plaintext.to_vec().into(),
+                refusal: violation.to_string(),
+                label: None,
+                stored_at_ms: now_ms(),
+            },
+        )?;
+        if !kept {
+            self.events.push_back(Event::Warning(format!(
+                "message {id} from {from} breaks a rule but is not kept as evidence: this \
+                 sender's evidence is full"
+            )));
+        }
+        Ok(Some(violation))
     }
 
     /// Store what a decrypted content says; returns the event to report.

@@ -30,6 +30,7 @@ use crate::error::{ClientError, Result};
 use crate::event::Event;
 use crate::messages::{self, MessageId, Status, StoredMessage};
 use crate::peers::{self, Observed};
+use crate::rule_checks;
 use crate::session_store::{load_session, save_session};
 use crate::store::Store;
 
@@ -58,6 +59,7 @@ fn is_permanent(code: ErrorCode) -> bool {
             | ErrorCode::BadSignature
             | ErrorCode::InvalidRequest
             | ErrorCode::NoConsent
+            | ErrorCode::WindowClosed
             | ErrorCode::TemplateNotApproved
     )
 }
@@ -320,11 +322,19 @@ impl Live {
                 Send::decode(cached.as_slice())
                     .map_err(|e| ClientError::CorruptStore(format!("outbox entry: {e}")))?
             };
+            let conversation = send.category == Category::Conversation as i32;
             match self
                 .request(client_frame::Body::Send(send), "the message")
                 .await
             {
                 Ok(server_frame::Body::Accepted(accepted)) => {
+                    if conversation {
+                        rule_checks::record_wrote(
+                            &self.store,
+                            &peer,
+                            accepted.server_timestamp_ms,
+                        )?;
+                    }
                     let sent = messages::advance(&self.store, &peer, &id, Status::Accepted)?;
                     messages::outbox_remove(&self.store, &peer, &id)?;
                     self.store.flush().await?;

@@ -29,7 +29,8 @@ enum Command {
     /// Print what accepts committed besides mail, from the data directory
     /// of a stopped relay: one JSON object per line, the ledger entries
     /// (`"ledger"`), the signed first delivery of each billed send
-    /// (`"delivered"`: the customer device's signed ack), the conversation state (`"conversation"`: the accept
+    /// (`"delivered"`: the customer device's signed ack), the consents
+    /// kept (`"consent"`), the conversation state (`"conversation"`: the accept
     /// time of the customer's last message, which the 24-hour window runs
     /// from), the quota counts per sender and UTC day (`"quota"`) and the
     /// copies queued per device (`"queue"`).
@@ -246,6 +247,21 @@ fn accounting(args: &AccountingArgs) -> ExitCode {
                 "customer_device": d.customer_device,
                 "signed_at_ms": d.signed_at_ms,
                 "signature": hex::encode(d.signature),
+            }
+        });
+        println!("{line}");
+    }
+    for c in &report.consents {
+        let line = serde_json::json!({
+            "consent": {
+                "customer": c.customer.to_string(),
+                "business": c.business.to_string(),
+                "device": c.device,
+                "categories": c.categories.names(),
+                "issued_at_ms": c.issued_at_ms,
+                "expires_at_ms": c.expires_at_ms,
+                "counter": c.counter,
+                "revoked_by_block": c.revoked_by_block,
             }
         });
         println!("{line}");

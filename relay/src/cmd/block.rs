@@ -1,14 +1,17 @@
 //! `Block` / `Unblock`: account-level, so it holds across all the
 //! blocker's devices. From the `Ok` on, sends from the blocked account to
-//! the blocker are refused with `ERROR_CODE_BLOCKED`.
+//! the blocker are refused with `ERROR_CODE_BLOCKED`. Blocking also
+//! revokes the blocker's consent for the blocked account, if it kept one
+//! (a new grant needs a higher counter), and deletes what the blocked
+//! account has queued for the blocker's devices (no receipts).
 
 use super::{account_field, device};
 use crate::error::{RelayError, invalid};
 use crate::frame;
 use crate::session::{Reply, Session};
-use crate::storage::Directory;
+use crate::storage::{Directory, Mailbox};
 
-pub(crate) async fn set<S: Directory>(
+pub(crate) async fn set<S: Directory + Mailbox>(
     session: &mut Session<S>,
     request_id: u64,
     account_id: Vec<u8>,
@@ -20,6 +23,18 @@ pub(crate) async fn set<S: Directory>(
         return Err(invalid("an account cannot block itself"));
     }
     session.relay.store.set_blocked(me, other, on).await?;
+    if on {
+        let relay = &session.relay;
+        relay.store.revoke_consent_by_block(me, other).await?;
+        let removed = relay.store.remove_queued_from(me, other).await?;
+        if removed > 0 {
+            relay
+                .metrics
+                .queue_depth
+                .fetch_sub(removed as i64, std::sync::atomic::Ordering::Relaxed);
+            relay.metrics.notify_change();
+        }
+    }
     tracing::info!(blocker = %me, blocked = %other, on, "block updated");
     Ok(Reply::Frame(frame::ok(request_id)))
 }

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use comptoir_protocol::MAX_FRAME_SIZE;
-use comptoir_protocol::proto::wire::{self, server_frame::Body};
+use comptoir_protocol::proto::wire::{self, AccountKind, server_frame::Body};
+use comptoir_protocol::{ConsentCategories, MAX_FRAME_SIZE};
 use futures_util::FutureExt;
 use prost::Message;
 
@@ -18,10 +18,9 @@ use crate::policy::{
     self, Conversation, Decision, Party, Quotas, Refusal, Rules, SendInput, SendRequest,
 };
 use crate::session::{Completion, EncodeFrame, Reply, Session};
-use crate::state::now_ms;
 use crate::storage::{
-    AcceptEffects, AccountRecord, Billed, BilledCategory, Directory, Enqueued, MESSAGE_ID_LEN,
-    Mailbox, NewMessage, StoredDeviceList,
+    AcceptEffects, AccountRecord, Billed, BilledCategory, ConsentSeen, Directory, Enqueued,
+    MESSAGE_ID_LEN, Mailbox, NewMessage, StoredDeviceList,
 };
 
 /// Longest template id a send may carry (template ids are short names).
@@ -61,7 +60,34 @@ pub(crate) async fn send<S: Directory + Mailbox>(
         .ok_or(RelayError::UnknownAccount)?;
     let sender_record = record_of(&relay.store, sender).await?;
     let recipient_record = record_of(&relay.store, recipient).await?;
+    // Read before the block itself: a block landing after this read is
+    // caught by the accept (its epoch moved), one before it by the read.
+    let block_epoch_seen = relay.store.block_epoch(recipient, sender).await?;
     let blocked = recipient != sender && relay.store.is_blocked(recipient, sender).await?;
+    // One reading of the relay's clock: the time the policy judges the
+    // window and consent by is the accept time the send gets.
+    let server_timestamp_ms = relay.clock.now_ms();
+    // The window and the consent of a business writing to a customer.
+    let (customer_wrote_at_ms, consent, consent_seen) = match (
+        policy::kind_of(&sender_record),
+        policy::kind_of(&recipient_record),
+    ) {
+        (AccountKind::Business, AccountKind::Customer) if recipient != sender => {
+            let wrote = relay.store.last_customer_message(sender, recipient).await?;
+            let kept = relay.store.consent(recipient, sender).await?;
+            let seen = ConsentSeen {
+                customer: recipient,
+                business: sender,
+                counter: kept.map_or(0, |c| c.counter),
+                revoked_by_block: kept.is_some_and(|c| c.revoked_by_block),
+            };
+            let covers = kept.map_or(ConsentCategories::NONE, |c| {
+                c.covers_at(server_timestamp_ms)
+            });
+            (wrote, covers, Some(seen))
+        }
+        _ => (None, ConsentCategories::NONE, None),
+    };
     let recipient_devices: Vec<u32> = list.list.device_ids();
     let ciphertexts: Vec<(u32, usize)> = request
         .devices
@@ -84,12 +110,16 @@ pub(crate) async fn send<S: Directory + Mailbox>(
             template_id: &request.template_id,
             ciphertexts: &ciphertexts,
         },
-        conversation: Conversation { blocked },
+        conversation: Conversation {
+            blocked,
+            customer_wrote_at_ms,
+            consent,
+        },
         quotas,
         rules: Rules {
             require_phone_for_business: relay.config.limits.require_phone_for_business,
         },
-        now_ms: now_ms(),
+        now_ms: server_timestamp_ms,
     });
     match decision {
         Decision::Accept => {}
@@ -102,7 +132,6 @@ pub(crate) async fn send<S: Directory + Mailbox>(
         }
         Decision::Refuse(refusal) => return Err(refusal_error(refusal, Some(&list))),
     }
-    let server_timestamp_ms = now_ms();
     let expires_at_ms = server_timestamp_ms.saturating_add(relay.config.message_ttl_ms);
     if request.template_id.len() > MAX_TEMPLATE_ID_LEN {
         return Err(invalid(format!(
@@ -171,6 +200,8 @@ pub(crate) async fn send<S: Directory + Mailbox>(
                 franking_tag: request.franking_tag.clone(),
             })
         }),
+        consent_seen,
+        block_epoch_seen,
     };
     let message = NewMessage {
         effects,
@@ -212,6 +243,8 @@ fn refusal_error(refusal: Refusal, list: Option<&StoredDeviceList>) -> RelayErro
         },
         Refusal::Blocked => RelayError::Blocked,
         Refusal::PhoneRequired => RelayError::PhoneRequired,
+        Refusal::WindowClosed { .. } => RelayError::WindowClosed(refusal.message()),
+        Refusal::NoConsent { .. } => RelayError::NoConsent(refusal.message()),
         Refusal::DeviceListMismatch => match list.map(wire_list) {
             Some(Ok(list)) => RelayError::DeviceListMismatch {
                 current: Box::new(list),
@@ -277,6 +310,12 @@ async fn finish<S: Mailbox>(
             device,
             limit: max_queue,
         },
+        Ok(Enqueued::BlockedMeanwhile) => RelayError::Blocked,
+        Ok(Enqueued::ConsentChanged) => RelayError::NoConsent(
+            "the customer's consent for this business changed while this send was being \
+             accepted; nothing was stored: send it again"
+                .into(),
+        ),
         Err(error) => {
             tracing::error!(%error, "storing an envelope failed");
             RelayError::Storage(error)

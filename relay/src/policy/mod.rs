@@ -18,18 +18,27 @@
 //! 5. sizes: 1 to [`MAX_DEVICES`] ciphertexts, none empty, none longer than
 //!    a ratchet message can be ([`MAX_MESSAGE_LEN`]);
 //! 6. block: the recipient has not blocked the sender;
-//! 7. device coverage: exactly one ciphertext per current device of the
+//! 7. window and consent, for a business writing to a customer: a
+//!    free-form reply (`SERVICE`) only within [`WINDOW_MS`] of the relay's
+//!    accept time of the customer's last conversation message to it
+//!    ([`Conversation::customer_wrote_at_ms`]); a utility or
+//!    authentication template inside the window, or outside it under the
+//!    customer's consent for that category; a marketing template only
+//!    under consent for marketing, inside the window too
+//!    ([`Conversation::consent`]); control traffic is never held to
+//!    either (template approval is not checked yet);
+//! 8. device coverage: exactly one ciphertext per current device of the
 //!    recipient (minus the sending device when an account syncs itself).
 //!
-//! The business issue adds consent, the 24-hour window, templates, quotas
-//! and billing here; [`Decision::AcceptAndBill`] is the shape they take.
+//! The business issue adds consent, templates and billing here;
+//! [`Decision::AcceptAndBill`] is the shape they take.
 
 #[cfg(test)]
 mod tests;
 
-use comptoir_protocol::MAX_DEVICES;
 use comptoir_protocol::message::MAX_MESSAGE_LEN;
 use comptoir_protocol::proto::wire::{AccountKind, Category};
+use comptoir_protocol::{ConsentCategories, MAX_DEVICES};
 
 use crate::storage::{AccountRecord, Kind};
 
@@ -55,12 +64,23 @@ pub struct SendRequest<'a> {
     pub ciphertexts: &'a [(u32, usize)],
 }
 
-/// The state between the two accounts (the business issue adds consent
-/// and the window).
+/// How long a customer's conversation message keeps the window open for
+/// the business's free-form replies: 24 hours.
+pub const WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// The state between the two accounts (the business issue adds consent).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Conversation {
     /// Whether the recipient blocks the sender.
     pub blocked: bool,
+    /// For a business writing to a customer: the relay's accept time of
+    /// the customer's last conversation message to that business (`None`
+    /// if it never wrote, or for any other pair).
+    pub customer_wrote_at_ms: Option<u64>,
+    /// For a business writing to a customer: what the customer's kept
+    /// consent for that business covers now (empty if none, expired or
+    /// revoked).
+    pub consent: ConsentCategories,
 }
 
 /// Limits and counters that apply to this send.
@@ -96,8 +116,8 @@ pub struct SendInput<'a> {
     pub quotas: Quotas,
     /// The operator's switches.
     pub rules: Rules,
-    /// The relay's clock, ms since the Unix epoch (used by the window
-    /// rules to come).
+    /// The relay's clock ([`crate::clock::Clock`]), ms since the Unix
+    /// epoch: the accept time the send gets if accepted.
     pub now_ms: u64,
 }
 
@@ -149,6 +169,17 @@ pub enum Refusal {
     PhoneRequired,
     /// The recipient blocks the sender.
     Blocked,
+    /// A business's template the customer's consent does not cover.
+    NoConsent {
+        /// The template's category.
+        category: Category,
+    },
+    /// A business's free-form reply outside the 24-hour window.
+    WindowClosed {
+        /// The accept time of the customer's last conversation message,
+        /// if it ever wrote.
+        customer_wrote_at_ms: Option<u64>,
+    },
     /// The ciphertexts do not cover exactly the recipient's current
     /// devices.
     DeviceListMismatch,
@@ -182,6 +213,37 @@ impl Refusal {
                 and retry"
                 .into(),
             Refusal::Blocked => "the recipient has blocked this account".into(),
+            Refusal::NoConsent { category } => {
+                let name = comptoir_protocol::labels::category_name(*category as i32);
+                if *category == Category::Marketing {
+                    format!(
+                        "the customer has not consented to {name} from this business (marketing \
+                         needs consent inside the 24-hour window too); it can grant consent \
+                         from its client"
+                    )
+                } else {
+                    format!(
+                        "outside the 24-hour window a {name} template needs the customer's \
+                         consent for {name}, and it has none for this business; ask it for \
+                         consent, or reply within 24 hours of its last message"
+                    )
+                }
+            }
+            Refusal::WindowClosed {
+                customer_wrote_at_ms,
+            } => {
+                let since = match customer_wrote_at_ms {
+                    None => "this customer has not written to this business".to_owned(),
+                    Some(at) => format!(
+                        "this customer last wrote at {at} ms since the epoch, over 24 hours ago"
+                    ),
+                };
+                format!(
+                    "the 24-hour window is closed: {since}; free-form replies are possible \
+                     for 24 hours after the customer's last message; send an approved \
+                     template instead"
+                )
+            }
             Refusal::DeviceListMismatch => {
                 "the send must carry one ciphertext per current device of the recipient".into()
             }
@@ -300,6 +362,28 @@ fn check(input: &SendInput<'_>) -> Result<(), Refusal> {
     }
     if !to_self && input.conversation.blocked {
         return Err(Refusal::Blocked);
+    }
+    if !to_self
+        && kind_of(input.sender.record) == AccountKind::Business
+        && kind_of(input.recipient.record) == AccountKind::Customer
+    {
+        let wrote = input.conversation.customer_wrote_at_ms;
+        let open = wrote.is_some_and(|at| input.now_ms < at.saturating_add(WINDOW_MS));
+        let consent = input.conversation.consent;
+        match (category, ConsentCategories::of(category)) {
+            (Category::Service, _) if !open => {
+                return Err(Refusal::WindowClosed {
+                    customer_wrote_at_ms: wrote,
+                });
+            }
+            (Category::Marketing, Some(needed)) if !consent.contains(needed) => {
+                return Err(Refusal::NoConsent { category });
+            }
+            (_, Some(needed)) if !open && !consent.contains(needed) => {
+                return Err(Refusal::NoConsent { category });
+            }
+            _ => {}
+        }
     }
     let mut expected: Vec<u32> = input
         .recipient_devices

@@ -42,8 +42,15 @@ struct Row {
     phone_rule: bool,
     /// The sender has a verified phone number.
     sender_phone: bool,
+    /// The customer's last conversation message to the business.
+    customer_wrote_at_ms: Option<u64>,
+    /// What the customer's consent for the business covers now.
+    consent: ConsentCategories,
     expect: Decision,
 }
+
+/// The relay's clock in every row.
+const NOW: u64 = 1_700_000_000_000;
 
 fn row(name: &'static str, expect: Decision) -> Row {
     Row {
@@ -58,6 +65,8 @@ fn row(name: &'static str, expect: Decision) -> Row {
         rate: None,
         phone_rule: false,
         sender_phone: false,
+        customer_wrote_at_ms: Some(NOW - 60_000),
+        consent: ConsentCategories::NONE,
         expect,
     }
 }
@@ -169,7 +178,124 @@ fn table() {
         },
         Row {
             sender: Business,
+            category: Category::Service as i32,
+            customer_wrote_at_ms: None,
+            ..row(
+                "window: no service reply to a customer who never wrote",
+                refuse(Refusal::WindowClosed {
+                    customer_wrote_at_ms: None,
+                }),
+            )
+        },
+        Row {
+            sender: Business,
+            category: Category::Service as i32,
+            customer_wrote_at_ms: Some(NOW - WINDOW_MS + 1),
+            ..row("window: open until its last millisecond", Decision::Accept)
+        },
+        Row {
+            sender: Business,
+            category: Category::Service as i32,
+            customer_wrote_at_ms: Some(NOW - WINDOW_MS),
+            ..row(
+                "window: closed 24 hours after the customer's last message",
+                refuse(Refusal::WindowClosed {
+                    customer_wrote_at_ms: Some(NOW - WINDOW_MS),
+                }),
+            )
+        },
+        Row {
+            sender: Business,
+            category: Category::Utility as i32,
+            ..row(
+                "consent: a utility template inside the window needs none",
+                Decision::Accept,
+            )
+        },
+        Row {
+            sender: Business,
+            category: Category::Utility as i32,
+            customer_wrote_at_ms: None,
+            ..row(
+                "consent: outside the window a utility template needs it",
+                refuse(Refusal::NoConsent {
+                    category: Category::Utility,
+                }),
+            )
+        },
+        Row {
+            sender: Business,
+            category: Category::Authentication as i32,
+            customer_wrote_at_ms: None,
+            consent: ConsentCategories::UTILITY,
+            ..row(
+                "consent: for one category is not for another",
+                refuse(Refusal::NoConsent {
+                    category: Category::Authentication,
+                }),
+            )
+        },
+        Row {
+            sender: Business,
+            category: Category::Authentication as i32,
+            customer_wrote_at_ms: None,
+            consent: ConsentCategories::AUTHENTICATION,
+            ..row(
+                "consent: outside the window, under consent",
+                Decision::Accept,
+            )
+        },
+        Row {
+            sender: Business,
             category: Category::Marketing as i32,
+            consent: ConsentCategories::UTILITY,
+            ..row(
+                "consent: marketing needs it inside the window too",
+                refuse(Refusal::NoConsent {
+                    category: Category::Marketing,
+                }),
+            )
+        },
+        Row {
+            sender: Business,
+            category: Category::Marketing as i32,
+            customer_wrote_at_ms: None,
+            consent: ConsentCategories::MARKETING,
+            ..row("consent: marketing under consent", Decision::Accept)
+        },
+        Row {
+            sender: Business,
+            recipient: Business,
+            category: Category::Marketing as i32,
+            customer_wrote_at_ms: None,
+            ..row(
+                "consent: only a business writing to a customer needs it",
+                Decision::Accept,
+            )
+        },
+        Row {
+            sender: Business,
+            category: Category::Control as i32,
+            customer_wrote_at_ms: None,
+            ..row(
+                "window: control traffic is not held to it",
+                Decision::Accept,
+            )
+        },
+        Row {
+            sender: Business,
+            recipient: Business,
+            category: Category::Service as i32,
+            customer_wrote_at_ms: None,
+            ..row(
+                "window: only a business writing to a customer is held to it",
+                Decision::Accept,
+            )
+        },
+        Row {
+            sender: Business,
+            category: Category::Marketing as i32,
+            consent: ConsentCategories::MARKETING,
             ..row("business sends a marketing template", Decision::Accept)
         },
         Row {
@@ -304,6 +430,8 @@ fn table() {
             },
             conversation: Conversation {
                 blocked: case.blocked,
+                customer_wrote_at_ms: case.customer_wrote_at_ms,
+                consent: case.consent,
             },
             quotas: Quotas {
                 rate_retry_after_ms: case.rate,
@@ -311,7 +439,7 @@ fn table() {
             rules: Rules {
                 require_phone_for_business: case.phone_rule,
             },
-            now_ms: 1_700_000_000_000,
+            now_ms: NOW,
         };
         assert_eq!(decide(&input), case.expect, "{}", case.name);
     }
@@ -330,6 +458,18 @@ fn every_refusal_says_what_to_do_without_internals() {
         Refusal::Blocked,
         Refusal::DeviceListMismatch,
         Refusal::PhoneRequired,
+        Refusal::NoConsent {
+            category: Category::Marketing,
+        },
+        Refusal::NoConsent {
+            category: Category::Utility,
+        },
+        Refusal::WindowClosed {
+            customer_wrote_at_ms: None,
+        },
+        Refusal::WindowClosed {
+            customer_wrote_at_ms: Some(NOW),
+        },
     ];
     for refusal in all {
         let text = refusal.message();

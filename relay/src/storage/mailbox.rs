@@ -8,7 +8,10 @@ use std::future::Future;
 use comptoir_protocol::AccountId;
 use futures_util::future::BoxFuture;
 
-use super::{BilledCategory, DeliveredEntry, LedgerEntry, MESSAGE_ID_LEN, StorageResult};
+use super::{
+    BilledCategory, ConsentRecord, ConsentSeen, ConsentSet, DeliveredEntry, LedgerEntry,
+    MESSAGE_ID_LEN, StorageResult,
+};
 
 /// A position in one device's queue (of mail or of receipts), as the
 /// mailbox handed it out. Callers keep it and give it back to read what
@@ -65,6 +68,14 @@ pub struct AcceptEffects {
     /// The ledger's part, for a send the ledger may bill (its accept id
     /// is filled in by the store).
     pub billed: Option<Billed>,
+    /// The consent state the send was decided on (for a business's send
+    /// to a customer): if it changed before the accept, nothing is stored
+    /// and [`Enqueued::ConsentChanged`] is returned.
+    pub consent_seen: Option<ConsentSeen>,
+    /// How many times the recipient had blocked the sender when the send
+    /// was decided ([`Mailbox::block_epoch`]): if it blocked it since,
+    /// nothing is stored and [`Enqueued::BlockedMeanwhile`] is returned.
+    pub block_epoch_seen: u64,
 }
 
 /// The ledger's part of a billed send, before its accept id is known.
@@ -111,6 +122,12 @@ pub enum Enqueued {
         /// The full device.
         device: u32,
     },
+    /// The pair's consent changed after the send was decided: nothing
+    /// written; decide again.
+    ConsentChanged,
+    /// The recipient blocked the sender after the send was decided:
+    /// nothing written.
+    BlockedMeanwhile,
 }
 
 /// One queued envelope as the embedded mail log returns it (its position
@@ -241,6 +258,60 @@ pub trait Mailbox: Send + Sync + 'static {
         of: AckOf,
         receipt_expires_at_ms: u64,
     ) -> impl Future<Output = StorageResult<Option<Acked>>> + Send;
+
+    /// The consent (or revocation) kept for (`customer`, `business`).
+    fn consent(
+        &self,
+        customer: AccountId,
+        business: AccountId,
+    ) -> impl Future<Output = StorageResult<Option<ConsentRecord>>> + Send;
+
+    /// Every consent kept for `customer`, by business.
+    fn consents_of(
+        &self,
+        customer: AccountId,
+    ) -> impl Future<Output = StorageResult<Vec<ConsentRecord>>> + Send;
+
+    /// Keep `record` if its counter is higher than the pair's kept one
+    /// (durable on return); else nothing is written.
+    fn set_consent(
+        &self,
+        record: ConsentRecord,
+    ) -> impl Future<Output = StorageResult<ConsentSet>> + Send;
+
+    /// The recipient blocked the sender: count the block (so an accept
+    /// decided before it is refused) and delete every copy `sender` has
+    /// queued for `recipient`'s devices, without receipts, together;
+    /// durable on return. Returns how many copies were deleted.
+    fn remove_queued_from(
+        &self,
+        recipient: AccountId,
+        sender: AccountId,
+    ) -> impl Future<Output = StorageResult<u64>> + Send;
+
+    /// How many times `blocker` blocked `blocked` (read when deciding a
+    /// send of `blocked` to `blocker`).
+    fn block_epoch(
+        &self,
+        blocker: AccountId,
+        blocked: AccountId,
+    ) -> impl Future<Output = StorageResult<u64>> + Send;
+
+    /// The customer blocked the business: mark the pair's consent revoked
+    /// (durable on return). Nothing to do if none is kept.
+    fn revoke_consent_by_block(
+        &self,
+        customer: AccountId,
+        business: AccountId,
+    ) -> impl Future<Output = StorageResult<()>> + Send;
+
+    /// The relay's accept time of `customer`'s last conversation message
+    /// to `business` (the 24-hour window runs from it), if it ever wrote.
+    fn last_customer_message(
+        &self,
+        business: AccountId,
+        customer: AccountId,
+    ) -> impl Future<Output = StorageResult<Option<u64>>> + Send;
 
     /// The ledger entry of the send whose copy `of` names, if that copy is
     /// queued for the device and the send is billed: its ack must then be

@@ -5,11 +5,13 @@
 //! - [`Directory`] ([`directory`]): accounts and their records (kind,
 //!   creation, phone), signed device lists, business names, phone
 //!   bindings, blocks, and the expiry of accounts that never
-//!   authenticated. Later: consents, certificates, templates.
+//!   authenticated. Later: certificates, templates.
 //! - [`Keys`] ([`keys`]): each device's signed prekey and one-time prekeys.
 //! - [`Mailbox`] ([`mailbox`]): per-device queues of encoded envelopes,
 //!   read after an opaque [`Cursor`], each with its own expiry; and the
-//!   `Delivered` receipts kept for a sending device until it acks them.
+//!   `Delivered` receipts kept for a sending device until it acks them;
+//!   and the customers' consents ([`consent`]), which the accept checks
+//!   in the same step as it stores the copies.
 //! - [`Ledger`] ([`ledger`]): append-only entries for what may be billed,
 //!   written by the mailbox's accept in the same durable step as the
 //!   copies (docs/STORAGE.md says what must commit together).
@@ -45,6 +47,7 @@
 //! [`sled::SledStore`] is the embedded default: sled for the directory and
 //! keys, the relay's own [`mail_log`] for the mailbox.
 
+pub mod consent;
 pub(crate) mod dir_lock;
 pub mod directory;
 pub mod keys;
@@ -57,6 +60,7 @@ mod store_id;
 
 use std::future::Future;
 
+pub use self::consent::{CONSENT_SIGNATURE_LEN, ConsentRecord, ConsentSeen, ConsentSet};
 pub use self::directory::{
     AccountRecord, Directory, ExpiredAccounts, Kind, ListUpdate, NameClaim, StoredDeviceList,
 };
@@ -113,6 +117,15 @@ pub trait Lifecycle: Send + Sync + 'static {
     /// Flush and release the backend (at shutdown); later calls fail with
     /// [`StorageError::Closed`].
     fn close(&self) -> impl Future<Output = StorageResult<()>> + Send;
+
+    /// The highest time the relay's clock showed, as last persisted by
+    /// [`Lifecycle::keep_clock_mark`] (0 if never): the clock starts at
+    /// least there, so a wall clock stepped back cannot reopen a window.
+    fn clock_mark(&self) -> impl Future<Output = StorageResult<u64>> + Send;
+
+    /// Persist `ms` as the clock's mark if it is higher than the one kept
+    /// (durable on return).
+    fn keep_clock_mark(&self, ms: u64) -> impl Future<Output = StorageResult<()>> + Send;
 }
 
 /// Every role: what the server and a connection need. Implemented for

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use comptoir_protocol::AccountId;
 
+use super::consent::ConsentRecord;
 use super::dir_lock::DirLock;
 use super::ledger::{DeliveredEntry, LedgerEntry};
 use super::mail_log::{LogOptions, MailLog};
@@ -20,6 +21,8 @@ pub struct AccountingReport {
     pub ledger: Vec<LedgerEntry>,
     /// Every signed first delivery of a billed send, in order of accept id.
     pub delivered: Vec<DeliveredEntry>,
+    /// Every consent kept, by (customer, business).
+    pub consents: Vec<ConsentRecord>,
     /// (business, customer, accept time of the customer's last
     /// conversation message).
     pub conversations: Vec<(AccountId, AccountId, u64)>,
@@ -46,6 +49,7 @@ pub async fn read(data_dir: &Path) -> StorageResult<AccountingReport> {
     let report = AccountingReport {
         ledger: log.ledger_entries(None, usize::MAX),
         delivered: log.delivered_entries(),
+        consents: log.all_consents(),
         conversations: log.conversations(),
         quotas: log.quotas(),
         queues: log.queue_depths(),

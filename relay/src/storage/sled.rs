@@ -261,10 +261,15 @@ pub struct SledStore {
     names: Tree,
     unauthenticated: Tree,
     expired_accounts: Tree,
+    /// Relay-wide values: the clock's mark ([`CLOCK_MARK_KEY`]).
+    meta: Tree,
     committer: Committer,
     /// Dropped last: the directory is free once every handle is gone.
     _dir_lock: Arc<DirLock>,
 }
+
+/// Key of the clock's persisted high-water mark in the `meta` tree.
+const CLOCK_MARK_KEY: &[u8] = b"clock_mark_ms";
 
 fn backend(e: ::sled::Error) -> StorageError {
     StorageError::Backend(e.to_string())
@@ -497,6 +502,7 @@ impl SledStore {
             names: tree("names")?,
             unauthenticated: tree("unauthenticated")?,
             expired_accounts,
+            meta: tree("meta")?,
             committer: Committer::start(db, metrics)?,
             _dir_lock: dir_lock,
         })
@@ -984,6 +990,50 @@ impl Mailbox for SledStore {
         }))
     }
 
+    async fn consent(
+        &self,
+        customer: AccountId,
+        business: AccountId,
+    ) -> StorageResult<Option<super::ConsentRecord>> {
+        Ok(self.mail.consent(customer, business))
+    }
+
+    async fn consents_of(&self, customer: AccountId) -> StorageResult<Vec<super::ConsentRecord>> {
+        Ok(self.mail.consents_of(customer))
+    }
+
+    async fn set_consent(&self, record: super::ConsentRecord) -> StorageResult<super::ConsentSet> {
+        self.mail.set_consent(record).await
+    }
+
+    async fn block_epoch(&self, blocker: AccountId, blocked: AccountId) -> StorageResult<u64> {
+        Ok(self.mail.block_epoch(blocker, blocked))
+    }
+
+    async fn remove_queued_from(
+        &self,
+        recipient: AccountId,
+        sender: AccountId,
+    ) -> StorageResult<u64> {
+        self.mail.remove_queued_from(recipient, sender).await
+    }
+
+    async fn revoke_consent_by_block(
+        &self,
+        customer: AccountId,
+        business: AccountId,
+    ) -> StorageResult<()> {
+        self.mail.revoke_consent_by_block(customer, business).await
+    }
+
+    async fn last_customer_message(
+        &self,
+        business: AccountId,
+        customer: AccountId,
+    ) -> StorageResult<Option<u64>> {
+        Ok(self.mail.last_customer_message(business, customer))
+    }
+
     async fn billed_copy(
         &self,
         account: AccountId,
@@ -1085,6 +1135,25 @@ impl Mailbox for SledStore {
 impl Lifecycle for SledStore {
     async fn flush(&self) -> StorageResult<()> {
         self.mail.flush().await?;
+        self.committer.durable().await
+    }
+
+    async fn clock_mark(&self) -> StorageResult<u64> {
+        match self.meta.get(CLOCK_MARK_KEY).map_err(backend)? {
+            Some(bytes) => be_u64(&bytes, 0, "the clock mark"),
+            None => Ok(0),
+        }
+    }
+
+    async fn keep_clock_mark(&self, ms: u64) -> StorageResult<()> {
+        self.meta
+            .fetch_and_update(CLOCK_MARK_KEY, |old| {
+                let kept = old
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(0, u64::from_be_bytes);
+                Some(kept.max(ms).to_be_bytes().to_vec())
+            })
+            .map_err(backend)?;
         self.committer.durable().await
     }
 

@@ -1,6 +1,7 @@
 //! A WebSocket man in the middle between one client and the relay: it
-//! forwards every frame, and rewrites one label of chosen `Deliver`ed
-//! envelopes on their way to the client (as a lying relay would). An
+//! forwards every frame, and rewrites one label (or the accept time) of
+//! chosen `Deliver`ed envelopes on their way to the client (as a lying
+//! relay would). An
 //! acknowledgement naming a rewritten id or sender is mapped back, so the
 //! relay deletes the envelope it really queued.
 
@@ -29,6 +30,9 @@ struct Shared {
     rewritten: HashMap<AckKey, AckKey>,
     /// Acknowledgements forwarded to the relay, as the relay sees them.
     acked: Vec<AckKey>,
+    /// Shifts still to apply, in order, to the accept time of envelopes
+    /// from a sender (ms added to `server_timestamp_ms`).
+    delays: VecDeque<(Vec<u8>, u64)>,
 }
 
 /// The proxy; dropping it stops accepting.
@@ -132,6 +136,13 @@ impl Mitm {
         shared.plans.push_back((from.to_vec(), label));
     }
 
+    /// Report the next envelope delivered from `from` as accepted `ms`
+    /// later than it was (a relay lying about when it accepted it).
+    pub fn delay(&self, from: &[u8], ms: u64) {
+        let mut shared = self.shared.lock().expect("lock");
+        shared.delays.push_back((from.to_vec(), ms));
+    }
+
     /// Whether the relay got an ack for (`message_id`, `sender`) as it
     /// queued them.
     pub fn relay_saw_ack(&self, message_id: &[u8], sender: &[u8]) -> bool {
@@ -154,6 +165,15 @@ fn tamper_down(state: &Mutex<Shared>, bytes: &[u8]) -> Vec<u8> {
         return bytes.to_vec();
     };
     let mut shared = state.lock().expect("lock");
+    if let Some(pos) = shared
+        .delays
+        .iter()
+        .position(|(from, _)| *from == envelope.sender_account)
+        && let Some((_, ms)) = shared.delays.remove(pos)
+    {
+        envelope.server_timestamp_ms += ms;
+        return encode_server(&frame);
+    }
     let Some(pos) = shared
         .plans
         .iter()

@@ -267,6 +267,18 @@ fn checkpoint(shared: &Shared, capture: Capture) -> StorageResult<()> {
             write_out(&mut writer, &mut written)?;
         }
     }
+    for (&(blocker, blocked), &epoch) in &accounting.block_epochs {
+        writer.block_epoch(&blocker, &blocked, epoch);
+        if writer.len() >= 1 << 20 {
+            write_out(&mut writer, &mut written)?;
+        }
+    }
+    for record in accounting.consents.values() {
+        writer.consent(record);
+        if writer.len() >= 1 << 20 {
+            write_out(&mut writer, &mut written)?;
+        }
+    }
     for entry in accounting.delivered.values() {
         writer.delivered(entry);
         if writer.len() >= 1 << 20 {

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use comptoir_protocol::AccountId;
 
+use super::super::consent::ConsentRecord;
 use super::super::ledger::{DeliveredEntry, LedgerEntry};
 use super::super::{AckOf, MESSAGE_ID_LEN};
 use super::record::{Origin, ReceiptRef};
@@ -162,6 +163,10 @@ pub(crate) struct Accounting {
     /// Signed first deliveries of billed sends by accept id (the first
     /// one kept).
     pub(crate) delivered: BTreeMap<u64, DeliveredEntry>,
+    /// (customer, business) → the consent kept (highest counter).
+    pub(crate) consents: HashMap<(AccountId, AccountId), ConsentRecord>,
+    /// (blocker, blocked) → how many times it blocked it.
+    pub(crate) block_epochs: HashMap<(AccountId, AccountId), u64>,
 }
 
 impl Accounting {
@@ -169,6 +174,20 @@ impl Accounting {
     pub(crate) fn conversation(&mut self, business: AccountId, customer: AccountId, ms: u64) {
         let at = self.conversations.entry((business, customer)).or_insert(ms);
         *at = (*at).max(ms);
+    }
+
+    /// Note a consent: kept if its counter is higher than the pair's, or
+    /// equal and it is the block's revocation of the one kept.
+    pub(crate) fn consent(&mut self, record: ConsentRecord) {
+        let key = (record.customer, record.business);
+        match self.consents.get(&key) {
+            Some(kept)
+                if kept.counter > record.counter
+                    || (kept.counter == record.counter && !record.revoked_by_block) => {}
+            _ => {
+                self.consents.insert(key, record);
+            }
+        }
     }
 
     /// Note a sender's count for a day (keeps the highest).
@@ -389,6 +408,22 @@ impl Index {
             }
         };
         Some(entry.origin.accept_id)
+    }
+
+    /// The (device, seq) of every copy `sender` has queued for any device
+    /// of `recipient`.
+    pub(crate) fn queued_from(&self, recipient: AccountId, sender: AccountId) -> Vec<(u32, u64)> {
+        self.devices
+            .iter()
+            .filter(|((account, _), _)| *account == recipient)
+            .flat_map(|(&(_, device), queue)| {
+                queue
+                    .by_seq
+                    .iter()
+                    .filter(|(_, entry)| entry.origin.sender == sender)
+                    .map(move |(&seq, _)| (device, seq))
+            })
+            .collect()
     }
 
     /// Drop a device's whole queue, receipts too; returns how many copies

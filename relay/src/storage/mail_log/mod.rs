@@ -63,6 +63,7 @@ use self::index::{Entry, Index, Location, ReceiptKey, SentEntry};
 pub(crate) use self::record::ReceiptRef;
 use self::record::{GROUP_HEADER_LEN, Origin, Record, Writer};
 use self::segment::{SEGMENT_HEADER_LEN, Tail};
+use super::consent::{ConsentRecord, ConsentSet};
 use super::dir_lock::DirLock;
 use super::ledger::{DeliveredEntry, LedgerEntry};
 use super::{
@@ -588,6 +589,31 @@ impl MailLog {
                 {
                     return Ok(Enqueued::QueueFull { device: *device });
                 }
+                // The consent the send was decided on is still the one
+                // kept: a grant or revocation in between refuses it here,
+                // under the same lock as the write.
+                // Nor did the recipient block the sender since.
+                let epoch = state
+                    .index
+                    .accounting
+                    .block_epochs
+                    .get(&(message.recipient, message.sender))
+                    .copied()
+                    .unwrap_or(0);
+                if epoch != message.effects.block_epoch_seen {
+                    return Ok(Enqueued::BlockedMeanwhile);
+                }
+                if let Some(seen) = &message.effects.consent_seen {
+                    let now = state
+                        .index
+                        .accounting
+                        .consents
+                        .get(&(seen.customer, seen.business))
+                        .map_or((0, false), |c| (c.counter, c.revoked_by_block));
+                    if now != (seen.counter, seen.revoked_by_block) {
+                        return Ok(Enqueued::ConsentChanged);
+                    }
+                }
                 let first_seq = state.next_seq;
                 // The accept id is the first copy's seq: unique and never
                 // handed out again (see `record`). A send with no copy
@@ -1002,6 +1028,132 @@ impl MailLog {
             .collect()
     }
 
+    /// The consent kept for (`customer`, `business`).
+    pub fn consent(&self, customer: AccountId, business: AccountId) -> Option<ConsentRecord> {
+        let state = self.shared().lock();
+        state
+            .index
+            .accounting
+            .consents
+            .get(&(customer, business))
+            .copied()
+    }
+
+    /// Every consent kept for `customer`, sorted by business.
+    pub fn consents_of(&self, customer: AccountId) -> Vec<ConsentRecord> {
+        let state = self.shared().lock();
+        let mut all: Vec<ConsentRecord> = state
+            .index
+            .accounting
+            .consents
+            .values()
+            .filter(|c| c.customer == customer)
+            .copied()
+            .collect();
+        all.sort_unstable_by(|a, b| a.business.as_bytes().cmp(b.business.as_bytes()));
+        all
+    }
+
+    /// How many times `blocker` blocked `blocked` (what an accept of
+    /// `blocked`'s send to `blocker` is decided on).
+    pub fn block_epoch(&self, blocker: AccountId, blocked: AccountId) -> u64 {
+        let state = self.shared().lock();
+        state
+            .index
+            .accounting
+            .block_epochs
+            .get(&(blocker, blocked))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Every consent kept, sorted by (customer, business).
+    pub fn all_consents(&self) -> Vec<ConsentRecord> {
+        let state = self.shared().lock();
+        let mut all: Vec<ConsentRecord> =
+            state.index.accounting.consents.values().copied().collect();
+        all.sort_unstable_by(|a, b| {
+            (a.customer.as_bytes(), a.business.as_bytes())
+                .cmp(&(b.customer.as_bytes(), b.business.as_bytes()))
+        });
+        all
+    }
+
+    /// Keep `record` if its counter is higher than the pair's (durable
+    /// once the returned future completes); else [`ConsentSet::Stale`].
+    pub async fn set_consent(&self, record: ConsentRecord) -> StorageResult<ConsentSet> {
+        let shared = self.shared();
+        let durable = {
+            let mut state = shared.lock();
+            state.usable()?;
+            if let Some(kept) = state
+                .index
+                .accounting
+                .consents
+                .get(&(record.customer, record.business))
+                && kept.counter >= record.counter
+            {
+                return Ok(ConsentSet::Stale { kept: kept.counter });
+            }
+            if state.full {
+                return Err(StorageError::Full);
+            }
+            state.append(shared.options.segment_bytes, |w| w.consent(&record));
+            state.index.accounting.consent(record);
+            shared.durable_waiter(&mut state)
+        };
+        durable.await.map_err(|_| StorageError::Closed)??;
+        Ok(ConsentSet::Kept)
+    }
+
+    /// Mark the pair's kept consent revoked by a block (durable once the
+    /// returned future completes); nothing if none is kept or it is
+    /// revoked already.
+    pub async fn revoke_consent_by_block(
+        &self,
+        customer: AccountId,
+        business: AccountId,
+    ) -> StorageResult<()> {
+        let shared = self.shared();
+        let durable = {
+            let mut state = shared.lock();
+            state.usable()?;
+            let Some(kept) = state
+                .index
+                .accounting
+                .consents
+                .get(&(customer, business))
+                .copied()
+            else {
+                return Ok(());
+            };
+            if kept.revoked_by_block {
+                return Ok(());
+            }
+            let revoked = ConsentRecord {
+                revoked_by_block: true,
+                ..kept
+            };
+            state.append(shared.options.segment_bytes, |w| w.consent(&revoked));
+            state.index.accounting.consent(revoked);
+            shared.durable_waiter(&mut state)
+        };
+        durable.await.map_err(|_| StorageError::Closed)??;
+        Ok(())
+    }
+
+    /// The accept time of `customer`'s last conversation message to
+    /// `business`, if any (visible once its accept is).
+    pub fn last_customer_message(&self, business: AccountId, customer: AccountId) -> Option<u64> {
+        let state = self.shared().lock();
+        state
+            .index
+            .accounting
+            .conversations
+            .get(&(business, customer))
+            .copied()
+    }
+
     /// Every (business, customer) conversation with the accept time of the
     /// customer's last conversation message, sorted.
     pub fn conversations(&self) -> Vec<(AccountId, AccountId, u64)> {
@@ -1110,6 +1262,42 @@ impl MailLog {
             .accounting
             .expire_days(utc_day(now_ms).saturating_sub(1));
         expired
+    }
+
+    /// The recipient blocked the sender: count the block (an accept of
+    /// `sender` to `recipient` decided before it is refused) and delete
+    /// every copy `sender` has queued for `recipient`'s devices, without
+    /// receipts, in one group; durable once the returned future completes.
+    /// Returns how many copies were deleted.
+    pub async fn remove_queued_from(
+        &self,
+        recipient: AccountId,
+        sender: AccountId,
+    ) -> StorageResult<u64> {
+        let shared = self.shared();
+        let (removed, durable) = {
+            let mut state = shared.lock();
+            state.usable()?;
+            let queued = state.index.queued_from(recipient, sender);
+            let epochs = &mut state.index.accounting.block_epochs;
+            let epoch = epochs.get(&(recipient, sender)).copied().unwrap_or(0) + 1;
+            epochs.insert((recipient, sender), epoch);
+            let mut removed = Vec::with_capacity(queued.len());
+            for (device, seq) in queued {
+                if state.index.remove_seq(recipient, device, seq).is_some() {
+                    removed.push((device, seq));
+                }
+            }
+            state.append(shared.options.segment_bytes, |w| {
+                w.block_epoch(&recipient, &sender, epoch);
+                for (device, seq) in &removed {
+                    w.removed(&recipient, *device, *seq);
+                }
+            });
+            (removed.len() as u64, shared.durable_waiter(&mut state))
+        };
+        durable.await.map_err(|_| StorageError::Closed)??;
+        Ok(removed)
     }
 
     /// Forget a removed device's queue; returns how many copies it held.
@@ -1332,6 +1520,19 @@ fn replay(
         }
         Record::Ledger(entry) => {
             index.accounting.ledger.insert(entry.accept_id, entry);
+        }
+        Record::Consent(record) => index.accounting.consent(record),
+        Record::BlockEpoch {
+            blocker,
+            blocked,
+            epoch,
+        } => {
+            let at = index
+                .accounting
+                .block_epochs
+                .entry((blocker, blocked))
+                .or_insert(epoch);
+            *at = (*at).max(epoch);
         }
         Record::Delivered(entry) => {
             index

@@ -37,6 +37,8 @@
 //! | 15 `Reached` | business (16), UTC day (4), customer (16) |
 //! | 16 `Ledger` | accept id (8), message id (16), business (16), customer (16), category (1), accept time (8), template id length (2), template id (UTF-8), franking tag length (2), franking tag |
 //! | 17 `Delivered` | accept id (8), customer device (4), signed at (8), signature (64) |
+//! | 19 `BlockEpoch` | blocker (16), blocked (16), epoch (8) |
+//! | 18 `Consent` | customer (16), business (16), device (4), categories (1), issued (8), expires (8), counter (8), signature (64), revoked by block (1) |
 //!
 //! Kinds 13 to 16 are what an accept commits besides its copies, in the
 //! same group as its `Message`: so the copies, the conversation state,
@@ -45,6 +47,12 @@
 //! and in a checkpoint), and checkpoints rewrite them. Kind 17 is the
 //! signed first delivery of a billed send, in the same group as the ack's
 //! `Removed` and `Receipt`; the first one for an accept id is kept.
+//! Kind 18 is a customer's consent for a business (or its revocation),
+//! in a group of its own; replay keeps the highest counter per pair (a
+//! block's revocation, same counter, wins over the token it revokes).
+//! Kind 19 counts the blocks of one (blocker, blocked) pair, in the same
+//! group as the `Removed` records of what the blocked account had queued
+//! for the blocker: an accept decided before the block is refused after it.
 //!
 //! Format 4 writes only kinds 4 to 7 and 9 to 12. The accept id of a send
 //! is the seq of its first copy: taken from the log's one sequence, so it
@@ -62,9 +70,10 @@
 //! envelope and the `Receipt` in one group, so both land or neither does;
 //! checkpoints rewrite the receipts still kept.
 
-use comptoir_protocol::AccountId;
+use comptoir_protocol::{AccountId, ConsentCategories};
 
 use super::super::MESSAGE_ID_LEN;
+use super::super::consent::{CONSENT_SIGNATURE_LEN, ConsentRecord};
 use super::super::ledger::{BilledCategory, DELIVERY_SIGNATURE_LEN, DeliveredEntry, LedgerEntry};
 
 /// First bytes of every segment file written now (format version 4).
@@ -109,6 +118,8 @@ const KIND_QUOTA: u8 = 14;
 const KIND_REACHED: u8 = 15;
 const KIND_LEDGER: u8 = 16;
 const KIND_DELIVERED: u8 = 17;
+const KIND_CONSENT: u8 = 18;
+const KIND_BLOCK_EPOCH: u8 = 19;
 
 /// The accept id of a record written before accept ids existed (format 3
 /// and older): assigned at open (see `mail_log::legacy`). No real accept
@@ -270,6 +281,17 @@ pub(crate) enum Record<'a> {
     Ledger(LedgerEntry),
     /// The signed first delivery of a billed send.
     Delivered(DeliveredEntry),
+    /// A consent (or revocation) of a customer for a business.
+    Consent(ConsentRecord),
+    /// How many times `blocker` blocked `blocked`.
+    BlockEpoch {
+        /// The account that blocked.
+        blocker: AccountId,
+        /// The account blocked.
+        blocked: AccountId,
+        /// The count.
+        epoch: u64,
+    },
 }
 
 /// A record body that does not parse (corruption, or a newer format).
@@ -517,6 +539,30 @@ impl Writer {
         self.close(start);
     }
 
+    /// Append a `Consent` record.
+    pub(crate) fn consent(&mut self, c: &ConsentRecord) {
+        let start = self.open(KIND_CONSENT);
+        self.buf.extend_from_slice(c.customer.as_bytes());
+        self.buf.extend_from_slice(c.business.as_bytes());
+        self.buf.extend_from_slice(&c.device.to_be_bytes());
+        self.buf.push(c.categories.bits());
+        self.buf.extend_from_slice(&c.issued_at_ms.to_be_bytes());
+        self.buf.extend_from_slice(&c.expires_at_ms.to_be_bytes());
+        self.buf.extend_from_slice(&c.counter.to_be_bytes());
+        self.buf.extend_from_slice(&c.signature);
+        self.buf.push(u8::from(c.revoked_by_block));
+        self.close(start);
+    }
+
+    /// Append a `BlockEpoch` record.
+    pub(crate) fn block_epoch(&mut self, blocker: &AccountId, blocked: &AccountId, epoch: u64) {
+        let start = self.open(KIND_BLOCK_EPOCH);
+        self.buf.extend_from_slice(blocker.as_bytes());
+        self.buf.extend_from_slice(blocked.as_bytes());
+        self.buf.extend_from_slice(&epoch.to_be_bytes());
+        self.close(start);
+    }
+
     /// Append a `SeqFloor` record.
     pub(crate) fn seq_floor(&mut self, next: u64) {
         let start = self.open(KIND_SEQ_FLOOR);
@@ -726,6 +772,29 @@ pub(crate) fn decode(body: &[u8]) -> Result<Record<'_>, Malformed> {
                 .take(DELIVERY_SIGNATURE_LEN)?
                 .try_into()
                 .map_err(|_| Malformed)?,
+        }),
+        KIND_BLOCK_EPOCH => Record::BlockEpoch {
+            blocker: r.account()?,
+            blocked: r.account()?,
+            epoch: r.u64()?,
+        },
+        KIND_CONSENT => Record::Consent(ConsentRecord {
+            customer: r.account()?,
+            business: r.account()?,
+            device: r.u32()?,
+            categories: ConsentCategories::from_bits(u32::from(r.u8()?)).ok_or(Malformed)?,
+            issued_at_ms: r.u64()?,
+            expires_at_ms: r.u64()?,
+            counter: r.u64()?,
+            signature: r
+                .take(CONSENT_SIGNATURE_LEN)?
+                .try_into()
+                .map_err(|_| Malformed)?,
+            revoked_by_block: match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(Malformed),
+            },
         }),
         _ => return Err(Malformed),
     };

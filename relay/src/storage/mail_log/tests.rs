@@ -1694,6 +1694,8 @@ async fn accept_effects_replay_once_across_reopen_and_checkpoints() -> TestResul
                 template_id: "promo".into(),
                 franking_tag: vec![id; 32],
             }),
+            consent_seen: None,
+            block_epoch_seen: 0,
         };
         m
     };
@@ -1733,5 +1735,138 @@ async fn accept_effects_replay_once_across_reopen_and_checkpoints() -> TestResul
     let log = open(dir.path(), LogOptions::default());
     check(&log);
     log.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn consents_keep_the_highest_counter_survive_reopen_and_checkpoints_and_guard_the_accept()
+-> TestResult {
+    use comptoir_protocol::ConsentCategories;
+
+    use crate::storage::{AcceptEffects, ConsentRecord, ConsentSeen, ConsentSet};
+    let dir = tempfile::tempdir()?;
+    // ALICE is the business sending, BOB the customer.
+    let consent = |counter: u64, categories: ConsentCategories| ConsentRecord {
+        customer: account(BOB),
+        business: account(ALICE),
+        device: 1,
+        categories,
+        issued_at_ms: 1,
+        expires_at_ms: u64::MAX,
+        counter,
+        signature: [counter as u8; 64],
+        revoked_by_block: false,
+    };
+    let log = open(dir.path(), LogOptions::default());
+    assert_eq!(
+        log.set_consent(consent(2, ConsentCategories::UTILITY))
+            .await?,
+        ConsentSet::Kept
+    );
+    // Not higher: a replay, or an older token.
+    for counter in [1, 2] {
+        assert_eq!(
+            log.set_consent(consent(counter, ConsentCategories::MARKETING))
+                .await?,
+            ConsentSet::Stale { kept: 2 }
+        );
+    }
+    // A send decided on an older state is refused and stores nothing.
+    let guarded = |id: u8, seen: u64, revoked: bool| {
+        let mut m = message(id, &[1], 10);
+        m.effects = AcceptEffects {
+            consent_seen: Some(ConsentSeen {
+                customer: account(BOB),
+                business: account(ALICE),
+                counter: seen,
+                revoked_by_block: revoked,
+            }),
+            ..AcceptEffects::default()
+        };
+        m
+    };
+    assert_eq!(
+        log.enqueue(guarded(1, 1, false), 100).await?,
+        Enqueued::ConsentChanged
+    );
+    assert_eq!(log.total_queued(), 0);
+    stored_id(log.enqueue(guarded(2, 2, false), 100).await?);
+    log.revoke_consent_by_block(account(BOB), account(ALICE))
+        .await?;
+    assert_eq!(
+        log.enqueue(guarded(3, 2, false), 100).await?,
+        Enqueued::ConsentChanged,
+        "a block in between"
+    );
+    let check = |log: &MailLog| {
+        let kept = log.consent(account(BOB), account(ALICE)).expect("kept");
+        assert_eq!(kept.counter, 2);
+        assert!(kept.revoked_by_block);
+        assert_eq!(kept.categories, ConsentCategories::UTILITY);
+        assert_eq!(log.consents_of(account(BOB)).len(), 1);
+        assert!(log.consents_of(account(ALICE)).is_empty());
+    };
+    check(&log);
+    log.close().await?;
+    drop(log);
+    let log = open(dir.path(), LogOptions::default());
+    check(&log);
+    log.request_checkpoint().await?;
+    log.close().await?;
+    drop(log);
+    let log = open(dir.path(), LogOptions::default());
+    check(&log);
+    // A new grant (higher counter) replaces the block's revocation.
+    assert_eq!(
+        log.set_consent(consent(3, ConsentCategories::MARKETING))
+            .await?,
+        ConsentSet::Kept
+    );
+    let kept = log.consent(account(BOB), account(ALICE)).expect("kept");
+    assert!(!kept.revoked_by_block);
+    log.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_block_deletes_what_was_queued_and_refuses_an_accept_decided_before_it() -> TestResult {
+    use crate::storage::AcceptEffects;
+    let dir = tempfile::tempdir()?;
+    // ALICE sends to BOB; BOB blocks ALICE.
+    let decided_at = |id: u8, epoch: u64| {
+        let mut m = message(id, &[1, 2], 10);
+        m.effects = AcceptEffects {
+            block_epoch_seen: epoch,
+            ..AcceptEffects::default()
+        };
+        m
+    };
+    let log = open(dir.path(), LogOptions::default());
+    stored_id(log.enqueue(decided_at(1, 0), 100).await?);
+    assert_eq!(log.total_queued(), 2);
+    assert_eq!(
+        log.remove_queued_from(account(BOB), account(ALICE)).await?,
+        2
+    );
+    assert_eq!(log.total_queued(), 0);
+    assert_eq!(log.block_epoch(account(BOB), account(ALICE)), 1);
+    assert_eq!(
+        log.enqueue(decided_at(2, 0), 100).await?,
+        Enqueued::BlockedMeanwhile,
+        "decided before the block"
+    );
+    assert_eq!(log.total_queued(), 0);
+    log.close().await?;
+    drop(log);
+    for checkpoint in [false, true, false] {
+        let log = open(dir.path(), LogOptions::default());
+        assert_eq!(log.total_queued(), 0);
+        assert_eq!(log.block_epoch(account(BOB), account(ALICE)), 1);
+        assert_eq!(log.block_epoch(account(ALICE), account(BOB)), 0);
+        if checkpoint {
+            log.request_checkpoint().await?;
+        }
+        log.close().await?;
+    }
     Ok(())
 }

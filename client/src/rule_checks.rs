@@ -1,0 +1,253 @@
+//! What the customer's client checks by itself of the relay's business
+//! rules, from what it knows first hand: the consents this account granted
+//! (recorded when granted, revoked or the business blocked; and the
+//! customer-signed tokens the relay lists, once checked against this
+//! account's own device keys) and when this account last wrote to each
+//! peer (the relay's accept time of its last conversation message, from
+//! `Accepted`, or from a sync copy of another device's message).
+//!
+//! A business's template that no consent of this account covers at its
+//! accept time (utility or authentication outside the 24-hour window,
+//! marketing at all), or a service reply accepted more than 24 hours after
+//! this account last wrote to the business, is a [`Violation`]: the relay
+//! should have refused it. The message is still shown, marked, and kept as
+//! evidence for a report.
+//!
+//! Records (sealed in the [`Store`]): tree `Consents` by business (16):
+//! `categories (1) || expires_at_ms (8) || counter (8)`; tree `Wrote` by
+//! peer (16): `accept time (8)`.
+
+use std::fmt;
+
+use comptoir_protocol::proto::wire::Category;
+use comptoir_protocol::{AccountId, ConsentCategories};
+
+use crate::error::{ClientError, Result};
+use crate::store::{Store, Tree};
+
+/// How long a customer's message keeps the window open: 24 hours.
+pub const WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// A rule the relay let a business break, as this client sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Violation {
+    /// A service (free-form) reply accepted outside the 24-hour window.
+    ServiceOutsideWindow {
+        /// When this account last wrote to the business (relay time), if
+        /// it ever did.
+        last_wrote_at_ms: Option<u64>,
+        /// The reply's accept time.
+        accepted_at_ms: u64,
+    },
+    /// A template no consent of this account covers.
+    TemplateWithoutConsent {
+        /// The template's category.
+        category: Category,
+    },
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ServiceOutsideWindow {
+                last_wrote_at_ms: None,
+                ..
+            } => write!(
+                f,
+                "a free-form reply although you never wrote to this business"
+            ),
+            Self::ServiceOutsideWindow { .. } => write!(
+                f,
+                "a free-form reply more than 24 hours after your last message to this business"
+            ),
+            Self::TemplateWithoutConsent { category } => write!(
+                f,
+                "a {} template you did not consent to",
+                comptoir_protocol::labels::category_name(*category as i32)
+            ),
+        }
+    }
+}
+
+/// A consent as this client knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KnownConsent {
+    /// What the business may send (empty: revoked).
+    pub categories: ConsentCategories,
+    /// Until when, ms since the Unix epoch.
+    pub expires_at_ms: u64,
+    /// The pair's counter.
+    pub counter: u64,
+}
+
+/// Record a consent of this account for `business`, unless one with a
+/// higher counter is known (a revocation by block takes the counter it
+/// revokes: it replaces the grant of the same counter).
+pub fn record_consent(store: &Store, business: &AccountId, consent: KnownConsent) -> Result<()> {
+    let _guard = store.updating();
+    if let Some(known) = known_consent(store, business)?
+        && (known.counter > consent.counter
+            || (known.counter == consent.counter && !consent.categories.is_empty()))
+    {
+        return Ok(());
+    }
+    let mut value = Vec::with_capacity(17);
+    value.push(consent.categories.bits());
+    value.extend_from_slice(&consent.expires_at_ms.to_be_bytes());
+    value.extend_from_slice(&consent.counter.to_be_bytes());
+    store.put(Tree::Consents, business.as_bytes(), &value)
+}
+
+/// The consent known for `business`.
+pub fn known_consent(store: &Store, business: &AccountId) -> Result<Option<KnownConsent>> {
+    let Some(value) = store.get(Tree::Consents, business.as_bytes())? else {
+        return Ok(None);
+    };
+    let corrupt = || ClientError::CorruptStore("a consent record".into());
+    let (&bits, rest) = value.split_first().ok_or_else(corrupt)?;
+    let expires = rest
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(corrupt)?;
+    let counter = rest
+        .get(8..16)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(corrupt)?;
+    Ok(Some(KnownConsent {
+        categories: ConsentCategories::from_bits(u32::from(bits)).ok_or_else(corrupt)?,
+        expires_at_ms: u64::from_be_bytes(expires),
+        counter: u64::from_be_bytes(counter),
+    }))
+}
+
+/// Note that this account wrote to `peer`, accepted at `accepted_at_ms`
+/// (keeps the latest).
+pub fn record_wrote(store: &Store, peer: &AccountId, accepted_at_ms: u64) -> Result<()> {
+    let _guard = store.updating();
+    if last_wrote(store, peer)?.is_some_and(|at| at >= accepted_at_ms) {
+        return Ok(());
+    }
+    store.put(Tree::Wrote, peer.as_bytes(), &accepted_at_ms.to_be_bytes())
+}
+
+/// When this account last wrote to `peer` (relay time), if it did.
+pub fn last_wrote(store: &Store, peer: &AccountId) -> Result<Option<u64>> {
+    let Some(value) = store.get(Tree::Wrote, peer.as_bytes())? else {
+        return Ok(None);
+    };
+    let bytes: [u8; 8] = value
+        .as_slice()
+        .try_into()
+        .map_err(|_| ClientError::CorruptStore("a last-wrote record".into()))?;
+    Ok(Some(u64::from_be_bytes(bytes)))
+}
+
+/// Check a message from `from` of `category`, accepted by the relay at
+/// `accepted_at_ms`, against what this account knows; `None` if it breaks
+/// no rule (or is not a business's message: only businesses may send
+/// these categories, the relay refuses them from customers).
+pub fn check(
+    store: &Store,
+    from: &AccountId,
+    category: Category,
+    accepted_at_ms: u64,
+) -> Result<Option<Violation>> {
+    let wrote = last_wrote(store, from)?;
+    let open = wrote.is_some_and(|at| accepted_at_ms < at.saturating_add(WINDOW_MS));
+    let covers = known_consent(store, from)?.map_or(ConsentCategories::NONE, |c| {
+        if accepted_at_ms < c.expires_at_ms {
+            c.categories
+        } else {
+            ConsentCategories::NONE
+        }
+    });
+    let violation = match (category, ConsentCategories::of(category)) {
+        (Category::Service, _) if !open => Some(Violation::ServiceOutsideWindow {
+            last_wrote_at_ms: wrote,
+            accepted_at_ms,
+        }),
+        (Category::Marketing, Some(needed)) if !covers.contains(needed) => {
+            Some(Violation::TemplateWithoutConsent { category })
+        }
+        (_, Some(needed)) if !open && !covers.contains(needed) => {
+            Some(Violation::TemplateWithoutConsent { category })
+        }
+        _ => None,
+    };
+    Ok(violation)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // Reason: test code fails by panicking.
+    use super::*;
+    use crate::store::FAST_TEST_KDF;
+
+    const T: u64 = 1_750_000_000_000;
+
+    #[test]
+    fn each_rule_both_ways() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path(), "passphrase", FAST_TEST_KDF).unwrap();
+        let shop = AccountId::from_bytes(&[5; 16]).unwrap();
+        let check = |category, at| check(&store, &shop, category, at).unwrap();
+        // Never wrote, no consent.
+        assert!(matches!(
+            check(Category::Service, T),
+            Some(Violation::ServiceOutsideWindow {
+                last_wrote_at_ms: None,
+                ..
+            })
+        ));
+        assert_eq!(
+            check(Category::Utility, T),
+            Some(Violation::TemplateWithoutConsent {
+                category: Category::Utility
+            })
+        );
+        // Not a business's category: nothing to check.
+        assert_eq!(check(Category::Conversation, T), None);
+        assert_eq!(check(Category::Control, T), None);
+        // Wrote at T: open until T + 24 h (exclusive).
+        record_wrote(&store, &shop, T).unwrap();
+        record_wrote(&store, &shop, T - 5).unwrap();
+        assert_eq!(last_wrote(&store, &shop).unwrap(), Some(T));
+        assert_eq!(check(Category::Service, T + WINDOW_MS - 1), None);
+        assert_eq!(check(Category::Authentication, T + 1), None);
+        assert!(check(Category::Service, T + WINDOW_MS).is_some());
+        assert!(
+            check(Category::Marketing, T + 1).is_some(),
+            "marketing needs consent"
+        );
+        // Consent: covers its categories until it expires.
+        let grant = KnownConsent {
+            categories: ConsentCategories::MARKETING,
+            expires_at_ms: T + 10 * WINDOW_MS,
+            counter: 2,
+        };
+        record_consent(&store, &shop, grant).unwrap();
+        assert_eq!(check(Category::Marketing, T + 2 * WINDOW_MS), None);
+        assert!(check(Category::Marketing, T + 10 * WINDOW_MS).is_some());
+        assert!(check(Category::Utility, T + 2 * WINDOW_MS).is_some());
+        // An older token changes nothing; a revocation by block (same
+        // counter) and a newer one do.
+        let older = KnownConsent {
+            categories: ConsentCategories::UTILITY,
+            counter: 1,
+            ..grant
+        };
+        record_consent(&store, &shop, older).unwrap();
+        assert_eq!(known_consent(&store, &shop).unwrap(), Some(grant));
+        let blocked = KnownConsent {
+            categories: ConsentCategories::NONE,
+            ..grant
+        };
+        record_consent(&store, &shop, blocked).unwrap();
+        assert!(check(Category::Marketing, T + 2 * WINDOW_MS).is_some());
+        record_consent(&store, &shop, grant).unwrap();
+        assert!(
+            check(Category::Marketing, T + 2 * WINDOW_MS).is_some(),
+            "the grant it revoked does not come back"
+        );
+    }
+}

@@ -1,0 +1,73 @@
+//! The relay's clock for its business time rules: the 24-hour window and
+//! the accept time every send is stamped with. It reads the wall clock
+//! but never goes back: it keeps a high-water mark, persisted by the
+//! storage backend (every garbage-collection pass and at shutdown), so a
+//! wall clock stepped backwards, before or across a restart, cannot
+//! reopen a window that had closed. After a crash it may go back by at
+//! most the time since the mark was last persisted (`gc_interval_ms`).
+//!
+//! With the test-only cargo feature `test-clock` (enabled by the
+//! end-to-end tests crate's dev-dependency, never in a release build of
+//! the relay) the clock can be shifted by an offset, forwards or back.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::SeqCst;
+
+/// A wall clock in ms since the Unix epoch that never goes back.
+#[derive(Debug, Default)]
+pub struct Clock {
+    high_water: AtomicU64,
+    #[cfg(feature = "test-clock")]
+    offset_ms: std::sync::atomic::AtomicI64,
+}
+
+impl Clock {
+    /// The current time: the wall clock, or the highest time this clock
+    /// (or the mark it was raised to) has shown, whichever is later.
+    pub fn now_ms(&self) -> u64 {
+        let wall = self.wall_ms();
+        self.high_water.fetch_max(wall, SeqCst).max(wall)
+    }
+
+    /// The highest time shown so far (what the backend persists).
+    pub fn high_water_ms(&self) -> u64 {
+        self.high_water.load(SeqCst)
+    }
+
+    /// Never show a time before `mark_ms` (the persisted mark, at start).
+    pub fn raise_to(&self, mark_ms: u64) {
+        self.high_water.fetch_max(mark_ms, SeqCst);
+    }
+
+    /// Shift the wall clock this clock reads by `delta_ms` (tests only:
+    /// feature `test-clock`). A shift back is held at the high-water mark.
+    #[cfg(feature = "test-clock")]
+    pub fn shift(&self, delta_ms: i64) {
+        self.offset_ms.fetch_add(delta_ms, SeqCst);
+    }
+
+    #[cfg(feature = "test-clock")]
+    fn wall_ms(&self) -> u64 {
+        let offset = self.offset_ms.load(SeqCst);
+        crate::state::now_ms().saturating_add_signed(offset)
+    }
+
+    #[cfg(not(feature = "test-clock"))]
+    fn wall_ms(&self) -> u64 {
+        crate::state::now_ms()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn never_goes_back_below_its_mark() {
+        let clock = Clock::default();
+        let now = clock.now_ms();
+        clock.raise_to(now + 3_600_000);
+        assert!(clock.now_ms() >= now + 3_600_000);
+        assert_eq!(clock.high_water_ms(), now + 3_600_000);
+    }
+}
