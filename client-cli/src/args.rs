@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use comptoir_client::tls::RelayUrl;
 
 /// Text shown after `--help`: environment and exit codes.
 const AFTER_HELP: &str = "\
@@ -22,7 +23,7 @@ Exit codes:
   5  relay unreachable or connection lost (a message being sent stays in the outbox)
   6  refused by the relay (for example: the recipient blocked you, or the name is taken)
   7  the contact's identity changed: compare safety numbers, then run `trust NAME --confirm NAME`
-  8  unknown contact, or no keys known for it yet
+  8  unknown contact, no keys known for it yet, or no such account on the relay
   9  `listen --count` timed out before enough messages arrived
  10  `safety-number --verify`: the numbers differ (someone may be in the middle)";
 
@@ -42,12 +43,14 @@ pub struct Cli {
     )]
     pub data_dir: PathBuf,
 
-    /// Relay WebSocket URL.
+    /// Relay WebSocket URL: ws://host:port (this machine only, unless
+    /// --insecure) or wss://host[:port].
     #[arg(
         long,
         global = true,
         env = "COMPTOIR_RELAY",
-        default_value = "ws://127.0.0.1:7700"
+        default_value = "ws://127.0.0.1:7700",
+        value_parser = relay_url,
     )]
     pub relay: String,
 
@@ -70,6 +73,18 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Check a `--relay` value when the command line is parsed, so a mistyped
+/// address is a usage error before anything is stored or queued.
+fn relay_url(value: &str) -> Result<String, String> {
+    RelayUrl::parse(value).map_err(|_| {
+        format!(
+            "{value:?} is not a relay address: write ws://host:port (this machine) or \
+             wss://host[:port], for example ws://127.0.0.1:7700"
+        )
+    })?;
+    Ok(value.to_string())
 }
 
 /// The subcommands.
@@ -103,11 +118,13 @@ pub enum Command {
     Name(NameCommand),
     /// Print this account's id (give it to people who want to write to you).
     Whoami,
-    /// Send a text message.
+    /// Send a text message (at most 8192 bytes; a longer one is refused,
+    /// not cut).
     Send {
         /// A contact name or a 32-character account id.
         to: String,
-        /// The text.
+        /// The text, or `-` to read it from standard input (one final
+        /// newline is dropped).
         text: String,
     },
     /// Print incoming messages, one line each, until Ctrl-C.
@@ -140,6 +157,10 @@ pub enum Command {
     /// Manage the address book.
     #[command(subcommand)]
     Contacts(ContactsCommand),
+    /// See or cancel messages waiting to be sent (written while the relay
+    /// was unreachable).
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
     /// Show the safety number to compare with a contact (in person or on a call).
     SafetyNumber {
         /// A contact name or a 32-character account id.
@@ -173,22 +194,81 @@ pub enum Command {
         /// A contact name or a 32-character account id.
         who: String,
     },
+    /// Print a shell completion script, for example:
+    /// `comptoir completions bash > ~/.local/share/bash-completion/completions/comptoir`.
+    Completions {
+        /// The shell.
+        shell: Shell,
+    },
+    /// Print the manual page (roff), for example: `comptoir man | man -l -`.
+    Man,
+}
+
+/// Shells `comptoir completions` writes scripts for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    /// GNU Bash.
+    Bash,
+    /// Z shell.
+    Zsh,
+    /// fish.
+    Fish,
+}
+
+impl From<Shell> for clap_complete::Shell {
+    fn from(shell: Shell) -> Self {
+        match shell {
+            Shell::Bash => Self::Bash,
+            Shell::Zsh => Self::Zsh,
+            Shell::Fish => Self::Fish,
+        }
+    }
 }
 
 /// `comptoir contacts ...`
 #[derive(Debug, Subcommand)]
 pub enum ContactsCommand {
     /// Give an account a name: by its id, by a phone number its owner
-    /// made discoverable, or by a business name (both looked up on the relay).
+    /// made discoverable, or by a business name (each checked with the
+    /// relay). A name already in use is not re-pointed without --force.
     Add {
         /// The name to use in other commands.
         name: String,
         /// A 32-character account id, an E.164 phone number (+447700900123)
         /// or a business name (acme-deliveries).
         account: String,
+        /// Re-point a name that already names another account (a verified
+        /// mark does not carry over: compare safety numbers again).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Forget a contact's name (its conversation stays).
+    Remove {
+        /// The contact's name.
+        name: String,
+    },
+    /// Give a contact another name.
+    Rename {
+        /// The contact's name now.
+        old: String,
+        /// The new name (not in use yet).
+        new: String,
     },
     /// List contacts.
     List,
+}
+
+/// `comptoir outbox ...`
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// List the messages waiting to be sent: id, recipient, time written,
+    /// text (tab-separated, oldest first).
+    List,
+    /// Never send this message (it stays in the history as failed).
+    Cancel {
+        /// The message id (see `outbox list`).
+        id: String,
+    },
 }
 
 /// `comptoir devices ...`

@@ -8,15 +8,17 @@
 //! Modules:
 //! - [`args`]: the command line's arguments.
 //! - [`format`]: times and one-line previews for the output.
+//! - [`generate`]: shell completions and the manual page.
 //! - [`tui`]: the terminal UI (`comptoir tui`).
 
 #![forbid(unsafe_code)]
 
 pub mod args;
 pub mod format;
+pub mod generate;
 pub mod tui;
 
-use std::io::Write;
+use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,13 +30,15 @@ use comptoir_protocol::{AccountId, ConsentCategories};
 use tokio::sync::mpsc;
 use zeroize::Zeroizing;
 
+use comptoir_client::contacts;
 use comptoir_client::error::{ClientError, Result};
+use comptoir_client::messages::check_text;
 use comptoir_client::store::{KdfParams, Store};
-use comptoir_client::{Client, Event};
+use comptoir_client::{Client, Event, MessageId};
 
 use self::args::{
     Cli, Command, ConsentCategory, ConsentCommand, ContactsCommand, DevicesCommand, NameCommand,
-    PhoneCommand,
+    OutboxCommand, PhoneCommand,
 };
 use self::format::{date_time, time_of_day, visible};
 
@@ -63,7 +67,9 @@ pub fn exit_code(error: &ClientError) -> u8 {
         | ClientError::Timeout(_) => 5,
         ClientError::Blocked { .. } | ClientError::Relay { .. } => 6,
         ClientError::IdentityChanged { .. } => 7,
-        ClientError::UnknownContact(_) | ClientError::UnknownPeer(_) => 8,
+        ClientError::UnknownContact(_)
+        | ClientError::UnknownPeer(_)
+        | ClientError::NoSuchAccount(_) => 8,
         _ => 1,
     }
 }
@@ -81,6 +87,10 @@ pub fn hint(error: &ClientError) -> Option<String> {
         ClientError::NotRegistered => "run `comptoir register`".into(),
         ClientError::NotLinked => "run `comptoir link-device --finish <approval>`".into(),
         ClientError::NotPrimaryDevice => "run this on the account's first device".into(),
+        ClientError::NoSuchAccount(_) => {
+            "ask the contact for the id that `comptoir whoami` prints on their device".into()
+        }
+        ClientError::NotQueued(_) => "see what waits with `comptoir outbox list`".into(),
         ClientError::UnknownContact(_) => {
             "add it with `comptoir contacts add NAME ACCOUNT_ID`".into()
         }
@@ -141,7 +151,31 @@ where
     }
 }
 
+/// Refuse plain `ws://` to another machine without `--insecure` as a
+/// usage error (exit 2), before anything is stored or queued.
+fn check_relay(cli: &Cli) -> std::result::Result<(), clap::Error> {
+    let Ok(url) = comptoir_client::tls::RelayUrl::parse(&cli.relay) else {
+        // The parser of --relay already refused it.
+        return Ok(());
+    };
+    if url.tls || url.is_loopback() || cli.insecure {
+        return Ok(());
+    }
+    Err(<Cli as clap::CommandFactory>::command().error(
+        clap::error::ErrorKind::ValueValidation,
+        format!(
+            "--relay {}: plain ws:// to another machine can be read and altered on the way; \
+             use wss:// (or add --insecure if you really mean it)",
+            visible(&cli.relay)
+        ),
+    ))
+}
+
 async fn run_parsed(cli: Cli, out: &mut dyn Write) -> u8 {
+    if let Err(e) = check_relay(&cli) {
+        let _ = e.print();
+        return u8::try_from(e.exit_code()).unwrap_or(2);
+    }
     let code = match run(cli, out).await {
         Ok(code) => code,
         Err(e) => {
@@ -322,6 +356,14 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::Send { to, text } => {
+            let text = if text == "-" {
+                read_stdin_text()?
+            } else {
+                text.clone()
+            };
+            let text = text.as_str();
+            // Refused before the store is opened: nothing is written.
+            check_text(text)?;
             let mut client = open(&cli)?;
             let peer = client.resolve(to)?;
             let connected = client.connect(&cli.relay).await;
@@ -332,7 +374,11 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
                     Ok(0)
                 }
                 (Err(e), Ok(id)) => {
-                    eprintln!("message {id} saved in the outbox; it is sent on the next connect");
+                    eprintln!(
+                        "message {id} waits in the outbox and is sent on the next connect; \
+                         see what waits with `comptoir outbox list`, or cancel it with \
+                         `comptoir outbox cancel {id}`"
+                    );
                     Err(e)
                 }
                 (_, Err(e)) => Err(e),
@@ -393,20 +439,100 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             }
             Ok(0)
         }
-        Command::Contacts(ContactsCommand::Add { name, account }) => {
+        Command::Contacts(ContactsCommand::Add {
+            name,
+            account,
+            force,
+        }) => {
+            contacts::check_name(name)?;
             let mut client = open(&cli)?;
-            let id = match AccountId::from_hex(account) {
-                Ok(id) => id,
-                // A +phone number or a business name: ask the relay.
-                Err(_) => {
-                    client.connect(&cli.relay).await?;
-                    let found = client.lookup(account).await;
-                    client.close_connection().await;
-                    found?
-                }
+            client.connect(&cli.relay).await?;
+            let found = find_account(&mut client, account).await;
+            client.close_connection().await;
+            let id = found?;
+            let added = if *force {
+                client.replace_contact(name, id)
+            } else {
+                client.add_contact(name, id)
             };
-            client.add_contact(name, id)?;
+            let added = match added {
+                Err(ClientError::ContactExists { name, account }) => {
+                    let verified = if client.is_verified(&account)? {
+                        " It is verified: re-pointing it loses that mark."
+                    } else {
+                        ""
+                    };
+                    eprintln!(
+                        "{} names {account}, not {id}.{verified} To re-point it: comptoir \
+                         contacts add {} {id} --force; or first rename the contact: \
+                         comptoir contacts rename {} NEW_NAME",
+                        visible(&name),
+                        visible(&name),
+                        visible(&name)
+                    );
+                    return Err(ClientError::ContactExists { name, account });
+                }
+                other => other?,
+            };
+            if let contacts::Added::Replaced { previous } = added {
+                let lost = if client.is_verified(&previous)? {
+                    " and is not verified (the verified mark was the previous account's): \
+                     compare safety numbers again"
+                } else {
+                    ""
+                };
+                eprintln!(
+                    "{} now names {id} instead of {previous}{lost}",
+                    visible(name)
+                );
+            }
             say!(out, "{id}");
+            Ok(0)
+        }
+        Command::Contacts(ContactsCommand::Remove { name }) => {
+            let client = open(&cli)?;
+            let account = client.remove_contact(name)?;
+            eprintln!(
+                "{} no longer names {account}; the conversation stays",
+                visible(name)
+            );
+            Ok(0)
+        }
+        Command::Contacts(ContactsCommand::Rename { old, new }) => {
+            contacts::check_name(new)?;
+            let client = open(&cli)?;
+            let account = client.rename_contact(old, new)?;
+            eprintln!("{} is now {} ({account})", visible(old), visible(new));
+            Ok(0)
+        }
+        Command::Outbox(OutboxCommand::List) => {
+            let client = open(&cli)?;
+            for m in client.queued()? {
+                say!(
+                    out,
+                    "{}\t{}\t{}\t{}",
+                    m.id,
+                    display_name(&client, &m.peer),
+                    date_time(m.sent_at_ms),
+                    visible(&m.body)
+                );
+            }
+            Ok(0)
+        }
+        Command::Outbox(OutboxCommand::Cancel { id }) => {
+            let client = open(&cli)?;
+            let parsed = MessageId::from_hex(id).ok_or_else(|| {
+                ClientError::InvalidArgument(format!(
+                    "{} is not a message id (32 hex digits, as `outbox list` prints)",
+                    visible(id)
+                ))
+            })?;
+            let message = client.cancel_queued(&parsed)?;
+            eprintln!(
+                "message {} to {} cancelled: it will not be sent",
+                message.id,
+                display_name(&client, &message.peer)
+            );
             Ok(0)
         }
         Command::Name(NameCommand::Claim { name }) => {
@@ -520,6 +646,15 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             eprintln!("{name} is trusted with its new identity");
             Ok(0)
         }
+        Command::Completions { shell } => {
+            generate::completions(*shell, out);
+            Ok(0)
+        }
+        Command::Man => {
+            generate::man_page(out)
+                .map_err(|e| ClientError::io("writing the manual page to standard output", e))?;
+            Ok(0)
+        }
         Command::Consent(ConsentCommand::Grant {
             business,
             categories,
@@ -608,6 +743,36 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
     }
+}
+
+/// The account behind what the user typed for `contacts add` (an id, a
+/// phone number or a business name), checked with the relay.
+async fn find_account(client: &mut Client, handle: &str) -> Result<AccountId> {
+    let id = match AccountId::from_hex(handle) {
+        Ok(id) => id,
+        Err(_) => client.lookup(handle).await?,
+    };
+    client.check_account(id).await?;
+    Ok(id)
+}
+
+/// The text of `send -`: all of standard input, less one final newline.
+fn read_stdin_text() -> Result<String> {
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .lock()
+        .read_to_end(&mut bytes)
+        .map_err(|e| ClientError::io("reading the text from standard input", e))?;
+    let mut text = String::from_utf8(bytes).map_err(|_| {
+        ClientError::InvalidArgument("standard input is not UTF-8 text; nothing was sent".into())
+    })?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(text)
 }
 
 /// Set when Ctrl-C is pressed; waiting loops check it every [`POLL`].
@@ -768,6 +933,19 @@ async fn listen(
     Ok(0)
 }
 
+/// A terminal in line mode keeps at most this many bytes of one line (and
+/// drops the rest of it without telling): Linux's 4096-byte line buffer,
+/// less the newline.
+const TERMINAL_LINE_MAX: usize = 4095;
+
+/// One line typed into `chat`.
+enum Typed {
+    /// A whole line.
+    Line(String),
+    /// A line as long as the terminal's line buffer: possibly cut by it.
+    MaybeCut,
+}
+
 async fn chat(
     out: &mut dyn Write,
     client: &mut Client,
@@ -789,16 +967,23 @@ async fn chat(
             visible(&m.body)
         );
     }
-    let (lines_tx, mut lines) = mpsc::unbounded_channel::<String>();
+    let (lines_tx, mut lines) = mpsc::unbounded_channel::<Typed>();
     std::thread::spawn(move || {
         let stdin = std::io::stdin();
+        let terminal = stdin.is_terminal();
         let mut line = String::new();
         loop {
             line.clear();
             match stdin.read_line(&mut line) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
-                    if lines_tx.send(line.trim_end().to_string()).is_err() {
+                    let text = line.trim_end_matches(['\n', '\r']);
+                    let typed = if terminal && text.len() >= TERMINAL_LINE_MAX {
+                        Typed::MaybeCut
+                    } else {
+                        Typed::Line(text.trim_end().to_string())
+                    };
+                    if lines_tx.send(typed).is_err() {
                         break;
                     }
                 }
@@ -811,15 +996,23 @@ async fn chat(
             break;
         }
         match lines.try_recv() {
-            Ok(line) if line.trim().is_empty() => continue,
-            Ok(line) => match client.send_text(peer, &line).await {
+            Ok(Typed::MaybeCut) => eprintln!(
+                "not sent: the line filled the terminal's line buffer ({TERMINAL_LINE_MAX} \
+                 bytes), so the terminal may have cut it; send long text with \
+                 `comptoir send NAME -` reading a file, or in shorter lines"
+            ),
+            Ok(Typed::Line(line)) if line.trim().is_empty() => continue,
+            Ok(Typed::Line(line)) => match client.send_text(peer, &line).await {
                 Ok(_) => {}
                 Err(
                     e @ (ClientError::ConnectionClosed(_)
                     | ClientError::NotConnected
                     | ClientError::Timeout(_)),
                 ) => {
-                    eprintln!("kept in the outbox ({e}); reconnecting");
+                    eprintln!(
+                        "kept in the outbox ({e}); reconnecting (`comptoir outbox list` \
+                         shows what waits, `comptoir outbox cancel ID` cancels it)"
+                    );
                     if !reconnect(client, relay, &stop).await? {
                         break;
                     }

@@ -115,6 +115,32 @@ pub enum ClientError {
     /// No contact has this name.
     #[error("no contact named {0:?} and not an account id; add the contact first")]
     UnknownContact(String),
+    /// A contact name already names another account.
+    #[error("the name {name:?} already names account {account}; nothing changed")]
+    ContactExists {
+        /// The name.
+        name: String,
+        /// The account it names.
+        account: AccountId,
+    },
+    /// The relay knows no account with this id.
+    #[error("the relay knows no account {0}; check the id (nothing was added)")]
+    NoSuchAccount(AccountId),
+    /// No message with this id waits in the outbox.
+    #[error(
+        "message {0} is not waiting to be sent (already sent, cancelled, or never written here)"
+    )]
+    NotQueued(String),
+    /// A text is longer than one message may be.
+    #[error(
+        "the text is {len} bytes and a message holds at most {max}: split it into shorter messages"
+    )]
+    TextTooLong {
+        /// The text's length in bytes.
+        len: usize,
+        /// The longest message, in bytes.
+        max: usize,
+    },
     /// A peer's account key changed since it was first seen.
     #[error(
         "the identity of {account} changed since you first talked: compare the new safety number with the contact, then accept the change"
@@ -174,6 +200,16 @@ mod tests {
             ClientError::UnknownContact("bob".into()),
             ClientError::IdentityChanged { account },
             ClientError::UnknownPeer(account),
+            ClientError::ContactExists {
+                name: "bob".into(),
+                account,
+            },
+            ClientError::NoSuchAccount(account),
+            ClientError::NotQueued("00".into()),
+            ClientError::TextTooLong {
+                len: 9000,
+                max: 8192,
+            },
             ClientError::Closed,
             ClientError::InUse,
         ];

@@ -10,6 +10,7 @@ use std::fmt;
 use comptoir_protocol::AccountId;
 use prost::Message;
 
+use crate::client::MAX_TEXT_LEN;
 use crate::error::{ClientError, Result};
 use crate::store::{Store, Tree};
 
@@ -32,6 +33,11 @@ impl MessageId {
     /// Parse 16 bytes.
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
         bytes.try_into().ok().map(Self)
+    }
+
+    /// Parse the 32 hex digits [`fmt::Display`] prints.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        hex::decode(text).ok().and_then(|b| Self::from_bytes(&b))
     }
 }
 
@@ -204,6 +210,25 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<StoredMessage> {
         status: Status::from_i32(record.status)?,
         sequence: record.sequence,
     })
+}
+
+/// Check a text before it is written as a message: 1 to
+/// [`MAX_TEXT_LEN`] bytes. Every way of sending (this library, the CLI's
+/// commands, the TUI) refuses a longer one with the same
+/// [`ClientError::TextTooLong`], before anything is stored.
+pub fn check_text(text: &str) -> Result<()> {
+    if text.is_empty() {
+        return Err(ClientError::InvalidArgument(
+            "a message cannot be empty".into(),
+        ));
+    }
+    if text.len() > MAX_TEXT_LEN {
+        return Err(ClientError::TextTooLong {
+            len: text.len(),
+            max: MAX_TEXT_LEN,
+        });
+    }
+    Ok(())
 }
 
 /// Store a message (not flushed).

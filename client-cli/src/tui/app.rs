@@ -257,6 +257,11 @@ impl App {
                     self.status = "not sent: this contact's identity changed; compare safety numbers, then press Ctrl-T".into();
                     return Action::None;
                 }
+                // Refused like `send` and `chat` refuse it; the draft stays.
+                if let Err(e) = comptoir_client::messages::check_text(&self.input) {
+                    self.status = format!("not sent: {e}");
+                    return Action::None;
+                }
                 Action::Send {
                     peer,
                     text: std::mem::take(&mut self.input),

@@ -289,3 +289,25 @@ fn escape_sequences_and_bidi_overrides_are_drawn_visibly_never_raw() {
     );
     assert!(screen.contains("relay says \\u{1b}[31mred"), "{screen}");
 }
+
+/// Text longer than a message may be is refused on Enter with the same
+/// words as `send` and `chat`, and the draft stays to be shortened
+/// (issue 18 item 5).
+#[test]
+fn too_long_a_draft_is_refused_and_kept() {
+    let mut app = sample();
+    press(&mut app, KeyCode::Enter);
+    let long = "x".repeat(comptoir_client::client::MAX_TEXT_LEN + 1);
+    for c in long.chars() {
+        press(&mut app, KeyCode::Char(c));
+    }
+    assert_eq!(press(&mut app, KeyCode::Enter), Action::None, "not sent");
+    assert_eq!(app.input, long, "the draft stays");
+    assert!(
+        app.status
+            .starts_with("not sent: the text is 8193 bytes and a message holds at most 8192"),
+        "{}",
+        app.status
+    );
+    assert!(render(&app).contains("not sent: the text is 8193 bytes"));
+}

@@ -89,6 +89,20 @@ impl Client {
         }
     }
 
+    /// Check with the relay that the account `id` exists (and pin its
+    /// keys, as a first message would): [`ClientError::NoSuchAccount`] if
+    /// the relay knows none, so nothing is ever queued for it.
+    pub async fn check_account(&mut self, id: AccountId) -> Result<()> {
+        match self.refresh_peer(id).await {
+            Ok(_) => Ok(()),
+            Err(ClientError::Relay {
+                code: ErrorCode::UnknownAccount,
+                ..
+            }) => Err(ClientError::NoSuchAccount(id)),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Ask the relay to refuse every message from `peer` to this account.
     pub async fn block(&mut self, peer: AccountId) -> Result<()> {
         let body = client_frame::Body::Block(Block {

@@ -358,10 +358,68 @@ impl Client {
         Ok(messages::outbox(&self.store)?.len())
     }
 
-    /// Add (or rename) a contact.
-    pub fn add_contact(&self, name: &str, account: AccountId) -> Result<()> {
-        contacts::add(&self.store, name, account)?;
-        self.store.flush_blocking()
+    /// The messages written here that wait in the outbox, oldest first.
+    pub fn queued(&self) -> Result<Vec<StoredMessage>> {
+        let mut out = Vec::new();
+        for (peer, id, _) in messages::outbox(&self.store)? {
+            if let Some(message) = messages::get(&self.store, &peer, &id)? {
+                out.push(message);
+            }
+        }
+        out.sort_by_key(|m| m.sequence);
+        Ok(out)
+    }
+
+    /// Take a message out of the outbox before it is sent: it is never
+    /// sent and stays in the history as failed. Returns the message;
+    /// [`ClientError::NotQueued`] if it no longer waits there.
+    pub fn cancel_queued(&self, id: &MessageId) -> Result<StoredMessage> {
+        let Some((peer, _, _)) = messages::outbox(&self.store)?
+            .into_iter()
+            .find(|(_, queued, _)| queued == id)
+        else {
+            return Err(ClientError::NotQueued(id.to_string()));
+        };
+        messages::outbox_remove(&self.store, &peer, id)?;
+        let message = messages::advance(&self.store, &peer, id, messages::Status::Failed)?;
+        self.store.flush_blocking()?;
+        match message {
+            Some(message) => Ok(message),
+            None => messages::get(&self.store, &peer, id)?
+                .ok_or_else(|| ClientError::NotQueued(id.to_string())),
+        }
+    }
+
+    /// Name an account. A name that already names another account is
+    /// [`ClientError::ContactExists`] and changes nothing (see
+    /// [`Self::replace_contact`]). Check an id typed by the user with
+    /// [`Self::check_account`] first.
+    pub fn add_contact(&self, name: &str, account: AccountId) -> Result<contacts::Added> {
+        let added = contacts::add(&self.store, name, account, false)?;
+        self.store.flush_blocking()?;
+        Ok(added)
+    }
+
+    /// [`Self::add_contact`], re-pointing the name if it named another
+    /// account (whose verified mark does not carry over to the new one).
+    pub fn replace_contact(&self, name: &str, account: AccountId) -> Result<contacts::Added> {
+        let added = contacts::add(&self.store, name, account, true)?;
+        self.store.flush_blocking()?;
+        Ok(added)
+    }
+
+    /// Forget a contact name (the history with the account stays).
+    pub fn remove_contact(&self, name: &str) -> Result<AccountId> {
+        let account = contacts::remove(&self.store, name)?;
+        self.store.flush_blocking()?;
+        Ok(account)
+    }
+
+    /// Rename a contact; the new name must be free.
+    pub fn rename_contact(&self, old: &str, new: &str) -> Result<AccountId> {
+        let account = contacts::rename(&self.store, old, new)?;
+        self.store.flush_blocking()?;
+        Ok(account)
     }
 
     /// Every contact, by name.

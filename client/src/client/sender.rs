@@ -35,7 +35,7 @@ use crate::session_store::{load_session, save_session};
 use crate::store::Store;
 
 use super::shared::{EventQueue, PeerLocks};
-use super::{Client, MAX_TEXT_LEN, REQUEST_TIMEOUT, now_ms, relay_error, unexpected};
+use super::{Client, REQUEST_TIMEOUT, now_ms, relay_error, unexpected};
 
 /// Plaintexts are padded to a multiple of this, hiding their exact length.
 const PADDING_BLOCK: usize = 64;
@@ -253,11 +253,7 @@ impl Live {
     /// Store a text message to `peer` (pending, in the outbox), durably,
     /// then send it if connected.
     pub(super) async fn send_text(&self, peer: AccountId, text: &str) -> Result<MessageId> {
-        if text.is_empty() || text.len() > MAX_TEXT_LEN {
-            return Err(ClientError::InvalidArgument(format!(
-                "a message is 1 to {MAX_TEXT_LEN} bytes"
-            )));
-        }
+        messages::check_text(text)?;
         if peers::load(&self.store, &peer)?.is_some_and(|p| p.identity_changed) {
             return Err(ClientError::IdentityChanged { account: peer });
         }
@@ -306,11 +302,20 @@ impl Live {
                 let category = self.text_category();
                 // The encrypted frame goes to the outbox with the session
                 // records, under the peer's lock: both or neither.
-                let send = self
+                let encrypted = self
                     .encrypt_for_then(peer, id, content, category, message.sent_at_ms, |send| {
                         messages::outbox_put(&self.store, &peer, &id, &send.encode_to_vec())
                     })
-                    .await?;
+                    .await;
+                let send = match encrypted {
+                    Ok(send) => send,
+                    // No such account (or another refusal for good) while
+                    // fetching its keys: retrying cannot help.
+                    Err(ClientError::Relay { code, message }) if is_permanent(code) => {
+                        return Err(self.fail(peer, id, code, message).await?);
+                    }
+                    Err(e) => return Err(e),
+                };
                 self.store.flush().await?;
                 send
             } else {
@@ -358,10 +363,7 @@ impl Live {
                     return Err(ClientError::Blocked { recipient: peer });
                 }
                 Err(ClientError::Relay { code, message }) if is_permanent(code) => {
-                    messages::advance(&self.store, &peer, &id, Status::Failed)?;
-                    messages::outbox_remove(&self.store, &peer, &id)?;
-                    self.store.flush().await?;
-                    return Err(ClientError::Relay { code, message });
+                    return Err(self.fail(peer, id, code, message).await?);
                 }
                 Err(ClientError::DeviceListMismatch { current }) => {
                     // The peer added or removed a device: adopt the signed
@@ -378,6 +380,25 @@ impl Live {
         Err(ClientError::UnexpectedFrame(
             "the relay refused the device list twice".into(),
         ))
+    }
+
+    /// Mark a message refused for good as failed and take it out of the
+    /// outbox; returns the error to report (an unknown recipient as
+    /// [`ClientError::NoSuchAccount`]).
+    async fn fail(
+        &self,
+        peer: AccountId,
+        id: MessageId,
+        code: ErrorCode,
+        message: String,
+    ) -> Result<ClientError> {
+        messages::advance(&self.store, &peer, &id, Status::Failed)?;
+        messages::outbox_remove(&self.store, &peer, &id)?;
+        self.store.flush().await?;
+        Ok(match code {
+            ErrorCode::UnknownAccount => ClientError::NoSuchAccount(peer),
+            code => ClientError::Relay { code, message },
+        })
     }
 
     /// The devices of `peer` this device has no sending session with, by

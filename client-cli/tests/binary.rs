@@ -1,0 +1,439 @@
+//! The `comptoir` binary itself, run as a child process against a real
+//! relay on 127.0.0.1:0: what it prints on standard error, what it reads
+//! from standard input, and the exit codes scripts rely on.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use comptoir_relay::{Config, LogCodeSender, Metrics, Services};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// A relay running in this test process.
+struct Relay {
+    url: String,
+    stop: Option<oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Whether the system tool `name` (Debian package `package`) can run.
+/// Missing: a failure under CI (`.ci/run` installs it), else a skip that
+/// says how to install it.
+fn have_tool(name: &str, package: &str) -> bool {
+    let found = std::process::Command::new(name)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "`{name}` is missing: .ci/run installs it (apt-get install {package})"
+        );
+        eprintln!("skipped: `{name}` is missing; install it with: apt-get install {package}");
+    }
+    found
+}
+
+async fn start_relay() -> Relay {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = Config {
+        data_dir: dir.path().to_owned(),
+        cache_capacity_bytes: 16 * 1024 * 1024,
+        ..Config::default()
+    };
+    config.limits.registration_rate_per_sec = 0.0;
+    config.limits.registration_rate_per_prefix_per_sec = 0.0;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("ws://{}", listener.local_addr().expect("addr"));
+    let services = Services {
+        http_listener: None,
+        tls: None,
+        code_sender: Arc::new(LogCodeSender),
+        metrics: Arc::new(Metrics::default()),
+        clock: Arc::default(),
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(comptoir_relay::run_with(
+        listener,
+        config,
+        services,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    Relay {
+        url,
+        stop: Some(stop),
+        _dir: dir,
+    }
+}
+
+/// What one run of the binary did.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// Run `command`, writing `stdin` to it meanwhile.
+async fn run_command(mut command: Command, stdin: Option<Vec<u8>>) -> Run {
+    // The relay runs on this runtime's other worker meanwhile.
+    let output = tokio::task::spawn_blocking(move || {
+        let mut child = command.spawn().expect("start comptoir");
+        let writer = stdin.map(|input| {
+            let mut pipe = child.stdin.take().expect("stdin pipe");
+            std::thread::spawn(move || {
+                use std::io::Write;
+                // The command may stop reading early: not an error here.
+                let _ = pipe.write_all(&input);
+            })
+        });
+        let output = child.wait_with_output().expect("comptoir runs");
+        if let Some(writer) = writer {
+            writer.join().expect("stdin writer");
+        }
+        output
+    })
+    .await
+    .expect("join");
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8(output.stderr).expect("utf-8 stderr"),
+    }
+}
+
+/// One customer's data directory, used through the binary.
+struct Customer {
+    dir: PathBuf,
+    relay: String,
+}
+
+impl Customer {
+    fn new(root: &Path, name: &str, relay: &Relay) -> Self {
+        Self {
+            dir: root.join(name),
+            relay: relay.url.clone(),
+        }
+    }
+
+    /// Run `comptoir --relay RELAY <args>` with `stdin` as its standard input.
+    async fn run_at(&self, relay: &str, args: &[&str], stdin: Option<Vec<u8>>) -> Run {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_comptoir"));
+        command
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .arg("--relay")
+            .arg(relay)
+            .args(args)
+            .env("COMPTOIR_PASSPHRASE", "a test passphrase")
+            .env_remove("COMPTOIR_RELAY")
+            .env_remove("COMPTOIR_DATA_DIR")
+            .env_remove("COMPTOIR_CA_CERT")
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        // The relay runs on this runtime's other worker meanwhile.
+        run_command(command, stdin).await
+    }
+
+    /// `comptoir <args>` as this customer, in a terminal (a pseudo-terminal
+    /// made by util-linux's `script`) that is fed `typed`: what a person
+    /// typing or pasting into `comptoir chat` goes through.
+    async fn in_terminal(&self, args: &[&str], typed: Vec<u8>) -> Run {
+        let mut line = format!(
+            "{} --data-dir {} --relay {}",
+            env!("CARGO_BIN_EXE_comptoir"),
+            self.dir.display(),
+            self.relay
+        );
+        for arg in args {
+            line.push(' ');
+            line.push_str(arg);
+        }
+        let mut command = Command::new("script");
+        command
+            .args(["-q", "-e", "-c", &line, "/dev/null"])
+            .env("COMPTOIR_PASSPHRASE", "a test passphrase")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        run_command(command, Some(typed)).await
+    }
+
+    async fn run(&self, args: &[&str]) -> Run {
+        self.run_at(&self.relay.clone(), args, None).await
+    }
+
+    async fn ok(&self, args: &[&str]) -> String {
+        let run = self.run(args).await;
+        assert_eq!(run.code, 0, "comptoir {args:?}: {run:?}");
+        run.stdout
+    }
+
+    /// `init` and `register`; returns the account id.
+    async fn registered(&self) -> String {
+        let id = self.ok(&["init"]).await.trim().to_string();
+        self.ok(&["register"]).await;
+        id
+    }
+}
+
+/// A mistyped `--relay` (no scheme, `http://`, plain ws:// to another
+/// machine) is a command-line error that queues nothing; a well-formed but
+/// unreachable one (a wrong port) queues the message and says how to see
+/// and cancel it, and a cancelled message is never sent (issue 18 item 4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mistyped_relay_stores_nothing_and_an_unreachable_one_says_how_to_cancel() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let alice = Customer::new(root.path(), "alice", &relay);
+    let bob = Customer::new(root.path(), "bob", &relay);
+    alice.registered().await;
+    let bob_id = bob.registered().await;
+    alice.ok(&["contacts", "add", "bob", &bob_id]).await;
+
+    let port = relay.url.rsplit(':').next().expect("port");
+    for bad in [
+        format!("127.0.0.1:{port}"),
+        format!("http://127.0.0.1:{port}"),
+        format!("ws//127.0.0.1:{port}"),
+        "ws://192.0.2.1:7700".to_string(),
+    ] {
+        let run = alice.run_at(&bad, &["send", "bob", "typo"], None).await;
+        assert_eq!(run.code, 2, "--relay {bad}: {run:?}");
+        assert!(run.stderr.contains("wss://"), "says what to write: {run:?}");
+    }
+    assert_eq!(alice.ok(&["outbox", "list"]).await, "", "nothing queued");
+
+    let run = alice
+        .run_at("ws://127.0.0.1:1", &["send", "bob", "wrong port"], None)
+        .await;
+    assert_eq!(run.code, 5, "{run:?}");
+    let listed = alice.ok(&["outbox", "list"]).await;
+    let fields: Vec<&str> = listed.trim_end().split('\t').collect();
+    assert_eq!(fields.len(), 4, "{listed:?}");
+    let id = fields[0];
+    assert_eq!((fields[1], fields[3]), ("bob", "wrong port"), "{listed:?}");
+    assert!(
+        run.stderr.contains("comptoir outbox list")
+            && run.stderr.contains(&format!("comptoir outbox cancel {id}")),
+        "says how to see and cancel what is queued: {run:?}"
+    );
+
+    alice.ok(&["outbox", "cancel", id]).await;
+    assert_eq!(alice.ok(&["outbox", "list"]).await, "");
+    assert_eq!(alice.run(&["outbox", "cancel", id]).await.code, 1);
+    assert_eq!(alice.run(&["outbox", "cancel", "not-an-id"]).await.code, 1);
+    // Connecting sends the outbox first: had the cancelled message been
+    // left there, Bob would get it before this one.
+    alice.ok(&["send", "bob", "after the typo"]).await;
+    let heard = bob.ok(&["listen", "--count", "1", "--timeout", "10"]).await;
+    assert!(heard.ends_with(": after the typo\n"), "{heard:?}");
+    let history = alice.ok(&["history", "bob"]).await;
+    assert!(history.contains(" me: wrong port [failed]"), "{history}");
+}
+
+/// Long text is refused the same way by `send` (argument or standard
+/// input) and `chat` (where a terminal cuts a long line at its 4095-byte
+/// line buffer without telling), never cut; `send -` reads the text from
+/// standard input (issue 18 item 5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_text_is_refused_not_cut_and_send_reads_standard_input() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let alice = Customer::new(root.path(), "alice", &relay);
+    let bob = Customer::new(root.path(), "bob", &relay);
+    let alice_id = alice.registered().await;
+    let bob_id = bob.registered().await;
+    alice.ok(&["contacts", "add", "bob", &bob_id]).await;
+    bob.ok(&["contacts", "add", "alice", &alice_id]).await;
+
+    let sent = alice
+        .run_at(
+            &relay.url,
+            &["send", "bob", "-"],
+            Some(b"line one\nline two\n".to_vec()),
+        )
+        .await;
+    assert_eq!(sent.code, 0, "{sent:?}");
+    let heard = bob.ok(&["listen", "--count", "1", "--timeout", "10"]).await;
+    assert!(
+        heard.ends_with("] alice: line one\\nline two\n"),
+        "{heard:?}"
+    );
+
+    let paste = "x".repeat(100 * 1024);
+    let refused = "the text is 102400 bytes and a message holds at most 8192";
+    let from_stdin = alice
+        .run_at(
+            &relay.url,
+            &["send", "bob", "-"],
+            Some(paste.clone().into_bytes()),
+        )
+        .await;
+    let from_argument = alice.run(&["send", "bob", &paste]).await;
+    for run in [&from_stdin, &from_argument] {
+        assert_eq!(run.code, 1, "{run:?}");
+        assert!(run.stderr.contains(refused), "{run:?}");
+    }
+    assert_eq!(alice.ok(&["outbox", "list"]).await, "", "nothing queued");
+    let history = alice.ok(&["history", "bob"]).await;
+    assert_eq!(history.lines().count(), 1, "nothing stored: {history}");
+
+    // A long paste into `chat` in a terminal: refused, then the next line
+    // goes. (5,000 bytes: past the terminal's 4095, under a message's 8192.)
+    if !have_tool("script", "bsdutils") {
+        return;
+    }
+    let mut typed = "y".repeat(5000).into_bytes();
+    typed.extend_from_slice(b"\nafter the paste\n");
+    let chat = alice.in_terminal(&["chat", "bob"], typed).await;
+    assert_eq!(chat.code, 0, "{chat:?}");
+    assert!(
+        chat.stdout
+            .contains("not sent: the line filled the terminal's line buffer"),
+        "{chat:?}"
+    );
+    let heard = bob.ok(&["listen", "--count", "1", "--timeout", "10"]).await;
+    assert!(heard.ends_with("] alice: after the paste\n"), "{heard:?}");
+}
+
+/// `contacts add` does not silently re-point a name, verified or not, and
+/// refuses an id the relay does not know; `--force` re-points and says the
+/// verified mark is lost; `contacts rename|remove` (issue 18 item 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_name_is_not_silently_re_pointed_and_ids_are_checked() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let alice = Customer::new(root.path(), "alice", &relay);
+    let bob = Customer::new(root.path(), "bob", &relay);
+    let carol = Customer::new(root.path(), "carol", &relay);
+    let alice_id = alice.registered().await;
+    let bob_id = bob.registered().await;
+    let carol_id = carol.registered().await;
+    alice.ok(&["contacts", "add", "bob", &bob_id]).await;
+    bob.ok(&["contacts", "add", "alice", &alice_id]).await;
+    let number = bob.ok(&["safety-number", "alice"]).await;
+    alice
+        .ok(&["safety-number", "bob", "--verify", number.trim()])
+        .await;
+    let verified_bob = format!("bob\t{bob_id}\tverified\n");
+    assert_eq!(alice.ok(&["contacts", "list"]).await, verified_bob);
+
+    let rebind = alice.run(&["contacts", "add", "bob", &carol_id]).await;
+    assert_eq!(rebind.code, 1, "{rebind:?}");
+    assert!(
+        rebind.stderr.contains("verified") && rebind.stderr.contains("--force"),
+        "says the verified mark would be lost and how to re-point: {rebind:?}"
+    );
+    assert_eq!(alice.ok(&["contacts", "list"]).await, verified_bob);
+    assert_eq!(
+        alice.ok(&["contacts", "add", "bob", &bob_id]).await.trim(),
+        bob_id,
+        "adding the same again is fine"
+    );
+
+    let ghost = "0123456789abcdef0123456789abcdef";
+    let unknown = alice.run(&["contacts", "add", "ghost", ghost]).await;
+    assert_eq!(unknown.code, 8, "{unknown:?}");
+    assert!(unknown.stderr.contains("no account"), "{unknown:?}");
+    assert_eq!(alice.ok(&["contacts", "list"]).await, verified_bob);
+    // Sent to such an id directly: refused, and nothing waits for ever.
+    let to_ghost = alice.run(&["send", ghost, "anyone there?"]).await;
+    assert_eq!(to_ghost.code, 8, "{to_ghost:?}");
+    assert_eq!(alice.ok(&["outbox", "list"]).await, "", "{to_ghost:?}");
+    let offline = alice
+        .run_at(
+            "ws://127.0.0.1:1",
+            &["contacts", "add", "carol", &carol_id],
+            None,
+        )
+        .await;
+    assert_eq!(offline.code, 5, "checked with the relay: {offline:?}");
+    assert_eq!(alice.ok(&["contacts", "list"]).await, verified_bob);
+
+    let forced = alice
+        .run(&["contacts", "add", "bob", &carol_id, "--force"])
+        .await;
+    assert_eq!(forced.code, 0, "{forced:?}");
+    assert!(forced.stderr.contains("is not verified"), "{forced:?}");
+    assert_eq!(
+        alice.ok(&["contacts", "list"]).await,
+        format!("bob\t{carol_id}\n")
+    );
+
+    alice.ok(&["contacts", "add", "robert", &bob_id]).await;
+    assert_eq!(
+        alice
+            .run(&["contacts", "rename", "bob", "robert"])
+            .await
+            .code,
+        1,
+        "the new name is taken"
+    );
+    alice.ok(&["contacts", "rename", "bob", "carol"]).await;
+    assert_eq!(alice.run(&["contacts", "rename", "bob", "x"]).await.code, 8);
+    alice.ok(&["contacts", "remove", "robert"]).await;
+    assert_eq!(alice.run(&["contacts", "remove", "robert"]).await.code, 8);
+    assert_eq!(
+        alice.ok(&["contacts", "list"]).await,
+        format!("carol\t{carol_id}\n")
+    );
+    // The conversation with a forgotten name stays, by account id.
+    alice.ok(&["send", &bob_id, "still reachable by id"]).await;
+}
+
+/// Completion scripts for bash, zsh and fish and a manual page, generated
+/// from the command-line definitions, need no account (issue 18 item 12).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_and_the_manual_page_come_from_the_command_line() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let nobody = Customer::new(root.path(), "nobody", &relay);
+
+    let bash = nobody.ok(&["completions", "bash"]).await;
+    assert!(
+        bash.contains("_comptoir()") && bash.contains("outbox"),
+        "{bash}"
+    );
+    if !have_tool("bash", "bash") {
+        return;
+    }
+    let script = root.path().join("comptoir.bash");
+    std::fs::write(&script, &bash).expect("write");
+    let checked = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .status()
+        .expect("bash");
+    assert!(checked.success(), "bash accepts the script");
+    let zsh = nobody.ok(&["completions", "zsh"]).await;
+    assert!(zsh.starts_with("#compdef comptoir"), "{zsh}");
+    let fish = nobody.ok(&["completions", "fish"]).await;
+    assert!(fish.contains("complete -c comptoir"), "{fish}");
+    assert_eq!(nobody.run(&["completions", "tcsh"]).await.code, 2);
+
+    let man = nobody.ok(&["man"]).await;
+    assert!(man.contains(".TH comptoir 1"), "{man}");
+    for text in ["outbox", "completions", "COMPTOIR_PASSPHRASE", "Exit codes"] {
+        assert!(man.contains(text), "{text} in the manual page");
+    }
+    assert!(!root.path().join("nobody").exists(), "no store created");
+}
