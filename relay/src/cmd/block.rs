@@ -31,7 +31,14 @@ pub(crate) async fn set<S: Directory + Mailbox>(
     if on {
         let relay = &session.relay;
         relay.store.revoke_consent_by_block(me, other).await?;
-        let removed = relay.store.remove_queued_from(me, other).await?;
+        // Only the blocker's own queues are read.
+        let devices = relay
+            .store
+            .device_list(me)
+            .await?
+            .map(|list| list.list.device_ids())
+            .unwrap_or_default();
+        let removed = relay.store.remove_queued_from(me, devices, other).await?;
         if removed > 0 {
             relay
                 .metrics

@@ -281,11 +281,13 @@ pub trait Mailbox: Send + Sync + 'static {
 
     /// The recipient blocked the sender: count the block (so an accept
     /// decided before it is refused) and delete every copy `sender` has
-    /// queued for `recipient`'s devices, without receipts, together;
+    /// queued for `devices` of `recipient` (its current devices: only
+    /// their queues are read), without receipts, together;
     /// durable on return. Returns how many copies were deleted.
     fn remove_queued_from(
         &self,
         recipient: AccountId,
+        devices: Vec<u32>,
         sender: AccountId,
     ) -> impl Future<Output = StorageResult<u64>> + Send;
 

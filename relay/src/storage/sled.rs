@@ -1013,9 +1013,12 @@ impl Mailbox for SledStore {
     async fn remove_queued_from(
         &self,
         recipient: AccountId,
+        devices: Vec<u32>,
         sender: AccountId,
     ) -> StorageResult<u64> {
-        self.mail.remove_queued_from(recipient, sender).await
+        self.mail
+            .remove_queued_from(recipient, &devices, sender)
+            .await
     }
 
     async fn revoke_consent_by_block(

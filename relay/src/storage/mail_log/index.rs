@@ -410,13 +410,18 @@ impl Index {
         Some(entry.origin.accept_id)
     }
 
-    /// The (device, seq) of every copy `sender` has queued for any device
-    /// of `recipient`.
-    pub(crate) fn queued_from(&self, recipient: AccountId, sender: AccountId) -> Vec<(u32, u64)> {
-        self.devices
+    /// The (device, seq) of every copy `sender` has queued for `devices`
+    /// of `recipient` (only those queues are read).
+    pub(crate) fn queued_from(
+        &self,
+        recipient: AccountId,
+        devices: &[u32],
+        sender: AccountId,
+    ) -> Vec<(u32, u64)> {
+        devices
             .iter()
-            .filter(|((account, _), _)| *account == recipient)
-            .flat_map(|(&(_, device), queue)| {
+            .filter_map(|&device| Some((device, self.devices.get(&(recipient, device))?)))
+            .flat_map(|(device, queue)| {
                 queue
                     .by_seq
                     .iter()

@@ -1266,19 +1266,20 @@ impl MailLog {
 
     /// The recipient blocked the sender: count the block (an accept of
     /// `sender` to `recipient` decided before it is refused) and delete
-    /// every copy `sender` has queued for `recipient`'s devices, without
-    /// receipts, in one group; durable once the returned future completes.
+    /// every copy `sender` has queued for `recipient`'s `devices` (its
+    /// current ones), without receipts, in one group; durable once the returned future completes.
     /// Returns how many copies were deleted.
     pub async fn remove_queued_from(
         &self,
         recipient: AccountId,
+        devices: &[u32],
         sender: AccountId,
     ) -> StorageResult<u64> {
         let shared = self.shared();
         let (removed, durable) = {
             let mut state = shared.lock();
             state.usable()?;
-            let queued = state.index.queued_from(recipient, sender);
+            let queued = state.index.queued_from(recipient, devices, sender);
             let epochs = &mut state.index.accounting.block_epochs;
             let epoch = epochs.get(&(recipient, sender)).copied().unwrap_or(0) + 1;
             epochs.insert((recipient, sender), epoch);

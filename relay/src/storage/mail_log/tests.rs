@@ -1845,7 +1845,8 @@ async fn a_block_deletes_what_was_queued_and_refuses_an_accept_decided_before_it
     stored_id(log.enqueue(decided_at(1, 0), 100).await?);
     assert_eq!(log.total_queued(), 2);
     assert_eq!(
-        log.remove_queued_from(account(BOB), account(ALICE)).await?,
+        log.remove_queued_from(account(BOB), &[1, 2], account(ALICE))
+            .await?,
         2
     );
     assert_eq!(log.total_queued(), 0);
