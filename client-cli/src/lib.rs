@@ -775,6 +775,18 @@ fn read_stdin_text() -> Result<String> {
     Ok(text)
 }
 
+/// Tell `peer` its messages were read; if that fails, say so (the chat
+/// goes on: the next message read tries again).
+async fn mark_read_or_warn(client: &mut Client, peer: AccountId) {
+    if let Err(e) = client.mark_read(peer).await {
+        eprintln!(
+            "warning: {} was not told its messages were read: {}",
+            display_name(client, &peer),
+            visible(&e.to_string())
+        );
+    }
+}
+
 /// Set when Ctrl-C is pressed; waiting loops check it every [`POLL`].
 fn interrupted_flag() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
@@ -990,7 +1002,7 @@ async fn chat(
             }
         }
     });
-    client.mark_read(peer).await.ok();
+    mark_read_or_warn(client, peer).await;
     loop {
         if stop.load(Ordering::SeqCst) {
             break;
@@ -1031,7 +1043,7 @@ async fn chat(
             Some(event @ Event::Message { from, .. }) => {
                 print_event(client, &event, out)?;
                 if from == peer {
-                    client.mark_read(peer).await.ok();
+                    mark_read_or_warn(client, peer).await;
                 }
             }
             Some(Event::Delivered { to, .. }) if to == peer => eprintln!("  ✓✓ delivered"),

@@ -200,3 +200,36 @@ async fn a_new_device_costs_the_other_devices_no_one_time_prekeys() {
     );
     store.close().await.expect("close");
 }
+
+/// Issue 18 item 3: after a contact removes a device, this device's read
+/// receipt is refused for covering the old device list; it adopts the
+/// list the refusal carries and sends it again, so the contact still
+/// learns its messages were read.
+#[tokio::test]
+async fn read_receipts_still_arrive_after_a_contact_removes_a_device() {
+    let relay = start_relay().await;
+    let dirs: Vec<_> = (0..3)
+        .map(|_| tempfile::tempdir().expect("temp dir"))
+        .collect();
+    let mut alice = registered(&relay, dirs[0].path(), "alice pass").await;
+    let mut bob = registered(&relay, dirs[1].path(), "bob pass").await;
+    let mut laptop = linked(&relay, &mut bob, dirs[2].path()).await;
+    let (a, b) = (alice.account_id(), bob.account_id());
+    // Alice writes to both of Bob's devices; Bob answers; Alice learns both.
+    alice.send_text(b, "hello").await.expect("send");
+    assert_eq!(wait_text(&mut bob, a).await, "hello");
+    let _ = wait_text(&mut laptop, a).await;
+    bob.send_text(a, "hi alice").await.expect("reply");
+    assert_eq!(wait_text(&mut alice, b).await, "hi alice");
+    // Bob removes the laptop; Alice still has the two-device list.
+    bob.remove_device(laptop.device_id()).await.expect("remove");
+    drop(laptop);
+    // Alice reads Bob's message: the receipt goes through regardless.
+    assert_eq!(alice.mark_read(b).await.expect("mark read"), 1);
+    let read = wait_for(&mut bob, |e| match e {
+        Event::Read { by, ids } if *by == a => Some(ids.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(read.len(), 1);
+}

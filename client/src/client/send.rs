@@ -8,6 +8,7 @@ use comptoir_protocol::proto::wire::{Category, client_frame, server_frame};
 use crate::error::{ClientError, Result};
 use crate::event::Event;
 use crate::messages::{self, MessageId, Status};
+use crate::peers::Observed;
 
 use super::{Client, now_ms, unexpected};
 
@@ -85,16 +86,36 @@ impl Client {
             padding: Vec::new(),
         };
         let live = self.live();
-        let send = live
-            .encrypt_for(peer, id, content, Category::Control, now)
-            .await?;
-        self.store.flush().await?;
-        match self
-            .request(client_frame::Body::Send(send), "the read receipt")
-            .await?
-        {
-            server_frame::Body::Accepted(_) => {}
-            other => return Err(unexpected("Accepted", &other)),
+        // Like every send: if the peer added or removed a device, adopt the
+        // signed list the refusal carries (if it checks out) and encrypt
+        // again.
+        let mut sent = false;
+        for _attempt in 0..2 {
+            let send = live
+                .encrypt_for(peer, id, content.clone(), Category::Control, now)
+                .await?;
+            self.store.flush().await?;
+            match self
+                .request(client_frame::Body::Send(send), "the read receipt")
+                .await
+            {
+                Ok(server_frame::Body::Accepted(_)) => {
+                    sent = true;
+                    break;
+                }
+                Ok(other) => return Err(unexpected("Accepted", &other)),
+                Err(ClientError::DeviceListMismatch { current }) => {
+                    if live.observe(peer, &current)? == Observed::IdentityChanged {
+                        return Err(ClientError::IdentityChanged { account: peer });
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if !sent {
+            return Err(ClientError::UnexpectedFrame(
+                "the relay refused the device list twice".into(),
+            ));
         }
         for read in &unread {
             messages::advance(&self.store, &peer, read, Status::Read)?;
