@@ -13,9 +13,7 @@ use std::time::Duration;
 use comptoir_protocol::proto::wire::{
     self, AccountKind, Category, ErrorCode, client_frame, server_frame::Body,
 };
-use comptoir_protocol::{
-    AccountId, ConsentCategories, ConsentFields, MAX_CONSENT_LIFETIME_MS, sign_consent,
-};
+use comptoir_protocol::{AccountId, ConsentCategories, MAX_CONSENT_LIFETIME_MS};
 use comptoir_relay::storage::report;
 use support::client::registered;
 use support::*;
@@ -48,42 +46,6 @@ fn accepted(reply: &Body) {
 
 fn refused(reply: &Body, code: ErrorCode) {
     assert_eq!(error_code(reply), code, "{reply:?}");
-}
-
-/// A `SetConsent` signed by `signer`'s key, from `customer` device 1.
-fn consent(
-    customer: &Account,
-    signer: u32,
-    business: &Account,
-    categories: ConsentCategories,
-    counter: u64,
-    lifetime_ms: u64,
-) -> client_frame::Body {
-    let issued_at_ms = now_ms();
-    let fields = ConsentFields {
-        customer: customer.id,
-        business: business.id,
-        device: 1,
-        categories,
-        issued_at_ms,
-        expires_at_ms: issued_at_ms + lifetime_ms,
-        counter,
-    };
-    client_frame::Body::SetConsent(wire::SetConsent {
-        business_account: business.id.to_vec(),
-        categories: u32::from(categories.bits()),
-        issued_at_ms,
-        expires_at_ms: fields.expires_at_ms,
-        counter,
-        signature: sign_consent(customer.identity(signer), &fields).to_vec(),
-    })
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as u64
 }
 
 /// The consents the relay keeps for the connection's account.
@@ -208,7 +170,7 @@ async fn a_token_replayed_forged_or_for_another_business_is_refused_and_changes_
     let utility = ConsentCategories::UTILITY;
     let year = 365 * DAY_MS;
 
-    let grant = consent(&customer, 1, &acme, utility, 1, year);
+    let grant = consent_body(&customer, 1, &acme, utility, 1, year);
     assert!(matches!(c.request(grant.clone()).await, Body::Ok(_)));
     accepted(&template_to(&mut a, &customer.id, &[1, 2], 1, Category::Utility).await);
     // Worthless to another business.
@@ -219,7 +181,7 @@ async fn a_token_replayed_forged_or_for_another_business_is_refused_and_changes_
     // Replayed: stale.
     refused(&c.request(grant.clone()).await, ErrorCode::StaleConsent);
     // Revoked; the old grant cannot be replayed after it.
-    let revoke = consent(&customer, 1, &acme, ConsentCategories::NONE, 2, 0);
+    let revoke = consent_body(&customer, 1, &acme, ConsentCategories::NONE, 2, 0);
     assert!(matches!(c.request(revoke).await, Body::Ok(_)));
     refused(&c.request(grant).await, ErrorCode::StaleConsent);
     refused(
@@ -231,13 +193,13 @@ async fn a_token_replayed_forged_or_for_another_business_is_refused_and_changes_
     let forged = [
         (
             "signed by another device's key",
-            consent(&customer, 2, &acme, utility, 5, year),
+            consent_body(&customer, 2, &acme, utility, 5, year),
             ErrorCode::BadSignature,
         ),
         (
             "categories changed after signing",
             {
-                let mut body = consent(&customer, 1, &acme, utility, 5, year);
+                let mut body = consent_body(&customer, 1, &acme, utility, 5, year);
                 if let client_frame::Body::SetConsent(s) = &mut body {
                     s.categories = 7;
                 }
@@ -247,13 +209,13 @@ async fn a_token_replayed_forged_or_for_another_business_is_refused_and_changes_
         ),
         (
             "longer than two years",
-            consent(&customer, 1, &acme, utility, 5, MAX_CONSENT_LIFETIME_MS + 1),
+            consent_body(&customer, 1, &acme, utility, 5, MAX_CONSENT_LIFETIME_MS + 1),
             ErrorCode::InvalidRequest,
         ),
         (
             "unknown category bits",
             {
-                let mut body = consent(&customer, 1, &acme, utility, 5, year);
+                let mut body = consent_body(&customer, 1, &acme, utility, 5, year);
                 if let client_frame::Body::SetConsent(s) = &mut body {
                     s.categories = 8;
                 }
@@ -263,7 +225,7 @@ async fn a_token_replayed_forged_or_for_another_business_is_refused_and_changes_
         ),
         (
             "to a customer account",
-            consent(&customer, 1, &customer, utility, 5, year),
+            consent_body(&customer, 1, &customer, utility, 5, year),
             ErrorCode::AccountKind,
         ),
     ];
@@ -272,7 +234,7 @@ async fn a_token_replayed_forged_or_for_another_business_is_refused_and_changes_
         assert_eq!(error_code(&reply), code, "{what}: {reply:?}");
     }
     // A business does not grant consent.
-    let by_business = consent(&rival, 1, &acme, utility, 1, year);
+    let by_business = consent_body(&rival, 1, &acme, utility, 1, year);
     refused(&r.request(by_business).await, ErrorCode::AccountKind);
     let list = kept(&mut c).await;
     assert_eq!(list.len(), 1);
@@ -280,7 +242,7 @@ async fn a_token_replayed_forged_or_for_another_business_is_refused_and_changes_
 
     // Blocking revokes it; unblocking does not bring it back; the next
     // grant needs a higher counter.
-    let grant = consent(&customer, 1, &acme, utility, 3, year);
+    let grant = consent_body(&customer, 1, &acme, utility, 3, year);
     assert!(matches!(c.request(grant.clone()).await, Body::Ok(_)));
     accepted(&template_to(&mut a, &customer.id, &[1, 2], 4, Category::Utility).await);
     let block = client_frame::Body::Block(wire::Block {
@@ -297,7 +259,7 @@ async fn a_token_replayed_forged_or_for_another_business_is_refused_and_changes_
     );
     assert!(kept(&mut c).await[0].revoked_by_block);
     refused(&c.request(grant).await, ErrorCode::StaleConsent);
-    let regrant = consent(&customer, 1, &acme, utility, 4, year);
+    let regrant = consent_body(&customer, 1, &acme, utility, 4, year);
     assert!(matches!(c.request(regrant).await, Body::Ok(_)));
 
     // It outlives a restart.
@@ -337,7 +299,7 @@ async fn blocking_a_business_deletes_what_it_queued_for_the_customer() {
     let (mut f, _) = friend.login(relay.addr, 1).await;
     // Device 2 is online; device 1 is offline while the business writes.
     let (mut c2, _) = customer.login(relay.addr, 2).await;
-    let grant = consent(&customer, 1, &acme, ConsentCategories::UTILITY, 1, DAY_MS);
+    let grant = consent_body(&customer, 1, &acme, ConsentCategories::UTILITY, 1, DAY_MS);
     // Device 1 signed it: send it from a short connection of device 1.
     {
         let (mut c1, _) = customer.login(relay.addr, 1).await;

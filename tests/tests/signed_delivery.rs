@@ -16,21 +16,12 @@ use comptoir_protocol::Label;
 use comptoir_protocol::proto::wire::{
     self, AccountKind, Category, ErrorCode, client_frame, server_frame::Body,
 };
-use comptoir_protocol::{
-    ConsentCategories, ConsentFields, DeliveryFields, sign_consent, sign_delivery,
-};
+use comptoir_protocol::{ConsentCategories, DeliveryFields, sign_delivery};
 use comptoir_relay::storage::report;
 use support::business::{Business, FRANKING, TEMPLATE};
 use support::client::{linked, registered, registered_as, url, wait_for};
 use support::mitm::Mitm;
 use support::*;
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as u64
-}
 
 /// Wait until `client` stored a message with `text`.
 async fn received(client: &mut comptoir_client::Client, text: &str) {
@@ -121,24 +112,14 @@ async fn an_ack_of_a_billed_copy_without_a_good_signature_is_refused_and_the_cop
     let (mut b, _) = business.login(relay.addr, 1).await;
     // The customer consents to marketing from the business.
     let (mut c, _) = customer.login(relay.addr, 1).await;
-    let issued_at_ms = 1_700_000_000_000_u64.max(now_ms());
-    let grant = ConsentFields {
-        customer: customer.id,
-        business: business.id,
-        device: 1,
-        categories: ConsentCategories::MARKETING,
-        issued_at_ms,
-        expires_at_ms: issued_at_ms + 3_600_000,
-        counter: 1,
-    };
-    let consent = client_frame::Body::SetConsent(wire::SetConsent {
-        business_account: business.id.to_vec(),
-        categories: u32::from(ConsentCategories::MARKETING.bits()),
-        issued_at_ms,
-        expires_at_ms: grant.expires_at_ms,
-        counter: 1,
-        signature: sign_consent(customer.identity(1), &grant).to_vec(),
-    });
+    let consent = consent_body(
+        &customer,
+        1,
+        &business,
+        ConsentCategories::MARKETING,
+        1,
+        3_600_000,
+    );
     assert!(matches!(c.request(consent).await, Body::Ok(_)));
     drop(c);
     let send = |message_id: [u8; 16], category: Category, template: &str| {

@@ -11,10 +11,7 @@
 mod support;
 
 use comptoir_client::Event;
-use comptoir_protocol::labels;
-use comptoir_protocol::proto::content::{Content, RekeyRequest, Text, content};
-use comptoir_protocol::proto::wire::{self, client_frame};
-use prost::Message;
+use comptoir_protocol::proto::content::{RekeyRequest, Text, content};
 use support::business::Business;
 use support::client::{registered, wait_for};
 
@@ -146,45 +143,10 @@ async fn the_window_survives_a_restart() {
     accepted(&send(&mut b, &customer, 2, Category::Service).await);
 }
 
-/// A raw send of `body` from the business to its customer as `category`.
+/// A send of `body` from the business to its customer as `category`:
+/// the relay's reply.
 async fn raw_send(shop: &mut Business, body: content::Body, category: Category) -> Body {
-    let message_id = comptoir_client::MessageId::generate().0;
-    let content = Content {
-        message_id: message_id.to_vec(),
-        sent_at_ms: 1,
-        body: Some(body),
-        labels: Some(labels::bind(
-            &message_id,
-            shop.account.id.as_bytes(),
-            shop.customer.as_bytes(),
-            category,
-            "",
-            &[],
-        )),
-        padding: Vec::new(),
-    }
-    .encode_to_vec();
-    let devices = shop
-        .devices
-        .iter_mut()
-        .map(|(device_id, _, session)| wire::DeviceCiphertext {
-            device_id: *device_id,
-            ciphertext: session
-                .encrypt(&content, &mut rand::rng())
-                .expect("encrypt"),
-        })
-        .collect();
-    let send = wire::Send {
-        message_id: message_id.to_vec(),
-        recipient_account: shop.customer.to_vec(),
-        client_timestamp_ms: 1,
-        category: category as i32,
-        template_id: String::new(),
-        franking_tag: Vec::new(),
-        devices,
-        ..Default::default()
-    };
-    shop.conn.request(client_frame::Body::Send(send)).await
+    shop.request_content(body, category).await.1
 }
 
 #[tokio::test]

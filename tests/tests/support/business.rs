@@ -87,16 +87,33 @@ impl Business {
     /// Send `text` as `category`: a template ([`TEMPLATE`], [`FRANKING`])
     /// or a service reply, labels bound; returns (message id, accept id).
     pub async fn send(&mut self, text: &str, category: Category) -> ([u8; 16], u64) {
+        let body = content::Body::Text(Text { body: text.into() });
+        match self.request_content(body, category).await {
+            (message_id, Body::Accepted(accepted)) => (message_id, accepted.accept_id),
+            (_, other) => panic!("send: {other:?}"),
+        }
+    }
+
+    /// Encrypt `body` to every device of the customer as `category` (a
+    /// template category under [`TEMPLATE`] and [`FRANKING`], any other
+    /// with neither), labels bound, and send it; returns the message id
+    /// and the relay's reply, whatever it is.
+    pub async fn request_content(
+        &mut self,
+        body: content::Body,
+        category: Category,
+    ) -> ([u8; 16], Body) {
         let message_id = comptoir_client::MessageId::generate().0;
-        let (template_id, franking) = if category == Category::Service {
-            ("", &[][..])
-        } else {
-            (TEMPLATE, &FRANKING[..])
+        let (template_id, franking) = match category {
+            Category::Utility | Category::Authentication | Category::Marketing => {
+                (TEMPLATE, &FRANKING[..])
+            }
+            _ => ("", &[][..]),
         };
         let content = Content {
             message_id: message_id.to_vec(),
             sent_at_ms: 1,
-            body: Some(content::Body::Text(Text { body: text.into() })),
+            body: Some(body),
             labels: Some(labels::bind(
                 &message_id,
                 self.account.id.as_bytes(),
@@ -128,10 +145,8 @@ impl Business {
             devices,
             ..Default::default()
         };
-        match self.conn.request(client_frame::Body::Send(send)).await {
-            Body::Accepted(accepted) => (message_id, accepted.accept_id),
-            other => panic!("send: {other:?}"),
-        }
+        let reply = self.conn.request(client_frame::Body::Send(send)).await;
+        (message_id, reply)
     }
 
     /// The next `Delivered` receipt, acked to the relay.

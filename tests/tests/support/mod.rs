@@ -686,3 +686,42 @@ pub fn error_code(body: &server_frame::Body) -> wire::ErrorCode {
         other => panic!("expected an error, got {other:?}"),
     }
 }
+
+/// The wall clock, ms since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64
+}
+
+/// A `SetConsent` from `customer`'s device 1 for `business`, issued now,
+/// lasting `lifetime_ms`, signed by the key of `customer`'s device `signer`
+/// (1 for an honest token).
+pub fn consent_body(
+    customer: &Account,
+    signer: u32,
+    business: &Account,
+    categories: comptoir_protocol::ConsentCategories,
+    counter: u64,
+    lifetime_ms: u64,
+) -> client_frame::Body {
+    let issued_at_ms = now_ms();
+    let fields = comptoir_protocol::ConsentFields {
+        customer: customer.id,
+        business: business.id,
+        device: 1,
+        categories,
+        issued_at_ms,
+        expires_at_ms: issued_at_ms + lifetime_ms,
+        counter,
+    };
+    client_frame::Body::SetConsent(wire::SetConsent {
+        business_account: business.id.to_vec(),
+        categories: u32::from(categories.bits()),
+        issued_at_ms,
+        expires_at_ms: fields.expires_at_ms,
+        counter,
+        signature: comptoir_protocol::sign_consent(customer.identity(signer), &fields).to_vec(),
+    })
+}
