@@ -253,6 +253,83 @@ impl fmt::Debug for AccountKey {
     }
 }
 
+/// The operator's signing key: it certifies verified businesses and signs
+/// template approvals. The relay keeps it in a 0600 file; clients pin its
+/// public half ([`OperatorKey`]) on first use.
+pub struct OperatorKeyPair {
+    signing: SigningKey,
+}
+
+impl OperatorKeyPair {
+    /// Generate a fresh operator key.
+    pub fn generate<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
+        let mut seed = Zeroizing::new([0u8; KEY_LEN]);
+        rng.fill_bytes(seed.as_mut());
+        Self::from_seed(&seed)
+    }
+
+    /// Rebuild from the 32-byte seed.
+    pub fn from_seed(seed: &[u8; KEY_LEN]) -> Self {
+        Self {
+            signing: SigningKey::from_bytes(seed),
+        }
+    }
+
+    /// The 32-byte seed, for storing the key at rest.
+    pub fn seed(&self) -> Zeroizing<[u8; KEY_LEN]> {
+        Zeroizing::new(self.signing.to_bytes())
+    }
+
+    /// The public operator key (Ed25519).
+    pub fn public(&self) -> OperatorKey {
+        OperatorKey(self.signing.verifying_key())
+    }
+
+    /// Sign a message with the operator key.
+    pub fn sign(&self, message: &[u8]) -> [u8; SIGNATURE_LEN] {
+        self.signing.sign(message).to_bytes()
+    }
+}
+
+impl fmt::Debug for OperatorKeyPair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OperatorKeyPair")
+            .field("public", &self.public())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The public key of the operator, as clients pin it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct OperatorKey(VerifyingKey);
+
+impl OperatorKey {
+    /// Parse a 32-byte Ed25519 public key.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let bytes = key_bytes("operator_key", bytes)?;
+        Ok(Self(canonical_ed25519("operator key", &bytes)?))
+    }
+
+    /// The 32-byte encoding.
+    pub fn to_bytes(&self) -> [u8; KEY_LEN] {
+        self.0.to_bytes()
+    }
+
+    /// Verify a signature made by the operator (strict verification).
+    pub fn verify(&self, what: &'static str, message: &[u8], signature: &[u8]) -> Result<()> {
+        let signature = signature_from(what, signature)?;
+        self.0
+            .verify_strict(message, &signature)
+            .map_err(|_| Error::BadSignature { what })
+    }
+}
+
+impl fmt::Debug for OperatorKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OperatorKey({}…)", short_hex(self.0.as_bytes()))
+    }
+}
+
 /// An X25519 key pair: prekeys, X3DH ephemeral keys and ratchet keys. The
 /// secret is boxed so moves (session archives, prekey maps) leave no copy.
 #[derive(Clone)]

@@ -15,7 +15,7 @@
 //!   send it templates (or to revoke that), and their check.
 //! - [`delivery`]: the bytes a customer device signs to ack a billed
 //!   message (a transferable proof of receipt), and their check.
-//! - [`keys`]: identity, account and X25519 key pairs.
+//! - [`keys`]: identity, account, operator and X25519 key pairs.
 //! - [`device_list`]: account-signed device lists with a version counter.
 //! - [`prekeys`]: signed and one-time prekeys, verified bundles.
 //! - [`kdf`]: X3DH KDF, root and chain KDFs, message key expansion.
@@ -65,7 +65,9 @@ pub use device_list::{DeviceList, MAX_DEVICES};
 pub use error::{DecodeError, Error, Result};
 pub use frame::{FRAME_VERSION, MAX_FRAME_SIZE};
 pub use handle::{NameError, normalize_business_name};
-pub use keys::{AccountKey, AccountKeyPair, IdentityKey, IdentityKeyPair, KeyPair};
+pub use keys::{
+    AccountKey, AccountKeyPair, IdentityKey, IdentityKeyPair, KeyPair, OperatorKey, OperatorKeyPair,
+};
 pub use labels::{Label, LabelError};
 pub use message::{MAX_PLAINTEXT_LEN, MESSAGE_VERSION};
 pub use prekeys::{VerifiedBundle, sign_prekey, signed_prekey_payload, verify_signed_prekey};
