@@ -896,6 +896,16 @@ fn print_event(client: &Client, event: &Event, out: &mut dyn Write) -> Result<bo
             eprintln!("warning: {}", visible(text));
             Ok(false)
         }
+        Event::OperatorKeyChanged { pinned, offered } => {
+            eprintln!(
+                "WARNING: this relay presents another operator key than the one pinned \
+                 ({} pinned, {} presented). Verified marks and template approvals are still \
+                 checked with the pinned key. Ask the operator whether the key was rotated \
+                 before trusting the new one.",
+                pinned, offered
+            );
+            Ok(false)
+        }
         Event::Violation {
             from,
             id,

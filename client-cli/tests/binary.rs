@@ -57,6 +57,7 @@ async fn start_relay() -> Relay {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("ws://{}", listener.local_addr().expect("addr"));
     let services = Services {
+        admin_listener: None,
         http_listener: None,
         tls: None,
         code_sender: Arc::new(LogCodeSender),

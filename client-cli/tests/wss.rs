@@ -60,6 +60,7 @@ async fn tls_relay(dir: &Path) -> (u16, PathBuf) {
         ..Config::default()
     };
     let services = Services {
+        admin_listener: None,
         http_listener: None,
         tls: Some(tls),
         code_sender: Arc::new(LogCodeSender),

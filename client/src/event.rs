@@ -141,6 +141,18 @@ pub enum Event {
         /// Which rule.
         violation: Violation,
     },
+    /// The relay presented another operator key than the one this client
+    /// pinned. The pin is kept: certificates and template approvals are
+    /// still judged by it, so nothing the new key signed shows as verified
+    /// until the user pins the new key on purpose
+    /// ([`crate::Client::pin_operator_key`]) after checking it with the
+    /// operator.
+    OperatorKeyChanged {
+        /// The key still trusted.
+        pinned: Box<comptoir_protocol::OperatorKey>,
+        /// The key the relay presented.
+        offered: Box<comptoir_protocol::OperatorKey>,
+    },
     /// Something worth telling the user that needs no action from the code.
     Warning(String),
 }

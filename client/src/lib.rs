@@ -14,6 +14,7 @@
 //! - [`account`]: account and device keys.
 //! - [`session_store`]: session records and private prekeys at rest.
 //! - [`peers`]: pinned account keys and device lists of other accounts.
+//! - [`operator_pin`]: the pinned operator key (first use or configuration).
 //! - [`contacts`]: the address book.
 //! - [`messages`]: history, statuses and the outbox.
 //! - [`evidence`]: messages refused by their labels, kept aside.
@@ -38,6 +39,7 @@ pub mod evidence;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod messages;
+pub mod operator_pin;
 pub mod peers;
 pub mod quarantine;
 pub mod rule_checks;

@@ -125,6 +125,8 @@ pub enum Tree {
     Consents,
     /// When this account last wrote to each peer (see `rule_checks`).
     Wrote,
+    /// The pinned operator key (see `operator_pin`).
+    Operator,
 }
 
 impl Tree {
@@ -143,6 +145,7 @@ impl Tree {
             Self::Quarantine => "quarantine",
             Self::Consents => "consents",
             Self::Wrote => "wrote",
+            Self::Operator => "operator",
         }
     }
 

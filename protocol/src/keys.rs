@@ -330,6 +330,16 @@ impl fmt::Debug for OperatorKey {
     }
 }
 
+/// The full key as 64 lowercase hex digits (a public key: safe to show).
+impl fmt::Display for OperatorKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for byte in self.0.as_bytes() {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
 /// An X25519 key pair: prekeys, X3DH ephemeral keys and ratchet keys. The
 /// secret is boxed so moves (session archives, prekey maps) leave no copy.
 #[derive(Clone)]

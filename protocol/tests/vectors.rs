@@ -1082,13 +1082,17 @@ fn frame_vectors(f: &Fixture, sigs: &SignaturesVector) -> FramesVector {
         ),
         (
             "auth ok",
-            "reply to request 2: AuthOk, 3 envelopes queued, 42 one-time prekeys left, business",
+            "reply to request 2: AuthOk, 3 envelopes queued, 42 one-time prekeys left, business, operator key of the seed 0F×32",
             server(
                 2,
                 server_frame::Body::AuthOk(wire::AuthOk {
                     queued: 3,
                     one_time_prekeys: 42,
                     kind: AccountKind::Business as i32,
+                    operator_key: comptoir_protocol::OperatorKeyPair::from_seed(&[0x0F; 32])
+                        .public()
+                        .to_bytes()
+                        .to_vec(),
                 }),
             ),
         ),

@@ -11,6 +11,8 @@ use serde::Deserialize;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
 /// Default `/healthz` + `/metrics` listen address.
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:7701";
+/// Default admin API listen address (loopback: the operator's tools only).
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:7702";
 /// Default data directory (relative to the working directory).
 pub const DEFAULT_DATA_DIR: &str = "relay-data";
 /// Default time an undelivered envelope is kept: 30 days.
@@ -28,8 +30,17 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Plain-HTTP listener for `/healthz` and `/metrics`; `None` disables it.
     pub http_listen: Option<SocketAddr>,
+    /// The operator's admin API (`relay admin`); `None` disables it. Keep
+    /// it on loopback or a private network: its token travels in clear.
+    pub admin_listen: Option<SocketAddr>,
     /// Directory of the embedded sled store (created if missing).
     pub data_dir: PathBuf,
+    /// The operator signing key (created 0600 at first start); default
+    /// `data_dir/operator.key`.
+    pub operator_key_file: Option<PathBuf>,
+    /// The admin API's bearer token (created 0600 at first start); default
+    /// `data_dir/admin.token`.
+    pub admin_token_file: Option<PathBuf>,
     /// Certificate chain and private key (PEM) to serve wss://.
     pub tls: Option<TlsFiles>,
     /// This relay as clients dial it (`wss://relay.example:443`, see
@@ -195,6 +206,20 @@ pub struct Limits {
 }
 
 impl Config {
+    /// Where the operator key lives.
+    pub fn operator_key_path(&self) -> PathBuf {
+        self.operator_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(crate::operator::OPERATOR_KEY_FILE))
+    }
+
+    /// Where the admin token lives.
+    pub fn admin_token_path(&self) -> PathBuf {
+        self.admin_token_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(crate::operator::ADMIN_TOKEN_FILE))
+    }
+
     /// The origins devices may sign: [`Self::public_origins`] (normalised)
     /// or, when empty, those derived from the address the relay listens on.
     pub fn origins_for(&self, listening: SocketAddr, tls: bool) -> Vec<String> {
@@ -225,7 +250,10 @@ impl Default for Config {
         Self {
             listen: parse_addr(DEFAULT_LISTEN),
             http_listen: Some(parse_addr(DEFAULT_HTTP_LISTEN)),
+            admin_listen: Some(parse_addr(DEFAULT_ADMIN_LISTEN)),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            operator_key_file: None,
+            admin_token_file: None,
             tls: None,
             public_origins: Vec::new(),
             message_ttl_ms: DEFAULT_MESSAGE_TTL_MS,

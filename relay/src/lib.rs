@@ -19,6 +19,9 @@
 //! - [`limits`]: token buckets per account and per address.
 //! - [`phone`]: E.164 checks, verification codes, the pluggable code sender.
 //! - [`metrics`], [`http`]: Prometheus counters, `/healthz` and `/metrics`.
+//! - [`admin`]: the operator's admin API (axum, bearer token) and its
+//!   client, which `relay admin` uses.
+//! - [`operator`]: the operator key and admin token files (0600).
 //! - [`tls`]: wss:// with rustls (ring).
 //! - [`config`]: TOML + environment configuration.
 //! - [`shutdown`]: the shutdown signal each connection listens to.
@@ -27,6 +30,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod clock;
 mod cmd;
 pub mod config;
@@ -40,6 +44,7 @@ pub mod http;
 pub mod hub;
 pub mod limits;
 pub mod metrics;
+pub mod operator;
 pub mod phone;
 pub mod policy;
 pub mod server;

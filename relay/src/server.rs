@@ -20,6 +20,7 @@ use crate::connection::{Connection, Stream, close, websocket_config};
 use crate::error::RelayError;
 use crate::limits::AddressSlot;
 use crate::metrics::Metrics;
+use crate::operator::{OperatorFileError, load_or_create_admin_token, load_or_create_operator_key};
 use crate::phone::{CodeSender, LogCodeSender};
 use crate::session::{EncodeFrame, Session};
 use crate::shutdown::Shutdown;
@@ -48,12 +49,17 @@ pub enum ServerError {
     /// TLS files are unusable.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The operator key or admin token file is unusable.
+    #[error(transparent)]
+    Operator(#[from] OperatorFileError),
 }
 
 /// Pluggable parts of a relay, beyond the configuration.
 pub struct Services {
     /// Listener for `/healthz` and `/metrics`, if any.
     pub http_listener: Option<TcpListener>,
+    /// Listener for the operator's admin API, if any.
+    pub admin_listener: Option<TcpListener>,
     /// TLS acceptor for wss://, if any.
     pub tls: Option<TlsAcceptor>,
     /// Delivers phone verification codes.
@@ -92,12 +98,35 @@ impl Services {
             }
             None => None,
         };
+        let admin_listener = match config.admin_listen {
+            Some(addr) => {
+                if !addr.ip().is_loopback() {
+                    tracing::warn!(
+                        %addr,
+                        "the admin API listens beyond loopback: its bearer token travels in clear; \
+                         keep this address on a private network"
+                    );
+                }
+                Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|source| ServerError::Io {
+                            what: format!(
+                                "cannot listen for the admin API on {addr} (set admin_listen)"
+                            ),
+                            source,
+                        })?,
+                )
+            }
+            None => None,
+        };
         let tls = match &config.tls {
             Some(files) => Some(crate::tls::acceptor(&files.cert, &files.key)?),
             None => None,
         };
         Ok(Self {
             http_listener,
+            admin_listener,
             tls,
             code_sender: Arc::new(LogCodeSender),
             metrics: Arc::new(Metrics::default()),
@@ -153,6 +182,7 @@ pub async fn run_with_storage<S: Backend + std::fmt::Debug>(
 ) -> Result<(), ServerError> {
     let Services {
         http_listener,
+        admin_listener,
         tls,
         code_sender,
         metrics,
@@ -164,6 +194,11 @@ pub async fn run_with_storage<S: Backend + std::fmt::Debug>(
     metrics
         .queue_depth
         .store(store.total_queued().await? as i64, Relaxed);
+    let operator = Arc::new(load_or_create_operator_key(&config.operator_key_path())?);
+    tracing::info!(
+        operator_key = %hex::encode(operator.public().to_bytes()),
+        "operator key (clients pin it; back up its file)"
+    );
     let mut config = config;
     if let Ok(listening) = listener.local_addr() {
         if listening.ip().is_unspecified() && config.public_origins.is_empty() {
@@ -181,12 +216,28 @@ pub async fn run_with_storage<S: Backend + std::fmt::Debug>(
         metrics.clone(),
         code_sender,
         clock,
+        operator.public(),
     ));
     let http_address = http_listener
         .as_ref()
         .and_then(|l| l.local_addr().ok())
         .map_or_else(|| "none".to_owned(), |a| a.to_string());
     let http = http_listener.map(|l| tokio::spawn(crate::http::serve(l, metrics.clone())));
+    let admin = match admin_listener {
+        Some(listener) => {
+            let token = load_or_create_admin_token(&relay.config.admin_token_path())?;
+            let address = listener
+                .local_addr()
+                .map_or_else(|_| "?".to_owned(), |a| a.to_string());
+            tracing::info!(admin = %address, "admin API listening (`relay admin --admin {address}`)");
+            let state = Arc::new(crate::admin::AdminState {
+                operator: operator.clone(),
+                token,
+            });
+            Some(tokio::spawn(crate::admin::serve(listener, state)))
+        }
+        None => None,
+    };
     let gc = tokio::spawn(collect_garbage(relay.clone()));
     let (notify_shutdown, _) = broadcast::channel(1);
     let (shutdown_complete_tx, mut shutdown_complete_rx) = mpsc::channel::<()>(1);
@@ -238,9 +289,9 @@ pub async fn run_with_storage<S: Backend + std::fmt::Debug>(
     }
     gc.abort();
     let _ = gc.await;
-    if let Some(http) = http {
-        http.abort();
-        let _ = http.await;
+    for task in [http, admin].into_iter().flatten() {
+        task.abort();
+        let _ = task.await;
     }
     if let Err(error) = relay
         .store

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use comptoir_protocol::AccountId;
+use comptoir_protocol::{AccountId, OperatorKey};
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -39,6 +39,8 @@ pub(crate) struct Relay<S> {
     pub(crate) next_connection: AtomicU64,
     /// The clock of the time rules (the window, accept times).
     pub(crate) clock: Arc<Clock>,
+    /// The operator's public key, published in every `AuthOk`.
+    pub(crate) operator_key: OperatorKey,
 }
 
 impl<S> Relay<S> {
@@ -48,6 +50,7 @@ impl<S> Relay<S> {
         metrics: Arc<Metrics>,
         code_sender: Arc<dyn CodeSender>,
         clock: Arc<Clock>,
+        operator_key: OperatorKey,
     ) -> Self {
         let limits = &config.limits;
         Self {
@@ -85,6 +88,7 @@ impl<S> Relay<S> {
             config,
             next_connection: AtomicU64::new(1),
             clock,
+            operator_key,
         }
     }
 }

@@ -45,6 +45,8 @@ fn spawn_relay(dir: &Path, fault: Option<&str>) -> (RelayChild, SocketAddr) {
             "127.0.0.1:0",
             "--http-listen",
             "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
         ])
         .arg("--data-dir")
         .arg(dir)

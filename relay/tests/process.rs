@@ -53,6 +53,7 @@ fn spawn_relay_with(dir: &Path, config: Option<&Path>) -> (RelayChild, SocketAdd
     }
     let mut child = command
         .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+        .args(["--admin-listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(dir)
         .env("RUST_LOG", "info")
@@ -390,6 +391,7 @@ async fn a_flipped_bit_in_an_accepted_envelope_stops_the_restart_and_nothing_is_
         Command::new(env!("CARGO_BIN_EXE_relay"))
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+            .args(["--admin-listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(dir.path())
             .env("RUST_LOG", "info")

@@ -44,6 +44,8 @@ fn spawn_with_env_lines(
     command
         .arg("serve")
         .env("RUST_LOG", "info")
+        // Parallel relays cannot share the default admin port.
+        .env("COMPTOIR_RELAY_ADMIN_LISTEN", "127.0.0.1:0")
         .env_remove("NO_COLOR")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());

@@ -361,6 +361,7 @@ fn start_relay_with(old: bool) -> Result<Server, Box<dyn std::error::Error>> {
         &config,
         format!(
             "http_listen = \"127.0.0.1:0\"\n\
+             admin_listen = \"127.0.0.1:0\"\n\
              [limits]\n\
              account_rate_per_sec = 0.0\n\
              address_rate_per_sec = 0.0\n\

@@ -305,6 +305,9 @@ pub fn event_status(event: &Event, name: &dyn Fn(&AccountId) -> String) -> Optio
             name(from)
         ),
         Event::Warning(text) => format!("⚠ {text}"),
+        Event::OperatorKeyChanged { .. } => "⚠ this relay presents another operator key than \
+             the one pinned: verified marks still use the pinned key; ask the operator"
+            .to_owned(),
         Event::Violation {
             from, violation, ..
         } => format!(

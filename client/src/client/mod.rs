@@ -305,6 +305,20 @@ impl Client {
         self.account.id()
     }
 
+    /// The operator key this client trusts (pinned on first use or by
+    /// [`Self::pin_operator_key`]); `None` before the first connection to
+    /// a relay that publishes one.
+    pub fn operator_key(&self) -> Result<Option<comptoir_protocol::OperatorKey>> {
+        crate::operator_pin::pinned(&self.store)
+    }
+
+    /// Trust `key` as the operator's from now on (from configuration, or
+    /// after checking a changed key with the operator out of band).
+    pub async fn pin_operator_key(&self, key: &comptoir_protocol::OperatorKey) -> Result<()> {
+        crate::operator_pin::pin(&self.store, key)?;
+        self.store.flush().await
+    }
+
     /// This device's id.
     pub fn device_id(&self) -> u32 {
         self.account.device_id()

@@ -17,6 +17,7 @@ use crate::connection::Connection;
 use crate::error::{ClientError, Result};
 use crate::event::{DeliveryProof, Event};
 use crate::messages::{self, MessageId, Status};
+use crate::operator_pin::PinOutcome;
 use crate::peers;
 use crate::tls::RelayUrl;
 
@@ -113,6 +114,20 @@ impl Client {
             }
         };
         self.kind = ok.kind();
+        match crate::operator_pin::observe(&self.store, &ok.operator_key)? {
+            PinOutcome::Changed { pinned, offered } => {
+                self.events.push_back(Event::OperatorKeyChanged {
+                    pinned: Box::new(pinned),
+                    offered: Box::new(offered),
+                })
+            }
+            PinOutcome::Malformed => self.events.push_back(Event::Warning(
+                "the relay presented an operator key that is not a valid public key; \
+                 verified marks use the key pinned before, if any"
+                    .into(),
+            )),
+            PinOutcome::NoneOffered | PinOutcome::PinnedNow(_) | PinOutcome::Same => {}
+        }
         self.refresh_me();
         self.share_requester();
         // Signed prekeys past their grace period go now.

@@ -20,7 +20,8 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the relay. With no options: ws://127.0.0.1:7700, metrics on
-    /// http://127.0.0.1:7701, data in ./relay-data.
+    /// http://127.0.0.1:7701, the admin API on 127.0.0.1:7702, data in
+    /// ./relay-data.
     ///
     /// Settings come from (highest first) flags, environment variables,
     /// the TOML file given with --config, then defaults. See
@@ -35,6 +36,9 @@ enum Command {
     /// from), the quota counts per sender and UTC day (`"quota"`) and the
     /// copies queued per device (`"queue"`).
     Accounting(AccountingArgs),
+    /// The operator's tool: talks to the running relay's admin API
+    /// (loopback, bearer token from the relay's admin.token file).
+    Admin(comptoir_relay::admin::cli::AdminArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -55,6 +59,9 @@ struct ServeArgs {
     /// Listen address of /healthz and /metrics.
     #[arg(long, env = "COMPTOIR_RELAY_HTTP_LISTEN", value_name = "ADDR")]
     http_listen: Option<SocketAddr>,
+    /// Listen address of the operator's admin API (`relay admin`).
+    #[arg(long, env = "COMPTOIR_RELAY_ADMIN_LISTEN", value_name = "ADDR")]
+    admin_listen: Option<SocketAddr>,
     /// Data directory (sled store), created if missing.
     #[arg(long, env = "COMPTOIR_RELAY_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
@@ -119,6 +126,9 @@ impl ServeArgs {
         if let Some(v) = self.http_listen {
             config.http_listen = Some(v);
         }
+        if let Some(v) = self.admin_listen {
+            config.admin_listen = Some(v);
+        }
         if let Some(v) = self.data_dir {
             config.data_dir = v;
         }
@@ -165,6 +175,7 @@ fn main() -> ExitCode {
                 .init();
             return accounting(&args);
         }
+        Command::Admin(args) => return comptoir_relay::admin::cli::run(args),
     };
     // Colour only on a terminal: a log file or pipe gets plain text that
     // scripts can parse.

@@ -234,6 +234,7 @@ pub(crate) async fn authenticate<S: Directory + Keys + Mailbox>(
             queued,
             one_time_prekeys,
             kind: kind as i32,
+            operator_key: relay.operator_key.to_bytes().to_vec(),
         }),
     )];
     if one_time_prekeys < relay.config.limits.prekeys_low_threshold {

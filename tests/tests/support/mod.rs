@@ -61,6 +61,8 @@ impl CapturedCodes {
 pub struct TestRelay {
     pub addr: SocketAddr,
     pub http: SocketAddr,
+    /// The admin API's address (its token is in `data_dir/admin.token`).
+    pub admin: SocketAddr,
     pub data_dir: PathBuf,
     pub codes: Arc<CapturedCodes>,
     pub metrics: Arc<Metrics>,
@@ -135,11 +137,19 @@ pub async fn start_relay_on(
     let http_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind http");
     let addr = listener.local_addr().expect("addr");
     let http = http_listener.local_addr().expect("http addr");
+    let admin_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
+    let admin = admin_listener.local_addr().expect("admin addr");
+    // The token exists before the relay starts (it loads this one), so a
+    // test can call the admin API as soon as this returns.
+    std::fs::create_dir_all(data_dir).expect("data dir");
+    comptoir_relay::operator::load_or_create_admin_token(&config.admin_token_path())
+        .expect("admin token");
     let codes = Arc::new(CapturedCodes::default());
     let metrics = Arc::new(Metrics::default());
     let clock = Arc::new(comptoir_relay::clock::Clock::default());
     let services = Services {
         http_listener: Some(http_listener),
+        admin_listener: Some(admin_listener),
         tls,
         code_sender: codes.clone(),
         metrics: metrics.clone(),
@@ -157,6 +167,7 @@ pub async fn start_relay_on(
     TestRelay {
         addr,
         http,
+        admin,
         data_dir: data_dir.to_owned(),
         codes,
         metrics,
@@ -200,6 +211,17 @@ impl TestRelay {
         let mut next = start_relay_in_at(&self.data_dir, |_| {}, None, self.addr).await;
         next._dir = dir;
         next
+    }
+
+    /// A client of the admin API with the relay's token.
+    pub fn admin_client(&self) -> comptoir_relay::admin::client::AdminClient {
+        let token = comptoir_relay::operator::read_admin_token(
+            &self
+                .data_dir
+                .join(comptoir_relay::operator::ADMIN_TOKEN_FILE),
+        )
+        .expect("admin token");
+        comptoir_relay::admin::client::AdminClient::new(self.admin, token)
     }
 
     /// GET a path on the metrics listener; returns (status line, body).

@@ -1,0 +1,102 @@
+//! `relay admin …`: the operator's commands, each one request to the
+//! running relay's admin API. Answers are printed as JSON (one object per
+//! line) on standard output; refusals as a sentence on standard error.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use super::client::{AdminClient, AdminClientError};
+use crate::operator::read_admin_token;
+
+/// Options every `relay admin` command shares.
+#[derive(Debug, clap::Args)]
+pub struct AdminArgs {
+    /// The relay's admin API address (its `admin_listen`).
+    #[arg(
+        long,
+        env = "COMPTOIR_RELAY_ADMIN",
+        value_name = "ADDR",
+        default_value = crate::config::DEFAULT_ADMIN_LISTEN
+    )]
+    pub admin: SocketAddr,
+    /// The admin token file the relay created (its `admin_token_file`;
+    /// default: `admin.token` in the data directory).
+    #[arg(long, env = "COMPTOIR_RELAY_ADMIN_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// The relay's data directory, where the token file is by default.
+    #[arg(
+        long,
+        env = "COMPTOIR_RELAY_DATA_DIR",
+        value_name = "DIR",
+        default_value = crate::config::DEFAULT_DATA_DIR
+    )]
+    pub data_dir: PathBuf,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+/// The operator's commands.
+#[derive(Debug, clap::Subcommand)]
+pub enum AdminCommand {
+    /// Print the operator's public key (clients pin it; give it to them
+    /// out of band to pin before first use).
+    OperatorKey,
+}
+
+/// Run one admin command; exit 0 on success, 1 when the relay refused or
+/// could not be reached, 2 for unusable local files.
+pub fn run(args: AdminArgs) -> ExitCode {
+    let token_path = args
+        .token_file
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join(crate::operator::ADMIN_TOKEN_FILE));
+    let token = match read_admin_token(&token_path) {
+        Ok(token) => token,
+        Err(error) => {
+            eprintln!(
+                "relay admin: {error} (the relay creates the token file at its first start; \
+                 give its path with --token-file or the data directory with --data-dir)"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let client = AdminClient::new(args.admin, token);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("relay admin: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(&client, &args.command)) {
+        Ok(lines) => {
+            for line in lines {
+                println!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("relay admin: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(
+    client: &AdminClient,
+    command: &AdminCommand,
+) -> Result<Vec<serde_json::Value>, AdminClientError> {
+    match command {
+        AdminCommand::OperatorKey => {
+            let key = client.operator_key().await?;
+            Ok(vec![
+                serde_json::json!({ "operator_key": key.operator_key }),
+            ])
+        }
+    }
+}

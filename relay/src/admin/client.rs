@@ -1,0 +1,153 @@
+//! A small client of the admin API (HTTP/1.1 over one TCP connection per
+//! request), used by `relay admin …` and by the tests.
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::http::{Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use tokio::net::TcpStream;
+
+use super::{ErrorBody, OperatorKeyBody};
+use crate::operator::AdminToken;
+
+/// Largest response body read.
+const MAX_RESPONSE: usize = 4 * 1024 * 1024;
+
+/// Why an admin request failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminClientError {
+    /// The relay's admin listener could not be reached.
+    #[error(
+        "cannot reach the relay's admin API at {addr}: {source} (is the relay running, and is --admin its admin_listen address?)"
+    )]
+    Unreachable {
+        /// Where it was dialled.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The connection broke or the answer was not HTTP.
+    #[error("the admin API at {addr} did not answer properly: {reason}")]
+    Protocol {
+        /// Where it was dialled.
+        addr: SocketAddr,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The relay refused the request.
+    #[error("{message} ({error}, HTTP {status})")]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The API's error code.
+        error: String,
+        /// What to do.
+        message: String,
+    },
+}
+
+/// A client of one relay's admin API.
+#[derive(Debug)]
+pub struct AdminClient {
+    addr: SocketAddr,
+    token: AdminToken,
+}
+
+impl AdminClient {
+    /// A client of the API listening on `addr`, authenticating with `token`.
+    pub fn new(addr: SocketAddr, token: AdminToken) -> Self {
+        Self { addr, token }
+    }
+
+    /// The operator's public key, as the relay publishes it.
+    pub async fn operator_key(&self) -> Result<OperatorKeyBody, AdminClientError> {
+        self.call(Method::GET, "/v1/operator-key", None).await
+    }
+
+    /// One request; a JSON answer on success, [`AdminClientError::Refused`]
+    /// with the API's message otherwise.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<T, AdminClientError> {
+        let (status, bytes) = self.raw(method, path, body, true).await?;
+        if !status.is_success() {
+            let refusal: ErrorBody = serde_json::from_slice(&bytes)
+                .map_err(|_| self.protocol(format!("HTTP {status} without an error body")))?;
+            return Err(AdminClientError::Refused {
+                status: status.as_u16(),
+                error: refusal.error,
+                message: refusal.message,
+            });
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|e| self.protocol(format!("unexpected JSON answer ({e})")))
+    }
+
+    /// One request returning the status and body as they are; `with_token`
+    /// false leaves the `Authorization` header out (tests of the check).
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+        with_token: bool,
+    ) -> Result<(StatusCode, Bytes), AdminClientError> {
+        let stream = TcpStream::connect(self.addr).await.map_err(|source| {
+            AdminClientError::Unreachable {
+                addr: self.addr,
+                source,
+            }
+        })?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| self.protocol(e.to_string()))?;
+        let driver = tokio::spawn(connection);
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, self.addr.to_string());
+        if with_token {
+            request = request.header(
+                header::AUTHORIZATION,
+                format!("Bearer {}", self.token.as_str()),
+            );
+        }
+        let payload = match body {
+            Some(json) => {
+                request = request.header(header::CONTENT_TYPE, "application/json");
+                Bytes::from(json.to_string())
+            }
+            None => Bytes::new(),
+        };
+        let request = request
+            .body(Full::new(payload))
+            .map_err(|e| self.protocol(e.to_string()))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| self.protocol(e.to_string()))?;
+        let status = response.status();
+        let limited = http_body_util::Limited::new(response.into_body(), MAX_RESPONSE);
+        let bytes = limited
+            .collect()
+            .await
+            .map_err(|e| self.protocol(e.to_string()))?
+            .to_bytes();
+        driver.abort();
+        Ok((status, bytes))
+    }
+
+    fn protocol(&self, reason: String) -> AdminClientError {
+        AdminClientError::Protocol {
+            addr: self.addr,
+            reason,
+        }
+    }
+}
