@@ -15,6 +15,9 @@
 //!   send it templates (or to revoke that), and their check.
 //! - [`delivery`]: the bytes a customer device signs to ack a billed
 //!   message (a transferable proof of receipt), and their check.
+//! - [`template`]: approved templates: their rules, canonical bytes and
+//!   id, the operator's signed approval or revocation, and the customer
+//!   client's check and rendering of an instance.
 //! - [`keys`]: identity, account, operator and X25519 key pairs.
 //! - [`device_list`]: account-signed device lists with a version counter.
 //! - [`prekeys`]: signed and one-time prekeys, verified bundles.
@@ -31,6 +34,7 @@
 #![forbid(unsafe_code)]
 
 pub mod account;
+mod canonical;
 pub mod consent;
 pub mod delivery;
 pub mod device_list;
@@ -48,6 +52,7 @@ pub mod safety_number;
 pub mod session;
 pub mod skipped;
 pub mod store;
+pub mod template;
 pub mod x3dh;
 
 pub use account::{
@@ -77,3 +82,9 @@ pub use session::{
 };
 pub use skipped::{MAX_SKIP, MAX_SKIPPED_KEYS};
 pub use store::{RecordKind, StorageKey, open_record, seal_record};
+pub use template::{
+    ApprovalError, ApprovalStatus, Button, InstanceError, Placeholder, PlaceholderKind,
+    RenderedTemplate, TEMPLATE_APPROVAL_CONTEXT, TEMPLATE_CONTEXT, Template, TemplateApproval,
+    TemplateCategory, TemplateError, TemplateId, render_instance, sign_template_approval,
+    template_approval_payload, verify_template_approval,
+};
