@@ -18,6 +18,11 @@
 //! - [`template`]: approved templates: their rules, canonical bytes and
 //!   id, the operator's signed approval or revocation, and the customer
 //!   client's check and rendering of an instance.
+//! - [`business`]: business profiles signed by the business, operator
+//!   certificates and their revocation, and the one decision whether a
+//!   business is shown as verified.
+//! - [`confusable`]: Unicode confusable skeletons (UTS #39), so that a
+//!   name confusable with a verified one can be refused.
 //! - [`keys`]: identity, account, operator and X25519 key pairs.
 //! - [`device_list`]: account-signed device lists with a version counter.
 //! - [`prekeys`]: signed and one-time prekeys, verified bundles.
@@ -34,7 +39,9 @@
 #![forbid(unsafe_code)]
 
 pub mod account;
+pub mod business;
 mod canonical;
+pub mod confusable;
 pub mod consent;
 pub mod delivery;
 pub mod device_list;
@@ -58,6 +65,13 @@ pub mod x3dh;
 pub use account::{
     ACCOUNT_ID_LEN, AUTH_NONCE_LEN, AccountId, auth_payload, register_payload, relay_origin,
 };
+pub use business::{
+    BusinessCertificate, BusinessProfile, CERTIFICATE_CONTEXT, CERTIFICATE_REVOCATION_CONTEXT,
+    CertificateRevocation, NotVerified, PROFILE_CONTEXT, ProfileError, Verification, Vertical,
+    certificate_payload, revocation_payload, sign_certificate, sign_profile, sign_revocation,
+    verified_name, verify_certificate, verify_profile, verify_revocation,
+};
+pub use confusable::{are_confusable, skeleton};
 pub use consent::{
     CONSENT_CONTEXT, ConsentCategories, ConsentFields, MAX_CONSENT_LIFETIME_MS, consent_payload,
     sign_consent, verify_consent,

@@ -1451,7 +1451,8 @@ mod tests {
     #[test]
     fn invalid_templates_are_refused_with_what_is_wrong() {
         let t = boarding_pass();
-        let cases: Vec<(Box<dyn Fn(&mut Template)>, TemplateError)> = vec![
+        type Change = Box<dyn Fn(&mut Template)>;
+        let cases: Vec<(Change, TemplateError)> = vec![
             (
                 Box::new(|v| v.name = "Boarding".into()),
                 TemplateError::BadName,
