@@ -75,6 +75,27 @@ impl fmt::Display for AccountId {
     }
 }
 
+/// JSON and other text formats carry an account id as its 32-character
+/// lowercase hex form (as [`fmt::Display`] prints it).
+impl serde::Serialize for AccountId {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for AccountId {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::from_hex(&text)
+            .map_err(|_| serde::de::Error::custom("an account id is 32 hexadecimal characters"))
+    }
+}
+
 impl fmt::Debug for AccountId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "AccountId({self})")

@@ -15,6 +15,14 @@
 //!   send it templates (or to revoke that), and their check.
 //! - [`delivery`]: the bytes a customer device signs to ack a billed
 //!   message (a transferable proof of receipt), and their check.
+//! - [`template`]: approved templates: their rules, canonical bytes and
+//!   id, the operator's signed approval or revocation, and the customer
+//!   client's check and rendering of an instance.
+//! - [`business`]: business profiles signed by the business, operator
+//!   certificates and their revocation, and the one decision whether a
+//!   business is shown as verified.
+//! - [`confusable`]: Unicode confusable skeletons (UTS #39), so that a
+//!   name confusable with a verified one can be refused.
 //! - [`keys`]: identity, account, operator and X25519 key pairs.
 //! - [`device_list`]: account-signed device lists with a version counter.
 //! - [`prekeys`]: signed and one-time prekeys, verified bundles.
@@ -31,6 +39,9 @@
 #![forbid(unsafe_code)]
 
 pub mod account;
+pub mod business;
+mod canonical;
+pub mod confusable;
 pub mod consent;
 pub mod delivery;
 pub mod device_list;
@@ -48,11 +59,19 @@ pub mod safety_number;
 pub mod session;
 pub mod skipped;
 pub mod store;
+pub mod template;
 pub mod x3dh;
 
 pub use account::{
     ACCOUNT_ID_LEN, AUTH_NONCE_LEN, AccountId, auth_payload, register_payload, relay_origin,
 };
+pub use business::{
+    BusinessCertificate, BusinessProfile, CERTIFICATE_CONTEXT, CERTIFICATE_REVOCATION_CONTEXT,
+    CertificateRevocation, NotVerified, PROFILE_CONTEXT, ProfileError, Verification, Vertical,
+    certificate_payload, revocation_payload, sign_certificate, sign_profile, sign_revocation,
+    verified_name, verify_certificate, verify_profile, verify_revocation,
+};
+pub use confusable::{are_confusable, skeleton};
 pub use consent::{
     CONSENT_CONTEXT, ConsentCategories, ConsentFields, MAX_CONSENT_LIFETIME_MS, consent_payload,
     sign_consent, verify_consent,
@@ -77,3 +96,9 @@ pub use session::{
 };
 pub use skipped::{MAX_SKIP, MAX_SKIPPED_KEYS};
 pub use store::{RecordKind, StorageKey, open_record, seal_record};
+pub use template::{
+    ApprovalError, ApprovalStatus, Button, InstanceError, Placeholder, PlaceholderKind,
+    RenderedTemplate, TEMPLATE_APPROVAL_CONTEXT, TEMPLATE_CONTEXT, Template, TemplateApproval,
+    TemplateCategory, TemplateError, TemplateId, render_instance, sign_template_approval,
+    template_approval_payload, verify_template_approval,
+};

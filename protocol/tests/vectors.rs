@@ -25,9 +25,17 @@ use comptoir_protocol::{
     delivery_proof_payload, open_record, register_payload, sign_consent, sign_delivery,
     verify_consent, verify_delivery,
 };
+use comptoir_protocol::{
+    BusinessCertificate, BusinessProfile, Button, CertificateRevocation, OperatorKeyPair,
+    Placeholder, PlaceholderKind, Template, TemplateApproval, TemplateCategory, Vertical,
+    certificate_payload, revocation_payload, sign_certificate, sign_profile, sign_revocation,
+    sign_template_approval, template_approval_payload, verify_certificate, verify_profile,
+    verify_revocation, verify_template_approval,
+};
 use comptoir_protocol::{Label, LabelError};
 use prost::Message;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use support::VectorRng;
 use x25519_dalek::PublicKey;
 
@@ -116,6 +124,38 @@ struct SignaturesVector {
     consent_counter: u64,
     consent_payload: String,
     consent_signature: String,
+    /// The operator key (VectorRng(7), first block).
+    operator_seed: String,
+    operator_public: String,
+    /// A template of the business account above (docs/PROTOCOL.md,
+    /// "Templates"), in its JSON form; its canonical bytes and id.
+    template: Template,
+    template_canonical_bytes: String,
+    template_id: String,
+    /// The operator's approval of it: the payload signed and the signature.
+    template_approval_issued_at_ms: u64,
+    template_approval_payload: String,
+    template_approval_signature: String,
+    /// The revocation of that approval.
+    template_revocation_issued_at_ms: u64,
+    template_revocation_payload: String,
+    template_revocation_signature: String,
+    /// The business profile of the account above ("Verified businesses"),
+    /// in its JSON form; its canonical bytes (signed), digest and the
+    /// account key's signature.
+    profile: BusinessProfile,
+    profile_canonical_bytes: String,
+    profile_digest: String,
+    profile_signature: String,
+    /// The operator's certificate of that profile and account key.
+    certificate_issued_at_ms: u64,
+    certificate_expires_at_ms: u64,
+    certificate_payload: String,
+    certificate_signature: String,
+    /// The operator's revocation of that certificate.
+    certificate_revoked_at_ms: u64,
+    certificate_revocation_payload: String,
+    certificate_revocation_signature: String,
     register_customer_payload: String,
     register_customer_signature: String,
     register_business_payload: String,
@@ -738,6 +778,75 @@ fn vector_account() -> (AccountKeyPair, AccountId) {
     (key, AccountId::from_bytes(&[0xAA; 16]).unwrap())
 }
 
+/// The operator key of the signature vectors: VectorRng(7)'s first block.
+fn vector_operator() -> OperatorKeyPair {
+    let mut rng = VectorRng::new(7);
+    OperatorKeyPair::from_seed(&seed32(&mut rng))
+}
+
+/// A boarding-pass template of `business`: every kind of placeholder and
+/// button.
+fn vector_template(business: AccountId) -> Template {
+    Template {
+        business,
+        name: "boarding_pass".into(),
+        language: "en_GB".into(),
+        category: TemplateCategory::Utility,
+        header: Some("Flight {{flight}}".into()),
+        body: "Hello {{name}}, gate {{gate}} closes at {{closes}}.\nSeat upgrade: {{price}}."
+            .into(),
+        footer: Some("Acme Air".into()),
+        placeholders: vec![
+            Placeholder {
+                name: "flight".into(),
+                kind: PlaceholderKind::Text,
+            },
+            Placeholder {
+                name: "name".into(),
+                kind: PlaceholderKind::Text,
+            },
+            Placeholder {
+                name: "gate".into(),
+                kind: PlaceholderKind::Number,
+            },
+            Placeholder {
+                name: "closes".into(),
+                kind: PlaceholderKind::DateTime,
+            },
+            Placeholder {
+                name: "price".into(),
+                kind: PlaceholderKind::Money,
+            },
+        ],
+        buttons: vec![
+            Button::QuickReply {
+                text: "Change seat".into(),
+            },
+            Button::Link {
+                text: "Boarding pass".into(),
+                url: "https://acme.example/bp".into(),
+            },
+            Button::Call {
+                text: "Call us".into(),
+                phone: "+447700900123".into(),
+            },
+        ],
+    }
+}
+
+fn vector_profile(account: AccountId) -> BusinessProfile {
+    BusinessProfile {
+        account,
+        display_name: "Acme Air".into(),
+        about: "Flights to everywhere.".into(),
+        address: "1 Runway Road, London".into(),
+        website: Some("https://acme.example".into()),
+        email: Some("help@acme.example".into()),
+        opening_hours: "Mon-Sun 06:00-22:00".into(),
+        vertical: Vertical::Travel,
+    }
+}
+
 const AUTH_NONCE: [u8; 32] = [0x4E; 32];
 const REGISTER_NONCE: [u8; 32] = [0x52; 32];
 const AUTH_ORIGIN: &str = "wss://relay.example:443";
@@ -774,7 +883,42 @@ fn signature_vectors(f: &Fixture) -> SignaturesVector {
     };
     let customer = register_payload(&account_id, AccountKind::Customer, &REGISTER_NONCE);
     let business = register_payload(&account_id, AccountKind::Business, &REGISTER_NONCE);
+    let operator = vector_operator();
+    let template = vector_template(account_id);
+    let approval = TemplateApproval::approve(&template, 1_750_000_000_000).unwrap();
+    let template_revocation = approval.revoke(1_760_000_000_000);
+    let profile = vector_profile(account_id);
+    let certificate = BusinessCertificate::for_profile(
+        &profile,
+        account.public(),
+        1_750_000_000_000,
+        1_750_000_000_000 + 365 * 24 * 60 * 60 * 1000,
+    )
+    .unwrap();
+    let certificate_revocation = CertificateRevocation::of(&certificate, 1_760_000_000_000);
     SignaturesVector {
+        operator_seed: h(&*operator.seed()),
+        operator_public: h(&operator.public().to_bytes()),
+        template_canonical_bytes: h(&template.canonical_bytes().unwrap()),
+        template_id: template.template_id().unwrap().to_hex(),
+        template_approval_issued_at_ms: approval.issued_at_ms,
+        template_approval_payload: h(&template_approval_payload(&approval)),
+        template_approval_signature: h(&sign_template_approval(&operator, &approval)),
+        template_revocation_issued_at_ms: template_revocation.issued_at_ms,
+        template_revocation_payload: h(&template_approval_payload(&template_revocation)),
+        template_revocation_signature: h(&sign_template_approval(&operator, &template_revocation)),
+        template,
+        profile_canonical_bytes: h(&profile.canonical_bytes()),
+        profile_digest: h(&profile.digest()),
+        profile_signature: h(&sign_profile(&account, &profile).unwrap()),
+        profile,
+        certificate_issued_at_ms: certificate.issued_at_ms,
+        certificate_expires_at_ms: certificate.expires_at_ms,
+        certificate_payload: h(&certificate_payload(&certificate)),
+        certificate_signature: h(&sign_certificate(&operator, &certificate)),
+        certificate_revoked_at_ms: certificate_revocation.revoked_at_ms,
+        certificate_revocation_payload: h(&revocation_payload(&certificate_revocation)),
+        certificate_revocation_signature: h(&sign_revocation(&operator, &certificate_revocation)),
         consent_categories: consent.categories.bits(),
         consent_issued_at_ms: consent.issued_at_ms,
         consent_expires_at_ms: consent.expires_at_ms,
@@ -1521,6 +1665,107 @@ fn published_signatures_contents_and_frames_replay_byte_for_byte() {
         .public()
         .verify("auth", &auth, &bytes(&s.auth_signature))
         .unwrap();
+
+    // Business artefacts (docs/PROTOCOL.md, "Templates" and "Verified
+    // businesses"): recomputed from the JSON forms and the operator key.
+    let operator = OperatorKeyPair::from_seed(&seed(&s.operator_seed));
+    assert_eq!(h(&operator.public().to_bytes()), s.operator_public);
+    let operator_key = operator.public();
+    assert_eq!(s.template.business, account_id);
+    assert_eq!(
+        h(&s.template.canonical_bytes().unwrap()),
+        s.template_canonical_bytes
+    );
+    let template_id = s.template.template_id().unwrap();
+    assert_eq!(template_id.to_hex(), s.template_id);
+    assert_eq!(
+        hex::encode(Sha256::digest(bytes(&s.template_canonical_bytes))),
+        s.template_id
+    );
+    let approval =
+        TemplateApproval::approve(&s.template, s.template_approval_issued_at_ms).unwrap();
+    assert_eq!(
+        h(&template_approval_payload(&approval)),
+        s.template_approval_payload
+    );
+    verify_template_approval(
+        &operator_key,
+        &approval,
+        &bytes(&s.template_approval_signature),
+    )
+    .unwrap();
+    let revocation = approval.revoke(s.template_revocation_issued_at_ms);
+    assert_eq!(
+        h(&template_approval_payload(&revocation)),
+        s.template_revocation_payload
+    );
+    verify_template_approval(
+        &operator_key,
+        &revocation,
+        &bytes(&s.template_revocation_signature),
+    )
+    .unwrap();
+    assert!(revocation.supersedes(&approval));
+    // The approval's signature does not turn into a revocation's, and a
+    // recategorised template has another id.
+    assert!(
+        verify_template_approval(
+            &operator_key,
+            &revocation,
+            &bytes(&s.template_approval_signature)
+        )
+        .is_err()
+    );
+    let mut relabelled = s.template.clone();
+    relabelled.category = TemplateCategory::Marketing;
+    assert_ne!(relabelled.template_id().unwrap(), template_id);
+
+    assert_eq!(s.profile.account, account_id);
+    assert_eq!(h(&s.profile.canonical_bytes()), s.profile_canonical_bytes);
+    assert_eq!(h(&s.profile.digest()), s.profile_digest);
+    verify_profile(&account.public(), &s.profile, &bytes(&s.profile_signature)).unwrap();
+    assert_eq!(
+        h(&sign_profile(&account, &s.profile).unwrap()),
+        s.profile_signature
+    );
+    let certificate = BusinessCertificate::for_profile(
+        &s.profile,
+        account.public(),
+        s.certificate_issued_at_ms,
+        s.certificate_expires_at_ms,
+    )
+    .unwrap();
+    assert_eq!(h(&certificate_payload(&certificate)), s.certificate_payload);
+    verify_certificate(
+        &operator_key,
+        &certificate,
+        &bytes(&s.certificate_signature),
+    )
+    .unwrap();
+    assert!(
+        comptoir_protocol::verified_name(
+            &certificate,
+            &bytes(&s.certificate_signature),
+            &operator_key,
+            &account.public(),
+            &s.profile,
+            s.certificate_issued_at_ms,
+            false,
+        )
+        .is_verified()
+    );
+    let certificate_revocation =
+        CertificateRevocation::of(&certificate, s.certificate_revoked_at_ms);
+    assert_eq!(
+        h(&revocation_payload(&certificate_revocation)),
+        s.certificate_revocation_payload
+    );
+    verify_revocation(
+        &operator_key,
+        &certificate_revocation,
+        &bytes(&s.certificate_revocation_signature),
+    )
+    .unwrap();
 
     // Register: signed by the account key over the kind.
     let nonce = bytes(&s.register_nonce);
