@@ -18,6 +18,7 @@
 //! - [`template`]: approved templates: their rules, canonical bytes and
 //!   id, the operator's signed approval or revocation, and the customer
 //!   client's check and rendering of an instance.
+//! - [`template_wire`]: signed template approvals to and from their frame.
 //! - [`business`]: business profiles signed by the business, operator
 //!   certificates and their revocation, and the one decision whether a
 //!   business is shown as verified.
@@ -60,6 +61,7 @@ pub mod session;
 pub mod skipped;
 pub mod store;
 pub mod template;
+pub mod template_wire;
 pub mod x3dh;
 
 pub use account::{

@@ -147,6 +147,10 @@ pub enum RelayError {
     /// message says since when and what to send instead).
     #[error("{0}")]
     WindowClosed(String),
+    /// A template category naming no template the operator approved for
+    /// the sender, or approved under another category.
+    #[error("{0}")]
+    TemplateNotApproved(String),
     /// The ack of a billed envelope carried no delivery signature, or one
     /// that does not verify against the device's identity key.
     #[error(
@@ -193,6 +197,7 @@ impl RelayError {
             Self::PhoneRequired => ErrorCode::PhoneRequired,
             Self::WindowClosed(_) => ErrorCode::WindowClosed,
             Self::NoConsent(_) => ErrorCode::NoConsent,
+            Self::TemplateNotApproved(_) => ErrorCode::TemplateNotApproved,
             Self::StaleConsent { .. } => ErrorCode::StaleConsent,
             Self::BadDeliverySignature(_) => ErrorCode::BadDeliverySignature,
             Self::Storage(StorageError::Full) => ErrorCode::StorageFull,

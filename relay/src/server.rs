@@ -233,6 +233,7 @@ pub async fn run_with_storage<S: Backend + std::fmt::Debug>(
             let state = Arc::new(crate::admin::AdminState {
                 operator: operator.clone(),
                 token,
+                relay: relay.clone(),
             });
             Some(tokio::spawn(crate::admin::serve(listener, state)))
         }

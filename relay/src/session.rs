@@ -452,6 +452,8 @@ impl<S: Backend> Session<S> {
             B::ClaimName(r) => cmd::name::claim(self, request_id, r).await,
             B::SetConsent(r) => cmd::consent::set(self, request_id, r).await,
             B::GetConsents(_) => cmd::consent::list(self, request_id).await,
+            B::SubmitTemplate(r) => cmd::template::submit(self, request_id, r).await,
+            B::GetTemplates(r) => cmd::template::get(self, request_id, r).await,
         }
     }
 

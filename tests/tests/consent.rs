@@ -35,7 +35,7 @@ async fn template_to(
 ) -> Body {
     let mut body = send_body_as(to, devices, id(n), b"ciphertext", category);
     if let client_frame::Body::Send(send) = &mut body {
-        send.template_id = "order_update".into();
+        send.template_id = support::templates::id_for(b.account.expect("logged in"), category);
     }
     b.request(body).await
 }
@@ -62,7 +62,8 @@ async fn kept(c: &mut Client) -> Vec<wire::Consent> {
 async fn business(relay: &TestRelay) -> (Account, Client) {
     let account = Account::new(1);
     account.register_as(relay.addr, AccountKind::Business).await;
-    let (conn, _) = account.login(relay.addr, 1).await;
+    let (mut conn, _) = account.login(relay.addr, 1).await;
+    relay.approve_support_templates(&mut conn).await;
     (account, conn)
 }
 

@@ -34,7 +34,8 @@ async fn comptoir(dir: &std::path::Path, relay: &TestRelay, args: &[&str]) -> (u
 async fn utility(b: &mut Client, to: &comptoir_protocol::AccountId, n: u8) -> Body {
     let mut body = send_body_as(to, &[1], id(n), b"ciphertext", Category::Utility);
     if let client_frame::Body::Send(send) = &mut body {
-        send.template_id = "order_update".into();
+        send.template_id =
+            support::templates::id_for(b.account.expect("logged in"), Category::Utility);
     }
     b.request(body).await
 }
@@ -51,6 +52,7 @@ async fn a_customer_grants_lists_and_revokes_consent_from_the_command_line() {
     let shop = Account::new(1);
     shop.register_as(relay.addr, AccountKind::Business).await;
     let (mut b, _) = shop.login(relay.addr, 1).await;
+    relay.approve_support_templates(&mut b).await;
     let shop_id = shop.id.to_string();
     assert_eq!(
         comptoir(&dir, &relay, &["contacts", "add", "shop", &shop_id])

@@ -18,7 +18,7 @@ use comptoir_protocol::proto::wire::{
 };
 use comptoir_protocol::{ConsentCategories, DeliveryFields, sign_delivery};
 use comptoir_relay::storage::report;
-use support::business::{Business, FRANKING, TEMPLATE};
+use support::business::{Business, FRANKING};
 use support::client::{linked, registered, registered_as, url, wait_for};
 use support::mitm::Mitm;
 use support::*;
@@ -110,6 +110,8 @@ async fn an_ack_of_a_billed_copy_without_a_good_signature_is_refused_and_the_cop
         .register_as(relay.addr, AccountKind::Business)
         .await;
     let (mut b, _) = business.login(relay.addr, 1).await;
+    relay.approve_support_templates(&mut b).await;
+    let offer = support::templates::id_for(business.id, Category::Marketing);
     // The customer consents to marketing from the business.
     let (mut c, _) = customer.login(relay.addr, 1).await;
     let consent = consent_body(
@@ -139,8 +141,7 @@ async fn an_ack_of_a_billed_copy_without_a_good_signature_is_refused_and_the_cop
             ..Default::default()
         })
     };
-    let Body::Accepted(accepted) = b.request(send(id(1), Category::Marketing, TEMPLATE)).await
-    else {
+    let Body::Accepted(accepted) = b.request(send(id(1), Category::Marketing, &offer)).await else {
         panic!("accepted")
     };
 
@@ -239,8 +240,7 @@ async fn an_ack_of_a_billed_copy_without_a_good_signature_is_refused_and_the_cop
 
     // A copy the device could not use is acked `rejected`: deleted with no
     // signature, and no proof is kept or passed on.
-    let Body::Accepted(unusable) = b.request(send(id(4), Category::Marketing, TEMPLATE)).await
-    else {
+    let Body::Accepted(unusable) = b.request(send(id(4), Category::Marketing, &offer)).await else {
         panic!("accepted")
     };
     let envelope = c.next_envelope().await;

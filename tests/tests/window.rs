@@ -27,15 +27,23 @@ async fn pair(relay: &TestRelay) -> (Account, Client, Account, Client) {
         .await;
     let customer = Account::new(1);
     customer.register(relay.addr).await;
-    let (b, _) = business.login(relay.addr, 1).await;
+    let (mut b, _) = business.login(relay.addr, 1).await;
+    relay.approve_support_templates(&mut b).await;
     let (c, _) = customer.login(relay.addr, 1).await;
     (business, b, customer, c)
 }
 
-/// `from` sends message `n` to `to`'s device 1 as `category`; the reply.
+/// `from` sends message `n` to `to`'s device 1 as `category` (a template
+/// category names the sender's approved support template); the reply.
 async fn send(from: &mut Client, to: &Account, n: u8, category: Category) -> Body {
-    from.request(send_body_as(&to.id, &[1], id(n), b"ciphertext", category))
-        .await
+    let mut body = send_body_as(&to.id, &[1], id(n), b"ciphertext", category);
+    if let (comptoir_protocol::proto::wire::client_frame::Body::Send(send), Some(sender)) =
+        (&mut body, from.account)
+        && comptoir_protocol::ConsentCategories::of(category).is_some()
+    {
+        send.template_id = support::templates::id_for(sender, category);
+    }
+    from.request(body).await
 }
 
 fn accepted(reply: &Body) -> u64 {

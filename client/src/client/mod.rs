@@ -579,6 +579,8 @@ pub(super) fn unexpected(wanted: &str, got: &server_frame::Body) -> ClientError 
         server_frame::Body::PrekeysLow(_) => "PreKeysLow",
         server_frame::Body::PhoneNumberReleased(_) => "PhoneNumberReleased",
         server_frame::Body::Consents(_) => "Consents",
+        server_frame::Body::TemplateSubmitted(_) => "TemplateSubmitted",
+        server_frame::Body::Templates(_) => "Templates",
     };
     ClientError::UnexpectedFrame(format!("expected {wanted}, got {name}"))
 }

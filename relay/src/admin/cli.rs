@@ -43,6 +43,46 @@ pub enum AdminCommand {
     /// Print the operator's public key (clients pin it; give it to them
     /// out of band to pin before first use).
     OperatorKey,
+    /// Review the templates businesses submitted.
+    #[command(subcommand)]
+    Templates(TemplatesCommand),
+}
+
+/// `relay admin templates …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum TemplatesCommand {
+    /// One line per template (oldest first): id, business, name,
+    /// category, status.
+    List {
+        /// Only pending, approved, rejected or revoked ones.
+        #[arg(long, value_name = "STATUS")]
+        status: Option<String>,
+    },
+    /// A template in full, with its state and signed decision.
+    Show {
+        /// The template id (64 hex digits).
+        template_id: String,
+    },
+    /// Approve it: the operator key signs the approval, and the business
+    /// may send it from now on.
+    Approve {
+        /// The template id (64 hex digits).
+        template_id: String,
+    },
+    /// Reject a pending template; the business reads the reason.
+    Reject {
+        /// The template id (64 hex digits).
+        template_id: String,
+        /// Why, for the business.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Revoke an approved template: sends naming it are refused from now
+    /// on, and clients learn of the signed revocation.
+    Revoke {
+        /// The template id (64 hex digits).
+        template_id: String,
+    },
 }
 
 /// Run one admin command; exit 0 on success, 1 when the relay refused or
@@ -98,5 +138,36 @@ async fn execute(
                 serde_json::json!({ "operator_key": key.operator_key }),
             ])
         }
+        AdminCommand::Templates(command) => templates(client, command).await,
     }
+}
+
+async fn templates(
+    client: &AdminClient,
+    command: &TemplatesCommand,
+) -> Result<Vec<serde_json::Value>, AdminClientError> {
+    let json = match command {
+        TemplatesCommand::List { status } => {
+            let list = client.templates(status.as_deref()).await?;
+            list.templates
+                .iter()
+                .map(serde_json::to_value)
+                .collect::<Result<Vec<_>, _>>()
+        }
+        TemplatesCommand::Show { template_id } => {
+            serde_json::to_value(client.template(template_id).await?).map(|v| vec![v])
+        }
+        TemplatesCommand::Approve { template_id } => {
+            serde_json::to_value(client.approve_template(template_id).await?).map(|v| vec![v])
+        }
+        TemplatesCommand::Reject {
+            template_id,
+            reason,
+        } => serde_json::to_value(client.reject_template(template_id, reason).await?)
+            .map(|v| vec![v]),
+        TemplatesCommand::Revoke { template_id } => {
+            serde_json::to_value(client.revoke_template(template_id).await?).map(|v| vec![v])
+        }
+    };
+    json.map_err(|e| client.protocol(format!("cannot print the answer: {e}")))
 }

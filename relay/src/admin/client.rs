@@ -68,6 +68,60 @@ impl AdminClient {
         self.call(Method::GET, "/v1/operator-key", None).await
     }
 
+    /// Templates, oldest submission first; only those in `status`
+    /// (pending, approved, rejected, revoked) when given.
+    pub async fn templates(
+        &self,
+        status: Option<&str>,
+    ) -> Result<super::templates::TemplateList, AdminClientError> {
+        let path = match status {
+            Some(status) => format!("/v1/templates?status={status}"),
+            None => "/v1/templates".to_owned(),
+        };
+        self.call(Method::GET, &path, None).await
+    }
+
+    /// One template with its state and signed decision.
+    pub async fn template(
+        &self,
+        id: &str,
+    ) -> Result<super::templates::TemplateDetail, AdminClientError> {
+        self.call(Method::GET, &format!("/v1/templates/{id}"), None)
+            .await
+    }
+
+    /// Approve a template (signed with the operator key).
+    pub async fn approve_template(
+        &self,
+        id: &str,
+    ) -> Result<super::templates::TemplateDetail, AdminClientError> {
+        self.call(Method::POST, &format!("/v1/templates/{id}/approve"), None)
+            .await
+    }
+
+    /// Reject a pending template, saying why.
+    pub async fn reject_template(
+        &self,
+        id: &str,
+        reason: &str,
+    ) -> Result<super::templates::TemplateDetail, AdminClientError> {
+        self.call(
+            Method::POST,
+            &format!("/v1/templates/{id}/reject"),
+            Some(serde_json::json!({ "reason": reason })),
+        )
+        .await
+    }
+
+    /// Revoke an approved template (signed with the operator key).
+    pub async fn revoke_template(
+        &self,
+        id: &str,
+    ) -> Result<super::templates::TemplateDetail, AdminClientError> {
+        self.call(Method::POST, &format!("/v1/templates/{id}/revoke"), None)
+            .await
+    }
+
     /// One request; a JSON answer on success, [`AdminClientError::Refused`]
     /// with the API's message otherwise.
     pub async fn call<T: DeserializeOwned>(
@@ -144,7 +198,8 @@ impl AdminClient {
         Ok((status, bytes))
     }
 
-    fn protocol(&self, reason: String) -> AdminClientError {
+    /// A [`AdminClientError::Protocol`] for this client's address.
+    pub fn protocol(&self, reason: String) -> AdminClientError {
         AdminClientError::Protocol {
             addr: self.addr,
             reason,

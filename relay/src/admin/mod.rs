@@ -5,12 +5,15 @@
 //! equal ([`ROUTES`]).
 //!
 //! Modules:
-//! - this one: the router, the token check, the handlers, typed errors.
+//! - this one: the router, the token check, typed errors.
+//! - [`templates`]: reviewing templates (list, show, approve, reject,
+//!   revoke); approvals and revocations are signed by the operator key.
 //! - [`client`]: a small HTTP/1.1 client of the API (the CLI and tests).
 //! - [`cli`]: the `relay admin` commands over that client.
 
 pub mod cli;
 pub mod client;
+pub mod templates;
 
 use std::sync::Arc;
 
@@ -20,26 +23,37 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use comptoir_protocol::OperatorKeyPair;
 use serde::Serialize;
 use tokio::net::TcpListener;
 
 use crate::operator::AdminToken;
+use crate::state::Relay;
+use crate::storage::{Backend, StorageError};
 
 /// Every (method, path) the API serves, in the OpenAPI file's notation;
 /// a test checks docs/admin-openapi.json lists exactly these.
-pub const ROUTES: &[(&str, &str)] = &[("get", "/v1/operator-key")];
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/v1/operator-key"),
+    ("get", "/v1/templates"),
+    ("get", "/v1/templates/{template_id}"),
+    ("post", "/v1/templates/{template_id}/approve"),
+    ("post", "/v1/templates/{template_id}/reject"),
+    ("post", "/v1/templates/{template_id}/revoke"),
+];
 
 /// What the handlers share.
-pub struct AdminState {
+pub struct AdminState<S> {
     /// The operator signing key.
     pub operator: Arc<OperatorKeyPair>,
     /// The bearer token every request must carry.
     pub token: AdminToken,
+    /// The relay (its storage and clock).
+    pub(crate) relay: Arc<Relay<S>>,
 }
 
-impl std::fmt::Debug for AdminState {
+impl<S> std::fmt::Debug for AdminState<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AdminState")
             .field("operator", &self.operator.public())
@@ -60,13 +74,35 @@ pub enum AdminError {
     /// No such route.
     #[error("no such admin endpoint: see docs/admin-openapi.json")]
     NotFound,
+    /// No template has this id.
+    #[error("no template has this id: list them with `relay admin templates list`")]
+    UnknownTemplate,
+    /// The request is malformed (the message says how).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The request does not fit the current state (the message says why).
+    #[error("{0}")]
+    Conflict(String),
+    /// Storage failed (details in the relay's log only).
+    #[error("the relay's storage failed; see the relay's log")]
+    Storage,
+}
+
+impl From<StorageError> for AdminError {
+    fn from(error: StorageError) -> Self {
+        tracing::error!(%error, "admin request: storage failed");
+        Self::Storage
+    }
 }
 
 impl AdminError {
     fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::NotFound | Self::UnknownTemplate => StatusCode::NOT_FOUND,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Storage => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -74,6 +110,10 @@ impl AdminError {
         match self {
             Self::Unauthorized => "unauthorized",
             Self::NotFound => "not_found",
+            Self::UnknownTemplate => "unknown_template",
+            Self::BadRequest(_) => "bad_request",
+            Self::Conflict(_) => "conflict",
+            Self::Storage => "internal",
         }
     }
 }
@@ -105,23 +145,40 @@ pub struct OperatorKeyBody {
 }
 
 /// The router of the API, token check included.
-pub fn router(state: Arc<AdminState>) -> Router {
+pub fn router<S: Backend>(state: Arc<AdminState<S>>) -> Router {
     Router::new()
-        .route("/v1/operator-key", get(operator_key))
+        .route("/v1/operator-key", get(operator_key::<S>))
+        .route("/v1/templates", get(templates::list::<S>))
+        .route("/v1/templates/{template_id}", get(templates::show::<S>))
+        .route(
+            "/v1/templates/{template_id}/approve",
+            post(templates::approve::<S>),
+        )
+        .route(
+            "/v1/templates/{template_id}/reject",
+            post(templates::reject::<S>),
+        )
+        .route(
+            "/v1/templates/{template_id}/revoke",
+            post(templates::revoke::<S>),
+        )
         .fallback(|| async { AdminError::NotFound })
-        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_token::<S>,
+        ))
         .with_state(state)
 }
 
 /// Serve the API on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
+pub async fn serve<S: Backend>(listener: TcpListener, state: Arc<AdminState<S>>) {
     if let Err(error) = axum::serve(listener, router(state)).await {
         tracing::error!(%error, "admin listener stopped");
     }
 }
 
-async fn require_token(
-    State(state): State<Arc<AdminState>>,
+async fn require_token<S>(
+    State(state): State<Arc<AdminState<S>>>,
     request: Request,
     next: Next,
 ) -> Response {
@@ -137,7 +194,7 @@ async fn require_token(
     }
 }
 
-async fn operator_key(State(state): State<Arc<AdminState>>) -> Json<OperatorKeyBody> {
+async fn operator_key<S>(State(state): State<Arc<AdminState<S>>>) -> Json<OperatorKeyBody> {
     Json(OperatorKeyBody {
         operator_key: hex::encode(state.operator.public().to_bytes()),
     })

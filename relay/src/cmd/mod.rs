@@ -11,6 +11,7 @@ pub(crate) mod name;
 pub(crate) mod phone;
 pub(crate) mod prekeys;
 pub(crate) mod send;
+pub(crate) mod template;
 
 use comptoir_protocol::AccountId;
 use comptoir_protocol::proto::wire::SignedDeviceList;

@@ -16,11 +16,12 @@ use crate::error::{RelayError, invalid};
 use crate::frame;
 use crate::policy::{
     self, Conversation, Decision, Party, Quotas, Refusal, Rules, SendInput, SendRequest,
+    TemplateState,
 };
 use crate::session::{Completion, EncodeFrame, Reply, Session};
 use crate::storage::{
     AcceptEffects, AccountRecord, Billed, BilledCategory, ConsentSeen, Directory, Enqueued,
-    MESSAGE_ID_LEN, Mailbox, NewMessage, StoredDeviceList,
+    MESSAGE_ID_LEN, Mailbox, NewMessage, StoredDeviceList, Templates,
 };
 
 /// Longest template id a send may carry (template ids are short names).
@@ -28,7 +29,7 @@ pub(crate) const MAX_TEMPLATE_ID_LEN: usize = 128;
 /// Longest franking tag a send may carry (an HMAC-SHA256 is 32 bytes).
 pub(crate) const MAX_FRANKING_TAG_LEN: usize = 64;
 
-pub(crate) async fn send<S: Directory + Mailbox>(
+pub(crate) async fn send<S: Directory + Mailbox + Templates>(
     session: &mut Session<S>,
     request_id: u64,
     request: wire::Send,
@@ -94,6 +95,20 @@ pub(crate) async fn send<S: Directory + Mailbox>(
         }
         _ => (None, ConsentCategories::NONE, None),
     };
+    // The named template's approval, for template categories only.
+    let template_state = if template && recipient != sender {
+        match comptoir_protocol::template::TemplateId::from_hex(&request.template_id) {
+            Some(id) => match relay.store.template(&id).await? {
+                Some(stored) if stored.approved_for(sender) => {
+                    TemplateState::Approved(wire::Category::from(stored.template.category))
+                }
+                _ => TemplateState::NotApproved,
+            },
+            None => TemplateState::NotApproved,
+        }
+    } else {
+        TemplateState::NotApproved
+    };
     let recipient_devices: Vec<u32> = list.list.device_ids();
     let ciphertexts: Vec<(u32, usize)> = request
         .devices
@@ -121,6 +136,7 @@ pub(crate) async fn send<S: Directory + Mailbox>(
             customer_wrote_at_ms,
             consent,
         },
+        template: template_state,
         quotas,
         rules: Rules {
             require_phone_for_business: relay.config.limits.require_phone_for_business,
@@ -252,6 +268,9 @@ fn refusal_error(refusal: Refusal, list: Option<&StoredDeviceList>) -> RelayErro
         Refusal::PhoneRequired => RelayError::PhoneRequired,
         Refusal::WindowClosed { .. } => RelayError::WindowClosed(refusal.message()),
         Refusal::NoConsent { .. } => RelayError::NoConsent(refusal.message()),
+        Refusal::TemplateNotApproved | Refusal::TemplateCategory { .. } => {
+            RelayError::TemplateNotApproved(refusal.message())
+        }
         Refusal::DeviceListMismatch => match list.map(wire_list) {
             Some(Ok(list)) => RelayError::DeviceListMismatch {
                 current: Box::new(list),

@@ -18,7 +18,10 @@
 //! 5. sizes: 1 to [`MAX_DEVICES`] ciphertexts, none empty, none longer than
 //!    a ratchet message can be ([`MAX_MESSAGE_LEN`]);
 //! 6. block: the recipient has not blocked the sender;
-//! 7. window and consent, for a business writing to a customer: a
+//! 7. template: a template category (utility, authentication, marketing)
+//!    names a template the operator approved for this sender, under this
+//!    very category ([`TemplateState`]); otherwise `TEMPLATE_NOT_APPROVED`;
+//! 8. window and consent, for a business writing to a customer: a
 //!    free-form reply (`SERVICE`) only within [`WINDOW_MS`] of the relay's
 //!    accept time of the customer's last conversation message to it
 //!    ([`Conversation::customer_wrote_at_ms`]); a utility or
@@ -26,8 +29,8 @@
 //!    customer's consent for that category; a marketing template only
 //!    under consent for marketing, inside the window too
 //!    ([`Conversation::consent`]); control traffic is never held to
-//!    either (template approval is not checked yet);
-//! 8. device coverage: exactly one ciphertext per current device of the
+//!    either;
+//! 9. device coverage: exactly one ciphertext per current device of the
 //!    recipient (minus the sending device when an account syncs itself).
 //!
 //! The business issue adds consent, templates and billing here;
@@ -83,6 +86,17 @@ pub struct Conversation {
     pub consent: ConsentCategories,
 }
 
+/// What the relay's registry says of the template a send names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TemplateState {
+    /// No template approved for the sender by that id: unknown, pending,
+    /// rejected, revoked, or another business's (or no id at all).
+    #[default]
+    NotApproved,
+    /// Approved by the operator for the sender, under this category.
+    Approved(Category),
+}
+
 /// Limits and counters that apply to this send.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Quotas {
@@ -110,8 +124,10 @@ pub struct SendInput<'a> {
     pub recipient_devices: &'a [u32],
     /// What is asked.
     pub request: SendRequest<'a>,
-    /// Block (and later consent, window) state.
+    /// Block, consent and window state.
     pub conversation: Conversation,
+    /// The named template's approval (read only for template categories).
+    pub template: TemplateState,
     /// Rate and (later) quota state.
     pub quotas: Quotas,
     /// The operator's switches.
@@ -180,6 +196,15 @@ pub enum Refusal {
         /// if it ever wrote.
         customer_wrote_at_ms: Option<u64>,
     },
+    /// A template category naming no template approved for the sender.
+    TemplateNotApproved,
+    /// A template approved under another category than the one sent.
+    TemplateCategory {
+        /// The category the operator approved.
+        approved: Category,
+        /// The category of the send.
+        sent: Category,
+    },
     /// The ciphertexts do not cover exactly the recipient's current
     /// devices.
     DeviceListMismatch,
@@ -244,6 +269,15 @@ impl Refusal {
                      template instead"
                 )
             }
+            Refusal::TemplateNotApproved => "the template id names no template the operator \
+                approved for this business (unknown, pending, rejected or revoked): submit it \
+                and send it once approved"
+                .into(),
+            Refusal::TemplateCategory { approved, sent } => format!(
+                "the template was approved as {} and cannot be sent as {}",
+                comptoir_protocol::labels::category_name(*approved as i32),
+                comptoir_protocol::labels::category_name(*sent as i32)
+            ),
             Refusal::DeviceListMismatch => {
                 "the send must carry one ciphertext per current device of the recipient".into()
             }
@@ -362,6 +396,18 @@ fn check(input: &SendInput<'_>) -> Result<(), Refusal> {
     }
     if !to_self && input.conversation.blocked {
         return Err(Refusal::Blocked);
+    }
+    if !to_self && ConsentCategories::of(category).is_some() {
+        match input.template {
+            TemplateState::NotApproved => return Err(Refusal::TemplateNotApproved),
+            TemplateState::Approved(approved) if approved != category => {
+                return Err(Refusal::TemplateCategory {
+                    approved,
+                    sent: category,
+                });
+            }
+            TemplateState::Approved(_) => {}
+        }
     }
     if !to_self
         && kind_of(input.sender.record) == AccountKind::Business

@@ -46,6 +46,9 @@ struct Row {
     customer_wrote_at_ms: Option<u64>,
     /// What the customer's consent for the business covers now.
     consent: ConsentCategories,
+    /// The named template's approval; `None`: approved under the
+    /// category sent.
+    template: Option<TemplateState>,
     expect: Decision,
 }
 
@@ -67,6 +70,7 @@ fn row(name: &'static str, expect: Decision) -> Row {
         sender_phone: false,
         customer_wrote_at_ms: Some(NOW - 60_000),
         consent: ConsentCategories::NONE,
+        template: None,
         expect,
     }
 }
@@ -80,6 +84,59 @@ fn table() {
     use AccountKind::{Business, Customer, Unspecified};
     let cases = vec![
         row("customer to customer, conversation", Decision::Accept),
+        Row {
+            sender: Business,
+            category: Category::Utility as i32,
+            template: Some(TemplateState::NotApproved),
+            ..row(
+                "a template not approved for the sender is refused, even inside the window",
+                refuse(Refusal::TemplateNotApproved),
+            )
+        },
+        Row {
+            sender: Business,
+            category: Category::Marketing as i32,
+            consent: ConsentCategories::MARKETING,
+            template: Some(TemplateState::Approved(Category::Utility)),
+            ..row(
+                "a utility template sent as marketing is refused",
+                refuse(Refusal::TemplateCategory {
+                    approved: Category::Utility,
+                    sent: Category::Marketing,
+                }),
+            )
+        },
+        Row {
+            sender: Business,
+            category: Category::Utility as i32,
+            consent: ConsentCategories::MARKETING,
+            template: Some(TemplateState::Approved(Category::Marketing)),
+            ..row(
+                "a marketing template relabelled utility is refused",
+                refuse(Refusal::TemplateCategory {
+                    approved: Category::Marketing,
+                    sent: Category::Utility,
+                }),
+            )
+        },
+        Row {
+            sender: Business,
+            recipient: Business,
+            to_self: true,
+            category: Category::Utility as i32,
+            ciphertexts: vec![(2, 100)],
+            template: Some(TemplateState::NotApproved),
+            ..row(
+                "a business's copy to its own devices is not held to approval",
+                Decision::Accept,
+            )
+        },
+        Row {
+            sender: Business,
+            category: Category::Service as i32,
+            template: Some(TemplateState::NotApproved),
+            ..row("a service reply names no template", Decision::Accept)
+        },
         Row {
             recipient: Business,
             phone_rule: true,
@@ -433,6 +490,10 @@ fn table() {
                 customer_wrote_at_ms: case.customer_wrote_at_ms,
                 consent: case.consent,
             },
+            template: case.template.unwrap_or_else(|| {
+                Category::try_from(case.category)
+                    .map_or(TemplateState::NotApproved, TemplateState::Approved)
+            }),
             quotas: Quotas {
                 rate_retry_after_ms: case.rate,
             },
@@ -457,6 +518,11 @@ fn every_refusal_says_what_to_do_without_internals() {
         Refusal::CiphertextTooLarge { got: 1 },
         Refusal::Blocked,
         Refusal::DeviceListMismatch,
+        Refusal::TemplateNotApproved,
+        Refusal::TemplateCategory {
+            approved: Category::Utility,
+            sent: Category::Marketing,
+        },
         Refusal::PhoneRequired,
         Refusal::NoConsent {
             category: Category::Marketing,

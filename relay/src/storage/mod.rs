@@ -15,12 +15,14 @@
 //! - [`Ledger`] ([`ledger`]): append-only entries for what may be billed,
 //!   written by the mailbox's accept in the same durable step as the
 //!   copies (docs/STORAGE.md says what must commit together).
+//! - [`Templates`] ([`templates`]): templates businesses submitted and
+//!   the operator's signed decision on each.
 //! - [`Lifecycle`]: flush and close, for the backend as a whole.
 //!
 //! [`report`] reads a stopped data directory's accounting (ledger,
 //! conversations, quotas) for `relay accounting`.
 //!
-//! [`Backend`] bundles the four for the code that needs them all (the
+//! [`Backend`] bundles them for the code that needs them all (the
 //! server, a connection); request handlers name only the roles they use.
 //!
 //! Shape of the contract, which every backend must keep:
@@ -57,6 +59,7 @@ pub mod mailbox;
 pub mod report;
 pub mod sled;
 mod store_id;
+pub mod templates;
 
 use std::future::Future;
 
@@ -76,6 +79,7 @@ pub use self::mailbox::{
     QueuedMail, QueuedReceipt, QuotaCounts,
 };
 pub use self::sled::SledStore;
+pub use self::templates::{SignedApproval, StoredTemplate, Templates};
 
 /// Result alias for storage calls.
 pub type StorageResult<T> = std::result::Result<T, StorageError>;
@@ -130,6 +134,6 @@ pub trait Lifecycle: Send + Sync + 'static {
 
 /// Every role: what the server and a connection need. Implemented for
 /// any type that implements all four.
-pub trait Backend: Directory + Keys + Mailbox + Lifecycle {}
+pub trait Backend: Directory + Keys + Mailbox + Templates + Lifecycle {}
 
-impl<T: Directory + Keys + Mailbox + Lifecycle> Backend for T {}
+impl<T: Directory + Keys + Mailbox + Templates + Lifecycle> Backend for T {}

@@ -83,7 +83,7 @@ enum Job {
 
 /// Hands jobs to the flusher thread.
 #[derive(Clone, Debug)]
-struct Committer {
+pub(super) struct Committer {
     jobs: std_mpsc::Sender<Job>,
 }
 
@@ -109,7 +109,7 @@ impl Committer {
     }
 
     /// Wait until everything written before this call is on disk.
-    async fn durable(&self) -> StorageResult<()> {
+    pub(super) async fn durable(&self) -> StorageResult<()> {
         self.call(Job::Durable).await
     }
 }
@@ -263,7 +263,10 @@ pub struct SledStore {
     expired_accounts: Tree,
     /// Relay-wide values: the clock's mark ([`CLOCK_MARK_KEY`]).
     meta: Tree,
-    committer: Committer,
+    /// Submitted templates and the operator's decisions, by template id
+    /// (see `storage::templates`).
+    pub(super) templates: Tree,
+    pub(super) committer: Committer,
     /// Dropped last: the directory is free once every handle is gone.
     _dir_lock: Arc<DirLock>,
 }
@@ -503,6 +506,7 @@ impl SledStore {
             unauthenticated: tree("unauthenticated")?,
             expired_accounts,
             meta: tree("meta")?,
+            templates: tree("templates")?,
             committer: Committer::start(db, metrics)?,
             _dir_lock: dir_lock,
         })

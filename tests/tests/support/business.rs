@@ -16,8 +16,6 @@ use prost::Message;
 
 use super::{Account, Client, TestRelay};
 
-/// The template id [`Business::send`] uses for template categories.
-pub const TEMPLATE: &str = "order_update";
 /// The franking commitment it sends with templates.
 pub const FRANKING: [u8; 32] = [7; 32];
 
@@ -44,6 +42,7 @@ impl Business {
             .request(client_frame::Body::UploadPrekeys(upload))
             .await;
         assert!(matches!(reply, Body::Ok(_)), "{reply:?}");
+        relay.approve_support_templates(&mut conn).await;
         let mut business = Self {
             account,
             conn,
@@ -84,7 +83,8 @@ impl Business {
         }
     }
 
-    /// Send `text` as `category`: a template ([`TEMPLATE`], [`FRANKING`])
+    /// Send `text` as `category`: a template (the approved support
+    /// template of that category, [`FRANKING`])
     /// or a service reply, labels bound; returns (message id, accept id).
     pub async fn send(&mut self, text: &str, category: Category) -> ([u8; 16], u64) {
         let body = content::Body::Text(Text { body: text.into() });
@@ -95,7 +95,8 @@ impl Business {
     }
 
     /// Encrypt `body` to every device of the customer as `category` (a
-    /// template category under [`TEMPLATE`] and [`FRANKING`], any other
+    /// template category under the approved support template of that
+    /// category and [`FRANKING`], any other
     /// with neither), labels bound, and send it; returns the message id
     /// and the relay's reply, whatever it is.
     pub async fn request_content(
@@ -105,10 +106,11 @@ impl Business {
     ) -> ([u8; 16], Body) {
         let message_id = comptoir_client::MessageId::generate().0;
         let (template_id, franking) = match category {
-            Category::Utility | Category::Authentication | Category::Marketing => {
-                (TEMPLATE, &FRANKING[..])
-            }
-            _ => ("", &[][..]),
+            Category::Utility | Category::Authentication | Category::Marketing => (
+                super::templates::id_for(self.account.id, category),
+                &FRANKING[..],
+            ),
+            _ => (String::new(), &[][..]),
         };
         let content = Content {
             message_id: message_id.to_vec(),
@@ -119,7 +121,7 @@ impl Business {
                 self.account.id.as_bytes(),
                 self.customer.as_bytes(),
                 category,
-                template_id,
+                &template_id,
                 franking,
             )),
             padding: Vec::new(),
@@ -140,7 +142,7 @@ impl Business {
             recipient_account: self.customer.to_vec(),
             client_timestamp_ms: 1,
             category: category as i32,
-            template_id: template_id.into(),
+            template_id,
             franking_tag: franking.to_vec(),
             devices,
             ..Default::default()

@@ -8,6 +8,7 @@ pub mod client;
 pub mod hostile;
 pub mod mitm;
 pub mod tamper;
+pub mod templates;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -431,7 +432,10 @@ impl Account {
         let mut c = Client::connect(addr).await;
         let nonce = c.nonce.clone();
         match c.request(self.auth_body(device, &nonce)).await {
-            server_frame::Body::AuthOk(ok) => (c, ok),
+            server_frame::Body::AuthOk(ok) => {
+                c.account = Some(self.id);
+                (c, ok)
+            }
             other => panic!("auth failed: {other:?}"),
         }
     }
@@ -498,6 +502,8 @@ pub struct Client {
     next_request: u64,
     backlog: VecDeque<wire::ServerFrame>,
     pub close: Option<(u16, String)>,
+    /// The account this connection authenticated as (after `login`).
+    pub account: Option<AccountId>,
 }
 
 impl Client {
@@ -516,6 +522,7 @@ impl Client {
             next_request: 1,
             backlog: VecDeque::new(),
             close: None,
+            account: None,
         };
         match c.next_push().await {
             server_frame::Body::Challenge(ch) => c.nonce = ch.nonce,

@@ -1,0 +1,201 @@
+//! The template registry role: templates businesses submitted, and the
+//! operator's decision on each (pending, approved, rejected, revoked, with
+//! the newest signed approval or revocation). The `Send` handler reads it
+//! for every template category; the admin API writes it.
+//!
+//! Embedded backend: sled tree `templates`, key the 32-byte template id,
+//! value a `comptoir.relay.TemplateRecord`. A decision replaces the record
+//! only if it is still the one the decision was taken on
+//! (compare-and-swap), and is durable before the call returns.
+
+use std::future::Future;
+
+use comptoir_protocol::AccountId;
+use comptoir_protocol::keys::SIGNATURE_LEN;
+use comptoir_protocol::proto::relay::TemplateRecord;
+use comptoir_protocol::proto::wire::TemplateStatus;
+use comptoir_protocol::template::{Template, TemplateApproval, TemplateId};
+use comptoir_protocol::template_wire::{approval_from_wire, approval_to_wire};
+use prost::Message;
+
+use super::sled::SledStore;
+use super::{StorageError, StorageResult};
+
+/// Version of the stored `TemplateRecord`.
+const RECORD_VERSION: u32 = 1;
+
+/// An operator's approval (or revocation) with its signature.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedApproval {
+    /// What the operator signed.
+    pub approval: TemplateApproval,
+    /// The operator's Ed25519 signature over it.
+    pub signature: [u8; SIGNATURE_LEN],
+}
+
+/// A template as the registry keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredTemplate {
+    /// Its id (SHA-256 of its canonical bytes).
+    pub id: TemplateId,
+    /// The template.
+    pub template: Template,
+    /// Where it stands with the operator.
+    pub status: TemplateStatus,
+    /// The relay's clock when it was first submitted.
+    pub submitted_at_ms: u64,
+    /// The newest signed decision (approved or revoked templates).
+    pub approval: Option<SignedApproval>,
+    /// Why the operator rejected it (rejected templates).
+    pub reason: String,
+}
+
+impl StoredTemplate {
+    /// Whether `business` may send it under its approved category now.
+    pub fn approved_for(&self, business: AccountId) -> bool {
+        self.status == TemplateStatus::Approved && self.template.business == business
+    }
+}
+
+/// The template registry.
+pub trait Templates: Send + Sync + 'static {
+    /// Keep a newly submitted template (pending) unless one with its id is
+    /// already kept; returns what is kept now. Durable on return.
+    fn submit_template(
+        &self,
+        template: StoredTemplate,
+    ) -> impl Future<Output = StorageResult<StoredTemplate>> + Send;
+
+    /// The template with this id, if submitted.
+    fn template(
+        &self,
+        id: &TemplateId,
+    ) -> impl Future<Output = StorageResult<Option<StoredTemplate>>> + Send;
+
+    /// Every template kept, by id.
+    fn templates(&self) -> impl Future<Output = StorageResult<Vec<StoredTemplate>>> + Send;
+
+    /// Replace `expected` by `new` (same id) if `expected` is still what
+    /// is kept; `false` if another decision came first. Durable on return.
+    fn replace_template(
+        &self,
+        expected: &StoredTemplate,
+        new: &StoredTemplate,
+    ) -> impl Future<Output = StorageResult<bool>> + Send;
+}
+
+fn encode(stored: &StoredTemplate) -> StorageResult<Vec<u8>> {
+    let template_json = serde_json::to_string(&stored.template)
+        .map_err(|e| StorageError::Backend(format!("cannot encode a template: {e}")))?;
+    Ok(TemplateRecord {
+        version: RECORD_VERSION,
+        template_json,
+        business_account: stored.template.business.to_vec(),
+        status: stored.status as i32,
+        submitted_at_ms: stored.submitted_at_ms,
+        approval: stored
+            .approval
+            .as_ref()
+            .map(|a| approval_to_wire(&a.approval, &a.signature)),
+        reason: stored.reason.clone(),
+    }
+    .encode_to_vec())
+}
+
+fn decode(id: &[u8], bytes: &[u8]) -> StorageResult<StoredTemplate> {
+    const WHAT: &str = "templates";
+    let id: [u8; 32] = id.try_into().map_err(|_| StorageError::Corrupt(WHAT))?;
+    let record = TemplateRecord::decode(bytes).map_err(|_| StorageError::Corrupt(WHAT))?;
+    let template: Template =
+        serde_json::from_str(&record.template_json).map_err(|_| StorageError::Corrupt(WHAT))?;
+    let approval = match &record.approval {
+        Some(wire) => {
+            let (approval, signature) =
+                approval_from_wire(wire).map_err(|_| StorageError::Corrupt(WHAT))?;
+            Some(SignedApproval {
+                approval,
+                signature,
+            })
+        }
+        None => None,
+    };
+    Ok(StoredTemplate {
+        id: TemplateId(id),
+        template,
+        status: TemplateStatus::try_from(record.status).map_err(|_| StorageError::Corrupt(WHAT))?,
+        submitted_at_ms: record.submitted_at_ms,
+        approval,
+        reason: record.reason,
+    })
+}
+
+fn backend(e: ::sled::Error) -> StorageError {
+    StorageError::Backend(e.to_string())
+}
+
+impl Templates for SledStore {
+    async fn submit_template(&self, template: StoredTemplate) -> StorageResult<StoredTemplate> {
+        let key = template.id.as_bytes().to_vec();
+        let bytes = encode(&template)?;
+        match self
+            .templates
+            .compare_and_swap(&key, None::<&[u8]>, Some(bytes))
+            .map_err(backend)?
+        {
+            Ok(()) => {
+                self.committer.durable().await?;
+                Ok(template)
+            }
+            Err(current) => match current.current {
+                Some(kept) => decode(&key, &kept),
+                None => Err(StorageError::Backend(
+                    "a template vanished while it was submitted".into(),
+                )),
+            },
+        }
+    }
+
+    async fn template(&self, id: &TemplateId) -> StorageResult<Option<StoredTemplate>> {
+        match self.templates.get(id.as_bytes()).map_err(backend)? {
+            Some(bytes) => decode(id.as_bytes(), &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn templates(&self) -> StorageResult<Vec<StoredTemplate>> {
+        self.templates
+            .iter()
+            .map(|item| {
+                let (key, value) = item.map_err(backend)?;
+                decode(&key, &value)
+            })
+            .collect()
+    }
+
+    async fn replace_template(
+        &self,
+        expected: &StoredTemplate,
+        new: &StoredTemplate,
+    ) -> StorageResult<bool> {
+        let key = expected.id.as_bytes().to_vec();
+        let current = self.templates.get(&key).map_err(backend)?;
+        // Compare what is kept with what the decision was taken on by
+        // content (an encoding of the same record may differ in bytes).
+        let still = match &current {
+            Some(bytes) => decode(&key, bytes)? == *expected,
+            None => false,
+        };
+        if !still {
+            return Ok(false);
+        }
+        let swapped = self
+            .templates
+            .compare_and_swap(&key, current, Some(encode(new)?))
+            .map_err(backend)?
+            .is_ok();
+        if swapped {
+            self.committer.durable().await?;
+        }
+        Ok(swapped)
+    }
+}
