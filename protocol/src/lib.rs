@@ -17,7 +17,7 @@
 //!   message (a transferable proof of receipt), and their check.
 //! - [`template`]: approved templates: their rules, canonical bytes and
 //!   id, the operator's signed approval or revocation, and the customer
-//!   client's check and rendering of an instance.
+//!   client's check and rendering of an instance, quick replies.
 //! - [`business`]: business profiles signed by the business, operator
 //!   certificates and their revocation, and the one decision whether a
 //!   business is shown as verified.
@@ -98,7 +98,7 @@ pub use skipped::{MAX_SKIP, MAX_SKIPPED_KEYS};
 pub use store::{RecordKind, StorageKey, open_record, seal_record};
 pub use template::{
     ApprovalError, ApprovalStatus, Button, InstanceError, Placeholder, PlaceholderKind,
-    RenderedTemplate, TEMPLATE_APPROVAL_CONTEXT, TEMPLATE_CONTEXT, Template, TemplateApproval,
-    TemplateCategory, TemplateError, TemplateId, render_instance, sign_template_approval,
-    template_approval_payload, verify_template_approval,
+    RenderedTemplate, ReplyError, TEMPLATE_APPROVAL_CONTEXT, TEMPLATE_CONTEXT, Template,
+    TemplateApproval, TemplateCategory, TemplateError, TemplateId, check_quick_reply, quick_reply,
+    render_instance, sign_template_approval, template_approval_payload, verify_template_approval,
 };

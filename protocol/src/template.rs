@@ -2,7 +2,9 @@
 //! submits, its checks, the canonical bytes whose SHA-256 is the template
 //! id, the operator's signed approval (or revocation), and the customer
 //! client's check that a decrypted [`TemplateInstance`] is an instance of
-//! the approved template.
+//! the approved template, and the quick reply a customer sends back when
+//! it taps one of the template's buttons ([`quick_reply`],
+//! [`check_quick_reply`]).
 //!
 //! A template is written by the business as JSON (the serde form of
 //! [`Template`]) and reviewed by the operator. Its id covers every field,
@@ -24,7 +26,7 @@ use crate::account::AccountId;
 use crate::canonical::{char_len, has_forbidden_char, is_https_url, put_opt_str, put_str};
 use crate::error::Result;
 use crate::keys::{OperatorKey, OperatorKeyPair, SIGNATURE_LEN};
-use crate::proto::content::{TemplateInstance, template_parameter};
+use crate::proto::content::{ButtonReply, TemplateInstance, template_parameter};
 use crate::proto::wire::Category;
 
 /// Context string that opens a template's canonical bytes.
@@ -1201,6 +1203,96 @@ pub fn render_instance(
     })
 }
 
+/// Why a quick reply cannot be made or is not one of the template's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplyError {
+    /// The reply names another template than the one the business sent.
+    #[error("the reply is to template {got:?}, not {expected}")]
+    WrongTemplate {
+        /// The template's id (hex).
+        expected: String,
+        /// The id in the reply (cut to 80 characters).
+        got: String,
+    },
+    /// There is no button at that index.
+    #[error("the template has no button {index}")]
+    NoSuchButton {
+        /// The index given.
+        index: u32,
+    },
+    /// The button at that index is a link or a call, not a quick reply.
+    #[error("button {index} is not a quick reply")]
+    NotAQuickReply {
+        /// The index given.
+        index: u32,
+    },
+    /// The reply's text is not the button's.
+    #[error("the reply's text is not the text of button {index}")]
+    TextMismatch {
+        /// The index given.
+        index: u32,
+    },
+    /// The template itself breaks a rule.
+    #[error("invalid template: {0}")]
+    InvalidTemplate(#[from] TemplateError),
+}
+
+/// The quick-reply button at `index`, if the template has one there.
+fn quick_reply_text(template: &Template, index: u32) -> std::result::Result<&str, ReplyError> {
+    let button = usize::try_from(index)
+        .ok()
+        .and_then(|i| template.buttons.get(i))
+        .ok_or(ReplyError::NoSuchButton { index })?;
+    match button {
+        Button::QuickReply { text } => Ok(text),
+        _ => Err(ReplyError::NotAQuickReply { index }),
+    }
+}
+
+/// The customer's answer when it taps quick-reply button `button_index`
+/// of the template message `message_id` (a `Content.message_id`): the
+/// content body the client sends back to the business.
+pub fn quick_reply(
+    template: &Template,
+    message_id: &[u8],
+    button_index: u32,
+) -> std::result::Result<ButtonReply, ReplyError> {
+    let template_id = template.template_id()?.to_hex();
+    let text = quick_reply_text(template, button_index)?.to_owned();
+    Ok(ButtonReply {
+        message_id: message_id.to_vec(),
+        template_id,
+        button_index,
+        text,
+    })
+}
+
+/// The business's check of a received [`ButtonReply`] to a message it sent
+/// with `template`: the reply names that template, the index is a
+/// quick-reply button and the text is that button's. Returns the button's
+/// text. (Which message it answers, `reply.message_id`, is for the caller
+/// to match against what it sent.)
+pub fn check_quick_reply<'a>(
+    template: &'a Template,
+    reply: &ButtonReply,
+) -> std::result::Result<&'a str, ReplyError> {
+    let expected = template.template_id()?.to_hex();
+    if reply.template_id != expected {
+        return Err(ReplyError::WrongTemplate {
+            expected,
+            got: reply.template_id.chars().take(80).collect(),
+        });
+    }
+    let text = quick_reply_text(template, reply.button_index)?;
+    if reply.text != text {
+        return Err(ReplyError::TextMismatch {
+            index: reply.button_index,
+        });
+    }
+    Ok(text)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Reason: test code fails by panicking.
@@ -1767,6 +1859,47 @@ mod tests {
         assert_eq!(
             with(&|i| i.parameters[3] = param("closes", Value::DateTimeMs(u64::MAX))),
             Err(InstanceError::DateOutOfRange("closes".into()))
+        );
+    }
+
+    #[test]
+    fn quick_replies_name_the_button_and_are_checked() {
+        let t = boarding_pass();
+        let reply = quick_reply(&t, &[7; 16], 0).unwrap();
+        assert_eq!(reply.text, "Change seat");
+        assert_eq!(reply.message_id, vec![7; 16]);
+        assert_eq!(check_quick_reply(&t, &reply), Ok("Change seat"));
+        assert_eq!(
+            quick_reply(&t, &[7; 16], 1),
+            Err(ReplyError::NotAQuickReply { index: 1 })
+        );
+        assert_eq!(
+            quick_reply(&t, &[7; 16], 3),
+            Err(ReplyError::NoSuchButton { index: 3 })
+        );
+        let mut forged = reply.clone();
+        forged.text = "Cancel my booking".into();
+        assert_eq!(
+            check_quick_reply(&t, &forged),
+            Err(ReplyError::TextMismatch { index: 0 })
+        );
+        let mut link = reply.clone();
+        link.button_index = 1;
+        assert_eq!(
+            check_quick_reply(&t, &link),
+            Err(ReplyError::NotAQuickReply { index: 1 })
+        );
+        let mut elsewhere = reply.clone();
+        elsewhere.template_id = "00".repeat(32);
+        assert!(matches!(
+            check_quick_reply(&t, &elsewhere),
+            Err(ReplyError::WrongTemplate { .. })
+        ));
+        let mut far = reply;
+        far.button_index = u32::MAX;
+        assert_eq!(
+            check_quick_reply(&t, &far),
+            Err(ReplyError::NoSuchButton { index: u32::MAX })
         );
     }
 
