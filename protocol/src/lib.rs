@@ -99,6 +99,7 @@ pub use store::{RecordKind, StorageKey, open_record, seal_record};
 pub use template::{
     ApprovalError, ApprovalStatus, Button, InstanceError, Placeholder, PlaceholderKind,
     RenderedTemplate, ReplyError, TEMPLATE_APPROVAL_CONTEXT, TEMPLATE_CONTEXT, Template,
-    TemplateApproval, TemplateCategory, TemplateError, TemplateId, check_quick_reply, quick_reply,
-    render_instance, sign_template_approval, template_approval_payload, verify_template_approval,
+    TemplateApproval, TemplateCategory, TemplateError, TemplateId, build_instance,
+    check_quick_reply, quick_reply, render_instance, sign_template_approval,
+    template_approval_payload, verify_template_approval,
 };

@@ -26,7 +26,7 @@ use crate::account::AccountId;
 use crate::canonical::{char_len, has_forbidden_char, is_https_url, put_opt_str, put_str};
 use crate::error::Result;
 use crate::keys::{OperatorKey, OperatorKeyPair, SIGNATURE_LEN};
-use crate::proto::content::{ButtonReply, TemplateInstance, template_parameter};
+use crate::proto::content::{ButtonReply, TemplateInstance, TemplateParameter, template_parameter};
 use crate::proto::wire::Category;
 
 /// Context string that opens a template's canonical bytes.
@@ -1203,6 +1203,23 @@ pub fn render_instance(
     })
 }
 
+/// The business's side: the instance of `template` with these values
+/// (its id filled in), checked exactly as the customer's client will check
+/// it ([`render_instance`] under the approved category), so that a
+/// business learns of a bad value before sending rather than from a
+/// violation report.
+pub fn build_instance(
+    template: &Template,
+    parameters: Vec<TemplateParameter>,
+) -> std::result::Result<TemplateInstance, InstanceError> {
+    let instance = TemplateInstance {
+        template_id: template.template_id()?.to_hex(),
+        parameters,
+    };
+    render_instance(template, template.category.into(), &instance)?;
+    Ok(instance)
+}
+
 /// Why a quick reply cannot be made or is not one of the template's.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -1297,7 +1314,7 @@ pub fn check_quick_reply<'a>(
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Reason: test code fails by panicking.
     use super::*;
-    use crate::proto::content::{Money, TemplateParameter};
+    use crate::proto::content::Money;
     use proptest::prelude::*;
 
     fn business() -> AccountId {
@@ -1859,6 +1876,20 @@ mod tests {
         assert_eq!(
             with(&|i| i.parameters[3] = param("closes", Value::DateTimeMs(u64::MAX))),
             Err(InstanceError::DateOutOfRange("closes".into()))
+        );
+    }
+
+    #[test]
+    fn a_business_builds_what_the_customer_accepts() {
+        let t = boarding_pass();
+        let good = instance(&t);
+        let built = build_instance(&t, good.parameters.clone()).unwrap();
+        assert_eq!(built, good);
+        let mut missing = good.parameters.clone();
+        missing.pop();
+        assert_eq!(
+            build_instance(&t, missing),
+            Err(InstanceError::MissingParameter("price".into()))
         );
     }
 
