@@ -2091,6 +2091,140 @@ mod tests {
         }
     }
 
+    /// Text mostly of letters and spaces, now and then any character
+    /// (controls, bidirectional marks, newlines included).
+    fn mostly_clean_text(max: usize) -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop_oneof![
+                40 => proptest::char::range('a', 'z'),
+                10 => Just(' '),
+                2 => Just('é'),
+                1 => any::<char>(),
+            ],
+            0..max,
+        )
+        .prop_map(|chars| chars.into_iter().collect())
+    }
+
+    fn any_value() -> impl Strategy<Value = Option<template_parameter::Value>> {
+        use template_parameter::Value;
+        proptest::option::of(prop_oneof![
+            ".{0,300}".prop_map(Value::Text),
+            any::<i64>().prop_map(Value::Number),
+            any::<i64>().prop_map(Value::AmountMinor),
+            ".{0,5}".prop_map(Value::Currency),
+            any::<u64>().prop_map(Value::DateTimeMs),
+            (any::<i64>(), "[A-Za-z]{0,4}").prop_map(|(amount_minor, currency)| Value::Money(
+                Money {
+                    amount_minor,
+                    currency
+                }
+            )),
+        ])
+    }
+
+    proptest! {
+        /// Whatever a hostile sender puts in an instance, the check answers
+        /// (no panic), and what it accepts keeps the approved skeleton: the
+        /// literal text around the values, and the approved footer and
+        /// buttons.
+        #[test]
+        fn hostile_instances_are_answered_and_keep_the_skeleton(
+            parameters in proptest::collection::vec(
+                (prop_oneof![Just("flight".to_string()), Just("name".to_string()), Just("gate".to_string()), Just("closes".to_string()), Just("price".to_string()), ".{0,10}"], any_value()),
+                0..8,
+            ),
+            id_ok in any::<bool>(),
+        ) {
+            let t = boarding_pass();
+            let instance = TemplateInstance {
+                template_id: if id_ok { t.template_id().unwrap().to_hex() } else { "x".into() },
+                parameters: parameters.into_iter().map(|(name, value)| TemplateParameter { name, value }).collect(),
+            };
+            if let Ok(rendered) = render_instance(&t, Category::Utility, &instance) {
+                prop_assert!(rendered.body.starts_with("Hello "));
+                prop_assert!(rendered.body.ends_with(" GBP.") || rendered.body.ends_with("."));
+                prop_assert_eq!(rendered.body.matches('\n').count(), 1);
+                prop_assert!(rendered.header.unwrap().starts_with("Flight "));
+                prop_assert_eq!(rendered.footer, t.footer.clone());
+                prop_assert_eq!(rendered.buttons, t.buttons.clone());
+            }
+        }
+
+        /// Well-typed values with any content: accepted exactly when each
+        /// text is one clean line within the limits, and then rendered into
+        /// the skeleton and nothing else.
+        #[test]
+        fn typed_values_fill_the_skeleton_and_nothing_else(
+            flight in mostly_clean_text(70),
+            name in mostly_clean_text(300),
+            gate in any::<i64>(),
+            closes in prop_oneof![0..253_402_300_800_000u64, any::<u64>()],
+            amount in any::<i64>(),
+            currency in "[A-Z]{3}|[a-z]{3}",
+        ) {
+            use template_parameter::Value;
+            let t = boarding_pass();
+            let mut i = instance(&t);
+            i.parameters[0] = param("flight", Value::Text(flight.clone()));
+            i.parameters[1] = param("name", Value::Text(name.clone()));
+            i.parameters[2] = param("gate", Value::Number(gate));
+            i.parameters[3] = param("closes", Value::DateTimeMs(closes));
+            i.parameters[4] = param("price", Value::Money(Money { amount_minor: amount, currency: currency.clone() }));
+            let clean = |text: &str, limit: usize| {
+                let n = text.chars().count();
+                n >= 1 && n <= limit && !has_forbidden_char(text, false) && !text.contains("     ")
+            };
+            let expected_ok = clean(&flight, MAX_TEXT_VALUE_LEN)
+                && flight.chars().count() + 7 <= MAX_HEADER_LEN
+                && clean(&name, MAX_TEXT_VALUE_LEN)
+                && format_date_time(closes).is_some()
+                && currency.bytes().all(|b| b.is_ascii_uppercase());
+            match render_instance(&t, Category::Utility, &i) {
+                Ok(rendered) => {
+                    prop_assert!(expected_ok);
+                    prop_assert_eq!(rendered.header, Some(format!("Flight {flight}")));
+                    prop_assert_eq!(
+                        rendered.body,
+                        format!(
+                            "Hello {name}, gate {gate} closes at {}.\nUpgrade: {}.",
+                            format_date_time(closes).unwrap(),
+                            format_money(amount, &currency)
+                        )
+                    );
+                }
+                Err(_) => prop_assert!(!expected_ok),
+            }
+        }
+
+        /// Any template text, valid or not, is answered without a panic,
+        /// and only a valid template has an id.
+        #[test]
+        fn any_template_is_answered(
+            name in ".{0,20}",
+            language in ".{0,6}",
+            header in proptest::option::of(".{0,70}"),
+            body in "(.|\\{\\{|\\}\\}|\n){0,80}",
+            footer in proptest::option::of(".{0,70}"),
+            placeholder in proptest::option::of("[a-z{}]{0,8}"),
+            url in ".{0,30}",
+            phone in ".{0,16}",
+        ) {
+            let t = Template {
+                business: business(),
+                name,
+                language,
+                category: TemplateCategory::Marketing,
+                header,
+                body,
+                footer,
+                placeholders: placeholder.into_iter().map(|name| Placeholder { name, kind: PlaceholderKind::Text }).collect(),
+                buttons: vec![Button::Link { text: "Go".into(), url }, Button::Call { text: "Call".into(), phone }],
+            };
+            prop_assert_eq!(t.validate().is_ok(), t.template_id().is_ok());
+        }
+    }
+
     proptest! {
         #[test]
         fn valid_templates_have_stable_ids_and_every_change_shows(t in valid_template()) {
