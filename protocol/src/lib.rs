@@ -71,7 +71,7 @@ pub use business::{
     certificate_payload, revocation_payload, sign_certificate, sign_profile, sign_revocation,
     verified_name, verify_certificate, verify_profile, verify_revocation,
 };
-pub use confusable::{are_confusable, skeleton};
+pub use confusable::{are_confusable, folded_skeleton, is_reserved_by, reservation_keys, skeleton};
 pub use consent::{
     CONSENT_CONTEXT, ConsentCategories, ConsentFields, MAX_CONSENT_LIFETIME_MS, consent_payload,
     sign_consent, verify_consent,
