@@ -379,6 +379,13 @@ pub enum TemplateError {
         /// Index of the button (from 0).
         index: usize,
     },
+    /// An authentication template has a link or call button: a one-time
+    /// code must not come with somewhere to go (WhatsApp allows only its
+    /// code buttons there).
+    #[error(
+        "an authentication template cannot have link or call buttons; use quick replies or none"
+    )]
+    ActionInAuthentication,
     /// A call button's number is not E.164.
     #[error("call button {index}: the number must be E.164, like +447700900123")]
     BadPhone {
@@ -643,6 +650,14 @@ impl Template {
                     got,
                 });
             }
+        }
+        if self.category == TemplateCategory::Authentication
+            && self
+                .buttons
+                .iter()
+                .any(|b| !matches!(b, Button::QuickReply { .. }))
+        {
+            return Err(TemplateError::ActionInAuthentication);
         }
         for (index, button) in self.buttons.iter().enumerate() {
             check_text("button text", button.text(), MAX_BUTTON_TEXT_LEN, false)?;
@@ -1477,7 +1492,10 @@ mod tests {
         push(&|v| v.name = "boarding_pass2".into());
         push(&|v| v.language = "en_US".into());
         push(&|v| v.category = TemplateCategory::Marketing);
-        push(&|v| v.category = TemplateCategory::Authentication);
+        push(&|v| {
+            v.category = TemplateCategory::Authentication;
+            v.buttons.truncate(1);
+        });
         push(&|v| v.header = Some("Flight: {{flight}}".into()));
         push(&|v| {
             v.header = None;
@@ -1753,6 +1771,10 @@ mod tests {
                     }
                 }),
                 TemplateError::BadPhone { index: 2 },
+            ),
+            (
+                Box::new(|v| v.category = TemplateCategory::Authentication),
+                TemplateError::ActionInAuthentication,
             ),
         ];
         for (change, expected) in cases {
@@ -2083,6 +2105,9 @@ mod tests {
             }
             if let Some(digits) = call {
                 buttons.push(Button::Call { text: "Call".into(), phone: format!("+{digits}") });
+            }
+            if category == TemplateCategory::Authentication {
+                buttons.retain(|b| matches!(b, Button::QuickReply { .. }));
             }
             Template {
                 business: AccountId::from_bytes(&business).unwrap(),
