@@ -17,7 +17,7 @@
 //!   message (a transferable proof of receipt), and their check.
 //! - [`template`]: approved templates: their rules, canonical bytes and
 //!   id, the operator's signed approval or revocation, and the customer
-//!   client's check and rendering of an instance.
+//!   client's check and rendering of an instance, quick replies.
 //! - [`template_wire`]: signed template approvals to and from their frame.
 //! - [`business`]: business profiles signed by the business, operator
 //!   certificates and their revocation, and the one decision whether a
@@ -73,7 +73,7 @@ pub use business::{
     certificate_payload, revocation_payload, sign_certificate, sign_profile, sign_revocation,
     verified_name, verify_certificate, verify_profile, verify_revocation,
 };
-pub use confusable::{are_confusable, skeleton};
+pub use confusable::{are_confusable, folded_skeleton, is_reserved_by, reservation_keys, skeleton};
 pub use consent::{
     CONSENT_CONTEXT, ConsentCategories, ConsentFields, MAX_CONSENT_LIFETIME_MS, consent_payload,
     sign_consent, verify_consent,
@@ -100,7 +100,8 @@ pub use skipped::{MAX_SKIP, MAX_SKIPPED_KEYS};
 pub use store::{RecordKind, StorageKey, open_record, seal_record};
 pub use template::{
     ApprovalError, ApprovalStatus, Button, InstanceError, Placeholder, PlaceholderKind,
-    RenderedTemplate, TEMPLATE_APPROVAL_CONTEXT, TEMPLATE_CONTEXT, Template, TemplateApproval,
-    TemplateCategory, TemplateError, TemplateId, render_instance, sign_template_approval,
+    RenderedTemplate, ReplyError, TEMPLATE_APPROVAL_CONTEXT, TEMPLATE_CONTEXT, Template,
+    TemplateApproval, TemplateCategory, TemplateError, TemplateId, build_instance,
+    check_quick_reply, quick_reply, render_instance, sign_template_approval,
     template_approval_payload, verify_template_approval,
 };

@@ -2,7 +2,9 @@
 //! submits, its checks, the canonical bytes whose SHA-256 is the template
 //! id, the operator's signed approval (or revocation), and the customer
 //! client's check that a decrypted [`TemplateInstance`] is an instance of
-//! the approved template.
+//! the approved template, and the quick reply a customer sends back when
+//! it taps one of the template's buttons ([`quick_reply`],
+//! [`check_quick_reply`]).
 //!
 //! A template is written by the business as JSON (the serde form of
 //! [`Template`]) and reviewed by the operator. Its id covers every field,
@@ -24,7 +26,7 @@ use crate::account::AccountId;
 use crate::canonical::{char_len, has_forbidden_char, is_https_url, put_opt_str, put_str};
 use crate::error::Result;
 use crate::keys::{OperatorKey, OperatorKeyPair, SIGNATURE_LEN};
-use crate::proto::content::{TemplateInstance, template_parameter};
+use crate::proto::content::{ButtonReply, TemplateInstance, TemplateParameter, template_parameter};
 use crate::proto::wire::Category;
 
 /// Context string that opens a template's canonical bytes.
@@ -377,6 +379,13 @@ pub enum TemplateError {
         /// Index of the button (from 0).
         index: usize,
     },
+    /// An authentication template has a link or call button: a one-time
+    /// code must not come with somewhere to go (WhatsApp allows only its
+    /// code buttons there).
+    #[error(
+        "an authentication template cannot have link or call buttons; use quick replies or none"
+    )]
+    ActionInAuthentication,
     /// A call button's number is not E.164.
     #[error("call button {index}: the number must be E.164, like +447700900123")]
     BadPhone {
@@ -641,6 +650,14 @@ impl Template {
                     got,
                 });
             }
+        }
+        if self.category == TemplateCategory::Authentication
+            && self
+                .buttons
+                .iter()
+                .any(|b| !matches!(b, Button::QuickReply { .. }))
+        {
+            return Err(TemplateError::ActionInAuthentication);
         }
         for (index, button) in self.buttons.iter().enumerate() {
             check_text("button text", button.text(), MAX_BUTTON_TEXT_LEN, false)?;
@@ -1201,11 +1218,118 @@ pub fn render_instance(
     })
 }
 
+/// The business's side: the instance of `template` with these values
+/// (its id filled in), checked exactly as the customer's client will check
+/// it ([`render_instance`] under the approved category), so that a
+/// business learns of a bad value before sending rather than from a
+/// violation report.
+pub fn build_instance(
+    template: &Template,
+    parameters: Vec<TemplateParameter>,
+) -> std::result::Result<TemplateInstance, InstanceError> {
+    let instance = TemplateInstance {
+        template_id: template.template_id()?.to_hex(),
+        parameters,
+    };
+    render_instance(template, template.category.into(), &instance)?;
+    Ok(instance)
+}
+
+/// Why a quick reply cannot be made or is not one of the template's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplyError {
+    /// The reply names another template than the one the business sent.
+    #[error("the reply is to template {got:?}, not {expected}")]
+    WrongTemplate {
+        /// The template's id (hex).
+        expected: String,
+        /// The id in the reply (cut to 80 characters).
+        got: String,
+    },
+    /// There is no button at that index.
+    #[error("the template has no button {index}")]
+    NoSuchButton {
+        /// The index given.
+        index: u32,
+    },
+    /// The button at that index is a link or a call, not a quick reply.
+    #[error("button {index} is not a quick reply")]
+    NotAQuickReply {
+        /// The index given.
+        index: u32,
+    },
+    /// The reply's text is not the button's.
+    #[error("the reply's text is not the text of button {index}")]
+    TextMismatch {
+        /// The index given.
+        index: u32,
+    },
+    /// The template itself breaks a rule.
+    #[error("invalid template: {0}")]
+    InvalidTemplate(#[from] TemplateError),
+}
+
+/// The quick-reply button at `index`, if the template has one there.
+fn quick_reply_text(template: &Template, index: u32) -> std::result::Result<&str, ReplyError> {
+    let button = usize::try_from(index)
+        .ok()
+        .and_then(|i| template.buttons.get(i))
+        .ok_or(ReplyError::NoSuchButton { index })?;
+    match button {
+        Button::QuickReply { text } => Ok(text),
+        _ => Err(ReplyError::NotAQuickReply { index }),
+    }
+}
+
+/// The customer's answer when it taps quick-reply button `button_index`
+/// of the template message `message_id` (a `Content.message_id`): the
+/// content body the client sends back to the business.
+pub fn quick_reply(
+    template: &Template,
+    message_id: &[u8],
+    button_index: u32,
+) -> std::result::Result<ButtonReply, ReplyError> {
+    let template_id = template.template_id()?.to_hex();
+    let text = quick_reply_text(template, button_index)?.to_owned();
+    Ok(ButtonReply {
+        message_id: message_id.to_vec(),
+        template_id,
+        button_index,
+        text,
+    })
+}
+
+/// The business's check of a received [`ButtonReply`] to a message it sent
+/// with `template`: the reply names that template, the index is a
+/// quick-reply button and the text is that button's. Returns the button's
+/// text. (Which message it answers, `reply.message_id`, is for the caller
+/// to match against what it sent.)
+pub fn check_quick_reply<'a>(
+    template: &'a Template,
+    reply: &ButtonReply,
+) -> std::result::Result<&'a str, ReplyError> {
+    let expected = template.template_id()?.to_hex();
+    if reply.template_id != expected {
+        return Err(ReplyError::WrongTemplate {
+            expected,
+            got: reply.template_id.chars().take(80).collect(),
+        });
+    }
+    let text = quick_reply_text(template, reply.button_index)?;
+    if reply.text != text {
+        return Err(ReplyError::TextMismatch {
+            index: reply.button_index,
+        });
+    }
+    Ok(text)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // Reason: test code fails by panicking.
     use super::*;
-    use crate::proto::content::{Money, TemplateParameter};
+    use crate::proto::content::Money;
     use proptest::prelude::*;
 
     fn business() -> AccountId {
@@ -1368,7 +1492,10 @@ mod tests {
         push(&|v| v.name = "boarding_pass2".into());
         push(&|v| v.language = "en_US".into());
         push(&|v| v.category = TemplateCategory::Marketing);
-        push(&|v| v.category = TemplateCategory::Authentication);
+        push(&|v| {
+            v.category = TemplateCategory::Authentication;
+            v.buttons.truncate(1);
+        });
         push(&|v| v.header = Some("Flight: {{flight}}".into()));
         push(&|v| {
             v.header = None;
@@ -1645,6 +1772,10 @@ mod tests {
                 }),
                 TemplateError::BadPhone { index: 2 },
             ),
+            (
+                Box::new(|v| v.category = TemplateCategory::Authentication),
+                TemplateError::ActionInAuthentication,
+            ),
         ];
         for (change, expected) in cases {
             let mut v = t.clone();
@@ -1767,6 +1898,61 @@ mod tests {
         assert_eq!(
             with(&|i| i.parameters[3] = param("closes", Value::DateTimeMs(u64::MAX))),
             Err(InstanceError::DateOutOfRange("closes".into()))
+        );
+    }
+
+    #[test]
+    fn a_business_builds_what_the_customer_accepts() {
+        let t = boarding_pass();
+        let good = instance(&t);
+        let built = build_instance(&t, good.parameters.clone()).unwrap();
+        assert_eq!(built, good);
+        let mut missing = good.parameters.clone();
+        missing.pop();
+        assert_eq!(
+            build_instance(&t, missing),
+            Err(InstanceError::MissingParameter("price".into()))
+        );
+    }
+
+    #[test]
+    fn quick_replies_name_the_button_and_are_checked() {
+        let t = boarding_pass();
+        let reply = quick_reply(&t, &[7; 16], 0).unwrap();
+        assert_eq!(reply.text, "Change seat");
+        assert_eq!(reply.message_id, vec![7; 16]);
+        assert_eq!(check_quick_reply(&t, &reply), Ok("Change seat"));
+        assert_eq!(
+            quick_reply(&t, &[7; 16], 1),
+            Err(ReplyError::NotAQuickReply { index: 1 })
+        );
+        assert_eq!(
+            quick_reply(&t, &[7; 16], 3),
+            Err(ReplyError::NoSuchButton { index: 3 })
+        );
+        let mut forged = reply.clone();
+        forged.text = "Cancel my booking".into();
+        assert_eq!(
+            check_quick_reply(&t, &forged),
+            Err(ReplyError::TextMismatch { index: 0 })
+        );
+        let mut link = reply.clone();
+        link.button_index = 1;
+        assert_eq!(
+            check_quick_reply(&t, &link),
+            Err(ReplyError::NotAQuickReply { index: 1 })
+        );
+        let mut elsewhere = reply.clone();
+        elsewhere.template_id = "00".repeat(32);
+        assert!(matches!(
+            check_quick_reply(&t, &elsewhere),
+            Err(ReplyError::WrongTemplate { .. })
+        ));
+        let mut far = reply;
+        far.button_index = u32::MAX;
+        assert_eq!(
+            check_quick_reply(&t, &far),
+            Err(ReplyError::NoSuchButton { index: u32::MAX })
         );
     }
 
@@ -1920,10 +2106,147 @@ mod tests {
             if let Some(digits) = call {
                 buttons.push(Button::Call { text: "Call".into(), phone: format!("+{digits}") });
             }
+            if category == TemplateCategory::Authentication {
+                buttons.retain(|b| matches!(b, Button::QuickReply { .. }));
+            }
             Template {
                 business: AccountId::from_bytes(&business).unwrap(),
                 name, language, category, header, body, footer, placeholders, buttons,
             }
+        }
+    }
+
+    /// Text mostly of letters and spaces, now and then any character
+    /// (controls, bidirectional marks, newlines included).
+    fn mostly_clean_text(max: usize) -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop_oneof![
+                40 => proptest::char::range('a', 'z'),
+                10 => Just(' '),
+                2 => Just('é'),
+                1 => any::<char>(),
+            ],
+            0..max,
+        )
+        .prop_map(|chars| chars.into_iter().collect())
+    }
+
+    fn any_value() -> impl Strategy<Value = Option<template_parameter::Value>> {
+        use template_parameter::Value;
+        proptest::option::of(prop_oneof![
+            ".{0,300}".prop_map(Value::Text),
+            any::<i64>().prop_map(Value::Number),
+            any::<i64>().prop_map(Value::AmountMinor),
+            ".{0,5}".prop_map(Value::Currency),
+            any::<u64>().prop_map(Value::DateTimeMs),
+            (any::<i64>(), "[A-Za-z]{0,4}").prop_map(|(amount_minor, currency)| Value::Money(
+                Money {
+                    amount_minor,
+                    currency
+                }
+            )),
+        ])
+    }
+
+    proptest! {
+        /// Whatever a hostile sender puts in an instance, the check answers
+        /// (no panic), and what it accepts keeps the approved skeleton: the
+        /// literal text around the values, and the approved footer and
+        /// buttons.
+        #[test]
+        fn hostile_instances_are_answered_and_keep_the_skeleton(
+            parameters in proptest::collection::vec(
+                (prop_oneof![Just("flight".to_string()), Just("name".to_string()), Just("gate".to_string()), Just("closes".to_string()), Just("price".to_string()), ".{0,10}"], any_value()),
+                0..8,
+            ),
+            id_ok in any::<bool>(),
+        ) {
+            let t = boarding_pass();
+            let instance = TemplateInstance {
+                template_id: if id_ok { t.template_id().unwrap().to_hex() } else { "x".into() },
+                parameters: parameters.into_iter().map(|(name, value)| TemplateParameter { name, value }).collect(),
+            };
+            if let Ok(rendered) = render_instance(&t, Category::Utility, &instance) {
+                prop_assert!(rendered.body.starts_with("Hello "));
+                prop_assert!(rendered.body.ends_with(" GBP.") || rendered.body.ends_with("."));
+                prop_assert_eq!(rendered.body.matches('\n').count(), 1);
+                prop_assert!(rendered.header.unwrap().starts_with("Flight "));
+                prop_assert_eq!(rendered.footer, t.footer.clone());
+                prop_assert_eq!(rendered.buttons, t.buttons.clone());
+            }
+        }
+
+        /// Well-typed values with any content: accepted exactly when each
+        /// text is one clean line within the limits, and then rendered into
+        /// the skeleton and nothing else.
+        #[test]
+        fn typed_values_fill_the_skeleton_and_nothing_else(
+            flight in mostly_clean_text(70),
+            name in mostly_clean_text(300),
+            gate in any::<i64>(),
+            closes in prop_oneof![0..253_402_300_800_000u64, any::<u64>()],
+            amount in any::<i64>(),
+            currency in "[A-Z]{3}|[a-z]{3}",
+        ) {
+            use template_parameter::Value;
+            let t = boarding_pass();
+            let mut i = instance(&t);
+            i.parameters[0] = param("flight", Value::Text(flight.clone()));
+            i.parameters[1] = param("name", Value::Text(name.clone()));
+            i.parameters[2] = param("gate", Value::Number(gate));
+            i.parameters[3] = param("closes", Value::DateTimeMs(closes));
+            i.parameters[4] = param("price", Value::Money(Money { amount_minor: amount, currency: currency.clone() }));
+            let clean = |text: &str, limit: usize| {
+                let n = text.chars().count();
+                n >= 1 && n <= limit && !has_forbidden_char(text, false) && !text.contains("     ")
+            };
+            let expected_ok = clean(&flight, MAX_TEXT_VALUE_LEN)
+                && flight.chars().count() + 7 <= MAX_HEADER_LEN
+                && clean(&name, MAX_TEXT_VALUE_LEN)
+                && format_date_time(closes).is_some()
+                && currency.bytes().all(|b| b.is_ascii_uppercase());
+            match render_instance(&t, Category::Utility, &i) {
+                Ok(rendered) => {
+                    prop_assert!(expected_ok);
+                    prop_assert_eq!(rendered.header, Some(format!("Flight {flight}")));
+                    prop_assert_eq!(
+                        rendered.body,
+                        format!(
+                            "Hello {name}, gate {gate} closes at {}.\nUpgrade: {}.",
+                            format_date_time(closes).unwrap(),
+                            format_money(amount, &currency)
+                        )
+                    );
+                }
+                Err(_) => prop_assert!(!expected_ok),
+            }
+        }
+
+        /// Any template text, valid or not, is answered without a panic,
+        /// and only a valid template has an id.
+        #[test]
+        fn any_template_is_answered(
+            name in ".{0,20}",
+            language in ".{0,6}",
+            header in proptest::option::of(".{0,70}"),
+            body in "(.|\\{\\{|\\}\\}|\n){0,80}",
+            footer in proptest::option::of(".{0,70}"),
+            placeholder in proptest::option::of("[a-z{}]{0,8}"),
+            url in ".{0,30}",
+            phone in ".{0,16}",
+        ) {
+            let t = Template {
+                business: business(),
+                name,
+                language,
+                category: TemplateCategory::Marketing,
+                header,
+                body,
+                footer,
+                placeholders: placeholder.into_iter().map(|name| Placeholder { name, kind: PlaceholderKind::Text }).collect(),
+                buttons: vec![Button::Link { text: "Go".into(), url }, Button::Call { text: "Call".into(), phone }],
+            };
+            prop_assert_eq!(t.validate().is_ok(), t.template_id().is_ok());
         }
     }
 

@@ -11,7 +11,7 @@ mod support;
 use comptoir_protocol::kdf::{chain_kdf, message_keys, root_kdf};
 use comptoir_protocol::labels::check as labels_check;
 use comptoir_protocol::proto::content::{
-    AttachmentPointer, Content, ReadReceipt, RekeyRequest, SentTranscript, TemplateInstance,
+    AttachmentPointer, Content, Money, ReadReceipt, RekeyRequest, SentTranscript, TemplateInstance,
     TemplateParameter, Text, content, template_parameter,
 };
 use comptoir_protocol::proto::storage::IdentityRecord;
@@ -28,9 +28,9 @@ use comptoir_protocol::{
 use comptoir_protocol::{
     BusinessCertificate, BusinessProfile, Button, CertificateRevocation, OperatorKeyPair,
     Placeholder, PlaceholderKind, Template, TemplateApproval, TemplateCategory, Vertical,
-    certificate_payload, revocation_payload, sign_certificate, sign_profile, sign_revocation,
-    sign_template_approval, template_approval_payload, verify_certificate, verify_profile,
-    verify_revocation, verify_template_approval,
+    certificate_payload, render_instance, revocation_payload, sign_certificate, sign_profile,
+    sign_revocation, sign_template_approval, template_approval_payload, verify_certificate,
+    verify_profile, verify_revocation, verify_template_approval,
 };
 use comptoir_protocol::{Label, LabelError};
 use prost::Message;
@@ -132,6 +132,11 @@ struct SignaturesVector {
     template: Template,
     template_canonical_bytes: String,
     template_id: String,
+    /// An instance of it (`comptoir.content.TemplateInstance`, as sent
+    /// inside a `Content`), and its rendering by `render_instance`.
+    template_instance_protobuf: String,
+    template_rendered_header: String,
+    template_rendered_body: String,
     /// The operator's approval of it: the payload signed and the signature.
     template_approval_issued_at_ms: u64,
     template_approval_payload: String,
@@ -834,6 +839,32 @@ fn vector_template(business: AccountId) -> Template {
     }
 }
 
+/// The values of the vector template's instance.
+fn vector_instance(template: &Template) -> TemplateInstance {
+    use template_parameter::Value;
+    let param = |name: &str, value| TemplateParameter {
+        name: name.into(),
+        value: Some(value),
+    };
+    comptoir_protocol::build_instance(
+        template,
+        vec![
+            param("flight", Value::Text("AC 123".into())),
+            param("name", Value::Text("Zoë".into())),
+            param("gate", Value::Number(42)),
+            param("closes", Value::DateTimeMs(1_796_114_430_000)),
+            param(
+                "price",
+                Value::Money(Money {
+                    amount_minor: 1250,
+                    currency: "GBP".into(),
+                }),
+            ),
+        ],
+    )
+    .unwrap()
+}
+
 fn vector_profile(account: AccountId) -> BusinessProfile {
     BusinessProfile {
         account,
@@ -886,6 +917,8 @@ fn signature_vectors(f: &Fixture) -> SignaturesVector {
     let operator = vector_operator();
     let template = vector_template(account_id);
     let approval = TemplateApproval::approve(&template, 1_750_000_000_000).unwrap();
+    let instance = vector_instance(&template);
+    let rendered = render_instance(&template, wire::Category::Utility, &instance).unwrap();
     let template_revocation = approval.revoke(1_760_000_000_000);
     let profile = vector_profile(account_id);
     let certificate = BusinessCertificate::for_profile(
@@ -901,6 +934,9 @@ fn signature_vectors(f: &Fixture) -> SignaturesVector {
         operator_public: h(&operator.public().to_bytes()),
         template_canonical_bytes: h(&template.canonical_bytes().unwrap()),
         template_id: template.template_id().unwrap().to_hex(),
+        template_instance_protobuf: h(&instance.encode_to_vec()),
+        template_rendered_header: rendered.header.unwrap_or_default(),
+        template_rendered_body: rendered.body,
         template_approval_issued_at_ms: approval.issued_at_ms,
         template_approval_payload: h(&template_approval_payload(&approval)),
         template_approval_signature: h(&sign_template_approval(&operator, &approval)),
@@ -1682,6 +1718,16 @@ fn published_signatures_contents_and_frames_replay_byte_for_byte() {
         hex::encode(Sha256::digest(bytes(&s.template_canonical_bytes))),
         s.template_id
     );
+    let instance =
+        TemplateInstance::decode(bytes(&s.template_instance_protobuf).as_slice()).unwrap();
+    assert_eq!(h(&instance.encode_to_vec()), s.template_instance_protobuf);
+    let rendered = render_instance(&s.template, wire::Category::Utility, &instance).unwrap();
+    assert_eq!(
+        rendered.header.as_deref(),
+        Some(s.template_rendered_header.as_str())
+    );
+    assert_eq!(rendered.body, s.template_rendered_body);
+    assert!(render_instance(&s.template, wire::Category::Marketing, &instance).is_err());
     let approval =
         TemplateApproval::approve(&s.template, s.template_approval_issued_at_ms).unwrap();
     assert_eq!(
