@@ -47,7 +47,7 @@ pub mod session_store;
 pub mod store;
 pub mod tls;
 
-pub use client::{Client, Consent, Sender};
+pub use client::{BusinessView, Client, Consent, Sender};
 pub use error::{ClientError, Result};
 pub use event::{DeliveryProof, Event};
 pub use evidence::Evidence;

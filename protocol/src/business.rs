@@ -483,6 +483,10 @@ pub enum NotVerified {
     /// The profile is not the certified one (its digest differs, or it is
     /// another account's, or its name differs).
     ProfileMismatch,
+    /// The business has no operator certificate.
+    NoCertificate,
+    /// No operator key is pinned to check a certificate with.
+    NoOperatorKey,
 }
 
 impl fmt::Display for NotVerified {
@@ -494,6 +498,8 @@ impl fmt::Display for NotVerified {
             Self::NotYetValid => "its certificate is not valid yet",
             Self::Expired => "its certificate has expired",
             Self::ProfileMismatch => "its profile is not the certified one",
+            Self::NoCertificate => "it is not verified by the operator",
+            Self::NoOperatorKey => "no operator key is pinned to check its certificate",
         })
     }
 }

@@ -19,6 +19,8 @@
 //!   id, the operator's signed approval or revocation, and the customer
 //!   client's check and rendering of an instance, quick replies.
 //! - [`template_wire`]: signed template approvals to and from their frame.
+//! - [`business_wire`]: signed certificates and revocations to and from
+//!   their frames.
 //! - [`business`]: business profiles signed by the business, operator
 //!   certificates and their revocation, and the one decision whether a
 //!   business is shown as verified.
@@ -41,6 +43,7 @@
 
 pub mod account;
 pub mod business;
+pub mod business_wire;
 mod canonical;
 pub mod confusable;
 pub mod consent;

@@ -454,6 +454,8 @@ impl<S: Backend> Session<S> {
             B::GetConsents(_) => cmd::consent::list(self, request_id).await,
             B::SubmitTemplate(r) => cmd::template::submit(self, request_id, r).await,
             B::GetTemplates(r) => cmd::template::get(self, request_id, r).await,
+            B::PublishProfile(r) => cmd::business::publish(self, request_id, r).await,
+            B::GetProfile(r) => cmd::business::get(self, request_id, r).await,
         }
     }
 

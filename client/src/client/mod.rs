@@ -39,6 +39,7 @@ use crate::session_store::{self, PreKeys};
 use crate::store::{KdfParams, Store};
 use crate::tls::TlsOptions;
 
+mod business;
 mod consent;
 mod devices;
 mod directory;
@@ -51,6 +52,7 @@ mod send;
 mod sender;
 mod shared;
 
+pub use business::BusinessView;
 pub use consent::Consent;
 pub use sender::Sender;
 use sender::{Me, RequesterSlot};
@@ -581,6 +583,7 @@ pub(super) fn unexpected(wanted: &str, got: &server_frame::Body) -> ClientError 
         server_frame::Body::Consents(_) => "Consents",
         server_frame::Body::TemplateSubmitted(_) => "TemplateSubmitted",
         server_frame::Body::Templates(_) => "Templates",
+        server_frame::Body::Profile(_) => "Profile",
     };
     ClientError::UnexpectedFrame(format!("expected {wanted}, got {name}"))
 }

@@ -46,6 +46,34 @@ pub enum AdminCommand {
     /// Review the templates businesses submitted.
     #[command(subcommand)]
     Templates(TemplatesCommand),
+    /// Verify businesses: certify or revoke their published profile.
+    #[command(subcommand)]
+    Business(BusinessCommand),
+}
+
+/// `relay admin business …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum BusinessCommand {
+    /// A business's published profile and its certificate state.
+    Show {
+        /// The business's account id (32 hex digits).
+        account: String,
+    },
+    /// Certify the business's published profile: the operator key signs a
+    /// certificate of its account key, display name and profile, and the
+    /// name (and any name confusable with it) is reserved for it.
+    Verify {
+        /// The business's account id (32 hex digits).
+        account: String,
+        /// How long the certificate lasts (1 to 825 days).
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+    },
+    /// Revoke the business's certificate: clients stop showing the mark.
+    Revoke {
+        /// The business's account id (32 hex digits).
+        account: String,
+    },
 }
 
 /// `relay admin templates …`.
@@ -139,6 +167,18 @@ async fn execute(
             ])
         }
         AdminCommand::Templates(command) => templates(client, command).await,
+        AdminCommand::Business(command) => {
+            let answer = match command {
+                BusinessCommand::Show { account } => client.business(account).await?,
+                BusinessCommand::Verify { account, days } => {
+                    client.verify_business(account, Some(*days)).await?
+                }
+                BusinessCommand::Revoke { account } => client.revoke_business(account).await?,
+            };
+            serde_json::to_value(answer)
+                .map(|v| vec![v])
+                .map_err(|e| client.protocol(format!("cannot print the answer: {e}")))
+        }
     }
 }
 

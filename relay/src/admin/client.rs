@@ -122,6 +122,43 @@ impl AdminClient {
             .await
     }
 
+    /// A business's profile and certificate state.
+    pub async fn business(
+        &self,
+        account: &str,
+    ) -> Result<super::businesses::BusinessBody, AdminClientError> {
+        self.call(Method::GET, &format!("/v1/businesses/{account}"), None)
+            .await
+    }
+
+    /// Certify a business's published profile for `days` (default 365).
+    pub async fn verify_business(
+        &self,
+        account: &str,
+        days: Option<u32>,
+    ) -> Result<super::businesses::BusinessBody, AdminClientError> {
+        let body = days.map(|days| serde_json::json!({ "days": days }));
+        self.call(
+            Method::POST,
+            &format!("/v1/businesses/{account}/verify"),
+            body,
+        )
+        .await
+    }
+
+    /// Revoke a business's certificate.
+    pub async fn revoke_business(
+        &self,
+        account: &str,
+    ) -> Result<super::businesses::BusinessBody, AdminClientError> {
+        self.call(
+            Method::POST,
+            &format!("/v1/businesses/{account}/revoke"),
+            None,
+        )
+        .await
+    }
+
     /// One request; a JSON answer on success, [`AdminClientError::Refused`]
     /// with the API's message otherwise.
     pub async fn call<T: DeserializeOwned>(

@@ -6,11 +6,14 @@
 //!
 //! Modules:
 //! - this one: the router, the token check, typed errors.
+//! - [`businesses`]: verifying businesses (certify or revoke a published
+//!   profile; certificates are signed by the operator key).
 //! - [`templates`]: reviewing templates (list, show, approve, reject,
 //!   revoke); approvals and revocations are signed by the operator key.
 //! - [`client`]: a small HTTP/1.1 client of the API (the CLI and tests).
 //! - [`cli`]: the `relay admin` commands over that client.
 
+pub mod businesses;
 pub mod cli;
 pub mod client;
 pub mod templates;
@@ -41,6 +44,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/templates/{template_id}/approve"),
     ("post", "/v1/templates/{template_id}/reject"),
     ("post", "/v1/templates/{template_id}/revoke"),
+    ("get", "/v1/businesses/{account}"),
+    ("post", "/v1/businesses/{account}/verify"),
+    ("post", "/v1/businesses/{account}/revoke"),
 ];
 
 /// What the handlers share.
@@ -74,6 +80,9 @@ pub enum AdminError {
     /// No such route.
     #[error("no such admin endpoint: see docs/admin-openapi.json")]
     NotFound,
+    /// No business published a profile under this account.
+    #[error("this account published no business profile: the business publishes its profile first")]
+    UnknownBusiness,
     /// No template has this id.
     #[error("no template has this id: list them with `relay admin templates list`")]
     UnknownTemplate,
@@ -99,7 +108,7 @@ impl AdminError {
     fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::NotFound | Self::UnknownTemplate => StatusCode::NOT_FOUND,
+            Self::NotFound | Self::UnknownTemplate | Self::UnknownBusiness => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Storage => StatusCode::INTERNAL_SERVER_ERROR,
@@ -111,6 +120,7 @@ impl AdminError {
             Self::Unauthorized => "unauthorized",
             Self::NotFound => "not_found",
             Self::UnknownTemplate => "unknown_template",
+            Self::UnknownBusiness => "unknown_business",
             Self::BadRequest(_) => "bad_request",
             Self::Conflict(_) => "conflict",
             Self::Storage => "internal",
@@ -161,6 +171,15 @@ pub fn router<S: Backend>(state: Arc<AdminState<S>>) -> Router {
         .route(
             "/v1/templates/{template_id}/revoke",
             post(templates::revoke::<S>),
+        )
+        .route("/v1/businesses/{account}", get(businesses::show::<S>))
+        .route(
+            "/v1/businesses/{account}/verify",
+            post(businesses::verify::<S>),
+        )
+        .route(
+            "/v1/businesses/{account}/revoke",
+            post(businesses::revoke::<S>),
         )
         .fallback(|| async { AdminError::NotFound })
         .layer(middleware::from_fn_with_state(

@@ -5,6 +5,7 @@
 pub(crate) mod ack;
 pub(crate) mod auth;
 pub(crate) mod block;
+pub(crate) mod business;
 pub(crate) mod consent;
 pub(crate) mod device_list;
 pub(crate) mod name;

@@ -17,6 +17,8 @@
 //!   copies (docs/STORAGE.md says what must commit together).
 //! - [`Templates`] ([`templates`]): templates businesses submitted and
 //!   the operator's signed decision on each.
+//! - [`Businesses`] ([`businesses`]): business profiles and the operator's
+//!   certificates and revocations of them.
 //! - [`Lifecycle`]: flush and close, for the backend as a whole.
 //!
 //! [`report`] reads a stopped data directory's accounting (ledger,
@@ -49,6 +51,7 @@
 //! [`sled::SledStore`] is the embedded default: sled for the directory and
 //! keys, the relay's own [`mail_log`] for the mailbox.
 
+pub mod businesses;
 pub mod consent;
 pub(crate) mod dir_lock;
 pub mod directory;
@@ -63,6 +66,7 @@ pub mod templates;
 
 use std::future::Future;
 
+pub use self::businesses::{Businesses, StoredBusiness};
 pub use self::consent::{CONSENT_SIGNATURE_LEN, ConsentRecord, ConsentSeen, ConsentSet};
 pub use self::directory::{
     AccountRecord, Directory, ExpiredAccounts, Kind, ListUpdate, NameClaim, StoredDeviceList,
@@ -134,6 +138,6 @@ pub trait Lifecycle: Send + Sync + 'static {
 
 /// Every role: what the server and a connection need. Implemented for
 /// any type that implements all four.
-pub trait Backend: Directory + Keys + Mailbox + Templates + Lifecycle {}
+pub trait Backend: Directory + Keys + Mailbox + Templates + Businesses + Lifecycle {}
 
-impl<T: Directory + Keys + Mailbox + Templates + Lifecycle> Backend for T {}
+impl<T: Directory + Keys + Mailbox + Templates + Businesses + Lifecycle> Backend for T {}

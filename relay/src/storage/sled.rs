@@ -266,6 +266,9 @@ pub struct SledStore {
     /// Submitted templates and the operator's decisions, by template id
     /// (see `storage::templates`).
     pub(super) templates: Tree,
+    /// Business profiles, certificates and revocations, by account (see
+    /// `storage::businesses`).
+    pub(super) businesses: Tree,
     pub(super) committer: Committer,
     /// Dropped last: the directory is free once every handle is gone.
     _dir_lock: Arc<DirLock>,
@@ -507,6 +510,7 @@ impl SledStore {
             expired_accounts,
             meta: tree("meta")?,
             templates: tree("templates")?,
+            businesses: tree("businesses")?,
             committer: Committer::start(db, metrics)?,
             _dir_lock: dir_lock,
         })
