@@ -153,6 +153,11 @@ pub enum Event {
         /// The key the relay presented.
         offered: Box<comptoir_protocol::OperatorKey>,
     },
+    /// A verified business asks for this customer's consent (it was given
+    /// the customer's phone number); answer with
+    /// [`crate::Client::answer_consent_request`]. Pending requests are
+    /// also listed by [`crate::Client::consent_requests`].
+    ConsentRequested(crate::client::ConsentRequest),
     /// Something worth telling the user that needs no action from the code.
     Warning(String),
 }

@@ -47,7 +47,9 @@ pub mod session_store;
 pub mod store;
 pub mod tls;
 
-pub use client::{BusinessView, Client, Consent, Sender};
+pub use client::{
+    BusinessView, Client, Consent, ConsentAnswer, ConsentRequest, Sender, purpose_text,
+};
 pub use error::{ClientError, Result};
 pub use event::{DeliveryProof, Event};
 pub use evidence::Evidence;

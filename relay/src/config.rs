@@ -203,6 +203,9 @@ pub struct Limits {
     /// Refuse a send to a business account from an account with no
     /// verified phone number (`PHONE_REQUIRED`).
     pub require_phone_for_business: bool,
+    /// Consent requests one business may make per UTC day; beyond, they
+    /// are dropped (the business gets the same answer either way).
+    pub consent_requests_per_business_per_day: u64,
 }
 
 impl Config {
@@ -300,6 +303,7 @@ impl Default for Limits {
             max_pending_codes: 10_000,
             unauthenticated_account_ttl_ms: DEFAULT_UNAUTHENTICATED_ACCOUNT_TTL_MS,
             require_phone_for_business: false,
+            consent_requests_per_business_per_day: 1000,
         }
     }
 }

@@ -37,6 +37,9 @@ pub struct Metrics {
     pub envelopes_duplicate: AtomicU64,
     /// Envelopes waiting in queues.
     pub queue_depth: AtomicI64,
+    /// Consent requests handled after their answer (forwarded or not:
+    /// the count does not say which).
+    pub consent_requests_handled: AtomicU64,
     refusals: [AtomicU64; CODES],
     flushes: AtomicU64,
     flushed_writes: AtomicU64,
@@ -191,6 +194,12 @@ impl Metrics {
             "counter",
             "Envelopes deleted undelivered after their TTL.",
             self.envelopes_expired.load(Relaxed).to_string(),
+        );
+        metric(
+            "comptoir_consent_requests_handled_total",
+            "counter",
+            "Consent requests handled (forwarded or dropped; not told apart).",
+            self.consent_requests_handled.load(Relaxed).to_string(),
         );
         metric(
             "comptoir_envelopes_duplicate_total",

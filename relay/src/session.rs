@@ -456,6 +456,10 @@ impl<S: Backend> Session<S> {
             B::GetTemplates(r) => cmd::template::get(self, request_id, r).await,
             B::PublishProfile(r) => cmd::business::publish(self, request_id, r).await,
             B::GetProfile(r) => cmd::business::get(self, request_id, r).await,
+            B::RequestConsent(r) => cmd::consent_request::request(self, request_id, r).await,
+            B::GetConsentRequests(_) => cmd::consent_request::pending(self, request_id).await,
+            B::AnswerConsentRequest(r) => cmd::consent_request::answer(self, request_id, r).await,
+            B::GetConsentAnswers(_) => cmd::consent_request::answers(self, request_id).await,
         }
     }
 

@@ -41,6 +41,7 @@ use crate::tls::TlsOptions;
 
 mod business;
 mod consent;
+mod consent_requests;
 mod devices;
 mod directory;
 mod labels;
@@ -54,6 +55,7 @@ mod shared;
 
 pub use business::BusinessView;
 pub use consent::Consent;
+pub use consent_requests::{ConsentAnswer, ConsentRequest, purpose_text};
 pub use sender::Sender;
 use sender::{Me, RequesterSlot};
 use shared::{EventQueue, PeerLocks};
@@ -584,6 +586,8 @@ pub(super) fn unexpected(wanted: &str, got: &server_frame::Body) -> ClientError 
         server_frame::Body::TemplateSubmitted(_) => "TemplateSubmitted",
         server_frame::Body::Templates(_) => "Templates",
         server_frame::Body::Profile(_) => "Profile",
+        server_frame::Body::ConsentRequests(_) => "ConsentRequests",
+        server_frame::Body::ConsentAnswers(_) => "ConsentAnswers",
     };
     ClientError::UnexpectedFrame(format!("expected {wanted}, got {name}"))
 }

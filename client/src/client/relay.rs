@@ -357,6 +357,10 @@ impl Client {
                 // receipt again on the next connection.
                 self.ack_receipt(delivered).await
             }
+            Some(server_frame::Body::ConsentRequests(list)) => {
+                self.consent_requests_pushed(&list.requests);
+                Ok(())
+            }
             Some(server_frame::Body::PrekeysLow(low)) => {
                 match self.upload_prekeys(PREKEY_BATCH, false).await {
                     Ok(_) => self.events.push_back(Event::PreKeysReplenished {

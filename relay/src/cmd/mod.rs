@@ -7,6 +7,7 @@ pub(crate) mod auth;
 pub(crate) mod block;
 pub(crate) mod business;
 pub(crate) mod consent;
+pub(crate) mod consent_request;
 pub(crate) mod device_list;
 pub(crate) mod name;
 pub(crate) mod phone;

@@ -19,6 +19,9 @@
 //!   the operator's signed decision on each.
 //! - [`Businesses`] ([`businesses`]): business profiles and the operator's
 //!   certificates and revocations of them.
+//! - [`ConsentRequests`] ([`consent_requests`]): verified businesses'
+//!   requests for consent, by a keyed hash of the number, each customer's
+//!   pending ones and the answers.
 //! - [`Lifecycle`]: flush and close, for the backend as a whole.
 //!
 //! [`report`] reads a stopped data directory's accounting (ledger,
@@ -53,6 +56,7 @@
 
 pub mod businesses;
 pub mod consent;
+pub mod consent_requests;
 pub(crate) mod dir_lock;
 pub mod directory;
 pub mod keys;
@@ -68,6 +72,7 @@ use std::future::Future;
 
 pub use self::businesses::{Businesses, StoredBusiness};
 pub use self::consent::{CONSENT_SIGNATURE_LEN, ConsentRecord, ConsentSeen, ConsentSet};
+pub use self::consent_requests::{ConsentRequests, PendingRequest, RequestState, StoredRequest};
 pub use self::directory::{
     AccountRecord, Directory, ExpiredAccounts, Kind, ListUpdate, NameClaim, StoredDeviceList,
 };
@@ -138,6 +143,12 @@ pub trait Lifecycle: Send + Sync + 'static {
 
 /// Every role: what the server and a connection need. Implemented for
 /// any type that implements all four.
-pub trait Backend: Directory + Keys + Mailbox + Templates + Businesses + Lifecycle {}
+pub trait Backend:
+    Directory + Keys + Mailbox + Templates + Businesses + ConsentRequests + Lifecycle
+{
+}
 
-impl<T: Directory + Keys + Mailbox + Templates + Businesses + Lifecycle> Backend for T {}
+impl<T: Directory + Keys + Mailbox + Templates + Businesses + ConsentRequests + Lifecycle> Backend
+    for T
+{
+}

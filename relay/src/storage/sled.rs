@@ -269,6 +269,9 @@ pub struct SledStore {
     /// Business profiles, certificates and revocations, by account (see
     /// `storage::businesses`).
     pub(super) businesses: Tree,
+    /// Consent requests by number hash, inboxes, answers, daily counts
+    /// (see `storage::consent_requests`).
+    pub(super) consent_requests: Tree,
     pub(super) committer: Committer,
     /// Dropped last: the directory is free once every handle is gone.
     _dir_lock: Arc<DirLock>,
@@ -511,6 +514,7 @@ impl SledStore {
             meta: tree("meta")?,
             templates: tree("templates")?,
             businesses: tree("businesses")?,
+            consent_requests: tree("consent_requests")?,
             committer: Committer::start(db, metrics)?,
             _dir_lock: dir_lock,
         })
