@@ -206,6 +206,10 @@ pub struct Limits {
     /// Consent requests one business may make per UTC day; beyond, they
     /// are dropped (the business gets the same answer either way).
     pub consent_requests_per_business_per_day: u64,
+    /// New conversations (to an account it never talked with) an account
+    /// with no verified phone number may start per UTC day
+    /// (`QUOTA_EXCEEDED` beyond).
+    pub new_conversations_per_day_without_phone: u64,
 }
 
 impl Config {
@@ -304,6 +308,7 @@ impl Default for Limits {
             unauthenticated_account_ttl_ms: DEFAULT_UNAUTHENTICATED_ACCOUNT_TTL_MS,
             require_phone_for_business: false,
             consent_requests_per_business_per_day: 1000,
+            new_conversations_per_day_without_phone: 20,
         }
     }
 }

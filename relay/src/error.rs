@@ -147,6 +147,10 @@ pub enum RelayError {
     /// message says since when and what to send instead).
     #[error("{0}")]
     WindowClosed(String),
+    /// A quota of the sender's is used up (the message says which and
+    /// what to do).
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// A template category naming no template the operator approved for
     /// the sender, or approved under another category.
     #[error("{0}")]
@@ -198,6 +202,7 @@ impl RelayError {
             Self::WindowClosed(_) => ErrorCode::WindowClosed,
             Self::NoConsent(_) => ErrorCode::NoConsent,
             Self::TemplateNotApproved(_) => ErrorCode::TemplateNotApproved,
+            Self::QuotaExceeded(_) => ErrorCode::QuotaExceeded,
             Self::StaleConsent { .. } => ErrorCode::StaleConsent,
             Self::BadDeliverySignature(_) => ErrorCode::BadDeliverySignature,
             Self::Storage(StorageError::Full) => ErrorCode::StorageFull,

@@ -21,15 +21,17 @@ use crate::policy::{
 use crate::session::{Completion, EncodeFrame, Reply, Session};
 use crate::storage::{
     AcceptEffects, AccountRecord, Billed, BilledCategory, ConsentSeen, Directory, Enqueued,
-    MESSAGE_ID_LEN, Mailbox, NewMessage, StoredDeviceList, Templates,
+    FirstContacts, MESSAGE_ID_LEN, Mailbox, NewMessage, StoredDeviceList, Templates,
 };
+
+const DAY_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// Longest template id a send may carry (template ids are short names).
 pub(crate) const MAX_TEMPLATE_ID_LEN: usize = 128;
 /// Longest franking tag a send may carry (an HMAC-SHA256 is 32 bytes).
 pub(crate) const MAX_FRANKING_TAG_LEN: usize = 64;
 
-pub(crate) async fn send<S: Directory + Mailbox + Templates>(
+pub(crate) async fn send<S: Directory + Mailbox + Templates + FirstContacts>(
     session: &mut Session<S>,
     request_id: u64,
     request: wire::Send,
@@ -39,8 +41,9 @@ pub(crate) async fn send<S: Directory + Mailbox + Templates>(
     let (sender, sender_device) = (me.account, me.device);
     // Every send takes a token first, and a rate-limited one is refused
     // before any storage read (the rest of the policy needs them).
-    let quotas = Quotas {
+    let mut quotas = Quotas {
         rate_retry_after_ms: relay.account_limiter.check(&sender).err(),
+        new_conversations_today: None,
     };
     if let Err(refusal) = policy::admit(&quotas) {
         return Err(refusal_error(refusal, None));
@@ -109,6 +112,17 @@ pub(crate) async fn send<S: Directory + Mailbox + Templates>(
     } else {
         TemplateState::NotApproved
     };
+    // A person-to-person message to an account the sender never talked
+    // with starts a conversation: capped per day without a verified phone.
+    let conversation_message =
+        request.category == wire::Category::Conversation as i32 && recipient != sender;
+    let day = server_timestamp_ms / DAY_MS;
+    if conversation_message
+        && sender_record.phone_number.is_empty()
+        && !relay.store.have_talked(sender, recipient).await?
+    {
+        quotas.new_conversations_today = Some(relay.store.new_conversations(sender, day).await?);
+    }
     let recipient_devices: Vec<u32> = list.list.device_ids();
     let ciphertexts: Vec<(u32, usize)> = request
         .devices
@@ -140,6 +154,10 @@ pub(crate) async fn send<S: Directory + Mailbox + Templates>(
         quotas,
         rules: Rules {
             require_phone_for_business: relay.config.limits.require_phone_for_business,
+            new_conversations_per_day_without_phone: relay
+                .config
+                .limits
+                .new_conversations_per_day_without_phone,
         },
         now_ms: server_timestamp_ms,
     });
@@ -201,6 +219,12 @@ pub(crate) async fn send<S: Directory + Mailbox + Templates>(
         copies.push((d.device_id, envelope));
     }
     let devices: Vec<u32> = copies.iter().map(|(d, _)| *d).collect();
+    if conversation_message {
+        relay
+            .store
+            .note_contact(sender, recipient, day, server_timestamp_ms)
+            .await?;
+    }
     let accounting = policy::accounting(
         &sender_record,
         &recipient_record,
@@ -268,6 +292,7 @@ fn refusal_error(refusal: Refusal, list: Option<&StoredDeviceList>) -> RelayErro
         Refusal::PhoneRequired => RelayError::PhoneRequired,
         Refusal::WindowClosed { .. } => RelayError::WindowClosed(refusal.message()),
         Refusal::NoConsent { .. } => RelayError::NoConsent(refusal.message()),
+        Refusal::NewConversationQuota { .. } => RelayError::QuotaExceeded(refusal.message()),
         Refusal::TemplateNotApproved | Refusal::TemplateCategory { .. } => {
             RelayError::TemplateNotApproved(refusal.message())
         }

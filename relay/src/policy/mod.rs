@@ -14,7 +14,11 @@
 //!    authentication, marketing); control traffic goes between any two;
 //! 4. phone: when the operator requires it
 //!    ([`Rules::require_phone_for_business`]), a sender with no verified
-//!    phone number never sends to a business (other than itself);
+//!    phone number never sends to a business (other than itself); and a
+//!    sender with no verified phone number starts at most
+//!    [`Rules::new_conversations_per_day_without_phone`] new conversations
+//!    (to an account it never talked with) per UTC day
+//!    ([`Quotas::new_conversations_today`]); otherwise `QUOTA_EXCEEDED`;
 //! 5. sizes: 1 to [`MAX_DEVICES`] ciphertexts, none empty, none longer than
 //!    a ratchet message can be ([`MAX_MESSAGE_LEN`]);
 //! 6. block: the recipient has not blocked the sender;
@@ -103,6 +107,9 @@ pub struct Quotas {
     /// The sender's rate limiter: `Some(ms)` when its bucket is empty and
     /// a token comes back in `ms`.
     pub rate_retry_after_ms: Option<u64>,
+    /// When this send would start a new conversation for a sender with no
+    /// verified phone number: how many it started today already.
+    pub new_conversations_today: Option<u64>,
 }
 
 /// The operator's switches (from the relay configuration).
@@ -111,6 +118,9 @@ pub struct Rules {
     /// A sender must have a verified phone number to send to a business
     /// account: throwaway accounts cannot reach businesses.
     pub require_phone_for_business: bool,
+    /// New conversations a sender with no verified phone number may start
+    /// per UTC day.
+    pub new_conversations_per_day_without_phone: u64,
 }
 
 /// Everything one decision reads.
@@ -196,6 +206,12 @@ pub enum Refusal {
         /// if it ever wrote.
         customer_wrote_at_ms: Option<u64>,
     },
+    /// A sender with no verified phone number started as many new
+    /// conversations today as it may.
+    NewConversationQuota {
+        /// The daily number allowed.
+        per_day: u64,
+    },
     /// A template category naming no template approved for the sender.
     TemplateNotApproved,
     /// A template approved under another category than the one sent.
@@ -269,6 +285,10 @@ impl Refusal {
                      template instead"
                 )
             }
+            Refusal::NewConversationQuota { per_day } => format!(
+                "an account without a verified phone number starts at most {per_day} new \
+                 conversations a day; verify a phone number, or write again tomorrow"
+            ),
             Refusal::TemplateNotApproved => "the template id names no template the operator \
                 approved for this business (unknown, pending, rejected or revoked): submit it \
                 and send it once approved"
@@ -381,6 +401,14 @@ fn check(input: &SendInput<'_>) -> Result<(), Refusal> {
         && input.sender.record.phone_number.is_empty()
     {
         return Err(Refusal::PhoneRequired);
+    }
+    if !to_self
+        && let Some(today) = input.quotas.new_conversations_today
+        && today >= input.rules.new_conversations_per_day_without_phone
+    {
+        return Err(Refusal::NewConversationQuota {
+            per_day: input.rules.new_conversations_per_day_without_phone,
+        });
     }
     let count = request.ciphertexts.len();
     if count == 0 || count > MAX_DEVICES {

@@ -49,6 +49,9 @@ struct Row {
     /// The named template's approval; `None`: approved under the
     /// category sent.
     template: Option<TemplateState>,
+    /// New conversations the sender started today, when this send starts
+    /// one and it has no verified phone (the cap is 2 in every row).
+    new_conversations_today: Option<u64>,
     expect: Decision,
 }
 
@@ -71,6 +74,7 @@ fn row(name: &'static str, expect: Decision) -> Row {
         customer_wrote_at_ms: Some(NOW - 60_000),
         consent: ConsentCategories::NONE,
         template: None,
+        new_conversations_today: None,
         expect,
     }
 }
@@ -84,6 +88,20 @@ fn table() {
     use AccountKind::{Business, Customer, Unspecified};
     let cases = vec![
         row("customer to customer, conversation", Decision::Accept),
+        Row {
+            new_conversations_today: Some(1),
+            ..row(
+                "a second new conversation today, under the cap",
+                Decision::Accept,
+            )
+        },
+        Row {
+            new_conversations_today: Some(2),
+            ..row(
+                "no phone: the third new conversation of the day is refused",
+                refuse(Refusal::NewConversationQuota { per_day: 2 }),
+            )
+        },
         Row {
             sender: Business,
             category: Category::Utility as i32,
@@ -496,9 +514,11 @@ fn table() {
             }),
             quotas: Quotas {
                 rate_retry_after_ms: case.rate,
+                new_conversations_today: case.new_conversations_today,
             },
             rules: Rules {
                 require_phone_for_business: case.phone_rule,
+                new_conversations_per_day_without_phone: 2,
             },
             now_ms: NOW,
         };
@@ -518,6 +538,7 @@ fn every_refusal_says_what_to_do_without_internals() {
         Refusal::CiphertextTooLarge { got: 1 },
         Refusal::Blocked,
         Refusal::DeviceListMismatch,
+        Refusal::NewConversationQuota { per_day: 20 },
         Refusal::TemplateNotApproved,
         Refusal::TemplateCategory {
             approved: Category::Utility,

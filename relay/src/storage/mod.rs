@@ -22,6 +22,8 @@
 //! - [`ConsentRequests`] ([`consent_requests`]): verified businesses'
 //!   requests for consent, by a keyed hash of the number, each customer's
 //!   pending ones and the answers.
+//! - [`FirstContacts`] ([`first_contacts`]): which accounts have talked,
+//!   and new conversations per account and day.
 //! - [`Lifecycle`]: flush and close, for the backend as a whole.
 //!
 //! [`report`] reads a stopped data directory's accounting (ledger,
@@ -59,6 +61,7 @@ pub mod consent;
 pub mod consent_requests;
 pub(crate) mod dir_lock;
 pub mod directory;
+pub mod first_contacts;
 pub mod keys;
 pub mod ledger;
 pub mod mail_log;
@@ -76,6 +79,7 @@ pub use self::consent_requests::{ConsentRequests, PendingRequest, RequestState, 
 pub use self::directory::{
     AccountRecord, Directory, ExpiredAccounts, Kind, ListUpdate, NameClaim, StoredDeviceList,
 };
+pub use self::first_contacts::FirstContacts;
 pub use self::keys::{
     Keys, MAX_PREKEY_PUBLIC_LEN, OneTimePreKeyRecord, PreKeyLength, PreKeyPublic,
     SignedPreKeyRecord, TakenPreKeys,
@@ -144,11 +148,19 @@ pub trait Lifecycle: Send + Sync + 'static {
 /// Every role: what the server and a connection need. Implemented for
 /// any type that implements all four.
 pub trait Backend:
-    Directory + Keys + Mailbox + Templates + Businesses + ConsentRequests + Lifecycle
+    Directory + Keys + Mailbox + Templates + Businesses + ConsentRequests + FirstContacts + Lifecycle
 {
 }
 
-impl<T: Directory + Keys + Mailbox + Templates + Businesses + ConsentRequests + Lifecycle> Backend
-    for T
+impl<
+    T: Directory
+        + Keys
+        + Mailbox
+        + Templates
+        + Businesses
+        + ConsentRequests
+        + FirstContacts
+        + Lifecycle,
+> Backend for T
 {
 }

@@ -272,6 +272,9 @@ pub struct SledStore {
     /// Consent requests by number hash, inboxes, answers, daily counts
     /// (see `storage::consent_requests`).
     pub(super) consent_requests: Tree,
+    /// Who wrote to whom, and new conversations per day (see
+    /// `storage::first_contacts`).
+    pub(super) first_contacts: Tree,
     pub(super) committer: Committer,
     /// Dropped last: the directory is free once every handle is gone.
     _dir_lock: Arc<DirLock>,
@@ -515,6 +518,7 @@ impl SledStore {
             templates: tree("templates")?,
             businesses: tree("businesses")?,
             consent_requests: tree("consent_requests")?,
+            first_contacts: tree("first_contacts")?,
             committer: Committer::start(db, metrics)?,
             _dir_lock: dir_lock,
         })
