@@ -20,6 +20,11 @@ pub enum Event {
         text: String,
         /// The sender's clock, ms since the Unix epoch.
         sent_at_ms: u64,
+        /// A message request: the sender is an account this one never
+        /// wrote to (nor consented to, nor accepted). It waits in
+        /// [`crate::Client::message_requests`]; no read receipt goes back
+        /// until the user accepts it.
+        request: bool,
     },
     /// Another device of this account sent a message (copied into this
     /// device's history).

@@ -15,6 +15,7 @@
 //! - [`session_store`]: session records and private prekeys at rest.
 //! - [`peers`]: pinned account keys and device lists of other accounts.
 //! - [`operator_pin`]: the pinned operator key (first use or configuration).
+//! - [`requests`]: message requests from accounts this one never wrote to.
 //! - [`contacts`]: the address book.
 //! - [`messages`]: history, statuses and the outbox.
 //! - [`evidence`]: messages refused by their labels, kept aside.
@@ -42,6 +43,7 @@ pub mod messages;
 pub mod operator_pin;
 pub mod peers;
 pub mod quarantine;
+pub mod requests;
 pub mod rule_checks;
 pub mod session_store;
 pub mod store;

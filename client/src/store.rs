@@ -127,6 +127,8 @@ pub enum Tree {
     Wrote,
     /// The pinned operator key (see `operator_pin`).
     Operator,
+    /// Message requests and accepted peers (see `requests`).
+    Requests,
 }
 
 impl Tree {
@@ -146,6 +148,7 @@ impl Tree {
             Self::Consents => "consents",
             Self::Wrote => "wrote",
             Self::Operator => "operator",
+            Self::Requests => "requests",
         }
     }
 

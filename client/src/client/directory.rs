@@ -113,6 +113,7 @@ impl Client {
             other => return Err(unexpected("Ok", &other)),
         }
         self.store.put(Tree::Blocked, peer.as_bytes(), &[])?;
+        crate::requests::forget(&self.store, &peer)?;
         // The relay revokes this account's consent for it (same counter).
         if let Some(known) = rule_checks::known_consent(&self.store, &peer)? {
             rule_checks::record_consent(

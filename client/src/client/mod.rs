@@ -49,6 +49,7 @@ mod receive;
 mod rekey;
 mod rekey_guard;
 mod relay;
+mod requests;
 mod send;
 mod sender;
 mod shared;

@@ -298,11 +298,18 @@ impl Client {
                     sequence: self.store.next_sequence()?,
                 };
                 messages::save(&self.store, &message)?;
+                let request = crate::requests::note_incoming(
+                    &self.store,
+                    &self.account.id(),
+                    &from,
+                    now_ms(),
+                )?;
                 Ok(Some(Event::Message {
                     from,
                     id,
                     text: body,
                     sent_at_ms: content.sent_at_ms,
+                    request,
                 }))
             }
             Some(content::Body::SentTranscript(transcript)) if from == self.account.id() => {

@@ -65,6 +65,13 @@ impl Client {
     /// Tell `peer` (end-to-end encrypted) that its messages were read, and
     /// mark them read here. Returns how many were marked.
     pub async fn mark_read(&mut self, peer: AccountId) -> Result<usize> {
+        // A message request is not acknowledged as read until accepted.
+        if matches!(
+            crate::requests::standing(&self.store, &self.account.id(), &peer)?,
+            crate::requests::Standing::Pending { .. }
+        ) {
+            return Ok(0);
+        }
         let unread: Vec<MessageId> = messages::history(&self.store, &peer)?
             .into_iter()
             .filter(|m| !m.outgoing && m.status < Status::Read)

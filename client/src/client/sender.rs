@@ -254,6 +254,8 @@ impl Live {
     /// then send it if connected.
     pub(super) async fn send_text(&self, peer: AccountId, text: &str) -> Result<MessageId> {
         messages::check_text(text)?;
+        // Writing to an account accepts its request, if it made one.
+        crate::requests::accept(&self.store, &peer)?;
         if peers::load(&self.store, &peer)?.is_some_and(|p| p.identity_changed) {
             return Err(ClientError::IdentityChanged { account: peer });
         }
