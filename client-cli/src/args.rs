@@ -12,6 +12,7 @@ Environment:
   COMPTOIR_DATA_DIR    same as --data-dir
   COMPTOIR_RELAY       same as --relay
   COMPTOIR_CA_CERT     same as --ca-cert
+  COMPTOIR_OUTPUT      same as --output
 
 Exit codes:
   0  success
@@ -65,6 +66,13 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub insecure: bool,
 
+    /// How `send`, `listen`, `history`, `contacts list` and `devices list`
+    /// print their results: `text` for people, or `json`, one JSON object
+    /// per line for scripts (errors stay text on standard error; the exit
+    /// codes are the same).
+    #[arg(long, global = true, env = "COMPTOIR_OUTPUT", value_enum)]
+    pub output: Option<OutputFormat>,
+
     /// Read the passphrase from the first line of this file (for scripts;
     /// keep the file private) instead of COMPTOIR_PASSPHRASE or the prompt.
     #[arg(long, global = true, value_name = "FILE")]
@@ -73,6 +81,22 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The output format asked for (text unless told otherwise).
+    pub fn output_format(&self) -> OutputFormat {
+        self.output.unwrap_or(OutputFormat::Text)
+    }
+}
+
+/// How results are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON object per line, for scripts.
+    Json,
 }
 
 /// Check a `--relay` value when the command line is parsed, so a mistyped

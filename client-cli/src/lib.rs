@@ -9,6 +9,7 @@
 //! - [`args`]: the command line's arguments.
 //! - [`format`]: times and one-line previews for the output.
 //! - [`generate`]: shell completions and the manual page.
+//! - [`json`]: the records `--output json` prints, one per line.
 //! - [`tui`]: the terminal UI (`comptoir tui`).
 
 #![forbid(unsafe_code)]
@@ -16,6 +17,7 @@
 pub mod args;
 pub mod format;
 pub mod generate;
+pub mod json;
 pub mod tui;
 
 use std::io::{IsTerminal, Read, Write};
@@ -36,11 +38,14 @@ use comptoir_client::messages::check_text;
 use comptoir_client::store::{KdfParams, Store};
 use comptoir_client::{Client, Event, MessageId};
 
+use comptoir_client::account::FIRST_DEVICE_ID;
+
 use self::args::{
     Cli, Command, ConsentCategory, ConsentCommand, ContactsCommand, DevicesCommand, NameCommand,
-    OutboxCommand, PhoneCommand,
+    OutboxCommand, OutputFormat, PhoneCommand,
 };
 use self::format::{date_time, time_of_day, visible};
+use self::json::Record;
 
 /// Environment variable holding the store passphrase.
 pub const PASSPHRASE_ENV: &str = "COMPTOIR_PASSPHRASE";
@@ -256,6 +261,7 @@ fn display_name(client: &Client, account: &AccountId) -> String {
 }
 
 async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
+    let json = cli.output_format() == OutputFormat::Json;
     match &cli.command {
         Command::Init => {
             if Store::exists(&cli.data_dir) {
@@ -327,6 +333,18 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
                 DevicesCommand::List => {
                     let list = client.own_devices()?;
                     for (id, key) in &list.devices {
+                        if json {
+                            json::write(
+                                out,
+                                &Record::Device {
+                                    device_id: *id,
+                                    this_device: *id == client.device_id(),
+                                    first_device: *id == FIRST_DEVICE_ID,
+                                    identity_key: hex::encode(key.as_bytes()),
+                                },
+                            )?;
+                            continue;
+                        }
                         let this = if *id == client.device_id() {
                             " (this device)"
                         } else {
@@ -368,9 +386,28 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             let peer = client.resolve(to)?;
             let connected = client.connect(&cli.relay).await;
             let sent = client.send_text(peer, text).await;
+            if json && let Ok(id) = &sent {
+                let stored = client.message(&peer, id)?;
+                let (at, status) = stored
+                    .map_or((comptoir_client::client::now_ms(), "pending"), |m| {
+                        (m.sent_at_ms, json::status_name(true, m.status))
+                    });
+                json::write(
+                    out,
+                    &Record::Sent {
+                        id: id.to_string(),
+                        peer: peer.to_string(),
+                        peer_name: json::name(&client, &peer),
+                        time: json::Time::at(at),
+                        status,
+                    },
+                )?;
+            }
             let result = match (connected, sent) {
                 (Ok(_), Ok(id)) => {
-                    say!(out, "{id}");
+                    if !json {
+                        say!(out, "{id}");
+                    }
                     Ok(0)
                 }
                 (Err(e), Ok(id)) => {
@@ -394,6 +431,7 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
                 &cli.relay,
                 *count,
                 timeout.map(Duration::from_secs),
+                cli.output_format(),
             )
             .await
         }
@@ -424,6 +462,10 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             let peer = client.resolve(with)?;
             let name = display_name(&client, &peer);
             for m in client.history(&peer)? {
+                if json {
+                    json::write(out, &Record::stored(&client, &m))?;
+                    continue;
+                }
                 let who = if m.outgoing { "me" } else { name.as_str() };
                 let status = if m.outgoing {
                     format!(" [{}]", m.status.label())
@@ -574,11 +616,25 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
         Command::Contacts(ContactsCommand::List) => {
             let client = open(&cli)?;
             for contact in client.contacts()? {
+                let verified = client.is_verified(&contact.account)?;
+                let blocked = client.is_blocked(&contact.account)?;
+                if json {
+                    json::write(
+                        out,
+                        &Record::Contact {
+                            name: contact.name,
+                            account: contact.account.to_string(),
+                            verified,
+                            blocked,
+                        },
+                    )?;
+                    continue;
+                }
                 let mut flags = String::new();
-                if client.is_verified(&contact.account)? {
+                if verified {
                     flags.push_str("\tverified");
                 }
-                if client.is_blocked(&contact.account)? {
+                if blocked {
                     flags.push_str("\tblocked");
                 }
                 say!(out, "{}\t{}{flags}", contact.name, contact.account);
@@ -913,12 +969,114 @@ fn print_event(client: &Client, event: &Event, out: &mut dyn Write) -> Result<bo
     }
 }
 
+/// `listen --output json`: one record for each event a script may care
+/// about; whether it was an incoming message (what `--count` counts).
+fn write_event(client: &Client, event: &Event, out: &mut dyn Write) -> Result<bool> {
+    let now = json::Time::at(comptoir_client::client::now_ms());
+    let status = |id: &MessageId, peer: &AccountId, status: &'static str| Record::Status {
+        id: id.to_string(),
+        peer: peer.to_string(),
+        peer_name: json::name(client, peer),
+        time: json::Time::at(comptoir_client::client::now_ms()),
+        status,
+    };
+    let warning =
+        |kind, peer: Option<&AccountId>, id: Option<String>, text: String| Record::Warning {
+            kind,
+            peer: peer.map(ToString::to_string),
+            id,
+            text,
+            time: json::Time::at(comptoir_client::client::now_ms()),
+        };
+    let record = match event {
+        Event::Message {
+            from,
+            id,
+            text,
+            sent_at_ms,
+        } => {
+            let stored = client.message(from, id)?;
+            Record::Message {
+                id: id.to_string(),
+                peer: from.to_string(),
+                peer_name: json::name(client, from),
+                direction: "in",
+                from: from.to_string(),
+                text: text.clone(),
+                time: json::Time::at(*sent_at_ms),
+                status: stored.map_or("received", |m| json::status_name(false, m.status)),
+                other_device: false,
+            }
+        }
+        Event::SentElsewhere { to, id, text } => {
+            let stored = client.message(to, id)?;
+            Record::Message {
+                id: id.to_string(),
+                peer: to.to_string(),
+                peer_name: json::name(client, to),
+                direction: "out",
+                from: client.account_id().to_string(),
+                text: text.clone(),
+                time: stored
+                    .as_ref()
+                    .map_or(now, |m| json::Time::at(m.sent_at_ms)),
+                status: stored.map_or("sent", |m| json::status_name(true, m.status)),
+                other_device: true,
+            }
+        }
+        Event::Accepted { to, id, .. } => status(id, to, "sent"),
+        Event::Delivered { to, id, .. } => status(id, to, "delivered"),
+        Event::Read { by, ids } => {
+            for id in ids {
+                json::write(out, &status(id, by, "read"))?;
+            }
+            return Ok(false);
+        }
+        Event::IdentityChanged { account } => warning(
+            "identity_changed",
+            Some(account),
+            None,
+            "the contact's identity changed: compare safety numbers, then accept it with \
+             `comptoir trust`; its messages are held until then"
+                .into(),
+        ),
+        Event::Undecryptable { from, id, reason } => warning(
+            "undecryptable",
+            Some(from),
+            Some(id.clone()),
+            format!("could not be decrypted: {reason}"),
+        ),
+        Event::Refused { from, id, reason } => warning(
+            "refused",
+            Some(from),
+            Some(id.to_string()),
+            format!("refused and kept as evidence: {reason}"),
+        ),
+        Event::Violation {
+            from,
+            id,
+            violation,
+            ..
+        } => warning(
+            "violation",
+            Some(from),
+            Some(id.to_string()),
+            format!("{violation}: the relay should have refused it (kept as evidence)"),
+        ),
+        Event::Warning(text) => warning("other", None, None, text.clone()),
+        _ => return Ok(false),
+    };
+    json::write(out, &record)?;
+    Ok(matches!(event, Event::Message { .. }))
+}
+
 async fn listen(
     out: &mut dyn Write,
     client: &mut Client,
     relay: &str,
     count: Option<usize>,
     timeout: Option<Duration>,
+    format: OutputFormat,
 ) -> Result<u8> {
     let stop = interrupted_flag();
     client.connect(relay).await?;
@@ -935,9 +1093,14 @@ async fn listen(
             client.close_connection().await;
             return Ok(EXIT_TIMED_OUT);
         }
-        if let Some(event) = poll_event(client, relay, &stop).await?
-            && print_event(client, &event, out)?
-        {
+        let Some(event) = poll_event(client, relay, &stop).await? else {
+            continue;
+        };
+        let message = match format {
+            OutputFormat::Text => print_event(client, &event, out)?,
+            OutputFormat::Json => write_event(client, &event, out)?,
+        };
+        if message {
             seen += 1;
         }
     }

@@ -437,3 +437,150 @@ async fn completions_and_the_manual_page_come_from_the_command_line() {
     }
     assert!(!root.path().join("nobody").exists(), "no store created");
 }
+
+/// The JSON lines a command printed, each parsed.
+fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
+        .collect()
+}
+
+fn is_hex(value: &serde_json::Value, digits: usize) -> bool {
+    value
+        .as_str()
+        .is_some_and(|s| s.len() == digits && s.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// `--output json` prints one JSON object per line for `send`, `listen`,
+/// `history`, `contacts list` and `devices list`, with a type, the
+/// message id, the sender, the time and the status; the exit codes are
+/// the documented ones and the text output is unchanged (issue 18 item 7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_output_is_one_object_per_line_for_scripts() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let alice = Customer::new(root.path(), "alice", &relay);
+    let bob = Customer::new(root.path(), "bob", &relay);
+    let alice_id = alice.registered().await;
+    let bob_id = bob.registered().await;
+    alice.ok(&["contacts", "add", "bob", &bob_id]).await;
+    bob.ok(&["contacts", "add", "alice", &alice_id]).await;
+
+    let text = "hello \u{1b}[2K bob";
+    let sent = json_lines(&alice.ok(&["--output", "json", "send", "bob", text]).await);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let sent = &sent[0];
+    assert_eq!(sent["type"], "sent", "{sent}");
+    assert!(is_hex(&sent["id"], 32), "{sent}");
+    assert_eq!(sent["peer"], bob_id.as_str());
+    assert_eq!(sent["peer_name"], "bob");
+    assert_eq!(sent["status"], "sent");
+    let time_ms = sent["time_ms"].as_u64().expect("time_ms");
+    assert!(time_ms > 1_700_000_000_000, "{sent}");
+    let time = sent["time"].as_str().expect("time");
+    assert!(time.len() == 24 && time.ends_with('Z'), "RFC 3339: {time}");
+
+    let heard = bob
+        .ok(&[
+            "--output",
+            "json",
+            "listen",
+            "--count",
+            "1",
+            "--timeout",
+            "10",
+        ])
+        .await;
+    assert!(!heard.contains('\u{1b}'), "escaped: {heard:?}");
+    let messages: Vec<_> = json_lines(&heard)
+        .into_iter()
+        .filter(|r| r["type"] == "message")
+        .collect();
+    assert_eq!(messages.len(), 1, "{heard}");
+    let message = &messages[0];
+    assert_eq!(message["id"], sent["id"]);
+    assert_eq!(message["from"], alice_id.as_str());
+    assert_eq!(message["peer"], alice_id.as_str());
+    assert_eq!(message["peer_name"], "alice");
+    assert_eq!(message["direction"], "in");
+    assert_eq!(message["text"], text);
+    assert_eq!(message["time_ms"], time_ms);
+    assert_eq!(message["time"], time);
+    assert_eq!(message["status"], "received");
+
+    let history = json_lines(&alice.ok(&["--output", "json", "history", "bob"]).await);
+    assert_eq!(history.len(), 1, "{history:?}");
+    let mine = &history[0];
+    assert_eq!(
+        (&mine["type"], &mine["id"], &mine["direction"]),
+        (&"message".into(), &sent["id"], &"out".into())
+    );
+    assert_eq!(mine["from"], alice_id.as_str());
+    assert_eq!(mine["text"], text);
+    assert!(
+        ["sent", "delivered"].contains(&mine["status"].as_str().unwrap_or("")),
+        "{mine}"
+    );
+    // The text output is unchanged by default.
+    let shown = alice.ok(&["history", "bob"]).await;
+    assert!(
+        shown.contains(" me: hello \\u{1b}[2K bob ["),
+        "text output as before: {shown}"
+    );
+
+    let contacts = json_lines(&alice.ok(&["--output", "json", "contacts", "list"]).await);
+    assert_eq!(
+        contacts,
+        vec![serde_json::json!({
+            "type": "contact", "name": "bob", "account": bob_id,
+            "verified": false, "blocked": false,
+        })]
+    );
+    let devices = json_lines(&alice.ok(&["--output", "json", "devices", "list"]).await);
+    assert_eq!(devices.len(), 1, "{devices:?}");
+    assert_eq!(devices[0]["type"], "device");
+    assert_eq!(devices[0]["device_id"], 1);
+    assert_eq!(devices[0]["this_device"], true);
+    assert_eq!(devices[0]["first_device"], true);
+    assert!(is_hex(&devices[0]["identity_key"], 64), "{devices:?}");
+
+    // Exit codes are the documented ones; errors stay on standard error.
+    let unknown = alice
+        .run(&["--output", "json", "send", "nobody", "hi"])
+        .await;
+    assert_eq!(unknown.code, 8, "{unknown:?}");
+    assert_eq!(unknown.stdout, "");
+    let quiet = bob
+        .run(&[
+            "--output",
+            "json",
+            "listen",
+            "--count",
+            "1",
+            "--timeout",
+            "1",
+        ])
+        .await;
+    assert_eq!(quiet.code, 9, "{quiet:?}");
+    assert!(
+        quiet.stdout.lines().all(|l| !l.contains("\"message\"")),
+        "{quiet:?}"
+    );
+    let offline = alice
+        .run_at(
+            "ws://127.0.0.1:1",
+            &["--output", "json", "send", "bob", "later"],
+            None,
+        )
+        .await;
+    assert_eq!(offline.code, 5, "{offline:?}");
+    let pending = json_lines(&offline.stdout);
+    assert_eq!(pending.len(), 1, "{offline:?}");
+    assert_eq!(
+        (&pending[0]["type"], &pending[0]["status"]),
+        (&"sent".into(), &"pending".into())
+    );
+    let bad = alice.run(&["--output", "yaml", "contacts", "list"]).await;
+    assert_eq!(bad.code, 2, "{bad:?}");
+}
