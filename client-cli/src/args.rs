@@ -13,6 +13,7 @@ Environment:
   COMPTOIR_RELAY       same as --relay
   COMPTOIR_CA_CERT     same as --ca-cert
   COMPTOIR_OUTPUT      same as --output
+  COMPTOIR_REGION      same as --region
 
 Exit codes:
   0  success
@@ -20,11 +21,13 @@ Exit codes:
   2  bad command line
   3  wrong passphrase
   4  no account here yet (run init), already initialized, not registered (run register),
-     not linked yet, or a device command that only the first device can run
+     not linked yet, this device was removed from its account, or a device command
+     that only the first device can run
   5  relay unreachable or connection lost (a message being sent stays in the outbox)
   6  refused by the relay (for example: the recipient blocked you, or the name is taken)
   7  the contact's identity changed: compare safety numbers, then run `trust NAME --confirm NAME`
-  8  unknown contact, no keys known for it yet, or no such account on the relay
+  8  unknown contact, no keys known for it yet, no such account on the relay, or no
+     account with that phone number or business name
   9  `listen --count` timed out before enough messages arrived
  10  `safety-number --verify`: the numbers differ (someone may be in the middle)";
 
@@ -72,6 +75,11 @@ pub struct Cli {
     /// codes are the same).
     #[arg(long, global = true, env = "COMPTOIR_OUTPUT", value_enum)]
     pub output: Option<OutputFormat>,
+
+    /// The country of phone numbers written without + and a country code
+    /// (`07400 123456` with `--region GB`): a two-letter code.
+    #[arg(long, global = true, env = "COMPTOIR_REGION", value_name = "CC", value_parser = crate::phone_number::parse_region)]
+    pub region: Option<String>,
 
     /// Read the passphrase from the first line of this file (for scripts;
     /// keep the file private) instead of COMPTOIR_PASSPHRASE or the prompt.
@@ -258,8 +266,9 @@ pub enum ContactsCommand {
     Add {
         /// The name to use in other commands.
         name: String,
-        /// A 32-character account id, an E.164 phone number (+447700900123)
-        /// or a business name (acme-deliveries).
+        /// A 32-character account id, a phone number (+44 7400 123456, or
+        /// 07400 123456 with --region GB) or a business name
+        /// (acme-deliveries).
         account: String,
         /// Re-point a name that already names another account (a verified
         /// mark does not carry over: compare safety numbers again).
@@ -363,14 +372,15 @@ pub enum NameCommand {
 /// `comptoir phone ...`
 #[derive(Debug, Subcommand)]
 pub enum PhoneCommand {
-    /// Ask the relay to send a verification code to this number.
+    /// Ask the relay to send a verification code to this number (a
+    /// development relay writes it to its log instead).
     Request {
-        /// E.164 phone number, such as +447700900123.
+        /// The phone number: +44 7400 123456, or 07400 123456 with --region GB.
         number: String,
     },
     /// Prove the number with the code received.
     Verify {
-        /// E.164 phone number, such as +447700900123.
+        /// The phone number, as for `phone request`.
         number: String,
         /// The code received.
         code: String,

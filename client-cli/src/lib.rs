@@ -10,6 +10,7 @@
 //! - [`format`]: times and one-line previews for the output.
 //! - [`generate`]: shell completions and the manual page.
 //! - [`json`]: the records `--output json` prints, one per line.
+//! - [`phone_number`]: phone numbers as typed, written in E.164.
 //! - [`tui`]: the terminal UI (`comptoir tui`).
 
 #![forbid(unsafe_code)]
@@ -18,6 +19,7 @@ pub mod args;
 pub mod format;
 pub mod generate;
 pub mod json;
+pub mod phone_number;
 pub mod tui;
 
 use std::io::{IsTerminal, Read, Write};
@@ -65,6 +67,7 @@ pub fn exit_code(error: &ClientError) -> u8 {
         | ClientError::AlreadyInitialized { .. }
         | ClientError::NotRegistered
         | ClientError::NotLinked
+        | ClientError::DeviceRemoved { .. }
         | ClientError::NotPrimaryDevice => 4,
         ClientError::Connect { .. }
         | ClientError::ConnectionClosed(_)
@@ -74,14 +77,16 @@ pub fn exit_code(error: &ClientError) -> u8 {
         ClientError::IdentityChanged { .. } => 7,
         ClientError::UnknownContact(_)
         | ClientError::UnknownPeer(_)
-        | ClientError::NoSuchAccount(_) => 8,
+        | ClientError::NoSuchAccount(_)
+        | ClientError::NotFound(_) => 8,
         _ => 1,
     }
 }
 
 /// What to type next for an error, in this CLI's terms (the library's
-/// messages name no command: other programs embed it).
-pub fn hint(error: &ClientError) -> Option<String> {
+/// messages name no command: other programs embed it), for the command
+/// that failed.
+pub fn hint(error: &ClientError, command: &Command) -> Option<String> {
     Some(match error {
         ClientError::NotInitialized { .. } => "run `comptoir init` first".into(),
         ClientError::AlreadyInitialized { .. } => "use another --data-dir".into(),
@@ -96,8 +101,32 @@ pub fn hint(error: &ClientError) -> Option<String> {
             "ask the contact for the id that `comptoir whoami` prints on their device".into()
         }
         ClientError::NotQueued(_) => "see what waits with `comptoir outbox list`".into(),
+        ClientError::UnknownContact(_)
+            if matches!(
+                command,
+                Command::Contacts(ContactsCommand::Remove { .. } | ContactsCommand::Rename { .. })
+            ) =>
+        {
+            "see the names in use with `comptoir contacts list`".into()
+        }
         ClientError::UnknownContact(_) => {
-            "add it with `comptoir contacts add NAME ACCOUNT_ID`".into()
+            "add it with `comptoir contacts add NAME ACCOUNT_ID` (`comptoir contacts list` \
+             shows the names in use)"
+                .into()
+        }
+        ClientError::NotFound(_) => {
+            "check the spelling, or ask its owner for the account id that `comptoir whoami` \
+             prints"
+                .into()
+        }
+        ClientError::DeviceRemoved { device } if *device == FIRST_DEVICE_ID => {
+            "run `comptoir register` to create the account on this relay again".into()
+        }
+        ClientError::DeviceRemoved { .. } => {
+            "this data directory cannot be used again; to start over, link a new one: \
+             `comptoir --data-dir NEW_DIR link-device`, then `comptoir devices add CODE` on \
+             your first device"
+                .into()
         }
         ClientError::IdentityChanged { account } => format!(
             "compare with `comptoir safety-number {account}`, then run \
@@ -181,13 +210,13 @@ async fn run_parsed(cli: Cli, out: &mut dyn Write) -> u8 {
         let _ = e.print();
         return u8::try_from(e.exit_code()).unwrap_or(2);
     }
-    let code = match run(cli, out).await {
+    let code = match run(&cli, out).await {
         Ok(code) => code,
         Err(e) => {
             // An error can carry a relay's words: printed like any text
             // from the network.
             eprintln!("error: {}", visible(&e.to_string()));
-            if let Some(hint) = hint(&e) {
+            if let Some(hint) = hint(&e, &cli.command) {
                 eprintln!("hint: {hint}");
             }
             exit_code(&e)
@@ -260,7 +289,7 @@ fn display_name(client: &Client, account: &AccountId) -> String {
     }
 }
 
-async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
+async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
     let json = cli.output_format() == OutputFormat::Json;
     match &cli.command {
         Command::Init => {
@@ -269,7 +298,7 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
                     dir: cli.data_dir.clone(),
                 });
             }
-            let client = Client::create(&cli.data_dir, &passphrase(&cli, true)?)?;
+            let client = Client::create(&cli.data_dir, &passphrase(cli, true)?)?;
             say!(out, "{}", client.account_id());
             eprintln!(
                 "Created account {} in {}. Next: comptoir register",
@@ -279,7 +308,8 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::Register { business } => {
-            let mut client = open(&cli)?;
+            let mut client = open(cli)?;
+            let already = client.is_registered();
             let kind = if *business {
                 AccountKind::Business
             } else {
@@ -287,23 +317,27 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             };
             client.register_as(&cli.relay, kind).await?;
             say!(out, "{}", client.account_id());
-            eprintln!(
-                "Registered on {}. Others can now write to {}",
-                cli.relay,
-                client.account_id()
-            );
+            if already {
+                eprintln!(
+                    "{} is already registered on {}; nothing to do",
+                    client.account_id(),
+                    cli.relay
+                );
+            } else {
+                eprintln!(
+                    "Registered on {}. Others can now write to {}",
+                    cli.relay,
+                    client.account_id()
+                );
+            }
             client.close().await?;
             Ok(0)
         }
         Command::LinkDevice { finish: None } => {
             let client = if Store::exists(&cli.data_dir) {
-                open(&cli)?
+                open(cli)?
             } else {
-                Client::create_unlinked(
-                    &cli.data_dir,
-                    &passphrase(&cli, true)?,
-                    KdfParams::DEFAULT,
-                )?
+                Client::create_unlinked(&cli.data_dir, &passphrase(cli, true)?, KdfParams::DEFAULT)?
             };
             say!(out, "{}", client.link_code()?);
             eprintln!(
@@ -315,7 +349,7 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
         Command::LinkDevice {
             finish: Some(approval),
         } => {
-            let mut client = open(&cli)?;
+            let mut client = open(cli)?;
             client.finish_link(&cli.relay, approval).await?;
             say!(out, "{}", client.account_id());
             eprintln!(
@@ -327,7 +361,7 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::Devices(command) => {
-            let mut client = open(&cli)?;
+            let mut client = open(cli)?;
             client.connect(&cli.relay).await?;
             match command {
                 DevicesCommand::List => {
@@ -345,12 +379,15 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
                             )?;
                             continue;
                         }
-                        let this = if *id == client.device_id() {
-                            " (this device)"
-                        } else {
-                            ""
-                        };
-                        say!(out, "{id}\t{key:?}{this}");
+                        let mut roles = Vec::new();
+                        if *id == FIRST_DEVICE_ID {
+                            roles.push("first device");
+                        }
+                        if *id == client.device_id() {
+                            roles.push("this device");
+                        }
+                        let key = hex::encode(&key.as_bytes()[..8]);
+                        say!(out, "{id}\tkey {key}…\t{}", roles.join(", "));
                     }
                 }
                 DevicesCommand::Add { link_code } => {
@@ -369,7 +406,7 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::Whoami => {
-            let client = open(&cli)?;
+            let client = open(cli)?;
             say!(out, "{}", client.account_id());
             Ok(0)
         }
@@ -382,7 +419,7 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             let text = text.as_str();
             // Refused before the store is opened: nothing is written.
             check_text(text)?;
-            let mut client = open(&cli)?;
+            let mut client = open(cli)?;
             let peer = client.resolve(to)?;
             let connected = client.connect(&cli.relay).await;
             let sent = client.send_text(peer, text).await;
@@ -424,7 +461,7 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             result
         }
         Command::Listen { count, timeout } => {
-            let mut client = open(&cli)?;
+            let mut client = open(cli)?;
             listen(
                 out,
                 &mut client,
@@ -436,13 +473,13 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             .await
         }
         Command::Chat { with } => {
-            let mut client = open(&cli)?;
+            let mut client = open(cli)?;
             let peer = client.resolve(with)?;
             chat(out, &mut client, &cli.relay, peer).await
         }
         Command::Restore { backup } => {
             let client =
-                Client::restore_from_backup(backup, &cli.data_dir, &passphrase(&cli, false)?)?;
+                Client::restore_from_backup(backup, &cli.data_dir, &passphrase(cli, false)?)?;
             say!(out, "{}", client.account_id());
             eprintln!(
                 "Restored {} from {}. Peers whose newer messages this copy cannot read are asked to send them again.",
@@ -452,13 +489,13 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::Tui => {
-            let mut client = open(&cli)?;
+            let mut client = open(cli)?;
             crate::tui::run(&mut client, &cli.relay).await?;
             client.close().await?;
             Ok(0)
         }
         Command::History { with } => {
-            let client = open(&cli)?;
+            let client = open(cli)?;
             let peer = client.resolve(with)?;
             let name = display_name(&client, &peer);
             for m in client.history(&peer)? {
@@ -487,9 +524,9 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             force,
         }) => {
             contacts::check_name(name)?;
-            let mut client = open(&cli)?;
+            let mut client = open(cli)?;
             client.connect(&cli.relay).await?;
-            let found = find_account(&mut client, account).await;
+            let found = find_account(&mut client, account, cli.region.as_deref()).await;
             client.close_connection().await;
             let id = found?;
             let added = if *force {
@@ -532,7 +569,7 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::Contacts(ContactsCommand::Remove { name }) => {
-            let client = open(&cli)?;
+            let client = open(cli)?;
             let account = client.remove_contact(name)?;
             eprintln!(
                 "{} no longer names {account}; the conversation stays",
@@ -542,13 +579,13 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
         }
         Command::Contacts(ContactsCommand::Rename { old, new }) => {
             contacts::check_name(new)?;
-            let client = open(&cli)?;
+            let client = open(cli)?;
             let account = client.rename_contact(old, new)?;
             eprintln!("{} is now {} ({account})", visible(old), visible(new));
             Ok(0)
         }
         Command::Outbox(OutboxCommand::List) => {
-            let client = open(&cli)?;
+            let client = open(cli)?;
             for m in client.queued()? {
                 say!(
                     out,
@@ -562,7 +599,7 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::Outbox(OutboxCommand::Cancel { id }) => {
-            let client = open(&cli)?;
+            let client = open(cli)?;
             let parsed = MessageId::from_hex(id).ok_or_else(|| {
                 ClientError::InvalidArgument(format!(
                     "{} is not a message id (32 hex digits, as `outbox list` prints)",
@@ -578,7 +615,7 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::Name(NameCommand::Claim { name }) => {
-            let mut client = open(&cli)?;
+            let mut client = open(cli)?;
             client.connect(&cli.relay).await?;
             client.claim_name(name).await?;
             client.close().await?;
@@ -588,12 +625,15 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::Phone(PhoneCommand::Request { number }) => {
-            let mut client = open(&cli)?;
+            let number = phone_number::normalise(number, cli.region.as_deref())?;
+            let mut client = open(cli)?;
             client.connect(&cli.relay).await?;
-            client.request_phone_code(number).await?;
+            client.request_phone_code(&number).await?;
             client.close().await?;
             eprintln!(
-                "A code is on its way to {number}. Next: comptoir phone verify {number} <code>"
+                "A code is on its way to {number}. Next: comptoir phone verify {number} <code>\n\
+                 (A development relay sends no text message: it writes the code to its log, \
+                 on its standard error, in a line with \"verification code\".)"
             );
             Ok(0)
         }
@@ -602,19 +642,23 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             code,
             discoverable,
         }) => {
-            let mut client = open(&cli)?;
+            let number = phone_number::normalise(number, cli.region.as_deref())?;
+            let mut client = open(cli)?;
             client.connect(&cli.relay).await?;
-            client.verify_phone(number, code, *discoverable).await?;
+            client.verify_phone(&number, code, *discoverable).await?;
             client.close().await?;
             if *discoverable {
                 eprintln!("{number} is verified; people who know it can find you");
             } else {
-                eprintln!("{number} is verified and not discoverable");
+                eprintln!(
+                    "{number} is verified and not discoverable (add --discoverable to let \
+                     people who know it find you)"
+                );
             }
             Ok(0)
         }
         Command::Contacts(ContactsCommand::List) => {
-            let client = open(&cli)?;
+            let client = open(cli)?;
             for contact in client.contacts()? {
                 let verified = client.is_verified(&contact.account)?;
                 let blocked = client.is_blocked(&contact.account)?;
@@ -642,7 +686,7 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::SafetyNumber { with, verify } => {
-            let mut client = open(&cli)?;
+            let mut client = open(cli)?;
             let peer = client.resolve(with)?;
             if matches!(
                 client.safety_number(&peer),
@@ -681,7 +725,7 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::Trust { with, confirm } => {
-            let client = open(&cli)?;
+            let client = open(cli)?;
             let peer = client.resolve(with)?;
             let name = display_name(&client, &peer);
             let Some((old, new)) = client.pending_safety_numbers(&peer)? else {
@@ -716,7 +760,7 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             categories,
             days,
         }) => {
-            let mut client = open(&cli)?;
+            let mut client = open(cli)?;
             let peer = client.resolve(business)?;
             client.connect(&cli.relay).await?;
             let set = categories
@@ -740,7 +784,7 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::Consent(ConsentCommand::Revoke { business }) => {
-            let mut client = open(&cli)?;
+            let mut client = open(cli)?;
             let peer = client.resolve(business)?;
             client.connect(&cli.relay).await?;
             client.revoke_consent(peer).await?;
@@ -752,7 +796,7 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::Consent(ConsentCommand::List) => {
-            let mut client = open(&cli)?;
+            let mut client = open(cli)?;
             client.connect(&cli.relay).await?;
             let consents = client.consents().await?;
             let now = comptoir_client::client::now_ms();
@@ -781,7 +825,7 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::Block { who } | Command::Unblock { who } => {
-            let mut client = open(&cli)?;
+            let mut client = open(cli)?;
             let peer = client.resolve(who)?;
             client.connect(&cli.relay).await?;
             let block = matches!(cli.command, Command::Block { .. });
@@ -803,9 +847,21 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
 
 /// The account behind what the user typed for `contacts add` (an id, a
 /// phone number or a business name), checked with the relay.
-async fn find_account(client: &mut Client, handle: &str) -> Result<AccountId> {
+async fn find_account(
+    client: &mut Client,
+    handle: &str,
+    region: Option<&str>,
+) -> Result<AccountId> {
     let id = match AccountId::from_hex(handle) {
         Ok(id) => id,
+        Err(_) if phone_number::looks_like_phone_number(handle) => {
+            let number = phone_number::normalise(handle, region)?;
+            client.lookup(&number).await.map_err(|e| match e {
+                // Name the number as typed.
+                ClientError::NotFound(_) => ClientError::NotFound(handle.to_string()),
+                e => e,
+            })?
+        }
         Err(_) => client.lookup(handle).await?,
     };
     client.check_account(id).await?;

@@ -6,15 +6,34 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use comptoir_relay::{Config, LogCodeSender, Metrics, Services};
+use comptoir_relay::{CodeSender, Config, Metrics, Services};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 /// A relay running in this test process.
 struct Relay {
     url: String,
+    codes: Arc<CapturedCodes>,
     stop: Option<oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
+}
+
+/// The phone verification codes the relay sent: (number, code).
+#[derive(Debug, Default)]
+struct CapturedCodes(std::sync::Mutex<Vec<(String, String)>>);
+
+impl CodeSender for CapturedCodes {
+    fn send_code(&self, phone: &str, code: &str) {
+        if let Ok(mut codes) = self.0.lock() {
+            codes.push((phone.to_string(), code.to_string()));
+        }
+    }
+}
+
+impl CapturedCodes {
+    fn last(&self) -> Option<(String, String)> {
+        self.0.lock().ok()?.last().cloned()
+    }
 }
 
 impl Drop for Relay {
@@ -56,10 +75,11 @@ async fn start_relay() -> Relay {
     config.limits.registration_rate_per_prefix_per_sec = 0.0;
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("ws://{}", listener.local_addr().expect("addr"));
+    let codes = Arc::new(CapturedCodes::default());
     let services = Services {
         http_listener: None,
         tls: None,
-        code_sender: Arc::new(LogCodeSender),
+        code_sender: codes.clone(),
         metrics: Arc::new(Metrics::default()),
         clock: Arc::default(),
     };
@@ -74,6 +94,7 @@ async fn start_relay() -> Relay {
     ));
     Relay {
         url,
+        codes,
         stop: Some(stop),
         _dir: dir,
     }
@@ -583,4 +604,144 @@ async fn json_output_is_one_object_per_line_for_scripts() {
     );
     let bad = alice.run(&["--output", "yaml", "contacts", "list"]).await;
     assert_eq!(bad.code, 2, "{bad:?}");
+}
+
+/// Errors say what happened and what to do, in words, never a Rust or
+/// wire name (issue 18 item 10): an unknown phone number or business name
+/// says so; `register` again is a success; a relay refusal is a sentence;
+/// the hint for an unknown name fits the command; `devices list` shows no
+/// Rust type; a removed device is told so and how to start over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_say_what_happened_and_what_to_do() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let alice = Customer::new(root.path(), "alice", &relay);
+    let bob = Customer::new(root.path(), "bob", &relay);
+    let alice_id = alice.registered().await;
+    bob.registered().await;
+    let no_internals = |run: &Run| {
+        for internal in [
+            "ERROR_CODE",
+            "UnknownAccount",
+            "AccountKind",
+            "IdentityKey(",
+        ] {
+            assert!(
+                !run.stderr.contains(internal) && !run.stdout.contains(internal),
+                "{internal}: {run:?}"
+            );
+        }
+    };
+
+    let again = alice.run(&["register"]).await;
+    assert_eq!(again.code, 0, "{again:?}");
+    assert!(again.stderr.contains("already registered"), "{again:?}");
+    assert_eq!(again.stdout.trim(), alice_id);
+
+    for handle in ["+33612345678", "nobody-here"] {
+        let unknown = alice.run(&["contacts", "add", "who", handle]).await;
+        assert_eq!(unknown.code, 8, "{unknown:?}");
+        assert!(
+            unknown.stderr.contains("no account") && unknown.stderr.contains(handle),
+            "says nobody has it: {unknown:?}"
+        );
+        assert!(!unknown.stderr.contains("contacts add"), "{unknown:?}");
+        no_internals(&unknown);
+    }
+
+    let not_business = alice.run(&["name", "claim", "alice-shop"]).await;
+    assert_eq!(not_business.code, 6, "{not_business:?}");
+    assert!(not_business.stderr.contains("business"), "{not_business:?}");
+    no_internals(&not_business);
+
+    for args in [
+        &["contacts", "remove", "nobody"][..],
+        &["contacts", "rename", "nobody", "somebody"],
+    ] {
+        let run = alice.run(args).await;
+        assert_eq!(run.code, 8, "{run:?}");
+        assert!(
+            run.stderr.contains("comptoir contacts list") && !run.stderr.contains("contacts add"),
+            "{args:?}: {run:?}"
+        );
+    }
+
+    // A second device, linked, then removed by the first.
+    let laptop = Customer::new(root.path(), "laptop", &relay);
+    let code = laptop.ok(&["link-device"]).await;
+    let approval = alice.ok(&["devices", "add", code.trim()]).await;
+    laptop
+        .ok(&["link-device", "--finish", approval.trim()])
+        .await;
+    let devices = alice.run(&["devices", "list"]).await;
+    assert_eq!(devices.code, 0, "{devices:?}");
+    assert_eq!(devices.stdout.lines().count(), 2, "{devices:?}");
+    assert!(devices.stdout.contains("this device"), "{devices:?}");
+    no_internals(&devices);
+    alice.ok(&["devices", "remove", "2"]).await;
+    let removed = laptop
+        .run(&["listen", "--count", "1", "--timeout", "5"])
+        .await;
+    assert_eq!(removed.code, 4, "{removed:?}");
+    assert!(
+        removed.stderr.contains("removed") && removed.stderr.contains("link-device"),
+        "says it was removed and how to start over: {removed:?}"
+    );
+    assert!(!removed.stderr.contains("comptoir register"), "{removed:?}");
+}
+
+/// Phone numbers are normalised (spaces, national format with --region)
+/// before they reach the relay, `phone request` says where a development
+/// relay writes the code, and a number made discoverable finds the
+/// account however it is written (issue 18 item 10).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_numbers_are_normalised_before_they_reach_the_relay() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let alice = Customer::new(root.path(), "alice", &relay);
+    let bob = Customer::new(root.path(), "bob", &relay);
+    let alice_id = alice.registered().await;
+    bob.registered().await;
+
+    let asked = alice
+        .run(&["phone", "request", "06 12 34 56 78", "--region", "FR"])
+        .await;
+    assert_eq!(asked.code, 0, "{asked:?}");
+    assert!(asked.stderr.contains("+33612345678"), "{asked:?}");
+    assert!(asked.stderr.contains("log"), "where the code is: {asked:?}");
+    let (number, code) = relay.codes.last().expect("a code was sent");
+    assert_eq!(number, "+33612345678");
+    let verified = alice
+        .run(&[
+            "phone",
+            "verify",
+            "+33 6 12 34 56 78",
+            &code,
+            "--discoverable",
+        ])
+        .await;
+    assert_eq!(verified.code, 0, "{verified:?}");
+    let found = bob
+        .ok(&[
+            "contacts",
+            "add",
+            "alice",
+            "06.12.34.56.78",
+            "--region",
+            "FR",
+        ])
+        .await;
+    assert_eq!(found.trim(), alice_id);
+
+    // Not a number of that region, or no region for a national number:
+    // refused before anything is sent.
+    for args in [
+        &["phone", "request", "06 12 34 56 78"][..],
+        &["phone", "request", "+33 1"],
+    ] {
+        let run = alice.run(args).await;
+        assert_eq!(run.code, 1, "{args:?}: {run:?}");
+        assert!(run.stderr.contains("phone number"), "{run:?}");
+    }
+    assert_eq!(relay.codes.0.lock().map(|c| c.len()).unwrap_or(0), 1);
 }
