@@ -313,6 +313,17 @@ pub enum DevicesCommand {
     Add {
         /// The code `comptoir link-device` printed on the new device.
         link_code: String,
+        /// What to call it in `devices list` (kept on this device only).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Call a device something in `devices list` (kept on this device
+    /// only; the relay never sees it).
+    Name {
+        /// The device id (see `devices list`).
+        device_id: u32,
+        /// The name, such as laptop.
+        name: String,
     },
     /// On the first device: remove a device; it stops receiving at once.
     Remove {

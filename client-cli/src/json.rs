@@ -143,6 +143,14 @@ pub enum Record {
         /// Whether it is the account's first device (it adds and removes
         /// the others).
         first_device: bool,
+        /// The name given to it on this device, if any.
+        name: Option<String>,
+        /// When it was added (ms since the Unix epoch), if this device
+        /// saw it: the first device for the devices it added, each device
+        /// for itself.
+        added_ms: Option<u64>,
+        /// The same in RFC 3339.
+        added: Option<String>,
         /// The device's public identity key, hex.
         identity_key: String,
     },

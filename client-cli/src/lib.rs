@@ -366,7 +366,9 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             match command {
                 DevicesCommand::List => {
                     let list = client.own_devices()?;
+                    let notes = client.device_notes()?;
                     for (id, key) in &list.devices {
+                        let note = notes.get(id).cloned().unwrap_or_default();
                         if json {
                             json::write(
                                 out,
@@ -374,6 +376,9 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
                                     device_id: *id,
                                     this_device: *id == client.device_id(),
                                     first_device: *id == FIRST_DEVICE_ID,
+                                    name: note.name,
+                                    added_ms: note.added_at_ms,
+                                    added: note.added_at_ms.map(format::rfc3339),
                                     identity_key: hex::encode(key.as_bytes()),
                                 },
                             )?;
@@ -387,15 +392,27 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
                             roles.push("this device");
                         }
                         let key = hex::encode(&key.as_bytes()[..8]);
-                        say!(out, "{id}\tkey {key}…\t{}", roles.join(", "));
+                        let name = note.name.as_deref().map_or("-".into(), visible);
+                        let added = note
+                            .added_at_ms
+                            .map_or("added -".into(), |t| format!("added {}", date_time(t)));
+                        say!(
+                            out,
+                            "{id}\t{name}\t{added}\tkey {key}…\t{}",
+                            roles.join(", ")
+                        );
                     }
                 }
-                DevicesCommand::Add { link_code } => {
-                    let approval = client.add_device(link_code).await?;
+                DevicesCommand::Add { link_code, name } => {
+                    let approval = client.add_device_named(link_code, name.as_deref()).await?;
                     say!(out, "{approval}");
                     eprintln!(
                         "On the new device run: comptoir link-device --finish <the approval above>"
                     );
+                }
+                DevicesCommand::Name { device_id, name } => {
+                    client.name_device(*device_id, name)?;
+                    eprintln!("device {device_id} is now called {}", visible(name));
                 }
                 DevicesCommand::Remove { device_id } => {
                     client.remove_device(*device_id).await?;

@@ -565,6 +565,13 @@ async fn json_output_is_one_object_per_line_for_scripts() {
     assert_eq!(devices[0]["this_device"], true);
     assert_eq!(devices[0]["first_device"], true);
     assert!(is_hex(&devices[0]["identity_key"], 64), "{devices:?}");
+    assert_eq!(devices[0]["name"], serde_json::Value::Null);
+    assert!(devices[0]["added_ms"].as_u64().is_some(), "{devices:?}");
+    assert!(
+        devices[0]["added"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z'))
+    );
 
     // Exit codes are the documented ones; errors stay on standard error.
     let unknown = alice
@@ -669,15 +676,41 @@ async fn errors_say_what_happened_and_what_to_do() {
     // A second device, linked, then removed by the first.
     let laptop = Customer::new(root.path(), "laptop", &relay);
     let code = laptop.ok(&["link-device"]).await;
-    let approval = alice.ok(&["devices", "add", code.trim()]).await;
+    let approval = alice
+        .ok(&["devices", "add", code.trim(), "--name", "laptop"])
+        .await;
     laptop
         .ok(&["link-device", "--finish", approval.trim()])
         .await;
+    alice.ok(&["devices", "name", "1", "phone"]).await;
+    let bad_name = alice.run(&["devices", "name", "1", "a\tb"]).await;
+    assert_eq!(bad_name.code, 1, "{bad_name:?}");
+    let not_listed = alice.run(&["devices", "name", "7", "tablet"]).await;
+    assert_eq!(not_listed.code, 1, "{not_listed:?}");
     let devices = alice.run(&["devices", "list"]).await;
     assert_eq!(devices.code, 0, "{devices:?}");
-    assert_eq!(devices.stdout.lines().count(), 2, "{devices:?}");
-    assert!(devices.stdout.contains("this device"), "{devices:?}");
+    let lines: Vec<&str> = devices.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{devices:?}");
+    // A date, `added YYYY-MM-DD HH:MM:SS`, not `added -`.
+    let dated = |line: &str| {
+        line.split('\t')
+            .nth(2)
+            .and_then(|added| added.strip_prefix("added "))
+            .is_some_and(|date| date.len() == 19 && date.as_bytes()[4] == b'-')
+    };
+    assert!(
+        lines[0].starts_with("1\tphone\tadded ")
+            && dated(lines[0])
+            && lines[0].ends_with("first device, this device"),
+        "names, dates, roles: {devices:?}"
+    );
+    assert!(
+        lines[1].starts_with("2\tlaptop\tadded ") && dated(lines[1]),
+        "{devices:?}"
+    );
     no_internals(&devices);
+    let on_laptop = laptop.ok(&["devices", "list"]).await;
+    assert!(on_laptop.contains("\tthis device\n"), "{on_laptop}");
     alice.ok(&["devices", "remove", "2"]).await;
     let removed = laptop
         .run(&["listen", "--count", "1", "--timeout", "5"])

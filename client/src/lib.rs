@@ -15,6 +15,8 @@
 //! - [`session_store`]: session records and private prekeys at rest.
 //! - [`peers`]: pinned account keys and device lists of other accounts.
 //! - [`contacts`]: the address book.
+//! - [`device_notes`]: names and dates of this account's devices, kept
+//!   on this device.
 //! - [`messages`]: history, statuses and the outbox.
 //! - [`evidence`]: messages refused by their labels, kept aside.
 //! - [`quarantine`]: envelopes put aside because they could not be used.
@@ -32,6 +34,7 @@ pub mod account;
 pub mod client;
 pub mod connection;
 pub mod contacts;
+pub mod device_notes;
 pub mod error;
 pub mod event;
 pub mod evidence;
@@ -46,6 +49,7 @@ pub mod store;
 pub mod tls;
 
 pub use client::{Client, Consent, Sender};
+pub use device_notes::DeviceNote;
 pub use error::{ClientError, Result};
 pub use event::{DeliveryProof, Event};
 pub use evidence::Evidence;

@@ -125,6 +125,9 @@ pub enum Tree {
     Consents,
     /// When this account last wrote to each peer (see `rule_checks`).
     Wrote,
+    /// Names and dates of this account's devices, by device id (u32 BE)
+    /// (see `device_notes`).
+    DeviceNotes,
 }
 
 impl Tree {
@@ -143,6 +146,7 @@ impl Tree {
             Self::Quarantine => "quarantine",
             Self::Consents => "consents",
             Self::Wrote => "wrote",
+            Self::DeviceNotes => "device_notes",
         }
     }
 

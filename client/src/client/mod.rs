@@ -182,6 +182,14 @@ impl Client {
         let store = Store::create(dir, passphrase, params)?;
         let account = Account::generate();
         account.save(&store)?;
+        crate::device_notes::put(
+            &store,
+            account.device_id(),
+            &crate::DeviceNote {
+                name: None,
+                added_at_ms: Some(now_ms()),
+            },
+        )?;
         store.flush_blocking()?;
         Ok(Self::with(store, account, PreKeys::default()))
     }
