@@ -7,6 +7,7 @@
 //!
 //! Modules:
 //! - [`args`]: the command line's arguments.
+//! - [`config`]: the default data directory and the config file.
 //! - [`format`]: times and one-line previews for the output.
 //! - [`generate`]: shell completions and the manual page.
 //! - [`json`]: the records `--output json` prints, one per line.
@@ -16,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod args;
+pub mod config;
 pub mod format;
 pub mod generate;
 pub mod json;
@@ -85,42 +87,45 @@ pub fn exit_code(error: &ClientError) -> u8 {
 
 /// What to type next for an error, in this CLI's terms (the library's
 /// messages name no command: other programs embed it), for the command
-/// that failed.
-pub fn hint(error: &ClientError, command: &Command) -> Option<String> {
+/// that failed, repeating the `--data-dir` in use.
+pub fn hint(error: &ClientError, cli: &Cli) -> Option<String> {
+    let c = cli.comptoir();
     Some(match error {
-        ClientError::NotInitialized { .. } => "run `comptoir init` first".into(),
+        ClientError::NotInitialized { .. } => format!("run `{c} init` first"),
         ClientError::AlreadyInitialized { .. } => "use another --data-dir".into(),
-        ClientError::StoreLocked { .. } => {
-            "stop the other comptoir process using this --data-dir".into()
+        ClientError::StoreLocked { .. } => format!(
+            "stop the other comptoir process using {}",
+            config::shell_word(&cli.data_dir)
+        ),
+        ClientError::Connect { .. } => {
+            "check --relay (or COMPTOIR_RELAY, or relay in the config file)".into()
         }
-        ClientError::Connect { .. } => "check --relay (or COMPTOIR_RELAY)".into(),
-        ClientError::NotRegistered => "run `comptoir register`".into(),
-        ClientError::NotLinked => "run `comptoir link-device --finish <approval>`".into(),
+        ClientError::NotRegistered => format!("run `{c} register`"),
+        ClientError::NotLinked => format!("run `{c} link-device --finish <approval>`"),
         ClientError::NotPrimaryDevice => "run this on the account's first device".into(),
         ClientError::NoSuchAccount(_) => {
             "ask the contact for the id that `comptoir whoami` prints on their device".into()
         }
-        ClientError::NotQueued(_) => "see what waits with `comptoir outbox list`".into(),
+        ClientError::NotQueued(_) => format!("see what waits with `{c} outbox list`"),
         ClientError::UnknownContact(_)
             if matches!(
-                command,
+                cli.command,
                 Command::Contacts(ContactsCommand::Remove { .. } | ContactsCommand::Rename { .. })
             ) =>
         {
-            "see the names in use with `comptoir contacts list`".into()
+            format!("see the names in use with `{c} contacts list`")
         }
-        ClientError::UnknownContact(_) => {
-            "add it with `comptoir contacts add NAME ACCOUNT_ID` (`comptoir contacts list` \
-             shows the names in use)"
-                .into()
-        }
+        ClientError::UnknownContact(_) => format!(
+            "add it with `{c} contacts add NAME ACCOUNT_ID` (`{c} contacts list` shows the \
+             names in use)"
+        ),
         ClientError::NotFound(_) => {
             "check the spelling, or ask its owner for the account id that `comptoir whoami` \
              prints"
                 .into()
         }
         ClientError::DeviceRemoved { device } if *device == FIRST_DEVICE_ID => {
-            "run `comptoir register` to create the account on this relay again".into()
+            format!("run `{c} register` to create the account on this relay again")
         }
         ClientError::DeviceRemoved { .. } => {
             "this data directory cannot be used again; to start over, link a new one: \
@@ -129,8 +134,8 @@ pub fn hint(error: &ClientError, command: &Command) -> Option<String> {
                 .into()
         }
         ClientError::IdentityChanged { account } => format!(
-            "compare with `comptoir safety-number {account}`, then run \
-             `comptoir trust NAME --confirm NAME`"
+            "compare with `{c} safety-number {account}`, then run \
+             `{c} trust NAME --confirm NAME`"
         ),
         _ => return None,
     })
@@ -205,7 +210,16 @@ fn check_relay(cli: &Cli) -> std::result::Result<(), clap::Error> {
     ))
 }
 
-async fn run_parsed(cli: Cli, out: &mut dyn Write) -> u8 {
+async fn run_parsed(mut cli: Cli, out: &mut dyn Write) -> u8 {
+    let needs_no_settings = matches!(cli.command, Command::Completions { .. } | Command::Man);
+    if let Err(problem) = cli.resolve()
+        && !needs_no_settings
+    {
+        let e = <Cli as clap::CommandFactory>::command()
+            .error(clap::error::ErrorKind::ValueValidation, problem);
+        let _ = e.print();
+        return u8::try_from(e.exit_code()).unwrap_or(2);
+    }
     if let Err(e) = check_relay(&cli) {
         let _ = e.print();
         return u8::try_from(e.exit_code()).unwrap_or(2);
@@ -216,7 +230,7 @@ async fn run_parsed(cli: Cli, out: &mut dyn Write) -> u8 {
             // An error can carry a relay's words: printed like any text
             // from the network.
             eprintln!("error: {}", visible(&e.to_string()));
-            if let Some(hint) = hint(&e, &cli.command) {
+            if let Some(hint) = hint(&e, &cli) {
                 eprintln!("hint: {hint}");
             }
             exit_code(&e)
@@ -291,6 +305,8 @@ fn display_name(client: &Client, account: &AccountId) -> String {
 
 async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
     let json = cli.output_format() == OutputFormat::Json;
+    // `comptoir` with the --data-dir in use, for what to type next.
+    let c = cli.comptoir();
     match &cli.command {
         Command::Init => {
             if Store::exists(&cli.data_dir) {
@@ -301,7 +317,7 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             let client = Client::create(&cli.data_dir, &passphrase(cli, true)?)?;
             say!(out, "{}", client.account_id());
             eprintln!(
-                "Created account {} in {}. Next: comptoir register",
+                "Created account {} in {}. Next: {c} register",
                 client.account_id(),
                 cli.data_dir.display()
             );
@@ -341,8 +357,7 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             };
             say!(out, "{}", client.link_code()?);
             eprintln!(
-                "On your first device run: comptoir devices add <the code above>\nThen here: comptoir --data-dir {} link-device --finish <the approval it prints>",
-                cli.data_dir.display()
+                "On your first device run: comptoir devices add <the code above>\nThen here: {c} link-device --finish <the approval it prints>"
             );
             Ok(0)
         }
@@ -467,8 +482,8 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
                 (Err(e), Ok(id)) => {
                     eprintln!(
                         "message {id} waits in the outbox and is sent on the next connect; \
-                         see what waits with `comptoir outbox list`, or cancel it with \
-                         `comptoir outbox cancel {id}`"
+                         see what waits with `{c} outbox list`, or cancel it with \
+                         `{c} outbox cancel {id}`"
                     );
                     Err(e)
                 }
@@ -559,9 +574,9 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
                         ""
                     };
                     eprintln!(
-                        "{} names {account}, not {id}.{verified} To re-point it: comptoir \
+                        "{} names {account}, not {id}.{verified} To re-point it: {c} \
                          contacts add {} {id} --force; or first rename the contact: \
-                         comptoir contacts rename {} NEW_NAME",
+                         {c} contacts rename {} NEW_NAME",
                         visible(&name),
                         visible(&name),
                         visible(&name)
@@ -648,7 +663,7 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             client.request_phone_code(&number).await?;
             client.close().await?;
             eprintln!(
-                "A code is on its way to {number}. Next: comptoir phone verify {number} <code>\n\
+                "A code is on its way to {number}. Next: {c} phone verify {number} <code>\n\
                  (A development relay sends no text message: it writes the code to its log, \
                  on its standard error, in a line with \"verification code\".)"
             );
@@ -755,7 +770,7 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
                 eprintln!(
                     "The identity of {name} changed. An honest relay never changes it: compare \
                      the new safety number with {name} in person or by a call, then run: \
-                     comptoir trust {with} --confirm {name}"
+                     {c} trust {with} --confirm {name}"
                 );
                 return Ok(7);
             }
@@ -793,7 +808,7 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             let name = display_name(&client, &peer);
             client.close().await?;
             eprintln!(
-                "{name} may send you {} until {} (revoke with: comptoir consent revoke {})",
+                "{name} may send you {} until {} (revoke with: {c} consent revoke {})",
                 granted.categories.names().join(", "),
                 date_time(granted.expires_at_ms),
                 visible(business)

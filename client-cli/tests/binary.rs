@@ -163,6 +163,11 @@ impl Customer {
             .env_remove("COMPTOIR_RELAY")
             .env_remove("COMPTOIR_DATA_DIR")
             .env_remove("COMPTOIR_CA_CERT")
+            .env_remove("COMPTOIR_CONFIG")
+            .env_remove("COMPTOIR_OUTPUT")
+            .env_remove("COMPTOIR_REGION")
+            // No config file of the person running the tests.
+            .env("XDG_CONFIG_HOME", self.dir.with_extension("config"))
             .stdin(if stdin.is_some() {
                 Stdio::piped()
             } else {
@@ -252,10 +257,13 @@ async fn a_mistyped_relay_stores_nothing_and_an_unreachable_one_says_how_to_canc
     assert_eq!(fields.len(), 4, "{listed:?}");
     let id = fields[0];
     assert_eq!((fields[1], fields[3]), ("bob", "wrong port"), "{listed:?}");
+    let comptoir = format!("comptoir --data-dir {}", alice.dir.display());
     assert!(
-        run.stderr.contains("comptoir outbox list")
-            && run.stderr.contains(&format!("comptoir outbox cancel {id}")),
-        "says how to see and cancel what is queued: {run:?}"
+        run.stderr.contains(&format!("{comptoir} outbox list"))
+            && run
+                .stderr
+                .contains(&format!("{comptoir} outbox cancel {id}")),
+        "says how to see and cancel what is queued, for this data directory: {run:?}"
     );
 
     alice.ok(&["outbox", "cancel", id]).await;
@@ -668,7 +676,10 @@ async fn errors_say_what_happened_and_what_to_do() {
         let run = alice.run(args).await;
         assert_eq!(run.code, 8, "{run:?}");
         assert!(
-            run.stderr.contains("comptoir contacts list") && !run.stderr.contains("contacts add"),
+            run.stderr.contains(&format!(
+                "comptoir --data-dir {} contacts list",
+                alice.dir.display()
+            )) && !run.stderr.contains("contacts add"),
             "{args:?}: {run:?}"
         );
     }
@@ -777,4 +788,109 @@ async fn phone_numbers_are_normalised_before_they_reach_the_relay() {
         assert!(run.stderr.contains("phone number"), "{run:?}");
     }
     assert_eq!(relay.codes.0.lock().map(|c| c.len()).unwrap_or(0), 1);
+}
+
+/// `comptoir` as a person with no flags runs it: a home, per-user data
+/// and config directories (XDG), and no COMPTOIR_* variables but the
+/// passphrase.
+async fn as_user(root: &Path, args: &[&str]) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_comptoir"));
+    command
+        .args(args)
+        .current_dir(root.join("home"))
+        .env("HOME", root.join("home"))
+        .env("XDG_DATA_HOME", root.join("data"))
+        .env("XDG_CONFIG_HOME", root.join("config"))
+        .env("COMPTOIR_PASSPHRASE", "a test passphrase")
+        .env_remove("COMPTOIR_RELAY")
+        .env_remove("COMPTOIR_DATA_DIR")
+        .env_remove("COMPTOIR_CA_CERT")
+        .env_remove("COMPTOIR_CONFIG")
+        .env_remove("COMPTOIR_OUTPUT")
+        .env_remove("COMPTOIR_REGION")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    run_command(command, None).await
+}
+
+/// Without --data-dir the store lives in the per-user data directory
+/// ($XDG_DATA_HOME/comptoir), created readable by its owner only; a config
+/// file gives the relay and the output format, the command line wins over
+/// it, and a bad one is a usage error naming the file and the key; hints
+/// repeat the --data-dir in use (issue 18 item 8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_lives_in_the_per_user_directory_and_a_config_file_gives_defaults() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let root = root.path();
+    std::fs::create_dir(root.join("home")).expect("home");
+
+    let created = as_user(root, &["init"]).await;
+    assert_eq!(created.code, 0, "{created:?}");
+    let data_dir = root.join("data").join("comptoir");
+    let mode = std::fs::metadata(&data_dir)
+        .expect("the per-user data directory")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "user-only: {mode:o}");
+    assert!(
+        !root.join("home").join("comptoir-data").exists(),
+        "nothing in the working directory"
+    );
+    // The relay address comes from the config file.
+    let config_dir = root.join("config").join("comptoir");
+    std::fs::create_dir_all(&config_dir).expect("config dir");
+    let config = config_dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!("relay = \"{}\"\noutput = \"json\"\n", relay.url),
+    )
+    .expect("write config");
+    let registered = as_user(root, &["register"]).await;
+    assert_eq!(registered.code, 0, "{registered:?}");
+    assert_eq!(
+        as_user(root, &["whoami"]).await.stdout,
+        created.stdout,
+        "the same account, found without --data-dir"
+    );
+    let listed = as_user(root, &["devices", "list"]).await;
+    assert_eq!(listed.code, 0, "{listed:?}");
+    let devices = json_lines(&listed.stdout);
+    assert_eq!(devices[0]["type"], "device", "json from the config file");
+    let text = as_user(root, &["--output", "text", "devices", "list"]).await;
+    assert!(text.stdout.starts_with("1\t"), "the flag wins: {text:?}");
+
+    for (bad, named) in [
+        ("relay = \"http://127.0.0.1:1\"\n", "wss://"),
+        ("relays = \"ws://127.0.0.1:1\"\n", "relays"),
+        ("output = \"yaml\"\n", "output"),
+    ] {
+        std::fs::write(&config, bad).expect("write config");
+        let run = as_user(root, &["whoami"]).await;
+        assert_eq!(run.code, 2, "{bad}: {run:?}");
+        assert!(
+            run.stderr.contains("config") && run.stderr.contains(named),
+            "{bad}: {run:?}"
+        );
+    }
+    std::fs::remove_file(&config).expect("remove config");
+
+    // Hints repeat the --data-dir in use, quoted for the shell.
+    let elsewhere = as_user(root, &["--data-dir", "other dir", "whoami"]).await;
+    assert_eq!(elsewhere.code, 4, "{elsewhere:?}");
+    assert!(
+        elsewhere
+            .stderr
+            .contains("`comptoir --data-dir 'other dir' init`"),
+        "{elsewhere:?}"
+    );
+    let unknown = as_user(root, &["send", "nobody", "hi"]).await;
+    assert_eq!(unknown.code, 8, "{unknown:?}");
+    assert!(
+        unknown.stderr.contains("`comptoir contacts add NAME"),
+        "the default needs no --data-dir: {unknown:?}"
+    );
 }

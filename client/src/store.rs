@@ -160,6 +160,22 @@ impl Tree {
     }
 }
 
+/// Create `dir` (and its parents) if missing, and make it this user's
+/// only (0700 on Unix): the store is sealed, but the names and sizes of
+/// its files are nobody else's business either.
+pub fn create_private_dir(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir)
+        .map_err(|e| ClientError::io(format!("creating {}", dir.display()), e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| {
+            ClientError::io(format!("making {} private to this user", dir.display()), e)
+        })?;
+    }
+    Ok(())
+}
+
 /// A record as [`Store::scan`] returns it: its key and opened plaintext.
 pub type Record = (Vec<u8>, Zeroizing<Vec<u8>>);
 
@@ -240,7 +256,8 @@ impl Store {
         dir.join(HEADER_FILE).is_file()
     }
 
-    /// Create a new store in `dir` (created if missing) under `passphrase`.
+    /// Create a new store in `dir` (created if missing, readable by this
+    /// user only) under `passphrase`.
     pub fn create(dir: &Path, passphrase: &str, params: KdfParams) -> Result<Self> {
         if Self::exists(dir) {
             return Err(ClientError::AlreadyInitialized {
@@ -259,8 +276,7 @@ impl Store {
                  1..={MAX_T_COST}, lanes 1..={MAX_P_COST})"
             )));
         }
-        fs::create_dir_all(dir)
-            .map_err(|e| ClientError::io(format!("creating {}", dir.display()), e))?;
+        create_private_dir(dir)?;
         let mut salt = [0u8; SALT_LEN];
         rand::fill(&mut salt);
         let key = derive_key(passphrase, &salt, params)?;

@@ -77,7 +77,7 @@ const RESTORE_PREKEY_ID_GAP: u32 = 1 << 20;
 
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     let io = |what: &str, path: &Path, e| ClientError::io(format!("{what} {}", path.display()), e);
-    std::fs::create_dir_all(to).map_err(|e| io("creating", to, e))?;
+    crate::store::create_private_dir(to)?;
     for entry in std::fs::read_dir(from).map_err(|e| io("reading", from, e))? {
         let entry = entry.map_err(|e| io("reading", from, e))?;
         let target = to.join(entry.file_name());
