@@ -894,3 +894,43 @@ async fn the_data_lives_in_the_per_user_directory_and_a_config_file_gives_defaul
         "the default needs no --data-dir: {unknown:?}"
     );
 }
+
+/// Whether any file under `dir` holds `needle`.
+fn any_file_holds(dir: &Path, needle: &[u8]) -> bool {
+    std::fs::read_dir(dir).expect("read dir").any(|entry| {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            any_file_holds(&path, needle)
+        } else {
+            let bytes = std::fs::read(&path).expect("read");
+            bytes.windows(needle.len()).any(|w| w == needle)
+        }
+    })
+}
+
+/// Contact names are sealed on disk like the rest of the store: no file
+/// of the data directory holds one (issue 18 item 8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contact_names_are_not_readable_on_disk() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let alice = Customer::new(root.path(), "alice", &relay);
+    let bob = Customer::new(root.path(), "bob", &relay);
+    alice.registered().await;
+    let bob_id = bob.registered().await;
+    let name = "my-cardiologist-zanzibar";
+    alice.ok(&["contacts", "add", name, &bob_id]).await;
+    alice
+        .ok(&["contacts", "rename", name, "dr-zanzibar-heart"])
+        .await;
+    assert_eq!(
+        alice.ok(&["contacts", "list"]).await,
+        format!("dr-zanzibar-heart\t{bob_id}\n")
+    );
+    for secret in [name, "dr-zanzibar-heart", "zanzibar"] {
+        assert!(
+            !any_file_holds(&alice.dir, secret.as_bytes()),
+            "{secret:?} readable in the data directory"
+        );
+    }
+}

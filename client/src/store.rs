@@ -108,8 +108,11 @@ pub enum Tree {
     Messages,
     /// Messages not yet accepted by the relay, same keys as `Messages`.
     Outbox,
-    /// Contact names, by name.
+    /// Contact names of an older store, by name (in plaintext: moved
+    /// into `SealedContacts` when the store is opened).
     Contacts,
+    /// Contact names and account ids, sealed, by a random key.
+    SealedContacts,
     /// Accounts this account blocked at the relay, by account id.
     Blocked,
     /// Pinned account keys and device lists of peers, by account id.
@@ -139,6 +142,7 @@ impl Tree {
             Self::Messages => "messages",
             Self::Outbox => "outbox",
             Self::Contacts => "contacts",
+            Self::SealedContacts => "contacts_sealed",
             Self::Blocked => "blocked",
             Self::Peers => "peers",
             Self::Evidence => "evidence",

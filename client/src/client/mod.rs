@@ -240,6 +240,9 @@ impl Client {
     /// [`ClientError::WrongPassphrase`].
     pub fn open(dir: &Path, passphrase: &str) -> Result<Self> {
         let store = Store::open(dir, passphrase)?;
+        if contacts::migrate(&store)? > 0 {
+            store.flush_blocking()?;
+        }
         let account = Account::load(&store)?
             .ok_or_else(|| ClientError::CorruptStore("the store holds no account record".into()))?;
         let prekeys = PreKeys::load(&store)?;
