@@ -501,13 +501,14 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
                 *count,
                 timeout.map(Duration::from_secs),
                 cli.output_format(),
+                &c,
             )
             .await
         }
         Command::Chat { with } => {
             let mut client = open(cli)?;
             let peer = client.resolve(with)?;
-            chat(out, &mut client, &cli.relay, peer).await
+            chat(out, &mut client, &cli.relay, peer, &c).await
         }
         Command::Restore { backup } => {
             let client =
@@ -986,7 +987,8 @@ async fn poll_event(client: &mut Client, relay: &str, stop: &AtomicBool) -> Resu
     }
 }
 
-fn print_event(client: &Client, event: &Event, out: &mut dyn Write) -> Result<bool> {
+/// Print `event` for people; `c` is `comptoir` with the --data-dir in use.
+fn print_event(client: &Client, event: &Event, out: &mut dyn Write, c: &str) -> Result<bool> {
     match event {
         Event::Message {
             from,
@@ -1015,7 +1017,7 @@ fn print_event(client: &Client, event: &Event, out: &mut dyn Write) -> Result<bo
         }
         Event::IdentityChanged { account } => {
             eprintln!(
-                "warning: the identity of {} CHANGED. Compare safety numbers (comptoir safety-number), then run `comptoir trust`. Its messages are held until then.",
+                "warning: the identity of {} CHANGED. Compare safety numbers (`{c} safety-number`), then run `{c} trust`. Its messages are held until then.",
                 display_name(client, account)
             );
             Ok(false)
@@ -1165,6 +1167,7 @@ async fn listen(
     count: Option<usize>,
     timeout: Option<Duration>,
     format: OutputFormat,
+    c: &str,
 ) -> Result<u8> {
     let stop = interrupted_flag();
     client.connect(relay).await?;
@@ -1185,7 +1188,7 @@ async fn listen(
             continue;
         };
         let message = match format {
-            OutputFormat::Text => print_event(client, &event, out)?,
+            OutputFormat::Text => print_event(client, &event, out, c)?,
             OutputFormat::Json => write_event(client, &event, out)?,
         };
         if message {
@@ -1214,6 +1217,7 @@ async fn chat(
     client: &mut Client,
     relay: &str,
     peer: AccountId,
+    c: &str,
 ) -> Result<u8> {
     let stop = interrupted_flag();
     client.connect(relay).await?;
@@ -1262,7 +1266,7 @@ async fn chat(
             Ok(Typed::MaybeCut) => eprintln!(
                 "not sent: the line filled the terminal's line buffer ({TERMINAL_LINE_MAX} \
                  bytes), so the terminal may have cut it; send long text with \
-                 `comptoir send NAME -` reading a file, or in shorter lines"
+                 `{c} send NAME -` reading a file, or in shorter lines"
             ),
             Ok(Typed::Line(line)) if line.trim().is_empty() => continue,
             Ok(Typed::Line(line)) => match client.send_text(peer, &line).await {
@@ -1273,8 +1277,8 @@ async fn chat(
                     | ClientError::Timeout(_)),
                 ) => {
                     eprintln!(
-                        "kept in the outbox ({e}); reconnecting (`comptoir outbox list` \
-                         shows what waits, `comptoir outbox cancel ID` cancels it)"
+                        "kept in the outbox ({e}); reconnecting (`{c} outbox list` \
+                         shows what waits, `{c} outbox cancel ID` cancels it)"
                     );
                     if !reconnect(client, relay, &stop).await? {
                         break;
@@ -1292,7 +1296,7 @@ async fn chat(
         }
         match poll_event(client, relay, &stop).await? {
             Some(event @ Event::Message { from, .. }) => {
-                print_event(client, &event, out)?;
+                print_event(client, &event, out, c)?;
                 if from == peer {
                     mark_read_or_warn(client, peer).await;
                 }
@@ -1300,7 +1304,7 @@ async fn chat(
             Some(Event::Delivered { to, .. }) if to == peer => eprintln!("  ✓✓ delivered"),
             Some(Event::Read { by, .. }) if by == peer => eprintln!("  ✓✓ read"),
             Some(event) => {
-                print_event(client, &event, out)?;
+                print_event(client, &event, out, c)?;
             }
             None => {}
         }
