@@ -10,8 +10,16 @@ const AFTER_HELP: &str = "\
 Environment:
   COMPTOIR_PASSPHRASE  passphrase of the local store (otherwise asked on the terminal)
   COMPTOIR_DATA_DIR    same as --data-dir
+  COMPTOIR_CONFIG      same as --config
   COMPTOIR_RELAY       same as --relay
   COMPTOIR_CA_CERT     same as --ca-cert
+  COMPTOIR_OUTPUT      same as --output
+  COMPTOIR_REGION      same as --region
+
+Config file (optional; the command line and the environment win over it):
+  $XDG_CONFIG_HOME/comptoir/config.toml (usually ~/.config/comptoir/config.toml)
+  with any of: relay = \"wss://relay.example\", ca_cert = \"ca.pem\" (relative to the
+  file), output = \"json\", region = \"GB\"
 
 Exit codes:
   0  success
@@ -19,11 +27,13 @@ Exit codes:
   2  bad command line
   3  wrong passphrase
   4  no account here yet (run init), already initialized, not registered (run register),
-     not linked yet, or a device command that only the first device can run
+     not linked yet, this device was removed from its account, or a device command
+     that only the first device can run
   5  relay unreachable or connection lost (a message being sent stays in the outbox)
   6  refused by the relay (for example: the recipient blocked you, or the name is taken)
   7  the contact's identity changed: compare safety numbers, then run `trust NAME --confirm NAME`
-  8  unknown contact, no keys known for it yet, or no such account on the relay
+  8  unknown contact, no keys known for it yet, no such account on the relay, or no
+     account with that phone number or business name
   9  `listen --count` timed out before enough messages arrived
  10  `safety-number --verify`: the numbers differ (someone may be in the middle)";
 
@@ -34,25 +44,41 @@ Exit codes:
 #[derive(Debug, Parser)]
 #[command(name = "comptoir", version, after_help = AFTER_HELP)]
 pub struct Cli {
-    /// Directory of this device's encrypted store.
+    /// Directory of this device's encrypted store (default: comptoir in
+    /// the per-user data directory, usually ~/.local/share/comptoir;
+    /// created readable by you only).
     #[arg(
-        long,
+        long = "data-dir",
         global = true,
         env = "COMPTOIR_DATA_DIR",
-        default_value = "comptoir-data"
+        value_name = "DIR"
     )]
+    pub data_dir_arg: Option<PathBuf>,
+
+    /// The data directory in use (set by [`Cli::resolve`]).
+    #[arg(skip)]
     pub data_dir: PathBuf,
 
     /// Relay WebSocket URL: ws://host:port (this machine only, unless
-    /// --insecure) or wss://host[:port].
+    /// --insecure) or wss://host[:port] (default: the config file's relay,
+    /// else ws://127.0.0.1:7700).
     #[arg(
-        long,
+        long = "relay",
         global = true,
         env = "COMPTOIR_RELAY",
-        default_value = "ws://127.0.0.1:7700",
+        value_name = "URL",
         value_parser = relay_url,
     )]
+    pub relay_arg: Option<String>,
+
+    /// The relay address in use (set by [`Cli::resolve`]).
+    #[arg(skip)]
     pub relay: String,
+
+    /// Read defaults from this config file instead of
+    /// ~/.config/comptoir/config.toml (see below).
+    #[arg(long, global = true, env = "COMPTOIR_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
 
     /// Also trust this CA certificate (PEM) for wss:// relays (default:
     /// relay-ca.pem in the data directory, if present, besides Mozilla's
@@ -65,6 +91,18 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub insecure: bool,
 
+    /// How `send`, `listen`, `history`, `contacts list` and `devices list`
+    /// print their results: `text` for people, or `json`, one JSON object
+    /// per line for scripts (errors stay text on standard error; the exit
+    /// codes are the same).
+    #[arg(long, global = true, env = "COMPTOIR_OUTPUT", value_enum)]
+    pub output: Option<OutputFormat>,
+
+    /// The country of phone numbers written without + and a country code
+    /// (`07400 123456` with `--region GB`): a two-letter code.
+    #[arg(long, global = true, env = "COMPTOIR_REGION", value_name = "CC", value_parser = crate::phone_number::parse_region)]
+    pub region: Option<String>,
+
     /// Read the passphrase from the first line of this file (for scripts;
     /// keep the file private) instead of COMPTOIR_PASSPHRASE or the prompt.
     #[arg(long, global = true, value_name = "FILE")]
@@ -73,6 +111,80 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The relay address when neither the command line, the environment nor
+/// the config file gives one.
+pub const DEFAULT_RELAY: &str = "ws://127.0.0.1:7700";
+
+impl Cli {
+    /// The output format asked for (text unless told otherwise).
+    pub fn output_format(&self) -> OutputFormat {
+        self.output.unwrap_or(OutputFormat::Text)
+    }
+
+    /// Fill in what the command line and the environment left out from
+    /// the config file, then the defaults. An unreadable or invalid config
+    /// file, or no data directory to default to, is an error saying what
+    /// to fix.
+    pub fn resolve(&mut self) -> Result<(), String> {
+        let config = match &self.config {
+            Some(path) => crate::config::load(path, true)?,
+            None => match crate::config::default_config_file() {
+                Some(path) => crate::config::load(&path, false)?,
+                None => crate::config::Config::default(),
+            },
+        };
+        let relay = match (&self.relay_arg, config.relay) {
+            (Some(relay), _) => relay.clone(),
+            (None, Some(relay)) => {
+                relay_url(&relay).map_err(|e| format!("in the config file: {e}"))?
+            }
+            (None, None) => DEFAULT_RELAY.to_string(),
+        };
+        self.relay = relay;
+        self.data_dir = match &self.data_dir_arg {
+            Some(dir) => dir.clone(),
+            None => crate::config::default_data_dir().ok_or(
+                "no per-user data directory is known (HOME is not set): give one with --data-dir",
+            )?,
+        };
+        if self.ca_cert.is_none() {
+            self.ca_cert = config.ca_cert;
+        }
+        if self.output.is_none() {
+            self.output = config.output;
+        }
+        if self.region.is_none() {
+            self.region = match config.region {
+                Some(region) => Some(
+                    crate::phone_number::parse_region(&region)
+                        .map_err(|e| format!("in the config file: {e}"))?,
+                ),
+                None => None,
+            };
+        }
+        Ok(())
+    }
+
+    /// `comptoir`, with `--data-dir DIR` when one was given, for hints the
+    /// user may copy as they are.
+    pub fn comptoir(&self) -> String {
+        match &self.data_dir_arg {
+            Some(dir) => format!("comptoir --data-dir {}", crate::config::shell_word(dir)),
+            None => "comptoir".to_string(),
+        }
+    }
+}
+
+/// How results are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    /// Lines for people.
+    Text,
+    /// One JSON object per line, for scripts.
+    Json,
 }
 
 /// Check a `--relay` value when the command line is parsed, so a mistyped
@@ -234,8 +346,9 @@ pub enum ContactsCommand {
     Add {
         /// The name to use in other commands.
         name: String,
-        /// A 32-character account id, an E.164 phone number (+447700900123)
-        /// or a business name (acme-deliveries).
+        /// A 32-character account id, a phone number (+44 7400 123456, or
+        /// 07400 123456 with --region GB) or a business name
+        /// (acme-deliveries).
         account: String,
         /// Re-point a name that already names another account (a verified
         /// mark does not carry over: compare safety numbers again).
@@ -280,6 +393,17 @@ pub enum DevicesCommand {
     Add {
         /// The code `comptoir link-device` printed on the new device.
         link_code: String,
+        /// What to call it in `devices list` (kept on this device only).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Call a device something in `devices list` (kept on this device
+    /// only; the relay never sees it).
+    Name {
+        /// The device id (see `devices list`).
+        device_id: u32,
+        /// The name, such as laptop.
+        name: String,
     },
     /// On the first device: remove a device; it stops receiving at once.
     Remove {
@@ -339,14 +463,15 @@ pub enum NameCommand {
 /// `comptoir phone ...`
 #[derive(Debug, Subcommand)]
 pub enum PhoneCommand {
-    /// Ask the relay to send a verification code to this number.
+    /// Ask the relay to send a verification code to this number (a
+    /// development relay writes it to its log instead).
     Request {
-        /// E.164 phone number, such as +447700900123.
+        /// The phone number: +44 7400 123456, or 07400 123456 with --region GB.
         number: String,
     },
     /// Prove the number with the code received.
     Verify {
-        /// E.164 phone number, such as +447700900123.
+        /// The phone number, as for `phone request`.
         number: String,
         /// The code received.
         code: String,

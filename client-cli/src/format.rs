@@ -11,6 +11,17 @@ pub fn time_of_day(ms: u64) -> String {
 
 /// `YYYY-MM-DD HH:MM:SS` (UTC) of a time in ms since the Unix epoch.
 pub fn date_time(ms: u64) -> String {
+    format!("{} {}", date(ms), time_of_day(ms))
+}
+
+/// RFC 3339 (UTC, milliseconds: `YYYY-MM-DDTHH:MM:SS.mmmZ`) of a time in
+/// ms since the Unix epoch, for `--output json`.
+pub fn rfc3339(ms: u64) -> String {
+    format!("{}T{}.{:03}Z", date(ms), time_of_day(ms), ms % 1000)
+}
+
+/// `YYYY-MM-DD` (UTC) of a time in ms since the Unix epoch.
+fn date(ms: u64) -> String {
     let days = i64::try_from(ms / 1000 / 86_400).unwrap_or(0);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days + 719_468;
@@ -22,7 +33,7 @@ pub fn date_time(ms: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {}", time_of_day(ms))
+    format!("{y:04}-{m:02}-{d:02}")
 }
 
 /// Text from anyone else (a message, a name, a relay's warning) as it may
@@ -129,6 +140,7 @@ mod tests {
     fn formats_dates_and_lines() {
         assert_eq!(date_time(0), "1970-01-01 00:00:00");
         assert_eq!(date_time(1_709_210_096_000), "2024-02-29 12:34:56");
+        assert_eq!(rfc3339(1_709_210_096_007), "2024-02-29T12:34:56.007Z");
         assert_eq!(visible("a\nb"), "a\\nb");
     }
 

@@ -7,15 +7,21 @@
 //!
 //! Modules:
 //! - [`args`]: the command line's arguments.
+//! - [`config`]: the default data directory and the config file.
 //! - [`format`]: times and one-line previews for the output.
 //! - [`generate`]: shell completions and the manual page.
+//! - [`json`]: the records `--output json` prints, one per line.
+//! - [`phone_number`]: phone numbers as typed, written in E.164.
 //! - [`tui`]: the terminal UI (`comptoir tui`).
 
 #![forbid(unsafe_code)]
 
 pub mod args;
+pub mod config;
 pub mod format;
 pub mod generate;
+pub mod json;
+pub mod phone_number;
 pub mod tui;
 
 use std::io::{IsTerminal, Read, Write};
@@ -36,11 +42,14 @@ use comptoir_client::messages::check_text;
 use comptoir_client::store::{KdfParams, Store};
 use comptoir_client::{Client, Event, MessageId};
 
+use comptoir_client::account::FIRST_DEVICE_ID;
+
 use self::args::{
     Cli, Command, ConsentCategory, ConsentCommand, ContactsCommand, DevicesCommand, NameCommand,
-    OutboxCommand, PhoneCommand,
+    OutboxCommand, OutputFormat, PhoneCommand,
 };
 use self::format::{date_time, time_of_day, visible};
+use self::json::Record;
 
 /// Environment variable holding the store passphrase.
 pub const PASSPHRASE_ENV: &str = "COMPTOIR_PASSPHRASE";
@@ -60,6 +69,7 @@ pub fn exit_code(error: &ClientError) -> u8 {
         | ClientError::AlreadyInitialized { .. }
         | ClientError::NotRegistered
         | ClientError::NotLinked
+        | ClientError::DeviceRemoved { .. }
         | ClientError::NotPrimaryDevice => 4,
         ClientError::Connect { .. }
         | ClientError::ConnectionClosed(_)
@@ -69,34 +79,63 @@ pub fn exit_code(error: &ClientError) -> u8 {
         ClientError::IdentityChanged { .. } => 7,
         ClientError::UnknownContact(_)
         | ClientError::UnknownPeer(_)
-        | ClientError::NoSuchAccount(_) => 8,
+        | ClientError::NoSuchAccount(_)
+        | ClientError::NotFound(_) => 8,
         _ => 1,
     }
 }
 
 /// What to type next for an error, in this CLI's terms (the library's
-/// messages name no command: other programs embed it).
-pub fn hint(error: &ClientError) -> Option<String> {
+/// messages name no command: other programs embed it), for the command
+/// that failed, repeating the `--data-dir` in use.
+pub fn hint(error: &ClientError, cli: &Cli) -> Option<String> {
+    let c = cli.comptoir();
     Some(match error {
-        ClientError::NotInitialized { .. } => "run `comptoir init` first".into(),
+        ClientError::NotInitialized { .. } => format!("run `{c} init` first"),
         ClientError::AlreadyInitialized { .. } => "use another --data-dir".into(),
-        ClientError::StoreLocked { .. } => {
-            "stop the other comptoir process using this --data-dir".into()
+        ClientError::StoreLocked { .. } => format!(
+            "stop the other comptoir process using {}",
+            config::shell_word(&cli.data_dir)
+        ),
+        ClientError::Connect { .. } => {
+            "check --relay (or COMPTOIR_RELAY, or relay in the config file)".into()
         }
-        ClientError::Connect { .. } => "check --relay (or COMPTOIR_RELAY)".into(),
-        ClientError::NotRegistered => "run `comptoir register`".into(),
-        ClientError::NotLinked => "run `comptoir link-device --finish <approval>`".into(),
+        ClientError::NotRegistered => format!("run `{c} register`"),
+        ClientError::NotLinked => format!("run `{c} link-device --finish <approval>`"),
         ClientError::NotPrimaryDevice => "run this on the account's first device".into(),
         ClientError::NoSuchAccount(_) => {
             "ask the contact for the id that `comptoir whoami` prints on their device".into()
         }
-        ClientError::NotQueued(_) => "see what waits with `comptoir outbox list`".into(),
-        ClientError::UnknownContact(_) => {
-            "add it with `comptoir contacts add NAME ACCOUNT_ID`".into()
+        ClientError::NotQueued(_) => format!("see what waits with `{c} outbox list`"),
+        ClientError::UnknownContact(_)
+            if matches!(
+                cli.command,
+                Command::Contacts(ContactsCommand::Remove { .. } | ContactsCommand::Rename { .. })
+            ) =>
+        {
+            format!("see the names in use with `{c} contacts list`")
+        }
+        ClientError::UnknownContact(_) => format!(
+            "add it with `{c} contacts add NAME ACCOUNT_ID` (`{c} contacts list` shows the \
+             names in use)"
+        ),
+        ClientError::NotFound(_) => {
+            "check the spelling, or ask its owner for the account id that `comptoir whoami` \
+             prints"
+                .into()
+        }
+        ClientError::DeviceRemoved { device } if *device == FIRST_DEVICE_ID => {
+            format!("run `{c} register` to create the account on this relay again")
+        }
+        ClientError::DeviceRemoved { .. } => {
+            "this data directory cannot be used again; to start over, link a new one: \
+             `comptoir --data-dir NEW_DIR link-device`, then `comptoir devices add CODE` on \
+             your first device"
+                .into()
         }
         ClientError::IdentityChanged { account } => format!(
-            "compare with `comptoir safety-number {account}`, then run \
-             `comptoir trust NAME --confirm NAME`"
+            "compare with `{c} safety-number {account}`, then run \
+             `{c} trust NAME --confirm NAME`"
         ),
         _ => return None,
     })
@@ -171,18 +210,27 @@ fn check_relay(cli: &Cli) -> std::result::Result<(), clap::Error> {
     ))
 }
 
-async fn run_parsed(cli: Cli, out: &mut dyn Write) -> u8 {
+async fn run_parsed(mut cli: Cli, out: &mut dyn Write) -> u8 {
+    let needs_no_settings = matches!(cli.command, Command::Completions { .. } | Command::Man);
+    if let Err(problem) = cli.resolve()
+        && !needs_no_settings
+    {
+        let e = <Cli as clap::CommandFactory>::command()
+            .error(clap::error::ErrorKind::ValueValidation, problem);
+        let _ = e.print();
+        return u8::try_from(e.exit_code()).unwrap_or(2);
+    }
     if let Err(e) = check_relay(&cli) {
         let _ = e.print();
         return u8::try_from(e.exit_code()).unwrap_or(2);
     }
-    let code = match run(cli, out).await {
+    let code = match run(&cli, out).await {
         Ok(code) => code,
         Err(e) => {
             // An error can carry a relay's words: printed like any text
             // from the network.
             eprintln!("error: {}", visible(&e.to_string()));
-            if let Some(hint) = hint(&e) {
+            if let Some(hint) = hint(&e, &cli) {
                 eprintln!("hint: {hint}");
             }
             exit_code(&e)
@@ -255,7 +303,10 @@ fn display_name(client: &Client, account: &AccountId) -> String {
     }
 }
 
-async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
+async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
+    let json = cli.output_format() == OutputFormat::Json;
+    // `comptoir` with the --data-dir in use, for what to type next.
+    let c = cli.comptoir();
     match &cli.command {
         Command::Init => {
             if Store::exists(&cli.data_dir) {
@@ -263,17 +314,18 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
                     dir: cli.data_dir.clone(),
                 });
             }
-            let client = Client::create(&cli.data_dir, &passphrase(&cli, true)?)?;
+            let client = Client::create(&cli.data_dir, &passphrase(cli, true)?)?;
             say!(out, "{}", client.account_id());
             eprintln!(
-                "Created account {} in {}. Next: comptoir register",
+                "Created account {} in {}. Next: {c} register",
                 client.account_id(),
                 cli.data_dir.display()
             );
             Ok(0)
         }
         Command::Register { business } => {
-            let mut client = open(&cli)?;
+            let mut client = open(cli)?;
+            let already = client.is_registered();
             let kind = if *business {
                 AccountKind::Business
             } else {
@@ -281,35 +333,38 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             };
             client.register_as(&cli.relay, kind).await?;
             say!(out, "{}", client.account_id());
-            eprintln!(
-                "Registered on {}. Others can now write to {}",
-                cli.relay,
-                client.account_id()
-            );
+            if already {
+                eprintln!(
+                    "{} is already registered on {}; nothing to do",
+                    client.account_id(),
+                    cli.relay
+                );
+            } else {
+                eprintln!(
+                    "Registered on {}. Others can now write to {}",
+                    cli.relay,
+                    client.account_id()
+                );
+            }
             client.close().await?;
             Ok(0)
         }
         Command::LinkDevice { finish: None } => {
             let client = if Store::exists(&cli.data_dir) {
-                open(&cli)?
+                open(cli)?
             } else {
-                Client::create_unlinked(
-                    &cli.data_dir,
-                    &passphrase(&cli, true)?,
-                    KdfParams::DEFAULT,
-                )?
+                Client::create_unlinked(&cli.data_dir, &passphrase(cli, true)?, KdfParams::DEFAULT)?
             };
             say!(out, "{}", client.link_code()?);
             eprintln!(
-                "On your first device run: comptoir devices add <the code above>\nThen here: comptoir --data-dir {} link-device --finish <the approval it prints>",
-                cli.data_dir.display()
+                "On your first device run: comptoir devices add <the code above>\nThen here: {c} link-device --finish <the approval it prints>"
             );
             Ok(0)
         }
         Command::LinkDevice {
             finish: Some(approval),
         } => {
-            let mut client = open(&cli)?;
+            let mut client = open(cli)?;
             client.finish_link(&cli.relay, approval).await?;
             say!(out, "{}", client.account_id());
             eprintln!(
@@ -321,26 +376,58 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::Devices(command) => {
-            let mut client = open(&cli)?;
+            let mut client = open(cli)?;
             client.connect(&cli.relay).await?;
             match command {
                 DevicesCommand::List => {
                     let list = client.own_devices()?;
+                    let notes = client.device_notes()?;
                     for (id, key) in &list.devices {
-                        let this = if *id == client.device_id() {
-                            " (this device)"
-                        } else {
-                            ""
-                        };
-                        say!(out, "{id}\t{key:?}{this}");
+                        let note = notes.get(id).cloned().unwrap_or_default();
+                        if json {
+                            json::write(
+                                out,
+                                &Record::Device {
+                                    device_id: *id,
+                                    this_device: *id == client.device_id(),
+                                    first_device: *id == FIRST_DEVICE_ID,
+                                    name: note.name,
+                                    added_ms: note.added_at_ms,
+                                    added: note.added_at_ms.map(format::rfc3339),
+                                    identity_key: hex::encode(key.as_bytes()),
+                                },
+                            )?;
+                            continue;
+                        }
+                        let mut roles = Vec::new();
+                        if *id == FIRST_DEVICE_ID {
+                            roles.push("first device");
+                        }
+                        if *id == client.device_id() {
+                            roles.push("this device");
+                        }
+                        let key = hex::encode(&key.as_bytes()[..8]);
+                        let name = note.name.as_deref().map_or("-".into(), visible);
+                        let added = note
+                            .added_at_ms
+                            .map_or("added -".into(), |t| format!("added {}", date_time(t)));
+                        say!(
+                            out,
+                            "{id}\t{name}\t{added}\tkey {key}…\t{}",
+                            roles.join(", ")
+                        );
                     }
                 }
-                DevicesCommand::Add { link_code } => {
-                    let approval = client.add_device(link_code).await?;
+                DevicesCommand::Add { link_code, name } => {
+                    let approval = client.add_device_named(link_code, name.as_deref()).await?;
                     say!(out, "{approval}");
                     eprintln!(
                         "On the new device run: comptoir link-device --finish <the approval above>"
                     );
+                }
+                DevicesCommand::Name { device_id, name } => {
+                    client.name_device(*device_id, name)?;
+                    eprintln!("device {device_id} is now called {}", visible(name));
                 }
                 DevicesCommand::Remove { device_id } => {
                     client.remove_device(*device_id).await?;
@@ -351,7 +438,7 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::Whoami => {
-            let client = open(&cli)?;
+            let client = open(cli)?;
             say!(out, "{}", client.account_id());
             Ok(0)
         }
@@ -364,20 +451,39 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             let text = text.as_str();
             // Refused before the store is opened: nothing is written.
             check_text(text)?;
-            let mut client = open(&cli)?;
+            let mut client = open(cli)?;
             let peer = client.resolve(to)?;
             let connected = client.connect(&cli.relay).await;
             let sent = client.send_text(peer, text).await;
+            if json && let Ok(id) = &sent {
+                let stored = client.message(&peer, id)?;
+                let (at, status) = stored
+                    .map_or((comptoir_client::client::now_ms(), "pending"), |m| {
+                        (m.sent_at_ms, json::status_name(true, m.status))
+                    });
+                json::write(
+                    out,
+                    &Record::Sent {
+                        id: id.to_string(),
+                        peer: peer.to_string(),
+                        peer_name: json::name(&client, &peer),
+                        time: json::Time::at(at),
+                        status,
+                    },
+                )?;
+            }
             let result = match (connected, sent) {
                 (Ok(_), Ok(id)) => {
-                    say!(out, "{id}");
+                    if !json {
+                        say!(out, "{id}");
+                    }
                     Ok(0)
                 }
                 (Err(e), Ok(id)) => {
                     eprintln!(
                         "message {id} waits in the outbox and is sent on the next connect; \
-                         see what waits with `comptoir outbox list`, or cancel it with \
-                         `comptoir outbox cancel {id}`"
+                         see what waits with `{c} outbox list`, or cancel it with \
+                         `{c} outbox cancel {id}`"
                     );
                     Err(e)
                 }
@@ -387,24 +493,26 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             result
         }
         Command::Listen { count, timeout } => {
-            let mut client = open(&cli)?;
+            let mut client = open(cli)?;
             listen(
                 out,
                 &mut client,
                 &cli.relay,
                 *count,
                 timeout.map(Duration::from_secs),
+                cli.output_format(),
+                &c,
             )
             .await
         }
         Command::Chat { with } => {
-            let mut client = open(&cli)?;
+            let mut client = open(cli)?;
             let peer = client.resolve(with)?;
-            chat(out, &mut client, &cli.relay, peer).await
+            chat(out, &mut client, &cli.relay, peer, &c).await
         }
         Command::Restore { backup } => {
             let client =
-                Client::restore_from_backup(backup, &cli.data_dir, &passphrase(&cli, false)?)?;
+                Client::restore_from_backup(backup, &cli.data_dir, &passphrase(cli, false)?)?;
             say!(out, "{}", client.account_id());
             eprintln!(
                 "Restored {} from {}. Peers whose newer messages this copy cannot read are asked to send them again.",
@@ -414,16 +522,20 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::Tui => {
-            let mut client = open(&cli)?;
+            let mut client = open(cli)?;
             crate::tui::run(&mut client, &cli.relay).await?;
             client.close().await?;
             Ok(0)
         }
         Command::History { with } => {
-            let client = open(&cli)?;
+            let client = open(cli)?;
             let peer = client.resolve(with)?;
             let name = display_name(&client, &peer);
             for m in client.history(&peer)? {
+                if json {
+                    json::write(out, &Record::stored(&client, &m))?;
+                    continue;
+                }
                 let who = if m.outgoing { "me" } else { name.as_str() };
                 let status = if m.outgoing {
                     format!(" [{}]", m.status.label())
@@ -445,9 +557,9 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             force,
         }) => {
             contacts::check_name(name)?;
-            let mut client = open(&cli)?;
+            let mut client = open(cli)?;
             client.connect(&cli.relay).await?;
-            let found = find_account(&mut client, account).await;
+            let found = find_account(&mut client, account, cli.region.as_deref()).await;
             client.close_connection().await;
             let id = found?;
             let added = if *force {
@@ -463,9 +575,9 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
                         ""
                     };
                     eprintln!(
-                        "{} names {account}, not {id}.{verified} To re-point it: comptoir \
+                        "{} names {account}, not {id}.{verified} To re-point it: {c} \
                          contacts add {} {id} --force; or first rename the contact: \
-                         comptoir contacts rename {} NEW_NAME",
+                         {c} contacts rename {} NEW_NAME",
                         visible(&name),
                         visible(&name),
                         visible(&name)
@@ -490,7 +602,7 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::Contacts(ContactsCommand::Remove { name }) => {
-            let client = open(&cli)?;
+            let client = open(cli)?;
             let account = client.remove_contact(name)?;
             eprintln!(
                 "{} no longer names {account}; the conversation stays",
@@ -500,13 +612,13 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
         }
         Command::Contacts(ContactsCommand::Rename { old, new }) => {
             contacts::check_name(new)?;
-            let client = open(&cli)?;
+            let client = open(cli)?;
             let account = client.rename_contact(old, new)?;
             eprintln!("{} is now {} ({account})", visible(old), visible(new));
             Ok(0)
         }
         Command::Outbox(OutboxCommand::List) => {
-            let client = open(&cli)?;
+            let client = open(cli)?;
             for m in client.queued()? {
                 say!(
                     out,
@@ -520,7 +632,7 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::Outbox(OutboxCommand::Cancel { id }) => {
-            let client = open(&cli)?;
+            let client = open(cli)?;
             let parsed = MessageId::from_hex(id).ok_or_else(|| {
                 ClientError::InvalidArgument(format!(
                     "{} is not a message id (32 hex digits, as `outbox list` prints)",
@@ -536,7 +648,7 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::Name(NameCommand::Claim { name }) => {
-            let mut client = open(&cli)?;
+            let mut client = open(cli)?;
             client.connect(&cli.relay).await?;
             client.claim_name(name).await?;
             client.close().await?;
@@ -546,12 +658,15 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::Phone(PhoneCommand::Request { number }) => {
-            let mut client = open(&cli)?;
+            let number = phone_number::normalise(number, cli.region.as_deref())?;
+            let mut client = open(cli)?;
             client.connect(&cli.relay).await?;
-            client.request_phone_code(number).await?;
+            client.request_phone_code(&number).await?;
             client.close().await?;
             eprintln!(
-                "A code is on its way to {number}. Next: comptoir phone verify {number} <code>"
+                "A code is on its way to {number}. Next: {c} phone verify {number} <code>\n\
+                 (A development relay sends no text message: it writes the code to its log, \
+                 on its standard error, in a line with \"verification code\".)"
             );
             Ok(0)
         }
@@ -560,25 +675,43 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             code,
             discoverable,
         }) => {
-            let mut client = open(&cli)?;
+            let number = phone_number::normalise(number, cli.region.as_deref())?;
+            let mut client = open(cli)?;
             client.connect(&cli.relay).await?;
-            client.verify_phone(number, code, *discoverable).await?;
+            client.verify_phone(&number, code, *discoverable).await?;
             client.close().await?;
             if *discoverable {
                 eprintln!("{number} is verified; people who know it can find you");
             } else {
-                eprintln!("{number} is verified and not discoverable");
+                eprintln!(
+                    "{number} is verified and not discoverable (add --discoverable to let \
+                     people who know it find you)"
+                );
             }
             Ok(0)
         }
         Command::Contacts(ContactsCommand::List) => {
-            let client = open(&cli)?;
+            let client = open(cli)?;
             for contact in client.contacts()? {
+                let verified = client.is_verified(&contact.account)?;
+                let blocked = client.is_blocked(&contact.account)?;
+                if json {
+                    json::write(
+                        out,
+                        &Record::Contact {
+                            name: contact.name,
+                            account: contact.account.to_string(),
+                            verified,
+                            blocked,
+                        },
+                    )?;
+                    continue;
+                }
                 let mut flags = String::new();
-                if client.is_verified(&contact.account)? {
+                if verified {
                     flags.push_str("\tverified");
                 }
-                if client.is_blocked(&contact.account)? {
+                if blocked {
                     flags.push_str("\tblocked");
                 }
                 say!(out, "{}\t{}{flags}", contact.name, contact.account);
@@ -586,7 +719,7 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::SafetyNumber { with, verify } => {
-            let mut client = open(&cli)?;
+            let mut client = open(cli)?;
             let peer = client.resolve(with)?;
             if matches!(
                 client.safety_number(&peer),
@@ -625,7 +758,7 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::Trust { with, confirm } => {
-            let client = open(&cli)?;
+            let client = open(cli)?;
             let peer = client.resolve(with)?;
             let name = display_name(&client, &peer);
             let Some((old, new)) = client.pending_safety_numbers(&peer)? else {
@@ -638,7 +771,7 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
                 eprintln!(
                     "The identity of {name} changed. An honest relay never changes it: compare \
                      the new safety number with {name} in person or by a call, then run: \
-                     comptoir trust {with} --confirm {name}"
+                     {c} trust {with} --confirm {name}"
                 );
                 return Ok(7);
             }
@@ -660,7 +793,7 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             categories,
             days,
         }) => {
-            let mut client = open(&cli)?;
+            let mut client = open(cli)?;
             let peer = client.resolve(business)?;
             client.connect(&cli.relay).await?;
             let set = categories
@@ -676,7 +809,7 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             let name = display_name(&client, &peer);
             client.close().await?;
             eprintln!(
-                "{name} may send you {} until {} (revoke with: comptoir consent revoke {})",
+                "{name} may send you {} until {} (revoke with: {c} consent revoke {})",
                 granted.categories.names().join(", "),
                 date_time(granted.expires_at_ms),
                 visible(business)
@@ -684,7 +817,7 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::Consent(ConsentCommand::Revoke { business }) => {
-            let mut client = open(&cli)?;
+            let mut client = open(cli)?;
             let peer = client.resolve(business)?;
             client.connect(&cli.relay).await?;
             client.revoke_consent(peer).await?;
@@ -696,7 +829,7 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::Consent(ConsentCommand::List) => {
-            let mut client = open(&cli)?;
+            let mut client = open(cli)?;
             client.connect(&cli.relay).await?;
             let consents = client.consents().await?;
             let now = comptoir_client::client::now_ms();
@@ -725,7 +858,7 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::Block { who } | Command::Unblock { who } => {
-            let mut client = open(&cli)?;
+            let mut client = open(cli)?;
             let peer = client.resolve(who)?;
             client.connect(&cli.relay).await?;
             let block = matches!(cli.command, Command::Block { .. });
@@ -747,9 +880,21 @@ async fn run(cli: Cli, out: &mut dyn Write) -> Result<u8> {
 
 /// The account behind what the user typed for `contacts add` (an id, a
 /// phone number or a business name), checked with the relay.
-async fn find_account(client: &mut Client, handle: &str) -> Result<AccountId> {
+async fn find_account(
+    client: &mut Client,
+    handle: &str,
+    region: Option<&str>,
+) -> Result<AccountId> {
     let id = match AccountId::from_hex(handle) {
         Ok(id) => id,
+        Err(_) if phone_number::looks_like_phone_number(handle) => {
+            let number = phone_number::normalise(handle, region)?;
+            client.lookup(&number).await.map_err(|e| match e {
+                // Name the number as typed.
+                ClientError::NotFound(_) => ClientError::NotFound(handle.to_string()),
+                e => e,
+            })?
+        }
         Err(_) => client.lookup(handle).await?,
     };
     client.check_account(id).await?;
@@ -842,7 +987,8 @@ async fn poll_event(client: &mut Client, relay: &str, stop: &AtomicBool) -> Resu
     }
 }
 
-fn print_event(client: &Client, event: &Event, out: &mut dyn Write) -> Result<bool> {
+/// Print `event` for people; `c` is `comptoir` with the --data-dir in use.
+fn print_event(client: &Client, event: &Event, out: &mut dyn Write, c: &str) -> Result<bool> {
     match event {
         Event::Message {
             from,
@@ -871,7 +1017,7 @@ fn print_event(client: &Client, event: &Event, out: &mut dyn Write) -> Result<bo
         }
         Event::IdentityChanged { account } => {
             eprintln!(
-                "warning: the identity of {} CHANGED. Compare safety numbers (comptoir safety-number), then run `comptoir trust`. Its messages are held until then.",
+                "warning: the identity of {} CHANGED. Compare safety numbers (`{c} safety-number`), then run `{c} trust`. Its messages are held until then.",
                 display_name(client, account)
             );
             Ok(false)
@@ -923,12 +1069,116 @@ fn print_event(client: &Client, event: &Event, out: &mut dyn Write) -> Result<bo
     }
 }
 
+/// `listen --output json`: one record for each event a script may care
+/// about; whether it was an incoming message (what `--count` counts).
+fn write_event(client: &Client, event: &Event, out: &mut dyn Write) -> Result<bool> {
+    let now = json::Time::at(comptoir_client::client::now_ms());
+    let status = |id: &MessageId, peer: &AccountId, status: &'static str| Record::Status {
+        id: id.to_string(),
+        peer: peer.to_string(),
+        peer_name: json::name(client, peer),
+        time: json::Time::at(comptoir_client::client::now_ms()),
+        status,
+    };
+    let warning =
+        |kind, peer: Option<&AccountId>, id: Option<String>, text: String| Record::Warning {
+            kind,
+            peer: peer.map(ToString::to_string),
+            id,
+            text,
+            time: json::Time::at(comptoir_client::client::now_ms()),
+        };
+    let record = match event {
+        Event::Message {
+            from,
+            id,
+            text,
+            sent_at_ms,
+            ..
+        } => {
+            let stored = client.message(from, id)?;
+            Record::Message {
+                id: id.to_string(),
+                peer: from.to_string(),
+                peer_name: json::name(client, from),
+                direction: "in",
+                from: from.to_string(),
+                text: text.clone(),
+                time: json::Time::at(*sent_at_ms),
+                status: stored.map_or("received", |m| json::status_name(false, m.status)),
+                other_device: false,
+            }
+        }
+        Event::SentElsewhere { to, id, text } => {
+            let stored = client.message(to, id)?;
+            Record::Message {
+                id: id.to_string(),
+                peer: to.to_string(),
+                peer_name: json::name(client, to),
+                direction: "out",
+                from: client.account_id().to_string(),
+                text: text.clone(),
+                time: stored
+                    .as_ref()
+                    .map_or(now, |m| json::Time::at(m.sent_at_ms)),
+                status: stored.map_or("sent", |m| json::status_name(true, m.status)),
+                other_device: true,
+            }
+        }
+        Event::Accepted { to, id, .. } => status(id, to, "sent"),
+        Event::Delivered { to, id, .. } => status(id, to, "delivered"),
+        Event::Read { by, ids } => {
+            for id in ids {
+                json::write(out, &status(id, by, "read"))?;
+            }
+            return Ok(false);
+        }
+        Event::IdentityChanged { account } => warning(
+            "identity_changed",
+            Some(account),
+            None,
+            "the contact's identity changed: compare safety numbers, then accept it with \
+             `comptoir trust`; its messages are held until then"
+                .into(),
+        ),
+        Event::Undecryptable { from, id, reason } => warning(
+            "undecryptable",
+            Some(from),
+            Some(id.clone()),
+            format!("could not be decrypted: {reason}"),
+        ),
+        Event::Refused { from, id, reason } => warning(
+            "refused",
+            Some(from),
+            Some(id.to_string()),
+            format!("refused and kept as evidence: {reason}"),
+        ),
+        Event::Violation {
+            from,
+            id,
+            violation,
+            ..
+        } => warning(
+            "violation",
+            Some(from),
+            Some(id.to_string()),
+            format!("{violation}: the relay should have refused it (kept as evidence)"),
+        ),
+        Event::Warning(text) => warning("other", None, None, text.clone()),
+        _ => return Ok(false),
+    };
+    json::write(out, &record)?;
+    Ok(matches!(event, Event::Message { .. }))
+}
+
 async fn listen(
     out: &mut dyn Write,
     client: &mut Client,
     relay: &str,
     count: Option<usize>,
     timeout: Option<Duration>,
+    format: OutputFormat,
+    c: &str,
 ) -> Result<u8> {
     let stop = interrupted_flag();
     client.connect(relay).await?;
@@ -945,9 +1195,14 @@ async fn listen(
             client.close_connection().await;
             return Ok(EXIT_TIMED_OUT);
         }
-        if let Some(event) = poll_event(client, relay, &stop).await?
-            && print_event(client, &event, out)?
-        {
+        let Some(event) = poll_event(client, relay, &stop).await? else {
+            continue;
+        };
+        let message = match format {
+            OutputFormat::Text => print_event(client, &event, out, c)?,
+            OutputFormat::Json => write_event(client, &event, out)?,
+        };
+        if message {
             seen += 1;
         }
     }
@@ -973,6 +1228,7 @@ async fn chat(
     client: &mut Client,
     relay: &str,
     peer: AccountId,
+    c: &str,
 ) -> Result<u8> {
     let stop = interrupted_flag();
     client.connect(relay).await?;
@@ -1021,7 +1277,7 @@ async fn chat(
             Ok(Typed::MaybeCut) => eprintln!(
                 "not sent: the line filled the terminal's line buffer ({TERMINAL_LINE_MAX} \
                  bytes), so the terminal may have cut it; send long text with \
-                 `comptoir send NAME -` reading a file, or in shorter lines"
+                 `{c} send NAME -` reading a file, or in shorter lines"
             ),
             Ok(Typed::Line(line)) if line.trim().is_empty() => continue,
             Ok(Typed::Line(line)) => match client.send_text(peer, &line).await {
@@ -1032,8 +1288,8 @@ async fn chat(
                     | ClientError::Timeout(_)),
                 ) => {
                     eprintln!(
-                        "kept in the outbox ({e}); reconnecting (`comptoir outbox list` \
-                         shows what waits, `comptoir outbox cancel ID` cancels it)"
+                        "kept in the outbox ({e}); reconnecting (`{c} outbox list` \
+                         shows what waits, `{c} outbox cancel ID` cancels it)"
                     );
                     if !reconnect(client, relay, &stop).await? {
                         break;
@@ -1051,7 +1307,7 @@ async fn chat(
         }
         match poll_event(client, relay, &stop).await? {
             Some(event @ Event::Message { from, .. }) => {
-                print_event(client, &event, out)?;
+                print_event(client, &event, out, c)?;
                 if from == peer {
                     mark_read_or_warn(client, peer).await;
                 }
@@ -1059,7 +1315,7 @@ async fn chat(
             Some(Event::Delivered { to, .. }) if to == peer => eprintln!("  ✓✓ delivered"),
             Some(Event::Read { by, .. }) if by == peer => eprintln!("  ✓✓ read"),
             Some(event) => {
-                print_event(client, &event, out)?;
+                print_event(client, &event, out, c)?;
             }
             None => {}
         }

@@ -6,15 +6,34 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use comptoir_relay::{Config, LogCodeSender, Metrics, Services};
+use comptoir_relay::{CodeSender, Config, Metrics, Services};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 /// A relay running in this test process.
 struct Relay {
     url: String,
+    codes: Arc<CapturedCodes>,
     stop: Option<oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
+}
+
+/// The phone verification codes the relay sent: (number, code).
+#[derive(Debug, Default)]
+struct CapturedCodes(std::sync::Mutex<Vec<(String, String)>>);
+
+impl CodeSender for CapturedCodes {
+    fn send_code(&self, phone: &str, code: &str) {
+        if let Ok(mut codes) = self.0.lock() {
+            codes.push((phone.to_string(), code.to_string()));
+        }
+    }
+}
+
+impl CapturedCodes {
+    fn last(&self) -> Option<(String, String)> {
+        self.0.lock().ok()?.last().cloned()
+    }
 }
 
 impl Drop for Relay {
@@ -56,11 +75,12 @@ async fn start_relay() -> Relay {
     config.limits.registration_rate_per_prefix_per_sec = 0.0;
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("ws://{}", listener.local_addr().expect("addr"));
+    let codes = Arc::new(CapturedCodes::default());
     let services = Services {
         admin_listener: None,
         http_listener: None,
         tls: None,
-        code_sender: Arc::new(LogCodeSender),
+        code_sender: codes.clone(),
         metrics: Arc::new(Metrics::default()),
         clock: Arc::default(),
     };
@@ -75,6 +95,7 @@ async fn start_relay() -> Relay {
     ));
     Relay {
         url,
+        codes,
         stop: Some(stop),
         _dir: dir,
     }
@@ -143,6 +164,11 @@ impl Customer {
             .env_remove("COMPTOIR_RELAY")
             .env_remove("COMPTOIR_DATA_DIR")
             .env_remove("COMPTOIR_CA_CERT")
+            .env_remove("COMPTOIR_CONFIG")
+            .env_remove("COMPTOIR_OUTPUT")
+            .env_remove("COMPTOIR_REGION")
+            // No config file of the person running the tests.
+            .env("XDG_CONFIG_HOME", self.dir.with_extension("config"))
             .stdin(if stdin.is_some() {
                 Stdio::piped()
             } else {
@@ -232,10 +258,13 @@ async fn a_mistyped_relay_stores_nothing_and_an_unreachable_one_says_how_to_canc
     assert_eq!(fields.len(), 4, "{listed:?}");
     let id = fields[0];
     assert_eq!((fields[1], fields[3]), ("bob", "wrong port"), "{listed:?}");
+    let comptoir = format!("comptoir --data-dir {}", alice.dir.display());
     assert!(
-        run.stderr.contains("comptoir outbox list")
-            && run.stderr.contains(&format!("comptoir outbox cancel {id}")),
-        "says how to see and cancel what is queued: {run:?}"
+        run.stderr.contains(&format!("{comptoir} outbox list"))
+            && run
+                .stderr
+                .contains(&format!("{comptoir} outbox cancel {id}")),
+        "says how to see and cancel what is queued, for this data directory: {run:?}"
     );
 
     alice.ok(&["outbox", "cancel", id]).await;
@@ -437,4 +466,472 @@ async fn completions_and_the_manual_page_come_from_the_command_line() {
         assert!(man.contains(text), "{text} in the manual page");
     }
     assert!(!root.path().join("nobody").exists(), "no store created");
+}
+
+/// The JSON lines a command printed, each parsed.
+fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
+        .collect()
+}
+
+fn is_hex(value: &serde_json::Value, digits: usize) -> bool {
+    value
+        .as_str()
+        .is_some_and(|s| s.len() == digits && s.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// `--output json` prints one JSON object per line for `send`, `listen`,
+/// `history`, `contacts list` and `devices list`, with a type, the
+/// message id, the sender, the time and the status; the exit codes are
+/// the documented ones and the text output is unchanged (issue 18 item 7).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_output_is_one_object_per_line_for_scripts() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let alice = Customer::new(root.path(), "alice", &relay);
+    let bob = Customer::new(root.path(), "bob", &relay);
+    let alice_id = alice.registered().await;
+    let bob_id = bob.registered().await;
+    alice.ok(&["contacts", "add", "bob", &bob_id]).await;
+    bob.ok(&["contacts", "add", "alice", &alice_id]).await;
+
+    let text = "hello \u{1b}[2K bob";
+    let sent = json_lines(&alice.ok(&["--output", "json", "send", "bob", text]).await);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let sent = &sent[0];
+    assert_eq!(sent["type"], "sent", "{sent}");
+    assert!(is_hex(&sent["id"], 32), "{sent}");
+    assert_eq!(sent["peer"], bob_id.as_str());
+    assert_eq!(sent["peer_name"], "bob");
+    assert_eq!(sent["status"], "sent");
+    let time_ms = sent["time_ms"].as_u64().expect("time_ms");
+    assert!(time_ms > 1_700_000_000_000, "{sent}");
+    let time = sent["time"].as_str().expect("time");
+    assert!(time.len() == 24 && time.ends_with('Z'), "RFC 3339: {time}");
+
+    let heard = bob
+        .ok(&[
+            "--output",
+            "json",
+            "listen",
+            "--count",
+            "1",
+            "--timeout",
+            "10",
+        ])
+        .await;
+    assert!(!heard.contains('\u{1b}'), "escaped: {heard:?}");
+    let messages: Vec<_> = json_lines(&heard)
+        .into_iter()
+        .filter(|r| r["type"] == "message")
+        .collect();
+    assert_eq!(messages.len(), 1, "{heard}");
+    let message = &messages[0];
+    assert_eq!(message["id"], sent["id"]);
+    assert_eq!(message["from"], alice_id.as_str());
+    assert_eq!(message["peer"], alice_id.as_str());
+    assert_eq!(message["peer_name"], "alice");
+    assert_eq!(message["direction"], "in");
+    assert_eq!(message["text"], text);
+    assert_eq!(message["time_ms"], time_ms);
+    assert_eq!(message["time"], time);
+    assert_eq!(message["status"], "received");
+
+    let history = json_lines(&alice.ok(&["--output", "json", "history", "bob"]).await);
+    assert_eq!(history.len(), 1, "{history:?}");
+    let mine = &history[0];
+    assert_eq!(
+        (&mine["type"], &mine["id"], &mine["direction"]),
+        (&"message".into(), &sent["id"], &"out".into())
+    );
+    assert_eq!(mine["from"], alice_id.as_str());
+    assert_eq!(mine["text"], text);
+    assert!(
+        ["sent", "delivered"].contains(&mine["status"].as_str().unwrap_or("")),
+        "{mine}"
+    );
+    // The text output is unchanged by default.
+    let shown = alice.ok(&["history", "bob"]).await;
+    assert!(
+        shown.contains(" me: hello \\u{1b}[2K bob ["),
+        "text output as before: {shown}"
+    );
+
+    let contacts = json_lines(&alice.ok(&["--output", "json", "contacts", "list"]).await);
+    assert_eq!(
+        contacts,
+        vec![serde_json::json!({
+            "type": "contact", "name": "bob", "account": bob_id,
+            "verified": false, "blocked": false,
+        })]
+    );
+    let devices = json_lines(&alice.ok(&["--output", "json", "devices", "list"]).await);
+    assert_eq!(devices.len(), 1, "{devices:?}");
+    assert_eq!(devices[0]["type"], "device");
+    assert_eq!(devices[0]["device_id"], 1);
+    assert_eq!(devices[0]["this_device"], true);
+    assert_eq!(devices[0]["first_device"], true);
+    assert!(is_hex(&devices[0]["identity_key"], 64), "{devices:?}");
+    assert_eq!(devices[0]["name"], serde_json::Value::Null);
+    assert!(devices[0]["added_ms"].as_u64().is_some(), "{devices:?}");
+    assert!(
+        devices[0]["added"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z'))
+    );
+
+    // Exit codes are the documented ones; errors stay on standard error.
+    let unknown = alice
+        .run(&["--output", "json", "send", "nobody", "hi"])
+        .await;
+    assert_eq!(unknown.code, 8, "{unknown:?}");
+    assert_eq!(unknown.stdout, "");
+    let quiet = bob
+        .run(&[
+            "--output",
+            "json",
+            "listen",
+            "--count",
+            "1",
+            "--timeout",
+            "1",
+        ])
+        .await;
+    assert_eq!(quiet.code, 9, "{quiet:?}");
+    assert!(
+        quiet.stdout.lines().all(|l| !l.contains("\"message\"")),
+        "{quiet:?}"
+    );
+    let offline = alice
+        .run_at(
+            "ws://127.0.0.1:1",
+            &["--output", "json", "send", "bob", "later"],
+            None,
+        )
+        .await;
+    assert_eq!(offline.code, 5, "{offline:?}");
+    let pending = json_lines(&offline.stdout);
+    assert_eq!(pending.len(), 1, "{offline:?}");
+    assert_eq!(
+        (&pending[0]["type"], &pending[0]["status"]),
+        (&"sent".into(), &"pending".into())
+    );
+    let bad = alice.run(&["--output", "yaml", "contacts", "list"]).await;
+    assert_eq!(bad.code, 2, "{bad:?}");
+}
+
+/// Errors say what happened and what to do, in words, never a Rust or
+/// wire name (issue 18 item 10): an unknown phone number or business name
+/// says so; `register` again is a success; a relay refusal is a sentence;
+/// the hint for an unknown name fits the command; `devices list` shows no
+/// Rust type; a removed device is told so and how to start over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_say_what_happened_and_what_to_do() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let alice = Customer::new(root.path(), "alice", &relay);
+    let bob = Customer::new(root.path(), "bob", &relay);
+    let alice_id = alice.registered().await;
+    bob.registered().await;
+    let no_internals = |run: &Run| {
+        for internal in [
+            "ERROR_CODE",
+            "UnknownAccount",
+            "AccountKind",
+            "IdentityKey(",
+        ] {
+            assert!(
+                !run.stderr.contains(internal) && !run.stdout.contains(internal),
+                "{internal}: {run:?}"
+            );
+        }
+    };
+
+    let again = alice.run(&["register"]).await;
+    assert_eq!(again.code, 0, "{again:?}");
+    assert!(again.stderr.contains("already registered"), "{again:?}");
+    assert_eq!(again.stdout.trim(), alice_id);
+
+    for handle in ["+33612345678", "nobody-here"] {
+        let unknown = alice.run(&["contacts", "add", "who", handle]).await;
+        assert_eq!(unknown.code, 8, "{unknown:?}");
+        assert!(
+            unknown.stderr.contains("no account") && unknown.stderr.contains(handle),
+            "says nobody has it: {unknown:?}"
+        );
+        assert!(!unknown.stderr.contains("contacts add"), "{unknown:?}");
+        no_internals(&unknown);
+    }
+
+    let not_business = alice.run(&["name", "claim", "alice-shop"]).await;
+    assert_eq!(not_business.code, 6, "{not_business:?}");
+    assert!(not_business.stderr.contains("business"), "{not_business:?}");
+    no_internals(&not_business);
+
+    for args in [
+        &["contacts", "remove", "nobody"][..],
+        &["contacts", "rename", "nobody", "somebody"],
+    ] {
+        let run = alice.run(args).await;
+        assert_eq!(run.code, 8, "{run:?}");
+        assert!(
+            run.stderr.contains(&format!(
+                "comptoir --data-dir {} contacts list",
+                alice.dir.display()
+            )) && !run.stderr.contains("contacts add"),
+            "{args:?}: {run:?}"
+        );
+    }
+
+    // A second device, linked, then removed by the first.
+    let laptop = Customer::new(root.path(), "laptop", &relay);
+    let code = laptop.ok(&["link-device"]).await;
+    let approval = alice
+        .ok(&["devices", "add", code.trim(), "--name", "laptop"])
+        .await;
+    laptop
+        .ok(&["link-device", "--finish", approval.trim()])
+        .await;
+    alice.ok(&["devices", "name", "1", "phone"]).await;
+    let bad_name = alice.run(&["devices", "name", "1", "a\tb"]).await;
+    assert_eq!(bad_name.code, 1, "{bad_name:?}");
+    let not_listed = alice.run(&["devices", "name", "7", "tablet"]).await;
+    assert_eq!(not_listed.code, 1, "{not_listed:?}");
+    let devices = alice.run(&["devices", "list"]).await;
+    assert_eq!(devices.code, 0, "{devices:?}");
+    let lines: Vec<&str> = devices.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{devices:?}");
+    // A date, `added YYYY-MM-DD HH:MM:SS`, not `added -`.
+    let dated = |line: &str| {
+        line.split('\t')
+            .nth(2)
+            .and_then(|added| added.strip_prefix("added "))
+            .is_some_and(|date| date.len() == 19 && date.as_bytes()[4] == b'-')
+    };
+    assert!(
+        lines[0].starts_with("1\tphone\tadded ")
+            && dated(lines[0])
+            && lines[0].ends_with("first device, this device"),
+        "names, dates, roles: {devices:?}"
+    );
+    assert!(
+        lines[1].starts_with("2\tlaptop\tadded ") && dated(lines[1]),
+        "{devices:?}"
+    );
+    no_internals(&devices);
+    let on_laptop = laptop.ok(&["devices", "list"]).await;
+    assert!(on_laptop.contains("\tthis device\n"), "{on_laptop}");
+    alice.ok(&["devices", "remove", "2"]).await;
+    let removed = laptop
+        .run(&["listen", "--count", "1", "--timeout", "5"])
+        .await;
+    assert_eq!(removed.code, 4, "{removed:?}");
+    assert!(
+        removed.stderr.contains("removed") && removed.stderr.contains("link-device"),
+        "says it was removed and how to start over: {removed:?}"
+    );
+    assert!(!removed.stderr.contains("comptoir register"), "{removed:?}");
+}
+
+/// Phone numbers are normalised (spaces, national format with --region)
+/// before they reach the relay, `phone request` says where a development
+/// relay writes the code, and a number made discoverable finds the
+/// account however it is written (issue 18 item 10).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_numbers_are_normalised_before_they_reach_the_relay() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let alice = Customer::new(root.path(), "alice", &relay);
+    let bob = Customer::new(root.path(), "bob", &relay);
+    let alice_id = alice.registered().await;
+    bob.registered().await;
+
+    let asked = alice
+        .run(&["phone", "request", "06 12 34 56 78", "--region", "FR"])
+        .await;
+    assert_eq!(asked.code, 0, "{asked:?}");
+    assert!(asked.stderr.contains("+33612345678"), "{asked:?}");
+    assert!(asked.stderr.contains("log"), "where the code is: {asked:?}");
+    let (number, code) = relay.codes.last().expect("a code was sent");
+    assert_eq!(number, "+33612345678");
+    let verified = alice
+        .run(&[
+            "phone",
+            "verify",
+            "+33 6 12 34 56 78",
+            &code,
+            "--discoverable",
+        ])
+        .await;
+    assert_eq!(verified.code, 0, "{verified:?}");
+    let found = bob
+        .ok(&[
+            "contacts",
+            "add",
+            "alice",
+            "06.12.34.56.78",
+            "--region",
+            "FR",
+        ])
+        .await;
+    assert_eq!(found.trim(), alice_id);
+
+    // Not a number of that region, or no region for a national number:
+    // refused before anything is sent.
+    for args in [
+        &["phone", "request", "06 12 34 56 78"][..],
+        &["phone", "request", "+33 1"],
+    ] {
+        let run = alice.run(args).await;
+        assert_eq!(run.code, 1, "{args:?}: {run:?}");
+        assert!(run.stderr.contains("phone number"), "{run:?}");
+    }
+    assert_eq!(relay.codes.0.lock().map(|c| c.len()).unwrap_or(0), 1);
+}
+
+/// `comptoir` as a person with no flags runs it: a home, per-user data
+/// and config directories (XDG), and no COMPTOIR_* variables but the
+/// passphrase.
+async fn as_user(root: &Path, args: &[&str]) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_comptoir"));
+    command
+        .args(args)
+        .current_dir(root.join("home"))
+        .env("HOME", root.join("home"))
+        .env("XDG_DATA_HOME", root.join("data"))
+        .env("XDG_CONFIG_HOME", root.join("config"))
+        .env("COMPTOIR_PASSPHRASE", "a test passphrase")
+        .env_remove("COMPTOIR_RELAY")
+        .env_remove("COMPTOIR_DATA_DIR")
+        .env_remove("COMPTOIR_CA_CERT")
+        .env_remove("COMPTOIR_CONFIG")
+        .env_remove("COMPTOIR_OUTPUT")
+        .env_remove("COMPTOIR_REGION")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    run_command(command, None).await
+}
+
+/// Without --data-dir the store lives in the per-user data directory
+/// ($XDG_DATA_HOME/comptoir), created readable by its owner only; a config
+/// file gives the relay and the output format, the command line wins over
+/// it, and a bad one is a usage error naming the file and the key; hints
+/// repeat the --data-dir in use (issue 18 item 8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_lives_in_the_per_user_directory_and_a_config_file_gives_defaults() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let root = root.path();
+    std::fs::create_dir(root.join("home")).expect("home");
+
+    let created = as_user(root, &["init"]).await;
+    assert_eq!(created.code, 0, "{created:?}");
+    let data_dir = root.join("data").join("comptoir");
+    let mode = std::fs::metadata(&data_dir)
+        .expect("the per-user data directory")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "user-only: {mode:o}");
+    assert!(
+        !root.join("home").join("comptoir-data").exists(),
+        "nothing in the working directory"
+    );
+    // The relay address comes from the config file.
+    let config_dir = root.join("config").join("comptoir");
+    std::fs::create_dir_all(&config_dir).expect("config dir");
+    let config = config_dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!("relay = \"{}\"\noutput = \"json\"\n", relay.url),
+    )
+    .expect("write config");
+    let registered = as_user(root, &["register"]).await;
+    assert_eq!(registered.code, 0, "{registered:?}");
+    assert_eq!(
+        as_user(root, &["whoami"]).await.stdout,
+        created.stdout,
+        "the same account, found without --data-dir"
+    );
+    let listed = as_user(root, &["devices", "list"]).await;
+    assert_eq!(listed.code, 0, "{listed:?}");
+    let devices = json_lines(&listed.stdout);
+    assert_eq!(devices[0]["type"], "device", "json from the config file");
+    let text = as_user(root, &["--output", "text", "devices", "list"]).await;
+    assert!(text.stdout.starts_with("1\t"), "the flag wins: {text:?}");
+
+    for (bad, named) in [
+        ("relay = \"http://127.0.0.1:1\"\n", "wss://"),
+        ("relays = \"ws://127.0.0.1:1\"\n", "relays"),
+        ("output = \"yaml\"\n", "output"),
+    ] {
+        std::fs::write(&config, bad).expect("write config");
+        let run = as_user(root, &["whoami"]).await;
+        assert_eq!(run.code, 2, "{bad}: {run:?}");
+        assert!(
+            run.stderr.contains("config") && run.stderr.contains(named),
+            "{bad}: {run:?}"
+        );
+    }
+    std::fs::remove_file(&config).expect("remove config");
+
+    // Hints repeat the --data-dir in use, quoted for the shell.
+    let elsewhere = as_user(root, &["--data-dir", "other dir", "whoami"]).await;
+    assert_eq!(elsewhere.code, 4, "{elsewhere:?}");
+    assert!(
+        elsewhere
+            .stderr
+            .contains("`comptoir --data-dir 'other dir' init`"),
+        "{elsewhere:?}"
+    );
+    let unknown = as_user(root, &["send", "nobody", "hi"]).await;
+    assert_eq!(unknown.code, 8, "{unknown:?}");
+    assert!(
+        unknown.stderr.contains("`comptoir contacts add NAME"),
+        "the default needs no --data-dir: {unknown:?}"
+    );
+}
+
+/// Whether any file under `dir` holds `needle`.
+fn any_file_holds(dir: &Path, needle: &[u8]) -> bool {
+    std::fs::read_dir(dir).expect("read dir").any(|entry| {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            any_file_holds(&path, needle)
+        } else {
+            let bytes = std::fs::read(&path).expect("read");
+            bytes.windows(needle.len()).any(|w| w == needle)
+        }
+    })
+}
+
+/// Contact names are sealed on disk like the rest of the store: no file
+/// of the data directory holds one (issue 18 item 8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contact_names_are_not_readable_on_disk() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let alice = Customer::new(root.path(), "alice", &relay);
+    let bob = Customer::new(root.path(), "bob", &relay);
+    alice.registered().await;
+    let bob_id = bob.registered().await;
+    let name = "my-cardiologist-zanzibar";
+    alice.ok(&["contacts", "add", name, &bob_id]).await;
+    alice
+        .ok(&["contacts", "rename", name, "dr-zanzibar-heart"])
+        .await;
+    assert_eq!(
+        alice.ok(&["contacts", "list"]).await,
+        format!("dr-zanzibar-heart\t{bob_id}\n")
+    );
+    for secret in [name, "dr-zanzibar-heart", "zanzibar"] {
+        assert!(
+            !any_file_holds(&alice.dir, secret.as_bytes()),
+            "{secret:?} readable in the data directory"
+        );
+    }
 }

@@ -1,4 +1,10 @@
 //! Contact names: a local address book mapping a name to an account id.
+//!
+//! Each entry is one sealed record (the account id and the name) under a
+//! random key, so nothing of a name is readable on disk without the
+//! passphrase (sled keys are not sealed). Stores written before kept the
+//! name as the key (tree `contacts`); [`migrate`] moves those entries
+//! when the store is opened.
 
 use comptoir_protocol::AccountId;
 
@@ -63,59 +69,116 @@ pub fn add(store: &Store, name: &str, account: AccountId, replace: bool) -> Resu
             });
         }
     };
-    store.put(Tree::Contacts, name.as_bytes(), account.as_bytes())?;
+    let key = find(store, name)?.map_or_else(new_key, |entry| entry.key);
+    put(store, &key, name, account)?;
     Ok(added)
 }
 
 /// Forget the name `name`; returns the account it named
 /// ([`ClientError::UnknownContact`] if none).
 pub fn remove(store: &Store, name: &str) -> Result<AccountId> {
-    let account = get(store, name)?.ok_or_else(|| ClientError::UnknownContact(name.into()))?;
-    store.remove(Tree::Contacts, name.as_bytes())?;
-    Ok(account)
+    let entry = find(store, name)?.ok_or_else(|| ClientError::UnknownContact(name.into()))?;
+    store.remove(Tree::SealedContacts, &entry.key)?;
+    Ok(entry.account)
 }
 
 /// Rename the contact `old` to `new`, which must be free
 /// ([`ClientError::ContactExists`] otherwise); returns the account.
 pub fn rename(store: &Store, old: &str, new: &str) -> Result<AccountId> {
     check_name(new)?;
-    let account = get(store, old)?.ok_or_else(|| ClientError::UnknownContact(old.into()))?;
+    let entry = find(store, old)?.ok_or_else(|| ClientError::UnknownContact(old.into()))?;
     if old == new {
-        return Ok(account);
+        return Ok(entry.account);
     }
-    if let Some(taken) = get(store, new)? {
+    if let Some(taken) = find(store, new)? {
         return Err(ClientError::ContactExists {
             name: new.to_string(),
-            account: taken,
+            account: taken.account,
         });
     }
-    // The new name first: a crash in between leaves two names, never none.
-    store.put(Tree::Contacts, new.as_bytes(), account.as_bytes())?;
-    store.remove(Tree::Contacts, old.as_bytes())?;
-    Ok(account)
+    // One record rewritten: the old name or the new, never none or both.
+    put(store, &entry.key, new, entry.account)?;
+    Ok(entry.account)
+}
+
+/// Length of an entry's random key.
+const ENTRY_KEY_LEN: usize = 16;
+
+/// One sealed entry, with the key it is stored under.
+struct Entry {
+    key: Vec<u8>,
+    name: String,
+    account: AccountId,
+}
+
+fn new_key() -> Vec<u8> {
+    let mut key = vec![0u8; ENTRY_KEY_LEN];
+    rand::fill(&mut key[..]);
+    key
+}
+
+/// The record: account id (16 bytes) then the name (UTF-8).
+fn put(store: &Store, key: &[u8], name: &str, account: AccountId) -> Result<()> {
+    let mut record = zeroize::Zeroizing::new(account.to_vec());
+    record.extend_from_slice(name.as_bytes());
+    store.put(Tree::SealedContacts, key, &record)
+}
+
+fn entries(store: &Store) -> Result<Vec<Entry>> {
+    let mut entries = store
+        .scan(Tree::SealedContacts, &[])?
+        .into_iter()
+        .map(|(key, record)| {
+            let corrupt = || ClientError::CorruptStore("contact record".into());
+            let (account, name) = record.split_at_checked(16).ok_or_else(corrupt)?;
+            Ok(Entry {
+                key,
+                name: String::from_utf8(name.to_vec()).map_err(|_| corrupt())?,
+                account: AccountId::from_bytes(account)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(entries)
+}
+
+fn find(store: &Store, name: &str) -> Result<Option<Entry>> {
+    Ok(entries(store)?.into_iter().find(|e| e.name == name))
 }
 
 fn get(store: &Store, name: &str) -> Result<Option<AccountId>> {
-    store
-        .get(Tree::Contacts, name.as_bytes())?
-        .map(|bytes| AccountId::from_bytes(&bytes).map_err(ClientError::from))
-        .transpose()
+    Ok(find(store, name)?.map(|e| e.account))
 }
 
 /// Every contact, by name.
 pub fn list(store: &Store) -> Result<Vec<Contact>> {
-    store
-        .scan(Tree::Contacts, &[])?
+    Ok(entries(store)?
         .into_iter()
-        .map(|(key, value)| {
-            let name = String::from_utf8(key)
-                .map_err(|_| ClientError::CorruptStore("contact name is not UTF-8".into()))?;
-            Ok(Contact {
-                name,
-                account: AccountId::from_bytes(&value)?,
-            })
+        .map(|e| Contact {
+            name: e.name,
+            account: e.account,
         })
-        .collect()
+        .collect())
+}
+
+/// Move the entries of a store written before names were sealed (the name
+/// as the key of tree `contacts`) into sealed records, then delete them
+/// there. Safe to run again after a crash: a name already moved is only
+/// deleted from the old tree. Returns how many were moved.
+pub fn migrate(store: &Store) -> Result<usize> {
+    let old = store.scan(Tree::Contacts, &[])?;
+    let mut moved = 0;
+    for (name, account) in old {
+        let account = AccountId::from_bytes(&account)?;
+        let name_text = String::from_utf8(name.clone())
+            .map_err(|_| ClientError::CorruptStore("contact name is not UTF-8".into()))?;
+        if find(store, &name_text)?.is_none() {
+            put(store, &new_key(), &name_text, account)?;
+            moved += 1;
+        }
+        store.remove(Tree::Contacts, &name)?;
+    }
+    Ok(moved)
 }
 
 /// The name the user gave an account, if any.
@@ -131,10 +194,7 @@ pub fn resolve(store: &Store, name_or_id: &str) -> Result<AccountId> {
     if let Ok(id) = AccountId::from_hex(name_or_id) {
         return Ok(id);
     }
-    match store.get(Tree::Contacts, name_or_id.as_bytes())? {
-        Some(bytes) => Ok(AccountId::from_bytes(&bytes)?),
-        None => Err(ClientError::UnknownContact(name_or_id.to_string())),
-    }
+    get(store, name_or_id)?.ok_or_else(|| ClientError::UnknownContact(name_or_id.to_string()))
 }
 
 #[cfg(test)]
@@ -198,6 +258,50 @@ mod tests {
             Err(ClientError::UnknownContact(_))
         ));
         assert_eq!(book(&store)?, vec![("carol".into(), carol)]);
+        Ok(())
+    }
+
+    /// A store written before names were sealed keeps them as plaintext
+    /// keys: opening it moves them into sealed records, and afterwards no
+    /// name is a key of any tree.
+    #[test]
+    fn names_of_an_older_store_are_moved_into_sealed_records() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| ClientError::io("tempdir", e))?;
+        let params = KdfParams {
+            m_cost: 64,
+            t_cost: 1,
+            p_cost: 1,
+        };
+        let store = Store::create(dir.path(), "pw-long-enough", params)?;
+        let mut rng = rand::rng();
+        let (bob, carol) = (AccountId::generate(&mut rng), AccountId::generate(&mut rng));
+        // As the previous format wrote them.
+        store.put(Tree::Contacts, b"bob", bob.as_bytes())?;
+        store.put(Tree::Contacts, b"dr carol", carol.as_bytes())?;
+        // A crash after moving "bob" but before deleting its old key.
+        put(&store, &new_key(), "bob", bob)?;
+
+        assert_eq!(migrate(&store)?, 1);
+        assert_eq!(migrate(&store)?, 0, "nothing left to move");
+        assert!(store.scan(Tree::Contacts, &[])?.is_empty());
+        let book: Vec<_> = list(&store)?
+            .into_iter()
+            .map(|c| (c.name, c.account))
+            .collect();
+        assert_eq!(book, vec![("bob".into(), bob), ("dr carol".into(), carol)]);
+        for (key, _) in store.scan(Tree::SealedContacts, &[])? {
+            assert_eq!(key.len(), ENTRY_KEY_LEN);
+            assert!(!key.windows(3).any(|w| w == b"bob"), "no name in a key");
+        }
+        assert_eq!(remove(&store, "bob")?, bob);
+        assert_eq!(rename(&store, "dr carol", "carol")?, carol);
+        assert_eq!(
+            list(&store)?
+                .into_iter()
+                .map(|c| c.name)
+                .collect::<Vec<_>>(),
+            vec!["carol".to_string()]
+        );
         Ok(())
     }
 }

@@ -90,8 +90,10 @@ pub enum ClientError {
         /// The current signed list, as the relay sent it.
         current: Box<comptoir_protocol::proto::wire::SignedDeviceList>,
     },
-    /// The relay refused a request with a typed error.
-    #[error("the relay refused the request ({code:?}): {message}")]
+    /// The relay refused a request with a typed error. Shown as a
+    /// sentence for the code (see [`refusal`]), with the relay's own words
+    /// where they add a detail (attempts left, when to retry).
+    #[error("{}", refusal(*code, message))]
     Relay {
         /// The stable error code.
         code: ErrorCode,
@@ -112,6 +114,22 @@ pub enum ClientError {
     /// A link code or approval does not parse.
     #[error("invalid link code: {0}")]
     BadLinkCode(String),
+    /// No account has this phone number (or it is not discoverable) or
+    /// this business name ([`crate::Client::lookup`]).
+    #[error(
+        "no account has the phone number or business name {0:?} (a phone number is found only if its owner made it discoverable); check it"
+    )]
+    NotFound(String),
+    /// The relay no longer lists this device among its account's devices:
+    /// the account's first device removed it (or the relay lost the
+    /// account). This store cannot connect again.
+    #[error(
+        "this device (device {device}) is no longer one of its account's devices on the relay: it was removed from the account, or the relay lost the account"
+    )]
+    DeviceRemoved {
+        /// This device's id.
+        device: u32,
+    },
     /// No contact has this name.
     #[error("no contact named {0:?} and not an account id; add the contact first")]
     UnknownContact(String),
@@ -165,6 +183,86 @@ pub enum ClientError {
     InvalidArgument(String),
 }
 
+/// A relay refusal in words: what happened and what to do, then the
+/// relay's own words for the codes whose message carries a detail.
+pub fn refusal(code: ErrorCode, relay_says: &str) -> String {
+    let (sentence, detail) = match code {
+        ErrorCode::MalformedFrame | ErrorCode::FrameTooLarge | ErrorCode::UnsupportedVersion => (
+            "the relay could not read the request (this client and the relay may be \
+             incompatible versions)",
+            false,
+        ),
+        ErrorCode::NotAuthenticated | ErrorCode::AuthFailed => (
+            "the relay did not accept this device's sign-in; connect again",
+            false,
+        ),
+        ErrorCode::UnknownDevice => (
+            "the relay does not list this device among its account's devices",
+            false,
+        ),
+        ErrorCode::UnknownAccount => ("the relay knows no such account; check it", false),
+        ErrorCode::DeviceListMismatch | ErrorCode::StaleDeviceList => {
+            ("the account's devices changed meanwhile; try again", false)
+        }
+        ErrorCode::BadSignature | ErrorCode::BadDeliverySignature => {
+            ("the relay refused a signature of this device", false)
+        }
+        ErrorCode::QueueFull => (
+            "the recipient has too many messages waiting; try again later",
+            false,
+        ),
+        ErrorCode::RateLimited => ("too many requests; wait, then try again", true),
+        ErrorCode::Blocked => ("the recipient has blocked you", false),
+        ErrorCode::InvalidRequest => ("the relay refused the request as invalid", true),
+        ErrorCode::TooManyAttempts => (
+            "too many wrong codes for this number; request a new code",
+            false,
+        ),
+        ErrorCode::CodeExpired => (
+            "no valid code for this number (it expired, or none was requested); request a new code",
+            false,
+        ),
+        ErrorCode::WrongCode => ("wrong code", true),
+        ErrorCode::Internal => ("the relay failed; try again later", false),
+        ErrorCode::ShuttingDown => ("the relay is shutting down; try again shortly", false),
+        ErrorCode::NoConsent => (
+            "the customer has not consented to templates of this category from this business",
+            false,
+        ),
+        ErrorCode::WindowClosed => (
+            "the 24-hour reply window is closed: only templates the customer consented to can \
+             be sent",
+            false,
+        ),
+        ErrorCode::TemplateNotApproved => ("the template is not approved", false),
+        ErrorCode::QuotaExceeded => ("this account's sending quota is used up for now", true),
+        ErrorCode::NameTaken => (
+            "the business name is taken, or this account already holds another one",
+            false,
+        ),
+        ErrorCode::AccountKind => (
+            "this kind of account cannot do that: only a business account may claim a business \
+             name, and a business does not start conversations",
+            false,
+        ),
+        ErrorCode::StorageFull => ("the relay's disk is full; try again later", false),
+        ErrorCode::PhoneRequired => (
+            "the relay requires a verified phone number first: verify one, then try again",
+            false,
+        ),
+        ErrorCode::StaleConsent => (
+            "a newer consent was given meanwhile; read the consents again, then retry",
+            false,
+        ),
+        ErrorCode::Unspecified => ("the relay refused the request", true),
+    };
+    if detail && !relay_says.is_empty() {
+        format!("{sentence} (the relay says: {relay_says})")
+    } else {
+        sentence.to_string()
+    }
+}
+
 impl ClientError {
     /// Wrap an I/O error with what was being done.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
@@ -198,6 +296,8 @@ mod tests {
             ClientError::NotPrimaryDevice,
             ClientError::NotLinked,
             ClientError::UnknownContact("bob".into()),
+            ClientError::NotFound("+447700900123".into()),
+            ClientError::DeviceRemoved { device: 2 },
             ClientError::IdentityChanged { account },
             ClientError::UnknownPeer(account),
             ClientError::ContactExists {
@@ -212,11 +312,26 @@ mod tests {
             },
             ClientError::Closed,
             ClientError::InUse,
-        ];
+        ]
+        .into_iter()
+        .chain(
+            (0..=29)
+                .filter_map(|code| ErrorCode::try_from(code).ok())
+                .map(|code| ClientError::Relay {
+                    code,
+                    message: "detail".into(),
+                }),
+        );
         for error in errors {
             let text = error.to_string();
             for cli in ["comptoir ", "`", "--"] {
                 assert!(!text.contains(cli), "{text:?} names {cli:?}");
+            }
+            // No wire or Rust name of a refusal code.
+            if let ClientError::Relay { code, .. } = &error {
+                for internal in [format!("{code:?}"), code.as_str_name().to_string()] {
+                    assert!(!text.contains(&internal), "{text:?} names {internal}");
+                }
             }
         }
     }

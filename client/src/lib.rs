@@ -17,6 +17,8 @@
 //! - [`operator_pin`]: the pinned operator key (first use or configuration).
 //! - [`requests`]: message requests from accounts this one never wrote to.
 //! - [`contacts`]: the address book.
+//! - [`device_notes`]: names and dates of this account's devices, kept
+//!   on this device.
 //! - [`messages`]: history, statuses and the outbox.
 //! - [`evidence`]: messages refused by their labels, kept aside.
 //! - [`quarantine`]: envelopes put aside because they could not be used.
@@ -34,6 +36,7 @@ pub mod account;
 pub mod client;
 pub mod connection;
 pub mod contacts;
+pub mod device_notes;
 pub mod error;
 pub mod event;
 pub mod evidence;
@@ -52,6 +55,7 @@ pub mod tls;
 pub use client::{
     BusinessView, Client, Consent, ConsentAnswer, ConsentRequest, Sender, purpose_text,
 };
+pub use device_notes::DeviceNote;
 pub use error::{ClientError, Result};
 pub use event::{DeliveryProof, Event};
 pub use evidence::Evidence;

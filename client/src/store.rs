@@ -108,8 +108,11 @@ pub enum Tree {
     Messages,
     /// Messages not yet accepted by the relay, same keys as `Messages`.
     Outbox,
-    /// Contact names, by name.
+    /// Contact names of an older store, by name (in plaintext: moved
+    /// into `SealedContacts` when the store is opened).
     Contacts,
+    /// Contact names and account ids, sealed, by a random key.
+    SealedContacts,
     /// Accounts this account blocked at the relay, by account id.
     Blocked,
     /// Pinned account keys and device lists of peers, by account id.
@@ -129,6 +132,9 @@ pub enum Tree {
     Operator,
     /// Message requests and accepted peers (see `requests`).
     Requests,
+    /// Names and dates of this account's devices, by device id (u32 BE)
+    /// (see `device_notes`).
+    DeviceNotes,
 }
 
 impl Tree {
@@ -140,6 +146,7 @@ impl Tree {
             Self::Messages => "messages",
             Self::Outbox => "outbox",
             Self::Contacts => "contacts",
+            Self::SealedContacts => "contacts_sealed",
             Self::Blocked => "blocked",
             Self::Peers => "peers",
             Self::Evidence => "evidence",
@@ -149,6 +156,7 @@ impl Tree {
             Self::Wrote => "wrote",
             Self::Operator => "operator",
             Self::Requests => "requests",
+            Self::DeviceNotes => "device_notes",
         }
     }
 
@@ -160,6 +168,22 @@ impl Tree {
             _ => RecordKind::ClientData,
         }
     }
+}
+
+/// Create `dir` (and its parents) if missing, and make it this user's
+/// only (0700 on Unix): the store is sealed, but the names and sizes of
+/// its files are nobody else's business either.
+pub fn create_private_dir(dir: &Path) -> Result<()> {
+    fs::create_dir_all(dir)
+        .map_err(|e| ClientError::io(format!("creating {}", dir.display()), e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| {
+            ClientError::io(format!("making {} private to this user", dir.display()), e)
+        })?;
+    }
+    Ok(())
 }
 
 /// A record as [`Store::scan`] returns it: its key and opened plaintext.
@@ -242,7 +266,8 @@ impl Store {
         dir.join(HEADER_FILE).is_file()
     }
 
-    /// Create a new store in `dir` (created if missing) under `passphrase`.
+    /// Create a new store in `dir` (created if missing, readable by this
+    /// user only) under `passphrase`.
     pub fn create(dir: &Path, passphrase: &str, params: KdfParams) -> Result<Self> {
         if Self::exists(dir) {
             return Err(ClientError::AlreadyInitialized {
@@ -261,8 +286,7 @@ impl Store {
                  1..={MAX_T_COST}, lanes 1..={MAX_P_COST})"
             )));
         }
-        fs::create_dir_all(dir)
-            .map_err(|e| ClientError::io(format!("creating {}", dir.display()), e))?;
+        create_private_dir(dir)?;
         let mut salt = [0u8; SALT_LEN];
         rand::fill(&mut salt);
         let key = derive_key(passphrase, &salt, params)?;

@@ -153,7 +153,7 @@ async fn a_linked_device_sees_both_sides_and_a_removed_one_stops_receiving() {
     assert_eq!(wait_text(&mut phone, b).await, "phone only");
     assert!(matches!(
         laptop.connect(&url(&relay)).await,
-        Err(ClientError::NotRegistered)
+        Err(ClientError::DeviceRemoved { device: 2 })
     ));
     assert!(
         conversation(&laptop, &b)

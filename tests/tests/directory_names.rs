@@ -236,7 +236,7 @@ async fn a_customer_finds_a_business_by_name_and_writes_to_it() {
     assert_eq!(found, business.account_id());
     assert!(matches!(
         customer.lookup("nobody-here").await,
-        Err(ClientError::UnknownContact(_))
+        Err(ClientError::NotFound(_))
     ));
 
     customer.add_contact("acme", found).expect("add contact");

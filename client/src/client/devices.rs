@@ -4,6 +4,9 @@
 use comptoir_protocol::proto::wire::{PublishDeviceList, client_frame, server_frame};
 use comptoir_protocol::{AccountId, AccountKey, DeviceList, IdentityKey};
 
+use std::collections::BTreeMap;
+
+use crate::device_notes::{self, DeviceNote};
 use crate::error::{ClientError, Result};
 use crate::peers;
 
@@ -81,6 +84,20 @@ impl Client {
     /// `link_code` to the signed device list. Returns the approval the new
     /// device finishes linking with.
     pub async fn add_device(&mut self, link_code: &str) -> Result<String> {
+        self.add_device_named(link_code, None).await
+    }
+
+    /// [`Self::add_device`], noting here when it was added and, if given,
+    /// the name the user calls it (see [`Self::device_notes`]). A bad name
+    /// is refused before anything is published.
+    pub async fn add_device_named(
+        &mut self,
+        link_code: &str,
+        name: Option<&str>,
+    ) -> Result<String> {
+        if let Some(name) = name {
+            device_notes::check_name(name)?;
+        }
         let identity = parse_link_code(link_code)?;
         let own = self.account.id();
         self.refresh_peer(own).await?;
@@ -92,13 +109,47 @@ impl Client {
                 let mut devices = current.devices.clone();
                 devices.push((next, identity));
                 self.publish_devices(current.version + 1, devices).await?;
+                device_notes::put(
+                    &self.store,
+                    next,
+                    &DeviceNote {
+                        name: None,
+                        added_at_ms: Some(super::now_ms()),
+                    },
+                )?;
                 next
             }
         };
+        if let Some(name) = name {
+            self.name_device(device_id, name)?;
+        }
+        self.store.flush().await?;
         Ok(format!(
             "{APPROVAL_PREFIX}{own}:{device_id}:{}",
             hex::encode(current.account_key.to_bytes())
         ))
+    }
+
+    /// What this device noted about its account's devices (names given
+    /// here, when they were added), by device id. The signed device list
+    /// carries neither, so another device may know other notes.
+    pub fn device_notes(&self) -> Result<BTreeMap<u32, DeviceNote>> {
+        device_notes::all(&self.store)
+    }
+
+    /// Call one of this account's devices `name` (on this device only).
+    /// [`ClientError::InvalidArgument`] for a bad name or a device not in
+    /// the account's list; nothing changes then.
+    pub fn name_device(&self, device_id: u32, name: &str) -> Result<()> {
+        device_notes::check_name(name)?;
+        if self.own_devices()?.device(device_id).is_none() {
+            return Err(ClientError::InvalidArgument(format!(
+                "device {device_id} is not in this account's list"
+            )));
+        }
+        let mut note = device_notes::get(&self.store, device_id)?;
+        note.name = Some(name.to_string());
+        device_notes::put(&self.store, device_id, &note)
     }
 
     /// On the account's first device: remove a device from the signed
@@ -190,6 +241,14 @@ impl Client {
             return Err(e);
         }
         self.account.save(&self.store)?;
+        device_notes::put(
+            &self.store,
+            device_id,
+            &DeviceNote {
+                name: None,
+                added_at_ms: Some(super::now_ms()),
+            },
+        )?;
         self.store.flush().await
     }
 }

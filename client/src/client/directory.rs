@@ -64,7 +64,7 @@ impl Client {
 
     /// Find the account behind a discoverable phone number (`+` and
     /// digits) or a business name (any case).
-    /// [`ClientError::UnknownContact`] if none (or not discoverable);
+    /// [`ClientError::NotFound`] if none (or not discoverable);
     /// [`ClientError::InvalidArgument`] if `handle` is neither.
     pub async fn lookup(&mut self, handle: &str) -> Result<AccountId> {
         let handle_sent = if handle.starts_with('+') {
@@ -84,7 +84,7 @@ impl Client {
             Err(ClientError::Relay {
                 code: ErrorCode::UnknownAccount,
                 ..
-            }) => Err(ClientError::UnknownContact(handle.to_string())),
+            }) => Err(ClientError::NotFound(handle.to_string())),
             Err(e) => Err(e),
         }
     }

@@ -82,7 +82,7 @@ const RESTORE_PREKEY_ID_GAP: u32 = 1 << 20;
 
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     let io = |what: &str, path: &Path, e| ClientError::io(format!("{what} {}", path.display()), e);
-    std::fs::create_dir_all(to).map_err(|e| io("creating", to, e))?;
+    crate::store::create_private_dir(to)?;
     for entry in std::fs::read_dir(from).map_err(|e| io("reading", from, e))? {
         let entry = entry.map_err(|e| io("reading", from, e))?;
         let target = to.join(entry.file_name());
@@ -187,6 +187,14 @@ impl Client {
         let store = Store::create(dir, passphrase, params)?;
         let account = Account::generate();
         account.save(&store)?;
+        crate::device_notes::put(
+            &store,
+            account.device_id(),
+            &crate::DeviceNote {
+                name: None,
+                added_at_ms: Some(now_ms()),
+            },
+        )?;
         store.flush_blocking()?;
         Ok(Self::with(store, account, PreKeys::default()))
     }
@@ -237,6 +245,9 @@ impl Client {
     /// [`ClientError::WrongPassphrase`].
     pub fn open(dir: &Path, passphrase: &str) -> Result<Self> {
         let store = Store::open(dir, passphrase)?;
+        if contacts::migrate(&store)? > 0 {
+            store.flush_blocking()?;
+        }
         let account = Account::load(&store)?
             .ok_or_else(|| ClientError::CorruptStore("the store holds no account record".into()))?;
         let prekeys = PreKeys::load(&store)?;

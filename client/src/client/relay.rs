@@ -105,8 +105,9 @@ impl Client {
                 code: ErrorCode::UnknownDevice | ErrorCode::UnknownAccount,
                 ..
             }) => {
+                // Registered (or linked) here, so the relay knew it once.
                 self.conn = None;
-                return Err(ClientError::NotRegistered);
+                return Err(ClientError::DeviceRemoved { device });
             }
             Err(e) => {
                 self.conn = None;

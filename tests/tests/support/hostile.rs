@@ -312,13 +312,17 @@ impl Hostile {
 }
 
 /// Every tree of the client store that a snapshot reads.
-const TREES: [(Tree, &str); 11] = [
+const TREES: [(Tree, &str); 13] = [
     (Tree::Account, "account"),
     (Tree::Sessions, "sessions"),
     (Tree::PreKeys, "prekeys"),
     (Tree::Messages, "messages"),
     (Tree::Outbox, "outbox"),
-    (Tree::Contacts, "contacts"),
+    // The address book (sealed records; the older plaintext-keyed tree
+    // is emptied when a store is opened).
+    (Tree::SealedContacts, "contacts"),
+    (Tree::Contacts, "contacts_plaintext"),
+    (Tree::DeviceNotes, "device_notes"),
     (Tree::Blocked, "blocked"),
     (Tree::Peers, "peers"),
     (Tree::Evidence, "evidence"),

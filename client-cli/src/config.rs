@@ -1,0 +1,121 @@
+//! Where `comptoir` keeps its data and reads its settings: the per-user
+//! data directory (`$XDG_DATA_HOME/comptoir`, usually
+//! `~/.local/share/comptoir`) unless `--data-dir` says otherwise, and an
+//! optional config file (`$XDG_CONFIG_HOME/comptoir/config.toml`, usually
+//! `~/.config/comptoir/config.toml`, or `--config FILE`) giving defaults
+//! for the relay address, its CA certificate, the output format and the
+//! phone region. The command line and the environment win over the file.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::args::OutputFormat;
+
+/// The config file's name inside the per-user config directory.
+pub const CONFIG_FILE: &str = "config.toml";
+/// This program's directory name inside the per-user directories.
+const APP_DIR: &str = "comptoir";
+
+/// The settings a config file may give (every one optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Relay address, as `--relay`.
+    pub relay: Option<String>,
+    /// CA certificate (PEM) for wss://, as `--ca-cert`; a relative path
+    /// is taken from the config file's directory.
+    pub ca_cert: Option<PathBuf>,
+    /// Output format, as `--output`.
+    pub output: Option<OutputFormat>,
+    /// Region of national phone numbers, as `--region`.
+    pub region: Option<String>,
+}
+
+/// The default data directory: `comptoir` in the per-user data directory.
+pub fn default_data_dir() -> Option<PathBuf> {
+    dirs::data_dir().map(|dir| dir.join(APP_DIR))
+}
+
+/// The default config file, if the per-user config directory is known.
+pub fn default_config_file() -> Option<PathBuf> {
+    dirs::config_dir().map(|dir| dir.join(APP_DIR).join(CONFIG_FILE))
+}
+
+/// Read the config file at `path`. A missing file is no settings unless
+/// `required` (it was named on the command line); a file that does not
+/// parse is an error naming the file and what is wrong.
+pub fn load(path: &Path, required: bool) -> Result<Config, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+            return Ok(Config::default());
+        }
+        Err(e) => {
+            return Err(format!(
+                "cannot read the config file {}: {e}",
+                path.display()
+            ));
+        }
+    };
+    let mut config: Config = toml::from_str(&text).map_err(|e| {
+        format!(
+            "the config file {} is not valid: {} (it may set relay, ca_cert, output and region)",
+            path.display(),
+            e.message()
+        )
+    })?;
+    if let (Some(ca), Some(base)) = (&config.ca_cert, path.parent())
+        && ca.is_relative()
+    {
+        config.ca_cert = Some(base.join(ca));
+    }
+    Ok(config)
+}
+
+/// `path` as a shell word: as is when it needs no quoting, else in single
+/// quotes (for hints the user may copy).
+pub fn shell_word(path: &Path) -> String {
+    let text = path.display().to_string();
+    let plain = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+,:@%~".contains(c));
+    if plain {
+        text
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_words_are_quoted_only_when_needed() {
+        assert_eq!(shell_word(Path::new("/home/a/data")), "/home/a/data");
+        assert_eq!(shell_word(Path::new("my data")), "'my data'");
+        assert_eq!(shell_word(Path::new("it's")), r"'it'\''s'");
+    }
+
+    #[test]
+    fn a_config_file_gives_defaults_and_refuses_unknown_keys() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join(CONFIG_FILE);
+        assert!(load(&path, false).is_ok_and(|c| c.relay.is_none()));
+        assert!(load(&path, true).is_err(), "named but missing");
+        std::fs::write(
+            &path,
+            "relay = \"wss://relay.example\"\nca_cert = \"ca.pem\"\noutput = \"json\"\n",
+        )
+        .expect("write");
+        let config = load(&path, false).expect("loads");
+        assert_eq!(config.relay.as_deref(), Some("wss://relay.example"));
+        assert_eq!(config.ca_cert, Some(dir.path().join("ca.pem")));
+        assert_eq!(config.output, Some(OutputFormat::Json));
+        std::fs::write(&path, "relays = \"wss://relay.example\"\n").expect("write");
+        let error = load(&path, false).expect_err("unknown key");
+        assert!(error.contains("relays"), "{error}");
+    }
+}
