@@ -127,6 +127,16 @@ pub enum Tree {
     Wrote,
     /// The pinned operator key (see `operator_pin`).
     Operator,
+    /// Templates fetched from the relay with their newest approval record,
+    /// by template id (32) (see `template_cache`).
+    Templates,
+    /// Which template a template message or quick reply refers to, by peer
+    /// account (16) || message id (16) (see `template_cache`).
+    TemplateMessages,
+    /// The body of an outgoing message that is not plain text (a template
+    /// instance, a quick reply), by peer account (16) || message id (16)
+    /// (see `outgoing_bodies`).
+    OutgoingBodies,
 }
 
 impl Tree {
@@ -146,6 +156,9 @@ impl Tree {
             Self::Consents => "consents",
             Self::Wrote => "wrote",
             Self::Operator => "operator",
+            Self::Templates => "templates",
+            Self::TemplateMessages => "template_messages",
+            Self::OutgoingBodies => "outgoing_bodies",
         }
     }
 

@@ -19,6 +19,8 @@
 //! - `rekey_guard`: the persisted limits on re-keys and re-sends.
 //! - `devices`: linking and removing this account's devices, sent copies.
 //! - `directory`: phone numbers, lookups, blocks.
+//! - `templates`: submitting, listing and sending approved templates,
+//!   fetching the ones received, quick replies.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -50,11 +52,13 @@ mod relay;
 mod send;
 mod sender;
 mod shared;
+mod templates;
 
 pub use consent::Consent;
 pub use sender::Sender;
 use sender::{Me, RequesterSlot};
 use shared::{EventQueue, PeerLocks};
+pub use templates::TemplateInfo;
 
 pub use rekey_guard::{
     GUARD_WINDOW_MS, REKEYS_PER_DEVICE, REKEYS_TOTAL, REMEMBERED_IDS, RESENDS_PER_DEVICE,
