@@ -232,3 +232,174 @@ pub fn rendered_text(rendered: &RenderedTemplate) -> String {
     }
     lines.join("\n")
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // Reason: test code fails by panicking.
+    use comptoir_protocol::OperatorKeyPair;
+    use comptoir_protocol::proto::content::{TemplateParameter, template_parameter};
+    use comptoir_protocol::template::{
+        Placeholder, PlaceholderKind, TemplateCategory, sign_template_approval,
+    };
+    use comptoir_protocol::template_wire::approval_to_wire;
+
+    use super::*;
+    use crate::store::FAST_TEST_KDF;
+
+    const T: u64 = 1_750_000_000_000;
+
+    fn template(business: AccountId) -> Template {
+        Template {
+            business,
+            name: "order_update".into(),
+            language: "en".into(),
+            category: TemplateCategory::Utility,
+            header: None,
+            body: "Order {{order}} shipped.".into(),
+            footer: None,
+            placeholders: vec![Placeholder {
+                name: "order".into(),
+                kind: PlaceholderKind::Text,
+            }],
+            buttons: Vec::new(),
+        }
+    }
+
+    fn entry(
+        operator: &OperatorKeyPair,
+        template: &Template,
+        approval: &TemplateApproval,
+    ) -> TemplateEntry {
+        let signature = sign_template_approval(operator, approval);
+        TemplateEntry {
+            template_id: approval.template_id.to_hex(),
+            template_json: serde_json::to_string(template).unwrap(),
+            status: match approval.status {
+                comptoir_protocol::template::ApprovalStatus::Approved => {
+                    TemplateStatus::Approved as i32
+                }
+                comptoir_protocol::template::ApprovalStatus::Revoked => {
+                    TemplateStatus::Revoked as i32
+                }
+            },
+            approval: Some(approval_to_wire(approval, &signature)),
+            reason: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_verified_revocation_is_final_and_each_check_says_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path(), "passphrase", FAST_TEST_KDF).unwrap();
+        let operator = OperatorKeyPair::generate(&mut rand::rng());
+        let pinned = operator.public();
+        let shop = AccountId::from_bytes(&[5; 16]).unwrap();
+        let template = template(shop);
+        let id = template.template_id().unwrap();
+        let hex = id.to_hex();
+        let approved = TemplateApproval::approve(&template, T).unwrap();
+        let revoked = approved.revoke(T + 1);
+        let instance = TemplateInstance {
+            template_id: hex.clone(),
+            parameters: vec![TemplateParameter {
+                name: "order".into(),
+                value: Some(template_parameter::Value::Text("A1".into())),
+            }],
+        };
+        let check = |cached: Option<&CachedTemplate>, key: Option<&OperatorKey>, category| {
+            check_instance(key, cached, &shop, category, &hex, &instance)
+        };
+
+        assert_eq!(get(&store, &id).unwrap(), None);
+        assert_eq!(
+            check(None, Some(&pinned), Category::Utility).unwrap_err(),
+            Violation::TemplateNotApproved {
+                template_id: hex.clone()
+            }
+        );
+        update(
+            &store,
+            &id,
+            Some(entry(&operator, &template, &approved)),
+            Some(&pinned),
+            T,
+        )
+        .unwrap();
+        let cached = get(&store, &id).unwrap().unwrap();
+        assert!(!cached.is_stale(T + TEMPLATE_REFRESH_MS - 1));
+        assert!(cached.is_stale(T + TEMPLATE_REFRESH_MS));
+        let (_, rendered) = check(Some(&cached), Some(&pinned), Category::Utility).unwrap();
+        assert_eq!(rendered.body, "Order A1 shipped.");
+        // No pinned key, another key, another category, another sender.
+        assert_eq!(
+            check(Some(&cached), None, Category::Utility).unwrap_err(),
+            Violation::NoOperatorKey {
+                template_id: hex.clone()
+            }
+        );
+        let other = OperatorKeyPair::generate(&mut rand::rng()).public();
+        assert_eq!(
+            check(Some(&cached), Some(&other), Category::Utility).unwrap_err(),
+            Violation::TemplateApprovalInvalid {
+                template_id: hex.clone()
+            }
+        );
+        assert!(matches!(
+            check(Some(&cached), Some(&pinned), Category::Marketing).unwrap_err(),
+            Violation::TemplateCategoryMismatch { .. }
+        ));
+        let stranger = AccountId::from_bytes(&[6; 16]).unwrap();
+        assert_eq!(
+            check_instance(
+                Some(&pinned),
+                Some(&cached),
+                &stranger,
+                Category::Utility,
+                &hex,
+                &instance
+            )
+            .unwrap_err(),
+            Violation::TemplateApprovalInvalid {
+                template_id: hex.clone()
+            }
+        );
+
+        // The revocation replaces the approval; the older approval served
+        // again, or nothing at all, does not bring it back.
+        update(
+            &store,
+            &id,
+            Some(entry(&operator, &template, &revoked)),
+            Some(&pinned),
+            T + 2,
+        )
+        .unwrap();
+        for replay in [Some(entry(&operator, &template, &approved)), None] {
+            update(&store, &id, replay, Some(&pinned), T + 3).unwrap();
+            let cached = get(&store, &id).unwrap().unwrap();
+            assert_eq!(cached.fetched_at_ms, T + 3);
+            assert_eq!(
+                check(Some(&cached), Some(&pinned), Category::Utility).unwrap_err(),
+                Violation::TemplateRevoked {
+                    template_id: hex.clone()
+                }
+            );
+        }
+        // A forged approval (not signed by the pinned key) does not either.
+        let forger = OperatorKeyPair::generate(&mut rand::rng());
+        let later = TemplateApproval::approve(&template, T + 10).unwrap();
+        update(
+            &store,
+            &id,
+            Some(entry(&forger, &template, &later)),
+            Some(&pinned),
+            T + 4,
+        )
+        .unwrap();
+        let cached = get(&store, &id).unwrap().unwrap();
+        assert!(matches!(
+            check(Some(&cached), Some(&pinned), Category::Utility).unwrap_err(),
+            Violation::TemplateRevoked { .. }
+        ));
+    }
+}
