@@ -167,7 +167,13 @@ pub fn check_instance(
     envelope_template_id: &str,
     instance: &TemplateInstance,
 ) -> std::result::Result<(Template, RenderedTemplate), Violation> {
-    let template_id: String = envelope_template_id.chars().take(64).collect();
+    // Shown to the user: only what an id can hold, so a hostile label
+    // cannot lay out text of its own.
+    let template_id: String = envelope_template_id
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(64)
+        .collect();
     let Some(operator) = operator else {
         return Err(Violation::NoOperatorKey { template_id });
     };
