@@ -53,7 +53,7 @@ pub mod store;
 pub mod template_cache;
 pub mod tls;
 
-pub use client::{Client, Consent, Sender};
+pub use client::{Client, Consent, Sender, TemplateInfo};
 pub use error::{ClientError, Result};
 pub use event::{DeliveryProof, Event};
 pub use evidence::Evidence;
