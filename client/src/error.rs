@@ -181,6 +181,25 @@ pub enum ClientError {
     /// A bad argument from the user.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A template that breaks the template rules (length, placeholders,
+    /// buttons); nothing was sent.
+    #[error("the template cannot be submitted: {0}")]
+    InvalidTemplate(#[from] comptoir_protocol::template::TemplateError),
+    /// The template is not approved for this business (unknown, pending,
+    /// rejected or revoked); nothing was sent.
+    #[error("template {0} is not approved for this business; submit it and wait for the operator")]
+    TemplateNotApproved(String),
+    /// The parameters do not make an instance of the template; nothing was
+    /// sent.
+    #[error("these values do not fit the template: {0}")]
+    InvalidInstance(#[from] comptoir_protocol::template::InstanceError),
+    /// A quick reply to a message that is not a checked template message
+    /// from that business.
+    #[error("message {0} is not a template message from this business; nothing to reply to")]
+    NotATemplateMessage(String),
+    /// The chosen button is not a quick reply of the message's template.
+    #[error("that button cannot be chosen: {0}")]
+    InvalidReply(#[from] comptoir_protocol::template::ReplyError),
 }
 
 /// A relay refusal in words: what happened and what to do, then the

@@ -1,5 +1,6 @@
 //! What happened on the connection, as the user of the library sees it.
 
+use comptoir_protocol::template::{RenderedTemplate, TemplateId};
 use comptoir_protocol::{AccountId, LabelError};
 
 use crate::messages::MessageId;
@@ -25,6 +26,39 @@ pub enum Event {
         /// [`crate::Client::message_requests`]; no read receipt goes back
         /// until the user accepts it.
         request: bool,
+    },
+    /// A template message arrived and checked out: an instance of a
+    /// template the pinned operator approved for the sender, under its
+    /// approved category (stored in the history as its rendered text).
+    Template {
+        /// The business.
+        from: AccountId,
+        /// The message id (pass it to [`crate::Client::reply_button`]).
+        id: MessageId,
+        /// The approved template.
+        template_id: TemplateId,
+        /// What to show: the approved text with the values filled in, and
+        /// the approved buttons.
+        rendered: RenderedTemplate,
+        /// The sender's clock, ms since the Unix epoch.
+        sent_at_ms: u64,
+    },
+    /// A customer tapped a quick-reply button of a template message this
+    /// account sent, checked against the template (stored in the history
+    /// as the button's text).
+    QuickReply {
+        /// The customer.
+        from: AccountId,
+        /// The reply's message id.
+        id: MessageId,
+        /// The template message it answers.
+        reply_to: MessageId,
+        /// That message's template.
+        template_id: TemplateId,
+        /// The button's index among the template's buttons (from 0).
+        button_index: u32,
+        /// The button's text.
+        text: String,
     },
     /// Another device of this account sent a message (copied into this
     /// device's history).
@@ -135,11 +169,14 @@ pub enum Event {
         /// How many were uploaded.
         uploaded: u32,
     },
-    /// A message just reported ([`Event::Message`]) breaks a rule the
-    /// relay should have enforced (see [`crate::rule_checks`]): shown
-    /// marked, and kept as evidence for a report.
+    /// A message just reported ([`Event::Message`], [`Event::Template`])
+    /// breaks a rule the relay should have enforced (see
+    /// [`crate::rule_checks`]): shown marked, and kept as evidence for a
+    /// report. A template message that fails its check is reported as an
+    /// [`Event::Message`] saying so, then this; a forged quick reply only
+    /// as this.
     Violation {
-        /// The business that sent it.
+        /// The peer that sent it.
         from: AccountId,
         /// The message id.
         id: MessageId,

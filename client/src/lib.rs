@@ -24,6 +24,10 @@
 //! - [`quarantine`]: envelopes put aside because they could not be used.
 //! - [`rule_checks`]: the relay's window and consent rules, checked by this
 //!   client from what it knows first hand.
+//! - [`template_cache`]: approved templates fetched from the relay, and the
+//!   check that a template message is an instance of one.
+//! - [`outgoing_bodies`]: non-text bodies (template instances, quick
+//!   replies) waiting in the outbox.
 //! - [`connection`]: the WebSocket framing; requests from many tasks share
 //!   one connection, replies matched by request id.
 //! - [`tls`]: ws/wss transport, trusted CAs, the loopback-only rule for ws.
@@ -44,16 +48,19 @@ pub mod evidence;
 pub mod fuzzing;
 pub mod messages;
 pub mod operator_pin;
+pub mod outgoing_bodies;
 pub mod peers;
 pub mod quarantine;
 pub mod requests;
 pub mod rule_checks;
 pub mod session_store;
 pub mod store;
+pub mod template_cache;
 pub mod tls;
 
 pub use client::{
-    BusinessView, Client, Consent, ConsentAnswer, ConsentRequest, Sender, purpose_text,
+    BusinessView, Client, Consent, ConsentAnswer, ConsentRequest, Sender, TemplateInfo,
+    purpose_text,
 };
 pub use device_notes::DeviceNote;
 pub use error::{ClientError, Result};

@@ -13,6 +13,12 @@
 //! should have refused it. The message is still shown, marked, and kept as
 //! evidence for a report.
 //!
+//! The template checks ([`crate::template_cache::check_instance`]) and
+//! the business's check of a quick reply report through the same
+//! [`Violation`] type: a template message that is not an instance of a
+//! template the pinned operator approved for that business and category,
+//! and a quick reply that names no button of the template it answers.
+//!
 //! Records (sealed in the [`Store`]): tree `Consents` by business (16):
 //! `categories (1) || expires_at_ms (8) || counter (8)`; tree `Wrote` by
 //! peer (16): `accept time (8)`.
@@ -20,6 +26,7 @@
 use std::fmt;
 
 use comptoir_protocol::proto::wire::Category;
+use comptoir_protocol::template::{InstanceError, ReplyError, TemplateCategory};
 use comptoir_protocol::{AccountId, ConsentCategories};
 
 use crate::error::{ClientError, Result};
@@ -28,8 +35,9 @@ use crate::store::{Store, Tree};
 /// How long a customer's message keeps the window open: 24 hours.
 pub const WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
 
-/// A rule the relay let a business break, as this client sees it.
+/// A rule the relay let a peer break, as this client sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Violation {
     /// A service (free-form) reply accepted outside the 24-hour window.
     ServiceOutsideWindow {
@@ -43,6 +51,60 @@ pub enum Violation {
     TemplateWithoutConsent {
         /// The template's category.
         category: Category,
+    },
+    /// A message under a template category whose content is not a
+    /// template instance (free text dressed as a template).
+    NotATemplate {
+        /// The envelope's category.
+        category: Category,
+    },
+    /// A template message, but this client pins no operator key to check
+    /// approvals with.
+    NoOperatorKey {
+        /// The envelope's template id.
+        template_id: String,
+    },
+    /// The relay knows no approval of this template for the sender.
+    TemplateNotApproved {
+        /// The envelope's template id.
+        template_id: String,
+    },
+    /// The approval record does not check out against the pinned operator
+    /// key, or approves another template, business or category.
+    TemplateApprovalInvalid {
+        /// The envelope's template id.
+        template_id: String,
+    },
+    /// The operator revoked the template.
+    TemplateRevoked {
+        /// The envelope's template id.
+        template_id: String,
+    },
+    /// Sent under another category than the approved one.
+    TemplateCategoryMismatch {
+        /// The envelope's template id.
+        template_id: String,
+        /// The approved category.
+        approved: TemplateCategory,
+        /// The envelope's category.
+        envelope: Category,
+    },
+    /// The content is not an instance of the approved template (a
+    /// parameter missing, unknown, of the wrong type or out of bounds).
+    TemplateInstanceInvalid {
+        /// The envelope's template id.
+        template_id: String,
+        /// What is wrong with it.
+        reason: InstanceError,
+    },
+    /// A quick reply to a message that is not a template message this
+    /// account sent to the replying customer.
+    QuickReplyToUnknownMessage,
+    /// A quick reply that does not name a quick-reply button of the
+    /// template it answers, or not with that button's text.
+    QuickReplyInvalid {
+        /// What is wrong with it.
+        reason: ReplyError,
     },
 }
 
@@ -65,6 +127,48 @@ impl fmt::Display for Violation {
                 "a {} template you did not consent to",
                 comptoir_protocol::labels::category_name(*category as i32)
             ),
+            Self::NotATemplate { category } => write!(
+                f,
+                "a {} message that is not an approved template",
+                comptoir_protocol::labels::category_name(*category as i32)
+            ),
+            Self::NoOperatorKey { template_id } => write!(
+                f,
+                "template {template_id} cannot be checked: no operator key is pinned"
+            ),
+            Self::TemplateNotApproved { template_id } => write!(
+                f,
+                "template {template_id} is not approved for this business"
+            ),
+            Self::TemplateApprovalInvalid { template_id } => write!(
+                f,
+                "the approval of template {template_id} does not check out against the \
+                 pinned operator key"
+            ),
+            Self::TemplateRevoked { template_id } => {
+                write!(f, "template {template_id} was revoked by the operator")
+            }
+            Self::TemplateCategoryMismatch {
+                template_id,
+                approved,
+                envelope,
+            } => write!(
+                f,
+                "template {template_id} is approved as {approved} but was sent as {}",
+                comptoir_protocol::labels::category_name(*envelope as i32)
+            ),
+            Self::TemplateInstanceInvalid {
+                template_id,
+                reason,
+            } => write!(
+                f,
+                "not an instance of the approved template {template_id}: {reason}"
+            ),
+            Self::QuickReplyToUnknownMessage => write!(
+                f,
+                "a quick reply to a message that is not a template this account sent"
+            ),
+            Self::QuickReplyInvalid { reason } => write!(f, "a forged quick reply: {reason}"),
         }
     }
 }

@@ -135,6 +135,16 @@ pub enum Tree {
     /// Names and dates of this account's devices, by device id (u32 BE)
     /// (see `device_notes`).
     DeviceNotes,
+    /// Templates fetched from the relay with their newest approval record,
+    /// by template id (32) (see `template_cache`).
+    Templates,
+    /// Which template a template message or quick reply refers to, by peer
+    /// account (16) || message id (16) (see `template_cache`).
+    TemplateMessages,
+    /// The body of an outgoing message that is not plain text (a template
+    /// instance, a quick reply), by peer account (16) || message id (16)
+    /// (see `outgoing_bodies`).
+    OutgoingBodies,
 }
 
 impl Tree {
@@ -157,6 +167,9 @@ impl Tree {
             Self::Operator => "operator",
             Self::Requests => "requests",
             Self::DeviceNotes => "device_notes",
+            Self::Templates => "templates",
+            Self::TemplateMessages => "template_messages",
+            Self::OutgoingBodies => "outgoing_bodies",
         }
     }
 

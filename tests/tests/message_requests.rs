@@ -37,7 +37,10 @@ async fn a_stranger_waits_until_accepted_and_learns_nothing_meanwhile() {
     let (m, c, d) = (mallory.account_id(), carol.account_id(), dave.account_id());
 
     // A stranger's first message is a request; reading it sends nothing.
-    let first = mallory.send_text(c, "hello, remember me?").await.expect("send");
+    let first = mallory
+        .send_text(c, "hello, remember me?")
+        .await
+        .expect("send");
     assert_eq!(
         next_message(&mut carol, m).await,
         ("hello, remember me?".into(), true)
@@ -61,7 +64,11 @@ async fn a_stranger_waits_until_accepted_and_learns_nothing_meanwhile() {
     })
     .await;
     assert_eq!(
-        mallory.message(&c, &first).expect("stored").expect("kept").status,
+        mallory
+            .message(&c, &first)
+            .expect("stored")
+            .expect("kept")
+            .status,
         Status::Delivered
     );
 
@@ -82,7 +89,10 @@ async fn a_stranger_waits_until_accepted_and_learns_nothing_meanwhile() {
     carol.send_text(d, "hi dave").await.expect("send");
     let _ = next_message(&mut dave, c).await;
     dave.send_text(c, "hi carol").await.expect("send");
-    assert_eq!(next_message(&mut carol, d).await, ("hi carol".into(), false));
+    assert_eq!(
+        next_message(&mut carol, d).await,
+        ("hi carol".into(), false)
+    );
 }
 
 #[tokio::test]
@@ -99,7 +109,10 @@ async fn a_deleted_request_is_forgotten_and_a_blocked_one_dropped() {
     carol.delete_request(s).await.expect("delete");
     assert!(carol.message_requests().expect("requests").is_empty());
     assert!(carol.history(&s).expect("history").is_empty());
-    spammer.send_text(c, "win a prize, again").await.expect("send");
+    spammer
+        .send_text(c, "win a prize, again")
+        .await
+        .expect("send");
     assert!(next_message(&mut carol, s).await.1, "a request again");
 
     other.send_text(c, "buy now").await.expect("send");

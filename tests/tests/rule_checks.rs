@@ -22,8 +22,9 @@ use support::*;
 
 const DAY_MS: u64 = 24 * 60 * 60 * 1000;
 
-/// Wait for the message `text`; return the violation reported right after
-/// it, if any (a violation is reported after its message, before the next
+/// Wait for the message `text` (a service reply, or a checked template
+/// whose body contains it); return the violation reported right after it,
+/// if any (a violation is reported after its message, before the next
 /// one: `next` is a later honest message the caller sent to close the
 /// check).
 async fn flagged(client: &mut Client, text: &str, next: &str) -> Option<Violation> {
@@ -31,6 +32,10 @@ async fn flagged(client: &mut Client, text: &str, next: &str) -> Option<Violatio
     let mut violation = None;
     wait_for(client, |e| match e {
         Event::Message { text: t, .. } if t == text => {
+            seen = true;
+            None
+        }
+        Event::Template { rendered, .. } if rendered.body.contains(text) => {
             seen = true;
             None
         }
@@ -94,8 +99,14 @@ async fn the_client_flags_what_a_lying_relay_let_a_business_send() {
     // Honest: a service reply and an authentication code inside the
     // window, a utility template under consent.
     let mut checks = 0;
+    // Templates go as instances of the approved support templates, with
+    // `text` as their value; service replies as text.
     let mut sent = async |shop: &mut Business, customer: &mut Client, text: &str, category| {
-        shop.send(text, category).await;
+        if category == Category::Service {
+            shop.send(text, category).await;
+        } else {
+            shop.send_template(text, category).await;
+        }
         checks += 1;
         let check = format!("check {checks}");
         shop.send(&check, Category::Service).await;
@@ -103,8 +114,8 @@ async fn the_client_flags_what_a_lying_relay_let_a_business_send() {
     };
     for (text, category) in [
         ("It left this morning", Category::Service),
-        ("Your code is 123456", Category::Authentication),
-        ("Out for delivery", Category::Utility),
+        ("123456", Category::Authentication),
+        ("A-1 (out for delivery)", Category::Utility),
     ] {
         assert_eq!(sent(&mut shop, &mut customer, text, category).await, None);
     }
@@ -124,13 +135,7 @@ async fn the_client_flags_what_a_lying_relay_let_a_business_send() {
     ));
     mitm.delay(shop_id.as_bytes(), late);
     assert_eq!(
-        sent(
-            &mut shop,
-            &mut customer,
-            "Your code is 654321",
-            Category::Authentication
-        )
-        .await,
+        sent(&mut shop, &mut customer, "654321", Category::Authentication).await,
         Some(Violation::TemplateWithoutConsent {
             category: Category::Authentication
         })
@@ -138,7 +143,13 @@ async fn the_client_flags_what_a_lying_relay_let_a_business_send() {
     // A utility template a day later is still under consent.
     mitm.delay(shop_id.as_bytes(), late);
     assert_eq!(
-        sent(&mut shop, &mut customer, "Delivered", Category::Utility).await,
+        sent(
+            &mut shop,
+            &mut customer,
+            "A-1 (delivered)",
+            Category::Utility
+        )
+        .await,
         None
     );
 
@@ -184,11 +195,22 @@ async fn a_consent_granted_on_another_device_is_known_after_login_and_not_flagge
         .await
         .expect("login");
     // A utility template outside the window, under that consent.
-    shop.send("Your order shipped", Category::Utility).await;
-    shop.send("check", Category::Utility).await;
-    assert_eq!(
-        flagged(&mut laptop, "Your order shipped", "check").await,
-        None
-    );
+    shop.send_template("A-1", Category::Utility).await;
+    shop.send_template("check", Category::Utility).await;
+    let mut shown = 0;
+    let mut violations = Vec::new();
+    wait_for(&mut laptop, |e| match e {
+        Event::Template { .. } => {
+            shown += 1;
+            (shown == 2).then_some(())
+        }
+        Event::Violation { violation, .. } => {
+            violations.push(violation.clone());
+            None
+        }
+        _ => None,
+    })
+    .await;
+    assert!(violations.is_empty(), "{violations:?}");
     assert!(laptop.evidence().expect("evidence").is_empty());
 }

@@ -23,10 +23,12 @@ use support::client::{linked, registered, registered_as, url, wait_for};
 use support::mitm::Mitm;
 use support::*;
 
-/// Wait until `client` stored a message with `text`.
+/// Wait until `client` stored a checked template message whose body
+/// contains `text`; a violation reported meanwhile fails the test.
 async fn received(client: &mut comptoir_client::Client, text: &str) {
     wait_for(client, |e| match e {
-        Event::Message { text: body, .. } if body == text => Some(()),
+        Event::Template { rendered, .. } if rendered.body.contains(text) => Some(()),
+        Event::Violation { violation, .. } => panic!("flagged: {violation}"),
         _ => None,
     })
     .await;
@@ -57,8 +59,8 @@ async fn a_billed_template_carries_a_signed_proof_the_business_checks_kept_once_
         .expect("consent");
     assert_eq!(business.devices.len(), 2);
 
-    let (message_id, accept_id) = business.send("Your parcel left", Category::Utility).await;
-    received(&mut phone, "Your parcel left").await;
+    let (message_id, accept_id) = business.send_template("P-1", Category::Utility).await;
+    received(&mut phone, "P-1").await;
     let first = business.delivered().await;
     assert_eq!(
         (first.message_id.as_slice(), first.accept_id),
@@ -76,7 +78,7 @@ async fn a_billed_template_carries_a_signed_proof_the_business_checks_kept_once_
     let relay = relay.start_again_at_same_address().await;
     business.conn = business.account.login(relay.addr, 1).await.0;
     laptop.connect(&url(&relay)).await.expect("reconnect");
-    received(&mut laptop, "Your parcel left").await;
+    received(&mut laptop, "P-1").await;
     let second = business.delivered().await;
     assert_eq!(second.recipient_device, laptop.device_id());
     assert_eq!(second.accept_id, accept_id);

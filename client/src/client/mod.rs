@@ -19,6 +19,8 @@
 //! - `rekey_guard`: the persisted limits on re-keys and re-sends.
 //! - `devices`: linking and removing this account's devices, sent copies.
 //! - `directory`: phone numbers, lookups, blocks.
+//! - `templates`: submitting, listing and sending approved templates,
+//!   fetching the ones received, quick replies.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -53,6 +55,7 @@ mod requests;
 mod send;
 mod sender;
 mod shared;
+mod templates;
 
 pub use business::BusinessView;
 pub use consent::Consent;
@@ -60,6 +63,7 @@ pub use consent_requests::{ConsentAnswer, ConsentRequest, purpose_text};
 pub use sender::Sender;
 use sender::{Me, RequesterSlot};
 use shared::{EventQueue, PeerLocks};
+pub use templates::TemplateInfo;
 
 pub use rekey_guard::{
     GUARD_WINDOW_MS, REKEYS_PER_DEVICE, REKEYS_TOTAL, REMEMBERED_IDS, RESENDS_PER_DEVICE,

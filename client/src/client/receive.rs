@@ -1,10 +1,11 @@
 //! Receiving: decrypt a delivered envelope with the right session, store
 //! what it says, and only then acknowledge it.
 
-use comptoir_protocol::proto::content::{Content, Text, content};
+use comptoir_protocol::proto::content::{ButtonReply, Content, TemplateInstance, Text, content};
 use comptoir_protocol::proto::wire::{
     self, Category, Envelope, GetDeviceList, client_frame, server_frame,
 };
+use comptoir_protocol::template::{TemplateId, check_quick_reply};
 use comptoir_protocol::{AccountId, Error as ProtocolError, IdentityKey};
 use prost::Message;
 use zeroize::Zeroizing;
@@ -17,6 +18,7 @@ use crate::peers::{self, Observed};
 use crate::quarantine;
 use crate::rule_checks::{self, Violation};
 use crate::session_store::{load_session, save_session};
+use crate::template_cache;
 
 use super::{Client, now_ms, unexpected};
 
@@ -43,6 +45,14 @@ fn is_wedged(error: &ProtocolError) -> bool {
             | ProtocolError::TooManySkippedMessages { .. }
             // Not in the history (checked before decrypting): really lost.
             | ProtocolError::MessageKeyEvicted { .. }
+    )
+}
+
+/// Whether `category` is one only an approved template may use.
+fn is_template_category(category: Category) -> bool {
+    matches!(
+        category,
+        Category::Utility | Category::Authentication | Category::Marketing
     )
 }
 
@@ -117,6 +127,14 @@ impl Client {
                 return self.quarantine_and_ack(&envelope, &reason).await;
             }
         };
+        // A template message: have its template in the cache (fetched when
+        // unknown or stale) before decrypting, so that checking it needs no
+        // request while the peer's lock is held.
+        if is_template_category(envelope.category())
+            && let Some(template) = TemplateId::from_hex(&envelope.template_id)
+        {
+            self.cached_template(from, &template).await?;
+        }
         // Held from loading the session to writing it back: a sender task
         // must not encrypt from the state this decrypt replaces.
         let peer_lock = self.locks.lock(from).await;
@@ -166,6 +184,7 @@ impl Client {
             Err(_) => None,
         };
         let labels_ok = refused.is_none();
+        let mut violations = Vec::new();
         let event = match decoded {
             _ if refused.is_some() => refused,
             Ok(content) => match MessageId::from_bytes(&content.message_id) {
@@ -174,7 +193,14 @@ impl Client {
                 {
                     None
                 }
-                Some(canonical) => self.apply_content(from, device, canonical, content)?,
+                Some(canonical) => self.apply_content(
+                    from,
+                    device,
+                    canonical,
+                    content,
+                    &envelope,
+                    &mut violations,
+                )?,
                 None => Some(Event::Undecryptable {
                     from,
                     id: id.to_string(),
@@ -191,22 +217,34 @@ impl Client {
                 })
             }
         };
-        // A text this account received from a business: check the window
-        // and consent rules the relay should have enforced.
-        let violation = match &event {
-            Some(Event::Message { id, .. }) => self
-                .violation(from, *id, &envelope, &plaintext)?
-                .map(|violation| Event::Violation {
-                    from,
-                    id: *id,
-                    violation,
-                }),
+        // A message this account received from a business: check the window
+        // and consent rules the relay should have enforced (besides what
+        // checking its content found).
+        let checked = match &event {
+            Some(Event::Message { id, .. } | Event::Template { id, .. }) => {
+                violations.extend(self.rule_violation(from, &envelope)?);
+                Some(*id)
+            }
             // Another device of this account wrote: its window counts.
             Some(Event::SentElsewhere { to, .. }) => {
                 rule_checks::record_wrote(&self.store, to, envelope.server_timestamp_ms)?;
                 None
             }
-            _ => None,
+            _ => MessageId::from_bytes(&envelope.message_id),
+        };
+        let violation_events: Vec<Event> = match checked {
+            Some(id) if !violations.is_empty() => {
+                self.keep_evidence(from, id, &envelope, &plaintext, &violations)?;
+                violations
+                    .into_iter()
+                    .map(|violation| Event::Violation {
+                        from,
+                        id,
+                        violation,
+                    })
+                    .collect()
+            }
+            _ => Vec::new(),
         };
         save_session(&self.store, &from, device, &record)?;
         self.prekeys.commit(&self.store)?;
@@ -225,7 +263,7 @@ impl Client {
             self.reject(&envelope).await?;
         }
         self.events.extend(event);
-        self.events.extend(violation);
+        self.events.extend(violation_events);
         while let Some((peer, asking, failed)) = self.resends.pop_front() {
             if let Err(e) = self.resend(peer, asking, failed).await {
                 self.events.push_back(Event::Warning(format!(
@@ -236,15 +274,9 @@ impl Client {
         Ok(())
     }
 
-    /// The rule a business's message breaks, if any ([`rule_checks`]);
-    /// such a message is also kept as evidence.
-    fn violation(
-        &mut self,
-        from: AccountId,
-        id: MessageId,
-        envelope: &Envelope,
-        plaintext: &[u8],
-    ) -> Result<Option<Violation>> {
+    /// The window or consent rule a business's message breaks, if any
+    /// ([`rule_checks`]).
+    fn rule_violation(&self, from: AccountId, envelope: &Envelope) -> Result<Option<Violation>> {
         let category = envelope.category();
         if !matches!(
             category,
@@ -252,18 +284,30 @@ impl Client {
         ) {
             return Ok(None);
         }
-        let Some(violation) =
-            rule_checks::check(&self.store, &from, category, envelope.server_timestamp_ms)?
-        else {
-            return Ok(None);
-        };
+        rule_checks::check(&self.store, &from, category, envelope.server_timestamp_ms)
+    }
+
+    /// Keep a message that breaks `violations` as evidence for a report.
+    fn keep_evidence(
+        &mut self,
+        from: AccountId,
+        id: MessageId,
+        envelope: &Envelope,
+        plaintext: &[u8],
+        violations: &[Violation],
+    ) -> Result<()> {
+        let refusal = violations
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
         let kept = evidence::save(
             &self.store,
             &Evidence {
                 from,
                 envelope: envelope.clone(),
                 plaintext: plaintext.to_vec().into(),
-                refusal: violation.to_string(),
+                refusal,
                 label: None,
                 stored_at_ms: now_ms(),
             },
@@ -274,7 +318,137 @@ impl Client {
                  sender's evidence is full"
             )));
         }
-        Ok(Some(violation))
+        Ok(())
+    }
+
+    /// Store an incoming message shown as `text`.
+    fn store_incoming(
+        &self,
+        from: AccountId,
+        id: MessageId,
+        text: &str,
+        sent_at_ms: u64,
+    ) -> Result<()> {
+        let message = StoredMessage {
+            id,
+            peer: from,
+            outgoing: false,
+            body: text.to_owned(),
+            sent_at_ms,
+            stored_at_ms: now_ms(),
+            status: Status::Delivered,
+            sequence: self.store.next_sequence()?,
+        };
+        messages::save(&self.store, &message)
+    }
+
+    /// A template instance from `from`: checked against the cached
+    /// approved template with the pinned operator key. One that checks out
+    /// is stored as its rendered text and reported as [`Event::Template`];
+    /// one that does not is stored and reported as a message saying so,
+    /// with the violation.
+    fn apply_template(
+        &self,
+        from: AccountId,
+        id: MessageId,
+        sent_at_ms: u64,
+        envelope: &Envelope,
+        instance: &TemplateInstance,
+        violations: &mut Vec<Violation>,
+    ) -> Result<Option<Event>> {
+        let operator = crate::operator_pin::pinned(&self.store)?;
+        let cached = TemplateId::from_hex(&envelope.template_id)
+            .map(|template| template_cache::get(&self.store, &template))
+            .transpose()?
+            .flatten();
+        let checked = template_cache::check_instance(
+            operator.as_ref(),
+            cached.as_ref(),
+            &from,
+            envelope.category(),
+            &envelope.template_id,
+            instance,
+        );
+        match checked {
+            Ok((template, rendered)) => {
+                let template_id = template.template_id()?;
+                self.store_incoming(
+                    from,
+                    id,
+                    &template_cache::rendered_text(&rendered),
+                    sent_at_ms,
+                )?;
+                template_cache::record_message(&self.store, &from, &id, &template_id)?;
+                Ok(Some(Event::Template {
+                    from,
+                    id,
+                    template_id,
+                    rendered,
+                    sent_at_ms,
+                }))
+            }
+            Err(violation) => {
+                let text = format!("[a template message that does not check out: {violation}]");
+                violations.push(violation);
+                self.store_incoming(from, id, &text, sent_at_ms)?;
+                // Flagged as a violation already; a business's template is
+                // never a message request (the relay holds it to consent or
+                // the window, both of which make the business known).
+                Ok(Some(Event::Message {
+                    from,
+                    id,
+                    text,
+                    sent_at_ms,
+                    request: false,
+                }))
+            }
+        }
+    }
+
+    /// A customer's quick reply to a template message this account sent:
+    /// checked against that template, stored as the button's text and
+    /// reported as [`Event::QuickReply`]; a forged one is only reported as
+    /// a violation.
+    fn apply_button_reply(
+        &self,
+        from: AccountId,
+        id: MessageId,
+        sent_at_ms: u64,
+        reply: &ButtonReply,
+        violations: &mut Vec<Violation>,
+    ) -> Result<Option<Event>> {
+        let Some(reply_to) = MessageId::from_bytes(&reply.message_id) else {
+            violations.push(Violation::QuickReplyToUnknownMessage);
+            return Ok(None);
+        };
+        let sent = messages::get(&self.store, &from, &reply_to)?.is_some_and(|m| m.outgoing);
+        let template = match template_cache::template_of_message(&self.store, &from, &reply_to)? {
+            Some(template_id) if sent => template_cache::get(&self.store, &template_id)?
+                .and_then(|cached| cached.template())
+                .map(|template| (template_id, template)),
+            _ => None,
+        };
+        let Some((template_id, template)) = template else {
+            violations.push(Violation::QuickReplyToUnknownMessage);
+            return Ok(None);
+        };
+        match check_quick_reply(&template, reply) {
+            Ok(text) => {
+                self.store_incoming(from, id, text, sent_at_ms)?;
+                Ok(Some(Event::QuickReply {
+                    from,
+                    id,
+                    reply_to,
+                    template_id,
+                    button_index: reply.button_index,
+                    text: text.to_owned(),
+                }))
+            }
+            Err(reason) => {
+                violations.push(Violation::QuickReplyInvalid { reason });
+                Ok(None)
+            }
+        }
     }
 
     /// Store what a decrypted content says; returns the event to report.
@@ -284,20 +458,27 @@ impl Client {
         device: u32,
         id: MessageId,
         content: Content,
+        envelope: &Envelope,
+        violations: &mut Vec<Violation>,
     ) -> Result<Option<Event>> {
         match content.body {
+            Some(content::Body::Template(instance)) => self.apply_template(
+                from,
+                id,
+                content.sent_at_ms,
+                envelope,
+                &instance,
+                violations,
+            ),
+            Some(content::Body::ButtonReply(reply)) => {
+                self.apply_button_reply(from, id, content.sent_at_ms, &reply, violations)
+            }
             Some(content::Body::Text(Text { body })) => {
-                let message = StoredMessage {
-                    id,
-                    peer: from,
-                    outgoing: false,
-                    body: body.clone(),
-                    sent_at_ms: content.sent_at_ms,
-                    stored_at_ms: now_ms(),
-                    status: Status::Delivered,
-                    sequence: self.store.next_sequence()?,
-                };
-                messages::save(&self.store, &message)?;
+                let category = envelope.category();
+                if is_template_category(category) {
+                    violations.push(Violation::NotATemplate { category });
+                }
+                self.store_incoming(from, id, &body, content.sent_at_ms)?;
                 let request = crate::requests::note_incoming(
                     &self.store,
                     &self.account.id(),

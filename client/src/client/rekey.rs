@@ -115,20 +115,37 @@ impl Client {
             return Ok(());
         }
         guard.save(&self.store)?;
+        let live = self.live();
+        // A template instance or quick reply goes again as itself, under
+        // its own labels.
+        let (body, category, template_id) =
+            match crate::outgoing_bodies::get(&self.store, &peer, &failed)? {
+                Some(kept) => (kept.body, kept.category, kept.template_id),
+                None => (
+                    content::Body::Text(Text {
+                        body: message.body.clone(),
+                    }),
+                    live.text_category(),
+                    String::new(),
+                ),
+            };
         let content = Content {
             message_id: failed.0.to_vec(),
             sent_at_ms: message.sent_at_ms,
-            body: Some(content::Body::Text(Text {
-                body: message.body.clone(),
-            })),
+            body: Some(body),
             labels: None,
             padding: Vec::new(),
         };
         let envelope_id = MessageId::generate();
-        let live = self.live();
-        let category = live.text_category();
         let mut send = live
-            .encrypt_for(peer, envelope_id, content, category, message.sent_at_ms)
+            .encrypt_for_then(
+                peer,
+                envelope_id,
+                content,
+                (category, &template_id),
+                message.sent_at_ms,
+                |_| Ok(()),
+            )
             .await?;
         // Sent again, not written again: it does not open a window.
         send.resend = true;

@@ -21,6 +21,7 @@ use comptoir_protocol::proto::wire::{
     self, AccountKind, Category, DeviceCiphertext, ErrorCode, FetchPreKeys, PreKeyBundle, Send,
     client_frame, server_frame,
 };
+use comptoir_protocol::template::TemplateId;
 use comptoir_protocol::{AccountId, DeviceList, IdentityKeyPair, VerifiedBundle, labels};
 use prost::Message;
 use zeroize::Zeroizing;
@@ -29,10 +30,12 @@ use crate::connection::Requester;
 use crate::error::{ClientError, Result};
 use crate::event::Event;
 use crate::messages::{self, MessageId, Status, StoredMessage};
+use crate::outgoing_bodies::{self, OutgoingBody};
 use crate::peers::{self, Observed};
 use crate::rule_checks;
 use crate::session_store::{load_session, save_session};
 use crate::store::Store;
+use crate::template_cache;
 
 use super::shared::{EventQueue, PeerLocks};
 use super::{Client, REQUEST_TIMEOUT, now_ms, relay_error, unexpected};
@@ -254,11 +257,23 @@ impl Live {
     /// then send it if connected.
     pub(super) async fn send_text(&self, peer: AccountId, text: &str) -> Result<MessageId> {
         messages::check_text(text)?;
-        // Writing to an account accepts its request, if it made one.
-        crate::requests::accept(&self.store, &peer)?;
+        self.send_message(peer, text, None).await
+    }
+
+    /// Store a message to `peer` (pending, in the outbox; `body` when it is
+    /// not the plain text `text`, which the history shows), durably, then
+    /// send it if connected.
+    pub(super) async fn send_message(
+        &self,
+        peer: AccountId,
+        text: &str,
+        body: Option<OutgoingBody>,
+    ) -> Result<MessageId> {
         if peers::load(&self.store, &peer)?.is_some_and(|p| p.identity_changed) {
             return Err(ClientError::IdentityChanged { account: peer });
         }
+        // Writing to an account accepts its request, if it made one.
+        crate::requests::accept(&self.store, &peer)?;
         let id = MessageId::generate();
         let message = StoredMessage {
             id,
@@ -271,6 +286,12 @@ impl Live {
             sequence: self.store.next_sequence()?,
         };
         messages::save(&self.store, &message)?;
+        if let Some(body) = &body {
+            outgoing_bodies::put(&self.store, &peer, &id, body)?;
+            if let Some(template) = TemplateId::from_hex(&body.template_id) {
+                template_cache::record_message(&self.store, &peer, &id, &template)?;
+            }
+        }
         messages::outbox_put(&self.store, &peer, &id, &[])?;
         self.store.flush().await?;
         if self.requester.is_some() {
@@ -294,20 +315,33 @@ impl Live {
                     messages::outbox_remove(&self.store, &peer, &id)?;
                     return Ok(());
                 };
+                let (body, category, template_id) =
+                    match outgoing_bodies::get(&self.store, &peer, &id)? {
+                        Some(kept) => (kept.body, kept.category, kept.template_id),
+                        None => (
+                            content::Body::Text(Text { body: message.body }),
+                            self.text_category(),
+                            String::new(),
+                        ),
+                    };
                 let content = Content {
                     message_id: id.0.to_vec(),
                     sent_at_ms: message.sent_at_ms,
-                    body: Some(content::Body::Text(Text { body: message.body })),
+                    body: Some(body),
                     labels: None,
                     padding: Vec::new(),
                 };
-                let category = self.text_category();
                 // The encrypted frame goes to the outbox with the session
                 // records, under the peer's lock: both or neither.
                 let encrypted = self
-                    .encrypt_for_then(peer, id, content, category, message.sent_at_ms, |send| {
-                        messages::outbox_put(&self.store, &peer, &id, &send.encode_to_vec())
-                    })
+                    .encrypt_for_then(
+                        peer,
+                        id,
+                        content,
+                        (category, &template_id),
+                        message.sent_at_ms,
+                        |send| messages::outbox_put(&self.store, &peer, &id, &send.encode_to_vec()),
+                    )
                     .await;
                 let send = match encrypted {
                     Ok(send) => send,
@@ -361,6 +395,7 @@ impl Live {
                 }) => {
                     messages::advance(&self.store, &peer, &id, Status::Failed)?;
                     messages::outbox_remove(&self.store, &peer, &id)?;
+                    outgoing_bodies::remove(&self.store, &peer, &id)?;
                     self.store.flush().await?;
                     return Err(ClientError::Blocked { recipient: peer });
                 }
@@ -396,6 +431,7 @@ impl Live {
     ) -> Result<ClientError> {
         messages::advance(&self.store, &peer, &id, Status::Failed)?;
         messages::outbox_remove(&self.store, &peer, &id)?;
+        outgoing_bodies::remove(&self.store, &peer, &id)?;
         self.store.flush().await?;
         Ok(match code {
             ErrorCode::UnknownAccount => ClientError::NoSuchAccount(peer),
@@ -471,18 +507,19 @@ impl Live {
         category: Category,
         sent_at_ms: u64,
     ) -> Result<Send> {
-        self.encrypt_for_then(peer, id, content, category, sent_at_ms, |_| Ok(()))
+        self.encrypt_for_then(peer, id, content, (category, ""), sent_at_ms, |_| Ok(()))
             .await
     }
 
-    /// [`Self::encrypt_for`], running `also` on the result before `peer`'s
-    /// lock is released (to write it beside the session records).
-    async fn encrypt_for_then(
+    /// [`Self::encrypt_for`] under `(category, template id)` labels,
+    /// running `also` on the result before `peer`'s lock is released (to
+    /// write it beside the session records).
+    pub(super) async fn encrypt_for_then(
         &self,
         peer: AccountId,
         id: MessageId,
         mut content: Content,
-        category: Category,
+        (category, template_id): (Category, &str),
         sent_at_ms: u64,
         also: impl FnOnce(&Send) -> Result<()>,
     ) -> Result<Send> {
@@ -491,7 +528,7 @@ impl Live {
         let state = peers::load(&self.store, &peer)?.ok_or(ClientError::UnknownPeer(peer))?;
         // The envelope labels, bound inside the encryption: the receiver
         // refuses the message if the relay shows it under other ones.
-        let (template_id, franking_tag) = (String::new(), Vec::new());
+        let (template_id, franking_tag) = (template_id.to_owned(), Vec::new());
         content.labels = Some(labels::bind(
             &id.0,
             self.me.account.as_bytes(),

@@ -94,6 +94,21 @@ impl Business {
         }
     }
 
+    /// Send an instance of the approved support template of `category`
+    /// with `order` as its value (see
+    /// [`super::templates::support_instance`]), labels bound; returns
+    /// (message id, accept id).
+    pub async fn send_template(&mut self, order: &str, category: Category) -> ([u8; 16], u64) {
+        let instance = super::templates::support_instance(self.account.id, category, order);
+        match self
+            .request_content(content::Body::Template(instance), category)
+            .await
+        {
+            (message_id, Body::Accepted(accepted)) => (message_id, accepted.accept_id),
+            (_, other) => panic!("send: {other:?}"),
+        }
+    }
+
     /// Encrypt `body` to every device of the customer as `category` (a
     /// template category under the approved support template of that
     /// category and [`FRANKING`], any other

@@ -3,6 +3,7 @@
 //! through the admin API, and its id.
 
 use comptoir_protocol::AccountId;
+use comptoir_protocol::proto::content::{TemplateInstance, TemplateParameter, template_parameter};
 use comptoir_protocol::proto::wire::{self, Category, client_frame, server_frame};
 use comptoir_protocol::template::{Placeholder, PlaceholderKind, Template, TemplateCategory};
 
@@ -54,6 +55,25 @@ pub fn id_for(business: AccountId, category: Category) -> String {
         .template_id()
         .expect("a valid template")
         .to_hex()
+}
+
+/// An instance of [`support_template`] of `category` for `business` with
+/// `order` as its value (a number for authentication, whose placeholder
+/// is one).
+pub fn support_instance(business: AccountId, category: Category, order: &str) -> TemplateInstance {
+    let value = match category {
+        Category::Authentication => {
+            template_parameter::Value::Number(order.parse().expect("a numeric code"))
+        }
+        _ => template_parameter::Value::Text(order.into()),
+    };
+    TemplateInstance {
+        template_id: id_for(business, category),
+        parameters: vec![TemplateParameter {
+            name: "order".into(),
+            value: Some(value),
+        }],
+    }
 }
 
 /// Submit `template` over `conn`; the relay's answer.
