@@ -35,8 +35,9 @@ impl Drop for RelayChild {
     }
 }
 
-/// Start `relay serve`, aborting at `fault` if given.
-fn spawn_relay(dir: &Path, fault: Option<&str>) -> (RelayChild, SocketAddr) {
+/// Start `relay serve`, aborting at `fault` if given; its WebSocket and
+/// admin API addresses.
+fn spawn_relay(dir: &Path, fault: Option<&str>) -> (RelayChild, SocketAddr, SocketAddr) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_relay"));
     command
         .args([
@@ -60,20 +61,76 @@ fn spawn_relay(dir: &Path, fault: Option<&str>) -> (RelayChild, SocketAddr) {
     let mut child = command.spawn().expect("spawn relay");
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
+    let field = |line: &str, name: &str| -> SocketAddr {
+        let at = line.find(name).expect("address field") + name.len();
+        let rest = &line[at..];
+        let end = rest.find(' ').unwrap_or(rest.len());
+        rest[..end].parse().expect("address")
+    };
+    let mut admin = None;
     let addr = loop {
         let line = lines
             .next()
             .expect("relay exited before listening")
             .expect("read log");
+        if line.contains("admin API listening") {
+            admin = Some(field(&line, "admin="));
+        }
         if line.contains("relay listening") {
-            let at = line.find("address=").expect("address field") + "address=".len();
-            let rest = &line[at..];
-            let end = rest.find(' ').unwrap_or(rest.len());
-            break rest[..end].parse().expect("address");
+            break field(&line, "address=");
         }
     };
     std::thread::spawn(move || for _ in lines.by_ref() {});
-    (RelayChild(child), addr)
+    (
+        RelayChild(child),
+        addr,
+        admin.expect("the admin API is announced first"),
+    )
+}
+
+/// Submit the business's utility template over `ws` and approve it
+/// through the admin API; its id (hex).
+async fn approved_template(
+    ws: &mut Ws,
+    business: &Account,
+    admin: SocketAddr,
+    dir: &Path,
+) -> String {
+    let template = comptoir_protocol::template::Template {
+        business: business.id,
+        name: "order_update".into(),
+        language: "en_GB".into(),
+        category: comptoir_protocol::template::TemplateCategory::Utility,
+        header: None,
+        body: "Your order has shipped.".into(),
+        footer: None,
+        placeholders: Vec::new(),
+        buttons: Vec::new(),
+    };
+    send(
+        ws,
+        4,
+        client_frame::Body::SubmitTemplate(wire::SubmitTemplate {
+            template_json: serde_json::to_string(&template).expect("json"),
+        }),
+    )
+    .await;
+    let id = loop {
+        let reply = common::next(ws).await;
+        if reply.request_id == 4 {
+            match reply.body {
+                Some(Body::TemplateSubmitted(s)) => break s.template_id,
+                other => panic!("submit: {other:?}"),
+            }
+        }
+    };
+    let token =
+        comptoir_relay::operator::read_admin_token(&dir.join("admin.token")).expect("admin token");
+    comptoir_relay::admin::client::AdminClient::new(admin, token)
+        .approve_template(&id)
+        .await
+        .expect("approve");
+    id
 }
 
 /// Connect, register with `kind`, authenticate device 1.
@@ -166,10 +223,11 @@ enum Scenario {
 /// (copies, conversation, quota, ledger) presence after the relay stopped.
 async fn run(scenario: Scenario, fault: Option<&str>) -> (bool, [bool; 4]) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut relay, addr) = spawn_relay(dir.path(), fault);
+    let (mut relay, addr, admin) = spawn_relay(dir.path(), fault);
     let (business, customer) = (Account::new(), Account::new());
     let mut b = register_and_login(addr, &business, wire::AccountKind::Business).await;
     let mut c = register_and_login(addr, &customer, wire::AccountKind::Customer).await;
+    let approved = approved_template(&mut b, &business, admin, dir.path()).await;
     if scenario == Scenario::Template {
         // Outside the window a template needs the customer's consent.
         let issued_at_ms = std::time::SystemTime::now()
@@ -214,7 +272,7 @@ async fn run(scenario: Scenario, fault: Option<&str>) -> (bool, [bool; 4]) {
             &mut b,
             customer.id,
             wire::Category::Utility,
-            "order_update".to_string(),
+            approved.clone(),
         ),
         Scenario::Conversation => (
             &mut c,
@@ -287,7 +345,7 @@ async fn run(scenario: Scenario, fault: Option<&str>) -> (bool, [bool; 4]) {
         l["ledger"]["business"] == hex(&business.id).as_str()
             && l["ledger"]["customer"] == hex(&customer.id).as_str()
             && l["ledger"]["category"] == "utility"
-            && l["ledger"]["template_id"] == "order_update"
+            && l["ledger"]["template_id"] == approved.as_str()
             && l["ledger"]["franking_tag"] == "f7".repeat(32).as_str()
             && l["ledger"]["message_id"] == "42".repeat(16).as_str()
     });
