@@ -531,10 +531,40 @@ fn median(values: &[f64]) -> f64 {
     }
 }
 
+/// CPU time (user + system) a process has used so far, from
+/// `/proc/PID/stat` (`self` for this process), in seconds.
+fn cpu_seconds(pid: &str) -> Result<f64, Box<dyn std::error::Error>> {
+    /// Clock ticks per second of `/proc` times (`getconf CLK_TCK`; 100 on
+    /// Linux everywhere this runs).
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) in brackets:
+    // state is field 3, utime 14, stime 15.
+    let after = stat.rsplit_once(')').ok_or("bad /proc stat")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<f64, Box<dyn std::error::Error>> {
+        Ok(fields.get(i).ok_or("short /proc stat")?.parse::<f64>()?)
+    };
+    Ok((ticks(11)? + ticks(12)?) / TICKS_PER_SECOND)
+}
+
+/// One run of [`bench_rules`].
+#[derive(Clone, Copy, Debug, Default)]
+struct RulesRun {
+    /// Envelopes per second.
+    throughput: f64,
+    /// Server CPU (user + system) per delivered envelope during the run
+    /// (setup included, start-up not), in µs.
+    server_cpu_us: f64,
+    /// The load generator's own CPU per delivered envelope, in µs.
+    load_cpu_us: f64,
+}
+
 /// `relay-load bench --business-percent P`: each round runs the relay
 /// (and, `with_forwarder`, the forwarder) on the business mix and on
 /// customer-only traffic, a fresh server per run, alternating which mix
-/// goes first; prints the rounds, the medians and business ÷ customer.
+/// goes first; prints the rounds, the medians and business ÷ customer, for
+/// throughput and for the CPU each process spent per envelope.
 async fn bench_rules(business: LoadOptions, rounds: usize, with_forwarder: bool) -> Res {
     let customer = LoadOptions {
         business_percent: 0,
@@ -555,12 +585,12 @@ async fn bench_rules(business: LoadOptions, rounds: usize, with_forwarder: bool)
     } else {
         &["relay"]
     };
-    // Per server: (business, customer) throughput of each round.
-    let mut runs: Vec<Vec<(f64, f64)>> = vec![Vec::new(); servers.len()];
+    // Per server: (business, customer) of each round.
+    let mut runs: Vec<Vec<(RulesRun, RulesRun)>> = vec![Vec::new(); servers.len()];
     for round in 1..=rounds.max(1) {
         let business_first = round % 2 == 1;
         for (slot, &name) in servers.iter().enumerate() {
-            let (mut on_business, mut on_customer) = (0.0, 0.0);
+            let (mut on_business, mut on_customer) = (RulesRun::default(), RulesRun::default());
             for business_turn in [business_first, !business_first] {
                 let (mix, options) = if business_turn {
                     ("business", business)
@@ -573,19 +603,34 @@ async fn bench_rules(business: LoadOptions, rounds: usize, with_forwarder: bool)
                 } else {
                     start_forwarder()?
                 };
+                let pid = server.child.id().to_string();
+                let (server_before, load_before) = (cpu_seconds(&pid)?, cpu_seconds("self")?);
                 let report = load::run(server.addr, options, server.approval()).await?;
+                let (server_after, load_after) = (cpu_seconds(&pid)?, cpu_seconds("self")?);
+                let envelopes = (report.envelopes as f64).max(1.0);
+                let run = RulesRun {
+                    throughput: report.throughput,
+                    server_cpu_us: (server_after - server_before) * 1e6 / envelopes,
+                    load_cpu_us: (load_after - load_before) * 1e6 / envelopes,
+                };
                 print!("round {round} {mix:<8} ");
                 print_report(name, &report);
+                println!(
+                    "{:<10} CPU per envelope: {name} {:.1} us, load generator {:.1} us",
+                    "", run.server_cpu_us, run.load_cpu_us
+                );
                 if business_turn {
-                    on_business = report.throughput;
+                    on_business = run;
                 } else {
-                    on_customer = report.throughput;
+                    on_customer = run;
                 }
                 drop(server);
             }
             println!(
-                "round {round} {name}: business / customer throughput {:.3}",
-                on_business / on_customer.max(f64::EPSILON)
+                "round {round} {name}: business / customer throughput {:.3}, {name} CPU per \
+                 envelope {:.3}",
+                on_business.throughput / on_customer.throughput.max(f64::EPSILON),
+                on_business.server_cpu_us / on_customer.server_cpu_us.max(f64::EPSILON),
             );
             if let Some(runs) = runs.get_mut(slot) {
                 runs.push((on_business, on_customer));
@@ -593,19 +638,42 @@ async fn bench_rules(business: LoadOptions, rounds: usize, with_forwarder: bool)
         }
     }
     for (&name, runs) in servers.iter().zip(&runs) {
-        let on_business: Vec<f64> = runs.iter().map(|r| r.0).collect();
-        let on_customer: Vec<f64> = runs.iter().map(|r| r.1).collect();
-        let ratios: Vec<f64> = runs.iter().map(|r| r.0 / r.1.max(f64::EPSILON)).collect();
-        let (low, high) = ratios
-            .iter()
-            .fold((f64::INFINITY, 0.0f64), |(l, h), &r| (l.min(r), h.max(r)));
+        let column = |pick: fn(&RulesRun) -> f64, business: bool| -> Vec<f64> {
+            runs.iter()
+                .map(|(b, c)| pick(if business { b } else { c }))
+                .collect()
+        };
+        let ratios = |pick: fn(&RulesRun) -> f64| -> Vec<f64> {
+            runs.iter()
+                .map(|(b, c)| pick(b) / pick(c).max(f64::EPSILON))
+                .collect()
+        };
+        let range = |values: &[f64]| {
+            values
+                .iter()
+                .fold((f64::INFINITY, 0.0f64), |(l, h), &r| (l.min(r), h.max(r)))
+        };
+        let throughput = ratios(|r| r.throughput);
+        let (low, high) = range(&throughput);
         println!(
             "{name}: median env/s business {:.0}, customer {:.0} (ratio of medians {:.3}); \
              per-round business / customer: median {:.3}, range {low:.3}-{high:.3}",
-            median(&on_business),
-            median(&on_customer),
-            median(&on_business) / median(&on_customer).max(f64::EPSILON),
-            median(&ratios),
+            median(&column(|r| r.throughput, true)),
+            median(&column(|r| r.throughput, false)),
+            median(&column(|r| r.throughput, true)) / median(&column(|r| r.throughput, false)),
+            median(&throughput),
+        );
+        let cpu = ratios(|r| r.server_cpu_us);
+        let (low, high) = range(&cpu);
+        println!(
+            "{name}: median CPU per envelope business {:.1} us, customer {:.1} us; per-round \
+             business / customer: median {:.3}, range {low:.3}-{high:.3}; load generator \
+             {:.1} us against {:.1} us",
+            median(&column(|r| r.server_cpu_us, true)),
+            median(&column(|r| r.server_cpu_us, false)),
+            median(&cpu),
+            median(&column(|r| r.load_cpu_us, true)),
+            median(&column(|r| r.load_cpu_us, false)),
         );
     }
     Ok(())
