@@ -116,6 +116,10 @@ pub struct LoadOptions {
     /// approved utility templates under consent and service replies (0 to
     /// [`MAX_BILLED_PERCENT`]; not together with `billed_percent`).
     pub business_percent: u32,
+    /// In the business mix, percent of a business's sends that are
+    /// templates (0 to 100; the others are service replies). 50: every
+    /// other send.
+    pub template_percent: u32,
     /// Give up after this long.
     pub timeout: Duration,
 }
@@ -564,10 +568,21 @@ impl BilledPlan {
     /// The business mix for `devices` accounts sending `messages` each:
     /// `round(devices × percent / 100)` businesses (at least one when
     /// `percent` > 0) spread evenly over the ring (never two in a row),
-    /// so that about `percent` of all sends are theirs; every other send
-    /// of a business is an approved utility template, the others service
-    /// replies inside the window its customer neighbour opens.
-    pub fn business_mix(devices: usize, messages: usize, percent: u32) -> Result<Self, LoadError> {
+    /// so that about `percent` of all sends are theirs; `template_percent`
+    /// of a business's sends (rounded down) are approved utility templates,
+    /// spread evenly, the others service replies inside the window its
+    /// customer neighbour opens.
+    pub fn business_mix(
+        devices: usize,
+        messages: usize,
+        percent: u32,
+        template_percent: u32,
+    ) -> Result<Self, LoadError> {
+        if template_percent > 100 {
+            return Err(LoadError::Options(format!(
+                "--template-percent {template_percent}: at most 100"
+            )));
+        }
         if percent > MAX_BILLED_PERCENT {
             return Err(LoadError::Options(format!(
                 "--business-percent {percent}: at most {MAX_BILLED_PERCENT} (a business's next \
@@ -586,7 +601,7 @@ impl BilledPlan {
         for j in 0..businesses {
             let at = j * devices / businesses;
             plan.business[at] = true;
-            plan.billed_sends[at] = messages / 2;
+            plan.billed_sends[at] = messages * template_percent as usize / 100;
         }
         Ok(plan)
     }
@@ -620,7 +635,9 @@ pub async fn run(
     let n = options.devices.max(2);
     let plan = match (options.billed_percent, options.business_percent) {
         (billed, 0) => BilledPlan::new(n, options.messages, billed)?,
-        (0, business) => BilledPlan::business_mix(n, options.messages, business)?,
+        (0, business) => {
+            BilledPlan::business_mix(n, options.messages, business, options.template_percent)?
+        }
         _ => {
             return Err(LoadError::Options(
                 "--billed-percent and --business-percent are two different mixes: give one".into(),
@@ -1203,7 +1220,7 @@ mod tests {
     fn the_business_mix_gives_the_requested_share_half_templates_half_service() {
         for (devices, percent, businesses) in [(100, 10, 10), (100, 50, 50), (20, 10, 2), (7, 1, 1)]
         {
-            let plan = BilledPlan::business_mix(devices, 1000, percent).unwrap();
+            let plan = BilledPlan::business_mix(devices, 1000, percent, 50).unwrap();
             assert!(plan.window_open);
             assert_eq!(plan.businesses(), businesses, "{devices} at {percent}%");
             assert_eq!(plan.billed(), businesses * 500);
@@ -1221,12 +1238,18 @@ mod tests {
                 }
             }
         }
-        let none = BilledPlan::business_mix(100, 1000, 0).unwrap();
+        let none = BilledPlan::business_mix(100, 1000, 0, 50).unwrap();
         assert_eq!((none.businesses(), none.window_open), (0, false));
-        assert!(matches!(
-            BilledPlan::business_mix(100, 10, MAX_BILLED_PERCENT + 1),
-            Err(LoadError::Options(_))
-        ));
+        let service_only = BilledPlan::business_mix(100, 1000, 10, 0).unwrap();
+        assert_eq!((service_only.businesses(), service_only.billed()), (10, 0));
+        let templates_only = BilledPlan::business_mix(100, 1000, 10, 100).unwrap();
+        assert_eq!(templates_only.billed(), 10_000);
+        for bad in [
+            BilledPlan::business_mix(100, 10, MAX_BILLED_PERCENT + 1, 50),
+            BilledPlan::business_mix(100, 10, 10, 101),
+        ] {
+            assert!(matches!(bad, Err(LoadError::Options(_))));
+        }
     }
 
     #[test]

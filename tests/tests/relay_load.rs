@@ -20,6 +20,7 @@ fn tiny(billed_percent: u32, business_percent: u32) -> LoadOptions {
         window: 4,
         billed_percent,
         business_percent,
+        template_percent: 50,
         timeout: TIMEOUT,
     }
 }

@@ -67,6 +67,10 @@ enum Cmd {
         /// ratio is reported.
         #[arg(long, default_value_t = 0)]
         business_percent: u32,
+        /// In the business mix: percent of a business's sends that are
+        /// templates, the others service replies (0 to 100).
+        #[arg(long, default_value_t = 50)]
+        template_percent: u32,
         /// With --business-percent: run the forwarder on both mixes too
         /// (what the mix costs the load generator itself).
         #[arg(long)]
@@ -102,6 +106,10 @@ enum Cmd {
         /// replies inside the window (0 to 50; not with --billed-percent).
         #[arg(long, default_value_t = 0)]
         business_percent: u32,
+        /// In the business mix: percent of a business's sends that are
+        /// templates, the others service replies (0 to 100).
+        #[arg(long, default_value_t = 50)]
+        template_percent: u32,
         /// The relay's admin API (its `admin_listen` address), to approve
         /// the businesses' templates; without it they are only submitted
         /// (enough for the forwarder, refused by a relay).
@@ -211,6 +219,7 @@ fn main() -> ExitCode {
                 window,
                 billed_percent,
                 business_percent,
+                template_percent,
                 with_forwarder,
                 rounds,
             } => {
@@ -221,6 +230,7 @@ fn main() -> ExitCode {
                     window,
                     billed_percent,
                     business_percent,
+                    template_percent,
                     timeout: Duration::from_secs(300),
                 };
                 if business_percent > 0 {
@@ -292,6 +302,7 @@ fn main() -> ExitCode {
                 window,
                 billed_percent,
                 business_percent,
+                template_percent,
                 admin,
                 admin_token,
             } => {
@@ -305,6 +316,7 @@ fn main() -> ExitCode {
                     window,
                     billed_percent,
                     business_percent,
+                    template_percent,
                     timeout: Duration::from_secs(300),
                 };
                 let admin = match (admin, admin_token) {
@@ -571,13 +583,15 @@ async fn bench_rules(business: LoadOptions, rounds: usize, with_forwarder: bool)
         ..business
     };
     println!(
-        "devices {} x messages {} x {} B, window {}, business mix {}% against customer-only, \
-         {} rounds, alternating (loopback, child processes)",
+        "devices {} x messages {} x {} B, window {}, business mix {}% ({}% of a business's \
+         sends templates) against customer-only, {} rounds, alternating (loopback, child \
+         processes)",
         business.devices,
         business.messages,
         business.size,
         business.window,
         business.business_percent,
+        business.template_percent,
         rounds
     );
     let servers: &[&str] = if with_forwarder {
