@@ -927,7 +927,10 @@ async fn device(
                         "the load signed the delivery proof wrong, or the relay checks other fields than docs/PROTOCOL.md says",
                     )
                 } else {
-                    ("send", "raise the server's limits for load runs")
+                    (
+                        "send",
+                        "the message says which rule or limit refused it; a load run needs the server's rate limits raised, and its templates approved (--admin, --admin-token)",
+                    )
                 };
                 return Err(LoadError::Refused {
                     what,
