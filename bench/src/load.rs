@@ -17,6 +17,19 @@
 //! of a template with its identity key (`sign_delivery`), as the relay
 //! requires for what its ledger bills. Those acks ask for a reply, and a
 //! run ends only once each was answered `Ok`: a refused ack fails it.
+//!
+//! With a business share (`business_percent` > 0) instead, that share of
+//! the accounts are businesses and every one of their sends is business
+//! traffic: every other send an approved utility template under consent,
+//! the others service replies inside the 24-hour window, which the
+//! customer neighbour opens before the run by writing to the business;
+//! the rest of the ring is customer-to-customer conversation.
+//!
+//! Either way each business submits its own utility template during
+//! setup and the harness approves it through the relay's admin API
+//! ([`TemplateApproval`]) before the timed run; a server that checks no
+//! template (the storage-free forwarder) gets the same frames and no
+//! approval.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -24,10 +37,12 @@ use std::time::{Duration, Instant};
 
 use comptoir_protocol::frame::{decode_server, encode_client};
 use comptoir_protocol::proto::wire::{self, client_frame, server_frame::Body};
+use comptoir_protocol::template::{Placeholder, PlaceholderKind, Template, TemplateCategory};
 use comptoir_protocol::{
     AccountId, AccountKeyPair, ConsentCategories, ConsentFields, DeliveryFields, DeviceList,
     IdentityKeyPair, auth_payload, is_billed, register_payload, sign_consent, sign_delivery,
 };
+use comptoir_relay::admin::client::{AdminClient, AdminClientError};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
@@ -66,6 +81,19 @@ pub enum LoadError {
     /// The options cannot be run.
     #[error("bad load options: {0}")]
     Options(String),
+    /// The operator's approval of a load template failed.
+    #[error("approving a load template through the admin API: {0}")]
+    Approval(#[from] AdminClientError),
+}
+
+/// Who approves the templates the load's businesses submit during setup.
+#[derive(Clone, Copy, Debug)]
+pub enum TemplateApproval<'a> {
+    /// The relay's admin API: each template is approved before the run.
+    Admin(&'a AdminClient),
+    /// A server that checks no template (the storage-free forwarder): the
+    /// templates are submitted all the same, and nothing is approved.
+    NotChecked,
 }
 
 /// One run's shape.
@@ -83,6 +111,15 @@ pub struct LoadOptions {
     /// acks (0 to [`MAX_BILLED_PERCENT`]; 0: every account a customer,
     /// every send a conversation message, as before this option).
     pub billed_percent: u32,
+    /// Percent of all sends that are business traffic inside the window:
+    /// that share of the accounts are businesses sending, in turn,
+    /// approved utility templates under consent and service replies (0 to
+    /// [`MAX_BILLED_PERCENT`]; not together with `billed_percent`).
+    pub business_percent: u32,
+    /// In the business mix, percent of a business's sends that are
+    /// templates (0 to 100; the others are service replies). 50: every
+    /// other send.
+    pub template_percent: u32,
     /// Give up after this long.
     pub timeout: Duration,
 }
@@ -91,8 +128,27 @@ pub struct LoadOptions {
 /// must be a customer's, so at most every other account is a business.
 pub const MAX_BILLED_PERCENT: u32 = 50;
 
-/// The template id of the load's billed sends.
-pub const LOAD_TEMPLATE_ID: &str = "load_order_update";
+/// The name of the utility template each load business submits.
+pub const LOAD_TEMPLATE_NAME: &str = "load_order_update";
+
+/// The utility template `business` submits during setup and sends
+/// (filled with an order number) in its template sends.
+pub fn load_template(business: AccountId) -> Template {
+    Template {
+        business,
+        name: LOAD_TEMPLATE_NAME.into(),
+        language: "en_GB".into(),
+        category: TemplateCategory::Utility,
+        header: None,
+        body: "Your order {{order}} has shipped.".into(),
+        footer: None,
+        placeholders: vec![Placeholder {
+            name: "order".into(),
+            kind: PlaceholderKind::Text,
+        }],
+        buttons: Vec::new(),
+    }
+}
 
 /// What a run measured.
 #[derive(Clone, Debug)]
@@ -115,6 +171,8 @@ pub struct LoadReport {
     pub businesses: u64,
     /// Billed template sends made (business to customer).
     pub billed: u64,
+    /// Service replies made (business to customer, inside the window).
+    pub service: u64,
     /// Signed acks of billed envelopes that the server answered `Ok`.
     pub signed_acks: u64,
 }
@@ -356,8 +414,110 @@ async fn grant_consent(
     }
 }
 
+/// `business` submits its [`load_template`] over `ws`; its id (hex). A
+/// relay must answer `TemplateSubmitted` with that id; a server that checks
+/// nothing (`approval` [`TemplateApproval::NotChecked`]) may answer `Ok`.
+async fn submit_template(
+    ws: &mut Ws,
+    business: &LoadAccount,
+    approval: TemplateApproval<'_>,
+) -> Result<String, LoadError> {
+    const REQUEST: u64 = 4;
+    let template = load_template(business.id);
+    let id = template
+        .template_id()
+        .map_err(|e| LoadError::Protocol(format!("the load template is invalid: {e}")))?
+        .to_hex();
+    let template_json = serde_json::to_string(&template)
+        .map_err(|e| LoadError::Protocol(format!("the load template as JSON: {e}")))?;
+    ws.send(client(
+        REQUEST,
+        client_frame::Body::SubmitTemplate(wire::SubmitTemplate { template_json }),
+    ))
+    .await?;
+    loop {
+        let frame = next_frame(ws).await?;
+        if frame.request_id != REQUEST {
+            continue;
+        }
+        return match frame.body {
+            Some(Body::TemplateSubmitted(s)) if s.template_id == id => Ok(id),
+            Some(Body::Ok(_)) if matches!(approval, TemplateApproval::NotChecked) => Ok(id),
+            Some(Body::Error(e)) => Err(LoadError::Refused {
+                what: "template submission",
+                hint: "is the relay older than approved templates?",
+                code: e.code,
+                message: e.message,
+            }),
+            other => Err(LoadError::Protocol(format!(
+                "template submission answered {other:?}, not template {id}"
+            ))),
+        };
+    }
+}
+
+/// `customer` writes one conversation message to `business` and
+/// `business` receives and acks it, before the timed run: it opens the
+/// 24-hour window in which the business's service replies are allowed.
+async fn open_window(
+    customer: (&mut Ws, &LoadAccount),
+    business: (&mut Ws, &LoadAccount),
+) -> Result<(), LoadError> {
+    const REQUEST: u64 = 5;
+    let (customer_ws, customer) = customer;
+    let (business_ws, business) = business;
+    // Message ids of the timed run are (index, send number); this one is
+    // all 0xee, sent once per customer.
+    let message_id = vec![0xee; 16];
+    customer_ws
+        .send(client(
+            REQUEST,
+            client_frame::Body::Send(wire::Send {
+                message_id: message_id.clone(),
+                recipient_account: business.id.to_vec(),
+                category: wire::Category::Conversation as i32,
+                devices: vec![wire::DeviceCiphertext {
+                    device_id: 1,
+                    ciphertext: vec![0x5a; 64],
+                }],
+                ..Default::default()
+            }),
+        ))
+        .await?;
+    loop {
+        let frame = next_frame(customer_ws).await?;
+        match frame.body {
+            Some(Body::Accepted(_)) if frame.request_id == REQUEST => break,
+            Some(Body::Error(e)) if frame.request_id == REQUEST => {
+                return Err(LoadError::Refused {
+                    what: "customer's first message to a business",
+                    hint: "raise the server's limits for load runs",
+                    code: e.code,
+                    message: e.message,
+                });
+            }
+            _ => {}
+        }
+    }
+    loop {
+        if let Some(Body::Deliver(d)) = next_frame(business_ws).await?.body {
+            let envelope = d.envelope.unwrap_or_default();
+            if envelope.message_id != message_id || envelope.sender_account != customer.id.to_vec()
+            {
+                continue;
+            }
+            let (ack, _) = load_ack(business, customer, envelope)?;
+            business_ws
+                .send(client(0, client_frame::Body::DeliveryAck(ack)))
+                .await?;
+            return Ok(());
+        }
+    }
+}
+
 /// Who sends what in one run: which accounts of the ring are businesses,
-/// and how many of each business's sends are billed templates.
+/// how many of each business's sends are billed templates, and what its
+/// other sends are.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BilledPlan {
     /// Per account of the ring (account i sends to account i + 1).
@@ -365,6 +525,10 @@ pub struct BilledPlan {
     /// Per account: how many of its sends are billed templates (0 for a
     /// customer).
     pub billed_sends: Vec<usize>,
+    /// Each business's customer neighbour writes to it before the run, so
+    /// its sends that are not templates are service replies inside the
+    /// window; otherwise they are control messages (no window is open).
+    pub window_open: bool,
 }
 
 impl BilledPlan {
@@ -382,6 +546,7 @@ impl BilledPlan {
         let mut plan = Self {
             business: vec![false; devices],
             billed_sends: vec![0; devices],
+            window_open: false,
         };
         let percent = percent as usize;
         let businesses = (devices * percent).div_ceil(100).min(devices / 2);
@@ -396,6 +561,47 @@ impl BilledPlan {
             let at = j * devices / businesses;
             plan.business[at] = true;
             plan.billed_sends[at] = target / businesses + usize::from(j < target % businesses);
+        }
+        Ok(plan)
+    }
+
+    /// The business mix for `devices` accounts sending `messages` each:
+    /// `round(devices × percent / 100)` businesses (at least one when
+    /// `percent` > 0) spread evenly over the ring (never two in a row),
+    /// so that about `percent` of all sends are theirs; `template_percent`
+    /// of a business's sends (rounded down) are approved utility templates,
+    /// spread evenly, the others service replies inside the window its
+    /// customer neighbour opens.
+    pub fn business_mix(
+        devices: usize,
+        messages: usize,
+        percent: u32,
+        template_percent: u32,
+    ) -> Result<Self, LoadError> {
+        if template_percent > 100 {
+            return Err(LoadError::Options(format!(
+                "--template-percent {template_percent}: at most 100"
+            )));
+        }
+        if percent > MAX_BILLED_PERCENT {
+            return Err(LoadError::Options(format!(
+                "--business-percent {percent}: at most {MAX_BILLED_PERCENT} (a business's next \
+                 device must be a customer's, so at most every other account is a business)"
+            )));
+        }
+        let mut plan = Self {
+            business: vec![false; devices],
+            billed_sends: vec![0; devices],
+            window_open: percent > 0,
+        };
+        let percent = percent as usize;
+        let businesses = ((devices * percent + 50) / 100)
+            .max(usize::from(percent > 0))
+            .min(devices / 2);
+        for j in 0..businesses {
+            let at = j * devices / businesses;
+            plan.business[at] = true;
+            plan.billed_sends[at] = messages * template_percent as usize / 100;
         }
         Ok(plan)
     }
@@ -419,14 +625,29 @@ impl BilledPlan {
     }
 }
 
-/// Run the load against a relay or forwarder listening on `addr`.
-pub async fn run(addr: SocketAddr, options: LoadOptions) -> Result<LoadReport, LoadError> {
+/// Run the load against a relay or forwarder listening on `addr`; the
+/// businesses' templates are approved by `approval` during setup.
+pub async fn run(
+    addr: SocketAddr,
+    options: LoadOptions,
+    approval: TemplateApproval<'_>,
+) -> Result<LoadReport, LoadError> {
     let n = options.devices.max(2);
-    let plan = BilledPlan::new(n, options.messages, options.billed_percent)?;
-    if plan.billed() > 0 && OLD_AUTH.load(std::sync::atomic::Ordering::Relaxed) {
+    let plan = match (options.billed_percent, options.business_percent) {
+        (billed, 0) => BilledPlan::new(n, options.messages, billed)?,
+        (0, business) => {
+            BilledPlan::business_mix(n, options.messages, business, options.template_percent)?
+        }
+        _ => {
+            return Err(LoadError::Options(
+                "--billed-percent and --business-percent are two different mixes: give one".into(),
+            ));
+        }
+    };
+    if plan.businesses() > 0 && OLD_AUTH.load(std::sync::atomic::Ordering::Relaxed) {
         return Err(LoadError::Options(
-            "a relay from before account kinds cannot carry billed sends: leave out \
-             --billed-percent or --old-relay"
+            "a relay from before account kinds cannot carry business sends: leave out \
+             --billed-percent, --business-percent or --old-relay"
                 .into(),
         ));
     }
@@ -439,11 +660,32 @@ pub async fn run(addr: SocketAddr, options: LoadOptions) -> Result<LoadReport, L
     for (index, account) in accounts.iter().enumerate() {
         sockets.push(connect(addr, index, account, true).await?);
     }
-    // Outside the 24-hour window a template needs the customer's consent:
-    // each business's customer neighbour grants it before the run.
+    // Each business submits its template and the operator approves it; its
+    // customer neighbour grants consent (a template outside the window
+    // needs it) and, in the business mix, writes to it first (a service
+    // reply needs the window open).
+    let mut template_ids = vec![String::new(); n];
     for b in (0..n).filter(|&i| plan.business[i]) {
+        let id = submit_template(&mut sockets[b], &accounts[b], approval).await?;
+        if let TemplateApproval::Admin(admin) = approval {
+            admin.approve_template(&id).await?;
+        }
+        template_ids[b] = id;
         let customer = (b + 1) % n;
         grant_consent(&mut sockets[customer], &accounts[customer], &accounts[b]).await?;
+        if plan.window_open {
+            let (head, tail) = sockets.split_at_mut(customer.max(b));
+            let (business_ws, customer_ws) = if b < customer {
+                (&mut head[b], &mut tail[0])
+            } else {
+                (&mut tail[0], &mut head[customer])
+            };
+            open_window(
+                (customer_ws, &accounts[customer]),
+                (business_ws, &accounts[b]),
+            )
+            .await?;
+        }
     }
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -453,6 +695,8 @@ pub async fn run(addr: SocketAddr, options: LoadOptions) -> Result<LoadReport, L
             to: (i + 1) % n,
             from: (i + n - 1) % n,
             billed_sends: plan.billed_sends.get(i).copied().unwrap_or(0),
+            window_open: plan.window_open,
+            template_id: std::mem::take(&mut template_ids[i]),
         };
         tasks.spawn(device(ws, accounts.clone(), role, options, start));
     }
@@ -488,18 +732,27 @@ pub async fn run(addr: SocketAddr, options: LoadOptions) -> Result<LoadReport, L
         errors,
         businesses: plan.businesses() as u64,
         billed: plan.billed() as u64,
+        service: if plan.window_open {
+            (plan.businesses() * options.messages - plan.billed()) as u64
+        } else {
+            0
+        },
         signed_acks,
     })
 }
 
 /// One device's place in the ring (indices into the run's accounts).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Role {
     me: usize,
     to: usize,
     from: usize,
     /// How many of its sends are billed templates.
     billed_sends: usize,
+    /// A business's other sends are service replies (else control).
+    window_open: bool,
+    /// A business's approved template (hex id); empty for a customer.
+    template_id: String,
 }
 
 /// What one device measured.
@@ -518,14 +771,16 @@ fn billed_at(sent: usize, billed: usize, total: usize) -> bool {
     total > 0 && (sent + 1) * billed / total > sent * billed / total
 }
 
-/// The send of the `sent`-th envelope of device `me`.
+/// The send of the `sent`-th envelope of device `me` (`role.me`).
 fn load_send(
-    (index, me): (usize, &LoadAccount),
+    me: &LoadAccount,
     to: &LoadAccount,
+    role: &Role,
     sent: usize,
     billed: bool,
     ciphertext: Vec<u8>,
 ) -> wire::Send {
+    let index = role.me;
     let mut message_id = [0u8; 16];
     message_id[..4].copy_from_slice(&(index as u32).to_be_bytes());
     message_id[4..12].copy_from_slice(&(sent as u64).to_be_bytes());
@@ -536,9 +791,13 @@ fn load_send(
         tag[..16].copy_from_slice(&message_id);
         (
             wire::Category::Utility,
-            LOAD_TEMPLATE_ID.to_owned(),
+            role.template_id.clone(),
             tag.to_vec(),
         )
+    } else if me.kind == wire::AccountKind::Business && role.window_open {
+        // Its customer neighbour wrote to it before the run: a free-form
+        // reply inside the window.
+        (wire::Category::Service, String::new(), Vec::new())
     } else if me.kind == wire::AccountKind::Business {
         // Not a template and not a free-form reply (the customer it sends
         // to never wrote to it: no window): control traffic.
@@ -628,7 +887,7 @@ async fn device(
             let mut ciphertext = vec![0x5a; size];
             ciphertext[..8].copy_from_slice(&(start.elapsed().as_nanos() as u64).to_be_bytes());
             let billed = billed_at(sent, role.billed_sends, total);
-            let send = load_send((role.me, me), to, sent, billed, ciphertext);
+            let send = load_send(me, to, &role, sent, billed, ciphertext);
             ws.feed(client(sent as u64 + 10, client_frame::Body::Send(send)))
                 .await?;
             sent += 1;
@@ -668,7 +927,10 @@ async fn device(
                         "the load signed the delivery proof wrong, or the relay checks other fields than docs/PROTOCOL.md says",
                     )
                 } else {
-                    ("send", "raise the server's limits for load runs")
+                    (
+                        "send",
+                        "the message says which rule or limit refused it; a load run needs the server's rate limits raised, and its templates approved (--admin, --admin-token)",
+                    )
                 };
                 return Err(LoadError::Refused {
                     what,
@@ -955,6 +1217,42 @@ mod tests {
         check(7, 30, 10, 21, 1);
         check(2, 10, 10, 2, 1);
         check(3, 1, 50, 1, 1);
+    }
+
+    #[test]
+    fn the_business_mix_gives_the_requested_share_half_templates_half_service() {
+        for (devices, percent, businesses) in [(100, 10, 10), (100, 50, 50), (20, 10, 2), (7, 1, 1)]
+        {
+            let plan = BilledPlan::business_mix(devices, 1000, percent, 50).unwrap();
+            assert!(plan.window_open);
+            assert_eq!(plan.businesses(), businesses, "{devices} at {percent}%");
+            assert_eq!(plan.billed(), businesses * 500);
+            for i in 0..devices {
+                if plan.business[i] {
+                    assert!(!plan.business[(i + 1) % devices]);
+                    let templates = (0..1000)
+                        .filter(|&s| billed_at(s, plan.billed_sends[i], 1000))
+                        .count();
+                    assert_eq!(templates, 500);
+                    // Alternating: a template never follows a template.
+                    assert!(
+                        !(0..999).any(|s| billed_at(s, 500, 1000) && billed_at(s + 1, 500, 1000))
+                    );
+                }
+            }
+        }
+        let none = BilledPlan::business_mix(100, 1000, 0, 50).unwrap();
+        assert_eq!((none.businesses(), none.window_open), (0, false));
+        let service_only = BilledPlan::business_mix(100, 1000, 10, 0).unwrap();
+        assert_eq!((service_only.businesses(), service_only.billed()), (10, 0));
+        let templates_only = BilledPlan::business_mix(100, 1000, 10, 100).unwrap();
+        assert_eq!(templates_only.billed(), 10_000);
+        for bad in [
+            BilledPlan::business_mix(100, 10, MAX_BILLED_PERCENT + 1, 50),
+            BilledPlan::business_mix(100, 10, 10, 101),
+        ] {
+            assert!(matches!(bad, Err(LoadError::Options(_))));
+        }
     }
 
     #[test]

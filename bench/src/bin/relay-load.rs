@@ -3,8 +3,11 @@
 //! `relay-load bench` starts the real relay (the `relay` binary next to this
 //! one, on a fresh temp data dir) and a storage-free forwarder (this binary,
 //! `relay-load forwarder`) as child processes on 127.0.0.1, runs the same
-//! load against each, and prints both. `relay-load idle` measures the
-//! relay's resident memory per idle authenticated connection.
+//! load against each, and prints both; with `--business-percent` it runs
+//! the relay on a business mix and on customer-only traffic instead,
+//! alternating, and prints their ratio (the cost of the business rules).
+//! `relay-load idle` measures the relay's resident memory per idle
+//! authenticated connection.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -14,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use comptoir_bench::client_mux::{self, ClientMuxOptions};
-use comptoir_bench::load::{self, LoadAccount, LoadOptions, LoadReport};
+use comptoir_bench::load::{self, LoadAccount, LoadOptions, LoadReport, TemplateApproval};
 use comptoir_bench::mux::{self, MuxOptions};
+use comptoir_relay::admin::client::AdminClient;
 use tokio::net::TcpListener;
 
 #[derive(Debug, Parser)]
@@ -55,6 +59,22 @@ enum Cmd {
         /// acks the customer devices sign (0 to 50; 0: all conversation).
         #[arg(long, default_value_t = 0)]
         billed_percent: u32,
+        /// Measure the business rules instead: percent of the sends that
+        /// are business traffic (a business's approved utility templates
+        /// under consent and service replies inside the window, in turn;
+        /// 1 to 50). Each round runs the relay on this mix and on
+        /// customer-only traffic, alternating which goes first, and the
+        /// ratio is reported.
+        #[arg(long, default_value_t = 0)]
+        business_percent: u32,
+        /// In the business mix: percent of a business's sends that are
+        /// templates, the others service replies (0 to 100).
+        #[arg(long, default_value_t = 50)]
+        template_percent: u32,
+        /// With --business-percent: run the forwarder on both mixes too
+        /// (what the mix costs the load generator itself).
+        #[arg(long)]
+        with_forwarder: bool,
         /// Rounds (each runs forwarder then relay); the best round of each
         /// is reported too.
         #[arg(long, default_value_t = 3)]
@@ -82,6 +102,22 @@ enum Cmd {
         /// acks the customer devices sign (0 to 50; 0: all conversation).
         #[arg(long, default_value_t = 0)]
         billed_percent: u32,
+        /// Percent of the sends that are business templates and service
+        /// replies inside the window (0 to 50; not with --billed-percent).
+        #[arg(long, default_value_t = 0)]
+        business_percent: u32,
+        /// In the business mix: percent of a business's sends that are
+        /// templates, the others service replies (0 to 100).
+        #[arg(long, default_value_t = 50)]
+        template_percent: u32,
+        /// The relay's admin API (its `admin_listen` address), to approve
+        /// the businesses' templates; without it they are only submitted
+        /// (enough for the forwarder, refused by a relay).
+        #[arg(long, requires = "admin_token")]
+        admin: Option<SocketAddr>,
+        /// The relay's admin token file (`DATA_DIR/admin.token`).
+        #[arg(long, requires = "admin")]
+        admin_token: Option<PathBuf>,
     },
     /// Run only the storage-free forwarder (used by `bench`).
     Forwarder {
@@ -182,20 +218,26 @@ fn main() -> ExitCode {
                 size,
                 window,
                 billed_percent,
+                business_percent,
+                template_percent,
+                with_forwarder,
                 rounds,
             } => {
-                bench(
-                    LoadOptions {
-                        devices,
-                        messages,
-                        size,
-                        window,
-                        billed_percent,
-                        timeout: Duration::from_secs(300),
-                    },
-                    rounds,
-                )
-                .await
+                let options = LoadOptions {
+                    devices,
+                    messages,
+                    size,
+                    window,
+                    billed_percent,
+                    business_percent,
+                    template_percent,
+                    timeout: Duration::from_secs(300),
+                };
+                if business_percent > 0 {
+                    bench_rules(options, rounds, with_forwarder).await
+                } else {
+                    bench(options, rounds).await
+                }
             }
             Cmd::Idle { connections } => idle(connections).await,
             Cmd::Mux {
@@ -259,6 +301,10 @@ fn main() -> ExitCode {
                 size,
                 window,
                 billed_percent,
+                business_percent,
+                template_percent,
+                admin,
+                admin_token,
             } => {
                 if !addr.ip().is_loopback() {
                     return Err("relay-load only targets loopback addresses".into());
@@ -269,9 +315,21 @@ fn main() -> ExitCode {
                     size,
                     window,
                     billed_percent,
+                    business_percent,
+                    template_percent,
                     timeout: Duration::from_secs(300),
                 };
-                let report = load::run(addr, options).await?;
+                let admin = match (admin, admin_token) {
+                    (Some(addr), Some(token)) => Some(AdminClient::new(
+                        addr,
+                        comptoir_relay::operator::read_admin_token(&token)?,
+                    )),
+                    _ => None,
+                };
+                let approval = admin
+                    .as_ref()
+                    .map_or(TemplateApproval::NotChecked, TemplateApproval::Admin);
+                let report = load::run(addr, options, approval).await?;
                 print_report("server", &report);
                 Ok(())
             }
@@ -300,7 +358,18 @@ async fn forwarder(listen: SocketAddr) -> Res {
 struct Server {
     child: Child,
     addr: SocketAddr,
+    /// The relay's admin API (none for the forwarder).
+    admin: Option<AdminClient>,
     _dir: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// How the load's templates get approved on this server.
+    fn approval(&self) -> TemplateApproval<'_> {
+        self.admin
+            .as_ref()
+            .map_or(TemplateApproval::NotChecked, TemplateApproval::Admin)
+    }
 }
 
 impl Drop for Server {
@@ -323,23 +392,39 @@ fn sibling(name: &str) -> Result<PathBuf, Box<dyn std::error::Error>> {
     Ok(path)
 }
 
-/// Wait for a log line naming the listen address.
+/// The address after `marker` in a log line, if the line has it.
+fn address_after(line: &str, marker: &str) -> Result<Option<SocketAddr>, std::net::AddrParseError> {
+    let Some(at) = line.find(marker) else {
+        return Ok(None);
+    };
+    let rest = &line[at + marker.len()..];
+    let end = rest.find(' ').unwrap_or(rest.len());
+    rest[..end].parse().map(Some)
+}
+
+/// Wait for a log line naming the listen address; also the address after
+/// `admin_marker` in an earlier line (the relay logs its admin API first).
 fn wait_listening(
     child: &mut Child,
     marker: &str,
-) -> Result<SocketAddr, Box<dyn std::error::Error>> {
+    admin_marker: Option<&str>,
+) -> Result<(SocketAddr, Option<SocketAddr>), Box<dyn std::error::Error>> {
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let mut lines = BufReader::new(stdout).lines();
+    let mut admin = None;
     let addr = loop {
         let line = lines.next().ok_or("server exited before listening")??;
-        if let Some(at) = line.find(marker) {
-            let rest = &line[at + marker.len()..];
-            let end = rest.find(' ').unwrap_or(rest.len());
-            break rest[..end].parse()?;
+        if let Some(admin_marker) = admin_marker
+            && admin.is_none()
+        {
+            admin = address_after(&line, admin_marker)?;
+        }
+        if let Some(addr) = address_after(&line, marker)? {
+            break addr;
         }
     };
     std::thread::spawn(move || for _ in lines.by_ref() {});
-    Ok(addr)
+    Ok((addr, admin))
 }
 
 fn start_relay() -> Result<Server, Box<dyn std::error::Error>> {
@@ -378,10 +463,23 @@ fn start_relay_with(old: bool) -> Result<Server, Box<dyn std::error::Error>> {
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
         .spawn()?;
-    let addr = wait_listening(&mut child, "address=")?;
+    let (addr, admin) = wait_listening(&mut child, "address=", Some("admin="))?;
+    // A relay from before the admin API logs none: nothing to approve with.
+    let admin = match admin {
+        Some(admin) => Some(AdminClient::new(
+            admin,
+            comptoir_relay::operator::read_admin_token(
+                &dir.path()
+                    .join("data")
+                    .join(comptoir_relay::operator::ADMIN_TOKEN_FILE),
+            )?,
+        )),
+        None => None,
+    };
     Ok(Server {
         child,
         addr,
+        admin,
         _dir: Some(dir),
     })
 }
@@ -391,10 +489,11 @@ fn start_forwarder() -> Result<Server, Box<dyn std::error::Error>> {
         .args(["forwarder"])
         .stdout(Stdio::piped())
         .spawn()?;
-    let addr = wait_listening(&mut child, "listening on ")?;
+    let (addr, _) = wait_listening(&mut child, "listening on ", None)?;
     Ok(Server {
         child,
         addr,
+        admin: None,
         _dir: None,
     })
 }
@@ -420,6 +519,178 @@ fn print_report(name: &str, r: &LoadReport) {
             r.signed_acks
         );
     }
+    if r.service > 0 {
+        println!(
+            "{:<10} business traffic {} of {} sends ({:.1}%): {} templates, {} service replies",
+            "",
+            r.billed + r.service,
+            r.envelopes,
+            100.0 * (r.billed + r.service) as f64 / (r.envelopes as f64).max(1.0),
+            r.billed,
+            r.service
+        );
+    }
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// CPU time (user + system) a process has used so far, from
+/// `/proc/PID/stat` (`self` for this process), in seconds.
+fn cpu_seconds(pid: &str) -> Result<f64, Box<dyn std::error::Error>> {
+    /// Clock ticks per second of `/proc` times (`getconf CLK_TCK`; 100 on
+    /// Linux everywhere this runs).
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) in brackets:
+    // state is field 3, utime 14, stime 15.
+    let after = stat.rsplit_once(')').ok_or("bad /proc stat")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<f64, Box<dyn std::error::Error>> {
+        Ok(fields.get(i).ok_or("short /proc stat")?.parse::<f64>()?)
+    };
+    Ok((ticks(11)? + ticks(12)?) / TICKS_PER_SECOND)
+}
+
+/// One run of [`bench_rules`].
+#[derive(Clone, Copy, Debug, Default)]
+struct RulesRun {
+    /// Envelopes per second.
+    throughput: f64,
+    /// Server CPU (user + system) per delivered envelope during the run
+    /// (setup included, start-up not), in µs.
+    server_cpu_us: f64,
+    /// The load generator's own CPU per delivered envelope, in µs.
+    load_cpu_us: f64,
+}
+
+/// `relay-load bench --business-percent P`: each round runs the relay
+/// (and, `with_forwarder`, the forwarder) on the business mix and on
+/// customer-only traffic, a fresh server per run, alternating which mix
+/// goes first; prints the rounds, the medians and business ÷ customer, for
+/// throughput and for the CPU each process spent per envelope.
+async fn bench_rules(business: LoadOptions, rounds: usize, with_forwarder: bool) -> Res {
+    let customer = LoadOptions {
+        business_percent: 0,
+        ..business
+    };
+    println!(
+        "devices {} x messages {} x {} B, window {}, business mix {}% ({}% of a business's \
+         sends templates) against customer-only, {} rounds, alternating (loopback, child \
+         processes)",
+        business.devices,
+        business.messages,
+        business.size,
+        business.window,
+        business.business_percent,
+        business.template_percent,
+        rounds
+    );
+    let servers: &[&str] = if with_forwarder {
+        &["relay", "forwarder"]
+    } else {
+        &["relay"]
+    };
+    // Per server: (business, customer) of each round.
+    let mut runs: Vec<Vec<(RulesRun, RulesRun)>> = vec![Vec::new(); servers.len()];
+    for round in 1..=rounds.max(1) {
+        let business_first = round % 2 == 1;
+        for (slot, &name) in servers.iter().enumerate() {
+            let (mut on_business, mut on_customer) = (RulesRun::default(), RulesRun::default());
+            for business_turn in [business_first, !business_first] {
+                let (mix, options) = if business_turn {
+                    ("business", business)
+                } else {
+                    ("customer", customer)
+                };
+                // A fresh server per run: same starting state every time.
+                let server = if name == "relay" {
+                    start_relay()?
+                } else {
+                    start_forwarder()?
+                };
+                let pid = server.child.id().to_string();
+                let (server_before, load_before) = (cpu_seconds(&pid)?, cpu_seconds("self")?);
+                let report = load::run(server.addr, options, server.approval()).await?;
+                let (server_after, load_after) = (cpu_seconds(&pid)?, cpu_seconds("self")?);
+                let envelopes = (report.envelopes as f64).max(1.0);
+                let run = RulesRun {
+                    throughput: report.throughput,
+                    server_cpu_us: (server_after - server_before) * 1e6 / envelopes,
+                    load_cpu_us: (load_after - load_before) * 1e6 / envelopes,
+                };
+                print!("round {round} {mix:<8} ");
+                print_report(name, &report);
+                println!(
+                    "{:<10} CPU per envelope: {name} {:.1} us, load generator {:.1} us",
+                    "", run.server_cpu_us, run.load_cpu_us
+                );
+                if business_turn {
+                    on_business = run;
+                } else {
+                    on_customer = run;
+                }
+                drop(server);
+            }
+            println!(
+                "round {round} {name}: business / customer throughput {:.3}, {name} CPU per \
+                 envelope {:.3}",
+                on_business.throughput / on_customer.throughput.max(f64::EPSILON),
+                on_business.server_cpu_us / on_customer.server_cpu_us.max(f64::EPSILON),
+            );
+            if let Some(runs) = runs.get_mut(slot) {
+                runs.push((on_business, on_customer));
+            }
+        }
+    }
+    for (&name, runs) in servers.iter().zip(&runs) {
+        let column = |pick: fn(&RulesRun) -> f64, business: bool| -> Vec<f64> {
+            runs.iter()
+                .map(|(b, c)| pick(if business { b } else { c }))
+                .collect()
+        };
+        let ratios = |pick: fn(&RulesRun) -> f64| -> Vec<f64> {
+            runs.iter()
+                .map(|(b, c)| pick(b) / pick(c).max(f64::EPSILON))
+                .collect()
+        };
+        let range = |values: &[f64]| {
+            values
+                .iter()
+                .fold((f64::INFINITY, 0.0f64), |(l, h), &r| (l.min(r), h.max(r)))
+        };
+        let throughput = ratios(|r| r.throughput);
+        let (low, high) = range(&throughput);
+        println!(
+            "{name}: median env/s business {:.0}, customer {:.0} (ratio of medians {:.3}); \
+             per-round business / customer: median {:.3}, range {low:.3}-{high:.3}",
+            median(&column(|r| r.throughput, true)),
+            median(&column(|r| r.throughput, false)),
+            median(&column(|r| r.throughput, true)) / median(&column(|r| r.throughput, false)),
+            median(&throughput),
+        );
+        let cpu = ratios(|r| r.server_cpu_us);
+        let (low, high) = range(&cpu);
+        println!(
+            "{name}: median CPU per envelope business {:.1} us, customer {:.1} us; per-round \
+             business / customer: median {:.3}, range {low:.3}-{high:.3}; load generator \
+             {:.1} us against {:.1} us",
+            median(&column(|r| r.server_cpu_us, true)),
+            median(&column(|r| r.server_cpu_us, false)),
+            median(&cpu),
+            median(&column(|r| r.load_cpu_us, true)),
+            median(&column(|r| r.load_cpu_us, false)),
+        );
+    }
+    Ok(())
 }
 
 /// `relay-load mux`: see [`comptoir_bench::mux`].
@@ -544,7 +815,7 @@ async fn bench(options: LoadOptions, rounds: usize) -> Res {
             } else {
                 start_relay()?
             };
-            let report = load::run(server.addr, options).await?;
+            let report = load::run(server.addr, options, server.approval()).await?;
             print!("round {round} ");
             print_report(name, &report);
             if best[slot]
