@@ -177,158 +177,123 @@ impl fmt::Debug for IdentityKeyPair {
     }
 }
 
-/// The key of an account (not of a device): it signs the account's device
-/// list so the relay cannot add a device the account did not approve.
-pub struct AccountKeyPair {
-    signing: SigningKey,
-}
-
-impl AccountKeyPair {
-    /// Generate a fresh account key.
-    pub fn generate<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
-        let mut seed = Zeroizing::new([0u8; KEY_LEN]);
-        rng.fill_bytes(seed.as_mut());
-        Self::from_seed(&seed)
-    }
-
-    /// Rebuild from the 32-byte seed.
-    pub fn from_seed(seed: &[u8; KEY_LEN]) -> Self {
-        Self {
-            signing: SigningKey::from_bytes(seed),
+/// An Ed25519 signing key with one role (an account, the operator) and
+/// its public half: the same code, distinct types, so a key of one role
+/// can never be passed where another's is expected.
+macro_rules! role_signing_keys {
+    (
+        $(#[$pair_doc:meta])* $pair:ident,
+        $(#[$public_doc:meta])* $public:ident,
+        $role:literal, $field:literal
+    ) => {
+        $(#[$pair_doc])*
+        pub struct $pair {
+            signing: SigningKey,
         }
-    }
 
-    /// The 32-byte seed, for storing the key (encrypted) at rest.
-    pub fn seed(&self) -> Zeroizing<[u8; KEY_LEN]> {
-        Zeroizing::new(self.signing.to_bytes())
-    }
+        impl $pair {
+            #[doc = concat!("Generate a fresh ", $role, " key.")]
+            pub fn generate<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
+                let mut seed = Zeroizing::new([0u8; KEY_LEN]);
+                rng.fill_bytes(seed.as_mut());
+                Self::from_seed(&seed)
+            }
 
-    /// The public account key (Ed25519).
-    pub fn public(&self) -> AccountKey {
-        AccountKey(self.signing.verifying_key())
-    }
+            /// Rebuild from the 32-byte seed.
+            pub fn from_seed(seed: &[u8; KEY_LEN]) -> Self {
+                Self {
+                    signing: SigningKey::from_bytes(seed),
+                }
+            }
 
-    /// Sign a message with the account key.
-    pub fn sign(&self, message: &[u8]) -> [u8; SIGNATURE_LEN] {
-        self.signing.sign(message).to_bytes()
-    }
-}
+            /// The 32-byte seed, for storing the key (encrypted or in a
+            /// user-only file) at rest.
+            pub fn seed(&self) -> Zeroizing<[u8; KEY_LEN]> {
+                Zeroizing::new(self.signing.to_bytes())
+            }
 
-impl fmt::Debug for AccountKeyPair {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AccountKeyPair")
-            .field("public", &self.public())
-            .finish_non_exhaustive()
-    }
-}
+            #[doc = concat!("The public ", $role, " key (Ed25519).")]
+            pub fn public(&self) -> $public {
+                $public(self.signing.verifying_key())
+            }
 
-/// The public key of an account.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct AccountKey(VerifyingKey);
-
-impl AccountKey {
-    /// Parse a 32-byte Ed25519 public key.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let bytes = key_bytes("account_key", bytes)?;
-        Ok(Self(canonical_ed25519("account key", &bytes)?))
-    }
-
-    /// The 32-byte encoding.
-    pub fn to_bytes(&self) -> [u8; KEY_LEN] {
-        self.0.to_bytes()
-    }
-
-    /// Verify a signature made by this account (strict verification).
-    pub fn verify(&self, what: &'static str, message: &[u8], signature: &[u8]) -> Result<()> {
-        let signature = signature_from(what, signature)?;
-        self.0
-            .verify_strict(message, &signature)
-            .map_err(|_| Error::BadSignature { what })
-    }
-}
-
-impl fmt::Debug for AccountKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "AccountKey({}…)", short_hex(self.0.as_bytes()))
-    }
-}
-
-/// The operator's signing key: it certifies verified businesses and signs
-/// template approvals. The relay keeps it in a 0600 file; clients pin its
-/// public half ([`OperatorKey`]) on first use.
-pub struct OperatorKeyPair {
-    signing: SigningKey,
-}
-
-impl OperatorKeyPair {
-    /// Generate a fresh operator key.
-    pub fn generate<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
-        let mut seed = Zeroizing::new([0u8; KEY_LEN]);
-        rng.fill_bytes(seed.as_mut());
-        Self::from_seed(&seed)
-    }
-
-    /// Rebuild from the 32-byte seed.
-    pub fn from_seed(seed: &[u8; KEY_LEN]) -> Self {
-        Self {
-            signing: SigningKey::from_bytes(seed),
+            #[doc = concat!("Sign a message with the ", $role, " key.")]
+            pub fn sign(&self, message: &[u8]) -> [u8; SIGNATURE_LEN] {
+                self.signing.sign(message).to_bytes()
+            }
         }
-    }
 
-    /// The 32-byte seed, for storing the key at rest.
-    pub fn seed(&self) -> Zeroizing<[u8; KEY_LEN]> {
-        Zeroizing::new(self.signing.to_bytes())
-    }
+        impl fmt::Debug for $pair {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($pair))
+                    .field("public", &self.public())
+                    .finish_non_exhaustive()
+            }
+        }
 
-    /// The public operator key (Ed25519).
-    pub fn public(&self) -> OperatorKey {
-        OperatorKey(self.signing.verifying_key())
-    }
+        $(#[$public_doc])*
+        #[derive(Clone, Copy, PartialEq, Eq)]
+        pub struct $public(VerifyingKey);
 
-    /// Sign a message with the operator key.
-    pub fn sign(&self, message: &[u8]) -> [u8; SIGNATURE_LEN] {
-        self.signing.sign(message).to_bytes()
-    }
+        impl $public {
+            /// Parse a 32-byte Ed25519 public key.
+            pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+                let bytes = key_bytes($field, bytes)?;
+                Ok(Self(canonical_ed25519(concat!($role, " key"), &bytes)?))
+            }
+
+            /// The 32-byte encoding.
+            pub fn to_bytes(&self) -> [u8; KEY_LEN] {
+                self.0.to_bytes()
+            }
+
+            #[doc = concat!("Verify a signature made with the ", $role, " key (strict verification).")]
+            pub fn verify(
+                &self,
+                what: &'static str,
+                message: &[u8],
+                signature: &[u8],
+            ) -> Result<()> {
+                let signature = signature_from(what, signature)?;
+                self.0
+                    .verify_strict(message, &signature)
+                    .map_err(|_| Error::BadSignature { what })
+            }
+        }
+
+        impl fmt::Debug for $public {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(
+                    f,
+                    concat!(stringify!($public), "({}…)"),
+                    short_hex(self.0.as_bytes())
+                )
+            }
+        }
+    };
 }
 
-impl fmt::Debug for OperatorKeyPair {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OperatorKeyPair")
-            .field("public", &self.public())
-            .finish_non_exhaustive()
-    }
-}
+role_signing_keys!(
+    /// The key of an account (not of a device): it signs the account's
+    /// device list so the relay cannot add a device the account did not
+    /// approve.
+    AccountKeyPair,
+    /// The public key of an account.
+    AccountKey,
+    "account",
+    "account_key"
+);
 
-/// The public key of the operator, as clients pin it.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct OperatorKey(VerifyingKey);
-
-impl OperatorKey {
-    /// Parse a 32-byte Ed25519 public key.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let bytes = key_bytes("operator_key", bytes)?;
-        Ok(Self(canonical_ed25519("operator key", &bytes)?))
-    }
-
-    /// The 32-byte encoding.
-    pub fn to_bytes(&self) -> [u8; KEY_LEN] {
-        self.0.to_bytes()
-    }
-
-    /// Verify a signature made by the operator (strict verification).
-    pub fn verify(&self, what: &'static str, message: &[u8], signature: &[u8]) -> Result<()> {
-        let signature = signature_from(what, signature)?;
-        self.0
-            .verify_strict(message, &signature)
-            .map_err(|_| Error::BadSignature { what })
-    }
-}
-
-impl fmt::Debug for OperatorKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "OperatorKey({}…)", short_hex(self.0.as_bytes()))
-    }
-}
+role_signing_keys!(
+    /// The operator's signing key: it certifies verified businesses and
+    /// signs template approvals. The relay keeps it in a 0600 file;
+    /// clients pin its public half ([`OperatorKey`]) on first use.
+    OperatorKeyPair,
+    /// The public key of the operator, as clients pin it.
+    OperatorKey,
+    "operator",
+    "operator_key"
+);
 
 /// The full key as 64 lowercase hex digits (a public key: safe to show).
 impl fmt::Display for OperatorKey {

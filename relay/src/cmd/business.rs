@@ -13,7 +13,7 @@ use super::{account_field, device};
 use crate::error::{RelayError, invalid};
 use crate::frame;
 use crate::session::{Reply, Session};
-use crate::storage::{Businesses, Directory, Kind, StoredBusiness};
+use crate::storage::{Businesses, Directory, StoredBusiness};
 
 /// Longest profile JSON accepted (a valid profile is far smaller).
 pub(crate) const MAX_PROFILE_JSON_LEN: usize = 8 * 1024;
@@ -48,16 +48,7 @@ pub(crate) async fn publish<S: Directory + Businesses>(
         .as_slice()
         .try_into()
         .map_err(|_| RelayError::BadSignature("a profile signature is 64 bytes".into()))?;
-    let record = relay
-        .store
-        .account_record(account)
-        .await?
-        .unwrap_or_default();
-    if record.kind != Kind::Business {
-        return Err(RelayError::AccountKind(
-            "only a business account publishes a profile".into(),
-        ));
-    }
+    super::require_business(&relay.store, account, "publishes a profile").await?;
     let list = relay
         .store
         .device_list(account)

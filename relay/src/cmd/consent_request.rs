@@ -23,7 +23,7 @@ use crate::phone::is_e164;
 use crate::session::{Reply, Session};
 use crate::state::Relay;
 use crate::storage::{
-    Backend, ConsentRequests, Directory, Kind, PendingRequest, RequestState, StoredRequest,
+    Backend, ConsentRequests, Directory, PendingRequest, RequestState, StoredRequest,
 };
 
 /// How long a refused business may not ask the same number again.
@@ -57,16 +57,7 @@ pub(crate) async fn request<S: Backend>(
             "phone_number must be in E.164 form: + then the country code and number",
         ));
     }
-    let record = relay
-        .store
-        .account_record(business)
-        .await?
-        .unwrap_or_default();
-    if record.kind != Kind::Business {
-        return Err(RelayError::AccountKind(
-            "only a business account asks for consent".into(),
-        ));
-    }
+    super::require_business(&relay.store, business, "asks for consent").await?;
     let now = relay.clock.now_ms();
     let verified = relay
         .store

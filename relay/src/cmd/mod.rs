@@ -47,6 +47,22 @@ pub(crate) fn account_field(field: &'static str, bytes: &[u8]) -> Result<Account
         .map_err(|_| invalid(format!("{field} must be 16 bytes, got {}", bytes.len())))
 }
 
+/// Refuse with `ACCOUNT_KIND` unless `account` is a business; `doing`
+/// completes "only a business account …".
+pub(crate) async fn require_business<S: crate::storage::Directory>(
+    store: &S,
+    account: AccountId,
+    doing: &str,
+) -> Result<(), RelayError> {
+    let record = store.account_record(account).await?.unwrap_or_default();
+    if record.kind != crate::storage::Kind::Business {
+        return Err(RelayError::AccountKind(format!(
+            "only a business account {doing}"
+        )));
+    }
+    Ok(())
+}
+
 /// The authenticated device (dispatch only calls handlers after auth).
 pub(crate) fn device<S>(session: &Session<S>) -> Result<&Device, RelayError> {
     session.device.as_ref().ok_or(RelayError::NotAuthenticated)

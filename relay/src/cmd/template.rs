@@ -13,7 +13,7 @@ use super::{account_field, device};
 use crate::error::{RelayError, invalid};
 use crate::frame;
 use crate::session::{Reply, Session};
-use crate::storage::{Directory, Kind, StoredTemplate, Templates};
+use crate::storage::{Directory, StoredTemplate, Templates};
 
 /// Longest template JSON accepted (a valid template is far smaller).
 pub(crate) const MAX_TEMPLATE_JSON_LEN: usize = 16 * 1024;
@@ -44,16 +44,7 @@ pub(crate) async fn submit<S: Directory + Templates>(
             "the template's business must be the submitting account",
         ));
     }
-    let record = relay
-        .store
-        .account_record(business)
-        .await?
-        .unwrap_or_default();
-    if record.kind != Kind::Business {
-        return Err(RelayError::AccountKind(
-            "only a business account submits templates".into(),
-        ));
-    }
+    super::require_business(&relay.store, business, "submits templates").await?;
     let id = template
         .template_id()
         .map_err(|e| invalid(format!("the template breaks a rule: {e}")))?;
