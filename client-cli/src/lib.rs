@@ -549,6 +549,20 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
                     continue;
                 }
                 let who = if m.outgoing { "me" } else { name.as_str() };
+                if !m.outgoing
+                    && let Some(template) = client.template_of_message(&peer, &m.id)?
+                {
+                    say!(
+                        out,
+                        "{} {who} (template {}):",
+                        date_time(m.sent_at_ms),
+                        m.id
+                    );
+                    for line in stored_template_lines(&m.body, &template.buttons) {
+                        say!(out, "  {line}");
+                    }
+                    continue;
+                }
                 let status = if m.outgoing {
                     format!(" [{}]", m.status.label())
                 } else {
@@ -1373,6 +1387,24 @@ pub(crate) fn rendered_lines(rendered: &RenderedTemplate) -> Vec<String> {
         });
     }
     lines
+}
+
+/// A template message as `history` stored it (its rendered text: header,
+/// body and footer lines, then one line per button) as lines for people,
+/// the buttons numbered from 1 as `listen` numbers them.
+fn stored_template_lines(body: &str, buttons: &[Button]) -> Vec<String> {
+    let lines: Vec<&str> = body.split('\n').collect();
+    let text_lines = lines.len().saturating_sub(buttons.len());
+    let rendered = RenderedTemplate {
+        header: None,
+        body: String::new(),
+        footer: None,
+        buttons: buttons.to_vec(),
+    };
+    let mut shown: Vec<String> = lines[..text_lines].iter().map(|l| visible(l)).collect();
+    // The buttons as `listen` shows them (after its empty body line).
+    shown.extend(rendered_lines(&rendered).into_iter().skip(1));
+    shown
 }
 
 /// A contact's name when it is a word a shell passes as it is, else the

@@ -222,6 +222,14 @@ async fn a_business_and_a_customer_go_through_consent_templates_and_replies() {
          https://acme.example/checkin\n"
     );
     assert!(shown.contains(&expected), "{shown}");
+    // The history shows it the same way, by the business's handle (it
+    // works offline, without the verified mark).
+    let history = ok(&carol, &relay, &["history", &acme_id]).await;
+    let (_, rest) = expected.split_once(" (template").expect("template line");
+    assert!(
+        history.contains(&format!(" {acme_id} (template{rest}")),
+        "{history}"
+    );
 
     // The link button is no quick reply; the first one is.
     assert_eq!(
