@@ -136,7 +136,21 @@ async fn a_business_and_a_customer_go_through_consent_templates_and_replies() {
         ]
     };
     assert_eq!(comptoir(&acme, &relay, &ask("free-text")).await.0, 2);
-    let reference = ok(&acme, &relay, &ask("boarding-pass")).await;
+    // Asked while the customer listens: `listen` shows the request (it
+    // counts no message, so it times out: exit 9).
+    const AUTHENTICATED: &str = "comptoir_authenticated_connections";
+    relay.wait_metric_at_most(AUTHENTICATED, 0.0).await;
+    let listening = comptoir(
+        &carol,
+        &relay,
+        &["listen", "--count", "1", "--timeout", "15"],
+    );
+    let ask_once_listening = async {
+        relay.wait_metric(AUTHENTICATED, 1.0).await;
+        ok(&acme, &relay, &ask("boarding-pass")).await
+    };
+    let ((code, heard), reference) = tokio::join!(listening, ask_once_listening);
+    assert_eq!(code, 9, "{heard}");
     let reference = reference.trim();
     assert_eq!(reference.len(), 32);
 
@@ -146,6 +160,21 @@ async fn a_business_and_a_customer_go_through_consent_templates_and_replies() {
         rest,
         "✓ Acme Air\tutility\tboarding passes and flight updates"
     );
+    assert!(
+        heard.starts_with(
+            "✓ Acme Air asks to send you: boarding passes and flight updates — allow with `"
+        ) && heard.contains(&format!(" consent allow {request_id}`")),
+        "{heard}"
+    );
+    let json = ok(&carol, &relay, &["--output", "json", "consent", "requests"]).await;
+    let record: serde_json::Value = serde_json::from_str(json.trim()).expect("json");
+    assert_eq!(record["type"], "consent_request");
+    assert_eq!(record["id"], request_id);
+    assert_eq!(record["business"], acme_id.as_str());
+    assert_eq!(record["business_name"], "Acme Air");
+    assert_eq!(record["verified"], true);
+    assert_eq!(record["categories"], serde_json::json!(["utility"]));
+    assert_eq!(record["purpose"], "boarding passes and flight updates");
     // Bad and unknown ids change nothing.
     assert_eq!(
         comptoir(&carol, &relay, &["consent", "allow", "not-an-id"])
@@ -250,6 +279,38 @@ async fn a_business_and_a_customer_go_through_consent_templates_and_replies() {
             "carol chose button 1 \"Change seat\" of {message_id}"
         )),
         "{got}"
+    );
+
+    // For scripts: the same template as one JSON record.
+    let second = ok(&acme, &relay, &args).await.trim().to_string();
+    let json = ok(
+        &carol,
+        &relay,
+        &[
+            "--output",
+            "json",
+            "listen",
+            "--count",
+            "1",
+            "--timeout",
+            "30",
+        ],
+    )
+    .await;
+    let record = json
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        .find(|r| r["type"] == "template")
+        .expect("a template record");
+    assert_eq!(record["id"], second.as_str());
+    assert_eq!(record["peer"], acme_id.as_str());
+    assert_eq!(record["peer_name"], "Acme Air");
+    assert_eq!(record["verified"], true);
+    assert_eq!(record["template_id"], template_id);
+    assert_eq!(record["header"], "Flight AC 123");
+    assert_eq!(
+        record["buttons"][0],
+        serde_json::json!({"type": "quick_reply", "text": "Change seat"})
     );
 }
 
