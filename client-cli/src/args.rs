@@ -32,8 +32,9 @@ Exit codes:
   5  relay unreachable or connection lost (a message being sent stays in the outbox)
   6  refused by the relay (for example: the recipient blocked you, or the name is taken)
   7  the contact's identity changed: compare safety numbers, then run `trust NAME --confirm NAME`
-  8  unknown contact, no keys known for it yet, no such account on the relay, or no
-     account with that phone number or business name
+  8  unknown contact, no keys known for it yet, no such account on the relay, no
+     account with that phone number or business name, or no such consent request or
+     message request
   9  `listen --count` timed out before enough messages arrived
  10  `safety-number --verify`: the numbers differ (someone may be in the middle)";
 

@@ -136,6 +136,17 @@ pub fn hint(error: &ClientError, cli: &Cli) -> Option<String> {
             "add it with `{c} contacts add NAME ACCOUNT_ID` (`{c} contacts list` shows the \
              names in use)"
         ),
+        ClientError::NotFound(_)
+            if matches!(
+                cli.command,
+                Command::Consent(ConsentCommand::Allow { .. } | ConsentCommand::Refuse { .. })
+            ) =>
+        {
+            format!("see the pending requests with `{c} consent requests`")
+        }
+        ClientError::NotFound(_) if matches!(cli.command, Command::Requests(_)) => {
+            format!("see the message requests with `{c} requests list`")
+        }
         ClientError::NotFound(_) => {
             "check the spelling, or ask its owner for the account id that `comptoir whoami` \
              prints"

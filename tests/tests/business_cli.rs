@@ -387,4 +387,36 @@ async fn the_operator_key_is_shown_and_pinned_only_when_valid() {
         ok(&carol, &relay, &["operator-key"]).await,
         format!("{other_key}\n")
     );
+    // The relay now presents another key than the pinned one: `listen`
+    // says so (and keeps the pin).
+    let (code, heard) = comptoir(
+        &carol,
+        &relay,
+        &[
+            "--output",
+            "json",
+            "listen",
+            "--count",
+            "1",
+            "--timeout",
+            "3",
+        ],
+    )
+    .await;
+    assert_eq!(code, 9, "{heard}");
+    let warning = heard
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        .find(|r| r["type"] == "warning")
+        .expect("a warning");
+    assert_eq!(warning["kind"], "operator_key_changed");
+    let text = warning["text"].as_str().expect("text");
+    assert!(
+        text.contains(&relay_key) && text.contains(&other_key),
+        "{text}"
+    );
+    assert_eq!(
+        ok(&carol, &relay, &["operator-key"]).await,
+        format!("{other_key}\n")
+    );
 }
