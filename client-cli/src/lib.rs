@@ -864,7 +864,8 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             let consents = client.consents().await?;
             let now = comptoir_client::client::now_ms();
             for c in &consents {
-                let name = display_name(&client, &c.business);
+                // A verified business by its certified name, with ✓.
+                let name = business_label(&mut client, c.business).await?.text();
                 let covers = c.covers_at(now);
                 if c.revoked_by_block {
                     say!(out, "{name}: revoked (blocked)");

@@ -200,6 +200,11 @@ async fn a_business_and_a_customer_go_through_consent_templates_and_replies() {
     )
     .await;
     assert_eq!(ok(&carol, &relay, &["consent", "requests"]).await, "");
+    let consents = ok(&carol, &relay, &["consent", "list"]).await;
+    assert!(
+        consents.starts_with("✓ Acme Air: utility until "),
+        "{consents}"
+    );
     let answers = ok(&acme, &relay, &["business", "consent", "answers"]).await;
     assert!(
         answers.starts_with(&format!("{reference}\t{carol_id}\t")),
