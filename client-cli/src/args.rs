@@ -563,8 +563,10 @@ pub enum TemplateCommand {
     /// "body": "Gate {{gate}} closes at {{closes}}.", "footer": "Acme Air",
     /// "placeholders": [{"name": "flight", "type": "text"}, …],
     /// "buttons": [{"type": "quick_reply", "text": "Change seat"}]}
-    /// (placeholder types: text, number, money, date_time; buttons:
-    /// quick_reply, link with url, call with phone).
+    /// (`business` may be left out: it is this account; placeholder types:
+    /// text, number, money, date_time; buttons: quick_reply, link with
+    /// url, call with phone; a body refers to a placeholder as
+    /// {{name}}).
     Submit {
         /// The JSON file, or `-` for standard input.
         file: PathBuf,
