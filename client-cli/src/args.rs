@@ -32,8 +32,9 @@ Exit codes:
   5  relay unreachable or connection lost (a message being sent stays in the outbox)
   6  refused by the relay (for example: the recipient blocked you, or the name is taken)
   7  the contact's identity changed: compare safety numbers, then run `trust NAME --confirm NAME`
-  8  unknown contact, no keys known for it yet, no such account on the relay, or no
-     account with that phone number or business name
+  8  unknown contact, no keys known for it yet, no such account on the relay, no
+     account with that phone number or business name, or no such consent request or
+     message request
   9  `listen --count` timed out before enough messages arrived
  10  `safety-number --verify`: the numbers differ (someone may be in the middle)";
 
@@ -91,7 +92,8 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub insecure: bool,
 
-    /// How `send`, `listen`, `history`, `contacts list` and `devices list`
+    /// How `send`, `listen`, `history`, `contacts list`, `devices list`,
+    /// `requests list`, `consent requests` and `business consent answers`
     /// print their results: `text` for people, or `json`, one JSON object
     /// per line for scripts (errors stay text on standard error; the exit
     /// codes are the same).
@@ -296,6 +298,35 @@ pub enum Command {
     /// stop it, or list who may.
     #[command(subcommand)]
     Consent(ConsentCommand),
+    /// First messages from accounts you never wrote to wait here until you
+    /// accept or delete them (no read receipt goes back until you accept).
+    #[command(subcommand)]
+    Requests(RequestsCommand),
+    /// Answer a template message with one of its quick-reply buttons (the
+    /// business receives which button you chose).
+    Reply {
+        /// The business: a contact name or a 32-character account id.
+        business: String,
+        /// The template message's id (32 hex digits, as `listen`,
+        /// `chat` and `history` print it).
+        message_id: String,
+        /// The button's number as `listen`, `chat` and `history` show it,
+        /// from 1.
+        #[arg(value_parser = clap::value_parser!(u32).range(1..=10))]
+        button: u32,
+    },
+    /// Business accounts: publish the profile, submit and send templates,
+    /// ask customers for consent; anyone: show a business.
+    #[command(subcommand)]
+    Business(BusinessCommand),
+    /// Show the operator key this device trusts (pinned at the first
+    /// connection), or pin another one after checking it with the operator.
+    OperatorKey {
+        /// Trust this key (64 hex digits) from now on: only after the
+        /// operator confirmed it, for example after a key rotation.
+        #[arg(long, value_name = "HEX")]
+        pin: Option<String>,
+    },
     /// Make the relay refuse every message from this account to you.
     Block {
         /// A contact name or a 32-character account id.
@@ -435,6 +466,204 @@ pub enum ConsentCommand {
     },
     /// List the businesses you granted (or revoked) consent to.
     List,
+    /// List the businesses asking for your consent (after you gave them
+    /// your phone number): request id, business (✓ and its certified name
+    /// when the operator verified it, otherwise its contact name or
+    /// account id), categories and purpose.
+    Requests,
+    /// Allow a consent request: the business may send you templates of
+    /// the categories it asked for, and learns your account id.
+    Allow {
+        /// The request id (32 hex digits, as `consent requests` prints it).
+        id: String,
+        /// How long the consent lasts, in days (1 to 730).
+        #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=730))]
+        days: u32,
+    },
+    /// Refuse a consent request: the business is not told who you are and
+    /// cannot ask again for 30 days.
+    Refuse {
+        /// The request id (32 hex digits, as `consent requests` prints it).
+        id: String,
+    },
+}
+
+/// `comptoir requests ...`
+#[derive(Debug, Subcommand)]
+pub enum RequestsCommand {
+    /// List the accounts whose messages wait as requests: account, contact
+    /// name if any, when the first arrived (oldest first).
+    List,
+    /// Accept an account's request: its messages become an ordinary
+    /// conversation (read receipts included).
+    Accept {
+        /// A contact name or a 32-character account id.
+        who: String,
+    },
+    /// Delete an account's request and what it sent; a later message from
+    /// it is a request again (`block` stops it for good).
+    Delete {
+        /// A contact name or a 32-character account id.
+        who: String,
+    },
+}
+
+/// `comptoir business ...`
+#[derive(Debug, Subcommand)]
+pub enum BusinessCommand {
+    /// Publish this business account's profile (on its first device). The
+    /// operator then verifies it (`relay admin business verify ACCOUNT`);
+    /// publishing again takes the verified mark away until the operator
+    /// verifies the new profile.
+    Profile {
+        /// The display name customers see once the operator verified it.
+        #[arg(long)]
+        name: String,
+        /// A short description.
+        #[arg(long, default_value = "")]
+        about: String,
+        /// The postal address.
+        #[arg(long, default_value = "")]
+        address: String,
+        /// The website (https://…).
+        #[arg(long)]
+        website: Option<String>,
+        /// A contact email address.
+        #[arg(long)]
+        email: Option<String>,
+        /// Opening hours, as free text ("Mon-Fri 9:00-17:00").
+        #[arg(long, default_value = "")]
+        hours: String,
+        /// What the business does.
+        #[arg(long, value_enum, default_value = "other")]
+        vertical: VerticalArg,
+    },
+    /// Submit, list or send approved templates.
+    #[command(subcommand)]
+    Template(TemplateCommand),
+    /// Ask customers for consent by phone number, and read who allowed.
+    #[command(subcommand)]
+    Consent(BusinessConsentCommand),
+    /// Show a business's profile and whether the operator verified it
+    /// (✓ and the certified name), as customers see it.
+    Show {
+        /// A contact name, a 32-character account id or a claimed business
+        /// name (acme-air).
+        business: String,
+    },
+}
+
+/// `comptoir business template ...`
+#[derive(Debug, Subcommand)]
+pub enum TemplateCommand {
+    /// Submit a template written as JSON for the operator's review; prints
+    /// its id and status (pending until `relay admin templates approve ID`).
+    /// The file: {"business": "<this account id>", "name": "boarding_pass",
+    /// "language": "en_GB", "category": "utility", "header": "Flight {{flight}}",
+    /// "body": "Gate {{gate}} closes at {{closes}}.", "footer": "Acme Air",
+    /// "placeholders": [{"name": "flight", "type": "text"}, …],
+    /// "buttons": [{"type": "quick_reply", "text": "Change seat"}]}
+    /// (`business` may be left out: it is this account; placeholder types:
+    /// text, number, money, date_time; buttons: quick_reply, link with
+    /// url, call with phone; a body refers to a placeholder as
+    /// {{name}}).
+    Submit {
+        /// The JSON file, or `-` for standard input.
+        file: PathBuf,
+    },
+    /// List this account's templates: id, status, category, name (and the
+    /// operator's reason for a rejected one).
+    List,
+    /// Send a customer an instance of an approved template.
+    Send {
+        /// The customer: a contact name or a 32-character account id (see
+        /// `business consent answers`).
+        customer: String,
+        /// The template id (64 hex digits, see `business template list`).
+        template_id: String,
+        /// A value for each placeholder, NAME=VALUE, typed as the template
+        /// says: text as is; number: a whole number (-12); money: an amount
+        /// and an ISO 4217 currency code (`12.50 GBP`, `12 GBP`, `1000 JPY`,
+        /// with at most the currency's decimal places); date_time: RFC 3339
+        /// (`2026-12-01T08:40:00Z`, an offset is allowed; shown in UTC to
+        /// the minute).
+        #[arg(long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
+    },
+}
+
+/// `comptoir business consent ...`
+#[derive(Debug, Subcommand)]
+pub enum BusinessConsentCommand {
+    /// Ask whoever holds this phone number for consent (verified businesses
+    /// only). The answer is the same whether or not the number is known;
+    /// an allowance shows up in `business consent answers` under the
+    /// reference printed.
+    Request {
+        /// The phone number: +44 7400 123456, or 07400 123456 with --region GB.
+        number: String,
+        /// Comma-separated: utility, authentication, marketing.
+        #[arg(long, value_delimiter = ',', required = true)]
+        categories: Vec<ConsentCategory>,
+        /// Why, from a fixed list (what the customer reads).
+        #[arg(long, value_enum)]
+        purpose: PurposeArg,
+    },
+    /// List the consent requests customers allowed: reference, customer
+    /// account id, when.
+    Answers,
+}
+
+/// The purposes a consent request may name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PurposeArg {
+    /// Order updates.
+    OrderUpdates,
+    /// Delivery updates.
+    DeliveryUpdates,
+    /// Boarding passes and flight updates.
+    BoardingPass,
+    /// Appointment reminders.
+    AppointmentReminders,
+    /// Account security codes.
+    SecurityCodes,
+}
+
+/// What a business does (`business profile --vertical`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum VerticalArg {
+    /// Cars, garages, dealers.
+    Automotive,
+    /// Hairdressers, cosmetics.
+    Beauty,
+    /// Clothing.
+    Apparel,
+    /// Schools, courses.
+    Education,
+    /// Entertainment and events.
+    Entertainment,
+    /// Banks, insurance, payments.
+    Finance,
+    /// Groceries.
+    Grocery,
+    /// Public services.
+    Government,
+    /// Hotels and lodging.
+    Hotel,
+    /// Health care.
+    Health,
+    /// Charities.
+    NonProfit,
+    /// Professional services.
+    ProfessionalServices,
+    /// Shops.
+    Retail,
+    /// Airlines, travel agents.
+    Travel,
+    /// Restaurants, food.
+    Restaurant,
+    /// Anything else.
+    Other,
 }
 
 /// A category of templates a consent covers.

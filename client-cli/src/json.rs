@@ -75,6 +75,98 @@ pub enum Record {
         /// Sent by another device of this account (`listen` only).
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         other_device: bool,
+        /// A message request (`listen`): from an account this one never
+        /// wrote to; not marked read until accepted (`requests accept`).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        request: bool,
+    },
+    /// A template message (`listen`), checked against the approved
+    /// template: the rendered text and its buttons, numbered from 1 in
+    /// order (`reply BUSINESS ID NUMBER` takes the number).
+    Template {
+        /// The message id.
+        id: String,
+        /// The business.
+        peer: String,
+        /// How it is shown: its certified name when verified, otherwise its
+        /// contact name or account id.
+        peer_name: String,
+        /// Whether the operator verified the business.
+        verified: bool,
+        /// The approved template's id.
+        template_id: String,
+        /// The header, if any.
+        header: Option<String>,
+        /// The body.
+        body: String,
+        /// The footer, if any.
+        footer: Option<String>,
+        /// The buttons: `{"type": "quick_reply", "text"}`, `{"type":
+        /// "link", "text", "url"}` or `{"type": "call", "text", "phone"}`.
+        buttons: Vec<comptoir_protocol::template::Button>,
+        /// The sender's clock.
+        #[serde(flatten)]
+        time: Time,
+    },
+    /// A customer's quick reply to a template message (`listen`, business).
+    QuickReply {
+        /// The reply's message id.
+        id: String,
+        /// The customer.
+        peer: String,
+        /// Its contact name, if it has one.
+        peer_name: Option<String>,
+        /// The template message answered.
+        reply_to: String,
+        /// Its template id.
+        template_id: String,
+        /// The button's number (from 1).
+        button: u32,
+        /// The button's text.
+        text: String,
+        /// When this device received it.
+        #[serde(flatten)]
+        time: Time,
+    },
+    /// A business asks for consent (`consent requests`, `listen`).
+    ConsentRequest {
+        /// The request id (`consent allow ID`).
+        id: String,
+        /// The business's account id.
+        business: String,
+        /// How it is shown (see `template`).
+        business_name: String,
+        /// Whether the operator verified the business.
+        verified: bool,
+        /// The categories asked for.
+        categories: Vec<&'static str>,
+        /// Why, in words.
+        purpose: &'static str,
+        /// When it asked (the relay's clock).
+        #[serde(flatten)]
+        time: Time,
+    },
+    /// `business consent answers`: a customer allowed a consent request.
+    ConsentAnswer {
+        /// The reference `business consent request` printed.
+        reference: String,
+        /// The customer's account id.
+        customer: String,
+        /// Its contact name here, if any.
+        customer_name: Option<String>,
+        /// When the customer allowed.
+        #[serde(flatten)]
+        time: Time,
+    },
+    /// `requests list`: an account whose messages wait as a request.
+    MessageRequest {
+        /// The account.
+        peer: String,
+        /// Its contact name, if it has one.
+        peer_name: Option<String>,
+        /// When its first message arrived (this device's clock).
+        #[serde(flatten)]
+        time: Time,
     },
     /// `send`: the message was written (status `sent` once the relay
     /// stored it, `pending` while it waits in the outbox).
@@ -174,7 +266,24 @@ impl Record {
             time: Time::at(message.sent_at_ms),
             status: status_name(message.outgoing, message.status),
             other_device: false,
+            request: false,
         }
+    }
+}
+
+/// A consent request, with its business shown as `shown` says.
+pub fn consent_request(
+    request: &comptoir_client::ConsentRequest,
+    shown: &crate::business::Shown,
+) -> Record {
+    Record::ConsentRequest {
+        id: hex::encode(request.id),
+        business: request.business.to_string(),
+        business_name: shown.name.clone(),
+        verified: shown.verified,
+        categories: request.categories.names(),
+        purpose: comptoir_client::purpose_text(request.purpose),
+        time: Time::at(request.requested_at_ms),
     }
 }
 

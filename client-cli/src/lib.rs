@@ -7,21 +7,35 @@
 //!
 //! Modules:
 //! - [`args`]: the command line's arguments.
+//! - [`business`]: `comptoir business …` (profile, templates, consent
+//!   requests) and how a business is shown (the verified mark).
 //! - [`config`]: the default data directory and the config file.
 //! - [`format`]: times and one-line previews for the output.
 //! - [`generate`]: shell completions and the manual page.
 //! - [`json`]: the records `--output json` prints, one per line.
 //! - [`phone_number`]: phone numbers as typed, written in E.164.
+//! - [`template_values`]: template placeholder values as typed
+//!   (`--param NAME=VALUE`).
 //! - [`tui`]: the terminal UI (`comptoir tui`).
 
 #![forbid(unsafe_code)]
 
+/// Write one line to the command's output.
+macro_rules! say {
+    ($out:expr, $($arg:tt)*) => {
+        writeln!($out, $($arg)*)
+            .map_err(|e| ClientError::io("writing to standard output", e))?
+    };
+}
+
 pub mod args;
+pub mod business;
 pub mod config;
 pub mod format;
 pub mod generate;
 pub mod json;
 pub mod phone_number;
+pub mod template_values;
 pub mod tui;
 
 use std::io::{IsTerminal, Read, Write};
@@ -32,10 +46,12 @@ use std::time::Duration;
 
 use clap::Parser;
 use comptoir_protocol::proto::wire::AccountKind;
+use comptoir_protocol::template::{Button, RenderedTemplate};
 use comptoir_protocol::{AccountId, ConsentCategories};
 use tokio::sync::mpsc;
 use zeroize::Zeroizing;
 
+use comptoir_client::client::purpose_text;
 use comptoir_client::contacts;
 use comptoir_client::error::{ClientError, Result};
 use comptoir_client::messages::check_text;
@@ -46,8 +62,9 @@ use comptoir_client::account::FIRST_DEVICE_ID;
 
 use self::args::{
     Cli, Command, ConsentCategory, ConsentCommand, ContactsCommand, DevicesCommand, NameCommand,
-    OutboxCommand, OutputFormat, PhoneCommand,
+    OutboxCommand, OutputFormat, PhoneCommand, RequestsCommand,
 };
+use self::business::business_label;
 use self::format::{date_time, time_of_day, visible};
 use self::json::Record;
 
@@ -119,6 +136,17 @@ pub fn hint(error: &ClientError, cli: &Cli) -> Option<String> {
             "add it with `{c} contacts add NAME ACCOUNT_ID` (`{c} contacts list` shows the \
              names in use)"
         ),
+        ClientError::NotFound(_)
+            if matches!(
+                cli.command,
+                Command::Consent(ConsentCommand::Allow { .. } | ConsentCommand::Refuse { .. })
+            ) =>
+        {
+            format!("see the pending requests with `{c} consent requests`")
+        }
+        ClientError::NotFound(_) if matches!(cli.command, Command::Requests(_)) => {
+            format!("see the message requests with `{c} requests list`")
+        }
         ClientError::NotFound(_) => {
             "check the spelling, or ask its owner for the account id that `comptoir whoami` \
              prints"
@@ -139,14 +167,6 @@ pub fn hint(error: &ClientError, cli: &Cli) -> Option<String> {
         ),
         _ => return None,
     })
-}
-
-/// Write one line to the command's output.
-macro_rules! say {
-    ($out:expr, $($arg:tt)*) => {
-        writeln!($out, $($arg)*)
-            .map_err(|e| ClientError::io("writing to standard output", e))?
-    };
 }
 
 /// Run the command line; returns the process exit code.
@@ -224,7 +244,9 @@ async fn run_parsed(mut cli: Cli, out: &mut dyn Write) -> u8 {
         let _ = e.print();
         return u8::try_from(e.exit_code()).unwrap_or(2);
     }
-    let code = match run(&cli, out).await {
+    // Boxed: the future of every command together is too big for the
+    // stack of a test thread.
+    let code = match Box::pin(run(&cli, out)).await {
         Ok(code) => code,
         Err(e) => {
             // An error can carry a relay's words: printed like any text
@@ -273,7 +295,7 @@ fn passphrase(cli: &Cli, confirm: bool) -> Result<Zeroizing<String>> {
 /// A CA certificate (PEM) trusted for `wss://` when `--ca-cert` is not given.
 pub const RELAY_CA_FILE: &str = "relay-ca.pem";
 
-fn open(cli: &Cli) -> Result<Client> {
+pub(crate) fn open(cli: &Cli) -> Result<Client> {
     if !Store::exists(&cli.data_dir) {
         return Err(ClientError::NotInitialized {
             dir: cli.data_dir.clone(),
@@ -296,7 +318,8 @@ fn tls_options(cli: &Cli) -> Result<comptoir_client::TlsOptions> {
     Ok(options)
 }
 
-fn display_name(client: &Client, account: &AccountId) -> String {
+/// A contact's name (shown with [`visible`]), or the account id.
+pub(crate) fn display_name(client: &Client, account: &AccountId) -> String {
     match client.contact_name(account) {
         Ok(Some(name)) => visible(&name),
         _ => account.to_string(),
@@ -537,6 +560,20 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
                     continue;
                 }
                 let who = if m.outgoing { "me" } else { name.as_str() };
+                if !m.outgoing
+                    && let Some(template) = client.template_of_message(&peer, &m.id)?
+                {
+                    say!(
+                        out,
+                        "{} {who} (template {}):",
+                        date_time(m.sent_at_ms),
+                        m.id
+                    );
+                    for line in stored_template_lines(&m.body, &template.buttons) {
+                        say!(out, "  {line}");
+                    }
+                    continue;
+                }
                 let status = if m.outgoing {
                     format!(" [{}]", m.status.label())
                 } else {
@@ -796,14 +833,7 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             let mut client = open(cli)?;
             let peer = client.resolve(business)?;
             client.connect(&cli.relay).await?;
-            let set = categories
-                .iter()
-                .map(|c| match c {
-                    ConsentCategory::Utility => ConsentCategories::UTILITY,
-                    ConsentCategory::Authentication => ConsentCategories::AUTHENTICATION,
-                    ConsentCategory::Marketing => ConsentCategories::MARKETING,
-                })
-                .fold(ConsentCategories::NONE, ConsentCategories::union);
+            let set = category_set(categories);
             let lifetime = Duration::from_secs(u64::from(*days) * 24 * 60 * 60);
             let granted = client.grant_consent(peer, set, lifetime).await?;
             let name = display_name(&client, &peer);
@@ -834,7 +864,8 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             let consents = client.consents().await?;
             let now = comptoir_client::client::now_ms();
             for c in &consents {
-                let name = display_name(&client, &c.business);
+                // A verified business by its certified name, with ✓.
+                let name = business_label(&mut client, c.business).await?.text();
                 let covers = c.covers_at(now);
                 if c.revoked_by_block {
                     say!(out, "{name}: revoked (blocked)");
@@ -855,6 +886,183 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
                 eprintln!("no business may send you templates outside the 24-hour window");
             }
             client.close().await?;
+            Ok(0)
+        }
+        Command::Consent(ConsentCommand::Requests) => {
+            let mut client = open(cli)?;
+            client.connect(&cli.relay).await?;
+            let requests = client.consent_requests().await?;
+            for request in &requests {
+                let shown = business_label(&mut client, request.business).await?;
+                if json {
+                    json::write(out, &json::consent_request(request, &shown))?;
+                    continue;
+                }
+                say!(
+                    out,
+                    "{}\t{}\t{}\t{}",
+                    hex::encode(request.id),
+                    shown.text(),
+                    request.categories.names().join(","),
+                    purpose_text(request.purpose)
+                );
+            }
+            if requests.is_empty() {
+                eprintln!("no business is asking for your consent");
+            } else if !json {
+                eprintln!(
+                    "allow with `{c} consent allow ID`, or refuse with `{c} consent refuse ID`"
+                );
+            }
+            client.close().await?;
+            Ok(0)
+        }
+        Command::Consent(ConsentCommand::Allow { id, .. } | ConsentCommand::Refuse { id }) => {
+            let wanted = parse_request_id(id)?;
+            let mut client = open(cli)?;
+            client.connect(&cli.relay).await?;
+            let requests = client.consent_requests().await?;
+            let request = requests
+                .into_iter()
+                .find(|r| r.id == wanted)
+                .ok_or_else(|| ClientError::NotFound(format!("consent request {}", visible(id))))?;
+            let shown = business_label(&mut client, request.business).await?;
+            let (allow, days) = match &cli.command {
+                Command::Consent(ConsentCommand::Allow { days, .. }) => (true, *days),
+                _ => (false, 0),
+            };
+            let lifetime = Duration::from_secs(u64::from(days) * 24 * 60 * 60);
+            client
+                .answer_consent_request(&request, allow, lifetime)
+                .await?;
+            client.close().await?;
+            if allow {
+                eprintln!(
+                    "{} may send you {} ({}) for {days} days; it now knows your account \
+                     (stop it with `{c} consent revoke {}`)",
+                    shown.text(),
+                    request.categories.names().join(", "),
+                    purpose_text(request.purpose),
+                    request.business
+                );
+            } else {
+                eprintln!(
+                    "refused: {} is not told who you are and cannot ask again for 30 days",
+                    shown.text()
+                );
+            }
+            Ok(0)
+        }
+        Command::Requests(RequestsCommand::List) => {
+            let client = open(cli)?;
+            let requests = client.message_requests()?;
+            for (account, first_ms) in &requests {
+                if json {
+                    json::write(
+                        out,
+                        &Record::MessageRequest {
+                            peer: account.to_string(),
+                            peer_name: json::name(&client, account),
+                            time: json::Time::at(*first_ms),
+                        },
+                    )?;
+                    continue;
+                }
+                say!(
+                    out,
+                    "{account}\t{}\t{}",
+                    client
+                        .contact_name(account)?
+                        .map_or("-".to_string(), |n| visible(&n)),
+                    date_time(*first_ms)
+                );
+            }
+            if requests.is_empty() {
+                eprintln!("no message requests");
+            } else if !json {
+                eprintln!(
+                    "read one with `{c} history ACCOUNT`; accept with `{c} requests accept \
+                     ACCOUNT`, delete with `{c} requests delete ACCOUNT`, or `{c} block ACCOUNT`"
+                );
+            }
+            Ok(0)
+        }
+        Command::Requests(RequestsCommand::Accept { who } | RequestsCommand::Delete { who }) => {
+            let mut client = open(cli)?;
+            let peer = client.resolve(who)?;
+            if !client.message_requests()?.iter().any(|(a, _)| *a == peer) {
+                return Err(ClientError::NotFound(format!(
+                    "a message request from {}",
+                    display_name(&client, &peer)
+                )));
+            }
+            let name = display_name(&client, &peer);
+            if matches!(
+                cli.command,
+                Command::Requests(RequestsCommand::Accept { .. })
+            ) {
+                client.accept_request(peer).await?;
+                eprintln!("accepted: {name} is now an ordinary conversation (`{c} chat {name}`)");
+            } else {
+                client.delete_request(peer).await?;
+                eprintln!("deleted the request from {name} and what it sent");
+            }
+            client.close().await?;
+            Ok(0)
+        }
+        Command::Reply {
+            business,
+            message_id,
+            button,
+        } => {
+            let parsed = MessageId::from_hex(message_id).ok_or_else(|| {
+                ClientError::InvalidArgument(format!(
+                    "{} is not a message id (32 hex digits, as `listen` prints it)",
+                    visible(message_id)
+                ))
+            })?;
+            let mut client = open(cli)?;
+            let peer = client.resolve(business)?;
+            client.connect(&cli.relay).await?;
+            let sent = client.reply_button(peer, parsed, button - 1).await;
+            client.close().await?;
+            say!(out, "{}", sent?);
+            Ok(0)
+        }
+        Command::Business(command) => Box::pin(business::run(cli, command, out)).await,
+        Command::OperatorKey { pin } => {
+            let client = open(cli)?;
+            match pin {
+                None => match client.operator_key()? {
+                    Some(key) => say!(out, "{key}"),
+                    None => eprintln!(
+                        "no operator key pinned yet: it is pinned at the first connection to \
+                         the relay (or give it with `{c} operator-key --pin HEX`)"
+                    ),
+                },
+                Some(hex_key) => {
+                    let key = hex::decode(hex_key.trim())
+                        .ok()
+                        .and_then(|bytes| comptoir_protocol::OperatorKey::from_bytes(&bytes).ok())
+                        .ok_or_else(|| {
+                            ClientError::InvalidArgument(format!(
+                                "{} is not an operator key (64 hex digits, as `relay admin` \
+                                 prints it); nothing changed",
+                                visible(hex_key)
+                            ))
+                        })?;
+                    let previous = client.operator_key()?;
+                    client.pin_operator_key(&key).await?;
+                    say!(out, "{key}");
+                    match previous {
+                        Some(old) if old != key => eprintln!(
+                            "the operator key {key} is now trusted instead of {old}: verified \
+                             marks and template approvals are checked with it"
+                        ),
+                        _ => eprintln!("the operator key {key} is trusted"),
+                    }
+                }
+            }
             Ok(0)
         }
         Command::Block { who } | Command::Unblock { who } => {
@@ -878,9 +1086,35 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
     }
 }
 
+/// The consent categories named on the command line, as one set.
+pub(crate) fn category_set(categories: &[ConsentCategory]) -> ConsentCategories {
+    categories
+        .iter()
+        .map(|c| match c {
+            ConsentCategory::Utility => ConsentCategories::UTILITY,
+            ConsentCategory::Authentication => ConsentCategories::AUTHENTICATION,
+            ConsentCategory::Marketing => ConsentCategories::MARKETING,
+        })
+        .fold(ConsentCategories::NONE, ConsentCategories::union)
+}
+
+/// A consent request id as typed (32 hex digits).
+fn parse_request_id(id: &str) -> Result<[u8; 16]> {
+    hex::decode(id.trim())
+        .ok()
+        .and_then(|bytes| <[u8; 16]>::try_from(bytes.as_slice()).ok())
+        .ok_or_else(|| {
+            ClientError::InvalidArgument(format!(
+                "{} is not a consent request id (32 hex digits, as `consent requests` prints \
+                 it); nothing changed",
+                visible(id)
+            ))
+        })
+}
+
 /// The account behind what the user typed for `contacts add` (an id, a
 /// phone number or a business name), checked with the relay.
-async fn find_account(
+pub(crate) async fn find_account(
     client: &mut Client,
     handle: &str,
     region: Option<&str>,
@@ -988,22 +1222,96 @@ async fn poll_event(client: &mut Client, relay: &str, stop: &AtomicBool) -> Resu
 }
 
 /// Print `event` for people; `c` is `comptoir` with the --data-dir in use.
-fn print_event(client: &Client, event: &Event, out: &mut dyn Write, c: &str) -> Result<bool> {
+/// Whether it was an incoming message (what `listen --count` counts).
+async fn print_event(
+    client: &mut Client,
+    event: &Event,
+    out: &mut dyn Write,
+    c: &str,
+) -> Result<bool> {
     match event {
         Event::Message {
             from,
             text,
             sent_at_ms,
+            request,
             ..
         } => {
+            let marker = if *request { " [request]" } else { "" };
             say!(
                 out,
-                "[{}] {}: {}",
+                "[{}] {}{marker}: {}",
                 time_of_day(*sent_at_ms),
                 display_name(client, from),
                 visible(text)
             );
+            if *request {
+                eprintln!(
+                    "  (a message request: not marked read; `{c} requests accept {from}` to \
+                     answer, `{c} requests delete {from}` or `{c} block {from}` otherwise)"
+                );
+            }
             Ok(true)
+        }
+        Event::Template {
+            from,
+            id,
+            rendered,
+            sent_at_ms,
+            ..
+        } => {
+            let shown = business_label(client, *from).await?;
+            say!(
+                out,
+                "[{}] {} (template {id}):",
+                time_of_day(*sent_at_ms),
+                shown.text()
+            );
+            for line in rendered_lines(rendered) {
+                say!(out, "  {line}");
+            }
+            if rendered
+                .buttons
+                .iter()
+                .any(|b| matches!(b, Button::QuickReply { .. }))
+            {
+                say!(
+                    out,
+                    "  answer with `{c} reply {} {id} NUMBER`",
+                    contact_or_id(client, from)
+                );
+            }
+            Ok(true)
+        }
+        Event::QuickReply {
+            from,
+            reply_to,
+            button_index,
+            text,
+            ..
+        } => {
+            say!(
+                out,
+                "[{}] {} chose button {} \"{}\" of {reply_to}",
+                time_of_day(comptoir_client::client::now_ms()),
+                display_name(client, from),
+                button_index + 1,
+                visible(text)
+            );
+            Ok(true)
+        }
+        Event::ConsentRequested(request) => {
+            let shown = business_label(client, request.business).await?;
+            say!(
+                out,
+                "{} asks to send you: {} — allow with `{c} consent allow {}` (or refuse \
+                 with `{c} consent refuse {}`)",
+                shown.text(),
+                purpose_text(request.purpose),
+                hex::encode(request.id),
+                hex::encode(request.id)
+            );
+            Ok(false)
         }
         Event::SentElsewhere { to, text, .. } => {
             say!(
@@ -1069,9 +1377,60 @@ fn print_event(client: &Client, event: &Event, out: &mut dyn Write, c: &str) -> 
     }
 }
 
+/// A rendered template as lines for people: header, body, footer, then the
+/// buttons numbered from 1 (the number `reply` takes), each made visible.
+pub(crate) fn rendered_lines(rendered: &RenderedTemplate) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(header) = &rendered.header {
+        lines.push(visible(header));
+    }
+    lines.push(visible(&rendered.body));
+    if let Some(footer) = &rendered.footer {
+        lines.push(visible(footer));
+    }
+    for (i, button) in rendered.buttons.iter().enumerate() {
+        let n = i + 1;
+        lines.push(match button {
+            Button::QuickReply { text } => format!("[{n}] {}", visible(text)),
+            Button::Link { text, url } => format!("[{n}] {}: {}", visible(text), visible(url)),
+            Button::Call { text, phone } => {
+                format!("[{n}] {}: call {}", visible(text), visible(phone))
+            }
+        });
+    }
+    lines
+}
+
+/// A template message as `history` stored it (its rendered text: header,
+/// body and footer lines, then one line per button) as lines for people,
+/// the buttons numbered from 1 as `listen` numbers them.
+fn stored_template_lines(body: &str, buttons: &[Button]) -> Vec<String> {
+    let lines: Vec<&str> = body.split('\n').collect();
+    let text_lines = lines.len().saturating_sub(buttons.len());
+    let rendered = RenderedTemplate {
+        header: None,
+        body: String::new(),
+        footer: None,
+        buttons: buttons.to_vec(),
+    };
+    let mut shown: Vec<String> = lines[..text_lines].iter().map(|l| visible(l)).collect();
+    // The buttons as `listen` shows them (after its empty body line).
+    shown.extend(rendered_lines(&rendered).into_iter().skip(1));
+    shown
+}
+
+/// A contact's name when it is a word a shell passes as it is, else the
+/// account id: for commands to copy.
+fn contact_or_id(client: &Client, account: &AccountId) -> String {
+    match client.contact_name(account) {
+        Ok(Some(name)) if contacts::check_name(&name).is_ok() => name,
+        _ => account.to_string(),
+    }
+}
+
 /// `listen --output json`: one record for each event a script may care
 /// about; whether it was an incoming message (what `--count` counts).
-fn write_event(client: &Client, event: &Event, out: &mut dyn Write) -> Result<bool> {
+async fn write_event(client: &mut Client, event: &Event, out: &mut dyn Write) -> Result<bool> {
     let now = json::Time::at(comptoir_client::client::now_ms());
     let status = |id: &MessageId, peer: &AccountId, status: &'static str| Record::Status {
         id: id.to_string(),
@@ -1094,7 +1453,7 @@ fn write_event(client: &Client, event: &Event, out: &mut dyn Write) -> Result<bo
             id,
             text,
             sent_at_ms,
-            ..
+            request,
         } => {
             let stored = client.message(from, id)?;
             Record::Message {
@@ -1107,8 +1466,62 @@ fn write_event(client: &Client, event: &Event, out: &mut dyn Write) -> Result<bo
                 time: json::Time::at(*sent_at_ms),
                 status: stored.map_or("received", |m| json::status_name(false, m.status)),
                 other_device: false,
+                request: *request,
             }
         }
+        Event::Template {
+            from,
+            id,
+            template_id,
+            rendered,
+            sent_at_ms,
+        } => {
+            let shown = business_label(client, *from).await?;
+            Record::Template {
+                id: id.to_string(),
+                peer: from.to_string(),
+                peer_name: shown.name,
+                verified: shown.verified,
+                template_id: template_id.to_hex(),
+                header: rendered.header.clone(),
+                body: rendered.body.clone(),
+                footer: rendered.footer.clone(),
+                buttons: rendered.buttons.clone(),
+                time: json::Time::at(*sent_at_ms),
+            }
+        }
+        Event::QuickReply {
+            from,
+            id,
+            reply_to,
+            template_id,
+            button_index,
+            text,
+        } => Record::QuickReply {
+            id: id.to_string(),
+            peer: from.to_string(),
+            peer_name: json::name(client, from),
+            reply_to: reply_to.to_string(),
+            template_id: template_id.to_hex(),
+            button: button_index + 1,
+            text: text.clone(),
+            time: now,
+        },
+        Event::ConsentRequested(request) => {
+            let shown = business_label(client, request.business).await?;
+            json::consent_request(request, &shown)
+        }
+        Event::OperatorKeyChanged { pinned, offered } => warning(
+            "operator_key_changed",
+            None,
+            None,
+            format!(
+                "the relay presents another operator key ({offered}) than the one pinned \
+                 ({pinned}); verified marks and template approvals are still checked with \
+                 the pinned key. Ask the operator before pinning the new one with \
+                 `comptoir operator-key --pin`"
+            ),
+        ),
         Event::SentElsewhere { to, id, text } => {
             let stored = client.message(to, id)?;
             Record::Message {
@@ -1123,6 +1536,7 @@ fn write_event(client: &Client, event: &Event, out: &mut dyn Write) -> Result<bo
                     .map_or(now, |m| json::Time::at(m.sent_at_ms)),
                 status: stored.map_or("sent", |m| json::status_name(true, m.status)),
                 other_device: true,
+                request: false,
             }
         }
         Event::Accepted { to, id, .. } => status(id, to, "sent"),
@@ -1168,7 +1582,10 @@ fn write_event(client: &Client, event: &Event, out: &mut dyn Write) -> Result<bo
         _ => return Ok(false),
     };
     json::write(out, &record)?;
-    Ok(matches!(event, Event::Message { .. }))
+    Ok(matches!(
+        event,
+        Event::Message { .. } | Event::Template { .. } | Event::QuickReply { .. }
+    ))
 }
 
 async fn listen(
@@ -1199,8 +1616,8 @@ async fn listen(
             continue;
         };
         let message = match format {
-            OutputFormat::Text => print_event(client, &event, out, c)?,
-            OutputFormat::Json => write_event(client, &event, out)?,
+            OutputFormat::Text => print_event(client, &event, out, c).await?,
+            OutputFormat::Json => write_event(client, &event, out).await?,
         };
         if message {
             seen += 1;
@@ -1268,7 +1685,17 @@ async fn chat(
             }
         }
     });
-    mark_read_or_warn(client, peer).await;
+    // A message request is not marked read until the user accepts it.
+    let mut pending_request = client.message_requests()?.iter().any(|(a, _)| *a == peer);
+    if pending_request {
+        eprintln!(
+            "{name} is a message request: it is not told you read it until you accept it \
+             (`{c} requests accept {}`)",
+            contact_or_id(client, &peer)
+        );
+    } else {
+        mark_read_or_warn(client, peer).await;
+    }
     loop {
         if stop.load(Ordering::SeqCst) {
             break;
@@ -1306,16 +1733,19 @@ async fn chat(
             Err(mpsc::error::TryRecvError::Disconnected) => break,
         }
         match poll_event(client, relay, &stop).await? {
-            Some(event @ Event::Message { from, .. }) => {
-                print_event(client, &event, out, c)?;
-                if from == peer {
+            Some(event @ (Event::Message { from, .. } | Event::Template { from, .. })) => {
+                print_event(client, &event, out, c).await?;
+                if let Event::Message { request: true, .. } = event {
+                    pending_request = true;
+                }
+                if from == peer && !pending_request {
                     mark_read_or_warn(client, peer).await;
                 }
             }
             Some(Event::Delivered { to, .. }) if to == peer => eprintln!("  ✓✓ delivered"),
             Some(Event::Read { by, .. }) if by == peer => eprintln!("  ✓✓ read"),
             Some(event) => {
-                print_event(client, &event, out, c)?;
+                print_event(client, &event, out, c).await?;
             }
             None => {}
         }

@@ -305,7 +305,8 @@ async fn long_text_is_refused_not_cut_and_send_reads_standard_input() {
     assert_eq!(sent.code, 0, "{sent:?}");
     let heard = bob.ok(&["listen", "--count", "1", "--timeout", "10"]).await;
     assert!(
-        heard.ends_with("] alice: line one\\nline two\n"),
+        // Bob never wrote to Alice: a message request, marked so.
+        heard.ends_with("] alice [request]: line one\\nline two\n"),
         "{heard:?}"
     );
 
@@ -342,7 +343,10 @@ async fn long_text_is_refused_not_cut_and_send_reads_standard_input() {
         "{chat:?}"
     );
     let heard = bob.ok(&["listen", "--count", "1", "--timeout", "10"]).await;
-    assert!(heard.ends_with("] alice: after the paste\n"), "{heard:?}");
+    assert!(
+        heard.ends_with("] alice [request]: after the paste\n"),
+        "{heard:?}"
+    );
 }
 
 /// `contacts add` does not silently re-point a name, verified or not, and

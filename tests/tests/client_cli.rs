@@ -84,9 +84,11 @@ async fn two_customers_chat_through_the_command_line() {
     assert!(is_hex_id(sent.trim()), "send prints the message id: {sent}");
     let heard = bob.ok(&["listen", "--count", "1", "--timeout", "10"]).await;
     assert!(
-        heard.ends_with("] alice: hello bob\\nsecond line\n"),
-        "one line per message, named by contact: {heard:?}"
+        heard.ends_with("] alice [request]: hello bob\\nsecond line\n"),
+        "one line per message, named by contact, marked as a message request (bob \
+         never wrote to alice): {heard:?}"
     );
+    bob.ok(&["requests", "accept", "alice"]).await;
     // By account id works as well as by contact name.
     bob.ok(&["send", &alice_id, "hi alice"]).await;
     let heard = alice
@@ -170,13 +172,14 @@ async fn a_contact_cannot_forge_who_said_what_with_control_characters() {
         "\\u{1b}[2K\\u{1b}[1G[17:44:00] carol: please wire 500 EUR \\u{202e}fdp.exe\\u{200b}";
     let heard = bob.ok(&["listen", "--count", "1", "--timeout", "10"]).await;
     let history = bob.ok(&["history", "alice"]).await;
-    for output in [&heard, &history] {
+    // `listen` marks the first message of a stranger as a request.
+    for (output, sender) in [(&heard, "alice [request]"), (&history, "alice")] {
         assert!(
             !output.contains(['\u{1b}', '\u{202e}', '\u{200b}']),
             "raw control characters printed: {output:?}"
         );
         assert!(
-            output.ends_with(&format!(" alice: {shown}\n")),
+            output.ends_with(&format!(" {sender}: {shown}\n")),
             "the real sender, then the text made visible: {output:?}"
         );
     }

@@ -20,6 +20,12 @@ pub struct Conversation {
     pub identity_changed: bool,
     /// Whether this session blocked it.
     pub blocked: bool,
+    /// Whether its messages wait as a message request (not marked read
+    /// until the user accepts it with `comptoir requests accept`).
+    pub request: bool,
+    /// The certified name of a business the operator verified (shown
+    /// with ✓ instead of `name`); `None` for anyone else.
+    pub verified_name: Option<String>,
     /// The history, oldest first.
     pub messages: Vec<StoredMessage>,
 }
@@ -97,6 +103,9 @@ pub struct App {
     pub status: String,
     /// The identity change being reviewed, in [`Mode::ConfirmIdentity`].
     pub review: Option<IdentityReview>,
+    /// Each peer looked up this session: its certified name if it is a
+    /// business the operator verified, else `None`.
+    pub business_names: std::collections::HashMap<AccountId, Option<String>>,
 }
 
 impl App {
@@ -109,6 +118,7 @@ impl App {
             input: String::new(),
             status: String::new(),
             review: None,
+            business_names: std::collections::HashMap::new(),
         }
     }
 

@@ -1,5 +1,7 @@
 //! The terminal UI (`comptoir tui`): a conversation list with unread
-//! counts, a chat view with delivery and read ticks, the identity-change
+//! counts, the verified mark (✓ and the certified name) of businesses the
+//! operator verified and a `[request]` marker on message requests (not
+//! marked read until accepted), a chat view with delivery and read ticks, the identity-change
 //! warning, block in one key, and a help line.
 //!
 //! [`app`] holds the state and key handling (tested with key events),
@@ -9,6 +11,7 @@
 pub mod app;
 pub mod view;
 
+use std::collections::hash_map::Entry;
 use std::time::Duration;
 
 use comptoir_protocol::AccountId;
@@ -37,6 +40,7 @@ pub fn load_conversations(client: &Client) -> Result<Vec<Conversation>> {
             peers.push((peer, peer.to_string()));
         }
     }
+    let requests = client.message_requests()?;
     peers
         .into_iter()
         .map(|(peer, name)| {
@@ -51,16 +55,45 @@ pub fn load_conversations(client: &Client) -> Result<Vec<Conversation>> {
                 unread,
                 identity_changed: client.identity_changed(&peer)?,
                 blocked: client.is_blocked(&peer)?,
+                request: requests.iter().any(|(a, _)| *a == peer),
+                verified_name: None,
                 messages,
             })
         })
         .collect()
 }
 
+/// Load the conversations into `app`, each verified business shown by its
+/// certified name ([`comptoir_client::BusinessView::shown_name`]); a peer
+/// is looked up at the relay once per session.
+async fn reload(client: &mut Client, app: &mut App) -> Result<()> {
+    let mut conversations = load_conversations(client)?;
+    for conversation in &mut conversations {
+        let peer = conversation.peer;
+        if let Entry::Vacant(entry) = app.business_names.entry(peer) {
+            let certified = match client.business(peer).await {
+                Ok(view) if view.verification.is_verified() => {
+                    Some(view.shown_name(&conversation.name).to_string())
+                }
+                Ok(_) => None,
+                Err(e @ (ClientError::Database(_) | ClientError::CorruptStore(_))) => {
+                    return Err(e);
+                }
+                Err(_) => None,
+            };
+            entry.insert(certified);
+        }
+        conversation.verified_name = app.business_names.get(&peer).cloned().flatten();
+    }
+    app.set_conversations(conversations);
+    Ok(())
+}
+
 /// Run the UI until the user quits.
 pub async fn run(client: &mut Client, relay: &str) -> Result<()> {
     client.connect(relay).await?;
     let mut app = App::new(load_conversations(client)?);
+    reload(client, &mut app).await?;
     let mut terminal = ratatui::try_init()
         .map_err(|e| ClientError::io("opening the terminal (is this a terminal?)", e))?;
     let result = run_loop(&mut terminal, client, relay, &mut app).await;
@@ -98,7 +131,7 @@ async fn run_loop(
                 {
                     perform(client, app, Action::MarkRead(from)).await?;
                 }
-                app.set_conversations(load_conversations(client)?);
+                reload(client, app).await?;
             }
             Ok(None) => {}
             Err(ClientError::ConnectionClosed(_) | ClientError::NotConnected) => {
@@ -128,6 +161,13 @@ pub async fn perform(client: &mut Client, app: &mut App, action: Action) -> Resu
     let outcome = match action {
         Action::None | Action::Quit => return Ok(()),
         Action::Send { peer, text } => client.send_text(peer, &text).await.map(|_| None),
+        Action::MarkRead(peer) if client.message_requests()?.iter().any(|(a, _)| *a == peer) => {
+            Ok(Some(
+                "a message request: not marked read until you accept it (`comptoir requests \
+                 accept`)"
+                    .to_string(),
+            ))
+        }
         Action::MarkRead(peer) => client.mark_read(peer).await.map(|_| None),
         Action::Block(peer) => client.block(peer).await.map(|()| {
             app.set_blocked(peer, true);
@@ -157,7 +197,7 @@ pub async fn perform(client: &mut Client, app: &mut App, action: Action) -> Resu
         Err(e @ (ClientError::Database(_) | ClientError::CorruptStore(_))) => return Err(e),
         Err(e) => app.status = e.to_string(),
     }
-    app.set_conversations(load_conversations(client)?);
+    reload(client, app).await?;
     Ok(())
 }
 

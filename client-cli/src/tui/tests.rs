@@ -34,6 +34,8 @@ fn sample() -> App {
             unread: 2,
             identity_changed: false,
             blocked: false,
+            request: false,
+            verified_name: None,
             messages: vec![
                 message(alice, true, "hello alice", Status::Read, 1),
                 message(alice, true, "still there?", Status::Delivered, 2),
@@ -46,6 +48,8 @@ fn sample() -> App {
             unread: 0,
             identity_changed: true,
             blocked: false,
+            request: false,
+            verified_name: None,
             messages: vec![message(bob, true, "pending one", Status::Pending, 4)],
         },
     ])
@@ -310,4 +314,20 @@ fn too_long_a_draft_is_refused_and_kept() {
         app.status
     );
     assert!(render(&app).contains("not sent: the text is 8193 bytes"));
+}
+
+#[test]
+fn a_verified_business_shows_its_mark_and_a_request_is_marked() {
+    let mut app = sample();
+    app.conversations[0].verified_name = Some("Acme Air".into());
+    app.conversations[1].request = true;
+    let screen = render(&app);
+    assert!(screen.contains("✓ Acme Air (2)"), "{screen}");
+    assert!(!screen.contains("alice (2)"), "{screen}");
+    assert!(screen.contains("⚠ bob [request]"), "{screen}");
+    // Not verified: the handle, without a mark.
+    app.conversations[0].verified_name = None;
+    let screen = render(&app);
+    assert!(screen.contains("alice (2)"), "{screen}");
+    assert!(!screen.contains("Acme Air"), "{screen}");
 }

@@ -55,9 +55,18 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
             if c.identity_changed {
                 text.push_str("⚠ ");
             }
-            text.push_str(&visible(&c.name));
+            match &c.verified_name {
+                Some(certified) => {
+                    text.push_str("✓ ");
+                    text.push_str(&visible(certified));
+                }
+                None => text.push_str(&visible(&c.name)),
+            }
             if c.unread > 0 {
                 text.push_str(&format!(" ({})", c.unread));
+            }
+            if c.request {
+                text.push_str(" [request]");
             }
             if c.blocked {
                 text.push_str(" [blocked]");

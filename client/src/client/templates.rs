@@ -180,6 +180,22 @@ impl Client {
         sent
     }
 
+    /// The approved template of the message `id` received from `peer`, if
+    /// it was a template message this client checked (from the cache, so
+    /// `history` can show its buttons numbered as [`Event::Template`] did).
+    ///
+    /// [`Event::Template`]: crate::Event::Template
+    pub fn template_of_message(
+        &self,
+        peer: &AccountId,
+        id: &MessageId,
+    ) -> Result<Option<Template>> {
+        let Some(template_id) = template_cache::template_of_message(&self.store, peer, id)? else {
+            return Ok(None);
+        };
+        Ok(template_cache::get(&self.store, &template_id)?.and_then(|cached| cached.template()))
+    }
+
     /// The entry of `business`'s template `id`, from the cache while it is
     /// fresh, otherwise fetched (when connected) and cached.
     pub(super) async fn cached_template(
