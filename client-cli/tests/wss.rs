@@ -135,5 +135,6 @@ async fn the_binary_chats_over_wss_with_a_given_ca() {
         &["--relay", &wss, "listen", "--count", "1", "--timeout", "10"],
     )
     .await;
-    assert!(heard.ends_with("] alice: over tls\n"), "{heard:?}");
+    // Bob never wrote to Alice: her first message is a message request.
+    assert!(heard.ends_with("] alice [request]: over tls\n"), "{heard:?}");
 }
