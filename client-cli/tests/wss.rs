@@ -136,5 +136,8 @@ async fn the_binary_chats_over_wss_with_a_given_ca() {
     )
     .await;
     // Bob never wrote to Alice: her first message is a message request.
-    assert!(heard.ends_with("] alice [request]: over tls\n"), "{heard:?}");
+    assert!(
+        heard.ends_with("] alice [request]: over tls\n"),
+        "{heard:?}"
+    );
 }
