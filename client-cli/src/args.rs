@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use comptoir_client::tls::RelayUrl;
+use comptoir_protocol::business::Vertical;
 
 /// Text shown after `--help`: environment and exit codes.
 const AFTER_HELP: &str = "\
@@ -535,8 +536,8 @@ pub enum BusinessCommand {
         #[arg(long, default_value = "")]
         hours: String,
         /// What the business does.
-        #[arg(long, value_enum, default_value = "other")]
-        vertical: VerticalArg,
+        #[arg(long, value_parser = parse_vertical, default_value = "other")]
+        vertical: Vertical,
     },
     /// Submit, list or send approved templates.
     #[command(subcommand)]
@@ -629,41 +630,24 @@ pub enum PurposeArg {
     SecurityCodes,
 }
 
-/// What a business does (`business profile --vertical`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum VerticalArg {
-    /// Cars, garages, dealers.
-    Automotive,
-    /// Hairdressers, cosmetics.
-    Beauty,
-    /// Clothing.
-    Apparel,
-    /// Schools, courses.
-    Education,
-    /// Entertainment and events.
-    Entertainment,
-    /// Banks, insurance, payments.
-    Finance,
-    /// Groceries.
-    Grocery,
-    /// Public services.
-    Government,
-    /// Hotels and lodging.
-    Hotel,
-    /// Health care.
-    Health,
-    /// Charities.
-    NonProfit,
-    /// Professional services.
-    ProfessionalServices,
-    /// Shops.
-    Retail,
-    /// Airlines, travel agents.
-    Travel,
-    /// Restaurants, food.
-    Restaurant,
-    /// Anything else.
-    Other,
+/// `business profile --vertical`: one of the protocol's verticals
+/// ([`Vertical::ALL`]), by its name (`travel`, `non-profit` or
+/// `non_profit`).
+pub fn parse_vertical(text: &str) -> Result<Vertical, String> {
+    let name = |v: Vertical| {
+        serde_json::to_value(v)
+            .ok()
+            .and_then(|j| j.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let wanted = text.trim().to_ascii_lowercase().replace('-', "_");
+    Vertical::ALL
+        .into_iter()
+        .find(|v| name(*v) == wanted)
+        .ok_or_else(|| {
+            let all: Vec<String> = Vertical::ALL.into_iter().map(name).collect();
+            format!("one of: {}", all.join(", "))
+        })
 }
 
 /// A category of templates a consent covers.
@@ -681,7 +665,8 @@ pub enum ConsentCategory {
 #[derive(Debug, Subcommand)]
 pub enum NameCommand {
     /// Claim a business name for this account (first come, first served;
-    /// one per account). Names are not verified by the operator yet.
+    /// one per account). A name confusable with a verified business's is
+    /// refused.
     Claim {
         /// 3 to 32 characters: letters a-z (upper case is lowered), digits
         /// and '-', not starting or ending with '-'.

@@ -15,7 +15,6 @@ use comptoir_protocol::template::{Template, TemplateId};
 
 use crate::args::{
     BusinessCommand, BusinessConsentCommand, Cli, OutputFormat, PurposeArg, TemplateCommand,
-    VerticalArg,
 };
 use crate::format::{date_time, visible};
 use crate::json::{self, Record};
@@ -94,7 +93,7 @@ pub(crate) async fn run(cli: &Cli, command: &BusinessCommand, out: &mut dyn Writ
                 website: website.clone(),
                 email: email.clone(),
                 opening_hours: hours.clone(),
-                vertical: vertical_of(*vertical),
+                vertical: *vertical,
             };
             client.publish_profile(&profile).await?;
             say!(out, "{}", client.account_id());
@@ -316,27 +315,6 @@ fn purpose_of(purpose: PurposeArg) -> ConsentPurpose {
         PurposeArg::BoardingPass => ConsentPurpose::BoardingPassAndFlightUpdates,
         PurposeArg::AppointmentReminders => ConsentPurpose::AppointmentReminders,
         PurposeArg::SecurityCodes => ConsentPurpose::AccountSecurityCodes,
-    }
-}
-
-fn vertical_of(vertical: VerticalArg) -> Vertical {
-    match vertical {
-        VerticalArg::Automotive => Vertical::Automotive,
-        VerticalArg::Beauty => Vertical::Beauty,
-        VerticalArg::Apparel => Vertical::Apparel,
-        VerticalArg::Education => Vertical::Education,
-        VerticalArg::Entertainment => Vertical::Entertainment,
-        VerticalArg::Finance => Vertical::Finance,
-        VerticalArg::Grocery => Vertical::Grocery,
-        VerticalArg::Government => Vertical::Government,
-        VerticalArg::Hotel => Vertical::Hotel,
-        VerticalArg::Health => Vertical::Health,
-        VerticalArg::NonProfit => Vertical::NonProfit,
-        VerticalArg::ProfessionalServices => Vertical::ProfessionalServices,
-        VerticalArg::Retail => Vertical::Retail,
-        VerticalArg::Travel => Vertical::Travel,
-        VerticalArg::Restaurant => Vertical::Restaurant,
-        VerticalArg::Other => Vertical::Other,
     }
 }
 
