@@ -332,6 +332,10 @@ pub enum Command {
     Block {
         /// A contact name or a 32-character account id.
         who: String,
+        /// Why (a business only): counts towards the business's quality
+        /// rating with the operator.
+        #[arg(long, value_enum)]
+        reason: Option<BlockReasonArg>,
     },
     /// Lift a block.
     Unblock {
@@ -648,6 +652,19 @@ pub fn parse_vertical(text: &str) -> Result<Vertical, String> {
             let all: Vec<String> = Vertical::ALL.into_iter().map(name).collect();
             format!("one of: {}", all.join(", "))
         })
+}
+
+/// Why a customer blocks a business (`block --reason`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BlockReasonArg {
+    /// The customer no longer needs its messages.
+    NoLongerNeeded,
+    /// The customer never signed up for them.
+    DidNotSignUp,
+    /// Spam.
+    Spam,
+    /// Offensive messages.
+    Offensive,
 }
 
 /// A category of templates a consent covers.

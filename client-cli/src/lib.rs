@@ -1065,13 +1065,20 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             }
             Ok(0)
         }
-        Command::Block { who } | Command::Unblock { who } => {
+        Command::Block { who, .. } | Command::Unblock { who } => {
             let mut client = open(cli)?;
             let peer = client.resolve(who)?;
             client.connect(&cli.relay).await?;
-            let block = matches!(cli.command, Command::Block { .. });
-            if block {
-                client.block(peer).await?;
+            if let Command::Block { reason, .. } = &cli.command {
+                use comptoir_protocol::proto::wire::BlockReason;
+                let reason = match reason {
+                    None => BlockReason::Unspecified,
+                    Some(args::BlockReasonArg::NoLongerNeeded) => BlockReason::NoLongerNeeded,
+                    Some(args::BlockReasonArg::DidNotSignUp) => BlockReason::DidNotSignUp,
+                    Some(args::BlockReasonArg::Spam) => BlockReason::Spam,
+                    Some(args::BlockReasonArg::Offensive) => BlockReason::Offensive,
+                };
+                client.block_for(peer, reason).await?;
                 eprintln!(
                     "{} is blocked: the relay refuses its messages to you",
                     display_name(&client, &peer)

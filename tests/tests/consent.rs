@@ -248,6 +248,7 @@ async fn a_token_replayed_forged_or_for_another_business_is_refused_and_changes_
     accepted(&template_to(&mut a, &customer.id, &[1, 2], 4, Category::Utility).await);
     let block = client_frame::Body::Block(wire::Block {
         account_id: acme.id.to_vec(),
+        reason: 0,
     });
     assert!(matches!(c.request(block).await, Body::Ok(_)));
     let unblock = client_frame::Body::Unblock(wire::Unblock {
@@ -311,6 +312,7 @@ async fn blocking_a_business_deletes_what_it_queued_for_the_customer() {
     assert_eq!(pushed.sender_account, acme.id.to_vec());
     let block = client_frame::Body::Block(wire::Block {
         account_id: acme.id.to_vec(),
+        reason: 0,
     });
     assert!(matches!(c2.request(block).await, Body::Ok(_)));
     // A friend's message after the block is the first thing device 1 gets:

@@ -268,6 +268,7 @@ async fn block_refuses_across_all_devices_and_unblock_restores() {
 
     let block = client_frame::Body::Block(wire::Block {
         account_id: shop.id.to_vec(),
+        reason: 0,
     });
     assert!(matches!(c1.request(block).await, Body::Ok(_)));
     let reply = s
@@ -297,6 +298,7 @@ async fn block_refuses_across_all_devices_and_unblock_restores() {
 
     let self_block = client_frame::Body::Block(wire::Block {
         account_id: carol.id.to_vec(),
+        reason: 0,
     });
     assert_eq!(
         error_code(&c1.request(self_block).await),
@@ -306,6 +308,7 @@ async fn block_refuses_across_all_devices_and_unblock_restores() {
     // grow the relay's state).
     let made_up = client_frame::Body::Block(wire::Block {
         account_id: vec![0x77; 16],
+        reason: 0,
     });
     assert_eq!(
         error_code(&c1.request(made_up).await),
@@ -322,6 +325,7 @@ async fn block_survives_a_restart() {
     let (mut c, _) = carol.login(relay.addr, 1).await;
     let block = client_frame::Body::Block(wire::Block {
         account_id: shop.id.to_vec(),
+        reason: 0,
     });
     assert!(matches!(c.request(block).await, Body::Ok(_)));
     drop(c);

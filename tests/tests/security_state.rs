@@ -228,6 +228,7 @@ async fn a_block_refuses_every_later_send_under_concurrent_senders() {
     let (mut c1, _) = carol.login(relay.addr, 1).await;
     let block = client_frame::Body::Block(wire::Block {
         account_id: shop.id.to_vec(),
+        reason: 0,
     });
     let reply = c1.request(block).await;
     assert!(matches!(reply, Body::Ok(_)), "{reply:?}");

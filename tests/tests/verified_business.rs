@@ -310,3 +310,88 @@ async fn bad_profiles_and_bad_admin_requests_are_refused_and_change_nothing() {
     assert!(!shown.verified && shown.certificate.is_none());
     drop(root);
 }
+
+#[tokio::test]
+async fn a_customer_blocks_a_business_with_a_reason_that_counts_once_towards_its_rating() {
+    use comptoir_protocol::proto::wire::BlockReason;
+    let relay = start_relay().await;
+    let admin = relay.admin_client();
+    let root = tempfile::tempdir().expect("temp dir");
+    let acme = business(&relay, &root.path().join("acme"), "Acme Air").await;
+    let acme_id = acme.account_id();
+    let mut carol = registered_as(
+        &relay,
+        &root.path().join("carol"),
+        "pw-long-enough",
+        AccountKind::Customer,
+    )
+    .await;
+    let mut dave = registered_as(
+        &relay,
+        &root.path().join("dave"),
+        "pw-long-enough",
+        AccountKind::Customer,
+    )
+    .await;
+    assert!(
+        admin
+            .business(&acme_id.to_string())
+            .await
+            .expect("show")
+            .blocks
+            .is_empty()
+    );
+
+    carol
+        .block_for(acme_id, BlockReason::Spam)
+        .await
+        .expect("block");
+    dave.block_for(acme_id, BlockReason::DidNotSignUp)
+        .await
+        .expect("block");
+    // Blocking again with another reason replaces Carol's, it does not add.
+    carol.unblock(acme_id).await.expect("unblock");
+    carol
+        .block_for(acme_id, BlockReason::Offensive)
+        .await
+        .expect("block again");
+    // A customer blocking a customer is not counted for anyone.
+    carol
+        .block_for(dave.account_id(), BlockReason::Spam)
+        .await
+        .expect("block a person");
+    let blocks = admin
+        .business(&acme_id.to_string())
+        .await
+        .expect("show")
+        .blocks;
+    assert_eq!(
+        blocks.into_iter().collect::<Vec<_>>(),
+        vec![
+            ("did_not_sign_up".to_owned(), 1),
+            ("offensive".to_owned(), 1)
+        ]
+    );
+
+    // An unknown reason is refused and changes nothing.
+    let customer = Account::new(1);
+    customer.register(relay.addr).await;
+    let (mut c, _) = customer.login(relay.addr, 1).await;
+    let reply = c
+        .request(client_frame::Body::Block(wire::Block {
+            account_id: acme_id.to_vec(),
+            reason: 99,
+        }))
+        .await;
+    assert_eq!(error_code(&reply), ErrorCode::InvalidRequest);
+    assert_eq!(
+        admin
+            .business(&acme_id.to_string())
+            .await
+            .expect("show")
+            .blocks
+            .values()
+            .sum::<u64>(),
+        2
+    );
+}

@@ -2,8 +2,8 @@
 //! lookups, blocks.
 
 use comptoir_protocol::proto::wire::{
-    Block, ClaimName, ErrorCode, Lookup, RequestCode, Unblock, VerifyCode, client_frame,
-    server_frame,
+    Block, BlockReason, ClaimName, ErrorCode, Lookup, RequestCode, Unblock, VerifyCode,
+    client_frame, server_frame,
 };
 use comptoir_protocol::{AccountId, normalize_business_name};
 
@@ -105,8 +105,15 @@ impl Client {
 
     /// Ask the relay to refuse every message from `peer` to this account.
     pub async fn block(&mut self, peer: AccountId) -> Result<()> {
+        self.block_for(peer, BlockReason::Unspecified).await
+    }
+
+    /// [`Self::block`], saying why; a customer's reason for blocking a
+    /// business counts towards the business's quality rating.
+    pub async fn block_for(&mut self, peer: AccountId, reason: BlockReason) -> Result<()> {
         let body = client_frame::Body::Block(Block {
             account_id: peer.to_vec(),
+            reason: reason as i32,
         });
         match self.request(body, "the block").await? {
             server_frame::Body::Ok(_) => {}

@@ -56,6 +56,11 @@ pub struct BusinessBody {
     pub certificate: Option<CertificateBody>,
     /// Whether that certificate was revoked.
     pub revoked: bool,
+    /// How many customers blocked the business, by reason
+    /// (`no_longer_needed`, `did_not_sign_up`, `spam`, `offensive`,
+    /// `none`), for its quality rating.
+    #[serde(default)]
+    pub blocks: std::collections::BTreeMap<String, u64>,
 }
 
 /// The body of `POST …/verify` (optional).
@@ -70,6 +75,18 @@ pub struct VerifyRequest {
 fn parse_account(text: &str) -> Result<AccountId, AdminError> {
     AccountId::from_hex(text)
         .map_err(|_| AdminError::BadRequest("an account id is 32 hex digits".into()))
+}
+
+/// A block reason as the API names it.
+pub fn reason_name(reason: i32) -> &'static str {
+    use comptoir_protocol::proto::wire::BlockReason;
+    match BlockReason::try_from(reason) {
+        Ok(BlockReason::NoLongerNeeded) => "no_longer_needed",
+        Ok(BlockReason::DidNotSignUp) => "did_not_sign_up",
+        Ok(BlockReason::Spam) => "spam",
+        Ok(BlockReason::Offensive) => "offensive",
+        Ok(BlockReason::Unspecified) | Err(_) => "none",
+    }
 }
 
 fn body(account: AccountId, stored: &StoredBusiness, now_ms: u64) -> BusinessBody {
@@ -93,7 +110,24 @@ fn body(account: AccountId, stored: &StoredBusiness, now_ms: u64) -> BusinessBod
             (Some((c, _)), Some((r, _))) => r.revokes(c),
             _ => false,
         },
+        blocks: std::collections::BTreeMap::new(),
     }
+}
+
+/// [`body`] with the block counts.
+async fn full_body<S: Backend>(
+    state: &AdminState<S>,
+    account: AccountId,
+    stored: &StoredBusiness,
+) -> Result<BusinessBody, AdminError> {
+    let mut shown = body(account, stored, state.relay.clock.now_ms());
+    for (reason, count) in state.relay.store.block_reasons(account).await? {
+        *shown
+            .blocks
+            .entry(reason_name(reason).to_owned())
+            .or_insert(0) += count;
+    }
+    Ok(shown)
 }
 
 async fn load<S: Backend>(
@@ -126,7 +160,7 @@ async fn store<S: Backend>(
             "the business changed its profile meanwhile; show it again and retry".into(),
         ));
     }
-    Ok(Json(body(account, &new, state.relay.clock.now_ms())))
+    Ok(Json(full_body(state, account, &new).await?))
 }
 
 /// `GET /v1/businesses/{account}`.
@@ -135,7 +169,7 @@ pub(super) async fn show<S: Backend>(
     Path(account): Path<String>,
 ) -> Result<Json<BusinessBody>, AdminError> {
     let (account, stored) = load(&state, &account).await?;
-    Ok(Json(body(account, &stored, state.relay.clock.now_ms())))
+    Ok(Json(full_body(&state, account, &stored).await?))
 }
 
 /// `POST /v1/businesses/{account}/verify`: certify the published profile.

@@ -4,7 +4,9 @@
 //! verified names, which reserve every name confusable with them.
 //!
 //! Embedded backend: sled tree `businesses`, key the 16-byte account id,
-//! value a `comptoir.relay.BusinessRecord`. Every write is a
+//! value a `comptoir.relay.BusinessRecord`; and sled tree `block_reasons`,
+//! key business (16) || customer (16), value the reason (i32 BE) and the
+//! time (u64 BE) of that customer's block, for the quality rating. Every write is a
 //! compare-and-swap on the record it read, durable before it returns.
 
 use std::future::Future;
@@ -63,6 +65,23 @@ pub trait Businesses: Send + Sync + 'static {
     fn businesses(
         &self,
     ) -> impl Future<Output = StorageResult<Vec<(AccountId, StoredBusiness)>>> + Send;
+
+    /// Note that `customer` blocked `business` for `reason` (a wire
+    /// `BlockReason` number, 0 for none) at `at_ms`, replacing what the
+    /// same customer said before. Durable on return.
+    fn note_block_reason(
+        &self,
+        business: AccountId,
+        customer: AccountId,
+        reason: i32,
+        at_ms: u64,
+    ) -> impl Future<Output = StorageResult<()>> + Send;
+
+    /// How many customers blocked `business`, by reason number.
+    fn block_reasons(
+        &self,
+        business: AccountId,
+    ) -> impl Future<Output = StorageResult<std::collections::BTreeMap<i32, u64>>> + Send;
 
     /// Replace `expected` (`None`: no record yet) by `new`; `false` if the
     /// record changed meanwhile. Durable on return.
@@ -125,6 +144,38 @@ fn backend(e: ::sled::Error) -> StorageError {
 }
 
 impl Businesses for SledStore {
+    async fn note_block_reason(
+        &self,
+        business: AccountId,
+        customer: AccountId,
+        reason: i32,
+        at_ms: u64,
+    ) -> StorageResult<()> {
+        let mut key = business.to_vec();
+        key.extend_from_slice(customer.as_bytes());
+        let mut value = reason.to_be_bytes().to_vec();
+        value.extend_from_slice(&at_ms.to_be_bytes());
+        self.block_reasons.insert(key, value).map_err(backend)?;
+        self.committer.durable().await
+    }
+
+    async fn block_reasons(
+        &self,
+        business: AccountId,
+    ) -> StorageResult<std::collections::BTreeMap<i32, u64>> {
+        let mut counts = std::collections::BTreeMap::new();
+        for item in self.block_reasons.scan_prefix(business.as_bytes()) {
+            let (_, value) = item.map_err(backend)?;
+            let reason = value
+                .get(..4)
+                .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                .map(i32::from_be_bytes)
+                .ok_or(StorageError::Corrupt("block_reasons"))?;
+            *counts.entry(reason).or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
+
     async fn business(&self, account: AccountId) -> StorageResult<Option<StoredBusiness>> {
         match self.businesses.get(account.as_bytes()).map_err(backend)? {
             Some(bytes) => decode(&bytes).map(Some),

@@ -269,6 +269,8 @@ pub struct SledStore {
     /// Business profiles, certificates and revocations, by account (see
     /// `storage::businesses`).
     pub(super) businesses: Tree,
+    /// Why customers blocked each business (see `storage::businesses`).
+    pub(super) block_reasons: Tree,
     /// Consent requests by number hash, inboxes, answers, daily counts
     /// (see `storage::consent_requests`).
     pub(super) consent_requests: Tree,
@@ -517,6 +519,7 @@ impl SledStore {
             meta: tree("meta")?,
             templates: tree("templates")?,
             businesses: tree("businesses")?,
+            block_reasons: tree("block_reasons")?,
             consent_requests: tree("consent_requests")?,
             first_contacts: tree("first_contacts")?,
             committer: Committer::start(db, metrics)?,
