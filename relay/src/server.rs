@@ -24,7 +24,7 @@ use crate::operator::{OperatorFileError, load_or_create_admin_token, load_or_cre
 use crate::phone::{CodeSender, LogCodeSender};
 use crate::session::{EncodeFrame, Session};
 use crate::shutdown::Shutdown;
-use crate::state::{Relay, now_ms};
+use crate::state::Relay;
 use crate::storage::{Backend, SledStore, StorageError};
 use crate::tls::TlsError;
 
@@ -485,7 +485,7 @@ async fn collect_garbage<S: Backend>(relay: Arc<Relay<S>>) {
         if let Err(error) = relay.store.keep_clock_mark(mark).await {
             tracing::error!(%error, "keeping the clock's mark failed");
         }
-        match relay.store.expire(now_ms()).await {
+        match relay.store.expire(mark).await {
             Ok(0) => {}
             Ok(n) => {
                 relay.metrics.envelopes_expired.fetch_add(n, Relaxed);
@@ -497,7 +497,7 @@ async fn collect_garbage<S: Backend>(relay: Arc<Relay<S>>) {
         }
         let ttl = relay.config.limits.unauthenticated_account_ttl_ms;
         if ttl > 0 {
-            let before = now_ms().saturating_sub(ttl);
+            let before = mark.saturating_sub(ttl);
             match relay
                 .store
                 .expire_unauthenticated(before, EXPIRED_ACCOUNTS_PER_PASS)

@@ -29,7 +29,7 @@ use crate::error::RelayError;
 use crate::frame;
 use crate::hub::{Posted, Presence};
 use crate::shutdown::Shutdown;
-use crate::state::{Relay, now_ms};
+use crate::state::Relay;
 use crate::storage::{Backend, Cursor};
 
 /// The authenticated device of a connection.
@@ -134,7 +134,7 @@ impl<S> Session<S> {
             0,
             Body::Challenge(wire::AuthChallenge {
                 nonce: self.nonce.to_vec(),
-                server_time_ms: now_ms(),
+                server_time_ms: self.relay.clock.now_ms(),
             }),
         )
     }
@@ -518,7 +518,7 @@ impl<S: Backend> Session<S> {
                     device.device,
                     device.receipt_cursor,
                     room,
-                    now_ms(),
+                    self.relay.clock.now_ms(),
                 )
                 .await
             {
@@ -591,7 +591,13 @@ impl<S: Backend> Session<S> {
             let batch = match self
                 .relay
                 .store
-                .pending(device.account, device.device, device.cursor, room, now_ms())
+                .pending(
+                    device.account,
+                    device.device,
+                    device.cursor,
+                    room,
+                    self.relay.clock.now_ms(),
+                )
                 .await
             {
                 Ok(batch) => batch,

@@ -188,3 +188,27 @@ async fn a_message_sent_again_on_a_business_request_does_not_reopen_the_window()
     let reply = raw_send(&mut shop, text("free-form again"), Category::Service).await;
     assert_eq!(error_code(&reply), ErrorCode::WindowClosed, "{reply:?}");
 }
+
+/// One clock serves every time rule: envelopes expire by the same clock
+/// that stamped their accept time (moved here through `test-clock`), not
+/// by the wall clock beside it.
+#[tokio::test]
+async fn envelopes_expire_by_the_relays_clock() {
+    let relay = start_relay_with(|c| {
+        c.gc_interval_ms = 20;
+        c.message_ttl_ms = 60_000;
+    })
+    .await;
+    let sender = Account::new(1);
+    sender.register(relay.addr).await;
+    let offline = Account::new(1);
+    offline.register(relay.addr).await;
+    let (mut s, _) = sender.login(relay.addr, 1).await;
+    accepted(&send(&mut s, &offline, 1, Category::Conversation).await);
+    relay.wait_metric("comptoir_queue_depth", 1.0).await;
+    relay.clock.shift(61_000);
+    relay
+        .wait_metric("comptoir_envelopes_expired_total", 1.0)
+        .await;
+    relay.wait_metric_at_most("comptoir_queue_depth", 0.0).await;
+}

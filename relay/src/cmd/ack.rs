@@ -29,7 +29,6 @@ use crate::error::{RelayError, invalid};
 use crate::frame;
 use crate::session::EncodeFrame;
 use crate::session::{Completion, Reply, Session};
-use crate::state::now_ms;
 use crate::storage::{
     AckOf, DELIVERY_SIGNATURE_LEN, DeliveredEntry, Directory, LedgerEntry, MESSAGE_ID_LEN, Mailbox,
 };
@@ -68,7 +67,10 @@ pub(crate) async fn ack<S: Directory + Mailbox>(
     let rejected = request.rejected;
     Ok(Reply::Later(
         async move {
-            let expires = now_ms().saturating_add(relay.config.message_ttl_ms);
+            let expires = relay
+                .clock
+                .now_ms()
+                .saturating_add(relay.config.message_ttl_ms);
             let reply = |frame| if request_id == 0 { None } else { Some(frame) };
             let billed = if rejected {
                 // Not used by the device: deleted with no proof, never billed.

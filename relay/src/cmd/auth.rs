@@ -14,7 +14,6 @@ use crate::frame;
 use crate::hub::Posted;
 use crate::policy;
 use crate::session::{Device, Reply, Session};
-use crate::state::now_ms;
 use crate::storage::{AccountRecord, Directory, Keys, Kind, Mailbox};
 
 /// "customer" or "business".
@@ -82,7 +81,7 @@ pub(crate) async fn register<S: Directory>(
             AccountKind::Business => Kind::Business,
             AccountKind::Customer | AccountKind::Unspecified => Kind::Customer,
         },
-        created_at_ms: now_ms(),
+        created_at_ms: relay.clock.now_ms(),
         ..AccountRecord::default()
     };
     let store = &relay.store;
