@@ -208,6 +208,9 @@ async fn checked_delivery<S: Directory + Mailbox>(
         customer_device: device,
         signed_at_ms,
         signature,
+        delivered_at_ms: relay.clock.now_ms(),
+        // Given by the store, under the lock that appends it.
+        chain_seq: None,
     })
 }
 

@@ -245,6 +245,13 @@ pub(crate) async fn send<S: Directory + Mailbox + Templates + FirstContacts>(
                 },
                 template_id: request.template_id.clone(),
                 franking_tag: request.franking_tag.clone(),
+                // Priced now, by the clock reading the window rule used.
+                priced: policy::price(
+                    &relay.rate_card,
+                    category,
+                    customer_wrote_at_ms,
+                    server_timestamp_ms,
+                )?,
             })
         }),
         consent_seen,
