@@ -200,6 +200,10 @@ pub enum ClientError {
     /// The chosen button is not a quick reply of the message's template.
     #[error("that button cannot be chosen: {0}")]
     InvalidReply(#[from] comptoir_protocol::template::ReplyError),
+    /// A bill does not check: the line named was dropped, reordered,
+    /// altered, added, badly signed or priced off the rate card.
+    #[error("the bill does not check: {0}; keep this output and contact the operator")]
+    Bill(#[from] comptoir_protocol::BillError),
 }
 
 /// A relay refusal in words: what happened and what to do, then the
