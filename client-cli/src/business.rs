@@ -14,7 +14,8 @@ use comptoir_protocol::proto::wire::{ConsentPurpose, TemplateStatus};
 use comptoir_protocol::template::{Template, TemplateId};
 
 use crate::args::{
-    BillCommand, BusinessCommand, BusinessConsentCommand, Cli, OutputFormat, PurposeArg, TemplateCommand,
+    BillCommand, BusinessCommand, BusinessConsentCommand, Cli, OutputFormat, PurposeArg,
+    TemplateCommand,
 };
 use crate::format::{date_time, visible};
 use crate::json::{self, Record};
@@ -150,7 +151,9 @@ pub(crate) async fn run(cli: &Cli, command: &BusinessCommand, out: &mut dyn Writ
             for t in &standing.totals {
                 if let Some(i) = comptoir_protocol::bill::BILLED_CATEGORIES
                     .iter()
-                    .position(|&c| comptoir_protocol::proto::wire::Category::from(c) as i32 == t.category)
+                    .position(|&c| {
+                        comptoir_protocol::proto::wire::Category::from(c) as i32 == t.category
+                    })
                 {
                     per_category[i] = (t.lines, t.millionths);
                 }
@@ -192,7 +195,12 @@ pub(crate) async fn run(cli: &Cli, command: &BusinessCommand, out: &mut dyn Writ
                 } else {
                     &standing.tier
                 };
-                say!(out, "rating: {}; tier: {}", visible(&standing.rating), visible(tier));
+                say!(
+                    out,
+                    "rating: {}; tier: {}",
+                    visible(&standing.rating),
+                    visible(tier)
+                );
             }
             Ok(0)
         }

@@ -224,10 +224,8 @@ impl BillLine {
     /// commitment || device_signed_at_ms (u64 BE) || device_signature
     /// (64)`.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let template = &self.template_id.as_bytes()[..self
-            .template_id
-            .len()
-            .min(usize::from(u16::MAX))];
+        let template =
+            &self.template_id.as_bytes()[..self.template_id.len().min(usize::from(u16::MAX))];
         let franking = &self.franking_commitment[..self
             .franking_commitment
             .len()
@@ -478,9 +476,7 @@ pub enum BillError {
         line: u64,
     },
     /// A line's price is not the rate card's price for its category.
-    #[error(
-        "line {line}: price {price} is not on the rate card ({category} {where_}: {expected})"
-    )]
+    #[error("line {line}: price {price} is not on the rate card ({category} {where_}: {expected})")]
     PriceNotOnRateCard {
         /// The line.
         line: u64,
@@ -575,12 +571,11 @@ pub fn verify_bill(
         if line.business != *business {
             return Err(BillError::OtherBusiness { line: expected });
         }
-        let key = device_key(&line.customer, line.customer_device).ok_or(
-            BillError::UnknownDevice {
+        let key =
+            device_key(&line.customer, line.customer_device).ok_or(BillError::UnknownDevice {
                 line: expected,
                 device: line.customer_device,
-            },
-        )?;
+            })?;
         verify_delivery(&key, &line.delivery_fields(), &line.device_signature)
             .map_err(|_| BillError::BadDeviceSignature { line: expected })?;
         let price = card.price(line.category, line.inside_window);

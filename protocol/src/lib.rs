@@ -73,15 +73,15 @@ pub mod x3dh;
 pub use account::{
     ACCOUNT_ID_LEN, AUTH_NONCE_LEN, AccountId, auth_payload, register_payload, relay_origin,
 };
+pub use bill::{
+    BILL_HEAD_CONTEXT, BILL_LINE_CONTEXT, BillError, BillHead, BillLine, BillTotals, GENESIS_HASH,
+    Prices, RATE_CARD_CONTEXT, RateCard, round_to_hundredths, verify_bill,
+};
 pub use business::{
     BusinessCertificate, BusinessProfile, CERTIFICATE_CONTEXT, CERTIFICATE_REVOCATION_CONTEXT,
     CertificateRevocation, NotVerified, PROFILE_CONTEXT, ProfileError, Verification, Vertical,
     certificate_payload, revocation_payload, sign_certificate, sign_profile, sign_revocation,
     verified_name, verify_certificate, verify_profile, verify_revocation,
-};
-pub use bill::{
-    BILL_HEAD_CONTEXT, BILL_LINE_CONTEXT, BillError, BillHead, BillLine, BillTotals, GENESIS_HASH,
-    Prices, RATE_CARD_CONTEXT, RateCard, round_to_hundredths, verify_bill,
 };
 pub use confusable::{are_confusable, folded_skeleton, is_reserved_by, reservation_keys, skeleton};
 pub use consent::{

@@ -486,9 +486,10 @@ mod tests {
 
     #[test]
     fn the_rate_card_is_explicit_and_refused_when_bad() -> Result<(), toml::de::Error> {
-        let card = Config::default().rates.card().map_err(|e| {
-            <toml::de::Error as serde::de::Error>::custom(e)
-        })?;
+        let card = Config::default()
+            .rates
+            .card()
+            .map_err(|e| <toml::de::Error as serde::de::Error>::custom(e))?;
         assert_eq!(card.utility.inside_window, 0);
         assert_eq!(card.utility.outside_window, 5_000);
         assert_eq!(card.marketing.inside_window, 90_000);
@@ -497,20 +498,31 @@ mod tests {
             [rates.authentication]\ninside_window = 1\noutside_window = 2\n\
             [rates.marketing]\ninside_window = 3\noutside_window = 4\n";
         let config = Config::from_toml(full)?;
-        let card = config.rates.card().map_err(|e| {
-            <toml::de::Error as serde::de::Error>::custom(e)
-        })?;
-        assert_eq!((card.currency.as_str(), card.utility.outside_window), ("EUR", 6000));
+        let card = config
+            .rates
+            .card()
+            .map_err(|e| <toml::de::Error as serde::de::Error>::custom(e))?;
+        assert_eq!(
+            (card.currency.as_str(), card.utility.outside_window),
+            ("EUR", 6000)
+        );
         let negative = full.replace("outside_window = 6000", "outside_window = -5");
         let error = Config::from_toml(&negative).err().map(|e| e.to_string());
         assert!(
-            error.as_deref().is_some_and(|e| e.contains("[rates.utility] outside_window = -5 is negative")),
+            error
+                .as_deref()
+                .is_some_and(|e| e.contains("[rates.utility] outside_window = -5 is negative")),
             "{error:?}"
         );
-        let missing = full.replace("[rates.marketing]\ninside_window = 3\noutside_window = 4\n", "");
+        let missing = full.replace(
+            "[rates.marketing]\ninside_window = 3\noutside_window = 4\n",
+            "",
+        );
         let error = Config::from_toml(&missing).err().map(|e| e.to_string());
         assert!(
-            error.as_deref().is_some_and(|e| e.contains("[rates.marketing] is missing")),
+            error
+                .as_deref()
+                .is_some_and(|e| e.contains("[rates.marketing] is missing")),
             "{error:?}"
         );
         let half = full.replace("outside_window = 4\n", "");

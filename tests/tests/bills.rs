@@ -119,7 +119,10 @@ async fn a_business_verifies_its_bill_and_every_tampering_is_named() {
     let bill = shop.fetch_bill().await.expect("fetch the bill");
     assert_eq!(bill.lines.len(), 3);
     assert_eq!(bill.head.count, 3);
-    let totals = shop.verify_bill(&bill).await.expect("a genuine bill checks");
+    let totals = shop
+        .verify_bill(&bill)
+        .await
+        .expect("a genuine bill checks");
     // Default rate card, outside the window: utility 0.005, marketing 0.09.
     assert_eq!(totals.lines, 3);
     assert_eq!(totals.total_millionths, 5_000 + 90_000 + 5_000);
@@ -208,16 +211,16 @@ async fn a_business_verifies_its_bill_and_every_tampering_is_named() {
 
     // The business's standing says the same.
     let standing = shop.standing().await.expect("standing");
-    assert_eq!(
-        (standing.lines, standing.total_millionths),
-        (3, 100_000)
-    );
+    assert_eq!((standing.lines, standing.total_millionths), (3, 100_000));
     assert_eq!(standing.rating, "not yet rated");
     assert_eq!(standing.customers_reached_today, 1);
     assert_eq!(standing.currency, "GBP");
 
     // A customer has no bill; another business reads only its own (empty).
-    for refused in [customer.fetch_bill().await.err(), customer.standing().await.err()] {
+    for refused in [
+        customer.fetch_bill().await.err(),
+        customer.standing().await.err(),
+    ] {
         assert!(
             matches!(
                 refused,
@@ -230,8 +233,13 @@ async fn a_business_verifies_its_bill_and_every_tampering_is_named() {
         );
     }
     let other_dir = tempfile::tempdir().unwrap();
-    let mut other = registered_as(&relay, other_dir.path(), "other pass", AccountKind::Business)
-        .await;
+    let mut other = registered_as(
+        &relay,
+        other_dir.path(),
+        "other pass",
+        AccountKind::Business,
+    )
+    .await;
     let theirs = other.fetch_bill().await.expect("fetch");
     assert!(theirs.lines.is_empty());
     assert_eq!(theirs.head.business_account, other.account_id().to_vec());
@@ -274,7 +282,10 @@ async fn a_business_verifies_its_bill_and_every_tampering_is_named() {
     assert_eq!(csv.lines().filter(|l| l.contains(",utility,")).count(), 2);
     assert!(csv.contains("\nutility,2,10000,0.010000 GBP\n"), "{csv}");
     assert!(csv.contains("\nmarketing,1,90000,0.090000 GBP\n"), "{csv}");
-    assert!(csv.contains("\nall,3,100000,0.100000 GBP (due: 0.10 GBP)\n"), "{csv}");
+    assert!(
+        csv.contains("\nall,3,100000,0.100000 GBP (due: 0.10 GBP)\n"),
+        "{csv}"
+    );
     // An empty range exports nothing; a bad format is refused.
     let none: serde_json::Value = serde_json::from_str(
         &admin
@@ -284,5 +295,10 @@ async fn a_business_verifies_its_bill_and_every_tampering_is_named() {
     )
     .expect("json");
     assert_eq!(none["total_lines"], 0);
-    assert!(admin.export_bill(&shop_hex, None, None, "xml").await.is_err());
+    assert!(
+        admin
+            .export_bill(&shop_hex, None, None, "xml")
+            .await
+            .is_err()
+    );
 }

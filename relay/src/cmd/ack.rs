@@ -97,6 +97,8 @@ pub(crate) async fn ack<S: Directory + Mailbox>(
                     .await
                     {
                         Ok(delivered) => {
+                            // Checked, nothing written yet (crash tests).
+                            crate::fault::hit("ack-before-ledger");
                             relay
                                 .store
                                 .acknowledge_delivered(account, device_id, of, expires, delivered)

@@ -881,8 +881,7 @@ impl MailLog {
             Some(mut d) => {
                 let accept_id = state.index.find_accept_id(account, device, of);
                 let accounting = &state.index.accounting;
-                let Some(business) = accounting.ledger.get(&d.accept_id).map(|e| e.business)
-                else {
+                let Some(business) = accounting.ledger.get(&d.accept_id).map(|e| e.business) else {
                     return Ok(None);
                 };
                 if accept_id != Some(d.accept_id) {
