@@ -932,6 +932,56 @@ mod tests {
     }
 
     #[test]
+    fn ledger_and_delivered_records_round_trip_old_kinds_and_new() {
+        let entry = |priced| LedgerEntry {
+            accept_id: 5,
+            message_id: [4; 16],
+            business: account(1),
+            customer: account(2),
+            category: BilledCategory::Marketing,
+            template_id: "ab".repeat(32),
+            franking_tag: vec![7; 32],
+            accepted_at_ms: 1_000,
+            priced,
+        };
+        let delivered = |chain_seq: Option<u64>| DeliveredEntry {
+            accept_id: 5,
+            customer_device: 2,
+            signed_at_ms: 900,
+            signature: [3; DELIVERY_SIGNATURE_LEN],
+            // Written as kind 17 (no delivery time), read back as the
+            // device's signing time.
+            delivered_at_ms: if chain_seq.is_some() { 1_500 } else { 900 },
+            chain_seq,
+        };
+        let priced = Some(Priced {
+            millionths: 90_000,
+            inside_window: true,
+        });
+        let mut w = Writer::default();
+        w.ledger(&entry(None));
+        w.ledger(&entry(priced));
+        w.delivered(&delivered(None));
+        w.delivered(&delivered(Some(4)));
+        let bytes = w.take();
+        let bodies = bodies(&bytes);
+        assert_eq!(
+            bodies.iter().map(|b| b[0]).collect::<Vec<_>>(),
+            [
+                KIND_LEDGER,
+                KIND_LEDGER_PRICED,
+                KIND_DELIVERED,
+                KIND_DELIVERED_CHAINED
+            ]
+        );
+        let records: Vec<Record<'_>> = bodies.into_iter().map(|b| decode(b).unwrap()).collect();
+        assert_eq!(records[0], Record::Ledger(entry(None)));
+        assert_eq!(records[1], Record::Ledger(entry(priced)));
+        assert_eq!(records[2], Record::Delivered(delivered(None)));
+        assert_eq!(records[3], Record::Delivered(delivered(Some(4))));
+    }
+
+    #[test]
     fn every_kind_round_trips_and_offsets_point_at_the_envelopes() {
         let origin = Origin {
             sender: account(1),
