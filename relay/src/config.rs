@@ -489,7 +489,7 @@ mod tests {
         let card = Config::default()
             .rates
             .card()
-            .map_err(|e| <toml::de::Error as serde::de::Error>::custom(e))?;
+            .map_err(<toml::de::Error as serde::de::Error>::custom)?;
         assert_eq!(card.utility.inside_window, 0);
         assert_eq!(card.utility.outside_window, 5_000);
         assert_eq!(card.marketing.inside_window, 90_000);
@@ -501,7 +501,7 @@ mod tests {
         let card = config
             .rates
             .card()
-            .map_err(|e| <toml::de::Error as serde::de::Error>::custom(e))?;
+            .map_err(<toml::de::Error as serde::de::Error>::custom)?;
         assert_eq!(
             (card.currency.as_str(), card.utility.outside_window),
             ("EUR", 6000)

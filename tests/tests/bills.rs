@@ -301,4 +301,60 @@ async fn a_business_verifies_its_bill_and_every_tampering_is_named() {
             .await
             .is_err()
     );
+
+    // The same check from the command line, and the standing.
+    shop.close().await.expect("close");
+    let shop_pass = (&dirs[1], "business pass");
+    let bill_verify = comptoir(shop_pass, &relay, &["business", "bill", "verify"]).await;
+    assert_eq!(bill_verify.0, 0, "{bill_verify:?}");
+    assert!(
+        bill_verify
+            .1
+            .starts_with("bill checked: 3 lines, 0.10 GBP (100000 millionths)\n"),
+        "{bill_verify:?}"
+    );
+    assert!(
+        bill_verify.1.contains("\nmarketing\t1\t90000\n"),
+        "{bill_verify:?}"
+    );
+    let status = comptoir(
+        shop_pass,
+        &relay,
+        &["--output", "json", "business", "status"],
+    )
+    .await;
+    assert_eq!(status.0, 0, "{status:?}");
+    let status: serde_json::Value = serde_json::from_str(status.1.trim()).expect("json");
+    assert_eq!(status["type"], "standing");
+    assert_eq!(status["total_millionths"], 100_000);
+    assert_eq!(status["total"], "0.10");
+    assert_eq!(status["rating"], "not yet rated");
+    // A customer's `business status` is refused.
+    customer.close().await.expect("close");
+    let refused = comptoir((&dirs[0], "customer pass"), &relay, &["business", "status"]).await;
+    assert_ne!(refused.0, 0, "{refused:?}");
+}
+
+/// Run `comptoir <args>` on the account in `dir` opened with `passphrase`:
+/// (exit code, stdout).
+async fn comptoir(
+    (dir, passphrase): (&tempfile::TempDir, &str),
+    relay: &TestRelay,
+    args: &[&str],
+) -> (u8, String) {
+    let pass = dir.path().with_extension("pass");
+    std::fs::write(&pass, format!("{passphrase}\n")).expect("write");
+    let mut argv = vec![
+        "comptoir".to_string(),
+        "--data-dir".into(),
+        dir.path().display().to_string(),
+        "--relay".into(),
+        format!("ws://{}", relay.addr),
+        "--passphrase-file".into(),
+        pass.display().to_string(),
+    ];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    let mut out = Vec::new();
+    let code = comptoir_cli::run_args(argv, &mut out).await;
+    (code, String::from_utf8(out).expect("utf-8 output"))
 }
