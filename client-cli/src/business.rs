@@ -134,8 +134,9 @@ pub(crate) async fn run(cli: &Cli, command: &BusinessCommand, out: &mut dyn Writ
             } else {
                 say!(
                     out,
-                    "bill checked: {} lines, {} {currency} ({} millionths)",
+                    "bill checked: {} line{}, {} {currency} ({} millionths)",
                     totals.lines,
+                    if totals.lines == 1 { "" } else { "s" },
                     rounded(totals.total_millionths),
                     totals.total_millionths
                 );
@@ -176,8 +177,9 @@ pub(crate) async fn run(cli: &Cli, command: &BusinessCommand, out: &mut dyn Writ
             } else {
                 say!(
                     out,
-                    "bill so far: {} lines, {} {} ({} millionths)",
+                    "bill so far: {} line{}, {} {} ({} millionths)",
                     standing.lines,
+                    if standing.lines == 1 { "" } else { "s" },
                     rounded(standing.total_millionths),
                     visible(&standing.currency),
                     standing.total_millionths
