@@ -5,6 +5,7 @@
 //! and the operator read the same lines.
 
 use comptoir_protocol::bill::{BILLED_CATEGORIES, BillLine, chain};
+use comptoir_protocol::proto::wire;
 use comptoir_protocol::{AccountId, BillTotals, RateCard, TemplateCategory, round_to_hundredths};
 
 use crate::storage::{BilledCategory, DeliveredEntry, Ledger, LedgerEntry, StorageResult};
@@ -99,8 +100,9 @@ pub fn in_range(chain: &Chain, from_ms: u64, to_ms: u64) -> Vec<&BillLine> {
 
 /// An export as CSV: a header, one row per line, then one `total` row per
 /// category and a grand total (exact millionths, and the grand total
-/// rounded once to hundredths).
-pub fn export_csv(currency: &str, lines: &[&BillLine]) -> String {
+/// rounded once to hundredths), then the whole chain's head as the
+/// operator key signed it for this export.
+pub fn export_csv(currency: &str, lines: &[&BillLine], head: &wire::BillHead) -> String {
     let mut out = String::from(
         "index,accept_id,message_id,customer,category,inside_window,template_id,accepted_at_ms,delivered_at_ms,customer_device,price_millionths,line_hash\n",
     );
@@ -137,6 +139,13 @@ pub fn export_csv(currency: &str, lines: &[&BillLine]) -> String {
         format_millionths(totals.total_millionths),
         format_rounded(totals.total_millionths),
     ));
+    out.push_str(&format!(
+        "\nhead,count,head_hash,signed_at_ms,signature\nhead,{},{},{},{}\n",
+        head.count,
+        hex::encode(&head.head_hash),
+        head.signed_at_ms,
+        hex::encode(&head.signature)
+    ));
     out
 }
 
@@ -149,13 +158,14 @@ fn csv_field(text: &str) -> String {
     }
 }
 
-/// An export as JSON: `lines`, `totals` per category, the grand total.
+/// An export as JSON: `lines`, `totals` per category, the grand total, and
+/// the whole chain's signed `head`.
 pub fn export_json(
     business: AccountId,
     currency: &str,
-    from_ms: u64,
-    to_ms: u64,
+    (from_ms, to_ms): (u64, u64),
     lines: &[&BillLine],
+    head: &wire::BillHead,
 ) -> serde_json::Value {
     let totals = totals(lines.iter().copied());
     serde_json::json!({
@@ -185,6 +195,12 @@ pub fn export_json(
         "total_lines": totals.lines,
         "total_millionths": totals.total_millionths,
         "total_rounded": format_rounded(totals.total_millionths),
+        "head": {
+            "count": head.count,
+            "head_hash": hex::encode(&head.head_hash),
+            "signed_at_ms": head.signed_at_ms,
+            "signature": hex::encode(&head.signature),
+        },
     })
 }
 

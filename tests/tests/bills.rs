@@ -275,6 +275,21 @@ async fn a_business_verifies_its_bill_and_every_tampering_is_named() {
     for (line, fetched) in lines.iter().zip(&bill.lines) {
         assert_eq!(line["line_hash"], hex::encode(fetched.hash()));
     }
+    // The export carries the chain's head, signed by the operator key.
+    let hex_field = |v: &serde_json::Value| hex::decode(v.as_str().expect("hex")).expect("hex");
+    let exported_head = comptoir_protocol::proto::wire::BillHead {
+        business_account: shop.account_id().to_vec(),
+        count: json["head"]["count"].as_u64().expect("count"),
+        head_hash: hex_field(&json["head"]["head_hash"]),
+        signed_at_ms: json["head"]["signed_at_ms"].as_u64().expect("time"),
+        signature: hex_field(&json["head"]["signature"]),
+    };
+    let operator = shop.operator_key().expect("store").expect("pinned");
+    let checked = comptoir_protocol::BillHead::verified(&exported_head, &operator).expect("signed");
+    assert_eq!(
+        (checked.count, checked.head_hash.to_vec()),
+        (3, bill.head.head_hash.clone())
+    );
     let csv = admin
         .export_bill(&shop_hex, Some(0), Some(u64::MAX), "csv")
         .await

@@ -1,14 +1,15 @@
 //! Exporting bills: a business's billed lines delivered in a time range,
 //! as CSV or JSON, with totals per category that are the sums of the
 //! lines (`relay admin bills export`). The lines are the business's hash
-//! chain (see [`crate::billing`]), the same ones the business fetches.
+//! chain (see [`crate::billing`]), the same ones the business fetches; the
+//! whole chain's head is signed by the operator key for each export.
 
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use comptoir_protocol::AccountId;
+use comptoir_protocol::{AccountId, BillHead};
 use serde::Deserialize;
 
 use super::{AdminError, AdminState};
@@ -49,14 +50,26 @@ pub async fn export<S: Backend>(
     let chain = billing::chain_of(&relay.store, &relay.rate_card, business).await?;
     let lines = billing::in_range(&chain, from_ms, to_ms);
     let currency = &relay.rate_card.currency;
+    // The whole chain's head, signed for this export.
+    let head = BillHead {
+        business,
+        count: chain.lines.len() as u64,
+        head_hash: chain.head_hash,
+        signed_at_ms: relay.clock.now_ms(),
+    }
+    .sign(&state.operator);
     match query.format.as_deref().unwrap_or("json") {
         "json" => Ok(axum::Json(billing::export_json(
-            business, currency, from_ms, to_ms, &lines,
+            business,
+            currency,
+            (from_ms, to_ms),
+            &lines,
+            &head,
         ))
         .into_response()),
         "csv" => Ok((
             [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
-            billing::export_csv(currency, &lines),
+            billing::export_csv(currency, &lines, &head),
         )
             .into_response()),
         other => Err(AdminError::BadRequest(format!(
