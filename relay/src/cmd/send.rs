@@ -163,7 +163,7 @@ pub(crate) async fn send<S: Directory + Mailbox + Templates + FirstContacts>(
     });
     match decision {
         Decision::Accept => {}
-        // No rule bills yet (the ledger arrives with the business issue);
+        // Not produced (billing goes by `policy::accounting` and `price`);
         // refuse rather than deliver unbilled.
         Decision::AcceptAndBill(_) => {
             return Err(RelayError::InvalidRequest(

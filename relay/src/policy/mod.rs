@@ -37,8 +37,10 @@
 //! 9. device coverage: exactly one ciphertext per current device of the
 //!    recipient (minus the sending device when an account syncs itself).
 //!
-//! The business issue adds consent, templates and billing here;
-//! [`Decision::AcceptAndBill`] is the shape they take.
+//! Billing is decided apart from acceptance: [`accounting`] says whether
+//! an accepted send is billed and [`price`] fixes its price from the rate
+//! card at accept (the handler stores both in the ledger entry);
+//! [`Decision::AcceptAndBill`] is not produced.
 
 #[cfg(test)]
 mod tests;
@@ -159,8 +161,9 @@ pub struct Rate {
 pub enum Decision {
     /// Store and forward it, free.
     Accept,
-    /// Store and forward it, billed at `Rate` on first delivery. No rule
-    /// produces it yet: the rate card arrives with the business issue.
+    /// Store and forward it, billed at `Rate` on first delivery. Not
+    /// produced: a billed send is `Accept` with [`accounting`]'s `billed`
+    /// and [`price`]'s price.
     AcceptAndBill(Rate),
     /// Refuse it; nothing is stored.
     Refuse(Refusal),
