@@ -475,6 +475,15 @@ pub enum BillError {
         /// The line.
         line: u64,
     },
+    /// The chain no longer extends a head this business verified before:
+    /// its first `count` lines are not the ones it verified.
+    #[error(
+        "the chain no longer extends the {count} lines you verified before: the relay rewrote them"
+    )]
+    Rewritten {
+        /// Lines in the head verified before.
+        count: u64,
+    },
     /// A line's price is not the rate card's price for its category.
     #[error("line {line}: price {price} is not on the rate card ({category} {where_}: {expected})")]
     PriceNotOnRateCard {
@@ -606,6 +615,28 @@ pub fn verify_bill(
         return Err(BillError::Altered { line: count });
     }
     Ok(totals)
+}
+
+/// Check that verified `lines` (from line 1) extend a head verified
+/// before (`count` lines ending with `head_hash`): an append-only chain
+/// only grows, so its first `count` lines must be the same ones.
+pub fn check_extends(
+    lines: &[BillLine],
+    count: u64,
+    head_hash: &[u8; BILL_HASH_LEN],
+) -> std::result::Result<(), BillError> {
+    if count == 0 {
+        return Ok(());
+    }
+    let kept = usize::try_from(count - 1)
+        .ok()
+        .and_then(|i| lines.get(i))
+        .map(BillLine::hash);
+    if kept.as_ref() == Some(head_hash) {
+        Ok(())
+    } else {
+        Err(BillError::Rewritten { count })
+    }
 }
 
 #[cfg(test)]
@@ -801,6 +832,26 @@ mod tests {
         assert_eq!(
             verify(&f, &lines, &head, &forged_card),
             Err(BillError::BadRateCardSignature)
+        );
+    }
+
+    #[test]
+    fn a_later_chain_must_extend_an_earlier_head() {
+        let f = fixture();
+        let (lines, _, _) = bill(&f);
+        let two = lines[1].hash();
+        assert_eq!(check_extends(&lines, 2, &two), Ok(()));
+        assert_eq!(check_extends(&lines, 0, &GENESIS_HASH), Ok(()));
+        assert_eq!(
+            check_extends(&lines[..1], 2, &two),
+            Err(BillError::Rewritten { count: 2 })
+        );
+        let mut rewritten = lines.clone();
+        rewritten[0].delivered_at_ms += 1;
+        let (rewritten, _) = chain(rewritten);
+        assert_eq!(
+            check_extends(&rewritten, 2, &two),
+            Err(BillError::Rewritten { count: 2 })
         );
     }
 

@@ -5,7 +5,8 @@
 //! rate card and checks all of it (`Client::verify_bill`, what `comptoir
 //! business bill verify` runs). A fetched bill with a line dropped,
 //! reordered, altered or added, a bad device signature or a price off the
-//! rate card fails with a typed error naming the line. Only a business
+//! rate card fails with a typed error naming the line, and so does a
+//! chain rewritten under a freshly signed head. Only a business
 //! reads a bill, and only its own. The operator's export (JSON and CSV)
 //! holds the same lines, with totals that are their sums, and the
 //! business's standing says the same.
@@ -208,6 +209,31 @@ async fn a_business_verifies_its_bill_and_every_tampering_is_named() {
         refused_as(shop.verify_bill(&forged_head).await),
         BillError::BadHeadSignature
     );
+    // A relay that rewrites lines the business verified before, even
+    // under a head its operator key signs anew, is caught: the chain no
+    // longer extends the head verified last time.
+    let operator =
+        comptoir_relay::operator::load_or_create_operator_key(&relay.data_dir.join("operator.key"))
+            .expect("the relay's operator key");
+    let mut rewritten = bill.clone();
+    rewritten.lines[0].price_millionths = 5_000;
+    rewritten.lines[0].delivered_at_ms += 1;
+    let (lines, head_hash) = comptoir_protocol::bill::chain(rewritten.lines);
+    rewritten.lines = lines;
+    rewritten.head = comptoir_protocol::BillHead {
+        business: shop.account_id(),
+        count: 3,
+        head_hash,
+        signed_at_ms: 1,
+    }
+    .sign(&operator);
+    assert_eq!(
+        refused_as(shop.verify_bill(&rewritten).await),
+        BillError::Rewritten { count: 3 }
+    );
+    shop.verify_bill(&bill)
+        .await
+        .expect("the genuine bill still checks");
 
     // The business's standing says the same.
     let standing = shop.standing().await.expect("standing");

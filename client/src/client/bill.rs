@@ -4,7 +4,10 @@
 //! chain, the operator's signatures against the pinned operator key, each
 //! customer device's delivery signature against the customer's signed
 //! device list (checked against the customer's pinned account key), and
-//! each price against the signed rate card.
+//! each price against the signed rate card; and that the chain extends the
+//! head this client verified last time (kept sealed in the store: tree
+//! `Bills`, key `verified-head`, count (u64 BE) || head hash (32)), so a
+//! relay cannot rewrite lines a business already checked.
 
 use std::collections::HashMap;
 
@@ -14,6 +17,10 @@ use comptoir_protocol::{AccountId, BillLine, BillTotals, IdentityKey};
 use super::{Client, unexpected};
 use crate::error::{ClientError, Result};
 use crate::peers;
+use crate::store::Tree;
+
+/// Where the head verified last is kept.
+const VERIFIED_HEAD: &[u8] = b"verified-head";
 
 /// Lines asked for per request (the relay caps a page at its own size).
 const PAGE_LINES: u32 = 400;
@@ -95,14 +102,31 @@ impl Client {
             }
         }
         let business = self.account_id();
-        Ok(comptoir_protocol::verify_bill(
+        let totals = comptoir_protocol::verify_bill(
             &business,
             &bill.lines,
             &bill.head,
             &bill.rate_card,
             &operator,
             |customer, device| keys.get(&(*customer, device)).copied(),
-        )?)
+        )?;
+        let earlier = self
+            .store
+            .get(Tree::Bills, VERIFIED_HEAD)?
+            .and_then(|bytes| {
+                let count = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
+                let hash: [u8; 32] = bytes.get(8..40)?.try_into().ok()?;
+                Some((count, hash))
+            });
+        if let Some((count, hash)) = earlier {
+            comptoir_protocol::bill::check_extends(&bill.lines, count, &hash)?;
+        }
+        if let Some(last) = bill.lines.last() {
+            let mut record = totals.lines.to_be_bytes().to_vec();
+            record.extend_from_slice(&last.hash());
+            self.store.put(Tree::Bills, VERIFIED_HEAD, &record)?;
+        }
+        Ok(totals)
     }
 
     /// This business's standing: its bill so far, today's reach, rating
