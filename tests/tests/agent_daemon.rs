@@ -15,6 +15,7 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -161,6 +162,47 @@ async fn the_notification_flow_through_the_api_and_webhooks() {
         ["sent", "delivered", "read"]
     );
 
+    // A question with quick-reply buttons; Carol taps one: an
+    // interactive webhook naming the button and the message it answers.
+    let (status, body) = call(
+        &agent,
+        "POST",
+        "/v1/messages",
+        Some(FULL_KEY),
+        Some(json!({
+            "to": CAROL,
+            "type": "template",
+            "template": {
+                "id": support::agent::slot_template(business).template_id().expect("id").to_hex(),
+                "components": [{
+                    "type": "body",
+                    "parameters": [{ "type": "text", "parameter_name": "order", "text": "AB-12" }],
+                }],
+            },
+        })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let question = body["messages"][0]["id"].as_str().expect("id").to_owned();
+    let question_id = wait_for(&mut carol, |e| match e {
+        Event::Template { id, .. } if id.to_string() == question => Some(*id),
+        _ => None,
+    })
+    .await;
+    let tap = carol
+        .reply_button(business, question_id, 1)
+        .await
+        .expect("tap");
+    let hit = receiver
+        .wait("button reply", |h| h.event_id == format!("message:{tap}"))
+        .await;
+    assert!(signature_checks(&hit, SECRET));
+    let message = &hit.json()["value"]["messages"][0];
+    assert_eq!(message["type"], "interactive");
+    assert_eq!(message["context"]["id"], question);
+    assert_eq!(message["interactive"]["button_reply"]["id"], "1");
+    assert_eq!(message["interactive"]["button_reply"]["title"], "Evening");
+
     // Carol replies: the message webhook; the window opens.
     let reply = carol
         .send_text(business, "Thanks! Can I change the delivery address?")
@@ -225,7 +267,7 @@ async fn the_notification_flow_through_the_api_and_webhooks() {
         .iter()
         .map(|m| m["status"].as_str().expect("status"))
         .collect();
-    assert_eq!(statuses.len(), 3, "{body}");
+    assert_eq!(statuses.len(), 5, "{body}");
     assert!(statuses.contains(&"read"));
     assert!(statuses.contains(&"received"));
 
@@ -705,5 +747,167 @@ async fn a_delivery_is_given_up_only_after_the_retry_period() {
             .count(),
         2
     );
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn outside_opening_hours_a_customer_gets_the_away_message_once_a_day() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start().await;
+    let away = "We are closed; we answer from 09:00.";
+    let config = support::agent::config_with(
+        &relay,
+        &data_dir(root.path()),
+        &receiver,
+        &format!(
+            "[opening_hours]\nutc_offset = \"+00:00\"\nperiods = [\"mon-fri 09:00-17:00\"]\naway_message = {away:?}\n"
+        ),
+    );
+    let business = init_business(&relay, &config).await;
+    // Tuesday 2026-12-01, 03:00 UTC: closed.
+    let clock = ManualClock::at(1_796_094_000_000);
+    let agent = serve(&config, clock.clone()).await;
+    let mut gina = registered_as(
+        &relay,
+        &root.path().join("gina"),
+        "pw-long-enough",
+        AccountKind::Customer,
+    )
+    .await;
+    gina.send_text(business, "Are you open?")
+        .await
+        .expect("send");
+    let (_, text) = support::client::wait_message(&mut gina, business).await;
+    assert_eq!(text, away);
+
+    // A second message the same night: no second away message. The daemon
+    // handles the second message fully before the API's next send, so the
+    // next thing Gina gets is that send.
+    let second = gina.send_text(business, "Hello?").await.expect("send");
+    receiver
+        .wait("second message", |h| {
+            h.event_id == format!("message:{second}")
+        })
+        .await;
+    let (status, body) = call(
+        &agent,
+        "POST",
+        "/v1/messages",
+        Some(FULL_KEY),
+        Some(json!({ "to": gina.account_id().to_string(), "type": "text", "text": { "body": "On call: how can we help?" } })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, text) = support::client::wait_message(&mut gina, business).await;
+    assert_eq!(text, "On call: how can we help?");
+
+    // Open hours (09:30): no away message; the next thing Gina gets is again the API's.
+    clock.advance(6 * HOUR_MS + 30 * 60 * 1000);
+    let third = gina.send_text(business, "Now?").await.expect("send");
+    receiver
+        .wait("third message", |h| {
+            h.event_id == format!("message:{third}")
+        })
+        .await;
+    let (status, _) = call(
+        &agent,
+        "POST",
+        "/v1/messages",
+        Some(FULL_KEY),
+        Some(json!({ "to": gina.account_id().to_string(), "type": "text", "text": { "body": "Good morning!" } })),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, text) = support::client::wait_message(&mut gina, business).await;
+    assert_eq!(text, "Good morning!");
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn off_loopback_the_api_is_served_only_over_tls() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start().await;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("cert");
+    let (cert_path, key_path) = (root.path().join("cert.pem"), root.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).expect("write cert");
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("write key");
+
+    // Plain HTTP on every interface: refused before anything starts.
+    let plain = support::agent::config(&relay, &data_dir(root.path()), &receiver);
+    init_business(&relay, &plain).await;
+    let everywhere = tokio::net::TcpListener::bind("0.0.0.0:0")
+        .await
+        .expect("bind");
+    let refused = comptoir_agent::start(
+        &plain,
+        support::agent::PASSPHRASE,
+        everywhere,
+        ManualClock::at(0),
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert!(
+        matches!(
+            refused,
+            comptoir_agent::ServeError::Config(comptoir_agent::ConfigError::TlsRequired(_))
+        ),
+        "{refused}"
+    );
+
+    // With a certificate: HTTPS answers, plain HTTP gets nothing.
+    let tls = support::agent::config_with(
+        &relay,
+        &data_dir(root.path()),
+        &receiver,
+        &format!(
+            "[tls]\ncert = {:?}\nkey = {:?}\n",
+            cert_path.display().to_string(),
+            key_path.display().to_string()
+        ),
+    );
+    let agent = serve(&tls, ManualClock::at(0)).await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).expect("root");
+    let client_config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(agent.addr)
+        .await
+        .expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let mut stream = tokio_rustls::TlsConnector::from(Arc::new(client_config))
+        .connect(name, tcp)
+        .await
+        .expect("TLS handshake");
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(b"GET /v1/openapi.json HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut response = Vec::new();
+    tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut response))
+        .await
+        .expect("in time")
+        .ok();
+    assert!(
+        response.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&response[..response.len().min(200)])
+    );
+    let plain_http = comptoir_agent::http_client::request(
+        "GET",
+        &format!("http://{}/v1/openapi.json", agent.addr),
+        &[],
+        Vec::new(),
+    )
+    .await;
+    assert!(plain_http.is_err(), "plain HTTP answered: {plain_http:?}");
     agent.stop().await;
 }

@@ -18,6 +18,9 @@ use comptoir_client::Client;
 use comptoir_protocol::AccountId;
 use comptoir_protocol::business::{BusinessProfile, Vertical};
 use comptoir_protocol::proto::wire::Category;
+use comptoir_protocol::template::{
+    Button, Placeholder, PlaceholderKind, Template, TemplateCategory,
+};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::Value;
 use sha2::Sha256;
@@ -144,6 +147,11 @@ pub fn signature_checks(hit: &Hit, secret: &str) -> bool {
 
 /// The daemon's configuration for tests.
 pub fn config(relay: &TestRelay, data_dir: &Path, receiver: &Receiver) -> Config {
+    config_with(relay, data_dir, receiver, "")
+}
+
+/// [`config`] with more TOML after it.
+pub fn config_with(relay: &TestRelay, data_dir: &Path, receiver: &Receiver, extra: &str) -> Config {
     let text = format!(
         r#"
 data_dir = {data_dir:?}
@@ -164,6 +172,7 @@ scopes = ["messages:read"]
 [[webhooks]]
 url = "{hook}"
 secret = "{SECRET}"
+{extra}
 "#,
         data_dir = data_dir.display().to_string(),
         relay = url(relay),
@@ -172,6 +181,31 @@ secret = "{SECRET}"
         hook = receiver.url(),
     );
     Config::parse(&text, &|_| None).expect("test config")
+}
+
+/// A utility template with two quick-reply buttons.
+pub fn slot_template(business: AccountId) -> Template {
+    Template {
+        business,
+        name: "delivery_slot".into(),
+        language: "en_GB".into(),
+        category: TemplateCategory::Utility,
+        header: None,
+        body: "Order {{order}}: when should we deliver?".into(),
+        footer: None,
+        placeholders: vec![Placeholder {
+            name: "order".into(),
+            kind: PlaceholderKind::Text,
+        }],
+        buttons: vec![
+            Button::QuickReply {
+                text: "Morning".into(),
+            },
+            Button::QuickReply {
+                text: "Evening".into(),
+            },
+        ],
+    }
 }
 
 /// `agent init`, then (through the device store, as `comptoir
@@ -200,6 +234,10 @@ pub async fn init_business(relay: &TestRelay, config: &Config) -> AccountId {
         .submit_template(&support_template(business, Category::Utility))
         .await
         .expect("submit");
+    let (slot, _) = client
+        .submit_template(&slot_template(business))
+        .await
+        .expect("submit");
     client.close().await.expect("close");
     let admin = relay.admin_client();
     admin
@@ -208,6 +246,10 @@ pub async fn init_business(relay: &TestRelay, config: &Config) -> AccountId {
         .expect("verify");
     admin
         .approve_template(&id_for(business, Category::Utility))
+        .await
+        .expect("approve");
+    admin
+        .approve_template(&slot.to_hex())
         .await
         .expect("approve");
     business
