@@ -424,6 +424,7 @@ async fn send_message(
             "recipient_type is \"individual\" (or left out)".into(),
         ));
     }
+    let to = recipient(&state, &request.to)?;
     let sent: Sent = match request.kind {
         SendKind::Text => {
             if request.template.is_some() {
@@ -443,7 +444,6 @@ async fn send_message(
                     text.len()
                 )));
             }
-            let to = recipient(&state, &request.to)?;
             ask(&state, |reply| Command::SendText { to, text, reply }).await?
         }
         SendKind::Template => {
@@ -472,7 +472,6 @@ async fn send_message(
                 }
             };
             let parameters = parameters(t.components)?;
-            let to = recipient(&state, &request.to)?;
             ask(&state, |reply| Command::SendTemplate {
                 to,
                 template,
@@ -482,12 +481,11 @@ async fn send_message(
             .await?
         }
     };
-    let account_id = recipient(&state, &request.to)?.to_string();
     Ok(Json(SendResponse {
         messaging_product: "comptoir",
         contacts: vec![ContactOut {
             input: request.to,
-            account_id,
+            account_id: to.to_string(),
         }],
         messages: vec![MessageOut {
             id: sent.id.to_string(),
@@ -621,11 +619,13 @@ async fn request_consent(
     // Recorded first, so an allowance that comes back quickly finds it;
     // taken back if the relay refuses.
     let now = comptoir_client::client::now_ms();
-    if state
-        .db
-        .record_consent_request(&reference_hex, &phone, &names.join(","), purpose_name, now)
-        .is_err()
-    {
+    if !state.db.record_consent_request(
+        &reference_hex,
+        &phone,
+        &names.join(","),
+        purpose_name,
+        now,
+    )? {
         return Err(ApiError::DuplicateReference(reference_hex));
     }
     let asked = ask(&state, |reply| Command::RequestConsent {

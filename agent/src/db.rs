@@ -79,6 +79,7 @@ fn migrations() -> Migrations<'static> {
         CREATE TABLE webhook_outbox (
             event_id TEXT NOT NULL,
             endpoint TEXT NOT NULL,
+            subject TEXT NOT NULL,
             body TEXT NOT NULL,
             created_ms INTEGER NOT NULL,
             attempts INTEGER NOT NULL DEFAULT 0,
@@ -88,7 +89,8 @@ fn migrations() -> Migrations<'static> {
             last_error TEXT,
             PRIMARY KEY (event_id, endpoint)
         );
-        CREATE INDEX webhook_outbox_due ON webhook_outbox (state, next_attempt_ms);",
+        CREATE INDEX webhook_outbox_due ON webhook_outbox (state, next_attempt_ms);
+        CREATE INDEX webhook_outbox_subject ON webhook_outbox (endpoint, subject, state);",
     )])
 }
 
@@ -98,6 +100,10 @@ pub struct NewEvent {
     /// Derived from message ids (see [`crate::webhook`]): the same change
     /// always has the same id, so it is queued once.
     pub event_id: String,
+    /// What it is about (a message id, a consent reference): the events of
+    /// one subject reach an endpoint in the order they were queued, so a
+    /// retried `delivered` is never overtaken by its `read`.
+    pub subject: String,
     /// The JSON body, signed as is at each attempt.
     pub body: String,
 }
@@ -246,9 +252,9 @@ impl Db {
     fn enqueue(&self, tx: &Transaction<'_>, event: &NewEvent, now_ms: u64) -> Result<()> {
         for endpoint in self.endpoints.iter() {
             tx.execute(
-                "INSERT OR IGNORE INTO webhook_outbox (event_id, endpoint, body, created_ms, next_attempt_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?4)",
-                params![event.event_id, endpoint, event.body, i64_of(now_ms)],
+                "INSERT OR IGNORE INTO webhook_outbox (event_id, endpoint, subject, body, created_ms, next_attempt_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                params![event.event_id, endpoint, event.subject, event.body, i64_of(now_ms)],
             )?;
         }
         Ok(())
@@ -354,7 +360,8 @@ impl Db {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Remember a consent request made through the API.
+    /// Remember a consent request made through the API; false if the
+    /// reference was used before (nothing changed).
     pub fn record_consent_request(
         &self,
         reference: &str,
@@ -362,13 +369,13 @@ impl Db {
         categories: &str,
         purpose: &str,
         now_ms: u64,
-    ) -> Result<()> {
-        self.lock().execute(
-            "INSERT INTO consent_requests (reference, phone, categories, purpose, requested_at_ms)
+    ) -> Result<bool> {
+        let inserted = self.lock().execute(
+            "INSERT OR IGNORE INTO consent_requests (reference, phone, categories, purpose, requested_at_ms)
              VALUES (?1, ?2, ?3, ?4, ?5)",
             params![reference, phone, categories, purpose, i64_of(now_ms)],
         )?;
-        Ok(())
+        Ok(inserted == 1)
     }
 
     /// Record that the customer `customer` allowed the request
@@ -540,13 +547,17 @@ impl Db {
         Ok(u64_of(n))
     }
 
-    /// Deliveries due at `now_ms`, oldest first.
+    /// Deliveries due at `now_ms`, oldest first; an event waits while an
+    /// older one of its subject is pending for the same endpoint.
     pub fn due(&self, now_ms: u64, limit: u32) -> Result<Vec<Pending>> {
         let conn = self.lock();
         let mut stmt = conn.prepare(
-            "SELECT event_id, endpoint, body, created_ms, attempts FROM webhook_outbox
-             WHERE state = 'pending' AND next_attempt_ms <= ?1
-             ORDER BY next_attempt_ms, created_ms LIMIT ?2",
+            "SELECT w.event_id, w.endpoint, w.body, w.created_ms, w.attempts FROM webhook_outbox w
+             WHERE w.state = 'pending' AND w.next_attempt_ms <= ?1
+               AND NOT EXISTS (SELECT 1 FROM webhook_outbox o
+                               WHERE o.endpoint = w.endpoint AND o.subject = w.subject
+                                 AND o.state = 'pending' AND o.rowid < w.rowid)
+             ORDER BY w.next_attempt_ms, w.rowid LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![i64_of(now_ms), limit], |row| {
             Ok(Pending {
@@ -644,6 +655,7 @@ mod tests {
     fn event(id: &str) -> Vec<NewEvent> {
         vec![NewEvent {
             event_id: id.into(),
+            subject: id.split(':').nth(1).unwrap_or(id).into(),
             body: "{}".into(),
         }]
     }
@@ -728,6 +740,50 @@ mod tests {
                 .expect("unknown"),
             None
         );
+    }
+
+    #[test]
+    fn one_subjects_events_reach_an_endpoint_in_order() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = Db::open(
+            &dir.path().join("a.sqlite3"),
+            vec!["http://127.0.0.1:1/h".into()],
+        )
+        .expect("open");
+        db.record_message(&message("m4", "hi", MessageStatus::Sent), &[], 1)
+            .expect("rec");
+        db.record_message(&message("m5", "hi", MessageStatus::Sent), &[], 1)
+            .expect("rec");
+        for (id, status) in [
+            ("m4", MessageStatus::Delivered),
+            ("m4", MessageStatus::Read),
+            ("m5", MessageStatus::Read),
+        ] {
+            db.advance_status(id, status, 2, |_| {
+                event(&format!("status:{id}:{}", status.as_str()))
+            })
+            .expect("advance");
+        }
+        let due = |db: &Db| -> Vec<String> {
+            db.due(10, 10)
+                .expect("due")
+                .into_iter()
+                .map(|p| p.event_id)
+                .collect()
+        };
+        assert_eq!(due(&db), ["status:m4:delivered", "status:m5:read"]);
+        // The delivered one fails and is retried later: its read waits.
+        let first = db.due(10, 1).expect("due").remove(0);
+        db.delivery_outcome(&first, false, Some(50), Some("503"))
+            .expect("outcome");
+        assert_eq!(due(&db), ["status:m5:read"]);
+        let first = Pending {
+            attempts: 1,
+            ..first
+        };
+        db.delivery_outcome(&first, true, None, None)
+            .expect("outcome");
+        assert_eq!(due(&db), ["status:m4:read", "status:m5:read"]);
     }
 
     #[test]

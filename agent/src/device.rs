@@ -29,6 +29,9 @@ use crate::webhook;
 /// API's commands again: the most an API request waits behind an idle
 /// connection.
 pub const EVENT_POLL: Duration = Duration::from_millis(20);
+/// API commands run between two looks at the connection, so a burst of
+/// sends does not hold up receiving.
+const COMMANDS_PER_TURN: usize = 32;
 /// The longest wait between two connection attempts.
 const MAX_RECONNECT: Duration = Duration::from_secs(30);
 /// The away message goes to a customer at most once in this long.
@@ -236,8 +239,11 @@ impl Device {
                     }
                 }
             }
-            while let Ok(command) = commands.try_recv() {
-                self.handle(command).await;
+            for _ in 0..COMMANDS_PER_TURN {
+                match commands.try_recv() {
+                    Ok(command) => self.handle(command).await,
+                    Err(_) => break,
+                }
             }
             if !self.client.is_connected() {
                 tokio::select! {

@@ -18,6 +18,12 @@
 //! `consent:<reference>`. The same change always gets the same id, so it
 //! is queued once and a receiver can drop a repeat.
 //!
+//! **Order.** The events of one message (or consent request) reach an
+//! endpoint in the order they were queued: while one is being retried,
+//! the later ones wait, so a receiver never sees `read` and then the
+//! retried `delivered`. Events of different messages do not wait for
+//! each other.
+//!
 //! **Outbox.** Written in the same SQLite transaction as the change it
 //! reports; retried on anything but a 2xx with exponential backoff and
 //! full jitter on its upper half, for [`RETRY_FOR`]; it survives a
@@ -112,7 +118,7 @@ pub fn verify(
     mac.verify_slice(&sig).is_ok()
 }
 
-fn envelope(business: &str, event_id: &str, field: &str, value: Value) -> NewEvent {
+fn envelope(business: &str, event_id: &str, subject: &str, field: &str, value: Value) -> NewEvent {
     let body = json!({
         "object": "comptoir_business",
         "business": business,
@@ -122,6 +128,7 @@ fn envelope(business: &str, event_id: &str, field: &str, value: Value) -> NewEve
     });
     NewEvent {
         event_id: event_id.to_owned(),
+        subject: subject.to_owned(),
         body: body.to_string(),
     }
 }
@@ -143,6 +150,7 @@ pub fn message_event(
     envelope(
         business,
         &event_id,
+        id,
         "messages",
         json!({
             "contacts": contact(customer, phone),
@@ -173,6 +181,7 @@ pub fn button_reply_event(
     envelope(
         business,
         &event_id,
+        id,
         "messages",
         json!({
             "contacts": contact(customer, phone),
@@ -213,6 +222,7 @@ pub fn status_event(
     envelope(
         business,
         &event_id,
+        id,
         "messages",
         json!({ "statuses": [entry] }),
     )
@@ -231,6 +241,7 @@ pub fn consent_event(
     envelope(
         business,
         &event_id,
+        reference,
         "consents",
         json!({
             "consents": [{

@@ -85,6 +85,23 @@ async fn the_notification_flow_through_the_api_and_webhooks() {
     .await;
     assert_eq!(status, 202, "{body}");
     let reference = body["reference"].as_str().expect("reference").to_owned();
+    // A reference names one request.
+    let (status, again) = call(
+        &agent,
+        "POST",
+        "/v1/consent_requests",
+        Some(FULL_KEY),
+        Some(json!({
+            "phone_number": CAROL,
+            "categories": ["utility"],
+            "purpose": "delivery_updates",
+            "reference": reference,
+        })),
+    )
+    .await;
+    assert_eq!(status, 409, "{again}");
+    assert_eq!(again["error"]["code"], "duplicate_reference");
+    assert_eq!(agent.db.consent_request_count().expect("count"), 1);
     let asked = wait_for(&mut carol, |e| match e {
         Event::ConsentRequested(r) => Some(r.clone()),
         _ => None,
@@ -847,8 +864,7 @@ async fn off_loopback_the_api_is_served_only_over_tls() {
         ManualClock::at(0),
     )
     .await
-    .err()
-    .expect("refused");
+    .expect_err("refused");
     assert!(
         matches!(
             refused,
