@@ -226,6 +226,12 @@ impl Db {
     /// webhooks to `endpoints` from now on.
     pub fn open(path: &Path, endpoints: Vec<String>) -> Result<Self> {
         let mut conn = Connection::open(path)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // Best effort: the directory is private already (0700).
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        }
         Self::prepare(&mut conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),

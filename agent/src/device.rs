@@ -131,6 +131,7 @@ pub async fn init_new(
 /// Create a device that will join an existing business account: returns
 /// the link code to approve on the account's first device.
 pub fn init_link(config: &Config, passphrase: &str, kdf: KdfParams) -> Result<String, DeviceError> {
+    comptoir_client::store::create_private_dir(&config.data_dir)?;
     let client = Client::create_unlinked(&config.device_dir(), passphrase, kdf)?;
     Ok(client.link_code()?)
 }

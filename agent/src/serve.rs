@@ -80,7 +80,9 @@ pub async fn start(
         Some(files) => Some(acceptor(&files.cert, &files.key)?),
         None => None,
     };
-    std::fs::create_dir_all(&config.data_dir).map_err(ServeError::Listen)?;
+    // The database holds conversations in clear (docs/OPERATIONS.md):
+    // the directory is its owner's only.
+    comptoir_client::store::create_private_dir(&config.data_dir).map_err(DeviceError::from)?;
     let endpoints = config.webhooks.iter().map(|w| w.url.clone()).collect();
     let db = Db::open(&config.database_path(), endpoints)?;
     let client = crate::device::open(config, passphrase).await?;
