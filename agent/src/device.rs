@@ -347,7 +347,18 @@ impl Device {
         body: &str,
         template_id: Option<String>,
     ) -> Result<Sent, ClientError> {
-        let id = sent?;
+        let id = match sent {
+            Ok(id) => id,
+            // The connection ended during the send: the message was stored
+            // and waits in the outbox, sent on reconnect; report it queued
+            // so the backend does not send it twice.
+            Err(
+                e @ (ClientError::ConnectionClosed(_)
+                | ClientError::NotConnected
+                | ClientError::Timeout(_)),
+            ) => self.just_queued(to).ok_or(e)?,
+            Err(e) => return Err(e),
+        };
         let status = match self.client.message(&to, &id) {
             Ok(Some(m)) if m.status >= Status::Accepted => MessageStatus::Sent,
             _ => MessageStatus::Queued,
@@ -383,6 +394,19 @@ impl Device {
         }
         self.wake.notify_one();
         Ok(Sent { id, status })
+    }
+
+    /// The message to `to` a send just left in the client's outbox: the
+    /// newest queued one this daemon has not recorded.
+    fn just_queued(&self, to: AccountId) -> Option<MessageId> {
+        self.client
+            .queued()
+            .ok()?
+            .into_iter()
+            .filter(|m| m.peer == to && m.outgoing)
+            .filter(|m| matches!(self.db.status_of(&m.id.to_string()), Ok(None)))
+            .max_by_key(|m| m.sequence)
+            .map(|m| m.id)
     }
 
     /// After a connect sent the outbox: report what became of the messages

@@ -927,3 +927,59 @@ async fn off_loopback_the_api_is_served_only_over_tls() {
     assert!(plain_http.is_err(), "plain HTTP answered: {plain_http:?}");
     agent.stop().await;
 }
+
+#[tokio::test]
+async fn a_message_queued_while_the_relay_is_down_reports_failed_when_refused() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start().await;
+    let config = config(&relay, &data_dir(root.path()), &receiver);
+    let _business = init_business(&relay, &config).await;
+    let agent = serve(&config, ManualClock::at(comptoir_client::client::now_ms())).await;
+    let hank = registered_as(
+        &relay,
+        &root.path().join("hank"),
+        "pw-long-enough",
+        AccountKind::Customer,
+    )
+    .await;
+    // Talk to the relay once, so the daemon has Hank's keys.
+    let text =
+        json!({ "to": hank.account_id().to_string(), "type": "text", "text": { "body": "hello" } });
+    let (status, body) = call(
+        &agent,
+        "POST",
+        "/v1/messages",
+        Some(FULL_KEY),
+        Some(text.clone()),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("window_closed")),
+        "{body}"
+    );
+
+    // The relay goes away: the API accepts the send as queued.
+    let mut relay = relay;
+    relay.stop().await;
+    let (status, body) = call(&agent, "POST", "/v1/messages", Some(FULL_KEY), Some(text)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["messages"][0]["message_status"], "queued");
+    let id = body["messages"][0]["id"].as_str().expect("id").to_owned();
+
+    // Back: the daemon sends it on reconnect; the relay refuses it (Hank
+    // never wrote), and a failed status is reported with the reason.
+    let _relay = relay.start_again_at_same_address().await;
+    let failed = receiver
+        .wait("failed", |h| h.event_id == format!("status:{id}:failed"))
+        .await;
+    assert!(signature_checks(&failed, SECRET));
+    let status = &failed.json()["value"]["statuses"][0];
+    assert_eq!(status["status"], "failed");
+    assert!(status["errors"][0]["title"].is_string(), "{status}");
+    let (_, body) = call(&agent, "GET", "/v1/messages", Some(FULL_KEY), None).await;
+    assert_eq!(body["data"][0]["id"], id);
+    assert_eq!(body["data"][0]["status"], "failed");
+    agent.stop().await;
+}
