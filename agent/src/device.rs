@@ -219,6 +219,7 @@ impl Device {
         mut commands: mpsc::Receiver<Command>,
         mut shutdown: watch::Receiver<bool>,
     ) {
+        self.catch_up();
         let mut reconnect_wait = Duration::from_millis(100);
         let mut next_connect = tokio::time::Instant::now();
         let mut next_poll = tokio::time::Instant::now();
@@ -270,6 +271,7 @@ impl Device {
         if let Err(e) = self.client.close().await {
             tracing::error!(error = %e, "closing the device store");
         }
+        tracing::info!("device stopped");
     }
 
     async fn handle(&mut self, command: Command) {
@@ -394,6 +396,63 @@ impl Device {
         }
         self.wake.notify_one();
         Ok(Sent { id, status })
+    }
+
+    /// Record what the device store holds and this database does not: the
+    /// client library acknowledges a message to the relay once it is in
+    /// the device store, before this daemon records it, so a crash in
+    /// between would otherwise lose it. Run at start, it reports such
+    /// messages (as text) and statuses the device store has further along.
+    fn catch_up(&mut self) {
+        let peers = match self.client.conversation_peers() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the device's conversations");
+                return;
+            }
+        };
+        let now = self.clock.now_ms();
+        let mut caught = 0usize;
+        for peer in peers {
+            let Ok(history) = self.client.history(&peer) else {
+                continue;
+            };
+            let customer = peer.to_string();
+            for m in history {
+                let id = m.id.to_string();
+                match self.db.status_of(&id) {
+                    Ok(None) if !m.outgoing => {
+                        let phone = self.db.phone_of(&customer).ok().flatten();
+                        let event = webhook::message_event(
+                            &self.business,
+                            &customer,
+                            phone.as_deref(),
+                            &id,
+                            &m.body,
+                            now,
+                        );
+                        self.record_incoming(&customer, &id, "text", &m.body, None, event, now);
+                        caught += 1;
+                    }
+                    Ok(Some(_)) if m.outgoing => {
+                        let status = match m.status {
+                            Status::Read => MessageStatus::Read,
+                            Status::Delivered => MessageStatus::Delivered,
+                            Status::Accepted => MessageStatus::Sent,
+                            _ => continue,
+                        };
+                        self.advance(&id, status, None);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if caught > 0 {
+            tracing::info!(
+                messages = caught,
+                "recorded messages the device received before a restart"
+            );
+        }
     }
 
     /// The message to `to` a send just left in the client's outbox: the

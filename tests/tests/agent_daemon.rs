@@ -983,3 +983,54 @@ async fn a_message_queued_while_the_relay_is_down_reports_failed_when_refused() 
     assert_eq!(body["data"][0]["status"], "failed");
     agent.stop().await;
 }
+
+#[tokio::test]
+async fn a_message_the_device_took_while_the_daemon_was_down_is_reported_at_start() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start().await;
+    let config = config(&relay, &data_dir(root.path()), &receiver);
+    let business = init_business(&relay, &config).await;
+    let mut ivy = registered_as(
+        &relay,
+        &root.path().join("ivy"),
+        "pw-long-enough",
+        AccountKind::Customer,
+    )
+    .await;
+    let sent = ivy
+        .send_text(business, "Did you get this?")
+        .await
+        .expect("send");
+    // The device store takes and acknowledges the message, as the client
+    // library does inside the daemon, but no daemon records it (a crash
+    // between the two): the relay will not deliver it again.
+    let mut device = Client::open(&config.device_dir(), support::agent::PASSPHRASE).expect("open");
+    device
+        .connect(&support::client::url(&relay))
+        .await
+        .expect("connect");
+    let (got, _) = support::client::wait_message(&mut device, ivy.account_id()).await;
+    assert_eq!(got, sent);
+    device.close().await.expect("close");
+
+    let agent = serve(&config, ManualClock::at(comptoir_client::client::now_ms())).await;
+    let hit = receiver
+        .wait("caught-up message", |h| {
+            h.event_id == format!("message:{sent}")
+        })
+        .await;
+    assert_eq!(
+        hit.json()["value"]["messages"][0]["text"]["body"],
+        "Did you get this?"
+    );
+    let (_, body) = call(&agent, "GET", "/v1/messages", Some(FULL_KEY), None).await;
+    assert_eq!(body["data"][0]["id"], sent.to_string(), "{body}");
+    // Starting again reports nothing twice.
+    agent.stop().await;
+    let agent = serve(&config, ManualClock::at(comptoir_client::client::now_ms())).await;
+    let (_, body) = call(&agent, "GET", "/v1/messages", Some(FULL_KEY), None).await;
+    assert_eq!(body["data"].as_array().map(Vec::len), Some(1), "{body}");
+    assert_eq!(agent.db.outbox().expect("outbox").len(), 1);
+    agent.stop().await;
+}
