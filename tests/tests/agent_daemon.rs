@@ -1034,3 +1034,53 @@ async fn a_message_the_device_took_while_the_daemon_was_down_is_reported_at_star
     assert_eq!(agent.db.outbox().expect("outbox").len(), 1);
     agent.stop().await;
 }
+
+#[tokio::test]
+async fn agent_init_can_join_an_existing_business_account_as_a_new_device() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start().await;
+    let config = config(&relay, &data_dir(root.path()), &receiver);
+    let mut first = registered_as(
+        &relay,
+        &root.path().join("first"),
+        "pw-long-enough",
+        AccountKind::Business,
+    )
+    .await;
+    let code = comptoir_agent::device::init_link(
+        &config,
+        support::agent::PASSPHRASE,
+        support::client::FAST_KDF,
+    )
+    .expect("link code");
+    let approval = first.add_device(&code).await.expect("approve");
+    let joined =
+        comptoir_agent::device::finish_link(&config, support::agent::PASSPHRASE, &approval)
+            .await
+            .expect("finish link");
+    assert_eq!(joined, first.account_id());
+
+    // A customer's message reaches the daemon's device too.
+    let agent = serve(&config, ManualClock::at(comptoir_client::client::now_ms())).await;
+    let mut jo = registered_as(
+        &relay,
+        &root.path().join("jo"),
+        "pw-long-enough",
+        AccountKind::Customer,
+    )
+    .await;
+    let sent = jo
+        .send_text(first.account_id(), "Hello, both of you")
+        .await
+        .expect("send");
+    let hit = receiver
+        .wait("message to the linked device", |h| {
+            h.event_id == format!("message:{sent}")
+        })
+        .await;
+    assert_eq!(hit.json()["business"], first.account_id().to_string());
+    let (got, _) = support::client::wait_message(&mut first, jo.account_id()).await;
+    assert_eq!(got, sent);
+    agent.stop().await;
+}
