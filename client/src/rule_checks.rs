@@ -17,7 +17,9 @@
 //! the business's check of a quick reply report through the same
 //! [`Violation`] type: a template message that is not an instance of a
 //! template the pinned operator approved for that business and category,
-//! and a quick reply that names no button of the template it answers.
+//! and a quick reply that names no button of the template it answers; so
+//! do an interactive message over the limits and a choice that names no
+//! button or row of the interactive message it answers.
 //!
 //! Records (sealed in the [`Store`]): tree `Consents` by business (16):
 //! `categories (1) || expires_at_ms (8) || counter (8)`; tree `Wrote` by
@@ -25,6 +27,7 @@
 
 use std::fmt;
 
+use comptoir_protocol::interactive::{ChoiceError, InteractiveError};
 use comptoir_protocol::proto::wire::Category;
 use comptoir_protocol::template::{InstanceError, ReplyError, TemplateCategory};
 use comptoir_protocol::{AccountId, ConsentCategories};
@@ -106,6 +109,21 @@ pub enum Violation {
         /// What is wrong with it.
         reason: ReplyError,
     },
+    /// An interactive message over the limits (more than 3 buttons, more
+    /// than 10 rows...): shown as text, its choices not offered.
+    InteractiveInvalid {
+        /// What is wrong with it.
+        reason: InteractiveError,
+    },
+    /// A choice in a message that is not an interactive message this
+    /// account sent to the replying customer.
+    InteractiveReplyToUnknownMessage,
+    /// A choice that names no button or row of the message it answers, or
+    /// not with its title.
+    InteractiveReplyInvalid {
+        /// What is wrong with it.
+        reason: ChoiceError,
+    },
 }
 
 impl fmt::Display for Violation {
@@ -169,6 +187,14 @@ impl fmt::Display for Violation {
                 "a quick reply to a message that is not a template this account sent"
             ),
             Self::QuickReplyInvalid { reason } => write!(f, "a forged quick reply: {reason}"),
+            Self::InteractiveInvalid { reason } => {
+                write!(f, "an interactive message over the limits: {reason}")
+            }
+            Self::InteractiveReplyToUnknownMessage => write!(
+                f,
+                "a choice in a message that is not an interactive message this account sent"
+            ),
+            Self::InteractiveReplyInvalid { reason } => write!(f, "a forged choice: {reason}"),
         }
     }
 }

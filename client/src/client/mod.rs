@@ -21,6 +21,8 @@
 //! - `directory`: phone numbers, lookups, blocks.
 //! - `templates`: submitting, listing and sending approved templates,
 //!   fetching the ones received, quick replies.
+//! - `interactive`: sending interactive messages (reply buttons, lists)
+//!   and choosing in one received.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -46,6 +48,7 @@ mod consent;
 mod consent_requests;
 mod devices;
 mod directory;
+mod interactive;
 mod labels;
 mod receive;
 mod rekey;

@@ -1,7 +1,11 @@
 //! Receiving: decrypt a delivered envelope with the right session, store
 //! what it says, and only then acknowledge it.
 
-use comptoir_protocol::proto::content::{ButtonReply, Content, TemplateInstance, Text, content};
+use comptoir_protocol::interactive;
+use comptoir_protocol::proto::content::{
+    ButtonReply, Content, Interactive, InteractiveReply, SentTemplate, TemplateInstance, Text,
+    content,
+};
 use comptoir_protocol::proto::wire::{
     self, Category, Envelope, GetDeviceList, client_frame, server_frame,
 };
@@ -13,6 +17,7 @@ use zeroize::Zeroizing;
 use crate::error::{ClientError, Result};
 use crate::event::Event;
 use crate::evidence::{self, Evidence};
+use crate::interactive_messages;
 use crate::messages::{self, MessageId, Status, StoredMessage};
 use crate::peers::{self, Observed};
 use crate::quarantine;
@@ -221,7 +226,11 @@ impl Client {
         // and consent rules the relay should have enforced (besides what
         // checking its content found).
         let checked = match &event {
-            Some(Event::Message { id, .. } | Event::Template { id, .. }) => {
+            Some(
+                Event::Message { id, .. }
+                | Event::Template { id, .. }
+                | Event::Interactive { id, .. },
+            ) => {
                 violations.extend(self.rule_violation(from, &envelope)?);
                 Some(*id)
             }
@@ -261,6 +270,17 @@ impl Client {
             self.ack(&envelope).await?;
         } else {
             self.reject(&envelope).await?;
+        }
+        // A copy of a template message another device sent: have its
+        // template cached, to check the customer's quick replies to it.
+        if let Some(Event::SentElsewhere { to, id, .. }) = &event
+            && let Some(template) = template_cache::template_of_message(&self.store, to, id)?
+            && let Err(e) = self.cached_template(self.account.id(), &template).await
+        {
+            self.events.push_back(Event::Warning(format!(
+                "template {} of a message sent from another device could not be fetched: {e}",
+                template.to_hex()
+            )));
         }
         self.events.extend(event);
         self.events.extend(violation_events);
@@ -451,6 +471,94 @@ impl Client {
         }
     }
 
+    /// An interactive message from `from`: one within the limits is
+    /// stored as its text with its choices, kept to check a pick, and
+    /// reported as [`Event::Interactive`]; one over them (or under a
+    /// template category) is stored as a message saying so, with the
+    /// violation, and offers no choice.
+    fn apply_interactive(
+        &self,
+        from: AccountId,
+        id: MessageId,
+        sent_at_ms: u64,
+        envelope: &Envelope,
+        message: Interactive,
+        violations: &mut Vec<Violation>,
+    ) -> Result<Option<Event>> {
+        let category = envelope.category();
+        let checked = if is_template_category(category) {
+            Err(Violation::NotATemplate { category })
+        } else {
+            interactive::validate(&message)
+                .map_err(|reason| Violation::InteractiveInvalid { reason })
+        };
+        if let Err(violation) = checked {
+            let text = format!("[an interactive message that breaks the rules: {violation}]");
+            violations.push(violation);
+            self.store_incoming(from, id, &text, sent_at_ms)?;
+            return Ok(Some(Event::Message {
+                from,
+                id,
+                text,
+                sent_at_ms,
+                request: false,
+            }));
+        }
+        self.store_incoming(from, id, &interactive::render_text(&message), sent_at_ms)?;
+        interactive_messages::record(&self.store, &from, &id, &message)?;
+        crate::requests::note_incoming(&self.store, &self.account.id(), &from, now_ms())?;
+        Ok(Some(Event::Interactive {
+            from,
+            id,
+            message,
+            sent_at_ms,
+        }))
+    }
+
+    /// A customer's choice in an interactive message this account sent
+    /// (from this device or another): checked against that message,
+    /// stored as the choice's title and reported as
+    /// [`Event::InteractiveReply`]; a forged one is only reported as a
+    /// violation.
+    fn apply_interactive_reply(
+        &self,
+        from: AccountId,
+        id: MessageId,
+        sent_at_ms: u64,
+        reply: &InteractiveReply,
+        violations: &mut Vec<Violation>,
+    ) -> Result<Option<Event>> {
+        let sent = match MessageId::from_bytes(&reply.message_id) {
+            Some(reply_to)
+                if messages::get(&self.store, &from, &reply_to)?.is_some_and(|m| m.outgoing) =>
+            {
+                interactive_messages::get(&self.store, &from, &reply_to)?
+                    .map(|message| (reply_to, message))
+            }
+            _ => None,
+        };
+        let Some((reply_to, message)) = sent else {
+            violations.push(Violation::InteractiveReplyToUnknownMessage);
+            return Ok(None);
+        };
+        match interactive::check_reply(&message, reply) {
+            Ok((choice, title)) => {
+                self.store_incoming(from, id, title, sent_at_ms)?;
+                Ok(Some(Event::InteractiveReply {
+                    from,
+                    id,
+                    reply_to,
+                    choice,
+                    title: title.to_owned(),
+                }))
+            }
+            Err(reason) => {
+                violations.push(Violation::InteractiveReplyInvalid { reason });
+                Ok(None)
+            }
+        }
+    }
+
     /// Store what a decrypted content says; returns the event to report.
     fn apply_content(
         &mut self,
@@ -472,6 +580,12 @@ impl Client {
             ),
             Some(content::Body::ButtonReply(reply)) => {
                 self.apply_button_reply(from, id, content.sent_at_ms, &reply, violations)
+            }
+            Some(content::Body::Interactive(message)) => {
+                self.apply_interactive(from, id, content.sent_at_ms, envelope, message, violations)
+            }
+            Some(content::Body::InteractiveReply(reply)) => {
+                self.apply_interactive_reply(from, id, content.sent_at_ms, &reply, violations)
             }
             Some(content::Body::Text(Text { body })) => {
                 let category = envelope.category();
@@ -504,6 +618,23 @@ impl Client {
                 };
                 let body = match inner.body {
                     Some(content::Body::Text(Text { body })) => body,
+                    // A template message: which template, so that this
+                    // device checks the customer's quick replies too.
+                    Some(content::Body::SentTemplate(SentTemplate {
+                        instance: Some(instance),
+                        text,
+                    })) => {
+                        if let Some(template) = TemplateId::from_hex(&instance.template_id) {
+                            template_cache::record_message(&self.store, &to, &id, &template)?;
+                        }
+                        text
+                    }
+                    Some(content::Body::Interactive(message)) => {
+                        if interactive::validate(&message).is_ok() {
+                            interactive_messages::record(&self.store, &to, &id, &message)?;
+                        }
+                        interactive::render_text(&message)
+                    }
                     Some(content::Body::ReadReceipt(receipt)) => {
                         let mut count = 0;
                         for raw in &receipt.message_ids {
