@@ -151,6 +151,9 @@ pub enum Tree {
     /// The last checked view of each business (verified or not), by
     /// account id (see `business_views`).
     BusinessViews,
+    /// When each peer last wrote to this account: the relay's accept time
+    /// of its last conversation message (see `rule_checks`).
+    Heard,
 }
 
 impl Tree {
@@ -178,6 +181,7 @@ impl Tree {
             Self::OutgoingBodies => "outgoing_bodies",
             Self::InteractiveMessages => "interactive_messages",
             Self::BusinessViews => "business_views",
+            Self::Heard => "heard",
         }
     }
 

@@ -94,6 +94,13 @@ impl Client {
         crate::business_views::load(&self.store, account, now_ms())
     }
 
+    /// The 24-hour window `customer` gave this business account, from the
+    /// relay's accept time of the customer's last conversation message
+    /// this device received (read offline).
+    pub fn window(&self, customer: &AccountId) -> Result<crate::rule_checks::Window> {
+        crate::rule_checks::window(&self.store, customer)
+    }
+
     /// [`Self::business`] without keeping the result; also until when a
     /// verified result holds (its certificate's expiry; 0 otherwise).
     async fn check_business(&mut self, account: AccountId) -> Result<(BusinessView, u64)> {

@@ -352,6 +352,12 @@ impl Client {
         self.account.is_registered()
     }
 
+    /// Whether this is a business account (known once connected: the
+    /// relay says so when the device logs in).
+    pub fn is_business(&self) -> bool {
+        self.kind == wire::AccountKind::Business
+    }
+
     /// Whether a relay connection is open and authenticated.
     pub fn is_connected(&self) -> bool {
         self.conn.is_some()

@@ -231,7 +231,16 @@ impl Client {
                 | Event::Template { id, .. }
                 | Event::Interactive { id, .. },
             ) => {
+                if envelope.category() == Category::Conversation {
+                    rule_checks::record_heard(&self.store, &from, envelope.server_timestamp_ms)?;
+                }
                 violations.extend(self.rule_violation(from, &envelope)?);
+                Some(*id)
+            }
+            // The peer wrote to this account: the window it opens, for a
+            // business's screens.
+            Some(Event::QuickReply { id, .. } | Event::InteractiveReply { id, .. }) => {
+                rule_checks::record_heard(&self.store, &from, envelope.server_timestamp_ms)?;
                 Some(*id)
             }
             // Another device of this account wrote: its window counts.
