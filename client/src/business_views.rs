@@ -111,3 +111,37 @@ pub fn load(store: &Store, account: &AccountId, now_ms: u64) -> Result<Option<Bu
         verification,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // Reason: test code fails by panicking.
+    use super::*;
+    use crate::store::FAST_TEST_KDF;
+
+    #[test]
+    fn a_verified_view_reads_as_expired_after_its_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::create(dir.path(), "passphrase", FAST_TEST_KDF).unwrap();
+        let acme = AccountId::from_bytes(&[7; 16]).unwrap();
+        assert_eq!(load(&store, &acme, 10).unwrap(), None);
+        let view = BusinessView {
+            account: acme,
+            profile: None,
+            verification: Verification::Verified {
+                display_name: "Acme Air".into(),
+            },
+        };
+        save(&store, &view, 1_000, 10).unwrap();
+        assert_eq!(load(&store, &acme, 999).unwrap(), Some(view.clone()));
+        assert_eq!(
+            load(&store, &acme, 1_000).unwrap().map(|v| v.verification),
+            Some(Verification::NotVerified(NotVerified::Expired))
+        );
+        let revoked = BusinessView {
+            verification: Verification::NotVerified(NotVerified::Revoked),
+            ..view
+        };
+        save(&store, &revoked, 0, 20).unwrap();
+        assert_eq!(load(&store, &acme, 21).unwrap(), Some(revoked));
+    }
+}

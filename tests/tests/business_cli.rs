@@ -256,12 +256,12 @@ async fn a_business_and_a_customer_go_through_consent_templates_and_replies() {
          https://acme.example/checkin\n"
     );
     assert!(shown.contains(&expected), "{shown}");
-    // The history shows it the same way, by the business's handle (it
-    // works offline, without the verified mark).
+    // The history shows it the same way, with the verified mark as
+    // `listen` last checked it (history works offline, from that check).
     let history = ok(&carol, &relay, &["history", &acme_id]).await;
     let (_, rest) = expected.split_once(" (template").expect("template line");
     assert!(
-        history.contains(&format!(" {acme_id} (template{rest}")),
+        history.contains(&format!(" ✓ Acme Air (template{rest}")),
         "{history}"
     );
 
@@ -285,6 +285,22 @@ async fn a_business_and_a_customer_go_through_consent_templates_and_replies() {
         )),
         "{got}"
     );
+    // A free-form reply in the window, shown under the certified name
+    // with its mark, not the contact name carol gave the business.
+    ok(&acme, &relay, &["send", "carol", "Seat 14C is yours"]).await;
+    ok(&carol, &relay, &["contacts", "add", "acmeco", &acme_id]).await;
+    ok(
+        &carol,
+        &relay,
+        &["listen", "--count", "1", "--timeout", "30"],
+    )
+    .await;
+    let history = ok(&carol, &relay, &["history", "acmeco"]).await;
+    assert!(
+        history.ends_with(" ✓ Acme Air: Seat 14C is yours\n"),
+        "{history}"
+    );
+    assert!(!history.contains("acmeco"), "{history}");
 
     // For scripts: the same template as one JSON record.
     let second = ok(&acme, &relay, &args).await.trim().to_string();
