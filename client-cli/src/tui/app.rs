@@ -560,6 +560,22 @@ impl App {
 pub fn event_status(event: &Event, name: &dyn Fn(&AccountId) -> String) -> Option<String> {
     Some(match event {
         Event::Message { from, .. } => format!("new message from {}", name(from)),
+        Event::Template { from, rendered, .. }
+            if rendered
+                .buttons
+                .iter()
+                .any(|b| matches!(b, comptoir_protocol::template::Button::QuickReply { .. })) =>
+        {
+            format!("new message from {} (Ctrl-R to answer)", name(from))
+        }
+        Event::Template { from, .. } => format!("new message from {}", name(from)),
+        Event::Interactive { from, .. } => {
+            format!("new message from {} (Ctrl-R to answer)", name(from))
+        }
+        Event::QuickReply { from, text, .. }
+        | Event::InteractiveReply {
+            from, title: text, ..
+        } => format!("{} chose \"{text}\"", name(from)),
         Event::IdentityChanged { account } => {
             format!("⚠ the identity of {} changed", name(account))
         }
