@@ -403,6 +403,27 @@ mod tests {
         }
     }
 
+    /// The encodings docs/PROTOCOL.md (10.4.1) shows, byte for byte.
+    #[test]
+    fn the_documented_bytes() {
+        use prost::Message;
+        let message = Interactive {
+            body: "In?".into(),
+            kind: Some(interactive::Kind::Buttons(ReplyButtons {
+                titles: vec!["Yes".into(), "No".into()],
+            })),
+        };
+        assert_eq!(
+            hex::encode(message.encode_to_vec()),
+            "0a03496e3f12090a035965730a024e6f"
+        );
+        let reply = choose(&message, &[0xab; 16], &Choice::Button(1)).unwrap();
+        assert_eq!(
+            hex::encode(reply.encode_to_vec()),
+            "0a10abababababababababababababababab100122024e6f"
+        );
+    }
+
     #[test]
     fn limits_both_ways() {
         assert_eq!(validate(&buttons(&["Yes", "No", "Later"])), Ok(()));

@@ -416,3 +416,71 @@ async fn a_message_over_the_limits_offers_no_choice_and_forged_choices_are_flagg
     assert_eq!(history[2..], ["Yes".to_string(), "done".to_string()]);
     assert_eq!(shop.evidence().expect("evidence").len(), 5);
 }
+
+/// A business with two devices: the sync copy of an interactive message
+/// carries the message itself, so the customer's choice checks out on the
+/// device that did not send it too.
+#[tokio::test]
+async fn a_choice_checks_out_on_the_business_device_that_did_not_send() {
+    let relay = start_relay().await;
+    let dirs: Vec<_> = (0..3)
+        .map(|_| tempfile::tempdir().expect("temp dir"))
+        .collect();
+    let mut customer = registered(&relay, dirs[0].path(), "customer pass").await;
+    let mut shop = registered_as(
+        &relay,
+        dirs[1].path(),
+        "business pass",
+        AccountKind::Business,
+    )
+    .await;
+    let mut counter = support::client::linked(&relay, &mut shop, dirs[2].path()).await;
+    let (customer_id, shop_id) = (customer.account_id(), shop.account_id());
+    customer.send_text(shop_id, "hello").await.expect("send");
+    for device in [&mut shop, &mut counter] {
+        wait_for(device, |e| {
+            matches!(e, Event::Message { from, .. } if *from == customer_id).then_some(())
+        })
+        .await;
+    }
+    let sent = shop
+        .send_interactive(customer_id, slots(3))
+        .await
+        .expect("send");
+    let copy = wait_for(&mut counter, |e| match e {
+        Event::SentElsewhere { id, text, .. } if *id == sent => Some(text.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(
+        copy.starts_with("Pick a delivery slot\n[Slots]\nMorning:"),
+        "{copy}"
+    );
+    wait_for(&mut customer, |e| {
+        matches!(e, Event::Interactive { id, .. } if *id == sent).then_some(())
+    })
+    .await;
+    let picked = customer
+        .choose(shop_id, sent, Choice::Row("am-1".into()))
+        .await
+        .expect("choose");
+    for device in [&mut shop, &mut counter] {
+        let got = wait_for(device, |e| match e {
+            Event::InteractiveReply { .. } => Some(e.clone()),
+            Event::Violation { violation, .. } => panic!("flagged: {violation}"),
+            _ => None,
+        })
+        .await;
+        assert_eq!(
+            got,
+            Event::InteractiveReply {
+                from: customer_id,
+                id: picked,
+                reply_to: sent,
+                choice: Choice::Row("am-1".into()),
+                title: "9:00".into(),
+            }
+        );
+        assert!(device.evidence().expect("evidence").is_empty());
+    }
+}
