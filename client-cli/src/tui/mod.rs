@@ -2,7 +2,10 @@
 //! counts, the verified mark (✓ and the certified name) of businesses the
 //! operator verified and a `[request]` marker on message requests (not
 //! marked read until accepted), a chat view with delivery and read ticks, the identity-change
-//! warning, block in one key, and a help line.
+//! warning, block in one key, and a help line. A customer answers a
+//! template's quick reply or an interactive message's button or row
+//! (Ctrl-R); a business sees each customer's 24-hour window and the time
+//! left, and picks and fills an approved template (Ctrl-P).
 //!
 //! [`app`] holds the state and key handling (tested with key events),
 //! [`view`] draws it (tested against ratatui's test backend); this module

@@ -389,6 +389,8 @@ fn a_business_sees_the_window_and_sends_a_template_when_it_is_closed() {
         screen.contains("24-hour window open: 3h 30m left"),
         "{screen}"
     );
+    assert!(screen.contains("alice (2) [3h30m]"), "{screen}");
+    assert!(screen.contains("⚠ bob [closed]"), "{screen}");
     // Open: free-form text goes.
     press(&mut app, KeyCode::Char('o'));
     press(&mut app, KeyCode::Char('k'));
@@ -401,7 +403,12 @@ fn a_business_sees_the_window_and_sends_a_template_when_it_is_closed() {
     );
     // Four hours later it is closed: refused here, the draft stays.
     app.now_ms = now + 4 * HOUR;
-    assert!(render(&app).contains("24-hour window closed: only an approved template"));
+    let screen = render(&app);
+    assert!(
+        screen.contains("24-hour window closed: only an approved template"),
+        "{screen}"
+    );
+    assert!(screen.contains("alice (2) [closed]"), "{screen}");
     press(&mut app, KeyCode::Char('h'));
     assert_eq!(press(&mut app, KeyCode::Enter), Action::None);
     assert_eq!(app.input, "h");

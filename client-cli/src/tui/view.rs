@@ -1,6 +1,7 @@
 //! Drawing the terminal UI from an [`App`]: conversation list with unread
-//! counts, chat view with timestamps and delivery/read ticks, the identity
-//! warning, and a help line.
+//! counts (and, on a business's screen, each customer's window), chat view
+//! with timestamps and delivery/read ticks, the identity warning, the
+//! choice and template pickers, and a help line.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout};
@@ -91,6 +92,16 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
             }
             if c.request {
                 text.push_str(" [request]");
+            }
+            // A business's screen: the customer's window at a glance.
+            if let Some(window) = &c.window {
+                match window.time_left_ms(app.now_ms) {
+                    Some(left) => {
+                        let minutes = left.div_ceil(60_000);
+                        text.push_str(&format!(" [{}h{:02}m]", minutes / 60, minutes % 60));
+                    }
+                    None => text.push_str(" [closed]"),
+                }
             }
             if c.blocked {
                 text.push_str(" [blocked]");
