@@ -20,6 +20,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Stored records hold secrets: their Debug is written by hand in
         // src/proto.rs and prints no key bytes.
         .skip_debug([".comptoir.storage"])
+        // Interactive messages travel in client events, which compare
+        // with `Eq`; they hold no floats. (Prost derives it itself for the
+        // others; the path also covers the nested oneof.)
+        .type_attribute(".comptoir.content.Interactive", "#[derive(Eq)]")
+        .type_attribute(".comptoir.content.ListMessage", "#[derive(Eq)]")
+        .type_attribute(".comptoir.content.ListSection", "#[derive(Eq)]")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -303,18 +303,18 @@ pub enum Command {
     /// accept or delete them (no read receipt goes back until you accept).
     #[command(subcommand)]
     Requests(RequestsCommand),
-    /// Answer a template message with one of its quick-reply buttons (the
-    /// business receives which button you chose).
+    /// Answer a template message with one of its quick-reply buttons, or
+    /// an interactive message with one of its buttons or list rows (the
+    /// business receives which one you chose).
     Reply {
         /// The business: a contact name or a 32-character account id.
         business: String,
-        /// The template message's id (32 hex digits, as `listen`,
-        /// `chat` and `history` print it).
+        /// The message's id (32 hex digits, as `listen`, `chat` and
+        /// `history` print it).
         message_id: String,
         /// The button's number as `listen`, `chat` and `history` show it,
-        /// from 1.
-        #[arg(value_parser = clap::value_parser!(u32).range(1..=10))]
-        button: u32,
+        /// from 1; for a list, the row's id shown in brackets.
+        choice: String,
     },
     /// Business accounts: publish the profile, submit and send templates,
     /// ask customers for consent; anyone: show a business.
@@ -549,6 +549,26 @@ pub enum BusinessCommand {
     /// Ask customers for consent by phone number, and read who allowed.
     #[command(subcommand)]
     Consent(BusinessConsentCommand),
+    /// Send a customer reply buttons (up to 3) or a list (up to 10 rows)
+    /// in a free-form reply, inside the 24-hour window; prints the message
+    /// id. The customer's choice arrives in `listen`.
+    Interactive {
+        /// The customer: a contact name or a 32-character account id.
+        customer: String,
+        /// The text above the choices.
+        #[arg(long)]
+        body: String,
+        /// A reply button's title (up to 3 times, at most 20 characters).
+        #[arg(long = "button")]
+        buttons: Vec<String>,
+        /// The label of the button that opens the list (with --row).
+        #[arg(long)]
+        list_button: Option<String>,
+        /// A list row, `[SECTION/]ID:TITLE[:DESCRIPTION]` (up to 10 times;
+        /// rows of one section are grouped).
+        #[arg(long = "row")]
+        rows: Vec<String>,
+    },
     /// Show a business's profile and whether the operator verified it
     /// (✓ and the certified name), as customers see it.
     Show {

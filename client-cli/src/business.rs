@@ -70,6 +70,27 @@ pub async fn business_label(client: &mut Client, account: AccountId) -> Result<S
     })
 }
 
+/// How to show `account` offline: as [`comptoir_client::Client::business`]
+/// last checked it (the ✓ and certified name of a business verified then,
+/// until its certificate expires), otherwise by its handle.
+pub fn known_label(client: &Client, account: &AccountId) -> Result<Shown> {
+    let handle = match client.contact_name(account)? {
+        Some(name) => name,
+        None => account.to_string(),
+    };
+    let view = client.known_business(account)?;
+    Ok(match view {
+        Some(view) => Shown {
+            name: visible(view.shown_name(&handle)),
+            verified: view.verification.is_verified(),
+        },
+        None => Shown {
+            name: visible(&handle),
+            verified: false,
+        },
+    })
+}
+
 /// Run `comptoir business …`.
 pub(crate) async fn run(cli: &Cli, command: &BusinessCommand, out: &mut dyn Write) -> Result<u8> {
     let json = cli.output_format() == OutputFormat::Json;
@@ -305,6 +326,20 @@ pub(crate) async fn run(cli: &Cli, command: &BusinessCommand, out: &mut dyn Writ
             } else if !json {
                 eprintln!("name a customer with `{c} contacts add NAME ACCOUNT_ID`");
             }
+            Ok(0)
+        }
+        BusinessCommand::Interactive {
+            customer,
+            body,
+            buttons,
+            list_button,
+            rows,
+        } => {
+            let message =
+                crate::interactive::from_flags(body, buttons, list_button.as_deref(), rows)?;
+            let peer = client.resolve(customer)?;
+            let sent = client.send_interactive(peer, message).await?;
+            say!(out, "{sent}");
             Ok(0)
         }
         BusinessCommand::Show { business } => {

@@ -29,6 +29,59 @@ pub fn status_name(outgoing: bool, status: Status) -> &'static str {
     }
 }
 
+/// One choice of an interactive message, for scripts.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Choice {
+    /// A reply button.
+    Button {
+        /// Its number (from 1), as `reply` takes it.
+        button: u32,
+        /// Its title.
+        title: String,
+    },
+    /// A list row.
+    Row {
+        /// Its section's title (may be empty).
+        section: String,
+        /// Its id, as `reply` takes it.
+        row: String,
+        /// Its title.
+        title: String,
+        /// Its description (may be empty).
+        description: String,
+    },
+}
+
+/// The choices of `message`.
+pub fn choices(message: &comptoir_protocol::proto::content::Interactive) -> Vec<Choice> {
+    use comptoir_protocol::proto::content::interactive::Kind;
+    match &message.kind {
+        Some(Kind::Buttons(buttons)) => buttons
+            .titles
+            .iter()
+            .zip(1..)
+            .map(|(title, button)| Choice::Button {
+                button,
+                title: title.clone(),
+            })
+            .collect(),
+        Some(Kind::List(list)) => list
+            .sections
+            .iter()
+            .flat_map(|section| {
+                section.rows.iter().map(|row| Choice::Row {
+                    section: section.title.clone(),
+                    row: row.id.clone(),
+                    title: row.title.clone(),
+                    description: row.description.clone(),
+                })
+            })
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
 /// When something happened, in both forms.
 #[derive(Debug, Serialize)]
 pub struct Time {
@@ -135,6 +188,46 @@ pub enum Record {
         button: u32,
         /// The button's text.
         text: String,
+        /// When this device received it.
+        #[serde(flatten)]
+        time: Time,
+    },
+    /// An interactive message (reply buttons or a list) from a business
+    /// (`listen`).
+    Interactive {
+        /// The message id (`reply BUSINESS ID CHOICE`).
+        id: String,
+        /// The business.
+        peer: String,
+        /// Its certified name when verified, its handle otherwise.
+        peer_name: String,
+        /// Whether the operator verified it.
+        verified: bool,
+        /// The text above the choices.
+        body: String,
+        /// The choices: `{"button": N, "title"}` (N from 1) or `{"section",
+        /// "row", "title", "description"}`.
+        choices: Vec<Choice>,
+        /// The sender's clock.
+        #[serde(flatten)]
+        time: Time,
+    },
+    /// A customer's choice in an interactive message (`listen`, business).
+    InteractiveReply {
+        /// The reply's message id.
+        id: String,
+        /// The customer.
+        peer: String,
+        /// Its contact name, if it has one.
+        peer_name: Option<String>,
+        /// The interactive message answered.
+        reply_to: String,
+        /// The button's number (from 1), for buttons.
+        button: Option<u32>,
+        /// The row's id, for a list.
+        row: Option<String>,
+        /// The choice's title.
+        title: String,
         /// When this device received it.
         #[serde(flatten)]
         time: Time,

@@ -12,6 +12,8 @@
 //! - [`config`]: the default data directory and the config file.
 //! - [`format`]: times and one-line previews for the output.
 //! - [`generate`]: shell completions and the manual page.
+//! - [`interactive`]: interactive messages (reply buttons, lists) shown,
+//!   written from flags, and answered.
 //! - [`json`]: the records `--output json` prints, one per line.
 //! - [`phone_number`]: phone numbers as typed, written in E.164.
 //! - [`template_values`]: template placeholder values as typed
@@ -33,6 +35,7 @@ pub mod business;
 pub mod config;
 pub mod format;
 pub mod generate;
+pub mod interactive;
 pub mod json;
 pub mod phone_number;
 pub mod template_values;
@@ -45,6 +48,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
+use comptoir_protocol::interactive::Choice;
 use comptoir_protocol::proto::wire::AccountKind;
 use comptoir_protocol::template::{Button, RenderedTemplate};
 use comptoir_protocol::{AccountId, ConsentCategories};
@@ -553,7 +557,9 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
         Command::History { with } => {
             let client = open(cli)?;
             let peer = client.resolve(with)?;
-            let name = display_name(&client, &peer);
+            // A business verified when last checked: its ✓ and certified
+            // name (history works offline, from that check).
+            let name = business::known_label(&client, &peer)?.text();
             for m in client.history(&peer)? {
                 if json {
                     json::write(out, &Record::stored(&client, &m))?;
@@ -570,6 +576,18 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
                         m.id
                     );
                     for line in stored_template_lines(&m.body, &template.buttons) {
+                        say!(out, "  {line}");
+                    }
+                    continue;
+                }
+                if let Some(message) = client.interactive_of_message(&peer, &m.id)? {
+                    say!(
+                        out,
+                        "{} {who} (interactive {}):",
+                        date_time(m.sent_at_ms),
+                        m.id
+                    );
+                    for line in interactive::interactive_lines(&message) {
                         say!(out, "  {line}");
                     }
                     continue;
@@ -1013,7 +1031,7 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
         Command::Reply {
             business,
             message_id,
-            button,
+            choice,
         } => {
             let parsed = MessageId::from_hex(message_id).ok_or_else(|| {
                 ClientError::InvalidArgument(format!(
@@ -1024,7 +1042,18 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             let mut client = open(cli)?;
             let peer = client.resolve(business)?;
             client.connect(&cli.relay).await?;
-            let sent = client.reply_button(peer, parsed, button - 1).await;
+            // An interactive message's button or row; otherwise a template
+            // message's quick-reply button.
+            let sent = match client.interactive_of_message(&peer, &parsed)? {
+                Some(message) => {
+                    let choice = interactive::parse_choice(&message, choice)?;
+                    client.choose(peer, parsed, choice).await
+                }
+                None => {
+                    let button = interactive::button_number(choice)?;
+                    client.reply_button(peer, parsed, button).await
+                }
+            };
             client.close().await?;
             say!(out, "{}", sent?);
             Ok(0)
@@ -1290,6 +1319,50 @@ async fn print_event(
             }
             Ok(true)
         }
+        Event::Interactive {
+            from,
+            id,
+            message,
+            sent_at_ms,
+        } => {
+            let shown = business_label(client, *from).await?;
+            say!(
+                out,
+                "[{}] {} (interactive {id}):",
+                time_of_day(*sent_at_ms),
+                shown.text()
+            );
+            for line in interactive::interactive_lines(message) {
+                say!(out, "  {line}");
+            }
+            say!(
+                out,
+                "  answer with `{c} reply {} {id} {}`",
+                contact_or_id(client, from),
+                interactive::answer_hint(message)
+            );
+            Ok(true)
+        }
+        Event::InteractiveReply {
+            from,
+            reply_to,
+            choice,
+            title,
+            ..
+        } => {
+            let which = match choice {
+                Choice::Button(index) => format!("button {}", index + 1),
+                Choice::Row(id) => format!("row {}", visible(id)),
+            };
+            say!(
+                out,
+                "[{}] {} chose {which} \"{}\" of {reply_to}",
+                time_of_day(comptoir_client::client::now_ms()),
+                display_name(client, from),
+                visible(title)
+            );
+            Ok(true)
+        }
         Event::QuickReply {
             from,
             reply_to,
@@ -1514,6 +1587,45 @@ async fn write_event(client: &mut Client, event: &Event, out: &mut dyn Write) ->
             text: text.clone(),
             time: now,
         },
+        Event::Interactive {
+            from,
+            id,
+            message,
+            sent_at_ms,
+        } => {
+            let shown = business_label(client, *from).await?;
+            Record::Interactive {
+                id: id.to_string(),
+                peer: from.to_string(),
+                peer_name: shown.name,
+                verified: shown.verified,
+                body: message.body.clone(),
+                choices: json::choices(message),
+                time: json::Time::at(*sent_at_ms),
+            }
+        }
+        Event::InteractiveReply {
+            from,
+            id,
+            reply_to,
+            choice,
+            title,
+        } => {
+            let (button, row) = match choice {
+                Choice::Button(index) => (Some(index + 1), None),
+                Choice::Row(row) => (None, Some(row.clone())),
+            };
+            Record::InteractiveReply {
+                id: id.to_string(),
+                peer: from.to_string(),
+                peer_name: json::name(client, from),
+                reply_to: reply_to.to_string(),
+                button,
+                row,
+                title: title.clone(),
+                time: now,
+            }
+        }
         Event::ConsentRequested(request) => {
             let shown = business_label(client, request.business).await?;
             json::consent_request(request, &shown)
@@ -1591,7 +1703,11 @@ async fn write_event(client: &mut Client, event: &Event, out: &mut dyn Write) ->
     json::write(out, &record)?;
     Ok(matches!(
         event,
-        Event::Message { .. } | Event::Template { .. } | Event::QuickReply { .. }
+        Event::Message { .. }
+            | Event::Template { .. }
+            | Event::QuickReply { .. }
+            | Event::Interactive { .. }
+            | Event::InteractiveReply { .. }
     ))
 }
 

@@ -200,6 +200,18 @@ pub enum ClientError {
     /// The chosen button is not a quick reply of the message's template.
     #[error("that button cannot be chosen: {0}")]
     InvalidReply(#[from] comptoir_protocol::template::ReplyError),
+    /// The interactive message breaks a limit (too many buttons or rows,
+    /// a title too long...); nothing was sent.
+    #[error("the interactive message cannot be sent: {0}")]
+    InvalidInteractive(#[from] comptoir_protocol::interactive::InteractiveError),
+    /// A choice in a message that is not an interactive message received
+    /// from that peer.
+    #[error("message {0} is not an interactive message from this business; nothing to choose from")]
+    NotAnInteractiveMessage(String),
+    /// The pick is not one of the message's buttons or rows; nothing was
+    /// sent.
+    #[error("that cannot be chosen: {0}")]
+    InvalidChoice(#[from] comptoir_protocol::interactive::ChoiceError),
     /// A bill does not check: the line named was dropped, reordered,
     /// altered, added, badly signed or priced off the rate card.
     #[error("the bill does not check: {0}; keep this output and contact the operator")]

@@ -1,5 +1,7 @@
 //! What happened on the connection, as the user of the library sees it.
 
+use comptoir_protocol::interactive::Choice;
+use comptoir_protocol::proto::content::Interactive;
 use comptoir_protocol::template::{RenderedTemplate, TemplateId};
 use comptoir_protocol::{AccountId, LabelError};
 
@@ -59,6 +61,34 @@ pub enum Event {
         button_index: u32,
         /// The button's text.
         text: String,
+    },
+    /// An interactive message arrived (reply buttons or a list) and keeps
+    /// to the limits (stored in the history as its text with its choices;
+    /// answer with [`crate::Client::choose`]).
+    Interactive {
+        /// The sender (a business).
+        from: AccountId,
+        /// The message id.
+        id: MessageId,
+        /// The message with its choices.
+        message: Interactive,
+        /// The sender's clock, ms since the Unix epoch.
+        sent_at_ms: u64,
+    },
+    /// A customer picked a button or a row of an interactive message this
+    /// account sent, checked against that message (stored in the history
+    /// as the choice's title).
+    InteractiveReply {
+        /// The customer.
+        from: AccountId,
+        /// The reply's message id.
+        id: MessageId,
+        /// The interactive message it answers.
+        reply_to: MessageId,
+        /// Which button or row.
+        choice: Choice,
+        /// The choice's title.
+        title: String,
     },
     /// Another device of this account sent a message (copied into this
     /// device's history).

@@ -26,6 +26,10 @@
 //!   client from what it knows first hand.
 //! - [`template_cache`]: approved templates fetched from the relay, and the
 //!   check that a template message is an instance of one.
+//! - [`interactive_messages`]: interactive messages (reply buttons,
+//!   lists) sent or received, kept to check a choice in them.
+//! - [`business_views`]: the last checked view of each business, so the
+//!   verified mark shows offline.
 //! - [`outgoing_bodies`]: non-text bodies (template instances, quick
 //!   replies) waiting in the outbox.
 //! - [`connection`]: the WebSocket framing; requests from many tasks share
@@ -37,6 +41,7 @@
 #![forbid(unsafe_code)]
 
 pub mod account;
+pub mod business_views;
 pub mod client;
 pub mod connection;
 pub mod contacts;
@@ -46,6 +51,7 @@ pub mod event;
 pub mod evidence;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod interactive_messages;
 pub mod messages;
 pub mod operator_pin;
 pub mod outgoing_bodies;

@@ -17,14 +17,22 @@
 //! the business's check of a quick reply report through the same
 //! [`Violation`] type: a template message that is not an instance of a
 //! template the pinned operator approved for that business and category,
-//! and a quick reply that names no button of the template it answers.
+//! and a quick reply that names no button of the template it answers; so
+//! do an interactive message over the limits and a choice that names no
+//! button or row of the interactive message it answers.
+//!
+//! The other way round, a business's client notes when each customer last
+//! wrote to it (the accept time of the customer's last conversation
+//! message, from the envelope), to show whether its 24-hour window is open
+//! and for how long ([`window`]).
 //!
 //! Records (sealed in the [`Store`]): tree `Consents` by business (16):
-//! `categories (1) || expires_at_ms (8) || counter (8)`; tree `Wrote` by
-//! peer (16): `accept time (8)`.
+//! `categories (1) || expires_at_ms (8) || counter (8)`; trees `Wrote` and
+//! `Heard` by peer (16): `accept time (8)`.
 
 use std::fmt;
 
+use comptoir_protocol::interactive::{ChoiceError, InteractiveError};
 use comptoir_protocol::proto::wire::Category;
 use comptoir_protocol::template::{InstanceError, ReplyError, TemplateCategory};
 use comptoir_protocol::{AccountId, ConsentCategories};
@@ -106,6 +114,21 @@ pub enum Violation {
         /// What is wrong with it.
         reason: ReplyError,
     },
+    /// An interactive message over the limits (more than 3 buttons, more
+    /// than 10 rows...): shown as text, its choices not offered.
+    InteractiveInvalid {
+        /// What is wrong with it.
+        reason: InteractiveError,
+    },
+    /// A choice in a message that is not an interactive message this
+    /// account sent to the replying customer.
+    InteractiveReplyToUnknownMessage,
+    /// A choice that names no button or row of the message it answers, or
+    /// not with its title.
+    InteractiveReplyInvalid {
+        /// What is wrong with it.
+        reason: ChoiceError,
+    },
 }
 
 impl fmt::Display for Violation {
@@ -169,6 +192,14 @@ impl fmt::Display for Violation {
                 "a quick reply to a message that is not a template this account sent"
             ),
             Self::QuickReplyInvalid { reason } => write!(f, "a forged quick reply: {reason}"),
+            Self::InteractiveInvalid { reason } => {
+                write!(f, "an interactive message over the limits: {reason}")
+            }
+            Self::InteractiveReplyToUnknownMessage => write!(
+                f,
+                "a choice in a message that is not an interactive message this account sent"
+            ),
+            Self::InteractiveReplyInvalid { reason } => write!(f, "a forged choice: {reason}"),
         }
     }
 }
@@ -244,6 +275,62 @@ pub fn last_wrote(store: &Store, peer: &AccountId) -> Result<Option<u64>> {
         .try_into()
         .map_err(|_| ClientError::CorruptStore("a last-wrote record".into()))?;
     Ok(Some(u64::from_be_bytes(bytes)))
+}
+
+/// Note that `peer` wrote to this account, in a conversation message the
+/// relay accepted at `accepted_at_ms` (keeps the latest).
+pub fn record_heard(store: &Store, peer: &AccountId, accepted_at_ms: u64) -> Result<()> {
+    let _guard = store.updating();
+    if last_heard(store, peer)?.is_some_and(|at| at >= accepted_at_ms) {
+        return Ok(());
+    }
+    store.put(Tree::Heard, peer.as_bytes(), &accepted_at_ms.to_be_bytes())
+}
+
+/// When `peer` last wrote to this account (relay time), if it did.
+pub fn last_heard(store: &Store, peer: &AccountId) -> Result<Option<u64>> {
+    let Some(value) = store.get(Tree::Heard, peer.as_bytes())? else {
+        return Ok(None);
+    };
+    let bytes: [u8; 8] = value
+        .as_slice()
+        .try_into()
+        .map_err(|_| ClientError::CorruptStore("a last-heard record".into()))?;
+    Ok(Some(u64::from_be_bytes(bytes)))
+}
+
+/// A customer's 24-hour window as a business's client sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// When the customer's last message (relay time) opened it, if the
+    /// customer ever wrote (as far as this device knows).
+    pub opened_at_ms: Option<u64>,
+}
+
+impl Window {
+    /// When it closes (or closed): 24 hours after the customer's last
+    /// message.
+    pub fn closes_at_ms(&self) -> Option<u64> {
+        self.opened_at_ms.map(|at| at.saturating_add(WINDOW_MS))
+    }
+
+    /// How long it stays open after `now_ms`; `None` when it is closed
+    /// (free-form replies are refused; only an approved template under
+    /// consent goes through). Judged by this device's clock against the
+    /// relay's accept time, so it may be off by the clocks' difference:
+    /// the relay decides.
+    pub fn time_left_ms(&self, now_ms: u64) -> Option<u64> {
+        self.closes_at_ms()
+            .filter(|closes| now_ms < *closes)
+            .map(|closes| closes - now_ms)
+    }
+}
+
+/// The window `customer` gave this (business) account.
+pub fn window(store: &Store, customer: &AccountId) -> Result<Window> {
+    Ok(Window {
+        opened_at_ms: last_heard(store, customer)?,
+    })
 }
 
 /// Check a message from `from` of `category`, accepted by the relay at

@@ -148,6 +148,15 @@ pub enum Tree {
     /// instance, a quick reply), by peer account (16) || message id (16)
     /// (see `outgoing_bodies`).
     OutgoingBodies,
+    /// Interactive messages (reply buttons, lists) sent or received, by
+    /// peer account (16) || message id (16) (see `interactive_messages`).
+    InteractiveMessages,
+    /// The last checked view of each business (verified or not), by
+    /// account id (see `business_views`).
+    BusinessViews,
+    /// When each peer last wrote to this account: the relay's accept time
+    /// of its last conversation message (see `rule_checks`).
+    Heard,
 }
 
 impl Tree {
@@ -174,6 +183,9 @@ impl Tree {
             Self::Templates => "templates",
             Self::TemplateMessages => "template_messages",
             Self::OutgoingBodies => "outgoing_bodies",
+            Self::InteractiveMessages => "interactive_messages",
+            Self::BusinessViews => "business_views",
+            Self::Heard => "heard",
         }
     }
 

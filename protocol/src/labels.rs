@@ -169,11 +169,15 @@ pub fn first_difference(labels: &Labels, envelope: &Envelope) -> Option<Label> {
 }
 
 /// Whether the body is something a client displays (text, a template
-/// instance, an attachment).
+/// instance, an attachment, an interactive message or a choice in one).
 pub fn is_visible(body: &content::Body) -> bool {
     matches!(
         body,
-        content::Body::Text(_) | content::Body::Template(_) | content::Body::Attachment(_)
+        content::Body::Text(_)
+            | content::Body::Template(_)
+            | content::Body::Attachment(_)
+            | content::Body::Interactive(_)
+            | content::Body::InteractiveReply(_)
     )
 }
 

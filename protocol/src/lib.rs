@@ -20,6 +20,8 @@
 //! - [`template`]: approved templates: their rules, canonical bytes and
 //!   id, the operator's signed approval or revocation, and the customer
 //!   client's check and rendering of an instance, quick replies.
+//! - [`interactive`]: interactive messages (reply buttons, lists): their
+//!   limits, the customer's choice and the business's check of it.
 //! - [`template_wire`]: signed template approvals to and from their frame.
 //! - [`business_wire`]: signed certificates and revocations to and from
 //!   their frames.
@@ -55,6 +57,7 @@ pub mod device_list;
 pub mod error;
 pub mod frame;
 pub mod handle;
+pub mod interactive;
 pub mod kdf;
 pub mod keys;
 pub mod labels;

@@ -256,12 +256,12 @@ async fn a_business_and_a_customer_go_through_consent_templates_and_replies() {
          https://acme.example/checkin\n"
     );
     assert!(shown.contains(&expected), "{shown}");
-    // The history shows it the same way, by the business's handle (it
-    // works offline, without the verified mark).
+    // The history shows it the same way, with the verified mark as
+    // `listen` last checked it (history works offline, from that check).
     let history = ok(&carol, &relay, &["history", &acme_id]).await;
     let (_, rest) = expected.split_once(" (template").expect("template line");
     assert!(
-        history.contains(&format!(" {acme_id} (template{rest}")),
+        history.contains(&format!(" ✓ Acme Air (template{rest}")),
         "{history}"
     );
 
@@ -285,6 +285,22 @@ async fn a_business_and_a_customer_go_through_consent_templates_and_replies() {
         )),
         "{got}"
     );
+    // A free-form reply in the window, shown under the certified name
+    // with its mark, not the contact name carol gave the business.
+    ok(&acme, &relay, &["send", "carol", "Seat 14C is yours"]).await;
+    ok(&carol, &relay, &["contacts", "add", "acmeco", &acme_id]).await;
+    ok(
+        &carol,
+        &relay,
+        &["listen", "--count", "1", "--timeout", "30"],
+    )
+    .await;
+    let history = ok(&carol, &relay, &["history", "acmeco"]).await;
+    assert!(
+        history.ends_with(" ✓ Acme Air: Seat 14C is yours\n"),
+        "{history}"
+    );
+    assert!(!history.contains("acmeco"), "{history}");
 
     // For scripts: the same template as one JSON record.
     let second = ok(&acme, &relay, &args).await.trim().to_string();
@@ -423,5 +439,177 @@ async fn the_operator_key_is_shown_and_pinned_only_when_valid() {
     assert_eq!(
         ok(&carol, &relay, &["operator-key"]).await,
         format!("{other_key}\n")
+    );
+}
+
+/// Interactive messages on the command line (issue 13 item 9): the
+/// business sends reply buttons and a list inside the window, the
+/// customer sees them numbered or by row id and answers with `reply`; the
+/// business's `listen` names the choice. Over the limits, or a choice the
+/// message does not offer: refused, nothing sent.
+#[tokio::test]
+async fn interactive_messages_on_the_command_line() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let (acme, carol) = (root.path().join("acme"), root.path().join("carol"));
+    let acme_id = account(&acme, &relay, true).await;
+    let carol_id = account(&carol, &relay, false).await;
+    ok(&acme, &relay, &["contacts", "add", "carol", &carol_id]).await;
+    ok(&carol, &relay, &["contacts", "add", "acme", &acme_id]).await;
+    ok(&carol, &relay, &["send", "acme", "is my parcel coming?"]).await;
+    ok(
+        &acme,
+        &relay,
+        &["listen", "--count", "1", "--timeout", "30"],
+    )
+    .await;
+
+    let four = [
+        "business",
+        "interactive",
+        "carol",
+        "--body",
+        "In?",
+        "--button",
+        "Yes",
+        "--button",
+        "No",
+        "--button",
+        "Later",
+        "--button",
+        "Never",
+    ];
+    assert_eq!(comptoir(&acme, &relay, &four).await.0, 1);
+    let mut eleven = vec![
+        "business",
+        "interactive",
+        "carol",
+        "--body",
+        "Pick a slot",
+        "--list-button",
+        "Slots",
+    ];
+    let rows: Vec<String> = (0..11).map(|i| format!("s{i}:Slot {i}")).collect();
+    for row in &rows {
+        eleven.extend(["--row", row.as_str()]);
+    }
+    assert_eq!(comptoir(&acme, &relay, &eleven).await.0, 1);
+    let history = ok(&acme, &relay, &["history", "carol"]).await;
+    assert_eq!(history.lines().count(), 1, "{history}");
+
+    let buttons = ok(&acme, &relay, &four[..four.len() - 2]).await;
+    let buttons = buttons.trim();
+    let shown = ok(
+        &carol,
+        &relay,
+        &["listen", "--count", "1", "--timeout", "30"],
+    )
+    .await;
+    assert!(
+        shown.contains(&format!(
+            " acme (interactive {buttons}):\n  In?\n  [1] Yes\n  [2] No\n  [3] Later\n  \
+             answer with `"
+        )),
+        "{shown}"
+    );
+    assert_eq!(
+        comptoir(&carol, &relay, &["reply", "acme", buttons, "4"])
+            .await
+            .0,
+        1
+    );
+    ok(&carol, &relay, &["reply", "acme", buttons, "2"]).await;
+    let got = ok(
+        &acme,
+        &relay,
+        &["listen", "--count", "1", "--timeout", "30"],
+    )
+    .await;
+    assert!(
+        got.contains(&format!("carol chose button 2 \"No\" of {buttons}")),
+        "{got}"
+    );
+
+    let list = ok(
+        &acme,
+        &relay,
+        &[
+            "business",
+            "interactive",
+            "carol",
+            "--body",
+            "Pick a slot",
+            "--list-button",
+            "Slots",
+            "--row",
+            "Morning/am:Nine to noon",
+            "--row",
+            "Evening/pm:Six to nine:after work",
+        ],
+    )
+    .await;
+    let list = list.trim();
+    let shown = ok(
+        &carol,
+        &relay,
+        &["listen", "--count", "1", "--timeout", "30"],
+    )
+    .await;
+    assert!(
+        shown.contains(
+            "  Pick a slot\n  Slots:\n  Morning:\n    [am] Nine to noon\n  Evening:\n    [pm] \
+             Six to nine — after work\n"
+        ),
+        "{shown}"
+    );
+    // A row the list does not have: refused, nothing sent.
+    assert_eq!(
+        comptoir(&carol, &relay, &["reply", "acme", list, "noon"])
+            .await
+            .0,
+        1
+    );
+    ok(&carol, &relay, &["reply", "acme", list, "pm"]).await;
+    let got = ok(
+        &acme,
+        &relay,
+        &[
+            "--output",
+            "json",
+            "listen",
+            "--count",
+            "1",
+            "--timeout",
+            "30",
+        ],
+    )
+    .await;
+    let record = got
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json"))
+        .find(|r| r["type"] == "interactive_reply")
+        .expect("an interactive reply");
+    assert_eq!(record["reply_to"], list);
+    assert_eq!(record["row"], "pm");
+    assert_eq!(record["title"], "Six to nine");
+    // Carol's history shows both messages with their choices, and her
+    // answers; nothing refused reached it.
+    let history = ok(&carol, &relay, &["history", "acme"]).await;
+    assert!(
+        history.contains(&format!(" acme (interactive {list}):\n  Pick a slot\n")),
+        "{history}"
+    );
+    let answers: Vec<&str> = history
+        .lines()
+        .filter(|l| l.contains(" me: "))
+        .map(|l| {
+            let text = l.split(" me: ").nth(1).unwrap_or_default();
+            text.rsplit_once(" [").map_or(text, |(text, _status)| text)
+        })
+        .collect();
+    assert_eq!(
+        answers,
+        ["is my parcel coming?", "No", "Six to nine"],
+        "{history}"
     );
 }

@@ -630,3 +630,81 @@ async fn an_approval_by_another_operator_key_than_the_pinned_one_is_flagged() {
     );
     assert_eq!(customer.evidence().expect("evidence").len(), 1);
 }
+
+/// A business with two devices: the sync copy of a template message
+/// carries the template (not only its rendered text), so the customer's
+/// quick reply checks out on the device that did not send it too.
+#[tokio::test]
+async fn a_quick_reply_checks_out_on_the_business_device_that_did_not_send() {
+    let relay = start_relay().await;
+    let dirs: Vec<_> = (0..3)
+        .map(|_| tempfile::tempdir().expect("temp dir"))
+        .collect();
+    let mut customer = registered(&relay, dirs[0].path(), "customer pass").await;
+    let mut shop = registered_as(
+        &relay,
+        dirs[1].path(),
+        "business pass",
+        AccountKind::Business,
+    )
+    .await;
+    let mut counter = support::client::linked(&relay, &mut shop, dirs[2].path()).await;
+    let (customer_id, shop_id) = (customer.account_id(), shop.account_id());
+    customer
+        .grant_consent(shop_id, ConsentCategories::UTILITY, MONTH)
+        .await
+        .expect("consent");
+    let template = boarding_pass(shop_id);
+    let (id, _) = shop.submit_template(&template).await.expect("submit");
+    relay
+        .admin_client()
+        .approve_template(&id.to_hex())
+        .await
+        .expect("approve");
+    let sent = shop
+        .send_template(
+            customer_id,
+            &id,
+            boarding_values(template_parameter::Value::Number(12)),
+        )
+        .await
+        .expect("send the template");
+    // The other device gets the copy, shown as what was sent.
+    let copy = wait_for(&mut counter, |e| match e {
+        Event::SentElsewhere { to, id, text } if *to == customer_id && *id == sent => {
+            Some(text.clone())
+        }
+        _ => None,
+    })
+    .await;
+    assert!(copy.starts_with("Flight AC 123\nGate 12"), "{copy}");
+    let message_id = wait_for(&mut customer, |e| match e {
+        Event::Template { id, .. } => Some(*id),
+        _ => None,
+    })
+    .await;
+    let reply = customer
+        .reply_button(shop_id, message_id, 0)
+        .await
+        .expect("quick reply");
+    for device in [&mut shop, &mut counter] {
+        let got = wait_for(device, |e| match e {
+            Event::QuickReply { .. } => Some(e.clone()),
+            Event::Violation { violation, .. } => panic!("flagged: {violation}"),
+            _ => None,
+        })
+        .await;
+        assert_eq!(
+            got,
+            Event::QuickReply {
+                from: customer_id,
+                id: reply,
+                reply_to: sent,
+                template_id: id,
+                button_index: 0,
+                text: "Change seat".into(),
+            }
+        );
+    }
+    assert!(counter.evidence().expect("evidence").is_empty());
+}

@@ -2,10 +2,13 @@
 //! changes the state and may return an [`Action`] for the client to run.
 
 use comptoir_protocol::AccountId;
+use comptoir_protocol::interactive::Choice;
+use comptoir_protocol::template::{Template, TemplateId};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use comptoir_client::Event;
-use comptoir_client::messages::StoredMessage;
+use comptoir_client::messages::{MessageId, StoredMessage};
+use comptoir_client::rule_checks::Window;
 
 /// One conversation in the list.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,6 +31,52 @@ pub struct Conversation {
     pub verified_name: Option<String>,
     /// The history, oldest first.
     pub messages: Vec<StoredMessage>,
+    /// For a business account: the 24-hour window this customer gave it
+    /// (`None` on a customer's screen).
+    pub window: Option<Window>,
+    /// The choices of the last message received that offers some (a
+    /// template's quick replies, an interactive message's buttons or rows).
+    pub choices: Option<Choices>,
+}
+
+/// What the customer may pick in a message it received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Choices {
+    /// The message.
+    pub message: MessageId,
+    /// Each choice: its label and what picking it sends.
+    pub options: Vec<(String, Pick)>,
+}
+
+/// A choice in a received message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pick {
+    /// A template's quick-reply button, by index among its buttons.
+    QuickReply(u32),
+    /// A button or row of an interactive message.
+    Interactive(Choice),
+}
+
+/// An approved template of this business, offered by the picker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PickableTemplate {
+    /// Its id.
+    pub id: TemplateId,
+    /// The template.
+    pub template: Template,
+}
+
+/// The template picker: choosing a template, then filling its
+/// placeholders one by one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TemplatePicker {
+    /// The customer it is for.
+    pub peer: AccountId,
+    /// The highlighted template (an index into [`App::templates`]).
+    pub selected: usize,
+    /// Once a template is chosen: the values typed so far, one per
+    /// placeholder in order (the last is being typed).
+    pub values: Option<Vec<String>>,
 }
 
 /// Which pane has the keyboard.
@@ -40,6 +89,11 @@ pub enum Mode {
     /// Comparing a contact's old and new safety numbers before accepting
     /// its new identity (see [`IdentityReview`]).
     ConfirmIdentity,
+    /// Picking a button or row of the last message that offers some.
+    Pick,
+    /// A business choosing an approved template and filling it in (see
+    /// [`TemplatePicker`]).
+    PickTemplate,
 }
 
 /// A changed identity under review: accepted only once the user typed the
@@ -83,6 +137,25 @@ pub enum Action {
     /// Accept the account's new identity (only after the user typed its
     /// name in the review).
     AcceptIdentity(AccountId),
+    /// Answer a message with one of its choices.
+    Choose {
+        /// The business.
+        peer: AccountId,
+        /// The message answered.
+        message: MessageId,
+        /// The choice.
+        pick: Pick,
+    },
+    /// Send an approved template, its placeholders filled in.
+    SendTemplate {
+        /// The customer.
+        peer: AccountId,
+        /// The template.
+        id: TemplateId,
+        /// `NAME=VALUE` for each placeholder, as `comptoir business
+        /// template send` takes them.
+        params: Vec<String>,
+    },
     /// Leave the UI.
     Quit,
 }
@@ -106,6 +179,15 @@ pub struct App {
     /// Each peer looked up this session: its certified name if it is a
     /// business the operator verified, else `None`.
     pub business_names: std::collections::HashMap<AccountId, Option<String>>,
+    /// This account's approved templates (a business account's picker).
+    pub templates: Vec<PickableTemplate>,
+    /// The template picker, in [`Mode::PickTemplate`].
+    pub picker: Option<TemplatePicker>,
+    /// The highlighted choice, in [`Mode::Pick`].
+    pub pick: usize,
+    /// The time the screen was last drawn for, ms since the Unix epoch
+    /// (the window's time left is counted from it).
+    pub now_ms: u64,
 }
 
 impl App {
@@ -119,6 +201,10 @@ impl App {
             status: String::new(),
             review: None,
             business_names: std::collections::HashMap::new(),
+            templates: Vec::new(),
+            picker: None,
+            pick: 0,
+            now_ms: 0,
         }
     }
 
@@ -178,7 +264,164 @@ impl App {
             Mode::List => self.list_key(key.code),
             Mode::Chat => self.chat_key(key.code, ctrl),
             Mode::ConfirmIdentity => self.review_key(key.code, ctrl),
+            Mode::Pick => self.pick_key(key.code),
+            Mode::PickTemplate => self.template_key(key.code, ctrl),
         }
+    }
+
+    fn pick_key(&mut self, code: KeyCode) -> Action {
+        let Some((peer, choices)) = self
+            .current()
+            .and_then(|c| c.choices.clone().map(|choices| (c.peer, choices)))
+        else {
+            self.mode = Mode::Chat;
+            return Action::None;
+        };
+        match code {
+            KeyCode::Esc => {
+                self.mode = Mode::Chat;
+                Action::None
+            }
+            KeyCode::Up | KeyCode::Char('k') => {
+                self.pick = self.pick.saturating_sub(1);
+                Action::None
+            }
+            KeyCode::Down | KeyCode::Char('j') => {
+                if self.pick + 1 < choices.options.len() {
+                    self.pick += 1;
+                }
+                Action::None
+            }
+            KeyCode::Enter => match choices.options.get(self.pick) {
+                Some((_, pick)) => {
+                    self.mode = Mode::Chat;
+                    Action::Choose {
+                        peer,
+                        message: choices.message,
+                        pick: pick.clone(),
+                    }
+                }
+                None => Action::None,
+            },
+            _ => Action::None,
+        }
+    }
+
+    fn template_key(&mut self, code: KeyCode, ctrl: bool) -> Action {
+        let Some(picker) = self.picker.as_mut() else {
+            self.mode = Mode::Chat;
+            return Action::None;
+        };
+        let Some(chosen) = self.templates.get(picker.selected) else {
+            self.picker = None;
+            self.mode = Mode::Chat;
+            return Action::None;
+        };
+        let placeholders = &chosen.template.placeholders;
+        match (&mut picker.values, code) {
+            (_, KeyCode::Esc) => {
+                self.picker = None;
+                self.mode = Mode::Chat;
+                self.status = "no template sent".into();
+                Action::None
+            }
+            (None, KeyCode::Up | KeyCode::Char('k')) => {
+                picker.selected = picker.selected.saturating_sub(1);
+                Action::None
+            }
+            (None, KeyCode::Down | KeyCode::Char('j')) => {
+                if picker.selected + 1 < self.templates.len() {
+                    picker.selected += 1;
+                }
+                Action::None
+            }
+            (values @ None, KeyCode::Enter) => {
+                *values = Some(vec![String::new()]);
+                self.finish_template_if_filled()
+            }
+            (Some(values), KeyCode::Enter) => {
+                if values.len() < placeholders.len() {
+                    values.push(String::new());
+                    Action::None
+                } else {
+                    self.finish_template_if_filled()
+                }
+            }
+            (Some(values), KeyCode::Backspace) => {
+                if let Some(last) = values.last_mut() {
+                    last.pop();
+                }
+                Action::None
+            }
+            (Some(values), KeyCode::Char(c)) if !ctrl => {
+                if let Some(last) = values.last_mut() {
+                    last.push(c);
+                }
+                Action::None
+            }
+            _ => Action::None,
+        }
+    }
+
+    /// Once every placeholder of the chosen template has a value (at
+    /// once for one without placeholders), the action that sends it.
+    fn finish_template_if_filled(&mut self) -> Action {
+        let Some(picker) = self.picker.as_ref() else {
+            return Action::None;
+        };
+        let Some(chosen) = self.templates.get(picker.selected) else {
+            return Action::None;
+        };
+        let values = picker.values.clone().unwrap_or_default();
+        let placeholders = &chosen.template.placeholders;
+        if !placeholders.is_empty() && values.len() < placeholders.len() {
+            return Action::None;
+        }
+        let params = placeholders
+            .iter()
+            .zip(values)
+            .map(|(p, value)| format!("{}={value}", p.name))
+            .collect();
+        let action = Action::SendTemplate {
+            peer: picker.peer,
+            id: chosen.id,
+            params,
+        };
+        self.picker = None;
+        self.mode = Mode::Chat;
+        action
+    }
+
+    /// Open the template picker for the selected conversation (a business
+    /// account with approved templates only).
+    fn open_template_picker(&mut self) -> Action {
+        let Some(current) = self.current() else {
+            return Action::None;
+        };
+        if current.window.is_none() {
+            return Action::None;
+        }
+        if self.templates.is_empty() {
+            self.status = "no approved template: submit one with `comptoir business template \
+                           submit` and wait for the operator"
+                .into();
+            return Action::None;
+        }
+        self.picker = Some(TemplatePicker {
+            peer: current.peer,
+            selected: 0,
+            values: None,
+        });
+        self.mode = Mode::PickTemplate;
+        Action::None
+    }
+
+    /// Whether the selected conversation is a customer whose window is
+    /// closed (this account being a business).
+    pub fn window_closed(&self) -> bool {
+        self.current()
+            .and_then(|c| c.window)
+            .is_some_and(|w| w.time_left_ms(self.now_ms).is_none())
     }
 
     fn review_key(&mut self, code: KeyCode, ctrl: bool) -> Action {
@@ -252,9 +495,16 @@ impl App {
             return Action::None;
         };
         let (peer, changed) = (current.peer, current.identity_changed);
+        let has_choices = current.choices.is_some();
         match code {
             KeyCode::Char('b') if ctrl => Action::Block(peer),
             KeyCode::Char('t') if ctrl => self.accept_identity(),
+            KeyCode::Char('p') if ctrl => self.open_template_picker(),
+            KeyCode::Char('r') if ctrl && has_choices => {
+                self.pick = 0;
+                self.mode = Mode::Pick;
+                Action::None
+            }
             KeyCode::Esc => {
                 self.mode = Mode::List;
                 Action::None
@@ -265,6 +515,13 @@ impl App {
                 }
                 if changed {
                     self.status = "not sent: this contact's identity changed; compare safety numbers, then press Ctrl-T".into();
+                    return Action::None;
+                }
+                // The relay would refuse it: say so, and keep the draft.
+                if self.window_closed() {
+                    self.status = "⚠ not sent: the 24-hour window is closed; only an approved \
+                                   template goes through (Ctrl-P picks one)"
+                        .into();
                     return Action::None;
                 }
                 // Refused like `send` and `chat` refuse it; the draft stays.
@@ -303,6 +560,22 @@ impl App {
 pub fn event_status(event: &Event, name: &dyn Fn(&AccountId) -> String) -> Option<String> {
     Some(match event {
         Event::Message { from, .. } => format!("new message from {}", name(from)),
+        Event::Template { from, rendered, .. }
+            if rendered
+                .buttons
+                .iter()
+                .any(|b| matches!(b, comptoir_protocol::template::Button::QuickReply { .. })) =>
+        {
+            format!("new message from {} (Ctrl-R to answer)", name(from))
+        }
+        Event::Template { from, .. } => format!("new message from {}", name(from)),
+        Event::Interactive { from, .. } => {
+            format!("new message from {} (Ctrl-R to answer)", name(from))
+        }
+        Event::QuickReply { from, text, .. }
+        | Event::InteractiveReply {
+            from, title: text, ..
+        } => format!("{} chose \"{text}\"", name(from)),
         Event::IdentityChanged { account } => {
             format!("⚠ the identity of {} changed", name(account))
         }

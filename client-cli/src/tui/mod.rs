@@ -2,7 +2,10 @@
 //! counts, the verified mark (✓ and the certified name) of businesses the
 //! operator verified and a `[request]` marker on message requests (not
 //! marked read until accepted), a chat view with delivery and read ticks, the identity-change
-//! warning, block in one key, and a help line.
+//! warning, block in one key, and a help line. A customer answers a
+//! template's quick reply or an interactive message's button or row
+//! (Ctrl-R); a business sees each customer's 24-hour window and the time
+//! left, and picks and fills an approved template (Ctrl-P).
 //!
 //! [`app`] holds the state and key handling (tested with key events),
 //! [`view`] draws it (tested against ratatui's test backend); this module
@@ -22,7 +25,10 @@ use comptoir_client::Event;
 use comptoir_client::error::{ClientError, Result};
 use comptoir_client::messages::Status;
 
-use self::app::{Action, App, Conversation, Mode};
+use comptoir_protocol::proto::wire::TemplateStatus;
+use comptoir_protocol::template::Button;
+
+use self::app::{Action, App, Choices, Conversation, Mode, Pick, PickableTemplate};
 
 /// How long one turn of the loop waits for the relay.
 const TICK: Duration = Duration::from_millis(100);
@@ -41,6 +47,7 @@ pub fn load_conversations(client: &Client) -> Result<Vec<Conversation>> {
         }
     }
     let requests = client.message_requests()?;
+    let business = client.is_business();
     peers
         .into_iter()
         .map(|(peer, name)| {
@@ -57,16 +64,102 @@ pub fn load_conversations(client: &Client) -> Result<Vec<Conversation>> {
                 blocked: client.is_blocked(&peer)?,
                 request: requests.iter().any(|(a, _)| *a == peer),
                 verified_name: None,
+                window: if business {
+                    Some(client.window(&peer)?)
+                } else {
+                    None
+                },
+                choices: last_choices(client, &peer, &messages)?,
                 messages,
             })
         })
         .collect()
 }
 
+/// The choices of the last message from `peer` that offers some: a
+/// checked template message's quick replies, or an interactive message's
+/// buttons or rows.
+fn last_choices(
+    client: &Client,
+    peer: &AccountId,
+    messages: &[comptoir_client::StoredMessage],
+) -> Result<Option<Choices>> {
+    for m in messages.iter().rev().filter(|m| !m.outgoing) {
+        if let Some(message) = client.interactive_of_message(peer, &m.id)? {
+            let options = crate::json::choices(&message)
+                .into_iter()
+                .map(|choice| match choice {
+                    crate::json::Choice::Button { button, title } => (
+                        format!("[{button}] {title}"),
+                        Pick::Interactive(comptoir_protocol::interactive::Choice::Button(
+                            button - 1,
+                        )),
+                    ),
+                    crate::json::Choice::Row {
+                        row,
+                        title,
+                        description,
+                        ..
+                    } => (
+                        if description.is_empty() {
+                            format!("[{row}] {title}")
+                        } else {
+                            format!("[{row}] {title} — {description}")
+                        },
+                        Pick::Interactive(comptoir_protocol::interactive::Choice::Row(row)),
+                    ),
+                })
+                .collect();
+            return Ok(Some(Choices {
+                message: m.id,
+                options,
+            }));
+        }
+        if let Some(template) = client.template_of_message(peer, &m.id)? {
+            let options: Vec<(String, Pick)> = template
+                .buttons
+                .iter()
+                .zip(0u32..)
+                .filter_map(|(button, index)| match button {
+                    Button::QuickReply { text } => {
+                        Some((format!("[{}] {text}", index + 1), Pick::QuickReply(index)))
+                    }
+                    _ => None,
+                })
+                .collect();
+            if !options.is_empty() {
+                return Ok(Some(Choices {
+                    message: m.id,
+                    options,
+                }));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// A business account's approved templates, for the picker.
+async fn approved_templates(client: &mut Client) -> Result<Vec<PickableTemplate>> {
+    if !client.is_business() {
+        return Ok(Vec::new());
+    }
+    Ok(client
+        .own_templates()
+        .await?
+        .into_iter()
+        .filter(|t| t.status == TemplateStatus::Approved)
+        .map(|t| PickableTemplate {
+            id: t.template_id,
+            template: t.template,
+        })
+        .collect())
+}
+
 /// Load the conversations into `app`, each verified business shown by its
 /// certified name ([`comptoir_client::BusinessView::shown_name`]); a peer
 /// is looked up at the relay once per session.
-async fn reload(client: &mut Client, app: &mut App) -> Result<()> {
+pub async fn reload(client: &mut Client, app: &mut App) -> Result<()> {
+    app.now_ms = comptoir_client::client::now_ms();
     let mut conversations = load_conversations(client)?;
     for conversation in &mut conversations {
         let peer = conversation.peer;
@@ -93,6 +186,7 @@ async fn reload(client: &mut Client, app: &mut App) -> Result<()> {
 pub async fn run(client: &mut Client, relay: &str) -> Result<()> {
     client.connect(relay).await?;
     let mut app = App::new(load_conversations(client)?);
+    app.templates = approved_templates(client).await?;
     reload(client, &mut app).await?;
     let mut terminal = ratatui::try_init()
         .map_err(|e| ClientError::io("opening the terminal (is this a terminal?)", e))?;
@@ -108,6 +202,7 @@ async fn run_loop(
     app: &mut App,
 ) -> Result<()> {
     loop {
+        app.now_ms = comptoir_client::client::now_ms();
         terminal
             .draw(|frame| view::draw(frame, app))
             .map_err(|e| ClientError::io("drawing the terminal", e))?;
@@ -190,6 +285,29 @@ pub async fn perform(client: &mut Client, app: &mut App, action: Action) -> Resu
         Action::AcceptIdentity(peer) => client
             .accept_identity_change(&peer)
             .map(|_| Some("new identity accepted".to_string())),
+        Action::Choose {
+            peer,
+            message,
+            pick,
+        } => match pick {
+            Pick::QuickReply(index) => client.reply_button(peer, message, index).await,
+            Pick::Interactive(choice) => client.choose(peer, message, choice).await,
+        }
+        .map(|_| Some("choice sent".to_string())),
+        Action::SendTemplate { peer, id, params } => {
+            match app.templates.iter().find(|t| t.id == id) {
+                None => Err(ClientError::TemplateNotApproved(id.to_hex())),
+                Some(chosen) => {
+                    match crate::template_values::parse_params(&chosen.template, &params) {
+                        Err(e) => Ok(Some(format!("⚠ not sent: {e}"))),
+                        Ok(parameters) => client
+                            .send_template(peer, &id, parameters)
+                            .await
+                            .map(|_| Some(format!("template {} sent", chosen.template.name))),
+                    }
+                }
+            }
+        }
     };
     match outcome {
         Ok(Some(status)) => app.status = status,

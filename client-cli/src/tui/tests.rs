@@ -5,10 +5,13 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 
-use super::app::{Action, App, Conversation, Mode, event_status};
+use super::app::{Action, App, Choices, Conversation, Mode, Pick, PickableTemplate, event_status};
 use super::view;
 use comptoir_client::Event;
 use comptoir_client::messages::{MessageId, Status, StoredMessage};
+use comptoir_client::rule_checks::Window;
+use comptoir_protocol::interactive::Choice;
+use comptoir_protocol::template::{Placeholder, PlaceholderKind, Template, TemplateCategory};
 use comptoir_protocol::{Label, LabelError};
 
 fn message(peer: AccountId, outgoing: bool, body: &str, status: Status, at: u64) -> StoredMessage {
@@ -36,6 +39,8 @@ fn sample() -> App {
             blocked: false,
             request: false,
             verified_name: None,
+            window: None,
+            choices: None,
             messages: vec![
                 message(alice, true, "hello alice", Status::Read, 1),
                 message(alice, true, "still there?", Status::Delivered, 2),
@@ -50,6 +55,8 @@ fn sample() -> App {
             blocked: false,
             request: false,
             verified_name: None,
+            window: None,
+            choices: None,
             messages: vec![message(bob, true, "pending one", Status::Pending, 4)],
         },
     ])
@@ -330,4 +337,162 @@ fn a_verified_business_shows_its_mark_and_a_request_is_marked() {
     let screen = render(&app);
     assert!(screen.contains("alice (2)"), "{screen}");
     assert!(!screen.contains("Acme Air"), "{screen}");
+}
+
+const HOUR: u64 = 3_600_000;
+
+fn boarding_pass(business: AccountId) -> Template {
+    Template {
+        business,
+        name: "boarding_pass".into(),
+        language: "en_GB".into(),
+        category: TemplateCategory::Utility,
+        header: None,
+        body: "Flight {{flight}} boards at gate {{gate}}.".into(),
+        footer: None,
+        placeholders: vec![
+            Placeholder {
+                name: "flight".into(),
+                kind: PlaceholderKind::Text,
+            },
+            Placeholder {
+                name: "gate".into(),
+                kind: PlaceholderKind::Number,
+            },
+        ],
+        buttons: Vec::new(),
+    }
+}
+
+/// A business's screen: the window and time left per conversation; a
+/// free-form reply refused while it is closed (the draft kept); the
+/// template picker chooses an approved template and fills its
+/// placeholders, then sends (issue 13 item 10).
+#[test]
+fn a_business_sees_the_window_and_sends_a_template_when_it_is_closed() {
+    let mut app = sample();
+    let alice = app.conversations[0].peer;
+    let now = 1_800_000_000_000;
+    app.now_ms = now;
+    app.conversations[0].window = Some(Window {
+        opened_at_ms: Some(now - 20 * HOUR - 30 * 60_000),
+    });
+    app.conversations[1].window = Some(Window { opened_at_ms: None });
+    let shop = AccountId::from_bytes(&[9; 16]).unwrap_or_else(|_| unreachable!());
+    let template = boarding_pass(shop);
+    let id = template.template_id().unwrap_or_else(|_| unreachable!());
+    app.templates = vec![PickableTemplate { id, template }];
+
+    press(&mut app, KeyCode::Enter);
+    let screen = render(&app);
+    assert!(
+        screen.contains("24-hour window open: 3h 30m left"),
+        "{screen}"
+    );
+    assert!(screen.contains("alice (2) [3h30m]"), "{screen}");
+    assert!(screen.contains("⚠ bob [closed]"), "{screen}");
+    // Open: free-form text goes.
+    press(&mut app, KeyCode::Char('o'));
+    press(&mut app, KeyCode::Char('k'));
+    assert_eq!(
+        press(&mut app, KeyCode::Enter),
+        Action::Send {
+            peer: alice,
+            text: "ok".into()
+        }
+    );
+    // Four hours later it is closed: refused here, the draft stays.
+    app.now_ms = now + 4 * HOUR;
+    let screen = render(&app);
+    assert!(
+        screen.contains("24-hour window closed: only an approved template"),
+        "{screen}"
+    );
+    assert!(screen.contains("alice (2) [closed]"), "{screen}");
+    press(&mut app, KeyCode::Char('h'));
+    assert_eq!(press(&mut app, KeyCode::Enter), Action::None);
+    assert_eq!(app.input, "h");
+    assert!(app.status.contains("window is closed"), "{}", app.status);
+
+    // The picker: choose the template, fill both placeholders, send.
+    assert_eq!(ctrl(&mut app, 'p'), Action::None);
+    assert_eq!(app.mode, Mode::PickTemplate);
+    assert!(render(&app).contains("> boarding_pass (utility, en_GB)"));
+    press(&mut app, KeyCode::Enter);
+    for c in "AC 123".chars() {
+        press(&mut app, KeyCode::Char(c));
+    }
+    assert_eq!(press(&mut app, KeyCode::Enter), Action::None);
+    press(&mut app, KeyCode::Char('9'));
+    press(&mut app, KeyCode::Backspace);
+    press(&mut app, KeyCode::Char('1'));
+    press(&mut app, KeyCode::Char('2'));
+    let screen = render(&app);
+    assert!(screen.contains("flight (text): AC 123"), "{screen}");
+    assert!(screen.contains("gate (number): 12"), "{screen}");
+    assert_eq!(
+        press(&mut app, KeyCode::Enter),
+        Action::SendTemplate {
+            peer: alice,
+            id,
+            params: vec!["flight=AC 123".into(), "gate=12".into()],
+        }
+    );
+    assert_eq!(app.mode, Mode::Chat);
+    // Esc leaves the picker without sending.
+    ctrl(&mut app, 'p');
+    assert_eq!(press(&mut app, KeyCode::Esc), Action::None);
+    assert_eq!((app.mode, app.picker.clone()), (Mode::Chat, None));
+
+    // A customer who never wrote.
+    press(&mut app, KeyCode::Esc);
+    press(&mut app, KeyCode::Down);
+    assert!(render(&app).contains("closed (the customer never wrote)"));
+    // A customer's screen has no window line and no picker.
+    app.conversations[1].window = None;
+    press(&mut app, KeyCode::Enter);
+    assert!(!render(&app).contains("24-hour window"));
+    assert_eq!(ctrl(&mut app, 'p'), Action::None);
+    assert_eq!(app.mode, Mode::Chat);
+}
+
+/// A customer answers the last message that offers choices: Ctrl-R lists
+/// them, Enter sends the highlighted one (issue 13 item 9).
+#[test]
+fn a_customer_picks_a_button_or_row() {
+    let mut app = sample();
+    let alice = app.conversations[0].peer;
+    let message_id = MessageId([3; 16]);
+    assert_eq!(press(&mut app, KeyCode::Enter), Action::MarkRead(alice));
+    // Nothing to choose from: Ctrl-R does nothing.
+    assert_eq!(ctrl(&mut app, 'r'), Action::None);
+    assert_eq!(app.mode, Mode::Chat);
+    app.conversations[0].choices = Some(Choices {
+        message: message_id,
+        options: vec![
+            (
+                "[am] Morning".into(),
+                Pick::Interactive(Choice::Row("am".into())),
+            ),
+            (
+                "[pm] Evening".into(),
+                Pick::Interactive(Choice::Row("pm".into())),
+            ),
+        ],
+    });
+    ctrl(&mut app, 'r');
+    assert_eq!(app.mode, Mode::Pick);
+    press(&mut app, KeyCode::Down);
+    press(&mut app, KeyCode::Down);
+    let screen = render(&app);
+    assert!(screen.contains("> [pm] Evening"), "{screen}");
+    assert_eq!(
+        press(&mut app, KeyCode::Enter),
+        Action::Choose {
+            peer: alice,
+            message: message_id,
+            pick: Pick::Interactive(Choice::Row("pm".into())),
+        }
+    );
+    assert_eq!(app.mode, Mode::Chat);
 }

@@ -1,6 +1,7 @@
 //! Drawing the terminal UI from an [`App`]: conversation list with unread
-//! counts, chat view with timestamps and delivery/read ticks, the identity
-//! warning, and a help line.
+//! counts (and, on a business's screen, each customer's window), chat view
+//! with timestamps and delivery/read ticks, the identity warning, the
+//! choice and template pickers, and a help line.
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout};
@@ -11,6 +12,7 @@ use ratatui::widgets::{Block, Borders, List, ListItem, ListState, Paragraph, Wra
 use crate::format::{time_of_day, visible};
 use crate::tui::app::{App, Mode};
 use comptoir_client::messages::Status;
+use comptoir_client::rule_checks::Window;
 
 /// The help line for each mode.
 pub fn help(mode: Mode) -> &'static str {
@@ -19,9 +21,12 @@ pub fn help(mode: Mode) -> &'static str {
             "↑/↓ select · Enter open · b block · u unblock · t trust new identity · q quit"
         }
         Mode::Chat => {
-            "Enter send · Esc back · Ctrl-B block · Ctrl-T trust new identity · Ctrl-C quit"
+            "Enter send · Esc back · Ctrl-R answer a choice · Ctrl-P template · Ctrl-B block · \
+             Ctrl-T trust new identity · Ctrl-C quit"
         }
         Mode::ConfirmIdentity => "type the contact's name · Enter accept · Esc cancel",
+        Mode::Pick => "↑/↓ select · Enter choose · Esc back",
+        Mode::PickTemplate => "↑/↓ select · type a value · Enter next/send · Esc cancel",
     }
 }
 
@@ -33,6 +38,26 @@ pub fn ticks(status: Status) -> &'static str {
         Status::Delivered => "✓✓",
         Status::Read => "✓✓ read",
         Status::Failed => "✗ not sent",
+    }
+}
+
+/// A business's line about a customer's 24-hour window at `now_ms`.
+pub fn window_line(window: &Window, now_ms: u64) -> String {
+    match window.time_left_ms(now_ms) {
+        Some(left) => {
+            let minutes = left.div_ceil(60_000);
+            format!(
+                "24-hour window open: {}h {:02}m left for free-form replies",
+                minutes / 60,
+                minutes % 60
+            )
+        }
+        None if window.opened_at_ms.is_none() => {
+            "24-hour window closed (the customer never wrote): only an approved template \
+             (Ctrl-P)"
+                .into()
+        }
+        None => "24-hour window closed: only an approved template (Ctrl-P)".into(),
     }
 }
 
@@ -67,6 +92,16 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
             }
             if c.request {
                 text.push_str(" [request]");
+            }
+            // A business's screen: the customer's window at a glance.
+            if let Some(window) = &c.window {
+                match window.time_left_ms(app.now_ms) {
+                    Some(left) => {
+                        let minutes = left.div_ceil(60_000);
+                        text.push_str(&format!(" [{}h{:02}m]", minutes / 60, minutes % 60));
+                    }
+                    None => text.push_str(" [closed]"),
+                }
             }
             if c.blocked {
                 text.push_str(" [blocked]");
@@ -114,7 +149,64 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
             )));
             format!("Identity change: {}", visible(&review.name))
         }
+        (None, Some(_)) if app.mode == Mode::PickTemplate => {
+            if let Some(picker) = &app.picker {
+                match &picker.values {
+                    None => {
+                        lines.push(Line::from("Choose an approved template:"));
+                        for (i, t) in app.templates.iter().enumerate() {
+                            let marker = if i == picker.selected { "> " } else { "  " };
+                            lines.push(Line::from(format!(
+                                "{marker}{} ({}, {})",
+                                visible(&t.template.name),
+                                t.template.category,
+                                visible(&t.template.language)
+                            )));
+                        }
+                    }
+                    Some(values) => {
+                        if let Some(t) = app.templates.get(picker.selected) {
+                            lines.push(Line::from(format!(
+                                "Template {}: {}",
+                                visible(&t.template.name),
+                                visible(&t.template.body)
+                            )));
+                            for (p, value) in t.template.placeholders.iter().zip(values) {
+                                lines.push(Line::from(format!(
+                                    "{} ({}): {}",
+                                    p.name,
+                                    p.kind.name(),
+                                    visible(value)
+                                )));
+                            }
+                        }
+                    }
+                }
+            }
+            "Send a template".to_string()
+        }
+        (None, Some(c)) if app.mode == Mode::Pick => {
+            if let Some(choices) = &c.choices {
+                lines.push(Line::from(format!("Answer message {}:", choices.message)));
+                for (i, (label, _)) in choices.options.iter().enumerate() {
+                    let marker = if i == app.pick { "> " } else { "  " };
+                    lines.push(Line::from(format!("{marker}{}", visible(label))));
+                }
+            }
+            "Choose".to_string()
+        }
         (None, Some(c)) => {
+            if let Some(window) = &c.window {
+                let style = if window.time_left_ms(app.now_ms).is_some() {
+                    Style::default().fg(Color::Green)
+                } else {
+                    Style::default().fg(Color::Red)
+                };
+                lines.push(Line::from(Span::styled(
+                    window_line(window, app.now_ms),
+                    style,
+                )));
+            }
             if c.identity_changed {
                 lines.push(Line::from(Span::styled(
                     format!(
@@ -125,10 +217,10 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
                 )));
             }
             for m in &c.messages {
-                let who = if m.outgoing {
-                    "me".to_string()
-                } else {
-                    visible(&c.name)
+                let who = match (&c.verified_name, m.outgoing) {
+                    (_, true) => "me".to_string(),
+                    (Some(certified), false) => format!("✓ {}", visible(certified)),
+                    (None, false) => visible(&c.name),
                 };
                 let mut spans = vec![
                     Span::styled(
@@ -166,7 +258,7 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
         .wrap(Wrap { trim: false });
     frame.render_widget(history, history_area);
 
-    let input_style = if app.mode == Mode::Chat || app.mode == Mode::ConfirmIdentity {
+    let input_style = if app.mode != Mode::List {
         Style::default().fg(Color::Yellow)
     } else {
         Style::default().fg(Color::DarkGray)

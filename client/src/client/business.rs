@@ -78,8 +78,32 @@ impl Client {
     /// A business's profile and whether to show it as verified, checked
     /// against the pinned operator key and the business's pinned account
     /// key (pinned now from its signed device list if this client never
-    /// saw the account).
+    /// saw the account). The result is kept for [`Self::known_business`].
     pub async fn business(&mut self, account: AccountId) -> Result<BusinessView> {
+        let (view, valid_until_ms) = self.check_business(account).await?;
+        crate::business_views::save(&self.store, &view, valid_until_ms, now_ms())?;
+        self.store.flush().await?;
+        Ok(view)
+    }
+
+    /// The view of `account` as [`Self::business`] last checked it, read
+    /// offline: `None` if it was never checked. A verified view reads as
+    /// expired once its certificate has; a revocation since the last check
+    /// is not known here.
+    pub fn known_business(&self, account: &AccountId) -> Result<Option<BusinessView>> {
+        crate::business_views::load(&self.store, account, now_ms())
+    }
+
+    /// The 24-hour window `customer` gave this business account, from the
+    /// relay's accept time of the customer's last conversation message
+    /// this device received (read offline).
+    pub fn window(&self, customer: &AccountId) -> Result<crate::rule_checks::Window> {
+        crate::rule_checks::window(&self.store, customer)
+    }
+
+    /// [`Self::business`] without keeping the result; also until when a
+    /// verified result holds (its certificate's expiry; 0 otherwise).
+    async fn check_business(&mut self, account: AccountId) -> Result<(BusinessView, u64)> {
         if peers::load(&self.store, &account)?.is_none() {
             self.refresh_peer(account).await?;
         }
@@ -100,11 +124,14 @@ impl Client {
         };
         let not = |reason| Verification::NotVerified(reason);
         if found.profile_json.is_empty() {
-            return Ok(BusinessView {
-                account,
-                profile: None,
-                verification: not(NotVerified::NoCertificate),
-            });
+            return Ok((
+                BusinessView {
+                    account,
+                    profile: None,
+                    verification: not(NotVerified::NoCertificate),
+                },
+                0,
+            ));
         }
         // A profile the business did not sign (the relay's, say) is not
         // shown at all.
@@ -114,13 +141,17 @@ impl Client {
                 p.account == account && verify_profile(&pinned, p, &found.signature).is_ok()
             });
         let Some(profile) = profile else {
-            return Ok(BusinessView {
-                account,
-                profile: None,
-                verification: not(NotVerified::ProfileMismatch),
-            });
+            return Ok((
+                BusinessView {
+                    account,
+                    profile: None,
+                    verification: not(NotVerified::ProfileMismatch),
+                },
+                0,
+            ));
         };
         let operator = self.operator_key()?;
+        let mut valid_until_ms = 0;
         let verification = match (&found.certificate, operator) {
             (None, _) => not(NotVerified::NoCertificate),
             (Some(_), None) => not(NotVerified::NoOperatorKey),
@@ -135,6 +166,7 @@ impl Client {
                             verify_revocation(&operator, &revocation, &signature).is_ok()
                                 && revocation.revokes(&certificate)
                         });
+                    valid_until_ms = certificate.expires_at_ms;
                     verified_name(
                         &certificate,
                         &signature,
@@ -147,10 +179,13 @@ impl Client {
                 }
             },
         };
-        Ok(BusinessView {
-            account,
-            profile: Some(profile),
-            verification,
-        })
+        Ok((
+            BusinessView {
+                account,
+                profile: Some(profile),
+                verification,
+            },
+            valid_until_ms,
+        ))
     }
 }

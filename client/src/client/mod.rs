@@ -22,6 +22,8 @@
 //! - `bill`: a business's bill (fetched and checked) and standing.
 //! - `templates`: submitting, listing and sending approved templates,
 //!   fetching the ones received, quick replies.
+//! - `interactive`: sending interactive messages (reply buttons, lists)
+//!   and choosing in one received.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -48,6 +50,7 @@ mod consent;
 mod consent_requests;
 mod devices;
 mod directory;
+mod interactive;
 mod labels;
 mod receive;
 mod rekey;
@@ -350,6 +353,12 @@ impl Client {
     /// Whether the account was registered on a relay.
     pub fn is_registered(&self) -> bool {
         self.account.is_registered()
+    }
+
+    /// Whether this is a business account (known once connected: the
+    /// relay says so when the device logs in).
+    pub fn is_business(&self) -> bool {
+        self.kind == wire::AccountKind::Business
     }
 
     /// Whether a relay connection is open and authenticated.

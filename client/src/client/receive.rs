@@ -1,7 +1,10 @@
 //! Receiving: decrypt a delivered envelope with the right session, store
 //! what it says, and only then acknowledge it.
 
-use comptoir_protocol::proto::content::{ButtonReply, Content, TemplateInstance, Text, content};
+use comptoir_protocol::interactive;
+use comptoir_protocol::proto::content::{
+    ButtonReply, Content, SentTemplate, TemplateInstance, Text, content,
+};
 use comptoir_protocol::proto::wire::{
     self, Category, Envelope, GetDeviceList, client_frame, server_frame,
 };
@@ -13,6 +16,7 @@ use zeroize::Zeroizing;
 use crate::error::{ClientError, Result};
 use crate::event::Event;
 use crate::evidence::{self, Evidence};
+use crate::interactive_messages;
 use crate::messages::{self, MessageId, Status, StoredMessage};
 use crate::peers::{self, Observed};
 use crate::quarantine;
@@ -49,7 +53,7 @@ fn is_wedged(error: &ProtocolError) -> bool {
 }
 
 /// Whether `category` is one only an approved template may use.
-fn is_template_category(category: Category) -> bool {
+pub(super) fn is_template_category(category: Category) -> bool {
     matches!(
         category,
         Category::Utility | Category::Authentication | Category::Marketing
@@ -221,8 +225,21 @@ impl Client {
         // and consent rules the relay should have enforced (besides what
         // checking its content found).
         let checked = match &event {
-            Some(Event::Message { id, .. } | Event::Template { id, .. }) => {
+            Some(
+                Event::Message { id, .. }
+                | Event::Template { id, .. }
+                | Event::Interactive { id, .. },
+            ) => {
+                if envelope.category() == Category::Conversation {
+                    rule_checks::record_heard(&self.store, &from, envelope.server_timestamp_ms)?;
+                }
                 violations.extend(self.rule_violation(from, &envelope)?);
+                Some(*id)
+            }
+            // The peer wrote to this account: the window it opens, for a
+            // business's screens.
+            Some(Event::QuickReply { id, .. } | Event::InteractiveReply { id, .. }) => {
+                rule_checks::record_heard(&self.store, &from, envelope.server_timestamp_ms)?;
                 Some(*id)
             }
             // Another device of this account wrote: its window counts.
@@ -261,6 +278,17 @@ impl Client {
             self.ack(&envelope).await?;
         } else {
             self.reject(&envelope).await?;
+        }
+        // A copy of a template message another device sent: have its
+        // template cached, to check the customer's quick replies to it.
+        if let Some(Event::SentElsewhere { to, id, .. }) = &event
+            && let Some(template) = template_cache::template_of_message(&self.store, to, id)?
+            && let Err(e) = self.cached_template(self.account.id(), &template).await
+        {
+            self.events.push_back(Event::Warning(format!(
+                "template {} of a message sent from another device could not be fetched: {e}",
+                template.to_hex()
+            )));
         }
         self.events.extend(event);
         self.events.extend(violation_events);
@@ -322,7 +350,7 @@ impl Client {
     }
 
     /// Store an incoming message shown as `text`.
-    fn store_incoming(
+    pub(super) fn store_incoming(
         &self,
         from: AccountId,
         id: MessageId,
@@ -473,6 +501,12 @@ impl Client {
             Some(content::Body::ButtonReply(reply)) => {
                 self.apply_button_reply(from, id, content.sent_at_ms, &reply, violations)
             }
+            Some(content::Body::Interactive(message)) => {
+                self.apply_interactive(from, id, content.sent_at_ms, envelope, message, violations)
+            }
+            Some(content::Body::InteractiveReply(reply)) => {
+                self.apply_interactive_reply(from, id, content.sent_at_ms, &reply, violations)
+            }
             Some(content::Body::Text(Text { body })) => {
                 let category = envelope.category();
                 if is_template_category(category) {
@@ -504,6 +538,23 @@ impl Client {
                 };
                 let body = match inner.body {
                     Some(content::Body::Text(Text { body })) => body,
+                    // A template message: which template, so that this
+                    // device checks the customer's quick replies too.
+                    Some(content::Body::SentTemplate(SentTemplate {
+                        instance: Some(instance),
+                        text,
+                    })) => {
+                        if let Some(template) = TemplateId::from_hex(&instance.template_id) {
+                            template_cache::record_message(&self.store, &to, &id, &template)?;
+                        }
+                        text
+                    }
+                    Some(content::Body::Interactive(message)) => {
+                        if interactive::validate(&message).is_ok() {
+                            interactive_messages::record(&self.store, &to, &id, &message)?;
+                        }
+                        interactive::render_text(&message)
+                    }
                     Some(content::Body::ReadReceipt(receipt)) => {
                         let mut count = 0;
                         for raw in &receipt.message_ids {

@@ -16,7 +16,9 @@
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
-use comptoir_protocol::proto::content::{Content, ReadReceipt, SentTranscript, Text, content};
+use comptoir_protocol::proto::content::{
+    Content, ReadReceipt, SentTemplate, SentTranscript, Text, content,
+};
 use comptoir_protocol::proto::wire::{
     self, AccountKind, Category, DeviceCiphertext, ErrorCode, FetchPreKeys, PreKeyBundle, Send,
     client_frame, server_frame,
@@ -290,6 +292,9 @@ impl Live {
             outgoing_bodies::put(&self.store, &peer, &id, body)?;
             if let Some(template) = TemplateId::from_hex(&body.template_id) {
                 template_cache::record_message(&self.store, &peer, &id, &template)?;
+            }
+            if let content::Body::Interactive(interactive) = &body.body {
+                crate::interactive_messages::record(&self.store, &peer, &id, interactive)?;
             }
         }
         messages::outbox_put(&self.store, &peer, &id, &[])?;
@@ -603,12 +608,31 @@ impl Live {
     }
 
     /// Copy a sent message to this account's other devices (best effort:
-    /// a copy that cannot go now is reported, not retried).
+    /// a copy that cannot go now is reported, not retried): a template
+    /// message as its instance with the text shown, an interactive message
+    /// as itself (so those devices can check the customer's reply to it),
+    /// anything else as the text the history shows.
     pub(super) async fn sync_sent(&self, sent: &StoredMessage) -> Result<()> {
-        let text = content::Body::Text(Text {
-            body: sent.body.clone(),
-        });
-        self.sync_to_own(sent.peer, sent.id, sent.sent_at_ms, text)
+        let text = || {
+            content::Body::Text(Text {
+                body: sent.body.clone(),
+            })
+        };
+        let body = match outgoing_bodies::get(&self.store, &sent.peer, &sent.id)? {
+            Some(OutgoingBody {
+                body: content::Body::Template(instance),
+                ..
+            }) => content::Body::SentTemplate(SentTemplate {
+                instance: Some(instance),
+                text: sent.body.clone(),
+            }),
+            Some(OutgoingBody {
+                body: content::Body::Interactive(interactive),
+                ..
+            }) => content::Body::Interactive(interactive),
+            _ => text(),
+        };
+        self.sync_to_own(sent.peer, sent.id, sent.sent_at_ms, body)
             .await
     }
 

@@ -3,6 +3,7 @@
 //! tokio-tungstenite client speaking the protocol crate's frames.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
+pub mod agent;
 pub mod business;
 pub mod client;
 pub mod hostile;

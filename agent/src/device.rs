@@ -1,0 +1,671 @@
+//! The business's device: the client library's [`Client`] owned by one
+//! task, which keeps the relay connection up, processes what arrives
+//! (records it, queues its webhooks) and runs the API's requests one at a
+//! time, in between, through a command channel.
+//!
+//! Why one task: the client's business calls take `&mut self`, and an
+//! event is decrypted, stored and acknowledged in one call that must not
+//! be cut short; the task polls for events briefly ([`EVENT_POLL`]) and
+//! runs the waiting commands between polls.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use comptoir_client::{Client, ClientError, Event, KdfParams, MessageId, Status, TlsOptions};
+use comptoir_protocol::proto::content::TemplateParameter;
+use comptoir_protocol::proto::wire::{AccountKind, ConsentPurpose, TemplateStatus};
+use comptoir_protocol::template::TemplateId;
+use comptoir_protocol::{AccountId, ConsentCategories};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+
+use crate::clock::SharedClock;
+use crate::config::{Away, Config};
+use crate::db::{Db, DbError, NewMessage};
+use crate::status::MessageStatus;
+use crate::webhook;
+
+/// How long the device task waits for an event before it looks at the
+/// API's commands again: the most an API request waits behind an idle
+/// connection.
+pub const EVENT_POLL: Duration = Duration::from_millis(20);
+/// API commands run between two looks at the connection, so a burst of
+/// sends does not hold up receiving.
+const COMMANDS_PER_TURN: usize = 32;
+/// The longest wait between two connection attempts.
+const MAX_RECONNECT: Duration = Duration::from_secs(30);
+/// The away message goes to a customer at most once in this long.
+const AWAY_EVERY_MS: u64 = 24 * 3600 * 1000;
+
+/// Why the device could not be set up or run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeviceError {
+    /// The client library refused.
+    #[error("{0}")]
+    Client(#[from] ClientError),
+    /// The database failed.
+    #[error("{0}")]
+    Db(#[from] DbError),
+}
+
+/// Which template to send: by id, or by name and language as the
+/// business submitted it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TemplateRef {
+    /// The template id (hex of its hash).
+    Id(TemplateId),
+    /// Name and language (`order_update`, `en_GB`).
+    Name {
+        /// The template's name.
+        name: String,
+        /// Its language.
+        language: String,
+    },
+}
+
+/// What the API asks the device to do.
+#[derive(Debug)]
+pub enum Command {
+    /// Send free-form text (inside the customer's window).
+    SendText {
+        /// The customer.
+        to: AccountId,
+        /// The text.
+        text: String,
+        /// The outcome.
+        reply: oneshot::Sender<Result<Sent, ClientError>>,
+    },
+    /// Send an approved template.
+    SendTemplate {
+        /// The customer.
+        to: AccountId,
+        /// Which template.
+        template: TemplateRef,
+        /// Its values.
+        parameters: Vec<TemplateParameter>,
+        /// The outcome.
+        reply: oneshot::Sender<Result<Sent, ClientError>>,
+    },
+    /// Ask for a consent by phone number.
+    RequestConsent {
+        /// E.164 number.
+        phone: String,
+        /// Categories asked.
+        categories: ConsentCategories,
+        /// Purpose.
+        purpose: ConsentPurpose,
+        /// The reference the answer will carry.
+        reference: [u8; 16],
+        /// The outcome.
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    },
+}
+
+/// A message the device sent (or queued).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sent {
+    /// Its id.
+    pub id: MessageId,
+    /// `sent` (the relay has it) or `queued` (offline; sent on reconnect).
+    pub status: MessageStatus,
+}
+
+/// Create the business's device in `config`'s data directory and register
+/// it on the relay as a new business account.
+pub async fn init_new(
+    config: &Config,
+    passphrase: &str,
+    kdf: KdfParams,
+) -> Result<AccountId, DeviceError> {
+    let mut client = Client::create_with_params(&config.device_dir(), passphrase, kdf)?;
+    prepare(&mut client, config).await?;
+    client
+        .register_as(&config.relay, AccountKind::Business)
+        .await?;
+    let id = client.account_id();
+    client.close().await?;
+    Ok(id)
+}
+
+/// Create a device that will join an existing business account: returns
+/// the link code to approve on the account's first device.
+pub fn init_link(config: &Config, passphrase: &str, kdf: KdfParams) -> Result<String, DeviceError> {
+    comptoir_client::store::create_private_dir(&config.data_dir)?;
+    let client = Client::create_unlinked(&config.device_dir(), passphrase, kdf)?;
+    Ok(client.link_code()?)
+}
+
+/// Finish linking with the approval the first device gave.
+pub async fn finish_link(
+    config: &Config,
+    passphrase: &str,
+    approval: &str,
+) -> Result<AccountId, DeviceError> {
+    let mut client = Client::open(&config.device_dir(), passphrase)?;
+    prepare(&mut client, config).await?;
+    client.finish_link(&config.relay, approval.trim()).await?;
+    let id = client.account_id();
+    client.close().await?;
+    Ok(id)
+}
+
+async fn prepare(client: &mut Client, config: &Config) -> Result<(), ClientError> {
+    let mut tls = TlsOptions::default();
+    if let Some(ca) = &config.relay_ca_file {
+        tls = tls.with_ca_file(ca)?;
+    }
+    client.set_tls_options(tls);
+    if let Some(key) = &config.operator_key {
+        client.pin_operator_key(key).await?;
+    }
+    Ok(())
+}
+
+/// Open the device store (the daemon holds it for its whole run).
+pub async fn open(config: &Config, passphrase: &str) -> Result<Client, DeviceError> {
+    let dir: &Path = &config.device_dir();
+    let mut client = Client::open(dir, passphrase)?;
+    prepare(&mut client, config).await?;
+    Ok(client)
+}
+
+/// The device task's state.
+pub struct Device {
+    client: Client,
+    db: Db,
+    clock: SharedClock,
+    relay: String,
+    away: Option<Away>,
+    consent_poll: Duration,
+    business: String,
+    wake: Arc<Notify>,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("business", &self.business)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Device {
+    /// The device task over an opened `client`; `wake` is the webhook
+    /// deliverer's.
+    pub fn new(
+        client: Client,
+        db: Db,
+        clock: SharedClock,
+        config: &Config,
+        wake: Arc<Notify>,
+    ) -> Self {
+        let business = client.account_id().to_string();
+        Self {
+            client,
+            db,
+            clock,
+            relay: config.relay.clone(),
+            away: config.away.clone(),
+            consent_poll: config.consent_poll,
+            business,
+            wake,
+        }
+    }
+
+    /// Run until `shutdown` turns true, then close the store.
+    pub async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        self.catch_up();
+        let mut reconnect_wait = Duration::from_millis(100);
+        let mut next_connect = tokio::time::Instant::now();
+        let mut next_poll = tokio::time::Instant::now();
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            if !self.client.is_connected() && tokio::time::Instant::now() >= next_connect {
+                match self.client.connect(&self.relay).await {
+                    Ok(_) => {
+                        tracing::info!("connected to the relay");
+                        reconnect_wait = Duration::from_millis(100);
+                        self.settle_queued();
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot connect to the relay; retrying");
+                        next_connect = tokio::time::Instant::now() + reconnect_wait;
+                        reconnect_wait = (reconnect_wait * 2).min(MAX_RECONNECT);
+                    }
+                }
+            }
+            for _ in 0..COMMANDS_PER_TURN {
+                match commands.try_recv() {
+                    Ok(command) => self.handle(command).await,
+                    Err(_) => break,
+                }
+            }
+            if !self.client.is_connected() {
+                tokio::select! {
+                    command = commands.recv() => match command {
+                        Some(command) => self.handle(command).await,
+                        None => break,
+                    },
+                    () = tokio::time::sleep_until(next_connect) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+            if tokio::time::Instant::now() >= next_poll {
+                next_poll = tokio::time::Instant::now() + self.consent_poll;
+                self.poll_consents().await;
+            }
+            match self.client.next_event(EVENT_POLL).await {
+                Ok(Some(event)) => self.on_event(event).await,
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "relay connection lost; reconnecting"),
+            }
+        }
+        if let Err(e) = self.client.close().await {
+            tracing::error!(error = %e, "closing the device store");
+        }
+        tracing::info!("device stopped");
+    }
+
+    async fn handle(&mut self, command: Command) {
+        match command {
+            Command::SendText { to, text, reply } => {
+                let sent = self.client.send_text(to, &text).await;
+                let result = self.record_sent(to, sent, "text", &text, None);
+                let _ = reply.send(result);
+            }
+            Command::SendTemplate {
+                to,
+                template,
+                parameters,
+                reply,
+            } => {
+                let result = match self.resolve(&template).await {
+                    Ok(id) => {
+                        let sent = self.client.send_template(to, &id, parameters).await;
+                        let body = match &sent {
+                            Ok(mid) => self
+                                .client
+                                .message(&to, mid)
+                                .ok()
+                                .flatten()
+                                .map(|m| m.body)
+                                .unwrap_or_default(),
+                            Err(_) => String::new(),
+                        };
+                        self.record_sent(to, sent, "template", &body, Some(id.to_hex()))
+                    }
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(result);
+            }
+            Command::RequestConsent {
+                phone,
+                categories,
+                purpose,
+                reference,
+                reply,
+            } => {
+                let result = self
+                    .client
+                    .request_consent(&phone, categories, purpose, reference)
+                    .await;
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// The approved template `template` names.
+    async fn resolve(&mut self, template: &TemplateRef) -> Result<TemplateId, ClientError> {
+        match template {
+            TemplateRef::Id(id) => Ok(*id),
+            TemplateRef::Name { name, language } => self
+                .client
+                .own_templates()
+                .await?
+                .into_iter()
+                .find(|t| {
+                    t.status == TemplateStatus::Approved
+                        && t.template.name == *name
+                        && t.template.language == *language
+                })
+                .map(|t| t.template_id)
+                .ok_or_else(|| ClientError::TemplateNotApproved(format!("{name} ({language})"))),
+        }
+    }
+
+    fn record_sent(
+        &mut self,
+        to: AccountId,
+        sent: Result<MessageId, ClientError>,
+        kind: &'static str,
+        body: &str,
+        template_id: Option<String>,
+    ) -> Result<Sent, ClientError> {
+        let id = match sent {
+            Ok(id) => id,
+            // The connection ended during the send: the message was stored
+            // and waits in the outbox, sent on reconnect; report it queued
+            // so the backend does not send it twice.
+            Err(
+                e @ (ClientError::ConnectionClosed(_)
+                | ClientError::NotConnected
+                | ClientError::Timeout(_)),
+            ) => self.just_queued(to).ok_or(e)?,
+            Err(e) => return Err(e),
+        };
+        let status = match self.client.message(&to, &id) {
+            Ok(Some(m)) if m.status >= Status::Accepted => MessageStatus::Sent,
+            _ => MessageStatus::Queued,
+        };
+        let now = self.clock.now_ms();
+        let customer = to.to_string();
+        let message = NewMessage {
+            id: id.to_string(),
+            customer: customer.clone(),
+            incoming: false,
+            kind,
+            body: body.to_owned(),
+            template_id,
+            reply_to: None,
+            status,
+            at_ms: now,
+        };
+        let events = if status == MessageStatus::Sent {
+            vec![webhook::status_event(
+                &self.business,
+                &customer,
+                &message.id,
+                status,
+                now,
+                None,
+            )]
+        } else {
+            Vec::new()
+        };
+        if let Err(e) = self.db.record_message(&message, &events, now) {
+            // The message is sent; only its record here failed.
+            tracing::error!(error = %e, message = %message.id, "recording a sent message");
+        }
+        self.wake.notify_one();
+        Ok(Sent { id, status })
+    }
+
+    /// Record what the device store holds and this database does not: the
+    /// client library acknowledges a message to the relay once it is in
+    /// the device store, before this daemon records it, so a crash in
+    /// between would otherwise lose it. Run at start, it reports such
+    /// messages (as text) and statuses the device store has further along.
+    fn catch_up(&mut self) {
+        let peers = match self.client.conversation_peers() {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the device's conversations");
+                return;
+            }
+        };
+        let now = self.clock.now_ms();
+        let mut caught = 0usize;
+        for peer in peers {
+            let Ok(history) = self.client.history(&peer) else {
+                continue;
+            };
+            let customer = peer.to_string();
+            for m in history {
+                let id = m.id.to_string();
+                match self.db.status_of(&id) {
+                    Ok(None) if !m.outgoing => {
+                        let phone = self.db.phone_of(&customer).ok().flatten();
+                        let event = webhook::message_event(
+                            &self.business,
+                            &customer,
+                            phone.as_deref(),
+                            &id,
+                            &m.body,
+                            now,
+                        );
+                        self.record_incoming(&customer, &id, "text", &m.body, None, event, now);
+                        caught += 1;
+                    }
+                    Ok(Some(_)) if m.outgoing => {
+                        let status = match m.status {
+                            Status::Read => MessageStatus::Read,
+                            Status::Delivered => MessageStatus::Delivered,
+                            Status::Accepted => MessageStatus::Sent,
+                            _ => continue,
+                        };
+                        self.advance(&id, status, None);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if caught > 0 {
+            tracing::info!(
+                messages = caught,
+                "recorded messages the device received before a restart"
+            );
+        }
+    }
+
+    /// The message to `to` a send just left in the client's outbox: the
+    /// newest queued one this daemon has not recorded.
+    fn just_queued(&self, to: AccountId) -> Option<MessageId> {
+        self.client
+            .queued()
+            .ok()?
+            .into_iter()
+            .filter(|m| m.peer == to && m.outgoing)
+            .filter(|m| matches!(self.db.status_of(&m.id.to_string()), Ok(None)))
+            .max_by_key(|m| m.sequence)
+            .map(|m| m.id)
+    }
+
+    /// After a connect sent the outbox: report what became of the messages
+    /// the API queued while offline.
+    fn settle_queued(&mut self) {
+        let queued = match self.db.queued() {
+            Ok(q) => q,
+            Err(e) => {
+                tracing::error!(error = %e, "reading queued messages");
+                return;
+            }
+        };
+        for (customer, id) in queued {
+            let (Ok(peer), Some(mid)) = (AccountId::from_hex(&customer), MessageId::from_hex(&id))
+            else {
+                continue;
+            };
+            let status = match self.client.message(&peer, &mid) {
+                Ok(Some(m)) if m.status == Status::Failed => MessageStatus::Failed,
+                Ok(Some(m)) if m.status >= Status::Accepted => MessageStatus::Sent,
+                _ => continue,
+            };
+            let error =
+                (status == MessageStatus::Failed).then_some("the relay refused the message");
+            self.advance(&id, status, error);
+        }
+    }
+
+    fn advance(&self, id: &str, status: MessageStatus, error: Option<&str>) {
+        let now = self.clock.now_ms();
+        let business = &self.business;
+        let moved = self.db.advance_status(id, status, now, |customer| {
+            vec![webhook::status_event(
+                business, customer, id, status, now, error,
+            )]
+        });
+        match moved {
+            Ok(Some(_)) => self.wake.notify_one(),
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, message = %id, "recording a status"),
+        }
+    }
+
+    async fn on_event(&mut self, event: Event) {
+        let now = self.clock.now_ms();
+        match event {
+            Event::Message { from, id, text, .. } => {
+                let customer = from.to_string();
+                let phone = self.db.phone_of(&customer).ok().flatten();
+                let id = id.to_string();
+                let event = webhook::message_event(
+                    &self.business,
+                    &customer,
+                    phone.as_deref(),
+                    &id,
+                    &text,
+                    now,
+                );
+                self.record_incoming(&customer, &id, "text", &text, None, event, now);
+                self.away_message(from, &customer, now).await;
+            }
+            Event::QuickReply {
+                from,
+                id,
+                reply_to,
+                button_index,
+                text,
+                ..
+            } => {
+                let customer = from.to_string();
+                let phone = self.db.phone_of(&customer).ok().flatten();
+                let (id, reply_to) = (id.to_string(), reply_to.to_string());
+                let event = webhook::button_reply_event(
+                    &self.business,
+                    &customer,
+                    phone.as_deref(),
+                    &id,
+                    &reply_to,
+                    button_index,
+                    &text,
+                    now,
+                );
+                self.record_incoming(
+                    &customer,
+                    &id,
+                    "button_reply",
+                    &text,
+                    Some(reply_to),
+                    event,
+                    now,
+                );
+            }
+            Event::Accepted { id, .. } => self.advance(&id.to_string(), MessageStatus::Sent, None),
+            Event::Delivered { id, .. } => {
+                self.advance(&id.to_string(), MessageStatus::Delivered, None)
+            }
+            Event::Read { ids, .. } => {
+                for id in ids {
+                    self.advance(&id.to_string(), MessageStatus::Read, None);
+                }
+            }
+            Event::OperatorKeyChanged { .. } => tracing::warn!(
+                "the relay presents another operator key than the pinned one; check it with the operator"
+            ),
+            Event::Warning(warning) => tracing::warn!(%warning, "client"),
+            other => tracing::debug!(event = ?other, "not reported"),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record_incoming(
+        &self,
+        customer: &str,
+        id: &str,
+        kind: &'static str,
+        text: &str,
+        reply_to: Option<String>,
+        event: crate::db::NewEvent,
+        now: u64,
+    ) {
+        let message = NewMessage {
+            id: id.to_owned(),
+            customer: customer.to_owned(),
+            incoming: true,
+            kind,
+            body: text.to_owned(),
+            template_id: None,
+            reply_to,
+            status: MessageStatus::Received,
+            at_ms: now,
+        };
+        match self.db.record_message(&message, &[event], now) {
+            Ok(_) => self.wake.notify_one(),
+            Err(e) => tracing::error!(error = %e, message = %id, "recording a received message"),
+        }
+    }
+
+    /// Outside opening hours, answer a customer's message with the away
+    /// message (at most once a day per customer).
+    async fn away_message(&mut self, to: AccountId, customer: &str, now: u64) {
+        let Some(Away {
+            hours,
+            message: Some(text),
+        }) = self.away.clone()
+        else {
+            return;
+        };
+        if hours.is_open(now) {
+            return;
+        }
+        match self
+            .db
+            .take_away_slot(customer, now.saturating_sub(AWAY_EVERY_MS), now)
+        {
+            Ok(true) => {
+                let sent = self.client.send_text(to, &text).await;
+                if let Err(e) = self.record_sent(to, sent, "text", &text, None) {
+                    tracing::warn!(error = %e, "the away message was not sent");
+                }
+            }
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %e, "away message state"),
+        }
+    }
+
+    /// Read which consent requests customers allowed (the relay does not
+    /// push them to a business) and report the new ones.
+    async fn poll_consents(&mut self) {
+        let answers = match self.client.consent_answers().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading consent answers");
+                return;
+            }
+        };
+        let now = self.clock.now_ms();
+        for answer in answers {
+            let reference = hex::encode(answer.reference);
+            let customer = answer.customer.to_string();
+            let business = &self.business;
+            let recorded = self.db.record_consent_answer(
+                &reference,
+                &customer,
+                answer.answered_at_ms,
+                |phone| {
+                    vec![webhook::consent_event(
+                        business,
+                        &reference,
+                        phone,
+                        &customer,
+                        answer.answered_at_ms,
+                    )]
+                },
+                now,
+            );
+            match recorded {
+                Ok(true) => self.wake.notify_one(),
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "recording a consent answer"),
+            }
+        }
+    }
+}

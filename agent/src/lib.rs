@@ -1,0 +1,46 @@
+//! Comptoir business agent daemon (`agent serve`): the business's own
+//! device, so end-to-end encryption ends on the business's machine. It
+//! holds the device keys in the client library's encrypted store, keeps
+//! conversations in SQLite with full-text search, serves the business's
+//! backend an HTTP API in the conventions of the WhatsApp Cloud API, and
+//! posts signed webhooks from a durable outbox.
+//!
+//! It does not (yet) run two daemons of one business with a lease, serve
+//! the agents' web inbox, or make click-to-chat links.
+//!
+//! Modules:
+//! - [`config`]: the TOML file and environment variables, checked.
+//! - [`hours`]: opening hours (the away message is sent outside them).
+//! - [`keys`]: API keys, stored as hashes, with scopes.
+//! - [`clock`]: the injected clock (system, or manual in tests).
+//! - [`status`]: message statuses and why they never go backwards.
+//! - [`db`]: the SQLite database, its migrations, the webhook outbox.
+//! - [`device`]: the task that owns the client library's `Client`.
+//! - [`webhook`]: webhook bodies, signatures, ids and delivery with retries.
+//! - [`http_client`]: the small HTTP client that posts webhooks.
+//! - [`api`]: the HTTP API and its OpenAPI document.
+//! - [`api_error`]: the API's typed errors, mapped once.
+//! - [`tls`]: TLS for the API.
+//! - [`serve`]: starting and stopping the daemon.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod api_error;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod device;
+pub mod hours;
+pub mod http_client;
+pub mod keys;
+pub mod serve;
+pub mod status;
+pub mod tls;
+pub mod webhook;
+
+pub use api::{ApiDoc, app, openapi_json};
+pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
+pub use config::{Config, ConfigError};
+pub use serve::{Running, ServeError, start};
+pub use status::MessageStatus;

@@ -1,0 +1,157 @@
+//! `agent`: the Comptoir business agent daemon's command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use comptoir_agent::config::{self, Config};
+use comptoir_agent::{SystemClock, device, keys, serve};
+use comptoir_client::KdfParams;
+
+/// The Comptoir business agent daemon.
+#[derive(Debug, Parser)]
+#[command(name = "agent", version, about)]
+struct Cli {
+    /// The TOML configuration file.
+    #[arg(long, short, env = config::ENV_CONFIG, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create the business's device and register it as a new business
+    /// account, or (with --link) as a new device of an existing one.
+    Init {
+        /// Join an existing business account: prints a link code to
+        /// approve on its first device (`comptoir device add CODE`).
+        #[arg(long, conflicts_with = "approval")]
+        link: bool,
+        /// Finish linking with the approval the first device printed.
+        #[arg(long)]
+        approval: Option<String>,
+    },
+    /// Run the daemon.
+    Serve,
+    /// Make a new API key: prints the key (give it to the backend) and
+    /// the configuration entry with its hash (the daemon keeps only that).
+    KeyNew {
+        /// A name for logs.
+        #[arg(long)]
+        name: String,
+        /// Scopes: messages:send, messages:read, consent:request.
+        #[arg(long, required = true, value_delimiter = ',')]
+        scopes: Vec<String>,
+    },
+    /// Print the OpenAPI document of the HTTP API.
+    Openapi,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("agent: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    let env = |name: &str| std::env::var(name).ok();
+    match cli.command {
+        Command::Openapi => {
+            println!("{}", comptoir_agent::openapi_json());
+            Ok(())
+        }
+        Command::KeyNew { name, scopes } => {
+            for s in &scopes {
+                if !["messages:send", "messages:read", "consent:request"].contains(&s.as_str()) {
+                    return Err(format!(
+                        "unknown scope {s:?}: use messages:send, messages:read, consent:request"
+                    ));
+                }
+            }
+            let (key, hash) = keys::generate();
+            println!(
+                "API key (give it to the backend; it is not stored): {}",
+                key.as_str()
+            );
+            println!();
+            println!("[[api_keys]]");
+            println!("name = {name:?}");
+            println!("sha256 = \"{}\"", hex::encode(hash));
+            println!("scopes = {scopes:?}");
+            Ok(())
+        }
+        Command::Init { link, approval } => {
+            let config = Config::load(cli.config.as_deref()).map_err(|e| e.to_string())?;
+            let passphrase = config::passphrase(&env).map_err(|e| e.to_string())?;
+            if link {
+                let code = device::init_link(&config, &passphrase, KdfParams::DEFAULT)
+                    .map_err(|e| e.to_string())?;
+                println!(
+                    "Approve this device on the business's first device:\n  comptoir device add {code}\nthen run: agent init --approval APPROVAL"
+                );
+            } else if let Some(approval) = approval {
+                let id = device::finish_link(&config, &passphrase, &approval)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                println!("linked to business account {id}");
+            } else {
+                let id = device::init_new(&config, &passphrase, KdfParams::DEFAULT)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                println!("registered business account {id}");
+            }
+            Ok(())
+        }
+        Command::Serve => {
+            let config = Config::load(cli.config.as_deref()).map_err(|e| e.to_string())?;
+            let passphrase = config::passphrase(&env).map_err(|e| e.to_string())?;
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+            let running = serve::start(&config, &passphrase, listener, Arc::new(SystemClock))
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("agent listening on {}", running.addr);
+            shutdown_signal().await;
+            running.stop().await;
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,303 @@
+//! The business agent daemon in tests: a business device made with
+//! `agent init`'s library call, verified and with an approved utility
+//! template, served in process on 127.0.0.1:0 under a manual clock; a
+//! real HTTP webhook receiver that records each delivery and answers with
+//! the status the test sets; and an API caller.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use comptoir_agent::clock::ManualClock;
+use comptoir_agent::{Config, Running};
+use comptoir_client::Client;
+use comptoir_protocol::AccountId;
+use comptoir_protocol::business::{BusinessProfile, Vertical};
+use comptoir_protocol::proto::wire::Category;
+use comptoir_protocol::template::{
+    Button, Placeholder, PlaceholderKind, Template, TemplateCategory,
+};
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+use tokio::sync::Notify;
+
+use super::client::{FAST_KDF, url};
+use super::templates::{id_for, support_template};
+use super::{TIMEOUT, TestRelay};
+
+pub const PASSPHRASE: &str = "agent store passphrase";
+pub const SECRET: &str = "webhook-secret-for-tests";
+/// A key with every scope, and one that may only read.
+pub const FULL_KEY: &str = "ck_full_key_for_the_tests_0123456789abcdef";
+pub const READ_KEY: &str = "ck_read_only_key_for_the_tests_0123456789";
+
+/// One delivery as the receiver saw it.
+#[derive(Clone, Debug)]
+pub struct Hit {
+    pub event_id: String,
+    pub signature: String,
+    pub body: Vec<u8>,
+    /// What the receiver answered.
+    pub answered: u16,
+}
+
+impl Hit {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("webhook body is JSON")
+    }
+}
+
+/// A real HTTP webhook receiver on 127.0.0.1:0.
+#[derive(Clone)]
+pub struct Receiver {
+    pub addr: SocketAddr,
+    pub hits: Arc<Mutex<Vec<Hit>>>,
+    pub answer: Arc<AtomicU16>,
+    pub arrived: Arc<Notify>,
+}
+
+async fn record(State(r): State<Receiver>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let answered = r.answer.load(Ordering::SeqCst);
+    r.hits.lock().expect("hits").push(Hit {
+        event_id: header("x-comptoir-event-id"),
+        signature: header("x-comptoir-signature-256"),
+        body: body.to_vec(),
+        answered,
+    });
+    r.arrived.notify_waiters();
+    StatusCode::from_u16(answered).expect("status")
+}
+
+impl Receiver {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let receiver = Self {
+            addr: listener.local_addr().expect("addr"),
+            hits: Arc::default(),
+            answer: Arc::new(AtomicU16::new(200)),
+            arrived: Arc::default(),
+        };
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(record))
+            .with_state(receiver.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        receiver
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    pub fn hits(&self) -> Vec<Hit> {
+        self.hits.lock().expect("hits").clone()
+    }
+
+    /// Wait (bounded) until a hit `pick` accepts has arrived.
+    pub async fn wait(&self, what: &str, pick: impl Fn(&Hit) -> bool) -> Hit {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            let arrived = self.arrived.notified();
+            if let Some(hit) = self.hits().into_iter().find(|h| pick(h)) {
+                return hit;
+            }
+            assert!(
+                tokio::time::timeout_at(deadline, arrived).await.is_ok(),
+                "timed out waiting for the webhook {what}; got {:?}",
+                self.hits().iter().map(|h| &h.event_id).collect::<Vec<_>>()
+            );
+        }
+    }
+}
+
+/// Check a delivery's signature as a receiver does, independently of the
+/// daemon's code: HMAC-SHA256 of "<t>." + body under the secret.
+pub fn signature_checks(hit: &Hit, secret: &str) -> bool {
+    let mut t = None;
+    let mut sig = None;
+    for part in hit.signature.split(',') {
+        match part.split_once('=') {
+            Some(("t", v)) => t = Some(v.to_owned()),
+            Some(("sha256", v)) => sig = hex::decode(v).ok(),
+            _ => {}
+        }
+    }
+    let (Some(t), Some(sig)) = (t, sig) else {
+        return false;
+    };
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(t.as_bytes());
+    mac.update(b".");
+    mac.update(&hit.body);
+    mac.verify_slice(&sig).is_ok()
+}
+
+/// The daemon's configuration for tests.
+pub fn config(relay: &TestRelay, data_dir: &Path, receiver: &Receiver) -> Config {
+    config_with(relay, data_dir, receiver, "")
+}
+
+/// [`config`] with more TOML after it.
+pub fn config_with(relay: &TestRelay, data_dir: &Path, receiver: &Receiver, extra: &str) -> Config {
+    let text = format!(
+        r#"
+data_dir = {data_dir:?}
+relay = "{relay}"
+listen = "127.0.0.1:0"
+consent_poll_seconds = 0.1
+
+[[api_keys]]
+name = "backend"
+sha256 = "{full}"
+scopes = ["messages:send", "messages:read", "consent:request"]
+
+[[api_keys]]
+name = "reporting"
+sha256 = "{read}"
+scopes = ["messages:read"]
+
+[[webhooks]]
+url = "{hook}"
+secret = "{SECRET}"
+{extra}
+"#,
+        data_dir = data_dir.display().to_string(),
+        relay = url(relay),
+        full = hex::encode(comptoir_agent::keys::hash(FULL_KEY)),
+        read = hex::encode(comptoir_agent::keys::hash(READ_KEY)),
+        hook = receiver.url(),
+    );
+    Config::parse(&text, &|_| None).expect("test config")
+}
+
+/// A utility template with two quick-reply buttons.
+pub fn slot_template(business: AccountId) -> Template {
+    Template {
+        business,
+        name: "delivery_slot".into(),
+        language: "en_GB".into(),
+        category: TemplateCategory::Utility,
+        header: None,
+        body: "Order {{order}}: when should we deliver?".into(),
+        footer: None,
+        placeholders: vec![Placeholder {
+            name: "order".into(),
+            kind: PlaceholderKind::Text,
+        }],
+        buttons: vec![
+            Button::QuickReply {
+                text: "Morning".into(),
+            },
+            Button::QuickReply {
+                text: "Evening".into(),
+            },
+        ],
+    }
+}
+
+/// `agent init`, then (through the device store, as `comptoir
+/// --data-dir` would) a published profile the operator verifies and the
+/// utility support template the operator approves.
+pub async fn init_business(relay: &TestRelay, config: &Config) -> AccountId {
+    let business = comptoir_agent::device::init_new(config, PASSPHRASE, FAST_KDF)
+        .await
+        .expect("agent init");
+    let mut client = Client::open(&config.device_dir(), PASSPHRASE).expect("open");
+    client.connect(&url(relay)).await.expect("connect");
+    client
+        .publish_profile(&BusinessProfile {
+            account: business,
+            display_name: "Acme Parcels".into(),
+            about: String::new(),
+            address: String::new(),
+            website: None,
+            email: None,
+            opening_hours: String::new(),
+            vertical: Vertical::Retail,
+        })
+        .await
+        .expect("publish");
+    client
+        .submit_template(&support_template(business, Category::Utility))
+        .await
+        .expect("submit");
+    let (slot, _) = client
+        .submit_template(&slot_template(business))
+        .await
+        .expect("submit");
+    client.close().await.expect("close");
+    let admin = relay.admin_client();
+    admin
+        .verify_business(&business.to_string(), None)
+        .await
+        .expect("verify");
+    admin
+        .approve_template(&id_for(business, Category::Utility))
+        .await
+        .expect("approve");
+    admin
+        .approve_template(&slot.to_hex())
+        .await
+        .expect("approve");
+    business
+}
+
+/// Start the daemon in process.
+pub async fn serve(config: &Config, clock: Arc<ManualClock>) -> Running {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .expect("bind");
+    comptoir_agent::start(config, PASSPHRASE, listener, clock)
+        .await
+        .expect("agent serve")
+}
+
+/// Call the API: status and JSON body.
+pub async fn call(
+    agent: &Running,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut headers = vec![("content-type", "application/json".to_owned())];
+    if let Some(key) = key {
+        headers.push(("authorization", format!("Bearer {key}")));
+    }
+    let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+    call_raw(agent, method, path, &headers, body).await
+}
+
+/// Call the API with a raw body.
+pub async fn call_raw(
+    agent: &Running,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> (u16, Value) {
+    let url = format!("http://{}{path}", agent.addr);
+    let response = comptoir_agent::http_client::request(method, &url, headers, body)
+        .await
+        .expect("API answers");
+    let json = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
+    (response.status, json)
+}
+
+/// A data directory for the daemon under `root`.
+pub fn data_dir(root: &Path) -> PathBuf {
+    root.join("agent")
+}
