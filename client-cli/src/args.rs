@@ -576,6 +576,25 @@ pub enum BusinessCommand {
         /// name (acme-air).
         business: String,
     },
+    /// This business's bill.
+    #[command(subcommand)]
+    Bill(BillCommand),
+    /// This business's standing: its bill so far, the customers it reached
+    /// with templates today, its rating and tier ("not yet rated": the
+    /// relay does not rate businesses yet).
+    Status,
+}
+
+/// `comptoir business bill ...`
+#[derive(Debug, Subcommand)]
+pub enum BillCommand {
+    /// Fetch the whole bill and check every line: the hash chain, the
+    /// operator's signatures (against the pinned operator key), each
+    /// customer device's signed delivery (against the customer's signed
+    /// device list) and each price (against the operator-signed rate
+    /// card). Prints the totals; exits 1 naming the first line that does
+    /// not check.
+    Verify,
 }
 
 /// `comptoir business template ...`

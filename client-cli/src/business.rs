@@ -14,7 +14,8 @@ use comptoir_protocol::proto::wire::{ConsentPurpose, TemplateStatus};
 use comptoir_protocol::template::{Template, TemplateId};
 
 use crate::args::{
-    BusinessCommand, BusinessConsentCommand, Cli, OutputFormat, PurposeArg, TemplateCommand,
+    BillCommand, BusinessCommand, BusinessConsentCommand, Cli, OutputFormat, PurposeArg,
+    TemplateCommand,
 };
 use crate::format::{date_time, visible};
 use crate::json::{self, Record};
@@ -133,6 +134,97 @@ pub(crate) async fn run(cli: &Cli, command: &BusinessCommand, out: &mut dyn Writ
                 "the operator reviews it (`relay admin templates approve {id}`); see where it \
                  stands with `{c} business template list`"
             );
+            Ok(0)
+        }
+        BusinessCommand::Bill(BillCommand::Verify) => {
+            let bill = client.fetch_bill().await?;
+            let totals = client.verify_bill(&bill).await?;
+            let currency = bill.rate_card.currency.clone();
+            let categories = categories(&totals.per_category);
+            if json {
+                json::write(
+                    out,
+                    &Record::Bill {
+                        lines: totals.lines,
+                        currency,
+                        total_millionths: totals.total_millionths,
+                        total: rounded(totals.total_millionths),
+                        categories,
+                    },
+                )?;
+            } else {
+                say!(
+                    out,
+                    "bill checked: {} line{}, {} {currency} ({} millionths)",
+                    totals.lines,
+                    if totals.lines == 1 { "" } else { "s" },
+                    rounded(totals.total_millionths),
+                    totals.total_millionths
+                );
+                for c in categories {
+                    say!(out, "{}\t{}\t{}", c.category, c.lines, c.millionths);
+                }
+            }
+            Ok(0)
+        }
+        BusinessCommand::Status => {
+            let standing = client.standing().await?;
+            let mut per_category = [(0, 0); 3];
+            for t in &standing.totals {
+                if let Some(i) = comptoir_protocol::bill::BILLED_CATEGORIES
+                    .iter()
+                    .position(|&c| {
+                        comptoir_protocol::proto::wire::Category::from(c) as i32 == t.category
+                    })
+                {
+                    per_category[i] = (t.lines, t.millionths);
+                }
+            }
+            let categories = categories(&per_category);
+            if json {
+                json::write(
+                    out,
+                    &Record::Standing {
+                        lines: standing.lines,
+                        currency: standing.currency.clone(),
+                        total_millionths: standing.total_millionths,
+                        total: rounded(standing.total_millionths),
+                        categories,
+                        customers_reached_today: standing.customers_reached_today,
+                        rating: visible(&standing.rating),
+                        tier: visible(&standing.tier),
+                    },
+                )?;
+            } else {
+                say!(
+                    out,
+                    "bill so far: {} line{}, {} {} ({} millionths)",
+                    standing.lines,
+                    if standing.lines == 1 { "" } else { "s" },
+                    rounded(standing.total_millionths),
+                    visible(&standing.currency),
+                    standing.total_millionths
+                );
+                for c in categories {
+                    say!(out, "{}\t{}\t{}", c.category, c.lines, c.millionths);
+                }
+                say!(
+                    out,
+                    "customers reached today: {}",
+                    standing.customers_reached_today
+                );
+                let tier = if standing.tier.is_empty() {
+                    "not set"
+                } else {
+                    &standing.tier
+                };
+                say!(
+                    out,
+                    "rating: {}; tier: {}",
+                    visible(&standing.rating),
+                    visible(tier)
+                );
+            }
             Ok(0)
         }
         BusinessCommand::Template(TemplateCommand::List) => {
@@ -359,4 +451,23 @@ fn vertical_name(vertical: Vertical) -> String {
         .ok()
         .and_then(|v| v.as_str().map(|s| s.replace('_', "-")))
         .unwrap_or_else(|| "other".into())
+}
+
+/// A total in millionths rounded once, half up, to hundredths (`0.13`).
+fn rounded(millionths: u64) -> String {
+    let hundredths = comptoir_protocol::round_to_hundredths(millionths);
+    format!("{}.{:02}", hundredths / 100, hundredths % 100)
+}
+
+/// Per-category totals in the rate card's category order.
+fn categories(per_category: &[(u64, u64); 3]) -> Vec<json::CategoryTotal> {
+    comptoir_protocol::bill::BILLED_CATEGORIES
+        .iter()
+        .zip(per_category)
+        .map(|(c, &(lines, millionths))| json::CategoryTotal {
+            category: c.name(),
+            lines,
+            millionths,
+        })
+        .collect()
 }

@@ -101,6 +101,17 @@ impl Time {
     }
 }
 
+/// One category's share of a bill.
+#[derive(Debug, Serialize)]
+pub struct CategoryTotal {
+    /// utility, authentication or marketing.
+    pub category: &'static str,
+    /// Lines.
+    pub lines: u64,
+    /// Their prices' sum, millionths of the currency unit.
+    pub millionths: u64,
+}
+
 /// One line of `--output json`.
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -250,6 +261,40 @@ pub enum Record {
         /// When the customer allowed.
         #[serde(flatten)]
         time: Time,
+    },
+    /// `business bill verify`: the bill checked, and what it adds up to
+    /// (exact millionths of the currency unit; `total` rounded once, half
+    /// up, to hundredths).
+    Bill {
+        /// Lines checked.
+        lines: u64,
+        /// The ISO 4217 currency code of the rate card.
+        currency: String,
+        /// Sum of the lines' prices.
+        total_millionths: u64,
+        /// The total rounded to hundredths (`0.13`).
+        total: String,
+        /// Per category: `{category, lines, millionths}`.
+        categories: Vec<CategoryTotal>,
+    },
+    /// `business status`: the business's standing.
+    Standing {
+        /// Billed lines so far.
+        lines: u64,
+        /// The ISO 4217 currency code of the rate card.
+        currency: String,
+        /// Sum of the lines' prices.
+        total_millionths: u64,
+        /// The total rounded to hundredths.
+        total: String,
+        /// Per category.
+        categories: Vec<CategoryTotal>,
+        /// Distinct customers reached with templates today (UTC).
+        customers_reached_today: u64,
+        /// The quality rating ("not yet rated" until the relay rates).
+        rating: String,
+        /// The messaging tier (empty until the relay sets tiers).
+        tier: String,
     },
     /// `requests list`: an account whose messages wait as a request.
     MessageRequest {

@@ -212,6 +212,10 @@ pub enum ClientError {
     /// sent.
     #[error("that cannot be chosen: {0}")]
     InvalidChoice(#[from] comptoir_protocol::interactive::ChoiceError),
+    /// A bill does not check: the line named was dropped, reordered,
+    /// altered, added, badly signed or priced off the rate card.
+    #[error("the bill does not check: {0}; keep this output and contact the operator")]
+    Bill(#[from] comptoir_protocol::BillError),
 }
 
 /// A relay refusal in words: what happened and what to do, then the

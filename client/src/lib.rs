@@ -65,7 +65,7 @@ pub mod template_cache;
 pub mod tls;
 
 pub use client::{
-    BusinessView, Client, Consent, ConsentAnswer, ConsentRequest, Sender, TemplateInfo,
+    Bill, BusinessView, Client, Consent, ConsentAnswer, ConsentRequest, Sender, TemplateInfo,
     purpose_text,
 };
 pub use device_notes::DeviceNote;

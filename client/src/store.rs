@@ -130,6 +130,9 @@ pub enum Tree {
     Wrote,
     /// The pinned operator key (see `operator_pin`).
     Operator,
+    /// The head of this business's bill it last verified (see
+    /// `client::bill`).
+    Bills,
     /// Message requests and accepted peers (see `requests`).
     Requests,
     /// Names and dates of this account's devices, by device id (u32 BE)
@@ -174,6 +177,7 @@ impl Tree {
             Self::Consents => "consents",
             Self::Wrote => "wrote",
             Self::Operator => "operator",
+            Self::Bills => "bills",
             Self::Requests => "requests",
             Self::DeviceNotes => "device_notes",
             Self::Templates => "templates",

@@ -15,6 +15,8 @@
 //!   send it templates (or to revoke that), and their check.
 //! - [`delivery`]: the bytes a customer device signs to ack a billed
 //!   message (a transferable proof of receipt), and their check.
+//! - [`bill`]: the rate card, the per-business hash chain of billed
+//!   lines, the operator-signed chain head, and the check of a whole bill.
 //! - [`template`]: approved templates: their rules, canonical bytes and
 //!   id, the operator's signed approval or revocation, and the customer
 //!   client's check and rendering of an instance, quick replies.
@@ -44,6 +46,7 @@
 #![forbid(unsafe_code)]
 
 pub mod account;
+pub mod bill;
 pub mod business;
 pub mod business_wire;
 mod canonical;
@@ -72,6 +75,10 @@ pub mod x3dh;
 
 pub use account::{
     ACCOUNT_ID_LEN, AUTH_NONCE_LEN, AccountId, auth_payload, register_payload, relay_origin,
+};
+pub use bill::{
+    BILL_HEAD_CONTEXT, BILL_LINE_CONTEXT, BillError, BillHead, BillLine, BillTotals, GENESIS_HASH,
+    Prices, RATE_CARD_CONTEXT, RateCard, round_to_hundredths, verify_bill,
 };
 pub use business::{
     BusinessCertificate, BusinessProfile, CERTIFICATE_CONTEXT, CERTIFICATE_REVOCATION_CONTEXT,

@@ -8,10 +8,16 @@
 //!
 //! With the test-only cargo feature `test-clock` (enabled by the
 //! end-to-end tests crate's dev-dependency, never in a release build of
-//! the relay) the clock can be shifted by an offset, forwards or back.
+//! the relay) the clock can be shifted by an offset, forwards or back, and
+//! a spawned relay's clock starts shifted by [`TEST_CLOCK_OFFSET_ENV`].
 
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::SeqCst;
+
+/// With the test-only feature `test-clock`: the environment variable
+/// holding an offset in ms (may be negative) the clock starts shifted by,
+/// so a test moves the clock of a relay process it spawns.
+pub const TEST_CLOCK_OFFSET_ENV: &str = "COMPTOIR_TEST_CLOCK_OFFSET_MS";
 
 /// A wall clock in ms since the Unix epoch that never goes back.
 #[derive(Debug, Default)]
@@ -48,7 +54,14 @@ impl Clock {
 
     #[cfg(feature = "test-clock")]
     fn wall_ms(&self) -> u64 {
-        let offset = self.offset_ms.load(SeqCst);
+        static FROM_ENV: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+        let start = *FROM_ENV.get_or_init(|| {
+            std::env::var(TEST_CLOCK_OFFSET_ENV)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        });
+        let offset = self.offset_ms.load(SeqCst).saturating_add(start);
         crate::state::now_ms().saturating_add_signed(offset)
     }
 

@@ -59,6 +59,99 @@ pub struct Config {
     pub mail_log: MailLogConfig,
     /// Abuse and resource limits.
     pub limits: Limits,
+    /// The rate card: what a delivered template costs the business
+    /// (docs/OPERATIONS.md, "Rate card").
+    pub rates: RatesConfig,
+}
+
+/// Default price of a utility template outside the window: £0.005.
+pub const DEFAULT_UTILITY_OUTSIDE_MILLIONTHS: i64 = 5_000;
+/// Default price of an authentication template, inside or outside: £0.03.
+pub const DEFAULT_AUTHENTICATION_MILLIONTHS: i64 = 30_000;
+/// Default price of a marketing template, inside or outside: £0.09.
+pub const DEFAULT_MARKETING_MILLIONTHS: i64 = 90_000;
+
+/// The rate card as configured: an explicit table of each billed category
+/// inside and outside the 24-hour window, in integer millionths of the
+/// currency unit. Given, `[rates]` must name every category, and each both
+/// prices; a negative or missing price is refused at start. Service
+/// replies are not in it: they are never billed.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RatesConfig {
+    /// ISO 4217 currency code (three uppercase letters), e.g. `GBP`.
+    pub currency: String,
+    /// Utility templates.
+    pub utility: Option<PricesConfig>,
+    /// Authentication templates.
+    pub authentication: Option<PricesConfig>,
+    /// Marketing templates.
+    pub marketing: Option<PricesConfig>,
+}
+
+/// One category's prices, millionths of the currency unit (signed so a
+/// negative one is refused with a clear message rather than a type error).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PricesConfig {
+    /// Inside the 24-hour window.
+    pub inside_window: i64,
+    /// Outside it.
+    pub outside_window: i64,
+}
+
+impl Default for RatesConfig {
+    fn default() -> Self {
+        Self {
+            currency: "GBP".into(),
+            utility: Some(PricesConfig {
+                inside_window: 0,
+                outside_window: DEFAULT_UTILITY_OUTSIDE_MILLIONTHS,
+            }),
+            authentication: Some(PricesConfig {
+                inside_window: DEFAULT_AUTHENTICATION_MILLIONTHS,
+                outside_window: DEFAULT_AUTHENTICATION_MILLIONTHS,
+            }),
+            marketing: Some(PricesConfig {
+                inside_window: DEFAULT_MARKETING_MILLIONTHS,
+                outside_window: DEFAULT_MARKETING_MILLIONTHS,
+            }),
+        }
+    }
+}
+
+impl RatesConfig {
+    /// The rate card, or why the table is refused.
+    pub fn card(&self) -> Result<comptoir_protocol::RateCard, String> {
+        if self.currency.len() != 3 || !self.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(format!(
+                "[rates] currency = {:?} is not an ISO 4217 code (three uppercase letters, e.g. \"GBP\")",
+                self.currency
+            ));
+        }
+        let prices = |name: &str, row: Option<PricesConfig>| {
+            let row = row.ok_or_else(|| {
+                format!(
+                    "[rates.{name}] is missing: the rate card must price every category (utility, authentication, marketing), inside_window and outside_window, in millionths of the currency unit"
+                )
+            })?;
+            let price = |key: &str, value: i64| {
+                u64::try_from(value).map_err(|_| {
+                    format!("[rates.{name}] {key} = {value} is negative; prices are millionths of the currency unit, 0 or more")
+                })
+            };
+            Ok::<_, String>(comptoir_protocol::Prices {
+                inside_window: price("inside_window", row.inside_window)?,
+                outside_window: price("outside_window", row.outside_window)?,
+            })
+        };
+        Ok(comptoir_protocol::RateCard {
+            currency: self.currency.clone(),
+            utility: prices("utility", self.utility)?,
+            authentication: prices("authentication", self.authentication)?,
+            marketing: prices("marketing", self.marketing)?,
+        })
+    }
 }
 
 /// Tuning of the mail log (`data_dir/mail-log`); the defaults suit
@@ -268,6 +361,7 @@ impl Default for Config {
             cache_capacity_bytes: 256 * 1024 * 1024,
             mail_log: MailLogConfig::default(),
             limits: Limits::default(),
+            rates: RatesConfig::default(),
         }
     }
 }
@@ -360,6 +454,10 @@ impl Config {
             .mail_log
             .check()
             .map_err(<toml::de::Error as serde::de::Error>::custom)?;
+        config
+            .rates
+            .card()
+            .map_err(<toml::de::Error as serde::de::Error>::custom)?;
         Ok(config)
     }
 }
@@ -383,6 +481,54 @@ mod tests {
             tuned.mail_log.checkpoint_min_bytes,
             MailLogConfig::default().checkpoint_min_bytes
         );
+        Ok(())
+    }
+
+    #[test]
+    fn the_rate_card_is_explicit_and_refused_when_bad() -> Result<(), toml::de::Error> {
+        let card = Config::default()
+            .rates
+            .card()
+            .map_err(<toml::de::Error as serde::de::Error>::custom)?;
+        assert_eq!(card.utility.inside_window, 0);
+        assert_eq!(card.utility.outside_window, 5_000);
+        assert_eq!(card.marketing.inside_window, 90_000);
+        let full = "[rates]\ncurrency = \"EUR\"\n\
+            [rates.utility]\ninside_window = 0\noutside_window = 6000\n\
+            [rates.authentication]\ninside_window = 1\noutside_window = 2\n\
+            [rates.marketing]\ninside_window = 3\noutside_window = 4\n";
+        let config = Config::from_toml(full)?;
+        let card = config
+            .rates
+            .card()
+            .map_err(<toml::de::Error as serde::de::Error>::custom)?;
+        assert_eq!(
+            (card.currency.as_str(), card.utility.outside_window),
+            ("EUR", 6000)
+        );
+        let negative = full.replace("outside_window = 6000", "outside_window = -5");
+        let error = Config::from_toml(&negative).err().map(|e| e.to_string());
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.contains("[rates.utility] outside_window = -5 is negative")),
+            "{error:?}"
+        );
+        let missing = full.replace(
+            "[rates.marketing]\ninside_window = 3\noutside_window = 4\n",
+            "",
+        );
+        let error = Config::from_toml(&missing).err().map(|e| e.to_string());
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.contains("[rates.marketing] is missing")),
+            "{error:?}"
+        );
+        let half = full.replace("outside_window = 4\n", "");
+        assert!(Config::from_toml(&half).is_err());
+        let currency = full.replace("EUR", "euro");
+        assert!(Config::from_toml(&currency).is_err());
         Ok(())
     }
 }

@@ -10,6 +10,10 @@
 //! - `after-sync`: it is synced, the in-memory index not yet told it is
 //!   durable (nothing of it visible yet);
 //! - `before-accepted`: it is durable and visible, `Accepted` not yet sent.
+//!
+//! And one on the path of a billed ack:
+//! - `ack-before-ledger`: the device's signed ack is checked, nothing of
+//!   it (deletion, receipt, the ledger's delivered entry) written yet.
 
 /// The environment variable naming the point to abort at.
 pub const FAULT_POINT_ENV: &str = "COMPTOIR_FAULT_POINT";

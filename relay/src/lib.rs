@@ -11,6 +11,8 @@
 //! - [`frame`]: building server frames (pure).
 //! - `session`: one connection's state machine (auth, requests, pushes).
 //! - `cmd`: one handler per request.
+//! - [`billing`]: each business's bill as a hash chain of billed lines,
+//!   its totals, and the operator's CSV / JSON export.
 //! - [`policy`]: the pure decision on a send (accept, refuse, bill).
 //! - [`clock`]: the clock of the time rules (never goes back; persisted mark).
 //! - [`storage`]: storage by role ([`Backend`] bundles them) and the
@@ -31,6 +33,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod billing;
 pub mod clock;
 mod cmd;
 pub mod config;

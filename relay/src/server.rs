@@ -52,6 +52,9 @@ pub enum ServerError {
     /// The operator key or admin token file is unusable.
     #[error(transparent)]
     Operator(#[from] OperatorFileError),
+    /// The rate card in the configuration is refused.
+    #[error("rate card: {0}; see docs/OPERATIONS.md, \"Rate card\"")]
+    RateCard(String),
 }
 
 /// Pluggable parts of a relay, beyond the configuration.
@@ -188,6 +191,7 @@ pub async fn run_with_storage<S: Backend + std::fmt::Debug>(
         metrics,
         clock,
     } = services;
+    let rate_card = config.rates.card().map_err(ServerError::RateCard)?;
     // A wall clock stepped back while the relay was down does not take
     // the time rules back with it.
     clock.raise_to(store.clock_mark().await?);
@@ -216,7 +220,8 @@ pub async fn run_with_storage<S: Backend + std::fmt::Debug>(
         metrics.clone(),
         code_sender,
         clock,
-        operator.public(),
+        operator.clone(),
+        rate_card,
     ));
     let http_address = http_listener
         .as_ref()

@@ -460,6 +460,8 @@ impl<S: Backend> Session<S> {
             B::GetConsentRequests(_) => cmd::consent_request::pending(self, request_id).await,
             B::AnswerConsentRequest(r) => cmd::consent_request::answer(self, request_id, r).await,
             B::GetConsentAnswers(_) => cmd::consent_request::answers(self, request_id).await,
+            B::GetBill(r) => cmd::bill::bill(self, request_id, r).await,
+            B::GetStanding(_) => cmd::bill::standing(self, request_id).await,
         }
     }
 

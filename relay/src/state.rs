@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use comptoir_protocol::{AccountId, OperatorKey};
+use comptoir_protocol::{AccountId, OperatorKey, OperatorKeyPair, RateCard};
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -41,6 +41,11 @@ pub(crate) struct Relay<S> {
     pub(crate) clock: Arc<Clock>,
     /// The operator's public key, published in every `AuthOk`.
     pub(crate) operator_key: OperatorKey,
+    /// The operator's signing key: it signs bill heads and the rate card
+    /// a business fetches.
+    pub(crate) operator: Arc<OperatorKeyPair>,
+    /// The rate card (checked from the configuration at start).
+    pub(crate) rate_card: RateCard,
 }
 
 impl<S> Relay<S> {
@@ -50,7 +55,8 @@ impl<S> Relay<S> {
         metrics: Arc<Metrics>,
         code_sender: Arc<dyn CodeSender>,
         clock: Arc<Clock>,
-        operator_key: OperatorKey,
+        operator: Arc<OperatorKeyPair>,
+        rate_card: RateCard,
     ) -> Self {
         let limits = &config.limits;
         Self {
@@ -88,7 +94,9 @@ impl<S> Relay<S> {
             config,
             next_connection: AtomicU64::new(1),
             clock,
-            operator_key,
+            operator_key: operator.public(),
+            operator,
+            rate_card,
         }
     }
 }

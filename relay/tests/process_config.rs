@@ -384,3 +384,44 @@ async fn an_account_that_never_logged_in_expires_with_its_mail_and_the_relay_res
         other => panic!("a send to the expired account: {other:?}"),
     }
 }
+
+/// A rate card with a negative price, or without a category, stops the
+/// relay at start with a message naming the key; nothing is served.
+#[test]
+fn a_bad_rate_card_is_refused_at_start_naming_the_key() {
+    let full = "[rates]\ncurrency = \"GBP\"\n\
+        [rates.utility]\ninside_window = 0\noutside_window = 5000\n\
+        [rates.authentication]\ninside_window = 30000\noutside_window = 30000\n\
+        [rates.marketing]\ninside_window = 90000\noutside_window = 90000\n";
+    let cases = [
+        (
+            full.replace("outside_window = 5000", "outside_window = -5"),
+            "[rates.utility] outside_window = -5 is negative",
+        ),
+        (
+            full.replace(
+                "[rates.authentication]\ninside_window = 30000\noutside_window = 30000\n",
+                "",
+            ),
+            "[rates.authentication] is missing",
+        ),
+    ];
+    for (toml, expected) in cases {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("relay.toml");
+        std::fs::write(&config, toml).expect("config");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_relay"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("run relay");
+        assert!(!out.status.success(), "{expected}");
+        let said = String::from_utf8_lossy(&out.stderr).to_string()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert!(said.contains(expected), "{expected}: {said}");
+        assert!(!dir.path().join("data").exists(), "nothing was created");
+    }
+}

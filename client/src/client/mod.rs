@@ -19,6 +19,7 @@
 //! - `rekey_guard`: the persisted limits on re-keys and re-sends.
 //! - `devices`: linking and removing this account's devices, sent copies.
 //! - `directory`: phone numbers, lookups, blocks.
+//! - `bill`: a business's bill (fetched and checked) and standing.
 //! - `templates`: submitting, listing and sending approved templates,
 //!   fetching the ones received, quick replies.
 //! - `interactive`: sending interactive messages (reply buttons, lists)
@@ -43,6 +44,7 @@ use crate::session_store::{self, PreKeys};
 use crate::store::{KdfParams, Store};
 use crate::tls::TlsOptions;
 
+mod bill;
 mod business;
 mod consent;
 mod consent_requests;
@@ -60,6 +62,7 @@ mod sender;
 mod shared;
 mod templates;
 
+pub use bill::Bill;
 pub use business::BusinessView;
 pub use consent::Consent;
 pub use consent_requests::{ConsentAnswer, ConsentRequest, purpose_text};
@@ -613,6 +616,8 @@ pub(super) fn unexpected(wanted: &str, got: &server_frame::Body) -> ClientError 
         server_frame::Body::Profile(_) => "Profile",
         server_frame::Body::ConsentRequests(_) => "ConsentRequests",
         server_frame::Body::ConsentAnswers(_) => "ConsentAnswers",
+        server_frame::Body::Bill(_) => "Bill",
+        server_frame::Body::Standing(_) => "Standing",
     };
     ClientError::UnexpectedFrame(format!("expected {wanted}, got {name}"))
 }

@@ -49,6 +49,63 @@ pub enum AdminCommand {
     /// Verify businesses: certify or revoke their published profile.
     #[command(subcommand)]
     Business(BusinessCommand),
+    /// Export businesses' bills.
+    #[command(subcommand)]
+    Bills(BillsCommand),
+}
+
+/// `relay admin bills …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum BillsCommand {
+    /// A business's billed lines delivered in a time range, with totals per
+    /// category (the sums of the lines, exact in millionths; the grand
+    /// total also rounded once, half up, to hundredths).
+    Export {
+        /// The business's account id (32 hex digits).
+        #[arg(long)]
+        business: String,
+        /// Start of the range (included): a UTC date `YYYY-MM-DD` or ms
+        /// since the epoch; default: the beginning.
+        #[arg(long)]
+        from: Option<String>,
+        /// End of the range (excluded): a UTC date `YYYY-MM-DD` or ms since
+        /// the epoch; default: no end.
+        #[arg(long)]
+        to: Option<String>,
+        /// `csv` or `json`.
+        #[arg(long, default_value = "json")]
+        format: String,
+    },
+}
+
+/// A time given as ms since the epoch or a UTC date `YYYY-MM-DD` (its
+/// midnight).
+pub fn parse_time(text: &str) -> Result<u64, String> {
+    let bad = || format!("{text:?} is neither a date YYYY-MM-DD nor ms since the epoch");
+    if text.bytes().all(|b| b.is_ascii_digit()) && !text.is_empty() {
+        return text.parse().map_err(|_| bad());
+    }
+    let parts: Vec<&str> = text.split('-').collect();
+    let [y, m, d] = parts.as_slice() else {
+        return Err(bad());
+    };
+    let (y, m, d): (i64, i64, i64) = (
+        y.parse().map_err(|_| bad())?,
+        m.parse().map_err(|_| bad())?,
+        d.parse().map_err(|_| bad())?,
+    );
+    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return Err(bad());
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400_000).map_err(|_| bad())
 }
 
 /// `relay admin business …`.
@@ -141,6 +198,38 @@ pub fn run(args: AdminArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let AdminCommand::Bills(BillsCommand::Export {
+        business,
+        from,
+        to,
+        format,
+    }) = &args.command
+    {
+        let times = (
+            from.as_deref().map(parse_time).transpose(),
+            to.as_deref().map(parse_time).transpose(),
+        );
+        let (from_ms, to_ms) = match times {
+            (Ok(from), Ok(to)) => (from, to),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("relay admin: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        return match runtime.block_on(client.export_bill(business, from_ms, to_ms, format)) {
+            Ok(text) => {
+                print!("{text}");
+                if !text.ends_with('\n') {
+                    println!();
+                }
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("relay admin: {error}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match runtime.block_on(execute(&client, &args.command)) {
         Ok(lines) => {
             for line in lines {
@@ -167,6 +256,8 @@ async fn execute(
             ])
         }
         AdminCommand::Templates(command) => templates(client, command).await,
+        // Printed as the API wrote it, by `run`.
+        AdminCommand::Bills(_) => Ok(Vec::new()),
         AdminCommand::Business(command) => {
             let answer = match command {
                 BusinessCommand::Show { account } => client.business(account).await?,
@@ -210,4 +301,19 @@ async fn templates(
         }
     };
     json.map_err(|e| client.protocol(format!("cannot print the answer: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_time;
+
+    #[test]
+    fn times_are_dates_or_milliseconds() {
+        assert_eq!(parse_time("0"), Ok(0));
+        assert_eq!(parse_time("1700000000000"), Ok(1_700_000_000_000));
+        assert_eq!(parse_time("1970-01-02"), Ok(86_400_000));
+        assert_eq!(parse_time("2026-12-01"), Ok(1_796_083_200_000));
+        assert!(parse_time("2026-13-01").is_err());
+        assert!(parse_time("yesterday").is_err());
+    }
 }

@@ -14,7 +14,7 @@ use super::{ErrorBody, OperatorKeyBody};
 use crate::operator::AdminToken;
 
 /// Largest response body read.
-const MAX_RESPONSE: usize = 4 * 1024 * 1024;
+const MAX_RESPONSE: usize = 64 * 1024 * 1024;
 
 /// Why an admin request failed.
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +157,36 @@ impl AdminClient {
             None,
         )
         .await
+    }
+
+    /// A business's bill for deliveries in `[from_ms, to_ms)`, in
+    /// `format` (`csv` or `json`), as the API wrote it.
+    pub async fn export_bill(
+        &self,
+        account: &str,
+        from_ms: Option<u64>,
+        to_ms: Option<u64>,
+        format: &str,
+    ) -> Result<String, AdminClientError> {
+        let mut path = format!("/v1/bills/{account}?format={format}");
+        if let Some(from) = from_ms {
+            path.push_str(&format!("&from_ms={from}"));
+        }
+        if let Some(to) = to_ms {
+            path.push_str(&format!("&to_ms={to}"));
+        }
+        let (status, bytes) = self.raw(Method::GET, &path, None, true).await?;
+        if !status.is_success() {
+            let refusal: ErrorBody = serde_json::from_slice(&bytes)
+                .map_err(|_| self.protocol(format!("HTTP {status} without an error body")))?;
+            return Err(AdminClientError::Refused {
+                status: status.as_u16(),
+                error: refusal.error,
+                message: refusal.message,
+            });
+        }
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| self.protocol("the export is not UTF-8".into()))
     }
 
     /// One request; a JSON answer on success, [`AdminClientError::Refused`]

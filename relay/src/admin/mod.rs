@@ -10,9 +10,11 @@
 //!   profile; certificates are signed by the operator key).
 //! - [`templates`]: reviewing templates (list, show, approve, reject,
 //!   revoke); approvals and revocations are signed by the operator key.
+//! - [`bills`]: exporting a business's bill (CSV or JSON, with totals).
 //! - [`client`]: a small HTTP/1.1 client of the API (the CLI and tests).
 //! - [`cli`]: the `relay admin` commands over that client.
 
+pub mod bills;
 pub mod businesses;
 pub mod cli;
 pub mod client;
@@ -47,6 +49,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/businesses/{account}"),
     ("post", "/v1/businesses/{account}/verify"),
     ("post", "/v1/businesses/{account}/revoke"),
+    ("get", "/v1/bills/{account}"),
 ];
 
 /// What the handlers share.
@@ -181,6 +184,7 @@ pub fn router<S: Backend>(state: Arc<AdminState<S>>) -> Router {
             "/v1/businesses/{account}/revoke",
             post(businesses::revoke::<S>),
         )
+        .route("/v1/bills/{account}", get(bills::export::<S>))
         .fallback(|| async { AdminError::NotFound })
         .layer(middleware::from_fn_with_state(
             state.clone(),

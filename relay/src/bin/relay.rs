@@ -247,6 +247,9 @@ fn accounting(args: &AccountingArgs) -> ExitCode {
                 "template_id": e.template_id,
                 "franking_tag": hex::encode(&e.franking_tag),
                 "accepted_at_ms": e.accepted_at_ms,
+                // Absent for entries from before prices were fixed at accept.
+                "price_millionths": e.priced.map(|p| p.millionths),
+                "inside_window": e.priced.map(|p| p.inside_window),
             }
         });
         println!("{line}");
@@ -258,6 +261,8 @@ fn accounting(args: &AccountingArgs) -> ExitCode {
                 "customer_device": d.customer_device,
                 "signed_at_ms": d.signed_at_ms,
                 "signature": hex::encode(d.signature),
+                "delivered_at_ms": d.delivered_at_ms,
+                "bill_position": d.chain_seq,
             }
         });
         println!("{line}");

@@ -97,6 +97,8 @@ pub(crate) async fn ack<S: Directory + Mailbox>(
                     .await
                     {
                         Ok(delivered) => {
+                            // Checked, nothing written yet (crash tests).
+                            crate::fault::hit("ack-before-ledger");
                             relay
                                 .store
                                 .acknowledge_delivered(account, device_id, of, expires, delivered)
@@ -208,6 +210,9 @@ async fn checked_delivery<S: Directory + Mailbox>(
         customer_device: device,
         signed_at_ms,
         signature,
+        delivered_at_ms: relay.clock.now_ms(),
+        // Given by the store, under the lock that appends it.
+        chain_seq: None,
     })
 }
 

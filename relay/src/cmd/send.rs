@@ -163,7 +163,7 @@ pub(crate) async fn send<S: Directory + Mailbox + Templates + FirstContacts>(
     });
     match decision {
         Decision::Accept => {}
-        // No rule bills yet (the ledger arrives with the business issue);
+        // Not produced (billing goes by `policy::accounting` and `price`);
         // refuse rather than deliver unbilled.
         Decision::AcceptAndBill(_) => {
             return Err(RelayError::InvalidRequest(
@@ -245,6 +245,13 @@ pub(crate) async fn send<S: Directory + Mailbox + Templates + FirstContacts>(
                 },
                 template_id: request.template_id.clone(),
                 franking_tag: request.franking_tag.clone(),
+                // Priced now, by the clock reading the window rule used.
+                priced: policy::price(
+                    &relay.rate_card,
+                    category,
+                    customer_wrote_at_ms,
+                    server_timestamp_ms,
+                )?,
             })
         }),
         consent_seen,

@@ -37,8 +37,10 @@
 //! 9. device coverage: exactly one ciphertext per current device of the
 //!    recipient (minus the sending device when an account syncs itself).
 //!
-//! The business issue adds consent, templates and billing here;
-//! [`Decision::AcceptAndBill`] is the shape they take.
+//! Billing is decided apart from acceptance: [`accounting`] says whether
+//! an accepted send is billed and [`price`] fixes its price from the rate
+//! card at accept (the handler stores both in the ledger entry);
+//! [`Decision::AcceptAndBill`] is not produced.
 
 #[cfg(test)]
 mod tests;
@@ -159,8 +161,9 @@ pub struct Rate {
 pub enum Decision {
     /// Store and forward it, free.
     Accept,
-    /// Store and forward it, billed at `Rate` on first delivery. No rule
-    /// produces it yet: the rate card arrives with the business issue.
+    /// Store and forward it, billed at `Rate` on first delivery. Not
+    /// produced: a billed send is `Accept` with [`accounting`]'s `billed`
+    /// and [`price`]'s price.
     AcceptAndBill(Rate),
     /// Refuse it; nothing is stored.
     Refuse(Refusal),
@@ -355,6 +358,31 @@ pub fn accounting(
     }
 }
 
+/// Whether a customer who last wrote at `customer_wrote_at_ms` has the
+/// 24-hour window open at `now_ms`.
+pub fn window_open(customer_wrote_at_ms: Option<u64>, now_ms: u64) -> bool {
+    customer_wrote_at_ms.is_some_and(|at| now_ms < at.saturating_add(WINDOW_MS))
+}
+
+/// The price of a billed send of `category` (utility, authentication or
+/// marketing) accepted at `now_ms`, by the rate card, inside or outside
+/// the window by the same clock reading the window rule used; `None` for
+/// any other category. Fixed at accept: a later rate card or window does
+/// not change it.
+pub fn price(
+    card: &comptoir_protocol::RateCard,
+    category: Category,
+    customer_wrote_at_ms: Option<u64>,
+    now_ms: u64,
+) -> Option<crate::storage::Priced> {
+    let category = comptoir_protocol::TemplateCategory::try_from(category).ok()?;
+    let inside_window = window_open(customer_wrote_at_ms, now_ms);
+    Some(crate::storage::Priced {
+        millionths: card.price(category, inside_window),
+        inside_window,
+    })
+}
+
 /// The rules that need no stored record (today: the rate), checked by the
 /// handler before it reads storage; [`decide`] checks them again first.
 pub fn admit(quotas: &Quotas) -> Result<(), Refusal> {
@@ -442,7 +470,7 @@ fn check(input: &SendInput<'_>) -> Result<(), Refusal> {
         && kind_of(input.recipient.record) == AccountKind::Customer
     {
         let wrote = input.conversation.customer_wrote_at_ms;
-        let open = wrote.is_some_and(|at| input.now_ms < at.saturating_add(WINDOW_MS));
+        let open = window_open(wrote, input.now_ms);
         let consent = input.conversation.consent;
         match (category, ConsentCategories::of(category)) {
             (Category::Service, _) if !open => {

@@ -632,3 +632,54 @@ fn accounting_of_accepted_sends() {
         );
     }
 }
+
+#[test]
+fn the_price_is_the_rate_cards_inside_or_outside_the_window_at_accept() {
+    use crate::storage::Priced;
+    let card = crate::config::RatesConfig::default()
+        .card()
+        .expect("the default card");
+    let wrote = 1_000_000;
+    let cases = [
+        // (category, customer wrote at, now, price)
+        (Category::Utility, Some(wrote), wrote + 1, Some((0, true))),
+        (
+            Category::Utility,
+            Some(wrote),
+            wrote + WINDOW_MS - 1,
+            Some((0, true)),
+        ),
+        (
+            Category::Utility,
+            Some(wrote),
+            wrote + WINDOW_MS,
+            Some((5_000, false)),
+        ),
+        (Category::Utility, None, wrote, Some((5_000, false))),
+        (
+            Category::Authentication,
+            Some(wrote),
+            wrote + 1,
+            Some((30_000, true)),
+        ),
+        (
+            Category::Marketing,
+            Some(wrote),
+            wrote + 1,
+            Some((90_000, true)),
+        ),
+        (Category::Marketing, None, wrote, Some((90_000, false))),
+        (Category::Service, Some(wrote), wrote + 1, None),
+        (Category::Conversation, None, wrote, None),
+    ];
+    for (category, wrote_at, now, expected) in cases {
+        assert_eq!(
+            price(&card, category, wrote_at, now),
+            expected.map(|(millionths, inside_window)| Priced {
+                millionths,
+                inside_window
+            }),
+            "{category:?} wrote {wrote_at:?} now {now}"
+        );
+    }
+}

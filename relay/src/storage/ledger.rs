@@ -74,6 +74,20 @@ pub struct LedgerEntry {
     pub franking_tag: Vec<u8>,
     /// The relay's accept time, ms since the epoch.
     pub accepted_at_ms: u64,
+    /// The price fixed at accept by the rate card, and whether the
+    /// customer's window was open; `None` for an entry written before the
+    /// relay priced at accept (record kind 16), priced when it is billed
+    /// by the running rate card as outside the window.
+    pub priced: Option<Priced>,
+}
+
+/// A price fixed at accept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Priced {
+    /// Millionths of the rate card's currency unit.
+    pub millionths: u64,
+    /// Whether the customer's 24-hour window was open at accept.
+    pub inside_window: bool,
 }
 
 /// Length of a delivery signature (Ed25519).
@@ -93,6 +107,14 @@ pub struct DeliveredEntry {
     pub signed_at_ms: u64,
     /// The device's identity-key signature over the delivery proof payload.
     pub signature: [u8; DELIVERY_SIGNATURE_LEN],
+    /// The relay's clock when it took the ack, ms since the epoch (for an
+    /// entry written before the relay kept it, record kind 17: the
+    /// device's `signed_at_ms`).
+    pub delivered_at_ms: u64,
+    /// Its position in the business's bill (0 for the first line); `None`
+    /// for an entry written before bills were chained (record kind 17):
+    /// those come first, in order of accept id.
+    pub chain_seq: Option<u64>,
 }
 
 /// The append-only ledger, read in order of accept id.
@@ -104,4 +126,21 @@ pub trait Ledger: Send + Sync + 'static {
         after: Option<u64>,
         limit: usize,
     ) -> impl Future<Output = StorageResult<Vec<LedgerEntry>>> + Send;
+
+    /// `business`'s bill: each of its billed sends that a customer device
+    /// acked (signed), with that first delivery, in the order of its hash
+    /// chain (docs/PROTOCOL.md, "Bills"); append-only, so a later call
+    /// returns an extension of an earlier one.
+    fn bill(
+        &self,
+        business: AccountId,
+    ) -> impl Future<Output = StorageResult<Vec<(LedgerEntry, DeliveredEntry)>>> + Send;
+
+    /// Distinct customers `business` reached by business-initiated
+    /// conversations (templates) on UTC day `day`.
+    fn customers_reached(
+        &self,
+        business: AccountId,
+        day: u32,
+    ) -> impl Future<Output = StorageResult<u64>> + Send;
 }

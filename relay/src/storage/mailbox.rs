@@ -87,6 +87,8 @@ pub struct Billed {
     pub template_id: String,
     /// The franking commitment (may be empty).
     pub franking_tag: Vec<u8>,
+    /// The price the rate card gives it now (fixed at accept).
+    pub priced: super::Priced,
 }
 
 /// A sender's counters for one UTC day (day number = ms since the epoch

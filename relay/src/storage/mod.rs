@@ -85,7 +85,7 @@ pub use self::keys::{
     SignedPreKeyRecord, TakenPreKeys,
 };
 pub use self::ledger::{
-    BilledCategory, DELIVERY_SIGNATURE_LEN, DeliveredEntry, Ledger, LedgerEntry,
+    BilledCategory, DELIVERY_SIGNATURE_LEN, DeliveredEntry, Ledger, LedgerEntry, Priced,
 };
 pub use self::mailbox::{
     AcceptEffects, AckOf, Acked, Billed, Cursor, Enqueued, Mailbox, NewMessage, QueuedEnvelope,
@@ -148,7 +148,15 @@ pub trait Lifecycle: Send + Sync + 'static {
 /// Every role: what the server and a connection need. Implemented for
 /// any type that implements all four.
 pub trait Backend:
-    Directory + Keys + Mailbox + Templates + Businesses + ConsentRequests + FirstContacts + Lifecycle
+    Directory
+    + Keys
+    + Mailbox
+    + Ledger
+    + Templates
+    + Businesses
+    + ConsentRequests
+    + FirstContacts
+    + Lifecycle
 {
 }
 
@@ -156,6 +164,7 @@ impl<
     T: Directory
         + Keys
         + Mailbox
+        + Ledger
         + Templates
         + Businesses
         + ConsentRequests

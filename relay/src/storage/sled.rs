@@ -959,6 +959,17 @@ impl super::Ledger for SledStore {
         // The ledger lives in the mail log, with the accepts it is part of.
         Ok(self.mail.ledger_entries(after, limit))
     }
+
+    async fn bill(
+        &self,
+        business: AccountId,
+    ) -> StorageResult<Vec<(super::LedgerEntry, super::DeliveredEntry)>> {
+        Ok(self.mail.bill(business))
+    }
+
+    async fn customers_reached(&self, business: AccountId, day: u32) -> StorageResult<u64> {
+        Ok(self.mail.customers_reached(business, day))
+    }
 }
 
 impl Mailbox for SledStore {

@@ -167,6 +167,9 @@ pub(crate) struct Accounting {
     pub(crate) consents: HashMap<(AccountId, AccountId), ConsentRecord>,
     /// (blocker, blocked) → how many times it blocked it.
     pub(crate) block_epochs: HashMap<(AccountId, AccountId), u64>,
+    /// Business → lines in its bill (delivered entries of its sends):
+    /// the position the next one takes. Rebuilt at open.
+    pub(crate) bill_lengths: HashMap<AccountId, u64>,
 }
 
 impl Accounting {
@@ -194,6 +197,18 @@ impl Accounting {
     pub(crate) fn quota(&mut self, sender: AccountId, day: u32, accepted: u64) {
         let n = self.quotas.entry((sender, day)).or_insert(accepted);
         *n = (*n).max(accepted);
+    }
+
+    /// Recount [`Accounting::bill_lengths`] from the delivered entries.
+    pub(crate) fn recount_bills(&mut self) {
+        let mut lengths: HashMap<AccountId, u64> = HashMap::new();
+        for d in self.delivered.values() {
+            if let Some(entry) = self.ledger.get(&d.accept_id) {
+                let n = lengths.entry(entry.business).or_default();
+                *n = (*n).max(d.chain_seq.map_or(*n + 1, |seq| seq + 1));
+            }
+        }
+        self.bill_lengths = lengths;
     }
 
     /// Forget quota counts of days before `first_day`: only today's (and

@@ -465,6 +465,7 @@ impl MailLog {
                 "the wall clock is far ahead of the mail log's expiry clock (stopped for a while, or a clock step?); expiry catches up by at most an hour per pass"
             );
         }
+        index.accounting.recount_bills();
         let migrated = legacy.seen();
         let reassigned = legacy.assign(&mut index, &mut next_seq);
         index.expire(clock.ms);
@@ -827,6 +828,35 @@ impl MailLog {
         Some((accounting.ledger.get(&accept_id)?.clone(), *delivered))
     }
 
+    /// `business`'s bill: its billed sends a customer device acked, with
+    /// that delivery, in chain order (entries from before bills were
+    /// chained first, by accept id, then by position).
+    pub fn bill(&self, business: AccountId) -> Vec<(LedgerEntry, DeliveredEntry)> {
+        let state = self.shared().lock();
+        let accounting = &state.index.accounting;
+        let mut lines: Vec<(LedgerEntry, DeliveredEntry)> = accounting
+            .delivered
+            .values()
+            .filter_map(|d| {
+                let entry = accounting.ledger.get(&d.accept_id)?;
+                (entry.business == business).then(|| (entry.clone(), *d))
+            })
+            .collect();
+        lines.sort_unstable_by_key(|(_, d)| (d.chain_seq.is_some(), d.chain_seq, d.accept_id));
+        lines
+    }
+
+    /// Distinct customers `business` reached with templates on UTC `day`.
+    pub fn customers_reached(&self, business: AccountId, day: u32) -> u64 {
+        let state = self.shared().lock();
+        state
+            .index
+            .accounting
+            .reached
+            .get(&(business, day))
+            .map_or(0, |set| set.len() as u64)
+    }
+
     /// Every signed first delivery, in order of accept id.
     pub fn delivered_entries(&self) -> Vec<DeliveredEntry> {
         let state = self.shared().lock();
@@ -848,14 +878,18 @@ impl MailLog {
         // and makes the ledger's delivered entry only if none is kept yet.
         let delivered = match delivered {
             None => None,
-            Some(d) => {
+            Some(mut d) => {
                 let accept_id = state.index.find_accept_id(account, device, of);
-                if accept_id != Some(d.accept_id)
-                    || !state.index.accounting.ledger.contains_key(&d.accept_id)
-                {
+                let accounting = &state.index.accounting;
+                let Some(business) = accounting.ledger.get(&d.accept_id).map(|e| e.business) else {
+                    return Ok(None);
+                };
+                if accept_id != Some(d.accept_id) {
                     return Ok(None);
                 }
-                (!state.index.accounting.delivered.contains_key(&d.accept_id)).then_some(d)
+                // The next line of the business's bill.
+                d.chain_seq = Some(accounting.bill_lengths.get(&business).copied().unwrap_or(0));
+                (!accounting.delivered.contains_key(&d.accept_id)).then_some((business, d))
             }
         };
         let removed = match of {
@@ -890,15 +924,17 @@ impl MailLog {
         state.append(shared.options.segment_bytes, |w| {
             w.removed(&account, device, seq);
             w.receipt(&sender, sender_device, receipt_seq, &receipt);
-            if let Some(d) = &delivered {
+            if let Some((_, d)) = &delivered {
                 w.delivered(d);
             }
         });
         state
             .index
             .insert_receipt(sender, sender_device, receipt_seq, receipt);
-        if let Some(d) = delivered {
-            state.index.accounting.delivered.insert(d.accept_id, d);
+        if let Some((business, d)) = delivered {
+            let accounting = &mut state.index.accounting;
+            accounting.delivered.insert(d.accept_id, d);
+            *accounting.bill_lengths.entry(business).or_default() += 1;
         }
         let (tx, rx) = oneshot::channel();
         state.passive.push(tx);
@@ -1590,6 +1626,7 @@ fn accept_effects(accounting: &index::Accounting, message: &NewMessage, accept_i
             template_id: billed.template_id.clone(),
             franking_tag: billed.franking_tag.clone(),
             accepted_at_ms: ts,
+            priced: Some(billed.priced),
         }),
     }
 }

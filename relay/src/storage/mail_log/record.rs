@@ -37,6 +37,8 @@
 //! | 15 `Reached` | business (16), UTC day (4), customer (16) |
 //! | 16 `Ledger` | accept id (8), message id (16), business (16), customer (16), category (1), accept time (8), template id length (2), template id (UTF-8), franking tag length (2), franking tag |
 //! | 17 `Delivered` | accept id (8), customer device (4), signed at (8), signature (64) |
+//! | 20 `Ledger` (priced) | as 16, then price in millionths (8), inside the window (1: 0 or 1) |
+//! | 21 `Delivered` (chained) | as 17, then the relay's delivery time (8), position in the business's bill (8) |
 //! | 19 `BlockEpoch` | blocker (16), blocked (16), epoch (8) |
 //! | 18 `Consent` | customer (16), business (16), device (4), categories (1), issued (8), expires (8), counter (8), signature (64), revoked by block (1) |
 //!
@@ -74,7 +76,9 @@ use comptoir_protocol::{AccountId, ConsentCategories};
 
 use super::super::MESSAGE_ID_LEN;
 use super::super::consent::{CONSENT_SIGNATURE_LEN, ConsentRecord};
-use super::super::ledger::{BilledCategory, DELIVERY_SIGNATURE_LEN, DeliveredEntry, LedgerEntry};
+use super::super::ledger::{
+    BilledCategory, DELIVERY_SIGNATURE_LEN, DeliveredEntry, LedgerEntry, Priced,
+};
 
 /// First bytes of every segment file written now (format version 4).
 pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"CMPTMLG4";
@@ -120,6 +124,8 @@ const KIND_LEDGER: u8 = 16;
 const KIND_DELIVERED: u8 = 17;
 const KIND_CONSENT: u8 = 18;
 const KIND_BLOCK_EPOCH: u8 = 19;
+const KIND_LEDGER_PRICED: u8 = 20;
+const KIND_DELIVERED_CHAINED: u8 = 21;
 
 /// The accept id of a record written before accept ids existed (format 3
 /// and older): assigned at open (see `mail_log::legacy`). No real accept
@@ -513,7 +519,12 @@ impl Writer {
     /// than the send limits allow never reach here (the `Send` handler
     /// refuses them); longer ones are cut to what a u16 length holds.
     pub(crate) fn ledger(&mut self, e: &LedgerEntry) {
-        let start = self.open(KIND_LEDGER);
+        let kind = if e.priced.is_some() {
+            KIND_LEDGER_PRICED
+        } else {
+            KIND_LEDGER
+        };
+        let start = self.open(kind);
         self.buf.extend_from_slice(&e.accept_id.to_be_bytes());
         self.buf.extend_from_slice(&e.message_id);
         self.buf.extend_from_slice(e.business.as_bytes());
@@ -526,16 +537,30 @@ impl Writer {
                 .extend_from_slice(&(field.len() as u16).to_be_bytes());
             self.buf.extend_from_slice(field);
         }
+        if let Some(priced) = e.priced {
+            self.buf.extend_from_slice(&priced.millionths.to_be_bytes());
+            self.buf.push(u8::from(priced.inside_window));
+        }
         self.close(start);
     }
 
-    /// Append a `Delivered` record.
+    /// Append a `Delivered` record (kind 21, or 17 for an entry replayed
+    /// from one, which has no position in its bill).
     pub(crate) fn delivered(&mut self, e: &DeliveredEntry) {
-        let start = self.open(KIND_DELIVERED);
+        let kind = if e.chain_seq.is_some() {
+            KIND_DELIVERED_CHAINED
+        } else {
+            KIND_DELIVERED
+        };
+        let start = self.open(kind);
         self.buf.extend_from_slice(&e.accept_id.to_be_bytes());
         self.buf.extend_from_slice(&e.customer_device.to_be_bytes());
         self.buf.extend_from_slice(&e.signed_at_ms.to_be_bytes());
         self.buf.extend_from_slice(&e.signature);
+        if let Some(seq) = e.chain_seq {
+            self.buf.extend_from_slice(&e.delivered_at_ms.to_be_bytes());
+            self.buf.extend_from_slice(&seq.to_be_bytes());
+        }
         self.close(start);
     }
 
@@ -740,7 +765,7 @@ pub(crate) fn decode(body: &[u8]) -> Result<Record<'_>, Malformed> {
             day: r.u32()?,
             customer: r.account()?,
         },
-        KIND_LEDGER => {
+        KIND_LEDGER | KIND_LEDGER_PRICED => {
             let accept_id = r.u64()?;
             let message_id = r.id()?;
             let business = r.account()?;
@@ -753,6 +778,18 @@ pub(crate) fn decode(body: &[u8]) -> Result<Record<'_>, Malformed> {
                 .to_owned();
             let len = usize::from(r.u16()?);
             let franking_tag = r.take(len)?.to_vec();
+            let priced = if kind == KIND_LEDGER_PRICED {
+                Some(Priced {
+                    millionths: r.u64()?,
+                    inside_window: match r.u8()? {
+                        0 => false,
+                        1 => true,
+                        _ => return Err(Malformed),
+                    },
+                })
+            } else {
+                None
+            };
             Record::Ledger(LedgerEntry {
                 accept_id,
                 message_id,
@@ -762,17 +799,31 @@ pub(crate) fn decode(body: &[u8]) -> Result<Record<'_>, Malformed> {
                 template_id,
                 franking_tag,
                 accepted_at_ms,
+                priced,
             })
         }
-        KIND_DELIVERED => Record::Delivered(DeliveredEntry {
-            accept_id: r.u64()?,
-            customer_device: r.u32()?,
-            signed_at_ms: r.u64()?,
-            signature: r
+        KIND_DELIVERED | KIND_DELIVERED_CHAINED => {
+            let accept_id = r.u64()?;
+            let customer_device = r.u32()?;
+            let signed_at_ms = r.u64()?;
+            let signature = r
                 .take(DELIVERY_SIGNATURE_LEN)?
                 .try_into()
-                .map_err(|_| Malformed)?,
-        }),
+                .map_err(|_| Malformed)?;
+            let (delivered_at_ms, chain_seq) = if kind == KIND_DELIVERED_CHAINED {
+                (r.u64()?, Some(r.u64()?))
+            } else {
+                (signed_at_ms, None)
+            };
+            Record::Delivered(DeliveredEntry {
+                accept_id,
+                customer_device,
+                signed_at_ms,
+                signature,
+                delivered_at_ms,
+                chain_seq,
+            })
+        }
         KIND_BLOCK_EPOCH => Record::BlockEpoch {
             blocker: r.account()?,
             blocked: r.account()?,
@@ -878,6 +929,56 @@ mod tests {
             at += 8 + len;
         }
         out
+    }
+
+    #[test]
+    fn ledger_and_delivered_records_round_trip_old_kinds_and_new() {
+        let entry = |priced| LedgerEntry {
+            accept_id: 5,
+            message_id: [4; 16],
+            business: account(1),
+            customer: account(2),
+            category: BilledCategory::Marketing,
+            template_id: "ab".repeat(32),
+            franking_tag: vec![7; 32],
+            accepted_at_ms: 1_000,
+            priced,
+        };
+        let delivered = |chain_seq: Option<u64>| DeliveredEntry {
+            accept_id: 5,
+            customer_device: 2,
+            signed_at_ms: 900,
+            signature: [3; DELIVERY_SIGNATURE_LEN],
+            // Written as kind 17 (no delivery time), read back as the
+            // device's signing time.
+            delivered_at_ms: if chain_seq.is_some() { 1_500 } else { 900 },
+            chain_seq,
+        };
+        let priced = Some(Priced {
+            millionths: 90_000,
+            inside_window: true,
+        });
+        let mut w = Writer::default();
+        w.ledger(&entry(None));
+        w.ledger(&entry(priced));
+        w.delivered(&delivered(None));
+        w.delivered(&delivered(Some(4)));
+        let bytes = w.take();
+        let bodies = bodies(&bytes);
+        assert_eq!(
+            bodies.iter().map(|b| b[0]).collect::<Vec<_>>(),
+            [
+                KIND_LEDGER,
+                KIND_LEDGER_PRICED,
+                KIND_DELIVERED,
+                KIND_DELIVERED_CHAINED
+            ]
+        );
+        let records: Vec<Record<'_>> = bodies.into_iter().map(|b| decode(b).unwrap()).collect();
+        assert_eq!(records[0], Record::Ledger(entry(None)));
+        assert_eq!(records[1], Record::Ledger(entry(priced)));
+        assert_eq!(records[2], Record::Delivered(delivered(None)));
+        assert_eq!(records[3], Record::Delivered(delivered(Some(4))));
     }
 
     #[test]

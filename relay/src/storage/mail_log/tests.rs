@@ -1682,7 +1682,7 @@ async fn a_format_3_directory_gets_accept_ids_at_open_durably() -> TestResult {
 
 #[tokio::test]
 async fn accept_effects_replay_once_across_reopen_and_checkpoints() -> TestResult {
-    use crate::storage::{AcceptEffects, Billed, BilledCategory};
+    use crate::storage::{AcceptEffects, Billed, BilledCategory, DeliveredEntry, Priced};
     let dir = tempfile::tempdir()?;
     let billed = |id: u8| {
         let mut m = message(id, &[1], 10);
@@ -1693,6 +1693,10 @@ async fn accept_effects_replay_once_across_reopen_and_checkpoints() -> TestResul
                 category: BilledCategory::Marketing,
                 template_id: "promo".into(),
                 franking_tag: vec![id; 32],
+                priced: Priced {
+                    millionths: 1_000 * u64::from(id),
+                    inside_window: id == 1,
+                },
             }),
             consent_seen: None,
             block_epoch_seen: 0,
@@ -1707,6 +1711,27 @@ async fn accept_effects_replay_once_across_reopen_and_checkpoints() -> TestResul
         log.enqueue(billed(2), 100).await?,
         Enqueued::Duplicate { .. }
     ));
+    // The second send is delivered first: it is the bill's first line.
+    // A second signed ack of a send (another device, or a retry after the
+    // copy was deleted) makes no second line.
+    let delivered = |accept_id: u64| DeliveredEntry {
+        accept_id,
+        customer_device: 1,
+        signed_at_ms: 5,
+        signature: [accept_id as u8; 64],
+        delivered_at_ms: 7,
+        chain_seq: None,
+    };
+    for accept_id in [second, first, second] {
+        log.acknowledge_delivered(
+            account(BOB),
+            1,
+            AckOf::Accept(accept_id),
+            u64::MAX,
+            delivered(accept_id),
+        )?;
+    }
+    log.flush().await?;
     let check = |log: &MailLog| {
         let ledger = log.ledger_entries(None, 10);
         assert_eq!(
@@ -1715,6 +1740,26 @@ async fn accept_effects_replay_once_across_reopen_and_checkpoints() -> TestResul
         );
         assert_eq!(ledger[1].franking_tag, vec![2; 32]);
         assert_eq!(ledger[1].template_id, "promo");
+        assert_eq!(
+            ledger.iter().map(|e| e.priced).collect::<Vec<_>>(),
+            [
+                Some(Priced {
+                    millionths: 1_000,
+                    inside_window: true
+                }),
+                Some(Priced {
+                    millionths: 2_000,
+                    inside_window: false
+                })
+            ]
+        );
+        let bill: Vec<(u64, Option<u64>)> = log
+            .bill(account(ALICE))
+            .iter()
+            .map(|(e, d)| (e.accept_id, d.chain_seq))
+            .collect();
+        assert_eq!(bill, [(second, Some(0)), (first, Some(1))]);
+        assert!(log.bill(account(BOB)).is_empty());
         assert_eq!(log.ledger_entries(Some(first), 10).len(), 1);
         let quotas = log.quotas();
         assert_eq!(quotas.len(), 1);

@@ -1,0 +1,866 @@
+//! Bills a business can verify: the relay's rate card, the per-business
+//! hash chain of billed lines (one per billed message's first signed
+//! delivery), the operator's signature over the chain's head, and the
+//! one check of all of it that the relay's tests and the business's
+//! client share (docs/PROTOCOL.md, "Bills").
+//!
+//! Every encoding here is fixed-width big-endian with length-prefixed
+//! strings; each signed or hashed payload opens with its own context
+//! string, so no payload can be taken for another.
+
+use sha2::{Digest, Sha256};
+
+use crate::account::AccountId;
+use crate::delivery::{DeliveryFields, MAX_FRANKING_COMMITMENT_LEN, verify_delivery};
+use crate::error::{DecodeError, Error, Result};
+use crate::keys::{IdentityKey, OperatorKey, OperatorKeyPair, SIGNATURE_LEN};
+use crate::proto::wire;
+use crate::template::TemplateCategory;
+
+/// Context string hashed before each line's bytes.
+pub const BILL_LINE_CONTEXT: &[u8] = b"Comptoir bill line v1";
+/// Context string that opens the signed head payload.
+pub const BILL_HEAD_CONTEXT: &[u8] = b"Comptoir bill head v1";
+/// Context string that opens the signed rate card payload.
+pub const RATE_CARD_CONTEXT: &[u8] = b"Comptoir rate card v1";
+/// Length of a line hash (SHA-256).
+pub const BILL_HASH_LEN: usize = 32;
+/// The `previous_hash` of the first line: 32 zero bytes.
+pub const GENESIS_HASH: [u8; BILL_HASH_LEN] = [0; BILL_HASH_LEN];
+/// Longest template id a line carries (the relay's send limit).
+pub const MAX_BILL_TEMPLATE_ID_LEN: usize = 128;
+/// Millionths of the currency unit in one hundredth (a penny, a cent):
+/// the unit totals are rounded to for display.
+pub const MILLIONTHS_PER_HUNDREDTH: u64 = 10_000;
+
+/// The three categories in the order rate cards encode them.
+pub const BILLED_CATEGORIES: [TemplateCategory; 3] = [
+    TemplateCategory::Utility,
+    TemplateCategory::Authentication,
+    TemplateCategory::Marketing,
+];
+
+/// Round a total in millionths once, half up, to whole hundredths of the
+/// currency unit (pence, cents): the only rounding a bill ever makes.
+/// Lines and totals stay exact in millionths; this is for the amount due.
+pub fn round_to_hundredths(millionths: u64) -> u64 {
+    millionths.saturating_add(MILLIONTHS_PER_HUNDREDTH / 2) / MILLIONTHS_PER_HUNDREDTH
+}
+
+/// One category's prices, millionths of the currency unit per delivered
+/// message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prices {
+    /// Inside the 24-hour window (the customer wrote in the last 24 hours).
+    pub inside_window: u64,
+    /// Outside it.
+    pub outside_window: u64,
+}
+
+impl Prices {
+    /// The price inside or outside the window.
+    pub fn at(&self, inside_window: bool) -> u64 {
+        if inside_window {
+            self.inside_window
+        } else {
+            self.outside_window
+        }
+    }
+}
+
+/// The relay's rate card: a price for each billed category inside and
+/// outside the window. (Service replies are never billed: they are free
+/// inside the window and refused outside it.)
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateCard {
+    /// ISO 4217 code of the currency (three ASCII uppercase letters).
+    pub currency: String,
+    /// Utility templates.
+    pub utility: Prices,
+    /// Authentication templates.
+    pub authentication: Prices,
+    /// Marketing templates.
+    pub marketing: Prices,
+}
+
+impl RateCard {
+    /// The prices of `category`.
+    pub fn prices(&self, category: TemplateCategory) -> Prices {
+        match category {
+            TemplateCategory::Utility => self.utility,
+            TemplateCategory::Authentication => self.authentication,
+            TemplateCategory::Marketing => self.marketing,
+        }
+    }
+
+    /// The price of one delivered message of `category`.
+    pub fn price(&self, category: TemplateCategory, inside_window: bool) -> u64 {
+        self.prices(category).at(inside_window)
+    }
+
+    /// The bytes the operator signs: `"Comptoir rate card v1" ||
+    /// currency_len (u8) || currency (ASCII) || 3 × (category (u8: 3
+    /// utility, 4 authentication, 5 marketing) || inside (u64 BE) ||
+    /// outside (u64 BE))`, in that category order.
+    pub fn payload(&self) -> Vec<u8> {
+        let currency = &self.currency.as_bytes()[..self.currency.len().min(255)];
+        let mut out = Vec::with_capacity(RATE_CARD_CONTEXT.len() + 1 + currency.len() + 3 * 17);
+        out.extend_from_slice(RATE_CARD_CONTEXT);
+        out.push(currency.len() as u8);
+        out.extend_from_slice(currency);
+        for category in BILLED_CATEGORIES {
+            let prices = self.prices(category);
+            out.push(category.wire_number());
+            out.extend_from_slice(&prices.inside_window.to_be_bytes());
+            out.extend_from_slice(&prices.outside_window.to_be_bytes());
+        }
+        out
+    }
+
+    /// Sign with the operator key, as a frame.
+    pub fn sign(&self, operator: &OperatorKeyPair) -> wire::SignedRateCard {
+        wire::SignedRateCard {
+            currency: self.currency.clone(),
+            rows: BILLED_CATEGORIES
+                .iter()
+                .map(|&c| wire::RateCardRow {
+                    category: wire::Category::from(c) as i32,
+                    inside_window_millionths: self.prices(c).inside_window,
+                    outside_window_millionths: self.prices(c).outside_window,
+                })
+                .collect(),
+            signature: operator.sign(&self.payload()).to_vec(),
+        }
+    }
+
+    /// A signed frame back to a rate card, checked against the operator key.
+    pub fn verified(signed: &wire::SignedRateCard, operator: &OperatorKey) -> Result<Self> {
+        let mut rows = [None; 3];
+        for row in &signed.rows {
+            let category = category_from_wire(row.category)
+                .ok_or_else(|| bad("rate card: not a billed category"))?;
+            let slot = &mut rows[BILLED_CATEGORIES
+                .iter()
+                .position(|&c| c == category)
+                .unwrap_or(0)];
+            if slot.is_some() {
+                return Err(bad("rate card: a category appears twice"));
+            }
+            *slot = Some(Prices {
+                inside_window: row.inside_window_millionths,
+                outside_window: row.outside_window_millionths,
+            });
+        }
+        let [Some(utility), Some(authentication), Some(marketing)] = rows else {
+            return Err(bad("rate card: a category is missing"));
+        };
+        let card = Self {
+            currency: signed.currency.clone(),
+            utility,
+            authentication,
+            marketing,
+        };
+        operator.verify("rate card", &card.payload(), &signed.signature)?;
+        Ok(card)
+    }
+}
+
+fn bad(what: &'static str) -> Error {
+    Error::Decode(DecodeError::Protobuf(what.into()))
+}
+
+fn category_from_wire(number: i32) -> Option<TemplateCategory> {
+    u8::try_from(number)
+        .ok()
+        .and_then(TemplateCategory::from_wire_number)
+}
+
+/// One line of a business's bill: the first signed delivery of one billed
+/// message, and the hash of the line before it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BillLine {
+    /// Position in the business's chain, from 1.
+    pub index: u64,
+    /// The hash of line `index - 1` ([`GENESIS_HASH`] for line 1).
+    pub previous_hash: [u8; BILL_HASH_LEN],
+    /// The relay's accept id of the message.
+    pub accept_id: u64,
+    /// The business's message id.
+    pub message_id: [u8; 16],
+    /// The billed business.
+    pub business: AccountId,
+    /// The customer it was delivered to.
+    pub customer: AccountId,
+    /// The template's category, fixed at accept.
+    pub category: TemplateCategory,
+    /// Whether the customer's 24-hour window was open at accept.
+    pub inside_window: bool,
+    /// The template id (hex), as sent.
+    pub template_id: String,
+    /// The relay's accept time, ms since the epoch.
+    pub accepted_at_ms: u64,
+    /// The relay's time of the first signed ack, ms since the epoch.
+    pub delivered_at_ms: u64,
+    /// The price fixed at accept, millionths of the currency unit.
+    pub price_millionths: u64,
+    /// The customer's device whose signed ack this is.
+    pub customer_device: u32,
+    /// The franking commitment the envelope carried (signed in the ack).
+    pub franking_commitment: Vec<u8>,
+    /// The device's clock when it signed, ms since the epoch.
+    pub device_signed_at_ms: u64,
+    /// The device's signature over the delivery proof (docs/PROTOCOL.md,
+    /// "Signed delivery").
+    pub device_signature: [u8; SIGNATURE_LEN],
+}
+
+impl BillLine {
+    /// The line's bytes: `index (u64 BE) || previous_hash (32) ||
+    /// accept_id (u64 BE) || message_id (16) || business (16) || customer
+    /// (16) || category (u8) || inside_window (u8: 0 or 1) ||
+    /// template_id_len (u16 BE) || template_id (UTF-8) || accepted_at_ms
+    /// (u64 BE) || delivered_at_ms (u64 BE) || price_millionths (u64 BE)
+    /// || customer_device (u32 BE) || franking_len (u16 BE) || franking
+    /// commitment || device_signed_at_ms (u64 BE) || device_signature
+    /// (64)`.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let template =
+            &self.template_id.as_bytes()[..self.template_id.len().min(usize::from(u16::MAX))];
+        let franking = &self.franking_commitment[..self
+            .franking_commitment
+            .len()
+            .min(MAX_FRANKING_COMMITMENT_LEN)];
+        let mut out = Vec::with_capacity(230 + template.len() + franking.len());
+        out.extend_from_slice(&self.index.to_be_bytes());
+        out.extend_from_slice(&self.previous_hash);
+        out.extend_from_slice(&self.accept_id.to_be_bytes());
+        out.extend_from_slice(&self.message_id);
+        out.extend_from_slice(self.business.as_bytes());
+        out.extend_from_slice(self.customer.as_bytes());
+        out.push(self.category.wire_number());
+        out.push(u8::from(self.inside_window));
+        out.extend_from_slice(&(template.len() as u16).to_be_bytes());
+        out.extend_from_slice(template);
+        out.extend_from_slice(&self.accepted_at_ms.to_be_bytes());
+        out.extend_from_slice(&self.delivered_at_ms.to_be_bytes());
+        out.extend_from_slice(&self.price_millionths.to_be_bytes());
+        out.extend_from_slice(&self.customer_device.to_be_bytes());
+        out.extend_from_slice(&(franking.len() as u16).to_be_bytes());
+        out.extend_from_slice(franking);
+        out.extend_from_slice(&self.device_signed_at_ms.to_be_bytes());
+        out.extend_from_slice(&self.device_signature);
+        out
+    }
+
+    /// The line's hash: SHA-256(`"Comptoir bill line v1"` || bytes).
+    pub fn hash(&self) -> [u8; BILL_HASH_LEN] {
+        let mut h = Sha256::new();
+        h.update(BILL_LINE_CONTEXT);
+        h.update(self.to_bytes());
+        h.finalize().into()
+    }
+
+    /// What the device signed when it acked.
+    pub fn delivery_fields(&self) -> DeliveryFields {
+        DeliveryFields {
+            accept_id: self.accept_id,
+            message_id: self.message_id,
+            business: self.business,
+            customer: self.customer,
+            customer_device: self.customer_device,
+            franking_commitment: self.franking_commitment.clone(),
+            time_ms: self.device_signed_at_ms,
+        }
+    }
+
+    /// As a frame.
+    pub fn to_wire(&self) -> wire::BillLine {
+        wire::BillLine {
+            index: self.index,
+            previous_hash: self.previous_hash.to_vec(),
+            accept_id: self.accept_id,
+            message_id: self.message_id.to_vec(),
+            business_account: self.business.to_vec(),
+            customer_account: self.customer.to_vec(),
+            category: wire::Category::from(self.category) as i32,
+            inside_window: self.inside_window,
+            template_id: self.template_id.clone(),
+            accepted_at_ms: self.accepted_at_ms,
+            delivered_at_ms: self.delivered_at_ms,
+            price_millionths: self.price_millionths,
+            customer_device: self.customer_device,
+            franking_commitment: self.franking_commitment.clone(),
+            device_signed_at_ms: self.device_signed_at_ms,
+            device_signature: self.device_signature.to_vec(),
+        }
+    }
+
+    /// A frame back to a line (not yet verified: see [`verify_bill`]).
+    pub fn from_wire(line: &wire::BillLine) -> Result<Self> {
+        Ok(Self {
+            index: line.index,
+            previous_hash: line
+                .previous_hash
+                .as_slice()
+                .try_into()
+                .map_err(|_| bad("bill line: previous_hash is not 32 bytes"))?,
+            accept_id: line.accept_id,
+            message_id: line
+                .message_id
+                .as_slice()
+                .try_into()
+                .map_err(|_| bad("bill line: message_id is not 16 bytes"))?,
+            business: AccountId::from_bytes(&line.business_account)?,
+            customer: AccountId::from_bytes(&line.customer_account)?,
+            category: category_from_wire(line.category)
+                .ok_or_else(|| bad("bill line: not a billed category"))?,
+            inside_window: line.inside_window,
+            template_id: line.template_id.clone(),
+            accepted_at_ms: line.accepted_at_ms,
+            delivered_at_ms: line.delivered_at_ms,
+            price_millionths: line.price_millionths,
+            customer_device: line.customer_device,
+            franking_commitment: line.franking_commitment.clone(),
+            device_signed_at_ms: line.device_signed_at_ms,
+            device_signature: line
+                .device_signature
+                .as_slice()
+                .try_into()
+                .map_err(|_| bad("bill line: device_signature is not 64 bytes"))?,
+        })
+    }
+}
+
+/// Chain `lines` (in order, without their index and previous hash) from
+/// the genesis: numbers them from 1 and links each to the one before.
+/// Returns the lines and the head hash (the last line's hash, or
+/// [`GENESIS_HASH`] for none).
+pub fn chain(lines: impl IntoIterator<Item = BillLine>) -> (Vec<BillLine>, [u8; BILL_HASH_LEN]) {
+    let mut previous = GENESIS_HASH;
+    let mut out = Vec::new();
+    for (i, mut line) in lines.into_iter().enumerate() {
+        line.index = i as u64 + 1;
+        line.previous_hash = previous;
+        previous = line.hash();
+        out.push(line);
+    }
+    (out, previous)
+}
+
+/// The head of a business's chain as the operator signs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BillHead {
+    /// The business.
+    pub business: AccountId,
+    /// Lines in the chain.
+    pub count: u64,
+    /// The last line's hash ([`GENESIS_HASH`] for an empty chain).
+    pub head_hash: [u8; BILL_HASH_LEN],
+    /// The relay's clock when it signed, ms since the epoch.
+    pub signed_at_ms: u64,
+}
+
+impl BillHead {
+    /// The bytes the operator signs: `"Comptoir bill head v1" || business
+    /// (16) || count (u64 BE) || head_hash (32) || signed_at_ms (u64 BE)`.
+    pub fn payload(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(BILL_HEAD_CONTEXT.len() + 16 + 8 + 32 + 8);
+        out.extend_from_slice(BILL_HEAD_CONTEXT);
+        out.extend_from_slice(self.business.as_bytes());
+        out.extend_from_slice(&self.count.to_be_bytes());
+        out.extend_from_slice(&self.head_hash);
+        out.extend_from_slice(&self.signed_at_ms.to_be_bytes());
+        out
+    }
+
+    /// Sign with the operator key, as a frame.
+    pub fn sign(&self, operator: &OperatorKeyPair) -> wire::BillHead {
+        wire::BillHead {
+            business_account: self.business.to_vec(),
+            count: self.count,
+            head_hash: self.head_hash.to_vec(),
+            signed_at_ms: self.signed_at_ms,
+            signature: operator.sign(&self.payload()).to_vec(),
+        }
+    }
+
+    /// A signed frame back to a head, checked against the operator key.
+    pub fn verified(signed: &wire::BillHead, operator: &OperatorKey) -> Result<Self> {
+        let head = Self {
+            business: AccountId::from_bytes(&signed.business_account)?,
+            count: signed.count,
+            head_hash: signed
+                .head_hash
+                .as_slice()
+                .try_into()
+                .map_err(|_| bad("bill head: head_hash is not 32 bytes"))?,
+            signed_at_ms: signed.signed_at_ms,
+        };
+        operator.verify("bill head", &head.payload(), &signed.signature)?;
+        Ok(head)
+    }
+}
+
+/// Why a bill does not check; every line-level failure names the line
+/// (its position in the chain, from 1).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BillError {
+    /// The head's signature does not verify against the pinned operator key.
+    #[error("the bill's head is not signed by the operator key you pinned")]
+    BadHeadSignature,
+    /// The rate card's signature does not verify against the pinned key.
+    #[error("the rate card is not signed by the operator key you pinned")]
+    BadRateCardSignature,
+    /// The head is another account's.
+    #[error("the bill's head is for another business")]
+    OtherBusinessHead,
+    /// A line is missing: `line` was expected and a later one came.
+    #[error("line {line} is missing (the next line given is {got})")]
+    Dropped {
+        /// The missing line.
+        line: u64,
+        /// The index of the line found in its place.
+        got: u64,
+    },
+    /// A line came after one with a higher or equal index.
+    #[error("line {line} is out of order (expected line {expected})")]
+    OutOfOrder {
+        /// The index of the misplaced line.
+        line: u64,
+        /// The index expected there.
+        expected: u64,
+    },
+    /// A line is beyond the count the operator signed.
+    #[error("line {line} is not in the signed chain (it has {count} lines)")]
+    Extra {
+        /// The extra line.
+        line: u64,
+        /// Lines in the signed head.
+        count: u64,
+    },
+    /// The chain ends before the signed count: the last lines are missing.
+    #[error("line {line} is missing (the signed chain has {count} lines)")]
+    Truncated {
+        /// The first missing line.
+        line: u64,
+        /// Lines in the signed head.
+        count: u64,
+    },
+    /// A line's content is not what the chain recorded: the next line's
+    /// previous hash (or, for the last line, the signed head) does not
+    /// match its hash.
+    #[error("line {line} was altered: its hash does not match the chain")]
+    Altered {
+        /// The altered line.
+        line: u64,
+    },
+    /// A line bills another business.
+    #[error("line {line} bills another business")]
+    OtherBusiness {
+        /// The line.
+        line: u64,
+    },
+    /// No key is known for the device a line names.
+    #[error("line {line}: device {device} is not in the customer's signed device list")]
+    UnknownDevice {
+        /// The line.
+        line: u64,
+        /// The device it names.
+        device: u32,
+    },
+    /// A line's device signature does not verify.
+    #[error("line {line}: the customer device's delivery signature does not verify")]
+    BadDeviceSignature {
+        /// The line.
+        line: u64,
+    },
+    /// The chain no longer extends a head this business verified before:
+    /// its first `count` lines are not the ones it verified.
+    #[error(
+        "the chain no longer extends the {count} lines you verified before: the relay rewrote them"
+    )]
+    Rewritten {
+        /// Lines in the head verified before.
+        count: u64,
+    },
+    /// A line's price is not the rate card's price for its category.
+    #[error("line {line}: price {price} is not on the rate card ({category} {where_}: {expected})")]
+    PriceNotOnRateCard {
+        /// The line.
+        line: u64,
+        /// The line's price, millionths.
+        price: u64,
+        /// The rate card's price, millionths.
+        expected: u64,
+        /// The line's category.
+        category: TemplateCategory,
+        /// "inside the window" or "outside the window".
+        where_: &'static str,
+    },
+}
+
+/// What a verified bill adds up to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BillTotals {
+    /// Lines checked.
+    pub lines: u64,
+    /// Lines and millionths per category, in [`BILLED_CATEGORIES`] order.
+    pub per_category: [(u64, u64); 3],
+    /// Sum of every line's price, millionths.
+    pub total_millionths: u64,
+}
+
+impl BillTotals {
+    /// Count one line.
+    pub fn add(&mut self, category: TemplateCategory, price: u64) {
+        let i = BILLED_CATEGORIES
+            .iter()
+            .position(|&c| c == category)
+            .unwrap_or(0);
+        self.lines += 1;
+        self.per_category[i].0 += 1;
+        self.per_category[i].1 = self.per_category[i].1.saturating_add(price);
+        self.total_millionths = self.total_millionths.saturating_add(price);
+    }
+}
+
+/// Check a business's whole bill: the head's and the rate card's operator
+/// signatures, that `lines` are lines 1 to `head.count` in order, each
+/// linked to the one before and the last to the signed head hash, each
+/// billing `business`, each device signature against `device_key`'s key
+/// for (customer, device) (from the customer's signed device list), and
+/// each price against the rate card. The first failure is returned.
+pub fn verify_bill(
+    business: &AccountId,
+    lines: &[BillLine],
+    head: &wire::BillHead,
+    rate_card: &wire::SignedRateCard,
+    operator: &OperatorKey,
+    device_key: impl Fn(&AccountId, u32) -> Option<IdentityKey>,
+) -> std::result::Result<BillTotals, BillError> {
+    let head = BillHead::verified(head, operator).map_err(|_| BillError::BadHeadSignature)?;
+    if head.business != *business {
+        return Err(BillError::OtherBusinessHead);
+    }
+    let card =
+        RateCard::verified(rate_card, operator).map_err(|_| BillError::BadRateCardSignature)?;
+    let mut totals = BillTotals::default();
+    let mut previous = GENESIS_HASH;
+    for (i, line) in lines.iter().enumerate() {
+        let expected = i as u64 + 1;
+        if line.index != expected && lines.iter().any(|l| l.index == expected) {
+            return Err(BillError::OutOfOrder {
+                line: line.index,
+                expected,
+            });
+        }
+        if line.index > expected {
+            return Err(BillError::Dropped {
+                line: expected,
+                got: line.index,
+            });
+        }
+        if line.index < expected {
+            return Err(BillError::OutOfOrder {
+                line: line.index,
+                expected,
+            });
+        }
+        if line.index > head.count {
+            return Err(BillError::Extra {
+                line: line.index,
+                count: head.count,
+            });
+        }
+        if line.previous_hash != previous {
+            // The line before was changed after line `expected` chained to it.
+            return Err(BillError::Altered { line: expected - 1 });
+        }
+        if line.business != *business {
+            return Err(BillError::OtherBusiness { line: expected });
+        }
+        let key =
+            device_key(&line.customer, line.customer_device).ok_or(BillError::UnknownDevice {
+                line: expected,
+                device: line.customer_device,
+            })?;
+        verify_delivery(&key, &line.delivery_fields(), &line.device_signature)
+            .map_err(|_| BillError::BadDeviceSignature { line: expected })?;
+        let price = card.price(line.category, line.inside_window);
+        if line.price_millionths != price {
+            return Err(BillError::PriceNotOnRateCard {
+                line: expected,
+                price: line.price_millionths,
+                expected: price,
+                category: line.category,
+                where_: if line.inside_window {
+                    "inside the window"
+                } else {
+                    "outside the window"
+                },
+            });
+        }
+        previous = line.hash();
+        totals.add(line.category, line.price_millionths);
+    }
+    let count = lines.len() as u64;
+    if count < head.count {
+        return Err(BillError::Truncated {
+            line: count + 1,
+            count: head.count,
+        });
+    }
+    if previous != head.head_hash {
+        return Err(BillError::Altered { line: count });
+    }
+    Ok(totals)
+}
+
+/// Check that verified `lines` (from line 1) extend a head verified
+/// before (`count` lines ending with `head_hash`): an append-only chain
+/// only grows, so its first `count` lines must be the same ones.
+pub fn check_extends(
+    lines: &[BillLine],
+    count: u64,
+    head_hash: &[u8; BILL_HASH_LEN],
+) -> std::result::Result<(), BillError> {
+    if count == 0 {
+        return Ok(());
+    }
+    let kept = usize::try_from(count - 1)
+        .ok()
+        .and_then(|i| lines.get(i))
+        .map(BillLine::hash);
+    if kept.as_ref() == Some(head_hash) {
+        Ok(())
+    } else {
+        Err(BillError::Rewritten { count })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // Reason: test code fails by panicking.
+    use super::*;
+    use crate::delivery::sign_delivery;
+    use crate::keys::IdentityKeyPair;
+
+    struct Fixture {
+        operator: OperatorKeyPair,
+        device: IdentityKeyPair,
+        business: AccountId,
+        customer: AccountId,
+        card: RateCard,
+    }
+
+    fn fixture() -> Fixture {
+        Fixture {
+            operator: OperatorKeyPair::from_seed(&[7; 32]),
+            device: IdentityKeyPair::from_seed(&[9; 32]),
+            business: AccountId::from_bytes(&[0xBB; 16]).unwrap(),
+            customer: AccountId::from_bytes(&[0xCC; 16]).unwrap(),
+            card: RateCard {
+                currency: "GBP".into(),
+                utility: Prices {
+                    inside_window: 0,
+                    outside_window: 5_000,
+                },
+                authentication: Prices {
+                    inside_window: 30_000,
+                    outside_window: 30_000,
+                },
+                marketing: Prices {
+                    inside_window: 90_000,
+                    outside_window: 90_000,
+                },
+            },
+        }
+    }
+
+    fn line(f: &Fixture, n: u64, category: TemplateCategory, inside: bool) -> BillLine {
+        let mut line = BillLine {
+            index: 0,
+            previous_hash: GENESIS_HASH,
+            accept_id: 100 + n,
+            message_id: [n as u8; 16],
+            business: f.business,
+            customer: f.customer,
+            category,
+            inside_window: inside,
+            template_id: "ab".repeat(32),
+            accepted_at_ms: 1_700_000_000_000 + n,
+            delivered_at_ms: 1_700_000_100_000 + n,
+            price_millionths: f.card.price(category, inside),
+            customer_device: 1,
+            franking_commitment: vec![],
+            device_signed_at_ms: 1_700_000_099_000 + n,
+            device_signature: [0; 64],
+        };
+        line.device_signature = sign_delivery(&f.device, &line.delivery_fields());
+        line
+    }
+
+    fn bill(f: &Fixture) -> (Vec<BillLine>, wire::BillHead, wire::SignedRateCard) {
+        let (lines, head_hash) = chain([
+            line(f, 1, TemplateCategory::Utility, false),
+            line(f, 2, TemplateCategory::Marketing, true),
+            line(f, 3, TemplateCategory::Authentication, false),
+        ]);
+        let head = BillHead {
+            business: f.business,
+            count: lines.len() as u64,
+            head_hash,
+            signed_at_ms: 1_700_001_000_000,
+        }
+        .sign(&f.operator);
+        (lines, head, f.card.sign(&f.operator))
+    }
+
+    fn verify(
+        f: &Fixture,
+        lines: &[BillLine],
+        head: &wire::BillHead,
+        card: &wire::SignedRateCard,
+    ) -> std::result::Result<BillTotals, BillError> {
+        let key = *f.device.public();
+        let customer = f.customer;
+        verify_bill(
+            &f.business,
+            lines,
+            head,
+            card,
+            &f.operator.public(),
+            move |c, d| (*c == customer && d == 1).then_some(key),
+        )
+    }
+
+    #[test]
+    fn a_genuine_bill_verifies_and_adds_up() {
+        let f = fixture();
+        let (lines, head, card) = bill(&f);
+        let totals = verify(&f, &lines, &head, &card).unwrap();
+        assert_eq!(totals.lines, 3);
+        assert_eq!(totals.total_millionths, 5_000 + 90_000 + 30_000);
+        assert_eq!(totals.per_category, [(1, 5_000), (1, 30_000), (1, 90_000)]);
+        // Frames round-trip.
+        for l in &lines {
+            assert_eq!(&BillLine::from_wire(&l.to_wire()).unwrap(), l);
+        }
+    }
+
+    #[test]
+    fn each_tampering_is_named() {
+        let f = fixture();
+        let (lines, head, card) = bill(&f);
+        let mut dropped = lines.clone();
+        dropped.remove(1);
+        assert_eq!(
+            verify(&f, &dropped, &head, &card),
+            Err(BillError::Dropped { line: 2, got: 3 })
+        );
+        let mut last_dropped = lines.clone();
+        last_dropped.pop();
+        assert_eq!(
+            verify(&f, &last_dropped, &head, &card),
+            Err(BillError::Truncated { line: 3, count: 3 })
+        );
+        let mut reordered = lines.clone();
+        reordered.swap(0, 1);
+        assert_eq!(
+            verify(&f, &reordered, &head, &card),
+            Err(BillError::OutOfOrder {
+                line: 2,
+                expected: 1
+            })
+        );
+        let mut altered = lines.clone();
+        altered[1].delivered_at_ms += 1;
+        assert_eq!(
+            verify(&f, &altered, &head, &card),
+            Err(BillError::Altered { line: 2 })
+        );
+        let mut altered_last = lines.clone();
+        altered_last[2].template_id = "cd".repeat(32);
+        assert_eq!(
+            verify(&f, &altered_last, &head, &card),
+            Err(BillError::Altered { line: 3 })
+        );
+        let mut extra = lines.clone();
+        let mut more = line(&f, 4, TemplateCategory::Utility, false);
+        more.index = 4;
+        more.previous_hash = lines[2].hash();
+        extra.push(more);
+        assert_eq!(
+            verify(&f, &extra, &head, &card),
+            Err(BillError::Extra { line: 4, count: 3 })
+        );
+        let mut bad_sig = lines.clone();
+        bad_sig[0].device_signature[0] ^= 1;
+        assert_eq!(
+            verify(&f, &bad_sig, &head, &card),
+            Err(BillError::BadDeviceSignature { line: 1 })
+        );
+        // A price off the card, even with the chain and head recomputed.
+        let mut priced = lines.clone();
+        priced[1].price_millionths = 91_000;
+        let (priced, head_hash) = chain(priced);
+        let resigned = BillHead {
+            business: f.business,
+            count: 3,
+            head_hash,
+            signed_at_ms: 1,
+        }
+        .sign(&f.operator);
+        assert!(matches!(
+            verify(&f, &priced, &resigned, &card),
+            Err(BillError::PriceNotOnRateCard {
+                line: 2,
+                price: 91_000,
+                expected: 90_000,
+                ..
+            })
+        ));
+        let mut forged = head.clone();
+        forged.count = 2;
+        assert_eq!(
+            verify(&f, &lines, &forged, &card),
+            Err(BillError::BadHeadSignature)
+        );
+        let mut forged_card = card.clone();
+        forged_card.rows[0].outside_window_millionths = 1;
+        assert_eq!(
+            verify(&f, &lines, &head, &forged_card),
+            Err(BillError::BadRateCardSignature)
+        );
+    }
+
+    #[test]
+    fn a_later_chain_must_extend_an_earlier_head() {
+        let f = fixture();
+        let (lines, _, _) = bill(&f);
+        let two = lines[1].hash();
+        assert_eq!(check_extends(&lines, 2, &two), Ok(()));
+        assert_eq!(check_extends(&lines, 0, &GENESIS_HASH), Ok(()));
+        assert_eq!(
+            check_extends(&lines[..1], 2, &two),
+            Err(BillError::Rewritten { count: 2 })
+        );
+        let mut rewritten = lines.clone();
+        rewritten[0].delivered_at_ms += 1;
+        let (rewritten, _) = chain(rewritten);
+        assert_eq!(
+            check_extends(&rewritten, 2, &two),
+            Err(BillError::Rewritten { count: 2 })
+        );
+    }
+
+    #[test]
+    fn rounding_is_half_up_to_hundredths() {
+        assert_eq!(round_to_hundredths(0), 0);
+        assert_eq!(round_to_hundredths(4_999), 0);
+        assert_eq!(round_to_hundredths(5_000), 1);
+        assert_eq!(round_to_hundredths(15_000), 2);
+        assert_eq!(round_to_hundredths(125_000), 13);
+    }
+}

@@ -1,0 +1,401 @@
+//! A business's bill it can verify, over a real relay and the client
+//! library: each billed template a customer device acked (signed) is a
+//! line of the business's hash chain, priced at accept by the rate card;
+//! the business fetches its own lines with the operator-signed head and
+//! rate card and checks all of it (`Client::verify_bill`, what `comptoir
+//! business bill verify` runs). A fetched bill with a line dropped,
+//! reordered, altered or added, a bad device signature or a price off the
+//! rate card fails with a typed error naming the line, and so does a
+//! chain rewritten under a freshly signed head. Only a business
+//! reads a bill, and only its own. The operator's export (JSON and CSV)
+//! holds the same lines, with totals that are their sums, and the
+//! business's standing says the same.
+
+mod support;
+
+use std::time::Duration;
+
+use comptoir_client::{Client, ClientError, Event};
+use comptoir_protocol::proto::wire::{AccountKind, ErrorCode, TemplateStatus};
+use comptoir_protocol::template::{Template, TemplateCategory, TemplateId};
+use comptoir_protocol::{AccountId, BillError, ConsentCategories};
+use support::client::{registered, registered_as, wait_for};
+use support::*;
+
+const MONTH: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+fn template(business: AccountId, name: &str, category: TemplateCategory) -> Template {
+    Template {
+        business,
+        name: name.into(),
+        language: "en_GB".into(),
+        category,
+        header: None,
+        body: format!("{name}: nothing to fill in."),
+        footer: None,
+        placeholders: Vec::new(),
+        buttons: Vec::new(),
+    }
+}
+
+/// Submit `template` and have the operator approve it; its id.
+async fn approved(relay: &TestRelay, shop: &mut Client, template: &Template) -> TemplateId {
+    let (id, status) = shop.submit_template(template).await.expect("submit");
+    assert_eq!(status, TemplateStatus::Pending);
+    relay
+        .admin_client()
+        .approve_template(&id.to_hex())
+        .await
+        .expect("approve");
+    id
+}
+
+/// A customer, a business with a utility and a marketing template
+/// approved, and three templates sent and acked (signed) by the
+/// customer's device: two utility, one marketing, all outside the window.
+async fn billed_three(relay: &TestRelay, dirs: &[tempfile::TempDir; 2]) -> (Client, Client) {
+    let mut customer = registered(relay, dirs[0].path(), "customer pass").await;
+    let mut shop = registered_as(
+        relay,
+        dirs[1].path(),
+        "business pass",
+        AccountKind::Business,
+    )
+    .await;
+    let shop_id = shop.account_id();
+    customer
+        .grant_consent(
+            shop_id,
+            ConsentCategories::UTILITY.union(ConsentCategories::MARKETING),
+            MONTH,
+        )
+        .await
+        .expect("consent");
+    let utility = approved(
+        relay,
+        &mut shop,
+        &template(shop_id, "order_update", TemplateCategory::Utility),
+    )
+    .await;
+    let marketing = approved(
+        relay,
+        &mut shop,
+        &template(shop_id, "winter_sale", TemplateCategory::Marketing),
+    )
+    .await;
+    let customer_id = customer.account_id();
+    for id in [utility, marketing, utility] {
+        shop.send_template(customer_id, &id, Vec::new())
+            .await
+            .expect("send");
+        wait_for(&mut customer, |e| match e {
+            Event::Template { template_id, .. } if *template_id == id => Some(()),
+            Event::Violation { violation, .. } => panic!("flagged: {violation}"),
+            _ => None,
+        })
+        .await;
+        // Its line exists once the business holds the signed proof.
+        wait_for(&mut shop, |e| match e {
+            Event::DeliveryProved { .. } => Some(()),
+            _ => None,
+        })
+        .await;
+    }
+    (customer, shop)
+}
+
+fn refused_as(result: Result<comptoir_protocol::BillTotals, ClientError>) -> BillError {
+    match result {
+        Err(ClientError::Bill(error)) => error,
+        other => panic!("expected a bill error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_business_verifies_its_bill_and_every_tampering_is_named() {
+    let relay = start_relay().await;
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let (mut customer, mut shop) = billed_three(&relay, &dirs).await;
+
+    let bill = shop.fetch_bill().await.expect("fetch the bill");
+    assert_eq!(bill.lines.len(), 3);
+    assert_eq!(bill.head.count, 3);
+    let totals = shop
+        .verify_bill(&bill)
+        .await
+        .expect("a genuine bill checks");
+    // Default rate card, outside the window: utility 0.005, marketing 0.09.
+    assert_eq!(totals.lines, 3);
+    assert_eq!(totals.total_millionths, 5_000 + 90_000 + 5_000);
+    assert_eq!(totals.per_category, [(2, 10_000), (0, 0), (1, 90_000)]);
+    let prices: Vec<(TemplateCategory, bool, u64)> = bill
+        .lines
+        .iter()
+        .map(|l| (l.category, l.inside_window, l.price_millionths))
+        .collect();
+    assert_eq!(
+        prices,
+        [
+            (TemplateCategory::Utility, false, 5_000),
+            (TemplateCategory::Marketing, false, 90_000),
+            (TemplateCategory::Utility, false, 5_000),
+        ]
+    );
+
+    let tampered = |change: &dyn Fn(&mut comptoir_client::Bill)| {
+        let mut copy = bill.clone();
+        change(&mut copy);
+        copy
+    };
+    let cases: Vec<(&str, comptoir_client::Bill, BillError)> = vec![
+        (
+            "dropped",
+            tampered(&|b| {
+                b.lines.remove(1);
+            }),
+            BillError::Dropped { line: 2, got: 3 },
+        ),
+        (
+            "reordered",
+            tampered(&|b| b.lines.swap(1, 2)),
+            BillError::OutOfOrder {
+                line: 3,
+                expected: 2,
+            },
+        ),
+        (
+            "altered",
+            tampered(&|b| b.lines[0].delivered_at_ms -= 1),
+            BillError::Altered { line: 1 },
+        ),
+        (
+            "extra",
+            tampered(&|b| {
+                let mut more = b.lines[2].clone();
+                more.index = 4;
+                more.previous_hash = b.lines[2].hash();
+                b.lines.push(more);
+            }),
+            BillError::Extra { line: 4, count: 3 },
+        ),
+        (
+            "bad device signature",
+            tampered(&|b| b.lines[2].device_signature[5] ^= 1),
+            BillError::BadDeviceSignature { line: 3 },
+        ),
+    ];
+    for (what, tampered, expected) in cases {
+        assert_eq!(
+            refused_as(shop.verify_bill(&tampered).await),
+            expected,
+            "{what}"
+        );
+    }
+    let off_card = tampered(&|b| b.lines[1].price_millionths = 95_000);
+    assert!(
+        matches!(
+            refused_as(shop.verify_bill(&off_card).await),
+            BillError::PriceNotOnRateCard {
+                line: 2,
+                price: 95_000,
+                expected: 90_000,
+                ..
+            }
+        ),
+        "price not on the rate card"
+    );
+    let forged_head = tampered(&|b| b.head.count = 2);
+    assert_eq!(
+        refused_as(shop.verify_bill(&forged_head).await),
+        BillError::BadHeadSignature
+    );
+    // A relay that rewrites lines the business verified before, even
+    // under a head its operator key signs anew, is caught: the chain no
+    // longer extends the head verified last time.
+    let operator =
+        comptoir_relay::operator::load_or_create_operator_key(&relay.data_dir.join("operator.key"))
+            .expect("the relay's operator key");
+    let mut rewritten = bill.clone();
+    rewritten.lines[0].price_millionths = 5_000;
+    rewritten.lines[0].delivered_at_ms += 1;
+    let (lines, head_hash) = comptoir_protocol::bill::chain(rewritten.lines);
+    rewritten.lines = lines;
+    rewritten.head = comptoir_protocol::BillHead {
+        business: shop.account_id(),
+        count: 3,
+        head_hash,
+        signed_at_ms: 1,
+    }
+    .sign(&operator);
+    assert_eq!(
+        refused_as(shop.verify_bill(&rewritten).await),
+        BillError::Rewritten { count: 3 }
+    );
+    shop.verify_bill(&bill)
+        .await
+        .expect("the genuine bill still checks");
+
+    // The business's standing says the same.
+    let standing = shop.standing().await.expect("standing");
+    assert_eq!((standing.lines, standing.total_millionths), (3, 100_000));
+    assert_eq!(standing.rating, "not yet rated");
+    assert_eq!(standing.customers_reached_today, 1);
+    assert_eq!(standing.currency, "GBP");
+
+    // A customer has no bill; another business reads only its own (empty).
+    for refused in [
+        customer.fetch_bill().await.err(),
+        customer.standing().await.err(),
+    ] {
+        assert!(
+            matches!(
+                refused,
+                Some(ClientError::Relay {
+                    code: ErrorCode::AccountKind,
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+    }
+    let other_dir = tempfile::tempdir().unwrap();
+    let mut other = registered_as(
+        &relay,
+        other_dir.path(),
+        "other pass",
+        AccountKind::Business,
+    )
+    .await;
+    let theirs = other.fetch_bill().await.expect("fetch");
+    assert!(theirs.lines.is_empty());
+    assert_eq!(theirs.head.business_account, other.account_id().to_vec());
+    assert_eq!(other.verify_bill(&theirs).await.expect("empty").lines, 0);
+    // The shop's bill does not pass for another business's.
+    assert_eq!(
+        refused_as(other.verify_bill(&bill).await),
+        BillError::OtherBusinessHead
+    );
+
+    // The operator's export holds the same lines; its totals are their sums.
+    let admin = relay.admin_client();
+    let shop_hex = shop.account_id().to_string();
+    let json: serde_json::Value = serde_json::from_str(
+        &admin
+            .export_bill(&shop_hex, None, None, "json")
+            .await
+            .expect("export json"),
+    )
+    .expect("json");
+    let lines = json["lines"].as_array().expect("lines");
+    assert_eq!(lines.len(), 3);
+    let sum: u64 = lines
+        .iter()
+        .map(|l| l["price_millionths"].as_u64().expect("price"))
+        .sum();
+    assert_eq!(json["total_millionths"], sum);
+    assert_eq!(json["total_millionths"], 100_000);
+    assert_eq!(json["total_rounded"], "0.10");
+    assert_eq!(json["totals"][0]["category"], "utility");
+    assert_eq!(json["totals"][0]["total_millionths"], 10_000);
+    assert_eq!(json["totals"][2]["total_millionths"], 90_000);
+    for (line, fetched) in lines.iter().zip(&bill.lines) {
+        assert_eq!(line["line_hash"], hex::encode(fetched.hash()));
+    }
+    // The export carries the chain's head, signed by the operator key.
+    let hex_field = |v: &serde_json::Value| hex::decode(v.as_str().expect("hex")).expect("hex");
+    let exported_head = comptoir_protocol::proto::wire::BillHead {
+        business_account: shop.account_id().to_vec(),
+        count: json["head"]["count"].as_u64().expect("count"),
+        head_hash: hex_field(&json["head"]["head_hash"]),
+        signed_at_ms: json["head"]["signed_at_ms"].as_u64().expect("time"),
+        signature: hex_field(&json["head"]["signature"]),
+    };
+    let operator = shop.operator_key().expect("store").expect("pinned");
+    let checked = comptoir_protocol::BillHead::verified(&exported_head, &operator).expect("signed");
+    assert_eq!(
+        (checked.count, checked.head_hash.to_vec()),
+        (3, bill.head.head_hash.clone())
+    );
+    let csv = admin
+        .export_bill(&shop_hex, Some(0), Some(u64::MAX), "csv")
+        .await
+        .expect("export csv");
+    assert_eq!(csv.lines().filter(|l| l.contains(",utility,")).count(), 2);
+    assert!(csv.contains("\nutility,2,10000,0.010000 GBP\n"), "{csv}");
+    assert!(csv.contains("\nmarketing,1,90000,0.090000 GBP\n"), "{csv}");
+    assert!(
+        csv.contains("\nall,3,100000,0.100000 GBP (due: 0.10 GBP)\n"),
+        "{csv}"
+    );
+    // An empty range exports nothing; a bad format is refused.
+    let none: serde_json::Value = serde_json::from_str(
+        &admin
+            .export_bill(&shop_hex, Some(0), Some(1), "json")
+            .await
+            .expect("export"),
+    )
+    .expect("json");
+    assert_eq!(none["total_lines"], 0);
+    assert!(
+        admin
+            .export_bill(&shop_hex, None, None, "xml")
+            .await
+            .is_err()
+    );
+
+    // The same check from the command line, and the standing.
+    shop.close().await.expect("close");
+    let shop_pass = (&dirs[1], "business pass");
+    let bill_verify = comptoir(shop_pass, &relay, &["business", "bill", "verify"]).await;
+    assert_eq!(bill_verify.0, 0, "{bill_verify:?}");
+    assert!(
+        bill_verify
+            .1
+            .starts_with("bill checked: 3 lines, 0.10 GBP (100000 millionths)\n"),
+        "{bill_verify:?}"
+    );
+    assert!(
+        bill_verify.1.contains("\nmarketing\t1\t90000\n"),
+        "{bill_verify:?}"
+    );
+    let status = comptoir(
+        shop_pass,
+        &relay,
+        &["--output", "json", "business", "status"],
+    )
+    .await;
+    assert_eq!(status.0, 0, "{status:?}");
+    let status: serde_json::Value = serde_json::from_str(status.1.trim()).expect("json");
+    assert_eq!(status["type"], "standing");
+    assert_eq!(status["total_millionths"], 100_000);
+    assert_eq!(status["total"], "0.10");
+    assert_eq!(status["rating"], "not yet rated");
+    // A customer's `business status` is refused.
+    customer.close().await.expect("close");
+    let refused = comptoir((&dirs[0], "customer pass"), &relay, &["business", "status"]).await;
+    assert_ne!(refused.0, 0, "{refused:?}");
+}
+
+/// Run `comptoir <args>` on the account in `dir` opened with `passphrase`:
+/// (exit code, stdout).
+async fn comptoir(
+    (dir, passphrase): (&tempfile::TempDir, &str),
+    relay: &TestRelay,
+    args: &[&str],
+) -> (u8, String) {
+    let pass = dir.path().with_extension("pass");
+    std::fs::write(&pass, format!("{passphrase}\n")).expect("write");
+    let mut argv = vec![
+        "comptoir".to_string(),
+        "--data-dir".into(),
+        dir.path().display().to_string(),
+        "--relay".into(),
+        format!("ws://{}", relay.addr),
+        "--passphrase-file".into(),
+        pass.display().to_string(),
+    ];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    let mut out = Vec::new();
+    let code = comptoir_cli::run_args(argv, &mut out).await;
+    (code, String::from_utf8(out).expect("utf-8 output"))
+}
