@@ -28,6 +28,8 @@
 //!   check that a template message is an instance of one.
 //! - [`outgoing_bodies`]: non-text bodies (template instances, quick
 //!   replies) waiting in the outbox.
+//! - [`attachments`]: files encrypted to upload, downloads decrypted
+//!   with both digests checked, and the pointers kept in the store.
 //! - [`connection`]: the WebSocket framing; requests from many tasks share
 //!   one connection, replies matched by request id.
 //! - [`tls`]: ws/wss transport, trusted CAs, the loopback-only rule for ws.
@@ -37,6 +39,7 @@
 #![forbid(unsafe_code)]
 
 pub mod account;
+pub mod attachments;
 pub mod client;
 pub mod connection;
 pub mod contacts;
@@ -59,8 +62,8 @@ pub mod template_cache;
 pub mod tls;
 
 pub use client::{
-    BusinessView, Client, Consent, ConsentAnswer, ConsentRequest, Sender, TemplateInfo,
-    purpose_text,
+    BusinessView, Client, Consent, ConsentAnswer, ConsentRequest, Sender, TRANSFER_CHUNK,
+    TemplateInfo, UploadReport, purpose_text,
 };
 pub use device_notes::DeviceNote;
 pub use error::{ClientError, Result};

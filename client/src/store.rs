@@ -145,6 +145,10 @@ pub enum Tree {
     /// instance, a quick reply), by peer account (16) || message id (16)
     /// (see `outgoing_bodies`).
     OutgoingBodies,
+    /// Attachments received or sent (their pointers: blob id, key,
+    /// digests), by peer account (16) || message id (16) (see
+    /// `attachments`).
+    Attachments,
 }
 
 impl Tree {
@@ -170,6 +174,7 @@ impl Tree {
             Self::Templates => "templates",
             Self::TemplateMessages => "template_messages",
             Self::OutgoingBodies => "outgoing_bodies",
+            Self::Attachments => "attachments",
         }
     }
 

@@ -224,7 +224,11 @@ impl AttachmentSealer {
         out.extend_from_slice(plaintext);
         let tag = self
             .cipher
-            .encrypt_inout_detached(&nonce(index, last).into(), &self.header, out.as_mut_slice().into())
+            .encrypt_inout_detached(
+                &nonce(index, last).into(),
+                &self.header,
+                out.as_mut_slice().into(),
+            )
             .map_err(|_| AttachmentError::ChunkLength { index })?;
         out.extend_from_slice(&tag);
         self.next = index.checked_add(1).ok_or(AttachmentError::TooManyChunks)?;
@@ -260,7 +264,9 @@ impl AttachmentOpener {
             .try_into()
             .map_err(|_| AttachmentError::BadHeader("the header is too short"))?;
         if header[..4] != MAGIC {
-            return Err(AttachmentError::BadHeader("it does not start as an attachment"));
+            return Err(AttachmentError::BadHeader(
+                "it does not start as an attachment",
+            ));
         }
         if header[4] != FORMAT_VERSION {
             return Err(AttachmentError::BadHeader("unknown format version"));
@@ -295,7 +301,11 @@ impl AttachmentOpener {
     /// Open the next sealed chunk. `last` says whether the stream ends
     /// after it (the reader knows: nothing follows). A chunk that opens
     /// only as not-last when the stream ends is a truncation.
-    pub fn open(&mut self, sealed: &[u8], last: bool) -> Result<Zeroizing<Vec<u8>>, AttachmentError> {
+    pub fn open(
+        &mut self,
+        sealed: &[u8],
+        last: bool,
+    ) -> Result<Zeroizing<Vec<u8>>, AttachmentError> {
         let index = self.next;
         if self.done {
             return Err(AttachmentError::Extended);
@@ -396,7 +406,10 @@ mod tests {
         for len in [0, 1, 1023, 1024, 1025, 2048, 5000] {
             let plain = text(len);
             let stream = seal_all(&key(1), &plain, 1024);
-            assert_eq!(stream.len() as u64, ciphertext_len(len as u64, 1024).unwrap());
+            assert_eq!(
+                stream.len() as u64,
+                ciphertext_len(len as u64, 1024).unwrap()
+            );
             assert_eq!(*open_all(&key(1), &stream).unwrap(), plain, "length {len}");
         }
     }
@@ -413,7 +426,10 @@ mod tests {
         let full = 1024 + TAG_LEN;
         // Cut after the first full chunk: it opens only as not-last.
         let cut = &stream[..HEADER_LEN + full];
-        assert_eq!(open_all(&key(1), cut), Err(AttachmentError::Truncated { index: 0 }));
+        assert_eq!(
+            open_all(&key(1), cut),
+            Err(AttachmentError::Truncated { index: 0 })
+        );
         // Cut inside a chunk.
         assert!(open_all(&key(1), &stream[..stream.len() - 1]).is_err());
         // Swap chunks 0 and 1.
@@ -422,7 +438,10 @@ mod tests {
         let first = stream[a..b].to_vec();
         swapped[a..b].copy_from_slice(&stream[b..b + full]);
         swapped[b..b + full].copy_from_slice(&first);
-        assert_eq!(open_all(&key(1), &swapped), Err(AttachmentError::Tampered { index: 0 }));
+        assert_eq!(
+            open_all(&key(1), &swapped),
+            Err(AttachmentError::Tampered { index: 0 })
+        );
         // Bytes after the last chunk.
         let mut longer = stream.clone();
         longer.push(0);
@@ -431,7 +450,10 @@ mod tests {
         let mut flipped = stream.clone();
         let end = flipped.len() - 1;
         flipped[end] ^= 1;
-        assert_eq!(open_all(&key(1), &flipped), Err(AttachmentError::Tampered { index: 2 }));
+        assert_eq!(
+            open_all(&key(1), &flipped),
+            Err(AttachmentError::Tampered { index: 2 })
+        );
         // A changed chunk length in the header no longer matches the
         // authenticated header.
         let mut header = stream.clone();
@@ -448,7 +470,9 @@ mod tests {
         stream.extend(sealer.seal(&text(10), true).unwrap());
         let mut opener = AttachmentOpener::new(&key, &stream[..HEADER_LEN]).unwrap();
         let full = opener.sealed_chunk_len();
-        opener.open(&stream[HEADER_LEN..HEADER_LEN + full], false).unwrap();
+        opener
+            .open(&stream[HEADER_LEN..HEADER_LEN + full], false)
+            .unwrap();
         opener.open(&stream[HEADER_LEN + full..], true).unwrap();
         assert!(opener.is_done());
         assert_eq!(opener.open(&[0; 20], true), Err(AttachmentError::Extended));
@@ -457,8 +481,14 @@ mod tests {
     #[test]
     fn the_sealer_refuses_wrong_chunk_lengths_and_chunks_after_the_last() {
         let mut sealer = AttachmentSealer::with_chunk_len(&key(1), 1024);
-        assert_eq!(sealer.seal(&text(10), false), Err(AttachmentError::ChunkLength { index: 0 }));
-        assert_eq!(sealer.seal(&text(1025), true), Err(AttachmentError::ChunkLength { index: 0 }));
+        assert_eq!(
+            sealer.seal(&text(10), false),
+            Err(AttachmentError::ChunkLength { index: 0 })
+        );
+        assert_eq!(
+            sealer.seal(&text(1025), true),
+            Err(AttachmentError::ChunkLength { index: 0 })
+        );
         sealer.seal(&text(5), true).unwrap();
         assert!(sealer.seal(&text(5), true).is_err());
     }

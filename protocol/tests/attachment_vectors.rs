@@ -74,8 +74,10 @@ fn generate() -> Vectors {
     let good = seal_all(&key(7), &plaintext(2500), CHUNK_LEN);
     let full = CHUNK_LEN as usize + TAG_LEN;
     let mut swapped = good.clone();
-    swapped[HEADER_LEN..HEADER_LEN + full].copy_from_slice(&good[HEADER_LEN + full..HEADER_LEN + 2 * full]);
-    swapped[HEADER_LEN + full..HEADER_LEN + 2 * full].copy_from_slice(&good[HEADER_LEN..HEADER_LEN + full]);
+    swapped[HEADER_LEN..HEADER_LEN + full]
+        .copy_from_slice(&good[HEADER_LEN + full..HEADER_LEN + 2 * full]);
+    swapped[HEADER_LEN + full..HEADER_LEN + 2 * full]
+        .copy_from_slice(&good[HEADER_LEN..HEADER_LEN + full]);
     let mut flipped = good.clone();
     flipped[HEADER_LEN + 3] ^= 0x80;
     // Two full chunks, the second marked last, then chunk 0 again.
@@ -85,7 +87,11 @@ fn generate() -> Vectors {
     let cases: Vec<(&str, Vec<u8>, AttachmentKey)> = vec![
         ("whole", good.clone(), key(7)),
         ("another key", good.clone(), key(8)),
-        ("cut after chunk 1", good[..HEADER_LEN + 2 * full].to_vec(), key(7)),
+        (
+            "cut after chunk 1",
+            good[..HEADER_LEN + 2 * full].to_vec(),
+            key(7),
+        ),
         ("chunks 0 and 1 swapped", swapped, key(7)),
         ("bit flipped in chunk 0", flipped, key(7)),
         ("bytes after the last chunk", extended, key(7)),
@@ -109,7 +115,8 @@ fn generate() -> Vectors {
 }
 
 fn published() -> Vectors {
-    let text = std::fs::read_to_string(VECTOR_FILE).expect("vectors/attachment_v1.json is checked in");
+    let text =
+        std::fs::read_to_string(VECTOR_FILE).expect("vectors/attachment_v1.json is checked in");
     serde_json::from_str(&text).expect("vectors/attachment_v1.json parses")
 }
 
@@ -120,7 +127,11 @@ fn vectors_match_the_published_file() {
         let text = serde_json::to_string_pretty(&generated).unwrap();
         std::fs::write(VECTOR_FILE, text + "\n").unwrap();
     }
-    assert_eq!(generated, published(), "attachment format changed: see the file's doc comment");
+    assert_eq!(
+        generated,
+        published(),
+        "attachment format changed: see the file's doc comment"
+    );
 }
 
 #[test]
@@ -137,7 +148,11 @@ fn published_streams_open_to_their_plaintext_from_the_key_alone() {
         assert_eq!(outcome(result), refusal.outcome, "{}", refusal.name);
     }
     // Only the whole stream under its own key opens.
-    let opened: Vec<_> = v.refusals.iter().filter(|r| r.outcome.starts_with("ok")).collect();
+    let opened: Vec<_> = v
+        .refusals
+        .iter()
+        .filter(|r| r.outcome.starts_with("ok"))
+        .collect();
     assert_eq!(opened.len(), 1);
     assert_eq!(opened[0].name, "whole");
 }

@@ -59,6 +59,9 @@ pub struct Config {
     pub mail_log: MailLogConfig,
     /// Abuse and resource limits.
     pub limits: Limits,
+    /// Attachments (the `[blobs]` table): sizes per kind, the quota per
+    /// account, how long blobs are kept.
+    pub blobs: crate::blobs::BlobLimits,
 }
 
 /// Tuning of the mail log (`data_dir/mail-log`); the defaults suit
@@ -268,6 +271,7 @@ impl Default for Config {
             cache_capacity_bytes: 256 * 1024 * 1024,
             mail_log: MailLogConfig::default(),
             limits: Limits::default(),
+            blobs: crate::blobs::BlobLimits::default(),
         }
     }
 }

@@ -15,6 +15,8 @@
 //! - [`clock`]: the clock of the time rules (never goes back; persisted mark).
 //! - [`storage`]: storage by role ([`Backend`] bundles them) and the
 //!   embedded sled + mail log backend (group commit).
+//! - [`blobs`]: encrypted attachments, uploaded and read in chunks,
+//!   kept as files until they expire.
 //! - [`hub`]: which devices are connected here; wakes and posts.
 //! - [`limits`]: token buckets per account and per address.
 //! - [`phone`]: E.164 checks, verification codes, the pluggable code sender.
@@ -31,6 +33,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod blobs;
 pub mod clock;
 mod cmd;
 pub mod config;

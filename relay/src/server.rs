@@ -210,6 +210,8 @@ pub async fn run_with_storage<S: Backend + std::fmt::Debug>(
         config.public_origins = config.origins_for(listening, tls.is_some());
     }
     tracing::info!(origins = ?config.public_origins, "devices authenticate to these origins");
+    let blobs =
+        crate::blobs::BlobStore::open(&config.data_dir.join("blobs"), config.blobs.clone())?;
     let relay = Arc::new(Relay::new(
         store,
         config,
@@ -217,6 +219,7 @@ pub async fn run_with_storage<S: Backend + std::fmt::Debug>(
         code_sender,
         clock,
         operator.public(),
+        blobs,
     ));
     let http_address = http_listener
         .as_ref()
@@ -494,6 +497,11 @@ async fn collect_garbage<S: Backend>(relay: Arc<Relay<S>>) {
                 tracing::info!(expired = n, "expired envelopes deleted");
             }
             Err(error) => tracing::error!(%error, "garbage collection failed"),
+        }
+        match relay.blobs.expire(mark) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(expired = n, "expired attachments deleted"),
+            Err(error) => tracing::error!(%error, "expiring attachments failed"),
         }
         let ttl = relay.config.limits.unauthenticated_account_ttl_ms;
         if ttl > 0 {

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use comptoir_protocol::{AccountId, OperatorKey};
 
+use crate::blobs::BlobStore;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::hub::Hub;
@@ -41,7 +42,16 @@ pub(crate) struct Relay<S> {
     pub(crate) clock: Arc<Clock>,
     /// The operator's public key, published in every `AuthOk`.
     pub(crate) operator_key: OperatorKey,
+    /// Encrypted attachments.
+    pub(crate) blobs: BlobStore,
+    /// Attachment chunks (uploads and reads) per account.
+    pub(crate) blob_chunk_limiter: RateLimiter<AccountId>,
 }
+
+/// Attachment chunks per second one account may upload or read (of at
+/// most 128 KiB each: 128 MB/s), and the burst.
+const BLOB_CHUNKS_PER_SEC: f64 = 1000.0;
+const BLOB_CHUNK_BURST: f64 = 2000.0;
 
 impl<S> Relay<S> {
     pub(crate) fn new(
@@ -51,6 +61,7 @@ impl<S> Relay<S> {
         code_sender: Arc<dyn CodeSender>,
         clock: Arc<Clock>,
         operator_key: OperatorKey,
+        blobs: BlobStore,
     ) -> Self {
         let limits = &config.limits;
         Self {
@@ -89,6 +100,8 @@ impl<S> Relay<S> {
             next_connection: AtomicU64::new(1),
             clock,
             operator_key,
+            blobs,
+            blob_chunk_limiter: RateLimiter::new(BLOB_CHUNKS_PER_SEC, BLOB_CHUNK_BURST),
         }
     }
 }

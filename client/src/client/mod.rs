@@ -41,6 +41,7 @@ use crate::session_store::{self, PreKeys};
 use crate::store::{KdfParams, Store};
 use crate::tls::TlsOptions;
 
+mod attachments;
 mod business;
 mod consent;
 mod consent_requests;
@@ -57,6 +58,7 @@ mod sender;
 mod shared;
 mod templates;
 
+pub use attachments::{TRANSFER_CHUNK, UploadReport};
 pub use business::BusinessView;
 pub use consent::Consent;
 pub use consent_requests::{ConsentAnswer, ConsentRequest, purpose_text};
@@ -604,6 +606,8 @@ pub(super) fn unexpected(wanted: &str, got: &server_frame::Body) -> ClientError 
         server_frame::Body::Profile(_) => "Profile",
         server_frame::Body::ConsentRequests(_) => "ConsentRequests",
         server_frame::Body::ConsentAnswers(_) => "ConsentAnswers",
+        server_frame::Body::UploadStatus(_) => "UploadStatus",
+        server_frame::Body::BlobChunk(_) => "BlobChunk",
     };
     ClientError::UnexpectedFrame(format!("expected {wanted}, got {name}"))
 }

@@ -4,6 +4,7 @@
 
 pub(crate) mod ack;
 pub(crate) mod auth;
+pub(crate) mod blob;
 pub(crate) mod block;
 pub(crate) mod business;
 pub(crate) mod consent;
