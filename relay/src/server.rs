@@ -500,7 +500,11 @@ async fn collect_garbage<S: Backend>(relay: Arc<Relay<S>>) {
         }
         match relay.blobs.expire(mark) {
             Ok(0) => {}
-            Ok(n) => tracing::info!(expired = n, "expired attachments deleted"),
+            Ok(n) => {
+                relay.metrics.blobs_expired.fetch_add(n as u64, Relaxed);
+                relay.metrics.notify_change();
+                tracing::info!(expired = n, "expired attachments deleted");
+            }
             Err(error) => tracing::error!(%error, "expiring attachments failed"),
         }
         let ttl = relay.config.limits.unauthenticated_account_ttl_ms;

@@ -270,3 +270,62 @@ async fn a_blob_altered_at_rest_is_refused_at_decrypt_and_nothing_is_written() {
         "no temporary file left next to the destination"
     );
 }
+
+#[tokio::test]
+async fn attachments_are_kept_until_their_time_is_up_not_until_first_fetch() {
+    let relay = start_relay_with(|config| {
+        config.gc_interval_ms = 20;
+        config.blobs.ttl_ms = 3_600_000;
+        config.blobs.upload_ttl_ms = 600_000;
+    })
+    .await;
+    let (dir_a, dir_b, files) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let mut alice = registered(&relay, dir_a.path(), "alice pass").await;
+    let mut bob = registered(&relay, dir_b.path(), "bob pass").await;
+    let (a, b) = (alice.account_id(), bob.account_id());
+    let original = write_file(files.path(), "menu.pdf", 70_000);
+    let sent = alice
+        .encrypt_file(&original, "application/pdf")
+        .expect("encrypt");
+    alice.send_attachment(b, &sent).await.expect("send");
+    // An upload left unfinished.
+    let unfinished = alice
+        .encrypt_file(&original, "application/pdf")
+        .expect("encrypt");
+    alice
+        .upload_at_most(&unfinished, 0)
+        .await
+        .expect("begin only");
+    let (id, _, _) = receive_attachment(&mut bob).await;
+    // Fetched twice: still there (the sender's other devices and a report
+    // need it too).
+    for name in ["one.pdf", "two.pdf"] {
+        bob.download_attachment(a, id, &files.path().join(name))
+            .await
+            .expect("download");
+    }
+    // The unfinished upload goes after its 10 minutes; the blob stays.
+    relay.clock.shift(600_001);
+    relay.wait_metric("comptoir_blobs_expired_total", 1.0).await;
+    bob.download_attachment(a, id, &files.path().join("three.pdf"))
+        .await
+        .expect("still there");
+    // An hour after the upload began, it is gone, file and all.
+    relay.clock.shift(3_000_000);
+    relay.wait_metric("comptoir_blobs_expired_total", 2.0).await;
+    let refused = bob
+        .download_attachment(a, id, &files.path().join("four.pdf"))
+        .await
+        .expect_err("expired");
+    assert_eq!(relay_code(&refused), Some(ErrorCode::BlobNotFound));
+    assert_eq!(
+        std::fs::read_dir(relay.data_dir.join("blobs"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
