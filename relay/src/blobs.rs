@@ -698,6 +698,102 @@ mod tests {
         ));
     }
 
+    /// Review (attach-review): after a crash, the relay must resume from
+    /// what it acknowledged, not from the data file's length, which can
+    /// hold bytes of a chunk written but never synced nor acknowledged
+    /// (OPERATIONS.md: "the count a client resumes from ... is on disk").
+    #[tokio::test]
+    async fn a_restart_resumes_from_acknowledged_bytes_not_the_file_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let owner = AccountId::from_bytes(&[1; 16]).unwrap();
+        let body: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+        let digest: [u8; 32] = Sha256::digest(&body).into();
+        let id = [7u8; 16];
+        {
+            let store = BlobStore::open(dir.path(), BlobLimits::default()).unwrap();
+            store
+                .begin(id, meta(owner, body.len() as u64, digest))
+                .unwrap();
+            let status = store
+                .append(owner, id, 0, body[..MAX_BLOB_CHUNK].to_vec())
+                .await
+                .unwrap();
+            assert_eq!(status.received, MAX_BLOB_CHUNK as u64);
+        }
+        // The crash: part of the next chunk reached the file (as zeros, as
+        // delayed allocation leaves it) but was never synced nor
+        // acknowledged.
+        let mut data = OpenOptions::new()
+            .append(true)
+            .open(data_path(dir.path(), &id))
+            .unwrap();
+        data.write_all(&[0u8; 1000]).unwrap();
+        drop(data);
+        let store = BlobStore::open(dir.path(), BlobLimits::default()).unwrap();
+        let status = store
+            .begin(id, meta(owner, body.len() as u64, digest))
+            .unwrap();
+        assert_eq!(
+            status.received, MAX_BLOB_CHUNK as u64,
+            "the relay claims unacknowledged bytes as held durably"
+        );
+    }
+
+    /// Review (attach-review): `expire` deletes the meta file before the
+    /// data file, and `begin` creates the data file before the meta file;
+    /// a crash between the two leaves a data file no start indexes and no
+    /// expiry ever deletes.
+    #[tokio::test]
+    async fn a_crash_inside_expire_leaves_no_data_file_forever() {
+        let dir = tempfile::tempdir().unwrap();
+        let owner = AccountId::from_bytes(&[1; 16]).unwrap();
+        let id = [8u8; 16];
+        {
+            let store = BlobStore::open(dir.path(), BlobLimits::default()).unwrap();
+            store.begin(id, meta(owner, 10, [0; 32])).unwrap();
+            store.append(owner, id, 0, vec![1; 5]).await.unwrap();
+        }
+        // expire() removed the meta file, then the relay crashed.
+        std::fs::remove_file(dir.path().join(format!("{}.meta", hex::encode(id)))).unwrap();
+        let store = BlobStore::open(dir.path(), BlobLimits::default()).unwrap();
+        store.expire(u64::MAX).unwrap();
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "left behind for ever: {left:?}");
+    }
+
+    /// Review (attach-review): the quota counts declared bytes only, so a
+    /// 1-byte blob costs one byte of quota but two files, an index entry
+    /// and three fsyncs: within a 1 MB quota an account makes a million
+    /// blobs (two million inodes). Each blob must cost at least some
+    /// fixed overhead (or the number of blobs per account be capped).
+    #[test]
+    fn one_byte_blobs_cannot_multiply_files_without_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = BlobLimits {
+            account_quota_bytes: 1_000_000,
+            ..BlobLimits::default()
+        };
+        let store = BlobStore::open(dir.path(), limits).unwrap();
+        let owner = AccountId::from_bytes(&[1; 16]).unwrap();
+        let mut begun = 0u32;
+        for n in 0..200u32 {
+            let mut id = [0u8; 16];
+            id[..4].copy_from_slice(&n.to_be_bytes());
+            if store.begin(id, meta(owner, 1, [0; 32])).is_err() {
+                break;
+            }
+            begun += 1;
+        }
+        assert!(
+            begun < 200,
+            "{begun} one-byte blobs ({} files) within a 1 MB quota",
+            std::fs::read_dir(dir.path()).unwrap().count()
+        );
+    }
+
     #[test]
     fn sizes_and_quota_are_enforced() {
         let dir = tempfile::tempdir().unwrap();
