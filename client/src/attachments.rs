@@ -372,3 +372,29 @@ pub fn summary(pointer: &AttachmentPointer) -> String {
         pointer.file_name, pointer.content_type, pointer.size
     )
 }
+
+#[cfg(test)]
+mod review_tests {
+    use super::*;
+
+    /// Review (attach-review): `Decryptor::finish` moves the file into
+    /// place with `persist`, which replaces whatever is at the destination;
+    /// `comptoir save` checks `path.exists()` only before connecting, so a
+    /// file created there during the download is overwritten. It must be
+    /// `persist_noclobber` (and refused with a typed error).
+    #[test]
+    fn a_download_never_replaces_an_existing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("in.bin");
+        std::fs::write(&source, b"what the sender sent").unwrap();
+        let file = encrypt_file(&source, "application/octet-stream").unwrap();
+        let destination = dir.path().join("precious.txt");
+        std::fs::write(&destination, b"keep me").unwrap();
+        let mut decryptor = Decryptor::new(&file.pointer(), &destination).unwrap();
+        decryptor
+            .push(&std::fs::read(file.stream_path()).unwrap())
+            .unwrap();
+        let _ = decryptor.finish();
+        assert_eq!(std::fs::read(&destination).unwrap(), b"keep me");
+    }
+}
