@@ -557,8 +557,7 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
                 return Err(ClientError::InvalidArgument(format!(
                     "{} exists already; choose a new path",
                     path.display()
-                ))
-                .into());
+                )));
             }
             let mut client = open(cli)?;
             let peer = client.resolve(from)?;

@@ -1030,7 +1030,7 @@ async fn a_fifty_mebibyte_file_goes_through_in_bounded_memory() {
         .stderr
         .lines()
         .filter_map(|l| l.split("`comptoir").nth(1))
-        .last()
+        .next_back()
         .expect("listen says how to save the file");
     let words: Vec<&str> = save_hint.split_whitespace().collect();
     let save_at = words.iter().position(|w| *w == "save").expect("save hint");

@@ -140,20 +140,28 @@ fn fill(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(at)
 }
 
-/// Encrypt the file at `path` under a fresh key into a temporary file.
-/// Refuses a file larger than its kind allows by default.
-pub fn encrypt_file(path: &Path, content_type: &str) -> Result<EncryptedFile> {
+/// Encrypt the file at `path` under a fresh key into a temporary file in
+/// `temp_dir` (the client's data directory: not a RAM-backed /tmp).
+/// Refuses anything but a regular file, and a file larger than its kind
+/// allows by default (also one that grows past it while it is read).
+pub fn encrypt_file(path: &Path, content_type: &str, temp_dir: &Path) -> Result<EncryptedFile> {
     let kind = AttachmentKind::of(content_type);
     let file = File::open(path).map_err(|e| io("cannot open the file", e))?;
-    let size = file
-        .metadata()
-        .map_err(|e| io("cannot read the file", e))?
-        .len();
-    if size > kind.max_bytes() {
-        return Err(ClientError::InvalidArgument(format!(
-            "the file is {size} bytes; a relay takes {} bytes at most for this kind of file",
+    let metadata = file.metadata().map_err(|e| io("cannot read the file", e))?;
+    if !metadata.is_file() {
+        return Err(ClientError::InvalidArgument(
+            "only a regular file can be sent (not a directory, pipe or device)".into(),
+        ));
+    }
+    let too_large = |size: u64| {
+        ClientError::InvalidArgument(format!(
+            "the file is {size} bytes or more; a relay takes {} bytes at most for this kind of \
+             file",
             kind.max_bytes()
-        )));
+        ))
+    };
+    if metadata.len() > kind.max_bytes() {
+        return Err(too_large(metadata.len()));
     }
     let file_name = path
         .file_name()
@@ -162,10 +170,14 @@ pub fn encrypt_file(path: &Path, content_type: &str) -> Result<EncryptedFile> {
         .to_owned();
     let key = AttachmentKey::generate(&mut rand::rng());
     let mut sealer = AttachmentSealer::new(&key);
-    let temp = tempfile::NamedTempFile::new().map_err(|e| io("cannot make a temporary file", e))?;
+    let temp = tempfile::Builder::new()
+        .prefix(".comptoir-upload-")
+        .tempfile_in(temp_dir)
+        .map_err(|e| io("cannot make a temporary file", e))?;
     let (out, stream) = temp.into_parts();
     let mut out = BufWriter::new(out);
-    let mut reader = BufReader::new(file);
+    // One byte past the limit is enough to know the file grew past it.
+    let mut reader = BufReader::new(file.take(kind.max_bytes().saturating_add(1)));
     let mut cipher_hash = Sha256::new();
     let mut plain_hash = Sha256::new();
     let write = |out: &mut BufWriter<File>, hash: &mut Sha256, bytes: &[u8]| {
@@ -194,6 +206,9 @@ pub fn encrypt_file(path: &Path, content_type: &str) -> Result<EncryptedFile> {
             .seal(&current[..current_len], last)
             .map_err(|e| ClientError::InvalidArgument(format!("cannot encrypt the file: {e}")))?;
         write(&mut out, &mut cipher_hash, &sealed)?;
+        if plain_len > kind.max_bytes() {
+            return Err(too_large(plain_len));
+        }
         if last {
             break;
         }
@@ -257,7 +272,9 @@ impl Decryptor {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        let temp = tempfile::NamedTempFile::new_in(dir)
+        let temp = tempfile::Builder::new()
+            .prefix(".comptoir-download-")
+            .tempfile_in(dir)
             .map_err(|e| io("cannot write next to the destination", e))?;
         Ok(Self {
             key,
@@ -333,8 +350,17 @@ impl Decryptor {
         temp.as_file()
             .sync_all()
             .map_err(|e| io("cannot write the file", e))?;
-        temp.persist(&self.destination)
-            .map_err(|e| io("cannot move the file into place", e.error))?;
+        // Never replaces a file that appeared at the destination meanwhile.
+        temp.persist_noclobber(&self.destination).map_err(|e| {
+            if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+                ClientError::InvalidArgument(format!(
+                    "{} exists already; nothing was replaced: choose a new path",
+                    self.destination.display()
+                ))
+            } else {
+                io("cannot move the file into place", e.error)
+            }
+        })?;
         Ok(())
     }
 }
@@ -387,7 +413,7 @@ mod review_tests {
         let dir = tempfile::tempdir().unwrap();
         let source = dir.path().join("in.bin");
         std::fs::write(&source, b"what the sender sent").unwrap();
-        let file = encrypt_file(&source, "application/octet-stream").unwrap();
+        let file = encrypt_file(&source, "application/octet-stream", dir.path()).unwrap();
         let destination = dir.path().join("precious.txt");
         std::fs::write(&destination, b"keep me").unwrap();
         let mut decryptor = Decryptor::new(&file.pointer(), &destination).unwrap();
@@ -396,5 +422,17 @@ mod review_tests {
             .unwrap();
         let _ = decryptor.finish();
         assert_eq!(std::fs::read(&destination).unwrap(), b"keep me");
+    }
+
+    /// Review finding 8: a pipe or device (its metadata length is 0) is
+    /// refused, so the size limit cannot be passed by.
+    #[test]
+    fn only_regular_files_are_encrypted() {
+        let dir = tempfile::tempdir().unwrap();
+        for path in [Path::new("/dev/zero"), dir.path()] {
+            let refused = encrypt_file(path, "image/png", dir.path()).unwrap_err();
+            assert!(refused.to_string().contains("regular file"), "{refused}");
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

@@ -87,7 +87,7 @@ impl BlobKind {
 /// Limits on blobs (the `[blobs]` table of the configuration). Sizes are
 /// of the file before encryption; the relay allows the encrypted length
 /// of a file of that size.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BlobLimits {
     /// Largest image, bytes.
@@ -105,6 +105,9 @@ pub struct BlobLimits {
     pub ttl_ms: u64,
     /// How long an upload may stay incomplete before it is deleted, ms.
     pub upload_ttl_ms: u64,
+    /// Upload and download chunks (at most 128 KiB each) one account may
+    /// send or ask for per second (`RATE_LIMITED` beyond).
+    pub chunks_per_sec: f64,
 }
 
 impl Default for BlobLimits {
@@ -116,6 +119,7 @@ impl Default for BlobLimits {
             account_quota_bytes: 1_000_000_000,
             ttl_ms: 30 * 24 * 3600 * 1000,
             upload_ttl_ms: 24 * 3600 * 1000,
+            chunks_per_sec: 1000.0,
         }
     }
 }
@@ -192,8 +196,57 @@ pub struct BlobRead {
 struct Entry {
     meta: BlobMeta,
     received: u64,
-    /// Serialises the writes and reads of this blob's files.
+    /// Serialises the writes, reads and deletion of this blob's files.
     lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Entry {
+    /// What the blob costs its owner's quota: its size, but at least
+    /// [`MIN_CHARGE`] (files, an index entry and syncs cost that much
+    /// whatever the size).
+    fn charge(&self) -> u64 {
+        charge(self.meta.size)
+    }
+}
+
+/// The least a blob counts against its owner's quota.
+pub const MIN_CHARGE: u64 = 64 * 1024;
+
+fn charge(size: u64) -> u64 {
+    size.max(MIN_CHARGE)
+}
+
+#[derive(Debug, Default)]
+struct Index {
+    entries: HashMap<BlobId, Entry>,
+    /// Bytes charged per owner (kept as blobs come and go).
+    held: HashMap<AccountId, u64>,
+}
+
+impl Index {
+    fn insert(&mut self, id: BlobId, entry: Entry) {
+        *self.held.entry(entry.meta.owner).or_default() += entry.charge();
+        self.entries.insert(id, entry);
+    }
+
+    fn remove(&mut self, id: &BlobId) {
+        if let Some(entry) = self.entries.remove(id)
+            && let Some(held) = self.held.get_mut(&entry.meta.owner)
+        {
+            *held = held.saturating_sub(entry.charge());
+            if *held == 0 {
+                self.held.remove(&entry.meta.owner);
+            }
+        }
+    }
+}
+
+/// What [`BlobStore::reserve`] found or made.
+enum Reserved {
+    /// The blob exists: its lock.
+    Existing(Arc<tokio::sync::Mutex<()>>),
+    /// A new entry, its lock held, and its status.
+    New(tokio::sync::OwnedMutexGuard<()>, UploadStatus),
 }
 
 /// The relay's blobs.
@@ -201,7 +254,7 @@ struct Entry {
 pub struct BlobStore {
     dir: PathBuf,
     limits: BlobLimits,
-    index: Mutex<HashMap<BlobId, Entry>>,
+    index: Mutex<Index>,
 }
 
 fn io(what: &str, error: std::io::Error) -> StorageError {
@@ -212,37 +265,74 @@ fn io(what: &str, error: std::io::Error) -> StorageError {
     }
 }
 
+/// Run blocking file work off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StorageError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|_| StorageError::Backend("blobs: a file task stopped".to_owned()))?
+}
+
+fn file_path(dir: &Path, id: &BlobId, suffix: &str) -> PathBuf {
+    dir.join(format!("{}.{suffix}", hex::encode(id)))
+}
+
 impl BlobStore {
     /// The blobs in `dir` (created if missing), indexed from their meta
-    /// files; a damaged meta file stops the start with its name.
+    /// files. What a crash left half made or half deleted is cleaned up: a
+    /// data or acknowledgement file without a meta file is deleted, and a
+    /// data file is cut back to the bytes acknowledged. A damaged meta file
+    /// stops the start with its name.
     pub fn open(dir: &Path, limits: BlobLimits) -> Result<Self, StorageError> {
         std::fs::create_dir_all(dir).map_err(|e| io("cannot create the directory", e))?;
-        let mut index = HashMap::new();
-        let entries = std::fs::read_dir(dir).map_err(|e| io("cannot list the directory", e))?;
-        for entry in entries {
+        let mut index = Index::default();
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| io("cannot list the directory", e))? {
             let entry = entry.map_err(|e| io("cannot list the directory", e))?;
-            let name = entry.file_name();
-            let Some(id) = name
-                .to_str()
-                .and_then(|n| n.strip_suffix(".meta"))
+            if let Some(name) = entry.file_name().to_str() {
+                names.push(name.to_owned());
+            }
+        }
+        let id_of = |name: &str, suffix: &str| {
+            name.strip_suffix(suffix)
                 .and_then(|hex_id| hex::decode(hex_id).ok())
                 .and_then(|bytes| BlobId::try_from(bytes).ok())
-            else {
+        };
+        for name in &names {
+            let Some(id) = id_of(name, ".meta") else {
                 continue;
             };
-            let bytes =
-                std::fs::read(entry.path()).map_err(|e| io("cannot read a meta file", e))?;
-            let meta = decode_meta(&bytes).ok_or_else(|| {
+            let path = dir.join(name);
+            let bytes = std::fs::read(&path).map_err(|e| io("cannot read a meta file", e))?;
+            let mut meta = decode_meta(&bytes).ok_or_else(|| {
                 StorageError::Backend(format!(
-                    "blobs: the meta file {} is damaged; move the blob's two files aside to start",
-                    entry.path().display()
+                    "blobs: the meta file {} is damaged; move the blob's files aside to start",
+                    path.display()
                 ))
             })?;
+            let data = file_path(dir, &id, "data");
+            let on_disk = std::fs::metadata(&data).map_or(0, |m| m.len());
             let received = if meta.complete {
-                meta.size
+                if on_disk == meta.size {
+                    meta.size
+                } else {
+                    // Half deleted by an expiry: unreadable; the next
+                    // pass finishes the deletion.
+                    meta.complete = false;
+                    meta.expires_at_ms = 0;
+                    0
+                }
             } else {
-                std::fs::metadata(data_path(dir, &id)).map_or(0, |m| m.len())
+                read_ack(dir, &id).min(on_disk)
             };
+            if !meta.complete && on_disk > received {
+                OpenOptions::new()
+                    .write(true)
+                    .open(&data)
+                    .and_then(|f| f.set_len(received).and_then(|()| f.sync_all()))
+                    .map_err(|e| io("cannot cut back a blob", e))?;
+            }
             index.insert(
                 id,
                 Entry {
@@ -252,6 +342,19 @@ impl BlobStore {
                 },
             );
         }
+        // Files of blobs with no meta file (a crash while one was made or
+        // deleted), and meta files never renamed into place.
+        for name in &names {
+            let orphan = name.ends_with(".meta.new")
+                || [".data", ".ack"].iter().any(|suffix| {
+                    id_of(name, suffix).is_some_and(|id| !index.entries.contains_key(&id))
+                });
+            if orphan {
+                std::fs::remove_file(dir.join(name))
+                    .map_err(|e| io("cannot delete what a crash left", e))?;
+            }
+        }
+        sync_dir(dir)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             limits,
@@ -259,7 +362,7 @@ impl BlobStore {
         })
     }
 
-    fn index(&self) -> std::sync::MutexGuard<'_, HashMap<BlobId, Entry>> {
+    fn index(&self) -> std::sync::MutexGuard<'_, Index> {
         self.index.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -268,28 +371,18 @@ impl BlobStore {
         &self.limits
     }
 
-    /// Bytes of blobs `owner` holds (uploads in progress at full size).
+    /// Bytes charged to `owner` (uploads in progress at full size, each
+    /// blob at least [`MIN_CHARGE`]).
     pub fn held_by(&self, owner: AccountId) -> u64 {
-        self.index()
-            .values()
-            .filter(|e| e.meta.owner == owner)
-            .map(|e| e.meta.size)
-            .sum()
+        self.index().held.get(&owner).copied().unwrap_or(0)
     }
 
-    /// Begin an upload, or resume one begun with the same values.
-    pub fn begin(&self, id: BlobId, meta: BlobMeta) -> Result<UploadStatus, BlobError> {
-        let max = self.limits.max_encrypted(meta.kind);
-        if meta.size > max {
-            return Err(BlobError::TooLarge(format!(
-                "{} may be at most {} bytes encrypted; this one is {}",
-                meta.kind.name(),
-                max,
-                meta.size
-            )));
-        }
+    /// Under the index lock: the existing blob's lock (resume), or a new
+    /// entry reserved (quota and id) with its lock held, before any file
+    /// exists.
+    fn reserve(&self, id: BlobId, meta: &BlobMeta) -> Result<Reserved, BlobError> {
         let mut index = self.index();
-        if let Some(entry) = index.get(&id) {
+        if let Some(entry) = index.entries.get(&id) {
             let same = entry.meta.owner == meta.owner
                 && entry.meta.kind == meta.kind
                 && entry.meta.size == meta.size
@@ -299,41 +392,71 @@ impl BlobStore {
                     "this blob id is in use: pick another random id".to_owned(),
                 ));
             }
-            return Ok(status(entry));
+            return Ok(Reserved::Existing(entry.lock.clone()));
         }
-        let held: u64 = index
-            .values()
-            .filter(|e| e.meta.owner == meta.owner)
-            .map(|e| e.meta.size)
-            .sum();
-        if held.saturating_add(meta.size) > self.limits.account_quota_bytes {
+        let held = index.held.get(&meta.owner).copied().unwrap_or(0);
+        if held.saturating_add(charge(meta.size)) > self.limits.account_quota_bytes {
             return Err(BlobError::TooLarge(format!(
-                "this account holds {held} bytes of attachments and may hold {}; wait for older \
-                 ones to expire",
+                "this account holds {held} bytes of attachments (each counts at least \
+                 {MIN_CHARGE}) and may hold {}; wait for older ones to expire",
                 self.limits.account_quota_bytes
             )));
         }
-        File::create(data_path(&self.dir, &id)).map_err(|e| io("cannot create a blob", e))?;
-        self.write_meta(&id, &meta)?;
+        let lock: Arc<tokio::sync::Mutex<()>> = Arc::default();
+        let guard = lock
+            .clone()
+            .try_lock_owned()
+            .map_err(|_| StorageError::Backend("blobs: a new lock was taken".to_owned()))?;
         let entry = Entry {
-            meta,
+            meta: meta.clone(),
             received: 0,
-            lock: Arc::default(),
+            lock,
         };
         let answer = status(&entry);
         index.insert(id, entry);
-        Ok(answer)
+        Ok(Reserved::New(guard, answer))
     }
 
-    fn write_meta(&self, id: &BlobId, meta: &BlobMeta) -> Result<(), StorageError> {
-        let path = self.dir.join(format!("{}.meta", hex::encode(id)));
-        let temp = self.dir.join(format!("{}.meta.new", hex::encode(id)));
-        let mut file = File::create(&temp).map_err(|e| io("cannot write a meta file", e))?;
-        file.write_all(&encode_meta(meta))
-            .and_then(|()| file.sync_all())
-            .map_err(|e| io("cannot write a meta file", e))?;
-        std::fs::rename(&temp, &path).map_err(|e| io("cannot write a meta file", e))?;
-        sync_dir(&self.dir)
+    /// Begin an upload, or resume one begun with the same values.
+    pub async fn begin(&self, id: BlobId, meta: BlobMeta) -> Result<UploadStatus, BlobError> {
+        let max = self.limits.max_encrypted(meta.kind);
+        if meta.size > max {
+            return Err(BlobError::TooLarge(format!(
+                "{} may be at most {} bytes encrypted; this one is {}",
+                meta.kind.name(),
+                max,
+                meta.size
+            )));
+        }
+        let reserved = self.reserve(id, &meta)?;
+        let (guard, answer) = match reserved {
+            Reserved::Existing(lock) => {
+                // Wait for the blob's files to be made, if they are being.
+                let _guard = lock.lock().await;
+                return match self.index().entries.get(&id) {
+                    Some(entry) => Ok(status(entry)),
+                    None => Err(BlobError::NotFound("the upload expired: begin it again")),
+                };
+            }
+            Reserved::New(guard, answer) => (guard, answer),
+        };
+        let dir = self.dir.clone();
+        let made = blocking(move || {
+            File::create(file_path(&dir, &id, "data"))
+                .and_then(|f| f.sync_all())
+                .map_err(|e| io("cannot create a blob", e))?;
+            write_ack(&dir, &id, 0)?;
+            // The meta file last: a blob exists once it is in place.
+            write_meta(&dir, &id, &meta)
+        })
+        .await;
+        if let Err(error) = made {
+            self.index().remove(&id);
+            drop(guard);
+            return Err(error.into());
+        }
+        drop(guard);
+        Ok(answer)
     }
 
     /// Append `data` at `offset` to an upload of `owner`'s, durably; on
@@ -345,7 +468,7 @@ impl BlobStore {
         offset: u64,
         data: Vec<u8>,
     ) -> Result<UploadStatus, BlobError> {
-        let lock = match self.index().get(&id) {
+        let lock = match self.index().entries.get(&id) {
             Some(entry) if entry.meta.owner == owner => entry.lock.clone(),
             _ => {
                 return Err(BlobError::NotFound(
@@ -354,7 +477,8 @@ impl BlobStore {
             }
         };
         let _guard = lock.lock().await;
-        let (meta, received) = match self.index().get(&id) {
+        // Under the blob's lock: an expiry cannot remove it meanwhile.
+        let (meta, received) = match self.index().entries.get(&id) {
             Some(entry) => (entry.meta.clone(), entry.received),
             None => return Err(BlobError::NotFound("the upload expired: begin it again")),
         };
@@ -378,46 +502,43 @@ impl BlobStore {
                 meta.size
             )));
         }
-        let path = data_path(&self.dir, &id);
         let done = end == meta.size;
-        let checked = tokio::task::spawn_blocking(move || {
-            write_chunk(&path, received, &data, done, &meta.digest)
-        })
-        .await
-        .map_err(|_| StorageError::Backend("blobs: the writer stopped".to_owned()))?;
-        match checked {
-            Ok(true) => {}
-            Ok(false) => {
+        let dir = self.dir.clone();
+        let mut complete = meta.clone();
+        complete.complete = true;
+        let matched = blocking(move || {
+            let matched = write_chunk(&dir, &id, received, &data, done, &meta.digest)?;
+            if !matched {
                 // The bytes do not hash to the digest declared: forget them.
-                let path = data_path(&self.dir, &id);
-                let _ = OpenOptions::new()
+                write_ack(&dir, &id, 0)?;
+                OpenOptions::new()
                     .write(true)
-                    .open(&path)
-                    .and_then(|f| f.set_len(0));
-                if let Some(entry) = self.index().get_mut(&id) {
-                    entry.received = 0;
-                }
-                return Err(BlobError::Invalid(
-                    "the uploaded bytes do not match the digest given at the start; upload them \
-                     again from offset 0"
-                        .to_owned(),
-                ));
+                    .open(file_path(&dir, &id, "data"))
+                    .and_then(|f| f.set_len(0))
+                    .map_err(|e| io("cannot cut back a blob", e))?;
+            } else if done {
+                write_meta(&dir, &id, &complete)?;
+            } else {
+                write_ack(&dir, &id, end)?;
             }
-            Err(e) => return Err(e.into()),
-        }
-        if done {
-            let mut complete = meta_of(&self.index(), &id)?;
-            complete.complete = true;
-            self.write_meta(&id, &complete)?;
-            if let Some(entry) = self.index().get_mut(&id) {
-                entry.meta.complete = true;
-            }
-        }
+            Ok(matched)
+        })
+        .await?;
         let mut index = self.index();
         let entry = index
+            .entries
             .get_mut(&id)
             .ok_or(BlobError::NotFound("the upload expired: begin it again"))?;
+        if !matched {
+            entry.received = 0;
+            return Err(BlobError::Invalid(
+                "the uploaded bytes do not match the digest given at the start; upload them \
+                 again from offset 0"
+                    .to_owned(),
+            ));
+        }
         entry.received = end;
+        entry.meta.complete = done;
         Ok(status(entry))
     }
 
@@ -428,72 +549,113 @@ impl BlobStore {
         offset: u64,
         max_len: usize,
     ) -> Result<BlobRead, BlobError> {
-        let (lock, size) = match self.index().get(&id) {
+        const GONE: &str = "no attachment with this id: it expired, or was never uploaded";
+        let (lock, size) = match self.index().entries.get(&id) {
             Some(entry) if entry.meta.complete => (entry.lock.clone(), entry.meta.size),
-            _ => {
-                return Err(BlobError::NotFound(
-                    "no attachment with this id: it expired, or was never uploaded",
-                ));
-            }
+            _ => return Err(BlobError::NotFound(GONE)),
         };
         if offset > size {
             return Err(BlobError::Invalid(format!("the blob has {size} bytes")));
         }
         let len = (size - offset).min(max_len.min(MAX_BLOB_CHUNK) as u64) as usize;
         let _guard = lock.lock().await;
-        let path = data_path(&self.dir, &id);
-        let data = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-            let mut file = File::open(&path)?;
-            file.seek(SeekFrom::Start(offset))?;
+        if !self.index().entries.contains_key(&id) {
+            return Err(BlobError::NotFound(GONE));
+        }
+        let path = file_path(&self.dir, &id, "data");
+        let data = blocking(move || {
+            let mut file = File::open(&path).map_err(|e| io("cannot read a blob", e))?;
             let mut data = vec![0; len];
-            file.read_exact(&mut data)?;
+            file.seek(SeekFrom::Start(offset))
+                .and_then(|_| file.read_exact(&mut data))
+                .map_err(|e| io("cannot read a blob", e))?;
             Ok(data)
         })
-        .await
-        .map_err(|_| StorageError::Backend("blobs: the reader stopped".to_owned()))?
-        .map_err(|e| io("cannot read a blob", e))?;
+        .await?;
         Ok(BlobRead { data, size })
     }
 
     /// Delete the blobs (complete or not) whose time is up at `now_ms`;
-    /// returns how many.
-    pub fn expire(&self, now_ms: u64) -> Result<usize, StorageError> {
+    /// returns how many. A blob busy with an upload or a read is left for
+    /// the next pass.
+    pub async fn expire(&self, now_ms: u64) -> Result<usize, StorageError> {
         let upload_ttl = self.limits.upload_ttl_ms;
-        let gone: Vec<BlobId> = self
+        let candidates: Vec<(BlobId, Arc<tokio::sync::Mutex<()>>)> = self
             .index()
+            .entries
             .iter()
             .filter(|(_, e)| {
                 e.meta.expires_at_ms <= now_ms
                     || (!e.meta.complete
                         && e.meta.created_at_ms.saturating_add(upload_ttl) <= now_ms)
             })
-            .map(|(id, _)| *id)
+            .map(|(id, e)| (*id, e.lock.clone()))
             .collect();
-        for id in &gone {
-            // The meta file first: a blob without one is not indexed at
-            // the next start, whatever is left of its data.
-            for suffix in ["meta", "data"] {
-                let path = self.dir.join(format!("{}.{suffix}", hex::encode(id)));
-                match std::fs::remove_file(&path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(io("cannot delete a blob", e)),
+        let mut gone = 0;
+        for (id, lock) in candidates {
+            let Ok(_guard) = lock.try_lock() else {
+                continue;
+            };
+            self.index().remove(&id);
+            let dir = self.dir.clone();
+            blocking(move || {
+                // The meta file last: a crash before it leaves a blob that
+                // is re-indexed, past its time, and deleted again.
+                for suffix in ["data", "ack", "meta"] {
+                    match std::fs::remove_file(file_path(&dir, &id, suffix)) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(io("cannot delete a blob", e)),
+                    }
                 }
-            }
-            self.index().remove(id);
+                Ok(())
+            })
+            .await?;
+            gone += 1;
         }
-        if !gone.is_empty() {
-            sync_dir(&self.dir)?;
+        if gone > 0 {
+            let dir = self.dir.clone();
+            blocking(move || sync_dir(&dir)).await?;
         }
-        Ok(gone.len())
+        Ok(gone)
     }
 }
 
-fn meta_of(index: &HashMap<BlobId, Entry>, id: &BlobId) -> Result<BlobMeta, BlobError> {
-    index
-        .get(id)
-        .map(|e| e.meta.clone())
-        .ok_or(BlobError::NotFound("the upload expired: begin it again"))
+/// Write the meta file: a temporary file, synced, renamed into place, the
+/// directory synced.
+fn write_meta(dir: &Path, id: &BlobId, meta: &BlobMeta) -> Result<(), StorageError> {
+    let path = file_path(dir, id, "meta");
+    let temp = file_path(dir, id, "meta.new");
+    let mut file = File::create(&temp).map_err(|e| io("cannot write a meta file", e))?;
+    file.write_all(&encode_meta(meta))
+        .and_then(|()| file.sync_all())
+        .map_err(|e| io("cannot write a meta file", e))?;
+    std::fs::rename(&temp, &path).map_err(|e| io("cannot write a meta file", e))?;
+    sync_dir(dir)
+}
+
+/// Record, durably, that `received` bytes of the upload are held (only
+/// after those bytes were synced): a restart resumes from here.
+fn write_ack(dir: &Path, id: &BlobId, received: u64) -> Result<(), StorageError> {
+    let path = file_path(dir, id, "ack");
+    let mut file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| io("cannot write an upload's progress", e))?;
+    file.seek(SeekFrom::Start(0))
+        .and_then(|_| file.write_all(&received.to_be_bytes()))
+        .and_then(|()| file.sync_data())
+        .map_err(|e| io("cannot write an upload's progress", e))
+}
+
+/// The bytes acknowledged of an upload (0 when not recorded).
+fn read_ack(dir: &Path, id: &BlobId) -> u64 {
+    std::fs::read(file_path(dir, id, "ack"))
+        .ok()
+        .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
+        .map_or(0, u64::from_be_bytes)
 }
 
 fn status(entry: &Entry) -> UploadStatus {
@@ -504,8 +666,9 @@ fn status(entry: &Entry) -> UploadStatus {
     }
 }
 
+#[cfg(test)]
 fn data_path(dir: &Path, id: &BlobId) -> PathBuf {
-    dir.join(format!("{}.data", hex::encode(id)))
+    file_path(dir, id, "data")
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StorageError> {
@@ -517,7 +680,8 @@ fn sync_dir(dir: &Path) -> Result<(), StorageError> {
 /// Write `data` at `offset` and sync it; when `done`, hash the whole file
 /// and say whether it matches `digest`.
 fn write_chunk(
-    path: &Path,
+    dir: &Path,
+    id: &BlobId,
     offset: u64,
     data: &[u8],
     done: bool,
@@ -526,7 +690,7 @@ fn write_chunk(
     let mut file = OpenOptions::new()
         .write(true)
         .read(true)
-        .open(path)
+        .open(file_path(dir, id, "data"))
         .map_err(|e| io("cannot open a blob", e))?;
     // A chunk cut short by a crash is overwritten: the file ends at what
     // was acknowledged.
@@ -631,6 +795,7 @@ mod tests {
             let store = BlobStore::open(dir.path(), BlobLimits::default()).unwrap();
             store
                 .begin(id, meta(owner, body.len() as u64, digest))
+                .await
                 .unwrap();
             let status = store
                 .append(owner, id, 0, body[..MAX_BLOB_CHUNK].to_vec())
@@ -642,6 +807,7 @@ mod tests {
         let store = BlobStore::open(dir.path(), BlobLimits::default()).unwrap();
         let status = store
             .begin(id, meta(owner, body.len() as u64, digest))
+            .await
             .unwrap();
         assert_eq!(status.received, MAX_BLOB_CHUNK as u64);
         assert!(matches!(
@@ -661,7 +827,7 @@ mod tests {
         assert_eq!(read.data, body[1000..1050]);
         assert_eq!(read.size, body.len() as u64);
         // Expired: both files gone.
-        assert_eq!(store.expire(10_000).unwrap(), 1);
+        assert_eq!(store.expire(10_000).await.unwrap(), 1);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 
@@ -672,7 +838,7 @@ mod tests {
         let owner = AccountId::from_bytes(&[1; 16]).unwrap();
         let other = AccountId::from_bytes(&[2; 16]).unwrap();
         let id = [6u8; 16];
-        store.begin(id, meta(owner, 10, [0; 32])).unwrap();
+        store.begin(id, meta(owner, 10, [0; 32])).await.unwrap();
         assert!(matches!(
             store.append(owner, id, 3, vec![1; 2]).await,
             Err(BlobError::Invalid(_))
@@ -689,11 +855,11 @@ mod tests {
             store.append(owner, id, 0, vec![1; 10]).await,
             Err(BlobError::Invalid(_))
         ));
-        let status = store.begin(id, meta(owner, 10, [0; 32])).unwrap();
+        let status = store.begin(id, meta(owner, 10, [0; 32])).await.unwrap();
         assert_eq!((status.received, status.complete), (0, false));
         // Another account cannot take the id; other values are refused.
         assert!(matches!(
-            store.begin(id, meta(other, 10, [0; 32])),
+            store.begin(id, meta(other, 10, [0; 32])).await,
             Err(BlobError::Invalid(_))
         ));
     }
@@ -713,6 +879,7 @@ mod tests {
             let store = BlobStore::open(dir.path(), BlobLimits::default()).unwrap();
             store
                 .begin(id, meta(owner, body.len() as u64, digest))
+                .await
                 .unwrap();
             let status = store
                 .append(owner, id, 0, body[..MAX_BLOB_CHUNK].to_vec())
@@ -732,6 +899,7 @@ mod tests {
         let store = BlobStore::open(dir.path(), BlobLimits::default()).unwrap();
         let status = store
             .begin(id, meta(owner, body.len() as u64, digest))
+            .await
             .unwrap();
         assert_eq!(
             status.received, MAX_BLOB_CHUNK as u64,
@@ -750,13 +918,13 @@ mod tests {
         let id = [8u8; 16];
         {
             let store = BlobStore::open(dir.path(), BlobLimits::default()).unwrap();
-            store.begin(id, meta(owner, 10, [0; 32])).unwrap();
+            store.begin(id, meta(owner, 10, [0; 32])).await.unwrap();
             store.append(owner, id, 0, vec![1; 5]).await.unwrap();
         }
         // expire() removed the meta file, then the relay crashed.
         std::fs::remove_file(dir.path().join(format!("{}.meta", hex::encode(id)))).unwrap();
         let store = BlobStore::open(dir.path(), BlobLimits::default()).unwrap();
-        store.expire(u64::MAX).unwrap();
+        store.expire(u64::MAX).await.unwrap();
         let left: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())
@@ -769,8 +937,8 @@ mod tests {
     /// and three fsyncs: within a 1 MB quota an account makes a million
     /// blobs (two million inodes). Each blob must cost at least some
     /// fixed overhead (or the number of blobs per account be capped).
-    #[test]
-    fn one_byte_blobs_cannot_multiply_files_without_bound() {
+    #[tokio::test]
+    async fn one_byte_blobs_cannot_multiply_files_without_bound() {
         let dir = tempfile::tempdir().unwrap();
         let limits = BlobLimits {
             account_quota_bytes: 1_000_000,
@@ -782,7 +950,7 @@ mod tests {
         for n in 0..200u32 {
             let mut id = [0u8; 16];
             id[..4].copy_from_slice(&n.to_be_bytes());
-            if store.begin(id, meta(owner, 1, [0; 32])).is_err() {
+            if store.begin(id, meta(owner, 1, [0; 32])).await.is_err() {
                 break;
             }
             begun += 1;
@@ -794,8 +962,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn sizes_and_quota_are_enforced() {
+    #[tokio::test]
+    async fn sizes_and_quota_are_enforced() {
         let dir = tempfile::tempdir().unwrap();
         let limits = BlobLimits {
             account_quota_bytes: 10_000_000,
@@ -806,14 +974,15 @@ mod tests {
         let mut image = meta(owner, 5_100_000, [0; 32]);
         image.kind = BlobKind::Image;
         assert!(matches!(
-            store.begin([1; 16], image),
+            store.begin([1; 16], image).await,
             Err(BlobError::TooLarge(_))
         ));
         store
             .begin([2; 16], meta(owner, 6_000_000, [0; 32]))
+            .await
             .unwrap();
         assert!(matches!(
-            store.begin([3; 16], meta(owner, 6_000_000, [0; 32])),
+            store.begin([3; 16], meta(owner, 6_000_000, [0; 32])).await,
             Err(BlobError::TooLarge(_))
         ));
         assert_eq!(store.held_by(owner), 6_000_000);

@@ -498,7 +498,7 @@ async fn collect_garbage<S: Backend>(relay: Arc<Relay<S>>) {
             }
             Err(error) => tracing::error!(%error, "garbage collection failed"),
         }
-        match relay.blobs.expire(mark) {
+        match relay.blobs.expire(mark).await {
             Ok(0) => {}
             Ok(n) => {
                 relay.metrics.blobs_expired.fetch_add(n as u64, Relaxed);

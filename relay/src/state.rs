@@ -48,11 +48,6 @@ pub(crate) struct Relay<S> {
     pub(crate) blob_chunk_limiter: RateLimiter<AccountId>,
 }
 
-/// Attachment chunks per second one account may upload or read (of at
-/// most 128 KiB each: 128 MB/s), and the burst.
-const BLOB_CHUNKS_PER_SEC: f64 = 1000.0;
-const BLOB_CHUNK_BURST: f64 = 2000.0;
-
 impl<S> Relay<S> {
     pub(crate) fn new(
         store: S,
@@ -64,6 +59,7 @@ impl<S> Relay<S> {
         blobs: BlobStore,
     ) -> Self {
         let limits = &config.limits;
+        let chunks_per_sec = blobs.limits().chunks_per_sec;
         Self {
             store,
             hub: Hub::default(),
@@ -101,7 +97,7 @@ impl<S> Relay<S> {
             clock,
             operator_key,
             blobs,
-            blob_chunk_limiter: RateLimiter::new(BLOB_CHUNKS_PER_SEC, BLOB_CHUNK_BURST),
+            blob_chunk_limiter: RateLimiter::new(chunks_per_sec, 2.0 * chunks_per_sec),
         }
     }
 }

@@ -177,11 +177,7 @@ async fn oversized_uploads_and_uploads_past_the_quota_are_refused_and_nothing_is
         .expect("blobs dir")
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    assert_eq!(
-        blobs.len(),
-        2,
-        "only the first document's two files: {blobs:?}"
-    );
+    assert_eq!(blobs.len(), 3, "only the first document's files: {blobs:?}");
 
     // Bad requests: typed refusals, nothing stored.
     let account = support::Account::new(1);
@@ -225,7 +221,7 @@ async fn oversized_uploads_and_uploads_past_the_quota_are_refused_and_nothing_is
         std::fs::read_dir(relay.data_dir.join("blobs"))
             .unwrap()
             .count(),
-        2
+        3
     );
 }
 

@@ -36,7 +36,7 @@ impl Client {
     /// Encrypt the file at `path` (no network): see
     /// [`attachments::encrypt_file`].
     pub fn encrypt_file(&self, path: &Path, content_type: &str) -> Result<EncryptedFile> {
-        attachments::encrypt_file(path, content_type)
+        attachments::encrypt_file(path, content_type, self.store.dir())
     }
 
     /// Upload `file` to the relay, or resume its upload: the relay says
@@ -64,7 +64,7 @@ impl Client {
                 "the upload",
             )
             .await?;
-        let mut status = upload_status(reply)?;
+        let mut status = upload_status(reply, file)?;
         let resumed_from = status.received;
         let mut stream = std::fs::File::open(file.stream_path()).map_err(|e| {
             ClientError::InvalidArgument(format!("cannot read the encrypted file: {e}"))
@@ -90,7 +90,12 @@ impl Client {
                     "the upload",
                 )
                 .await?;
-            status = upload_status(reply)?;
+            status = upload_status(reply, file)?;
+            if status.received <= offset && !status.complete {
+                return Err(ClientError::UnexpectedFrame(
+                    "an upload status that does not move forward".into(),
+                ));
+            }
             chunks_sent += 1;
         }
         Ok(UploadReport {
@@ -178,9 +183,56 @@ impl Client {
     }
 }
 
-fn upload_status(reply: server_frame::Body) -> Result<UploadStatus> {
-    match reply {
-        server_frame::Body::UploadStatus(status) => Ok(status),
-        other => Err(unexpected("UploadStatus", &other)),
+/// The relay's `UploadStatus` for `file`, checked: its blob, and no more
+/// bytes than the file has.
+fn upload_status(reply: server_frame::Body, file: &EncryptedFile) -> Result<UploadStatus> {
+    let status = match reply {
+        server_frame::Body::UploadStatus(status) => status,
+        other => return Err(unexpected("UploadStatus", &other)),
+    };
+    if status.blob_id != file.blob_id
+        || status.received > file.encrypted_size
+        || (status.complete && status.received != file.encrypted_size)
+    {
+        return Err(ClientError::UnexpectedFrame(
+            "an upload status for another blob or another length".into(),
+        ));
+    }
+    Ok(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Review finding 7: a relay's status for another blob, or past the
+    /// stream's length, is refused rather than trusted (it would underflow
+    /// the bytes left to send).
+    #[test]
+    fn an_upload_status_from_a_hostile_relay_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.bin");
+        std::fs::write(&path, vec![7u8; 5000]).unwrap();
+        let file = attachments::encrypt_file(&path, "application/pdf", dir.path()).unwrap();
+        let status = |blob_id: Vec<u8>, received: u64, complete: bool| {
+            server_frame::Body::UploadStatus(UploadStatus {
+                blob_id,
+                received,
+                complete,
+                expires_at_ms: 0,
+            })
+        };
+        let ours = file.blob_id.to_vec();
+        assert!(upload_status(status(ours.clone(), 100, false), &file).is_ok());
+        for bad in [
+            status(vec![0; 16], 100, false),
+            status(ours.clone(), file.encrypted_size + 1, false),
+            status(ours, 100, true),
+        ] {
+            assert!(matches!(
+                upload_status(bad, &file),
+                Err(ClientError::UnexpectedFrame(_))
+            ));
+        }
     }
 }

@@ -64,18 +64,21 @@ pub(crate) async fn begin<S>(
     }
     let relay = &session.relay;
     let now = relay.clock.now_ms();
-    let status = relay.blobs.begin(
-        id,
-        BlobMeta {
-            owner,
-            kind,
-            size: request.size,
-            digest,
-            created_at_ms: now,
-            expires_at_ms: now.saturating_add(relay.blobs.limits().ttl_ms),
-            complete: false,
-        },
-    )?;
+    let status = relay
+        .blobs
+        .begin(
+            id,
+            BlobMeta {
+                owner,
+                kind,
+                size: request.size,
+                digest,
+                created_at_ms: now,
+                expires_at_ms: now.saturating_add(relay.blobs.limits().ttl_ms),
+                complete: false,
+            },
+        )
+        .await?;
     Ok(status_frame(request_id, id, status))
 }
 
