@@ -6,11 +6,14 @@
 //! - [`forwarder`]: the storage-free baseline (same frames, no storage).
 //! - [`load`]: N devices sending and receiving through a relay.
 //! - [`mux`]: many tasks sending through one client-library connection.
+//! - [`attachment`]: one file encrypted, uploaded, downloaded and
+//!   decrypted through a real relay, beside copying it on the same disk.
 //! - [`client_mux`]: many tasks sending encrypted messages through one
 //!   `Client`.
 
 #![forbid(unsafe_code)]
 
+pub mod attachment;
 pub mod client_mux;
 pub mod forwarder;
 pub mod load;

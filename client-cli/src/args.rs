@@ -242,6 +242,30 @@ pub enum Command {
         /// newline is dropped).
         text: String,
     },
+    /// Send a file, end-to-end encrypted: it is encrypted under a fresh
+    /// key, uploaded to the relay in chunks, and its key and digests go in
+    /// the message. Images at most 5 MB, audio and video 16 MB, documents
+    /// 100 MB (the relay's defaults).
+    SendFile {
+        /// A contact name or a 32-character account id.
+        to: String,
+        /// The file.
+        path: PathBuf,
+        /// Its MIME type (`image/jpeg`, `application/pdf`, …); guessed from
+        /// the extension when left out.
+        #[arg(long = "type", value_name = "MIME")]
+        content_type: Option<String>,
+    },
+    /// Download a file someone sent, decrypt it and check both its
+    /// digests; nothing is written unless everything checks.
+    Save {
+        /// Who sent it: a contact name or a 32-character account id.
+        from: String,
+        /// The message id (`listen` and `history` print it).
+        message_id: String,
+        /// Where to write the file (it must not exist).
+        path: PathBuf,
+    },
     /// Print incoming messages, one line each, until Ctrl-C.
     Listen {
         /// Stop after this many messages.

@@ -519,6 +519,66 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             client.close().await?;
             result
         }
+        Command::SendFile {
+            to,
+            path,
+            content_type,
+        } => {
+            let content_type = content_type
+                .clone()
+                .unwrap_or_else(|| guess_content_type(path).to_owned());
+            let mut client = open(cli)?;
+            let peer = client.resolve(to)?;
+            let file = client.encrypt_file(path, &content_type)?;
+            let result = match client.connect(&cli.relay).await {
+                Ok(_) => client.send_attachment(peer, &file).await,
+                Err(e) => Err(e),
+            };
+            client.close().await?;
+            let id = result?;
+            if json {
+                json::write(
+                    out,
+                    &Record::Sent {
+                        id: id.to_string(),
+                        peer: peer.to_string(),
+                        peer_name: None,
+                        time: json::Time::at(comptoir_client::client::now_ms()),
+                        status: "accepted",
+                    },
+                )?;
+            } else {
+                say!(out, "{id}");
+            }
+            Ok(0)
+        }
+        Command::Save {
+            from,
+            message_id,
+            path,
+        } => {
+            if path.exists() {
+                return Err(ClientError::InvalidArgument(format!(
+                    "{} exists already; choose a new path",
+                    path.display()
+                )));
+            }
+            let mut client = open(cli)?;
+            let peer = client.resolve(from)?;
+            let id = MessageId::from_hex(message_id).ok_or_else(|| {
+                ClientError::InvalidArgument("a message id is 32 hex digits".into())
+            })?;
+            let result = match client.connect(&cli.relay).await {
+                Ok(_) => client.download_attachment(peer, id, path).await,
+                Err(e) => Err(e),
+            };
+            client.close().await?;
+            result?;
+            if !json {
+                say!(out, "saved {}", path.display());
+            }
+            Ok(0)
+        }
         Command::Listen { count, timeout } => {
             let mut client = open(cli)?;
             listen(
@@ -1289,6 +1349,27 @@ async fn print_event(
             }
             Ok(true)
         }
+        Event::Attachment {
+            from,
+            id,
+            file_name,
+            content_type,
+            size,
+            sent_at_ms,
+            request,
+        } => {
+            let marker = if *request { " [request]" } else { "" };
+            say!(
+                out,
+                "[{}] {}{marker}: [file {} ({}, {size} bytes)]",
+                time_of_day(*sent_at_ms),
+                display_name(client, from),
+                visible(file_name),
+                visible(content_type)
+            );
+            eprintln!("  (save it with `{c} save {from} {id} PATH`)");
+            Ok(true)
+        }
         Event::Template {
             from,
             id,
@@ -1875,4 +1956,27 @@ async fn chat(
     }
     client.close_connection().await;
     Ok(0)
+}
+
+/// A MIME type from a file's extension (the common ones; anything else is
+/// sent as `application/octet-stream`, a document).
+fn guess_content_type(path: &std::path::Path) -> &'static str {
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    match extension.as_str() {
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "mp4" => "video/mp4",
+        "mp3" => "audio/mpeg",
+        "ogg" | "opus" => "audio/ogg",
+        "m4a" => "audio/mp4",
+        "pdf" => "application/pdf",
+        "txt" => "text/plain",
+        _ => "application/octet-stream",
+    }
 }

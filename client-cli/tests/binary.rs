@@ -153,6 +153,45 @@ impl Customer {
 
     /// Run `comptoir --relay RELAY <args>` with `stdin` as its standard input.
     async fn run_at(&self, relay: &str, args: &[&str], stdin: Option<Vec<u8>>) -> Run {
+        let command = self.command(relay, args, stdin.is_some());
+        // The relay runs on this runtime's other worker meanwhile.
+        run_command(command, stdin).await
+    }
+
+    /// `comptoir <args>` as this customer, and the most memory the process
+    /// held (its `VmHWM`, KiB), read from /proc while it runs.
+    async fn run_measured(&self, args: &[&str]) -> (Run, u64) {
+        let mut command = self.command(&self.relay.clone(), args, false);
+        tokio::task::spawn_blocking(move || {
+            let mut child = command.spawn().expect("start comptoir");
+            let status_file = format!("/proc/{}/status", child.id());
+            let mut peak = 0;
+            // VmHWM only grows: the last read before the exit is the peak
+            // up to a few milliseconds.
+            while child.try_wait().expect("wait").is_none() {
+                if let Ok(status) = std::fs::read_to_string(&status_file)
+                    && let Some(kib) = status
+                        .lines()
+                        .find_map(|l| l.strip_prefix("VmHWM:"))
+                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                {
+                    peak = kib;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            let output = child.wait_with_output().expect("comptoir runs");
+            let run = Run {
+                code: output.status.code().unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            };
+            (run, peak)
+        })
+        .await
+        .expect("join")
+    }
+
+    fn command(&self, relay: &str, args: &[&str], stdin: bool) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_comptoir"));
         command
             .arg("--data-dir")
@@ -169,15 +208,10 @@ impl Customer {
             .env_remove("COMPTOIR_REGION")
             // No config file of the person running the tests.
             .env("XDG_CONFIG_HOME", self.dir.with_extension("config"))
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
+            .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        // The relay runs on this runtime's other worker meanwhile.
-        run_command(command, stdin).await
+        command
     }
 
     /// `comptoir <args>` as this customer, in a terminal (a pseudo-terminal
@@ -938,4 +972,90 @@ async fn contact_names_are_not_readable_on_disk() {
             "{secret:?} readable in the data directory"
         );
     }
+}
+
+/// A 50 MiB file goes from one `comptoir` to another encrypted, through the
+/// relay in chunks, and comes out identical with both digests checked,
+/// while neither process ever holds more than a small part of it in memory
+/// (issue 17's bar; the peak is each child's VmHWM).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifty_mebibyte_file_goes_through_in_bounded_memory() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let alice = Customer::new(root.path(), "alice", &relay);
+    let bob = Customer::new(root.path(), "bob", &relay);
+    alice.registered().await;
+    let bob_id = bob.registered().await;
+    let len = 50 * 1024 * 1024;
+    let original = root.path().join("film.bin");
+    {
+        use std::io::Write;
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&original).expect("create"));
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        for _ in 0..len / 8 {
+            // xorshift: incompressible, reproducible bytes.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            file.write_all(&state.to_le_bytes()).expect("write");
+        }
+    }
+    // The same command for a file of one byte: what the process needs
+    // whatever the file (the store's key derivation alone takes 64 MiB).
+    let small = root.path().join("small.bin");
+    std::fs::write(&small, b"x").expect("write");
+    let small_path = small.display().to_string();
+    let (sent_small, small_peak) = alice
+        .run_measured(&["send-file", &bob_id, &small_path])
+        .await;
+    assert_eq!(sent_small.code, 0, "send-file: {sent_small:?}");
+    let original_path = original.display().to_string();
+    let (sent, send_peak) = alice
+        .run_measured(&[
+            "send-file",
+            &bob_id,
+            &original_path,
+            "--type",
+            "application/octet-stream",
+        ])
+        .await;
+    assert_eq!(sent.code, 0, "send-file: {sent:?}");
+
+    let listened = bob
+        .run(&["listen", "--count", "2", "--timeout", "60"])
+        .await;
+    assert_eq!(listened.code, 0, "listen: {listened:?}");
+    assert!(listened.stdout.contains("film.bin"), "{listened:?}");
+    let save_hint = listened
+        .stderr
+        .lines()
+        .filter_map(|l| l.split("`comptoir").nth(1))
+        .next_back()
+        .expect("listen says how to save the file");
+    let words: Vec<&str> = save_hint.split_whitespace().collect();
+    let save_at = words.iter().position(|w| *w == "save").expect("save hint");
+    let (from, id) = (words[save_at + 1], words[save_at + 2]);
+    let copy = root.path().join("copy.bin");
+    let copy_path = copy.display().to_string();
+    let (saved, save_peak) = bob.run_measured(&["save", from, id, &copy_path]).await;
+    assert_eq!(saved.code, 0, "save: {saved:?}");
+    assert!(
+        std::fs::read(&copy).expect("saved") == std::fs::read(&original).expect("original"),
+        "the saved file differs from the one sent"
+    );
+    eprintln!(
+        "peak memory: send-file {send_peak} KiB (one byte: {small_peak} KiB), save {save_peak} KiB"
+    );
+    // The 50 MiB file adds at most 8 MiB to what a one-byte file needs:
+    // it is never held whole, only a chunk or two at a time.
+    assert!(small_peak > 0, "no VmHWM read");
+    for (what, peak) in [("send-file", send_peak), ("save", save_peak)] {
+        assert!(
+            peak < small_peak + 8 * 1024,
+            "{what} held {peak} KiB at its peak, against {small_peak} KiB for one byte"
+        );
+    }
+    // Saving again over the file is refused and leaves it alone.
+    let again = bob.run(&["save", from, id, &copy_path]).await;
+    assert_ne!(again.code, 0);
 }

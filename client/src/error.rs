@@ -281,6 +281,11 @@ pub fn refusal(code: ErrorCode, relay_says: &str) -> String {
             false,
         ),
         ErrorCode::StorageFull => ("the relay's disk is full; try again later", false),
+        ErrorCode::BlobTooLarge => ("the relay refused the attachment as too large", true),
+        ErrorCode::BlobNotFound => (
+            "the relay holds no such attachment (it expired, or was never uploaded)",
+            false,
+        ),
         ErrorCode::PhoneRequired => (
             "the relay requires a verified phone number first: verify one, then try again",
             false,

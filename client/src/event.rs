@@ -29,6 +29,25 @@ pub enum Event {
         /// until the user accepts it.
         request: bool,
     },
+    /// A message with an attachment arrived (its pointer is kept; fetch
+    /// the file with [`crate::Client::download_attachment`]).
+    Attachment {
+        /// The sender's account.
+        from: AccountId,
+        /// The message id.
+        id: MessageId,
+        /// The file's name, as the sender gave it (untrusted: no
+        /// directories are taken from it).
+        file_name: String,
+        /// Its MIME type, as the sender gave it.
+        content_type: String,
+        /// Its length in bytes.
+        size: u64,
+        /// The sender's clock, ms since the Unix epoch.
+        sent_at_ms: u64,
+        /// A message request (see [`Event::Message`]).
+        request: bool,
+    },
     /// A template message arrived and checked out: an instance of a
     /// template the pinned operator approved for the sender, under its
     /// approved category (stored in the history as its rendered text).

@@ -32,6 +32,8 @@
 //!   verified mark shows offline.
 //! - [`outgoing_bodies`]: non-text bodies (template instances, quick
 //!   replies) waiting in the outbox.
+//! - [`attachments`]: files encrypted to upload, downloads decrypted
+//!   with both digests checked, and the pointers kept in the store.
 //! - [`connection`]: the WebSocket framing; requests from many tasks share
 //!   one connection, replies matched by request id.
 //! - [`tls`]: ws/wss transport, trusted CAs, the loopback-only rule for ws.
@@ -41,6 +43,7 @@
 #![forbid(unsafe_code)]
 
 pub mod account;
+pub mod attachments;
 pub mod business_views;
 pub mod client;
 pub mod connection;
@@ -65,8 +68,8 @@ pub mod template_cache;
 pub mod tls;
 
 pub use client::{
-    Bill, BusinessView, Client, Consent, ConsentAnswer, ConsentRequest, Sender, TemplateInfo,
-    purpose_text,
+    Bill, BusinessView, Client, Consent, ConsentAnswer, ConsentRequest, Sender, TRANSFER_CHUNK,
+    TemplateInfo, UploadReport, purpose_text,
 };
 pub use device_notes::DeviceNote;
 pub use error::{ClientError, Result};

@@ -157,6 +157,10 @@ pub enum Tree {
     /// When each peer last wrote to this account: the relay's accept time
     /// of its last conversation message (see `rule_checks`).
     Heard,
+    /// Attachments received or sent (their pointers: blob id, key,
+    /// digests), by peer account (16) || message id (16) (see
+    /// `attachments`).
+    Attachments,
 }
 
 impl Tree {
@@ -186,6 +190,7 @@ impl Tree {
             Self::InteractiveMessages => "interactive_messages",
             Self::BusinessViews => "business_views",
             Self::Heard => "heard",
+            Self::Attachments => "attachments",
         }
     }
 

@@ -8,6 +8,8 @@
 //! Modules:
 //! - [`proto`]: types generated from `proto/` (prost).
 //! - [`frame`]: client <-> relay framing (version byte, size limit).
+//! - [`attachment`]: attachments encrypted as a stream of authenticated
+//!   chunks that commits to its key.
 //! - [`handle`]: business names (claimed handles), their rules.
 //! - [`error`]: typed errors.
 //! - [`account`]: account ids and the bytes signed to authenticate.
@@ -46,6 +48,7 @@
 #![forbid(unsafe_code)]
 
 pub mod account;
+pub mod attachment;
 pub mod bill;
 pub mod business;
 pub mod business_wire;

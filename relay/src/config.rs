@@ -62,6 +62,9 @@ pub struct Config {
     /// The rate card: what a delivered template costs the business
     /// (docs/OPERATIONS.md, "Rate card").
     pub rates: RatesConfig,
+    /// Attachments (the `[blobs]` table): sizes per kind, the quota per
+    /// account, how long blobs are kept.
+    pub blobs: crate::blobs::BlobLimits,
 }
 
 /// Default price of a utility template outside the window: £0.005.
@@ -362,6 +365,7 @@ impl Default for Config {
             mail_log: MailLogConfig::default(),
             limits: Limits::default(),
             rates: RatesConfig::default(),
+            blobs: crate::blobs::BlobLimits::default(),
         }
     }
 }

@@ -162,6 +162,13 @@ pub enum RelayError {
          delivery proof (docs/PROTOCOL.md, signed delivery); {0}; the envelope stays queued"
     )]
     BadDeliverySignature(&'static str),
+    /// A blob larger than its kind allows, or past the account's quota
+    /// (the message says which).
+    #[error("{0}")]
+    BlobTooLarge(String),
+    /// No complete blob (or no upload) with this id.
+    #[error("{0}")]
+    BlobNotFound(&'static str),
     /// The relay is shutting down.
     #[error("the relay is shutting down; reconnect in a moment")]
     ShuttingDown,
@@ -170,6 +177,18 @@ pub enum RelayError {
     /// goes to the operator's log, through [`RelayError::log_detail`].
     #[error("{}", storage_message(.0))]
     Storage(#[from] StorageError),
+}
+
+impl From<crate::blobs::BlobError> for RelayError {
+    fn from(error: crate::blobs::BlobError) -> Self {
+        use crate::blobs::BlobError as B;
+        match error {
+            B::TooLarge(message) => Self::BlobTooLarge(message),
+            B::NotFound(message) => Self::BlobNotFound(message),
+            B::Invalid(message) => Self::InvalidRequest(message),
+            B::Storage(error) => Self::Storage(error),
+        }
+    }
 }
 
 impl RelayError {
@@ -198,6 +217,8 @@ impl RelayError {
             Self::NameTaken(_) => ErrorCode::NameTaken,
             Self::AccountKind(_) => ErrorCode::AccountKind,
             Self::ShuttingDown => ErrorCode::ShuttingDown,
+            Self::BlobTooLarge(_) => ErrorCode::BlobTooLarge,
+            Self::BlobNotFound(_) => ErrorCode::BlobNotFound,
             Self::PhoneRequired => ErrorCode::PhoneRequired,
             Self::WindowClosed(_) => ErrorCode::WindowClosed,
             Self::NoConsent(_) => ErrorCode::NoConsent,

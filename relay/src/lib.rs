@@ -17,6 +17,8 @@
 //! - [`clock`]: the clock of the time rules (never goes back; persisted mark).
 //! - [`storage`]: storage by role ([`Backend`] bundles them) and the
 //!   embedded sled + mail log backend (group commit).
+//! - [`blobs`]: encrypted attachments, uploaded and read in chunks,
+//!   kept as files until they expire.
 //! - [`hub`]: which devices are connected here; wakes and posts.
 //! - [`limits`]: token buckets per account and per address.
 //! - [`phone`]: E.164 checks, verification codes, the pluggable code sender.
@@ -34,6 +36,7 @@
 
 pub mod admin;
 pub mod billing;
+pub mod blobs;
 pub mod clock;
 mod cmd;
 pub mod config;

@@ -33,6 +33,8 @@ pub struct Metrics {
     pub receipts_acked: AtomicU64,
     /// Envelopes deleted by TTL expiry.
     pub envelopes_expired: AtomicU64,
+    /// Attachments (complete or not) deleted when their time was up.
+    pub blobs_expired: AtomicU64,
     /// Retried sends recognised as duplicates (nothing stored).
     pub envelopes_duplicate: AtomicU64,
     /// Envelopes waiting in queues.
@@ -194,6 +196,12 @@ impl Metrics {
             "counter",
             "Envelopes deleted undelivered after their TTL.",
             self.envelopes_expired.load(Relaxed).to_string(),
+        );
+        metric(
+            "comptoir_blobs_expired_total",
+            "counter",
+            "Attachments deleted when their time was up (complete or not).",
+            self.blobs_expired.load(Relaxed).to_string(),
         );
         metric(
             "comptoir_consent_requests_handled_total",

@@ -214,6 +214,8 @@ pub async fn run_with_storage<S: Backend + std::fmt::Debug>(
         config.public_origins = config.origins_for(listening, tls.is_some());
     }
     tracing::info!(origins = ?config.public_origins, "devices authenticate to these origins");
+    let blobs =
+        crate::blobs::BlobStore::open(&config.data_dir.join("blobs"), config.blobs.clone())?;
     let relay = Arc::new(Relay::new(
         store,
         config,
@@ -222,6 +224,7 @@ pub async fn run_with_storage<S: Backend + std::fmt::Debug>(
         clock,
         operator.clone(),
         rate_card,
+        blobs,
     ));
     let http_address = http_listener
         .as_ref()
@@ -499,6 +502,15 @@ async fn collect_garbage<S: Backend>(relay: Arc<Relay<S>>) {
                 tracing::info!(expired = n, "expired envelopes deleted");
             }
             Err(error) => tracing::error!(%error, "garbage collection failed"),
+        }
+        match relay.blobs.expire(mark).await {
+            Ok(0) => {}
+            Ok(n) => {
+                relay.metrics.blobs_expired.fetch_add(n as u64, Relaxed);
+                relay.metrics.notify_change();
+                tracing::info!(expired = n, "expired attachments deleted");
+            }
+            Err(error) => tracing::error!(%error, "expiring attachments failed"),
         }
         let ttl = relay.config.limits.unauthenticated_account_ttl_ms;
         if ttl > 0 {

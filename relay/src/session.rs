@@ -426,8 +426,12 @@ impl<S: Backend> Session<S> {
             };
         }
         // A send's rate is one of the policy's inputs (cmd::send).
-        if !matches!(body, B::DeliveryAck(_) | B::ReceiptAck(_) | B::Send(_))
-            && let Some(device) = &self.device
+        // Attachment chunks have their own limiter (cmd::blob): a 100 MB
+        // document is 763 of them.
+        if !matches!(
+            body,
+            B::DeliveryAck(_) | B::ReceiptAck(_) | B::Send(_) | B::UploadChunk(_) | B::FetchBlob(_)
+        ) && let Some(device) = &self.device
             && let Err(retry_after_ms) = self.relay.account_limiter.check(&device.account)
         {
             return Err(RelayError::RateLimited {
@@ -462,6 +466,9 @@ impl<S: Backend> Session<S> {
             B::GetConsentAnswers(_) => cmd::consent_request::answers(self, request_id).await,
             B::GetBill(r) => cmd::bill::bill(self, request_id, r).await,
             B::GetStanding(_) => cmd::bill::standing(self, request_id).await,
+            B::BeginUpload(r) => cmd::blob::begin(self, request_id, r).await,
+            B::UploadChunk(r) => cmd::blob::chunk(self, request_id, r).await,
+            B::FetchBlob(r) => cmd::blob::fetch(self, request_id, r).await,
         }
     }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use comptoir_protocol::{AccountId, OperatorKey, OperatorKeyPair, RateCard};
 
+use crate::blobs::BlobStore;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::hub::Hub;
@@ -46,9 +47,16 @@ pub(crate) struct Relay<S> {
     pub(crate) operator: Arc<OperatorKeyPair>,
     /// The rate card (checked from the configuration at start).
     pub(crate) rate_card: RateCard,
+    /// Encrypted attachments.
+    pub(crate) blobs: BlobStore,
+    /// Attachment chunks (uploads and reads) per account.
+    pub(crate) blob_chunk_limiter: RateLimiter<AccountId>,
 }
 
 impl<S> Relay<S> {
+    // Reason: each argument is a separate piece the server builds at start;
+    // a struct holding them would only restate this signature.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         store: S,
         config: Config,
@@ -57,8 +65,10 @@ impl<S> Relay<S> {
         clock: Arc<Clock>,
         operator: Arc<OperatorKeyPair>,
         rate_card: RateCard,
+        blobs: BlobStore,
     ) -> Self {
         let limits = &config.limits;
+        let chunks_per_sec = blobs.limits().chunks_per_sec;
         Self {
             store,
             hub: Hub::default(),
@@ -97,6 +107,8 @@ impl<S> Relay<S> {
             operator_key: operator.public(),
             operator,
             rate_card,
+            blobs,
+            blob_chunk_limiter: RateLimiter::new(chunks_per_sec, 2.0 * chunks_per_sec),
         }
     }
 }

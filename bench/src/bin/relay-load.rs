@@ -16,6 +16,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use comptoir_bench::attachment;
 use comptoir_bench::client_mux::{self, ClientMuxOptions};
 use comptoir_bench::load::{self, LoadAccount, LoadOptions, LoadReport, TemplateApproval};
 use comptoir_bench::mux::{self, MuxOptions};
@@ -142,6 +143,16 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// One file as an attachment through a real relay (encrypt, upload,
+    /// download and decrypt), against copying it on the same disk.
+    Attachment {
+        /// The file's size in MiB.
+        #[arg(long, default_value_t = 50)]
+        mib: u64,
+        /// Rounds (each on a fresh relay).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// Encrypted sends per second through ONE `Client` (its `Sender`
     /// handles), from 1 task and from many tasks at once.
     ClientMux {
@@ -246,6 +257,7 @@ fn main() -> ExitCode {
                 size,
                 rounds,
             } => mux(&tasks, messages, size, rounds).await,
+            Cmd::Attachment { mib, rounds } => attachment_bench(mib, rounds).await,
             Cmd::ClientMux {
                 tasks,
                 messages,
@@ -735,6 +747,34 @@ async fn mux(tasks: &[usize], messages: usize, size: usize, rounds: usize) -> Re
             per_sec / baseline.max(f64::EPSILON),
             tasks.first().copied().unwrap_or(1)
         );
+    }
+    Ok(())
+}
+
+/// `relay-load attachment`: see [`comptoir_bench::attachment`].
+async fn attachment_bench(mib: u64, rounds: usize) -> Res {
+    let bytes = mib * 1024 * 1024;
+    println!(
+        "one file of {mib} MiB as an attachment, {rounds} rounds (relay as a child process on \
+         loopback; every step against copying the file on the same disk)"
+    );
+    let rate = |d: Duration| bytes as f64 / 1_048_576.0 / d.as_secs_f64().max(f64::EPSILON);
+    for round in 1..=rounds.max(1) {
+        let server = start_relay()?;
+        let r = attachment::run(server.addr, bytes).await?;
+        let copy = r.copy.as_secs_f64().max(f64::EPSILON);
+        println!(
+            "round {round}: copy {:.0} MiB/s; encrypt {:.0} MiB/s ({:.2}x the copy's time); \
+             upload {:.0} MiB/s ({:.2}x); download+decrypt {:.0} MiB/s ({:.2}x)",
+            rate(r.copy),
+            rate(r.encrypt),
+            r.encrypt.as_secs_f64() / copy,
+            rate(r.upload),
+            r.upload.as_secs_f64() / copy,
+            rate(r.download),
+            r.download.as_secs_f64() / copy,
+        );
+        drop(server);
     }
     Ok(())
 }

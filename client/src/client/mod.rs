@@ -44,6 +44,7 @@ use crate::session_store::{self, PreKeys};
 use crate::store::{KdfParams, Store};
 use crate::tls::TlsOptions;
 
+mod attachments;
 mod bill;
 mod business;
 mod consent;
@@ -62,6 +63,7 @@ mod sender;
 mod shared;
 mod templates;
 
+pub use attachments::{TRANSFER_CHUNK, UploadReport};
 pub use bill::Bill;
 pub use business::BusinessView;
 pub use consent::Consent;
@@ -618,6 +620,8 @@ pub(super) fn unexpected(wanted: &str, got: &server_frame::Body) -> ClientError 
         server_frame::Body::ConsentAnswers(_) => "ConsentAnswers",
         server_frame::Body::Bill(_) => "Bill",
         server_frame::Body::Standing(_) => "Standing",
+        server_frame::Body::UploadStatus(_) => "UploadStatus",
+        server_frame::Body::BlobChunk(_) => "BlobChunk",
     };
     ClientError::UnexpectedFrame(format!("expected {wanted}, got {name}"))
 }

@@ -507,6 +507,30 @@ impl Client {
             Some(content::Body::InteractiveReply(reply)) => {
                 self.apply_interactive_reply(from, id, content.sent_at_ms, &reply, violations)
             }
+            Some(content::Body::Attachment(pointer)) => {
+                let category = envelope.category();
+                if is_template_category(category) {
+                    violations.push(Violation::NotATemplate { category });
+                }
+                let text = crate::attachments::summary(&pointer);
+                self.store_incoming(from, id, &text, content.sent_at_ms)?;
+                crate::attachments::put(&self.store, &from, &id, &pointer)?;
+                let request = crate::requests::note_incoming(
+                    &self.store,
+                    &self.account.id(),
+                    &from,
+                    now_ms(),
+                )?;
+                Ok(Some(Event::Attachment {
+                    from,
+                    id,
+                    file_name: pointer.file_name,
+                    content_type: pointer.content_type,
+                    size: pointer.size,
+                    sent_at_ms: content.sent_at_ms,
+                    request,
+                }))
+            }
             Some(content::Body::Text(Text { body })) => {
                 let category = envelope.category();
                 if is_template_category(category) {
