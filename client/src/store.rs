@@ -145,6 +145,9 @@ pub enum Tree {
     /// instance, a quick reply), by peer account (16) || message id (16)
     /// (see `outgoing_bodies`).
     OutgoingBodies,
+    /// What a report of each franked message received would reveal, by
+    /// sender account (16) || message id (16) (see `franked`).
+    Franked,
 }
 
 impl Tree {
@@ -170,6 +173,7 @@ impl Tree {
             Self::Templates => "templates",
             Self::TemplateMessages => "template_messages",
             Self::OutgoingBodies => "outgoing_bodies",
+            Self::Franked => "franked",
         }
     }
 

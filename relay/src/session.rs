@@ -460,6 +460,7 @@ impl<S: Backend> Session<S> {
             B::GetConsentRequests(_) => cmd::consent_request::pending(self, request_id).await,
             B::AnswerConsentRequest(r) => cmd::consent_request::answer(self, request_id, r).await,
             B::GetConsentAnswers(_) => cmd::consent_request::answers(self, request_id).await,
+            B::FileReport(r) => cmd::report::file(self, request_id, r).await,
         }
     }
 
@@ -614,7 +615,12 @@ impl<S: Backend> Session<S> {
                 device.cursor = Some(queued.cursor);
                 device.in_flight += 1;
                 let envelope = frame::with_accept_id(&queued.envelope, queued.accept_id);
-                conn.feed(frame::deliver(&envelope)).await?;
+                let tag = self
+                    .relay
+                    .franking
+                    .tag_stored(&queued.envelope, queued.accept_id);
+                conn.feed(frame::deliver_tagged(&envelope, tag.as_ref()))
+                    .await?;
             }
             conn.flush().await?;
             if !full {

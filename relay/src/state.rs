@@ -41,6 +41,8 @@ pub(crate) struct Relay<S> {
     pub(crate) clock: Arc<Clock>,
     /// The operator's public key, published in every `AuthOk`.
     pub(crate) operator_key: OperatorKey,
+    /// The relay's franking keys: the current one tags each pushed copy.
+    pub(crate) franking: Arc<crate::franking::FrankingKeys>,
 }
 
 impl<S> Relay<S> {
@@ -51,6 +53,7 @@ impl<S> Relay<S> {
         code_sender: Arc<dyn CodeSender>,
         clock: Arc<Clock>,
         operator_key: OperatorKey,
+        franking: Arc<crate::franking::FrankingKeys>,
     ) -> Self {
         let limits = &config.limits;
         Self {
@@ -89,6 +92,7 @@ impl<S> Relay<S> {
             next_connection: AtomicU64::new(1),
             clock,
             operator_key,
+            franking,
         }
     }
 }

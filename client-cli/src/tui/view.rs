@@ -19,7 +19,7 @@ pub fn help(mode: Mode) -> &'static str {
             "↑/↓ select · Enter open · b block · u unblock · t trust new identity · q quit"
         }
         Mode::Chat => {
-            "Enter send · Esc back · Ctrl-B block · Ctrl-T trust new identity · Ctrl-C quit"
+            "Enter send · ↑/↓ pick a message, r report it · Esc back · Ctrl-B block · Ctrl-T trust new identity · Ctrl-C quit"
         }
         Mode::ConfirmIdentity => "type the contact's name · Enter accept · Esc cancel",
     }
@@ -124,7 +124,7 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
                     Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
                 )));
             }
-            for m in &c.messages {
+            for (index, m) in c.messages.iter().enumerate() {
                 let who = if m.outgoing {
                     "me".to_string()
                 } else {
@@ -148,7 +148,12 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
                         Style::default().fg(color),
                     ));
                 }
-                lines.push(Line::from(spans));
+                let line = Line::from(spans);
+                lines.push(if app.picked == Some(index) {
+                    line.style(Style::default().add_modifier(Modifier::REVERSED))
+                } else {
+                    line
+                });
             }
             visible(&c.name)
         }

@@ -49,6 +49,22 @@ pub enum AdminCommand {
     /// Verify businesses: certify or revoke their published profile.
     #[command(subcommand)]
     Business(BusinessCommand),
+    /// Review reports: each is opened with the operator key and verified.
+    #[command(subcommand)]
+    Reports(ReportsCommand),
+}
+
+/// `relay admin reports …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum ReportsCommand {
+    /// One JSON line per report (oldest first), verified: valid only when
+    /// the relay's franking tag checks and the commitment opens.
+    List,
+    /// One report, verified, check by check.
+    Show {
+        /// The report id.
+        report_id: String,
+    },
 }
 
 /// `relay admin business …`.
@@ -167,6 +183,21 @@ async fn execute(
             ])
         }
         AdminCommand::Templates(command) => templates(client, command).await,
+        AdminCommand::Reports(command) => {
+            let json = match command {
+                ReportsCommand::List => client
+                    .reports()
+                    .await?
+                    .reports
+                    .iter()
+                    .map(serde_json::to_value)
+                    .collect::<Result<Vec<_>, _>>(),
+                ReportsCommand::Show { report_id } => {
+                    serde_json::to_value(client.report(report_id).await?).map(|v| vec![v])
+                }
+            };
+            json.map_err(|e| client.protocol(format!("cannot print the answer: {e}")))
+        }
         AdminCommand::Business(command) => {
             let answer = match command {
                 BusinessCommand::Show { account } => client.business(account).await?,

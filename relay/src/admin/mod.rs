@@ -10,12 +10,15 @@
 //!   profile; certificates are signed by the operator key).
 //! - [`templates`]: reviewing templates (list, show, approve, reject,
 //!   revoke); approvals and revocations are signed by the operator key.
+//! - [`reports`]: reviewing reports (list, show): each is opened with the
+//!   operator key and verified (relay tag, franking commitment, labels).
 //! - [`client`]: a small HTTP/1.1 client of the API (the CLI and tests).
 //! - [`cli`]: the `relay admin` commands over that client.
 
 pub mod businesses;
 pub mod cli;
 pub mod client;
+pub mod reports;
 pub mod templates;
 
 use std::sync::Arc;
@@ -47,6 +50,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/businesses/{account}"),
     ("post", "/v1/businesses/{account}/verify"),
     ("post", "/v1/businesses/{account}/revoke"),
+    ("get", "/v1/reports"),
+    ("get", "/v1/reports/{report_id}"),
 ];
 
 /// What the handlers share.
@@ -86,6 +91,9 @@ pub enum AdminError {
     /// No template has this id.
     #[error("no template has this id: list them with `relay admin templates list`")]
     UnknownTemplate,
+    /// No report has this id.
+    #[error("no report has this id: list them with `relay admin reports list`")]
+    UnknownReport,
     /// The request is malformed (the message says how).
     #[error("{0}")]
     BadRequest(String),
@@ -108,7 +116,10 @@ impl AdminError {
     fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::NotFound | Self::UnknownTemplate | Self::UnknownBusiness => StatusCode::NOT_FOUND,
+            Self::NotFound
+            | Self::UnknownTemplate
+            | Self::UnknownBusiness
+            | Self::UnknownReport => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Storage => StatusCode::INTERNAL_SERVER_ERROR,
@@ -121,6 +132,7 @@ impl AdminError {
             Self::NotFound => "not_found",
             Self::UnknownTemplate => "unknown_template",
             Self::UnknownBusiness => "unknown_business",
+            Self::UnknownReport => "unknown_report",
             Self::BadRequest(_) => "bad_request",
             Self::Conflict(_) => "conflict",
             Self::Storage => "internal",
@@ -181,6 +193,8 @@ pub fn router<S: Backend>(state: Arc<AdminState<S>>) -> Router {
             "/v1/businesses/{account}/revoke",
             post(businesses::revoke::<S>),
         )
+        .route("/v1/reports", get(reports::list::<S>))
+        .route("/v1/reports/{report_id}", get(reports::show::<S>))
         .fallback(|| async { AdminError::NotFound })
         .layer(middleware::from_fn_with_state(
             state.clone(),
