@@ -471,7 +471,13 @@ pub fn send_body_as(
         client_timestamp_ms: 1,
         category: category as i32,
         template_id: String::new(),
-        franking_tag: Vec::new(),
+        // The relay refuses a business's send without a 32-byte franking
+        // commitment; only a person's conversation goes unfranked here.
+        franking_tag: if category == wire::Category::Conversation {
+            Vec::new()
+        } else {
+            SUPPORT_FRANKING.to_vec()
+        },
         devices: devices
             .iter()
             .map(|d| wire::DeviceCiphertext {
@@ -482,6 +488,10 @@ pub fn send_body_as(
         ..Default::default()
     })
 }
+
+/// The franking commitment [`send_body_as`] puts on every send but a
+/// conversation message (the ciphertexts are not real: nothing opens it).
+pub const SUPPORT_FRANKING: [u8; 32] = [0xF7; 32];
 
 pub fn id(n: u8) -> [u8; 16] {
     let mut id = [0u8; 16];
