@@ -19,7 +19,7 @@ pub fn help(mode: Mode) -> &'static str {
             "↑/↓ select · Enter open · b block · u unblock · t trust new identity · q quit"
         }
         Mode::Chat => {
-            "Enter send · ↑/↓ pick a message, r report it · Esc back · Ctrl-B block · Ctrl-T trust new identity · Ctrl-C quit"
+            "Enter send · Esc back · ↑/↓ pick, r report · Ctrl-B block · Ctrl-T trust new identity · Ctrl-C quit"
         }
         Mode::ConfirmIdentity => "type the contact's name · Enter accept · Esc cancel",
     }
