@@ -265,9 +265,28 @@ async fn a_business_message_without_a_commitment_is_refused_and_bad_reports_stor
         assert_eq!(error_code(&reply), ErrorCode::ReportRefused, "{reply:?}");
     }
     assert!(reports(&relay).await.is_empty());
+    // At most 200 reports from one account; the next is refused and not
+    // stored (the relay cannot tell these opaque bytes from real reports).
+    let opaque = |n: u8| {
+        let mut sealed = vec![1u8];
+        sealed.extend_from_slice(&[n; 80]);
+        client_frame::Body::FileReport(wire::FileReport { sealed })
+    };
+    for n in 0..200u32 {
+        let reply = c.request(opaque(n as u8)).await;
+        assert!(matches!(reply, Body::ReportFiled(_)), "{n}: {reply:?}");
+    }
+    let reply = c.request(opaque(0)).await;
+    assert_eq!(error_code(&reply), ErrorCode::ReportRefused, "{reply:?}");
+    let kept = reports(&relay).await;
+    assert_eq!(kept.len(), 200);
+    assert!(kept.iter().all(|r| !r.valid && !r.checks.opened));
+    // Another account still may.
+    let reply = b.request(opaque(1)).await;
+    assert!(matches!(reply, Body::ReportFiled(_)), "{reply:?}");
     // Unknown or malformed report ids: typed admin refusals.
     let admin = relay.admin_client();
-    for id in ["1", "x"] {
+    for id in ["999", "x"] {
         assert!(admin.report(id).await.is_err());
     }
 }
