@@ -472,11 +472,18 @@ pub fn send_body_as(
         category: category as i32,
         template_id: String::new(),
         // The relay refuses a business's send without a 32-byte franking
-        // commitment; only a person's conversation goes unfranked here.
-        franking_tag: if category == wire::Category::Conversation {
-            Vec::new()
-        } else {
+        // commitment: the business categories carry one here, the others
+        // (a person's conversation, control traffic) none.
+        franking_tag: if matches!(
+            category,
+            wire::Category::Service
+                | wire::Category::Utility
+                | wire::Category::Authentication
+                | wire::Category::Marketing
+        ) {
             SUPPORT_FRANKING.to_vec()
+        } else {
+            Vec::new()
         },
         devices: devices
             .iter()
@@ -489,8 +496,8 @@ pub fn send_body_as(
     })
 }
 
-/// The franking commitment [`send_body_as`] puts on every send but a
-/// conversation message (the ciphertexts are not real: nothing opens it).
+/// The franking commitment [`send_body_as`] puts on a send in a business
+/// category (the ciphertexts are not real: nothing opens it).
 pub const SUPPORT_FRANKING: [u8; 32] = [0xF7; 32];
 
 pub fn id(n: u8) -> [u8; 16] {
