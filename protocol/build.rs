@@ -19,7 +19,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     prost_build::Config::new()
         // Stored records hold secrets: their Debug is written by hand in
         // src/proto.rs and prints no key bytes.
-        .skip_debug([".comptoir.storage"])
+        // So do the content (its franking key) and a report.
+        .skip_debug([
+            ".comptoir.storage",
+            ".comptoir.content.Content",
+            ".comptoir.wire.ReportContents",
+        ])
+        // The content's body holds no secret: its Debug stays derived.
+        .enum_attribute(".comptoir.content.Content.body", "#[derive(Debug)]")
         // Interactive messages travel in client events, which compare
         // with `Eq`; they hold no floats. (Prost derives it itself for the
         // others; the path also covers the nested oneof.)

@@ -361,6 +361,17 @@ pub enum Command {
         #[arg(long, value_enum)]
         reason: Option<BlockReasonArg>,
     },
+    /// Report a message you received to the relay's operator: it reveals
+    /// that message (and only it) to the operator, who can check that its
+    /// sender sent exactly this.
+    Report {
+        /// The message's id (32 hex digits, as `listen`, `chat` and
+        /// `history` print it).
+        message_id: String,
+        /// Why, for the operator (at most 500 bytes).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
     /// Lift a block.
     Unblock {
         /// A contact name or a 32-character account id.

@@ -1118,6 +1118,21 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             say!(out, "{}", sent?);
             Ok(0)
         }
+        Command::Report { message_id, reason } => {
+            let parsed = MessageId::from_hex(message_id).ok_or_else(|| {
+                ClientError::InvalidArgument(format!(
+                    "{} is not a message id (32 hex digits, as `history` prints it)",
+                    visible(message_id)
+                ))
+            })?;
+            let mut client = open(cli)?;
+            client.connect(&cli.relay).await?;
+            let filed = client.report(parsed, reason).await;
+            client.close().await?;
+            let report_id = filed?;
+            eprintln!("reported to the operator (report {report_id})");
+            Ok(0)
+        }
         Command::Business(command) => Box::pin(business::run(cli, command, out)).await,
         Command::OperatorKey { pin } => {
             let client = open(cli)?;

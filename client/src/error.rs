@@ -181,6 +181,15 @@ pub enum ClientError {
     /// A bad argument from the user.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The message cannot be reported: it is not a message this device
+    /// received, or it was not franked (an older sender).
+    #[error(
+        "message {0} cannot be reported: it is not a message this device received, or its sender did not frank it; list messages with `comptoir history`"
+    )]
+    NotReportable(String),
+    /// No operator key is pinned yet, so a report has no one to be sealed to.
+    #[error("no operator key is pinned yet: connect to the relay once, then report again")]
+    NoOperatorKey,
     /// A template that breaks the template rules (length, placeholders,
     /// buttons); nothing was sent.
     #[error("the template cannot be submitted: {0}")]
@@ -294,6 +303,11 @@ pub fn refusal(code: ErrorCode, relay_says: &str) -> String {
             "a newer consent was given meanwhile; read the consents again, then retry",
             false,
         ),
+        ErrorCode::FrankingRequired => (
+            "the relay requires every business message to be franked; update this client",
+            false,
+        ),
+        ErrorCode::ReportRefused => ("the relay did not take the report", true),
         ErrorCode::Unspecified => ("the relay refused the request", true),
     };
     if detail && !relay_says.is_empty() {

@@ -21,6 +21,8 @@
 //!   on this device.
 //! - [`messages`]: history, statuses and the outbox.
 //! - [`evidence`]: messages refused by their labels, kept aside.
+//! - [`franked`]: what this device keeps of each franked message it
+//!   received, to report it later.
 //! - [`quarantine`]: envelopes put aside because they could not be used.
 //! - [`rule_checks`]: the relay's window and consent rules, checked by this
 //!   client from what it knows first hand.
@@ -52,6 +54,7 @@ pub mod device_notes;
 pub mod error;
 pub mod event;
 pub mod evidence;
+pub mod franked;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod interactive_messages;

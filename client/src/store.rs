@@ -161,6 +161,9 @@ pub enum Tree {
     /// digests), by peer account (16) || message id (16) (see
     /// `attachments`).
     Attachments,
+    /// What a report of each franked message received would reveal, by
+    /// sender account (16) || message id (16) (see `franked`).
+    Franked,
 }
 
 impl Tree {
@@ -191,6 +194,7 @@ impl Tree {
             Self::BusinessViews => "business_views",
             Self::Heard => "heard",
             Self::Attachments => "attachments",
+            Self::Franked => "franked",
         }
     }
 

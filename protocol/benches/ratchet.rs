@@ -403,6 +403,7 @@ fn encrypt_decrypt_1k_labelled(c: &mut Criterion) {
         sent_at_ms: 1_700_000_000_000,
         body: Some(content::Body::Text(Text { body: text.clone() })),
         labels: None,
+        franking_key: Vec::new(),
         padding: Vec::new(),
     };
     let (mut alice, mut bob, mut rng) = ours_established(6);

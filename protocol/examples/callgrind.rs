@@ -224,6 +224,7 @@ fn labelled(which: &str) {
                 sent_at_ms: 1_700_000_000_000,
                 body: Some(content::Body::Text(Text { body: text })),
                 labels: None,
+                franking_key: Vec::new(),
                 padding: Vec::new(),
             };
             let (mut alice, mut bob, mut rng) = ours_established(6);

@@ -90,6 +90,10 @@ pub enum LabelError {
     /// Something the client would display arrived labelled control.
     #[error("visible content labelled as control traffic")]
     ControlVisible,
+    /// The content carries a franking key but its franking commitment
+    /// does not open over it (docs/PROTOCOL.md, "Message franking").
+    #[error("{0}")]
+    Franking(#[from] crate::franking::FrankingError),
     /// Control traffic (a receipt, a re-key request, a sync copy) arrived
     /// under a category that is not control.
     #[error("control traffic labelled {category}")]

@@ -37,6 +37,9 @@
 //! - [`prekeys`]: signed and one-time prekeys, verified bundles.
 //! - [`kdf`]: X3DH KDF, root and chain KDFs, message key expansion.
 //! - [`x3dh`]: the X3DH key agreement (used by [`session`]; exposed for vectors).
+//! - [`franking`]: message franking: the sender's commitment to the
+//!   content, its check by the recipient, the relay's tag over it.
+//! - [`report`]: reports sealed to the operator's key.
 //! - [`labels`]: envelope labels bound inside the encrypted content, and
 //!   the receiver's check of them.
 //! - [`message`]: byte layout of ratchet and prekey messages.
@@ -59,6 +62,7 @@ pub mod delivery;
 pub mod device_list;
 pub mod error;
 pub mod frame;
+pub mod franking;
 pub mod handle;
 pub mod interactive;
 pub mod kdf;
@@ -68,6 +72,7 @@ pub mod message;
 pub mod prekeys;
 pub mod proto;
 pub mod ratchet;
+pub mod report;
 pub mod safety_number;
 pub mod session;
 pub mod skipped;
@@ -101,6 +106,7 @@ pub use delivery::{
 pub use device_list::{DeviceList, MAX_DEVICES};
 pub use error::{DecodeError, Error, Result};
 pub use frame::{FRAME_VERSION, MAX_FRAME_SIZE};
+pub use franking::{FrankingError, FrankingKey};
 pub use handle::{NameError, normalize_business_name};
 pub use keys::{
     AccountKey, AccountKeyPair, IdentityKey, IdentityKeyPair, KeyPair, OperatorKey, OperatorKeyPair,
@@ -108,6 +114,7 @@ pub use keys::{
 pub use labels::{Label, LabelError};
 pub use message::{MAX_PLAINTEXT_LEN, MESSAGE_VERSION};
 pub use prekeys::{VerifiedBundle, sign_prekey, signed_prekey_payload, verify_signed_prekey};
+pub use report::ReportSealError;
 pub use safety_number::SafetyNumber;
 pub use session::{
     Decrypted, InMemoryPreKeyStore, MAX_ARCHIVED_STATES, PreKeyStore, SessionRecord,

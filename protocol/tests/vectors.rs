@@ -55,6 +55,43 @@ struct Vectors {
     contents: Vec<NamedBytes>,
     frames: FramesVector,
     limits: LimitsVector,
+    franking: FrankingVector,
+}
+
+/// Message franking, the relay's tag and a sealed report
+/// (docs/PROTOCOL.md sections 7.2 and 7.3).
+#[derive(Serialize, Deserialize, PartialEq, Debug)]
+struct FrankingVector {
+    how: String,
+    /// The franking key (32 bytes).
+    franking_key: String,
+    /// The franked `Content` as encrypted (labels bound, key and
+    /// commitment set, padded).
+    content: String,
+    /// Its committed bytes.
+    committed: String,
+    /// HMAC-SHA256(franking_key, committed).
+    commitment: String,
+    /// The envelope as delivered (no ciphertext, accept id set).
+    envelope: String,
+    relay_key_id: u32,
+    relay_key: String,
+    relay_tag_payload: String,
+    relay_tag: String,
+    /// The `ReportContents` a report of it reveals.
+    report_contents: String,
+    operator_seed: String,
+    ephemeral_secret: String,
+    sealed_report: String,
+    /// Altered contents and the outcome of `franking::open`.
+    cases: Vec<FrankingCase>,
+}
+
+#[derive(Serialize, Deserialize, PartialEq, Debug)]
+struct FrankingCase {
+    name: String,
+    content: String,
+    outcome: String,
 }
 
 /// The limits at their edges (docs/PROTOCOL.md section 6): scenarios run
@@ -521,6 +558,223 @@ fn generate() -> Vectors {
         contents,
         frames,
         limits,
+        franking: franking_vectors(),
+    }
+}
+
+const FRANKING_HOW: &str = "The sender binds the labels with an empty franking_commitment, then franks: committed = the Content's protobuf encoding with franking_key (field 12), labels.franking_commitment and padding (field 15) empty; commitment = HMAC-SHA256(franking_key, committed); it sets labels.franking_commitment = commitment and franking_key, then pads. The relay's tag is HMAC-SHA256(relay_key, relay_tag_payload) over the delivered envelope's fields and accept id. The sealed report is ReportContents sealed to the X25519 form of the operator's Ed25519 key (operator_seed) with the given ephemeral secret. Each case alters the franked content and gives franking::open's outcome.";
+
+fn franking_outcome(result: Result<(), comptoir_protocol::FrankingError>) -> String {
+    match result {
+        Ok(()) => "opens".into(),
+        Err(e) => format!("{e:?}"),
+    }
+}
+
+fn franking_vectors() -> FrankingVector {
+    use comptoir_protocol::franking::{self, RelayTagFields};
+    let key = comptoir_protocol::FrankingKey::from_bytes(&[0x4B; 32]).unwrap();
+    let message_id = vec![0x11; 16];
+    let (sender, recipient) = (vec![0xB5; 16], vec![0xC5; 16]);
+    let template_id = "a".repeat(64);
+    let mut content = Content {
+        message_id: message_id.clone(),
+        sent_at_ms: 1_700_000_000_000,
+        body: Some(content::Body::Text(Text {
+            body: "Your order 1234 shipped".into(),
+        })),
+        labels: Some(comptoir_protocol::labels::bind(
+            &message_id,
+            &sender,
+            &recipient,
+            wire::Category::Utility,
+            &template_id,
+            &[],
+        )),
+        franking_key: Vec::new(),
+        padding: Vec::new(),
+    };
+    let commitment = franking::frank(&mut content, &key);
+    pad(&mut content);
+    let committed = franking::committed_bytes(&content).to_vec();
+    assert_eq!(franking::open(&content), Ok(()));
+    let envelope = wire::Envelope {
+        message_id: message_id.clone(),
+        sender_account: sender.clone(),
+        sender_device: 1,
+        recipient_account: recipient.clone(),
+        recipient_device: 2,
+        client_timestamp_ms: 1_700_000_000_000,
+        server_timestamp_ms: 1_700_000_000_123,
+        category: wire::Category::Utility as i32,
+        template_id: template_id.clone(),
+        franking_tag: commitment.to_vec(),
+        accept_id: 4242,
+        ..wire::Envelope::default()
+    };
+    let relay_key = [0x52u8; 32];
+    let fields = RelayTagFields {
+        key_id: 1,
+        commitment: &envelope.franking_tag,
+        message_id: &envelope.message_id,
+        sender_account: &envelope.sender_account,
+        sender_device: envelope.sender_device,
+        recipient_account: &envelope.recipient_account,
+        recipient_device: envelope.recipient_device,
+        accept_id: envelope.accept_id,
+        category: envelope.category,
+        template_id: &envelope.template_id,
+        server_timestamp_ms: envelope.server_timestamp_ms,
+    };
+    let relay_tag = franking::relay_tag(&relay_key, &fields);
+    let report = wire::ReportContents {
+        version: 1,
+        envelope: Some(envelope.clone()),
+        relay_franking_tag: relay_tag.to_vec(),
+        relay_franking_key_id: 1,
+        content: committed.clone(),
+        franking_key: key.as_bytes().to_vec(),
+        reason: "spam".into(),
+        reported_at_ms: 1_700_000_100_000,
+    }
+    .encode_to_vec();
+    let operator = OperatorKeyPair::from_seed(&[0x0B; 32]);
+    let ephemeral = [0xE5; 32];
+    let sealed =
+        comptoir_protocol::report::seal_with_ephemeral(&operator.public(), &report, &ephemeral)
+            .unwrap();
+    let text = |body: &str| Some(content::Body::Text(Text { body: body.into() }));
+    let mut cases = Vec::new();
+    let mut add = |name: &str, c: Content| {
+        cases.push(FrankingCase {
+            name: name.into(),
+            content: h(&c.encode_to_vec()),
+            outcome: franking_outcome(franking::open(&c)),
+        });
+    };
+    add("honest", content.clone());
+    add(
+        "padding changed (not committed)",
+        Content {
+            padding: vec![0; 3],
+            ..content.clone()
+        },
+    );
+    add(
+        "text altered",
+        Content {
+            body: text("Your order 1235 shipped"),
+            ..content.clone()
+        },
+    );
+    let mut other_sender = content.clone();
+    other_sender.labels.as_mut().unwrap().sender_account = vec![0xB6; 16];
+    add("sender label altered", other_sender);
+    let mut tampered = content.clone();
+    tampered.labels.as_mut().unwrap().franking_commitment[0] ^= 1;
+    add("commitment tampered", tampered);
+    let mut other_key = content.clone();
+    other_key.franking_key[0] ^= 1;
+    add("franking key altered", other_key);
+    add(
+        "no franking key",
+        Content {
+            franking_key: Vec::new(),
+            ..content.clone()
+        },
+    );
+    FrankingVector {
+        how: FRANKING_HOW.into(),
+        franking_key: h(key.as_bytes()),
+        content: h(&content.encode_to_vec()),
+        committed: h(&committed),
+        commitment: h(&commitment),
+        envelope: h(&envelope.encode_to_vec()),
+        relay_key_id: 1,
+        relay_key: h(&relay_key),
+        relay_tag_payload: h(&franking::relay_tag_payload(&fields)),
+        relay_tag: h(&relay_tag),
+        report_contents: h(&report),
+        operator_seed: h(&[0x0B; 32]),
+        ephemeral_secret: h(&ephemeral),
+        sealed_report: h(&sealed),
+        cases,
+    }
+}
+
+#[test]
+fn published_franking_replays_from_its_bytes() {
+    use comptoir_protocol::franking::{self, RelayTagFields};
+    let v = published().franking;
+    let b = |s: &str| hex::decode(s).unwrap();
+    let content = Content::decode(b(&v.content).as_slice()).unwrap();
+    assert_eq!(
+        franking::committed_bytes(&content).to_vec(),
+        b(&v.committed)
+    );
+    assert_eq!(content.franking_key, b(&v.franking_key));
+    let key = comptoir_protocol::FrankingKey::from_bytes(&b(&v.franking_key)).unwrap();
+    assert_eq!(
+        franking::commitment(&key, &b(&v.committed)).to_vec(),
+        b(&v.commitment)
+    );
+    assert_eq!(franking::open(&content), Ok(()));
+    let envelope = wire::Envelope::decode(b(&v.envelope).as_slice()).unwrap();
+    assert_eq!(envelope.franking_tag, b(&v.commitment));
+    assert_eq!(
+        comptoir_protocol::labels::check(&content, &envelope),
+        Ok(())
+    );
+    let fields = RelayTagFields {
+        key_id: v.relay_key_id,
+        commitment: &envelope.franking_tag,
+        message_id: &envelope.message_id,
+        sender_account: &envelope.sender_account,
+        sender_device: envelope.sender_device,
+        recipient_account: &envelope.recipient_account,
+        recipient_device: envelope.recipient_device,
+        accept_id: envelope.accept_id,
+        category: envelope.category,
+        template_id: &envelope.template_id,
+        server_timestamp_ms: envelope.server_timestamp_ms,
+    };
+    assert_eq!(
+        franking::relay_tag_payload(&fields),
+        b(&v.relay_tag_payload)
+    );
+    let relay_key: [u8; 32] = b(&v.relay_key).try_into().unwrap();
+    assert!(franking::check_relay_tag(
+        &relay_key,
+        &fields,
+        &b(&v.relay_tag)
+    ));
+    // The sealed report opens with the operator key to the report bytes,
+    // and sealing them again with the same ephemeral gives the same bytes.
+    let operator = OperatorKeyPair::from_seed(&b(&v.operator_seed).try_into().unwrap());
+    let opened = comptoir_protocol::report::open(&operator, &b(&v.sealed_report)).unwrap();
+    assert_eq!(opened.to_vec(), b(&v.report_contents));
+    let ephemeral: [u8; 32] = b(&v.ephemeral_secret).try_into().unwrap();
+    assert_eq!(
+        comptoir_protocol::report::seal_with_ephemeral(
+            &operator.public(),
+            &b(&v.report_contents),
+            &ephemeral
+        )
+        .unwrap(),
+        b(&v.sealed_report)
+    );
+    let report = wire::ReportContents::decode(opened.as_slice()).unwrap();
+    assert_eq!(report.content, b(&v.committed));
+    assert_eq!(report.envelope.as_ref(), Some(&envelope));
+    assert!(v.cases.len() >= 7);
+    for case in &v.cases {
+        let c = Content::decode(b(&case.content).as_slice()).unwrap();
+        assert_eq!(
+            franking_outcome(franking::open(&c)),
+            case.outcome,
+            "{}",
+            case.name
+        );
     }
 }
 
@@ -1012,6 +1266,7 @@ fn content_vectors() -> Vec<NamedBytes> {
         sent_at_ms: 1_700_000_000_000,
         body: None,
         labels: Some(labels.clone()),
+        franking_key: Vec::new(),
         padding: Vec::new(),
     };
     let with = |body: content::Body| Content {
@@ -1286,6 +1541,7 @@ fn frame_vectors(f: &Fixture, sigs: &SignaturesVector) -> FramesVector {
                 0,
                 server_frame::Body::Deliver(wire::Deliver {
                     envelope: Some(envelope),
+                    ..Default::default()
                 }),
             ),
         ),
@@ -1370,6 +1626,7 @@ fn label_vectors() -> LabelsVector {
         sent_at_ms: 1_700_000_000_000,
         body: text("Your order 1234 shipped"),
         labels: Some(bound.clone()),
+        franking_key: Vec::new(),
         padding: Vec::new(),
     };
     let mut cases = vec![("honest".to_string(), envelope.clone(), honest.clone())];

@@ -169,6 +169,20 @@ pub enum RelayError {
     /// No complete blob (or no upload) with this id.
     #[error("{0}")]
     BlobNotFound(&'static str),
+    /// A business's send without a 32-byte franking commitment.
+    #[error(
+        "every message a business sends must be franked: franking_tag must be the 32-byte \
+         franking commitment (docs/PROTOCOL.md, message franking), got {got} bytes; nothing \
+         was stored"
+    )]
+    FrankingRequired {
+        /// The franking tag's length.
+        got: usize,
+    },
+    /// A report the relay does not take (the message says why); nothing
+    /// was stored.
+    #[error("{0}")]
+    ReportRefused(String),
     /// The relay is shutting down.
     #[error("the relay is shutting down; reconnect in a moment")]
     ShuttingDown,
@@ -226,6 +240,8 @@ impl RelayError {
             Self::QuotaExceeded(_) => ErrorCode::QuotaExceeded,
             Self::StaleConsent { .. } => ErrorCode::StaleConsent,
             Self::BadDeliverySignature(_) => ErrorCode::BadDeliverySignature,
+            Self::FrankingRequired { .. } => ErrorCode::FrankingRequired,
+            Self::ReportRefused(_) => ErrorCode::ReportRefused,
             Self::Storage(StorageError::Full) => ErrorCode::StorageFull,
             Self::Storage(_) => ErrorCode::Internal,
         }

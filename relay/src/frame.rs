@@ -8,6 +8,8 @@ use comptoir_protocol::frame::{FRAME_VERSION, encode_server};
 use comptoir_protocol::proto::wire::{self, server_frame::Body};
 use prost::encoding::{encode_varint, encoded_len_varint};
 
+use crate::franking::RelayTag;
+
 /// Encode a server frame answering `request_id`.
 pub fn server(request_id: u64, body: Body) -> Vec<u8> {
     encode_server(&wire::ServerFrame {
@@ -47,15 +49,35 @@ pub fn with_accept_id(envelope: &[u8], accept_id: u64) -> Vec<u8> {
     out
 }
 
+/// Most bytes the relay's franking tag adds to a `Deliver` (fields 2 and
+/// 3: tag, length and 32 bytes; tag and a varint key id).
+pub const RELAY_TAG_FIELDS_MAX: usize = 1 + 1 + 32 + 1 + 5;
+
 /// A push of one stored envelope (its encoded `Envelope` protobuf),
 /// byte-identical to encoding `ServerFrame { request_id: 0, deliver }`.
 pub fn deliver(envelope: &[u8]) -> Vec<u8> {
-    // Deliver { envelope = 1 } inside ServerFrame { deliver = 5 }. Only the
-    // two tags are written by hand (the varints are prost's): building a
-    // `wire::Envelope` would decode and re-encode every stored envelope on
-    // the push path. No separate measurement of that saving is recorded;
-    // the test below pins the bytes to prost's own encoding.
-    let inner_len = 1 + encoded_len_varint(envelope.len() as u64) + envelope.len();
+    deliver_tagged(envelope, None)
+}
+
+/// [`deliver`] with the relay's franking tag for the copy (`Deliver`
+/// fields 2 and 3; a key id of 0 is left out, as prost would).
+pub fn deliver_tagged(envelope: &[u8], relay_tag: Option<&RelayTag>) -> Vec<u8> {
+    // Deliver { envelope = 1, relay_franking_tag = 2, relay_franking_key_id
+    // = 3 } inside ServerFrame { deliver = 5 }. Only the tags are written
+    // by hand (the varints are prost's): building a `wire::Envelope` would
+    // decode and re-encode every stored envelope on the push path. No
+    // separate measurement of that saving is recorded; the tests below pin
+    // the bytes to prost's own encoding.
+    let tag_len = relay_tag.map_or(0, |t| {
+        1 + 1
+            + t.tag.len()
+            + if t.key_id == 0 {
+                0
+            } else {
+                1 + encoded_len_varint(u64::from(t.key_id))
+            }
+    });
+    let inner_len = 1 + encoded_len_varint(envelope.len() as u64) + envelope.len() + tag_len;
     let mut out = Vec::with_capacity(1 + 1 + encoded_len_varint(inner_len as u64) + inner_len);
     out.push(FRAME_VERSION);
     out.push((5 << 3) | 2);
@@ -63,6 +85,15 @@ pub fn deliver(envelope: &[u8]) -> Vec<u8> {
     out.push((1 << 3) | 2);
     encode_varint(envelope.len() as u64, &mut out);
     out.extend_from_slice(envelope);
+    if let Some(t) = relay_tag {
+        out.push((2 << 3) | 2);
+        encode_varint(t.tag.len() as u64, &mut out);
+        out.extend_from_slice(&t.tag);
+        if t.key_id != 0 {
+            out.push(3 << 3);
+            encode_varint(u64::from(t.key_id), &mut out);
+        }
+    }
     out
 }
 
@@ -105,10 +136,38 @@ mod tests {
                 request_id: 0,
                 body: Some(Body::Deliver(wire::Deliver {
                     envelope: Some(envelope),
+                    ..Default::default()
                 })),
             });
             assert_eq!(deliver(&bytes), expected, "size {size}");
             assert_eq!(deliver_len(bytes.len()), expected.len(), "size {size}");
+        }
+    }
+
+    #[test]
+    fn a_tagged_deliver_matches_prost_encoding() {
+        for (size, key_id) in [(0usize, 1u32), (100, 0), (300, 300), (200_000, u32::MAX)] {
+            let envelope = wire::Envelope {
+                message_id: vec![7; 16],
+                ciphertext: vec![0xab; size],
+                ..Default::default()
+            };
+            let bytes = envelope.encode_to_vec();
+            let tag = RelayTag {
+                tag: [0x5c; 32],
+                key_id,
+            };
+            let expected = encode_server(&wire::ServerFrame {
+                request_id: 0,
+                body: Some(Body::Deliver(wire::Deliver {
+                    envelope: Some(envelope),
+                    relay_franking_tag: tag.tag.to_vec(),
+                    relay_franking_key_id: key_id,
+                })),
+            });
+            let got = deliver_tagged(&bytes, Some(&tag));
+            assert_eq!(got, expected, "size {size}");
+            assert!(got.len() <= deliver_len(bytes.len()) + RELAY_TAG_FIELDS_MAX + 1);
         }
     }
 }

@@ -26,6 +26,8 @@
 //! - [`admin`]: the operator's admin API (axum, bearer token) and its
 //!   client, which `relay admin` uses.
 //! - [`operator`]: the operator key and admin token files (0600).
+//! - [`franking`]: the relay's franking keys (0600 file, rotation) and the
+//!   tag it delivers with each franked copy.
 //! - [`tls`]: wss:// with rustls (ring).
 //! - [`config`]: TOML + environment configuration.
 //! - [`shutdown`]: the shutdown signal each connection listens to.
@@ -44,6 +46,7 @@ pub mod connection;
 pub mod error;
 pub mod fault;
 pub mod frame;
+pub mod franking;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;

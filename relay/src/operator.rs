@@ -167,8 +167,9 @@ fn create_secret(
     Ok(secret)
 }
 
+/// Refuse a secret file others may read.
 #[cfg(unix)]
-fn check_user_only(file: &File, path: &Path) -> Result<(), OperatorFileError> {
+pub(crate) fn check_user_only(file: &File, path: &Path) -> Result<(), OperatorFileError> {
     use std::os::unix::fs::PermissionsExt;
     let mode = file
         .metadata()
@@ -188,8 +189,9 @@ fn check_user_only(file: &File, path: &Path) -> Result<(), OperatorFileError> {
     Ok(())
 }
 
+/// Refuse a secret file others may read.
 #[cfg(not(unix))]
-fn check_user_only(_file: &File, _path: &Path) -> Result<(), OperatorFileError> {
+pub(crate) fn check_user_only(_file: &File, _path: &Path) -> Result<(), OperatorFileError> {
     Ok(())
 }
 

@@ -203,6 +203,13 @@ pub async fn run_with_storage<S: Backend + std::fmt::Debug>(
         operator_key = %hex::encode(operator.public().to_bytes()),
         "operator key (clients pin it; back up its file)"
     );
+    let franking = Arc::new(crate::franking::FrankingKeys::load_or_create(
+        &config.data_dir.join(crate::franking::FRANKING_KEYS_FILE),
+    )?);
+    tracing::info!(
+        key_id = franking.current().0,
+        "franking key (back up its file)"
+    );
     let mut config = config;
     if let Ok(listening) = listener.local_addr() {
         if listening.ip().is_unspecified() && config.public_origins.is_empty() {
@@ -225,6 +232,7 @@ pub async fn run_with_storage<S: Backend + std::fmt::Debug>(
         operator.clone(),
         rate_card,
         blobs,
+        franking.clone(),
     ));
     let http_address = http_listener
         .as_ref()

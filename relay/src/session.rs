@@ -469,6 +469,7 @@ impl<S: Backend> Session<S> {
             B::BeginUpload(r) => cmd::blob::begin(self, request_id, r).await,
             B::UploadChunk(r) => cmd::blob::chunk(self, request_id, r).await,
             B::FetchBlob(r) => cmd::blob::fetch(self, request_id, r).await,
+            B::FileReport(r) => cmd::report::file(self, request_id, r).await,
         }
     }
 
@@ -623,7 +624,12 @@ impl<S: Backend> Session<S> {
                 device.cursor = Some(queued.cursor);
                 device.in_flight += 1;
                 let envelope = frame::with_accept_id(&queued.envelope, queued.accept_id);
-                conn.feed(frame::deliver(&envelope)).await?;
+                let tag = self
+                    .relay
+                    .franking
+                    .tag_stored(&queued.envelope, queued.accept_id);
+                conn.feed(frame::deliver_tagged(&envelope, tag.as_ref()))
+                    .await?;
             }
             conn.flush().await?;
             if !full {

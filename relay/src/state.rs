@@ -51,6 +51,8 @@ pub(crate) struct Relay<S> {
     pub(crate) blobs: BlobStore,
     /// Attachment chunks (uploads and reads) per account.
     pub(crate) blob_chunk_limiter: RateLimiter<AccountId>,
+    /// The relay's franking keys: the current one tags each pushed copy.
+    pub(crate) franking: Arc<crate::franking::FrankingKeys>,
 }
 
 impl<S> Relay<S> {
@@ -66,6 +68,7 @@ impl<S> Relay<S> {
         operator: Arc<OperatorKeyPair>,
         rate_card: RateCard,
         blobs: BlobStore,
+        franking: Arc<crate::franking::FrankingKeys>,
     ) -> Self {
         let limits = &config.limits;
         let chunks_per_sec = blobs.limits().chunks_per_sec;
@@ -109,6 +112,7 @@ impl<S> Relay<S> {
             rate_card,
             blobs,
             blob_chunk_limiter: RateLimiter::new(chunks_per_sec, 2.0 * chunks_per_sec),
+            franking,
         }
     }
 }

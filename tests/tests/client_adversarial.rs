@@ -19,6 +19,7 @@ fn text(id: [u8; 16], body: &str) -> Content {
         })),
         padding: Vec::new(),
         labels: None,
+        franking_key: Vec::new(),
     }
 }
 
@@ -34,6 +35,7 @@ fn receipt(ids: &[[u8; 16]]) -> Content {
         })),
         padding: Vec::new(),
         labels: None,
+        franking_key: Vec::new(),
     }
 }
 

@@ -372,3 +372,39 @@ async fn a_business_claims_a_name_and_a_customer_adds_it_by_name() {
         .await;
     assert!(heard.ends_with(": found you by name\n"), "{heard:?}");
 }
+
+/// `comptoir report ID --reason TEXT` reveals a received message to the
+/// operator, who verifies it (issue 14 item 4); an id of no received
+/// message is refused and nothing reaches the relay.
+#[tokio::test]
+async fn a_received_message_is_reported_through_the_command_line() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let alice = Customer::new(root.path(), "alice", &relay);
+    let bob = Customer::new(root.path(), "bob", &relay);
+    let alice_id = alice.ok(&["init"]).await.trim().to_string();
+    alice.ok(&["register"]).await;
+    let bob_id = bob.ok(&["init"]).await.trim().to_string();
+    bob.ok(&["register"]).await;
+    alice.ok(&["contacts", "add", "bob", &bob_id]).await;
+    let sent = alice.ok(&["send", "bob", "send me your card number"]).await;
+    let id = sent.trim();
+    bob.ok(&["listen", "--count", "1", "--timeout", "10"]).await;
+
+    // Her own message, or no message at all: refused, nothing filed.
+    assert_ne!(alice.run(&["report", id]).await.0, 0);
+    assert_ne!(bob.run(&["report", &"0".repeat(32)]).await.0, 0);
+    assert_ne!(bob.run(&["report", "not-an-id"]).await.0, 0);
+    let admin = relay.admin_client();
+    assert!(admin.reports().await.expect("reports").reports.is_empty());
+
+    bob.ok(&["report", id, "--reason", "phishing"]).await;
+    let reports = admin.reports().await.expect("reports").reports;
+    assert_eq!(reports.len(), 1);
+    let report = &reports[0];
+    assert!(report.valid, "{report:?}");
+    assert_eq!(report.content, "send me your card number");
+    assert_eq!(report.sender, alice_id);
+    assert_eq!(report.reporter, bob_id);
+    assert_eq!(report.reason, "phishing");
+}

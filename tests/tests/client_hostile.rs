@@ -37,6 +37,7 @@ fn text(id: [u8; 16], body: &str) -> Content {
         })),
         padding: Vec::new(),
         labels: None,
+        franking_key: Vec::new(),
     }
 }
 

@@ -355,6 +355,7 @@ impl RawCustomer {
                 "",
                 &[],
             )),
+            franking_key: Vec::new(),
             padding: Vec::new(),
         }
         .encode_to_vec();

@@ -73,6 +73,7 @@ fn content_of(body: content::Body) -> Content {
         sent_at_ms: 1,
         body: Some(body),
         labels: None,
+        franking_key: Vec::new(),
         padding: Vec::new(),
     }
 }

@@ -156,6 +156,13 @@ pub enum Action {
         /// template send` takes them.
         params: Vec<String>,
     },
+    /// Report a received message to the operator.
+    Report {
+        /// Its sender.
+        peer: AccountId,
+        /// The message.
+        id: comptoir_client::messages::MessageId,
+    },
     /// Leave the UI.
     Quit,
 }
@@ -176,6 +183,9 @@ pub struct App {
     pub status: String,
     /// The identity change being reviewed, in [`Mode::ConfirmIdentity`].
     pub review: Option<IdentityReview>,
+    /// In [`Mode::Chat`], the message picked with ↑/↓ (an index into the
+    /// conversation's messages), which `r` reports; `None` while typing.
+    pub picked: Option<usize>,
     /// Each peer looked up this session: its certified name if it is a
     /// business the operator verified, else `None`.
     pub business_names: std::collections::HashMap<AccountId, Option<String>>,
@@ -200,6 +210,7 @@ impl App {
             input: String::new(),
             status: String::new(),
             review: None,
+            picked: None,
             business_names: std::collections::HashMap::new(),
             templates: Vec::new(),
             picker: None,
@@ -477,6 +488,7 @@ impl App {
             KeyCode::Enter | KeyCode::Right | KeyCode::Char('l') => match peer {
                 Some(peer) => {
                     self.mode = Mode::Chat;
+                    self.picked = None;
                     Action::MarkRead(peer)
                 }
                 None => Action::None,
@@ -496,13 +508,41 @@ impl App {
         };
         let (peer, changed) = (current.peer, current.identity_changed);
         let has_choices = current.choices.is_some();
+        let count = current.messages.len();
+        let picked = self
+            .picked
+            .and_then(|i| current.messages.get(i))
+            .map(|m| (m.id, m.outgoing));
         match code {
+            // ↑/↓ pick a message (from the newest); ↓ past the newest goes
+            // back to typing.
+            KeyCode::Up if count > 0 => {
+                self.picked = Some(self.picked.map_or(count - 1, |i| i.saturating_sub(1)));
+                Action::None
+            }
+            KeyCode::Down => {
+                self.picked = self.picked.map(|i| i + 1).filter(|i| *i < count);
+                Action::None
+            }
+            KeyCode::Char('r') if !ctrl && self.input.is_empty() && picked.is_some() => {
+                match picked {
+                    Some((id, false)) => Action::Report { peer, id },
+                    _ => {
+                        self.status = "only a message you received can be reported".into();
+                        Action::None
+                    }
+                }
+            }
             KeyCode::Char('b') if ctrl => Action::Block(peer),
             KeyCode::Char('t') if ctrl => self.accept_identity(),
             KeyCode::Char('p') if ctrl => self.open_template_picker(),
             KeyCode::Char('r') if ctrl && has_choices => {
                 self.pick = 0;
                 self.mode = Mode::Pick;
+                Action::None
+            }
+            KeyCode::Esc if self.picked.is_some() => {
+                self.picked = None;
                 Action::None
             }
             KeyCode::Esc => {
@@ -539,6 +579,7 @@ impl App {
                 Action::None
             }
             KeyCode::Char(c) if !ctrl => {
+                self.picked = None;
                 self.input.push(c);
                 Action::None
             }

@@ -268,6 +268,10 @@ pub async fn perform(client: &mut Client, app: &mut App, action: Action) -> Resu
             app.set_blocked(peer, true);
             Some("blocked: the relay refuses its messages to you".to_string())
         }),
+        Action::Report { peer, id } => client
+            .report_from(peer, id, "")
+            .await
+            .map(|report_id| Some(format!("reported to the operator (report {report_id})"))),
         Action::Unblock(peer) => client.unblock(peer).await.map(|()| {
             app.set_blocked(peer, false);
             Some("unblocked".to_string())

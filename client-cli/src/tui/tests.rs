@@ -148,6 +148,39 @@ fn keys_select_open_type_send_and_go_back() {
 }
 
 #[test]
+fn a_picked_received_message_is_reported_with_r() {
+    let mut app = sample();
+    let alice = app.conversations[0].peer;
+    press(&mut app, KeyCode::Enter);
+    // Nothing picked: r is typed.
+    assert_eq!(press(&mut app, KeyCode::Char('r')), Action::None);
+    assert_eq!(app.input, "r");
+    press(&mut app, KeyCode::Backspace);
+    // ↑ picks the newest message (alice's "hi!"), shown highlighted.
+    assert_eq!(press(&mut app, KeyCode::Up), Action::None);
+    assert_eq!(app.picked, Some(2));
+    assert_eq!(
+        press(&mut app, KeyCode::Char('r')),
+        Action::Report {
+            peer: alice,
+            id: MessageId([3; 16])
+        }
+    );
+    // One of mine cannot be reported.
+    press(&mut app, KeyCode::Up);
+    assert_eq!(press(&mut app, KeyCode::Char('r')), Action::None);
+    assert!(app.status.contains("only a message you received"));
+    // ↓ past the newest, or Esc, goes back to typing.
+    press(&mut app, KeyCode::Down);
+    press(&mut app, KeyCode::Down);
+    assert_eq!(app.picked, None);
+    press(&mut app, KeyCode::Up);
+    press(&mut app, KeyCode::Esc);
+    assert_eq!((app.picked, app.mode), (None, Mode::Chat));
+    assert!(render(&app).contains("r report"));
+}
+
+#[test]
 fn block_is_one_key_and_a_changed_identity_holds_sending() {
     let mut app = sample();
     let (alice, bob) = (app.conversations[0].peer, app.conversations[1].peer);

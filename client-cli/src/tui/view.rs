@@ -21,8 +21,8 @@ pub fn help(mode: Mode) -> &'static str {
             "↑/↓ select · Enter open · b block · u unblock · t trust new identity · q quit"
         }
         Mode::Chat => {
-            "Enter send · Esc back · Ctrl-R answer a choice · Ctrl-P template · Ctrl-B block · \
-             Ctrl-T trust new identity · Ctrl-C quit"
+            "Enter send · Esc back · ↑/↓ pick, r report · Ctrl-R answer a choice · Ctrl-P \
+             template · Ctrl-B block · Ctrl-T trust new identity · Ctrl-C quit"
         }
         Mode::ConfirmIdentity => "type the contact's name · Enter accept · Esc cancel",
         Mode::Pick => "↑/↓ select · Enter choose · Esc back",
@@ -216,7 +216,7 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
                     Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
                 )));
             }
-            for m in &c.messages {
+            for (index, m) in c.messages.iter().enumerate() {
                 let who = match (&c.verified_name, m.outgoing) {
                     (_, true) => "me".to_string(),
                     (Some(certified), false) => format!("✓ {}", visible(certified)),
@@ -240,7 +240,12 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
                         Style::default().fg(color),
                     ));
                 }
-                lines.push(Line::from(spans));
+                let line = Line::from(spans);
+                lines.push(if app.picked == Some(index) {
+                    line.style(Style::default().add_modifier(Modifier::REVERSED))
+                } else {
+                    line
+                });
             }
             visible(&c.name)
         }

@@ -7,7 +7,7 @@
 
 use comptoir_protocol::proto::content::Content;
 use comptoir_protocol::proto::wire::Envelope;
-use comptoir_protocol::{AccountId, LabelError, labels};
+use comptoir_protocol::{AccountId, LabelError, franking, labels};
 
 use crate::error::Result;
 use crate::event::Event;
@@ -27,7 +27,19 @@ impl Client {
         content: &Content,
         plaintext: &[u8],
     ) -> Result<Option<Event>> {
-        let reason = match labels::check(content, envelope) {
+        // A content that carries a franking key must open its commitment
+        // (bound as a label, so equal to the envelope's franking tag): one
+        // that does not is refused like a relabelled one. A content with no
+        // key is unfranked (an older or hand-made sender): shown, but it
+        // cannot be reported.
+        let checked = labels::check(content, envelope).and_then(|()| {
+            if content.franking_key.is_empty() {
+                Ok(())
+            } else {
+                franking::open(content).map_err(LabelError::Franking)
+            }
+        });
+        let reason = match checked {
             Ok(()) => return Ok(None),
             Err(reason) => reason,
         };

@@ -15,6 +15,7 @@
 //! - `labels`: check a decrypted content's bound labels against its
 //!   envelope; keep a refused message as evidence.
 //! - `send`: outbox, sessions per recipient device, fan-out, read receipts.
+//! - `report`: reporting a received message to the operator.
 //! - `rekey`: recovering a wedged session and re-sending on request.
 //! - `rekey_guard`: the persisted limits on re-keys and re-sends.
 //! - `devices`: linking and removing this account's devices, sent copies.
@@ -57,6 +58,7 @@ mod receive;
 mod rekey;
 mod rekey_guard;
 mod relay;
+mod report;
 mod requests;
 mod send;
 mod sender;
@@ -622,6 +624,7 @@ pub(super) fn unexpected(wanted: &str, got: &server_frame::Body) -> ClientError 
         server_frame::Body::Standing(_) => "Standing",
         server_frame::Body::UploadStatus(_) => "UploadStatus",
         server_frame::Body::BlobChunk(_) => "BlobChunk",
+        server_frame::Body::ReportFiled(_) => "ReportFiled",
     };
     ClientError::UnexpectedFrame(format!("expected {wanted}, got {name}"))
 }

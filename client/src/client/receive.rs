@@ -16,6 +16,7 @@ use zeroize::Zeroizing;
 use crate::error::{ClientError, Result};
 use crate::event::Event;
 use crate::evidence::{self, Evidence};
+use crate::franked::{self, RelayTag};
 use crate::interactive_messages;
 use crate::messages::{self, MessageId, Status, StoredMessage};
 use crate::peers::{self, Observed};
@@ -77,8 +78,12 @@ impl Client {
     /// Process one delivered envelope. Whatever it holds, it ends acked
     /// (used, a duplicate, or in quarantine) unless the connection or the
     /// store failed, so no envelope can stall the queue.
-    pub(super) async fn handle_deliver(&mut self, envelope: Envelope) -> Result<()> {
-        match self.deliver(&envelope).await {
+    pub(super) async fn handle_deliver(
+        &mut self,
+        envelope: Envelope,
+        relay_tag: RelayTag,
+    ) -> Result<()> {
+        match self.deliver(&envelope, &relay_tag).await {
             Err(e) if !is_transient(&e) => {
                 self.events.push_back(Event::Warning(format!(
                     "an envelope could not be processed and was put aside: {e}"
@@ -96,7 +101,7 @@ impl Client {
         self.reject(envelope).await
     }
 
-    async fn deliver(&mut self, envelope: &Envelope) -> Result<()> {
+    async fn deliver(&mut self, envelope: &Envelope, relay_tag: &RelayTag) -> Result<()> {
         let envelope = envelope.clone();
         let (Ok(from), Some(id)) = (
             AccountId::from_bytes(&envelope.sender_account),
@@ -188,6 +193,11 @@ impl Client {
             Err(_) => None,
         };
         let labels_ok = refused.is_none();
+        // Kept with the message if it is shown, so that it can be reported.
+        let report_material = match &decoded {
+            Ok(content) if labels_ok => franked::material(&envelope, relay_tag, content),
+            _ => None,
+        };
         let mut violations = Vec::new();
         let event = match decoded {
             _ if refused.is_some() => refused,
@@ -228,10 +238,14 @@ impl Client {
             Some(
                 Event::Message { id, .. }
                 | Event::Template { id, .. }
-                | Event::Interactive { id, .. },
+                | Event::Interactive { id, .. }
+                | Event::Attachment { id, .. },
             ) => {
                 if envelope.category() == Category::Conversation {
                     rule_checks::record_heard(&self.store, &from, envelope.server_timestamp_ms)?;
+                }
+                if let Some(material) = report_material {
+                    franked::save(&self.store, &from, id, material)?;
                 }
                 violations.extend(self.rule_violation(from, &envelope)?);
                 Some(*id)

@@ -65,6 +65,7 @@ impl Client {
                 failed_message_id: failed.0.to_vec(),
             })),
             labels: None,
+            franking_key: Vec::new(),
             padding: Vec::new(),
         };
         let send = live
@@ -134,6 +135,7 @@ impl Client {
             sent_at_ms: message.sent_at_ms,
             body: Some(body),
             labels: None,
+            franking_key: Vec::new(),
             padding: Vec::new(),
         };
         let envelope_id = MessageId::generate();

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use crate::connection::Connection;
 use crate::error::{ClientError, Result};
 use crate::event::{DeliveryProof, Event};
+use crate::franked::RelayTag;
 use crate::messages::{self, MessageId, Status};
 use crate::operator_pin::PinOutcome;
 use crate::peers;
@@ -309,7 +310,13 @@ impl Client {
                 // the deepest chain of futures here; inline, it made every
                 // caller's future large enough to overflow a 2 MiB stack in
                 // debug builds (the CLI tests).
-                Some(envelope) => Box::pin(self.handle_deliver(envelope)).await,
+                Some(envelope) => {
+                    let relay_tag = RelayTag {
+                        tag: deliver.relay_franking_tag,
+                        key_id: deliver.relay_franking_key_id,
+                    };
+                    Box::pin(self.handle_deliver(envelope, relay_tag)).await
+                }
                 None => {
                     self.events
                         .push_back(Event::Warning("the relay pushed an empty delivery".into()));

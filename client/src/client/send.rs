@@ -90,6 +90,7 @@ impl Client {
                 read_at_ms: now,
             })),
             labels: None,
+            franking_key: Vec::new(),
             padding: Vec::new(),
         };
         let live = self.live();

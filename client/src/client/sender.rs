@@ -24,9 +24,11 @@ use comptoir_protocol::proto::wire::{
     client_frame, server_frame,
 };
 use comptoir_protocol::template::TemplateId;
-use comptoir_protocol::{AccountId, DeviceList, IdentityKeyPair, VerifiedBundle, labels};
+use comptoir_protocol::{
+    AccountId, DeviceList, FrankingKey, IdentityKeyPair, VerifiedBundle, franking, labels,
+};
 use prost::Message;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::connection::Requester;
 use crate::error::{ClientError, Result};
@@ -334,6 +336,7 @@ impl Live {
                     sent_at_ms: message.sent_at_ms,
                     body: Some(body),
                     labels: None,
+                    franking_key: Vec::new(),
                     padding: Vec::new(),
                 };
                 // The encrypted frame goes to the outbox with the session
@@ -533,17 +536,23 @@ impl Live {
         let state = peers::load(&self.store, &peer)?.ok_or(ClientError::UnknownPeer(peer))?;
         // The envelope labels, bound inside the encryption: the receiver
         // refuses the message if the relay shows it under other ones.
-        let (template_id, franking_tag) = (template_id.to_owned(), Vec::new());
+        let template_id = template_id.to_owned();
         content.labels = Some(labels::bind(
             &id.0,
             self.me.account.as_bytes(),
             peer.as_bytes(),
             category,
             &template_id,
-            &franking_tag,
+            &[],
         ));
+        // Franked with a fresh key: the commitment is bound with the other
+        // labels and travels as the envelope's franking tag, so the
+        // recipient can report exactly this content.
+        let franking_key = FrankingKey::generate(&mut rand::rng());
+        let franking_tag = franking::frank(&mut content, &franking_key).to_vec();
         content.padding = padding(content.encoded_len());
         let plaintext = Zeroizing::new(content.encode_to_vec());
+        content.franking_key.zeroize();
         let targets = self.target_devices(peer, &state.devices);
         let mut records = Vec::with_capacity(targets.len());
         let mut devices = Vec::with_capacity(targets.len());
@@ -672,10 +681,12 @@ impl Live {
                         sent_at_ms: at_ms,
                         body: Some(body.clone()),
                         labels: None,
+                        franking_key: Vec::new(),
                         padding: Vec::new(),
                     })),
                 }))),
                 labels: None,
+                franking_key: Vec::new(),
                 padding: Vec::new(),
             };
             let send = self

@@ -49,6 +49,9 @@ pub enum AdminCommand {
     /// Verify businesses: certify or revoke their published profile.
     #[command(subcommand)]
     Business(BusinessCommand),
+    /// Review reports: each is opened with the operator key and verified.
+    #[command(subcommand)]
+    Reports(ReportsCommand),
     /// Export businesses' bills.
     #[command(subcommand)]
     Bills(BillsCommand),
@@ -106,6 +109,19 @@ pub fn parse_time(text: &str) -> Result<u64, String> {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
     u64::try_from(days * 86_400_000).map_err(|_| bad())
+}
+
+/// `relay admin reports …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum ReportsCommand {
+    /// One JSON line per report (oldest first), verified: valid only when
+    /// the relay's franking tag checks and the commitment opens.
+    List,
+    /// One report, verified, check by check.
+    Show {
+        /// The report id.
+        report_id: String,
+    },
 }
 
 /// `relay admin business …`.
@@ -258,6 +274,21 @@ async fn execute(
         AdminCommand::Templates(command) => templates(client, command).await,
         // Printed as the API wrote it, by `run`.
         AdminCommand::Bills(_) => Ok(Vec::new()),
+        AdminCommand::Reports(command) => {
+            let json = match command {
+                ReportsCommand::List => client
+                    .reports()
+                    .await?
+                    .reports
+                    .iter()
+                    .map(serde_json::to_value)
+                    .collect::<Result<Vec<_>, _>>(),
+                ReportsCommand::Show { report_id } => {
+                    serde_json::to_value(client.report(report_id).await?).map(|v| vec![v])
+                }
+            };
+            json.map_err(|e| client.protocol(format!("cannot print the answer: {e}")))
+        }
         AdminCommand::Business(command) => {
             let answer = match command {
                 BusinessCommand::Show { account } => client.business(account).await?,

@@ -122,6 +122,17 @@ impl AdminClient {
             .await
     }
 
+    /// Every report, opened and verified.
+    pub async fn reports(&self) -> Result<super::reports::ReportsBody, AdminClientError> {
+        self.call(Method::GET, "/v1/reports", None).await
+    }
+
+    /// One report, opened and verified (`id` as the operator typed it).
+    pub async fn report(&self, id: &str) -> Result<super::reports::ReportBody, AdminClientError> {
+        self.call(Method::GET, &format!("/v1/reports/{id}"), None)
+            .await
+    }
+
     /// A business's profile and certificate state.
     pub async fn business(
         &self,

@@ -11,6 +11,8 @@
 //! - [`templates`]: reviewing templates (list, show, approve, reject,
 //!   revoke); approvals and revocations are signed by the operator key.
 //! - [`bills`]: exporting a business's bill (CSV or JSON, with totals).
+//! - [`reports`]: reviewing reports (list, show): each is opened with the
+//!   operator key and verified (relay tag, franking commitment, labels).
 //! - [`client`]: a small HTTP/1.1 client of the API (the CLI and tests).
 //! - [`cli`]: the `relay admin` commands over that client.
 
@@ -18,6 +20,7 @@ pub mod bills;
 pub mod businesses;
 pub mod cli;
 pub mod client;
+pub mod reports;
 pub mod templates;
 
 use std::sync::Arc;
@@ -50,6 +53,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/businesses/{account}/verify"),
     ("post", "/v1/businesses/{account}/revoke"),
     ("get", "/v1/bills/{account}"),
+    ("get", "/v1/reports"),
+    ("get", "/v1/reports/{report_id}"),
 ];
 
 /// What the handlers share.
@@ -89,6 +94,9 @@ pub enum AdminError {
     /// No template has this id.
     #[error("no template has this id: list them with `relay admin templates list`")]
     UnknownTemplate,
+    /// No report has this id.
+    #[error("no report has this id: list them with `relay admin reports list`")]
+    UnknownReport,
     /// The request is malformed (the message says how).
     #[error("{0}")]
     BadRequest(String),
@@ -111,7 +119,10 @@ impl AdminError {
     fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::NotFound | Self::UnknownTemplate | Self::UnknownBusiness => StatusCode::NOT_FOUND,
+            Self::NotFound
+            | Self::UnknownTemplate
+            | Self::UnknownBusiness
+            | Self::UnknownReport => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Storage => StatusCode::INTERNAL_SERVER_ERROR,
@@ -124,6 +135,7 @@ impl AdminError {
             Self::NotFound => "not_found",
             Self::UnknownTemplate => "unknown_template",
             Self::UnknownBusiness => "unknown_business",
+            Self::UnknownReport => "unknown_report",
             Self::BadRequest(_) => "bad_request",
             Self::Conflict(_) => "conflict",
             Self::Storage => "internal",
@@ -185,6 +197,8 @@ pub fn router<S: Backend>(state: Arc<AdminState<S>>) -> Router {
             post(businesses::revoke::<S>),
         )
         .route("/v1/bills/{account}", get(bills::export::<S>))
+        .route("/v1/reports", get(reports::list::<S>))
+        .route("/v1/reports/{report_id}", get(reports::show::<S>))
         .fallback(|| async { AdminError::NotFound })
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -39,6 +39,10 @@ enum Command {
     /// The operator's tool: talks to the running relay's admin API
     /// (loopback, bearer token from the relay's admin.token file).
     Admin(comptoir_relay::admin::cli::AdminArgs),
+    /// Add a new franking key to the data directory's franking.keys (with
+    /// the relay stopped): deliveries are tagged with it from the next
+    /// start; older keys stay to verify reports of older messages.
+    RotateFrankingKey(AccountingArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -176,6 +180,21 @@ fn main() -> ExitCode {
             return accounting(&args);
         }
         Command::Admin(args) => return comptoir_relay::admin::cli::run(args),
+        Command::RotateFrankingKey(args) => {
+            let path = args
+                .data_dir
+                .join(comptoir_relay::franking::FRANKING_KEYS_FILE);
+            return match comptoir_relay::franking::FrankingKeys::rotate(&path) {
+                Ok(id) => {
+                    println!("{{\"franking_key_id\":{id}}}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("relay rotate-franking-key: {error}");
+                    ExitCode::from(2)
+                }
+            };
+        }
     };
     // Colour only on a terminal: a log file or pipe gets plain text that
     // scripts can parse.

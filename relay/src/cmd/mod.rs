@@ -14,6 +14,7 @@ pub(crate) mod device_list;
 pub(crate) mod name;
 pub(crate) mod phone;
 pub(crate) mod prekeys;
+pub(crate) mod report;
 pub(crate) mod send;
 pub(crate) mod template;
 

@@ -185,6 +185,15 @@ pub(crate) async fn send<S: Directory + Mailbox + Templates + FirstContacts>(
             request.franking_tag.len()
         )));
     }
+    // Every message a business sends is franked, so that its recipient can
+    // report it and the operator can check the report.
+    if policy::kind_of(&sender_record) == AccountKind::Business
+        && request.franking_tag.len() != comptoir_protocol::franking::FRANKING_TAG_LEN
+    {
+        return Err(RelayError::FrankingRequired {
+            got: request.franking_tag.len(),
+        });
+    }
     let mut copies: Vec<(u32, Vec<u8>)> = Vec::with_capacity(request.devices.len());
     for d in request.devices {
         let ciphertext_len = d.ciphertext.len();
@@ -208,7 +217,9 @@ pub(crate) async fn send<S: Directory + Mailbox + Templates + FirstContacts>(
         // The relay adds sender, timestamps and framing: what it stores must
         // still reach the recipient in one frame, or that device would be
         // offered the same unreadable envelope first on every connection.
-        let delivered = frame::deliver_len(envelope.len() + frame::ACCEPT_ID_FIELD_MAX);
+        let delivered = frame::deliver_len(
+            envelope.len() + frame::ACCEPT_ID_FIELD_MAX + frame::RELAY_TAG_FIELDS_MAX,
+        );
         if delivered > MAX_FRAME_SIZE {
             let most = ciphertext_len.saturating_sub(delivered - MAX_FRAME_SIZE);
             return Err(invalid(format!(

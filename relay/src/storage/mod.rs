@@ -24,6 +24,8 @@
 //!   pending ones and the answers.
 //! - [`FirstContacts`] ([`first_contacts`]): which accounts have talked,
 //!   and new conversations per account and day.
+//! - [`Reports`] ([`reports`]): reports filed by recipients, sealed to
+//!   the operator's key.
 //! - [`Lifecycle`]: flush and close, for the backend as a whole.
 //!
 //! [`report`] reads a stopped data directory's accounting (ledger,
@@ -67,6 +69,7 @@ pub mod ledger;
 pub mod mail_log;
 pub mod mailbox;
 pub mod report;
+pub mod reports;
 pub mod sled;
 mod store_id;
 pub mod templates;
@@ -91,6 +94,7 @@ pub use self::mailbox::{
     AcceptEffects, AckOf, Acked, Billed, Cursor, Enqueued, Mailbox, NewMessage, QueuedEnvelope,
     QueuedMail, QueuedReceipt, QuotaCounts,
 };
+pub use self::reports::{Filed, KeptReport, Reports};
 pub use self::sled::SledStore;
 pub use self::templates::{SignedApproval, StoredTemplate, Templates};
 
@@ -156,6 +160,7 @@ pub trait Backend:
     + Businesses
     + ConsentRequests
     + FirstContacts
+    + Reports
     + Lifecycle
 {
 }
@@ -169,6 +174,7 @@ impl<
         + Businesses
         + ConsentRequests
         + FirstContacts
+        + Reports
         + Lifecycle,
 > Backend for T
 {

@@ -277,6 +277,8 @@ pub struct SledStore {
     /// Who wrote to whom, and new conversations per day (see
     /// `storage::first_contacts`).
     pub(super) first_contacts: Tree,
+    /// Reports sealed to the operator (see `storage::reports`).
+    pub(super) reports: Tree,
     pub(super) committer: Committer,
     /// Dropped last: the directory is free once every handle is gone.
     _dir_lock: Arc<DirLock>,
@@ -522,6 +524,7 @@ impl SledStore {
             block_reasons: tree("block_reasons")?,
             consent_requests: tree("consent_requests")?,
             first_contacts: tree("first_contacts")?,
+            reports: tree("reports")?,
             committer: Committer::start(db, metrics)?,
             _dir_lock: dir_lock,
         })

@@ -109,10 +109,63 @@ impl Business {
         }
     }
 
+    /// Send `text` as a service reply franked as a client franks it
+    /// (fresh key, commitment bound and in the envelope), or with the
+    /// commitment altered (`tamper`) in both places, so that only opening
+    /// it shows the difference. Returns (message id, relay's reply).
+    pub async fn send_franked(&mut self, text: &str, tamper: bool) -> ([u8; 16], Body) {
+        let message_id = comptoir_client::MessageId::generate().0;
+        let mut content = Content {
+            message_id: message_id.to_vec(),
+            sent_at_ms: 1,
+            body: Some(content::Body::Text(Text { body: text.into() })),
+            labels: Some(labels::bind(
+                &message_id,
+                self.account.id.as_bytes(),
+                self.customer.as_bytes(),
+                Category::Service,
+                "",
+                &[],
+            )),
+            franking_key: Vec::new(),
+            padding: Vec::new(),
+        };
+        let key = comptoir_protocol::FrankingKey::generate(&mut rand::rng());
+        let mut commitment = comptoir_protocol::franking::frank(&mut content, &key);
+        if tamper {
+            commitment[0] ^= 1;
+            if let Some(labels) = content.labels.as_mut() {
+                labels.franking_commitment = commitment.to_vec();
+            }
+        }
+        let plaintext = content.encode_to_vec();
+        let devices = self
+            .devices
+            .iter_mut()
+            .map(|(device_id, _, session)| wire::DeviceCiphertext {
+                device_id: *device_id,
+                ciphertext: session
+                    .encrypt(&plaintext, &mut rand::rng())
+                    .expect("encrypt"),
+            })
+            .collect();
+        let send = wire::Send {
+            message_id: message_id.to_vec(),
+            recipient_account: self.customer.to_vec(),
+            client_timestamp_ms: 1,
+            category: Category::Service as i32,
+            franking_tag: commitment.to_vec(),
+            devices,
+            ..Default::default()
+        };
+        let reply = self.conn.request(client_frame::Body::Send(send)).await;
+        (message_id, reply)
+    }
+
     /// Encrypt `body` to every device of the customer as `category` (a
     /// template category under the approved support template of that
     /// category and [`FRANKING`], any other
-    /// with neither), labels bound, and send it; returns the message id
+    /// with [`FRANKING`] only), labels bound, and send it; returns the message id
     /// and the relay's reply, whatever it is.
     pub async fn request_content(
         &mut self,
@@ -125,7 +178,10 @@ impl Business {
                 super::templates::id_for(self.account.id, category),
                 &FRANKING[..],
             ),
-            _ => (String::new(), &[][..]),
+            // The relay requires a 32-byte commitment of every business
+            // send; with no franking key in the content, the customer
+            // treats the message as unfranked.
+            _ => (String::new(), &FRANKING[..]),
         };
         let content = Content {
             message_id: message_id.to_vec(),
@@ -139,6 +195,7 @@ impl Business {
                 &template_id,
                 franking,
             )),
+            franking_key: Vec::new(),
             padding: Vec::new(),
         }
         .encode_to_vec();

@@ -295,6 +295,7 @@ impl Hostile {
             })),
             padding: Vec::new(),
             labels: None,
+            franking_key: Vec::new(),
         }
     }
 
