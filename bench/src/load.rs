@@ -784,11 +784,11 @@ fn load_send(
     let mut message_id = [0u8; 16];
     message_id[..4].copy_from_slice(&(index as u32).to_be_bytes());
     message_id[4..12].copy_from_slice(&(sent as u64).to_be_bytes());
+    // A franking commitment's size (HMAC-SHA256): every business send must
+    // carry one; the load never opens it, only signs it back when billed.
+    let mut tag = [0x46u8; 32];
+    tag[..16].copy_from_slice(&message_id);
     let (category, template_id, franking_tag) = if billed {
-        // A franking commitment's size (HMAC-SHA256); the load never opens
-        // it, only signs it back.
-        let mut tag = [0x46u8; 32];
-        tag[..16].copy_from_slice(&message_id);
         (
             wire::Category::Utility,
             role.template_id.clone(),
@@ -797,11 +797,11 @@ fn load_send(
     } else if me.kind == wire::AccountKind::Business && role.window_open {
         // Its customer neighbour wrote to it before the run: a free-form
         // reply inside the window.
-        (wire::Category::Service, String::new(), Vec::new())
+        (wire::Category::Service, String::new(), tag.to_vec())
     } else if me.kind == wire::AccountKind::Business {
         // Not a template and not a free-form reply (the customer it sends
         // to never wrote to it: no window): control traffic.
-        (wire::Category::Control, String::new(), Vec::new())
+        (wire::Category::Control, String::new(), tag.to_vec())
     } else {
         (wire::Category::Conversation, String::new(), Vec::new())
     };

@@ -394,11 +394,8 @@ async fn send(from: &mut Conn, to: &Account, n: u8, category: Category, template
         client_timestamp_ms: 1,
         category: category as i32,
         template_id: template_id.into(),
-        franking_tag: if template_id.is_empty() {
-            Vec::new()
-        } else {
-            vec![0xF7; 32]
-        },
+        // Every business send must be franked; a customer's may be.
+        franking_tag: vec![0xF7; 32],
         devices: to
             .device_ids()
             .into_iter()
