@@ -42,6 +42,24 @@ fn all_files(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     out
 }
 
+/// Two registered customers and a directory for files.
+struct Pair {
+    alice: Client,
+    bob: Client,
+    files: tempfile::TempDir,
+    _dirs: [tempfile::TempDir; 2],
+}
+
+async fn pair(relay: &support::TestRelay) -> Pair {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    Pair {
+        alice: registered(relay, dirs[0].path(), "alice pass").await,
+        bob: registered(relay, dirs[1].path(), "bob pass").await,
+        files: tempfile::tempdir().unwrap(),
+        _dirs: dirs,
+    }
+}
+
 async fn receive_attachment(client: &mut Client) -> (comptoir_client::MessageId, String, u64) {
     wait_for(client, |e| match e {
         Event::Attachment {
@@ -65,13 +83,12 @@ fn relay_code(error: &ClientError) -> Option<ErrorCode> {
 #[tokio::test]
 async fn a_document_travels_encrypted_and_opens_with_both_digests_checked() {
     let relay = start_relay().await;
-    let (dir_a, dir_b, files) = (
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-    );
-    let mut alice = registered(&relay, dir_a.path(), "alice pass").await;
-    let mut bob = registered(&relay, dir_b.path(), "bob pass").await;
+    let Pair {
+        mut alice,
+        mut bob,
+        files,
+        _dirs,
+    } = pair(&relay).await;
     let b = bob.account_id();
     let a = alice.account_id();
     // Several transfer chunks and several encryption chunks, not a
@@ -108,13 +125,12 @@ async fn a_document_travels_encrypted_and_opens_with_both_digests_checked() {
 #[tokio::test]
 async fn an_upload_cut_short_resumes_with_only_the_missing_chunks_even_across_a_restart() {
     let relay = start_relay().await;
-    let (dir_a, dir_b, files) = (
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-    );
-    let mut alice = registered(&relay, dir_a.path(), "alice pass").await;
-    let mut bob = registered(&relay, dir_b.path(), "bob pass").await;
+    let Pair {
+        mut alice,
+        mut bob,
+        files,
+        _dirs,
+    } = pair(&relay).await;
     let (a, b) = (alice.account_id(), bob.account_id());
     let len = 5 * TRANSFER_CHUNK;
     let original = write_file(files.path(), "photo.jpg", len);
@@ -228,13 +244,12 @@ async fn oversized_uploads_and_uploads_past_the_quota_are_refused_and_nothing_is
 #[tokio::test]
 async fn a_blob_altered_at_rest_is_refused_at_decrypt_and_nothing_is_written() {
     let relay = start_relay().await;
-    let (dir_a, dir_b, files) = (
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-    );
-    let mut alice = registered(&relay, dir_a.path(), "alice pass").await;
-    let mut bob = registered(&relay, dir_b.path(), "bob pass").await;
+    let Pair {
+        mut alice,
+        mut bob,
+        files,
+        _dirs,
+    } = pair(&relay).await;
     let (a, b) = (alice.account_id(), bob.account_id());
     let original = write_file(files.path(), "ticket.pdf", 200_000);
     let file = alice
@@ -275,13 +290,12 @@ async fn attachments_are_kept_until_their_time_is_up_not_until_first_fetch() {
         config.blobs.upload_ttl_ms = 600_000;
     })
     .await;
-    let (dir_a, dir_b, files) = (
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-    );
-    let mut alice = registered(&relay, dir_a.path(), "alice pass").await;
-    let mut bob = registered(&relay, dir_b.path(), "bob pass").await;
+    let Pair {
+        mut alice,
+        mut bob,
+        files,
+        _dirs,
+    } = pair(&relay).await;
     let (a, b) = (alice.account_id(), bob.account_id());
     let original = write_file(files.path(), "menu.pdf", 70_000);
     let sent = alice
