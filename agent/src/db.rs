@@ -203,6 +203,9 @@ pub struct NewMessage {
 pub struct Db {
     conn: Arc<Mutex<Connection>>,
     endpoints: Arc<Vec<String>>,
+    /// Counts recorded delivery outcomes, so a watcher (operations, tests)
+    /// waits for the next one instead of polling.
+    outcomes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl std::fmt::Debug for Db {
@@ -236,6 +239,7 @@ impl Db {
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             endpoints: Arc::new(endpoints),
+            outcomes: Arc::new(tokio::sync::watch::channel(0).0),
         })
     }
 
@@ -607,7 +611,14 @@ impl Db {
              WHERE event_id = ?1 AND endpoint = ?2",
             params![p.event_id, p.endpoint, state, next_ms.map(i64_of), error],
         )?;
+        self.outcomes.send_modify(|n| *n += 1);
         Ok(())
+    }
+
+    /// Wakes on every delivery outcome recorded after this call (see
+    /// [`Self::delivery_outcome`]).
+    pub fn watch_outcomes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.outcomes.subscribe()
     }
 
     /// Every outbox row (operations and tests).

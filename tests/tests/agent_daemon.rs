@@ -596,6 +596,8 @@ async fn webhooks_are_retried_for_over_a_day_survive_a_restart_and_arrive_once()
         let event_id = event_id.clone();
         async move {
             let deadline = tokio::time::Instant::now() + TIMEOUT;
+            // Subscribed before the check: no outcome falls in between.
+            let mut outcomes = agent_db.watch_outcomes();
             loop {
                 let row = agent_db
                     .outbox()
@@ -605,11 +607,10 @@ async fn webhooks_are_retried_for_over_a_day_survive_a_restart_and_arrive_once()
                 if row.as_ref().is_some_and(|r| r.attempts >= n) {
                     return row.expect("row");
                 }
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "attempt {n} never happened: {row:?}"
-                );
-                tokio::time::sleep(Duration::from_millis(10)).await;
+                tokio::time::timeout_at(deadline, outcomes.changed())
+                    .await
+                    .unwrap_or_else(|_| panic!("attempt {n} never happened: {row:?}"))
+                    .expect("the daemon's database is open");
             }
         }
     };
@@ -694,6 +695,7 @@ async fn wait_row(
     done: impl Fn(&comptoir_agent::db::OutboxRow) -> bool,
 ) -> comptoir_agent::db::OutboxRow {
     let deadline = tokio::time::Instant::now() + TIMEOUT;
+    let mut outcomes = agent.db.watch_outcomes();
     loop {
         let row = agent
             .db
@@ -704,11 +706,10 @@ async fn wait_row(
         if let Some(row) = row.filter(|r| done(r)) {
             return row;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "outbox row {event_id} never got there"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::timeout_at(deadline, outcomes.changed())
+            .await
+            .unwrap_or_else(|_| panic!("outbox row {event_id} never got there"))
+            .expect("the daemon's database is open");
     }
 }
 
@@ -746,6 +747,7 @@ async fn a_delivery_is_given_up_only_after_the_retry_period() {
     // Jump past the retry period: the next attempt is the last.
     clock.advance(comptoir_agent::webhook::RETRY_FOR.as_millis() as u64 + 1);
     let deadline = tokio::time::Instant::now() + TIMEOUT;
+    let mut outcomes = agent.db.watch_outcomes();
     loop {
         agent.webhooks.notify_one();
         let row = state(&agent);
@@ -753,8 +755,10 @@ async fn a_delivery_is_given_up_only_after_the_retry_period() {
             assert_eq!(row.attempts, 2);
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{row:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::timeout_at(deadline, outcomes.changed())
+            .await
+            .unwrap_or_else(|_| panic!("never given up: {row:?}"))
+            .expect("the daemon's database is open");
     }
     assert_eq!(
         receiver
