@@ -35,6 +35,42 @@ const CAROL: &str = "+447700900123";
 const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
 const HOUR_MS: u64 = 3600 * 1000;
 
+/// A relay, a webhook receiver, and a business set up for a daemon (not
+/// yet serving).
+struct Fixture {
+    relay: TestRelay,
+    root: tempfile::TempDir,
+    receiver: Receiver,
+    config: comptoir_agent::config::Config,
+    business: comptoir_protocol::AccountId,
+}
+
+async fn fixture() -> Fixture {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start().await;
+    let config = config(&relay, &data_dir(root.path()), &receiver);
+    let business = init_business(&relay, &config).await;
+    Fixture {
+        relay,
+        root,
+        receiver,
+        config,
+        business,
+    }
+}
+
+/// A registered customer with its store under `root/name`.
+async fn customer(relay: &TestRelay, root: &std::path::Path, name: &str) -> Client {
+    registered_as(
+        relay,
+        &root.join(name),
+        "pw-long-enough",
+        AccountKind::Customer,
+    )
+    .await
+}
+
 async fn customer_with_number(relay: &TestRelay, dir: &std::path::Path, phone: &str) -> Client {
     let mut client = registered_as(relay, dir, "pw-long-enough", AccountKind::Customer).await;
     client.request_phone_code(phone).await.expect("code");
@@ -61,11 +97,13 @@ fn status_events(receiver: &Receiver, message: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn the_notification_flow_through_the_api_and_webhooks() {
-    let relay = start_relay().await;
-    let root = tempfile::tempdir().expect("temp dir");
-    let receiver = Receiver::start().await;
-    let config = config(&relay, &data_dir(root.path()), &receiver);
-    let business = init_business(&relay, &config).await;
+    let Fixture {
+        relay,
+        root,
+        receiver,
+        config,
+        business,
+    } = fixture().await;
     let clock = ManualClock::at(comptoir_client::client::now_ms());
     let agent = serve(&config, clock.clone()).await;
     let mut carol = customer_with_number(&relay, &root.path().join("carol"), CAROL).await;
@@ -299,19 +337,15 @@ async fn the_notification_flow_through_the_api_and_webhooks() {
 
 #[tokio::test]
 async fn refusals_bad_input_and_keys_are_typed_and_store_nothing() {
-    let relay = start_relay().await;
-    let root = tempfile::tempdir().expect("temp dir");
-    let receiver = Receiver::start().await;
-    let config = config(&relay, &data_dir(root.path()), &receiver);
-    let _business = init_business(&relay, &config).await;
+    let Fixture {
+        relay,
+        root,
+        receiver: _receiver,
+        config,
+        business: _business,
+    } = fixture().await;
     let agent = serve(&config, ManualClock::at(comptoir_client::client::now_ms())).await;
-    let dave = registered_as(
-        &relay,
-        &root.path().join("dave"),
-        "pw-long-enough",
-        AccountKind::Customer,
-    )
-    .await;
+    let dave = customer(&relay, root.path(), "dave").await;
     let dave_id = dave.account_id().to_string();
     let template = json!({
         "to": dave_id,
@@ -558,22 +592,18 @@ async fn refusals_bad_input_and_keys_are_typed_and_store_nothing() {
 
 #[tokio::test]
 async fn webhooks_are_retried_for_over_a_day_survive_a_restart_and_arrive_once() {
-    let relay = start_relay().await;
-    let root = tempfile::tempdir().expect("temp dir");
-    let receiver = Receiver::start().await;
+    let Fixture {
+        relay,
+        root,
+        receiver,
+        config,
+        business,
+    } = fixture().await;
     receiver.answer.store(503, Ordering::SeqCst);
-    let config = config(&relay, &data_dir(root.path()), &receiver);
-    let business = init_business(&relay, &config).await;
     let start = comptoir_client::client::now_ms();
     let clock = ManualClock::at(start);
     let agent = serve(&config, clock.clone()).await;
-    let mut erin = registered_as(
-        &relay,
-        &root.path().join("erin"),
-        "pw-long-enough",
-        AccountKind::Customer,
-    )
-    .await;
+    let mut erin = customer(&relay, root.path(), "erin").await;
     let first = erin
         .send_text(business, "Is my parcel on its way?")
         .await
@@ -715,21 +745,17 @@ async fn wait_row(
 
 #[tokio::test]
 async fn a_delivery_is_given_up_only_after_the_retry_period() {
-    let relay = start_relay().await;
-    let root = tempfile::tempdir().expect("temp dir");
-    let receiver = Receiver::start().await;
+    let Fixture {
+        relay,
+        root,
+        receiver,
+        config,
+        business,
+    } = fixture().await;
     receiver.answer.store(500, Ordering::SeqCst);
-    let config = config(&relay, &data_dir(root.path()), &receiver);
-    let business = init_business(&relay, &config).await;
     let clock = ManualClock::at(comptoir_client::client::now_ms());
     let agent = serve(&config, clock.clone()).await;
-    let mut frank = registered_as(
-        &relay,
-        &root.path().join("frank"),
-        "pw-long-enough",
-        AccountKind::Customer,
-    )
-    .await;
+    let mut frank = customer(&relay, root.path(), "frank").await;
     let id = frank.send_text(business, "hello?").await.expect("send");
     let event_id = format!("message:{id}");
     receiver
@@ -789,13 +815,7 @@ async fn outside_opening_hours_a_customer_gets_the_away_message_once_a_day() {
     // Tuesday 2026-12-01, 03:00 UTC: closed.
     let clock = ManualClock::at(1_796_094_000_000);
     let agent = serve(&config, clock.clone()).await;
-    let mut gina = registered_as(
-        &relay,
-        &root.path().join("gina"),
-        "pw-long-enough",
-        AccountKind::Customer,
-    )
-    .await;
+    let mut gina = customer(&relay, root.path(), "gina").await;
     gina.send_text(business, "Are you open?")
         .await
         .expect("send");
@@ -934,19 +954,15 @@ async fn off_loopback_the_api_is_served_only_over_tls() {
 
 #[tokio::test]
 async fn a_message_queued_while_the_relay_is_down_reports_failed_when_refused() {
-    let relay = start_relay().await;
-    let root = tempfile::tempdir().expect("temp dir");
-    let receiver = Receiver::start().await;
-    let config = config(&relay, &data_dir(root.path()), &receiver);
-    let _business = init_business(&relay, &config).await;
+    let Fixture {
+        relay,
+        root,
+        receiver,
+        config,
+        business: _business,
+    } = fixture().await;
     let agent = serve(&config, ManualClock::at(comptoir_client::client::now_ms())).await;
-    let hank = registered_as(
-        &relay,
-        &root.path().join("hank"),
-        "pw-long-enough",
-        AccountKind::Customer,
-    )
-    .await;
+    let hank = customer(&relay, root.path(), "hank").await;
     // Talk to the relay once, so the daemon has Hank's keys.
     let text =
         json!({ "to": hank.account_id().to_string(), "type": "text", "text": { "body": "hello" } });
@@ -990,18 +1006,14 @@ async fn a_message_queued_while_the_relay_is_down_reports_failed_when_refused() 
 
 #[tokio::test]
 async fn a_message_the_device_took_while_the_daemon_was_down_is_reported_at_start() {
-    let relay = start_relay().await;
-    let root = tempfile::tempdir().expect("temp dir");
-    let receiver = Receiver::start().await;
-    let config = config(&relay, &data_dir(root.path()), &receiver);
-    let business = init_business(&relay, &config).await;
-    let mut ivy = registered_as(
-        &relay,
-        &root.path().join("ivy"),
-        "pw-long-enough",
-        AccountKind::Customer,
-    )
-    .await;
+    let Fixture {
+        relay,
+        root,
+        receiver,
+        config,
+        business,
+    } = fixture().await;
+    let mut ivy = customer(&relay, root.path(), "ivy").await;
     let sent = ivy
         .send_text(business, "Did you get this?")
         .await
@@ -1067,13 +1079,7 @@ async fn agent_init_can_join_an_existing_business_account_as_a_new_device() {
 
     // A customer's message reaches the daemon's device too.
     let agent = serve(&config, ManualClock::at(comptoir_client::client::now_ms())).await;
-    let mut jo = registered_as(
-        &relay,
-        &root.path().join("jo"),
-        "pw-long-enough",
-        AccountKind::Customer,
-    )
-    .await;
+    let mut jo = customer(&relay, root.path(), "jo").await;
     let sent = jo
         .send_text(first.account_id(), "Hello, both of you")
         .await
