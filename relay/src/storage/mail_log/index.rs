@@ -158,6 +158,10 @@ pub(crate) struct Accounting {
     /// (business, UTC day) → customers reached by business-initiated
     /// conversations.
     pub(crate) reached: HashMap<(AccountId, u32), HashSet<AccountId>>,
+    /// business → customer → accept time of the business-initiated
+    /// conversation that last counted it towards the tier limit (kept
+    /// 7 days).
+    pub(crate) reaches: HashMap<AccountId, HashMap<AccountId, u64>>,
     /// Ledger entries by accept id.
     pub(crate) ledger: BTreeMap<u64, LedgerEntry>,
     /// Signed first deliveries of billed sends by accept id (the first
@@ -193,6 +197,45 @@ impl Accounting {
         }
     }
 
+    /// Note a customer counted towards a business's tier limit (keeps
+    /// the latest).
+    pub(crate) fn reach(&mut self, business: AccountId, customer: AccountId, ms: u64) {
+        let at = self
+            .reaches
+            .entry(business)
+            .or_default()
+            .entry(customer)
+            .or_insert(ms);
+        *at = (*at).max(ms);
+    }
+
+    /// `business`'s customers counted in the 24 hours before `now_ms`
+    /// and in the 7 days before it.
+    pub(crate) fn reach_usage(
+        &self,
+        business: AccountId,
+        now_ms: u64,
+    ) -> (crate::policy::quality::ReachWindow, u64) {
+        use crate::policy::quality::{RATING_WINDOW_MS, REACH_WINDOW_MS, ReachWindow};
+        let mut window = ReachWindow::default();
+        let mut week = 0;
+        for &at in self
+            .reaches
+            .get(&business)
+            .into_iter()
+            .flat_map(|m| m.values())
+        {
+            if now_ms < at.saturating_add(RATING_WINDOW_MS) {
+                week += 1;
+            }
+            if now_ms < at.saturating_add(REACH_WINDOW_MS) {
+                window.used += 1;
+                window.oldest_ms = Some(window.oldest_ms.map_or(at, |o: u64| o.min(at)));
+            }
+        }
+        (window, week)
+    }
+
     /// Note a sender's count for a day (keeps the highest).
     pub(crate) fn quota(&mut self, sender: AccountId, day: u32, accepted: u64) {
         let n = self.quotas.entry((sender, day)).or_insert(accepted);
@@ -216,6 +259,16 @@ impl Accounting {
     pub(crate) fn expire_days(&mut self, first_day: u32) {
         self.quotas.retain(|(_, day), _| *day >= first_day);
         self.reached.retain(|(_, day), _| *day >= first_day);
+    }
+
+    /// Forget reaches 7 days old or older at `now_ms`: they count for
+    /// neither the tier limit nor the rating.
+    pub(crate) fn expire_reaches(&mut self, now_ms: u64) {
+        let keep = crate::policy::quality::RATING_WINDOW_MS;
+        self.reaches.retain(|_, customers| {
+            customers.retain(|_, at| now_ms < at.saturating_add(keep));
+            !customers.is_empty()
+        });
     }
 }
 
