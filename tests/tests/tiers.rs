@@ -20,6 +20,7 @@ use comptoir_protocol::proto::wire::{
     self, AccountKind, BlockReason, Category, ErrorCode, client_frame, server_frame::Body,
 };
 use comptoir_relay::Config;
+use comptoir_relay::admin::cli::{self, AdminArgs, AdminCommand, BusinessCommand};
 use comptoir_relay::admin::client::AdminClientError;
 use comptoir_relay::admin::quality::QualityBody;
 use support::*;
@@ -253,6 +254,42 @@ async fn tiers_fill_refuse_with_a_retry_time_move_up_and_down_and_the_operator_c
     assert_eq!(status.as_u16(), 400);
     assert_eq!(quality(&relay, &shop).await, q, "nothing changed");
 
+    // `relay admin business tier|show` over the same API.
+    let cli = |command: BusinessCommand| {
+        let args = AdminArgs {
+            admin: relay.admin,
+            token_file: None,
+            data_dir: dir.path().to_owned(),
+            command: AdminCommand::Business(command),
+        };
+        async move {
+            let code = tokio::task::spawn_blocking(move || cli::run(args))
+                .await
+                .expect("relay admin");
+            format!("{code:?}")
+        }
+    };
+    let success = format!("{:?}", std::process::ExitCode::SUCCESS);
+    let tier = |tier: &str| BusinessCommand::Tier {
+        account: business.clone(),
+        tier: tier.to_owned(),
+    };
+    assert_eq!(cli(tier("unlimited")).await, success);
+    let fixed = quality(&relay, &shop).await;
+    assert_eq!((fixed.tier, fixed.limit, fixed.overridden), (5, None, true));
+    assert_ne!(cli(tier("9")).await, success);
+    assert_eq!(quality(&relay, &shop).await, fixed, "nothing changed");
+    assert_eq!(cli(tier("auto")).await, success);
+    assert_eq!(quality(&relay, &shop).await, q);
+    let show = BusinessCommand::Show {
+        account: business.clone(),
+    };
+    assert_eq!(
+        cli(show).await,
+        success,
+        "a business with no profile shows its quality"
+    );
+
     // A restart keeps the tier, the evaluation and the customers reached.
     drop(b);
     for (_, c) in customers {
@@ -269,4 +306,55 @@ async fn tiers_fill_refuse_with_a_retry_time_move_up_and_down_and_the_operator_c
         ),
         (q.tier, q.evaluated_at_ms, q.customers_reached_7d)
     );
+}
+
+#[tokio::test]
+async fn only_verified_reports_of_the_last_seven_days_count_towards_the_rating() {
+    use comptoir_protocol::proto::content::{Content, Text, content};
+    use prost::Message;
+    use support::client::{registered, registered_as, wait_message};
+
+    let relay = start_relay_with(small_tiers).await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let mut shop = registered_as(
+        &relay,
+        &root.path().join("shop"),
+        "pw-long-enough",
+        AccountKind::Business,
+    )
+    .await;
+    let mut carol = registered(&relay, &root.path().join("carol"), "pw-long-enough").await;
+    carol
+        .send_text(shop.account_id(), "hello")
+        .await
+        .expect("carol writes");
+    wait_message(&mut shop, carol.account_id()).await;
+    shop.send_text(carol.account_id(), "Claim your prize today")
+        .await
+        .expect("shop replies");
+    let (id, _) = wait_message(&mut carol, shop.account_id()).await;
+
+    // A report whose text was altered does not verify: it counts nothing.
+    let honest = carol
+        .report_contents(shop.account_id(), id)
+        .expect("contents");
+    let mut altered = honest.clone();
+    let mut body = Content::decode(altered.content.as_slice()).expect("content");
+    body.body = Some(content::Body::Text(Text {
+        body: "Something else entirely".into(),
+    }));
+    altered.content = body.encode_to_vec();
+    carol.file_report(&altered).await.expect("filed");
+    let s = shop.standing().await.expect("standing");
+    assert_eq!((s.rating.as_str(), s.verified_reports_7d), ("high", 0));
+
+    // The genuine one does: 4 of an audience of 10 is 400‰, low.
+    carol.report(id, "spam").await.expect("report");
+    let s = shop.standing().await.expect("standing");
+    assert_eq!((s.rating.as_str(), s.verified_reports_7d), ("low", 1));
+
+    // Seven days later it no longer counts.
+    relay.clock.shift(7 * DAY_MS as i64);
+    let s = shop.standing().await.expect("standing");
+    assert_eq!((s.rating.as_str(), s.verified_reports_7d), ("high", 0));
 }
