@@ -187,6 +187,33 @@ async fn tiers_fill_refuse_with_a_retry_time_move_up_and_down_and_the_operator_c
         (s.tier.as_str(), s.tier_limit, s.customers_reached_24h),
         ("2 (6 customers a day)", 6, 4)
     );
+    // Four new customers at once for the two slots left: the limit is
+    // checked with each accept, so exactly two get through.
+    let mut pending = Vec::new();
+    for (n, i) in [0, 1, 2, 7].into_iter().enumerate() {
+        let mut body = send_body_as(
+            &customers[i].0.id,
+            &[1],
+            id(20 + n as u8),
+            b"ciphertext",
+            Category::Utility,
+        );
+        if let client_frame::Body::Send(send) = &mut body {
+            send.template_id = templates::id_for(shop.id, Category::Utility);
+        }
+        pending.push(b.send(body).await);
+    }
+    let mut through = 0;
+    for request in pending {
+        match b.reply(request).await {
+            Body::Accepted(_) => through += 1,
+            refused => {
+                over_limit(&refused);
+            }
+        }
+    }
+    assert_eq!(through, 2);
+    assert_eq!(standing(&mut b).await.customers_reached_24h, 6);
 
     // Blocks with reasons: one for no reason is medium, one for spam low.
     let block = |reason: BlockReason| {
