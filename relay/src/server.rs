@@ -281,6 +281,7 @@ pub async fn run_with_storage<S: Backend + std::fmt::Debug>(
         auth_attempts = limits.auth_attempts,
         unauthenticated_account_ttl_ms = limits.unauthenticated_account_ttl_ms,
         require_phone_for_business = limits.require_phone_for_business,
+        tier_limits = ?relay.config.tiers.limits,
         "settings in effect"
     );
     let mut accept = Listener {
