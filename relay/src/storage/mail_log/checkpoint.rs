@@ -259,8 +259,8 @@ fn checkpoint(shared: &Shared, capture: Capture) -> StorageResult<()> {
             write_out(&mut writer, &mut written)?;
         }
     }
-    for (business, customers) in &accounting.reaches {
-        for (customer, &ms) in customers {
+    for (business, reach) in &accounting.reaches {
+        for (customer, &ms) in &reach.last {
             writer.reach(business, customer, ms);
         }
         if writer.len() >= 1 << 20 {

@@ -3,7 +3,7 @@
 //! by replaying the segments at open, then kept in step with every append.
 //! Envelope bytes stay on disk; the index keeps where they are.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use comptoir_protocol::AccountId;
 
@@ -158,10 +158,9 @@ pub(crate) struct Accounting {
     /// (business, UTC day) → customers reached by business-initiated
     /// conversations.
     pub(crate) reached: HashMap<(AccountId, u32), HashSet<AccountId>>,
-    /// business → customer → accept time of the business-initiated
-    /// conversation that last counted it towards the tier limit (kept
-    /// 7 days).
-    pub(crate) reaches: HashMap<AccountId, HashMap<AccountId, u64>>,
+    /// Business → the customers counted towards its messaging tier limit
+    /// (kept 7 days).
+    pub(crate) reaches: HashMap<AccountId, BusinessReach>,
     /// Ledger entries by accept id.
     pub(crate) ledger: BTreeMap<u64, LedgerEntry>,
     /// Signed first deliveries of billed sends by accept id (the first
@@ -200,17 +199,42 @@ impl Accounting {
     /// Note a customer counted towards a business's tier limit (keeps
     /// the latest).
     pub(crate) fn reach(&mut self, business: AccountId, customer: AccountId, ms: u64) {
-        let at = self
-            .reaches
-            .entry(business)
-            .or_default()
-            .entry(customer)
-            .or_insert(ms);
-        *at = (*at).max(ms);
+        let reach = self.reaches.entry(business).or_default();
+        let last = reach.last.entry(customer).or_insert(0);
+        if ms >= *last {
+            *last = ms;
+            reach.window.insert((ms, customer));
+        }
+    }
+
+    /// `business`'s customers counted in the 24 hours before `now_ms`,
+    /// dropping older ones from its window first: for the accept, which
+    /// asks with the relay's clock (it never goes back), in time
+    /// logarithmic in the window's size.
+    pub(crate) fn reach_window(
+        &mut self,
+        business: AccountId,
+        now_ms: u64,
+    ) -> crate::policy::quality::ReachWindow {
+        use crate::policy::quality::{REACH_WINDOW_MS, ReachWindow};
+        let Some(reach) = self.reaches.get_mut(&business) else {
+            return ReachWindow::default();
+        };
+        while let Some(&(at, _)) = reach.window.first() {
+            if now_ms < at.saturating_add(REACH_WINDOW_MS) {
+                break;
+            }
+            reach.window.pop_first();
+        }
+        ReachWindow {
+            used: reach.window.len() as u64,
+            oldest_ms: reach.window.first().map(|&(at, _)| at),
+        }
     }
 
     /// `business`'s customers counted in the 24 hours before `now_ms`
-    /// and in the 7 days before it.
+    /// and how many in the 7 days before it, changing nothing (for the
+    /// standing and the operator: linear in the customers of 7 days).
     pub(crate) fn reach_usage(
         &self,
         business: AccountId,
@@ -218,21 +242,20 @@ impl Accounting {
     ) -> (crate::policy::quality::ReachWindow, u64) {
         use crate::policy::quality::{RATING_WINDOW_MS, REACH_WINDOW_MS, ReachWindow};
         let mut window = ReachWindow::default();
-        let mut week = 0;
-        for &at in self
-            .reaches
-            .get(&business)
-            .into_iter()
-            .flat_map(|m| m.values())
-        {
-            if now_ms < at.saturating_add(RATING_WINDOW_MS) {
-                week += 1;
-            }
+        let Some(reach) = self.reaches.get(&business) else {
+            return (window, 0);
+        };
+        for &(at, _) in &reach.window {
             if now_ms < at.saturating_add(REACH_WINDOW_MS) {
                 window.used += 1;
                 window.oldest_ms = Some(window.oldest_ms.map_or(at, |o: u64| o.min(at)));
             }
         }
+        let week = reach
+            .last
+            .values()
+            .filter(|&&at| now_ms < at.saturating_add(RATING_WINDOW_MS))
+            .count() as u64;
         (window, week)
     }
 
@@ -264,12 +287,30 @@ impl Accounting {
     /// Forget reaches 7 days old or older at `now_ms`: they count for
     /// neither the tier limit nor the rating.
     pub(crate) fn expire_reaches(&mut self, now_ms: u64) {
-        let keep = crate::policy::quality::RATING_WINDOW_MS;
-        self.reaches.retain(|_, customers| {
-            customers.retain(|_, at| now_ms < at.saturating_add(keep));
-            !customers.is_empty()
+        use crate::policy::quality::{RATING_WINDOW_MS, REACH_WINDOW_MS};
+        self.reaches.retain(|_, reach| {
+            reach
+                .last
+                .retain(|_, at| now_ms < at.saturating_add(RATING_WINDOW_MS));
+            reach
+                .window
+                .retain(|(at, _)| now_ms < at.saturating_add(REACH_WINDOW_MS));
+            !reach.last.is_empty()
         });
     }
+}
+
+/// The customers one business reached by business-initiated
+/// conversations, as counted towards its messaging tier limit.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct BusinessReach {
+    /// Customer → accept time of the conversation that last counted it
+    /// (the last 7 days: the rating's audience, the tier's usage).
+    pub(crate) last: HashMap<AccountId, u64>,
+    /// (accept time, customer) of the counts of the last 24 hours, by
+    /// time (an older entry of a customer counted again leaves with its
+    /// time).
+    pub(crate) window: BTreeSet<(u64, AccountId)>,
 }
 
 /// Everything queued, plus the idempotency entries.

@@ -610,13 +610,13 @@ impl MailLog {
                     None => None,
                     Some(limit) => {
                         use crate::policy::quality::{ReachAdmission, admit_reach};
-                        let accounting = &state.index.accounting;
-                        let (window, _) =
-                            accounting.reach_usage(message.sender, message.server_timestamp_ms);
+                        let accounting = &mut state.index.accounting;
+                        let window =
+                            accounting.reach_window(message.sender, message.server_timestamp_ms);
                         let last = accounting
                             .reaches
                             .get(&message.sender)
-                            .and_then(|m| m.get(&message.recipient))
+                            .and_then(|r| r.last.get(&message.recipient))
                             .copied();
                         match admit_reach(last, window, limit.limit, message.server_timestamp_ms) {
                             ReachAdmission::AlreadyReached => None,

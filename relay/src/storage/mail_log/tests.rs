@@ -1978,6 +1978,20 @@ async fn the_tier_limit_is_checked_with_the_accept_and_reaches_outlive_replay_an
     assert_eq!(usage(&log, later), (1, Some(t0 + 5), 2));
     stored_id(log.enqueue(reach(5, 12, later), 100).await?);
     assert_eq!(usage(&log, later), (2, Some(t0 + 5), 3));
+    // Once customer 11's count is 24 hours old, customer 10 counts again,
+    // once (its first count is gone from the window, not counted twice).
+    let again = t0 + 5 + REACH_WINDOW_MS;
+    stored_id(log.enqueue(reach(6, 10, again), 100).await?);
+    assert_eq!(usage(&log, again), (2, Some(later), 3));
+    assert!(matches!(
+        log.enqueue(reach(7, 11, again), 100).await?,
+        Enqueued::QuotaExceeded { limit: 2, .. }
+    ));
+    log.request_checkpoint().await?;
+    log.close().await?;
+    drop(log);
+    let log = open(dir.path(), LogOptions::default());
+    assert_eq!(usage(&log, again), (2, Some(later), 3));
     log.close().await?;
     Ok(())
 }
