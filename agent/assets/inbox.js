@@ -10,7 +10,8 @@
     var doc = new DOMParser().parseFromString(html, 'text/html');
     document.querySelectorAll('[data-live]').forEach(function (el) {
       var fresh = doc.getElementById(el.id);
-      if (!fresh) return;
+      // Unchanged parts stay, and so does the keyboard focus in them.
+      if (!fresh || el.isEqualNode(fresh)) return;
       if (el.dataset.state !== undefined && el.dataset.state === fresh.dataset.state) return;
       el.replaceWith(document.importNode(fresh, true));
     });

@@ -13,7 +13,7 @@ use axum::Router;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{AppendHeaders, Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use comptoir_client::client::MAX_TEXT_LEN;
 use comptoir_protocol::AccountId;
@@ -196,7 +196,8 @@ async fn login(
     tracing::info!(agent = %agent.name, "agent logged in");
     let max_age = session::SESSION_MS / 1000;
     Ok((
-        [
+        // Two cookies: appended, not one replacing the other.
+        AppendHeaders([
             (
                 header::SET_COOKIE,
                 session::set_cookie(&state, SESSION_COOKIE, &token, max_age),
@@ -205,7 +206,7 @@ async fn login(
                 header::SET_COOKIE,
                 session::set_cookie(&state, LOGIN_COOKIE, "", 0),
             ),
-        ],
+        ]),
         Redirect::to("/inbox"),
     )
         .into_response())
