@@ -17,7 +17,7 @@
 mod support;
 
 use comptoir_protocol::proto::wire::AccountKind;
-use support::client::{registered_as, wait_message};
+use support::client::{registered_as, wait_for, wait_message};
 use support::http::{request, request_with_host};
 use support::inbox::{InboxFixture, login, set_cookie, try_login};
 use support::webdriver::{Driver, ENTER, binaries, png_is_not_blank};
@@ -164,6 +164,65 @@ async fn the_inbox_is_locked_down_and_escapes_customer_text() {
             .contains("VIP, be nice")
     );
     assert_eq!(f.agent.db.message_count().expect("count"), before + 1);
+
+    // A day later the window is closed: no reply box, and a reply is
+    // refused here; the template picker offers the approved templates and
+    // sends one with its value (a missing value is refused, nothing sent).
+    // Sessions last 12 hours: Ana logs in again.
+    f.clock.advance(25 * 3600 * 1000);
+    assert_eq!(
+        ana.get(addr, "/inbox").await.status,
+        303,
+        "the session expired"
+    );
+    let ana = login(addr, "ana", ANA_PW).await;
+    let bob = login(addr, "bob", BOB_PW).await;
+    let closed = ana.get(addr, &format!("/inbox/c/{carol_id}")).await.text();
+    assert!(
+        closed.contains("Window closed") && !closed.contains("id=\"reply\""),
+        "{closed}"
+    );
+    assert!(closed.contains("order_update") && closed.contains("delivery_slot"));
+    assert!(closed.contains("name=\"p.order\""));
+    let late = ana
+        .post(addr, &path, &[("csrf", &ana.csrf), ("text", "too late")])
+        .await;
+    assert_eq!(late.status, 400);
+    assert!(late.text().contains("window is closed"));
+    let template_id = closed
+        .split("name=\"template\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("a template in the picker")
+        .to_owned();
+    let template = ana
+        .post(
+            addr,
+            &format!("/inbox/c/{carol_id}/template"),
+            &[
+                ("csrf", &ana.csrf),
+                ("template", &template_id),
+                ("p.order", "A-1"),
+            ],
+        )
+        .await;
+    assert_eq!(template.status, 303, "{}", template.text());
+    let text = wait_for(&mut carol, |e| match e {
+        comptoir_client::Event::Template { rendered, .. } => Some(rendered.body.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(text.contains("A-1"), "{text}");
+    let missing_value = ana
+        .post(
+            addr,
+            &format!("/inbox/c/{carol_id}/template"),
+            &[("csrf", &ana.csrf), ("template", &template_id)],
+        )
+        .await;
+    assert_eq!(missing_value.status, 400);
+    assert!(missing_value.text().contains("give a value for order"));
+    assert_eq!(f.agent.db.message_count().expect("count"), before + 2);
 
     // Only an admin manages agents; a disabled agent's session ends.
     assert_eq!(bob.get(addr, "/inbox/agents").await.status, 403);

@@ -469,7 +469,12 @@ async fn reply(
 ) -> Result<Response> {
     session.check_csrf(&form.csrf)?;
     let to = customer_id(&customer)?;
-    conversations::get(&state.db, &customer)?;
+    let summary = conversations::get(&state.db, &customer)?;
+    if !Window::at(summary.last_inbound_ms, state.clock.now_ms()).open {
+        return Err(InboxError::Invalid(
+            "the 24-hour window is closed: send an approved template".into(),
+        ));
+    }
     let text = match (form.text, form.canned) {
         (_, Some(id)) => conversations::canned_body(&state.db, id)?,
         (Some(text), None) => text,

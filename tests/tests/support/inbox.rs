@@ -3,6 +3,7 @@
 //! logins over HTTP, and a wait for what the daemon recorded.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use comptoir_agent::Running;
 use comptoir_agent::clock::ManualClock;
@@ -19,6 +20,7 @@ pub struct InboxFixture {
     pub root: tempfile::TempDir,
     pub business: AccountId,
     pub agent: Running,
+    pub clock: Arc<ManualClock>,
     _receiver: Receiver,
 }
 
@@ -29,12 +31,14 @@ impl InboxFixture {
         let receiver = Receiver::start().await;
         let config = config(&relay, &data_dir(root.path()), &receiver);
         let business = init_business(&relay, &config).await;
-        let agent = serve(&config, ManualClock::at(comptoir_client::client::now_ms())).await;
+        let clock = ManualClock::at(comptoir_client::client::now_ms());
+        let agent = serve(&config, Arc::clone(&clock)).await;
         Self {
             relay,
             root,
             business,
             agent,
+            clock,
             _receiver: receiver,
         }
     }
