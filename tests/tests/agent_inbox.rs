@@ -165,6 +165,28 @@ async fn the_inbox_is_locked_down_and_escapes_customer_text() {
     );
     assert_eq!(f.agent.db.message_count().expect("count"), before + 1);
 
+    // An admin adds a canned reply; one press sends it.
+    let canned = ana
+        .post(
+            addr,
+            "/inbox/canned",
+            &[
+                ("csrf", &ana.csrf),
+                ("title", "Thanks"),
+                ("body", "Thank you for waiting!"),
+            ],
+        )
+        .await;
+    assert_eq!(canned.status, 303, "{}", canned.text());
+    let page = ana.get(addr, &format!("/inbox/c/{carol_id}")).await.text();
+    assert!(page.contains("name=\"canned\" value=\"1\""), "{page}");
+    let used = ana
+        .post(addr, &path, &[("csrf", &ana.csrf), ("canned", "1")])
+        .await;
+    assert_eq!(used.status, 303);
+    let (_, text) = wait_message(&mut carol, f.business).await;
+    assert_eq!(text, "Thank you for waiting!");
+
     // A day later the window is closed: no reply box, and a reply is
     // refused here; the template picker offers the approved templates and
     // sends one with its value (a missing value is refused, nothing sent).
@@ -222,7 +244,7 @@ async fn the_inbox_is_locked_down_and_escapes_customer_text() {
         .await;
     assert_eq!(missing_value.status, 400);
     assert!(missing_value.text().contains("give a value for order"));
-    assert_eq!(f.agent.db.message_count().expect("count"), before + 2);
+    assert_eq!(f.agent.db.message_count().expect("count"), before + 3);
 
     // Only an admin manages agents; a disabled agent's session ends.
     assert_eq!(bob.get(addr, "/inbox/agents").await.status, 403);
@@ -302,6 +324,12 @@ async fn agents_answer_customers_in_a_real_browser() {
         eprintln!("skipped: {message}");
         return;
     };
+    // On the heap: the scenario's future is too large for a test
+    // thread's stack in a debug build.
+    Box::pin(browser_scenario(chromium, chromedriver)).await;
+}
+
+async fn browser_scenario(chromium: std::path::PathBuf, chromedriver: std::path::PathBuf) {
     let f = InboxFixture::start().await;
     let base = format!("http://{}", f.addr());
     f.add_agent("ana", ANA_PW, true);
@@ -311,12 +339,8 @@ async fn agents_answer_customers_in_a_real_browser() {
     // Ana logs in with the keyboard: name, Tab-free typing, Enter submits.
     let ana = driver.session(&f.root.path().join("ana-profile")).await;
     ana.goto(&format!("{base}/inbox/login")).await;
-    let name = ana.active().await;
-    assert_eq!(
-        ana.attribute(&name, "id").await.as_deref(),
-        Some("name"),
-        "the name field has the focus"
-    );
+    // The page puts the focus on the name field (waited for in the DOM).
+    let name = ana.focused("name").await;
     ana.keys(&name, "ana").await;
     let password = ana.css("#password").await;
     ana.keys(&password, &format!("{ANA_PW}{ENTER}")).await;
@@ -345,12 +369,8 @@ async fn agents_answer_customers_in_a_real_browser() {
     // the reply box has the focus, Enter sends.
     ana.keys(&link, ENTER).await;
     ana.css("ol#messages").await;
-    let reply = ana.active().await;
-    assert_eq!(
-        ana.attribute(&reply, "id").await.as_deref(),
-        Some("reply"),
-        "the reply box has the focus"
-    );
+    // The reply box has the focus: typing goes there.
+    let reply = ana.focused("reply").await;
     ana.keys(&reply, &format!("It left the depot this morning.{ENTER}"))
         .await;
     ana.xpath("//ol[@id='messages']/li[contains(@class, 'out')][contains(., 'It left the depot')]")
@@ -394,7 +414,7 @@ async fn agents_answer_customers_in_a_real_browser() {
     bob.keys(&mine, ENTER).await;
     bob.xpath("//ul[@id='notes']/li[contains(., 'Wants a delivery slot')]")
         .await;
-    let reply = bob.active().await;
+    let reply = bob.focused("reply").await;
     bob.keys(&reply, &format!("Bob here: tomorrow morning suits?{ENTER}"))
         .await;
     bob.xpath("//ol[@id='messages']/li[contains(@class, 'out')][contains(., 'Bob here')]")
@@ -405,6 +425,10 @@ async fn agents_answer_customers_in_a_real_browser() {
     ana.xpath("//ol[@id='messages']/li[contains(., 'Bob here')]")
         .await;
     keep_screenshot(&bob, "4-handed-off").await;
+    // On a phone-sized screen the page is one readable column.
+    bob.window_size(390, 844).await;
+    bob.css("#reply").await;
+    keep_screenshot(&bob, "5-phone").await;
     bob.quit().await;
     ana.quit().await;
 }

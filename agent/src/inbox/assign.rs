@@ -162,6 +162,73 @@ mod tests {
         Candidate { id, load, cap }
     }
 
+    fn incoming(db: &Db, customer: &str, at_ms: u64) {
+        let m = crate::db::NewMessage {
+            id: format!("m-{customer}"),
+            customer: customer.into(),
+            incoming: true,
+            kind: "text",
+            body: "hello".into(),
+            template_id: None,
+            reply_to: None,
+            status: crate::status::MessageStatus::Received,
+            at_ms,
+        };
+        db.record_message(&m, &[], at_ms).expect("record");
+    }
+
+    #[test]
+    fn waiting_conversations_go_round_robin_to_online_agents_under_their_cap() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = Db::open(&dir.path().join("a.sqlite3"), vec![]).expect("open");
+        let ana = super::super::agents::add(&db, "ana", "long enough pw", false, 1).expect("ana");
+        let bob = super::super::agents::add(&db, "bob", "long enough pw", false, 1).expect("bob");
+        let cid = super::super::agents::add(&db, "cid", "long enough pw", false, 1).expect("cid");
+        db.connection()
+            .execute("UPDATE agents SET cap = 1 WHERE id = ?1", params![bob.id])
+            .expect("cap");
+        let now = 10 * WINDOW_MS;
+        for c in ["c1", "c2", "c3", "c4"] {
+            incoming(&db, c, now - 1000);
+        }
+        incoming(&db, "old", now - WINDOW_MS - 1);
+        assert_eq!(auto_assign(&db, &[], now).expect("nobody online"), 0);
+        // Cid is offline; Bob takes one (his cap), Ana the rest.
+        assert_eq!(auto_assign(&db, &[ana.id, bob.id], now).expect("assign"), 4);
+        let owner = |c: &str| {
+            conversations::get(&db, c)
+                .expect("get")
+                .assignee
+                .map(|a| a.1)
+        };
+        assert_eq!(owner("c1").as_deref(), Some("ana"));
+        assert_eq!(owner("c2").as_deref(), Some("bob"));
+        assert_eq!(owner("c3").as_deref(), Some("ana"));
+        assert_eq!(owner("c4").as_deref(), Some("ana"));
+        assert_eq!(
+            owner("old"),
+            None,
+            "a closed conversation waits for a manual pick"
+        );
+        // The order goes on from the last one picked.
+        incoming(&db, "c5", now);
+        assert_eq!(
+            auto_assign(&db, &[ana.id, bob.id, cid.id], now).expect("assign"),
+            1
+        );
+        assert_eq!(owner("c5").as_deref(), Some("cid"));
+        // A hand-off leaves a note for the next agent.
+        hand_off(&db, "c5", &cid, &ana, "VIP", now).expect("hand off");
+        assert_eq!(owner("c5").as_deref(), Some("ana"));
+        let notes = conversations::notes(&db, "c5").expect("notes");
+        assert_eq!(notes[0].body, "Handed off to ana: VIP");
+        assert_eq!(notes[0].author, "cid");
+        assert!(matches!(
+            assign(&db, "nobody-here", Some(ana.id)),
+            Err(InboxError::NotFound)
+        ));
+    }
+
     #[test]
     fn round_robin_goes_around_and_skips_full_agents() {
         let agents = [c(1, 0, 2), c(2, 0, 2), c(3, 2, 2)];

@@ -48,10 +48,22 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Reply {
+    request_for(TIMEOUT, addr, method, path, headers, body).await
+}
+
+/// [`request`] bounded by `limit` (longer than a WebDriver wait inside it).
+pub async fn request_for(
+    limit: std::time::Duration,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
     let host = addr.to_string();
     let mut all = vec![("Host", host.as_str())];
     all.extend_from_slice(headers);
-    request_with_host(addr, method, path, &all, body).await
+    send(limit, addr, method, path, &all, body).await
 }
 
 /// [`request`] with the headers as given (the caller sets `Host`).
@@ -62,7 +74,18 @@ pub async fn request_with_host(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Reply {
-    tokio::time::timeout(TIMEOUT, async {
+    send(TIMEOUT, addr, method, path, headers, body).await
+}
+
+async fn send(
+    limit: std::time::Duration,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
+    tokio::time::timeout(limit, async {
         let mut stream = TcpStream::connect(addr).await.expect("connect");
         let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
         for (k, v) in headers {
@@ -74,7 +97,7 @@ pub async fn request_with_host(
         // Read the head, then as much body as it announces: a server may
         // keep the connection open despite `Connection: close`.
         let mut raw = Vec::new();
-        let mut buf = [0u8; 16 * 1024];
+        let mut buf = vec![0u8; 16 * 1024];
         loop {
             if let Some(reply) = complete(&raw) {
                 return reply;

@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use super::TIMEOUT;
-use super::http::request;
+use super::http::request_for;
 
 /// The WebDriver key code of Enter.
 pub const ENTER: &str = "\u{E007}";
@@ -95,7 +95,8 @@ impl Driver {
 
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-        let reply = request(
+        let reply = request_for(
+            2 * TIMEOUT,
             self.addr,
             method,
             path,
@@ -234,6 +235,23 @@ impl Browser<'_> {
         Self::element(&self.call("GET", "/element/active", None).await)
     }
 
+    /// Wait (bounded) until the element with `id` has the keyboard focus,
+    /// asking the browser which element is active (the page sets the
+    /// focus after it loads).
+    pub async fn focused(&self, id: &str) -> Element {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            let active = self.active().await;
+            if self.attribute(&active, "id").await.as_deref() == Some(id) {
+                return active;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "#{id} never got the keyboard focus"
+            );
+        }
+    }
+
     /// Type `text` into `element` (WebDriver key codes allowed).
     pub async fn keys(&self, element: &Element, text: &str) {
         self.call(
@@ -261,6 +279,16 @@ impl Browser<'_> {
         .await
         .as_str()
         .map(str::to_owned)
+    }
+
+    /// Resize the browser window.
+    pub async fn window_size(&self, width: u32, height: u32) {
+        self.call(
+            "POST",
+            "/window/rect",
+            Some(json!({"width": width, "height": height})),
+        )
+        .await;
     }
 
     /// A PNG screenshot of the viewport.
