@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use comptoir_client::{Client, ClientError, Event, KdfParams, MessageId, Status, TlsOptions};
+use comptoir_protocol::business::Verification;
 use comptoir_protocol::proto::content::TemplateParameter;
 use comptoir_protocol::proto::wire::{AccountKind, ConsentPurpose, TemplateStatus};
 use comptoir_protocol::template::{PlaceholderKind, TemplateId};
@@ -121,6 +122,10 @@ pub struct PeerState {
     pub verified: bool,
     /// The customer's identity changed and awaits acceptance.
     pub identity_changed: bool,
+    /// The business's certified name, when the operator's certificate
+    /// checks (what customers see with the verified mark); `None` when
+    /// not verified or not known.
+    pub business_verified_as: Option<String>,
 }
 
 /// An approved template the inbox may offer.
@@ -357,10 +362,22 @@ impl Device {
                 let _ = reply.send(result);
             }
             Command::PeerState { customer, reply } => {
+                let own = self.client.account_id();
+                // The business's own view, as customers check it: read
+                // offline when checked before, else asked of the relay.
+                let view = match self.client.known_business(&own) {
+                    Ok(Some(view)) => Some(view),
+                    _ => self.client.business(own).await.ok(),
+                };
+                let business_verified_as = view.and_then(|v| match v.verification {
+                    Verification::Verified { display_name } => Some(display_name),
+                    Verification::NotVerified(_) => None,
+                });
                 let state = self.client.is_verified(&customer).and_then(|verified| {
                     Ok(PeerState {
                         verified,
                         identity_changed: self.client.identity_changed(&customer)?,
+                        business_verified_as,
                     })
                 });
                 let _ = reply.send(state);

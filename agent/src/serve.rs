@@ -96,7 +96,8 @@ pub async fn start(
         Arc::clone(&clock),
         addr,
         tls.is_some(),
-    );
+    )
+    .with_away(config.away.clone());
     let device = Device::new(client, db.clone(), clock, config, Arc::clone(&webhooks));
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(device.run(command_rx, stopped.clone())));

@@ -128,6 +128,15 @@ async fn the_inbox_is_locked_down_and_escapes_customer_text() {
         assert!(html.contains("bold"), "the text is there");
     }
     assert!(page.text().contains("&#60;script&#62;document.title"));
+    // Both sides' verified state: the customer's safety number, and the
+    // business's operator certificate as customers see it.
+    assert!(page.text().contains("safety number not verified"));
+    assert!(
+        page.text()
+            .contains("customers see the business as Acme Parcels, verified by the operator"),
+        "{}",
+        page.text()
+    );
 
     // A reply without a CSRF token, or with another session's, sends nothing.
     let before = f.agent.db.message_count().expect("count");

@@ -166,6 +166,8 @@ pub struct InboxState {
     pub limiter: Arc<session::LoginLimiter>,
     /// Who has the inbox open.
     pub presence: Arc<events::Presence>,
+    /// Opening hours and the away message, if configured (shown to agents).
+    pub away: Option<Arc<crate::config::Away>>,
 }
 
 impl std::fmt::Debug for InboxState {
@@ -197,7 +199,14 @@ impl InboxState {
             secure_cookies,
             limiter: Arc::default(),
             presence: Arc::default(),
+            away: None,
         }
+    }
+
+    /// Show agents the opening hours (and whether the away message goes out).
+    pub fn with_away(mut self, away: Option<crate::config::Away>) -> Self {
+        self.away = away.map(Arc::new);
+        self
     }
 }
 

@@ -263,6 +263,18 @@ fn view_of(c: conversations::Summary, now_ms: u64) -> ConversationView {
     }
 }
 
+/// What the list says of opening hours at `now_ms` (nothing without them).
+fn hours_text(away: Option<&crate::config::Away>, now_ms: u64) -> Option<&'static str> {
+    let away = away?;
+    Some(match (away.hours.is_open(now_ms), away.message.is_some()) {
+        (true, _) => "Open now (opening hours).",
+        (false, true) => {
+            "Closed now (opening hours): a customer who writes gets the away message, once a day."
+        }
+        (false, false) => "Closed now (opening hours); no away message is set.",
+    })
+}
+
 struct ResultView {
     customer: String,
     label: String,
@@ -276,6 +288,7 @@ struct ListPage {
     me: Agent,
     csrf: String,
     search: String,
+    hours: Option<&'static str>,
     views: Vec<(&'static str, &'static str, bool)>,
     conversations: Vec<ConversationView>,
     results: Vec<ResultView>,
@@ -317,6 +330,7 @@ async fn index(
         me: session.agent,
         csrf: session.csrf,
         search,
+        hours: hours_text(state.away.as_deref(), now),
         views: vec![
             ("mine", "Mine", view == View::Mine),
             ("unassigned", "Unassigned", view == View::Unassigned),
@@ -357,6 +371,7 @@ struct ConversationPage {
     search: String,
     c: ConversationView,
     peer: &'static str,
+    business: String,
     messages: Vec<MessageView>,
     agents: Vec<AgentOption>,
     notes: Vec<NoteView>,
@@ -364,8 +379,9 @@ struct ConversationPage {
     templates: Vec<ApprovedTemplate>,
 }
 
-fn peer_text(state: Option<PeerState>) -> &'static str {
-    match state {
+/// The verified state of both sides, as the page says it.
+fn peer_text(state: Option<&PeerState>) -> (&'static str, String) {
+    let customer = match state {
         Some(PeerState {
             identity_changed: true,
             ..
@@ -373,7 +389,12 @@ fn peer_text(state: Option<PeerState>) -> &'static str {
         Some(PeerState { verified: true, .. }) => "safety number verified",
         Some(_) => "safety number not verified",
         None => "verification state unavailable",
-    }
+    };
+    let business = match state.and_then(|s| s.business_verified_as.as_deref()) {
+        Some(name) => format!("customers see the business as {name}, verified by the operator"),
+        None => "customers see the business as not verified".to_owned(),
+    };
+    (customer, business)
 }
 
 async fn conversation(
@@ -394,6 +415,7 @@ async fn conversation(
     })
     .await
     .and_then(|r| r.ok());
+    let (peer, business) = peer_text(peer.as_ref());
     let templates = if c.window_open {
         Vec::new()
     } else {
@@ -435,7 +457,8 @@ async fn conversation(
         csrf: session.csrf,
         search: String::new(),
         c,
-        peer: peer_text(peer),
+        peer,
+        business,
         messages,
         agents,
         notes,
@@ -722,4 +745,43 @@ async fn add_canned(
     session.check_csrf(&form.csrf)?;
     conversations::add_canned(&state.db, &form.title, &form.body)?;
     Ok(Redirect::to("/inbox/agents").into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Away;
+    use crate::hours::OpeningHours;
+
+    #[test]
+    fn the_list_says_whether_the_business_is_open() {
+        let away = |message: Option<&str>| Away {
+            hours: OpeningHours::parse("+00:00", &["mon-fri 09:00-18:00".to_owned()])
+                .expect("hours"),
+            message: message.map(str::to_owned),
+        };
+        // 2026-12-01 is a Tuesday.
+        let tuesday_10h = 1_796_119_200_000;
+        let tuesday_20h = tuesday_10h + 10 * 3600 * 1000;
+        assert_eq!(hours_text(None, tuesday_10h), None);
+        assert_eq!(
+            hours_text(Some(&away(Some("Back at 9"))), tuesday_10h),
+            Some("Open now (opening hours).")
+        );
+        assert!(
+            hours_text(Some(&away(Some("Back at 9"))), tuesday_20h)
+                .is_some_and(|t| t.contains("away message, once a day"))
+        );
+        assert!(hours_text(Some(&away(None)), tuesday_20h).is_some_and(|t| t.contains("no away")));
+    }
+
+    #[test]
+    fn customers_are_named_by_shared_phone_or_account_prefix() {
+        assert_eq!(
+            label("0123456789abcdef", Some("+447700900123")),
+            "+447700900123"
+        );
+        assert_eq!(label("0123456789abcdef", None), "Customer 01234567");
+        assert_eq!(at(3_600_000 * 25 + 60_000 * 5), "01:05 UTC");
+    }
 }
