@@ -97,7 +97,8 @@ pub async fn start(
         addr,
         tls.is_some(),
     )
-    .with_away(config.away.clone());
+    .with_away(config.away.clone())
+    .with_hosts(&config.inbox_hosts);
     let device = Device::new(client, db.clone(), clock, config, Arc::clone(&webhooks));
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(device.run(command_rx, stopped.clone())));

@@ -74,6 +74,16 @@ async fn the_inbox_is_locked_down_and_escapes_customer_text() {
     .await;
     assert_eq!(evil.status, 403);
     assert!(!evil.text().contains("password"));
+    // A name listed in `inbox_hosts` is accepted.
+    let named = request_with_host(
+        addr,
+        "GET",
+        "/inbox/login",
+        &[("Host", "inbox.acme.test")],
+        b"",
+    )
+    .await;
+    assert_eq!(named.status, 200);
 
     // The login form needs its CSRF token.
     let forged = request(

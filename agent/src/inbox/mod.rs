@@ -158,7 +158,7 @@ pub struct InboxState {
     /// The daemon's clock (the window's time left).
     pub clock: SharedClock,
     /// `Host` values accepted: the listen address (and `localhost:PORT`
-    /// on loopback).
+    /// on loopback), and the configured `inbox_hosts`.
     pub hosts: Arc<Vec<String>>,
     /// Mark cookies `Secure` (the daemon serves TLS).
     pub secure_cookies: bool,
@@ -201,6 +201,14 @@ impl InboxState {
             presence: Arc::default(),
             away: None,
         }
+    }
+
+    /// Also accept these `Host` values (`inbox_hosts` in the configuration).
+    pub fn with_hosts(mut self, extra: &[String]) -> Self {
+        let mut hosts = (*self.hosts).clone();
+        hosts.extend(extra.iter().cloned());
+        self.hosts = Arc::new(hosts);
+        self
     }
 
     /// Show agents the opening hours (and whether the away message goes out).

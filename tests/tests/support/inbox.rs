@@ -29,7 +29,9 @@ impl InboxFixture {
         let relay = start_relay().await;
         let root = tempfile::tempdir().expect("temp dir");
         let receiver = Receiver::start().await;
-        let config = config(&relay, &data_dir(root.path()), &receiver);
+        let mut config = config(&relay, &data_dir(root.path()), &receiver);
+        // As `inbox_hosts = ["inbox.acme.test"]` in agent.toml.
+        config.inbox_hosts = vec!["inbox.acme.test".into()];
         let business = init_business(&relay, &config).await;
         let clock = ManualClock::at(comptoir_client::client::now_ms());
         let agent = serve(&config, Arc::clone(&clock)).await;
