@@ -88,8 +88,8 @@ pub async fn start(
     let client = crate::device::open(config, passphrase).await?;
     let deliverer = Deliverer::new(db.clone(), Arc::clone(&clock), &config.webhooks);
     let webhooks = deliverer.waker();
-    let (stop, stopped) = watch::channel(false);
     let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
+    let (stop, stopped) = watch::channel(false);
     let inbox = crate::inbox::InboxState::new(
         db.clone(),
         commands.clone(),
@@ -98,7 +98,8 @@ pub async fn start(
         tls.is_some(),
     )
     .with_away(config.away.clone())
-    .with_hosts(&config.inbox_hosts);
+    .with_hosts(&config.inbox_hosts)
+    .with_shutdown(stopped.clone());
     let device = Device::new(client, db.clone(), clock, config, Arc::clone(&webhooks));
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(device.run(command_rx, stopped.clone())));

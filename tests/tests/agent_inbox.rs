@@ -448,6 +448,11 @@ async fn browser_scenario(chromium: std::path::PathBuf, chromedriver: std::path:
     bob.window_size(390, 844).await;
     bob.css("#reply").await;
     keep_screenshot(&bob, "5-phone").await;
+    // The daemon stops promptly although both agents' pages hold event
+    // streams open.
+    tokio::time::timeout(support::TIMEOUT, f.agent.stop())
+        .await
+        .expect("the daemon stops with inbox pages open");
     bob.quit().await;
     ana.quit().await;
 }

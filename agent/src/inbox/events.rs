@@ -88,15 +88,34 @@ pub async fn stream(
     let mut changes = state.db.watch_changes();
     changes.mark_unchanged();
     let online = Online::new(&state, session.agent.id);
-    let events = futures_util::stream::unfold((changes, online), |(mut rx, online)| async move {
-        rx.changed().await.ok()?;
-        let n = *rx.borrow_and_update();
-        Some((
-            Ok(Event::default().event("change").data(n.to_string())),
-            (rx, online),
-        ))
-    });
+    let stop = state.shutdown.clone();
+    let events = futures_util::stream::unfold(
+        (changes, online, stop),
+        |(mut rx, online, mut stop)| async move {
+            tokio::select! {
+                changed = rx.changed() => changed.ok()?,
+                () = stopping(stop.as_mut()) => return None,
+            }
+            let n = *rx.borrow_and_update();
+            Some((
+                Ok(Event::default().event("change").data(n.to_string())),
+                (rx, online, stop),
+            ))
+        },
+    );
     Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+}
+
+/// Resolves once `stop` is true (never without one).
+async fn stopping(stop: Option<&mut watch::Receiver<bool>>) {
+    let Some(stop) = stop else {
+        return std::future::pending().await;
+    };
+    while !*stop.borrow() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Assign waiting conversations after each change until `stop` turns true.

@@ -168,6 +168,9 @@ pub struct InboxState {
     pub presence: Arc<events::Presence>,
     /// Opening hours and the away message, if configured (shown to agents).
     pub away: Option<Arc<crate::config::Away>>,
+    /// Turns true when the daemon stops: event streams end then, so the
+    /// server's graceful shutdown does not wait for open pages.
+    pub shutdown: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl std::fmt::Debug for InboxState {
@@ -200,7 +203,14 @@ impl InboxState {
             limiter: Arc::default(),
             presence: Arc::default(),
             away: None,
+            shutdown: None,
         }
+    }
+
+    /// End event streams when `stop` turns true.
+    pub fn with_shutdown(mut self, stop: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.shutdown = Some(stop);
+        self
     }
 
     /// Also accept these `Host` values (`inbox_hosts` in the configuration).
