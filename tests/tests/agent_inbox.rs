@@ -2,17 +2,23 @@
 //! business's daemon serving the inbox on 127.0.0.1:0, real customers on
 //! the client library.
 //!
-//! - Web security over plain HTTP: every page's headers (CSP without
-//!   inline script, nosniff), the Host check, session and login cookies
-//!   (HttpOnly, SameSite=Strict), CSRF on every form (a missing or
-//!   another session's token sends nothing), the login rate limit per
-//!   name and address, the admin role, disabling an agent ends its
-//!   session, and customer HTML is escaped.
+//! - Web security and the pages over plain HTTP: every page's headers
+//!   (CSP without inline script, nosniff), the Host check (and
+//!   `inbox_hosts`), session and login cookies (HttpOnly,
+//!   SameSite=Strict), CSRF on every form (a missing or another session's
+//!   token sends nothing), the login rate limit per name and address,
+//!   customer HTML escaped on list, page and search, both sides' verified
+//!   state, notes kept here, canned replies, sessions expiring, the window
+//!   closing (reply refused, template picker sending a template), the
+//!   admin role, and disabling an agent ending its session.
 //! - The inbox in a real browser (Debian's chromium and chromium-driver
-//!   over WebDriver): login, a customer's message appearing live, a reply
-//!   typed with the keyboard alone, a hand-off picked up by a second
-//!   agent, and HTML and script from a customer shown as text.
-//!   Screenshots go to target/inbox-screenshots and are checked not blank.
+//!   over WebDriver): login, a customer's message appearing live and
+//!   assigned by round robin, a reply typed with the keyboard alone, HTML
+//!   and script from a customer shown as text, a hand-off with a note
+//!   picked up by a second agent, a phone-sized layout, and the daemon
+//!   stopping with pages open. Screenshots go to target/inbox-screenshots
+//!   and are checked not blank. Without chromium the test is skipped with
+//!   how to install it; with `CI` set it fails instead.
 
 mod support;
 
