@@ -414,6 +414,12 @@ async fn browser_scenario(chromium: std::path::PathBuf, chromedriver: std::path:
     );
     assert!(!ana.title().await.contains("owned"));
     keep_screenshot(&ana, "3-conversation").await;
+    // Shortcuts outside a text field: "/" goes to search, "r" to the reply box.
+    let body = ana.css("body").await;
+    ana.keys(&body, "/").await;
+    ana.focused("search").await;
+    ana.keys(&body, "r").await;
+    ana.focused("reply").await;
 
     // Ana hands the conversation to Bob with a note, by keyboard.
     let select = ana.css("#agent").await;
