@@ -61,6 +61,11 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The safe, readable explanation (what the inbox shows an agent).
+    pub(crate) fn message(&self) -> String {
+        self.parts().2
+    }
+
     fn parts(&self) -> (StatusCode, &'static str, String, &'static str) {
         use StatusCode as S;
         match self {

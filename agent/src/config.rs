@@ -97,6 +97,8 @@ struct RawConfig {
     #[serde(default)]
     webhooks: Vec<RawWebhook>,
     opening_hours: Option<RawHours>,
+    #[serde(default)]
+    inbox_hosts: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -197,6 +199,9 @@ pub struct Config {
     pub away: Option<Away>,
     /// How often to read the consent answers from the relay.
     pub consent_poll: Duration,
+    /// `Host` values the agents' inbox accepts besides the listen address
+    /// (the name agents type, with its port: `inbox.acme.example:8443`).
+    pub inbox_hosts: Vec<String>,
 }
 
 impl Config {
@@ -321,7 +326,20 @@ impl Config {
                 })
             }
         };
+        for host in &raw.inbox_hosts {
+            if host.is_empty()
+                || !host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'))
+            {
+                return Err(invalid(
+                    "inbox_hosts",
+                    "each is a host name and port as a browser sends it: \"inbox.acme.example:8443\"",
+                ));
+            }
+        }
         Ok(Self {
+            inbox_hosts: raw.inbox_hosts,
             data_dir,
             relay,
             operator_key,
@@ -484,6 +502,19 @@ away_message = "We are closed; we answer from 9:00."
             ),
             Err(ConfigError::Parse(_))
         ));
+        assert!(matches!(
+            Config::parse(
+                "data_dir = \"d\"\nrelay = \"ws://127.0.0.1:1\"\ninbox_hosts = [\"a b\"]",
+                &no_env
+            ),
+            Err(ConfigError::Invalid { .. })
+        ));
+        let hosts = Config::parse(
+            "data_dir = \"d\"\nrelay = \"ws://127.0.0.1:1\"\ninbox_hosts = [\"inbox.acme.example:8443\"]",
+            &no_env,
+        )
+        .expect("inbox_hosts");
+        assert_eq!(hosts.inbox_hosts, ["inbox.acme.example:8443"]);
         assert!(matches!(
             Config::parse("data_dir = \"d\"\nrelay = \"http://x\"", &no_env),
             Err(ConfigError::Invalid { .. })

@@ -35,8 +35,9 @@ pub type Result<T, E = DbError> = std::result::Result<T, E>;
 /// The numbered schema migrations, oldest first. Never edit one that
 /// shipped: add the next.
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(
-        "CREATE TABLE conversations (
+    Migrations::new(vec![
+        M::up(
+            "CREATE TABLE conversations (
             customer TEXT PRIMARY KEY,
             phone TEXT,
             last_message_ms INTEGER NOT NULL,
@@ -91,7 +92,12 @@ fn migrations() -> Migrations<'static> {
         );
         CREATE INDEX webhook_outbox_due ON webhook_outbox (state, next_attempt_ms);
         CREATE INDEX webhook_outbox_subject ON webhook_outbox (endpoint, subject, state);",
-    )])
+        ),
+        // The agents' web inbox (crate::inbox): agents with Argon2id
+        // password hashes, sessions stored as SHA-256 of their tokens,
+        // assignment, read positions, internal notes, canned replies.
+        M::up(crate::inbox::SCHEMA),
+    ])
 }
 
 /// A webhook event to write with the change it reports.
@@ -206,6 +212,9 @@ pub struct Db {
     /// Counts recorded delivery outcomes, so a watcher (operations, tests)
     /// waits for the next one instead of polling.
     outcomes: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Counts changes agents see (a message recorded, a status advanced,
+    /// an assignment), so the inbox's live pages refresh.
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl std::fmt::Debug for Db {
@@ -240,6 +249,7 @@ impl Db {
             conn: Arc::new(Mutex::new(conn)),
             endpoints: Arc::new(endpoints),
             outcomes: Arc::new(tokio::sync::watch::channel(0).0),
+            changes: Arc::new(tokio::sync::watch::channel(0).0),
         })
     }
 
@@ -257,6 +267,21 @@ impl Db {
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The connection, for the inbox's own tables (crate::inbox).
+    pub(crate) fn connection(&self) -> MutexGuard<'_, Connection> {
+        self.lock()
+    }
+
+    /// Tell the inbox's live pages that something they show changed.
+    pub fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Wakes on every change agents see (see [`Self::changed`]).
+    pub fn watch_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     fn enqueue(&self, tx: &Transaction<'_>, event: &NewEvent, now_ms: u64) -> Result<()> {
@@ -306,6 +331,10 @@ impl Db {
             }
         }
         tx.commit()?;
+        drop(conn);
+        if inserted {
+            self.changed();
+        }
         Ok(inserted)
     }
 
@@ -344,6 +373,8 @@ impl Db {
             self.enqueue(&tx, &event, now_ms)?;
         }
         tx.commit()?;
+        drop(conn);
+        self.changed();
         Ok(Some(customer))
     }
 
@@ -424,6 +455,8 @@ impl Db {
             self.enqueue(&tx, &event, now_ms)?;
         }
         tx.commit()?;
+        drop(conn);
+        self.changed();
         Ok(true)
     }
 

@@ -13,9 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use comptoir_client::{Client, ClientError, Event, KdfParams, MessageId, Status, TlsOptions};
+use comptoir_protocol::business::Verification;
 use comptoir_protocol::proto::content::TemplateParameter;
 use comptoir_protocol::proto::wire::{AccountKind, ConsentPurpose, TemplateStatus};
-use comptoir_protocol::template::TemplateId;
+use comptoir_protocol::template::{PlaceholderKind, TemplateId};
 use comptoir_protocol::{AccountId, ConsentCategories};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
@@ -100,6 +101,47 @@ pub enum Command {
         /// The outcome.
         reply: oneshot::Sender<Result<(), ClientError>>,
     },
+    /// What the inbox shows of a customer: the safety-number state.
+    PeerState {
+        /// The customer.
+        customer: AccountId,
+        /// The outcome.
+        reply: oneshot::Sender<Result<PeerState, ClientError>>,
+    },
+    /// The business's approved templates (the inbox's template picker).
+    ApprovedTemplates {
+        /// The outcome.
+        reply: oneshot::Sender<Result<Vec<ApprovedTemplate>, ClientError>>,
+    },
+}
+
+/// A customer as the device knows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerState {
+    /// An agent confirmed the safety number with the customer.
+    pub verified: bool,
+    /// The customer's identity changed and awaits acceptance.
+    pub identity_changed: bool,
+    /// The business's certified name, when the operator's certificate
+    /// checks (what customers see with the verified mark); `None` when
+    /// not verified or not known.
+    pub business_verified_as: Option<String>,
+}
+
+/// An approved template the inbox may offer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApprovedTemplate {
+    /// Its id (hex).
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its language.
+    pub language: String,
+    /// Its body, with placeholders as written.
+    pub body: String,
+    /// Its placeholders: name and whether it takes text (others take a
+    /// number).
+    pub placeholders: Vec<(String, bool)>,
 }
 
 /// A message the device sent (or queued).
@@ -318,6 +360,52 @@ impl Device {
                     .request_consent(&phone, categories, purpose, reference)
                     .await;
                 let _ = reply.send(result);
+            }
+            Command::PeerState { customer, reply } => {
+                let own = self.client.account_id();
+                // The business's own view, as customers check it: read
+                // offline when checked before, else asked of the relay.
+                let view = match self.client.known_business(&own) {
+                    Ok(Some(view)) => Some(view),
+                    _ => self.client.business(own).await.ok(),
+                };
+                let business_verified_as = view.and_then(|v| match v.verification {
+                    Verification::Verified { display_name } => Some(display_name),
+                    Verification::NotVerified(_) => None,
+                });
+                let state = self.client.is_verified(&customer).and_then(|verified| {
+                    Ok(PeerState {
+                        verified,
+                        identity_changed: self.client.identity_changed(&customer)?,
+                        business_verified_as,
+                    })
+                });
+                let _ = reply.send(state);
+            }
+            Command::ApprovedTemplates { reply } => {
+                let templates = self.client.own_templates().await.map(|all| {
+                    all.into_iter()
+                        .filter(|t| t.status == TemplateStatus::Approved)
+                        .filter(|t| {
+                            t.template.placeholders.iter().all(|p| {
+                                matches!(p.kind, PlaceholderKind::Text | PlaceholderKind::Number)
+                            })
+                        })
+                        .map(|t| ApprovedTemplate {
+                            id: t.template_id.to_hex(),
+                            name: t.template.name,
+                            language: t.template.language,
+                            body: t.template.body,
+                            placeholders: t
+                                .template
+                                .placeholders
+                                .into_iter()
+                                .map(|p| (p.name, p.kind == PlaceholderKind::Text))
+                                .collect(),
+                        })
+                        .collect()
+                });
+                let _ = reply.send(templates);
             }
         }
     }

@@ -5,8 +5,8 @@
 //! backend an HTTP API in the conventions of the WhatsApp Cloud API, and
 //! posts signed webhooks from a durable outbox.
 //!
-//! It does not (yet) run two daemons of one business with a lease, serve
-//! the agents' web inbox, or make click-to-chat links.
+//! It also serves the agents' web inbox (`/inbox`). It does not (yet) run
+//! two daemons of one business with a lease.
 //!
 //! Modules:
 //! - [`config`]: the TOML file and environment variables, checked.
@@ -20,6 +20,7 @@
 //! - [`http_client`]: the small HTTP client that posts webhooks.
 //! - [`api`]: the HTTP API and its OpenAPI document.
 //! - [`api_error`]: the API's typed errors, mapped once.
+//! - [`inbox`]: the agents' web inbox (logins, pages, live updates, assignment).
 //! - [`tls`]: TLS for the API.
 //! - [`serve`]: starting and stopping the daemon.
 
@@ -33,6 +34,7 @@ pub mod db;
 pub mod device;
 pub mod hours;
 pub mod http_client;
+pub mod inbox;
 pub mod keys;
 pub mod serve;
 pub mod status;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use comptoir_agent::config::{self, Config};
-use comptoir_agent::{SystemClock, device, keys, serve};
+use comptoir_agent::{SystemClock, device, inbox, keys, serve};
 use comptoir_client::KdfParams;
 
 /// The Comptoir business agent daemon.
@@ -47,6 +47,15 @@ enum Command {
     },
     /// Print the OpenAPI document of the HTTP API.
     Openapi,
+    /// Add an agent of the web inbox: the password is read from standard
+    /// input (one line) or, on a terminal, asked for twice.
+    AgentAdd {
+        /// The agent's login name.
+        name: String,
+        /// May add and disable agents and add canned replies.
+        #[arg(long)]
+        admin: bool,
+    },
 }
 
 #[tokio::main]
@@ -94,6 +103,26 @@ async fn run(cli: Cli) -> Result<(), String> {
             println!("scopes = {scopes:?}");
             Ok(())
         }
+        Command::AgentAdd { name, admin } => {
+            let config = Config::load(cli.config.as_deref()).map_err(|e| e.to_string())?;
+            let password = read_password()?;
+            comptoir_client::store::create_private_dir(&config.data_dir)
+                .map_err(|e| format!("cannot create the data directory: {e}"))?;
+            let db = comptoir_agent::db::Db::open(&config.database_path(), Vec::new())
+                .map_err(|e| e.to_string())?;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            let agent =
+                inbox::agents::add(&db, &name, &password, admin, now).map_err(|e| e.to_string())?;
+            println!(
+                "added {} {}; open http://{}/inbox and log in",
+                if agent.admin { "admin" } else { "agent" },
+                agent.name,
+                config.listen
+            );
+            Ok(())
+        }
         Command::Init { link, approval } => {
             let config = Config::load(cli.config.as_deref()).map_err(|e| e.to_string())?;
             let passphrase = config::passphrase(&env).map_err(|e| e.to_string())?;
@@ -131,6 +160,32 @@ async fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// The new agent's password: a line of standard input, or asked twice on
+/// a terminal.
+fn read_password() -> Result<zeroize::Zeroizing<String>, String> {
+    use std::io::IsTerminal;
+    if std::io::stdin().is_terminal() {
+        let first = zeroize::Zeroizing::new(
+            rpassword::prompt_password("Password for the agent: ")
+                .map_err(|e| format!("cannot read the password: {e}"))?,
+        );
+        let second = zeroize::Zeroizing::new(
+            rpassword::prompt_password("Again: ")
+                .map_err(|e| format!("cannot read the password: {e}"))?,
+        );
+        if *first != *second {
+            return Err("the two passwords differ".into());
+        }
+        return Ok(first);
+    }
+    let mut line = zeroize::Zeroizing::new(String::new());
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the password from standard input: {e}"))?;
+    let trimmed = zeroize::Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned());
+    Ok(trimmed)
 }
 
 async fn shutdown_signal() {

@@ -88,17 +88,33 @@ pub async fn start(
     let client = crate::device::open(config, passphrase).await?;
     let deliverer = Deliverer::new(db.clone(), Arc::clone(&clock), &config.webhooks);
     let webhooks = deliverer.waker();
-    let (stop, stopped) = watch::channel(false);
     let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
+    let (stop, stopped) = watch::channel(false);
+    let inbox = crate::inbox::InboxState::new(
+        db.clone(),
+        commands.clone(),
+        Arc::clone(&clock),
+        addr,
+        tls.is_some(),
+    )
+    .with_away(config.away.clone())
+    .with_hosts(&config.inbox_hosts)
+    .with_shutdown(stopped.clone());
     let device = Device::new(client, db.clone(), clock, config, Arc::clone(&webhooks));
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(device.run(command_rx, stopped.clone())));
     tasks.push(tokio::spawn(deliverer.run(changed(stopped.clone()))));
+    tasks.push(tokio::spawn(crate::inbox::events::run_assigner(
+        inbox.clone(),
+        stopped.clone(),
+    )));
     let router = app(AppState {
         commands,
         db: db.clone(),
         keys: Arc::new(config.api_keys.clone()),
-    });
+    })
+    .merge(crate::inbox::router(inbox))
+    .into_make_service_with_connect_info::<crate::inbox::session::PeerAddr>();
     let shutdown = changed(stopped);
     tasks.push(match tls {
         Some(acceptor) => {

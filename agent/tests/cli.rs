@@ -83,3 +83,66 @@ fn serve_refuses_plain_http_off_loopback_and_a_missing_passphrase() {
     assert!(stderr.contains("COMPTOIR_AGENT_PASSPHRASE"), "{stderr}");
     assert!(!dir.path().join("data").exists(), "nothing created");
 }
+
+#[test]
+fn agent_add_reads_the_password_from_stdin_and_refuses_bad_input() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\nrelay = \"ws://127.0.0.1:9\"\n",
+            dir.path().join("data").display().to_string()
+        ),
+    )
+    .expect("write config");
+    let add = |args: &[&str], password: &str| {
+        let mut child = agent()
+            .arg("--config")
+            .arg(&config)
+            .arg("agent-add")
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run agent");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(password.as_bytes())
+            .expect("write password");
+        child.wait_with_output().expect("agent exits")
+    };
+    let out = add(&["ana", "--admin"], "a-long-password\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("added admin ana"));
+    // Neither the database nor its write-ahead log holds the password.
+    let needle = b"a-long-password";
+    let mut files = 0;
+    for entry in std::fs::read_dir(dir.path().join("data")).expect("data dir") {
+        let path = entry.expect("entry").path();
+        if path.to_string_lossy().contains("agent.sqlite3") {
+            files += 1;
+            let bytes = std::fs::read(&path).expect("read");
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "the password is not stored"
+            );
+        }
+    }
+    assert!(files > 0, "the database exists");
+
+    let taken = add(&["ana"], "another-long-password\n");
+    assert!(!taken.status.success());
+    assert!(String::from_utf8_lossy(&taken.stderr).contains("taken"));
+    let short = add(&["bob"], "short\n");
+    assert!(!short.status.success());
+    assert!(String::from_utf8_lossy(&short.stderr).contains("at least 10"));
+}

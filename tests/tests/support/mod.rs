@@ -7,9 +7,12 @@ pub mod agent;
 pub mod business;
 pub mod client;
 pub mod hostile;
+pub mod http;
+pub mod inbox;
 pub mod mitm;
 pub mod tamper;
 pub mod templates;
+pub mod webdriver;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;

@@ -1,0 +1,242 @@
+//! Assignment: an agent takes a conversation, hands it to another with a
+//! note, or the daemon assigns it by round robin over the agents who are
+//! online and under their cap (the choice is [`pick`], a pure function
+//! with the order and the loads as inputs).
+
+use rusqlite::{OptionalExtension, params};
+
+use crate::db::Db;
+
+use super::agents::Agent;
+use super::conversations::{self, WINDOW_MS};
+use super::{InboxError, Result};
+
+/// An agent who could take a conversation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    /// The agent.
+    pub id: i64,
+    /// Open conversations assigned now.
+    pub load: u32,
+    /// At most this many.
+    pub cap: u32,
+}
+
+/// Round robin: the first candidate under its cap after `last` in id
+/// order, wrapping around; `None` when everyone is full.
+pub fn pick(candidates: &[Candidate], last: Option<i64>) -> Option<i64> {
+    let mut free: Vec<&Candidate> = candidates.iter().filter(|c| c.load < c.cap).collect();
+    free.sort_by_key(|c| c.id);
+    let after = last.and_then(|l| free.iter().find(|c| c.id > l));
+    after.or_else(|| free.first()).map(|c| c.id)
+}
+
+/// Assign `customer` to `agent` (or to nobody).
+pub fn assign(db: &Db, customer: &str, agent: Option<i64>) -> Result<()> {
+    conversations::get(db, customer)?;
+    if let Some(id) = agent {
+        let active: Option<bool> = db
+            .connection()
+            .query_row(
+                "SELECT NOT disabled FROM agents WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if active != Some(true) {
+            return Err(InboxError::Invalid(
+                "pick an agent who is not disabled".into(),
+            ));
+        }
+    }
+    db.connection().execute(
+        "INSERT INTO inbox_conversations (customer, assignee) VALUES (?1, ?2)
+         ON CONFLICT (customer) DO UPDATE SET assignee = ?2",
+        params![customer, agent],
+    )?;
+    db.changed();
+    Ok(())
+}
+
+/// Hand `customer` from `from` to the agent `to`, leaving `note` for them
+/// (an internal note, never sent to the customer).
+pub fn hand_off(
+    db: &Db,
+    customer: &str,
+    from: &Agent,
+    to: &Agent,
+    note: &str,
+    now_ms: u64,
+) -> Result<()> {
+    assign(db, customer, Some(to.id))?;
+    let note = note.trim();
+    let text = if note.is_empty() {
+        format!("Handed off to {}.", to.name)
+    } else {
+        format!("Handed off to {}: {note}", to.name)
+    };
+    conversations::add_note(db, customer, from.id, &text, now_ms)
+}
+
+/// Assign every active unassigned conversation (the customer wrote in
+/// the last 24 hours) by round robin over the agents in `online`; returns
+/// how many were assigned.
+pub fn auto_assign(db: &Db, online: &[i64], now_ms: u64) -> Result<usize> {
+    if online.is_empty() {
+        return Ok(0);
+    }
+    let since = i64::try_from(now_ms.saturating_sub(WINDOW_MS)).unwrap_or(0);
+    let mut conn = db.connection();
+    let tx = conn.transaction()?;
+    let waiting: Vec<String> = {
+        let mut stmt = tx.prepare(
+            "SELECT c.customer FROM conversations c
+             LEFT JOIN inbox_conversations s ON s.customer = c.customer
+             WHERE s.assignee IS NULL AND c.last_inbound_ms >= ?1
+             ORDER BY c.last_inbound_ms",
+        )?;
+        let rows = stmt.query_map(params![since], |r| r.get(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    if waiting.is_empty() {
+        return Ok(0);
+    }
+    let mut candidates = Vec::new();
+    for &id in online {
+        let found: Option<(u32, u32)> = tx
+            .query_row(
+                "SELECT a.cap, (SELECT count(*) FROM inbox_conversations s
+                                JOIN conversations c ON c.customer = s.customer
+                                WHERE s.assignee = a.id AND c.last_inbound_ms >= ?2)
+                 FROM agents a WHERE a.id = ?1 AND NOT a.disabled",
+                params![id, since],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if let Some((cap, load)) = found {
+            candidates.push(Candidate { id, load, cap });
+        }
+    }
+    let mut last: Option<i64> = tx
+        .query_row(
+            "SELECT last_agent FROM inbox_round_robin WHERE only_row = 0",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten();
+    let mut assigned = 0;
+    for customer in waiting {
+        let Some(id) = pick(&candidates, last) else {
+            break;
+        };
+        tx.execute(
+            "INSERT INTO inbox_conversations (customer, assignee) VALUES (?1, ?2)
+             ON CONFLICT (customer) DO UPDATE SET assignee = ?2",
+            params![customer, id],
+        )?;
+        if let Some(c) = candidates.iter_mut().find(|c| c.id == id) {
+            c.load += 1;
+        }
+        last = Some(id);
+        assigned += 1;
+    }
+    tx.execute(
+        "INSERT INTO inbox_round_robin (only_row, last_agent) VALUES (0, ?1)
+         ON CONFLICT (only_row) DO UPDATE SET last_agent = ?1",
+        params![last],
+    )?;
+    tx.commit()?;
+    drop(conn);
+    if assigned > 0 {
+        db.changed();
+    }
+    Ok(assigned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(id: i64, load: u32, cap: u32) -> Candidate {
+        Candidate { id, load, cap }
+    }
+
+    fn incoming(db: &Db, customer: &str, at_ms: u64) {
+        let m = crate::db::NewMessage {
+            id: format!("m-{customer}"),
+            customer: customer.into(),
+            incoming: true,
+            kind: "text",
+            body: "hello".into(),
+            template_id: None,
+            reply_to: None,
+            status: crate::status::MessageStatus::Received,
+            at_ms,
+        };
+        db.record_message(&m, &[], at_ms).expect("record");
+    }
+
+    #[test]
+    fn waiting_conversations_go_round_robin_to_online_agents_under_their_cap() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = Db::open(&dir.path().join("a.sqlite3"), vec![]).expect("open");
+        let ana = super::super::agents::add(&db, "ana", "long enough pw", false, 1).expect("ana");
+        let bob = super::super::agents::add(&db, "bob", "long enough pw", false, 1).expect("bob");
+        let cid = super::super::agents::add(&db, "cid", "long enough pw", false, 1).expect("cid");
+        db.connection()
+            .execute("UPDATE agents SET cap = 1 WHERE id = ?1", params![bob.id])
+            .expect("cap");
+        let now = 10 * WINDOW_MS;
+        for c in ["c1", "c2", "c3", "c4"] {
+            incoming(&db, c, now - 1000);
+        }
+        incoming(&db, "old", now - WINDOW_MS - 1);
+        assert_eq!(auto_assign(&db, &[], now).expect("nobody online"), 0);
+        // Cid is offline; Bob takes one (his cap), Ana the rest.
+        assert_eq!(auto_assign(&db, &[ana.id, bob.id], now).expect("assign"), 4);
+        let owner = |c: &str| {
+            conversations::get(&db, c)
+                .expect("get")
+                .assignee
+                .map(|a| a.1)
+        };
+        assert_eq!(owner("c1").as_deref(), Some("ana"));
+        assert_eq!(owner("c2").as_deref(), Some("bob"));
+        assert_eq!(owner("c3").as_deref(), Some("ana"));
+        assert_eq!(owner("c4").as_deref(), Some("ana"));
+        assert_eq!(
+            owner("old"),
+            None,
+            "a closed conversation waits for a manual pick"
+        );
+        // The order goes on from the last one picked.
+        incoming(&db, "c5", now);
+        assert_eq!(
+            auto_assign(&db, &[ana.id, bob.id, cid.id], now).expect("assign"),
+            1
+        );
+        assert_eq!(owner("c5").as_deref(), Some("cid"));
+        // A hand-off leaves a note for the next agent.
+        hand_off(&db, "c5", &cid, &ana, "VIP", now).expect("hand off");
+        assert_eq!(owner("c5").as_deref(), Some("ana"));
+        let notes = conversations::notes(&db, "c5").expect("notes");
+        assert_eq!(notes[0].body, "Handed off to ana: VIP");
+        assert_eq!(notes[0].author, "cid");
+        assert!(matches!(
+            assign(&db, "nobody-here", Some(ana.id)),
+            Err(InboxError::NotFound)
+        ));
+    }
+
+    #[test]
+    fn round_robin_goes_around_and_skips_full_agents() {
+        let agents = [c(1, 0, 2), c(2, 0, 2), c(3, 2, 2)];
+        assert_eq!(pick(&agents, None), Some(1));
+        assert_eq!(pick(&agents, Some(1)), Some(2));
+        assert_eq!(pick(&agents, Some(2)), Some(1), "3 is full: wraps to 1");
+        assert_eq!(pick(&agents, Some(7)), Some(1));
+        assert_eq!(pick(&[c(1, 3, 3)], None), None);
+        assert_eq!(pick(&[], None), None);
+    }
+}

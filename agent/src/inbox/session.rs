@@ -1,0 +1,277 @@
+//! Sessions, CSRF tokens and the login rate limit.
+//!
+//! A session is a random 32-byte token in an `HttpOnly`, `SameSite=Strict`
+//! cookie (`Secure` under TLS); the database keeps only its SHA-256, so a
+//! copy of the database opens no session. Each form carries a CSRF token
+//! derived from the session token (SHA-256 under a distinct label), checked
+//! in constant time; the login form, before any session, uses a random
+//! token in a cookie and in the form that must match (double submit).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::connect_info::Connected;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::HeaderMap;
+use axum::http::request::Parts;
+use axum::serve::IncomingStream;
+use rusqlite::{OptionalExtension, params};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::agents::{self, Agent};
+use super::{InboxError, InboxState, Result};
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "comptoir_session";
+/// The login form's CSRF cookie.
+pub const LOGIN_COOKIE: &str = "comptoir_login";
+/// How long a session lasts: a working day and then some.
+pub const SESSION_MS: u64 = 12 * 3600 * 1000;
+/// Failed logins allowed per name and address in [`LIMIT_WINDOW`].
+pub const MAX_FAILURES: usize = 5;
+/// The window of the login rate limit.
+pub const LIMIT_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// Name-and-address pairs tracked at most (the oldest are forgotten).
+const MAX_TRACKED: usize = 10_000;
+
+fn sha256_hex(label: &[u8], token: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(label);
+    h.update(token.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// A new random token (64 hex digits).
+pub fn new_token() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}
+
+/// The CSRF token of the session `token`.
+pub fn csrf_of(token: &str) -> String {
+    sha256_hex(b"comptoir inbox csrf\0", token)
+}
+
+/// Whether `given` equals `expected`, in constant time.
+pub fn tokens_match(given: &str, expected: &str) -> bool {
+    !expected.is_empty() && given.as_bytes().ct_eq(expected.as_bytes()).into()
+}
+
+/// Open a session for `agent`: returns the token for the cookie.
+pub fn open(state: &InboxState, agent: &Agent) -> Result<String> {
+    let token = new_token();
+    let now = state.clock.now_ms();
+    let conn = state.db.connection();
+    conn.execute(
+        "DELETE FROM agent_sessions WHERE expires_ms < ?1",
+        params![i64::try_from(now).unwrap_or(i64::MAX)],
+    )?;
+    conn.execute(
+        "INSERT INTO agent_sessions (token_sha256, agent_id, expires_ms) VALUES (?1, ?2, ?3)",
+        params![
+            sha256_hex(b"", &token),
+            agent.id,
+            i64::try_from(now + SESSION_MS).unwrap_or(i64::MAX)
+        ],
+    )?;
+    Ok(token)
+}
+
+/// End the session `token`.
+pub fn close(state: &InboxState, token: &str) -> Result<()> {
+    state.db.connection().execute(
+        "DELETE FROM agent_sessions WHERE token_sha256 = ?1",
+        params![sha256_hex(b"", token)],
+    )?;
+    Ok(())
+}
+
+/// A cookie value from the request.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// A `Set-Cookie` value for the inbox.
+pub fn set_cookie(state: &InboxState, name: &str, value: &str, max_age_s: u64) -> String {
+    let secure = if state.secure_cookies { "; Secure" } else { "" };
+    format!("{name}={value}; Path=/inbox; HttpOnly; SameSite=Strict; Max-Age={max_age_s}{secure}")
+}
+
+/// The logged-in agent of a request, with the CSRF token its forms carry.
+#[derive(Clone, Debug)]
+pub struct Session {
+    /// Who.
+    pub agent: Agent,
+    /// The token forms must send back.
+    pub csrf: String,
+    /// The session token (to log out).
+    token: String,
+}
+
+impl Session {
+    /// Check a form's CSRF token.
+    pub fn check_csrf(&self, given: &str) -> Result<()> {
+        if tokens_match(given, &self.csrf) {
+            Ok(())
+        } else {
+            Err(InboxError::Csrf)
+        }
+    }
+
+    /// Refuse unless an admin.
+    pub fn require_admin(&self) -> Result<()> {
+        if self.agent.admin {
+            Ok(())
+        } else {
+            Err(InboxError::AdminOnly)
+        }
+    }
+
+    /// The session token.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+}
+
+impl FromRequestParts<InboxState> for Session {
+    type Rejection = InboxError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &InboxState) -> Result<Self> {
+        let token = cookie(&parts.headers, SESSION_COOKIE)
+            .filter(|t| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or(InboxError::LoggedOut)?
+            .to_owned();
+        let now = i64::try_from(state.clock.now_ms()).unwrap_or(i64::MAX);
+        let agent_id: Option<i64> = state
+            .db
+            .connection()
+            .query_row(
+                "SELECT agent_id FROM agent_sessions WHERE token_sha256 = ?1 AND expires_ms >= ?2",
+                params![sha256_hex(b"", &token), now],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let agent = match agent_id {
+            Some(id) => agents::get(&state.db, id)?,
+            None => None,
+        }
+        .filter(|a| !a.disabled)
+        .ok_or(InboxError::LoggedOut)?;
+        Ok(Self {
+            agent,
+            csrf: csrf_of(&token),
+            token,
+        })
+    }
+}
+
+/// The client's address, recorded per connection by `agent serve` (over
+/// plain TCP or TLS) for the login rate limit.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub SocketAddr);
+
+impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for PeerAddr {
+    fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
+impl Connected<IncomingStream<'_, crate::tls::TlsListener>> for PeerAddr {
+    fn connect_info(stream: IncomingStream<'_, crate::tls::TlsListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
+/// The client's address (for the login rate limit).
+pub fn client_ip(parts_extensions: &axum::http::Extensions) -> IpAddr {
+    parts_extensions
+        .get::<ConnectInfo<PeerAddr>>()
+        .map(|c| c.0.0.ip())
+        .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
+}
+
+/// Failed logins per (name, address): after [`MAX_FAILURES`] in
+/// [`LIMIT_WINDOW`], that name is refused from that address until the
+/// window passes, without checking the password (so guessing stays slow
+/// and costs the daemon no Argon2 work).
+#[derive(Debug, Default)]
+pub struct LoginLimiter {
+    failures: Mutex<HashMap<(String, IpAddr), Vec<Instant>>>,
+}
+
+impl LoginLimiter {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, IpAddr), Vec<Instant>>> {
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether `name` may try to log in from `ip` now.
+    pub fn allowed(&self, name: &str, ip: IpAddr, now: Instant) -> bool {
+        let mut map = self.lock();
+        let key = (name.to_lowercase(), ip);
+        match map.get_mut(&key) {
+            Some(times) => {
+                times.retain(|t| now.duration_since(*t) < LIMIT_WINDOW);
+                times.len() < MAX_FAILURES
+            }
+            None => true,
+        }
+    }
+
+    /// Count a failed login.
+    pub fn failed(&self, name: &str, ip: IpAddr, now: Instant) {
+        let mut map = self.lock();
+        if map.len() >= MAX_TRACKED {
+            map.retain(|_, times| times.iter().any(|t| now.duration_since(*t) < LIMIT_WINDOW));
+            if map.len() >= MAX_TRACKED {
+                map.clear();
+            }
+        }
+        map.entry((name.to_lowercase(), ip)).or_default().push(now);
+    }
+
+    /// Forget the failures of a name and address that logged in.
+    pub fn succeeded(&self, name: &str, ip: IpAddr) {
+        self.lock().remove(&(name.to_lowercase(), ip));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limit_is_per_name_and_address_and_expires() {
+        let limiter = LoginLimiter::default();
+        let a: IpAddr = "10.0.0.1".parse().expect("ip");
+        let b: IpAddr = "10.0.0.2".parse().expect("ip");
+        let t = Instant::now();
+        for _ in 0..MAX_FAILURES {
+            assert!(limiter.allowed("ana", a, t));
+            limiter.failed("Ana", a, t);
+        }
+        assert!(!limiter.allowed("ana", a, t));
+        assert!(limiter.allowed("ana", b, t));
+        assert!(limiter.allowed("bob", a, t));
+        assert!(limiter.allowed("ana", a, t + LIMIT_WINDOW));
+    }
+
+    #[test]
+    fn csrf_tokens_differ_per_session_and_compare_exactly() {
+        let (s1, s2) = (new_token(), new_token());
+        assert_ne!(csrf_of(&s1), csrf_of(&s2));
+        assert!(tokens_match(&csrf_of(&s1), &csrf_of(&s1)));
+        assert!(!tokens_match(&csrf_of(&s2), &csrf_of(&s1)));
+        assert!(!tokens_match("", ""));
+    }
+}

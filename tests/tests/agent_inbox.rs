@@ -1,0 +1,470 @@
+//! The agents' web inbox (issue 16), end to end: a real relay, the
+//! business's daemon serving the inbox on 127.0.0.1:0, real customers on
+//! the client library.
+//!
+//! - Web security and the pages over plain HTTP: every page's headers
+//!   (CSP without inline script, nosniff), the Host check (and
+//!   `inbox_hosts`), session and login cookies (HttpOnly,
+//!   SameSite=Strict), CSRF on every form (a missing or another session's
+//!   token sends nothing), the login rate limit per name and address,
+//!   customer HTML escaped on list, page and search, both sides' verified
+//!   state, notes kept here, canned replies, sessions expiring, the window
+//!   closing (reply refused, template picker sending a template), the
+//!   admin role, and disabling an agent ending its session.
+//! - The inbox in a real browser (Debian's chromium and chromium-driver
+//!   over WebDriver): login, a customer's message appearing live and
+//!   assigned by round robin, a reply typed with the keyboard alone, HTML
+//!   and script from a customer shown as text, a hand-off with a note
+//!   picked up by a second agent, a phone-sized layout, and the daemon
+//!   stopping with pages open. Screenshots go to target/inbox-screenshots
+//!   and are checked not blank. Without chromium the test is skipped with
+//!   how to install it; with `CI` set it fails instead.
+
+mod support;
+
+use comptoir_protocol::proto::wire::AccountKind;
+use support::client::{registered_as, wait_for, wait_message};
+use support::http::{request, request_with_host};
+use support::inbox::{InboxFixture, login, set_cookie, try_login};
+use support::webdriver::{Driver, ENTER, binaries, png_is_not_blank};
+
+const ANA_PW: &str = "ana-long-password";
+const BOB_PW: &str = "bob-long-password";
+const HOSTILE: &str =
+    "<script>document.title='owned'</script><img src=x onerror=alert(1)><b>bold</b> & \"quotes\"";
+
+async fn customer(f: &InboxFixture, name: &str) -> comptoir_client::Client {
+    registered_as(
+        &f.relay,
+        &f.root.path().join(name),
+        "pw-long-enough",
+        AccountKind::Customer,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_inbox_is_locked_down_and_escapes_customer_text() {
+    let f = InboxFixture::start().await;
+    let addr = f.addr();
+    f.add_agent("ana", ANA_PW, true);
+    f.add_agent("bob", BOB_PW, false);
+    f.add_agent("dave", "dave-long-password", false);
+
+    // Every inbox response carries the headers, logged in or not.
+    let page = request(addr, "GET", "/inbox", &[], b"").await;
+    assert_eq!(page.status, 303, "logged out goes to the login page");
+    assert_eq!(page.header("location"), Some("/inbox/login"));
+    let login_page = request(addr, "GET", "/inbox/login", &[], b"").await;
+    for reply in [&page, &login_page] {
+        let csp = reply.header("content-security-policy").expect("CSP");
+        assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"));
+        assert!(
+            !csp.contains("unsafe-inline") && !csp.contains("http"),
+            "{csp}"
+        );
+        assert_eq!(reply.header("x-content-type-options"), Some("nosniff"));
+    }
+    assert!(!login_page.text().contains("<script>"), "no inline script");
+    let login_cookie = set_cookie(&login_page, "comptoir_login").expect("login cookie");
+    assert!(login_cookie.contains("HttpOnly") && login_cookie.contains("SameSite=Strict"));
+
+    // Another Host (DNS rebinding) is refused.
+    let evil = request_with_host(
+        addr,
+        "GET",
+        "/inbox/login",
+        &[("Host", &format!("evil.example:{}", addr.port()))],
+        b"",
+    )
+    .await;
+    assert_eq!(evil.status, 403);
+    assert!(!evil.text().contains("password"));
+    // A name listed in `inbox_hosts` is accepted.
+    let named = request_with_host(
+        addr,
+        "GET",
+        "/inbox/login",
+        &[("Host", "inbox.acme.test")],
+        b"",
+    )
+    .await;
+    assert_eq!(named.status, 200);
+
+    // The login form needs its CSRF token.
+    let forged = request(
+        addr,
+        "POST",
+        "/inbox/login",
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        &support::http::form(&[("csrf", "00"), ("name", "ana"), ("password", ANA_PW)]),
+    )
+    .await;
+    assert_eq!(forged.status, 403);
+    assert!(set_cookie(&forged, "comptoir_session").is_none());
+
+    // Five wrong passwords, then even the right one is refused for that
+    // name from this address; another name is not affected.
+    for _ in 0..5 {
+        let wrong = try_login(addr, "dave", "not-the-password").await;
+        assert_eq!(wrong.status, 401);
+        assert!(set_cookie(&wrong, "comptoir_session").is_none());
+    }
+    let limited = try_login(addr, "dave", "dave-long-password").await;
+    assert_eq!(limited.status, 429);
+    assert!(set_cookie(&limited, "comptoir_session").is_none());
+
+    let ana = login(addr, "ana", ANA_PW).await;
+    let bob = login(addr, "bob", BOB_PW).await;
+    let session = try_login(addr, "ana", ANA_PW).await;
+    let cookie = set_cookie(&session, "comptoir_session").expect("session cookie");
+    assert!(
+        cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict")
+            && cookie.contains("Path=/inbox"),
+        "{cookie}"
+    );
+
+    // A customer writes HTML and script: every page shows it as text.
+    let mut carol = customer(&f, "carol").await;
+    carol.send_text(f.business, HOSTILE).await.expect("send");
+    let carol_id = carol.account_id();
+    f.wait_recorded(carol_id, |m| m.body == HOSTILE).await;
+    let list = ana.get(addr, "/inbox").await;
+    let page = ana.get(addr, &format!("/inbox/c/{carol_id}")).await;
+    let search = ana.get(addr, "/inbox?q=bold").await;
+    for reply in [&list, &page, &search] {
+        let html = reply.text();
+        assert_eq!(reply.status, 200);
+        assert!(!html.contains("<script>document"), "script escaped");
+        assert!(
+            !html.contains("<img src=x") && !html.contains("<b>bold"),
+            "HTML escaped"
+        );
+        assert!(html.contains("bold"), "the text is there");
+    }
+    assert!(page.text().contains("&#60;script&#62;document.title"));
+    // Both sides' verified state: the customer's safety number, and the
+    // business's operator certificate as customers see it.
+    assert!(page.text().contains("safety number not verified"));
+    assert!(
+        page.text()
+            .contains("customers see the business as Acme Parcels, verified by the operator"),
+        "{}",
+        page.text()
+    );
+
+    // A reply without a CSRF token, or with another session's, sends nothing.
+    let before = f.agent.db.message_count().expect("count");
+    let path = format!("/inbox/c/{carol_id}/reply");
+    let missing = ana.post(addr, &path, &[("text", "forged")]).await;
+    assert!(missing.status >= 400, "{}", missing.status);
+    let foreign = ana
+        .post(addr, &path, &[("csrf", &bob.csrf), ("text", "forged")])
+        .await;
+    assert_eq!(foreign.status, 403);
+    assert_eq!(f.agent.db.message_count().expect("count"), before);
+
+    // With its token the reply goes out, and the customer receives it.
+    let sent = ana
+        .post(addr, &path, &[("csrf", &ana.csrf), ("text", "Hello Carol")])
+        .await;
+    assert_eq!(sent.status, 303, "{}", sent.text());
+    let (_, text) = wait_message(&mut carol, f.business).await;
+    assert_eq!(text, "Hello Carol");
+
+    // Internal notes stay here.
+    let note = ana
+        .post(
+            addr,
+            &format!("/inbox/c/{carol_id}/note"),
+            &[("csrf", &ana.csrf), ("body", "VIP, be nice")],
+        )
+        .await;
+    assert_eq!(note.status, 303);
+    assert!(
+        ana.get(addr, &format!("/inbox/c/{carol_id}"))
+            .await
+            .text()
+            .contains("VIP, be nice")
+    );
+    assert_eq!(f.agent.db.message_count().expect("count"), before + 1);
+
+    // An admin adds a canned reply; one press sends it.
+    let canned = ana
+        .post(
+            addr,
+            "/inbox/canned",
+            &[
+                ("csrf", &ana.csrf),
+                ("title", "Thanks"),
+                ("body", "Thank you for waiting!"),
+            ],
+        )
+        .await;
+    assert_eq!(canned.status, 303, "{}", canned.text());
+    let page = ana.get(addr, &format!("/inbox/c/{carol_id}")).await.text();
+    assert!(page.contains("name=\"canned\" value=\"1\""), "{page}");
+    let used = ana
+        .post(addr, &path, &[("csrf", &ana.csrf), ("canned", "1")])
+        .await;
+    assert_eq!(used.status, 303);
+    let (_, text) = wait_message(&mut carol, f.business).await;
+    assert_eq!(text, "Thank you for waiting!");
+
+    // A day later the window is closed: no reply box, and a reply is
+    // refused here; the template picker offers the approved templates and
+    // sends one with its value (a missing value is refused, nothing sent).
+    // Sessions last 12 hours: Ana logs in again.
+    f.clock.advance(25 * 3600 * 1000);
+    assert_eq!(
+        ana.get(addr, "/inbox").await.status,
+        303,
+        "the session expired"
+    );
+    let ana = login(addr, "ana", ANA_PW).await;
+    let bob = login(addr, "bob", BOB_PW).await;
+    let closed = ana.get(addr, &format!("/inbox/c/{carol_id}")).await.text();
+    assert!(
+        closed.contains("Window closed") && !closed.contains("id=\"reply\""),
+        "{closed}"
+    );
+    assert!(closed.contains("order_update") && closed.contains("delivery_slot"));
+    assert!(closed.contains("name=\"p.order\""));
+    let late = ana
+        .post(addr, &path, &[("csrf", &ana.csrf), ("text", "too late")])
+        .await;
+    assert_eq!(late.status, 400);
+    assert!(late.text().contains("window is closed"));
+    let template_id = closed
+        .split("name=\"template\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("a template in the picker")
+        .to_owned();
+    let template = ana
+        .post(
+            addr,
+            &format!("/inbox/c/{carol_id}/template"),
+            &[
+                ("csrf", &ana.csrf),
+                ("template", &template_id),
+                ("p.order", "A-1"),
+            ],
+        )
+        .await;
+    assert_eq!(template.status, 303, "{}", template.text());
+    let text = wait_for(&mut carol, |e| match e {
+        comptoir_client::Event::Template { rendered, .. } => Some(rendered.body.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(text.contains("A-1"), "{text}");
+    let missing_value = ana
+        .post(
+            addr,
+            &format!("/inbox/c/{carol_id}/template"),
+            &[("csrf", &ana.csrf), ("template", &template_id)],
+        )
+        .await;
+    assert_eq!(missing_value.status, 400);
+    assert!(missing_value.text().contains("give a value for order"));
+    assert_eq!(f.agent.db.message_count().expect("count"), before + 3);
+
+    // Only an admin manages agents; a disabled agent's session ends.
+    assert_eq!(bob.get(addr, "/inbox/agents").await.status, 403);
+    let refused = bob
+        .post(
+            addr,
+            "/inbox/agents",
+            &[
+                ("csrf", &bob.csrf),
+                ("name", "mallory"),
+                ("password", "mallory-password"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, 403);
+    let added = ana
+        .post(
+            addr,
+            "/inbox/agents",
+            &[
+                ("csrf", &ana.csrf),
+                ("name", "erin"),
+                ("password", "erin-long-password"),
+            ],
+        )
+        .await;
+    assert_eq!(added.status, 303, "{}", added.text());
+    login(addr, "erin", "erin-long-password").await;
+    assert_eq!(
+        try_login(addr, "mallory", "mallory-password").await.status,
+        401
+    );
+    // Agents were added in order: ana is 1, bob 2.
+    let agents_page = ana.get(addr, "/inbox/agents").await.text();
+    assert!(agents_page.contains("/inbox/agents/2/disabled") && agents_page.contains("erin"));
+    let disabled = ana
+        .post(
+            addr,
+            "/inbox/agents/2/disabled",
+            &[("csrf", &ana.csrf), ("disabled", "1")],
+        )
+        .await;
+    assert_eq!(disabled.status, 303);
+    assert_eq!(
+        bob.get(addr, "/inbox").await.status,
+        303,
+        "bob is logged out"
+    );
+    assert_eq!(try_login(addr, "bob", BOB_PW).await.status, 401);
+
+    // Logging out ends the session.
+    let out = ana
+        .post(addr, "/inbox/logout", &[("csrf", &ana.csrf)])
+        .await;
+    assert_eq!(out.status, 303);
+    assert_eq!(ana.get(addr, "/inbox").await.status, 303);
+}
+
+fn screenshot_dir() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/inbox-screenshots");
+    std::fs::create_dir_all(&dir).expect("screenshot dir");
+    dir
+}
+
+async fn keep_screenshot(browser: &support::webdriver::Browser<'_>, name: &str) {
+    let png = browser.screenshot().await;
+    assert!(png_is_not_blank(&png), "the {name} screenshot is blank");
+    std::fs::write(screenshot_dir().join(format!("{name}.png")), &png).expect("write screenshot");
+}
+
+#[tokio::test]
+async fn agents_answer_customers_in_a_real_browser() {
+    let Some((chromium, chromedriver)) = binaries() else {
+        let message =
+            "the inbox browser test needs Chromium: apt-get install -y chromium chromium-driver";
+        assert!(std::env::var_os("CI").is_none(), "{message}");
+        eprintln!("skipped: {message}");
+        return;
+    };
+    // On the heap: the scenario's future is too large for a test
+    // thread's stack in a debug build.
+    Box::pin(browser_scenario(chromium, chromedriver)).await;
+}
+
+async fn browser_scenario(chromium: std::path::PathBuf, chromedriver: std::path::PathBuf) {
+    let f = InboxFixture::start().await;
+    let base = format!("http://{}", f.addr());
+    f.add_agent("ana", ANA_PW, true);
+    f.add_agent("bob", BOB_PW, false);
+    let driver = Driver::start(&chromium, &chromedriver).await;
+
+    // Ana logs in with the keyboard: name, Tab-free typing, Enter submits.
+    let ana = driver.session(&f.root.path().join("ana-profile")).await;
+    ana.goto(&format!("{base}/inbox/login")).await;
+    // The page puts the focus on the name field (waited for in the DOM).
+    let name = ana.focused("name").await;
+    ana.keys(&name, "ana").await;
+    let password = ana.css("#password").await;
+    ana.keys(&password, &format!("{ANA_PW}{ENTER}")).await;
+    ana.css("#conversations").await;
+    keep_screenshot(&ana, "1-empty-inbox").await;
+
+    // A customer writes; the conversation appears without a reload, unread.
+    let mut carol = customer(&f, "carol").await;
+    carol
+        .send_text(f.business, "Hello, where is my parcel?")
+        .await
+        .expect("send");
+    // Ana is online, so round robin gives it to her.
+    ana.xpath(
+        "//ul[@id='conversations']/li[contains(., 'where is my parcel')][contains(., 'assigned to ana')]",
+    )
+    .await;
+    let badge = ana
+        .xpath("//ul[@id='conversations']//span[@class='badge']")
+        .await;
+    assert_eq!(ana.text(&badge).await, "1");
+    keep_screenshot(&ana, "2-conversation-list").await;
+    let link = ana.css("#conversations a.who").await;
+
+    // She opens it and answers with the keyboard alone: Enter on the link,
+    // the reply box has the focus, Enter sends.
+    ana.keys(&link, ENTER).await;
+    ana.css("ol#messages").await;
+    // The reply box has the focus: typing goes there.
+    let reply = ana.focused("reply").await;
+    ana.keys(&reply, &format!("It left the depot this morning.{ENTER}"))
+        .await;
+    ana.xpath("//ol[@id='messages']/li[contains(@class, 'out')][contains(., 'It left the depot')]")
+        .await;
+    let (_, text) = wait_message(&mut carol, f.business).await;
+    assert_eq!(text, "It left the depot this morning.");
+
+    // HTML and script from the customer arrive live and show as text.
+    carol.send_text(f.business, HOSTILE).await.expect("send");
+    ana.xpath("//ol[@id='messages']/li[contains(@class, 'in')][contains(., \"<b>bold</b>\")]")
+        .await;
+    assert_eq!(
+        ana.count_now("#messages b, #messages img, #messages script")
+            .await,
+        0
+    );
+    assert!(!ana.title().await.contains("owned"));
+    keep_screenshot(&ana, "3-conversation").await;
+    // Shortcuts outside a text field: "/" goes to search, "r" to the reply box.
+    let body = ana.css("body").await;
+    ana.keys(&body, "/").await;
+    ana.focused("search").await;
+    ana.keys(&body, "r").await;
+    ana.focused("reply").await;
+
+    // Ana hands the conversation to Bob with a note, by keyboard.
+    let select = ana.css("#agent").await;
+    ana.keys(&select, "bob").await;
+    let note = ana.css("#handoff-note").await;
+    ana.keys(&note, &format!("Wants a delivery slot{ENTER}"))
+        .await;
+    ana.xpath("//ul[@id='notes']/li[contains(., 'Handed off to bob: Wants a delivery slot')]")
+        .await;
+
+    // Bob logs in, finds it under Mine, reads the note and answers.
+    let bob = driver.session(&f.root.path().join("bob-profile")).await;
+    bob.goto(&format!("{base}/inbox/login")).await;
+    let name = bob.css("#name").await;
+    bob.keys(&name, "bob").await;
+    let password = bob.css("#password").await;
+    bob.keys(&password, &format!("{BOB_PW}{ENTER}")).await;
+    bob.css("#conversations").await;
+    bob.goto(&format!("{base}/inbox?view=mine")).await;
+    let mine = bob
+        .xpath("//ul[@id='conversations']//li[contains(., 'assigned to bob')]//a[@class='who']")
+        .await;
+    bob.keys(&mine, ENTER).await;
+    bob.xpath("//ul[@id='notes']/li[contains(., 'Wants a delivery slot')]")
+        .await;
+    let reply = bob.focused("reply").await;
+    bob.keys(&reply, &format!("Bob here: tomorrow morning suits?{ENTER}"))
+        .await;
+    bob.xpath("//ol[@id='messages']/li[contains(@class, 'out')][contains(., 'Bob here')]")
+        .await;
+    let (_, text) = wait_message(&mut carol, f.business).await;
+    assert_eq!(text, "Bob here: tomorrow morning suits?");
+    // Ana's page shows Bob's answer live, and the note never reached Carol.
+    ana.xpath("//ol[@id='messages']/li[contains(., 'Bob here')]")
+        .await;
+    keep_screenshot(&bob, "4-handed-off").await;
+    // On a phone-sized screen the page is one readable column.
+    bob.window_size(390, 844).await;
+    bob.css("#reply").await;
+    keep_screenshot(&bob, "5-phone").await;
+    // The daemon stops promptly although both agents' pages hold event
+    // streams open.
+    tokio::time::timeout(support::TIMEOUT, f.agent.stop())
+        .await
+        .expect("the daemon stops with inbox pages open");
+    bob.quit().await;
+    ana.quit().await;
+}
