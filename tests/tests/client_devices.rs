@@ -233,3 +233,56 @@ async fn read_receipts_still_arrive_after_a_contact_removes_a_device() {
     .await;
     assert_eq!(read.len(), 1);
 }
+
+/// Issue 18 item 3: a read receipt and its copy to this account's other
+/// devices go through the outbox like messages. Read while offline, both
+/// wait there (across a restart) and go at the next connect: the contact
+/// learns its message was read and the other device stops counting it.
+#[tokio::test]
+async fn read_receipts_and_their_copies_wait_in_the_outbox_while_offline() {
+    let relay = start_relay().await;
+    let dirs: Vec<_> = (0..3)
+        .map(|_| tempfile::tempdir().expect("temp dir"))
+        .collect();
+    let mut alice = registered(&relay, dirs[0].path(), "alice pass").await;
+    let mut bob = registered(&relay, dirs[1].path(), "bob pass").await;
+    let mut laptop = linked(&relay, &mut bob, dirs[2].path()).await;
+    let (a, b) = (alice.account_id(), bob.account_id());
+    let sent = alice.send_text(b, "hello").await.expect("send");
+    assert_eq!(wait_text(&mut bob, a).await, "hello");
+    assert_eq!(wait_text(&mut laptop, a).await, "hello");
+    // Bob answers, so Alice is no message request to him.
+    bob.send_text(a, "hi alice").await.expect("reply");
+    assert_eq!(wait_text(&mut alice, b).await, "hi alice");
+
+    // Bob reads it with the relay out of reach: marked read here, queued.
+    bob.disconnect().await;
+    assert_eq!(bob.mark_read(a).await.expect("read offline"), 1);
+    let status = |c: &Client| {
+        c.message(&a, &sent)
+            .expect("history")
+            .map(|m| m.status)
+            .expect("stored")
+    };
+    assert_eq!(status(&bob), comptoir_client::Status::Read);
+    bob.close().await.expect("close");
+
+    // Next start: the receipt and the copy go out.
+    let mut bob = Client::open(dirs[1].path(), "bob pass").expect("reopen");
+    bob.connect(&url(&relay)).await.expect("connect");
+    let read = wait_for(&mut alice, |e| match e {
+        Event::Read { by, ids } if *by == b => Some(ids.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(read, vec![sent]);
+    let count = wait_for(&mut laptop, |e| match e {
+        Event::ReadElsewhere { peer, count } if *peer == a => Some(*count),
+        _ => None,
+    })
+    .await;
+    assert_eq!(count, 1);
+    assert_eq!(status(&laptop), comptoir_client::Status::Read);
+    // Sent once: nothing waits any more, and a further connect sends nothing.
+    assert_eq!(bob.mark_read(a).await.expect("nothing new"), 0);
+}
