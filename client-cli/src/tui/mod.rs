@@ -1,8 +1,10 @@
 //! The terminal UI (`comptoir tui`): a conversation list with unread
 //! counts, the verified mark (✓ and the certified name) of businesses the
 //! operator verified and a `[request]` marker on message requests (not
-//! marked read until accepted), a chat view with delivery and read ticks, the identity-change
-//! warning, block in one key, and a help line. A customer answers a
+//! marked read until accepted), a chat view with delivery and read ticks
+//! that scrolls by wrapped rows (PgUp/PgDn/Home/End; messages in the order
+//! they were written), the identity-change warning, block after a question
+//! naming who, and a help line. A customer answers a
 //! template's quick reply or an interactive message's button or row
 //! (Ctrl-R); a business sees each customer's 24-hour window and the time
 //! left, and picks and fills an approved template (Ctrl-P).
