@@ -1489,11 +1489,16 @@ async fn print_event(
             );
             Ok(false)
         }
-        Event::SentElsewhere { to, text, .. } => {
+        Event::SentElsewhere {
+            to,
+            text,
+            sent_at_ms,
+            ..
+        } => {
             say!(
                 out,
                 "[{}] me (other device) → {}: {}",
-                time_of_day(comptoir_client::client::now_ms()),
+                time_of_day(*sent_at_ms),
                 display_name(client, to),
                 visible(text)
             );
@@ -1524,6 +1529,25 @@ async fn print_event(
         }
         Event::Warning(text) => {
             eprintln!("warning: {}", visible(text));
+            Ok(false)
+        }
+        Event::ContactsShared { count } => {
+            eprintln!(
+                "sent this device's {count} contact(s) to a newly linked device of this account                  (end-to-end encrypted)"
+            );
+            Ok(false)
+        }
+        Event::ContactsSynced { added, kept } => {
+            eprintln!(
+                "contacts from another device of this account: {added} added{}",
+                if *kept > 0 {
+                    format!(
+                        ", {kept} kept as they were here (the name already names another account)"
+                    )
+                } else {
+                    String::new()
+                }
+            );
             Ok(false)
         }
         Event::OperatorKeyChanged { pinned, offered } => {
@@ -1737,7 +1761,12 @@ async fn write_event(client: &mut Client, event: &Event, out: &mut dyn Write) ->
                  `comptoir operator-key --pin`"
             ),
         ),
-        Event::SentElsewhere { to, id, text } => {
+        Event::SentElsewhere {
+            to,
+            id,
+            text,
+            sent_at_ms,
+        } => {
             let stored = client.message(to, id)?;
             Record::Message {
                 id: id.to_string(),
@@ -1746,9 +1775,7 @@ async fn write_event(client: &mut Client, event: &Event, out: &mut dyn Write) ->
                 direction: "out",
                 from: client.account_id().to_string(),
                 text: text.clone(),
-                time: stored
-                    .as_ref()
-                    .map_or(now, |m| json::Time::at(m.sent_at_ms)),
+                time: json::Time::at(*sent_at_ms),
                 status: stored.map_or("sent", |m| json::status_name(true, m.status)),
                 other_device: true,
                 request: false,

@@ -58,6 +58,15 @@ impl Client {
                 ))),
             }
         }
+        self.send_queued_controls().await
+    }
+
+    /// Send the queued read receipts and copies for this account's other
+    /// devices (see [`control_outbox`]), oldest first. A lost connection
+    /// stops (what is left goes at the next connect); other refusals are
+    /// reported as warnings.
+    pub(super) async fn send_queued_controls(&mut self) -> Result<()> {
+        let live = self.live();
         for queued in control_outbox::all(&self.store)? {
             let to = queued.recipient;
             match live.send_control(queued).await {
