@@ -1294,7 +1294,10 @@ async fn reconnect(client: &mut Client, relay: &str, stop: &AtomicBool) -> Resul
     let mut delay = Duration::from_millis(250);
     loop {
         match client.connect(relay).await {
-            Ok(_) => return Ok(true),
+            Ok(_) => {
+                eprintln!("reconnected");
+                return Ok(true);
+            }
             Err(
                 e @ (ClientError::Connect { .. }
                 | ClientError::ConnectionClosed(_)
@@ -1315,6 +1318,22 @@ async fn reconnect(client: &mut Client, relay: &str, stop: &AtomicBool) -> Resul
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// The start of message `id` to `peer`, quoted and made visible, for the
+/// line that says what happened to it; its id when it is not stored here.
+fn excerpt_of(client: &Client, peer: &AccountId, id: &comptoir_client::MessageId) -> String {
+    const SHOWN: usize = 40;
+    match client.message(peer, id) {
+        Ok(Some(message)) => {
+            let mut text: String = message.body.chars().take(SHOWN).collect();
+            if message.body.chars().nth(SHOWN).is_some() {
+                text.push('…');
+            }
+            format!("“{}”", visible(&text))
+        }
+        _ => format!("message {id}"),
     }
 }
 
@@ -1988,8 +2007,19 @@ async fn chat(
                     mark_read_or_warn(client, peer).await;
                 }
             }
-            Some(Event::Delivered { to, .. }) if to == peer => eprintln!("  ✓✓ delivered"),
-            Some(Event::Read { by, .. }) if by == peer => eprintln!("  ✓✓ read"),
+            // Each tick names its message.
+            Some(Event::Accepted { to, id, .. }) if to == peer => eprintln!(
+                "  ✓ sent (waiting at the relay): {}",
+                excerpt_of(client, &peer, &id)
+            ),
+            Some(Event::Delivered { to, id, .. }) if to == peer => {
+                eprintln!("  ✓✓ delivered: {}", excerpt_of(client, &peer, &id));
+            }
+            Some(Event::Read { by, ids }) if by == peer => {
+                for id in ids {
+                    eprintln!("  ✓✓ read: {}", excerpt_of(client, &peer, &id));
+                }
+            }
             Some(event) => {
                 print_event(client, &event, out, c).await?;
             }
