@@ -1294,7 +1294,10 @@ async fn reconnect(client: &mut Client, relay: &str, stop: &AtomicBool) -> Resul
     let mut delay = Duration::from_millis(250);
     loop {
         match client.connect(relay).await {
-            Ok(_) => return Ok(true),
+            Ok(_) => {
+                eprintln!("reconnected");
+                return Ok(true);
+            }
             Err(
                 e @ (ClientError::Connect { .. }
                 | ClientError::ConnectionClosed(_)
@@ -1315,6 +1318,22 @@ async fn reconnect(client: &mut Client, relay: &str, stop: &AtomicBool) -> Resul
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// The start of message `id` to `peer`, quoted and made visible, for the
+/// line that says what happened to it; its id when it is not stored here.
+fn excerpt_of(client: &Client, peer: &AccountId, id: &comptoir_client::MessageId) -> String {
+    const SHOWN: usize = 40;
+    match client.message(peer, id) {
+        Ok(Some(message)) => {
+            let mut text: String = message.body.chars().take(SHOWN).collect();
+            if message.body.chars().nth(SHOWN).is_some() {
+                text.push('…');
+            }
+            format!("“{}”", visible(&text))
+        }
+        _ => format!("message {id}"),
     }
 }
 
@@ -1489,11 +1508,16 @@ async fn print_event(
             );
             Ok(false)
         }
-        Event::SentElsewhere { to, text, .. } => {
+        Event::SentElsewhere {
+            to,
+            text,
+            sent_at_ms,
+            ..
+        } => {
             say!(
                 out,
                 "[{}] me (other device) → {}: {}",
-                time_of_day(comptoir_client::client::now_ms()),
+                time_of_day(*sent_at_ms),
                 display_name(client, to),
                 visible(text)
             );
@@ -1524,6 +1548,25 @@ async fn print_event(
         }
         Event::Warning(text) => {
             eprintln!("warning: {}", visible(text));
+            Ok(false)
+        }
+        Event::ContactsShared { count } => {
+            eprintln!(
+                "sent this device's {count} contact(s) to a newly linked device of this account                  (end-to-end encrypted)"
+            );
+            Ok(false)
+        }
+        Event::ContactsSynced { added, kept } => {
+            eprintln!(
+                "contacts from another device of this account: {added} added{}",
+                if *kept > 0 {
+                    format!(
+                        ", {kept} kept as they were here (the name already names another account)"
+                    )
+                } else {
+                    String::new()
+                }
+            );
             Ok(false)
         }
         Event::OperatorKeyChanged { pinned, offered } => {
@@ -1737,7 +1780,12 @@ async fn write_event(client: &mut Client, event: &Event, out: &mut dyn Write) ->
                  `comptoir operator-key --pin`"
             ),
         ),
-        Event::SentElsewhere { to, id, text } => {
+        Event::SentElsewhere {
+            to,
+            id,
+            text,
+            sent_at_ms,
+        } => {
             let stored = client.message(to, id)?;
             Record::Message {
                 id: id.to_string(),
@@ -1746,9 +1794,7 @@ async fn write_event(client: &mut Client, event: &Event, out: &mut dyn Write) ->
                 direction: "out",
                 from: client.account_id().to_string(),
                 text: text.clone(),
-                time: stored
-                    .as_ref()
-                    .map_or(now, |m| json::Time::at(m.sent_at_ms)),
+                time: json::Time::at(*sent_at_ms),
                 status: stored.map_or("sent", |m| json::status_name(true, m.status)),
                 other_device: true,
                 request: false,
@@ -1961,8 +2007,19 @@ async fn chat(
                     mark_read_or_warn(client, peer).await;
                 }
             }
-            Some(Event::Delivered { to, .. }) if to == peer => eprintln!("  ✓✓ delivered"),
-            Some(Event::Read { by, .. }) if by == peer => eprintln!("  ✓✓ read"),
+            // Each tick names its message.
+            Some(Event::Accepted { to, id, .. }) if to == peer => eprintln!(
+                "  ✓ sent (waiting at the relay): {}",
+                excerpt_of(client, &peer, &id)
+            ),
+            Some(Event::Delivered { to, id, .. }) if to == peer => {
+                eprintln!("  ✓✓ delivered: {}", excerpt_of(client, &peer, &id));
+            }
+            Some(Event::Read { by, ids }) if by == peer => {
+                for id in ids {
+                    eprintln!("  ✓✓ read: {}", excerpt_of(client, &peer, &id));
+                }
+            }
             Some(event) => {
                 print_event(client, &event, out, c).await?;
             }

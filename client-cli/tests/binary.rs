@@ -376,6 +376,12 @@ async fn long_text_is_refused_not_cut_and_send_reads_standard_input() {
             .contains("not sent: the line filled the terminal's line buffer"),
         "{chat:?}"
     );
+    // The tick names its message (issue 18 item 9).
+    assert!(
+        chat.stdout
+            .contains("✓ sent (waiting at the relay): “after the paste”"),
+        "{chat:?}"
+    );
     let heard = bob.ok(&["listen", "--count", "1", "--timeout", "10"]).await;
     assert!(
         heard.ends_with("] alice [request]: after the paste\n"),

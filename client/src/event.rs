@@ -118,6 +118,24 @@ pub enum Event {
         id: MessageId,
         /// The text.
         text: String,
+        /// When the other device sent it (its clock), ms since the Unix
+        /// epoch.
+        sent_at_ms: u64,
+    },
+    /// A newly linked device of this account asked for the address book,
+    /// and this device sent it (end-to-end encrypted).
+    ContactsShared {
+        /// How many contacts were sent.
+        count: usize,
+    },
+    /// Another device of this account sent its address book: the names
+    /// this device lacked were added.
+    ContactsSynced {
+        /// Names added.
+        added: usize,
+        /// Names this device already gave another account: kept as they
+        /// were.
+        kept: usize,
     },
     /// Another device of this account read messages from `peer`.
     ReadElsewhere {

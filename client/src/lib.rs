@@ -20,6 +20,8 @@
 //! - [`device_notes`]: names and dates of this account's devices, kept
 //!   on this device.
 //! - [`messages`]: history, statuses and the outbox.
+//! - [`control_outbox`]: read receipts and copies for this account's
+//!   other devices waiting to be sent.
 //! - [`evidence`]: messages refused by their labels, kept aside.
 //! - [`franked`]: what this device keeps of each franked message it
 //!   received, to report it later.
@@ -50,6 +52,7 @@ pub mod business_views;
 pub mod client;
 pub mod connection;
 pub mod contacts;
+pub mod control_outbox;
 pub mod device_notes;
 pub mod error;
 pub mod event;

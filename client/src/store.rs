@@ -164,6 +164,10 @@ pub enum Tree {
     /// What a report of each franked message received would reveal, by
     /// sender account (16) || message id (16) (see `franked`).
     Franked,
+    /// Control messages (read receipts, copies for this account's other
+    /// devices) waiting to be sent, by sequence (u64 BE) (see
+    /// `control_outbox`).
+    ControlOutbox,
 }
 
 impl Tree {
@@ -195,6 +199,7 @@ impl Tree {
             Self::Heard => "heard",
             Self::Attachments => "attachments",
             Self::Franked => "franked",
+            Self::ControlOutbox => "control_outbox",
         }
     }
 

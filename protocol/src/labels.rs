@@ -186,13 +186,16 @@ pub fn is_visible(body: &content::Body) -> bool {
 }
 
 /// Whether the body is device-to-device protocol traffic (a read receipt,
-/// a re-key request, a copy for the sender's other devices).
+/// a re-key request, a copy for the sender's other devices, the address
+/// book asked for or sent between one account's devices).
 pub fn is_control(body: &content::Body) -> bool {
     matches!(
         body,
         content::Body::ReadReceipt(_)
             | content::Body::RekeyRequest(_)
             | content::Body::SentTranscript(_)
+            | content::Body::ContactsRequest(_)
+            | content::Body::ContactsSync(_)
     )
 }
 

@@ -190,8 +190,10 @@ async fn a_new_device_costs_the_other_devices_no_one_time_prekeys() {
         .expect("open relay storage");
     assert_eq!(
         store.one_time_prekey_count(b, 1).await.expect("count"),
-        PREKEY_BATCH - 1,
-        "the phone gave one key, for Alice's first session"
+        PREKEY_BATCH - 2,
+        "the phone gave one key for Alice's first session and one for the laptop's own \
+         session with it (the laptop asks its account's devices for the address book); \
+         Alice's second message took none"
     );
     assert_eq!(
         store.one_time_prekey_count(b, 2).await.expect("count"),
@@ -232,4 +234,127 @@ async fn read_receipts_still_arrive_after_a_contact_removes_a_device() {
     })
     .await;
     assert_eq!(read.len(), 1);
+}
+
+/// Issue 18 item 3: a read receipt and its copy to this account's other
+/// devices go through the outbox like messages. Read while offline, both
+/// wait there (across a restart) and go at the next connect: the contact
+/// learns its message was read and the other device stops counting it.
+#[tokio::test]
+async fn read_receipts_and_their_copies_wait_in_the_outbox_while_offline() {
+    let relay = start_relay().await;
+    let dirs: Vec<_> = (0..3)
+        .map(|_| tempfile::tempdir().expect("temp dir"))
+        .collect();
+    let mut alice = registered(&relay, dirs[0].path(), "alice pass").await;
+    let mut bob = registered(&relay, dirs[1].path(), "bob pass").await;
+    let mut laptop = linked(&relay, &mut bob, dirs[2].path()).await;
+    let (a, b) = (alice.account_id(), bob.account_id());
+    let sent = alice.send_text(b, "hello").await.expect("send");
+    assert_eq!(wait_text(&mut bob, a).await, "hello");
+    assert_eq!(wait_text(&mut laptop, a).await, "hello");
+    // Bob answers, so Alice is no message request to him.
+    bob.send_text(a, "hi alice").await.expect("reply");
+    assert_eq!(wait_text(&mut alice, b).await, "hi alice");
+
+    // Bob reads it with the relay out of reach: marked read here, queued.
+    bob.disconnect().await;
+    assert_eq!(bob.mark_read(a).await.expect("read offline"), 1);
+    let status = |c: &Client| {
+        c.message(&a, &sent)
+            .expect("history")
+            .map(|m| m.status)
+            .expect("stored")
+    };
+    assert_eq!(status(&bob), comptoir_client::Status::Read);
+    bob.close().await.expect("close");
+
+    // Next start: the receipt and the copy go out.
+    let mut bob = Client::open(dirs[1].path(), "bob pass").expect("reopen");
+    bob.connect(&url(&relay)).await.expect("connect");
+    let read = wait_for(&mut alice, |e| match e {
+        Event::Read { by, ids } if *by == b => Some(ids.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(read, vec![sent]);
+    let count = wait_for(&mut laptop, |e| match e {
+        Event::ReadElsewhere { peer, count } if *peer == a => Some(*count),
+        _ => None,
+    })
+    .await;
+    assert_eq!(count, 1);
+    assert_eq!(status(&laptop), comptoir_client::Status::Read);
+    // Sent once: nothing waits any more, and a further connect sends nothing.
+    assert_eq!(bob.mark_read(a).await.expect("nothing new"), 0);
+}
+
+/// Issue 18 item 11: a linked device starts with the account's contacts,
+/// sent end-to-end encrypted by the first device when it hears the new
+/// device ask; and a copy of a message sent from another device carries
+/// the time it was sent, not the time it arrived.
+#[tokio::test]
+async fn a_linked_device_starts_with_the_contacts_and_copies_carry_their_send_time() {
+    let relay = start_relay().await;
+    let dirs: Vec<_> = (0..4)
+        .map(|_| tempfile::tempdir().expect("temp dir"))
+        .collect();
+    let mut phone = registered(&relay, dirs[0].path(), "phone pass").await;
+    let bob = registered(&relay, dirs[1].path(), "bob pass").await;
+    let carol = registered(&relay, dirs[2].path(), "carol pass").await;
+    let (b, c) = (bob.account_id(), carol.account_id());
+    phone.add_contact("bob", b).expect("add bob");
+    phone
+        .add_contact("carol the plumber", c)
+        .expect("add carol");
+
+    let mut laptop = linked(&relay, &mut phone, dirs[3].path()).await;
+    assert!(laptop.contacts().expect("contacts").is_empty());
+    // The phone hears the laptop's request and answers it.
+    let shared = wait_for(&mut phone, |e| match e {
+        Event::ContactsShared { count } => Some(*count),
+        _ => None,
+    })
+    .await;
+    assert_eq!(shared, 2);
+    let added = wait_for(&mut laptop, |e| match e {
+        Event::ContactsSynced { added, .. } => Some(*added),
+        _ => None,
+    })
+    .await;
+    assert_eq!(added, 2);
+    let mut names: Vec<_> = laptop
+        .contacts()
+        .expect("contacts")
+        .into_iter()
+        .map(|contact| (contact.name, contact.account))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        vec![("bob".to_string(), b), ("carol the plumber".to_string(), c)]
+    );
+    assert_eq!(laptop.resolve("bob").expect("resolve"), b);
+
+    // A message sent while the laptop is away: its copy shows the time it
+    // was sent.
+    laptop.disconnect().await;
+    let id = phone.send_text(b, "sent while away").await.expect("send");
+    let sent_at = phone
+        .message(&b, &id)
+        .expect("history")
+        .expect("stored")
+        .sent_at_ms;
+    laptop.connect(&url(&relay)).await.expect("reconnect");
+    let copied_at = wait_for(&mut laptop, |e| match e {
+        Event::SentElsewhere {
+            id: copied,
+            sent_at_ms,
+            ..
+        } if *copied == id => Some(*sent_at_ms),
+        _ => None,
+    })
+    .await;
+    assert_eq!(copied_at, sent_at);
+    drop((bob, carol));
 }

@@ -672,7 +672,7 @@ async fn a_quick_reply_checks_out_on_the_business_device_that_did_not_send() {
         .expect("send the template");
     // The other device gets the copy, shown as what was sent.
     let copy = wait_for(&mut counter, |e| match e {
-        Event::SentElsewhere { to, id, text } if *to == customer_id && *id == sent => {
+        Event::SentElsewhere { to, id, text, .. } if *to == customer_id && *id == sent => {
             Some(text.clone())
         }
         _ => None,

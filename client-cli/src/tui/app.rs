@@ -94,6 +94,18 @@ pub enum Mode {
     /// A business choosing an approved template and filling it in (see
     /// [`TemplatePicker`]).
     PickTemplate,
+    /// Asking before blocking (see [`App::blocking`]): y blocks, n or Esc
+    /// cancels.
+    ConfirmBlock,
+}
+
+/// What the chat pane looked like when last drawn, for the scroll keys.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Drawn {
+    /// How many wrapped rows the history can scroll back.
+    pub max_scroll: usize,
+    /// How many rows one PgUp/PgDn moves.
+    pub page: usize,
 }
 
 /// A changed identity under review: accepted only once the user typed the
@@ -198,11 +210,28 @@ pub struct App {
     /// The time the screen was last drawn for, ms since the Unix epoch
     /// (the window's time left is counted from it).
     pub now_ms: u64,
+    /// How many wrapped rows the chat is scrolled back from the newest
+    /// (0 follows the newest; clamped when drawn).
+    pub scroll: usize,
+    /// The chat pane's geometry, written by each draw.
+    pub drawn: std::cell::Cell<Drawn>,
+    /// In [`Mode::ConfirmBlock`]: the account to block, and the mode to
+    /// return to.
+    pub blocking: Option<(AccountId, Mode)>,
+}
+
+/// Each conversation's messages in the order they were written (the
+/// sender's time), then in the order this device stored them.
+fn order_by_time(conversations: &mut [Conversation]) {
+    for c in conversations {
+        c.messages.sort_by_key(|m| (m.sent_at_ms, m.sequence));
+    }
 }
 
 impl App {
     /// A UI showing `conversations`.
-    pub fn new(conversations: Vec<Conversation>) -> Self {
+    pub fn new(mut conversations: Vec<Conversation>) -> Self {
+        order_by_time(&mut conversations);
         Self {
             conversations,
             selected: 0,
@@ -216,6 +245,9 @@ impl App {
             picker: None,
             pick: 0,
             now_ms: 0,
+            scroll: 0,
+            drawn: std::cell::Cell::new(Drawn::default()),
+            blocking: None,
         }
     }
 
@@ -246,7 +278,8 @@ impl App {
     }
 
     /// Replace the conversations, keeping the selection on the same peer.
-    pub fn set_conversations(&mut self, conversations: Vec<Conversation>) {
+    pub fn set_conversations(&mut self, mut conversations: Vec<Conversation>) {
+        order_by_time(&mut conversations);
         let peer = self.current().map(|c| c.peer);
         self.conversations = conversations;
         self.selected = peer
@@ -277,7 +310,53 @@ impl App {
             Mode::ConfirmIdentity => self.review_key(key.code, ctrl),
             Mode::Pick => self.pick_key(key.code),
             Mode::PickTemplate => self.template_key(key.code, ctrl),
+            Mode::ConfirmBlock => self.block_key(key.code),
         }
+    }
+
+    /// Ask before blocking `peer` (the question names it); y blocks.
+    fn ask_block(&mut self, peer: AccountId) -> Action {
+        self.blocking = Some((peer, self.mode));
+        self.mode = Mode::ConfirmBlock;
+        Action::None
+    }
+
+    fn block_key(&mut self, code: KeyCode) -> Action {
+        let Some((peer, back)) = self.blocking else {
+            self.mode = Mode::List;
+            return Action::None;
+        };
+        match code {
+            KeyCode::Char('y' | 'Y') => {
+                self.blocking = None;
+                self.mode = back;
+                Action::Block(peer)
+            }
+            KeyCode::Char('n' | 'N') | KeyCode::Esc => {
+                self.blocking = None;
+                self.mode = back;
+                self.status = "not blocked".into();
+                Action::None
+            }
+            _ => Action::None,
+        }
+    }
+
+    /// PgUp/PgDn/Home/End in the chat: scroll by wrapped rows. Returns
+    /// false for any other key.
+    fn scroll_key(&mut self, code: KeyCode) -> bool {
+        let Drawn { max_scroll, page } = self.drawn.get();
+        let page = page.max(1);
+        let at = self.scroll.min(max_scroll);
+        self.scroll = match code {
+            KeyCode::PageUp => at.saturating_add(page).min(max_scroll),
+            KeyCode::PageDown => at.saturating_sub(page),
+            KeyCode::Home => usize::MAX,
+            KeyCode::End => 0,
+            _ => return false,
+        };
+        self.picked = None;
+        true
     }
 
     fn pick_key(&mut self, code: KeyCode) -> Action {
@@ -489,11 +568,15 @@ impl App {
                 Some(peer) => {
                     self.mode = Mode::Chat;
                     self.picked = None;
+                    self.scroll = 0;
                     Action::MarkRead(peer)
                 }
                 None => Action::None,
             },
-            KeyCode::Char('b') => peer.map_or(Action::None, Action::Block),
+            KeyCode::Char('b') => match peer {
+                Some(peer) => self.ask_block(peer),
+                None => Action::None,
+            },
             KeyCode::Char('u') => peer.map_or(Action::None, Action::Unblock),
             KeyCode::Char('t') => self.accept_identity(),
             KeyCode::Char('q') | KeyCode::Esc => Action::Quit,
@@ -513,6 +596,9 @@ impl App {
             .picked
             .and_then(|i| current.messages.get(i))
             .map(|m| (m.id, m.outgoing));
+        if self.scroll_key(code) {
+            return Action::None;
+        }
         match code {
             // ↑/↓ pick a message (from the newest); ↓ past the newest goes
             // back to typing.
@@ -533,7 +619,7 @@ impl App {
                     }
                 }
             }
-            KeyCode::Char('b') if ctrl => Action::Block(peer),
+            KeyCode::Char('b') if ctrl => self.ask_block(peer),
             KeyCode::Char('t') if ctrl => self.accept_identity(),
             KeyCode::Char('p') if ctrl => self.open_template_picker(),
             KeyCode::Char('r') if ctrl && has_choices => {

@@ -1,17 +1,22 @@
 //! The terminal UI (`comptoir tui`): a conversation list with unread
 //! counts, the verified mark (✓ and the certified name) of businesses the
 //! operator verified and a `[request]` marker on message requests (not
-//! marked read until accepted), a chat view with delivery and read ticks, the identity-change
-//! warning, block in one key, and a help line. A customer answers a
+//! marked read until accepted), a chat view with delivery and read ticks
+//! that scrolls by wrapped rows (PgUp/PgDn/Home/End; messages in the order
+//! they were written), the identity-change warning, block after a question
+//! naming who, and a help line. A customer answers a
 //! template's quick reply or an interactive message's button or row
 //! (Ctrl-R); a business sees each customer's 24-hour window and the time
 //! left, and picks and fills an approved template (Ctrl-P).
 //!
 //! [`app`] holds the state and key handling (tested with key events),
-//! [`view`] draws it (tested against ratatui's test backend); this module
-//! runs them against a real terminal and a [`Client`].
+//! [`view`] draws it (tested against ratatui's test backend),
+//! [`relay_link`] keeps the connection (the UI opens with the relay down
+//! and reconnects by itself); this module runs them against a real
+//! terminal and a [`Client`].
 
 pub mod app;
+pub mod relay_link;
 pub mod view;
 
 use std::collections::hash_map::Entry;
@@ -29,6 +34,7 @@ use comptoir_protocol::proto::wire::TemplateStatus;
 use comptoir_protocol::template::Button;
 
 use self::app::{Action, App, Choices, Conversation, Mode, Pick, PickableTemplate};
+use self::relay_link::RelayLink;
 
 /// How long one turn of the loop waits for the relay.
 const TICK: Duration = Duration::from_millis(100);
@@ -172,6 +178,15 @@ pub async fn reload(client: &mut Client, app: &mut App) -> Result<()> {
                 Err(e @ (ClientError::Database(_) | ClientError::CorruptStore(_))) => {
                     return Err(e);
                 }
+                // Offline: what was last checked, looked up again once
+                // the relay is back.
+                Err(e) if relay_link::is_unreachable(&e) => {
+                    conversation.verified_name = client
+                        .known_business(&peer)?
+                        .filter(|view| view.verification.is_verified())
+                        .map(|view| view.shown_name(&conversation.name).to_string());
+                    continue;
+                }
                 Err(_) => None,
             };
             entry.insert(certified);
@@ -182,15 +197,28 @@ pub async fn reload(client: &mut Client, app: &mut App) -> Result<()> {
     Ok(())
 }
 
+/// Open the UI's state for `client`: connect to `relay` if it answers,
+/// else show what is stored and say so (the returned [`RelayLink`] tries
+/// again by itself). Errors retrying cannot fix are returned.
+pub async fn open(client: &mut Client, relay: &str) -> Result<(App, RelayLink)> {
+    let mut link = RelayLink::new(relay);
+    let mut app = App::new(load_conversations(client)?);
+    link.reconnect_if_due(client, &mut app, tokio::time::Instant::now())
+        .await?;
+    if client.is_connected() {
+        app.status.clear();
+        app.templates = approved_templates(client).await?;
+    }
+    reload(client, &mut app).await?;
+    Ok((app, link))
+}
+
 /// Run the UI until the user quits.
 pub async fn run(client: &mut Client, relay: &str) -> Result<()> {
-    client.connect(relay).await?;
-    let mut app = App::new(load_conversations(client)?);
-    app.templates = approved_templates(client).await?;
-    reload(client, &mut app).await?;
+    let (mut app, mut link) = open(client, relay).await?;
     let mut terminal = ratatui::try_init()
         .map_err(|e| ClientError::io("opening the terminal (is this a terminal?)", e))?;
-    let result = run_loop(&mut terminal, client, relay, &mut app).await;
+    let result = run_loop(&mut terminal, client, &mut link, &mut app).await;
     ratatui::restore();
     result
 }
@@ -198,7 +226,7 @@ pub async fn run(client: &mut Client, relay: &str) -> Result<()> {
 async fn run_loop(
     terminal: &mut ratatui::DefaultTerminal,
     client: &mut Client,
-    relay: &str,
+    link: &mut RelayLink,
     app: &mut App,
 ) -> Result<()> {
     loop {
@@ -217,6 +245,20 @@ async fn run_loop(
                 action => perform(client, app, action).await?,
             }
         }
+        if !client.is_connected() {
+            // Keys still answer while the relay is away.
+            tokio::time::sleep(TICK).await;
+            if link
+                .reconnect_if_due(client, app, tokio::time::Instant::now())
+                .await?
+            {
+                if app.templates.is_empty() {
+                    app.templates = approved_templates(client).await.unwrap_or_default();
+                }
+                reload(client, app).await?;
+            }
+            continue;
+        }
         match client.next_event(TICK).await {
             Ok(Some(event)) => {
                 note(app, client, &event);
@@ -229,11 +271,9 @@ async fn run_loop(
                 reload(client, app).await?;
             }
             Ok(None) => {}
-            Err(ClientError::ConnectionClosed(_) | ClientError::NotConnected) => {
-                app.status = "connection lost; reconnecting…".into();
-                if client.connect(relay).await.is_ok() {
-                    app.status = "reconnected".into();
-                }
+            Err(e) if relay_link::is_unreachable(&e) => {
+                app.status = "⚠ connection to the relay lost; reconnecting by itself…".into();
+                link.lost(tokio::time::Instant::now());
             }
             Err(e) => return Err(e),
         }

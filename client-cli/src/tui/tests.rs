@@ -181,10 +181,11 @@ fn a_picked_received_message_is_reported_with_r() {
 }
 
 #[test]
-fn block_is_one_key_and_a_changed_identity_holds_sending() {
+fn block_is_confirmed_with_y_and_a_changed_identity_holds_sending() {
     let mut app = sample();
     let (alice, bob) = (app.conversations[0].peer, app.conversations[1].peer);
-    assert_eq!(press(&mut app, KeyCode::Char('b')), Action::Block(alice));
+    press(&mut app, KeyCode::Char('b'));
+    assert_eq!(press(&mut app, KeyCode::Char('y')), Action::Block(alice));
     assert_eq!(press(&mut app, KeyCode::Char('u')), Action::Unblock(alice));
     assert_eq!(
         press(&mut app, KeyCode::Char('t')),
@@ -202,7 +203,8 @@ fn block_is_one_key_and_a_changed_identity_holds_sending() {
     assert_eq!(press(&mut app, KeyCode::Enter), Action::None);
     assert_eq!(app.input, "secret", "kept for after the check");
     assert!(app.status.contains("identity changed"));
-    assert_eq!(ctrl(&mut app, 'b'), Action::Block(bob));
+    ctrl(&mut app, 'b');
+    assert_eq!(press(&mut app, KeyCode::Char('y')), Action::Block(bob));
     assert_eq!(ctrl(&mut app, 't'), Action::ReviewIdentity(bob));
     assert_eq!(
         press(&mut app, KeyCode::Char('q')),
@@ -528,4 +530,152 @@ fn a_customer_picks_a_button_or_row() {
         }
     );
     assert_eq!(app.mode, Mode::Chat);
+}
+
+/// Alice's conversation made of `bodies`, one message a second.
+fn conversation_of(bodies: &[String]) -> App {
+    let alice = AccountId::from_bytes(&[1; 16]).unwrap_or_else(|_| unreachable!());
+    let messages = bodies
+        .iter()
+        .zip(1u64..)
+        .map(|(body, at)| message(alice, at % 2 == 0, body, Status::Delivered, at))
+        .collect();
+    let mut app = App::new(vec![Conversation {
+        peer: alice,
+        name: "alice".into(),
+        unread: 0,
+        identity_changed: false,
+        blocked: false,
+        request: false,
+        verified_name: None,
+        window: None,
+        choices: None,
+        messages,
+    }]);
+    press(&mut app, KeyCode::Enter);
+    app
+}
+
+/// Issue 18 item 9: the chat scrolls by wrapped rows (PgUp/PgDn/Home/End),
+/// and long messages that wrap never push the newest one out of reach.
+#[test]
+fn a_long_conversation_scrolls_by_wrapped_rows_and_the_newest_is_always_reachable() {
+    let mut bodies: Vec<String> = (0..20).map(|i| format!("message number {i}")).collect();
+    // Three long messages last: each wraps over several rows.
+    for i in 0..3 {
+        bodies.push(format!("long {i} ") + &"words that wrap ".repeat(20));
+    }
+    bodies.push("the newest one".into());
+    let mut app = conversation_of(&bodies);
+    let screen = render(&app);
+    assert!(screen.contains("the newest one"), "{screen}");
+    assert!(!screen.contains("message number 19"), "{screen}");
+
+    // PgUp goes back by a screen of rows; the title says how to return.
+    assert_eq!(press(&mut app, KeyCode::PageUp), Action::None);
+    let screen = render(&app);
+    assert!(!screen.contains("the newest one"), "{screen}");
+    assert!(screen.contains("End: newest"), "{screen}");
+    // Home shows the oldest, PgDn moves down from there.
+    press(&mut app, KeyCode::Home);
+    let screen = render(&app);
+    assert!(screen.contains("message number 0 "), "{screen}");
+    press(&mut app, KeyCode::PageDown);
+    let screen = render(&app);
+    assert!(!screen.contains("message number 0 "), "{screen}");
+    assert!(screen.contains("message number 9"), "{screen}");
+    // End (or PgDn down to the bottom) follows the newest again.
+    press(&mut app, KeyCode::End);
+    let screen = render(&app);
+    assert!(screen.contains("the newest one"), "{screen}");
+    assert!(!screen.contains("End: newest"), "{screen}");
+    press(&mut app, KeyCode::Home);
+    for _ in 0..20 {
+        press(&mut app, KeyCode::PageDown);
+    }
+    assert!(render(&app).contains("the newest one"));
+    // Typing still works while scrolled back.
+    press(&mut app, KeyCode::PageUp);
+    press(&mut app, KeyCode::Char('x'));
+    assert_eq!(app.input, "x");
+}
+
+/// Issue 18 item 9: a message picked with ↑ is scrolled into view.
+#[test]
+fn a_picked_message_is_scrolled_into_view() {
+    let bodies: Vec<String> = (0..40).map(|i| format!("message number {i}")).collect();
+    let mut app = conversation_of(&bodies);
+    for _ in 0..30 {
+        press(&mut app, KeyCode::Up);
+    }
+    assert_eq!(app.picked, Some(10));
+    let screen = render(&app);
+    assert!(screen.contains("message number 10"), "{screen}");
+    assert!(!screen.contains("message number 39"), "{screen}");
+}
+
+/// Issue 18 item 9: blocking asks first, naming who; only y blocks.
+#[test]
+fn blocking_asks_first_and_names_who() {
+    let mut app = sample();
+    let alice = app.conversations[0].peer;
+    assert_eq!(press(&mut app, KeyCode::Char('b')), Action::None);
+    let screen = render(&app);
+    assert!(screen.contains("Block alice?"), "{screen}");
+    assert!(screen.contains("y block · n cancel"), "{screen}");
+    assert_eq!(press(&mut app, KeyCode::Char('n')), Action::None);
+    assert_eq!(app.mode, Mode::List);
+    assert!(!render(&app).contains("Block alice?"));
+    press(&mut app, KeyCode::Char('b'));
+    assert_eq!(press(&mut app, KeyCode::Char('y')), Action::Block(alice));
+    assert_eq!(app.mode, Mode::List);
+    // From the chat, Ctrl-B asks too, and Esc cancels back to the chat.
+    press(&mut app, KeyCode::Enter);
+    assert_eq!(ctrl(&mut app, 'b'), Action::None);
+    assert!(render(&app).contains("Block alice?"));
+    press(&mut app, KeyCode::Esc);
+    assert_eq!(app.mode, Mode::Chat);
+    ctrl(&mut app, 'b');
+    assert_eq!(press(&mut app, KeyCode::Char('y')), Action::Block(alice));
+    assert_eq!(app.mode, Mode::Chat);
+}
+
+/// Issue 18 item 9: messages show in the order they were written, not
+/// the order this device stored them (a message that arrived late, a copy
+/// from another device).
+#[test]
+fn messages_are_ordered_by_time() {
+    let alice = AccountId::from_bytes(&[1; 16]).unwrap_or_else(|_| unreachable!());
+    let mut late = message(
+        alice,
+        false,
+        "written first, stored last",
+        Status::Delivered,
+        9,
+    );
+    late.sent_at_ms = 1_000 + 12 * 3_600_000;
+    let app = App::new(vec![Conversation {
+        peer: alice,
+        name: "alice".into(),
+        unread: 0,
+        identity_changed: false,
+        blocked: false,
+        request: false,
+        verified_name: None,
+        window: None,
+        choices: None,
+        messages: vec![
+            message(alice, true, "written second", Status::Read, 2),
+            message(alice, true, "written third", Status::Read, 3),
+            late,
+        ],
+    }]);
+    let screen = render(&app);
+    let at = |text: &str| {
+        screen
+            .find(text)
+            .unwrap_or_else(|| panic!("{text}: {screen}"))
+    };
+    assert!(at("written first") < at("written second"), "{screen}");
+    assert!(at("written second") < at("written third"), "{screen}");
 }

@@ -10,7 +10,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, List, ListItem, ListState, Paragraph, Wrap};
 
 use crate::format::{time_of_day, visible};
-use crate::tui::app::{App, Mode};
+use crate::tui::app::{App, Drawn, Mode};
 use comptoir_client::messages::Status;
 use comptoir_client::rule_checks::Window;
 
@@ -21,12 +21,14 @@ pub fn help(mode: Mode) -> &'static str {
             "↑/↓ select · Enter open · b block · u unblock · t trust new identity · q quit"
         }
         Mode::Chat => {
-            "Enter send · Esc back · ↑/↓ pick, r report · Ctrl-R answer a choice · Ctrl-P \
-             template · Ctrl-B block · Ctrl-T trust new identity · Ctrl-C quit"
+            "Enter send · Esc back · ↑/↓ pick, r report · PgUp/PgDn/Home/End scroll · Ctrl-R \
+             answer a choice · Ctrl-P template · Ctrl-B block · Ctrl-T trust new identity · \
+             Ctrl-C quit"
         }
         Mode::ConfirmIdentity => "type the contact's name · Enter accept · Esc cancel",
         Mode::Pick => "↑/↓ select · Enter choose · Esc back",
         Mode::PickTemplate => "↑/↓ select · type a value · Enter next/send · Esc cancel",
+        Mode::ConfirmBlock => "y block · n cancel",
     }
 }
 
@@ -127,6 +129,8 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
     let [history_area, input_area] =
         Layout::vertical([Constraint::Fill(1), Constraint::Length(3)]).areas(chat_area);
     let mut lines = Vec::new();
+    // The line the picked message starts on, to scroll it into view.
+    let mut picked_line = None;
     let title = match (app.review.as_ref(), app.current()) {
         (Some(review), _) => {
             let warn = Style::default().fg(Color::Red).add_modifier(Modifier::BOLD);
@@ -185,6 +189,22 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
             }
             "Send a template".to_string()
         }
+        (None, Some(c)) if app.mode == Mode::ConfirmBlock => {
+            let name = app
+                .blocking
+                .and_then(|(peer, _)| app.conversations.iter().find(|c| c.peer == peer))
+                .unwrap_or(c);
+            let name = visible(name.verified_name.as_ref().unwrap_or(&name.name));
+            lines.push(Line::from(Span::styled(
+                format!("Block {name}?"),
+                Style::default().fg(Color::Red).add_modifier(Modifier::BOLD),
+            )));
+            lines.push(Line::from(format!(
+                "The relay will refuse {name}'s messages to you until you unblock (u in the list)."
+            )));
+            lines.push(Line::from("Press y to block, n or Esc to cancel."));
+            format!("Block {name}")
+        }
         (None, Some(c)) if app.mode == Mode::Pick => {
             if let Some(choices) = &c.choices {
                 lines.push(Line::from(format!("Answer message {}:", choices.message)));
@@ -241,6 +261,9 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
                     ));
                 }
                 let line = Line::from(spans);
+                if app.picked == Some(index) {
+                    picked_line = Some(lines.len());
+                }
                 lines.push(if app.picked == Some(index) {
                     line.style(Style::default().add_modifier(Modifier::REVERSED))
                 } else {
@@ -256,11 +279,35 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
             String::from("Chat")
         }
     };
+    // Scrolled by wrapped rows: the newest row shows unless the user
+    // scrolled back (or picked an older message).
+    let width = history_area.width.saturating_sub(2);
     let height = usize::from(history_area.height.saturating_sub(2));
-    let skip = lines.len().saturating_sub(height);
-    let history = Paragraph::new(lines.into_iter().skip(skip).collect::<Vec<_>>())
+    let rows = |lines: &[Line<'_>]| {
+        Paragraph::new(lines.to_vec())
+            .wrap(Wrap { trim: false })
+            .line_count(width)
+    };
+    let total = rows(&lines);
+    let max_scroll = total.saturating_sub(height);
+    let mut top = max_scroll - app.scroll.min(max_scroll);
+    if let Some(at) = picked_line {
+        let (start, end) = (rows(&lines[..at]), rows(&lines[..=at]));
+        top = top.min(start).max(end.saturating_sub(height));
+    }
+    app.drawn.set(Drawn {
+        max_scroll,
+        page: height.saturating_sub(1).max(1),
+    });
+    let title = if top < max_scroll {
+        format!("{title} · scrolled back, End: newest")
+    } else {
+        title
+    };
+    let history = Paragraph::new(lines)
         .block(Block::default().borders(Borders::ALL).title(title))
-        .wrap(Wrap { trim: false });
+        .wrap(Wrap { trim: false })
+        .scroll((u16::try_from(top).unwrap_or(u16::MAX), 0));
     frame.render_widget(history, history_area);
 
     let input_style = if app.mode != Mode::List {

@@ -1,5 +1,5 @@
-//! This account's own devices: linking a new one, removing one, and
-//! copying sent messages to the others.
+//! This account's own devices: linking a new one (which then asks the
+//! others for the address book, see `contacts_sync`), removing one.
 
 use comptoir_protocol::proto::wire::{PublishDeviceList, client_frame, server_frame};
 use comptoir_protocol::{AccountId, AccountKey, DeviceList, IdentityKey};
@@ -249,6 +249,21 @@ impl Client {
                 added_at_ms: Some(super::now_ms()),
             },
         )?;
-        self.store.flush().await
+        // Ask the account's other devices for the address book: it
+        // arrives end-to-end encrypted once one of them is online.
+        let request = self.queue_contacts_request()?;
+        self.store.flush().await?;
+        if let Some(request) = request
+            && let Err(e) = self.live().send_control(request).await
+        {
+            if super::sender::is_connection_lost(&e) {
+                self.note_connection(&Err::<(), _>(e));
+            } else {
+                self.events.push_back(crate::event::Event::Warning(format!(
+                    "the account's other devices could not be asked for the contacts: {e}"
+                )));
+            }
+        }
+        Ok(())
     }
 }

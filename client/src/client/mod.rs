@@ -19,6 +19,8 @@
 //! - `rekey`: recovering a wedged session and re-sending on request.
 //! - `rekey_guard`: the persisted limits on re-keys and re-sends.
 //! - `devices`: linking and removing this account's devices, sent copies.
+//! - `contacts_sync`: the address book asked for by a newly linked device
+//!   and sent to it by the others.
 //! - `directory`: phone numbers, lookups, blocks.
 //! - `bill`: a business's bill (fetched and checked) and standing.
 //! - `templates`: submitting, listing and sending approved templates,
@@ -50,6 +52,7 @@ mod bill;
 mod business;
 mod consent;
 mod consent_requests;
+mod contacts_sync;
 mod devices;
 mod directory;
 mod interactive;
@@ -70,6 +73,7 @@ pub use bill::Bill;
 pub use business::BusinessView;
 pub use consent::Consent;
 pub use consent_requests::{ConsentAnswer, ConsentRequest, purpose_text};
+pub use contacts_sync::CONTACTS_PER_MESSAGE;
 pub use sender::Sender;
 use sender::{Me, RequesterSlot};
 use shared::{EventQueue, PeerLocks};

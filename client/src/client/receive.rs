@@ -304,6 +304,14 @@ impl Client {
                 template.to_hex()
             )));
         }
+        // The address book another device asked for: queued with this
+        // delivery's records, sent now (or at the next connect).
+        if matches!(event, Some(Event::ContactsShared { .. }))
+            && let Err(e) = self.send_queued_controls().await
+            && !super::sender::is_connection_lost(&e)
+        {
+            return Err(e);
+        }
         self.events.extend(event);
         self.events.extend(violation_events);
         while let Some((peer, asking, failed)) = self.resends.pop_front() {
@@ -623,8 +631,15 @@ impl Client {
                     sequence: self.store.next_sequence()?,
                 };
                 messages::save(&self.store, &message)?;
-                Ok(Some(Event::SentElsewhere { to, id, text: body }))
+                Ok(Some(Event::SentElsewhere {
+                    to,
+                    id,
+                    text: body,
+                    sent_at_ms: content.sent_at_ms,
+                }))
             }
+            Some(content::Body::ContactsRequest(_)) => self.answer_contacts_request(from, device),
+            Some(content::Body::ContactsSync(sync)) => self.apply_contacts_sync(from, &sync),
             Some(content::Body::RekeyRequest(request)) => {
                 let failed = MessageId::from_bytes(&request.failed_message_id);
                 if let Some(failed) = failed

@@ -1,16 +1,17 @@
 //! Sending from the client's own task: text messages (through the same
-//! logic as [`super::Sender`]), the outbox, and read receipts.
+//! logic as [`super::Sender`]), the outbox (messages, then read receipts
+//! and copies for this account's other devices), and read receipts.
 
 use comptoir_protocol::AccountId;
 use comptoir_protocol::proto::content::{Content, ReadReceipt, content};
-use comptoir_protocol::proto::wire::{Category, client_frame, server_frame};
 
+use crate::control_outbox;
 use crate::error::{ClientError, Result};
 use crate::event::Event;
 use crate::messages::{self, MessageId, Status};
-use crate::peers::Observed;
 
-use super::{Client, now_ms, unexpected};
+use super::sender::is_connection_lost;
+use super::{Client, now_ms};
 
 impl Client {
     /// Write a text message to `peer`: it is stored (pending) and put in
@@ -30,8 +31,10 @@ impl Client {
         }
     }
 
-    /// Send everything in the outbox (oldest first). A message refused for
-    /// good (blocked) is marked failed; a lost connection stops the flush.
+    /// Send everything in the outbox (oldest first), then the queued read
+    /// receipts and copies for this account's other devices. A message
+    /// refused for good (blocked) is marked failed; a lost connection stops
+    /// the flush (what is left goes at the next connect).
     pub async fn flush_outbox(&mut self) -> Result<()> {
         let mut pending = messages::outbox(&self.store)?;
         let mut order = Vec::with_capacity(pending.len());
@@ -45,11 +48,7 @@ impl Client {
         for (_, (peer, id, frame)) in indexed {
             match live.send_from_outbox(peer, id, frame).await {
                 Ok(()) => {}
-                Err(
-                    e @ (ClientError::ConnectionClosed(_)
-                    | ClientError::NotConnected
-                    | ClientError::Timeout(_)),
-                ) => {
+                Err(e) if is_connection_lost(&e) => {
                     let failed = Err(e);
                     self.note_connection(&failed);
                     return failed;
@@ -59,11 +58,38 @@ impl Client {
                 ))),
             }
         }
+        self.send_queued_controls().await
+    }
+
+    /// Send the queued read receipts and copies for this account's other
+    /// devices (see [`control_outbox`]), oldest first. A lost connection
+    /// stops (what is left goes at the next connect); other refusals are
+    /// reported as warnings.
+    pub(super) async fn send_queued_controls(&mut self) -> Result<()> {
+        let live = self.live();
+        for queued in control_outbox::all(&self.store)? {
+            let to = queued.recipient;
+            match live.send_control(queued).await {
+                Ok(()) => {}
+                Err(e) if is_connection_lost(&e) => {
+                    let failed = Err(e);
+                    self.note_connection(&failed);
+                    return failed;
+                }
+                Err(e) => self.events.push_back(Event::Warning(format!(
+                    "a read receipt or copy for {to} not sent: {e}"
+                ))),
+            }
+        }
         Ok(())
     }
 
-    /// Tell `peer` (end-to-end encrypted) that its messages were read, and
-    /// mark them read here. Returns how many were marked.
+    /// Mark `peer`'s messages read here and tell `peer` (end-to-end
+    /// encrypted) and this account's other devices. The receipt and the
+    /// copy go through the outbox like messages: offline, or if the
+    /// connection drops, they wait there for the next connect. Returns how
+    /// many were marked; an error means the receipt was refused (the
+    /// messages stay read here).
     pub async fn mark_read(&mut self, peer: AccountId) -> Result<usize> {
         // A message request is not acknowledged as read until accepted.
         if matches!(
@@ -80,8 +106,8 @@ impl Client {
         if unread.is_empty() {
             return Ok(0);
         }
-        let id = MessageId::generate();
         let now = now_ms();
+        let id = MessageId::generate();
         let content = Content {
             message_id: id.0.to_vec(),
             sent_at_ms: now,
@@ -94,46 +120,37 @@ impl Client {
             padding: Vec::new(),
         };
         let live = self.live();
-        // Like every send: if the peer added or removed a device, adopt the
-        // signed list the refusal carries (if it checks out) and encrypt
-        // again.
-        let mut sent = false;
-        for _attempt in 0..2 {
-            let send = live
-                .encrypt_for(peer, id, content.clone(), Category::Control, now)
-                .await?;
-            self.store.flush().await?;
-            match self
-                .request(client_frame::Body::Send(send), "the read receipt")
-                .await
-            {
-                Ok(server_frame::Body::Accepted(_)) => {
-                    sent = true;
-                    break;
-                }
-                Ok(other) => return Err(unexpected("Accepted", &other)),
-                Err(ClientError::DeviceListMismatch { current }) => {
-                    if live.observe(peer, &current)? == Observed::IdentityChanged {
-                        return Err(ClientError::IdentityChanged { account: peer });
-                    }
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        if !sent {
-            return Err(ClientError::UnexpectedFrame(
-                "the relay refused the device list twice".into(),
-            ));
-        }
+        // Read here, the receipt and the copy queued: one commit.
         for read in &unread {
             messages::advance(&self.store, &peer, read, Status::Read)?;
         }
+        let receipt = control_outbox::put(&self.store, peer, id, content, now)?;
+        let copy = live.queue_read_copy(peer, &unread, now)?;
         self.store.flush().await?;
-        if let Err(e) = live.sync_read(peer, &unread).await {
-            self.events.push_back(Event::Warning(format!(
-                "read state not copied to this account's other devices: {e}"
-            )));
+        if live.requester.is_none() {
+            return Ok(unread.len());
         }
-        Ok(unread.len())
+        let sent = live.send_control(receipt).await;
+        let copied = match copy {
+            Some(copy) if !sent.as_ref().is_err_and(is_connection_lost) => {
+                live.send_control(copy).await
+            }
+            _ => Ok(()),
+        };
+        match copied {
+            Err(e) if is_connection_lost(&e) => self.note_connection(&Err::<(), _>(e)),
+            Err(e) => self.events.push_back(Event::Warning(format!(
+                "read state not copied to this account's other devices: {e}"
+            ))),
+            Ok(()) => {}
+        }
+        match sent {
+            Ok(()) => Ok(unread.len()),
+            Err(e) if is_connection_lost(&e) => {
+                self.note_connection(&Err::<(), _>(e));
+                Ok(unread.len())
+            }
+            Err(e) => Err(e),
+        }
     }
 }

@@ -31,6 +31,7 @@ use prost::Message;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::connection::Requester;
+use crate::control_outbox::{self, QueuedControl};
 use crate::error::{ClientError, Result};
 use crate::event::Event;
 use crate::messages::{self, MessageId, Status, StoredMessage};
@@ -68,6 +69,14 @@ fn is_permanent(code: ErrorCode) -> bool {
             | ErrorCode::NoConsent
             | ErrorCode::WindowClosed
             | ErrorCode::TemplateNotApproved
+    )
+}
+
+/// Errors after which a send waits in its outbox for the next connect.
+pub(super) fn is_connection_lost(error: &ClientError) -> bool {
+    matches!(
+        error,
+        ClientError::ConnectionClosed(_) | ClientError::NotConnected | ClientError::Timeout(_)
     )
 }
 
@@ -381,14 +390,21 @@ impl Live {
                     }
                     let sent = messages::advance(&self.store, &peer, &id, Status::Accepted)?;
                     messages::outbox_remove(&self.store, &peer, &id)?;
+                    // The copy for this account's other devices is queued
+                    // in the same commit: it goes now or at the next connect.
+                    let copy = match &sent {
+                        Some(sent) => self.queue_sent_copy(sent)?,
+                        None => None,
+                    };
                     self.store.flush().await?;
                     self.events.push_back(Event::Accepted {
                         to: peer,
                         id,
                         accept_id: accepted.accept_id,
                     });
-                    if let Some(sent) = sent
-                        && let Err(e) = self.sync_sent(&sent).await
+                    if let Some(copy) = copy
+                        && let Err(e) = self.send_control(copy).await
+                        && !is_connection_lost(&e)
                     {
                         self.events.push_back(Event::Warning(format!(
                             "message {id} not copied to this account's other devices: {e}"
@@ -616,12 +632,13 @@ impl Live {
         Ok((bundles.bundles, state))
     }
 
-    /// Copy a sent message to this account's other devices (best effort:
-    /// a copy that cannot go now is reported, not retried): a template
-    /// message as its instance with the text shown, an interactive message
-    /// as itself (so those devices can check the customer's reply to it),
-    /// anything else as the text the history shows.
-    pub(super) async fn sync_sent(&self, sent: &StoredMessage) -> Result<()> {
+    /// Queue the copy of a sent message for this account's other devices
+    /// (not flushed; `None` when there are none): a template message as
+    /// its instance with the text shown, an interactive message as itself
+    /// (so those devices can check the customer's reply to it), anything
+    /// else as the text the history shows. It carries the time the message
+    /// was sent.
+    pub(super) fn queue_sent_copy(&self, sent: &StoredMessage) -> Result<Option<QueuedControl>> {
         let text = || {
             content::Body::Text(Text {
                 body: sent.body.clone(),
@@ -641,72 +658,148 @@ impl Live {
             }) => content::Body::Interactive(interactive),
             _ => text(),
         };
-        self.sync_to_own(sent.peer, sent.id, sent.sent_at_ms, body)
-            .await
+        self.queue_copy(sent.peer, sent.id, sent.sent_at_ms, body)
     }
 
-    /// Tell this account's other devices that this one read `ids` from
-    /// `peer`, so they stop counting them as unread.
-    pub(super) async fn sync_read(&self, peer: AccountId, ids: &[MessageId]) -> Result<()> {
-        let now = now_ms();
+    /// Queue, for this account's other devices, the news that this one
+    /// read `ids` from `peer`, so they stop counting them as unread (not
+    /// flushed; `None` when there are no other devices).
+    pub(super) fn queue_read_copy(
+        &self,
+        peer: AccountId,
+        ids: &[MessageId],
+        read_at_ms: u64,
+    ) -> Result<Option<QueuedControl>> {
         let receipt = content::Body::ReadReceipt(ReadReceipt {
             message_ids: ids.iter().map(|id| id.0.to_vec()).collect(),
-            read_at_ms: now,
+            read_at_ms,
         });
-        self.sync_to_own(peer, MessageId::generate(), now, receipt)
-            .await
+        self.queue_copy(peer, MessageId::generate(), read_at_ms, receipt)
     }
 
-    /// Send `body`, about the conversation with `peer`, to this account's
-    /// other devices inside a [`SentTranscript`].
-    async fn sync_to_own(
+    /// Queue `body`, about the conversation with `peer`, for this
+    /// account's other devices inside a [`SentTranscript`] (not flushed;
+    /// `None` when there are none).
+    pub(super) fn queue_copy(
         &self,
         peer: AccountId,
         id: MessageId,
         at_ms: u64,
         body: content::Body,
-    ) -> Result<()> {
+    ) -> Result<Option<QueuedControl>> {
+        let own = self.me.account;
+        if self.target_devices(own, &self.own_devices()?).is_empty() {
+            return Ok(None);
+        }
+        let content = Content {
+            message_id: id.0.to_vec(),
+            sent_at_ms: at_ms,
+            body: Some(content::Body::SentTranscript(Box::new(SentTranscript {
+                peer_account: peer.to_vec(),
+                content: Some(Box::new(Content {
+                    message_id: id.0.to_vec(),
+                    sent_at_ms: at_ms,
+                    body: Some(body),
+                    labels: None,
+                    franking_key: Vec::new(),
+                    padding: Vec::new(),
+                })),
+            }))),
+            labels: None,
+            franking_key: Vec::new(),
+            padding: Vec::new(),
+        };
+        control_outbox::put(&self.store, own, id, content, at_ms).map(Some)
+    }
+
+    /// Send one queued control message, the way [`Self::send_from_outbox`]
+    /// sends a message: encrypted once (the `Send` is written to the queue
+    /// with the session records) and sent as is after that, encrypted again
+    /// only for a changed device list, taken out of the queue once accepted
+    /// or refused for good. A lost connection leaves it queued for the next
+    /// [`Client::flush_outbox`].
+    pub(super) async fn send_control(&self, mut queued: QueuedControl) -> Result<()> {
         let own = self.me.account;
         for _attempt in 0..2 {
-            if self.target_devices(own, &self.own_devices()?).is_empty() {
-                return Ok(());
-            }
-            let content = Content {
-                message_id: id.0.to_vec(),
-                sent_at_ms: at_ms,
-                body: Some(content::Body::SentTranscript(Box::new(SentTranscript {
-                    peer_account: peer.to_vec(),
-                    content: Some(Box::new(Content {
-                        message_id: id.0.to_vec(),
-                        sent_at_ms: at_ms,
-                        body: Some(body.clone()),
-                        labels: None,
-                        franking_key: Vec::new(),
-                        padding: Vec::new(),
-                    })),
-                }))),
-                labels: None,
-                franking_key: Vec::new(),
-                padding: Vec::new(),
+            let send = if queued.frame.is_empty() {
+                // A copy for other devices that are gone: nothing to send.
+                if queued.recipient == own
+                    && self.target_devices(own, &self.own_devices()?).is_empty()
+                {
+                    control_outbox::remove(&self.store, queued.sequence)?;
+                    return self.store.flush().await;
+                }
+                let encrypted = self
+                    .encrypt_for_then(
+                        queued.recipient,
+                        queued.id,
+                        queued.content.clone(),
+                        (Category::Control, ""),
+                        queued.at_ms,
+                        |send| {
+                            let mut with_frame = queued.clone();
+                            with_frame.frame = send.encode_to_vec();
+                            control_outbox::save(&self.store, &with_frame)
+                        },
+                    )
+                    .await;
+                let send = match encrypted {
+                    Ok(send) => send,
+                    Err(e @ ClientError::Relay { code, .. }) if is_permanent(code) => {
+                        control_outbox::remove(&self.store, queued.sequence)?;
+                        self.store.flush().await?;
+                        return Err(e);
+                    }
+                    Err(e) => return Err(e),
+                };
+                self.store.flush().await?;
+                queued.frame = send.encode_to_vec();
+                send
+            } else {
+                Send::decode(queued.frame.as_slice()).map_err(|e| {
+                    ClientError::CorruptStore(format!("queued control message: {e}"))
+                })?
             };
-            let send = self
-                .encrypt_for(own, id, content, Category::Control, at_ms)
-                .await?;
-            self.store.flush().await?;
             match self
-                .request(client_frame::Body::Send(send), "the copy to other devices")
+                .request(client_frame::Body::Send(send), "the receipt or copy")
                 .await
             {
-                Ok(server_frame::Body::Accepted(_)) => return Ok(()),
+                Ok(server_frame::Body::Accepted(_)) => {
+                    control_outbox::remove(&self.store, queued.sequence)?;
+                    return self.store.flush().await;
+                }
                 Ok(other) => return Err(unexpected("Accepted", &other)),
+                Err(
+                    e @ ClientError::Relay {
+                        code: ErrorCode::Blocked,
+                        ..
+                    },
+                ) => {
+                    control_outbox::remove(&self.store, queued.sequence)?;
+                    self.store.flush().await?;
+                    return Err(e);
+                }
+                Err(e @ ClientError::Relay { code, .. }) if is_permanent(code) => {
+                    control_outbox::remove(&self.store, queued.sequence)?;
+                    self.store.flush().await?;
+                    return Err(e);
+                }
                 Err(ClientError::DeviceListMismatch { current }) => {
-                    if self.observe(own, &current)? == Observed::IdentityChanged {
-                        return Err(ClientError::IdentityChanged { account: own });
+                    // Devices were added or removed: adopt the signed list
+                    // (if it checks out) and encrypt again.
+                    if self.observe(queued.recipient, &current)? == Observed::IdentityChanged {
+                        return Err(ClientError::IdentityChanged {
+                            account: queued.recipient,
+                        });
                     }
+                    queued.frame.clear();
+                    control_outbox::save(&self.store, &queued)?;
                 }
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+        Err(ClientError::UnexpectedFrame(
+            "the relay refused the device list twice".into(),
+        ))
     }
 }

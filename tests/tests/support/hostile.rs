@@ -157,9 +157,12 @@ impl Hostile {
                 id
             });
         let category = match content.body {
-            Some(content::Body::RekeyRequest(_) | content::Body::ReadReceipt(_)) => {
-                Category::Control
-            }
+            Some(
+                content::Body::RekeyRequest(_)
+                | content::Body::ReadReceipt(_)
+                | content::Body::ContactsRequest(_)
+                | content::Body::ContactsSync(_),
+            ) => Category::Control,
             _ => Category::Conversation,
         };
         let mut content = content.clone();
