@@ -35,8 +35,9 @@ pub type Result<T, E = DbError> = std::result::Result<T, E>;
 /// The numbered schema migrations, oldest first. Never edit one that
 /// shipped: add the next.
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(
-        "CREATE TABLE conversations (
+    Migrations::new(vec![
+        M::up(
+            "CREATE TABLE conversations (
             customer TEXT PRIMARY KEY,
             phone TEXT,
             last_message_ms INTEGER NOT NULL,
@@ -91,7 +92,17 @@ fn migrations() -> Migrations<'static> {
         );
         CREATE INDEX webhook_outbox_due ON webhook_outbox (state, next_attempt_ms);
         CREATE INDEX webhook_outbox_subject ON webhook_outbox (endpoint, subject, state);",
-    )])
+        ),
+        // Documents the backend uploaded (POST /v1/media): the attachment
+        // pointer (blob id, key, digests) to send them with, as protobuf.
+        M::up(
+            "CREATE TABLE media (
+            media_id TEXT PRIMARY KEY,
+            pointer BLOB NOT NULL,
+            created_ms INTEGER NOT NULL
+        );",
+        ),
+    ])
 }
 
 /// A webhook event to write with the change it reports.
@@ -206,6 +217,7 @@ pub struct Db {
     /// Counts recorded delivery outcomes, so a watcher (operations, tests)
     /// waits for the next one instead of polling.
     outcomes: Arc<tokio::sync::watch::Sender<u64>>,
+    dir: Arc<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Db {
@@ -240,6 +252,12 @@ impl Db {
             conn: Arc::new(Mutex::new(conn)),
             endpoints: Arc::new(endpoints),
             outcomes: Arc::new(tokio::sync::watch::channel(0).0),
+            dir: Arc::new(
+                path.parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."))
+                    .to_path_buf(),
+            ),
         })
     }
 
@@ -472,6 +490,55 @@ impl Db {
             params![customer, i64_of(since_ms), i64_of(now_ms)],
         )?;
         Ok(changed == 1)
+    }
+
+    /// Keep an uploaded document's attachment pointer under `media_id`.
+    pub fn put_media(&self, media_id: &str, pointer: &[u8], now_ms: u64) -> Result<()> {
+        self.lock().execute(
+            "INSERT INTO media (media_id, pointer, created_ms) VALUES (?1, ?2, ?3)",
+            params![media_id, pointer, i64_of(now_ms)],
+        )?;
+        Ok(())
+    }
+
+    /// The attachment pointer kept under `media_id`, if any.
+    pub fn media(&self, media_id: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT pointer FROM media WHERE media_id = ?1",
+                params![media_id],
+                |row| row.get(0),
+            )
+            .optional()?)
+    }
+
+    /// How many uploaded documents are kept.
+    pub fn media_count(&self) -> Result<u64> {
+        let n: i64 = self
+            .lock()
+            .query_row("SELECT COUNT(*) FROM media", [], |row| row.get(0))?;
+        Ok(u64_of(n))
+    }
+
+    /// When `customer` last wrote (opening the 24-hour window), if ever.
+    pub fn last_inbound_ms(&self, customer: &str) -> Result<Option<u64>> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT last_inbound_ms FROM conversations WHERE customer = ?1",
+                params![customer],
+                |row| row.get::<_, Option<i64>>(0),
+            )
+            .optional()?
+            .flatten()
+            .map(u64_of))
+    }
+
+    /// The directory the database is in (the daemon's private data
+    /// directory: uploads wait there while they are encrypted).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Conversations, latest first.

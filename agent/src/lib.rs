@@ -20,6 +20,7 @@
 //! - [`http_client`]: the small HTTP client that posts webhooks.
 //! - [`api`]: the HTTP API and its OpenAPI document.
 //! - [`api_error`]: the API's typed errors, mapped once.
+//! - [`media`]: documents the backend uploads and sends with a message.
 //! - [`tls`]: TLS for the API.
 //! - [`serve`]: starting and stopping the daemon.
 
@@ -34,6 +35,7 @@ pub mod device;
 pub mod hours;
 pub mod http_client;
 pub mod keys;
+pub mod media;
 pub mod serve;
 pub mod status;
 pub mod tls;
