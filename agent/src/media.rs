@@ -273,3 +273,49 @@ pub(crate) async fn send(
             ApiError::DocumentNotSent(after.id.to_string())
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_have_no_directories_or_control_characters() {
+        assert_eq!(
+            file_name(" boarding-pass.pdf ").ok().as_deref(),
+            Some("boarding-pass.pdf")
+        );
+        for bad in [
+            "",
+            "..",
+            "../etc/passwd",
+            "a\\b.pdf",
+            "a\nb.pdf",
+            &"x".repeat(256),
+        ] {
+            assert!(file_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_content_type_is_one_mime_type() {
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, v.parse().expect("header"));
+            content_type(&h)
+        };
+        assert_eq!(
+            with("Application/PDF; charset=binary").ok().as_deref(),
+            Some("application/pdf")
+        );
+        for bad in [
+            "pdf",
+            "multipart/form-data; boundary=x",
+            "a/",
+            "/b",
+            "a b/c",
+        ] {
+            assert!(with(bad).is_err(), "{bad:?}");
+        }
+        assert!(content_type(&HeaderMap::new()).is_err());
+    }
+}
