@@ -71,6 +71,7 @@ pub fn app(state: AppState) -> Router {
             get(conversation_messages),
         )
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .merge(crate::media::routes())
         .with_state(state)
 }
 
@@ -82,7 +83,7 @@ pub fn app(state: AppState) -> Router {
         description = "The business's backend sends messages and reads conversations through its own agent daemon; end-to-end encryption ends on the business's machine. Webhooks (not described here) are documented in the README.",
         license(name = "AGPL-3.0-or-later")
     ),
-    paths(send_message, request_consent, list_conversations, list_messages, conversation_messages),
+    paths(send_message, crate::media::upload_media, request_consent, list_conversations, list_messages, conversation_messages),
     modifiers(&BearerAuth),
     tags((name = "messages"), (name = "consent"))
 )]
@@ -111,7 +112,11 @@ async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], openapi_json())
 }
 
-fn authorize(state: &AppState, headers: &HeaderMap, scope: Scope) -> Result<(), ApiError> {
+pub(crate) fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    scope: Scope,
+) -> Result<(), ApiError> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -160,6 +165,11 @@ pub struct SendRequest {
     /// For `template`.
     #[serde(default)]
     pub template: Option<TemplateBody>,
+    /// A document uploaded with `POST /v1/media`, sent right after the
+    /// text or template as its own message (a template cannot carry one).
+    /// Only inside the customer's 24-hour window.
+    #[serde(default)]
+    pub document: Option<crate::media::DocumentRef>,
 }
 
 /// The kind of message.
@@ -277,7 +287,7 @@ pub struct SendResponse {
     pub messaging_product: &'static str,
     /// Who it went to.
     pub contacts: Vec<ContactOut>,
-    /// The message.
+    /// The message (then the document's, when one was sent with it).
     pub messages: Vec<MessageOut>,
 }
 
@@ -369,7 +379,7 @@ fn parameters(components: Vec<Component>) -> Result<Vec<TemplateParameter>, ApiE
     Ok(out)
 }
 
-async fn ask<T>(
+pub(crate) async fn ask<T>(
     state: &AppState,
     make: impl FnOnce(oneshot::Sender<Result<T, comptoir_client::ClientError>>) -> Command,
 ) -> Result<T, ApiError> {
@@ -425,6 +435,10 @@ async fn send_message(
         ));
     }
     let to = recipient(&state, &request.to)?;
+    let document = match request.document {
+        Some(document) => Some(crate::media::prepare(&state, document, to).await?),
+        None => None,
+    };
     let sent: Sent = match request.kind {
         SendKind::Text => {
             if request.template.is_some() {
@@ -481,16 +495,24 @@ async fn send_message(
             .await?
         }
     };
+    let mut messages = vec![MessageOut {
+        id: sent.id.to_string(),
+        message_status: sent.status,
+    }];
+    if let Some(pointer) = document {
+        let document = crate::media::send(&state, to, pointer, &sent).await?;
+        messages.push(MessageOut {
+            id: document.id.to_string(),
+            message_status: document.status,
+        });
+    }
     Ok(Json(SendResponse {
         messaging_product: "comptoir",
         contacts: vec![ContactOut {
             input: request.to,
             account_id: to.to_string(),
         }],
-        messages: vec![MessageOut {
-            id: sent.id.to_string(),
-            message_status: sent.status,
-        }],
+        messages,
     }))
 }
 
@@ -757,7 +779,7 @@ fn limit(limit: Option<u32>) -> Result<u32, ApiError> {
     }
 }
 
-fn query<T: DeserializeOwned>(uri: &axum::http::Uri) -> Result<T, ApiError> {
+pub(crate) fn query<T: DeserializeOwned>(uri: &axum::http::Uri) -> Result<T, ApiError> {
     Query::<T>::try_from_uri(uri)
         .map(|q| q.0)
         .map_err(|e| ApiError::InvalidRequest(format!("bad query: {}", e.body_text())))

@@ -55,6 +55,21 @@ pub enum ApiError {
     /// The database failed.
     #[error("{0}")]
     Db(#[from] crate::db::DbError),
+    /// An upload past the limit for its kind; nothing was stored.
+    #[error("{0}")]
+    MediaTooLarge(String),
+    /// No uploaded document has this id.
+    #[error("no uploaded document has the id {0}")]
+    UnknownMedia(String),
+    /// A document to a customer whose window is closed; nothing was sent.
+    #[error("a document goes only inside the customer's 24-hour window; nothing was sent")]
+    DocumentOutsideWindow,
+    /// The message went, the document after it did not.
+    #[error("the message {0} was sent; the document after it was not")]
+    DocumentNotSent(String),
+    /// A temporary file failed.
+    #[error("{0}")]
+    Io(String),
     /// The device task is gone (the daemon is stopping).
     #[error("the daemon is stopping")]
     Stopping,
@@ -104,6 +119,36 @@ impl ApiError {
                 S::INTERNAL_SERVER_ERROR,
                 "internal",
                 "the daemon's database failed".into(),
+                "retry later; the operator finds the cause in the daemon's log",
+            ),
+            Self::MediaTooLarge(m) => (
+                S::PAYLOAD_TOO_LARGE,
+                "media_too_large",
+                m.clone(),
+                "send a smaller file (documents up to 100 MB, images 5 MB, audio and video 16 MB, or less if the relay says so); nothing was stored",
+            ),
+            Self::UnknownMedia(_) => (
+                S::NOT_FOUND,
+                "unknown_media",
+                self.to_string(),
+                "upload the document first (POST /v1/media) and name the id it answered",
+            ),
+            Self::DocumentOutsideWindow => (
+                S::UNPROCESSABLE_ENTITY,
+                "window_closed",
+                self.to_string(),
+                "a template message cannot carry a document and the relay takes a document only inside the window: send the template alone, and the document once the customer writes",
+            ),
+            Self::DocumentNotSent(_) => (
+                S::BAD_GATEWAY,
+                "document_not_sent",
+                self.to_string(),
+                "do not send the message again; send the document with a text message (POST /v1/messages with `document`)",
+            ),
+            Self::Io(_) => (
+                S::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the daemon could not keep the upload".into(),
                 "retry later; the operator finds the cause in the daemon's log",
             ),
             Self::Stopping => (

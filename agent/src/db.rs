@@ -97,6 +97,15 @@ fn migrations() -> Migrations<'static> {
         // password hashes, sessions stored as SHA-256 of their tokens,
         // assignment, read positions, internal notes, canned replies.
         M::up(crate::inbox::SCHEMA),
+        // Documents the backend uploaded (POST /v1/media): the attachment
+        // pointer (blob id, key, digests) to send them with, as protobuf.
+        M::up(
+            "CREATE TABLE media (
+            media_id TEXT PRIMARY KEY,
+            pointer BLOB NOT NULL,
+            created_ms INTEGER NOT NULL
+        );",
+        ),
     ])
 }
 
@@ -215,6 +224,7 @@ pub struct Db {
     /// Counts changes agents see (a message recorded, a status advanced,
     /// an assignment), so the inbox's live pages refresh.
     changes: Arc<tokio::sync::watch::Sender<u64>>,
+    dir: Arc<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Db {
@@ -250,6 +260,12 @@ impl Db {
             endpoints: Arc::new(endpoints),
             outcomes: Arc::new(tokio::sync::watch::channel(0).0),
             changes: Arc::new(tokio::sync::watch::channel(0).0),
+            dir: Arc::new(
+                path.parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."))
+                    .to_path_buf(),
+            ),
         })
     }
 
@@ -505,6 +521,55 @@ impl Db {
             params![customer, i64_of(since_ms), i64_of(now_ms)],
         )?;
         Ok(changed == 1)
+    }
+
+    /// Keep an uploaded document's attachment pointer under `media_id`.
+    pub fn put_media(&self, media_id: &str, pointer: &[u8], now_ms: u64) -> Result<()> {
+        self.lock().execute(
+            "INSERT INTO media (media_id, pointer, created_ms) VALUES (?1, ?2, ?3)",
+            params![media_id, pointer, i64_of(now_ms)],
+        )?;
+        Ok(())
+    }
+
+    /// The attachment pointer kept under `media_id`, if any.
+    pub fn media(&self, media_id: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT pointer FROM media WHERE media_id = ?1",
+                params![media_id],
+                |row| row.get(0),
+            )
+            .optional()?)
+    }
+
+    /// How many uploaded documents are kept.
+    pub fn media_count(&self) -> Result<u64> {
+        let n: i64 = self
+            .lock()
+            .query_row("SELECT COUNT(*) FROM media", [], |row| row.get(0))?;
+        Ok(u64_of(n))
+    }
+
+    /// When `customer` last wrote (opening the 24-hour window), if ever.
+    pub fn last_inbound_ms(&self, customer: &str) -> Result<Option<u64>> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT last_inbound_ms FROM conversations WHERE customer = ?1",
+                params![customer],
+                |row| row.get::<_, Option<i64>>(0),
+            )
+            .optional()?
+            .flatten()
+            .map(u64_of))
+    }
+
+    /// The directory the database is in (the daemon's private data
+    /// directory: uploads wait there while they are encrypted).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Conversations, latest first.

@@ -12,9 +12,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use comptoir_client::attachments::EncryptedFile;
 use comptoir_client::{Client, ClientError, Event, KdfParams, MessageId, Status, TlsOptions};
 use comptoir_protocol::business::Verification;
-use comptoir_protocol::proto::content::TemplateParameter;
+use comptoir_protocol::proto::content::{AttachmentPointer, TemplateParameter};
 use comptoir_protocol::proto::wire::{AccountKind, ConsentPurpose, TemplateStatus};
 use comptoir_protocol::template::{PlaceholderKind, TemplateId};
 use comptoir_protocol::{AccountId, ConsentCategories};
@@ -35,6 +36,8 @@ pub const EVENT_POLL: Duration = Duration::from_millis(20);
 const COMMANDS_PER_TURN: usize = 32;
 /// The longest wait between two connection attempts.
 const MAX_RECONNECT: Duration = Duration::from_secs(30);
+/// The customer's window: 24 hours after its last message.
+const WINDOW_MS: u64 = 24 * 3600 * 1000;
 /// The away message goes to a customer at most once in this long.
 const AWAY_EVERY_MS: u64 = 24 * 3600 * 1000;
 
@@ -87,6 +90,30 @@ pub enum Command {
         parameters: Vec<TemplateParameter>,
         /// The outcome.
         reply: oneshot::Sender<Result<Sent, ClientError>>,
+    },
+    /// Upload an encrypted document to the relay (or finish its upload).
+    UploadMedia {
+        /// The document, encrypted.
+        file: Box<EncryptedFile>,
+        /// The outcome: whether the relay holds all of it.
+        reply: oneshot::Sender<Result<bool, ClientError>>,
+    },
+    /// Send an uploaded document (inside the customer's window).
+    SendDocument {
+        /// The customer.
+        to: AccountId,
+        /// The document's pointer (blob id, key, digests).
+        pointer: Box<AttachmentPointer>,
+        /// The outcome.
+        reply: oneshot::Sender<Result<Sent, ClientError>>,
+    },
+    /// Whether the customer's 24-hour window is open (by the daemon's
+    /// clock and records; the relay decides).
+    WindowOpen {
+        /// The customer's account id.
+        customer: String,
+        /// The answer.
+        reply: oneshot::Sender<Result<bool, ClientError>>,
     },
     /// Ask for a consent by phone number.
     RequestConsent {
@@ -347,6 +374,27 @@ impl Device {
                     Err(e) => Err(e),
                 };
                 let _ = reply.send(result);
+            }
+            Command::UploadMedia { file, reply } => {
+                let result = self.client.upload(&file).await.map(|r| r.complete);
+                let _ = reply.send(result);
+            }
+            Command::SendDocument { to, pointer, reply } => {
+                let sent = self.client.send_uploaded_attachment(to, &pointer).await;
+                let body = comptoir_client::attachments::summary(&pointer);
+                let result = self.record_sent(to, sent, "document", &body, None);
+                let _ = reply.send(result);
+            }
+            Command::WindowOpen { customer, reply } => {
+                let now = self.clock.now_ms();
+                let open = match self.db.last_inbound_ms(&customer) {
+                    Ok(wrote) => wrote.is_some_and(|w| now < w.saturating_add(WINDOW_MS)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "reading a conversation's window");
+                        false
+                    }
+                };
+                let _ = reply.send(Ok(open));
             }
             Command::RequestConsent {
                 phone,

@@ -21,6 +21,7 @@
 //! - [`api`]: the HTTP API and its OpenAPI document.
 //! - [`api_error`]: the API's typed errors, mapped once.
 //! - [`inbox`]: the agents' web inbox (logins, pages, live updates, assignment).
+//! - [`media`]: documents the backend uploads and sends with a message.
 //! - [`tls`]: TLS for the API.
 //! - [`serve`]: starting and stopping the daemon.
 
@@ -36,6 +37,7 @@ pub mod hours;
 pub mod http_client;
 pub mod inbox;
 pub mod keys;
+pub mod media;
 pub mod serve;
 pub mod status;
 pub mod tls;

@@ -6,7 +6,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use comptoir_protocol::AccountId;
-use comptoir_protocol::proto::content::content;
+use comptoir_protocol::proto::content::{AttachmentPointer, content};
 use comptoir_protocol::proto::wire::{
     BeginUpload, FetchBlob, UploadChunk, UploadStatus, client_frame, server_frame,
 };
@@ -118,8 +118,19 @@ impl Client {
                 "the relay did not finish the upload; try again".into(),
             ));
         }
-        let pointer = file.pointer();
-        let text = attachments::summary(&pointer);
+        self.send_uploaded_attachment(peer, &file.pointer()).await
+    }
+
+    /// Send `peer` the pointer of an attachment already uploaded (a
+    /// business's agent uploads a document once and sends it later);
+    /// like [`Self::send_attachment`] without the upload. The relay keeps
+    /// the blob until its expiry, so send before it.
+    pub async fn send_uploaded_attachment(
+        &mut self,
+        peer: AccountId,
+        pointer: &AttachmentPointer,
+    ) -> Result<MessageId> {
+        let text = attachments::summary(pointer);
         let live = self.live();
         let body = OutgoingBody {
             body: content::Body::Attachment(pointer.clone()),
@@ -129,7 +140,7 @@ impl Client {
         let sent = live.send_message(peer, &text, Some(body)).await;
         self.note_connection(&sent);
         let id = sent?;
-        attachments::put(&self.store, &peer, &id, &pointer)?;
+        attachments::put(&self.store, &peer, &id, pointer)?;
         Ok(id)
     }
 
