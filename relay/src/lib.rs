@@ -19,6 +19,8 @@
 //!   embedded sled + mail log backend (group commit).
 //! - [`blobs`]: encrypted attachments, uploaded and read in chunks,
 //!   kept as files until they expire.
+//! - [`status_posts`]: 24-hour Status posts (who posted which blob when)
+//!   and the rule saying who may be sent a post's key.
 //! - [`hub`]: which devices are connected here; wakes and posts.
 //! - [`limits`]: token buckets per account and per address.
 //! - [`phone`]: E.164 checks, verification codes, the pluggable code sender.
@@ -58,6 +60,7 @@ pub mod phone;
 pub mod policy;
 pub mod server;
 mod session;
+pub mod status_posts;
 pub mod shutdown;
 mod state;
 pub mod storage;
