@@ -164,6 +164,9 @@ pub enum Tree {
     /// What a report of each franked message received would reveal, by
     /// sender account (16) || message id (16) (see `franked`).
     Franked,
+    /// Status posts received or posted, by poster account (16) || post id
+    /// (16) (see `status`).
+    StatusPosts,
 }
 
 impl Tree {
@@ -195,6 +198,7 @@ impl Tree {
             Self::Heard => "heard",
             Self::Attachments => "attachments",
             Self::Franked => "franked",
+            Self::StatusPosts => "status_posts",
         }
     }
 

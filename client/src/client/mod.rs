@@ -63,6 +63,7 @@ mod requests;
 mod send;
 mod sender;
 mod shared;
+mod status;
 mod templates;
 
 pub use attachments::{TRANSFER_CHUNK, UploadReport};
@@ -71,6 +72,7 @@ pub use business::BusinessView;
 pub use consent::Consent;
 pub use consent_requests::{ConsentAnswer, ConsentRequest, purpose_text};
 pub use sender::Sender;
+pub use status::{PostedStatus, StatusInput, StatusView};
 use sender::{Me, RequesterSlot};
 use shared::{EventQueue, PeerLocks};
 pub use templates::TemplateInfo;
@@ -625,6 +627,7 @@ pub(super) fn unexpected(wanted: &str, got: &server_frame::Body) -> ClientError 
         server_frame::Body::UploadStatus(_) => "UploadStatus",
         server_frame::Body::BlobChunk(_) => "BlobChunk",
         server_frame::Body::ReportFiled(_) => "ReportFiled",
+        server_frame::Body::StatusPosted(_) => "StatusPosted",
     };
     ClientError::UnexpectedFrame(format!("expected {wanted}, got {name}"))
 }

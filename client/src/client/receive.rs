@@ -625,6 +625,11 @@ impl Client {
                 messages::save(&self.store, &message)?;
                 Ok(Some(Event::SentElsewhere { to, id, text: body }))
             }
+            Some(
+                body @ (content::Body::StatusKey(_)
+                | content::Body::StatusDeleted(_)
+                | content::Body::StatusViewed(_)),
+            ) => self.apply_status(from, envelope, body),
             Some(content::Body::RekeyRequest(request)) => {
                 let failed = MessageId::from_bytes(&request.failed_message_id);
                 if let Some(failed) = failed
