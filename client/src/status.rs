@@ -119,7 +119,8 @@ fn file_label(path: &Path) -> String {
 /// The duration of the MP4 video at `path` in ms, as its container
 /// (`moov/mvhd`, or `mvex/mehd` for a fragmented file) states it.
 pub fn mp4_duration_ms(path: &Path) -> Result<u64> {
-    let file = std::fs::File::open(path).map_err(|e| ClientError::io("cannot read the video", e))?;
+    let file =
+        std::fs::File::open(path).map_err(|e| ClientError::io("cannot read the video", e))?;
     let size = file
         .metadata()
         .map_err(|e| ClientError::io("cannot read the video", e))?
@@ -256,7 +257,10 @@ pub fn note_viewer(
     };
     if !record.outgoing
         || !record.recipients.iter().any(|r| r == viewer.as_bytes())
-        || record.viewers.iter().any(|v| v.account == viewer.as_bytes())
+        || record
+            .viewers
+            .iter()
+            .any(|v| v.account == viewer.as_bytes())
     {
         return Ok(false);
     }

@@ -60,9 +60,9 @@ pub mod phone;
 pub mod policy;
 pub mod server;
 mod session;
-pub mod status_posts;
 pub mod shutdown;
 mod state;
+pub mod status_posts;
 pub mod storage;
 pub mod tls;
 

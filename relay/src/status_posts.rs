@@ -162,7 +162,8 @@ impl StatusPosts {
             };
             let path = dir.join(&name);
             if name.ends_with(".post.new") {
-                std::fs::remove_file(&path).map_err(|e| io("cannot delete what a crash left", e))?;
+                std::fs::remove_file(&path)
+                    .map_err(|e| io("cannot delete what a crash left", e))?;
                 continue;
             }
             let Some(id) = name
@@ -422,7 +423,10 @@ mod tests {
             expires_at_ms: 1_000 + STATUS_TTL_MS,
         };
         assert_eq!(posts.post([1; 16], post).await.unwrap(), Posted::New(post));
-        assert_eq!(posts.post([1; 16], post).await.unwrap(), Posted::Again(post));
+        assert_eq!(
+            posts.post([1; 16], post).await.unwrap(),
+            Posted::Again(post)
+        );
         let other = StatusPost {
             blob_id: [6; 16],
             ..post
@@ -435,7 +439,13 @@ mod tests {
         let posts = StatusPosts::open(dir.path()).unwrap();
         assert_eq!(posts.live(&[1; 16], poster, 2_000), Some(post));
         assert_eq!(posts.live(&[1; 16], poster, post.expires_at_ms), None);
-        assert!(posts.expire(post.expires_at_ms - 1).await.unwrap().is_empty());
+        assert!(
+            posts
+                .expire(post.expires_at_ms - 1)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(posts.expire(post.expires_at_ms).await.unwrap(), vec![post]);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
@@ -443,7 +453,11 @@ mod tests {
     #[test]
     fn a_damaged_record_stops_the_start() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(format!("{}.post", "ab".repeat(16))), b"CSP1").unwrap();
+        std::fs::write(
+            dir.path().join(format!("{}.post", "ab".repeat(16))),
+            b"CSP1",
+        )
+        .unwrap();
         let error = StatusPosts::open(dir.path()).unwrap_err();
         assert!(error.to_string().contains("damaged"), "{error}");
     }

@@ -72,9 +72,9 @@ pub use business::BusinessView;
 pub use consent::Consent;
 pub use consent_requests::{ConsentAnswer, ConsentRequest, purpose_text};
 pub use sender::Sender;
-pub use status::{PostedStatus, StatusInput, StatusView};
 use sender::{Me, RequesterSlot};
 use shared::{EventQueue, PeerLocks};
+pub use status::{PostedStatus, StatusInput, StatusView};
 pub use templates::TemplateInfo;
 
 pub use rekey_guard::{

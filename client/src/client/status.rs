@@ -78,7 +78,11 @@ impl StatusView {
         let corrupt = || ClientError::CorruptStore("a Status post".into());
         let pointer = record.pointer.as_ref().ok_or_else(corrupt)?;
         Ok(Self {
-            post_id: record.post_id.as_slice().try_into().map_err(|_| corrupt())?,
+            post_id: record
+                .post_id
+                .as_slice()
+                .try_into()
+                .map_err(|_| corrupt())?,
             poster: AccountId::from_bytes(&record.poster_account)?,
             posted_at_ms: record.posted_at_ms,
             expires_at_ms: record.expires_at_ms,
@@ -200,7 +204,14 @@ impl Client {
     /// The live Status posts kept here, newest first; those whose 24
     /// hours are up are deleted first.
     pub async fn statuses(&mut self) -> Result<Vec<StatusView>> {
-        let live = status::live(&self.store, now_ms())?;
+        self.statuses_at(now_ms()).await
+    }
+
+    /// [`Self::statuses`] as if the clock read `now_ms` (tests: the 24
+    /// hours are up without waiting them).
+    #[doc(hidden)]
+    pub async fn statuses_at(&mut self, now_ms: u64) -> Result<Vec<StatusView>> {
+        let live = status::live(&self.store, now_ms)?;
         self.store.flush().await?;
         live.iter().map(StatusView::of).collect()
     }
@@ -343,9 +354,10 @@ impl Client {
         };
         match body {
             content::Body::StatusKey(key) => {
-                let (Ok(post_id), Some(pointer)) =
-                    (<[u8; POST_ID_LEN]>::try_from(key.post_id.as_slice()), key.pointer)
-                else {
+                let (Ok(post_id), Some(pointer)) = (
+                    <[u8; POST_ID_LEN]>::try_from(key.post_id.as_slice()),
+                    key.pointer,
+                ) else {
                     return malformed();
                 };
                 // Never shown past 24 hours after the earlier of the
