@@ -416,3 +416,98 @@ async fn the_relay_refuses_malformed_and_foreign_status_frames_with_typed_errors
     assert_eq!(code(foreign), ErrorCode::StatusNotFound);
     assert_eq!(count_files(&relay.data_dir.join("status")), 0);
 }
+
+/// Run `comptoir <args>` in-process with the data directory `dir`: (exit
+/// code, stdout).
+async fn comptoir(dir: &Path, relay: &TestRelay, args: &[&str]) -> (u8, String) {
+    let pass = dir.with_extension("pass");
+    std::fs::write(&pass, "status cli passphrase\n").expect("write");
+    let mut argv = vec![
+        "comptoir".to_string(),
+        "--data-dir".into(),
+        dir.display().to_string(),
+        "--relay".into(),
+        url(relay),
+        "--passphrase-file".into(),
+        pass.display().to_string(),
+    ];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    let mut out = Vec::new();
+    let code = comptoir_cli::run_args(argv, &mut out).await;
+    (code, String::from_utf8(out).expect("utf-8 output"))
+}
+
+/// A new account made with `comptoir init` and `register`: its id.
+async fn cli_account(dir: &Path, relay: &TestRelay) -> String {
+    let (code, id) = comptoir(dir, relay, &["init"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(comptoir(dir, relay, &["register"]).await.0, 0);
+    id.trim().to_owned()
+}
+
+#[tokio::test]
+async fn status_post_list_view_and_delete_on_the_command_line() {
+    let relay = relay().await;
+    let root = tempfile::tempdir().unwrap();
+    let (alice, bob) = (root.path().join("alice"), root.path().join("bob"));
+    let alice_id = cli_account(&alice, &relay).await;
+    cli_account(&bob, &relay).await;
+    assert_eq!(
+        comptoir(&bob, &relay, &["contacts", "add", "alice", &alice_id])
+            .await
+            .0,
+        0
+    );
+    assert_eq!(comptoir(&bob, &relay, &["send", "alice", "hi"]).await.0, 0);
+    let (code, heard) = comptoir(&alice, &relay, &["listen", "--count", "1"]).await;
+    assert_eq!(code, 0);
+    assert!(heard.contains("hi"), "{heard}");
+
+    // Bad input: a command line error, or a typed refusal; nothing posted.
+    assert_eq!(comptoir(&alice, &relay, &["status", "post"]).await.0, 2);
+    let pdf = root.path().join("menu.pdf");
+    std::fs::write(&pdf, b"%PDF-1.7").unwrap();
+    let pdf_arg = pdf.display().to_string();
+    let (code, out) = comptoir(&alice, &relay, &["status", "post", "--file", &pdf_arg]).await;
+    assert_eq!((code, out.as_str()), (1, ""));
+    assert_eq!(count_files(&relay.data_dir.join("status")), 0);
+
+    let (code, out) = comptoir(&alice, &relay, &["status", "post", "--text", "Back at 5"]).await;
+    assert_eq!(code, 0);
+    let post_id = out.trim().to_owned();
+    assert_eq!(post_id.len(), 32, "{out}");
+    let (code, heard) = comptoir(&bob, &relay, &["listen", "--count", "1"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        heard.contains(&format!("alice posted a Status {post_id}")),
+        "{heard}"
+    );
+    let (code, listed) = comptoir(&bob, &relay, &["status", "list"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        listed.starts_with(&post_id) && listed.contains("alice") && listed.contains("text"),
+        "{listed}"
+    );
+    let (code, viewed) = comptoir(&bob, &relay, &["status", "view", &post_id[..8]]).await;
+    assert_eq!(code, 0);
+    assert!(
+        viewed.contains("alice at") && viewed.contains("Back at 5"),
+        "{viewed}"
+    );
+    let (code, mine) = comptoir(&alice, &relay, &["status", "list"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        mine.contains(" me ") && mine.contains("sent to 1"),
+        "{mine}"
+    );
+
+    let (code, deleted) = comptoir(&alice, &relay, &["status", "delete", &post_id]).await;
+    assert_eq!((code, deleted.trim()), (0, "deleted; 1 account(s) told"));
+    assert_eq!(count_files(&relay.data_dir.join("status")), 0);
+    assert_eq!(
+        comptoir(&alice, &relay, &["status", "list"]).await,
+        (0, String::new())
+    );
+    let (code, _) = comptoir(&alice, &relay, &["status", "delete", &post_id]).await;
+    assert_eq!(code, 8, "no such Status any more");
+}
