@@ -94,6 +94,9 @@ pub enum Mode {
     /// A business choosing an approved template and filling it in (see
     /// [`TemplatePicker`]).
     PickTemplate,
+    /// Reading the Status posts of the last 24 hours (see
+    /// [`App::statuses`]).
+    Status,
 }
 
 /// A changed identity under review: accepted only once the user typed the
@@ -198,6 +201,9 @@ pub struct App {
     /// The time the screen was last drawn for, ms since the Unix epoch
     /// (the window's time left is counted from it).
     pub now_ms: u64,
+    /// The live Status posts, one line each, newest first (shown in
+    /// [`Mode::Status`]).
+    pub statuses: Vec<String>,
 }
 
 impl App {
@@ -216,6 +222,7 @@ impl App {
             picker: None,
             pick: 0,
             now_ms: 0,
+            statuses: Vec::new(),
         }
     }
 
@@ -277,6 +284,12 @@ impl App {
             Mode::ConfirmIdentity => self.review_key(key.code, ctrl),
             Mode::Pick => self.pick_key(key.code),
             Mode::PickTemplate => self.template_key(key.code, ctrl),
+            Mode::Status => {
+                if matches!(key.code, KeyCode::Esc | KeyCode::Char('q' | 's')) {
+                    self.mode = Mode::List;
+                }
+                Action::None
+            }
         }
     }
 
@@ -496,6 +509,10 @@ impl App {
             KeyCode::Char('b') => peer.map_or(Action::None, Action::Block),
             KeyCode::Char('u') => peer.map_or(Action::None, Action::Unblock),
             KeyCode::Char('t') => self.accept_identity(),
+            KeyCode::Char('s') => {
+                self.mode = Mode::Status;
+                Action::None
+            }
             KeyCode::Char('q') | KeyCode::Esc => Action::Quit,
             _ => Action::None,
         }
@@ -629,6 +646,10 @@ pub fn event_status(event: &Event, name: &dyn Fn(&AccountId) -> String) -> Optio
             name(from)
         ),
         Event::Warning(text) => format!("⚠ {text}"),
+        Event::StatusPosted { from, .. } => {
+            format!("{} posted a Status (s in the list to see it)", name(from))
+        }
+        Event::StatusViewed { by, .. } => format!("{} viewed your Status", name(by)),
         Event::OperatorKeyChanged { .. } => "⚠ this relay presents another operator key than \
              the one pinned: verified marks still use the pinned key; ask the operator"
             .to_owned(),

@@ -18,7 +18,8 @@ use comptoir_client::rule_checks::Window;
 pub fn help(mode: Mode) -> &'static str {
     match mode {
         Mode::List => {
-            "↑/↓ select · Enter open · b block · u unblock · t trust new identity · q quit"
+            "↑/↓ select · Enter open · b block · u unblock · t trust new identity · s Status · \
+             q quit"
         }
         Mode::Chat => {
             "Enter send · Esc back · ↑/↓ pick, r report · Ctrl-R answer a choice · Ctrl-P \
@@ -27,6 +28,7 @@ pub fn help(mode: Mode) -> &'static str {
         Mode::ConfirmIdentity => "type the contact's name · Enter accept · Esc cancel",
         Mode::Pick => "↑/↓ select · Enter choose · Esc back",
         Mode::PickTemplate => "↑/↓ select · type a value · Enter next/send · Esc cancel",
+        Mode::Status => "Esc back · open one with `comptoir status view ID`",
     }
 }
 
@@ -289,4 +291,7 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
         Paragraph::new(help(app.mode)).style(Style::default().fg(Color::DarkGray)),
         help_area,
     );
+    if app.mode == Mode::Status {
+        crate::tui::status_view::draw(frame, app, chat_area);
+    }
 }
