@@ -18,6 +18,7 @@ use comptoir_client::{Client, ClientError, Event, StatusInput};
 use comptoir_protocol::proto::wire::{self, AccountKind, ErrorCode, client_frame, server_frame};
 use comptoir_protocol::{AccountId, ConsentCategories};
 use support::client::{registered, registered_as, url, wait_for, wait_message};
+use support::hostile::Hostile;
 use support::{Account, TestRelay, start_relay_with};
 
 const PASS: &str = "pw-long-enough";
@@ -510,4 +511,57 @@ async fn status_post_list_view_and_delete_on_the_command_line() {
     );
     let (code, _) = comptoir(&alice, &relay, &["status", "delete", &post_id]).await;
     assert_eq!(code, 8, "no such Status any more");
+}
+
+/// The client's half of the audience rule: a Status key slipped into an
+/// ordinary control message (the relay cannot see it is one) by a
+/// stranger this account never talked with is ignored with a warning, and
+/// shown nowhere.
+#[tokio::test]
+async fn a_status_key_from_a_stranger_outside_send_status_key_is_ignored() {
+    let relay = relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut victim = registered(&relay, dir.path(), PASS).await;
+    let v = victim.account_id();
+    let mut mallory = Hostile::register(relay.addr).await;
+    mallory.start_session(v, victim.device_id()).await;
+    let id = [0x5a; 16];
+    let content = comptoir_protocol::proto::content::Content {
+        message_id: id.to_vec(),
+        sent_at_ms: comptoir_client::client::now_ms(),
+        body: Some(comptoir_protocol::proto::content::content::Body::StatusKey(
+            comptoir_protocol::proto::content::StatusKey {
+                post_id: vec![7; 16],
+                pointer: Some(comptoir_protocol::proto::content::AttachmentPointer {
+                    blob_id: hex::encode([8u8; 16]),
+                    content_type: "text/plain; charset=utf-8".into(),
+                    file_name: "status.txt".into(),
+                    size: 4,
+                    key: vec![9; 32],
+                    digest: vec![1; 32],
+                    plaintext_digest: vec![2; 32],
+                    encrypted_size: 61,
+                }),
+                posted_at_ms: comptoir_client::client::now_ms(),
+            },
+        )),
+        labels: Some(mallory.honest_labels(v, &id, wire::Category::Control)),
+        franking_key: Vec::new(),
+        padding: Vec::new(),
+    };
+    let reply = mallory
+        .send_as_is(v, victim.device_id(), id, wire::Category::Control, &content)
+        .await;
+    assert!(
+        matches!(reply, server_frame::Body::Accepted(_)),
+        "{reply:?}"
+    );
+    let warning = wait_for(&mut victim, |e| match e {
+        Event::Warning(text) if text.contains("did not subscribe") => Some(text.clone()),
+        Event::StatusPosted { .. } => panic!("a stranger's Status was shown"),
+        _ => None,
+    })
+    .await;
+    assert!(warning.contains(&mallory.id().to_string()), "{warning}");
+    assert!(victim.statuses().await.unwrap().is_empty());
 }

@@ -334,6 +334,30 @@ impl Client {
         ))
     }
 
+    /// The client's half of the audience rule (docs/PROTOCOL.md §13.2):
+    /// a business's Status only under this account's consent to Status at
+    /// `at_ms`; anyone else's only from an account this one has messages
+    /// with.
+    fn status_expected_from(&self, from: AccountId, at_ms: u64) -> Result<bool> {
+        if from == self.account.id() {
+            return Ok(true);
+        }
+        Ok(
+            match crate::rule_checks::known_consent(&self.store, &from)? {
+                Some(consent) => {
+                    consent
+                        .categories
+                        .contains(comptoir_protocol::ConsentCategories::STATUS)
+                        && at_ms < consent.expires_at_ms
+                }
+                None => !self
+                    .store
+                    .scan(crate::store::Tree::Messages, from.as_bytes())?
+                    .is_empty(),
+            },
+        )
+    }
+
     /// A Status key, deletion or view receipt from `from` (decrypted from
     /// `envelope`); the event to report, if any.
     pub(super) fn apply_status(
@@ -366,6 +390,12 @@ impl Client {
                 let expires_at_ms = posted_at_ms.saturating_add(STATUS_TTL_MS);
                 if now_ms() >= expires_at_ms {
                     return Ok(None);
+                }
+                if !self.status_expected_from(from, envelope.server_timestamp_ms)? {
+                    return Ok(Some(Event::Warning(format!(
+                        "{from} sent a Status this account did not subscribe to (no Status \
+                         consent for a business, no conversation with a person); ignored"
+                    ))));
                 }
                 status::put(
                     &self.store,
