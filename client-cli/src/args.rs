@@ -620,8 +620,9 @@ pub enum BusinessCommand {
     #[command(subcommand)]
     Bill(BillCommand),
     /// This business's standing: its bill so far, the customers it reached
-    /// with templates today, its rating and tier ("not yet rated": the
-    /// relay does not rate businesses yet).
+    /// with templates today, its quality rating (high, medium, low), its
+    /// messaging tier and how much of its limit it used in the last 24
+    /// hours.
     Status,
 }
 

@@ -193,6 +193,15 @@ pub(crate) async fn run(cli: &Cli, command: &BusinessCommand, out: &mut dyn Writ
                         customers_reached_today: standing.customers_reached_today,
                         rating: visible(&standing.rating),
                         tier: visible(&standing.tier),
+                        tier_limit: (standing.tier_limit != 0).then_some(standing.tier_limit),
+                        tier_overridden: standing.tier_overridden,
+                        customers_reached_24h: standing.customers_reached_24h,
+                        customers_reached_7d: standing.customers_reached_7d,
+                        next_slot_at_ms: (standing.next_slot_at_ms != 0)
+                            .then_some(standing.next_slot_at_ms),
+                        next_evaluation_ms: standing.next_evaluation_ms,
+                        verified_reports_7d: standing.verified_reports_7d,
+                        blocks_7d: standing.blocks_7d,
                     },
                 )?;
             } else {
@@ -220,9 +229,30 @@ pub(crate) async fn run(cli: &Cli, command: &BusinessCommand, out: &mut dyn Writ
                 };
                 say!(
                     out,
-                    "rating: {}; tier: {}",
+                    "rating: {}; tier: {}{}",
                     visible(&standing.rating),
-                    visible(tier)
+                    visible(tier),
+                    if standing.tier_overridden {
+                        " (set by the operator)"
+                    } else {
+                        ""
+                    }
+                );
+                let limit = match standing.tier_limit {
+                    0 => "unlimited".to_owned(),
+                    n => n.to_string(),
+                };
+                say!(
+                    out,
+                    "customers reached in the last 24 hours: {} of {limit}",
+                    standing.customers_reached_24h
+                );
+                say!(
+                    out,
+                    "in the last 7 days: {} customers reached, {} verified reports, {} blocks",
+                    standing.customers_reached_7d,
+                    standing.verified_reports_7d,
+                    standing.blocks_7d
                 );
             }
             Ok(0)

@@ -291,10 +291,28 @@ pub enum Record {
         categories: Vec<CategoryTotal>,
         /// Distinct customers reached with templates today (UTC).
         customers_reached_today: u64,
-        /// The quality rating ("not yet rated" until the relay rates).
+        /// The quality rating now: high, medium or low.
         rating: String,
-        /// The messaging tier (empty until the relay sets tiers).
+        /// The messaging tier in force, e.g. "1 (250 customers a day)".
         tier: String,
+        /// Its limit of distinct customers reached by business-initiated
+        /// conversations in a rolling 24 hours (absent: unlimited).
+        tier_limit: Option<u64>,
+        /// Whether the relay's operator fixed the tier.
+        tier_overridden: bool,
+        /// Customers counted towards the limit in the last 24 hours.
+        customers_reached_24h: u64,
+        /// Distinct customers reached in the last 7 days.
+        customers_reached_7d: u64,
+        /// When the oldest counted customer leaves the 24 hours (ms since
+        /// the epoch; absent: none).
+        next_slot_at_ms: Option<u64>,
+        /// When the relay next evaluates the tier (ms since the epoch).
+        next_evaluation_ms: u64,
+        /// Verified reports against the business in the last 7 days.
+        verified_reports_7d: u64,
+        /// Customers' blocks of it in the last 7 days.
+        blocks_7d: u64,
     },
     /// `requests list`: an account whose messages wait as a request.
     MessageRequest {

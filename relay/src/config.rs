@@ -65,6 +65,10 @@ pub struct Config {
     /// Attachments (the `[blobs]` table): sizes per kind, the quota per
     /// account, how long blobs are kept.
     pub blobs: crate::blobs::BlobLimits,
+    /// Quality rating and messaging tiers (the `[tiers]` table): the tier
+    /// limits and the rating thresholds (docs/OPERATIONS.md, "Quality
+    /// rating and messaging tiers").
+    pub tiers: crate::quality::TiersConfig,
 }
 
 /// Default price of a utility template outside the window: £0.005.
@@ -366,6 +370,7 @@ impl Default for Config {
             limits: Limits::default(),
             rates: RatesConfig::default(),
             blobs: crate::blobs::BlobLimits::default(),
+            tiers: crate::quality::TiersConfig::default(),
         }
     }
 }
@@ -462,6 +467,10 @@ impl Config {
             .rates
             .card()
             .map_err(<toml::de::Error as serde::de::Error>::custom)?;
+        config
+            .tiers
+            .check()
+            .map_err(<toml::de::Error as serde::de::Error>::custom)?;
         Ok(config)
     }
 }
@@ -534,5 +543,34 @@ mod tests {
         let currency = full.replace("EUR", "euro");
         assert!(Config::from_toml(&currency).is_err());
         Ok(())
+    }
+
+    #[test]
+    fn the_tiers_table_sets_limits_and_thresholds_or_is_refused() {
+        let default = Config::from_toml("").expect("empty config");
+        assert_eq!(default.tiers, crate::quality::TiersConfig::default());
+        let config = Config::from_toml(
+            "[tiers]\nlimits = [3, 6, 9, 12]\nlow_permille = 300\nmedium_permille = 100\n",
+        )
+        .expect("small tiers");
+        assert_eq!(
+            config.tiers.tier_limits(),
+            crate::policy::quality::TierLimits([3, 6, 9, 12])
+        );
+        assert_eq!(config.tiers.rating_rules().low_permille, 300);
+        for bad in [
+            "[tiers]\nlimits = [3, 3, 9, 12]\n",
+            "[tiers]\nlimits = [0, 6, 9, 12]\n",
+            "[tiers]\nlimits = [3, 6, 9]\n",
+            "[tiers]\nmedium_permille = 0\n",
+            "[tiers]\nmedium_permille = 50\nlow_permille = 40\n",
+            "[tiers]\nspeed = 1\n",
+        ] {
+            let error = Config::from_toml(bad).err().map(|e| e.to_string());
+            assert!(
+                error.is_some_and(|e| e.contains("tiers") || e.contains("speed")),
+                "{bad}"
+            );
+        }
     }
 }

@@ -151,6 +151,24 @@ pub enum RelayError {
     /// what to do).
     #[error("{0}")]
     QuotaExceeded(String),
+    /// A business reached as many distinct customers by
+    /// business-initiated conversations in 24 hours as its messaging tier
+    /// allows (`QUOTA_EXCEEDED`, with the time to retry).
+    #[error(
+        "this business reached {limit} distinct customers with business-initiated conversations \
+         in the last 24 hours, the limit of its messaging tier; a new customer can be reached \
+         in {retry_after_ms} ms (at {retry_at_ms} ms since the epoch); replies inside a \
+         customer's 24-hour window and templates to customers reached in the last 24 hours are \
+         not limited"
+    )]
+    TierLimit {
+        /// The tier's limit.
+        limit: u64,
+        /// When a customer's slot frees, ms since the epoch.
+        retry_at_ms: u64,
+        /// How long from the refusal until then.
+        retry_after_ms: u64,
+    },
     /// A template category naming no template the operator approved for
     /// the sender, or approved under another category.
     #[error("{0}")]
@@ -248,6 +266,7 @@ impl RelayError {
             Self::NoConsent(_) => ErrorCode::NoConsent,
             Self::TemplateNotApproved(_) => ErrorCode::TemplateNotApproved,
             Self::QuotaExceeded(_) => ErrorCode::QuotaExceeded,
+            Self::TierLimit { .. } => ErrorCode::QuotaExceeded,
             Self::StaleConsent { .. } => ErrorCode::StaleConsent,
             Self::BadDeliverySignature(_) => ErrorCode::BadDeliverySignature,
             Self::FrankingRequired { .. } => ErrorCode::FrankingRequired,
@@ -281,6 +300,7 @@ impl RelayError {
         };
         let retry_after_ms = match self {
             Self::RateLimited { retry_after_ms, .. } => *retry_after_ms,
+            Self::TierLimit { retry_after_ms, .. } => *retry_after_ms,
             Self::Storage(StorageError::Full) => STORAGE_FULL_RETRY_MS,
             _ => 0,
         };

@@ -14,6 +14,8 @@
 //! - [`billing`]: each business's bill as a hash chain of billed lines,
 //!   its totals, and the operator's CSV / JSON export.
 //! - [`policy`]: the pure decision on a send (accept, refuse, bill).
+//! - [`quality`]: each business's quality rating and messaging tier,
+//!   gathered from reports, blocks and reach, evaluated lazily.
 //! - [`clock`]: the clock of the time rules (never goes back; persisted mark).
 //! - [`storage`]: storage by role ([`Backend`] bundles them) and the
 //!   embedded sled + mail log backend (group commit).
@@ -58,6 +60,7 @@ pub mod metrics;
 pub mod operator;
 pub mod phone;
 pub mod policy;
+pub mod quality;
 pub mod server;
 mod session;
 pub mod shutdown;

@@ -55,6 +55,9 @@ pub enum ServerError {
     /// The rate card in the configuration is refused.
     #[error("rate card: {0}; see docs/OPERATIONS.md, \"Rate card\"")]
     RateCard(String),
+    /// The `[tiers]` table in the configuration is refused.
+    #[error("{0}; see docs/OPERATIONS.md, \"Quality rating and messaging tiers\"")]
+    Tiers(String),
 }
 
 /// Pluggable parts of a relay, beyond the configuration.
@@ -192,6 +195,7 @@ pub async fn run_with_storage<S: Backend + std::fmt::Debug>(
         clock,
     } = services;
     let rate_card = config.rates.card().map_err(ServerError::RateCard)?;
+    config.tiers.check().map_err(ServerError::Tiers)?;
     // A wall clock stepped back while the relay was down does not take
     // the time rules back with it.
     clock.raise_to(store.clock_mark().await?);
@@ -279,6 +283,7 @@ pub async fn run_with_storage<S: Backend + std::fmt::Debug>(
         auth_attempts = limits.auth_attempts,
         unauthenticated_account_ttl_ms = limits.unauthenticated_account_ttl_ms,
         require_phone_for_business = limits.require_phone_for_business,
+        tier_limits = ?relay.config.tiers.limits,
         "settings in effect"
     );
     let mut accept = Listener {

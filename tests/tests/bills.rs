@@ -238,7 +238,9 @@ async fn a_business_verifies_its_bill_and_every_tampering_is_named() {
     // The business's standing says the same.
     let standing = shop.standing().await.expect("standing");
     assert_eq!((standing.lines, standing.total_millionths), (3, 100_000));
-    assert_eq!(standing.rating, "not yet rated");
+    assert_eq!(standing.rating, "high");
+    assert_eq!(standing.tier, "1 (250 customers a day)");
+    assert_eq!(standing.tier_limit, 250);
     assert_eq!(standing.customers_reached_today, 1);
     assert_eq!(standing.currency, "GBP");
 
@@ -369,7 +371,9 @@ async fn a_business_verifies_its_bill_and_every_tampering_is_named() {
     assert_eq!(status["type"], "standing");
     assert_eq!(status["total_millionths"], 100_000);
     assert_eq!(status["total"], "0.10");
-    assert_eq!(status["rating"], "not yet rated");
+    assert_eq!(status["rating"], "high");
+    assert_eq!(status["tier"], "1 (250 customers a day)");
+    assert_eq!(status["tier_limit"], 250);
     // A customer's `business status` is refused.
     customer.close().await.expect("close");
     let refused = comptoir((&dirs[0], "customer pass"), &relay, &["business", "status"]).await;

@@ -61,6 +61,10 @@ pub struct BusinessBody {
     /// `none`), for its quality rating.
     #[serde(default)]
     pub blocks: std::collections::BTreeMap<String, u64>,
+    /// Its quality rating, messaging tier and usage (absent for an
+    /// account that is not a business account).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<super::quality::QualityBody>,
 }
 
 /// The body of `POST …/verify` (optional).
@@ -111,6 +115,7 @@ fn body(account: AccountId, stored: &StoredBusiness, now_ms: u64) -> BusinessBod
             _ => false,
         },
         blocks: std::collections::BTreeMap::new(),
+        quality: None,
     }
 }
 
@@ -126,6 +131,15 @@ async fn full_body<S: Backend>(
             .blocks
             .entry(reason_name(reason).to_owned())
             .or_insert(0) += count;
+    }
+    let is_business = state
+        .relay
+        .store
+        .account_record(account)
+        .await?
+        .is_some_and(|r| r.kind == crate::storage::Kind::Business);
+    if is_business {
+        shown.quality = Some(super::quality::quality_of(state, account).await?);
     }
     Ok(shown)
 }

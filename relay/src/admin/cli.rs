@@ -127,10 +127,19 @@ pub enum ReportsCommand {
 /// `relay admin business …`.
 #[derive(Debug, clap::Subcommand)]
 pub enum BusinessCommand {
-    /// A business's published profile and its certificate state.
+    /// A business's published profile, its certificate state, and its
+    /// quality rating, messaging tier and usage (only those when it
+    /// published no profile).
     Show {
         /// The business's account id (32 hex digits).
         account: String,
+    },
+    /// Fix the business's messaging tier, or give it back to evaluation.
+    Tier {
+        /// The business's account id (32 hex digits).
+        account: String,
+        /// `1` to `5` (`5`, or `unlimited`, has no limit), or `auto`.
+        tier: String,
     },
     /// Certify the business's published profile: the operator key signs a
     /// certificate of its account key, display name and profile, and the
@@ -291,7 +300,19 @@ async fn execute(
         }
         AdminCommand::Business(command) => {
             let answer = match command {
-                BusinessCommand::Show { account } => client.business(account).await?,
+                BusinessCommand::Show { account } => match client.business(account).await {
+                    Err(AdminClientError::Refused { error, .. }) if error == "unknown_business" => {
+                        return serde_json::to_value(client.business_quality(account).await?)
+                            .map(|v| vec![serde_json::json!({ "quality": v })])
+                            .map_err(|e| client.protocol(format!("cannot print the answer: {e}")));
+                    }
+                    answer => answer?,
+                },
+                BusinessCommand::Tier { account, tier } => {
+                    return serde_json::to_value(client.set_business_tier(account, tier).await?)
+                        .map(|v| vec![v])
+                        .map_err(|e| client.protocol(format!("cannot print the answer: {e}")));
+                }
                 BusinessCommand::Verify { account, days } => {
                     client.verify_business(account, Some(*days)).await?
                 }

@@ -142,6 +142,34 @@ impl AdminClient {
             .await
     }
 
+    /// A business's quality rating, messaging tier and usage.
+    pub async fn business_quality(
+        &self,
+        account: &str,
+    ) -> Result<super::quality::QualityBody, AdminClientError> {
+        self.call(
+            Method::GET,
+            &format!("/v1/businesses/{account}/quality"),
+            None,
+        )
+        .await
+    }
+
+    /// Fix a business's messaging tier (`1` to `5`, `unlimited`) or give
+    /// it back to evaluation (`auto`).
+    pub async fn set_business_tier(
+        &self,
+        account: &str,
+        tier: &str,
+    ) -> Result<super::quality::QualityBody, AdminClientError> {
+        self.call(
+            Method::POST,
+            &format!("/v1/businesses/{account}/tier"),
+            Some(serde_json::json!({ "tier": tier })),
+        )
+        .await
+    }
+
     /// Certify a business's published profile for `days` (default 365).
     pub async fn verify_business(
         &self,

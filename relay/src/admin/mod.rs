@@ -11,6 +11,8 @@
 //! - [`templates`]: reviewing templates (list, show, approve, reject,
 //!   revoke); approvals and revocations are signed by the operator key.
 //! - [`bills`]: exporting a business's bill (CSV or JSON, with totals).
+//! - [`quality`]: a business's quality rating, messaging tier and usage,
+//!   and the operator's override of the tier.
 //! - [`reports`]: reviewing reports (list, show): each is opened with the
 //!   operator key and verified (relay tag, franking commitment, labels).
 //! - [`client`]: a small HTTP/1.1 client of the API (the CLI and tests).
@@ -20,6 +22,7 @@ pub mod bills;
 pub mod businesses;
 pub mod cli;
 pub mod client;
+pub mod quality;
 pub mod reports;
 pub mod templates;
 
@@ -52,6 +55,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/businesses/{account}"),
     ("post", "/v1/businesses/{account}/verify"),
     ("post", "/v1/businesses/{account}/revoke"),
+    ("get", "/v1/businesses/{account}/quality"),
+    ("post", "/v1/businesses/{account}/tier"),
     ("get", "/v1/bills/{account}"),
     ("get", "/v1/reports"),
     ("get", "/v1/reports/{report_id}"),
@@ -91,6 +96,9 @@ pub enum AdminError {
     /// No business published a profile under this account.
     #[error("this account published no business profile: the business publishes its profile first")]
     UnknownBusiness,
+    /// The account is unknown or not a business account.
+    #[error("no business account has this id: a business registers as one first")]
+    NotABusiness,
     /// No template has this id.
     #[error("no template has this id: list them with `relay admin templates list`")]
     UnknownTemplate,
@@ -122,7 +130,8 @@ impl AdminError {
             Self::NotFound
             | Self::UnknownTemplate
             | Self::UnknownBusiness
-            | Self::UnknownReport => StatusCode::NOT_FOUND,
+            | Self::UnknownReport
+            | Self::NotABusiness => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Storage => StatusCode::INTERNAL_SERVER_ERROR,
@@ -135,6 +144,7 @@ impl AdminError {
             Self::NotFound => "not_found",
             Self::UnknownTemplate => "unknown_template",
             Self::UnknownBusiness => "unknown_business",
+            Self::NotABusiness => "not_a_business",
             Self::UnknownReport => "unknown_report",
             Self::BadRequest(_) => "bad_request",
             Self::Conflict(_) => "conflict",
@@ -195,6 +205,11 @@ pub fn router<S: Backend>(state: Arc<AdminState<S>>) -> Router {
         .route(
             "/v1/businesses/{account}/revoke",
             post(businesses::revoke::<S>),
+        )
+        .route("/v1/businesses/{account}/quality", get(quality::show::<S>))
+        .route(
+            "/v1/businesses/{account}/tier",
+            post(quality::set_tier::<S>),
         )
         .route("/v1/bills/{account}", get(bills::export::<S>))
         .route("/v1/reports", get(reports::list::<S>))

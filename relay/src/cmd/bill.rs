@@ -2,7 +2,8 @@
 //! its hash chain, the head signed now by the operator key, the signed rate
 //! card) and its standing. Only the authenticated business's own chain is
 //! ever read (the request names no business); a customer is refused with
-//! `ACCOUNT_KIND`.
+//! `ACCOUNT_KIND`. The standing carries the quality rating and messaging
+//! tier ([`crate::quality`]); asking for it evaluates the tier if due.
 
 use comptoir_protocol::AccountId;
 use comptoir_protocol::bill::{BILLED_CATEGORIES, BillHead};
@@ -13,6 +14,7 @@ use crate::billing;
 use crate::error::RelayError;
 use crate::frame;
 use crate::policy::kind_of;
+use crate::policy::quality::REACH_WINDOW_MS;
 use crate::session::{Reply, Session};
 use crate::storage::Backend;
 use crate::storage::mail_log::DAY_MS;
@@ -20,10 +22,6 @@ use crate::storage::mail_log::DAY_MS;
 /// Lines per `Bill` frame when the request asks for none (or more): each
 /// line is about 330 bytes, so a page stays well inside a frame.
 pub(crate) const BILL_PAGE_LINES: usize = 400;
-
-/// What a `Standing` says of rating and tier until the relay rates
-/// businesses (issue 14 item 5).
-pub(crate) const NOT_YET_RATED: &str = "not yet rated";
 
 async fn business_of<S: Backend>(session: &Session<S>) -> Result<AccountId, RelayError> {
     let account = device(session)?.account;
@@ -86,8 +84,11 @@ pub(crate) async fn standing<S: Backend>(
     let relay = &session.relay;
     let chain = billing::chain_of(&relay.store, &relay.rate_card, business).await?;
     let totals = billing::totals(&chain.lines);
-    let day = u32::try_from(relay.clock.now_ms() / DAY_MS).unwrap_or(u32::MAX);
+    let now_ms = relay.clock.now_ms();
+    let day = u32::try_from(now_ms / DAY_MS).unwrap_or(u32::MAX);
     let customers_reached_today = relay.store.customers_reached(business, day).await?;
+    let quality = crate::quality::standing(relay, business, now_ms).await?;
+    let limits = relay.config.tiers.tier_limits();
     Ok(Reply::Frame(frame::server(
         request_id,
         Body::Standing(wire::Standing {
@@ -104,8 +105,19 @@ pub(crate) async fn standing<S: Backend>(
                 .collect(),
             currency: relay.rate_card.currency.clone(),
             customers_reached_today,
-            rating: NOT_YET_RATED.into(),
-            tier: String::new(),
+            rating: quality.rating.name().into(),
+            tier: quality.tier_name(&limits),
+            tier_limit: quality.limit.unwrap_or(0),
+            customers_reached_24h: quality.window.used,
+            customers_reached_7d: quality.signals.customers_reached,
+            next_slot_at_ms: quality
+                .window
+                .oldest_ms
+                .map_or(0, |at| at.saturating_add(REACH_WINDOW_MS)),
+            tier_overridden: quality.state.overridden.is_some(),
+            next_evaluation_ms: quality.state.next_evaluation_ms(),
+            verified_reports_7d: quality.signals.verified_reports,
+            blocks_7d: quality.signals.block_reasons.len() as u64,
         }),
     )))
 }

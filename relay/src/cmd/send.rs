@@ -21,7 +21,8 @@ use crate::policy::{
 use crate::session::{Completion, EncodeFrame, Reply, Session};
 use crate::storage::{
     AcceptEffects, AccountRecord, Billed, BilledCategory, ConsentSeen, Directory, Enqueued,
-    FirstContacts, MESSAGE_ID_LEN, Mailbox, NewMessage, StoredDeviceList, Templates,
+    FirstContacts, MESSAGE_ID_LEN, Mailbox, NewMessage, Quality, ReachLimit, Reports,
+    StoredDeviceList, Templates,
 };
 
 const DAY_MS: u64 = 24 * 60 * 60 * 1000;
@@ -31,7 +32,7 @@ pub(crate) const MAX_TEMPLATE_ID_LEN: usize = 128;
 /// Longest franking tag a send may carry (an HMAC-SHA256 is 32 bytes).
 pub(crate) const MAX_FRANKING_TAG_LEN: usize = 64;
 
-pub(crate) async fn send<S: Directory + Mailbox + Templates + FirstContacts>(
+pub(crate) async fn send<S: Directory + Mailbox + Templates + FirstContacts + Quality + Reports>(
     session: &mut Session<S>,
     request_id: u64,
     request: wire::Send,
@@ -41,7 +42,9 @@ pub(crate) async fn send<S: Directory + Mailbox + Templates + FirstContacts>(
 
 /// [`send`], with the copies expiring at `expires_by_ms` at the latest
 /// (a Status key expires with its post: `cmd::status`).
-pub(crate) async fn send_expiring_by<S: Directory + Mailbox + Templates + FirstContacts>(
+pub(crate) async fn send_expiring_by<
+    S: Directory + Mailbox + Templates + FirstContacts + Quality + Reports,
+>(
     session: &mut Session<S>,
     request_id: u64,
     request: wire::Send,
@@ -254,6 +257,18 @@ pub(crate) async fn send_expiring_by<S: Directory + Mailbox + Templates + FirstC
         request.category,
         sender == recipient,
     );
+    // A business-initiated conversation (a template outside the customer's
+    // window) is held to the business's messaging tier; the store counts
+    // and checks it with the accept.
+    let reach = if accounting.business_initiated
+        && !policy::window_open(customer_wrote_at_ms, server_timestamp_ms)
+    {
+        Some(ReachLimit {
+            limit: crate::quality::limit_for_send(&relay, sender, server_timestamp_ms).await?,
+        })
+    } else {
+        None
+    };
     let effects = AcceptEffects {
         // A re-sent message is not a new one: it never opens the window.
         customer_wrote_to: (accounting.opens_window && !resend).then_some(recipient),
@@ -279,6 +294,7 @@ pub(crate) async fn send_expiring_by<S: Directory + Mailbox + Templates + FirstC
         }),
         consent_seen,
         block_epoch_seen,
+        reach,
     };
     let message = NewMessage {
         effects,
@@ -392,6 +408,11 @@ async fn finish<S: Mailbox>(
             limit: max_queue,
         },
         Ok(Enqueued::BlockedMeanwhile) => RelayError::Blocked,
+        Ok(Enqueued::QuotaExceeded { limit, retry_at_ms }) => RelayError::TierLimit {
+            limit,
+            retry_at_ms,
+            retry_after_ms: retry_at_ms.saturating_sub(server_timestamp_ms),
+        },
         Ok(Enqueued::ConsentChanged) => RelayError::NoConsent(
             "the customer's consent for this business changed while this send was being \
              accepted; nothing was stored: send it again"

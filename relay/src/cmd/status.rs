@@ -18,7 +18,7 @@ use crate::session::{Reply, Session};
 use crate::status_posts::{
     AudienceInput, POST_ID_LEN, PostId, PostRefused, Posted, STATUS_TTL_MS, StatusPost, qualifies,
 };
-use crate::storage::{Directory, FirstContacts, Mailbox, Templates};
+use crate::storage::{Directory, FirstContacts, Mailbox, Quality, Reports, Templates};
 
 fn post_id(bytes: &[u8]) -> Result<PostId, RelayError> {
     PostId::try_from(bytes).map_err(|_| {
@@ -83,7 +83,9 @@ pub(crate) async fn post<S>(
 /// Accept a Status key for one recipient account: a live post of the
 /// sender, a control send, a qualifying recipient; then an ordinary send
 /// whose copies expire with the post.
-pub(crate) async fn send_key<S: Directory + Mailbox + Templates + FirstContacts>(
+pub(crate) async fn send_key<
+    S: Directory + Mailbox + Templates + FirstContacts + Quality + Reports,
+>(
     session: &mut Session<S>,
     request_id: u64,
     request: wire::SendStatusKey,

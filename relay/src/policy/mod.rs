@@ -41,7 +41,11 @@
 //! an accepted send is billed and [`price`] fixes its price from the rate
 //! card at accept (the handler stores both in the ledger entry);
 //! [`Decision::AcceptAndBill`] is not produced.
+//!
+//! [`quality`] rates businesses and sets their messaging tiers (the limit
+//! of customers a business reaches in 24 hours), applied at accept.
 
+pub mod quality;
 #[cfg(test)]
 mod tests;
 

@@ -76,6 +76,20 @@ pub struct AcceptEffects {
     /// was decided ([`Mailbox::block_epoch`]): if it blocked it since,
     /// nothing is stored and [`Enqueued::BlockedMeanwhile`] is returned.
     pub block_epoch_seen: u64,
+    /// A business-initiated conversation (a template outside the
+    /// customer's window) held to the business's messaging tier: the
+    /// store counts the recipient towards the limit unless it was
+    /// counted in the last 24 hours, or refuses with
+    /// [`Enqueued::QuotaExceeded`], in the same step as the write.
+    pub reach: Option<ReachLimit>,
+}
+
+/// The messaging tier limit a business-initiated send is held to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReachLimit {
+    /// Distinct customers the business may reach in 24 hours (`None`:
+    /// unlimited; the reach is still counted).
+    pub limit: Option<u64>,
 }
 
 /// The ledger's part of a billed send, before its accept id is known.
@@ -130,6 +144,14 @@ pub enum Enqueued {
     /// The recipient blocked the sender after the send was decided:
     /// nothing written.
     BlockedMeanwhile,
+    /// The business reached as many distinct customers in the last 24
+    /// hours as its messaging tier allows: nothing written.
+    QuotaExceeded {
+        /// The limit.
+        limit: u64,
+        /// When the oldest of those reaches leaves the 24 hours.
+        retry_at_ms: u64,
+    },
 }
 
 /// One queued envelope as the embedded mail log returns it (its position

@@ -26,6 +26,8 @@
 //!   and new conversations per account and day.
 //! - [`Reports`] ([`reports`]): reports filed by recipients, sealed to
 //!   the operator's key.
+//! - [`Quality`] ([`quality`]): each business's messaging tier and the
+//!   block and reach history its quality rating is computed from.
 //! - [`Lifecycle`]: flush and close, for the backend as a whole.
 //!
 //! [`report`] reads a stopped data directory's accounting (ledger,
@@ -68,6 +70,7 @@ pub mod keys;
 pub mod ledger;
 pub mod mail_log;
 pub mod mailbox;
+pub mod quality;
 pub mod report;
 pub mod reports;
 pub mod sled;
@@ -92,8 +95,9 @@ pub use self::ledger::{
 };
 pub use self::mailbox::{
     AcceptEffects, AckOf, Acked, Billed, Cursor, Enqueued, Mailbox, NewMessage, QueuedEnvelope,
-    QueuedMail, QueuedReceipt, QuotaCounts,
+    QueuedMail, QueuedReceipt, QuotaCounts, ReachLimit,
 };
+pub use self::quality::Quality;
 pub use self::reports::{Filed, KeptReport, Reports};
 pub use self::sled::SledStore;
 pub use self::templates::{SignedApproval, StoredTemplate, Templates};
@@ -161,6 +165,7 @@ pub trait Backend:
     + ConsentRequests
     + FirstContacts
     + Reports
+    + Quality
     + Lifecycle
 {
 }
@@ -175,6 +180,7 @@ impl<
         + ConsentRequests
         + FirstContacts
         + Reports
+        + Quality
         + Lifecycle,
 > Backend for T
 {

@@ -255,7 +255,7 @@ pub struct SledStore {
     accounts: Tree,
     records: Tree,
     prekeys: Tree,
-    mail: MailLog,
+    pub(super) mail: MailLog,
     blocks: Tree,
     phones: Tree,
     names: Tree,
@@ -279,6 +279,8 @@ pub struct SledStore {
     pub(super) first_contacts: Tree,
     /// Reports sealed to the operator (see `storage::reports`).
     pub(super) reports: Tree,
+    /// Each business's messaging tier (see `storage::quality`).
+    pub(super) tiers: Tree,
     pub(super) committer: Committer,
     /// Dropped last: the directory is free once every handle is gone.
     _dir_lock: Arc<DirLock>,
@@ -525,6 +527,7 @@ impl SledStore {
             consent_requests: tree("consent_requests")?,
             first_contacts: tree("first_contacts")?,
             reports: tree("reports")?,
+            tiers: tree("tiers")?,
             committer: Committer::start(db, metrics)?,
             _dir_lock: dir_lock,
         })

@@ -259,6 +259,14 @@ fn checkpoint(shared: &Shared, capture: Capture) -> StorageResult<()> {
             write_out(&mut writer, &mut written)?;
         }
     }
+    for (business, reach) in &accounting.reaches {
+        for (customer, &ms) in &reach.last {
+            writer.reach(business, customer, ms);
+        }
+        if writer.len() >= 1 << 20 {
+            write_out(&mut writer, &mut written)?;
+        }
+    }
     // The ledger is carried by every checkpoint (it is append-only and
     // never expires here; see docs/STORAGE.md).
     for entry in accounting.ledger.values() {

@@ -3,7 +3,7 @@
 //! by replaying the segments at open, then kept in step with every append.
 //! Envelope bytes stay on disk; the index keeps where they are.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use comptoir_protocol::AccountId;
 
@@ -158,6 +158,9 @@ pub(crate) struct Accounting {
     /// (business, UTC day) → customers reached by business-initiated
     /// conversations.
     pub(crate) reached: HashMap<(AccountId, u32), HashSet<AccountId>>,
+    /// Business → the customers counted towards its messaging tier limit
+    /// (kept 7 days).
+    pub(crate) reaches: HashMap<AccountId, BusinessReach>,
     /// Ledger entries by accept id.
     pub(crate) ledger: BTreeMap<u64, LedgerEntry>,
     /// Signed first deliveries of billed sends by accept id (the first
@@ -193,6 +196,69 @@ impl Accounting {
         }
     }
 
+    /// Note a customer counted towards a business's tier limit (keeps
+    /// the latest).
+    pub(crate) fn reach(&mut self, business: AccountId, customer: AccountId, ms: u64) {
+        let reach = self.reaches.entry(business).or_default();
+        let last = reach.last.entry(customer).or_insert(0);
+        if ms >= *last {
+            *last = ms;
+            reach.window.insert((ms, customer));
+        }
+    }
+
+    /// `business`'s customers counted in the 24 hours before `now_ms`,
+    /// dropping older ones from its window first: for the accept, which
+    /// asks with the relay's clock (it never goes back), in time
+    /// logarithmic in the window's size.
+    pub(crate) fn reach_window(
+        &mut self,
+        business: AccountId,
+        now_ms: u64,
+    ) -> crate::policy::quality::ReachWindow {
+        use crate::policy::quality::{REACH_WINDOW_MS, ReachWindow};
+        let Some(reach) = self.reaches.get_mut(&business) else {
+            return ReachWindow::default();
+        };
+        while let Some(&(at, _)) = reach.window.first() {
+            if now_ms < at.saturating_add(REACH_WINDOW_MS) {
+                break;
+            }
+            reach.window.pop_first();
+        }
+        ReachWindow {
+            used: reach.window.len() as u64,
+            oldest_ms: reach.window.first().map(|&(at, _)| at),
+        }
+    }
+
+    /// `business`'s customers counted in the 24 hours before `now_ms`
+    /// and how many in the 7 days before it, changing nothing (for the
+    /// standing and the operator: linear in the customers of 7 days).
+    pub(crate) fn reach_usage(
+        &self,
+        business: AccountId,
+        now_ms: u64,
+    ) -> (crate::policy::quality::ReachWindow, u64) {
+        use crate::policy::quality::{RATING_WINDOW_MS, REACH_WINDOW_MS, ReachWindow};
+        let mut window = ReachWindow::default();
+        let Some(reach) = self.reaches.get(&business) else {
+            return (window, 0);
+        };
+        for &(at, _) in &reach.window {
+            if now_ms < at.saturating_add(REACH_WINDOW_MS) {
+                window.used += 1;
+                window.oldest_ms = Some(window.oldest_ms.map_or(at, |o: u64| o.min(at)));
+            }
+        }
+        let week = reach
+            .last
+            .values()
+            .filter(|&&at| now_ms < at.saturating_add(RATING_WINDOW_MS))
+            .count() as u64;
+        (window, week)
+    }
+
     /// Note a sender's count for a day (keeps the highest).
     pub(crate) fn quota(&mut self, sender: AccountId, day: u32, accepted: u64) {
         let n = self.quotas.entry((sender, day)).or_insert(accepted);
@@ -217,6 +283,34 @@ impl Accounting {
         self.quotas.retain(|(_, day), _| *day >= first_day);
         self.reached.retain(|(_, day), _| *day >= first_day);
     }
+
+    /// Forget reaches 7 days old or older at `now_ms`: they count for
+    /// neither the tier limit nor the rating.
+    pub(crate) fn expire_reaches(&mut self, now_ms: u64) {
+        use crate::policy::quality::{RATING_WINDOW_MS, REACH_WINDOW_MS};
+        self.reaches.retain(|_, reach| {
+            reach
+                .last
+                .retain(|_, at| now_ms < at.saturating_add(RATING_WINDOW_MS));
+            reach
+                .window
+                .retain(|(at, _)| now_ms < at.saturating_add(REACH_WINDOW_MS));
+            !reach.last.is_empty()
+        });
+    }
+}
+
+/// The customers one business reached by business-initiated
+/// conversations, as counted towards its messaging tier limit.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct BusinessReach {
+    /// Customer → accept time of the conversation that last counted it
+    /// (the last 7 days: the rating's audience, the tier's usage).
+    pub(crate) last: HashMap<AccountId, u64>,
+    /// (accept time, customer) of the counts of the last 24 hours, by
+    /// time (an older entry of a customer counted again leaves with its
+    /// time).
+    pub(crate) window: BTreeSet<(u64, AccountId)>,
 }
 
 /// Everything queued, plus the idempotency entries.

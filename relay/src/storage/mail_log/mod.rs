@@ -604,6 +604,33 @@ impl MailLog {
                 if epoch != message.effects.block_epoch_seen {
                     return Ok(Enqueued::BlockedMeanwhile);
                 }
+                // The messaging tier: the count and the limit are read
+                // and written under this lock, with the copies.
+                let reach = match message.effects.reach {
+                    None => None,
+                    Some(limit) => {
+                        use crate::policy::quality::{ReachAdmission, admit_reach};
+                        let accounting = &mut state.index.accounting;
+                        let window =
+                            accounting.reach_window(message.sender, message.server_timestamp_ms);
+                        let last = accounting
+                            .reaches
+                            .get(&message.sender)
+                            .and_then(|r| r.last.get(&message.recipient))
+                            .copied();
+                        match admit_reach(last, window, limit.limit, message.server_timestamp_ms) {
+                            ReachAdmission::AlreadyReached => None,
+                            ReachAdmission::Counts => Some((
+                                message.sender,
+                                message.recipient,
+                                message.server_timestamp_ms,
+                            )),
+                            ReachAdmission::OverLimit { retry_at_ms, limit } => {
+                                return Ok(Enqueued::QuotaExceeded { limit, retry_at_ms });
+                            }
+                        }
+                    }
+                };
                 if let Some(seen) = &message.effects.consent_seen {
                     let now = state
                         .index
@@ -634,7 +661,8 @@ impl MailLog {
                     .zip(first_seq..)
                     .map(|((device, envelope), seq)| (*device, seq, envelope.as_slice()))
                     .collect();
-                let effects = accept_effects(&state.index.accounting, &message, accept_id);
+                let mut effects = accept_effects(&state.index.accounting, &message, accept_id);
+                effects.reach = reach;
                 let (segment, start, offsets) = state.append(shared.options.segment_bytes, |w| {
                     // One group: the copies and everything the accept
                     // changes besides are durable together or not at all.
@@ -855,6 +883,17 @@ impl MailLog {
             .reached
             .get(&(business, day))
             .map_or(0, |set| set.len() as u64)
+    }
+
+    /// `business`'s customers counted towards its messaging tier in the
+    /// 24 hours before `now_ms`, and in the 7 days before it.
+    pub fn reach_usage(
+        &self,
+        business: AccountId,
+        now_ms: u64,
+    ) -> (crate::policy::quality::ReachWindow, u64) {
+        let state = self.shared().lock();
+        state.index.accounting.reach_usage(business, now_ms)
     }
 
     /// Every signed first delivery, in order of accept id.
@@ -1297,6 +1336,7 @@ impl MailLog {
             .index
             .accounting
             .expire_days(utc_day(now_ms).saturating_sub(1));
+        shared.lock().index.accounting.expire_reaches(now_ms);
         expired
     }
 
@@ -1555,6 +1595,11 @@ fn replay(
                 .or_default()
                 .insert(customer);
         }
+        Record::Reach {
+            business,
+            customer,
+            at_ms,
+        } => index.accounting.reach(business, customer, at_ms),
         Record::Ledger(entry) => {
             index.accounting.ledger.insert(entry.accept_id, entry);
         }
@@ -1595,6 +1640,8 @@ struct Effects {
     conversation: Option<(AccountId, AccountId, u64)>,
     quota: (AccountId, u32, u64),
     reached: Option<(AccountId, u32, AccountId)>,
+    /// (business, customer, time): counted towards the tier limit.
+    reach: Option<(AccountId, AccountId, u64)>,
     ledger: Option<LedgerEntry>,
 }
 
@@ -1617,6 +1664,8 @@ fn accept_effects(accounting: &index::Accounting, message: &NewMessage, accept_i
         reached: effects
             .business_reached
             .map(|customer| (sender, day, customer)),
+        // Decided by the caller, under the lock, with the limit.
+        reach: None,
         ledger: effects.billed.as_ref().map(|billed| LedgerEntry {
             accept_id,
             message_id: message.message_id,
@@ -1641,6 +1690,9 @@ impl Effects {
         if let Some((business, day, customer)) = &self.reached {
             w.reached(business, *day, customer);
         }
+        if let Some((business, customer, ms)) = &self.reach {
+            w.reach(business, customer, *ms);
+        }
         if let Some(entry) = &self.ledger {
             w.ledger(entry);
         }
@@ -1658,6 +1710,9 @@ impl Effects {
                 .entry((business, day))
                 .or_default()
                 .insert(customer);
+        }
+        if let Some((business, customer, ms)) = self.reach {
+            accounting.reach(business, customer, ms);
         }
         if let Some(entry) = self.ledger {
             accounting.ledger.insert(entry.accept_id, entry);

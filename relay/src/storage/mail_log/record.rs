@@ -41,6 +41,7 @@
 //! | 21 `Delivered` (chained) | as 17, then the relay's delivery time (8), position in the business's bill (8) |
 //! | 19 `BlockEpoch` | blocker (16), blocked (16), epoch (8) |
 //! | 18 `Consent` | customer (16), business (16), device (4), categories (1), issued (8), expires (8), counter (8), signature (64), revoked by block (1) |
+//! | 25 `Reach` | business (16), customer (16), accept time of the business-initiated conversation that counted the customer towards the tier limit (8) |
 //!
 //! Kinds 13 to 16 are what an accept commits besides its copies, in the
 //! same group as its `Message`: so the copies, the conversation state,
@@ -55,6 +56,12 @@
 //! Kind 19 counts the blocks of one (blocker, blocked) pair, in the same
 //! group as the `Removed` records of what the blocked account had queued
 //! for the blocker: an accept decided before the block is refused after it.
+//! Kind 25 is, like kinds 13 to 16, written by an accept in the group of
+//! its `Message`: a business-initiated conversation that counted its
+//! customer towards the business's messaging tier limit (the check and
+//! the count happen under the log's lock, so the limit holds against
+//! concurrent sends); replay keeps the latest time per pair, and
+//! checkpoints rewrite those of the last 7 days.
 //!
 //! Format 4 writes only kinds 4 to 7 and 9 to 12. The accept id of a send
 //! is the seq of its first copy: taken from the log's one sequence, so it
@@ -126,6 +133,7 @@ const KIND_CONSENT: u8 = 18;
 const KIND_BLOCK_EPOCH: u8 = 19;
 const KIND_LEDGER_PRICED: u8 = 20;
 const KIND_DELIVERED_CHAINED: u8 = 21;
+const KIND_REACH: u8 = 25;
 
 /// The accept id of a record written before accept ids existed (format 3
 /// and older): assigned at open (see `mail_log::legacy`). No real accept
@@ -282,6 +290,15 @@ pub(crate) enum Record<'a> {
         day: u32,
         /// The customer.
         customer: AccountId,
+    },
+    /// A customer counted towards a business's messaging tier limit.
+    Reach {
+        /// The business.
+        business: AccountId,
+        /// The customer.
+        customer: AccountId,
+        /// The accept time of the send that counted it.
+        at_ms: u64,
     },
     /// A ledger entry.
     Ledger(LedgerEntry),
@@ -588,6 +605,15 @@ impl Writer {
         self.close(start);
     }
 
+    /// Append a `Reach` record.
+    pub(crate) fn reach(&mut self, business: &AccountId, customer: &AccountId, at_ms: u64) {
+        let start = self.open(KIND_REACH);
+        self.buf.extend_from_slice(business.as_bytes());
+        self.buf.extend_from_slice(customer.as_bytes());
+        self.buf.extend_from_slice(&at_ms.to_be_bytes());
+        self.close(start);
+    }
+
     /// Append a `SeqFloor` record.
     pub(crate) fn seq_floor(&mut self, next: u64) {
         let start = self.open(KIND_SEQ_FLOOR);
@@ -824,6 +850,11 @@ pub(crate) fn decode(body: &[u8]) -> Result<Record<'_>, Malformed> {
                 chain_seq,
             })
         }
+        KIND_REACH => Record::Reach {
+            business: r.account()?,
+            customer: r.account()?,
+            at_ms: r.u64()?,
+        },
         KIND_BLOCK_EPOCH => Record::BlockEpoch {
             blocker: r.account()?,
             blocked: r.account()?,

@@ -1700,6 +1700,7 @@ async fn accept_effects_replay_once_across_reopen_and_checkpoints() -> TestResul
             }),
             consent_seen: None,
             block_epoch_seen: 0,
+            reach: None,
         };
         m
     };
@@ -1914,5 +1915,83 @@ async fn a_block_deletes_what_was_queued_and_refuses_an_accept_decided_before_it
         }
         log.close().await?;
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_tier_limit_is_checked_with_the_accept_and_reaches_outlive_replay_and_checkpoints()
+-> TestResult {
+    use crate::policy::quality::REACH_WINDOW_MS;
+    use crate::storage::{AcceptEffects, ReachLimit};
+    let dir = tempfile::tempdir()?;
+    // ALICE (a business) reaches customers 10, 11, … at `ts`, limit 2.
+    let reach = |id: u8, customer: u8, ts: u64| {
+        let mut m = message(id, &[1], 10);
+        m.recipient = account(customer);
+        m.server_timestamp_ms = ts;
+        m.effects = AcceptEffects {
+            reach: Some(ReachLimit { limit: Some(2) }),
+            ..AcceptEffects::default()
+        };
+        m
+    };
+    let t0 = base_ts();
+    let log = open(dir.path(), LogOptions::default());
+    stored_id(log.enqueue(reach(1, 10, t0), 100).await?);
+    stored_id(log.enqueue(reach(2, 11, t0 + 5), 100).await?);
+    // Customer 10 again: reached already, not counted, not refused.
+    stored_id(log.enqueue(reach(3, 10, t0 + 6), 100).await?);
+    assert_eq!(
+        log.enqueue(reach(4, 12, t0 + 7), 100).await?,
+        Enqueued::QuotaExceeded {
+            limit: 2,
+            retry_at_ms: t0 + REACH_WINDOW_MS
+        }
+    );
+    assert_eq!(
+        log.pending(account(12), 1, None, 10, 0)?.len(),
+        0,
+        "nothing stored"
+    );
+    let usage = |log: &MailLog, at: u64| {
+        let (window, week) = log.reach_usage(account(ALICE), at);
+        (window.used, window.oldest_ms, week)
+    };
+    assert_eq!(usage(&log, t0 + 7), (2, Some(t0), 2));
+    log.close().await?;
+    drop(log);
+    for checkpoint in [false, true, false] {
+        let log = open(dir.path(), LogOptions::default());
+        assert_eq!(
+            usage(&log, t0 + 7),
+            (2, Some(t0), 2),
+            "checkpoint {checkpoint}"
+        );
+        if checkpoint {
+            log.request_checkpoint().await?;
+        }
+        log.close().await?;
+    }
+    // 24 hours after the first reach its slot is free again.
+    let log = open(dir.path(), LogOptions::default());
+    let later = t0 + REACH_WINDOW_MS;
+    assert_eq!(usage(&log, later), (1, Some(t0 + 5), 2));
+    stored_id(log.enqueue(reach(5, 12, later), 100).await?);
+    assert_eq!(usage(&log, later), (2, Some(t0 + 5), 3));
+    // Once customer 11's count is 24 hours old, customer 10 counts again,
+    // once (its first count is gone from the window, not counted twice).
+    let again = t0 + 5 + REACH_WINDOW_MS;
+    stored_id(log.enqueue(reach(6, 10, again), 100).await?);
+    assert_eq!(usage(&log, again), (2, Some(later), 3));
+    assert!(matches!(
+        log.enqueue(reach(7, 11, again), 100).await?,
+        Enqueued::QuotaExceeded { limit: 2, .. }
+    ));
+    log.request_checkpoint().await?;
+    log.close().await?;
+    drop(log);
+    let log = open(dir.path(), LogOptions::default());
+    assert_eq!(usage(&log, again), (2, Some(later), 3));
+    log.close().await?;
     Ok(())
 }
