@@ -344,6 +344,11 @@ pub enum Command {
     /// ask customers for consent; anyone: show a business.
     #[command(subcommand)]
     Business(BusinessCommand),
+    /// Status: text, an image or a video of at most 30 s, shown for 24
+    /// hours to your conversations (a business: to customers who consented
+    /// to Status).
+    #[command(subcommand)]
+    Status(StatusCommand),
     /// Show the operator key this device trusts (pinned at the first
     /// connection), or pin another one after checking it with the operator.
     OperatorKey {
@@ -751,6 +756,51 @@ pub enum ConsentCategory {
     Authentication,
     /// Offers and promotions.
     Marketing,
+    /// The business's Status posts.
+    Status,
+}
+
+/// `comptoir status ...`
+#[derive(Debug, Subcommand)]
+pub enum StatusCommand {
+    /// Post a Status for 24 hours: encrypted once, uploaded once, its key
+    /// sent to each account you have a conversation with (and those named
+    /// with --to). A business's goes only to customers who consented to
+    /// Status: the relay refuses the others, and they are listed.
+    Post {
+        /// The text (at most 700 bytes).
+        #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+        text: Option<String>,
+        /// An image (.png, .jpg, .gif, .webp) or an MP4 video of at most
+        /// 30 seconds.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Also send it to this contact name or account id (repeatable).
+        #[arg(long = "to", value_name = "CONTACT")]
+        to: Vec<String>,
+    },
+    /// List the Status posts of the last 24 hours: who posted, when, what;
+    /// for yours, who chose to tell you they viewed it.
+    List,
+    /// Download a Status, check both digests and decrypt it: a text is
+    /// printed, a file written to --save-to. The poster learns you viewed
+    /// it only with --receipt.
+    View {
+        /// The post id (32 hex digits, or its first 8 or more).
+        id: String,
+        /// Where to write an image or video (it must not exist).
+        #[arg(long, value_name = "PATH")]
+        save_to: Option<PathBuf>,
+        /// Tell the poster you viewed it.
+        #[arg(long)]
+        receipt: bool,
+    },
+    /// Delete your Status before its 24 hours are up: at the relay, here,
+    /// and at each account it went to.
+    Delete {
+        /// The post id (32 hex digits, or its first 8 or more).
+        id: String,
+    },
 }
 
 /// `comptoir name ...`

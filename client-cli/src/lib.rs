@@ -16,6 +16,7 @@
 //!   written from flags, and answered.
 //! - [`json`]: the records `--output json` prints, one per line.
 //! - [`phone_number`]: phone numbers as typed, written in E.164.
+//! - [`status`]: `comptoir status post|list|view|delete` (24-hour Status).
 //! - [`template_values`]: template placeholder values as typed
 //!   (`--param NAME=VALUE`).
 //! - [`tui`]: the terminal UI (`comptoir tui`).
@@ -38,6 +39,7 @@ pub mod generate;
 pub mod interactive;
 pub mod json;
 pub mod phone_number;
+pub mod status;
 pub mod template_values;
 pub mod tui;
 
@@ -101,7 +103,8 @@ pub fn exit_code(error: &ClientError) -> u8 {
         ClientError::UnknownContact(_)
         | ClientError::UnknownPeer(_)
         | ClientError::NoSuchAccount(_)
-        | ClientError::NotFound(_) => 8,
+        | ClientError::NotFound(_)
+        | ClientError::Status(comptoir_client::status::StatusError::NotFound(_)) => 8,
         _ => 1,
     }
 }
@@ -1134,6 +1137,7 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::Business(command) => Box::pin(business::run(cli, command, out)).await,
+        Command::Status(command) => Box::pin(status::run(cli, command, out)).await,
         Command::OperatorKey { pin } => {
             let client = open(cli)?;
             match pin {
@@ -1205,6 +1209,7 @@ pub(crate) fn category_set(categories: &[ConsentCategory]) -> ConsentCategories 
             ConsentCategory::Utility => ConsentCategories::UTILITY,
             ConsentCategory::Authentication => ConsentCategories::AUTHENTICATION,
             ConsentCategory::Marketing => ConsentCategories::MARKETING,
+            ConsentCategory::Status => ConsentCategories::STATUS,
         })
         .fold(ConsentCategories::NONE, ConsentCategories::union)
 }
@@ -1591,6 +1596,9 @@ async fn print_event(
                 display_name(client, from)
             );
             Ok(false)
+        }
+        Event::StatusPosted { .. } | Event::StatusDeleted { .. } | Event::StatusViewed { .. } => {
+            status::print_event(client, event, out, c)
         }
         _ => Ok(false),
     }

@@ -225,6 +225,10 @@ pub enum ClientError {
     /// altered, added, badly signed or priced off the rate card.
     #[error("the bill does not check: {0}; keep this output and contact the operator")]
     Bill(#[from] comptoir_protocol::BillError),
+    /// A Status post refused before anything was uploaded or stored (a
+    /// video too long, an unsupported file), or one not found.
+    #[error(transparent)]
+    Status(#[from] crate::status::StatusError),
 }
 
 /// A relay refusal in words: what happened and what to do, then the
@@ -308,6 +312,15 @@ pub fn refusal(code: ErrorCode, relay_says: &str) -> String {
             false,
         ),
         ErrorCode::ReportRefused => ("the relay did not take the report", true),
+        ErrorCode::NotASubscriber => (
+            "that account does not follow this Status: a business's goes to customers who \
+             consented to Status, a person's to the accounts it has a conversation with",
+            false,
+        ),
+        ErrorCode::StatusNotFound => (
+            "the relay holds no such Status post (it expired after 24 hours, or was deleted)",
+            false,
+        ),
         ErrorCode::Unspecified => ("the relay refused the request", true),
     };
     if detail && !relay_says.is_empty() {

@@ -48,6 +48,32 @@ pub enum Event {
         /// A message request (see [`Event::Message`]).
         request: bool,
     },
+    /// A Status post arrived (its key is kept until 24 hours after
+    /// posting; view it with [`crate::Client::view_status`]).
+    StatusPosted {
+        /// The poster.
+        from: AccountId,
+        /// The post id.
+        post_id: [u8; 16],
+        /// When it was posted (the relay's clock), ms since the epoch.
+        posted_at_ms: u64,
+    },
+    /// A poster deleted its Status post before its time (it is gone here).
+    StatusDeleted {
+        /// The poster.
+        from: AccountId,
+        /// The post id.
+        post_id: [u8; 16],
+    },
+    /// A viewer chose to tell this account it viewed its Status post.
+    StatusViewed {
+        /// The viewer.
+        by: AccountId,
+        /// The post id.
+        post_id: [u8; 16],
+        /// When, by the viewer's clock.
+        viewed_at_ms: u64,
+    },
     /// A template message arrived and checked out: an instance of a
     /// template the pinned operator approved for the sender, under its
     /// approved category (stored in the history as its rendered text).

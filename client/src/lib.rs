@@ -38,6 +38,9 @@
 //!   replies) waiting in the outbox.
 //! - [`attachments`]: files encrypted to upload, downloads decrypted
 //!   with both digests checked, and the pointers kept in the store.
+//! - [`status`]: 24-hour Status posts: what may be posted (a video's
+//!   length read from its MP4 container), and the posts kept until 24
+//!   hours after posting.
 //! - [`connection`]: the WebSocket framing; requests from many tasks share
 //!   one connection, replies matched by request id.
 //! - [`tls`]: ws/wss transport, trusted CAs, the loopback-only rule for ws.
@@ -69,13 +72,14 @@ pub mod quarantine;
 pub mod requests;
 pub mod rule_checks;
 pub mod session_store;
+pub mod status;
 pub mod store;
 pub mod template_cache;
 pub mod tls;
 
 pub use client::{
-    Bill, BusinessView, Client, Consent, ConsentAnswer, ConsentRequest, Sender, TRANSFER_CHUNK,
-    TemplateInfo, UploadReport, purpose_text,
+    Bill, BusinessView, Client, Consent, ConsentAnswer, ConsentRequest, PostedStatus, Sender,
+    StatusInput, StatusView, TRANSFER_CHUNK, TemplateInfo, UploadReport, purpose_text,
 };
 pub use device_notes::DeviceNote;
 pub use error::{ClientError, Result};

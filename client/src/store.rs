@@ -168,6 +168,9 @@ pub enum Tree {
     /// devices) waiting to be sent, by sequence (u64 BE) (see
     /// `control_outbox`).
     ControlOutbox,
+    /// Status posts received or posted, by poster account (16) || post id
+    /// (16) (see `status`).
+    StatusPosts,
 }
 
 impl Tree {
@@ -200,6 +203,7 @@ impl Tree {
             Self::Attachments => "attachments",
             Self::Franked => "franked",
             Self::ControlOutbox => "control_outbox",
+            Self::StatusPosts => "status_posts",
         }
     }
 

@@ -29,9 +29,12 @@ impl ConsentCategories {
     pub const AUTHENTICATION: Self = Self(2);
     /// Marketing templates (offers); needed inside the window too.
     pub const MARKETING: Self = Self(4);
+    /// The business's Status posts (docs/PROTOCOL.md, "Status"): the
+    /// customer subscribes to them. Not a template category.
+    pub const STATUS: Self = Self(8);
     /// No category: a revocation.
     pub const NONE: Self = Self(0);
-    const ALL: u8 = 7;
+    const ALL: u8 = 15;
 
     /// The set from its bits; `None` if an unknown bit is set.
     pub fn from_bits(bits: u32) -> Option<Self> {
@@ -78,6 +81,7 @@ impl ConsentCategories {
             (Self::UTILITY, "utility"),
             (Self::AUTHENTICATION, "authentication"),
             (Self::MARKETING, "marketing"),
+            (Self::STATUS, "status"),
         ]
         .into_iter()
         .filter(|(c, _)| self.contains(*c))
@@ -213,7 +217,11 @@ mod tests {
 
     #[test]
     fn categories() {
-        assert_eq!(ConsentCategories::from_bits(8), None);
+        assert_eq!(
+            ConsentCategories::from_bits(8),
+            Some(ConsentCategories::STATUS)
+        );
+        assert_eq!(ConsentCategories::from_bits(16), None);
         assert_eq!(ConsentCategories::from_bits(256), None);
         let all = ConsentCategories::from_bits(7).unwrap();
         assert!(all.contains(ConsentCategories::MARKETING));

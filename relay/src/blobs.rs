@@ -575,6 +575,48 @@ impl BlobStore {
         Ok(BlobRead { data, size })
     }
 
+    /// Bring the expiry of `owner`'s complete blob `id` forward to
+    /// `expires_at_ms` (never later than it was), durably: a Status post's
+    /// blob goes with the post. [`BlobError::NotFound`] if `owner` has no
+    /// complete blob with this id.
+    pub async fn expire_by(
+        &self,
+        id: BlobId,
+        owner: AccountId,
+        expires_at_ms: u64,
+    ) -> Result<(), BlobError> {
+        const GONE: &str = "no complete attachment of this account with this id: upload it first";
+        let lock = match self.index().entries.get(&id) {
+            Some(entry) if entry.meta.complete && entry.meta.owner == owner => entry.lock.clone(),
+            _ => return Err(BlobError::NotFound(GONE)),
+        };
+        let _guard = lock.lock().await;
+        let meta = {
+            let mut index = self.index();
+            let Some(entry) = index.entries.get_mut(&id) else {
+                return Err(BlobError::NotFound(GONE));
+            };
+            if entry.meta.expires_at_ms <= expires_at_ms {
+                return Ok(());
+            }
+            let mut meta = entry.meta.clone();
+            meta.expires_at_ms = expires_at_ms;
+            meta
+        };
+        let dir = self.dir.clone();
+        let written = meta.clone();
+        blocking(move || write_meta(&dir, &id, &written)).await?;
+        if let Some(entry) = self.index().entries.get_mut(&id) {
+            entry.meta.expires_at_ms = meta.expires_at_ms;
+        }
+        Ok(())
+    }
+
+    /// Whether a blob (complete or not) with this id is held.
+    pub fn contains(&self, id: &BlobId) -> bool {
+        self.index().entries.contains_key(id)
+    }
+
     /// Delete the blobs (complete or not) whose time is up at `now_ms`;
     /// returns how many. A blob busy with an upload or a read is left for
     /// the next pass.

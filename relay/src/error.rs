@@ -201,6 +201,16 @@ pub enum RelayError {
     /// was stored.
     #[error("{0}")]
     ReportRefused(String),
+    /// A Status key for a recipient that does not qualify (the message
+    /// says why); nothing was stored.
+    #[error("{0}")]
+    NotASubscriber(String),
+    /// No live Status post of the sender with this id.
+    #[error(
+        "no Status post of this account with this id: it expired (24 hours after posting), \
+         was deleted, or was never posted"
+    )]
+    StatusNotFound,
     /// The relay is shutting down.
     #[error("the relay is shutting down; reconnect in a moment")]
     ShuttingDown,
@@ -261,6 +271,8 @@ impl RelayError {
             Self::BadDeliverySignature(_) => ErrorCode::BadDeliverySignature,
             Self::FrankingRequired { .. } => ErrorCode::FrankingRequired,
             Self::ReportRefused(_) => ErrorCode::ReportRefused,
+            Self::NotASubscriber(_) => ErrorCode::NotASubscriber,
+            Self::StatusNotFound => ErrorCode::StatusNotFound,
             Self::Storage(StorageError::Full) => ErrorCode::StorageFull,
             Self::Storage(_) => ErrorCode::Internal,
         }

@@ -21,6 +21,8 @@
 //!   embedded sled + mail log backend (group commit).
 //! - [`blobs`]: encrypted attachments, uploaded and read in chunks,
 //!   kept as files until they expire.
+//! - [`status_posts`]: 24-hour Status posts (who posted which blob when)
+//!   and the rule saying who may be sent a post's key.
 //! - [`hub`]: which devices are connected here; wakes and posts.
 //! - [`limits`]: token buckets per account and per address.
 //! - [`phone`]: E.164 checks, verification codes, the pluggable code sender.
@@ -63,6 +65,7 @@ pub mod server;
 mod session;
 pub mod shutdown;
 mod state;
+pub mod status_posts;
 pub mod storage;
 pub mod tls;
 

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub envelopes_expired: AtomicU64,
     /// Attachments (complete or not) deleted when their time was up.
     pub blobs_expired: AtomicU64,
+    /// Status posts deleted 24 hours after posting.
+    pub status_posts_expired: AtomicU64,
     /// Retried sends recognised as duplicates (nothing stored).
     pub envelopes_duplicate: AtomicU64,
     /// Envelopes waiting in queues.
@@ -202,6 +204,12 @@ impl Metrics {
             "counter",
             "Attachments deleted when their time was up (complete or not).",
             self.blobs_expired.load(Relaxed).to_string(),
+        );
+        metric(
+            "comptoir_status_posts_expired_total",
+            "counter",
+            "Status posts deleted 24 hours after posting.",
+            self.status_posts_expired.load(Relaxed).to_string(),
         );
         metric(
             "comptoir_consent_requests_handled_total",

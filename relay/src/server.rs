@@ -227,6 +227,7 @@ pub async fn run_with_storage<S: Backend + std::fmt::Debug>(
     tracing::info!(origins = ?config.public_origins, "devices authenticate to these origins");
     let blobs =
         crate::blobs::BlobStore::open(&config.data_dir.join("blobs"), config.blobs.clone())?;
+    let status_posts = crate::status_posts::StatusPosts::open(&config.data_dir.join("status"))?;
     let relay = Arc::new(Relay::new(
         store,
         config,
@@ -237,6 +238,7 @@ pub async fn run_with_storage<S: Backend + std::fmt::Debug>(
         rate_card,
         blobs,
         franking.clone(),
+        status_posts,
     ));
     let http_address = http_listener
         .as_ref()
@@ -515,6 +517,19 @@ async fn collect_garbage<S: Backend>(relay: Arc<Relay<S>>) {
                 tracing::info!(expired = n, "expired envelopes deleted");
             }
             Err(error) => tracing::error!(%error, "garbage collection failed"),
+        }
+        // Status posts before blobs: a post's blob expires with it.
+        match relay.status_posts.expire(mark).await {
+            Ok(gone) if gone.is_empty() => {}
+            Ok(gone) => {
+                relay
+                    .metrics
+                    .status_posts_expired
+                    .fetch_add(gone.len() as u64, Relaxed);
+                relay.metrics.notify_change();
+                tracing::info!(expired = gone.len(), "expired Status posts deleted");
+            }
+            Err(error) => tracing::error!(%error, "expiring Status posts failed"),
         }
         match relay.blobs.expire(mark).await {
             Ok(0) => {}

@@ -430,7 +430,12 @@ impl<S: Backend> Session<S> {
         // document is 763 of them.
         if !matches!(
             body,
-            B::DeliveryAck(_) | B::ReceiptAck(_) | B::Send(_) | B::UploadChunk(_) | B::FetchBlob(_)
+            B::DeliveryAck(_)
+                | B::ReceiptAck(_)
+                | B::Send(_)
+                | B::SendStatusKey(_)
+                | B::UploadChunk(_)
+                | B::FetchBlob(_)
         ) && let Some(device) = &self.device
             && let Err(retry_after_ms) = self.relay.account_limiter.check(&device.account)
         {
@@ -470,6 +475,9 @@ impl<S: Backend> Session<S> {
             B::UploadChunk(r) => cmd::blob::chunk(self, request_id, r).await,
             B::FetchBlob(r) => cmd::blob::fetch(self, request_id, r).await,
             B::FileReport(r) => cmd::report::file(self, request_id, r).await,
+            B::PostStatus(r) => cmd::status::post(self, request_id, r).await,
+            B::SendStatusKey(r) => cmd::status::send_key(self, request_id, r).await,
+            B::DeleteStatus(r) => cmd::status::delete(self, request_id, r).await,
         }
     }
 

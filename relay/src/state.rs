@@ -53,6 +53,8 @@ pub(crate) struct Relay<S> {
     pub(crate) blob_chunk_limiter: RateLimiter<AccountId>,
     /// The relay's franking keys: the current one tags each pushed copy.
     pub(crate) franking: Arc<crate::franking::FrankingKeys>,
+    /// Status posts (24 hours each).
+    pub(crate) status_posts: crate::status_posts::StatusPosts,
 }
 
 impl<S> Relay<S> {
@@ -69,6 +71,7 @@ impl<S> Relay<S> {
         rate_card: RateCard,
         blobs: BlobStore,
         franking: Arc<crate::franking::FrankingKeys>,
+        status_posts: crate::status_posts::StatusPosts,
     ) -> Self {
         let limits = &config.limits;
         let chunks_per_sec = blobs.limits().chunks_per_sec;
@@ -113,6 +116,7 @@ impl<S> Relay<S> {
             blobs,
             blob_chunk_limiter: RateLimiter::new(chunks_per_sec, 2.0 * chunks_per_sec),
             franking,
+            status_posts,
         }
     }
 }

@@ -218,7 +218,7 @@ async fn a_token_replayed_forged_or_for_another_business_is_refused_and_changes_
             {
                 let mut body = consent_body(&customer, 1, &acme, utility, 5, year);
                 if let client_frame::Body::SetConsent(s) = &mut body {
-                    s.categories = 8;
+                    s.categories = 16;
                 }
                 body
             },

@@ -97,6 +97,9 @@ pub enum Mode {
     /// Asking before blocking (see [`App::blocking`]): y blocks, n or Esc
     /// cancels.
     ConfirmBlock,
+    /// Reading the Status posts of the last 24 hours (see
+    /// [`App::statuses`]).
+    Status,
 }
 
 /// What the chat pane looked like when last drawn, for the scroll keys.
@@ -218,6 +221,9 @@ pub struct App {
     /// In [`Mode::ConfirmBlock`]: the account to block, and the mode to
     /// return to.
     pub blocking: Option<(AccountId, Mode)>,
+    /// The live Status posts, one line each, newest first (shown in
+    /// [`Mode::Status`]).
+    pub statuses: Vec<String>,
 }
 
 /// Each conversation's messages in the order they were written (the
@@ -248,6 +254,7 @@ impl App {
             scroll: 0,
             drawn: std::cell::Cell::new(Drawn::default()),
             blocking: None,
+            statuses: Vec::new(),
         }
     }
 
@@ -311,6 +318,12 @@ impl App {
             Mode::Pick => self.pick_key(key.code),
             Mode::PickTemplate => self.template_key(key.code, ctrl),
             Mode::ConfirmBlock => self.block_key(key.code),
+            Mode::Status => {
+                if matches!(key.code, KeyCode::Esc | KeyCode::Char('q' | 's')) {
+                    self.mode = Mode::List;
+                }
+                Action::None
+            }
         }
     }
 
@@ -579,6 +592,10 @@ impl App {
             },
             KeyCode::Char('u') => peer.map_or(Action::None, Action::Unblock),
             KeyCode::Char('t') => self.accept_identity(),
+            KeyCode::Char('s') => {
+                self.mode = Mode::Status;
+                Action::None
+            }
             KeyCode::Char('q') | KeyCode::Esc => Action::Quit,
             _ => Action::None,
         }
@@ -715,6 +732,10 @@ pub fn event_status(event: &Event, name: &dyn Fn(&AccountId) -> String) -> Optio
             name(from)
         ),
         Event::Warning(text) => format!("⚠ {text}"),
+        Event::StatusPosted { from, .. } => {
+            format!("{} posted a Status (s in the list to see it)", name(from))
+        }
+        Event::StatusViewed { by, .. } => format!("{} viewed your Status", name(by)),
         Event::OperatorKeyChanged { .. } => "⚠ this relay presents another operator key than \
              the one pinned: verified marks still use the pinned key; ask the operator"
             .to_owned(),

@@ -9,6 +9,9 @@
 //! (Ctrl-R); a business sees each customer's 24-hour window and the time
 //! left, and picks and fills an approved template (Ctrl-P).
 //!
+//! `s` in the list shows the Status posts of the last 24 hours
+//! ([`status_view`]).
+//!
 //! [`app`] holds the state and key handling (tested with key events),
 //! [`view`] draws it (tested against ratatui's test backend),
 //! [`relay_link`] keeps the connection (the UI opens with the relay down
@@ -17,6 +20,7 @@
 
 pub mod app;
 pub mod relay_link;
+pub mod status_view;
 pub mod view;
 
 use std::collections::hash_map::Entry;
@@ -194,6 +198,7 @@ pub async fn reload(client: &mut Client, app: &mut App) -> Result<()> {
         conversation.verified_name = app.business_names.get(&peer).cloned().flatten();
     }
     app.set_conversations(conversations);
+    app.statuses = status_view::load(client).await?;
     Ok(())
 }
 

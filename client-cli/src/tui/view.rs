@@ -18,7 +18,8 @@ use comptoir_client::rule_checks::Window;
 pub fn help(mode: Mode) -> &'static str {
     match mode {
         Mode::List => {
-            "↑/↓ select · Enter open · b block · u unblock · t trust new identity · q quit"
+            "↑/↓ select · Enter open · b block · u unblock · t trust new identity · s Status · \
+             q quit"
         }
         Mode::Chat => {
             "Enter send · Esc back · ↑/↓ pick, r report · PgUp/PgDn/Home/End scroll · Ctrl-R \
@@ -29,6 +30,7 @@ pub fn help(mode: Mode) -> &'static str {
         Mode::Pick => "↑/↓ select · Enter choose · Esc back",
         Mode::PickTemplate => "↑/↓ select · type a value · Enter next/send · Esc cancel",
         Mode::ConfirmBlock => "y block · n cancel",
+        Mode::Status => "Esc back · open one with `comptoir status view ID`",
     }
 }
 
@@ -336,4 +338,7 @@ pub fn draw(frame: &mut Frame<'_>, app: &App) {
         Paragraph::new(help(app.mode)).style(Style::default().fg(Color::DarkGray)),
         help_area,
     );
+    if app.mode == Mode::Status {
+        crate::tui::status_view::draw(frame, app, chat_area);
+    }
 }

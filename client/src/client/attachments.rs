@@ -156,9 +156,19 @@ impl Client {
         let pointer = attachments::get(&self.store, &peer, &id)?.ok_or_else(|| {
             ClientError::InvalidArgument("that message carries no attachment".into())
         })?;
+        self.fetch_and_decrypt(&pointer, destination).await
+    }
+
+    /// Download the blob `pointer` names and decrypt it to `destination`,
+    /// checking both digests; on any refusal nothing is left there.
+    pub(super) async fn fetch_and_decrypt(
+        &mut self,
+        pointer: &comptoir_protocol::proto::content::AttachmentPointer,
+        destination: &Path,
+    ) -> Result<()> {
         let blob_id = hex::decode(&pointer.blob_id)
             .map_err(|_| ClientError::InvalidArgument("the attachment's id is not hex".into()))?;
-        let mut decryptor = Decryptor::new(&pointer, destination)?;
+        let mut decryptor = Decryptor::new(pointer, destination)?;
         let mut offset = 0u64;
         loop {
             let reply = self

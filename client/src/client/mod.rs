@@ -66,6 +66,7 @@ mod requests;
 mod send;
 mod sender;
 mod shared;
+mod status;
 mod templates;
 
 pub use attachments::{TRANSFER_CHUNK, UploadReport};
@@ -77,6 +78,7 @@ pub use contacts_sync::CONTACTS_PER_MESSAGE;
 pub use sender::Sender;
 use sender::{Me, RequesterSlot};
 use shared::{EventQueue, PeerLocks};
+pub use status::{PostedStatus, StatusInput, StatusView};
 pub use templates::TemplateInfo;
 
 pub use rekey_guard::{
@@ -629,6 +631,7 @@ pub(super) fn unexpected(wanted: &str, got: &server_frame::Body) -> ClientError 
         server_frame::Body::UploadStatus(_) => "UploadStatus",
         server_frame::Body::BlobChunk(_) => "BlobChunk",
         server_frame::Body::ReportFiled(_) => "ReportFiled",
+        server_frame::Body::StatusPosted(_) => "StatusPosted",
     };
     ClientError::UnexpectedFrame(format!("expected {wanted}, got {name}"))
 }

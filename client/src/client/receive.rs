@@ -640,6 +640,11 @@ impl Client {
             }
             Some(content::Body::ContactsRequest(_)) => self.answer_contacts_request(from, device),
             Some(content::Body::ContactsSync(sync)) => self.apply_contacts_sync(from, &sync),
+            Some(
+                body @ (content::Body::StatusKey(_)
+                | content::Body::StatusDeleted(_)
+                | content::Body::StatusViewed(_)),
+            ) => self.apply_status(from, envelope, body),
             Some(content::Body::RekeyRequest(request)) => {
                 let failed = MessageId::from_bytes(&request.failed_message_id);
                 if let Some(failed) = failed

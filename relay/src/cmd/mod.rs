@@ -16,6 +16,7 @@ pub(crate) mod phone;
 pub(crate) mod prekeys;
 pub(crate) mod report;
 pub(crate) mod send;
+pub(crate) mod status;
 pub(crate) mod template;
 
 use comptoir_protocol::AccountId;

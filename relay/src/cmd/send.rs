@@ -37,6 +37,19 @@ pub(crate) async fn send<S: Directory + Mailbox + Templates + FirstContacts + Qu
     request_id: u64,
     request: wire::Send,
 ) -> Result<Reply, RelayError> {
+    send_expiring_by(session, request_id, request, None).await
+}
+
+/// [`send`], with the copies expiring at `expires_by_ms` at the latest
+/// (a Status key expires with its post: `cmd::status`).
+pub(crate) async fn send_expiring_by<
+    S: Directory + Mailbox + Templates + FirstContacts + Quality + Reports,
+>(
+    session: &mut Session<S>,
+    request_id: u64,
+    request: wire::Send,
+    expires_by_ms: Option<u64>,
+) -> Result<Reply, RelayError> {
     let relay = session.relay.clone();
     let me = device(session)?;
     let (sender, sender_device) = (me.account, me.device);
@@ -174,6 +187,7 @@ pub(crate) async fn send<S: Directory + Mailbox + Templates + FirstContacts + Qu
         Decision::Refuse(refusal) => return Err(refusal_error(refusal, Some(&list))),
     }
     let expires_at_ms = server_timestamp_ms.saturating_add(relay.config.message_ttl_ms);
+    let expires_at_ms = expires_by_ms.map_or(expires_at_ms, |by| by.min(expires_at_ms));
     if request.template_id.len() > MAX_TEMPLATE_ID_LEN {
         return Err(invalid(format!(
             "template_id is {} bytes; at most {MAX_TEMPLATE_ID_LEN}",

@@ -1,0 +1,567 @@
+//! 24-hour Status posts over a real relay on 127.0.0.1:0 (issue 17 item
+//! 2): a business's post reaches the customers whose consent covers
+//! Status and is refused by the relay for the others; a person's reaches
+//! the accounts it has a conversation with only; the post, its blob and
+//! its key envelopes are gone from the relay 24 hours after posting under
+//! a moved clock, and from the clients; the poster deletes one early; a
+//! view receipt goes only when the viewer asks; a video over 30 seconds
+//! is refused before anything is uploaded; bad input gets typed errors
+//! and stores nothing.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use comptoir_client::status::{STATUS_TTL_MS, StatusError};
+use comptoir_client::{Client, ClientError, Event, StatusInput};
+use comptoir_protocol::proto::wire::{self, AccountKind, ErrorCode, client_frame, server_frame};
+use comptoir_protocol::{AccountId, ConsentCategories};
+use support::client::{registered, registered_as, url, wait_for, wait_message};
+use support::hostile::Hostile;
+use support::{Account, TestRelay, start_relay_with};
+
+const PASS: &str = "pw-long-enough";
+
+async fn relay() -> TestRelay {
+    start_relay_with(|config| config.gc_interval_ms = 20).await
+}
+
+fn relay_code(error: &ClientError) -> Option<ErrorCode> {
+    match error {
+        ClientError::Relay { code, .. } => Some(*code),
+        _ => None,
+    }
+}
+
+/// Files in `dir` (0 if it does not exist).
+fn count_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |d| d.count())
+}
+
+/// An MP4 video of `seconds` one-second frames, written with the `mp4`
+/// crate's writer (a real container: ftyp, mdat, moov with one AVC track).
+fn write_mp4(path: &Path, seconds: u32) {
+    let file = std::fs::File::create(path).expect("create the video");
+    let config = mp4::Mp4Config {
+        major_brand: "isom".parse().expect("brand"),
+        minor_version: 512,
+        compatible_brands: vec![
+            "isom".parse().expect("brand"),
+            "mp41".parse().expect("brand"),
+        ],
+        timescale: 1000,
+    };
+    let mut writer =
+        mp4::Mp4Writer::write_start(std::io::BufWriter::new(file), &config).expect("start");
+    writer
+        .add_track(&mp4::TrackConfig {
+            track_type: mp4::TrackType::Video,
+            timescale: 1000,
+            language: "und".into(),
+            media_conf: mp4::MediaConfig::AvcConfig(mp4::AvcConfig {
+                width: 16,
+                height: 16,
+                seq_param_set: vec![0x67, 0x42, 0x00, 0x0a, 0xf8, 0x41, 0xa2],
+                pic_param_set: vec![0x68, 0xce, 0x38, 0x80],
+            }),
+        })
+        .expect("track");
+    for second in 0..seconds {
+        writer
+            .write_sample(
+                1,
+                &mp4::Mp4Sample {
+                    start_time: u64::from(second) * 1000,
+                    duration: 1000,
+                    rendering_offset: 0,
+                    is_sync: true,
+                    bytes: bytes::Bytes::from_static(&[0, 0, 0, 2, 0x65, 0x88]),
+                },
+            )
+            .expect("sample");
+    }
+    writer.write_end().expect("end");
+}
+
+/// A small PNG-named image (its bytes need not be a real image).
+fn write_image(dir: &Path) -> PathBuf {
+    let path = dir.join("sunset.png");
+    std::fs::write(&path, b"\x89PNG\r\n\x1a\nSUNSET PIXELS ".repeat(200)).expect("image");
+    path
+}
+
+async fn status_posted(client: &mut Client, poster: AccountId) -> [u8; 16] {
+    wait_for(client, |e| match e {
+        Event::StatusPosted { from, post_id, .. } if *from == poster => Some(*post_id),
+        _ => None,
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_business_status_reaches_subscribers_only_and_is_gone_after_24_hours() {
+    let relay = relay().await;
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let files = tempfile::tempdir().unwrap();
+    let mut shop = registered_as(&relay, dirs[0].path(), PASS, AccountKind::Business).await;
+    let mut subscriber = registered(&relay, dirs[1].path(), PASS).await;
+    let mut marketing_only = registered(&relay, dirs[2].path(), PASS).await;
+    let mut offline = registered(&relay, dirs[3].path(), PASS).await;
+    let s = shop.account_id();
+    let (sub, other, away) = (
+        subscriber.account_id(),
+        marketing_only.account_id(),
+        offline.account_id(),
+    );
+    let month = Duration::from_secs(30 * 24 * 3600);
+    subscriber
+        .grant_consent(s, ConsentCategories::STATUS, month)
+        .await
+        .expect("subscribe");
+    marketing_only
+        .grant_consent(s, ConsentCategories::MARKETING, month)
+        .await
+        .expect("marketing consent");
+    offline
+        .grant_consent(s, ConsentCategories::STATUS, month)
+        .await
+        .expect("subscribe");
+    offline.close().await.expect("go offline");
+
+    let posted = shop
+        .post_status(
+            StatusInput::Text("Flash sale: 20% off today"),
+            &[sub, other, away],
+        )
+        .await
+        .expect("post");
+    assert_eq!(posted.sent_to, vec![sub, away]);
+    assert_eq!(posted.refused.len(), 1);
+    assert_eq!(posted.refused[0].0, other);
+    assert_eq!(
+        relay_code(&posted.refused[0].1),
+        Some(ErrorCode::NotASubscriber),
+        "{}",
+        posted.refused[0].1
+    );
+    assert_eq!(posted.expires_at_ms - posted.posted_at_ms, STATUS_TTL_MS);
+
+    // The subscriber sees who posted and when, and opens it.
+    let post_id = status_posted(&mut subscriber, s).await;
+    assert_eq!(post_id, posted.post_id);
+    let listed = subscriber.statuses().await.expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].poster, s);
+    assert_eq!(listed[0].posted_at_ms, posted.posted_at_ms);
+    assert!(listed[0].is_text() && !listed[0].outgoing);
+    let opened = files.path().join("status.txt");
+    subscriber
+        .view_status(&hex::encode(post_id), &opened, true)
+        .await
+        .expect("view");
+    assert_eq!(
+        std::fs::read_to_string(&opened).unwrap(),
+        "Flash sale: 20% off today"
+    );
+    // The poster learns of the view from the receipt the viewer chose.
+    let by = wait_for(&mut shop, |e| match e {
+        Event::StatusViewed { by, post_id, .. } if *post_id == posted.post_id => Some(*by),
+        _ => None,
+    })
+    .await;
+    assert_eq!(by, sub);
+    let mine = shop.statuses().await.expect("list mine");
+    assert_eq!(mine.len(), 1);
+    assert!(mine[0].outgoing);
+    assert_eq!(mine[0].recipients, 2);
+    assert_eq!(
+        mine[0].viewers.iter().map(|(a, _)| *a).collect::<Vec<_>>(),
+        [sub]
+    );
+    // The relay holds the post and its blob, and never the text.
+    assert_eq!(count_files(&relay.data_dir.join("status")), 1);
+    assert!(count_files(&relay.data_dir.join("blobs")) >= 1);
+    for entry in std::fs::read_dir(relay.data_dir.join("blobs")).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(!bytes.windows(10).any(|w| w == b"Flash sale"));
+    }
+
+    // 24 hours later: the relay deletes the post, its blob and the key
+    // envelope still queued for the offline subscriber.
+    relay.clock.shift(STATUS_TTL_MS as i64 + 1_000);
+    relay
+        .wait_metric("comptoir_status_posts_expired_total", 1.0)
+        .await;
+    relay.wait_metric("comptoir_blobs_expired_total", 1.0).await;
+    relay
+        .wait_metric("comptoir_envelopes_expired_total", 1.0)
+        .await;
+    assert_eq!(count_files(&relay.data_dir.join("status")), 0);
+    assert_eq!(count_files(&relay.data_dir.join("blobs")), 0);
+    let mut offline = Client::open(dirs[3].path(), PASS).expect("open");
+    assert_eq!(offline.connect(&url(&relay)).await.expect("connect"), 0);
+    // The clients hide and delete it at 24 hours too.
+    let later = posted.posted_at_ms + STATUS_TTL_MS;
+    assert!(subscriber.statuses_at(later).await.unwrap().is_empty());
+    assert!(subscriber.statuses().await.unwrap().is_empty(), "deleted");
+    assert!(shop.statuses_at(later).await.unwrap().is_empty());
+    let gone = subscriber
+        .view_status(
+            &hex::encode(post_id),
+            &files.path().join("again.txt"),
+            false,
+        )
+        .await
+        .expect_err("gone");
+    assert!(matches!(
+        gone,
+        ClientError::Status(StatusError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_person_posts_to_its_conversations_and_deletes_early() {
+    let relay = relay().await;
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let files = tempfile::tempdir().unwrap();
+    let mut alice = registered(&relay, dirs[0].path(), PASS).await;
+    let mut bob = registered(&relay, dirs[1].path(), PASS).await;
+    let mut carol = registered(&relay, dirs[2].path(), PASS).await;
+    let (a, b, c) = (alice.account_id(), bob.account_id(), carol.account_id());
+    // Bob wrote to Alice: they have a conversation. Carol never did.
+    bob.send_text(a, "hello").await.expect("send");
+    wait_message(&mut alice, b).await;
+
+    let image = write_image(files.path());
+    let posted = alice
+        .post_status(StatusInput::File(&image), &[b, c])
+        .await
+        .expect("post");
+    assert_eq!(posted.sent_to, vec![b]);
+    assert_eq!(
+        relay_code(&posted.refused[0].1),
+        Some(ErrorCode::NotASubscriber)
+    );
+    let post_id = status_posted(&mut bob, a).await;
+    let seen = files.path().join("seen.png");
+    let view = bob
+        .view_status(&hex::encode(post_id), &seen, false)
+        .await
+        .expect("view");
+    assert_eq!(view.content_type, "image/png");
+    assert_eq!(
+        std::fs::read(&seen).unwrap(),
+        std::fs::read(&image).unwrap()
+    );
+    assert!(carol.statuses().await.unwrap().is_empty());
+
+    // Alice deletes it early: gone from the relay at once, and Bob is told.
+    assert_eq!(
+        alice
+            .delete_status(&hex::encode(post_id))
+            .await
+            .expect("delete"),
+        1
+    );
+    assert_eq!(count_files(&relay.data_dir.join("status")), 0);
+    assert_eq!(count_files(&relay.data_dir.join("blobs")), 0);
+    wait_for(&mut bob, |e| match e {
+        Event::StatusDeleted { from, post_id: p } if *from == a && *p == post_id => Some(()),
+        _ => None,
+    })
+    .await;
+    assert!(bob.statuses().await.unwrap().is_empty());
+    assert!(alice.statuses().await.unwrap().is_empty());
+    // Bob viewed without a receipt: Alice never learnt who viewed.
+    let deleted_again = alice
+        .delete_status(&hex::encode(post_id))
+        .await
+        .expect_err("already deleted");
+    assert!(matches!(
+        deleted_again,
+        ClientError::Status(StatusError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_video_over_30_seconds_and_bad_input_are_refused_and_store_nothing() {
+    let relay = relay().await;
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let files = tempfile::tempdir().unwrap();
+    let mut alice = registered(&relay, dirs[0].path(), PASS).await;
+    let mut bob = registered(&relay, dirs[1].path(), PASS).await;
+    let (a, b) = (alice.account_id(), bob.account_id());
+    bob.send_text(a, "hi").await.expect("send");
+    wait_message(&mut alice, b).await;
+
+    let long = files.path().join("long.mp4");
+    write_mp4(&long, 31);
+    let refused = alice
+        .post_status(StatusInput::File(&long), &[b])
+        .await
+        .expect_err("31 s");
+    assert!(
+        matches!(
+            refused,
+            ClientError::Status(StatusError::VideoTooLong {
+                duration_ms: 31_000
+            })
+        ),
+        "{refused}"
+    );
+    let pdf = files.path().join("menu.pdf");
+    std::fs::write(&pdf, b"%PDF-1.7").unwrap();
+    let not_media = alice
+        .post_status(StatusInput::File(&pdf), &[b])
+        .await
+        .expect_err("pdf");
+    assert!(matches!(
+        not_media,
+        ClientError::Status(StatusError::UnsupportedFile(_))
+    ));
+    for text in [String::new(), "x".repeat(701)] {
+        let error = alice
+            .post_status(StatusInput::Text(&text), &[b])
+            .await
+            .expect_err("bad text");
+        assert!(matches!(
+            error,
+            ClientError::Status(StatusError::TextLength { .. })
+        ));
+    }
+    // Nothing was uploaded or kept, here or at the relay.
+    assert_eq!(count_files(&relay.data_dir.join("blobs")), 0);
+    assert_eq!(count_files(&relay.data_dir.join("status")), 0);
+    assert!(alice.statuses().await.unwrap().is_empty());
+
+    // A 30-second video is fine.
+    let short = files.path().join("short.mp4");
+    write_mp4(&short, 30);
+    let posted = alice
+        .post_status(StatusInput::File(&short), &[b])
+        .await
+        .expect("30 s");
+    assert_eq!(posted.sent_to, vec![b]);
+    assert_eq!(status_posted(&mut bob, a).await, posted.post_id);
+}
+
+#[tokio::test]
+async fn the_relay_refuses_malformed_and_foreign_status_frames_with_typed_errors() {
+    let relay = relay().await;
+    let poster = Account::new(1);
+    poster.register(relay.addr).await;
+    let stranger = Account::new(1);
+    stranger.register(relay.addr).await;
+    let (mut p, _) = poster.login(relay.addr, 1).await;
+    let (mut s, _) = stranger.login(relay.addr, 1).await;
+    let code = |body: server_frame::Body| match body {
+        server_frame::Body::Error(e) => ErrorCode::try_from(e.code).unwrap(),
+        other => panic!("expected an error, got {other:?}"),
+    };
+    // A post id of the wrong length, and a blob that was never uploaded.
+    let short_id = p
+        .request(client_frame::Body::PostStatus(wire::PostStatus {
+            post_id: vec![1; 3],
+            blob_id: vec![2; 16],
+        }))
+        .await;
+    assert_eq!(code(short_id), ErrorCode::InvalidRequest);
+    let no_blob = p
+        .request(client_frame::Body::PostStatus(wire::PostStatus {
+            post_id: vec![1; 16],
+            blob_id: vec![2; 16],
+        }))
+        .await;
+    assert_eq!(code(no_blob), ErrorCode::BlobNotFound);
+    // A key for a post that does not exist, and one outside a control send.
+    let key = |category: wire::Category| {
+        client_frame::Body::SendStatusKey(wire::SendStatusKey {
+            post_id: vec![1; 16],
+            send: Some(wire::Send {
+                message_id: vec![9; 16],
+                recipient_account: stranger.id.to_vec(),
+                client_timestamp_ms: 1,
+                category: category as i32,
+                template_id: String::new(),
+                franking_tag: Vec::new(),
+                devices: vec![wire::DeviceCiphertext {
+                    device_id: 1,
+                    ciphertext: vec![7; 40],
+                }],
+                resend: false,
+            }),
+        })
+    };
+    assert_eq!(
+        code(p.request(key(wire::Category::Control)).await),
+        ErrorCode::StatusNotFound
+    );
+    assert_eq!(
+        code(p.request(key(wire::Category::Conversation)).await),
+        ErrorCode::InvalidRequest
+    );
+    let no_send = p
+        .request(client_frame::Body::SendStatusKey(wire::SendStatusKey {
+            post_id: vec![1; 16],
+            send: None,
+        }))
+        .await;
+    assert_eq!(code(no_send), ErrorCode::InvalidRequest);
+    // Deleting a post that is not one's own.
+    let foreign = s
+        .request(client_frame::Body::DeleteStatus(wire::DeleteStatus {
+            post_id: vec![1; 16],
+        }))
+        .await;
+    assert_eq!(code(foreign), ErrorCode::StatusNotFound);
+    assert_eq!(count_files(&relay.data_dir.join("status")), 0);
+}
+
+/// Run `comptoir <args>` in-process with the data directory `dir`: (exit
+/// code, stdout).
+async fn comptoir(dir: &Path, relay: &TestRelay, args: &[&str]) -> (u8, String) {
+    let pass = dir.with_extension("pass");
+    std::fs::write(&pass, "status cli passphrase\n").expect("write");
+    let mut argv = vec![
+        "comptoir".to_string(),
+        "--data-dir".into(),
+        dir.display().to_string(),
+        "--relay".into(),
+        url(relay),
+        "--passphrase-file".into(),
+        pass.display().to_string(),
+    ];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    let mut out = Vec::new();
+    let code = comptoir_cli::run_args(argv, &mut out).await;
+    (code, String::from_utf8(out).expect("utf-8 output"))
+}
+
+/// A new account made with `comptoir init` and `register`: its id.
+async fn cli_account(dir: &Path, relay: &TestRelay) -> String {
+    let (code, id) = comptoir(dir, relay, &["init"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(comptoir(dir, relay, &["register"]).await.0, 0);
+    id.trim().to_owned()
+}
+
+#[tokio::test]
+async fn status_post_list_view_and_delete_on_the_command_line() {
+    let relay = relay().await;
+    let root = tempfile::tempdir().unwrap();
+    let (alice, bob) = (root.path().join("alice"), root.path().join("bob"));
+    let alice_id = cli_account(&alice, &relay).await;
+    cli_account(&bob, &relay).await;
+    assert_eq!(
+        comptoir(&bob, &relay, &["contacts", "add", "alice", &alice_id])
+            .await
+            .0,
+        0
+    );
+    assert_eq!(comptoir(&bob, &relay, &["send", "alice", "hi"]).await.0, 0);
+    let (code, heard) = comptoir(&alice, &relay, &["listen", "--count", "1"]).await;
+    assert_eq!(code, 0);
+    assert!(heard.contains("hi"), "{heard}");
+
+    // Bad input: a command line error, or a typed refusal; nothing posted.
+    assert_eq!(comptoir(&alice, &relay, &["status", "post"]).await.0, 2);
+    let pdf = root.path().join("menu.pdf");
+    std::fs::write(&pdf, b"%PDF-1.7").unwrap();
+    let pdf_arg = pdf.display().to_string();
+    let (code, out) = comptoir(&alice, &relay, &["status", "post", "--file", &pdf_arg]).await;
+    assert_eq!((code, out.as_str()), (1, ""));
+    assert_eq!(count_files(&relay.data_dir.join("status")), 0);
+
+    let (code, out) = comptoir(&alice, &relay, &["status", "post", "--text", "Back at 5"]).await;
+    assert_eq!(code, 0);
+    let post_id = out.trim().to_owned();
+    assert_eq!(post_id.len(), 32, "{out}");
+    let (code, heard) = comptoir(&bob, &relay, &["listen", "--count", "1"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        heard.contains(&format!("alice posted a Status {post_id}")),
+        "{heard}"
+    );
+    let (code, listed) = comptoir(&bob, &relay, &["status", "list"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        listed.starts_with(&post_id) && listed.contains("alice") && listed.contains("text"),
+        "{listed}"
+    );
+    let (code, viewed) = comptoir(&bob, &relay, &["status", "view", &post_id[..8]]).await;
+    assert_eq!(code, 0);
+    assert!(
+        viewed.contains("alice at") && viewed.contains("Back at 5"),
+        "{viewed}"
+    );
+    let (code, mine) = comptoir(&alice, &relay, &["status", "list"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        mine.contains(" me ") && mine.contains("sent to 1"),
+        "{mine}"
+    );
+
+    let (code, deleted) = comptoir(&alice, &relay, &["status", "delete", &post_id]).await;
+    assert_eq!((code, deleted.trim()), (0, "deleted; 1 account(s) told"));
+    assert_eq!(count_files(&relay.data_dir.join("status")), 0);
+    assert_eq!(
+        comptoir(&alice, &relay, &["status", "list"]).await,
+        (0, String::new())
+    );
+    let (code, _) = comptoir(&alice, &relay, &["status", "delete", &post_id]).await;
+    assert_eq!(code, 8, "no such Status any more");
+}
+
+/// The client's half of the audience rule: a Status key slipped into an
+/// ordinary control message (the relay cannot see it is one) by a
+/// stranger this account never talked with is ignored with a warning, and
+/// shown nowhere.
+#[tokio::test]
+async fn a_status_key_from_a_stranger_outside_send_status_key_is_ignored() {
+    let relay = relay().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut victim = registered(&relay, dir.path(), PASS).await;
+    let v = victim.account_id();
+    let mut mallory = Hostile::register(relay.addr).await;
+    mallory.start_session(v, victim.device_id()).await;
+    let id = [0x5a; 16];
+    let content = comptoir_protocol::proto::content::Content {
+        message_id: id.to_vec(),
+        sent_at_ms: comptoir_client::client::now_ms(),
+        body: Some(comptoir_protocol::proto::content::content::Body::StatusKey(
+            comptoir_protocol::proto::content::StatusKey {
+                post_id: vec![7; 16],
+                pointer: Some(comptoir_protocol::proto::content::AttachmentPointer {
+                    blob_id: hex::encode([8u8; 16]),
+                    content_type: "text/plain; charset=utf-8".into(),
+                    file_name: "status.txt".into(),
+                    size: 4,
+                    key: vec![9; 32],
+                    digest: vec![1; 32],
+                    plaintext_digest: vec![2; 32],
+                    encrypted_size: 61,
+                }),
+                posted_at_ms: comptoir_client::client::now_ms(),
+            },
+        )),
+        labels: Some(mallory.honest_labels(v, &id, wire::Category::Control)),
+        franking_key: Vec::new(),
+        padding: Vec::new(),
+    };
+    let reply = mallory
+        .send_as_is(v, victim.device_id(), id, wire::Category::Control, &content)
+        .await;
+    assert!(
+        matches!(reply, server_frame::Body::Accepted(_)),
+        "{reply:?}"
+    );
+    let warning = wait_for(&mut victim, |e| match e {
+        Event::Warning(text) if text.contains("did not subscribe") => Some(text.clone()),
+        Event::StatusPosted { .. } => panic!("a stranger's Status was shown"),
+        _ => None,
+    })
+    .await;
+    assert!(warning.contains(&mallory.id().to_string()), "{warning}");
+    assert!(victim.statuses().await.unwrap().is_empty());
+}
