@@ -359,6 +359,59 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_request_leaves_requests_when_accepted_or_answered() {
+        use crate::db::NewMessage;
+        use crate::status::MessageStatus;
+        let dir = tempfile::tempdir().expect("dir");
+        let db = Db::open(&dir.path().join("a.sqlite3"), vec![]).expect("open");
+        let message = |id: &str, customer: &str, incoming| NewMessage {
+            id: id.into(),
+            customer: customer.into(),
+            incoming,
+            kind: "text",
+            body: "hi".into(),
+            template_id: None,
+            reply_to: None,
+            status: if incoming {
+                MessageStatus::Received
+            } else {
+                MessageStatus::Sent
+            },
+            at_ms: 1,
+        };
+        let requests = |db: &Db| -> Vec<String> {
+            list(db, View::Requests, 0, 10)
+                .expect("list")
+                .into_iter()
+                .map(|c| c.customer)
+                .collect()
+        };
+        for customer in ["c1", "c2", "c3"] {
+            db.record_message(&message(&format!("{customer}-in"), customer, true), &[], 1)
+                .expect("record");
+        }
+        db.note_request("c1", 1).expect("request");
+        db.note_request("c2", 1).expect("request");
+        assert_eq!(requests(&db), ["c1", "c2"]);
+        assert!(get(&db, "c1").expect("get").request);
+        assert!(!get(&db, "c3").expect("get").request, "c3 is known");
+        // Answering c1 makes it known; accepting c2 too, once.
+        db.record_message(&message("c1-out", "c1", false), &[], 2)
+            .expect("record");
+        assert!(accept_request(&db, "c2", 0, 3).is_err(), "no agent 0");
+        crate::inbox::agents::add(&db, "ana", "ana-long-password", false, 1).expect("agent");
+        assert!(accept_request(&db, "c2", 1, 3).expect("accept"));
+        assert!(!accept_request(&db, "c2", 1, 4).expect("again"));
+        assert!(requests(&db).is_empty());
+        assert_eq!(list(&db, View::All, 0, 10).expect("all").len(), 3);
+        // Marks are counted per message.
+        db.record_violation("c3", "m", "forged", 5).expect("flag");
+        db.record_violation("c3", "m", "forged", 6).expect("again");
+        assert_eq!(get(&db, "c3").expect("get").flagged, 1);
+        assert_eq!(flags(&db, "c3").expect("flags").len(), 1);
+    }
+
+    #[test]
     fn the_window_counts_down_and_closes() {
         assert_eq!(Window::at(None, 5).describe(), "closed");
         let w = Window::at(Some(1_000), 1_000 + 60_000);
