@@ -106,6 +106,27 @@ fn migrations() -> Migrations<'static> {
             created_ms INTEGER NOT NULL
         );",
         ),
+        // Message requests (a customer's first contact, as the client
+        // library reports it) and violation marks (messages the client
+        // library flagged: a rule the relay should have enforced, or
+        // labels that disagree), for the inbox.
+        M::up(
+            "CREATE TABLE message_requests (
+            customer TEXT PRIMARY KEY,
+            since_ms INTEGER NOT NULL,
+            accepted_ms INTEGER,
+            accepted_by INTEGER REFERENCES agents (id)
+        );
+        CREATE TABLE violations (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            customer TEXT NOT NULL,
+            message_id TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            at_ms INTEGER NOT NULL,
+            UNIQUE (message_id, reason)
+        );
+        CREATE INDEX violations_by_customer ON violations (customer, id);",
+        ),
     ])
 }
 
@@ -348,6 +369,39 @@ impl Db {
         }
         tx.commit()?;
         drop(conn);
+        if inserted {
+            self.changed();
+        }
+        Ok(inserted)
+    }
+
+    /// A customer's message arrived as a message request (the client
+    /// library's first contact): remember since when, once.
+    pub fn note_request(&self, customer: &str, since_ms: u64) -> Result<()> {
+        let inserted = self.lock().execute(
+            "INSERT OR IGNORE INTO message_requests (customer, since_ms) VALUES (?1, ?2)",
+            params![customer, i64_of(since_ms)],
+        )?;
+        if inserted > 0 {
+            self.changed();
+        }
+        Ok(())
+    }
+
+    /// The client library flagged `message_id` from `customer` (`reason`
+    /// is its explanation); recorded once per message and reason.
+    pub fn record_violation(
+        &self,
+        customer: &str,
+        message_id: &str,
+        reason: &str,
+        at_ms: u64,
+    ) -> Result<bool> {
+        let inserted = self.lock().execute(
+            "INSERT OR IGNORE INTO violations (customer, message_id, reason, at_ms)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![customer, message_id, reason, i64_of(at_ms)],
+        )? == 1;
         if inserted {
             self.changed();
         }

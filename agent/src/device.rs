@@ -135,6 +135,14 @@ pub enum Command {
         /// The outcome.
         reply: oneshot::Sender<Result<PeerState, ClientError>>,
     },
+    /// Accept a customer's message request (the inbox's Accept button):
+    /// the client library then treats the customer as known.
+    AcceptRequest {
+        /// The customer.
+        customer: AccountId,
+        /// The outcome.
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    },
     /// The business's approved templates (the inbox's template picker).
     ApprovedTemplates {
         /// The outcome.
@@ -430,6 +438,9 @@ impl Device {
                 });
                 let _ = reply.send(state);
             }
+            Command::AcceptRequest { customer, reply } => {
+                let _ = reply.send(self.client.accept_request(customer).await);
+            }
             Command::ApprovedTemplates { reply } => {
                 let templates = self.client.own_templates().await.map(|all| {
                     all.into_iter()
@@ -648,8 +659,17 @@ impl Device {
     async fn on_event(&mut self, event: Event) {
         let now = self.clock.now_ms();
         match event {
-            Event::Message { from, id, text, .. } => {
+            Event::Message {
+                from,
+                id,
+                text,
+                request,
+                ..
+            } => {
                 let customer = from.to_string();
+                if request && let Err(e) = self.db.note_request(&customer, now) {
+                    tracing::error!(error = %e, "recording a message request");
+                }
                 let phone = self.db.phone_of(&customer).ok().flatten();
                 let id = id.to_string();
                 let event = webhook::message_event(
@@ -703,11 +723,33 @@ impl Device {
                     self.advance(&id.to_string(), MessageStatus::Read, None);
                 }
             }
+            Event::Violation {
+                from,
+                id,
+                violation,
+            } => self.flag(from, id, &violation.to_string(), now),
+            Event::Refused { from, id, reason } => self.flag(
+                from,
+                id,
+                &format!("refused and not shown (kept as evidence): {reason}"),
+                now,
+            ),
             Event::OperatorKeyChanged { .. } => tracing::warn!(
                 "the relay presents another operator key than the pinned one; check it with the operator"
             ),
             Event::Warning(warning) => tracing::warn!(%warning, "client"),
             other => tracing::debug!(event = ?other, "not reported"),
+        }
+    }
+
+    /// Record a violation mark the client library set on a message.
+    fn flag(&self, from: AccountId, id: MessageId, reason: &str, now: u64) {
+        tracing::warn!(customer = %from, message = %id, %reason, "a message broke a rule");
+        if let Err(e) = self
+            .db
+            .record_violation(&from.to_string(), &id.to_string(), reason, now)
+        {
+            tracing::error!(error = %e, "recording a violation mark");
         }
     }
 

@@ -11,6 +11,9 @@
 //!   state, notes kept here, canned replies, sessions expiring, the window
 //!   closing (reply refused, template picker sending a template), the
 //!   admin role, and disabling an agent ending its session.
+//! - Message requests (a customer's first contact under Requests until
+//!   accepted) and violation marks (a forged quick reply counted on the
+//!   list and explained on the page, reasons escaped).
 //! - The inbox in a real browser (Debian's chromium and chromium-driver
 //!   over WebDriver): login, a customer's message appearing live and
 //!   assigned by round robin, a reply typed with the keyboard alone, HTML
@@ -326,6 +329,143 @@ async fn the_inbox_is_locked_down_and_escapes_customer_text() {
         .await;
     assert_eq!(out.status, 303);
     assert_eq!(ana.get(addr, "/inbox").await.status, 303);
+}
+
+/// Message requests and violation marks, over plain HTTP: a customer's
+/// first contact is listed under Requests (and marked "new customer") until
+/// an agent accepts it (CSRF-checked); a message the client library
+/// flagged (here a forged quick reply, which is never shown) is counted on
+/// the list and explained on the conversation page, escaped.
+#[tokio::test]
+async fn message_requests_and_violation_marks_show_in_the_inbox() {
+    use comptoir_protocol::proto::content::{ButtonReply, Content, Text, content};
+    let f = InboxFixture::start().await;
+    let addr = f.addr();
+    f.add_agent("ana", ANA_PW, true);
+    let ana = login(addr, "ana", ANA_PW).await;
+
+    // Dan writes for the first time: a message request.
+    let mut dan = customer(&f, "dan").await;
+    dan.send_text(f.business, "Hello, first time here")
+        .await
+        .expect("send");
+    let dan_id = dan.account_id();
+    let first = f
+        .wait_recorded(dan_id, |m| m.body == "Hello, first time here")
+        .await;
+    let requests = ana.get(addr, "/inbox?view=requests").await.text();
+    assert!(requests.contains("href=\"/inbox?view=requests\" aria-current"));
+    assert!(
+        requests.contains(&format!("/inbox/c/{dan_id}"))
+            && requests.contains("new customer · message request"),
+        "{requests}"
+    );
+    let all = ana.get(addr, "/inbox").await.text();
+    assert!(all.contains(&format!("/inbox/c/{dan_id}")) && all.contains("new customer"));
+    let page = ana.get(addr, &format!("/inbox/c/{dan_id}")).await.text();
+    let accept = format!("/inbox/c/{dan_id}/accept");
+    assert!(page.contains(&format!("action=\"{accept}\"")), "{page}");
+
+    // Accepting needs the CSRF token; with it the request leaves Requests.
+    let forged = ana.post(addr, &accept, &[("csrf", "00")]).await;
+    assert_eq!(forged.status, 403);
+    assert!(
+        ana.get(addr, "/inbox?view=requests")
+            .await
+            .text()
+            .contains(&format!("/inbox/c/{dan_id}"))
+    );
+    let accepted = ana.post(addr, &accept, &[("csrf", &ana.csrf)]).await;
+    assert_eq!(accepted.status, 303, "{}", accepted.text());
+    let requests = ana.get(addr, "/inbox?view=requests").await.text();
+    assert!(
+        !requests.contains(&format!("/inbox/c/{dan_id}")),
+        "{requests}"
+    );
+    let page = ana.get(addr, &format!("/inbox/c/{dan_id}")).await.text();
+    assert!(!page.contains(&accept) && page.contains("Hello, first time here"));
+    assert!(
+        ana.get(addr, "/inbox")
+            .await
+            .text()
+            .contains(&format!("/inbox/c/{dan_id}"))
+    );
+
+    // Mallory speaks raw protocol: a text (a request too), then a quick
+    // reply to a template the business never sent. The business's client
+    // flags it and shows nothing of it; the inbox counts and explains it.
+    let mut mallory = support::hostile::Hostile::register(f.relay.addr).await;
+    let mallory_id = mallory.id();
+    mallory.start_session(f.business, 1).await;
+    let content = |body| Content {
+        message_id: comptoir_client::MessageId::generate().0.to_vec(),
+        sent_at_ms: 1,
+        body: Some(body),
+        ..Default::default()
+    };
+    mallory
+        .send_content(
+            f.business,
+            1,
+            &content(content::Body::Text(Text {
+                body: "hi from mallory".into(),
+            })),
+        )
+        .await;
+    mallory
+        .send_content(
+            f.business,
+            1,
+            &content(content::Body::ButtonReply(ButtonReply {
+                message_id: comptoir_client::MessageId::generate().0.to_vec(),
+                template_id: "00".repeat(32),
+                button_index: 0,
+                text: HOSTILE.into(),
+            })),
+        )
+        .await;
+    // The mark is recorded after the text: wait for the list to count it.
+    let mut changes = f.agent.db.watch_changes();
+    let list = loop {
+        let list = ana.get(addr, "/inbox").await.text();
+        if list.contains("1 flagged") {
+            break list;
+        }
+        tokio::time::timeout(support::TIMEOUT, changes.changed())
+            .await
+            .expect("timed out waiting for the violation mark")
+            .expect("daemon running");
+    };
+    assert!(list.contains("⚠ 1 flagged"), "{list}");
+    let page = ana
+        .get(addr, &format!("/inbox/c/{mallory_id}"))
+        .await
+        .text();
+    assert!(
+        page.contains("id=\"flags\"")
+            && page.contains(
+                "not shown: a quick reply to a message that is not a template this account sent"
+            ),
+        "{page}"
+    );
+    assert!(!page.contains("<script>document") && !page.contains("<b>bold"));
+    assert!(
+        !page.contains("bold"),
+        "the forged reply's text is not shown"
+    );
+
+    // A mark on a message the page shows sits by it, its reason escaped.
+    f.agent
+        .db
+        .record_violation(&dan_id.to_string(), &first.id, HOSTILE, 1)
+        .expect("record");
+    let page = ana.get(addr, &format!("/inbox/c/{dan_id}")).await.text();
+    assert!(page.contains("class=\"in flagged\""), "{page}");
+    assert!(
+        page.contains("⚠ Flagged: &#60;script&#62;document.title"),
+        "{page}"
+    );
+    assert!(!page.contains("<script>document") && !page.contains("<b>bold"));
 }
 
 fn screenshot_dir() -> std::path::PathBuf {

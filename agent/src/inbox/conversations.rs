@@ -25,6 +25,9 @@ pub enum View {
     Mine,
     /// Nobody's yet.
     Unassigned,
+    /// Message requests: customers writing for the first time whom no
+    /// agent accepted or answered yet.
+    Requests,
 }
 
 impl View {
@@ -33,6 +36,7 @@ impl View {
         match s {
             Some("mine") => Self::Mine,
             Some("unassigned") => Self::Unassigned,
+            Some("requests") => Self::Requests,
             _ => Self::All,
         }
     }
@@ -42,6 +46,7 @@ impl View {
             Self::All => "all",
             Self::Mine => "mine",
             Self::Unassigned => "unassigned",
+            Self::Requests => "requests",
         }
     }
 }
@@ -63,6 +68,11 @@ pub struct Summary {
     pub assignee: Option<(i64, String)>,
     /// The latest message's text.
     pub last_text: String,
+    /// A message request: the customer's first contact, not yet accepted
+    /// or answered.
+    pub request: bool,
+    /// Messages of this customer the client library flagged.
+    pub flagged: u64,
 }
 
 /// The 24-hour window at a moment.
@@ -104,7 +114,12 @@ SELECT c.customer, c.phone, c.last_message_ms, c.last_inbound_ms,
     (SELECT count(*) FROM messages m WHERE m.customer = c.customer AND m.direction = 'in'
         AND m.seq > coalesce(s.read_seq, 0)),
     s.assignee, a.name,
-    (SELECT m.body FROM messages m WHERE m.customer = c.customer ORDER BY m.seq DESC LIMIT 1)
+    (SELECT m.body FROM messages m WHERE m.customer = c.customer ORDER BY m.seq DESC LIMIT 1),
+    (EXISTS (SELECT 1 FROM message_requests r WHERE r.customer = c.customer
+                AND r.accepted_ms IS NULL)
+     AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.customer = c.customer
+                AND m.direction = 'out')),
+    (SELECT count(DISTINCT v.message_id) FROM violations v WHERE v.customer = c.customer)
 FROM conversations c
 LEFT JOIN inbox_conversations s ON s.customer = c.customer
 LEFT JOIN agents a ON a.id = s.assignee";
@@ -120,6 +135,8 @@ fn summary(row: &rusqlite::Row<'_>) -> rusqlite::Result<Summary> {
         unread: u64_of(row.get(4)?),
         assignee: assignee.zip(name),
         last_text: row.get::<_, Option<String>>(7)?.unwrap_or_default(),
+        request: row.get(8)?,
+        flagged: u64_of(row.get(9)?),
     })
 }
 
@@ -130,10 +147,65 @@ pub fn list(db: &Db, view: View, me: i64, limit: u32) -> Result<Vec<Summary>> {
         "{SUMMARY}
          WHERE EXISTS (SELECT 1 FROM messages m WHERE m.customer = c.customer)
            AND (?1 = 'all' OR (?1 = 'mine' AND s.assignee = ?2)
-                OR (?1 = 'unassigned' AND s.assignee IS NULL))
+                OR (?1 = 'unassigned' AND s.assignee IS NULL)
+                OR (?1 = 'requests' AND {PENDING_REQUEST}))
          ORDER BY c.last_message_ms DESC, c.customer LIMIT ?3"
     ))?;
     let rows = stmt.query_map(params![view.as_str(), me, limit], summary)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// A conversation that is a pending message request (see
+/// [`Summary::request`]), as an SQL condition on `c.customer`.
+const PENDING_REQUEST: &str = "EXISTS (SELECT 1 FROM message_requests r
+        WHERE r.customer = c.customer AND r.accepted_ms IS NULL)
+    AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.customer = c.customer
+        AND m.direction = 'out')";
+
+/// Accept `customer`'s message request (an agent pressed Accept); false
+/// when there was none pending.
+pub fn accept_request(db: &Db, customer: &str, agent_id: i64, now_ms: u64) -> Result<bool> {
+    let changed = db.connection().execute(
+        "UPDATE message_requests SET accepted_ms = ?2, accepted_by = ?3
+         WHERE customer = ?1 AND accepted_ms IS NULL",
+        params![
+            customer,
+            i64::try_from(now_ms).unwrap_or(i64::MAX),
+            agent_id
+        ],
+    )?;
+    if changed > 0 {
+        db.changed();
+    }
+    Ok(changed > 0)
+}
+
+/// A violation mark: a message of the customer the client library
+/// flagged, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Flag {
+    /// The flagged message's id (it may not be shown: a refused message
+    /// or a forged reply is kept as evidence only).
+    pub message_id: String,
+    /// The client library's explanation.
+    pub reason: String,
+    /// When it was flagged.
+    pub at_ms: u64,
+}
+
+/// A conversation's violation marks, oldest first.
+pub fn flags(db: &Db, customer: &str) -> Result<Vec<Flag>> {
+    let conn = db.connection();
+    let mut stmt = conn.prepare(
+        "SELECT message_id, reason, at_ms FROM violations WHERE customer = ?1 ORDER BY id",
+    )?;
+    let rows = stmt.query_map(params![customer], |row| {
+        Ok(Flag {
+            message_id: row.get(0)?,
+            reason: row.get(1)?,
+            at_ms: u64_of(row.get(2)?),
+        })
+    })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
@@ -285,6 +357,59 @@ pub fn canned_body(db: &Db, id: i64) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_leaves_requests_when_accepted_or_answered() {
+        use crate::db::NewMessage;
+        use crate::status::MessageStatus;
+        let dir = tempfile::tempdir().expect("dir");
+        let db = Db::open(&dir.path().join("a.sqlite3"), vec![]).expect("open");
+        let message = |id: &str, customer: &str, incoming| NewMessage {
+            id: id.into(),
+            customer: customer.into(),
+            incoming,
+            kind: "text",
+            body: "hi".into(),
+            template_id: None,
+            reply_to: None,
+            status: if incoming {
+                MessageStatus::Received
+            } else {
+                MessageStatus::Sent
+            },
+            at_ms: 1,
+        };
+        let requests = |db: &Db| -> Vec<String> {
+            list(db, View::Requests, 0, 10)
+                .expect("list")
+                .into_iter()
+                .map(|c| c.customer)
+                .collect()
+        };
+        for customer in ["c1", "c2", "c3"] {
+            db.record_message(&message(&format!("{customer}-in"), customer, true), &[], 1)
+                .expect("record");
+        }
+        db.note_request("c1", 1).expect("request");
+        db.note_request("c2", 1).expect("request");
+        assert_eq!(requests(&db), ["c1", "c2"]);
+        assert!(get(&db, "c1").expect("get").request);
+        assert!(!get(&db, "c3").expect("get").request, "c3 is known");
+        // Answering c1 makes it known; accepting c2 too, once.
+        db.record_message(&message("c1-out", "c1", false), &[], 2)
+            .expect("record");
+        assert!(accept_request(&db, "c2", 0, 3).is_err(), "no agent 0");
+        crate::inbox::agents::add(&db, "ana", "ana-long-password", false, 1).expect("agent");
+        assert!(accept_request(&db, "c2", 1, 3).expect("accept"));
+        assert!(!accept_request(&db, "c2", 1, 4).expect("again"));
+        assert!(requests(&db).is_empty());
+        assert_eq!(list(&db, View::All, 0, 10).expect("all").len(), 3);
+        // Marks are counted per message.
+        db.record_violation("c3", "m", "forged", 5).expect("flag");
+        db.record_violation("c3", "m", "forged", 6).expect("again");
+        assert_eq!(get(&db, "c3").expect("get").flagged, 1);
+        assert_eq!(flags(&db, "c3").expect("flags").len(), 1);
+    }
 
     #[test]
     fn the_window_counts_down_and_closes() {

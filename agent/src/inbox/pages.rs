@@ -26,7 +26,7 @@ use crate::api_error::ApiError;
 use crate::device::{ApprovedTemplate, Command, PeerState, TemplateRef};
 
 use super::agents::{self, Agent};
-use super::conversations::{self, Canned, Note, View, Window};
+use super::conversations::{self, Canned, Flag, Note, View, Window};
 use super::session::{self, LOGIN_COOKIE, SESSION_COOKIE, Session};
 use super::{InboxError, InboxState, Result, assets, assign, events};
 
@@ -51,6 +51,7 @@ pub fn routes() -> Router<InboxState> {
         .route("/inbox/c/{customer}/template", post(send_template))
         .route("/inbox/c/{customer}/assign", post(assign_to))
         .route("/inbox/c/{customer}/note", post(add_note))
+        .route("/inbox/c/{customer}/accept", post(accept_request))
         .route("/inbox/agents", get(agents_page).post(add_agent))
         .route("/inbox/agents/{id}/disabled", post(set_disabled))
         .route("/inbox/canned", post(add_canned))
@@ -246,6 +247,8 @@ struct ConversationView {
     assignee: Option<String>,
     last_text: String,
     last_at: String,
+    request: bool,
+    flagged: u64,
 }
 
 fn view_of(c: conversations::Summary, now_ms: u64) -> ConversationView {
@@ -260,6 +263,8 @@ fn view_of(c: conversations::Summary, now_ms: u64) -> ConversationView {
         assignee: c.assignee.map(|(_, name)| name),
         last_text: c.last_text.chars().take(120).collect(),
         last_at: at(c.last_message_ms),
+        request: c.request,
+        flagged: c.flagged,
     }
 }
 
@@ -335,6 +340,7 @@ async fn index(
             ("mine", "Mine", view == View::Mine),
             ("unassigned", "Unassigned", view == View::Unassigned),
             ("all", "All", view == View::All),
+            ("requests", "Requests", view == View::Requests),
         ],
         conversations,
         results,
@@ -348,6 +354,14 @@ struct MessageView {
     text: String,
     at: String,
     status: &'static str,
+    /// Why the client library flagged it (violation marks), if it did.
+    flags: Vec<String>,
+}
+
+struct FlagView {
+    message_id: String,
+    reason: String,
+    at: String,
 }
 
 struct AgentOption {
@@ -377,6 +391,9 @@ struct ConversationPage {
     notes: Vec<NoteView>,
     canned: Vec<Canned>,
     templates: Vec<ApprovedTemplate>,
+    /// Violation marks on messages the page does not show (refused,
+    /// forged replies, or older than the page).
+    unshown_flags: Vec<FlagView>,
 }
 
 /// The verified state of both sides, as the page says it.
@@ -435,13 +452,27 @@ async fn conversation(
             name: a.name,
         })
         .collect();
+    let mut flags: Vec<Flag> = conversations::flags(&state.db, &customer)?;
     let messages = conversations::messages(&state.db, &customer)?
         .into_iter()
-        .map(|m| MessageView {
-            direction: m.direction,
-            text: m.body,
-            at: at(m.at_ms),
-            status: m.status.as_str(),
+        .map(|m| {
+            let (mine, rest) = flags.drain(..).partition(|f| f.message_id == m.id);
+            flags = rest;
+            MessageView {
+                direction: m.direction,
+                text: m.body,
+                at: at(m.at_ms),
+                status: m.status.as_str(),
+                flags: mine.into_iter().map(|f: Flag| f.reason).collect(),
+            }
+        })
+        .collect();
+    let unshown_flags = flags
+        .into_iter()
+        .map(|f| FlagView {
+            message_id: f.message_id,
+            reason: f.reason,
+            at: at(f.at_ms),
         })
         .collect();
     let notes = conversations::notes(&state.db, &customer)?
@@ -464,7 +495,30 @@ async fn conversation(
         notes,
         canned: conversations::canned(&state.db)?,
         templates,
+        unshown_flags,
     }))
+}
+
+async fn accept_request(
+    State(state): State<InboxState>,
+    session: Session,
+    Path(customer): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response> {
+    session.check_csrf(&form.csrf)?;
+    let account = customer_id(&customer)?;
+    conversations::get(&state.db, &customer)?;
+    // The client library first, so that it stops treating the customer
+    // as a stranger; then the inbox's record.
+    ask(&state, |reply| Command::AcceptRequest {
+        customer: account,
+        reply,
+    })
+    .await
+    .ok_or_else(|| refused(ApiError::Stopping))?
+    .map_err(|e| refused(e.into()))?;
+    conversations::accept_request(&state.db, &customer, session.agent.id, state.clock.now_ms())?;
+    Ok(back_to(&customer))
 }
 
 fn back_to(customer: &str) -> Response {
