@@ -274,7 +274,10 @@ mod tests {
         ] {
             let written = link.to_string();
             assert!(written.starts_with(LINK_PREFIX), "{written}");
-            assert!(!written.contains(' ') && !written.contains('+'), "{written}");
+            assert!(
+                !written.contains(' ') && !written.contains('+'),
+                "{written}"
+            );
             assert_eq!(ChatLink::parse(&written).unwrap(), link);
         }
         assert_eq!(
@@ -295,9 +298,18 @@ mod tests {
             ("comptoir://cha", LinkError::NotAChatLink),
             ("comptoir://chat/", LinkError::BadHandle(String::new())),
             ("comptoir://chat/ac", LinkError::BadHandle("ac".into())),
-            ("comptoir://chat/acme air", LinkError::BadHandle("acme air".into())),
-            ("comptoir://chat/+447700900123", LinkError::BadHandle("+447700900123".into())),
-            ("comptoir://chat/acme/x", LinkError::BadHandle("acme/x".into())),
+            (
+                "comptoir://chat/acme air",
+                LinkError::BadHandle("acme air".into()),
+            ),
+            (
+                "comptoir://chat/+447700900123",
+                LinkError::BadHandle("+447700900123".into()),
+            ),
+            (
+                "comptoir://chat/acme/x",
+                LinkError::BadHandle("acme/x".into()),
+            ),
             ("comptoir://chat/acme?text=a&text=b", LinkError::UnknownPart),
             ("comptoir://chat/acme?txt=a", LinkError::UnknownPart),
             ("comptoir://chat/acme?text=a#frag", LinkError::UnknownPart),
@@ -312,11 +324,10 @@ mod tests {
     fn the_qr_code_decodes_to_the_link() {
         let link = ChatLink::new(name("acme-air"), Some("Where is order 42?")).unwrap();
         let image = link.qr_luma(4).unwrap();
-        let mut prepared = rqrr::PreparedImage::prepare_from_greyscale(
-            image.side,
-            image.side,
-            |x, y| image.luma[y * image.side + x],
-        );
+        let mut prepared =
+            rqrr::PreparedImage::prepare_from_greyscale(image.side, image.side, |x, y| {
+                image.luma[y * image.side + x]
+            });
         let grids = prepared.detect_grids();
         assert_eq!(grids.len(), 1);
         let (_, content) = grids[0].decode().unwrap();

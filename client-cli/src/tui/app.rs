@@ -198,6 +198,9 @@ pub struct App {
     /// The time the screen was last drawn for, ms since the Unix epoch
     /// (the window's time left is counted from it).
     pub now_ms: u64,
+    /// A conversation opened from a click-to-chat link that has no
+    /// messages yet: kept in the list across reloads until it has some.
+    pub opened: Option<Conversation>,
 }
 
 impl App {
@@ -216,6 +219,7 @@ impl App {
             picker: None,
             pick: 0,
             now_ms: 0,
+            opened: None,
         }
     }
 
@@ -246,8 +250,14 @@ impl App {
     }
 
     /// Replace the conversations, keeping the selection on the same peer.
-    pub fn set_conversations(&mut self, conversations: Vec<Conversation>) {
+    pub fn set_conversations(&mut self, mut conversations: Vec<Conversation>) {
         let peer = self.current().map(|c| c.peer);
+        if let Some(opened) = self.opened.take()
+            && !conversations.iter().any(|c| c.peer == opened.peer)
+        {
+            conversations.push(opened.clone());
+            self.opened = Some(opened);
+        }
         self.conversations = conversations;
         self.selected = peer
             .and_then(|p| self.conversations.iter().position(|c| c.peer == p))

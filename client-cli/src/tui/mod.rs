@@ -8,10 +8,12 @@
 //! left, and picks and fills an approved template (Ctrl-P).
 //!
 //! [`app`] holds the state and key handling (tested with key events),
-//! [`view`] draws it (tested against ratatui's test backend); this module
-//! runs them against a real terminal and a [`Client`].
+//! [`view`] draws it (tested against ratatui's test backend),
+//! [`open_link`] opens a click-to-chat link in it; this module runs them
+//! against a real terminal and a [`Client`].
 
 pub mod app;
+pub mod open_link;
 pub mod view;
 
 use std::collections::hash_map::Entry;
@@ -182,12 +184,20 @@ pub async fn reload(client: &mut Client, app: &mut App) -> Result<()> {
     Ok(())
 }
 
-/// Run the UI until the user quits.
-pub async fn run(client: &mut Client, relay: &str) -> Result<()> {
+/// Run the UI until the user quits, first opening `link` if given.
+pub async fn run(
+    client: &mut Client,
+    relay: &str,
+    link: Option<&comptoir_client::click_to_chat::ChatLink>,
+) -> Result<()> {
     client.connect(relay).await?;
     let mut app = App::new(load_conversations(client)?);
     app.templates = approved_templates(client).await?;
     reload(client, &mut app).await?;
+    if let Some(link) = link {
+        open_link::open(client, &mut app, link).await?;
+        reload(client, &mut app).await?;
+    }
     let mut terminal = ratatui::try_init()
         .map_err(|e| ClientError::io("opening the terminal (is this a terminal?)", e))?;
     let result = run_loop(&mut terminal, client, relay, &mut app).await;
