@@ -49,6 +49,8 @@ pub struct AppState {
     pub db: Db,
     /// The configured keys (hashed).
     pub keys: Arc<Vec<ApiKey>>,
+    /// This business's account (its click-to-chat link names it).
+    pub business: AccountId,
 }
 
 impl std::fmt::Debug for AppState {
@@ -66,6 +68,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/messages", post(send_message).get(list_messages))
         .route("/v1/consent_requests", post(request_consent))
         .route("/v1/conversations", get(list_conversations))
+        .route("/v1/link", get(crate::link::get_link))
         .route(
             "/v1/conversations/{customer}/messages",
             get(conversation_messages),
@@ -82,7 +85,7 @@ pub fn app(state: AppState) -> Router {
         description = "The business's backend sends messages and reads conversations through its own agent daemon; end-to-end encryption ends on the business's machine. Webhooks (not described here) are documented in the README.",
         license(name = "AGPL-3.0-or-later")
     ),
-    paths(send_message, request_consent, list_conversations, list_messages, conversation_messages),
+    paths(send_message, request_consent, list_conversations, list_messages, conversation_messages, crate::link::get_link),
     modifiers(&BearerAuth),
     tags((name = "messages"), (name = "consent"))
 )]
@@ -111,7 +114,11 @@ async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], openapi_json())
 }
 
-fn authorize(state: &AppState, headers: &HeaderMap, scope: Scope) -> Result<(), ApiError> {
+pub(crate) fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    scope: Scope,
+) -> Result<(), ApiError> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -757,7 +764,7 @@ fn limit(limit: Option<u32>) -> Result<u32, ApiError> {
     }
 }
 
-fn query<T: DeserializeOwned>(uri: &axum::http::Uri) -> Result<T, ApiError> {
+pub(crate) fn query<T: DeserializeOwned>(uri: &axum::http::Uri) -> Result<T, ApiError> {
     Query::<T>::try_from_uri(uri)
         .map(|q| q.0)
         .map_err(|e| ApiError::InvalidRequest(format!("bad query: {}", e.body_text())))

@@ -5,8 +5,8 @@
 //! backend an HTTP API in the conventions of the WhatsApp Cloud API, and
 //! posts signed webhooks from a durable outbox.
 //!
-//! It does not (yet) run two daemons of one business with a lease, serve
-//! the agents' web inbox, or make click-to-chat links.
+//! It does not (yet) run two daemons of one business with a lease, or
+//! serve the agents' web inbox.
 //!
 //! Modules:
 //! - [`config`]: the TOML file and environment variables, checked.
@@ -20,6 +20,8 @@
 //! - [`http_client`]: the small HTTP client that posts webhooks.
 //! - [`api`]: the HTTP API and its OpenAPI document.
 //! - [`api_error`]: the API's typed errors, mapped once.
+//! - [`link`]: click-to-chat links and their QR codes (`agent link`,
+//!   `GET /v1/link`).
 //! - [`tls`]: TLS for the API.
 //! - [`serve`]: starting and stopping the daemon.
 
@@ -34,6 +36,7 @@ pub mod device;
 pub mod hours;
 pub mod http_client;
 pub mod keys;
+pub mod link;
 pub mod serve;
 pub mod status;
 pub mod tls;
