@@ -227,7 +227,7 @@ pub async fn run(
 
     // Setup: every customer writes once (the window opens), then leaves.
     let started = Instant::now();
-    let customers = setup_customers(relay, business, options.customers).await?;
+    let customers = setup_customers(relay, business, options.customers, options.timeout).await?;
     arrivals
         .wait_for(
             "message:",
@@ -362,18 +362,20 @@ pub async fn run(
 }
 
 /// Register `count` customers, each writing once to `business` (through
-/// its own store and connection, a few at a time); their account ids.
+/// its own store and connection, a few at a time), each within `timeout`;
+/// their account ids.
 async fn setup_customers(
     relay: &str,
     business: AccountId,
     count: usize,
+    timeout: Duration,
 ) -> Result<Vec<AccountId>, AgentLoadError> {
     let mut ids = Vec::with_capacity(count);
     let mut next = 0;
     while next < count {
         let batch = (next..count.min(next + SETUP_PARALLEL)).map(|i| {
             let relay = relay.to_owned();
-            tokio::spawn(async move {
+            tokio::spawn(tokio::time::timeout(timeout, async move {
                 let dir = tempfile::tempdir().map_err(other)?;
                 let mut client = Client::create_with_params(dir.path(), PASSPHRASE, BENCH_KDF)?;
                 client.register(&relay).await?;
@@ -383,12 +385,14 @@ async fn setup_customers(
                 let id = client.account_id();
                 client.close().await?;
                 Ok::<_, AgentLoadError>(id)
-            })
+            }))
         });
         let batch: Vec<_> = batch.collect();
         next += batch.len();
         for task in batch {
-            ids.push(task.await.map_err(other)??);
+            ids.push(task.await.map_err(other)?.map_err(|_| {
+                AgentLoadError::Timeout("a customer's registration and first message")
+            })??);
         }
     }
     Ok(ids)
