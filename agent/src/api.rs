@@ -49,6 +49,8 @@ pub struct AppState {
     pub db: Db,
     /// The configured keys (hashed).
     pub keys: Arc<Vec<ApiKey>>,
+    /// This business's account (its click-to-chat link names it).
+    pub business: AccountId,
 }
 
 impl std::fmt::Debug for AppState {
@@ -66,6 +68,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/messages", post(send_message).get(list_messages))
         .route("/v1/consent_requests", post(request_consent))
         .route("/v1/conversations", get(list_conversations))
+        .route("/v1/link", get(crate::link::get_link))
         .route(
             "/v1/conversations/{customer}/messages",
             get(conversation_messages),
@@ -83,7 +86,7 @@ pub fn app(state: AppState) -> Router {
         description = "The business's backend sends messages and reads conversations through its own agent daemon; end-to-end encryption ends on the business's machine. Webhooks (not described here) are documented in the README.",
         license(name = "AGPL-3.0-or-later")
     ),
-    paths(send_message, crate::media::upload_media, request_consent, list_conversations, list_messages, conversation_messages),
+    paths(send_message, crate::media::upload_media, request_consent, list_conversations, list_messages, conversation_messages, crate::link::get_link),
     modifiers(&BearerAuth),
     tags((name = "messages"), (name = "consent"))
 )]

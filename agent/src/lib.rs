@@ -22,6 +22,8 @@
 //! - [`api_error`]: the API's typed errors, mapped once.
 //! - [`inbox`]: the agents' web inbox (logins, pages, live updates, assignment).
 //! - [`media`]: documents the backend uploads and sends with a message.
+//! - [`link`]: click-to-chat links and their QR codes (`agent link`,
+//!   `GET /v1/link`).
 //! - [`tls`]: TLS for the API.
 //! - [`serve`]: starting and stopping the daemon.
 
@@ -37,6 +39,7 @@ pub mod hours;
 pub mod http_client;
 pub mod inbox;
 pub mod keys;
+pub mod link;
 pub mod media;
 pub mod serve;
 pub mod status;

@@ -56,6 +56,26 @@ enum Command {
         #[arg(long)]
         admin: bool,
     },
+    /// Print this business's click-to-chat link and its QR code (for a
+    /// terminal with light text on a dark background); customers open it
+    /// with `comptoir open LINK`. Without --name it reads the account id
+    /// from the device store (stop `agent serve` first, or use
+    /// `GET /v1/link`).
+    Link {
+        /// The name the business claimed (`comptoir name claim`), in place
+        /// of its account id; not checked here.
+        #[arg(long)]
+        name: Option<String>,
+        /// Text to prefill in the customer's composer.
+        #[arg(long)]
+        text: Option<String>,
+        /// Also write the QR code as SVG to this file.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+        /// Also write the QR code as PNG to this file.
+        #[arg(long, value_name = "FILE")]
+        png: Option<PathBuf>,
+    },
 }
 
 #[tokio::main]
@@ -121,6 +141,34 @@ async fn run(cli: Cli) -> Result<(), String> {
                 agent.name,
                 config.listen
             );
+            Ok(())
+        }
+        Command::Link {
+            name,
+            text,
+            svg,
+            png,
+        } => {
+            use comptoir_client::click_to_chat::{ChatLink, LinkHandle};
+            let handle = match name {
+                Some(name) => LinkHandle::Name(
+                    comptoir_protocol::handle::normalize_business_name(&name)
+                        .map_err(|e| e.to_string())?,
+                ),
+                None => {
+                    let config = Config::load(cli.config.as_deref()).map_err(|e| e.to_string())?;
+                    let passphrase = config::passphrase(&env).map_err(|e| e.to_string())?;
+                    let client = comptoir_client::Client::open(&config.device_dir(), &passphrase)
+                        .map_err(|e| e.to_string())?;
+                    LinkHandle::Account(client.account_id())
+                }
+            };
+            let link = ChatLink::new(handle, text.as_deref()).map_err(|e| e.to_string())?;
+            print!(
+                "{}",
+                comptoir_agent::link::print(&link, svg.as_deref(), png.as_deref())?
+            );
+            println!();
             Ok(())
         }
         Command::Init { link, approval } => {

@@ -86,6 +86,7 @@ pub async fn start(
     let endpoints = config.webhooks.iter().map(|w| w.url.clone()).collect();
     let db = Db::open(&config.database_path(), endpoints)?;
     let client = crate::device::open(config, passphrase).await?;
+    let business = client.account_id();
     let deliverer = Deliverer::new(db.clone(), Arc::clone(&clock), &config.webhooks);
     let webhooks = deliverer.waker();
     let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
@@ -112,6 +113,7 @@ pub async fn start(
         commands,
         db: db.clone(),
         keys: Arc::new(config.api_keys.clone()),
+        business,
     })
     .merge(crate::inbox::router(inbox))
     .into_make_service_with_connect_info::<crate::inbox::session::PeerAddr>();

@@ -146,3 +146,52 @@ fn agent_add_reads_the_password_from_stdin_and_refuses_bad_input() {
     assert!(!short.status.success());
     assert!(String::from_utf8_lossy(&short.stderr).contains("at least 10"));
 }
+
+#[test]
+fn link_prints_the_link_and_a_terminal_qr_code_and_writes_a_png_that_decodes_to_it() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (png, svg) = (dir.path().join("link.png"), dir.path().join("link.svg"));
+    let out = agent()
+        .args(["link", "--name", "Acme-Air", "--text", "Hi, order 42?"])
+        .arg("--png")
+        .arg(&png)
+        .arg("--svg")
+        .arg(&svg)
+        .output()
+        .expect("run agent");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let link = text.lines().next().expect("the link");
+    assert_eq!(link, "comptoir://chat/acme-air?text=Hi%2C%20order%2042%3F");
+    assert!(
+        text.contains('\u{2580}') || text.contains('\u{2584}'),
+        "{text}"
+    );
+    assert!(std::fs::read_to_string(&svg).expect("svg").contains("<svg"));
+
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(&png).expect("png"),
+    ));
+    let mut reader = decoder.read_info().expect("png header");
+    let mut pixels = vec![0; reader.output_buffer_size().expect("size")];
+    let info = reader.next_frame(&mut pixels).expect("png frame");
+    let mut image = rqrr::PreparedImage::prepare_from_greyscale(
+        info.width as usize,
+        info.height as usize,
+        |x, y| pixels[y * info.line_size + x],
+    );
+    let grids = image.detect_grids();
+    assert_eq!(grids.len(), 1);
+    assert_eq!(grids[0].decode().expect("decodes").1, link);
+
+    // A name no business could claim makes no link.
+    let out = agent()
+        .args(["link", "--name", "no spaces allowed"])
+        .output()
+        .expect("run agent");
+    assert!(!out.status.success());
+}

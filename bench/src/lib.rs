@@ -3,6 +3,8 @@
 //! against and the load generator behind `relay-load` (docs/BENCHMARKS.md).
 //!
 //! Modules:
+//! - [`agent_load`]: the business agent daemon's API and webhooks under
+//!   load, beside the same sends through the client library.
 //! - [`forwarder`]: the storage-free baseline (same frames, no storage).
 //! - [`load`]: N devices sending and receiving through a relay.
 //! - [`mux`]: many tasks sending through one client-library connection.
@@ -13,6 +15,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod agent_load;
 pub mod attachment;
 pub mod client_mux;
 pub mod forwarder;

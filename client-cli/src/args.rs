@@ -287,7 +287,25 @@ pub enum Command {
         backup: PathBuf,
     },
     /// Open the terminal UI: conversations, chat, ticks, one-key block.
-    Tui,
+    Tui {
+        /// Open this click-to-chat link (comptoir://chat/…): its business's
+        /// conversation, the composer prefilled with the link's text.
+        #[arg(long, value_name = "LINK", value_parser = crate::open_link::parse_link)]
+        open: Option<comptoir_client::click_to_chat::ChatLink>,
+    },
+    /// Open a click-to-chat link (comptoir://chat/BUSINESS?text=…): shows
+    /// the business as the operator verified it (✓ and its certified
+    /// name) or by the link's handle, and the prefilled text, and sends
+    /// the text once you confirm. Sending opens the business's 24-hour
+    /// reply window; it is not consent to templates.
+    Open {
+        /// The link.
+        #[arg(value_parser = crate::open_link::parse_link)]
+        link: comptoir_client::click_to_chat::ChatLink,
+        /// Send the prefilled text without asking (for scripts).
+        #[arg(long)]
+        yes: bool,
+    },
     /// Show the conversation with a contact.
     History {
         /// A contact name or a 32-character account id.
@@ -619,6 +637,24 @@ pub enum BusinessCommand {
     /// This business's bill.
     #[command(subcommand)]
     Bill(BillCommand),
+    /// Print this business's click-to-chat link and its QR code (for a
+    /// terminal with light text on a dark background); customers open it
+    /// with `comptoir open LINK`.
+    Link {
+        /// Name the business by the name it claimed (`comptoir name claim`)
+        /// rather than by its account id; checked with the relay.
+        #[arg(long)]
+        name: Option<String>,
+        /// Text to prefill in the customer's composer.
+        #[arg(long, value_parser = crate::open_link::parse_text)]
+        text: Option<String>,
+        /// Also write the QR code as SVG to this file.
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+        /// Also write the QR code as PNG to this file.
+        #[arg(long, value_name = "FILE")]
+        png: Option<PathBuf>,
+    },
     /// This business's standing: its bill so far, the customers it reached
     /// with templates today, its quality rating (high, medium, low), its
     /// messaging tier and how much of its limit it used in the last 24

@@ -167,6 +167,22 @@ pub(crate) async fn run(cli: &Cli, command: &BusinessCommand, out: &mut dyn Writ
             }
             Ok(0)
         }
+        BusinessCommand::Link {
+            name,
+            text,
+            svg,
+            png,
+        } => {
+            crate::open_link::business_link(
+                &mut client,
+                cli,
+                name.as_deref(),
+                text.as_deref(),
+                (svg.as_ref(), png.as_ref()),
+                out,
+            )
+            .await
+        }
         BusinessCommand::Status => {
             let standing = client.standing().await?;
             let mut per_category = [(0, 0); 3];

@@ -15,6 +15,8 @@
 //! - [`interactive`]: interactive messages (reply buttons, lists) shown,
 //!   written from flags, and answered.
 //! - [`json`]: the records `--output json` prints, one per line.
+//! - [`open_link`]: click-to-chat links: `comptoir open` and `comptoir
+//!   business link`.
 //! - [`phone_number`]: phone numbers as typed, written in E.164.
 //! - [`status`]: `comptoir status post|list|view|delete` (24-hour Status).
 //! - [`template_values`]: template placeholder values as typed
@@ -38,6 +40,7 @@ pub mod format;
 pub mod generate;
 pub mod interactive;
 pub mod json;
+pub mod open_link;
 pub mod phone_number;
 pub mod status;
 pub mod template_values;
@@ -611,9 +614,9 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             );
             Ok(0)
         }
-        Command::Tui => {
+        Command::Tui { open: link } => {
             let mut client = open(cli)?;
-            crate::tui::run(&mut client, &cli.relay).await?;
+            crate::tui::run(&mut client, &cli.relay, link.as_ref()).await?;
             client.close().await?;
             Ok(0)
         }
@@ -1136,6 +1139,7 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             eprintln!("reported to the operator (report {report_id})");
             Ok(0)
         }
+        Command::Open { link, yes } => Box::pin(open_link::run_open(cli, link, *yes, out)).await,
         Command::Business(command) => Box::pin(business::run(cli, command, out)).await,
         Command::Status(command) => Box::pin(status::run(cli, command, out)).await,
         Command::OperatorKey { pin } => {

@@ -34,6 +34,8 @@
 //!   lists) sent or received, kept to check a choice in them.
 //! - [`business_views`]: the last checked view of each business, so the
 //!   verified mark shows offline.
+//! - [`click_to_chat`]: click-to-chat links (a business and prefilled
+//!   text) and their QR codes (SVG, PNG, terminal).
 //! - [`outgoing_bodies`]: non-text bodies (template instances, quick
 //!   replies) waiting in the outbox.
 //! - [`attachments`]: files encrypted to upload, downloads decrypted
@@ -52,6 +54,7 @@
 pub mod account;
 pub mod attachments;
 pub mod business_views;
+pub mod click_to_chat;
 pub mod client;
 pub mod connection;
 pub mod contacts;

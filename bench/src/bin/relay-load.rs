@@ -195,6 +195,27 @@ enum Cmd {
         #[arg(long, default_value_t = 64)]
         window: usize,
     },
+    /// The business agent daemon (in this process) on a fresh relay child:
+    /// API sends per second to many customers, the webhook deliveries they
+    /// cause, and the same sends through the client library without the
+    /// daemon (docs/BENCHMARKS.md).
+    Agent {
+        /// Customers who wrote to the business (the window is open).
+        #[arg(long, default_value_t = 1000)]
+        customers: usize,
+        /// Sends in each phase.
+        #[arg(long, default_value_t = 2000)]
+        sends: usize,
+        /// Tasks sending at once.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Text bytes per message.
+        #[arg(long, default_value_t = 200)]
+        size: usize,
+        /// A small run (20 customers, 100 sends) to check that it works.
+        #[arg(long)]
+        smoke: bool,
+    },
     /// Resident memory per idle authenticated connection on the relay.
     Idle {
         /// Connections to open (each a registered, authenticated device).
@@ -258,6 +279,54 @@ fn main() -> ExitCode {
                 rounds,
             } => mux(&tasks, messages, size, rounds).await,
             Cmd::Attachment { mib, rounds } => attachment_bench(mib, rounds).await,
+            Cmd::Agent {
+                customers,
+                sends,
+                concurrency,
+                size,
+                smoke,
+            } => {
+                let options = if smoke {
+                    comptoir_bench::agent_load::AgentLoadOptions {
+                        customers: 20,
+                        sends: 100,
+                        concurrency: 4,
+                        size,
+                        timeout: Duration::from_secs(120),
+                    }
+                } else {
+                    comptoir_bench::agent_load::AgentLoadOptions {
+                        customers,
+                        sends,
+                        concurrency,
+                        size,
+                        timeout: Duration::from_secs(600),
+                    }
+                };
+                let server = start_relay()?;
+                let r = comptoir_bench::agent_load::run(&format!("ws://{}", server.addr), options)
+                    .await?;
+                println!(
+                    "setup: {} customers wrote once, all message webhooks in {:.1} s",
+                    options.customers,
+                    r.setup.as_secs_f64()
+                );
+                for (name, p, unit) in [
+                    ("daemon API", &r.api, "sends"),
+                    ("webhooks", &r.webhooks, "deliveries"),
+                    ("library", &r.library, "sends"),
+                ] {
+                    println!(
+                        "{name:<11} {:>6} {unit:<10} {:>8.0}/s  p50 {:>8.2} ms  p99 {:>8.2} ms  ({:.2} s)",
+                        p.count,
+                        p.per_sec,
+                        p.p50.as_secs_f64() * 1e3,
+                        p.p99.as_secs_f64() * 1e3,
+                        p.elapsed.as_secs_f64()
+                    );
+                }
+                Ok(())
+            }
             Cmd::ClientMux {
                 tasks,
                 messages,

@@ -224,6 +224,9 @@ pub struct App {
     /// The live Status posts, one line each, newest first (shown in
     /// [`Mode::Status`]).
     pub statuses: Vec<String>,
+    /// A conversation opened from a click-to-chat link that has no
+    /// messages yet: kept in the list across reloads until it has some.
+    pub opened: Option<Conversation>,
 }
 
 /// Each conversation's messages in the order they were written (the
@@ -255,6 +258,7 @@ impl App {
             drawn: std::cell::Cell::new(Drawn::default()),
             blocking: None,
             statuses: Vec::new(),
+            opened: None,
         }
     }
 
@@ -288,6 +292,12 @@ impl App {
     pub fn set_conversations(&mut self, mut conversations: Vec<Conversation>) {
         order_by_time(&mut conversations);
         let peer = self.current().map(|c| c.peer);
+        if let Some(opened) = self.opened.take()
+            && !conversations.iter().any(|c| c.peer == opened.peer)
+        {
+            conversations.push(opened.clone());
+            self.opened = Some(opened);
+        }
         self.conversations = conversations;
         self.selected = peer
             .and_then(|p| self.conversations.iter().position(|c| c.peer == p))

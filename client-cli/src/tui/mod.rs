@@ -15,10 +15,11 @@
 //! [`app`] holds the state and key handling (tested with key events),
 //! [`view`] draws it (tested against ratatui's test backend),
 //! [`relay_link`] keeps the connection (the UI opens with the relay down
-//! and reconnects by itself); this module runs them against a real
-//! terminal and a [`Client`].
+//! and reconnects by itself), [`open_link`] opens a click-to-chat link in
+//! it; this module runs them against a real terminal and a [`Client`].
 
 pub mod app;
+pub mod open_link;
 pub mod relay_link;
 pub mod status_view;
 pub mod view;
@@ -218,9 +219,17 @@ pub async fn open(client: &mut Client, relay: &str) -> Result<(App, RelayLink)> 
     Ok((app, link))
 }
 
-/// Run the UI until the user quits.
-pub async fn run(client: &mut Client, relay: &str) -> Result<()> {
+/// Run the UI until the user quits, first opening `chat_link` if given.
+pub async fn run(
+    client: &mut Client,
+    relay: &str,
+    chat_link: Option<&comptoir_client::click_to_chat::ChatLink>,
+) -> Result<()> {
     let (mut app, mut link) = open(client, relay).await?;
+    if let Some(chat_link) = chat_link {
+        open_link::open(client, &mut app, chat_link).await?;
+        reload(client, &mut app).await?;
+    }
     let mut terminal = ratatui::try_init()
         .map_err(|e| ClientError::io("opening the terminal (is this a terminal?)", e))?;
     let result = run_loop(&mut terminal, client, &mut link, &mut app).await;

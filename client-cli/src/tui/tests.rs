@@ -679,3 +679,51 @@ fn messages_are_ordered_by_time() {
     assert!(at("written first") < at("written second"), "{screen}");
     assert!(at("written second") < at("written third"), "{screen}");
 }
+
+fn opened_business(verified_name: Option<&str>) -> Conversation {
+    Conversation {
+        peer: AccountId::from_bytes(&[9; 16]).unwrap_or_else(|_| unreachable!()),
+        name: "acme-air".into(),
+        unread: 0,
+        identity_changed: false,
+        blocked: false,
+        request: false,
+        verified_name: verified_name.map(str::to_owned),
+        window: None,
+        choices: None,
+        messages: Vec::new(),
+    }
+}
+
+#[test]
+fn a_chat_link_opens_its_business_with_the_composer_prefilled() {
+    // Unverified: shown by the link's handle, never a self-chosen name.
+    let mut app = sample();
+    let acme = opened_business(None);
+    let peer = acme.peer;
+    app.open_chat(acme, Some("Where is order 42?".into()), "chat link".into());
+    assert_eq!(app.mode, Mode::Chat);
+    let screen = render(&app);
+    assert!(screen.contains("acme-air"), "{screen}");
+    assert!(screen.contains("> Where is order 42?"), "{screen}");
+    assert!(!screen.contains('✓'), "{screen}");
+    // It stays in the list across reloads until it has messages.
+    let others = app.conversations[..2].to_vec();
+    app.set_conversations(others);
+    assert_eq!(app.current().map(|c| c.peer), Some(peer));
+    // Enter sends the prefilled text to the business.
+    assert_eq!(
+        app.handle_key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)),
+        Action::Send {
+            peer,
+            text: "Where is order 42?".into()
+        }
+    );
+
+    // Verified: its certified name with the mark.
+    let mut app = sample();
+    app.open_chat(opened_business(Some("Acme Air")), None, String::new());
+    let screen = render(&app);
+    assert!(screen.contains("✓ Acme Air"), "{screen}");
+    assert!(app.input.is_empty());
+}

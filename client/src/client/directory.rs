@@ -89,6 +89,23 @@ impl Client {
         }
     }
 
+    /// The business a click-to-chat link names, asked of the relay: by its
+    /// claimed name ([`Self::lookup`]) or by its account id
+    /// ([`Self::check_account`]). Check it with [`Self::business`] before
+    /// showing it.
+    pub async fn resolve_link(
+        &mut self,
+        link: &crate::click_to_chat::ChatLink,
+    ) -> Result<AccountId> {
+        match &link.handle {
+            crate::click_to_chat::LinkHandle::Name(name) => self.lookup(name).await,
+            crate::click_to_chat::LinkHandle::Account(id) => {
+                self.check_account(*id).await?;
+                Ok(*id)
+            }
+        }
+    }
+
     /// Check with the relay that the account `id` exists (and pin its
     /// keys, as a first message would): [`ClientError::NoSuchAccount`] if
     /// the relay knows none, so nothing is ever queued for it.

@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod business;
+pub mod cli;
 pub mod client;
 pub mod hostile;
 pub mod http;

@@ -1,0 +1,83 @@
+//! Click-to-chat through the business agent daemon (issue 15 item 5): the
+//! daemon serves its link and QR code (`GET /v1/link`); a customer opens
+//! the link with `comptoir open --yes`; the daemon receives the prefilled
+//! text (the message webhook) and its free-form reply through the API,
+//! refused before, now succeeds: sending the text opened the window.
+
+mod support;
+
+use comptoir_agent::clock::ManualClock;
+use serde_json::json;
+use support::agent::{
+    FULL_KEY, READ_KEY, Receiver, SECRET, call, config, data_dir, init_business, serve,
+    signature_checks,
+};
+use support::cli::{account, ok};
+use support::*;
+
+#[tokio::test]
+async fn a_customer_opens_the_daemons_link_and_the_daemon_answers_in_the_window() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start().await;
+    let config = config(&relay, &data_dir(root.path()), &receiver);
+    let business = init_business(&relay, &config).await;
+    let agent = serve(&config, ManualClock::at(now_ms())).await;
+
+    // The link: by account id, the text percent-encoded, with its SVG.
+    let (status, body) = call(
+        &agent,
+        "GET",
+        "/v1/link?text=Hello%20Acme%21",
+        Some(FULL_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let link = body["link"].as_str().expect("link").to_owned();
+    assert_eq!(
+        link,
+        format!("comptoir://chat/{business}?text=Hello%20Acme%21")
+    );
+    assert!(
+        body["svg"].as_str().expect("svg").contains("<svg"),
+        "{body}"
+    );
+    let (status, body) = call(&agent, "GET", "/v1/link", Some(READ_KEY), None).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = call(&agent, "GET", "/v1/link?txt=x", Some(FULL_KEY), None).await;
+    assert_eq!(status, 400, "{body}");
+
+    let dave = root.path().join("dave");
+    let dave_id = account(&dave, &relay, false).await;
+    let reply = json!({ "to": dave_id, "type": "text", "text": { "body": "How can we help?" } });
+    let (status, body) = call(
+        &agent,
+        "POST",
+        "/v1/messages",
+        Some(FULL_KEY),
+        Some(reply.clone()),
+    )
+    .await;
+    assert_eq!(status, 422, "no window yet: {body}");
+    assert!(body.to_string().contains("window_closed"), "{body}");
+
+    let opened = ok(&dave, &relay, &["open", &link, "--yes"]).await;
+    assert!(opened.contains("text\tHello Acme!\n"), "{opened}");
+    let hit = receiver
+        .wait("the prefilled text", |h| {
+            h.json()["value"]["messages"][0]["text"]["body"] == "Hello Acme!"
+        })
+        .await;
+    assert!(signature_checks(&hit, SECRET));
+    let (status, body) = call(&agent, "POST", "/v1/messages", Some(FULL_KEY), Some(reply)).await;
+    assert_eq!(status, 200, "a free reply inside the window: {body}");
+    let heard = ok(
+        &dave,
+        &relay,
+        &["listen", "--count", "1", "--timeout", "30"],
+    )
+    .await;
+    assert!(heard.contains("How can we help?"), "{heard}");
+    agent.stop().await;
+}
