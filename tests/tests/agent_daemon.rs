@@ -25,8 +25,8 @@ use comptoir_client::{Client, Event};
 use comptoir_protocol::proto::wire::AccountKind;
 use serde_json::{Value, json};
 use support::agent::{
-    FULL_KEY, READ_KEY, Receiver, SECRET, call, call_raw, config, data_dir, init_business, serve,
-    signature_checks,
+    FULL_KEY, Fixture, READ_KEY, Receiver, SECRET, call, call_raw, config, customer,
+    customer_with_number, data_dir, fixture, init_business, serve, signature_checks,
 };
 use support::client::{registered_as, wait_for};
 use support::*;
@@ -34,53 +34,6 @@ use support::*;
 const CAROL: &str = "+447700900123";
 const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
 const HOUR_MS: u64 = 3600 * 1000;
-
-/// A relay, a webhook receiver, and a business set up for a daemon (not
-/// yet serving).
-struct Fixture {
-    relay: TestRelay,
-    root: tempfile::TempDir,
-    receiver: Receiver,
-    config: comptoir_agent::config::Config,
-    business: comptoir_protocol::AccountId,
-}
-
-async fn fixture() -> Fixture {
-    let relay = start_relay().await;
-    let root = tempfile::tempdir().expect("temp dir");
-    let receiver = Receiver::start().await;
-    let config = config(&relay, &data_dir(root.path()), &receiver);
-    let business = init_business(&relay, &config).await;
-    Fixture {
-        relay,
-        root,
-        receiver,
-        config,
-        business,
-    }
-}
-
-/// A registered customer with its store under `root/name`.
-async fn customer(relay: &TestRelay, root: &std::path::Path, name: &str) -> Client {
-    registered_as(
-        relay,
-        &root.join(name),
-        "pw-long-enough",
-        AccountKind::Customer,
-    )
-    .await
-}
-
-async fn customer_with_number(relay: &TestRelay, dir: &std::path::Path, phone: &str) -> Client {
-    let mut client = registered_as(relay, dir, "pw-long-enough", AccountKind::Customer).await;
-    client.request_phone_code(phone).await.expect("code");
-    let code = relay.codes.last_for(phone).expect("code sent");
-    client
-        .verify_phone(phone, &code, false)
-        .await
-        .expect("verify");
-    client
-}
 
 fn status_events(receiver: &Receiver, message: &str) -> Vec<String> {
     receiver

@@ -20,11 +20,12 @@ use std::path::Path;
 
 use comptoir_agent::clock::ManualClock;
 use comptoir_client::{Client, Event, MessageId};
-use comptoir_protocol::proto::wire::AccountKind;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use support::agent::{FULL_KEY, Receiver, call, call_raw, config, data_dir, init_business, serve};
-use support::client::{registered_as, wait_for};
+use support::agent::{
+    FULL_KEY, Fixture, call, call_raw, customer_with_number, data_dir, fixture_on, serve,
+};
+use support::client::wait_for;
 use support::*;
 
 const CAROL: &str = "+447700900123";
@@ -128,28 +129,21 @@ async fn receive_document(carol: &mut Client) -> (MessageId, String, String, u64
 
 #[tokio::test]
 async fn the_boarding_pass_goes_with_a_template_and_the_customer_opens_it() {
-    let relay = start_relay_with(|config| {
-        config.blobs.document_max_bytes = RELAY_DOCUMENT_LIMIT;
-    })
-    .await;
-    let root = tempfile::tempdir().expect("temp dir");
-    let receiver = Receiver::start().await;
-    let config = config(&relay, &data_dir(root.path()), &receiver);
-    let business = init_business(&relay, &config).await;
-    let agent = serve(&config, ManualClock::at(comptoir_client::client::now_ms())).await;
-    let mut carol = registered_as(
-        &relay,
-        &root.path().join("carol"),
-        "pw-long-enough",
-        AccountKind::Customer,
+    let Fixture {
+        relay,
+        root,
+        receiver,
+        config,
+        business,
+    } = fixture_on(
+        start_relay_with(|config| {
+            config.blobs.document_max_bytes = RELAY_DOCUMENT_LIMIT;
+        })
+        .await,
     )
     .await;
-    carol.request_phone_code(CAROL).await.expect("code");
-    let code = relay.codes.last_for(CAROL).expect("code sent");
-    carol
-        .verify_phone(CAROL, &code, false)
-        .await
-        .expect("verify");
+    let agent = serve(&config, ManualClock::at(comptoir_client::client::now_ms())).await;
+    let mut carol = customer_with_number(&relay, &root.path().join("carol"), CAROL).await;
 
     // Consent, as in the seed's flow.
     let (status, body) = call(

@@ -301,3 +301,62 @@ pub async fn call_raw(
 pub fn data_dir(root: &Path) -> PathBuf {
     root.join("agent")
 }
+
+/// A relay, a webhook receiver, and a business set up for a daemon (not
+/// yet serving).
+pub struct Fixture {
+    pub relay: TestRelay,
+    pub root: tempfile::TempDir,
+    pub receiver: Receiver,
+    pub config: comptoir_agent::config::Config,
+    pub business: comptoir_protocol::AccountId,
+}
+
+/// [`fixture_on`] a fresh relay with the default configuration.
+pub async fn fixture() -> Fixture {
+    fixture_on(super::start_relay().await).await
+}
+
+/// A webhook receiver and a business set up on `relay`.
+pub async fn fixture_on(relay: TestRelay) -> Fixture {
+    let root = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start().await;
+    let config = config(&relay, &data_dir(root.path()), &receiver);
+    let business = init_business(&relay, &config).await;
+    Fixture {
+        relay,
+        root,
+        receiver,
+        config,
+        business,
+    }
+}
+
+/// A registered customer with its store under `root/name`.
+pub async fn customer(relay: &TestRelay, root: &std::path::Path, name: &str) -> Client {
+    super::client::registered_as(
+        relay,
+        &root.join(name),
+        "pw-long-enough",
+        comptoir_protocol::proto::wire::AccountKind::Customer,
+    )
+    .await
+}
+
+/// A registered customer that verified `phone` with the relay.
+pub async fn customer_with_number(relay: &TestRelay, dir: &std::path::Path, phone: &str) -> Client {
+    let mut client = super::client::registered_as(
+        relay,
+        dir,
+        "pw-long-enough",
+        comptoir_protocol::proto::wire::AccountKind::Customer,
+    )
+    .await;
+    client.request_phone_code(phone).await.expect("code");
+    let code = relay.codes.last_for(phone).expect("code sent");
+    client
+        .verify_phone(phone, &code, false)
+        .await
+        .expect("verify");
+    client
+}
