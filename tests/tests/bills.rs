@@ -387,19 +387,5 @@ async fn comptoir(
     relay: &TestRelay,
     args: &[&str],
 ) -> (u8, String) {
-    let pass = dir.path().with_extension("pass");
-    std::fs::write(&pass, format!("{passphrase}\n")).expect("write");
-    let mut argv = vec![
-        "comptoir".to_string(),
-        "--data-dir".into(),
-        dir.path().display().to_string(),
-        "--relay".into(),
-        format!("ws://{}", relay.addr),
-        "--passphrase-file".into(),
-        pass.display().to_string(),
-    ];
-    argv.extend(args.iter().map(|a| a.to_string()));
-    let mut out = Vec::new();
-    let code = comptoir_cli::run_args(argv, &mut out).await;
-    (code, String::from_utf8(out).expect("utf-8 output"))
+    support::cli::comptoir_with_passphrase(dir.path(), passphrase, relay, args).await
 }

@@ -8,48 +8,10 @@
 
 mod support;
 
-use comptoir_cli::run_args;
+use support::cli::{account, comptoir, ok};
 use support::*;
 
 const CAROL_NUMBER: &str = "+447400123456";
-
-/// Run `comptoir <args>` with the data directory `dir`: (exit code, stdout).
-async fn comptoir(dir: &std::path::Path, relay: &TestRelay, args: &[&str]) -> (u8, String) {
-    let pass = dir.with_extension("pass");
-    std::fs::write(&pass, "business cli passphrase\n").expect("write");
-    let mut argv = vec![
-        "comptoir".to_string(),
-        "--data-dir".into(),
-        dir.display().to_string(),
-        "--relay".into(),
-        format!("ws://{}", relay.addr),
-        "--passphrase-file".into(),
-        pass.display().to_string(),
-    ];
-    argv.extend(args.iter().map(|a| a.to_string()));
-    let mut out = Vec::new();
-    let code = run_args(argv, &mut out).await;
-    (code, String::from_utf8(out).expect("utf-8 output"))
-}
-
-/// `comptoir <args>` that must succeed: its standard output.
-async fn ok(dir: &std::path::Path, relay: &TestRelay, args: &[&str]) -> String {
-    let (code, out) = comptoir(dir, relay, args).await;
-    assert_eq!(code, 0, "comptoir {args:?} printed {out:?}");
-    out
-}
-
-/// A new account in `dir`: its id.
-async fn account(dir: &std::path::Path, relay: &TestRelay, business: bool) -> String {
-    let id = ok(dir, relay, &["init"]).await.trim().to_string();
-    let register: &[&str] = if business {
-        &["register", "--business"]
-    } else {
-        &["register"]
-    };
-    ok(dir, relay, register).await;
-    id
-}
 
 const BOARDING_PASS: &str = r#"{
   "name": "boarding_pass", "language": "en_GB", "category": "utility",

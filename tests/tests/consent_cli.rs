@@ -5,30 +5,11 @@
 
 mod support;
 
-use comptoir_cli::run_args;
 use comptoir_protocol::proto::wire::{
     AccountKind, Category, ErrorCode, client_frame, server_frame::Body,
 };
+use support::cli::comptoir;
 use support::*;
-
-/// Run `comptoir <args>` with the data directory `dir`: (exit code, stdout).
-async fn comptoir(dir: &std::path::Path, relay: &TestRelay, args: &[&str]) -> (u8, String) {
-    let pass = dir.with_extension("pass");
-    std::fs::write(&pass, "consent cli passphrase\n").expect("write");
-    let mut argv = vec![
-        "comptoir".to_string(),
-        "--data-dir".into(),
-        dir.display().to_string(),
-        "--relay".into(),
-        format!("ws://{}", relay.addr),
-        "--passphrase-file".into(),
-        pass.display().to_string(),
-    ];
-    argv.extend(args.iter().map(|a| a.to_string()));
-    let mut out = Vec::new();
-    let code = run_args(argv, &mut out).await;
-    (code, String::from_utf8(out).expect("utf-8 output"))
-}
 
 /// A utility template from `b` to `to`'s device 1.
 async fn utility(b: &mut Client, to: &comptoir_protocol::AccountId, n: u8) -> Body {

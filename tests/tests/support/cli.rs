@@ -7,8 +7,19 @@ use super::TestRelay;
 
 /// Run `comptoir <args>` with the data directory `dir`: (exit code, stdout).
 pub async fn comptoir(dir: &Path, relay: &TestRelay, args: &[&str]) -> (u8, String) {
+    comptoir_with_passphrase(dir, "cli test passphrase", relay, args).await
+}
+
+/// Run `comptoir <args>` on the account in `dir` opened with `passphrase`:
+/// (exit code, stdout).
+pub async fn comptoir_with_passphrase(
+    dir: &Path,
+    passphrase: &str,
+    relay: &TestRelay,
+    args: &[&str],
+) -> (u8, String) {
     let pass = dir.with_extension("pass");
-    std::fs::write(&pass, "cli test passphrase\n").expect("write");
+    std::fs::write(&pass, format!("{passphrase}\n")).expect("write");
     let mut argv = vec![
         "comptoir".to_string(),
         "--data-dir".into(),
