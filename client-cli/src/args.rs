@@ -240,7 +240,15 @@ pub enum Command {
         to: String,
         /// The text, or `-` to read it from standard input (one final
         /// newline is dropped).
-        text: String,
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        text: Option<String>,
+        /// Send this file instead of a text (as `send-file` does).
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+        /// With --file: its MIME type, guessed from the extension when
+        /// left out.
+        #[arg(long = "type", value_name = "MIME")]
+        content_type: Option<String>,
     },
     /// Send a file, end-to-end encrypted: it is encrypted under a fresh
     /// key, uploaded to the relay in chunks, and its key and digests go in

@@ -240,6 +240,22 @@ fn check_relay(cli: &Cli) -> std::result::Result<(), clap::Error> {
     ))
 }
 
+/// Refuse `send --type` without `--file` as a usage error (exit 2): the
+/// type says what a file is, and a text has none.
+fn check_send(cli: &Cli) -> std::result::Result<(), clap::Error> {
+    match &cli.command {
+        Command::Send {
+            file: None,
+            content_type: Some(_),
+            ..
+        } => Err(<Cli as clap::CommandFactory>::command().error(
+            clap::error::ErrorKind::MissingRequiredArgument,
+            "send --type names a file's type: give the file with --file",
+        )),
+        _ => Ok(()),
+    }
+}
+
 async fn run_parsed(mut cli: Cli, out: &mut dyn Write) -> u8 {
     let needs_no_settings = matches!(cli.command, Command::Completions { .. } | Command::Man);
     if let Err(problem) = cli.resolve()
@@ -250,7 +266,7 @@ async fn run_parsed(mut cli: Cli, out: &mut dyn Write) -> u8 {
         let _ = e.print();
         return u8::try_from(e.exit_code()).unwrap_or(2);
     }
-    if let Err(e) = check_relay(&cli) {
+    if let Err(e) = check_relay(&cli).and_then(|()| check_send(&cli)) {
         let _ = e.print();
         return u8::try_from(e.exit_code()).unwrap_or(2);
     }
@@ -475,11 +491,28 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             say!(out, "{}", client.account_id());
             Ok(0)
         }
-        Command::Send { to, text } => {
-            let text = if text == "-" {
-                read_stdin_text()?
-            } else {
-                text.clone()
+        Command::Send {
+            to,
+            file: Some(path),
+            content_type,
+            ..
+        }
+        | Command::SendFile {
+            to,
+            path,
+            content_type,
+        } => send_file(cli, out, json, to, path, content_type.as_deref()).await,
+        Command::Send {
+            to,
+            text,
+            file: None,
+            ..
+        } => {
+            // Without --file clap requires the text; `-` reads it from
+            // standard input.
+            let text = match text.as_deref() {
+                Some("-") | None => read_stdin_text()?,
+                Some(text) => text.to_owned(),
             };
             let text = text.as_str();
             // Refused before the store is opened: nothing is written.
@@ -524,39 +557,6 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             };
             client.close().await?;
             result
-        }
-        Command::SendFile {
-            to,
-            path,
-            content_type,
-        } => {
-            let content_type = content_type
-                .clone()
-                .unwrap_or_else(|| guess_content_type(path).to_owned());
-            let mut client = open(cli)?;
-            let peer = client.resolve(to)?;
-            let file = client.encrypt_file(path, &content_type)?;
-            let result = match client.connect(&cli.relay).await {
-                Ok(_) => client.send_attachment(peer, &file).await,
-                Err(e) => Err(e),
-            };
-            client.close().await?;
-            let id = result?;
-            if json {
-                json::write(
-                    out,
-                    &Record::Sent {
-                        id: id.to_string(),
-                        peer: peer.to_string(),
-                        peer_name: None,
-                        time: json::Time::at(comptoir_client::client::now_ms()),
-                        status: "accepted",
-                    },
-                )?;
-            } else {
-                say!(out, "{id}");
-            }
-            Ok(0)
         }
         Command::Save {
             from,
@@ -2039,6 +2039,44 @@ async fn chat(
         }
     }
     client.close_connection().await;
+    Ok(0)
+}
+
+/// `send --file` and `send-file`: encrypt `path`, upload it and send its
+/// key and digests to `to`.
+async fn send_file(
+    cli: &Cli,
+    out: &mut dyn Write,
+    json: bool,
+    to: &str,
+    path: &std::path::Path,
+    content_type: Option<&str>,
+) -> Result<u8> {
+    let content_type =
+        content_type.map_or_else(|| guess_content_type(path).to_owned(), str::to_owned);
+    let mut client = open(cli)?;
+    let peer = client.resolve(to)?;
+    let file = client.encrypt_file(path, &content_type)?;
+    let result = match client.connect(&cli.relay).await {
+        Ok(_) => client.send_attachment(peer, &file).await,
+        Err(e) => Err(e),
+    };
+    client.close().await?;
+    let id = result?;
+    if json {
+        json::write(
+            out,
+            &Record::Sent {
+                id: id.to_string(),
+                peer: peer.to_string(),
+                peer_name: None,
+                time: json::Time::at(comptoir_client::client::now_ms()),
+                status: "accepted",
+            },
+        )?;
+    } else {
+        say!(out, "{id}");
+    }
     Ok(0)
 }
 

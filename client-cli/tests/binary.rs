@@ -1011,10 +1011,23 @@ async fn a_fifty_mebibyte_file_goes_through_in_bounded_memory() {
     let small = root.path().join("small.bin");
     std::fs::write(&small, b"x").expect("write");
     let small_path = small.display().to_string();
+    // `send --file` is the same command as `send-file`; a text beside it,
+    // or --type without it, is a command-line error.
     let (sent_small, small_peak) = alice
-        .run_measured(&["send-file", &bob_id, &small_path])
+        .run_measured(&["send", &bob_id, "--file", &small_path])
         .await;
-    assert_eq!(sent_small.code, 0, "send-file: {sent_small:?}");
+    assert_eq!(sent_small.code, 0, "send --file: {sent_small:?}");
+    let both = alice
+        .run(&["send", &bob_id, "a text", "--file", &small_path])
+        .await;
+    assert_eq!(both.code, 2, "send TEXT --file: {both:?}");
+    let type_alone = alice
+        .run(&["send", &bob_id, "a text", "--type", "image/png"])
+        .await;
+    assert_eq!(
+        type_alone.code, 2,
+        "send --type without --file: {type_alone:?}"
+    );
     let original_path = original.display().to_string();
     let (sent, send_peak) = alice
         .run_measured(&[
