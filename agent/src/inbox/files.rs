@@ -166,7 +166,7 @@ mod tests {
             .and_then(|rest| rest.split_once('"'))
             .map(|(q, _)| q)
             .expect("quoted");
-        assert_eq!(quoted, "_script__a__X-Evil_ 1 _.html");
+        assert_eq!(quoted, "_script__a____X-Evil_ 1 _.html");
         assert!(value.ends_with("X-Evil%3A%201%20%C3%A9.html"), "{value}");
         assert_eq!(safe_file_name(".."), "attachment");
         assert_eq!(safe_file_name("dir/.hidden"), "hidden");
