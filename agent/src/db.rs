@@ -211,7 +211,8 @@ pub struct MessageRow {
     pub customer: String,
     /// `in` (from the customer) or `out`.
     pub direction: String,
-    /// `text`, `template` or `button_reply`.
+    /// `text`, `template`, `button_reply`, `document` (a file the business
+    /// sent) or `attachment` (a file the customer sent; its text is a summary).
     pub kind: String,
     /// The text (a template's rendered text, a button's text).
     pub body: String,
@@ -250,7 +251,8 @@ pub struct NewMessage {
     pub customer: String,
     /// From the customer.
     pub incoming: bool,
-    /// `text`, `template` or `button_reply`.
+    /// `text`, `template`, `button_reply`, `document` (a file the business
+    /// sent) or `attachment` (a file the customer sent; its text is a summary).
     pub kind: &'static str,
     /// The text.
     pub body: String,
