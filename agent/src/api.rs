@@ -707,7 +707,8 @@ pub struct Message {
     pub customer: String,
     /// `in` (from the customer) or `out`.
     pub direction: String,
-    /// `text`, `template` or `button_reply`.
+    /// `text`, `template`, `button_reply`, `document` (a file the business
+    /// sent) or `attachment` (a file the customer sent; its text is a summary).
     #[serde(rename = "type")]
     pub kind: String,
     /// The text (a template's rendered text; a button's text).

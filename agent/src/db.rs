@@ -127,6 +127,21 @@ fn migrations() -> Migrations<'static> {
         );
         CREATE INDEX violations_by_customer ON violations (customer, id);",
         ),
+        // Files customers sent (issue 16 item 2): what the inbox lists
+        // and offers as a download. The attachment pointer (blob id, key,
+        // digests) stays in the client library's encrypted device store,
+        // which the download reads it from; it is not copied here.
+        M::up(
+            "CREATE TABLE attachments (
+            message_id TEXT PRIMARY KEY,
+            customer TEXT NOT NULL,
+            file_name TEXT NOT NULL,
+            content_type TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            at_ms INTEGER NOT NULL
+        );
+        CREATE INDEX attachments_by_customer ON attachments (customer);",
+        ),
     ])
 }
 
@@ -196,7 +211,8 @@ pub struct MessageRow {
     pub customer: String,
     /// `in` (from the customer) or `out`.
     pub direction: String,
-    /// `text`, `template` or `button_reply`.
+    /// `text`, `template`, `button_reply`, `document` (a file the business
+    /// sent) or `attachment` (a file the customer sent; its text is a summary).
     pub kind: String,
     /// The text (a template's rendered text, a button's text).
     pub body: String,
@@ -210,6 +226,22 @@ pub struct MessageRow {
     pub at_ms: u64,
 }
 
+/// A file a customer sent, as recorded (its pointer stays in the device
+/// store).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttachmentRow {
+    /// The message that carried it (hex).
+    pub message_id: String,
+    /// The customer who sent it.
+    pub customer: String,
+    /// Its name as the customer gave it (untrusted).
+    pub file_name: String,
+    /// Its MIME type as the customer gave it (untrusted).
+    pub content_type: String,
+    /// Its length in bytes.
+    pub size: u64,
+}
+
 /// A message to record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewMessage {
@@ -219,7 +251,8 @@ pub struct NewMessage {
     pub customer: String,
     /// From the customer.
     pub incoming: bool,
-    /// `text`, `template` or `button_reply`.
+    /// `text`, `template`, `button_reply`, `document` (a file the business
+    /// sent) or `attachment` (a file the customer sent; its text is a summary).
     pub kind: &'static str,
     /// The text.
     pub body: String,
@@ -262,6 +295,16 @@ fn u64_of(v: i64) -> u64 {
 
 fn i64_of(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn attachment_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AttachmentRow> {
+    Ok(AttachmentRow {
+        message_id: row.get(0)?,
+        customer: row.get(1)?,
+        file_name: row.get(2)?,
+        content_type: row.get(3)?,
+        size: u64_of(row.get(4)?),
+    })
 }
 
 impl Db {
@@ -373,6 +416,48 @@ impl Db {
             self.changed();
         }
         Ok(inserted)
+    }
+
+    /// Record a file `a.customer` sent in message `a.message_id`, once.
+    pub fn record_attachment(&self, a: &AttachmentRow, now_ms: u64) -> Result<()> {
+        self.lock().execute(
+            "INSERT OR IGNORE INTO attachments
+                (message_id, customer, file_name, content_type, size, at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                a.message_id,
+                a.customer,
+                a.file_name,
+                a.content_type,
+                i64_of(a.size),
+                i64_of(now_ms)
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The files `customer` sent, oldest first.
+    pub fn attachments_of(&self, customer: &str) -> Result<Vec<AttachmentRow>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT message_id, customer, file_name, content_type, size FROM attachments
+             WHERE customer = ?1 ORDER BY at_ms, message_id",
+        )?;
+        let rows = stmt.query_map(params![customer], attachment_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The file `customer` sent in message `message_id`, if recorded.
+    pub fn attachment(&self, customer: &str, message_id: &str) -> Result<Option<AttachmentRow>> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT message_id, customer, file_name, content_type, size FROM attachments
+                 WHERE customer = ?1 AND message_id = ?2",
+                params![customer, message_id],
+                attachment_row,
+            )
+            .optional()?)
     }
 
     /// A customer's message arrived as a message request (the client

@@ -23,7 +23,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::clock::SharedClock;
 use crate::config::{Away, Config};
-use crate::db::{Db, DbError, NewMessage};
+use crate::db::{AttachmentRow, Db, DbError, NewMessage};
 use crate::status::MessageStatus;
 use crate::webhook;
 
@@ -140,6 +140,19 @@ pub enum Command {
     AcceptRequest {
         /// The customer.
         customer: AccountId,
+        /// The outcome.
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    },
+    /// Download a file a customer sent and decrypt it to `destination`
+    /// (the client library checks both digests; nothing is left there on
+    /// a refusal).
+    DownloadAttachment {
+        /// The customer who sent it.
+        customer: AccountId,
+        /// The message that carried it.
+        id: MessageId,
+        /// Where the decrypted file goes (must not exist).
+        destination: std::path::PathBuf,
         /// The outcome.
         reply: oneshot::Sender<Result<(), ClientError>>,
     },
@@ -441,6 +454,18 @@ impl Device {
             Command::AcceptRequest { customer, reply } => {
                 let _ = reply.send(self.client.accept_request(customer).await);
             }
+            Command::DownloadAttachment {
+                customer,
+                id,
+                destination,
+                reply,
+            } => {
+                let result = self
+                    .client
+                    .download_attachment(customer, id, &destination)
+                    .await;
+                let _ = reply.send(result);
+            }
             Command::ApprovedTemplates { reply } => {
                 let templates = self.client.own_templates().await.map(|all| {
                     all.into_iter()
@@ -713,6 +738,47 @@ impl Device {
                     event,
                     now,
                 );
+            }
+            Event::Attachment {
+                from,
+                id,
+                file_name,
+                content_type,
+                size,
+                request,
+                ..
+            } => {
+                let customer = from.to_string();
+                if request && let Err(e) = self.db.note_request(&customer, now) {
+                    tracing::error!(error = %e, "recording a message request");
+                }
+                let id = id.to_string();
+                let attachment = AttachmentRow {
+                    message_id: id.clone(),
+                    customer: customer.clone(),
+                    file_name,
+                    content_type,
+                    size,
+                };
+                // The same text the client library's history shows.
+                let text = format!(
+                    "[attachment: {} ({}, {} bytes)]",
+                    attachment.file_name, attachment.content_type, attachment.size
+                );
+                if let Err(e) = self.db.record_attachment(&attachment, now) {
+                    tracing::error!(error = %e, message = %id, "recording an attachment");
+                }
+                let phone = self.db.phone_of(&customer).ok().flatten();
+                let event = webhook::message_event(
+                    &self.business,
+                    &customer,
+                    phone.as_deref(),
+                    &id,
+                    &text,
+                    now,
+                );
+                self.record_incoming(&customer, &id, "attachment", &text, None, event, now);
+                self.away_message(from, &customer, now).await;
             }
             Event::Accepted { id, .. } => self.advance(&id.to_string(), MessageStatus::Sent, None),
             Event::Delivered { id, .. } => {

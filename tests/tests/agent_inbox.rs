@@ -11,6 +11,8 @@
 //!   state, notes kept here, canned replies, sessions expiring, the window
 //!   closing (reply refused, template picker sending a template), the
 //!   admin role, and disabling an agent ending its session.
+//! - Files customers send, shown on the page and served to logged-in
+//!   agents as downloads (exact bytes, octet-stream, a safe file name).
 //! - Message requests (a customer's first contact under Requests until
 //!   accepted) and violation marks (a forged quick reply counted on the
 //!   list and explained on the page, reasons escaped).
@@ -329,6 +331,95 @@ async fn the_inbox_is_locked_down_and_escapes_customer_text() {
         .await;
     assert_eq!(out.status, 303);
     assert_eq!(ana.get(addr, "/inbox").await.status, 303);
+}
+
+/// Files customers send (issue 16 item 2), over plain HTTP: a customer
+/// sends an HTML file with a hostile name through the client library; the
+/// conversation page shows the name escaped, with a link; a logged-in
+/// agent downloads the exact bytes as an `application/octet-stream`
+/// attachment (name sanitised and quoted, nosniff, the inbox's CSP); no
+/// session, or a message that carried no file, gets nothing.
+#[tokio::test]
+async fn files_customers_send_are_served_as_downloads() {
+    let f = InboxFixture::start().await;
+    let addr = f.addr();
+    f.add_agent("ana", ANA_PW, true);
+    let ana = login(addr, "ana", ANA_PW).await;
+
+    let mut erin = customer(&f, "erin").await;
+    let erin_id = erin.account_id();
+    let contents = format!("<html><body>{HOSTILE}</body></html>").into_bytes();
+    let path = f.root.path().join("page.html");
+    std::fs::write(&path, &contents).expect("write");
+    let mut file = erin.encrypt_file(&path, "text/html").expect("encrypt");
+    let hostile_name = "<img src=x onerror=alert(1)>\"; x=\r\nSet-Cookie: a=b.html";
+    file.file_name = hostile_name.to_owned();
+    let id = erin
+        .send_attachment(f.business, &file)
+        .await
+        .expect("send the file");
+    let row = f.wait_recorded(erin_id, |m| m.id == id.to_string()).await;
+    assert_eq!(row.kind, "attachment");
+    let recorded = f
+        .agent
+        .db
+        .attachment(&erin_id.to_string(), &id.to_string())
+        .expect("db")
+        .expect("the attachment is recorded");
+    assert_eq!(recorded.file_name, hostile_name);
+    assert_eq!(recorded.content_type, "text/html");
+    assert_eq!(recorded.size, contents.len() as u64);
+
+    // The page shows the name as text, with a link to the download.
+    let link = format!("/inbox/c/{erin_id}/file/{id}");
+    let page = ana.get(addr, &format!("/inbox/c/{erin_id}")).await;
+    assert_eq!(page.status, 200);
+    let html = page.text();
+    assert!(html.contains(&format!("href=\"{link}\"")), "{html}");
+    assert!(
+        html.contains("Download &#60;img src=x onerror=alert(1)&#62;"),
+        "{html}"
+    );
+    assert!(!html.contains("<img src=x"), "{html}");
+
+    // The download: the exact bytes, never rendered by the browser.
+    let download = ana.get(addr, &link).await;
+    assert_eq!(download.status, 200, "{}", download.text());
+    assert_eq!(download.body, contents);
+    assert_eq!(
+        download.header("content-type"),
+        Some("application/octet-stream")
+    );
+    assert_eq!(download.header("x-content-type-options"), Some("nosniff"));
+    let csp = download.header("content-security-policy").expect("CSP");
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    let disposition = download.header("content-disposition").expect("disposition");
+    assert!(
+        disposition.starts_with("attachment; filename=\"_img src_x onerror_alert(1)"),
+        "{disposition}"
+    );
+    assert!(
+        !disposition.contains('<') && !disposition.contains('\r'),
+        "{disposition}"
+    );
+    assert_eq!(disposition.matches('"').count(), 2, "{disposition}");
+    assert!(download.header("set-cookie").is_none());
+
+    // Without a session: the login page, not the file.
+    let anonymous = request(addr, "GET", &link, &[], b"").await;
+    assert_eq!(anonymous.status, 303);
+    assert_eq!(anonymous.header("location"), Some("/inbox/login"));
+    assert!(!anonymous.body.windows(6).any(|w| w == b"<html>"));
+    // A message without a file, and a made-up id: not found.
+    let text_id = erin.send_text(f.business, "hello").await.expect("send");
+    f.wait_recorded(erin_id, |m| m.id == text_id.to_string())
+        .await;
+    for path in [
+        format!("/inbox/c/{erin_id}/file/{text_id}"),
+        format!("/inbox/c/{erin_id}/file/zz"),
+    ] {
+        assert_eq!(ana.get(addr, &path).await.status, 404, "{path}");
+    }
 }
 
 /// Message requests and violation marks, over plain HTTP: a customer's

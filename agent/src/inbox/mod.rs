@@ -19,6 +19,7 @@
 //! - [`assign`]: manual assignment, hand-off with a note, and round robin
 //!   over online agents under their cap.
 //! - [`events`]: server-sent events and who is online.
+//! - [`files`]: files customers sent, served as downloads.
 //! - [`pages`]: the page handlers and their templates.
 //! - [`assets`]: the script and style sheet built into the binary.
 
@@ -27,6 +28,7 @@ pub mod assets;
 pub mod assign;
 pub mod conversations;
 pub mod events;
+pub mod files;
 pub mod pages;
 pub mod session;
 
@@ -111,6 +113,10 @@ pub enum InboxError {
     /// Too many failed logins for this name from this address.
     #[error("too many failed logins; wait a few minutes and try again")]
     RateLimited,
+    /// The device task could not fetch what was asked (the relay is
+    /// unreachable, the file expired or failed its checks).
+    #[error("the file cannot be downloaded now; try again later")]
+    Unavailable,
     /// The database failed.
     #[error("{0}")]
     Db(#[from] crate::db::DbError),
@@ -133,6 +139,7 @@ impl IntoResponse for InboxError {
             Self::Invalid(_) | Self::NameTaken(_) => StatusCode::BAD_REQUEST,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable => StatusCode::BAD_GATEWAY,
             Self::Db(e) => {
                 tracing::error!(error = %e, "inbox");
                 StatusCode::INTERNAL_SERVER_ERROR

@@ -28,7 +28,7 @@ use crate::device::{ApprovedTemplate, Command, PeerState, TemplateRef};
 use super::agents::{self, Agent};
 use super::conversations::{self, Canned, Flag, Note, View, Window};
 use super::session::{self, LOGIN_COOKIE, SESSION_COOKIE, Session};
-use super::{InboxError, InboxState, Result, assets, assign, events};
+use super::{InboxError, InboxState, Result, assets, assign, events, files};
 
 /// How long a page waits for the device task (peer state, templates)
 /// before it renders without.
@@ -52,6 +52,7 @@ pub fn routes() -> Router<InboxState> {
         .route("/inbox/c/{customer}/assign", post(assign_to))
         .route("/inbox/c/{customer}/note", post(add_note))
         .route("/inbox/c/{customer}/accept", post(accept_request))
+        .route("/inbox/c/{customer}/file/{message}", get(files::download))
         .route("/inbox/agents", get(agents_page).post(add_agent))
         .route("/inbox/agents/{id}/disabled", post(set_disabled))
         .route("/inbox/canned", post(add_canned))
@@ -101,7 +102,7 @@ fn label(customer: &str, phone: Option<&str>) -> String {
     }
 }
 
-fn customer_id(customer: &str) -> Result<AccountId> {
+pub(super) fn customer_id(customer: &str) -> Result<AccountId> {
     AccountId::from_hex(customer).map_err(|_| InboxError::NotFound)
 }
 
@@ -356,6 +357,8 @@ struct MessageView {
     status: &'static str,
     /// Why the client library flagged it (violation marks), if it did.
     flags: Vec<String>,
+    /// A file the customer sent with it: its link and its name.
+    file: Option<(String, String)>,
 }
 
 struct FlagView {
@@ -452,6 +455,12 @@ async fn conversation(
             name: a.name,
         })
         .collect();
+    let mut sent_files: HashMap<String, String> = state
+        .db
+        .attachments_of(&customer)?
+        .into_iter()
+        .map(|a| (a.message_id, a.file_name))
+        .collect();
     let mut flags: Vec<Flag> = conversations::flags(&state.db, &customer)?;
     let messages = conversations::messages(&state.db, &customer)?
         .into_iter()
@@ -464,6 +473,9 @@ async fn conversation(
                 at: at(m.at_ms),
                 status: m.status.as_str(),
                 flags: mine.into_iter().map(|f: Flag| f.reason).collect(),
+                file: sent_files
+                    .remove(&m.id)
+                    .map(|name| (files::href(&customer, &m.id), name)),
             }
         })
         .collect();
