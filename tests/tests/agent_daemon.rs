@@ -26,7 +26,8 @@ use comptoir_protocol::proto::wire::AccountKind;
 use serde_json::{Value, json};
 use support::agent::{
     FULL_KEY, Fixture, READ_KEY, Receiver, SECRET, call, call_raw, config, customer,
-    customer_with_number, data_dir, fixture, init_business, serve, signature_checks,
+    customer_with_number, data_dir, fixture, init_business, request_utility_consent, serve,
+    signature_checks,
 };
 use support::client::{registered_as, wait_for};
 use support::*;
@@ -62,20 +63,7 @@ async fn the_notification_flow_through_the_api_and_webhooks() {
     let mut carol = customer_with_number(&relay, &root.path().join("carol"), CAROL).await;
 
     // The shop took Carol's number; the backend asks for consent.
-    let (status, body) = call(
-        &agent,
-        "POST",
-        "/v1/consent_requests",
-        Some(FULL_KEY),
-        Some(json!({
-            "phone_number": CAROL,
-            "categories": ["utility"],
-            "purpose": "delivery_updates",
-        })),
-    )
-    .await;
-    assert_eq!(status, 202, "{body}");
-    let reference = body["reference"].as_str().expect("reference").to_owned();
+    let reference = request_utility_consent(&agent, CAROL, "delivery_updates").await;
     // A reference names one request.
     let (status, again) = call(
         &agent,

@@ -23,7 +23,8 @@ use comptoir_client::{Client, Event, MessageId};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use support::agent::{
-    FULL_KEY, Fixture, call, call_raw, customer_with_number, data_dir, fixture_on, serve,
+    FULL_KEY, Fixture, call, call_raw, customer_with_number, data_dir, fixture_on,
+    request_utility_consent, serve,
 };
 use support::client::wait_for;
 use support::*;
@@ -146,20 +147,8 @@ async fn the_boarding_pass_goes_with_a_template_and_the_customer_opens_it() {
     let mut carol = customer_with_number(&relay, &root.path().join("carol"), CAROL).await;
 
     // Consent, as in the seed's flow.
-    let (status, body) = call(
-        &agent,
-        "POST",
-        "/v1/consent_requests",
-        Some(FULL_KEY),
-        Some(json!({
-            "phone_number": CAROL,
-            "categories": ["utility"],
-            "purpose": "boarding_pass_and_flight_updates",
-        })),
-    )
-    .await;
-    assert_eq!(status, 202, "{body}");
-    let reference = body["reference"].as_str().expect("reference").to_owned();
+    let reference =
+        request_utility_consent(&agent, CAROL, "boarding_pass_and_flight_updates").await;
     let asked = wait_for(&mut carol, |e| match e {
         Event::ConsentRequested(r) => Some(r.clone()),
         _ => None,

@@ -281,6 +281,25 @@ pub async fn call(
     call_raw(agent, method, path, &headers, body).await
 }
 
+/// The backend asks, through the API, for utility consent from the
+/// customer with `phone` for `purpose`: the request's reference.
+pub async fn request_utility_consent(agent: &Running, phone: &str, purpose: &str) -> String {
+    let (status, body) = call(
+        agent,
+        "POST",
+        "/v1/consent_requests",
+        Some(FULL_KEY),
+        Some(serde_json::json!({
+            "phone_number": phone,
+            "categories": ["utility"],
+            "purpose": purpose,
+        })),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    body["reference"].as_str().expect("reference").to_owned()
+}
+
 /// Call the API with a raw body.
 pub async fn call_raw(
     agent: &Running,
