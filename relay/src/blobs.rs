@@ -816,6 +816,28 @@ mod tests {
         }
     }
 
+    /// A 300,000-byte document upload begun in a relay process that stored
+    /// its first chunk and ended: (owner, the whole body, its digest).
+    async fn first_chunk_stored(
+        dir: &std::path::Path,
+        id: [u8; 16],
+    ) -> (AccountId, Vec<u8>, [u8; 32]) {
+        let owner = AccountId::from_bytes(&[1; 16]).unwrap();
+        let body: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
+        let digest: [u8; 32] = Sha256::digest(&body).into();
+        let store = BlobStore::open(dir, BlobLimits::default()).unwrap();
+        store
+            .begin(id, meta(owner, body.len() as u64, digest))
+            .await
+            .unwrap();
+        let status = store
+            .append(owner, id, 0, body[..MAX_BLOB_CHUNK].to_vec())
+            .await
+            .unwrap();
+        assert_eq!(status.received, MAX_BLOB_CHUNK as u64);
+        (owner, body, digest)
+    }
+
     #[test]
     fn meta_round_trips_and_damage_is_refused() {
         let m = meta(AccountId::from_bytes(&[3; 16]).unwrap(), 77, [9; 32]);
@@ -829,22 +851,8 @@ mod tests {
     #[tokio::test]
     async fn an_upload_resumes_after_a_restart_and_checks_its_digest() {
         let dir = tempfile::tempdir().unwrap();
-        let owner = AccountId::from_bytes(&[1; 16]).unwrap();
-        let body: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
-        let digest: [u8; 32] = Sha256::digest(&body).into();
         let id = [5u8; 16];
-        {
-            let store = BlobStore::open(dir.path(), BlobLimits::default()).unwrap();
-            store
-                .begin(id, meta(owner, body.len() as u64, digest))
-                .await
-                .unwrap();
-            let status = store
-                .append(owner, id, 0, body[..MAX_BLOB_CHUNK].to_vec())
-                .await
-                .unwrap();
-            assert_eq!(status.received, MAX_BLOB_CHUNK as u64);
-        }
+        let (owner, body, digest) = first_chunk_stored(dir.path(), id).await;
         // A new relay process: the upload resumes where it stood.
         let store = BlobStore::open(dir.path(), BlobLimits::default()).unwrap();
         let status = store
@@ -913,22 +921,8 @@ mod tests {
     #[tokio::test]
     async fn a_restart_resumes_from_acknowledged_bytes_not_the_file_length() {
         let dir = tempfile::tempdir().unwrap();
-        let owner = AccountId::from_bytes(&[1; 16]).unwrap();
-        let body: Vec<u8> = (0..300_000u32).map(|i| (i % 241) as u8).collect();
-        let digest: [u8; 32] = Sha256::digest(&body).into();
         let id = [7u8; 16];
-        {
-            let store = BlobStore::open(dir.path(), BlobLimits::default()).unwrap();
-            store
-                .begin(id, meta(owner, body.len() as u64, digest))
-                .await
-                .unwrap();
-            let status = store
-                .append(owner, id, 0, body[..MAX_BLOB_CHUNK].to_vec())
-                .await
-                .unwrap();
-            assert_eq!(status.received, MAX_BLOB_CHUNK as u64);
-        }
+        let (owner, body, digest) = first_chunk_stored(dir.path(), id).await;
         // The crash: part of the next chunk reached the file (as zeros, as
         // delayed allocation leaves it) but was never synced nor
         // acknowledged.
