@@ -513,21 +513,25 @@ fn start_relay() -> Result<Server, Box<dyn std::error::Error>> {
 }
 
 /// Start the `relay` beside this binary; `old` leaves out the
-/// configuration keys a relay from before the registration limits refuses.
+/// configuration keys a relay from before the registration limits and the
+/// admin API refuses.
 fn start_relay_with(old: bool) -> Result<Server, Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("relay.toml");
-    let registration = if old {
-        ""
+    let (admin_listen, registration) = if old {
+        ("", "")
     } else {
-        "registration_rate_per_sec = 0.0\n\
-         registration_rate_per_prefix_per_sec = 0.0\n"
+        (
+            "admin_listen = \"127.0.0.1:0\"\n",
+            "registration_rate_per_sec = 0.0\n\
+             registration_rate_per_prefix_per_sec = 0.0\n",
+        )
     };
     std::fs::write(
         &config,
         format!(
             "http_listen = \"127.0.0.1:0\"\n\
-             admin_listen = \"127.0.0.1:0\"\n\
+             {admin_listen}\
              [limits]\n\
              account_rate_per_sec = 0.0\n\
              address_rate_per_sec = 0.0\n\
