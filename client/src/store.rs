@@ -535,7 +535,16 @@ impl Store {
         }
         // Every ticket taken so far belongs to writes made before now.
         let covers = commit.taken.load(Ordering::SeqCst);
-        self.db.flush_async().await?;
+        // Not `flush_async`: it waits on one of sled's I/O threads, which
+        // every database in the process shares and which also write the
+        // log, so enough stores flushing at once parked them all and
+        // nothing wrote. A blocking thread of the runtime waits instead.
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| {
+                ClientError::io("waiting for the store's sync", std::io::Error::other(e))
+            })??;
         commit.synced.fetch_max(covers, Ordering::SeqCst);
         Ok(())
     }
@@ -843,6 +852,58 @@ mod tests {
             Err(ClientError::AlreadyInitialized { .. })
         ));
         Ok(())
+    }
+
+    /// sled's I/O threads are shared by every database in a process, and
+    /// its `flush_async` parked one of them until the log was stable, which
+    /// takes another of them to write: with as many stores flushing at
+    /// once as it keeps threads, every thread waited and nothing wrote (a
+    /// test or a load generator holding many clients hung for ever, and
+    /// the runtime's workers with it, so the deadline is kept by a thread
+    /// of its own).
+    #[test]
+    fn many_stores_flushing_at_once_all_finish() -> Result<()> {
+        const STORES: usize = 32;
+        const ROUNDS: usize = 30;
+        let dirs = (0..STORES)
+            .map(|_| tempfile::tempdir().map_err(|e| ClientError::io("tempdir", e)))
+            .collect::<Result<Vec<_>>>()?;
+        let stores = dirs
+            .iter()
+            .map(|dir| Store::create(dir.path(), "long enough", FAST).map(Arc::new))
+            .collect::<Result<Vec<_>>>()?;
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(4)
+                .enable_all()
+                .build();
+            let result = runtime
+                .map_err(|e| ClientError::io("runtime", e))
+                .and_then(|runtime| {
+                    runtime.block_on(async move {
+                        let mut tasks = tokio::task::JoinSet::new();
+                        for store in stores {
+                            tasks.spawn(async move {
+                                for round in 0..ROUNDS {
+                                    store.put(Tree::Contacts, &round.to_be_bytes(), &[7; 512])?;
+                                    store.flush().await?;
+                                }
+                                Ok::<_, ClientError>(())
+                            });
+                        }
+                        while let Some(task) = tasks.join_next().await {
+                            task.map_err(|e| ClientError::InvalidArgument(e.to_string()))??;
+                        }
+                        Ok(())
+                    })
+                });
+            let _ = done.send(result);
+        });
+        match finished.recv_timeout(std::time::Duration::from_secs(120)) {
+            Ok(result) => result,
+            Err(_) => panic!("the stores' flushes never finished: sled's I/O threads deadlocked"),
+        }
     }
 
     #[test]
