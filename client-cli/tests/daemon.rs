@@ -183,7 +183,16 @@ impl Daemon {
     fn start(customer: &Customer, extra: &[&str]) -> Self {
         let mut args = vec!["daemon"];
         args.extend_from_slice(extra);
-        let mut command = customer.command(&args, true);
+        let mut daemon = Self::spawn(customer, &args, true);
+        let banner = daemon.wait_for_stderr("serves JSON-RPC on");
+        assert!(banner.contains("daemon.sock"), "{banner}");
+        daemon
+    }
+
+    /// Start `comptoir <args>` (with the passphrase if `passphrase`),
+    /// its standard error read line by line.
+    fn spawn(customer: &Customer, args: &[&str], passphrase: bool) -> Self {
+        let mut command = customer.command(args, passphrase);
         command.stdin(Stdio::piped());
         let mut child = command.spawn().expect("start the daemon");
         let stderr = child.stderr.take().expect("stderr pipe");
@@ -196,13 +205,10 @@ impl Daemon {
                 }
             }
         });
-        let mut daemon = Self {
+        Self {
             child,
             stderr: lines,
-        };
-        let banner = daemon.wait_for_stderr("serves JSON-RPC on");
-        assert!(banner.contains("daemon.sock"), "{banner}");
-        daemon
+        }
     }
 
     /// The first line of standard error containing `needle` (panics with
@@ -461,6 +467,34 @@ async fn commands_and_scripts_share_the_account_through_the_daemon() {
         })
         .await;
 
+    // `listen` through the daemon: it says when it listens, then prints
+    // what arrives as it does without the daemon.
+    let mut listen = Daemon::spawn(
+        &alice,
+        &[
+            "--output",
+            "json",
+            "listen",
+            "--count",
+            "1",
+            "--timeout",
+            "20",
+        ],
+        false,
+    );
+    listen.wait_for_stderr("listening through the daemon");
+    bob.ok(&["send", "alice", "to the listener"]).await;
+    assert_eq!(listen.wait(), 0);
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut listen.child.stdout.take().expect("stdout"), &mut out)
+        .expect("read listen's output");
+    let heard: Value = serde_json::from_str(out.trim()).expect("one JSON line");
+    assert_eq!(
+        (&heard["type"], &heard["text"], &heard["peer"]),
+        (&json!("message"), &json!("to the listener"), &json!(bob_id)),
+        "{out}"
+    );
+
     // History, contacts, devices, mark_read, block and unblock.
     let history = script.ok("history", json!({"with": "bob"})).await;
     let texts: Vec<&str> = history
@@ -476,7 +510,8 @@ async fn commands_and_scripts_share_the_account_through_the_daemon() {
             "hello daemon",
             "from the command line",
             "piped in",
-            "from a script"
+            "from a script",
+            "to the listener"
         ]
     );
     let last = script
@@ -493,7 +528,7 @@ async fn commands_and_scripts_share_the_account_through_the_daemon() {
     assert_eq!(devices[0]["this_device"], true);
     assert_eq!(
         script.ok("mark_read", json!({"with": "bob"})).await,
-        json!({"marked": 1})
+        json!({"marked": 2})
     );
     let listed = alice.run_with(&["history", "bob"], false, None).await;
     assert_eq!(listed.code, 0, "{listed:?}");

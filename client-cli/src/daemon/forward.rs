@@ -297,6 +297,7 @@ async fn listen(
     timeout: Option<Duration>,
 ) -> Result<u8, Failure> {
     remote.call("subscribe", json!({})).await?;
+    eprintln!("listening through the daemon (Ctrl-C to stop)");
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     let mut seen = 0usize;
     let interrupted = tokio::signal::ctrl_c();
