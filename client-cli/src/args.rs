@@ -408,6 +408,22 @@ pub enum Command {
         /// A contact name or a 32-character account id.
         who: String,
     },
+    /// Hold the account and its relay connection for other programs, over
+    /// JSON-RPC.
+    ///
+    /// Serves JSON-RPC 2.0 (one JSON object per line) on daemon.sock in
+    /// the data directory, readable by you only, until Ctrl-C or SIGTERM.
+    /// While it runs, `whoami`, `send`, `history`, `contacts list`,
+    /// `devices list`, `block`, `unblock`, `listen`, `chat` and `tui` go
+    /// through it (they need no passphrase then); other commands ask you
+    /// to stop it first. docs/CLIENT-RPC.md lists the methods.
+    Daemon {
+        /// Also serve JSON-RPC on standard input and output (for a
+        /// program that starts the daemon itself); the daemon stops when
+        /// standard input closes.
+        #[arg(long)]
+        stdio: bool,
+    },
     /// Print a shell completion script, for example:
     /// `comptoir completions bash > ~/.local/share/bash-completion/completions/comptoir`.
     Completions {

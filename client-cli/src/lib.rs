@@ -10,6 +10,8 @@
 //! - [`business`]: `comptoir business …` (profile, templates, consent
 //!   requests) and how a business is shown (the verified mark).
 //! - [`config`]: the default data directory and the config file.
+//! - [`daemon`]: `comptoir daemon` (JSON-RPC on a local socket) and the
+//!   commands that go through a running one.
 //! - [`format`]: times and one-line previews for the output.
 //! - [`generate`]: shell completions and the manual page.
 //! - [`interactive`]: interactive messages (reply buttons, lists) shown,
@@ -36,6 +38,7 @@ macro_rules! say {
 pub mod args;
 pub mod business;
 pub mod config;
+pub mod daemon;
 pub mod format;
 pub mod generate;
 pub mod interactive;
@@ -120,6 +123,11 @@ pub fn hint(error: &ClientError, cli: &Cli) -> Option<String> {
     Some(match error {
         ClientError::NotInitialized { .. } => format!("run `{c} init` first"),
         ClientError::AlreadyInitialized { .. } => "use another --data-dir".into(),
+        ClientError::StoreLocked { .. } if daemon::socket_path(&cli.data_dir).exists() => format!(
+            "a `comptoir daemon` may hold {}: whoami, send, history, contacts list, devices \
+             list, block, unblock, listen, chat and tui go through it; stop it for this command",
+            config::shell_word(&cli.data_dir)
+        ),
         ClientError::StoreLocked { .. } => format!(
             "stop the other comptoir process using {}",
             config::shell_word(&cli.data_dir)
@@ -200,7 +208,11 @@ pub fn main() -> ExitCode {
         }
     };
     let mut stdout = std::io::stdout();
-    ExitCode::from(runtime.block_on(run_parsed(cli, &mut stdout)))
+    let code = runtime.block_on(run_parsed(cli, &mut stdout));
+    // A read of standard input still blocked (`daemon --stdio` stopped by
+    // a signal) must not keep the process alive.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    ExitCode::from(code)
 }
 
 /// Run the command line given as `args` (the first is the program name),
@@ -356,7 +368,12 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
     let json = cli.output_format() == OutputFormat::Json;
     // `comptoir` with the --data-dir in use, for what to type next.
     let c = cli.comptoir();
+    // A running daemon holds the store: the commands it serves go through it.
+    if let Some(code) = Box::pin(daemon::forward::run_if_running(cli, out)).await? {
+        return Ok(code);
+    }
     match &cli.command {
+        Command::Daemon { stdio } => daemon::run(cli, *stdio, out).await,
         Command::Init => {
             if Store::exists(&cli.data_dir) {
                 return Err(ClientError::AlreadyInitialized {
@@ -1662,6 +1679,28 @@ fn contact_or_id(client: &Client, account: &AccountId) -> String {
 /// `listen --output json`: one record for each event a script may care
 /// about; whether it was an incoming message (what `--count` counts).
 async fn write_event(client: &mut Client, event: &Event, out: &mut dyn Write) -> Result<bool> {
+    for record in event_records(client, event).await? {
+        json::write(out, &record)?;
+    }
+    Ok(is_incoming(event))
+}
+
+/// Whether `event` is an incoming message (what `listen --count` counts).
+fn is_incoming(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::Message { .. }
+            | Event::Template { .. }
+            | Event::QuickReply { .. }
+            | Event::Interactive { .. }
+            | Event::InteractiveReply { .. }
+    )
+}
+
+/// The `--output json` records of `event` (none for events scripts do not
+/// see; one per message for a read receipt): what `listen --output json`
+/// prints and what the daemon notifies.
+pub(crate) async fn event_records(client: &mut Client, event: &Event) -> Result<Vec<Record>> {
     let now = json::Time::at(comptoir_client::client::now_ms());
     let status = |id: &MessageId, peer: &AccountId, status: &'static str| Record::Status {
         id: id.to_string(),
@@ -1815,10 +1854,7 @@ async fn write_event(client: &mut Client, event: &Event, out: &mut dyn Write) ->
         Event::Accepted { to, id, .. } => status(id, to, "sent"),
         Event::Delivered { to, id, .. } => status(id, to, "delivered"),
         Event::Read { by, ids } => {
-            for id in ids {
-                json::write(out, &status(id, by, "read"))?;
-            }
-            return Ok(false);
+            return Ok(ids.iter().map(|id| status(id, by, "read")).collect());
         }
         Event::IdentityChanged { account } => warning(
             "identity_changed",
@@ -1852,17 +1888,9 @@ async fn write_event(client: &mut Client, event: &Event, out: &mut dyn Write) ->
             format!("{violation}: the relay should have refused it (kept as evidence)"),
         ),
         Event::Warning(text) => warning("other", None, None, text.clone()),
-        _ => return Ok(false),
+        _ => return Ok(Vec::new()),
     };
-    json::write(out, &record)?;
-    Ok(matches!(
-        event,
-        Event::Message { .. }
-            | Event::Template { .. }
-            | Event::QuickReply { .. }
-            | Event::Interactive { .. }
-            | Event::InteractiveReply { .. }
-    ))
+    Ok(vec![record])
 }
 
 async fn listen(
@@ -1910,11 +1938,40 @@ async fn listen(
 const TERMINAL_LINE_MAX: usize = 4095;
 
 /// One line typed into `chat`.
-enum Typed {
+pub(crate) enum Typed {
     /// A whole line.
     Line(String),
     /// A line as long as the terminal's line buffer: possibly cut by it.
     MaybeCut,
+}
+
+/// The lines typed on standard input, read by a thread of their own (a
+/// line as long as a terminal's line buffer is reported as possibly cut).
+pub(crate) fn typed_lines() -> mpsc::UnboundedReceiver<Typed> {
+    let (lines_tx, lines) = mpsc::unbounded_channel::<Typed>();
+    std::thread::spawn(move || {
+        let stdin = std::io::stdin();
+        let terminal = stdin.is_terminal();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match stdin.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let text = line.trim_end_matches(['\n', '\r']);
+                    let typed = if terminal && text.len() >= TERMINAL_LINE_MAX {
+                        Typed::MaybeCut
+                    } else {
+                        Typed::Line(text.trim_end().to_string())
+                    };
+                    if lines_tx.send(typed).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    lines
 }
 
 async fn chat(
@@ -1939,29 +1996,7 @@ async fn chat(
             visible(&m.body)
         );
     }
-    let (lines_tx, mut lines) = mpsc::unbounded_channel::<Typed>();
-    std::thread::spawn(move || {
-        let stdin = std::io::stdin();
-        let terminal = stdin.is_terminal();
-        let mut line = String::new();
-        loop {
-            line.clear();
-            match stdin.read_line(&mut line) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let text = line.trim_end_matches(['\n', '\r']);
-                    let typed = if terminal && text.len() >= TERMINAL_LINE_MAX {
-                        Typed::MaybeCut
-                    } else {
-                        Typed::Line(text.trim_end().to_string())
-                    };
-                    if lines_tx.send(typed).is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-    });
+    let mut lines = typed_lines();
     // A message request is not marked read until the user accepts it.
     let mut pending_request = client.message_requests()?.iter().any(|(a, _)| *a == peer);
     if pending_request {
@@ -2082,7 +2117,7 @@ async fn send_file(
 
 /// A MIME type from a file's extension (the common ones; anything else is
 /// sent as `application/octet-stream`, a document).
-fn guess_content_type(path: &std::path::Path) -> &'static str {
+pub(crate) fn guess_content_type(path: &std::path::Path) -> &'static str {
     let extension = path
         .extension()
         .and_then(|e| e.to_str())

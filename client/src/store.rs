@@ -8,6 +8,8 @@
 //!   [`ClientError::WrongPassphrase`] before anything is read or written.
 //! - `store.lock`: empty; a client holds an exclusive lock on it while the
 //!   store is open, and until every sled handle on `db/` is gone.
+//! - `daemon.sock`: while `comptoir daemon` (the CLI crate) holds the
+//!   store, the socket other programs reach the account through (0600).
 //! - `db/`: a sled database. Every value is sealed with
 //!   [`comptoir_protocol::seal_record`]; the sealed plaintext starts with
 //!   the tree name and key it belongs to, so a record moved to another key

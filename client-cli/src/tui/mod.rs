@@ -16,11 +16,13 @@
 //! [`view`] draws it (tested against ratatui's test backend),
 //! [`relay_link`] keeps the connection (the UI opens with the relay down
 //! and reconnects by itself), [`open_link`] opens a click-to-chat link in
-//! it; this module runs them against a real terminal and a [`Client`].
+//! it; this module runs them against a real terminal and a [`Client`],
+//! and [`remote`] through a running `comptoir daemon` instead.
 
 pub mod app;
 pub mod open_link;
 pub mod relay_link;
+pub mod remote;
 pub mod status_view;
 pub mod view;
 

@@ -727,3 +727,44 @@ fn a_chat_link_opens_its_business_with_the_composer_prefilled() {
     assert!(screen.contains("✓ Acme Air"), "{screen}");
     assert!(app.input.is_empty());
 }
+
+/// The TUI through a daemon: a conversation as the method `conversations`
+/// gives it renders as one loaded from the store; a malformed one is left
+/// out (issue 18 item 6).
+#[test]
+fn a_conversation_from_the_daemon_renders_as_a_local_one() {
+    let alice = "ab".repeat(16);
+    let mut value = serde_json::json!({
+        "peer": alice,
+        "name": "alice",
+        "unread": 1,
+        "identity_changed": false,
+        "blocked": false,
+        "request": false,
+        "verified_name": null,
+        "messages": [
+            {"id": "01".repeat(16), "outgoing": true, "text": "hello alice",
+             "time_ms": 43_201_000, "stored_ms": 43_201_000, "status": "read", "sequence": 1},
+            {"id": "02".repeat(16), "outgoing": false, "text": "hi!",
+             "time_ms": 43_203_000, "stored_ms": 43_203_500, "status": "delivered", "sequence": 2},
+        ],
+    });
+    let Some(conversation) = super::remote::conversation(&value) else {
+        panic!("a well-formed conversation is read: {value}");
+    };
+    assert_eq!(conversation.peer.to_string(), alice);
+    assert_eq!(conversation.messages[1].status, Status::Delivered);
+    let screen = render(&App::new(vec![conversation]));
+    assert!(screen.contains("alice (1)"), "{screen}");
+    assert!(
+        screen.contains("12:00:01 me: hello alice ✓✓ read"),
+        "{screen}"
+    );
+    assert!(screen.contains("12:00:03 alice: hi!"), "{screen}");
+
+    value["messages"][0]["status"] = "teleported".into();
+    assert!(super::remote::conversation(&value).is_none());
+    value["messages"][0]["status"] = "read".into();
+    value["peer"] = "not an id".into();
+    assert!(super::remote::conversation(&value).is_none());
+}

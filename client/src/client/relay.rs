@@ -282,7 +282,22 @@ impl Client {
     /// stored and acknowledged before their event is returned. `Ok(None)`
     /// when nothing happened in time.
     pub async fn next_event(&mut self, timeout: Duration) -> Result<Option<Event>> {
+        self.next_event_unless(timeout, std::future::pending())
+            .await
+    }
+
+    /// [`Self::next_event`], also returning `Ok(None)` as soon as `wake`
+    /// completes while it waits for the relay (a program that serves
+    /// other requests between events wakes it when one arrives). `wake`
+    /// only interrupts the wait: a delivery being decrypted and stored is
+    /// finished first, so nothing is lost.
+    pub async fn next_event_unless(
+        &mut self,
+        timeout: Duration,
+        wake: impl std::future::Future<Output = ()>,
+    ) -> Result<Option<Event>> {
         let deadline = Instant::now() + timeout;
+        let mut wake = std::pin::pin!(wake);
         loop {
             if let Some(event) = self.events.pop_front() {
                 return Ok(Some(event));
@@ -292,7 +307,12 @@ impl Client {
                 continue;
             }
             let conn = self.conn.as_mut().ok_or(ClientError::NotConnected)?;
-            match tokio::time::timeout_at(deadline, conn.next_push()).await {
+            // `next_push` is cancel-safe: a wake loses no frame.
+            let push = tokio::select! {
+                push = tokio::time::timeout_at(deadline, conn.next_push()) => push,
+                () = &mut wake => return Ok(None),
+            };
+            match push {
                 Err(_) => return Ok(None),
                 Ok(Err(e)) => {
                     self.conn = None;

@@ -1,0 +1,396 @@
+//! `comptoir daemon`: one task holds the [`Client`] and its relay
+//! connection and runs the methods one at a time between events; each
+//! socket connection (and standard input/output with `--stdio`) is a task
+//! that reads requests, hands them over and writes the responses, and,
+//! once subscribed, the events as notifications.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+use tokio::sync::{Notify, broadcast, mpsc, oneshot};
+use tokio::time::Instant;
+
+use comptoir_client::Client;
+use comptoir_client::error::{ClientError, Result};
+
+use super::rpc::{self, Line, RpcError};
+use super::{methods, socket_path};
+
+/// Requests waiting for the account's task: past this, a connection's
+/// next request waits (each connection has one request in flight).
+const QUEUED_CALLS: usize = 64;
+/// Events kept for a subscriber that reads slowly; one that falls further
+/// behind is told how many it missed (history has them).
+const EVENT_BACKLOG: usize = 1024;
+/// Lines waiting to be written to one connection.
+const OUTGOING_LINES: usize = 256;
+/// The first wait before connecting to the relay again, doubling up to
+/// [`MAX_RECONNECT_DELAY`].
+const FIRST_RECONNECT_DELAY: Duration = Duration::from_millis(500);
+/// The longest wait between attempts to reach the relay.
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(30);
+/// How long the account's task waits for an event before looking again
+/// (it is woken at once by a request or a stop).
+const IDLE_WAIT: Duration = Duration::from_secs(30);
+
+/// One request handed to the account's task.
+struct Call {
+    method: String,
+    params: serde_json::Map<String, Value>,
+    reply: oneshot::Sender<std::result::Result<Value, RpcError>>,
+}
+
+/// What the connection tasks share with the account's task.
+#[derive(Clone)]
+struct Shared {
+    calls: mpsc::Sender<Call>,
+    /// Woken when a call is queued or the daemon should stop.
+    wake: Arc<Notify>,
+    /// Each event's records, as JSON, for the subscribers.
+    events: broadcast::Sender<Value>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Shared {
+    fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+}
+
+/// Run the daemon on `client` (already open) until Ctrl-C, SIGTERM or,
+/// with `stdio`, the end of standard input. The socket is made in
+/// `data_dir`; the client's store lock already keeps a second daemon (or
+/// any other `comptoir` process) off this data directory.
+pub async fn run(client: Client, data_dir: &Path, relay: &str, stdio: bool) -> Result<()> {
+    let path = socket_path(data_dir);
+    let listener = bind(data_dir, &path)?;
+    let (calls_tx, calls) = mpsc::channel(QUEUED_CALLS);
+    let (events, _) = broadcast::channel(EVENT_BACKLOG);
+    let shared = Shared {
+        calls: calls_tx,
+        wake: Arc::new(Notify::new()),
+        events,
+        stop: Arc::new(AtomicBool::new(false)),
+    };
+    eprintln!(
+        "comptoir daemon: account {} serves JSON-RPC on {} (stop with Ctrl-C)",
+        client.account_id(),
+        path.display()
+    );
+    let signals = tokio::spawn(stop_on_signal(shared.clone()));
+    let accept = tokio::spawn(accept_loop(listener, shared.clone()));
+    if stdio {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let reader = BufReader::new(tokio::io::stdin());
+            serve_connection(reader, tokio::io::stdout(), shared.clone()).await;
+            // The program that started the daemon closed its end.
+            shared.stop();
+        });
+    }
+    let result = account_loop(client, relay, calls, &shared).await;
+    accept.abort();
+    signals.abort();
+    let _ = std::fs::remove_file(&path);
+    result
+}
+
+/// Make the socket, readable and writable by this user only, in the data
+/// directory (made private to this user too). A socket file left by a
+/// daemon that did not stop cleanly is replaced: the store lock this
+/// process holds proves no daemon uses it.
+fn bind(data_dir: &Path, path: &Path) -> Result<UnixListener> {
+    comptoir_client::store::create_private_dir(data_dir)?;
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(ClientError::io("removing an old daemon socket", e)),
+    }
+    let listener = UnixListener::bind(path).map_err(|e| {
+        ClientError::io(
+            "making the daemon socket (a data directory path shorter than about 100 \
+             characters is needed)",
+            e,
+        )
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| ClientError::io("making the daemon socket private", e))?;
+    }
+    Ok(listener)
+}
+
+async fn stop_on_signal(shared: Shared) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+    shared.stop();
+}
+
+async fn accept_loop(listener: UnixListener, shared: Shared) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let (read, write) = stream.into_split();
+                tokio::spawn(serve_connection(
+                    BufReader::new(read),
+                    write,
+                    shared.clone(),
+                ));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accepting a connection on the daemon socket failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Serve one connection until it closes: requests in order, one at a time;
+/// notifications interleaved once it subscribed.
+async fn serve_connection<R, W>(mut reader: R, writer: W, shared: Shared)
+where
+    R: AsyncBufRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (lines, lines_rx) = mpsc::channel::<String>(OUTGOING_LINES);
+    let writing = tokio::spawn(write_lines(writer, lines_rx));
+    let mut subscription: Option<tokio::task::JoinHandle<()>> = None;
+    loop {
+        let line = match rpc::read_line(&mut reader).await {
+            Ok(Line::Text(line)) => line,
+            Ok(Line::TooLong) => {
+                let error = RpcError::new(
+                    rpc::INVALID_REQUEST,
+                    format!(
+                        "a request line is at most {} bytes; this connection is closed",
+                        rpc::MAX_LINE
+                    ),
+                    2,
+                );
+                let _ = lines.send(rpc::response(&Value::Null, Err(error))).await;
+                break;
+            }
+            Ok(Line::End) | Err(_) => break,
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let request = match rpc::parse_request(&line) {
+            Ok(request) => request,
+            Err((id, error)) => {
+                if lines.send(rpc::response(&id, Err(error))).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+        };
+        let result = match request.method.as_str() {
+            "subscribe" => {
+                if let Some(task) = subscription.take() {
+                    task.abort();
+                }
+                subscription = Some(tokio::spawn(forward_events(
+                    shared.events.subscribe(),
+                    lines.clone(),
+                )));
+                Ok(json!({ "subscribed": true }))
+            }
+            "unsubscribe" => {
+                if let Some(task) = subscription.take() {
+                    task.abort();
+                }
+                Ok(json!({ "subscribed": false }))
+            }
+            _ => call(&shared, request.method, request.params).await,
+        };
+        // A request without an id is a notification: no response.
+        if let Some(id) = &request.id
+            && lines.send(rpc::response(id, result)).await.is_err()
+        {
+            break;
+        }
+    }
+    if let Some(task) = subscription {
+        task.abort();
+    }
+    drop(lines);
+    let _ = writing.await;
+}
+
+/// Hand a call to the account's task and wait for its result.
+async fn call(
+    shared: &Shared,
+    method: String,
+    params: serde_json::Map<String, Value>,
+) -> std::result::Result<Value, RpcError> {
+    let stopping = || {
+        RpcError::new(
+            rpc::FAILED,
+            "the daemon is stopping; start it again, or run the command without it",
+            1,
+        )
+    };
+    let (reply, result) = oneshot::channel();
+    shared
+        .calls
+        .send(Call {
+            method,
+            params,
+            reply,
+        })
+        .await
+        .map_err(|_| stopping())?;
+    shared.wake.notify_one();
+    result.await.unwrap_or_else(|_| Err(stopping()))
+}
+
+async fn forward_events(mut events: broadcast::Receiver<Value>, lines: mpsc::Sender<String>) {
+    loop {
+        let record = match events.recv().await {
+            Ok(record) => record,
+            Err(broadcast::error::RecvError::Lagged(missed)) => json!({
+                "type": "warning",
+                "kind": "missed",
+                "text": format!(
+                    "{missed} events were not sent to this connection (it read too slowly); \
+                     the method history has the messages"
+                ),
+            }),
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        if lines
+            .send(rpc::notification("receive", &record))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+async fn write_lines<W: AsyncWrite + Unpin>(mut writer: W, mut lines: mpsc::Receiver<String>) {
+    while let Some(mut line) = lines.recv().await {
+        line.push('\n');
+        if writer.write_all(line.as_bytes()).await.is_err() || writer.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The account's task: connect (and reconnect with backoff), turn events
+/// into notifications, run the calls between them. Only errors that
+/// retrying cannot fix (a broken store, a removed device) end it.
+async fn account_loop(
+    mut client: Client,
+    relay: &str,
+    mut calls: mpsc::Receiver<Call>,
+    shared: &Shared,
+) -> Result<()> {
+    let mut next_attempt = Instant::now();
+    let mut delay = FIRST_RECONNECT_DELAY;
+    let mut was_connected = false;
+    let result = loop {
+        if shared.stop.load(Ordering::SeqCst) {
+            break Ok(());
+        }
+        while let Ok(call) = calls.try_recv() {
+            let result = methods::call(&mut client, &call.method, call.params).await;
+            let _ = call.reply.send(result);
+        }
+        if !client.is_connected() {
+            if Instant::now() >= next_attempt {
+                match client.connect(relay).await {
+                    Ok(_) => {
+                        delay = FIRST_RECONNECT_DELAY;
+                        let state = if was_connected {
+                            "reconnected"
+                        } else {
+                            "connected"
+                        };
+                        was_connected = true;
+                        notify_connection(shared, state, None);
+                        continue;
+                    }
+                    Err(e) if super::is_unreachable(&e) => {
+                        tracing::warn!(error = %e, "the relay is unreachable; trying again");
+                        notify_connection(shared, "unreachable", Some(&e));
+                        next_attempt = Instant::now() + delay;
+                        delay = (delay * 2).min(MAX_RECONNECT_DELAY);
+                    }
+                    Err(e) => break Err(e),
+                }
+            }
+            tokio::select! {
+                () = shared.wake.notified() => {}
+                () = tokio::time::sleep_until(next_attempt) => {}
+            }
+            continue;
+        }
+        match client
+            .next_event_unless(IDLE_WAIT, shared.wake.notified())
+            .await
+        {
+            Ok(Some(event)) => match crate::event_records(&mut client, &event).await {
+                Ok(records) => {
+                    for record in records {
+                        if let Ok(value) = serde_json::to_value(record) {
+                            // No subscriber is not an error.
+                            let _ = shared.events.send(value);
+                        }
+                    }
+                }
+                Err(e @ (ClientError::Database(_) | ClientError::CorruptStore(_))) => {
+                    break Err(e);
+                }
+                Err(e) => tracing::warn!(error = %e, "an event could not be described"),
+            },
+            Ok(None) => {}
+            Err(e) if super::is_unreachable(&e) => {
+                tracing::warn!(error = %e, "lost the relay; reconnecting");
+                notify_connection(shared, "lost", Some(&e));
+                next_attempt = Instant::now() + delay;
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    // Calls still queued are answered by the closed channel.
+    calls.close();
+    client.close().await?;
+    result
+}
+
+/// Tell subscribers about the relay connection: `connected`,
+/// `reconnected`, `lost` or `unreachable`.
+fn notify_connection(shared: &Shared, state: &str, error: Option<&ClientError>) {
+    let now = comptoir_client::client::now_ms();
+    let _ = shared.events.send(json!({
+        "type": "connection",
+        "state": state,
+        "text": error.map(ToString::to_string),
+        "time_ms": now,
+        "time": crate::format::rfc3339(now),
+    }));
+}

@@ -1,0 +1,685 @@
+//! `comptoir daemon` run as a real process against a real relay on
+//! 127.0.0.1:0 (issue 18 item 6): other `comptoir` commands go through it
+//! while it holds the store (without it they fail with the store locked),
+//! a script talks JSON-RPC 2.0 to it on its socket and on standard
+//! input/output, incoming messages and receipts arrive as notifications,
+//! bad requests get typed errors and change nothing stored, a second
+//! daemon on the same data directory is refused, and the socket is the
+//! user's only.
+//!
+//! Here rather than in tests/tests: it runs the `comptoir` binary, which
+//! Cargo builds for this package's tests only.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc as std_mpsc;
+use std::time::Duration;
+
+use comptoir_relay::{Config, LogCodeSender, Metrics, Services};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UnixStream};
+use tokio::sync::oneshot;
+
+/// How long any one wait for the daemon or the relay may take.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A relay running in this test process.
+struct Relay {
+    url: String,
+    stop: Option<oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+async fn start_relay() -> Relay {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = Config {
+        data_dir: dir.path().to_owned(),
+        cache_capacity_bytes: 16 * 1024 * 1024,
+        ..Config::default()
+    };
+    config.limits.registration_rate_per_sec = 0.0;
+    config.limits.registration_rate_per_prefix_per_sec = 0.0;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("ws://{}", listener.local_addr().expect("addr"));
+    let services = Services {
+        admin_listener: None,
+        http_listener: None,
+        tls: None,
+        code_sender: std::sync::Arc::new(LogCodeSender),
+        metrics: std::sync::Arc::new(Metrics::default()),
+        clock: std::sync::Arc::default(),
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(comptoir_relay::run_with(
+        listener,
+        config,
+        services,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    Relay {
+        url,
+        stop: Some(stop),
+        _dir: dir,
+    }
+}
+
+/// What one run of the binary did.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// One customer's data directory, used through the binary.
+struct Customer {
+    dir: PathBuf,
+    relay: String,
+}
+
+impl Customer {
+    fn new(root: &Path, name: &str, relay: &Relay) -> Self {
+        Self {
+            dir: root.join(name),
+            relay: relay.url.clone(),
+        }
+    }
+
+    /// `comptoir --data-dir DIR --relay RELAY <args>`; with `passphrase`,
+    /// the store's passphrase is in the environment, else nowhere (a
+    /// command that opened the store would fail).
+    fn command(&self, args: &[&str], passphrase: bool) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_comptoir"));
+        command
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .arg("--relay")
+            .arg(&self.relay)
+            .args(args)
+            .env_remove("COMPTOIR_PASSPHRASE")
+            .env_remove("COMPTOIR_RELAY")
+            .env_remove("COMPTOIR_DATA_DIR")
+            .env_remove("COMPTOIR_CA_CERT")
+            .env_remove("COMPTOIR_CONFIG")
+            .env_remove("COMPTOIR_OUTPUT")
+            .env_remove("COMPTOIR_REGION")
+            .env("XDG_CONFIG_HOME", self.dir.with_extension("config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if passphrase {
+            command.env("COMPTOIR_PASSPHRASE", "a test passphrase");
+        }
+        command
+    }
+
+    async fn run_with(&self, args: &[&str], passphrase: bool, stdin: Option<&str>) -> Run {
+        let mut command = self.command(args, passphrase);
+        if stdin.is_some() {
+            command.stdin(Stdio::piped());
+        }
+        let input = stdin.map(str::to_owned);
+        tokio::task::spawn_blocking(move || {
+            let mut child = command.spawn().expect("start comptoir");
+            if let Some(input) = input {
+                use std::io::Write;
+                let mut pipe = child.stdin.take().expect("stdin pipe");
+                pipe.write_all(input.as_bytes()).expect("write stdin");
+            }
+            let output = child.wait_with_output().expect("comptoir runs");
+            Run {
+                code: output.status.code().unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            }
+        })
+        .await
+        .expect("join")
+    }
+
+    /// `comptoir <args>` with the passphrase at hand.
+    async fn run(&self, args: &[&str]) -> Run {
+        self.run_with(args, true, None).await
+    }
+
+    async fn ok(&self, args: &[&str]) -> String {
+        let run = self.run(args).await;
+        assert_eq!(run.code, 0, "comptoir {args:?}: {run:?}");
+        run.stdout
+    }
+
+    async fn registered(&self) -> String {
+        let id = self.ok(&["init"]).await.trim().to_string();
+        self.ok(&["register"]).await;
+        id
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("daemon.sock")
+    }
+}
+
+/// A `comptoir daemon` process and what it wrote on standard error.
+struct Daemon {
+    child: Child,
+    stderr: std_mpsc::Receiver<String>,
+}
+
+impl Daemon {
+    /// Start `comptoir daemon <extra>` for `customer` and wait until it
+    /// says it serves (after its socket exists).
+    fn start(customer: &Customer, extra: &[&str]) -> Self {
+        let mut args = vec!["daemon"];
+        args.extend_from_slice(extra);
+        let mut daemon = Self::spawn(customer, &args, true);
+        let banner = daemon.wait_for_stderr("serves JSON-RPC on");
+        assert!(banner.contains("daemon.sock"), "{banner}");
+        daemon
+    }
+
+    /// Start `comptoir <args>` (with the passphrase if `passphrase`),
+    /// its standard error read line by line.
+    fn spawn(customer: &Customer, args: &[&str], passphrase: bool) -> Self {
+        let mut command = customer.command(args, passphrase);
+        command.stdin(Stdio::piped());
+        let mut child = command.spawn().expect("start the daemon");
+        let stderr = child.stderr.take().expect("stderr pipe");
+        let (lines_tx, lines) = std_mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                if lines_tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self {
+            child,
+            stderr: lines,
+        }
+    }
+
+    /// The first line of standard error containing `needle` (panics with
+    /// what it printed if none comes in time).
+    fn wait_for_stderr(&mut self, needle: &str) -> String {
+        let mut seen = Vec::new();
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(line) => seen.push(line),
+                Err(_) => panic!(
+                    "the daemon did not print {needle:?} (exit: {:?}); it printed: {seen:#?}",
+                    self.child.try_wait()
+                ),
+            }
+        }
+    }
+
+    /// Stop it with SIGTERM (as a service manager does) and return its
+    /// exit code.
+    fn terminate(mut self) -> i32 {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        self.wait()
+    }
+
+    fn wait(&mut self) -> i32 {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the daemon did not stop"
+            );
+            // Waiting for the process to exit (no event to wait on
+            // without blocking this thread for good).
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A script's JSON-RPC connection: responses by id, notifications kept
+/// in order.
+struct Rpc<R, W> {
+    lines: tokio::io::Lines<tokio::io::BufReader<R>>,
+    writer: W,
+    next_id: u64,
+    notifications: std::collections::VecDeque<Value>,
+}
+
+impl<R, W> Rpc<R, W>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    fn new(read: R, writer: W) -> Self {
+        Self {
+            lines: tokio::io::BufReader::new(read).lines(),
+            writer,
+            next_id: 1,
+            notifications: Default::default(),
+        }
+    }
+
+    async fn send_line(&mut self, line: &str) {
+        self.writer
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .expect("write a request");
+    }
+
+    async fn read(&mut self) -> Value {
+        let line = tokio::time::timeout(WAIT, self.lines.next_line())
+            .await
+            .expect("the daemon answers in time")
+            .expect("read")
+            .expect("the daemon keeps the connection open");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+
+    /// The response to a line sent as it is (which may not be a request).
+    async fn raw(&mut self, line: &str) -> Value {
+        self.send_line(line).await;
+        loop {
+            let value = self.read().await;
+            if value.get("method").is_some() {
+                self.notifications.push_back(value);
+                continue;
+            }
+            return value;
+        }
+    }
+
+    /// The whole response to `method` with `params`.
+    async fn call(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        let request = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let response = self.raw(&request.to_string()).await;
+        assert_eq!(response["jsonrpc"], "2.0", "{response}");
+        assert_eq!(response["id"], id, "{response}");
+        response
+    }
+
+    /// The result of `method`, which must succeed.
+    async fn ok(&mut self, method: &str, params: Value) -> Value {
+        let response = self.call(method, params).await;
+        assert!(response.get("error").is_none(), "{method}: {response}");
+        response["result"].clone()
+    }
+
+    /// The next notification whose params satisfy `wanted`.
+    async fn notification(&mut self, wanted: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let value = match self.notifications.pop_front() {
+                Some(value) => value,
+                None => self.read().await,
+            };
+            assert_eq!(value["jsonrpc"], "2.0", "{value}");
+            if value.get("method").is_some() {
+                assert_eq!(value["method"], "receive", "{value}");
+                assert!(value.get("id").is_none(), "{value}");
+                if wanted(&value["params"]) {
+                    return value["params"].clone();
+                }
+            }
+        }
+    }
+}
+
+async fn connect(
+    path: &Path,
+) -> Rpc<tokio::net::unix::OwnedReadHalf, tokio::net::unix::OwnedWriteHalf> {
+    let stream = UnixStream::connect(path)
+        .await
+        .expect("connect to the socket");
+    let (read, write) = stream.into_split();
+    Rpc::new(read, write)
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .expect("metadata")
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_and_scripts_share_the_account_through_the_daemon() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let alice = Customer::new(root.path(), "alice", &relay);
+    let bob = Customer::new(root.path(), "bob", &relay);
+    let alice_id = alice.registered().await;
+    let bob_id = bob.registered().await;
+    alice.ok(&["contacts", "add", "bob", &bob_id]).await;
+    bob.ok(&["contacts", "add", "alice", &alice_id]).await;
+    alice.ok(&["send", "bob", "before the daemon"]).await;
+
+    let daemon = Daemon::start(&alice, &[]);
+    // The socket and its directory are the user's only.
+    #[cfg(unix)]
+    {
+        assert_eq!(mode(&alice.socket()), 0o600);
+        assert_eq!(mode(&alice.dir), 0o700);
+    }
+
+    // Other commands go through it, without the passphrase (they do not
+    // open the store: without the daemon they fail with it locked).
+    let whoami = alice.run_with(&["whoami"], false, None).await;
+    assert_eq!(
+        (whoami.code, whoami.stdout.trim()),
+        (0, alice_id.as_str()),
+        "{whoami:?}"
+    );
+
+    let mut script = connect(&alice.socket()).await;
+    let me = script.ok("whoami", json!({})).await;
+    assert_eq!(me["account"], alice_id);
+    assert_eq!(me["device_id"], 1);
+    assert_eq!(
+        script.ok("subscribe", json!({})).await,
+        json!({"subscribed": true})
+    );
+
+    // An incoming message arrives as a notification, as `listen --output
+    // json` prints it.
+    bob.ok(&["send", "alice", "hello daemon"]).await;
+    let message = script
+        .notification(|p| p["type"] == "message" && p["text"] == "hello daemon")
+        .await;
+    assert_eq!(message["direction"], "in");
+    assert_eq!(message["peer"], bob_id);
+    assert_eq!(message["peer_name"], "bob");
+    assert!(
+        message["time_ms"].is_u64() && message["time"].is_string(),
+        "{message}"
+    );
+
+    // `send` from the command line goes through the daemon too.
+    let sent = alice
+        .run_with(&["send", "bob", "from the command line"], false, None)
+        .await;
+    assert_eq!(sent.code, 0, "{sent:?}");
+    let cli_id = sent.stdout.trim().to_string();
+    assert_eq!(cli_id.len(), 32, "{sent:?}");
+    let sent = alice
+        .run_with(
+            &["--output", "json", "send", "bob", "-"],
+            false,
+            Some("piped in\n"),
+        )
+        .await;
+    assert_eq!(sent.code, 0, "{sent:?}");
+    let record: Value = serde_json::from_str(sent.stdout.trim()).expect("one JSON line");
+    assert_eq!(
+        (&record["type"], &record["status"]),
+        (&json!("sent"), &json!("sent"))
+    );
+
+    // And a script's send: a receipt follows as a notification once Bob's
+    // device stores it.
+    let sent = script
+        .ok("send", json!({"to": "bob", "text": "from a script"}))
+        .await;
+    assert_eq!(sent["type"], "sent");
+    assert_eq!(sent["peer"], bob_id);
+    let id = sent["id"].as_str().expect("id").to_string();
+    let heard = bob.ok(&["listen", "--count", "4", "--timeout", "20"]).await;
+    for text in ["from the command line", "piped in", "from a script"] {
+        assert!(heard.contains(&format!("alice: {text}\n")), "{heard}");
+    }
+    script
+        .notification(|p| {
+            p["type"] == "status" && p["id"] == id.as_str() && p["status"] == "delivered"
+        })
+        .await;
+
+    // `listen` through the daemon: it says when it listens, then prints
+    // what arrives as it does without the daemon.
+    let mut listen = Daemon::spawn(
+        &alice,
+        &[
+            "--output",
+            "json",
+            "listen",
+            "--count",
+            "1",
+            "--timeout",
+            "20",
+        ],
+        false,
+    );
+    listen.wait_for_stderr("listening through the daemon");
+    bob.ok(&["send", "alice", "to the listener"]).await;
+    assert_eq!(listen.wait(), 0);
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut listen.child.stdout.take().expect("stdout"), &mut out)
+        .expect("read listen's output");
+    let heard: Value = serde_json::from_str(out.trim()).expect("one JSON line");
+    assert_eq!(
+        (&heard["type"], &heard["text"], &heard["peer"]),
+        (&json!("message"), &json!("to the listener"), &json!(bob_id)),
+        "{out}"
+    );
+
+    // History, contacts, devices, mark_read, block and unblock.
+    let history = script.ok("history", json!({"with": "bob"})).await;
+    let texts: Vec<&str> = history
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|m| m["text"].as_str())
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "before the daemon",
+            "hello daemon",
+            "from the command line",
+            "piped in",
+            "from a script",
+            "to the listener"
+        ]
+    );
+    let last = script
+        .ok("history", json!({"with": bob_id, "limit": 1}))
+        .await;
+    assert_eq!(last.as_array().map(Vec::len), Some(1));
+    let contacts = script.ok("contacts_list", json!({})).await;
+    assert_eq!(
+        contacts,
+        json!([{"type": "contact", "name": "bob", "account": bob_id, "verified": false, "blocked": false}])
+    );
+    let devices = script.ok("devices_list", json!({})).await;
+    assert_eq!(devices[0]["device_id"], 1);
+    assert_eq!(devices[0]["this_device"], true);
+    assert_eq!(
+        script.ok("mark_read", json!({"with": "bob"})).await,
+        json!({"marked": 2})
+    );
+    let listed = alice.run_with(&["history", "bob"], false, None).await;
+    assert_eq!(listed.code, 0, "{listed:?}");
+    assert!(listed.stdout.contains(" bob: hello daemon\n"), "{listed:?}");
+    let blocked = script
+        .ok("block", json!({"who": "bob", "reason": "spam"}))
+        .await;
+    assert_eq!(blocked["blocked"], true);
+    let contacts = alice
+        .run_with(&["--output", "json", "contacts", "list"], false, None)
+        .await;
+    assert!(contacts.stdout.contains("\"blocked\":true"), "{contacts:?}");
+    let unblocked = alice.run_with(&["unblock", "bob"], false, None).await;
+    assert_eq!(unblocked.code, 0, "{unblocked:?}");
+
+    // A command the daemon does not serve says to stop it.
+    let outbox = alice.run(&["outbox", "list"]).await;
+    assert_eq!(outbox.code, 1, "{outbox:?}");
+    assert!(outbox.stderr.contains("comptoir daemon"), "{outbox:?}");
+
+    // A second daemon on the same data directory is refused.
+    let second = alice.run(&["daemon"]).await;
+    assert_eq!(second.code, 1, "{second:?}");
+    assert!(second.stderr.contains("already serves"), "{second:?}");
+    assert!(!second.stderr.contains("Error {"), "{second:?}");
+
+    // Stopped, it removes its socket and lets go of the store.
+    drop(script);
+    assert_eq!(daemon.terminate(), 0);
+    assert!(!alice.socket().exists());
+    let whoami = alice.run(&["whoami"]).await;
+    assert_eq!(whoami.stdout.trim(), alice_id, "{whoami:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_typed_errors_and_change_nothing() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let alice = Customer::new(root.path(), "alice", &relay);
+    let bob = Customer::new(root.path(), "bob", &relay);
+    alice.registered().await;
+    let bob_id = bob.registered().await;
+    alice.ok(&["contacts", "add", "bob", &bob_id]).await;
+    alice.ok(&["send", "bob", "the only message"]).await;
+
+    let daemon = Daemon::start(&alice, &[]);
+    let mut script = connect(&alice.socket()).await;
+    let before = (
+        script.ok("history", json!({"with": "bob"})).await,
+        script.ok("contacts_list", json!({})).await,
+    );
+
+    let long = "x".repeat(9000);
+    let cases: Vec<(String, i64, Option<u8>)> = vec![
+        ("{not json".into(), -32700, Some(2)),
+        ("[1, 2]".into(), -32600, Some(2)),
+        (r#"{"id": 1, "method": "whoami"}"#.into(), -32600, Some(2)),
+        (r#"{"jsonrpc": "2.0", "id": 2, "method": "launch"}"#.into(), -32601, Some(2)),
+        (r#"{"jsonrpc": "2.0", "id": 3, "method": "send", "params": ["bob", "hi"]}"#.into(), -32602, Some(2)),
+        (r#"{"jsonrpc": "2.0", "id": 4, "method": "send", "params": {"to": "bob"}}"#.into(), -32602, Some(2)),
+        (r#"{"jsonrpc": "2.0", "id": 5, "method": "send", "params": {"to": "bob", "text": "hi", "colour": "red"}}"#.into(), -32602, Some(2)),
+        (r#"{"jsonrpc": "2.0", "id": 6, "method": "send", "params": {"to": "carol", "text": "hi"}}"#.into(), -32001, Some(8)),
+        (json!({"jsonrpc": "2.0", "id": 7, "method": "send", "params": {"to": "bob", "text": long}}).to_string(), -32602, Some(1)),
+        (r#"{"jsonrpc": "2.0", "id": 8, "method": "send", "params": {"to": "bob", "file": "relative.txt"}}"#.into(), -32602, Some(2)),
+        (r#"{"jsonrpc": "2.0", "id": 9, "method": "block", "params": {"who": "bob", "reason": "boredom"}}"#.into(), -32602, Some(2)),
+        (r#"{"jsonrpc": "2.0", "id": 10, "method": "history", "params": {"with": "carol"}}"#.into(), -32001, Some(8)),
+        (r#"{"jsonrpc": "2.0", "id": 11, "method": "whoami", "params": {"verbose": true}}"#.into(), -32602, Some(2)),
+    ];
+    for (line, code, exit_code) in &cases {
+        let response = script.raw(line).await;
+        let error = &response["error"];
+        assert_eq!(error["code"], *code, "{line}: {response}");
+        if let Some(exit_code) = exit_code {
+            assert_eq!(error["data"]["exit_code"], *exit_code, "{line}: {response}");
+        }
+        let message = error["message"].as_str().expect("a message");
+        assert!(!message.is_empty());
+        // No paths, no Rust type names.
+        for leak in [
+            root.path().to_str().expect("utf-8"),
+            "::",
+            "Error {",
+            "struct ",
+        ] {
+            assert!(!message.contains(leak), "{line}: {message}");
+        }
+        assert!(response.get("result").is_none(), "{response}");
+    }
+    // A request without an id is a notification: no response, but the
+    // connection goes on.
+    script
+        .send_line(r#"{"jsonrpc": "2.0", "method": "whoami"}"#)
+        .await;
+    // (`call` checks the next response is this request's.)
+    script.ok("whoami", json!({})).await;
+
+    let after = (
+        script.ok("history", json!({"with": "bob"})).await,
+        script.ok("contacts_list", json!({})).await,
+    );
+    assert_eq!(before, after, "nothing stored changed");
+
+    // A line longer than the limit closes that connection only.
+    script.send_line(&"y".repeat(300 * 1024)).await;
+    let response = script.read().await;
+    assert_eq!(response["error"]["code"], -32600, "{response}");
+    let mut again = connect(&alice.socket()).await;
+    again.ok("whoami", json!({})).await;
+    drop(again);
+    drop(script);
+    assert_eq!(daemon.terminate(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_serves_standard_input_and_output_on_request() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let alice = Customer::new(root.path(), "alice", &relay);
+    let bob = Customer::new(root.path(), "bob", &relay);
+    let alice_id = alice.registered().await;
+    let bob_id = bob.registered().await;
+    alice.ok(&["contacts", "add", "bob", &bob_id]).await;
+    bob.ok(&["contacts", "add", "alice", &alice_id]).await;
+
+    let mut daemon = Daemon::start(&alice, &["--stdio"]);
+    let stdin = daemon.child.stdin.take().expect("stdin");
+    let stdout = daemon.child.stdout.take().expect("stdout");
+    let mut script = Rpc::new(
+        tokio::process::ChildStdout::from_std(stdout).expect("async stdout"),
+        tokio::process::ChildStdin::from_std(stdin).expect("async stdin"),
+    );
+    assert_eq!(script.ok("whoami", json!({})).await["account"], alice_id);
+    script.ok("subscribe", json!({})).await;
+    bob.ok(&["send", "alice", "over stdio"]).await;
+    script
+        .notification(|p| p["type"] == "message" && p["text"] == "over stdio")
+        .await;
+    let response = script.raw("nonsense").await;
+    assert_eq!(response["error"]["code"], -32700);
+
+    // `chat` goes through the same daemon (its socket) meanwhile.
+    let chat = alice
+        .run_with(&["chat", "bob"], false, Some("typed in chat\n"))
+        .await;
+    assert_eq!(chat.code, 0, "{chat:?}");
+    assert!(chat.stdout.contains("bob: over stdio"), "{chat:?}");
+    let heard = bob.ok(&["listen", "--count", "1", "--timeout", "20"]).await;
+    assert!(heard.ends_with("alice: typed in chat\n"), "{heard}");
+
+    // Closing its standard input stops it.
+    drop(script);
+    assert_eq!(daemon.wait(), 0);
+    assert!(!alice.socket().exists());
+}
