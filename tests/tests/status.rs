@@ -4,9 +4,12 @@
 //! the accounts it has a conversation with only; the post, its blob and
 //! its key envelopes are gone from the relay 24 hours after posting under
 //! a moved clock, and from the clients; the poster deletes one early; a
-//! view receipt goes only when the viewer asks; a video over 30 seconds
+//! view receipt goes only when the viewer asks; the poster's other
+//! devices get a copy of its post; a video over 30 seconds
 //! is refused before anything is uploaded; bad input gets typed errors
-//! and stores nothing.
+//! and stores nothing. A business's Status deliveries are billed by the
+//! rate card's `status` line: once per subscriber when priced, never when
+//! free.
 
 mod support;
 
@@ -16,8 +19,8 @@ use std::time::Duration;
 use comptoir_client::status::{STATUS_TTL_MS, StatusError};
 use comptoir_client::{Client, ClientError, Event, StatusInput};
 use comptoir_protocol::proto::wire::{self, AccountKind, ErrorCode, client_frame, server_frame};
-use comptoir_protocol::{AccountId, ConsentCategories};
-use support::client::{registered, registered_as, url, wait_for, wait_message};
+use comptoir_protocol::{AccountId, BillCategory, ConsentCategories};
+use support::client::{linked, registered, registered_as, url, wait_for, wait_message};
 use support::hostile::Hostile;
 use support::{Account, TestRelay, start_relay_with};
 
@@ -218,6 +221,254 @@ async fn a_business_status_reaches_subscribers_only_and_is_gone_after_24_hours()
         gone,
         ClientError::Status(StatusError::NotFound(_))
     ));
+}
+
+/// A business's Status deliveries are priced by the rate card's `status`
+/// line: priced, a post to two subscribers is billed one line per
+/// subscriber, once (one of them has two devices, and both ack their
+/// key), at that price, on the bill the business verifies and the one
+/// the operator exports; free (the default), nothing is billed.
+#[tokio::test]
+async fn a_business_status_is_billed_once_per_subscriber_when_priced_and_never_when_free() {
+    for price in [2_500_u64, 0] {
+        let relay = start_relay_with(|config| {
+            config.gc_interval_ms = 20;
+            config.rates.status = price as i64;
+        })
+        .await;
+        let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+        let mut shop = registered_as(&relay, dirs[0].path(), PASS, AccountKind::Business).await;
+        let mut ann = registered(&relay, dirs[1].path(), PASS).await;
+        let mut ann_phone = linked(&relay, &mut ann, dirs[2].path()).await;
+        let mut ben = registered(&relay, dirs[3].path(), PASS).await;
+        let s = shop.account_id();
+        let (a, b) = (ann.account_id(), ben.account_id());
+        let month = Duration::from_secs(30 * 24 * 3600);
+        for customer in [&mut ann, &mut ben] {
+            customer
+                .grant_consent(s, ConsentCategories::STATUS, month)
+                .await
+                .expect("subscribe");
+        }
+        // Ann's phone learns of the consent her first device gave.
+        ann_phone.consents().await.expect("the consents");
+
+        let posted = shop
+            .post_status(StatusInput::Text("New menu today"), &[a, b])
+            .await
+            .expect("post");
+        assert_eq!(posted.sent_to, vec![a, b]);
+        for device in [&mut ann, &mut ann_phone, &mut ben] {
+            assert_eq!(status_posted(device, s).await, posted.post_id);
+        }
+        // Every key copy acked: both of Ann's devices acked theirs.
+        relay.wait_metric_at_most("comptoir_queue_depth", 0.0).await;
+        let mut expected = vec![a, b];
+        expected.sort_by_key(|id| id.to_string());
+        if price > 0 {
+            // The business holds each subscriber's signed proof, once.
+            let mut proved = Vec::new();
+            while proved.len() < 2 {
+                proved.push(
+                    wait_for(&mut shop, |e| match e {
+                        Event::DeliveryProved { to, .. } => Some(*to),
+                        _ => None,
+                    })
+                    .await,
+                );
+            }
+            proved.sort_by_key(|id| id.to_string());
+            assert_eq!(proved, expected);
+        }
+        let bill = shop.fetch_bill().await.expect("the bill");
+        let totals = shop.verify_bill(&bill).await.expect("the bill checks");
+        let lines = if price > 0 { 2 } else { 0 };
+        assert_eq!(bill.lines.len(), lines, "at {price}");
+        assert_eq!(totals.lines, lines as u64);
+        assert_eq!(totals.total_millionths, lines as u64 * price);
+        assert_eq!(totals.per_category[3], (lines as u64, lines as u64 * price));
+        let mut billed: Vec<AccountId> = bill.lines.iter().map(|l| l.customer).collect();
+        billed.sort_by_key(|id| id.to_string());
+        for line in &bill.lines {
+            assert_eq!(line.category, BillCategory::Status);
+            assert_eq!(line.price_millionths, price);
+            assert!(line.template_id.is_empty() && !line.inside_window);
+            assert!(line.accepted_at_ms >= posted.posted_at_ms);
+        }
+        if price > 0 {
+            assert_eq!(billed, expected);
+        }
+        // The operator's export says the same.
+        let json: serde_json::Value = serde_json::from_str(
+            &relay
+                .admin_client()
+                .export_bill(&s.to_string(), None, None, "json")
+                .await
+                .expect("export"),
+        )
+        .expect("json");
+        assert_eq!(json["total_lines"], lines);
+        assert_eq!(json["total_millionths"], lines as u64 * price);
+        assert_eq!(json["totals"][3]["category"], "status");
+        assert_eq!(json["totals"][3]["lines"], lines);
+        for line in json["lines"].as_array().expect("lines") {
+            assert_eq!(line["category"], "status");
+        }
+    }
+}
+
+/// The relay's half of Status billing, over raw frames: with a `status`
+/// price, a business's key to a subscriber is deleted only by a signed
+/// ack (none, or a forged one, is refused with `BAD_DELIVERY_SIGNATURE`,
+/// nothing billed), and the signed one makes one bill line, of category
+/// `CATEGORY_CONTROL` (status) at that price, on a rate card that has the
+/// status row.
+#[tokio::test]
+async fn a_priced_status_key_is_billed_only_on_its_signed_ack() {
+    use sha2::Digest;
+    let relay = start_relay_with(|config| {
+        config.gc_interval_ms = 20;
+        config.rates.status = 1_500;
+    })
+    .await;
+    let shop = Account::new(1);
+    shop.register_as(relay.addr, AccountKind::Business).await;
+    let subscriber = Account::new(1);
+    subscriber.register(relay.addr).await;
+    let (mut b, _) = shop.login(relay.addr, 1).await;
+    let (mut c, _) = subscriber.login(relay.addr, 1).await;
+    let consent = c
+        .request(support::consent_body(
+            &subscriber,
+            1,
+            &shop,
+            ConsentCategories::STATUS,
+            1,
+            3_600_000,
+        ))
+        .await;
+    assert!(
+        !matches!(consent, server_frame::Body::Error(_)),
+        "{consent:?}"
+    );
+    // The post: one uploaded blob.
+    let post = b"an encrypted post".repeat(10);
+    let blob_id = vec![5; 16];
+    let begun = b
+        .request(client_frame::Body::BeginUpload(wire::BeginUpload {
+            blob_id: blob_id.clone(),
+            kind: wire::BlobKind::Document as i32,
+            size: post.len() as u64,
+            digest: sha2::Sha256::digest(&post).to_vec(),
+        }))
+        .await;
+    assert!(
+        matches!(begun, server_frame::Body::UploadStatus(_)),
+        "{begun:?}"
+    );
+    match b
+        .request(client_frame::Body::UploadChunk(wire::UploadChunk {
+            blob_id: blob_id.clone(),
+            offset: 0,
+            data: post,
+        }))
+        .await
+    {
+        server_frame::Body::UploadStatus(status) => assert!(status.complete),
+        other => panic!("expected UploadStatus, got {other:?}"),
+    }
+    let posted = b
+        .request(client_frame::Body::PostStatus(wire::PostStatus {
+            post_id: vec![6; 16],
+            blob_id,
+        }))
+        .await;
+    assert!(
+        matches!(posted, server_frame::Body::StatusPosted(_)),
+        "{posted:?}"
+    );
+    let franking = vec![4; 32];
+    let accepted = b
+        .request(client_frame::Body::SendStatusKey(wire::SendStatusKey {
+            post_id: vec![6; 16],
+            send: Some(wire::Send {
+                message_id: vec![9; 16],
+                recipient_account: subscriber.id.to_vec(),
+                client_timestamp_ms: 1,
+                category: wire::Category::Control as i32,
+                template_id: String::new(),
+                franking_tag: franking.clone(),
+                devices: vec![wire::DeviceCiphertext {
+                    device_id: 1,
+                    ciphertext: vec![7; 40],
+                }],
+                resend: false,
+            }),
+        }))
+        .await;
+    let accept_id = match accepted {
+        server_frame::Body::Accepted(accepted) => accepted.accept_id,
+        other => panic!("expected Accepted, got {other:?}"),
+    };
+    let envelope = c.next_envelope().await;
+    assert_eq!(envelope.accept_id, accept_id);
+    let ack = |delivery_signature: Vec<u8>, signed_at_ms: u64| {
+        client_frame::Body::DeliveryAck(wire::DeliveryAck {
+            message_id: envelope.message_id.clone(),
+            sender_account: envelope.sender_account.clone(),
+            accept_id,
+            delivery_signature,
+            signed_at_ms,
+            rejected: false,
+        })
+    };
+    let bill_lines = |reply: server_frame::Body| match reply {
+        server_frame::Body::Bill(bill) => {
+            let card = bill.rate_card.expect("the rate card");
+            let status_row = card
+                .rows
+                .iter()
+                .find(|r| r.category == wire::Category::Control as i32)
+                .expect("the status row");
+            assert_eq!(status_row.inside_window_millionths, 1_500);
+            bill.lines
+        }
+        other => panic!("expected Bill, got {other:?}"),
+    };
+    let get_bill = || {
+        client_frame::Body::GetBill(wire::GetBill {
+            from_index: 0,
+            limit: 0,
+        })
+    };
+    // No signature, or a forged one: refused, nothing billed.
+    for (signature, at) in [(Vec::new(), 0), (vec![3; 64], 1_000)] {
+        assert_eq!(
+            support::error_code(&c.request(ack(signature, at)).await),
+            ErrorCode::BadDeliverySignature
+        );
+    }
+    assert!(bill_lines(b.request(get_bill()).await).is_empty());
+    // The subscriber's signed ack: one line.
+    let fields = comptoir_protocol::DeliveryFields {
+        accept_id,
+        message_id: [9; 16],
+        business: shop.id,
+        customer: subscriber.id,
+        customer_device: 1,
+        franking_commitment: franking,
+        time_ms: 1_000,
+    };
+    let signature = comptoir_protocol::sign_delivery(subscriber.identity(1), &fields).to_vec();
+    let acked = c.request(ack(signature, 1_000)).await;
+    assert!(matches!(acked, server_frame::Body::Ok(_)), "{acked:?}");
+    let lines = bill_lines(b.request(get_bill()).await);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0].category, wire::Category::Control as i32);
+    assert_eq!(lines[0].price_millionths, 1_500);
+    assert_eq!(lines[0].accept_id, accept_id);
+    assert_eq!(lines[0].customer_account, subscriber.id.to_vec());
+    assert!(lines[0].template_id.is_empty() && !lines[0].inside_window);
 }
 
 #[tokio::test]

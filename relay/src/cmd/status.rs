@@ -82,7 +82,8 @@ pub(crate) async fn post<S>(
 
 /// Accept a Status key for one recipient account: a live post of the
 /// sender, a control send, a qualifying recipient; then an ordinary send
-/// whose copies expire with the post.
+/// whose copies expire with the post, billed (a business's to a customer,
+/// when the rate card prices Status) on its first signed delivery.
 pub(crate) async fn send_key<
     S: Directory + Mailbox + Templates + FirstContacts + Quality + Reports,
 >(
@@ -109,7 +110,10 @@ pub(crate) async fn send_key<
         .ok_or(RelayError::StatusNotFound)?;
     let input = audience(&relay.store, poster, recipient, now).await?;
     qualifies(&input).map_err(|refusal| RelayError::NotASubscriber(refusal.to_string()))?;
-    super::send::send_expiring_by(session, request_id, send, Some(post.expires_at_ms)).await
+    let status_key = super::send::StatusKeySend {
+        expires_by_ms: post.expires_at_ms,
+    };
+    super::send::send_checked(session, request_id, send, Some(status_key)).await
 }
 
 /// What the audience rule reads about `recipient` of `poster`'s Status.
