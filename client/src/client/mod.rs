@@ -69,7 +69,7 @@ mod shared;
 mod status;
 mod templates;
 
-pub use attachments::{TRANSFER_CHUNK, UploadReport};
+pub use attachments::{FileInfo, TRANSFER_CHUNK, UploadReport};
 pub use bill::Bill;
 pub use business::BusinessView;
 pub use consent::Consent;
