@@ -535,6 +535,59 @@ async fn a_person_posts_to_its_conversations_and_deletes_early() {
     ));
 }
 
+/// The poster's other devices get a copy of its post (as sync copies of
+/// messages go to them), listed there as its own and opened there; and
+/// they drop it when the post is deleted from the device that posted it.
+#[tokio::test]
+async fn the_posters_other_devices_get_its_post_and_its_deletion() {
+    let relay = relay().await;
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let files = tempfile::tempdir().unwrap();
+    let mut alice = registered(&relay, dirs[0].path(), PASS).await;
+    let mut alice_phone = linked(&relay, &mut alice, dirs[1].path()).await;
+    let mut bob = registered(&relay, dirs[2].path(), PASS).await;
+    let (a, b) = (alice.account_id(), bob.account_id());
+    bob.send_text(a, "hello").await.expect("send");
+    wait_message(&mut alice, b).await;
+
+    let posted = alice
+        .post_status(StatusInput::Text("Closed on Monday"), &[b])
+        .await
+        .expect("post");
+    assert_eq!(posted.sent_to, vec![b]);
+    assert_eq!(status_posted(&mut alice_phone, a).await, posted.post_id);
+    assert_eq!(status_posted(&mut bob, a).await, posted.post_id);
+    let mine = alice_phone.statuses().await.expect("list");
+    assert_eq!(mine.len(), 1);
+    assert!(mine[0].outgoing && mine[0].poster == a);
+    assert_eq!(mine[0].posted_at_ms, posted.posted_at_ms);
+    let opened = files.path().join("mine.txt");
+    alice_phone
+        .view_status(&hex::encode(posted.post_id), &opened, false)
+        .await
+        .expect("open the copy");
+    assert_eq!(
+        std::fs::read_to_string(&opened).unwrap(),
+        "Closed on Monday"
+    );
+
+    assert_eq!(
+        alice
+            .delete_status(&hex::encode(posted.post_id))
+            .await
+            .expect("delete"),
+        1
+    );
+    wait_for(&mut alice_phone, |e| match e {
+        Event::StatusDeleted { from, post_id } if *from == a && *post_id == posted.post_id => {
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
+    assert!(alice_phone.statuses().await.unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn a_video_over_30_seconds_and_bad_input_are_refused_and_store_nothing() {
     let relay = relay().await;

@@ -192,6 +192,21 @@ impl Client {
         record.recipients = sent_to.iter().map(|a| a.to_vec()).collect();
         status::put(&self.store, &record)?;
         self.store.flush().await?;
+        // This account's other devices get the post too, as sync copies
+        // of messages go to them (the relay lets any account send a post's
+        // key to its own devices).
+        if self.has_other_devices() {
+            let key = content::Body::StatusKey(StatusKey {
+                post_id: post_id.to_vec(),
+                pointer: Some(file.pointer()),
+                posted_at_ms: posted.posted_at_ms,
+            });
+            if let Err(error) = self.send_status_content(me, Some(post_id), key).await {
+                self.events.push_back(Event::Warning(format!(
+                    "this account's other devices did not get its Status: {error}"
+                )));
+            }
+        }
         Ok(PostedStatus {
             post_id,
             posted_at_ms: posted.posted_at_ms,
@@ -271,6 +286,17 @@ impl Client {
         let me = self.account.id();
         status::remove(&self.store, &me, &record.post_id)?;
         self.store.flush().await?;
+        // This account's other devices delete their copy too.
+        if self.has_other_devices() {
+            let deleted = content::Body::StatusDeleted(StatusDeleted {
+                post_id: record.post_id.clone(),
+            });
+            if let Err(error) = self.send_status_content(me, None, deleted).await {
+                self.events.push_back(Event::Warning(format!(
+                    "this account's other devices were not told of the deletion: {error}"
+                )));
+            }
+        }
         let mut told = 0;
         for raw in &record.recipients {
             let Ok(peer) = AccountId::from_bytes(raw) else {
@@ -284,6 +310,14 @@ impl Client {
             }
         }
         Ok(told)
+    }
+
+    /// Whether this account has devices besides this one (as last
+    /// verified).
+    fn has_other_devices(&self) -> bool {
+        let live = self.live();
+        live.own_devices()
+            .is_ok_and(|list| !live.target_devices(self.account.id(), &list).is_empty())
     }
 
     /// Send `body` to `peer` as a franked control message: a Status key
@@ -396,6 +430,13 @@ impl Client {
                         "{from} sent a Status this account did not subscribe to (no Status \
                          consent for a business, no conversation with a person); ignored"
                     ))));
+                }
+                // Another device of this account posted it: this
+                // account's own post here too (whom it went to is known
+                // on the posting device only).
+                let outgoing = from == self.account.id();
+                if outgoing && status::get(&self.store, &from, &post_id)?.is_some() {
+                    return Ok(None);
                 }
                 status::put(
                     &self.store,
