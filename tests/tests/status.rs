@@ -720,6 +720,28 @@ async fn the_relay_refuses_malformed_and_foreign_status_frames_with_typed_errors
         .await;
     assert_eq!(code(foreign), ErrorCode::StatusNotFound);
     assert_eq!(count_files(&relay.data_dir.join("status")), 0);
+    // Subscribers: a customer has none to list; a malformed cursor is
+    // refused; a business nobody subscribed to gets an empty page.
+    let subscribers = |after: Vec<u8>| {
+        client_frame::Body::GetSubscribers(wire::GetSubscribers { after, limit: 0 })
+    };
+    assert_eq!(
+        code(s.request(subscribers(Vec::new())).await),
+        ErrorCode::AccountKind
+    );
+    let shop = Account::new(1);
+    shop.register_as(relay.addr, AccountKind::Business).await;
+    let (mut b, _) = shop.login(relay.addr, 1).await;
+    assert_eq!(
+        code(b.request(subscribers(vec![1; 5])).await),
+        ErrorCode::InvalidRequest
+    );
+    match b.request(subscribers(Vec::new())).await {
+        server_frame::Body::Subscribers(page) => {
+            assert!(page.accounts.is_empty() && !page.more, "{page:?}");
+        }
+        other => panic!("expected Subscribers, got {other:?}"),
+    }
 }
 
 /// Run `comptoir <args>` in-process with the data directory `dir`: (exit

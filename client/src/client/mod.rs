@@ -632,6 +632,7 @@ pub(super) fn unexpected(wanted: &str, got: &server_frame::Body) -> ClientError 
         server_frame::Body::BlobChunk(_) => "BlobChunk",
         server_frame::Body::ReportFiled(_) => "ReportFiled",
         server_frame::Body::StatusPosted(_) => "StatusPosted",
+        server_frame::Body::Subscribers(_) => "Subscribers",
     };
     ClientError::UnexpectedFrame(format!("expected {wanted}, got {name}"))
 }

@@ -12,8 +12,8 @@ use comptoir_protocol::proto::content::{
     Content, StatusDeleted, StatusKey, StatusRecord, StatusViewed, content,
 };
 use comptoir_protocol::proto::wire::{
-    Category, DeleteStatus, Envelope, ErrorCode, PostStatus, SendStatusKey, client_frame,
-    server_frame,
+    Category, DeleteStatus, Envelope, ErrorCode, GetSubscribers, PostStatus, SendStatusKey,
+    client_frame, server_frame,
 };
 use rand::RngExt;
 
@@ -214,6 +214,45 @@ impl Client {
             sent_to,
             refused,
         })
+    }
+
+    /// This business's Status subscribers: the customers whose consent
+    /// covers Status now, as the relay keeps them (docs/PROTOCOL.md
+    /// §13.6), in account id order; a customer account is refused
+    /// (`ACCOUNT_KIND`). Those who never wrote to the business are among
+    /// them: post to them by naming them.
+    pub async fn status_subscribers(&mut self) -> Result<Vec<AccountId>> {
+        let mut all: Vec<AccountId> = Vec::new();
+        loop {
+            let after = all.last().map(|a| a.to_vec()).unwrap_or_default();
+            let reply = self
+                .request(
+                    client_frame::Body::GetSubscribers(GetSubscribers { after, limit: 0 }),
+                    "the Status subscribers",
+                )
+                .await?;
+            let server_frame::Body::Subscribers(page) = reply else {
+                return Err(unexpected("Subscribers", &reply));
+            };
+            let before = all.len();
+            for raw in &page.accounts {
+                let account = AccountId::from_bytes(raw).map_err(|_| {
+                    ClientError::UnexpectedFrame("a subscriber that is not an account id".into())
+                })?;
+                if all
+                    .last()
+                    .is_some_and(|last| last.as_bytes() >= account.as_bytes())
+                {
+                    return Err(ClientError::UnexpectedFrame(
+                        "subscribers out of order".into(),
+                    ));
+                }
+                all.push(account);
+            }
+            if !page.more || all.len() == before {
+                return Ok(all);
+            }
+        }
     }
 
     /// The live Status posts kept here, newest first; those whose 24
@@ -446,7 +485,7 @@ impl Client {
                         posted_at_ms,
                         expires_at_ms,
                         pointer: Some(pointer),
-                        outgoing: false,
+                        outgoing,
                         recipients: Vec::new(),
                         viewers: Vec::new(),
                     },
