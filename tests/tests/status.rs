@@ -839,6 +839,233 @@ async fn status_post_list_view_and_delete_on_the_command_line() {
     assert_eq!(code, 8, "no such Status any more");
 }
 
+/// A business posts to its subscribers, the customers whose consent
+/// covers Status, though they never wrote to it: `status subscribers`
+/// lists them (`--never-wrote`: only those), and `status post` reaches
+/// them; a customer has no subscribers to list.
+#[tokio::test]
+async fn a_business_lists_its_subscribers_and_posts_to_those_who_never_wrote() {
+    let relay = relay().await;
+    let root = tempfile::tempdir().unwrap();
+    let [shop, ann, ben, cat] = ["shop", "ann", "ben", "cat"].map(|n| root.path().join(n));
+    let (code, shop_id) = comptoir(&shop, &relay, &["init"]).await;
+    assert_eq!(code, 0);
+    let shop_id = shop_id.trim().to_owned();
+    assert_eq!(
+        comptoir(&shop, &relay, &["register", "--business"]).await.0,
+        0
+    );
+    let ann_id = cli_account(&ann, &relay).await;
+    let ben_id = cli_account(&ben, &relay).await;
+    cli_account(&cat, &relay).await;
+    for (who, categories) in [
+        (&ann, "status"),
+        (&ben, "status,marketing"),
+        (&cat, "marketing"),
+    ] {
+        let (code, out) = comptoir(
+            who,
+            &relay,
+            &["consent", "grant", &shop_id, "--categories", categories],
+        )
+        .await;
+        assert_eq!(code, 0, "{out}");
+    }
+    // Ben writes to the shop; Ann never does.
+    assert_eq!(
+        comptoir(&ben, &relay, &["contacts", "add", "shop", &shop_id])
+            .await
+            .0,
+        0
+    );
+    assert_eq!(
+        comptoir(&ben, &relay, &["send", "shop", "hello"]).await.0,
+        0
+    );
+    assert_eq!(
+        comptoir(&shop, &relay, &["listen", "--count", "1"]).await.0,
+        0
+    );
+
+    let (code, listed) = comptoir(&shop, &relay, &["status", "subscribers"]).await;
+    assert_eq!(code, 0);
+    let mut expected = vec![
+        format!("{ann_id}\t-\tnever wrote"),
+        format!("{ben_id}\t-\twrote"),
+    ];
+    expected.sort();
+    assert_eq!(listed.lines().collect::<Vec<_>>(), expected, "{listed}");
+    let (code, out) = comptoir(
+        &shop,
+        &relay,
+        &["--output", "json", "status", "subscribers", "--never-wrote"],
+    )
+    .await;
+    assert_eq!(code, 0);
+    let never: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(
+        never,
+        [serde_json::json!({
+            "type": "status_subscriber",
+            "account": ann_id,
+            "name": null,
+            "wrote": false
+        })]
+    );
+
+    // The post reaches both subscribers, Ann too.
+    let (code, out) = comptoir(
+        &shop,
+        &relay,
+        &[
+            "--output",
+            "json",
+            "status",
+            "post",
+            "--text",
+            "Open late tonight",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let posted: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    let mut sent_to: Vec<String> = posted["sent_to"]
+        .as_array()
+        .expect("sent_to")
+        .iter()
+        .map(|a| a.as_str().expect("id").to_owned())
+        .collect();
+    sent_to.sort();
+    let mut subscribers = vec![ann_id.clone(), ben_id.clone()];
+    subscribers.sort();
+    assert_eq!(sent_to, subscribers);
+    let post_id = posted["id"].as_str().expect("id").to_owned();
+    let (code, heard) = comptoir(&ann, &relay, &["listen", "--count", "1"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        heard.contains(&format!("posted a Status {post_id}")),
+        "{heard}"
+    );
+
+    // A customer has no subscribers.
+    let (code, out) = comptoir(&cat, &relay, &["status", "subscribers"]).await;
+    assert_ne!(code, 0, "{out}");
+}
+
+/// `--output json`: `status post`, `list`, `view` and `delete` print one
+/// JSON object per line, with a `type`, like the other commands.
+#[tokio::test]
+async fn status_commands_print_one_json_object_per_line_with_output_json() {
+    let relay = relay().await;
+    let root = tempfile::tempdir().unwrap();
+    let (alice, bob) = (root.path().join("alice"), root.path().join("bob"));
+    let alice_id = cli_account(&alice, &relay).await;
+    let bob_id = cli_account(&bob, &relay).await;
+    assert_eq!(
+        comptoir(&bob, &relay, &["contacts", "add", "alice", &alice_id])
+            .await
+            .0,
+        0
+    );
+    assert_eq!(comptoir(&bob, &relay, &["send", "alice", "hi"]).await.0, 0);
+    assert_eq!(
+        comptoir(&alice, &relay, &["listen", "--count", "1"])
+            .await
+            .0,
+        0
+    );
+    let json = |out: &str| -> Vec<serde_json::Value> {
+        out.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    };
+    let text = "Back at 5 \u{1b}[2J \"quoted\"";
+    let (code, out) = comptoir(
+        &alice,
+        &relay,
+        &["--output", "json", "status", "post", "--text", text],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let posted = json(&out);
+    assert_eq!(posted.len(), 1, "{out}");
+    let posted = &posted[0];
+    assert_eq!(posted["type"], "status_posted");
+    let post_id = posted["id"].as_str().expect("id").to_owned();
+    assert_eq!(post_id.len(), 32);
+    assert_eq!(posted["sent_to"], serde_json::json!([bob_id]));
+    assert_eq!(posted["refused"], serde_json::json!([]));
+    assert_eq!(
+        posted["expires_ms"].as_u64().unwrap() - posted["time_ms"].as_u64().unwrap(),
+        STATUS_TTL_MS
+    );
+    assert!(posted["time"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(
+        comptoir(&bob, &relay, &["listen", "--count", "1"]).await.0,
+        0
+    );
+
+    let (code, out) = comptoir(&bob, &relay, &["--output", "json", "status", "list"]).await;
+    assert_eq!(code, 0);
+    let listed = json(&out);
+    assert_eq!(listed.len(), 1, "{out}");
+    let post = &listed[0];
+    assert_eq!(post["type"], "status_post");
+    assert_eq!(post["id"], post_id.as_str());
+    assert_eq!(post["poster"], alice_id.as_str());
+    assert_eq!(post["poster_name"], "alice");
+    assert_eq!(post["outgoing"], false);
+    assert_eq!(post["kind"], "text");
+    assert_eq!(post["content_type"], "text/plain; charset=utf-8");
+    assert_eq!(post["size"], text.len());
+    assert_eq!(post["time_ms"], posted["time_ms"]);
+    assert_eq!(post["recipients"], serde_json::Value::Null);
+    assert_eq!(post["viewers"], serde_json::json!([]));
+
+    let (code, out) = comptoir(
+        &bob,
+        &relay,
+        &["--output", "json", "status", "view", &post_id[..8]],
+    )
+    .await;
+    assert_eq!(code, 0);
+    let viewed = json(&out);
+    assert_eq!(viewed.len(), 1, "{out}");
+    assert_eq!(viewed[0]["type"], "status_view");
+    assert_eq!(viewed[0]["id"], post_id.as_str());
+    assert_eq!(viewed[0]["poster_name"], "alice");
+    // The exact text, JSON-escaped (control characters included).
+    assert_eq!(viewed[0]["text"], text);
+    assert_eq!(viewed[0]["saved_to"], serde_json::Value::Null);
+
+    let (code, out) = comptoir(&alice, &relay, &["--output", "json", "status", "list"]).await;
+    assert_eq!(code, 0);
+    let mine = json(&out);
+    assert_eq!(mine.len(), 1, "{out}");
+    assert_eq!(mine[0]["outgoing"], true);
+    assert_eq!(mine[0]["poster"], alice_id.as_str());
+    assert_eq!(mine[0]["recipients"], 1);
+
+    let (code, out) = comptoir(
+        &alice,
+        &relay,
+        &["--output", "json", "status", "delete", &post_id],
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert_eq!(
+        json(&out),
+        [serde_json::json!({"type": "status_deleted", "id": post_id, "told": 1})]
+    );
+    assert_eq!(
+        comptoir(&alice, &relay, &["--output", "json", "status", "list"]).await,
+        (0, String::new())
+    );
+}
+
 /// The client's half of the audience rule: a Status key slipped into an
 /// ordinary control message (the relay cannot see it is one) by a
 /// stranger this account never talked with is ignored with a warning, and
