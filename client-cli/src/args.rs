@@ -825,8 +825,9 @@ pub enum ConsentCategory {
 pub enum StatusCommand {
     /// Post a Status for 24 hours: encrypted once, uploaded once, its key
     /// sent to each account you have a conversation with (and those named
-    /// with --to). A business's goes only to customers who consented to
-    /// Status: the relay refuses the others, and they are listed.
+    /// with --to). A business's goes to its subscribers, the customers who
+    /// consented to Status (those who never wrote to it too): the relay
+    /// refuses any other, and they are listed.
     Post {
         /// The text (at most 700 bytes).
         #[arg(long, conflicts_with = "file", required_unless_present = "file")]
@@ -860,6 +861,13 @@ pub enum StatusCommand {
     Delete {
         /// The post id (32 hex digits, or its first 8 or more).
         id: String,
+    },
+    /// A business's Status subscribers: the customers whose consent covers
+    /// Status (as the relay keeps it), and whether each ever wrote to you.
+    Subscribers {
+        /// Only those who never wrote to you.
+        #[arg(long)]
+        never_wrote: bool,
     },
 }
 

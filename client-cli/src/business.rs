@@ -185,7 +185,7 @@ pub(crate) async fn run(cli: &Cli, command: &BusinessCommand, out: &mut dyn Writ
         }
         BusinessCommand::Status => {
             let standing = client.standing().await?;
-            let mut per_category = [(0, 0); 3];
+            let mut per_category = [(0, 0); comptoir_protocol::bill::BILLED_CATEGORIES.len()];
             for t in &standing.totals {
                 if let Some(i) = comptoir_protocol::bill::BILLED_CATEGORIES
                     .iter()
@@ -506,7 +506,9 @@ fn rounded(millionths: u64) -> String {
 }
 
 /// Per-category totals in the rate card's category order.
-fn categories(per_category: &[(u64, u64); 3]) -> Vec<json::CategoryTotal> {
+fn categories(
+    per_category: &[(u64, u64); comptoir_protocol::bill::BILLED_CATEGORIES.len()],
+) -> Vec<json::CategoryTotal> {
     comptoir_protocol::bill::BILLED_CATEGORIES
         .iter()
         .zip(per_category)

@@ -104,7 +104,7 @@ impl Time {
 /// One category's share of a bill.
 #[derive(Debug, Serialize)]
 pub struct CategoryTotal {
-    /// utility, authentication or marketing.
+    /// utility, authentication, marketing or status.
     pub category: &'static str,
     /// Lines.
     pub lines: u64,

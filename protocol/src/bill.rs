@@ -21,8 +21,9 @@ use crate::template::TemplateCategory;
 pub const BILL_LINE_CONTEXT: &[u8] = b"Comptoir bill line v1";
 /// Context string that opens the signed head payload.
 pub const BILL_HEAD_CONTEXT: &[u8] = b"Comptoir bill head v1";
-/// Context string that opens the signed rate card payload.
-pub const RATE_CARD_CONTEXT: &[u8] = b"Comptoir rate card v1";
+/// Context string that opens the signed rate card payload (v2: with the
+/// `status` row).
+pub const RATE_CARD_CONTEXT: &[u8] = b"Comptoir rate card v2";
 /// Length of a line hash (SHA-256).
 pub const BILL_HASH_LEN: usize = 32;
 /// The `previous_hash` of the first line: 32 zero bytes.
@@ -33,11 +34,89 @@ pub const MAX_BILL_TEMPLATE_ID_LEN: usize = 128;
 /// the unit totals are rounded to for display.
 pub const MILLIONTHS_PER_HUNDREDTH: u64 = 10_000;
 
-/// The three categories in the order rate cards encode them.
-pub const BILLED_CATEGORIES: [TemplateCategory; 3] = [
-    TemplateCategory::Utility,
-    TemplateCategory::Authentication,
-    TemplateCategory::Marketing,
+/// What a bill line bills: a template of one of the three template
+/// categories, or the delivery of a business's Status key to a customer
+/// (docs/PROTOCOL.md §13.5). Encoded as the wire `Category` number of the
+/// envelope billed: 3, 4 or 5 for templates, 6 (`CATEGORY_CONTROL`, the
+/// category a Status key travels as) for Status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BillCategory {
+    /// A utility template.
+    Utility,
+    /// An authentication template.
+    Authentication,
+    /// A marketing template.
+    Marketing,
+    /// A Status key delivered to a subscriber.
+    Status,
+}
+
+impl BillCategory {
+    /// The byte in the canonical encodings (the wire `Category` number).
+    pub fn wire_number(self) -> u8 {
+        match self {
+            Self::Utility => 3,
+            Self::Authentication => 4,
+            Self::Marketing => 5,
+            Self::Status => 6,
+        }
+    }
+
+    /// The category of `number`; `None` for any other number.
+    pub fn from_wire_number(number: u8) -> Option<Self> {
+        match number {
+            3 => Some(Self::Utility),
+            4 => Some(Self::Authentication),
+            5 => Some(Self::Marketing),
+            6 => Some(Self::Status),
+            _ => None,
+        }
+    }
+
+    /// Lowercase name, for people (`utility`, `status`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Utility => "utility",
+            Self::Authentication => "authentication",
+            Self::Marketing => "marketing",
+            Self::Status => "status",
+        }
+    }
+}
+
+impl std::fmt::Display for BillCategory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl From<TemplateCategory> for BillCategory {
+    fn from(category: TemplateCategory) -> Self {
+        match category {
+            TemplateCategory::Utility => Self::Utility,
+            TemplateCategory::Authentication => Self::Authentication,
+            TemplateCategory::Marketing => Self::Marketing,
+        }
+    }
+}
+
+impl From<BillCategory> for wire::Category {
+    fn from(category: BillCategory) -> Self {
+        match category {
+            BillCategory::Utility => Self::Utility,
+            BillCategory::Authentication => Self::Authentication,
+            BillCategory::Marketing => Self::Marketing,
+            BillCategory::Status => Self::Control,
+        }
+    }
+}
+
+/// The billed categories in the order rate cards and totals list them.
+pub const BILLED_CATEGORIES: [BillCategory; 4] = [
+    BillCategory::Utility,
+    BillCategory::Authentication,
+    BillCategory::Marketing,
+    BillCategory::Status,
 ];
 
 /// Round a total in millionths once, half up, to whole hundredths of the
@@ -68,9 +147,10 @@ impl Prices {
     }
 }
 
-/// The relay's rate card: a price for each billed category inside and
-/// outside the window. (Service replies are never billed: they are free
-/// inside the window and refused outside it.)
+/// The relay's rate card: a price for each template category inside and
+/// outside the window, and one for each Status key a business's post
+/// delivers to a subscriber. (Service replies are never billed: they are
+/// free inside the window and refused outside it.)
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RateCard {
     /// ISO 4217 code of the currency (three ASCII uppercase letters).
@@ -81,30 +161,40 @@ pub struct RateCard {
     pub authentication: Prices,
     /// Marketing templates.
     pub marketing: Prices,
+    /// A business's Status key delivered to a subscriber (no window: one
+    /// price). 0, the default, bills nothing: no line is written.
+    pub status: u64,
 }
 
 impl RateCard {
-    /// The prices of `category`.
-    pub fn prices(&self, category: TemplateCategory) -> Prices {
-        match category {
-            TemplateCategory::Utility => self.utility,
-            TemplateCategory::Authentication => self.authentication,
-            TemplateCategory::Marketing => self.marketing,
+    /// The prices of `category` (Status: its one price, both ways).
+    pub fn prices(&self, category: impl Into<BillCategory>) -> Prices {
+        match category.into() {
+            BillCategory::Utility => self.utility,
+            BillCategory::Authentication => self.authentication,
+            BillCategory::Marketing => self.marketing,
+            BillCategory::Status => Prices {
+                inside_window: self.status,
+                outside_window: self.status,
+            },
         }
     }
 
     /// The price of one delivered message of `category`.
-    pub fn price(&self, category: TemplateCategory, inside_window: bool) -> u64 {
+    pub fn price(&self, category: impl Into<BillCategory>, inside_window: bool) -> u64 {
         self.prices(category).at(inside_window)
     }
 
-    /// The bytes the operator signs: `"Comptoir rate card v1" ||
-    /// currency_len (u8) || currency (ASCII) || 3 × (category (u8: 3
-    /// utility, 4 authentication, 5 marketing) || inside (u64 BE) ||
-    /// outside (u64 BE))`, in that category order.
+    /// The bytes the operator signs: `"Comptoir rate card v2" ||
+    /// currency_len (u8) || currency (ASCII) || 4 × (category (u8: 3
+    /// utility, 4 authentication, 5 marketing, 6 status) || inside (u64
+    /// BE) || outside (u64 BE))`, in that category order (status: its
+    /// price twice).
     pub fn payload(&self) -> Vec<u8> {
         let currency = &self.currency.as_bytes()[..self.currency.len().min(255)];
-        let mut out = Vec::with_capacity(RATE_CARD_CONTEXT.len() + 1 + currency.len() + 3 * 17);
+        let mut out = Vec::with_capacity(
+            RATE_CARD_CONTEXT.len() + 1 + currency.len() + BILLED_CATEGORIES.len() * 17,
+        );
         out.extend_from_slice(RATE_CARD_CONTEXT);
         out.push(currency.len() as u8);
         out.extend_from_slice(currency);
@@ -135,7 +225,7 @@ impl RateCard {
 
     /// A signed frame back to a rate card, checked against the operator key.
     pub fn verified(signed: &wire::SignedRateCard, operator: &OperatorKey) -> Result<Self> {
-        let mut rows = [None; 3];
+        let mut rows = [None; BILLED_CATEGORIES.len()];
         for row in &signed.rows {
             let category = category_from_wire(row.category)
                 .ok_or_else(|| bad("rate card: not a billed category"))?;
@@ -151,14 +241,24 @@ impl RateCard {
                 outside_window: row.outside_window_millionths,
             });
         }
-        let [Some(utility), Some(authentication), Some(marketing)] = rows else {
+        let [
+            Some(utility),
+            Some(authentication),
+            Some(marketing),
+            Some(status),
+        ] = rows
+        else {
             return Err(bad("rate card: a category is missing"));
         };
+        if status.inside_window != status.outside_window {
+            return Err(bad("rate card: the status row has two prices"));
+        }
         let card = Self {
             currency: signed.currency.clone(),
             utility,
             authentication,
             marketing,
+            status: status.inside_window,
         };
         operator.verify("rate card", &card.payload(), &signed.signature)?;
         Ok(card)
@@ -169,10 +269,10 @@ fn bad(what: &'static str) -> Error {
     Error::Decode(DecodeError::Protobuf(what.into()))
 }
 
-fn category_from_wire(number: i32) -> Option<TemplateCategory> {
+fn category_from_wire(number: i32) -> Option<BillCategory> {
     u8::try_from(number)
         .ok()
-        .and_then(TemplateCategory::from_wire_number)
+        .and_then(BillCategory::from_wire_number)
 }
 
 /// One line of a business's bill: the first signed delivery of one billed
@@ -191,8 +291,8 @@ pub struct BillLine {
     pub business: AccountId,
     /// The customer it was delivered to.
     pub customer: AccountId,
-    /// The template's category, fixed at accept.
-    pub category: TemplateCategory,
+    /// The template's category (or Status), fixed at accept.
+    pub category: BillCategory,
     /// Whether the customer's 24-hour window was open at accept.
     pub inside_window: bool,
     /// The template id (hex), as sent.
@@ -494,8 +594,9 @@ pub enum BillError {
         /// The rate card's price, millionths.
         expected: u64,
         /// The line's category.
-        category: TemplateCategory,
-        /// "inside the window" or "outside the window".
+        category: BillCategory,
+        /// "inside the window", "outside the window" or (Status) "per
+        /// delivery".
         where_: &'static str,
     },
 }
@@ -506,14 +607,14 @@ pub struct BillTotals {
     /// Lines checked.
     pub lines: u64,
     /// Lines and millionths per category, in [`BILLED_CATEGORIES`] order.
-    pub per_category: [(u64, u64); 3],
+    pub per_category: [(u64, u64); BILLED_CATEGORIES.len()],
     /// Sum of every line's price, millionths.
     pub total_millionths: u64,
 }
 
 impl BillTotals {
     /// Count one line.
-    pub fn add(&mut self, category: TemplateCategory, price: u64) {
+    pub fn add(&mut self, category: BillCategory, price: u64) {
         let i = BILLED_CATEGORIES
             .iter()
             .position(|&c| c == category)
@@ -594,10 +695,10 @@ pub fn verify_bill(
                 price: line.price_millionths,
                 expected: price,
                 category: line.category,
-                where_: if line.inside_window {
-                    "inside the window"
-                } else {
-                    "outside the window"
+                where_: match (line.category, line.inside_window) {
+                    (BillCategory::Status, _) => "per delivery",
+                    (_, true) => "inside the window",
+                    (_, false) => "outside the window",
                 },
             });
         }
@@ -674,11 +775,13 @@ mod tests {
                     inside_window: 90_000,
                     outside_window: 90_000,
                 },
+                status: 2_000,
             },
         }
     }
 
-    fn line(f: &Fixture, n: u64, category: TemplateCategory, inside: bool) -> BillLine {
+    fn line(f: &Fixture, n: u64, category: impl Into<BillCategory>, inside: bool) -> BillLine {
+        let category = category.into();
         let mut line = BillLine {
             index: 0,
             previous_hash: GENESIS_HASH,
@@ -742,7 +845,10 @@ mod tests {
         let totals = verify(&f, &lines, &head, &card).unwrap();
         assert_eq!(totals.lines, 3);
         assert_eq!(totals.total_millionths, 5_000 + 90_000 + 30_000);
-        assert_eq!(totals.per_category, [(1, 5_000), (1, 30_000), (1, 90_000)]);
+        assert_eq!(
+            totals.per_category,
+            [(1, 5_000), (1, 30_000), (1, 90_000), (0, 0)]
+        );
         // Frames round-trip.
         for l in &lines {
             assert_eq!(&BillLine::from_wire(&l.to_wire()).unwrap(), l);
@@ -833,6 +939,63 @@ mod tests {
             verify(&f, &lines, &head, &forged_card),
             Err(BillError::BadRateCardSignature)
         );
+    }
+
+    #[test]
+    fn a_status_line_is_priced_by_the_status_row() {
+        let f = fixture();
+        let (lines, head_hash) = chain([
+            line(&f, 1, BillCategory::Status, false),
+            line(&f, 2, TemplateCategory::Utility, false),
+        ]);
+        assert_eq!(lines[0].to_bytes()[8 + 32 + 8 + 16 + 16 + 16], 6);
+        let head = BillHead {
+            business: f.business,
+            count: 2,
+            head_hash,
+            signed_at_ms: 1,
+        }
+        .sign(&f.operator);
+        let card = f.card.sign(&f.operator);
+        assert_eq!(card.rows.len(), 4);
+        assert_eq!(card.rows[3].category, wire::Category::Control as i32);
+        assert_eq!(
+            RateCard::verified(&card, &f.operator.public()).unwrap(),
+            f.card
+        );
+        let totals = verify(&f, &lines, &head, &card).unwrap();
+        assert_eq!(
+            totals.per_category,
+            [(1, 5_000), (0, 0), (0, 0), (1, 2_000)]
+        );
+        assert_eq!(BillLine::from_wire(&lines[0].to_wire()).unwrap(), lines[0]);
+        // A card without the status row, or with two status prices, is refused.
+        let mut short = card.clone();
+        short.rows.pop();
+        assert!(RateCard::verified(&short, &f.operator.public()).is_err());
+        let mut split = card.clone();
+        split.rows[3].inside_window_millionths = 1;
+        assert!(RateCard::verified(&split, &f.operator.public()).is_err());
+        // A status line priced off the card.
+        let mut priced = lines.clone();
+        priced[0].price_millionths = 2_001;
+        let (priced, head_hash) = chain(priced);
+        let resigned = BillHead {
+            business: f.business,
+            count: 2,
+            head_hash,
+            signed_at_ms: 1,
+        }
+        .sign(&f.operator);
+        assert!(matches!(
+            verify(&f, &priced, &resigned, &card),
+            Err(BillError::PriceNotOnRateCard {
+                line: 1,
+                expected: 2_000,
+                category: BillCategory::Status,
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -85,8 +85,8 @@ pub use account::{
     ACCOUNT_ID_LEN, AUTH_NONCE_LEN, AccountId, auth_payload, register_payload, relay_origin,
 };
 pub use bill::{
-    BILL_HEAD_CONTEXT, BILL_LINE_CONTEXT, BillError, BillHead, BillLine, BillTotals, GENESIS_HASH,
-    Prices, RATE_CARD_CONTEXT, RateCard, round_to_hundredths, verify_bill,
+    BILL_HEAD_CONTEXT, BILL_LINE_CONTEXT, BillCategory, BillError, BillHead, BillLine, BillTotals,
+    GENESIS_HASH, Prices, RATE_CARD_CONTEXT, RateCard, round_to_hundredths, verify_bill,
 };
 pub use business::{
     BusinessCertificate, BusinessProfile, CERTIFICATE_CONTEXT, CERTIFICATE_REVOCATION_CONTEXT,

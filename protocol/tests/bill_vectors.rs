@@ -1,5 +1,5 @@
 //! Deterministic test vectors of bills (`protocol/vectors/bills-v1.json`):
-//! the signed rate card, two chained bill lines (their bytes and hashes)
+//! the signed rate card, three chained bill lines (their bytes and hashes)
 //! and the signed head, from fixed seeds (docs/PROTOCOL.md, "Bills").
 //! To regenerate after an intended change:
 //! `COMPTOIR_WRITE_VECTORS=1 cargo test -p comptoir-protocol --test bill_vectors`.
@@ -8,8 +8,8 @@
 
 use comptoir_protocol::bill::chain;
 use comptoir_protocol::{
-    AccountId, BillHead, BillLine, GENESIS_HASH, IdentityKeyPair, OperatorKeyPair, Prices,
-    RateCard, TemplateCategory, sign_delivery, verify_bill,
+    AccountId, BillCategory, BillHead, BillLine, GENESIS_HASH, IdentityKeyPair, OperatorKeyPair,
+    Prices, RateCard, TemplateCategory, sign_delivery, verify_bill,
 };
 use serde::{Deserialize, Serialize};
 
@@ -63,8 +63,9 @@ fn generate() -> (
             inside_window: 90_000,
             outside_window: 90_000,
         },
+        status: 2_000,
     };
-    let line = |n: u8, category, inside| {
+    let line = |n: u8, category: BillCategory, inside| {
         let mut line = BillLine {
             index: 0,
             previous_hash: GENESIS_HASH,
@@ -87,19 +88,20 @@ fn generate() -> (
         line
     };
     let (lines, head_hash) = chain([
-        line(1, TemplateCategory::Utility, false),
-        line(2, TemplateCategory::Marketing, true),
+        line(1, TemplateCategory::Utility.into(), false),
+        line(2, TemplateCategory::Marketing.into(), true),
+        line(3, BillCategory::Status, false),
     ]);
     let head = BillHead {
         business,
-        count: 2,
+        count: 3,
         head_hash,
         signed_at_ms: 1_750_000_100_000,
     };
     let signed_head = head.sign(&operator);
     let signed_card = card.sign(&operator);
     let vectors = BillVectors {
-        description: "Bills (docs/PROTOCOL.md, \"Bills\"): the operator-signed rate card, two chained lines (bytes and SHA-256 hash with the context), the operator-signed head. Hex.".into(),
+        description: "Bills (docs/PROTOCOL.md, \"Bills\"): the operator-signed rate card (v2, with the status row), three chained lines (utility, marketing, status; bytes and SHA-256 hash with the context), the operator-signed head. Hex.".into(),
         operator_seed: h(&[0x0B; 32]),
         device_seed: h(&[0x0D; 32]),
         business: business.to_string(),
@@ -141,5 +143,5 @@ fn bill_vectors_match_the_published_file() {
         |_, d| (d == 1).then_some(device),
     )
     .unwrap();
-    assert_eq!(totals.total_millionths, 95_000);
+    assert_eq!(totals.total_millionths, 97_000);
 }

@@ -6,7 +6,7 @@
 
 use comptoir_protocol::bill::{BILLED_CATEGORIES, BillLine, chain};
 use comptoir_protocol::proto::wire;
-use comptoir_protocol::{AccountId, BillTotals, RateCard, TemplateCategory, round_to_hundredths};
+use comptoir_protocol::{AccountId, BillCategory, BillTotals, RateCard, round_to_hundredths};
 
 use crate::storage::{BilledCategory, DeliveredEntry, Ledger, LedgerEntry, StorageResult};
 
@@ -19,11 +19,12 @@ pub struct Chain {
     pub head_hash: [u8; 32],
 }
 
-fn template_category(category: BilledCategory) -> TemplateCategory {
+fn bill_category(category: BilledCategory) -> BillCategory {
     match category {
-        BilledCategory::Utility => TemplateCategory::Utility,
-        BilledCategory::Authentication => TemplateCategory::Authentication,
-        BilledCategory::Marketing => TemplateCategory::Marketing,
+        BilledCategory::Utility => BillCategory::Utility,
+        BilledCategory::Authentication => BillCategory::Authentication,
+        BilledCategory::Marketing => BillCategory::Marketing,
+        BilledCategory::Status => BillCategory::Status,
     }
 }
 
@@ -31,7 +32,7 @@ fn template_category(category: BilledCategory) -> TemplateCategory {
 /// chained). An entry written before prices were fixed at accept is
 /// priced by `card` as outside the window.
 pub fn line_of(entry: &LedgerEntry, delivered: &DeliveredEntry, card: &RateCard) -> BillLine {
-    let category = template_category(entry.category);
+    let category = bill_category(entry.category);
     let (price_millionths, inside_window) = match entry.priced {
         Some(priced) => (priced.millionths, priced.inside_window),
         None => (card.price(category, false), false),

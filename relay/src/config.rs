@@ -94,6 +94,11 @@ pub struct RatesConfig {
     pub authentication: Option<PricesConfig>,
     /// Marketing templates.
     pub marketing: Option<PricesConfig>,
+    /// Each Status key a business's post delivers to a subscriber, in
+    /// millionths (one price: Status has no window); 0, the default, is
+    /// free and bills nothing.
+    #[serde(default)]
+    pub status: i64,
 }
 
 /// One category's prices, millionths of the currency unit (signed so a
@@ -123,6 +128,7 @@ impl Default for RatesConfig {
                 inside_window: DEFAULT_MARKETING_MILLIONTHS,
                 outside_window: DEFAULT_MARKETING_MILLIONTHS,
             }),
+            status: 0,
         }
     }
 }
@@ -152,11 +158,18 @@ impl RatesConfig {
                 outside_window: price("outside_window", row.outside_window)?,
             })
         };
+        let status = u64::try_from(self.status).map_err(|_| {
+            format!(
+                "[rates] status = {} is negative; prices are millionths of the currency unit, 0 or more",
+                self.status
+            )
+        })?;
         Ok(comptoir_protocol::RateCard {
             currency: self.currency.clone(),
             utility: prices("utility", self.utility)?,
             authentication: prices("authentication", self.authentication)?,
             marketing: prices("marketing", self.marketing)?,
+            status,
         })
     }
 }
@@ -540,6 +553,25 @@ mod tests {
         );
         let half = full.replace("outside_window = 4\n", "");
         assert!(Config::from_toml(&half).is_err());
+        // Status is free unless priced; a price is one number, never negative.
+        assert_eq!(card.status, 0);
+        let priced = full.replace(
+            "currency = \"EUR\"\n",
+            "currency = \"EUR\"\nstatus = 2500\n",
+        );
+        let card = Config::from_toml(&priced)?
+            .rates
+            .card()
+            .map_err(<toml::de::Error as serde::de::Error>::custom)?;
+        assert_eq!(card.status, 2_500);
+        let negative = priced.replace("status = 2500", "status = -1");
+        let error = Config::from_toml(&negative).err().map(|e| e.to_string());
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.contains("[rates] status = -1 is negative")),
+            "{error:?}"
+        );
         let currency = full.replace("EUR", "euro");
         assert!(Config::from_toml(&currency).is_err());
         Ok(())

@@ -478,6 +478,7 @@ impl<S: Backend> Session<S> {
             B::PostStatus(r) => cmd::status::post(self, request_id, r).await,
             B::SendStatusKey(r) => cmd::status::send_key(self, request_id, r).await,
             B::DeleteStatus(r) => cmd::status::delete(self, request_id, r).await,
+            B::GetSubscribers(r) => cmd::status::subscribers(self, request_id, r).await,
         }
     }
 

@@ -741,6 +741,9 @@ async fn a_scripted_day_bills_what_a_hand_computation_says() {
     )
     .expect("the bill checks");
     assert_eq!(totals.total_millionths, total);
-    assert_eq!(totals.per_category, [(3, 10_000), (1, 30_000), (1, 90_000)]);
+    assert_eq!(
+        totals.per_category,
+        [(3, 10_000), (1, 30_000), (1, 90_000), (0, 0)]
+    );
     relay.kill();
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use comptoir_client::{Client, ClientError, Event};
 use comptoir_protocol::proto::wire::{AccountKind, ErrorCode, TemplateStatus};
 use comptoir_protocol::template::{Template, TemplateCategory, TemplateId};
-use comptoir_protocol::{AccountId, BillError, ConsentCategories};
+use comptoir_protocol::{AccountId, BillCategory, BillError, ConsentCategories};
 use support::client::{registered, registered_as, wait_for};
 use support::*;
 
@@ -127,8 +127,11 @@ async fn a_business_verifies_its_bill_and_every_tampering_is_named() {
     // Default rate card, outside the window: utility 0.005, marketing 0.09.
     assert_eq!(totals.lines, 3);
     assert_eq!(totals.total_millionths, 5_000 + 90_000 + 5_000);
-    assert_eq!(totals.per_category, [(2, 10_000), (0, 0), (1, 90_000)]);
-    let prices: Vec<(TemplateCategory, bool, u64)> = bill
+    assert_eq!(
+        totals.per_category,
+        [(2, 10_000), (0, 0), (1, 90_000), (0, 0)]
+    );
+    let prices: Vec<(BillCategory, bool, u64)> = bill
         .lines
         .iter()
         .map(|l| (l.category, l.inside_window, l.price_millionths))
@@ -136,9 +139,9 @@ async fn a_business_verifies_its_bill_and_every_tampering_is_named() {
     assert_eq!(
         prices,
         [
-            (TemplateCategory::Utility, false, 5_000),
-            (TemplateCategory::Marketing, false, 90_000),
-            (TemplateCategory::Utility, false, 5_000),
+            (BillCategory::Utility, false, 5_000),
+            (BillCategory::Marketing, false, 90_000),
+            (BillCategory::Utility, false, 5_000),
         ]
     );
 

@@ -4,9 +4,12 @@
 //! the accounts it has a conversation with only; the post, its blob and
 //! its key envelopes are gone from the relay 24 hours after posting under
 //! a moved clock, and from the clients; the poster deletes one early; a
-//! view receipt goes only when the viewer asks; a video over 30 seconds
+//! view receipt goes only when the viewer asks; the poster's other
+//! devices get a copy of its post; a video over 30 seconds
 //! is refused before anything is uploaded; bad input gets typed errors
-//! and stores nothing.
+//! and stores nothing. A business's Status deliveries are billed by the
+//! rate card's `status` line: once per subscriber when priced, never when
+//! free.
 
 mod support;
 
@@ -16,8 +19,8 @@ use std::time::Duration;
 use comptoir_client::status::{STATUS_TTL_MS, StatusError};
 use comptoir_client::{Client, ClientError, Event, StatusInput};
 use comptoir_protocol::proto::wire::{self, AccountKind, ErrorCode, client_frame, server_frame};
-use comptoir_protocol::{AccountId, ConsentCategories};
-use support::client::{registered, registered_as, url, wait_for, wait_message};
+use comptoir_protocol::{AccountId, BillCategory, ConsentCategories};
+use support::client::{linked, registered, registered_as, url, wait_for, wait_message};
 use support::hostile::Hostile;
 use support::{Account, TestRelay, start_relay_with};
 
@@ -220,6 +223,254 @@ async fn a_business_status_reaches_subscribers_only_and_is_gone_after_24_hours()
     ));
 }
 
+/// A business's Status deliveries are priced by the rate card's `status`
+/// line: priced, a post to two subscribers is billed one line per
+/// subscriber, once (one of them has two devices, and both ack their
+/// key), at that price, on the bill the business verifies and the one
+/// the operator exports; free (the default), nothing is billed.
+#[tokio::test]
+async fn a_business_status_is_billed_once_per_subscriber_when_priced_and_never_when_free() {
+    for price in [2_500_u64, 0] {
+        let relay = start_relay_with(|config| {
+            config.gc_interval_ms = 20;
+            config.rates.status = price as i64;
+        })
+        .await;
+        let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+        let mut shop = registered_as(&relay, dirs[0].path(), PASS, AccountKind::Business).await;
+        let mut ann = registered(&relay, dirs[1].path(), PASS).await;
+        let mut ann_phone = linked(&relay, &mut ann, dirs[2].path()).await;
+        let mut ben = registered(&relay, dirs[3].path(), PASS).await;
+        let s = shop.account_id();
+        let (a, b) = (ann.account_id(), ben.account_id());
+        let month = Duration::from_secs(30 * 24 * 3600);
+        for customer in [&mut ann, &mut ben] {
+            customer
+                .grant_consent(s, ConsentCategories::STATUS, month)
+                .await
+                .expect("subscribe");
+        }
+        // Ann's phone learns of the consent her first device gave.
+        ann_phone.consents().await.expect("the consents");
+
+        let posted = shop
+            .post_status(StatusInput::Text("New menu today"), &[a, b])
+            .await
+            .expect("post");
+        assert_eq!(posted.sent_to, vec![a, b]);
+        for device in [&mut ann, &mut ann_phone, &mut ben] {
+            assert_eq!(status_posted(device, s).await, posted.post_id);
+        }
+        // Every key copy acked: both of Ann's devices acked theirs.
+        relay.wait_metric_at_most("comptoir_queue_depth", 0.0).await;
+        let mut expected = vec![a, b];
+        expected.sort_by_key(|id| id.to_string());
+        if price > 0 {
+            // The business holds each subscriber's signed proof, once.
+            let mut proved = Vec::new();
+            while proved.len() < 2 {
+                proved.push(
+                    wait_for(&mut shop, |e| match e {
+                        Event::DeliveryProved { to, .. } => Some(*to),
+                        _ => None,
+                    })
+                    .await,
+                );
+            }
+            proved.sort_by_key(|id| id.to_string());
+            assert_eq!(proved, expected);
+        }
+        let bill = shop.fetch_bill().await.expect("the bill");
+        let totals = shop.verify_bill(&bill).await.expect("the bill checks");
+        let lines = if price > 0 { 2 } else { 0 };
+        assert_eq!(bill.lines.len(), lines, "at {price}");
+        assert_eq!(totals.lines, lines as u64);
+        assert_eq!(totals.total_millionths, lines as u64 * price);
+        assert_eq!(totals.per_category[3], (lines as u64, lines as u64 * price));
+        let mut billed: Vec<AccountId> = bill.lines.iter().map(|l| l.customer).collect();
+        billed.sort_by_key(|id| id.to_string());
+        for line in &bill.lines {
+            assert_eq!(line.category, BillCategory::Status);
+            assert_eq!(line.price_millionths, price);
+            assert!(line.template_id.is_empty() && !line.inside_window);
+            assert!(line.accepted_at_ms >= posted.posted_at_ms);
+        }
+        if price > 0 {
+            assert_eq!(billed, expected);
+        }
+        // The operator's export says the same.
+        let json: serde_json::Value = serde_json::from_str(
+            &relay
+                .admin_client()
+                .export_bill(&s.to_string(), None, None, "json")
+                .await
+                .expect("export"),
+        )
+        .expect("json");
+        assert_eq!(json["total_lines"], lines);
+        assert_eq!(json["total_millionths"], lines as u64 * price);
+        assert_eq!(json["totals"][3]["category"], "status");
+        assert_eq!(json["totals"][3]["lines"], lines);
+        for line in json["lines"].as_array().expect("lines") {
+            assert_eq!(line["category"], "status");
+        }
+    }
+}
+
+/// The relay's half of Status billing, over raw frames: with a `status`
+/// price, a business's key to a subscriber is deleted only by a signed
+/// ack (none, or a forged one, is refused with `BAD_DELIVERY_SIGNATURE`,
+/// nothing billed), and the signed one makes one bill line, of category
+/// `CATEGORY_CONTROL` (status) at that price, on a rate card that has the
+/// status row.
+#[tokio::test]
+async fn a_priced_status_key_is_billed_only_on_its_signed_ack() {
+    use sha2::Digest;
+    let relay = start_relay_with(|config| {
+        config.gc_interval_ms = 20;
+        config.rates.status = 1_500;
+    })
+    .await;
+    let shop = Account::new(1);
+    shop.register_as(relay.addr, AccountKind::Business).await;
+    let subscriber = Account::new(1);
+    subscriber.register(relay.addr).await;
+    let (mut b, _) = shop.login(relay.addr, 1).await;
+    let (mut c, _) = subscriber.login(relay.addr, 1).await;
+    let consent = c
+        .request(support::consent_body(
+            &subscriber,
+            1,
+            &shop,
+            ConsentCategories::STATUS,
+            1,
+            3_600_000,
+        ))
+        .await;
+    assert!(
+        !matches!(consent, server_frame::Body::Error(_)),
+        "{consent:?}"
+    );
+    // The post: one uploaded blob.
+    let post = b"an encrypted post".repeat(10);
+    let blob_id = vec![5; 16];
+    let begun = b
+        .request(client_frame::Body::BeginUpload(wire::BeginUpload {
+            blob_id: blob_id.clone(),
+            kind: wire::BlobKind::Document as i32,
+            size: post.len() as u64,
+            digest: sha2::Sha256::digest(&post).to_vec(),
+        }))
+        .await;
+    assert!(
+        matches!(begun, server_frame::Body::UploadStatus(_)),
+        "{begun:?}"
+    );
+    match b
+        .request(client_frame::Body::UploadChunk(wire::UploadChunk {
+            blob_id: blob_id.clone(),
+            offset: 0,
+            data: post,
+        }))
+        .await
+    {
+        server_frame::Body::UploadStatus(status) => assert!(status.complete),
+        other => panic!("expected UploadStatus, got {other:?}"),
+    }
+    let posted = b
+        .request(client_frame::Body::PostStatus(wire::PostStatus {
+            post_id: vec![6; 16],
+            blob_id,
+        }))
+        .await;
+    assert!(
+        matches!(posted, server_frame::Body::StatusPosted(_)),
+        "{posted:?}"
+    );
+    let franking = vec![4; 32];
+    let accepted = b
+        .request(client_frame::Body::SendStatusKey(wire::SendStatusKey {
+            post_id: vec![6; 16],
+            send: Some(wire::Send {
+                message_id: vec![9; 16],
+                recipient_account: subscriber.id.to_vec(),
+                client_timestamp_ms: 1,
+                category: wire::Category::Control as i32,
+                template_id: String::new(),
+                franking_tag: franking.clone(),
+                devices: vec![wire::DeviceCiphertext {
+                    device_id: 1,
+                    ciphertext: vec![7; 40],
+                }],
+                resend: false,
+            }),
+        }))
+        .await;
+    let accept_id = match accepted {
+        server_frame::Body::Accepted(accepted) => accepted.accept_id,
+        other => panic!("expected Accepted, got {other:?}"),
+    };
+    let envelope = c.next_envelope().await;
+    assert_eq!(envelope.accept_id, accept_id);
+    let ack = |delivery_signature: Vec<u8>, signed_at_ms: u64| {
+        client_frame::Body::DeliveryAck(wire::DeliveryAck {
+            message_id: envelope.message_id.clone(),
+            sender_account: envelope.sender_account.clone(),
+            accept_id,
+            delivery_signature,
+            signed_at_ms,
+            rejected: false,
+        })
+    };
+    let bill_lines = |reply: server_frame::Body| match reply {
+        server_frame::Body::Bill(bill) => {
+            let card = bill.rate_card.expect("the rate card");
+            let status_row = card
+                .rows
+                .iter()
+                .find(|r| r.category == wire::Category::Control as i32)
+                .expect("the status row");
+            assert_eq!(status_row.inside_window_millionths, 1_500);
+            bill.lines
+        }
+        other => panic!("expected Bill, got {other:?}"),
+    };
+    let get_bill = || {
+        client_frame::Body::GetBill(wire::GetBill {
+            from_index: 0,
+            limit: 0,
+        })
+    };
+    // No signature, or a forged one: refused, nothing billed.
+    for (signature, at) in [(Vec::new(), 0), (vec![3; 64], 1_000)] {
+        assert_eq!(
+            support::error_code(&c.request(ack(signature, at)).await),
+            ErrorCode::BadDeliverySignature
+        );
+    }
+    assert!(bill_lines(b.request(get_bill()).await).is_empty());
+    // The subscriber's signed ack: one line.
+    let fields = comptoir_protocol::DeliveryFields {
+        accept_id,
+        message_id: [9; 16],
+        business: shop.id,
+        customer: subscriber.id,
+        customer_device: 1,
+        franking_commitment: franking,
+        time_ms: 1_000,
+    };
+    let signature = comptoir_protocol::sign_delivery(subscriber.identity(1), &fields).to_vec();
+    let acked = c.request(ack(signature, 1_000)).await;
+    assert!(matches!(acked, server_frame::Body::Ok(_)), "{acked:?}");
+    let lines = bill_lines(b.request(get_bill()).await);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0].category, wire::Category::Control as i32);
+    assert_eq!(lines[0].price_millionths, 1_500);
+    assert_eq!(lines[0].accept_id, accept_id);
+    assert_eq!(lines[0].customer_account, subscriber.id.to_vec());
+    assert!(lines[0].template_id.is_empty() && !lines[0].inside_window);
+}
+
 #[tokio::test]
 async fn a_person_posts_to_its_conversations_and_deletes_early() {
     let relay = relay().await;
@@ -282,6 +533,59 @@ async fn a_person_posts_to_its_conversations_and_deletes_early() {
         deleted_again,
         ClientError::Status(StatusError::NotFound(_))
     ));
+}
+
+/// The poster's other devices get a copy of its post (as sync copies of
+/// messages go to them), listed there as its own and opened there; and
+/// they drop it when the post is deleted from the device that posted it.
+#[tokio::test]
+async fn the_posters_other_devices_get_its_post_and_its_deletion() {
+    let relay = relay().await;
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let files = tempfile::tempdir().unwrap();
+    let mut alice = registered(&relay, dirs[0].path(), PASS).await;
+    let mut alice_phone = linked(&relay, &mut alice, dirs[1].path()).await;
+    let mut bob = registered(&relay, dirs[2].path(), PASS).await;
+    let (a, b) = (alice.account_id(), bob.account_id());
+    bob.send_text(a, "hello").await.expect("send");
+    wait_message(&mut alice, b).await;
+
+    let posted = alice
+        .post_status(StatusInput::Text("Closed on Monday"), &[b])
+        .await
+        .expect("post");
+    assert_eq!(posted.sent_to, vec![b]);
+    assert_eq!(status_posted(&mut alice_phone, a).await, posted.post_id);
+    assert_eq!(status_posted(&mut bob, a).await, posted.post_id);
+    let mine = alice_phone.statuses().await.expect("list");
+    assert_eq!(mine.len(), 1);
+    assert!(mine[0].outgoing && mine[0].poster == a);
+    assert_eq!(mine[0].posted_at_ms, posted.posted_at_ms);
+    let opened = files.path().join("mine.txt");
+    alice_phone
+        .view_status(&hex::encode(posted.post_id), &opened, false)
+        .await
+        .expect("open the copy");
+    assert_eq!(
+        std::fs::read_to_string(&opened).unwrap(),
+        "Closed on Monday"
+    );
+
+    assert_eq!(
+        alice
+            .delete_status(&hex::encode(posted.post_id))
+            .await
+            .expect("delete"),
+        1
+    );
+    wait_for(&mut alice_phone, |e| match e {
+        Event::StatusDeleted { from, post_id } if *from == a && *post_id == posted.post_id => {
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
+    assert!(alice_phone.statuses().await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -416,6 +720,28 @@ async fn the_relay_refuses_malformed_and_foreign_status_frames_with_typed_errors
         .await;
     assert_eq!(code(foreign), ErrorCode::StatusNotFound);
     assert_eq!(count_files(&relay.data_dir.join("status")), 0);
+    // Subscribers: a customer has none to list; a malformed cursor is
+    // refused; a business nobody subscribed to gets an empty page.
+    let subscribers = |after: Vec<u8>| {
+        client_frame::Body::GetSubscribers(wire::GetSubscribers { after, limit: 0 })
+    };
+    assert_eq!(
+        code(s.request(subscribers(Vec::new())).await),
+        ErrorCode::AccountKind
+    );
+    let shop = Account::new(1);
+    shop.register_as(relay.addr, AccountKind::Business).await;
+    let (mut b, _) = shop.login(relay.addr, 1).await;
+    assert_eq!(
+        code(b.request(subscribers(vec![1; 5])).await),
+        ErrorCode::InvalidRequest
+    );
+    match b.request(subscribers(Vec::new())).await {
+        server_frame::Body::Subscribers(page) => {
+            assert!(page.accounts.is_empty() && !page.more, "{page:?}");
+        }
+        other => panic!("expected Subscribers, got {other:?}"),
+    }
 }
 
 /// Run `comptoir <args>` in-process with the data directory `dir`: (exit
@@ -511,6 +837,233 @@ async fn status_post_list_view_and_delete_on_the_command_line() {
     );
     let (code, _) = comptoir(&alice, &relay, &["status", "delete", &post_id]).await;
     assert_eq!(code, 8, "no such Status any more");
+}
+
+/// A business posts to its subscribers, the customers whose consent
+/// covers Status, though they never wrote to it: `status subscribers`
+/// lists them (`--never-wrote`: only those), and `status post` reaches
+/// them; a customer has no subscribers to list.
+#[tokio::test]
+async fn a_business_lists_its_subscribers_and_posts_to_those_who_never_wrote() {
+    let relay = relay().await;
+    let root = tempfile::tempdir().unwrap();
+    let [shop, ann, ben, cat] = ["shop", "ann", "ben", "cat"].map(|n| root.path().join(n));
+    let (code, shop_id) = comptoir(&shop, &relay, &["init"]).await;
+    assert_eq!(code, 0);
+    let shop_id = shop_id.trim().to_owned();
+    assert_eq!(
+        comptoir(&shop, &relay, &["register", "--business"]).await.0,
+        0
+    );
+    let ann_id = cli_account(&ann, &relay).await;
+    let ben_id = cli_account(&ben, &relay).await;
+    cli_account(&cat, &relay).await;
+    for (who, categories) in [
+        (&ann, "status"),
+        (&ben, "status,marketing"),
+        (&cat, "marketing"),
+    ] {
+        let (code, out) = comptoir(
+            who,
+            &relay,
+            &["consent", "grant", &shop_id, "--categories", categories],
+        )
+        .await;
+        assert_eq!(code, 0, "{out}");
+    }
+    // Ben writes to the shop; Ann never does.
+    assert_eq!(
+        comptoir(&ben, &relay, &["contacts", "add", "shop", &shop_id])
+            .await
+            .0,
+        0
+    );
+    assert_eq!(
+        comptoir(&ben, &relay, &["send", "shop", "hello"]).await.0,
+        0
+    );
+    assert_eq!(
+        comptoir(&shop, &relay, &["listen", "--count", "1"]).await.0,
+        0
+    );
+
+    let (code, listed) = comptoir(&shop, &relay, &["status", "subscribers"]).await;
+    assert_eq!(code, 0);
+    let mut expected = vec![
+        format!("{ann_id}\t-\tnever wrote"),
+        format!("{ben_id}\t-\twrote"),
+    ];
+    expected.sort();
+    assert_eq!(listed.lines().collect::<Vec<_>>(), expected, "{listed}");
+    let (code, out) = comptoir(
+        &shop,
+        &relay,
+        &["--output", "json", "status", "subscribers", "--never-wrote"],
+    )
+    .await;
+    assert_eq!(code, 0);
+    let never: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(
+        never,
+        [serde_json::json!({
+            "type": "status_subscriber",
+            "account": ann_id,
+            "name": null,
+            "wrote": false
+        })]
+    );
+
+    // The post reaches both subscribers, Ann too.
+    let (code, out) = comptoir(
+        &shop,
+        &relay,
+        &[
+            "--output",
+            "json",
+            "status",
+            "post",
+            "--text",
+            "Open late tonight",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let posted: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    let mut sent_to: Vec<String> = posted["sent_to"]
+        .as_array()
+        .expect("sent_to")
+        .iter()
+        .map(|a| a.as_str().expect("id").to_owned())
+        .collect();
+    sent_to.sort();
+    let mut subscribers = vec![ann_id.clone(), ben_id.clone()];
+    subscribers.sort();
+    assert_eq!(sent_to, subscribers);
+    let post_id = posted["id"].as_str().expect("id").to_owned();
+    let (code, heard) = comptoir(&ann, &relay, &["listen", "--count", "1"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        heard.contains(&format!("posted a Status {post_id}")),
+        "{heard}"
+    );
+
+    // A customer has no subscribers.
+    let (code, out) = comptoir(&cat, &relay, &["status", "subscribers"]).await;
+    assert_ne!(code, 0, "{out}");
+}
+
+/// `--output json`: `status post`, `list`, `view` and `delete` print one
+/// JSON object per line, with a `type`, like the other commands.
+#[tokio::test]
+async fn status_commands_print_one_json_object_per_line_with_output_json() {
+    let relay = relay().await;
+    let root = tempfile::tempdir().unwrap();
+    let (alice, bob) = (root.path().join("alice"), root.path().join("bob"));
+    let alice_id = cli_account(&alice, &relay).await;
+    let bob_id = cli_account(&bob, &relay).await;
+    assert_eq!(
+        comptoir(&bob, &relay, &["contacts", "add", "alice", &alice_id])
+            .await
+            .0,
+        0
+    );
+    assert_eq!(comptoir(&bob, &relay, &["send", "alice", "hi"]).await.0, 0);
+    assert_eq!(
+        comptoir(&alice, &relay, &["listen", "--count", "1"])
+            .await
+            .0,
+        0
+    );
+    let json = |out: &str| -> Vec<serde_json::Value> {
+        out.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect()
+    };
+    let text = "Back at 5 \u{1b}[2J \"quoted\"";
+    let (code, out) = comptoir(
+        &alice,
+        &relay,
+        &["--output", "json", "status", "post", "--text", text],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let posted = json(&out);
+    assert_eq!(posted.len(), 1, "{out}");
+    let posted = &posted[0];
+    assert_eq!(posted["type"], "status_posted");
+    let post_id = posted["id"].as_str().expect("id").to_owned();
+    assert_eq!(post_id.len(), 32);
+    assert_eq!(posted["sent_to"], serde_json::json!([bob_id]));
+    assert_eq!(posted["refused"], serde_json::json!([]));
+    assert_eq!(
+        posted["expires_ms"].as_u64().unwrap() - posted["time_ms"].as_u64().unwrap(),
+        STATUS_TTL_MS
+    );
+    assert!(posted["time"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(
+        comptoir(&bob, &relay, &["listen", "--count", "1"]).await.0,
+        0
+    );
+
+    let (code, out) = comptoir(&bob, &relay, &["--output", "json", "status", "list"]).await;
+    assert_eq!(code, 0);
+    let listed = json(&out);
+    assert_eq!(listed.len(), 1, "{out}");
+    let post = &listed[0];
+    assert_eq!(post["type"], "status_post");
+    assert_eq!(post["id"], post_id.as_str());
+    assert_eq!(post["poster"], alice_id.as_str());
+    assert_eq!(post["poster_name"], "alice");
+    assert_eq!(post["outgoing"], false);
+    assert_eq!(post["kind"], "text");
+    assert_eq!(post["content_type"], "text/plain; charset=utf-8");
+    assert_eq!(post["size"], text.len());
+    assert_eq!(post["time_ms"], posted["time_ms"]);
+    assert_eq!(post["recipients"], serde_json::Value::Null);
+    assert_eq!(post["viewers"], serde_json::json!([]));
+
+    let (code, out) = comptoir(
+        &bob,
+        &relay,
+        &["--output", "json", "status", "view", &post_id[..8]],
+    )
+    .await;
+    assert_eq!(code, 0);
+    let viewed = json(&out);
+    assert_eq!(viewed.len(), 1, "{out}");
+    assert_eq!(viewed[0]["type"], "status_view");
+    assert_eq!(viewed[0]["id"], post_id.as_str());
+    assert_eq!(viewed[0]["poster_name"], "alice");
+    // The exact text, JSON-escaped (control characters included).
+    assert_eq!(viewed[0]["text"], text);
+    assert_eq!(viewed[0]["saved_to"], serde_json::Value::Null);
+
+    let (code, out) = comptoir(&alice, &relay, &["--output", "json", "status", "list"]).await;
+    assert_eq!(code, 0);
+    let mine = json(&out);
+    assert_eq!(mine.len(), 1, "{out}");
+    assert_eq!(mine[0]["outgoing"], true);
+    assert_eq!(mine[0]["poster"], alice_id.as_str());
+    assert_eq!(mine[0]["recipients"], 1);
+
+    let (code, out) = comptoir(
+        &alice,
+        &relay,
+        &["--output", "json", "status", "delete", &post_id],
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert_eq!(
+        json(&out),
+        [serde_json::json!({"type": "status_deleted", "id": post_id, "told": 1})]
+    );
+    assert_eq!(
+        comptoir(&alice, &relay, &["--output", "json", "status", "list"]).await,
+        (0, String::new())
+    );
 }
 
 /// The client's half of the audience rule: a Status key slipped into an

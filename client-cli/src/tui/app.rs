@@ -102,6 +102,27 @@ pub enum Mode {
     Status,
 }
 
+/// One live Status post in the Status pane.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusEntry {
+    /// Its id (32 hex digits), for opening it.
+    pub post_id: String,
+    /// How the pane lists it (already made visible).
+    pub line: String,
+}
+
+/// A Status post opened in the Status pane.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenedStatus {
+    /// Its id (32 hex digits).
+    pub post_id: String,
+    /// Who posted it and when (already made visible).
+    pub heading: String,
+    /// A text post's text exactly as posted (drawn visibly, line by
+    /// line), or where an image or video was saved.
+    pub body: String,
+}
+
 /// What the chat pane looked like when last drawn, for the scroll keys.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Drawn {
@@ -171,6 +192,16 @@ pub enum Action {
         /// template send` takes them.
         params: Vec<String>,
     },
+    /// Save the file a message carries to the downloads directory.
+    SaveAttachment {
+        /// The conversation.
+        peer: AccountId,
+        /// The message.
+        id: MessageId,
+    },
+    /// Open a Status post (its id, 32 hex digits): show a text, save an
+    /// image or video to the downloads directory.
+    OpenStatus(String),
     /// Report a received message to the operator.
     Report {
         /// Its sender.
@@ -221,9 +252,13 @@ pub struct App {
     /// In [`Mode::ConfirmBlock`]: the account to block, and the mode to
     /// return to.
     pub blocking: Option<(AccountId, Mode)>,
-    /// The live Status posts, one line each, newest first (shown in
-    /// [`Mode::Status`]).
-    pub statuses: Vec<String>,
+    /// The live Status posts, newest first (shown in [`Mode::Status`]).
+    pub statuses: Vec<StatusEntry>,
+    /// The highlighted post in [`Mode::Status`] (an index into
+    /// [`App::statuses`]).
+    pub status_selected: usize,
+    /// The post opened in [`Mode::Status`], shown under the list.
+    pub opened_status: Option<OpenedStatus>,
     /// A conversation opened from a click-to-chat link that has no
     /// messages yet: kept in the list across reloads until it has some.
     pub opened: Option<Conversation>,
@@ -258,6 +293,8 @@ impl App {
             drawn: std::cell::Cell::new(Drawn::default()),
             blocking: None,
             statuses: Vec::new(),
+            status_selected: 0,
+            opened_status: None,
             opened: None,
         }
     }
@@ -328,12 +365,40 @@ impl App {
             Mode::Pick => self.pick_key(key.code),
             Mode::PickTemplate => self.template_key(key.code, ctrl),
             Mode::ConfirmBlock => self.block_key(key.code),
-            Mode::Status => {
-                if matches!(key.code, KeyCode::Esc | KeyCode::Char('q' | 's')) {
-                    self.mode = Mode::List;
+            Mode::Status => self.status_key(key.code),
+        }
+    }
+
+    /// The Status pane: ↑/↓ pick a post, Enter opens it, Esc closes the
+    /// opened one (then leaves), q or s leaves.
+    fn status_key(&mut self, code: KeyCode) -> Action {
+        let count = self.statuses.len();
+        self.status_selected = self.status_selected.min(count.saturating_sub(1));
+        match code {
+            KeyCode::Up | KeyCode::Char('k') => {
+                self.status_selected = self.status_selected.saturating_sub(1);
+                Action::None
+            }
+            KeyCode::Down | KeyCode::Char('j') => {
+                if self.status_selected + 1 < count {
+                    self.status_selected += 1;
                 }
                 Action::None
             }
+            KeyCode::Enter => match self.statuses.get(self.status_selected) {
+                Some(entry) => Action::OpenStatus(entry.post_id.clone()),
+                None => Action::None,
+            },
+            KeyCode::Esc if self.opened_status.is_some() => {
+                self.opened_status = None;
+                Action::None
+            }
+            KeyCode::Esc | KeyCode::Char('q' | 's') => {
+                self.opened_status = None;
+                self.mode = Mode::List;
+                Action::None
+            }
+            _ => Action::None,
         }
     }
 
@@ -604,6 +669,7 @@ impl App {
             KeyCode::Char('t') => self.accept_identity(),
             KeyCode::Char('s') => {
                 self.mode = Mode::Status;
+                self.opened_status = None;
                 Action::None
             }
             KeyCode::Char('q') | KeyCode::Esc => Action::Quit,
@@ -644,6 +710,12 @@ impl App {
                         self.status = "only a message you received can be reported".into();
                         Action::None
                     }
+                }
+            }
+            KeyCode::Char('s') if !ctrl && self.input.is_empty() && picked.is_some() => {
+                match picked {
+                    Some((id, _)) => Action::SaveAttachment { peer, id },
+                    None => Action::None,
                 }
             }
             KeyCode::Char('b') if ctrl => self.ask_block(peer),

@@ -10,7 +10,9 @@
 //! left, and picks and fills an approved template (Ctrl-P).
 //!
 //! `s` in the list shows the Status posts of the last 24 hours
-//! ([`status_view`]).
+//! ([`status_view`]); Enter opens one. `s` on a picked message in the
+//! chat saves the file it carries to the downloads directory
+//! ([`downloads`]: `DATA_DIR/downloads`, under a safe name).
 //!
 //! [`app`] holds the state and key handling (tested with key events),
 //! [`view`] draws it (tested against ratatui's test backend),
@@ -20,6 +22,7 @@
 //! and [`remote`] through a running `comptoir daemon` instead.
 
 pub mod app;
+pub mod downloads;
 pub mod open_link;
 pub mod relay_link;
 pub mod remote;
@@ -324,6 +327,10 @@ pub async fn perform(client: &mut Client, app: &mut App, action: Action) -> Resu
             app.set_blocked(peer, true);
             Some("blocked: the relay refuses its messages to you".to_string())
         }),
+        Action::SaveAttachment { peer, id } => {
+            downloads::save_attachment(client, peer, id).await.map(Some)
+        }
+        Action::OpenStatus(post_id) => status_view::open(client, app, &post_id).await.map(Some),
         Action::Report { peer, id } => client
             .report_from(peer, id, "")
             .await

@@ -131,7 +131,9 @@ async fn perform(remote: &mut Remote, app: &mut App, action: Action) -> Result<(
         | Action::AcceptIdentity(_)
         | Action::Choose { .. }
         | Action::SendTemplate { .. }
-        | Action::Report { .. } => Ok(Some(NEEDS_THE_STORE.to_string())),
+        | Action::Report { .. }
+        | Action::SaveAttachment { .. }
+        | Action::OpenStatus(_) => Ok(Some(NEEDS_THE_STORE.to_string())),
     };
     match outcome {
         Ok(Some(status)) => app.status = status,

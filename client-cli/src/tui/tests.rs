@@ -768,3 +768,51 @@ fn a_conversation_from_the_daemon_renders_as_a_local_one() {
     value["peer"] = "not an id".into();
     assert!(super::remote::conversation(&value).is_none());
 }
+
+#[test]
+fn s_on_a_picked_message_saves_its_file_and_a_hostile_file_name_is_drawn_visibly() {
+    let alice = AccountId::from_bytes(&[1; 16]).unwrap_or_else(|_| unreachable!());
+    let mut app = App::new(vec![Conversation {
+        peer: alice,
+        name: "alice".into(),
+        unread: 0,
+        identity_changed: false,
+        blocked: false,
+        request: false,
+        verified_name: None,
+        window: None,
+        choices: None,
+        messages: vec![
+            message(
+                alice,
+                false,
+                "[attachment: ../../\u{1b}[31mpass\u{202e}fdp.exe (application/pdf, 12 bytes)]",
+                Status::Delivered,
+                1,
+            ),
+            message(alice, true, "thanks", Status::Read, 2),
+        ],
+    }]);
+    press(&mut app, KeyCode::Enter);
+    // Nothing picked: s is typed.
+    assert_eq!(press(&mut app, KeyCode::Char('s')), Action::None);
+    assert_eq!(app.input, "s");
+    press(&mut app, KeyCode::Backspace);
+    press(&mut app, KeyCode::Up);
+    press(&mut app, KeyCode::Up);
+    assert_eq!(app.picked, Some(0));
+    assert_eq!(
+        press(&mut app, KeyCode::Char('s')),
+        Action::SaveAttachment {
+            peer: alice,
+            id: MessageId([1; 16])
+        }
+    );
+    let screen = render(&app);
+    assert!(
+        screen.contains("../../\\u{1b}[31mpass\\u{202e}fdp.exe"),
+        "{screen}"
+    );
+    assert!(!screen.contains('\u{1b}') && !screen.contains('\u{202e}'));
+    assert!(screen.contains("s save its file"), "{screen}");
+}

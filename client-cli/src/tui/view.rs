@@ -22,15 +22,15 @@ pub fn help(mode: Mode) -> &'static str {
              q quit"
         }
         Mode::Chat => {
-            "Enter send · Esc back · ↑/↓ pick, r report · PgUp/PgDn/Home/End scroll · Ctrl-R \
-             answer a choice · Ctrl-P template · Ctrl-B block · Ctrl-T trust new identity · \
-             Ctrl-C quit"
+            "Enter send · Esc back · ↑/↓ pick, r report, s save its file · PgUp/PgDn/Home/End \
+             scroll · Ctrl-R answer a choice · Ctrl-P template · Ctrl-B block · Ctrl-T trust new \
+             identity · Ctrl-C quit"
         }
         Mode::ConfirmIdentity => "type the contact's name · Enter accept · Esc cancel",
         Mode::Pick => "↑/↓ select · Enter choose · Esc back",
         Mode::PickTemplate => "↑/↓ select · type a value · Enter next/send · Esc cancel",
         Mode::ConfirmBlock => "y block · n cancel",
-        Mode::Status => "Esc back · open one with `comptoir status view ID`",
+        Mode::Status => "↑/↓ select · Enter open (text shown, image or video saved) · Esc back",
     }
 }
 

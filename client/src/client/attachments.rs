@@ -32,7 +32,36 @@ pub struct UploadReport {
     pub complete: bool,
 }
 
+/// What a message's attachment says of its file (no key material): for
+/// showing it, and for picking where to save it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileInfo {
+    /// The file's name as the sender gave it (untrusted: it may hold
+    /// directories, `..` or control characters; never use it as a path).
+    pub file_name: String,
+    /// Its MIME type, as the sender gave it.
+    pub content_type: String,
+    /// Its length in bytes.
+    pub size: u64,
+}
+
 impl Client {
+    /// The directory of this account's store (its data directory).
+    pub fn data_dir(&self) -> &Path {
+        self.store.dir()
+    }
+
+    /// The file carried by message `id` with `peer`, if it carries one.
+    pub fn attachment_info(&self, peer: &AccountId, id: &MessageId) -> Result<Option<FileInfo>> {
+        Ok(
+            attachments::get(&self.store, peer, id)?.map(|pointer| FileInfo {
+                file_name: pointer.file_name,
+                content_type: pointer.content_type,
+                size: pointer.size,
+            }),
+        )
+    }
+
     /// Encrypt the file at `path` (no network): see
     /// [`attachments::encrypt_file`].
     pub fn encrypt_file(&self, path: &Path, content_type: &str) -> Result<EncryptedFile> {

@@ -69,7 +69,7 @@ mod shared;
 mod status;
 mod templates;
 
-pub use attachments::{TRANSFER_CHUNK, UploadReport};
+pub use attachments::{FileInfo, TRANSFER_CHUNK, UploadReport};
 pub use bill::Bill;
 pub use business::BusinessView;
 pub use consent::Consent;
@@ -632,6 +632,7 @@ pub(super) fn unexpected(wanted: &str, got: &server_frame::Body) -> ClientError 
         server_frame::Body::BlobChunk(_) => "BlobChunk",
         server_frame::Body::ReportFiled(_) => "ReportFiled",
         server_frame::Body::StatusPosted(_) => "StatusPosted",
+        server_frame::Body::Subscribers(_) => "Subscribers",
     };
     ClientError::UnexpectedFrame(format!("expected {wanted}, got {name}"))
 }

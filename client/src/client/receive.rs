@@ -187,6 +187,14 @@ impl Client {
         // The content's id is the message's identity; the envelope's may
         // differ when the sender re-sent it over a fresh session.
         let decoded = Content::decode(plaintext.as_slice());
+        // A Status key's ack is signed: the relay may bill its delivery.
+        let status_key = matches!(
+            &decoded,
+            Ok(Content {
+                body: Some(content::Body::StatusKey(_)),
+                ..
+            })
+        );
         // Bound labels first: a refused content is kept as evidence, never applied.
         let refused = match &decoded {
             Ok(content) => self.screen_labels(from, id, &envelope, content, &plaintext)?,
@@ -288,7 +296,9 @@ impl Client {
                 event,
                 Some(Event::Undecryptable { .. } | Event::Refused { .. })
             );
-        if used {
+        if used && status_key {
+            self.ack_status_key(&envelope).await?;
+        } else if used {
             self.ack(&envelope).await?;
         } else {
             self.reject(&envelope).await?;

@@ -436,19 +436,28 @@ impl Client {
     /// Ack a copy this device used (decrypted, labels checked, stored): a
     /// billed one with the signed delivery proof.
     pub(super) async fn ack(&mut self, envelope: &Envelope) -> Result<()> {
-        self.ack_as(envelope, true).await
+        self.ack_as(envelope, true, false).await
+    }
+
+    /// Ack a Status key this device used: signed like a billed template,
+    /// since the relay bills a business's Status key to a customer when
+    /// its rate card prices Status (docs/PROTOCOL.md §13.5), and an
+    /// unsigned ack of a billed copy is refused. (The relay ignores the
+    /// signature of a copy it does not bill.)
+    pub(super) async fn ack_status_key(&mut self, envelope: &Envelope) -> Result<()> {
+        self.ack_as(envelope, true, true).await
     }
 
     /// Ack a copy this device could not use (undecryptable, refused by its
     /// labels, put aside): `rejected`, never signed, so no one can present
     /// it as a proof of receipt.
     pub(super) async fn reject(&mut self, envelope: &Envelope) -> Result<()> {
-        self.ack_as(envelope, false).await
+        self.ack_as(envelope, false, false).await
     }
 
-    async fn ack_as(&mut self, envelope: &Envelope, used: bool) -> Result<()> {
+    async fn ack_as(&mut self, envelope: &Envelope, used: bool, status_key: bool) -> Result<()> {
         let (delivery_signature, signed_at_ms) = if used {
-            self.sign_delivery_if_billed(envelope)
+            self.sign_delivery_if_billed(envelope, status_key)
         } else {
             (Vec::new(), 0)
         };
@@ -475,14 +484,21 @@ impl Client {
         Ok(())
     }
 
-    /// The signed ack of an envelope the relay bills (a template from a
+    /// The signed ack of an envelope the relay may bill (a template from a
     /// business to this customer account: [`is_billed`]; only a business
-    /// may send template categories), with the time signed; empty for any
-    /// other envelope. Signed with this device's identity key over the
-    /// delivery proof payload (docs/PROTOCOL.md, "Signed delivery").
-    fn sign_delivery_if_billed(&self, envelope: &Envelope) -> (Vec<u8>, u64) {
+    /// may send template categories; or, with `status_key`, a Status key
+    /// from another account to this customer account, billed when it
+    /// comes from a business and the rate card prices Status), with the
+    /// time signed; empty for any other envelope. Signed with this
+    /// device's identity key over the delivery proof payload
+    /// (docs/PROTOCOL.md, "Signed delivery").
+    fn sign_delivery_if_billed(&self, envelope: &Envelope, status_key: bool) -> (Vec<u8>, u64) {
         let me = self.account.id();
-        let billed = is_billed(AccountKind::Business, self.kind, envelope.category())
+        let status_billable = status_key
+            && envelope.category() == comptoir_protocol::proto::wire::Category::Control
+            && self.kind != AccountKind::Business;
+        let billed = (is_billed(AccountKind::Business, self.kind, envelope.category())
+            || status_billable)
             && envelope.sender_account != me.as_bytes();
         let (Ok(business), Ok(message_id)) = (
             AccountId::from_bytes(&envelope.sender_account),

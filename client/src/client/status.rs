@@ -12,8 +12,8 @@ use comptoir_protocol::proto::content::{
     Content, StatusDeleted, StatusKey, StatusRecord, StatusViewed, content,
 };
 use comptoir_protocol::proto::wire::{
-    Category, DeleteStatus, Envelope, ErrorCode, PostStatus, SendStatusKey, client_frame,
-    server_frame,
+    Category, DeleteStatus, Envelope, ErrorCode, GetSubscribers, PostStatus, SendStatusKey,
+    client_frame, server_frame,
 };
 use rand::RngExt;
 
@@ -192,6 +192,21 @@ impl Client {
         record.recipients = sent_to.iter().map(|a| a.to_vec()).collect();
         status::put(&self.store, &record)?;
         self.store.flush().await?;
+        // This account's other devices get the post too, as sync copies
+        // of messages go to them (the relay lets any account send a post's
+        // key to its own devices).
+        if self.has_other_devices() {
+            let key = content::Body::StatusKey(StatusKey {
+                post_id: post_id.to_vec(),
+                pointer: Some(file.pointer()),
+                posted_at_ms: posted.posted_at_ms,
+            });
+            if let Err(error) = self.send_status_content(me, Some(post_id), key).await {
+                self.events.push_back(Event::Warning(format!(
+                    "this account's other devices did not get its Status: {error}"
+                )));
+            }
+        }
         Ok(PostedStatus {
             post_id,
             posted_at_ms: posted.posted_at_ms,
@@ -199,6 +214,45 @@ impl Client {
             sent_to,
             refused,
         })
+    }
+
+    /// This business's Status subscribers: the customers whose consent
+    /// covers Status now, as the relay keeps them (docs/PROTOCOL.md
+    /// §13.6), in account id order; a customer account is refused
+    /// (`ACCOUNT_KIND`). Those who never wrote to the business are among
+    /// them: post to them by naming them.
+    pub async fn status_subscribers(&mut self) -> Result<Vec<AccountId>> {
+        let mut all: Vec<AccountId> = Vec::new();
+        loop {
+            let after = all.last().map(|a| a.to_vec()).unwrap_or_default();
+            let reply = self
+                .request(
+                    client_frame::Body::GetSubscribers(GetSubscribers { after, limit: 0 }),
+                    "the Status subscribers",
+                )
+                .await?;
+            let server_frame::Body::Subscribers(page) = reply else {
+                return Err(unexpected("Subscribers", &reply));
+            };
+            let before = all.len();
+            for raw in &page.accounts {
+                let account = AccountId::from_bytes(raw).map_err(|_| {
+                    ClientError::UnexpectedFrame("a subscriber that is not an account id".into())
+                })?;
+                if all
+                    .last()
+                    .is_some_and(|last| last.as_bytes() >= account.as_bytes())
+                {
+                    return Err(ClientError::UnexpectedFrame(
+                        "subscribers out of order".into(),
+                    ));
+                }
+                all.push(account);
+            }
+            if !page.more || all.len() == before {
+                return Ok(all);
+            }
+        }
     }
 
     /// The live Status posts kept here, newest first; those whose 24
@@ -271,6 +325,17 @@ impl Client {
         let me = self.account.id();
         status::remove(&self.store, &me, &record.post_id)?;
         self.store.flush().await?;
+        // This account's other devices delete their copy too.
+        if self.has_other_devices() {
+            let deleted = content::Body::StatusDeleted(StatusDeleted {
+                post_id: record.post_id.clone(),
+            });
+            if let Err(error) = self.send_status_content(me, None, deleted).await {
+                self.events.push_back(Event::Warning(format!(
+                    "this account's other devices were not told of the deletion: {error}"
+                )));
+            }
+        }
         let mut told = 0;
         for raw in &record.recipients {
             let Ok(peer) = AccountId::from_bytes(raw) else {
@@ -284,6 +349,14 @@ impl Client {
             }
         }
         Ok(told)
+    }
+
+    /// Whether this account has devices besides this one (as last
+    /// verified).
+    fn has_other_devices(&self) -> bool {
+        let live = self.live();
+        live.own_devices()
+            .is_ok_and(|list| !live.target_devices(self.account.id(), &list).is_empty())
     }
 
     /// Send `body` to `peer` as a franked control message: a Status key
@@ -397,6 +470,13 @@ impl Client {
                          consent for a business, no conversation with a person); ignored"
                     ))));
                 }
+                // Another device of this account posted it: this
+                // account's own post here too (whom it went to is known
+                // on the posting device only).
+                let outgoing = from == self.account.id();
+                if outgoing && status::get(&self.store, &from, &post_id)?.is_some() {
+                    return Ok(None);
+                }
                 status::put(
                     &self.store,
                     &StatusRecord {
@@ -405,7 +485,7 @@ impl Client {
                         posted_at_ms,
                         expires_at_ms,
                         pointer: Some(pointer),
-                        outgoing: false,
+                        outgoing,
                         recipients: Vec::new(),
                         viewers: Vec::new(),
                     },

@@ -5,7 +5,9 @@
 //! with a `ReceiptAck`, which deletes it.
 //!
 //! An envelope the ledger bills (a business's template to a customer:
-//! see `policy::accounting`) is deleted only by a signed ack: the device's
+//! see `policy::accounting`; a business's Status key to a customer when
+//! the rate card prices Status: `policy::status_price`) is deleted only
+//! by a signed ack: the device's
 //! identity-key signature over the delivery proof payload, checked against
 //! its key in the account's signed device list. A missing or bad one is
 //! refused with a typed error and nothing is written. The first device of

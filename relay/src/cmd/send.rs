@@ -37,19 +37,28 @@ pub(crate) async fn send<S: Directory + Mailbox + Templates + FirstContacts + Qu
     request_id: u64,
     request: wire::Send,
 ) -> Result<Reply, RelayError> {
-    send_expiring_by(session, request_id, request, None).await
+    send_checked(session, request_id, request, None).await
 }
 
-/// [`send`], with the copies expiring at `expires_by_ms` at the latest
-/// (a Status key expires with its post: `cmd::status`).
-pub(crate) async fn send_expiring_by<
+/// What a `SendStatusKey` adds to the send of the key (`cmd::status`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StatusKeySend {
+    /// The copies expire with the post, at the latest.
+    pub(crate) expires_by_ms: u64,
+}
+
+/// [`send`], or (with `status_key`) the send of a Status key: its copies
+/// expire with the post, and a business's key to a customer is billed at
+/// the rate card's `status` price ([`policy::status_price`]).
+pub(crate) async fn send_checked<
     S: Directory + Mailbox + Templates + FirstContacts + Quality + Reports,
 >(
     session: &mut Session<S>,
     request_id: u64,
     request: wire::Send,
-    expires_by_ms: Option<u64>,
+    status_key: Option<StatusKeySend>,
 ) -> Result<Reply, RelayError> {
+    let expires_by_ms = status_key.map(|k| k.expires_by_ms);
     let relay = session.relay.clone();
     let me = device(session)?;
     let (sender, sender_device) = (me.account, me.device);
@@ -269,27 +278,45 @@ pub(crate) async fn send_expiring_by<
     } else {
         None
     };
+    // A business's Status key to a subscriber, when the rate card prices it.
+    let status_billed = status_key
+        .and_then(|_| {
+            policy::status_price(
+                &relay.rate_card,
+                &sender_record,
+                &recipient_record,
+                sender == recipient,
+            )
+        })
+        .map(|priced| Billed {
+            category: BilledCategory::Status,
+            template_id: String::new(),
+            franking_tag: request.franking_tag.clone(),
+            priced,
+        });
     let effects = AcceptEffects {
         // A re-sent message is not a new one: it never opens the window.
         customer_wrote_to: (accounting.opens_window && !resend).then_some(recipient),
         business_reached: accounting.business_initiated.then_some(recipient),
-        billed: accounting.billed.and_then(|category| {
-            Some(Billed {
-                category: match category {
-                    wire::Category::Utility => BilledCategory::Utility,
-                    wire::Category::Authentication => BilledCategory::Authentication,
-                    wire::Category::Marketing => BilledCategory::Marketing,
-                    _ => return None,
-                },
-                template_id: request.template_id.clone(),
-                franking_tag: request.franking_tag.clone(),
-                // Priced now, by the clock reading the window rule used.
-                priced: policy::price(
-                    &relay.rate_card,
-                    category,
-                    customer_wrote_at_ms,
-                    server_timestamp_ms,
-                )?,
+        billed: status_billed.or_else(|| {
+            accounting.billed.and_then(|category| {
+                Some(Billed {
+                    category: match category {
+                        wire::Category::Utility => BilledCategory::Utility,
+                        wire::Category::Authentication => BilledCategory::Authentication,
+                        wire::Category::Marketing => BilledCategory::Marketing,
+                        _ => return None,
+                    },
+                    template_id: request.template_id.clone(),
+                    franking_tag: request.franking_tag.clone(),
+                    // Priced now, by the clock reading the window rule used.
+                    priced: policy::price(
+                        &relay.rate_card,
+                        category,
+                        customer_wrote_at_ms,
+                        server_timestamp_ms,
+                    )?,
+                })
             })
         }),
         consent_seen,

@@ -1,10 +1,13 @@
-//! `PostStatus` / `SendStatusKey` / `DeleteStatus`: 24-hour Status posts
+//! `PostStatus` / `SendStatusKey` / `DeleteStatus` / `GetSubscribers`:
+//! 24-hour Status posts
 //! (docs/PROTOCOL.md, "Status"). A post is one encrypted blob the poster
 //! uploaded; its key goes to each recipient account in an ordinary
 //! franked `Send` wrapped in `SendStatusKey`, which the relay accepts only
 //! for a live post of the sender and a recipient the audience rule
 //! ([`crate::status_posts::qualifies`]) lets through. The post, its blob
-//! and the key envelopes all expire 24 hours after posting.
+//! and the key envelopes all expire 24 hours after posting. A business
+//! reads who subscribes (its customers whose consent covers Status) with
+//! `GetSubscribers`, so it can post to those who never wrote to it.
 
 use comptoir_protocol::proto::wire::{self, server_frame::Body};
 use comptoir_protocol::{AccountId, ConsentCategories};
@@ -82,7 +85,8 @@ pub(crate) async fn post<S>(
 
 /// Accept a Status key for one recipient account: a live post of the
 /// sender, a control send, a qualifying recipient; then an ordinary send
-/// whose copies expire with the post.
+/// whose copies expire with the post, billed (a business's to a customer,
+/// when the rate card prices Status) on its first signed delivery.
 pub(crate) async fn send_key<
     S: Directory + Mailbox + Templates + FirstContacts + Quality + Reports,
 >(
@@ -109,7 +113,10 @@ pub(crate) async fn send_key<
         .ok_or(RelayError::StatusNotFound)?;
     let input = audience(&relay.store, poster, recipient, now).await?;
     qualifies(&input).map_err(|refusal| RelayError::NotASubscriber(refusal.to_string()))?;
-    super::send::send_expiring_by(session, request_id, send, Some(post.expires_at_ms)).await
+    let status_key = super::send::StatusKeySend {
+        expires_by_ms: post.expires_at_ms,
+    };
+    super::send::send_checked(session, request_id, send, Some(status_key)).await
 }
 
 /// What the audience rule reads about `recipient` of `poster`'s Status.
@@ -168,4 +175,53 @@ pub(crate) async fn delete<S>(
     }
     relay.blobs.expire(now).await?;
     Ok(Reply::Frame(frame::ok(request_id)))
+}
+
+/// Most subscribers in one `Subscribers` page (18 bytes each on the
+/// wire: 90 KB, well inside a frame).
+pub(crate) const MAX_SUBSCRIBERS_PAGE: usize = 5_000;
+
+/// The business's Status subscribers: the customers whose kept consent
+/// for it covers the status category now, by account id, one page.
+pub(crate) async fn subscribers<S: Directory + Mailbox>(
+    session: &mut Session<S>,
+    request_id: u64,
+    request: wire::GetSubscribers,
+) -> Result<Reply, RelayError> {
+    let business = device(session)?.account;
+    let after = match request.after.as_slice() {
+        [] => None,
+        bytes => Some(account_field("after", bytes)?),
+    };
+    let limit = match request.limit {
+        0 => MAX_SUBSCRIBERS_PAGE,
+        n => (n as usize).min(MAX_SUBSCRIBERS_PAGE),
+    };
+    let relay = &session.relay;
+    super::require_business(
+        &relay.store,
+        business,
+        "has Status subscribers; a person's Status goes to the accounts it has a \
+         conversation with",
+    )
+    .await?;
+    let now = relay.clock.now_ms();
+    let mut subscribed = relay
+        .store
+        .consents_for(business)
+        .await?
+        .into_iter()
+        .filter(|c| c.covers_at(now).contains(ConsentCategories::STATUS))
+        .map(|c| c.customer)
+        .filter(|c| after.is_none_or(|after| c.as_bytes() > after.as_bytes()));
+    let accounts: Vec<Vec<u8>> = subscribed
+        .by_ref()
+        .take(limit)
+        .map(|a| a.to_vec())
+        .collect();
+    let more = subscribed.next().is_some();
+    Ok(Reply::Frame(frame::server(
+        request_id,
+        Body::Subscribers(wire::Subscribers { accounts, more }),
+    )))
 }

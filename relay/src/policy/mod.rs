@@ -40,6 +40,7 @@
 //! Billing is decided apart from acceptance: [`accounting`] says whether
 //! an accepted send is billed and [`price`] fixes its price from the rate
 //! card at accept (the handler stores both in the ledger entry);
+//! [`status_price`] does both for a Status key (`SendStatusKey`);
 //! [`Decision::AcceptAndBill`] is not produced.
 //!
 //! [`quality`] rates businesses and sets their messaging tiers (the limit
@@ -384,6 +385,25 @@ pub fn price(
     Some(crate::storage::Priced {
         millionths: card.price(category, inside_window),
         inside_window,
+    })
+}
+
+/// The price of a Status key `sender` delivers to `recipient`, fixed at
+/// accept: a business's to a customer (never its own devices) at the rate
+/// card's `status` price, billed like a template (on the first signed ack
+/// of a device of the customer, once); `None` when it is not billed: a
+/// person's Status, or a `status` price of 0 (free: no line at all).
+pub fn status_price(
+    card: &comptoir_protocol::RateCard,
+    sender: &AccountRecord,
+    recipient: &AccountRecord,
+    to_self: bool,
+) -> Option<crate::storage::Priced> {
+    let business_to_customer =
+        kind_of(sender) == AccountKind::Business && kind_of(recipient) != AccountKind::Business;
+    (business_to_customer && !to_self && card.status > 0).then_some(crate::storage::Priced {
+        millionths: card.status,
+        inside_window: false,
     })
 }
 

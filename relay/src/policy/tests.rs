@@ -683,3 +683,39 @@ fn the_price_is_the_rate_cards_inside_or_outside_the_window_at_accept() {
         );
     }
 }
+
+#[test]
+fn a_status_key_is_priced_only_from_a_business_to_a_customer_and_only_when_not_free() {
+    use crate::storage::Priced;
+    use AccountKind::{Business as B, Customer as C, Unspecified as U};
+    let free = crate::config::RatesConfig::default()
+        .card()
+        .expect("the default card");
+    assert_eq!(free.status, 0);
+    let priced = comptoir_protocol::RateCard {
+        status: 2_500,
+        ..free.clone()
+    };
+    let billed = Some(Priced {
+        millionths: 2_500,
+        inside_window: false,
+    });
+    // (card, poster, recipient, to its own devices, price)
+    let cases = [
+        (&priced, B, C, false, billed),
+        (&priced, B, U, false, billed),
+        (&priced, B, B, false, None),
+        (&priced, B, B, true, None),
+        (&priced, C, C, false, None),
+        (&priced, C, B, false, None),
+        (&free, B, C, false, None),
+    ];
+    for (card, sender, recipient, to_self, expected) in cases {
+        assert_eq!(
+            status_price(card, &record(sender), &record(recipient), to_self),
+            expected,
+            "{sender:?} to {recipient:?} (own devices: {to_self}) at {}",
+            card.status
+        );
+    }
+}

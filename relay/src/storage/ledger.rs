@@ -12,7 +12,9 @@ use comptoir_protocol::AccountId;
 
 use super::{MESSAGE_ID_LEN, StorageResult};
 
-/// A template category the ledger may bill (the wire `Category` values).
+/// What the ledger may bill: a template category, or a business's Status
+/// key to a subscriber (the wire `Category` values of the envelope:
+/// a Status key travels as `CATEGORY_CONTROL`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum BilledCategory {
     /// A utility template (order updates, receipts).
@@ -21,6 +23,8 @@ pub enum BilledCategory {
     Authentication,
     /// A marketing template.
     Marketing,
+    /// A Status key a business's post delivered to a subscriber.
+    Status,
 }
 
 impl BilledCategory {
@@ -30,6 +34,7 @@ impl BilledCategory {
             Self::Utility => 3,
             Self::Authentication => 4,
             Self::Marketing => 5,
+            Self::Status => 6,
         }
     }
 
@@ -39,6 +44,7 @@ impl BilledCategory {
             3 => Some(Self::Utility),
             4 => Some(Self::Authentication),
             5 => Some(Self::Marketing),
+            6 => Some(Self::Status),
             _ => None,
         }
     }
@@ -49,6 +55,7 @@ impl BilledCategory {
             Self::Utility => "utility",
             Self::Authentication => "authentication",
             Self::Marketing => "marketing",
+            Self::Status => "status",
         }
     }
 }
@@ -66,9 +73,9 @@ pub struct LedgerEntry {
     pub business: AccountId,
     /// The receiving customer.
     pub customer: AccountId,
-    /// The template's category.
+    /// The template's category (or Status).
     pub category: BilledCategory,
-    /// The template id.
+    /// The template id (empty for Status).
     pub template_id: String,
     /// The franking commitment the envelope carried (may be empty).
     pub franking_tag: Vec<u8>,

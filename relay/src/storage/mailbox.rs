@@ -296,6 +296,12 @@ pub trait Mailbox: Send + Sync + 'static {
         customer: AccountId,
     ) -> impl Future<Output = StorageResult<Vec<ConsentRecord>>> + Send;
 
+    /// Every consent kept for `business` (from any customer), by customer.
+    fn consents_for(
+        &self,
+        business: AccountId,
+    ) -> impl Future<Output = StorageResult<Vec<ConsentRecord>>> + Send;
+
     /// Keep `record` if its counter is higher than the pair's kept one
     /// (durable on return); else nothing is written.
     fn set_consent(

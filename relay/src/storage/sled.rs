@@ -1038,6 +1038,10 @@ impl Mailbox for SledStore {
         Ok(self.mail.consents_of(customer))
     }
 
+    async fn consents_for(&self, business: AccountId) -> StorageResult<Vec<super::ConsentRecord>> {
+        Ok(self.mail.consents_for(business))
+    }
+
     async fn set_consent(&self, record: super::ConsentRecord) -> StorageResult<super::ConsentSet> {
         self.mail.set_consent(record).await
     }

@@ -1129,6 +1129,22 @@ impl MailLog {
         all
     }
 
+    /// Every consent kept for `business`, sorted by customer (a scan of
+    /// the consents held in memory).
+    pub fn consents_for(&self, business: AccountId) -> Vec<ConsentRecord> {
+        let state = self.shared().lock();
+        let mut all: Vec<ConsentRecord> = state
+            .index
+            .accounting
+            .consents
+            .values()
+            .filter(|c| c.business == business)
+            .copied()
+            .collect();
+        all.sort_unstable_by(|a, b| a.customer.as_bytes().cmp(b.customer.as_bytes()));
+        all
+    }
+
     /// How many times `blocker` blocked `blocked` (what an accept of
     /// `blocked`'s send to `blocker` is decided on).
     pub fn block_epoch(&self, blocker: AccountId, blocked: AccountId) -> u64 {
