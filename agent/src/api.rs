@@ -51,6 +51,10 @@ pub struct AppState {
     pub keys: Arc<Vec<ApiKey>>,
     /// This business's account (its click-to-chat link names it).
     pub business: AccountId,
+    /// This daemon's device id in the business's account.
+    pub device: u32,
+    /// Whether this daemon holds the business's lease (crate::lease).
+    pub acting: crate::lease::Acting,
 }
 
 impl std::fmt::Debug for AppState {
@@ -65,6 +69,7 @@ impl std::fmt::Debug for AppState {
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/v1/openapi.json", get(openapi))
+        .route("/v1/health", get(health))
         .route("/v1/messages", post(send_message).get(list_messages))
         .route("/v1/consent_requests", post(request_consent))
         .route("/v1/conversations", get(list_conversations))
@@ -86,7 +91,7 @@ pub fn app(state: AppState) -> Router {
         description = "The business's backend sends messages and reads conversations through its own agent daemon; end-to-end encryption ends on the business's machine. Webhooks (not described here) are documented in the README.",
         license(name = "AGPL-3.0-or-later")
     ),
-    paths(send_message, crate::media::upload_media, request_consent, list_conversations, list_messages, conversation_messages, crate::link::get_link),
+    paths(health, send_message, crate::media::upload_media, request_consent, list_conversations, list_messages, conversation_messages, crate::link::get_link),
     modifiers(&BearerAuth),
     tags((name = "messages"), (name = "consent"))
 )]
@@ -113,6 +118,32 @@ pub fn openapi_json() -> String {
 
 async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], openapi_json())
+}
+
+/// The daemon's state, for monitoring and load balancers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok` when the daemon answers.
+    pub status: String,
+    /// This daemon's device id in the business's account.
+    pub device: u32,
+    /// Whether this daemon holds the business's lease: it posts the
+    /// webhooks, sends the away message and assigns waiting
+    /// conversations. Of two daemons of one business, one at a time.
+    pub acting: bool,
+}
+
+/// The daemon's state (no key needed: it tells nothing of conversations).
+#[utoipa::path(
+    get, path = "/v1/health", tag = "messages",
+    responses((status = 200, body = Health))
+)]
+async fn health(State(state): State<AppState>) -> Json<Health> {
+    Json(Health {
+        status: "ok".to_owned(),
+        device: state.device,
+        acting: state.acting.now(),
+    })
 }
 
 pub(crate) fn authorize(

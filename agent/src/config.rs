@@ -91,6 +91,7 @@ struct RawConfig {
     relay_ca_file: Option<PathBuf>,
     listen: Option<String>,
     consent_poll_seconds: Option<f64>,
+    lease_seconds: Option<f64>,
     tls: Option<RawTls>,
     #[serde(default)]
     api_keys: Vec<RawApiKey>,
@@ -199,6 +200,11 @@ pub struct Config {
     pub away: Option<Away>,
     /// How often to read the consent answers from the relay.
     pub consent_poll: Duration,
+    /// How long the lease deciding which daemon of the business acts
+    /// (webhooks, the away message, automatic assignment) lasts: a
+    /// daemon that vanishes without closing its connection is replaced
+    /// after at most this long (see [`crate::lease`]).
+    pub lease: Duration,
     /// `Host` values the agents' inbox accepts besides the listen address
     /// (the name agents type, with its port: `inbox.acme.example:8443`).
     pub inbox_hosts: Vec<String>,
@@ -278,6 +284,11 @@ impl Config {
                 ));
             }
         };
+        let lease = match raw.lease_seconds {
+            None => crate::lease::DEFAULT_LEASE,
+            Some(s) if s.is_finite() && (1.0..=300.0).contains(&s) => Duration::from_secs_f64(s),
+            Some(_) => return Err(invalid("lease_seconds", "between 1 and 300 seconds")),
+        };
         let mut api_keys = Vec::new();
         for key in raw.api_keys {
             let sha256: [u8; 32] = hex::decode(key.sha256.trim())
@@ -350,6 +361,7 @@ impl Config {
             webhooks,
             away,
             consent_poll,
+            lease,
         })
     }
 

@@ -142,6 +142,12 @@ fn migrations() -> Migrations<'static> {
         );
         CREATE INDEX attachments_by_customer ON attachments (customer);",
         ),
+        // Two daemons of one business (issue 15 item 2, crate::sync):
+        // inbox changes waiting to go to the account's other devices,
+        // when each assignment, canned reply and agent last changed and
+        // on which device (last writer wins), a unique id per note, and
+        // the webhook deliveries the other daemon made.
+        M::up(crate::sync::SCHEMA),
     ])
 }
 
@@ -279,6 +285,9 @@ pub struct Db {
     /// an assignment), so the inbox's live pages refresh.
     changes: Arc<tokio::sync::watch::Sender<u64>>,
     dir: Arc<std::path::PathBuf>,
+    /// This device's place in the inbox's sync with the account's other
+    /// devices (crate::sync).
+    pub(crate) sync: Arc<crate::sync::SyncClock>,
 }
 
 impl std::fmt::Debug for Db {
@@ -324,6 +333,7 @@ impl Db {
             endpoints: Arc::new(endpoints),
             outcomes: Arc::new(tokio::sync::watch::channel(0).0),
             changes: Arc::new(tokio::sync::watch::channel(0).0),
+            sync: Arc::default(),
             dir: Arc::new(
                 path.parent()
                     .filter(|p| !p.as_os_str().is_empty())
@@ -366,9 +376,14 @@ impl Db {
 
     fn enqueue(&self, tx: &Transaction<'_>, event: &NewEvent, now_ms: u64) -> Result<()> {
         for endpoint in self.endpoints.iter() {
+            // Delivered already when the other daemon of the business
+            // delivered it (crate::sync): never posted twice.
             tx.execute(
-                "INSERT OR IGNORE INTO webhook_outbox (event_id, endpoint, subject, body, created_ms, next_attempt_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                "INSERT OR IGNORE INTO webhook_outbox (event_id, endpoint, subject, body, created_ms, next_attempt_ms, state)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5,
+                    CASE WHEN EXISTS (SELECT 1 FROM webhook_delivered_elsewhere e
+                                      WHERE e.event_id = ?1 AND e.endpoint = ?2)
+                         THEN 'delivered' ELSE 'pending' END)",
                 params![event.event_id, endpoint, event.subject, event.body, i64_of(now_ms)],
             )?;
         }
@@ -842,12 +857,29 @@ impl Db {
             (false, Some(_)) => "pending",
             (false, None) => "expired",
         };
-        self.lock().execute(
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute(
             "UPDATE webhook_outbox SET state = ?3, attempts = attempts + 1,
                 next_attempt_ms = coalesce(?4, next_attempt_ms), last_error = ?5
              WHERE event_id = ?1 AND endpoint = ?2",
             params![p.event_id, p.endpoint, state, next_ms.map(i64_of), error],
         )?;
+        if delivered {
+            // The other daemon of the business must not post it again.
+            crate::sync::record(
+                &tx,
+                &crate::sync::Op::Delivered {
+                    event_id: p.event_id.clone(),
+                    endpoint: p.endpoint.clone(),
+                },
+            )?;
+        }
+        tx.commit()?;
+        drop(conn);
+        if delivered {
+            self.sync.mark_dirty();
+        }
         self.outcomes.send_modify(|n| *n += 1);
         Ok(())
     }

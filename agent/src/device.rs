@@ -270,6 +270,7 @@ pub struct Device {
     consent_poll: Duration,
     business: String,
     wake: Arc<Notify>,
+    lease: crate::lease::LeaseKeeper,
 }
 
 impl std::fmt::Debug for Device {
@@ -282,16 +283,20 @@ impl std::fmt::Debug for Device {
 
 impl Device {
     /// The device task over an opened `client`; `wake` is the webhook
-    /// deliverer's.
+    /// deliverer's; `lease` decides whether this daemon acts (see
+    /// [`crate::lease`]).
     pub fn new(
         client: Client,
         db: Db,
         clock: SharedClock,
         config: &Config,
         wake: Arc<Notify>,
+        lease: crate::lease::LeaseKeeper,
     ) -> Self {
         let business = client.account_id().to_string();
+        db.sync.set_origin(client.device_id());
         Self {
+            lease,
             client,
             db,
             clock,
@@ -310,6 +315,14 @@ impl Device {
         mut shutdown: watch::Receiver<bool>,
     ) {
         self.catch_up();
+        if self.lease.check_alone(&self.client) {
+            tracing::debug!("the business's only device: it acts without a lease");
+        }
+        // The whole inbox state once more for the other daemons of the
+        // business (crate::sync).
+        if let Err(e) = crate::sync::queue_snapshot(&self.db) {
+            tracing::error!(error = %e, "queueing the inbox state for the other daemons");
+        }
         let mut reconnect_wait = Duration::from_millis(100);
         let mut next_connect = tokio::time::Instant::now();
         let mut next_poll = tokio::time::Instant::now();
@@ -338,6 +351,7 @@ impl Device {
                 }
             }
             if !self.client.is_connected() {
+                self.lost_lease();
                 tokio::select! {
                     command = commands.recv() => match command {
                         Some(command) => self.handle(command).await,
@@ -352,16 +366,72 @@ impl Device {
                 next_poll = tokio::time::Instant::now() + self.consent_poll;
                 self.poll_consents().await;
             }
+            if let Some(acting) = self.lease.tick(&mut self.client).await {
+                self.acting_changed(acting);
+            }
+            if self.db.sync.take_dirty() {
+                self.push_sync().await;
+            }
             match self.client.next_event(EVENT_POLL).await {
                 Ok(Some(event)) => self.on_event(event).await,
                 Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "relay connection lost; reconnecting"),
+                Err(e) => {
+                    self.lost_lease();
+                    tracing::warn!(error = %e, "relay connection lost; reconnecting");
+                }
             }
         }
         if let Err(e) = self.client.close().await {
             tracing::error!(error = %e, "closing the device store");
         }
         tracing::info!("device stopped");
+    }
+
+    /// The connection ended: this daemon stops acting at once.
+    fn lost_lease(&mut self) {
+        if self.lease.disconnected() {
+            self.acting_changed(false);
+        }
+    }
+
+    /// This daemon took the lease (its outbox of webhooks and the waiting
+    /// conversations are its now) or lost it.
+    fn acting_changed(&self, acting: bool) {
+        if acting {
+            tracing::info!("this daemon acts for the business now");
+        } else {
+            tracing::info!("this daemon no longer acts for the business");
+        }
+        self.wake.notify_one();
+        self.db.changed();
+    }
+
+    /// Send the inbox changes waiting for the other daemons.
+    async fn push_sync(&mut self) {
+        loop {
+            let batch = match crate::sync::next_batch(&self.db) {
+                Ok(Some(batch)) => batch,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the inbox changes to sync");
+                    return;
+                }
+            };
+            let (last, data) = batch;
+            if let Err(e) = self
+                .client
+                .sync_to_own_devices(crate::sync::APP, &data)
+                .await
+            {
+                tracing::warn!(error = %e, "the inbox changes for the other daemons wait");
+                self.db.sync.mark_dirty();
+                return;
+            }
+            if let Err(e) = crate::sync::sent(&self.db, last) {
+                tracing::error!(error = %e, "forgetting synced inbox changes");
+                return;
+            }
+        }
     }
 
     async fn handle(&mut self, command: Command) {
@@ -667,6 +737,12 @@ impl Device {
     }
 
     fn advance(&self, id: &str, status: MessageStatus, error: Option<&str>) {
+        self.advance_as(id, status, error, true);
+    }
+
+    /// [`Self::advance`]; `first_hand` statuses go to the other daemons
+    /// of the business too (crate::sync).
+    fn advance_as(&self, id: &str, status: MessageStatus, error: Option<&str>, first_hand: bool) {
         let now = self.clock.now_ms();
         let business = &self.business;
         let moved = self.db.advance_status(id, status, now, |customer| {
@@ -675,7 +751,13 @@ impl Device {
             )]
         });
         match moved {
-            Ok(Some(_)) => self.wake.notify_one(),
+            Ok(Some(_)) => {
+                self.wake.notify_one();
+                if first_hand && let Err(e) = crate::sync::queue_status(&self.db, id, status, error)
+                {
+                    tracing::error!(error = %e, message = %id, "queueing a status for the other daemons");
+                }
+            }
             Ok(None) => {}
             Err(e) => tracing::error!(error = %e, message = %id, "recording a status"),
         }
@@ -800,6 +882,51 @@ impl Device {
                 &format!("refused and not shown (kept as evidence): {reason}"),
                 now,
             ),
+            Event::AppSync { app, data, device } if app == crate::sync::APP => {
+                match crate::sync::apply(&self.db, &data, now) {
+                    Ok(applied) => {
+                        tracing::debug!(
+                            changes = applied.changed,
+                            device,
+                            "inbox state from another daemon"
+                        );
+                        for (id, status, error) in applied.statuses {
+                            self.advance_as(&id, status, error.as_deref(), false);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, device, "inbox state from another daemon"),
+                }
+            }
+            Event::SentElsewhere { to, id, text, .. } => {
+                // Another daemon of the business sent it: record it as
+                // that daemon did, with the same event ids.
+                let customer = to.to_string();
+                let message = NewMessage {
+                    id: id.to_string(),
+                    customer: customer.clone(),
+                    incoming: false,
+                    kind: "text",
+                    body: text,
+                    template_id: None,
+                    reply_to: None,
+                    status: MessageStatus::Sent,
+                    at_ms: now,
+                };
+                let events = [webhook::status_event(
+                    &self.business,
+                    &customer,
+                    &message.id,
+                    MessageStatus::Sent,
+                    now,
+                    None,
+                )];
+                match self.db.record_message(&message, &events, now) {
+                    Ok(_) => self.wake.notify_one(),
+                    Err(e) => {
+                        tracing::error!(error = %e, "recording a message another daemon sent")
+                    }
+                }
+            }
             Event::OperatorKeyChanged { .. } => tracing::warn!(
                 "the relay presents another operator key than the pinned one; check it with the operator"
             ),
@@ -857,7 +984,8 @@ impl Device {
         else {
             return;
         };
-        if hours.is_open(now) {
+        // Only the daemon holding the lease answers (crate::lease).
+        if hours.is_open(now) || !self.lease.holding() {
             return;
         }
         match self

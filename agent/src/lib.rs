@@ -5,8 +5,11 @@
 //! backend an HTTP API in the conventions of the WhatsApp Cloud API, and
 //! posts signed webhooks from a durable outbox.
 //!
-//! It also serves the agents' web inbox (`/inbox`). It does not (yet) run
-//! two daemons of one business with a lease.
+//! It also serves the agents' web inbox (`/inbox`). Two daemons of one
+//! business are two devices of one account: both record every message
+//! and status, they sync the inbox end to end encrypted, and the one
+//! holding a relay lease posts webhooks, sends the away message and
+//! assigns.
 //!
 //! Modules:
 //! - [`config`]: the TOML file and environment variables, checked.
@@ -16,6 +19,8 @@
 //! - [`status`]: message statuses and why they never go backwards.
 //! - [`db`]: the SQLite database, its migrations, the webhook outbox.
 //! - [`device`]: the task that owns the client library's `Client`.
+//! - [`lease`]: which daemon of the business acts (a relay lease).
+//! - [`sync`]: the inbox's state between the business's daemons.
 //! - [`webhook`]: webhook bodies, signatures, ids and delivery with retries.
 //! - [`http_client`]: the small HTTP client that posts webhooks.
 //! - [`api`]: the HTTP API and its OpenAPI document.
@@ -39,10 +44,12 @@ pub mod hours;
 pub mod http_client;
 pub mod inbox;
 pub mod keys;
+pub mod lease;
 pub mod link;
 pub mod media;
 pub mod serve;
 pub mod status;
+pub mod sync;
 pub mod tls;
 pub mod webhook;
 

@@ -26,7 +26,8 @@ enum Command {
     /// account, or (with --link) as a new device of an existing one.
     Init {
         /// Join an existing business account: prints a link code to
-        /// approve on its first device (`comptoir device add CODE`).
+        /// approve on its first device (`comptoir devices add CODE` on
+        /// that daemon's device store, the daemon stopped).
         #[arg(long, conflicts_with = "approval")]
         link: bool,
         /// Finish linking with the approval the first device printed.
@@ -178,7 +179,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 let code = device::init_link(&config, &passphrase, KdfParams::DEFAULT)
                     .map_err(|e| e.to_string())?;
                 println!(
-                    "Approve this device on the business's first device:\n  comptoir device add {code}\nthen run: agent init --approval APPROVAL"
+                    "Approve this device on the business's first device (its daemon stopped):\n  comptoir --data-dir DATA_DIR/device devices add {code}\nthen run: agent init --approval APPROVAL"
                 );
             } else if let Some(approval) = approval {
                 let id = device::finish_link(&config, &passphrase, &approval)

@@ -51,6 +51,9 @@ pub struct Running {
     pub webhooks: Arc<Notify>,
     /// The database (for tests and operations).
     pub db: Db,
+    /// Whether this daemon holds the business's lease (it posts webhooks,
+    /// sends the away message and assigns; crate::lease).
+    pub acting: crate::lease::Acting,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -87,7 +90,10 @@ pub async fn start(
     let db = Db::open(&config.database_path(), endpoints)?;
     let client = crate::device::open(config, passphrase).await?;
     let business = client.account_id();
-    let deliverer = Deliverer::new(db.clone(), Arc::clone(&clock), &config.webhooks);
+    let device_id = client.device_id();
+    let (lease, acting) = crate::lease::LeaseKeeper::new(config.lease);
+    let deliverer = Deliverer::new(db.clone(), Arc::clone(&clock), &config.webhooks)
+        .with_acting(acting.clone());
     let webhooks = deliverer.waker();
     let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
     let (stop, stopped) = watch::channel(false);
@@ -100,8 +106,16 @@ pub async fn start(
     )
     .with_away(config.away.clone())
     .with_hosts(&config.inbox_hosts)
-    .with_shutdown(stopped.clone());
-    let device = Device::new(client, db.clone(), clock, config, Arc::clone(&webhooks));
+    .with_shutdown(stopped.clone())
+    .with_acting(acting.clone());
+    let device = Device::new(
+        client,
+        db.clone(),
+        clock,
+        config,
+        Arc::clone(&webhooks),
+        lease,
+    );
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(device.run(command_rx, stopped.clone())));
     tasks.push(tokio::spawn(deliverer.run(changed(stopped.clone()))));
@@ -114,6 +128,8 @@ pub async fn start(
         db: db.clone(),
         keys: Arc::new(config.api_keys.clone()),
         business,
+        device: device_id,
+        acting: acting.clone(),
     })
     .merge(crate::inbox::router(inbox))
     .into_make_service_with_connect_info::<crate::inbox::session::PeerAddr>();
@@ -144,6 +160,7 @@ pub async fn start(
         addr,
         webhooks,
         db,
+        acting,
         stop,
         tasks,
     })

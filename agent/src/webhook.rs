@@ -256,13 +256,17 @@ pub fn consent_event(
 }
 
 /// Delivers the outbox: each due row is posted, then marked delivered,
-/// rescheduled or given up. One per daemon.
+/// rescheduled or given up. One per daemon; it posts only while its daemon
+/// holds the business's lease ([`crate::lease`]), so of two daemons of one
+/// business one posts, and the other marks what the first delivered
+/// ([`crate::sync`]) and takes over what is left when it takes the lease.
 #[derive(Clone)]
 pub struct Deliverer {
     db: Db,
     clock: SharedClock,
     secrets: Arc<HashMap<String, Zeroizing<String>>>,
     wake: Arc<Notify>,
+    acting: crate::lease::Acting,
 }
 
 impl std::fmt::Debug for Deliverer {
@@ -285,7 +289,14 @@ impl Deliverer {
             clock,
             secrets: Arc::new(secrets),
             wake: Arc::new(Notify::new()),
+            acting: crate::lease::Acting::always(),
         }
+    }
+
+    /// Post only while `acting` says this daemon holds the lease.
+    pub fn with_acting(mut self, acting: crate::lease::Acting) -> Self {
+        self.acting = acting;
+        self
     }
 
     /// The handle that makes it look at the outbox now (after a change is
@@ -304,6 +315,9 @@ impl Deliverer {
                 return Ok(delivered);
             }
             for pending in &due {
+                if !self.acting.now() {
+                    return Ok(delivered);
+                }
                 if self.attempt(pending).await? {
                     delivered += 1;
                 }
@@ -360,12 +374,15 @@ impl Deliverer {
     /// is noticed).
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let mut acting = self.acting.clone();
         loop {
             if let Err(e) = self.deliver_due().await {
                 tracing::error!(error = %e, "webhook outbox");
             }
             let now = self.clock.now_ms();
             let wait = match self.db.next_due() {
+                // Not this daemon's turn: it waits for the lease.
+                _ if !self.acting.now() => Duration::from_secs(1),
                 Ok(Some(at)) => Duration::from_millis(at.saturating_sub(now)),
                 _ => Duration::from_secs(1),
             }
@@ -373,6 +390,7 @@ impl Deliverer {
             tokio::select! {
                 () = &mut shutdown => return,
                 () = self.wake.notified() => {}
+                () = acting.changed() => {}
                 () = tokio::time::sleep(wait) => {}
             }
         }

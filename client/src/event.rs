@@ -163,6 +163,16 @@ pub enum Event {
         /// were.
         kept: usize,
     },
+    /// Another device of this account sent application state
+    /// ([`crate::Client::sync_to_own_devices`]).
+    AppSync {
+        /// The sending device of this account.
+        device: u32,
+        /// The application it is for.
+        app: String,
+        /// The state, as the application encoded it.
+        data: Vec<u8>,
+    },
     /// Another device of this account read messages from `peer`.
     ReadElsewhere {
         /// The conversation.

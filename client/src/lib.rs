@@ -81,8 +81,9 @@ pub mod template_cache;
 pub mod tls;
 
 pub use client::{
-    Bill, BusinessView, Client, Consent, ConsentAnswer, ConsentRequest, FileInfo, PostedStatus,
-    Sender, StatusInput, StatusView, TRANSFER_CHUNK, TemplateInfo, UploadReport, purpose_text,
+    Bill, BusinessView, Client, Consent, ConsentAnswer, ConsentRequest, FileInfo, Lease,
+    MAX_APP_SYNC_LEN, PostedStatus, Sender, StatusInput, StatusView, TRANSFER_CHUNK, TemplateInfo,
+    UploadReport, purpose_text,
 };
 pub use device_notes::DeviceNote;
 pub use error::{ClientError, Result};

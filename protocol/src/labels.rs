@@ -187,7 +187,8 @@ pub fn is_visible(body: &content::Body) -> bool {
 
 /// Whether the body is device-to-device protocol traffic (a read receipt,
 /// a re-key request, a copy for the sender's other devices, the address
-/// book asked for or sent between one account's devices).
+/// book asked for or sent between one account's devices, application
+/// state synced between them).
 pub fn is_control(body: &content::Body) -> bool {
     matches!(
         body,
@@ -196,6 +197,7 @@ pub fn is_control(body: &content::Body) -> bool {
             | content::Body::SentTranscript(_)
             | content::Body::ContactsRequest(_)
             | content::Body::ContactsSync(_)
+            | content::Body::AppSync(_)
     )
 }
 

@@ -24,6 +24,7 @@
 //! - [`status_posts`]: 24-hour Status posts (who posted which blob when)
 //!   and the rule saying who may be sent a post's key.
 //! - [`hub`]: which devices are connected here; wakes and posts.
+//! - [`leases`]: leases one account's devices share (who acts), in memory.
 //! - [`limits`]: token buckets per account and per address.
 //! - [`phone`]: E.164 checks, verification codes, the pluggable code sender.
 //! - [`metrics`], [`http`]: Prometheus counters, `/healthz` and `/metrics`.
@@ -55,6 +56,7 @@ pub mod franking;
 pub mod fuzzing;
 pub mod http;
 pub mod hub;
+pub mod leases;
 pub mod limits;
 pub mod metrics;
 pub mod operator;

@@ -229,6 +229,9 @@ impl<S: Backend> Session<S> {
             while pending.next().await.is_some() {}
             if let Some(device) = &self.device {
                 self.relay.hub.leave(device.account, device.device, self.id);
+                self.relay
+                    .leases
+                    .release_connection(device.account, self.id);
                 self.relay.metrics.authenticated_open.fetch_sub(1, Relaxed);
                 self.relay.metrics.notify_change();
             }
@@ -479,6 +482,7 @@ impl<S: Backend> Session<S> {
             B::SendStatusKey(r) => cmd::status::send_key(self, request_id, r).await,
             B::DeleteStatus(r) => cmd::status::delete(self, request_id, r).await,
             B::GetSubscribers(r) => cmd::status::subscribers(self, request_id, r).await,
+            B::AcquireLease(r) => cmd::lease::acquire(self, request_id, r).await,
         }
     }
 

@@ -55,6 +55,8 @@ pub(crate) struct Relay<S> {
     pub(crate) franking: Arc<crate::franking::FrankingKeys>,
     /// Status posts (24 hours each).
     pub(crate) status_posts: crate::status_posts::StatusPosts,
+    /// Leases shared by each account's devices (in memory).
+    pub(crate) leases: crate::leases::Leases,
 }
 
 impl<S> Relay<S> {
@@ -117,6 +119,7 @@ impl<S> Relay<S> {
             blob_chunk_limiter: RateLimiter::new(chunks_per_sec, 2.0 * chunks_per_sec),
             franking,
             status_posts,
+            leases: crate::leases::Leases::default(),
         }
     }
 }

@@ -96,6 +96,7 @@ pub fn add(db: &Db, name: &str, password: &str, admin: bool, now_ms: u64) -> Res
         return Err(InboxError::NameTaken(name.to_owned()));
     }
     let id = conn.last_insert_rowid();
+    crate::sync::agent_changed(&conn, &db.sync, id)?;
     Ok(Agent {
         id,
         name: name.to_owned(),
@@ -179,6 +180,7 @@ pub fn set_disabled(db: &Db, id: i64, disabled: bool) -> Result<()> {
             params![id],
         )?;
     }
+    crate::sync::agent_changed(&tx, &db.sync, id)?;
     tx.commit()?;
     Ok(())
 }

@@ -49,11 +49,16 @@ pub fn assign(db: &Db, customer: &str, agent: Option<i64>) -> Result<()> {
             ));
         }
     }
-    db.connection().execute(
+    let mut conn = db.connection();
+    let tx = conn.transaction()?;
+    tx.execute(
         "INSERT INTO inbox_conversations (customer, assignee) VALUES (?1, ?2)
          ON CONFLICT (customer) DO UPDATE SET assignee = ?2",
         params![customer, agent],
     )?;
+    crate::sync::assigned(&tx, &db.sync, customer)?;
+    tx.commit()?;
+    drop(conn);
     db.changed();
     Ok(())
 }
@@ -135,6 +140,7 @@ pub fn auto_assign(db: &Db, online: &[i64], now_ms: u64) -> Result<usize> {
              ON CONFLICT (customer) DO UPDATE SET assignee = ?2",
             params![customer, id],
         )?;
+        crate::sync::assigned(&tx, &db.sync, &customer)?;
         if let Some(c) = candidates.iter_mut().find(|c| c.id == id) {
             c.load += 1;
         }

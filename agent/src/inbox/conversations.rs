@@ -270,15 +270,23 @@ fn check_text(what: &str, body: &str) -> Result<()> {
 pub fn add_note(db: &Db, customer: &str, agent_id: i64, body: &str, now_ms: u64) -> Result<()> {
     check_text("note", body)?;
     get(db, customer)?;
-    db.connection().execute(
-        "INSERT INTO inbox_notes (customer, agent_id, body, at_ms) VALUES (?1, ?2, ?3, ?4)",
+    // A random id: the note's identity between daemons (crate::sync).
+    let uid = hex::encode(rand::random::<[u8; 16]>());
+    let mut conn = db.connection();
+    let tx = conn.transaction()?;
+    tx.execute(
+        "INSERT INTO inbox_notes (uid, customer, agent_id, body, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![
+            uid,
             customer,
             agent_id,
             body.trim(),
             i64::try_from(now_ms).unwrap_or(i64::MAX)
         ],
     )?;
+    crate::sync::noted(&tx, &db.sync, &uid)?;
+    tx.commit()?;
+    drop(conn);
     db.changed();
     Ok(())
 }
@@ -329,7 +337,9 @@ pub fn canned(db: &Db) -> Result<Vec<Canned>> {
 pub fn add_canned(db: &Db, title: &str, body: &str) -> Result<()> {
     check_text("title", title)?;
     check_text("reply", body)?;
-    let inserted = db.connection().execute(
+    let mut conn = db.connection();
+    let tx = conn.transaction()?;
+    let inserted = tx.execute(
         "INSERT OR IGNORE INTO canned_replies (title, body) VALUES (?1, ?2)",
         params![title.trim(), body.trim()],
     )?;
@@ -339,6 +349,8 @@ pub fn add_canned(db: &Db, title: &str, body: &str) -> Result<()> {
             title.trim()
         )));
     }
+    crate::sync::canned_changed(&tx, &db.sync, title.trim())?;
+    tx.commit()?;
     Ok(())
 }
 

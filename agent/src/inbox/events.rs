@@ -119,15 +119,21 @@ async fn stopping(stop: Option<&mut watch::Receiver<bool>>) {
 }
 
 /// Assign waiting conversations after each change until `stop` turns true.
+/// Only the daemon holding the business's lease assigns (crate::lease);
+/// its assignments reach the other daemon through crate::sync.
 pub async fn run_assigner(state: InboxState, mut stop: watch::Receiver<bool>) {
     let mut changes = state.db.watch_changes();
+    let mut acting = state.acting.clone();
     loop {
         let online = state.presence.online();
-        if let Err(e) = assign::auto_assign(&state.db, &online, state.clock.now_ms()) {
+        if acting.now()
+            && let Err(e) = assign::auto_assign(&state.db, &online, state.clock.now_ms())
+        {
             tracing::error!(error = %e, "assigning conversations");
         }
         tokio::select! {
             r = changes.changed() => if r.is_err() { return },
+            () = acting.changed() => {}
             _ = stop.changed() => return,
         }
         if *stop.borrow() {

@@ -178,6 +178,9 @@ pub struct InboxState {
     /// Turns true when the daemon stops: event streams end then, so the
     /// server's graceful shutdown does not wait for open pages.
     pub shutdown: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Whether this daemon holds the business's lease (it assigns
+    /// waiting conversations then; crate::lease).
+    pub acting: crate::lease::Acting,
 }
 
 impl std::fmt::Debug for InboxState {
@@ -211,7 +214,14 @@ impl InboxState {
             presence: Arc::default(),
             away: None,
             shutdown: None,
+            acting: crate::lease::Acting::always(),
         }
+    }
+
+    /// Assign waiting conversations only while `acting` says so.
+    pub fn with_acting(mut self, acting: crate::lease::Acting) -> Self {
+        self.acting = acting;
+        self
     }
 
     /// End event streams when `stop` turns true.

@@ -19,6 +19,8 @@
 //! - `rekey`: recovering a wedged session and re-sending on request.
 //! - `rekey_guard`: the persisted limits on re-keys and re-sends.
 //! - `devices`: linking and removing this account's devices, sent copies.
+//! - `app_sync`: application state sent to this account's own devices,
+//!   and leases they share on the relay (who of them acts).
 //! - `contacts_sync`: the address book asked for by a newly linked device
 //!   and sent to it by the others.
 //! - `directory`: phone numbers, lookups, blocks.
@@ -47,6 +49,7 @@ use crate::session_store::{self, PreKeys};
 use crate::store::{KdfParams, Store};
 use crate::tls::TlsOptions;
 
+mod app_sync;
 mod attachments;
 mod bill;
 mod business;
@@ -69,6 +72,7 @@ mod shared;
 mod status;
 mod templates;
 
+pub use app_sync::{Lease, MAX_APP_SYNC_LEN};
 pub use attachments::{FileInfo, TRANSFER_CHUNK, UploadReport};
 pub use bill::Bill;
 pub use business::BusinessView;
@@ -633,6 +637,7 @@ pub(super) fn unexpected(wanted: &str, got: &server_frame::Body) -> ClientError 
         server_frame::Body::ReportFiled(_) => "ReportFiled",
         server_frame::Body::StatusPosted(_) => "StatusPosted",
         server_frame::Body::Subscribers(_) => "Subscribers",
+        server_frame::Body::Lease(_) => "Lease",
     };
     ClientError::UnexpectedFrame(format!("expected {wanted}, got {name}"))
 }

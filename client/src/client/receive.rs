@@ -650,6 +650,7 @@ impl Client {
             }
             Some(content::Body::ContactsRequest(_)) => self.answer_contacts_request(from, device),
             Some(content::Body::ContactsSync(sync)) => self.apply_contacts_sync(from, &sync),
+            Some(content::Body::AppSync(sync)) => Ok(self.accept_app_sync(from, device, sync)),
             Some(
                 body @ (content::Body::StatusKey(_)
                 | content::Body::StatusDeleted(_)

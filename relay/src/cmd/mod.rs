@@ -11,6 +11,7 @@ pub(crate) mod business;
 pub(crate) mod consent;
 pub(crate) mod consent_request;
 pub(crate) mod device_list;
+pub(crate) mod lease;
 pub(crate) mod name;
 pub(crate) mod phone;
 pub(crate) mod prekeys;

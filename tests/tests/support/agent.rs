@@ -152,8 +152,22 @@ pub fn config(relay: &TestRelay, data_dir: &Path, receiver: &Receiver) -> Config
 
 /// [`config`] with more TOML after it.
 pub fn config_with(relay: &TestRelay, data_dir: &Path, receiver: &Receiver, extra: &str) -> Config {
-    let text = format!(
+    let text = config_toml(relay, data_dir, receiver, "", extra);
+    Config::parse(&text, &|_| None).expect("test config")
+}
+
+/// The TOML of [`config_with`], with `top` among the top-level settings
+/// (a daemon run as a process reads it from a file).
+pub fn config_toml(
+    relay: &TestRelay,
+    data_dir: &Path,
+    receiver: &Receiver,
+    top: &str,
+    extra: &str,
+) -> String {
+    format!(
         r#"
+{top}
 data_dir = {data_dir:?}
 relay = "{relay}"
 listen = "127.0.0.1:0"
@@ -179,8 +193,7 @@ secret = "{SECRET}"
         full = hex::encode(comptoir_agent::keys::hash(FULL_KEY)),
         read = hex::encode(comptoir_agent::keys::hash(READ_KEY)),
         hook = receiver.url(),
-    );
-    Config::parse(&text, &|_| None).expect("test config")
+    )
 }
 
 /// A utility template with two quick-reply buttons.

@@ -1,0 +1,438 @@
+//! Two daemons of one business (issue 15, items 2 and 7): two processes
+//! serving one business account as two of its devices, against a real
+//! relay. A customer's message reaches both inboxes; an agent, a note and
+//! an assignment made on one daemon show on the other (synced end to end
+//! encrypted); exactly one daemon, the lease holder, posts each webhook;
+//! after `kill -9` of the holder the other takes the lease over and the
+//! webhook receiver gets every event exactly once, by event id.
+//!
+//! Each daemon is a child process running this test binary's
+//! `child_agent_serve` (ignored when run alone), which starts the daemon
+//! as `agent serve` does (`Config::load`, `comptoir_agent::start` with
+//! the system clock) and runs until killed.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use comptoir_agent::config::Config;
+use comptoir_agent::db::Db;
+use comptoir_agent::inbox::{agents, conversations};
+use comptoir_agent::{SystemClock, device};
+use comptoir_client::{Client, ClientError};
+use comptoir_protocol::proto::wire::{AccountKind, ErrorCode};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use support::agent::{PASSPHRASE, Receiver, config_toml, customer, init_business};
+use support::client::{FAST_KDF, linked, registered_as, url};
+use support::inbox::login;
+use support::{TIMEOUT, start_relay};
+
+/// The child process reads its configuration file's path from here.
+const CHILD_CONFIG_ENV: &str = "COMPTOIR_TEST_AGENT_CONFIG";
+/// The lease is short, so a take-over after a vanished holder (one that
+/// did not close its connection) stays within the tests' waits; after a
+/// `kill -9` the relay frees it at once, when the connection ends.
+const LEASE: &str = "lease_seconds = 3";
+const PASSWORD: &str = "ana-long-password";
+
+/// Not a test on its own: the body of the daemon processes the test below
+/// starts. Runs the daemon as `agent serve` does until it is killed.
+#[tokio::test]
+#[ignore = "a child process of the two-daemon test, started by it"]
+async fn child_agent_serve() {
+    let Ok(path) = std::env::var(CHILD_CONFIG_ENV) else {
+        return;
+    };
+    let config = Config::load(Some(Path::new(&path))).expect("configuration");
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .expect("listen");
+    let running = comptoir_agent::start(&config, PASSPHRASE, listener, Arc::new(SystemClock))
+        .await
+        .expect("agent serve");
+    println!("agent listening on {}", running.addr);
+    std::future::pending::<()>().await;
+}
+
+/// A daemon process.
+struct Daemon {
+    name: &'static str,
+    child: Child,
+    addr: SocketAddr,
+    /// The daemon's database, opened beside it (SQLite in WAL mode takes
+    /// readers), to watch what it recorded.
+    db: Db,
+}
+
+impl Daemon {
+    async fn start(name: &'static str, config_file: &Path, database: &Path) -> Self {
+        let exe = std::env::current_exe().expect("the test binary");
+        let mut child = Command::new(exe)
+            .args([
+                "child_agent_serve",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_CONFIG_ENV, config_file)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the daemon");
+        let stdout = child.stdout.take().expect("the daemon's stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = tokio::time::timeout(TIMEOUT, async {
+            while let Some(line) = lines.next_line().await.expect("read the daemon's output") {
+                // After the harness's "test child_agent_serve ... ".
+                if let Some((_, addr)) = line.split_once("agent listening on ") {
+                    return addr.trim().parse::<SocketAddr>().expect("an address");
+                }
+            }
+            panic!("daemon {name} ended before it listened");
+        })
+        .await
+        .expect("the daemon starts");
+        // Keep reading (and dropping) what it prints, so it never blocks.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let db = Db::open(database, Vec::new()).expect("open the daemon's database");
+        Self {
+            name,
+            child,
+            addr,
+            db,
+        }
+    }
+
+    /// `GET /v1/health`: whether this daemon holds the lease.
+    async fn acting(&self) -> bool {
+        let url = format!("http://{}/v1/health", self.addr);
+        let reply = comptoir_agent::http_client::request("GET", &url, &[], Vec::new())
+            .await
+            .expect("health answers");
+        let body: Value = serde_json::from_slice(&reply.body).expect("JSON");
+        body["acting"].as_bool().expect("acting")
+    }
+
+    /// The state of this daemon's outbox row for `event_id`.
+    fn outbox_state(&self, event_id: &str) -> Option<String> {
+        self.db
+            .outbox()
+            .expect("outbox")
+            .into_iter()
+            .find(|r| r.event_id == event_id)
+            .map(|r| r.state)
+    }
+
+    fn has_message(&self, id: &str) -> bool {
+        matches!(self.db.status_of(id), Ok(Some(_)))
+    }
+}
+
+/// Wait (bounded) until `check` holds; it reads state the daemons change,
+/// polled briefly because they run in other processes.
+async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn write_config(root: &Path, name: &str, text: &str) -> (Config, PathBuf) {
+    let file = root.join(format!("{name}.toml"));
+    std::fs::write(&file, text).expect("write the configuration");
+    (Config::parse(text, &|_| None).expect("configuration"), file)
+}
+
+/// Event ids of the deliveries the receiver accepted, with their counts.
+fn accepted(receiver: &Receiver) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    for hit in receiver.hits() {
+        if hit.answered == 200 {
+            *seen.entry(hit.event_id).or_default() += 1;
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_share_one_inbox_and_one_posts_each_webhook_through_a_kill() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start().await;
+    let text = |dir: &str| config_toml(&relay, &root.path().join(dir), &receiver, LEASE, "");
+    let (config_a, file_a) = write_config(root.path(), "a", &text("a"));
+    let (config_b, file_b) = write_config(root.path(), "b", &text("b"));
+
+    // A is the business's first device; B joins the account as a second
+    // one (`agent init --link`, approved on A's device store).
+    let business = init_business(&relay, &config_a).await;
+    let code = device::init_link(&config_b, PASSPHRASE, FAST_KDF).expect("link code");
+    let mut first = Client::open(&config_a.device_dir(), PASSPHRASE).expect("open A's device");
+    first.connect(&url(&relay)).await.expect("connect");
+    let approval = first.add_device(&code).await.expect("approve B");
+    first.close().await.expect("close");
+    let joined = device::finish_link(&config_b, PASSPHRASE, &approval)
+        .await
+        .expect("B joins");
+    assert_eq!(joined, business);
+    // An agent of the inbox, added on A as `agent agent-add` does.
+    {
+        comptoir_client::store::create_private_dir(&config_a.data_dir).expect("data dir");
+        let db = Db::open(&config_a.database_path(), Vec::new()).expect("A's database");
+        agents::add(&db, "ana", PASSWORD, true, 1).expect("add ana");
+    }
+
+    let a = Daemon::start("A", &file_a, &config_a.database_path()).await;
+    let b = Daemon::start("B", &file_b, &config_b.database_path()).await;
+
+    // Exactly one of them holds the lease.
+    until("one daemon holds the lease", async || {
+        a.acting().await || b.acting().await
+    })
+    .await;
+    let (holder, other) = if a.acting().await { (a, b) } else { (b, a) };
+    assert!(!other.acting().await, "both daemons hold the lease");
+
+    // A customer's message reaches both inboxes.
+    let mut jo = customer(&relay, root.path(), "jo").await;
+    let customer_id = jo.account_id().to_string();
+    let first_id = jo
+        .send_text(business, "Hello, both of you")
+        .await
+        .expect("send")
+        .to_string();
+    until("both daemons record the message", async || {
+        holder.has_message(&first_id) && other.has_message(&first_id)
+    })
+    .await;
+    let (status, body) = call_raw_messages(&other).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"][0]["id"], first_id.as_str(), "{body}");
+
+    // Its webhook is posted once, by the holder; the other daemon learns
+    // that it was delivered (and so never posts it).
+    let first_event = format!("message:{first_id}");
+    receiver
+        .wait("the first message", |h| {
+            h.event_id == first_event && h.answered == 200
+        })
+        .await;
+    until("the other daemon marks it delivered", async || {
+        other.outbox_state(&first_event).as_deref() == Some("delivered")
+    })
+    .await;
+    assert_eq!(
+        holder.outbox_state(&first_event).as_deref(),
+        Some("delivered")
+    );
+
+    // Inbox state made on A shows on B: the agent (who can log in there),
+    // a note and an assignment.
+    let (on_a, on_b) = if holder.name == "A" {
+        (&holder, &other)
+    } else {
+        (&other, &holder)
+    };
+    let ana_on_a = agents::list(&on_a.db)
+        .expect("agents")
+        .into_iter()
+        .find(|x| x.name == "ana")
+        .expect("ana on A");
+    let ana = login(on_a.addr, "ana", PASSWORD).await;
+    let note = ana
+        .post(
+            on_a.addr,
+            &format!("/inbox/c/{customer_id}/note"),
+            &[("csrf", &ana.csrf), ("body", "VIP: answer first")],
+        )
+        .await;
+    assert_eq!(note.status, 303, "{}", note.text());
+    let assign = ana
+        .post(
+            on_a.addr,
+            &format!("/inbox/c/{customer_id}/assign"),
+            &[
+                ("csrf", &ana.csrf),
+                ("agent", &ana_on_a.id.to_string()),
+                ("note", ""),
+            ],
+        )
+        .await;
+    assert_eq!(assign.status, 303, "{}", assign.text());
+    until("B shows A's note and assignment", async || {
+        let assigned = conversations::get(&on_b.db, &customer_id)
+            .ok()
+            .and_then(|c| c.assignee)
+            .is_some_and(|(_, name)| name == "ana");
+        let noted = conversations::notes(&on_b.db, &customer_id)
+            .unwrap_or_default()
+            .iter()
+            .any(|n| n.body == "VIP: answer first" && n.author == "ana");
+        assigned && noted
+    })
+    .await;
+    login(on_b.addr, "ana", PASSWORD).await;
+
+    // The receiver fails for now: the holder keeps the next event pending.
+    receiver.answer.store(500, Ordering::SeqCst);
+    let second_id = jo
+        .send_text(business, "Are you there?")
+        .await
+        .expect("send")
+        .to_string();
+    let second_event = format!("message:{second_id}");
+    receiver
+        .wait("the refused second message", |h| {
+            h.event_id == second_event && h.answered == 500
+        })
+        .await;
+    until("the other daemon records it", async || {
+        other.has_message(&second_id)
+    })
+    .await;
+
+    // kill -9 the holder. The other takes the lease over and posts what
+    // was left, and what arrives after.
+    let mut holder = holder;
+    holder.child.kill().await.expect("kill -9 the holder");
+    receiver.answer.store(200, Ordering::SeqCst);
+    let third_id = jo
+        .send_text(business, "Hello?")
+        .await
+        .expect("send")
+        .to_string();
+    let third_event = format!("message:{third_id}");
+    until("the other daemon takes the lease", async || {
+        other.acting().await
+    })
+    .await;
+    for event in [&second_event, &third_event] {
+        receiver
+            .wait("an event after the take-over", |h| {
+                h.event_id == *event && h.answered == 200
+            })
+            .await;
+    }
+    until("the other daemon's outbox is empty", async || {
+        other
+            .db
+            .outbox()
+            .expect("outbox")
+            .iter()
+            .all(|r| r.state == "delivered")
+    })
+    .await;
+
+    // Every event delivered, each exactly once, under the id derived from
+    // its message id.
+    let expected: BTreeMap<String, usize> = [first_event, second_event, third_event]
+        .into_iter()
+        .map(|e| (e, 1))
+        .collect();
+    assert_eq!(accepted(&receiver), expected);
+    drop(other);
+}
+
+/// The relay primitive under it: one device of an account holds a lease
+/// at a time, until it gives it up or its connection ends; bad requests
+/// are refused with a typed error and take nothing.
+#[tokio::test]
+async fn a_lease_is_held_by_one_device_of_an_account_until_its_connection_ends() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let kind = AccountKind::Business;
+    let mut one = registered_as(&relay, &root.path().join("one"), "pw-long-enough", kind).await;
+    let mut two = linked(&relay, &mut one, &root.path().join("two")).await;
+    let mut stranger =
+        registered_as(&relay, &root.path().join("other"), "pw-long-enough", kind).await;
+    let (name, lease) = ("agent.acting", Duration::from_secs(60));
+    let got = one.acquire_lease(name, lease).await.expect("take");
+    assert!(got.mine && got.valid_until.is_some());
+    assert_eq!(got.holder, Some(one.device_id()));
+    let seen = two.acquire_lease(name, lease).await.expect("ask");
+    assert!(!seen.mine && seen.valid_until.is_none());
+    assert_eq!(seen.holder, Some(one.device_id()));
+    assert!(seen.expires_in <= lease);
+    // Another account's lease of the same name is its own.
+    assert!(
+        stranger
+            .acquire_lease(name, lease)
+            .await
+            .expect("take")
+            .mine
+    );
+
+    let long = "x".repeat(65);
+    for (bad_name, duration) in [
+        ("", lease),
+        ("no spaces", lease),
+        (long.as_str(), lease),
+        (name, Duration::from_millis(10)),
+        (name, Duration::from_secs(301)),
+    ] {
+        let refused = two.acquire_lease(bad_name, duration).await;
+        assert!(
+            matches!(
+                refused,
+                Err(ClientError::Relay {
+                    code: ErrorCode::InvalidRequest,
+                    ..
+                })
+            ),
+            "{bad_name:?} for {duration:?}: {refused:?}"
+        );
+    }
+    let seen = two.acquire_lease(name, lease).await.expect("ask");
+    assert_eq!(seen.holder, Some(one.device_id()), "refusals took nothing");
+
+    // Given up, then taken by the other device; its connection ends and
+    // the lease is free at once.
+    let given = one
+        .acquire_lease(name, Duration::ZERO)
+        .await
+        .expect("give up");
+    assert!(!given.mine && given.holder.is_none());
+    assert!(two.acquire_lease(name, lease).await.expect("take").mine);
+    let open = relay.metric("comptoir_authenticated_connections").await;
+    two.close().await.expect("close");
+    relay
+        .wait_metric_at_most("comptoir_authenticated_connections", open - 1.0)
+        .await;
+    let taken = one.acquire_lease(name, lease).await.expect("take");
+    assert!(taken.mine, "{taken:?}");
+}
+
+async fn call_raw_messages(daemon: &Daemon) -> (u16, Value) {
+    let url = format!("http://{}/v1/messages", daemon.addr);
+    let response = comptoir_agent::http_client::request(
+        "GET",
+        &url,
+        &[(
+            "authorization",
+            format!("Bearer {}", support::agent::FULL_KEY),
+        )],
+        Vec::new(),
+    )
+    .await
+    .expect("API answers");
+    let json = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
+    (response.status, json)
+}
