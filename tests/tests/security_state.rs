@@ -248,6 +248,108 @@ async fn a_block_refuses_every_later_send_under_concurrent_senders() {
     assert_eq!(ok.queued, 0, "the block deleted what the shop had queued");
 }
 
+/// (c) The operator revokes an approved template while the business's
+/// devices keep sending it to a customer (inside the window she opened,
+/// so only the approval decides). Once the revocation's answer is back,
+/// no send of the template is accepted: the relay's decoding of template
+/// records (memoised by their stored bytes) never answers with the
+/// approved record. Approved again, it is accepted again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revoked_template_is_refused_at_once_under_concurrent_senders() {
+    let relay = start_relay().await;
+    let admin = relay.admin_client();
+    let shop = Arc::new(Account::new(SENDERS as u32));
+    shop.register_as(relay.addr, wire::AccountKind::Business)
+        .await;
+    let carol = Account::new(1);
+    carol.register(relay.addr).await;
+    let template = support::templates::support_template(shop.id, wire::Category::Utility);
+    let tid = support::templates::id_for(shop.id, wire::Category::Utility);
+    {
+        let (mut b, _) = shop.login(relay.addr, 1).await;
+        let submitted = support::templates::submit(&mut b, &template).await;
+        assert!(
+            matches!(submitted, Body::TemplateSubmitted(_)),
+            "{submitted:?}"
+        );
+    }
+    admin.approve_template(&tid).await.expect("approve");
+    // Carol wrote to the shop: its templates need no consent in the window.
+    let (mut c1, _) = carol.login(relay.addr, 1).await;
+    let hello = c1
+        .request(send_body(&shop.id, &[1, 2, 3, 4], [0xCA; 16], b"hi"))
+        .await;
+    assert!(matches!(hello, Body::Accepted(_)), "{hello:?}");
+    let template_send = {
+        let tid = tid.clone();
+        move |id: [u8; 16], to: &comptoir_protocol::AccountId| {
+            let mut body = send_body_as(to, &[1], id, b"order", wire::Category::Utility);
+            if let client_frame::Body::Send(send) = &mut body {
+                send.template_id = tid.clone();
+            }
+            body
+        }
+    };
+
+    let revoked = Arc::new(AtomicBool::new(false));
+    let ids = Arc::new(AtomicU64::new(1));
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(SENDERS);
+    let mut senders = Vec::new();
+    for device in 1..=SENDERS as u32 {
+        let (mut c, _) = shop.login(relay.addr, device).await;
+        let (carol_id, revoked, ids, ready) =
+            (carol.id, revoked.clone(), ids.clone(), ready_tx.clone());
+        let template_send = template_send.clone();
+        senders.push(tokio::spawn(async move {
+            let (mut sent, mut after, mut accepted) = (0usize, 0usize, 0usize);
+            while after < AFTER {
+                let seen = revoked.load(SeqCst);
+                let reply = c.request(template_send(next_id(&ids), &carol_id)).await;
+                match &reply {
+                    Body::Accepted(_) => {
+                        assert!(!seen, "a template sent after its revocation was accepted");
+                        accepted += 1;
+                    }
+                    // Before `seen`, the revocation may have landed already.
+                    _ if is_error(&reply, ErrorCode::TemplateNotApproved) => {}
+                    other => panic!("unexpected reply {other:?}"),
+                }
+                sent += 1;
+                if sent == 10 {
+                    let _ = ready.send(()).await;
+                }
+                after += usize::from(seen);
+            }
+            (c, accepted)
+        }));
+    }
+    drop(ready_tx);
+    for _ in 0..SENDERS {
+        ready_rx.recv().await.expect("a sender is ready");
+    }
+    let answer = admin.revoke_template(&tid).await.expect("revoke");
+    assert_eq!(answer.status, "revoked");
+    revoked.store(true, SeqCst);
+
+    let mut connections = Vec::new();
+    let mut accepted = 0;
+    for sender in senders {
+        let (c, n) = sender.await.expect("sender");
+        connections.push(c);
+        accepted += n;
+    }
+    assert!(
+        accepted > 0,
+        "some sends were accepted before the revocation"
+    );
+    // Approved again: accepted again, at once.
+    admin.approve_template(&tid).await.expect("approve again");
+    let again = connections[0]
+        .request(template_send(next_id(&ids), &carol.id))
+        .await;
+    assert!(matches!(again, Body::Accepted(_)), "{again:?}");
+}
+
 /// A list that keeps a device id but gives it another identity key cuts
 /// off the connection that proved the old key (it held that key for its
 /// whole life), like a removal; the device with the new key logs in.

@@ -124,7 +124,7 @@ pub(crate) async fn send_checked<
     // The named template's approval, for template categories only.
     let template_state = if template && recipient != sender {
         match comptoir_protocol::template::TemplateId::from_hex(&request.template_id) {
-            Some(id) => match relay.store.template(&id).await? {
+            Some(id) => match relay.store.template_shared(&id).await? {
                 Some(stored) if stored.approved_for(sender) => {
                     TemplateState::Approved(wire::Category::from(stored.template.category))
                 }

@@ -252,6 +252,9 @@ pub struct SledStore {
     /// Parsed device lists, keyed by their stored bytes (every read still
     /// goes to sled: no state is cached).
     parsed_lists: Arc<ParsedLists>,
+    /// Decoded template records, keyed by their stored bytes (the same:
+    /// see `storage::templates`).
+    pub(super) parsed_templates: Arc<super::templates::ParsedTemplates>,
     accounts: Tree,
     records: Tree,
     prekeys: Tree,
@@ -511,6 +514,7 @@ impl SledStore {
         move_legacy_receipts(&receipts, &mail, &db)?;
         Ok(Self {
             parsed_lists: Arc::default(),
+            parsed_templates: Arc::default(),
             accounts,
             records: tree("account_records")?,
             prekeys: tree("prekeys")?,

@@ -7,8 +7,15 @@
 //! value a `comptoir.relay.TemplateRecord`. A decision replaces the record
 //! only if it is still the one the decision was taken on
 //! (compare-and-swap), and is durable before the call returns.
+//!
+//! `Send` reads the record of every template sent; its decoding (a
+//! protobuf holding the template as JSON) is memoised by the exact bytes
+//! sled returned ([`ParsedTemplates`]), as device lists are: every read
+//! still goes to sled, so a revocation or a rejection takes effect at once.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 
 use comptoir_protocol::AccountId;
 use comptoir_protocol::keys::SIGNATURE_LEN;
@@ -72,6 +79,13 @@ pub trait Templates: Send + Sync + 'static {
         id: &TemplateId,
     ) -> impl Future<Output = StorageResult<Option<StoredTemplate>>> + Send;
 
+    /// [`Templates::template`], shared: the same answer, read from the
+    /// store on every call, without copying (the `Send` path).
+    fn template_shared(
+        &self,
+        id: &TemplateId,
+    ) -> impl Future<Output = StorageResult<Option<Arc<StoredTemplate>>>> + Send;
+
     /// Every template kept, by id.
     fn templates(&self) -> impl Future<Output = StorageResult<Vec<StoredTemplate>>> + Send;
 
@@ -133,6 +147,37 @@ fn backend(e: ::sled::Error) -> StorageError {
     StorageError::Backend(e.to_string())
 }
 
+/// Decoded templates kept at most; past it the memo starts over.
+const PARSED_TEMPLATES: usize = 10_000;
+
+/// The decoding of each template record, keyed by the exact bytes it was
+/// decoded from. Not a cache of state: every read still goes to sled, and
+/// the memo only answers when the bytes sled returned are the ones it
+/// decoded, so it can never serve a record sled no longer holds (a
+/// revoked or rejected template reads as such at once), whoever wrote
+/// sled and whatever raced.
+#[derive(Debug, Default)]
+pub(super) struct ParsedTemplates(Mutex<HashMap<TemplateId, (::sled::IVec, Arc<StoredTemplate>)>>);
+
+impl ParsedTemplates {
+    /// The decoding of `bytes`, the record sled holds for `id` now.
+    fn decode(&self, id: &TemplateId, bytes: ::sled::IVec) -> StorageResult<Arc<StoredTemplate>> {
+        let lock = || self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((kept, stored)) = lock().get(id)
+            && *kept == bytes
+        {
+            return Ok(stored.clone());
+        }
+        let stored = Arc::new(decode(id.as_bytes(), &bytes)?);
+        let mut memo = lock();
+        if memo.len() >= PARSED_TEMPLATES {
+            memo.clear();
+        }
+        memo.insert(*id, (bytes, stored.clone()));
+        Ok(stored)
+    }
+}
+
 impl Templates for SledStore {
     async fn submit_template(&self, template: StoredTemplate) -> StorageResult<StoredTemplate> {
         let key = template.id.as_bytes().to_vec();
@@ -158,6 +203,13 @@ impl Templates for SledStore {
     async fn template(&self, id: &TemplateId) -> StorageResult<Option<StoredTemplate>> {
         match self.templates.get(id.as_bytes()).map_err(backend)? {
             Some(bytes) => decode(id.as_bytes(), &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn template_shared(&self, id: &TemplateId) -> StorageResult<Option<Arc<StoredTemplate>>> {
+        match self.templates.get(id.as_bytes()).map_err(backend)? {
+            Some(bytes) => self.parsed_templates.decode(id, bytes).map(Some),
             None => Ok(None),
         }
     }
