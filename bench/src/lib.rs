@@ -12,6 +12,8 @@
 //!   decrypted through a real relay, beside copying it on the same disk.
 //! - [`client_mux`]: many tasks sending encrypted messages through one
 //!   `Client`.
+//! - [`metering`]: what franking and the ledger cost the relay: the
+//!   business mix against a relay with both on and one with both off.
 
 #![forbid(unsafe_code)]
 
@@ -20,4 +22,5 @@ pub mod attachment;
 pub mod client_mux;
 pub mod forwarder;
 pub mod load;
+pub mod metering;
 pub mod mux;

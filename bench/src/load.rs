@@ -25,6 +25,12 @@
 //! customer neighbour opens before the run by writing to the business;
 //! the rest of the ring is customer-to-customer conversation.
 //!
+//! What the sends carry for the relay's franking and ledger is
+//! [`Metering`]: by default the businesses frank every send and customers
+//! sign their acks of billed templates; `FrankEvery` franks the customers'
+//! messages too, and `Off` franks nothing and signs nothing (for a
+//! benchmark relay without franking or ledger, see [`crate::metering`]).
+//!
 //! Either way each business submits its own utility template during
 //! setup and the harness approves it through the relay's admin API
 //! ([`TemplateApproval`]) before the timed run; a server that checks no
@@ -120,8 +126,31 @@ pub struct LoadOptions {
     /// templates (0 to 100; the others are service replies). 50: every
     /// other send.
     pub template_percent: u32,
+    /// Which sends carry a franking commitment and which acks are signed.
+    pub metering: Metering,
     /// Give up after this long.
     pub timeout: Duration,
+}
+
+/// Which sends of a run carry a franking commitment and which acks the
+/// customers sign: what the relay's franking and ledger get to do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Metering {
+    /// Every business send franked (the relay refuses one without),
+    /// customers' sends not; the acks of billed templates signed. The load
+    /// of docs/BENCHMARKS.md before issue 14.
+    #[default]
+    BusinessesFrank,
+    /// Every send franked, customers' conversation messages too (as the
+    /// client library franks every message); the acks of billed templates
+    /// signed, so the relay's ledger records each delivery.
+    FrankEvery,
+    /// No send franked and no ack signed: for a relay that requires no
+    /// franking and keeps no ledger (a benchmark's, built with the relay's
+    /// `bench-unmetered` feature); a metered relay refuses a business's
+    /// first send.
+    Off,
 }
 
 /// The largest billed share a ring can carry: a business's next device
@@ -506,7 +535,8 @@ async fn open_window(
             {
                 continue;
             }
-            let (ack, _) = load_ack(business, customer, envelope)?;
+            // A conversation message: never a signed ack.
+            let (ack, _) = load_ack(business, customer, envelope, Metering::default())?;
             business_ws
                 .send(client(0, client_frame::Body::DeliveryAck(ack)))
                 .await?;
@@ -697,6 +727,7 @@ pub async fn run(
             billed_sends: plan.billed_sends.get(i).copied().unwrap_or(0),
             window_open: plan.window_open,
             template_id: std::mem::take(&mut template_ids[i]),
+            metering: options.metering,
         };
         tasks.spawn(device(ws, accounts.clone(), role, options, start));
     }
@@ -753,6 +784,8 @@ struct Role {
     window_open: bool,
     /// A business's approved template (hex id); empty for a customer.
     template_id: String,
+    /// What is franked and signed.
+    metering: Metering,
 }
 
 /// What one device measured.
@@ -788,7 +821,7 @@ fn load_send(
     // carry one; the load never opens it, only signs it back when billed.
     let mut tag = [0x46u8; 32];
     tag[..16].copy_from_slice(&message_id);
-    let (category, template_id, franking_tag) = if billed {
+    let (category, template_id, mut franking_tag) = if billed {
         (
             wire::Category::Utility,
             role.template_id.clone(),
@@ -805,6 +838,11 @@ fn load_send(
     } else {
         (wire::Category::Conversation, String::new(), Vec::new())
     };
+    match role.metering {
+        Metering::BusinessesFrank => {}
+        Metering::FrankEvery => franking_tag = tag.to_vec(),
+        Metering::Off => franking_tag = Vec::new(),
+    }
     wire::Send {
         message_id: message_id.to_vec(),
         recipient_account: to.id.to_vec(),
@@ -820,11 +858,13 @@ fn load_send(
 }
 
 /// The ack of `envelope` by device 1 of `me`: signed when `me` is the
-/// customer of a billed template (`from` sent it).
+/// customer of a billed template (`from` sent it), unless `metering` is
+/// [`Metering::Off`] (the relay keeps no ledger to sign for).
 fn load_ack(
     me: &LoadAccount,
     from: &LoadAccount,
     envelope: wire::Envelope,
+    metering: Metering,
 ) -> Result<(wire::DeliveryAck, bool), LoadError> {
     let category =
         wire::Category::try_from(envelope.category).unwrap_or(wire::Category::Unspecified);
@@ -834,7 +874,7 @@ fn load_ack(
         accept_id: envelope.accept_id,
         ..Default::default()
     };
-    if !is_billed(from.kind, me.kind, category) {
+    if metering == Metering::Off || !is_billed(from.kind, me.kind, category) {
         return Ok((ack, false));
     }
     let message_id = ack.message_id.as_slice().try_into().map_err(|_| {
@@ -908,7 +948,7 @@ async fn device(
                     .map_or(0, u64::from_be_bytes);
                 latencies.push((start.elapsed().as_nanos() as u64).saturating_sub(sent_at));
                 received += 1;
-                let (ack, signed) = load_ack(me, from, envelope)?;
+                let (ack, signed) = load_ack(me, from, envelope, role.metering)?;
                 // A signed ack asks for an answer, so a refusal is seen.
                 let request_id = if signed {
                     signed_sent += 1;

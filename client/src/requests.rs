@@ -75,6 +75,16 @@ pub fn note_incoming(store: &Store, me: &AccountId, peer: &AccountId, now_ms: u6
 
 /// Make `peer` known (this account writes to it, or the user accepted).
 pub fn accept(store: &Store, peer: &AccountId) -> Result<()> {
+    // Every send makes its peer known: write only when it is not known
+    // already (else a sealed write on every send), under the guard
+    // `note_incoming` takes, so neither overwrites the other.
+    let _guard = store.updating();
+    if store
+        .get(Tree::Requests, peer.as_bytes())?
+        .is_some_and(|record| record.as_slice() == [ACCEPTED])
+    {
+        return Ok(());
+    }
     store.put(Tree::Requests, peer.as_bytes(), &[ACCEPTED])
 }
 

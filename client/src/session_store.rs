@@ -82,17 +82,20 @@ pub fn load_session(store: &Store, account: &AccountId, device: u32) -> Result<S
     Ok(decoded.unwrap_or_default())
 }
 
-/// Write the session record with one remote device (not flushed).
+/// Write the session record with one remote device (not flushed). The
+/// record is also kept as the decoded value of what was written, so the
+/// next [`load_session`] (the next send) does not decode it again.
 pub fn save_session(
     store: &Store,
     account: &AccountId,
     device: u32,
     record: &SessionRecord,
 ) -> Result<()> {
-    store.put(
+    store.put_decoded(
         Tree::Sessions,
         &session_key(account, device),
         &record.to_protobuf(),
+        record.clone(),
     )
 }
 
@@ -314,10 +317,53 @@ impl PreKeyStore for PreKeys {
 
 #[cfg(test)]
 mod tests {
-    use comptoir_protocol::IdentityKeyPair;
+    use comptoir_protocol::proto::wire::PreKeyBundle;
+    use comptoir_protocol::{IdentityKeyPair, VerifiedBundle};
 
     use super::*;
     use crate::store::KdfParams;
+
+    #[test]
+    fn a_saved_session_loads_as_written_and_as_its_stored_bytes_decode() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| ClientError::io("tempdir", e))?;
+        let params = KdfParams {
+            m_cost: 64,
+            t_cost: 1,
+            p_cost: 1,
+        };
+        let store = Store::create(dir.path(), "pw-long-enough", params)?;
+        let rng = &mut rand::rng();
+        let (alice, bob) = (
+            IdentityKeyPair::generate(rng),
+            IdentityKeyPair::generate(rng),
+        );
+        let (_, upload) = InMemoryPreKeyStore::generate(&bob, 1, 1, 1, rng);
+        let bundle = PreKeyBundle {
+            account_id: vec![1; 16],
+            device_id: 1,
+            identity_key: bob.public().to_bytes().to_vec(),
+            signed_prekey: upload.signed_prekey.clone(),
+            one_time_prekey: upload.one_time_prekeys.first().cloned(),
+        };
+        let mut record = SessionRecord::default();
+        record.initiate(&alice, &VerifiedBundle::verify(&bundle, None)?, rng)?;
+        let peer = AccountId::from_bytes(&[2; 16])?;
+        for _ in 0..3 {
+            record.encrypt(b"hello", rng)?;
+            save_session(&store, &peer, 1, &record)?;
+            // Read back from the cache the write filled ...
+            let loaded = load_session(&store, &peer, 1)?;
+            assert_eq!(*loaded.to_protobuf(), *record.to_protobuf());
+            // ... it is what the sealed bytes on disk decode to.
+            let stored = store
+                .get(Tree::Sessions, &session_key(&peer, 1))?
+                .ok_or_else(|| ClientError::CorruptStore("no session".into()))?;
+            let decoded = SessionRecord::from_protobuf(&stored)
+                .map_err(|e| ClientError::CorruptStore(e.to_string()))?;
+            assert_eq!(*decoded.to_protobuf(), *record.to_protobuf());
+        }
+        Ok(())
+    }
 
     #[test]
     fn prekeys_persist_and_commit_removals_and_signed_ones_wait_for_their_grace() -> Result<()> {

@@ -419,11 +419,55 @@ impl Store {
 
     /// Seal and write a record.
     pub fn put(&self, tree: Tree, key: &[u8], plaintext: &[u8]) -> Result<()> {
+        self.tree(tree)?
+            .insert(key, self.seal(tree, key, plaintext)?)?;
+        Ok(())
+    }
+
+    /// [`Self::put`] of a record read back with [`Self::get_decoded`]:
+    /// `value` is what `plaintext` decodes to, kept as the decoded value of
+    /// the sealed bytes just written, so the next read of the record does
+    /// not decode it again (a session record is rewritten by every send and
+    /// read by the next).
+    pub fn put_decoded<T: Send + Sync + 'static>(
+        &self,
+        tree: Tree,
+        key: &[u8],
+        plaintext: &[u8],
+        value: T,
+    ) -> Result<()> {
+        let sealed = sled::IVec::from(self.seal(tree, key, plaintext)?);
+        self.tree(tree)?.insert(key, sealed.clone())?;
+        self.remember_decoded(tree, key, sealed, Arc::new(value));
+        Ok(())
+    }
+
+    /// `plaintext` sealed for `key` in `tree`.
+    fn seal(&self, tree: Tree, key: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
         let mut bound = Zeroizing::new(binding(tree, key));
         bound.extend_from_slice(plaintext);
-        let sealed = seal_record(&self.key, tree.kind(), &bound, &mut rand::rng())?;
-        self.tree(tree)?.insert(key, sealed)?;
-        Ok(())
+        Ok(seal_record(
+            &self.key,
+            tree.kind(),
+            &bound,
+            &mut rand::rng(),
+        )?)
+    }
+
+    /// Keep `value` as what the record `key` of `tree` decodes to while its
+    /// sealed bytes are `sealed`.
+    fn remember_decoded(
+        &self,
+        tree: Tree,
+        key: &[u8],
+        sealed: sled::IVec,
+        value: Arc<dyn Any + Send + Sync>,
+    ) {
+        let mut cache = self.decoded.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.entries.len() >= DECODED_CACHE_ENTRIES {
+            cache.entries.clear();
+        }
+        cache.entries.insert((tree, key.to_vec()), (sealed, value));
     }
 
     /// Read and open a record.
@@ -458,13 +502,7 @@ impl Store {
             }
         }
         let value = decode(&self.unseal(tree, key, &sealed)?)?;
-        let mut cache = self.decoded.lock().unwrap_or_else(PoisonError::into_inner);
-        if cache.entries.len() >= DECODED_CACHE_ENTRIES {
-            cache.entries.clear();
-        }
-        cache
-            .entries
-            .insert(cache_key, (sealed, Arc::new(value.clone())));
+        self.remember_decoded(tree, key, sealed, Arc::new(value.clone()));
         Ok(Some(value))
     }
 
@@ -976,6 +1014,37 @@ mod tests {
             Store::open(dir.path(), "pX"),
             Err(ClientError::WrongPassphrase)
         ));
+        Ok(())
+    }
+
+    #[test]
+    fn a_record_put_decoded_reads_back_without_decoding_until_rewritten() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| ClientError::io("tempdir", e))?;
+        let store = Store::create(dir.path(), "pw-long-enough", FAST)?;
+        let undecodable = |_: &[u8]| -> Result<u32> { Err(ClientError::NotConnected) };
+        store.put_decoded(Tree::Sessions, b"k", b"seven", 7u32)?;
+        // The value written is read back as is: no decoding.
+        assert_eq!(
+            store.get_decoded(Tree::Sessions, b"k", undecodable)?,
+            Some(7)
+        );
+        // What is on disk is still the sealed plaintext.
+        assert_eq!(
+            store
+                .get(Tree::Sessions, b"k")?
+                .as_deref()
+                .map(Vec::as_slice),
+            Some(&b"seven"[..])
+        );
+        // Rewritten without a value: the next read decodes the new bytes.
+        store.put(Tree::Sessions, b"k", b"eight")?;
+        assert!(
+            store
+                .get_decoded(Tree::Sessions, b"k", undecodable)
+                .is_err()
+        );
+        let length = |bytes: &[u8]| -> Result<u32> { Ok(bytes.len() as u32) };
+        assert_eq!(store.get_decoded(Tree::Sessions, b"k", length)?, Some(5));
         Ok(())
     }
 

@@ -69,6 +69,16 @@ pub struct Config {
     /// limits and the rating thresholds (docs/OPERATIONS.md, "Quality
     /// rating and messaging tiers").
     pub tiers: crate::quality::TiersConfig,
+    /// Bench-only (cargo feature `bench-unmetered`, never in a release
+    /// build of the relay): accept a business's sends without a franking
+    /// commitment and keep no ledger, so templates are delivered unbilled
+    /// and their acks are not checked. Not a configuration key (a file
+    /// cannot set it): only a program embedding the library sets it, to
+    /// measure what franking and the ledger cost (`relay-load bench
+    /// --compare-franking-ledger`). See [`Config::metered`].
+    #[cfg(feature = "bench-unmetered")]
+    #[serde(skip)]
+    pub unmetered_for_benchmarks: bool,
 }
 
 /// Default price of a utility template outside the window: £0.005.
@@ -326,6 +336,22 @@ pub struct Limits {
 }
 
 impl Config {
+    /// Whether this relay requires a franking commitment on every message
+    /// a business sends and keeps the ledger (a billed template's entry at
+    /// accept, its signed delivery at ack): always, except a benchmark's
+    /// relay with [`Config::unmetered_for_benchmarks`] (feature
+    /// `bench-unmetered`).
+    pub fn metered(&self) -> bool {
+        #[cfg(feature = "bench-unmetered")]
+        {
+            !self.unmetered_for_benchmarks
+        }
+        #[cfg(not(feature = "bench-unmetered"))]
+        {
+            true
+        }
+    }
+
     /// Where the operator key lives.
     pub fn operator_key_path(&self) -> PathBuf {
         self.operator_key_file
@@ -384,6 +410,8 @@ impl Default for Config {
             rates: RatesConfig::default(),
             blobs: crate::blobs::BlobLimits::default(),
             tiers: crate::quality::TiersConfig::default(),
+            #[cfg(feature = "bench-unmetered")]
+            unmetered_for_benchmarks: false,
         }
     }
 }

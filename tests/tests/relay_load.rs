@@ -4,11 +4,15 @@
 //! approved through the admin API during setup, every signed ack answered
 //! `Ok`; without the approval the relay refuses the first template and the
 //! run fails with its code. The forwarder takes the same frames unapproved.
+//! Issue 14's comparison runs too: franking and the ledger on against a
+//! benchmark relay that bills, both off against one that does not.
 
 mod support;
 
-use comptoir_bench::load::{self, LoadError, LoadOptions, TemplateApproval};
+use comptoir_bench::load::{self, LoadError, LoadOptions, Metering, TemplateApproval};
+use comptoir_bench::metering;
 use comptoir_protocol::proto::wire::ErrorCode;
+use comptoir_relay::admin::client::AdminClient;
 use support::{TIMEOUT, start_relay};
 
 /// A tiny ring: 10 devices, 20 sends each.
@@ -21,6 +25,7 @@ fn tiny(billed_percent: u32, business_percent: u32) -> LoadOptions {
         billed_percent,
         business_percent,
         template_percent: 50,
+        metering: Metering::default(),
         timeout: TIMEOUT,
     }
 }
@@ -92,4 +97,90 @@ async fn the_forwarder_takes_the_same_frames_without_approval() {
         assert_eq!(report.envelopes, 200);
     }
     forwarder.abort();
+}
+
+/// Lines in the bills of every business with an approved template.
+async fn bill_lines(admin: &AdminClient) -> u64 {
+    let mut lines = 0;
+    for template in admin
+        .templates(Some("approved"))
+        .await
+        .expect("templates")
+        .templates
+    {
+        let bill = admin
+            .export_bill(&template.business, None, None, "json")
+            .await
+            .expect("bill");
+        let bill: serde_json::Value = serde_json::from_str(&bill).expect("JSON bill");
+        lines += bill["total_lines"].as_u64().expect("total_lines");
+    }
+    lines
+}
+
+/// A benchmark relay of `relay-load bench --compare-franking-ledger`, in
+/// this process, and a client of its admin API.
+async fn bench_relay(
+    dir: &tempfile::TempDir,
+    unmetered: bool,
+) -> (metering::BenchRelay, AdminClient) {
+    let data = dir.path().join("data");
+    let relay = metering::start(data.clone(), unmetered)
+        .await
+        .expect("benchmark relay");
+    let token = comptoir_relay::operator::read_admin_token(
+        &data.join(comptoir_relay::operator::ADMIN_TOKEN_FILE),
+    )
+    .expect("admin token");
+    let admin = AdminClient::new(relay.admin, token);
+    (relay, admin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn franking_and_ledger_on_then_off_run_the_same_business_mix() {
+    let on_dir = tempfile::tempdir().expect("temp dir");
+    let off_dir = tempfile::tempdir().expect("temp dir");
+    // On: every send franked, each template's signed ack answered Ok and
+    // billed.
+    let (on, on_admin) = bench_relay(&on_dir, false).await;
+    assert!(on.metered);
+    let report = load::run(
+        on.address,
+        metering::on(tiny(0, 20)),
+        TemplateApproval::Admin(&on_admin),
+    )
+    .await
+    .expect("franked and billed");
+    assert_eq!((report.billed, report.service), (20, 20));
+    assert_eq!(report.signed_acks, 20);
+    assert_eq!(report.envelopes, 200);
+    assert_eq!(bill_lines(&on_admin).await, 20, "one bill line a template");
+    // The off traffic (nothing franked) is refused by a relay that franks.
+    match load::run(
+        on.address,
+        metering::off(tiny(0, 20)),
+        TemplateApproval::Admin(&on_admin),
+    )
+    .await
+    {
+        Err(LoadError::Refused { what, code, .. }) => {
+            assert_eq!(what, "send");
+            assert_eq!(code, ErrorCode::FrankingRequired as i32);
+        }
+        other => panic!("expected FRANKING_REQUIRED, got {other:?}"),
+    }
+    // Off: the same mix, nothing franked or signed, no bill line.
+    let (off, off_admin) = bench_relay(&off_dir, true).await;
+    assert!(!off.metered);
+    let report = load::run(
+        off.address,
+        metering::off(tiny(0, 20)),
+        TemplateApproval::Admin(&off_admin),
+    )
+    .await
+    .expect("neither franked nor billed");
+    assert_eq!((report.billed, report.service), (20, 20));
+    assert_eq!(report.signed_acks, 0);
+    assert_eq!(report.envelopes, 200);
+    assert_eq!(bill_lines(&off_admin).await, 0, "no ledger");
 }

@@ -5,7 +5,11 @@
 //! `relay-load forwarder`) as child processes on 127.0.0.1, runs the same
 //! load against each, and prints both; with `--business-percent` it runs
 //! the relay on a business mix and on customer-only traffic instead,
-//! alternating, and prints their ratio (the cost of the business rules).
+//! alternating, and prints their ratio (the cost of the business rules);
+//! with `--compare-franking-ledger` too, it runs the business mix against
+//! a relay with franking and the ledger on and against one with both off
+//! (relays hosted by this binary, `relay-load relay-child`), and prints
+//! on ÷ off.
 //! `relay-load idle` measures the relay's resident memory per idle
 //! authenticated connection.
 
@@ -18,7 +22,10 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use comptoir_bench::attachment;
 use comptoir_bench::client_mux::{self, ClientMuxOptions};
-use comptoir_bench::load::{self, LoadAccount, LoadOptions, LoadReport, TemplateApproval};
+use comptoir_bench::load::{
+    self, LoadAccount, LoadOptions, LoadReport, Metering, TemplateApproval,
+};
+use comptoir_bench::metering;
 use comptoir_bench::mux::{self, MuxOptions};
 use comptoir_relay::admin::client::AdminClient;
 use tokio::net::TcpListener;
@@ -76,6 +83,14 @@ enum Cmd {
         /// (what the mix costs the load generator itself).
         #[arg(long)]
         with_forwarder: bool,
+        /// With --business-percent: run the business mix against a relay
+        /// with franking and the ledger on (every send franked, billed
+        /// templates' acks signed and appended to the bills) and against
+        /// one with both off (nothing franked or signed, no ledger),
+        /// alternating, instead of against customer-only traffic. Needs
+        /// relay-load built with the feature `unmetered-relay`.
+        #[arg(long, conflicts_with = "with_forwarder")]
+        compare_franking_ledger: bool,
         /// Rounds (each runs forwarder then relay); the best round of each
         /// is reported too.
         #[arg(long, default_value_t = 3)]
@@ -119,6 +134,18 @@ enum Cmd {
         /// The relay's admin token file (`DATA_DIR/admin.token`).
         #[arg(long, requires = "admin")]
         admin_token: Option<PathBuf>,
+    },
+    /// Run only a benchmark relay on loopback (used by `bench
+    /// --compare-franking-ledger`): the relay library in this process, with
+    /// the limits `bench` gives every relay.
+    #[command(hide = true)]
+    RelayChild {
+        /// Its data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Without franking or ledger (feature `unmetered-relay`).
+        #[arg(long)]
+        unmetered: bool,
     },
     /// Run only the storage-free forwarder (used by `bench`).
     Forwarder {
@@ -244,6 +271,19 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Cmd::Forwarder { listen } => forwarder(listen).await,
+            Cmd::RelayChild {
+                data_dir,
+                unmetered,
+            } => {
+                // The relay's warnings and errors, as the `relay` child's.
+                tracing_subscriber::fmt()
+                    .with_ansi(false)
+                    .with_writer(std::io::stderr)
+                    .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+                    .init();
+                metering::serve(data_dir, unmetered).await?;
+                Ok(())
+            }
             Cmd::Bench {
                 devices,
                 messages,
@@ -253,6 +293,7 @@ fn main() -> ExitCode {
                 business_percent,
                 template_percent,
                 with_forwarder,
+                compare_franking_ledger,
                 rounds,
             } => {
                 let options = LoadOptions {
@@ -263,9 +304,17 @@ fn main() -> ExitCode {
                     billed_percent,
                     business_percent,
                     template_percent,
+                    metering: Metering::default(),
                     timeout: Duration::from_secs(300),
                 };
-                if business_percent > 0 {
+                if compare_franking_ledger {
+                    if business_percent == 0 {
+                        return Err("--compare-franking-ledger runs the business mix: give \
+                                    --business-percent (1 to 50)"
+                            .into());
+                    }
+                    bench_metering(options, rounds).await
+                } else if business_percent > 0 {
                     bench_rules(options, rounds, with_forwarder).await
                 } else {
                     bench(options, rounds).await
@@ -398,6 +447,7 @@ fn main() -> ExitCode {
                     billed_percent,
                     business_percent,
                     template_percent,
+                    metering: Metering::default(),
                     timeout: Duration::from_secs(300),
                 };
                 let admin = match (admin, admin_token) {
@@ -565,6 +615,34 @@ fn start_relay_with(old: bool) -> Result<Server, Box<dyn std::error::Error>> {
         child,
         addr,
         admin,
+        _dir: Some(dir),
+    })
+}
+
+/// Start a benchmark relay as a child of this binary (`relay-load
+/// relay-child`, see [`metering::serve`]): franking and the ledger on, or
+/// (`unmetered`) off.
+fn start_bench_relay(unmetered: bool) -> Result<Server, Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let mut command = Command::new(std::env::current_exe()?);
+    command.arg("relay-child").arg("--data-dir").arg(&data);
+    if unmetered {
+        command.arg("--unmetered");
+    }
+    let mut child = command
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let (addr, admin) = wait_listening(&mut child, "address=", Some("admin="))?;
+    let admin = admin.ok_or("the benchmark relay named no admin API")?;
+    let token = comptoir_relay::operator::read_admin_token(
+        &data.join(comptoir_relay::operator::ADMIN_TOKEN_FILE),
+    )?;
+    Ok(Server {
+        child,
+        addr,
+        admin: Some(AdminClient::new(admin, token)),
         _dir: Some(dir),
     })
 }
@@ -737,44 +815,112 @@ async fn bench_rules(business: LoadOptions, rounds: usize, with_forwarder: bool)
         }
     }
     for (&name, runs) in servers.iter().zip(&runs) {
-        let column = |pick: fn(&RulesRun) -> f64, business: bool| -> Vec<f64> {
-            runs.iter()
-                .map(|(b, c)| pick(if business { b } else { c }))
-                .collect()
-        };
-        let ratios = |pick: fn(&RulesRun) -> f64| -> Vec<f64> {
-            runs.iter()
-                .map(|(b, c)| pick(b) / pick(c).max(f64::EPSILON))
-                .collect()
-        };
-        let range = |values: &[f64]| {
-            values
-                .iter()
-                .fold((f64::INFINITY, 0.0f64), |(l, h), &r| (l.min(r), h.max(r)))
-        };
-        let throughput = ratios(|r| r.throughput);
-        let (low, high) = range(&throughput);
-        println!(
-            "{name}: median env/s business {:.0}, customer {:.0} (ratio of medians {:.3}); \
-             per-round business / customer: median {:.3}, range {low:.3}-{high:.3}",
-            median(&column(|r| r.throughput, true)),
-            median(&column(|r| r.throughput, false)),
-            median(&column(|r| r.throughput, true)) / median(&column(|r| r.throughput, false)),
-            median(&throughput),
-        );
-        let cpu = ratios(|r| r.server_cpu_us);
-        let (low, high) = range(&cpu);
-        println!(
-            "{name}: median CPU per envelope business {:.1} us, customer {:.1} us; per-round \
-             business / customer: median {:.3}, range {low:.3}-{high:.3}; load generator \
-             {:.1} us against {:.1} us",
-            median(&column(|r| r.server_cpu_us, true)),
-            median(&column(|r| r.server_cpu_us, false)),
-            median(&cpu),
-            median(&column(|r| r.load_cpu_us, true)),
-            median(&column(|r| r.load_cpu_us, false)),
-        );
+        print_pair_summary(name, ("business", "customer"), runs);
     }
+    Ok(())
+}
+
+/// The medians of paired runs `(a, b)` of one server over the rounds, and
+/// the per-round ratios a ÷ b, for throughput and for the CPU each process
+/// spent per envelope.
+fn print_pair_summary(name: &str, (a, b): (&str, &str), runs: &[(RulesRun, RulesRun)]) {
+    let column = |pick: fn(&RulesRun) -> f64, first: bool| -> Vec<f64> {
+        runs.iter()
+            .map(|(x, y)| pick(if first { x } else { y }))
+            .collect()
+    };
+    let ratios = |pick: fn(&RulesRun) -> f64| -> Vec<f64> {
+        runs.iter()
+            .map(|(x, y)| pick(x) / pick(y).max(f64::EPSILON))
+            .collect()
+    };
+    let range = |values: &[f64]| {
+        values
+            .iter()
+            .fold((f64::INFINITY, 0.0f64), |(l, h), &r| (l.min(r), h.max(r)))
+    };
+    let throughput = ratios(|r| r.throughput);
+    let (low, high) = range(&throughput);
+    println!(
+        "{name}: median env/s {a} {:.0}, {b} {:.0} (ratio of medians {:.3}); \
+         per-round {a} / {b}: median {:.3}, range {low:.3}-{high:.3}",
+        median(&column(|r| r.throughput, true)),
+        median(&column(|r| r.throughput, false)),
+        median(&column(|r| r.throughput, true)) / median(&column(|r| r.throughput, false)),
+        median(&throughput),
+    );
+    let cpu = ratios(|r| r.server_cpu_us);
+    let (low, high) = range(&cpu);
+    println!(
+        "{name}: median CPU per envelope {a} {:.1} us, {b} {:.1} us; per-round \
+         {a} / {b}: median {:.3}, range {low:.3}-{high:.3}; load generator \
+         {:.1} us against {:.1} us",
+        median(&column(|r| r.server_cpu_us, true)),
+        median(&column(|r| r.server_cpu_us, false)),
+        median(&cpu),
+        median(&column(|r| r.load_cpu_us, true)),
+        median(&column(|r| r.load_cpu_us, false)),
+    );
+}
+
+/// `relay-load bench --compare-franking-ledger`: each round runs the
+/// business mix against a fresh benchmark relay with franking and the
+/// ledger on and against a fresh one with both off (see
+/// [`comptoir_bench::metering`]), alternating which goes first; prints the
+/// rounds, the medians and on ÷ off.
+async fn bench_metering(options: LoadOptions, rounds: usize) -> Res {
+    let (on, off) = (metering::on(options), metering::off(options));
+    println!(
+        "devices {} x messages {} x {} B, window {}, business mix {}% ({}% of a business's \
+         sends templates), franking and ledger on against off, {} rounds, alternating \
+         (loopback, relays as child processes of this binary)",
+        options.devices,
+        options.messages,
+        options.size,
+        options.window,
+        options.business_percent,
+        options.template_percent,
+        rounds
+    );
+    let mut runs: Vec<(RulesRun, RulesRun)> = Vec::new();
+    for round in 1..=rounds.max(1) {
+        let on_first = round % 2 == 1;
+        let (mut with, mut without) = (RulesRun::default(), RulesRun::default());
+        for on_turn in [on_first, !on_first] {
+            let (label, options) = if on_turn { ("on", on) } else { ("off", off) };
+            // A fresh relay per run: same starting state every time.
+            let server = start_bench_relay(!on_turn)?;
+            let pid = server.child.id().to_string();
+            let (server_before, load_before) = (cpu_seconds(&pid)?, cpu_seconds("self")?);
+            let report = load::run(server.addr, options, server.approval()).await?;
+            let (server_after, load_after) = (cpu_seconds(&pid)?, cpu_seconds("self")?);
+            let envelopes = (report.envelopes as f64).max(1.0);
+            let run = RulesRun {
+                throughput: report.throughput,
+                server_cpu_us: (server_after - server_before) * 1e6 / envelopes,
+                load_cpu_us: (load_after - load_before) * 1e6 / envelopes,
+            };
+            print!("round {round} {label:<4} ");
+            print_report("relay", &report);
+            println!(
+                "{:<10} CPU per envelope: relay {:.1} us, load generator {:.1} us",
+                "", run.server_cpu_us, run.load_cpu_us
+            );
+            if on_turn {
+                with = run;
+            } else {
+                without = run;
+            }
+            drop(server);
+        }
+        println!(
+            "round {round}: on / off throughput {:.3}, relay CPU per envelope {:.3}",
+            with.throughput / without.throughput.max(f64::EPSILON),
+            with.server_cpu_us / without.server_cpu_us.max(f64::EPSILON),
+        );
+        runs.push((with, without));
+    }
+    print_pair_summary("relay", ("on", "off"), &runs);
     Ok(())
 }
 
