@@ -11,165 +11,21 @@
 //! Cargo builds for this package's tests only.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
-use comptoir_relay::{Config, LogCodeSender, Metrics, Services};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, UnixStream};
-use tokio::sync::oneshot;
+use tokio::net::UnixStream;
+
+mod common;
+
+use common::{Customer, start_relay};
 
 /// How long any one wait for the daemon or the relay may take.
 const WAIT: Duration = Duration::from_secs(30);
-
-/// A relay running in this test process.
-struct Relay {
-    url: String,
-    stop: Option<oneshot::Sender<()>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-async fn start_relay() -> Relay {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut config = Config {
-        data_dir: dir.path().to_owned(),
-        cache_capacity_bytes: 16 * 1024 * 1024,
-        ..Config::default()
-    };
-    config.limits.registration_rate_per_sec = 0.0;
-    config.limits.registration_rate_per_prefix_per_sec = 0.0;
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("ws://{}", listener.local_addr().expect("addr"));
-    let services = Services {
-        admin_listener: None,
-        http_listener: None,
-        tls: None,
-        code_sender: std::sync::Arc::new(LogCodeSender),
-        metrics: std::sync::Arc::new(Metrics::default()),
-        clock: std::sync::Arc::default(),
-    };
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(comptoir_relay::run_with(
-        listener,
-        config,
-        services,
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    Relay {
-        url,
-        stop: Some(stop),
-        _dir: dir,
-    }
-}
-
-/// What one run of the binary did.
-#[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-/// One customer's data directory, used through the binary.
-struct Customer {
-    dir: PathBuf,
-    relay: String,
-}
-
-impl Customer {
-    fn new(root: &Path, name: &str, relay: &Relay) -> Self {
-        Self {
-            dir: root.join(name),
-            relay: relay.url.clone(),
-        }
-    }
-
-    /// `comptoir --data-dir DIR --relay RELAY <args>`; with `passphrase`,
-    /// the store's passphrase is in the environment, else nowhere (a
-    /// command that opened the store would fail).
-    fn command(&self, args: &[&str], passphrase: bool) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_comptoir"));
-        command
-            .arg("--data-dir")
-            .arg(&self.dir)
-            .arg("--relay")
-            .arg(&self.relay)
-            .args(args)
-            .env_remove("COMPTOIR_PASSPHRASE")
-            .env_remove("COMPTOIR_RELAY")
-            .env_remove("COMPTOIR_DATA_DIR")
-            .env_remove("COMPTOIR_CA_CERT")
-            .env_remove("COMPTOIR_CONFIG")
-            .env_remove("COMPTOIR_OUTPUT")
-            .env_remove("COMPTOIR_REGION")
-            .env("XDG_CONFIG_HOME", self.dir.with_extension("config"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if passphrase {
-            command.env("COMPTOIR_PASSPHRASE", "a test passphrase");
-        }
-        command
-    }
-
-    async fn run_with(&self, args: &[&str], passphrase: bool, stdin: Option<&str>) -> Run {
-        let mut command = self.command(args, passphrase);
-        if stdin.is_some() {
-            command.stdin(Stdio::piped());
-        }
-        let input = stdin.map(str::to_owned);
-        tokio::task::spawn_blocking(move || {
-            let mut child = command.spawn().expect("start comptoir");
-            if let Some(input) = input {
-                use std::io::Write;
-                let mut pipe = child.stdin.take().expect("stdin pipe");
-                pipe.write_all(input.as_bytes()).expect("write stdin");
-            }
-            let output = child.wait_with_output().expect("comptoir runs");
-            Run {
-                code: output.status.code().unwrap_or(-1),
-                stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-            }
-        })
-        .await
-        .expect("join")
-    }
-
-    /// `comptoir <args>` with the passphrase at hand.
-    async fn run(&self, args: &[&str]) -> Run {
-        self.run_with(args, true, None).await
-    }
-
-    async fn ok(&self, args: &[&str]) -> String {
-        let run = self.run(args).await;
-        assert_eq!(run.code, 0, "comptoir {args:?}: {run:?}");
-        run.stdout
-    }
-
-    async fn registered(&self) -> String {
-        let id = self.ok(&["init"]).await.trim().to_string();
-        self.ok(&["register"]).await;
-        id
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.dir.join("daemon.sock")
-    }
-}
 
 /// A `comptoir daemon` process and what it wrote on standard error.
 struct Daemon {
@@ -192,7 +48,7 @@ impl Daemon {
     /// Start `comptoir <args>` (with the passphrase if `passphrase`),
     /// its standard error read line by line.
     fn spawn(customer: &Customer, args: &[&str], passphrase: bool) -> Self {
-        let mut command = customer.command(args, passphrase);
+        let mut command = customer.command(&customer.relay, args, passphrase, false);
         command.stdin(Stdio::piped());
         let mut child = command.spawn().expect("start the daemon");
         let stderr = child.stderr.take().expect("stderr pipe");

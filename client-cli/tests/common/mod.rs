@@ -1,0 +1,276 @@
+//! What the `comptoir` binary's tests share: a real relay in the test
+//! process on 127.0.0.1:0, and customers whose data directories are used
+//! through the binary run as a child process.
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use comptoir_relay::{CodeSender, Config, Metrics, Services};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// A relay running in this test process.
+pub struct Relay {
+    pub url: String,
+    pub codes: Arc<CapturedCodes>,
+    stop: Option<oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+/// The phone verification codes the relay sent: (number, code).
+#[derive(Debug, Default)]
+pub struct CapturedCodes(pub std::sync::Mutex<Vec<(String, String)>>);
+
+impl CodeSender for CapturedCodes {
+    fn send_code(&self, phone: &str, code: &str) {
+        if let Ok(mut codes) = self.0.lock() {
+            codes.push((phone.to_string(), code.to_string()));
+        }
+    }
+}
+
+impl CapturedCodes {
+    pub fn last(&self) -> Option<(String, String)> {
+        self.0.lock().ok()?.last().cloned()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Whether the system tool `name` (Debian package `package`) can run.
+/// Missing: a failure under CI (`.ci/run` installs it), else a skip that
+/// says how to install it.
+pub fn have_tool(name: &str, package: &str) -> bool {
+    let found = std::process::Command::new(name)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "`{name}` is missing: .ci/run installs it (apt-get install {package})"
+        );
+        eprintln!("skipped: `{name}` is missing; install it with: apt-get install {package}");
+    }
+    found
+}
+
+pub async fn start_relay() -> Relay {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = Config {
+        data_dir: dir.path().to_owned(),
+        cache_capacity_bytes: 16 * 1024 * 1024,
+        ..Config::default()
+    };
+    config.limits.registration_rate_per_sec = 0.0;
+    config.limits.registration_rate_per_prefix_per_sec = 0.0;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("ws://{}", listener.local_addr().expect("addr"));
+    let codes = Arc::new(CapturedCodes::default());
+    let services = Services {
+        admin_listener: None,
+        http_listener: None,
+        tls: None,
+        code_sender: codes.clone(),
+        metrics: Arc::new(Metrics::default()),
+        clock: Arc::default(),
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(comptoir_relay::run_with(
+        listener,
+        config,
+        services,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    Relay {
+        url,
+        codes,
+        stop: Some(stop),
+        _dir: dir,
+    }
+}
+
+/// What one run of the binary did.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Run `command`, writing `stdin` to it meanwhile.
+pub async fn run_command(mut command: Command, stdin: Option<Vec<u8>>) -> Run {
+    // The relay runs on this runtime's other worker meanwhile.
+    let output = tokio::task::spawn_blocking(move || {
+        let mut child = command.spawn().expect("start comptoir");
+        let writer = stdin.map(|input| {
+            let mut pipe = child.stdin.take().expect("stdin pipe");
+            std::thread::spawn(move || {
+                use std::io::Write;
+                // The command may stop reading early: not an error here.
+                let _ = pipe.write_all(&input);
+            })
+        });
+        let output = child.wait_with_output().expect("comptoir runs");
+        if let Some(writer) = writer {
+            writer.join().expect("stdin writer");
+        }
+        output
+    })
+    .await
+    .expect("join");
+    Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8(output.stderr).expect("utf-8 stderr"),
+    }
+}
+
+/// One customer's data directory, used through the binary.
+pub struct Customer {
+    pub dir: PathBuf,
+    pub relay: String,
+}
+
+impl Customer {
+    pub fn new(root: &Path, name: &str, relay: &Relay) -> Self {
+        Self {
+            dir: root.join(name),
+            relay: relay.url.clone(),
+        }
+    }
+
+    /// Run `comptoir --relay RELAY <args>` with `stdin` as its standard input.
+    pub async fn run_at(&self, relay: &str, args: &[&str], stdin: Option<Vec<u8>>) -> Run {
+        let command = self.command(relay, args, true, stdin.is_some());
+        // The relay runs on this runtime's other worker meanwhile.
+        run_command(command, stdin).await
+    }
+
+    /// `comptoir <args>` as this customer, and the most memory the process
+    /// held (its `VmHWM`, KiB), read from /proc while it runs.
+    pub async fn run_measured(&self, args: &[&str]) -> (Run, u64) {
+        let mut command = self.command(&self.relay.clone(), args, true, false);
+        tokio::task::spawn_blocking(move || {
+            let mut child = command.spawn().expect("start comptoir");
+            let status_file = format!("/proc/{}/status", child.id());
+            let mut peak = 0;
+            // VmHWM only grows: the last read before the exit is the peak
+            // up to a few milliseconds.
+            while child.try_wait().expect("wait").is_none() {
+                if let Ok(status) = std::fs::read_to_string(&status_file)
+                    && let Some(kib) = status
+                        .lines()
+                        .find_map(|l| l.strip_prefix("VmHWM:"))
+                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                {
+                    peak = kib;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            let output = child.wait_with_output().expect("comptoir runs");
+            let run = Run {
+                code: output.status.code().unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            };
+            (run, peak)
+        })
+        .await
+        .expect("join")
+    }
+
+    /// `comptoir --data-dir DIR --relay RELAY <args>`; with `passphrase`,
+    /// the store's passphrase is in the environment, else nowhere (a
+    /// command that opened the store would fail).
+    pub fn command(&self, relay: &str, args: &[&str], passphrase: bool, stdin: bool) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_comptoir"));
+        command
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .arg("--relay")
+            .arg(relay)
+            .args(args)
+            .env_remove("COMPTOIR_PASSPHRASE")
+            .env_remove("COMPTOIR_RELAY")
+            .env_remove("COMPTOIR_DATA_DIR")
+            .env_remove("COMPTOIR_CA_CERT")
+            .env_remove("COMPTOIR_CONFIG")
+            .env_remove("COMPTOIR_OUTPUT")
+            .env_remove("COMPTOIR_REGION")
+            // No config file of the person running the tests.
+            .env("XDG_CONFIG_HOME", self.dir.with_extension("config"))
+            .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if passphrase {
+            command.env("COMPTOIR_PASSPHRASE", "a test passphrase");
+        }
+        command
+    }
+
+    /// `comptoir <args>` as this customer, in a terminal (a pseudo-terminal
+    /// made by util-linux's `script`) that is fed `typed`: what a person
+    /// typing or pasting into `comptoir chat` goes through.
+    pub async fn in_terminal(&self, args: &[&str], typed: Vec<u8>) -> Run {
+        let mut line = format!(
+            "{} --data-dir {} --relay {}",
+            env!("CARGO_BIN_EXE_comptoir"),
+            self.dir.display(),
+            self.relay
+        );
+        for arg in args {
+            line.push(' ');
+            line.push_str(arg);
+        }
+        let mut command = Command::new("script");
+        command
+            .args(["-q", "-e", "-c", &line, "/dev/null"])
+            .env("COMPTOIR_PASSPHRASE", "a test passphrase")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        run_command(command, Some(typed)).await
+    }
+
+    pub async fn run(&self, args: &[&str]) -> Run {
+        self.run_at(&self.relay.clone(), args, None).await
+    }
+
+    pub async fn ok(&self, args: &[&str]) -> String {
+        let run = self.run(args).await;
+        assert_eq!(run.code, 0, "comptoir {args:?}: {run:?}");
+        run.stdout
+    }
+
+    /// `init` and `register`; returns the account id.
+    pub async fn registered(&self) -> String {
+        let id = self.ok(&["init"]).await.trim().to_string();
+        self.ok(&["register"]).await;
+        id
+    }
+
+    /// `comptoir <args>`, with the passphrase at hand only if
+    /// `passphrase`, and `stdin` as its standard input.
+    pub async fn run_with(&self, args: &[&str], passphrase: bool, stdin: Option<&str>) -> Run {
+        let command = self.command(&self.relay.clone(), args, passphrase, stdin.is_some());
+        run_command(command, stdin.map(|s| s.as_bytes().to_vec())).await
+    }
+
+    /// Where `comptoir daemon` serves this customer's account.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("daemon.sock")
+    }
+}
