@@ -2,9 +2,8 @@
 //! buffers. Knows nothing about what frames mean.
 //!
 //! Buffers are tuned for many idle connections: a 2 KiB read buffer
-//! (tungstenite's default is 128 KiB, allocated per connection), a small
-//! write buffer (frames fed are written once [`WRITE_BUFFER_SIZE`] bytes
-//! are queued, or at a flush), and a cap on the outgoing backlog so a peer
+//! (tungstenite's default is 128 KiB, allocated per connection), eager
+//! writes (no write buffer), and a cap on the outgoing backlog so a peer
 //! that stops reading cannot make the relay hold unbounded data.
 
 use std::io;
@@ -29,17 +28,6 @@ use tokio_tungstenite::tungstenite::{self, error::CapacityError};
 /// 2 KiB instead of 4 KiB saved 2 KiB per idle connection with no
 /// measurable cost in `relay-load bench` (docs/idle-memory-notes.md).
 pub const READ_BUFFER_SIZE: usize = 2048;
-
-/// Bytes of fed frames tungstenite queues before it writes them without
-/// waiting for a flush. Frames fed together (a window of pushed
-/// envelopes, the replies of one group commit, the replies the session
-/// makes while more work is ready: `session`) go out in one `write`
-/// instead of one each. 8 KiB: a burst of small frames (replies,
-/// receipts) is one write, a window of 1 KiB envelopes two or three; the
-/// buffer's allocation grows only to what was queued at once (an idle
-/// connection's stays at its few handshake frames), and is kept after.
-/// (It was 0, one `write` per frame; docs/BENCHMARKS.md, "Fewer writes".)
-pub const WRITE_BUFFER_SIZE: usize = 8 * 1024;
 
 /// WebSocket close codes the relay uses (the 4000s are wire.proto's
 /// `CloseCode`; a test checks they agree).
@@ -94,8 +82,8 @@ mod tests {
 pub fn websocket_config(max_write_buffer: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_SIZE)
-        .write_buffer_size(WRITE_BUFFER_SIZE)
-        .max_write_buffer_size(max_write_buffer.max(MAX_FRAME_SIZE + WRITE_BUFFER_SIZE + 1024))
+        .write_buffer_size(0)
+        .max_write_buffer_size(max_write_buffer.max(MAX_FRAME_SIZE + 1024))
         .max_message_size(Some(MAX_FRAME_SIZE))
         .max_frame_size(Some(MAX_FRAME_SIZE))
 }
@@ -210,24 +198,12 @@ pub enum WriteError {
 pub struct Connection<IO> {
     ws: WebSocketStream<IO>,
     write_timeout: Duration,
-    /// Frames were fed since the last flush.
-    unflushed: bool,
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     /// Wrap an accepted WebSocket.
     pub fn new(ws: WebSocketStream<IO>, write_timeout: Duration) -> Self {
-        Self {
-            ws,
-            write_timeout,
-            unflushed: false,
-        }
-    }
-
-    /// Whether frames were fed and not flushed yet (some may sit in the
-    /// write buffer: flush before waiting on the peer).
-    pub fn has_unflushed(&self) -> bool {
-        self.unflushed
+        Self { ws, write_timeout }
     }
 
     /// Read the next message. Cancel-safe.
@@ -258,7 +234,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
 
     /// Queue a frame without flushing (call [`Self::flush`] after a batch).
     pub async fn feed(&mut self, frame: Vec<u8>) -> Result<(), WriteError> {
-        self.unflushed = true;
         tokio::time::timeout(
             self.write_timeout,
             self.ws.feed(Message::Binary(frame.into())),
@@ -273,7 +248,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         tokio::time::timeout(self.write_timeout, self.ws.flush())
             .await
             .map_err(|_| WriteError::Timeout)??;
-        self.unflushed = false;
         Ok(())
     }
 

@@ -166,52 +166,16 @@ impl<S: Backend> Session<S> {
             }
             let mut deadline = Instant::now() + auth_timeout;
             let mut pending: FuturesUnordered<PendingSend> = FuturesUnordered::new();
-            // Events handled since the last flush.
-            let mut unflushed_events = 0usize;
             loop {
                 let presence = self.device.as_ref().map(|d| d.presence.clone());
                 let can_read = pending.len() < max_pending_sends;
-                // Handlers feed their frames without flushing; they are
-                // flushed here, once no other event is ready (or after
-                // `MAX_EVENTS_PER_FLUSH`), so the replies and pushes of
-                // several events share one write. (The `if let`'s
-                // temporary ends before the `else`: the future does not
-                // keep an `Event` across the flush.)
-                let poll_first = conn.has_unflushed() && unflushed_events < MAX_EVENTS_PER_FLUSH;
-                let event = if let Some(event) = poll_first
-                    .then(|| {
-                        next_event(
-                            &mut shutdown,
-                            &mut pending,
-                            presence.as_deref(),
-                            &mut conn,
-                            can_read,
-                            deadline,
-                        )
-                        .now_or_never()
-                    })
-                    .flatten()
-                {
-                    event
-                } else {
-                    if conn.has_unflushed()
-                        && let Err(error) = Box::pin(conn.flush()).await
-                    {
-                        tracing::debug!(connection = self.id, %error, "connection write failed");
-                        break;
-                    }
-                    unflushed_events = 0;
-                    next_event(
-                        &mut shutdown,
-                        &mut pending,
-                        presence.as_deref(),
-                        &mut conn,
-                        can_read,
-                        deadline,
-                    )
-                    .await
+                let event = tokio::select! {
+                    _ = shutdown.recv() => Event::Shutdown,
+                    Some(done) = pending.next(), if !pending.is_empty() => Event::Written(done),
+                    _ = wait_presence(presence.as_deref()) => Event::Wake,
+                    inbound = conn.read(), if can_read => Event::Inbound(inbound),
+                    _ = tokio::time::sleep_until(deadline) => Event::Timeout,
                 };
-                unflushed_events += 1;
                 drop(presence);
                 // Every handler is boxed: an idle connection keeps only this
                 // loop's small state, not the largest handler's.
@@ -348,12 +312,6 @@ impl<S: Backend> Session<S> {
             self.refuse(conn, &error, request_id).await?;
             return Ok(Flow::Continue);
         };
-        // The hot requests answer from memory or through `Reply::Later`;
-        // any other may wait on the disk: write what earlier events fed
-        // before it does.
-        if conn.has_unflushed() && !is_hot(&body) {
-            conn.flush().await?;
-        }
         let reply = match self.dispatch(request_id, body).await {
             Ok(reply) => reply,
             Err(error) => {
@@ -373,22 +331,15 @@ impl<S: Backend> Session<S> {
                 }
             }
         };
-        // Fed, not flushed: the loop in `run` flushes once nothing else
-        // is ready.
         match reply {
-            Reply::Frame(bytes) => conn.feed(bytes).await?,
+            Reply::Frame(bytes) => conn.send(bytes).await?,
             Reply::Frames(frames) => {
                 for bytes in frames {
                     conn.feed(bytes).await?;
                 }
+                conn.flush().await?;
             }
-            // Most of these finish at once (an ack applies to memory and
-            // its group commit is not waited for): handle those here,
-            // without a task in `pending` and a trip through the loop.
-            Reply::Later(mut future) => match (&mut future).now_or_never() {
-                Some(done) => return self.on_completion(done, pending, conn).await,
-                None => pending.push(future),
-            },
+            Reply::Later(future) => pending.push(future),
             Reply::Close(bytes, code, reason) => {
                 conn.send(bytes).await?;
                 conn.close(code, reason).await;
@@ -398,8 +349,8 @@ impl<S: Backend> Session<S> {
         Ok(Flow::Continue)
     }
 
-    /// Feed the replies of every finished storage write (one group commit
-    /// finishes many at once); the loop in `run` flushes them together.
+    /// Send the replies of every finished storage write (one group commit
+    /// finishes many at once) with a single flush.
     async fn on_completion<IO: AsyncRead + AsyncWrite + Unpin + Send>(
         &mut self,
         first: Completion,
@@ -407,14 +358,18 @@ impl<S: Backend> Session<S> {
         conn: &mut Connection<IO>,
     ) -> Result<Flow, WriteError> {
         let mut next = Some(first);
-        let (mut acked, mut receipts_acked) = (0usize, 0usize);
+        let (mut wrote, mut acked, mut receipts_acked) = (false, 0usize, 0usize);
         while let Some(done) = next.take() {
             if let Some(bytes) = done.frame {
                 conn.feed(bytes).await?;
+                wrote = true;
             }
             acked += usize::from(done.acked);
             receipts_acked += usize::from(done.receipt_acked);
             next = pending.next().now_or_never().flatten();
+        }
+        if wrote {
+            conn.flush().await?;
         }
         // New mail (or a new receipt) wakes the connection anyway; only a
         // full window may have left some unpushed. (Refilling only at half
@@ -451,7 +406,7 @@ impl<S: Backend> Session<S> {
         request_id: u64,
     ) -> Result<(), WriteError> {
         self.relay.metrics.refused(error.code());
-        conn.feed(error.to_frame(request_id).encode_frame()).await
+        conn.send(error.to_frame(request_id).encode_frame()).await
     }
 
     async fn dispatch(
@@ -539,12 +494,16 @@ impl<S: Backend> Session<S> {
             return Ok(Flow::Continue);
         };
         let posted = device.presence.take_posted();
+        let any = !posted.is_empty();
         for item in posted {
             match item {
                 Posted::Frame(bytes) => conn.feed(bytes).await?,
                 // Kept apart by the presence (read below), never queued.
                 Posted::Close(..) => {}
             }
+        }
+        if any {
+            conn.flush().await?;
         }
         if let Some((code, reason)) = device.presence.closing() {
             conn.close(code, reason).await;
@@ -628,6 +587,7 @@ impl<S: Backend> Session<S> {
                 conn.feed(frame::server(0, Body::Delivered(delivered)))
                     .await?;
             }
+            conn.flush().await?;
             if !full {
                 return Ok(());
             }
@@ -676,17 +636,15 @@ impl<S: Backend> Session<S> {
             for queued in batch {
                 device.cursor = Some(queued.cursor);
                 device.in_flight += 1;
+                let envelope = frame::with_accept_id(&queued.envelope, queued.accept_id);
                 let tag = self
                     .relay
                     .franking
                     .tag_stored(&queued.envelope, queued.accept_id);
-                conn.feed(frame::deliver_stored(
-                    &queued.envelope,
-                    queued.accept_id,
-                    tag.as_ref(),
-                ))
-                .await?;
+                conn.feed(frame::deliver_tagged(&envelope, tag.as_ref()))
+                    .await?;
             }
+            conn.flush().await?;
             if !full {
                 return Ok(());
             }
@@ -711,37 +669,6 @@ async fn shut_down<IO: AsyncRead + AsyncWrite + Unpin + Send>(
     let _ = conn.send(bytes).await;
     conn.close(close::GOING_AWAY, "relay shutting down").await;
     Ok(Flow::Stop)
-}
-
-/// Requests served without waiting on the disk (their writes go through
-/// `Reply::Later`): frames fed before them may wait for the flush in `run`.
-fn is_hot(body: &client_frame::Body) -> bool {
-    use client_frame::Body as B;
-    matches!(body, B::Send(_) | B::DeliveryAck(_) | B::ReceiptAck(_))
-}
-
-/// Events a connection handles at most before it flushes what they fed
-/// (under a steady stream of frames no moment is idle).
-const MAX_EVENTS_PER_FLUSH: usize = 32;
-
-/// The next thing the connection must handle. Cancel-safe: every branch
-/// is (a read, a finished storage write, a presence notification, a
-/// timer), so it can be polled once and dropped.
-async fn next_event<IO: AsyncRead + AsyncWrite + Unpin + Send>(
-    shutdown: &mut Shutdown,
-    pending: &mut FuturesUnordered<PendingSend>,
-    presence: Option<&Presence>,
-    conn: &mut Connection<IO>,
-    can_read: bool,
-    deadline: Instant,
-) -> Event {
-    tokio::select! {
-        _ = shutdown.recv() => Event::Shutdown,
-        Some(done) = pending.next(), if !pending.is_empty() => Event::Written(done),
-        _ = wait_presence(presence) => Event::Wake,
-        inbound = conn.read(), if can_read => Event::Inbound(inbound),
-        _ = tokio::time::sleep_until(deadline) => Event::Timeout,
-    }
 }
 
 /// Whether acks freed room in a delivery window of `window` that was full
