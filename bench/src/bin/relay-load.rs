@@ -517,17 +517,21 @@ fn start_relay() -> Result<Server, Box<dyn std::error::Error>> {
 fn start_relay_with(old: bool) -> Result<Server, Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let config = dir.path().join("relay.toml");
-    let registration = if old {
-        ""
+    // Keys the old relay does not know (it refuses a file naming them).
+    let (admin, registration) = if old {
+        ("", "")
     } else {
-        "registration_rate_per_sec = 0.0\n\
-         registration_rate_per_prefix_per_sec = 0.0\n"
+        (
+            "admin_listen = \"127.0.0.1:0\"\n",
+            "registration_rate_per_sec = 0.0\n\
+             registration_rate_per_prefix_per_sec = 0.0\n",
+        )
     };
     std::fs::write(
         &config,
         format!(
             "http_listen = \"127.0.0.1:0\"\n\
-             admin_listen = \"127.0.0.1:0\"\n\
+             {admin}\
              [limits]\n\
              account_rate_per_sec = 0.0\n\
              address_rate_per_sec = 0.0\n\
