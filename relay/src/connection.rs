@@ -2,13 +2,16 @@
 //! buffers. Knows nothing about what frames mean.
 //!
 //! Buffers are tuned for many idle connections: a 2 KiB read buffer
-//! (tungstenite's default is 128 KiB, allocated per connection), eager
-//! writes (no write buffer), and a cap on the outgoing backlog so a peer
-//! that stops reading cannot make the relay hold unbounded data.
+//! (tungstenite's default is 128 KiB, allocated per connection), no write
+//! buffer kept between writes, and a cap on the outgoing backlog so a peer
+//! that stops reading cannot make the relay hold unbounded data. Frames fed
+//! as a batch (a window of queued mail, receipts, replies) are gathered by
+//! [`Corked`] and written with one system call when the batch is flushed,
+//! not one per frame; the gathering buffer is freed after each flush.
 
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use comptoir_protocol::MAX_FRAME_SIZE;
@@ -58,8 +61,79 @@ pub mod close {
 
 #[cfg(test)]
 mod tests {
-    use super::close;
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // Reason: test code fails by panicking.
+    use super::{CORK_LIMIT, Corked, close};
     use comptoir_protocol::proto::wire::CloseCode;
+    use std::io;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+    /// A socket that keeps what is written and counts the writes.
+    #[derive(Default)]
+    struct Recorded {
+        bytes: Vec<u8>,
+        writes: usize,
+    }
+
+    impl AsyncWrite for Recorded {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            data: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let this = self.get_mut();
+            this.writes += 1;
+            this.bytes.extend_from_slice(data);
+            Poll::Ready(Ok(data.len()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_corked_batch_is_written_with_one_write_at_the_flush_in_order() {
+        let mut socket = Corked::new(Recorded::default());
+        // Uncorked: written through (the handshake relies on it).
+        socket.write_all(b"hello ").await.unwrap();
+        assert_eq!(socket.io.writes, 1);
+        socket.cork();
+        for word in [b"one ", b"two ", b"six "] {
+            socket.write_all(word).await.unwrap();
+        }
+        assert_eq!(socket.io.writes, 1, "nothing written before the flush");
+        assert_eq!(socket.gathered(), 12);
+        socket.flush().await.unwrap();
+        assert_eq!(socket.io.writes, 2, "the batch in one write");
+        assert_eq!(socket.gathered(), 0);
+        assert_eq!(socket.buf.capacity(), 0, "the buffer is freed");
+        // Uncorked again by the flush.
+        socket.write_all(b"end").await.unwrap();
+        assert_eq!(socket.io.writes, 3);
+        assert_eq!(socket.io.bytes, b"hello one two six end");
+    }
+
+    #[tokio::test]
+    async fn a_corked_batch_past_the_limit_is_written_before_the_flush() {
+        let mut socket = Corked::new(Recorded::default());
+        socket.cork();
+        let frame = vec![7u8; 1024];
+        let frames = CORK_LIMIT / frame.len() + 2;
+        for _ in 0..frames {
+            socket.write_all(&frame).await.unwrap();
+        }
+        assert_eq!(socket.io.writes, 1, "written once the limit was reached");
+        assert!(socket.gathered() <= CORK_LIMIT);
+        socket.shutdown().await.unwrap();
+        assert_eq!(socket.io.writes, 2);
+        assert_eq!(socket.io.bytes.len(), frames * frame.len());
+    }
 
     #[test]
     fn close_codes_match_wire_proto() {
@@ -159,6 +233,109 @@ impl AsyncWrite for Stream {
     }
 }
 
+/// Bytes [`Corked`] gathers before it writes them out even though the
+/// batch is not flushed yet: large enough that a window of 1 KiB envelopes
+/// goes out in a few writes, small enough not to matter per connection (and
+/// freed after each flush).
+pub const CORK_LIMIT: usize = 64 << 10;
+
+/// A socket that, while corked, gathers what is written and writes it out
+/// with one system call when flushed (or once [`CORK_LIMIT`] is reached).
+/// Uncorked (the default, and after every flush) it writes through, so the
+/// WebSocket handshake and any write nobody flushes go out at once.
+#[derive(Debug)]
+pub struct Corked<IO> {
+    io: IO,
+    /// Gathered bytes; `buf[sent..]` is still to be written.
+    buf: Vec<u8>,
+    sent: usize,
+    corked: bool,
+}
+
+impl<IO> Corked<IO> {
+    /// Wrap a socket (uncorked).
+    pub fn new(io: IO) -> Self {
+        Self {
+            io,
+            buf: Vec::new(),
+            sent: 0,
+            corked: false,
+        }
+    }
+
+    /// Gather writes until the next flush.
+    fn cork(&mut self) {
+        self.corked = true;
+    }
+
+    /// Bytes gathered and not yet written (tests).
+    #[cfg(test)]
+    fn gathered(&self) -> usize {
+        self.buf.len() - self.sent
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> Corked<IO> {
+    /// Write out everything gathered.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.sent < self.buf.len() {
+            let n = ready!(Pin::new(&mut self.io).poll_write(cx, &self.buf[self.sent..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.sent += n;
+        }
+        // Freed: an idle connection keeps no gathering buffer.
+        self.sent = 0;
+        self.buf = Vec::new();
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Corked<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Corked<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.corked {
+            if this.buf.len() >= CORK_LIMIT {
+                ready!(this.poll_drain(cx))?;
+            }
+            this.buf.extend_from_slice(data);
+            return Poll::Ready(Ok(data.len()));
+        }
+        // Whatever was gathered goes first, in order.
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.io).poll_write(cx, data)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        this.corked = false;
+        Pin::new(&mut this.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        this.corked = false;
+        Pin::new(&mut this.io).poll_shutdown(cx)
+    }
+}
+
 /// What the peer sent.
 #[derive(Debug)]
 pub enum Inbound {
@@ -196,13 +373,14 @@ pub enum WriteError {
 /// A WebSocket plus its write deadline.
 #[derive(Debug)]
 pub struct Connection<IO> {
-    ws: WebSocketStream<IO>,
+    ws: WebSocketStream<Corked<IO>>,
     write_timeout: Duration,
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
-    /// Wrap an accepted WebSocket.
-    pub fn new(ws: WebSocketStream<IO>, write_timeout: Duration) -> Self {
+    /// Wrap an accepted WebSocket (its socket wrapped in [`Corked`] before
+    /// the handshake).
+    pub fn new(ws: WebSocketStream<Corked<IO>>, write_timeout: Duration) -> Self {
         Self { ws, write_timeout }
     }
 
@@ -232,8 +410,15 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         }
     }
 
-    /// Queue a frame without flushing (call [`Self::flush`] after a batch).
+    /// Queue a frame without flushing (call [`Self::flush`] after a batch):
+    /// the batch is gathered and written out at the flush.
     pub async fn feed(&mut self, frame: Vec<u8>) -> Result<(), WriteError> {
+        self.ws.get_mut().cork();
+        self.write(frame).await
+    }
+
+    /// Hand a frame to the WebSocket (gathered if corked, else written).
+    async fn write(&mut self, frame: Vec<u8>) -> Result<(), WriteError> {
         tokio::time::timeout(
             self.write_timeout,
             self.ws.feed(Message::Binary(frame.into())),
@@ -251,9 +436,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         Ok(())
     }
 
-    /// Write one frame now.
+    /// Write one frame now (after anything fed before it).
     pub async fn send(&mut self, frame: Vec<u8>) -> Result<(), WriteError> {
-        self.feed(frame).await?;
+        self.write(frame).await?;
         self.flush().await
     }
 

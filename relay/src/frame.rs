@@ -62,6 +62,19 @@ pub fn deliver(envelope: &[u8]) -> Vec<u8> {
 /// [`deliver`] with the relay's franking tag for the copy (`Deliver`
 /// fields 2 and 3; a key id of 0 is left out, as prost would).
 pub fn deliver_tagged(envelope: &[u8], relay_tag: Option<&RelayTag>) -> Vec<u8> {
+    deliver_stored(envelope, 0, relay_tag)
+}
+
+/// [`deliver_tagged`] of [`with_accept_id`]`(stored, accept_id)`, built
+/// with one allocation and one copy of the envelope (the push path does
+/// this for every envelope).
+pub fn deliver_stored(stored: &[u8], accept_id: u64, relay_tag: Option<&RelayTag>) -> Vec<u8> {
+    let accept_id_len = if accept_id == 0 {
+        0
+    } else {
+        1 + encoded_len_varint(accept_id)
+    };
+    let envelope_len = stored.len() + accept_id_len;
     // Deliver { envelope = 1, relay_franking_tag = 2, relay_franking_key_id
     // = 3 } inside ServerFrame { deliver = 5 }. Only the tags are written
     // by hand (the varints are prost's): building a `wire::Envelope` would
@@ -77,14 +90,18 @@ pub fn deliver_tagged(envelope: &[u8], relay_tag: Option<&RelayTag>) -> Vec<u8> 
                 1 + encoded_len_varint(u64::from(t.key_id))
             }
     });
-    let inner_len = 1 + encoded_len_varint(envelope.len() as u64) + envelope.len() + tag_len;
+    let inner_len = 1 + encoded_len_varint(envelope_len as u64) + envelope_len + tag_len;
     let mut out = Vec::with_capacity(1 + 1 + encoded_len_varint(inner_len as u64) + inner_len);
     out.push(FRAME_VERSION);
     out.push((5 << 3) | 2);
     encode_varint(inner_len as u64, &mut out);
     out.push((1 << 3) | 2);
-    encode_varint(envelope.len() as u64, &mut out);
-    out.extend_from_slice(envelope);
+    encode_varint(envelope_len as u64, &mut out);
+    out.extend_from_slice(stored);
+    if accept_id != 0 {
+        out.push(ACCEPT_ID_TAG);
+        encode_varint(accept_id, &mut out);
+    }
     if let Some(t) = relay_tag {
         out.push((2 << 3) | 2);
         encode_varint(t.tag.len() as u64, &mut out);
@@ -168,6 +185,31 @@ mod tests {
             let got = deliver_tagged(&bytes, Some(&tag));
             assert_eq!(got, expected, "size {size}");
             assert!(got.len() <= deliver_len(bytes.len()) + RELAY_TAG_FIELDS_MAX + 1);
+        }
+    }
+
+    #[test]
+    fn a_stored_deliver_is_the_tagged_deliver_of_the_envelope_with_its_accept_id() {
+        let tag = RelayTag {
+            tag: [0x5c; 32],
+            key_id: 3,
+        };
+        for size in [0usize, 100, 127, 128, 20_000] {
+            let stored = wire::Envelope {
+                message_id: vec![7; 16],
+                ciphertext: vec![0xab; size],
+                ..Default::default()
+            }
+            .encode_to_vec();
+            for accept_id in [0u64, 1, 127, 128, u64::MAX] {
+                for relay_tag in [None, Some(&tag)] {
+                    assert_eq!(
+                        deliver_stored(&stored, accept_id, relay_tag),
+                        deliver_tagged(&with_accept_id(&stored, accept_id), relay_tag),
+                        "size {size}, accept id {accept_id}"
+                    );
+                }
+            }
         }
     }
 }

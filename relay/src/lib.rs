@@ -7,7 +7,8 @@
 //!
 //! Modules:
 //! - [`server`]: accept loop, [`run`], graceful shutdown.
-//! - [`connection`]: one WebSocket with bounded buffers and write deadlines.
+//! - [`connection`]: one WebSocket with bounded buffers and write deadlines;
+//!   frames fed as a batch go out in one write.
 //! - [`frame`]: building server frames (pure).
 //! - `session`: one connection's state machine (auth, requests, pushes).
 //! - `cmd`: one handler per request.

@@ -16,7 +16,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::connection::{Connection, Stream, close, websocket_config};
+use crate::connection::{Connection, Corked, Stream, close, websocket_config};
 use crate::error::RelayError;
 use crate::limits::AddressSlot;
 use crate::metrics::Metrics;
@@ -468,7 +468,7 @@ async fn open<S: Backend>(
     let config = websocket_config(limits.max_write_buffer_bytes);
     let ws = match tokio::time::timeout_at(
         deadline,
-        tokio_tungstenite::accept_async_with_config(stream, Some(config)),
+        tokio_tungstenite::accept_async_with_config(Corked::new(stream), Some(config)),
     )
     .await
     {

@@ -47,6 +47,11 @@ pub(crate) struct Device {
     pub(crate) receipt_cursor: Option<Cursor>,
     /// Receipts pushed and not yet acked.
     pub(crate) receipts_in_flight: usize,
+    /// Acks freed room in a full delivery window: mail may be waiting to
+    /// be pushed (see [`refill_batch`]).
+    pub(crate) mail_held: bool,
+    /// Likewise for the receipt window.
+    pub(crate) receipts_held: bool,
 }
 
 /// A storage write in progress (a send waiting for its group commit, an
@@ -62,6 +67,69 @@ pub(crate) struct Completion {
     pub(crate) acked: bool,
     /// A receipt pushed here was acked: the receipt window has room.
     pub(crate) receipt_acked: bool,
+    /// An ack kept a receipt: its sender's device is to be woken once the
+    /// receipt is durable.
+    pub(crate) receipt_kept: Option<ReceiptKept>,
+}
+
+/// A `Delivered` receipt an ack kept, and the wait for it to be durable
+/// (see [`wake_senders`]).
+pub(crate) struct ReceiptKept {
+    /// The sending account.
+    pub(crate) sender: AccountId,
+    /// Its device, whose receipt queue holds the receipt.
+    pub(crate) sender_device: u32,
+    /// Resolves once the receipt can be read.
+    pub(crate) durable: crate::storage::ReceiptKeptFuture,
+}
+
+impl std::fmt::Debug for ReceiptKept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceiptKept")
+            .field("sender_device", &self.sender_device)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Wake the sending devices of `kept` once their receipts are durable
+/// (then they read them; a device not connected then gets them at its next
+/// authentication). One task for a whole batch of acks, each sender woken
+/// once, rather than a task and a wake per ack.
+pub(crate) fn wake_senders<S: Send + Sync + 'static>(
+    relay: &Arc<Relay<S>>,
+    kept: Vec<ReceiptKept>,
+) {
+    if kept.is_empty() {
+        return;
+    }
+    let relay = relay.clone();
+    tokio::spawn(async move {
+        let mut woken: Vec<(AccountId, u32)> = Vec::new();
+        for receipt in kept {
+            // Groups become durable in order: by the last one, all are.
+            let device = (receipt.sender, receipt.sender_device);
+            if receipt.durable.await.is_ok() && !woken.contains(&device) {
+                woken.push(device);
+            }
+        }
+        for (account, device) in woken {
+            relay.hub.wake(account, device);
+        }
+    });
+}
+
+/// Receipts kept by acks after which their senders are woken even though
+/// more frames are waiting to be read (else: once nothing is).
+const WAKE_BATCH: usize = 64;
+
+/// Room the acks must free in a delivery (or receipt) window of `window`
+/// before it is refilled while more frames are waiting to be read: the
+/// window is topped up in batches (one read of the queue, one write to the
+/// socket for many envelopes) instead of one envelope per ack. Whenever the
+/// connection has nothing else to do, it is refilled whatever the room, so
+/// a device keeping envelopes unacked is never stalled.
+pub(crate) fn refill_batch(window: usize) -> usize {
+    (window / 4).max(1)
 }
 
 /// What a request handler wants done after it ran.
@@ -84,6 +152,9 @@ pub(crate) struct Session<S> {
     pub(crate) nonce: [u8; AUTH_NONCE_LEN],
     pub(crate) auth_failures: u32,
     pub(crate) device: Option<Device>,
+    /// Receipts acks kept whose senders are still to be woken: gathered
+    /// over the acks read together (see [`wake_senders`]).
+    pub(crate) receipts_kept: Vec<ReceiptKept>,
 }
 
 impl<S> std::fmt::Debug for Session<S> {
@@ -108,6 +179,9 @@ enum Event {
     Written(Completion),
     Wake,
     Timeout,
+    /// Nothing else is ready: wake the senders of the receipts kept, top
+    /// up the windows acks made room in.
+    Idle,
 }
 
 enum Flow {
@@ -125,6 +199,7 @@ impl<S> Session<S> {
             nonce: rand::random(),
             auth_failures: 0,
             device: None,
+            receipts_kept: Vec::new(),
         }
     }
 
@@ -165,26 +240,52 @@ impl<S: Backend> Session<S> {
                 return;
             }
             let mut deadline = Instant::now() + auth_timeout;
+            // One timer for the connection's life, moved on only when it
+            // fires early (each frame pushes the deadline back: resetting
+            // the timer for each would cost a timer-wheel update per frame).
+            // Boxed: it lives as long as the connection, and inline it
+            // would grow every idle connection's future.
+            let mut timer = Box::pin(tokio::time::sleep_until(deadline));
             let mut pending: FuturesUnordered<PendingSend> = FuturesUnordered::new();
             loop {
                 let presence = self.device.as_ref().map(|d| d.presence.clone());
                 let can_read = pending.len() < max_pending_sends;
+                let idle_work = !self.receipts_kept.is_empty()
+                    || self
+                        .device
+                        .as_ref()
+                        .is_some_and(|d| d.mail_held || d.receipts_held);
+                // In this order: finished writes free window room, then
+                // wakes, then new frames; a refill, and the wake of the
+                // senders whose receipts acks kept, only once nothing else
+                // is ready (so acks read together are answered with one
+                // batch of mail, and their senders woken once).
                 let event = tokio::select! {
+                    biased;
                     _ = shutdown.recv() => Event::Shutdown,
                     Some(done) = pending.next(), if !pending.is_empty() => Event::Written(done),
                     _ = wait_presence(presence.as_deref()) => Event::Wake,
                     inbound = conn.read(), if can_read => Event::Inbound(inbound),
-                    _ = tokio::time::sleep_until(deadline) => Event::Timeout,
+                    () = &mut timer => Event::Timeout,
+                    () = std::future::ready(()), if idle_work => Event::Idle,
                 };
                 drop(presence);
                 // Every handler is boxed: an idle connection keeps only this
                 // loop's small state, not the largest handler's.
                 let flow = match event {
-                    Event::Shutdown => Box::pin(shut_down(&mut pending, &mut conn)).await,
+                    Event::Shutdown => {
+                        Box::pin(shut_down(&self.relay, &mut pending, &mut conn)).await
+                    }
                     Event::Written(done) => {
                         Box::pin(self.on_completion(done, &mut pending, &mut conn)).await
                     }
                     Event::Wake => Box::pin(self.on_wake(&mut conn)).await,
+                    Event::Idle => Box::pin(self.on_idle(&mut conn)).await,
+                    Event::Timeout if Instant::now() < deadline => {
+                        // Frames came since the timer was set.
+                        timer.as_mut().reset(deadline);
+                        Ok(Flow::Continue)
+                    }
                     Event::Timeout => {
                         let (code, reason) = if self.device.is_some() {
                             (close::IDLE, "idle timeout")
@@ -200,6 +301,11 @@ impl<S: Backend> Session<S> {
                             Box::pin(self.on_inbound(inbound, &mut conn, &mut pending)).await;
                         if self.device.is_some() {
                             deadline = Instant::now() + idle_timeout;
+                            if deadline < timer.deadline() {
+                                // Sooner than the timer (an idle timeout
+                                // shorter than the authentication's).
+                                timer.as_mut().reset(deadline);
+                            }
                             if !was_authenticated {
                                 // Freshly authenticated: drain the queue and the
                                 // receipts kept while this device was away.
@@ -226,7 +332,10 @@ impl<S: Backend> Session<S> {
             }
             // Finish storage work already started (acks, sends): an ack read
             // before the peer hung up still deletes its envelope.
-            while pending.next().await.is_some() {}
+            while let Some(done) = pending.next().await {
+                self.receipts_kept.extend(done.receipt_kept);
+            }
+            wake_senders(&self.relay, std::mem::take(&mut self.receipts_kept));
             if let Some(device) = &self.device {
                 self.relay.hub.leave(device.account, device.device, self.id);
                 self.relay
@@ -339,7 +448,12 @@ impl<S: Backend> Session<S> {
                 }
                 conn.flush().await?;
             }
-            Reply::Later(future) => pending.push(future),
+            Reply::Later(mut future) => match (&mut future).now_or_never() {
+                // Done at once (an ack on the embedded store): handled now
+                // rather than on the loop's next turn.
+                Some(done) => return self.on_completion(done, pending, conn).await,
+                None => pending.push(future),
+            },
             Reply::Close(bytes, code, reason) => {
                 conn.send(bytes).await?;
                 conn.close(code, reason).await;
@@ -366,34 +480,64 @@ impl<S: Backend> Session<S> {
             }
             acked += usize::from(done.acked);
             receipts_acked += usize::from(done.receipt_acked);
+            self.receipts_kept.extend(done.receipt_kept);
             next = pending.next().now_or_never().flatten();
+        }
+        if self.receipts_kept.len() >= WAKE_BATCH {
+            wake_senders(&self.relay, std::mem::take(&mut self.receipts_kept));
         }
         if wrote {
             conn.flush().await?;
         }
         // New mail (or a new receipt) wakes the connection anyway; only a
-        // full window may have left some unpushed. (Refilling only at half
-        // the window was tried and stalls a device that keeps more than
-        // half its window unacked, e.g. envelopes held for an identity
-        // change.)
+        // full window may have left some unpushed. Such a window is topped
+        // up once the acks made a batch's room, or once nothing else is
+        // ready (`Event::Idle`), whichever comes first. (Refilling only
+        // at half the window, and never otherwise, was tried and stalls a
+        // device that keeps more than half its window unacked, e.g.
+        // envelopes held for an identity change.)
         let window = self.relay.config.limits.delivery_window;
         let (mut refill_mail, mut refill_receipts) = (false, false);
         if let Some(device) = self.device.as_mut() {
             if acked > 0 {
                 let before = device.in_flight;
                 device.in_flight = before.saturating_sub(acked);
-                refill_mail = window_was_full(before, window);
+                device.mail_held |= window_was_full(before, window);
+                refill_mail = device.mail_held
+                    && window.saturating_sub(device.in_flight) >= refill_batch(window);
             }
             if receipts_acked > 0 {
                 let before = device.receipts_in_flight;
                 device.receipts_in_flight = before.saturating_sub(receipts_acked);
-                refill_receipts = window_was_full(before, window);
+                device.receipts_held |= window_was_full(before, window);
+                refill_receipts = device.receipts_held
+                    && window.saturating_sub(device.receipts_in_flight) >= refill_batch(window);
             }
         }
         if refill_mail {
             self.push_mail(conn).await?;
         }
         if refill_receipts {
+            self.push_receipts(conn).await?;
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Nothing else was ready: wake the senders of the receipts kept, and
+    /// top up the windows acks made room in.
+    async fn on_idle<IO: AsyncRead + AsyncWrite + Unpin + Send>(
+        &mut self,
+        conn: &mut Connection<IO>,
+    ) -> Result<Flow, WriteError> {
+        wake_senders(&self.relay, std::mem::take(&mut self.receipts_kept));
+        let Some(device) = &self.device else {
+            return Ok(Flow::Continue);
+        };
+        let (mail, receipts) = (device.mail_held, device.receipts_held);
+        if mail {
+            self.push_mail(conn).await?;
+        }
+        if receipts {
             self.push_receipts(conn).await?;
         }
         Ok(Flow::Continue)
@@ -525,6 +669,9 @@ impl<S: Backend> Session<S> {
         let Some(device) = self.device.as_mut() else {
             return Ok(());
         };
+        // Filled up to the window below: if it fills, the acks that make
+        // room again find it was full.
+        device.receipts_held = false;
         if device.presence.closing().is_some() {
             return Ok(());
         }
@@ -603,6 +750,8 @@ impl<S: Backend> Session<S> {
         let Some(device) = self.device.as_mut() else {
             return Ok(());
         };
+        // As for receipts (see `push_receipts`).
+        device.mail_held = false;
         if device.presence.closing().is_some() {
             return Ok(());
         }
@@ -636,13 +785,16 @@ impl<S: Backend> Session<S> {
             for queued in batch {
                 device.cursor = Some(queued.cursor);
                 device.in_flight += 1;
-                let envelope = frame::with_accept_id(&queued.envelope, queued.accept_id);
                 let tag = self
                     .relay
                     .franking
                     .tag_stored(&queued.envelope, queued.accept_id);
-                conn.feed(frame::deliver_tagged(&envelope, tag.as_ref()))
-                    .await?;
+                conn.feed(frame::deliver_stored(
+                    &queued.envelope,
+                    queued.accept_id,
+                    tag.as_ref(),
+                ))
+                .await?;
             }
             conn.flush().await?;
             if !full {
@@ -654,11 +806,13 @@ impl<S: Backend> Session<S> {
 
 /// The relay is shutting down: send the replies of storage writes already
 /// started, then an error frame and a close.
-async fn shut_down<IO: AsyncRead + AsyncWrite + Unpin + Send>(
+async fn shut_down<S: Send + Sync + 'static, IO: AsyncRead + AsyncWrite + Unpin + Send>(
+    relay: &Arc<Relay<S>>,
     pending: &mut FuturesUnordered<PendingSend>,
     conn: &mut Connection<IO>,
 ) -> Result<Flow, WriteError> {
     while let Some(done) = pending.next().await {
+        wake_senders(relay, done.receipt_kept.into_iter().collect());
         if let Some(bytes) = done.frame
             && conn.send(bytes).await.is_err()
         {

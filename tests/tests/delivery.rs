@@ -429,3 +429,45 @@ async fn a_full_delivery_window_resumes_as_acks_come_in() {
         .wait_metric("comptoir_envelopes_delivered_total", 5.0)
         .await;
 }
+
+/// Acks top a full window up in batches while more frames wait to be
+/// read, but never leave a device without the rest of its mail: one that
+/// keeps all but one of its window unacked (as a client holding envelopes
+/// for an identity change does) still gets the next envelope as soon as
+/// that one ack frees a place, and then each further one as acks come.
+#[tokio::test]
+async fn a_device_keeping_most_of_its_window_unacked_still_gets_the_rest() {
+    let relay = start_relay_with(|c| c.limits.delivery_window = 8).await;
+    let (alice, bob) = (Account::new(1), Account::new(1));
+    alice.register(relay.addr).await;
+    bob.register(relay.addr).await;
+    let (mut a, _) = alice.login(relay.addr, 1).await;
+    for n in 0..11u8 {
+        assert!(matches!(
+            a.request(send_body(&bob.id, &[1], id(n), b"w")).await,
+            Body::Accepted(_)
+        ));
+    }
+    let (mut b, _) = bob.login(relay.addr, 1).await;
+    let mut window = Vec::new();
+    for n in 0..8u8 {
+        let envelope = b.next_envelope().await;
+        assert_eq!(envelope.message_id, id(n));
+        window.push(envelope);
+    }
+    // One ack frees one place of eight (less than a refill batch): the
+    // ninth comes anyway, then the others one ack at a time.
+    for n in 8..11u8 {
+        let oldest = window.remove(0);
+        b.ack(&oldest).await;
+        let next = b.next_envelope().await;
+        assert_eq!(next.message_id, id(n));
+        window.push(next);
+    }
+    for envelope in window {
+        b.ack(&envelope).await;
+    }
+    relay
+        .wait_metric("comptoir_envelopes_delivered_total", 11.0)
+        .await;
+}

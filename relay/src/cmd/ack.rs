@@ -1,8 +1,9 @@
 //! `DeliveryAck`: the recipient device stored the envelope; delete it and
 //! keep a `Delivered` receipt for the sender's device, in one write. The
-//! sender's device is woken once the receipt is durable, and gets it pushed
-//! (now if it is connected, else when it next connects) until it answers
-//! with a `ReceiptAck`, which deletes it.
+//! sender's device is woken once the receipt is durable (by the connection,
+//! once for the acks it finished together: `session::wake_senders`), and
+//! gets it pushed (now if it is connected, else when it next connects)
+//! until it answers with a `ReceiptAck`, which deletes it.
 //!
 //! An envelope the ledger bills (a business's template to a customer:
 //! see `policy::accounting`; a business's Status key to a customer when
@@ -30,7 +31,7 @@ use super::{account_field, device};
 use crate::error::{RelayError, invalid};
 use crate::frame;
 use crate::session::EncodeFrame;
-use crate::session::{Completion, Reply, Session};
+use crate::session::{Completion, ReceiptKept, Reply, Session};
 use crate::storage::{
     AckOf, DELIVERY_SIGNATURE_LEN, DeliveredEntry, Directory, LedgerEntry, MESSAGE_ID_LEN, Mailbox,
 };
@@ -112,6 +113,7 @@ pub(crate) async fn ack<S: Directory + Mailbox>(
                                 frame: reply(error.to_frame(request_id).encode_frame()),
                                 acked: false,
                                 receipt_acked: false,
+                                receipt_kept: None,
                             };
                         }
                     }
@@ -123,20 +125,19 @@ pub(crate) async fn ack<S: Directory + Mailbox>(
                     relay.metrics.envelopes_delivered.fetch_add(1, Relaxed);
                     relay.metrics.notify_change();
                     relay.metrics.queue_depth.fetch_sub(1, Relaxed);
-                    // Wake the sender's device once its receipt can be read;
-                    // if it is not connected then, it gets it at its next
-                    // authentication.
-                    let (sender, sender_device) = (acked.sender, acked.sender_device);
-                    let hub_relay = relay.clone();
-                    tokio::spawn(async move {
-                        if acked.receipt_kept.await.is_ok() {
-                            hub_relay.hub.wake(sender, sender_device);
-                        }
-                    });
+                    // The connection wakes the sender's device once its
+                    // receipt can be read (with those of the other acks
+                    // finished at the same time); if it is not connected
+                    // then, it gets it at its next authentication.
                     Completion {
                         frame: reply(frame::ok(request_id)),
                         acked: true,
                         receipt_acked: false,
+                        receipt_kept: Some(ReceiptKept {
+                            sender: acked.sender,
+                            sender_device: acked.sender_device,
+                            durable: acked.receipt_kept,
+                        }),
                     }
                 }
                 // Already acked, or expired after it was pushed: nothing to
@@ -145,6 +146,7 @@ pub(crate) async fn ack<S: Directory + Mailbox>(
                     frame: reply(frame::ok(request_id)),
                     acked: true,
                     receipt_acked: false,
+                    receipt_kept: None,
                 },
                 Err(error) => {
                     tracing::error!(%error, "deleting an acked envelope failed");
@@ -154,6 +156,7 @@ pub(crate) async fn ack<S: Directory + Mailbox>(
                         frame: reply(error.to_frame(request_id).encode_frame()),
                         acked: false,
                         receipt_acked: false,
+                        receipt_kept: None,
                     }
                 }
             }
@@ -249,6 +252,7 @@ pub(crate) async fn receipt_ack<S: Mailbox>(
                         frame: reply(frame::ok(request_id)),
                         acked: false,
                         receipt_acked: true,
+                        receipt_kept: None,
                     }
                 }
                 Err(error) => {
@@ -259,6 +263,7 @@ pub(crate) async fn receipt_ack<S: Mailbox>(
                         frame: reply(error.to_frame(request_id).encode_frame()),
                         acked: false,
                         receipt_acked: false,
+                        receipt_kept: None,
                     }
                 }
             }

@@ -223,6 +223,8 @@ pub(crate) async fn authenticate<S: Directory + Keys + Mailbox>(
         in_flight: 0,
         receipt_cursor: None,
         receipts_in_flight: 0,
+        mail_held: false,
+        receipts_held: false,
     });
     relay.metrics.authenticated_open.fetch_add(1, Relaxed);
     relay.metrics.notify_change();

@@ -425,6 +425,7 @@ async fn finish<S: Mailbox>(
                 frame: Some(accepted(server_timestamp_ms, accept_id)),
                 acked: false,
                 receipt_acked: false,
+                receipt_kept: None,
             };
         }
         Ok(Enqueued::Duplicate {
@@ -436,6 +437,7 @@ async fn finish<S: Mailbox>(
                 frame: Some(accepted(server_timestamp_ms, accept_id)),
                 acked: false,
                 receipt_acked: false,
+                receipt_kept: None,
             };
         }
         Ok(Enqueued::QueueFull { device }) => RelayError::QueueFull {
@@ -463,5 +465,6 @@ async fn finish<S: Mailbox>(
         frame: Some(error.to_frame(request_id).encode_frame()),
         acked: false,
         receipt_acked: false,
+        receipt_kept: None,
     }
 }

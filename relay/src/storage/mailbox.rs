@@ -6,7 +6,6 @@
 use std::future::Future;
 
 use comptoir_protocol::AccountId;
-use futures_util::future::BoxFuture;
 
 use super::{
     BilledCategory, ConsentRecord, ConsentSeen, ConsentSet, DeliveredEntry, LedgerEntry,
@@ -195,6 +194,10 @@ pub enum AckOf {
     },
 }
 
+/// What [`Acked::receipt_kept`] is: a future a connection's state may hold.
+pub type ReceiptKeptFuture =
+    std::pin::Pin<Box<dyn Future<Output = StorageResult<()>> + Send + Sync + 'static>>;
+
 /// What `acknowledge` did when the envelope was queued.
 pub struct Acked {
     /// The account that sent the envelope.
@@ -202,8 +205,9 @@ pub struct Acked {
     /// The device that sent the envelope (its receipt's queue).
     pub sender_device: u32,
     /// Resolves once the deletion and the receipt are durable: the receipt
-    /// is then visible to [`Mailbox::pending_receipts`].
-    pub receipt_kept: BoxFuture<'static, StorageResult<()>>,
+    /// is then visible to [`Mailbox::pending_receipts`]. `Sync`, so that a
+    /// connection can hold several while it serves other frames.
+    pub receipt_kept: ReceiptKeptFuture,
 }
 
 impl std::fmt::Debug for Acked {

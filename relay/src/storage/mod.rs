@@ -95,7 +95,7 @@ pub use self::ledger::{
 };
 pub use self::mailbox::{
     AcceptEffects, AckOf, Acked, Billed, Cursor, Enqueued, Mailbox, NewMessage, QueuedEnvelope,
-    QueuedMail, QueuedReceipt, QuotaCounts, ReachLimit,
+    QueuedMail, QueuedReceipt, QuotaCounts, ReachLimit, ReceiptKeptFuture,
 };
 pub use self::quality::Quality;
 pub use self::reports::{Filed, KeptReport, Reports};

@@ -195,6 +195,10 @@ struct State {
     /// (an ack's receipt: its sender is woken once the receipt is visible).
     passive: Vec<Waiter>,
     writer_idle: bool,
+    /// The writer holds a group of records nobody waits for back (see
+    /// `writer::DEFER_UNWAITED`): only a waiter wakes it, not each further
+    /// record nobody waits for (an ack each, during a drain).
+    deferring: bool,
     /// While the writer gathers a group: wake it once this many wait.
     gather: usize,
     /// Log bytes written since the last checkpoint started.
@@ -282,8 +286,10 @@ impl Shared {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Wake the writer for records nobody waits for: only if it is idle,
+    /// not while it defers such records anyway.
     fn wake_writer(&self, state: &State) {
-        if state.writer_idle {
+        if state.writer_idle && !state.deferring {
             self.work.notify_one();
         }
     }
@@ -295,8 +301,10 @@ impl Shared {
         if state.gather != 0 && state.waiters.len() == state.gather {
             // The group being gathered is complete.
             self.work.notify_one();
-        } else {
-            self.wake_writer(state);
+        } else if state.writer_idle {
+            // Idle, or deferring records nobody waits for: a waiter ends
+            // either.
+            self.work.notify_one();
         }
         rx
     }
@@ -495,6 +503,7 @@ impl MailLog {
             waiters: Vec::new(),
             passive: Vec::new(),
             writer_idle: false,
+            deferring: false,
             gather: 0,
             since_checkpoint: total,
             checkpointing: false,
@@ -751,20 +760,7 @@ impl MailLog {
             }
             picks
         };
-        picks
-            .into_iter()
-            .map(|(cursor, accept_id, at, file)| {
-                let mut envelope = vec![0; at.len as usize];
-                file.read_exact_at(&mut envelope, at.offset).map_err(|e| {
-                    StorageError::Backend(format!("mail log: reading segment {}: {e}", at.segment))
-                })?;
-                Ok(QueuedEnvelope {
-                    cursor,
-                    envelope,
-                    accept_id,
-                })
-            })
-            .collect()
+        read_envelopes(picks)
     }
 
     /// Copies queued for a device.
@@ -1497,6 +1493,57 @@ impl MailLog {
         let _ = checkpoint.wait_for(|running| !running).await;
         flushed
     }
+}
+
+/// Bytes between two copies [`read_envelopes`] reads over (record headers,
+/// the records of other devices' copies and of the accept's effects)
+/// rather than making a second read.
+const READ_GAP: u64 = 4 << 10;
+
+/// Longest span [`read_envelopes`] reads at once.
+const READ_SPAN: u64 = 256 << 10;
+
+/// Read the picked copies from their segments: copies close together in
+/// one segment (a queue filled in order lies mostly in one stretch of the
+/// log) with one positioned read of the span that holds them, not one read
+/// each.
+fn read_envelopes(
+    picks: Vec<(u64, u64, Location, Arc<File>)>,
+) -> StorageResult<Vec<QueuedEnvelope>> {
+    let mut out = Vec::with_capacity(picks.len());
+    let mut span = Vec::new();
+    let mut rest = picks.as_slice();
+    while let Some((_, _, first, file)) = rest.first() {
+        let start = first.offset;
+        let mut end = start + u64::from(first.len);
+        let mut n = 1;
+        for (_, _, at, _) in &rest[1..] {
+            let at_end = at.offset + u64::from(at.len);
+            if at.segment != first.segment
+                || at.offset < end
+                || at.offset - end > READ_GAP
+                || at_end - start > READ_SPAN
+            {
+                break;
+            }
+            end = at_end;
+            n += 1;
+        }
+        span.resize((end - start) as usize, 0);
+        file.read_exact_at(&mut span, start).map_err(|e| {
+            StorageError::Backend(format!("mail log: reading segment {}: {e}", first.segment))
+        })?;
+        for (cursor, accept_id, at, _) in &rest[..n] {
+            let from = (at.offset - start) as usize;
+            out.push(QueuedEnvelope {
+                cursor: *cursor,
+                envelope: span[from..from + at.len as usize].to_vec(),
+                accept_id: *accept_id,
+            });
+        }
+        rest = &rest[n..];
+    }
+    Ok(out)
 }
 
 /// Apply one replayed record to the index (expired copies too: they are

@@ -382,13 +382,16 @@ fn next_group(
             if !state.waiters.is_empty() || state.closing || now >= deadline {
                 break;
             }
+            // Woken by a waiter or a close, not by more unwaited records.
             state.writer_idle = true;
+            state.deferring = true;
             state = shared
                 .work
                 .wait_timeout(state, deadline - now)
                 .map(|(state, _)| state)
                 .unwrap_or_else(|p| p.into_inner().0);
             state.writer_idle = false;
+            state.deferring = false;
         }
     }
     if !state.closing && *last_waiters > 1 && state.waiters.len() < *last_waiters {
