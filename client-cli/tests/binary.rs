@@ -75,12 +75,7 @@ async fn a_mistyped_relay_stores_nothing_and_an_unreachable_one_says_how_to_canc
 async fn long_text_is_refused_not_cut_and_send_reads_standard_input() {
     let relay = start_relay().await;
     let root = tempfile::tempdir().expect("temp dir");
-    let alice = Customer::new(root.path(), "alice", &relay);
-    let bob = Customer::new(root.path(), "bob", &relay);
-    let alice_id = alice.registered().await;
-    let bob_id = bob.registered().await;
-    alice.ok(&["contacts", "add", "bob", &bob_id]).await;
-    bob.ok(&["contacts", "add", "alice", &alice_id]).await;
+    let (alice, bob, _, _) = common::contacts(root.path(), &relay).await;
 
     let sent = alice
         .run_at(
@@ -287,12 +282,7 @@ fn is_hex(value: &serde_json::Value, digits: usize) -> bool {
 async fn json_output_is_one_object_per_line_for_scripts() {
     let relay = start_relay().await;
     let root = tempfile::tempdir().expect("temp dir");
-    let alice = Customer::new(root.path(), "alice", &relay);
-    let bob = Customer::new(root.path(), "bob", &relay);
-    let alice_id = alice.registered().await;
-    let bob_id = bob.registered().await;
-    alice.ok(&["contacts", "add", "bob", &bob_id]).await;
-    bob.ok(&["contacts", "add", "alice", &alice_id]).await;
+    let (alice, bob, alice_id, bob_id) = common::contacts(root.path(), &relay).await;
 
     let text = "hello \u{1b}[2K bob";
     let sent = json_lines(&alice.ok(&["--output", "json", "send", "bob", text]).await);

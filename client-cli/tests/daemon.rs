@@ -236,12 +236,7 @@ fn mode(path: &Path) -> u32 {
 async fn commands_and_scripts_share_the_account_through_the_daemon() {
     let relay = start_relay().await;
     let root = tempfile::tempdir().expect("temp dir");
-    let alice = Customer::new(root.path(), "alice", &relay);
-    let bob = Customer::new(root.path(), "bob", &relay);
-    let alice_id = alice.registered().await;
-    let bob_id = bob.registered().await;
-    alice.ok(&["contacts", "add", "bob", &bob_id]).await;
-    bob.ok(&["contacts", "add", "alice", &alice_id]).await;
+    let (alice, bob, alice_id, bob_id) = common::contacts(root.path(), &relay).await;
     alice.ok(&["send", "bob", "before the daemon"]).await;
 
     let daemon = Daemon::start(&alice, &[]);
@@ -502,12 +497,7 @@ async fn bad_requests_get_typed_errors_and_change_nothing() {
 async fn the_daemon_serves_standard_input_and_output_on_request() {
     let relay = start_relay().await;
     let root = tempfile::tempdir().expect("temp dir");
-    let alice = Customer::new(root.path(), "alice", &relay);
-    let bob = Customer::new(root.path(), "bob", &relay);
-    let alice_id = alice.registered().await;
-    let bob_id = bob.registered().await;
-    alice.ok(&["contacts", "add", "bob", &bob_id]).await;
-    bob.ok(&["contacts", "add", "alice", &alice_id]).await;
+    let (alice, bob, alice_id, _) = common::contacts(root.path(), &relay).await;
 
     let mut daemon = Daemon::start(&alice, &["--stdio"]);
     let stdin = daemon.child.stdin.take().expect("stdin");

@@ -274,3 +274,15 @@ impl Customer {
         self.dir.join("daemon.sock")
     }
 }
+
+/// Alice and Bob, registered, each with the other as a contact; returns
+/// them and their account ids.
+pub async fn contacts(root: &Path, relay: &Relay) -> (Customer, Customer, String, String) {
+    let alice = Customer::new(root, "alice", relay);
+    let bob = Customer::new(root, "bob", relay);
+    let alice_id = alice.registered().await;
+    let bob_id = bob.registered().await;
+    alice.ok(&["contacts", "add", "bob", &bob_id]).await;
+    bob.ok(&["contacts", "add", "alice", &alice_id]).await;
+    (alice, bob, alice_id, bob_id)
+}
