@@ -339,6 +339,60 @@ pub enum Record {
         /// `sent` or `pending`.
         status: &'static str,
     },
+    /// A file arrived (`listen`): save it with `save PEER ID PATH`.
+    Attachment {
+        /// The message id.
+        id: String,
+        /// The sender.
+        peer: String,
+        /// Its contact name, if it has one.
+        peer_name: Option<String>,
+        /// The file's name, as the sender gave it.
+        file_name: String,
+        /// Its content type, as the sender stated it.
+        content_type: String,
+        /// Its length in bytes.
+        size: u64,
+        /// The sender's clock.
+        #[serde(flatten)]
+        time: Time,
+        /// A message request (see [`Record::Message`]).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        request: bool,
+    },
+    /// A contact posted a Status (`listen`): open it with `status view ID`.
+    StatusReceived {
+        /// The post id (32 hex digits).
+        id: String,
+        /// Who posted it.
+        poster: String,
+        /// Its contact name, if it has one.
+        poster_name: Option<String>,
+        /// When it was posted (the relay's clock).
+        #[serde(flatten)]
+        time: Time,
+    },
+    /// A contact deleted its Status before its time (`listen`).
+    StatusRemoved {
+        /// The post id (32 hex digits).
+        id: String,
+        /// Who posted it.
+        poster: String,
+        /// Its contact name, if it has one.
+        poster_name: Option<String>,
+    },
+    /// A contact chose to say it viewed this account's Status (`listen`).
+    StatusViewed {
+        /// The post id (32 hex digits).
+        id: String,
+        /// The viewer.
+        viewer: String,
+        /// Its contact name, if it has one.
+        viewer_name: Option<String>,
+        /// When, by the viewer's clock.
+        #[serde(flatten)]
+        time: Time,
+    },
     /// An outgoing message changed status (`listen`): `sent`, `delivered`
     /// or `read`.
     Status {

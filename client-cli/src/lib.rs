@@ -1685,11 +1685,14 @@ async fn write_event(client: &mut Client, event: &Event, out: &mut dyn Write) ->
     Ok(is_incoming(event))
 }
 
-/// Whether `event` is an incoming message (what `listen --count` counts).
+/// Whether `event` is an incoming message, file or Status post (what
+/// `listen --count` counts, in either output format).
 fn is_incoming(event: &Event) -> bool {
     matches!(
         event,
         Event::Message { .. }
+            | Event::Attachment { .. }
+            | Event::StatusPosted { .. }
             | Event::Template { .. }
             | Event::QuickReply { .. }
             | Event::Interactive { .. }
@@ -1888,6 +1891,49 @@ pub(crate) async fn event_records(client: &mut Client, event: &Event) -> Result<
             format!("{violation}: the relay should have refused it (kept as evidence)"),
         ),
         Event::Warning(text) => warning("other", None, None, text.clone()),
+        Event::Attachment {
+            from,
+            id,
+            file_name,
+            content_type,
+            size,
+            sent_at_ms,
+            request,
+        } => Record::Attachment {
+            id: id.to_string(),
+            peer: from.to_string(),
+            peer_name: json::name(client, from),
+            file_name: file_name.clone(),
+            content_type: content_type.clone(),
+            size: *size,
+            time: json::Time::at(*sent_at_ms),
+            request: *request,
+        },
+        Event::StatusPosted {
+            from,
+            post_id,
+            posted_at_ms,
+        } => Record::StatusReceived {
+            id: hex::encode(post_id),
+            poster: from.to_string(),
+            poster_name: json::name(client, from),
+            time: json::Time::at(*posted_at_ms),
+        },
+        Event::StatusDeleted { from, post_id } => Record::StatusRemoved {
+            id: hex::encode(post_id),
+            poster: from.to_string(),
+            poster_name: json::name(client, from),
+        },
+        Event::StatusViewed {
+            by,
+            post_id,
+            viewed_at_ms,
+        } => Record::StatusViewed {
+            id: hex::encode(post_id),
+            viewer: by.to_string(),
+            viewer_name: json::name(client, by),
+            time: json::Time::at(*viewed_at_ms),
+        },
         _ => return Ok(Vec::new()),
     };
     Ok(vec![record])

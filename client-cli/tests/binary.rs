@@ -723,6 +723,59 @@ async fn contact_names_are_not_readable_on_disk() {
     }
 }
 
+/// `listen --output json` shows files and Status posts (it printed nothing
+/// for them), and `--count` counts them as the text output does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_listen_shows_files_and_status_posts() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let (alice, bob, alice_id, _bob_id) = common::contacts(root.path(), &relay).await;
+    let file = root.path().join("menu.txt");
+    std::fs::write(&file, b"soup of the day").expect("write");
+    let file_path = file.display().to_string();
+    let sent = json_lines(
+        &alice
+            .ok(&["--output", "json", "send-file", "bob", &file_path])
+            .await,
+    );
+    let file_id = sent[0]["id"].clone();
+    alice
+        .ok(&["status", "post", "--text", "Open until 5", "--to", "bob"])
+        .await;
+
+    let heard = json_lines(
+        &bob.ok(&[
+            "--output",
+            "json",
+            "listen",
+            "--count",
+            "2",
+            "--timeout",
+            "30",
+        ])
+        .await,
+    );
+    let of_type = |kind: &str| -> Vec<&serde_json::Value> {
+        heard.iter().filter(|r| r["type"] == kind).collect()
+    };
+    let files = of_type("attachment");
+    assert_eq!(files.len(), 1, "{heard:?}");
+    assert_eq!(files[0]["id"], file_id);
+    assert_eq!(files[0]["peer"], alice_id.as_str());
+    assert_eq!(files[0]["peer_name"], "alice");
+    assert_eq!(files[0]["file_name"], "menu.txt");
+    assert_eq!(files[0]["size"], 15);
+    assert!(files[0]["time_ms"].as_u64().is_some(), "{heard:?}");
+    let posts = of_type("status_received");
+    assert_eq!(posts.len(), 1, "{heard:?}");
+    assert!(is_hex(&posts[0]["id"], 32), "{heard:?}");
+    assert_eq!(posts[0]["poster"], alice_id.as_str());
+    assert_eq!(posts[0]["poster_name"], "alice");
+    let post_id = posts[0]["id"].as_str().expect("post id");
+    let viewed = bob.ok(&["status", "view", post_id]).await;
+    assert!(viewed.contains("Open until 5"), "{viewed}");
+}
+
 /// A 50 MiB file goes from one `comptoir` to another encrypted, through the
 /// relay in chunks, and comes out identical with both digests checked,
 /// while neither process ever holds more than a small part of it in memory

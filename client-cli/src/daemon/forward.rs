@@ -264,9 +264,15 @@ fn time_ms(record: &Value) -> u64 {
 
 /// How a record names its peer: the contact name, else the account id.
 pub(crate) fn peer_label(record: &Value) -> String {
-    match record.get("peer_name").and_then(Value::as_str) {
+    name_or_id(record, "peer")
+}
+
+/// A record's `FIELD_name` made visible, or else its `FIELD` (an account
+/// id): how a Status poster or viewer is named.
+fn name_or_id(record: &Value, field: &str) -> String {
+    match record.get(format!("{field}_name")).and_then(Value::as_str) {
         Some(name) => visible(name),
-        None => text(record, "peer").to_string(),
+        None => text(record, field).to_string(),
     }
 }
 
@@ -338,7 +344,8 @@ async fn listen(
 pub(crate) fn is_incoming(record: &Value) -> bool {
     match text(record, "type") {
         "message" => text(record, "direction") == "in",
-        "template" | "quick_reply" | "interactive" | "interactive_reply" => true,
+        "template" | "quick_reply" | "interactive" | "interactive_reply" | "attachment"
+        | "status_received" => true,
         _ => false,
     }
 }
@@ -401,6 +408,63 @@ pub(crate) fn print_record(out: &mut dyn Write, record: &Value) -> Result<()> {
                         .unwrap_or_default()
                 ),
                 text(record, "reply_to")
+            ),
+        ),
+        "attachment" => {
+            let marker = if record.get("request") == Some(&Value::Bool(true)) {
+                " [request]"
+            } else {
+                ""
+            };
+            line(
+                out,
+                &format!(
+                    "[{at}] {}{marker}: [file {} ({}, {} bytes)]",
+                    peer_label(record),
+                    visible(text(record, "file_name")),
+                    visible(text(record, "content_type")),
+                    record
+                        .get("size")
+                        .and_then(Value::as_u64)
+                        .unwrap_or_default()
+                ),
+            )?;
+            eprintln!(
+                "  (save it with `comptoir save {} {} PATH`)",
+                text(record, "peer"),
+                text(record, "id")
+            );
+            Ok(())
+        }
+        "status_received" => {
+            line(
+                out,
+                &format!(
+                    "[{at}] {} posted a Status {}",
+                    name_or_id(record, "poster"),
+                    text(record, "id")
+                ),
+            )?;
+            eprintln!(
+                "  (see it with `comptoir status view {}`)",
+                text(record, "id")
+            );
+            Ok(())
+        }
+        "status_removed" => line(
+            out,
+            &format!(
+                "{} deleted its Status {}",
+                name_or_id(record, "poster"),
+                text(record, "id")
+            ),
+        ),
+        "status_viewed" => line(
+            out,
+            &format!(
+                "[{at}] {} viewed your Status {}",
+                name_or_id(record, "viewer"),
+                text(record, "id")
             ),
         ),
         "status" => {
