@@ -666,14 +666,33 @@ impl Db {
             .flatten())
     }
 
-    /// Whether the away message went to `customer` since `since_ms`; if
-    /// not, record that it goes now.
+    /// Whether the away message went to `customer` since `since_ms` (from
+    /// this daemon or, as synced, another of the business); if not,
+    /// record that it goes now, with the op that tells the other daemons
+    /// in the same transaction (crate::sync), so a daemon taking the
+    /// lease over never sends it twice the same day.
     pub fn take_away_slot(&self, customer: &str, since_ms: u64, now_ms: u64) -> Result<bool> {
-        let changed = self.lock().execute(
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let changed = tx.execute(
             "UPDATE conversations SET away_sent_ms = ?3
              WHERE customer = ?1 AND (away_sent_ms IS NULL OR away_sent_ms < ?2)",
             params![customer, i64_of(since_ms), i64_of(now_ms)],
         )?;
+        if changed == 1 {
+            crate::sync::record(
+                &tx,
+                &crate::sync::Op::Away {
+                    customer: customer.to_owned(),
+                    at_ms: now_ms,
+                },
+            )?;
+        }
+        tx.commit()?;
+        drop(conn);
+        if changed == 1 {
+            self.sync.mark_dirty();
+        }
         Ok(changed == 1)
     }
 

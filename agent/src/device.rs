@@ -993,6 +993,9 @@ impl Device {
             .take_away_slot(customer, now.saturating_sub(AWAY_EVERY_MS), now)
         {
             Ok(true) => {
+                // The other daemons learn it first (crate::sync): if this
+                // one stops now, the one taking over does not send it again.
+                self.push_sync().await;
                 let sent = self.client.send_text(to, &text).await;
                 if let Err(e) = self.record_sent(to, sent, "text", &text, None) {
                     tracing::warn!(error = %e, "the away message was not sent");

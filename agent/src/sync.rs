@@ -1,6 +1,6 @@
 //! The inbox's state between two daemons of one business (two devices of
-//! one account): agents, assignments, internal notes, canned replies, and
-//! which webhooks were delivered, and the statuses of sent messages each
+//! one account): agents, assignments, internal notes, canned replies,
+//! which webhooks were delivered, when the away message went to whom, and the statuses of sent messages each
 //! daemon learns (the relay tells only the sending device that a message
 //! was delivered). Each local change is written, in the
 //! transaction that makes it, as an [`Op`] into `sync_outbox`; the device
@@ -15,7 +15,8 @@
 //! so a change made after seeing another always wins over it, and two
 //! concurrent changes are decided the same way on both daemons); a note
 //! is an element of a grow-only set keyed by its random id; a delivered
-//! webhook is a grow-only mark. At each start the daemon sends its whole
+//! webhook is a grow-only mark; when the away message last went to a
+//! customer is a max register. At each start the daemon sends its whole
 //! state once more ([`queue_snapshot`]), which also brings a newly linked
 //! daemon up to date and repairs an op lost in a crash between the change
 //! and its hand-over.
@@ -149,6 +150,14 @@ pub enum Op {
         status: crate::status::MessageStatus,
         /// Why it failed, for `failed`.
         error: Option<String>,
+    },
+    /// The away message went to `customer` at `at_ms` (a max register):
+    /// a daemon taking the lease over does not send it again that day.
+    Away {
+        /// The customer.
+        customer: String,
+        /// When it went.
+        at_ms: u64,
     },
     /// A webhook delivered by the daemon acting then: the others never
     /// post it again.
@@ -434,6 +443,19 @@ pub fn queue_snapshot(db: &Db) -> Result<usize, DbError> {
         for uid in uids {
             ops.extend(note_op(&tx, &uid)?);
         }
+        let mut stmt = tx.prepare(
+            "SELECT customer, away_sent_ms FROM conversations
+             WHERE away_sent_ms IS NOT NULL ORDER BY customer",
+        )?;
+        let away = stmt.query_map([], |r| {
+            Ok(Op::Away {
+                customer: r.get(0)?,
+                at_ms: u64_of(r.get(1)?),
+            })
+        })?;
+        for op in away {
+            ops.push(op?);
+        }
     }
     for op in &ops {
         record(&tx, op)?;
@@ -647,6 +669,16 @@ fn apply_op(conn: &Connection, clock: &SyncClock, op: Op, now_ms: u64) -> Result
         }
         // Handed to the caller by `apply`.
         Op::Status { .. } => 0,
+        Op::Away { customer, at_ms } => {
+            conn.execute(
+                "INSERT INTO conversations (customer, last_message_ms, away_sent_ms) VALUES (?1, 0, ?2)
+                 ON CONFLICT (customer) DO UPDATE SET away_sent_ms = excluded.away_sent_ms
+                 WHERE coalesce(conversations.away_sent_ms, 0) < excluded.away_sent_ms",
+                params![customer, i64_of(at_ms)],
+            )?;
+            // Not a change agents see.
+            0
+        }
         Op::Delivered { event_id, endpoint } => {
             conn.execute(
                 "INSERT OR IGNORE INTO webhook_delivered_elsewhere (event_id, endpoint) VALUES (?1, ?2)",
@@ -825,6 +857,30 @@ mod tests {
         // A third, which A never delivered, waits for B.
         incoming(&b, "m3", "c1");
         assert_eq!(b.due(10, 10).expect("due").len(), 1);
+    }
+
+    #[test]
+    fn an_away_message_one_daemon_sent_is_not_sent_by_the_other_the_same_day() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (a, b) = (daemon(dir.path(), 1), daemon(dir.path(), 2));
+        incoming(&a, "m1", "c1");
+        assert!(a.take_away_slot("c1", 0, 1_000).expect("slot"));
+        // B has not recorded the customer's message yet: the op waits in
+        // B's conversation row all the same.
+        exchange(&a, &b);
+        incoming(&b, "m1", "c1");
+        assert!(!b.take_away_slot("c1", 500, 2_000).expect("slot"));
+        // A day later it goes again, from whichever daemon acts.
+        assert!(b.take_away_slot("c1", 1_500, 3_000).expect("slot"));
+        exchange(&b, &a);
+        assert!(!a.take_away_slot("c1", 2_500, 4_000).expect("slot"));
+        // An older report changes nothing; a snapshot neither.
+        let old = r#"{"v":1,"ops":[{"op":"away","customer":"c1","at_ms":10}]}"#;
+        apply(&a, old.as_bytes(), 1).expect("apply");
+        assert!(!a.take_away_slot("c1", 2_500, 4_000).expect("slot"));
+        queue_snapshot(&a).expect("snapshot");
+        exchange(&a, &b);
+        assert!(!b.take_away_slot("c1", 2_500, 4_000).expect("slot"));
     }
 
     #[test]

@@ -26,15 +26,16 @@ use comptoir_agent::db::Db;
 use comptoir_agent::inbox::{agents, conversations};
 use comptoir_agent::{SystemClock, device};
 use comptoir_client::{Client, ClientError};
+use comptoir_protocol::AccountId;
 use comptoir_protocol::proto::wire::{AccountKind, ErrorCode};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use support::agent::{PASSPHRASE, Receiver, config_toml, customer, init_business};
-use support::client::{FAST_KDF, linked, registered_as, url};
+use support::client::{FAST_KDF, linked, registered_as, url, wait_message};
 use support::inbox::login;
-use support::{TIMEOUT, start_relay};
+use support::{TIMEOUT, TestRelay, start_relay};
 
 /// The child process reads its configuration file's path from here.
 const CHILD_CONFIG_ENV: &str = "COMPTOIR_TEST_AGENT_CONFIG";
@@ -68,6 +69,7 @@ struct Daemon {
     name: &'static str,
     child: Child,
     addr: SocketAddr,
+    config_file: PathBuf,
     /// The daemon's database, opened beside it (SQLite in WAL mode takes
     /// readers), to watch what it recorded.
     db: Db,
@@ -110,6 +112,7 @@ impl Daemon {
             name,
             child,
             addr,
+            config_file: config_file.to_owned(),
             db,
         }
     }
@@ -137,6 +140,46 @@ impl Daemon {
     fn has_message(&self, id: &str) -> bool {
         matches!(self.db.status_of(id), Ok(Some(_)))
     }
+
+    /// `POST /v1/messages`: send `text` to `to` (inside its window).
+    async fn send_text(&self, to: AccountId, text: &str) {
+        let url = format!("http://{}/v1/messages", self.addr);
+        let body = serde_json::json!({
+            "to": to.to_string(), "type": "text", "text": { "body": text }
+        });
+        let reply = comptoir_agent::http_client::request(
+            "POST",
+            &url,
+            &[
+                ("content-type", "application/json".to_owned()),
+                ("authorization", format!("Bearer {}", support::agent::FULL_KEY)),
+            ],
+            body.to_string().into_bytes(),
+        )
+        .await
+        .expect("API answers");
+        assert_eq!(
+            reply.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&reply.body)
+        );
+    }
+}
+
+/// Opening hours closed all of today (UTC): one minute on a day three
+/// days away, with `away` as the away message.
+fn closed_today(away: &str) -> String {
+    let days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+        / 86_400;
+    // 1970-01-01 was a Thursday (Monday = 0).
+    let open_day = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"][((days + 3 + 3) % 7) as usize];
+    format!(
+        "[opening_hours]\nutc_offset = \"+00:00\"\nperiods = [\"{open_day} 00:00-00:01\"]\naway_message = {away:?}\n"
+    )
 }
 
 /// Wait (bounded) until `check` holds; it reads state the daemons change,
@@ -172,21 +215,23 @@ fn accepted(receiver: &Receiver) -> BTreeMap<String, usize> {
     seen
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_daemons_share_one_inbox_and_one_posts_each_webhook_through_a_kill() {
-    let relay = start_relay().await;
-    let root = tempfile::tempdir().expect("temp dir");
-    let receiver = Receiver::start().await;
-    let text = |dir: &str| config_toml(&relay, &root.path().join(dir), &receiver, LEASE, "");
-    let (config_a, file_a) = write_config(root.path(), "a", &text("a"));
-    let (config_b, file_b) = write_config(root.path(), "b", &text("b"));
+/// Two daemons of one business (`agent init` on A, `agent init --link`
+/// on B approved on A's device store), with the agent Ana added on A and
+/// `extra` in both configurations; both started.
+struct Pair {
+    business: AccountId,
+    a: Daemon,
+    b: Daemon,
+}
 
-    // A is the business's first device; B joins the account as a second
-    // one (`agent init --link`, approved on A's device store).
-    let business = init_business(&relay, &config_a).await;
+async fn pair(relay: &TestRelay, root: &Path, receiver: &Receiver, extra: &str) -> Pair {
+    let text = |dir: &str| config_toml(relay, &root.join(dir), receiver, LEASE, extra);
+    let (config_a, file_a) = write_config(root, "a", &text("a"));
+    let (config_b, file_b) = write_config(root, "b", &text("b"));
+    let business = init_business(relay, &config_a).await;
     let code = device::init_link(&config_b, PASSPHRASE, FAST_KDF).expect("link code");
     let mut first = Client::open(&config_a.device_dir(), PASSPHRASE).expect("open A's device");
-    first.connect(&url(&relay)).await.expect("connect");
+    first.connect(&url(relay)).await.expect("connect");
     let approval = first.add_device(&code).await.expect("approve B");
     first.close().await.expect("close");
     let joined = device::finish_link(&config_b, PASSPHRASE, &approval)
@@ -199,17 +244,38 @@ async fn two_daemons_share_one_inbox_and_one_posts_each_webhook_through_a_kill()
         let db = Db::open(&config_a.database_path(), Vec::new()).expect("A's database");
         agents::add(&db, "ana", PASSWORD, true, 1).expect("add ana");
     }
-
     let a = Daemon::start("A", &file_a, &config_a.database_path()).await;
     let b = Daemon::start("B", &file_b, &config_b.database_path()).await;
+    Pair {
+        business,
+        a,
+        b,
+    }
+}
 
+impl Pair {
+    /// (the lease holder, the other), once one holds the lease.
+    async fn holder_first(self) -> (Daemon, Daemon) {
+        let (a, b) = (self.a, self.b);
+        until("one daemon holds the lease", async || {
+            a.acting().await || b.acting().await
+        })
+        .await;
+        let (holder, other) = if a.acting().await { (a, b) } else { (b, a) };
+        assert!(!other.acting().await, "both daemons hold the lease");
+        (holder, other)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_share_one_inbox_and_one_posts_each_webhook_through_a_kill() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start().await;
+    let pair = pair(&relay, root.path(), &receiver, "").await;
+    let business = pair.business;
     // Exactly one of them holds the lease.
-    until("one daemon holds the lease", async || {
-        a.acting().await || b.acting().await
-    })
-    .await;
-    let (holder, other) = if a.acting().await { (a, b) } else { (b, a) };
-    assert!(!other.acting().await, "both daemons hold the lease");
+    let (holder, other) = pair.holder_first().await;
 
     // A customer's message reaches both inboxes.
     let mut jo = customer(&relay, root.path(), "jo").await;
@@ -349,6 +415,44 @@ async fn two_daemons_share_one_inbox_and_one_posts_each_webhook_through_a_kill()
         .collect();
     assert_eq!(accepted(&receiver), expected);
     drop(other);
+}
+
+/// The away message goes to a customer once a day, whichever daemon holds
+/// the lease: the one that sent it tells the other (synced end to end
+/// encrypted, before it sends), so after `kill -9` of the holder the new
+/// holder does not send it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_take_over_the_away_message_is_not_sent_twice_the_same_day() {
+    const AWAY: &str = "We are closed; we answer from 9:00.";
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start().await;
+    let pair = pair(&relay, root.path(), &receiver, &closed_today(AWAY)).await;
+    let business = pair.business;
+    let (mut holder, other) = pair.holder_first().await;
+
+    let mut jo = customer(&relay, root.path(), "jo").await;
+    jo.send_text(business, "Are you open?").await.expect("send");
+    let (_, text) = wait_message(&mut jo, business).await;
+    assert_eq!(text, AWAY);
+
+    holder.child.kill().await.expect("kill -9 the holder");
+    until("the other daemon takes the lease", async || {
+        other.acting().await
+    })
+    .await;
+    let second = jo.send_text(business, "Hello?").await.expect("send");
+    receiver
+        .wait("the second message, from the new holder", |h| {
+            h.event_id == format!("message:{second}") && h.answered == 200
+        })
+        .await;
+    // The new holder handles a message fully (and would send the away
+    // message then) before it runs the API's next send: the next thing
+    // Jo gets is that send.
+    other.send_text(jo.account_id(), "On call: how can we help?").await;
+    let (_, text) = wait_message(&mut jo, business).await;
+    assert_eq!(text, "On call: how can we help?", "a second away message");
 }
 
 /// The relay primitive under it: one device of an account holds a lease
