@@ -745,18 +745,23 @@ impl Device {
     fn advance_as(&self, id: &str, status: MessageStatus, error: Option<&str>, first_hand: bool) {
         let now = self.clock.now_ms();
         let business = &self.business;
-        let moved = self.db.advance_status(id, status, now, |customer| {
+        let events = |customer: &str| {
             vec![webhook::status_event(
                 business, customer, id, status, now, error,
             )]
-        });
+        };
+        let moved = if first_hand {
+            self.db
+                .advance_status_shared(id, status, error, now, events)
+        } else {
+            self.db.advance_status(id, status, now, events)
+        };
         match moved {
             Ok(Some(_)) => {
-                self.wake.notify_one();
-                if first_hand && let Err(e) = crate::sync::queue_status(&self.db, id, status, error)
-                {
-                    tracing::error!(error = %e, message = %id, "queueing a status for the other daemons");
+                if first_hand {
+                    crate::fault::hit(&format!("after-status-{}", status.as_str()));
                 }
+                self.wake.notify_one();
             }
             Ok(None) => {}
             Err(e) => tracing::error!(error = %e, message = %id, "recording a status"),

@@ -365,25 +365,6 @@ pub(crate) fn canned_changed(
     Ok(())
 }
 
-/// Queue a status this daemon learnt first hand for the other daemons.
-pub fn queue_status(
-    db: &Db,
-    message_id: &str,
-    status: crate::status::MessageStatus,
-    error: Option<&str>,
-) -> Result<(), DbError> {
-    record(
-        &db.connection(),
-        &Op::Status {
-            message_id: message_id.to_owned(),
-            status,
-            error: error.map(str::to_owned),
-        },
-    )?;
-    db.sync.mark_dirty();
-    Ok(())
-}
-
 /// Queue this daemon's whole inbox state for the other daemons (at each
 /// start). Rows from before the sync, never stamped, take this device's
 /// id at time 0, so two daemons that both had some decide the same way.

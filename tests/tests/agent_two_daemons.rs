@@ -24,7 +24,7 @@ use std::time::Duration;
 use comptoir_agent::config::Config;
 use comptoir_agent::db::Db;
 use comptoir_agent::inbox::{agents, conversations};
-use comptoir_agent::{SystemClock, device};
+use comptoir_agent::{MessageStatus, SystemClock, device};
 use comptoir_client::{Client, ClientError};
 use comptoir_protocol::AccountId;
 use comptoir_protocol::proto::wire::{AccountKind, ErrorCode};
@@ -70,15 +70,27 @@ struct Daemon {
     child: Child,
     addr: SocketAddr,
     config_file: PathBuf,
+    database: PathBuf,
     /// The daemon's database, opened beside it (SQLite in WAL mode takes
     /// readers), to watch what it recorded.
     db: Db,
 }
 
 impl Daemon {
-    async fn start(name: &'static str, config_file: &Path, database: &Path) -> Self {
+    /// Start daemon `name`; with `fault`, it aborts at that point
+    /// (`comptoir_agent::fault`).
+    async fn start(
+        name: &'static str,
+        config_file: &Path,
+        database: &Path,
+        fault: Option<&str>,
+    ) -> Self {
         let exe = std::env::current_exe().expect("the test binary");
-        let mut child = Command::new(exe)
+        let mut command = Command::new(exe);
+        if let Some(point) = fault {
+            command.env(comptoir_agent::fault::FAULT_POINT_ENV, point);
+        }
+        let mut child = command
             .args([
                 "child_agent_serve",
                 "--exact",
@@ -113,6 +125,7 @@ impl Daemon {
             child,
             addr,
             config_file: config_file.to_owned(),
+            database: database.to_owned(),
             db,
         }
     }
@@ -141,8 +154,9 @@ impl Daemon {
         matches!(self.db.status_of(id), Ok(Some(_)))
     }
 
-    /// `POST /v1/messages`: send `text` to `to` (inside its window).
-    async fn send_text(&self, to: AccountId, text: &str) {
+    /// `POST /v1/messages`: send `text` to `to` (inside its window); the
+    /// message id.
+    async fn send_text(&self, to: AccountId, text: &str) -> String {
         let url = format!("http://{}/v1/messages", self.addr);
         let body = serde_json::json!({
             "to": to.to_string(), "type": "text", "text": { "body": text }
@@ -152,18 +166,21 @@ impl Daemon {
             &url,
             &[
                 ("content-type", "application/json".to_owned()),
-                ("authorization", format!("Bearer {}", support::agent::FULL_KEY)),
+                (
+                    "authorization",
+                    format!("Bearer {}", support::agent::FULL_KEY),
+                ),
             ],
             body.to_string().into_bytes(),
         )
         .await
         .expect("API answers");
-        assert_eq!(
-            reply.status,
-            200,
-            "{}",
-            String::from_utf8_lossy(&reply.body)
-        );
+        let body: Value = serde_json::from_slice(&reply.body).expect("JSON");
+        assert_eq!(reply.status, 200, "{body}");
+        body["messages"][0]["id"]
+            .as_str()
+            .expect("an id")
+            .to_owned()
     }
 }
 
@@ -224,7 +241,13 @@ struct Pair {
     b: Daemon,
 }
 
-async fn pair(relay: &TestRelay, root: &Path, receiver: &Receiver, extra: &str) -> Pair {
+async fn pair(
+    relay: &TestRelay,
+    root: &Path,
+    receiver: &Receiver,
+    extra: &str,
+    fault_a: Option<&str>,
+) -> Pair {
     let text = |dir: &str| config_toml(relay, &root.join(dir), receiver, LEASE, extra);
     let (config_a, file_a) = write_config(root, "a", &text("a"));
     let (config_b, file_b) = write_config(root, "b", &text("b"));
@@ -244,13 +267,9 @@ async fn pair(relay: &TestRelay, root: &Path, receiver: &Receiver, extra: &str) 
         let db = Db::open(&config_a.database_path(), Vec::new()).expect("A's database");
         agents::add(&db, "ana", PASSWORD, true, 1).expect("add ana");
     }
-    let a = Daemon::start("A", &file_a, &config_a.database_path()).await;
-    let b = Daemon::start("B", &file_b, &config_b.database_path()).await;
-    Pair {
-        business,
-        a,
-        b,
-    }
+    let a = Daemon::start("A", &file_a, &config_a.database_path(), fault_a).await;
+    let b = Daemon::start("B", &file_b, &config_b.database_path(), None).await;
+    Pair { business, a, b }
 }
 
 impl Pair {
@@ -272,7 +291,7 @@ async fn two_daemons_share_one_inbox_and_one_posts_each_webhook_through_a_kill()
     let relay = start_relay().await;
     let root = tempfile::tempdir().expect("temp dir");
     let receiver = Receiver::start().await;
-    let pair = pair(&relay, root.path(), &receiver, "").await;
+    let pair = pair(&relay, root.path(), &receiver, "", None).await;
     let business = pair.business;
     // Exactly one of them holds the lease.
     let (holder, other) = pair.holder_first().await;
@@ -427,7 +446,7 @@ async fn after_a_take_over_the_away_message_is_not_sent_twice_the_same_day() {
     let relay = start_relay().await;
     let root = tempfile::tempdir().expect("temp dir");
     let receiver = Receiver::start().await;
-    let pair = pair(&relay, root.path(), &receiver, &closed_today(AWAY)).await;
+    let pair = pair(&relay, root.path(), &receiver, &closed_today(AWAY), None).await;
     let business = pair.business;
     let (mut holder, other) = pair.holder_first().await;
 
@@ -450,9 +469,68 @@ async fn after_a_take_over_the_away_message_is_not_sent_twice_the_same_day() {
     // The new holder handles a message fully (and would send the away
     // message then) before it runs the API's next send: the next thing
     // Jo gets is that send.
-    other.send_text(jo.account_id(), "On call: how can we help?").await;
+    other
+        .send_text(jo.account_id(), "On call: how can we help?")
+        .await;
     let (_, text) = wait_message(&mut jo, business).await;
     assert_eq!(text, "On call: how can we help?", "a second away message");
+}
+
+/// A status the sending daemon learns (the relay reports delivery to
+/// the sending device only) reaches the other daemon even when the
+/// sender dies right after recording it: what tells the other daemon is
+/// written in the same transaction as the status, and sent after a
+/// restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_recorded_right_before_a_crash_reaches_the_other_daemon_after_a_restart() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start().await;
+    let fault = Some("after-status-delivered");
+    let pair = pair(&relay, root.path(), &receiver, "", fault).await;
+    let business = pair.business;
+    let (mut a, b) = (pair.a, pair.b);
+
+    let mut jo = customer(&relay, root.path(), "jo").await;
+    let hello = jo
+        .send_text(business, "Hello")
+        .await
+        .expect("send")
+        .to_string();
+    until("both daemons record Jo's message", async || {
+        a.has_message(&hello) && b.has_message(&hello)
+    })
+    .await;
+    let sent = a.send_text(jo.account_id(), "Your parcel left").await;
+    let (_, text) = wait_message(&mut jo, business).await;
+    assert_eq!(text, "Your parcel left");
+    // Jo's device took it: the relay tells A it was delivered; A records
+    // that and dies at once.
+    let exit = tokio::time::timeout(TIMEOUT, a.child.wait())
+        .await
+        .expect("A stops at the fault point")
+        .expect("A's exit");
+    assert!(!exit.success());
+    assert_eq!(
+        a.db.status_of(&sent).expect("status"),
+        Some(MessageStatus::Delivered)
+    );
+    until("B records the message A sent", async || {
+        b.has_message(&sent)
+    })
+    .await;
+    assert_eq!(
+        b.db.status_of(&sent).expect("status"),
+        Some(MessageStatus::Sent),
+        "B cannot know of the delivery yet"
+    );
+
+    // A starts again (no fault): B learns of the delivery.
+    let _a = Daemon::start("A", &a.config_file, &a.database, None).await;
+    until("B learns that the message was delivered", async || {
+        b.db.status_of(&sent).ok().flatten() == Some(MessageStatus::Delivered)
+    })
+    .await;
 }
 
 /// The relay primitive under it: one device of an account holds a lease
