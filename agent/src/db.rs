@@ -148,6 +148,10 @@ fn migrations() -> Migrations<'static> {
         // on which device (last writer wins), a unique id per note, and
         // the webhook deliveries the other daemon made.
         M::up(crate::sync::SCHEMA),
+        // Whether each agent is available for automatic assignment
+        // (issue 15 review item 3): synced, so the daemon that assigns
+        // counts agents logged in on either daemon.
+        M::up(crate::sync::SCHEMA_AVAILABILITY),
     ])
 }
 

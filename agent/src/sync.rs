@@ -1,5 +1,6 @@
 //! The inbox's state between two daemons of one business (two devices of
-//! one account): agents, assignments, internal notes, canned replies,
+//! one account): agents and whether each is available for automatic
+//! assignment, assignments, internal notes, canned replies,
 //! which webhooks were delivered, when the away message went to whom, and the statuses of sent messages each
 //! daemon learns (the relay tells only the sending device that a message
 //! was delivered). Each local change is written, in the
@@ -10,7 +11,7 @@
 //! library holds them in its durable outbox.
 //!
 //! **Convergence.** Applying ops is idempotent and order does not matter:
-//! an agent, an assignment and a canned reply are last-writer-wins
+//! an agent, its availability, an assignment and a canned reply are last-writer-wins
 //! registers ordered by a [`Stamp`] (hybrid logical time, then device id,
 //! so a change made after seeing another always wins over it, and two
 //! concurrent changes are decided the same way on both daemons); a note
@@ -64,6 +65,15 @@ CREATE TABLE webhook_delivered_elsewhere (
 );
 ";
 
+/// Agents' availability for automatic assignment, a register synced
+/// apart from the rest of the agent (a migration appended to
+/// [`crate::db`]'s).
+pub const SCHEMA_AVAILABILITY: &str = "
+ALTER TABLE agents ADD COLUMN available INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE agents ADD COLUMN available_ms INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE agents ADD COLUMN available_by INTEGER NOT NULL DEFAULT 0;
+";
+
 /// Why another daemon's state was not applied.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -107,6 +117,17 @@ pub enum Op {
         disabled: bool,
         /// Assignment cap.
         cap: u32,
+        /// When it changed.
+        stamp: Stamp,
+    },
+    /// Whether an agent takes automatically assigned conversations (a
+    /// register of its own, apart from [`Op::Agent`], so a login on one
+    /// daemon never overwrites a password changed on the other).
+    Available {
+        /// The agent's name.
+        name: String,
+        /// Available (or away).
+        available: bool,
         /// When it changed.
         stamp: Stamp,
     },
@@ -269,6 +290,42 @@ fn agent_op(conn: &Connection, id: i64) -> rusqlite::Result<Option<Op>> {
     .optional()
 }
 
+/// Stamp agent `id`'s availability as changed now and write its op.
+pub(crate) fn availability_changed(
+    conn: &Connection,
+    clock: &SyncClock,
+    id: i64,
+) -> rusqlite::Result<()> {
+    let stamp = clock.stamp();
+    conn.execute(
+        "UPDATE agents SET available_ms = ?2, available_by = ?3 WHERE id = ?1",
+        params![id, i64_of(stamp.ms), stamp.device],
+    )?;
+    if let Some(op) = available_op(conn, id)? {
+        record(conn, &op)?;
+    }
+    clock.mark_dirty();
+    Ok(())
+}
+
+fn available_op(conn: &Connection, id: i64) -> rusqlite::Result<Option<Op>> {
+    conn.query_row(
+        "SELECT name, available, available_ms, available_by FROM agents WHERE id = ?1",
+        params![id],
+        |r| {
+            Ok(Op::Available {
+                name: r.get(0)?,
+                available: r.get(1)?,
+                stamp: Stamp {
+                    ms: u64_of(r.get(2)?),
+                    device: r.get(3)?,
+                },
+            })
+        },
+    )
+    .optional()
+}
+
 /// Stamp `customer`'s assignment as changed now and write its op.
 pub(crate) fn assigned(
     conn: &Connection,
@@ -393,6 +450,7 @@ pub fn queue_snapshot(db: &Db) -> Result<usize, DbError> {
             .collect::<rusqlite::Result<_>>()?;
         for id in ids {
             ops.extend(agent_op(&tx, id)?);
+            ops.extend(available_op(&tx, id)?);
         }
         let mut stmt = tx.prepare(
             "SELECT title, body, changed_ms, changed_by FROM canned_replies ORDER BY id",
@@ -591,6 +649,21 @@ fn apply_op(conn: &Connection, clock: &SyncClock, op: Op, now_ms: u64) -> Result
                 )?;
             }
             n
+        }
+        Op::Available {
+            name,
+            available,
+            stamp,
+        } => {
+            let Some(id) = agent_id(conn, &name, now_ms)? else {
+                return Ok(0);
+            };
+            clock.observe(stamp);
+            conn.execute(
+                "UPDATE agents SET available = ?2, available_ms = ?3, available_by = ?4
+                 WHERE id = ?1 AND (?3, ?4) > (available_ms, available_by)",
+                params![id, available, i64_of(stamp.ms), stamp.device],
+            )?
         }
         Op::Assign {
             customer,
@@ -838,6 +911,34 @@ mod tests {
         // A third, which A never delivered, waits for B.
         incoming(&b, "m3", "c1");
         assert_eq!(b.due(10, 10).expect("due").len(), 1);
+    }
+
+    #[test]
+    fn availability_is_synced_apart_from_the_rest_of_the_agent() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (a, b) = (daemon(dir.path(), 1), daemon(dir.path(), 2));
+        let ana = agents::add(&a, "ana", "ana-long-password", false, 1).expect("ana");
+        exchange(&a, &b);
+        let on = |db: &Db| {
+            agents::list(db)
+                .expect("agents")
+                .into_iter()
+                .find(|x| x.name == "ana")
+                .expect("ana")
+        };
+        // At once: A disables Ana, B marks her available (she logged in there).
+        agents::set_disabled(&a, ana.id, true).expect("disable");
+        agents::set_available(&b, on(&b).id, true).expect("available");
+        exchange(&a, &b);
+        exchange(&b, &a);
+        for db in [&a, &b] {
+            assert!(on(db).disabled && on(db).available);
+        }
+        // Marking again what is already so sends nothing.
+        agents::set_available(&a, ana.id, true).expect("again");
+        assert_eq!(next_batch(&a).expect("batch"), None);
+        queue_snapshot(&a).expect("snapshot");
+        assert_eq!(exchange(&a, &b), 0);
     }
 
     #[test]

@@ -476,6 +476,46 @@ async fn after_a_take_over_the_away_message_is_not_sent_twice_the_same_day() {
     assert_eq!(text, "On call: how can we help?", "a second away message");
 }
 
+/// Automatic assignment counts every available agent, whichever
+/// daemon's inbox they use: Ana logs in on the daemon that does not act
+/// (and keeps no page open anywhere); the acting daemon assigns her the
+/// next customer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_acting_daemon_assigns_to_an_agent_logged_in_on_the_other_daemon() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start().await;
+    let pair = pair(&relay, root.path(), &receiver, "", None).await;
+    let business = pair.business;
+    let (holder, other) = pair.holder_first().await;
+    until("Ana is an agent on the other daemon", async || {
+        agents::list(&other.db)
+            .unwrap_or_default()
+            .iter()
+            .any(|a| a.name == "ana" && !a.disabled)
+    })
+    .await;
+    login(other.addr, "ana", PASSWORD).await;
+
+    let mut jo = customer(&relay, root.path(), "jo").await;
+    let customer_id = jo.account_id().to_string();
+    jo.send_text(business, "Hello").await.expect("send");
+    let assigned_to_ana = |daemon: &Daemon| {
+        conversations::get(&daemon.db, &customer_id)
+            .ok()
+            .and_then(|c| c.assignee)
+            .is_some_and(|(_, name)| name == "ana")
+    };
+    until("the acting daemon assigns Jo to Ana", async || {
+        assigned_to_ana(&holder)
+    })
+    .await;
+    until("the other daemon shows it", async || {
+        assigned_to_ana(&other)
+    })
+    .await;
+}
+
 /// A status the sending daemon learns (the relay reports delivery to
 /// the sending device only) reaches the other daemon even when the
 /// sender dies right after recording it: what tells the other daemon is
