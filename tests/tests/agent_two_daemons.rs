@@ -6,10 +6,8 @@
 //! after `kill -9` of the holder the other takes the lease over and the
 //! webhook receiver gets every event exactly once, by event id.
 //!
-//! Each daemon is a child process running this test binary's
-//! `child_agent_serve` (ignored when run alone), which starts the daemon
-//! as `agent serve` does (`Config::load`, `comptoir_agent::start` with
-//! the system clock) and runs until killed.
+//! Each daemon is the real `agent serve` binary, run as a process (see
+//! [`agent_binary`]) until it is killed with SIGKILL.
 
 mod support;
 
@@ -17,14 +15,13 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use comptoir_agent::config::Config;
 use comptoir_agent::db::Db;
 use comptoir_agent::inbox::{agents, conversations};
-use comptoir_agent::{MessageStatus, SystemClock, device};
+use comptoir_agent::{MessageStatus, device};
 use comptoir_client::{Client, ClientError};
 use comptoir_protocol::AccountId;
 use comptoir_protocol::proto::wire::{AccountKind, ErrorCode};
@@ -37,31 +34,52 @@ use support::client::{FAST_KDF, linked, registered_as, url, wait_message};
 use support::inbox::login;
 use support::{TIMEOUT, TestRelay, start_relay};
 
-/// The child process reads its configuration file's path from here.
-const CHILD_CONFIG_ENV: &str = "COMPTOIR_TEST_AGENT_CONFIG";
 /// The lease is short, so a take-over after a vanished holder (one that
 /// did not close its connection) stays within the tests' waits; after a
 /// `kill -9` the relay frees it at once, when the connection ends.
 const LEASE: &str = "lease_seconds = 3";
 const PASSWORD: &str = "ana-long-password";
 
-/// Not a test on its own: the body of the daemon processes the test below
-/// starts. Runs the daemon as `agent serve` does until it is killed.
-#[tokio::test]
-#[ignore = "a child process of the two-daemon test, started by it"]
-async fn child_agent_serve() {
-    let Ok(path) = std::env::var(CHILD_CONFIG_ENV) else {
-        return;
-    };
-    let config = Config::load(Some(Path::new(&path))).expect("configuration");
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .expect("listen");
-    let running = comptoir_agent::start(&config, PASSPHRASE, listener, Arc::new(SystemClock))
-        .await
-        .expect("agent serve");
-    println!("agent listening on {}", running.addr);
-    std::future::pending::<()>().await;
+/// The real `agent` binary, built (once per run of this test binary) by
+/// the cargo running the tests, with the test-only crash points
+/// (`comptoir_agent::fault`): `cargo test` builds only the tested
+/// package's own binaries, and this one belongs to comptoir-agent.
+fn agent_binary() -> PathBuf {
+    static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            let mut args = vec![
+                "build",
+                "--quiet",
+                "--package",
+                "comptoir-agent",
+                "--bin",
+                "agent",
+                "--features",
+                "fault-injection",
+                "--message-format=json",
+            ];
+            if !cfg!(debug_assertions) {
+                args.push("--release");
+            }
+            let out = std::process::Command::new(env!("CARGO"))
+                .args(args)
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("run cargo");
+            assert!(
+                out.status.success(),
+                "cargo could not build the agent binary"
+            );
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "agent")
+                .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+                .expect("cargo names the agent binary")
+        })
+        .clone()
 }
 
 /// A daemon process.
@@ -85,30 +103,33 @@ impl Daemon {
         database: &Path,
         fault: Option<&str>,
     ) -> Self {
-        let exe = std::env::current_exe().expect("the test binary");
-        let mut command = Command::new(exe);
+        let binary = tokio::task::spawn_blocking(agent_binary)
+            .await
+            .expect("the agent binary");
+        let mut command = Command::new(binary);
         if let Some(point) = fault {
             command.env(comptoir_agent::fault::FAULT_POINT_ENV, point);
         }
         let mut child = command
-            .args([
-                "child_agent_serve",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_CONFIG_ENV, config_file)
+            .args(["serve", "--config"])
+            .arg(config_file)
+            .env_remove(comptoir_agent::config::ENV_CONFIG)
+            .env_remove(comptoir_agent::config::ENV_RELAY)
+            .env_remove(comptoir_agent::config::ENV_LISTEN)
+            .env_remove(comptoir_agent::config::ENV_DATA_DIR)
+            .env_remove(comptoir_agent::config::ENV_OPERATOR_KEY)
+            .env_remove(comptoir_agent::config::ENV_PASSPHRASE_FILE)
+            .env(comptoir_agent::config::ENV_PASSPHRASE, PASSPHRASE)
+            .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
-            .expect("start the daemon");
+            .expect("start agent serve");
         let stdout = child.stdout.take().expect("the daemon's stdout");
         let mut lines = BufReader::new(stdout).lines();
         let addr = tokio::time::timeout(TIMEOUT, async {
             while let Some(line) = lines.next_line().await.expect("read the daemon's output") {
-                // After the harness's "test child_agent_serve ... ".
                 if let Some((_, addr)) = line.split_once("agent listening on ") {
                     return addr.trim().parse::<SocketAddr>().expect("an address");
                 }
@@ -397,6 +418,7 @@ async fn two_daemons_share_one_inbox_and_one_posts_each_webhook_through_a_kill()
     // kill -9 the holder. The other takes the lease over and posts what
     // was left, and what arrives after.
     let mut holder = holder;
+    // SIGKILL (tokio's Child::kill on Unix).
     holder.child.kill().await.expect("kill -9 the holder");
     receiver.answer.store(200, Ordering::SeqCst);
     let third_id = jo
@@ -405,10 +427,7 @@ async fn two_daemons_share_one_inbox_and_one_posts_each_webhook_through_a_kill()
         .expect("send")
         .to_string();
     let third_event = format!("message:{third_id}");
-    until("the other daemon takes the lease", async || {
-        other.acting().await
-    })
-    .await;
+    // Only the lease holder posts: these arriving show the take-over.
     for event in [&second_event, &third_event] {
         receiver
             .wait("an event after the take-over", |h| {
@@ -416,6 +435,7 @@ async fn two_daemons_share_one_inbox_and_one_posts_each_webhook_through_a_kill()
             })
             .await;
     }
+    assert!(other.acting().await, "the other daemon took the lease");
     until("the other daemon's outbox is empty", async || {
         other
             .db
@@ -433,6 +453,10 @@ async fn two_daemons_share_one_inbox_and_one_posts_each_webhook_through_a_kill()
         .map(|e| (e, 1))
         .collect();
     assert_eq!(accepted(&receiver), expected);
+    // Not even a refused delivery went out under another id.
+    for hit in receiver.hits() {
+        assert!(expected.contains_key(&hit.event_id), "{}", hit.event_id);
+    }
     drop(other);
 }
 
@@ -455,6 +479,7 @@ async fn after_a_take_over_the_away_message_is_not_sent_twice_the_same_day() {
     let (_, text) = wait_message(&mut jo, business).await;
     assert_eq!(text, AWAY);
 
+    // SIGKILL (tokio's Child::kill on Unix).
     holder.child.kill().await.expect("kill -9 the holder");
     until("the other daemon takes the lease", async || {
         other.acting().await
