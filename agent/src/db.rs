@@ -148,6 +148,10 @@ fn migrations() -> Migrations<'static> {
         // on which device (last writer wins), a unique id per note, and
         // the webhook deliveries the other daemon made.
         M::up(crate::sync::SCHEMA),
+        // Whether each agent is available for automatic assignment
+        // (issue 15 review item 3): synced, so the daemon that assigns
+        // counts agents logged in on either daemon.
+        M::up(crate::sync::SCHEMA_AVAILABILITY),
     ])
 }
 
@@ -519,6 +523,34 @@ impl Db {
         now_ms: u64,
         events: impl FnOnce(&str) -> Vec<NewEvent>,
     ) -> Result<Option<String>> {
+        self.advance(message_id, next, None, now_ms, events)
+    }
+
+    /// [`Self::advance_status`] for a status this daemon learnt first
+    /// hand: when it moves, the op that tells the business's other
+    /// daemons (crate::sync) is written in the same transaction, so a
+    /// crash right after the change loses nothing (it is sent after a
+    /// restart). `error` says why it failed, for `failed`.
+    pub fn advance_status_shared(
+        &self,
+        message_id: &str,
+        next: MessageStatus,
+        error: Option<&str>,
+        now_ms: u64,
+        events: impl FnOnce(&str) -> Vec<NewEvent>,
+    ) -> Result<Option<String>> {
+        self.advance(message_id, next, Some(error), now_ms, events)
+    }
+
+    /// `share`: with the sync op, and this error.
+    fn advance(
+        &self,
+        message_id: &str,
+        next: MessageStatus,
+        share: Option<Option<&str>>,
+        now_ms: u64,
+        events: impl FnOnce(&str) -> Vec<NewEvent>,
+    ) -> Result<Option<String>> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let current: Option<(String, String)> = tx
@@ -542,8 +574,21 @@ impl Db {
         for event in events(&customer) {
             self.enqueue(&tx, &event, now_ms)?;
         }
+        if let Some(error) = share {
+            crate::sync::record(
+                &tx,
+                &crate::sync::Op::Status {
+                    message_id: message_id.to_owned(),
+                    status: next,
+                    error: error.map(str::to_owned),
+                },
+            )?;
+        }
         tx.commit()?;
         drop(conn);
+        if share.is_some() {
+            self.sync.mark_dirty();
+        }
         self.changed();
         Ok(Some(customer))
     }
@@ -666,14 +711,33 @@ impl Db {
             .flatten())
     }
 
-    /// Whether the away message went to `customer` since `since_ms`; if
-    /// not, record that it goes now.
+    /// Whether the away message went to `customer` since `since_ms` (from
+    /// this daemon or, as synced, another of the business); if not,
+    /// record that it goes now, with the op that tells the other daemons
+    /// in the same transaction (crate::sync), so a daemon taking the
+    /// lease over never sends it twice the same day.
     pub fn take_away_slot(&self, customer: &str, since_ms: u64, now_ms: u64) -> Result<bool> {
-        let changed = self.lock().execute(
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let changed = tx.execute(
             "UPDATE conversations SET away_sent_ms = ?3
              WHERE customer = ?1 AND (away_sent_ms IS NULL OR away_sent_ms < ?2)",
             params![customer, i64_of(since_ms), i64_of(now_ms)],
         )?;
+        if changed == 1 {
+            crate::sync::record(
+                &tx,
+                &crate::sync::Op::Away {
+                    customer: customer.to_owned(),
+                    at_ms: now_ms,
+                },
+            )?;
+        }
+        tx.commit()?;
+        drop(conn);
+        if changed == 1 {
+            self.sync.mark_dirty();
+        }
         Ok(changed == 1)
     }
 
@@ -988,6 +1052,32 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(db.messages(Some("c2"), None, 10).expect("list").len(), 0);
+    }
+
+    #[test]
+    fn a_status_learnt_first_hand_is_queued_for_the_other_daemons_with_it() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = Db::open(&dir.path().join("a.sqlite3"), vec![]).expect("open");
+        db.record_message(&message("m2", "hi", MessageStatus::Sent), &[], 1)
+            .expect("rec");
+        let waiting = |db: &Db| crate::sync::next_batch(db).expect("batch").map(|b| b.1);
+        // From another daemon: not sent back.
+        db.advance_status("m2", MessageStatus::Delivered, 2, |_| Vec::new())
+            .expect("delivered");
+        assert_eq!(waiting(&db), None);
+        db.advance_status_shared("m2", MessageStatus::Read, None, 3, |_| Vec::new())
+            .expect("read");
+        let batch = String::from_utf8(waiting(&db).expect("an op")).expect("utf-8");
+        assert!(
+            batch.contains(r#""op":"status","message_id":"m2","status":"read""#),
+            "{batch}"
+        );
+        // A status that does not move queues nothing more.
+        let (seq, _) = crate::sync::next_batch(&db).expect("batch").expect("op");
+        crate::sync::sent(&db, seq).expect("sent");
+        db.advance_status_shared("m2", MessageStatus::Delivered, None, 4, |_| Vec::new())
+            .expect("late");
+        assert_eq!(waiting(&db), None);
     }
 
     #[test]

@@ -745,18 +745,23 @@ impl Device {
     fn advance_as(&self, id: &str, status: MessageStatus, error: Option<&str>, first_hand: bool) {
         let now = self.clock.now_ms();
         let business = &self.business;
-        let moved = self.db.advance_status(id, status, now, |customer| {
+        let events = |customer: &str| {
             vec![webhook::status_event(
                 business, customer, id, status, now, error,
             )]
-        });
+        };
+        let moved = if first_hand {
+            self.db
+                .advance_status_shared(id, status, error, now, events)
+        } else {
+            self.db.advance_status(id, status, now, events)
+        };
         match moved {
             Ok(Some(_)) => {
-                self.wake.notify_one();
-                if first_hand && let Err(e) = crate::sync::queue_status(&self.db, id, status, error)
-                {
-                    tracing::error!(error = %e, message = %id, "queueing a status for the other daemons");
+                if first_hand {
+                    crate::fault::hit(&format!("after-status-{}", status.as_str()));
                 }
+                self.wake.notify_one();
             }
             Ok(None) => {}
             Err(e) => tracing::error!(error = %e, message = %id, "recording a status"),
@@ -993,6 +998,9 @@ impl Device {
             .take_away_slot(customer, now.saturating_sub(AWAY_EVERY_MS), now)
         {
             Ok(true) => {
+                // The other daemons learn it first (crate::sync): if this
+                // one stops now, the one taking over does not send it again.
+                self.push_sync().await;
                 let sent = self.client.send_text(to, &text).await;
                 if let Err(e) = self.record_sent(to, sent, "text", &text, None) {
                     tracing::warn!(error = %e, "the away message was not sent");

@@ -31,6 +31,7 @@
 //!   `GET /v1/link`).
 //! - [`tls`]: TLS for the API.
 //! - [`serve`]: starting and stopping the daemon.
+//! - [`fault`]: crash points for tests (feature `fault-injection` only).
 
 #![forbid(unsafe_code)]
 
@@ -40,6 +41,7 @@ pub mod clock;
 pub mod config;
 pub mod db;
 pub mod device;
+pub mod fault;
 pub mod hours;
 pub mod http_client;
 pub mod inbox;

@@ -1,6 +1,7 @@
 //! The inbox's state between two daemons of one business (two devices of
-//! one account): agents, assignments, internal notes, canned replies, and
-//! which webhooks were delivered, and the statuses of sent messages each
+//! one account): agents and whether each is available for automatic
+//! assignment, assignments, internal notes, canned replies,
+//! which webhooks were delivered, when the away message went to whom, and the statuses of sent messages each
 //! daemon learns (the relay tells only the sending device that a message
 //! was delivered). Each local change is written, in the
 //! transaction that makes it, as an [`Op`] into `sync_outbox`; the device
@@ -10,12 +11,13 @@
 //! library holds them in its durable outbox.
 //!
 //! **Convergence.** Applying ops is idempotent and order does not matter:
-//! an agent, an assignment and a canned reply are last-writer-wins
+//! an agent, its availability, an assignment and a canned reply are last-writer-wins
 //! registers ordered by a [`Stamp`] (hybrid logical time, then device id,
 //! so a change made after seeing another always wins over it, and two
 //! concurrent changes are decided the same way on both daemons); a note
 //! is an element of a grow-only set keyed by its random id; a delivered
-//! webhook is a grow-only mark. At each start the daemon sends its whole
+//! webhook is a grow-only mark; when the away message last went to a
+//! customer is a max register. At each start the daemon sends its whole
 //! state once more ([`queue_snapshot`]), which also brings a newly linked
 //! daemon up to date and repairs an op lost in a crash between the change
 //! and its hand-over.
@@ -61,6 +63,15 @@ CREATE TABLE webhook_delivered_elsewhere (
     endpoint TEXT NOT NULL,
     PRIMARY KEY (event_id, endpoint)
 );
+";
+
+/// Agents' availability for automatic assignment, a register synced
+/// apart from the rest of the agent (a migration appended to
+/// [`crate::db`]'s).
+pub const SCHEMA_AVAILABILITY: &str = "
+ALTER TABLE agents ADD COLUMN available INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE agents ADD COLUMN available_ms INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE agents ADD COLUMN available_by INTEGER NOT NULL DEFAULT 0;
 ";
 
 /// Why another daemon's state was not applied.
@@ -109,6 +120,17 @@ pub enum Op {
         /// When it changed.
         stamp: Stamp,
     },
+    /// Whether an agent takes automatically assigned conversations (a
+    /// register of its own, apart from [`Op::Agent`], so a login on one
+    /// daemon never overwrites a password changed on the other).
+    Available {
+        /// The agent's name.
+        name: String,
+        /// Available (or away).
+        available: bool,
+        /// When it changed.
+        stamp: Stamp,
+    },
     /// Who a conversation is assigned to (`None`: nobody).
     Assign {
         /// The customer.
@@ -149,6 +171,14 @@ pub enum Op {
         status: crate::status::MessageStatus,
         /// Why it failed, for `failed`.
         error: Option<String>,
+    },
+    /// The away message went to `customer` at `at_ms` (a max register):
+    /// a daemon taking the lease over does not send it again that day.
+    Away {
+        /// The customer.
+        customer: String,
+        /// When it went.
+        at_ms: u64,
     },
     /// A webhook delivered by the daemon acting then: the others never
     /// post it again.
@@ -260,6 +290,42 @@ fn agent_op(conn: &Connection, id: i64) -> rusqlite::Result<Option<Op>> {
     .optional()
 }
 
+/// Stamp agent `id`'s availability as changed now and write its op.
+pub(crate) fn availability_changed(
+    conn: &Connection,
+    clock: &SyncClock,
+    id: i64,
+) -> rusqlite::Result<()> {
+    let stamp = clock.stamp();
+    conn.execute(
+        "UPDATE agents SET available_ms = ?2, available_by = ?3 WHERE id = ?1",
+        params![id, i64_of(stamp.ms), stamp.device],
+    )?;
+    if let Some(op) = available_op(conn, id)? {
+        record(conn, &op)?;
+    }
+    clock.mark_dirty();
+    Ok(())
+}
+
+fn available_op(conn: &Connection, id: i64) -> rusqlite::Result<Option<Op>> {
+    conn.query_row(
+        "SELECT name, available, available_ms, available_by FROM agents WHERE id = ?1",
+        params![id],
+        |r| {
+            Ok(Op::Available {
+                name: r.get(0)?,
+                available: r.get(1)?,
+                stamp: Stamp {
+                    ms: u64_of(r.get(2)?),
+                    device: r.get(3)?,
+                },
+            })
+        },
+    )
+    .optional()
+}
+
 /// Stamp `customer`'s assignment as changed now and write its op.
 pub(crate) fn assigned(
     conn: &Connection,
@@ -356,25 +422,6 @@ pub(crate) fn canned_changed(
     Ok(())
 }
 
-/// Queue a status this daemon learnt first hand for the other daemons.
-pub fn queue_status(
-    db: &Db,
-    message_id: &str,
-    status: crate::status::MessageStatus,
-    error: Option<&str>,
-) -> Result<(), DbError> {
-    record(
-        &db.connection(),
-        &Op::Status {
-            message_id: message_id.to_owned(),
-            status,
-            error: error.map(str::to_owned),
-        },
-    )?;
-    db.sync.mark_dirty();
-    Ok(())
-}
-
 /// Queue this daemon's whole inbox state for the other daemons (at each
 /// start). Rows from before the sync, never stamped, take this device's
 /// id at time 0, so two daemons that both had some decide the same way.
@@ -403,6 +450,7 @@ pub fn queue_snapshot(db: &Db) -> Result<usize, DbError> {
             .collect::<rusqlite::Result<_>>()?;
         for id in ids {
             ops.extend(agent_op(&tx, id)?);
+            ops.extend(available_op(&tx, id)?);
         }
         let mut stmt = tx.prepare(
             "SELECT title, body, changed_ms, changed_by FROM canned_replies ORDER BY id",
@@ -433,6 +481,19 @@ pub fn queue_snapshot(db: &Db) -> Result<usize, DbError> {
             .collect::<rusqlite::Result<_>>()?;
         for uid in uids {
             ops.extend(note_op(&tx, &uid)?);
+        }
+        let mut stmt = tx.prepare(
+            "SELECT customer, away_sent_ms FROM conversations
+             WHERE away_sent_ms IS NOT NULL ORDER BY customer",
+        )?;
+        let away = stmt.query_map([], |r| {
+            Ok(Op::Away {
+                customer: r.get(0)?,
+                at_ms: u64_of(r.get(1)?),
+            })
+        })?;
+        for op in away {
+            ops.push(op?);
         }
     }
     for op in &ops {
@@ -589,6 +650,21 @@ fn apply_op(conn: &Connection, clock: &SyncClock, op: Op, now_ms: u64) -> Result
             }
             n
         }
+        Op::Available {
+            name,
+            available,
+            stamp,
+        } => {
+            let Some(id) = agent_id(conn, &name, now_ms)? else {
+                return Ok(0);
+            };
+            clock.observe(stamp);
+            conn.execute(
+                "UPDATE agents SET available = ?2, available_ms = ?3, available_by = ?4
+                 WHERE id = ?1 AND (?3, ?4) > (available_ms, available_by)",
+                params![id, available, i64_of(stamp.ms), stamp.device],
+            )?
+        }
         Op::Assign {
             customer,
             agent,
@@ -647,6 +723,16 @@ fn apply_op(conn: &Connection, clock: &SyncClock, op: Op, now_ms: u64) -> Result
         }
         // Handed to the caller by `apply`.
         Op::Status { .. } => 0,
+        Op::Away { customer, at_ms } => {
+            conn.execute(
+                "INSERT INTO conversations (customer, last_message_ms, away_sent_ms) VALUES (?1, 0, ?2)
+                 ON CONFLICT (customer) DO UPDATE SET away_sent_ms = excluded.away_sent_ms
+                 WHERE coalesce(conversations.away_sent_ms, 0) < excluded.away_sent_ms",
+                params![customer, i64_of(at_ms)],
+            )?;
+            // Not a change agents see.
+            0
+        }
         Op::Delivered { event_id, endpoint } => {
             conn.execute(
                 "INSERT OR IGNORE INTO webhook_delivered_elsewhere (event_id, endpoint) VALUES (?1, ?2)",
@@ -825,6 +911,58 @@ mod tests {
         // A third, which A never delivered, waits for B.
         incoming(&b, "m3", "c1");
         assert_eq!(b.due(10, 10).expect("due").len(), 1);
+    }
+
+    #[test]
+    fn availability_is_synced_apart_from_the_rest_of_the_agent() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (a, b) = (daemon(dir.path(), 1), daemon(dir.path(), 2));
+        let ana = agents::add(&a, "ana", "ana-long-password", false, 1).expect("ana");
+        exchange(&a, &b);
+        let on = |db: &Db| {
+            agents::list(db)
+                .expect("agents")
+                .into_iter()
+                .find(|x| x.name == "ana")
+                .expect("ana")
+        };
+        // At once: A disables Ana, B marks her available (she logged in there).
+        agents::set_disabled(&a, ana.id, true).expect("disable");
+        agents::set_available(&b, on(&b).id, true).expect("available");
+        exchange(&a, &b);
+        exchange(&b, &a);
+        for db in [&a, &b] {
+            assert!(on(db).disabled && on(db).available);
+        }
+        // Marking again what is already so sends nothing.
+        agents::set_available(&a, ana.id, true).expect("again");
+        assert_eq!(next_batch(&a).expect("batch"), None);
+        queue_snapshot(&a).expect("snapshot");
+        assert_eq!(exchange(&a, &b), 0);
+    }
+
+    #[test]
+    fn an_away_message_one_daemon_sent_is_not_sent_by_the_other_the_same_day() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (a, b) = (daemon(dir.path(), 1), daemon(dir.path(), 2));
+        incoming(&a, "m1", "c1");
+        assert!(a.take_away_slot("c1", 0, 1_000).expect("slot"));
+        // B has not recorded the customer's message yet: the op waits in
+        // B's conversation row all the same.
+        exchange(&a, &b);
+        incoming(&b, "m1", "c1");
+        assert!(!b.take_away_slot("c1", 500, 2_000).expect("slot"));
+        // A day later it goes again, from whichever daemon acts.
+        assert!(b.take_away_slot("c1", 1_500, 3_000).expect("slot"));
+        exchange(&b, &a);
+        assert!(!a.take_away_slot("c1", 2_500, 4_000).expect("slot"));
+        // An older report changes nothing; a snapshot neither.
+        let old = r#"{"v":1,"ops":[{"op":"away","customer":"c1","at_ms":10}]}"#;
+        apply(&a, old.as_bytes(), 1).expect("apply");
+        assert!(!a.take_away_slot("c1", 2_500, 4_000).expect("slot"));
+        queue_snapshot(&a).expect("snapshot");
+        exchange(&a, &b);
+        assert!(!b.take_away_slot("c1", 2_500, 4_000).expect("slot"));
     }
 
     #[test]

@@ -6,10 +6,8 @@
 //! after `kill -9` of the holder the other takes the lease over and the
 //! webhook receiver gets every event exactly once, by event id.
 //!
-//! Each daemon is a child process running this test binary's
-//! `child_agent_serve` (ignored when run alone), which starts the daemon
-//! as `agent serve` does (`Config::load`, `comptoir_agent::start` with
-//! the system clock) and runs until killed.
+//! Each daemon is the real `agent serve` binary, run as a process (see
+//! [`agent_binary`]) until it is killed with SIGKILL.
 
 mod support;
 
@@ -17,50 +15,71 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use comptoir_agent::config::Config;
 use comptoir_agent::db::Db;
 use comptoir_agent::inbox::{agents, conversations};
-use comptoir_agent::{SystemClock, device};
+use comptoir_agent::{MessageStatus, device};
 use comptoir_client::{Client, ClientError};
+use comptoir_protocol::AccountId;
 use comptoir_protocol::proto::wire::{AccountKind, ErrorCode};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use support::agent::{PASSPHRASE, Receiver, config_toml, customer, init_business};
-use support::client::{FAST_KDF, linked, registered_as, url};
+use support::client::{FAST_KDF, linked, registered_as, url, wait_message};
 use support::inbox::login;
-use support::{TIMEOUT, start_relay};
+use support::{TIMEOUT, TestRelay, start_relay};
 
-/// The child process reads its configuration file's path from here.
-const CHILD_CONFIG_ENV: &str = "COMPTOIR_TEST_AGENT_CONFIG";
 /// The lease is short, so a take-over after a vanished holder (one that
 /// did not close its connection) stays within the tests' waits; after a
 /// `kill -9` the relay frees it at once, when the connection ends.
 const LEASE: &str = "lease_seconds = 3";
 const PASSWORD: &str = "ana-long-password";
 
-/// Not a test on its own: the body of the daemon processes the test below
-/// starts. Runs the daemon as `agent serve` does until it is killed.
-#[tokio::test]
-#[ignore = "a child process of the two-daemon test, started by it"]
-async fn child_agent_serve() {
-    let Ok(path) = std::env::var(CHILD_CONFIG_ENV) else {
-        return;
-    };
-    let config = Config::load(Some(Path::new(&path))).expect("configuration");
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .expect("listen");
-    let running = comptoir_agent::start(&config, PASSPHRASE, listener, Arc::new(SystemClock))
-        .await
-        .expect("agent serve");
-    println!("agent listening on {}", running.addr);
-    std::future::pending::<()>().await;
+/// The real `agent` binary, built (once per run of this test binary) by
+/// the cargo running the tests, with the test-only crash points
+/// (`comptoir_agent::fault`): `cargo test` builds only the tested
+/// package's own binaries, and this one belongs to comptoir-agent.
+fn agent_binary() -> PathBuf {
+    static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            let mut args = vec![
+                "build",
+                "--quiet",
+                "--package",
+                "comptoir-agent",
+                "--bin",
+                "agent",
+                "--features",
+                "fault-injection",
+                "--message-format=json",
+            ];
+            if !cfg!(debug_assertions) {
+                args.push("--release");
+            }
+            let out = std::process::Command::new(env!("CARGO"))
+                .args(args)
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("run cargo");
+            assert!(
+                out.status.success(),
+                "cargo could not build the agent binary"
+            );
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "agent")
+                .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+                .expect("cargo names the agent binary")
+        })
+        .clone()
 }
 
 /// A daemon process.
@@ -68,33 +87,49 @@ struct Daemon {
     name: &'static str,
     child: Child,
     addr: SocketAddr,
+    config_file: PathBuf,
+    database: PathBuf,
     /// The daemon's database, opened beside it (SQLite in WAL mode takes
     /// readers), to watch what it recorded.
     db: Db,
 }
 
 impl Daemon {
-    async fn start(name: &'static str, config_file: &Path, database: &Path) -> Self {
-        let exe = std::env::current_exe().expect("the test binary");
-        let mut child = Command::new(exe)
-            .args([
-                "child_agent_serve",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_CONFIG_ENV, config_file)
+    /// Start daemon `name`; with `fault`, it aborts at that point
+    /// (`comptoir_agent::fault`).
+    async fn start(
+        name: &'static str,
+        config_file: &Path,
+        database: &Path,
+        fault: Option<&str>,
+    ) -> Self {
+        let binary = tokio::task::spawn_blocking(agent_binary)
+            .await
+            .expect("the agent binary");
+        let mut command = Command::new(binary);
+        if let Some(point) = fault {
+            command.env(comptoir_agent::fault::FAULT_POINT_ENV, point);
+        }
+        let mut child = command
+            .args(["serve", "--config"])
+            .arg(config_file)
+            .env_remove(comptoir_agent::config::ENV_CONFIG)
+            .env_remove(comptoir_agent::config::ENV_RELAY)
+            .env_remove(comptoir_agent::config::ENV_LISTEN)
+            .env_remove(comptoir_agent::config::ENV_DATA_DIR)
+            .env_remove(comptoir_agent::config::ENV_OPERATOR_KEY)
+            .env_remove(comptoir_agent::config::ENV_PASSPHRASE_FILE)
+            .env(comptoir_agent::config::ENV_PASSPHRASE, PASSPHRASE)
+            .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
-            .expect("start the daemon");
+            .expect("start agent serve");
         let stdout = child.stdout.take().expect("the daemon's stdout");
         let mut lines = BufReader::new(stdout).lines();
         let addr = tokio::time::timeout(TIMEOUT, async {
             while let Some(line) = lines.next_line().await.expect("read the daemon's output") {
-                // After the harness's "test child_agent_serve ... ".
                 if let Some((_, addr)) = line.split_once("agent listening on ") {
                     return addr.trim().parse::<SocketAddr>().expect("an address");
                 }
@@ -110,6 +145,8 @@ impl Daemon {
             name,
             child,
             addr,
+            config_file: config_file.to_owned(),
+            database: database.to_owned(),
             db,
         }
     }
@@ -137,6 +174,50 @@ impl Daemon {
     fn has_message(&self, id: &str) -> bool {
         matches!(self.db.status_of(id), Ok(Some(_)))
     }
+
+    /// `POST /v1/messages`: send `text` to `to` (inside its window); the
+    /// message id.
+    async fn send_text(&self, to: AccountId, text: &str) -> String {
+        let url = format!("http://{}/v1/messages", self.addr);
+        let body = serde_json::json!({
+            "to": to.to_string(), "type": "text", "text": { "body": text }
+        });
+        let reply = comptoir_agent::http_client::request(
+            "POST",
+            &url,
+            &[
+                ("content-type", "application/json".to_owned()),
+                (
+                    "authorization",
+                    format!("Bearer {}", support::agent::FULL_KEY),
+                ),
+            ],
+            body.to_string().into_bytes(),
+        )
+        .await
+        .expect("API answers");
+        let body: Value = serde_json::from_slice(&reply.body).expect("JSON");
+        assert_eq!(reply.status, 200, "{body}");
+        body["messages"][0]["id"]
+            .as_str()
+            .expect("an id")
+            .to_owned()
+    }
+}
+
+/// Opening hours closed all of today (UTC): one minute on a day three
+/// days away, with `away` as the away message.
+fn closed_today(away: &str) -> String {
+    let days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+        / 86_400;
+    // 1970-01-01 was a Thursday (Monday = 0).
+    let open_day = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"][((days + 3 + 3) % 7) as usize];
+    format!(
+        "[opening_hours]\nutc_offset = \"+00:00\"\nperiods = [\"{open_day} 00:00-00:01\"]\naway_message = {away:?}\n"
+    )
 }
 
 /// Wait (bounded) until `check` holds; it reads state the daemons change,
@@ -172,21 +253,29 @@ fn accepted(receiver: &Receiver) -> BTreeMap<String, usize> {
     seen
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_daemons_share_one_inbox_and_one_posts_each_webhook_through_a_kill() {
-    let relay = start_relay().await;
-    let root = tempfile::tempdir().expect("temp dir");
-    let receiver = Receiver::start().await;
-    let text = |dir: &str| config_toml(&relay, &root.path().join(dir), &receiver, LEASE, "");
-    let (config_a, file_a) = write_config(root.path(), "a", &text("a"));
-    let (config_b, file_b) = write_config(root.path(), "b", &text("b"));
+/// Two daemons of one business (`agent init` on A, `agent init --link`
+/// on B approved on A's device store), with the agent Ana added on A and
+/// `extra` in both configurations; both started.
+struct Pair {
+    business: AccountId,
+    a: Daemon,
+    b: Daemon,
+}
 
-    // A is the business's first device; B joins the account as a second
-    // one (`agent init --link`, approved on A's device store).
-    let business = init_business(&relay, &config_a).await;
+async fn pair(
+    relay: &TestRelay,
+    root: &Path,
+    receiver: &Receiver,
+    extra: &str,
+    fault_a: Option<&str>,
+) -> Pair {
+    let text = |dir: &str| config_toml(relay, &root.join(dir), receiver, LEASE, extra);
+    let (config_a, file_a) = write_config(root, "a", &text("a"));
+    let (config_b, file_b) = write_config(root, "b", &text("b"));
+    let business = init_business(relay, &config_a).await;
     let code = device::init_link(&config_b, PASSPHRASE, FAST_KDF).expect("link code");
     let mut first = Client::open(&config_a.device_dir(), PASSPHRASE).expect("open A's device");
-    first.connect(&url(&relay)).await.expect("connect");
+    first.connect(&url(relay)).await.expect("connect");
     let approval = first.add_device(&code).await.expect("approve B");
     first.close().await.expect("close");
     let joined = device::finish_link(&config_b, PASSPHRASE, &approval)
@@ -199,17 +288,34 @@ async fn two_daemons_share_one_inbox_and_one_posts_each_webhook_through_a_kill()
         let db = Db::open(&config_a.database_path(), Vec::new()).expect("A's database");
         agents::add(&db, "ana", PASSWORD, true, 1).expect("add ana");
     }
+    let a = Daemon::start("A", &file_a, &config_a.database_path(), fault_a).await;
+    let b = Daemon::start("B", &file_b, &config_b.database_path(), None).await;
+    Pair { business, a, b }
+}
 
-    let a = Daemon::start("A", &file_a, &config_a.database_path()).await;
-    let b = Daemon::start("B", &file_b, &config_b.database_path()).await;
+impl Pair {
+    /// (the lease holder, the other), once one holds the lease.
+    async fn holder_first(self) -> (Daemon, Daemon) {
+        let (a, b) = (self.a, self.b);
+        until("one daemon holds the lease", async || {
+            a.acting().await || b.acting().await
+        })
+        .await;
+        let (holder, other) = if a.acting().await { (a, b) } else { (b, a) };
+        assert!(!other.acting().await, "both daemons hold the lease");
+        (holder, other)
+    }
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_share_one_inbox_and_one_posts_each_webhook_through_a_kill() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start().await;
+    let pair = pair(&relay, root.path(), &receiver, "", None).await;
+    let business = pair.business;
     // Exactly one of them holds the lease.
-    until("one daemon holds the lease", async || {
-        a.acting().await || b.acting().await
-    })
-    .await;
-    let (holder, other) = if a.acting().await { (a, b) } else { (b, a) };
-    assert!(!other.acting().await, "both daemons hold the lease");
+    let (holder, other) = pair.holder_first().await;
 
     // A customer's message reaches both inboxes.
     let mut jo = customer(&relay, root.path(), "jo").await;
@@ -312,6 +418,7 @@ async fn two_daemons_share_one_inbox_and_one_posts_each_webhook_through_a_kill()
     // kill -9 the holder. The other takes the lease over and posts what
     // was left, and what arrives after.
     let mut holder = holder;
+    // SIGKILL (tokio's Child::kill on Unix).
     holder.child.kill().await.expect("kill -9 the holder");
     receiver.answer.store(200, Ordering::SeqCst);
     let third_id = jo
@@ -320,10 +427,7 @@ async fn two_daemons_share_one_inbox_and_one_posts_each_webhook_through_a_kill()
         .expect("send")
         .to_string();
     let third_event = format!("message:{third_id}");
-    until("the other daemon takes the lease", async || {
-        other.acting().await
-    })
-    .await;
+    // Only the lease holder posts: these arriving show the take-over.
     for event in [&second_event, &third_event] {
         receiver
             .wait("an event after the take-over", |h| {
@@ -331,6 +435,7 @@ async fn two_daemons_share_one_inbox_and_one_posts_each_webhook_through_a_kill()
             })
             .await;
     }
+    assert!(other.acting().await, "the other daemon took the lease");
     until("the other daemon's outbox is empty", async || {
         other
             .db
@@ -348,7 +453,149 @@ async fn two_daemons_share_one_inbox_and_one_posts_each_webhook_through_a_kill()
         .map(|e| (e, 1))
         .collect();
     assert_eq!(accepted(&receiver), expected);
+    // Not even a refused delivery went out under another id.
+    for hit in receiver.hits() {
+        assert!(expected.contains_key(&hit.event_id), "{}", hit.event_id);
+    }
     drop(other);
+}
+
+/// The away message goes to a customer once a day, whichever daemon holds
+/// the lease: the one that sent it tells the other (synced end to end
+/// encrypted, before it sends), so after `kill -9` of the holder the new
+/// holder does not send it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_take_over_the_away_message_is_not_sent_twice_the_same_day() {
+    const AWAY: &str = "We are closed; we answer from 9:00.";
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start().await;
+    let pair = pair(&relay, root.path(), &receiver, &closed_today(AWAY), None).await;
+    let business = pair.business;
+    let (mut holder, other) = pair.holder_first().await;
+
+    let mut jo = customer(&relay, root.path(), "jo").await;
+    jo.send_text(business, "Are you open?").await.expect("send");
+    let (_, text) = wait_message(&mut jo, business).await;
+    assert_eq!(text, AWAY);
+
+    // SIGKILL (tokio's Child::kill on Unix).
+    holder.child.kill().await.expect("kill -9 the holder");
+    until("the other daemon takes the lease", async || {
+        other.acting().await
+    })
+    .await;
+    let second = jo.send_text(business, "Hello?").await.expect("send");
+    receiver
+        .wait("the second message, from the new holder", |h| {
+            h.event_id == format!("message:{second}") && h.answered == 200
+        })
+        .await;
+    // The new holder handles a message fully (and would send the away
+    // message then) before it runs the API's next send: the next thing
+    // Jo gets is that send.
+    other
+        .send_text(jo.account_id(), "On call: how can we help?")
+        .await;
+    let (_, text) = wait_message(&mut jo, business).await;
+    assert_eq!(text, "On call: how can we help?", "a second away message");
+}
+
+/// Automatic assignment counts every available agent, whichever
+/// daemon's inbox they use: Ana logs in on the daemon that does not act
+/// (and keeps no page open anywhere); the acting daemon assigns her the
+/// next customer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_acting_daemon_assigns_to_an_agent_logged_in_on_the_other_daemon() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start().await;
+    let pair = pair(&relay, root.path(), &receiver, "", None).await;
+    let business = pair.business;
+    let (holder, other) = pair.holder_first().await;
+    until("Ana is an agent on the other daemon", async || {
+        agents::list(&other.db)
+            .unwrap_or_default()
+            .iter()
+            .any(|a| a.name == "ana" && !a.disabled)
+    })
+    .await;
+    login(other.addr, "ana", PASSWORD).await;
+
+    let mut jo = customer(&relay, root.path(), "jo").await;
+    let customer_id = jo.account_id().to_string();
+    jo.send_text(business, "Hello").await.expect("send");
+    let assigned_to_ana = |daemon: &Daemon| {
+        conversations::get(&daemon.db, &customer_id)
+            .ok()
+            .and_then(|c| c.assignee)
+            .is_some_and(|(_, name)| name == "ana")
+    };
+    until("the acting daemon assigns Jo to Ana", async || {
+        assigned_to_ana(&holder)
+    })
+    .await;
+    until("the other daemon shows it", async || {
+        assigned_to_ana(&other)
+    })
+    .await;
+}
+
+/// A status the sending daemon learns (the relay reports delivery to
+/// the sending device only) reaches the other daemon even when the
+/// sender dies right after recording it: what tells the other daemon is
+/// written in the same transaction as the status, and sent after a
+/// restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_recorded_right_before_a_crash_reaches_the_other_daemon_after_a_restart() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start().await;
+    let fault = Some("after-status-delivered");
+    let pair = pair(&relay, root.path(), &receiver, "", fault).await;
+    let business = pair.business;
+    let (mut a, b) = (pair.a, pair.b);
+
+    let mut jo = customer(&relay, root.path(), "jo").await;
+    let hello = jo
+        .send_text(business, "Hello")
+        .await
+        .expect("send")
+        .to_string();
+    until("both daemons record Jo's message", async || {
+        a.has_message(&hello) && b.has_message(&hello)
+    })
+    .await;
+    let sent = a.send_text(jo.account_id(), "Your parcel left").await;
+    let (_, text) = wait_message(&mut jo, business).await;
+    assert_eq!(text, "Your parcel left");
+    // Jo's device took it: the relay tells A it was delivered; A records
+    // that and dies at once.
+    let exit = tokio::time::timeout(TIMEOUT, a.child.wait())
+        .await
+        .expect("A stops at the fault point")
+        .expect("A's exit");
+    assert!(!exit.success());
+    assert_eq!(
+        a.db.status_of(&sent).expect("status"),
+        Some(MessageStatus::Delivered)
+    );
+    until("B records the message A sent", async || {
+        b.has_message(&sent)
+    })
+    .await;
+    assert_eq!(
+        b.db.status_of(&sent).expect("status"),
+        Some(MessageStatus::Sent),
+        "B cannot know of the delivery yet"
+    );
+
+    // A starts again (no fault): B learns of the delivery.
+    let _a = Daemon::start("A", &a.config_file, &a.database, None).await;
+    until("B learns that the message was delivered", async || {
+        b.db.status_of(&sent).ok().flatten() == Some(MessageStatus::Delivered)
+    })
+    .await;
 }
 
 /// The relay primitive under it: one device of an account holds a lease

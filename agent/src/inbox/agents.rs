@@ -32,6 +32,9 @@ pub struct Agent {
     pub disabled: bool,
     /// At most this many open conversations assigned automatically.
     pub cap: u32,
+    /// Takes automatically assigned conversations (set at login and by
+    /// the agent; cleared at logout and when the agent steps away).
+    pub available: bool,
 }
 
 /// Check a name: 1 to 40 letters, digits, `.`, `-`, `_`.
@@ -70,10 +73,11 @@ fn row_to_agent(row: &rusqlite::Row<'_>) -> rusqlite::Result<Agent> {
         admin: row.get(2)?,
         disabled: row.get(3)?,
         cap: row.get(4)?,
+        available: row.get(5)?,
     })
 }
 
-const COLUMNS: &str = "id, name, admin, disabled, cap";
+const COLUMNS: &str = "id, name, admin, disabled, cap, available";
 
 /// Add an agent; [`InboxError::Invalid`] for a bad name or short password,
 /// [`InboxError::NameTaken`] if the name exists (nothing changes then).
@@ -103,6 +107,7 @@ pub fn add(db: &Db, name: &str, password: &str, admin: bool, now_ms: u64) -> Res
         admin,
         disabled: false,
         cap: DEFAULT_CAP,
+        available: false,
     })
 }
 
@@ -115,7 +120,7 @@ pub fn check_login(db: &Db, name: &str, password: &str) -> Result<Option<Agent>>
         .query_row(
             &format!("SELECT {COLUMNS}, password_hash FROM agents WHERE name = ?1"),
             params![name],
-            |row| Ok((row_to_agent(row)?, row.get(5)?)),
+            |row| Ok((row_to_agent(row)?, row.get(6)?)),
         )
         .optional()?;
     let (agent, stored) = match found {
@@ -161,6 +166,26 @@ pub fn list(db: &Db) -> Result<Vec<Agent>> {
     let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM agents ORDER BY name"))?;
     let rows = stmt.query_map([], row_to_agent)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Mark agent `id` available for automatic assignment, or away: a
+/// change synced to the business's other daemons (crate::sync), so the
+/// daemon that assigns counts an agent whichever daemon's inbox they use.
+pub fn set_available(db: &Db, id: i64, available: bool) -> Result<()> {
+    let mut conn = db.connection();
+    let tx = conn.transaction()?;
+    let changed = tx.execute(
+        "UPDATE agents SET available = ?2 WHERE id = ?1 AND available != ?2",
+        params![id, available],
+    )?;
+    if changed == 0 {
+        return Ok(());
+    }
+    crate::sync::availability_changed(&tx, &db.sync, id)?;
+    tx.commit()?;
+    drop(conn);
+    db.changed();
+    Ok(())
 }
 
 /// Disable or re-enable an agent; a disabled agent's sessions end.

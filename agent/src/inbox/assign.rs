@@ -1,7 +1,17 @@
 //! Assignment: an agent takes a conversation, hands it to another with a
 //! note, or the daemon assigns it by round robin over the agents who are
-//! online and under their cap (the choice is [`pick`], a pure function
+//! available and under their cap (the choice is [`pick`], a pure function
 //! with the order and the loads as inputs).
+//!
+//! **Available** means: not disabled, and marked available, which an
+//! agent is from logging in to the inbox (on either daemon of the
+//! business) until logging out or stepping away with the inbox's
+//! Away button; the mark is kept in the database and synced between the
+//! daemons (crate::sync), so the daemon that assigns counts every agent,
+//! whichever daemon's inbox they use. With opening hours configured,
+//! nothing is assigned automatically while the business is closed
+//! ([`run_assigner`](super::events::run_assigner) checks it): waiting
+//! conversations are assigned when it opens.
 
 use rusqlite::{OptionalExtension, params};
 
@@ -84,12 +94,9 @@ pub fn hand_off(
 }
 
 /// Assign every active unassigned conversation (the customer wrote in
-/// the last 24 hours) by round robin over the agents in `online`; returns
-/// how many were assigned.
-pub fn auto_assign(db: &Db, online: &[i64], now_ms: u64) -> Result<usize> {
-    if online.is_empty() {
-        return Ok(0);
-    }
+/// the last 24 hours) by round robin over the available agents (see the
+/// module's documentation); returns how many were assigned.
+pub fn auto_assign(db: &Db, now_ms: u64) -> Result<usize> {
     let since = i64::try_from(now_ms.saturating_sub(WINDOW_MS)).unwrap_or(0);
     let mut conn = db.connection();
     let tx = conn.transaction()?;
@@ -106,21 +113,24 @@ pub fn auto_assign(db: &Db, online: &[i64], now_ms: u64) -> Result<usize> {
     if waiting.is_empty() {
         return Ok(0);
     }
-    let mut candidates = Vec::new();
-    for &id in online {
-        let found: Option<(u32, u32)> = tx
-            .query_row(
-                "SELECT a.cap, (SELECT count(*) FROM inbox_conversations s
-                                JOIN conversations c ON c.customer = s.customer
-                                WHERE s.assignee = a.id AND c.last_inbound_ms >= ?2)
-                 FROM agents a WHERE a.id = ?1 AND NOT a.disabled",
-                params![id, since],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        if let Some((cap, load)) = found {
-            candidates.push(Candidate { id, load, cap });
-        }
+    let mut candidates: Vec<Candidate> = {
+        let mut stmt = tx.prepare(
+            "SELECT a.id, a.cap, (SELECT count(*) FROM inbox_conversations s
+                                  JOIN conversations c ON c.customer = s.customer
+                                  WHERE s.assignee = a.id AND c.last_inbound_ms >= ?1)
+             FROM agents a WHERE a.available AND NOT a.disabled ORDER BY a.id",
+        )?;
+        let rows = stmt.query_map(params![since], |r| {
+            Ok(Candidate {
+                id: r.get(0)?,
+                cap: r.get(1)?,
+                load: r.get(2)?,
+            })
+        })?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    if candidates.is_empty() {
+        return Ok(0);
     }
     let mut last: Option<i64> = tx
         .query_row(
@@ -162,6 +172,7 @@ pub fn auto_assign(db: &Db, online: &[i64], now_ms: u64) -> Result<usize> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::agents::set_available;
     use super::*;
 
     fn c(id: i64, load: u32, cap: u32) -> Candidate {
@@ -184,7 +195,7 @@ mod tests {
     }
 
     #[test]
-    fn waiting_conversations_go_round_robin_to_online_agents_under_their_cap() {
+    fn waiting_conversations_go_round_robin_to_available_agents_under_their_cap() {
         let dir = tempfile::tempdir().expect("dir");
         let db = Db::open(&dir.path().join("a.sqlite3"), vec![]).expect("open");
         let ana = super::super::agents::add(&db, "ana", "long enough pw", false, 1).expect("ana");
@@ -198,9 +209,11 @@ mod tests {
             incoming(&db, c, now - 1000);
         }
         incoming(&db, "old", now - WINDOW_MS - 1);
-        assert_eq!(auto_assign(&db, &[], now).expect("nobody online"), 0);
-        // Cid is offline; Bob takes one (his cap), Ana the rest.
-        assert_eq!(auto_assign(&db, &[ana.id, bob.id], now).expect("assign"), 4);
+        assert_eq!(auto_assign(&db, now).expect("nobody available"), 0);
+        // Cid is away; Bob takes one (his cap), Ana the rest.
+        set_available(&db, ana.id, true).expect("available");
+        set_available(&db, bob.id, true).expect("available");
+        assert_eq!(auto_assign(&db, now).expect("assign"), 4);
         let owner = |c: &str| {
             conversations::get(&db, c)
                 .expect("get")
@@ -218,10 +231,8 @@ mod tests {
         );
         // The order goes on from the last one picked.
         incoming(&db, "c5", now);
-        assert_eq!(
-            auto_assign(&db, &[ana.id, bob.id, cid.id], now).expect("assign"),
-            1
-        );
+        set_available(&db, cid.id, true).expect("available");
+        assert_eq!(auto_assign(&db, now).expect("assign"), 1);
         assert_eq!(owner("c5").as_deref(), Some("cid"));
         // A hand-off leaves a note for the next agent.
         hand_off(&db, "c5", &cid, &ana, "VIP", now).expect("hand off");

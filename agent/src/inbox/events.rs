@@ -1,8 +1,9 @@
 //! Live updates: each open inbox page holds a server-sent events stream
 //! that says "change" whenever something agents see changed; the page's
 //! script then fetches the page again and swaps its live parts. An open
-//! stream also marks its agent online for round-robin assignment, and a
-//! task assigns waiting conversations whenever something changes.
+//! stream also marks its agent online (shown to the team), and a task
+//! assigns waiting conversations to available agents (see
+//! [`super::assign`]) whenever something changes.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -20,7 +21,8 @@ use super::{InboxState, assign};
 /// How often an idle stream sends a comment (so proxies keep it open).
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
-/// Open event streams per agent: an agent with one is online.
+/// Open event streams per agent: an agent with one is online (on this
+/// daemon; shown in the pages, not used for assignment).
 #[derive(Debug, Default)]
 pub struct Presence {
     streams: Mutex<HashMap<i64, usize>>,
@@ -56,7 +58,7 @@ struct Online {
 impl Online {
     fn new(state: &InboxState, agent: i64) -> Self {
         *state.presence.lock().entry(agent).or_default() += 1;
-        // Coming online may take waiting conversations.
+        // The pages show who is online.
         state.db.changed();
         Self {
             presence: Arc::clone(&state.presence),
@@ -118,22 +120,30 @@ async fn stopping(stop: Option<&mut watch::Receiver<bool>>) {
     }
 }
 
+/// How often the assigner looks again with nothing changed (the
+/// business may have opened meanwhile).
+const ASSIGN_EVERY: Duration = Duration::from_secs(60);
+
 /// Assign waiting conversations after each change until `stop` turns true.
-/// Only the daemon holding the business's lease assigns (crate::lease);
+/// Only the daemon holding the business's lease assigns (crate::lease),
+/// and, with opening hours configured, only while the business is open;
 /// its assignments reach the other daemon through crate::sync.
 pub async fn run_assigner(state: InboxState, mut stop: watch::Receiver<bool>) {
     let mut changes = state.db.watch_changes();
     let mut acting = state.acting.clone();
     loop {
-        let online = state.presence.online();
-        if acting.now()
-            && let Err(e) = assign::auto_assign(&state.db, &online, state.clock.now_ms())
+        let now = state.clock.now_ms();
+        let open = state.away.as_ref().is_none_or(|a| a.hours.is_open(now));
+        if open
+            && acting.now()
+            && let Err(e) = assign::auto_assign(&state.db, now)
         {
             tracing::error!(error = %e, "assigning conversations");
         }
         tokio::select! {
             r = changes.changed() => if r.is_err() { return },
             () = acting.changed() => {}
+            () = tokio::time::sleep(ASSIGN_EVERY) => {}
             _ = stop.changed() => return,
         }
         if *stop.borrow() {

@@ -17,7 +17,7 @@
 //! - [`conversations`]: what the pages show of conversations (unread
 //!   counts, the window, notes, canned replies, search).
 //! - [`assign`]: manual assignment, hand-off with a note, and round robin
-//!   over online agents under their cap.
+//!   over available agents under their cap.
 //! - [`events`]: server-sent events and who is online.
 //! - [`files`]: files customers sent, served as downloads.
 //! - [`pages`]: the page handlers and their templates.

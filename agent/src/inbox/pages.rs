@@ -43,6 +43,7 @@ pub fn routes() -> Router<InboxState> {
         .route("/inbox", get(index))
         .route("/inbox/login", get(login_page).post(login))
         .route("/inbox/logout", post(logout))
+        .route("/inbox/availability", post(set_availability))
         .route("/inbox/events", get(events::stream))
         .route("/inbox/assets/inbox.js", get(assets::script))
         .route("/inbox/assets/inbox.css", get(assets::style))
@@ -195,6 +196,8 @@ async fn login(
     };
     state.limiter.succeeded(&name, ip);
     let token = session::open(&state, &agent)?;
+    // Logging in makes the agent available for automatic assignment.
+    agents::set_available(&state.db, agent.id, true)?;
     tracing::info!(agent = %agent.name, "agent logged in");
     let max_age = session::SESSION_MS / 1000;
     Ok((
@@ -226,6 +229,7 @@ async fn logout(
 ) -> Result<Response> {
     session.check_csrf(&form.csrf)?;
     session::close(&state, session.token())?;
+    agents::set_available(&state.db, session.agent.id, false)?;
     Ok((
         [(
             header::SET_COOKIE,
@@ -234,6 +238,29 @@ async fn logout(
         Redirect::to("/inbox/login"),
     )
         .into_response())
+}
+
+#[derive(Deserialize)]
+struct AvailabilityForm {
+    csrf: String,
+    available: String,
+}
+
+/// `POST /inbox/availability`: the agent steps away (`available=0`:
+/// nothing more is assigned to them automatically) or back (`1`).
+async fn set_availability(
+    State(state): State<InboxState>,
+    session: Session,
+    Form(form): Form<AvailabilityForm>,
+) -> Result<Response> {
+    session.check_csrf(&form.csrf)?;
+    let available = match form.available.as_str() {
+        "1" => true,
+        "0" => false,
+        _ => return Err(InboxError::Invalid("available is 1 or 0".into())),
+    };
+    agents::set_available(&state.db, session.agent.id, available)?;
+    Ok(Redirect::to("/inbox").into_response())
 }
 
 // ---- the conversation list and search ----
