@@ -1,14 +1,16 @@
 //! Sending from many tasks at once: the [`Sender`] handle, and the sending
 //! logic that the [`Client`] itself uses too.
 //!
-//! A send writes the message and its outbox entry (durably), then, under
-//! the recipient's lock (see [`super::shared::PeerLocks`]), starts sessions
+//! A send writes the message and its outbox entry, then, under the
+//! recipient's lock (see [`super::shared::PeerLocks`]), starts sessions
 //! where needed, encrypts once per recipient device and writes the session
 //! records and the encrypted `Send` back to the outbox. The lock is then
-//! released; the writes are made durable (a group commit shared with every
-//! other task flushing at the time) **before** the ciphertext leaves, so a
-//! crash can never lose a session state whose message keys were already
-//! used; and only then is the `Send` put on the connection, whose reply
+//! released; all these writes are made durable by one sync (a group commit
+//! shared with every other task flushing at the time) **before** the
+//! ciphertext leaves, so a crash can never lose a session state whose
+//! message keys were already used (a send that stops before that sync
+//! makes the message durable in the outbox before it returns its error);
+//! and only then is the `Send` put on the connection, whose reply
 //! (`Accepted`) each task awaits on its own, matched by request id. A send
 //! that fails after encrypting keeps its ciphertext in the outbox and is
 //! sent as is later: a message key is neither used twice nor skipped.
@@ -309,11 +311,28 @@ impl Live {
             }
         }
         messages::outbox_put(&self.store, &peer, &id, &[])?;
-        self.store.flush().await?;
-        if self.requester.is_some() {
-            self.send_from_outbox(peer, id, Vec::new()).await?;
+        if self.requester.is_none() {
+            self.store.flush().await?;
+            return Ok(id);
         }
-        Ok(id)
+        // Connected: the message and its outbox entry are made durable by
+        // the group commit that also covers the session records and the
+        // encrypted frame, before the ciphertext leaves (see
+        // `send_from_outbox`), so a send costs one sync fewer. Every way
+        // out of `send_from_outbox` that returns early flushes here first,
+        // so a message that was not sent is in the outbox, durably, before
+        // the caller hears of it.
+        let known = Some((message, body));
+        match self
+            .send_from_outbox_known(peer, id, Vec::new(), known)
+            .await
+        {
+            Ok(()) => Ok(id),
+            Err(e) => {
+                self.store.flush().await?;
+                Err(e)
+            }
+        }
     }
 
     /// Send one outbox entry: encrypt it unless `cached` holds its
@@ -324,22 +343,41 @@ impl Live {
         id: MessageId,
         cached: Vec<u8>,
     ) -> Result<()> {
+        self.send_from_outbox_known(peer, id, cached, None).await
+    }
+
+    /// [`Self::send_from_outbox`] of a message the caller has just stored
+    /// (`known`: the message and its non-text body, as written), which is
+    /// then not read back from the store for its first encryption.
+    async fn send_from_outbox_known(
+        &self,
+        peer: AccountId,
+        id: MessageId,
+        cached: Vec<u8>,
+        known: Option<(StoredMessage, Option<OutgoingBody>)>,
+    ) -> Result<()> {
         let mut cached = cached;
+        let mut known = known;
         for _attempt in 0..2 {
             let send = if cached.is_empty() {
-                let Some(message) = messages::get(&self.store, &peer, &id)? else {
-                    messages::outbox_remove(&self.store, &peer, &id)?;
-                    return Ok(());
+                let (message, kept) = match known.take() {
+                    Some(known) => known,
+                    None => match messages::get(&self.store, &peer, &id)? {
+                        Some(message) => (message, outgoing_bodies::get(&self.store, &peer, &id)?),
+                        None => {
+                            messages::outbox_remove(&self.store, &peer, &id)?;
+                            return Ok(());
+                        }
+                    },
                 };
-                let (body, category, template_id) =
-                    match outgoing_bodies::get(&self.store, &peer, &id)? {
-                        Some(kept) => (kept.body, kept.category, kept.template_id),
-                        None => (
-                            content::Body::Text(Text { body: message.body }),
-                            self.text_category(),
-                            String::new(),
-                        ),
-                    };
+                let (body, category, template_id) = match kept {
+                    Some(kept) => (kept.body, kept.category, kept.template_id),
+                    None => (
+                        content::Body::Text(Text { body: message.body }),
+                        self.text_category(),
+                        String::new(),
+                    ),
+                };
                 let content = Content {
                     message_id: id.0.to_vec(),
                     sent_at_ms: message.sent_at_ms,
@@ -639,6 +677,11 @@ impl Live {
     /// else as the text the history shows. It carries the time the message
     /// was sent.
     pub(super) fn queue_sent_copy(&self, sent: &StoredMessage) -> Result<Option<QueuedControl>> {
+        let own = self.me.account;
+        if self.target_devices(own, &self.own_devices()?).is_empty() {
+            // No other devices: nothing to copy, and no kept body to read.
+            return Ok(None);
+        }
         let text = || {
             content::Body::Text(Text {
                 body: sent.body.clone(),
