@@ -89,8 +89,14 @@ async fn typing_is_not_mixed_with_what_arrives(path: Path) {
     chat.wait_until("the typed text", |t| t.cursor_row() == "> half a li")
         .await;
     bob.ok(&["send", "alice", "incoming while you type"]).await;
-    let screen = chat.wait_for("incoming while you type").await;
-    let rows = chat.rows();
+    // The message is written, then the prompt line drawn again below it:
+    // wait for both (on a terminal where they mix, never).
+    let screen = chat
+        .wait_until("the message above the prompt", |t| {
+            t.text().contains("incoming while you type") && t.cursor_row() == "> half a li"
+        })
+        .await;
+    let rows: Vec<&str> = screen.lines().collect();
     let message = rows
         .iter()
         .find(|row| row.contains("incoming while you type"))
