@@ -3,7 +3,7 @@
 //! line being typed stays whole on its prompt line while messages, ticks
 //! and connection lines are printed above it; typed lines are kept in an
 //! in-memory history (up and down arrows; never written to disk, they are
-//! plaintext); Ctrl-C or Ctrl-D on an empty line ends the chat. Elsewhere
+//! plaintext); Ctrl-C, or Ctrl-D on an empty line, ends the chat. Elsewhere
 //! (a script piping into `chat`), standard input is read line by line and
 //! the output goes to standard output and standard error as it is.
 
@@ -14,12 +14,11 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rustyline::completion::Completer;
-use rustyline::error::ReadlineError;
 use rustyline::highlight::Highlighter;
 use rustyline::hint::Hinter;
 use rustyline::history::DefaultHistory;
 use rustyline::validate::{ValidationContext, ValidationResult, Validator};
-use rustyline::{Config, Editor, ExternalPrinter, Helper};
+use rustyline::{ColorMode, Config, Editor, ExternalPrinter, Helper};
 use tokio::sync::mpsc;
 
 /// A terminal in line mode keeps at most this many bytes of one line (and
@@ -177,6 +176,10 @@ impl ChatTerminal {
             .max_history_size(HISTORY_LINES)
             .ok()?
             .auto_add_history(true)
+            // The helper's highlighter colours nothing, but rustyline calls
+            // it (and so tells when the prompt is drawn) only with colours
+            // on, which NO_COLOR would turn off.
+            .color_mode(ColorMode::Forced)
             .build();
         let mut editor: Editor<ChatHelper, DefaultHistory> = Editor::with_config(config).ok()?;
         let prompt = Arc::new(PromptShown::default());
@@ -205,8 +208,9 @@ impl ChatTerminal {
                             break;
                         }
                     }
-                    // Ctrl-C, Ctrl-D on an empty line, or the terminal gone.
-                    Err(ReadlineError::Interrupted | ReadlineError::Eof) | Err(_) => break,
+                    // Ctrl-C, Ctrl-D on an empty line (Interrupted, Eof), or
+                    // the terminal gone.
+                    Err(_) => break,
                 }
             }
             prompt.gone.store(true, Ordering::SeqCst);
