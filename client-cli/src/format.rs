@@ -36,6 +36,27 @@ fn date(ms: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// The start of a message (its first 40 characters, `…` when there is
+/// more), quoted and made visible: how `chat` names the message a tick or
+/// a waiting line is about.
+pub fn quoted_excerpt(text: &str) -> String {
+    const SHOWN: usize = 40;
+    let mut shown: String = text.chars().take(SHOWN).collect();
+    if text.chars().nth(SHOWN).is_some() {
+        shown.push('…');
+    }
+    format!("“{}”", visible(&shown))
+}
+
+/// What `chat` says of a message written while the relay is away: it
+/// waits in the outbox, and its ✓ comes when it reaches the relay.
+pub fn waiting_line(text: &str) -> String {
+    format!(
+        "  · waiting (the relay is away; sent when it is back): {}",
+        quoted_excerpt(text)
+    )
+}
+
 /// Text from anyone else (a message, a name, a relay's warning) as it may
 /// reach a terminal: on one line, with every character that could move
 /// the cursor, erase or recolour what is shown, reorder it (bidirectional

@@ -9,6 +9,9 @@
 //! - [`args`]: the command line's arguments.
 //! - [`business`]: `comptoir business …` (profile, templates, consent
 //!   requests) and how a business is shown (the verified mark).
+//! - [`chat`]: `comptoir chat` on the account's own connection.
+//! - [`chat_terminal`]: what `chat` reads typed lines from and prints
+//!   through (a line editor in a terminal).
 //! - [`config`]: the default data directory and the config file.
 //! - [`daemon`]: `comptoir daemon` (JSON-RPC on a local socket) and the
 //!   commands that go through a running one.
@@ -35,8 +38,19 @@ macro_rules! say {
     };
 }
 
+/// Write one line to the command's notes: standard error, or above the
+/// line being typed in `chat`.
+macro_rules! note {
+    ($notes:expr, $($arg:tt)*) => {
+        writeln!($notes, $($arg)*)
+            .map_err(|e| ClientError::io("writing to standard error", e))?
+    };
+}
+
 pub mod args;
 pub mod business;
+pub mod chat;
+pub mod chat_terminal;
 pub mod config;
 pub mod daemon;
 pub mod format;
@@ -49,7 +63,7 @@ pub mod status;
 pub mod template_values;
 pub mod tui;
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{Read, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,7 +74,6 @@ use comptoir_protocol::interactive::Choice;
 use comptoir_protocol::proto::wire::AccountKind;
 use comptoir_protocol::template::{Button, RenderedTemplate};
 use comptoir_protocol::{AccountId, ConsentCategories};
-use tokio::sync::mpsc;
 use zeroize::Zeroizing;
 
 use comptoir_client::client::purpose_text;
@@ -83,7 +96,7 @@ use self::json::Record;
 /// Environment variable holding the store passphrase.
 pub const PASSPHRASE_ENV: &str = "COMPTOIR_PASSPHRASE";
 /// How often a waiting loop checks for Ctrl-C and typed input.
-const POLL: Duration = Duration::from_millis(200);
+pub(crate) const POLL: Duration = Duration::from_millis(200);
 
 /// Exit code of a timed-out `listen --count`.
 const EXIT_TIMED_OUT: u8 = 9;
@@ -618,7 +631,7 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
         Command::Chat { with } => {
             let mut client = open(cli)?;
             let peer = client.resolve(with)?;
-            chat(out, &mut client, &cli.relay, peer, &c).await
+            chat::run(out, &mut client, &cli.relay, peer, &c).await
         }
         Command::Restore { backup } => {
             let client =
@@ -1291,20 +1304,8 @@ fn read_stdin_text() -> Result<String> {
     Ok(text)
 }
 
-/// Tell `peer` its messages were read; if that fails, say so (the chat
-/// goes on: the next message read tries again).
-async fn mark_read_or_warn(client: &mut Client, peer: AccountId) {
-    if let Err(e) = client.mark_read(peer).await {
-        eprintln!(
-            "warning: {} was not told its messages were read: {}",
-            display_name(client, &peer),
-            visible(&e.to_string())
-        );
-    }
-}
-
 /// Set when Ctrl-C is pressed; waiting loops check it every [`POLL`].
-fn interrupted_flag() -> Arc<AtomicBool> {
+pub(crate) fn interrupted_flag() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let set = flag.clone();
     tokio::spawn(async move {
@@ -1349,16 +1350,13 @@ async fn reconnect(client: &mut Client, relay: &str, stop: &AtomicBool) -> Resul
 
 /// The start of message `id` to `peer`, quoted and made visible, for the
 /// line that says what happened to it; its id when it is not stored here.
-fn excerpt_of(client: &Client, peer: &AccountId, id: &comptoir_client::MessageId) -> String {
-    const SHOWN: usize = 40;
+pub(crate) fn excerpt_of(
+    client: &Client,
+    peer: &AccountId,
+    id: &comptoir_client::MessageId,
+) -> String {
     match client.message(peer, id) {
-        Ok(Some(message)) => {
-            let mut text: String = message.body.chars().take(SHOWN).collect();
-            if message.body.chars().nth(SHOWN).is_some() {
-                text.push('…');
-            }
-            format!("“{}”", visible(&text))
-        }
+        Ok(Some(message)) => format::quoted_excerpt(&message.body),
         _ => format!("message {id}"),
     }
 }
@@ -1379,10 +1377,11 @@ async fn poll_event(client: &mut Client, relay: &str, stop: &AtomicBool) -> Resu
 
 /// Print `event` for people; `c` is `comptoir` with the --data-dir in use.
 /// Whether it was an incoming message (what `listen --count` counts).
-async fn print_event(
+pub(crate) async fn print_event(
     client: &mut Client,
     event: &Event,
     out: &mut dyn Write,
+    notes: &mut dyn Write,
     c: &str,
 ) -> Result<bool> {
     match event {
@@ -1402,7 +1401,8 @@ async fn print_event(
                 visible(text)
             );
             if *request {
-                eprintln!(
+                note!(
+                    notes,
                     "  (a message request: not marked read; `{c} requests accept {from}` to \
                      answer, `{c} requests delete {from}` or `{c} block {from}` otherwise)"
                 );
@@ -1427,7 +1427,7 @@ async fn print_event(
                 visible(file_name),
                 visible(content_type)
             );
-            eprintln!("  (save it with `{c} save {from} {id} PATH`)");
+            note!(notes, "  (save it with `{c} save {from} {id} PATH`)");
             Ok(true)
         }
         Event::Template {
@@ -1550,14 +1550,16 @@ async fn print_event(
             Ok(false)
         }
         Event::IdentityChanged { account } => {
-            eprintln!(
+            note!(
+                notes,
                 "warning: the identity of {} CHANGED. Compare safety numbers (`{c} safety-number`), then run `{c} trust`. Its messages are held until then.",
                 display_name(client, account)
             );
             Ok(false)
         }
         Event::Undecryptable { from, id, reason } => {
-            eprintln!(
+            note!(
+                notes,
                 "warning: message {id} from {} could not be decrypted: {}",
                 display_name(client, from),
                 visible(&reason.to_string())
@@ -1565,7 +1567,8 @@ async fn print_event(
             Ok(false)
         }
         Event::Refused { from, id, reason } => {
-            eprintln!(
+            note!(
+                notes,
                 "warning: message {id} from {} refused and kept as evidence: {}",
                 display_name(client, from),
                 visible(&reason.to_string())
@@ -1573,17 +1576,19 @@ async fn print_event(
             Ok(false)
         }
         Event::Warning(text) => {
-            eprintln!("warning: {}", visible(text));
+            note!(notes, "warning: {}", visible(text));
             Ok(false)
         }
         Event::ContactsShared { count } => {
-            eprintln!(
+            note!(
+                notes,
                 "sent this device's {count} contact(s) to a newly linked device of this account                  (end-to-end encrypted)"
             );
             Ok(false)
         }
         Event::ContactsSynced { added, kept } => {
-            eprintln!(
+            note!(
+                notes,
                 "contacts from another device of this account: {added} added{}",
                 if *kept > 0 {
                     format!(
@@ -1596,12 +1601,14 @@ async fn print_event(
             Ok(false)
         }
         Event::OperatorKeyChanged { pinned, offered } => {
-            eprintln!(
+            note!(
+                notes,
                 "WARNING: this relay presents another operator key than the one pinned \
                  ({} pinned, {} presented). Verified marks and template approvals are still \
                  checked with the pinned key. Ask the operator whether the key was rotated \
                  before trusting the new one.",
-                pinned, offered
+                pinned,
+                offered
             );
             Ok(false)
         }
@@ -1611,7 +1618,8 @@ async fn print_event(
             violation,
             ..
         } => {
-            eprintln!(
+            note!(
+                notes,
                 "warning: message {id} from {} is {violation}: the relay should have refused it \
                  (kept as evidence)",
                 display_name(client, from)
@@ -1619,7 +1627,7 @@ async fn print_event(
             Ok(false)
         }
         Event::StatusPosted { .. } | Event::StatusDeleted { .. } | Event::StatusViewed { .. } => {
-            status::print_event(client, event, out, c)
+            status::print_event(client, event, out, notes, c)
         }
         _ => Ok(false),
     }
@@ -1669,7 +1677,7 @@ fn stored_template_lines(body: &str, buttons: &[Button]) -> Vec<String> {
 
 /// A contact's name when it is a word a shell passes as it is, else the
 /// account id: for commands to copy.
-fn contact_or_id(client: &Client, account: &AccountId) -> String {
+pub(crate) fn contact_or_id(client: &Client, account: &AccountId) -> String {
     match client.contact_name(account) {
         Ok(Some(name)) if contacts::check_name(&name).is_ok() => name,
         _ => account.to_string(),
@@ -1967,156 +1975,13 @@ async fn listen(
             continue;
         };
         let message = match format {
-            OutputFormat::Text => print_event(client, &event, out, c).await?,
+            OutputFormat::Text => {
+                print_event(client, &event, out, &mut std::io::stderr(), c).await?
+            }
             OutputFormat::Json => write_event(client, &event, out).await?,
         };
         if message {
             seen += 1;
-        }
-    }
-    client.close_connection().await;
-    Ok(0)
-}
-
-/// A terminal in line mode keeps at most this many bytes of one line (and
-/// drops the rest of it without telling): Linux's 4096-byte line buffer,
-/// less the newline.
-const TERMINAL_LINE_MAX: usize = 4095;
-
-/// One line typed into `chat`.
-pub(crate) enum Typed {
-    /// A whole line.
-    Line(String),
-    /// A line as long as the terminal's line buffer: possibly cut by it.
-    MaybeCut,
-}
-
-/// The lines typed on standard input, read by a thread of their own (a
-/// line as long as a terminal's line buffer is reported as possibly cut).
-pub(crate) fn typed_lines() -> mpsc::UnboundedReceiver<Typed> {
-    let (lines_tx, lines) = mpsc::unbounded_channel::<Typed>();
-    std::thread::spawn(move || {
-        let stdin = std::io::stdin();
-        let terminal = stdin.is_terminal();
-        let mut line = String::new();
-        loop {
-            line.clear();
-            match stdin.read_line(&mut line) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let text = line.trim_end_matches(['\n', '\r']);
-                    let typed = if terminal && text.len() >= TERMINAL_LINE_MAX {
-                        Typed::MaybeCut
-                    } else {
-                        Typed::Line(text.trim_end().to_string())
-                    };
-                    if lines_tx.send(typed).is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-    });
-    lines
-}
-
-async fn chat(
-    out: &mut dyn Write,
-    client: &mut Client,
-    relay: &str,
-    peer: AccountId,
-    c: &str,
-) -> Result<u8> {
-    let stop = interrupted_flag();
-    client.connect(relay).await?;
-    let name = display_name(client, &peer);
-    eprintln!(
-        "Chatting with {name}. Type a line and press Enter to send; Ctrl-D or Ctrl-C to quit."
-    );
-    for m in client.history(&peer)?.iter().rev().take(10).rev() {
-        let who = if m.outgoing { "me" } else { name.as_str() };
-        say!(
-            out,
-            "[{}] {who}: {}",
-            time_of_day(m.sent_at_ms),
-            visible(&m.body)
-        );
-    }
-    let mut lines = typed_lines();
-    // A message request is not marked read until the user accepts it.
-    let mut pending_request = client.message_requests()?.iter().any(|(a, _)| *a == peer);
-    if pending_request {
-        eprintln!(
-            "{name} is a message request: it is not told you read it until you accept it \
-             (`{c} requests accept {}`)",
-            contact_or_id(client, &peer)
-        );
-    } else {
-        mark_read_or_warn(client, peer).await;
-    }
-    loop {
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-        match lines.try_recv() {
-            Ok(Typed::MaybeCut) => eprintln!(
-                "not sent: the line filled the terminal's line buffer ({TERMINAL_LINE_MAX} \
-                 bytes), so the terminal may have cut it; send long text with \
-                 `{c} send NAME -` reading a file, or in shorter lines"
-            ),
-            Ok(Typed::Line(line)) if line.trim().is_empty() => continue,
-            Ok(Typed::Line(line)) => match client.send_text(peer, &line).await {
-                Ok(_) => {}
-                Err(
-                    e @ (ClientError::ConnectionClosed(_)
-                    | ClientError::NotConnected
-                    | ClientError::Timeout(_)),
-                ) => {
-                    eprintln!(
-                        "kept in the outbox ({e}); reconnecting (`{c} outbox list` \
-                         shows what waits, `{c} outbox cancel ID` cancels it)"
-                    );
-                    if !reconnect(client, relay, &stop).await? {
-                        break;
-                    }
-                }
-                Err(
-                    e @ (ClientError::Database(_)
-                    | ClientError::CorruptStore(_)
-                    | ClientError::Io { .. }),
-                ) => return Err(e),
-                Err(e) => eprintln!("not sent: {e}"),
-            },
-            Err(mpsc::error::TryRecvError::Empty) => {}
-            Err(mpsc::error::TryRecvError::Disconnected) => break,
-        }
-        match poll_event(client, relay, &stop).await? {
-            Some(event @ (Event::Message { from, .. } | Event::Template { from, .. })) => {
-                print_event(client, &event, out, c).await?;
-                if let Event::Message { request: true, .. } = event {
-                    pending_request = true;
-                }
-                if from == peer && !pending_request {
-                    mark_read_or_warn(client, peer).await;
-                }
-            }
-            // Each tick names its message.
-            Some(Event::Accepted { to, id, .. }) if to == peer => eprintln!(
-                "  ✓ sent (waiting at the relay): {}",
-                excerpt_of(client, &peer, &id)
-            ),
-            Some(Event::Delivered { to, id, .. }) if to == peer => {
-                eprintln!("  ✓✓ delivered: {}", excerpt_of(client, &peer, &id));
-            }
-            Some(Event::Read { by, ids }) if by == peer => {
-                for id in ids {
-                    eprintln!("  ✓✓ read: {}", excerpt_of(client, &peer, &id));
-                }
-            }
-            Some(event) => {
-                print_event(client, &event, out, c).await?;
-            }
-            None => {}
         }
     }
     client.close_connection().await;

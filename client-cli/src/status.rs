@@ -488,6 +488,7 @@ pub(crate) fn print_event(
     client: &mut Client,
     event: &Event,
     out: &mut dyn Write,
+    notes: &mut dyn Write,
     c: &str,
 ) -> Result<bool> {
     match event {
@@ -503,7 +504,7 @@ pub(crate) fn print_event(
                 time_of_day(*posted_at_ms),
                 display_name(client, from)
             );
-            eprintln!("  (see it with `{c} status view {id}`)");
+            note!(notes, "  (see it with `{c} status view {id}`)");
             Ok(true)
         }
         Event::StatusDeleted { from, post_id } => {

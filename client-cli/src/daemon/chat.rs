@@ -1,7 +1,9 @@
 //! `comptoir chat` through a running daemon: the last messages, then each
 //! typed line sent with the method `send`, replies printed as they are
-//! notified and marked read, each tick naming its message, and the
-//! daemon's reconnections said.
+//! notified and marked read, each tick naming its message, a line written
+//! while the relay is away shown as waiting, and the daemon's connection
+//! lost and back said: the lines the standalone chat ([`crate::chat`])
+//! prints, read and printed through the same line editor.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -10,11 +12,11 @@ use serde_json::{Value, json};
 
 use comptoir_client::error::ClientError;
 
-use super::forward::{Failure, connection_line, peer_label, print_record, tick};
+use super::forward::{Failure, peer_label, print_record, tick};
 use super::remote::{Remote, RemoteError};
 use super::rpc;
-use crate::format::{time_of_day, visible};
-use crate::{TERMINAL_LINE_MAX, Typed};
+use crate::chat_terminal::{ChatTerminal, TERMINAL_LINE_MAX, Typed};
+use crate::format::{quoted_excerpt, time_of_day, visible, waiting_line};
 
 /// How many earlier messages are shown when the chat opens.
 const SHOWN_HISTORY: usize = 10;
@@ -59,16 +61,23 @@ pub async fn run(
             texts.insert(id.to_string(), body.to_string());
         }
     }
-    mark_read(remote, with).await?;
-    let mut lines = crate::typed_lines();
+    let mut terminal = ChatTerminal::open();
+    let mut above_prompt = terminal.out();
+    let out: &mut dyn Write = if terminal.has_editor() {
+        &mut above_prompt
+    } else {
+        out
+    };
+    let notes = &mut terminal.notes();
+    mark_read(remote, with, notes).await?;
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
     loop {
         tokio::select! {
             _ = &mut interrupted => break,
-            typed = lines.recv() => match typed {
+            typed = terminal.lines.recv() => match typed {
                 None => break,
-                Some(Typed::MaybeCut) => eprintln!(
+                Some(Typed::MaybeCut) => note!(notes,
                     "not sent: the line filled the terminal's line buffer ({TERMINAL_LINE_MAX} \
                      bytes), so the terminal may have cut it; send long text with \
                      `{c} send NAME -` reading a file, or in shorter lines"
@@ -84,14 +93,11 @@ pub async fn run(
                                 peer = to.to_string();
                             }
                             if sent.get("status").and_then(Value::as_str) == Some("pending") {
-                                eprintln!(
-                                    "  kept in the outbox: the daemon sends it when the relay \
-                                     is back"
-                                );
+                                note!(notes, "{}", waiting_line(&line));
                             }
                         }
                         Err(RemoteError::Rpc(e)) if e.code != rpc::INTERNAL_ERROR => {
-                            eprintln!("not sent: {}", visible(&e.message));
+                            note!(notes, "not sent: {}", visible(&e.message));
                         }
                         Err(e) => return Err(e.into()),
                     }
@@ -99,7 +105,7 @@ pub async fn run(
             },
             record = remote.next_notification() => {
                 let record = record?;
-                show(remote, out, &record, &peer, with, &texts).await?;
+                show(remote, out, notes, &record, &peer, with, &texts).await?;
             }
         }
     }
@@ -131,10 +137,13 @@ async fn peer_id(remote: &mut Remote, with: &str, messages: &[Value]) -> Result<
 }
 
 /// Print one notification: the peer's messages (then marked read), ticks
-/// of messages to the peer naming them, the rest as `listen` does.
+/// of messages to the peer naming them, the connection as the standalone
+/// chat says it, the rest as `listen` does (ticks, warnings and the
+/// connection among the notes).
 async fn show(
     remote: &mut Remote,
     out: &mut dyn Write,
+    notes: &mut dyn Write,
     record: &Value,
     peer: &str,
     with: &str,
@@ -146,25 +155,37 @@ async fn show(
         "status" if from_peer => {
             let excerpt = texts.get(field("id")).map_or_else(
                 || format!("message {}", field("id")),
-                |text| {
-                    let mut shown: String = text.chars().take(40).collect();
-                    if text.chars().nth(40).is_some() {
-                        shown.push('…');
-                    }
-                    format!("“{}”", visible(&shown))
-                },
+                |text| quoted_excerpt(text),
             );
             let what = match field("status") {
                 "sent" => "sent (waiting at the relay)",
                 other => other,
             };
-            eprintln!("  {} {what}: {excerpt}", tick(field("status")));
+            note!(notes, "  {} {what}: {excerpt}", tick(field("status")));
         }
-        "connection" => eprintln!("{}", connection_line(record)),
+        "status" => note!(
+            notes,
+            "  {} {}: message {} to {}",
+            tick(field("status")),
+            field("status"),
+            field("id"),
+            peer_label(record)
+        ),
+        "warning" => note!(notes, "warning: {}", visible(field("text"))),
+        "connection" => {
+            let reason = visible(field("text"));
+            match field("state") {
+                "reconnected" => note!(notes, "reconnected"),
+                "connected" => note!(notes, "connected to the relay"),
+                "lost" => note!(notes, "connection lost ({reason}); reconnecting"),
+                "unreachable" => note!(notes, "relay unreachable ({reason}); retrying"),
+                state => note!(notes, "the relay connection is {}", visible(state)),
+            }
+        }
         "message" if from_peer && field("direction") == "in" => {
             print_record(out, record)?;
             if record.get("request") != Some(&Value::Bool(true)) {
-                mark_read(remote, with).await?;
+                mark_read(remote, with, notes).await?;
             }
         }
         _ => print_record(out, record)?,
@@ -174,11 +195,11 @@ async fn show(
 
 /// Tell the peer its messages were read; a refusal (a message request,
 /// the relay away) is said and the chat goes on.
-async fn mark_read(remote: &mut Remote, with: &str) -> Result<(), Failure> {
+async fn mark_read(remote: &mut Remote, with: &str, notes: &mut dyn Write) -> Result<(), Failure> {
     match remote.call("mark_read", json!({"with": with})).await {
         Ok(_) => Ok(()),
         Err(RemoteError::Rpc(e)) if e.code != rpc::INTERNAL_ERROR => {
-            eprintln!("note: not marked read: {}", visible(&e.message));
+            note!(notes, "note: not marked read: {}", visible(&e.message));
             Ok(())
         }
         Err(e) => Err(e.into()),

@@ -3,6 +3,9 @@
 //! through the binary run as a child process.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod terminal;
+
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -15,8 +18,10 @@ use tokio::sync::oneshot;
 pub struct Relay {
     pub url: String,
     pub codes: Arc<CapturedCodes>,
+    addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
-    _dir: tempfile::TempDir,
+    task: Option<tokio::task::JoinHandle<Result<(), comptoir_relay::ServerError>>>,
+    dir: tempfile::TempDir,
 }
 
 /// The phone verification codes the relay sent: (number, code).
@@ -67,38 +72,73 @@ pub fn have_tool(name: &str, package: &str) -> bool {
 
 pub async fn start_relay() -> Relay {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut config = Config {
-        data_dir: dir.path().to_owned(),
-        cache_capacity_bytes: 16 * 1024 * 1024,
-        ..Config::default()
-    };
-    config.limits.registration_rate_per_sec = 0.0;
-    config.limits.registration_rate_per_prefix_per_sec = 0.0;
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("ws://{}", listener.local_addr().expect("addr"));
-    let codes = Arc::new(CapturedCodes::default());
-    let services = Services {
-        admin_listener: None,
-        http_listener: None,
-        tls: None,
-        code_sender: codes.clone(),
-        metrics: Arc::new(Metrics::default()),
-        clock: Arc::default(),
+    let addr = listener.local_addr().expect("addr");
+    let mut relay = Relay {
+        url: format!("ws://{addr}"),
+        codes: Arc::new(CapturedCodes::default()),
+        addr,
+        stop: None,
+        task: None,
+        dir,
     };
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(comptoir_relay::run_with(
-        listener,
-        config,
-        services,
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    Relay {
-        url,
-        codes,
-        stop: Some(stop),
-        _dir: dir,
+    relay.serve(listener);
+    relay
+}
+
+impl Relay {
+    /// Run the relay on `listener` with this relay's data directory.
+    fn serve(&mut self, listener: TcpListener) {
+        let mut config = Config {
+            data_dir: self.dir.path().to_owned(),
+            cache_capacity_bytes: 16 * 1024 * 1024,
+            ..Config::default()
+        };
+        config.limits.registration_rate_per_sec = 0.0;
+        config.limits.registration_rate_per_prefix_per_sec = 0.0;
+        let services = Services {
+            admin_listener: None,
+            http_listener: None,
+            tls: None,
+            code_sender: self.codes.clone(),
+            metrics: Arc::new(Metrics::default()),
+            clock: Arc::default(),
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        self.stop = Some(stop);
+        self.task = Some(tokio::spawn(comptoir_relay::run_with(
+            listener,
+            config,
+            services,
+            async {
+                let _ = stopped.await;
+            },
+        )));
+    }
+
+    /// Stop the relay (its connections close) and wait until its storage
+    /// is closed; [`Self::start_again`] starts it on the same data
+    /// directory and port.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(std::time::Duration::from_secs(30), task)
+                .await
+                .expect("the relay stops in time")
+                .expect("relay task")
+                .expect("the relay ran cleanly");
+        }
+    }
+
+    /// Start the stopped relay again on its data directory and port (its
+    /// clients find it at the URL they have).
+    pub async fn start_again(&mut self) {
+        let listener = TcpListener::bind(self.addr)
+            .await
+            .expect("bind the same port");
+        self.serve(listener);
     }
 }
 
@@ -219,30 +259,6 @@ impl Customer {
             command.env("COMPTOIR_PASSPHRASE", "a test passphrase");
         }
         command
-    }
-
-    /// `comptoir <args>` as this customer, in a terminal (a pseudo-terminal
-    /// made by util-linux's `script`) that is fed `typed`: what a person
-    /// typing or pasting into `comptoir chat` goes through.
-    pub async fn in_terminal(&self, args: &[&str], typed: Vec<u8>) -> Run {
-        let mut line = format!(
-            "{} --data-dir {} --relay {}",
-            env!("CARGO_BIN_EXE_comptoir"),
-            self.dir.display(),
-            self.relay
-        );
-        for arg in args {
-            line.push(' ');
-            line.push_str(arg);
-        }
-        let mut command = Command::new("script");
-        command
-            .args(["-q", "-e", "-c", &line, "/dev/null"])
-            .env("COMPTOIR_PASSPHRASE", "a test passphrase")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        run_command(command, Some(typed)).await
     }
 
     pub async fn run(&self, args: &[&str]) -> Run {
