@@ -32,6 +32,8 @@ pub const METHODS: &[&str] = &[
     "unblock",
     "conversations",
     "run",
+    "tui_state",
+    "tui_action",
 ];
 
 /// Run `method` with `params` on `client`.
@@ -43,6 +45,24 @@ pub async fn call(
 ) -> Result<Value, RpcError> {
     match method {
         "run" => run(client, daemon, parse(params)?).await,
+        "tui_state" => {
+            let TuiStateParams { templates } = parse(params)?;
+            let list = conversations(client)?;
+            crate::tui::wire::state(client, list, templates.unwrap_or(false))
+                .await
+                .map_err(|e| failed(&e))
+        }
+        "tui_action" => {
+            let action =
+                crate::tui::wire::parse_action(&Value::Object(params)).ok_or_else(|| {
+                    RpcError::invalid_params(
+                        "not an action of the TUI: see tui_action in docs/CLIENT-RPC.md",
+                    )
+                })?;
+            crate::tui::wire::perform(client, action)
+                .await
+                .map_err(|e| failed(&e))
+        }
         "whoami" => {
             parse::<NoParams>(params)?;
             Ok(json!({
@@ -265,6 +285,12 @@ async fn run(
         "stdout": String::from_utf8_lossy(&ran.stdout),
         "stderr": String::from_utf8_lossy(&ran.stderr),
     }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TuiStateParams {
+    templates: Option<bool>,
 }
 
 /// A method without parameters refuses any.
