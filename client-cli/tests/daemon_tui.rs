@@ -1,8 +1,9 @@
 //! The TUI through a running `comptoir daemon` (issue 18 item 6): its
 //! state driven by key events as in src/tui/tests.rs, its actions run by
 //! a real daemon process against a real relay on 127.0.0.1:0 — sending,
-//! reporting a message, opening a Status post and blocking after the
-//! question — and their effects seen by the other side and in the store.
+//! reporting a message, opening a Status post, blocking after the
+//! question and opening a click-to-chat link — and their effects seen by
+//! the other side and in the store.
 //!
 //! Here rather than in tests/tests: it runs the `comptoir` binary, which
 //! Cargo builds for this package's tests only.
@@ -10,11 +11,12 @@
 use comptoir_cli::daemon::remote::Remote;
 use comptoir_cli::tui::app::{Action, App, Mode};
 use comptoir_cli::tui::remote;
+use comptoir_client::click_to_chat::ChatLink;
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 mod common;
 
-use common::{Daemon, start_relay};
+use common::{Customer, Daemon, start_relay};
 
 fn press(app: &mut App, code: KeyCode) -> Action {
     app.handle_key(KeyEvent::new(code, KeyModifiers::NONE))
@@ -136,6 +138,65 @@ async fn the_tui_sends_reports_opens_a_status_and_blocks_through_the_daemon() {
     let post = app.opened_status.as_ref().expect("the post is open");
     assert_eq!(post.body, "closed on Monday");
     assert!(post.heading.starts_with("bob at "), "{post:?}");
+
+    drop(remote);
+    assert_eq!(daemon.terminate(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tui_opens_a_chat_link_through_the_daemon() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let acme = Customer::new(root.path(), "acme", &relay);
+    let acme_id = acme.ok(&["init"]).await.trim().to_owned();
+    acme.ok(&["register", "--business"]).await;
+    acme.ok(&["name", "claim", "acme"]).await;
+    let alice = Customer::new(root.path(), "alice", &relay);
+    alice.registered().await;
+    let daemon = Daemon::start(&alice, &[]);
+
+    let mut remote = Remote::connect_if_running(&alice.dir)
+        .await
+        .expect("the daemon answers");
+    let mut app = remote::load(&mut remote).await.expect("the TUI's state");
+    assert!(app.conversations.is_empty());
+
+    // A business that does not exist: said on the status line.
+    let unknown = ChatLink::parse("comptoir://chat/nobody").expect("a link");
+    remote::open_link(&mut remote, &mut app, &unknown)
+        .await
+        .expect("the daemon answers");
+    assert_eq!(app.mode, Mode::List);
+    assert!(
+        app.status.starts_with("⚠ the link's business"),
+        "{}",
+        app.status
+    );
+
+    // Acme's link: its conversation opens with the text in the composer,
+    // and Enter sends it.
+    let link =
+        ChatLink::parse("comptoir://chat/acme?text=Where%20is%20my%20order").expect("a link");
+    remote::open_link(&mut remote, &mut app, &link)
+        .await
+        .expect("the daemon answers");
+    assert_eq!(app.mode, Mode::Chat, "{}", app.status);
+    assert!(app.status.starts_with("chat link: "), "{}", app.status);
+    assert_eq!(app.input, "Where is my order");
+    let peer = app.current().expect("a conversation").peer;
+    assert_eq!(peer.to_string(), acme_id);
+    let sent = act(&mut remote, &mut app, KeyCode::Enter).await;
+    assert_eq!(
+        sent,
+        Action::Send {
+            peer,
+            text: "Where is my order".into()
+        }
+    );
+    let heard = acme
+        .ok(&["listen", "--count", "1", "--timeout", "20"])
+        .await;
+    assert!(heard.contains("Where is my order"), "{heard}");
 
     drop(remote);
     assert_eq!(daemon.terminate(), 0);

@@ -27,7 +27,7 @@ use crate::format::{time_of_day, visible};
 pub fn goes_through_daemon(command: &Command) -> bool {
     matches!(
         command,
-        Command::Listen { .. } | Command::Chat { .. } | Command::Tui { open: None }
+        Command::Listen { .. } | Command::Chat { .. } | Command::Tui { .. }
     )
 }
 
@@ -212,8 +212,8 @@ async fn run(cli: &Cli, remote: &mut Remote, out: &mut dyn Write) -> Result<u8, 
             listen(remote, out, json, *count, timeout.map(Duration::from_secs)).await
         }
         Command::Chat { with } => super::chat::run(remote, out, with, &c).await,
-        Command::Tui { .. } => {
-            crate::tui::remote::run(remote).await?;
+        Command::Tui { open } => {
+            crate::tui::remote::run(remote, open.as_ref()).await?;
             Ok(0)
         }
         // Not forwarded (see `goes_through_daemon`).

@@ -34,6 +34,7 @@ pub const METHODS: &[&str] = &[
     "run",
     "tui_state",
     "tui_action",
+    "tui_open_link",
 ];
 
 /// Run `method` with `params` on `client`.
@@ -49,6 +50,15 @@ pub async fn call(
             let TuiStateParams { templates } = parse(params)?;
             let list = conversations(client)?;
             crate::tui::wire::state(client, list, templates.unwrap_or(false))
+                .await
+                .map_err(|e| failed(&e))
+        }
+        "tui_open_link" => {
+            let LinkParams { link } = parse(params)?;
+            let link = comptoir_client::click_to_chat::ChatLink::parse(&link).map_err(|e| {
+                RpcError::invalid_params(format!("\"link\" is not a click-to-chat link: {e}"))
+            })?;
+            crate::tui::wire::open_link(client, &link)
                 .await
                 .map_err(|e| failed(&e))
         }
@@ -285,6 +295,12 @@ async fn run(
         "stdout": String::from_utf8_lossy(&ran.stdout),
         "stderr": String::from_utf8_lossy(&ran.stderr),
     }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinkParams {
+    link: String,
 }
 
 #[derive(Deserialize)]

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use comptoir_client::click_to_chat::ChatLink;
 use comptoir_client::error::ClientError;
 use comptoir_client::messages::{MessageId, Status, StoredMessage};
 use comptoir_protocol::AccountId;
@@ -25,14 +26,27 @@ use crate::daemon::rpc;
 const TICK: Duration = Duration::from_millis(100);
 
 /// Run the UI through `remote` until the user quits.
-pub async fn run(remote: &mut Remote) -> Result<(), Failure> {
+pub async fn run(remote: &mut Remote, chat_link: Option<&ChatLink>) -> Result<(), Failure> {
     let mut app = load(remote).await?;
     app.status = "through the daemon (comptoir daemon holds the account)".into();
+    if let Some(link) = chat_link {
+        open_link(remote, &mut app, link).await?;
+    }
     let mut terminal = ratatui::try_init()
         .map_err(|e| ClientError::io("opening the terminal (is this a terminal?)", e))?;
     let result = super::run_loop(&mut terminal, remote, &mut app).await;
     ratatui::restore();
     result
+}
+
+/// Open a click-to-chat link as `comptoir tui --open` does: its
+/// business's conversation with the text in the composer.
+pub async fn open_link(remote: &mut Remote, app: &mut App, link: &ChatLink) -> Result<(), Failure> {
+    let opened = remote
+        .call("tui_open_link", json!({"link": link.to_string()}))
+        .await?;
+    wire::apply_open_link(app, &opened).ok_or(RemoteError::Gone)?;
+    Ok(())
 }
 
 /// The UI's state as the daemon has it (with a business's templates),

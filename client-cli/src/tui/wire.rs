@@ -6,6 +6,7 @@
 use serde_json::{Value, json};
 
 use comptoir_client::Client;
+use comptoir_client::click_to_chat::ChatLink;
 use comptoir_client::error::Result;
 use comptoir_client::messages::MessageId;
 use comptoir_client::rule_checks::Window;
@@ -14,7 +15,7 @@ use comptoir_protocol::interactive::Choice;
 use comptoir_protocol::template::TemplateId;
 
 use super::app::{
-    Action, App, Choices, Conversation, IdentityReview, OpenedStatus, Pick, PickableTemplate,
+    Action, App, Choices, Conversation, IdentityReview, Mode, OpenedStatus, Pick, PickableTemplate,
     StatusEntry,
 };
 
@@ -257,6 +258,61 @@ pub async fn perform(client: &mut Client, action: Action) -> Result<Value> {
             "body": s.body,
         })),
     }))
+}
+
+/// `tui_open_link` on the daemon's side: resolve a click-to-chat link as
+/// `comptoir tui --open` does; the conversation it opens (`peer` null when
+/// its business was not found), the prefilled text and the status line.
+pub async fn open_link(client: &mut Client, link: &ChatLink) -> Result<Value> {
+    let mut app = App::new(super::load_conversations(client)?);
+    super::open_link::open(client, &mut app, link).await?;
+    let opened = (app.mode == Mode::Chat)
+        .then(|| app.current())
+        .flatten()
+        .map(|c| {
+            json!({
+                "peer": c.peer.to_string(),
+                "name": c.name,
+                "blocked": c.blocked,
+                "verified_name": c.verified_name,
+            })
+        });
+    Ok(json!({
+        "conversation": opened,
+        "text": link.text,
+        "status": app.status,
+    }))
+}
+
+/// Apply a `tui_open_link` result to `app`: open the conversation with
+/// the text in the composer, or say why not.
+pub fn apply_open_link(app: &mut App, opened: &Value) -> Option<()> {
+    let status = opened.get("status")?.as_str()?.to_owned();
+    let Some(c) = opened.get("conversation").filter(|c| !c.is_null()) else {
+        app.status = status;
+        return Some(());
+    };
+    let conversation = Conversation {
+        peer: AccountId::from_hex(c.get("peer")?.as_str()?).ok()?,
+        name: c.get("name")?.as_str()?.to_owned(),
+        unread: 0,
+        identity_changed: false,
+        blocked: c.get("blocked")?.as_bool()?,
+        request: false,
+        verified_name: c
+            .get("verified_name")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        messages: Vec::new(),
+        window: None,
+        choices: None,
+    };
+    let text = opened
+        .get("text")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    app.open_chat(conversation, text, status);
+    Some(())
 }
 
 /// Apply a `tui_action` result to `app`: its status line, the identity
