@@ -1,12 +1,10 @@
 //! Commands run through a running daemon instead of opening the store.
-//! `whoami`, `send`, `send-file`, `history`, `contacts list`, `devices
-//! list`, `block`, `unblock`, `listen`, `chat` and `tui` use the methods
-//! made for them; every other command that opens the store is run by the
-//! daemon with the method `run` and prints what it prints there. They
-//! print what they print without a daemon (the text output of `history`
-//! names the peer by its contact name, without the template and
-//! interactive layouts) and exit with the same codes. `init`, `register`,
-//! `link-device`, `restore` and `daemon` say a daemon runs and to stop it.
+//! `listen`, `chat` and `tui` follow its events with `subscribe` and use
+//! its methods; every other command that opens the store is run by the
+//! daemon with the method `run`, so it prints on standard output and
+//! error what it prints without a daemon and exits with the same code.
+//! `init`, `register`, `link-device`, `restore` and `daemon` say a daemon
+//! runs and to stop it.
 
 use std::io::Write;
 use std::time::Duration;
