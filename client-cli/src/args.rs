@@ -181,7 +181,7 @@ impl Cli {
 }
 
 /// How results are printed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputFormat {
     /// Lines for people.
@@ -203,7 +203,7 @@ fn relay_url(value: &str) -> Result<String, String> {
 }
 
 /// The subcommands.
-#[derive(Debug, Subcommand)]
+#[derive(Clone, Debug, Subcommand, serde::Serialize, serde::Deserialize)]
 pub enum Command {
     /// Create a new account and device here (keys and encrypted store).
     Init,
@@ -299,6 +299,7 @@ pub enum Command {
         /// Open this click-to-chat link (comptoir://chat/…): its business's
         /// conversation, the composer prefilled with the link's text.
         #[arg(long, value_name = "LINK", value_parser = crate::open_link::parse_link)]
+        #[serde(with = "link_text::optional")]
         open: Option<comptoir_client::click_to_chat::ChatLink>,
     },
     /// Open a click-to-chat link (comptoir://chat/BUSINESS?text=…): shows
@@ -309,6 +310,7 @@ pub enum Command {
     Open {
         /// The link.
         #[arg(value_parser = crate::open_link::parse_link)]
+        #[serde(with = "link_text")]
         link: comptoir_client::click_to_chat::ChatLink,
         /// Send the prefilled text without asking (for scripts).
         #[arg(long)]
@@ -435,7 +437,7 @@ pub enum Command {
 }
 
 /// Shells `comptoir completions` writes scripts for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
 pub enum Shell {
     /// GNU Bash.
     Bash,
@@ -456,7 +458,7 @@ impl From<Shell> for clap_complete::Shell {
 }
 
 /// `comptoir contacts ...`
-#[derive(Debug, Subcommand)]
+#[derive(Clone, Debug, Subcommand, serde::Serialize, serde::Deserialize)]
 pub enum ContactsCommand {
     /// Give an account a name: by its id, by a phone number its owner
     /// made discoverable, or by a business name (each checked with the
@@ -490,7 +492,7 @@ pub enum ContactsCommand {
 }
 
 /// `comptoir outbox ...`
-#[derive(Debug, Subcommand)]
+#[derive(Clone, Debug, Subcommand, serde::Serialize, serde::Deserialize)]
 pub enum OutboxCommand {
     /// List the messages waiting to be sent: id, recipient, time written,
     /// text (tab-separated, oldest first).
@@ -503,7 +505,7 @@ pub enum OutboxCommand {
 }
 
 /// `comptoir devices ...`
-#[derive(Debug, Subcommand)]
+#[derive(Clone, Debug, Subcommand, serde::Serialize, serde::Deserialize)]
 pub enum DevicesCommand {
     /// Show this account's devices (from its signed device list).
     List,
@@ -531,7 +533,7 @@ pub enum DevicesCommand {
 }
 
 /// `comptoir consent ...`
-#[derive(Debug, Subcommand)]
+#[derive(Clone, Debug, Subcommand, serde::Serialize, serde::Deserialize)]
 pub enum ConsentCommand {
     /// Let a business send you templates of these categories outside the
     /// 24-hour reply window (marketing needs it at all), for some days.
@@ -576,7 +578,7 @@ pub enum ConsentCommand {
 }
 
 /// `comptoir requests ...`
-#[derive(Debug, Subcommand)]
+#[derive(Clone, Debug, Subcommand, serde::Serialize, serde::Deserialize)]
 pub enum RequestsCommand {
     /// List the accounts whose messages wait as requests: account, contact
     /// name if any, when the first arrived (oldest first).
@@ -596,7 +598,7 @@ pub enum RequestsCommand {
 }
 
 /// `comptoir business ...`
-#[derive(Debug, Subcommand)]
+#[derive(Clone, Debug, Subcommand, serde::Serialize, serde::Deserialize)]
 pub enum BusinessCommand {
     /// Publish this business account's profile (on its first device). The
     /// operator then verifies it (`relay admin business verify ACCOUNT`);
@@ -687,7 +689,7 @@ pub enum BusinessCommand {
 }
 
 /// `comptoir business bill ...`
-#[derive(Debug, Subcommand)]
+#[derive(Clone, Debug, Subcommand, serde::Serialize, serde::Deserialize)]
 pub enum BillCommand {
     /// Fetch the whole bill and check every line: the hash chain, the
     /// operator's signatures (against the pinned operator key), each
@@ -699,7 +701,7 @@ pub enum BillCommand {
 }
 
 /// `comptoir business template ...`
-#[derive(Debug, Subcommand)]
+#[derive(Clone, Debug, Subcommand, serde::Serialize, serde::Deserialize)]
 pub enum TemplateCommand {
     /// Submit a template written as JSON for the operator's review; prints
     /// its id and status (pending until `relay admin templates approve ID`).
@@ -738,7 +740,7 @@ pub enum TemplateCommand {
 }
 
 /// `comptoir business consent ...`
-#[derive(Debug, Subcommand)]
+#[derive(Clone, Debug, Subcommand, serde::Serialize, serde::Deserialize)]
 pub enum BusinessConsentCommand {
     /// Ask whoever holds this phone number for consent (verified businesses
     /// only). The answer is the same whether or not the number is known;
@@ -760,7 +762,7 @@ pub enum BusinessConsentCommand {
 }
 
 /// The purposes a consent request may name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
 pub enum PurposeArg {
     /// Order updates.
     OrderUpdates,
@@ -795,7 +797,7 @@ pub fn parse_vertical(text: &str) -> Result<Vertical, String> {
 }
 
 /// Why a customer blocks a business (`block --reason`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
 pub enum BlockReasonArg {
     /// The customer no longer needs its messages.
     NoLongerNeeded,
@@ -808,7 +810,7 @@ pub enum BlockReasonArg {
 }
 
 /// A category of templates a consent covers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize, serde::Deserialize)]
 pub enum ConsentCategory {
     /// Order, delivery, booking and account updates.
     Utility,
@@ -821,7 +823,7 @@ pub enum ConsentCategory {
 }
 
 /// `comptoir status ...`
-#[derive(Debug, Subcommand)]
+#[derive(Clone, Debug, Subcommand, serde::Serialize, serde::Deserialize)]
 pub enum StatusCommand {
     /// Post a Status for 24 hours: encrypted once, uploaded once, its key
     /// sent to each account you have a conversation with (and those named
@@ -872,7 +874,7 @@ pub enum StatusCommand {
 }
 
 /// `comptoir name ...`
-#[derive(Debug, Subcommand)]
+#[derive(Clone, Debug, Subcommand, serde::Serialize, serde::Deserialize)]
 pub enum NameCommand {
     /// Claim a business name for this account (first come, first served;
     /// one per account). A name confusable with a verified business's is
@@ -885,7 +887,7 @@ pub enum NameCommand {
 }
 
 /// `comptoir phone ...`
-#[derive(Debug, Subcommand)]
+#[derive(Clone, Debug, Subcommand, serde::Serialize, serde::Deserialize)]
 pub enum PhoneCommand {
     /// Ask the relay to send a verification code to this number (a
     /// development relay writes it to its log instead).
@@ -903,6 +905,45 @@ pub enum PhoneCommand {
         #[arg(long)]
         discoverable: bool,
     },
+}
+
+/// A click-to-chat link in a command sent to a running daemon: as its
+/// text, parsed again on the other side.
+mod link_text {
+    use comptoir_client::click_to_chat::ChatLink;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(link: &ChatLink, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(link)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ChatLink, D::Error> {
+        let text = String::deserialize(d)?;
+        ChatLink::parse(&text).map_err(serde::de::Error::custom)
+    }
+
+    pub(super) mod optional {
+        use comptoir_client::click_to_chat::ChatLink;
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub(in crate::args) fn serialize<S: Serializer>(
+            link: &Option<ChatLink>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match link {
+                Some(link) => s.collect_str(link),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub(in crate::args) fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<ChatLink>, D::Error> {
+            Option::<String>::deserialize(d)?
+                .map(|text| ChatLink::parse(&text).map_err(serde::de::Error::custom))
+                .transpose()
+        }
+    }
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use crate::args::{
 use crate::format::{date_time, visible};
 use crate::json::{self, Record};
 use crate::template_values::parse_params;
-use crate::{category_set, find_account, open, phone_number};
+use crate::{category_set, find_account, phone_number};
 
 /// How a business is shown: its certified name with a ✓ when the
 /// operator verified it (checked against the pinned keys), otherwise its
@@ -92,10 +92,15 @@ pub fn known_label(client: &Client, account: &AccountId) -> Result<Shown> {
 }
 
 /// Run `comptoir business …`.
-pub(crate) async fn run(cli: &Cli, command: &BusinessCommand, out: &mut dyn Write) -> Result<u8> {
+pub(crate) async fn run(
+    cli: &Cli,
+    source: &mut crate::account::Source<'_>,
+    command: &BusinessCommand,
+    out: &mut dyn Write,
+) -> Result<u8> {
     let json = cli.output_format() == OutputFormat::Json;
     let c = cli.comptoir();
-    let mut client = open(cli)?;
+    let mut client = source.open(cli)?;
     client.connect(&cli.relay).await?;
     let result = match command {
         BusinessCommand::Profile {
@@ -119,7 +124,7 @@ pub(crate) async fn run(cli: &Cli, command: &BusinessCommand, out: &mut dyn Writ
             };
             client.publish_profile(&profile).await?;
             say!(out, "{}", client.account_id());
-            eprintln!(
+            note!(
                 "profile published; customers see it unverified (by your business name or \
                  account id) until the operator runs `relay admin business verify {}`",
                 client.account_id()
@@ -130,7 +135,7 @@ pub(crate) async fn run(cli: &Cli, command: &BusinessCommand, out: &mut dyn Writ
             let template = read_template(&client, file)?;
             let (id, status) = client.submit_template(&template).await?;
             say!(out, "{id}\t{}", status_name(status));
-            eprintln!(
+            note!(
                 "the operator reviews it (`relay admin templates approve {id}`); see where it \
                  stands with `{c} business template list`"
             );
@@ -336,7 +341,7 @@ pub(crate) async fn run(cli: &Cli, command: &BusinessCommand, out: &mut dyn Writ
                 )
                 .await?;
             say!(out, "{}", hex::encode(reference));
-            eprintln!(
+            note!(
                 "asked ({}); if the customer allows, `{c} business consent answers` lists this \
                  reference with the customer's account id (the relay answers the same way \
                  whether or not the number is known)",
@@ -368,9 +373,9 @@ pub(crate) async fn run(cli: &Cli, command: &BusinessCommand, out: &mut dyn Writ
                 );
             }
             if answers.is_empty() {
-                eprintln!("no customer has allowed a consent request yet");
+                note!("no customer has allowed a consent request yet");
             } else if !json {
-                eprintln!("name a customer with `{c} contacts add NAME ACCOUNT_ID`");
+                note!("name a customer with `{c} contacts add NAME ACCOUNT_ID`");
             }
             Ok(0)
         }
@@ -444,9 +449,20 @@ pub(crate) async fn run(cli: &Cli, command: &BusinessCommand, out: &mut dyn Writ
 fn read_template(client: &Client, file: &std::path::Path) -> Result<Template> {
     let mut text = String::new();
     if file.as_os_str() == "-" {
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .map_err(|e| ClientError::io("reading the template from standard input", e))?;
+        match crate::account::stdin() {
+            Some(bytes) => {
+                text = String::from_utf8(bytes).map_err(|_| {
+                    ClientError::InvalidArgument(
+                        "standard input is not UTF-8 text; nothing was submitted".into(),
+                    )
+                })?;
+            }
+            None => {
+                std::io::stdin()
+                    .read_to_string(&mut text)
+                    .map_err(|e| ClientError::io("reading the template from standard input", e))?;
+            }
+        }
     } else {
         text = std::fs::read_to_string(file).map_err(|e| {
             ClientError::io(format!("reading the template file {}", file.display()), e)

@@ -89,7 +89,7 @@ pub(crate) async fn run(
     // A message request is not marked read until the user accepts it.
     let mut pending_request = client.message_requests()?.iter().any(|(a, _)| *a == peer);
     if pending_request {
-        note!(
+        note_to!(
             notes,
             "{name} is a message request: it is not told you read it until you accept it \
              (`{c} requests accept {}`)",
@@ -108,10 +108,10 @@ pub(crate) async fn run(
                 match client.connect(relay).await {
                     Ok(_) => {
                         reconnect = Reconnect::new();
-                        note!(notes, "reconnected");
+                        note_to!(notes, "reconnected");
                     }
                     Err(e) if is_unreachable(&e) => {
-                        note!(
+                        note_to!(
                             notes,
                             "relay unreachable ({e}); retrying in {} ms",
                             reconnect.delay.as_millis()
@@ -161,17 +161,17 @@ pub(crate) async fn run(
                 }
             }
             // Each tick names its message.
-            Ok(Some(Event::Accepted { to, id, .. })) if to == peer => note!(
+            Ok(Some(Event::Accepted { to, id, .. })) if to == peer => note_to!(
                 notes,
                 "  ✓ sent (waiting at the relay): {}",
                 excerpt_of(client, &peer, &id)
             ),
             Ok(Some(Event::Delivered { to, id, .. })) if to == peer => {
-                note!(notes, "  ✓✓ delivered: {}", excerpt_of(client, &peer, &id));
+                note_to!(notes, "  ✓✓ delivered: {}", excerpt_of(client, &peer, &id));
             }
             Ok(Some(Event::Read { by, ids })) if by == peer => {
                 for id in ids {
-                    note!(notes, "  ✓✓ read: {}", excerpt_of(client, &peer, &id));
+                    note_to!(notes, "  ✓✓ read: {}", excerpt_of(client, &peer, &id));
                 }
             }
             Ok(Some(event)) => {
@@ -179,7 +179,7 @@ pub(crate) async fn run(
             }
             Ok(None) => {}
             Err(e) if is_unreachable(&e) => {
-                note!(notes, "connection lost ({e}); reconnecting");
+                note_to!(notes, "connection lost ({e}); reconnecting");
                 client.close_connection().await;
                 reconnect = Reconnect::new();
             }
@@ -203,7 +203,7 @@ async fn send_typed(
 ) -> Result<()> {
     let line = match typed {
         Typed::MaybeCut => {
-            note!(
+            note_to!(
                 notes,
                 "not sent: the line filled the terminal's line buffer ({TERMINAL_LINE_MAX} \
                  bytes), so the terminal may have cut it; send long text with \
@@ -217,20 +217,20 @@ async fn send_typed(
     let was_connected = client.is_connected();
     match client.send_text(peer, &line).await {
         Ok(_) if client.is_connected() => {}
-        Ok(_) => note!(notes, "{}", waiting_line(&line)),
+        Ok(_) => note_to!(notes, "{}", waiting_line(&line)),
         Err(e) if is_unreachable(&e) => {
             // Stored and in the outbox: it goes when the relay is back.
-            note!(notes, "{}", waiting_line(&line));
+            note_to!(notes, "{}", waiting_line(&line));
             if was_connected {
                 client.close_connection().await;
-                note!(notes, "connection lost ({e}); reconnecting");
+                note_to!(notes, "connection lost ({e}); reconnecting");
                 *reconnect = Reconnect::new();
             }
         }
         Err(
             e @ (ClientError::Database(_) | ClientError::CorruptStore(_) | ClientError::Io { .. }),
         ) => return Err(e),
-        Err(e) => note!(notes, "not sent: {e}"),
+        Err(e) => note_to!(notes, "not sent: {e}"),
     }
     Ok(())
 }
@@ -243,7 +243,7 @@ async fn mark_read_or_warn(
     notes: &mut dyn Write,
 ) -> Result<()> {
     if let Err(e) = client.mark_read(peer).await {
-        note!(
+        note_to!(
             notes,
             "warning: {} was not told its messages were read: {}",
             display_name(client, &peer),

@@ -6,6 +6,8 @@
 //! library builds neither ratatui, crossterm, rpassword nor clap.
 //!
 //! Modules:
+//! - [`account`]: the account a command runs on: its own, or a running
+//!   daemon's.
 //! - [`args`]: the command line's arguments.
 //! - [`business`]: `comptoir business …` (profile, templates, consent
 //!   requests) and how a business is shown (the verified mark).
@@ -40,13 +42,22 @@ macro_rules! say {
 
 /// Write one line to the command's notes: standard error, or above the
 /// line being typed in `chat`.
-macro_rules! note {
+macro_rules! note_to {
     ($notes:expr, $($arg:tt)*) => {
         writeln!($notes, $($arg)*)
             .map_err(|e| ClientError::io("writing to standard error", e))?
     };
 }
 
+/// Write one line to standard error, or, while the daemon runs the
+/// command for another program, to what is sent back to it.
+macro_rules! note {
+    ($($arg:tt)*) => {
+        $crate::account::write_err(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+mod account;
 pub mod args;
 pub mod business;
 pub mod chat;
@@ -137,8 +148,8 @@ pub fn hint(error: &ClientError, cli: &Cli) -> Option<String> {
         ClientError::NotInitialized { .. } => format!("run `{c} init` first"),
         ClientError::AlreadyInitialized { .. } => "use another --data-dir".into(),
         ClientError::StoreLocked { .. } if daemon::socket_path(&cli.data_dir).exists() => format!(
-            "a `comptoir daemon` may hold {}: whoami, send, history, contacts list, devices \
-             list, block, unblock, listen, chat and tui go through it; stop it for this command",
+            "a `comptoir daemon` may hold {}: every command but init, register, link-device \
+             and restore goes through it when it answers; stop it for this command",
             config::shell_word(&cli.data_dir)
         ),
         ClientError::StoreLocked { .. } => format!(
@@ -216,7 +227,7 @@ pub fn main() -> ExitCode {
     {
         Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            note!("error: cannot start the async runtime: {e}");
             return ExitCode::from(1);
         }
     };
@@ -299,18 +310,64 @@ async fn run_parsed(mut cli: Cli, out: &mut dyn Write) -> u8 {
     // stack of a test thread.
     let code = match Box::pin(run(&cli, out)).await {
         Ok(code) => code,
-        Err(e) => {
-            // An error can carry a relay's words: printed like any text
-            // from the network.
-            eprintln!("error: {}", visible(&e.to_string()));
-            if let Some(hint) = hint(&e, &cli) {
-                eprintln!("hint: {hint}");
-            }
-            exit_code(&e)
-        }
+        Err(e) => report(&e, &cli),
     };
     let _ = out.flush();
     code
+}
+
+/// Say what went wrong and what to do; the exit code for it.
+fn report(error: &ClientError, cli: &Cli) -> u8 {
+    // An error can carry a relay's words: printed like any text from the
+    // network.
+    note!("error: {}", visible(&error.to_string()));
+    if let Some(hint) = hint(error, cli) {
+        note!("hint: {hint}");
+    }
+    exit_code(error)
+}
+
+/// What a command run by the daemon for another program printed.
+#[derive(Debug)]
+pub(crate) struct LentRun {
+    /// The exit code.
+    pub exit_code: u8,
+    /// Standard output.
+    pub stdout: Vec<u8>,
+    /// Standard error.
+    pub stderr: Vec<u8>,
+}
+
+/// Run `cli`'s command on the daemon's `client` for another program, as
+/// that program would run it on the store: its standard output and error
+/// and exit code are returned; `stdin` is the program's standard input
+/// when the command reads it.
+pub(crate) async fn run_lent(
+    cli: &Cli,
+    client: &mut Client,
+    relay: &str,
+    stdin: Option<Vec<u8>>,
+) -> LentRun {
+    let captured = std::cell::RefCell::new(account::Captured {
+        err: Vec::new(),
+        stdin,
+    });
+    account::CAPTURED
+        .scope(captured, async {
+            let mut stdout = Vec::new();
+            let mut source = account::Source::Daemon { client, relay };
+            let exit_code = match Box::pin(run_command(cli, &mut source, &mut stdout)).await {
+                Ok(code) => code,
+                Err(e) => report(&e, cli),
+            };
+            let stderr = account::CAPTURED.with(|c| std::mem::take(&mut c.borrow_mut().err));
+            LentRun {
+                exit_code,
+                stdout,
+                stderr,
+            }
+        })
+        .await
 }
 
 fn passphrase(cli: &Cli, confirm: bool) -> Result<Zeroizing<String>> {
@@ -378,13 +435,23 @@ pub(crate) fn display_name(client: &Client, account: &AccountId) -> String {
 }
 
 async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
-    let json = cli.output_format() == OutputFormat::Json;
-    // `comptoir` with the --data-dir in use, for what to type next.
-    let c = cli.comptoir();
     // A running daemon holds the store: the commands it serves go through it.
     if let Some(code) = Box::pin(daemon::forward::run_if_running(cli, out)).await? {
         return Ok(code);
     }
+    run_command(cli, &mut account::Source::Store, out).await
+}
+
+/// Run the command on the account from `source`: the store, or the
+/// running daemon's account (for a command sent to it).
+async fn run_command(
+    cli: &Cli,
+    source: &mut account::Source<'_>,
+    out: &mut dyn Write,
+) -> Result<u8> {
+    let json = cli.output_format() == OutputFormat::Json;
+    // `comptoir` with the --data-dir in use, for what to type next.
+    let c = cli.comptoir();
     match &cli.command {
         Command::Daemon { stdio } => daemon::run(cli, *stdio, out).await,
         Command::Init => {
@@ -395,7 +462,7 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             }
             let client = Client::create(&cli.data_dir, &passphrase(cli, true)?)?;
             say!(out, "{}", client.account_id());
-            eprintln!(
+            note!(
                 "Created account {} in {}. Next: {c} register",
                 client.account_id(),
                 cli.data_dir.display()
@@ -403,7 +470,7 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::Register { business } => {
-            let mut client = open(cli)?;
+            let mut client = source.open(cli)?;
             let already = client.is_registered();
             let kind = if *business {
                 AccountKind::Business
@@ -413,13 +480,13 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             client.register_as(&cli.relay, kind).await?;
             say!(out, "{}", client.account_id());
             if already {
-                eprintln!(
+                note!(
                     "{} is already registered on {}; nothing to do",
                     client.account_id(),
                     cli.relay
                 );
             } else {
-                eprintln!(
+                note!(
                     "Registered on {}. Others can now write to {}",
                     cli.relay,
                     client.account_id()
@@ -435,7 +502,7 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
                 Client::create_unlinked(&cli.data_dir, &passphrase(cli, true)?, KdfParams::DEFAULT)?
             };
             say!(out, "{}", client.link_code()?);
-            eprintln!(
+            note!(
                 "On your first device run: comptoir devices add <the code above>\nThen here: {c} link-device --finish <the approval it prints>"
             );
             Ok(0)
@@ -443,10 +510,10 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
         Command::LinkDevice {
             finish: Some(approval),
         } => {
-            let mut client = open(cli)?;
+            let mut client = source.open(cli)?;
             client.finish_link(&cli.relay, approval).await?;
             say!(out, "{}", client.account_id());
-            eprintln!(
+            note!(
                 "Linked as device {} of account {}",
                 client.device_id(),
                 client.account_id()
@@ -455,7 +522,7 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::Devices(command) => {
-            let mut client = open(cli)?;
+            let mut client = source.open(cli)?;
             client.connect(&cli.relay).await?;
             match command {
                 DevicesCommand::List => {
@@ -500,24 +567,24 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
                 DevicesCommand::Add { link_code, name } => {
                     let approval = client.add_device_named(link_code, name.as_deref()).await?;
                     say!(out, "{approval}");
-                    eprintln!(
+                    note!(
                         "On the new device run: comptoir link-device --finish <the approval above>"
                     );
                 }
                 DevicesCommand::Name { device_id, name } => {
                     client.name_device(*device_id, name)?;
-                    eprintln!("device {device_id} is now called {}", visible(name));
+                    note!("device {device_id} is now called {}", visible(name));
                 }
                 DevicesCommand::Remove { device_id } => {
                     client.remove_device(*device_id).await?;
-                    eprintln!("device {device_id} removed; it no longer receives messages");
+                    note!("device {device_id} removed; it no longer receives messages");
                 }
             }
             client.close().await?;
             Ok(0)
         }
         Command::Whoami => {
-            let client = open(cli)?;
+            let client = source.open(cli)?;
             say!(out, "{}", client.account_id());
             Ok(0)
         }
@@ -531,7 +598,7 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             to,
             path,
             content_type,
-        } => send_file(cli, out, json, to, path, content_type.as_deref()).await,
+        } => send_file(cli, source, out, json, to, path, content_type.as_deref()).await,
         Command::Send {
             to,
             text,
@@ -547,7 +614,7 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             let text = text.as_str();
             // Refused before the store is opened: nothing is written.
             check_text(text)?;
-            let mut client = open(cli)?;
+            let mut client = source.open(cli)?;
             let peer = client.resolve(to)?;
             let connected = client.connect(&cli.relay).await;
             let sent = client.send_text(peer, text).await;
@@ -576,7 +643,7 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
                     Ok(0)
                 }
                 (Err(e), Ok(id)) => {
-                    eprintln!(
+                    note!(
                         "message {id} waits in the outbox and is sent on the next connect; \
                          see what waits with `{c} outbox list`, or cancel it with \
                          `{c} outbox cancel {id}`"
@@ -599,7 +666,7 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
                     path.display()
                 )));
             }
-            let mut client = open(cli)?;
+            let mut client = source.open(cli)?;
             let peer = client.resolve(from)?;
             let id = MessageId::from_hex(message_id).ok_or_else(|| {
                 ClientError::InvalidArgument("a message id is 32 hex digits".into())
@@ -616,7 +683,7 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::Listen { count, timeout } => {
-            let mut client = open(cli)?;
+            let mut client = source.open(cli)?;
             listen(
                 out,
                 &mut client,
@@ -629,7 +696,7 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             .await
         }
         Command::Chat { with } => {
-            let mut client = open(cli)?;
+            let mut client = source.open(cli)?;
             let peer = client.resolve(with)?;
             chat::run(out, &mut client, &cli.relay, peer, &c).await
         }
@@ -637,7 +704,7 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             let client =
                 Client::restore_from_backup(backup, &cli.data_dir, &passphrase(cli, false)?)?;
             say!(out, "{}", client.account_id());
-            eprintln!(
+            note!(
                 "Restored {} from {}. Peers whose newer messages this copy cannot read are asked to send them again.",
                 cli.data_dir.display(),
                 backup.display()
@@ -645,13 +712,13 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::Tui { open: link } => {
-            let mut client = open(cli)?;
+            let mut client = source.open(cli)?;
             crate::tui::run(&mut client, &cli.relay, link.as_ref()).await?;
             client.close().await?;
             Ok(0)
         }
         Command::History { with } => {
-            let client = open(cli)?;
+            let client = source.open(cli)?;
             let peer = client.resolve(with)?;
             // A business verified when last checked: its ✓ and certified
             // name (history works offline, from that check).
@@ -708,7 +775,7 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             force,
         }) => {
             contacts::check_name(name)?;
-            let mut client = open(cli)?;
+            let mut client = source.open(cli)?;
             client.connect(&cli.relay).await?;
             let found = find_account(&mut client, account, cli.region.as_deref()).await;
             client.close_connection().await;
@@ -725,7 +792,7 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
                     } else {
                         ""
                     };
-                    eprintln!(
+                    note!(
                         "{} names {account}, not {id}.{verified} To re-point it: {c} \
                          contacts add {} {id} --force; or first rename the contact: \
                          {c} contacts rename {} NEW_NAME",
@@ -744,7 +811,7 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
                 } else {
                     ""
                 };
-                eprintln!(
+                note!(
                     "{} now names {id} instead of {previous}{lost}",
                     visible(name)
                 );
@@ -753,9 +820,9 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::Contacts(ContactsCommand::Remove { name }) => {
-            let client = open(cli)?;
+            let client = source.open(cli)?;
             let account = client.remove_contact(name)?;
-            eprintln!(
+            note!(
                 "{} no longer names {account}; the conversation stays",
                 visible(name)
             );
@@ -763,13 +830,13 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
         }
         Command::Contacts(ContactsCommand::Rename { old, new }) => {
             contacts::check_name(new)?;
-            let client = open(cli)?;
+            let client = source.open(cli)?;
             let account = client.rename_contact(old, new)?;
-            eprintln!("{} is now {} ({account})", visible(old), visible(new));
+            note!("{} is now {} ({account})", visible(old), visible(new));
             Ok(0)
         }
         Command::Outbox(OutboxCommand::List) => {
-            let client = open(cli)?;
+            let client = source.open(cli)?;
             for m in client.queued()? {
                 say!(
                     out,
@@ -783,7 +850,7 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::Outbox(OutboxCommand::Cancel { id }) => {
-            let client = open(cli)?;
+            let client = source.open(cli)?;
             let parsed = MessageId::from_hex(id).ok_or_else(|| {
                 ClientError::InvalidArgument(format!(
                     "{} is not a message id (32 hex digits, as `outbox list` prints)",
@@ -791,7 +858,7 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
                 ))
             })?;
             let message = client.cancel_queued(&parsed)?;
-            eprintln!(
+            note!(
                 "message {} to {} cancelled: it will not be sent",
                 message.id,
                 display_name(&client, &message.peer)
@@ -799,22 +866,22 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::Name(NameCommand::Claim { name }) => {
-            let mut client = open(cli)?;
+            let mut client = source.open(cli)?;
             client.connect(&cli.relay).await?;
             client.claim_name(name).await?;
             client.close().await?;
             let name = name.to_ascii_lowercase();
             say!(out, "{name}");
-            eprintln!("Customers can now find you with: comptoir contacts add <name> {name}");
+            note!("Customers can now find you with: comptoir contacts add <name> {name}");
             Ok(0)
         }
         Command::Phone(PhoneCommand::Request { number }) => {
             let number = phone_number::normalise(number, cli.region.as_deref())?;
-            let mut client = open(cli)?;
+            let mut client = source.open(cli)?;
             client.connect(&cli.relay).await?;
             client.request_phone_code(&number).await?;
             client.close().await?;
-            eprintln!(
+            note!(
                 "A code is on its way to {number}. Next: {c} phone verify {number} <code>\n\
                  (A development relay sends no text message: it writes the code to its log, \
                  on its standard error, in a line with \"verification code\".)"
@@ -827,14 +894,14 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             discoverable,
         }) => {
             let number = phone_number::normalise(number, cli.region.as_deref())?;
-            let mut client = open(cli)?;
+            let mut client = source.open(cli)?;
             client.connect(&cli.relay).await?;
             client.verify_phone(&number, code, *discoverable).await?;
             client.close().await?;
             if *discoverable {
-                eprintln!("{number} is verified; people who know it can find you");
+                note!("{number} is verified; people who know it can find you");
             } else {
-                eprintln!(
+                note!(
                     "{number} is verified and not discoverable (add --discoverable to let \
                      people who know it find you)"
                 );
@@ -842,7 +909,7 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::Contacts(ContactsCommand::List) => {
-            let client = open(cli)?;
+            let client = source.open(cli)?;
             for contact in client.contacts()? {
                 let verified = client.is_verified(&contact.account)?;
                 let blocked = client.is_blocked(&contact.account)?;
@@ -870,7 +937,7 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::SafetyNumber { with, verify } => {
-            let mut client = open(cli)?;
+            let mut client = source.open(cli)?;
             let peer = client.resolve(with)?;
             if matches!(
                 client.safety_number(&peer),
@@ -882,13 +949,13 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             }
             if let Some(theirs) = verify {
                 if client.verify_safety_number(&peer, theirs)? {
-                    eprintln!(
+                    note!(
                         "safety numbers match: {} is verified",
                         display_name(&client, &peer)
                     );
                     return Ok(0);
                 }
-                eprintln!(
+                note!(
                     "safety numbers DIFFER: do not trust this conversation with {} until you find out why",
                     display_name(&client, &peer)
                 );
@@ -897,10 +964,10 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             let number = client.safety_number(&peer)?;
             say!(out, "{}", number.display());
             if client.is_verified(&peer)? {
-                eprintln!("(verified)");
+                note!("(verified)");
             }
             if client.identity_changed(&peer)? {
-                eprintln!(
+                note!(
                     "warning: {} has a NEW identity not yet trusted; this number is for the old one",
                     display_name(&client, &peer)
                 );
@@ -909,17 +976,17 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::Trust { with, confirm } => {
-            let client = open(cli)?;
+            let client = source.open(cli)?;
             let peer = client.resolve(with)?;
             let name = display_name(&client, &peer);
             let Some((old, new)) = client.pending_safety_numbers(&peer)? else {
-                eprintln!("nothing to accept: the identity of {name} did not change");
+                note!("nothing to accept: the identity of {name} did not change");
                 return Ok(0);
             };
             say!(out, "old safety number with {name}: {}", old.display());
             say!(out, "new safety number with {name}: {}", new.display());
             if confirm.as_deref() != Some(name.as_str()) {
-                eprintln!(
+                note!(
                     "The identity of {name} changed. An honest relay never changes it: compare \
                      the new safety number with {name} in person or by a call, then run: \
                      {c} trust {with} --confirm {name}"
@@ -927,7 +994,7 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
                 return Ok(7);
             }
             client.accept_identity_change(&peer)?;
-            eprintln!("{name} is trusted with its new identity");
+            note!("{name} is trusted with its new identity");
             Ok(0)
         }
         Command::Completions { shell } => {
@@ -944,7 +1011,7 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             categories,
             days,
         }) => {
-            let mut client = open(cli)?;
+            let mut client = source.open(cli)?;
             let peer = client.resolve(business)?;
             client.connect(&cli.relay).await?;
             let set = category_set(categories);
@@ -952,7 +1019,7 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             let granted = client.grant_consent(peer, set, lifetime).await?;
             let name = display_name(&client, &peer);
             client.close().await?;
-            eprintln!(
+            note!(
                 "{name} may send you {} until {} (revoke with: {c} consent revoke {})",
                 granted.categories.names().join(", "),
                 date_time(granted.expires_at_ms),
@@ -961,11 +1028,11 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::Consent(ConsentCommand::Revoke { business }) => {
-            let mut client = open(cli)?;
+            let mut client = source.open(cli)?;
             let peer = client.resolve(business)?;
             client.connect(&cli.relay).await?;
             client.revoke_consent(peer).await?;
-            eprintln!(
+            note!(
                 "{} may no longer send you templates outside the 24-hour window",
                 display_name(&client, &peer)
             );
@@ -973,7 +1040,7 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::Consent(ConsentCommand::List) => {
-            let mut client = open(cli)?;
+            let mut client = source.open(cli)?;
             client.connect(&cli.relay).await?;
             let consents = client.consents().await?;
             let now = comptoir_client::client::now_ms();
@@ -997,13 +1064,13 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
                 }
             }
             if consents.is_empty() {
-                eprintln!("no business may send you templates outside the 24-hour window");
+                note!("no business may send you templates outside the 24-hour window");
             }
             client.close().await?;
             Ok(0)
         }
         Command::Consent(ConsentCommand::Requests) => {
-            let mut client = open(cli)?;
+            let mut client = source.open(cli)?;
             client.connect(&cli.relay).await?;
             let requests = client.consent_requests().await?;
             for request in &requests {
@@ -1022,18 +1089,16 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
                 );
             }
             if requests.is_empty() {
-                eprintln!("no business is asking for your consent");
+                note!("no business is asking for your consent");
             } else if !json {
-                eprintln!(
-                    "allow with `{c} consent allow ID`, or refuse with `{c} consent refuse ID`"
-                );
+                note!("allow with `{c} consent allow ID`, or refuse with `{c} consent refuse ID`");
             }
             client.close().await?;
             Ok(0)
         }
         Command::Consent(ConsentCommand::Allow { id, .. } | ConsentCommand::Refuse { id }) => {
             let wanted = parse_request_id(id)?;
-            let mut client = open(cli)?;
+            let mut client = source.open(cli)?;
             client.connect(&cli.relay).await?;
             let requests = client.consent_requests().await?;
             let request = requests
@@ -1051,7 +1116,7 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
                 .await?;
             client.close().await?;
             if allow {
-                eprintln!(
+                note!(
                     "{} may send you {} ({}) for {days} days; it now knows your account \
                      (stop it with `{c} consent revoke {}`)",
                     shown.text(),
@@ -1060,7 +1125,7 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
                     request.business
                 );
             } else {
-                eprintln!(
+                note!(
                     "refused: {} is not told who you are and cannot ask again for 30 days",
                     shown.text()
                 );
@@ -1068,7 +1133,7 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::Requests(RequestsCommand::List) => {
-            let client = open(cli)?;
+            let client = source.open(cli)?;
             let requests = client.message_requests()?;
             for (account, first_ms) in &requests {
                 if json {
@@ -1092,9 +1157,9 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
                 );
             }
             if requests.is_empty() {
-                eprintln!("no message requests");
+                note!("no message requests");
             } else if !json {
-                eprintln!(
+                note!(
                     "read one with `{c} history ACCOUNT`; accept with `{c} requests accept \
                      ACCOUNT`, delete with `{c} requests delete ACCOUNT`, or `{c} block ACCOUNT`"
                 );
@@ -1102,7 +1167,7 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
             Ok(0)
         }
         Command::Requests(RequestsCommand::Accept { who } | RequestsCommand::Delete { who }) => {
-            let mut client = open(cli)?;
+            let mut client = source.open(cli)?;
             let peer = client.resolve(who)?;
             if !client.message_requests()?.iter().any(|(a, _)| *a == peer) {
                 return Err(ClientError::NotFound(format!(
@@ -1116,10 +1181,10 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
                 Command::Requests(RequestsCommand::Accept { .. })
             ) {
                 client.accept_request(peer).await?;
-                eprintln!("accepted: {name} is now an ordinary conversation (`{c} chat {name}`)");
+                note!("accepted: {name} is now an ordinary conversation (`{c} chat {name}`)");
             } else {
                 client.delete_request(peer).await?;
-                eprintln!("deleted the request from {name} and what it sent");
+                note!("deleted the request from {name} and what it sent");
             }
             client.close().await?;
             Ok(0)
@@ -1135,7 +1200,7 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
                     visible(message_id)
                 ))
             })?;
-            let mut client = open(cli)?;
+            let mut client = source.open(cli)?;
             let peer = client.resolve(business)?;
             client.connect(&cli.relay).await?;
             // An interactive message's button or row; otherwise a template
@@ -1161,23 +1226,25 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
                     visible(message_id)
                 ))
             })?;
-            let mut client = open(cli)?;
+            let mut client = source.open(cli)?;
             client.connect(&cli.relay).await?;
             let filed = client.report(parsed, reason).await;
             client.close().await?;
             let report_id = filed?;
-            eprintln!("reported to the operator (report {report_id})");
+            note!("reported to the operator (report {report_id})");
             Ok(0)
         }
-        Command::Open { link, yes } => Box::pin(open_link::run_open(cli, link, *yes, out)).await,
-        Command::Business(command) => Box::pin(business::run(cli, command, out)).await,
-        Command::Status(command) => Box::pin(status::run(cli, command, out)).await,
+        Command::Open { link, yes } => {
+            Box::pin(open_link::run_open(cli, source, link, *yes, out)).await
+        }
+        Command::Business(command) => Box::pin(business::run(cli, source, command, out)).await,
+        Command::Status(command) => Box::pin(status::run(cli, source, command, out)).await,
         Command::OperatorKey { pin } => {
-            let client = open(cli)?;
+            let client = source.open(cli)?;
             match pin {
                 None => match client.operator_key()? {
                     Some(key) => say!(out, "{key}"),
-                    None => eprintln!(
+                    None => note!(
                         "no operator key pinned yet: it is pinned at the first connection to \
                          the relay (or give it with `{c} operator-key --pin HEX`)"
                     ),
@@ -1197,18 +1264,18 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
                     client.pin_operator_key(&key).await?;
                     say!(out, "{key}");
                     match previous {
-                        Some(old) if old != key => eprintln!(
+                        Some(old) if old != key => note!(
                             "the operator key {key} is now trusted instead of {old}: verified \
                              marks and template approvals are checked with it"
                         ),
-                        _ => eprintln!("the operator key {key} is trusted"),
+                        _ => note!("the operator key {key} is trusted"),
                     }
                 }
             }
             Ok(0)
         }
         Command::Block { who, .. } | Command::Unblock { who } => {
-            let mut client = open(cli)?;
+            let mut client = source.open(cli)?;
             let peer = client.resolve(who)?;
             client.connect(&cli.relay).await?;
             if let Command::Block { reason, .. } = &cli.command {
@@ -1221,13 +1288,13 @@ async fn run(cli: &Cli, out: &mut dyn Write) -> Result<u8> {
                     Some(args::BlockReasonArg::Offensive) => BlockReason::Offensive,
                 };
                 client.block_for(peer, reason).await?;
-                eprintln!(
+                note!(
                     "{} is blocked: the relay refuses its messages to you",
                     display_name(&client, &peer)
                 );
             } else {
                 client.unblock(peer).await?;
-                eprintln!("{} is unblocked", display_name(&client, &peer));
+                note!("{} is unblocked", display_name(&client, &peer));
             }
             client.close().await?;
             Ok(0)
@@ -1286,12 +1353,23 @@ pub(crate) async fn find_account(
 }
 
 /// The text of `send -`: all of standard input, less one final newline.
-fn read_stdin_text() -> Result<String> {
-    let mut bytes = Vec::new();
-    std::io::stdin()
-        .lock()
-        .read_to_end(&mut bytes)
-        .map_err(|e| ClientError::io("reading the text from standard input", e))?;
+pub(crate) fn read_stdin_text() -> Result<String> {
+    let bytes = match account::stdin() {
+        // The text the program that asked the daemon already read.
+        Some(bytes) => {
+            return String::from_utf8(bytes).map_err(|_| {
+                ClientError::InvalidArgument("the text is not UTF-8; nothing was sent".into())
+            });
+        }
+        None => {
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .lock()
+                .read_to_end(&mut bytes)
+                .map_err(|e| ClientError::io("reading the text from standard input", e))?;
+            bytes
+        }
+    };
     let mut text = String::from_utf8(bytes).map_err(|_| {
         ClientError::InvalidArgument("standard input is not UTF-8 text; nothing was sent".into())
     })?;
@@ -1322,7 +1400,7 @@ async fn reconnect(client: &mut Client, relay: &str, stop: &AtomicBool) -> Resul
     loop {
         match client.connect(relay).await {
             Ok(_) => {
-                eprintln!("reconnected");
+                note!("reconnected");
                 return Ok(true);
             }
             Err(
@@ -1330,7 +1408,7 @@ async fn reconnect(client: &mut Client, relay: &str, stop: &AtomicBool) -> Resul
                 | ClientError::ConnectionClosed(_)
                 | ClientError::Timeout(_)),
             ) => {
-                eprintln!(
+                note!(
                     "relay unreachable ({e}); retrying in {} ms",
                     delay.as_millis()
                 );
@@ -1367,7 +1445,7 @@ async fn poll_event(client: &mut Client, relay: &str, stop: &AtomicBool) -> Resu
     match client.next_event(POLL).await {
         Ok(event) => Ok(event),
         Err(e @ (ClientError::ConnectionClosed(_) | ClientError::NotConnected)) => {
-            eprintln!("connection lost ({e}); reconnecting");
+            note!("connection lost ({e}); reconnecting");
             reconnect(client, relay, stop).await?;
             Ok(None)
         }
@@ -1401,7 +1479,7 @@ pub(crate) async fn print_event(
                 visible(text)
             );
             if *request {
-                note!(
+                note_to!(
                     notes,
                     "  (a message request: not marked read; `{c} requests accept {from}` to \
                      answer, `{c} requests delete {from}` or `{c} block {from}` otherwise)"
@@ -1427,7 +1505,7 @@ pub(crate) async fn print_event(
                 visible(file_name),
                 visible(content_type)
             );
-            note!(notes, "  (save it with `{c} save {from} {id} PATH`)");
+            note_to!(notes, "  (save it with `{c} save {from} {id} PATH`)");
             Ok(true)
         }
         Event::Template {
@@ -1550,7 +1628,7 @@ pub(crate) async fn print_event(
             Ok(false)
         }
         Event::IdentityChanged { account } => {
-            note!(
+            note_to!(
                 notes,
                 "warning: the identity of {} CHANGED. Compare safety numbers (`{c} safety-number`), then run `{c} trust`. Its messages are held until then.",
                 display_name(client, account)
@@ -1558,7 +1636,7 @@ pub(crate) async fn print_event(
             Ok(false)
         }
         Event::Undecryptable { from, id, reason } => {
-            note!(
+            note_to!(
                 notes,
                 "warning: message {id} from {} could not be decrypted: {}",
                 display_name(client, from),
@@ -1567,7 +1645,7 @@ pub(crate) async fn print_event(
             Ok(false)
         }
         Event::Refused { from, id, reason } => {
-            note!(
+            note_to!(
                 notes,
                 "warning: message {id} from {} refused and kept as evidence: {}",
                 display_name(client, from),
@@ -1576,18 +1654,18 @@ pub(crate) async fn print_event(
             Ok(false)
         }
         Event::Warning(text) => {
-            note!(notes, "warning: {}", visible(text));
+            note_to!(notes, "warning: {}", visible(text));
             Ok(false)
         }
         Event::ContactsShared { count } => {
-            note!(
+            note_to!(
                 notes,
                 "sent this device's {count} contact(s) to a newly linked device of this account                  (end-to-end encrypted)"
             );
             Ok(false)
         }
         Event::ContactsSynced { added, kept } => {
-            note!(
+            note_to!(
                 notes,
                 "contacts from another device of this account: {added} added{}",
                 if *kept > 0 {
@@ -1601,7 +1679,7 @@ pub(crate) async fn print_event(
             Ok(false)
         }
         Event::OperatorKeyChanged { pinned, offered } => {
-            note!(
+            note_to!(
                 notes,
                 "WARNING: this relay presents another operator key than the one pinned \
                  ({} pinned, {} presented). Verified marks and template approvals are still \
@@ -1618,7 +1696,7 @@ pub(crate) async fn print_event(
             violation,
             ..
         } => {
-            note!(
+            note_to!(
                 notes,
                 "warning: message {id} from {} is {violation}: the relay should have refused it \
                  (kept as evidence)",
@@ -1992,6 +2070,7 @@ async fn listen(
 /// key and digests to `to`.
 async fn send_file(
     cli: &Cli,
+    source: &mut account::Source<'_>,
     out: &mut dyn Write,
     json: bool,
     to: &str,
@@ -2000,7 +2079,7 @@ async fn send_file(
 ) -> Result<u8> {
     let content_type =
         content_type.map_or_else(|| guess_content_type(path).to_owned(), str::to_owned);
-    let mut client = open(cli)?;
+    let mut client = source.open(cli)?;
     let peer = client.resolve(to)?;
     let file = client.encrypt_file(path, &content_type)?;
     let result = match client.connect(&cli.relay).await {

@@ -16,7 +16,6 @@ use comptoir_protocol::business::Verification;
 use crate::args::Cli;
 use crate::business::Shown;
 use crate::format::visible;
-use crate::open;
 
 /// Parse a link on the command line (a malformed one is a usage error,
 /// exit 2, before anything is opened or stored).
@@ -59,6 +58,11 @@ pub async fn resolve(client: &mut Client, link: &ChatLink) -> Result<(AccountId,
 
 /// Ask on the terminal whether to send; no terminal means no.
 fn confirm(shown: &Shown) -> bool {
+    if crate::account::for_another_program() {
+        // The daemon has no terminal of the program that asked.
+        note!("a running daemon sends this command: it cannot ask on your terminal");
+        return false;
+    }
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
         return false;
@@ -75,12 +79,13 @@ fn confirm(shown: &Shown) -> bool {
 /// `comptoir open LINK [--yes]`.
 pub(crate) async fn run_open(
     cli: &Cli,
+    source: &mut crate::account::Source<'_>,
     link: &ChatLink,
     yes: bool,
     out: &mut dyn Write,
 ) -> Result<u8> {
     let c = cli.comptoir();
-    let mut client = open(cli)?;
+    let mut client = source.open(cli)?;
     client.connect(&cli.relay).await?;
     let result = async {
         let (account, shown, verified) = resolve(&mut client, link).await?;
@@ -89,17 +94,17 @@ pub(crate) async fn run_open(
         say!(out, "account\t{account}");
         let Some(text) = &link.text else {
             say!(out, "text\tnone");
-            eprintln!("nothing to send: write to it with `{c} send {account} TEXT`");
+            note!("nothing to send: write to it with `{c} send {account} TEXT`");
             return Ok(0);
         };
         say!(out, "text\t{}", visible(text));
         if !yes && !confirm(&shown) {
-            eprintln!("not sent (add --yes to send without asking)");
+            note!("not sent (add --yes to send without asking)");
             return Ok(0);
         }
         let id = client.send_text(account, text).await?;
         say!(out, "sent\t{id}");
-        eprintln!(
+        note!(
             "the business may now answer you for 24 hours; this is not consent to its \
              templates (`{c} consent grant` gives that)"
         );

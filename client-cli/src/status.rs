@@ -14,9 +14,9 @@ use comptoir_client::{Client, Event, StatusInput, StatusView};
 use comptoir_protocol::AccountId;
 
 use crate::args::{Cli, OutputFormat, StatusCommand};
+use crate::display_name;
 use crate::format::{date_time, time_of_day, visible};
 use crate::json::Time;
-use crate::{display_name, open};
 
 /// One viewer of this account's post, for scripts.
 #[derive(Debug, Serialize)]
@@ -181,12 +181,17 @@ pub fn post_record(client: &Client, post: &StatusView) -> StatusRecord {
 }
 
 /// Run one `comptoir status` command.
-pub(crate) async fn run(cli: &Cli, command: &StatusCommand, out: &mut dyn Write) -> Result<u8> {
+pub(crate) async fn run(
+    cli: &Cli,
+    source: &mut crate::account::Source<'_>,
+    command: &StatusCommand,
+    out: &mut dyn Write,
+) -> Result<u8> {
     let c = cli.comptoir();
     let json = cli.output_format() == OutputFormat::Json;
     match command {
         StatusCommand::Post { text, file, to } => {
-            let mut client = open(cli)?;
+            let mut client = source.open(cli)?;
             let named = to
                 .iter()
                 .map(|name| client.resolve(name))
@@ -246,22 +251,22 @@ pub(crate) async fn run(cli: &Cli, command: &StatusCommand, out: &mut dyn Write)
             } else {
                 say!(out, "{}", hex::encode(posted.post_id));
             }
-            eprintln!(
+            note!(
                 "posted until {}; its key went to {} account(s)",
                 date_time(posted.expires_at_ms),
                 posted.sent_to.len()
             );
             for (account, error) in &posted.refused {
-                eprintln!("  not sent to {}: {error}", display_name(&client, account));
+                note!("  not sent to {}: {error}", display_name(&client, account));
             }
             client.close().await?;
             Ok(0)
         }
         StatusCommand::List => {
-            let mut client = open(cli)?;
+            let mut client = source.open(cli)?;
             let posts = client.statuses().await?;
             if posts.is_empty() {
-                eprintln!("no Status in the last 24 hours (they arrive with `{c} listen`)");
+                note!("no Status in the last 24 hours (they arrive with `{c} listen`)");
             }
             for post in &posts {
                 if json {
@@ -294,7 +299,7 @@ pub(crate) async fn run(cli: &Cli, command: &StatusCommand, out: &mut dyn Write)
                     path.display()
                 )));
             }
-            let mut client = open(cli)?;
+            let mut client = source.open(cli)?;
             // A text is decrypted next to the store, printed, then deleted.
             let scratch = cli
                 .data_dir
@@ -315,7 +320,7 @@ pub(crate) async fn run(cli: &Cli, command: &StatusCommand, out: &mut dyn Write)
                             .then(|| String::from_utf8_lossy(&bytes).into_owned())
                     }
                 };
-                let client = open(cli).ok();
+                let client = source.open(cli).ok();
                 write_json(
                     out,
                     &StatusRecord::StatusView {
@@ -337,7 +342,7 @@ pub(crate) async fn run(cli: &Cli, command: &StatusCommand, out: &mut dyn Write)
             say!(
                 out,
                 "{} at {}:",
-                display_name_offline(cli, &view.poster),
+                display_name_offline(cli, source, &view.poster),
                 date_time(view.posted_at_ms)
             );
             if save_to.is_none() {
@@ -358,7 +363,7 @@ pub(crate) async fn run(cli: &Cli, command: &StatusCommand, out: &mut dyn Write)
             Ok(0)
         }
         StatusCommand::Subscribers { never_wrote } => {
-            let mut client = open(cli)?;
+            let mut client = source.open(cli)?;
             let result = match client.connect(&cli.relay).await {
                 Ok(_) => client.status_subscribers().await,
                 Err(e) => Err(e),
@@ -375,7 +380,7 @@ pub(crate) async fn run(cli: &Cli, command: &StatusCommand, out: &mut dyn Write)
             client.close().await?;
             let listed = listed?;
             if listed.is_empty() {
-                eprintln!(
+                note!(
                     "no customer's consent covers your Status (they give it with `{c} consent \
                      grant BUSINESS status`)"
                 );
@@ -405,7 +410,7 @@ pub(crate) async fn run(cli: &Cli, command: &StatusCommand, out: &mut dyn Write)
             Ok(0)
         }
         StatusCommand::Delete { id } => {
-            let mut client = open(cli)?;
+            let mut client = source.open(cli)?;
             let result = match client.connect(&cli.relay).await {
                 Ok(_) => client.delete_status(id).await,
                 Err(e) => Err(e),
@@ -446,8 +451,12 @@ fn read_scratch(scratch: &Path) -> Result<Vec<u8>> {
 }
 
 /// The poster's name, read again from the store (the client is closed).
-fn display_name_offline(cli: &Cli, account: &AccountId) -> String {
-    match open(cli) {
+fn display_name_offline(
+    cli: &Cli,
+    source: &mut crate::account::Source<'_>,
+    account: &AccountId,
+) -> String {
+    match source.open(cli) {
         Ok(client) => display_name(&client, account),
         Err(_) => account.to_string(),
     }
@@ -504,7 +513,7 @@ pub(crate) fn print_event(
                 time_of_day(*posted_at_ms),
                 display_name(client, from)
             );
-            note!(notes, "  (see it with `{c} status view {id}`)");
+            note_to!(notes, "  (see it with `{c} status view {id}`)");
             Ok(true)
         }
         Event::StatusDeleted { from, post_id } => {

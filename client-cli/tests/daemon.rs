@@ -10,11 +10,7 @@
 //! Here rather than in tests/tests: it runs the `comptoir` binary, which
 //! Cargo builds for this package's tests only.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc as std_mpsc;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
@@ -22,106 +18,7 @@ use tokio::net::UnixStream;
 
 mod common;
 
-use common::{Customer, start_relay};
-
-/// How long any one wait for the daemon or the relay may take.
-const WAIT: Duration = Duration::from_secs(30);
-
-/// A `comptoir daemon` process and what it wrote on standard error.
-struct Daemon {
-    child: Child,
-    stderr: std_mpsc::Receiver<String>,
-}
-
-impl Daemon {
-    /// Start `comptoir daemon <extra>` for `customer` and wait until it
-    /// says it serves (after its socket exists).
-    fn start(customer: &Customer, extra: &[&str]) -> Self {
-        let mut args = vec!["daemon"];
-        args.extend_from_slice(extra);
-        let mut daemon = Self::spawn(customer, &args, true);
-        let banner = daemon.wait_for_stderr("serves JSON-RPC on");
-        assert!(banner.contains("daemon.sock"), "{banner}");
-        daemon
-    }
-
-    /// Start `comptoir <args>` (with the passphrase if `passphrase`),
-    /// its standard error read line by line.
-    fn spawn(customer: &Customer, args: &[&str], passphrase: bool) -> Self {
-        let mut command = customer.command(&customer.relay, args, passphrase, false);
-        command.stdin(Stdio::piped());
-        let mut child = command.spawn().expect("start the daemon");
-        let stderr = child.stderr.take().expect("stderr pipe");
-        let (lines_tx, lines) = std_mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { return };
-                if lines_tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        Self {
-            child,
-            stderr: lines,
-        }
-    }
-
-    /// The first line of standard error containing `needle` (panics with
-    /// what it printed if none comes in time).
-    fn wait_for_stderr(&mut self, needle: &str) -> String {
-        let mut seen = Vec::new();
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.stderr.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(line) => seen.push(line),
-                Err(_) => panic!(
-                    "the daemon did not print {needle:?} (exit: {:?}); it printed: {seen:#?}",
-                    self.child.try_wait()
-                ),
-            }
-        }
-    }
-
-    /// Stop it with SIGTERM (as a service manager does) and return its
-    /// exit code.
-    fn terminate(mut self) -> i32 {
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-        self.wait()
-    }
-
-    fn wait(&mut self) -> i32 {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the daemon did not stop"
-            );
-            // Waiting for the process to exit (no event to wait on
-            // without blocking this thread for good).
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
+use common::{Customer, Daemon, WAIT, start_relay};
 
 /// A script's JSON-RPC connection: responses by id, notifications kept
 /// in order.
@@ -395,10 +292,15 @@ async fn commands_and_scripts_share_the_account_through_the_daemon() {
     let unblocked = alice.run_with(&["unblock", "bob"], false, None).await;
     assert_eq!(unblocked.code, 0, "{unblocked:?}");
 
-    // A command the daemon does not serve says to stop it.
-    let outbox = alice.run(&["outbox", "list"]).await;
-    assert_eq!(outbox.code, 1, "{outbox:?}");
-    assert!(outbox.stderr.contains("comptoir daemon"), "{outbox:?}");
+    // A command that needs the store to itself says a daemon runs and to
+    // stop it.
+    let register = alice.run(&["register"]).await;
+    assert_eq!(register.code, 1, "{register:?}");
+    assert!(
+        register.stderr.contains("a comptoir daemon is running")
+            && register.stderr.contains("stop the daemon first"),
+        "{register:?}"
+    );
 
     // A second daemon on the same data directory is refused.
     let second = alice.run(&["daemon"]).await;

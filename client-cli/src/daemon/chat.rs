@@ -77,7 +77,7 @@ pub async fn run(
             _ = &mut interrupted => break,
             typed = terminal.lines.recv() => match typed {
                 None => break,
-                Some(Typed::MaybeCut) => note!(notes,
+                Some(Typed::MaybeCut) => note_to!(notes,
                     "not sent: the line filled the terminal's line buffer ({TERMINAL_LINE_MAX} \
                      bytes), so the terminal may have cut it; send long text with \
                      `{c} send NAME -` reading a file, or in shorter lines"
@@ -93,11 +93,11 @@ pub async fn run(
                                 peer = to.to_string();
                             }
                             if sent.get("status").and_then(Value::as_str) == Some("pending") {
-                                note!(notes, "{}", waiting_line(&line));
+                                note_to!(notes, "{}", waiting_line(&line));
                             }
                         }
                         Err(RemoteError::Rpc(e)) if e.code != rpc::INTERNAL_ERROR => {
-                            note!(notes, "not sent: {}", visible(&e.message));
+                            note_to!(notes, "not sent: {}", visible(&e.message));
                         }
                         Err(e) => return Err(e.into()),
                     }
@@ -161,9 +161,9 @@ async fn show(
                 "sent" => "sent (waiting at the relay)",
                 other => other,
             };
-            note!(notes, "  {} {what}: {excerpt}", tick(field("status")));
+            note_to!(notes, "  {} {what}: {excerpt}", tick(field("status")));
         }
-        "status" => note!(
+        "status" => note_to!(
             notes,
             "  {} {}: message {} to {}",
             tick(field("status")),
@@ -171,15 +171,15 @@ async fn show(
             field("id"),
             peer_label(record)
         ),
-        "warning" => note!(notes, "warning: {}", visible(field("text"))),
+        "warning" => note_to!(notes, "warning: {}", visible(field("text"))),
         "connection" => {
             let reason = visible(field("text"));
             match field("state") {
-                "reconnected" => note!(notes, "reconnected"),
-                "connected" => note!(notes, "connected to the relay"),
-                "lost" => note!(notes, "connection lost ({reason}); reconnecting"),
-                "unreachable" => note!(notes, "relay unreachable ({reason}); retrying"),
-                state => note!(notes, "the relay connection is {}", visible(state)),
+                "reconnected" => note_to!(notes, "reconnected"),
+                "connected" => note_to!(notes, "connected to the relay"),
+                "lost" => note_to!(notes, "connection lost ({reason}); reconnecting"),
+                "unreachable" => note_to!(notes, "relay unreachable ({reason}); retrying"),
+                state => note_to!(notes, "the relay connection is {}", visible(state)),
             }
         }
         "message" if from_peer && field("direction") == "in" => {
@@ -199,7 +199,7 @@ async fn mark_read(remote: &mut Remote, with: &str, notes: &mut dyn Write) -> Re
     match remote.call("mark_read", json!({"with": with})).await {
         Ok(_) => Ok(()),
         Err(RemoteError::Rpc(e)) if e.code != rpc::INTERNAL_ERROR => {
-            note!(notes, "note: not marked read: {}", visible(&e.message));
+            note_to!(notes, "note: not marked read: {}", visible(&e.message));
             Ok(())
         }
         Err(e) => Err(e.into()),

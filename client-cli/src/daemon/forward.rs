@@ -1,9 +1,10 @@
-//! Commands run through a running daemon instead of opening the store:
-//! `whoami`, `send`, `history`, `contacts list`, `devices list`, `block`,
-//! `unblock`, `listen`, `chat` and `tui`. They print what they print
-//! without a daemon (the text output of `history` names the peer by its
-//! contact name, without the template and interactive layouts) and exit
-//! with the same codes.
+//! Commands run through a running daemon instead of opening the store.
+//! `listen`, `chat` and `tui` follow its events with `subscribe` and use
+//! its methods; every other command that opens the store is run by the
+//! daemon with the method `run`, so it prints on standard output and
+//! error what it prints without a daemon and exits with the same code.
+//! `init`, `register`, `link-device`, `restore` and `daemon` say a daemon
+//! runs and to stop it.
 
 use std::io::Write;
 use std::time::Duration;
@@ -13,38 +14,53 @@ use serde_json::{Value, json};
 use comptoir_client::error::{ClientError, Result};
 use comptoir_client::messages::check_text;
 
+use super::methods;
 use super::remote::{Remote, RemoteError};
-use crate::args::{Cli, Command, ContactsCommand, DevicesCommand, OutputFormat};
-use crate::format::{date_time, time_of_day, visible};
+use crate::args::{Cli, Command, OutputFormat};
+use crate::format::{time_of_day, visible};
 
-/// Whether `command` goes through a running daemon.
+/// Whether `command` follows events through a running daemon with the
+/// methods `subscribe` and the others (every other command that opens the
+/// store is run by the daemon with `run`).
 pub fn goes_through_daemon(command: &Command) -> bool {
     matches!(
         command,
-        Command::Whoami
-            | Command::Send { .. }
-            | Command::SendFile { .. }
-            | Command::History { .. }
-            | Command::Contacts(ContactsCommand::List)
-            | Command::Devices(DevicesCommand::List)
-            | Command::Block { .. }
-            | Command::Unblock { .. }
-            | Command::Listen { .. }
-            | Command::Chat { .. }
-            | Command::Tui { open: None }
+        Command::Listen { .. } | Command::Chat { .. } | Command::Tui { .. }
     )
 }
 
 /// Run the command through the daemon of `cli.data_dir` if one runs and
 /// the command goes through it: its exit code, or `None` to run it here.
 pub async fn run_if_running(cli: &Cli, out: &mut dyn Write) -> Result<Option<u8>> {
-    if !goes_through_daemon(&cli.command) {
+    let generic = methods::runs_in_daemon(&cli.command);
+    let refused = needs_the_store(&cli.command);
+    if !goes_through_daemon(&cli.command) && !generic && !refused {
         return Ok(None);
     }
     let Some(mut remote) = Remote::connect_if_running(&cli.data_dir).await else {
         return Ok(None);
     };
-    match run(cli, &mut remote, out).await {
+    let ran = if goes_through_daemon(&cli.command) {
+        run(cli, &mut remote, out).await
+    } else if generic {
+        run_in_daemon(cli, &mut remote, out).await
+    } else if matches!(cli.command, Command::Daemon { .. }) {
+        eprintln!(
+            "error: a comptoir daemon already serves {}; use it (see docs/CLIENT-RPC.md), \
+             or stop it (Ctrl-C in its terminal) first",
+            crate::config::shell_word(&cli.data_dir)
+        );
+        return Ok(Some(1));
+    } else {
+        eprintln!(
+            "error: a comptoir daemon is running on {}: `{}` needs the store to itself; stop \
+             the daemon first (Ctrl-C in its terminal, or end its process), then run it again",
+            crate::config::shell_word(&cli.data_dir),
+            command_name(&cli.command)
+        );
+        return Ok(Some(1));
+    };
+    match ran {
         Ok(code) => Ok(Some(code)),
         Err(Failure::Client(e)) => Err(e),
         Err(Failure::Remote(e)) => {
@@ -52,6 +68,105 @@ pub async fn run_if_running(cli: &Cli, out: &mut dyn Write) -> Result<Option<u8>
             Ok(Some(e.exit_code()))
         }
     }
+}
+
+/// Commands that cannot run while a daemon holds the store: they make or
+/// replace it, or are a daemon.
+fn needs_the_store(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Init
+            | Command::Register { .. }
+            | Command::LinkDevice { .. }
+            | Command::Restore { .. }
+            | Command::Daemon { .. }
+    )
+}
+
+/// The name a command is typed with, for messages.
+fn command_name(command: &Command) -> &'static str {
+    match command {
+        Command::Init => "init",
+        Command::Register { .. } => "register",
+        Command::LinkDevice { .. } => "link-device",
+        Command::Restore { .. } => "restore",
+        Command::Daemon { .. } => "daemon",
+        _ => "this command",
+    }
+}
+
+/// Any other command that opens the store, run by the daemon with the
+/// method `run`: what it prints on standard output and error comes back
+/// as it would be printed without the daemon, with its exit code.
+async fn run_in_daemon(cli: &Cli, remote: &mut Remote, out: &mut dyn Write) -> Result<u8, Failure> {
+    let mut command = cli.command.clone();
+    for path in methods::paths_of(&mut command) {
+        *path = std::path::absolute(&*path)
+            .map_err(|e| ClientError::io("finding the current directory", e))?;
+    }
+    let stdin = match &command {
+        // Read and checked here, as without the daemon: a text too long
+        // is refused before anything is asked.
+        Command::Send {
+            text: Some(_) | None,
+            file: None,
+            ..
+        } if sends_stdin(&command) => {
+            let text = crate::read_stdin_text()?;
+            check_text(&text)?;
+            Some(text)
+        }
+        command if reads_stdin(command) => {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes)
+                .map_err(|e| ClientError::io("reading standard input", e))?;
+            Some(String::from_utf8(bytes).map_err(|_| {
+                ClientError::InvalidArgument(
+                    "standard input is not UTF-8 text; nothing was sent".into(),
+                )
+            })?)
+        }
+        _ => None,
+    };
+    let params = json!({
+        "command": command,
+        "data_dir": cli.data_dir_arg,
+        "output": cli.output,
+        "region": cli.region,
+        "stdin": stdin,
+    });
+    let ran = remote.call("run", params).await?;
+    let stdout = text(&ran, "stdout");
+    out.write_all(stdout.as_bytes())
+        .map_err(|e| ClientError::io("writing to standard output", e))?;
+    eprint!("{}", text(&ran, "stderr"));
+    Ok(ran
+        .get("exit_code")
+        .and_then(Value::as_u64)
+        .and_then(|code| u8::try_from(code).ok())
+        .unwrap_or(1))
+}
+
+/// Whether `command` is `send` reading its text from standard input.
+fn sends_stdin(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Send {
+            text: None,
+            file: None,
+            ..
+        }
+    ) || matches!(command, Command::Send { text: Some(t), file: None, .. } if t == "-")
+}
+
+/// Whether `command` reads a file from standard input (`-`).
+fn reads_stdin(command: &Command) -> bool {
+    use crate::args::{BusinessCommand, TemplateCommand};
+    matches!(
+        command,
+        Command::Business(BusinessCommand::Template(TemplateCommand::Submit { file }))
+            if file.as_os_str() == "-"
+    )
 }
 
 /// A command through the daemon fails on this side or on the daemon's.
@@ -91,163 +206,12 @@ async fn run(cli: &Cli, remote: &mut Remote, out: &mut dyn Write) -> Result<u8, 
     let json = cli.output_format() == OutputFormat::Json;
     let c = cli.comptoir();
     match &cli.command {
-        Command::Whoami => {
-            let me = remote.call("whoami", json!({})).await?;
-            line(out, text(&me, "account"))?;
-            Ok(0)
-        }
-        Command::Send {
-            to,
-            text: Some(body),
-            file: None,
-            ..
-        } => {
-            let body = if body == "-" {
-                crate::read_stdin_text()?
-            } else {
-                body.clone()
-            };
-            // Refused before the daemon is asked: nothing is written.
-            check_text(&body)?;
-            let sent = remote.call("send", json!({"to": to, "text": body})).await?;
-            report_sent(out, json, &sent, &c)
-        }
-        Command::Send {
-            to,
-            file: Some(path),
-            content_type,
-            ..
-        }
-        | Command::SendFile {
-            to,
-            path,
-            content_type,
-        } => {
-            let path = std::path::absolute(path)
-                .map_err(|e| ClientError::io("finding the file to send", e))?;
-            let mut params = json!({"to": to, "file": path});
-            if let Some(content_type) = content_type {
-                params["type"] = json!(content_type);
-            }
-            let sent = remote.call("send", params).await?;
-            report_sent(out, json, &sent, &c)
-        }
-        Command::History { with } => {
-            let messages = remote.call("history", json!({"with": with})).await?;
-            for m in messages.as_array().into_iter().flatten() {
-                if json {
-                    json_line(out, m)?;
-                    continue;
-                }
-                let outgoing = text(m, "direction") == "out";
-                let who = if outgoing {
-                    "me".to_string()
-                } else {
-                    peer_label(m)
-                };
-                let status = if outgoing {
-                    format!(" [{}]", text(m, "status"))
-                } else {
-                    String::new()
-                };
-                line(
-                    out,
-                    &format!(
-                        "{} {who}: {}{status}",
-                        date_time(time_ms(m)),
-                        visible(text(m, "text"))
-                    ),
-                )?;
-            }
-            Ok(0)
-        }
-        Command::Contacts(ContactsCommand::List) => {
-            let contacts = remote.call("contacts_list", json!({})).await?;
-            for contact in contacts.as_array().into_iter().flatten() {
-                if json {
-                    json_line(out, contact)?;
-                    continue;
-                }
-                let mut flags = String::new();
-                if contact.get("verified") == Some(&Value::Bool(true)) {
-                    flags.push_str("\tverified");
-                }
-                if contact.get("blocked") == Some(&Value::Bool(true)) {
-                    flags.push_str("\tblocked");
-                }
-                line(
-                    out,
-                    &format!(
-                        "{}\t{}{flags}",
-                        text(contact, "name"),
-                        text(contact, "account")
-                    ),
-                )?;
-            }
-            Ok(0)
-        }
-        Command::Devices(DevicesCommand::List) => {
-            let devices = remote.call("devices_list", json!({})).await?;
-            for device in devices.as_array().into_iter().flatten() {
-                if json {
-                    json_line(out, device)?;
-                    continue;
-                }
-                let id = device
-                    .get("device_id")
-                    .and_then(Value::as_u64)
-                    .unwrap_or_default();
-                let mut roles = Vec::new();
-                if device.get("first_device") == Some(&Value::Bool(true)) {
-                    roles.push("first device");
-                }
-                if device.get("this_device") == Some(&Value::Bool(true)) {
-                    roles.push("this device");
-                }
-                let name = device
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .map_or("-".into(), visible);
-                let added = device
-                    .get("added_ms")
-                    .and_then(Value::as_u64)
-                    .map_or("added -".into(), |t| format!("added {}", date_time(t)));
-                let key: String = text(device, "identity_key").chars().take(16).collect();
-                line(
-                    out,
-                    &format!("{id}\t{name}\t{added}\tkey {key}…\t{}", roles.join(", ")),
-                )?;
-            }
-            Ok(0)
-        }
-        Command::Block { who, reason } => {
-            let mut params = json!({"who": who});
-            if let Some(reason) = reason {
-                params["reason"] = json!(match reason {
-                    crate::args::BlockReasonArg::NoLongerNeeded => "no_longer_needed",
-                    crate::args::BlockReasonArg::DidNotSignUp => "did_not_sign_up",
-                    crate::args::BlockReasonArg::Spam => "spam",
-                    crate::args::BlockReasonArg::Offensive => "offensive",
-                });
-            }
-            remote.call("block", params).await?;
-            eprintln!(
-                "{} is blocked: the relay refuses its messages to you",
-                visible(who)
-            );
-            Ok(0)
-        }
-        Command::Unblock { who } => {
-            remote.call("unblock", json!({"who": who})).await?;
-            eprintln!("{} is unblocked", visible(who));
-            Ok(0)
-        }
         Command::Listen { count, timeout } => {
             listen(remote, out, json, *count, timeout.map(Duration::from_secs)).await
         }
         Command::Chat { with } => super::chat::run(remote, out, with, &c).await,
-        Command::Tui { .. } => {
-            crate::tui::remote::run(remote).await?;
+        Command::Tui { open } => {
+            crate::tui::remote::run(remote, open.as_ref()).await?;
             Ok(0)
         }
         // Not forwarded (see `goes_through_daemon`).
@@ -274,24 +238,6 @@ fn name_or_id(record: &Value, field: &str) -> String {
         Some(name) => visible(name),
         None => text(record, field).to_string(),
     }
-}
-
-fn report_sent(out: &mut dyn Write, json: bool, sent: &Value, c: &str) -> Result<u8, Failure> {
-    let id = text(sent, "id");
-    if json {
-        json_line(out, sent)?;
-    } else {
-        line(out, id)?;
-    }
-    if text(sent, "status") == "pending" {
-        eprintln!(
-            "message {id} waits in the outbox: the daemon cannot reach the relay and sends it \
-             when the relay is back; to cancel it, stop the daemon and run `{c} outbox cancel \
-             {id}`"
-        );
-        return Ok(5);
-    }
-    Ok(0)
 }
 
 /// `listen` through the daemon: its events as `listen` prints them.

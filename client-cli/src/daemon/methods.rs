@@ -2,7 +2,7 @@
 //! checks its named parameters, then calls the client library. Results
 //! reuse the records of `--output json` ([`crate::json::Record`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -16,6 +16,7 @@ use comptoir_protocol::AccountId;
 use comptoir_protocol::proto::wire::BlockReason;
 
 use super::rpc::{self, RpcError};
+use crate::args::{Cli, Command, OutputFormat};
 use crate::json::{self, Record};
 
 /// The methods [`call`] knows, besides `subscribe` and `unsubscribe`
@@ -30,15 +31,48 @@ pub const METHODS: &[&str] = &[
     "block",
     "unblock",
     "conversations",
+    "run",
+    "tui_state",
+    "tui_action",
+    "tui_open_link",
 ];
 
 /// Run `method` with `params` on `client`.
 pub async fn call(
     client: &mut Client,
+    daemon: &Daemon<'_>,
     method: &str,
     params: Map<String, Value>,
 ) -> Result<Value, RpcError> {
     match method {
+        "run" => run(client, daemon, parse(params)?).await,
+        "tui_state" => {
+            let TuiStateParams { templates } = parse(params)?;
+            let list = conversations(client)?;
+            crate::tui::wire::state(client, list, templates.unwrap_or(false))
+                .await
+                .map_err(|e| failed(&e))
+        }
+        "tui_open_link" => {
+            let LinkParams { link } = parse(params)?;
+            let link = comptoir_client::click_to_chat::ChatLink::parse(&link).map_err(|e| {
+                RpcError::invalid_params(format!("\"link\" is not a click-to-chat link: {e}"))
+            })?;
+            crate::tui::wire::open_link(client, &link)
+                .await
+                .map_err(|e| failed(&e))
+        }
+        "tui_action" => {
+            let action =
+                crate::tui::wire::parse_action(&Value::Object(params)).ok_or_else(|| {
+                    RpcError::invalid_params(
+                        "not an action of the TUI: see tui_action in docs/CLIENT-RPC.md",
+                    )
+                })?;
+            crate::tui::wire::perform(client, action)
+                .await
+                .map_err(|e| failed(&e))
+        }
         "whoami" => {
             parse::<NoParams>(params)?;
             Ok(json!({
@@ -102,7 +136,7 @@ pub async fn call(
                 return Err(RpcError::new(
                     rpc::FAILED,
                     "a message request is not marked read until it is accepted: accept it \
-                     with `comptoir requests accept` (with the daemon stopped)",
+                     with `comptoir requests accept` (or the method run)",
                     1,
                 ));
             }
@@ -140,6 +174,139 @@ pub async fn call(
             2,
         )),
     }
+}
+
+/// What the methods know of the daemon running them.
+#[derive(Clone, Copy, Debug)]
+pub struct Daemon<'a> {
+    /// Its relay.
+    pub relay: &'a str,
+    /// Its data directory.
+    pub data_dir: &'a Path,
+}
+
+/// `run`: a command line's command (as [`Command`] serialises it) with the
+/// settings of the program that asks.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunParams {
+    command: Command,
+    /// The program's `--data-dir` as given (for the hints it prints).
+    data_dir: Option<PathBuf>,
+    output: Option<OutputFormat>,
+    region: Option<String>,
+    /// The program's standard input, for a command that reads it.
+    stdin: Option<String>,
+}
+
+/// Whether `command` runs in the daemon with the method `run`: every
+/// command that opens the store, but those that make or replace the
+/// store, `daemon` itself, and those with methods of their own that wait
+/// for events (`listen`, `chat`, `tui`).
+pub fn runs_in_daemon(command: &Command) -> bool {
+    !matches!(
+        command,
+        Command::Init
+            | Command::Register { .. }
+            | Command::LinkDevice { .. }
+            | Command::Restore { .. }
+            | Command::Daemon { .. }
+            | Command::Listen { .. }
+            | Command::Chat { .. }
+            | Command::Tui { .. }
+            | Command::Completions { .. }
+            | Command::Man
+    )
+}
+
+/// Paths a command names, which the daemon reads or writes on behalf of
+/// the program that asks: they must be absolute (the daemon runs in
+/// another directory).
+pub fn paths_of(command: &mut Command) -> Vec<&mut PathBuf> {
+    use crate::args::{BusinessCommand, StatusCommand, TemplateCommand};
+    match command {
+        Command::Send {
+            file: Some(path), ..
+        }
+        | Command::SendFile { path, .. }
+        | Command::Save { path, .. }
+        | Command::Status(StatusCommand::Post {
+            file: Some(path), ..
+        })
+        | Command::Status(StatusCommand::View {
+            save_to: Some(path),
+            ..
+        }) => vec![path],
+        Command::Business(BusinessCommand::Template(TemplateCommand::Submit { file })) => {
+            if file.as_os_str() == "-" {
+                Vec::new()
+            } else {
+                vec![file]
+            }
+        }
+        Command::Business(BusinessCommand::Link { svg, png, .. }) => {
+            svg.iter_mut().chain(png.iter_mut()).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+async fn run(
+    client: &mut Client,
+    daemon: &Daemon<'_>,
+    params: RunParams,
+) -> Result<Value, RpcError> {
+    let RunParams {
+        mut command,
+        data_dir,
+        output,
+        region,
+        stdin,
+    } = params;
+    if !runs_in_daemon(&command) {
+        return Err(RpcError::invalid_params(
+            "this command does not run in the daemon: init, register, link-device, restore \
+             and daemon need the store to themselves (stop the daemon first); listen, chat and \
+             tui use subscribe and the other methods; completions and man need no account",
+        ));
+    }
+    if paths_of(&mut command).iter().any(|p| !p.is_absolute()) {
+        return Err(RpcError::invalid_params(
+            "the paths of a command given to the daemon must be absolute (it runs in another \
+             directory)",
+        ));
+    }
+    let cli = Cli {
+        data_dir_arg: data_dir,
+        data_dir: daemon.data_dir.to_path_buf(),
+        relay_arg: None,
+        relay: daemon.relay.to_owned(),
+        config: None,
+        ca_cert: None,
+        insecure: false,
+        output,
+        region,
+        passphrase_file: None,
+        command,
+    };
+    let ran = crate::run_lent(&cli, client, daemon.relay, stdin.map(String::into_bytes)).await;
+    Ok(json!({
+        "exit_code": ran.exit_code,
+        "stdout": String::from_utf8_lossy(&ran.stdout),
+        "stderr": String::from_utf8_lossy(&ran.stderr),
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinkParams {
+    link: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TuiStateParams {
+    templates: Option<bool>,
 }
 
 /// A method without parameters refuses any.

@@ -94,7 +94,7 @@ pub async fn run(client: Client, data_dir: &Path, relay: &str, stdio: bool) -> R
             shared.stop();
         });
     }
-    let result = account_loop(client, relay, calls, &shared).await;
+    let result = account_loop(client, relay, data_dir, calls, &shared).await;
     accept.abort();
     signals.abort();
     let _ = std::fs::remove_file(&path);
@@ -306,6 +306,7 @@ async fn write_lines<W: AsyncWrite + Unpin>(mut writer: W, mut lines: mpsc::Rece
 async fn account_loop(
     mut client: Client,
     relay: &str,
+    data_dir: &Path,
     mut calls: mpsc::Receiver<Call>,
     shared: &Shared,
 ) -> Result<()> {
@@ -317,7 +318,8 @@ async fn account_loop(
             break Ok(());
         }
         while let Ok(call) = calls.try_recv() {
-            let result = methods::call(&mut client, &call.method, call.params).await;
+            let daemon = methods::Daemon { relay, data_dir };
+            let result = methods::call(&mut client, &daemon, &call.method, call.params).await;
             let _ = call.reply.send(result);
         }
         if !client.is_connected() {

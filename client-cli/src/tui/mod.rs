@@ -19,7 +19,9 @@
 //! [`relay_link`] keeps the connection (the UI opens with the relay down
 //! and reconnects by itself), [`open_link`] opens a click-to-chat link in
 //! it; this module runs them against a real terminal and a [`Client`],
-//! and [`remote`] through a running `comptoir daemon` instead.
+//! and [`remote`] through a running `comptoir daemon` instead (the same
+//! loop, [`run_loop`], on a [`Backend`]; [`wire`] carries the state and
+//! the actions between the daemon and the UI).
 
 pub mod app;
 pub mod downloads;
@@ -28,6 +30,7 @@ pub mod relay_link;
 pub mod remote;
 pub mod status_view;
 pub mod view;
+pub mod wire;
 
 use std::collections::hash_map::Entry;
 use std::time::Duration;
@@ -155,7 +158,7 @@ fn last_choices(
 }
 
 /// A business account's approved templates, for the picker.
-async fn approved_templates(client: &mut Client) -> Result<Vec<PickableTemplate>> {
+pub(crate) async fn approved_templates(client: &mut Client) -> Result<Vec<PickableTemplate>> {
     if !client.is_business() {
         return Ok(Vec::new());
     }
@@ -237,17 +240,86 @@ pub async fn run(
     }
     let mut terminal = ratatui::try_init()
         .map_err(|e| ClientError::io("opening the terminal (is this a terminal?)", e))?;
-    let result = run_loop(&mut terminal, client, &mut link, &mut app).await;
+    let mut local = Local {
+        client,
+        link: &mut link,
+    };
+    let result = run_loop(&mut terminal, &mut local, &mut app).await;
     ratatui::restore();
     result
 }
 
-async fn run_loop(
+/// What the UI runs on: the account in this process ([`Local`]), or a
+/// running daemon ([`remote`]). The loop ([`run_loop`]) is the same.
+pub(crate) trait Backend {
+    /// Its failures (those that end the UI).
+    type Error: From<ClientError>;
+
+    /// Run an action, saying its outcome on the status line.
+    async fn perform(&mut self, app: &mut App, action: Action) -> Result<(), Self::Error>;
+
+    /// Wait up to a tick for what happens to the account and show it;
+    /// the sender of a message that came in, if one did.
+    async fn next(&mut self, app: &mut App) -> Result<Option<AccountId>, Self::Error>;
+}
+
+/// The account opened by this process and its relay connection.
+struct Local<'a> {
+    client: &'a mut Client,
+    link: &'a mut RelayLink,
+}
+
+impl Backend for Local<'_> {
+    type Error = ClientError;
+
+    async fn perform(&mut self, app: &mut App, action: Action) -> Result<()> {
+        perform(self.client, app, action).await
+    }
+
+    async fn next(&mut self, app: &mut App) -> Result<Option<AccountId>> {
+        let client = &mut *self.client;
+        if !client.is_connected() {
+            // Keys still answer while the relay is away.
+            tokio::time::sleep(TICK).await;
+            if self
+                .link
+                .reconnect_if_due(client, app, tokio::time::Instant::now())
+                .await?
+            {
+                if app.templates.is_empty() {
+                    app.templates = approved_templates(client).await.unwrap_or_default();
+                }
+                reload(client, app).await?;
+            }
+            return Ok(None);
+        }
+        match client.next_event(TICK).await {
+            Ok(Some(event)) => {
+                note(app, client, &event);
+                reload(client, app).await?;
+                Ok(match event {
+                    Event::Message { from, .. } => Some(from),
+                    _ => None,
+                })
+            }
+            Ok(None) => Ok(None),
+            Err(e) if relay_link::is_unreachable(&e) => {
+                app.status = "⚠ connection to the relay lost; reconnecting by itself…".into();
+                self.link.lost(tokio::time::Instant::now());
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Draw, answer keys and show what happens until the user quits; a
+/// message that comes into the open conversation is marked read.
+pub(crate) async fn run_loop<B: Backend>(
     terminal: &mut ratatui::DefaultTerminal,
-    client: &mut Client,
-    link: &mut RelayLink,
+    backend: &mut B,
     app: &mut App,
-) -> Result<()> {
+) -> std::result::Result<(), B::Error> {
     loop {
         app.now_ms = comptoir_client::client::now_ms();
         terminal
@@ -261,40 +333,14 @@ async fn run_loop(
             };
             match app.handle_key(key) {
                 Action::Quit => return Ok(()),
-                action => perform(client, app, action).await?,
+                action => backend.perform(app, action).await?,
             }
         }
-        if !client.is_connected() {
-            // Keys still answer while the relay is away.
-            tokio::time::sleep(TICK).await;
-            if link
-                .reconnect_if_due(client, app, tokio::time::Instant::now())
-                .await?
-            {
-                if app.templates.is_empty() {
-                    app.templates = approved_templates(client).await.unwrap_or_default();
-                }
-                reload(client, app).await?;
-            }
-            continue;
-        }
-        match client.next_event(TICK).await {
-            Ok(Some(event)) => {
-                note(app, client, &event);
-                if let Event::Message { from, .. } = event
-                    && app.mode == Mode::Chat
-                    && app.current().is_some_and(|c| c.peer == from)
-                {
-                    perform(client, app, Action::MarkRead(from)).await?;
-                }
-                reload(client, app).await?;
-            }
-            Ok(None) => {}
-            Err(e) if relay_link::is_unreachable(&e) => {
-                app.status = "⚠ connection to the relay lost; reconnecting by itself…".into();
-                link.lost(tokio::time::Instant::now());
-            }
-            Err(e) => return Err(e),
+        if let Some(from) = backend.next(app).await?
+            && app.mode == Mode::Chat
+            && app.current().is_some_and(|c| c.peer == from)
+        {
+            backend.perform(app, Action::MarkRead(from)).await?;
         }
     }
 }

@@ -1,21 +1,23 @@
 //! The terminal UI through a running daemon (`comptoir tui` while
-//! `comptoir daemon` holds the account): the conversations come from the
-//! method `conversations`, events arrive as notifications, and sending,
-//! marking read, blocking and unblocking are method calls. What needs the
-//! store itself (reporting, accepting a new identity, answering choices,
-//! templates, Status posts) says to stop the daemon for it.
+//! `comptoir daemon` holds the account): its state comes from the method
+//! `tui_state`, events arrive as notifications, sending, marking read,
+//! blocking and unblocking are method calls, and every other action
+//! (reporting, accepting a new identity, answering choices, templates,
+//! Status posts, saving a file) is run by the daemon with the TUI's own
+//! code through the method `tui_action` ([`super::wire`]). The loop is
+//! the TUI's ([`super::run_loop`]).
 
 use std::time::Duration;
 
-use crossterm::event::{self, Event as TermEvent};
 use serde_json::{Value, json};
 
+use comptoir_client::click_to_chat::ChatLink;
 use comptoir_client::error::ClientError;
 use comptoir_client::messages::{MessageId, Status, StoredMessage};
 use comptoir_protocol::AccountId;
 
-use super::app::{Action, App, Conversation, Mode};
-use super::view;
+use super::app::{Action, App, Conversation};
+use super::wire;
 use crate::daemon::forward::{Failure, connection_line};
 use crate::daemon::remote::{Remote, RemoteError};
 use crate::daemon::rpc;
@@ -23,60 +25,58 @@ use crate::daemon::rpc;
 /// How long one turn of the loop waits for a notification.
 const TICK: Duration = Duration::from_millis(100);
 
-/// What the status line says of an action the daemon does not serve.
-const NEEDS_THE_STORE: &str = "⚠ not available through the daemon: stop `comptoir daemon` \
-     and open `comptoir tui` for this";
-
 /// Run the UI through `remote` until the user quits.
-pub async fn run(remote: &mut Remote) -> Result<(), Failure> {
-    let mut app = App::new(conversations(remote).await?);
-    remote.call("subscribe", json!({})).await?;
+pub async fn run(remote: &mut Remote, chat_link: Option<&ChatLink>) -> Result<(), Failure> {
+    let mut app = load(remote).await?;
     app.status = "through the daemon (comptoir daemon holds the account)".into();
+    if let Some(link) = chat_link {
+        open_link(remote, &mut app, link).await?;
+    }
     let mut terminal = ratatui::try_init()
         .map_err(|e| ClientError::io("opening the terminal (is this a terminal?)", e))?;
-    let result = run_loop(&mut terminal, remote, &mut app).await;
+    let result = super::run_loop(&mut terminal, remote, &mut app).await;
     ratatui::restore();
     result
 }
 
-async fn run_loop(
-    terminal: &mut ratatui::DefaultTerminal,
-    remote: &mut Remote,
-    app: &mut App,
-) -> Result<(), Failure> {
-    loop {
-        app.now_ms = comptoir_client::client::now_ms();
-        terminal
-            .draw(|frame| view::draw(frame, app))
-            .map_err(|e| ClientError::io("drawing the terminal", e))?;
-        while event::poll(Duration::ZERO).map_err(|e| ClientError::io("reading keys", e))? {
-            let TermEvent::Key(key) =
-                event::read().map_err(|e| ClientError::io("reading keys", e))?
-            else {
-                continue;
-            };
-            match app.handle_key(key) {
-                Action::Quit => return Ok(()),
-                action => perform(remote, app, action).await?,
-            }
-        }
-        let Ok(record) = tokio::time::timeout(TICK, remote.next_notification()).await else {
-            continue;
+/// Open a click-to-chat link as `comptoir tui --open` does: its
+/// business's conversation with the text in the composer.
+pub async fn open_link(remote: &mut Remote, app: &mut App, link: &ChatLink) -> Result<(), Failure> {
+    let opened = remote
+        .call("tui_open_link", json!({"link": link.to_string()}))
+        .await?;
+    wire::apply_open_link(app, &opened).ok_or(RemoteError::Gone)?;
+    Ok(())
+}
+
+/// The UI's state as the daemon has it (with a business's templates),
+/// subscribed to what happens next.
+pub async fn load(remote: &mut Remote) -> Result<App, Failure> {
+    let mut app = App::new(Vec::new());
+    let state = remote.call("tui_state", json!({"templates": true})).await?;
+    wire::apply_state(&mut app, &state).ok_or(RemoteError::Gone)?;
+    remote.call("subscribe", json!({})).await?;
+    Ok(app)
+}
+
+impl super::Backend for Remote {
+    type Error = Failure;
+
+    async fn perform(&mut self, app: &mut App, action: Action) -> Result<(), Failure> {
+        perform(self, app, action).await
+    }
+
+    async fn next(&mut self, app: &mut App) -> Result<Option<AccountId>, Failure> {
+        let Ok(record) = tokio::time::timeout(TICK, self.next_notification()).await else {
+            return Ok(None);
         };
         let record = record?;
         note(app, &record);
+        reload(self, app).await?;
         let field = |name: &str| record.get(name).and_then(Value::as_str).unwrap_or_default();
-        if field("type") == "message"
-            && field("direction") == "in"
-            && app.mode == Mode::Chat
-            && app
-                .current()
-                .is_some_and(|c| c.peer.to_string() == field("peer"))
-            && let Ok(peer) = AccountId::from_hex(field("peer"))
-        {
-            perform(remote, app, Action::MarkRead(peer)).await?;
-        }
-        reload(remote, app).await?;
+        Ok((field("type") == "message" && field("direction") == "in")
+            .then(|| AccountId::from_hex(field("peer")).ok())
+            .flatten())
     }
 }
 
@@ -97,8 +97,9 @@ fn note(app: &mut App, record: &Value) {
 }
 
 /// Run an action through the daemon, reporting the outcome on the status
-/// line; only the daemon going away ends the UI.
-async fn perform(remote: &mut Remote, app: &mut App, action: Action) -> Result<(), Failure> {
+/// line as the TUI does without it; only the daemon going away (or its
+/// store failing) ends the UI.
+pub async fn perform(remote: &mut Remote, app: &mut App, action: Action) -> Result<(), Failure> {
     let outcome = match action {
         Action::None | Action::Quit => return Ok(()),
         Action::Send { peer, text } => remote
@@ -127,13 +128,13 @@ async fn perform(remote: &mut Remote, app: &mut App, action: Action) -> Result<(
                 app.set_blocked(peer, false);
                 Some("unblocked".to_string())
             }),
-        Action::ReviewIdentity(_)
-        | Action::AcceptIdentity(_)
-        | Action::Choose { .. }
-        | Action::SendTemplate { .. }
-        | Action::Report { .. }
-        | Action::SaveAttachment { .. }
-        | Action::OpenStatus(_) => Ok(Some(NEEDS_THE_STORE.to_string())),
+        action => match wire::action(&action) {
+            Some(params) => remote.call("tui_action", params).await.and_then(|outcome| {
+                wire::apply_outcome(app, &outcome).ok_or(RemoteError::Gone)?;
+                Ok(None)
+            }),
+            None => Ok(None),
+        },
     };
     match outcome {
         Ok(Some(status)) => app.status = status,
@@ -146,21 +147,11 @@ async fn perform(remote: &mut Remote, app: &mut App, action: Action) -> Result<(
     reload(remote, app).await
 }
 
-async fn reload(remote: &mut Remote, app: &mut App) -> Result<(), Failure> {
-    let list = conversations(remote).await?;
-    app.set_conversations(list);
+/// Load the conversations and Status posts again.
+pub async fn reload(remote: &mut Remote, app: &mut App) -> Result<(), Failure> {
+    let state = remote.call("tui_state", json!({})).await?;
+    wire::apply_state(app, &state).ok_or(RemoteError::Gone)?;
     Ok(())
-}
-
-/// The conversations as the daemon lists them.
-async fn conversations(remote: &mut Remote) -> Result<Vec<Conversation>, Failure> {
-    let list = remote.call("conversations", json!({})).await?;
-    Ok(list
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(conversation)
-        .collect())
 }
 
 /// One conversation of the method `conversations`; `None` if malformed.

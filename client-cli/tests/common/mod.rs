@@ -5,14 +5,20 @@
 
 pub mod terminal;
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
+use std::time::Duration;
 
 use comptoir_relay::{CodeSender, Config, Metrics, Services};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+
+/// How long any one wait for the daemon or the relay may take.
+pub const WAIT: Duration = Duration::from_secs(30);
 
 /// A relay running in this test process.
 pub struct Relay {
@@ -301,4 +307,100 @@ pub async fn contacts(root: &Path, relay: &Relay) -> (Customer, Customer, String
     alice.ok(&["contacts", "add", "bob", &bob_id]).await;
     bob.ok(&["contacts", "add", "alice", &alice_id]).await;
     (alice, bob, alice_id, bob_id)
+}
+
+/// A `comptoir daemon` process and what it wrote on standard error.
+pub struct Daemon {
+    pub child: Child,
+    stderr: std_mpsc::Receiver<String>,
+}
+
+impl Daemon {
+    /// Start `comptoir daemon <extra>` for `customer` and wait until it
+    /// says it serves (after its socket exists).
+    pub fn start(customer: &Customer, extra: &[&str]) -> Self {
+        let mut args = vec!["daemon"];
+        args.extend_from_slice(extra);
+        let mut daemon = Self::spawn(customer, &args, true);
+        let banner = daemon.wait_for_stderr("serves JSON-RPC on");
+        assert!(banner.contains("daemon.sock"), "{banner}");
+        daemon
+    }
+
+    /// Start `comptoir <args>` (with the passphrase if `passphrase`),
+    /// its standard error read line by line.
+    pub fn spawn(customer: &Customer, args: &[&str], passphrase: bool) -> Self {
+        let mut command = customer.command(&customer.relay, args, passphrase, false);
+        command.stdin(Stdio::piped());
+        let mut child = command.spawn().expect("start the daemon");
+        let stderr = child.stderr.take().expect("stderr pipe");
+        let (lines_tx, lines) = std_mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                if lines_tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Self {
+            child,
+            stderr: lines,
+        }
+    }
+
+    /// The first line of standard error containing `needle` (panics with
+    /// what it printed if none comes in time).
+    pub fn wait_for_stderr(&mut self, needle: &str) -> String {
+        let mut seen = Vec::new();
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(line) => seen.push(line),
+                Err(_) => panic!(
+                    "the daemon did not print {needle:?} (exit: {:?}); it printed: {seen:#?}",
+                    self.child.try_wait()
+                ),
+            }
+        }
+    }
+
+    /// Stop it with SIGTERM (as a service manager does) and return its
+    /// exit code.
+    pub fn terminate(mut self) -> i32 {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        self.wait()
+    }
+
+    pub fn wait(&mut self) -> i32 {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the daemon did not stop"
+            );
+            // Waiting for the process to exit (no event to wait on
+            // without blocking this thread for good).
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
