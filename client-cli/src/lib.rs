@@ -477,7 +477,14 @@ async fn run_command(
             } else {
                 AccountKind::Customer
             };
-            client.register_as(&cli.relay, kind).await?;
+            if let account::Account::Lent { .. } = client {
+                // A running daemon's account is registered, and registering
+                // again would replace the daemon's connection: answer as the
+                // relay answers the same registration again.
+                registered_again(&client, kind)?;
+            } else {
+                client.register_as(&cli.relay, kind).await?;
+            }
             say!(out, "{}", client.account_id());
             if already {
                 note!(
@@ -1380,6 +1387,39 @@ pub(crate) fn read_stdin_text() -> Result<String> {
         }
     }
     Ok(text)
+}
+
+/// `register` through a running daemon: nothing to do when the account is
+/// registered with the kind asked for (as the relay answers the same
+/// registration again); the relay's refusal when it is of the other kind.
+fn registered_again(client: &Client, kind: AccountKind) -> Result<()> {
+    if !client.is_registered() {
+        return Err(ClientError::InvalidArgument(
+            "a comptoir daemon is running on this data directory but its account is not \
+             registered: stop the daemon first, then run `register` again"
+                .into(),
+        ));
+    }
+    let registered = if client.is_business() {
+        AccountKind::Business
+    } else {
+        AccountKind::Customer
+    };
+    // The daemon learns the account's kind when it logs in.
+    if client.is_connected() && registered != kind {
+        return Err(ClientError::Relay {
+            code: comptoir_protocol::proto::wire::ErrorCode::AccountKind,
+            message: format!(
+                "this account is registered as a {}; an account's kind never changes",
+                if registered == AccountKind::Business {
+                    "business"
+                } else {
+                    "customer"
+                }
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Set when Ctrl-C is pressed; waiting loops check it every [`POLL`].

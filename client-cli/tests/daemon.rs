@@ -292,14 +292,36 @@ async fn commands_and_scripts_share_the_account_through_the_daemon() {
     let unblocked = alice.run_with(&["unblock", "bob"], false, None).await;
     assert_eq!(unblocked.code, 0, "{unblocked:?}");
 
+    // `register` again is a success, as without a daemon (it changes
+    // nothing, and leaves the daemon's connection alone); of the other
+    // kind it is the relay's refusal, exit 6.
+    let register = alice.run(&["register"]).await;
+    assert_eq!(register.code, 0, "{register:?}");
+    assert!(
+        register.stderr.contains("already registered"),
+        "{register:?}"
+    );
+    let whoami = alice.run(&["whoami"]).await;
+    assert_eq!(register.stdout, whoami.stdout, "{register:?}");
+    let business = alice.run(&["register", "--business"]).await;
+    assert_eq!(business.code, 6, "{business:?}");
+    assert!(
+        business
+            .stderr
+            .contains("this kind of account cannot do that"),
+        "{business:?}"
+    );
+    let after = script.ok("whoami", json!({})).await;
+    assert_eq!(after["connected"], true, "{after}");
+
     // A command that needs the store to itself says a daemon runs and to
     // stop it.
-    let register = alice.run(&["register"]).await;
-    assert_eq!(register.code, 1, "{register:?}");
+    let init = alice.run(&["init"]).await;
+    assert_eq!(init.code, 1, "{init:?}");
     assert!(
-        register.stderr.contains("a comptoir daemon is running")
-            && register.stderr.contains("stop the daemon first"),
-        "{register:?}"
+        init.stderr.contains("a comptoir daemon is running")
+            && init.stderr.contains("stop the daemon first"),
+        "{init:?}"
     );
 
     // A second daemon on the same data directory is refused.

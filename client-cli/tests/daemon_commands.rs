@@ -232,7 +232,6 @@ async fn every_store_command_goes_through_the_daemon_as_without_it() {
     // The commands that make or replace the store say a daemon runs.
     for args in [
         vec!["init"],
-        vec!["register"],
         vec!["link-device"],
         vec!["restore", "backup.bin"],
     ] {

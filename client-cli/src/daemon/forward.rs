@@ -76,7 +76,6 @@ fn needs_the_store(command: &Command) -> bool {
     matches!(
         command,
         Command::Init
-            | Command::Register { .. }
             | Command::LinkDevice { .. }
             | Command::Restore { .. }
             | Command::Daemon { .. }

@@ -207,7 +207,6 @@ pub fn runs_in_daemon(command: &Command) -> bool {
     !matches!(
         command,
         Command::Init
-            | Command::Register { .. }
             | Command::LinkDevice { .. }
             | Command::Restore { .. }
             | Command::Daemon { .. }
