@@ -2,7 +2,7 @@
 //! 14): phone-number takeover, the pending-code table, connections before
 //! the handshake, prekey draining, PreKeysLow floods, WebSocket etiquette.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 

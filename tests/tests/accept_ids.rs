@@ -4,7 +4,7 @@
 //! pushed to each device, and in `Delivered`, and an ack may name the
 //! envelope by it alone.
 
-mod support;
+use crate::support;
 
 use comptoir_protocol::proto::wire::{self, client_frame, server_frame::Body};
 use support::*;

@@ -4,7 +4,7 @@
 //! the one every `AuthOk` carries. Clients pin that key on first use,
 //! keep the pin when a relay presents another, and say so.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 

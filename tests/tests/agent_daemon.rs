@@ -13,7 +13,7 @@
 //! - Webhooks retried while the receiver fails, under the injected clock,
 //!   for more than 24 hours, delivered after a daemon restart, once.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -14,7 +14,7 @@
 //!   window, an unknown media id, an upload past the relay's document
 //!   limit and one past the daemon's limit for its kind, a bad name.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

@@ -25,7 +25,7 @@
 //!   and are checked not blank. Without chromium the test is skipped with
 //!   how to install it; with `CI` set it fails instead.
 
-mod support;
+use crate::support;
 
 use comptoir_protocol::proto::wire::AccountKind;
 use support::client::{registered_as, wait_for, wait_message};

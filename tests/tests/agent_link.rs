@@ -4,7 +4,7 @@
 //! text (the message webhook) and its free-form reply through the API,
 //! refused before, now succeeds: sending the text opened the window.
 
-mod support;
+use crate::support;
 
 use comptoir_agent::clock::ManualClock;
 use serde_json::json;

@@ -3,7 +3,7 @@
 //! sends to each, every send's `sent` webhook arrives, and the same sends
 //! go through the client library on the daemon's store.
 
-mod support;
+use crate::support;
 
 use comptoir_bench::agent_load::{self, AgentLoadOptions};
 use support::client::url;

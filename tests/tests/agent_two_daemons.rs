@@ -9,7 +9,7 @@
 //! Each daemon is the real `agent serve` binary, run as a process (see
 //! [`agent_binary`]) until it is killed with SIGKILL.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

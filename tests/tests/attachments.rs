@@ -7,7 +7,7 @@
 //! decrypt and nothing is written; the relay's data directory holds no
 //! plaintext of the file.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

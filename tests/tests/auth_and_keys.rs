@@ -1,7 +1,7 @@
 //! Registration, challenge authentication, device lists and prekeys over a
 //! real relay.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 

@@ -2,7 +2,7 @@
 //! stored; rate limits, phone verification, TLS, /metrics, graceful
 //! shutdown, and the no-plaintext-at-rest canary.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

@@ -11,7 +11,7 @@
 //! holds the same lines, with totals that are their sums, and the
 //! business's standing says the same.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -6,7 +6,7 @@
 //! buttons and the customer answers with one; a first message from a
 //! stranger waits as a request. Bad input is refused and changes nothing.
 
-mod support;
+use crate::support;
 
 use support::cli::{account, comptoir, ok};
 use support::*;

@@ -7,7 +7,7 @@
 //! answer inside the window it opened. A malformed link is a usage error
 //! (exit 2) that stores nothing.
 
-mod support;
+use crate::support;
 
 use support::cli::{account, comptoir, ok};
 use support::*;

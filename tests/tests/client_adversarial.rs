@@ -2,7 +2,7 @@
 //! `support::hostile`): whatever it sends, the victim keeps working and
 //! changes only what the message may change.
 
-mod support;
+use crate::support;
 
 use comptoir_client::{Client, Event, MessageId, Status};
 use comptoir_protocol::AccountId;

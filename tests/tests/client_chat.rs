@@ -4,7 +4,7 @@
 //! enforced by the relay until lifted, and a client closed and reopened at
 //! once never finds its store still locked.
 
-mod support;
+use crate::support;
 
 use comptoir_client::{Client, ClientError, Event, MessageId, Status};
 use comptoir_protocol::AccountId;

@@ -1,7 +1,7 @@
 //! The `comptoir` command line, run in-process over a real relay: its
 //! output lines and the exit codes scripts rely on (listed in `--help`).
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 

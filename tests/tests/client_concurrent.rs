@@ -6,7 +6,7 @@
 //! (empty outbox, every message accepted, sessions that still work: a
 //! reused message key would show up as a duplicate or a failed decrypt).
 
-mod support;
+use crate::support;
 
 use std::collections::{HashMap, HashSet};
 

@@ -1,7 +1,7 @@
 //! A second device linked to an account over a real relay: it sees both
 //! sides of the conversation, and once removed it stops receiving.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 

@@ -5,7 +5,7 @@
 //! and after, and checks that only what the attack may change did change;
 //! and that the victim keeps working.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 

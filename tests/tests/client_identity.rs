@@ -3,7 +3,7 @@
 //! compromised relay or a reinstall would present it). Alice's client
 //! warns, holds her messages, and sends again only once she accepts.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 

@@ -2,7 +2,7 @@
 //! does not exist) is put in quarantine and acknowledged: it is counted and
 //! kept for inspection, and the messages behind it still arrive.
 
-mod support;
+use crate::support;
 
 use comptoir_client::{Client, Event};
 use support::client::{FAST_KDF, wait_message};

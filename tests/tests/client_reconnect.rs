@@ -3,7 +3,7 @@
 //! outbox; the client keeps retrying (first attempts fail for real) and,
 //! once the relay is back at the same address, reconnects and delivers it.
 
-mod support;
+use crate::support;
 
 use comptoir_client::{Client, Status};
 use comptoir_protocol::AccountId;

@@ -3,7 +3,7 @@
 //! client asks for a fresh session, and both the failed message and the
 //! next one arrive, once each.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

@@ -3,7 +3,7 @@
 //! re-keys and re-sends out of a real client, however often it restarts,
 //! and change nothing in its store beyond the session and the limits.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::Path;

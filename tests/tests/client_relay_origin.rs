@@ -2,7 +2,7 @@
 //! passes the challenge on to the real one gets a signature the real one
 //! refuses, so it cannot log in as the device (nor delete its mail).
 
-mod support;
+use crate::support;
 
 use comptoir_client::{Client, ClientError};
 use comptoir_protocol::proto::wire::ErrorCode;

@@ -6,7 +6,7 @@
 //! grace period after the relay confirmed its successor (the pruning after
 //! that period is covered by the unit test in `session_store`).
 
-mod support;
+use crate::support;
 
 use comptoir_client::Event;
 use support::client::{registered, url, wait_for};

@@ -7,7 +7,7 @@
 //! revoked template and an approval under another operator key than the
 //! pinned one are flagged by the customer's client and kept as evidence.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

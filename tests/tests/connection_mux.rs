@@ -1,7 +1,7 @@
 //! One device connection of the client library shared by many tasks,
 //! against a real relay: every task gets the reply to its own request.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -6,7 +6,7 @@
 //! it, and it outlives a restart. Every refusal is typed and stores
 //! nothing (the ledger holds exactly the templates accepted).
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! grants is what the relay lets through, and bad arguments are a command
 //! line error (exit 2) that changes nothing.
 
-mod support;
+use crate::support;
 
 use comptoir_protocol::proto::wire::{
     AccountKind, Category, ErrorCode, client_frame, server_frame::Body,

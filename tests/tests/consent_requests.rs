@@ -6,7 +6,7 @@
 //! allows (which grants the consent). A refusal stays with the relay and
 //! keeps the business from asking again for 30 days. Bad input is typed.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

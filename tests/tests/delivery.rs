@@ -2,7 +2,7 @@
 //! order, Delivered receipts, idempotent retries, device-list coverage,
 //! restart, TTL expiry, queue limits, blocking.
 
-mod support;
+use crate::support;
 
 use comptoir_protocol::proto::wire::{self, ErrorCode, client_frame, server_frame::Body};
 use support::*;

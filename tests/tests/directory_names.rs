@@ -3,7 +3,7 @@
 //! names refused with nothing stored, concurrent claims with exactly one
 //! winner, and the client library end to end (claim, resolve, message).
 
-mod support;
+use crate::support;
 
 use comptoir_client::ClientError;
 use comptoir_protocol::AccountId;

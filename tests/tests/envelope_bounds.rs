@@ -4,7 +4,7 @@
 //! the recipient off from all its mail. The relay now bounds every
 //! envelope field so that a stored `Deliver` always fits a frame.
 
-mod support;
+use crate::support;
 
 use comptoir_client::Event;
 use comptoir_protocol::MAX_FRAME_SIZE;

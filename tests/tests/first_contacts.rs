@@ -4,7 +4,7 @@
 //! answering one that wrote first, is not new; a verified number lifts the
 //! cap; the count starts again the next UTC day.
 
-mod support;
+use crate::support;
 
 use comptoir_protocol::proto::wire::{ErrorCode, client_frame, server_frame::Body};
 use support::*;

@@ -8,7 +8,7 @@
 //! refuses a business message without a commitment. Bad input to the new
 //! request gets a typed error and stores nothing.
 
-mod support;
+use crate::support;
 
 use comptoir_client::{Client, ClientError, Event};
 use comptoir_protocol::LabelError;

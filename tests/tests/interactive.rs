@@ -7,7 +7,7 @@
 //! choices are flagged as violations and never offered or shown as
 //! choices.
 
-mod support;
+use crate::support;
 
 use comptoir_client::rule_checks::Violation;
 use comptoir_client::{Client, ClientError, Event, MessageId};

@@ -8,7 +8,7 @@
 //! conversation is refused by the relay, and a business `Client` replies
 //! as service.
 
-mod support;
+use crate::support;
 
 use comptoir_client::{Event, MessageId};
 use comptoir_protocol::labels::{self, Label, LabelError};

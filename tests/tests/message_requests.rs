@@ -5,7 +5,7 @@
 //! sent (a later message is a request again), blocking drops it. Writing
 //! first, or consenting to a business, makes an account known.
 
-mod support;
+use crate::support;
 
 use comptoir_client::{Client, Event, Status};
 use comptoir_protocol::AccountId;

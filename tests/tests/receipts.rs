@@ -5,7 +5,7 @@
 //! slowly gets every receipt of thousands of acks, and a bad `ReceiptAck`
 //! gets a typed error and deletes nothing.
 
-mod support;
+use crate::support;
 
 use comptoir_protocol::proto::wire::{self, ErrorCode, client_frame, server_frame::Body};
 use support::*;

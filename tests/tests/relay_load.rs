@@ -7,7 +7,7 @@
 //! Issue 14's comparison runs too: franking and the ledger on against a
 //! benchmark relay that bills, both off against one that does not.
 
-mod support;
+use crate::support;
 
 use comptoir_bench::load::{self, LoadError, LoadOptions, Metering, TemplateApproval};
 use comptoir_bench::metering;

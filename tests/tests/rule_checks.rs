@@ -7,7 +7,7 @@
 //! such message is still shown, reported as a violation and kept as
 //! evidence; honest ones are not flagged.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

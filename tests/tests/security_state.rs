@@ -3,7 +3,7 @@
 //! sender, no later request is served on the old state (no cache, in
 //! storage or in a connection, may answer with it).
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

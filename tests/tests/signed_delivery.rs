@@ -7,7 +7,7 @@
 //! restarts; an ack of a billed copy with no signature, or one that does
 //! not check out, is refused with a typed error and changes nothing.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -11,7 +11,7 @@
 //! rate card's `status` line: once per subscriber when priced, never when
 //! free.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -8,7 +8,7 @@
 //! rejected templates are the business's alone. Every refusal is typed
 //! and stores nothing.
 
-mod support;
+use crate::support;
 
 use axum::http::{Method, StatusCode};
 use comptoir_protocol::OperatorKey;

@@ -11,7 +11,7 @@
 //! outlives a restart; bad admin input is refused, typed, and changes
 //! nothing.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

@@ -1,7 +1,7 @@
 //! Connection lifetime limits (authentication timeout, idle timeout, a
 //! device connecting twice) and TLS from PEM files, over a real relay.
 
-mod support;
+use crate::support;
 
 use comptoir_protocol::proto::wire::server_frame::Body;
 use support::*;

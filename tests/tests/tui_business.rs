@@ -5,7 +5,7 @@
 //! the customer answers with a quick reply picked on the customer's
 //! screen, with 24 hours left (issue 13 items 9, 10).
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -7,7 +7,7 @@
 //! attachment to the downloads directory under a safe name, and opens a
 //! Status post (a text shown, an image saved).
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -7,7 +7,7 @@
 //! verified name reserves every name confusable with it. Bad input is
 //! typed and changes nothing.
 
-mod support;
+use crate::support;
 
 use comptoir_client::{BusinessView, Client, ClientError};
 use comptoir_protocol::business::{BusinessProfile, NotVerified, Verification, Vertical};

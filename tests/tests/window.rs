@@ -8,7 +8,7 @@
 //! back, before or across a restart, does not reopen a closed window. The
 //! clock is moved through the test-only `test-clock` feature.
 
-mod support;
+use crate::support;
 
 use comptoir_client::Event;
 use comptoir_protocol::proto::content::{RekeyRequest, Text, content};
