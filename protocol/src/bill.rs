@@ -21,9 +21,9 @@ use crate::template::TemplateCategory;
 pub const BILL_LINE_CONTEXT: &[u8] = b"Comptoir bill line v1";
 /// Context string that opens the signed head payload.
 pub const BILL_HEAD_CONTEXT: &[u8] = b"Comptoir bill head v1";
-/// Context string that opens the signed rate card payload (v2: with the
-/// `status` row).
-pub const RATE_CARD_CONTEXT: &[u8] = b"Comptoir rate card v2";
+/// Context string that opens the signed rate card payload (v2 added the
+/// `status` row, v3 the time the card took effect).
+pub const RATE_CARD_CONTEXT: &[u8] = b"Comptoir rate card v3";
 /// Length of a line hash (SHA-256).
 pub const BILL_HASH_LEN: usize = 32;
 /// The `previous_hash` of the first line: 32 zero bytes.
@@ -153,6 +153,10 @@ impl Prices {
 /// free inside the window and refused outside it.)
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RateCard {
+    /// When the relay started pricing with this card, ms since the epoch
+    /// by its clock: it prices every message it accepts from then until
+    /// the next card's time (0: since the relay's first card).
+    pub effective_from_ms: u64,
     /// ISO 4217 code of the currency (three ASCII uppercase letters).
     pub currency: String,
     /// Utility templates.
@@ -185,17 +189,28 @@ impl RateCard {
         self.prices(category).at(inside_window)
     }
 
-    /// The bytes the operator signs: `"Comptoir rate card v2" ||
-    /// currency_len (u8) || currency (ASCII) || 4 × (category (u8: 3
-    /// utility, 4 authentication, 5 marketing, 6 status) || inside (u64
-    /// BE) || outside (u64 BE))`, in that category order (status: its
-    /// price twice).
+    /// Whether `other` has the same currency and prices (whatever their
+    /// times).
+    pub fn same_prices(&self, other: &Self) -> bool {
+        self.currency == other.currency
+            && self.utility == other.utility
+            && self.authentication == other.authentication
+            && self.marketing == other.marketing
+            && self.status == other.status
+    }
+
+    /// The bytes the operator signs: `"Comptoir rate card v3" ||
+    /// effective_from_ms (u64 BE) || currency_len (u8) || currency
+    /// (ASCII) || 4 × (category (u8: 3 utility, 4 authentication, 5
+    /// marketing, 6 status) || inside (u64 BE) || outside (u64 BE))`, in
+    /// that category order (status: its price twice).
     pub fn payload(&self) -> Vec<u8> {
         let currency = &self.currency.as_bytes()[..self.currency.len().min(255)];
         let mut out = Vec::with_capacity(
-            RATE_CARD_CONTEXT.len() + 1 + currency.len() + BILLED_CATEGORIES.len() * 17,
+            RATE_CARD_CONTEXT.len() + 9 + currency.len() + BILLED_CATEGORIES.len() * 17,
         );
         out.extend_from_slice(RATE_CARD_CONTEXT);
+        out.extend_from_slice(&self.effective_from_ms.to_be_bytes());
         out.push(currency.len() as u8);
         out.extend_from_slice(currency);
         for category in BILLED_CATEGORIES {
@@ -207,9 +222,61 @@ impl RateCard {
         out
     }
 
+    /// A card back from its [`payload`](Self::payload) bytes (how the
+    /// relay keeps the cards it priced with).
+    pub fn from_payload(bytes: &[u8]) -> Result<Self> {
+        let rest = bytes
+            .strip_prefix(RATE_CARD_CONTEXT)
+            .ok_or_else(|| bad("rate card: not a v3 rate card"))?;
+        let (effective, rest) = rest
+            .split_first_chunk::<8>()
+            .ok_or_else(|| bad("rate card: too short"))?;
+        let (&len, rest) = rest
+            .split_first()
+            .ok_or_else(|| bad("rate card: too short"))?;
+        let currency = rest
+            .get(..usize::from(len))
+            .and_then(|c| std::str::from_utf8(c).ok())
+            .ok_or_else(|| bad("rate card: bad currency"))?;
+        let mut rows = &rest[usize::from(len)..];
+        let mut prices = [Prices {
+            inside_window: 0,
+            outside_window: 0,
+        }; BILLED_CATEGORIES.len()];
+        for (category, slot) in BILLED_CATEGORIES.iter().zip(prices.iter_mut()) {
+            let (row, more) = rows
+                .split_first_chunk::<17>()
+                .ok_or_else(|| bad("rate card: too short"))?;
+            let [number, prices @ ..] = row;
+            if *number != category.wire_number() {
+                return Err(bad("rate card: rows out of order"));
+            }
+            let (inside, outside) = prices.split_at(8);
+            let price = |b: &[u8]| b.first_chunk::<8>().map(|b| u64::from_be_bytes(*b));
+            *slot = Prices {
+                inside_window: price(inside).ok_or_else(|| bad("rate card: too short"))?,
+                outside_window: price(outside).ok_or_else(|| bad("rate card: too short"))?,
+            };
+            rows = more;
+        }
+        if !rows.is_empty() {
+            return Err(bad("rate card: trailing bytes"));
+        }
+        let [utility, authentication, marketing, status] = prices;
+        Ok(Self {
+            effective_from_ms: u64::from_be_bytes(*effective),
+            currency: currency.to_owned(),
+            utility,
+            authentication,
+            marketing,
+            status: status.inside_window,
+        })
+    }
+
     /// Sign with the operator key, as a frame.
     pub fn sign(&self, operator: &OperatorKeyPair) -> wire::SignedRateCard {
         wire::SignedRateCard {
+            effective_from_ms: self.effective_from_ms,
             currency: self.currency.clone(),
             rows: BILLED_CATEGORIES
                 .iter()
@@ -254,6 +321,7 @@ impl RateCard {
             return Err(bad("rate card: the status row has two prices"));
         }
         let card = Self {
+            effective_from_ms: signed.effective_from_ms,
             currency: signed.currency.clone(),
             utility,
             authentication,
@@ -584,7 +652,21 @@ pub enum BillError {
         /// Lines in the head verified before.
         count: u64,
     },
-    /// A line's price is not the rate card's price for its category.
+    /// Two rate cards of the bill take effect at the same time, or are in
+    /// different currencies.
+    #[error("the bill's rate cards contradict each other (same start time or another currency)")]
+    RateCardsDisagree,
+    /// No rate card of the bill was in effect when a line's message was
+    /// accepted (the card that priced it is missing).
+    #[error("line {line}: no rate card given was in effect at its accept time ({accepted_at_ms})")]
+    NoRateCardInEffect {
+        /// The line.
+        line: u64,
+        /// Its accept time, ms since the epoch.
+        accepted_at_ms: u64,
+    },
+    /// A line's price is not the price of the rate card in effect when its
+    /// message was accepted.
     #[error("line {line}: price {price} is not on the rate card ({category} {where_}: {expected})")]
     PriceNotOnRateCard {
         /// The line.
@@ -626,17 +708,56 @@ impl BillTotals {
     }
 }
 
-/// Check a business's whole bill: the head's and the rate card's operator
+/// The operator-signed rate cards of a bill, checked and in order of the
+/// time each took effect.
+#[derive(Clone, Debug)]
+pub struct RateCards(Vec<RateCard>);
+
+impl RateCards {
+    /// Check every card's signature against the operator key: one currency,
+    /// no two cards taking effect at the same time.
+    pub fn verified<'a>(
+        signed: impl IntoIterator<Item = &'a wire::SignedRateCard>,
+        operator: &OperatorKey,
+    ) -> std::result::Result<Self, BillError> {
+        let mut cards = signed
+            .into_iter()
+            .map(|card| RateCard::verified(card, operator))
+            .collect::<Result<Vec<_>>>()
+            .map_err(|_| BillError::BadRateCardSignature)?;
+        cards.sort_by_key(|card| card.effective_from_ms);
+        let disagree = cards.windows(2).any(|pair| {
+            pair[0].effective_from_ms == pair[1].effective_from_ms
+                || pair[0].currency != pair[1].currency
+        });
+        if disagree {
+            return Err(BillError::RateCardsDisagree);
+        }
+        Ok(Self(cards))
+    }
+
+    /// The card in effect at `at_ms`: the last to take effect at or before it.
+    pub fn in_effect_at(&self, at_ms: u64) -> Option<&RateCard> {
+        self.0
+            .iter()
+            .rev()
+            .find(|card| card.effective_from_ms <= at_ms)
+    }
+}
+
+/// Check a business's whole bill: the head's and the rate cards' operator
 /// signatures, that `lines` are lines 1 to `head.count` in order, each
 /// linked to the one before and the last to the signed head hash, each
 /// billing `business`, each device signature against `device_key`'s key
 /// for (customer, device) (from the customer's signed device list), and
-/// each price against the rate card. The first failure is returned.
-pub fn verify_bill(
+/// each price against the rate card in effect when the relay accepted the
+/// line's message (`rate_cards`: the bill's current card and the earlier
+/// ones, in any order). The first failure is returned.
+pub fn verify_bill<'a>(
     business: &AccountId,
     lines: &[BillLine],
     head: &wire::BillHead,
-    rate_card: &wire::SignedRateCard,
+    rate_cards: impl IntoIterator<Item = &'a wire::SignedRateCard>,
     operator: &OperatorKey,
     device_key: impl Fn(&AccountId, u32) -> Option<IdentityKey>,
 ) -> std::result::Result<BillTotals, BillError> {
@@ -644,8 +765,7 @@ pub fn verify_bill(
     if head.business != *business {
         return Err(BillError::OtherBusinessHead);
     }
-    let card =
-        RateCard::verified(rate_card, operator).map_err(|_| BillError::BadRateCardSignature)?;
+    let cards = RateCards::verified(rate_cards, operator)?;
     let mut totals = BillTotals::default();
     let mut previous = GENESIS_HASH;
     for (i, line) in lines.iter().enumerate() {
@@ -688,6 +808,13 @@ pub fn verify_bill(
             })?;
         verify_delivery(&key, &line.delivery_fields(), &line.device_signature)
             .map_err(|_| BillError::BadDeviceSignature { line: expected })?;
+        let card =
+            cards
+                .in_effect_at(line.accepted_at_ms)
+                .ok_or(BillError::NoRateCardInEffect {
+                    line: expected,
+                    accepted_at_ms: line.accepted_at_ms,
+                })?;
         let price = card.price(line.category, line.inside_window);
         if line.price_millionths != price {
             return Err(BillError::PriceNotOnRateCard {
@@ -762,6 +889,7 @@ mod tests {
             business: AccountId::from_bytes(&[0xBB; 16]).unwrap(),
             customer: AccountId::from_bytes(&[0xCC; 16]).unwrap(),
             card: RateCard {
+                effective_from_ms: 0,
                 currency: "GBP".into(),
                 utility: Prices {
                     inside_window: 0,
@@ -832,7 +960,7 @@ mod tests {
             &f.business,
             lines,
             head,
-            card,
+            [card],
             &f.operator.public(),
             move |c, d| (*c == customer && d == 1).then_some(key),
         )
@@ -853,6 +981,85 @@ mod tests {
         for l in &lines {
             assert_eq!(&BillLine::from_wire(&l.to_wire()).unwrap(), l);
         }
+    }
+
+    #[test]
+    fn a_card_round_trips_through_its_payload_and_refuses_damage() {
+        let mut card = fixture().card;
+        card.effective_from_ms = 1_700_000_000_123;
+        assert_eq!(RateCard::from_payload(&card.payload()).unwrap(), card);
+        let payload = card.payload();
+        assert!(RateCard::from_payload(&payload[..payload.len() - 1]).is_err());
+        let mut longer = payload.clone();
+        longer.push(0);
+        assert!(RateCard::from_payload(&longer).is_err());
+        assert!(RateCard::from_payload(b"Comptoir rate card v2").is_err());
+    }
+
+    #[test]
+    fn each_line_is_priced_by_the_card_in_effect_at_its_accept() {
+        let f = fixture();
+        // A price change after line 1 was accepted, before line 2 was.
+        let mut dearer = f.card.clone();
+        dearer.effective_from_ms = 1_700_000_000_002;
+        dearer.utility.outside_window = 7_000;
+        let (lines, head_hash) = chain([line(&f, 1, TemplateCategory::Utility, false), {
+            let mut l = line(&f, 2, TemplateCategory::Utility, false);
+            l.price_millionths = 7_000;
+            l.device_signature = sign_delivery(&f.device, &l.delivery_fields());
+            l
+        }]);
+        let head = BillHead {
+            business: f.business,
+            count: 2,
+            head_hash,
+            signed_at_ms: 1_700_001_000_000,
+        }
+        .sign(&f.operator);
+        let old = f.card.sign(&f.operator);
+        let new = dearer.sign(&f.operator);
+        let key = *f.device.public();
+        let check = |cards: &[&wire::SignedRateCard]| {
+            verify_bill(
+                &f.business,
+                &lines,
+                &head,
+                cards.iter().copied(),
+                &f.operator.public(),
+                |_, _| Some(key),
+            )
+        };
+        assert_eq!(check(&[&new, &old]).unwrap().total_millionths, 12_000);
+        // Without the old card, line 1 was priced by no card given.
+        assert_eq!(
+            check(&[&new]),
+            Err(BillError::NoRateCardInEffect {
+                line: 1,
+                accepted_at_ms: 1_700_000_000_001
+            })
+        );
+        // Without the new card, line 2 is not on the (old) card.
+        assert!(matches!(
+            check(&[&old]),
+            Err(BillError::PriceNotOnRateCard { line: 2, .. })
+        ));
+        // Two cards from the same time, or in two currencies, contradict.
+        let mut twin = dearer.clone();
+        twin.marketing.inside_window = 1;
+        assert_eq!(
+            check(&[&old, &new, &twin.sign(&f.operator)]),
+            Err(BillError::RateCardsDisagree)
+        );
+        let mut euros = dearer.clone();
+        euros.currency = "EUR".into();
+        assert_eq!(
+            check(&[&old, &euros.sign(&f.operator)]),
+            Err(BillError::RateCardsDisagree)
+        );
+        // A card's time is signed: moving it breaks the signature.
+        let mut moved = new.clone();
+        moved.effective_from_ms = 0;
+        assert_eq!(check(&[&moved]), Err(BillError::BadRateCardSignature));
     }
 
     #[test]

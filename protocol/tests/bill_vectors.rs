@@ -50,6 +50,7 @@ fn generate() -> (
     let business = AccountId::from_bytes(&[0xB5; 16]).unwrap();
     let customer = AccountId::from_bytes(&[0xC5; 16]).unwrap();
     let card = RateCard {
+        effective_from_ms: 1_749_999_000_000,
         currency: "GBP".into(),
         utility: Prices {
             inside_window: 0,
@@ -101,7 +102,7 @@ fn generate() -> (
     let signed_head = head.sign(&operator);
     let signed_card = card.sign(&operator);
     let vectors = BillVectors {
-        description: "Bills (docs/PROTOCOL.md, \"Bills\"): the operator-signed rate card (v2, with the status row), three chained lines (utility, marketing, status; bytes and SHA-256 hash with the context), the operator-signed head. Hex.".into(),
+        description: "Bills (docs/PROTOCOL.md, \"Bills\"): the operator-signed rate card (v3: with the time it took effect and the status row), three chained lines (utility, marketing, status; bytes and SHA-256 hash with the context), the operator-signed head. Hex.".into(),
         operator_seed: h(&[0x0B; 32]),
         device_seed: h(&[0x0D; 32]),
         business: business.to_string(),
@@ -138,7 +139,7 @@ fn bill_vectors_match_the_published_file() {
         &lines[0].business,
         &lines,
         &head,
-        &card,
+        [&card],
         &operator,
         |_, d| (d == 1).then_some(device),
     )

@@ -28,14 +28,70 @@ fn bill_category(category: BilledCategory) -> BillCategory {
     }
 }
 
+/// The rate cards the relay prices and bills with, oldest first: those
+/// the store recorded, and `configured` (the configuration's card) after
+/// them, in effect from `now_ms`, when its prices differ from the last
+/// recorded card's (recorded durably before the relay accepts anything).
+/// The first card a relay records is in effect from 0: it is the one that
+/// priced every line before cards were recorded. Refused: a currency
+/// other than the recorded cards' (a bill is in one currency).
+pub async fn rate_card_history<S: Ledger>(
+    store: &S,
+    mut configured: RateCard,
+    now_ms: u64,
+) -> Result<Vec<RateCard>, RateCardChangeError> {
+    let mut cards = store.rate_cards().await?;
+    let Some(last) = cards.last() else {
+        configured.effective_from_ms = 0;
+        store.record_rate_card(&configured).await?;
+        return Ok(vec![configured]);
+    };
+    if last.same_prices(&configured) {
+        return Ok(cards);
+    }
+    if last.currency != configured.currency {
+        return Err(RateCardChangeError::Currency {
+            recorded: last.currency.clone(),
+            configured: configured.currency,
+        });
+    }
+    // Later than the last card even if the clock stepped back.
+    configured.effective_from_ms = now_ms.max(last.effective_from_ms + 1);
+    store.record_rate_card(&configured).await?;
+    cards.push(configured);
+    Ok(cards)
+}
+
+/// Why the configured rate card cannot be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum RateCardChangeError {
+    /// Its currency is not the one the relay has billed in.
+    #[error(
+        "the currency is {configured} but this relay's bills are in {recorded}: a relay bills in one currency"
+    )]
+    Currency {
+        /// The recorded cards' currency.
+        recorded: String,
+        /// The configuration's.
+        configured: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+}
+
 /// One ledger entry and its first signed delivery as a bill line (not yet
 /// chained). An entry written before prices were fixed at accept is
-/// priced by `card` as outside the window.
-pub fn line_of(entry: &LedgerEntry, delivered: &DeliveredEntry, card: &RateCard) -> BillLine {
+/// priced as outside the window by the card of `cards` in effect at its
+/// accept.
+pub fn line_of(entry: &LedgerEntry, delivered: &DeliveredEntry, cards: &[RateCard]) -> BillLine {
     let category = bill_category(entry.category);
     let (price_millionths, inside_window) = match entry.priced {
         Some(priced) => (priced.millionths, priced.inside_window),
-        None => (card.price(category, false), false),
+        None => (
+            in_effect_at(cards, entry.accepted_at_ms).map_or(0, |card| card.price(category, false)),
+            false,
+        ),
     };
     BillLine {
         index: 0,
@@ -57,14 +113,23 @@ pub fn line_of(entry: &LedgerEntry, delivered: &DeliveredEntry, card: &RateCard)
     }
 }
 
-/// `business`'s chain, read from the ledger.
+/// The card of `cards` (oldest first) in effect at `at_ms`.
+fn in_effect_at(cards: &[RateCard], at_ms: u64) -> Option<&RateCard> {
+    cards
+        .iter()
+        .rev()
+        .find(|card| card.effective_from_ms <= at_ms)
+}
+
+/// `business`'s chain, read from the ledger (`cards`: the rate cards,
+/// oldest first).
 pub async fn chain_of<S: Ledger>(
     store: &S,
-    card: &RateCard,
+    cards: &[RateCard],
     business: AccountId,
 ) -> StorageResult<Chain> {
     let entries = store.bill(business).await?;
-    let (lines, head_hash) = chain(entries.iter().map(|(e, d)| line_of(e, d, card)));
+    let (lines, head_hash) = chain(entries.iter().map(|(e, d)| line_of(e, d, cards)));
     Ok(Chain { lines, head_hash })
 }
 
@@ -207,7 +272,13 @@ pub fn export_json(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // Reason: test code fails by panicking.
+    use std::sync::Arc;
+
     use super::*;
+    use crate::metrics::Metrics;
+    use crate::storage::Lifecycle;
+    use crate::storage::sled::SledStore;
 
     #[test]
     fn amounts_are_exact_and_rounded_once() {
@@ -216,5 +287,53 @@ mod tests {
         assert_eq!(format_rounded(5_000), "0.01");
         assert_eq!(format_rounded(4_999), "0.00");
         assert_eq!(format_rounded(1_234_567), "1.23");
+    }
+
+    fn default_card() -> RateCard {
+        crate::config::RatesConfig::default().card().unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_configured_card_is_recorded_once_and_each_change_after_the_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20, Arc::new(Metrics::default())).unwrap();
+        // The first card priced everything before cards were recorded.
+        let first = rate_card_history(&store, default_card(), 5_000)
+            .await
+            .unwrap();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].effective_from_ms, 0);
+        // The same prices again: nothing new.
+        let same = rate_card_history(&store, default_card(), 9_000)
+            .await
+            .unwrap();
+        assert_eq!(same, first);
+        // New prices take effect now.
+        let mut dearer = default_card();
+        dearer.utility.outside_window = 7_000;
+        let changed = rate_card_history(&store, dearer.clone(), 10_000)
+            .await
+            .unwrap();
+        assert_eq!(changed.len(), 2);
+        assert_eq!(changed[1].effective_from_ms, 10_000);
+        assert!(changed[1].same_prices(&dearer));
+        // Back to the old prices with the clock stepped back: still after.
+        let back = rate_card_history(&store, default_card(), 3_000)
+            .await
+            .unwrap();
+        assert_eq!(back.len(), 3);
+        assert_eq!(back[2].effective_from_ms, 10_001);
+        // Another currency is refused and records nothing.
+        let mut euros = default_card();
+        euros.currency = "EUR".into();
+        assert!(matches!(
+            rate_card_history(&store, euros, 20_000).await,
+            Err(RateCardChangeError::Currency { .. })
+        ));
+        store.close().await.unwrap();
+        drop(store);
+        let store = SledStore::open(dir.path(), 1 << 20, Arc::new(Metrics::default())).unwrap();
+        assert_eq!(store.rate_cards().await.unwrap(), back);
+        store.close().await.unwrap();
     }
 }

@@ -175,6 +175,8 @@ impl RatesConfig {
             )
         })?;
         Ok(comptoir_protocol::RateCard {
+            // Set when the relay records the card it starts with.
+            effective_from_ms: 0,
             currency: self.currency.clone(),
             utility: prices("utility", self.utility)?,
             authentication: prices("authentication", self.authentication)?,

@@ -202,6 +202,16 @@ pub async fn run_with_storage<S: Backend + std::fmt::Debug>(
     metrics
         .queue_depth
         .store(store.total_queued().await? as i64, Relaxed);
+    let rate_cards = crate::billing::rate_card_history(&store, rate_card, clock.now_ms())
+        .await
+        .map_err(|e| match e {
+            crate::billing::RateCardChangeError::Storage(e) => ServerError::Storage(e),
+            other => ServerError::RateCard(other.to_string()),
+        })?;
+    let rate_card = match rate_cards.last() {
+        Some(card) => card.clone(),
+        None => return Err(ServerError::RateCard("no rate card was recorded".into())),
+    };
     let operator = Arc::new(load_or_create_operator_key(&config.operator_key_path())?);
     tracing::info!(
         operator_key = %hex::encode(operator.public().to_bytes()),
@@ -235,7 +245,7 @@ pub async fn run_with_storage<S: Backend + std::fmt::Debug>(
         code_sender,
         clock,
         operator.clone(),
-        rate_card,
+        (rate_card, rate_cards),
         blobs,
         franking.clone(),
         status_posts,

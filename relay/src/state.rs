@@ -45,8 +45,11 @@ pub(crate) struct Relay<S> {
     /// The operator's signing key: it signs bill heads and the rate card
     /// a business fetches.
     pub(crate) operator: Arc<OperatorKeyPair>,
-    /// The rate card (checked from the configuration at start).
+    /// The rate card in effect (checked from the configuration at start).
     pub(crate) rate_card: RateCard,
+    /// Every rate card the relay has priced with, oldest first (the last
+    /// is `rate_card`): older bill lines were priced with them.
+    pub(crate) rate_cards: Vec<RateCard>,
     /// Encrypted attachments.
     pub(crate) blobs: BlobStore,
     /// Attachment chunks (uploads and reads) per account.
@@ -70,7 +73,7 @@ impl<S> Relay<S> {
         code_sender: Arc<dyn CodeSender>,
         clock: Arc<Clock>,
         operator: Arc<OperatorKeyPair>,
-        rate_card: RateCard,
+        (rate_card, rate_cards): (RateCard, Vec<RateCard>),
         blobs: BlobStore,
         franking: Arc<crate::franking::FrankingKeys>,
         status_posts: crate::status_posts::StatusPosts,
@@ -115,6 +118,7 @@ impl<S> Relay<S> {
             operator_key: operator.public(),
             operator,
             rate_card,
+            rate_cards,
             blobs,
             blob_chunk_limiter: RateLimiter::new(chunks_per_sec, 2.0 * chunks_per_sec),
             franking,

@@ -19,7 +19,7 @@ use comptoir_client::{Client, ClientError, Event};
 use comptoir_protocol::proto::wire::{AccountKind, ErrorCode, TemplateStatus};
 use comptoir_protocol::template::{Template, TemplateCategory, TemplateId};
 use comptoir_protocol::{AccountId, BillCategory, BillError, ConsentCategories};
-use support::client::{registered, registered_as, wait_for};
+use support::client::{registered, registered_as, url, wait_for};
 use support::*;
 
 const MONTH: Duration = Duration::from_secs(30 * 24 * 60 * 60);
@@ -391,4 +391,76 @@ async fn comptoir(
     args: &[&str],
 ) -> (u8, String) {
     support::cli::comptoir_with_passphrase(dir.path(), passphrase, relay, args).await
+}
+
+/// A price change: the relay records the new card (in effect from its
+/// restart) beside the old one, sends both with the bill, and the
+/// business checks each line against the card in effect when it was
+/// accepted, so the lines priced before the change still verify. A
+/// restart with the same prices records no card; without the earlier
+/// card the first lines are named as priced by no card given.
+#[tokio::test]
+async fn after_a_price_change_earlier_lines_still_verify() {
+    let mut relay = start_relay().await;
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let (mut customer, mut shop) = billed_three(&relay, &dirs).await;
+    let dearer = |config: &mut comptoir_relay::config::Config| {
+        config.rates.utility = Some(comptoir_relay::config::PricesConfig {
+            inside_window: 0,
+            outside_window: 7_000,
+        });
+    };
+    relay.stop().await;
+    let mut relay = relay.start_again_with(dearer).await;
+    for client in [&mut customer, &mut shop] {
+        client.connect(&url(&relay)).await.expect("reconnect");
+    }
+    let utility = template(shop.account_id(), "order_update", TemplateCategory::Utility)
+        .template_id()
+        .expect("its id");
+    shop.send_template(customer.account_id(), &utility, Vec::new())
+        .await
+        .expect("send at the new price");
+    wait_for(&mut customer, |e| match e {
+        Event::Template { template_id, .. } if *template_id == utility => Some(()),
+        _ => None,
+    })
+    .await;
+    wait_for(&mut shop, |e| match e {
+        Event::DeliveryProved { .. } => Some(()),
+        _ => None,
+    })
+    .await;
+
+    let bill = shop.fetch_bill().await.expect("fetch the bill");
+    assert_eq!(bill.lines.len(), 4);
+    assert_eq!(
+        bill.earlier_rate_cards.len(),
+        1,
+        "the card before the change"
+    );
+    assert_eq!(
+        bill.lines
+            .iter()
+            .map(|l| l.price_millionths)
+            .collect::<Vec<_>>(),
+        [5_000, 90_000, 5_000, 7_000]
+    );
+    let totals = shop.verify_bill(&bill).await.expect("every line checks");
+    assert_eq!(totals.total_millionths, 5_000 + 90_000 + 5_000 + 7_000);
+
+    let mut without_old = bill.clone();
+    without_old.earlier_rate_cards.clear();
+    assert!(matches!(
+        refused_as(shop.verify_bill(&without_old).await),
+        BillError::NoRateCardInEffect { line: 1, .. }
+    ));
+
+    // The same prices after another restart: no new card.
+    relay.stop().await;
+    let relay = relay.start_again_with(dearer).await;
+    shop.connect(&url(&relay)).await.expect("reconnect");
+    let bill = shop.fetch_bill().await.expect("fetch again");
+    assert_eq!(bill.earlier_rate_cards.len(), 1);
+    shop.verify_bill(&bill).await.expect("still checks");
 }

@@ -33,8 +33,11 @@ pub struct Bill {
     pub lines: Vec<BillLine>,
     /// The chain's head, signed by the operator key.
     pub head: wire::BillHead,
-    /// The rate card, signed by the operator key.
+    /// The rate card in effect, signed by the operator key.
     pub rate_card: wire::SignedRateCard,
+    /// The cards in effect before it, oldest first, signed the same way:
+    /// earlier lines were priced with them.
+    pub earlier_rate_cards: Vec<wire::SignedRateCard>,
 }
 
 impl Client {
@@ -69,6 +72,7 @@ impl Client {
                     lines,
                     head,
                     rate_card,
+                    earlier_rate_cards: page.earlier_rate_cards,
                 });
             }
         }
@@ -106,7 +110,7 @@ impl Client {
             &business,
             &bill.lines,
             &bill.head,
-            &bill.rate_card,
+            std::iter::once(&bill.rate_card).chain(&bill.earlier_rate_cards),
             &operator,
             |customer, device| keys.get(&(*customer, device)).copied(),
         )?;

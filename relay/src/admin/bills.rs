@@ -47,7 +47,7 @@ pub async fn export<S: Backend>(
         ));
     }
     let relay = &state.relay;
-    let chain = billing::chain_of(&relay.store, &relay.rate_card, business).await?;
+    let chain = billing::chain_of(&relay.store, &relay.rate_cards, business).await?;
     let lines = billing::in_range(&chain, from_ms, to_ms);
     let currency = &relay.rate_card.currency;
     // The whole chain's head, signed for this export.

@@ -46,7 +46,7 @@ pub(crate) async fn bill<S: Backend>(
 ) -> Result<Reply, RelayError> {
     let business = business_of(session).await?;
     let relay = &session.relay;
-    let chain = billing::chain_of(&relay.store, &relay.rate_card, business).await?;
+    let chain = billing::chain_of(&relay.store, &relay.rate_cards, business).await?;
     let from = request.from_index.max(1);
     let limit = match request.limit as usize {
         0 => BILL_PAGE_LINES,
@@ -72,6 +72,12 @@ pub(crate) async fn bill<S: Backend>(
             lines,
             head: Some(head),
             rate_card: Some(relay.rate_card.sign(&relay.operator)),
+            earlier_rate_cards: relay
+                .rate_cards
+                .iter()
+                .filter(|card| card.effective_from_ms < relay.rate_card.effective_from_ms)
+                .map(|card| card.sign(&relay.operator))
+                .collect(),
         }),
     )))
 }
@@ -82,7 +88,7 @@ pub(crate) async fn standing<S: Backend>(
 ) -> Result<Reply, RelayError> {
     let business = business_of(session).await?;
     let relay = &session.relay;
-    let chain = billing::chain_of(&relay.store, &relay.rate_card, business).await?;
+    let chain = billing::chain_of(&relay.store, &relay.rate_cards, business).await?;
     let totals = billing::totals(&chain.lines);
     let now_ms = relay.clock.now_ms();
     let day = u32::try_from(now_ms / DAY_MS).unwrap_or(u32::MAX);

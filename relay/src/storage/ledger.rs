@@ -8,7 +8,7 @@
 
 use std::future::Future;
 
-use comptoir_protocol::AccountId;
+use comptoir_protocol::{AccountId, RateCard};
 
 use super::{MESSAGE_ID_LEN, StorageResult};
 
@@ -142,6 +142,15 @@ pub trait Ledger: Send + Sync + 'static {
         &self,
         business: AccountId,
     ) -> impl Future<Output = StorageResult<Vec<(LedgerEntry, DeliveredEntry)>>> + Send;
+
+    /// Every rate card the relay has priced with, in the order they took
+    /// effect (the last is in effect now); empty before the first start
+    /// that recorded one.
+    fn rate_cards(&self) -> impl Future<Output = StorageResult<Vec<RateCard>>> + Send;
+
+    /// Record `card` as in effect from its `effective_from_ms`, which must
+    /// be later than every recorded card's. Durable on return.
+    fn record_rate_card(&self, card: &RateCard) -> impl Future<Output = StorageResult<()>> + Send;
 
     /// Distinct customers `business` reached by business-initiated
     /// conversations (templates) on UTC day `day`.

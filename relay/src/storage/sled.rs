@@ -264,7 +264,8 @@ pub struct SledStore {
     names: Tree,
     unauthenticated: Tree,
     expired_accounts: Tree,
-    /// Relay-wide values: the clock's mark ([`CLOCK_MARK_KEY`]).
+    /// Relay-wide values: the clock's mark ([`CLOCK_MARK_KEY`]) and the
+    /// rate cards ([`RATE_CARD_PREFIX`]).
     meta: Tree,
     /// Submitted templates and the operator's decisions, by template id
     /// (see `storage::templates`).
@@ -291,6 +292,10 @@ pub struct SledStore {
 
 /// Key of the clock's persisted high-water mark in the `meta` tree.
 const CLOCK_MARK_KEY: &[u8] = b"clock_mark_ms";
+/// Prefix of the rate cards in the `meta` tree: each card's key is the
+/// prefix and the time it took effect (u64 BE, so they scan in order),
+/// its value the payload the operator signs (`RateCard::payload`).
+const RATE_CARD_PREFIX: &[u8] = b"rate_card/";
 
 fn backend(e: ::sled::Error) -> StorageError {
     StorageError::Backend(e.to_string())
@@ -979,6 +984,24 @@ impl super::Ledger for SledStore {
 
     async fn customers_reached(&self, business: AccountId, day: u32) -> StorageResult<u64> {
         Ok(self.mail.customers_reached(business, day))
+    }
+
+    async fn rate_cards(&self) -> StorageResult<Vec<comptoir_protocol::RateCard>> {
+        self.meta
+            .scan_prefix(RATE_CARD_PREFIX)
+            .map(|item| {
+                let (_, payload) = item.map_err(backend)?;
+                comptoir_protocol::RateCard::from_payload(&payload)
+                    .map_err(|_| StorageError::Corrupt("a recorded rate card"))
+            })
+            .collect()
+    }
+
+    async fn record_rate_card(&self, card: &comptoir_protocol::RateCard) -> StorageResult<()> {
+        let mut key = RATE_CARD_PREFIX.to_vec();
+        key.extend_from_slice(&card.effective_from_ms.to_be_bytes());
+        self.meta.insert(key, card.payload()).map_err(backend)?;
+        self.committer.durable().await
     }
 }
 

@@ -212,9 +212,15 @@ impl TestRelay {
 
     /// Start again on the same data directory *and the same address*, after
     /// [`Self::stop`] (clients reconnect to the URL they already have).
-    pub async fn start_again_at_same_address(mut self) -> TestRelay {
+    pub async fn start_again_at_same_address(self) -> TestRelay {
+        self.start_again_with(|_| {}).await
+    }
+
+    /// [`Self::start_again_at_same_address`] with the configuration
+    /// changed by `adjust` (after [`Self::stop`]).
+    pub async fn start_again_with(mut self, adjust: impl FnOnce(&mut Config)) -> TestRelay {
         let dir = self._dir.take();
-        let mut next = start_relay_in_at(&self.data_dir, |_| {}, None, self.addr).await;
+        let mut next = start_relay_in_at(&self.data_dir, adjust, None, self.addr).await;
         next._dir = dir;
         next
     }
