@@ -932,6 +932,16 @@ mod tests {
         line
     }
 
+    fn signed_head(f: &Fixture, count: u64, head_hash: [u8; BILL_HASH_LEN]) -> wire::BillHead {
+        BillHead {
+            business: f.business,
+            count,
+            head_hash,
+            signed_at_ms: 1_700_001_000_000,
+        }
+        .sign(&f.operator)
+    }
+
     fn bill(f: &Fixture) -> (Vec<BillLine>, wire::BillHead, wire::SignedRateCard) {
         let (lines, head_hash) = chain([
             line(f, 1, TemplateCategory::Utility, false),
@@ -1009,13 +1019,7 @@ mod tests {
             l.device_signature = sign_delivery(&f.device, &l.delivery_fields());
             l
         }]);
-        let head = BillHead {
-            business: f.business,
-            count: 2,
-            head_hash,
-            signed_at_ms: 1_700_001_000_000,
-        }
-        .sign(&f.operator);
+        let head = signed_head(&f, 2, head_hash);
         let old = f.card.sign(&f.operator);
         let new = dearer.sign(&f.operator);
         let key = *f.device.public();
@@ -1156,13 +1160,7 @@ mod tests {
             line(&f, 2, TemplateCategory::Utility, false),
         ]);
         assert_eq!(lines[0].to_bytes()[8 + 32 + 8 + 16 + 16 + 16], 6);
-        let head = BillHead {
-            business: f.business,
-            count: 2,
-            head_hash,
-            signed_at_ms: 1,
-        }
-        .sign(&f.operator);
+        let head = signed_head(&f, 2, head_hash);
         let card = f.card.sign(&f.operator);
         assert_eq!(card.rows.len(), 4);
         assert_eq!(card.rows[3].category, wire::Category::Control as i32);

@@ -85,23 +85,28 @@ async fn billed_three(relay: &TestRelay, dirs: &[tempfile::TempDir; 2]) -> (Clie
     .await;
     let customer_id = customer.account_id();
     for id in [utility, marketing, utility] {
-        shop.send_template(customer_id, &id, Vec::new())
-            .await
-            .expect("send");
-        wait_for(&mut customer, |e| match e {
-            Event::Template { template_id, .. } if *template_id == id => Some(()),
-            Event::Violation { violation, .. } => panic!("flagged: {violation}"),
-            _ => None,
-        })
-        .await;
-        // Its line exists once the business holds the signed proof.
-        wait_for(&mut shop, |e| match e {
-            Event::DeliveryProved { .. } => Some(()),
-            _ => None,
-        })
-        .await;
+        delivered_and_proved(&mut shop, &mut customer, id).await;
     }
     (customer, shop)
+}
+
+/// `shop` sends template `id` to `customer`, which receives it unflagged;
+/// returns once `shop` holds the signed proof (the line exists then).
+async fn delivered_and_proved(shop: &mut Client, customer: &mut Client, id: TemplateId) {
+    shop.send_template(customer.account_id(), &id, Vec::new())
+        .await
+        .expect("send");
+    wait_for(customer, |e| match e {
+        Event::Template { template_id, .. } if *template_id == id => Some(()),
+        Event::Violation { violation, .. } => panic!("flagged: {violation}"),
+        _ => None,
+    })
+    .await;
+    wait_for(shop, |e| match e {
+        Event::DeliveryProved { .. } => Some(()),
+        _ => None,
+    })
+    .await;
 }
 
 fn refused_as(result: Result<comptoir_protocol::BillTotals, ClientError>) -> BillError {
@@ -418,19 +423,7 @@ async fn after_a_price_change_earlier_lines_still_verify() {
     let utility = template(shop.account_id(), "order_update", TemplateCategory::Utility)
         .template_id()
         .expect("its id");
-    shop.send_template(customer.account_id(), &utility, Vec::new())
-        .await
-        .expect("send at the new price");
-    wait_for(&mut customer, |e| match e {
-        Event::Template { template_id, .. } if *template_id == utility => Some(()),
-        _ => None,
-    })
-    .await;
-    wait_for(&mut shop, |e| match e {
-        Event::DeliveryProved { .. } => Some(()),
-        _ => None,
-    })
-    .await;
+    delivered_and_proved(&mut shop, &mut customer, utility).await;
 
     let bill = shop.fetch_bill().await.expect("fetch the bill");
     assert_eq!(bill.lines.len(), 4);
