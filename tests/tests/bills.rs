@@ -83,7 +83,6 @@ async fn billed_three(relay: &TestRelay, dirs: &[tempfile::TempDir; 2]) -> (Clie
         &template(shop_id, "winter_sale", TemplateCategory::Marketing),
     )
     .await;
-    let customer_id = customer.account_id();
     for id in [utility, marketing, utility] {
         delivered_and_proved(&mut shop, &mut customer, id).await;
     }
