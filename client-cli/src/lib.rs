@@ -624,7 +624,18 @@ async fn run_command(
             let mut client = source.open(cli)?;
             let peer = client.resolve(to)?;
             let connected = client.connect(&cli.relay).await;
-            let sent = client.send_text(peer, text).await;
+            // Once stored, the message has an id even if its send fails: a
+            // connection lost on the way leaves it in the outbox, queued
+            // as when the relay is down from the start.
+            let (sent, queued_by) = match client.send_text_naming(peer, text).await {
+                Ok((id, Ok(()))) => (Ok(id), None),
+                Ok((id, Err(e))) if daemon::is_unreachable(&e) => (Ok(id), Some(e)),
+                Ok((_, Err(e))) | Err(e) => (Err(e), None),
+            };
+            let connected = match (connected, queued_by) {
+                (Ok(_), Some(e)) => Err(e),
+                (connected, _) => connected,
+            };
             if json && let Ok(id) = &sent {
                 let stored = client.message(&peer, id)?;
                 let (at, status) = stored

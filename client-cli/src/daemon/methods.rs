@@ -417,10 +417,17 @@ async fn send(client: &mut Client, params: SendParams) -> Result<Value, RpcError
             // Refused before anything is stored.
             check_text(&text).map_err(|e| failed(&e))?;
             let peer = resolve(client, &to)?;
-            client
-                .send_text(peer, &text)
+            // A connection lost on the way leaves the message in the
+            // outbox: it is answered as pending, as when the relay is down.
+            match client
+                .send_text_naming(peer, &text)
                 .await
                 .map_err(|e| failed(&e))?
+            {
+                (id, Ok(())) => id,
+                (id, Err(e)) if super::is_unreachable(&e) => id,
+                (_, Err(e)) => return Err(failed(&e)),
+            }
         }
         (None, Some(path)) => {
             if !path.is_absolute() || !path.is_file() {
