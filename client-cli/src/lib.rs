@@ -336,21 +336,28 @@ pub(crate) struct LentRun {
     pub stdout: Vec<u8>,
     /// Standard error.
     pub stderr: Vec<u8>,
+    /// A question the command left to the program (see
+    /// [`account::Question`]).
+    pub question: Option<account::Question>,
 }
 
 /// Run `cli`'s command on the daemon's `client` for another program, as
 /// that program would run it on the store: its standard output and error
 /// and exit code are returned; `stdin` is the program's standard input
-/// when the command reads it.
+/// when the command reads it; `can_ask`: whether that program can ask its
+/// user (a command that would ask leaves the question to it).
 pub(crate) async fn run_lent(
     cli: &Cli,
     client: &mut Client,
     relay: &str,
     stdin: Option<Vec<u8>>,
+    can_ask: bool,
 ) -> LentRun {
     let captured = std::cell::RefCell::new(account::Captured {
         err: Vec::new(),
         stdin,
+        can_ask,
+        question: None,
     });
     account::CAPTURED
         .scope(captured, async {
@@ -360,11 +367,15 @@ pub(crate) async fn run_lent(
                 Ok(code) => code,
                 Err(e) => report(&e, cli),
             };
-            let stderr = account::CAPTURED.with(|c| std::mem::take(&mut c.borrow_mut().err));
+            let (stderr, question) = account::CAPTURED.with(|c| {
+                let mut c = c.borrow_mut();
+                (std::mem::take(&mut c.err), c.question.take())
+            });
             LentRun {
                 exit_code,
                 stdout,
                 stderr,
+                question,
             }
         })
         .await

@@ -197,6 +197,9 @@ struct RunParams {
     region: Option<String>,
     /// The program's standard input, for a command that reads it.
     stdin: Option<String>,
+    /// Whether the program can ask its user (its standard input is a
+    /// terminal): `open` without `--yes` then leaves its question to it.
+    ask: Option<bool>,
 }
 
 /// Whether `command` runs in the daemon with the method `run`: every
@@ -261,6 +264,7 @@ async fn run(
         output,
         region,
         stdin,
+        ask,
     } = params;
     if !runs_in_daemon(&command) {
         return Err(RpcError::invalid_params(
@@ -288,12 +292,23 @@ async fn run(
         passphrase_file: None,
         command,
     };
-    let ran = crate::run_lent(&cli, client, daemon.relay, stdin.map(String::into_bytes)).await;
-    Ok(json!({
+    let ran = crate::run_lent(
+        &cli,
+        client,
+        daemon.relay,
+        stdin.map(String::into_bytes),
+        ask.unwrap_or(false),
+    )
+    .await;
+    let mut result = json!({
         "exit_code": ran.exit_code,
         "stdout": String::from_utf8_lossy(&ran.stdout),
         "stderr": String::from_utf8_lossy(&ran.stderr),
-    }))
+    });
+    if let (Some(question), Value::Object(fields)) = (ran.question, &mut result) {
+        fields.insert("confirm".into(), json!(question));
+    }
+    Ok(result)
 }
 
 #[derive(Deserialize)]
