@@ -11,6 +11,7 @@ use std::cell::RefCell;
 use std::ops::{Deref, DerefMut};
 
 use comptoir_client::Client;
+use comptoir_client::attachments::EncryptedFile;
 use comptoir_client::error::Result;
 
 use crate::args::Cli;
@@ -28,6 +29,9 @@ pub(crate) struct Captured {
     pub can_ask: bool,
     /// The question left to the program, if any.
     pub question: Option<Question>,
+    /// The file the command sends, read and encrypted already by the
+    /// daemon (so that a big file held up no other request).
+    pub prepared: Option<Result<EncryptedFile>>,
 }
 
 /// A yes/no question a command run in the daemon leaves to the program
@@ -63,6 +67,15 @@ pub(crate) fn write_err(args: std::fmt::Arguments<'_>) {
 /// the command runs for no other program.
 pub(crate) fn caller_can_ask() -> Option<bool> {
     CAPTURED.try_with(|captured| captured.borrow().can_ask).ok()
+}
+
+/// The file the command sends, if the daemon read and encrypted it
+/// already (or why that failed); taken once.
+pub(crate) fn prepared_file() -> Option<Result<EncryptedFile>> {
+    CAPTURED
+        .try_with(|captured| captured.borrow_mut().prepared.take())
+        .ok()
+        .flatten()
 }
 
 /// Leave `question` to the program the command runs for.

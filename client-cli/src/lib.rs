@@ -345,19 +345,22 @@ pub(crate) struct LentRun {
 /// that program would run it on the store: its standard output and error
 /// and exit code are returned; `stdin` is the program's standard input
 /// when the command reads it; `can_ask`: whether that program can ask its
-/// user (a command that would ask leaves the question to it).
+/// user (a command that would ask leaves the question to it); `prepared`:
+/// the file the command sends, read and encrypted already by the daemon.
 pub(crate) async fn run_lent(
     cli: &Cli,
     client: &mut Client,
     relay: &str,
     stdin: Option<Vec<u8>>,
     can_ask: bool,
+    prepared: Option<Result<comptoir_client::attachments::EncryptedFile>>,
 ) -> LentRun {
     let captured = std::cell::RefCell::new(account::Captured {
         err: Vec::new(),
         stdin,
         can_ask,
         question: None,
+        prepared,
     });
     account::CAPTURED
         .scope(captured, async {
@@ -2143,7 +2146,10 @@ async fn send_file(
         content_type.map_or_else(|| guess_content_type(path).to_owned(), str::to_owned);
     let mut client = source.open(cli)?;
     let peer = client.resolve(to)?;
-    let file = client.encrypt_file(path, &content_type)?;
+    let file = match account::prepared_file() {
+        Some(prepared) => prepared?,
+        None => client.encrypt_file(path, &content_type)?,
+    };
     let result = match client.connect(&cli.relay).await {
         Ok(_) => client.send_attachment(peer, &file).await,
         Err(e) => Err(e),

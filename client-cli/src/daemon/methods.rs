@@ -9,7 +9,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use comptoir_client::account::FIRST_DEVICE_ID;
-use comptoir_client::error::ClientError;
+use comptoir_client::attachments::EncryptedFile;
+use comptoir_client::error::{ClientError, Result as ClientResult};
 use comptoir_client::messages::check_text;
 use comptoir_client::{Client, StoredMessage};
 use comptoir_protocol::AccountId;
@@ -38,14 +39,18 @@ pub const METHODS: &[&str] = &[
 ];
 
 /// Run `method` with `params` on `client`.
+///
+/// `prepared`: the file the call sends, already read and encrypted by
+/// the daemon (or why that failed), used instead of reading it here.
 pub async fn call(
     client: &mut Client,
     daemon: &Daemon<'_>,
     method: &str,
     params: Map<String, Value>,
+    prepared: Option<ClientResult<EncryptedFile>>,
 ) -> Result<Value, RpcError> {
     match method {
-        "run" => run(client, daemon, parse(params)?).await,
+        "run" => run(client, daemon, parse(params)?, prepared).await,
         "tui_state" => {
             let TuiStateParams { templates } = parse(params)?;
             let list = conversations(client)?;
@@ -81,7 +86,7 @@ pub async fn call(
                 "connected": client.is_connected(),
             }))
         }
-        "send" => send(client, parse(params)?).await,
+        "send" => send(client, parse(params)?, prepared).await,
         "history" => {
             let HistoryParams { with, limit } = parse(params)?;
             let peer = resolve(client, &with)?;
@@ -257,6 +262,7 @@ async fn run(
     client: &mut Client,
     daemon: &Daemon<'_>,
     params: RunParams,
+    prepared: Option<ClientResult<EncryptedFile>>,
 ) -> Result<Value, RpcError> {
     let RunParams {
         mut command,
@@ -298,6 +304,7 @@ async fn run(
         daemon.relay,
         stdin.map(String::into_bytes),
         ask.unwrap_or(false),
+        prepared,
     )
     .await;
     let mut result = json!({
@@ -415,7 +422,11 @@ fn block_reason(reason: Option<&str>) -> Result<BlockReason, RpcError> {
 
 /// `send`: a text, or a file read by the daemon from `file` (an absolute
 /// path on this machine).
-async fn send(client: &mut Client, params: SendParams) -> Result<Value, RpcError> {
+async fn send(
+    client: &mut Client,
+    params: SendParams,
+    prepared: Option<ClientResult<EncryptedFile>>,
+) -> Result<Value, RpcError> {
     let SendParams {
         to,
         text,
@@ -453,8 +464,8 @@ async fn send(client: &mut Client, params: SendParams) -> Result<Value, RpcError
             let peer = resolve(client, &to)?;
             let content_type =
                 content_type.unwrap_or_else(|| crate::guess_content_type(&path).to_owned());
-            let encrypted = client
-                .encrypt_file(&path, &content_type)
+            let encrypted = prepared
+                .unwrap_or_else(|| client.encrypt_file(&path, &content_type))
                 .map_err(|e| match e {
                     ClientError::Io { .. } => RpcError::new(
                         rpc::FAILED,
