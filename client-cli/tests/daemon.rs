@@ -454,6 +454,40 @@ async fn the_daemon_serves_standard_input_and_output_on_request() {
     assert!(!alice.socket().exists());
 }
 
+/// The relay away and back under the daemon (issue 18 follow-up item 4):
+/// subscribers get a `connection` notification `lost`, then
+/// `reconnected` once the daemon is connected again, and `whoami` says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_are_told_when_the_daemon_reconnects() {
+    let mut relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let alice = Customer::new(root.path(), "alice", &relay);
+    alice.registered().await;
+    let daemon = Daemon::start(&alice, &[]);
+    let mut script = connect(&alice.socket()).await;
+    script.ok("subscribe", json!({})).await;
+    let is = |state: &'static str| {
+        move |record: &Value| record["type"] == "connection" && record["state"] == state
+    };
+    if script.ok("whoami", json!({})).await["connected"] != true {
+        script.notification(is("connected")).await;
+    }
+
+    relay.stop().await;
+    let lost = script.notification(is("lost")).await;
+    assert!(lost["text"].is_string(), "{lost}");
+    relay.start_again().await;
+    let back = script.notification(is("reconnected")).await;
+    assert!(
+        back["time_ms"].is_u64() && back["time"].is_string(),
+        "{back}"
+    );
+    assert_eq!(script.ok("whoami", json!({})).await["connected"], true);
+
+    drop(script);
+    assert_eq!(daemon.terminate(), 0);
+}
+
 /// A slow request holds up no other (issue 18 follow-up item 3): a file
 /// send whose file is a named pipe the test holds is in flight until the
 /// test opens the pipe; meanwhile another script's `whoami` is answered

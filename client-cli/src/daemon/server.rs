@@ -417,9 +417,13 @@ async fn account_loop(
     // Calls whose file is being uploaded, in turn.
     let mut uploading: VecDeque<Call> = VecDeque::new();
     let result = loop {
-        shared
-            .connected
-            .store(client.is_connected(), Ordering::SeqCst);
+        let connected = client.is_connected();
+        if shared.connected.swap(connected, Ordering::SeqCst) && !connected {
+            // Lost during a request (a send whose connection dropped).
+            let lost = ClientError::ConnectionClosed("during a request".into());
+            notify_connection(shared, "lost", Some(&lost));
+            next_attempt = Instant::now() + FIRST_RECONNECT_DELAY;
+        }
         if shared.stop.load(Ordering::SeqCst) {
             break Ok(());
         }
