@@ -30,8 +30,8 @@ impl Client {
     /// ([`ClientError::ConnectionClosed`], [`ClientError::Timeout`]) means
     /// the message waits in the outbox, durably, and goes (once) at the
     /// next [`Self::connect`]; a refusal for good marks it failed. The
-    /// outer error means nothing was stored (an identity change, a text
-    /// too long, the store).
+    /// outer error means the message was refused before it was stored (an
+    /// identity change, a text too long) or the store failed.
     pub async fn send_text_naming(
         &mut self,
         peer: AccountId,

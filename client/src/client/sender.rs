@@ -289,9 +289,10 @@ impl Live {
     }
 
     /// [`Self::send_message`], which also names the message when its send
-    /// failed after it was stored: the outer error means nothing was
-    /// stored; the inner result is the send's (a lost connection leaves
-    /// the message durably in the outbox for the next connect).
+    /// failed after it was stored: the outer error means it was refused
+    /// before it was stored, or the store failed; the inner result is the
+    /// send's (a lost connection leaves the message durably in the outbox
+    /// for the next connect).
     pub(super) async fn store_and_send(
         &self,
         peer: AccountId,
