@@ -11,6 +11,7 @@ use std::cell::RefCell;
 use std::ops::{Deref, DerefMut};
 
 use comptoir_client::Client;
+use comptoir_client::attachments::EncryptedFile;
 use comptoir_client::error::Result;
 
 use crate::args::Cli;
@@ -23,6 +24,26 @@ pub(crate) struct Captured {
     pub err: Vec<u8>,
     /// The program's standard input, when the command reads it.
     pub stdin: Option<Vec<u8>>,
+    /// Whether the program can ask its user (its standard input is a
+    /// terminal): a command that would ask leaves the question to it.
+    pub can_ask: bool,
+    /// The question left to the program, if any.
+    pub question: Option<Question>,
+    /// The file the command sends, read and encrypted already by the
+    /// daemon (so that a big file held up no other request).
+    pub prepared: Option<Result<EncryptedFile>>,
+}
+
+/// A yes/no question a command run in the daemon leaves to the program
+/// that asked for it (which has the terminal), with what to do on yes.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct Question {
+    /// What to print before reading the answer.
+    pub prompt: String,
+    /// On yes: the account to send `text` to, with the method `send`.
+    pub to: String,
+    /// The text to send on yes.
+    pub text: String,
 }
 
 tokio::task_local! {
@@ -42,10 +63,24 @@ pub(crate) fn write_err(args: std::fmt::Arguments<'_>) {
     }
 }
 
-/// Whether this command runs in the daemon for another program (which
-/// has the terminal: the daemon cannot ask on it).
-pub(crate) fn for_another_program() -> bool {
-    CAPTURED.try_with(|_| ()).is_ok()
+/// Whether the program a command runs for can ask its user: `None` when
+/// the command runs for no other program.
+pub(crate) fn caller_can_ask() -> Option<bool> {
+    CAPTURED.try_with(|captured| captured.borrow().can_ask).ok()
+}
+
+/// The file the command sends, if the daemon read and encrypted it
+/// already (or why that failed); taken once.
+pub(crate) fn prepared_file() -> Option<Result<EncryptedFile>> {
+    CAPTURED
+        .try_with(|captured| captured.borrow_mut().prepared.take())
+        .ok()
+        .flatten()
+}
+
+/// Leave `question` to the program the command runs for.
+pub(crate) fn ask_caller(question: Question) {
+    let _ = CAPTURED.try_with(|captured| captured.borrow_mut().question = Some(question));
 }
 
 /// The bytes of standard input: the other program's when the daemon runs

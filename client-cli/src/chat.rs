@@ -17,7 +17,7 @@ use comptoir_protocol::AccountId;
 use tokio::time::Instant;
 
 use crate::chat_terminal::{ChatTerminal, TERMINAL_LINE_MAX, Typed};
-use crate::format::{time_of_day, visible, waiting_line};
+use crate::format::{offline_line, time_of_day, visible, waiting_line};
 use crate::{
     POLL, contact_or_id, display_name, excerpt_of, interrupted_flag, print_event,
     tui::relay_link::is_unreachable,
@@ -58,7 +58,18 @@ pub(crate) async fn run(
     c: &str,
 ) -> Result<u8> {
     let stop = interrupted_flag();
-    client.connect(relay).await?;
+    let mut reconnect = Reconnect::new();
+    // The relay away at the start is no reason not to chat: the history
+    // is here, and what is typed waits in the outbox until it is back.
+    let offline = match client.connect(relay).await {
+        Ok(_) => None,
+        Err(e) if is_unreachable(&e) => {
+            reconnect.at = Instant::now() + reconnect.delay;
+            reconnect.delay = (reconnect.delay * 2).min(MAX_RECONNECT_DELAY);
+            Some(e)
+        }
+        Err(e) => return Err(e),
+    };
     let name = display_name(client, &peer);
     eprintln!(
         "Chatting with {name}. Type a line and press Enter to send; Ctrl-D or Ctrl-C to quit."
@@ -86,6 +97,9 @@ pub(crate) async fn run(
         out
     };
     let notes = &mut terminal.notes();
+    if let Some(e) = &offline {
+        note_to!(notes, "{}", offline_line(&visible(&e.to_string())));
+    }
     // A message request is not marked read until the user accepts it.
     let mut pending_request = client.message_requests()?.iter().any(|(a, _)| *a == peer);
     if pending_request {
@@ -98,7 +112,6 @@ pub(crate) async fn run(
     } else {
         mark_read_or_warn(client, peer, notes).await?;
     }
-    let mut reconnect = Reconnect::new();
     loop {
         if stop.load(Ordering::SeqCst) {
             break;

@@ -57,6 +57,15 @@ pub fn waiting_line(text: &str) -> String {
     )
 }
 
+/// What `chat` says when it opens with the relay away (`reason`, made
+/// visible): it chats offline and reconnects by itself.
+pub fn offline_line(reason: &str) -> String {
+    format!(
+        "offline, reconnecting ({reason}): what you type waits in the outbox and is sent \
+         when the relay is back"
+    )
+}
+
 /// Text from anyone else (a message, a name, a relay's warning) as it may
 /// reach a terminal: on one line, with every character that could move
 /// the cursor, erase or recolour what is shown, reorder it (bidirectional

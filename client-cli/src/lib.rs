@@ -336,21 +336,31 @@ pub(crate) struct LentRun {
     pub stdout: Vec<u8>,
     /// Standard error.
     pub stderr: Vec<u8>,
+    /// A question the command left to the program (see
+    /// [`account::Question`]).
+    pub question: Option<account::Question>,
 }
 
 /// Run `cli`'s command on the daemon's `client` for another program, as
 /// that program would run it on the store: its standard output and error
 /// and exit code are returned; `stdin` is the program's standard input
-/// when the command reads it.
+/// when the command reads it; `can_ask`: whether that program can ask its
+/// user (a command that would ask leaves the question to it); `prepared`:
+/// the file the command sends, read and encrypted already by the daemon.
 pub(crate) async fn run_lent(
     cli: &Cli,
     client: &mut Client,
     relay: &str,
     stdin: Option<Vec<u8>>,
+    can_ask: bool,
+    prepared: Option<Result<comptoir_client::attachments::EncryptedFile>>,
 ) -> LentRun {
     let captured = std::cell::RefCell::new(account::Captured {
         err: Vec::new(),
         stdin,
+        can_ask,
+        question: None,
+        prepared,
     });
     account::CAPTURED
         .scope(captured, async {
@@ -360,11 +370,15 @@ pub(crate) async fn run_lent(
                 Ok(code) => code,
                 Err(e) => report(&e, cli),
             };
-            let stderr = account::CAPTURED.with(|c| std::mem::take(&mut c.borrow_mut().err));
+            let (stderr, question) = account::CAPTURED.with(|c| {
+                let mut c = c.borrow_mut();
+                (std::mem::take(&mut c.err), c.question.take())
+            });
             LentRun {
                 exit_code,
                 stdout,
                 stderr,
+                question,
             }
         })
         .await
@@ -624,7 +638,18 @@ async fn run_command(
             let mut client = source.open(cli)?;
             let peer = client.resolve(to)?;
             let connected = client.connect(&cli.relay).await;
-            let sent = client.send_text(peer, text).await;
+            // Once stored, the message has an id even if its send fails: a
+            // connection lost on the way leaves it in the outbox, queued
+            // as when the relay is down from the start.
+            let (sent, queued_by) = match client.send_text_naming(peer, text).await {
+                Ok((id, Ok(()))) => (Ok(id), None),
+                Ok((id, Err(e))) if daemon::is_unreachable(&e) => (Ok(id), Some(e)),
+                Ok((_, Err(e))) | Err(e) => (Err(e), None),
+            };
+            let connected = match (connected, queued_by) {
+                (Ok(_), Some(e)) => Err(e),
+                (connected, _) => connected,
+            };
             if json && let Ok(id) = &sent {
                 let stored = client.message(&peer, id)?;
                 let (at, status) = stored
@@ -2121,7 +2146,10 @@ async fn send_file(
         content_type.map_or_else(|| guess_content_type(path).to_owned(), str::to_owned);
     let mut client = source.open(cli)?;
     let peer = client.resolve(to)?;
-    let file = client.encrypt_file(path, &content_type)?;
+    let file = match account::prepared_file() {
+        Some(prepared) => prepared?,
+        None => client.encrypt_file(path, &content_type)?,
+    };
     let result = match client.connect(&cli.relay).await {
         Ok(_) => client.send_attachment(peer, &file).await,
         Err(e) => Err(e),

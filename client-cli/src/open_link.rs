@@ -56,25 +56,60 @@ pub async fn resolve(client: &mut Client, link: &ChatLink) -> Result<(AccountId,
     ))
 }
 
-/// Ask on the terminal whether to send; no terminal means no.
-fn confirm(shown: &Shown) -> bool {
-    if crate::account::for_another_program() {
-        // The daemon has no terminal of the program that asked.
-        note!("a running daemon sends this command: it cannot ask on your terminal");
-        return false;
+/// What the user said to sending a link's text.
+enum Answer {
+    /// Send it.
+    Yes,
+    /// Do not (or nobody could be asked: no terminal).
+    No,
+    /// Run by the daemon for a program that can ask its user: the
+    /// question goes back to it.
+    AskCaller,
+}
+
+/// The question before sending a link's text to `shown`.
+fn prompt(shown: &Shown) -> String {
+    format!("Send this text to {}? [y/N] ", shown.text())
+}
+
+/// Ask on the terminal whether to send; no terminal means no. Run by the
+/// daemon, the program that asked has the terminal: the question is left
+/// to it when it has one, and is no otherwise, as here.
+fn confirm(shown: &Shown) -> Answer {
+    match crate::account::caller_can_ask() {
+        Some(true) => return Answer::AskCaller,
+        Some(false) => return Answer::No,
+        None => {}
     }
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
-        return false;
+    if !std::io::stdin().is_terminal() {
+        return Answer::No;
     }
-    eprint!("Send this text to {}? [y/N] ", shown.text());
+    eprint!("{}", prompt(shown));
+    if read_yes() { Answer::Yes } else { Answer::No }
+}
+
+/// Read one answer line on standard input: whether it says yes.
+pub(crate) fn read_yes() -> bool {
     let _ = std::io::stderr().flush();
     let mut line = String::new();
-    if stdin.lock().read_line(&mut line).is_err() {
+    if std::io::stdin().lock().read_line(&mut line).is_err() {
         return false;
     }
     matches!(line.trim(), "y" | "Y" | "yes" | "Yes")
 }
+
+/// What `open` says once the text is sent as message `id`.
+pub(crate) fn say_sent(out: &mut dyn Write, id: &str, c: &str) -> Result<()> {
+    say!(out, "sent\t{id}");
+    note!(
+        "the business may now answer you for 24 hours; this is not consent to its \
+         templates (`{c} consent grant` gives that)"
+    );
+    Ok(())
+}
+
+/// What `open` says when the user said no.
+pub(crate) const NOT_SENT: &str = "not sent (add --yes to send without asking)";
 
 /// `comptoir open LINK [--yes]`.
 pub(crate) async fn run_open(
@@ -98,16 +133,25 @@ pub(crate) async fn run_open(
             return Ok(0);
         };
         say!(out, "text\t{}", visible(text));
-        if !yes && !confirm(&shown) {
-            note!("not sent (add --yes to send without asking)");
-            return Ok(0);
+        if !yes {
+            match confirm(&shown) {
+                Answer::Yes => {}
+                Answer::No => {
+                    note!("{NOT_SENT}");
+                    return Ok(0);
+                }
+                Answer::AskCaller => {
+                    crate::account::ask_caller(crate::account::Question {
+                        prompt: prompt(&shown),
+                        to: account.to_string(),
+                        text: text.clone(),
+                    });
+                    return Ok(0);
+                }
+            }
         }
         let id = client.send_text(account, text).await?;
-        say!(out, "sent\t{id}");
-        note!(
-            "the business may now answer you for 24 hours; this is not consent to its \
-             templates (`{c} consent grant` gives that)"
-        );
+        say_sent(out, &id.to_string(), &c)?;
         Ok(0)
     }
     .await;

@@ -192,3 +192,60 @@ async fn the_relay_restarts_under_the_chat_standalone() {
 async fn the_relay_restarts_under_the_chat_through_the_daemon() {
     the_relay_restarts_under_the_chat(Path::ThroughDaemon).await;
 }
+
+/// Open the chat with the relay down (issue 18 follow-up item 2): it
+/// opens all the same, shows the history and says it is offline and
+/// reconnecting; a line typed meanwhile is shown waiting; when the relay
+/// is back the chat says so, the line gets its ✓ and the peer gets it.
+async fn the_chat_opens_with_the_relay_down(path: Path) {
+    let mut relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let (alice, bob, _, _) = common::contacts(root.path(), &relay).await;
+    alice.ok(&["send", "bob", "hello Bob"]).await;
+    let heard = bob.ok(&["listen", "--count", "1", "--timeout", "10"]).await;
+    assert!(heard.ends_with(": hello Bob\n"), "{heard:?}");
+    relay.stop().await;
+    // Started with the relay down, the daemon has no connection either.
+    let _daemon = match path {
+        Path::Standalone => None,
+        Path::ThroughDaemon => Some(Daemon::start(&alice)),
+    };
+
+    let mut chat = Terminal::start(&alice, &["chat", "bob"]);
+    chat.wait_for("Chatting with bob").await;
+    chat.wait_for("] me: hello Bob").await;
+    chat.wait_for("offline, reconnecting").await;
+    chat.wait_until("the prompt", |t| t.cursor_row() == ">")
+        .await;
+    chat.type_text("typed while offline\r");
+    chat.wait_for("· waiting (the relay is away; sent when it is back): “typed while offline”")
+        .await;
+    let tick = "✓ sent (waiting at the relay): “typed while offline”";
+    assert!(!chat.text().contains(tick), "{path:?}:\n{}", chat.text());
+
+    relay.start_again().await;
+    chat.wait_for(match path {
+        Path::Standalone => "reconnected",
+        Path::ThroughDaemon => "connected to the relay",
+    })
+    .await;
+    chat.wait_for(tick).await;
+    let heard = bob.ok(&["listen", "--count", "1", "--timeout", "10"]).await;
+    // (Bob never wrote to Alice: to him, it is a message request.)
+    assert!(
+        heard.ends_with(": typed while offline\n"),
+        "{path:?}: {heard:?}"
+    );
+    chat.type_text("\x04");
+    assert_eq!(chat.exit_code().await, 0, "{path:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chat_opens_with_the_relay_down_standalone() {
+    the_chat_opens_with_the_relay_down(Path::Standalone).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chat_opens_with_the_relay_down_through_the_daemon() {
+    the_chat_opens_with_the_relay_down(Path::ThroughDaemon).await;
+}

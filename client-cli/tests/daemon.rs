@@ -453,3 +453,92 @@ async fn the_daemon_serves_standard_input_and_output_on_request() {
     assert_eq!(daemon.wait(), 0);
     assert!(!alice.socket().exists());
 }
+
+/// The relay away and back under the daemon (issue 18 follow-up item 4):
+/// subscribers get a `connection` notification `lost`, then
+/// `reconnected` once the daemon is connected again, and `whoami` says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_are_told_when_the_daemon_reconnects() {
+    let mut relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let alice = Customer::new(root.path(), "alice", &relay);
+    alice.registered().await;
+    let daemon = Daemon::start(&alice, &[]);
+    let mut script = connect(&alice.socket()).await;
+    script.ok("subscribe", json!({})).await;
+    let is = |state: &'static str| {
+        move |record: &Value| record["type"] == "connection" && record["state"] == state
+    };
+    if script.ok("whoami", json!({})).await["connected"] != true {
+        script.notification(is("connected")).await;
+    }
+
+    relay.stop().await;
+    let lost = script.notification(is("lost")).await;
+    assert!(lost["text"].is_string(), "{lost}");
+    relay.start_again().await;
+    let back = script.notification(is("reconnected")).await;
+    assert!(
+        back["time_ms"].is_u64() && back["time"].is_string(),
+        "{back}"
+    );
+    assert_eq!(script.ok("whoami", json!({})).await["connected"], true);
+
+    drop(script);
+    assert_eq!(daemon.terminate(), 0);
+}
+
+/// A slow request holds up no other (issue 18 follow-up item 3): a file
+/// send whose file is a named pipe the test holds is in flight until the
+/// test opens the pipe; meanwhile another script's `whoami` is answered
+/// and Bob's message is notified to it; then the send ends as it does
+/// without a daemon (a pipe is refused, nothing sent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_request_holds_up_no_other() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let (alice, bob, alice_id, _) = common::contacts(root.path(), &relay).await;
+    alice.ok(&["send", "bob", "hello Bob"]).await;
+    let daemon = Daemon::start(&alice, &[]);
+    let pipe = root.path().join("slow.pdf");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&pipe)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+
+    let mut slow = connect(&alice.socket()).await;
+    let command = json!({"SendFile": {"to": "bob", "path": pipe, "content_type": null}});
+    slow.send_line(
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "run", "params": {"command": command}})
+            .to_string(),
+    )
+    .await;
+
+    let mut other = connect(&alice.socket()).await;
+    other.ok("subscribe", json!({})).await;
+    let whoami = other.ok("whoami", json!({})).await;
+    assert_eq!(whoami["account"], alice_id.as_str(), "{whoami}");
+    bob.ok(&["send", "alice", "while the file is read"]).await;
+    let heard = other
+        .notification(|r| r["type"] == "message" && r["text"] == "while the file is read")
+        .await;
+    assert_eq!(heard["direction"], "in", "{heard}");
+
+    // The file send is still in flight: its answer comes once the pipe
+    // is opened (and refused, as without a daemon).
+    let opened = std::thread::spawn(move || std::fs::OpenOptions::new().write(true).open(&pipe));
+    let ran = slow.read().await;
+    assert_eq!(ran["id"], 1, "{ran}");
+    assert_eq!(ran["result"]["exit_code"], 1, "{ran}");
+    assert!(
+        ran["result"]["stderr"]
+            .as_str()
+            .is_some_and(|e| e.contains("only a regular file can be sent")),
+        "{ran}"
+    );
+    drop(opened.join().expect("join").expect("the pipe opened"));
+
+    drop((slow, other));
+    assert_eq!(daemon.terminate(), 0);
+}

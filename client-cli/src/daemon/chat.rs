@@ -16,7 +16,7 @@ use super::forward::{Failure, peer_label, print_record, tick};
 use super::remote::{Remote, RemoteError};
 use super::rpc;
 use crate::chat_terminal::{ChatTerminal, TERMINAL_LINE_MAX, Typed};
-use crate::format::{quoted_excerpt, time_of_day, visible, waiting_line};
+use crate::format::{offline_line, quoted_excerpt, time_of_day, visible, waiting_line};
 
 /// How many earlier messages are shown when the chat opens.
 const SHOWN_HISTORY: usize = 10;
@@ -69,6 +69,14 @@ pub async fn run(
         out
     };
     let notes = &mut terminal.notes();
+    let whoami = remote.call("whoami", json!({})).await?;
+    if whoami.get("connected") != Some(&Value::Bool(true)) {
+        note_to!(
+            notes,
+            "{}",
+            offline_line("the daemon cannot reach the relay now")
+        );
+    }
     mark_read(remote, with, notes).await?;
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);

@@ -127,23 +127,64 @@ async fn run_in_daemon(cli: &Cli, remote: &mut Remote, out: &mut dyn Write) -> R
         }
         _ => None,
     };
+    // A command that asks its user (`open` without --yes) leaves the
+    // question to this side, which has the terminal, when it is one.
+    let ask = std::io::IsTerminal::is_terminal(&std::io::stdin());
     let params = json!({
         "command": command,
         "data_dir": cli.data_dir_arg,
         "output": cli.output,
         "region": cli.region,
         "stdin": stdin,
+        "ask": ask,
     });
     let ran = remote.call("run", params).await?;
     let stdout = text(&ran, "stdout");
     out.write_all(stdout.as_bytes())
         .map_err(|e| ClientError::io("writing to standard output", e))?;
     eprint!("{}", text(&ran, "stderr"));
-    Ok(ran
+    let code = ran
         .get("exit_code")
         .and_then(Value::as_u64)
         .and_then(|code| u8::try_from(code).ok())
-        .unwrap_or(1))
+        .unwrap_or(1);
+    match ran.get("confirm").filter(|q| !q.is_null()) {
+        Some(question) if code == 0 => answer(cli, remote, out, question).await,
+        _ => Ok(code),
+    }
+}
+
+/// Ask the question a command run by the daemon left to this side (the
+/// `open` confirmation), and on yes send its text with the method `send`:
+/// what `open` prints and exits with on its own.
+async fn answer(
+    cli: &Cli,
+    remote: &mut Remote,
+    out: &mut dyn Write,
+    question: &Value,
+) -> Result<u8, Failure> {
+    eprint!("{}", text(question, "prompt"));
+    if !crate::open_link::read_yes() {
+        eprintln!("{}", crate::open_link::NOT_SENT);
+        return Ok(0);
+    }
+    let sent = remote
+        .call(
+            "send",
+            json!({"to": text(question, "to"), "text": text(question, "text")}),
+        )
+        .await?;
+    let id = text(&sent, "id");
+    if text(&sent, "status") == "pending" {
+        let c = cli.comptoir();
+        eprintln!(
+            "message {id} waits in the outbox and is sent on the next connect; see what waits \
+             with `{c} outbox list`, or cancel it with `{c} outbox cancel {id}`"
+        );
+        return Ok(5);
+    }
+    crate::open_link::say_sent(out, id, &cli.comptoir())?;
+    Ok(0)
 }
 
 /// Whether `command` is `send` reading its text from standard input.

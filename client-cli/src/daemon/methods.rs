@@ -9,7 +9,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use comptoir_client::account::FIRST_DEVICE_ID;
-use comptoir_client::error::ClientError;
+use comptoir_client::attachments::EncryptedFile;
+use comptoir_client::error::{ClientError, Result as ClientResult};
 use comptoir_client::messages::check_text;
 use comptoir_client::{Client, StoredMessage};
 use comptoir_protocol::AccountId;
@@ -38,14 +39,18 @@ pub const METHODS: &[&str] = &[
 ];
 
 /// Run `method` with `params` on `client`.
+///
+/// `prepared`: the file the call sends, already read and encrypted by
+/// the daemon (or why that failed), used instead of reading it here.
 pub async fn call(
     client: &mut Client,
     daemon: &Daemon<'_>,
     method: &str,
     params: Map<String, Value>,
+    prepared: Option<ClientResult<EncryptedFile>>,
 ) -> Result<Value, RpcError> {
     match method {
-        "run" => run(client, daemon, parse(params)?).await,
+        "run" => run(client, daemon, parse(params)?, prepared).await,
         "tui_state" => {
             let TuiStateParams { templates } = parse(params)?;
             let list = conversations(client)?;
@@ -81,7 +86,7 @@ pub async fn call(
                 "connected": client.is_connected(),
             }))
         }
-        "send" => send(client, parse(params)?).await,
+        "send" => send(client, parse(params)?, prepared).await,
         "history" => {
             let HistoryParams { with, limit } = parse(params)?;
             let peer = resolve(client, &with)?;
@@ -197,6 +202,9 @@ struct RunParams {
     region: Option<String>,
     /// The program's standard input, for a command that reads it.
     stdin: Option<String>,
+    /// Whether the program can ask its user (its standard input is a
+    /// terminal): `open` without `--yes` then leaves its question to it.
+    ask: Option<bool>,
 }
 
 /// Whether `command` runs in the daemon with the method `run`: every
@@ -254,6 +262,7 @@ async fn run(
     client: &mut Client,
     daemon: &Daemon<'_>,
     params: RunParams,
+    prepared: Option<ClientResult<EncryptedFile>>,
 ) -> Result<Value, RpcError> {
     let RunParams {
         mut command,
@@ -261,6 +270,7 @@ async fn run(
         output,
         region,
         stdin,
+        ask,
     } = params;
     if !runs_in_daemon(&command) {
         return Err(RpcError::invalid_params(
@@ -288,12 +298,24 @@ async fn run(
         passphrase_file: None,
         command,
     };
-    let ran = crate::run_lent(&cli, client, daemon.relay, stdin.map(String::into_bytes)).await;
-    Ok(json!({
+    let ran = crate::run_lent(
+        &cli,
+        client,
+        daemon.relay,
+        stdin.map(String::into_bytes),
+        ask.unwrap_or(false),
+        prepared,
+    )
+    .await;
+    let mut result = json!({
         "exit_code": ran.exit_code,
         "stdout": String::from_utf8_lossy(&ran.stdout),
         "stderr": String::from_utf8_lossy(&ran.stderr),
-    }))
+    });
+    if let (Some(question), Value::Object(fields)) = (ran.question, &mut result) {
+        fields.insert("confirm".into(), json!(question));
+    }
+    Ok(result)
 }
 
 #[derive(Deserialize)]
@@ -400,7 +422,11 @@ fn block_reason(reason: Option<&str>) -> Result<BlockReason, RpcError> {
 
 /// `send`: a text, or a file read by the daemon from `file` (an absolute
 /// path on this machine).
-async fn send(client: &mut Client, params: SendParams) -> Result<Value, RpcError> {
+async fn send(
+    client: &mut Client,
+    params: SendParams,
+    prepared: Option<ClientResult<EncryptedFile>>,
+) -> Result<Value, RpcError> {
     let SendParams {
         to,
         text,
@@ -417,10 +443,17 @@ async fn send(client: &mut Client, params: SendParams) -> Result<Value, RpcError
             // Refused before anything is stored.
             check_text(&text).map_err(|e| failed(&e))?;
             let peer = resolve(client, &to)?;
-            client
-                .send_text(peer, &text)
+            // A connection lost on the way leaves the message in the
+            // outbox: it is answered as pending, as when the relay is down.
+            match client
+                .send_text_naming(peer, &text)
                 .await
                 .map_err(|e| failed(&e))?
+            {
+                (id, Ok(())) => id,
+                (id, Err(e)) if super::is_unreachable(&e) => id,
+                (_, Err(e)) => return Err(failed(&e)),
+            }
         }
         (None, Some(path)) => {
             if !path.is_absolute() || !path.is_file() {
@@ -431,8 +464,8 @@ async fn send(client: &mut Client, params: SendParams) -> Result<Value, RpcError
             let peer = resolve(client, &to)?;
             let content_type =
                 content_type.unwrap_or_else(|| crate::guess_content_type(&path).to_owned());
-            let encrypted = client
-                .encrypt_file(&path, &content_type)
+            let encrypted = prepared
+                .unwrap_or_else(|| client.encrypt_file(&path, &content_type))
                 .map_err(|e| match e {
                     ClientError::Io { .. } => RpcError::new(
                         rpc::FAILED,

@@ -1,10 +1,17 @@
 //! `comptoir daemon`: one task holds the [`Client`] and its relay
-//! connection and runs the methods one at a time between events; each
-//! socket connection (and standard input/output with `--stdio`) is a task
-//! that reads requests, hands them over and writes the responses, and,
-//! once subscribed, the events as notifications.
+//! connection and runs the methods between events; each socket
+//! connection (and standard input/output with `--stdio`) is a task that
+//! reads requests, hands them over and writes the responses, and, once
+//! subscribed, the events as notifications.
+//!
+//! A slow request does not hold up the others: `whoami` is answered by
+//! the connection's task; a file to send is read and encrypted by the
+//! connection's task (on a blocking thread), and the account's task then
+//! uploads it a few chunks at a time, running the other requests and
+//! notifying events between rounds.
 
-use std::path::Path;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -16,7 +23,10 @@ use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 
 use comptoir_client::Client;
+use comptoir_client::attachments::EncryptedFile;
 use comptoir_client::error::{ClientError, Result};
+
+use crate::args::Command;
 
 use super::rpc::{self, Line, RpcError};
 use super::{methods, socket_path};
@@ -37,11 +47,17 @@ const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(30);
 /// How long the account's task waits for an event before looking again
 /// (it is woken at once by a request or a stop).
 const IDLE_WAIT: Duration = Duration::from_secs(30);
+/// Chunks of a file (64 KiB each) uploaded in one turn of the account's
+/// task, before it runs the other requests and notifies events again.
+const CHUNKS_PER_TURN: usize = 16;
 
 /// One request handed to the account's task.
 struct Call {
     method: String,
     params: serde_json::Map<String, Value>,
+    /// The file it sends, already read and encrypted by the connection's
+    /// task (or why that failed, said when the request runs).
+    prepared: Option<Result<EncryptedFile>>,
     reply: oneshot::Sender<std::result::Result<Value, RpcError>>,
 }
 
@@ -54,6 +70,13 @@ struct Shared {
     /// Each event's records, as JSON, for the subscribers.
     events: broadcast::Sender<Value>,
     stop: Arc<AtomicBool>,
+    /// `whoami`'s answer but `connected`, answered without the account's
+    /// task.
+    identity: Arc<(String, u32)>,
+    /// Whether the relay connection is up, as the account's task last saw.
+    connected: Arc<AtomicBool>,
+    /// Where files to send are encrypted (the data directory).
+    data_dir: Arc<PathBuf>,
 }
 
 impl Shared {
@@ -77,6 +100,9 @@ pub async fn run(client: Client, data_dir: &Path, relay: &str, stdio: bool) -> R
         wake: Arc::new(Notify::new()),
         events,
         stop: Arc::new(AtomicBool::new(false)),
+        identity: Arc::new((client.account_id().to_string(), client.device_id())),
+        connected: Arc::new(AtomicBool::new(false)),
+        data_dir: Arc::new(data_dir.to_path_buf()),
     };
     eprintln!(
         "comptoir daemon: account {} serves JSON-RPC on {} (stop with Ctrl-C)",
@@ -224,7 +250,11 @@ where
                 }
                 Ok(json!({ "subscribed": false }))
             }
-            _ => call(&shared, request.method, request.params).await,
+            "whoami" => whoami(&shared, &request.params),
+            _ => {
+                let prepared = prepare(&shared, &request.method, &request.params).await;
+                call(&shared, request.method, request.params, prepared).await
+            }
         };
         // A request without an id is a notification: no response.
         if let Some(id) = &request.id
@@ -240,11 +270,79 @@ where
     let _ = writing.await;
 }
 
+/// `whoami`, answered here: the account and device never change while
+/// the daemon runs, and the connection's state is shared.
+fn whoami(
+    shared: &Shared,
+    params: &serde_json::Map<String, Value>,
+) -> std::result::Result<Value, RpcError> {
+    if !params.is_empty() {
+        return Err(RpcError::invalid_params(
+            "invalid params: whoami takes no parameters",
+        ));
+    }
+    let (account, device_id) = &*shared.identity;
+    Ok(json!({
+        "account": account,
+        "device_id": device_id,
+        "connected": shared.connected.load(Ordering::SeqCst),
+    }))
+}
+
+/// The file a request sends (the method `send` with `file`, or `run` of
+/// `send --file` or `send-file`), read and encrypted here on a blocking
+/// thread, so that a big or slow file holds up no other request. `None`
+/// when the request sends no file (or gives it so that the method
+/// refuses it: the method then says why).
+async fn prepare(
+    shared: &Shared,
+    method: &str,
+    params: &serde_json::Map<String, Value>,
+) -> Option<Result<EncryptedFile>> {
+    let (path, content_type) = match method {
+        "send" => {
+            let path = PathBuf::from(params.get("file")?.as_str()?);
+            if !path.is_absolute() || !path.is_file() {
+                return None;
+            }
+            let content_type = params
+                .get("type")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            (path, content_type)
+        }
+        "run" => match serde_json::from_value::<Command>(params.get("command")?.clone()).ok()? {
+            Command::Send {
+                file: Some(path),
+                content_type,
+                ..
+            }
+            | Command::SendFile {
+                path, content_type, ..
+            } if path.is_absolute() => (path, content_type),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    let content_type = content_type.unwrap_or_else(|| crate::guess_content_type(&path).to_owned());
+    let data_dir = Arc::clone(&shared.data_dir);
+    let encrypted = tokio::task::spawn_blocking(move || {
+        comptoir_client::attachments::encrypt_file(&path, &content_type, &data_dir)
+    })
+    .await;
+    Some(encrypted.unwrap_or_else(|_| {
+        Err(ClientError::InvalidArgument(
+            "the file could not be read; nothing was sent".into(),
+        ))
+    }))
+}
+
 /// Hand a call to the account's task and wait for its result.
 async fn call(
     shared: &Shared,
     method: String,
     params: serde_json::Map<String, Value>,
+    prepared: Option<Result<EncryptedFile>>,
 ) -> std::result::Result<Value, RpcError> {
     let stopping = || {
         RpcError::new(
@@ -259,6 +357,7 @@ async fn call(
         .send(Call {
             method,
             params,
+            prepared,
             reply,
         })
         .await
@@ -301,7 +400,8 @@ async fn write_lines<W: AsyncWrite + Unpin>(mut writer: W, mut lines: mpsc::Rece
 }
 
 /// The account's task: connect (and reconnect with backoff), turn events
-/// into notifications, run the calls between them. Only errors that
+/// into notifications, run the calls between them, and upload the files
+/// of calls that send one a few chunks per turn. Only errors that
 /// retrying cannot fix (a broken store, a removed device) end it.
 async fn account_loop(
     mut client: Client,
@@ -310,17 +410,57 @@ async fn account_loop(
     mut calls: mpsc::Receiver<Call>,
     shared: &Shared,
 ) -> Result<()> {
+    let daemon = methods::Daemon { relay, data_dir };
     let mut next_attempt = Instant::now();
     let mut delay = FIRST_RECONNECT_DELAY;
     let mut was_connected = false;
+    // Calls whose file is being uploaded, in turn.
+    let mut uploading: VecDeque<Call> = VecDeque::new();
     let result = loop {
+        let connected = client.is_connected();
+        if shared.connected.swap(connected, Ordering::SeqCst) && !connected {
+            // Lost during a request (a send whose connection dropped).
+            let lost = ClientError::ConnectionClosed("during a request".into());
+            notify_connection(shared, "lost", Some(&lost));
+            next_attempt = Instant::now() + FIRST_RECONNECT_DELAY;
+        }
         if shared.stop.load(Ordering::SeqCst) {
             break Ok(());
         }
         while let Ok(call) = calls.try_recv() {
-            let daemon = methods::Daemon { relay, data_dir };
-            let result = methods::call(&mut client, &daemon, &call.method, call.params).await;
-            let _ = call.reply.send(result);
+            if matches!(call.prepared, Some(Ok(_))) && client.is_connected() {
+                uploading.push_back(call);
+            } else {
+                run_call(&mut client, &daemon, call).await;
+            }
+        }
+        if let Some(call) = uploading.pop_front() {
+            let complete = match &call.prepared {
+                Some(Ok(file)) if client.is_connected() => {
+                    // An upload that fails is left to the call, which
+                    // meets the same error and answers it.
+                    match client.upload_at_most(file, CHUNKS_PER_TURN).await {
+                        Ok(report) => report.complete,
+                        Err(_) => true,
+                    }
+                }
+                _ => true,
+            };
+            if complete {
+                run_call(&mut client, &daemon, call).await;
+            } else {
+                uploading.push_back(call);
+            }
+            // Between turns: the events that arrived meanwhile.
+            if client.is_connected() {
+                let event = client
+                    .next_event_unless(Duration::ZERO, std::future::pending())
+                    .await;
+                if let Err(e) = notify_event(&mut client, shared, event, &mut next_attempt).await {
+                    break Err(e);
+                }
+            }
+            continue;
         }
         if !client.is_connected() {
             if Instant::now() >= next_attempt {
@@ -333,6 +473,7 @@ async fn account_loop(
                             "connected"
                         };
                         was_connected = true;
+                        shared.connected.store(true, Ordering::SeqCst);
                         notify_connection(shared, state, None);
                         continue;
                     }
@@ -351,37 +492,64 @@ async fn account_loop(
             }
             continue;
         }
-        match client
+        let event = client
             .next_event_unless(IDLE_WAIT, shared.wake.notified())
-            .await
-        {
-            Ok(Some(event)) => match crate::event_records(&mut client, &event).await {
-                Ok(records) => {
-                    for record in records {
-                        if let Ok(value) = serde_json::to_value(record) {
-                            // No subscriber is not an error.
-                            let _ = shared.events.send(value);
-                        }
-                    }
-                }
-                Err(e @ (ClientError::Database(_) | ClientError::CorruptStore(_))) => {
-                    break Err(e);
-                }
-                Err(e) => tracing::warn!(error = %e, "an event could not be described"),
-            },
-            Ok(None) => {}
-            Err(e) if super::is_unreachable(&e) => {
-                tracing::warn!(error = %e, "lost the relay; reconnecting");
-                notify_connection(shared, "lost", Some(&e));
-                next_attempt = Instant::now() + delay;
-            }
-            Err(e) => break Err(e),
+            .await;
+        if let Err(e) = notify_event(&mut client, shared, event, &mut next_attempt).await {
+            break Err(e);
         }
     };
     // Calls still queued are answered by the closed channel.
     calls.close();
+    drop(uploading);
     client.close().await?;
     result
+}
+
+/// Run one call on the account and answer it.
+async fn run_call(client: &mut Client, daemon: &methods::Daemon<'_>, call: Call) {
+    let Call {
+        method,
+        params,
+        prepared,
+        reply,
+    } = call;
+    let result = methods::call(client, daemon, &method, params, prepared).await;
+    let _ = reply.send(result);
+}
+
+/// Notify subscribers of what waiting for an event gave: the event's
+/// records, or the connection lost (the next attempt to reconnect is set).
+/// An error is one that ends the daemon.
+async fn notify_event(
+    client: &mut Client,
+    shared: &Shared,
+    event: Result<Option<comptoir_client::Event>>,
+    next_attempt: &mut Instant,
+) -> Result<()> {
+    match event {
+        Ok(Some(event)) => match crate::event_records(client, &event).await {
+            Ok(records) => {
+                for record in records {
+                    if let Ok(value) = serde_json::to_value(record) {
+                        // No subscriber is not an error.
+                        let _ = shared.events.send(value);
+                    }
+                }
+            }
+            Err(e @ (ClientError::Database(_) | ClientError::CorruptStore(_))) => return Err(e),
+            Err(e) => tracing::warn!(error = %e, "an event could not be described"),
+        },
+        Ok(None) => {}
+        Err(e) if super::is_unreachable(&e) => {
+            tracing::warn!(error = %e, "lost the relay; reconnecting");
+            shared.connected.store(false, Ordering::SeqCst);
+            notify_connection(shared, "lost", Some(&e));
+            *next_attempt = Instant::now() + FIRST_RECONNECT_DELAY;
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(())
 }
 
 /// Tell subscribers about the relay connection: `connected`,

@@ -3,6 +3,7 @@
 //! through the binary run as a child process.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod cut;
 pub mod terminal;
 
 use std::io::{BufRead, BufReader};
@@ -28,6 +29,8 @@ pub struct Relay {
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<Result<(), comptoir_relay::ServerError>>>,
     dir: tempfile::TempDir,
+    /// Origins devices may sign besides the relay's own (a proxy's).
+    origins: Vec<String>,
 }
 
 /// The phone verification codes the relay sent: (number, code).
@@ -77,6 +80,12 @@ pub fn have_tool(name: &str, package: &str) -> bool {
 }
 
 pub async fn start_relay() -> Relay {
+    start_relay_with_origins(Vec::new()).await
+}
+
+/// A relay that also accepts devices signing `origins` (the URLs of
+/// proxies in front of it).
+pub async fn start_relay_with_origins(origins: Vec<String>) -> Relay {
     let dir = tempfile::tempdir().expect("temp dir");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -87,6 +96,7 @@ pub async fn start_relay() -> Relay {
         stop: None,
         task: None,
         dir,
+        origins,
     };
     relay.serve(listener);
     relay
@@ -98,6 +108,12 @@ impl Relay {
         let mut config = Config {
             data_dir: self.dir.path().to_owned(),
             cache_capacity_bytes: 16 * 1024 * 1024,
+            public_origins: if self.origins.is_empty() {
+                Vec::new()
+            } else {
+                let own = comptoir_protocol::relay_origin(false, "127.0.0.1", self.addr.port());
+                self.origins.iter().cloned().chain([own]).collect()
+            },
             ..Config::default()
         };
         config.limits.registration_rate_per_sec = 0.0;
@@ -136,6 +152,11 @@ impl Relay {
                 .expect("relay task")
                 .expect("the relay ran cleanly");
         }
+    }
+
+    /// The relay's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// Start the stopped relay again on its data directory and port (its

@@ -24,6 +24,25 @@ impl Client {
         sent
     }
 
+    /// [`Self::send_text`] for a caller that must name the message even
+    /// when its send failed: once the message is stored, its id comes with
+    /// the send's result. An error there after a lost connection
+    /// ([`ClientError::ConnectionClosed`], [`ClientError::Timeout`]) means
+    /// the message waits in the outbox, durably, and goes (once) at the
+    /// next [`Self::connect`]; a refusal for good marks it failed. The
+    /// outer error means the message was refused before it was stored (an
+    /// identity change, a text too long) or the store failed.
+    pub async fn send_text_naming(
+        &mut self,
+        peer: AccountId,
+        text: &str,
+    ) -> Result<(MessageId, Result<()>)> {
+        messages::check_text(text)?;
+        let (id, sent) = self.live().store_and_send(peer, text, None).await?;
+        self.note_connection(&sent);
+        Ok((id, sent))
+    }
+
     /// Forget the connection if `result` says it ended.
     pub(super) fn note_connection<T>(&mut self, result: &Result<T>) {
         if matches!(result, Err(ClientError::ConnectionClosed(_))) {

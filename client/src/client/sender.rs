@@ -284,6 +284,21 @@ impl Live {
         text: &str,
         body: Option<OutgoingBody>,
     ) -> Result<MessageId> {
+        let (id, sent) = self.store_and_send(peer, text, body).await?;
+        sent.map(|()| id)
+    }
+
+    /// [`Self::send_message`], which also names the message when its send
+    /// failed after it was stored: the outer error means it was refused
+    /// before it was stored, or the store failed; the inner result is the
+    /// send's (a lost connection leaves the message durably in the outbox
+    /// for the next connect).
+    pub(super) async fn store_and_send(
+        &self,
+        peer: AccountId,
+        text: &str,
+        body: Option<OutgoingBody>,
+    ) -> Result<(MessageId, Result<()>)> {
         if peers::load(&self.store, &peer)?.is_some_and(|p| p.identity_changed) {
             return Err(ClientError::IdentityChanged { account: peer });
         }
@@ -313,7 +328,7 @@ impl Live {
         messages::outbox_put(&self.store, &peer, &id, &[])?;
         if self.requester.is_none() {
             self.store.flush().await?;
-            return Ok(id);
+            return Ok((id, Ok(())));
         }
         // Connected: the message and its outbox entry are made durable by
         // the group commit that also covers the session records and the
@@ -327,10 +342,10 @@ impl Live {
             .send_from_outbox_known(peer, id, Vec::new(), known)
             .await
         {
-            Ok(()) => Ok(id),
+            Ok(()) => Ok((id, Ok(()))),
             Err(e) => {
                 self.store.flush().await?;
-                Err(e)
+                Ok((id, Err(e)))
             }
         }
     }
