@@ -5,8 +5,11 @@
 //! `/v1/openapi.json`).
 //!
 //! Handlers are thin: authorize, parse and check the body (nothing is
-//! stored or sent for bad input), hand the work to the device task,
-//! map its outcome once ([`crate::api_error`]).
+//! stored or sent for bad input), hand the work to the device task (a
+//! text send goes through the client library's sender itself, many at
+//! once, and only its record through the device task: see
+//! [`crate::device::send_text`]), map its outcome once
+//! ([`crate::api_error`]).
 
 use std::sync::Arc;
 
@@ -45,6 +48,8 @@ pub const MAX_BODY: usize = 64 * 1024;
 pub struct AppState {
     /// The device task's commands.
     pub commands: mpsc::Sender<Command>,
+    /// Where text sends go while connected (see [`crate::device::send_text`]).
+    pub send_path: crate::device::SendPath,
     /// The database.
     pub db: Db,
     /// The configured keys (hashed).
@@ -492,7 +497,9 @@ async fn send_message(
                     text.len()
                 )));
             }
-            ask(&state, |reply| Command::SendText { to, text, reply }).await?
+            crate::device::send_text(&state.send_path, &state.commands, to, text)
+                .await
+                .ok_or(ApiError::Stopping)??
         }
         SendKind::Template => {
             if request.text.is_some() {

@@ -108,6 +108,7 @@ pub async fn start(
     .with_hosts(&config.inbox_hosts)
     .with_shutdown(stopped.clone())
     .with_acting(acting.clone());
+    let send_path = crate::device::SendPath::default();
     let device = Device::new(
         client,
         db.clone(),
@@ -115,6 +116,7 @@ pub async fn start(
         config,
         Arc::clone(&webhooks),
         lease,
+        send_path.clone(),
     );
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(device.run(command_rx, stopped.clone())));
@@ -125,6 +127,7 @@ pub async fn start(
     )));
     let router = app(AppState {
         commands,
+        send_path,
         db: db.clone(),
         keys: Arc::new(config.api_keys.clone()),
         business,
