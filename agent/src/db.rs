@@ -963,6 +963,12 @@ impl Db {
         Ok(())
     }
 
+    /// Count a delivery outcome recorded elsewhere (another daemon of the
+    /// business delivered a webhook waiting here; crate::sync).
+    pub(crate) fn outcome_recorded(&self) {
+        self.outcomes.send_modify(|n| *n += 1);
+    }
+
     /// Wakes on every delivery outcome recorded after this call (see
     /// [`Self::delivery_outcome`]).
     pub fn watch_outcomes(&self) -> tokio::sync::watch::Receiver<u64> {

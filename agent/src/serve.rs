@@ -133,6 +133,7 @@ pub async fn start(
         business,
         device: device_id,
         acting: acting.clone(),
+        shutdown: stopped.clone(),
     })
     .merge(crate::inbox::router(inbox))
     .into_make_service_with_connect_info::<crate::inbox::session::PeerAddr>();

@@ -587,6 +587,8 @@ pub fn apply(db: &Db, data: &[u8], now_ms: u64) -> Result<Applied, SyncError> {
         return Err(SyncError::Format(format!("version {}", batch.v)));
     }
     let mut applied = Applied::default();
+    // Webhooks the other daemon delivered that waited here.
+    let mut delivered_elsewhere = 0;
     let mut conn = db.connection();
     let tx = conn.transaction()?;
     for op in batch.ops {
@@ -596,6 +598,9 @@ pub fn apply(db: &Db, data: &[u8], now_ms: u64) -> Result<Applied, SyncError> {
                 status,
                 error,
             }) => applied.statuses.push((message_id, status, error)),
+            Ok(op @ Op::Delivered { .. }) => {
+                delivered_elsewhere += apply_op(&tx, &db.sync, op, now_ms)?;
+            }
             Ok(op) => applied.changed += apply_op(&tx, &db.sync, op, now_ms)?,
             Err(_) => {}
         }
@@ -604,6 +609,9 @@ pub fn apply(db: &Db, data: &[u8], now_ms: u64) -> Result<Applied, SyncError> {
     drop(conn);
     if applied.changed > 0 {
         db.changed();
+    }
+    if delivered_elsewhere > 0 {
+        db.outcome_recorded();
     }
     Ok(applied)
 }
@@ -738,13 +746,13 @@ fn apply_op(conn: &Connection, clock: &SyncClock, op: Op, now_ms: u64) -> Result
                 "INSERT OR IGNORE INTO webhook_delivered_elsewhere (event_id, endpoint) VALUES (?1, ?2)",
                 params![event_id, endpoint],
             )?;
+            // Not a change agents see: a delivery outcome (the caller
+            // counts it as one).
             conn.execute(
                 "UPDATE webhook_outbox SET state = 'delivered', last_error = NULL
                  WHERE event_id = ?1 AND endpoint = ?2 AND state = 'pending'",
                 params![event_id, endpoint],
-            )?;
-            // Not a change agents see.
-            0
+            )?
         }
     };
     Ok(n)

@@ -151,6 +151,26 @@ impl Daemon {
         }
     }
 
+    /// `GET /v1/changes`: how much the daemon's state changed, once the
+    /// count passes `after` (or a few seconds went by), or at once.
+    async fn changes(&self, after: Option<u64>) -> u64 {
+        let query = after.map_or(String::new(), |n| format!("?after={n}&wait_ms=5000"));
+        let url = format!("http://{}/v1/changes{query}", self.addr);
+        let reply = comptoir_agent::http_client::request(
+            "GET",
+            &url,
+            &[(
+                "authorization",
+                format!("Bearer {}", support::agent::FULL_KEY),
+            )],
+            Vec::new(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("daemon {} answers: {e}", self.name));
+        let body: Value = serde_json::from_slice(&reply.body).expect("JSON");
+        body["changes"].as_u64().expect("a count")
+    }
+
     /// `GET /v1/health`: whether this daemon holds the lease.
     async fn acting(&self) -> bool {
         let url = format!("http://{}/v1/health", self.addr);
@@ -220,19 +240,28 @@ fn closed_today(away: &str) -> String {
     )
 }
 
-/// Wait (bounded) until `check` holds; it reads state the daemons change,
-/// polled briefly because they run in other processes.
-async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+/// Wait (bounded) until `check` holds: it looks again each time one of
+/// `daemons` (they run in other processes) reports that its state changed,
+/// through its API's long poll (`GET /v1/changes`).
+async fn until(what: &str, daemons: &[&Daemon], mut check: impl AsyncFnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     loop {
+        // The counts first, then the check: a change after the check
+        // moves a count past what was read, and the poll answers at once.
+        let mut seen = Vec::with_capacity(daemons.len());
+        for daemon in daemons {
+            seen.push(daemon.changes(None).await);
+        }
         if check().await {
             return;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        let polls = daemons
+            .iter()
+            .zip(seen)
+            .map(|(daemon, count)| Box::pin(daemon.changes(Some(count))));
+        tokio::time::timeout_at(deadline, futures_util::future::select_all(polls))
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
     }
 }
 
@@ -297,7 +326,7 @@ impl Pair {
     /// (the lease holder, the other), once one holds the lease.
     async fn holder_first(self) -> (Daemon, Daemon) {
         let (a, b) = (self.a, self.b);
-        until("one daemon holds the lease", async || {
+        until("one daemon holds the lease", &[&a, &b], async || {
             a.acting().await || b.acting().await
         })
         .await;
@@ -325,9 +354,11 @@ async fn two_daemons_share_one_inbox_and_one_posts_each_webhook_through_a_kill()
         .await
         .expect("send")
         .to_string();
-    until("both daemons record the message", async || {
-        holder.has_message(&first_id) && other.has_message(&first_id)
-    })
+    until(
+        "both daemons record the message",
+        &[&holder, &other],
+        async || holder.has_message(&first_id) && other.has_message(&first_id),
+    )
     .await;
     let (status, body) = call_raw_messages(&other).await;
     assert_eq!(status, 200, "{body}");
@@ -341,9 +372,11 @@ async fn two_daemons_share_one_inbox_and_one_posts_each_webhook_through_a_kill()
             h.event_id == first_event && h.answered == 200
         })
         .await;
-    until("the other daemon marks it delivered", async || {
-        other.outbox_state(&first_event).as_deref() == Some("delivered")
-    })
+    until(
+        "the other daemon marks it delivered",
+        &[&other],
+        async || other.outbox_state(&first_event).as_deref() == Some("delivered"),
+    )
     .await;
     assert_eq!(
         holder.outbox_state(&first_event).as_deref(),
@@ -383,7 +416,7 @@ async fn two_daemons_share_one_inbox_and_one_posts_each_webhook_through_a_kill()
         )
         .await;
     assert_eq!(assign.status, 303, "{}", assign.text());
-    until("B shows A's note and assignment", async || {
+    until("B shows A's note and assignment", &[on_b], async || {
         let assigned = conversations::get(&on_b.db, &customer_id)
             .ok()
             .and_then(|c| c.assignee)
@@ -410,7 +443,7 @@ async fn two_daemons_share_one_inbox_and_one_posts_each_webhook_through_a_kill()
             h.event_id == second_event && h.answered == 500
         })
         .await;
-    until("the other daemon records it", async || {
+    until("the other daemon records it", &[&other], async || {
         other.has_message(&second_id)
     })
     .await;
@@ -436,14 +469,18 @@ async fn two_daemons_share_one_inbox_and_one_posts_each_webhook_through_a_kill()
             .await;
     }
     assert!(other.acting().await, "the other daemon took the lease");
-    until("the other daemon's outbox is empty", async || {
-        other
-            .db
-            .outbox()
-            .expect("outbox")
-            .iter()
-            .all(|r| r.state == "delivered")
-    })
+    until(
+        "the other daemon's outbox is empty",
+        &[&other],
+        async || {
+            other
+                .db
+                .outbox()
+                .expect("outbox")
+                .iter()
+                .all(|r| r.state == "delivered")
+        },
+    )
     .await;
 
     // Every event delivered, each exactly once, under the id derived from
@@ -481,7 +518,7 @@ async fn after_a_take_over_the_away_message_is_not_sent_twice_the_same_day() {
 
     // SIGKILL (tokio's Child::kill on Unix).
     holder.child.kill().await.expect("kill -9 the holder");
-    until("the other daemon takes the lease", async || {
+    until("the other daemon takes the lease", &[&other], async || {
         other.acting().await
     })
     .await;
@@ -513,12 +550,16 @@ async fn the_acting_daemon_assigns_to_an_agent_logged_in_on_the_other_daemon() {
     let pair = pair(&relay, root.path(), &receiver, "", None).await;
     let business = pair.business;
     let (holder, other) = pair.holder_first().await;
-    until("Ana is an agent on the other daemon", async || {
-        agents::list(&other.db)
-            .unwrap_or_default()
-            .iter()
-            .any(|a| a.name == "ana" && !a.disabled)
-    })
+    until(
+        "Ana is an agent on the other daemon",
+        &[&other],
+        async || {
+            agents::list(&other.db)
+                .unwrap_or_default()
+                .iter()
+                .any(|a| a.name == "ana" && !a.disabled)
+        },
+    )
     .await;
     login(other.addr, "ana", PASSWORD).await;
 
@@ -531,11 +572,13 @@ async fn the_acting_daemon_assigns_to_an_agent_logged_in_on_the_other_daemon() {
             .and_then(|c| c.assignee)
             .is_some_and(|(_, name)| name == "ana")
     };
-    until("the acting daemon assigns Jo to Ana", async || {
-        assigned_to_ana(&holder)
-    })
+    until(
+        "the acting daemon assigns Jo to Ana",
+        &[&holder],
+        async || assigned_to_ana(&holder),
+    )
     .await;
-    until("the other daemon shows it", async || {
+    until("the other daemon shows it", &[&other], async || {
         assigned_to_ana(&other)
     })
     .await;
@@ -562,7 +605,7 @@ async fn a_status_recorded_right_before_a_crash_reaches_the_other_daemon_after_a
         .await
         .expect("send")
         .to_string();
-    until("both daemons record Jo's message", async || {
+    until("both daemons record Jo's message", &[&a, &b], async || {
         a.has_message(&hello) && b.has_message(&hello)
     })
     .await;
@@ -580,7 +623,7 @@ async fn a_status_recorded_right_before_a_crash_reaches_the_other_daemon_after_a
         a.db.status_of(&sent).expect("status"),
         Some(MessageStatus::Delivered)
     );
-    until("B records the message A sent", async || {
+    until("B records the message A sent", &[&b], async || {
         b.has_message(&sent)
     })
     .await;
@@ -592,9 +635,11 @@ async fn a_status_recorded_right_before_a_crash_reaches_the_other_daemon_after_a
 
     // A starts again (no fault): B learns of the delivery.
     let _a = Daemon::start("A", &a.config_file, &a.database, None).await;
-    until("B learns that the message was delivered", async || {
-        b.db.status_of(&sent).ok().flatten() == Some(MessageStatus::Delivered)
-    })
+    until(
+        "B learns that the message was delivered",
+        &[&b],
+        async || b.db.status_of(&sent).ok().flatten() == Some(MessageStatus::Delivered),
+    )
     .await;
 }
 
