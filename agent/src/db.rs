@@ -152,6 +152,9 @@ fn migrations() -> Migrations<'static> {
         // (issue 15 review item 3): synced, so the daemon that assigns
         // counts agents logged in on either daemon.
         M::up(crate::sync::SCHEMA_AVAILABILITY),
+        // Whether each agent has an inbox page open (issue 15 follow-up:
+        // closing the browser ended nothing): synced like availability.
+        M::up(crate::sync::SCHEMA_PRESENCE),
     ])
 }
 

@@ -538,12 +538,15 @@ async fn after_a_take_over_the_away_message_is_not_sent_twice_the_same_day() {
     assert_eq!(text, "On call: how can we help?", "a second away message");
 }
 
-/// Automatic assignment counts every available agent, whichever
-/// daemon's inbox they use: Ana logs in on the daemon that does not act
-/// (and keeps no page open anywhere); the acting daemon assigns her the
-/// next customer.
+/// Automatic assignment counts every agent with an inbox page open,
+/// whichever daemon's inbox they use, and only while it is open: Ana logs
+/// in on the daemon that does not act and keeps a page open there; the
+/// acting daemon assigns her the next customer. She closes the page (the
+/// browser): the acting daemon hears of it and assigns the next two
+/// customers to Bob, who has his page open on it, and none to her (round
+/// robin would give her one).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_acting_daemon_assigns_to_an_agent_logged_in_on_the_other_daemon() {
+async fn the_acting_daemon_assigns_only_to_agents_with_an_inbox_open_on_either_daemon() {
     let relay = start_relay().await;
     let root = tempfile::tempdir().expect("temp dir");
     let receiver = Receiver::start().await;
@@ -561,27 +564,70 @@ async fn the_acting_daemon_assigns_to_an_agent_logged_in_on_the_other_daemon() {
         },
     )
     .await;
-    login(other.addr, "ana", PASSWORD).await;
+    let ana = login(other.addr, "ana", PASSWORD).await;
+    let ana_page = ana.open_page(other.addr).await;
+    // Bob, an agent of the acting daemon (added as `agent agent-add`
+    // does), with his page open there.
+    agents::add(&holder.db, "bob", PASSWORD, false, 1).expect("add bob");
+    let bob = login(holder.addr, "bob", PASSWORD).await;
+    let _bob_page = bob.open_page(holder.addr).await;
+    let present = |daemon: &Daemon, name: &str| {
+        let now = comptoir_client::client::now_ms();
+        agents::list(&daemon.db)
+            .unwrap_or_default()
+            .iter()
+            .any(|a| a.name == name && a.present_until_ms > now)
+    };
+    until(
+        "the acting daemon counts Ana present",
+        &[&holder],
+        async || present(&holder, "ana"),
+    )
+    .await;
 
-    let mut jo = customer(&relay, root.path(), "jo").await;
-    let customer_id = jo.account_id().to_string();
-    jo.send_text(business, "Hello").await.expect("send");
-    let assigned_to_ana = |daemon: &Daemon| {
-        conversations::get(&daemon.db, &customer_id)
+    let assignee = |daemon: &Daemon, customer: &str| {
+        conversations::get(&daemon.db, customer)
             .ok()
             .and_then(|c| c.assignee)
-            .is_some_and(|(_, name)| name == "ana")
+            .map(|(_, name)| name)
     };
+    let mut jo = customer(&relay, root.path(), "jo").await;
+    let jo_id = jo.account_id().to_string();
+    jo.send_text(business, "Hello").await.expect("send");
     until(
         "the acting daemon assigns Jo to Ana",
         &[&holder],
-        async || assigned_to_ana(&holder),
+        async || assignee(&holder, &jo_id).as_deref() == Some("ana"),
     )
     .await;
     until("the other daemon shows it", &[&other], async || {
-        assigned_to_ana(&other)
+        assignee(&other, &jo_id).as_deref() == Some("ana")
     })
     .await;
+
+    // Ana closes her browser: the acting daemon stops counting her.
+    drop(ana_page);
+    until(
+        "the acting daemon counts Ana gone",
+        &[&holder],
+        async || !present(&holder, "ana"),
+    )
+    .await;
+    let mut later = Vec::new();
+    for name in ["kim", "lu"] {
+        let mut c = customer(&relay, root.path(), name).await;
+        c.send_text(business, "Hello").await.expect("send");
+        later.push(c.account_id().to_string());
+    }
+    until(
+        "the acting daemon assigns Kim and Lu",
+        &[&holder],
+        async || later.iter().all(|c| assignee(&holder, c).is_some()),
+    )
+    .await;
+    for c in &later {
+        assert_eq!(assignee(&holder, c).as_deref(), Some("bob"), "{c}");
+    }
 }
 
 /// A status the sending daemon learns (the relay reports delivery to
