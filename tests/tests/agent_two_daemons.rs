@@ -322,6 +322,29 @@ async fn pair(
     Pair { business, a, b }
 }
 
+/// A relay, a webhook receiver, and the two daemons of one business
+/// (see [`pair`]) on them.
+struct Scene {
+    relay: TestRelay,
+    root: tempfile::TempDir,
+    receiver: Receiver,
+    pair: Pair,
+}
+
+/// [`pair`] with `extra` and `fault_a` on a fresh relay and receiver.
+async fn scene(extra: &str, fault_a: Option<&str>) -> Scene {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start().await;
+    let pair = pair(&relay, root.path(), &receiver, extra, fault_a).await;
+    Scene {
+        relay,
+        root,
+        receiver,
+        pair,
+    }
+}
+
 impl Pair {
     /// (the lease holder, the other), once one holds the lease.
     async fn holder_first(self) -> (Daemon, Daemon) {
@@ -338,10 +361,12 @@ impl Pair {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_daemons_share_one_inbox_and_one_posts_each_webhook_through_a_kill() {
-    let relay = start_relay().await;
-    let root = tempfile::tempdir().expect("temp dir");
-    let receiver = Receiver::start().await;
-    let pair = pair(&relay, root.path(), &receiver, "", None).await;
+    let Scene {
+        relay,
+        root,
+        receiver,
+        pair,
+    } = scene("", None).await;
     let business = pair.business;
     // Exactly one of them holds the lease.
     let (holder, other) = pair.holder_first().await;
@@ -504,10 +529,12 @@ async fn two_daemons_share_one_inbox_and_one_posts_each_webhook_through_a_kill()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_take_over_the_away_message_is_not_sent_twice_the_same_day() {
     const AWAY: &str = "We are closed; we answer from 9:00.";
-    let relay = start_relay().await;
-    let root = tempfile::tempdir().expect("temp dir");
-    let receiver = Receiver::start().await;
-    let pair = pair(&relay, root.path(), &receiver, &closed_today(AWAY), None).await;
+    let Scene {
+        relay,
+        root,
+        receiver,
+        pair,
+    } = scene(&closed_today(AWAY), None).await;
     let business = pair.business;
     let (mut holder, other) = pair.holder_first().await;
 
@@ -547,10 +574,12 @@ async fn after_a_take_over_the_away_message_is_not_sent_twice_the_same_day() {
 /// robin would give her one).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_acting_daemon_assigns_only_to_agents_with_an_inbox_open_on_either_daemon() {
-    let relay = start_relay().await;
-    let root = tempfile::tempdir().expect("temp dir");
-    let receiver = Receiver::start().await;
-    let pair = pair(&relay, root.path(), &receiver, "", None).await;
+    let Scene {
+        relay,
+        root,
+        receiver: _receiver,
+        pair,
+    } = scene("", None).await;
     let business = pair.business;
     let (holder, other) = pair.holder_first().await;
     until(
@@ -637,11 +666,12 @@ async fn the_acting_daemon_assigns_only_to_agents_with_an_inbox_open_on_either_d
 /// restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_status_recorded_right_before_a_crash_reaches_the_other_daemon_after_a_restart() {
-    let relay = start_relay().await;
-    let root = tempfile::tempdir().expect("temp dir");
-    let receiver = Receiver::start().await;
-    let fault = Some("after-status-delivered");
-    let pair = pair(&relay, root.path(), &receiver, "", fault).await;
+    let Scene {
+        relay,
+        root,
+        receiver: _receiver,
+        pair,
+    } = scene("", Some("after-status-delivered")).await;
     let business = pair.business;
     let (mut a, b) = (pair.a, pair.b);
 
