@@ -519,6 +519,30 @@ async fn refusals_bad_input_and_keys_are_typed_and_store_nothing() {
     let (status, _) = call(&agent, "GET", "/v1/conversations", None, None).await;
     assert_eq!(status, 401);
 
+    // The long poll of changes: a key, and a bounded wait.
+    let (status, _) = call(&agent, "GET", "/v1/changes", None, None).await;
+    assert_eq!(status, 401);
+    let (status, body) = call(&agent, "GET", "/v1/changes", Some(READ_KEY), None).await;
+    assert_eq!(status, 200, "{body}");
+    let count = body["changes"].as_u64().expect("a count");
+    let (status, body) = call(
+        &agent,
+        "GET",
+        "/v1/changes?wait_ms=30001",
+        Some(READ_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, code(&body).as_str()),
+        (400, "invalid_request"),
+        "{body}"
+    );
+    // Nothing changed meanwhile: a poll past the count ends at its wait.
+    let path = format!("/v1/changes?after={count}&wait_ms=10");
+    let (status, body) = call(&agent, "GET", &path, Some(READ_KEY), None).await;
+    assert_eq!((status, body["changes"].as_u64()), (200, Some(count)));
+
     // Nothing of it was stored, and no webhook went out.
     assert_eq!(agent.db.message_count().expect("count"), 0);
     assert_eq!(agent.db.consent_request_count().expect("count"), 0);
