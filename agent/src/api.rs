@@ -5,8 +5,11 @@
 //! `/v1/openapi.json`).
 //!
 //! Handlers are thin: authorize, parse and check the body (nothing is
-//! stored or sent for bad input), hand the work to the device task,
-//! map its outcome once ([`crate::api_error`]).
+//! stored or sent for bad input), hand the work to the device task (a
+//! text send goes through the client library's sender itself, many at
+//! once, and only its record through the device task: see
+//! [`crate::device::send_text`]), map its outcome once
+//! ([`crate::api_error`]).
 
 use std::sync::Arc;
 
@@ -45,6 +48,8 @@ pub const MAX_BODY: usize = 64 * 1024;
 pub struct AppState {
     /// The device task's commands.
     pub commands: mpsc::Sender<Command>,
+    /// Where text sends go while connected (see [`crate::device::send_text`]).
+    pub send_path: crate::device::SendPath,
     /// The database.
     pub db: Db,
     /// The configured keys (hashed).
@@ -55,6 +60,8 @@ pub struct AppState {
     pub device: u32,
     /// Whether this daemon holds the business's lease (crate::lease).
     pub acting: crate::lease::Acting,
+    /// Turns true when the daemon stops (long polls answer then).
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -73,6 +80,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/messages", post(send_message).get(list_messages))
         .route("/v1/consent_requests", post(request_consent))
         .route("/v1/conversations", get(list_conversations))
+        .route("/v1/changes", get(changes))
         .route("/v1/link", get(crate::link::get_link))
         .route(
             "/v1/conversations/{customer}/messages",
@@ -91,7 +99,7 @@ pub fn app(state: AppState) -> Router {
         description = "The business's backend sends messages and reads conversations through its own agent daemon; end-to-end encryption ends on the business's machine. Webhooks (not described here) are documented in the README.",
         license(name = "AGPL-3.0-or-later")
     ),
-    paths(health, send_message, crate::media::upload_media, request_consent, list_conversations, list_messages, conversation_messages, crate::link::get_link),
+    paths(health, changes, send_message, crate::media::upload_media, request_consent, list_conversations, list_messages, conversation_messages, crate::link::get_link),
     modifiers(&BearerAuth),
     tags((name = "messages"), (name = "consent"))
 )]
@@ -492,7 +500,9 @@ async fn send_message(
                     text.len()
                 )));
             }
-            ask(&state, |reply| Command::SendText { to, text, reply }).await?
+            crate::device::send_text(&state.send_path, &state.commands, to, text)
+                .await
+                .ok_or(ApiError::Stopping)??
         }
         SendKind::Template => {
             if request.text.is_some() {
@@ -818,6 +828,86 @@ pub(crate) fn query<T: DeserializeOwned>(uri: &axum::http::Uri) -> Result<T, Api
     Query::<T>::try_from_uri(uri)
         .map(|q| q.0)
         .map_err(|e| ApiError::InvalidRequest(format!("bad query: {}", e.body_text())))
+}
+
+/// The longest `GET /v1/changes` waits.
+pub const MAX_CHANGES_WAIT_MS: u64 = 30_000;
+
+/// What `GET /v1/changes` takes.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ChangesQuery {
+    /// Answer once the count is past this (a count an earlier call
+    /// returned); left out, answer at once.
+    #[serde(default)]
+    pub after: Option<u64>,
+    /// How long to wait at most, in milliseconds (up to 30000; 25000 if left out).
+    #[serde(default)]
+    pub wait_ms: Option<u64>,
+}
+
+/// How much this daemon's state changed since it started.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Changes {
+    /// Counts the changes: a message or status recorded, an inbox change
+    /// (here or synced from the business's other daemon), a webhook
+    /// delivery's outcome, the lease taken or lost. Only its growth
+    /// means something; it starts again at each start of the daemon.
+    pub changes: u64,
+}
+
+/// Wait for the daemon's state to change (a long poll, for monitoring
+/// and tests): answers as soon as the count passes `after`, or after
+/// `wait_ms`, or when the daemon stops, with the count then. Read what
+/// changed with the other calls.
+#[utoipa::path(
+    get, path = "/v1/changes", tag = "messages",
+    params(ChangesQuery),
+    responses(
+        (status = 200, body = Changes),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "The key lacks `messages:read`", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+async fn changes(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Result<Json<Changes>, ApiError> {
+    authorize(&state, &headers, Scope::MessagesRead)?;
+    let q: ChangesQuery = query(&uri)?;
+    let wait = q.wait_ms.unwrap_or(25_000);
+    if wait > MAX_CHANGES_WAIT_MS {
+        return Err(ApiError::InvalidRequest(format!(
+            "`wait_ms` is at most {MAX_CHANGES_WAIT_MS}"
+        )));
+    }
+    let mut changed = state.db.watch_changes();
+    let mut outcomes = state.db.watch_outcomes();
+    let mut stop = state.shutdown.clone();
+    let count = |changed: &mut tokio::sync::watch::Receiver<u64>,
+                 outcomes: &mut tokio::sync::watch::Receiver<u64>| {
+        changed
+            .borrow_and_update()
+            .wrapping_add(*outcomes.borrow_and_update())
+    };
+    let mut now = count(&mut changed, &mut outcomes);
+    if let Some(after) = q.after {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(wait);
+        while now <= after && !*stop.borrow() {
+            tokio::select! {
+                r = changed.changed() => if r.is_err() { break },
+                r = outcomes.changed() => if r.is_err() { break },
+                r = stop.changed() => if r.is_err() { break },
+                () = tokio::time::sleep_until(deadline) => break,
+            }
+            now = count(&mut changed, &mut outcomes);
+        }
+    }
+    Ok(Json(Changes { changes: now }))
 }
 
 /// List conversations.

@@ -152,6 +152,9 @@ fn migrations() -> Migrations<'static> {
         // (issue 15 review item 3): synced, so the daemon that assigns
         // counts agents logged in on either daemon.
         M::up(crate::sync::SCHEMA_AVAILABILITY),
+        // Whether each agent has an inbox page open (issue 15 follow-up:
+        // closing the browser ended nothing): synced like availability.
+        M::up(crate::sync::SCHEMA_PRESENCE),
     ])
 }
 
@@ -397,41 +400,56 @@ impl Db {
     /// Record a message and the events reporting it, once: a message id
     /// already recorded changes nothing (returns false).
     pub fn record_message(&self, m: &NewMessage, events: &[NewEvent], now_ms: u64) -> Result<bool> {
+        let inserted = self.record_messages(&[(m, events)], now_ms)?;
+        Ok(inserted.first().copied().unwrap_or(false))
+    }
+
+    /// [`Self::record_message`] for each of `messages`, in one transaction
+    /// (one sync of the disk for all of them); which were new.
+    pub fn record_messages(
+        &self,
+        messages: &[(&NewMessage, &[NewEvent])],
+        now_ms: u64,
+    ) -> Result<Vec<bool>> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let inserted = tx.execute(
-            "INSERT OR IGNORE INTO messages
-                (message_id, customer, direction, kind, body, template_id, reply_to, status, at_ms, status_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
-            params![
-                m.id,
-                m.customer,
-                if m.incoming { "in" } else { "out" },
-                m.kind,
-                m.body,
-                m.template_id,
-                m.reply_to,
-                m.status.as_str(),
-                i64_of(m.at_ms),
-            ],
-        )? == 1;
-        if inserted {
-            tx.execute(
-                "INSERT INTO conversations (customer, last_message_ms, last_inbound_ms)
-                 VALUES (?1, ?2, CASE WHEN ?3 THEN ?2 END)
-                 ON CONFLICT (customer) DO UPDATE SET
-                    last_message_ms = max(last_message_ms, ?2),
-                    last_inbound_ms = CASE WHEN ?3 THEN max(coalesce(last_inbound_ms, 0), ?2)
-                                      ELSE last_inbound_ms END",
-                params![m.customer, i64_of(m.at_ms), m.incoming],
-            )?;
-            for event in events {
-                self.enqueue(&tx, event, now_ms)?;
+        let mut inserted = Vec::with_capacity(messages.len());
+        for (m, events) in messages {
+            let new = tx.execute(
+                "INSERT OR IGNORE INTO messages
+                    (message_id, customer, direction, kind, body, template_id, reply_to, status, at_ms, status_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+                params![
+                    m.id,
+                    m.customer,
+                    if m.incoming { "in" } else { "out" },
+                    m.kind,
+                    m.body,
+                    m.template_id,
+                    m.reply_to,
+                    m.status.as_str(),
+                    i64_of(m.at_ms),
+                ],
+            )? == 1;
+            if new {
+                tx.execute(
+                    "INSERT INTO conversations (customer, last_message_ms, last_inbound_ms)
+                     VALUES (?1, ?2, CASE WHEN ?3 THEN ?2 END)
+                     ON CONFLICT (customer) DO UPDATE SET
+                        last_message_ms = max(last_message_ms, ?2),
+                        last_inbound_ms = CASE WHEN ?3 THEN max(coalesce(last_inbound_ms, 0), ?2)
+                                          ELSE last_inbound_ms END",
+                    params![m.customer, i64_of(m.at_ms), m.incoming],
+                )?;
+                for event in events.iter() {
+                    self.enqueue(&tx, event, now_ms)?;
+                }
             }
+            inserted.push(new);
         }
         tx.commit()?;
         drop(conn);
-        if inserted {
+        if inserted.contains(&true) {
             self.changed();
         }
         Ok(inserted)
@@ -946,6 +964,12 @@ impl Db {
         }
         self.outcomes.send_modify(|n| *n += 1);
         Ok(())
+    }
+
+    /// Count a delivery outcome recorded elsewhere (another daemon of the
+    /// business delivered a webhook waiting here; crate::sync).
+    pub(crate) fn outcome_recorded(&self) {
+        self.outcomes.send_modify(|n| *n += 1);
     }
 
     /// Wakes on every delivery outcome recorded after this call (see

@@ -1,35 +1,47 @@
 //! The business's device: the client library's [`Client`] owned by one
 //! task, which keeps the relay connection up, processes what arrives
-//! (records it, queues its webhooks) and runs the API's requests one at a
-//! time, in between, through a command channel.
+//! (records it, queues its webhooks) and runs the API's requests, in
+//! between, through a command channel.
 //!
 //! Why one task: the client's business calls take `&mut self`, and an
 //! event is decrypted, stored and acknowledged in one call that must not
-//! be cut short; the task polls for events briefly ([`EVENT_POLL`]) and
-//! runs the waiting commands between polls.
+//! be cut short; the task waits for events briefly ([`EVENT_POLL`]), woken
+//! early when a command arrives, and runs the waiting commands between
+//! waits.
+//!
+//! Text sends do not wait for each other: while connected, the task
+//! publishes the client library's [`comptoir_client::Sender`] for the
+//! current connection in a [`SendPath`], the API's handlers send through
+//! it concurrently (the library encrypts under per-customer locks, shares
+//! one store sync between concurrent sends, and matches each relay reply
+//! to its request), and only the recording is handed to this task
+//! ([`Command::RecordSent`]), which writes every send waiting at the time
+//! in one SQLite transaction. See [`send_text`].
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use comptoir_client::attachments::EncryptedFile;
-use comptoir_client::{Client, ClientError, Event, KdfParams, MessageId, Status, TlsOptions};
+use comptoir_client::{
+    Client, ClientError, Event, KdfParams, MessageId, Sender, Status, TlsOptions,
+};
 use comptoir_protocol::business::Verification;
 use comptoir_protocol::proto::content::{AttachmentPointer, TemplateParameter};
 use comptoir_protocol::proto::wire::{AccountKind, ConsentPurpose, TemplateStatus};
 use comptoir_protocol::template::{PlaceholderKind, TemplateId};
 use comptoir_protocol::{AccountId, ConsentCategories};
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{Notify, RwLock, mpsc, oneshot, watch};
 
 use crate::clock::SharedClock;
 use crate::config::{Away, Config};
-use crate::db::{AttachmentRow, Db, DbError, NewMessage};
+use crate::db::{AttachmentRow, Db, DbError, NewEvent, NewMessage};
 use crate::status::MessageStatus;
 use crate::webhook;
 
-/// How long the device task waits for an event before it looks at the
-/// API's commands again: the most an API request waits behind an idle
-/// connection.
+/// How long the device task waits for an event before it looks at its
+/// other duties again (the lease, the inbox's sync, consent answers); a
+/// command arriving ends the wait at once.
 pub const EVENT_POLL: Duration = Duration::from_millis(20);
 /// API commands run between two looks at the connection, so a burst of
 /// sends does not hold up receiving.
@@ -75,6 +87,20 @@ pub enum Command {
     SendText {
         /// The customer.
         to: AccountId,
+        /// The text.
+        text: String,
+        /// The outcome.
+        reply: oneshot::Sender<Result<Sent, ClientError>>,
+    },
+    /// Record a text message an API handler sent itself through the
+    /// [`SendPath`] (see [`send_text`]): `sent` is what the client
+    /// library answered, a message id or a lost connection (the message
+    /// then waits in the device store's outbox).
+    RecordSent {
+        /// The customer.
+        to: AccountId,
+        /// The library's answer.
+        sent: Result<MessageId, ClientError>,
         /// The text.
         text: String,
         /// The outcome.
@@ -201,6 +227,88 @@ pub struct Sent {
     pub status: MessageStatus,
 }
 
+/// Where the API's handlers find the client library's [`Sender`] of the
+/// current relay connection: published by the device task after each
+/// connect, withdrawn before it connects again and before it closes the
+/// store. A handler holds it (a read lock) for the whole of its send, so
+/// a send never overlaps a connect (whose flush of the outbox could
+/// otherwise miss a message stored at that moment) and a sender's reply
+/// always comes from a connection the store is still open for.
+#[derive(Clone, Debug, Default)]
+pub struct SendPath(Arc<RwLock<Option<Sender>>>);
+
+impl SendPath {
+    async fn publish(&self, sender: Option<Sender>) {
+        *self.0.write().await = sender;
+    }
+}
+
+/// Send `text` to `to` as an API call does: through the [`SendPath`]
+/// when the device is connected (many calls at once, each awaiting its
+/// own `Accepted`), then recorded by the device task like a send it made
+/// itself; through the device task alone otherwise (it stores the message
+/// in the outbox, sent on reconnect). The outcome is the same either way:
+/// `sent` once the relay accepted it, `queued` when it waits in the
+/// outbox, or the relay's typed refusal (nothing recorded then). `None`:
+/// the daemon is stopping.
+pub async fn send_text(
+    path: &SendPath,
+    commands: &mpsc::Sender<Command>,
+    to: AccountId,
+    text: String,
+) -> Option<Result<Sent, ClientError>> {
+    let (reply, answer) = oneshot::channel();
+    let held = path.0.read().await;
+    let command = match held.as_ref() {
+        Some(sender) => {
+            let sent = sender.send_text(to, &text).await;
+            drop(held);
+            match sent {
+                Err(e) if !is_connection_lost(&e) => return Some(Err(e)),
+                sent => Command::RecordSent {
+                    to,
+                    sent,
+                    text,
+                    reply,
+                },
+            }
+        }
+        None => {
+            drop(held);
+            Command::SendText { to, text, reply }
+        }
+    };
+    commands.send(command).await.ok()?;
+    answer.await.ok()
+}
+
+/// A send that ended with the connection: the message waits in the
+/// device store's outbox.
+fn is_connection_lost(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::ConnectionClosed(_) | ClientError::NotConnected | ClientError::Timeout(_)
+    )
+}
+
+/// A [`Command::RecordSent`], waiting for its batch.
+struct ToRecord {
+    to: AccountId,
+    sent: Result<MessageId, ClientError>,
+    text: String,
+    reply: oneshot::Sender<Result<Sent, ClientError>>,
+}
+
+/// A send as it is about to be recorded.
+struct SentRecord {
+    /// The answer to the caller.
+    sent: Sent,
+    message: NewMessage,
+    events: Vec<NewEvent>,
+    /// A status the message reached before it was recorded.
+    later: Option<MessageStatus>,
+}
+
 /// Create the business's device in `config`'s data directory and register
 /// it on the relay as a new business account.
 pub async fn init_new(
@@ -271,6 +379,9 @@ pub struct Device {
     business: String,
     wake: Arc<Notify>,
     lease: crate::lease::LeaseKeeper,
+    send_path: SendPath,
+    /// A sender is published in `send_path`.
+    published: bool,
 }
 
 impl std::fmt::Debug for Device {
@@ -284,7 +395,8 @@ impl std::fmt::Debug for Device {
 impl Device {
     /// The device task over an opened `client`; `wake` is the webhook
     /// deliverer's; `lease` decides whether this daemon acts (see
-    /// [`crate::lease`]).
+    /// [`crate::lease`]); `send_path` is where it publishes the client's
+    /// sender while connected (see [`send_text`]).
     pub fn new(
         client: Client,
         db: Db,
@@ -292,6 +404,7 @@ impl Device {
         config: &Config,
         wake: Arc<Notify>,
         lease: crate::lease::LeaseKeeper,
+        send_path: SendPath,
     ) -> Self {
         let business = client.account_id().to_string();
         db.sync.set_origin(client.device_id());
@@ -305,6 +418,16 @@ impl Device {
             consent_poll: config.consent_poll,
             business,
             wake,
+            send_path,
+            published: false,
+        }
+    }
+
+    /// Withdraw the published sender: waits for the sends under way.
+    async fn withdraw_sender(&mut self) {
+        if self.published {
+            self.send_path.publish(None).await;
+            self.published = false;
         }
     }
 
@@ -326,16 +449,23 @@ impl Device {
         let mut reconnect_wait = Duration::from_millis(100);
         let mut next_connect = tokio::time::Instant::now();
         let mut next_poll = tokio::time::Instant::now();
+        // A command that ended a wait for events, run next.
+        let mut arrived: Option<Command> = None;
         loop {
             if *shutdown.borrow() {
                 break;
             }
             if !self.client.is_connected() && tokio::time::Instant::now() >= next_connect {
+                // No send through the old connection's sender overlaps
+                // the connect (see SendPath).
+                self.withdraw_sender().await;
                 match self.client.connect(&self.relay).await {
                     Ok(_) => {
                         tracing::info!("connected to the relay");
                         reconnect_wait = Duration::from_millis(100);
                         self.settle_queued();
+                        self.send_path.publish(Some(self.client.sender())).await;
+                        self.published = true;
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot connect to the relay; retrying");
@@ -344,17 +474,19 @@ impl Device {
                     }
                 }
             }
-            for _ in 0..COMMANDS_PER_TURN {
+            let mut batch: Vec<Command> = arrived.take().into_iter().collect();
+            while batch.len() < COMMANDS_PER_TURN {
                 match commands.try_recv() {
-                    Ok(command) => self.handle(command).await,
+                    Ok(command) => batch.push(command),
                     Err(_) => break,
                 }
             }
+            self.handle_all(batch).await;
             if !self.client.is_connected() {
                 self.lost_lease();
                 tokio::select! {
                     command = commands.recv() => match command {
-                        Some(command) => self.handle(command).await,
+                        Some(command) => arrived = Some(command),
                         None => break,
                     },
                     () = tokio::time::sleep_until(next_connect) => {}
@@ -372,7 +504,15 @@ impl Device {
             if self.db.sync.take_dirty() {
                 self.push_sync().await;
             }
-            match self.client.next_event(EVENT_POLL).await {
+            // Woken by a command: `recv` is cancel-safe, and the client
+            // finishes a delivery it is storing before it looks at `wake`.
+            let wake = async {
+                match commands.recv().await {
+                    Some(command) => arrived = Some(command),
+                    None => std::future::pending().await,
+                }
+            };
+            match self.client.next_event_unless(EVENT_POLL, wake).await {
                 Ok(Some(event)) => self.on_event(event).await,
                 Ok(None) => {}
                 Err(e) => {
@@ -381,6 +521,7 @@ impl Device {
                 }
             }
         }
+        self.withdraw_sender().await;
         if let Err(e) = self.client.close().await {
             tracing::error!(error = %e, "closing the device store");
         }
@@ -434,8 +575,75 @@ impl Device {
         }
     }
 
+    /// Run `commands`: first the sends API handlers made themselves,
+    /// recorded together in one transaction, then the others one at a
+    /// time.
+    async fn handle_all(&mut self, commands: Vec<Command>) {
+        let mut records = Vec::new();
+        let mut others = Vec::new();
+        for command in commands {
+            match command {
+                Command::RecordSent {
+                    to,
+                    sent,
+                    text,
+                    reply,
+                } => records.push(ToRecord {
+                    to,
+                    sent,
+                    text,
+                    reply,
+                }),
+                other => others.push(other),
+            }
+        }
+        self.record_all(records);
+        for command in others {
+            self.handle(command).await;
+        }
+    }
+
+    /// Record sends API handlers made themselves, in one transaction.
+    fn record_all(&mut self, records: Vec<ToRecord>) {
+        if records.is_empty() {
+            return;
+        }
+        let mut taken = Vec::new();
+        let mut prepared = Vec::with_capacity(records.len());
+        let mut replies = Vec::with_capacity(records.len());
+        for ToRecord {
+            to,
+            sent,
+            text,
+            reply,
+        } in records
+        {
+            match self.prepare_sent(to, sent, "text", &text, None, Some(&taken)) {
+                Ok(record) => {
+                    taken.push(record.sent.id);
+                    replies.push((reply, Ok(record.sent.clone())));
+                    prepared.push(record);
+                }
+                Err(e) => replies.push((reply, Err(e))),
+            }
+        }
+        self.commit_sent(&prepared);
+        for (reply, result) in replies {
+            let _ = reply.send(result);
+        }
+    }
+
     async fn handle(&mut self, command: Command) {
         match command {
+            Command::RecordSent {
+                to,
+                sent,
+                text,
+                reply,
+            } => {
+                let result = self.record_sent(to, sent, "text", &text, None);
+                let _ = reply.send(result);
+            }
             Command::SendText { to, text, reply } => {
                 let sent = self.client.send_text(to, &text).await;
                 let result = self.record_sent(to, sent, "text", &text, None);
@@ -591,21 +799,51 @@ impl Device {
         body: &str,
         template_id: Option<String>,
     ) -> Result<Sent, ClientError> {
+        let record = self.prepare_sent(to, sent, kind, body, template_id, None)?;
+        self.commit_sent(std::slice::from_ref(&record));
+        Ok(record.sent)
+    }
+
+    /// What to record of a send the client library answered with `sent`.
+    /// A text send made beside other sends (`concurrent`: the messages
+    /// recorded by the same batch, not in the database yet) that lost its
+    /// connection is found in the outbox by its text too.
+    fn prepare_sent(
+        &self,
+        to: AccountId,
+        sent: Result<MessageId, ClientError>,
+        kind: &'static str,
+        body: &str,
+        template_id: Option<String>,
+        concurrent: Option<&[MessageId]>,
+    ) -> Result<SentRecord, ClientError> {
         let id = match sent {
             Ok(id) => id,
             // The connection ended during the send: the message was stored
             // and waits in the outbox, sent on reconnect; report it queued
             // so the backend does not send it twice.
-            Err(
-                e @ (ClientError::ConnectionClosed(_)
-                | ClientError::NotConnected
-                | ClientError::Timeout(_)),
-            ) => self.just_queued(to).ok_or(e)?,
+            Err(e) if is_connection_lost(&e) => {
+                let text = concurrent.map(|taken| (body, taken));
+                self.just_queued(to, text).ok_or(e)?
+            }
             Err(e) => return Err(e),
         };
-        let status = match self.client.message(&to, &id) {
-            Ok(Some(m)) if m.status >= Status::Accepted => MessageStatus::Sent,
-            _ => MessageStatus::Queued,
+        // What the device store knows now: the relay may have reported
+        // the delivery already (a status event this task handled before
+        // this record, for a message it did not know yet).
+        let stored = match self.client.message(&to, &id) {
+            Ok(Some(m)) => m.status,
+            _ => Status::Pending,
+        };
+        let status = if stored >= Status::Accepted {
+            MessageStatus::Sent
+        } else {
+            MessageStatus::Queued
+        };
+        let later = match stored {
+            Status::Delivered => Some(MessageStatus::Delivered),
+            Status::Read => Some(MessageStatus::Read),
+            _ => None,
         };
         let now = self.clock.now_ms();
         let customer = to.to_string();
@@ -632,12 +870,35 @@ impl Device {
         } else {
             Vec::new()
         };
-        if let Err(e) = self.db.record_message(&message, &events, now) {
-            // The message is sent; only its record here failed.
-            tracing::error!(error = %e, message = %message.id, "recording a sent message");
+        Ok(SentRecord {
+            sent: Sent { id, status },
+            message,
+            events,
+            later,
+        })
+    }
+
+    /// Record sends, in one transaction, then the statuses they reached
+    /// meanwhile.
+    fn commit_sent(&self, records: &[SentRecord]) {
+        if records.is_empty() {
+            return;
+        }
+        let now = self.clock.now_ms();
+        let rows: Vec<(&NewMessage, &[NewEvent])> = records
+            .iter()
+            .map(|r| (&r.message, r.events.as_slice()))
+            .collect();
+        if let Err(e) = self.db.record_messages(&rows, now) {
+            // The messages are sent; only their record here failed.
+            tracing::error!(error = %e, messages = records.len(), "recording sent messages");
+        }
+        for record in records {
+            if let Some(status) = record.later {
+                self.advance(&record.message.id, status, None);
+            }
         }
         self.wake.notify_one();
-        Ok(Sent { id, status })
     }
 
     /// Record what the device store holds and this database does not: the
@@ -698,13 +959,15 @@ impl Device {
     }
 
     /// The message to `to` a send just left in the client's outbox: the
-    /// newest queued one this daemon has not recorded.
-    fn just_queued(&self, to: AccountId) -> Option<MessageId> {
+    /// newest queued one this daemon has not recorded; with `text`, one
+    /// with that body and not among the messages `taken`.
+    fn just_queued(&self, to: AccountId, text: Option<(&str, &[MessageId])>) -> Option<MessageId> {
         self.client
             .queued()
             .ok()?
             .into_iter()
             .filter(|m| m.peer == to && m.outgoing)
+            .filter(|m| text.is_none_or(|(body, taken)| m.body == body && !taken.contains(&m.id)))
             .filter(|m| matches!(self.db.status_of(&m.id.to_string()), Ok(None)))
             .max_by_key(|m| m.sequence)
             .map(|m| m.id)

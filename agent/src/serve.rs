@@ -108,6 +108,7 @@ pub async fn start(
     .with_hosts(&config.inbox_hosts)
     .with_shutdown(stopped.clone())
     .with_acting(acting.clone());
+    let send_path = crate::device::SendPath::default();
     let device = Device::new(
         client,
         db.clone(),
@@ -115,6 +116,7 @@ pub async fn start(
         config,
         Arc::clone(&webhooks),
         lease,
+        send_path.clone(),
     );
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(device.run(command_rx, stopped.clone())));
@@ -125,11 +127,13 @@ pub async fn start(
     )));
     let router = app(AppState {
         commands,
+        send_path,
         db: db.clone(),
         keys: Arc::new(config.api_keys.clone()),
         business,
         device: device_id,
         acting: acting.clone(),
+        shutdown: stopped.clone(),
     })
     .merge(crate::inbox::router(inbox))
     .into_make_service_with_connect_info::<crate::inbox::session::PeerAddr>();

@@ -74,6 +74,16 @@ ALTER TABLE agents ADD COLUMN available_ms INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE agents ADD COLUMN available_by INTEGER NOT NULL DEFAULT 0;
 ";
 
+/// Agents' presence: until when an inbox page of theirs is known to be
+/// open (on either daemon), a register synced apart from availability
+/// (a migration appended to [`crate::db`]'s; see
+/// [`crate::inbox::events`]).
+pub const SCHEMA_PRESENCE: &str = "
+ALTER TABLE agents ADD COLUMN present_until_ms INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE agents ADD COLUMN present_ms INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE agents ADD COLUMN present_by INTEGER NOT NULL DEFAULT 0;
+";
+
 /// Why another daemon's state was not applied.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -128,6 +138,17 @@ pub enum Op {
         name: String,
         /// Available (or away).
         available: bool,
+        /// When it changed.
+        stamp: Stamp,
+    },
+    /// Until when an agent has an inbox page open (by the clock of the
+    /// daemon serving it; in the past once the page closed): automatic
+    /// assignment counts only agents present now.
+    Present {
+        /// The agent's name.
+        name: String,
+        /// Present until then (ms since the Unix epoch).
+        until_ms: u64,
         /// When it changed.
         stamp: Stamp,
     },
@@ -322,6 +343,48 @@ fn available_op(conn: &Connection, id: i64) -> rusqlite::Result<Option<Op>> {
                 },
             })
         },
+    )
+    .optional()
+}
+
+/// Set agent `id` present until `until_ms`, stamped now, and write its
+/// op; whether that changed whether the agent is present at `now_ms`.
+pub(crate) fn presence_changed(
+    conn: &Connection,
+    clock: &SyncClock,
+    id: i64,
+    until_ms: u64,
+    now_ms: u64,
+) -> rusqlite::Result<bool> {
+    let Some(before) = present_until(conn, id)? else {
+        return Ok(false);
+    };
+    let stamp = clock.stamp();
+    conn.execute(
+        "UPDATE agents SET present_until_ms = ?2, present_ms = ?3, present_by = ?4 WHERE id = ?1",
+        params![id, i64_of(until_ms), i64_of(stamp.ms), stamp.device],
+    )?;
+    let name: String =
+        conn.query_row("SELECT name FROM agents WHERE id = ?1", params![id], |r| {
+            r.get(0)
+        })?;
+    record(
+        conn,
+        &Op::Present {
+            name,
+            until_ms,
+            stamp,
+        },
+    )?;
+    clock.mark_dirty();
+    Ok((before > now_ms) != (until_ms > now_ms))
+}
+
+fn present_until(conn: &Connection, id: i64) -> rusqlite::Result<Option<u64>> {
+    conn.query_row(
+        "SELECT present_until_ms FROM agents WHERE id = ?1",
+        params![id],
+        |r| Ok(u64_of(r.get(0)?)),
     )
     .optional()
 }
@@ -587,6 +650,8 @@ pub fn apply(db: &Db, data: &[u8], now_ms: u64) -> Result<Applied, SyncError> {
         return Err(SyncError::Format(format!("version {}", batch.v)));
     }
     let mut applied = Applied::default();
+    // Webhooks the other daemon delivered that waited here.
+    let mut delivered_elsewhere = 0;
     let mut conn = db.connection();
     let tx = conn.transaction()?;
     for op in batch.ops {
@@ -596,6 +661,9 @@ pub fn apply(db: &Db, data: &[u8], now_ms: u64) -> Result<Applied, SyncError> {
                 status,
                 error,
             }) => applied.statuses.push((message_id, status, error)),
+            Ok(op @ Op::Delivered { .. }) => {
+                delivered_elsewhere += apply_op(&tx, &db.sync, op, now_ms)?;
+            }
             Ok(op) => applied.changed += apply_op(&tx, &db.sync, op, now_ms)?,
             Err(_) => {}
         }
@@ -604,6 +672,9 @@ pub fn apply(db: &Db, data: &[u8], now_ms: u64) -> Result<Applied, SyncError> {
     drop(conn);
     if applied.changed > 0 {
         db.changed();
+    }
+    if delivered_elsewhere > 0 {
+        db.outcome_recorded();
     }
     Ok(applied)
 }
@@ -664,6 +735,25 @@ fn apply_op(conn: &Connection, clock: &SyncClock, op: Op, now_ms: u64) -> Result
                  WHERE id = ?1 AND (?3, ?4) > (available_ms, available_by)",
                 params![id, available, i64_of(stamp.ms), stamp.device],
             )?
+        }
+        Op::Present {
+            name,
+            until_ms,
+            stamp,
+        } => {
+            let Some(id) = agent_id(conn, &name, now_ms)? else {
+                return Ok(0);
+            };
+            clock.observe(stamp);
+            let before = present_until(conn, id)?.unwrap_or(0);
+            let n = conn.execute(
+                "UPDATE agents SET present_until_ms = ?2, present_ms = ?3, present_by = ?4
+                 WHERE id = ?1 AND (?3, ?4) > (present_ms, present_by)",
+                params![id, i64_of(until_ms), i64_of(stamp.ms), stamp.device],
+            )?;
+            // Only a change of whether the agent is present now counts
+            // (an extension would refresh every open page for nothing).
+            usize::from(n > 0 && (before > now_ms) != (until_ms > now_ms))
         }
         Op::Assign {
             customer,
@@ -738,13 +828,13 @@ fn apply_op(conn: &Connection, clock: &SyncClock, op: Op, now_ms: u64) -> Result
                 "INSERT OR IGNORE INTO webhook_delivered_elsewhere (event_id, endpoint) VALUES (?1, ?2)",
                 params![event_id, endpoint],
             )?;
+            // Not a change agents see: a delivery outcome (the caller
+            // counts it as one).
             conn.execute(
                 "UPDATE webhook_outbox SET state = 'delivered', last_error = NULL
                  WHERE event_id = ?1 AND endpoint = ?2 AND state = 'pending'",
                 params![event_id, endpoint],
-            )?;
-            // Not a change agents see.
-            0
+            )?
         }
     };
     Ok(n)

@@ -519,6 +519,30 @@ async fn refusals_bad_input_and_keys_are_typed_and_store_nothing() {
     let (status, _) = call(&agent, "GET", "/v1/conversations", None, None).await;
     assert_eq!(status, 401);
 
+    // The long poll of changes: a key, and a bounded wait.
+    let (status, _) = call(&agent, "GET", "/v1/changes", None, None).await;
+    assert_eq!(status, 401);
+    let (status, body) = call(&agent, "GET", "/v1/changes", Some(READ_KEY), None).await;
+    assert_eq!(status, 200, "{body}");
+    let count = body["changes"].as_u64().expect("a count");
+    let (status, body) = call(
+        &agent,
+        "GET",
+        "/v1/changes?wait_ms=30001",
+        Some(READ_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, code(&body).as_str()),
+        (400, "invalid_request"),
+        "{body}"
+    );
+    // Nothing changed meanwhile: a poll past the count ends at its wait.
+    let path = format!("/v1/changes?after={count}&wait_ms=10");
+    let (status, body) = call(&agent, "GET", &path, Some(READ_KEY), None).await;
+    assert_eq!((status, body["changes"].as_u64()), (200, Some(count)));
+
     // Nothing of it was stored, and no webhook went out.
     assert_eq!(agent.db.message_count().expect("count"), 0);
     assert_eq!(agent.db.consent_request_count().expect("count"), 0);
@@ -1033,5 +1057,134 @@ async fn agent_init_can_join_an_existing_business_account_as_a_new_device() {
     assert_eq!(hit.json()["business"], first.account_id().to_string());
     let (got, _) = support::client::wait_message(&mut first, jo.account_id()).await;
     assert_eq!(got, sent);
+    agent.stop().await;
+}
+
+/// Many API sends at once (the daemon's text sends go through the client
+/// library's sender side by side, and only their records through the
+/// device task, in batches) while the customers receive and acknowledge:
+/// every call is answered `sent` with its own id, every message is
+/// recorded once with its own text, and its statuses are reported once
+/// each, in order (`sent`, then `delivered`), even when the delivery
+/// comes back before the send was recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_api_sends_are_each_answered_recorded_and_reported_once() {
+    const CUSTOMERS: usize = 3;
+    const EACH: usize = 16;
+    let Fixture {
+        relay,
+        root,
+        receiver,
+        config,
+        business,
+    } = fixture().await;
+    let agent = serve(&config, ManualClock::at(comptoir_client::client::now_ms())).await;
+    // Each customer writes first: the window is open.
+    let mut customers = Vec::new();
+    for name in ["ana", "ben", "cy"] {
+        let mut c = customer(&relay, root.path(), name).await;
+        let hello = c.send_text(business, "hello").await.expect("send");
+        receiver
+            .wait("the customer's first message", |h| {
+                h.event_id == format!("message:{hello}")
+            })
+            .await;
+        customers.push(c);
+    }
+    let ids: Vec<_> = customers.iter().map(Client::account_id).collect();
+
+    // The customers take their messages as they come.
+    let readers: Vec<_> = customers
+        .into_iter()
+        .map(|mut c| {
+            tokio::spawn(async move {
+                let mut got = std::collections::BTreeMap::new();
+                while got.len() < EACH {
+                    let (id, text) = support::client::wait_message(&mut c, business).await;
+                    got.insert(id.to_string(), text);
+                }
+                (c, got)
+            })
+        })
+        .collect();
+    let sends = (0..CUSTOMERS * EACH).map(|i| {
+        let to = ids[i % CUSTOMERS].to_string();
+        let agent = &agent;
+        async move {
+            let text = format!("message {i} to {to}");
+            let (status, body) = call(
+                agent,
+                "POST",
+                "/v1/messages",
+                Some(FULL_KEY),
+                Some(json!({ "to": to, "type": "text", "text": { "body": text } })),
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["messages"][0]["message_status"], "sent", "{body}");
+            let id = body["messages"][0]["id"].as_str().expect("id").to_owned();
+            (id, to, text)
+        }
+    });
+    let answered = futures_util::future::join_all(sends).await;
+    let sent: std::collections::BTreeMap<String, (String, String)> = answered
+        .iter()
+        .map(|(id, to, text)| (id.clone(), (to.clone(), text.clone())))
+        .collect();
+    assert_eq!(sent.len(), CUSTOMERS * EACH, "an id answered twice");
+
+    // Each customer got exactly its messages, under the answered ids.
+    for reader in readers {
+        let (c, got) = tokio::time::timeout(TIMEOUT, reader)
+            .await
+            .expect("the customer gets every message")
+            .expect("reader");
+        let me = c.account_id().to_string();
+        let expected: std::collections::BTreeMap<String, String> = sent
+            .iter()
+            .filter(|(_, (to, _))| *to == me)
+            .map(|(id, (_, text))| (id.clone(), text.clone()))
+            .collect();
+        assert_eq!(got, expected);
+    }
+
+    // Recorded once each, with its text, and delivered in the end.
+    let mut changes = agent.db.watch_changes();
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let rows: Vec<_> = ids
+            .iter()
+            .flat_map(|c| {
+                agent
+                    .db
+                    .messages(Some(&c.to_string()), None, 500)
+                    .expect("messages")
+            })
+            .filter(|r| r.direction == "out")
+            .collect();
+        assert_eq!(rows.len(), sent.len(), "each send recorded once");
+        for row in &rows {
+            let (to, text) = &sent[&row.id];
+            assert_eq!((&row.customer, &row.body), (to, text));
+        }
+        if rows
+            .iter()
+            .all(|r| r.status == comptoir_agent::MessageStatus::Delivered)
+        {
+            break;
+        }
+        tokio::time::timeout_at(deadline, changes.changed())
+            .await
+            .expect("every message is recorded delivered")
+            .expect("daemon running");
+    }
+    for id in sent.keys() {
+        receiver
+            .wait("the delivered status", |h| {
+                h.event_id == format!("status:{id}:delivered") && h.answered == 200
+            })
+            .await;
+        assert_eq!(status_events(&receiver, id), ["sent", "delivered"]);
+    }
     agent.stop().await;
 }

@@ -11,6 +11,8 @@
 //!   state, notes kept here, canned replies, sessions expiring, the window
 //!   closing (reply refused, template picker sending a template), the
 //!   admin role, and disabling an agent ending its session.
+//! - Automatic assignment only to agents present: an agent whose
+//!   session ended is assigned nothing, though her page stays open.
 //! - Files customers send, shown on the page and served to logged-in
 //!   agents as downloads (exact bytes, octet-stream, a safe file name).
 //! - Message requests (a customer's first contact under Requests until
@@ -698,4 +700,59 @@ async fn browser_scenario(chromium: std::path::PathBuf, chromedriver: std::path:
         .expect("the daemon stops with inbox pages open");
     bob.quit().await;
     ana.quit().await;
+}
+
+/// Presence ends with the session: Ana opens a page half a minute before
+/// her session expires; past its end, her page counts for nothing (the
+/// daemon never marked her present beyond it), so the next customers go
+/// to Bob, whose session is fresh, and none to Ana (round robin would
+/// start with her).
+#[tokio::test]
+async fn an_agent_whose_session_ended_is_no_longer_assigned() {
+    let f = InboxFixture::start().await;
+    let addr = f.addr();
+    f.add_agent("ana", ANA_PW, false);
+    f.add_agent("bob", BOB_PW, false);
+    let session_ms = comptoir_agent::inbox::session::SESSION_MS;
+    let ana = login(addr, "ana", ANA_PW).await;
+    f.clock.advance(session_ms - 30_000);
+    let _ana_page = ana.open_page(addr).await;
+    let ana_row = |f: &InboxFixture| {
+        comptoir_agent::inbox::agents::list(&f.agent.db)
+            .expect("agents")
+            .into_iter()
+            .find(|a| a.name == "ana")
+            .expect("ana")
+    };
+    assert!(ana_row(&f).present_until_ms > comptoir_agent::Clock::now_ms(&*f.clock));
+    // Her session ends; Bob logs in and opens his page.
+    f.clock.advance(31_000);
+    assert!(ana_row(&f).present_until_ms <= comptoir_agent::Clock::now_ms(&*f.clock));
+    let bob = login(addr, "bob", BOB_PW).await;
+    let _bob_page = bob.open_page(addr).await;
+
+    let mut ids = Vec::new();
+    for name in ["kim", "lu"] {
+        let mut c = customer(&f, name).await;
+        c.send_text(f.business, "Hello").await.expect("send");
+        ids.push(c.account_id().to_string());
+    }
+    let assignee = |customer: &str| {
+        comptoir_agent::inbox::conversations::get(&f.agent.db, customer)
+            .ok()
+            .and_then(|c| c.assignee)
+            .map(|(_, name)| name)
+    };
+    let mut changes = f.agent.db.watch_changes();
+    let deadline = tokio::time::Instant::now() + support::TIMEOUT;
+    while !ids.iter().all(|c| assignee(c).is_some()) {
+        tokio::time::timeout_at(deadline, changes.changed())
+            .await
+            .expect("both customers are assigned")
+            .expect("daemon running");
+    }
+    for c in &ids {
+        assert_eq!(assignee(c).as_deref(), Some("bob"), "{c}");
+    }
+    f.agent.stop().await;
 }

@@ -151,6 +151,26 @@ impl Daemon {
         }
     }
 
+    /// `GET /v1/changes`: how much the daemon's state changed, once the
+    /// count passes `after` (or a few seconds went by), or at once.
+    async fn changes(&self, after: Option<u64>) -> u64 {
+        let query = after.map_or(String::new(), |n| format!("?after={n}&wait_ms=5000"));
+        let url = format!("http://{}/v1/changes{query}", self.addr);
+        let reply = comptoir_agent::http_client::request(
+            "GET",
+            &url,
+            &[(
+                "authorization",
+                format!("Bearer {}", support::agent::FULL_KEY),
+            )],
+            Vec::new(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("daemon {} answers: {e}", self.name));
+        let body: Value = serde_json::from_slice(&reply.body).expect("JSON");
+        body["changes"].as_u64().expect("a count")
+    }
+
     /// `GET /v1/health`: whether this daemon holds the lease.
     async fn acting(&self) -> bool {
         let url = format!("http://{}/v1/health", self.addr);
@@ -220,19 +240,28 @@ fn closed_today(away: &str) -> String {
     )
 }
 
-/// Wait (bounded) until `check` holds; it reads state the daemons change,
-/// polled briefly because they run in other processes.
-async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+/// Wait (bounded) until `check` holds: it looks again each time one of
+/// `daemons` (they run in other processes) reports that its state changed,
+/// through its API's long poll (`GET /v1/changes`).
+async fn until(what: &str, daemons: &[&Daemon], mut check: impl AsyncFnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     loop {
+        // The counts first, then the check: a change after the check
+        // moves a count past what was read, and the poll answers at once.
+        let mut seen = Vec::with_capacity(daemons.len());
+        for daemon in daemons {
+            seen.push(daemon.changes(None).await);
+        }
         if check().await {
             return;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        let polls = daemons
+            .iter()
+            .zip(seen)
+            .map(|(daemon, count)| Box::pin(daemon.changes(Some(count))));
+        tokio::time::timeout_at(deadline, futures_util::future::select_all(polls))
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
     }
 }
 
@@ -293,11 +322,34 @@ async fn pair(
     Pair { business, a, b }
 }
 
+/// A relay, a webhook receiver, and the two daemons of one business
+/// (see [`pair`]) on them.
+struct Scene {
+    relay: TestRelay,
+    root: tempfile::TempDir,
+    receiver: Receiver,
+    pair: Pair,
+}
+
+/// [`pair`] with `extra` and `fault_a` on a fresh relay and receiver.
+async fn scene(extra: &str, fault_a: Option<&str>) -> Scene {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start().await;
+    let pair = pair(&relay, root.path(), &receiver, extra, fault_a).await;
+    Scene {
+        relay,
+        root,
+        receiver,
+        pair,
+    }
+}
+
 impl Pair {
     /// (the lease holder, the other), once one holds the lease.
     async fn holder_first(self) -> (Daemon, Daemon) {
         let (a, b) = (self.a, self.b);
-        until("one daemon holds the lease", async || {
+        until("one daemon holds the lease", &[&a, &b], async || {
             a.acting().await || b.acting().await
         })
         .await;
@@ -309,10 +361,12 @@ impl Pair {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_daemons_share_one_inbox_and_one_posts_each_webhook_through_a_kill() {
-    let relay = start_relay().await;
-    let root = tempfile::tempdir().expect("temp dir");
-    let receiver = Receiver::start().await;
-    let pair = pair(&relay, root.path(), &receiver, "", None).await;
+    let Scene {
+        relay,
+        root,
+        receiver,
+        pair,
+    } = scene("", None).await;
     let business = pair.business;
     // Exactly one of them holds the lease.
     let (holder, other) = pair.holder_first().await;
@@ -325,9 +379,11 @@ async fn two_daemons_share_one_inbox_and_one_posts_each_webhook_through_a_kill()
         .await
         .expect("send")
         .to_string();
-    until("both daemons record the message", async || {
-        holder.has_message(&first_id) && other.has_message(&first_id)
-    })
+    until(
+        "both daemons record the message",
+        &[&holder, &other],
+        async || holder.has_message(&first_id) && other.has_message(&first_id),
+    )
     .await;
     let (status, body) = call_raw_messages(&other).await;
     assert_eq!(status, 200, "{body}");
@@ -341,9 +397,11 @@ async fn two_daemons_share_one_inbox_and_one_posts_each_webhook_through_a_kill()
             h.event_id == first_event && h.answered == 200
         })
         .await;
-    until("the other daemon marks it delivered", async || {
-        other.outbox_state(&first_event).as_deref() == Some("delivered")
-    })
+    until(
+        "the other daemon marks it delivered",
+        &[&other],
+        async || other.outbox_state(&first_event).as_deref() == Some("delivered"),
+    )
     .await;
     assert_eq!(
         holder.outbox_state(&first_event).as_deref(),
@@ -383,7 +441,7 @@ async fn two_daemons_share_one_inbox_and_one_posts_each_webhook_through_a_kill()
         )
         .await;
     assert_eq!(assign.status, 303, "{}", assign.text());
-    until("B shows A's note and assignment", async || {
+    until("B shows A's note and assignment", &[on_b], async || {
         let assigned = conversations::get(&on_b.db, &customer_id)
             .ok()
             .and_then(|c| c.assignee)
@@ -410,7 +468,7 @@ async fn two_daemons_share_one_inbox_and_one_posts_each_webhook_through_a_kill()
             h.event_id == second_event && h.answered == 500
         })
         .await;
-    until("the other daemon records it", async || {
+    until("the other daemon records it", &[&other], async || {
         other.has_message(&second_id)
     })
     .await;
@@ -436,14 +494,18 @@ async fn two_daemons_share_one_inbox_and_one_posts_each_webhook_through_a_kill()
             .await;
     }
     assert!(other.acting().await, "the other daemon took the lease");
-    until("the other daemon's outbox is empty", async || {
-        other
-            .db
-            .outbox()
-            .expect("outbox")
-            .iter()
-            .all(|r| r.state == "delivered")
-    })
+    until(
+        "the other daemon's outbox is empty",
+        &[&other],
+        async || {
+            other
+                .db
+                .outbox()
+                .expect("outbox")
+                .iter()
+                .all(|r| r.state == "delivered")
+        },
+    )
     .await;
 
     // Every event delivered, each exactly once, under the id derived from
@@ -467,10 +529,12 @@ async fn two_daemons_share_one_inbox_and_one_posts_each_webhook_through_a_kill()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_take_over_the_away_message_is_not_sent_twice_the_same_day() {
     const AWAY: &str = "We are closed; we answer from 9:00.";
-    let relay = start_relay().await;
-    let root = tempfile::tempdir().expect("temp dir");
-    let receiver = Receiver::start().await;
-    let pair = pair(&relay, root.path(), &receiver, &closed_today(AWAY), None).await;
+    let Scene {
+        relay,
+        root,
+        receiver,
+        pair,
+    } = scene(&closed_today(AWAY), None).await;
     let business = pair.business;
     let (mut holder, other) = pair.holder_first().await;
 
@@ -481,7 +545,7 @@ async fn after_a_take_over_the_away_message_is_not_sent_twice_the_same_day() {
 
     // SIGKILL (tokio's Child::kill on Unix).
     holder.child.kill().await.expect("kill -9 the holder");
-    until("the other daemon takes the lease", async || {
+    until("the other daemon takes the lease", &[&other], async || {
         other.acting().await
     })
     .await;
@@ -501,44 +565,98 @@ async fn after_a_take_over_the_away_message_is_not_sent_twice_the_same_day() {
     assert_eq!(text, "On call: how can we help?", "a second away message");
 }
 
-/// Automatic assignment counts every available agent, whichever
-/// daemon's inbox they use: Ana logs in on the daemon that does not act
-/// (and keeps no page open anywhere); the acting daemon assigns her the
-/// next customer.
+/// Automatic assignment counts every agent with an inbox page open,
+/// whichever daemon's inbox they use, and only while it is open: Ana logs
+/// in on the daemon that does not act and keeps a page open there; the
+/// acting daemon assigns her the next customer. She closes the page (the
+/// browser): the acting daemon hears of it and assigns the next two
+/// customers to Bob, who has his page open on it, and none to her (round
+/// robin would give her one).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_acting_daemon_assigns_to_an_agent_logged_in_on_the_other_daemon() {
-    let relay = start_relay().await;
-    let root = tempfile::tempdir().expect("temp dir");
-    let receiver = Receiver::start().await;
-    let pair = pair(&relay, root.path(), &receiver, "", None).await;
+async fn the_acting_daemon_assigns_only_to_agents_with_an_inbox_open_on_either_daemon() {
+    let Scene {
+        relay,
+        root,
+        receiver: _receiver,
+        pair,
+    } = scene("", None).await;
     let business = pair.business;
     let (holder, other) = pair.holder_first().await;
-    until("Ana is an agent on the other daemon", async || {
-        agents::list(&other.db)
+    until(
+        "Ana is an agent on the other daemon",
+        &[&other],
+        async || {
+            agents::list(&other.db)
+                .unwrap_or_default()
+                .iter()
+                .any(|a| a.name == "ana" && !a.disabled)
+        },
+    )
+    .await;
+    let ana = login(other.addr, "ana", PASSWORD).await;
+    let ana_page = ana.open_page(other.addr).await;
+    // Bob, an agent of the acting daemon (added as `agent agent-add`
+    // does), with his page open there.
+    agents::add(&holder.db, "bob", PASSWORD, false, 1).expect("add bob");
+    let bob = login(holder.addr, "bob", PASSWORD).await;
+    let _bob_page = bob.open_page(holder.addr).await;
+    let present = |daemon: &Daemon, name: &str| {
+        let now = comptoir_client::client::now_ms();
+        agents::list(&daemon.db)
             .unwrap_or_default()
             .iter()
-            .any(|a| a.name == "ana" && !a.disabled)
-    })
+            .any(|a| a.name == name && a.present_until_ms > now)
+    };
+    until(
+        "the acting daemon counts Ana present",
+        &[&holder],
+        async || present(&holder, "ana"),
+    )
     .await;
-    login(other.addr, "ana", PASSWORD).await;
 
-    let mut jo = customer(&relay, root.path(), "jo").await;
-    let customer_id = jo.account_id().to_string();
-    jo.send_text(business, "Hello").await.expect("send");
-    let assigned_to_ana = |daemon: &Daemon| {
-        conversations::get(&daemon.db, &customer_id)
+    let assignee = |daemon: &Daemon, customer: &str| {
+        conversations::get(&daemon.db, customer)
             .ok()
             .and_then(|c| c.assignee)
-            .is_some_and(|(_, name)| name == "ana")
+            .map(|(_, name)| name)
     };
-    until("the acting daemon assigns Jo to Ana", async || {
-        assigned_to_ana(&holder)
+    let mut jo = customer(&relay, root.path(), "jo").await;
+    let jo_id = jo.account_id().to_string();
+    jo.send_text(business, "Hello").await.expect("send");
+    until(
+        "the acting daemon assigns Jo to Ana",
+        &[&holder],
+        async || assignee(&holder, &jo_id).as_deref() == Some("ana"),
+    )
+    .await;
+    until("the other daemon shows it", &[&other], async || {
+        assignee(&other, &jo_id).as_deref() == Some("ana")
     })
     .await;
-    until("the other daemon shows it", async || {
-        assigned_to_ana(&other)
-    })
+
+    // Ana closes her browser: the acting daemon stops counting her.
+    drop(ana_page);
+    until(
+        "the acting daemon counts Ana gone",
+        &[&holder],
+        async || !present(&holder, "ana"),
+    )
     .await;
+    let mut later = Vec::new();
+    for name in ["kim", "lu"] {
+        let mut c = customer(&relay, root.path(), name).await;
+        c.send_text(business, "Hello").await.expect("send");
+        later.push(c.account_id().to_string());
+    }
+    until(
+        "the acting daemon assigns Kim and Lu",
+        &[&holder],
+        async || later.iter().all(|c| assignee(&holder, c).is_some()),
+    )
+    .await;
+    for c in &later {
+        assert_eq!(assignee(&holder, c).as_deref(), Some("bob"), "{c}");
+    }
 }
 
 /// A status the sending daemon learns (the relay reports delivery to
@@ -548,11 +666,12 @@ async fn the_acting_daemon_assigns_to_an_agent_logged_in_on_the_other_daemon() {
 /// restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_status_recorded_right_before_a_crash_reaches_the_other_daemon_after_a_restart() {
-    let relay = start_relay().await;
-    let root = tempfile::tempdir().expect("temp dir");
-    let receiver = Receiver::start().await;
-    let fault = Some("after-status-delivered");
-    let pair = pair(&relay, root.path(), &receiver, "", fault).await;
+    let Scene {
+        relay,
+        root,
+        receiver: _receiver,
+        pair,
+    } = scene("", Some("after-status-delivered")).await;
     let business = pair.business;
     let (mut a, b) = (pair.a, pair.b);
 
@@ -562,7 +681,7 @@ async fn a_status_recorded_right_before_a_crash_reaches_the_other_daemon_after_a
         .await
         .expect("send")
         .to_string();
-    until("both daemons record Jo's message", async || {
+    until("both daemons record Jo's message", &[&a, &b], async || {
         a.has_message(&hello) && b.has_message(&hello)
     })
     .await;
@@ -580,7 +699,7 @@ async fn a_status_recorded_right_before_a_crash_reaches_the_other_daemon_after_a
         a.db.status_of(&sent).expect("status"),
         Some(MessageStatus::Delivered)
     );
-    until("B records the message A sent", async || {
+    until("B records the message A sent", &[&b], async || {
         b.has_message(&sent)
     })
     .await;
@@ -592,9 +711,11 @@ async fn a_status_recorded_right_before_a_crash_reaches_the_other_daemon_after_a
 
     // A starts again (no fault): B learns of the delivery.
     let _a = Daemon::start("A", &a.config_file, &a.database, None).await;
-    until("B learns that the message was delivered", async || {
-        b.db.status_of(&sent).ok().flatten() == Some(MessageStatus::Delivered)
-    })
+    until(
+        "B learns that the message was delivered",
+        &[&b],
+        async || b.db.status_of(&sent).ok().flatten() == Some(MessageStatus::Delivered),
+    )
     .await;
 }
 

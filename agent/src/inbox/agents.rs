@@ -35,6 +35,10 @@ pub struct Agent {
     /// Takes automatically assigned conversations (set at login and by
     /// the agent; cleared at logout and when the agent steps away).
     pub available: bool,
+    /// Until when an inbox page of theirs is known to be open (ms since
+    /// the Unix epoch; see [`super::events`]): assigned automatically
+    /// only while available and present.
+    pub present_until_ms: u64,
 }
 
 /// Check a name: 1 to 40 letters, digits, `.`, `-`, `_`.
@@ -74,10 +78,11 @@ fn row_to_agent(row: &rusqlite::Row<'_>) -> rusqlite::Result<Agent> {
         disabled: row.get(3)?,
         cap: row.get(4)?,
         available: row.get(5)?,
+        present_until_ms: u64::try_from(row.get::<_, i64>(6)?).unwrap_or(0),
     })
 }
 
-const COLUMNS: &str = "id, name, admin, disabled, cap, available";
+const COLUMNS: &str = "id, name, admin, disabled, cap, available, present_until_ms";
 
 /// Add an agent; [`InboxError::Invalid`] for a bad name or short password,
 /// [`InboxError::NameTaken`] if the name exists (nothing changes then).
@@ -108,6 +113,7 @@ pub fn add(db: &Db, name: &str, password: &str, admin: bool, now_ms: u64) -> Res
         disabled: false,
         cap: DEFAULT_CAP,
         available: false,
+        present_until_ms: 0,
     })
 }
 
@@ -120,7 +126,7 @@ pub fn check_login(db: &Db, name: &str, password: &str) -> Result<Option<Agent>>
         .query_row(
             &format!("SELECT {COLUMNS}, password_hash FROM agents WHERE name = ?1"),
             params![name],
-            |row| Ok((row_to_agent(row)?, row.get(6)?)),
+            |row| Ok((row_to_agent(row)?, row.get(7)?)),
         )
         .optional()?;
     let (agent, stored) = match found {
@@ -185,6 +191,22 @@ pub fn set_available(db: &Db, id: i64, available: bool) -> Result<()> {
     tx.commit()?;
     drop(conn);
     db.changed();
+    Ok(())
+}
+
+/// Mark agent `id` present until `until_ms` (in the past: gone), by the
+/// daemon's clock `now_ms`; synced like availability. The inbox's pages
+/// hear of it only when the agent comes or goes, not when a presence is
+/// extended.
+pub fn set_present(db: &Db, id: i64, until_ms: u64, now_ms: u64) -> Result<()> {
+    let mut conn = db.connection();
+    let tx = conn.transaction()?;
+    let flipped = crate::sync::presence_changed(&tx, &db.sync, id, until_ms, now_ms)?;
+    tx.commit()?;
+    drop(conn);
+    if flipped {
+        db.changed();
+    }
     Ok(())
 }
 

@@ -3,12 +3,16 @@
 //! available and under their cap (the choice is [`pick`], a pure function
 //! with the order and the loads as inputs).
 //!
-//! **Available** means: not disabled, and marked available, which an
-//! agent is from logging in to the inbox (on either daemon of the
-//! business) until logging out or stepping away with the inbox's
-//! Away button; the mark is kept in the database and synced between the
-//! daemons (crate::sync), so the daemon that assigns counts every agent,
-//! whichever daemon's inbox they use. With opening hours configured,
+//! **Available** means: not disabled, marked available, which an agent
+//! is from logging in to the inbox (on either daemon of the business)
+//! until logging out or stepping away with the inbox's Away button, and
+//! present: with an inbox page open now (see
+//! [`super::events`]: presence ends when the last page closes, when the
+//! session it was opened with ends, or [`super::events::PRESENCE_TTL`]
+//! after the daemon serving it last confirmed it). Both marks are kept
+//! in the database and synced between the daemons (crate::sync), so the
+//! daemon that assigns counts every agent, whichever daemon's inbox they
+//! use. With opening hours configured,
 //! nothing is assigned automatically while the business is closed
 //! ([`run_assigner`](super::events::run_assigner) checks it): waiting
 //! conversations are assigned when it opens.
@@ -118,15 +122,19 @@ pub fn auto_assign(db: &Db, now_ms: u64) -> Result<usize> {
             "SELECT a.id, a.cap, (SELECT count(*) FROM inbox_conversations s
                                   JOIN conversations c ON c.customer = s.customer
                                   WHERE s.assignee = a.id AND c.last_inbound_ms >= ?1)
-             FROM agents a WHERE a.available AND NOT a.disabled ORDER BY a.id",
+             FROM agents a
+             WHERE a.available AND a.present_until_ms > ?2 AND NOT a.disabled ORDER BY a.id",
         )?;
-        let rows = stmt.query_map(params![since], |r| {
-            Ok(Candidate {
-                id: r.get(0)?,
-                cap: r.get(1)?,
-                load: r.get(2)?,
-            })
-        })?;
+        let rows = stmt.query_map(
+            params![since, i64::try_from(now_ms).unwrap_or(i64::MAX)],
+            |r| {
+                Ok(Candidate {
+                    id: r.get(0)?,
+                    cap: r.get(1)?,
+                    load: r.get(2)?,
+                })
+            },
+        )?;
         rows.collect::<rusqlite::Result<_>>()?
     };
     if candidates.is_empty() {
@@ -172,8 +180,14 @@ pub fn auto_assign(db: &Db, now_ms: u64) -> Result<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::agents::set_available;
+    use super::super::agents::{set_available, set_present};
     use super::*;
+
+    /// Available, with a page open until `until`.
+    fn here(db: &Db, id: i64, until: u64, now: u64) {
+        set_available(db, id, true).expect("available");
+        set_present(db, id, until, now).expect("present");
+    }
 
     fn c(id: i64, load: u32, cap: u32) -> Candidate {
         Candidate { id, load, cap }
@@ -211,8 +225,8 @@ mod tests {
         incoming(&db, "old", now - WINDOW_MS - 1);
         assert_eq!(auto_assign(&db, now).expect("nobody available"), 0);
         // Cid is away; Bob takes one (his cap), Ana the rest.
-        set_available(&db, ana.id, true).expect("available");
-        set_available(&db, bob.id, true).expect("available");
+        here(&db, ana.id, now + 1, now);
+        here(&db, bob.id, now + 1, now);
         assert_eq!(auto_assign(&db, now).expect("assign"), 4);
         let owner = |c: &str| {
             conversations::get(&db, c)
@@ -231,7 +245,7 @@ mod tests {
         );
         // The order goes on from the last one picked.
         incoming(&db, "c5", now);
-        set_available(&db, cid.id, true).expect("available");
+        here(&db, cid.id, now + 1, now);
         assert_eq!(auto_assign(&db, now).expect("assign"), 1);
         assert_eq!(owner("c5").as_deref(), Some("cid"));
         // A hand-off leaves a note for the next agent.
@@ -244,6 +258,26 @@ mod tests {
             assign(&db, "nobody-here", Some(ana.id)),
             Err(InboxError::NotFound)
         ));
+    }
+
+    #[test]
+    fn only_agents_present_now_are_assigned() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = Db::open(&dir.path().join("a.sqlite3"), vec![]).expect("open");
+        let ana = super::super::agents::add(&db, "ana", "long enough pw", false, 1).expect("ana");
+        let now = 10 * WINDOW_MS;
+        incoming(&db, "c1", now - 1000);
+        // Available (logged in) but with no page open: not assigned.
+        set_available(&db, ana.id, true).expect("available");
+        assert_eq!(auto_assign(&db, now).expect("assign"), 0);
+        // Her page closed (present until now): still not.
+        set_present(&db, ana.id, now, now).expect("gone");
+        assert_eq!(auto_assign(&db, now).expect("assign"), 0);
+        // Her presence lapsed (no word from the page since): not either.
+        set_present(&db, ana.id, now + 5, now).expect("present");
+        assert_eq!(auto_assign(&db, now + 5).expect("assign"), 0);
+        // Present now: assigned.
+        assert_eq!(auto_assign(&db, now + 4).expect("assign"), 1);
     }
 
     #[test]

@@ -4,6 +4,17 @@
 //! stream also marks its agent online (shown to the team), and a task
 //! assigns waiting conversations to available agents (see
 //! [`super::assign`]) whenever something changes.
+//!
+//! **Presence.** Automatic assignment counts only agents with an inbox
+//! page open. While a stream is open, its daemon marks the agent present
+//! until [`PRESENCE_TTL`] from now, renewed every [`PRESENCE_REFRESH`]
+//! (never past the end of the session the page was opened with); when
+//! the agent's last stream on this daemon closes (the tab or browser
+//! closed, the connection lost), the mark ends at once. A renewal first
+//! checks the session: once it is logged out, expired or its agent
+//! disabled, the stream ends. The mark is synced to the business's other
+//! daemons (crate::sync), so if this daemon stops without a word, the
+//! others stop counting the agent [`PRESENCE_TTL`] after its last renewal.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -20,6 +31,10 @@ use super::{InboxState, assign};
 
 /// How often an idle stream sends a comment (so proxies keep it open).
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// How often an open stream renews its agent's presence.
+pub const PRESENCE_REFRESH: Duration = Duration::from_secs(20);
+/// How long a presence lasts unless renewed (three renewals).
+pub const PRESENCE_TTL: Duration = Duration::from_secs(60);
 
 /// Open event streams per agent: an agent with one is online (on this
 /// daemon; shown in the pages, not used for assignment).
@@ -48,22 +63,58 @@ impl Presence {
     }
 }
 
-/// Keeps an agent online while a stream is open.
+/// Keeps an agent online, and present for automatic assignment, while a
+/// stream is open.
 struct Online {
     presence: Arc<Presence>,
     agent: i64,
     db: crate::db::Db,
+    clock: crate::clock::SharedClock,
+    /// The session the stream was opened with.
+    token: String,
 }
 
 impl Online {
-    fn new(state: &InboxState, agent: i64) -> Self {
+    fn new(state: &InboxState, session: &Session) -> Self {
+        let agent = session.agent.id;
         *state.presence.lock().entry(agent).or_default() += 1;
-        // The pages show who is online.
-        state.db.changed();
-        Self {
+        let online = Self {
             presence: Arc::clone(&state.presence),
             agent,
             db: state.db.clone(),
+            clock: Arc::clone(&state.clock),
+            token: session.token().to_owned(),
+        };
+        online.mark_present(session.expires_ms);
+        // The pages show who is online.
+        state.db.changed();
+        online
+    }
+
+    /// Present until [`PRESENCE_TTL`] from now, or the session's end.
+    fn mark_present(&self, session_ends_ms: u64) {
+        let now = self.clock.now_ms();
+        let ttl = u64::try_from(PRESENCE_TTL.as_millis()).unwrap_or(u64::MAX);
+        let until = now.saturating_add(ttl).min(session_ends_ms);
+        if let Err(e) = super::agents::set_present(&self.db, self.agent, until, now) {
+            tracing::error!(error = %e, "recording an agent's presence");
+        }
+    }
+
+    /// Renew the presence; false once the session ended (the stream
+    /// ends then).
+    fn renew(&self) -> bool {
+        let now = self.clock.now_ms();
+        match super::session::live_until(&self.db, &self.token, now) {
+            Ok(Some(ends)) => {
+                self.mark_present(ends);
+                true
+            }
+            Ok(None) => false,
+            Err(e) => {
+                tracing::error!(error = %e, "checking an inbox session");
+                true
+            }
         }
     }
 }
@@ -71,13 +122,24 @@ impl Online {
 impl Drop for Online {
     fn drop(&mut self) {
         let mut map = self.presence.lock();
-        if let Some(n) = map.get_mut(&self.agent) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.agent);
+        let last = match map.get_mut(&self.agent) {
+            Some(n) => {
+                *n -= 1;
+                *n == 0
             }
+            None => false,
+        };
+        if last {
+            map.remove(&self.agent);
         }
         drop(map);
+        if last {
+            // The agent's last page here closed: gone, at once.
+            let now = self.clock.now_ms();
+            if let Err(e) = super::agents::set_present(&self.db, self.agent, now, now) {
+                tracing::error!(error = %e, "recording that an agent left");
+            }
+        }
         self.db.changed();
     }
 }
@@ -89,19 +151,32 @@ pub async fn stream(
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let mut changes = state.db.watch_changes();
     changes.mark_unchanged();
-    let online = Online::new(&state, session.agent.id);
+    let online = Online::new(&state, &session);
     let stop = state.shutdown.clone();
+    let mut renewals = tokio::time::interval_at(
+        tokio::time::Instant::now() + PRESENCE_REFRESH,
+        PRESENCE_REFRESH,
+    );
+    renewals.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let events = futures_util::stream::unfold(
-        (changes, online, stop),
-        |(mut rx, online, mut stop)| async move {
-            tokio::select! {
-                changed = rx.changed() => changed.ok()?,
-                () = stopping(stop.as_mut()) => return None,
+        (changes, online, stop, renewals),
+        |(mut rx, online, mut stop, mut renewals)| async move {
+            loop {
+                tokio::select! {
+                    changed = rx.changed() => {
+                        changed.ok()?;
+                        break;
+                    }
+                    _ = renewals.tick() => if !online.renew() {
+                        return None;
+                    },
+                    () = stopping(stop.as_mut()) => return None,
+                }
             }
             let n = *rx.borrow_and_update();
             Some((
                 Ok(Event::default().event("change").data(n.to_string())),
-                (rx, online, stop),
+                (rx, online, stop, renewals),
             ))
         },
     );

@@ -115,6 +115,8 @@ pub struct Session {
     pub csrf: String,
     /// The session token (to log out).
     token: String,
+    /// When the session ends (ms since the Unix epoch, daemon's clock).
+    pub expires_ms: u64,
 }
 
 impl Session {
@@ -151,17 +153,18 @@ impl FromRequestParts<InboxState> for Session {
             .ok_or(InboxError::LoggedOut)?
             .to_owned();
         let now = i64::try_from(state.clock.now_ms()).unwrap_or(i64::MAX);
-        let agent_id: Option<i64> = state
+        let found: Option<(i64, i64)> = state
             .db
             .connection()
             .query_row(
-                "SELECT agent_id FROM agent_sessions WHERE token_sha256 = ?1 AND expires_ms >= ?2",
+                "SELECT agent_id, expires_ms FROM agent_sessions WHERE token_sha256 = ?1 AND expires_ms >= ?2",
                 params![sha256_hex(b"", &token), now],
-                |row| row.get(0),
+                |row| Ok((row.get(0)?, row.get(1)?)),
             )
             .optional()?;
-        let agent = match agent_id {
-            Some(id) => agents::get(&state.db, id)?,
+        let expires_ms = found.map_or(0, |(_, e)| u64::try_from(e).unwrap_or(0));
+        let agent = match found {
+            Some((id, _)) => agents::get(&state.db, id)?,
             None => None,
         }
         .filter(|a| !a.disabled)
@@ -170,8 +173,27 @@ impl FromRequestParts<InboxState> for Session {
             agent,
             csrf: csrf_of(&token),
             token,
+            expires_ms,
         })
     }
+}
+
+/// When the session `token` ends, if it is still open at `now_ms` and its
+/// agent not disabled (`None` otherwise: logged out, expired, disabled).
+pub fn live_until(db: &crate::db::Db, token: &str, now_ms: u64) -> Result<Option<u64>> {
+    let expires: Option<i64> = db
+        .connection()
+        .query_row(
+            "SELECT s.expires_ms FROM agent_sessions s JOIN agents a ON a.id = s.agent_id
+             WHERE s.token_sha256 = ?1 AND s.expires_ms >= ?2 AND NOT a.disabled",
+            params![
+                sha256_hex(b"", token),
+                i64::try_from(now_ms).unwrap_or(i64::MAX)
+            ],
+            |row| row.get(0),
+        )
+        .optional()?;
+    Ok(expires.map(|e| u64::try_from(e).unwrap_or(0)))
 }
 
 /// The client's address, recorded per connection by `agent serve` (over

@@ -143,7 +143,39 @@ pub async fn login(addr: SocketAddr, name: &str, password: &str) -> HttpAgent {
     }
 }
 
+/// An inbox page held open, as a browser tab holds it: its live-update
+/// stream (`GET /inbox/events`). Dropping it closes the connection, as
+/// closing the tab or the browser does.
+pub struct OpenPage {
+    _stream: tokio::net::TcpStream,
+}
+
 impl HttpAgent {
+    /// Open an inbox page: its event stream, once the daemon answered.
+    pub async fn open_page(&self, addr: SocketAddr) -> OpenPage {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        tokio::time::timeout(TIMEOUT, async {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let head = format!(
+                "GET /inbox/events HTTP/1.1\r\nHost: {addr}\r\nCookie: {}\r\nAccept: text/event-stream\r\n\r\n",
+                self.cookie
+            );
+            stream.write_all(head.as_bytes()).await.expect("write");
+            let mut raw = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = stream.read(&mut buf).await.expect("read");
+                assert!(n > 0, "the daemon closed the event stream");
+                raw.extend_from_slice(&buf[..n]);
+            }
+            let text = String::from_utf8_lossy(&raw);
+            assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+            OpenPage { _stream: stream }
+        })
+        .await
+        .expect("the event stream opens")
+    }
+
     pub async fn get(&self, addr: SocketAddr, path: &str) -> Reply {
         request(addr, "GET", path, &[("Cookie", &self.cookie)], b"").await
     }
