@@ -98,6 +98,17 @@ pub(super) struct Me {
     pub(super) own_list: Option<DeviceList>,
 }
 
+/// What [`Live::ensure_sessions`] read of a peer under its lock.
+struct Sessions {
+    /// The peer's verified state.
+    state: peers::Peer,
+    /// The sending session of each target device that has one, in the
+    /// order of [`Live::target_devices`].
+    ready: Vec<(u32, comptoir_protocol::SessionRecord)>,
+    /// The target devices without a sending session.
+    missing: Vec<u32>,
+}
+
 /// The relay connection senders use: replaced by every connect, cleared
 /// by a disconnect (then sends wait in the outbox for the next connect).
 pub(super) type RequesterSlot = Arc<Mutex<Option<Requester>>>;
@@ -516,39 +527,51 @@ impl Live {
         })
     }
 
-    /// The devices of `peer` this device has no sending session with, by
-    /// the last verified list; `None` if the peer's list is not known yet.
-    fn devices_without_session(&self, peer: AccountId) -> Result<Option<Vec<u32>>> {
+    /// The sessions a message to `peer` is encrypted with, by the last
+    /// verified list: the peer's state, the sending session of each target
+    /// device that has one (in target order), and the devices without one;
+    /// `None` if the peer's list is not known yet.
+    fn sessions_for(&self, peer: AccountId) -> Result<Option<Sessions>> {
         let Some(state) = peers::load(&self.store, &peer)? else {
             return Ok(None);
         };
         if state.identity_changed {
             return Err(ClientError::IdentityChanged { account: peer });
         }
+        let mut ready = Vec::new();
         let mut missing = Vec::new();
         for device in self.target_devices(peer, &state.devices) {
-            if !load_session(&self.store, &peer, device)?.can_send() {
+            let record = load_session(&self.store, &peer, device)?;
+            if record.can_send() {
+                ready.push((device, record));
+            } else {
                 missing.push(device);
             }
         }
-        Ok(Some(missing))
+        Ok(Some(Sessions {
+            state,
+            ready,
+            missing,
+        }))
     }
 
     /// Make sure there is a sending session with every device of `peer`,
     /// fetching prekey bundles (and the signed device list) when needed:
     /// only for the devices without one, so the others keep their one-time
     /// prekeys. A second round covers devices the fetched list revealed.
-    /// The caller holds `peer`'s lock.
-    async fn ensure_sessions(&self, peer: AccountId) -> Result<()> {
+    /// Returns the peer's state and sessions when every device has one
+    /// (the usual case: read once, then encrypted with), `None` after a
+    /// fetch. The caller holds `peer`'s lock.
+    async fn ensure_sessions(&self, peer: AccountId) -> Result<Option<Sessions>> {
         for _ in 0..2 {
-            let wanted = match self.devices_without_session(peer)? {
-                Some(missing) if missing.is_empty() => return Ok(()),
-                Some(missing) => missing,
+            let wanted = match self.sessions_for(peer)? {
+                Some(sessions) if sessions.missing.is_empty() => return Ok(Some(sessions)),
+                Some(sessions) => sessions.missing,
                 None => Vec::new(),
             };
             self.start_sessions(peer, &wanted).await?;
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Fetch bundles for `devices` of `peer` (every device if empty) and
@@ -601,8 +624,15 @@ impl Live {
         also: impl FnOnce(&Send) -> Result<()>,
     ) -> Result<Send> {
         let _peer = self.locks.lock(peer).await;
-        self.ensure_sessions(peer).await?;
-        let state = peers::load(&self.store, &peer)?.ok_or(ClientError::UnknownPeer(peer))?;
+        // Read under the lock, so still current: what `ensure_sessions`
+        // found is encrypted with, not read again.
+        let (state, mut ready) = match self.ensure_sessions(peer).await? {
+            Some(Sessions { state, ready, .. }) => (state, ready.into_iter().peekable()),
+            None => (
+                peers::load(&self.store, &peer)?.ok_or(ClientError::UnknownPeer(peer))?,
+                Vec::new().into_iter().peekable(),
+            ),
+        };
         // The envelope labels, bound inside the encryption: the receiver
         // refuses the message if the relay shows it under other ones.
         let template_id = template_id.to_owned();
@@ -626,7 +656,10 @@ impl Live {
         let mut records = Vec::with_capacity(targets.len());
         let mut devices = Vec::with_capacity(targets.len());
         for device in targets {
-            let mut record = load_session(&self.store, &peer, device)?;
+            let mut record = match ready.next_if(|(ready, _)| *ready == device) {
+                Some((_, record)) => record,
+                None => load_session(&self.store, &peer, device)?,
+            };
             let ciphertext = record.encrypt(&plaintext, &mut rand::rng())?;
             records.push((device, record));
             devices.push(DeviceCiphertext {
