@@ -88,6 +88,7 @@ pub fn app(state: AppState) -> Router {
         )
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .merge(crate::media::routes())
+        .merge(crate::billing::routes())
         .with_state(state)
 }
 
@@ -99,9 +100,9 @@ pub fn app(state: AppState) -> Router {
         description = "The business's backend sends messages and reads conversations through its own agent daemon; end-to-end encryption ends on the business's machine. Webhooks (not described here) are documented in the README.",
         license(name = "AGPL-3.0-or-later")
     ),
-    paths(health, changes, send_message, crate::media::upload_media, request_consent, list_conversations, list_messages, conversation_messages, crate::link::get_link),
+    paths(health, changes, send_message, crate::media::upload_media, request_consent, list_conversations, list_messages, conversation_messages, crate::link::get_link, crate::billing::bill, crate::billing::standing),
     modifiers(&BearerAuth),
-    tags((name = "messages"), (name = "consent"))
+    tags((name = "messages"), (name = "consent"), (name = "billing"))
 )]
 pub struct ApiDoc;
 

@@ -206,6 +206,12 @@ fn client_parts(e: &ClientError) -> (StatusCode, &'static str, String, &'static 
                 "retry later; if it persists, tell the relay's operator",
             ),
         },
+        ClientError::Bill(error) => (
+            S::BAD_GATEWAY,
+            "bill_not_verified",
+            format!("the relay's bill does not check: {error}"),
+            "do not pay on it; send this error to the relay's operator",
+        ),
         ClientError::Blocked { .. } => blocked(),
         ClientError::TemplateNotApproved(_) => template_not_approved(),
         ClientError::NoSuchAccount(_) => unknown_account(),

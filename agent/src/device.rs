@@ -154,6 +154,20 @@ pub enum Command {
         /// The outcome.
         reply: oneshot::Sender<Result<(), ClientError>>,
     },
+    /// Fetch the business's bill from the relay and check every line
+    /// (chain, operator signatures, device signatures, prices), as
+    /// `comptoir business bill verify` does.
+    Bill {
+        /// The bill and its totals, or why it does not check.
+        reply: oneshot::Sender<
+            Result<(comptoir_client::Bill, comptoir_protocol::BillTotals), ClientError>,
+        >,
+    },
+    /// The business's standing: rating, tier, reach, bill so far.
+    Standing {
+        /// The relay's answer.
+        reply: oneshot::Sender<Result<comptoir_protocol::proto::wire::Standing, ClientError>>,
+    },
     /// What the inbox shows of a customer: the safety-number state.
     PeerState {
         /// The customer.
@@ -707,6 +721,19 @@ impl Device {
                     .request_consent(&phone, categories, purpose, reference)
                     .await;
                 let _ = reply.send(result);
+            }
+            Command::Bill { reply } => {
+                let result = match self.client.fetch_bill().await {
+                    Ok(bill) => match self.client.verify_bill(&bill).await {
+                        Ok(totals) => Ok((bill, totals)),
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => Err(e),
+                };
+                let _ = reply.send(result);
+            }
+            Command::Standing { reply } => {
+                let _ = reply.send(self.client.standing().await);
             }
             Command::PeerState { customer, reply } => {
                 let own = self.client.account_id();

@@ -31,6 +31,9 @@ pub enum Scope {
     /// Ask customers for consent by phone number.
     #[serde(rename = "consent:request")]
     ConsentRequest,
+    /// Read the bill (checked) and the business's standing.
+    #[serde(rename = "billing:read")]
+    BillingRead,
 }
 
 impl Scope {
@@ -40,6 +43,7 @@ impl Scope {
             Self::MessagesSend => "messages:send",
             Self::MessagesRead => "messages:read",
             Self::ConsentRequest => "consent:request",
+            Self::BillingRead => "billing:read",
         }
     }
 }

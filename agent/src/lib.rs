@@ -25,6 +25,7 @@
 //! - [`http_client`]: the small HTTP client that posts webhooks.
 //! - [`api`]: the HTTP API and its OpenAPI document.
 //! - [`api_error`]: the API's typed errors, mapped once.
+//! - [`billing`]: `GET /v1/bill` (the bill, every line checked) and `GET /v1/standing`.
 //! - [`inbox`]: the agents' web inbox (logins, pages, live updates, assignment).
 //! - [`media`]: documents the backend uploads and sends with a message.
 //! - [`link`]: click-to-chat links and their QR codes (`agent link`,
@@ -37,6 +38,7 @@
 
 pub mod api;
 pub mod api_error;
+pub mod billing;
 pub mod clock;
 pub mod config;
 pub mod db;

@@ -42,7 +42,7 @@ enum Command {
         /// A name for logs.
         #[arg(long)]
         name: String,
-        /// Scopes: messages:send, messages:read, consent:request.
+        /// Scopes: messages:send, messages:read, consent:request, billing:read.
         #[arg(long, required = true, value_delimiter = ',')]
         scopes: Vec<String>,
     },
@@ -106,9 +106,15 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::KeyNew { name, scopes } => {
             for s in &scopes {
-                if !["messages:send", "messages:read", "consent:request"].contains(&s.as_str()) {
+                let known = [
+                    "messages:send",
+                    "messages:read",
+                    "consent:request",
+                    "billing:read",
+                ];
+                if !known.contains(&s.as_str()) {
                     return Err(format!(
-                        "unknown scope {s:?}: use messages:send, messages:read, consent:request"
+                        "unknown scope {s:?}: use messages:send, messages:read, consent:request, billing:read"
                     ));
                 }
             }

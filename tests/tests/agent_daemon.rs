@@ -142,6 +142,34 @@ async fn the_notification_flow_through_the_api_and_webhooks() {
             h.event_id == format!("status:{template_message}:delivered")
         })
         .await;
+    // Delivered (signed by Carol's device): the template is a line of the
+    // bill, which the daemon checks before it answers; outside Carol's
+    // window a utility template is £0.005.
+    let (status, bill) = call(&agent, "GET", "/v1/bill", Some(FULL_KEY), None).await;
+    assert_eq!(status, 200, "{bill}");
+    assert_eq!(bill["verified"], true);
+    assert_eq!(bill["currency"], "GBP");
+    assert_eq!(bill["lines"], 1);
+    assert_eq!(bill["total_millionths"], 5_000);
+    assert_eq!(bill["total_hundredths"], 1);
+    assert_eq!(bill["head_count"], 1);
+    assert_eq!(bill["totals"][0]["category"], "utility");
+    assert_eq!(bill["totals"][0]["total_millionths"], 5_000);
+    let line = &bill["data"][0];
+    assert_eq!(line["message_id"], template_message);
+    assert_eq!(line["customer"], carol.account_id().to_string());
+    assert_eq!(line["inside_window"], false);
+    let (status, standing) = call(&agent, "GET", "/v1/standing", Some(FULL_KEY), None).await;
+    assert_eq!(status, 200, "{standing}");
+    assert_eq!(standing["customers_reached_24h"], 1);
+    assert_eq!(standing["lines"], 1);
+    assert_eq!(standing["currency"], "GBP");
+    assert!(standing["tier"].is_string(), "{standing}");
+    // A key without `billing:read` reads neither.
+    for path in ["/v1/bill", "/v1/standing"] {
+        let (status, body) = call(&agent, "GET", path, Some(READ_KEY), None).await;
+        assert_eq!(status, 403, "{body}");
+    }
     assert_eq!(carol.mark_read(business).await.expect("read"), 1);
     let read = receiver
         .wait("read", |h| {

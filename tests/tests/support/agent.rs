@@ -176,7 +176,7 @@ consent_poll_seconds = 0.1
 [[api_keys]]
 name = "backend"
 sha256 = "{full}"
-scopes = ["messages:send", "messages:read", "consent:request"]
+scopes = ["messages:send", "messages:read", "consent:request", "billing:read"]
 
 [[api_keys]]
 name = "reporting"
