@@ -797,6 +797,7 @@ pub struct MessageList {
 
 /// Paging.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// At most this many (1 to 500, default 50).
@@ -805,6 +806,7 @@ pub struct ListQuery {
 
 /// Which messages.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct MessageQuery {
     /// Only this customer's.
@@ -1022,5 +1024,28 @@ mod tests {
             openapi_json().trim_end(),
             "docs/agent-openapi.json is stale: run `cargo run -p comptoir-agent -- openapi > docs/agent-openapi.json`"
         );
+    }
+
+    /// Every parameter is where the route reads it: a path parameter is
+    /// a `{name}` of its path, everything else is in the query.
+    #[test]
+    fn parameters_are_declared_where_the_routes_read_them() {
+        let doc: serde_json::Value =
+            serde_json::from_str(&openapi_json()).expect("the document is JSON");
+        let paths = doc["paths"].as_object().expect("paths");
+        for (path, operations) in paths {
+            for (method, operation) in operations.as_object().expect("operations") {
+                for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                    let name = parameter["name"].as_str().expect("a name");
+                    let place = parameter["in"].as_str().expect("a place");
+                    let in_path = path.contains(&format!("{{{name}}}"));
+                    assert_eq!(
+                        place,
+                        if in_path { "path" } else { "query" },
+                        "{method} {path}: parameter {name}"
+                    );
+                }
+            }
+        }
     }
 }

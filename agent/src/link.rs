@@ -20,6 +20,7 @@ use crate::keys::Scope;
 
 /// What `GET /v1/link` takes.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LinkQuery {
     /// Text to prefill in the customer's composer (at most 8192 bytes).

@@ -51,6 +51,7 @@ pub fn routes() -> Router<AppState> {
 
 /// Where the document's name comes from.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct MediaQuery {
     /// The file name the customer sees (no directories), e.g. `boarding-pass.pdf`.
