@@ -60,6 +60,20 @@ fn assert_queued(run: &Run, id: &str) {
     );
 }
 
+/// Alice sends "cut on the way" with the proxy armed: the send is cut,
+/// reported pending and queued; its id.
+async fn send_cut_on_the_way(proxy: &CutProxy, alice: &Customer) -> String {
+    proxy.arm();
+    let cut = alice
+        .run(&["--output", "json", "send", "bob", "cut on the way"])
+        .await;
+    assert_eq!(proxy.cuts(), 1, "the send was cut: {cut:?}");
+    let (record, id) = sent_record(&cut);
+    assert_eq!(record["status"], "pending", "{cut:?}");
+    assert_queued(&cut, &id);
+    id
+}
+
 /// Bob's history with Alice: how many messages carry `text`.
 async fn times_bob_has(bob: &Customer, text: &str) -> usize {
     let history = bob.ok(&["--output", "json", "history", "alice"]).await;
@@ -75,14 +89,7 @@ async fn a_send_cut_on_the_way_is_reported_queued_and_goes_once_standalone() {
     let root = tempfile::tempdir().expect("temp dir");
     let (_relay, proxy, alice, bob) = alice_behind_the_proxy(root.path()).await;
 
-    proxy.arm();
-    let cut = alice
-        .run(&["--output", "json", "send", "bob", "cut on the way"])
-        .await;
-    assert_eq!(proxy.cuts(), 1, "the send was cut: {cut:?}");
-    let (record, id) = sent_record(&cut);
-    assert_eq!(record["status"], "pending", "{cut:?}");
-    assert_queued(&cut, &id);
+    let id = send_cut_on_the_way(&proxy, &alice).await;
 
     // The proxy now refuses connections: the relay is down from the start
     // of the next send, which reports the same way.
@@ -140,14 +147,7 @@ async fn a_send_cut_on_the_way_is_reported_queued_and_goes_once_through_the_daem
     }
 
     // `comptoir send` through the daemon.
-    proxy.arm();
-    let cut = alice
-        .run(&["--output", "json", "send", "bob", "cut on the way"])
-        .await;
-    assert_eq!(proxy.cuts(), 1, "the send was cut: {cut:?}");
-    let (record, id) = sent_record(&cut);
-    assert_eq!(record["status"], "pending", "{cut:?}");
-    assert_queued(&cut, &id);
+    let id = send_cut_on_the_way(&proxy, &alice).await;
     let outbox = alice.ok(&["outbox", "list"]).await;
     assert!(outbox.contains(&id), "{outbox}");
     proxy.restore();

@@ -155,7 +155,14 @@ impl Daemon {
     /// count passes `after` (or a few seconds went by), or at once.
     async fn changes(&self, after: Option<u64>) -> u64 {
         let query = after.map_or(String::new(), |n| format!("?after={n}&wait_ms=5000"));
-        let url = format!("http://{}/v1/changes{query}", self.addr);
+        let (_, body) = self.get(&format!("/v1/changes{query}")).await;
+        body["changes"].as_u64().expect("a count")
+    }
+
+    /// `GET path` of the API with the full key: the status and the JSON
+    /// body (null if it is not JSON).
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let url = format!("http://{}{path}", self.addr);
         let reply = comptoir_agent::http_client::request(
             "GET",
             &url,
@@ -167,8 +174,8 @@ impl Daemon {
         )
         .await
         .unwrap_or_else(|e| panic!("daemon {} answers: {e}", self.name));
-        let body: Value = serde_json::from_slice(&reply.body).expect("JSON");
-        body["changes"].as_u64().expect("a count")
+        let body = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+        (reply.status, body)
     }
 
     /// `GET /v1/health`: whether this daemon holds the lease.
@@ -385,7 +392,7 @@ async fn two_daemons_share_one_inbox_and_one_posts_each_webhook_through_a_kill()
         async || holder.has_message(&first_id) && other.has_message(&first_id),
     )
     .await;
-    let (status, body) = call_raw_messages(&other).await;
+    let (status, body) = other.get("/v1/messages").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"][0]["id"], first_id.as_str(), "{body}");
 
@@ -786,21 +793,4 @@ async fn a_lease_is_held_by_one_device_of_an_account_until_its_connection_ends()
         .await;
     let taken = one.acquire_lease(name, lease).await.expect("take");
     assert!(taken.mine, "{taken:?}");
-}
-
-async fn call_raw_messages(daemon: &Daemon) -> (u16, Value) {
-    let url = format!("http://{}/v1/messages", daemon.addr);
-    let response = comptoir_agent::http_client::request(
-        "GET",
-        &url,
-        &[(
-            "authorization",
-            format!("Bearer {}", support::agent::FULL_KEY),
-        )],
-        Vec::new(),
-    )
-    .await
-    .expect("API answers");
-    let json = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
-    (response.status, json)
 }
