@@ -184,3 +184,27 @@ async fn franking_and_ledger_on_then_off_run_the_same_business_mix() {
     assert_eq!(report.envelopes, 200);
     assert_eq!(bill_lines(&off_admin).await, 0, "no ledger");
 }
+
+/// `relay-load bench --business-percent P --unmetered` measures what the
+/// business rules alone cost on a relay with franking and the ledger off:
+/// that relay must still apply them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_with_franking_and_the_ledger_off_still_applies_the_business_rules() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (off, _admin) = bench_relay(&dir, true).await;
+    assert!(!off.metered);
+    let error = load::run(
+        off.address,
+        metering::off(tiny(0, 20)),
+        TemplateApproval::NotChecked,
+    )
+    .await
+    .expect_err("an unapproved template is refused");
+    match error {
+        LoadError::Refused { what, code, .. } => {
+            assert_eq!(what, "send");
+            assert_eq!(code, ErrorCode::TemplateNotApproved as i32);
+        }
+        other => panic!("expected the relay's refusal, got {other}"),
+    }
+}

@@ -91,6 +91,15 @@ enum Cmd {
         /// relay-load built with the feature `unmetered-relay`.
         #[arg(long, conflicts_with = "with_forwarder")]
         compare_franking_ledger: bool,
+        /// With --business-percent, comparing against customer-only
+        /// traffic: run both mixes against a relay with franking and the
+        /// ledger off (nothing franked or signed, no ledger), so that the
+        /// ratio is what the business rules alone cost (consent, the
+        /// window, template approval); --compare-franking-ledger measures
+        /// franking and the ledger. Needs relay-load built with the
+        /// feature `unmetered-relay`.
+        #[arg(long, conflicts_with_all = ["with_forwarder", "compare_franking_ledger"])]
+        unmetered: bool,
         /// Rounds (each runs forwarder then relay); the best round of each
         /// is reported too.
         #[arg(long, default_value_t = 3)]
@@ -294,6 +303,7 @@ fn main() -> ExitCode {
                 template_percent,
                 with_forwarder,
                 compare_franking_ledger,
+                unmetered,
                 rounds,
             } => {
                 let options = LoadOptions {
@@ -315,7 +325,16 @@ fn main() -> ExitCode {
                     }
                     bench_metering(options, rounds).await
                 } else if business_percent > 0 {
-                    bench_rules(options, rounds, with_forwarder).await
+                    let relay = if unmetered {
+                        RulesRelay::Unmetered
+                    } else {
+                        RulesRelay::Metered { with_forwarder }
+                    };
+                    bench_rules(options, rounds, relay).await
+                } else if unmetered {
+                    Err("--unmetered compares the business mix with customer-only traffic: \
+                         give --business-percent (1 to 50)"
+                        .into())
                 } else {
                     bench(options, rounds).await
                 }
@@ -723,6 +742,20 @@ fn cpu_seconds(pid: &str) -> Result<f64, Box<dyn std::error::Error>> {
     Ok((ticks(11)? + ticks(12)?) / TICKS_PER_SECOND)
 }
 
+/// Which servers [`bench_rules`] runs both mixes against.
+#[derive(Clone, Copy, Debug)]
+enum RulesRelay {
+    /// The `relay` binary as operators run it (franking and the ledger
+    /// on), and, `with_forwarder`, the storage-free forwarder too.
+    Metered {
+        /// Run the forwarder on both mixes as well.
+        with_forwarder: bool,
+    },
+    /// A benchmark relay with franking and the ledger off, nothing franked
+    /// or signed: what the business rules alone cost.
+    Unmetered,
+}
+
 /// One run of [`bench_rules`].
 #[derive(Clone, Copy, Debug, Default)]
 struct RulesRun {
@@ -735,19 +768,24 @@ struct RulesRun {
     load_cpu_us: f64,
 }
 
-/// `relay-load bench --business-percent P`: each round runs the relay
-/// (and, `with_forwarder`, the forwarder) on the business mix and on
-/// customer-only traffic, a fresh server per run, alternating which mix
+/// `relay-load bench --business-percent P [--unmetered]`: each round runs
+/// the relay (`relay`: the operators' binary, with the forwarder too if
+/// asked; or a benchmark relay with franking and the ledger off) on the
+/// business mix and on customer-only traffic, a fresh server per run, alternating which mix
 /// goes first; prints the rounds, the medians and business ÷ customer, for
 /// throughput and for the CPU each process spent per envelope.
-async fn bench_rules(business: LoadOptions, rounds: usize, with_forwarder: bool) -> Res {
+async fn bench_rules(business: LoadOptions, rounds: usize, relay: RulesRelay) -> Res {
+    let (business, with_forwarder, unmetered) = match relay {
+        RulesRelay::Metered { with_forwarder } => (business, with_forwarder, false),
+        RulesRelay::Unmetered => (metering::off(business), false, true),
+    };
     let customer = LoadOptions {
         business_percent: 0,
         ..business
     };
     println!(
         "devices {} x messages {} x {} B, window {}, business mix {}% ({}% of a business's \
-         sends templates) against customer-only, {} rounds, alternating (loopback, child \
+         sends templates) against customer-only{}, {} rounds, alternating (loopback, child \
          processes)",
         business.devices,
         business.messages,
@@ -755,6 +793,11 @@ async fn bench_rules(business: LoadOptions, rounds: usize, with_forwarder: bool)
         business.window,
         business.business_percent,
         business.template_percent,
+        if unmetered {
+            ", both on a relay with franking and the ledger off"
+        } else {
+            ""
+        },
         rounds
     );
     let servers: &[&str] = if with_forwarder {
@@ -775,7 +818,9 @@ async fn bench_rules(business: LoadOptions, rounds: usize, with_forwarder: bool)
                     ("customer", customer)
                 };
                 // A fresh server per run: same starting state every time.
-                let server = if name == "relay" {
+                let server = if unmetered {
+                    start_bench_relay(true)?
+                } else if name == "relay" {
                     start_relay()?
                 } else {
                     start_forwarder()?
