@@ -71,13 +71,7 @@ async fn without_the_operators_approval_the_relay_refuses_and_the_run_fails() {
         let error = load::run(relay.addr, options, TemplateApproval::NotChecked)
             .await
             .expect_err("an unapproved template is refused");
-        match error {
-            LoadError::Refused { what, code, .. } => {
-                assert_eq!(what, "send");
-                assert_eq!(code, ErrorCode::TemplateNotApproved as i32);
-            }
-            other => panic!("expected the relay's refusal, got {other}"),
-        }
+        assert_refused_as_unapproved(error);
     }
 }
 
@@ -200,6 +194,11 @@ async fn a_relay_with_franking_and_the_ledger_off_still_applies_the_business_rul
     )
     .await
     .expect_err("an unapproved template is refused");
+    assert_refused_as_unapproved(error);
+}
+
+/// The run failed on the relay's `TEMPLATE_NOT_APPROVED` refusal of a send.
+fn assert_refused_as_unapproved(error: LoadError) {
     match error {
         LoadError::Refused { what, code, .. } => {
             assert_eq!(what, "send");
