@@ -4,7 +4,8 @@
 //! `Accepted` not sent), for a billed template from a business to a
 //! customer and for a customer's conversation message to a business.
 //! After each abort, `relay accounting` on the stopped data directory shows
-//! the device copies, the conversation state, the quota counts and the
+//! the device copies, the conversation state, the quota counts, the
+//! customer the business reached (the quality tiers' usage) and the
 //! ledger entry all present or all absent (and present when `Accepted` was
 //! received). Needs the test-only feature `fault-injection` (on under
 //! `cargo test --workspace` through the tests crate's dev-dependency).
@@ -349,6 +350,10 @@ async fn run(scenario: Scenario, fault: Option<&str>) -> (bool, [bool; 4]) {
             && l["ledger"]["franking_tag"] == "f7".repeat(32).as_str()
             && l["ledger"]["message_id"] == "42".repeat(16).as_str()
     });
+    let reach = lines.iter().any(|l| {
+        l["reach"]["business"] == hex(&business.id).as_str()
+            && l["reach"]["customer"] == hex(&customer.id).as_str()
+    });
     let ledger_count = lines.iter().filter(|l| l.get("ledger").is_some()).count();
     assert!(ledger_count <= 1, "{lines:?}");
     // Only what the scenario changes: a conversation message is not
@@ -356,10 +361,11 @@ async fn run(scenario: Scenario, fault: Option<&str>) -> (bool, [bool; 4]) {
     let present = match scenario {
         Scenario::Template => {
             assert!(!conversation, "{lines:?}");
-            [copies, quota, quota, ledger]
+            [copies, quota, reach, ledger]
         }
         Scenario::Conversation => {
             assert!(ledger_count == 0, "{lines:?}");
+            assert!(!reach, "a customer's message reaches no one: {lines:?}");
             [copies, conversation, quota, copies]
         }
     };

@@ -33,7 +33,9 @@ enum Command {
     /// (`"delivered"`: the customer device's signed ack), the consents
     /// kept (`"consent"`), the conversation state (`"conversation"`: the accept
     /// time of the customer's last message, which the 24-hour window runs
-    /// from), the quota counts per sender and UTC day (`"quota"`) and the
+    /// from), the customers each business reached by a conversation it
+    /// started (`"reach"`: the usage the quality tiers count), the quota
+    /// counts per sender and UTC day (`"quota"`) and the
     /// copies queued per device (`"queue"`).
     Accounting(AccountingArgs),
     /// The operator's tool: talks to the running relay's admin API
@@ -307,6 +309,16 @@ fn accounting(args: &AccountingArgs) -> ExitCode {
                 "business": business.to_string(),
                 "customer": customer.to_string(),
                 "last_customer_message_ms": ms,
+            }
+        });
+        println!("{line}");
+    }
+    for (business, customer, ms) in &report.reaches {
+        let line = serde_json::json!({
+            "reach": {
+                "business": business.to_string(),
+                "customer": customer.to_string(),
+                "counted_at_ms": ms,
             }
         });
         println!("{line}");

@@ -1,6 +1,7 @@
 //! Read-only view of what accepts committed besides mail, for operators
 //! (`relay accounting --data-dir DIR` on a stopped relay) and crash tests:
-//! the ledger, the conversation state (the window), the quota counts, and
+//! the ledger, the conversation state (the window), the customers each
+//! business reached (the quality tiers' usage), the quota counts, and
 //! how many copies each device has queued.
 
 use std::path::Path;
@@ -26,6 +27,10 @@ pub struct AccountingReport {
     /// (business, customer, accept time of the customer's last
     /// conversation message).
     pub conversations: Vec<(AccountId, AccountId, u64)>,
+    /// (business, customer, accept time of the business-initiated
+    /// conversation that last counted the customer): the reach the
+    /// quality tiers count.
+    pub reaches: Vec<(AccountId, AccountId, u64)>,
     /// (sender, UTC day, counts) for the days still counted.
     pub quotas: Vec<(AccountId, u32, QuotaCounts)>,
     /// (account, device, copies queued) for every non-empty queue.
@@ -51,6 +56,7 @@ pub async fn read(data_dir: &Path) -> StorageResult<AccountingReport> {
         delivered: log.delivered_entries(),
         consents: log.all_consents(),
         conversations: log.conversations(),
+        reaches: log.reaches(),
         quotas: log.quotas(),
         queues: log.queue_depths(),
     };

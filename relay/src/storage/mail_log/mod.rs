@@ -1258,6 +1258,29 @@ impl MailLog {
         all
     }
 
+    /// (business, customer, accept time of the business-initiated
+    /// conversation that last counted the customer) for the reach the
+    /// quality tiers still count (the last 7 days), sorted.
+    pub fn reaches(&self) -> Vec<(AccountId, AccountId, u64)> {
+        let state = self.shared().lock();
+        let mut all: Vec<_> = state
+            .index
+            .accounting
+            .reaches
+            .iter()
+            .flat_map(|(&business, reach)| {
+                reach
+                    .last
+                    .iter()
+                    .map(move |(&customer, &ms)| (business, customer, ms))
+            })
+            .collect();
+        all.sort_unstable_by(|x, y| {
+            (x.0.as_bytes(), x.1.as_bytes()).cmp(&(y.0.as_bytes(), y.1.as_bytes()))
+        });
+        all
+    }
+
     /// Every sender's counts per UTC day still kept, sorted.
     pub fn quotas(&self) -> Vec<(AccountId, u32, QuotaCounts)> {
         let state = self.shared().lock();
