@@ -690,7 +690,17 @@ fn print_report(name: &str, r: &LoadReport) {
         r.p999.as_secs_f64() * 1e3,
         r.elapsed.as_secs_f64()
     );
-    if r.billed > 0 {
+    if r.billed > 0 && r.signed_acks == 0 {
+        // Franking and the ledger off: nothing signed, nothing billed.
+        println!(
+            "{:<10} templates {} of {} sends ({:.1}%) from {} businesses; none billed (no ack signed)",
+            "",
+            r.billed,
+            r.envelopes,
+            100.0 * r.billed as f64 / (r.envelopes as f64).max(1.0),
+            r.businesses,
+        );
+    } else if r.billed > 0 {
         println!(
             "{:<10} billed templates {} of {} sends ({:.1}%) from {} businesses; signed acks answered Ok {}",
             "",
