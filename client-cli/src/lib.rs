@@ -57,6 +57,15 @@ macro_rules! note {
     };
 }
 
+/// What a command says of message `id` left in the outbox by a lost
+/// connection (`c`: how to run `comptoir`).
+pub(crate) fn queued_note(id: &dyn std::fmt::Display, c: &str) -> String {
+    format!(
+        "message {id} waits in the outbox and is sent on the next connect; see what waits \
+         with `{c} outbox list`, or cancel it with `{c} outbox cancel {id}`"
+    )
+}
+
 mod account;
 pub mod args;
 pub mod business;
@@ -675,11 +684,7 @@ async fn run_command(
                     Ok(0)
                 }
                 (Err(e), Ok(id)) => {
-                    note!(
-                        "message {id} waits in the outbox and is sent on the next connect; \
-                         see what waits with `{c} outbox list`, or cancel it with \
-                         `{c} outbox cancel {id}`"
-                    );
+                    note!("{}", queued_note(&id, &c));
                     Err(e)
                 }
                 (_, Err(e)) => Err(e),

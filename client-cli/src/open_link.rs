@@ -150,9 +150,22 @@ pub(crate) async fn run_open(
                 }
             }
         }
-        let id = client.send_text(account, text).await?;
-        say_sent(out, &id.to_string(), &c)?;
-        Ok(0)
+        // Once stored the message has an id: a connection lost on the way
+        // leaves it queued in the outbox, and `open` names it, as `send`
+        // does.
+        let (id, sent) = client.send_text_naming(account, text).await?;
+        match sent {
+            Ok(()) => {
+                say_sent(out, &id.to_string(), &c)?;
+                Ok(0)
+            }
+            Err(e) if crate::daemon::is_unreachable(&e) => {
+                say!(out, "queued\t{id}");
+                note!("{}", crate::queued_note(&id, &c));
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
     }
     .await;
     client.close().await?;

@@ -187,3 +187,51 @@ async fn wait_for(script: &mut Remote, wanted: impl Fn(&Value) -> bool) -> Value
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_cut_on_the_way_names_the_queued_message_and_it_goes_once() {
+    const LINK: &str = "comptoir://chat/acme?text=Where%20is%20my%20order";
+    let root = tempfile::tempdir().expect("temp dir");
+    let (listener, url) = CutProxy::bind().await;
+    let relay = start_relay_with_origins(vec![url]).await;
+    let proxy = CutProxy::start(listener, relay.addr());
+    let acme = Customer::new(root.path(), "acme", &relay);
+    acme.ok(&["init"]).await;
+    acme.ok(&["register", "--business"]).await;
+    acme.ok(&["name", "claim", "acme"]).await;
+    let alice = Customer::new(root.path(), "alice", &relay);
+    alice.registered().await;
+    let alice = Customer {
+        dir: alice.dir.clone(),
+        relay: proxy.url.clone(),
+    };
+
+    proxy.arm();
+    let cut = alice.run(&["open", LINK, "--yes"]).await;
+    assert_eq!(proxy.cuts(), 1, "the send was cut: {cut:?}");
+    let id = cut
+        .stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("queued\t"))
+        .unwrap_or_else(|| panic!("the queued message's id: {cut:?}"))
+        .to_owned();
+    assert!(!cut.stdout.contains("\nsent\t"), "{cut:?}");
+    assert_queued(&cut, &id);
+    assert!(alice.ok(&["outbox", "list"]).await.contains(&id));
+
+    // Back: the next connect sends it, once.
+    proxy.restore();
+    alice.ok(&["contacts", "add", "acme", "acme"]).await;
+    alice.ok(&["send", "acme", "after the cut"]).await;
+    let heard = acme
+        .ok(&["listen", "--count", "2", "--timeout", "20"])
+        .await;
+    let at = |text: &str| {
+        heard
+            .find(text)
+            .unwrap_or_else(|| panic!("{text}: {heard}"))
+    };
+    assert!(at("Where is my order") < at("after the cut"), "{heard}");
+    assert_eq!(heard.matches("Where is my order").count(), 1, "{heard}");
+    assert_eq!(alice.ok(&["outbox", "list"]).await, "");
+}

@@ -176,11 +176,8 @@ async fn answer(
         .await?;
     let id = text(&sent, "id");
     if text(&sent, "status") == "pending" {
-        let c = cli.comptoir();
-        eprintln!(
-            "message {id} waits in the outbox and is sent on the next connect; see what waits \
-             with `{c} outbox list`, or cancel it with `{c} outbox cancel {id}`"
-        );
+        say!(out, "queued\t{id}");
+        eprintln!("{}", crate::queued_note(&id, &cli.comptoir()));
         return Ok(5);
     }
     crate::open_link::say_sent(out, id, &cli.comptoir())?;
