@@ -2159,17 +2159,19 @@ async fn send_file(
         Ok(_) => client.send_attachment(peer, &file).await,
         Err(e) => Err(e),
     };
+    let peer_name = json::name(&client, &peer);
     client.close().await?;
     let id = result?;
     if json {
+        // The relay stored it: `sent`, as `send` says of a text.
         json::write(
             out,
             &Record::Sent {
                 id: id.to_string(),
                 peer: peer.to_string(),
-                peer_name: None,
+                peer_name,
                 time: json::Time::at(comptoir_client::client::now_ms()),
-                status: "accepted",
+                status: "sent",
             },
         )?;
     } else {

@@ -736,6 +736,10 @@ async fn json_listen_shows_files_and_status_posts() {
             .await,
     );
     let file_id = sent[0]["id"].clone();
+    // The `sent` record of a text: the contact's name, `sent` once stored.
+    assert_eq!(sent[0]["type"], "sent", "{sent:?}");
+    assert_eq!(sent[0]["peer_name"], "bob", "{sent:?}");
+    assert_eq!(sent[0]["status"], "sent", "{sent:?}");
     alice
         .ok(&["status", "post", "--text", "Open until 5", "--to", "bob"])
         .await;
