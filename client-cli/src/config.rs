@@ -44,7 +44,8 @@ pub fn default_config_file() -> Option<PathBuf> {
 
 /// Read the config file at `path`. A missing file is no settings unless
 /// `required` (it was named on the command line); a file that does not
-/// parse is an error naming the file and what is wrong.
+/// parse, or names a `ca_cert` that is not a file, is an error naming the
+/// file and what is wrong.
 pub fn load(path: &Path, required: bool) -> Result<Config, String> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
@@ -69,6 +70,16 @@ pub fn load(path: &Path, required: bool) -> Result<Config, String> {
         && ca.is_relative()
     {
         config.ca_cert = Some(base.join(ca));
+    }
+    if let Some(ca) = &config.ca_cert
+        && !ca.is_file()
+    {
+        return Err(format!(
+            "the config file {} is not valid: its ca_cert {} is not a file (give the relay's \
+             CA certificate in PEM, relative to the config file, or remove the key)",
+            path.display(),
+            ca.display()
+        ));
     }
     Ok(config)
 }
@@ -110,6 +121,13 @@ mod tests {
             "relay = \"wss://relay.example\"\nca_cert = \"ca.pem\"\noutput = \"json\"\n",
         )
         .expect("write");
+        // A certificate file that is not there is refused, naming both.
+        let error = load(&path, false).expect_err("no ca.pem");
+        assert!(
+            error.contains(&path.display().to_string()) && error.contains("ca.pem"),
+            "{error}"
+        );
+        std::fs::write(dir.path().join("ca.pem"), "PEM").expect("write");
         let config = load(&path, false).expect("loads");
         assert_eq!(config.relay.as_deref(), Some("wss://relay.example"));
         assert_eq!(config.ca_cert, Some(dir.path().join("ca.pem")));
