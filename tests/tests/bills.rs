@@ -456,3 +456,164 @@ async fn after_a_price_change_earlier_lines_still_verify() {
     assert_eq!(bill.earlier_rate_cards.len(), 1);
     shop.verify_bill(&bill).await.expect("still checks");
 }
+
+/// The relay's default period between two passes signing bill heads.
+const HEAD_PERIOD_MS: i64 = comptoir_relay::billing::DEFAULT_HEAD_PERIOD_MS as i64;
+
+/// Heads signed on the relay's schedule: as the moved clock passes each
+/// period, the relay signs the head of each chain that grew since its last
+/// periodic head (and none for a chain that did not, or a business with no
+/// bill), the bill carries them and the business checks each against the
+/// operator key and its chain; a tampered one, or one the chain does not
+/// extend, fails with its typed error. The export carries them, and a
+/// restart keeps them.
+#[tokio::test]
+async fn heads_are_signed_each_period_for_grown_chains_and_kept() {
+    let relay = start_relay().await;
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let (mut customer, mut shop) = billed_three(&relay, &dirs).await;
+    let other_dir = tempfile::tempdir().unwrap();
+    let mut other = registered_as(
+        &relay,
+        other_dir.path(),
+        "other pass",
+        AccountKind::Business,
+    )
+    .await;
+    let passes = "comptoir_bill_head_passes_total";
+    let signed = "comptoir_bill_heads_signed_total";
+
+    // Before the first period has passed: no periodic head.
+    let bill = shop.fetch_bill().await.expect("fetch the bill");
+    assert!(bill.periodic_heads.is_empty());
+    assert_eq!(relay.metric(passes).await, 0.0);
+
+    relay.clock.shift(HEAD_PERIOD_MS + 1_000);
+    relay.wait_metric(passes, 1.0).await;
+    assert_eq!(relay.metric(signed).await, 1.0, "the shop's chain only");
+    let bill = shop.fetch_bill().await.expect("fetch the bill");
+    assert_eq!(bill.periodic_heads.len(), 1);
+    let first = bill.periodic_heads[0].clone();
+    assert_eq!(first.count, 3);
+    assert_eq!(first.head_hash, bill.lines[2].hash().to_vec());
+    assert_eq!(first.business_account, shop.account_id().to_vec());
+    shop.verify_bill(&bill).await.expect("the bill checks");
+    let theirs = other.fetch_bill().await.expect("fetch");
+    assert!(theirs.periodic_heads.is_empty(), "no bill, no head");
+
+    // Another period, and the chain did not grow: no new head.
+    relay.clock.shift(HEAD_PERIOD_MS);
+    relay.wait_metric(passes, 2.0).await;
+    assert_eq!(relay.metric(signed).await, 1.0);
+    let bill = shop.fetch_bill().await.expect("fetch the bill");
+    assert_eq!(bill.periodic_heads, std::slice::from_ref(&first));
+
+    // One more line, another period: a head at 4 lines.
+    let utility = template(shop.account_id(), "order_update", TemplateCategory::Utility)
+        .template_id()
+        .expect("its id");
+    delivered_and_proved(&mut shop, &mut customer, utility).await;
+    relay.clock.shift(HEAD_PERIOD_MS);
+    relay.wait_metric(passes, 3.0).await;
+    assert_eq!(relay.metric(signed).await, 2.0);
+    let bill = shop.fetch_bill().await.expect("fetch the bill");
+    assert_eq!(
+        bill.periodic_heads
+            .iter()
+            .map(|h| h.count)
+            .collect::<Vec<_>>(),
+        [3, 4]
+    );
+    assert!(bill.periodic_heads[1].signed_at_ms > first.signed_at_ms);
+    assert_eq!(
+        bill.periodic_heads[1].head_hash,
+        bill.lines[3].hash().to_vec()
+    );
+    let totals = shop.verify_bill(&bill).await.expect("the bill checks");
+    assert_eq!(totals.lines, 4);
+
+    // A tampered periodic head, or one signed by the operator key that
+    // this chain does not extend, fails with its typed error.
+    let mut tampered = bill.clone();
+    tampered.periodic_heads[0].signed_at_ms += 1;
+    assert_eq!(
+        refused_as(shop.verify_bill(&tampered).await),
+        BillError::BadPeriodicHeadSignature { count: 3 }
+    );
+    let operator =
+        comptoir_relay::operator::load_or_create_operator_key(&relay.data_dir.join("operator.key"))
+            .expect("the relay's operator key");
+    let shop_id = shop.account_id();
+    let signed_head = |count: u64, head_hash: Vec<u8>| {
+        comptoir_protocol::BillHead {
+            business: shop_id,
+            count,
+            head_hash: head_hash.try_into().expect("32 bytes"),
+            signed_at_ms: first.signed_at_ms + 1,
+        }
+        .sign(&operator)
+    };
+    let mut contradicted = bill.clone();
+    contradicted.periodic_heads[0] = signed_head(3, bill.lines[1].hash().to_vec());
+    assert_eq!(
+        refused_as(shop.verify_bill(&contradicted).await),
+        BillError::PeriodicHeadNotInChain { count: 3 }
+    );
+    let mut beyond = bill.clone();
+    beyond
+        .periodic_heads
+        .push(signed_head(5, bill.lines[3].hash().to_vec()));
+    assert_eq!(
+        refused_as(shop.verify_bill(&beyond).await),
+        BillError::PeriodicHeadNotInChain { count: 5 }
+    );
+
+    // The export carries the periodic heads at its lines' counts.
+    let admin = relay.admin_client();
+    let shop_hex = shop.account_id().to_string();
+    let json: serde_json::Value = serde_json::from_str(
+        &admin
+            .export_bill(&shop_hex, None, None, "json")
+            .await
+            .expect("export json"),
+    )
+    .expect("json");
+    let exported = json["periodic_heads"].as_array().expect("periodic heads");
+    assert_eq!(exported.len(), 2);
+    let hex_field = |v: &serde_json::Value| hex::decode(v.as_str().expect("hex")).expect("hex");
+    let pinned = shop.operator_key().expect("store").expect("pinned");
+    for (json_head, fetched) in exported.iter().zip(&bill.periodic_heads) {
+        let head = comptoir_protocol::proto::wire::BillHead {
+            business_account: shop.account_id().to_vec(),
+            count: json_head["count"].as_u64().expect("count"),
+            head_hash: hex_field(&json_head["head_hash"]),
+            signed_at_ms: json_head["signed_at_ms"].as_u64().expect("time"),
+            signature: hex_field(&json_head["signature"]),
+        };
+        comptoir_protocol::BillHead::verified(&head, &pinned).expect("signed");
+        assert_eq!(&head, fetched);
+    }
+    let csv = admin
+        .export_bill(&shop_hex, None, None, "csv")
+        .await
+        .expect("export csv");
+    assert_eq!(csv.matches("\nperiodic_head,").count(), 2, "{csv}");
+    assert!(
+        csv.contains(&format!(
+            "\nperiodic_head,3,{},{},",
+            hex::encode(&first.head_hash),
+            first.signed_at_ms
+        )),
+        "{csv}"
+    );
+
+    // A restart keeps them, and signs nothing new.
+    let mut relay = relay;
+    relay.stop().await;
+    let relay = relay.start_again_at_same_address().await;
+    shop.connect(&url(&relay)).await.expect("reconnect");
+    let after = shop.fetch_bill().await.expect("fetch again");
+    assert_eq!(after.periodic_heads, bill.periodic_heads);
+    shop.verify_bill(&after).await.expect("still checks");
+    assert_eq!(relay.metric(signed).await, 0.0);
+}

@@ -4,7 +4,8 @@
 //! chain, the operator's signatures against the pinned operator key, each
 //! customer device's delivery signature against the customer's signed
 //! device list (checked against the customer's pinned account key), and
-//! each price against the signed rate card; and that the chain extends the
+//! each price against the signed rate card, each head the relay signed on
+//! its schedule against the operator key and the chain; and that the chain extends the
 //! head this client verified last time (kept sealed in the store: tree
 //! `Bills`, key `verified-head`, count (u64 BE) || head hash (32)), so a
 //! relay cannot rewrite lines a business already checked.
@@ -38,6 +39,10 @@ pub struct Bill {
     /// The cards in effect before it, oldest first, signed the same way:
     /// earlier lines were priced with them.
     pub earlier_rate_cards: Vec<wire::SignedRateCard>,
+    /// The heads the relay signed on its schedule (each page's, in order
+    /// of count), signed by the operator key: each must be a head of
+    /// this chain.
+    pub periodic_heads: Vec<wire::BillHead>,
 }
 
 impl Client {
@@ -45,6 +50,7 @@ impl Client {
     /// last page is kept: lines delivered meanwhile only extend it).
     pub async fn fetch_bill(&mut self) -> Result<Bill> {
         let mut lines = Vec::new();
+        let mut periodic_heads = Vec::new();
         loop {
             let reply = self
                 .request(
@@ -59,6 +65,7 @@ impl Client {
                 return Err(unexpected("Bill", &reply));
             };
             let got = page.lines.len();
+            periodic_heads.extend(page.periodic_heads);
             for line in &page.lines {
                 lines.push(BillLine::from_wire(line)?);
             }
@@ -73,6 +80,7 @@ impl Client {
                     head,
                     rate_card,
                     earlier_rate_cards: page.earlier_rate_cards,
+                    periodic_heads,
                 });
             }
         }
@@ -110,6 +118,7 @@ impl Client {
             &business,
             &bill.lines,
             &bill.head,
+            &bill.periodic_heads,
             std::iter::once(&bill.rate_card).chain(&bill.earlier_rate_cards),
             &operator,
             |customer, device| keys.get(&(*customer, device)).copied(),

@@ -15,6 +15,8 @@
 //! - [`Ledger`] ([`ledger`]): append-only entries for what may be billed,
 //!   written by the mailbox's accept in the same durable step as the
 //!   copies (docs/STORAGE.md says what must commit together).
+//! - [`BillHeads`] ([`ledger_heads`]): the heads of businesses' bill
+//!   chains the relay signed on its schedule, beside the ledger.
 //! - [`Templates`] ([`templates`]): templates businesses submitted and
 //!   the operator's signed decision on each.
 //! - [`Businesses`] ([`businesses`]): business profiles and the operator's
@@ -68,6 +70,7 @@ pub mod directory;
 pub mod first_contacts;
 pub mod keys;
 pub mod ledger;
+pub mod ledger_heads;
 pub mod mail_log;
 pub mod mailbox;
 pub mod quality;
@@ -93,6 +96,7 @@ pub use self::keys::{
 pub use self::ledger::{
     BilledCategory, DELIVERY_SIGNATURE_LEN, DeliveredEntry, Ledger, LedgerEntry, Priced,
 };
+pub use self::ledger_heads::{BillHeads, PeriodicHead};
 pub use self::mailbox::{
     AcceptEffects, AckOf, Acked, Billed, Cursor, Enqueued, Mailbox, NewMessage, QueuedEnvelope,
     QueuedMail, QueuedReceipt, QuotaCounts, ReachLimit, ReceiptKeptFuture,
@@ -160,6 +164,7 @@ pub trait Backend:
     + Keys
     + Mailbox
     + Ledger
+    + BillHeads
     + Templates
     + Businesses
     + ConsentRequests
@@ -175,6 +180,7 @@ impl<
         + Keys
         + Mailbox
         + Ledger
+        + BillHeads
         + Templates
         + Businesses
         + ConsentRequests

@@ -852,6 +852,18 @@ impl MailLog {
         Some((accounting.ledger.get(&accept_id)?.clone(), *delivered))
     }
 
+    /// Every business with a bill, and the number of lines in it.
+    pub fn bill_lengths(&self) -> Vec<(AccountId, u64)> {
+        let state = self.shared().lock();
+        state
+            .index
+            .accounting
+            .bill_lengths
+            .iter()
+            .map(|(&business, &lines)| (business, lines))
+            .collect()
+    }
+
     /// `business`'s bill: its billed sends a customer device acked, with
     /// that delivery, in chain order (entries from before bills were
     /// chained first, by accept id, then by position).
