@@ -12,8 +12,9 @@ use sha2::{Digest, Sha256};
 
 use crate::account::AccountId;
 use crate::delivery::{DeliveryFields, MAX_FRANKING_COMMITMENT_LEN, verify_delivery};
+use crate::device_list::DeviceList;
 use crate::error::{DecodeError, Error, Result};
-use crate::keys::{IdentityKey, OperatorKey, OperatorKeyPair, SIGNATURE_LEN};
+use crate::keys::{AccountKey, IdentityKey, OperatorKey, OperatorKeyPair, SIGNATURE_LEN};
 use crate::proto::wire;
 use crate::template::TemplateCategory;
 
@@ -929,6 +930,29 @@ pub fn check_periodic_heads(
     Ok(checked)
 }
 
+/// The key of `customer`'s device `device` from `lists`, device lists a
+/// bill carries for devices removed since they acked: only a list that
+/// verifies against `account_key` (the customer's pinned account key),
+/// is `customer`'s, is older than the customer's current list
+/// (`current_version`) and names `device` counts; the newest such list's
+/// key is returned. A list the relay made up or altered does not verify,
+/// so its key is never returned.
+pub fn superseded_device_key(
+    lists: &[wire::SignedDeviceList],
+    customer: &AccountId,
+    account_key: &AccountKey,
+    current_version: u64,
+    device: u32,
+) -> Option<IdentityKey> {
+    lists
+        .iter()
+        .filter_map(|signed| DeviceList::verify(signed, Some(account_key)).ok())
+        .filter(|list| list.account_id == *customer && list.version < current_version)
+        .filter_map(|list| list.device(device).map(|key| (list.version, *key)))
+        .max_by_key(|(version, _)| *version)
+        .map(|(_, key)| key)
+}
+
 /// Check that verified `lines` (from line 1) extend a head verified
 /// before (`count` lines ending with `head_hash`): an append-only chain
 /// only grows, so its first `count` lines must be the same ones.
@@ -1365,6 +1389,45 @@ mod tests {
             check(&[at(3, lines[2].hash(), 10), at(1, lines[0].hash(), 20)]),
             Err(BillError::PeriodicHeadsShrink { count: 1 })
         );
+    }
+
+    #[test]
+    fn a_removed_device_key_comes_only_from_an_earlier_list_the_account_signed() {
+        let account = crate::keys::AccountKeyPair::from_seed(&[3; 32]);
+        let customer = AccountId::from_bytes(&[0xCC; 16]).unwrap();
+        let phone = *IdentityKeyPair::from_seed(&[4; 32]).public();
+        let laptop = *IdentityKeyPair::from_seed(&[5; 32]).public();
+        let list = |key: &crate::keys::AccountKeyPair, version, devices| {
+            DeviceList::sign(key, customer, version, devices).unwrap()
+        };
+        let both = list(&account, 2, vec![(1, phone), (2, laptop)]);
+        let pinned = account.public();
+        let key = |lists: &[wire::SignedDeviceList], current| {
+            superseded_device_key(lists, &customer, &pinned, current, 2)
+        };
+        assert_eq!(key(std::slice::from_ref(&both), 3), Some(laptop));
+        // Not older than the current list, not naming the device, or for
+        // another account: no key.
+        assert_eq!(key(std::slice::from_ref(&both), 2), None);
+        assert_eq!(key(&[list(&account, 1, vec![(1, phone)])], 3), None);
+        let other = AccountId::from_bytes(&[0xDD; 16]).unwrap();
+        let theirs = DeviceList::sign(&account, other, 2, vec![(2, laptop)]).unwrap();
+        assert_eq!(key(&[theirs], 3), None);
+        // A key the relay put in: the signature no longer verifies.
+        let invented = *IdentityKeyPair::from_seed(&[6; 32]).public();
+        let mut altered = both.clone();
+        altered.devices[1].identity_key = invented.to_bytes().to_vec();
+        assert_eq!(key(&[altered], 3), None);
+        // Signed by another account key than the pinned one.
+        let impostor = crate::keys::AccountKeyPair::from_seed(&[7; 32]);
+        assert_eq!(
+            key(&[list(&impostor, 2, vec![(1, phone), (2, invented)])], 3),
+            None
+        );
+        // The newest earlier list naming the device wins.
+        let renewed = *IdentityKeyPair::from_seed(&[8; 32]).public();
+        let later = list(&account, 4, vec![(1, phone), (2, renewed)]);
+        assert_eq!(key(&[later, both], 5), Some(renewed));
     }
 
     #[test]

@@ -19,8 +19,8 @@ use serde::Deserialize;
 use crate::clock::ClockShifts;
 use crate::state::Relay;
 use crate::storage::{
-    Backend, BillHeads, BilledCategory, DeliveredEntry, Ledger, LedgerEntry, PeriodicHead,
-    StorageResult,
+    Backend, BillHeads, BilledCategory, DeliveredEntry, Directory, Ledger, LedgerEntry,
+    PeriodicHead, StorageResult, StoredDeviceList, SupersededLists,
 };
 
 /// Default time between two passes that sign grown chains' heads: one
@@ -271,6 +271,49 @@ pub(crate) async fn sign_heads_periodically<S: Backend>(
             () = shifts.next() => {}
         }
     }
+}
+
+/// For each (customer, device) of `lines` whose device is no longer in
+/// the customer's current device list, the newest replaced list that
+/// named it, as the customer's account key signed it (each once). The
+/// business checks those against the customer's pinned account key
+/// (`comptoir_protocol::bill::superseded_device_key`): the relay's word
+/// adds no key.
+pub async fn lists_of_removed_devices<S: Directory + SupersededLists>(
+    store: &S,
+    lines: &[&BillLine],
+) -> StorageResult<Vec<wire::SignedDeviceList>> {
+    let mut pairs: Vec<(AccountId, u32)> = lines
+        .iter()
+        .map(|l| (l.customer, l.customer_device))
+        .collect();
+    pairs.sort_unstable();
+    pairs.dedup();
+    let mut current: Option<(AccountId, Option<Arc<StoredDeviceList>>)> = None;
+    let mut kept: Vec<Vec<u8>> = Vec::new();
+    for (customer, device) in pairs {
+        if current.as_ref().is_none_or(|(c, _)| *c != customer) {
+            current = Some((customer, store.device_list(customer).await?));
+        }
+        let listed = current
+            .as_ref()
+            .and_then(|(_, list)| list.as_ref())
+            .is_some_and(|list| list.list.device(device).is_some());
+        if listed {
+            continue;
+        }
+        if let Some(signed) = store.superseded_list_naming(customer, device).await?
+            && !kept.contains(&signed)
+        {
+            kept.push(signed);
+        }
+    }
+    kept.iter()
+        .map(|bytes| {
+            <wire::SignedDeviceList as prost::Message>::decode(bytes.as_slice())
+                .map_err(|_| crate::storage::StorageError::Corrupt("a replaced device list"))
+        })
+        .collect()
 }
 
 /// The totals of `lines` (exact, in millionths).

@@ -617,3 +617,106 @@ async fn heads_are_signed_each_period_for_grown_chains_and_kept() {
     shop.verify_bill(&after).await.expect("still checks");
     assert_eq!(relay.metric(signed).await, 0.0);
 }
+
+/// A customer's device that acked a billed template and was removed from
+/// the customer's device list afterwards: its line still verifies, with
+/// the key from the signed list under which it was listed (carried by the
+/// bill, checked against the customer's account key), and a key the relay
+/// made up for it does not.
+#[tokio::test]
+async fn a_line_acked_by_a_device_removed_since_still_verifies() {
+    let relay = start_relay().await;
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut phone = registered(&relay, dirs[0].path(), "customer pass").await;
+    let mut shop = registered_as(
+        &relay,
+        dirs[1].path(),
+        "business pass",
+        AccountKind::Business,
+    )
+    .await;
+    let shop_id = shop.account_id();
+    phone
+        .grant_consent(shop_id, ConsentCategories::UTILITY, MONTH)
+        .await
+        .expect("consent");
+    let utility = approved(
+        &relay,
+        &mut shop,
+        &template(shop_id, "order_update", TemplateCategory::Utility),
+    )
+    .await;
+    let mut laptop = support::client::linked(&relay, &mut phone, dirs[2].path()).await;
+    let laptop_device = laptop.device_id();
+    // Only the laptop is online: its signed ack makes the line.
+    phone.close_connection().await;
+    delivered_and_proved(&mut shop, &mut laptop, utility).await;
+    phone.connect(&url(&relay)).await.expect("reconnect");
+    phone.remove_device(laptop_device).await.expect("remove");
+
+    let bill = shop.fetch_bill().await.expect("fetch the bill");
+    assert_eq!(bill.lines.len(), 1);
+    assert_eq!(bill.lines[0].customer_device, laptop_device);
+    // The bill carries the list, signed by the customer's account key,
+    // that named the laptop.
+    assert_eq!(bill.device_lists.len(), 1);
+    let listed =
+        comptoir_protocol::DeviceList::verify(&bill.device_lists[0], None).expect("a signed list");
+    assert_eq!(listed.account_id, phone.account_id());
+    assert!(listed.device(laptop_device).is_some());
+
+    // A key the relay made up for the laptop, in a list it cannot sign
+    // with the customer's account key, or signed by another account key,
+    // is not taken: the line's device stays unknown.
+    let invented = comptoir_protocol::IdentityKeyPair::generate(&mut rand::rng());
+    let mut altered = bill.clone();
+    let entry = altered.device_lists[0]
+        .devices
+        .iter_mut()
+        .find(|d| d.device_id == laptop_device)
+        .expect("the laptop's entry");
+    entry.identity_key = invented.public().to_bytes().to_vec();
+    let impostor = comptoir_protocol::AccountKeyPair::generate(&mut rand::rng());
+    let mut resigned = bill.clone();
+    resigned.device_lists = vec![
+        comptoir_protocol::DeviceList::sign(
+            &impostor,
+            phone.account_id(),
+            listed.version,
+            listed
+                .devices
+                .iter()
+                .map(|&(id, key)| {
+                    if id == laptop_device {
+                        (id, *invented.public())
+                    } else {
+                        (id, key)
+                    }
+                })
+                .collect(),
+        )
+        .expect("signed"),
+    ];
+    let mut without = bill.clone();
+    without.device_lists.clear();
+    for (what, tampered) in [
+        ("altered", altered),
+        ("another account key", resigned),
+        ("none", without),
+    ] {
+        assert_eq!(
+            refused_as(shop.verify_bill(&tampered).await),
+            BillError::UnknownDevice {
+                line: 1,
+                device: laptop_device
+            },
+            "{what}"
+        );
+    }
+
+    let totals = shop
+        .verify_bill(&bill)
+        .await
+        .expect("the removed device's line still checks");
+    assert_eq!(totals.total_millionths, 5_000);
+}

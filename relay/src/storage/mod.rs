@@ -17,6 +17,9 @@
 //!   copies (docs/STORAGE.md says what must commit together).
 //! - [`BillHeads`] ([`ledger_heads`]): the heads of businesses' bill
 //!   chains the relay signed on its schedule, beside the ledger.
+//! - [`SupersededLists`] ([`superseded_lists`]): the signed device lists
+//!   accounts replaced, so a bill line acked by a device removed since
+//!   can still be checked.
 //! - [`Templates`] ([`templates`]): templates businesses submitted and
 //!   the operator's signed decision on each.
 //! - [`Businesses`] ([`businesses`]): business profiles and the operator's
@@ -78,6 +81,7 @@ pub mod report;
 pub mod reports;
 pub mod sled;
 mod store_id;
+pub mod superseded_lists;
 pub mod templates;
 
 use std::future::Future;
@@ -104,6 +108,7 @@ pub use self::mailbox::{
 pub use self::quality::Quality;
 pub use self::reports::{Filed, KeptReport, Reports};
 pub use self::sled::SledStore;
+pub use self::superseded_lists::SupersededLists;
 pub use self::templates::{SignedApproval, StoredTemplate, Templates};
 
 /// Result alias for storage calls.
@@ -165,6 +170,7 @@ pub trait Backend:
     + Mailbox
     + Ledger
     + BillHeads
+    + SupersededLists
     + Templates
     + Businesses
     + ConsentRequests
@@ -181,6 +187,7 @@ impl<
         + Mailbox
         + Ledger
         + BillHeads
+        + SupersededLists
         + Templates
         + Businesses
         + ConsentRequests

@@ -288,6 +288,8 @@ pub struct SledStore {
     pub(super) tiers: Tree,
     /// Periodic heads of businesses' bills (see `storage::ledger_heads`).
     pub(super) bill_heads: Tree,
+    /// Device lists accounts replaced (see `storage::superseded_lists`).
+    pub(super) superseded_device_lists: Tree,
     pub(super) committer: Committer,
     /// Dropped last: the directory is free once every handle is gone.
     _dir_lock: Arc<DirLock>,
@@ -541,6 +543,7 @@ impl SledStore {
             reports: tree("reports")?,
             tiers: tree("tiers")?,
             bill_heads: tree("bill_heads")?,
+            superseded_device_lists: tree("superseded_device_lists")?,
             committer: Committer::start(db, metrics)?,
             _dir_lock: dir_lock,
         })
@@ -761,6 +764,11 @@ impl Directory for SledStore {
             if list.list.version <= have {
                 return Ok(ListUpdate::Stale { have });
             }
+            // Kept before it is replaced: a bill line its devices signed
+            // must stay checkable (`storage::superseded_lists`).
+            self.superseded_device_lists
+                .insert(super::superseded_lists::key(account, have), current.clone())
+                .map_err(backend)?;
             let swapped = self
                 .accounts
                 .compare_and_swap(account.as_bytes(), Some(current), Some(encoded.clone()))
