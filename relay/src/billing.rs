@@ -486,6 +486,33 @@ mod tests {
     use crate::storage::sled::SledStore;
 
     #[test]
+    fn the_head_period_is_an_hour_unless_billing_says_otherwise() {
+        use crate::config::Config;
+        assert_eq!(
+            Config::default().billing.head_period_ms,
+            DEFAULT_HEAD_PERIOD_MS
+        );
+        let config = Config::from_toml("[billing]\nhead_period_ms = 0\n").unwrap();
+        assert_eq!(config.billing.head_period_ms, 0);
+        assert!(Config::from_toml("[billing]\nhead_period = 5\n").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_pass_signs_nothing_without_bills_and_the_first_start_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20, Arc::new(Metrics::default())).unwrap();
+        assert_eq!(last_signing_pass(&store, 5_000).await.unwrap(), 5_000);
+        assert_eq!(last_signing_pass(&store, 9_000).await.unwrap(), 5_000);
+        let operator = OperatorKeyPair::from_seed(&[1; 32]);
+        let heads = sign_periodic_heads(&store, &[default_card()], &operator, 7_000)
+            .await
+            .unwrap();
+        assert!(heads.is_empty());
+        assert_eq!(last_signing_pass(&store, 9_000).await.unwrap(), 7_000);
+        store.close().await.unwrap();
+    }
+
+    #[test]
     fn amounts_are_exact_and_rounded_once() {
         assert_eq!(format_millionths(5_000), "0.005000");
         assert_eq!(format_millionths(1_234_567), "1.234567");

@@ -9,7 +9,11 @@
 //! chain rewritten under a freshly signed head. Only a business
 //! reads a bill, and only its own. The operator's export (JSON and CSV)
 //! holds the same lines, with totals that are their sums, and the
-//! business's standing says the same.
+//! business's standing says the same. Heads the relay signs each period
+//! (moved clock) for grown chains come with the bill and the export and
+//! are checked against the chain; a line acked by a device the customer
+//! removed since still checks, from the earlier list the customer's
+//! account key signed.
 
 use crate::support;
 
