@@ -188,21 +188,26 @@ pub async fn sign_periodic_heads<S: Ledger + BillHeads>(
     operator: &OperatorKeyPair,
     now_ms: u64,
 ) -> StorageResult<Vec<PeriodicHead>> {
-    let mut heads = Vec::new();
+    let mut grown = std::collections::HashMap::new();
     for (business, length) in store.chain_lengths().await? {
         let last = store.last_periodic_count(business).await?;
-        if length == 0 || last.is_some_and(|count| count >= length) {
-            continue;
+        if length > 0 && last.is_none_or(|count| count < length) {
+            grown.insert(business, last);
         }
-        let chain = chain_of(store, cards, business).await?;
-        let count = chain.lines.len() as u64;
+    }
+    let businesses = grown.keys().copied().collect();
+    let mut heads = Vec::new();
+    for (business, entries) in store.bills_of(&businesses).await? {
+        let last = grown.get(&business).copied().flatten();
+        let (lines, head_hash) = chain(entries.iter().map(|(e, d)| line_of(e, d, cards)));
+        let count = lines.len() as u64;
         if count == 0 || last.is_some_and(|signed| signed >= count) {
             continue;
         }
         let head = BillHead {
             business,
             count,
-            head_hash: chain.head_hash,
+            head_hash,
             signed_at_ms: now_ms,
         };
         let signature = operator.sign(&head.payload());

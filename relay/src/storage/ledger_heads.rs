@@ -11,6 +11,7 @@
 //! in one step, durable before it returns; a pass repeated after a crash
 //! signs nothing again (only chains that grew get a head).
 
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::ops::RangeInclusive;
 
@@ -19,7 +20,7 @@ use comptoir_protocol::proto::wire;
 use comptoir_protocol::{AccountId, BillHead};
 
 use super::sled::SledStore;
-use super::{StorageError, StorageResult};
+use super::{DeliveredEntry, LedgerEntry, StorageError, StorageResult};
 
 const VALUE_LEN: usize = 8 + 32 + SIGNATURE_LEN;
 const WHAT: &str = "a periodic bill head";
@@ -52,6 +53,13 @@ impl PeriodicHead {
 pub trait BillHeads: Send + Sync + 'static {
     /// Every business with a bill, and the number of lines in it now.
     fn chain_lengths(&self) -> impl Future<Output = StorageResult<Vec<(AccountId, u64)>>> + Send;
+
+    /// The bills of `businesses` (each as
+    /// [`Ledger::bill`](super::Ledger::bill) gives it), read together.
+    fn bills_of(
+        &self,
+        businesses: &HashSet<AccountId>,
+    ) -> impl Future<Output = StorageResult<HashMap<AccountId, Vec<(LedgerEntry, DeliveredEntry)>>>> + Send;
 
     /// The count of `business`'s last periodic head (`None`: none yet).
     fn last_periodic_count(
@@ -130,6 +138,13 @@ fn backend(e: ::sled::Error) -> StorageError {
 impl BillHeads for SledStore {
     async fn chain_lengths(&self) -> StorageResult<Vec<(AccountId, u64)>> {
         Ok(self.mail.bill_lengths())
+    }
+
+    async fn bills_of(
+        &self,
+        businesses: &HashSet<AccountId>,
+    ) -> StorageResult<HashMap<AccountId, Vec<(LedgerEntry, DeliveredEntry)>>> {
+        Ok(self.mail.bills_of(businesses))
     }
 
     async fn last_periodic_count(&self, business: AccountId) -> StorageResult<Option<u64>> {
