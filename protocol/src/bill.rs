@@ -12,8 +12,9 @@ use sha2::{Digest, Sha256};
 
 use crate::account::AccountId;
 use crate::delivery::{DeliveryFields, MAX_FRANKING_COMMITMENT_LEN, verify_delivery};
+use crate::device_list::DeviceList;
 use crate::error::{DecodeError, Error, Result};
-use crate::keys::{IdentityKey, OperatorKey, OperatorKeyPair, SIGNATURE_LEN};
+use crate::keys::{AccountKey, IdentityKey, OperatorKey, OperatorKeyPair, SIGNATURE_LEN};
 use crate::proto::wire;
 use crate::template::TemplateCategory;
 
@@ -652,6 +653,39 @@ pub enum BillError {
         /// Lines in the head verified before.
         count: u64,
     },
+    /// A periodic head's signature does not verify against the pinned
+    /// operator key.
+    #[error("the periodic head at {count} lines is not signed by the operator key you pinned")]
+    BadPeriodicHeadSignature {
+        /// The count the head claims.
+        count: u64,
+    },
+    /// A periodic head is for another business.
+    #[error("the periodic head at {count} lines is for another business")]
+    PeriodicHeadOtherBusiness {
+        /// The count the head claims.
+        count: u64,
+    },
+    /// The chain does not extend a periodic head the operator signed: it
+    /// has fewer lines than the head's count, or its line `count` does not
+    /// hash to the head's hash. The relay signed one chain and bills
+    /// another.
+    #[error(
+        "the chain does not extend the head the operator signed at {count} lines: the relay changed its chain"
+    )]
+    PeriodicHeadNotInChain {
+        /// The head's count.
+        count: u64,
+    },
+    /// Two periodic heads contradict each other: one signed later counts
+    /// fewer lines than one signed earlier, though a chain only grows.
+    #[error(
+        "the periodic head at {count} lines was signed after one with more lines: the chain shrank"
+    )]
+    PeriodicHeadsShrink {
+        /// The later head's count.
+        count: u64,
+    },
     /// Two rate cards of the bill take effect at the same time, or are in
     /// different currencies.
     #[error("the bill's rate cards contradict each other (same start time or another currency)")]
@@ -752,11 +786,14 @@ impl RateCards {
 /// for (customer, device) (from the customer's signed device list), and
 /// each price against the rate card in effect when the relay accepted the
 /// line's message (`rate_cards`: the bill's current card and the earlier
-/// ones, in any order). The first failure is returned.
+/// ones, in any order); then each of `periodic_heads` (the heads the
+/// relay signed on its schedule, see [`check_periodic_heads`]). The first
+/// failure is returned.
 pub fn verify_bill<'a>(
     business: &AccountId,
     lines: &[BillLine],
     head: &wire::BillHead,
+    periodic_heads: &[wire::BillHead],
     rate_cards: impl IntoIterator<Item = &'a wire::SignedRateCard>,
     operator: &OperatorKey,
     device_key: impl Fn(&AccountId, u32) -> Option<IdentityKey>,
@@ -842,7 +879,78 @@ pub fn verify_bill<'a>(
     if previous != head.head_hash {
         return Err(BillError::Altered { line: count });
     }
+    check_periodic_heads(business, lines, periodic_heads, operator)?;
     Ok(totals)
+}
+
+/// Check heads the relay signed on its schedule against a chain already
+/// checked from line 1 (`lines`): each is signed by the operator key
+/// ([`BillError::BadPeriodicHeadSignature`]), names `business`
+/// ([`BillError::PeriodicHeadOtherBusiness`]), and is this chain's head
+/// at its count: line `count` hashes to its head hash, or the genesis
+/// hash for a count of 0 ([`BillError::PeriodicHeadNotInChain`]); and, in
+/// the order they were signed, their counts never go down
+/// ([`BillError::PeriodicHeadsShrink`]). Returns them checked, in the
+/// order they were signed.
+pub fn check_periodic_heads(
+    business: &AccountId,
+    lines: &[BillLine],
+    periodic_heads: &[wire::BillHead],
+    operator: &OperatorKey,
+) -> std::result::Result<Vec<BillHead>, BillError> {
+    let mut checked = Vec::with_capacity(periodic_heads.len());
+    for signed in periodic_heads {
+        let count = signed.count;
+        let head = BillHead::verified(signed, operator)
+            .map_err(|_| BillError::BadPeriodicHeadSignature { count })?;
+        if head.business != *business {
+            return Err(BillError::PeriodicHeadOtherBusiness { count });
+        }
+        let at_count = match count {
+            0 => Some(GENESIS_HASH),
+            n => usize::try_from(n - 1)
+                .ok()
+                .and_then(|i| lines.get(i))
+                .map(BillLine::hash),
+        };
+        if at_count != Some(head.head_hash) {
+            return Err(BillError::PeriodicHeadNotInChain { count });
+        }
+        checked.push(head);
+    }
+    checked.sort_by_key(|head| (head.signed_at_ms, head.count));
+    if let Some(pair) = checked
+        .windows(2)
+        .find(|pair| pair[1].count < pair[0].count)
+    {
+        return Err(BillError::PeriodicHeadsShrink {
+            count: pair[1].count,
+        });
+    }
+    Ok(checked)
+}
+
+/// The key of `customer`'s device `device` from `lists`, device lists a
+/// bill carries for devices removed since they acked: only a list that
+/// verifies against `account_key` (the customer's pinned account key),
+/// is `customer`'s, is older than the customer's current list
+/// (`current_version`) and names `device` counts; the newest such list's
+/// key is returned. A list the relay made up or altered does not verify,
+/// so its key is never returned.
+pub fn superseded_device_key(
+    lists: &[wire::SignedDeviceList],
+    customer: &AccountId,
+    account_key: &AccountKey,
+    current_version: u64,
+    device: u32,
+) -> Option<IdentityKey> {
+    lists
+        .iter()
+        .filter_map(|signed| DeviceList::verify(signed, Some(account_key)).ok())
+        .filter(|list| list.account_id == *customer && list.version < current_version)
+        .filter_map(|list| list.device(device).map(|key| (list.version, *key)))
+        .max_by_key(|(version, _)| *version)
+        .map(|(_, key)| key)
 }
 
 /// Check that verified `lines` (from line 1) extend a head verified
@@ -970,6 +1078,7 @@ mod tests {
             &f.business,
             lines,
             head,
+            &[],
             [card],
             &f.operator.public(),
             move |c, d| (*c == customer && d == 1).then_some(key),
@@ -1028,6 +1137,7 @@ mod tests {
                 &f.business,
                 &lines,
                 &head,
+                &[],
                 cards.iter().copied(),
                 &f.operator.public(),
                 |_, _| Some(key),
@@ -1201,6 +1311,123 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn periodic_heads_must_be_heads_of_this_chain() {
+        let f = fixture();
+        let (lines, head, card) = bill(&f);
+        let key = *f.device.public();
+        let check = |periodic: &[wire::BillHead]| {
+            verify_bill(
+                &f.business,
+                &lines,
+                &head,
+                periodic,
+                [&card],
+                &f.operator.public(),
+                |_, _| Some(key),
+            )
+        };
+        let at = |count: u64, hash: [u8; BILL_HASH_LEN], signed_at_ms: u64| {
+            BillHead {
+                business: f.business,
+                count,
+                head_hash: hash,
+                signed_at_ms,
+            }
+            .sign(&f.operator)
+        };
+        let one = at(1, lines[0].hash(), 10);
+        let three = at(3, lines[2].hash(), 20);
+        assert_eq!(check(&[one.clone(), three.clone()]).unwrap().lines, 3);
+        assert_eq!(
+            check_periodic_heads(
+                &f.business,
+                &lines,
+                &[three.clone(), one.clone()],
+                &f.operator.public()
+            )
+            .unwrap()
+            .iter()
+            .map(|h| h.count)
+            .collect::<Vec<_>>(),
+            [1, 3],
+            "in the order they were signed"
+        );
+        // Tampered: the signature no longer verifies.
+        let mut tampered = one.clone();
+        tampered.signed_at_ms += 1;
+        assert_eq!(
+            check(&[tampered]),
+            Err(BillError::BadPeriodicHeadSignature { count: 1 })
+        );
+        // Signed, but not this chain's head at its count, or beyond it.
+        assert_eq!(
+            check(&[at(2, lines[0].hash(), 15)]),
+            Err(BillError::PeriodicHeadNotInChain { count: 2 })
+        );
+        assert_eq!(
+            check(&[at(4, lines[2].hash(), 25)]),
+            Err(BillError::PeriodicHeadNotInChain { count: 4 })
+        );
+        assert_eq!(check(&[at(0, GENESIS_HASH, 5)]).unwrap().lines, 3);
+        // Another business's head.
+        let theirs = BillHead {
+            business: f.customer,
+            count: 1,
+            head_hash: lines[0].hash(),
+            signed_at_ms: 10,
+        }
+        .sign(&f.operator);
+        assert_eq!(
+            check(&[theirs]),
+            Err(BillError::PeriodicHeadOtherBusiness { count: 1 })
+        );
+        // A head signed later with fewer lines: the chain shrank.
+        assert_eq!(
+            check(&[at(3, lines[2].hash(), 10), at(1, lines[0].hash(), 20)]),
+            Err(BillError::PeriodicHeadsShrink { count: 1 })
+        );
+    }
+
+    #[test]
+    fn a_removed_device_key_comes_only_from_an_earlier_list_the_account_signed() {
+        let account = crate::keys::AccountKeyPair::from_seed(&[3; 32]);
+        let customer = AccountId::from_bytes(&[0xCC; 16]).unwrap();
+        let phone = *IdentityKeyPair::from_seed(&[4; 32]).public();
+        let laptop = *IdentityKeyPair::from_seed(&[5; 32]).public();
+        let list = |key: &crate::keys::AccountKeyPair, version, devices| {
+            DeviceList::sign(key, customer, version, devices).unwrap()
+        };
+        let both = list(&account, 2, vec![(1, phone), (2, laptop)]);
+        let pinned = account.public();
+        let key = |lists: &[wire::SignedDeviceList], current| {
+            superseded_device_key(lists, &customer, &pinned, current, 2)
+        };
+        assert_eq!(key(std::slice::from_ref(&both), 3), Some(laptop));
+        // Not older than the current list, not naming the device, or for
+        // another account: no key.
+        assert_eq!(key(std::slice::from_ref(&both), 2), None);
+        assert_eq!(key(&[list(&account, 1, vec![(1, phone)])], 3), None);
+        let other = AccountId::from_bytes(&[0xDD; 16]).unwrap();
+        let theirs = DeviceList::sign(&account, other, 2, vec![(2, laptop)]).unwrap();
+        assert_eq!(key(&[theirs], 3), None);
+        // A key the relay put in: the signature no longer verifies.
+        let invented = *IdentityKeyPair::from_seed(&[6; 32]).public();
+        let mut altered = both.clone();
+        altered.devices[1].identity_key = invented.to_bytes().to_vec();
+        assert_eq!(key(&[altered], 3), None);
+        // Signed by another account key than the pinned one.
+        let impostor = crate::keys::AccountKeyPair::from_seed(&[7; 32]);
+        assert_eq!(
+            key(&[list(&impostor, 2, vec![(1, phone), (2, invented)])], 3),
+            None
+        );
+        // The newest earlier list naming the device wins.
+        let renewed = *IdentityKeyPair::from_seed(&[8; 32]).public();
+        let later = list(&account, 4, vec![(1, phone), (2, renewed)]);
+        assert_eq!(key(&[later, both], 5), Some(renewed));
     }
 
     #[test]

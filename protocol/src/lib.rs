@@ -18,7 +18,8 @@
 //! - [`delivery`]: the bytes a customer device signs to ack a billed
 //!   message (a transferable proof of receipt), and their check.
 //! - [`bill`]: the rate card, the per-business hash chain of billed
-//!   lines, the operator-signed chain head, and the check of a whole bill.
+//!   lines, the operator-signed chain head (on request and periodic), and
+//!   the check of a whole bill.
 //! - [`template`]: approved templates: their rules, canonical bytes and
 //!   id, the operator's signed approval or revocation, and the customer
 //!   client's check and rendering of an instance, quick replies.

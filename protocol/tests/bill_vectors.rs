@@ -139,6 +139,7 @@ fn bill_vectors_match_the_published_file() {
         &lines[0].business,
         &lines,
         &head,
+        &[],
         [&card],
         &operator,
         |_, d| (d == 1).then_some(device),

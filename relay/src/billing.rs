@@ -1,14 +1,59 @@
 //! Bills from the ledger: each business's billed lines as the hash chain
 //! the protocol crate defines (`comptoir_protocol::bill`), their totals,
-//! and the operator's export of them (CSV or JSON). Shared by the
-//! `GetBill` / `GetStanding` requests and the admin API, so the business
-//! and the operator read the same lines.
+//! the heads the relay signs on its schedule (the `[billing]` table,
+//! [`sign_heads_periodically`]), and the operator's export of them (CSV
+//! or JSON). Shared by the `GetBill` / `GetStanding` requests and the
+//! admin API, so the business and the operator read the same lines.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 use comptoir_protocol::bill::{BILLED_CATEGORIES, BillLine, chain};
 use comptoir_protocol::proto::wire;
-use comptoir_protocol::{AccountId, BillCategory, BillTotals, RateCard, round_to_hundredths};
+use comptoir_protocol::{
+    AccountId, BillCategory, BillHead, BillTotals, OperatorKeyPair, RateCard, round_to_hundredths,
+};
+use serde::Deserialize;
 
-use crate::storage::{BilledCategory, DeliveredEntry, Ledger, LedgerEntry, StorageResult};
+use crate::clock::ClockShifts;
+use crate::state::Relay;
+use crate::storage::{
+    Backend, BillHeads, BilledCategory, DeliveredEntry, Directory, Ledger, LedgerEntry,
+    PeriodicHead, StorageResult, StoredDeviceList, SupersededLists,
+};
+
+/// Default time between two passes that sign grown chains' heads: one
+/// hour (a business holds the operator's word on its chain at most an
+/// hour old, for one signature per business per hour at most).
+pub const DEFAULT_HEAD_PERIOD_MS: u64 = 3_600_000;
+
+/// Longest the signing task sleeps before it reads the clock again, so a
+/// wall clock stepped forward is noticed within a minute.
+const MAX_NAP_MS: u64 = 60_000;
+
+/// How long the signing task waits to try again after the store failed.
+const RETRY_MS: u64 = 10_000;
+
+/// The `[billing]` table: how often the relay signs bill heads on its own.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BillingConfig {
+    /// Every `head_period_ms` by the relay's clock, the relay signs with
+    /// the operator key the head of each business's chain that grew since
+    /// its last periodic head, and keeps it (docs/OPERATIONS.md,
+    /// "Periodic bill heads"). 0: never (heads are then signed only when
+    /// a bill is fetched or exported).
+    pub head_period_ms: u64,
+}
+
+impl Default for BillingConfig {
+    fn default() -> Self {
+        Self {
+            head_period_ms: DEFAULT_HEAD_PERIOD_MS,
+        }
+    }
+}
 
 /// A business's whole chain and its head hash.
 #[derive(Clone, Debug)]
@@ -133,6 +178,149 @@ pub async fn chain_of<S: Ledger>(
     Ok(Chain { lines, head_hash })
 }
 
+/// One pass of periodic signing at `now_ms`: for each business whose
+/// chain grew since its last periodic head (or has lines and no head
+/// yet), sign its head now with `operator`, and keep the heads and the
+/// pass's time in one durable step. Returns the heads signed.
+pub async fn sign_periodic_heads<S: Ledger + BillHeads>(
+    store: &S,
+    cards: &[RateCard],
+    operator: &OperatorKeyPair,
+    now_ms: u64,
+) -> StorageResult<Vec<PeriodicHead>> {
+    let mut grown = std::collections::HashMap::new();
+    for (business, length) in store.chain_lengths().await? {
+        let last = store.last_periodic_count(business).await?;
+        if length > 0 && last.is_none_or(|count| count < length) {
+            grown.insert(business, last);
+        }
+    }
+    let businesses = grown.keys().copied().collect();
+    let mut heads = Vec::new();
+    for (business, entries) in store.bills_of(&businesses).await? {
+        let last = grown.get(&business).copied().flatten();
+        let (lines, head_hash) = chain(entries.iter().map(|(e, d)| line_of(e, d, cards)));
+        let count = lines.len() as u64;
+        if count == 0 || last.is_some_and(|signed| signed >= count) {
+            continue;
+        }
+        let head = BillHead {
+            business,
+            count,
+            head_hash,
+            signed_at_ms: now_ms,
+        };
+        let signature = operator.sign(&head.payload());
+        heads.push(PeriodicHead { head, signature });
+    }
+    heads.sort_by_key(|h| h.head.business);
+    store.record_periodic_heads(&heads, now_ms).await?;
+    Ok(heads)
+}
+
+/// When the last signing pass ran; at a relay's first start, `now_ms`,
+/// recorded (so the first pass comes one period after it, even across
+/// restarts).
+pub async fn last_signing_pass<S: BillHeads>(store: &S, now_ms: u64) -> StorageResult<u64> {
+    match store.heads_swept_at().await? {
+        Some(at) => Ok(at),
+        None => {
+            store.record_periodic_heads(&[], now_ms).await?;
+            Ok(now_ms)
+        }
+    }
+}
+
+/// The relay's signing task: a pass of [`sign_periodic_heads`] each time
+/// the relay's clock reaches `head_period_ms` after the last one
+/// (`last_pass_ms`, from [`last_signing_pass`]). It sleeps until then (at
+/// most [`MAX_NAP_MS`] at a time), or until a test shifts the clock
+/// (`shifts`). Returns at once when the period is 0.
+pub(crate) async fn sign_heads_periodically<S: Backend>(
+    relay: Arc<Relay<S>>,
+    mut last_pass_ms: u64,
+    mut shifts: ClockShifts,
+) {
+    let period = relay.config.billing.head_period_ms;
+    if period == 0 {
+        return;
+    }
+    loop {
+        let now = relay.clock.now_ms();
+        let due = last_pass_ms.saturating_add(period);
+        let nap = if now >= due {
+            match sign_periodic_heads(&relay.store, &relay.rate_cards, &relay.operator, now).await {
+                Ok(heads) => {
+                    last_pass_ms = now;
+                    let metrics = &relay.metrics;
+                    metrics
+                        .bill_heads_signed
+                        .fetch_add(heads.len() as u64, Relaxed);
+                    metrics.bill_head_passes.fetch_add(1, Relaxed);
+                    metrics.notify_change();
+                    if !heads.is_empty() {
+                        tracing::info!(heads = heads.len(), "bill heads signed");
+                    }
+                    continue;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "signing bill heads failed; trying again");
+                    RETRY_MS
+                }
+            }
+        } else {
+            (due - now).min(MAX_NAP_MS)
+        };
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(nap)) => {}
+            () = shifts.next() => {}
+        }
+    }
+}
+
+/// For each (customer, device) of `lines` whose device is no longer in
+/// the customer's current device list, the newest replaced list that
+/// named it, as the customer's account key signed it (each once). The
+/// business checks those against the customer's pinned account key
+/// (`comptoir_protocol::bill::superseded_device_key`): the relay's word
+/// adds no key.
+pub async fn lists_of_removed_devices<S: Directory + SupersededLists>(
+    store: &S,
+    lines: &[&BillLine],
+) -> StorageResult<Vec<wire::SignedDeviceList>> {
+    let mut pairs: Vec<(AccountId, u32)> = lines
+        .iter()
+        .map(|l| (l.customer, l.customer_device))
+        .collect();
+    pairs.sort_unstable();
+    pairs.dedup();
+    let mut current: Option<(AccountId, Option<Arc<StoredDeviceList>>)> = None;
+    let mut kept: Vec<Vec<u8>> = Vec::new();
+    for (customer, device) in pairs {
+        if current.as_ref().is_none_or(|(c, _)| *c != customer) {
+            current = Some((customer, store.device_list(customer).await?));
+        }
+        let listed = current
+            .as_ref()
+            .and_then(|(_, list)| list.as_ref())
+            .is_some_and(|list| list.list.device(device).is_some());
+        if listed {
+            continue;
+        }
+        if let Some(signed) = store.superseded_list_naming(customer, device).await?
+            && !kept.contains(&signed)
+        {
+            kept.push(signed);
+        }
+    }
+    kept.iter()
+        .map(|bytes| {
+            <wire::SignedDeviceList as prost::Message>::decode(bytes.as_slice())
+                .map_err(|_| crate::storage::StorageError::Corrupt("a replaced device list"))
+        })
+        .collect()
+}
+
 /// The totals of `lines` (exact, in millionths).
 pub fn totals<'a>(lines: impl IntoIterator<Item = &'a BillLine>) -> BillTotals {
     let mut totals = BillTotals::default();
@@ -167,8 +355,15 @@ pub fn in_range(chain: &Chain, from_ms: u64, to_ms: u64) -> Vec<&BillLine> {
 /// An export as CSV: a header, one row per line, then one `total` row per
 /// category and a grand total (exact millionths, and the grand total
 /// rounded once to hundredths), then the whole chain's head as the
-/// operator key signed it for this export.
-pub fn export_csv(currency: &str, lines: &[&BillLine], head: &wire::BillHead) -> String {
+/// operator key signed it for this export, then the `periodic` heads (the
+/// ones signed on the relay's schedule at the exported lines' counts),
+/// one `periodic_head` row each.
+pub fn export_csv(
+    currency: &str,
+    lines: &[&BillLine],
+    head: &wire::BillHead,
+    periodic: &[wire::BillHead],
+) -> String {
     let mut out = String::from(
         "index,accept_id,message_id,customer,category,inside_window,template_id,accepted_at_ms,delivered_at_ms,customer_device,price_millionths,line_hash\n",
     );
@@ -212,6 +407,15 @@ pub fn export_csv(currency: &str, lines: &[&BillLine], head: &wire::BillHead) ->
         head.signed_at_ms,
         hex::encode(&head.signature)
     ));
+    for head in periodic {
+        out.push_str(&format!(
+            "periodic_head,{},{},{},{}\n",
+            head.count,
+            hex::encode(&head.head_hash),
+            head.signed_at_ms,
+            hex::encode(&head.signature)
+        ));
+    }
     out
 }
 
@@ -224,15 +428,25 @@ fn csv_field(text: &str) -> String {
     }
 }
 
-/// An export as JSON: `lines`, `totals` per category, the grand total, and
-/// the whole chain's signed `head`.
+/// An export as JSON: `lines`, `totals` per category, the grand total,
+/// the whole chain's signed `head`, and the `periodic_heads` (signed on
+/// the relay's schedule at the exported lines' counts).
 pub fn export_json(
     business: AccountId,
     currency: &str,
     (from_ms, to_ms): (u64, u64),
     lines: &[&BillLine],
     head: &wire::BillHead,
+    periodic: &[wire::BillHead],
 ) -> serde_json::Value {
+    let head_json = |head: &wire::BillHead| {
+        serde_json::json!({
+            "count": head.count,
+            "head_hash": hex::encode(&head.head_hash),
+            "signed_at_ms": head.signed_at_ms,
+            "signature": hex::encode(&head.signature),
+        })
+    };
     let totals = totals(lines.iter().copied());
     serde_json::json!({
         "business": hex::encode(business.as_bytes()),
@@ -261,12 +475,8 @@ pub fn export_json(
         "total_lines": totals.lines,
         "total_millionths": totals.total_millionths,
         "total_rounded": format_rounded(totals.total_millionths),
-        "head": {
-            "count": head.count,
-            "head_hash": hex::encode(&head.head_hash),
-            "signed_at_ms": head.signed_at_ms,
-            "signature": hex::encode(&head.signature),
-        },
+        "head": head_json(head),
+        "periodic_heads": periodic.iter().map(head_json).collect::<Vec<_>>(),
     })
 }
 
@@ -279,6 +489,33 @@ mod tests {
     use crate::metrics::Metrics;
     use crate::storage::Lifecycle;
     use crate::storage::sled::SledStore;
+
+    #[test]
+    fn the_head_period_is_an_hour_unless_billing_says_otherwise() {
+        use crate::config::Config;
+        assert_eq!(
+            Config::default().billing.head_period_ms,
+            DEFAULT_HEAD_PERIOD_MS
+        );
+        let config = Config::from_toml("[billing]\nhead_period_ms = 0\n").unwrap();
+        assert_eq!(config.billing.head_period_ms, 0);
+        assert!(Config::from_toml("[billing]\nhead_period = 5\n").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_pass_signs_nothing_without_bills_and_the_first_start_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20, Arc::new(Metrics::default())).unwrap();
+        assert_eq!(last_signing_pass(&store, 5_000).await.unwrap(), 5_000);
+        assert_eq!(last_signing_pass(&store, 9_000).await.unwrap(), 5_000);
+        let operator = OperatorKeyPair::from_seed(&[1; 32]);
+        let heads = sign_periodic_heads(&store, &[default_card()], &operator, 7_000)
+            .await
+            .unwrap();
+        assert!(heads.is_empty());
+        assert_eq!(last_signing_pass(&store, 9_000).await.unwrap(), 7_000);
+        store.close().await.unwrap();
+    }
 
     #[test]
     fn amounts_are_exact_and_rounded_once() {

@@ -25,6 +25,33 @@ pub struct Clock {
     high_water: AtomicU64,
     #[cfg(feature = "test-clock")]
     offset_ms: std::sync::atomic::AtomicI64,
+    /// Counts shifts, so a task waiting for a time wakes when a test
+    /// moves the clock rather than when the wall clock gets there.
+    #[cfg(feature = "test-clock")]
+    shifts: tokio::sync::watch::Sender<u64>,
+}
+
+/// Wakes a task that waits for a time on the [`Clock`] when the clock is
+/// shifted (feature `test-clock`); without that feature it never wakes,
+/// and the task's own timer is what wakes it.
+#[derive(Debug)]
+pub struct ClockShifts {
+    #[cfg(feature = "test-clock")]
+    shifts: tokio::sync::watch::Receiver<u64>,
+}
+
+impl ClockShifts {
+    /// Complete at the next shift of the clock (never without the
+    /// feature `test-clock`).
+    pub async fn next(&mut self) {
+        #[cfg(feature = "test-clock")]
+        {
+            if self.shifts.changed().await.is_ok() {
+                return;
+            }
+        }
+        std::future::pending::<()>().await;
+    }
 }
 
 impl Clock {
@@ -47,9 +74,20 @@ impl Clock {
 
     /// Shift the wall clock this clock reads by `delta_ms` (tests only:
     /// feature `test-clock`). A shift back is held at the high-water mark.
+    /// Wakes the tasks waiting on [`Self::shifts`].
     #[cfg(feature = "test-clock")]
     pub fn shift(&self, delta_ms: i64) {
         self.offset_ms.fetch_add(delta_ms, SeqCst);
+        self.shifts.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// What wakes a task waiting for a time on this clock when a test
+    /// shifts it (see [`ClockShifts`]); shifts from now on count.
+    pub fn shifts(&self) -> ClockShifts {
+        ClockShifts {
+            #[cfg(feature = "test-clock")]
+            shifts: self.shifts.subscribe(),
+        }
     }
 
     #[cfg(feature = "test-clock")]

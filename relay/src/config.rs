@@ -62,6 +62,9 @@ pub struct Config {
     /// The rate card: what a delivered template costs the business
     /// (docs/OPERATIONS.md, "Rate card").
     pub rates: RatesConfig,
+    /// Bill heads signed on the relay's schedule (the `[billing]` table,
+    /// docs/OPERATIONS.md, "Periodic bill heads").
+    pub billing: crate::billing::BillingConfig,
     /// Attachments (the `[blobs]` table): sizes per kind, the quota per
     /// account, how long blobs are kept.
     pub blobs: crate::blobs::BlobLimits,
@@ -410,6 +413,7 @@ impl Default for Config {
             mail_log: MailLogConfig::default(),
             limits: Limits::default(),
             rates: RatesConfig::default(),
+            billing: crate::billing::BillingConfig::default(),
             blobs: crate::blobs::BlobLimits::default(),
             tiers: crate::quality::TiersConfig::default(),
             #[cfg(feature = "bench-unmetered")]

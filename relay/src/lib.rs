@@ -13,7 +13,8 @@
 //! - `session`: one connection's state machine (auth, requests, pushes).
 //! - `cmd`: one handler per request.
 //! - [`billing`]: each business's bill as a hash chain of billed lines,
-//!   its totals, and the operator's CSV / JSON export.
+//!   its totals, the heads signed on a schedule (`[billing]`), and the
+//!   operator's CSV / JSON export.
 //! - [`policy`]: the pure decision on a send (accept, refuse, bill).
 //! - [`quality`]: each business's quality rating and messaging tier,
 //!   gathered from reports, blocks and reach, evaluated lazily.

@@ -37,6 +37,11 @@ pub struct Metrics {
     pub blobs_expired: AtomicU64,
     /// Status posts deleted 24 hours after posting.
     pub status_posts_expired: AtomicU64,
+    /// Bill heads signed on the relay's schedule (`[billing]`).
+    pub bill_heads_signed: AtomicU64,
+    /// Passes of the periodic bill head signing (each signs the heads of
+    /// the chains that grew since the last).
+    pub bill_head_passes: AtomicU64,
     /// Retried sends recognised as duplicates (nothing stored).
     pub envelopes_duplicate: AtomicU64,
     /// Envelopes waiting in queues.
@@ -210,6 +215,18 @@ impl Metrics {
             "counter",
             "Status posts deleted 24 hours after posting.",
             self.status_posts_expired.load(Relaxed).to_string(),
+        );
+        metric(
+            "comptoir_bill_heads_signed_total",
+            "counter",
+            "Bill heads signed on the relay's schedule (chains that grew).",
+            self.bill_heads_signed.load(Relaxed).to_string(),
+        );
+        metric(
+            "comptoir_bill_head_passes_total",
+            "counter",
+            "Passes of the periodic bill head signing.",
+            self.bill_head_passes.load(Relaxed).to_string(),
         );
         metric(
             "comptoir_consent_requests_handled_total",

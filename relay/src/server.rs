@@ -212,6 +212,7 @@ pub async fn run_with_storage<S: Backend + std::fmt::Debug>(
         Some(card) => card.clone(),
         None => return Err(ServerError::RateCard("no rate card was recorded".into())),
     };
+    let last_signing_pass = crate::billing::last_signing_pass(&store, clock.now_ms()).await?;
     let operator = Arc::new(load_or_create_operator_key(&config.operator_key_path())?);
     tracing::info!(
         operator_key = %hex::encode(operator.public().to_bytes()),
@@ -272,6 +273,11 @@ pub async fn run_with_storage<S: Backend + std::fmt::Debug>(
         None => None,
     };
     let gc = tokio::spawn(collect_garbage(relay.clone()));
+    let heads = tokio::spawn(crate::billing::sign_heads_periodically(
+        relay.clone(),
+        last_signing_pass,
+        relay.clock.shifts(),
+    ));
     let (notify_shutdown, _) = broadcast::channel(1);
     let (shutdown_complete_tx, mut shutdown_complete_rx) = mpsc::channel::<()>(1);
     tracing::info!(
@@ -321,8 +327,10 @@ pub async fn run_with_storage<S: Backend + std::fmt::Debug>(
     {
         tracing::warn!("connections still open after the grace period; flushing anyway");
     }
-    gc.abort();
-    let _ = gc.await;
+    for task in [gc, heads] {
+        task.abort();
+        let _ = task.await;
+    }
     for task in [http, admin].into_iter().flatten() {
         task.abort();
         let _ = task.await;

@@ -735,6 +735,7 @@ async fn a_scripted_day_bills_what_a_hand_computation_says() {
         &business.id,
         &lines,
         bill.head.as_ref().expect("head"),
+        &bill.periodic_heads,
         bill.rate_card.iter().chain(&bill.earlier_rate_cards),
         &operator,
         key_of,

@@ -9,7 +9,11 @@
 //! chain rewritten under a freshly signed head. Only a business
 //! reads a bill, and only its own. The operator's export (JSON and CSV)
 //! holds the same lines, with totals that are their sums, and the
-//! business's standing says the same.
+//! business's standing says the same. Heads the relay signs each period
+//! (moved clock) for grown chains come with the bill and the export and
+//! are checked against the chain; a line acked by a device the customer
+//! removed since still checks, from the earlier list the customer's
+//! account key signed.
 
 use crate::support;
 
@@ -455,4 +459,268 @@ async fn after_a_price_change_earlier_lines_still_verify() {
     let bill = shop.fetch_bill().await.expect("fetch again");
     assert_eq!(bill.earlier_rate_cards.len(), 1);
     shop.verify_bill(&bill).await.expect("still checks");
+}
+
+/// The relay's default period between two passes signing bill heads.
+const HEAD_PERIOD_MS: i64 = comptoir_relay::billing::DEFAULT_HEAD_PERIOD_MS as i64;
+
+/// Heads signed on the relay's schedule: as the moved clock passes each
+/// period, the relay signs the head of each chain that grew since its last
+/// periodic head (and none for a chain that did not, or a business with no
+/// bill), the bill carries them and the business checks each against the
+/// operator key and its chain; a tampered one, or one the chain does not
+/// extend, fails with its typed error. The export carries them, and a
+/// restart keeps them.
+#[tokio::test]
+async fn heads_are_signed_each_period_for_grown_chains_and_kept() {
+    let relay = start_relay().await;
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let (mut customer, mut shop) = billed_three(&relay, &dirs).await;
+    let other_dir = tempfile::tempdir().unwrap();
+    let mut other = registered_as(
+        &relay,
+        other_dir.path(),
+        "other pass",
+        AccountKind::Business,
+    )
+    .await;
+    let passes = "comptoir_bill_head_passes_total";
+    let signed = "comptoir_bill_heads_signed_total";
+
+    // Before the first period has passed: no periodic head.
+    let bill = shop.fetch_bill().await.expect("fetch the bill");
+    assert!(bill.periodic_heads.is_empty());
+    assert_eq!(relay.metric(passes).await, 0.0);
+
+    relay.clock.shift(HEAD_PERIOD_MS + 1_000);
+    relay.wait_metric(passes, 1.0).await;
+    assert_eq!(relay.metric(signed).await, 1.0, "the shop's chain only");
+    let bill = shop.fetch_bill().await.expect("fetch the bill");
+    assert_eq!(bill.periodic_heads.len(), 1);
+    let first = bill.periodic_heads[0].clone();
+    assert_eq!(first.count, 3);
+    assert_eq!(first.head_hash, bill.lines[2].hash().to_vec());
+    assert_eq!(first.business_account, shop.account_id().to_vec());
+    shop.verify_bill(&bill).await.expect("the bill checks");
+    let theirs = other.fetch_bill().await.expect("fetch");
+    assert!(theirs.periodic_heads.is_empty(), "no bill, no head");
+
+    // Another period, and the chain did not grow: no new head.
+    relay.clock.shift(HEAD_PERIOD_MS);
+    relay.wait_metric(passes, 2.0).await;
+    assert_eq!(relay.metric(signed).await, 1.0);
+    let bill = shop.fetch_bill().await.expect("fetch the bill");
+    assert_eq!(bill.periodic_heads, std::slice::from_ref(&first));
+
+    // One more line, another period: a head at 4 lines.
+    let utility = template(shop.account_id(), "order_update", TemplateCategory::Utility)
+        .template_id()
+        .expect("its id");
+    delivered_and_proved(&mut shop, &mut customer, utility).await;
+    relay.clock.shift(HEAD_PERIOD_MS);
+    relay.wait_metric(passes, 3.0).await;
+    assert_eq!(relay.metric(signed).await, 2.0);
+    let bill = shop.fetch_bill().await.expect("fetch the bill");
+    assert_eq!(
+        bill.periodic_heads
+            .iter()
+            .map(|h| h.count)
+            .collect::<Vec<_>>(),
+        [3, 4]
+    );
+    assert!(bill.periodic_heads[1].signed_at_ms > first.signed_at_ms);
+    assert_eq!(
+        bill.periodic_heads[1].head_hash,
+        bill.lines[3].hash().to_vec()
+    );
+    let totals = shop.verify_bill(&bill).await.expect("the bill checks");
+    assert_eq!(totals.lines, 4);
+
+    // A tampered periodic head, or one signed by the operator key that
+    // this chain does not extend, fails with its typed error.
+    let mut tampered = bill.clone();
+    tampered.periodic_heads[0].signed_at_ms += 1;
+    assert_eq!(
+        refused_as(shop.verify_bill(&tampered).await),
+        BillError::BadPeriodicHeadSignature { count: 3 }
+    );
+    let operator =
+        comptoir_relay::operator::load_or_create_operator_key(&relay.data_dir.join("operator.key"))
+            .expect("the relay's operator key");
+    let shop_id = shop.account_id();
+    let signed_head = |count: u64, head_hash: Vec<u8>| {
+        comptoir_protocol::BillHead {
+            business: shop_id,
+            count,
+            head_hash: head_hash.try_into().expect("32 bytes"),
+            signed_at_ms: first.signed_at_ms + 1,
+        }
+        .sign(&operator)
+    };
+    let mut contradicted = bill.clone();
+    contradicted.periodic_heads[0] = signed_head(3, bill.lines[1].hash().to_vec());
+    assert_eq!(
+        refused_as(shop.verify_bill(&contradicted).await),
+        BillError::PeriodicHeadNotInChain { count: 3 }
+    );
+    let mut beyond = bill.clone();
+    beyond
+        .periodic_heads
+        .push(signed_head(5, bill.lines[3].hash().to_vec()));
+    assert_eq!(
+        refused_as(shop.verify_bill(&beyond).await),
+        BillError::PeriodicHeadNotInChain { count: 5 }
+    );
+
+    // The export carries the periodic heads at its lines' counts.
+    let admin = relay.admin_client();
+    let shop_hex = shop.account_id().to_string();
+    let json: serde_json::Value = serde_json::from_str(
+        &admin
+            .export_bill(&shop_hex, None, None, "json")
+            .await
+            .expect("export json"),
+    )
+    .expect("json");
+    let exported = json["periodic_heads"].as_array().expect("periodic heads");
+    assert_eq!(exported.len(), 2);
+    let hex_field = |v: &serde_json::Value| hex::decode(v.as_str().expect("hex")).expect("hex");
+    let pinned = shop.operator_key().expect("store").expect("pinned");
+    for (json_head, fetched) in exported.iter().zip(&bill.periodic_heads) {
+        let head = comptoir_protocol::proto::wire::BillHead {
+            business_account: shop.account_id().to_vec(),
+            count: json_head["count"].as_u64().expect("count"),
+            head_hash: hex_field(&json_head["head_hash"]),
+            signed_at_ms: json_head["signed_at_ms"].as_u64().expect("time"),
+            signature: hex_field(&json_head["signature"]),
+        };
+        comptoir_protocol::BillHead::verified(&head, &pinned).expect("signed");
+        assert_eq!(&head, fetched);
+    }
+    let csv = admin
+        .export_bill(&shop_hex, None, None, "csv")
+        .await
+        .expect("export csv");
+    assert_eq!(csv.matches("\nperiodic_head,").count(), 2, "{csv}");
+    assert!(
+        csv.contains(&format!(
+            "\nperiodic_head,3,{},{},",
+            hex::encode(&first.head_hash),
+            first.signed_at_ms
+        )),
+        "{csv}"
+    );
+
+    // A restart keeps them, and signs nothing new.
+    let mut relay = relay;
+    relay.stop().await;
+    let relay = relay.start_again_at_same_address().await;
+    shop.connect(&url(&relay)).await.expect("reconnect");
+    let after = shop.fetch_bill().await.expect("fetch again");
+    assert_eq!(after.periodic_heads, bill.periodic_heads);
+    shop.verify_bill(&after).await.expect("still checks");
+    assert_eq!(relay.metric(signed).await, 0.0);
+}
+
+/// A customer's device that acked a billed template and was removed from
+/// the customer's device list afterwards: its line still verifies, with
+/// the key from the signed list under which it was listed (carried by the
+/// bill, checked against the customer's account key), and a key the relay
+/// made up for it does not.
+#[tokio::test]
+async fn a_line_acked_by_a_device_removed_since_still_verifies() {
+    let relay = start_relay().await;
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut phone = registered(&relay, dirs[0].path(), "customer pass").await;
+    let mut shop = registered_as(
+        &relay,
+        dirs[1].path(),
+        "business pass",
+        AccountKind::Business,
+    )
+    .await;
+    let shop_id = shop.account_id();
+    phone
+        .grant_consent(shop_id, ConsentCategories::UTILITY, MONTH)
+        .await
+        .expect("consent");
+    let utility = approved(
+        &relay,
+        &mut shop,
+        &template(shop_id, "order_update", TemplateCategory::Utility),
+    )
+    .await;
+    let mut laptop = support::client::linked(&relay, &mut phone, dirs[2].path()).await;
+    let laptop_device = laptop.device_id();
+    // Only the laptop is online: its signed ack makes the line.
+    phone.close_connection().await;
+    delivered_and_proved(&mut shop, &mut laptop, utility).await;
+    phone.connect(&url(&relay)).await.expect("reconnect");
+    phone.remove_device(laptop_device).await.expect("remove");
+
+    let bill = shop.fetch_bill().await.expect("fetch the bill");
+    assert_eq!(bill.lines.len(), 1);
+    assert_eq!(bill.lines[0].customer_device, laptop_device);
+    // The bill carries the list, signed by the customer's account key,
+    // that named the laptop.
+    assert_eq!(bill.device_lists.len(), 1);
+    let listed =
+        comptoir_protocol::DeviceList::verify(&bill.device_lists[0], None).expect("a signed list");
+    assert_eq!(listed.account_id, phone.account_id());
+    assert!(listed.device(laptop_device).is_some());
+
+    // A key the relay made up for the laptop, in a list it cannot sign
+    // with the customer's account key, or signed by another account key,
+    // is not taken: the line's device stays unknown.
+    let invented = comptoir_protocol::IdentityKeyPair::generate(&mut rand::rng());
+    let mut altered = bill.clone();
+    let entry = altered.device_lists[0]
+        .devices
+        .iter_mut()
+        .find(|d| d.device_id == laptop_device)
+        .expect("the laptop's entry");
+    entry.identity_key = invented.public().to_bytes().to_vec();
+    let impostor = comptoir_protocol::AccountKeyPair::generate(&mut rand::rng());
+    let mut resigned = bill.clone();
+    resigned.device_lists = vec![
+        comptoir_protocol::DeviceList::sign(
+            &impostor,
+            phone.account_id(),
+            listed.version,
+            listed
+                .devices
+                .iter()
+                .map(|&(id, key)| {
+                    if id == laptop_device {
+                        (id, *invented.public())
+                    } else {
+                        (id, key)
+                    }
+                })
+                .collect(),
+        )
+        .expect("signed"),
+    ];
+    let mut without = bill.clone();
+    without.device_lists.clear();
+    for (what, tampered) in [
+        ("altered", altered),
+        ("another account key", resigned),
+        ("none", without),
+    ] {
+        assert_eq!(
+            refused_as(shop.verify_bill(&tampered).await),
+            BillError::UnknownDevice {
+                line: 1,
+                device: laptop_device
+            },
+            "{what}"
+        );
+    }
+
+    let totals = shop
+        .verify_bill(&bill)
+        .await
+        .expect("the removed device's line still checks");
+    assert_eq!(totals.total_millionths, 5_000);
 }

@@ -3,8 +3,11 @@
 //! protocol crate's one check (`comptoir_protocol::verify_bill`): the
 //! chain, the operator's signatures against the pinned operator key, each
 //! customer device's delivery signature against the customer's signed
-//! device list (checked against the customer's pinned account key), and
-//! each price against the signed rate card; and that the chain extends the
+//! device list (checked against the customer's pinned account key; for a
+//! device removed since it acked, the earlier list that named it, which
+//! the bill carries, checked the same way), and
+//! each price against the signed rate card, each head the relay signed on
+//! its schedule against the operator key and the chain; and that the chain extends the
 //! head this client verified last time (kept sealed in the store: tree
 //! `Bills`, key `verified-head`, count (u64 BE) || head hash (32)), so a
 //! relay cannot rewrite lines a business already checked.
@@ -38,6 +41,13 @@ pub struct Bill {
     /// The cards in effect before it, oldest first, signed the same way:
     /// earlier lines were priced with them.
     pub earlier_rate_cards: Vec<wire::SignedRateCard>,
+    /// The heads the relay signed on its schedule (each page's, in order
+    /// of count), signed by the operator key: each must be a head of
+    /// this chain.
+    pub periodic_heads: Vec<wire::BillHead>,
+    /// Earlier device lists of customers, signed by their account keys,
+    /// naming devices removed since they acked a line (each page's).
+    pub device_lists: Vec<wire::SignedDeviceList>,
 }
 
 impl Client {
@@ -45,6 +55,8 @@ impl Client {
     /// last page is kept: lines delivered meanwhile only extend it).
     pub async fn fetch_bill(&mut self) -> Result<Bill> {
         let mut lines = Vec::new();
+        let mut periodic_heads = Vec::new();
+        let mut device_lists = Vec::new();
         loop {
             let reply = self
                 .request(
@@ -59,6 +71,8 @@ impl Client {
                 return Err(unexpected("Bill", &reply));
             };
             let got = page.lines.len();
+            periodic_heads.extend(page.periodic_heads);
+            device_lists.extend(page.device_lists);
             for line in &page.lines {
                 lines.push(BillLine::from_wire(line)?);
             }
@@ -73,6 +87,8 @@ impl Client {
                     head,
                     rate_card,
                     earlier_rate_cards: page.earlier_rate_cards,
+                    periodic_heads,
+                    device_lists,
                 });
             }
         }
@@ -99,8 +115,24 @@ impl Client {
             self.refresh_peer(customer).await?;
             if let Some(peer) = peers::load(&self.store, &customer)? {
                 for line in bill.lines.iter().filter(|l| l.customer == customer) {
-                    if let Some(key) = peer.devices.device(line.customer_device) {
-                        keys.insert((customer, line.customer_device), *key);
+                    let device = line.customer_device;
+                    if keys.contains_key(&(customer, device)) {
+                        continue;
+                    }
+                    // A device removed since it acked: its key from an
+                    // earlier list the customer's pinned account key
+                    // signed, if the bill carries one.
+                    let key = peer.devices.device(device).copied().or_else(|| {
+                        comptoir_protocol::bill::superseded_device_key(
+                            &bill.device_lists,
+                            &customer,
+                            &peer.devices.account_key,
+                            peer.devices.version,
+                            device,
+                        )
+                    });
+                    if let Some(key) = key {
+                        keys.insert((customer, device), key);
                     }
                 }
             }
@@ -110,6 +142,7 @@ impl Client {
             &business,
             &bill.lines,
             &bill.head,
+            &bill.periodic_heads,
             std::iter::once(&bill.rate_card).chain(&bill.earlier_rate_cards),
             &operator,
             |customer, device| keys.get(&(*customer, device)).copied(),

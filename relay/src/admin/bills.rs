@@ -2,7 +2,9 @@
 //! as CSV or JSON, with totals per category that are the sums of the
 //! lines (`relay admin bills export`). The lines are the business's hash
 //! chain (see [`crate::billing`]), the same ones the business fetches; the
-//! whole chain's head is signed by the operator key for each export.
+//! whole chain's head is signed by the operator key for each export, and
+//! the heads signed on the relay's schedule at the exported lines' counts
+//! come with it.
 
 use std::sync::Arc;
 
@@ -58,6 +60,18 @@ pub async fn export<S: Backend>(
         signed_at_ms: relay.clock.now_ms(),
     }
     .sign(&state.operator);
+    // The periodic heads at the counts of the exported lines.
+    let periodic: Vec<_> = match (lines.first(), lines.last()) {
+        (Some(first), Some(last)) => relay
+            .store
+            .periodic_heads(business, first.index..=last.index)
+            .await?
+            .iter()
+            .filter(|h| lines.iter().any(|l| l.index == h.head.count))
+            .map(|h| h.to_wire())
+            .collect(),
+        _ => Vec::new(),
+    };
     match query.format.as_deref().unwrap_or("json") {
         "json" => Ok(axum::Json(billing::export_json(
             business,
@@ -65,11 +79,12 @@ pub async fn export<S: Backend>(
             (from_ms, to_ms),
             &lines,
             &head,
+            &periodic,
         ))
         .into_response()),
         "csv" => Ok((
             [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
-            billing::export_csv(currency, &lines, &head),
+            billing::export_csv(currency, &lines, &head, &periodic),
         )
             .into_response()),
         other => Err(AdminError::BadRequest(format!(

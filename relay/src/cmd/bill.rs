@@ -1,12 +1,14 @@
 //! `GetBill` and `GetStanding`: a business reads its own bill (the lines of
-//! its hash chain, the head signed now by the operator key, the signed rate
-//! card) and its standing. Only the authenticated business's own chain is
+//! its hash chain, the head signed now by the operator key, the heads
+//! signed on the relay's schedule at the page's counts, the signed rate
+//! cards, and the earlier signed device lists naming the page's devices
+//! removed since they acked) and its standing. Only the authenticated business's own chain is
 //! ever read (the request names no business); a customer is refused with
 //! `ACCOUNT_KIND`. The standing carries the quality rating and messaging
 //! tier ([`crate::quality`]); asking for it evaluates the tier if due.
 
 use comptoir_protocol::AccountId;
-use comptoir_protocol::bill::{BILLED_CATEGORIES, BillHead};
+use comptoir_protocol::bill::{BILLED_CATEGORIES, BillHead, BillLine};
 use comptoir_protocol::proto::wire::{self, server_frame::Body};
 
 use super::device;
@@ -52,12 +54,21 @@ pub(crate) async fn bill<S: Backend>(
         0 => BILL_PAGE_LINES,
         n => n.min(BILL_PAGE_LINES),
     };
-    let lines = chain
+    let page: Vec<&BillLine> = chain
         .lines
         .iter()
         .skip(usize::try_from(from - 1).unwrap_or(usize::MAX))
         .take(limit)
-        .map(|l| l.to_wire())
+        .collect();
+    let device_lists = billing::lists_of_removed_devices(&relay.store, &page).await?;
+    let lines: Vec<wire::BillLine> = page.iter().map(|l| l.to_wire()).collect();
+    // The periodic heads at the counts of this page's lines.
+    let periodic_heads = relay
+        .store
+        .periodic_heads(business, from..=from.saturating_add(lines.len() as u64) - 1)
+        .await?
+        .iter()
+        .map(|h| h.to_wire())
         .collect();
     let head = BillHead {
         business,
@@ -78,6 +89,8 @@ pub(crate) async fn bill<S: Backend>(
                 .filter(|card| card.effective_from_ms < relay.rate_card.effective_from_ms)
                 .map(|card| card.sign(&relay.operator))
                 .collect(),
+            periodic_heads,
+            device_lists,
         }),
     )))
 }

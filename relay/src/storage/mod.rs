@@ -15,6 +15,11 @@
 //! - [`Ledger`] ([`ledger`]): append-only entries for what may be billed,
 //!   written by the mailbox's accept in the same durable step as the
 //!   copies (docs/STORAGE.md says what must commit together).
+//! - [`BillHeads`] ([`ledger_heads`]): the heads of businesses' bill
+//!   chains the relay signed on its schedule, beside the ledger.
+//! - [`SupersededLists`] ([`superseded_lists`]): the signed device lists
+//!   accounts replaced, so a bill line acked by a device removed since
+//!   can still be checked.
 //! - [`Templates`] ([`templates`]): templates businesses submitted and
 //!   the operator's signed decision on each.
 //! - [`Businesses`] ([`businesses`]): business profiles and the operator's
@@ -68,6 +73,7 @@ pub mod directory;
 pub mod first_contacts;
 pub mod keys;
 pub mod ledger;
+pub mod ledger_heads;
 pub mod mail_log;
 pub mod mailbox;
 pub mod quality;
@@ -75,6 +81,7 @@ pub mod report;
 pub mod reports;
 pub mod sled;
 mod store_id;
+pub mod superseded_lists;
 pub mod templates;
 
 use std::future::Future;
@@ -93,6 +100,7 @@ pub use self::keys::{
 pub use self::ledger::{
     BilledCategory, DELIVERY_SIGNATURE_LEN, DeliveredEntry, Ledger, LedgerEntry, Priced,
 };
+pub use self::ledger_heads::{BillHeads, PeriodicHead};
 pub use self::mailbox::{
     AcceptEffects, AckOf, Acked, Billed, Cursor, Enqueued, Mailbox, NewMessage, QueuedEnvelope,
     QueuedMail, QueuedReceipt, QuotaCounts, ReachLimit, ReceiptKeptFuture,
@@ -100,6 +108,7 @@ pub use self::mailbox::{
 pub use self::quality::Quality;
 pub use self::reports::{Filed, KeptReport, Reports};
 pub use self::sled::SledStore;
+pub use self::superseded_lists::SupersededLists;
 pub use self::templates::{SignedApproval, StoredTemplate, Templates};
 
 /// Result alias for storage calls.
@@ -160,6 +169,8 @@ pub trait Backend:
     + Keys
     + Mailbox
     + Ledger
+    + BillHeads
+    + SupersededLists
     + Templates
     + Businesses
     + ConsentRequests
@@ -175,6 +186,8 @@ impl<
         + Keys
         + Mailbox
         + Ledger
+        + BillHeads
+        + SupersededLists
         + Templates
         + Businesses
         + ConsentRequests

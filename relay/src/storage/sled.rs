@@ -264,8 +264,9 @@ pub struct SledStore {
     names: Tree,
     unauthenticated: Tree,
     expired_accounts: Tree,
-    /// Relay-wide values: the clock's mark ([`CLOCK_MARK_KEY`]) and the
-    /// rate cards ([`RATE_CARD_PREFIX`]).
+    /// Relay-wide values: the clock's mark ([`CLOCK_MARK_KEY`]), the
+    /// rate cards ([`RATE_CARD_PREFIX`]) and when bill heads were last
+    /// signed (see `storage::ledger_heads`).
     meta: Tree,
     /// Submitted templates and the operator's decisions, by template id
     /// (see `storage::templates`).
@@ -285,6 +286,10 @@ pub struct SledStore {
     pub(super) reports: Tree,
     /// Each business's messaging tier (see `storage::quality`).
     pub(super) tiers: Tree,
+    /// Periodic heads of businesses' bills (see `storage::ledger_heads`).
+    pub(super) bill_heads: Tree,
+    /// Device lists accounts replaced (see `storage::superseded_lists`).
+    pub(super) superseded_device_lists: Tree,
     pub(super) committer: Committer,
     /// Dropped last: the directory is free once every handle is gone.
     _dir_lock: Arc<DirLock>,
@@ -537,9 +542,16 @@ impl SledStore {
             first_contacts: tree("first_contacts")?,
             reports: tree("reports")?,
             tiers: tree("tiers")?,
+            bill_heads: tree("bill_heads")?,
+            superseded_device_lists: tree("superseded_device_lists")?,
             committer: Committer::start(db, metrics)?,
             _dir_lock: dir_lock,
         })
+    }
+
+    /// The `meta` tree (relay-wide values).
+    pub(super) fn meta_tree(&self) -> &Tree {
+        &self.meta
     }
 
     fn count_one_time(&self, account: &AccountId, device: u32) -> u32 {
@@ -752,6 +764,11 @@ impl Directory for SledStore {
             if list.list.version <= have {
                 return Ok(ListUpdate::Stale { have });
             }
+            // Kept before it is replaced: a bill line its devices signed
+            // must stay checkable (`storage::superseded_lists`).
+            self.superseded_device_lists
+                .insert(super::superseded_lists::key(account, have), current.clone())
+                .map_err(backend)?;
             let swapped = self
                 .accounts
                 .compare_and_swap(account.as_bytes(), Some(current), Some(encoded.clone()))

@@ -852,6 +852,18 @@ impl MailLog {
         Some((accounting.ledger.get(&accept_id)?.clone(), *delivered))
     }
 
+    /// Every business with a bill, and the number of lines in it.
+    pub fn bill_lengths(&self) -> Vec<(AccountId, u64)> {
+        let state = self.shared().lock();
+        state
+            .index
+            .accounting
+            .bill_lengths
+            .iter()
+            .map(|(&business, &lines)| (business, lines))
+            .collect()
+    }
+
     /// `business`'s bill: its billed sends a customer device acked, with
     /// that delivery, in chain order (entries from before bills were
     /// chained first, by accept id, then by position).
@@ -868,6 +880,34 @@ impl MailLog {
             .collect();
         lines.sort_unstable_by_key(|(_, d)| (d.chain_seq.is_some(), d.chain_seq, d.accept_id));
         lines
+    }
+
+    /// The bills of `businesses` (each as [`Self::bill`] gives it), read
+    /// in one pass over the deliveries.
+    pub fn bills_of(
+        &self,
+        businesses: &std::collections::HashSet<AccountId>,
+    ) -> std::collections::HashMap<AccountId, Vec<(LedgerEntry, DeliveredEntry)>> {
+        let mut bills: std::collections::HashMap<AccountId, Vec<(LedgerEntry, DeliveredEntry)>> =
+            std::collections::HashMap::new();
+        {
+            let state = self.shared().lock();
+            let accounting = &state.index.accounting;
+            for d in accounting.delivered.values() {
+                if let Some(entry) = accounting.ledger.get(&d.accept_id)
+                    && businesses.contains(&entry.business)
+                {
+                    bills
+                        .entry(entry.business)
+                        .or_default()
+                        .push((entry.clone(), *d));
+                }
+            }
+        }
+        for lines in bills.values_mut() {
+            lines.sort_unstable_by_key(|(_, d)| (d.chain_seq.is_some(), d.chain_seq, d.accept_id));
+        }
+        bills
     }
 
     /// Distinct customers `business` reached with templates on UTC `day`.
