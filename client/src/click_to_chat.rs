@@ -94,7 +94,7 @@ pub enum LinkError {
     #[error("the link has parts this client does not read (only ?text=… may follow the business)")]
     UnknownPart,
     /// `text` is not percent-encoded UTF-8.
-    #[error("the link's text is not valid UTF-8")]
+    #[error("the link's text is not percent-encoded UTF-8")]
     BadText,
     /// `text` is longer than a message may be.
     #[error("the link's text is longer than {MAX_TEXT_LEN} bytes")]
@@ -105,6 +105,18 @@ pub enum LinkError {
     /// The PNG could not be written.
     #[error("the PNG could not be written")]
     Png,
+}
+
+/// Whether every `%` in `value` starts an escape of two hex digits
+/// (RFC 3986): the decoder would keep a stray `%` as it is.
+fn percent_escapes_are_whole(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    bytes.iter().enumerate().all(|(i, &b)| {
+        b != b'%'
+            || bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    })
 }
 
 impl ChatLink {
@@ -137,6 +149,9 @@ impl ChatLink {
         for pair in query.into_iter().flat_map(|q| q.split('&')) {
             match pair.split_once('=') {
                 Some(("text", value)) if text.is_none() => {
+                    if !percent_escapes_are_whole(value) {
+                        return Err(LinkError::BadText);
+                    }
                     let value = value.replace('+', " ");
                     let decoded = percent_decode_str(&value)
                         .decode_utf8()
@@ -314,6 +329,9 @@ mod tests {
             ("comptoir://chat/acme?txt=a", LinkError::UnknownPart),
             ("comptoir://chat/acme?text=a#frag", LinkError::UnknownPart),
             ("comptoir://chat/acme?text=%ff", LinkError::BadText),
+            ("comptoir://chat/acme?text=%ZZ", LinkError::BadText),
+            ("comptoir://chat/acme?text=50%", LinkError::BadText),
+            ("comptoir://chat/acme?text=%4", LinkError::BadText),
             (too_long.as_str(), LinkError::TextTooLong),
         ] {
             assert_eq!(ChatLink::parse(link), Err(error), "{link}");
