@@ -20,6 +20,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use comptoir_client::MessageId;
 use comptoir_client::client::MAX_TEXT_LEN;
 use comptoir_protocol::proto::content::{Money, TemplateParameter, template_parameter};
 use comptoir_protocol::proto::wire::ConsentPurpose;
@@ -86,6 +87,10 @@ pub fn app(state: AppState) -> Router {
             "/v1/conversations/{customer}/messages",
             get(conversation_messages),
         )
+        .route(
+            "/v1/conversations/{customer}/files/{message}",
+            get(received_file),
+        )
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .merge(crate::media::routes())
         .merge(crate::billing::routes())
@@ -100,7 +105,7 @@ pub fn app(state: AppState) -> Router {
         description = "The business's backend sends messages and reads conversations through its own agent daemon; end-to-end encryption ends on the business's machine. Webhooks (not described here) are documented in the README.",
         license(name = "AGPL-3.0-or-later")
     ),
-    paths(health, changes, send_message, crate::media::upload_media, request_consent, list_conversations, list_messages, conversation_messages, crate::link::get_link, crate::billing::bill, crate::billing::standing),
+    paths(health, changes, send_message, crate::media::upload_media, request_consent, list_conversations, list_messages, conversation_messages, received_file, crate::link::get_link, crate::billing::bill, crate::billing::standing),
     modifiers(&BearerAuth),
     tags((name = "messages"), (name = "consent"), (name = "billing"))
 )]
@@ -981,6 +986,52 @@ async fn conversation_messages(
     authorize(&state, &headers, Scope::MessagesRead)?;
     let q: ListQuery = query(&uri)?;
     messages(&state, Some(&customer), None, q.limit)
+}
+
+/// A file a customer sent, decrypted (the client library checks both of
+/// its digests first).
+#[utoipa::path(
+    get, path = "/v1/conversations/{customer}/files/{message}", tag = "messages",
+    params(
+        ("customer" = String, Path, description = "The customer's account id"),
+        ("message" = String, Path, description = "The id of the customer's message that carried the file: the `id` of its `document` webhook event"),
+    ),
+    responses(
+        (status = 200, description = "The file's bytes, as a download (`application/octet-stream`, `Content-Disposition: attachment` with a safe form of the customer's file name); its name, type and size as the customer gave them are in the webhook event", content_type = "application/octet-stream"),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "The key lacks `messages:read`", body = ErrorBody),
+        (status = 404, description = "`unknown_file`: no file from this customer came with this message", body = ErrorBody),
+        (status = 503, description = "`relay_unavailable` or `unavailable`: retry later", body = ErrorBody),
+    ),
+    security(("api_key" = []))
+)]
+async fn received_file(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((customer, message)): Path<(String, String)>,
+) -> Result<axum::response::Response, ApiError> {
+    use crate::received_files::{self, FetchError};
+    authorize(&state, &headers, Scope::MessagesRead)?;
+    let account = AccountId::from_hex(&customer).map_err(|_| {
+        ApiError::InvalidRequest("`customer` is an account id (32 hex digits)".into())
+    })?;
+    let id = MessageId::from_hex(&message).ok_or_else(|| {
+        ApiError::InvalidRequest("`message` is a message id (32 hex digits)".into())
+    })?;
+    let (customer, message) = (account.to_string(), id.to_string());
+    let row = state
+        .db
+        .attachment(&customer, &message)?
+        .ok_or_else(|| ApiError::UnknownFile(message.clone()))?;
+    match received_files::fetch(&state.commands, state.db.dir(), account, id).await {
+        Ok(bytes) => Ok(received_files::download_response(&row, bytes)),
+        Err(FetchError::Client(e)) => Err(ApiError::Client(e)),
+        Err(e) => {
+            tracing::error!(error = %e, "fetching a customer's file");
+            Err(ApiError::FileNotFetched)
+        }
+    }
 }
 
 fn messages(

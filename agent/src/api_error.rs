@@ -67,6 +67,12 @@ pub enum ApiError {
     /// The message went, the document after it did not.
     #[error("the message {0} was sent; the document after it was not")]
     DocumentNotSent(String),
+    /// No file from this customer came with this message id.
+    #[error("no file from this customer came with the message {0}")]
+    UnknownFile(String),
+    /// A customer's file could not be fetched or kept now.
+    #[error("the daemon could not fetch the customer's file now")]
+    FileNotFetched,
     /// A temporary file failed.
     #[error("{0}")]
     Io(String),
@@ -144,6 +150,18 @@ impl ApiError {
                 "document_not_sent",
                 self.to_string(),
                 "do not send the message again; send the document with a text message (POST /v1/messages with `document`)",
+            ),
+            Self::UnknownFile(_) => (
+                S::NOT_FOUND,
+                "unknown_file",
+                self.to_string(),
+                "name the customer and the message id of a `document` webhook event",
+            ),
+            Self::FileNotFetched => (
+                S::SERVICE_UNAVAILABLE,
+                "unavailable",
+                self.to_string(),
+                "retry later; the operator finds the cause in the daemon's log",
             ),
             Self::Io(_) => (
                 S::INTERNAL_SERVER_ERROR,

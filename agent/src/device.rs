@@ -1146,12 +1146,14 @@ impl Device {
                     tracing::error!(error = %e, message = %id, "recording an attachment");
                 }
                 let phone = self.db.phone_of(&customer).ok().flatten();
-                let event = webhook::message_event(
+                let event = webhook::document_event(
                     &self.business,
                     &customer,
                     phone.as_deref(),
                     &id,
-                    &text,
+                    &attachment.file_name,
+                    &attachment.content_type,
+                    attachment.size,
                     now,
                 );
                 self.record_incoming(&customer, &id, "attachment", &text, None, event, now);

@@ -28,6 +28,8 @@
 //! - [`billing`]: `GET /v1/bill` (the bill, every line checked) and `GET /v1/standing`.
 //! - [`inbox`]: the agents' web inbox (logins, pages, live updates, assignment).
 //! - [`media`]: documents the backend uploads and sends with a message.
+//! - [`received_files`]: files customers sent, fetched and decrypted on
+//!   demand for the inbox and the API.
 //! - [`link`]: click-to-chat links and their QR codes (`agent link`,
 //!   `GET /v1/link`).
 //! - [`tls`]: TLS for the API.
@@ -51,6 +53,7 @@ pub mod keys;
 pub mod lease;
 pub mod link;
 pub mod media;
+pub mod received_files;
 pub mod serve;
 pub mod status;
 pub mod sync;

@@ -165,6 +165,44 @@ pub fn message_event(
     )
 }
 
+/// A file from a customer: its name, type and size as the customer gave
+/// them (untrusted), and where the backend downloads it, decrypted.
+#[allow(clippy::too_many_arguments)]
+pub fn document_event(
+    business: &str,
+    customer: &str,
+    phone: Option<&str>,
+    id: &str,
+    file_name: &str,
+    mime_type: &str,
+    size: u64,
+    at_ms: u64,
+) -> NewEvent {
+    let event_id = format!("message:{id}");
+    envelope(
+        business,
+        &event_id,
+        id,
+        "messages",
+        json!({
+            "contacts": contact(customer, phone),
+            "messages": [{
+                "from": customer,
+                "id": id,
+                "timestamp": (at_ms / 1000).to_string(),
+                "type": "document",
+                "document": {
+                    "id": id,
+                    "filename": file_name,
+                    "mime_type": mime_type,
+                    "file_size": size,
+                    "path": format!("/v1/conversations/{customer}/files/{id}"),
+                },
+            }],
+        }),
+    )
+}
+
 /// A customer's tap on a quick-reply button of a template message.
 #[allow(clippy::too_many_arguments)]
 pub fn button_reply_event(

@@ -23,7 +23,7 @@ use comptoir_client::{Client, Event, MessageId};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use support::agent::{
-    FULL_KEY, Fixture, call, call_raw, customer_with_number, data_dir, fixture_on,
+    FULL_KEY, Fixture, READ_KEY, call, call_raw, customer_with_number, data_dir, fixture_on,
     request_utility_consent, serve,
 };
 use support::client::wait_for;
@@ -337,4 +337,88 @@ async fn the_boarding_pass_goes_with_a_template_and_the_customer_opens_it() {
     assert_eq!(agent.db.media_count().expect("count"), 1);
     assert!(leftover_uploads(&data_dir(root.path())).is_empty());
     agent.stop().await;
+}
+
+/// `GET path` on the daemon with `key`: status and raw body.
+async fn get_bytes(
+    agent: &comptoir_agent::Running,
+    path: &str,
+    key: Option<&str>,
+) -> (u16, Vec<u8>) {
+    let url = format!("http://{}{path}", agent.addr);
+    let headers: Vec<(&str, String)> = key
+        .map(|k| vec![("authorization", format!("Bearer {k}"))])
+        .unwrap_or_default();
+    let response = comptoir_agent::http_client::request("GET", &url, &headers, Vec::new())
+        .await
+        .expect("API answers");
+    (response.status, response.body)
+}
+
+#[tokio::test]
+async fn a_customers_file_reaches_the_backend_as_a_document_it_downloads() {
+    let Fixture {
+        relay,
+        root,
+        receiver,
+        config,
+        business,
+    } = fixture_on(start_relay().await).await;
+    let agent = serve(&config, ManualClock::at(comptoir_client::client::now_ms())).await;
+    let mut carol = customer_with_number(&relay, &root.path().join("carol"), CAROL).await;
+
+    // Carol sends her passport scan (any bytes: the daemon never reads them).
+    let scan: Vec<u8> = (0..3000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let path = root.path().join("passport scan.png");
+    std::fs::write(&path, &scan).expect("write");
+    let file = carol.encrypt_file(&path, "image/png").expect("encrypt");
+    let id = carol
+        .send_attachment(business, &file)
+        .await
+        .expect("send")
+        .to_string();
+
+    // The webhook names it as a document, with where to fetch it.
+    let hit = receiver
+        .wait("document", |h| h.event_id == format!("message:{id}"))
+        .await;
+    let event: Value = serde_json::from_slice(&hit.body).expect("JSON");
+    let message = &event["value"]["messages"][0];
+    let customer = carol.account_id().to_string();
+    assert_eq!(message["type"], "document", "{event}");
+    assert_eq!(message["from"], customer.as_str());
+    let document = &message["document"];
+    assert_eq!(document["id"], id.as_str());
+    assert_eq!(document["filename"], "passport scan.png");
+    assert_eq!(document["mime_type"], "image/png");
+    assert_eq!(document["file_size"], scan.len() as u64);
+    let fetch = document["path"].as_str().expect("path").to_owned();
+    assert_eq!(fetch, format!("/v1/conversations/{customer}/files/{id}"));
+
+    // The backend downloads it: the bytes Carol sent, as a download.
+    let (status, body) = get_bytes(&agent, &fetch, Some(READ_KEY)).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, scan);
+
+    // Refused, typed: no key, an id no file came with, a malformed id.
+    let (status, _) = get_bytes(&agent, &fetch, None).await;
+    assert_eq!(status, 401);
+    let other = format!("/v1/conversations/{customer}/files/{}", "ab".repeat(16));
+    let (status, body) = call(&agent, "GET", &other, Some(READ_KEY), None).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "unknown_file");
+    let (status, body) = call(
+        &agent,
+        "GET",
+        &format!("/v1/conversations/{customer}/files/not-an-id"),
+        Some(READ_KEY),
+        None,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_request");
+    // Another customer's path does not reach Carol's file.
+    let stranger = format!("/v1/conversations/{}/files/{id}", "cd".repeat(16));
+    let (status, body) = call(&agent, "GET", &stranger, Some(READ_KEY), None).await;
+    assert_eq!(status, 404, "{body}");
 }

@@ -1,86 +1,18 @@
-//! Files customers sent, served to logged-in agents as downloads: the
-//! device task downloads the encrypted blob from the relay and decrypts
-//! it with the client library (both digests checked) into a private
-//! temporary directory, and the bytes go out as
-//! `application/octet-stream` with `Content-Disposition: attachment`, so
-//! a browser saves the file and never renders it in the inbox's origin,
-//! whatever its name, type or contents. The name the customer gave is
-//! untrusted: the header carries a sanitised ASCII form, quoted, and the
-//! UTF-8 original percent-encoded (RFC 6266).
-
-use std::time::Duration;
+//! Files customers sent, served to logged-in agents as downloads
+//! (fetched and served by [`crate::received_files`]).
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use comptoir_client::MessageId;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use tokio::sync::oneshot;
 
-use crate::device::Command;
+use crate::received_files::{self, FetchError};
 
 use super::session::Session;
 use super::{InboxError, InboxState, Result};
 
-/// How long a download may take (a 100 MB file over a slow link).
-const DOWNLOAD_WAIT: Duration = Duration::from_secs(600);
-
-/// RFC 5987 `attr-char`s are left as they are; everything else is
-/// percent-encoded.
-const ATTR_CHAR_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'!')
-    .remove(b'#')
-    .remove(b'$')
-    .remove(b'&')
-    .remove(b'+')
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'^')
-    .remove(b'_')
-    .remove(b'`')
-    .remove(b'|')
-    .remove(b'~');
-
 /// The link the conversation page shows for a file.
 pub fn href(customer: &str, message_id: &str) -> String {
     format!("/inbox/c/{customer}/file/{message_id}")
-}
-
-/// The ASCII name a `filename="…"` parameter carries: the last path
-/// component, letters, digits and `.-_ ()` kept, anything else `_`,
-/// no leading dots, at most 100 characters; `attachment` when nothing
-/// is left.
-pub fn safe_file_name(name: &str) -> String {
-    let base = name.rsplit(['/', '\\']).next().unwrap_or_default();
-    let cleaned: String = base
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ' ' | '(' | ')') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(100)
-        .collect();
-    let cleaned = cleaned.trim().trim_start_matches('.').to_owned();
-    if cleaned.is_empty() {
-        "attachment".to_owned()
-    } else {
-        cleaned
-    }
-}
-
-/// `attachment; filename="safe"; filename*=UTF-8''encoded` for `name`.
-pub fn content_disposition(name: &str) -> String {
-    let original: String = name.chars().filter(|c| !c.is_control()).collect();
-    let original = original.rsplit(['/', '\\']).next().unwrap_or_default();
-    let mut value = format!("attachment; filename=\"{}\"", safe_file_name(name));
-    if !original.is_empty() {
-        value.push_str("; filename*=UTF-8''");
-        value.push_str(&utf8_percent_encode(original, ATTR_CHAR_ENCODE).to_string());
-    }
-    value
 }
 
 /// `GET /inbox/c/{customer}/file/{message}`: the file, decrypted, as a
@@ -97,79 +29,14 @@ pub async fn download(
         .db
         .attachment(&customer, &message)?
         .ok_or(InboxError::NotFound)?;
-    let dir = tempfile::Builder::new()
-        .prefix("download-")
-        .tempdir_in(state.db.dir())
-        .map_err(|e| unavailable(&e))?;
-    let destination = dir.path().join("file");
-    let (reply, answer) = oneshot::channel();
-    state
-        .commands
-        .send(Command::DownloadAttachment {
-            customer: account,
-            id,
-            destination: destination.clone(),
-            reply,
-        })
-        .await
-        .map_err(|_| InboxError::Unavailable)?;
-    match tokio::time::timeout(DOWNLOAD_WAIT, answer).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => {
-            tracing::warn!(error = %e, message = %message, "downloading an attachment");
-            return Err(InboxError::Unavailable);
+    match received_files::fetch(&state.commands, state.db.dir(), account, id).await {
+        Ok(bytes) => Ok(received_files::download_response(&row, bytes)),
+        Err(e) => {
+            match &e {
+                FetchError::Io(_) => tracing::error!(error = %e, "a download's temporary file"),
+                _ => tracing::warn!(error = %e, message = %message, "downloading an attachment"),
+            }
+            Err(InboxError::Unavailable)
         }
-        _ => return Err(InboxError::Unavailable),
-    }
-    let bytes = tokio::task::spawn_blocking(move || {
-        let bytes = std::fs::read(&destination);
-        drop(dir);
-        bytes
-    })
-    .await
-    .map_err(|_| InboxError::Unavailable)?
-    .map_err(|e| unavailable(&e))?;
-    let disposition = HeaderValue::from_str(&content_disposition(&row.file_name))
-        .unwrap_or_else(|_| HeaderValue::from_static("attachment; filename=\"attachment\""));
-    Ok((
-        StatusCode::OK,
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            ),
-            (header::CONTENT_DISPOSITION, disposition),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-        ],
-        bytes,
-    )
-        .into_response())
-}
-
-fn unavailable(e: &std::io::Error) -> InboxError {
-    tracing::error!(error = %e, "a download's temporary file");
-    InboxError::Unavailable
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_hostile_file_name_is_quoted_safely() {
-        let name = "../<script>\"a\";\r\nX-Evil: 1 é.html";
-        let value = content_disposition(name);
-        assert!(HeaderValue::from_str(&value).is_ok(), "{value}");
-        assert!(!value.contains('\r') && !value.contains('\n'));
-        let quoted = value
-            .strip_prefix("attachment; filename=\"")
-            .and_then(|rest| rest.split_once('"'))
-            .map(|(q, _)| q)
-            .expect("quoted");
-        assert_eq!(quoted, "_script__a____X-Evil_ 1 _.html");
-        assert!(value.ends_with("X-Evil%3A%201%20%C3%A9.html"), "{value}");
-        assert_eq!(safe_file_name(".."), "attachment");
-        assert_eq!(safe_file_name("dir/.hidden"), "hidden");
-        assert_eq!(safe_file_name("report.pdf"), "report.pdf");
     }
 }
