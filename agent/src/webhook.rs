@@ -137,6 +137,36 @@ fn contact(customer: &str, phone: Option<&str>) -> Value {
     json!([{ "account_id": customer, "phone": phone }])
 }
 
+/// A message from a customer: `fields` (its `type` and what goes with
+/// it) with who sent it, its id and its time.
+fn customer_message(
+    business: &str,
+    customer: &str,
+    phone: Option<&str>,
+    id: &str,
+    at_ms: u64,
+    fields: Value,
+) -> NewEvent {
+    let mut message = json!({
+        "from": customer,
+        "id": id,
+        "timestamp": (at_ms / 1000).to_string(),
+    });
+    if let (Some(message), Value::Object(fields)) = (message.as_object_mut(), fields) {
+        message.extend(fields);
+    }
+    envelope(
+        business,
+        &format!("message:{id}"),
+        id,
+        "messages",
+        json!({
+            "contacts": contact(customer, phone),
+            "messages": [message],
+        }),
+    )
+}
+
 /// A text message from a customer.
 pub fn message_event(
     business: &str,
@@ -146,23 +176,8 @@ pub fn message_event(
     text: &str,
     at_ms: u64,
 ) -> NewEvent {
-    let event_id = format!("message:{id}");
-    envelope(
-        business,
-        &event_id,
-        id,
-        "messages",
-        json!({
-            "contacts": contact(customer, phone),
-            "messages": [{
-                "from": customer,
-                "id": id,
-                "timestamp": (at_ms / 1000).to_string(),
-                "type": "text",
-                "text": { "body": text },
-            }],
-        }),
-    )
+    let fields = json!({ "type": "text", "text": { "body": text } });
+    customer_message(business, customer, phone, id, at_ms, fields)
 }
 
 /// A file from a customer: its name, type and size as the customer gave
@@ -178,29 +193,17 @@ pub fn document_event(
     size: u64,
     at_ms: u64,
 ) -> NewEvent {
-    let event_id = format!("message:{id}");
-    envelope(
-        business,
-        &event_id,
-        id,
-        "messages",
-        json!({
-            "contacts": contact(customer, phone),
-            "messages": [{
-                "from": customer,
-                "id": id,
-                "timestamp": (at_ms / 1000).to_string(),
-                "type": "document",
-                "document": {
-                    "id": id,
-                    "filename": file_name,
-                    "mime_type": mime_type,
-                    "file_size": size,
-                    "path": format!("/v1/conversations/{customer}/files/{id}"),
-                },
-            }],
-        }),
-    )
+    let fields = json!({
+        "type": "document",
+        "document": {
+            "id": id,
+            "filename": file_name,
+            "mime_type": mime_type,
+            "file_size": size,
+            "path": format!("/v1/conversations/{customer}/files/{id}"),
+        },
+    });
+    customer_message(business, customer, phone, id, at_ms, fields)
 }
 
 /// A customer's tap on a quick-reply button of a template message.
@@ -215,27 +218,15 @@ pub fn button_reply_event(
     title: &str,
     at_ms: u64,
 ) -> NewEvent {
-    let event_id = format!("message:{id}");
-    envelope(
-        business,
-        &event_id,
-        id,
-        "messages",
-        json!({
-            "contacts": contact(customer, phone),
-            "messages": [{
-                "from": customer,
-                "id": id,
-                "timestamp": (at_ms / 1000).to_string(),
-                "type": "interactive",
-                "context": { "id": reply_to },
-                "interactive": {
-                    "type": "button_reply",
-                    "button_reply": { "id": button_index.to_string(), "title": title },
-                },
-            }],
-        }),
-    )
+    let fields = json!({
+        "type": "interactive",
+        "context": { "id": reply_to },
+        "interactive": {
+            "type": "button_reply",
+            "button_reply": { "id": button_index.to_string(), "title": title },
+        },
+    });
+    customer_message(business, customer, phone, id, at_ms, fields)
 }
 
 /// An outgoing message's new status.

@@ -357,19 +357,18 @@ async fn get_bytes(
 
 #[tokio::test]
 async fn a_customers_file_reaches_the_backend_as_a_document_it_downloads() {
-    let Fixture {
-        relay,
-        root,
-        receiver,
-        config,
-        business,
-    } = fixture_on(start_relay().await).await;
-    let agent = serve(&config, ManualClock::at(comptoir_client::client::now_ms())).await;
-    let mut carol = customer_with_number(&relay, &root.path().join("carol"), CAROL).await;
+    let acme = fixture_on(start_relay().await).await;
+    let (root, business) = (acme.root.path(), acme.business);
+    let agent = serve(
+        &acme.config,
+        ManualClock::at(comptoir_client::client::now_ms()),
+    )
+    .await;
+    let mut carol = customer_with_number(&acme.relay, &root.join("carol"), CAROL).await;
 
     // Carol sends her passport scan (any bytes: the daemon never reads them).
     let scan: Vec<u8> = (0..3000u32).map(|i| (i * 7 % 251) as u8).collect();
-    let path = root.path().join("passport scan.png");
+    let path = root.join("passport scan.png");
     std::fs::write(&path, &scan).expect("write");
     let file = carol.encrypt_file(&path, "image/png").expect("encrypt");
     let id = carol
@@ -379,7 +378,8 @@ async fn a_customers_file_reaches_the_backend_as_a_document_it_downloads() {
         .to_string();
 
     // The webhook names it as a document, with where to fetch it.
-    let hit = receiver
+    let hit = acme
+        .receiver
         .wait("document", |h| h.event_id == format!("message:{id}"))
         .await;
     let event: Value = serde_json::from_slice(&hit.body).expect("JSON");
