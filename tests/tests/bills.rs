@@ -292,13 +292,7 @@ async fn a_business_verifies_its_bill_and_every_tampering_is_named() {
     // The operator's export holds the same lines; its totals are their sums.
     let admin = relay.admin_client();
     let shop_hex = shop.account_id().to_string();
-    let json: serde_json::Value = serde_json::from_str(
-        &admin
-            .export_bill(&shop_hex, None, None, "json")
-            .await
-            .expect("export json"),
-    )
-    .expect("json");
+    let json = exported_json(&admin, &shop_hex).await;
     let lines = json["lines"].as_array().expect("lines");
     assert_eq!(lines.len(), 3);
     let sum: u64 = lines
@@ -575,13 +569,7 @@ async fn heads_are_signed_each_period_for_grown_chains_and_kept() {
     // The export carries the periodic heads at its lines' counts.
     let admin = relay.admin_client();
     let shop_hex = shop.account_id().to_string();
-    let json: serde_json::Value = serde_json::from_str(
-        &admin
-            .export_bill(&shop_hex, None, None, "json")
-            .await
-            .expect("export json"),
-    )
-    .expect("json");
+    let json = exported_json(&admin, &shop_hex).await;
     let exported = json["periodic_heads"].as_array().expect("periodic heads");
     assert_eq!(exported.len(), 2);
     let hex_field = |v: &serde_json::Value| hex::decode(v.as_str().expect("hex")).expect("hex");
@@ -723,4 +711,16 @@ async fn a_line_acked_by_a_device_removed_since_still_verifies() {
         .await
         .expect("the removed device's line still checks");
     assert_eq!(totals.total_millionths, 5_000);
+}
+
+/// The operator's JSON export of `business`'s whole bill.
+async fn exported_json(
+    admin: &comptoir_relay::admin::client::AdminClient,
+    business: &str,
+) -> serde_json::Value {
+    let export = admin
+        .export_bill(business, None, None, "json")
+        .await
+        .expect("export json");
+    serde_json::from_str(&export).expect("json")
 }
