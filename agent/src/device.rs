@@ -183,6 +183,14 @@ pub enum Command {
         /// The outcome.
         reply: oneshot::Sender<Result<(), ClientError>>,
     },
+    /// An agent saw the customer's messages (opened the conversation, or
+    /// accepted its request on it): mark them read and tell the customer
+    /// (a read receipt, end-to-end encrypted; nothing while the
+    /// conversation is still a message request).
+    MarkRead {
+        /// The customer.
+        customer: AccountId,
+    },
     /// Download a file a customer sent and decrypt it to `destination`
     /// (the client library checks both digests; nothing is left there on
     /// a refusal).
@@ -758,6 +766,11 @@ impl Device {
             }
             Command::AcceptRequest { customer, reply } => {
                 let _ = reply.send(self.client.accept_request(customer).await);
+            }
+            Command::MarkRead { customer } => {
+                if let Err(e) = self.client.mark_read(customer).await {
+                    tracing::warn!(error = %e, "telling a customer its messages were read");
+                }
             }
             Command::DownloadAttachment {
                 customer,

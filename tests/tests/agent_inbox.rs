@@ -477,6 +477,14 @@ async fn message_requests_and_violation_marks_show_in_the_inbox() {
     );
     let page = ana.get(addr, &format!("/inbox/c/{dan_id}")).await.text();
     assert!(!page.contains(&accept) && page.contains("Hello, first time here"));
+    // Accepted from the page that showed it: Dan learns it was read (not
+    // before: a message request is not acknowledged as read).
+    let read = wait_for(&mut dan, |e| match e {
+        comptoir_client::Event::Read { ids, .. } => Some(ids.clone()),
+        _ => None,
+    })
+    .await;
+    assert!(read.iter().any(|id| id.to_string() == first.id), "{read:?}");
     assert!(
         ana.get(addr, "/inbox")
             .await

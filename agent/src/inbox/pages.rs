@@ -453,6 +453,7 @@ async fn conversation(
     let summary = conversations::get(&state.db, &customer)?;
     if conversations::mark_read(&state.db, &customer)? {
         state.db.changed();
+        tell_read(&state, account).await;
     }
     let now = state.clock.now_ms();
     let c = view_of(summary.clone(), now);
@@ -557,7 +558,15 @@ async fn accept_request(
     .ok_or_else(|| refused(ApiError::Stopping))?
     .map_err(|e| refused(e.into()))?;
     conversations::accept_request(&state.db, &customer, session.agent.id, state.clock.now_ms())?;
+    // The agent accepted it from the page showing its messages: read.
+    tell_read(&state, account).await;
     Ok(back_to(&customer))
+}
+
+/// Have the device tell `customer` its messages were read (the receipt
+/// waits in the outbox if the relay is away; a stopping daemon skips it).
+async fn tell_read(state: &InboxState, customer: AccountId) {
+    let _ = state.commands.send(Command::MarkRead { customer }).await;
 }
 
 fn back_to(customer: &str) -> Response {
