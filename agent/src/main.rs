@@ -59,12 +59,12 @@ enum Command {
     },
     /// Print this business's click-to-chat link and its QR code (for a
     /// terminal with light text on a dark background); customers open it
-    /// with `comptoir open LINK`. Without --name it reads the account id
-    /// from the device store (stop `agent serve` first, or use
-    /// `GET /v1/link`).
+    /// with `comptoir open LINK`. It reads the account id from the device
+    /// store (stop `agent serve` first, or use `GET /v1/link`).
     Link {
         /// The name the business claimed (`comptoir name claim`), in place
-        /// of its account id; not checked here.
+        /// of its account id; the relay is asked whether it is this
+        /// business's (a name it does not hold is refused).
         #[arg(long)]
         name: Option<String>,
         /// Text to prefill in the customer's composer.
@@ -157,14 +157,18 @@ async fn run(cli: Cli) -> Result<(), String> {
             png,
         } => {
             use comptoir_client::click_to_chat::{ChatLink, LinkHandle};
+            if let Some(name) = &name {
+                // Refused before the configuration is read.
+                comptoir_protocol::handle::normalize_business_name(name)
+                    .map_err(|e| e.to_string())?;
+            }
+            let config = Config::load(cli.config.as_deref()).map_err(|e| e.to_string())?;
+            let passphrase = config::passphrase(&env).map_err(|e| e.to_string())?;
             let handle = match name {
-                Some(name) => LinkHandle::Name(
-                    comptoir_protocol::handle::normalize_business_name(&name)
-                        .map_err(|e| e.to_string())?,
-                ),
+                Some(name) => comptoir_agent::link::claimed_name(&config, &passphrase, &name)
+                    .await
+                    .map_err(|e| e.to_string())?,
                 None => {
-                    let config = Config::load(cli.config.as_deref()).map_err(|e| e.to_string())?;
-                    let passphrase = config::passphrase(&env).map_err(|e| e.to_string())?;
                     let client = comptoir_client::Client::open(&config.device_dir(), &passphrase)
                         .map_err(|e| e.to_string())?;
                     LinkHandle::Account(client.account_id())

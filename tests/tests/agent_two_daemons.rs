@@ -29,7 +29,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use support::agent::{PASSPHRASE, Receiver, config_toml, customer, init_business};
+use support::agent::{PASSPHRASE, Receiver, agent_binary, config_toml, customer, init_business};
 use support::client::{FAST_KDF, linked, registered_as, url, wait_message};
 use support::inbox::login;
 use support::{TIMEOUT, TestRelay, start_relay};
@@ -39,48 +39,6 @@ use support::{TIMEOUT, TestRelay, start_relay};
 /// `kill -9` the relay frees it at once, when the connection ends.
 const LEASE: &str = "lease_seconds = 3";
 const PASSWORD: &str = "ana-long-password";
-
-/// The real `agent` binary, built (once per run of this test binary) by
-/// the cargo running the tests, with the test-only crash points
-/// (`comptoir_agent::fault`): `cargo test` builds only the tested
-/// package's own binaries, and this one belongs to comptoir-agent.
-fn agent_binary() -> PathBuf {
-    static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BINARY
-        .get_or_init(|| {
-            let mut args = vec![
-                "build",
-                "--quiet",
-                "--package",
-                "comptoir-agent",
-                "--bin",
-                "agent",
-                "--features",
-                "fault-injection",
-                "--message-format=json",
-            ];
-            if !cfg!(debug_assertions) {
-                args.push("--release");
-            }
-            let out = std::process::Command::new(env!("CARGO"))
-                .args(args)
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .stderr(Stdio::inherit())
-                .output()
-                .expect("run cargo");
-            assert!(
-                out.status.success(),
-                "cargo could not build the agent binary"
-            );
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-                .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "agent")
-                .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-                .expect("cargo names the agent binary")
-        })
-        .clone()
-}
 
 /// A daemon process.
 struct Daemon {
