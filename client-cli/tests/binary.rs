@@ -472,9 +472,19 @@ async fn errors_say_what_happened_and_what_to_do() {
     // A second device, linked, then removed by the first.
     let laptop = Customer::new(root.path(), "laptop", &relay);
     let code = laptop.ok(&["link-device"]).await;
-    let approval = alice
-        .ok(&["devices", "add", code.trim(), "--name", "laptop"])
+    let added = alice
+        .run(&["devices", "add", code.trim(), "--name", "laptop"])
         .await;
+    assert_eq!(added.code, 0, "{added:?}");
+    // The new device may be a `comptoir` or a business's agent daemon:
+    // the hint names the command of each.
+    assert!(
+        added.stderr.contains("comptoir link-device --finish")
+            && added.stderr.contains("agent --config")
+            && added.stderr.contains("init --approval"),
+        "{added:?}"
+    );
+    let approval = added.stdout;
     laptop
         .ok(&["link-device", "--finish", approval.trim()])
         .await;
