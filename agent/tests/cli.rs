@@ -229,3 +229,24 @@ fn link_prints_the_link_and_a_terminal_qr_code_and_writes_a_png_that_decodes_to_
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());
 }
+
+/// Standard output closed before anything is written (`agent openapi |
+/// head` that ended): the command ends quietly with exit 0, no panic.
+#[test]
+fn a_closed_standard_output_ends_the_command_quietly() {
+    for args in [
+        &["openapi"][..],
+        &["key-new", "--name", "x", "--scopes", "messages:send"],
+    ] {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = agent()
+            .args(args)
+            .stdout(writer)
+            .output()
+            .expect("run agent");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
+}

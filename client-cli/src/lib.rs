@@ -1036,7 +1036,9 @@ async fn run_command(
             Ok(0)
         }
         Command::Completions { shell } => {
-            generate::completions(*shell, out);
+            generate::completions(*shell, out).map_err(|e| {
+                ClientError::io("writing the completion script to standard output", e)
+            })?;
             Ok(0)
         }
         Command::Man => {

@@ -255,6 +255,21 @@ async fn completions_and_the_manual_page_come_from_the_command_line() {
         assert!(man.contains(text), "{text} in the manual page");
     }
     assert!(!root.path().join("nobody").exists(), "no store created");
+
+    // Standard output closed before anything is written (`| head` that
+    // ended): an error line and exit 1, as for any failed write, no panic.
+    for args in [&["completions", "bash"][..], &["man"]] {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let mut command = nobody.command(&nobody.relay, args, false, false);
+        let out = command.stdout(writer).output().expect("run comptoir");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("panicked") && stderr.contains("standard output"),
+            "{args:?}: {stderr}"
+        );
+    }
 }
 
 /// The JSON lines a command printed, each parsed.

@@ -88,7 +88,8 @@ async fn a_customer_opens_the_daemons_link_and_the_daemon_answers_in_the_window(
 /// `agent link --name` prints a link only for a name this business
 /// claimed: another business's name, or one nobody claimed, is refused
 /// (exit 1, no link printed) with the command that claims it; once
-/// claimed, the link names it (README review item 1).
+/// claimed, the link names it (README review item 1). A closed standard
+/// output (`| head` that ended) ends the command quietly (item 3).
 #[tokio::test]
 async fn agent_link_names_only_a_name_this_business_claimed() {
     let relay = start_relay().await;
@@ -143,4 +144,20 @@ async fn agent_link_names_only_a_name_this_business_claimed() {
         Some("comptoir://chat/acme-own?text=hi"),
         "{stdout}"
     );
+
+    // Standard output closed (`| head` that ended): no panic, exit 0.
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let mut command = agent_command(&file, &["link", "--name", "acme-own", "--text", "hi"]).await;
+    let out = command
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run agent")
+        .wait_with_output()
+        .await
+        .expect("agent ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
