@@ -3,19 +3,24 @@
 //! and its SVG for the backend to put on a web page). The format and the
 //! QR codes are the client library's
 //! ([`comptoir_client::click_to_chat`]): customers open the link with
-//! `comptoir open LINK`.
+//! `comptoir open LINK`. A link by name is made only for a name the relay
+//! says is this business's ([`claimed_name`]).
 
 use std::path::Path;
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
+use comptoir_client::ClientError;
 use comptoir_client::click_to_chat::{ChatLink, LinkHandle};
+use comptoir_protocol::handle::normalize_business_name;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::api::{AppState, authorize, query};
 use crate::api_error::{ApiError, ErrorBody};
+use crate::config::Config;
+use crate::device::{self, DeviceError};
 use crate::keys::Scope;
 
 /// What `GET /v1/link` takes.
@@ -80,4 +85,84 @@ pub fn print(link: &ChatLink, svg: Option<&Path>, png: Option<&Path>) -> Result<
         std::fs::write(path, png).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     Ok(format!("{link}\n{terminal}"))
+}
+
+/// Why `agent link --name` made no link.
+#[derive(Debug, thiserror::Error)]
+pub enum NameError {
+    /// Not a name a business could claim.
+    #[error("{0}")]
+    Invalid(String),
+    /// Nobody, or another account, holds the name: a link by it would
+    /// reach whoever claims it.
+    #[error(
+        "the name {name} is not this business's: claim it first with \
+         `comptoir --data-dir {device_dir} name claim {name}` (the daemon stopped)"
+    )]
+    NotClaimed {
+        /// The name, normalized.
+        name: String,
+        /// The daemon's device store, as a shell word.
+        device_dir: String,
+    },
+    /// The device store or the relay failed.
+    #[error("{0}")]
+    Device(#[from] DeviceError),
+}
+
+/// `agent link --name NAME`: the link's handle, once the relay says the
+/// name is this business's (as `comptoir business link --name` checks).
+/// Opens the device store, so the daemon must be stopped.
+pub async fn claimed_name(
+    config: &Config,
+    passphrase: &str,
+    name: &str,
+) -> Result<LinkHandle, NameError> {
+    let name = normalize_business_name(name).map_err(|e| NameError::Invalid(e.to_string()))?;
+    let mut client = device::open(config, passphrase).await?;
+    let own = client.account_id();
+    client
+        .connect(&config.relay)
+        .await
+        .map_err(DeviceError::from)?;
+    let found = client.lookup(&name).await;
+    client.close().await.map_err(DeviceError::from)?;
+    match found {
+        Ok(account) if account == own => Ok(LinkHandle::Name(name)),
+        Ok(_) | Err(ClientError::NotFound(_)) => Err(NameError::NotClaimed {
+            name,
+            device_dir: shell_word(&config.device_dir()),
+        }),
+        Err(e) => Err(DeviceError::from(e).into()),
+    }
+}
+
+/// `path` as a shell word: as is when it needs no quoting, else in single
+/// quotes (for hints the user may copy; as the `comptoir` CLI's).
+pub fn shell_word(path: &Path) -> String {
+    let text = path.display().to_string();
+    let plain = !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+,:@%~".contains(c));
+    if plain {
+        text
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_words_are_quoted_only_when_needed() {
+        assert_eq!(
+            shell_word(Path::new("/srv/agent/device")),
+            "/srv/agent/device"
+        );
+        assert_eq!(shell_word(Path::new("my data")), "'my data'");
+        assert_eq!(shell_word(Path::new("it's")), r"'it'\''s'");
+    }
 }

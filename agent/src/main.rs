@@ -59,12 +59,12 @@ enum Command {
     },
     /// Print this business's click-to-chat link and its QR code (for a
     /// terminal with light text on a dark background); customers open it
-    /// with `comptoir open LINK`. Without --name it reads the account id
-    /// from the device store (stop `agent serve` first, or use
-    /// `GET /v1/link`).
+    /// with `comptoir open LINK`. It reads the account id from the device
+    /// store (stop `agent serve` first, or use `GET /v1/link`).
     Link {
         /// The name the business claimed (`comptoir name claim`), in place
-        /// of its account id; not checked here.
+        /// of its account id; the relay is asked whether it is this
+        /// business's (a name it does not hold is refused).
         #[arg(long)]
         name: Option<String>,
         /// Text to prefill in the customer's composer.
@@ -89,21 +89,51 @@ async fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
+        // A closed standard output (`agent openapi | head`) ends the
+        // command quietly, as the end of a pipe ends `cat`.
+        Ok(()) | Err(Failure::OutputClosed) => ExitCode::SUCCESS,
+        Err(Failure::Message(message)) => {
             eprintln!("agent: {message}");
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run(cli: Cli) -> Result<(), String> {
+/// Why a command ended without doing all it should.
+#[derive(Debug)]
+enum Failure {
+    /// Standard output is closed (the reader of a pipe went away).
+    OutputClosed,
+    /// What went wrong and what to do, for standard error.
+    Message(String),
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Self::Message(message)
+    }
+}
+
+/// Write `text` to standard output, checked (`println!` panics when the
+/// pipe it writes to is closed).
+fn emit(text: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                Failure::OutputClosed
+            } else {
+                Failure::Message(format!("cannot write to standard output: {e}"))
+            }
+        })
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
     let env = |name: &str| std::env::var(name).ok();
     match cli.command {
-        Command::Openapi => {
-            println!("{}", comptoir_agent::openapi_json());
-            Ok(())
-        }
+        Command::Openapi => emit(&format!("{}\n", comptoir_agent::openapi_json())),
         Command::KeyNew { name, scopes } => {
             for s in &scopes {
                 let known = [
@@ -115,20 +145,17 @@ async fn run(cli: Cli) -> Result<(), String> {
                 if !known.contains(&s.as_str()) {
                     return Err(format!(
                         "unknown scope {s:?}: use messages:send, messages:read, consent:request, billing:read"
-                    ));
+                    )
+                    .into());
                 }
             }
             let (key, hash) = keys::generate();
-            println!(
-                "API key (give it to the backend; it is not stored): {}",
-                key.as_str()
-            );
-            println!();
-            println!("[[api_keys]]");
-            println!("name = {name:?}");
-            println!("sha256 = \"{}\"", hex::encode(hash));
-            println!("scopes = {scopes:?}");
-            Ok(())
+            emit(&format!(
+                "API key (give it to the backend; it is not stored): {}\n\n\
+                 [[api_keys]]\nname = {name:?}\nsha256 = \"{}\"\nscopes = {scopes:?}\n",
+                key.as_str(),
+                hex::encode(hash)
+            ))
         }
         Command::AgentAdd { name, admin } => {
             let config = Config::load(cli.config.as_deref()).map_err(|e| e.to_string())?;
@@ -142,13 +169,12 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
             let agent =
                 inbox::agents::add(&db, &name, &password, admin, now).map_err(|e| e.to_string())?;
-            println!(
-                "added {} {}; open http://{}/inbox and log in",
+            emit(&format!(
+                "added {} {}; open http://{}/inbox and log in\n",
                 if agent.admin { "admin" } else { "agent" },
                 agent.name,
                 config.listen
-            );
-            Ok(())
+            ))
         }
         Command::Link {
             name,
@@ -157,26 +183,26 @@ async fn run(cli: Cli) -> Result<(), String> {
             png,
         } => {
             use comptoir_client::click_to_chat::{ChatLink, LinkHandle};
+            if let Some(name) = &name {
+                // Refused before the configuration is read.
+                comptoir_protocol::handle::normalize_business_name(name)
+                    .map_err(|e| e.to_string())?;
+            }
+            let config = Config::load(cli.config.as_deref()).map_err(|e| e.to_string())?;
+            let passphrase = config::passphrase(&env).map_err(|e| e.to_string())?;
             let handle = match name {
-                Some(name) => LinkHandle::Name(
-                    comptoir_protocol::handle::normalize_business_name(&name)
-                        .map_err(|e| e.to_string())?,
-                ),
+                Some(name) => comptoir_agent::link::claimed_name(&config, &passphrase, &name)
+                    .await
+                    .map_err(|e| e.to_string())?,
                 None => {
-                    let config = Config::load(cli.config.as_deref()).map_err(|e| e.to_string())?;
-                    let passphrase = config::passphrase(&env).map_err(|e| e.to_string())?;
                     let client = comptoir_client::Client::open(&config.device_dir(), &passphrase)
                         .map_err(|e| e.to_string())?;
                     LinkHandle::Account(client.account_id())
                 }
             };
             let link = ChatLink::new(handle, text.as_deref()).map_err(|e| e.to_string())?;
-            print!(
-                "{}",
-                comptoir_agent::link::print(&link, svg.as_deref(), png.as_deref())?
-            );
-            println!();
-            Ok(())
+            let printed = comptoir_agent::link::print(&link, svg.as_deref(), png.as_deref())?;
+            emit(&format!("{printed}\n"))
         }
         Command::Init { link, approval } => {
             let config = Config::load(cli.config.as_deref()).map_err(|e| e.to_string())?;
@@ -184,21 +210,23 @@ async fn run(cli: Cli) -> Result<(), String> {
             if link {
                 let code = device::init_link(&config, &passphrase, KdfParams::DEFAULT)
                     .map_err(|e| e.to_string())?;
-                println!(
-                    "Approve this device on the business's first device (its daemon stopped):\n  comptoir --data-dir DATA_DIR/device devices add {code}\nthen run: agent init --approval APPROVAL"
-                );
+                let config_arg = cli.config.as_deref().map_or(String::new(), |path| {
+                    format!(" --config {}", comptoir_agent::link::shell_word(path))
+                });
+                emit(&format!(
+                    "Approve this device on the business's first device (its daemon stopped):\n  comptoir --data-dir DATA_DIR/device devices add {code}\nthen run here: agent{config_arg} init --approval APPROVAL\n"
+                ))
             } else if let Some(approval) = approval {
                 let id = device::finish_link(&config, &passphrase, &approval)
                     .await
                     .map_err(|e| e.to_string())?;
-                println!("linked to business account {id}");
+                emit(&format!("linked to business account {id}\n"))
             } else {
                 let id = device::init_new(&config, &passphrase, KdfParams::DEFAULT)
                     .await
                     .map_err(|e| e.to_string())?;
-                println!("registered business account {id}");
+                emit(&format!("registered business account {id}\n"))
             }
-            Ok(())
         }
         Command::Serve => {
             let config = Config::load(cli.config.as_deref()).map_err(|e| e.to_string())?;
@@ -209,7 +237,8 @@ async fn run(cli: Cli) -> Result<(), String> {
             let running = serve::start(&config, &passphrase, listener, Arc::new(SystemClock))
                 .await
                 .map_err(|e| e.to_string())?;
-            println!("agent listening on {}", running.addr);
+            // Serving goes on without a standard output to say it on.
+            let _ = emit(&format!("agent listening on {}\n", running.addr));
             shutdown_signal().await;
             running.stop().await;
             Ok(())

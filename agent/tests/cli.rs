@@ -149,10 +149,37 @@ fn agent_add_reads_the_password_from_stdin_and_refuses_bad_input() {
 
 #[test]
 fn link_prints_the_link_and_a_terminal_qr_code_and_writes_a_png_that_decodes_to_it() {
+    // Without --name the link names the account id, read from the device
+    // store (here one never registered: no relay is needed to read it).
     let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    comptoir_client::store::create_private_dir(&data).expect("data dir");
+    let fast = comptoir_client::KdfParams {
+        m_cost: 256,
+        t_cost: 1,
+        p_cost: 1,
+    };
+    let account = comptoir_client::Client::create_with_params(
+        &data.join("device"),
+        "a long enough passphrase",
+        fast,
+    )
+    .expect("a device store")
+    .account_id();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\nrelay = \"ws://127.0.0.1:9\"\n",
+            data.display().to_string()
+        ),
+    )
+    .expect("write config");
     let (png, svg) = (dir.path().join("link.png"), dir.path().join("link.svg"));
     let out = agent()
-        .args(["link", "--name", "Acme-Air", "--text", "Hi, order 42?"])
+        .args(["link", "--text", "Hi, order 42?", "--config"])
+        .arg(&config)
+        .env("COMPTOIR_AGENT_PASSPHRASE", "a long enough passphrase")
         .arg("--png")
         .arg(&png)
         .arg("--svg")
@@ -166,7 +193,10 @@ fn link_prints_the_link_and_a_terminal_qr_code_and_writes_a_png_that_decodes_to_
     );
     let text = String::from_utf8(out.stdout).expect("utf-8");
     let link = text.lines().next().expect("the link");
-    assert_eq!(link, "comptoir://chat/acme-air?text=Hi%2C%20order%2042%3F");
+    assert_eq!(
+        link,
+        format!("comptoir://chat/{account}?text=Hi%2C%20order%2042%3F")
+    );
     assert!(
         text.contains('\u{2580}') || text.contains('\u{2584}'),
         "{text}"
@@ -188,10 +218,35 @@ fn link_prints_the_link_and_a_terminal_qr_code_and_writes_a_png_that_decodes_to_
     assert_eq!(grids.len(), 1);
     assert_eq!(grids[0].decode().expect("decodes").1, link);
 
-    // A name no business could claim makes no link.
+    // A name no business could claim makes no link (refused before the
+    // relay is asked: it is not reachable here).
     let out = agent()
-        .args(["link", "--name", "no spaces allowed"])
+        .args(["link", "--name", "no spaces allowed", "--config"])
+        .arg(&config)
+        .env("COMPTOIR_AGENT_PASSPHRASE", "a long enough passphrase")
         .output()
         .expect("run agent");
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+}
+
+/// Standard output closed before anything is written (`agent openapi |
+/// head` that ended): the command ends quietly with exit 0, no panic.
+#[test]
+fn a_closed_standard_output_ends_the_command_quietly() {
+    for args in [
+        &["openapi"][..],
+        &["key-new", "--name", "x", "--scopes", "messages:send"],
+    ] {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = agent()
+            .args(args)
+            .stdout(writer)
+            .output()
+            .expect("run agent");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
 }

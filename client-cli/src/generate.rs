@@ -10,14 +10,18 @@ use crate::args::{Cli, Shell};
 /// The program name completions and the manual page are for.
 const BIN: &str = "comptoir";
 
-/// Write the completion script for `shell`.
-pub fn completions(shell: Shell, out: &mut dyn Write) {
+/// Write the completion script for `shell`. It is made in memory first:
+/// `clap_complete` panics when its writer fails (a closed pipe), and a
+/// failed write here is an error like any other.
+pub fn completions(shell: Shell, out: &mut dyn Write) -> std::io::Result<()> {
+    let mut script = Vec::new();
     clap_complete::generate(
         clap_complete::Shell::from(shell),
         &mut Cli::command(),
         BIN,
-        out,
+        &mut script,
     );
+    out.write_all(&script)
 }
 
 /// Write the manual page (roff, section 1).

@@ -598,7 +598,8 @@ async fn run_command(
                     let approval = client.add_device_named(link_code, name.as_deref()).await?;
                     say!(out, "{approval}");
                     note!(
-                        "On the new device run: comptoir link-device --finish <the approval above>"
+                        "On the new device run: comptoir link-device --finish <the approval above>\n\
+                         (if it is an agent daemon: agent --config <its file> init --approval <the approval above>)"
                     );
                 }
                 DevicesCommand::Name { device_id, name } => {
@@ -1035,7 +1036,9 @@ async fn run_command(
             Ok(0)
         }
         Command::Completions { shell } => {
-            generate::completions(*shell, out);
+            generate::completions(*shell, out).map_err(|e| {
+                ClientError::io("writing the completion script to standard output", e)
+            })?;
             Ok(0)
         }
         Command::Man => {

@@ -255,6 +255,21 @@ async fn completions_and_the_manual_page_come_from_the_command_line() {
         assert!(man.contains(text), "{text} in the manual page");
     }
     assert!(!root.path().join("nobody").exists(), "no store created");
+
+    // Standard output closed before anything is written (`| head` that
+    // ended): an error line and exit 1, as for any failed write, no panic.
+    for args in [&["completions", "bash"][..], &["man"]] {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let mut command = nobody.command(&nobody.relay, args, false, false);
+        let out = command.stdout(writer).output().expect("run comptoir");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            !stderr.contains("panicked") && stderr.contains("standard output"),
+            "{args:?}: {stderr}"
+        );
+    }
 }
 
 /// The JSON lines a command printed, each parsed.
@@ -472,9 +487,19 @@ async fn errors_say_what_happened_and_what_to_do() {
     // A second device, linked, then removed by the first.
     let laptop = Customer::new(root.path(), "laptop", &relay);
     let code = laptop.ok(&["link-device"]).await;
-    let approval = alice
-        .ok(&["devices", "add", code.trim(), "--name", "laptop"])
+    let added = alice
+        .run(&["devices", "add", code.trim(), "--name", "laptop"])
         .await;
+    assert_eq!(added.code, 0, "{added:?}");
+    // The new device may be a `comptoir` or a business's agent daemon:
+    // the hint names the command of each.
+    assert!(
+        added.stderr.contains("comptoir link-device --finish")
+            && added.stderr.contains("agent --config")
+            && added.stderr.contains("init --approval"),
+        "{added:?}"
+    );
+    let approval = added.stdout;
     laptop
         .ok(&["link-device", "--finish", approval.trim()])
         .await;

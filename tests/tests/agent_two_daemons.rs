@@ -29,7 +29,9 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use support::agent::{PASSPHRASE, Receiver, config_toml, customer, init_business};
+use support::agent::{
+    PASSPHRASE, Receiver, agent_binary, agent_command, config_toml, customer, init_business,
+};
 use support::client::{FAST_KDF, linked, registered_as, url, wait_message};
 use support::inbox::login;
 use support::{TIMEOUT, TestRelay, start_relay};
@@ -39,48 +41,6 @@ use support::{TIMEOUT, TestRelay, start_relay};
 /// `kill -9` the relay frees it at once, when the connection ends.
 const LEASE: &str = "lease_seconds = 3";
 const PASSWORD: &str = "ana-long-password";
-
-/// The real `agent` binary, built (once per run of this test binary) by
-/// the cargo running the tests, with the test-only crash points
-/// (`comptoir_agent::fault`): `cargo test` builds only the tested
-/// package's own binaries, and this one belongs to comptoir-agent.
-fn agent_binary() -> PathBuf {
-    static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BINARY
-        .get_or_init(|| {
-            let mut args = vec![
-                "build",
-                "--quiet",
-                "--package",
-                "comptoir-agent",
-                "--bin",
-                "agent",
-                "--features",
-                "fault-injection",
-                "--message-format=json",
-            ];
-            if !cfg!(debug_assertions) {
-                args.push("--release");
-            }
-            let out = std::process::Command::new(env!("CARGO"))
-                .args(args)
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .stderr(Stdio::inherit())
-                .output()
-                .expect("run cargo");
-            assert!(
-                out.status.success(),
-                "cargo could not build the agent binary"
-            );
-            String::from_utf8_lossy(&out.stdout)
-                .lines()
-                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-                .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "agent")
-                .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-                .expect("cargo names the agent binary")
-        })
-        .clone()
-}
 
 /// A daemon process.
 struct Daemon {
@@ -793,4 +753,56 @@ async fn a_lease_is_held_by_one_device_of_an_account_until_its_connection_ends()
         .await;
     let taken = one.acquire_lease(name, lease).await.expect("take");
     assert!(taken.mine, "{taken:?}");
+}
+
+/// `agent init --link` run as the second daemon's binary prints the
+/// command to approve it and then the one to finish, with the same
+/// `--config`; that command links it (README review item 2).
+#[tokio::test]
+async fn init_link_hints_repeat_the_config_given() {
+    let relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start().await;
+    let text = |dir: &str| config_toml(&relay, &root.path().join(dir), &receiver, "", "");
+    let (config_a, _) = write_config(root.path(), "a", &text("a"));
+    let (_, file_b) = write_config(root.path(), "b", &text("b"));
+    let business = init_business(&relay, &config_a).await;
+
+    let out = agent_command(&file_b, &["init", "--link"])
+        .await
+        .output()
+        .await
+        .expect("run agent");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let code = stdout
+        .lines()
+        .find(|l| l.contains("devices add"))
+        .and_then(|l| l.split_whitespace().last())
+        .expect("the command to approve, with the code");
+    let finish = format!("agent --config {} init --approval", file_b.display());
+    assert!(stdout.contains(&finish), "{stdout}");
+
+    let mut first = Client::open(&config_a.device_dir(), PASSPHRASE).expect("open A's device");
+    first.connect(&url(&relay)).await.expect("connect");
+    let approval = first.add_device(code).await.expect("approve B");
+    first.close().await.expect("close");
+    let out = agent_command(&file_b, &["init", "--approval", &approval])
+        .await
+        .output()
+        .await
+        .expect("run agent");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&business.to_string()),
+        "linked to the business"
+    );
 }

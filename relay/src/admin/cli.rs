@@ -162,7 +162,7 @@ pub enum BusinessCommand {
 #[derive(Debug, clap::Subcommand)]
 pub enum TemplatesCommand {
     /// One line per template (oldest first): id, business, name,
-    /// category, status.
+    /// language, category, status, submission time.
     List {
         /// Only pending, approved, rejected or revoked ones.
         #[arg(long, value_name = "STATUS")]

@@ -392,3 +392,68 @@ pub async fn customer_with_number(relay: &TestRelay, dir: &std::path::Path, phon
         .expect("verify");
     client
 }
+
+/// The real `agent` binary, built (once per run of this test binary) by
+/// the cargo running the tests, with the test-only crash points
+/// (`comptoir_agent::fault`): `cargo test` builds only the tested
+/// package's own binaries, and this one belongs to comptoir-agent.
+pub fn agent_binary() -> PathBuf {
+    static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            let mut args = vec![
+                "build",
+                "--quiet",
+                "--package",
+                "comptoir-agent",
+                "--bin",
+                "agent",
+                "--features",
+                "fault-injection",
+                "--message-format=json",
+            ];
+            if !cfg!(debug_assertions) {
+                args.push("--release");
+            }
+            let out = std::process::Command::new(env!("CARGO"))
+                .args(args)
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .stderr(std::process::Stdio::inherit())
+                .output()
+                .expect("run cargo");
+            assert!(
+                out.status.success(),
+                "cargo could not build the agent binary"
+            );
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "agent")
+                .find_map(|m| m["executable"].as_str().map(PathBuf::from))
+                .expect("cargo names the agent binary")
+        })
+        .clone()
+}
+
+/// `agent --config CONFIG_FILE ARGS…` ([`agent_binary`]) with the tests'
+/// passphrase and none of the daemon's other environment variables.
+pub async fn agent_command(config_file: &Path, args: &[&str]) -> tokio::process::Command {
+    let binary = tokio::task::spawn_blocking(agent_binary)
+        .await
+        .expect("the agent binary");
+    let mut command = tokio::process::Command::new(binary);
+    command
+        .arg("--config")
+        .arg(config_file)
+        .args(args)
+        .env_remove(comptoir_agent::config::ENV_CONFIG)
+        .env_remove(comptoir_agent::config::ENV_RELAY)
+        .env_remove(comptoir_agent::config::ENV_LISTEN)
+        .env_remove(comptoir_agent::config::ENV_DATA_DIR)
+        .env_remove(comptoir_agent::config::ENV_OPERATOR_KEY)
+        .env_remove(comptoir_agent::config::ENV_PASSPHRASE_FILE)
+        .env(comptoir_agent::config::ENV_PASSPHRASE, PASSPHRASE)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true);
+    command
+}
