@@ -13,6 +13,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use comptoir_client::ClientError;
 use comptoir_client::click_to_chat::{ChatLink, LinkHandle};
+use comptoir_client::hints::shell_word;
 use comptoir_protocol::handle::normalize_business_name;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -134,35 +135,5 @@ pub async fn claimed_name(
             device_dir: shell_word(&config.device_dir()),
         }),
         Err(e) => Err(DeviceError::from(e).into()),
-    }
-}
-
-/// `path` as a shell word: as is when it needs no quoting, else in single
-/// quotes (for hints the user may copy; as the `comptoir` CLI's).
-pub fn shell_word(path: &Path) -> String {
-    let text = path.display().to_string();
-    let plain = !text.is_empty()
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-+,:@%~".contains(c));
-    if plain {
-        text
-    } else {
-        format!("'{}'", text.replace('\'', r"'\''"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shell_words_are_quoted_only_when_needed() {
-        assert_eq!(
-            shell_word(Path::new("/srv/agent/device")),
-            "/srv/agent/device"
-        );
-        assert_eq!(shell_word(Path::new("my data")), "'my data'");
-        assert_eq!(shell_word(Path::new("it's")), r"'it'\''s'");
     }
 }

@@ -211,7 +211,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 let code = device::init_link(&config, &passphrase, KdfParams::DEFAULT)
                     .map_err(|e| e.to_string())?;
                 let config_arg = cli.config.as_deref().map_or(String::new(), |path| {
-                    format!(" --config {}", comptoir_agent::link::shell_word(path))
+                    format!(" --config {}", comptoir_client::hints::shell_word(path))
                 });
                 emit(&format!(
                     "Approve this device on the business's first device (its daemon stopped):\n  comptoir --data-dir DATA_DIR/device devices add {code}\nthen run here: agent{config_arg} init --approval APPROVAL\n"

@@ -84,31 +84,12 @@ pub fn load(path: &Path, required: bool) -> Result<Config, String> {
     Ok(config)
 }
 
-/// `path` as a shell word: as is when it needs no quoting, else in single
-/// quotes (for hints the user may copy).
-pub fn shell_word(path: &Path) -> String {
-    let text = path.display().to_string();
-    let plain = !text.is_empty()
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-+,:@%~".contains(c));
-    if plain {
-        text
-    } else {
-        format!("'{}'", text.replace('\'', r"'\''"))
-    }
-}
+/// `path` as a shell word, for the hints this program prints.
+pub use comptoir_client::hints::shell_word;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn shell_words_are_quoted_only_when_needed() {
-        assert_eq!(shell_word(Path::new("/home/a/data")), "/home/a/data");
-        assert_eq!(shell_word(Path::new("my data")), "'my data'");
-        assert_eq!(shell_word(Path::new("it's")), r"'it'\''s'");
-    }
 
     #[test]
     fn a_config_file_gives_defaults_and_refuses_unknown_keys() {

@@ -34,6 +34,7 @@
 //!   lists) sent or received, kept to check a choice in them.
 //! - [`business_views`]: the last checked view of each business, so the
 //!   verified mark shows offline.
+//! - [`hints`]: paths quoted as shell words, for the hints programs print.
 //! - [`click_to_chat`]: click-to-chat links (a business and prefilled
 //!   text) and their QR codes (SVG, PNG, terminal).
 //! - [`outgoing_bodies`]: non-text bodies (template instances, quick
@@ -66,6 +67,7 @@ pub mod evidence;
 pub mod franked;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod hints;
 pub mod interactive_messages;
 pub mod messages;
 pub mod operator_pin;

@@ -11,8 +11,8 @@ use comptoir_agent::config::Config;
 use comptoir_client::Client;
 use serde_json::json;
 use support::agent::{
-    FULL_KEY, PASSPHRASE, READ_KEY, Receiver, SECRET, agent_command, call, config, config_toml,
-    data_dir, init_business, serve, signature_checks,
+    FULL_KEY, PASSPHRASE, READ_KEY, Receiver, SECRET, agent_command, agent_ok, call, config,
+    config_toml, data_dir, init_business, serve, signature_checks,
 };
 use support::cli::{account, ok};
 use support::client::url;
@@ -128,17 +128,7 @@ async fn agent_link_names_only_a_name_this_business_claimed() {
     device.connect(&url(&relay)).await.expect("connect");
     device.claim_name("acme-own").await.expect("claim");
     device.close().await.expect("close");
-    let out = agent_command(&file, &["link", "--name", "Acme-Own", "--text", "hi"])
-        .await
-        .output()
-        .await
-        .expect("run agent");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = agent_ok(&file, &["link", "--name", "Acme-Own", "--text", "hi"]).await;
     assert_eq!(
         stdout.lines().next(),
         Some("comptoir://chat/acme-own?text=hi"),

@@ -7,7 +7,7 @@
 //! webhook receiver gets every event exactly once, by event id.
 //!
 //! Each daemon is the real `agent serve` binary, run as a process (see
-//! [`agent_binary`]) until it is killed with SIGKILL.
+//! [`support::agent::agent_binary`]) until it is killed with SIGKILL.
 
 use crate::support;
 
@@ -27,10 +27,10 @@ use comptoir_protocol::AccountId;
 use comptoir_protocol::proto::wire::{AccountKind, ErrorCode};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use support::agent::{
-    PASSPHRASE, Receiver, agent_binary, agent_command, config_toml, customer, init_business,
+    PASSPHRASE, Receiver, agent_command, agent_ok, config_toml, customer, init_business,
 };
 use support::client::{FAST_KDF, linked, registered_as, url, wait_message};
 use support::inbox::login;
@@ -63,27 +63,13 @@ impl Daemon {
         database: &Path,
         fault: Option<&str>,
     ) -> Self {
-        let binary = tokio::task::spawn_blocking(agent_binary)
-            .await
-            .expect("the agent binary");
-        let mut command = Command::new(binary);
+        let mut command = agent_command(config_file, &["serve"]).await;
         if let Some(point) = fault {
             command.env(comptoir_agent::fault::FAULT_POINT_ENV, point);
         }
         let mut child = command
-            .args(["serve", "--config"])
-            .arg(config_file)
-            .env_remove(comptoir_agent::config::ENV_CONFIG)
-            .env_remove(comptoir_agent::config::ENV_RELAY)
-            .env_remove(comptoir_agent::config::ENV_LISTEN)
-            .env_remove(comptoir_agent::config::ENV_DATA_DIR)
-            .env_remove(comptoir_agent::config::ENV_OPERATOR_KEY)
-            .env_remove(comptoir_agent::config::ENV_PASSPHRASE_FILE)
-            .env(comptoir_agent::config::ENV_PASSPHRASE, PASSPHRASE)
-            .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
-            .kill_on_drop(true)
             .spawn()
             .expect("start agent serve");
         let stdout = child.stdout.take().expect("the daemon's stdout");
@@ -768,17 +754,7 @@ async fn init_link_hints_repeat_the_config_given() {
     let (_, file_b) = write_config(root.path(), "b", &text("b"));
     let business = init_business(&relay, &config_a).await;
 
-    let out = agent_command(&file_b, &["init", "--link"])
-        .await
-        .output()
-        .await
-        .expect("run agent");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = agent_ok(&file_b, &["init", "--link"]).await;
     let code = stdout
         .lines()
         .find(|l| l.contains("devices add"))
@@ -791,18 +767,9 @@ async fn init_link_hints_repeat_the_config_given() {
     first.connect(&url(&relay)).await.expect("connect");
     let approval = first.add_device(code).await.expect("approve B");
     first.close().await.expect("close");
-    let out = agent_command(&file_b, &["init", "--approval", &approval])
-        .await
-        .output()
-        .await
-        .expect("run agent");
+    let linked = agent_ok(&file_b, &["init", "--approval", &approval]).await;
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains(&business.to_string()),
+        linked.contains(&business.to_string()),
         "linked to the business"
     );
 }

@@ -457,3 +457,19 @@ pub async fn agent_command(config_file: &Path, args: &[&str]) -> tokio::process:
         .kill_on_drop(true);
     command
 }
+
+/// Run `agent --config CONFIG_FILE ARGS…` ([`agent_command`]) to its end;
+/// it must succeed: its standard output.
+pub async fn agent_ok(config_file: &Path, args: &[&str]) -> String {
+    let out = agent_command(config_file, args)
+        .await
+        .output()
+        .await
+        .expect("run agent");
+    assert!(
+        out.status.success(),
+        "agent {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
