@@ -20,10 +20,10 @@ use crate::support;
 use std::time::Duration;
 
 use comptoir_client::{Client, ClientError, Event};
-use comptoir_protocol::proto::wire::{AccountKind, ErrorCode, TemplateStatus};
+use comptoir_protocol::proto::wire::{ErrorCode, TemplateStatus};
 use comptoir_protocol::template::{Template, TemplateCategory, TemplateId};
 use comptoir_protocol::{AccountId, BillCategory, BillError, ConsentCategories};
-use support::client::{registered, registered_as, url, wait_for};
+use support::client::{registered, registered_business, url, wait_for};
 use support::*;
 
 const MONTH: Duration = Duration::from_secs(30 * 24 * 60 * 60);
@@ -59,13 +59,7 @@ async fn approved(relay: &TestRelay, shop: &mut Client, template: &Template) -> 
 /// customer's device: two utility, one marketing, all outside the window.
 async fn billed_three(relay: &TestRelay, dirs: &[tempfile::TempDir; 2]) -> (Client, Client) {
     let mut customer = registered(relay, dirs[0].path(), "customer pass").await;
-    let mut shop = registered_as(
-        relay,
-        dirs[1].path(),
-        "business pass",
-        AccountKind::Business,
-    )
-    .await;
+    let mut shop = registered_business(relay, dirs[1].path(), "business pass").await;
     let shop_id = shop.account_id();
     customer
         .grant_consent(
@@ -272,13 +266,7 @@ async fn a_business_verifies_its_bill_and_every_tampering_is_named() {
         );
     }
     let other_dir = tempfile::tempdir().unwrap();
-    let mut other = registered_as(
-        &relay,
-        other_dir.path(),
-        "other pass",
-        AccountKind::Business,
-    )
-    .await;
+    let mut other = registered_business(&relay, other_dir.path(), "other pass").await;
     let theirs = other.fetch_bill().await.expect("fetch");
     assert!(theirs.lines.is_empty());
     assert_eq!(theirs.head.business_account, other.account_id().to_vec());
@@ -471,13 +459,7 @@ async fn heads_are_signed_each_period_for_grown_chains_and_kept() {
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let (mut customer, mut shop) = billed_three(&relay, &dirs).await;
     let other_dir = tempfile::tempdir().unwrap();
-    let mut other = registered_as(
-        &relay,
-        other_dir.path(),
-        "other pass",
-        AccountKind::Business,
-    )
-    .await;
+    let mut other = registered_business(&relay, other_dir.path(), "other pass").await;
     let passes = "comptoir_bill_head_passes_total";
     let signed = "comptoir_bill_heads_signed_total";
 
@@ -620,13 +602,7 @@ async fn a_line_acked_by_a_device_removed_since_still_verifies() {
     let relay = start_relay().await;
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut phone = registered(&relay, dirs[0].path(), "customer pass").await;
-    let mut shop = registered_as(
-        &relay,
-        dirs[1].path(),
-        "business pass",
-        AccountKind::Business,
-    )
-    .await;
+    let mut shop = registered_business(&relay, dirs[1].path(), "business pass").await;
     let shop_id = shop.account_id();
     phone
         .grant_consent(shop_id, ConsentCategories::UTILITY, MONTH)

@@ -18,7 +18,7 @@ use comptoir_protocol::proto::content::{
     template_parameter,
 };
 use comptoir_protocol::proto::wire::{
-    self, AccountKind, Category, TemplateStatus, client_frame, server_frame::Body,
+    self, Category, TemplateStatus, client_frame, server_frame::Body,
 };
 use comptoir_protocol::session::SessionRecord;
 use comptoir_protocol::template::{
@@ -31,7 +31,7 @@ use comptoir_protocol::{
 };
 use prost::Message;
 use support::business::Business;
-use support::client::{registered, registered_as, url, wait_for};
+use support::client::{registered, registered_business, url, wait_for};
 use support::*;
 
 const MONTH: Duration = Duration::from_secs(30 * 24 * 60 * 60);
@@ -124,13 +124,7 @@ async fn a_business_sends_an_approved_template_and_gets_the_quick_reply() {
         tempfile::tempdir().expect("temp dir"),
     );
     let mut customer = registered(&relay, customer_dir.path(), "customer pass").await;
-    let mut shop = registered_as(
-        &relay,
-        business_dir.path(),
-        "business pass",
-        AccountKind::Business,
-    )
-    .await;
+    let mut shop = registered_business(&relay, business_dir.path(), "business pass").await;
     let (customer_id, shop_id) = (customer.account_id(), shop.account_id());
     customer
         .grant_consent(shop_id, ConsentCategories::UTILITY, MONTH)
@@ -382,13 +376,7 @@ impl RawCustomer {
 async fn a_forged_quick_reply_is_flagged_by_the_business() {
     let relay = start_relay().await;
     let business_dir = tempfile::tempdir().expect("temp dir");
-    let mut shop = registered_as(
-        &relay,
-        business_dir.path(),
-        "business pass",
-        AccountKind::Business,
-    )
-    .await;
+    let mut shop = registered_business(&relay, business_dir.path(), "business pass").await;
     let shop_id = shop.account_id();
     let template = boarding_pass(shop_id);
     let (id, _) = shop.submit_template(&template).await.expect("submit");
@@ -642,13 +630,7 @@ async fn a_quick_reply_checks_out_on_the_business_device_that_did_not_send() {
         .map(|_| tempfile::tempdir().expect("temp dir"))
         .collect();
     let mut customer = registered(&relay, dirs[0].path(), "customer pass").await;
-    let mut shop = registered_as(
-        &relay,
-        dirs[1].path(),
-        "business pass",
-        AccountKind::Business,
-    )
-    .await;
+    let mut shop = registered_business(&relay, dirs[1].path(), "business pass").await;
     let mut counter = support::client::linked(&relay, &mut shop, dirs[2].path()).await;
     let (customer_id, shop_id) = (customer.account_id(), shop.account_id());
     customer

@@ -23,7 +23,7 @@ const HANDLED: &str = "comptoir_consent_requests_handled_total";
 const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
 
 async fn verified_business(relay: &TestRelay, dir: &std::path::Path, name: &str) -> Client {
-    let mut client = registered_as(relay, dir, "pw-long-enough", AccountKind::Business).await;
+    let mut client = support::client::registered_business(relay, dir, "pw-long-enough").await;
     client
         .publish_profile(&BusinessProfile {
             account: client.account_id(),

@@ -20,7 +20,7 @@ use comptoir_protocol::{AccountId, FrankingError};
 use comptoir_relay::admin::reports::ReportBody;
 use prost::Message;
 use support::business::Business;
-use support::client::{registered, registered_as, wait_for, wait_message};
+use support::client::{registered, registered_business, wait_for, wait_message};
 use support::*;
 
 const OFFER: &str = "Claim your prize at prize.example, today only";
@@ -31,13 +31,7 @@ async fn offer_received(
     relay: &TestRelay,
     root: &std::path::Path,
 ) -> (Client, Client, comptoir_client::MessageId) {
-    let mut shop = registered_as(
-        relay,
-        &root.join("shop"),
-        "pw-long-enough",
-        AccountKind::Business,
-    )
-    .await;
+    let mut shop = registered_business(relay, &root.join("shop"), "pw-long-enough").await;
     let mut carol = registered(relay, &root.join("carol"), "pw-long-enough").await;
     carol
         .send_text(shop.account_id(), "hello")

@@ -17,8 +17,8 @@ use comptoir_protocol::proto::content::{
     Content, Interactive, InteractiveReply, ListMessage, ListRow, ListSection, ReplyButtons, Text,
     content, interactive, interactive_reply,
 };
-use comptoir_protocol::proto::wire::{AccountKind, ErrorCode};
-use support::client::{registered, registered_as, wait_for};
+use comptoir_protocol::proto::wire::ErrorCode;
+use support::client::{registered, registered_business, wait_for};
 use support::hostile::Hostile;
 use support::*;
 
@@ -109,13 +109,7 @@ async fn buttons_and_a_list_in_service_replies_come_back_as_structured_choices()
         tempfile::tempdir().expect("temp dir"),
     );
     let mut customer = registered(&relay, customer_dir.path(), "customer pass").await;
-    let mut shop = registered_as(
-        &relay,
-        shop_dir.path(),
-        "business pass",
-        AccountKind::Business,
-    )
-    .await;
+    let mut shop = registered_business(&relay, shop_dir.path(), "business pass").await;
     let (customer_id, shop_id) = (customer.account_id(), shop.account_id());
 
     // Over the limits: refused by the sender's library, nothing stored.
@@ -333,13 +327,7 @@ async fn a_message_over_the_limits_offers_no_choice_and_forged_choices_are_flagg
     assert_eq!(customer.evidence().expect("evidence").len(), 2);
 
     // A hostile customer forges choices in an honest business's message.
-    let mut shop = registered_as(
-        &relay,
-        shop_dir.path(),
-        "business pass",
-        AccountKind::Business,
-    )
-    .await;
+    let mut shop = registered_business(&relay, shop_dir.path(), "business pass").await;
     let shop_id = shop.account_id();
     let mut eve = Hostile::register(relay.addr).await;
     let eve_id: AccountId = eve.id();
@@ -428,13 +416,7 @@ async fn a_choice_checks_out_on_the_business_device_that_did_not_send() {
         .map(|_| tempfile::tempdir().expect("temp dir"))
         .collect();
     let mut customer = registered(&relay, dirs[0].path(), "customer pass").await;
-    let mut shop = registered_as(
-        &relay,
-        dirs[1].path(),
-        "business pass",
-        AccountKind::Business,
-    )
-    .await;
+    let mut shop = registered_business(&relay, dirs[1].path(), "business pass").await;
     let mut counter = support::client::linked(&relay, &mut shop, dirs[2].path()).await;
     let (customer_id, shop_id) = (customer.account_id(), shop.account_id());
     customer.send_text(shop_id, "hello").await.expect("send");

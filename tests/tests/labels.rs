@@ -17,7 +17,7 @@ use comptoir_protocol::proto::wire::{self, AccountKind, Category, ErrorCode, ser
 use comptoir_protocol::session::SessionRecord;
 use comptoir_protocol::{AccountId, IdentityKey, VerifiedBundle};
 use prost::Message;
-use support::client::{registered, registered_as, url, wait_for, wait_message};
+use support::client::{registered, registered_business, url, wait_for, wait_message};
 use support::mitm::Mitm;
 use support::*;
 
@@ -409,13 +409,7 @@ async fn a_business_cannot_send_person_to_person_conversation() {
 
     // A business `Client` replies as service, which the customer reads.
     let shop_dir = tempfile::tempdir().expect("temp dir");
-    let mut business = registered_as(
-        &relay,
-        shop_dir.path(),
-        "shop passphrase",
-        AccountKind::Business,
-    )
-    .await;
+    let mut business = registered_business(&relay, shop_dir.path(), "shop passphrase").await;
     // Not before the customer wrote (the 24-hour window): refused, and
     // the message is marked failed rather than retried for ever.
     let early = business

@@ -20,7 +20,7 @@ use comptoir_client::status::{STATUS_TTL_MS, StatusError};
 use comptoir_client::{Client, ClientError, Event, StatusInput};
 use comptoir_protocol::proto::wire::{self, AccountKind, ErrorCode, client_frame, server_frame};
 use comptoir_protocol::{AccountId, BillCategory, ConsentCategories};
-use support::client::{linked, registered, registered_as, url, wait_for, wait_message};
+use support::client::{linked, registered, registered_business, url, wait_for, wait_message};
 use support::hostile::Hostile;
 use support::{Account, TestRelay, start_relay_with};
 
@@ -107,7 +107,7 @@ async fn a_business_status_reaches_subscribers_only_and_is_gone_after_24_hours()
     let relay = relay().await;
     let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
     let files = tempfile::tempdir().unwrap();
-    let mut shop = registered_as(&relay, dirs[0].path(), PASS, AccountKind::Business).await;
+    let mut shop = registered_business(&relay, dirs[0].path(), PASS).await;
     let mut subscriber = registered(&relay, dirs[1].path(), PASS).await;
     let mut marketing_only = registered(&relay, dirs[2].path(), PASS).await;
     let mut offline = registered(&relay, dirs[3].path(), PASS).await;
@@ -237,7 +237,7 @@ async fn a_business_status_is_billed_once_per_subscriber_when_priced_and_never_w
         })
         .await;
         let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
-        let mut shop = registered_as(&relay, dirs[0].path(), PASS, AccountKind::Business).await;
+        let mut shop = registered_business(&relay, dirs[0].path(), PASS).await;
         let mut ann = registered(&relay, dirs[1].path(), PASS).await;
         let mut ann_phone = linked(&relay, &mut ann, dirs[2].path()).await;
         let mut ben = registered(&relay, dirs[3].path(), PASS).await;

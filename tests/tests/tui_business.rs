@@ -14,11 +14,10 @@ use comptoir_cli::tui::{perform, reload};
 use comptoir_client::Event;
 use comptoir_client::rule_checks::WINDOW_MS;
 use comptoir_protocol::ConsentCategories;
-use comptoir_protocol::proto::wire::AccountKind;
 use comptoir_protocol::template::{
     Button, Placeholder, PlaceholderKind, Template, TemplateCategory,
 };
-use support::client::{registered, registered_as, wait_for};
+use support::client::{registered, registered_business, wait_for};
 use support::*;
 
 #[tokio::test]
@@ -29,13 +28,7 @@ async fn a_business_sends_a_template_from_the_picker_and_sees_the_window_open() 
         tempfile::tempdir().expect("temp dir"),
     );
     let mut customer = registered(&relay, customer_dir.path(), "customer pass").await;
-    let mut shop = registered_as(
-        &relay,
-        shop_dir.path(),
-        "business pass",
-        AccountKind::Business,
-    )
-    .await;
+    let mut shop = registered_business(&relay, shop_dir.path(), "business pass").await;
     let (customer_id, shop_id) = (customer.account_id(), shop.account_id());
     customer
         .grant_consent(

@@ -45,7 +45,7 @@ fn not_verified(view: &BusinessView) -> NotVerified {
 }
 
 async fn business(relay: &TestRelay, dir: &std::path::Path, name: &str) -> Client {
-    let mut client = registered_as(relay, dir, "pw-long-enough", AccountKind::Business).await;
+    let mut client = support::client::registered_business(relay, dir, "pw-long-enough").await;
     client
         .publish_profile(&profile(client.account_id(), name))
         .await

@@ -25,6 +25,11 @@ pub async fn registered(relay: &TestRelay, dir: &Path, passphrase: &str) -> Clie
     registered_as(relay, dir, passphrase, AccountKind::Customer).await
 }
 
+/// A new business account in `dir`, registered on the relay and connected.
+pub async fn registered_business(relay: &TestRelay, dir: &Path, passphrase: &str) -> Client {
+    registered_as(relay, dir, passphrase, AccountKind::Business).await
+}
+
 /// A new account of `kind` in `dir`, registered on the relay and connected.
 pub async fn registered_as(
     relay: &TestRelay,
