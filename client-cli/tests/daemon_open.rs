@@ -46,12 +46,7 @@ async fn sent_to_acme(alice: &Customer, acme_id: &str) -> usize {
 async fn open_asks_on_the_terminal_through_the_daemon_as_without_it() {
     let relay = start_relay().await;
     let root = tempfile::tempdir().expect("temp dir");
-    let acme = Customer::new(root.path(), "acme", &relay);
-    let acme_id = acme.ok(&["init"]).await.trim().to_owned();
-    acme.ok(&["register", "--business"]).await;
-    acme.ok(&["name", "claim", "acme"]).await;
-    let alice = Customer::new(root.path(), "alice", &relay);
-    alice.registered().await;
+    let (acme, acme_id, alice) = common::acme_and_alice(root.path(), &relay).await;
 
     // Without a daemon: no terminal, nothing sent; on a terminal, asked.
     let without = alice.run(&["open", LINK]).await;

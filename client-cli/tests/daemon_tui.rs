@@ -16,7 +16,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 
 mod common;
 
-use common::{Customer, Daemon, start_relay};
+use common::{Daemon, start_relay};
 
 fn press(app: &mut App, code: KeyCode) -> Action {
     app.handle_key(KeyEvent::new(code, KeyModifiers::NONE))
@@ -147,12 +147,7 @@ async fn the_tui_sends_reports_opens_a_status_and_blocks_through_the_daemon() {
 async fn the_tui_opens_a_chat_link_through_the_daemon() {
     let relay = start_relay().await;
     let root = tempfile::tempdir().expect("temp dir");
-    let acme = Customer::new(root.path(), "acme", &relay);
-    let acme_id = acme.ok(&["init"]).await.trim().to_owned();
-    acme.ok(&["register", "--business"]).await;
-    acme.ok(&["name", "claim", "acme"]).await;
-    let alice = Customer::new(root.path(), "alice", &relay);
-    alice.registered().await;
+    let (acme, acme_id, alice) = common::acme_and_alice(root.path(), &relay).await;
     let daemon = Daemon::start(&alice, &[]);
 
     let mut remote = Remote::connect_if_running(&alice.dir)

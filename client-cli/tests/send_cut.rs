@@ -195,12 +195,7 @@ async fn an_open_cut_on_the_way_names_the_queued_message_and_it_goes_once() {
     let (listener, url) = CutProxy::bind().await;
     let relay = start_relay_with_origins(vec![url]).await;
     let proxy = CutProxy::start(listener, relay.addr());
-    let acme = Customer::new(root.path(), "acme", &relay);
-    acme.ok(&["init"]).await;
-    acme.ok(&["register", "--business"]).await;
-    acme.ok(&["name", "claim", "acme"]).await;
-    let alice = Customer::new(root.path(), "alice", &relay);
-    alice.registered().await;
+    let (acme, _, alice) = common::acme_and_alice(root.path(), &relay).await;
     let alice = Customer {
         dir: alice.dir.clone(),
         relay: proxy.url.clone(),

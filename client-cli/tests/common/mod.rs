@@ -330,6 +330,19 @@ pub async fn contacts(root: &Path, relay: &Relay) -> (Customer, Customer, String
     (alice, bob, alice_id, bob_id)
 }
 
+/// Acme, a business that claimed the name `acme`, and Alice, a
+/// registered customer who does not know it yet; returns Acme, its
+/// account id and Alice.
+pub async fn acme_and_alice(root: &Path, relay: &Relay) -> (Customer, String, Customer) {
+    let acme = Customer::new(root, "acme", relay);
+    let acme_id = acme.ok(&["init"]).await.trim().to_owned();
+    acme.ok(&["register", "--business"]).await;
+    acme.ok(&["name", "claim", "acme"]).await;
+    let alice = Customer::new(root, "alice", relay);
+    alice.registered().await;
+    (acme, acme_id, alice)
+}
+
 /// A `comptoir daemon` process and what it wrote on standard error.
 pub struct Daemon {
     pub child: Child,
