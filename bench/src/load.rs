@@ -151,6 +151,11 @@ pub enum Metering {
     /// `bench-unmetered` feature); a metered relay refuses a business's
     /// first send.
     Off,
+    /// No send franked, the acks of billed templates signed: franking off
+    /// with signed delivery kept, for a relay with franking and the ledger
+    /// off that still checks signed acks (the same traffic as
+    /// [`Metering::FrankEvery`] without franking).
+    SignedAcksOnly,
 }
 
 /// The largest billed share a ring can carry: a business's next device
@@ -841,7 +846,7 @@ fn load_send(
     match role.metering {
         Metering::BusinessesFrank => {}
         Metering::FrankEvery => franking_tag = tag.to_vec(),
-        Metering::Off => franking_tag = Vec::new(),
+        Metering::Off | Metering::SignedAcksOnly => franking_tag = Vec::new(),
     }
     wire::Send {
         message_id: message_id.to_vec(),

@@ -2,25 +2,33 @@
 //! `relay-load bench --compare-franking-ledger`: the same business-template
 //! mix against a relay with both on and against one with both off.
 //!
-//! - **On** ([`on`]): every send carries a franking commitment, customers'
-//!   conversation messages too (the client library franks every message);
-//!   the relay tags every franked copy it delivers (HMAC-SHA256 under its
-//!   franking key), writes a ledger entry in the accept of each billed
-//!   template, and checks the customer device's signed ack of it and
-//!   appends that delivery to the business's bill.
-//! - **Off** ([`off`]): no send franked, no ack signed, against a relay
-//!   with [`Config::unmetered_for_benchmarks`] (the relay's
-//!   `bench-unmetered` cargo feature, reached through this crate's
-//!   `unmetered-relay` feature): it requires no franking commitment of a
-//!   business and keeps no ledger, so it computes no franking tag, writes
-//!   no ledger entry and checks no signature.
+//! - **On** ([`on`], [`RelayMetering::On`]): every send carries a franking
+//!   commitment, customers' conversation messages too (the client library
+//!   franks every message); the relay tags every franked copy it delivers
+//!   (HMAC-SHA256 under its franking key), appends a ledger entry in the
+//!   accept of each billed template, checks the customer device's signed
+//!   ack of it and appends that delivery to the business's bill.
+//! - **Off** ([`off`], [`RelayMetering::FrankingAndLedgerOff`]): no send
+//!   franked, so the relay computes no franking tag, and nothing appended
+//!   to the ledger (neither at accept nor at ack, nor in the mail log's
+//!   checkpoints). Signed delivery (issue 12), which is not franking or
+//!   the ledger, stays: the customers still sign their acks of billed
+//!   templates, and the relay still checks each signature against the
+//!   device's key and passes it on in `Delivered`. The relay is built with
+//!   the relay's `bench-unmetered` cargo feature (reached through this
+//!   crate's `unmetered-relay` feature).
+//! - **Unmetered** ([`unmetered`], [`RelayMetering::Unmetered`]): the same
+//!   with signed delivery off too: no ack signed or checked. `relay-load
+//!   bench --unmetered` runs both of issue 13's mixes on such a relay (what
+//!   the business rules alone cost), and `--compare-franking-ledger
+//!   --off-unmetered` takes it as the off side.
 //!
-//! Everything else is the same in both: the ring, the businesses, their
-//! templates approved through the admin API, the customers' consent, the
-//! 24-hour window, the rules the relay's policy applies to each send.
+//! Everything else is the same in all three: the ring, the businesses,
+//! their templates approved through the admin API, the customers' consent,
+//! the 24-hour window, the rules the relay's policy applies to each send.
 //!
-//! Both relays run in child processes of `relay-load` from the same build
-//! (`relay-load relay-child [--unmetered]`, [`serve`]), so the switch is
+//! The relays run in child processes of `relay-load` from the same build
+//! (`relay-load relay-child --metering …`, [`serve`]), so the switch is
 //! the only difference between them. The `relay` binary operators run
 //! cannot set it: it is no configuration key, and the relay's
 //! `bench-unmetered` feature is never enabled in its release build.
@@ -59,20 +67,62 @@ pub enum ServeError {
     NotBuilt,
 }
 
+/// What a benchmark relay leaves out of franking and the ledger.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum RelayMetering {
+    /// Nothing: as every relay.
+    #[default]
+    On,
+    /// Franking and the ledger off, signed delivery kept.
+    FrankingAndLedgerOff,
+    /// Franking, the ledger and signed delivery off.
+    Unmetered,
+}
+
+impl RelayMetering {
+    /// How `relay-load relay-child --metering` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::On => "on",
+            Self::FrankingAndLedgerOff => "franking-and-ledger-off",
+            Self::Unmetered => "unmetered",
+        }
+    }
+
+    /// What the load sends to a relay of this kind.
+    pub fn load(self) -> Metering {
+        match self {
+            Self::On => Metering::FrankEvery,
+            Self::FrankingAndLedgerOff => Metering::SignedAcksOnly,
+            Self::Unmetered => Metering::Off,
+        }
+    }
+}
+
 /// `options` with franking and the ledger on: every send franked, the
 /// acks of billed templates signed.
 pub fn on(options: LoadOptions) -> LoadOptions {
     LoadOptions {
-        metering: Metering::FrankEvery,
+        metering: RelayMetering::On.load(),
         ..options
     }
 }
 
-/// `options` with franking and the ledger off: nothing franked, nothing
-/// signed (for a relay [`serve`]d unmetered).
+/// `options` with franking and the ledger off: nothing franked, the acks
+/// of billed templates still signed (for a relay [`serve`]d with
+/// [`RelayMetering::FrankingAndLedgerOff`]).
 pub fn off(options: LoadOptions) -> LoadOptions {
     LoadOptions {
-        metering: Metering::Off,
+        metering: RelayMetering::FrankingAndLedgerOff.load(),
+        ..options
+    }
+}
+
+/// `options` with nothing franked or signed (for a relay [`serve`]d
+/// [`RelayMetering::Unmetered`]).
+pub fn unmetered(options: LoadOptions) -> LoadOptions {
+    LoadOptions {
+        metering: RelayMetering::Unmetered.load(),
         ..options
     }
 }
@@ -105,8 +155,8 @@ pub struct BenchRelay {
     /// Its admin API (loopback); the token is `admin.token` in its data
     /// directory.
     pub admin: SocketAddr,
-    /// Whether it requires franking of businesses and keeps the ledger.
-    pub metered: bool,
+    /// What it leaves out of franking and the ledger.
+    pub metering: RelayMetering,
     running: tokio::task::JoinHandle<Result<(), comptoir_relay::ServerError>>,
 }
 
@@ -128,15 +178,21 @@ impl Drop for BenchRelay {
 }
 
 /// Start a benchmark relay on `data_dir` (created if missing) on this
-/// runtime, with [`bench_config`]: franking and the ledger on, or
-/// (`unmetered`) off. The admin token is in `data_dir` when this returns.
-pub async fn start(data_dir: PathBuf, unmetered: bool) -> Result<BenchRelay, ServeError> {
+/// runtime, with [`bench_config`] and franking and the ledger as
+/// `metering` says. The admin token is in `data_dir` when this returns.
+pub async fn start(data_dir: PathBuf, metering: RelayMetering) -> Result<BenchRelay, ServeError> {
     #[allow(unused_mut)] // Reason: set only with the `unmetered-relay` feature.
     let mut config = bench_config(data_dir);
-    if unmetered {
+    if metering != RelayMetering::On {
         #[cfg(feature = "unmetered-relay")]
         {
-            config.unmetered_for_benchmarks = true;
+            config.bench_metering = match metering {
+                RelayMetering::On => comptoir_relay::BenchMetering::Metered,
+                RelayMetering::FrankingAndLedgerOff => {
+                    comptoir_relay::BenchMetering::FrankingAndLedgerOff
+                }
+                RelayMetering::Unmetered => comptoir_relay::BenchMetering::Unmetered,
+            };
         }
         #[cfg(not(feature = "unmetered-relay"))]
         return Err(ServeError::NotBuilt);
@@ -151,7 +207,6 @@ pub async fn start(data_dir: PathBuf, unmetered: bool) -> Result<BenchRelay, Ser
         .ok_or(ServeError::Stopped("no admin API".into()))?
         .local_addr()?;
     let address = listener.local_addr()?;
-    let metered = config.metered();
     let running = tokio::spawn(comptoir_relay::run_with(
         listener,
         config,
@@ -161,19 +216,21 @@ pub async fn start(data_dir: PathBuf, unmetered: bool) -> Result<BenchRelay, Ser
     Ok(BenchRelay {
         address,
         admin,
-        metered,
+        metering,
         running,
     })
 }
 
 /// `relay-load relay-child`: [`start`], print one line `relay
-/// admin=ADDR address=ADDR metered=BOOL` (the admin token is in `data_dir`
-/// by then), and run until the process is killed.
-pub async fn serve(data_dir: PathBuf, unmetered: bool) -> Result<(), ServeError> {
-    let relay = start(data_dir, unmetered).await?;
+/// admin=ADDR address=ADDR metering=NAME` (the admin token is in
+/// `data_dir` by then), and run until the process is killed.
+pub async fn serve(data_dir: PathBuf, metering: RelayMetering) -> Result<(), ServeError> {
+    let relay = start(data_dir, metering).await?;
     println!(
-        "relay admin={} address={} metered={}",
-        relay.admin, relay.address, relay.metered
+        "relay admin={} address={} metering={}",
+        relay.admin,
+        relay.address,
+        relay.metering.name()
     );
     relay.wait().await
 }

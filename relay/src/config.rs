@@ -73,15 +73,36 @@ pub struct Config {
     /// rating and messaging tiers").
     pub tiers: crate::quality::TiersConfig,
     /// Bench-only (cargo feature `bench-unmetered`, never in a release
-    /// build of the relay): accept a business's sends without a franking
-    /// commitment and keep no ledger, so templates are delivered unbilled
-    /// and their acks are not checked. Not a configuration key (a file
-    /// cannot set it): only a program embedding the library sets it, to
-    /// measure what franking and the ledger cost (`relay-load bench
-    /// --compare-franking-ledger`). See [`Config::metered`].
+    /// build of the relay): what a benchmark's relay leaves out of
+    /// franking and the ledger ([`BenchMetering`]). Not a configuration
+    /// key (a file cannot set it): only a program embedding the library
+    /// sets it, to measure what franking and the ledger cost (`relay-load
+    /// bench --compare-franking-ledger`, `--unmetered`).
     #[cfg(feature = "bench-unmetered")]
     #[serde(skip)]
-    pub unmetered_for_benchmarks: bool,
+    pub bench_metering: BenchMetering,
+}
+
+/// What a benchmark's relay leaves out (bench-only, cargo feature
+/// `bench-unmetered`; see [`Config::bench_metering`]).
+#[cfg(feature = "bench-unmetered")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BenchMetering {
+    /// Nothing: franking required of businesses, the ledger appended,
+    /// billed templates' acks signed and checked (every real relay).
+    #[default]
+    Metered,
+    /// Franking and the ledger off, signed delivery kept: no franking
+    /// commitment required, nothing appended to the ledger (its entries
+    /// are kept in memory only, neither in the log nor in checkpoints),
+    /// but a billed template's ack must still be signed by the customer's
+    /// device, is checked, and its signature is passed on in `Delivered`
+    /// (`relay-load bench --compare-franking-ledger`).
+    FrankingAndLedgerOff,
+    /// Franking, the ledger and signed delivery off: templates are
+    /// delivered unbilled and their acks are not checked (`relay-load
+    /// bench --unmetered`).
+    Unmetered,
 }
 
 /// Default price of a utility template outside the window: £0.005.
@@ -342,19 +363,39 @@ pub struct Limits {
 
 impl Config {
     /// Whether this relay requires a franking commitment on every message
-    /// a business sends and keeps the ledger (a billed template's entry at
-    /// accept, its signed delivery at ack): always, except a benchmark's
-    /// relay with [`Config::unmetered_for_benchmarks`] (feature
-    /// `bench-unmetered`).
-    pub fn metered(&self) -> bool {
+    /// a business sends: always, except a benchmark's relay with franking
+    /// off ([`Config::bench_metering`], feature `bench-unmetered`).
+    pub fn requires_franking(&self) -> bool {
         #[cfg(feature = "bench-unmetered")]
         {
-            !self.unmetered_for_benchmarks
+            self.bench_metering == BenchMetering::Metered
         }
         #[cfg(not(feature = "bench-unmetered"))]
         {
             true
         }
+    }
+
+    /// Whether this relay takes a billed template's ack only when signed
+    /// by the customer's device (signed delivery, checked and passed on
+    /// in `Delivered`): always, except a benchmark's relay with
+    /// [`BenchMetering::Unmetered`].
+    pub fn checks_signed_delivery(&self) -> bool {
+        #[cfg(feature = "bench-unmetered")]
+        {
+            self.bench_metering != BenchMetering::Unmetered
+        }
+        #[cfg(not(feature = "bench-unmetered"))]
+        {
+            true
+        }
+    }
+
+    /// Whether this relay appends to the ledger (a billed template's entry
+    /// at accept, its signed delivery at ack) in its mail log: always,
+    /// except a benchmark's relay with franking and the ledger off.
+    pub fn appends_ledger(&self) -> bool {
+        self.requires_franking()
     }
 
     /// Where the operator key lives.
@@ -417,7 +458,7 @@ impl Default for Config {
             blobs: crate::blobs::BlobLimits::default(),
             tiers: crate::quality::TiersConfig::default(),
             #[cfg(feature = "bench-unmetered")]
-            unmetered_for_benchmarks: false,
+            bench_metering: BenchMetering::Metered,
         }
     }
 }

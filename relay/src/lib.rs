@@ -73,6 +73,8 @@ pub mod status_posts;
 pub mod storage;
 pub mod tls;
 
+#[cfg(feature = "bench-unmetered")]
+pub use config::BenchMetering;
 pub use config::{Config, Limits, TlsFiles};
 pub use error::{RelayError, Result};
 pub use metrics::Metrics;

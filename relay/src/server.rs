@@ -167,6 +167,8 @@ pub async fn run_with(
         segment_bytes: config.mail_log.segment_bytes,
         checkpoint_min_bytes: config.mail_log.checkpoint_min_bytes,
         reserve_bytes: config.mail_log.reserve_bytes,
+        #[cfg(feature = "bench-unmetered")]
+        ledger_in_memory_only: !config.appends_ledger(),
         ..Default::default()
     };
     let store = SledStore::open_with(

@@ -5,12 +5,14 @@
 //! `Ok`; without the approval the relay refuses the first template and the
 //! run fails with its code. The forwarder takes the same frames unapproved.
 //! Issue 14's comparison runs too: franking and the ledger on against a
-//! benchmark relay that bills, both off against one that does not.
+//! benchmark relay that bills, both off (signed delivery kept) against one
+//! that appends nothing to the ledger, and everything off against an
+//! unmetered one.
 
 use crate::support;
 
 use comptoir_bench::load::{self, LoadError, LoadOptions, Metering, TemplateApproval};
-use comptoir_bench::metering;
+use comptoir_bench::metering::{self, RelayMetering};
 use comptoir_protocol::proto::wire::ErrorCode;
 use comptoir_relay::admin::client::AdminClient;
 use support::{TIMEOUT, start_relay};
@@ -116,10 +118,10 @@ async fn bill_lines(admin: &AdminClient) -> u64 {
 /// this process, and a client of its admin API.
 async fn bench_relay(
     dir: &tempfile::TempDir,
-    unmetered: bool,
+    metering: RelayMetering,
 ) -> (metering::BenchRelay, AdminClient) {
     let data = dir.path().join("data");
-    let relay = metering::start(data.clone(), unmetered)
+    let relay = metering::start(data.clone(), metering)
         .await
         .expect("benchmark relay");
     let token = comptoir_relay::operator::read_admin_token(
@@ -136,8 +138,7 @@ async fn franking_and_ledger_on_then_off_run_the_same_business_mix() {
     let off_dir = tempfile::tempdir().expect("temp dir");
     // On: every send franked, each template's signed ack answered Ok and
     // billed.
-    let (on, on_admin) = bench_relay(&on_dir, false).await;
-    assert!(on.metered);
+    let (on, on_admin) = bench_relay(&on_dir, RelayMetering::On).await;
     let report = load::run(
         on.address,
         metering::on(tiny(0, 20)),
@@ -163,20 +164,35 @@ async fn franking_and_ledger_on_then_off_run_the_same_business_mix() {
         }
         other => panic!("expected FRANKING_REQUIRED, got {other:?}"),
     }
-    // Off: the same mix, nothing franked or signed, no bill line.
-    let (off, off_admin) = bench_relay(&off_dir, true).await;
-    assert!(!off.metered);
+    // Off: the same mix, nothing franked, each template's ack still
+    // signed and answered Ok (nothing appended to the ledger in the mail
+    // log: `signed_delivery::a_benchmark_relay_with_franking_and_the_ledger_off_still_checks_signed_delivery`).
+    let (off, off_admin) = bench_relay(&off_dir, RelayMetering::FrankingAndLedgerOff).await;
+    assert_eq!(off.metering, RelayMetering::FrankingAndLedgerOff);
     let report = load::run(
         off.address,
         metering::off(tiny(0, 20)),
         TemplateApproval::Admin(&off_admin),
     )
     .await
+    .expect("not franked, signed and checked, not billed");
+    assert_eq!((report.billed, report.service), (20, 20));
+    assert_eq!(report.signed_acks, 20);
+    assert_eq!(report.envelopes, 200);
+    // Unmetered: nothing franked or signed, no bill line.
+    let unmetered_dir = tempfile::tempdir().expect("temp dir");
+    let (unmetered, admin) = bench_relay(&unmetered_dir, RelayMetering::Unmetered).await;
+    let report = load::run(
+        unmetered.address,
+        metering::unmetered(tiny(0, 20)),
+        TemplateApproval::Admin(&admin),
+    )
+    .await
     .expect("neither franked nor billed");
     assert_eq!((report.billed, report.service), (20, 20));
     assert_eq!(report.signed_acks, 0);
     assert_eq!(report.envelopes, 200);
-    assert_eq!(bill_lines(&off_admin).await, 0, "no ledger");
+    assert_eq!(bill_lines(&admin).await, 0, "no ledger");
 }
 
 /// `relay-load bench --business-percent P --unmetered` measures what the
@@ -185,11 +201,10 @@ async fn franking_and_ledger_on_then_off_run_the_same_business_mix() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_with_franking_and_the_ledger_off_still_applies_the_business_rules() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (off, _admin) = bench_relay(&dir, true).await;
-    assert!(!off.metered);
+    let (off, _admin) = bench_relay(&dir, RelayMetering::Unmetered).await;
     let error = load::run(
         off.address,
-        metering::off(tiny(0, 20)),
+        metering::unmetered(tiny(0, 20)),
         TemplateApproval::NotChecked,
     )
     .await

@@ -271,6 +271,98 @@ async fn an_ack_of_a_billed_copy_without_a_good_signature_is_refused_and_the_cop
     assert_eq!(report.delivered[0].signature.as_slice(), good.as_slice());
 }
 
+/// `relay-load bench --compare-franking-ledger` measures franking and the
+/// ledger against a benchmark relay with both off: that relay takes a
+/// business's template without a franking commitment and appends nothing
+/// to the ledger, but still checks signed delivery (not franking or the
+/// ledger) and passes the signature on in `Delivered`.
+#[tokio::test]
+async fn a_benchmark_relay_with_franking_and_the_ledger_off_still_checks_signed_delivery() {
+    let mut relay = start_relay_with(|config| {
+        config.bench_metering = comptoir_relay::BenchMetering::FrankingAndLedgerOff;
+    })
+    .await;
+    let customer = Account::new(2);
+    customer.register(relay.addr).await;
+    let business = Account::new(1);
+    business
+        .register_as(relay.addr, AccountKind::Business)
+        .await;
+    let (mut b, _) = business.login(relay.addr, 1).await;
+    relay.approve_support_templates(&mut b).await;
+    let offer = support::templates::id_for(business.id, Category::Marketing);
+    let (mut c, _) = customer.login(relay.addr, 1).await;
+    let consent = consent_body(
+        &customer,
+        1,
+        &business,
+        ConsentCategories::MARKETING,
+        1,
+        3_600_000,
+    );
+    assert!(matches!(c.request(consent).await, Body::Ok(_)));
+    // Not franked: taken all the same.
+    let unfranked = client_frame::Body::Send(wire::Send {
+        message_id: id(1).to_vec(),
+        recipient_account: customer.id.to_vec(),
+        client_timestamp_ms: 1,
+        category: Category::Marketing as i32,
+        template_id: offer,
+        devices: [1, 2]
+            .map(|device_id| wire::DeviceCiphertext {
+                device_id,
+                ciphertext: vec![0xAB; 48],
+            })
+            .to_vec(),
+        ..Default::default()
+    });
+    let reply = b.request(unfranked).await;
+    let Body::Accepted(accepted) = reply else {
+        panic!("accepted: {reply:?}")
+    };
+    let envelope = c.next_envelope().await;
+    assert_eq!(envelope.accept_id, accepted.accept_id);
+    assert!(envelope.relay_franking_signature.is_empty(), "no relay tag");
+    let ack = |signature: Vec<u8>| {
+        client_frame::Body::DeliveryAck(wire::DeliveryAck {
+            message_id: envelope.message_id.clone(),
+            sender_account: envelope.sender_account.clone(),
+            accept_id: envelope.accept_id,
+            delivery_signature: signature,
+            signed_at_ms: 1_700_000_000_000,
+            ..Default::default()
+        })
+    };
+    // Signed delivery is still checked: an unsigned ack is refused.
+    let reply = c.request(ack(Vec::new())).await;
+    assert_eq!(error_code(&reply), ErrorCode::BadDeliverySignature);
+    let fields = DeliveryFields {
+        accept_id: accepted.accept_id,
+        message_id: id(1),
+        business: business.id,
+        customer: customer.id,
+        customer_device: 1,
+        franking_commitment: Vec::new(),
+        time_ms: 1_700_000_000_000,
+    };
+    let good = sign_delivery(customer.identity(1), &fields).to_vec();
+    assert!(matches!(c.request(ack(good.clone())).await, Body::Ok(_)));
+    let d = b
+        .next_matching(|f| match f {
+            Body::Delivered(d) => Some(d.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(d.accept_id, accepted.accept_id);
+    assert_eq!(d.delivery_signature, good);
+    // Nothing of it was appended to the ledger in the mail log.
+    drop((b, c));
+    relay.stop().await;
+    let report = report::read(&relay.data_dir).await.expect("accounting");
+    assert!(report.ledger.is_empty(), "{:?}", report.ledger);
+    assert!(report.delivered.is_empty(), "{:?}", report.delivered);
+}
+
 #[tokio::test]
 async fn a_copy_refused_by_its_labels_is_acked_rejected_and_never_signed() {
     let relay_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

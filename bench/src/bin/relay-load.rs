@@ -25,7 +25,7 @@ use comptoir_bench::client_mux::{self, ClientMuxOptions};
 use comptoir_bench::load::{
     self, LoadAccount, LoadOptions, LoadReport, Metering, TemplateApproval,
 };
-use comptoir_bench::metering;
+use comptoir_bench::metering::{self, RelayMetering};
 use comptoir_bench::mux::{self, MuxOptions};
 use comptoir_relay::admin::client::AdminClient;
 use tokio::net::TcpListener;
@@ -85,12 +85,18 @@ enum Cmd {
         with_forwarder: bool,
         /// With --business-percent: run the business mix against a relay
         /// with franking and the ledger on (every send franked, billed
-        /// templates' acks signed and appended to the bills) and against
-        /// one with both off (nothing franked or signed, no ledger),
-        /// alternating, instead of against customer-only traffic. Needs
-        /// relay-load built with the feature `unmetered-relay`.
+        /// templates' acks signed, checked and appended to the bills) and
+        /// against one with both off (nothing franked, nothing appended to
+        /// the ledger; billed templates' acks still signed and checked:
+        /// signed delivery is not franking or the ledger), alternating,
+        /// instead of against customer-only traffic. Needs relay-load
+        /// built with the feature `unmetered-relay`.
         #[arg(long, conflicts_with = "with_forwarder")]
         compare_franking_ledger: bool,
+        /// With --compare-franking-ledger: the off side signs and checks
+        /// no ack either (signed delivery off too).
+        #[arg(long, requires = "compare_franking_ledger")]
+        off_unmetered: bool,
         /// With --business-percent, comparing against customer-only
         /// traffic: run both mixes against a relay with franking and the
         /// ledger off (nothing franked or signed, no ledger), so that the
@@ -152,9 +158,10 @@ enum Cmd {
         /// Its data directory.
         #[arg(long)]
         data_dir: PathBuf,
-        /// Without franking or ledger (feature `unmetered-relay`).
-        #[arg(long)]
-        unmetered: bool,
+        /// What it leaves out of franking and the ledger (anything but
+        /// `on` needs the feature `unmetered-relay`).
+        #[arg(long, value_enum, default_value_t = RelayMetering::On)]
+        metering: RelayMetering,
     },
     /// Run only the storage-free forwarder (used by `bench`).
     Forwarder {
@@ -280,17 +287,14 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Cmd::Forwarder { listen } => forwarder(listen).await,
-            Cmd::RelayChild {
-                data_dir,
-                unmetered,
-            } => {
+            Cmd::RelayChild { data_dir, metering } => {
                 // The relay's warnings and errors, as the `relay` child's.
                 tracing_subscriber::fmt()
                     .with_ansi(false)
                     .with_writer(std::io::stderr)
                     .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
                     .init();
-                metering::serve(data_dir, unmetered).await?;
+                metering::serve(data_dir, metering).await?;
                 Ok(())
             }
             Cmd::Bench {
@@ -303,6 +307,7 @@ fn main() -> ExitCode {
                 template_percent,
                 with_forwarder,
                 compare_franking_ledger,
+                off_unmetered,
                 unmetered,
                 rounds,
             } => {
@@ -323,7 +328,12 @@ fn main() -> ExitCode {
                                     --business-percent (1 to 50)"
                             .into());
                     }
-                    bench_metering(options, rounds).await
+                    let off = if off_unmetered {
+                        RelayMetering::Unmetered
+                    } else {
+                        RelayMetering::FrankingAndLedgerOff
+                    };
+                    bench_metering(options, rounds, off).await
                 } else if business_percent > 0 {
                     let relay = if unmetered {
                         RulesRelay::Unmetered
@@ -639,16 +649,18 @@ fn start_relay_with(old: bool) -> Result<Server, Box<dyn std::error::Error>> {
 }
 
 /// Start a benchmark relay as a child of this binary (`relay-load
-/// relay-child`, see [`metering::serve`]): franking and the ledger on, or
-/// (`unmetered`) off.
-fn start_bench_relay(unmetered: bool) -> Result<Server, Box<dyn std::error::Error>> {
+/// relay-child`, see [`metering::serve`]) with franking and the ledger as
+/// `metering` says.
+fn start_bench_relay(metering: RelayMetering) -> Result<Server, Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     let mut command = Command::new(std::env::current_exe()?);
-    command.arg("relay-child").arg("--data-dir").arg(&data);
-    if unmetered {
-        command.arg("--unmetered");
-    }
+    command
+        .arg("relay-child")
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--metering")
+        .arg(metering.name());
     let mut child = command
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
@@ -761,8 +773,8 @@ enum RulesRelay {
         /// Run the forwarder on both mixes as well.
         with_forwarder: bool,
     },
-    /// A benchmark relay with franking and the ledger off, nothing franked
-    /// or signed: what the business rules alone cost.
+    /// A benchmark relay with franking, the ledger and signed delivery
+    /// off, nothing franked or signed: what the business rules alone cost.
     Unmetered,
 }
 
@@ -787,7 +799,7 @@ struct RulesRun {
 async fn bench_rules(business: LoadOptions, rounds: usize, relay: RulesRelay) -> Res {
     let (business, with_forwarder, unmetered) = match relay {
         RulesRelay::Metered { with_forwarder } => (business, with_forwarder, false),
-        RulesRelay::Unmetered => (metering::off(business), false, true),
+        RulesRelay::Unmetered => (metering::unmetered(business), false, true),
     };
     let customer = LoadOptions {
         business_percent: 0,
@@ -829,7 +841,7 @@ async fn bench_rules(business: LoadOptions, rounds: usize, relay: RulesRelay) ->
                 };
                 // A fresh server per run: same starting state every time.
                 let server = if unmetered {
-                    start_bench_relay(true)?
+                    start_bench_relay(RelayMetering::Unmetered)?
                 } else if name == "relay" {
                     start_relay()?
                 } else {
@@ -920,14 +932,18 @@ fn print_pair_summary(name: &str, (a, b): (&str, &str), runs: &[(RulesRun, Rules
 
 /// `relay-load bench --compare-franking-ledger`: each round runs the
 /// business mix against a fresh benchmark relay with franking and the
-/// ledger on and against a fresh one with both off (see
+/// ledger on and against a fresh one with them off as `off` says (see
 /// [`comptoir_bench::metering`]), alternating which goes first; prints the
 /// rounds, the medians and on ÷ off.
-async fn bench_metering(options: LoadOptions, rounds: usize) -> Res {
-    let (on, off) = (metering::on(options), metering::off(options));
+async fn bench_metering(options: LoadOptions, rounds: usize, off_relay: RelayMetering) -> Res {
+    let on = metering::on(options);
+    let off = LoadOptions {
+        metering: off_relay.load(),
+        ..options
+    };
     println!(
         "devices {} x messages {} x {} B, window {}, business mix {}% ({}% of a business's \
-         sends templates), franking and ledger on against off, {} rounds, alternating \
+         sends templates), franking and ledger on against off ({}: {}), {} rounds, alternating \
          (loopback, relays as child processes of this binary)",
         options.devices,
         options.messages,
@@ -935,6 +951,12 @@ async fn bench_metering(options: LoadOptions, rounds: usize) -> Res {
         options.window,
         options.business_percent,
         options.template_percent,
+        off_relay.name(),
+        if off_relay == RelayMetering::Unmetered {
+            "no ack signed or checked"
+        } else {
+            "billed templates' acks still signed and checked"
+        },
         rounds
     );
     let mut runs: Vec<(RulesRun, RulesRun)> = Vec::new();
@@ -944,7 +966,11 @@ async fn bench_metering(options: LoadOptions, rounds: usize) -> Res {
         for on_turn in [on_first, !on_first] {
             let (label, options) = if on_turn { ("on", on) } else { ("off", off) };
             // A fresh relay per run: same starting state every time.
-            let server = start_bench_relay(!on_turn)?;
+            let server = start_bench_relay(if on_turn {
+                RelayMetering::On
+            } else {
+                off_relay
+            })?;
             let pid = server.child.id().to_string();
             let (server_before, load_before) = (cpu_seconds(&pid)?, cpu_seconds("self")?);
             let report = load::run(server.addr, options, server.approval()).await?;

@@ -211,9 +211,8 @@ pub(crate) async fn send_checked<
     }
     // Every message a business sends is franked, so that its recipient can
     // report it and the operator can check the report (not required only
-    // by a benchmark's unmetered relay: `Config::metered`).
-    let metered = relay.config.metered();
-    if metered
+    // by a benchmark's relay with franking off: `Config::requires_franking`).
+    if relay.config.requires_franking()
         && policy::kind_of(&sender_record) == AccountKind::Business
         && request.franking_tag.len() != comptoir_protocol::franking::FRANKING_TAG_LEN
     {
@@ -269,8 +268,8 @@ pub(crate) async fn send_checked<
         request.category,
         sender == recipient,
     );
-    if !metered {
-        // A benchmark's unmetered relay keeps no ledger: no entry at
+    if !relay.config.checks_signed_delivery() {
+        // A benchmark's unmetered relay bills nothing: no entry at
         // accept, so the copies' acks are plain ones (`cmd::ack`).
         accounting.billed = None;
     }

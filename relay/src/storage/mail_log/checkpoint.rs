@@ -269,7 +269,8 @@ fn checkpoint(shared: &Shared, capture: Capture) -> StorageResult<()> {
     }
     // The ledger is carried by every checkpoint (it is append-only and
     // never expires here; see docs/STORAGE.md).
-    for entry in accounting.ledger.values() {
+    let ledger = shared.options.appends_ledger();
+    for entry in accounting.ledger.values().filter(|_| ledger) {
         writer.ledger(entry);
         if writer.len() >= 1 << 20 {
             write_out(&mut writer, &mut written)?;
@@ -287,7 +288,7 @@ fn checkpoint(shared: &Shared, capture: Capture) -> StorageResult<()> {
             write_out(&mut writer, &mut written)?;
         }
     }
-    for entry in accounting.delivered.values() {
+    for entry in accounting.delivered.values().filter(|_| ledger) {
         writer.delivered(entry);
         if writer.len() >= 1 << 20 {
             write_out(&mut writer, &mut written)?;

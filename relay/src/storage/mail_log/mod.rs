@@ -89,6 +89,28 @@ pub struct LogOptions {
     /// deletions can still be committed while sends are refused; 0
     /// disables it.
     pub reserve_bytes: u64,
+    /// Bench-only (cargo feature `bench-unmetered`): keep the ledger's
+    /// entries in memory (so a billed copy's signed ack is still checked
+    /// and passed on in `Delivered`) but append none to the log or its
+    /// checkpoints: a benchmark relay with the ledger off
+    /// (`Config::bench_metering`).
+    #[cfg(feature = "bench-unmetered")]
+    pub ledger_in_memory_only: bool,
+}
+
+impl LogOptions {
+    /// Whether ledger entries and signed deliveries are written to the log
+    /// (always, except a benchmark relay's: [`Self::ledger_in_memory_only`]).
+    pub(crate) fn appends_ledger(&self) -> bool {
+        #[cfg(feature = "bench-unmetered")]
+        {
+            !self.ledger_in_memory_only
+        }
+        #[cfg(not(feature = "bench-unmetered"))]
+        {
+            true
+        }
+    }
 }
 
 /// Default size of the disk-space reserve (small in unit tests, which open
@@ -102,6 +124,8 @@ impl Default for LogOptions {
             checkpoint_min_bytes: 64 << 20,
             linger: Duration::from_micros(1000),
             reserve_bytes: DEFAULT_RESERVE_BYTES,
+            #[cfg(feature = "bench-unmetered")]
+            ledger_in_memory_only: false,
         }
     }
 }
@@ -681,7 +705,7 @@ impl MailLog {
                         message.server_timestamp_ms,
                         &copies,
                     );
-                    effects.write(w);
+                    effects.write(w, shared.options.appends_ledger());
                     offsets
                 });
                 effects.apply(&mut state.index.accounting);
@@ -999,7 +1023,9 @@ impl MailLog {
         state.append(shared.options.segment_bytes, |w| {
             w.removed(&account, device, seq);
             w.receipt(&sender, sender_device, receipt_seq, &receipt);
-            if let Some((_, d)) = &delivered {
+            if let Some((_, d)) = &delivered
+                && shared.options.appends_ledger()
+            {
                 w.delivered(d);
             }
         });
@@ -1807,7 +1833,9 @@ fn accept_effects(accounting: &index::Accounting, message: &NewMessage, accept_i
 }
 
 impl Effects {
-    fn write(&self, w: &mut Writer) {
+    /// Write the records; the ledger entry only if `ledger` (see
+    /// [`LogOptions::appends_ledger`]).
+    fn write(&self, w: &mut Writer, ledger: bool) {
         if let Some((business, customer, ms)) = &self.conversation {
             w.conversation(business, customer, *ms);
         }
@@ -1819,7 +1847,9 @@ impl Effects {
         if let Some((business, customer, ms)) = &self.reach {
             w.reach(business, customer, *ms);
         }
-        if let Some(entry) = &self.ledger {
+        if let Some(entry) = &self.ledger
+            && ledger
+        {
             w.ledger(entry);
         }
     }

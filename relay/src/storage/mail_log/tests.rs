@@ -124,7 +124,7 @@ fn small() -> LogOptions {
         segment_bytes: 4 << 10,
         checkpoint_min_bytes: 16 << 10,
         linger: Duration::ZERO,
-        reserve_bytes: DEFAULT_RESERVE_BYTES,
+        ..LogOptions::default()
     }
 }
 
@@ -703,7 +703,7 @@ async fn run_against_model(ops: Vec<Op>) -> TestResult {
         segment_bytes: 600,
         checkpoint_min_bytes: 0,
         linger: Duration::ZERO,
-        reserve_bytes: DEFAULT_RESERVE_BYTES,
+        ..LogOptions::default()
     };
     let mut log = open(dir.path(), options.clone());
     let mut model = Model::default();
@@ -947,7 +947,7 @@ fn concurrent_work_during_checkpoints_replays_exactly() -> TestResult {
                 segment_bytes: 2048,
                 checkpoint_min_bytes: 0,
                 linger: Duration::ZERO,
-                reserve_bytes: DEFAULT_RESERVE_BYTES,
+                ..LogOptions::default()
             };
             let log = open(dir.path(), options.clone());
             let mut tasks = Vec::new();
@@ -1245,7 +1245,7 @@ async fn a_power_loss_after_any_sync_keeps_what_was_acknowledged_and_no_deleted_
         segment_bytes: 600,
         checkpoint_min_bytes: 1 << 30,
         linger: Duration::ZERO,
-        reserve_bytes: DEFAULT_RESERVE_BYTES,
+        ..LogOptions::default()
     };
     let log = open(&dir, options.clone());
     let mut did = Vec::new();
