@@ -7,9 +7,9 @@
 //! the relay on a business mix and on customer-only traffic instead,
 //! alternating, and prints their ratio (the cost of the business rules);
 //! with `--compare-franking-ledger` too, it runs the business mix against
-//! a relay with franking and the ledger on and against one with both off
-//! (relays hosted by this binary, `relay-load relay-child`), and prints
-//! on ÷ off.
+//! a relay with franking and the ledger on and against one with both off,
+//! signed delivery kept (relays hosted by this binary, `relay-load
+//! relay-child`), and prints on ÷ off.
 //! `relay-load idle` measures the relay's resident memory per idle
 //! authenticated connection.
 
