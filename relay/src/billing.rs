@@ -235,14 +235,16 @@ pub async fn last_signing_pass<S: BillHeads>(store: &S, now_ms: u64) -> StorageR
 /// the relay's clock reaches `head_period_ms` after the last one
 /// (`last_pass_ms`, from [`last_signing_pass`]). It sleeps until then (at
 /// most [`MAX_NAP_MS`] at a time), or until a test shifts the clock
-/// (`shifts`). Returns at once when the period is 0.
+/// (`shifts`). Returns at once when the period is 0, or when the relay
+/// appends nothing to the ledger (a benchmark's, see
+/// [`crate::Config::appends_ledger`]).
 pub(crate) async fn sign_heads_periodically<S: Backend>(
     relay: Arc<Relay<S>>,
     mut last_pass_ms: u64,
     mut shifts: ClockShifts,
 ) {
     let period = relay.config.billing.head_period_ms;
-    if period == 0 {
+    if period == 0 || !relay.config.appends_ledger() {
         return;
     }
     loop {
