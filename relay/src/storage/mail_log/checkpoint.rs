@@ -34,10 +34,14 @@ pub(super) fn maybe_checkpoint(shared: &Arc<Shared>, state: &mut State) {
     shared.checkpoint_running.send_replace(true);
     let capture = capture(state);
     let since = capture.since;
+    let alive = super::ThreadAlive::start(shared);
     let worker = shared.clone();
     let spawned = std::thread::Builder::new()
         .name("relay-mail-checkpoint".into())
         .spawn(move || {
+            // Dropped after `worker` (declared first).
+            let _alive = alive;
+            let worker = worker;
             // Reset even if the checkpoint panics, so `close` cannot hang.
             let _running = CheckpointRunning(&worker);
             let id = capture.id;

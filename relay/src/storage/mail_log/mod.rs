@@ -303,6 +303,29 @@ struct Shared {
     checkpoint_running: watch::Sender<bool>,
     /// The data directory's lock, released with the last thread.
     _lock: Option<Arc<DirLock>>,
+    /// The log's threads (writer, checkpoints) still holding this
+    /// (see [`ThreadAlive`]); [`MailLog::close`] waits for none.
+    threads: watch::Sender<usize>,
+}
+
+/// Counts a thread of the log as alive until dropped. A thread declares it
+/// before its `Arc<Shared>`, so that it is dropped after it: once the count
+/// is back to 0, no thread holds the shared state (nor the directory's
+/// lock).
+struct ThreadAlive(watch::Sender<usize>);
+
+impl ThreadAlive {
+    /// Count one more thread of `shared`'s.
+    fn start(shared: &Shared) -> Self {
+        shared.threads.send_modify(|n| *n += 1);
+        Self(shared.threads.clone())
+    }
+}
+
+impl Drop for ThreadAlive {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 impl Shared {
@@ -545,11 +568,18 @@ impl MailLog {
             work: Condvar::new(),
             checkpoint_running: watch::Sender::new(false),
             _lock: lock,
+            threads: watch::Sender::new(0),
         });
+        let alive = ThreadAlive::start(&shared);
         let writer = shared.clone();
         std::thread::Builder::new()
             .name("relay-mail-writer".into())
-            .spawn(move || writer::write_loop(&writer, reserve))
+            .spawn(move || {
+                // Dropped after `writer` (declared first).
+                let _alive = alive;
+                let writer = writer;
+                writer::write_loop(&writer, reserve);
+            })
             .map_err(|e| StorageError::Backend(format!("cannot start the mail writer: {e}")))?;
         let log = Self {
             owner: Arc::new(Owner { shared }),
@@ -1578,8 +1608,13 @@ impl MailLog {
             state.closing = true;
             (durable, shared.checkpoint_running.subscribe())
         };
+        let mut threads = shared.threads.subscribe();
         let flushed = durable.await.map_err(|_| StorageError::Closed)?;
         let _ = checkpoint.wait_for(|running| !running).await;
+        // The writer ends once closing and idle: wait until it (and any
+        // checkpoint) let go of the shared state, so that dropping the
+        // last handle frees the directory at once.
+        let _ = threads.wait_for(|alive| *alive == 0).await;
         flushed
     }
 }

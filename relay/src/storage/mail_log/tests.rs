@@ -145,6 +145,30 @@ fn segments(dir: &Path) -> Vec<u32> {
     segment::list(dir).unwrap()
 }
 
+/// `close` returns only once the log's own threads are gone, so that the
+/// data directory's lock is free as soon as the last handle is dropped: a
+/// restart in the same process reopens at once (before, the writer thread
+/// could still hold it, and a reopen failed with `InUse` now and then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_waits_for_the_writer_so_the_directory_is_free_when_dropped() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    for round in 0..50u8 {
+        let lock = Arc::new(DirLock::acquire(dir.path())?);
+        let log = MailLog::open_holding(dir.path(), small(), Arc::default(), Some(lock))?;
+        log.enqueue(message(round, &[1], 50), 1000).await?;
+        log.close().await?;
+        assert_eq!(
+            Arc::strong_count(&log.owner.shared),
+            1,
+            "round {round}: a thread of the log still holds it after close"
+        );
+        drop(log);
+    }
+    let log = open(dir.path(), LogOptions::default());
+    assert_eq!(log.total_queued(), 50);
+    Ok(())
+}
+
 #[tokio::test]
 async fn reopen_replays_sends_acks_and_dropped_devices() -> TestResult {
     let dir = tempfile::tempdir()?;
