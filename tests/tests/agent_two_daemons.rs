@@ -64,14 +64,18 @@ impl Daemon {
         fault: Option<&str>,
     ) -> Self {
         let mut command = agent_command(config_file, &["serve"]).await;
+        // Its info lines too: the log checked below.
+        command.env("RUST_LOG", "info");
         if let Some(point) = fault {
             command.env(comptoir_agent::fault::FAULT_POINT_ENV, point);
         }
         let mut child = command
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start agent serve");
+        let stderr = child.stderr.take().expect("the daemon's stderr");
+        let mut log = BufReader::new(stderr).lines();
         let stdout = child.stdout.take().expect("the daemon's stdout");
         let mut lines = BufReader::new(stdout).lines();
         let addr = tokio::time::timeout(TIMEOUT, async {
@@ -84,8 +88,32 @@ impl Daemon {
         })
         .await
         .expect("the daemon starts");
-        // Keep reading (and dropping) what it prints, so it never blocks.
+        // Its log goes to a pipe here, as to a file or a journal: plain
+        // lines, no terminal colour codes. It logged that it serves before
+        // it printed where it listens.
+        let serving = tokio::time::timeout(TIMEOUT, async {
+            while let Some(line) = log.next_line().await.expect("read the daemon's log") {
+                eprintln!("{name}: {line}");
+                if line.contains("agent serving") {
+                    return line;
+                }
+            }
+            panic!("daemon {name} ended before it logged that it serves");
+        })
+        .await
+        .expect("the daemon logs");
+        assert!(
+            !serving.contains('\u{1b}'),
+            "colour codes in a log: {serving:?}"
+        );
+        // Keep reading what it prints, so it never blocks; its log is
+        // passed on to the test's.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = log.next_line().await {
+                eprintln!("{name}: {line}");
+            }
+        });
         let db = Db::open(database, Vec::new()).expect("open the daemon's database");
         Self {
             name,
