@@ -102,9 +102,11 @@ async fn a_billed_template_carries_a_signed_proof_the_business_checks_kept_once_
     );
 }
 
-#[tokio::test]
-async fn an_ack_of_a_billed_copy_without_a_good_signature_is_refused_and_the_copy_stays() {
-    let mut relay = start_relay().await;
+/// A customer (two devices) and a business registered on `relay`, the
+/// business's support templates approved, and the customer's consent to
+/// its marketing given: both logged in as device 1, and the id of the
+/// business's marketing template.
+async fn marketing_consented(relay: &mut TestRelay) -> (Account, Account, Client, Client, String) {
     let customer = Account::new(2);
     customer.register(relay.addr).await;
     let business = Account::new(1);
@@ -114,7 +116,6 @@ async fn an_ack_of_a_billed_copy_without_a_good_signature_is_refused_and_the_cop
     let (mut b, _) = business.login(relay.addr, 1).await;
     relay.approve_support_templates(&mut b).await;
     let offer = support::templates::id_for(business.id, Category::Marketing);
-    // The customer consents to marketing from the business.
     let (mut c, _) = customer.login(relay.addr, 1).await;
     let consent = consent_body(
         &customer,
@@ -125,6 +126,13 @@ async fn an_ack_of_a_billed_copy_without_a_good_signature_is_refused_and_the_cop
         3_600_000,
     );
     assert!(matches!(c.request(consent).await, Body::Ok(_)));
+    (customer, business, b, c, offer)
+}
+
+#[tokio::test]
+async fn an_ack_of_a_billed_copy_without_a_good_signature_is_refused_and_the_copy_stays() {
+    let mut relay = start_relay().await;
+    let (customer, business, mut b, c, offer) = marketing_consented(&mut relay).await;
     drop(c);
     let send = |message_id: [u8; 16], category: Category, template: &str| {
         client_frame::Body::Send(wire::Send {
@@ -282,25 +290,7 @@ async fn a_benchmark_relay_with_franking_and_the_ledger_off_still_checks_signed_
         config.bench_metering = comptoir_relay::BenchMetering::FrankingAndLedgerOff;
     })
     .await;
-    let customer = Account::new(2);
-    customer.register(relay.addr).await;
-    let business = Account::new(1);
-    business
-        .register_as(relay.addr, AccountKind::Business)
-        .await;
-    let (mut b, _) = business.login(relay.addr, 1).await;
-    relay.approve_support_templates(&mut b).await;
-    let offer = support::templates::id_for(business.id, Category::Marketing);
-    let (mut c, _) = customer.login(relay.addr, 1).await;
-    let consent = consent_body(
-        &customer,
-        1,
-        &business,
-        ConsentCategories::MARKETING,
-        1,
-        3_600_000,
-    );
-    assert!(matches!(c.request(consent).await, Body::Ok(_)));
+    let (customer, business, mut b, mut c, offer) = marketing_consented(&mut relay).await;
     // Not franked: taken all the same.
     let unfranked = client_frame::Body::Send(wire::Send {
         message_id: id(1).to_vec(),
