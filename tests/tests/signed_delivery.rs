@@ -102,6 +102,16 @@ async fn a_billed_template_carries_a_signed_proof_the_business_checks_kept_once_
     );
 }
 
+/// The next `Delivered` receipt `business` gets.
+async fn next_delivered(business: &mut Client) -> wire::Delivered {
+    business
+        .next_matching(|f| match f {
+            Body::Delivered(d) => Some(d.clone()),
+            _ => None,
+        })
+        .await
+}
+
 /// A customer (two devices) and a business registered on `relay`, the
 /// business's support templates approved, and the customer's consent to
 /// its marketing given: both logged in as device 1, and the id of the
@@ -227,24 +237,14 @@ async fn an_ack_of_a_billed_copy_without_a_good_signature_is_refused_and_the_cop
         ..Default::default()
     });
     assert!(matches!(c.request(plain).await, Body::Ok(_)));
-    let d = b
-        .next_matching(|f| match f {
-            Body::Delivered(d) => Some(d.clone()),
-            _ => None,
-        })
-        .await;
+    let d = next_delivered(&mut b).await;
     assert_eq!(d.accept_id, service.accept_id);
     assert!(d.delivery_signature.is_empty());
 
     // The right signature deletes the copy and reaches the business.
     let good = sign_delivery(customer.identity(1), &fields(1, accepted.accept_id)).to_vec();
     assert!(matches!(c.request(ack(good.clone())).await, Body::Ok(_)));
-    let d = b
-        .next_matching(|f| match f {
-            Body::Delivered(d) => Some(d.clone()),
-            _ => None,
-        })
-        .await;
+    let d = next_delivered(&mut b).await;
     assert_eq!(d.accept_id, accepted.accept_id);
     assert_eq!(d.delivery_signature, good);
 
@@ -263,12 +263,7 @@ async fn an_ack_of_a_billed_copy_without_a_good_signature_is_refused_and_the_cop
         ..Default::default()
     });
     assert!(matches!(c.request(rejected).await, Body::Ok(_)));
-    let d = b
-        .next_matching(|f| match f {
-            Body::Delivered(d) => Some(d.clone()),
-            _ => None,
-        })
-        .await;
+    let d = next_delivered(&mut b).await;
     assert_eq!(d.accept_id, unusable.accept_id);
     assert!(d.delivery_signature.is_empty());
 
@@ -337,12 +332,7 @@ async fn a_benchmark_relay_with_franking_and_the_ledger_off_still_checks_signed_
     };
     let good = sign_delivery(customer.identity(1), &fields).to_vec();
     assert!(matches!(c.request(ack(good.clone())).await, Body::Ok(_)));
-    let d = b
-        .next_matching(|f| match f {
-            Body::Delivered(d) => Some(d.clone()),
-            _ => None,
-        })
-        .await;
+    let d = next_delivered(&mut b).await;
     assert_eq!(d.accept_id, accepted.accept_id);
     assert_eq!(d.delivery_signature, good);
     // Nothing of it was appended to the ledger in the mail log.
