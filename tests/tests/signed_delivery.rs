@@ -102,6 +102,19 @@ async fn a_billed_template_carries_a_signed_proof_the_business_checks_kept_once_
     );
 }
 
+/// An ack of `envelope` carrying `signature`, signed at the time the
+/// tests' delivery fields name.
+fn signed_ack(envelope: &wire::Envelope, signature: Vec<u8>) -> client_frame::Body {
+    client_frame::Body::DeliveryAck(wire::DeliveryAck {
+        message_id: envelope.message_id.clone(),
+        sender_account: envelope.sender_account.clone(),
+        accept_id: envelope.accept_id,
+        delivery_signature: signature,
+        signed_at_ms: 1_700_000_000_000,
+        ..Default::default()
+    })
+}
+
 /// The next `Delivered` receipt `business` gets.
 async fn next_delivered(business: &mut Client) -> wire::Delivered {
     business
@@ -177,16 +190,7 @@ async fn an_ack_of_a_billed_copy_without_a_good_signature_is_refused_and_the_cop
         franking_commitment: FRANKING.to_vec(),
         time_ms: 1_700_000_000_000,
     };
-    let ack = |signature: Vec<u8>| {
-        client_frame::Body::DeliveryAck(wire::DeliveryAck {
-            message_id: envelope.message_id.clone(),
-            sender_account: envelope.sender_account.clone(),
-            accept_id: envelope.accept_id,
-            delivery_signature: signature,
-            signed_at_ms: 1_700_000_000_000,
-            ..Default::default()
-        })
-    };
+    let ack = |signature: Vec<u8>| signed_ack(&envelope, signature);
     let refused = [
         ("no signature", Vec::new()),
         ("a short one", vec![1; 63]),
@@ -308,16 +312,7 @@ async fn a_benchmark_relay_with_franking_and_the_ledger_off_still_checks_signed_
     let envelope = c.next_envelope().await;
     assert_eq!(envelope.accept_id, accepted.accept_id);
     assert!(envelope.relay_franking_signature.is_empty(), "no relay tag");
-    let ack = |signature: Vec<u8>| {
-        client_frame::Body::DeliveryAck(wire::DeliveryAck {
-            message_id: envelope.message_id.clone(),
-            sender_account: envelope.sender_account.clone(),
-            accept_id: envelope.accept_id,
-            delivery_signature: signature,
-            signed_at_ms: 1_700_000_000_000,
-            ..Default::default()
-        })
-    };
+    let ack = |signature: Vec<u8>| signed_ack(&envelope, signature);
     // Signed delivery is still checked: an unsigned ack is refused.
     let reply = c.request(ack(Vec::new())).await;
     assert_eq!(error_code(&reply), ErrorCode::BadDeliverySignature);
