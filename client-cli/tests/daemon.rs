@@ -463,7 +463,7 @@ async fn subscribers_are_told_when_the_daemon_reconnects() {
     let root = tempfile::tempdir().expect("temp dir");
     let alice = Customer::new(root.path(), "alice", &relay);
     alice.registered().await;
-    let daemon = Daemon::start(&alice, &[]);
+    let mut daemon = Daemon::start(&alice, &[]);
     let mut script = connect(&alice.socket()).await;
     script.ok("subscribe", json!({})).await;
     let is = |state: &'static str| {
@@ -476,6 +476,13 @@ async fn subscribers_are_told_when_the_daemon_reconnects() {
     relay.stop().await;
     let lost = script.notification(is("lost")).await;
     assert!(lost["text"].is_string(), "{lost}");
+    // Its log, read from a pipe as from a file or a journal: plain lines,
+    // no terminal colour codes.
+    let logged = daemon.wait_for_stderr("lost the relay");
+    assert!(
+        !logged.contains('\u{1b}'),
+        "colour codes in a log: {logged:?}"
+    );
     relay.start_again().await;
     let back = script.notification(is("reconnected")).await;
     assert!(
