@@ -402,21 +402,20 @@ pub fn export_csv(
         format_millionths(totals.total_millionths),
         format_rounded(totals.total_millionths),
     ));
-    out.push_str(&format!(
-        "\nhead,count,head_hash,signed_at_ms,signature\nhead,{},{},{},{}\n",
-        head.count,
-        hex::encode(&head.head_hash),
-        head.signed_at_ms,
-        hex::encode(&head.signature)
-    ));
-    for head in periodic {
-        out.push_str(&format!(
-            "periodic_head,{},{},{},{}\n",
+    // One row per signed head: its kind, then its fields.
+    let head_row = |kind: &str, head: &wire::BillHead| {
+        format!(
+            "{kind},{},{},{},{}\n",
             head.count,
             hex::encode(&head.head_hash),
             head.signed_at_ms,
             hex::encode(&head.signature)
-        ));
+        )
+    };
+    out.push_str("\nhead,count,head_hash,signed_at_ms,signature\n");
+    out.push_str(&head_row("head", head));
+    for head in periodic {
+        out.push_str(&head_row("periodic_head", head));
     }
     out
 }
