@@ -2,7 +2,7 @@
 //!
 //! Each entry is one sealed record (the account id and the name) under a
 //! random key, so nothing of a name is readable on disk without the
-//! passphrase (sled keys are not sealed). Stores written before kept the
+//! passphrase (the store seals values, not keys). Stores written before kept the
 //! name as the key (tree `contacts`); [`migrate`] moves those entries
 //! when the store is opened.
 

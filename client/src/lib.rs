@@ -10,7 +10,8 @@
 //! deterministic.
 //!
 //! Modules:
-//! - [`store`]: the sled store sealed with a passphrase-derived key.
+//! - [`store`]: the store (a record log), sealed with a passphrase-derived
+//!   key.
 //! - [`account`]: account and device keys.
 //! - [`session_store`]: session records and private prekeys at rest.
 //! - [`peers`]: pinned account keys and device lists of other accounts.

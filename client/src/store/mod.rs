@@ -7,17 +7,25 @@
 //!   verifier is a sealed known string, so a wrong passphrase is reported as
 //!   [`ClientError::WrongPassphrase`] before anything is read or written.
 //! - `store.lock`: empty; a client holds an exclusive lock on it while the
-//!   store is open, and until every sled handle on `db/` is gone.
+//!   store is open.
 //! - `daemon.sock`: while `comptoir daemon` (the CLI crate) holds the
 //!   store, the socket other programs reach the account through (0600).
-//! - `db/`: a sled database. Every value is sealed with
-//!   [`comptoir_protocol::seal_record`]; the sealed plaintext starts with
-//!   the tree name and key it belongs to, so a record moved to another key
-//!   on disk is refused rather than believed.
+//! - `records.log`: the records of every tree (see [`record_log`]). Every
+//!   value is sealed with [`comptoir_protocol::seal_record`]; the sealed
+//!   plaintext starts with the tree name and key it belongs to, so a
+//!   record moved to another key on disk is refused rather than believed.
+//!   A store from before it kept them in sled (`db/`), imported when first
+//!   opened (see [`sled_import`]).
 //!
 //! Keys (account ids, message ids) are stored in the clear: the store hides
 //! content, not who the user talks to. Zeroized plaintext buffers are
 //! returned to callers as [`Zeroizing`].
+//!
+//! Modules: [`record_log`], the engine (records in memory, an append-only
+//! log on disk); [`sled_import`], the import of a store sled wrote.
+
+mod record_log;
+mod sled_import;
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -33,13 +41,10 @@ use comptoir_protocol::{RecordKind, StorageKey, open_record, seal_record};
 use zeroize::Zeroizing;
 
 use crate::error::{ClientError, Result};
+use record_log::{LogError, RecordLog, Value};
 
 /// File name of the header beside the database.
 pub const HEADER_FILE: &str = "store.header";
-/// Directory name of the sled database.
-const DB_DIR: &str = "db";
-/// File sled locks inside [`DB_DIR`] while it has the database open.
-const SLED_LOCKED_FILE: &str = "db";
 /// File name of the lock this client holds on the data directory.
 const LOCK_FILE: &str = "store.lock";
 const MAGIC: &[u8; 8] = b"CMPTRSTO";
@@ -176,6 +181,73 @@ pub enum Tree {
 }
 
 impl Tree {
+    /// Every tree.
+    const ALL: [Self; 28] = [
+        Self::Account,
+        Self::Sessions,
+        Self::PreKeys,
+        Self::Messages,
+        Self::Outbox,
+        Self::Contacts,
+        Self::SealedContacts,
+        Self::Blocked,
+        Self::Peers,
+        Self::Evidence,
+        Self::Guards,
+        Self::Quarantine,
+        Self::Consents,
+        Self::Wrote,
+        Self::Operator,
+        Self::Bills,
+        Self::Requests,
+        Self::DeviceNotes,
+        Self::Templates,
+        Self::TemplateMessages,
+        Self::OutgoingBodies,
+        Self::InteractiveMessages,
+        Self::BusinessViews,
+        Self::Heard,
+        Self::Attachments,
+        Self::Franked,
+        Self::ControlOutbox,
+        Self::StatusPosts,
+    ];
+
+    /// The tree's number in the record log: fixed for good (a new tree
+    /// takes the next number; a number is never reused).
+    fn code(self) -> u8 {
+        match self {
+            Self::Account => 0,
+            Self::Sessions => 1,
+            Self::PreKeys => 2,
+            Self::Messages => 3,
+            Self::Outbox => 4,
+            Self::Contacts => 5,
+            Self::SealedContacts => 6,
+            Self::Blocked => 7,
+            Self::Peers => 8,
+            Self::Evidence => 9,
+            Self::Guards => 10,
+            Self::Quarantine => 11,
+            Self::Consents => 12,
+            Self::Wrote => 13,
+            Self::Operator => 14,
+            Self::Bills => 15,
+            Self::Requests => 16,
+            Self::DeviceNotes => 17,
+            Self::Templates => 18,
+            Self::TemplateMessages => 19,
+            Self::OutgoingBodies => 20,
+            Self::InteractiveMessages => 21,
+            Self::BusinessViews => 22,
+            Self::Heard => 23,
+            Self::Attachments => 24,
+            Self::Franked => 25,
+            Self::ControlOutbox => 26,
+            Self::StatusPosts => 27,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Self::Account => "account",
@@ -240,12 +312,11 @@ pub type Record = (Vec<u8>, Zeroizing<Vec<u8>>);
 
 /// An open store: the database and the key that seals its records.
 ///
-/// Closing it ([`Store::close`], or dropping it) returns only once sled has
-/// let go of the database files, so the store can be opened again at once.
+/// Closing it ([`Store::close`], or dropping it) syncs what is left and
+/// lets go of the files, so the store can be opened again at once.
 pub struct Store {
-    // Fields drop in declaration order: `db` before `lock`, whose drop
-    // waits for sled's last handle on the files.
-    db: sled::Db,
+    // Fields drop in declaration order: `log` (which syncs) before `lock`.
+    log: RecordLog,
     key: StorageKey,
     dir: PathBuf,
     /// Group commit: concurrent [`Store::flush`] callers share one fsync.
@@ -268,7 +339,7 @@ struct DecodedCache {
 }
 
 /// A record's sealed bytes and what they decoded to.
-type Decoded = (sled::IVec, Arc<dyn Any + Send + Sync>);
+type Decoded = (Value, Arc<dyn Any + Send + Sync>);
 
 /// Entries kept at most; the cache is emptied when full (it only saves
 /// decoding work).
@@ -276,8 +347,8 @@ const DECODED_CACHE_ENTRIES: usize = 4096;
 
 /// Group commit for [`Store::flush`]. A caller takes a ticket after its
 /// writes, then waits for its turn; a sync that *started* after its ticket
-/// was taken covers its writes (sled's flush makes durable everything
-/// written before it begins), so a caller whose ticket is already covered
+/// was taken covers its writes (a sync makes durable everything written
+/// before it begins), so a caller whose ticket is already covered
 /// returns at once. Under load, one fsync serves every caller that queued
 /// while the previous one ran; a lone caller syncs at once. Durability is
 /// unchanged: `flush` still returns only once the caller's writes are
@@ -295,7 +366,7 @@ struct GroupCommit {
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let Self {
-            db: _,
+            log: _,
             key: _,
             dir,
             commit: _,
@@ -345,10 +416,10 @@ impl Store {
         let verifier = seal_record(&key, RecordKind::ClientData, &bound, &mut rand::rng())?;
         let header = encode_header(prefix, &verifier)?;
         let lock = DirLock::acquire(dir)?;
-        let db = open_db(dir)?;
+        let log = RecordLog::open(dir)?;
         write_atomically(&dir.join(HEADER_FILE), &header)?;
         Ok(Self {
-            db,
+            log,
             key,
             dir: dir.to_path_buf(),
             commit: GroupCommit::default(),
@@ -381,9 +452,10 @@ impl Store {
             _ => return Err(ClientError::WrongPassphrase),
         }
         let lock = DirLock::acquire(dir)?;
-        let db = open_db(dir)?;
+        sled_import::import_if_needed(dir)?;
+        let log = RecordLog::open(dir)?;
         Ok(Self {
-            db,
+            log,
             key,
             dir: dir.to_path_buf(),
             commit: GroupCommit::default(),
@@ -393,23 +465,22 @@ impl Store {
         })
     }
 
-    /// Close the database and return once nothing in this process holds
-    /// its files any more (sled's own I/O threads can outlive the `Db` for
-    /// a moment), so [`Self::open`] right after succeeds. Dropping a store
-    /// does the same but can only log a failure.
+    /// Sync what is left and close the files, so [`Self::open`] right
+    /// after succeeds. Dropping a store does the same but can only log a
+    /// failure.
     pub fn close(self) -> Result<()> {
         let Self {
-            db,
+            log,
             key: _,
             dir: _,
             commit: _,
             updates: _,
             decoded: _,
-            mut lock,
+            lock,
         } = self;
-        // Flushes what is left and stops sled's flusher thread.
-        drop(db);
-        lock.release()
+        let synced = log.close();
+        drop(lock);
+        Ok(synced?)
     }
 
     /// The data directory.
@@ -419,9 +490,8 @@ impl Store {
 
     /// Seal and write a record.
     pub fn put(&self, tree: Tree, key: &[u8], plaintext: &[u8]) -> Result<()> {
-        self.tree(tree)?
-            .insert(key, self.seal(tree, key, plaintext)?)?;
-        Ok(())
+        let sealed = Value::from(self.seal(tree, key, plaintext)?);
+        Ok(self.log.insert(tree.code(), key, sealed)?)
     }
 
     /// [`Self::put`] of a record read back with [`Self::get_decoded`]:
@@ -436,8 +506,8 @@ impl Store {
         plaintext: &[u8],
         value: T,
     ) -> Result<()> {
-        let sealed = sled::IVec::from(self.seal(tree, key, plaintext)?);
-        self.tree(tree)?.insert(key, sealed.clone())?;
+        let sealed = Value::from(self.seal(tree, key, plaintext)?);
+        self.log.insert(tree.code(), key, Arc::clone(&sealed))?;
         self.remember_decoded(tree, key, sealed, Arc::new(value));
         Ok(())
     }
@@ -460,7 +530,7 @@ impl Store {
         &self,
         tree: Tree,
         key: &[u8],
-        sealed: sled::IVec,
+        sealed: Value,
         value: Arc<dyn Any + Send + Sync>,
     ) {
         let mut cache = self.decoded.lock().unwrap_or_else(PoisonError::into_inner);
@@ -472,7 +542,7 @@ impl Store {
 
     /// Read and open a record.
     pub fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Zeroizing<Vec<u8>>>> {
-        match self.tree(tree)?.get(key)? {
+        match self.log.get(tree.code(), key) {
             Some(sealed) => Ok(Some(self.unseal(tree, key, &sealed)?)),
             None => Ok(None),
         }
@@ -488,14 +558,16 @@ impl Store {
         key: &[u8],
         decode: impl FnOnce(&[u8]) -> Result<T>,
     ) -> Result<Option<T>> {
-        let Some(sealed) = self.tree(tree)?.get(key)? else {
+        let Some(sealed) = self.log.get(tree.code(), key) else {
             return Ok(None);
         };
         let cache_key = (tree, key.to_vec());
         {
             let cache = self.decoded.lock().unwrap_or_else(PoisonError::into_inner);
+            // Every write stores new bytes, and the cache holds the ones
+            // it saw, so the same allocation means the same record.
             if let Some((seen, value)) = cache.entries.get(&cache_key)
-                && *seen == sealed
+                && Arc::ptr_eq(seen, &sealed)
                 && let Some(value) = value.downcast_ref::<T>()
             {
                 return Ok(Some(value.clone()));
@@ -508,59 +580,55 @@ impl Store {
 
     /// Whether a record exists (without opening it).
     pub fn contains(&self, tree: Tree, key: &[u8]) -> Result<bool> {
-        Ok(self.tree(tree)?.contains_key(key)?)
+        Ok(self.log.contains(tree.code(), key))
     }
 
     /// How many records have keys starting with `prefix` (none opened).
     pub fn count(&self, tree: Tree, prefix: &[u8]) -> Result<usize> {
-        let mut n = 0;
-        for key in self.tree(tree)?.scan_prefix(prefix).keys() {
-            key?;
-            n += 1;
-        }
-        Ok(n)
+        Ok(self.log.count_prefix(tree.code(), prefix))
     }
 
     /// The key and stored (sealed) size of every record whose key starts
     /// with `prefix`, in key order; nothing is opened.
     pub fn sizes(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<(Vec<u8>, usize)>> {
-        let mut out = Vec::new();
-        for item in self.tree(tree)?.scan_prefix(prefix) {
-            let (key, sealed) = item?;
-            out.push((key.to_vec(), sealed.len()));
-        }
-        Ok(out)
+        Ok(self
+            .log
+            .scan_prefix(tree.code(), prefix)
+            .into_iter()
+            .map(|(key, sealed)| (key, sealed.len()))
+            .collect())
     }
 
     /// The key and stored (sealed) size of the first record in key order.
     pub fn first_size(&self, tree: Tree) -> Result<Option<(Vec<u8>, usize)>> {
         Ok(self
-            .tree(tree)?
-            .first()?
-            .map(|(key, sealed)| (key.to_vec(), sealed.len())))
+            .log
+            .first(tree.code())
+            .map(|(key, sealed)| (key, sealed.len())))
     }
 
     /// Delete a record.
     pub fn remove(&self, tree: Tree, key: &[u8]) -> Result<()> {
-        self.tree(tree)?.remove(key)?;
+        self.log.remove(tree.code(), key);
         Ok(())
     }
 
     /// Every record whose key starts with `prefix`, opened, in key order.
     pub fn scan(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<Record>> {
-        let mut out = Vec::new();
-        for item in self.tree(tree)?.scan_prefix(prefix) {
-            let (key, sealed) = item?;
-            let plain = self.unseal(tree, &key, &sealed)?;
-            out.push((key.to_vec(), plain));
-        }
-        Ok(out)
+        self.log
+            .scan_prefix(tree.code(), prefix)
+            .into_iter()
+            .map(|(key, sealed)| {
+                let plain = self.unseal(tree, &key, &sealed)?;
+                Ok((key, plain))
+            })
+            .collect()
     }
 
     /// A number larger than every one returned before by this store (across
     /// restarts): orders the history and the outbox without trusting clocks.
     pub fn next_sequence(&self) -> Result<u64> {
-        Ok(self.db.generate_id()?)
+        Ok(self.log.next_sequence())
     }
 
     /// Make every write so far durable (fsync). Concurrent callers share
@@ -575,12 +643,9 @@ impl Store {
         }
         // Every ticket taken so far belongs to writes made before now.
         let covers = commit.taken.load(Ordering::SeqCst);
-        // Not `flush_async`: it waits on one of sled's I/O threads, which
-        // every database in the process shares and which also write the
-        // log, so enough stores flushing at once parked them all and
-        // nothing wrote. A blocking thread of the runtime waits instead.
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush())
+        // A blocking thread of the runtime writes and waits for the disk.
+        let log = self.log.sync_handle();
+        tokio::task::spawn_blocking(move || log.sync())
             .await
             .map_err(|e| {
                 ClientError::io("waiting for the store's sync", std::io::Error::other(e))
@@ -599,12 +664,7 @@ impl Store {
 
     /// [`Self::flush`] for synchronous callers.
     pub fn flush_blocking(&self) -> Result<()> {
-        self.db.flush()?;
-        Ok(())
-    }
-
-    fn tree(&self, tree: Tree) -> Result<sled::Tree> {
-        Ok(self.db.open_tree(tree.name())?)
+        Ok(self.log.sync()?)
     }
 
     fn unseal(&self, tree: Tree, key: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
@@ -633,21 +693,10 @@ fn binding(tree: Tree, key: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The exclusive hold of one [`Store`] on its data directory: taken before
-/// sled opens the database and given up only once sled has closed it.
-///
-/// Dropping the sled `Db` does not close sled's files: a write or
-/// truncation already handed to sled's I/O thread pool keeps a handle on
-/// them (and so sled's lock on `db/db`) until that task ends, which is
-/// just after the flush that `Db`'s drop waited for is reported. Without
-/// this, opening the store again right after closing it could fail with
-/// [`ClientError::StoreLocked`]. Holding `store.lock` meanwhile keeps any
-/// other client out of the window, so the wait only ever waits for our
-/// own finishing I/O.
+/// The exclusive hold of one [`Store`] on its data directory, given up
+/// when dropped (after the record log, which syncs first).
 struct DirLock {
-    dir: PathBuf,
-    /// `None` once released.
-    file: Option<File>,
+    _file: File,
 }
 
 impl DirLock {
@@ -668,78 +717,28 @@ impl DirLock {
                     dir: dir.to_path_buf(),
                 });
             }
-            // No file locks on this platform: sled does not lock either.
+            // No file locks on this platform: one client at a time is then
+            // the user's to keep.
             Err(TryLockError::Error(e)) if e.kind() == ErrorKind::Unsupported => {}
             Err(TryLockError::Error(e)) => {
                 return Err(ClientError::io(format!("locking {}", path.display()), e));
             }
         }
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            file: Some(file),
-        })
-    }
-
-    /// Wait until sled has closed the database, then give up the
-    /// directory. Call only after dropping every sled handle of the store
-    /// (it would wait for them forever otherwise).
-    fn release(&mut self) -> Result<()> {
-        let Some(file) = self.file.take() else {
-            return Ok(());
-        };
-        let waited = wait_until_sled_closed(&self.dir);
-        // Closing the file gives up the directory lock, even after a
-        // failed wait.
-        drop(file);
-        waited
+        Ok(Self { _file: file })
     }
 }
 
-impl Drop for DirLock {
-    fn drop(&mut self) {
-        if let Err(e) = self.release() {
-            tracing::warn!(error = %e, "releasing the store failed");
+impl From<LogError> for ClientError {
+    fn from(error: LogError) -> Self {
+        match error {
+            LogError::Io { context, source } => ClientError::io(context, source),
+            LogError::Damaged(_) => ClientError::CorruptStore(error.to_string()),
+            LogError::Broken(_) => ClientError::io(
+                "writing the store",
+                std::io::Error::other(error.to_string()),
+            ),
         }
     }
-}
-
-/// Block until no handle holds sled's lock on the database file any more.
-/// sled takes it with `flock`, which conflicts with any other open file
-/// description, in this process too; sled's remaining handles are I/O
-/// tasks about to finish, and `store.lock` keeps other clients from
-/// taking it meanwhile, so this waits briefly.
-fn wait_until_sled_closed(dir: &Path) -> Result<()> {
-    let path = dir.join(DB_DIR).join(SLED_LOCKED_FILE);
-    let file = match File::open(&path) {
-        Ok(file) => file,
-        // sled never created it: nothing to wait for.
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(ClientError::io(format!("opening {}", path.display()), e)),
-    };
-    match file.lock() {
-        // Closing `file` gives the lock up again.
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == ErrorKind::Unsupported => Ok(()),
-        Err(e) => Err(ClientError::io(
-            format!("waiting for the database to close ({})", path.display()),
-            e,
-        )),
-    }
-}
-
-fn open_db(dir: &Path) -> Result<sled::Db> {
-    let path = dir.join(DB_DIR);
-    sled::Config::new().path(&path).open().map_err(|e| match e {
-        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
-            ClientError::StoreLocked {
-                dir: dir.to_path_buf(),
-            }
-        }
-        sled::Error::Io(io) if io.to_string().contains("lock") => ClientError::StoreLocked {
-            dir: dir.to_path_buf(),
-        },
-        other => ClientError::Database(other),
-    })
 }
 
 fn derive_key(passphrase: &str, salt: &[u8], params: KdfParams) -> Result<StorageKey> {
@@ -894,13 +893,12 @@ mod tests {
         Ok(())
     }
 
-    /// sled's I/O threads are shared by every database in a process, and
-    /// its `flush_async` parked one of them until the log was stable, which
-    /// takes another of them to write: with as many stores flushing at
-    /// once as it keeps threads, every thread waited and nothing wrote (a
-    /// test or a load generator holding many clients hung for ever, and
-    /// the runtime's workers with it, so the deadline is kept by a thread
-    /// of its own).
+    /// Many stores in one process syncing at once all finish. (With sled,
+    /// whose I/O threads every database in a process shared, they did
+    /// not: its `flush_async` parked one of them until the log was
+    /// stable, which took another of them to write, so a test or a load
+    /// generator holding many clients hung for ever, and the runtime's
+    /// workers with it; the deadline is kept by a thread of its own.)
     #[test]
     fn many_stores_flushing_at_once_all_finish() -> Result<()> {
         const STORES: usize = 32;
@@ -942,7 +940,7 @@ mod tests {
         });
         match finished.recv_timeout(std::time::Duration::from_secs(120)) {
             Ok(result) => result,
-            Err(_) => panic!("the stores' flushes never finished: sled's I/O threads deadlocked"),
+            Err(_) => panic!("the stores' flushes never finished"),
         }
     }
 
@@ -1053,9 +1051,12 @@ mod tests {
         let dir = tempfile::tempdir().map_err(|e| ClientError::io("tempdir", e))?;
         let store = Store::create(dir.path(), "pw-long-enough", FAST)?;
         store.put(Tree::Contacts, b"alice", b"a")?;
-        let tree = store.tree(Tree::Contacts)?;
-        let sealed = tree.get(b"alice")?.ok_or(ClientError::NotConnected)?;
-        tree.insert(b"bob", sealed)?;
+        let code = Tree::Contacts.code();
+        let sealed = store
+            .log
+            .get(code, b"alice")
+            .ok_or(ClientError::NotConnected)?;
+        store.log.insert(code, b"bob", sealed)?;
         assert!(matches!(
             store.get(Tree::Contacts, b"bob"),
             Err(ClientError::CorruptStore(_))
@@ -1067,8 +1068,8 @@ mod tests {
     fn a_closed_or_dropped_store_opens_again_at_once() -> Result<()> {
         // Closing and reopening at once, while other stores do the same on
         // other threads: each close must leave nothing holding the files.
-        // Big records keep sled's I/O threads busy while a store closes;
-        // they used to hold the database lock past the close.
+        // (Big records kept sled's I/O threads busy while a store closed;
+        // they used to hold the database lock past the close.)
         fn close_and_reopen(rounds: u32) -> Result<()> {
             let dir = tempfile::tempdir().map_err(|e| ClientError::io("tempdir", e))?;
             Store::create(dir.path(), "pw-long-enough", FAST)?.close()?;
@@ -1110,6 +1111,65 @@ mod tests {
         ));
         store.close()?;
         Store::open(dir.path(), "pw-long-enough")?.close()
+    }
+
+    /// A store sled wrote (before the record log) opens with every record
+    /// and a sequence past sled's ids, and its sled database is gone.
+    #[test]
+    fn a_store_written_by_sled_is_imported_when_first_opened() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| ClientError::io("tempdir", e))?;
+        let (contact, session, last_id) = {
+            let store = Store::create(dir.path(), "pw-long-enough", FAST)?;
+            let contact = store.seal(Tree::SealedContacts, b"alice", b"hello")?;
+            let session = store.seal(Tree::Sessions, b"peer", b"ratchet")?;
+            store.close()?;
+            fs::remove_file(dir.path().join(record_log::LOG_FILE))
+                .map_err(|e| ClientError::io("remove", e))?;
+            let db = sled::open(dir.path().join(sled_import::SLED_DIR))?;
+            db.open_tree(Tree::SealedContacts.name())?
+                .insert(b"alice", contact.clone())?;
+            db.open_tree(Tree::Sessions.name())?
+                .insert(b"peer", session.clone())?;
+            let mut last_id = 0;
+            for _ in 0..5 {
+                last_id = db.generate_id()?;
+            }
+            db.flush()?;
+            drop(db);
+            // sled's I/O threads let go of its lock a moment after the drop.
+            let sled_lock = dir.path().join(sled_import::SLED_DIR).join("db");
+            File::open(&sled_lock)
+                .and_then(|file| file.lock())
+                .map_err(|e| ClientError::io("waiting for sled", e))?;
+            (contact, session, last_id)
+        };
+        let store = Store::open(dir.path(), "pw-long-enough")?;
+        assert!(!dir.path().join(sled_import::SLED_DIR).exists());
+        let get = |tree: Tree, key: &[u8]| -> Result<Option<Vec<u8>>> {
+            Ok(store.get(tree, key)?.map(|plain| plain.to_vec()))
+        };
+        assert_eq!(
+            get(Tree::SealedContacts, b"alice")?,
+            Some(b"hello".to_vec())
+        );
+        assert_eq!(get(Tree::Sessions, b"peer")?, Some(b"ratchet".to_vec()));
+        assert!(store.next_sequence()? > last_id);
+        // The stored bytes are sled's, unchanged.
+        assert_eq!(
+            store
+                .log
+                .get(Tree::SealedContacts.code(), b"alice")
+                .as_deref(),
+            Some(contact.as_slice())
+        );
+        assert_eq!(
+            store.log.get(Tree::Sessions.code(), b"peer").as_deref(),
+            Some(session.as_slice())
+        );
+        store.close()?;
+        let store = Store::open(dir.path(), "pw-long-enough")?;
+        assert_eq!(store.count(Tree::SealedContacts, b"")?, 1);
+        store.close()
     }
 
     #[test]
