@@ -416,7 +416,7 @@ impl Store {
         let verifier = seal_record(&key, RecordKind::ClientData, &bound, &mut rand::rng())?;
         let header = encode_header(prefix, &verifier)?;
         let lock = DirLock::acquire(dir)?;
-        let log = RecordLog::open(dir)?;
+        let log = RecordLog::open(dir, true)?;
         write_atomically(&dir.join(HEADER_FILE), &header)?;
         Ok(Self {
             log,
@@ -453,7 +453,7 @@ impl Store {
         }
         let lock = DirLock::acquire(dir)?;
         sled_import::import_if_needed(dir)?;
-        let log = RecordLog::open(dir)?;
+        let log = RecordLog::open(dir, false)?;
         Ok(Self {
             log,
             key,
@@ -609,8 +609,7 @@ impl Store {
 
     /// Delete a record.
     pub fn remove(&self, tree: Tree, key: &[u8]) -> Result<()> {
-        self.log.remove(tree.code(), key);
-        Ok(())
+        Ok(self.log.remove(tree.code(), key)?)
     }
 
     /// Every record whose key starts with `prefix`, opened, in key order.
@@ -628,7 +627,7 @@ impl Store {
     /// A number larger than every one returned before by this store (across
     /// restarts): orders the history and the outbox without trusting clocks.
     pub fn next_sequence(&self) -> Result<u64> {
-        Ok(self.log.next_sequence())
+        Ok(self.log.next_sequence()?)
     }
 
     /// Make every write so far durable (fsync). Concurrent callers share
@@ -733,6 +732,7 @@ impl From<LogError> for ClientError {
         match error {
             LogError::Io { context, source } => ClientError::io(context, source),
             LogError::Damaged(_) => ClientError::CorruptStore(error.to_string()),
+            LogError::KeyTooLong => ClientError::InvalidArgument(error.to_string()),
             LogError::Broken(_) => ClientError::io(
                 "writing the store",
                 std::io::Error::other(error.to_string()),
@@ -1006,6 +1006,7 @@ mod tests {
         let verifier = seal_record(&key, RecordKind::ClientData, VERIFIER, &mut rand::rng())?;
         let header = encode_header(header_prefix(HEADER_VERSION_V1, FAST, &salt), &verifier)?;
         fs::write(dir.path().join(HEADER_FILE), header).map_err(|e| ClientError::io("w", e))?;
+        RecordLog::write_new(dir.path(), Vec::new(), 0)?;
         // A short passphrase chosen before the minimum existed still opens.
         drop(Store::open(dir.path(), "pw")?);
         assert!(matches!(
@@ -1170,6 +1171,44 @@ mod tests {
         let store = Store::open(dir.path(), "pw-long-enough")?;
         assert_eq!(store.count(Tree::SealedContacts, b"")?, 1);
         store.close()
+    }
+
+    /// A store whose records are gone does not open as an empty one.
+    #[test]
+    fn a_store_without_its_records_does_not_open_empty() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| ClientError::io("tempdir", e))?;
+        let store = Store::create(dir.path(), "pw-long-enough", FAST)?;
+        store.put(Tree::Account, b"me", b"keys")?;
+        store.close()?;
+        fs::remove_file(dir.path().join(record_log::LOG_FILE))
+            .map_err(|e| ClientError::io("remove", e))?;
+        assert!(matches!(
+            Store::open(dir.path(), "pw-long-enough"),
+            Err(ClientError::CorruptStore(_))
+        ));
+        assert!(!dir.path().join(record_log::LOG_FILE).exists());
+        Ok(())
+    }
+
+    /// A sled database beside the log that no import left (an older
+    /// client ran on the store after the import) is neither deleted nor
+    /// ignored: the store refuses to open.
+    #[test]
+    fn a_sled_database_written_after_the_import_is_kept() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| ClientError::io("tempdir", e))?;
+        Store::create(dir.path(), "pw-long-enough", FAST)?.close()?;
+        let sled_dir = dir.path().join(sled_import::SLED_DIR);
+        {
+            let db = sled::open(&sled_dir)?;
+            db.open_tree(Tree::Messages.name())?.insert(b"k", b"v")?;
+            db.flush()?;
+        }
+        File::open(sled_dir.join("db"))
+            .and_then(|file| file.lock())
+            .map_err(|e| ClientError::io("waiting for sled", e))?;
+        assert!(Store::open(dir.path(), "pw-long-enough").is_err());
+        assert!(sled_dir.exists(), "the older client's records are kept");
+        Ok(())
     }
 
     #[test]

@@ -10,32 +10,37 @@
 //! `fdatasync`. Stores written by sled are imported when first opened
 //! (see [`super::sled_import`]).
 //!
-//! The file `records.log` in the store's directory is `MAGIC` (8 bytes),
-//! then frames, each `body length (u32 LE) || CRC-32 of the body (u32 LE)
-//! || CRC-32 of the 8 bytes before (u32 LE) || body`, where a body is one
-//! of:
-//! - `1 || tree (u8) || key length (u16 LE) || key || value`: a record
-//!   written (or rewritten);
+//! The file `records.log` in the store's directory is a header, `MAGIC`
+//! (8 bytes) and a random salt (8), then one batch per sync:
+//! `body length (u32 LE) || batch number (u64 LE) || CRC-32 of salt,
+//! number and body (u32 LE) || CRC-32 of salt and the 12 bytes before
+//! (u32 LE) || body`. Batches are numbered 1, 2, 3, ... in the file; the
+//! body is records one after another, each one of:
+//! - `1 || tree (u8) || key length (u16 LE) || value length (u32 LE) ||
+//!   key || value`: a record written (or rewritten);
 //! - `2 || tree (u8) || key length (u16 LE) || key`: a record removed;
 //! - `3 || n (u64 LE)`: sequence numbers up to `n` may have been handed
 //!   out (see [`RecordLog::next_sequence`]).
 //!
-//! Opening replays the frames in order. A crash can cut the last frames
-//! short: a frame that does not check out with no whole frame after it is
-//! a torn tail, and is cut off (it was never reported durable). A frame
-//! that does not check out *followed* by whole frames is damage: the store
-//! refuses to open and leaves the file as it is.
+//! Opening replays the batches in order. A crash during a sync can leave
+//! its batch partly written, in any order of its pages: a batch that does
+//! not check out is a torn tail, cut off (it was never reported durable),
+//! unless the batch numbered after it follows somewhere in the file, which
+//! is damage: the store then refuses to open and leaves the file as it is.
+//! The salt keeps bytes that a peer chose (message texts and ids are
+//! stored) from ever passing for a batch.
 //!
 //! The file is grown ahead of its records (by half its size at a time,
-//! see [`GROW_MIN_BYTES`]), with zeros made durable once: a sync then overwrites blocks the
-//! file already has, which the filesystem commits without a journal
-//! transaction (half the time and half the CPU of an appending
-//! `fdatasync` on the VMs we measure on). Zeros after the last frame are
-//! the file's unused end.
+//! see [`GROW_MIN_BYTES`]), with zeros made durable once: a sync then
+//! overwrites blocks the file already has, which the filesystem commits
+//! without a journal transaction (half the time and half the CPU of an
+//! appending `fdatasync` on the VMs we measure on). Zeros after the last
+//! batch are the file's unused end.
 //!
 //! When the log grows past four times the size of the live records (and
 //! past [`COMPACT_MIN_BYTES`]), a sync rewrites it as the live records
-//! alone, in `records.log.new`, synced, then renamed over the log.
+//! alone, in `records.log.new`, synced, then renamed over the log. A
+//! compaction that fails is tried again once the log has grown by half.
 //!
 //! Everything is kept in memory: the store's size is about the size of its
 //! history (a million 1 KB messages take about 1.3 GB).
@@ -53,14 +58,21 @@ pub(crate) const LOG_FILE: &str = "records.log";
 /// Where a compaction (or an import) writes the new log before renaming it.
 const NEW_LOG_FILE: &str = "records.log.new";
 const MAGIC: &[u8; 8] = b"CMPTRLG1";
-const FRAME_HEADER_LEN: usize = 12;
+const SALT_LEN: usize = 8;
+const FILE_HEADER_LEN: usize = MAGIC.len() + SALT_LEN;
+const BATCH_HEADER_LEN: usize = 20;
 const OP_PUT: u8 = 1;
 const OP_REMOVE: u8 = 2;
 const OP_SEQUENCE: u8 = 3;
-/// Sequence numbers reserved by one `OP_SEQUENCE` frame.
+/// Sequence numbers reserved by one `OP_SEQUENCE` record.
 const SEQUENCE_BLOCK: u64 = 1024;
+/// Largest sequence number a log may hold (far beyond any real use; a
+/// larger one is damage).
+const SEQUENCE_MAX: u64 = u64::MAX / 2;
 /// A log smaller than this is never compacted.
 pub(crate) const COMPACT_MIN_BYTES: u64 = 4 << 20;
+/// A compaction writes batches of about this size.
+const COMPACT_BATCH_BYTES: usize = 1 << 20;
 /// How often writes nobody synced are made durable anyway (as sled did).
 const BACKGROUND_SYNC: Duration = Duration::from_millis(500);
 /// The file grows by half its size at a time, by at least this much and
@@ -82,9 +94,12 @@ pub(crate) enum LogError {
         #[source]
         source: io::Error,
     },
-    /// The file is not a record log, or is damaged before its end.
+    /// The file is missing, not a record log, or damaged before its end.
     #[error("the store's record log is {0}; restore the store from a backup")]
     Damaged(String),
+    /// A key longer than the log's format holds (65,535 bytes).
+    #[error("a record key is too long to store")]
+    KeyTooLong,
     /// An earlier write failed: nothing written since can be trusted to
     /// reach the disk.
     #[error(
@@ -115,28 +130,62 @@ struct Shared {
     /// Set to stop the background sync.
     stop: Mutex<bool>,
     wake: Condvar,
+    /// A failure a test injects.
+    #[cfg(test)]
+    fault: Mutex<Option<Fault>>,
 }
 
-#[derive(Default)]
+/// Failures tests inject where the filesystem cannot be made to fail.
+#[cfg(test)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    /// The compacted log cannot be opened once it is renamed into place.
+    AfterRename,
+    /// The next write to the log fails.
+    Write,
+}
+
 struct State {
     /// The trees, by tree code.
     trees: Vec<BTreeMap<Vec<u8>, Value>>,
-    /// Frames appended since the last sync.
+    /// Records appended since the last sync, after room for the header
+    /// of the batch they will be written as.
     pending: Vec<u8>,
     /// Bytes the live records would take in a compacted log.
     live_bytes: u64,
     /// The last sequence number handed out.
     sequence: u64,
-    /// The largest sequence number an `OP_SEQUENCE` frame reserved.
+    /// The largest sequence number an `OP_SEQUENCE` record reserved.
     reserved: u64,
+    /// Why writes are refused, once a write to the file failed.
+    broken: Option<String>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            trees: Vec::new(),
+            pending: vec![0; BATCH_HEADER_LEN],
+            live_bytes: 0,
+            sequence: 0,
+            reserved: 0,
+            broken: None,
+        }
+    }
 }
 
 struct LogFile {
     file: File,
-    /// Where the records end (the next write goes here).
+    /// This file's salt (see the module documentation).
+    salt: [u8; SALT_LEN],
+    /// Where the batches end (the next write goes here).
     len: u64,
     /// The file's size: zeros from `len` to here.
     allocated: u64,
+    /// The number of the next batch.
+    next_batch: u64,
+    /// No compaction is tried before the log reaches this size.
+    compact_at: u64,
     /// Set when a write or sync failed.
     broken: Option<String>,
     /// The buffer the last sync wrote, kept to swap in as the next
@@ -150,8 +199,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl RecordLog {
-    /// Open (or create) the log in `dir` and replay it.
-    pub(crate) fn open(dir: &Path) -> Result<Self, LogError> {
+    /// Open the log in `dir` and replay it; with `create`, start an empty
+    /// one if there is none (a missing log is damage otherwise).
+    pub(crate) fn open(dir: &Path, create: bool) -> Result<Self, LogError> {
         let path = dir.join(LOG_FILE);
         // A compaction or import that did not finish: the log it would
         // have replaced is still whole.
@@ -160,40 +210,51 @@ impl RecordLog {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_error("removing an unfinished compaction")(e)),
         }
-        if !path.exists() {
+        let exists = path
+            .try_exists()
+            .map_err(io_error("looking for the store's log"))?;
+        if !exists {
+            if !create {
+                return Err(LogError::Damaged("missing".into()));
+            }
             write_log(dir, &State::default())?;
         }
         let bytes = fs::read(&path).map_err(io_error("reading the store's log"))?;
-        let (state, good, torn) = replay(&bytes)?;
+        let replayed = replay(&bytes)?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .open(&path)
             .map_err(io_error("opening the store's log"))?;
         let mut allocated = bytes.len() as u64;
-        if torn {
+        if replayed.torn {
             // Cut the torn tail off before writing after it.
-            file.set_len(good as u64)
+            file.set_len(replayed.end as u64)
                 .and_then(|()| file.sync_data())
                 .map_err(io_error(
                     "cutting off a torn write at the end of the store's log",
                 ))?;
-            allocated = good as u64;
+            allocated = replayed.end as u64;
         }
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
-            state: Mutex::new(state),
+            state: Mutex::new(replayed.state),
             file: Mutex::new(LogFile {
                 file,
-                len: good as u64,
+                salt: replayed.salt,
+                len: replayed.end as u64,
                 allocated,
+                next_batch: replayed.next_batch,
+                compact_at: COMPACT_MIN_BYTES,
                 broken: None,
                 spare: Vec::new(),
             }),
             stop: Mutex::new(false),
             wake: Condvar::new(),
+            #[cfg(test)]
+            fault: Mutex::new(None),
         });
-        shared.maybe_compact(&mut lock(&shared.file))?;
+        shared.maybe_compact(&mut lock(&shared.file));
         let background = {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
@@ -215,13 +276,18 @@ impl RecordLog {
         records: impl IntoIterator<Item = (u8, Vec<u8>, Vec<u8>)>,
         sequence: u64,
     ) -> Result<(), LogError> {
+        if sequence > SEQUENCE_MAX {
+            return Err(LogError::Damaged(
+                "asked to start past its sequence range".into(),
+            ));
+        }
         let mut state = State {
             sequence,
             reserved: sequence,
             ..State::default()
         };
         for (tree, key, value) in records {
-            state.insert(tree, &key, Arc::from(value));
+            state.insert(tree, &key, Arc::from(value))?;
         }
         write_log(dir, &state)
     }
@@ -245,16 +311,12 @@ impl RecordLog {
 
     /// Write (or rewrite) `key` in `tree`. Durable after the next sync.
     pub(crate) fn insert(&self, tree: u8, key: &[u8], value: Value) -> Result<(), LogError> {
-        if key.len() > usize::from(u16::MAX) {
-            return Err(LogError::Damaged("asked to store a key too long".into()));
-        }
-        lock(&self.shared.state).insert(tree, key, value);
-        Ok(())
+        lock(&self.shared.state).insert(tree, key, value)
     }
 
     /// Remove `key` from `tree`, if it is there. Durable after the next sync.
-    pub(crate) fn remove(&self, tree: u8, key: &[u8]) {
-        lock(&self.shared.state).remove(tree, key);
+    pub(crate) fn remove(&self, tree: u8, key: &[u8]) -> Result<(), LogError> {
+        lock(&self.shared.state).remove(tree, key)
     }
 
     /// Every record of `tree` whose key starts with `prefix`, in key order.
@@ -293,18 +355,19 @@ impl RecordLog {
 
     /// A number larger than every one returned before, across restarts
     /// (numbers are reserved in blocks, so some are skipped after one).
-    pub(crate) fn next_sequence(&self) -> u64 {
+    pub(crate) fn next_sequence(&self) -> Result<u64, LogError> {
         let mut state = lock(&self.shared.state);
+        state.writable()?;
+        if state.sequence >= SEQUENCE_MAX {
+            return Err(LogError::Damaged("out of sequence numbers".into()));
+        }
         state.sequence += 1;
         if state.sequence > state.reserved {
             state.reserved = state.sequence + SEQUENCE_BLOCK - 1;
             let reserved = state.reserved;
-            push_frame(&mut state.pending, |body| {
-                body.push(OP_SEQUENCE);
-                body.extend_from_slice(&reserved.to_le_bytes());
-            });
+            push_sequence(&mut state.pending, reserved);
         }
-        state.sequence
+        Ok(state.sequence)
     }
 
     /// Make every write made before this call durable: one `write` of
@@ -334,7 +397,7 @@ impl RecordLog {
         }
     }
 
-    /// The size of the log file (for tests of compaction).
+    /// Where the batches end (for tests of compaction and torn writes).
     #[cfg(test)]
     fn file_len(&self) -> u64 {
         lock(&self.shared.file).len
@@ -369,74 +432,132 @@ impl Shared {
             return Err(LogError::Broken(why.clone()));
         }
         let mut pending = std::mem::take(&mut file.spare);
+        pending.clear();
+        pending.resize(BATCH_HEADER_LEN, 0);
         std::mem::swap(&mut lock(&self.state).pending, &mut pending);
-        if pending.is_empty() {
+        if pending.len() == BATCH_HEADER_LEN {
             file.spare = pending;
             return Ok(());
         }
+        let number = file.next_batch;
+        seal_batch(&mut pending, &file.salt, number);
+        #[cfg(test)]
+        let written = if self.take_fault(Fault::Write) {
+            Err(io::Error::other("injected write failure"))
+        } else {
+            file.write_at_end(&pending)
+        };
+        #[cfg(not(test))]
         let written = file.write_at_end(&pending);
         if let Err(e) = written {
-            // Part of `pending` may be on disk: appending after it could
-            // never be read back. Refuse every later write instead.
-            file.broken = Some(e.to_string());
+            // Part of the batch may be on disk: a later one could not be
+            // told from damage. Refuse every later write instead.
+            self.break_down(&mut file, e.to_string());
             return Err(io_error("writing the store's log")(e));
         }
         file.len += pending.len() as u64;
-        pending.clear();
+        file.next_batch += 1;
         file.spare = pending;
-        self.maybe_compact(&mut file)
+        self.maybe_compact(&mut file);
+        Ok(())
+    }
+
+    /// Refuse every later write and sync, saying why.
+    fn break_down(&self, file: &mut LogFile, why: String) {
+        lock(&self.state).broken = Some(why.clone());
+        file.broken = Some(why);
     }
 
     /// Rewrite the log as the live records when it has grown past four
-    /// times their size. Holds the file, so no sync runs meanwhile.
-    fn maybe_compact(&self, file: &mut LogFile) -> Result<(), LogError> {
-        let live = lock(&self.state).live_bytes + MAGIC.len() as u64;
-        if file.len < COMPACT_MIN_BYTES || file.len < 4 * live {
-            return Ok(());
+    /// times their size. Holds the file, so no sync runs meanwhile. Best
+    /// effort: a compaction that fails leaves the log as it was (and is
+    /// tried again once it has grown by half), unless it failed after its
+    /// rename, when the log is broken (see [`LogError::Broken`]).
+    fn maybe_compact(&self, file: &mut LogFile) {
+        if file.broken.is_some() || file.len < file.compact_at {
+            return;
+        }
+        let live = lock(&self.state).live_bytes + FILE_HEADER_LEN as u64;
+        if file.len < 4 * live {
+            return;
         }
         // The records as they are now, including what is still pending
-        // (taken, so it is not appended to the old log afterwards).
+        // (taken, so it is not written to the old log afterwards).
         let (snapshot, pending) = {
             let mut state = lock(&self.state);
             let snapshot = State {
                 trees: state.trees.clone(),
-                pending: Vec::new(),
                 live_bytes: state.live_bytes,
                 sequence: state.sequence,
                 reserved: state.reserved,
+                ..State::default()
             };
-            (snapshot, std::mem::take(&mut state.pending))
+            let pending = std::mem::replace(&mut state.pending, vec![0; BATCH_HEADER_LEN]);
+            (snapshot, pending)
         };
-        let rewritten = write_log(&self.dir, &snapshot).and_then(|()| {
+        let put_back = |error: &LogError| {
+            tracing::warn!(%error, "compacting the store's log failed; it is kept as it is");
+            let mut state = lock(&self.state);
+            let later = std::mem::replace(&mut state.pending, pending.clone());
+            state.pending.extend_from_slice(&later[BATCH_HEADER_LEN..]);
+        };
+        let written = match prepare_log(&self.dir, &snapshot) {
+            Ok(written) => written,
+            Err(error) => {
+                put_back(&error);
+                file.compact_at = file.len + file.len / 2;
+                return;
+            }
+        };
+        if let Err(error) = fs::rename(self.dir.join(NEW_LOG_FILE), self.dir.join(LOG_FILE)) {
+            put_back(&io_error("replacing the store's log")(error));
+            file.compact_at = file.len + file.len / 2;
+            return;
+        }
+        // From here the compacted log is the store's: the old file must
+        // never be written again.
+        let reopened = sync_dir(&self.dir).and_then(|()| {
+            #[cfg(test)]
+            if self.take_fault(Fault::AfterRename) {
+                return Err(io_error("opening the compacted log")(io::Error::other(
+                    "injected",
+                )));
+            }
             OpenOptions::new()
                 .read(true)
                 .write(true)
                 .open(self.dir.join(LOG_FILE))
                 .map_err(io_error("opening the compacted log"))
         });
-        match rewritten {
+        match reopened {
             Ok(new) => {
-                file.len = new
-                    .metadata()
-                    .map_err(io_error("opening the compacted log"))?
-                    .len();
-                file.allocated = file.len;
                 file.file = new;
-                Ok(())
+                file.salt = written.salt;
+                file.len = written.len;
+                file.allocated = written.len;
+                file.next_batch = written.next_batch;
+                file.compact_at = COMPACT_MIN_BYTES;
             }
-            Err(e) => {
-                // The old log is whole: put back what it still lacks.
-                let mut state = lock(&self.state);
-                let later = std::mem::replace(&mut state.pending, pending);
-                state.pending.extend_from_slice(&later);
-                Err(e)
+            Err(error) => {
+                tracing::warn!(%error, "the compacted store log could not be opened");
+                self.break_down(file, error.to_string());
             }
         }
     }
 
+    #[cfg(test)]
+    fn take_fault(&self, fault: Fault) -> bool {
+        let mut armed = lock(&self.fault);
+        if *armed == Some(fault) {
+            *armed = None;
+            return true;
+        }
+        false
+    }
+
     fn background_sync(&self) {
         let mut stopped = lock(&self.stop);
-        loop {
+        while !*stopped {
             stopped = self
                 .wake
                 .wait_timeout(stopped, BACKGROUND_SYNC)
@@ -455,7 +576,7 @@ impl Shared {
 }
 
 impl LogFile {
-    /// Write `bytes` after the records and make them durable, growing the
+    /// Write `bytes` after the batches and make them durable, growing the
     /// file first (durably) if they would not fit in what it has.
     fn write_at_end(&mut self, bytes: &[u8]) -> io::Result<()> {
         let end = self.len + bytes.len() as u64;
@@ -480,6 +601,13 @@ impl LogFile {
 }
 
 impl State {
+    fn writable(&self) -> Result<(), LogError> {
+        match &self.broken {
+            Some(why) => Err(LogError::Broken(why.clone())),
+            None => Ok(()),
+        }
+    }
+
     fn tree_mut(&mut self, tree: u8) -> &mut BTreeMap<Vec<u8>, Value> {
         let index = usize::from(tree);
         if self.trees.len() <= index {
@@ -488,165 +616,259 @@ impl State {
         &mut self.trees[index]
     }
 
-    fn insert(&mut self, tree: u8, key: &[u8], value: Value) {
-        push_frame(&mut self.pending, |body| put_body(body, tree, key, &value));
-        self.live_bytes += put_frame_len(key, &value);
+    fn insert(&mut self, tree: u8, key: &[u8], value: Value) -> Result<(), LogError> {
+        self.writable()?;
+        push_put(&mut self.pending, tree, key, &value)?;
+        self.live_bytes += put_len(key, &value);
         if let Some(old) = self.tree_mut(tree).insert(key.to_vec(), value) {
-            self.live_bytes -= put_frame_len(key, &old);
+            self.live_bytes -= put_len(key, &old);
         }
+        Ok(())
     }
 
-    fn remove(&mut self, tree: u8, key: &[u8]) {
+    fn remove(&mut self, tree: u8, key: &[u8]) -> Result<(), LogError> {
+        self.writable()?;
         let Some(old) = self.tree_mut(tree).remove(key) else {
-            return;
+            return Ok(());
         };
-        self.live_bytes -= put_frame_len(key, &old);
-        push_frame(&mut self.pending, |body| {
-            body.push(OP_REMOVE);
-            body.push(tree);
-            body.extend_from_slice(&(key.len() as u16).to_le_bytes());
-            body.extend_from_slice(key);
-        });
+        self.live_bytes -= put_len(key, &old);
+        self.pending.push(OP_REMOVE);
+        self.pending.push(tree);
+        // Its length was checked when it was written.
+        self.pending
+            .extend_from_slice(&(key.len() as u16).to_le_bytes());
+        self.pending.extend_from_slice(key);
+        Ok(())
     }
 
-    /// Apply one frame body read back from the log.
-    fn apply(&mut self, body: &[u8]) -> Option<()> {
-        let (&op, rest) = body.split_first()?;
-        match op {
-            OP_PUT | OP_REMOVE => {
-                let (&tree, rest) = rest.split_first()?;
-                let (len, rest) = rest.split_first_chunk::<2>()?;
-                let len = usize::from(u16::from_le_bytes(*len));
-                if rest.len() < len {
-                    return None;
-                }
-                let (key, value) = rest.split_at(len);
-                if op == OP_PUT {
+    /// Apply the records of one batch read back from the log.
+    fn apply_batch(&mut self, mut body: &[u8]) -> Option<()> {
+        while let Some((&op, rest)) = body.split_first() {
+            body = match op {
+                OP_PUT => {
+                    let (&tree, rest) = rest.split_first()?;
+                    let (key_len, rest) = rest.split_first_chunk::<2>()?;
+                    let (value_len, rest) = rest.split_first_chunk::<4>()?;
+                    let key_len = usize::from(u16::from_le_bytes(*key_len));
+                    let value_len = u32::from_le_bytes(*value_len) as usize;
+                    let key = rest.get(..key_len)?;
+                    let value = rest.get(key_len..key_len.checked_add(value_len)?)?;
                     let value: Value = Arc::from(value);
-                    self.live_bytes += put_frame_len(key, &value);
+                    self.live_bytes += put_len(key, &value);
                     if let Some(old) = self.tree_mut(tree).insert(key.to_vec(), value) {
-                        self.live_bytes -= put_frame_len(key, &old);
+                        self.live_bytes -= put_len(key, &old);
                     }
-                } else if !value.is_empty() {
-                    return None;
-                } else if let Some(old) = self.tree_mut(tree).remove(key) {
-                    self.live_bytes -= put_frame_len(key, &old);
+                    &rest[key_len + value_len..]
                 }
-            }
-            OP_SEQUENCE => {
-                let reserved = u64::from_le_bytes(rest.try_into().ok()?);
-                self.reserved = self.reserved.max(reserved);
-                self.sequence = self.reserved;
-            }
-            _ => return None,
+                OP_REMOVE => {
+                    let (&tree, rest) = rest.split_first()?;
+                    let (key_len, rest) = rest.split_first_chunk::<2>()?;
+                    let key_len = usize::from(u16::from_le_bytes(*key_len));
+                    let key = rest.get(..key_len)?;
+                    if let Some(old) = self.tree_mut(tree).remove(key) {
+                        self.live_bytes -= put_len(key, &old);
+                    }
+                    &rest[key_len..]
+                }
+                OP_SEQUENCE => {
+                    let (reserved, rest) = rest.split_first_chunk::<8>()?;
+                    let reserved = u64::from_le_bytes(*reserved);
+                    if reserved > SEQUENCE_MAX {
+                        return None;
+                    }
+                    self.reserved = self.reserved.max(reserved);
+                    self.sequence = self.reserved;
+                    rest
+                }
+                _ => return None,
+            };
         }
         Some(())
     }
 }
 
-fn put_body(body: &mut Vec<u8>, tree: u8, key: &[u8], value: &[u8]) {
-    body.push(OP_PUT);
-    body.push(tree);
-    body.extend_from_slice(&(key.len() as u16).to_le_bytes());
-    body.extend_from_slice(key);
-    body.extend_from_slice(value);
+fn push_put(out: &mut Vec<u8>, tree: u8, key: &[u8], value: &[u8]) -> Result<(), LogError> {
+    let key_len = u16::try_from(key.len()).map_err(|_| LogError::KeyTooLong)?;
+    let value_len = u32::try_from(value.len()).map_err(|_| LogError::KeyTooLong)?;
+    out.push(OP_PUT);
+    out.push(tree);
+    out.extend_from_slice(&key_len.to_le_bytes());
+    out.extend_from_slice(&value_len.to_le_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(value);
+    Ok(())
 }
 
-fn put_frame_len(key: &[u8], value: &[u8]) -> u64 {
-    (FRAME_HEADER_LEN + 4 + key.len() + value.len()) as u64
+fn push_sequence(out: &mut Vec<u8>, reserved: u64) {
+    out.push(OP_SEQUENCE);
+    out.extend_from_slice(&reserved.to_le_bytes());
 }
 
-/// Append a frame whose body `fill` writes.
-fn push_frame(out: &mut Vec<u8>, fill: impl FnOnce(&mut Vec<u8>)) {
-    let start = out.len();
-    out.extend_from_slice(&[0; FRAME_HEADER_LEN]);
-    fill(out);
-    let body = &out[start + FRAME_HEADER_LEN..];
-    let len = (body.len() as u32).to_le_bytes();
-    let crc = crc32fast::hash(body).to_le_bytes();
-    let header = &mut out[start..start + FRAME_HEADER_LEN];
-    header[..4].copy_from_slice(&len);
-    header[4..8].copy_from_slice(&crc);
-    let check = crc32fast::hash(&header[..8]).to_le_bytes();
-    header[8..].copy_from_slice(&check);
+/// What a live record takes in a compacted log.
+fn put_len(key: &[u8], value: &[u8]) -> u64 {
+    (8 + key.len() + value.len()) as u64
 }
 
-/// The frame starting at `at` in `bytes`, if it is whole and checks out:
-/// its body and where the next frame starts.
-fn frame_at(bytes: &[u8], at: usize) -> Option<(&[u8], usize)> {
-    let header = bytes.get(at..at.checked_add(FRAME_HEADER_LEN)?)?;
-    let check = u32::from_le_bytes(header[8..12].try_into().ok()?);
-    if crc32fast::hash(&header[..8]) != check {
+/// Fill in the header of the batch `batch` holds after its first
+/// [`BATCH_HEADER_LEN`] bytes.
+fn seal_batch(batch: &mut [u8], salt: &[u8; SALT_LEN], number: u64) {
+    let (header, body) = batch.split_at_mut(BATCH_HEADER_LEN);
+    header[..4].copy_from_slice(&(body.len() as u32).to_le_bytes());
+    header[4..12].copy_from_slice(&number.to_le_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(salt);
+    crc.update(&header[4..12]);
+    crc.update(body);
+    header[12..16].copy_from_slice(&crc.finalize().to_le_bytes());
+    let mut check = crc32fast::Hasher::new();
+    check.update(salt);
+    check.update(&header[..16]);
+    header[16..20].copy_from_slice(&check.finalize().to_le_bytes());
+}
+
+/// The batch starting at `at` in `bytes`, if it is whole and checks out
+/// under `salt`: its number, its body and where the next batch starts.
+fn batch_at<'a>(
+    bytes: &'a [u8],
+    at: usize,
+    salt: &[u8; SALT_LEN],
+) -> Option<(u64, &'a [u8], usize)> {
+    let header = bytes.get(at..at.checked_add(BATCH_HEADER_LEN)?)?;
+    let mut check = crc32fast::Hasher::new();
+    check.update(salt);
+    check.update(&header[..16]);
+    if check.finalize() != u32::from_le_bytes(header[16..20].try_into().ok()?) {
         return None;
     }
     let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
-    let crc = u32::from_le_bytes(header[4..8].try_into().ok()?);
-    let start = at + FRAME_HEADER_LEN;
+    let number = u64::from_le_bytes(header[4..12].try_into().ok()?);
+    let start = at + BATCH_HEADER_LEN;
     let body = bytes.get(start..start.checked_add(len)?)?;
-    (crc32fast::hash(body) == crc).then_some((body, start + len))
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(salt);
+    crc.update(&header[4..12]);
+    crc.update(body);
+    (crc.finalize() == u32::from_le_bytes(header[12..16].try_into().ok()?)).then_some((
+        number,
+        body,
+        start + len,
+    ))
 }
 
-/// Whether a whole frame starts anywhere after `at`.
-fn whole_frame_after(bytes: &[u8], at: usize) -> bool {
-    (at + 1..bytes.len()).any(|start| frame_at(bytes, start).is_some())
+/// What replaying a log file gave.
+struct Replayed {
+    state: State,
+    salt: [u8; SALT_LEN],
+    /// Where its good batches end.
+    end: usize,
+    /// Whether what follows them is a torn write (rather than zeros).
+    torn: bool,
+    next_batch: u64,
 }
 
-/// The state `bytes` (a whole log file) holds, where its records end, and
-/// whether what follows them is a torn write (rather than unused zeros).
-fn replay(bytes: &[u8]) -> Result<(State, usize, bool), LogError> {
-    let mut state = State::default();
-    if bytes.len() < MAGIC.len() {
-        // Created, but the magic never reached the disk: nothing was
-        // ever synced after it.
+/// Replay `bytes`, a whole log file.
+fn replay(bytes: &[u8]) -> Result<Replayed, LogError> {
+    let Some(header) = bytes.get(..FILE_HEADER_LEN) else {
         return Err(LogError::Damaged("missing its header".into()));
-    }
-    if &bytes[..MAGIC.len()] != MAGIC {
+    };
+    if &header[..MAGIC.len()] != MAGIC {
         return Err(LogError::Damaged("not a record log".into()));
     }
-    let mut at = MAGIC.len();
-    while at < bytes.len() {
-        match frame_at(bytes, at) {
-            Some((body, next)) => {
-                if state.apply(body).is_none() {
+    let mut salt = [0u8; SALT_LEN];
+    salt.copy_from_slice(&header[MAGIC.len()..]);
+    let mut state = State::default();
+    let mut at = FILE_HEADER_LEN;
+    let mut next_batch = 1u64;
+    let torn = loop {
+        if at == bytes.len() {
+            break false;
+        }
+        match batch_at(bytes, at, &salt) {
+            Some((number, body, end)) if number == next_batch => {
+                if state.apply_batch(body).is_none() {
                     return Err(LogError::Damaged(format!(
                         "unreadable at byte {at} (written by a newer version?)"
                     )));
                 }
-                at = next;
+                next_batch += 1;
+                at = end;
             }
-            None if bytes[at..].iter().all(|&b| b == 0) => return Ok((state, at, false)),
-            None if whole_frame_after(bytes, at) => {
-                return Err(LogError::Damaged(format!("damaged at byte {at}")));
+            _ if bytes[at..].iter().all(|&b| b == 0) => break false,
+            _ => {
+                // Damage only if the batch after this one follows: a
+                // sync cut short is the last thing ever written.
+                let later = (at + 1..bytes.len()).any(|start| {
+                    batch_at(bytes, start, &salt).is_some_and(|(n, _, _)| n > next_batch)
+                });
+                if later {
+                    return Err(LogError::Damaged(format!("damaged at byte {at}")));
+                }
+                break true;
             }
-            None => return Ok((state, at, true)),
         }
-    }
-    Ok((state, at, false))
+    };
+    Ok(Replayed {
+        state,
+        salt,
+        end: at,
+        torn,
+        next_batch,
+    })
 }
 
-/// Write `state`'s records as a fresh log (`records.log.new`, synced,
-/// renamed over `records.log`, the directory synced).
-fn write_log(dir: &Path, state: &State) -> Result<(), LogError> {
+/// What [`prepare_log`] wrote.
+struct Prepared {
+    salt: [u8; SALT_LEN],
+    len: u64,
+    next_batch: u64,
+}
+
+/// Write `state`'s records as a fresh log in `records.log.new` (synced),
+/// under a new salt, in batches of about [`COMPACT_BATCH_BYTES`].
+fn prepare_log(dir: &Path, state: &State) -> Result<Prepared, LogError> {
+    let mut salt = [0u8; SALT_LEN];
+    rand::fill(&mut salt);
     let mut out = Vec::with_capacity(state.live_bytes as usize + 64);
     out.extend_from_slice(MAGIC);
-    let reserved = state.reserved;
-    push_frame(&mut out, |body| {
-        body.push(OP_SEQUENCE);
-        body.extend_from_slice(&reserved.to_le_bytes());
-    });
+    out.extend_from_slice(&salt);
+    let mut number = 1;
+    let mut batch = vec![0; BATCH_HEADER_LEN];
+    push_sequence(&mut batch, state.reserved);
     for (tree, records) in state.trees.iter().enumerate() {
         let tree = tree as u8;
         for (key, value) in records {
-            push_frame(&mut out, |body| put_body(body, tree, key, value));
+            push_put(&mut batch, tree, key, value)?;
+            if batch.len() >= COMPACT_BATCH_BYTES {
+                seal_batch(&mut batch, &salt, number);
+                out.extend_from_slice(&batch);
+                number += 1;
+                batch.clear();
+                batch.resize(BATCH_HEADER_LEN, 0);
+            }
         }
     }
-    let new = dir.join(NEW_LOG_FILE);
-    let mut file = File::create(&new).map_err(io_error("creating the store's log"))?;
+    if batch.len() > BATCH_HEADER_LEN {
+        seal_batch(&mut batch, &salt, number);
+        out.extend_from_slice(&batch);
+        number += 1;
+    }
+    let mut file =
+        File::create(dir.join(NEW_LOG_FILE)).map_err(io_error("creating the store's log"))?;
     file.write_all(&out)
         .and_then(|()| file.sync_all())
         .map_err(io_error("writing the store's log"))?;
-    drop(file);
-    fs::rename(&new, dir.join(LOG_FILE)).map_err(io_error("replacing the store's log"))?;
+    Ok(Prepared {
+        salt,
+        len: out.len() as u64,
+        next_batch: number,
+    })
+}
+
+/// Write `state`'s records as a fresh log, replacing `records.log`.
+fn write_log(dir: &Path, state: &State) -> Result<(), LogError> {
+    prepare_log(dir, state)?;
+    fs::rename(dir.join(NEW_LOG_FILE), dir.join(LOG_FILE))
+        .map_err(io_error("replacing the store's log"))?;
     sync_dir(dir)
 }
 
@@ -678,16 +900,16 @@ mod tests {
     fn records_survive_a_reopen_and_removals_stay_removed() -> TestResult {
         let dir = tempfile::tempdir()?;
         {
-            let log = RecordLog::open(dir.path())?;
+            let log = RecordLog::open(dir.path(), true)?;
             log.insert(0, b"a", value(b"one"))?;
             log.insert(0, b"b", value(b"two"))?;
             log.insert(3, b"a", value(b"other tree"))?;
             log.insert(0, b"a", value(b"one again"))?;
-            log.remove(0, b"b");
+            log.remove(0, b"b")?;
             log.sync()?;
             log.close()?;
         }
-        let log = RecordLog::open(dir.path())?;
+        let log = RecordLog::open(dir.path(), true)?;
         assert_eq!(read(&log, 0, b"a").as_deref(), Some(&b"one again"[..]));
         assert_eq!(read(&log, 0, b"b"), None);
         assert_eq!(read(&log, 3, b"a").as_deref(), Some(&b"other tree"[..]));
@@ -698,7 +920,7 @@ mod tests {
     #[test]
     fn prefix_scans_and_counts_stay_inside_the_prefix() -> TestResult {
         let dir = tempfile::tempdir()?;
-        let log = RecordLog::open(dir.path())?;
+        let log = RecordLog::open(dir.path(), true)?;
         for key in [&b"ab"[..], b"abc", b"abd", b"ac", b"b"] {
             log.insert(1, key, value(key))?;
         }
@@ -720,9 +942,9 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let mut last = 0;
         for _ in 0..3 {
-            let log = RecordLog::open(dir.path())?;
+            let log = RecordLog::open(dir.path(), true)?;
             for _ in 0..(SEQUENCE_BLOCK + 5) {
-                let next = log.next_sequence();
+                let next = log.next_sequence()?;
                 assert!(next > last, "{next} after {last}");
                 last = next;
             }
@@ -739,7 +961,7 @@ mod tests {
         for zeroed in [false, true] {
             let dir = tempfile::tempdir()?;
             let end = {
-                let log = RecordLog::open(dir.path())?;
+                let log = RecordLog::open(dir.path(), true)?;
                 log.insert(0, b"kept", value(b"whole"))?;
                 log.sync()?;
                 log.insert(0, b"torn", value(&[9; 100]))?;
@@ -757,13 +979,13 @@ mod tests {
                 bytes.truncate(end - 30);
             }
             fs::write(&path, &bytes)?;
-            let log = RecordLog::open(dir.path())?;
+            let log = RecordLog::open(dir.path(), true)?;
             assert_eq!(read(&log, 0, b"kept").as_deref(), Some(&b"whole"[..]));
             assert_eq!(read(&log, 0, b"torn"), None);
             // What is written after the cut reads back.
             log.insert(0, b"after", value(b"x"))?;
             log.close()?;
-            let log = RecordLog::open(dir.path())?;
+            let log = RecordLog::open(dir.path(), true)?;
             assert_eq!(read(&log, 0, b"after").as_deref(), Some(&b"x"[..]));
             assert_eq!(read(&log, 0, b"kept").as_deref(), Some(&b"whole"[..]));
         }
@@ -773,7 +995,7 @@ mod tests {
     #[test]
     fn syncs_write_into_space_the_file_already_has() -> TestResult {
         let dir = tempfile::tempdir()?;
-        let log = RecordLog::open(dir.path())?;
+        let log = RecordLog::open(dir.path(), true)?;
         log.insert(0, b"k", value(b"v"))?;
         log.sync()?;
         let path = dir.path().join(LOG_FILE);
@@ -791,9 +1013,10 @@ mod tests {
     fn damage_before_whole_frames_is_refused_and_left_as_it_was() -> TestResult {
         let dir = tempfile::tempdir()?;
         {
-            let log = RecordLog::open(dir.path())?;
+            let log = RecordLog::open(dir.path(), true)?;
             for i in 0u8..10 {
                 log.insert(0, &[i], value(&[i; 50]))?;
+                log.sync()?;
             }
             log.close()?;
         }
@@ -801,7 +1024,7 @@ mod tests {
         let mut bytes = fs::read(&path)?;
         bytes[60] ^= 1;
         fs::write(&path, &bytes)?;
-        match RecordLog::open(dir.path()) {
+        match RecordLog::open(dir.path(), true) {
             Err(LogError::Damaged(what)) => assert!(what.contains("damaged"), "{what}"),
             Err(other) => panic!("expected damage, got {other}"),
             Ok(_) => panic!("a damaged log opened"),
@@ -810,7 +1033,7 @@ mod tests {
         // Not a log at all.
         fs::write(&path, b"something else entirely")?;
         assert!(matches!(
-            RecordLog::open(dir.path()),
+            RecordLog::open(dir.path(), true),
             Err(LogError::Damaged(_))
         ));
         Ok(())
@@ -821,13 +1044,13 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let big = vec![7u8; 4096];
         {
-            let log = RecordLog::open(dir.path())?;
+            let log = RecordLog::open(dir.path(), true)?;
             // One record rewritten again and again, as a session is.
             for round in 0u32..3000 {
                 log.insert(2, b"session", value(&big))?;
                 log.insert(1, &round.to_be_bytes(), value(b"small"))?;
                 if round % 100 == 0 {
-                    log.remove(1, &round.to_be_bytes());
+                    log.remove(1, &round.to_be_bytes())?;
                 }
                 log.sync()?;
             }
@@ -838,7 +1061,7 @@ mod tests {
             );
             log.close()?;
         }
-        let log = RecordLog::open(dir.path())?;
+        let log = RecordLog::open(dir.path(), true)?;
         assert_eq!(read(&log, 2, b"session"), Some(big));
         assert_eq!(log.count_prefix(1, b""), 2970);
         assert_eq!(read(&log, 1, &0u32.to_be_bytes()), None);
@@ -850,16 +1073,174 @@ mod tests {
         Ok(())
     }
 
+    /// A power cut during a sync's `fdatasync`: a later page of the write
+    /// reached the disk, its first page did not.
+    #[test]
+    fn a_sync_whose_first_page_never_reached_the_disk_is_a_torn_tail() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let (start, end) = {
+            let log = RecordLog::open(dir.path(), true)?;
+            log.insert(0, b"kept", value(b"whole"))?;
+            log.sync()?;
+            let start = log.file_len() as usize;
+            for i in 0u8..10 {
+                log.insert(0, &[i], value(&[5; 1000]))?;
+            }
+            log.sync()?;
+            let end = log.file_len() as usize;
+            log.close()?;
+            (start, end)
+        };
+        let path = dir.path().join(LOG_FILE);
+        let mut bytes = fs::read(&path)?;
+        bytes[start..(start + 4096).min(end)].fill(0);
+        fs::write(&path, &bytes)?;
+        let log = RecordLog::open(dir.path(), true)?;
+        assert_eq!(read(&log, 0, b"kept").as_deref(), Some(&b"whole"[..]));
+        assert_eq!(log.count_prefix(0, b""), 1, "the torn sync is gone");
+        Ok(())
+    }
+
+    /// A value holding bytes that are themselves a whole earlier sync (a
+    /// peer chooses message ids and texts) does not turn a torn tail
+    /// into "damage".
+    #[test]
+    fn a_torn_sync_holding_log_bytes_in_a_value_is_still_torn() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join(LOG_FILE);
+        let end = {
+            let log = RecordLog::open(dir.path(), true)?;
+            let start = log.file_len() as usize;
+            log.insert(0, b"first", value(&[1; 10]))?;
+            log.sync()?;
+            let first = fs::read(&path)?[start..log.file_len() as usize].to_vec();
+            log.insert(0, b"copy", Arc::from(first.repeat(3)))?;
+            log.sync()?;
+            let end = log.file_len() as usize;
+            log.close()?;
+            end
+        };
+        let mut bytes = fs::read(&path)?;
+        bytes.truncate(end - 5);
+        fs::write(&path, &bytes)?;
+        let log = RecordLog::open(dir.path(), true)?;
+        assert_eq!(read(&log, 0, b"first").as_deref(), Some(&[1u8; 10][..]));
+        assert_eq!(read(&log, 0, b"copy"), None);
+        Ok(())
+    }
+
+    /// A compaction that cannot run (no room, say) leaves every sync
+    /// that made its writes durable reporting so, and the store opening.
+    #[test]
+    fn a_compaction_that_cannot_run_fails_no_sync() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let big = vec![3u8; 64 * 1024];
+        {
+            let log = RecordLog::open(dir.path(), true)?;
+            fs::create_dir(dir.path().join(NEW_LOG_FILE))?;
+            for round in 0u32..100 {
+                log.insert(0, b"rewritten", value(&big))?;
+                log.insert(1, &round.to_be_bytes(), value(b"kept"))?;
+                log.sync()?;
+            }
+            log.close()?;
+        }
+        fs::remove_dir(dir.path().join(NEW_LOG_FILE))?;
+        let log = RecordLog::open(dir.path(), true)?;
+        assert_eq!(log.count_prefix(1, b""), 100);
+        Ok(())
+    }
+
+    /// A compaction that fails once its log is renamed into place must
+    /// not leave later syncs writing to the replaced file.
+    #[test]
+    fn a_compaction_failing_after_its_rename_loses_no_later_write() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let big = vec![3u8; 64 * 1024];
+        {
+            let log = RecordLog::open(dir.path(), true)?;
+            *lock(&log.shared.fault) = Some(Fault::AfterRename);
+            for _ in 0u32..100 {
+                if log.insert(0, b"rewritten", value(&big)).is_err() {
+                    break;
+                }
+                let _ = log.sync();
+            }
+            assert_eq!(*lock(&log.shared.fault), None, "a compaction ran");
+            // Nothing more is taken in: it would go to the replaced file.
+            let later = log
+                .insert(1, b"later", value(b"x"))
+                .and_then(|()| log.sync());
+            assert!(matches!(later, Err(LogError::Broken(_))), "{later:?}");
+        }
+        // What was synced is in the compacted log.
+        let log = RecordLog::open(dir.path(), true)?;
+        assert_eq!(read(&log, 0, b"rewritten"), Some(big));
+        Ok(())
+    }
+
+    /// Once a write failed, nothing more is taken in (it could never be
+    /// made durable).
+    #[test]
+    fn after_a_failed_write_writes_are_refused() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let log = RecordLog::open(dir.path(), true)?;
+        log.insert(0, b"a", value(b"1"))?;
+        *lock(&log.shared.fault) = Some(Fault::Write);
+        assert!(log.sync().is_err());
+        assert!(matches!(
+            log.insert(0, b"b", value(b"2")),
+            Err(LogError::Broken(_))
+        ));
+        assert!(matches!(log.sync(), Err(LogError::Broken(_))));
+        Ok(())
+    }
+
+    /// A sequence number near the end of its range in the file (damage,
+    /// or a hostile file) is refused when opening, not wrapped or panicked on.
+    #[test]
+    fn a_sequence_at_the_end_of_its_range_is_refused() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let hostile = State {
+            sequence: u64::MAX - 1,
+            reserved: u64::MAX - 1,
+            ..State::default()
+        };
+        write_log(dir.path(), &hostile)?;
+        assert!(matches!(
+            RecordLog::open(dir.path(), true),
+            Err(LogError::Damaged(_))
+        ));
+        Ok(())
+    }
+
+    /// A key longer than the format holds is refused, not cut short.
+    #[test]
+    fn a_key_too_long_is_refused() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let key = vec![1u8; usize::from(u16::MAX) + 1];
+        assert!(matches!(
+            RecordLog::write_new(dir.path(), vec![(0, key.clone(), b"v".to_vec())], 1),
+            Err(LogError::KeyTooLong)
+        ));
+        let log = RecordLog::open(dir.path(), true)?;
+        assert!(matches!(
+            log.insert(0, &key, value(b"v")),
+            Err(LogError::KeyTooLong)
+        ));
+        Ok(())
+    }
+
     #[test]
     fn an_unfinished_compaction_is_ignored() -> TestResult {
         let dir = tempfile::tempdir()?;
         {
-            let log = RecordLog::open(dir.path())?;
+            let log = RecordLog::open(dir.path(), true)?;
             log.insert(0, b"k", value(b"v"))?;
             log.close()?;
         }
         fs::write(dir.path().join(NEW_LOG_FILE), b"half a compaction")?;
-        let log = RecordLog::open(dir.path())?;
+        let log = RecordLog::open(dir.path(), true)?;
         assert_eq!(read(&log, 0, b"k").as_deref(), Some(&b"v"[..]));
         assert!(!dir.path().join(NEW_LOG_FILE).exists());
         Ok(())
@@ -868,14 +1249,14 @@ mod tests {
     #[test]
     fn writes_nobody_synced_reach_the_disk_by_themselves() -> TestResult {
         let dir = tempfile::tempdir()?;
-        let log = RecordLog::open(dir.path())?;
+        let log = RecordLog::open(dir.path(), true)?;
         log.insert(0, b"k", value(b"v"))?;
         // The background sync writes it; wait for the file to show it
         // (bounded: several background periods).
         let path = dir.path().join(LOG_FILE);
         let deadline = std::time::Instant::now() + BACKGROUND_SYNC * 20;
         loop {
-            let (state, _, _) = replay(&fs::read(&path)?)?;
+            let state = replay(&fs::read(&path)?)?.state;
             if state
                 .trees
                 .first()
