@@ -25,8 +25,9 @@
 //! Opening replays the batches in order. A crash during a sync can leave
 //! its batch partly written, in any order of its pages: a batch that does
 //! not check out is a torn tail, cut off (it was never reported durable),
-//! unless the batch numbered after it follows somewhere in the file, which
-//! is damage: the store then refuses to open and leaves the file as it is.
+//! unless a batch with a later number stands in its place or after it,
+//! which is damage: the store then refuses to open and leaves the file as
+//! it is.
 //! The salt keeps bytes that a peer chose (message texts and ids are
 //! stored) from ever passing for a batch.
 //!
@@ -795,9 +796,9 @@ fn replay(bytes: &[u8]) -> Result<Replayed, LogError> {
             }
             _ if bytes[at..].iter().all(|&b| b == 0) => break false,
             _ => {
-                // Damage only if the batch after this one follows: a
+                // Damage only if a later batch is here or follows: a
                 // sync cut short is the last thing ever written.
-                let later = (at + 1..bytes.len()).any(|start| {
+                let later = (at..bytes.len()).any(|start| {
                     batch_at(bytes, start, &salt).is_some_and(|(n, _, _)| n > next_batch)
                 });
                 if later {
@@ -1098,6 +1099,34 @@ mod tests {
         let log = RecordLog::open(dir.path(), true)?;
         assert_eq!(read(&log, 0, b"kept").as_deref(), Some(&b"whole"[..]));
         assert_eq!(log.count_prefix(0, b""), 1, "the torn sync is gone");
+        Ok(())
+    }
+
+    /// A batch missing from the middle of the log (the next one starts
+    /// where it should have) is damage, not a torn tail to cut off.
+    #[test]
+    fn a_batch_missing_before_a_whole_one_is_damage() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let mut ends = Vec::new();
+        {
+            let log = RecordLog::open(dir.path(), true)?;
+            ends.push(log.file_len() as usize);
+            for i in 0u8..3 {
+                log.insert(0, &[i], value(&[i; 30]))?;
+                log.sync()?;
+                ends.push(log.file_len() as usize);
+            }
+            log.close()?;
+        }
+        let path = dir.path().join(LOG_FILE);
+        let mut bytes = fs::read(&path)?;
+        bytes.drain(ends[1]..ends[2]);
+        fs::write(&path, &bytes)?;
+        assert!(matches!(
+            RecordLog::open(dir.path(), true),
+            Err(LogError::Damaged(_))
+        ));
+        assert_eq!(fs::read(&path)?, bytes, "the evidence is left as it was");
         Ok(())
     }
 
