@@ -772,6 +772,12 @@ fn encode_header(prefix: Vec<u8>, verifier: &[u8]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Whether `bytes`, taken as a whole record log, replays (for the fuzz
+/// targets, see [`crate::fuzzing`]).
+pub(crate) fn replays_as_log(bytes: &[u8]) -> bool {
+    record_log::replay(bytes).is_ok()
+}
+
 /// A decoded store header.
 pub(crate) struct Header<'a> {
     version: u8,
