@@ -732,7 +732,7 @@ impl From<LogError> for ClientError {
         match error {
             LogError::Io { context, source } => ClientError::io(context, source),
             LogError::Damaged(_) => ClientError::CorruptStore(error.to_string()),
-            LogError::KeyTooLong => ClientError::InvalidArgument(error.to_string()),
+            LogError::TooLong => ClientError::InvalidArgument(error.to_string()),
             LogError::Broken(_) => ClientError::io(
                 "writing the store",
                 std::io::Error::other(error.to_string()),

@@ -7,7 +7,8 @@
 //! (measured in `docs/BENCHMARKS.md`, "A record log for the client
 //! store"). Here a write is an append to a buffer in memory, and a sync is
 //! one `write` of what was appended since the last one and one
-//! `fdatasync`. Stores written by sled are imported when first opened
+//! `fdatasync` (now and then also growing the file, or compacting it, see
+//! below). Stores written by sled are imported when first opened
 //! (see [`super::sled_import`]).
 //!
 //! The file `records.log` in the store's directory is a header, `MAGIC`
@@ -25,9 +26,10 @@
 //! Opening replays the batches in order. A crash during a sync can leave
 //! its batch partly written, in any order of its pages: a batch that does
 //! not check out is a torn tail, cut off (it was never reported durable),
-//! unless a batch with a later number stands in its place or after it,
-//! which is damage: the store then refuses to open and leaves the file as
-//! it is.
+//! unless the header of a batch with a later number stands in its place or
+//! after it, or the batch is a whole one numbered before it: that is
+//! damage, and the store then refuses to open and leaves the file as it
+//! is.
 //! The salt keeps bytes that a peer chose (message texts and ids are
 //! stored) from ever passing for a batch.
 //!
@@ -65,6 +67,10 @@ const BATCH_HEADER_LEN: usize = 20;
 const OP_PUT: u8 = 1;
 const OP_REMOVE: u8 = 2;
 const OP_SEQUENCE: u8 = 3;
+/// The longest value a record may have.
+pub(crate) const MAX_VALUE_BYTES: usize = 256 << 20;
+/// The most bytes one batch may hold (its length is a u32).
+const MAX_BATCH_BYTES: usize = u32::MAX as usize - BATCH_HEADER_LEN;
 /// Sequence numbers reserved by one `OP_SEQUENCE` record.
 const SEQUENCE_BLOCK: u64 = 1024;
 /// Largest sequence number a log may hold (far beyond any real use; a
@@ -98,9 +104,10 @@ pub(crate) enum LogError {
     /// The file is missing, not a record log, or damaged before its end.
     #[error("the store's record log is {0}; restore the store from a backup")]
     Damaged(String),
-    /// A key longer than the log's format holds (65,535 bytes).
-    #[error("a record key is too long to store")]
-    KeyTooLong,
+    /// A key longer than 65,535 bytes, a value longer than
+    /// [`MAX_VALUE_BYTES`], or more unsynced writes than one batch holds.
+    #[error("a record is too long to store")]
+    TooLong,
     /// An earlier write failed: nothing written since can be trusted to
     /// reach the disk.
     #[error(
@@ -222,12 +229,14 @@ impl RecordLog {
         }
         let bytes = fs::read(&path).map_err(io_error("reading the store's log"))?;
         let replayed = replay(&bytes)?;
+        let file_len = bytes.len() as u64;
+        drop(bytes);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .open(&path)
             .map_err(io_error("opening the store's log"))?;
-        let mut allocated = bytes.len() as u64;
+        let mut allocated = file_len;
         if replayed.torn {
             // Cut the torn tail off before writing after it.
             file.set_len(replayed.end as u64)
@@ -288,7 +297,13 @@ impl RecordLog {
             ..State::default()
         };
         for (tree, key, value) in records {
-            state.insert(tree, &key, Arc::from(value))?;
+            check_lengths(&key, &value)?;
+            let key_len = key.len() as u64;
+            let value: Value = Arc::from(value);
+            state.live_bytes += put_len(&key, &value);
+            if let Some(old) = state.tree_mut(tree).insert(key, value) {
+                state.live_bytes -= put_len(&[], &old) + key_len;
+            }
         }
         write_log(dir, &state)
     }
@@ -364,7 +379,7 @@ impl RecordLog {
         }
         state.sequence += 1;
         if state.sequence > state.reserved {
-            state.reserved = state.sequence + SEQUENCE_BLOCK - 1;
+            state.reserved = (state.sequence + SEQUENCE_BLOCK - 1).min(SEQUENCE_MAX);
             let reserved = state.reserved;
             push_sequence(&mut state.pending, reserved);
         }
@@ -471,7 +486,8 @@ impl Shared {
 
     /// Rewrite the log as the live records when it has grown past four
     /// times their size. Holds the file, so no sync runs meanwhile. Best
-    /// effort: a compaction that fails leaves the log as it was (and is
+    /// effort: a compaction that fails leaves the log as it was, its
+    /// half-written replacement removed (and is
     /// tried again once it has grown by half), unless it failed after its
     /// rename, when the log is broken (see [`LogError::Broken`]).
     fn maybe_compact(&self, file: &mut LogFile) {
@@ -498,6 +514,8 @@ impl Shared {
         };
         let put_back = |error: &LogError| {
             tracing::warn!(%error, "compacting the store's log failed; it is kept as it is");
+            // Give back the space the new log took (it may not exist).
+            let _ = fs::remove_file(self.dir.join(NEW_LOG_FILE));
             let mut state = lock(&self.state);
             let later = std::mem::replace(&mut state.pending, pending.clone());
             state.pending.extend_from_slice(&later[BATCH_HEADER_LEN..]);
@@ -619,6 +637,9 @@ impl State {
 
     fn insert(&mut self, tree: u8, key: &[u8], value: Value) -> Result<(), LogError> {
         self.writable()?;
+        if self.pending.len() + 8 + key.len() + value.len() > MAX_BATCH_BYTES {
+            return Err(LogError::TooLong);
+        }
         push_put(&mut self.pending, tree, key, &value)?;
         self.live_bytes += put_len(key, &value);
         if let Some(old) = self.tree_mut(tree).insert(key.to_vec(), value) {
@@ -688,9 +709,19 @@ impl State {
     }
 }
 
+/// Refuse a key or value longer than the format (or [`MAX_VALUE_BYTES`])
+/// allows.
+fn check_lengths(key: &[u8], value: &[u8]) -> Result<(), LogError> {
+    if key.len() > usize::from(u16::MAX) || value.len() > MAX_VALUE_BYTES {
+        return Err(LogError::TooLong);
+    }
+    Ok(())
+}
+
 fn push_put(out: &mut Vec<u8>, tree: u8, key: &[u8], value: &[u8]) -> Result<(), LogError> {
-    let key_len = u16::try_from(key.len()).map_err(|_| LogError::KeyTooLong)?;
-    let value_len = u32::try_from(value.len()).map_err(|_| LogError::KeyTooLong)?;
+    check_lengths(key, value)?;
+    let key_len = key.len() as u16;
+    let value_len = value.len() as u32;
     out.push(OP_PUT);
     out.push(tree);
     out.extend_from_slice(&key_len.to_le_bytes());
@@ -727,13 +758,9 @@ fn seal_batch(batch: &mut [u8], salt: &[u8; SALT_LEN], number: u64) {
     header[16..20].copy_from_slice(&check.finalize().to_le_bytes());
 }
 
-/// The batch starting at `at` in `bytes`, if it is whole and checks out
-/// under `salt`: its number, its body and where the next batch starts.
-fn batch_at<'a>(
-    bytes: &'a [u8],
-    at: usize,
-    salt: &[u8; SALT_LEN],
-) -> Option<(u64, &'a [u8], usize)> {
+/// The header of a batch starting at `at` in `bytes`, if it checks out
+/// under `salt`: the batch's number and body length.
+fn batch_header_at(bytes: &[u8], at: usize, salt: &[u8; SALT_LEN]) -> Option<(u64, usize)> {
     let header = bytes.get(at..at.checked_add(BATCH_HEADER_LEN)?)?;
     let mut check = crc32fast::Hasher::new();
     check.update(salt);
@@ -743,6 +770,18 @@ fn batch_at<'a>(
     }
     let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
     let number = u64::from_le_bytes(header[4..12].try_into().ok()?);
+    Some((number, len))
+}
+
+/// The batch starting at `at` in `bytes`, if it is whole and checks out
+/// under `salt`: its number, its body and where the next batch starts.
+fn batch_at<'a>(
+    bytes: &'a [u8],
+    at: usize,
+    salt: &[u8; SALT_LEN],
+) -> Option<(u64, &'a [u8], usize)> {
+    let (number, len) = batch_header_at(bytes, at, salt)?;
+    let header = bytes.get(at..at + BATCH_HEADER_LEN)?;
     let start = at + BATCH_HEADER_LEN;
     let body = bytes.get(start..start.checked_add(len)?)?;
     let mut crc = crc32fast::Hasher::new();
@@ -785,6 +824,11 @@ pub(super) fn replay(bytes: &[u8]) -> Result<Replayed, LogError> {
             break false;
         }
         match batch_at(bytes, at, &salt) {
+            Some((number, _, _)) if number < next_batch => {
+                return Err(LogError::Damaged(format!(
+                    "damaged at byte {at} (an earlier batch again)"
+                )));
+            }
             Some((number, body, end)) if number == next_batch => {
                 if state.apply_batch(body).is_none() {
                     return Err(LogError::Damaged(format!(
@@ -796,10 +840,13 @@ pub(super) fn replay(bytes: &[u8]) -> Result<Replayed, LogError> {
             }
             _ if bytes[at..].iter().all(|&b| b == 0) => break false,
             _ => {
-                // Damage only if a later batch is here or follows: a
-                // sync cut short is the last thing ever written.
-                let later = (at..bytes.len()).any(|start| {
-                    batch_at(bytes, start, &salt).is_some_and(|(n, _, _)| n > next_batch)
+                // Damage only if a later batch's header is here or
+                // follows: a sync cut short is the last thing ever
+                // written. Nothing but zeros follows the last non-zero
+                // byte.
+                let last = bytes.iter().rposition(|&b| b != 0).unwrap_or(at);
+                let later = (at..=last).any(|start| {
+                    batch_header_at(bytes, start, &salt).is_some_and(|(n, _)| n > next_batch)
                 });
                 if later {
                     return Err(LogError::Damaged(format!("damaged at byte {at}")));
@@ -873,7 +920,9 @@ fn write_log(dir: &Path, state: &State) -> Result<(), LogError> {
     sync_dir(dir)
 }
 
-fn sync_dir(dir: &Path) -> Result<(), LogError> {
+/// Make the directory's entries (a file created, renamed or deleted)
+/// durable.
+pub(super) fn sync_dir(dir: &Path) -> Result<(), LogError> {
     #[cfg(unix)]
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -1130,6 +1179,63 @@ mod tests {
         Ok(())
     }
 
+    /// The last sequence numbers can be handed out and the log still
+    /// opens afterwards.
+    #[test]
+    fn the_last_sequence_numbers_leave_a_log_that_opens() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        RecordLog::write_new(dir.path(), Vec::new(), SEQUENCE_MAX - 3)?;
+        {
+            let log = RecordLog::open(dir.path(), true)?;
+            for _ in 0..3 {
+                log.next_sequence()?;
+            }
+            assert!(log.next_sequence().is_err(), "past the range");
+            log.close()?;
+        }
+        RecordLog::open(dir.path(), true)?;
+        Ok(())
+    }
+
+    /// A damaged batch followed by the header of the next one (the sync
+    /// after it began writing) is damage, not a torn tail: the damaged
+    /// one was reported durable. So is a whole batch written again.
+    #[test]
+    fn a_damaged_batch_before_a_torn_one_is_damage() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let mut ends = Vec::new();
+        {
+            let log = RecordLog::open(dir.path(), true)?;
+            ends.push(log.file_len() as usize);
+            for i in 0u8..3 {
+                log.insert(0, &[i], value(&[i; 300]))?;
+                log.sync()?;
+                ends.push(log.file_len() as usize);
+            }
+            log.close()?;
+        }
+        let path = dir.path().join(LOG_FILE);
+        let good = fs::read(&path)?;
+        // Batch 2 damaged, batch 3 torn after its header.
+        let mut bytes = good.clone();
+        bytes[ends[1] + BATCH_HEADER_LEN + 5] ^= 1;
+        bytes[ends[2] + BATCH_HEADER_LEN..ends[3]].fill(0);
+        fs::write(&path, &bytes)?;
+        assert!(matches!(
+            RecordLog::open(dir.path(), true),
+            Err(LogError::Damaged(_))
+        ));
+        // Batch 1 again where batch 3 was.
+        let mut bytes = good[..ends[2]].to_vec();
+        bytes.extend_from_slice(&good[ends[0]..ends[1]]);
+        fs::write(&path, &bytes)?;
+        assert!(matches!(
+            RecordLog::open(dir.path(), true),
+            Err(LogError::Damaged(_))
+        ));
+        Ok(())
+    }
+
     /// A value holding bytes that are themselves a whole earlier sync (a
     /// peer chooses message ids and texts) does not turn a torn tail
     /// into "damage".
@@ -1250,12 +1356,12 @@ mod tests {
         let key = vec![1u8; usize::from(u16::MAX) + 1];
         assert!(matches!(
             RecordLog::write_new(dir.path(), vec![(0, key.clone(), b"v".to_vec())], 1),
-            Err(LogError::KeyTooLong)
+            Err(LogError::TooLong)
         ));
         let log = RecordLog::open(dir.path(), true)?;
         assert!(matches!(
             log.insert(0, &key, value(b"v")),
-            Err(LogError::KeyTooLong)
+            Err(LogError::TooLong)
         ));
         Ok(())
     }

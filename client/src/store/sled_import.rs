@@ -3,7 +3,8 @@
 //! every record of every tree, as stored (sealed, so nothing is opened),
 //! and sled's id counter as the log's sequence.
 //!
-//! A marker file, made durable before anything else, says that `db/`
+//! A marker file, made durable (with its directory entry) before anything
+//! else, says that `db/`
 //! belongs to an import: the new log is then written aside, synced and
 //! renamed into place, `db/` deleted, and the marker last. Whatever a
 //! crash leaves is finished at the next open. A `db/` beside a log with
@@ -57,6 +58,7 @@ pub(super) fn import_if_needed(dir: &Path) -> Result<()> {
         File::create(&marker)
             .and_then(|file| file.sync_all())
             .map_err(|e| ClientError::io("marking the store's import", e))?;
+        record_log::sync_dir(dir)?;
         let db = sled::Config::new().path(&sled_dir).open()?;
         let mut records = Vec::new();
         for tree in Tree::ALL {
@@ -73,6 +75,9 @@ pub(super) fn import_if_needed(dir: &Path) -> Result<()> {
     }
     fs::remove_dir_all(&sled_dir)
         .map_err(|e| ClientError::io("deleting the store's old database after importing it", e))?;
+    // The deletion is durable before the marker goes: a `db/` is never
+    // left beside the log without it.
+    record_log::sync_dir(dir)?;
     remove_marker(dir)
 }
 
