@@ -946,6 +946,21 @@ mod tests {
         log.get(tree, key).map(|v| v.to_vec())
     }
 
+    /// A closed log in `dir` of `batches` syncs, each of one record of
+    /// `size` bytes (key: the batch's index); returns where the file
+    /// header and each batch end.
+    fn log_of_batches(dir: &Path, batches: u8, size: usize) -> Result<Vec<usize>, LogError> {
+        let log = RecordLog::open(dir, true)?;
+        let mut ends = vec![log.file_len() as usize];
+        for i in 0..batches {
+            log.insert(0, &[i], Arc::from(vec![i; size]))?;
+            log.sync()?;
+            ends.push(log.file_len() as usize);
+        }
+        log.close()?;
+        Ok(ends)
+    }
+
     #[test]
     fn records_survive_a_reopen_and_removals_stay_removed() -> TestResult {
         let dir = tempfile::tempdir()?;
@@ -1062,14 +1077,7 @@ mod tests {
     #[test]
     fn damage_before_whole_frames_is_refused_and_left_as_it_was() -> TestResult {
         let dir = tempfile::tempdir()?;
-        {
-            let log = RecordLog::open(dir.path(), true)?;
-            for i in 0u8..10 {
-                log.insert(0, &[i], value(&[i; 50]))?;
-                log.sync()?;
-            }
-            log.close()?;
-        }
+        log_of_batches(dir.path(), 10, 50)?;
         let path = dir.path().join(LOG_FILE);
         let mut bytes = fs::read(&path)?;
         bytes[60] ^= 1;
@@ -1156,17 +1164,7 @@ mod tests {
     #[test]
     fn a_batch_missing_before_a_whole_one_is_damage() -> TestResult {
         let dir = tempfile::tempdir()?;
-        let mut ends = Vec::new();
-        {
-            let log = RecordLog::open(dir.path(), true)?;
-            ends.push(log.file_len() as usize);
-            for i in 0u8..3 {
-                log.insert(0, &[i], value(&[i; 30]))?;
-                log.sync()?;
-                ends.push(log.file_len() as usize);
-            }
-            log.close()?;
-        }
+        let ends = log_of_batches(dir.path(), 3, 30)?;
         let path = dir.path().join(LOG_FILE);
         let mut bytes = fs::read(&path)?;
         bytes.drain(ends[1]..ends[2]);
@@ -1203,17 +1201,7 @@ mod tests {
     #[test]
     fn a_damaged_batch_before_a_torn_one_is_damage() -> TestResult {
         let dir = tempfile::tempdir()?;
-        let mut ends = Vec::new();
-        {
-            let log = RecordLog::open(dir.path(), true)?;
-            ends.push(log.file_len() as usize);
-            for i in 0u8..3 {
-                log.insert(0, &[i], value(&[i; 300]))?;
-                log.sync()?;
-                ends.push(log.file_len() as usize);
-            }
-            log.close()?;
-        }
+        let ends = log_of_batches(dir.path(), 3, 300)?;
         let path = dir.path().join(LOG_FILE);
         let good = fs::read(&path)?;
         // Batch 2 damaged, batch 3 torn after its header.
