@@ -116,6 +116,32 @@ fn signed_ack(envelope: &wire::Envelope, signature: Vec<u8>) -> client_frame::Bo
 }
 
 /// The next `Delivered` receipt `business` gets.
+/// A `Send` of `template` to both of `recipient`'s devices (filler
+/// ciphertext), with `franking_tag` (empty: not franked).
+fn template_send(
+    message_id: [u8; 16],
+    recipient: &Account,
+    category: Category,
+    template: &str,
+    franking_tag: &[u8],
+) -> client_frame::Body {
+    client_frame::Body::Send(wire::Send {
+        message_id: message_id.to_vec(),
+        recipient_account: recipient.id.to_vec(),
+        client_timestamp_ms: 1,
+        category: category as i32,
+        template_id: template.into(),
+        franking_tag: franking_tag.to_vec(),
+        devices: [1, 2]
+            .map(|device_id| wire::DeviceCiphertext {
+                device_id,
+                ciphertext: vec![0xAB; 48],
+            })
+            .to_vec(),
+        ..Default::default()
+    })
+}
+
 async fn next_delivered(business: &mut Client) -> wire::Delivered {
     business
         .next_matching(|f| match f {
@@ -158,21 +184,7 @@ async fn an_ack_of_a_billed_copy_without_a_good_signature_is_refused_and_the_cop
     let (customer, business, mut b, c, offer) = marketing_consented(&mut relay).await;
     drop(c);
     let send = |message_id: [u8; 16], category: Category, template: &str| {
-        client_frame::Body::Send(wire::Send {
-            message_id: message_id.to_vec(),
-            recipient_account: customer.id.to_vec(),
-            client_timestamp_ms: 1,
-            category: category as i32,
-            template_id: template.into(),
-            franking_tag: FRANKING.to_vec(),
-            devices: [1, 2]
-                .map(|device_id| wire::DeviceCiphertext {
-                    device_id,
-                    ciphertext: vec![0xAB; 48],
-                })
-                .to_vec(),
-            ..Default::default()
-        })
+        template_send(message_id, &customer, category, template, &FRANKING)
     };
     let Body::Accepted(accepted) = b.request(send(id(1), Category::Marketing, &offer)).await else {
         panic!("accepted")
@@ -291,20 +303,7 @@ async fn a_benchmark_relay_with_franking_and_the_ledger_off_still_checks_signed_
     .await;
     let (customer, business, mut b, mut c, offer) = marketing_consented(&mut relay).await;
     // Not franked: taken all the same.
-    let unfranked = client_frame::Body::Send(wire::Send {
-        message_id: id(1).to_vec(),
-        recipient_account: customer.id.to_vec(),
-        client_timestamp_ms: 1,
-        category: Category::Marketing as i32,
-        template_id: offer,
-        devices: [1, 2]
-            .map(|device_id| wire::DeviceCiphertext {
-                device_id,
-                ciphertext: vec![0xAB; 48],
-            })
-            .to_vec(),
-        ..Default::default()
-    });
+    let unfranked = template_send(id(1), &customer, Category::Marketing, &offer, &[]);
     let reply = b.request(unfranked).await;
     let Body::Accepted(accepted) = reply else {
         panic!("accepted: {reply:?}")

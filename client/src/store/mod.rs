@@ -971,15 +971,22 @@ mod tests {
         Ok(())
     }
 
-    #[test]
-    fn a_header_asking_for_huge_costs_is_refused_without_deriving() -> Result<()> {
+    /// A new store (passphrase "long enough") whose header `tamper`
+    /// changed.
+    fn store_with_header(tamper: impl FnOnce(&mut Vec<u8>)) -> Result<tempfile::TempDir> {
         let dir = tempfile::tempdir().map_err(|e| ClientError::io("tempdir", e))?;
         drop(Store::create(dir.path(), "long enough", FAST)?);
         let path = dir.path().join(HEADER_FILE);
         let mut header = fs::read(&path).map_err(|e| ClientError::io("read", e))?;
-        // m_cost sits right after the magic and the version byte.
-        header[9..13].copy_from_slice(&u32::MAX.to_be_bytes());
+        tamper(&mut header);
         fs::write(&path, &header).map_err(|e| ClientError::io("write", e))?;
+        Ok(dir)
+    }
+
+    #[test]
+    fn a_header_asking_for_huge_costs_is_refused_without_deriving() -> Result<()> {
+        // m_cost sits right after the magic and the version byte.
+        let dir = store_with_header(|h| h[9..13].copy_from_slice(&u32::MAX.to_be_bytes()))?;
         assert!(matches!(
             Store::open(dir.path(), "long enough"),
             Err(ClientError::CorruptStore(m)) if m.contains("out of bounds")
@@ -989,13 +996,8 @@ mod tests {
 
     #[test]
     fn a_header_with_other_costs_does_not_open() -> Result<()> {
-        let dir = tempfile::tempdir().map_err(|e| ClientError::io("tempdir", e))?;
-        drop(Store::create(dir.path(), "long enough", FAST)?);
-        let path = dir.path().join(HEADER_FILE);
-        let mut header = fs::read(&path).map_err(|e| ClientError::io("read", e))?;
         // t_cost 1 -> 2: a different key, and the verifier covers the header.
-        header[16] ^= 0x03;
-        fs::write(&path, &header).map_err(|e| ClientError::io("write", e))?;
+        let dir = store_with_header(|h| h[16] ^= 0x03)?;
         assert!(matches!(
             Store::open(dir.path(), "long enough"),
             Err(ClientError::WrongPassphrase)
@@ -1120,6 +1122,28 @@ mod tests {
         Store::open(dir.path(), "pw-long-enough")?.close()
     }
 
+    /// Write `records` into a sled database in `dir`, as clients before the
+    /// record log did, and hand out `ids` of its ids; returns the last one.
+    /// Returns once sled has let go of its files.
+    fn write_sled(dir: &Path, records: &[(Tree, &[u8], &[u8])], ids: u32) -> Result<u64> {
+        let sled_dir = dir.join(sled_import::SLED_DIR);
+        let db = sled::open(&sled_dir)?;
+        for (tree, key, value) in records {
+            db.open_tree(tree.name())?.insert(key, *value)?;
+        }
+        let mut last_id = 0;
+        for _ in 0..ids {
+            last_id = db.generate_id()?;
+        }
+        db.flush()?;
+        drop(db);
+        // sled's I/O threads let go of its lock a moment after the drop.
+        File::open(sled_dir.join("db"))
+            .and_then(|file| file.lock())
+            .map_err(|e| ClientError::io("waiting for sled", e))?;
+        Ok(last_id)
+    }
+
     /// A store sled wrote (before the record log) opens with every record
     /// and a sequence past sled's ids, and its sled database is gone.
     #[test]
@@ -1132,22 +1156,11 @@ mod tests {
             store.close()?;
             fs::remove_file(dir.path().join(record_log::LOG_FILE))
                 .map_err(|e| ClientError::io("remove", e))?;
-            let db = sled::open(dir.path().join(sled_import::SLED_DIR))?;
-            db.open_tree(Tree::SealedContacts.name())?
-                .insert(b"alice", contact.clone())?;
-            db.open_tree(Tree::Sessions.name())?
-                .insert(b"peer", session.clone())?;
-            let mut last_id = 0;
-            for _ in 0..5 {
-                last_id = db.generate_id()?;
-            }
-            db.flush()?;
-            drop(db);
-            // sled's I/O threads let go of its lock a moment after the drop.
-            let sled_lock = dir.path().join(sled_import::SLED_DIR).join("db");
-            File::open(&sled_lock)
-                .and_then(|file| file.lock())
-                .map_err(|e| ClientError::io("waiting for sled", e))?;
+            let records = [
+                (Tree::SealedContacts, &b"alice"[..], contact.as_slice()),
+                (Tree::Sessions, &b"peer"[..], session.as_slice()),
+            ];
+            let last_id = write_sled(dir.path(), &records, 5)?;
             (contact, session, last_id)
         };
         let store = Store::open(dir.path(), "pw-long-enough")?;
@@ -1203,15 +1216,8 @@ mod tests {
     fn a_sled_database_written_after_the_import_is_kept() -> Result<()> {
         let dir = tempfile::tempdir().map_err(|e| ClientError::io("tempdir", e))?;
         Store::create(dir.path(), "pw-long-enough", FAST)?.close()?;
+        write_sled(dir.path(), &[(Tree::Messages, b"k", b"v")], 0)?;
         let sled_dir = dir.path().join(sled_import::SLED_DIR);
-        {
-            let db = sled::open(&sled_dir)?;
-            db.open_tree(Tree::Messages.name())?.insert(b"k", b"v")?;
-            db.flush()?;
-        }
-        File::open(sled_dir.join("db"))
-            .and_then(|file| file.lock())
-            .map_err(|e| ClientError::io("waiting for sled", e))?;
         assert!(Store::open(dir.path(), "pw-long-enough").is_err());
         assert!(sled_dir.exists(), "the older client's records are kept");
         Ok(())

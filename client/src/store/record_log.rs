@@ -298,12 +298,7 @@ impl RecordLog {
         };
         for (tree, key, value) in records {
             check_lengths(&key, &value)?;
-            let key_len = key.len() as u64;
-            let value: Value = Arc::from(value);
-            state.live_bytes += put_len(&key, &value);
-            if let Some(old) = state.tree_mut(tree).insert(key, value) {
-                state.live_bytes -= put_len(&[], &old) + key_len;
-            }
+            state.place(tree, &key, Arc::from(value));
         }
         write_log(dir, &state)
     }
@@ -635,25 +630,40 @@ impl State {
         &mut self.trees[index]
     }
 
+    /// Put `value` at `key` in the trees, keeping `live_bytes` (nothing
+    /// is appended to `pending`).
+    fn place(&mut self, tree: u8, key: &[u8], value: Value) {
+        self.live_bytes += put_len(key, &value);
+        if let Some(old) = self.tree_mut(tree).insert(key.to_vec(), value) {
+            self.live_bytes -= put_len(key, &old);
+        }
+    }
+
+    /// Take `key` out of the trees, keeping `live_bytes`; whether it was
+    /// there.
+    fn take(&mut self, tree: u8, key: &[u8]) -> bool {
+        let Some(old) = self.tree_mut(tree).remove(key) else {
+            return false;
+        };
+        self.live_bytes -= put_len(key, &old);
+        true
+    }
+
     fn insert(&mut self, tree: u8, key: &[u8], value: Value) -> Result<(), LogError> {
         self.writable()?;
         if self.pending.len() + 8 + key.len() + value.len() > MAX_BATCH_BYTES {
             return Err(LogError::TooLong);
         }
         push_put(&mut self.pending, tree, key, &value)?;
-        self.live_bytes += put_len(key, &value);
-        if let Some(old) = self.tree_mut(tree).insert(key.to_vec(), value) {
-            self.live_bytes -= put_len(key, &old);
-        }
+        self.place(tree, key, value);
         Ok(())
     }
 
     fn remove(&mut self, tree: u8, key: &[u8]) -> Result<(), LogError> {
         self.writable()?;
-        let Some(old) = self.tree_mut(tree).remove(key) else {
+        if !self.take(tree, key) {
             return Ok(());
-        };
-        self.live_bytes -= put_len(key, &old);
+        }
         self.pending.push(OP_REMOVE);
         self.pending.push(tree);
         // Its length was checked when it was written.
@@ -675,21 +685,14 @@ impl State {
                     let value_len = u32::from_le_bytes(*value_len) as usize;
                     let key = rest.get(..key_len)?;
                     let value = rest.get(key_len..key_len.checked_add(value_len)?)?;
-                    let value: Value = Arc::from(value);
-                    self.live_bytes += put_len(key, &value);
-                    if let Some(old) = self.tree_mut(tree).insert(key.to_vec(), value) {
-                        self.live_bytes -= put_len(key, &old);
-                    }
+                    self.place(tree, key, Arc::from(value));
                     &rest[key_len + value_len..]
                 }
                 OP_REMOVE => {
                     let (&tree, rest) = rest.split_first()?;
                     let (key_len, rest) = rest.split_first_chunk::<2>()?;
                     let key_len = usize::from(u16::from_le_bytes(*key_len));
-                    let key = rest.get(..key_len)?;
-                    if let Some(old) = self.tree_mut(tree).remove(key) {
-                        self.live_bytes -= put_len(key, &old);
-                    }
+                    self.take(tree, rest.get(..key_len)?);
                     &rest[key_len..]
                 }
                 OP_SEQUENCE => {
