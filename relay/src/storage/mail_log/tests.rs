@@ -1455,6 +1455,35 @@ async fn a_lone_sender_is_committed_at_once_whatever_the_linger() -> TestResult 
     Ok(())
 }
 
+#[tokio::test]
+async fn a_group_smaller_than_the_last_is_not_held_for_the_linger() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    // Held for this linger, the lone send after the burst (or the burst's
+    // own stragglers) would take 5 s.
+    let options = LogOptions {
+        linger: Duration::from_secs(5),
+        ..LogOptions::default()
+    };
+    let log = open(dir.path(), options);
+    let sends = async {
+        // A burst of eight: all appended before the first sync ends, so a
+        // later group holds several of them and the writer expects as many
+        // next time.
+        let burst = (1..=8).map(|id| log.enqueue(message(id, &[1], 100), 100));
+        for outcome in futures_util::future::join_all(burst).await {
+            outcome?;
+        }
+        // Then one sender alone: nobody else is coming.
+        log.enqueue(message(9, &[1], 100), 100).await?;
+        Ok::<_, StorageError>(())
+    };
+    tokio::time::timeout(Duration::from_secs(4), sends)
+        .await
+        .map_err(|_| "a send waited for senders that were not coming")??;
+    log.close().await?;
+    Ok(())
+}
+
 #[test]
 fn concurrent_senders_share_syncs() -> TestResult {
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -88,6 +88,13 @@ thread_local! {
 /// the writer waits for a send to share a sync with.
 const DEFER_UNWAITED: Duration = Duration::from_millis(5);
 
+/// While the writer gathers a group, no new waiter for this long ends
+/// the gathering. Measured (docs/BENCHMARKS.md, "Gathering until arrivals
+/// stop"): 50–200 µs all beat waiting out the linger for one client's
+/// sixteen tasks, whose sends arrive in bursts, and none cost the
+/// hundred-device load its shared syncs.
+const ARRIVAL_GAP: Duration = Duration::from_micros(100);
+
 /// First wait before a failed write is tried again; it doubles up to
 /// [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_millis(10);
@@ -398,18 +405,29 @@ fn next_group(
         // Several senders were at work: give as many a moment to arrive,
         // so that they share this sync instead of each paying for one.
         // Appenders wake this wait only once the group is complete.
+        // Arrivals that stop for [`ARRIVAL_GAP`] end the wait early: the
+        // rest of the last group's senders are busy elsewhere (waiting
+        // for their own store, say), and waiting on for them only delays
+        // those already here.
         let deadline = Instant::now() + shared.options.linger;
         state.gather = *last_waiters;
+        let mut seen = state.waiters.len();
         loop {
             let now = Instant::now();
             if state.closing || state.waiters.len() >= state.gather || now >= deadline {
                 break;
             }
-            state = shared
+            let (next, timeout) = shared
                 .work
-                .wait_timeout(state, deadline - now)
-                .map(|(state, _)| state)
-                .unwrap_or_else(|p| p.into_inner().0);
+                .wait_timeout(state, ARRIVAL_GAP.min(deadline - now))
+                .unwrap_or_else(|p| p.into_inner());
+            state = next;
+            if timeout.timed_out() {
+                if state.waiters.len() == seen {
+                    break;
+                }
+                seen = state.waiters.len();
+            }
         }
         state.gather = 0;
     }
