@@ -33,7 +33,6 @@ use std::fmt;
 use std::fs::{self, File, TryLockError};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -319,8 +318,6 @@ pub struct Store {
     log: RecordLog,
     key: StorageKey,
     dir: PathBuf,
-    /// Group commit: concurrent [`Store::flush`] callers share one fsync.
-    commit: GroupCommit,
     /// Serialises read-modify-write of one record (see [`Store::updating`]).
     updates: Mutex<()>,
     /// Decoded records by their sealed bytes (see [`Store::get_decoded`]).
@@ -345,31 +342,12 @@ type Decoded = (Value, Arc<dyn Any + Send + Sync>);
 /// decoding work).
 const DECODED_CACHE_ENTRIES: usize = 4096;
 
-/// Group commit for [`Store::flush`]. A caller takes a ticket after its
-/// writes, then waits for its turn; a sync that *started* after its ticket
-/// was taken covers its writes (a sync makes durable everything written
-/// before it begins), so a caller whose ticket is already covered
-/// returns at once. Under load, one fsync serves every caller that queued
-/// while the previous one ran; a lone caller syncs at once. Durability is
-/// unchanged: `flush` still returns only once the caller's writes are
-/// synced.
-#[derive(Default)]
-struct GroupCommit {
-    /// One sync at a time.
-    turn: tokio::sync::Mutex<()>,
-    /// Tickets handed out so far.
-    taken: AtomicU64,
-    /// Every ticket up to this one is durable.
-    synced: AtomicU64,
-}
-
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let Self {
             log: _,
             key: _,
             dir,
-            commit: _,
             updates: _,
             decoded: _,
             lock: _,
@@ -422,7 +400,6 @@ impl Store {
             log,
             key,
             dir: dir.to_path_buf(),
-            commit: GroupCommit::default(),
             updates: Mutex::new(()),
             decoded: Mutex::new(DecodedCache::default()),
             lock,
@@ -458,7 +435,6 @@ impl Store {
             log,
             key,
             dir: dir.to_path_buf(),
-            commit: GroupCommit::default(),
             updates: Mutex::new(()),
             decoded: Mutex::new(DecodedCache::default()),
             lock,
@@ -473,7 +449,6 @@ impl Store {
             log,
             key: _,
             dir: _,
-            commit: _,
             updates: _,
             decoded: _,
             lock,
@@ -631,26 +606,25 @@ impl Store {
     }
 
     /// Make every write so far durable (fsync). Concurrent callers share
-    /// syncs (group commit): each returns once a sync that began after its
-    /// call has completed.
+    /// syncs (group commit): the log's sync thread syncs again as soon as
+    /// one sync ends while callers wait, and each caller returns once a
+    /// sync that began after its call has completed.
     pub async fn flush(&self) -> Result<()> {
-        let commit = &self.commit;
-        let ticket = commit.taken.fetch_add(1, Ordering::SeqCst) + 1;
-        let _turn = commit.turn.lock().await;
-        if commit.synced.load(Ordering::SeqCst) >= ticket {
+        let (ticket, mut synced) = self.log.request_sync();
+        let synced = synced
+            .wait_for(|synced| synced.ticket >= ticket || synced.broken.is_some())
+            .await
+            .map_err(|_| {
+                ClientError::io(
+                    "waiting for the store's sync",
+                    std::io::Error::other("the store was closed"),
+                )
+            })?;
+        if synced.ticket >= ticket {
             return Ok(());
         }
-        // Every ticket taken so far belongs to writes made before now.
-        let covers = commit.taken.load(Ordering::SeqCst);
-        // A blocking thread of the runtime writes and waits for the disk.
-        let log = self.log.sync_handle();
-        tokio::task::spawn_blocking(move || log.sync())
-            .await
-            .map_err(|e| {
-                ClientError::io("waiting for the store's sync", std::io::Error::other(e))
-            })??;
-        commit.synced.fetch_max(covers, Ordering::SeqCst);
-        Ok(())
+        let why = synced.broken.clone().unwrap_or_default();
+        Err(LogError::Broken(why).into())
     }
 
     /// Hold this while reading, changing and writing back one record that

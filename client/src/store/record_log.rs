@@ -40,6 +40,12 @@
 //! appending `fdatasync` on the VMs we measure on). Zeros after the last
 //! batch are the file's unused end.
 //!
+//! Syncs run on the log's own thread (`store-sync`): an async caller asks
+//! for one ([`RecordLog::request_sync`]) and waits without blocking a
+//! runtime thread; the thread syncs again at once when callers queued
+//! during a sync (group commit with no idle gap between syncs), and every
+//! [`BACKGROUND_SYNC`] anyway.
+//!
 //! When the log grows past four times the size of the live records (and
 //! past [`COMPACT_MIN_BYTES`]), a sync rewrites it as the live records
 //! alone, in `records.log.new`, synced, then renamed over the log. A
@@ -52,9 +58,12 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
 
 /// The log's file name in the store's directory.
 pub(crate) const LOG_FILE: &str = "records.log";
@@ -135,9 +144,14 @@ struct Shared {
     state: Mutex<State>,
     /// The file: held by one sync (or compaction) at a time.
     file: Mutex<LogFile>,
-    /// Set to stop the background sync.
+    /// Set to stop the sync thread.
     stop: Mutex<bool>,
+    /// Wakes the sync thread (a sync asked for, or a stop).
     wake: Condvar,
+    /// Sync tickets handed out so far (see [`RecordLog::request_sync`]).
+    taken: AtomicU64,
+    /// What the sync thread made durable, for those waiting on it.
+    synced: watch::Sender<Synced>,
     /// A failure a test injects.
     #[cfg(test)]
     fault: Mutex<Option<Fault>>,
@@ -261,6 +275,8 @@ impl RecordLog {
             }),
             stop: Mutex::new(false),
             wake: Condvar::new(),
+            taken: AtomicU64::new(0),
+            synced: watch::Sender::new(Synced::default()),
             #[cfg(test)]
             fault: Mutex::new(None),
         });
@@ -269,7 +285,7 @@ impl RecordLog {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
                 .name("store-sync".into())
-                .spawn(move || shared.background_sync())
+                .spawn(move || shared.serve_syncs())
                 .map_err(io_error("starting the store's sync thread"))?
         };
         Ok(Self {
@@ -389,12 +405,24 @@ impl RecordLog {
         self.shared.sync()
     }
 
-    /// A handle that syncs this log from another thread (see [`Self::sync`]).
-    pub(crate) fn sync_handle(&self) -> SyncHandle {
-        SyncHandle(Arc::clone(&self.shared))
+    /// Ask the log's sync thread to make every write made before this
+    /// call durable, without blocking: the returned ticket is durable once
+    /// the receiver's [`Synced::ticket`] reaches it. The thread syncs again
+    /// as soon as one sync ends while tickets wait, so concurrent callers
+    /// share syncs (group commit) and the disk is never left idle between
+    /// two of them; a lone caller is synced at once.
+    pub(crate) fn request_sync(&self) -> (u64, watch::Receiver<Synced>) {
+        let shared = &self.shared;
+        let ticket = shared.taken.fetch_add(1, Ordering::SeqCst) + 1;
+        let receiver = shared.synced.subscribe();
+        // Under the thread's lock: it either saw the ticket before it
+        // waited or is waiting now and gets this wake-up.
+        let _stop = lock(&shared.stop);
+        shared.wake.notify_all();
+        (ticket, receiver)
     }
 
-    /// Sync what is left and stop the background sync.
+    /// Sync what is left and stop the sync thread.
     pub(crate) fn close(mut self) -> Result<(), LogError> {
         self.stop_background();
         self.shared.sync()
@@ -415,14 +443,14 @@ impl RecordLog {
     }
 }
 
-/// [`RecordLog::sync`] from a thread that does not hold the log.
-pub(crate) struct SyncHandle(Arc<Shared>);
-
-impl SyncHandle {
-    /// See [`RecordLog::sync`].
-    pub(crate) fn sync(&self) -> Result<(), LogError> {
-        self.0.sync()
-    }
+/// What the sync thread has made durable (see [`RecordLog::request_sync`]).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Synced {
+    /// Every ticket up to this one is durable.
+    pub(crate) ticket: u64,
+    /// Set once a sync failed: why the log refuses writes from then on
+    /// (tickets past [`Self::ticket`] will never be durable).
+    pub(crate) broken: Option<String>,
 }
 
 impl Drop for RecordLog {
@@ -569,22 +597,46 @@ impl Shared {
         false
     }
 
-    fn background_sync(&self) {
-        let mut stopped = lock(&self.stop);
-        while !*stopped {
-            stopped = self
-                .wake
-                .wait_timeout(stopped, BACKGROUND_SYNC)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-            if *stopped {
+    /// The sync thread: syncs as soon as a ticket waits (again and again
+    /// while more arrive during each sync), and every
+    /// [`BACKGROUND_SYNC`] anyway, so writes nobody synced reach the disk
+    /// too; syncs a last time when stopped.
+    fn serve_syncs(&self) {
+        let mut covered = 0;
+        loop {
+            let stopping = {
+                let deadline = Instant::now() + BACKGROUND_SYNC;
+                let mut stop = lock(&self.stop);
+                loop {
+                    let now = Instant::now();
+                    if *stop || self.taken.load(Ordering::SeqCst) > covered || now >= deadline {
+                        break;
+                    }
+                    stop = self
+                        .wake
+                        .wait_timeout(stop, deadline - now)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                }
+                *stop
+            };
+            // Every ticket taken so far was taken after its writes: the
+            // sync below, which takes what is pending now, covers them.
+            let covers = self.taken.load(Ordering::SeqCst);
+            match self.sync() {
+                Ok(()) => self.synced.send_modify(|synced| synced.ticket = covers),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the store's sync failed");
+                    self.synced
+                        .send_modify(|synced| synced.broken = Some(e.to_string()));
+                }
+            }
+            // A failed sync leaves the log refusing writes: its waiters
+            // have their answer, and it is not tried again for them.
+            covered = covers;
+            if stopping {
                 return;
             }
-            drop(stopped);
-            if let Err(e) = self.sync() {
-                tracing::warn!(error = %e, "the store's background sync failed");
-            }
-            stopped = lock(&self.stop);
         }
     }
 }
@@ -1319,6 +1371,56 @@ mod tests {
             Err(LogError::Broken(_))
         ));
         assert!(matches!(log.sync(), Err(LogError::Broken(_))));
+        Ok(())
+    }
+
+    /// Wait (bounded) for what the sync thread reports about `ticket`.
+    fn wait_for_ticket(
+        ticket: u64,
+        mut synced: watch::Receiver<Synced>,
+    ) -> Result<Synced, Box<dyn std::error::Error>> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()?;
+        runtime.block_on(async {
+            let waited = tokio::time::timeout(
+                BACKGROUND_SYNC * 20,
+                synced.wait_for(|s| s.ticket >= ticket || s.broken.is_some()),
+            )
+            .await
+            .map_err(|_| "the sync thread never answered")??;
+            Ok(waited.clone())
+        })
+    }
+
+    #[test]
+    fn a_requested_sync_makes_the_writes_before_it_durable() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let log = RecordLog::open(dir.path(), true)?;
+        log.insert(0, b"k", value(b"v"))?;
+        let (ticket, synced) = log.request_sync();
+        let synced = wait_for_ticket(ticket, synced)?;
+        assert!(synced.ticket >= ticket && synced.broken.is_none());
+        let state = replay(&fs::read(dir.path().join(LOG_FILE))?)?.state;
+        let stored = state.trees.first().and_then(|t| t.get(&b"k"[..]));
+        assert_eq!(stored.map(|v| v.to_vec()), Some(b"v".to_vec()));
+        Ok(())
+    }
+
+    #[test]
+    fn a_failed_sync_is_reported_to_those_waiting_for_it() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let log = RecordLog::open(dir.path(), true)?;
+        *lock(&log.shared.fault) = Some(Fault::Write);
+        log.insert(0, b"k", value(b"v"))?;
+        let (ticket, synced) = log.request_sync();
+        let synced = wait_for_ticket(ticket, synced)?;
+        assert!(synced.ticket < ticket, "a failed sync reported durable");
+        assert!(synced.broken.is_some());
+        assert!(matches!(
+            log.insert(0, b"b", value(b"2")),
+            Err(LogError::Broken(_))
+        ));
         Ok(())
     }
 
