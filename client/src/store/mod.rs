@@ -322,6 +322,9 @@ pub struct Store {
     updates: Mutex<()>,
     /// Decoded records by their sealed bytes (see [`Store::get_decoded`]).
     decoded: Mutex<DecodedCache>,
+    /// Opened plaintexts of small records read on every send (see
+    /// [`OpenedCache`]).
+    opened: Mutex<OpenedCache>,
     lock: DirLock,
 }
 
@@ -342,6 +345,26 @@ type Decoded = (Value, Arc<dyn Any + Send + Sync>);
 /// decoding work).
 const DECODED_CACHE_ENTRIES: usize = 4096;
 
+/// The plaintexts of records that a send writes and then reads back (its
+/// message, to advance its status; the peer's last-wrote time; whether
+/// the peer's request was accepted), each kept with the sealed bytes it
+/// belongs to, as [`DecodedCache`] does: opening a record costs an AEAD
+/// decryption, more than the rest of the read. Only the trees in
+/// [`OPENED_TREES`] and plaintexts up to [`OPENED_MAX_LEN`] bytes are kept
+/// (at most 16 MiB), zeroized when dropped.
+#[derive(Default)]
+struct OpenedCache {
+    entries: HashMap<(Tree, Vec<u8>), Opened>,
+}
+
+/// A record's sealed bytes and its plaintext.
+type Opened = (Value, Zeroizing<Vec<u8>>);
+
+/// The trees whose opened records [`OpenedCache`] keeps.
+const OPENED_TREES: [Tree; 3] = [Tree::Messages, Tree::Wrote, Tree::Requests];
+/// Longer plaintexts are not kept.
+const OPENED_MAX_LEN: usize = 4096;
+
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let Self {
@@ -350,6 +373,7 @@ impl fmt::Debug for Store {
             dir,
             updates: _,
             decoded: _,
+            opened: _,
             lock: _,
         } = self;
         f.debug_struct("Store")
@@ -402,6 +426,7 @@ impl Store {
             dir: dir.to_path_buf(),
             updates: Mutex::new(()),
             decoded: Mutex::new(DecodedCache::default()),
+            opened: Mutex::new(OpenedCache::default()),
             lock,
         })
     }
@@ -437,6 +462,7 @@ impl Store {
             dir: dir.to_path_buf(),
             updates: Mutex::new(()),
             decoded: Mutex::new(DecodedCache::default()),
+            opened: Mutex::new(OpenedCache::default()),
             lock,
         })
     }
@@ -451,6 +477,7 @@ impl Store {
             dir: _,
             updates: _,
             decoded: _,
+            opened: _,
             lock,
         } = self;
         let synced = log.close();
@@ -466,7 +493,9 @@ impl Store {
     /// Seal and write a record.
     pub fn put(&self, tree: Tree, key: &[u8], plaintext: &[u8]) -> Result<()> {
         let sealed = Value::from(self.seal(tree, key, plaintext)?);
-        Ok(self.log.insert(tree.code(), key, sealed)?)
+        self.log.insert(tree.code(), key, Arc::clone(&sealed))?;
+        self.remember_opened(tree, key, sealed, plaintext);
+        Ok(())
     }
 
     /// [`Self::put`] of a record read back with [`Self::get_decoded`]:
@@ -515,12 +544,40 @@ impl Store {
         cache.entries.insert((tree, key.to_vec()), (sealed, value));
     }
 
+    /// Keep `plaintext` as the opened record `key` of `tree` while its
+    /// sealed bytes are `sealed`, if it is one [`OpenedCache`] keeps.
+    fn remember_opened(&self, tree: Tree, key: &[u8], sealed: Value, plaintext: &[u8]) {
+        if !OPENED_TREES.contains(&tree) || plaintext.len() > OPENED_MAX_LEN {
+            return;
+        }
+        let mut cache = self.opened.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.entries.len() >= DECODED_CACHE_ENTRIES {
+            cache.entries.clear();
+        }
+        cache.entries.insert(
+            (tree, key.to_vec()),
+            (sealed, Zeroizing::new(plaintext.to_vec())),
+        );
+    }
+
     /// Read and open a record.
     pub fn get(&self, tree: Tree, key: &[u8]) -> Result<Option<Zeroizing<Vec<u8>>>> {
-        match self.log.get(tree.code(), key) {
-            Some(sealed) => Ok(Some(self.unseal(tree, key, &sealed)?)),
-            None => Ok(None),
+        let Some(sealed) = self.log.get(tree.code(), key) else {
+            return Ok(None);
+        };
+        if OPENED_TREES.contains(&tree) {
+            let cache = self.opened.lock().unwrap_or_else(PoisonError::into_inner);
+            // The same allocation means the same record (see
+            // `get_decoded`).
+            if let Some((seen, plaintext)) = cache.entries.get(&(tree, key.to_vec()))
+                && Arc::ptr_eq(seen, &sealed)
+            {
+                return Ok(Some(plaintext.clone()));
+            }
         }
+        let plaintext = self.unseal(tree, key, &sealed)?;
+        self.remember_opened(tree, key, sealed, &plaintext);
+        Ok(Some(plaintext))
     }
 
     /// Read a record and decode it with `decode`, or return the value
@@ -870,6 +927,47 @@ mod tests {
             Store::create(dir.path(), "x", FAST),
             Err(ClientError::AlreadyInitialized { .. })
         ));
+        Ok(())
+    }
+
+    /// Reads served from the opened plaintexts never return a record
+    /// other than the one stored now: each rewrite, removal and rewrite
+    /// after removal is seen; long plaintexts and other trees are not kept.
+    #[test]
+    fn opened_records_kept_for_reads_follow_every_write() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| ClientError::io("tempdir", e))?;
+        let store = Store::create(dir.path(), "opened records", FAST)?;
+        let read = |key: &[u8]| -> Result<Option<Vec<u8>>> {
+            Ok(store.get(Tree::Messages, key)?.map(|p| p.to_vec()))
+        };
+        let kept = |tree: Tree, key: &[u8]| {
+            let cache = store.opened.lock().unwrap_or_else(PoisonError::into_inner);
+            cache.entries.contains_key(&(tree, key.to_vec()))
+        };
+        store.put(Tree::Messages, b"m", b"one")?;
+        assert!(kept(Tree::Messages, b"m"));
+        assert_eq!(read(b"m")?, Some(b"one".to_vec()));
+        store.put(Tree::Messages, b"m", b"two")?;
+        assert_eq!(read(b"m")?, Some(b"two".to_vec()));
+        store.remove(Tree::Messages, b"m")?;
+        assert_eq!(read(b"m")?, None);
+        store.put(Tree::Messages, b"m", b"three")?;
+        assert_eq!(read(b"m")?, Some(b"three".to_vec()));
+        let long = vec![7u8; OPENED_MAX_LEN + 1];
+        store.put(Tree::Messages, b"long", &long)?;
+        assert!(!kept(Tree::Messages, b"long"));
+        assert_eq!(read(b"long")?, Some(long));
+        store.put(Tree::Contacts, b"c", b"not kept")?;
+        assert!(!kept(Tree::Contacts, b"c"));
+        // Reopened, a read opens the record and keeps it.
+        store.close()?;
+        let store = Store::open(dir.path(), "opened records")?;
+        assert_eq!(
+            store.get(Tree::Messages, b"m")?.map(|p| p.to_vec()),
+            Some(b"three".to_vec())
+        );
+        let cache = store.opened.lock().unwrap_or_else(PoisonError::into_inner);
+        assert!(cache.entries.contains_key(&(Tree::Messages, b"m".to_vec())));
         Ok(())
     }
 
