@@ -83,7 +83,7 @@ pub struct LogOptions {
     /// Under load only (the last group had several waiters), the longest
     /// the writer waits for as many waiters as the last group had before
     /// it writes and syncs; it stops sooner when no new waiter came for
-    /// 100 µs, and a lone sender is never held up.
+    /// 250 µs, and a lone sender is never held up.
     pub linger: Duration,
     /// Size of the disk-space reserve (`space-reserve` in the log
     /// directory), given back when the disk is full so that acks and

@@ -89,11 +89,12 @@ thread_local! {
 const DEFER_UNWAITED: Duration = Duration::from_millis(5);
 
 /// While the writer gathers a group, no new waiter for this long ends
-/// the gathering. Measured (docs/BENCHMARKS.md, "Gathering until arrivals
-/// stop"): 50–200 µs all beat waiting out the linger for one client's
-/// sixteen tasks, whose sends arrive in bursts, and none cost the
-/// hundred-device load its shared syncs.
-const ARRIVAL_GAP: Duration = Duration::from_micros(100);
+/// the gathering. Measured (docs/BENCHMARKS.md, "Sixteen tasks through
+/// one `Client`: 8×"): for one client's sixteen tasks, whose sends arrive
+/// in bursts, 50–400 µs all beat waiting out the linger; the
+/// hundred-device load lost about 15% of its throughput at 100 µs (its
+/// groups ended early) and none at 250–500 µs.
+const ARRIVAL_GAP: Duration = Duration::from_micros(250);
 
 /// First wait before a failed write is tried again; it doubles up to
 /// [`RETRY_MAX`].
