@@ -1374,6 +1374,16 @@ mod tests {
         Ok(())
     }
 
+    /// The value of `key` in tree 0 as the log file in `dir` holds it now.
+    fn on_disk(dir: &Path, key: &[u8]) -> Result<Option<Vec<u8>>, Box<dyn std::error::Error>> {
+        let state = replay(&fs::read(dir.join(LOG_FILE))?)?.state;
+        Ok(state
+            .trees
+            .first()
+            .and_then(|t| t.get(key))
+            .map(|v| v.to_vec()))
+    }
+
     /// Wait (bounded) for what the sync thread reports about `ticket`.
     fn wait_for_ticket(
         ticket: u64,
@@ -1401,9 +1411,7 @@ mod tests {
         let (ticket, synced) = log.request_sync();
         let synced = wait_for_ticket(ticket, synced)?;
         assert!(synced.ticket >= ticket && synced.broken.is_none());
-        let state = replay(&fs::read(dir.path().join(LOG_FILE))?)?.state;
-        let stored = state.trees.first().and_then(|t| t.get(&b"k"[..]));
-        assert_eq!(stored.map(|v| v.to_vec()), Some(b"v".to_vec()));
+        assert_eq!(on_disk(dir.path(), b"k")?, Some(b"v".to_vec()));
         Ok(())
     }
 
@@ -1537,17 +1545,9 @@ mod tests {
         log.insert(0, b"k", value(b"v"))?;
         // The background sync writes it; wait for the file to show it
         // (bounded: several background periods).
-        let path = dir.path().join(LOG_FILE);
         let deadline = std::time::Instant::now() + BACKGROUND_SYNC * 20;
         loop {
-            let state = replay(&fs::read(&path)?)?.state;
-            if state
-                .trees
-                .first()
-                .and_then(|t| t.get(&b"k"[..]))
-                .map(|v| v.to_vec())
-                == Some(b"v".to_vec())
-            {
+            if on_disk(dir.path(), b"k")? == Some(b"v".to_vec()) {
                 break;
             }
             assert!(

@@ -1432,40 +1432,43 @@ fn groups(metrics: &Metrics) -> u64 {
         .unwrap()
 }
 
-#[tokio::test]
-async fn a_lone_sender_is_committed_at_once_whatever_the_linger() -> TestResult {
+/// Run `sends` on a log whose linger is 5 s: they fail with `why` if they
+/// take 4 s (some group waited the linger out).
+async fn sends_under_a_long_linger<Sends>(
+    sends: impl FnOnce(MailLog) -> Sends,
+    why: &'static str,
+) -> TestResult
+where
+    Sends: std::future::Future<Output = Result<(), StorageError>>,
+{
     let dir = tempfile::tempdir()?;
-    // A linger this long would make 20 sends take 100 s if every group
-    // waited for it.
     let options = LogOptions {
         linger: Duration::from_secs(5),
         ..LogOptions::default()
     };
     let log = open(dir.path(), options);
-    let sends = async {
-        for id in 1..=20 {
-            log.enqueue(message(id, &[1], 100), 100).await?;
-        }
-        Ok::<_, StorageError>(())
-    };
-    tokio::time::timeout(Duration::from_secs(4), sends)
+    tokio::time::timeout(Duration::from_secs(4), sends(log.clone()))
         .await
-        .map_err(|_| "sequential sends waited for the linger")??;
+        .map_err(|_| why)??;
     log.close().await?;
     Ok(())
 }
 
 #[tokio::test]
-async fn a_group_smaller_than_the_last_is_not_held_for_the_linger() -> TestResult {
-    let dir = tempfile::tempdir()?;
-    // Held for this linger, the lone send after the burst (or the burst's
-    // own stragglers) would take 5 s.
-    let options = LogOptions {
-        linger: Duration::from_secs(5),
-        ..LogOptions::default()
+async fn a_lone_sender_is_committed_at_once_whatever_the_linger() -> TestResult {
+    // Were every group to wait for the linger, 20 sends would take 100 s.
+    let sends = |log: MailLog| async move {
+        for id in 1..=20 {
+            log.enqueue(message(id, &[1], 100), 100).await?;
+        }
+        Ok(())
     };
-    let log = open(dir.path(), options);
-    let sends = async {
+    sends_under_a_long_linger(sends, "sequential sends waited for the linger").await
+}
+
+#[tokio::test]
+async fn a_group_smaller_than_the_last_is_not_held_for_the_linger() -> TestResult {
+    let sends = |log: MailLog| async move {
         // A burst of eight: all appended before the first sync ends, so a
         // later group holds several of them and the writer expects as many
         // next time.
@@ -1475,13 +1478,9 @@ async fn a_group_smaller_than_the_last_is_not_held_for_the_linger() -> TestResul
         }
         // Then one sender alone: nobody else is coming.
         log.enqueue(message(9, &[1], 100), 100).await?;
-        Ok::<_, StorageError>(())
+        Ok(())
     };
-    tokio::time::timeout(Duration::from_secs(4), sends)
-        .await
-        .map_err(|_| "a send waited for senders that were not coming")??;
-    log.close().await?;
-    Ok(())
+    sends_under_a_long_linger(sends, "a send waited for senders that were not coming").await
 }
 
 #[test]
