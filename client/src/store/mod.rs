@@ -351,7 +351,8 @@ const DECODED_CACHE_ENTRIES: usize = 4096;
 /// belongs to, as [`DecodedCache`] does: opening a record costs an AEAD
 /// decryption, more than the rest of the read. Only the trees in
 /// [`OPENED_TREES`] and plaintexts up to [`OPENED_MAX_LEN`] bytes are kept
-/// (at most 16 MiB), zeroized when dropped.
+/// (at most 16 MiB of plaintexts, with the sealed bytes each belongs to),
+/// zeroized when dropped, and dropped when their record is removed.
 #[derive(Default)]
 struct OpenedCache {
     entries: HashMap<(Tree, Vec<u8>), Opened>,
@@ -547,7 +548,11 @@ impl Store {
     /// Keep `plaintext` as the opened record `key` of `tree` while its
     /// sealed bytes are `sealed`, if it is one [`OpenedCache`] keeps.
     fn remember_opened(&self, tree: Tree, key: &[u8], sealed: Value, plaintext: &[u8]) {
-        if !OPENED_TREES.contains(&tree) || plaintext.len() > OPENED_MAX_LEN {
+        if !OPENED_TREES.contains(&tree) {
+            return;
+        }
+        if plaintext.len() > OPENED_MAX_LEN {
+            self.forget_opened(tree, key);
             return;
         }
         let mut cache = self.opened.lock().unwrap_or_else(PoisonError::into_inner);
@@ -641,7 +646,19 @@ impl Store {
 
     /// Delete a record.
     pub fn remove(&self, tree: Tree, key: &[u8]) -> Result<()> {
-        Ok(self.log.remove(tree.code(), key)?)
+        self.log.remove(tree.code(), key)?;
+        self.forget_opened(tree, key);
+        Ok(())
+    }
+
+    /// Drop (and zeroize) the kept plaintext of `key` in `tree`, if any: a
+    /// removed or no longer kept record's plaintext does not linger in
+    /// memory.
+    fn forget_opened(&self, tree: Tree, key: &[u8]) {
+        if OPENED_TREES.contains(&tree) {
+            let mut cache = self.opened.lock().unwrap_or_else(PoisonError::into_inner);
+            cache.entries.remove(&(tree, key.to_vec()));
+        }
     }
 
     /// Every record whose key starts with `prefix`, opened, in key order.
@@ -932,7 +949,8 @@ mod tests {
 
     /// Reads served from the opened plaintexts never return a record
     /// other than the one stored now: each rewrite, removal and rewrite
-    /// after removal is seen; long plaintexts and other trees are not kept.
+    /// after removal is seen; long plaintexts and other trees are not kept,
+    /// and a removed or replaced plaintext is not kept either.
     #[test]
     fn opened_records_kept_for_reads_follow_every_write() -> Result<()> {
         let dir = tempfile::tempdir().map_err(|e| ClientError::io("tempdir", e))?;
@@ -950,12 +968,20 @@ mod tests {
         store.put(Tree::Messages, b"m", b"two")?;
         assert_eq!(read(b"m")?, Some(b"two".to_vec()));
         store.remove(Tree::Messages, b"m")?;
+        assert!(
+            !kept(Tree::Messages, b"m"),
+            "a removed plaintext stayed in memory"
+        );
         assert_eq!(read(b"m")?, None);
         store.put(Tree::Messages, b"m", b"three")?;
         assert_eq!(read(b"m")?, Some(b"three".to_vec()));
         let long = vec![7u8; OPENED_MAX_LEN + 1];
+        store.put(Tree::Messages, b"long", b"short first")?;
         store.put(Tree::Messages, b"long", &long)?;
-        assert!(!kept(Tree::Messages, b"long"));
+        assert!(
+            !kept(Tree::Messages, b"long"),
+            "a replaced plaintext stayed in memory"
+        );
         assert_eq!(read(b"long")?, Some(long));
         store.put(Tree::Contacts, b"c", b"not kept")?;
         assert!(!kept(Tree::Contacts, b"c"));

@@ -165,6 +165,8 @@ enum Fault {
     AfterRename,
     /// The next write to the log fails.
     Write,
+    /// The next sync panics (a bug in the sync thread).
+    Panic,
 }
 
 struct State {
@@ -478,6 +480,10 @@ impl Shared {
             file.spare = pending;
             return Ok(());
         }
+        #[cfg(test)]
+        if self.take_fault(Fault::Panic) {
+            panic!("injected panic in a sync");
+        }
         let number = file.next_batch;
         seal_batch(&mut pending, &file.salt, number);
         #[cfg(test)]
@@ -602,6 +608,19 @@ impl Shared {
     /// [`BACKGROUND_SYNC`] anyway, so writes nobody synced reach the disk
     /// too; syncs a last time when stopped.
     fn serve_syncs(&self) {
+        // Should this thread panic, nobody would sync the tickets waiting:
+        // tell them, rather than leave them waiting for ever.
+        struct OnPanic<'a>(&'a watch::Sender<Synced>);
+        impl Drop for OnPanic<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    self.0.send_modify(|synced| {
+                        synced.broken = Some("the store's sync thread stopped".into());
+                    });
+                }
+            }
+        }
+        let _on_panic = OnPanic(&self.synced);
         let mut covered = 0;
         loop {
             let stopping = {
@@ -627,8 +646,11 @@ impl Shared {
                 Ok(()) => self.synced.send_modify(|synced| synced.ticket = covers),
                 Err(e) => {
                     tracing::warn!(error = %e, "the store's sync failed");
-                    self.synced
-                        .send_modify(|synced| synced.broken = Some(e.to_string()));
+                    let why = match e {
+                        LogError::Broken(why) => why,
+                        other => other.to_string(),
+                    };
+                    self.synced.send_modify(|synced| synced.broken = Some(why));
                 }
             }
             // A failed sync leaves the log refusing writes: its waiters
@@ -1429,6 +1451,22 @@ mod tests {
             log.insert(0, b"b", value(b"2")),
             Err(LogError::Broken(_))
         ));
+        Ok(())
+    }
+
+    #[test]
+    fn a_sync_thread_that_panicked_fails_the_syncs_waiting_for_it() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let log = RecordLog::open(dir.path(), true)?;
+        *lock(&log.shared.fault) = Some(Fault::Panic);
+        log.insert(0, b"k", value(b"v"))?;
+        let (ticket, synced) = log.request_sync();
+        let synced = wait_for_ticket(ticket, synced)?;
+        assert!(synced.ticket < ticket);
+        assert_eq!(
+            synced.broken.as_deref(),
+            Some("the store's sync thread stopped")
+        );
         Ok(())
     }
 

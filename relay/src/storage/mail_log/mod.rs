@@ -82,8 +82,8 @@ pub struct LogOptions {
     pub checkpoint_min_bytes: u64,
     /// Under load only (the last group had several waiters), the longest
     /// the writer waits for as many waiters as the last group had before
-    /// it writes and syncs; it stops sooner when no new waiter came for
-    /// 250 µs, and a lone sender is never held up.
+    /// it writes and syncs; it stops sooner when a 250 µs wait brought
+    /// no new waiter, and a lone sender is never held up.
     pub linger: Duration,
     /// Size of the disk-space reserve (`space-reserve` in the log
     /// directory), given back when the disk is full so that acks and

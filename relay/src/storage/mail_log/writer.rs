@@ -88,8 +88,9 @@ thread_local! {
 /// the writer waits for a send to share a sync with.
 const DEFER_UNWAITED: Duration = Duration::from_millis(5);
 
-/// While the writer gathers a group, no new waiter for this long ends
-/// the gathering. Measured (docs/BENCHMARKS.md, "Sixteen tasks through
+/// While the writer gathers a group, a wait of this long in which no new
+/// waiter came ends the gathering (so it ends 250–500 µs after the last
+/// arrival). Measured (docs/BENCHMARKS.md, "Sixteen tasks through
 /// one `Client`: 8×"): for one client's sixteen tasks, whose sends arrive
 /// in bursts, 50–400 µs all beat waiting out the linger; the
 /// hundred-device load lost about 15% of its throughput at 100 µs (its
