@@ -1406,32 +1406,36 @@ mod tests {
             .map(|v| v.to_vec()))
     }
 
-    /// Wait (bounded) for what the sync thread reports about `ticket`.
-    fn wait_for_ticket(
-        ticket: u64,
-        mut synced: watch::Receiver<Synced>,
-    ) -> Result<Synced, Box<dyn std::error::Error>> {
+    /// Open a log in `dir` with `fault` armed, write one record, ask for a
+    /// sync and wait (bounded) for what the sync thread reports: the log,
+    /// the ticket and the report.
+    fn one_requested_sync(
+        dir: &Path,
+        fault: Option<Fault>,
+    ) -> Result<(RecordLog, u64, Synced), Box<dyn std::error::Error>> {
+        let log = RecordLog::open(dir, true)?;
+        *lock(&log.shared.fault) = fault;
+        log.insert(0, b"k", value(b"v"))?;
+        let (ticket, mut synced) = log.request_sync();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()?;
-        runtime.block_on(async {
+        let report = runtime.block_on(async {
             let waited = tokio::time::timeout(
                 BACKGROUND_SYNC * 20,
                 synced.wait_for(|s| s.ticket >= ticket || s.broken.is_some()),
             )
             .await
             .map_err(|_| "the sync thread never answered")??;
-            Ok(waited.clone())
-        })
+            Ok::<_, Box<dyn std::error::Error>>(waited.clone())
+        })?;
+        Ok((log, ticket, report))
     }
 
     #[test]
     fn a_requested_sync_makes_the_writes_before_it_durable() -> TestResult {
         let dir = tempfile::tempdir()?;
-        let log = RecordLog::open(dir.path(), true)?;
-        log.insert(0, b"k", value(b"v"))?;
-        let (ticket, synced) = log.request_sync();
-        let synced = wait_for_ticket(ticket, synced)?;
+        let (_log, ticket, synced) = one_requested_sync(dir.path(), None)?;
         assert!(synced.ticket >= ticket && synced.broken.is_none());
         assert_eq!(on_disk(dir.path(), b"k")?, Some(b"v".to_vec()));
         Ok(())
@@ -1440,11 +1444,7 @@ mod tests {
     #[test]
     fn a_failed_sync_is_reported_to_those_waiting_for_it() -> TestResult {
         let dir = tempfile::tempdir()?;
-        let log = RecordLog::open(dir.path(), true)?;
-        *lock(&log.shared.fault) = Some(Fault::Write);
-        log.insert(0, b"k", value(b"v"))?;
-        let (ticket, synced) = log.request_sync();
-        let synced = wait_for_ticket(ticket, synced)?;
+        let (log, ticket, synced) = one_requested_sync(dir.path(), Some(Fault::Write))?;
         assert!(synced.ticket < ticket, "a failed sync reported durable");
         assert!(synced.broken.is_some());
         assert!(matches!(
@@ -1457,11 +1457,7 @@ mod tests {
     #[test]
     fn a_sync_thread_that_panicked_fails_the_syncs_waiting_for_it() -> TestResult {
         let dir = tempfile::tempdir()?;
-        let log = RecordLog::open(dir.path(), true)?;
-        *lock(&log.shared.fault) = Some(Fault::Panic);
-        log.insert(0, b"k", value(b"v"))?;
-        let (ticket, synced) = log.request_sync();
-        let synced = wait_for_ticket(ticket, synced)?;
+        let (_log, ticket, synced) = one_requested_sync(dir.path(), Some(Fault::Panic))?;
         assert!(synced.ticket < ticket);
         assert_eq!(
             synced.broken.as_deref(),
