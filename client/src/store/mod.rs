@@ -328,15 +328,37 @@ pub struct Store {
     lock: DirLock,
 }
 
+/// Values kept per record (tree and key), each beside the sealed bytes it
+/// was made from; emptied when it holds [`DECODED_CACHE_ENTRIES`] (it only
+/// saves work).
+struct RecordCache<V> {
+    entries: HashMap<(Tree, Vec<u8>), V>,
+}
+
+impl<V> Default for RecordCache<V> {
+    fn default() -> Self {
+        Self {
+            entries: HashMap::new(),
+        }
+    }
+}
+
+impl<V> RecordCache<V> {
+    /// Keep `value` for `key` of `tree`, emptying the cache first if full.
+    fn keep(&mut self, tree: Tree, key: &[u8], value: V) {
+        if self.entries.len() >= DECODED_CACHE_ENTRIES {
+            self.entries.clear();
+        }
+        self.entries.insert((tree, key.to_vec()), value);
+    }
+}
+
 /// Records decoded from their sealed bytes, kept while the sealed bytes on
 /// disk stay the same. A rewrite seals under a fresh nonce, so the sealed
 /// bytes change with every write and a stale entry is never returned. The
 /// keys (sealed bytes) are ciphertext; the decoded values stay in memory
 /// only as long as the client would hold them anyway.
-#[derive(Default)]
-struct DecodedCache {
-    entries: HashMap<(Tree, Vec<u8>), Decoded>,
-}
+type DecodedCache = RecordCache<Decoded>;
 
 /// A record's sealed bytes and what they decoded to.
 type Decoded = (Value, Arc<dyn Any + Send + Sync>);
@@ -353,10 +375,7 @@ const DECODED_CACHE_ENTRIES: usize = 4096;
 /// [`OPENED_TREES`] and plaintexts up to [`OPENED_MAX_LEN`] bytes are kept
 /// (at most 16 MiB of plaintexts, with the sealed bytes each belongs to),
 /// zeroized when dropped, and dropped when their record is removed.
-#[derive(Default)]
-struct OpenedCache {
-    entries: HashMap<(Tree, Vec<u8>), Opened>,
-}
+type OpenedCache = RecordCache<Opened>;
 
 /// A record's sealed bytes and its plaintext.
 type Opened = (Value, Zeroizing<Vec<u8>>);
@@ -539,10 +558,7 @@ impl Store {
         value: Arc<dyn Any + Send + Sync>,
     ) {
         let mut cache = self.decoded.lock().unwrap_or_else(PoisonError::into_inner);
-        if cache.entries.len() >= DECODED_CACHE_ENTRIES {
-            cache.entries.clear();
-        }
-        cache.entries.insert((tree, key.to_vec()), (sealed, value));
+        cache.keep(tree, key, (sealed, value));
     }
 
     /// Keep `plaintext` as the opened record `key` of `tree` while its
@@ -556,13 +572,7 @@ impl Store {
             return;
         }
         let mut cache = self.opened.lock().unwrap_or_else(PoisonError::into_inner);
-        if cache.entries.len() >= DECODED_CACHE_ENTRIES {
-            cache.entries.clear();
-        }
-        cache.entries.insert(
-            (tree, key.to_vec()),
-            (sealed, Zeroizing::new(plaintext.to_vec())),
-        );
+        cache.keep(tree, key, (sealed, Zeroizing::new(plaintext.to_vec())));
     }
 
     /// Read and open a record.
