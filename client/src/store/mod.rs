@@ -329,7 +329,7 @@ pub struct Store {
 }
 
 /// Values kept per record (tree and key), each beside the sealed bytes it
-/// was made from; emptied when it holds [`DECODED_CACHE_ENTRIES`] (it only
+/// was made from; emptied when it holds [`RECORD_CACHE_ENTRIES`] (it only
 /// saves work).
 struct RecordCache<V> {
     entries: HashMap<(Tree, Vec<u8>), V>,
@@ -346,7 +346,7 @@ impl<V> Default for RecordCache<V> {
 impl<V> RecordCache<V> {
     /// Keep `value` for `key` of `tree`, emptying the cache first if full.
     fn keep(&mut self, tree: Tree, key: &[u8], value: V) {
-        if self.entries.len() >= DECODED_CACHE_ENTRIES {
+        if self.entries.len() >= RECORD_CACHE_ENTRIES {
             self.entries.clear();
         }
         self.entries.insert((tree, key.to_vec()), value);
@@ -363,9 +363,9 @@ type DecodedCache = RecordCache<Decoded>;
 /// A record's sealed bytes and what they decoded to.
 type Decoded = (Value, Arc<dyn Any + Send + Sync>);
 
-/// Entries kept at most; the cache is emptied when full (it only saves
-/// decoding work).
-const DECODED_CACHE_ENTRIES: usize = 4096;
+/// Entries each [`RecordCache`] keeps at most; it is emptied when full
+/// (it only saves decoding and opening work).
+const RECORD_CACHE_ENTRIES: usize = 4096;
 
 /// The plaintexts of records that a send writes and then reads back (its
 /// message, to advance its status; the peer's last-wrote time; whether
