@@ -3,7 +3,10 @@
 //! Records are keyed by `peer account (16) || message id (16)`, so ids
 //! chosen by one peer cannot collide with another's. A message's status
 //! only moves forward: pending → accepted → delivered → read, or
-//! pending → failed.
+//! pending → failed. A status change writes a one-byte record of its own
+//! (tree `MessageStatuses`, same key) instead of the whole message again:
+//! a message's status is that record's when there is one, else the one
+//! stored with the message; [`save`] folds it back in.
 
 use std::fmt;
 
@@ -212,6 +215,18 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<StoredMessage> {
     })
 }
 
+fn encode_status(status: Status) -> u8 {
+    // `to_i32` is 0 to 4.
+    status.to_i32() as u8
+}
+
+fn decode_status(bytes: &[u8]) -> Result<Status> {
+    match bytes {
+        [code] => Status::from_i32(i32::from(*code)),
+        _ => Err(ClientError::CorruptStore("a message status record".into())),
+    }
+}
+
 /// Check a text before it is written as a message: 1 to
 /// [`MAX_TEXT_LEN`] bytes. Every way of sending (this library, the CLI's
 /// commands, the TUI) refuses a longer one with the same
@@ -231,21 +246,25 @@ pub fn check_text(text: &str) -> Result<()> {
     Ok(())
 }
 
-/// Store a message (not flushed).
+/// Store a message (not flushed), with its status: a status record an
+/// earlier [`advance`] left is folded in (removed).
 pub fn save(store: &Store, message: &StoredMessage) -> Result<()> {
-    store.put(
-        Tree::Messages,
-        &key(&message.peer, &message.id),
-        &encode(message),
-    )
+    let key = key(&message.peer, &message.id);
+    store.put(Tree::Messages, &key, &encode(message))?;
+    store.remove(Tree::MessageStatuses, &key)
 }
 
 /// One message.
 pub fn get(store: &Store, peer: &AccountId, id: &MessageId) -> Result<Option<StoredMessage>> {
-    store
-        .get(Tree::Messages, &key(peer, id))?
-        .map(|bytes| decode(&bytes))
-        .transpose()
+    let key = key(peer, id);
+    let Some(bytes) = store.get(Tree::Messages, &key)? else {
+        return Ok(None);
+    };
+    let mut message = decode(&bytes)?;
+    if let Some(status) = store.get(Tree::MessageStatuses, &key)? {
+        message.status = decode_status(&status)?;
+    }
+    Ok(Some(message))
 }
 
 /// Whether a message is already stored (deduplication).
@@ -269,17 +288,32 @@ pub fn advance(
         return Ok(None);
     }
     message.status = next;
-    save(store, &message)?;
+    store.put(
+        Tree::MessageStatuses,
+        &key(peer, id),
+        &[encode_status(next)],
+    )?;
     Ok(Some(message))
 }
 
 /// The conversation with one peer, in the order this device stored it.
 pub fn history(store: &Store, peer: &AccountId) -> Result<Vec<StoredMessage>> {
-    let mut out = store
-        .scan(Tree::Messages, peer.as_bytes())?
+    let mut statuses = store
+        .scan(Tree::MessageStatuses, peer.as_bytes())?
         .into_iter()
-        .map(|(_, bytes)| decode(&bytes))
-        .collect::<Result<Vec<_>>>()?;
+        .peekable();
+    let mut out = Vec::new();
+    // Both scans are in key order, and a status record's message is
+    // always stored: one pass pairs them.
+    for (key, bytes) in store.scan(Tree::Messages, peer.as_bytes())? {
+        let mut message = decode(&bytes)?;
+        while let Some((status_key, status)) = statuses.next_if(|(k, _)| *k <= key) {
+            if status_key == key {
+                message.status = decode_status(&status)?;
+            }
+        }
+        out.push(message);
+    }
     out.sort_by_key(|m| m.sequence);
     Ok(out)
 }
@@ -327,6 +361,142 @@ pub fn outbox(store: &Store) -> Result<Vec<(AccountId, MessageId, Vec<u8>)>> {
 #[cfg(test)]
 mod tests {
     use super::Status::*;
+    use super::*;
+    use crate::store::FAST_TEST_KDF;
+
+    fn ids() -> (AccountId, MessageId) {
+        match AccountId::from_bytes(&[7; 16]) {
+            Ok(peer) => (peer, MessageId([9; MESSAGE_ID_LEN])),
+            Err(e) => panic!("account id: {e}"),
+        }
+    }
+
+    fn message(peer: AccountId, id: MessageId, sequence: u64) -> StoredMessage {
+        StoredMessage {
+            id,
+            peer,
+            outgoing: true,
+            body: "x".repeat(4000),
+            sent_at_ms: 1,
+            stored_at_ms: 2,
+            status: Pending,
+            sequence,
+        }
+    }
+
+    /// The status the message record itself holds (not the overlay).
+    fn status_in_message_record(store: &Store, peer: &AccountId, id: &MessageId) -> Status {
+        match store.get(Tree::Messages, &key(peer, id)) {
+            Ok(Some(bytes)) => decode(&bytes).map_or(Failed, |m| m.status),
+            _ => panic!("the message record is gone"),
+        }
+    }
+
+    #[test]
+    fn a_status_change_writes_the_status_not_the_message_again() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| ClientError::io("temp dir", e))?;
+        let store = Store::create(dir.path(), "pw-long-enough", FAST_TEST_KDF)?;
+        let (peer, id) = ids();
+        save(&store, &message(peer, id, 1))?;
+        let advanced = advance(&store, &peer, &id, Accepted)?.map(|m| m.status);
+        assert_eq!(advanced, Some(Accepted));
+        // The 4 KB message record is as it was written; the status is
+        // its own record, and every read sees it.
+        assert_eq!(status_in_message_record(&store, &peer, &id), Pending);
+        assert_eq!(get(&store, &peer, &id)?.map(|m| m.status), Some(Accepted));
+        assert_eq!(
+            advance(&store, &peer, &id, Delivered)?.map(|m| m.status),
+            Some(Delivered)
+        );
+        // Backwards is refused, as before.
+        assert_eq!(advance(&store, &peer, &id, Accepted)?, None);
+        assert_eq!(history(&store, &peer)?[0].status, Delivered);
+        // Durable across a reopen.
+        store.close()?;
+        let store = Store::open(dir.path(), "pw-long-enough")?;
+        assert_eq!(get(&store, &peer, &id)?.map(|m| m.status), Some(Delivered));
+        Ok(())
+    }
+
+    #[test]
+    fn history_pairs_each_message_with_its_own_status() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| ClientError::io("temp dir", e))?;
+        let store = Store::create(dir.path(), "pw-long-enough", FAST_TEST_KDF)?;
+        let (peer, _) = ids();
+        let other = AccountId::from_bytes(&[8; 16])?;
+        let id = |n: u8| MessageId([n; MESSAGE_ID_LEN]);
+        for n in 1..=5 {
+            save(&store, &message(peer, id(n), u64::from(n)))?;
+            save(&store, &message(other, id(n), u64::from(n)))?;
+        }
+        advance(&store, &peer, &id(2), Accepted)?;
+        advance(&store, &peer, &id(4), Failed)?;
+        advance(&store, &other, &id(1), Read)?;
+        let statuses: Vec<Status> = history(&store, &peer)?.iter().map(|m| m.status).collect();
+        assert_eq!(statuses, [Pending, Accepted, Pending, Failed, Pending]);
+        let statuses: Vec<Status> = history(&store, &other)?.iter().map(|m| m.status).collect();
+        assert_eq!(statuses, [Read, Pending, Pending, Pending, Pending]);
+        Ok(())
+    }
+
+    #[test]
+    fn saving_a_message_folds_its_status_record_in() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| ClientError::io("temp dir", e))?;
+        let store = Store::create(dir.path(), "pw-long-enough", FAST_TEST_KDF)?;
+        let (peer, id) = ids();
+        save(&store, &message(peer, id, 1))?;
+        advance(&store, &peer, &id, Accepted)?;
+        let Some(read_back) = get(&store, &peer, &id)? else {
+            panic!("the message is gone")
+        };
+        save(&store, &read_back)?;
+        assert!(!store.contains(Tree::MessageStatuses, &key(&peer, &id))?);
+        assert_eq!(status_in_message_record(&store, &peer, &id), Accepted);
+        assert_eq!(get(&store, &peer, &id)?.map(|m| m.status), Some(Accepted));
+        Ok(())
+    }
+
+    #[test]
+    fn deleting_a_conversation_deletes_its_statuses() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| ClientError::io("temp dir", e))?;
+        let store = Store::create(dir.path(), "pw-long-enough", FAST_TEST_KDF)?;
+        let (peer, id) = ids();
+        let other = AccountId::from_bytes(&[8; 16])?;
+        for account in [peer, other] {
+            save(&store, &message(account, id, 1))?;
+            advance(&store, &account, &id, Accepted)?;
+        }
+        crate::requests::delete(&store, &peer)?;
+        assert!(
+            store
+                .scan(Tree::MessageStatuses, peer.as_bytes())?
+                .is_empty()
+        );
+        assert!(history(&store, &peer)?.is_empty());
+        // The other conversation keeps its own.
+        assert_eq!(get(&store, &other, &id)?.map(|m| m.status), Some(Accepted));
+        Ok(())
+    }
+
+    #[test]
+    fn a_damaged_status_record_is_a_typed_error() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| ClientError::io("temp dir", e))?;
+        let store = Store::create(dir.path(), "pw-long-enough", FAST_TEST_KDF)?;
+        let (peer, id) = ids();
+        save(&store, &message(peer, id, 1))?;
+        for bad in [&[9u8][..], &[], &[1, 1]] {
+            store.put(Tree::MessageStatuses, &key(&peer, &id), bad)?;
+            assert!(matches!(
+                get(&store, &peer, &id),
+                Err(ClientError::CorruptStore(_))
+            ));
+            assert!(matches!(
+                history(&store, &peer),
+                Err(ClientError::CorruptStore(_))
+            ));
+        }
+        Ok(())
+    }
 
     #[test]
     fn statuses_never_go_backwards() {

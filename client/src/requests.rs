@@ -97,8 +97,10 @@ pub fn forget(store: &Store, peer: &AccountId) -> Result<()> {
 /// Delete everything stored of the conversation with `peer` (its
 /// history) and forget its request.
 pub fn delete(store: &Store, peer: &AccountId) -> Result<()> {
-    for (key, _) in store.scan(Tree::Messages, peer.as_bytes())? {
-        store.remove(Tree::Messages, &key)?;
+    for tree in [Tree::Messages, Tree::MessageStatuses] {
+        for (key, _) in store.scan(tree, peer.as_bytes())? {
+            store.remove(tree, &key)?;
+        }
     }
     forget(store, peer)
 }

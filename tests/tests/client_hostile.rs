@@ -159,7 +159,9 @@ impl Scene {
 
     /// The victim still works: a message to Mallory gets out, right after
     /// the `queued` envelopes the attack made it send (re-key requests).
-    async fn victim_still_sends(&mut self, queued: usize) {
+    /// Returns the key of the victim's message: accepted, so its status
+    /// record is written too.
+    async fn victim_still_sends(&mut self, queued: usize) -> Vec<u8> {
         let m = self.m();
         let sent = self
             .victim()
@@ -168,6 +170,7 @@ impl Scene {
             .expect("send");
         let envelopes = self.mallory.drain_envelopes(queued + 1).await;
         assert_eq!(envelopes[queued].message_id, sent.0.to_vec());
+        message_key(m, sent.0)
     }
 }
 
@@ -264,7 +267,7 @@ async fn a_maximal_envelope_is_read_and_the_queue_moves_on() {
             .any(|e| matches!(e, Event::Undecryptable { .. } | Event::Warning(_))),
         "{events:?}"
     );
-    scene.victim_still_sends(0).await;
+    let ours = scene.victim_still_sends(0).await;
 
     let after = scene.snapshot().await;
     let mut added = marker_keys(&before, &after);
@@ -279,6 +282,7 @@ async fn a_maximal_envelope_is_read_and_the_queue_moves_on() {
         &after,
         BTreeMap::from([
             ("messages", messages),
+            ("message_statuses", only_added([ours])),
             ("sessions", only_modified([session_key(m, 1)])),
         ]),
     );
@@ -351,7 +355,7 @@ async fn bit_flipped_ciphertexts_are_put_aside_with_a_bounded_number_of_rekeys()
         "{rekeys} re-keys for {FLIPS} flipped messages"
     );
     assert_eq!(scene.victim().quarantine_len().expect("count"), FLIPS);
-    scene.victim_still_sends(rekeys).await;
+    let ours = scene.victim_still_sends(rekeys).await;
     // Every flipped envelope was acknowledged: the relay holds nothing.
     scene
         .relay
@@ -370,6 +374,7 @@ async fn bit_flipped_ciphertexts_are_put_aside_with_a_bounded_number_of_rekeys()
     let mut expected = BTreeMap::from([
         ("quarantine", only_added(quarantine.added.clone())),
         ("messages", only_added(marker_keys(&before, &after))),
+        ("message_statuses", only_added([ours])),
         ("sessions", only_modified([session_key(m, 1)])),
     ]);
     assert_eq!(expected["messages"].added.len(), 2);
@@ -464,7 +469,7 @@ async fn forged_labels_are_refused_kept_as_evidence_and_never_rekey() {
         let content = Content::decode(&kept.plaintext[..]).expect("the plaintext is kept");
         assert_eq!(content.message_id, id.to_vec());
     }
-    scene.victim_still_sends(0).await;
+    let ours = scene.victim_still_sends(0).await;
     let after = scene.snapshot().await;
 
     let changes = after.changes_since(&before);
@@ -482,6 +487,7 @@ async fn forged_labels_are_refused_kept_as_evidence_and_never_rekey() {
         BTreeMap::from([
             ("evidence", only_added(evidence_keys)),
             ("messages", only_added(messages)),
+            ("message_statuses", only_added([ours])),
             ("sessions", only_modified([session_key(m, 1)])),
         ]),
     );
@@ -569,7 +575,7 @@ async fn control_bidi_and_zero_width_text_reaches_the_caller_unchanged() {
         1,
         "the address book is untouched"
     );
-    scene.victim_still_sends(0).await;
+    let ours = scene.victim_still_sends(0).await;
     let after = scene.snapshot().await;
 
     let changes = after.changes_since(&before);
@@ -585,6 +591,7 @@ async fn control_bidi_and_zero_width_text_reaches_the_caller_unchanged() {
         &after,
         BTreeMap::from([
             ("messages", only_added(changes["messages"].added.clone())),
+            ("message_statuses", only_added([ours])),
             ("quarantine", only_added(quarantine)),
             ("sessions", only_modified([session_key(m, 1)])),
             ("guards", quarantine_totals_written(&before)),

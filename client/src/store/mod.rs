@@ -177,11 +177,16 @@ pub enum Tree {
     /// Status posts received or posted, by poster account (16) || post id
     /// (16) (see `status`).
     StatusPosts,
+    /// A message's status once it moved past the one its `Messages`
+    /// record holds, same keys as `Messages`: a status change writes this
+    /// one byte rather than the whole message again (see
+    /// `messages::advance`).
+    MessageStatuses,
 }
 
 impl Tree {
     /// Every tree.
-    const ALL: [Self; 28] = [
+    const ALL: [Self; 29] = [
         Self::Account,
         Self::Sessions,
         Self::PreKeys,
@@ -210,6 +215,7 @@ impl Tree {
         Self::Franked,
         Self::ControlOutbox,
         Self::StatusPosts,
+        Self::MessageStatuses,
     ];
 
     /// The tree's number in the record log: fixed for good (a new tree
@@ -244,6 +250,7 @@ impl Tree {
             Self::Franked => 25,
             Self::ControlOutbox => 26,
             Self::StatusPosts => 27,
+            Self::MessageStatuses => 28,
         }
     }
 
@@ -277,6 +284,7 @@ impl Tree {
             Self::Franked => "franked",
             Self::ControlOutbox => "control_outbox",
             Self::StatusPosts => "status_posts",
+            Self::MessageStatuses => "message_statuses",
         }
     }
 

@@ -316,11 +316,12 @@ impl Hostile {
 }
 
 /// Every tree of the client store that a snapshot reads.
-const TREES: [(Tree, &str); 13] = [
+const TREES: [(Tree, &str); 14] = [
     (Tree::Account, "account"),
     (Tree::Sessions, "sessions"),
     (Tree::PreKeys, "prekeys"),
     (Tree::Messages, "messages"),
+    (Tree::MessageStatuses, "message_statuses"),
     (Tree::Outbox, "outbox"),
     // The address book (sealed records; the older plaintext-keyed tree
     // is emptied when a store is opened).
