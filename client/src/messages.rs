@@ -364,6 +364,13 @@ mod tests {
     use super::*;
     use crate::store::FAST_TEST_KDF;
 
+    /// A fresh store in a temporary directory (kept while it is open).
+    fn new_store() -> Result<(tempfile::TempDir, Store)> {
+        let dir = tempfile::tempdir().map_err(|e| ClientError::io("temp dir", e))?;
+        let store = Store::create(dir.path(), "pw-long-enough", FAST_TEST_KDF)?;
+        Ok((dir, store))
+    }
+
     fn ids() -> (AccountId, MessageId) {
         match AccountId::from_bytes(&[7; 16]) {
             Ok(peer) => (peer, MessageId([9; MESSAGE_ID_LEN])),
@@ -394,8 +401,7 @@ mod tests {
 
     #[test]
     fn a_status_change_writes_the_status_not_the_message_again() -> Result<()> {
-        let dir = tempfile::tempdir().map_err(|e| ClientError::io("temp dir", e))?;
-        let store = Store::create(dir.path(), "pw-long-enough", FAST_TEST_KDF)?;
+        let (dir, store) = new_store()?;
         let (peer, id) = ids();
         save(&store, &message(peer, id, 1))?;
         let advanced = advance(&store, &peer, &id, Accepted)?.map(|m| m.status);
@@ -420,8 +426,7 @@ mod tests {
 
     #[test]
     fn history_pairs_each_message_with_its_own_status() -> Result<()> {
-        let dir = tempfile::tempdir().map_err(|e| ClientError::io("temp dir", e))?;
-        let store = Store::create(dir.path(), "pw-long-enough", FAST_TEST_KDF)?;
+        let (_dir, store) = new_store()?;
         let (peer, _) = ids();
         let other = AccountId::from_bytes(&[8; 16])?;
         let id = |n: u8| MessageId([n; MESSAGE_ID_LEN]);
@@ -441,8 +446,7 @@ mod tests {
 
     #[test]
     fn saving_a_message_folds_its_status_record_in() -> Result<()> {
-        let dir = tempfile::tempdir().map_err(|e| ClientError::io("temp dir", e))?;
-        let store = Store::create(dir.path(), "pw-long-enough", FAST_TEST_KDF)?;
+        let (_dir, store) = new_store()?;
         let (peer, id) = ids();
         save(&store, &message(peer, id, 1))?;
         advance(&store, &peer, &id, Accepted)?;
@@ -458,8 +462,7 @@ mod tests {
 
     #[test]
     fn deleting_a_conversation_deletes_its_statuses() -> Result<()> {
-        let dir = tempfile::tempdir().map_err(|e| ClientError::io("temp dir", e))?;
-        let store = Store::create(dir.path(), "pw-long-enough", FAST_TEST_KDF)?;
+        let (_dir, store) = new_store()?;
         let (peer, id) = ids();
         let other = AccountId::from_bytes(&[8; 16])?;
         for account in [peer, other] {
@@ -480,8 +483,7 @@ mod tests {
 
     #[test]
     fn a_damaged_status_record_is_a_typed_error() -> Result<()> {
-        let dir = tempfile::tempdir().map_err(|e| ClientError::io("temp dir", e))?;
-        let store = Store::create(dir.path(), "pw-long-enough", FAST_TEST_KDF)?;
+        let (_dir, store) = new_store()?;
         let (peer, id) = ids();
         save(&store, &message(peer, id, 1))?;
         for bad in [&[9u8][..], &[], &[1, 1]] {
