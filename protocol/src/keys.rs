@@ -298,10 +298,7 @@ role_signing_keys!(
 /// The full key as 64 lowercase hex digits (a public key: safe to show).
 impl fmt::Display for OperatorKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for byte in self.0.as_bytes() {
-            write!(f, "{byte:02x}")?;
-        }
-        Ok(())
+        f.write_str(&hex::encode(self.0.as_bytes()))
     }
 }
 
@@ -390,4 +387,22 @@ fn canonical_ed25519(what: &'static str, bytes: &[u8; KEY_LEN]) -> Result<Verify
         return Err(Error::InvalidKey { what });
     }
     Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_operator_key_shows_as_its_bytes_in_lowercase_hex() {
+        let key = OperatorKeyPair::generate(&mut rand::rng()).public();
+        let shown = key.to_string();
+        assert_eq!(shown.len(), 64);
+        assert!(
+            shown
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+        );
+        assert_eq!(hex::decode(&shown).ok(), Some(key.to_bytes().to_vec()));
+    }
 }

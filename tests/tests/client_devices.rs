@@ -63,11 +63,7 @@ async fn a_linked_device_sees_both_sides_and_a_removed_one_stops_receiving() {
     // relay presents is refused, and the laptop stays unlinked.
     let (prefix, _key) = approval.rsplit_once(':').expect("approval format");
     let other_key = comptoir_protocol::AccountKeyPair::generate(&mut rand::rng()).public();
-    let forged: String = other_key
-        .to_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let forged = hex::encode(other_key.to_bytes());
     assert!(matches!(
         laptop
             .finish_link(&url(&relay), &format!("{prefix}:{forged}"))

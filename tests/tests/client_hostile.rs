@@ -143,7 +143,7 @@ impl Scene {
     /// reports up to and including the marker (queues are delivered in
     /// order, so everything sent before it was processed).
     async fn events_until_marker(&mut self) -> Vec<Event> {
-        let marker = format!("marker {}", hex(&new_id()));
+        let marker = format!("marker {}", hex::encode(new_id()));
         let (v, device) = (self.v(), self.device());
         self.mallory
             .send_content(v, device, &text(new_id(), &marker))
@@ -172,10 +172,6 @@ impl Scene {
         assert_eq!(envelopes[queued].message_id, sent.0.to_vec());
         message_key(m, sent.0)
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The keys of the messages a snapshot's history gained whose text is
@@ -208,7 +204,11 @@ fn assert_changes(
 }
 
 fn remove_key(set: &mut BTreeSet<Vec<u8>>, key: &[u8]) {
-    assert!(set.remove(key), "expected {} in the change", hex(key));
+    assert!(
+        set.remove(key),
+        "expected {} in the change",
+        hex::encode(key)
+    );
 }
 
 #[tokio::test]
