@@ -303,3 +303,45 @@ async fn a_relay_requiring_a_phone_refuses_writing_to_a_business_until_one_is_ve
     let (_, shown) = wait_message(&mut shop, customer.account_id()).await;
     assert_eq!(shown, "hello shop");
 }
+
+/// A number proved by another account leaves its earlier holder: with
+/// `require_phone_for_business`, the earlier holder is again an account
+/// without a verified number (before, its record kept the number, so one
+/// SIM could verify any number of accounts for good).
+#[tokio::test]
+async fn an_account_whose_number_moved_away_no_longer_counts_as_verified() {
+    let relay = start_relay_with(|c| c.limits.require_phone_for_business = true).await;
+    let (shop_dir, alice_dir, bob_dir) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let mut shop = registered_as(&relay, shop_dir.path(), "shop passphrase", Business).await;
+    let mut alice = registered(&relay, alice_dir.path(), "alice passphrase").await;
+    let mut bob = registered(&relay, bob_dir.path(), "bob passphrase").await;
+    let phone = "+447700900123";
+    for client in [&mut alice, &mut bob] {
+        client
+            .request_phone_code(phone)
+            .await
+            .expect("code request");
+        let code = relay.codes.last_for(phone).expect("a code was sent");
+        client
+            .verify_phone(phone, &code, false)
+            .await
+            .expect("verified");
+        client
+            .send_text(shop.account_id(), "hello shop")
+            .await
+            .expect("a verified account writes to a business");
+        let (_, shown) = wait_message(&mut shop, client.account_id()).await;
+        assert_eq!(shown, "hello shop");
+    }
+    match alice.send_text(shop.account_id(), "still me").await {
+        Err(ClientError::Relay { code, .. }) => assert_eq!(code, ErrorCode::PhoneRequired),
+        other => panic!("the number's earlier holder still counts as verified: {other:?}"),
+    }
+    bob.send_text(shop.account_id(), "and me")
+        .await
+        .expect("the number's new holder is verified");
+}

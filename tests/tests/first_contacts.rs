@@ -125,3 +125,41 @@ async fn a_verified_phone_number_lifts_the_cap() {
             .await,
     );
 }
+
+/// A send the store refuses (the recipient's queue is full) started no
+/// conversation: it neither counts towards the day's cap nor marks the pair
+/// as having talked (before, the count was taken before the write, so a
+/// refused send used up the sender's quota).
+#[tokio::test]
+async fn a_send_the_store_refuses_does_not_count_as_a_new_conversation() {
+    let relay = start_relay_with(|c| {
+        c.limits.new_conversations_per_day_without_phone = 1;
+        c.limits.max_queue_per_device = 1;
+    })
+    .await;
+    let mut all = people(&relay, 4).await;
+    let ids: Vec<_> = all.iter().map(|(a, _)| a.id).collect();
+    // Carol fills Bob's one-envelope queue.
+    let (_, carol) = &mut all[2];
+    accepted(
+        &carol
+            .request(send_body(&ids[1], &[1], id(1), b"hi bob"))
+            .await,
+    );
+    let (_, alice) = &mut all[0];
+    let refused = alice
+        .request(send_body(&ids[1], &[1], id(2), b"hi bob"))
+        .await;
+    assert_eq!(error_code(&refused), ErrorCode::QueueFull, "{refused:?}");
+    // Alice's one new conversation of the day is still hers to start.
+    accepted(
+        &alice
+            .request(send_body(&ids[3], &[1], id(3), b"hi dave"))
+            .await,
+    );
+    // And the refused send did not make Alice and Bob a pair that talked.
+    let again = alice
+        .request(send_body(&ids[1], &[1], id(4), b"hi bob again"))
+        .await;
+    assert_eq!(error_code(&again), ErrorCode::QuotaExceeded, "{again:?}");
+}

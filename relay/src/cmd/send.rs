@@ -256,12 +256,13 @@ pub(crate) async fn send_checked<
         copies.push((d.device_id, envelope));
     }
     let devices: Vec<u32> = copies.iter().map(|(d, _)| *d).collect();
-    if conversation_message {
-        relay
-            .store
-            .note_contact(sender, recipient, day, server_timestamp_ms)
-            .await?;
-    }
+    // Noted once the message is stored: a send the store refuses starts
+    // no conversation.
+    let contact = conversation_message.then_some(Contact {
+        sender,
+        day,
+        at_ms: server_timestamp_ms,
+    });
     let mut accounting = policy::accounting(
         &sender_record,
         &recipient_record,
@@ -344,7 +345,7 @@ pub(crate) async fn send_checked<
     Ok(Reply::Later(
         async move {
             finish(
-                relay, request_id, message_id, recipient, devices, message, max_queue,
+                relay, request_id, message_id, recipient, devices, message, max_queue, contact,
             )
             .await
         }
@@ -390,7 +391,38 @@ fn refusal_error(refusal: Refusal, list: Option<&StoredDeviceList>) -> RelayErro
     }
 }
 
-async fn finish<S: Mailbox>(
+/// A conversation message's first-contact note: `sender` wrote to the
+/// recipient at `at_ms`, on UTC `day` (see [`FirstContacts::note_contact`]).
+#[derive(Clone, Copy)]
+struct Contact {
+    sender: comptoir_protocol::AccountId,
+    day: u64,
+    at_ms: u64,
+}
+
+/// Note a stored conversation message's first contact. Its failure is
+/// logged, not returned: the message is stored and is answered `Accepted`
+/// (a crash between the two leaves the pair unnoted, so its next message
+/// counts as new again; a re-send of the same message notes it).
+async fn note_contact<S: FirstContacts>(
+    relay: &crate::state::Relay<S>,
+    recipient: comptoir_protocol::AccountId,
+    contact: Option<Contact>,
+) {
+    let Some(Contact { sender, day, at_ms }) = contact else {
+        return;
+    };
+    if let Err(error) = relay
+        .store
+        .note_contact(sender, recipient, day, at_ms)
+        .await
+    {
+        tracing::error!(%error, "noting a first contact failed");
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn finish<S: Mailbox + FirstContacts>(
     relay: Arc<crate::state::Relay<S>>,
     request_id: u64,
     message_id: [u8; MESSAGE_ID_LEN],
@@ -398,6 +430,7 @@ async fn finish<S: Mailbox>(
     devices: Vec<u32>,
     message: NewMessage,
     max_queue: u64,
+    contact: Option<Contact>,
 ) -> Completion {
     let accepted = |server_timestamp_ms, accept_id| {
         frame::server(
@@ -413,6 +446,7 @@ async fn finish<S: Mailbox>(
     let outcome = relay.store.enqueue(message, max_queue).await;
     let error = match outcome {
         Ok(Enqueued::Stored { accept_id }) => {
+            note_contact(&relay, recipient, contact).await;
             crate::fault::hit("before-accepted");
             let n = devices.len() as u64;
             relay.metrics.envelopes_accepted.fetch_add(n, Relaxed);
@@ -431,6 +465,7 @@ async fn finish<S: Mailbox>(
             server_timestamp_ms,
             accept_id,
         }) => {
+            note_contact(&relay, recipient, contact).await;
             relay.metrics.envelopes_duplicate.fetch_add(1, Relaxed);
             return Completion {
                 frame: Some(accepted(server_timestamp_ms, accept_id)),

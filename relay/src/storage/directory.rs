@@ -162,7 +162,8 @@ pub trait Directory: Send + Sync + 'static {
     ) -> impl Future<Output = StorageResult<bool>> + Send;
 
     /// Bind a verified phone number (E.164) to an account, and note it in
-    /// the account's record.
+    /// the account's record; an earlier holder's record no longer names it
+    /// (one step).
     fn bind_phone(
         &self,
         phone: &str,

@@ -809,18 +809,31 @@ impl Directory for SledStore {
     ) -> StorageResult<()> {
         let mut value = account.to_vec();
         value.push(u8::from(discoverable));
+        let corrupt =
+            || ConflictableTransactionError::Abort(StorageError::Corrupt("account_records"));
         (&self.phones, &self.records)
             .transaction(|(phones, records)| {
-                phones.insert(phone.as_bytes(), value.as_slice())?;
+                let earlier = phones.insert(phone.as_bytes(), value.as_slice())?;
+                // The number leaves its earlier holder's record (if that
+                // record still names it): only one account holds a number.
+                if let Some(earlier) = earlier
+                    && let Ok((holder, _)) = decode_phone(&earlier)
+                    && holder != account
+                    && let Some(bytes) = records.get(holder.as_bytes())?
+                {
+                    let mut record =
+                        EncodedRecord::decode(bytes.as_ref()).map_err(|_| corrupt())?;
+                    if record.phone_number == phone {
+                        record.phone_number.clear();
+                        record.discoverable = false;
+                        records.insert(holder.as_bytes().as_slice(), record.encode_to_vec())?;
+                    }
+                }
                 // No record: an account from before records existed.
                 let Some(bytes) = records.get(account.as_bytes())? else {
                     return Ok(());
                 };
-                let Ok(mut record) = EncodedRecord::decode(bytes.as_ref()) else {
-                    return Err(ConflictableTransactionError::Abort(StorageError::Corrupt(
-                        "account_records",
-                    )));
-                };
+                let mut record = EncodedRecord::decode(bytes.as_ref()).map_err(|_| corrupt())?;
                 record.phone_number = phone.to_string();
                 record.discoverable = discoverable;
                 records.insert(account.as_bytes().as_slice(), record.encode_to_vec())?;
