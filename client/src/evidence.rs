@@ -4,6 +4,9 @@
 //! them into reports.
 //!
 //! Records are keyed by `sender account (16) || envelope message id (16)`.
+//! They are bounded per sender and all together (see [`save`]), so
+//! neither one sender nor many (a relay can make accounts at will) can
+//! fill this device's disk.
 
 use std::fmt;
 
@@ -21,6 +24,13 @@ const EVIDENCE_RECORD_VERSION: u32 = 1;
 /// while one that keeps relabelling cannot fill this device's disk. Past
 /// it, messages are still refused (and acknowledged), just not kept.
 pub const MAX_EVIDENCE_PER_SENDER: usize = 100;
+/// Refused messages kept at most, all senders together (a relay can make
+/// accounts at will, and each could fill its own share).
+pub const MAX_EVIDENCE: usize = 2000;
+/// Stored bytes of evidence records at most (sealed sizes), all senders
+/// together: room for two thousand ordinary messages, or about a hundred
+/// maximal ones.
+pub const MAX_EVIDENCE_BYTES: usize = 32 * 1024 * 1024;
 
 /// One refused message.
 #[derive(Clone)]
@@ -89,14 +99,31 @@ fn key(from: &AccountId, envelope: &Envelope) -> Vec<u8> {
     k
 }
 
-/// Keep a refused message (replacing an earlier copy of the same
-/// envelope). Returns whether it was kept: not once the sender has
-/// [`MAX_EVIDENCE_PER_SENDER`] records.
+/// What sealing adds to a record at most (nonce, tag, tree and key
+/// binding), for the byte bound.
+const SEALED_EXTRA_MAX: usize = 256;
+
+/// Keep a refused message. Returns whether a copy of its envelope is
+/// kept: the first one is (a later message under the same sender and id
+/// does not replace it); a new one is not once the sender has
+/// [`MAX_EVIDENCE_PER_SENDER`] records, or once all senders' records reach
+/// [`MAX_EVIDENCE`] or [`MAX_EVIDENCE_BYTES`]. Past the bounds a message
+/// is still refused and acknowledged, just not kept.
 pub fn save(store: &Store, evidence: &Evidence) -> Result<bool> {
+    save_bounded(store, evidence, MAX_EVIDENCE, MAX_EVIDENCE_BYTES)
+}
+
+fn save_bounded(
+    store: &Store,
+    evidence: &Evidence,
+    max_count: usize,
+    max_bytes: usize,
+) -> Result<bool> {
     let key = key(&evidence.from, &evidence.envelope);
-    if !store.contains(Tree::Evidence, &key)?
-        && store.count(Tree::Evidence, evidence.from.as_bytes())? >= MAX_EVIDENCE_PER_SENDER
-    {
+    if store.contains(Tree::Evidence, &key)? {
+        return Ok(true);
+    }
+    if store.count(Tree::Evidence, evidence.from.as_bytes())? >= MAX_EVIDENCE_PER_SENDER {
         return Ok(false);
     }
     let label = evidence
@@ -114,6 +141,13 @@ pub fn save(store: &Store, evidence: &Evidence) -> Result<bool> {
         }
         .encode_to_vec(),
     );
+    // Refusals are rare: the store-wide bounds are checked from the
+    // records' sizes (nothing opened) rather than kept as totals.
+    let sizes = store.sizes(Tree::Evidence, b"")?;
+    let bytes: usize = sizes.iter().map(|(_, len)| len).sum();
+    if sizes.len() >= max_count || bytes + record.len() + SEALED_EXTRA_MAX > max_bytes {
+        return Ok(false);
+    }
     store.put(Tree::Evidence, &key, &record)?;
     Ok(true)
 }
@@ -184,7 +218,7 @@ mod tests {
         for n in 0..MAX_EVIDENCE_PER_SENDER as u8 {
             assert!(save(&store, &evidence(mallory, n))?);
         }
-        // The same envelope again replaces its record; a new one is not kept.
+        // The same envelope again is kept already; a new one is not kept.
         assert!(save(&store, &evidence(mallory, 0))?);
         assert!(!save(&store, &evidence(mallory, 200))?);
         // Another sender is not affected.
@@ -195,6 +229,81 @@ mod tests {
         assert_eq!(first.label, Some(Label::Category));
         assert_eq!(first.plaintext.as_slice(), &[0u8; 8]);
         assert!(!format!("{first:?}").contains("plaintext"));
+        Ok(())
+    }
+
+    /// A sender cannot replace the evidence kept of its envelope with
+    /// another message under the same id (before, a save replaced it).
+    #[test]
+    fn the_first_copy_of_an_envelope_is_the_one_kept() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| ClientError::io("temp dir", e))?;
+        let store = Store::create(dir.path(), "pw-long-enough", FAST_TEST_KDF)?;
+        let Ok(mallory) = AccountId::from_bytes(&[1; 16]) else {
+            panic!("id")
+        };
+        assert!(save(&store, &evidence(mallory, 7))?);
+        let mut other = evidence(mallory, 7);
+        other.plaintext = vec![9; 8].into();
+        other.refusal = "something else".into();
+        assert!(save(&store, &other)?, "a copy of that envelope is kept");
+        let kept = all(&store)?;
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].plaintext.as_slice(), &[7u8; 8]);
+        assert_eq!(kept[0].refusal, "label mismatch: category");
+        Ok(())
+    }
+
+    /// Many senders together cannot fill the disk: past the store-wide
+    /// bounds nothing more is kept (before, only the per-sender count
+    /// bounded it: a relay making accounts at will could add ~13 MB each).
+    /// Smaller bounds than the shipped ones, for the test's speed.
+    #[test]
+    fn evidence_is_bounded_across_senders() -> Result<()> {
+        const { assert!(MAX_EVIDENCE * 4096 <= MAX_EVIDENCE_BYTES) };
+        const { assert!(MAX_EVIDENCE_PER_SENDER < MAX_EVIDENCE) };
+        let (max_count, max_bytes) = (60, 1024 * 1024);
+        let dir = tempfile::tempdir().map_err(|e| ClientError::io("temp dir", e))?;
+        let store = Store::create(dir.path(), "pw-long-enough", FAST_TEST_KDF)?;
+        let sender = |n: u8| {
+            AccountId::from_bytes(&[n; 16]).map_err(|_| ClientError::CorruptStore("id".into()))
+        };
+        let big = |from: AccountId, n: u8| {
+            let mut e = evidence(from, n);
+            e.envelope.ciphertext = vec![n; 32 * 1024];
+            e.plaintext = vec![n; 32 * 1024].into();
+            e
+        };
+        let mut kept = 0usize;
+        for s in 0..8u8 {
+            for n in 0..4u8 {
+                kept += usize::from(save_bounded(
+                    &store,
+                    &big(sender(s)?, n),
+                    max_count,
+                    max_bytes,
+                )?);
+            }
+        }
+        let stored: usize = store
+            .sizes(Tree::Evidence, b"")?
+            .iter()
+            .map(|(_, len)| len)
+            .sum();
+        assert!(stored <= max_bytes, "{stored} bytes kept");
+        assert!((1..32).contains(&kept), "{kept} of 32 kept");
+        // Small ones are bounded by count.
+        for s in 100..120u8 {
+            for n in 0..5u8 {
+                kept += usize::from(save_bounded(
+                    &store,
+                    &evidence(sender(s)?, n),
+                    max_count,
+                    max_bytes,
+                )?);
+            }
+        }
+        assert_eq!(kept, max_count);
+        assert_eq!(all(&store)?.len(), max_count);
         Ok(())
     }
 }

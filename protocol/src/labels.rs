@@ -173,7 +173,8 @@ pub fn first_difference(labels: &Labels, envelope: &Envelope) -> Option<Label> {
 }
 
 /// Whether the body is something a client displays (text, a template
-/// instance, an attachment, an interactive message or a choice in one).
+/// instance, an attachment, an interactive message or a choice in one, a
+/// pressed quick-reply button).
 pub fn is_visible(body: &content::Body) -> bool {
     matches!(
         body,
@@ -182,6 +183,7 @@ pub fn is_visible(body: &content::Body) -> bool {
             | content::Body::Attachment(_)
             | content::Body::Interactive(_)
             | content::Body::InteractiveReply(_)
+            | content::Body::ButtonReply(_)
     )
 }
 
@@ -327,6 +329,29 @@ mod tests {
                 c.labels = None;
             }
             assert_eq!(check(&c, &env), expected, "{category:?} {body:?} {bound}");
+        }
+    }
+
+    /// Every body the client library shows as a message (history and an
+    /// event) is refused when labelled control; a pressed quick-reply
+    /// button was not, and showed.
+    #[test]
+    fn every_body_a_client_shows_is_refused_labelled_control() {
+        use crate::proto::content::{
+            AttachmentPointer, ButtonReply, Interactive, InteractiveReply, TemplateInstance,
+        };
+        let shown = [
+            text(),
+            content::Body::Template(TemplateInstance::default()),
+            content::Body::Attachment(AttachmentPointer::default()),
+            content::Body::Interactive(Interactive::default()),
+            content::Body::InteractiveReply(InteractiveReply::default()),
+            content::Body::ButtonReply(ButtonReply::default()),
+        ];
+        for body in shown {
+            let env = envelope(Category::Control);
+            let c = content(&env, body.clone());
+            assert_eq!(check(&c, &env), Err(LabelError::ControlVisible), "{body:?}");
         }
     }
 

@@ -60,7 +60,8 @@ impl Client {
         )?;
         if !kept {
             self.events.push_back(Event::Warning(format!(
-                "{from} keeps sending refused messages; this one was not kept as evidence"
+                "a refused message from {from} was not kept as evidence: the evidence this \
+                 device keeps (of this sender, or of all) is full"
             )));
         }
         Ok(Some(Event::Refused { from, id, reason }))

@@ -259,9 +259,12 @@ impl Client {
                 Some(*id)
             }
             // The peer wrote to this account: the window it opens, for a
-            // business's screens.
+            // business's screens (a conversation message only, as the
+            // relay counts it).
             Some(Event::QuickReply { id, .. } | Event::InteractiveReply { id, .. }) => {
-                rule_checks::record_heard(&self.store, &from, envelope.server_timestamp_ms)?;
+                if envelope.category() == Category::Conversation {
+                    rule_checks::record_heard(&self.store, &from, envelope.server_timestamp_ms)?;
+                }
                 Some(*id)
             }
             // Another device of this account wrote: its window counts.
@@ -374,8 +377,8 @@ impl Client {
         )?;
         if !kept {
             self.events.push_back(Event::Warning(format!(
-                "message {id} from {from} breaks a rule but is not kept as evidence: this \
-                 sender's evidence is full"
+                "message {id} from {from} breaks a rule but is not kept as evidence: the \
+                 evidence this device keeps (of this sender, or of all) is full"
             )));
         }
         Ok(())
