@@ -6,7 +6,7 @@
 
 use comptoir_protocol::frame::{FRAME_VERSION, encode_server};
 use comptoir_protocol::proto::wire::{self, server_frame::Body};
-use prost::encoding::{encode_varint, encoded_len_varint};
+use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len};
 
 use crate::franking::RelayTag;
 
@@ -25,12 +25,21 @@ pub fn ok(request_id: u64) -> Vec<u8> {
 
 /// The size of [`deliver`]'s frame for an envelope of `envelope_len` bytes.
 pub fn deliver_len(envelope_len: usize) -> usize {
-    let inner_len = 1 + encoded_len_varint(envelope_len as u64) + envelope_len;
-    1 + 1 + encoded_len_varint(inner_len as u64) + inner_len
+    let inner_len =
+        key_len(DELIVER_ENVELOPE) + encoded_len_varint(envelope_len as u64) + envelope_len;
+    1 + key_len(SERVER_FRAME_DELIVER) + encoded_len_varint(inner_len as u64) + inner_len
 }
 
-/// Tag of `Envelope.accept_id` (field 13, varint).
-const ACCEPT_ID_TAG: u8 = 13 << 3;
+/// `ServerFrame.deliver` (field 5, a message).
+const SERVER_FRAME_DELIVER: u32 = 5;
+/// `Deliver.envelope` (field 1, bytes).
+const DELIVER_ENVELOPE: u32 = 1;
+/// `Deliver.relay_franking_tag` (field 2, bytes).
+const DELIVER_RELAY_TAG: u32 = 2;
+/// `Deliver.relay_franking_key_id` (field 3, varint).
+const DELIVER_RELAY_KEY_ID: u32 = 3;
+/// `Envelope.accept_id` (field 13, varint).
+const ENVELOPE_ACCEPT_ID: u32 = 13;
 
 /// Most bytes [`with_accept_id`] adds to an envelope.
 pub const ACCEPT_ID_FIELD_MAX: usize = 1 + 10;
@@ -43,7 +52,7 @@ pub fn with_accept_id(envelope: &[u8], accept_id: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity(envelope.len() + ACCEPT_ID_FIELD_MAX);
     out.extend_from_slice(envelope);
     if accept_id != 0 {
-        out.push(ACCEPT_ID_TAG);
+        encode_key(ENVELOPE_ACCEPT_ID, WireType::Varint, &mut out);
         encode_varint(accept_id, &mut out);
     }
     out
@@ -72,42 +81,47 @@ pub fn deliver_stored(stored: &[u8], accept_id: u64, relay_tag: Option<&RelayTag
     let accept_id_len = if accept_id == 0 {
         0
     } else {
-        1 + encoded_len_varint(accept_id)
+        key_len(ENVELOPE_ACCEPT_ID) + encoded_len_varint(accept_id)
     };
     let envelope_len = stored.len() + accept_id_len;
     // Deliver { envelope = 1, relay_franking_tag = 2, relay_franking_key_id
-    // = 3 } inside ServerFrame { deliver = 5 }. Only the tags are written
-    // by hand (the varints are prost's): building a `wire::Envelope` would
-    // decode and re-encode every stored envelope on the push path. No
-    // separate measurement of that saving is recorded; the tests below pin
-    // the bytes to prost's own encoding.
+    // = 3 } inside ServerFrame { deliver = 5 }, with prost's encoding
+    // functions field by field: building a `wire::Envelope` would decode
+    // and re-encode every stored envelope on the push path. The tests
+    // below pin the bytes to prost's encoding of the whole message.
     let tag_len = relay_tag.map_or(0, |t| {
-        1 + 1
+        key_len(DELIVER_RELAY_TAG)
+            + encoded_len_varint(t.tag.len() as u64)
             + t.tag.len()
             + if t.key_id == 0 {
                 0
             } else {
-                1 + encoded_len_varint(u64::from(t.key_id))
+                key_len(DELIVER_RELAY_KEY_ID) + encoded_len_varint(u64::from(t.key_id))
             }
     });
-    let inner_len = 1 + encoded_len_varint(envelope_len as u64) + envelope_len + tag_len;
-    let mut out = Vec::with_capacity(1 + 1 + encoded_len_varint(inner_len as u64) + inner_len);
+    let inner_len = key_len(DELIVER_ENVELOPE)
+        + encoded_len_varint(envelope_len as u64)
+        + envelope_len
+        + tag_len;
+    let mut out = Vec::with_capacity(
+        1 + key_len(SERVER_FRAME_DELIVER) + encoded_len_varint(inner_len as u64) + inner_len,
+    );
     out.push(FRAME_VERSION);
-    out.push((5 << 3) | 2);
+    encode_key(SERVER_FRAME_DELIVER, WireType::LengthDelimited, &mut out);
     encode_varint(inner_len as u64, &mut out);
-    out.push((1 << 3) | 2);
+    encode_key(DELIVER_ENVELOPE, WireType::LengthDelimited, &mut out);
     encode_varint(envelope_len as u64, &mut out);
     out.extend_from_slice(stored);
     if accept_id != 0 {
-        out.push(ACCEPT_ID_TAG);
+        encode_key(ENVELOPE_ACCEPT_ID, WireType::Varint, &mut out);
         encode_varint(accept_id, &mut out);
     }
     if let Some(t) = relay_tag {
-        out.push((2 << 3) | 2);
+        encode_key(DELIVER_RELAY_TAG, WireType::LengthDelimited, &mut out);
         encode_varint(t.tag.len() as u64, &mut out);
         out.extend_from_slice(&t.tag);
         if t.key_id != 0 {
-            out.push(3 << 3);
+            encode_key(DELIVER_RELAY_KEY_ID, WireType::Varint, &mut out);
             encode_varint(u64::from(t.key_id), &mut out);
         }
     }
