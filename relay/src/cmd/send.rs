@@ -21,16 +21,11 @@ use crate::policy::{
 use crate::session::{Completion, EncodeFrame, Reply, Session};
 use crate::storage::{
     AcceptEffects, AccountRecord, Billed, BilledCategory, ConsentSeen, Directory, Enqueued,
-    FirstContacts, MESSAGE_ID_LEN, Mailbox, NewMessage, Quality, ReachLimit, Reports,
+    FirstContacts, MESSAGE_ID_LEN, Mailbox, NewMessage, Priced, Quality, ReachLimit, Reports,
     StoredDeviceList, Templates,
 };
 
 const DAY_MS: u64 = 24 * 60 * 60 * 1000;
-
-/// Longest template id a send may carry (template ids are short names).
-pub(crate) const MAX_TEMPLATE_ID_LEN: usize = 128;
-/// Longest franking tag a send may carry (an HMAC-SHA256 is 32 bytes).
-pub(crate) const MAX_FRANKING_TAG_LEN: usize = 64;
 
 pub(crate) async fn send<S: Directory + Mailbox + Templates + FirstContacts + Quality + Reports>(
     session: &mut Session<S>,
@@ -166,7 +161,9 @@ pub(crate) async fn send_checked<
             sender_device,
             category: request.category,
             template_id: &request.template_id,
+            franking_tag_len: request.franking_tag.len(),
             ciphertexts: &ciphertexts,
+            status_key: status_key.is_some(),
         },
         conversation: Conversation {
             blocked,
@@ -181,45 +178,22 @@ pub(crate) async fn send_checked<
                 .config
                 .limits
                 .new_conversations_per_day_without_phone,
+            requires_franking: relay.config.requires_franking(),
+            metered: relay.config.checks_signed_delivery(),
         },
+        rate_card: &relay.rate_card,
         now_ms: server_timestamp_ms,
     });
-    match decision {
-        Decision::Accept => {}
-        // Not produced (billing goes by `policy::accounting` and `price`);
-        // refuse rather than deliver unbilled.
-        Decision::AcceptAndBill(_) => {
-            return Err(RelayError::InvalidRequest(
-                "billed sends are not supported by this relay yet".into(),
-            ));
-        }
+    let rate = match decision {
+        Decision::Accept => None,
+        Decision::AcceptAndBill(rate) => Some(Priced {
+            millionths: rate.millionths,
+            inside_window: rate.inside_window,
+        }),
         Decision::Refuse(refusal) => return Err(refusal_error(refusal, Some(&list))),
-    }
+    };
     let expires_at_ms = server_timestamp_ms.saturating_add(relay.config.message_ttl_ms);
     let expires_at_ms = expires_by_ms.map_or(expires_at_ms, |by| by.min(expires_at_ms));
-    if request.template_id.len() > MAX_TEMPLATE_ID_LEN {
-        return Err(invalid(format!(
-            "template_id is {} bytes; at most {MAX_TEMPLATE_ID_LEN}",
-            request.template_id.len()
-        )));
-    }
-    if request.franking_tag.len() > MAX_FRANKING_TAG_LEN {
-        return Err(invalid(format!(
-            "franking_tag is {} bytes; at most {MAX_FRANKING_TAG_LEN}",
-            request.franking_tag.len()
-        )));
-    }
-    // Every message a business sends is franked, so that its recipient can
-    // report it and the operator can check the report (not required only
-    // by a benchmark's relay with franking off: `Config::requires_franking`).
-    if relay.config.requires_franking()
-        && policy::kind_of(&sender_record) == AccountKind::Business
-        && request.franking_tag.len() != comptoir_protocol::franking::FRANKING_TAG_LEN
-    {
-        return Err(RelayError::FrankingRequired {
-            got: request.franking_tag.len(),
-        });
-    }
     let mut copies: Vec<(u32, Vec<u8>)> = Vec::with_capacity(request.devices.len());
     for d in request.devices {
         let ciphertext_len = d.ciphertext.len();
@@ -263,17 +237,12 @@ pub(crate) async fn send_checked<
         day,
         at_ms: server_timestamp_ms,
     });
-    let mut accounting = policy::accounting(
+    let accounting = policy::accounting(
         &sender_record,
         &recipient_record,
         request.category,
         sender == recipient,
     );
-    if !relay.config.checks_signed_delivery() {
-        // A benchmark's unmetered relay bills nothing: no entry at
-        // accept, so the copies' acks are plain ones (`cmd::ack`).
-        accounting.billed = None;
-    }
     // A business-initiated conversation (a template outside the customer's
     // window) is held to the business's messaging tier; the store counts
     // and checks it with the accept.
@@ -286,47 +255,33 @@ pub(crate) async fn send_checked<
     } else {
         None
     };
-    // A business's Status key to a subscriber, when the rate card prices it.
-    let status_billed = status_key
-        .and_then(|_| {
-            policy::status_price(
-                &relay.rate_card,
-                &sender_record,
-                &recipient_record,
-                sender == recipient,
-            )
-        })
-        .map(|priced| Billed {
-            category: BilledCategory::Status,
-            template_id: String::new(),
-            franking_tag: request.franking_tag.clone(),
-            priced,
-        });
+    // The ledger's line for a send the policy billed: a Status key's, or
+    // a template's under its category.
+    let billed_category = if status_key.is_some() {
+        Some(BilledCategory::Status)
+    } else {
+        match wire::Category::try_from(request.category) {
+            Ok(wire::Category::Utility) => Some(BilledCategory::Utility),
+            Ok(wire::Category::Authentication) => Some(BilledCategory::Authentication),
+            Ok(wire::Category::Marketing) => Some(BilledCategory::Marketing),
+            _ => None,
+        }
+    };
+    let billed = rate.zip(billed_category).map(|(priced, category)| Billed {
+        category,
+        template_id: if category == BilledCategory::Status {
+            String::new()
+        } else {
+            request.template_id.clone()
+        },
+        franking_tag: request.franking_tag.clone(),
+        priced,
+    });
     let effects = AcceptEffects {
         // A re-sent message is not a new one: it never opens the window.
         customer_wrote_to: (accounting.opens_window && !resend).then_some(recipient),
         business_reached: accounting.business_initiated.then_some(recipient),
-        billed: status_billed.or_else(|| {
-            accounting.billed.and_then(|category| {
-                Some(Billed {
-                    category: match category {
-                        wire::Category::Utility => BilledCategory::Utility,
-                        wire::Category::Authentication => BilledCategory::Authentication,
-                        wire::Category::Marketing => BilledCategory::Marketing,
-                        _ => return None,
-                    },
-                    template_id: request.template_id.clone(),
-                    franking_tag: request.franking_tag.clone(),
-                    // Priced now, by the clock reading the window rule used.
-                    priced: policy::price(
-                        &relay.rate_card,
-                        category,
-                        customer_wrote_at_ms,
-                        server_timestamp_ms,
-                    )?,
-                })
-            })
-        }),
+        billed,
         consent_seen,
         block_epoch_seen,
         reach,
@@ -387,6 +342,7 @@ fn refusal_error(refusal: Refusal, list: Option<&StoredDeviceList>) -> RelayErro
         Refusal::BusinessConversation | Refusal::CustomerBusinessCategory(_) => {
             RelayError::AccountKind(refusal.message())
         }
+        Refusal::FrankingRequired { got } => RelayError::FrankingRequired { got },
         other => invalid(other.message()),
     }
 }

@@ -35,13 +35,19 @@
 //!    ([`Conversation::consent`]); control traffic is never held to
 //!    either;
 //! 9. device coverage: exactly one ciphertext per current device of the
-//!    recipient (minus the sending device when an account syncs itself).
+//!    recipient (minus the sending device when an account syncs itself);
+//! 10. envelope fields: a template id of at most [`MAX_TEMPLATE_ID_LEN`]
+//!     bytes, a franking tag of at most [`MAX_FRANKING_TAG_LEN`];
+//! 11. franking: every message a business sends carries a franking tag
+//!     ([`Rules::requires_franking`]), so its recipient can report it.
 //!
-//! Billing is decided apart from acceptance: [`accounting`] says whether
-//! an accepted send is billed and [`price`] fixes its price from the rate
-//! card at accept (the handler stores both in the ledger entry);
-//! [`status_price`] does both for a Status key (`SendStatusKey`);
-//! [`Decision::AcceptAndBill`] is not produced.
+//! An accepted send is billed when [`accounting`] says the ledger bills
+//! it (a business's template to a customer) at [`price`]'s rate, fixed
+//! at accept from the rate card; a Status key at [`status_price`]'s: the
+//! decision is then [`Decision::AcceptAndBill`] with that rate (never on
+//! an unmetered relay, [`Rules::metered`]). [`accounting`] also says what
+//! an accepted send counts for besides (the window, the business's
+//! reach), which the handler writes with the accept.
 //!
 //! [`quality`] rates businesses and sets their messaging tiers (the limit
 //! of customers a business reaches in 24 hours), applied at accept.
@@ -74,8 +80,13 @@ pub struct SendRequest<'a> {
     pub category: i32,
     /// The template id (empty when none).
     pub template_id: &'a str,
+    /// The franking tag's length (0 when none).
+    pub franking_tag_len: usize,
     /// Each ciphertext's device id and length, as sent.
     pub ciphertexts: &'a [(u32, usize)],
+    /// A Status key (`SendStatusKey`) rather than a message: billed at
+    /// the rate card's `status` price, never as a template.
+    pub status_key: bool,
 }
 
 /// How long a customer's conversation message keeps the window open for
@@ -128,6 +139,12 @@ pub struct Rules {
     /// New conversations a sender with no verified phone number may start
     /// per UTC day.
     pub new_conversations_per_day_without_phone: u64,
+    /// Every message a business sends carries a franking tag (off only on
+    /// a benchmark's relay with franking off).
+    pub requires_franking: bool,
+    /// The relay bills (off only on a benchmark's unmetered relay, whose
+    /// accepted sends are then never billed).
+    pub metered: bool,
 }
 
 /// Everything one decision reads.
@@ -149,16 +166,31 @@ pub struct SendInput<'a> {
     pub quotas: Quotas,
     /// The operator's switches.
     pub rules: Rules,
+    /// The operator's rate card (what a billed send costs).
+    pub rate_card: &'a comptoir_protocol::RateCard,
     /// The relay's clock ([`crate::clock::Clock`]), ms since the Unix
     /// epoch: the accept time the send gets if accepted.
     pub now_ms: u64,
 }
 
-/// A price, in millionths of the rate card's currency unit.
+/// A price fixed at accept, in millionths of the rate card's currency
+/// unit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rate {
     /// Millionths of the currency unit per delivered message.
     pub millionths: u64,
+    /// Whether the customer's 24-hour window was open at accept (the
+    /// rate card prices the two apart).
+    pub inside_window: bool,
+}
+
+impl From<crate::storage::Priced> for Rate {
+    fn from(priced: crate::storage::Priced) -> Self {
+        Self {
+            millionths: priced.millionths,
+            inside_window: priced.inside_window,
+        }
+    }
 }
 
 /// What the relay does with a send.
@@ -166,9 +198,9 @@ pub struct Rate {
 pub enum Decision {
     /// Store and forward it, free.
     Accept,
-    /// Store and forward it, billed at `Rate` on first delivery. Not
-    /// produced: a billed send is `Accept` with [`accounting`]'s `billed`
-    /// and [`price`]'s price.
+    /// Store and forward it, billed at `Rate` on its first signed delivery
+    /// to a device of the customer: a business's template to a customer,
+    /// or its Status key when the rate card prices Status.
     AcceptAndBill(Rate),
     /// Refuse it; nothing is stored.
     Refuse(Refusal),
@@ -232,7 +264,29 @@ pub enum Refusal {
     /// The ciphertexts do not cover exactly the recipient's current
     /// devices.
     DeviceListMismatch,
+    /// A template id longer than [`MAX_TEMPLATE_ID_LEN`].
+    TemplateIdTooLong {
+        /// Its length.
+        got: usize,
+    },
+    /// A franking tag longer than [`MAX_FRANKING_TAG_LEN`].
+    FrankingTagTooLong {
+        /// Its length.
+        got: usize,
+    },
+    /// A business's message without a franking tag of
+    /// [`FRANKING_TAG_LEN`](comptoir_protocol::franking::FRANKING_TAG_LEN)
+    /// bytes.
+    FrankingRequired {
+        /// The length sent.
+        got: usize,
+    },
 }
+
+/// Longest template id a send may carry (template ids are short names).
+pub const MAX_TEMPLATE_ID_LEN: usize = 128;
+/// Longest franking tag a send may carry (an HMAC-SHA256 is 32 bytes).
+pub const MAX_FRANKING_TAG_LEN: usize = 64;
 
 impl Refusal {
     /// What the sender should be told (no paths, no type names).
@@ -309,6 +363,16 @@ impl Refusal {
             Refusal::DeviceListMismatch => {
                 "the send must carry one ciphertext per current device of the recipient".into()
             }
+            Refusal::TemplateIdTooLong { got } => {
+                format!("template_id is {got} bytes; at most {MAX_TEMPLATE_ID_LEN}")
+            }
+            Refusal::FrankingTagTooLong { got } => {
+                format!("franking_tag is {got} bytes; at most {MAX_FRANKING_TAG_LEN}")
+            }
+            Refusal::FrankingRequired { got } => format!(
+                "a business's message must carry a {}-byte franking tag, got {got} bytes",
+                comptoir_protocol::franking::FRANKING_TAG_LEN
+            ),
         }
     }
 }
@@ -419,9 +483,32 @@ pub fn admit(quotas: &Quotas) -> Result<(), Refusal> {
 /// Decide one send. Pure: the same input always gives the same decision.
 pub fn decide(input: &SendInput<'_>) -> Decision {
     match check(input) {
-        Ok(()) => Decision::Accept,
+        Ok(()) => match bill(input) {
+            Some(rate) => Decision::AcceptAndBill(rate),
+            None => Decision::Accept,
+        },
         Err(refusal) => Decision::Refuse(refusal),
     }
+}
+
+/// The rate an accepted send is billed at, if it is billed.
+fn bill(input: &SendInput<'_>) -> Option<Rate> {
+    if !input.rules.metered {
+        return None;
+    }
+    let (sender, recipient) = (input.sender.record, input.recipient.record);
+    let to_self = input.sender.account == input.recipient.account;
+    if input.request.status_key {
+        return status_price(input.rate_card, sender, recipient, to_self).map(Rate::from);
+    }
+    let billed = accounting(sender, recipient, input.request.category, to_self).billed?;
+    price(
+        input.rate_card,
+        billed,
+        input.conversation.customer_wrote_at_ms,
+        input.now_ms,
+    )
+    .map(Rate::from)
 }
 
 fn check(input: &SendInput<'_>) -> Result<(), Refusal> {
@@ -522,6 +609,25 @@ fn check(input: &SendInput<'_>) -> Result<(), Refusal> {
     offered.sort_unstable();
     if offered != expected {
         return Err(Refusal::DeviceListMismatch);
+    }
+    let template_id_len = request.template_id.len();
+    if template_id_len > MAX_TEMPLATE_ID_LEN {
+        return Err(Refusal::TemplateIdTooLong {
+            got: template_id_len,
+        });
+    }
+    if request.franking_tag_len > MAX_FRANKING_TAG_LEN {
+        return Err(Refusal::FrankingTagTooLong {
+            got: request.franking_tag_len,
+        });
+    }
+    if input.rules.requires_franking
+        && kind_of(input.sender.record) == AccountKind::Business
+        && request.franking_tag_len != comptoir_protocol::franking::FRANKING_TAG_LEN
+    {
+        return Err(Refusal::FrankingRequired {
+            got: request.franking_tag_len,
+        });
     }
     Ok(())
 }

@@ -52,7 +52,41 @@ struct Row {
     /// New conversations the sender started today, when this send starts
     /// one and it has no verified phone (the cap is 2 in every row).
     new_conversations_today: Option<u64>,
+    /// A Status key rather than a message.
+    status_key: bool,
+    /// The template id sent.
+    template_id: &'static str,
+    /// The franking tag's length (32, a real tag, in most rows).
+    franking_tag_len: usize,
+    /// The relay requires franking of businesses' messages.
+    requires_franking: bool,
+    /// The relay bills.
+    metered: bool,
     expect: Decision,
+}
+
+/// The rate card of every row: every price distinct.
+fn card() -> comptoir_protocol::RateCard {
+    let prices = |inside_window, outside_window| comptoir_protocol::Prices {
+        inside_window,
+        outside_window,
+    };
+    comptoir_protocol::RateCard {
+        effective_from_ms: 0,
+        currency: "EUR".into(),
+        utility: prices(1_000, 2_000),
+        authentication: prices(3_000, 4_000),
+        marketing: prices(5_000, 6_000),
+        status: 700,
+    }
+}
+
+/// Billed at `millionths`, inside the window or not.
+fn billed(millionths: u64, inside_window: bool) -> Decision {
+    Decision::AcceptAndBill(Rate {
+        millionths,
+        inside_window,
+    })
 }
 
 /// The relay's clock in every row.
@@ -75,6 +109,11 @@ fn row(name: &'static str, expect: Decision) -> Row {
         consent: ConsentCategories::NONE,
         template: None,
         new_conversations_today: None,
+        status_key: false,
+        template_id: "",
+        franking_tag_len: 32,
+        requires_franking: true,
+        metered: true,
         expect,
     }
 }
@@ -284,7 +323,7 @@ fn table() {
             category: Category::Utility as i32,
             ..row(
                 "consent: a utility template inside the window needs none",
-                Decision::Accept,
+                billed(1_000, true),
             )
         },
         Row {
@@ -317,7 +356,7 @@ fn table() {
             consent: ConsentCategories::AUTHENTICATION,
             ..row(
                 "consent: outside the window, under consent",
-                Decision::Accept,
+                billed(4_000, false),
             )
         },
         Row {
@@ -336,7 +375,7 @@ fn table() {
             category: Category::Marketing as i32,
             customer_wrote_at_ms: None,
             consent: ConsentCategories::MARKETING,
-            ..row("consent: marketing under consent", Decision::Accept)
+            ..row("consent: marketing under consent", billed(6_000, false))
         },
         Row {
             sender: Business,
@@ -371,7 +410,7 @@ fn table() {
             sender: Business,
             category: Category::Marketing as i32,
             consent: ConsentCategories::MARKETING,
-            ..row("business sends a marketing template", Decision::Accept)
+            ..row("business sends a marketing template", billed(5_000, true))
         },
         Row {
             category: Category::Utility as i32,
@@ -478,7 +517,156 @@ fn table() {
             blocked: true,
             ..row("a business can block a customer", refuse(Refusal::Blocked))
         },
+        Row {
+            category: Category::Service as i32,
+            ..row(
+                "customer may not send service",
+                refuse(Refusal::CustomerBusinessCategory(Category::Service)),
+            )
+        },
+        Row {
+            category: Category::Authentication as i32,
+            ..row(
+                "customer may not send an authentication template",
+                refuse(Refusal::CustomerBusinessCategory(Category::Authentication)),
+            )
+        },
+        Row {
+            category: Category::Marketing as i32,
+            ..row(
+                "customer may not send a marketing template",
+                refuse(Refusal::CustomerBusinessCategory(Category::Marketing)),
+            )
+        },
+        Row {
+            to_self: true,
+            devices: vec![1, 2, 3],
+            ciphertexts: vec![(2, 100), (3, 100)],
+            new_conversations_today: Some(2),
+            ..row(
+                "writing to one's own account starts no conversation, even at the cap",
+                Decision::Accept,
+            )
+        },
+        Row {
+            sender: Business,
+            to_self: true,
+            devices: vec![1, 2],
+            ciphertexts: vec![(2, 100)],
+            category: Category::Utility as i32,
+            ..row(
+                "billing: a business's template to its own devices is free",
+                Decision::Accept,
+            )
+        },
+        Row {
+            sender: Business,
+            category: Category::Utility as i32,
+            metered: false,
+            ..row(
+                "billing: an unmetered relay bills nothing",
+                Decision::Accept,
+            )
+        },
+        Row {
+            sender: Business,
+            category: Category::Control as i32,
+            status_key: true,
+            customer_wrote_at_ms: None,
+            ..row(
+                "billing: a business's Status key to a customer, at the Status price",
+                billed(700, false),
+            )
+        },
+        Row {
+            sender: Business,
+            category: Category::Control as i32,
+            status_key: true,
+            metered: false,
+            ..row(
+                "billing: an unmetered relay bills no Status key either",
+                Decision::Accept,
+            )
+        },
+        Row {
+            sender: Business,
+            recipient: Business,
+            category: Category::Control as i32,
+            status_key: true,
+            ..row(
+                "billing: a Status key to another business is free",
+                Decision::Accept,
+            )
+        },
+        Row {
+            category: Category::Control as i32,
+            status_key: true,
+            ..row("billing: a person's Status key is free", Decision::Accept)
+        },
+        Row {
+            sender: Business,
+            category: Category::Control as i32,
+            customer_wrote_at_ms: None,
+            ..row(
+                "billing: other control traffic from a business is free",
+                Decision::Accept,
+            )
+        },
+        Row {
+            template_id: Box::leak("t".repeat(MAX_TEMPLATE_ID_LEN + 1).into_boxed_str()),
+            ..row(
+                "sizes: a template id too long",
+                refuse(Refusal::TemplateIdTooLong {
+                    got: MAX_TEMPLATE_ID_LEN + 1,
+                }),
+            )
+        },
+        Row {
+            franking_tag_len: MAX_FRANKING_TAG_LEN + 1,
+            ..row(
+                "sizes: a franking tag too long",
+                refuse(Refusal::FrankingTagTooLong {
+                    got: MAX_FRANKING_TAG_LEN + 1,
+                }),
+            )
+        },
+        Row {
+            sender: Business,
+            category: Category::Service as i32,
+            franking_tag_len: 0,
+            ..row(
+                "franking: a business's message carries a tag",
+                refuse(Refusal::FrankingRequired { got: 0 }),
+            )
+        },
+        Row {
+            sender: Business,
+            category: Category::Service as i32,
+            franking_tag_len: 16,
+            ..row(
+                "franking: of the tag's length",
+                refuse(Refusal::FrankingRequired { got: 16 }),
+            )
+        },
+        Row {
+            sender: Business,
+            category: Category::Service as i32,
+            franking_tag_len: 0,
+            requires_franking: false,
+            ..row(
+                "franking: not on a relay with franking off",
+                Decision::Accept,
+            )
+        },
+        Row {
+            franking_tag_len: 0,
+            ..row(
+                "franking: a customer's message needs none",
+                Decision::Accept,
+            )
+        },
     ];
+    let rate_card = card();
     for case in cases {
         let sender = if case.sender_phone {
             with_phone(record(case.sender))
@@ -500,8 +688,10 @@ fn table() {
             request: SendRequest {
                 sender_device: 1,
                 category: case.category,
-                template_id: "",
+                template_id: case.template_id,
+                franking_tag_len: case.franking_tag_len,
                 ciphertexts: &case.ciphertexts,
+                status_key: case.status_key,
             },
             conversation: Conversation {
                 blocked: case.blocked,
@@ -519,7 +709,10 @@ fn table() {
             rules: Rules {
                 require_phone_for_business: case.phone_rule,
                 new_conversations_per_day_without_phone: 2,
+                requires_franking: case.requires_franking,
+                metered: case.metered,
             },
+            rate_card: &rate_card,
             now_ms: NOW,
         };
         assert_eq!(decide(&input), case.expect, "{}", case.name);
@@ -538,6 +731,9 @@ fn every_refusal_says_what_to_do_without_internals() {
         Refusal::CiphertextTooLarge { got: 1 },
         Refusal::Blocked,
         Refusal::DeviceListMismatch,
+        Refusal::TemplateIdTooLong { got: 200 },
+        Refusal::FrankingTagTooLong { got: 70 },
+        Refusal::FrankingRequired { got: 0 },
         Refusal::NewConversationQuota { per_day: 20 },
         Refusal::TemplateNotApproved,
         Refusal::TemplateCategory {
