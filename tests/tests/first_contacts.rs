@@ -163,3 +163,33 @@ async fn a_send_the_store_refuses_does_not_count_as_a_new_conversation() {
         .await;
     assert_eq!(error_code(&again), ErrorCode::QuotaExceeded, "{again:?}");
 }
+
+/// Sends pipelined on one connection (the relay keeps reading while
+/// earlier sends are being stored) are held to the cap one after another:
+/// with a cap of 1, one of forty first contacts sent at once is accepted.
+#[tokio::test]
+async fn pipelined_first_contacts_are_held_to_the_cap() {
+    let relay = start_relay_with(|c| c.limits.new_conversations_per_day_without_phone = 1).await;
+    let mut all = people(&relay, 41).await;
+    let ids: Vec<_> = all.iter().map(|(a, _)| a.id).collect();
+    let (_, alice) = &mut all[0];
+    let bodies = ids
+        .iter()
+        .enumerate()
+        .skip(1)
+        .map(|(n, to)| send_body(to, &[1], id(n as u8), b"hello"))
+        .collect();
+    let requests = alice.send_burst(bodies).await;
+    let mut accepted_count = 0;
+    for request in requests {
+        match alice.reply(request).await {
+            Body::Accepted(_) => accepted_count += 1,
+            refused => assert_eq!(
+                error_code(&refused),
+                ErrorCode::QuotaExceeded,
+                "{refused:?}"
+            ),
+        }
+    }
+    assert_eq!(accepted_count, 1, "one new conversation a day");
+}

@@ -21,8 +21,8 @@ use crate::policy::{
 use crate::session::{Completion, EncodeFrame, Reply, Session};
 use crate::storage::{
     AcceptEffects, AccountRecord, Billed, BilledCategory, ConsentSeen, Directory, Enqueued,
-    FirstContacts, MESSAGE_ID_LEN, Mailbox, NewMessage, Priced, Quality, ReachLimit, Reports,
-    StoredDeviceList, Templates,
+    FirstContacts, MESSAGE_ID_LEN, Mailbox, NewMessage, Noted, Priced, Quality, ReachLimit,
+    Reports, StoredDeviceList, Templates,
 };
 
 const DAY_MS: u64 = 24 * 60 * 60 * 1000;
@@ -186,10 +186,7 @@ pub(crate) async fn send_checked<
     });
     let rate = match decision {
         Decision::Accept => None,
-        Decision::AcceptAndBill(rate) => Some(Priced {
-            millionths: rate.millionths,
-            inside_window: rate.inside_window,
-        }),
+        Decision::AcceptAndBill(rate) => Some(rate),
         Decision::Refuse(refusal) => return Err(refusal_error(refusal, Some(&list))),
     };
     let expires_at_ms = server_timestamp_ms.saturating_add(relay.config.message_ttl_ms);
@@ -230,13 +227,18 @@ pub(crate) async fn send_checked<
         copies.push((d.device_id, envelope));
     }
     let devices: Vec<u32> = copies.iter().map(|(d, _)| *d).collect();
-    // Noted once the message is stored: a send the store refuses starts
-    // no conversation.
-    let contact = conversation_message.then_some(Contact {
-        sender,
-        day,
-        at_ms: server_timestamp_ms,
-    });
+    // Noted before the next frame of this connection is read, so that
+    // pipelined sends are held to the cap one after another; taken back
+    // if the store then refuses the send (`finish`).
+    let contact = if conversation_message {
+        let noted = relay
+            .store
+            .note_contact(sender, recipient, day, server_timestamp_ms)
+            .await?;
+        Some(Contact { sender, day, noted })
+    } else {
+        None
+    };
     let accounting = policy::accounting(
         &sender_record,
         &recipient_record,
@@ -255,27 +257,19 @@ pub(crate) async fn send_checked<
     } else {
         None
     };
-    // The ledger's line for a send the policy billed: a Status key's, or
-    // a template's under its category.
-    let billed_category = if status_key.is_some() {
-        Some(BilledCategory::Status)
-    } else {
-        match wire::Category::try_from(request.category) {
-            Ok(wire::Category::Utility) => Some(BilledCategory::Utility),
-            Ok(wire::Category::Authentication) => Some(BilledCategory::Authentication),
-            Ok(wire::Category::Marketing) => Some(BilledCategory::Marketing),
-            _ => None,
-        }
-    };
-    let billed = rate.zip(billed_category).map(|(priced, category)| Billed {
-        category,
-        template_id: if category == BilledCategory::Status {
+    // The ledger's line for a send the policy billed.
+    let billed = rate.map(|rate| Billed {
+        category: rate.line,
+        template_id: if rate.line == BilledCategory::Status {
             String::new()
         } else {
             request.template_id.clone()
         },
         franking_tag: request.franking_tag.clone(),
-        priced,
+        priced: Priced {
+            millionths: rate.millionths,
+            inside_window: rate.inside_window,
+        },
     });
     let effects = AcceptEffects {
         // A re-sent message is not a new one: it never opens the window.
@@ -347,33 +341,32 @@ fn refusal_error(refusal: Refusal, list: Option<&StoredDeviceList>) -> RelayErro
     }
 }
 
-/// A conversation message's first-contact note: `sender` wrote to the
-/// recipient at `at_ms`, on UTC `day` (see [`FirstContacts::note_contact`]).
+/// A conversation message's first-contact note, made before the store
+/// took the send (see [`FirstContacts::note_contact`]).
 #[derive(Clone, Copy)]
 struct Contact {
     sender: comptoir_protocol::AccountId,
     day: u64,
-    at_ms: u64,
+    noted: Noted,
 }
 
-/// Note a stored conversation message's first contact. Its failure is
-/// logged, not returned: the message is stored and is answered `Accepted`
-/// (a crash between the two leaves the pair unnoted, so its next message
-/// counts as new again; a re-send of the same message notes it).
-async fn note_contact<S: FirstContacts>(
+/// Take back the first-contact note of a send the store refused. Its
+/// failure is logged, not returned (the refusal is the answer); the pair
+/// then stays marked and the conversation counted, as if it had started.
+async fn forget_contact<S: FirstContacts>(
     relay: &crate::state::Relay<S>,
     recipient: comptoir_protocol::AccountId,
     contact: Option<Contact>,
 ) {
-    let Some(Contact { sender, day, at_ms }) = contact else {
+    let Some(Contact { sender, day, noted }) = contact else {
         return;
     };
     if let Err(error) = relay
         .store
-        .note_contact(sender, recipient, day, at_ms)
+        .forget_contact(sender, recipient, day, noted)
         .await
     {
-        tracing::error!(%error, "noting a first contact failed");
+        tracing::error!(%error, "taking back a first contact failed");
     }
 }
 
@@ -402,7 +395,6 @@ async fn finish<S: Mailbox + FirstContacts>(
     let outcome = relay.store.enqueue(message, max_queue).await;
     let error = match outcome {
         Ok(Enqueued::Stored { accept_id }) => {
-            note_contact(&relay, recipient, contact).await;
             crate::fault::hit("before-accepted");
             let n = devices.len() as u64;
             relay.metrics.envelopes_accepted.fetch_add(n, Relaxed);
@@ -421,7 +413,6 @@ async fn finish<S: Mailbox + FirstContacts>(
             server_timestamp_ms,
             accept_id,
         }) => {
-            note_contact(&relay, recipient, contact).await;
             relay.metrics.envelopes_duplicate.fetch_add(1, Relaxed);
             return Completion {
                 frame: Some(accepted(server_timestamp_ms, accept_id)),
@@ -450,6 +441,7 @@ async fn finish<S: Mailbox + FirstContacts>(
             RelayError::Storage(error)
         }
     };
+    forget_contact(&relay, recipient, contact).await;
     relay.metrics.refused(error.code());
     Completion {
         frame: Some(error.to_frame(request_id).encode_frame()),

@@ -173,20 +173,22 @@ pub struct SendInput<'a> {
     pub now_ms: u64,
 }
 
-/// A price fixed at accept, in millionths of the rate card's currency
-/// unit.
+/// What a billed send is billed as, and its price fixed at accept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rate {
-    /// Millionths of the currency unit per delivered message.
+    /// The bill's line: the template's category, or Status.
+    pub line: crate::storage::BilledCategory,
+    /// Millionths of the rate card's currency unit per delivered message.
     pub millionths: u64,
     /// Whether the customer's 24-hour window was open at accept (the
     /// rate card prices the two apart).
     pub inside_window: bool,
 }
 
-impl From<crate::storage::Priced> for Rate {
-    fn from(priced: crate::storage::Priced) -> Self {
+impl Rate {
+    fn new(line: crate::storage::BilledCategory, priced: crate::storage::Priced) -> Self {
         Self {
+            line,
             millionths: priced.millionths,
             inside_window: priced.inside_window,
         }
@@ -499,16 +501,23 @@ fn bill(input: &SendInput<'_>) -> Option<Rate> {
     let (sender, recipient) = (input.sender.record, input.recipient.record);
     let to_self = input.sender.account == input.recipient.account;
     if input.request.status_key {
-        return status_price(input.rate_card, sender, recipient, to_self).map(Rate::from);
+        return status_price(input.rate_card, sender, recipient, to_self)
+            .map(|priced| Rate::new(crate::storage::BilledCategory::Status, priced));
     }
     let billed = accounting(sender, recipient, input.request.category, to_self).billed?;
-    price(
+    let line = match billed {
+        Category::Utility => crate::storage::BilledCategory::Utility,
+        Category::Authentication => crate::storage::BilledCategory::Authentication,
+        Category::Marketing => crate::storage::BilledCategory::Marketing,
+        _ => return None,
+    };
+    let priced = price(
         input.rate_card,
         billed,
         input.conversation.customer_wrote_at_ms,
         input.now_ms,
-    )
-    .map(Rate::from)
+    )?;
+    Some(Rate::new(line, priced))
 }
 
 fn check(input: &SendInput<'_>) -> Result<(), Refusal> {

@@ -81,12 +81,30 @@ fn card() -> comptoir_protocol::RateCard {
     }
 }
 
-/// Billed at `millionths`, inside the window or not.
-fn billed(millionths: u64, inside_window: bool) -> Decision {
+/// Billed at `millionths`, inside the window or not, on the line `line`.
+fn billed_as(
+    line: crate::storage::BilledCategory,
+    millionths: u64,
+    inside_window: bool,
+) -> Decision {
     Decision::AcceptAndBill(Rate {
+        line,
         millionths,
         inside_window,
     })
+}
+
+/// A template billed at `millionths` (the line follows from the price:
+/// the test card prices each category apart).
+fn billed(millionths: u64, inside_window: bool) -> Decision {
+    use crate::storage::BilledCategory::{Authentication, Marketing, Status, Utility};
+    let line = match millionths {
+        1_000 | 2_000 => Utility,
+        3_000 | 4_000 => Authentication,
+        5_000 | 6_000 => Marketing,
+        _ => Status,
+    };
+    billed_as(line, millionths, inside_window)
 }
 
 /// The relay's clock in every row.
@@ -555,7 +573,7 @@ fn table() {
             ciphertexts: vec![(2, 100)],
             category: Category::Utility as i32,
             ..row(
-                "billing: a business's template to its own devices is free",
+                "billing: nothing bills a business writing to its own devices",
                 Decision::Accept,
             )
         },

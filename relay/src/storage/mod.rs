@@ -92,7 +92,7 @@ pub use self::consent_requests::{ConsentRequests, PendingRequest, RequestState, 
 pub use self::directory::{
     AccountRecord, Directory, ExpiredAccounts, Kind, ListUpdate, NameClaim, StoredDeviceList,
 };
-pub use self::first_contacts::FirstContacts;
+pub use self::first_contacts::{FirstContacts, Noted};
 pub use self::keys::{
     Keys, MAX_PREKEY_PUBLIC_LEN, OneTimePreKeyRecord, PreKeyLength, PreKeyPublic,
     SignedPreKeyRecord, TakenPreKeys,

@@ -816,18 +816,18 @@ impl Directory for SledStore {
                 let earlier = phones.insert(phone.as_bytes(), value.as_slice())?;
                 // The number leaves its earlier holder's record (if that
                 // record still names it): only one account holds a number.
+                // (An earlier entry or record that does not decode is
+                // damage of its own: it does not stop this proof.)
                 if let Some(earlier) = earlier
                     && let Ok((holder, _)) = decode_phone(&earlier)
                     && holder != account
                     && let Some(bytes) = records.get(holder.as_bytes())?
+                    && let Ok(mut record) = EncodedRecord::decode(bytes.as_ref())
+                    && record.phone_number == phone
                 {
-                    let mut record =
-                        EncodedRecord::decode(bytes.as_ref()).map_err(|_| corrupt())?;
-                    if record.phone_number == phone {
-                        record.phone_number.clear();
-                        record.discoverable = false;
-                        records.insert(holder.as_bytes().as_slice(), record.encode_to_vec())?;
-                    }
+                    record.phone_number.clear();
+                    record.discoverable = false;
+                    records.insert(holder.as_bytes().as_slice(), record.encode_to_vec())?;
                 }
                 // No record: an account from before records existed.
                 let Some(bytes) = records.get(account.as_bytes())? else {

@@ -578,6 +578,27 @@ impl Client {
         request_id
     }
 
+    /// Send frames in one burst (one flush, so the relay reads them
+    /// together); returns their request ids.
+    pub async fn send_burst(&mut self, bodies: Vec<client_frame::Body>) -> Vec<u64> {
+        let mut ids = Vec::with_capacity(bodies.len());
+        for body in bodies {
+            let request_id = self.next_request;
+            self.next_request += 1;
+            let bytes = encode_client(&wire::ClientFrame {
+                request_id,
+                body: Some(body),
+            });
+            self.ws
+                .feed(Message::Binary(bytes.into()))
+                .await
+                .expect("send");
+            ids.push(request_id);
+        }
+        self.ws.flush().await.expect("send");
+        ids
+    }
+
     pub async fn send_with_id(&mut self, request_id: u64, body: client_frame::Body) {
         let bytes = encode_client(&wire::ClientFrame {
             request_id,
