@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -57,6 +58,15 @@ impl StatusPost {
     pub fn live_at(&self, now_ms: u64) -> bool {
         now_ms < self.expires_at_ms
     }
+}
+
+/// Why [`StatusPosts::post_after`] recorded nothing.
+#[derive(Debug)]
+pub enum PostError<E> {
+    /// The post itself was refused (`first` was not run).
+    Refused(PostRefused),
+    /// `first` failed.
+    First(E),
 }
 
 /// Why a post was not recorded.
@@ -209,6 +219,24 @@ impl StatusPosts {
 
     /// Record `post` under `id`, durably before returning.
     pub async fn post(&self, id: PostId, post: StatusPost) -> Result<Posted, PostRefused> {
+        self.post_after(id, post, std::future::ready(Ok::<(), PostRefused>(())))
+            .await
+            .map_err(|e| match e {
+                PostError::Refused(refused) | PostError::First(refused) => refused,
+            })
+    }
+
+    /// [`Self::post`] that runs `first` (the post's other effects, e.g.
+    /// its blob's expiry brought forward) once the post is known to be
+    /// accepted and before it is written, under the same lock: a refused
+    /// post never runs it, and a failed `first` records nothing. A post
+    /// already recorded (`Posted::Again`) does not run it again.
+    pub async fn post_after<E>(
+        &self,
+        id: PostId,
+        post: StatusPost,
+        first: impl Future<Output = Result<(), E>>,
+    ) -> Result<Posted, PostError<E>> {
         let _writes = self.writes.lock().await;
         {
             let index = self.index();
@@ -216,7 +244,7 @@ impl StatusPosts {
                 return if kept.poster == post.poster && kept.blob_id == post.blob_id {
                     Ok(Posted::Again(*kept))
                 } else {
-                    Err(PostRefused::IdInUse)
+                    Err(PostError::Refused(PostRefused::IdInUse))
                 };
             }
             let held = index
@@ -224,9 +252,10 @@ impl StatusPosts {
                 .filter(|p| p.poster == post.poster && p.live_at(post.posted_at_ms))
                 .count();
             if held >= MAX_LIVE_POSTS_PER_ACCOUNT {
-                return Err(PostRefused::TooMany);
+                return Err(PostError::Refused(PostRefused::TooMany));
             }
         }
+        first.await.map_err(PostError::First)?;
         let dir = self.dir.clone();
         blocking(move || {
             let temp = record_path(&dir, &id, "post.new");
@@ -238,7 +267,8 @@ impl StatusPosts {
                 .map_err(|e| io("cannot write a post", e))?;
             sync_dir(&dir)
         })
-        .await?;
+        .await
+        .map_err(|e| PostError::Refused(e.into()))?;
         self.index().insert(id, post);
         Ok(Posted::New(post))
     }

@@ -1118,3 +1118,65 @@ async fn a_status_key_from_a_stranger_outside_send_status_key_is_ignored() {
     assert!(warning.contains(&mallory.id().to_string()), "{warning}");
     assert!(victim.statuses().await.unwrap().is_empty());
 }
+
+/// A `PostStatus` the relay refuses (its id is another post's) changes
+/// nothing stored: the blob it named keeps its own expiry (before, the
+/// blob's expiry was brought forward to the post's 24 hours before the
+/// post was refused).
+#[tokio::test]
+async fn a_refused_post_leaves_its_blob_as_it_was() {
+    use sha2::Digest;
+    let relay = relay().await;
+    let poster = Account::new(1);
+    poster.register(relay.addr).await;
+    let (mut p, _) = poster.login(relay.addr, 1).await;
+    let upload = |id: u8, data: &[u8]| {
+        (
+            client_frame::Body::BeginUpload(wire::BeginUpload {
+                blob_id: vec![id; 16],
+                kind: wire::BlobKind::Document as i32,
+                size: data.len() as u64,
+                digest: sha2::Sha256::digest(data).to_vec(),
+            }),
+            client_frame::Body::UploadChunk(wire::UploadChunk {
+                blob_id: vec![id; 16],
+                offset: 0,
+                data: data.to_vec(),
+            }),
+        )
+    };
+    let mut expiry = Vec::new();
+    for (id, data) in [(1u8, &b"first blob"[..]), (2, &b"second blob"[..])] {
+        let (begin, chunk) = upload(id, data);
+        p.request(begin).await;
+        match p.request(chunk).await {
+            server_frame::Body::UploadStatus(s) if s.complete => expiry.push(s.expires_at_ms),
+            other => panic!("upload: {other:?}"),
+        }
+    }
+    let post = |blob: u8| {
+        client_frame::Body::PostStatus(wire::PostStatus {
+            post_id: vec![7; 16],
+            blob_id: vec![blob; 16],
+        })
+    };
+    assert!(matches!(
+        p.request(post(1)).await,
+        server_frame::Body::StatusPosted(_)
+    ));
+    let refused = p.request(post(2)).await;
+    assert_eq!(
+        support::error_code(&refused),
+        ErrorCode::InvalidRequest,
+        "{refused:?}"
+    );
+    // Beginning the second upload again answers its status, expiry included.
+    let (begin, _) = upload(2, b"second blob");
+    match p.request(begin).await {
+        server_frame::Body::UploadStatus(s) => {
+            assert!(s.complete);
+            assert_eq!(s.expires_at_ms, expiry[1], "the blob's expiry is unchanged");
+        }
+        other => panic!("status: {other:?}"),
+    }
+}

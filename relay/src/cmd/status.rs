@@ -19,7 +19,8 @@ use crate::frame;
 use crate::policy;
 use crate::session::{Reply, Session};
 use crate::status_posts::{
-    AudienceInput, POST_ID_LEN, PostId, PostRefused, Posted, STATUS_TTL_MS, StatusPost, qualifies,
+    AudienceInput, POST_ID_LEN, PostError, PostId, PostRefused, Posted, STATUS_TTL_MS, StatusPost,
+    qualifies,
 };
 use crate::storage::{Directory, FirstContacts, Mailbox, Quality, Reports, Templates};
 
@@ -49,12 +50,12 @@ pub(crate) async fn post<S>(
     let now = relay.clock.now_ms();
     let posted_at_ms = now;
     let expires_at_ms = now.saturating_add(STATUS_TTL_MS);
-    // The blob first: a post never names a blob that outlives it. (A
-    // retry finds the blob's expiry brought forward already.)
-    relay.blobs.expire_by(blob, poster, expires_at_ms).await?;
+    // The blob's expiry is brought forward before the post is written (a
+    // post never names a blob that outlives it), and only once the post
+    // is known to be accepted (a refused post leaves the blob as it was).
     let recorded = relay
         .status_posts
-        .post(
+        .post_after(
             id,
             StatusPost {
                 poster,
@@ -62,12 +63,16 @@ pub(crate) async fn post<S>(
                 posted_at_ms,
                 expires_at_ms,
             },
+            relay.blobs.expire_by(blob, poster, expires_at_ms),
         )
         .await
-        .map_err(|refused| match refused {
-            PostRefused::Storage(error) => RelayError::Storage(error),
-            PostRefused::TooMany => RelayError::QuotaExceeded(refused.to_string()),
-            PostRefused::IdInUse => invalid(refused.to_string()),
+        .map_err(|error| match error {
+            PostError::First(error) => RelayError::from(error),
+            PostError::Refused(refused) => match refused {
+                PostRefused::Storage(error) => RelayError::Storage(error),
+                PostRefused::TooMany => RelayError::QuotaExceeded(refused.to_string()),
+                PostRefused::IdInUse => invalid(refused.to_string()),
+            },
         })?;
     let (Posted::New(kept) | Posted::Again(kept)) = recorded;
     if !kept.live_at(now) {
