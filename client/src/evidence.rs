@@ -273,15 +273,11 @@ mod tests {
             e.plaintext = vec![n; 32 * 1024].into();
             e
         };
+        let keep = |e: &Evidence| save_bounded(&store, e, max_count, max_bytes);
         let mut kept = 0usize;
         for s in 0..8u8 {
             for n in 0..4u8 {
-                kept += usize::from(save_bounded(
-                    &store,
-                    &big(sender(s)?, n),
-                    max_count,
-                    max_bytes,
-                )?);
+                kept += usize::from(keep(&big(sender(s)?, n))?);
             }
         }
         let stored: usize = store
@@ -294,12 +290,7 @@ mod tests {
         // Small ones are bounded by count.
         for s in 100..120u8 {
             for n in 0..5u8 {
-                kept += usize::from(save_bounded(
-                    &store,
-                    &evidence(sender(s)?, n),
-                    max_count,
-                    max_bytes,
-                )?);
+                kept += usize::from(keep(&evidence(sender(s)?, n))?);
             }
         }
         assert_eq!(kept, max_count);

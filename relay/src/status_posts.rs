@@ -217,7 +217,9 @@ impl StatusPosts {
         self.index().len()
     }
 
-    /// Record `post` under `id`, durably before returning.
+    /// Record `post` under `id`, durably before returning (with nothing
+    /// to run first: the unit tests' form of [`Self::post_after`]).
+    #[cfg(test)]
     pub async fn post(&self, id: PostId, post: StatusPost) -> Result<Posted, PostRefused> {
         self.post_after(id, post, std::future::ready(Ok::<(), PostRefused>(())))
             .await
@@ -226,8 +228,9 @@ impl StatusPosts {
             })
     }
 
-    /// [`Self::post`] that runs `first` (the post's other effects, e.g.
-    /// its blob's expiry brought forward) once the post is known to be
+    /// Record `post` under `id`, durably before returning, running `first`
+    /// (the post's other effects, e.g. its blob's expiry brought forward)
+    /// once the post is known to be
     /// accepted and before it is written, under the same lock: a refused
     /// post never runs it, and a failed `first` records nothing. A post
     /// already recorded (`Posted::Again`) does not run it again.

@@ -21,8 +21,8 @@ use crate::policy::{
 use crate::session::{Completion, EncodeFrame, Reply, Session};
 use crate::storage::{
     AcceptEffects, AccountRecord, Billed, BilledCategory, ConsentSeen, Directory, Enqueued,
-    FirstContacts, MESSAGE_ID_LEN, Mailbox, NewMessage, Noted, Priced, Quality, ReachLimit,
-    Reports, StoredDeviceList, Templates,
+    FirstContacts, MESSAGE_ID_LEN, Mailbox, NewMessage, Noted, Quality, ReachLimit, Reports,
+    StoredDeviceList, Templates,
 };
 
 const DAY_MS: u64 = 24 * 60 * 60 * 1000;
@@ -266,10 +266,7 @@ pub(crate) async fn send_checked<
             request.template_id.clone()
         },
         franking_tag: request.franking_tag.clone(),
-        priced: Priced {
-            millionths: rate.millionths,
-            inside_window: rate.inside_window,
-        },
+        priced: rate.priced,
     });
     let effects = AcceptEffects {
         // A re-sent message is not a new one: it never opens the window.

@@ -178,21 +178,9 @@ pub struct SendInput<'a> {
 pub struct Rate {
     /// The bill's line: the template's category, or Status.
     pub line: crate::storage::BilledCategory,
-    /// Millionths of the rate card's currency unit per delivered message.
-    pub millionths: u64,
-    /// Whether the customer's 24-hour window was open at accept (the
-    /// rate card prices the two apart).
-    pub inside_window: bool,
-}
-
-impl Rate {
-    fn new(line: crate::storage::BilledCategory, priced: crate::storage::Priced) -> Self {
-        Self {
-            line,
-            millionths: priced.millionths,
-            inside_window: priced.inside_window,
-        }
-    }
+    /// The price, and whether the customer's 24-hour window was open at
+    /// accept (the rate card prices the two apart).
+    pub priced: crate::storage::Priced,
 }
 
 /// What the relay does with a send.
@@ -501,8 +489,10 @@ fn bill(input: &SendInput<'_>) -> Option<Rate> {
     let (sender, recipient) = (input.sender.record, input.recipient.record);
     let to_self = input.sender.account == input.recipient.account;
     if input.request.status_key {
-        return status_price(input.rate_card, sender, recipient, to_self)
-            .map(|priced| Rate::new(crate::storage::BilledCategory::Status, priced));
+        return status_price(input.rate_card, sender, recipient, to_self).map(|priced| Rate {
+            line: crate::storage::BilledCategory::Status,
+            priced,
+        });
     }
     let billed = accounting(sender, recipient, input.request.category, to_self).billed?;
     let line = match billed {
@@ -517,7 +507,7 @@ fn bill(input: &SendInput<'_>) -> Option<Rate> {
         input.conversation.customer_wrote_at_ms,
         input.now_ms,
     )?;
-    Some(Rate::new(line, priced))
+    Some(Rate { line, priced })
 }
 
 fn check(input: &SendInput<'_>) -> Result<(), Refusal> {

@@ -89,8 +89,10 @@ fn billed_as(
 ) -> Decision {
     Decision::AcceptAndBill(Rate {
         line,
-        millionths,
-        inside_window,
+        priced: crate::storage::Priced {
+            millionths,
+            inside_window,
+        },
     })
 }
 
