@@ -345,3 +345,34 @@ async fn an_account_whose_number_moved_away_no_longer_counts_as_verified() {
         .await
         .expect("the number's new holder is verified");
 }
+
+#[tokio::test]
+async fn a_number_its_account_moved_off_no_longer_finds_it() {
+    let relay = start_relay().await;
+    let (alice_dir, carol_dir) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let mut alice = registered(&relay, alice_dir.path(), "alice passphrase").await;
+    let mut carol = registered(&relay, carol_dir.path(), "carol passphrase").await;
+    let (first, second) = ("+447700900123", "+447700900456");
+    for phone in [first, second] {
+        alice
+            .request_phone_code(phone)
+            .await
+            .expect("code request");
+        let code = relay.codes.last_for(phone).expect("a code was sent");
+        alice
+            .verify_phone(phone, &code, true)
+            .await
+            .expect("verified");
+    }
+    assert_eq!(
+        carol.lookup(second).await.expect("the new number finds her"),
+        alice.account_id()
+    );
+    match carol.lookup(first).await {
+        Err(ClientError::NotFound(handle)) => assert_eq!(handle, first),
+        other => panic!("the number alice moved off still finds her: {other:?}"),
+    }
+}

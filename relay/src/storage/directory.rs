@@ -162,8 +162,9 @@ pub trait Directory: Send + Sync + 'static {
     ) -> impl Future<Output = StorageResult<bool>> + Send;
 
     /// Bind a verified phone number (E.164) to an account, and note it in
-    /// the account's record; an earlier holder's record no longer names it
-    /// (one step).
+    /// the account's record; an earlier holder's record no longer names it,
+    /// and the account's own earlier number no longer finds it (one step:
+    /// an account holds one number, a number one account).
     fn bind_phone(
         &self,
         phone: &str,

@@ -834,6 +834,15 @@ impl Directory for SledStore {
                     return Ok(());
                 };
                 let mut record = EncodedRecord::decode(bytes.as_ref()).map_err(|_| corrupt())?;
+                // The account's earlier number no longer finds it: an
+                // account holds one number.
+                if !record.phone_number.is_empty()
+                    && record.phone_number != phone
+                    && let Some(entry) = phones.get(record.phone_number.as_bytes())?
+                    && decode_phone(&entry).is_ok_and(|(holder, _)| holder == account)
+                {
+                    phones.remove(record.phone_number.as_bytes())?;
+                }
                 record.phone_number = phone.to_string();
                 record.discoverable = discoverable;
                 records.insert(account.as_bytes().as_slice(), record.encode_to_vec())?;
