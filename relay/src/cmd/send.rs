@@ -299,8 +299,8 @@ pub(crate) async fn send_checked<
     ))
 }
 
-/// An account's record; one registered before records existed reads as
-/// a customer created at time 0.
+/// An account's record; one without (gone since it was read) reads as a
+/// customer created at time 0.
 async fn record_of<S: Directory>(
     store: &S,
     account: comptoir_protocol::AccountId,

@@ -29,7 +29,8 @@ pub struct StoredDeviceList {
 /// An account's kind, stated at registration and never changed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Kind {
-    /// A person (also an account registered before kinds existed).
+    /// A person (also an account registered before kinds existed that
+    /// holds no business name).
     #[default]
     Customer,
     /// A business.
@@ -123,9 +124,10 @@ pub trait Directory: Send + Sync + 'static {
     ) -> impl Future<Output = StorageResult<ExpiredAccounts>> + Send;
 
     /// The account's record (kind, creation time, phone binding, business
-    /// fields); it is read on every send. `None` for an unknown
-    /// account, or one registered before records existed (treat it as a
-    /// customer created at time 0).
+    /// fields); it is read on every send. `None` for an unknown account
+    /// (a backend gives accounts registered before records existed one
+    /// when it opens: a customer created at time 0, or a business if it
+    /// holds a business name).
     fn account_record(
         &self,
         account: AccountId,

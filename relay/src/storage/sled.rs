@@ -33,7 +33,8 @@
 //! would otherwise look like mail for an account sled lost).
 //!
 //! Registration writes `accounts` and `account_records` in one sled
-//! transaction. A name claim writes both `names` records in one sled transaction
+//! transaction. Accounts registered before records existed are given one
+//! at open (`give_records_to_older_accounts`). A name claim writes both `names` records in one sled transaction
 //! (serializable: of two concurrent claimers of one name, or two names
 //! claimed by one account, exactly one commits).
 //!
@@ -242,6 +243,73 @@ fn move_legacy_receipts(receipts: &Tree, mail: &MailLog, db: &Db) -> StorageResu
     tracing::info!(
         count = moved.len(),
         "moved the delivery receipts kept by an older relay into the mail log"
+    );
+    Ok(())
+}
+
+/// Give a record to every account registered before account records
+/// existed (relays older than typed accounts): an account holding a
+/// business name is a business (only a business may hold one now), any
+/// other a customer; created at time 0 (as a missing record was read);
+/// with the phone number bound to it (the first in E.164 order, if an
+/// older relay left it several). Without one, a number it proves would
+/// never be noted in its record, and a name it holds would resolve to an
+/// account that reads as a customer. Runs at every start; finds nothing
+/// to do once done.
+fn give_records_to_older_accounts(
+    accounts: &Tree,
+    records: &Tree,
+    phones: &Tree,
+    names: &Tree,
+    db: &Db,
+) -> StorageResult<()> {
+    let mut missing = Vec::new();
+    for key in accounts.iter().keys() {
+        let key = key.map_err(backend)?;
+        if !records.contains_key(&key).map_err(backend)? {
+            missing.push(account_from(&key, "accounts")?);
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut numbers: HashMap<AccountId, (String, bool)> = HashMap::new();
+    for entry in phones.iter() {
+        let (phone, value) = entry.map_err(backend)?;
+        // An entry that does not decode is damage of its own: it names no
+        // account to give a number to.
+        if let (Ok((account, discoverable)), Ok(phone)) =
+            (decode_phone(&value), std::str::from_utf8(&phone))
+        {
+            numbers
+                .entry(account)
+                .or_insert_with(|| (phone.to_owned(), discoverable));
+        }
+    }
+    let mut batch = Batch::default();
+    for account in &missing {
+        let business = names
+            .contains_key(tagged(b'a', &[account.as_bytes()]))
+            .map_err(backend)?;
+        let (phone_number, discoverable) = numbers.remove(account).unwrap_or_default();
+        let record = AccountRecord {
+            kind: if business {
+                Kind::Business
+            } else {
+                Kind::Customer
+            },
+            created_at_ms: 0,
+            phone_number,
+            discoverable,
+            ..AccountRecord::default()
+        };
+        batch.insert(account.as_bytes().as_slice(), encode_record(&record));
+    }
+    records.apply_batch(batch).map_err(backend)?;
+    db.flush().map_err(backend)?;
+    tracing::info!(
+        count = missing.len(),
+        "gave account records to accounts registered by an older relay"
     );
     Ok(())
 }
@@ -522,16 +590,18 @@ impl SledStore {
         }
         let receipts = tree("receipts")?;
         move_legacy_receipts(&receipts, &mail, &db)?;
+        let (records, phones, names) = (tree("account_records")?, tree("phones")?, tree("names")?);
+        give_records_to_older_accounts(&accounts, &records, &phones, &names, &db)?;
         Ok(Self {
             parsed_lists: Arc::default(),
             parsed_templates: Arc::default(),
             accounts,
-            records: tree("account_records")?,
+            records,
             prekeys: tree("prekeys")?,
             mail,
             blocks: tree("blocks")?,
-            phones: tree("phones")?,
-            names: tree("names")?,
+            phones,
+            names,
             unauthenticated: tree("unauthenticated")?,
             expired_accounts,
             meta: tree("meta")?,
@@ -829,7 +899,7 @@ impl Directory for SledStore {
                     record.discoverable = false;
                     records.insert(holder.as_bytes().as_slice(), record.encode_to_vec())?;
                 }
-                // No record: an account from before records existed.
+                // No record: the account is gone (expired meanwhile).
                 let Some(bytes) = records.get(account.as_bytes())? else {
                     return Ok(());
                 };
@@ -1643,6 +1713,72 @@ mod tests {
         };
         store.create_account(&list, &record).await?;
         Ok(())
+    }
+
+    /// Accounts registered by a relay from before account records get one
+    /// at the next start: a business name's holder as a business, the
+    /// others as customers created at time 0, each with the phone number
+    /// bound to it; so the phone rule can be met and a name resolves only
+    /// to a business. An account with a record keeps it.
+    #[tokio::test]
+    async fn accounts_from_before_records_get_one_at_the_next_start() -> StorageResult<()> {
+        let dir = tempfile::tempdir().map_err(|e| StorageError::Backend(e.to_string()))?;
+        let (shop, person, plain, typed) = (
+            AccountId::generate(&mut rand::rng()),
+            AccountId::generate(&mut rand::rng()),
+            AccountId::generate(&mut rand::rng()),
+            AccountId::generate(&mut rand::rng()),
+        );
+        {
+            let store = open(dir.path());
+            for account in [shop, person, plain, typed] {
+                register_at(&store, account, 5_000).await?;
+                store.mark_authenticated(account).await?;
+            }
+            assert_eq!(store.claim_name("acme", shop).await?, NameClaim::Claimed);
+            store.bind_phone("+15550001", person, true).await?;
+            // As an older relay left them: no record but `typed`'s.
+            for account in [shop, person, plain] {
+                store.records.remove(account.as_bytes()).map_err(backend)?;
+            }
+            store.close().await?;
+        }
+        let store = open(dir.path());
+        let record = |kind, phone: &str, discoverable| AccountRecord {
+            kind,
+            created_at_ms: 0,
+            phone_number: phone.into(),
+            discoverable,
+            ..AccountRecord::default()
+        };
+        assert_eq!(
+            store.account_record(shop).await?,
+            Some(record(Kind::Business, "", false))
+        );
+        assert_eq!(
+            store.account_record(person).await?,
+            Some(record(Kind::Customer, "+15550001", true))
+        );
+        assert_eq!(
+            store.account_record(plain).await?,
+            Some(record(Kind::Customer, "", false))
+        );
+        assert_eq!(
+            store.account_record(typed).await?.map(|r| r.created_at_ms),
+            Some(5_000)
+        );
+        // A number proved later is noted in the record.
+        store.bind_phone("+15550002", plain, false).await?;
+        assert_eq!(
+            store.account_record(plain).await?,
+            Some(record(Kind::Customer, "+15550002", false))
+        );
+        // Every account that logged in stays.
+        assert_eq!(
+            store.expire_unauthenticated(u64::MAX, 100).await?,
+            ExpiredAccounts::default()
+        );
+        store.close().await
     }
 
     /// Item 11: an account that never authenticated expires with all it
