@@ -1436,13 +1436,11 @@ fn registered_again(client: &Client, kind: AccountKind) -> Result<()> {
                 .into(),
         ));
     }
-    let registered = if client.is_business() {
-        AccountKind::Business
-    } else {
-        AccountKind::Customer
-    };
-    // The daemon learns the account's kind when it logs in.
-    if client.is_connected() && registered != kind {
+    // Known from the registration or a login (kept in the store); not
+    // known only on a linked device that never logged in, where the
+    // relay's answer is the daemon's next login.
+    let registered = client.kind();
+    if registered != AccountKind::Unspecified && registered != kind {
         return Err(ClientError::Relay {
             code: comptoir_protocol::proto::wire::ErrorCode::AccountKind,
             message: format!(

@@ -549,3 +549,33 @@ async fn a_slow_request_holds_up_no_other() {
     drop((slow, other));
     assert_eq!(daemon.terminate(), 0);
 }
+
+/// A daemon away from its relay still knows its account's kind (kept in
+/// the store since registration): `register` of the other kind is refused
+/// as the relay refuses it (exit 6), and of the same kind is a success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_daemon_refuses_register_of_the_other_kind() {
+    let mut relay = start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let alice = Customer::new(root.path(), "alice", &relay);
+    alice.registered().await;
+    relay.stop().await;
+    let daemon = Daemon::start(&alice, &[]);
+    let mut script = connect(&alice.socket()).await;
+    assert_eq!(script.ok("whoami", json!({})).await["connected"], false);
+
+    let business = alice.run(&["register", "--business"]).await;
+    assert_eq!(business.code, 6, "{business:?}");
+    assert!(
+        business
+            .stderr
+            .contains("this kind of account cannot do that"),
+        "{business:?}"
+    );
+    let again = alice.run(&["register"]).await;
+    assert_eq!(again.code, 0, "{again:?}");
+    assert!(again.stderr.contains("already registered"), "{again:?}");
+
+    drop(script);
+    assert_eq!(daemon.terminate(), 0);
+}

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use comptoir_protocol::proto::wire::SignedDeviceList;
+use comptoir_protocol::proto::wire::{AccountKind, SignedDeviceList};
 use comptoir_protocol::{AccountId, AccountKeyPair, DeviceList, IdentityKey, IdentityKeyPair};
 use prost::Message;
 use zeroize::{Zeroize, Zeroizing};
@@ -39,6 +39,10 @@ struct AccountRecord {
     next_signed_prekey_id: u32,
     #[prost(uint32, tag = "9")]
     next_one_time_prekey_id: u32,
+    /// The account's kind (`AccountKind`) as the relay last said it
+    /// (0: not known yet, a store from before it was kept).
+    #[prost(int32, tag = "10")]
+    kind: i32,
 }
 
 impl fmt::Debug for AccountRecord {
@@ -65,6 +69,9 @@ pub struct Account {
     registered: bool,
     next_signed_prekey_id: u32,
     next_one_time_prekey_id: u32,
+    /// As registered, or as the relay said at the last login;
+    /// `Unspecified` until then.
+    kind: AccountKind,
 }
 
 impl fmt::Debug for Account {
@@ -78,6 +85,7 @@ impl fmt::Debug for Account {
             registered,
             next_signed_prekey_id,
             next_one_time_prekey_id,
+            kind,
         } = self;
         f.debug_struct("Account")
             .field("id", id)
@@ -91,6 +99,7 @@ impl fmt::Debug for Account {
             .field("registered", registered)
             .field("next_signed_prekey_id", next_signed_prekey_id)
             .field("next_one_time_prekey_id", next_one_time_prekey_id)
+            .field("kind", kind)
             .finish()
     }
 }
@@ -108,6 +117,7 @@ impl Account {
             registered: false,
             next_signed_prekey_id: 1,
             next_one_time_prekey_id: 1,
+            kind: AccountKind::Unspecified,
         }
     }
 
@@ -150,6 +160,7 @@ impl Account {
             registered: false,
             next_signed_prekey_id: 1,
             next_one_time_prekey_id: 1,
+            kind: AccountKind::Unspecified,
         }
     }
 
@@ -180,6 +191,18 @@ impl Account {
     /// Record that the relay accepted the registration.
     pub fn set_registered(&mut self) {
         self.registered = true;
+    }
+
+    /// The account's kind as registered or as the relay last said it at a
+    /// login; `Unspecified` before either (a store from before it was
+    /// kept, a device not yet linked).
+    pub fn kind(&self) -> AccountKind {
+        self.kind
+    }
+
+    /// Keep the account's kind (registered as, or told at a login).
+    pub fn set_kind(&mut self, kind: AccountKind) {
+        self.kind = kind;
     }
 
     /// The account's device list (this device only), signed.
@@ -247,6 +270,7 @@ impl Account {
             registered: record.registered,
             next_signed_prekey_id: record.next_signed_prekey_id.max(1),
             next_one_time_prekey_id: record.next_one_time_prekey_id.max(1),
+            kind: AccountKind::try_from(record.kind).unwrap_or(AccountKind::Unspecified),
         })
     }
 
@@ -266,6 +290,7 @@ impl Account {
             registered: self.registered,
             next_signed_prekey_id: self.next_signed_prekey_id,
             next_one_time_prekey_id: self.next_one_time_prekey_id,
+            kind: self.kind as i32,
         };
         let bytes = Zeroizing::new(record.encode_to_vec());
         store.put(Tree::Account, ACCOUNT_KEY, &bytes)

@@ -279,7 +279,7 @@ impl Client {
     }
 
     fn with(store: Store, account: Account, prekeys: PreKeys) -> Self {
-        let kind = wire::AccountKind::Unspecified;
+        let kind = account.kind();
         let me = Arc::new(Self::me_of(&account, kind));
         Self {
             store: Arc::new(store),
@@ -369,10 +369,17 @@ impl Client {
         self.account.is_registered()
     }
 
-    /// Whether this is a business account (known once connected: the
-    /// relay says so when the device logs in).
+    /// Whether this is a business account (see [`Self::kind`]).
     pub fn is_business(&self) -> bool {
         self.kind == wire::AccountKind::Business
+    }
+
+    /// This account's kind: as registered from this store, or as the
+    /// relay said at the last login (kept in the store, so known offline
+    /// too); `Unspecified` before either (a linked device that never
+    /// logged in, a store from before the kind was kept).
+    pub fn kind(&self) -> wire::AccountKind {
+        self.kind
     }
 
     /// Whether a relay connection is open and authenticated.

@@ -62,6 +62,7 @@ impl Client {
             other => return Err(unexpected("Registered", &other)),
         }
         self.account.set_registered();
+        self.account.set_kind(kind);
         self.account.save(&self.store)?;
         peers::observe(&self.store, &id, &list)?;
         self.store.flush().await?;
@@ -116,6 +117,11 @@ impl Client {
             }
         };
         self.kind = ok.kind();
+        if self.account.kind() != self.kind {
+            // Kept, so that the kind is known away from the relay too.
+            self.account.set_kind(self.kind);
+            self.account.save(&self.store)?;
+        }
         match crate::operator_pin::observe(&self.store, &ok.operator_key)? {
             PinOutcome::Changed { pinned, offered } => {
                 self.events.push_back(Event::OperatorKeyChanged {
