@@ -146,8 +146,8 @@ struct Shared {
     state: Mutex<State>,
     /// The file: held by one sync (or compaction) at a time.
     file: Mutex<LogFile>,
-    /// Set to stop the sync thread.
-    stop: Mutex<bool>,
+    /// Whether the sync thread should stop, and whether it is asleep.
+    thread: Mutex<SyncThread>,
     /// Wakes the sync thread (a sync asked for, or a stop).
     wake: Condvar,
     /// Sync tickets handed out so far (see [`RecordLog::request_sync`]).
@@ -219,6 +219,18 @@ struct LogFile {
     spare: Vec<u8>,
 }
 
+/// What the sync thread and those asking it for syncs share, under one
+/// lock (see [`RecordLog::request_sync`]).
+#[derive(Default)]
+struct SyncThread {
+    /// Set to stop the thread.
+    stop: bool,
+    /// The thread waits on [`Shared::wake`]: a sync asked for must wake
+    /// it. While it syncs, it looks for new tickets before it sleeps, so
+    /// asking costs no wake-up (a system call) then.
+    asleep: bool,
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section leaves its data whole before it can panic.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -277,7 +289,7 @@ impl RecordLog {
                 broken: None,
                 spare: Vec::new(),
             }),
-            stop: Mutex::new(false),
+            thread: Mutex::new(SyncThread::default()),
             wake: Condvar::new(),
             taken: AtomicU64::new(0),
             synced: watch::Sender::new(Synced::default()),
@@ -419,10 +431,12 @@ impl RecordLog {
         let shared = &self.shared;
         let ticket = shared.taken.fetch_add(1, Ordering::SeqCst) + 1;
         let receiver = shared.synced.subscribe();
-        // Under the thread's lock: it either saw the ticket before it
-        // waited or is waiting now and gets this wake-up.
-        let _stop = lock(&shared.stop);
-        shared.wake.notify_all();
+        // Under the thread's lock: it either sees the ticket before it
+        // sleeps or is asleep now and gets this wake-up.
+        let thread = lock(&shared.thread);
+        if thread.asleep {
+            shared.wake.notify_all();
+        }
         (ticket, receiver)
     }
 
@@ -433,7 +447,7 @@ impl RecordLog {
     }
 
     fn stop_background(&mut self) {
-        *lock(&self.shared.stop) = true;
+        lock(&self.shared.thread).stop = true;
         self.shared.wake.notify_all();
         if let Some(thread) = self.background.take() {
             let _ = thread.join();
@@ -627,19 +641,22 @@ impl Shared {
         loop {
             let stopping = {
                 let deadline = Instant::now() + BACKGROUND_SYNC;
-                let mut stop = lock(&self.stop);
+                let mut thread = lock(&self.thread);
                 loop {
                     let now = Instant::now();
-                    if *stop || self.taken.load(Ordering::SeqCst) > covered || now >= deadline {
+                    if thread.stop || self.taken.load(Ordering::SeqCst) > covered || now >= deadline
+                    {
                         break;
                     }
-                    stop = self
+                    thread.asleep = true;
+                    thread = self
                         .wake
-                        .wait_timeout(stop, deadline - now)
+                        .wait_timeout(thread, deadline - now)
                         .unwrap_or_else(PoisonError::into_inner)
                         .0;
+                    thread.asleep = false;
                 }
-                *stop
+                thread.stop
             };
             // Every ticket taken so far was taken after its writes: the
             // sync below, which takes what is pending now, covers them.
