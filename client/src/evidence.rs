@@ -99,17 +99,39 @@ fn key(from: &AccountId, envelope: &Envelope) -> Vec<u8> {
     k
 }
 
+/// What [`save`] did with a refused message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Saved {
+    /// Kept now.
+    Kept,
+    /// This very envelope was kept before.
+    AlreadyKept,
+    /// Another message from the same sender under the same id is kept, not
+    /// this one: the first copy is never replaced (a sender or the relay
+    /// reusing an id cannot swap the evidence).
+    OtherCopyKept,
+    /// Not kept: the sender's share or all senders' is full.
+    Full,
+}
+
+impl Saved {
+    /// Whether this message's envelope is kept (now or before).
+    pub fn is_kept(self) -> bool {
+        matches!(self, Self::Kept | Self::AlreadyKept)
+    }
+}
+
 /// What sealing adds to a record at most (nonce, tag, tree and key
 /// binding), for the byte bound.
 const SEALED_EXTRA_MAX: usize = 256;
 
-/// Keep a refused message. Returns whether a copy of its envelope is
-/// kept: the first one is (a later message under the same sender and id
-/// does not replace it); a new one is not once the sender has
+/// Keep a refused message, and say what was done: the first message under
+/// a sender and id is kept (a later one under the same sender and id does
+/// not replace it); a new one is not once the sender has
 /// [`MAX_EVIDENCE_PER_SENDER`] records, or once all senders' records reach
 /// [`MAX_EVIDENCE`] or [`MAX_EVIDENCE_BYTES`]. Past the bounds a message
 /// is still refused and acknowledged, just not kept.
-pub fn save(store: &Store, evidence: &Evidence) -> Result<bool> {
+pub fn save(store: &Store, evidence: &Evidence) -> Result<Saved> {
     save_bounded(store, evidence, MAX_EVIDENCE, MAX_EVIDENCE_BYTES)
 }
 
@@ -118,13 +140,19 @@ fn save_bounded(
     evidence: &Evidence,
     max_count: usize,
     max_bytes: usize,
-) -> Result<bool> {
+) -> Result<Saved> {
     let key = key(&evidence.from, &evidence.envelope);
-    if store.contains(Tree::Evidence, &key)? {
-        return Ok(true);
+    if let Some(kept) = store.get(Tree::Evidence, &key)? {
+        let kept = EvidenceRecord::decode(kept.as_slice())
+            .map_err(|_| ClientError::CorruptStore("evidence record: undecodable".into()))?;
+        return Ok(if kept.envelope == evidence.envelope.encode_to_vec() {
+            Saved::AlreadyKept
+        } else {
+            Saved::OtherCopyKept
+        });
     }
     if store.count(Tree::Evidence, evidence.from.as_bytes())? >= MAX_EVIDENCE_PER_SENDER {
-        return Ok(false);
+        return Ok(Saved::Full);
     }
     let label = evidence
         .label
@@ -146,10 +174,10 @@ fn save_bounded(
     let sizes = store.sizes(Tree::Evidence, b"")?;
     let bytes: usize = sizes.iter().map(|(_, len)| len).sum();
     if sizes.len() >= max_count || bytes + record.len() + SEALED_EXTRA_MAX > max_bytes {
-        return Ok(false);
+        return Ok(Saved::Full);
     }
     store.put(Tree::Evidence, &key, &record)?;
-    Ok(true)
+    Ok(Saved::Kept)
 }
 
 /// Every refused message kept on this device, by sender then id.
@@ -216,13 +244,13 @@ mod tests {
             panic!("ids")
         };
         for n in 0..MAX_EVIDENCE_PER_SENDER as u8 {
-            assert!(save(&store, &evidence(mallory, n))?);
+            assert_eq!(save(&store, &evidence(mallory, n))?, Saved::Kept);
         }
         // The same envelope again is kept already; a new one is not kept.
-        assert!(save(&store, &evidence(mallory, 0))?);
-        assert!(!save(&store, &evidence(mallory, 200))?);
+        assert_eq!(save(&store, &evidence(mallory, 0))?, Saved::AlreadyKept);
+        assert_eq!(save(&store, &evidence(mallory, 200))?, Saved::Full);
         // Another sender is not affected.
-        assert!(save(&store, &evidence(alice, 0))?);
+        assert_eq!(save(&store, &evidence(alice, 0))?, Saved::Kept);
         let all = all(&store)?;
         assert_eq!(all.len(), MAX_EVIDENCE_PER_SENDER + 1);
         let first = &all[0];
@@ -241,11 +269,16 @@ mod tests {
         let Ok(mallory) = AccountId::from_bytes(&[1; 16]) else {
             panic!("id")
         };
-        assert!(save(&store, &evidence(mallory, 7))?);
+        assert_eq!(save(&store, &evidence(mallory, 7))?, Saved::Kept);
         let mut other = evidence(mallory, 7);
+        other.envelope.ciphertext = vec![9; 40];
         other.plaintext = vec![9; 8].into();
         other.refusal = "something else".into();
-        assert!(save(&store, &other)?, "a copy of that envelope is kept");
+        // Told apart from the same envelope again (before, both were
+        // "kept").
+        assert_eq!(save(&store, &other)?, Saved::OtherCopyKept);
+        assert!(!Saved::OtherCopyKept.is_kept());
+        assert_eq!(save(&store, &evidence(mallory, 7))?, Saved::AlreadyKept);
         let kept = all(&store)?;
         assert_eq!(kept.len(), 1);
         assert_eq!(kept[0].plaintext.as_slice(), &[7u8; 8]);
@@ -277,7 +310,7 @@ mod tests {
         let mut kept = 0usize;
         for s in 0..8u8 {
             for n in 0..4u8 {
-                kept += usize::from(keep(&big(sender(s)?, n))?);
+                kept += usize::from(keep(&big(sender(s)?, n))?.is_kept());
             }
         }
         let stored: usize = store
@@ -290,7 +323,7 @@ mod tests {
         // Small ones are bounded by count.
         for s in 100..120u8 {
             for n in 0..5u8 {
-                kept += usize::from(keep(&evidence(sender(s)?, n))?);
+                kept += usize::from(keep(&evidence(sender(s)?, n))?.is_kept());
             }
         }
         assert_eq!(kept, max_count);

@@ -11,7 +11,7 @@ use comptoir_protocol::{AccountId, LabelError, franking, labels};
 
 use crate::error::Result;
 use crate::event::Event;
-use crate::evidence::{self, Evidence};
+use crate::evidence::{self, Evidence, Saved};
 use crate::messages::MessageId;
 
 use super::{Client, now_ms};
@@ -47,7 +47,7 @@ impl Client {
             LabelError::LabelMismatch { label } => Some(*label),
             _ => None,
         };
-        let kept = evidence::save(
+        let saved = evidence::save(
             &self.store,
             &Evidence {
                 from,
@@ -58,11 +58,8 @@ impl Client {
                 stored_at_ms: now_ms(),
             },
         )?;
-        if !kept {
-            self.events.push_back(Event::Warning(format!(
-                "a refused message from {from} was not kept as evidence: the evidence this \
-                 device keeps (of this sender, or of all) is full"
-            )));
+        if let Some(warning) = not_kept_warning(saved, from, id) {
+            self.events.push_back(Event::Warning(warning));
         }
         Ok(Some(Event::Refused { from, id, reason }))
     }
@@ -70,5 +67,21 @@ impl Client {
     /// The messages this device refused by their labels, kept as evidence.
     pub fn evidence(&self) -> Result<Vec<Evidence>> {
         evidence::all(&self.store)
+    }
+}
+
+/// The warning for a refused message `id` from `from` that [`evidence::save`]
+/// did not keep, if it did not.
+pub(super) fn not_kept_warning(saved: Saved, from: AccountId, id: MessageId) -> Option<String> {
+    match saved {
+        Saved::Kept | Saved::AlreadyKept => None,
+        Saved::Full => Some(format!(
+            "message {id} from {from} was refused and is not kept as evidence: the evidence \
+             this device keeps (of this sender, or of all) is full"
+        )),
+        Saved::OtherCopyKept => Some(format!(
+            "message {id} from {from} was refused and is not kept as evidence: another \
+             message from {from} under the same id is kept, and the first is never replaced"
+        )),
     }
 }

@@ -364,7 +364,7 @@ impl Client {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join("; ");
-        let kept = evidence::save(
+        let saved = evidence::save(
             &self.store,
             &Evidence {
                 from,
@@ -375,11 +375,8 @@ impl Client {
                 stored_at_ms: now_ms(),
             },
         )?;
-        if !kept {
-            self.events.push_back(Event::Warning(format!(
-                "message {id} from {from} breaks a rule but is not kept as evidence: the \
-                 evidence this device keeps (of this sender, or of all) is full"
-            )));
+        if let Some(warning) = super::labels::not_kept_warning(saved, from, id) {
+            self.events.push_back(Event::Warning(warning));
         }
         Ok(())
     }
