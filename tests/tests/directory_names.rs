@@ -357,10 +357,7 @@ async fn a_number_its_account_moved_off_no_longer_finds_it() {
     let mut carol = registered(&relay, carol_dir.path(), "carol passphrase").await;
     let (first, second) = ("+447700900123", "+447700900456");
     for phone in [first, second] {
-        alice
-            .request_phone_code(phone)
-            .await
-            .expect("code request");
+        alice.request_phone_code(phone).await.expect("code request");
         let code = relay.codes.last_for(phone).expect("a code was sent");
         alice
             .verify_phone(phone, &code, true)
@@ -368,7 +365,10 @@ async fn a_number_its_account_moved_off_no_longer_finds_it() {
             .expect("verified");
     }
     assert_eq!(
-        carol.lookup(second).await.expect("the new number finds her"),
+        carol
+            .lookup(second)
+            .await
+            .expect("the new number finds her"),
         alice.account_id()
     );
     match carol.lookup(first).await {

@@ -34,9 +34,10 @@
 //!
 //! Registration writes `accounts` and `account_records` in one sled
 //! transaction. Accounts registered before records existed are given one
-//! at open (`give_records_to_older_accounts`). A name claim writes both `names` records in one sled transaction
-//! (serializable: of two concurrent claimers of one name, or two names
-//! claimed by one account, exactly one commits).
+//! at open (`give_records_to_older_accounts`). A name claim writes both
+//! `names` records in one sled transaction (serializable: of two
+//! concurrent claimers of one name, or two names claimed by one account,
+//! exactly one commits).
 //!
 //! The mail log lives in the `mail-log` directory inside sled's.
 
