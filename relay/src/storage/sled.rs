@@ -248,22 +248,35 @@ fn move_legacy_receipts(receipts: &Tree, mail: &MailLog, db: &Db) -> StorageResu
     Ok(())
 }
 
+/// The `meta` key set once [`give_records_to_older_accounts`] has run.
+const OLDER_ACCOUNTS_DONE_KEY: &[u8] = b"older_accounts_given_records";
+
 /// Give a record to every account registered before account records
 /// existed (relays older than typed accounts): an account holding a
-/// business name is a business (only a business may hold one now), any
-/// other a customer; created at time 0 (as a missing record was read);
-/// with the phone number bound to it (the first in E.164 order, if an
-/// older relay left it several). Without one, a number it proves would
-/// never be noted in its record, and a name it holds would resolve to an
-/// account that reads as a customer. Runs at every start; finds nothing
-/// to do once done.
+/// business name is a business (names were business names from the start,
+/// and only a business may hold one now), any other a customer; created at
+/// time 0 (as a missing record was read); with the phone number bound to
+/// it (the first in E.164 order, if an older relay left it several).
+/// Without one, a number it proves would never be noted in its record, and
+/// a name it holds would resolve to an account that reads as a customer.
+/// Then the phone directory loses the entries an older relay left behind:
+/// a number whose account is gone, or whose account's record names
+/// another number (an account that verified a second number kept the
+/// first). Runs once (a `meta` key notes it is done); a crash before the
+/// note runs it again, to the same result.
 fn give_records_to_older_accounts(
     accounts: &Tree,
     records: &Tree,
     phones: &Tree,
     names: &Tree,
-    db: &Db,
+    meta: &Tree,
 ) -> StorageResult<()> {
+    if meta
+        .contains_key(OLDER_ACCOUNTS_DONE_KEY)
+        .map_err(backend)?
+    {
+        return Ok(());
+    }
     let mut missing = Vec::new();
     for key in accounts.iter().keys() {
         let key = key.map_err(backend)?;
@@ -271,20 +284,19 @@ fn give_records_to_older_accounts(
             missing.push(account_from(&key, "accounts")?);
         }
     }
-    if missing.is_empty() {
-        return Ok(());
-    }
     let mut numbers: HashMap<AccountId, (String, bool)> = HashMap::new();
-    for entry in phones.iter() {
-        let (phone, value) = entry.map_err(backend)?;
-        // An entry that does not decode is damage of its own: it names no
-        // account to give a number to.
-        if let (Ok((account, discoverable)), Ok(phone)) =
-            (decode_phone(&value), std::str::from_utf8(&phone))
-        {
-            numbers
-                .entry(account)
-                .or_insert_with(|| (phone.to_owned(), discoverable));
+    if !missing.is_empty() {
+        for entry in phones.iter() {
+            let (phone, value) = entry.map_err(backend)?;
+            // An entry that does not decode is damage of its own: it names
+            // no account to give a number to.
+            if let (Ok((account, discoverable)), Ok(phone)) =
+                (decode_phone(&value), std::str::from_utf8(&phone))
+            {
+                numbers
+                    .entry(account)
+                    .or_insert_with(|| (phone.to_owned(), discoverable));
+            }
         }
     }
     let mut batch = Batch::default();
@@ -292,6 +304,9 @@ fn give_records_to_older_accounts(
         let business = names
             .contains_key(tagged(b'a', &[account.as_bytes()]))
             .map_err(backend)?;
+        if business {
+            tracing::info!(%account, "an account registered by an older relay holds a business name: recorded as a business");
+        }
         let (phone_number, discoverable) = numbers.remove(account).unwrap_or_default();
         let record = AccountRecord {
             kind: if business {
@@ -307,11 +322,38 @@ fn give_records_to_older_accounts(
         batch.insert(account.as_bytes().as_slice(), encode_record(&record));
     }
     records.apply_batch(batch).map_err(backend)?;
-    db.flush().map_err(backend)?;
-    tracing::info!(
-        count = missing.len(),
-        "gave account records to accounts registered by an older relay"
-    );
+    let mut stale = Batch::default();
+    let mut dropped = 0usize;
+    for entry in phones.iter() {
+        let (phone, value) = entry.map_err(backend)?;
+        let Ok((holder, _)) = decode_phone(&value) else {
+            continue;
+        };
+        let keep = match records.get(holder.as_bytes()).map_err(backend)? {
+            None => false,
+            Some(bytes) => match EncodedRecord::decode(bytes.as_ref()) {
+                Ok(record) => {
+                    record.phone_number.is_empty() || record.phone_number.as_bytes() == &phone[..]
+                }
+                // A record that does not decode is damage of its own.
+                Err(_) => true,
+            },
+        };
+        if !keep {
+            stale.remove(phone);
+            dropped += 1;
+        }
+    }
+    phones.apply_batch(stale).map_err(backend)?;
+    meta.insert(OLDER_ACCOUNTS_DONE_KEY, &[1u8][..])
+        .map_err(backend)?;
+    if !missing.is_empty() || dropped > 0 {
+        tracing::info!(
+            accounts = missing.len(),
+            numbers = dropped,
+            "gave account records to accounts registered by an older relay, and dropped the phone numbers their accounts no longer hold"
+        );
+    }
     Ok(())
 }
 
@@ -591,8 +633,14 @@ impl SledStore {
         }
         let receipts = tree("receipts")?;
         move_legacy_receipts(&receipts, &mail, &db)?;
-        let (records, phones, names) = (tree("account_records")?, tree("phones")?, tree("names")?);
-        give_records_to_older_accounts(&accounts, &records, &phones, &names, &db)?;
+        let (records, phones, names, meta) = (
+            tree("account_records")?,
+            tree("phones")?,
+            tree("names")?,
+            tree("meta")?,
+        );
+        give_records_to_older_accounts(&accounts, &records, &phones, &names, &meta)?;
+        db.flush().map_err(backend)?;
         Ok(Self {
             parsed_lists: Arc::default(),
             parsed_templates: Arc::default(),
@@ -605,7 +653,7 @@ impl SledStore {
             names,
             unauthenticated: tree("unauthenticated")?,
             expired_accounts,
-            meta: tree("meta")?,
+            meta,
             templates: tree("templates")?,
             businesses: tree("businesses")?,
             block_reasons: tree("block_reasons")?,
@@ -884,6 +932,12 @@ impl Directory for SledStore {
             || ConflictableTransactionError::Abort(StorageError::Corrupt("account_records"));
         (&self.phones, &self.records)
             .transaction(|(phones, records)| {
+                // No record: the account is gone (expired meanwhile), and
+                // no number is bound to it.
+                let Some(bytes) = records.get(account.as_bytes())? else {
+                    return Ok(());
+                };
+                let mut record = EncodedRecord::decode(bytes.as_ref()).map_err(|_| corrupt())?;
                 let earlier = phones.insert(phone.as_bytes(), value.as_slice())?;
                 // The number leaves its earlier holder's record (if that
                 // record still names it): only one account holds a number.
@@ -893,18 +947,13 @@ impl Directory for SledStore {
                     && let Ok((holder, _)) = decode_phone(&earlier)
                     && holder != account
                     && let Some(bytes) = records.get(holder.as_bytes())?
-                    && let Ok(mut record) = EncodedRecord::decode(bytes.as_ref())
-                    && record.phone_number == phone
+                    && let Ok(mut held) = EncodedRecord::decode(bytes.as_ref())
+                    && held.phone_number == phone
                 {
-                    record.phone_number.clear();
-                    record.discoverable = false;
-                    records.insert(holder.as_bytes().as_slice(), record.encode_to_vec())?;
+                    held.phone_number.clear();
+                    held.discoverable = false;
+                    records.insert(holder.as_bytes().as_slice(), held.encode_to_vec())?;
                 }
-                // No record: the account is gone (expired meanwhile).
-                let Some(bytes) = records.get(account.as_bytes())? else {
-                    return Ok(());
-                };
-                let mut record = EncodedRecord::decode(bytes.as_ref()).map_err(|_| corrupt())?;
                 // The account's earlier number no longer finds it: an
                 // account holds one number.
                 if !record.phone_number.is_empty()
@@ -1719,8 +1768,10 @@ mod tests {
     /// Accounts registered by a relay from before account records get one
     /// at the next start: a business name's holder as a business, the
     /// others as customers created at time 0, each with the phone number
-    /// bound to it; so the phone rule can be met and a name resolves only
-    /// to a business. An account with a record keeps it.
+    /// bound to it (the first, of several); so the phone rule can be met
+    /// and a name resolves only to a business. An account with a record
+    /// keeps it. The numbers an account no longer holds stop finding it,
+    /// and the whole step runs once.
     #[tokio::test]
     async fn accounts_from_before_records_get_one_at_the_next_start() -> StorageResult<()> {
         let dir = tempfile::tempdir().map_err(|e| StorageError::Backend(e.to_string()))?;
@@ -1738,10 +1789,26 @@ mod tests {
             }
             assert_eq!(store.claim_name("acme", shop).await?, NameClaim::Claimed);
             store.bind_phone("+15550001", person, true).await?;
-            // As an older relay left them: no record but `typed`'s.
+            // As an older relay left them: no record but `typed`'s, a
+            // second number for `person`, and one `typed` moved off.
             for account in [shop, person, plain] {
                 store.records.remove(account.as_bytes()).map_err(backend)?;
             }
+            let entry = |account: AccountId| [account.as_bytes().as_slice(), &[0]].concat();
+            store
+                .phones
+                .insert("+15550009", entry(person))
+                .map_err(backend)?;
+            store.bind_phone("+15550003", typed, false).await?;
+            store.bind_phone("+15550004", typed, false).await?;
+            store
+                .phones
+                .insert("+15550003", entry(typed))
+                .map_err(backend)?;
+            store
+                .meta
+                .remove(OLDER_ACCOUNTS_DONE_KEY)
+                .map_err(backend)?;
             store.close().await?;
         }
         let store = open(dir.path());
@@ -1768,6 +1835,10 @@ mod tests {
             store.account_record(typed).await?.map(|r| r.created_at_ms),
             Some(5_000)
         );
+        assert_eq!(store.lookup_phone("+15550001").await?, Some((person, true)));
+        assert_eq!(store.lookup_phone("+15550009").await?, None);
+        assert_eq!(store.lookup_phone("+15550003").await?, None);
+        assert_eq!(store.lookup_phone("+15550004").await?, Some((typed, false)));
         // A number proved later is noted in the record.
         store.bind_phone("+15550002", plain, false).await?;
         assert_eq!(
@@ -1779,6 +1850,12 @@ mod tests {
             store.expire_unauthenticated(u64::MAX, 100).await?,
             ExpiredAccounts::default()
         );
+        // Once done, not again: a record missing now stays missing.
+        store.records.remove(plain.as_bytes()).map_err(backend)?;
+        store.close().await?;
+        drop(store);
+        let store = open(dir.path());
+        assert_eq!(store.account_record(plain).await?, None);
         store.close().await
     }
 
