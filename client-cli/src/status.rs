@@ -206,8 +206,8 @@ pub(crate) async fn run(
                 }
             };
             // A business posts to its subscribers, a person to its
-            // conversations (whether it is a business is known once
-            // connected); both to those named too.
+            // conversations (the kind the relay tells at the login
+            // decides); both to those named too.
             let result = match client.connect(&cli.relay).await {
                 Ok(_) => match status_audience(&mut client).await {
                     Ok(mut recipients) => {

@@ -16,6 +16,9 @@ pub const FIRST_DEVICE_ID: u32 = 1;
 /// Version of [`AccountRecord`] this build writes.
 const ACCOUNT_RECORD_VERSION: u32 = 1;
 const ACCOUNT_KEY: &[u8] = b"self";
+/// The key of the account's kind, a record of its own beside the account
+/// record (see [`save_kind`]).
+const KIND_KEY: &[u8] = b"kind";
 
 /// The stored form of an [`Account`]. New fields default when absent.
 #[derive(Clone, PartialEq, Message)]
@@ -39,10 +42,6 @@ struct AccountRecord {
     next_signed_prekey_id: u32,
     #[prost(uint32, tag = "9")]
     next_one_time_prekey_id: u32,
-    /// The account's kind (`AccountKind`) as the relay last said it
-    /// (0: not known yet, a store from before it was kept).
-    #[prost(int32, tag = "10")]
-    kind: i32,
 }
 
 impl fmt::Debug for AccountRecord {
@@ -69,9 +68,6 @@ pub struct Account {
     registered: bool,
     next_signed_prekey_id: u32,
     next_one_time_prekey_id: u32,
-    /// As registered, or as the relay said at the last login;
-    /// `Unspecified` until then.
-    kind: AccountKind,
 }
 
 impl fmt::Debug for Account {
@@ -85,7 +81,6 @@ impl fmt::Debug for Account {
             registered,
             next_signed_prekey_id,
             next_one_time_prekey_id,
-            kind,
         } = self;
         f.debug_struct("Account")
             .field("id", id)
@@ -99,7 +94,6 @@ impl fmt::Debug for Account {
             .field("registered", registered)
             .field("next_signed_prekey_id", next_signed_prekey_id)
             .field("next_one_time_prekey_id", next_one_time_prekey_id)
-            .field("kind", kind)
             .finish()
     }
 }
@@ -117,7 +111,6 @@ impl Account {
             registered: false,
             next_signed_prekey_id: 1,
             next_one_time_prekey_id: 1,
-            kind: AccountKind::Unspecified,
         }
     }
 
@@ -160,7 +153,6 @@ impl Account {
             registered: false,
             next_signed_prekey_id: 1,
             next_one_time_prekey_id: 1,
-            kind: AccountKind::Unspecified,
         }
     }
 
@@ -191,18 +183,6 @@ impl Account {
     /// Record that the relay accepted the registration.
     pub fn set_registered(&mut self) {
         self.registered = true;
-    }
-
-    /// The account's kind as registered or as the relay last said it at a
-    /// login; `Unspecified` before either (a store from before it was
-    /// kept, a device not yet linked).
-    pub fn kind(&self) -> AccountKind {
-        self.kind
-    }
-
-    /// Keep the account's kind (registered as, or told at a login).
-    pub fn set_kind(&mut self, kind: AccountKind) {
-        self.kind = kind;
     }
 
     /// The account's device list (this device only), signed.
@@ -270,7 +250,6 @@ impl Account {
             registered: record.registered,
             next_signed_prekey_id: record.next_signed_prekey_id.max(1),
             next_one_time_prekey_id: record.next_one_time_prekey_id.max(1),
-            kind: AccountKind::try_from(record.kind).unwrap_or(AccountKind::Unspecified),
         })
     }
 
@@ -290,9 +269,66 @@ impl Account {
             registered: self.registered,
             next_signed_prekey_id: self.next_signed_prekey_id,
             next_one_time_prekey_id: self.next_one_time_prekey_id,
-            kind: self.kind as i32,
         };
         let bytes = Zeroizing::new(record.encode_to_vec());
         store.put(Tree::Account, ACCOUNT_KEY, &bytes)
+    }
+}
+
+/// The account's kind as last kept by [`save_kind`]; `Unspecified` if
+/// none was (a store from before it was kept, a device not yet linked).
+pub fn load_kind(store: &Store) -> Result<AccountKind> {
+    let Some(bytes) = store.get(Tree::Account, KIND_KEY)? else {
+        return Ok(AccountKind::Unspecified);
+    };
+    let code = match bytes.as_slice() {
+        [code] => i32::from(*code),
+        _ => return Err(ClientError::CorruptStore("the account kind record".into())),
+    };
+    // A kind this version does not know reads as not known.
+    Ok(AccountKind::try_from(code).unwrap_or(AccountKind::Unspecified))
+}
+
+/// Keep the account's kind (as registered, or as the relay says at a
+/// login), so it is known away from the relay too; `Unspecified` forgets
+/// it (not flushed). A record of its own, so that keeping it never writes
+/// the account record (a link not yet checked must not be).
+pub fn save_kind(store: &Store, kind: AccountKind) -> Result<()> {
+    match u8::try_from(kind as i32) {
+        Ok(code) if kind != AccountKind::Unspecified => store.put(Tree::Account, KIND_KEY, &[code]),
+        _ => store.remove(Tree::Account, KIND_KEY),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::FAST_TEST_KDF;
+
+    /// The kind is kept apart from the account record, survives a reopen,
+    /// and `Unspecified` forgets it.
+    #[test]
+    fn the_kind_is_kept_apart_and_survives_a_reopen() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| ClientError::io("temp dir", e))?;
+        let account = Account::generate();
+        {
+            let store = Store::create(dir.path(), "pw-long-enough", FAST_TEST_KDF)?;
+            account.save(&store)?;
+            assert_eq!(load_kind(&store)?, AccountKind::Unspecified);
+            save_kind(&store, AccountKind::Business)?;
+            store.flush_blocking()?;
+        }
+        let store = Store::open(dir.path(), "pw-long-enough")?;
+        assert_eq!(load_kind(&store)?, AccountKind::Business);
+        let loaded = Account::load(&store)?.map(|a| a.id());
+        assert_eq!(loaded, Some(account.id()));
+        save_kind(&store, AccountKind::Unspecified)?;
+        assert_eq!(load_kind(&store)?, AccountKind::Unspecified);
+        store.put(Tree::Account, KIND_KEY, &[1, 2])?;
+        assert!(matches!(
+            load_kind(&store),
+            Err(ClientError::CorruptStore(_))
+        ));
+        Ok(())
     }
 }

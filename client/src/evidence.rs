@@ -143,9 +143,11 @@ fn save_bounded(
 ) -> Result<Saved> {
     let key = key(&evidence.from, &evidence.envelope);
     if let Some(kept) = store.get(Tree::Evidence, &key)? {
-        let kept = EvidenceRecord::decode(kept.as_slice())
-            .map_err(|_| ClientError::CorruptStore("evidence record: undecodable".into()))?;
-        return Ok(if kept.envelope == evidence.envelope.encode_to_vec() {
+        // A kept record that does not decode (damaged, or written by a
+        // later version) stays as it is, as any other first copy does.
+        let same = EvidenceRecord::decode(kept.as_slice())
+            .is_ok_and(|kept| kept.envelope == evidence.envelope.encode_to_vec());
+        return Ok(if same {
             Saved::AlreadyKept
         } else {
             Saved::OtherCopyKept
@@ -279,6 +281,16 @@ mod tests {
         assert_eq!(save(&store, &other)?, Saved::OtherCopyKept);
         assert!(!Saved::OtherCopyKept.is_kept());
         assert_eq!(save(&store, &evidence(mallory, 7))?, Saved::AlreadyKept);
+        // A kept record that does not decode stays, and is no error.
+        let mut odd = evidence(mallory, 8);
+        store.put(
+            Tree::Evidence,
+            &key(&odd.from, &odd.envelope),
+            &[0xff, 0xff],
+        )?;
+        odd.envelope.ciphertext = vec![8; 40];
+        assert_eq!(save(&store, &odd)?, Saved::OtherCopyKept);
+        store.remove(Tree::Evidence, &key(&odd.from, &odd.envelope))?;
         let kept = all(&store)?;
         assert_eq!(kept.len(), 1);
         assert_eq!(kept[0].plaintext.as_slice(), &[7u8; 8]);

@@ -515,3 +515,56 @@ async fn a_registration_whose_kind_was_changed_after_signing_is_refused_and_crea
         assert_eq!(ok.kind(), signed);
     }
 }
+
+/// The kind a login tells is kept, so it is known away from the relay: a
+/// relay telling no kind (`Unspecified`, as one from before kinds) leaves
+/// the kind known here as it was; one telling another kind is warned of,
+/// and gone by (the relay enforces it). Before, the last `AuthOk` decided
+/// alone, in memory only.
+#[tokio::test]
+async fn the_kind_a_login_tells_is_kept_and_a_change_is_warned_of() {
+    let relay_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let proxy_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let origins = vec![
+        origin_of(relay_listener.local_addr().expect("addr")),
+        origin_of(proxy_listener.local_addr().expect("addr")),
+    ];
+    let data = tempfile::tempdir().expect("temp dir");
+    let relay = start_relay_on(
+        data.path(),
+        |c| c.public_origins = origins,
+        None,
+        relay_listener,
+    )
+    .await;
+    let mitm = Mitm::start_on(proxy_listener, relay.addr);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut shop = registered_business(&relay, dir.path(), "shop pass").await;
+    assert_eq!(shop.kind(), AccountKind::Business);
+
+    mitm.tell_kind(AccountKind::Unspecified);
+    shop.connect(&mitm.url()).await.expect("through the proxy");
+    assert_eq!(
+        shop.kind(),
+        AccountKind::Business,
+        "an unknown kind erased it"
+    );
+
+    mitm.tell_kind(AccountKind::Customer);
+    shop.connect(&mitm.url()).await.expect("through the proxy");
+    assert_eq!(shop.kind(), AccountKind::Customer);
+    let mut warned = false;
+    while let Ok(Some(event)) = shop.next_event(std::time::Duration::ZERO).await {
+        warned |= matches!(&event, Event::Warning(w) if w.contains("relay says this account is a customer"));
+    }
+    assert!(warned, "the change of kind was not warned of");
+    shop.close().await.expect("close");
+
+    // Kept in the store: known when opened again, away from any relay.
+    let reopened = comptoir_client::Client::open(dir.path(), "shop pass").expect("open");
+    assert_eq!(reopened.kind(), AccountKind::Customer);
+}

@@ -1,7 +1,7 @@
 //! This account's own devices: linking a new one (which then asks the
 //! others for the address book, see `contacts_sync`), removing one.
 
-use comptoir_protocol::proto::wire::{PublishDeviceList, client_frame, server_frame};
+use comptoir_protocol::proto::wire::{AccountKind, PublishDeviceList, client_frame, server_frame};
 use comptoir_protocol::{AccountId, AccountKey, DeviceList, IdentityKey};
 
 use std::collections::BTreeMap;
@@ -234,6 +234,9 @@ impl Client {
             // Back to waiting for a (good) approval; nothing stays pinned.
             self.disconnect().await;
             peers::forget(&self.store, &account)?;
+            // The kind that relay told is forgotten with the link.
+            crate::account::save_kind(&self.store, AccountKind::Unspecified)?;
+            self.kind = AccountKind::Unspecified;
             self.account.set_unlinked(unlinked_id);
             self.refresh_me();
             self.account.save(&self.store)?;

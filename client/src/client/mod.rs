@@ -220,7 +220,12 @@ impl Client {
             },
         )?;
         store.flush_blocking()?;
-        Ok(Self::with(store, account, PreKeys::default()))
+        Ok(Self::with(
+            store,
+            account,
+            PreKeys::default(),
+            wire::AccountKind::Unspecified,
+        ))
     }
 
     /// Create a device in `dir` that will join an existing account (see
@@ -230,7 +235,12 @@ impl Client {
         let account = Account::generate_unlinked();
         account.save(&store)?;
         store.flush_blocking()?;
-        Ok(Self::with(store, account, PreKeys::default()))
+        Ok(Self::with(
+            store,
+            account,
+            PreKeys::default(),
+            wire::AccountKind::Unspecified,
+        ))
     }
 
     /// Restore a backup of a data directory (a copy of it, taken while no
@@ -275,11 +285,11 @@ impl Client {
         let account = Account::load(&store)?
             .ok_or_else(|| ClientError::CorruptStore("the store holds no account record".into()))?;
         let prekeys = PreKeys::load(&store)?;
-        Ok(Self::with(store, account, prekeys))
+        let kind = crate::account::load_kind(&store)?;
+        Ok(Self::with(store, account, prekeys, kind))
     }
 
-    fn with(store: Store, account: Account, prekeys: PreKeys) -> Self {
-        let kind = account.kind();
+    fn with(store: Store, account: Account, prekeys: PreKeys, kind: wire::AccountKind) -> Self {
         let me = Arc::new(Self::me_of(&account, kind));
         Self {
             store: Arc::new(store),

@@ -62,11 +62,33 @@ impl Client {
             other => return Err(unexpected("Registered", &other)),
         }
         self.account.set_registered();
-        self.account.set_kind(kind);
         self.account.save(&self.store)?;
+        crate::account::save_kind(&self.store, kind)?;
+        self.kind = kind;
         peers::observe(&self.store, &id, &list)?;
         self.store.flush().await?;
         self.connect(url).await.map(|_| ())
+    }
+
+    /// Take the kind the relay told at a login: kept, so it is known away
+    /// from the relay too. An `Unspecified` one (a relay from before kinds)
+    /// changes nothing; one that differs from the kind known here is the
+    /// relay's to enforce, and is warned of.
+    fn learn_kind(&mut self, told: AccountKind) -> Result<()> {
+        if told == AccountKind::Unspecified || told == self.kind {
+            return Ok(());
+        }
+        if self.kind != AccountKind::Unspecified {
+            self.events.push_back(Event::Warning(format!(
+                "the relay says this account is a {}, but this device knew it as a {}; the \
+                 relay decides what it accepts, so this device goes by its word",
+                kind_name(told),
+                kind_name(self.kind)
+            )));
+        }
+        crate::account::save_kind(&self.store, told)?;
+        self.kind = told;
+        Ok(())
     }
 
     /// Connect and authenticate to the relay at `url`, top up prekeys, and
@@ -116,12 +138,7 @@ impl Client {
                 return Err(e);
             }
         };
-        self.kind = ok.kind();
-        if self.account.kind() != self.kind {
-            // Kept, so that the kind is known away from the relay too.
-            self.account.set_kind(self.kind);
-            self.account.save(&self.store)?;
-        }
+        self.learn_kind(ok.kind())?;
         match crate::operator_pin::observe(&self.store, &ok.operator_key)? {
             PinOutcome::Changed { pinned, offered } => {
                 self.events.push_back(Event::OperatorKeyChanged {
@@ -587,5 +604,14 @@ impl Client {
             franking_commitment: delivered.franking_commitment.clone(),
             signature: delivered.delivery_signature.clone(),
         })
+    }
+}
+
+/// How a message names an account kind.
+fn kind_name(kind: AccountKind) -> &'static str {
+    match kind {
+        AccountKind::Business => "business",
+        AccountKind::Customer => "customer",
+        AccountKind::Unspecified => "account of unknown kind",
     }
 }

@@ -37,6 +37,8 @@ struct Shared {
     raw_acks: Vec<wire::DeliveryAck>,
     /// Woken when an ack is added.
     acked_now: Arc<tokio::sync::Notify>,
+    /// The account kind every `AuthOk` is rewritten to tell, if set.
+    told_kind: Option<wire::AccountKind>,
 }
 
 /// The proxy; dropping it stops accepting.
@@ -129,6 +131,11 @@ impl Mitm {
         Self { addr, shared, task }
     }
 
+    /// Make every later `AuthOk` tell `kind` as the account's kind.
+    pub fn tell_kind(&self, kind: wire::AccountKind) {
+        self.shared.lock().expect("lock").told_kind = Some(kind);
+    }
+
     /// The proxy's WebSocket URL.
     pub fn url(&self) -> String {
         format!("ws://{}", self.addr)
@@ -189,6 +196,13 @@ fn tamper_down(state: &Mutex<Shared>, bytes: &[u8]) -> Vec<u8> {
     let Ok(mut frame) = decode_server(bytes) else {
         return bytes.to_vec();
     };
+    if let Some(server_frame::Body::AuthOk(ok)) = frame.body.as_mut() {
+        let Some(kind) = state.lock().expect("lock").told_kind else {
+            return bytes.to_vec();
+        };
+        ok.kind = kind as i32;
+        return encode_server(&frame);
+    }
     let Some(server_frame::Body::Deliver(deliver)) = frame.body.as_mut() else {
         return bytes.to_vec();
     };
