@@ -1437,9 +1437,8 @@ fn registered_again(client: &Client, kind: AccountKind) -> Result<()> {
         ));
     }
     // Known from the registration or a login (kept in the store); not
-    // known on a linked device that never logged in, nor in a store from
-    // before the kind was kept until its next login: then the relay's
-    // answer is the daemon's next login.
+    // known in a store from before the kind was kept until its next
+    // login: then the relay's answer is the daemon's next login.
     let registered = client.kind();
     if registered != AccountKind::Unspecified && registered != kind {
         return Err(ClientError::Relay {

@@ -285,7 +285,13 @@ impl Client {
         let account = Account::load(&store)?
             .ok_or_else(|| ClientError::CorruptStore("the store holds no account record".into()))?;
         let prekeys = PreKeys::load(&store)?;
-        let kind = crate::account::load_kind(&store)?;
+        // A device waiting for a link has no kind yet (one kept by a link
+        // that then failed does not count).
+        let kind = if account.is_unlinked() {
+            wire::AccountKind::Unspecified
+        } else {
+            crate::account::load_kind(&store)?
+        };
         Ok(Self::with(store, account, prekeys, kind))
     }
 
@@ -386,8 +392,9 @@ impl Client {
 
     /// This account's kind: as registered from this store, or as the
     /// relay said at the last login (kept in the store, so known offline
-    /// too); `Unspecified` before either (a linked device that never
-    /// logged in, a store from before the kind was kept).
+    /// too); `Unspecified` before either (a store from before the kind was
+    /// kept that has not logged in since, a device waiting for a link, or
+    /// only relays that tell no kind).
     pub fn kind(&self) -> wire::AccountKind {
         self.kind
     }

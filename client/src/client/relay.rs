@@ -65,6 +65,7 @@ impl Client {
         self.account.save(&self.store)?;
         crate::account::save_kind(&self.store, kind)?;
         self.kind = kind;
+        self.refresh_me();
         peers::observe(&self.store, &id, &list)?;
         self.store.flush().await?;
         self.connect(url).await.map(|_| ())
@@ -88,6 +89,7 @@ impl Client {
         }
         crate::account::save_kind(&self.store, told)?;
         self.kind = told;
+        self.refresh_me();
         Ok(())
     }
 

@@ -34,7 +34,9 @@
 //!
 //! Registration writes `accounts` and `account_records` in one sled
 //! transaction. Accounts registered before records existed are given one
-//! at open (`give_records_to_older_accounts`). A name claim writes both
+//! at the first open by this version (`give_records_to_older_accounts`,
+//! noted done in `meta`, key `older_accounts_given_records`), or when
+//! they prove a phone number. A name claim writes both
 //! `names` records in one sled transaction (serializable: of two
 //! concurrent claimers of one name, or two names claimed by one account,
 //! exactly one commits).
@@ -248,28 +250,47 @@ fn move_legacy_receipts(receipts: &Tree, mail: &MailLog, db: &Db) -> StorageResu
     Ok(())
 }
 
+/// The record an account registered before records existed is given: a
+/// business if it holds a business name (names were business names from
+/// the start, and only a business may hold one now), otherwise a
+/// customer; created at time 0 (as a missing record was read).
+fn older_account_record(holds_name: bool) -> AccountRecord {
+    AccountRecord {
+        kind: if holds_name {
+            Kind::Business
+        } else {
+            Kind::Customer
+        },
+        created_at_ms: 0,
+        ..AccountRecord::default()
+    }
+}
+
 /// The `meta` key set once [`give_records_to_older_accounts`] has run.
 const OLDER_ACCOUNTS_DONE_KEY: &[u8] = b"older_accounts_given_records";
 
 /// Give a record to every account registered before account records
-/// existed (relays older than typed accounts): an account holding a
-/// business name is a business (names were business names from the start,
-/// and only a business may hold one now), any other a customer; created at
-/// time 0 (as a missing record was read); with the phone number bound to
-/// it (the first in E.164 order, if an older relay left it several).
-/// Without one, a number it proves would never be noted in its record, and
-/// a name it holds would resolve to an account that reads as a customer.
-/// Then the phone directory loses the entries an older relay left behind:
-/// a number whose account is gone, or whose account's record names
-/// another number (an account that verified a second number kept the
-/// first). Runs once (a `meta` key notes it is done); a crash before the
-/// note runs it again, to the same result.
+/// existed (relays older than typed accounts; see
+/// [`older_account_record`]), with the phone number bound to it (the
+/// first in E.164 order, if an older relay left it several). Without one,
+/// a number it proves would not be noted in its record, and a name it
+/// holds would resolve to an account that reads as a customer. Then the
+/// phone directory and the records are made to agree, as older relays did
+/// not always leave them: an entry whose account is gone, or whose
+/// account's record names another number or none (an account that
+/// verified a second number kept the first), is dropped; a record naming
+/// a number the directory gives to another account, or to none, no longer
+/// names it. Runs once (a `meta` key notes it is done); a crash before the
+/// note runs it again, to the same result. (An account an older relay
+/// registers later, on this data directory, gets its record when it
+/// proves a number: see `bind_phone`.)
 fn give_records_to_older_accounts(
     accounts: &Tree,
     records: &Tree,
     phones: &Tree,
     names: &Tree,
     meta: &Tree,
+    db: &Db,
 ) -> StorageResult<()> {
     if meta
         .contains_key(OLDER_ACCOUNTS_DONE_KEY)
@@ -309,19 +330,14 @@ fn give_records_to_older_accounts(
         }
         let (phone_number, discoverable) = numbers.remove(account).unwrap_or_default();
         let record = AccountRecord {
-            kind: if business {
-                Kind::Business
-            } else {
-                Kind::Customer
-            },
-            created_at_ms: 0,
             phone_number,
             discoverable,
-            ..AccountRecord::default()
+            ..older_account_record(business)
         };
         batch.insert(account.as_bytes().as_slice(), encode_record(&record));
     }
     records.apply_batch(batch).map_err(backend)?;
+    // The directory's entries that their account's record does not name.
     let mut stale = Batch::default();
     let mut dropped = 0usize;
     for entry in phones.iter() {
@@ -332,9 +348,7 @@ fn give_records_to_older_accounts(
         let keep = match records.get(holder.as_bytes()).map_err(backend)? {
             None => false,
             Some(bytes) => match EncodedRecord::decode(bytes.as_ref()) {
-                Ok(record) => {
-                    record.phone_number.is_empty() || record.phone_number.as_bytes() == &phone[..]
-                }
+                Ok(record) => record.phone_number.as_bytes() == &phone[..],
                 // A record that does not decode is damage of its own.
                 Err(_) => true,
             },
@@ -345,13 +359,41 @@ fn give_records_to_older_accounts(
         }
     }
     phones.apply_batch(stale).map_err(backend)?;
+    // The records naming a number the directory does not give them.
+    let mut cleared = Batch::default();
+    let mut unbound = 0usize;
+    for entry in records.iter() {
+        let (account, bytes) = entry.map_err(backend)?;
+        let Ok(mut record) = EncodedRecord::decode(bytes.as_ref()) else {
+            continue;
+        };
+        if record.phone_number.is_empty() {
+            continue;
+        }
+        let entry = phones
+            .get(record.phone_number.as_bytes())
+            .map_err(backend)?;
+        let holds = entry.is_some_and(|v| {
+            decode_phone(&v).is_ok_and(|(holder, _)| holder.as_bytes()[..] == account[..])
+        });
+        if !holds {
+            record.phone_number.clear();
+            record.discoverable = false;
+            cleared.insert(account, record.encode_to_vec());
+            unbound += 1;
+        }
+    }
+    records.apply_batch(cleared).map_err(backend)?;
+    // Durable before the note that it is done.
+    db.flush().map_err(backend)?;
     meta.insert(OLDER_ACCOUNTS_DONE_KEY, &[1u8][..])
         .map_err(backend)?;
-    if !missing.is_empty() || dropped > 0 {
+    if !missing.is_empty() || dropped > 0 || unbound > 0 {
         tracing::info!(
             accounts = missing.len(),
-            numbers = dropped,
-            "gave account records to accounts registered by an older relay, and dropped the phone numbers their accounts no longer hold"
+            numbers_dropped = dropped,
+            records_unbound = unbound,
+            "gave account records to accounts registered by an older relay, and made the phone directory and the records agree"
         );
     }
     Ok(())
@@ -639,8 +681,7 @@ impl SledStore {
             tree("names")?,
             tree("meta")?,
         );
-        give_records_to_older_accounts(&accounts, &records, &phones, &names, &meta)?;
-        db.flush().map_err(backend)?;
+        give_records_to_older_accounts(&accounts, &records, &phones, &names, &meta, &db)?;
         Ok(Self {
             parsed_lists: Arc::default(),
             parsed_templates: Arc::default(),
@@ -930,14 +971,23 @@ impl Directory for SledStore {
         value.push(u8::from(discoverable));
         let corrupt =
             || ConflictableTransactionError::Abort(StorageError::Corrupt("account_records"));
-        (&self.phones, &self.records)
-            .transaction(|(phones, records)| {
-                // No record: the account is gone (expired meanwhile), and
-                // no number is bound to it.
-                let Some(bytes) = records.get(account.as_bytes())? else {
-                    return Ok(());
+        let name_of_account = tagged(b'a', &[account.as_bytes()]);
+        (&self.phones, &self.records, &self.accounts, &self.names)
+            .transaction(|(phones, records, accounts, names)| {
+                let mut record = match records.get(account.as_bytes())? {
+                    Some(bytes) => EncodedRecord::decode(bytes.as_ref()).map_err(|_| corrupt())?,
+                    // No record: the account is gone (expired meanwhile),
+                    // and no number is bound to it...
+                    None if accounts.get(account.as_bytes())?.is_none() => return Ok(()),
+                    // ...or an older relay registered it on this data
+                    // directory after the older accounts got theirs: it
+                    // gets its record now.
+                    None => {
+                        let holds_name = names.get(name_of_account.as_slice())?.is_some();
+                        let encoded = encode_record(&older_account_record(holds_name));
+                        EncodedRecord::decode(encoded.as_slice()).map_err(|_| corrupt())?
+                    }
                 };
-                let mut record = EncodedRecord::decode(bytes.as_ref()).map_err(|_| corrupt())?;
                 let earlier = phones.insert(phone.as_bytes(), value.as_slice())?;
                 // The number leaves its earlier holder's record (if that
                 // record still names it): only one account holds a number.
@@ -1775,15 +1825,11 @@ mod tests {
     #[tokio::test]
     async fn accounts_from_before_records_get_one_at_the_next_start() -> StorageResult<()> {
         let dir = tempfile::tempdir().map_err(|e| StorageError::Backend(e.to_string()))?;
-        let (shop, person, plain, typed) = (
-            AccountId::generate(&mut rand::rng()),
-            AccountId::generate(&mut rand::rng()),
-            AccountId::generate(&mut rand::rng()),
-            AccountId::generate(&mut rand::rng()),
-        );
+        let new = || AccountId::generate(&mut rand::rng());
+        let (shop, person, plain, typed, moved, taker) = (new(), new(), new(), new(), new(), new());
         {
             let store = open(dir.path());
-            for account in [shop, person, plain, typed] {
+            for account in [shop, person, plain, typed, moved, taker] {
                 register_at(&store, account, 5_000).await?;
                 store.mark_authenticated(account).await?;
             }
@@ -1791,7 +1837,7 @@ mod tests {
             store.bind_phone("+15550001", person, true).await?;
             // As an older relay left them: no record but `typed`'s, a
             // second number for `person`, and one `typed` moved off.
-            for account in [shop, person, plain] {
+            for account in [shop, person] {
                 store.records.remove(account.as_bytes()).map_err(backend)?;
             }
             let entry = |account: AccountId| [account.as_bytes().as_slice(), &[0]].concat();
@@ -1804,6 +1850,25 @@ mod tests {
             store
                 .phones
                 .insert("+15550003", entry(typed))
+                .map_err(backend)?;
+            // `moved` verified +15550006 then +15550005 (the first left
+            // behind), then `taker` took +15550005: `moved`'s record names
+            // none, the directory still gives it +15550006.
+            store.bind_phone("+15550006", moved, true).await?;
+            store.bind_phone("+15550005", moved, true).await?;
+            store
+                .phones
+                .insert("+15550006", entry(moved))
+                .map_err(backend)?;
+            store.bind_phone("+15550005", taker, true).await?;
+            // And a record naming a number the directory gives another.
+            let claims_taken = AccountRecord {
+                phone_number: "+15550005".into(),
+                ..older_account_record(false)
+            };
+            store
+                .records
+                .insert(plain.as_bytes(), encode_record(&claims_taken))
                 .map_err(backend)?;
             store
                 .meta
@@ -1839,6 +1904,12 @@ mod tests {
         assert_eq!(store.lookup_phone("+15550009").await?, None);
         assert_eq!(store.lookup_phone("+15550003").await?, None);
         assert_eq!(store.lookup_phone("+15550004").await?, Some((typed, false)));
+        assert_eq!(store.lookup_phone("+15550006").await?, None);
+        assert_eq!(store.lookup_phone("+15550005").await?, Some((taker, true)));
+        assert_eq!(
+            store.account_record(moved).await?.map(|r| r.phone_number),
+            Some(String::new())
+        );
         // A number proved later is noted in the record.
         store.bind_phone("+15550002", plain, false).await?;
         assert_eq!(
@@ -1850,12 +1921,20 @@ mod tests {
             store.expire_unauthenticated(u64::MAX, 100).await?,
             ExpiredAccounts::default()
         );
-        // Once done, not again: a record missing now stays missing.
-        store.records.remove(plain.as_bytes()).map_err(backend)?;
+        // Once done, not again: a record missing now (as an older relay
+        // would leave one, run on this data directory again) stays
+        // missing, until its account proves a number.
+        store.records.remove(shop.as_bytes()).map_err(backend)?;
         store.close().await?;
         drop(store);
         let store = open(dir.path());
-        assert_eq!(store.account_record(plain).await?, None);
+        assert_eq!(store.account_record(shop).await?, None);
+        store.bind_phone("+15550008", shop, false).await?;
+        assert_eq!(
+            store.account_record(shop).await?,
+            Some(record(Kind::Business, "+15550008", false))
+        );
+        assert_eq!(store.lookup_phone("+15550008").await?, Some((shop, false)));
         store.close().await
     }
 
