@@ -18,7 +18,7 @@ use comptoir_protocol::session::SessionRecord;
 use comptoir_protocol::{AccountId, IdentityKey, VerifiedBundle};
 use prost::Message;
 use support::client::{registered, registered_business, url, wait_for, wait_message};
-use support::mitm::Mitm;
+use support::mitm::relay_behind_mitm;
 use support::*;
 
 /// A raw sender with a real session to one device of a real `Client`.
@@ -228,25 +228,7 @@ async fn each_relabelled_label_is_refused_kept_as_evidence_acked_and_no_rekey() 
 async fn a_relay_that_relabels_on_the_way_is_caught_by_the_recipient() {
     // Bob logs in through the proxy, so the relay must accept the proxy's
     // origin in his signed login as well as its own for Alice.
-    let relay_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let proxy_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let origins = vec![
-        origin_of(relay_listener.local_addr().expect("addr")),
-        origin_of(proxy_listener.local_addr().expect("addr")),
-    ];
-    let data = tempfile::tempdir().expect("temp dir");
-    let relay = start_relay_on(
-        data.path(),
-        |c| c.public_origins = origins,
-        None,
-        relay_listener,
-    )
-    .await;
-    let mitm = Mitm::start_on(proxy_listener, relay.addr);
+    let (relay, mitm, _data) = relay_behind_mitm().await;
     let (dir_a, dir_b) = (
         tempfile::tempdir().expect("temp dir"),
         tempfile::tempdir().expect("temp dir"),
@@ -523,25 +505,7 @@ async fn a_registration_whose_kind_was_changed_after_signing_is_refused_and_crea
 /// alone, in memory only.
 #[tokio::test]
 async fn the_kind_a_login_tells_is_kept_and_a_change_is_warned_of() {
-    let relay_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let proxy_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let origins = vec![
-        origin_of(relay_listener.local_addr().expect("addr")),
-        origin_of(proxy_listener.local_addr().expect("addr")),
-    ];
-    let data = tempfile::tempdir().expect("temp dir");
-    let relay = start_relay_on(
-        data.path(),
-        |c| c.public_origins = origins,
-        None,
-        relay_listener,
-    )
-    .await;
-    let mitm = Mitm::start_on(proxy_listener, relay.addr);
+    let (relay, mitm, _data) = relay_behind_mitm().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let mut shop = registered_business(&relay, dir.path(), "shop pass").await;
     assert_eq!(shop.kind(), AccountKind::Business);

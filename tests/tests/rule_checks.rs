@@ -17,7 +17,7 @@ use comptoir_protocol::ConsentCategories;
 use comptoir_protocol::proto::wire::Category;
 use support::business::Business;
 use support::client::{registered, wait_for};
-use support::mitm::Mitm;
+use support::mitm::relay_behind_mitm;
 use support::*;
 
 const DAY_MS: u64 = 24 * 60 * 60 * 1000;
@@ -53,25 +53,7 @@ async fn flagged(client: &mut Client, text: &str, next: &str) -> Option<Violatio
 
 #[tokio::test]
 async fn the_client_flags_what_a_lying_relay_let_a_business_send() {
-    let relay_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let proxy_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let origins = vec![
-        origin_of(relay_listener.local_addr().expect("addr")),
-        origin_of(proxy_listener.local_addr().expect("addr")),
-    ];
-    let data = tempfile::tempdir().expect("temp dir");
-    let relay = start_relay_on(
-        data.path(),
-        |c| c.public_origins = origins,
-        None,
-        relay_listener,
-    )
-    .await;
-    let mitm = Mitm::start_on(proxy_listener, relay.addr);
+    let (relay, mitm, _data) = relay_behind_mitm().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let mut customer = registered(&relay, dir.path(), "customer pass").await;
     customer

@@ -20,7 +20,7 @@ use comptoir_protocol::{ConsentCategories, DeliveryFields, sign_delivery};
 use comptoir_relay::storage::report;
 use support::business::{Business, FRANKING};
 use support::client::{linked, registered, registered_as, url, wait_for};
-use support::mitm::Mitm;
+use support::mitm::relay_behind_mitm;
 use support::*;
 
 /// Wait until `client` stored a checked template message whose body
@@ -339,21 +339,7 @@ async fn a_benchmark_relay_with_franking_and_the_ledger_off_still_checks_signed_
 
 #[tokio::test]
 async fn a_copy_refused_by_its_labels_is_acked_rejected_and_never_signed() {
-    let relay_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let proxy_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let origins = vec![
-        origin_of(relay_listener.local_addr().unwrap()),
-        origin_of(proxy_listener.local_addr().unwrap()),
-    ];
-    let data = tempfile::tempdir().unwrap();
-    let relay = start_relay_on(
-        data.path(),
-        |c| c.public_origins = origins,
-        None,
-        relay_listener,
-    )
-    .await;
-    let mitm = Mitm::start_on(proxy_listener, relay.addr);
+    let (relay, mitm, _data) = relay_behind_mitm().await;
     let dir = tempfile::tempdir().unwrap();
     let mut customer = registered(&relay, dir.path(), "customer pass").await;
     customer.connect(&mitm.url()).await.expect("proxy");

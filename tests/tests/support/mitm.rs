@@ -66,6 +66,28 @@ fn rewrite(envelope: &mut wire::Envelope, label: Label) {
     }
 }
 
+/// A real relay that accepts logins made through a proxy as well as
+/// directly, and the proxy in front of it. Keep the directory: it holds
+/// the relay's data.
+pub async fn relay_behind_mitm() -> (super::TestRelay, Mitm, tempfile::TempDir) {
+    let relay_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let proxy_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let origins = vec![
+        super::origin_of(relay_listener.local_addr().expect("addr")),
+        super::origin_of(proxy_listener.local_addr().expect("addr")),
+    ];
+    let data = tempfile::tempdir().expect("temp dir");
+    let relay = super::start_relay_on(
+        data.path(),
+        |c| c.public_origins = origins,
+        None,
+        relay_listener,
+    )
+    .await;
+    let mitm = Mitm::start_on(proxy_listener, relay.addr);
+    (relay, mitm, data)
+}
+
 impl Mitm {
     /// Listen on 127.0.0.1:0 and relay each connection to `relay`.
     pub async fn start(relay: SocketAddr) -> Self {
