@@ -845,7 +845,7 @@ impl Directory for SledStore {
                 .map(|r| r.phone_number.clone())
                 .filter(|p| !p.is_empty());
             let name_of_account = tagged(b'a', &[account.as_bytes()]);
-            (
+            let still_due = (
                 &self.accounts,
                 &self.records,
                 &self.unauthenticated,
@@ -855,9 +855,13 @@ impl Directory for SledStore {
             )
                 .transaction(
                     |(accounts, records, unauthenticated, expired_accounts, phones, names)| {
+                        // It logged in since it was listed (this pass
+                        // awaits between accounts): it stays.
+                        if unauthenticated.remove(&pending)?.is_none() {
+                            return Ok(false);
+                        }
                         accounts.remove(account.as_bytes().as_slice())?;
                         records.remove(account.as_bytes().as_slice())?;
-                        unauthenticated.remove(&pending)?;
                         expired_accounts.insert(account.as_bytes().as_slice(), note.as_slice())?;
                         if let Some(phone) = &phone
                             && let Some(holder) = phones.get(phone.as_bytes())?
@@ -869,12 +873,15 @@ impl Directory for SledStore {
                             names.remove(name_of_account.as_slice())?;
                             names.remove(tagged(b'n', &[name.as_ref()]))?;
                         }
-                        Ok(())
+                        Ok(true)
                     },
                 )
                 .map_err(|e: TransactionError<::sled::Error>| {
                     StorageError::Backend(e.to_string())
                 })?;
+            if !still_due {
+                continue;
+            }
             self.prekeys.apply_batch(prekeys).map_err(backend)?;
             // Only memory: reads go to sled, where the account is gone.
             self.parsed_lists
@@ -1935,6 +1942,45 @@ mod tests {
             Some(record(Kind::Business, "+15550008", false))
         );
         assert_eq!(store.lookup_phone("+15550008").await?, Some((shop, false)));
+        store.close().await
+    }
+
+    /// An account that logs in for the first time while an expiry pass
+    /// runs stays: the pass awaits between accounts, and an account listed
+    /// as due is expired only if it is still unauthenticated then (before,
+    /// it was deleted though it had just logged in).
+    #[tokio::test]
+    async fn an_account_that_logs_in_during_an_expiry_pass_stays() -> StorageResult<()> {
+        use std::task::Poll;
+        let dir = tempfile::tempdir().map_err(|e| StorageError::Backend(e.to_string()))?;
+        let store = open(dir.path());
+        let (idle, late) = (
+            AccountId::generate(&mut rand::rng()),
+            AccountId::generate(&mut rand::rng()),
+        );
+        register_at(&store, idle, 1_000).await?;
+        register_at(&store, late, 1_001).await?;
+        let mut pass = std::pin::pin!(store.expire_unauthenticated(2_000, 100));
+        // The pass expires `idle` (listed first) and waits for its write
+        // to be durable, with `late` still to come...
+        let first = std::future::poll_fn(|cx| Poll::Ready(pass.as_mut().poll(cx))).await;
+        assert!(first.is_pending(), "the pass ended before it awaited");
+        // ...when `late` logs in for the first time.
+        store.mark_authenticated(late).await?;
+        assert_eq!(
+            pass.await?,
+            ExpiredAccounts {
+                accounts: 1,
+                envelopes: 0
+            }
+        );
+        assert!(store.device_list(idle).await?.is_none());
+        assert!(store.device_list(late).await?.is_some());
+        assert!(store.account_record(late).await?.is_some());
+        assert_eq!(
+            store.expire_unauthenticated(u64::MAX, 100).await?,
+            ExpiredAccounts::default()
+        );
         store.close().await
     }
 
