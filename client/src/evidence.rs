@@ -119,6 +119,22 @@ impl Saved {
     pub fn is_kept(self) -> bool {
         matches!(self, Self::Kept | Self::AlreadyKept)
     }
+
+    /// The warning for message `id` from `from` (which `what`: "was
+    /// refused", "breaks a rule") if it is not kept.
+    pub fn warning(self, from: AccountId, id: MessageId, what: &str) -> Option<String> {
+        match self {
+            Self::Kept | Self::AlreadyKept => None,
+            Self::Full => Some(format!(
+                "message {id} from {from} {what} but is not kept as evidence: the evidence this \
+                 device keeps (of this sender, or of all) is full"
+            )),
+            Self::OtherCopyKept => Some(format!(
+                "message {id} from {from} {what} but is not kept as evidence: another message \
+                 from {from} under the same id is kept, and the first is never replaced"
+            )),
+        }
+    }
 }
 
 /// What sealing adds to a record at most (nonce, tag, tree and key
@@ -340,6 +356,28 @@ mod tests {
         }
         assert_eq!(kept, max_count);
         assert_eq!(all(&store)?.len(), max_count);
+        Ok(())
+    }
+
+    /// The warning names what happened to the message: refused, or shown
+    /// though it breaks a rule (the second is not "refused").
+    #[test]
+    fn the_not_kept_warning_says_what_happened() -> Result<()> {
+        let (from, id) = (AccountId::from_bytes(&[3; 16])?, MessageId::generate());
+        assert_eq!(Saved::Kept.warning(from, id, "was refused"), None);
+        assert_eq!(Saved::AlreadyKept.warning(from, id, "was refused"), None);
+        let full = Saved::Full
+            .warning(from, id, "breaks a rule")
+            .unwrap_or_default();
+        assert!(
+            full.contains("breaks a rule") && full.contains("is full"),
+            "{full}"
+        );
+        assert!(!full.contains("refused"), "{full}");
+        let other = Saved::OtherCopyKept
+            .warning(from, id, "was refused")
+            .unwrap_or_default();
+        assert!(other.contains("under the same id is kept"), "{other}");
         Ok(())
     }
 }

@@ -235,8 +235,7 @@ impl Client {
             self.disconnect().await;
             peers::forget(&self.store, &account)?;
             // The kind that relay told is forgotten with the link.
-            crate::account::save_kind(&self.store, AccountKind::Unspecified)?;
-            self.kind = AccountKind::Unspecified;
+            self.set_kind(AccountKind::Unspecified)?;
             self.account.set_unlinked(unlinked_id);
             self.refresh_me();
             self.account.save(&self.store)?;

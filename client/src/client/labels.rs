@@ -11,7 +11,7 @@ use comptoir_protocol::{AccountId, LabelError, franking, labels};
 
 use crate::error::Result;
 use crate::event::Event;
-use crate::evidence::{self, Evidence, Saved};
+use crate::evidence::{self, Evidence};
 use crate::messages::MessageId;
 
 use super::{Client, now_ms};
@@ -58,7 +58,7 @@ impl Client {
                 stored_at_ms: now_ms(),
             },
         )?;
-        if let Some(warning) = not_kept_warning(saved, from, id, "was refused") {
+        if let Some(warning) = saved.warning(from, id, "was refused") {
             self.events.push_back(Event::Warning(warning));
         }
         Ok(Some(Event::Refused { from, id, reason }))
@@ -67,54 +67,5 @@ impl Client {
     /// The messages this device refused by their labels, kept as evidence.
     pub fn evidence(&self) -> Result<Vec<Evidence>> {
         evidence::all(&self.store)
-    }
-}
-
-/// The warning for message `id` from `from` (which `what`: "was
-/// refused", "breaks a rule") that [`evidence::save`] did not keep, if it
-/// did not.
-pub(super) fn not_kept_warning(
-    saved: Saved,
-    from: AccountId,
-    id: MessageId,
-    what: &str,
-) -> Option<String> {
-    match saved {
-        Saved::Kept | Saved::AlreadyKept => None,
-        Saved::Full => Some(format!(
-            "message {id} from {from} {what} but is not kept as evidence: the evidence this \
-             device keeps (of this sender, or of all) is full"
-        )),
-        Saved::OtherCopyKept => Some(format!(
-            "message {id} from {from} {what} but is not kept as evidence: another message \
-             from {from} under the same id is kept, and the first is never replaced"
-        )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The warning names what happened to the message: refused, or shown
-    /// though it breaks a rule (the second is not "refused").
-    #[test]
-    fn the_not_kept_warning_says_what_happened() -> Result<()> {
-        let (from, id) = (AccountId::from_bytes(&[3; 16])?, MessageId::generate());
-        assert_eq!(not_kept_warning(Saved::Kept, from, id, "was refused"), None);
-        assert_eq!(
-            not_kept_warning(Saved::AlreadyKept, from, id, "was refused"),
-            None
-        );
-        let full = not_kept_warning(Saved::Full, from, id, "breaks a rule").unwrap_or_default();
-        assert!(
-            full.contains("breaks a rule") && full.contains("is full"),
-            "{full}"
-        );
-        assert!(!full.contains("refused"), "{full}");
-        let other =
-            not_kept_warning(Saved::OtherCopyKept, from, id, "was refused").unwrap_or_default();
-        assert!(other.contains("under the same id is kept"), "{other}");
-        Ok(())
     }
 }

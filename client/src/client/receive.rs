@@ -375,7 +375,7 @@ impl Client {
                 stored_at_ms: now_ms(),
             },
         )?;
-        if let Some(warning) = super::labels::not_kept_warning(saved, from, id, "breaks a rule") {
+        if let Some(warning) = saved.warning(from, id, "breaks a rule") {
             self.events.push_back(Event::Warning(warning));
         }
         Ok(())

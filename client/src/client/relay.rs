@@ -63,9 +63,7 @@ impl Client {
         }
         self.account.set_registered();
         self.account.save(&self.store)?;
-        crate::account::save_kind(&self.store, kind)?;
-        self.kind = kind;
-        self.refresh_me();
+        self.set_kind(kind)?;
         peers::observe(&self.store, &id, &list)?;
         self.store.flush().await?;
         self.connect(url).await.map(|_| ())
@@ -87,8 +85,14 @@ impl Client {
                 kind_name(self.kind)
             )));
         }
-        crate::account::save_kind(&self.store, told)?;
-        self.kind = told;
+        self.set_kind(told)
+    }
+
+    /// Keep `kind` as this account's (in the store, not flushed) and send
+    /// by it from now on.
+    pub(super) fn set_kind(&mut self, kind: AccountKind) -> Result<()> {
+        crate::account::save_kind(&self.store, kind)?;
+        self.kind = kind;
         self.refresh_me();
         Ok(())
     }

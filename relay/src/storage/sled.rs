@@ -337,7 +337,27 @@ fn give_records_to_older_accounts(
         batch.insert(account.as_bytes().as_slice(), encode_record(&record));
     }
     records.apply_batch(batch).map_err(backend)?;
-    // The directory's entries that their account's record does not name.
+    let (dropped, unbound) = make_phones_and_records_agree(records, phones)?;
+    // Durable before the note that it is done.
+    db.flush().map_err(backend)?;
+    meta.insert(OLDER_ACCOUNTS_DONE_KEY, &[1u8][..])
+        .map_err(backend)?;
+    if !missing.is_empty() || dropped > 0 || unbound > 0 {
+        tracing::info!(
+            accounts = missing.len(),
+            numbers_dropped = dropped,
+            records_unbound = unbound,
+            "gave account records to accounts registered by an older relay, and made the phone directory and the records agree"
+        );
+    }
+    Ok(())
+}
+
+/// Drop the `phones` entries their account's record does not name (the
+/// account gone, or its record naming another number or none), and clear
+/// the records naming a number `phones` does not give them; returns how
+/// many of each (see [`give_records_to_older_accounts`]).
+fn make_phones_and_records_agree(records: &Tree, phones: &Tree) -> StorageResult<(usize, usize)> {
     let mut stale = Batch::default();
     let mut dropped = 0usize;
     for entry in phones.iter() {
@@ -384,19 +404,7 @@ fn give_records_to_older_accounts(
         }
     }
     records.apply_batch(cleared).map_err(backend)?;
-    // Durable before the note that it is done.
-    db.flush().map_err(backend)?;
-    meta.insert(OLDER_ACCOUNTS_DONE_KEY, &[1u8][..])
-        .map_err(backend)?;
-    if !missing.is_empty() || dropped > 0 || unbound > 0 {
-        tracing::info!(
-            accounts = missing.len(),
-            numbers_dropped = dropped,
-            records_unbound = unbound,
-            "gave account records to accounts registered by an older relay, and made the phone directory and the records agree"
-        );
-    }
-    Ok(())
+    Ok((dropped, unbound))
 }
 
 /// The embedded backend: every role ([`Directory`], [`Keys`], [`Mailbox`], [`Lifecycle`]). Cheap to clone (all handles are shared).
@@ -551,6 +559,11 @@ fn record_from(encoded: EncodedRecord) -> AccountRecord {
 }
 
 fn encode_record(record: &AccountRecord) -> Vec<u8> {
+    to_encoded(record).encode_to_vec()
+}
+
+/// `record` as its protobuf message.
+fn to_encoded(record: &AccountRecord) -> EncodedRecord {
     let kind = match record.kind {
         Kind::Customer => wire::AccountKind::Customer,
         Kind::Business => wire::AccountKind::Business,
@@ -565,7 +578,6 @@ fn encode_record(record: &AccountRecord) -> Vec<u8> {
         quality_tier: record.quality_tier,
         daily_conversation_quota: record.daily_conversation_quota,
     }
-    .encode_to_vec()
 }
 
 /// A `phones` value: the account and whether it is discoverable.
@@ -989,11 +1001,9 @@ impl Directory for SledStore {
                     // ...or an older relay registered it on this data
                     // directory after the older accounts got theirs: it
                     // gets its record now.
-                    None => {
-                        let holds_name = names.get(name_of_account.as_slice())?.is_some();
-                        let encoded = encode_record(&older_account_record(holds_name));
-                        EncodedRecord::decode(encoded.as_slice()).map_err(|_| corrupt())?
-                    }
+                    None => to_encoded(&older_account_record(
+                        names.get(name_of_account.as_slice())?.is_some(),
+                    )),
                 };
                 let earlier = phones.insert(phone.as_bytes(), value.as_slice())?;
                 // The number leaves its earlier holder's record (if that
