@@ -46,7 +46,7 @@ use crate::error::{ClientError, Result};
 use crate::messages::{self, MessageId, StoredMessage};
 use crate::peers;
 use crate::session_store::{self, PreKeys};
-use crate::store::{KdfParams, Store};
+use crate::store::{KdfParams, Store, Tree};
 use crate::tls::TlsOptions;
 
 mod app_sync;
@@ -279,8 +279,13 @@ impl Client {
     /// [`ClientError::WrongPassphrase`].
     pub fn open(dir: &Path, passphrase: &str) -> Result<Self> {
         let store = Store::open(dir, passphrase)?;
-        if contacts::migrate(&store)? > 0 {
-            store.flush_blocking()?;
+        // An older version kept contact names as keys, which are never
+        // sealed; moved into sealed records, their bytes would stay in the
+        // file until it is compacted, so it is compacted now (again at the
+        // next open if that fails: the file still names the tree then).
+        if store.file_named_at_open(Tree::Contacts) {
+            contacts::migrate(&store)?;
+            store.compact()?;
         }
         let account = Account::load(&store)?
             .ok_or_else(|| ClientError::CorruptStore("the store holds no account record".into()))?;
@@ -716,6 +721,73 @@ mod tests {
         // Offline: accepted into the outbox for the next connect.
         client.send_text(peer, "hi").await?;
         assert_eq!(client.outbox_len()?, 1);
+        Ok(())
+    }
+
+    /// Every byte of the files in `dir` (the store's log among them).
+    fn every_byte_in(dir: &Path) -> Vec<u8> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).expect("read the store's directory") {
+            let path = entry.expect("directory entry").path();
+            if path.is_file() {
+                out.extend(std::fs::read(&path).expect("read a store file"));
+            }
+        }
+        out
+    }
+
+    /// Contact names an older version kept as (never sealed) keys are
+    /// moved into sealed records at the next open, and their bytes are
+    /// gone from the store's files then, not at some later compaction; a
+    /// store that moved them before (removed records still in its file)
+    /// is rewritten at its next open too.
+    #[tokio::test]
+    async fn contact_names_of_an_older_store_leave_its_files_at_the_next_open() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| ClientError::io("tempdir", e))?;
+        let params = KdfParams {
+            m_cost: 64,
+            t_cost: 1,
+            p_cost: 1,
+        };
+        Client::create_with_params(dir.path(), "pw-long-enough", params)?
+            .close()
+            .await?;
+        let name = "Zanzibar Plumbing Ltd";
+        let peer = AccountId::generate(&mut rand::rng());
+        {
+            // As the older version wrote it.
+            let store = Store::open(dir.path(), "pw-long-enough")?;
+            store.put(Tree::Contacts, name.as_bytes(), peer.as_bytes())?;
+            store.close()?;
+        }
+        let named = |dir: &Path| {
+            every_byte_in(dir)
+                .windows(name.len())
+                .any(|w| w == name.as_bytes())
+        };
+        assert!(
+            named(dir.path()),
+            "the test wrote the name where it meant to"
+        );
+
+        let client = Client::open(dir.path(), "pw-long-enough")?;
+        assert_eq!(client.resolve(name)?, peer, "the contact was kept");
+        assert!(!named(dir.path()), "the name is still in the store's files");
+        client.close().await?;
+
+        // A store migrated by the version before this one: the name moved,
+        // its old record removed, its bytes still in the file.
+        {
+            let store = Store::open(dir.path(), "pw-long-enough")?;
+            store.put(Tree::Contacts, name.as_bytes(), peer.as_bytes())?;
+            store.remove(Tree::Contacts, name.as_bytes())?;
+            store.close()?;
+        }
+        assert!(named(dir.path()));
+        let client = Client::open(dir.path(), "pw-long-enough")?;
+        assert!(!named(dir.path()), "a removed record's name stayed");
+        assert_eq!(client.resolve(name)?, peer);
+        client.close().await?;
         Ok(())
     }
 }

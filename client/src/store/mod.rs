@@ -732,6 +732,21 @@ impl Store {
         Ok(self.log.sync()?)
     }
 
+    /// Whether the store's file, as it was opened, held some record of
+    /// `tree`, a removed one included: its key (never sealed) stays in the
+    /// file until [`Self::compact`].
+    pub fn file_named_at_open(&self, tree: Tree) -> bool {
+        self.log.file_named_at_open(tree.code())
+    }
+
+    /// Rewrite the store's file as its live records alone, so nothing
+    /// removed stays in it; everything written so far is durable when it
+    /// returns. Blocks (every sync waits meanwhile). A failure leaves the
+    /// file as it was.
+    pub fn compact(&self) -> Result<()> {
+        Ok(self.log.compact()?)
+    }
+
     fn unseal(&self, tree: Tree, key: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
         let plain = open_record(&self.key, tree.kind(), sealed).map_err(|_| {
             ClientError::CorruptStore(format!("a {} record does not open", tree.name()))

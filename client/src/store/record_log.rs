@@ -131,6 +131,20 @@ fn io_error(context: &'static str) -> impl FnOnce(io::Error) -> LogError {
     move |source| LogError::Io { context, source }
 }
 
+/// A set of tree codes.
+#[derive(Clone, Copy, Default)]
+struct TreeSet([u64; 4]);
+
+impl TreeSet {
+    fn add(&mut self, tree: u8) {
+        self.0[usize::from(tree / 64)] |= 1 << (tree % 64);
+    }
+
+    fn contains(&self, tree: u8) -> bool {
+        self.0[usize::from(tree / 64)] & (1 << (tree % 64)) != 0
+    }
+}
+
 /// A record's value: the stored (sealed) bytes, shared with readers.
 pub(crate) type Value = Arc<[u8]>;
 
@@ -138,6 +152,9 @@ pub(crate) type Value = Arc<[u8]>;
 pub(crate) struct RecordLog {
     shared: Arc<Shared>,
     background: Option<JoinHandle<()>>,
+    /// The trees (by code) that some record of the file named when it was
+    /// opened, removed records included.
+    named_at_open: TreeSet,
 }
 
 struct Shared {
@@ -297,6 +314,7 @@ impl RecordLog {
             fault: Mutex::new(None),
         });
         shared.maybe_compact(&mut lock(&shared.file));
+        let named_at_open = replayed.named;
         let background = {
             let shared = Arc::clone(&shared);
             std::thread::Builder::new()
@@ -307,7 +325,27 @@ impl RecordLog {
         Ok(Self {
             shared,
             background: Some(background),
+            named_at_open,
         })
+    }
+
+    /// Whether some record of the log file, as it was opened, named
+    /// `tree`, including records removed since they were written (whose
+    /// bytes stay in the file until it is compacted).
+    pub(crate) fn file_named_at_open(&self, tree: u8) -> bool {
+        self.named_at_open.contains(tree)
+    }
+
+    /// Rewrite the log now as its live records alone, whatever its size,
+    /// so that no removed record's bytes stay in the file; every write
+    /// made so far is durable when it returns. A failure leaves the log as
+    /// it was.
+    pub(crate) fn compact(&self) -> Result<(), LogError> {
+        let mut file = lock(&self.shared.file);
+        if let Some(why) = &file.broken {
+            return Err(LogError::Broken(why.clone()));
+        }
+        self.shared.compact(&mut file)
     }
 
     /// Write a log holding exactly `records` (tree code, key, value) and
@@ -543,6 +581,19 @@ impl Shared {
         if file.len < 4 * live {
             return;
         }
+        if let Err(error) = self.compact(file) {
+            tracing::warn!(%error, "compacting the store's log failed; it is kept as it is");
+            if file.broken.is_none() {
+                file.compact_at = file.len + file.len / 2;
+            }
+        }
+    }
+
+    /// Rewrite the log as the live records (and what is pending), synced,
+    /// renamed over the old one. A failure before the rename leaves the
+    /// log as it was, its half-written replacement removed; one after it
+    /// breaks the log (see [`LogError::Broken`]).
+    fn compact(&self, file: &mut LogFile) -> Result<(), LogError> {
         // The records as they are now, including what is still pending
         // (taken, so it is not written to the old log afterwards).
         let (snapshot, pending) = {
@@ -557,8 +608,7 @@ impl Shared {
             let pending = std::mem::replace(&mut state.pending, vec![0; BATCH_HEADER_LEN]);
             (snapshot, pending)
         };
-        let put_back = |error: &LogError| {
-            tracing::warn!(%error, "compacting the store's log failed; it is kept as it is");
+        let put_back = || {
             // Give back the space the new log took (it may not exist).
             let _ = fs::remove_file(self.dir.join(NEW_LOG_FILE));
             let mut state = lock(&self.state);
@@ -568,15 +618,13 @@ impl Shared {
         let written = match prepare_log(&self.dir, &snapshot) {
             Ok(written) => written,
             Err(error) => {
-                put_back(&error);
-                file.compact_at = file.len + file.len / 2;
-                return;
+                put_back();
+                return Err(error);
             }
         };
         if let Err(error) = fs::rename(self.dir.join(NEW_LOG_FILE), self.dir.join(LOG_FILE)) {
-            put_back(&io_error("replacing the store's log")(error));
-            file.compact_at = file.len + file.len / 2;
-            return;
+            put_back();
+            return Err(io_error("replacing the store's log")(error));
         }
         // From here the compacted log is the store's: the old file must
         // never be written again.
@@ -601,10 +649,12 @@ impl Shared {
                 file.allocated = written.len;
                 file.next_batch = written.next_batch;
                 file.compact_at = COMPACT_MIN_BYTES;
+                Ok(())
             }
             Err(error) => {
                 tracing::warn!(%error, "the compacted store log could not be opened");
                 self.break_down(file, error.to_string());
+                Err(error)
             }
         }
     }
@@ -766,12 +816,14 @@ impl State {
         Ok(())
     }
 
-    /// Apply the records of one batch read back from the log.
-    fn apply_batch(&mut self, mut body: &[u8]) -> Option<()> {
+    /// Apply the records of one batch read back from the log, adding the
+    /// trees they name to `named`.
+    fn apply_batch(&mut self, mut body: &[u8], named: &mut TreeSet) -> Option<()> {
         while let Some((&op, rest)) = body.split_first() {
             body = match op {
                 OP_PUT => {
                     let (&tree, rest) = rest.split_first()?;
+                    named.add(tree);
                     let (key_len, rest) = rest.split_first_chunk::<2>()?;
                     let (value_len, rest) = rest.split_first_chunk::<4>()?;
                     let key_len = usize::from(u16::from_le_bytes(*key_len));
@@ -783,6 +835,7 @@ impl State {
                 }
                 OP_REMOVE => {
                     let (&tree, rest) = rest.split_first()?;
+                    named.add(tree);
                     let (key_len, rest) = rest.split_first_chunk::<2>()?;
                     let key_len = usize::from(u16::from_le_bytes(*key_len));
                     self.take(tree, rest.get(..key_len)?);
@@ -900,6 +953,8 @@ pub(super) struct Replayed {
     /// Whether what follows them is a torn write (rather than zeros).
     torn: bool,
     next_batch: u64,
+    /// The trees its records name (removed ones included).
+    named: TreeSet,
 }
 
 /// Replay `bytes`, a whole log file.
@@ -915,6 +970,7 @@ pub(super) fn replay(bytes: &[u8]) -> Result<Replayed, LogError> {
     let mut state = State::default();
     let mut at = FILE_HEADER_LEN;
     let mut next_batch = 1u64;
+    let mut named = TreeSet::default();
     let torn = loop {
         if at == bytes.len() {
             break false;
@@ -926,7 +982,7 @@ pub(super) fn replay(bytes: &[u8]) -> Result<Replayed, LogError> {
                 )));
             }
             Some((number, body, end)) if number == next_batch => {
-                if state.apply_batch(body).is_none() {
+                if state.apply_batch(body, &mut named).is_none() {
                     return Err(LogError::Damaged(format!(
                         "unreadable at byte {at} (written by a newer version?)"
                     )));
@@ -957,6 +1013,7 @@ pub(super) fn replay(bytes: &[u8]) -> Result<Replayed, LogError> {
         end: at,
         torn,
         next_batch,
+        named,
     })
 }
 
