@@ -532,3 +532,43 @@ async fn the_kind_a_login_tells_is_kept_and_a_change_is_warned_of() {
     let reopened = comptoir_client::Client::open(dir.path(), "shop pass").expect("open");
     assert_eq!(reopened.kind(), AccountKind::Customer);
 }
+
+/// A `Sender` handle made before a login that told another kind sends as
+/// the account is now, as the client itself does: its free-form text goes
+/// in the category of the new kind.
+#[tokio::test]
+async fn a_sender_made_before_a_change_of_kind_sends_as_the_account_is_now() {
+    let (relay, mitm, _data) = relay_behind_mitm().await;
+    let (dir, peer_dir) = (
+        tempfile::tempdir().expect("temp dir"),
+        tempfile::tempdir().expect("temp dir"),
+    );
+    let peer = registered(&relay, peer_dir.path(), "peer pass").await;
+    let peer_id = peer.account_id();
+    let mut client = registered(&relay, dir.path(), "client pass").await;
+    client
+        .connect(&mitm.url())
+        .await
+        .expect("through the proxy");
+    let sender = client.sender();
+    sender
+        .send_text(peer_id, "as a customer")
+        .await
+        .expect("a customer's text");
+
+    mitm.tell_kind(AccountKind::Business);
+    client
+        .connect(&mitm.url())
+        .await
+        .expect("through the proxy");
+    assert_eq!(client.kind(), AccountKind::Business);
+    // Whatever the relay makes of them (it knows the account as a
+    // customer): what matters is what each sent.
+    let _ = client.send_text(peer_id, "from the client").await;
+    let _ = sender.send_text(peer_id, "from the handle").await;
+    assert_eq!(
+        mitm.sent_categories(),
+        vec![Category::Conversation, Category::Service, Category::Service],
+        "the handle sent as the account was when it was made"
+    );
+}

@@ -80,7 +80,7 @@ pub use consent::Consent;
 pub use consent_requests::{ConsentAnswer, ConsentRequest, purpose_text};
 pub use contacts_sync::CONTACTS_PER_MESSAGE;
 pub use sender::Sender;
-use sender::{Me, RequesterSlot};
+use sender::{Me, MeSlot, RequesterSlot};
 use shared::{EventQueue, PeerLocks};
 pub use status::{PostedStatus, StatusInput, StatusView};
 pub use templates::TemplateInfo;
@@ -158,7 +158,7 @@ pub struct Client {
     /// One lock per peer over its session records (see [`PeerLocks`]).
     locks: PeerLocks,
     /// This device as sending needs it, shared with the handles.
-    me: Arc<Me>,
+    me: MeSlot,
     /// The authenticated connection's requester, for the handles.
     requester: RequesterSlot,
     /// Messages a peer's device asked to get again over a fresh session.
@@ -301,7 +301,7 @@ impl Client {
     }
 
     fn with(store: Store, account: Account, prekeys: PreKeys, kind: wire::AccountKind) -> Self {
-        let me = Arc::new(Self::me_of(&account, kind));
+        let me = MeSlot::new(Self::me_of(&account, kind));
         Self {
             store: Arc::new(store),
             account,
@@ -334,7 +334,7 @@ impl Client {
     /// Rebuild what the sender handles know of this device (after linking
     /// or authenticating).
     fn refresh_me(&mut self) {
-        self.me = Arc::new(Self::me_of(&self.account, self.kind));
+        self.me.replace(Self::me_of(&self.account, self.kind));
     }
 
     /// Take the connection away from the sender handles (they queue in the

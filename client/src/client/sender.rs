@@ -113,6 +113,28 @@ struct Sessions {
 /// by a disconnect (then sends wait in the outbox for the next connect).
 pub(super) type RequesterSlot = Arc<Mutex<Option<Requester>>>;
 
+/// Who this device is, shared by the client and its handles: replaced
+/// whenever it changes (linking, a login telling another kind), so a
+/// handle made before sends as the device is now.
+#[derive(Clone)]
+pub(super) struct MeSlot(Arc<Mutex<Arc<Me>>>);
+
+impl MeSlot {
+    pub(super) fn new(me: Me) -> Self {
+        Self(Arc::new(Mutex::new(Arc::new(me))))
+    }
+
+    /// This device as it is now.
+    pub(super) fn current(&self) -> Arc<Me> {
+        Arc::clone(&self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Replace what every holder sees from its next send on.
+    pub(super) fn replace(&self, me: Me) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(me);
+    }
+}
+
 /// A cheap, cloneable handle that sends text messages through its
 /// [`Client`]'s connection from any number of tasks at once (see
 /// [`Client::sender`]). Sends to different peers run in parallel; sends to
@@ -127,7 +149,7 @@ pub(super) type RequesterSlot = Arc<Mutex<Option<Requester>>>;
 #[derive(Clone)]
 pub struct Sender {
     store: Weak<Store>,
-    me: Arc<Me>,
+    me: MeSlot,
     requester: RequesterSlot,
     events: EventQueue,
     locks: PeerLocks,
@@ -135,9 +157,10 @@ pub struct Sender {
 
 impl fmt::Debug for Sender {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let me = self.me.current();
         f.debug_struct("Sender")
-            .field("account", &self.me.account)
-            .field("device", &self.me.device)
+            .field("account", &me.account)
+            .field("device", &me.device)
             .finish_non_exhaustive()
     }
 }
@@ -145,7 +168,7 @@ impl fmt::Debug for Sender {
 impl Sender {
     /// This account's id.
     pub fn account_id(&self) -> AccountId {
-        self.me.account
+        self.me.current().account
     }
 
     /// Write a text message to `peer` and send it (see
@@ -158,7 +181,7 @@ impl Sender {
     fn live(&self) -> Result<Live> {
         Ok(Live {
             store: self.store.upgrade().ok_or(ClientError::Closed)?,
-            me: Arc::clone(&self.me),
+            me: self.me.current(),
             requester: self
                 .requester
                 .lock()
@@ -178,7 +201,7 @@ impl Client {
     pub fn sender(&self) -> Sender {
         Sender {
             store: Arc::downgrade(&self.store),
-            me: Arc::clone(&self.me),
+            me: self.me.clone(),
             requester: Arc::clone(&self.requester),
             events: self.events.clone(),
             locks: self.locks.clone(),
@@ -189,7 +212,7 @@ impl Client {
     pub(super) fn live(&self) -> Live {
         Live {
             store: Arc::clone(&self.store),
-            me: Arc::clone(&self.me),
+            me: self.me.current(),
             requester: self
                 .conn
                 .as_ref()

@@ -39,6 +39,8 @@ struct Shared {
     acked_now: Arc<tokio::sync::Notify>,
     /// The account kind every `AuthOk` is rewritten to tell, if set.
     told_kind: Option<wire::AccountKind>,
+    /// The category of every `Send` the client made, in order.
+    sent_categories: Vec<i32>,
 }
 
 /// The proxy; dropping it stops accepting.
@@ -158,6 +160,16 @@ impl Mitm {
         self.shared.lock().expect("lock").told_kind = Some(kind);
     }
 
+    /// The category of every `Send` the client made so far, in order.
+    pub fn sent_categories(&self) -> Vec<wire::Category> {
+        let shared = self.shared.lock().expect("lock");
+        shared
+            .sent_categories
+            .iter()
+            .map(|&c| wire::Category::try_from(c).expect("a known category"))
+            .collect()
+    }
+
     /// The proxy's WebSocket URL.
     pub fn url(&self) -> String {
         format!("ws://{}", self.addr)
@@ -264,6 +276,11 @@ fn tamper_up(state: &Mutex<Shared>, bytes: &[u8]) -> Vec<u8> {
     let Ok(mut frame) = decode_client(bytes) else {
         return bytes.to_vec();
     };
+    if let Some(client_frame::Body::Send(send)) = &frame.body {
+        let mut shared = state.lock().expect("lock");
+        shared.sent_categories.push(send.category);
+        return bytes.to_vec();
+    }
     let Some(client_frame::Body::DeliveryAck(ack)) = frame.body.as_mut() else {
         return bytes.to_vec();
     };
