@@ -15,7 +15,7 @@ use comptoir_protocol::{AccountId, Label};
 use prost::Message;
 use zeroize::Zeroizing;
 
-use crate::error::{ClientError, Result};
+use crate::error::Result;
 use crate::messages::MessageId;
 use crate::store::{Store, Tree};
 
@@ -198,41 +198,54 @@ fn save_bounded(
     Ok(Saved::Kept)
 }
 
-/// Every refused message kept on this device, by sender then id.
-pub fn all(store: &Store) -> Result<Vec<Evidence>> {
-    let corrupt = |what: &str| ClientError::CorruptStore(format!("evidence record: {what}"));
-    let mut out = Vec::new();
-    for (k, v) in store.scan(Tree::Evidence, b"")? {
-        let mut record =
-            EvidenceRecord::decode(v.as_slice()).map_err(|_| corrupt("undecodable"))?;
-        let plaintext = Zeroizing::new(std::mem::take(&mut record.plaintext));
-        let from = AccountId::from_bytes(k.get(..16).unwrap_or_default())
-            .map_err(|_| corrupt("bad key"))?;
-        let envelope = Envelope::decode(record.envelope.as_slice())
-            .map_err(|_| corrupt("undecodable envelope"))?;
-        let label = match record.label {
-            0 => None,
-            n => Some(
-                *Label::ALL
-                    .get(n as usize - 1)
-                    .ok_or_else(|| corrupt("unknown label"))?,
-            ),
-        };
-        out.push(Evidence {
-            from,
-            envelope,
-            plaintext,
-            refusal: record.refusal,
-            label,
-            stored_at_ms: record.stored_at_ms,
-        });
+/// What this device kept as evidence (see [`all`]).
+#[derive(Clone, Debug, Default)]
+pub struct KeptEvidence {
+    /// The refused messages kept, by sender then id.
+    pub evidence: Vec<Evidence>,
+    /// Kept records that do not read back (damaged, or written by a later
+    /// version): left in the store as they are, and not listed.
+    pub unreadable: usize,
+}
+
+/// Every refused message kept on this device, by sender then id; a record
+/// that does not read back is counted, not an error, so one damaged record
+/// does not hide the others.
+pub fn all(store: &Store) -> Result<KeptEvidence> {
+    let mut kept = KeptEvidence::default();
+    for (key, value) in store.scan(Tree::Evidence, b"")? {
+        match read(&key, &value) {
+            Some(evidence) => kept.evidence.push(evidence),
+            None => kept.unreadable += 1,
+        }
     }
-    Ok(out)
+    Ok(kept)
+}
+
+/// One kept record, if it reads back.
+fn read(key: &[u8], value: &[u8]) -> Option<Evidence> {
+    let mut record = EvidenceRecord::decode(value).ok()?;
+    let plaintext = Zeroizing::new(std::mem::take(&mut record.plaintext));
+    let from = AccountId::from_bytes(key.get(..16)?).ok()?;
+    let envelope = Envelope::decode(record.envelope.as_slice()).ok()?;
+    let label = match record.label {
+        0 => None,
+        n => Some(*Label::ALL.get(n as usize - 1)?),
+    };
+    Some(Evidence {
+        from,
+        envelope,
+        plaintext,
+        refusal: record.refusal,
+        label,
+        stored_at_ms: record.stored_at_ms,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ClientError;
     use crate::store::FAST_TEST_KDF;
 
     fn evidence(from: AccountId, n: u8) -> Evidence {
@@ -269,7 +282,7 @@ mod tests {
         assert_eq!(save(&store, &evidence(mallory, 200))?, Saved::Full);
         // Another sender is not affected.
         assert_eq!(save(&store, &evidence(alice, 0))?, Saved::Kept);
-        let all = all(&store)?;
+        let all = all(&store)?.evidence;
         assert_eq!(all.len(), MAX_EVIDENCE_PER_SENDER + 1);
         let first = &all[0];
         assert_eq!(first.label, Some(Label::Category));
@@ -307,10 +320,58 @@ mod tests {
         odd.envelope.ciphertext = vec![8; 40];
         assert_eq!(save(&store, &odd)?, Saved::OtherCopyKept);
         store.remove(Tree::Evidence, &key(&odd.from, &odd.envelope))?;
-        let kept = all(&store)?;
+        let kept = all(&store)?.evidence;
         assert_eq!(kept.len(), 1);
         assert_eq!(kept[0].plaintext.as_slice(), &[7u8; 8]);
         assert_eq!(kept[0].refusal, "label mismatch: category");
+        Ok(())
+    }
+
+    /// A kept record that does not read back (damaged, or written by a
+    /// later version: here an undecodable one and one naming a label this
+    /// version does not know) is counted, and the others are still listed
+    /// (before, listing failed as a whole).
+    #[test]
+    fn a_record_that_does_not_read_back_hides_no_other() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| ClientError::io("temp dir", e))?;
+        let store = Store::create(dir.path(), "pw-long-enough", FAST_TEST_KDF)?;
+        let (Ok(mallory), Ok(alice)) = (
+            AccountId::from_bytes(&[1; 16]),
+            AccountId::from_bytes(&[2; 16]),
+        ) else {
+            panic!("ids")
+        };
+        assert_eq!(save(&store, &evidence(mallory, 1))?, Saved::Kept);
+        assert_eq!(save(&store, &evidence(alice, 3))?, Saved::Kept);
+        let damaged = evidence(mallory, 2);
+        store.put(
+            Tree::Evidence,
+            &key(&damaged.from, &damaged.envelope),
+            &[0xff, 0xff],
+        )?;
+        let later = evidence(alice, 2);
+        let record = EvidenceRecord {
+            version: EVIDENCE_RECORD_VERSION + 1,
+            envelope: later.envelope.encode_to_vec(),
+            plaintext: later.plaintext.to_vec(),
+            refusal: later.refusal.clone(),
+            label: Label::ALL.len() as u32 + 1,
+            stored_at_ms: 9,
+        };
+        store.put(
+            Tree::Evidence,
+            &key(&later.from, &later.envelope),
+            &record.encode_to_vec(),
+        )?;
+
+        let kept = all(&store)?;
+        assert_eq!(kept.unreadable, 2);
+        let listed: Vec<_> = kept
+            .evidence
+            .iter()
+            .map(|e| (e.from, e.envelope.message_id[0]))
+            .collect();
+        assert_eq!(listed, vec![(mallory, 1), (alice, 3)]);
         Ok(())
     }
 
@@ -355,7 +416,7 @@ mod tests {
             }
         }
         assert_eq!(kept, max_count);
-        assert_eq!(all(&store)?.len(), max_count);
+        assert_eq!(all(&store)?.evidence.len(), max_count);
         Ok(())
     }
 

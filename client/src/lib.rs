@@ -91,7 +91,7 @@ pub use client::{
 pub use device_notes::DeviceNote;
 pub use error::{ClientError, Result};
 pub use event::{DeliveryProof, Event};
-pub use evidence::Evidence;
+pub use evidence::{Evidence, KeptEvidence};
 pub use messages::{MessageId, Status, StoredMessage};
 pub use quarantine::Quarantined;
 pub use store::KdfParams;

@@ -457,7 +457,7 @@ async fn forged_labels_are_refused_kept_as_evidence_and_never_rekey() {
                 || matches!(e, Event::Message { text, .. } if text.starts_with("forged"))),
         "{events:?}"
     );
-    let evidence = scene.victim().evidence().expect("evidence");
+    let evidence = scene.victim().evidence().expect("evidence").evidence;
     assert_eq!(evidence.len(), forged.len());
     for (id, label) in &forged {
         let kept = evidence

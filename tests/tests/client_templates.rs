@@ -230,7 +230,7 @@ async fn a_business_sends_an_approved_template_and_gets_the_quick_reply() {
         history[0].body,
         "the business's history shows what it sent"
     );
-    assert!(customer.evidence().expect("evidence").is_empty());
+    assert!(customer.evidence().expect("evidence").evidence.is_empty());
 
     // A link is not a quick reply, and only a checked template message
     // can be answered: nothing is sent.
@@ -463,7 +463,7 @@ async fn a_forged_quick_reply_is_flagged_by_the_business() {
             Violation::QuickReplyToUnknownMessage,
         ]
     );
-    assert_eq!(shop.evidence().expect("evidence").len(), 4);
+    assert_eq!(shop.evidence().expect("evidence").evidence.len(), 4);
     let history = shop.history(&customer_id).expect("history");
     assert_eq!(
         history.iter().map(|m| m.body.as_str()).collect::<Vec<_>>()[2..],
@@ -550,7 +550,7 @@ async fn a_tampered_instance_or_free_text_as_a_template_is_flagged() {
     let (shown, violations) = violations_of(&mut customer, "honest").await;
     assert!(matches!(shown, Some(Event::Template { .. })), "{shown:?}");
     assert!(violations.is_empty(), "{violations:?}");
-    let evidence = customer.evidence().expect("evidence");
+    let evidence = customer.evidence().expect("evidence").evidence;
     assert_eq!(evidence.len(), cases.len(), "{evidence:?}");
     assert!(evidence.iter().all(|e| e.from == shop_id));
 }
@@ -585,7 +585,7 @@ async fn a_revoked_template_is_flagged() {
         violations,
         vec![Violation::TemplateRevoked { template_id: id }]
     );
-    assert_eq!(customer.evidence().expect("evidence").len(), 1);
+    assert_eq!(customer.evidence().expect("evidence").evidence.len(), 1);
 }
 
 #[tokio::test]
@@ -617,7 +617,7 @@ async fn an_approval_by_another_operator_key_than_the_pinned_one_is_flagged() {
             template_id: support::templates::id_for(shop_id, Category::Utility)
         }]
     );
-    assert_eq!(customer.evidence().expect("evidence").len(), 1);
+    assert_eq!(customer.evidence().expect("evidence").evidence.len(), 1);
 }
 
 /// A business with two devices: the sync copy of a template message
@@ -689,5 +689,5 @@ async fn a_quick_reply_checks_out_on_the_business_device_that_did_not_send() {
             }
         );
     }
-    assert!(counter.evidence().expect("evidence").is_empty());
+    assert!(counter.evidence().expect("evidence").evidence.is_empty());
 }

@@ -179,7 +179,7 @@ async fn a_tampered_commitment_is_refused_by_the_recipient() {
     })
     .await;
     assert_eq!(reason, LabelError::Franking(FrankingError::DoesNotOpen));
-    let evidence = customer.evidence().expect("evidence");
+    let evidence = customer.evidence().expect("evidence").evidence;
     assert_eq!(evidence.len(), 1);
     assert_eq!(evidence[0].envelope.message_id, tampered_id.to_vec());
     let history = customer.history(&shop_id).expect("history");

@@ -266,8 +266,8 @@ async fn buttons_and_a_list_in_service_replies_come_back_as_structured_choices()
         .collect();
     assert_eq!(shown[shown.len() - 3..][0], "No");
     assert_eq!(shown.last().map(String::as_str), Some("Evening slot"));
-    assert!(shop.evidence().expect("evidence").is_empty());
-    assert!(customer.evidence().expect("evidence").is_empty());
+    assert!(shop.evidence().expect("evidence").evidence.is_empty());
+    assert!(customer.evidence().expect("evidence").evidence.is_empty());
 }
 
 #[tokio::test]
@@ -324,7 +324,7 @@ async fn a_message_over_the_limits_offers_no_choice_and_forged_choices_are_flagg
         Err(ClientError::InvalidChoice(ChoiceError::NoSuchRow { .. }))
     ));
     assert_eq!(customer.outbox_len().expect("outbox"), 0);
-    assert_eq!(customer.evidence().expect("evidence").len(), 2);
+    assert_eq!(customer.evidence().expect("evidence").evidence.len(), 2);
 
     // A hostile customer forges choices in an honest business's message.
     let mut shop = registered_business(&relay, shop_dir.path(), "business pass").await;
@@ -403,7 +403,7 @@ async fn a_message_over_the_limits_offers_no_choice_and_forged_choices_are_flagg
         .map(|m| m.body)
         .collect();
     assert_eq!(history[2..], ["Yes".to_string(), "done".to_string()]);
-    assert_eq!(shop.evidence().expect("evidence").len(), 5);
+    assert_eq!(shop.evidence().expect("evidence").evidence.len(), 5);
 }
 
 /// A business with two devices: the sync copy of an interactive message
@@ -464,6 +464,6 @@ async fn a_choice_checks_out_on_the_business_device_that_did_not_send() {
                 title: "9:00".into(),
             }
         );
-        assert!(device.evidence().expect("evidence").is_empty());
+        assert!(device.evidence().expect("evidence").evidence.is_empty());
     }
 }

@@ -184,7 +184,7 @@ async fn each_relabelled_label_is_refused_kept_as_evidence_acked_and_no_rekey() 
 
     // Kept aside, one record per message, naming the label, with the
     // envelope as delivered and the plaintext.
-    let evidence = bob.evidence().expect("evidence");
+    let evidence = bob.evidence().expect("evidence").evidence;
     assert_eq!(evidence.len(), sent.len());
     for (label, id) in &sent {
         let kept = evidence
@@ -273,7 +273,7 @@ async fn a_relay_that_relabels_on_the_way_is_caught_by_the_recipient() {
         .await;
         assert!(mitm.relay_saw_ack(&id.0, from.as_bytes()));
     }
-    let evidence = bob.evidence().expect("evidence");
+    let evidence = bob.evidence().expect("evidence").evidence;
     let mut labels: Vec<_> = evidence.iter().filter_map(|e| e.label).collect();
     labels.sort_by_key(|l| Label::ALL.iter().position(|x| x == l));
     assert_eq!(labels, rewritten);
@@ -355,7 +355,7 @@ async fn category_means_what_it_says() {
     }
     let (got, body) = wait_message(&mut bob, mallory.account.id).await;
     assert_eq!((got.0, body.as_str()), (shown, "old client"));
-    assert_eq!(bob.evidence().expect("evidence").len(), 3);
+    assert_eq!(bob.evidence().expect("evidence").evidence.len(), 3);
 }
 
 #[tokio::test]

@@ -136,7 +136,7 @@ async fn the_client_flags_what_a_lying_relay_let_a_business_send() {
     );
 
     // Both flagged messages are kept as evidence, saying why.
-    let evidence = customer.evidence().expect("evidence");
+    let evidence = customer.evidence().expect("evidence").evidence;
     assert_eq!(evidence.len(), 2, "{evidence:?}");
     assert!(
         evidence
@@ -194,5 +194,5 @@ async fn a_consent_granted_on_another_device_is_known_after_login_and_not_flagge
     })
     .await;
     assert!(violations.is_empty(), "{violations:?}");
-    assert!(laptop.evidence().expect("evidence").is_empty());
+    assert!(laptop.evidence().expect("evidence").evidence.is_empty());
 }

@@ -11,7 +11,7 @@ use comptoir_protocol::{AccountId, LabelError, franking, labels};
 
 use crate::error::Result;
 use crate::event::Event;
-use crate::evidence::{self, Evidence};
+use crate::evidence::{self, Evidence, KeptEvidence};
 use crate::messages::MessageId;
 
 use super::{Client, now_ms};
@@ -64,8 +64,9 @@ impl Client {
         Ok(Some(Event::Refused { from, id, reason }))
     }
 
-    /// The messages this device refused by their labels, kept as evidence.
-    pub fn evidence(&self) -> Result<Vec<Evidence>> {
+    /// The messages this device refused by their labels, kept as
+    /// evidence, and how many kept records do not read back.
+    pub fn evidence(&self) -> Result<KeptEvidence> {
         evidence::all(&self.store)
     }
 }
