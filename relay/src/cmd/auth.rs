@@ -14,7 +14,7 @@ use crate::frame;
 use crate::hub::Posted;
 use crate::policy;
 use crate::session::{Device, Reply, Session};
-use crate::storage::{AccountRecord, Directory, Keys, Kind, Mailbox};
+use crate::storage::{AccountRecord, Created, Directory, Keys, Kind, Mailbox};
 
 /// "customer" or "business".
 pub(crate) fn kind_name(kind: AccountKind) -> &'static str {
@@ -88,12 +88,12 @@ pub(crate) async fn register<S: Directory>(
     let devices = verified.devices.len();
     let list = stored_list(&list, verified);
     match store.create_account(&list, &record).await? {
-        None => {
+        Created::New => {
             tracing::info!(%account, devices, ?kind, "account registered");
         }
         // The same registration again (a lost reply): fine if it states
         // the same kind, which never changes.
-        Some(existing) if existing.signed == list.signed => {
+        Created::Exists(existing) if existing.signed == list.signed => {
             let stored = store
                 .account_record(account)
                 .await?
@@ -105,9 +105,15 @@ pub(crate) async fn register<S: Directory>(
                 )));
             }
         }
-        Some(_) => {
+        Created::Exists(_) => {
             return Err(invalid(
                 "this account id is already registered; generate a new random id",
+            ));
+        }
+        // An expired account's: never given out again.
+        Created::Retired => {
+            return Err(invalid(
+                "this account id is not available; generate a new random id",
             ));
         }
     }

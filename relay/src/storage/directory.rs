@@ -94,17 +94,32 @@ pub struct ExpiredAccounts {
     pub envelopes: u64,
 }
 
+/// What [`Directory::create_account`] did.
+#[derive(Debug)]
+pub enum Created {
+    /// The account is new.
+    New,
+    /// The account exists already: its device list, unchanged (and its
+    /// record left as it was).
+    Exists(Arc<StoredDeviceList>),
+    /// The id was an account's that expired, never having logged in: it is
+    /// never given out again, so nothing that named that account (consents
+    /// given to it, blocks, first contacts, mail in flight) passes to
+    /// another. Nothing was written.
+    Retired,
+}
+
 /// Accounts, names, phones and blocks. See the [module docs](super) for
 /// the contract every role keeps.
 pub trait Directory: Send + Sync + 'static {
     /// Create an account with its first device list and its record, both
-    /// or neither (atomically). Returns the existing list, unchanged, if
-    /// the account already exists (the record is then left as it was).
+    /// or neither (atomically), unless the id is taken or retired (see
+    /// [`Created`]).
     fn create_account(
         &self,
         list: &StoredDeviceList,
         record: &AccountRecord,
-    ) -> impl Future<Output = StorageResult<Option<Arc<StoredDeviceList>>>> + Send;
+    ) -> impl Future<Output = StorageResult<Created>> + Send;
 
     /// Note that the account authenticated (durably, the first time): it
     /// no longer expires under `expire_unauthenticated`.
@@ -116,7 +131,8 @@ pub trait Directory: Send + Sync + 'static {
     /// Delete up to `limit` accounts registered (by this relay version or
     /// later) before `registered_before_ms` that never authenticated: their
     /// record, device list, prekeys, phone and name bindings, and the mail
-    /// queued for them, durably. Throwaway accounts otherwise stay forever.
+    /// queued for them, durably; their ids are retired (see
+    /// [`Created::Retired`]). Throwaway accounts otherwise stay forever.
     fn expire_unauthenticated(
         &self,
         registered_before_ms: u64,

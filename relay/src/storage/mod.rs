@@ -90,7 +90,8 @@ pub use self::businesses::{Businesses, StoredBusiness};
 pub use self::consent::{CONSENT_SIGNATURE_LEN, ConsentRecord, ConsentSeen, ConsentSet};
 pub use self::consent_requests::{ConsentRequests, PendingRequest, RequestState, StoredRequest};
 pub use self::directory::{
-    AccountRecord, Directory, ExpiredAccounts, Kind, ListUpdate, NameClaim, StoredDeviceList,
+    AccountRecord, Created, Directory, ExpiredAccounts, Kind, ListUpdate, NameClaim,
+    StoredDeviceList,
 };
 pub use self::first_contacts::{FirstContacts, Noted};
 pub use self::keys::{

@@ -24,13 +24,17 @@
 //! | `names` | `a`, account (16) | business name text |
 //! | `unauthenticated` | created at ms (8), account (16) | (empty) |
 //! | `expired_accounts` | account (16) | expired at ms (8), device ids (4 each) |
+//! | `retired_accounts` | account (16) | expired at ms (8) |
 //!
 //! An account is in `unauthenticated` from its registration until its
 //! first successful authentication; `expire_unauthenticated` deletes those
 //! registered too long ago, and notes each in `expired_accounts` with its
 //! devices, so that mail a send in flight queued for it after its queues
 //! were dropped is dropped too (at the next pass, or at start, where it
-//! would otherwise look like mail for an account sled lost).
+//! would otherwise look like mail for an account sled lost). The id is
+//! also kept in `retired_accounts`, for good: registration refuses it
+//! (in the same transaction that creates an account), so nothing naming
+//! the expired account passes to a new one.
 //!
 //! Registration writes `accounts` and `account_records` in one sled
 //! transaction. Accounts registered before records existed are given one
@@ -62,11 +66,42 @@ use super::dir_lock::DirLock;
 use super::mail_log::ReceiptRef;
 use super::mail_log::{LogOptions, MailLog};
 use super::{
-    AccountRecord, AckOf, Acked, Cursor, Directory, Enqueued, ExpiredAccounts, Keys, Kind,
+    AccountRecord, AckOf, Acked, Created, Cursor, Directory, Enqueued, ExpiredAccounts, Keys, Kind,
     Lifecycle, ListUpdate, MESSAGE_ID_LEN, Mailbox, NameClaim, NewMessage, OneTimePreKeyRecord,
     PreKeyPublic, QueuedMail, QueuedReceipt, SignedPreKeyRecord, StorageError, StorageResult,
     StoredDeviceList, TakenPreKeys,
 };
+
+/// Ids noted in `expired_accounts` (by a version from before
+/// `retired_accounts`, within the note's hour) are retired too, so none
+/// of them is registered again; runs at every open, and finds nothing to
+/// do once they are.
+fn retire_expired_before_retiring(
+    expired_accounts: &Tree,
+    retired_accounts: &Tree,
+    db: &::sled::Db,
+) -> StorageResult<()> {
+    let mut retired = 0;
+    for entry in expired_accounts.iter() {
+        let (account, note) = entry.map_err(backend)?;
+        if retired_accounts.contains_key(&account).map_err(backend)? {
+            continue;
+        }
+        let expired_at = note.get(..8).unwrap_or(&[0; 8]);
+        retired_accounts
+            .insert(&account, expired_at)
+            .map_err(backend)?;
+        retired += 1;
+    }
+    if retired > 0 {
+        db.flush().map_err(backend)?;
+        tracing::info!(
+            retired,
+            "ids of accounts expired before retiring them are retired"
+        );
+    }
+    Ok(())
+}
 
 /// How long an expired account's note is kept: past it no send that read
 /// its device list before the expiry can still be on its way.
@@ -425,6 +460,8 @@ pub struct SledStore {
     names: Tree,
     unauthenticated: Tree,
     expired_accounts: Tree,
+    /// Ids of expired accounts, never registered again.
+    retired_accounts: Tree,
     /// Relay-wide values: the clock's mark ([`CLOCK_MARK_KEY`]), the
     /// rate cards ([`RATE_CARD_PREFIX`]) and when bill heads were last
     /// signed (see `storage::ledger_heads`).
@@ -694,6 +731,8 @@ impl SledStore {
             tree("meta")?,
         );
         give_records_to_older_accounts(&accounts, &records, &phones, &names, &meta, &db)?;
+        let retired_accounts = tree("retired_accounts")?;
+        retire_expired_before_retiring(&expired_accounts, &retired_accounts, &db)?;
         Ok(Self {
             parsed_lists: Arc::default(),
             parsed_templates: Arc::default(),
@@ -706,6 +745,7 @@ impl SledStore {
             names,
             unauthenticated: tree("unauthenticated")?,
             expired_accounts,
+            retired_accounts,
             meta,
             templates: tree("templates")?,
             businesses: tree("businesses")?,
@@ -740,16 +780,24 @@ impl Directory for SledStore {
         &self,
         list: &StoredDeviceList,
         record: &AccountRecord,
-    ) -> StorageResult<Option<Arc<StoredDeviceList>>> {
+    ) -> StorageResult<Created> {
         let encoded = list.signed.as_slice();
         let encoded_record = encode_record(record);
         let key = list.list.account_id.as_bytes().as_slice();
         let mut pending_key = record.created_at_ms.to_be_bytes().to_vec();
         pending_key.extend_from_slice(key);
-        let existing = (&self.accounts, &self.records, &self.unauthenticated)
-            .transaction(|(accounts, records, unauthenticated)| {
+        let existing = (
+            &self.accounts,
+            &self.records,
+            &self.unauthenticated,
+            &self.retired_accounts,
+        )
+            .transaction(|(accounts, records, unauthenticated, retired)| {
                 if let Some(current) = accounts.get(key)? {
-                    return Ok(Some(current));
+                    return Ok(Some(Some(current)));
+                }
+                if retired.get(key)?.is_some() {
+                    return Ok(Some(None));
                 }
                 accounts.insert(key, encoded)?;
                 records.insert(key, encoded_record.as_slice())?;
@@ -762,9 +810,10 @@ impl Directory for SledStore {
         match existing {
             None => {
                 self.committer.durable().await?;
-                Ok(None)
+                Ok(Created::New)
             }
-            Some(current) => Ok(Some(Arc::new(decode_list(&current)?))),
+            Some(Some(current)) => Ok(Created::Exists(Arc::new(decode_list(&current)?))),
+            Some(None) => Ok(Created::Retired),
         }
     }
 
@@ -864,9 +913,18 @@ impl Directory for SledStore {
                 &self.expired_accounts,
                 &self.phones,
                 &self.names,
+                &self.retired_accounts,
             )
                 .transaction(
-                    |(accounts, records, unauthenticated, expired_accounts, phones, names)| {
+                    |(
+                        accounts,
+                        records,
+                        unauthenticated,
+                        expired_accounts,
+                        phones,
+                        names,
+                        retired,
+                    )| {
                         // It logged in since it was listed (this pass
                         // awaits between accounts): it stays.
                         if unauthenticated.remove(&pending)?.is_none() {
@@ -875,6 +933,7 @@ impl Directory for SledStore {
                         accounts.remove(account.as_bytes().as_slice())?;
                         records.remove(account.as_bytes().as_slice())?;
                         expired_accounts.insert(account.as_bytes().as_slice(), note.as_slice())?;
+                        retired.insert(account.as_bytes().as_slice(), &now.to_be_bytes())?;
                         if let Some(phone) = &phone
                             && let Some(holder) = phones.get(phone.as_bytes())?
                             && holder.get(..16) == Some(account.as_bytes().as_slice())
@@ -2051,6 +2110,80 @@ mod tests {
         assert_eq!(store.queued_count(idle, 1).await?, 0);
         assert_eq!(store.queued_count(active, 1).await?, 1);
         assert!(store.device_list(active).await?.is_some());
+        store.close().await?;
+        Ok(())
+    }
+
+    /// An expired account's id is never given out again: registered anew,
+    /// it would inherit what named the old account (consents given to it,
+    /// blocks, first contacts), and the expiry note's pass would drop the
+    /// new account's mail an hour later. Also after a restart.
+    #[tokio::test]
+    async fn an_expired_account_id_is_not_registered_again() -> StorageResult<()> {
+        let dir = tempfile::tempdir().map_err(|e| StorageError::Backend(e.to_string()))?;
+        let idle = AccountId::generate(&mut rand::rng());
+        let again = |created_at_ms| {
+            let mut rng = rand::rng();
+            let key = comptoir_protocol::AccountKeyPair::generate(&mut rng);
+            let device = comptoir_protocol::IdentityKeyPair::generate(&mut rng);
+            let list = signed_list(&key, idle, 1, vec![(1, *device.public())]);
+            let record = AccountRecord {
+                created_at_ms,
+                ..AccountRecord::default()
+            };
+            (list, record)
+        };
+        {
+            let store = open(dir.path());
+            register_at(&store, idle, 1_000).await?;
+            assert_eq!(store.expire_unauthenticated(2_000, 100).await?.accounts, 1);
+            let (list, record) = again(3_000);
+            let created = store.create_account(&list?, &record).await?;
+            assert!(matches!(created, Created::Retired), "{created:?}");
+            assert!(store.device_list(idle).await?.is_none(), "registered again");
+            assert!(store.account_record(idle).await?.is_none());
+            store.close().await?;
+        }
+        let store = open(dir.path());
+        let (list, record) = again(4_000);
+        let created = store.create_account(&list?, &record).await?;
+        assert!(matches!(created, Created::Retired), "{created:?}");
+        assert!(
+            store.device_list(idle).await?.is_none(),
+            "registered again after a restart"
+        );
+        assert_eq!(
+            store.expire_unauthenticated(u64::MAX, 100).await?,
+            ExpiredAccounts::default()
+        );
+        store.close().await?;
+        Ok(())
+    }
+
+    /// Ids an older version expired (noted in `expired_accounts`, no
+    /// `retired_accounts` yet) are retired at the next open.
+    #[tokio::test]
+    async fn ids_expired_by_an_older_version_are_retired_at_the_next_open() -> StorageResult<()> {
+        let dir = tempfile::tempdir().map_err(|e| StorageError::Backend(e.to_string()))?;
+        let idle = AccountId::generate(&mut rand::rng());
+        {
+            let store = open(dir.path());
+            register_at(&store, idle, 1_000).await?;
+            assert_eq!(store.expire_unauthenticated(2_000, 100).await?.accounts, 1);
+            // As an older version left it: the note, no retired id.
+            store
+                .retired_accounts
+                .remove(idle.as_bytes())
+                .map_err(backend)?;
+            store.close().await?;
+        }
+        let store = open(dir.path());
+        assert!(
+            store
+                .retired_accounts
+                .contains_key(idle.as_bytes())
+                .map_err(backend)?
+        );
         store.close().await?;
         Ok(())
     }
