@@ -40,6 +40,30 @@ const BOB_PW: &str = "bob-long-password";
 const HOSTILE: &str =
     "<script>document.title='owned'</script><img src=x onerror=alert(1)><b>bold</b> & \"quotes\"";
 
+/// Wrong passwords sent all at once count as they arrive, not as their
+/// checks end: of twenty at the same moment for one name from one
+/// address, at most five are checked (the others refused with 429), so
+/// guessing in parallel is no faster than one at a time (before, all
+/// twenty were checked: the count rose only once a check had failed).
+#[tokio::test]
+async fn wrong_passwords_sent_at_once_are_limited_like_one_by_one() {
+    let f = InboxFixture::start().await;
+    f.add_agent("dave", "dave-long-password", false);
+    let addr = f.addr();
+    let replies =
+        futures_util::future::join_all((0..20).map(|_| try_login(addr, "dave", "wrong-guess")))
+            .await;
+    let checked = replies.iter().filter(|r| r.status == 401).count();
+    let limited = replies.iter().filter(|r| r.status == 429).count();
+    assert_eq!(checked + limited, 20, "only 401s and 429s");
+    assert!(checked <= 5, "{checked} guesses were checked");
+    let right = try_login(addr, "dave", "dave-long-password").await;
+    assert_eq!(
+        right.status, 429,
+        "the name stays limited from this address"
+    );
+}
+
 async fn customer(f: &InboxFixture, name: &str) -> comptoir_client::Client {
     registered_as(
         &f.relay,

@@ -155,6 +155,11 @@ impl IntoResponse for InboxError {
     }
 }
 
+/// Password checks run at once at most: each takes Argon2's memory
+/// (19 MiB), so logins sent in a burst under many names queue instead of
+/// taking the daemon's memory.
+pub const PASSWORD_CHECKS: usize = 2;
+
 /// What the inbox's handlers share.
 #[derive(Clone)]
 pub struct InboxState {
@@ -169,8 +174,10 @@ pub struct InboxState {
     pub hosts: Arc<Vec<String>>,
     /// Mark cookies `Secure` (the daemon serves TLS).
     pub secure_cookies: bool,
-    /// Failed logins per name and address.
+    /// Login attempts per name and address.
     pub limiter: Arc<session::LoginLimiter>,
+    /// Turns to check a password ([`PASSWORD_CHECKS`] at a time).
+    pub password_checks: Arc<tokio::sync::Semaphore>,
     /// Who has the inbox open.
     pub presence: Arc<events::Presence>,
     /// Opening hours and the away message, if configured (shown to agents).
@@ -211,6 +218,7 @@ impl InboxState {
             hosts: Arc::new(hosts),
             secure_cookies,
             limiter: Arc::default(),
+            password_checks: Arc::new(tokio::sync::Semaphore::new(PASSWORD_CHECKS)),
             presence: Arc::default(),
             away: None,
             shutdown: None,

@@ -169,8 +169,17 @@ async fn login(
         return Err(InboxError::Csrf);
     }
     let name = form.name.trim().to_owned();
+    // No agent has a longer name: refused before anything is counted or
+    // checked (the limiter's table holds names of bounded length).
+    if name.chars().count() > agents::MAX_NAME_LEN {
+        return Ok(login_form(
+            &state,
+            StatusCode::UNAUTHORIZED,
+            Some("Wrong name or password.".into()),
+        ));
+    }
     let now = Instant::now();
-    if !state.limiter.allowed(&name, ip, now) {
+    if !state.limiter.attempt(&name, ip, now) {
         tracing::warn!(%ip, "login refused: too many failures");
         return Ok(login_form(
             &state,
@@ -182,12 +191,17 @@ async fn login(
     let password = zeroize::Zeroizing::new(form.password);
     let checked = {
         let name = name.clone();
+        // A few checks at a time: each takes Argon2's memory.
+        let _turn = state
+            .password_checks
+            .acquire()
+            .await
+            .map_err(|_| InboxError::Invalid("the login could not be checked".into()))?;
         tokio::task::spawn_blocking(move || agents::check_login(&db, &name, &password))
             .await
             .map_err(|_| InboxError::Invalid("the login could not be checked".into()))??
     };
     let Some(agent) = checked else {
-        state.limiter.failed(&name, ip, now);
         return Ok(login_form(
             &state,
             StatusCode::UNAUTHORIZED,

@@ -34,7 +34,7 @@ pub const SESSION_MS: u64 = 12 * 3600 * 1000;
 pub const MAX_FAILURES: usize = 5;
 /// The window of the login rate limit.
 pub const LIMIT_WINDOW: Duration = Duration::from_secs(15 * 60);
-/// Name-and-address pairs tracked at most (the oldest are forgotten).
+/// Name-and-address pairs counted at most (see [`LoginLimiter::attempt`]).
 const MAX_TRACKED: usize = 10_000;
 
 fn sha256_hex(label: &[u8], token: &str) -> String {
@@ -221,48 +221,52 @@ pub fn client_ip(parts_extensions: &axum::http::Extensions) -> IpAddr {
         .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
 }
 
-/// Failed logins per (name, address): after [`MAX_FAILURES`] in
-/// [`LIMIT_WINDOW`], that name is refused from that address until the
-/// window passes, without checking the password (so guessing stays slow
-/// and costs the daemon no Argon2 work).
+/// Login attempts per (name, address): after [`MAX_FAILURES`] in
+/// [`LIMIT_WINDOW`] that did not log in, that name is refused from that
+/// address until the window passes, without checking the password (so
+/// guessing stays slow and costs the daemon no Argon2 work). An attempt
+/// counts when it arrives, before its password is checked, so guesses
+/// sent all at once are limited as if sent one by one; a login that
+/// succeeds forgets its pair's attempts.
 #[derive(Debug, Default)]
 pub struct LoginLimiter {
-    failures: Mutex<HashMap<(String, IpAddr), Vec<Instant>>>,
+    attempts: Mutex<HashMap<(String, IpAddr), Vec<Instant>>>,
 }
 
 impl LoginLimiter {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, IpAddr), Vec<Instant>>> {
-        self.failures
+        self.attempts
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Whether `name` may try to log in from `ip` now.
-    pub fn allowed(&self, name: &str, ip: IpAddr, now: Instant) -> bool {
+    /// Count an attempt of `name` from `ip` now, if it may be made: false
+    /// when the pair made [`MAX_FAILURES`] in the window, or when
+    /// [`MAX_TRACKED`] pairs are all still counted (a new pair is then
+    /// refused rather than any counted one forgotten, which would let
+    /// failures under many names reset a limited one).
+    pub fn attempt(&self, name: &str, ip: IpAddr, now: Instant) -> bool {
         let mut map = self.lock();
         let key = (name.to_lowercase(), ip);
-        match map.get_mut(&key) {
-            Some(times) => {
-                times.retain(|t| now.duration_since(*t) < LIMIT_WINDOW);
-                times.len() < MAX_FAILURES
+        if let Some(times) = map.get_mut(&key) {
+            times.retain(|t| now.duration_since(*t) < LIMIT_WINDOW);
+            if times.len() >= MAX_FAILURES {
+                return false;
             }
-            None => true,
+            times.push(now);
+            return true;
         }
-    }
-
-    /// Count a failed login.
-    pub fn failed(&self, name: &str, ip: IpAddr, now: Instant) {
-        let mut map = self.lock();
         if map.len() >= MAX_TRACKED {
             map.retain(|_, times| times.iter().any(|t| now.duration_since(*t) < LIMIT_WINDOW));
             if map.len() >= MAX_TRACKED {
-                map.clear();
+                return false;
             }
         }
-        map.entry((name.to_lowercase(), ip)).or_default().push(now);
+        map.insert(key, vec![now]);
+        true
     }
 
-    /// Forget the failures of a name and address that logged in.
+    /// Forget the attempts of a name and address that logged in.
     pub fn succeeded(&self, name: &str, ip: IpAddr) {
         self.lock().remove(&(name.to_lowercase(), ip));
     }
@@ -279,13 +283,40 @@ mod tests {
         let b: IpAddr = "10.0.0.2".parse().expect("ip");
         let t = Instant::now();
         for _ in 0..MAX_FAILURES {
-            assert!(limiter.allowed("ana", a, t));
-            limiter.failed("Ana", a, t);
+            assert!(limiter.attempt("Ana", a, t));
         }
-        assert!(!limiter.allowed("ana", a, t));
-        assert!(limiter.allowed("ana", b, t));
-        assert!(limiter.allowed("bob", a, t));
-        assert!(limiter.allowed("ana", a, t + LIMIT_WINDOW));
+        assert!(!limiter.attempt("ana", a, t));
+        assert!(limiter.attempt("ana", b, t));
+        assert!(limiter.attempt("bob", a, t));
+        assert!(limiter.attempt("ana", a, t + LIMIT_WINDOW));
+        // A login forgets its pair's attempts.
+        limiter.succeeded("ana", b);
+        for _ in 0..MAX_FAILURES {
+            assert!(limiter.attempt("ana", b, t));
+        }
+    }
+
+    /// A full table forgets nobody still limited: before, reaching
+    /// [`MAX_TRACKED`] live entries cleared them all, the limited name
+    /// with them, so failing with many other names reset the count. A new
+    /// pair is refused while the table is full, and taken once entries
+    /// expire.
+    #[test]
+    fn a_full_table_keeps_the_names_it_limits() {
+        let limiter = LoginLimiter::default();
+        let a: IpAddr = "10.0.0.1".parse().expect("ip");
+        let t = Instant::now();
+        for _ in 0..MAX_FAILURES {
+            assert!(limiter.attempt("ana", a, t));
+        }
+        assert!(!limiter.attempt("ana", a, t));
+        for n in 0..MAX_TRACKED as u32 - 1 {
+            let other = IpAddr::from((n + 1).to_be_bytes());
+            assert!(limiter.attempt("someone", other, t));
+        }
+        assert!(!limiter.attempt("ana", a, t), "the limit was forgotten");
+        assert!(!limiter.attempt("newcomer", a, t), "a new pair while full");
+        assert!(limiter.attempt("newcomer", a, t + LIMIT_WINDOW));
     }
 
     #[test]
