@@ -368,3 +368,46 @@ async fn a_copy_refused_by_its_labels_is_acked_rejected_and_never_signed() {
     );
     assert!(delivered.delivery_signature.is_empty(), "{delivered:?}");
 }
+
+/// A lying relay replays a message the customer already took (the shop's
+/// service reply) as a billed template under a fresh accept id, to get a
+/// proof it can bill: the duplicate is not decrypted, so its ack says
+/// rejected and carries no signature (before, a copy whose id was in the
+/// history was acked as used and signed as billed without being opened).
+#[tokio::test]
+async fn a_replayed_copy_of_a_message_already_taken_is_never_signed() {
+    let (relay, mitm, _data) = relay_behind_mitm().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut customer = registered(&relay, dir.path(), "customer pass").await;
+    customer.connect(&mitm.url()).await.expect("proxy");
+    let mut shop = Business::start(&relay, customer.account_id()).await;
+    customer
+        .send_text(shop.account.id, "hi")
+        .await
+        .expect("write");
+
+    mitm.replay(shop.account.id.as_bytes(), Category::Utility);
+    let (_, accept_id) = shop.send("Thanks, on its way", Category::Service).await;
+    wait_for(&mut customer, |e| {
+        matches!(e, Event::Message { text, .. } if text.contains("on its way")).then_some(())
+    })
+    .await;
+    // The client takes pushes while asked for events: ask until the
+    // replayed copy is acked (bounded).
+    let deadline = tokio::time::Instant::now() + support::TIMEOUT;
+    let replay = loop {
+        if let Some(ack) = mitm.ack_of(accept_id + support::mitm::REPLAY_ACCEPT_OFFSET) {
+            break ack;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the replayed copy was never acked"
+        );
+        let _ = customer.next_event(Duration::from_millis(100)).await;
+    };
+    assert!(replay.delivery_signature.is_empty(), "{replay:?}");
+    assert!(replay.rejected, "{replay:?}");
+    // The copy the customer opened is acked as used.
+    let first = mitm.next_ack(accept_id).await;
+    assert!(!first.rejected, "{first:?}");
+}

@@ -114,8 +114,11 @@ impl Client {
                 .quarantine_and_ack(&envelope, "malformed sender or message id")
                 .await;
         };
+        // Taken already (a copy delivered again, its ack lost, or a relay
+        // replaying it): deleted at the relay, not opened again, so never
+        // signed (a proof says this device opened this very copy).
         if messages::contains(&self.store, &from, &id)? {
-            return self.ack(&envelope).await;
+            return self.reject(&envelope).await;
         }
         let device = envelope.sender_device;
         let expected = match self.expected_identity(from, device).await? {

@@ -41,7 +41,14 @@ struct Shared {
     told_kind: Option<wire::AccountKind>,
     /// The category of every `Send` the client made, in order.
     sent_categories: Vec<i32>,
+    /// Envelopes from a sender to deliver twice: the second time under
+    /// this category and a fresh accept id (the original's plus
+    /// [`REPLAY_ACCEPT_OFFSET`]).
+    replays: VecDeque<(Vec<u8>, wire::Category)>,
 }
+
+/// What a replayed envelope's accept id adds to the original's.
+pub const REPLAY_ACCEPT_OFFSET: u64 = 1 << 40;
 
 /// The proxy; dropping it stops accepting.
 pub struct Mitm {
@@ -122,7 +129,16 @@ impl Mitm {
                         while let Some(Ok(msg)) = from_relay.next().await {
                             let msg = match msg {
                                 Message::Binary(bytes) => {
-                                    Message::Binary(tamper_down(&down_state, &bytes).into())
+                                    let again = replayed(&down_state, &bytes);
+                                    let first = tamper_down(&down_state, &bytes);
+                                    if to_client.send(Message::Binary(first.into())).await.is_err()
+                                    {
+                                        break;
+                                    }
+                                    match again {
+                                        Some(again) => Message::Binary(again.into()),
+                                        None => continue,
+                                    }
                                 }
                                 Message::Close(_) => break,
                                 other => other,
@@ -170,6 +186,15 @@ impl Mitm {
             .collect()
     }
 
+    /// Deliver the next envelope from `from` twice, the second time as a
+    /// lying relay replaying it to bill it again would: labelled
+    /// `category`, under a fresh accept id (the first's plus
+    /// [`REPLAY_ACCEPT_OFFSET`]).
+    pub fn replay(&self, from: &[u8], category: wire::Category) {
+        let mut shared = self.shared.lock().expect("lock");
+        shared.replays.push_back((from.to_vec(), category));
+    }
+
     /// The proxy's WebSocket URL.
     pub fn url(&self) -> String {
         format!("ws://{}", self.addr)
@@ -215,6 +240,16 @@ impl Mitm {
         .expect("the client acks the copy")
     }
 
+    /// The client's ack of the copy with `accept_id`, if it sent one yet.
+    pub fn ack_of(&self, accept_id: u64) -> Option<wire::DeliveryAck> {
+        let shared = self.shared.lock().expect("lock");
+        shared
+            .raw_acks
+            .iter()
+            .find(|a| a.accept_id == accept_id)
+            .cloned()
+    }
+
     /// Whether the relay got an ack for (`message_id`, `sender`) as it
     /// queued them.
     pub fn relay_saw_ack(&self, message_id: &[u8], sender: &[u8]) -> bool {
@@ -224,6 +259,25 @@ impl Mitm {
             .iter()
             .any(|(id, s)| id.as_slice() == message_id && s.as_slice() == sender)
     }
+}
+
+/// The replayed copy of `bytes`, if it is a `Deliver` from a sender
+/// [`Mitm::replay`] named.
+fn replayed(state: &Mutex<Shared>, bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut frame = decode_server(bytes).ok()?;
+    let Some(server_frame::Body::Deliver(deliver)) = frame.body.as_mut() else {
+        return None;
+    };
+    let envelope = deliver.envelope.as_mut()?;
+    let mut shared = state.lock().expect("lock");
+    let pos = shared
+        .replays
+        .iter()
+        .position(|(from, _)| *from == envelope.sender_account)?;
+    let (_, category) = shared.replays.remove(pos)?;
+    envelope.category = category as i32;
+    envelope.accept_id += REPLAY_ACCEPT_OFFSET;
+    Some(encode_server(&frame))
 }
 
 fn tamper_down(state: &Mutex<Shared>, bytes: &[u8]) -> Vec<u8> {
