@@ -223,6 +223,47 @@ async fn prekey_fetches_are_limited_and_prekeys_low_is_sent_once() {
     assert!(lows <= 2, "{lows} PreKeysLow pushes");
 }
 
+/// A fetch of several devices that one device's limit refuses takes no
+/// prekey of the others (before, the devices before it in the list had a
+/// one-time key taken, wasted: the refusal handed out nothing).
+#[tokio::test]
+async fn a_fetch_refused_for_one_device_takes_nothing_from_the_others() {
+    let relay = start_relay_with(|c| c.limits.prekey_fetch_burst = 3.0).await;
+    let (bob, mallory) = (Account::new(2), Account::new(1));
+    bob.register(relay.addr).await;
+    mallory.register(relay.addr).await;
+    for device in [1, 2] {
+        let (mut b, _) = bob.login(relay.addr, device).await;
+        let (_s, upload) =
+            InMemoryPreKeyStore::generate(bob.identity(device), device, 1, 20, &mut rand::rng());
+        assert!(matches!(
+            b.request(client_frame::Body::UploadPrekeys(upload)).await,
+            Body::Ok(_)
+        ));
+    }
+    let (mut m, _) = mallory.login(relay.addr, 1).await;
+    let fetch = |device_ids: Vec<u32>| {
+        client_frame::Body::FetchPrekeys(wire::FetchPreKeys {
+            account_id: bob.id.to_vec(),
+            device_ids,
+        })
+    };
+    for _ in 0..3 {
+        assert!(matches!(
+            m.request(fetch(vec![2])).await,
+            Body::PrekeyBundles(_)
+        ));
+    }
+    let refused = m.request(fetch(Vec::new())).await;
+    assert_eq!(error_code(&refused), ErrorCode::RateLimited);
+    assert_eq!(
+        bob.login(relay.addr, 1).await.1.one_time_prekeys,
+        20,
+        "device 1 lost a one-time prekey to a refused fetch"
+    );
+    assert_eq!(bob.login(relay.addr, 2).await.1.one_time_prekeys, 17);
+}
+
 /// Item 13: non-canonical keys, key id 0 and duplicate ids are refused.
 #[tokio::test]
 async fn prekey_uploads_with_bad_keys_or_ids_are_refused() {

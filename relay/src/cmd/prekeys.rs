@@ -123,28 +123,36 @@ pub(crate) async fn fetch<S: Directory + Keys>(
             request.device_ids.len()
         )));
     }
-    let mut bundles = Vec::with_capacity(list.list.devices.len());
-    for (device_id, identity) in &list.list.devices {
-        let device_id = *device_id;
-        if account == my_account && device_id == my_device {
-            continue;
-        }
-        // Only the devices asked for: the others keep their one-time keys.
-        if !request.device_ids.is_empty() && !request.device_ids.contains(&device_id) {
-            continue;
-        }
-        // Per (requester, target device): one account cannot drain another
-        // device's one-time prekeys. Its own devices are not limited.
-        if account != my_account
-            && let Err(retry_after_ms) = relay
+    // The devices asked for (all but this one, when none are named): the
+    // others keep their one-time keys.
+    let targets: Vec<_> = list
+        .list
+        .devices
+        .iter()
+        .filter(|(device_id, _)| !(account == my_account && *device_id == my_device))
+        .filter(|(device_id, _)| {
+            request.device_ids.is_empty() || request.device_ids.contains(device_id)
+        })
+        .collect();
+    // Per (requester, target device): one account cannot drain another
+    // device's one-time prekeys; its own devices are not limited. Every
+    // limit is checked before any key is taken, so a refusal takes none.
+    if account != my_account {
+        for (device_id, _) in &targets {
+            if let Err(retry_after_ms) = relay
                 .prekey_fetch_limiter
-                .check(&(my_account, account, device_id))
-        {
-            return Err(RelayError::RateLimited {
-                scope: "prekey fetches for this device",
-                retry_after_ms,
-            });
+                .check(&(my_account, account, *device_id))
+            {
+                return Err(RelayError::RateLimited {
+                    scope: "prekey fetches for this device",
+                    retry_after_ms,
+                });
+            }
         }
+    }
+    let mut bundles = Vec::with_capacity(targets.len());
+    for (device_id, identity) in targets {
+        let device_id = *device_id;
         let taken = relay.store.take_prekeys(account, device_id).await?;
         if taken.remaining < relay.config.limits.prekeys_low_threshold
             && relay
