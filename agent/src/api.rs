@@ -182,12 +182,10 @@ pub(crate) fn authorize(
 /// Parse a JSON body; a parse error says where, without Rust type names.
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
-        let text = e.to_string();
-        let text = match text.find("expected struct") {
-            Some(at) => format!("{}expected a JSON object", &text[..at]),
-            None => text,
-        };
-        ApiError::InvalidRequest(format!("the body is not a valid request: {text}"))
+        ApiError::InvalidRequest(format!(
+            "the body is not a valid request: {}",
+            comptoir_protocol::json_error::describe_json_error(&e)
+        ))
     })
 }
 

@@ -48,6 +48,7 @@
 //! - [`session`]: session records (current + archived states), prekey store.
 //! - [`store`]: versioned, sealed records at rest.
 //! - [`safety_number`]: fingerprints of two identities.
+//! - [`json_error`]: a JSON parse error described without Rust type names.
 
 #![forbid(unsafe_code)]
 
@@ -66,6 +67,7 @@ pub mod frame;
 pub mod franking;
 pub mod handle;
 pub mod interactive;
+pub mod json_error;
 pub mod kdf;
 pub mod keys;
 pub mod labels;

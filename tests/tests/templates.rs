@@ -272,6 +272,23 @@ async fn a_rejected_template_tells_its_business_why_and_bad_submissions_store_no
         }))
         .await;
     refused(&not_json, ErrorCode::InvalidRequest);
+    // Valid JSON of another shape: the reason names no Rust type.
+    let not_a_template = b
+        .request(client_frame::Body::SubmitTemplate(wire::SubmitTemplate {
+            template_json: "[]".into(),
+        }))
+        .await;
+    refused(&not_a_template, ErrorCode::InvalidRequest);
+    let Body::Error(said) = &not_a_template else {
+        panic!("refused")
+    };
+    assert!(
+        !["struct ", "enum ", "Template"]
+            .iter()
+            .any(|rust| said.message.contains(rust)),
+        "{}",
+        said.message
+    );
     let mut too_long = support_template(shop.id, Category::Utility);
     too_long.body = "x".repeat(1025);
     refused(&submit(&mut b, &too_long).await, ErrorCode::InvalidRequest);

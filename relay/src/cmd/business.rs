@@ -6,6 +6,7 @@
 
 use comptoir_protocol::business::{BusinessProfile, verify_profile};
 use comptoir_protocol::business_wire::{certificate_to_wire, revocation_to_wire};
+use comptoir_protocol::json_error::describe_json_error;
 use comptoir_protocol::keys::SIGNATURE_LEN;
 use comptoir_protocol::proto::wire::{self, server_frame::Body};
 
@@ -33,8 +34,12 @@ pub(crate) async fn publish<S: Directory + Businesses>(
             request.profile_json.len()
         )));
     }
-    let profile: BusinessProfile = serde_json::from_str(&request.profile_json)
-        .map_err(|e| invalid(format!("the profile is not valid profile JSON: {e}")))?;
+    let profile: BusinessProfile = serde_json::from_str(&request.profile_json).map_err(|e| {
+        invalid(format!(
+            "the profile is not valid profile JSON: {}",
+            describe_json_error(&e)
+        ))
+    })?;
     profile
         .validate()
         .map_err(|e| invalid(format!("the profile breaks a rule: {e}")))?;

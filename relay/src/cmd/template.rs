@@ -5,6 +5,7 @@
 //! business also its pending and rejected ones (docs/PROTOCOL.md,
 //! "Templates").
 
+use comptoir_protocol::json_error::describe_json_error;
 use comptoir_protocol::proto::wire::{self, TemplateStatus, server_frame::Body};
 use comptoir_protocol::template::{Template, TemplateId};
 use comptoir_protocol::template_wire::approval_to_wire;
@@ -34,8 +35,12 @@ pub(crate) async fn submit<S: Directory + Templates>(
             request.template_json.len()
         )));
     }
-    let template: Template = serde_json::from_str(&request.template_json)
-        .map_err(|e| invalid(format!("the template is not valid template JSON: {e}")))?;
+    let template: Template = serde_json::from_str(&request.template_json).map_err(|e| {
+        invalid(format!(
+            "the template is not valid template JSON: {}",
+            describe_json_error(&e)
+        ))
+    })?;
     template
         .validate()
         .map_err(|e| invalid(format!("the template breaks a rule: {e}")))?;
