@@ -87,13 +87,15 @@ pub fn hand_off(
     note: &str,
     now_ms: u64,
 ) -> Result<()> {
-    assign(db, customer, Some(to.id))?;
     let note = note.trim();
     let text = if note.is_empty() {
         format!("Handed off to {}.", to.name)
     } else {
         format!("Handed off to {}: {note}", to.name)
     };
+    // The note is checked first: a refused one hands nothing off.
+    conversations::check_text("note", &text)?;
+    assign(db, customer, Some(to.id))?;
     conversations::add_note(db, customer, from.id, &text, now_ms)
 }
 
@@ -258,6 +260,15 @@ mod tests {
             assign(&db, "nobody-here", Some(ana.id)),
             Err(InboxError::NotFound)
         ));
+        // A hand-off whose note is refused hands nothing off (before, the
+        // conversation moved and only the note was refused).
+        let long = "x".repeat(conversations::MAX_NOTE_LEN);
+        assert!(matches!(
+            hand_off(&db, "c5", &ana, &bob, &long, now),
+            Err(InboxError::Invalid(_))
+        ));
+        assert_eq!(owner("c5").as_deref(), Some("ana"), "handed off anyway");
+        assert_eq!(conversations::notes(&db, "c5").expect("notes").len(), 1);
     }
 
     #[test]

@@ -253,7 +253,9 @@ pub struct Note {
     pub at_ms: u64,
 }
 
-fn check_text(what: &str, body: &str) -> Result<()> {
+/// Refuse an empty `what` (a note, a canned reply) or one longer than
+/// [`MAX_NOTE_LEN`].
+pub(super) fn check_text(what: &str, body: &str) -> Result<()> {
     if body.trim().is_empty() {
         return Err(InboxError::Invalid(format!("the {what} is empty")));
     }
