@@ -210,7 +210,8 @@ pub fn set_present(db: &Db, id: i64, until_ms: u64, now_ms: u64) -> Result<()> {
     Ok(())
 }
 
-/// Disable or re-enable an agent; a disabled agent's sessions end.
+/// Disable or re-enable an agent; a disabled agent's sessions end and
+/// their conversations go back to automatic assignment.
 pub fn set_disabled(db: &Db, id: i64, disabled: bool) -> Result<()> {
     let mut conn = db.connection();
     let tx = conn.transaction()?;
@@ -226,9 +227,26 @@ pub fn set_disabled(db: &Db, id: i64, disabled: bool) -> Result<()> {
             "DELETE FROM agent_sessions WHERE agent_id = ?1",
             params![id],
         )?;
+        // Their conversations go back to assignment (to someone present),
+        // on every daemon of the business.
+        let theirs: Vec<String> = {
+            let mut stmt =
+                tx.prepare("SELECT customer FROM inbox_conversations WHERE assignee = ?1")?;
+            let rows = stmt.query_map(params![id], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        for customer in &theirs {
+            tx.execute(
+                "UPDATE inbox_conversations SET assignee = NULL WHERE customer = ?1",
+                params![customer],
+            )?;
+            crate::sync::assigned(&tx, &db.sync, customer)?;
+        }
     }
     crate::sync::agent_changed(&tx, &db.sync, id)?;
     tx.commit()?;
+    drop(conn);
+    db.changed();
     Ok(())
 }
 

@@ -271,6 +271,29 @@ mod tests {
         assert_eq!(conversations::notes(&db, "c5").expect("notes").len(), 1);
     }
 
+    /// Disabling an agent gives back the conversations assigned to them:
+    /// automatic assignment then hands them to someone present (before,
+    /// they stayed with the disabled agent, in nobody's list).
+    #[test]
+    fn a_disabled_agents_conversations_go_back_to_assignment() {
+        let dir = tempfile::tempdir().expect("dir");
+        let db = Db::open(&dir.path().join("a.sqlite3"), vec![]).expect("open");
+        let ana = super::super::agents::add(&db, "ana", "long enough pw", false, 1).expect("ana");
+        let bob = super::super::agents::add(&db, "bob", "long enough pw", false, 1).expect("bob");
+        let now = 10 * WINDOW_MS;
+        for c in ["c1", "c2"] {
+            incoming(&db, c, now - 1000);
+            assign(&db, c, Some(bob.id)).expect("assign");
+        }
+        here(&db, ana.id, now + 1, now);
+        super::super::agents::set_disabled(&db, bob.id, true).expect("disable");
+        assert_eq!(auto_assign(&db, now).expect("assign"), 2);
+        for c in ["c1", "c2"] {
+            let owner = conversations::get(&db, c).expect("get").assignee;
+            assert_eq!(owner.map(|a| a.1).as_deref(), Some("ana"), "{c}");
+        }
+    }
+
     #[test]
     fn only_agents_present_now_are_assigned() {
         let dir = tempfile::tempdir().expect("dir");
