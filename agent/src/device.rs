@@ -260,6 +260,12 @@ pub struct Sent {
 pub struct SendPath(Arc<RwLock<Option<Sender>>>);
 
 impl SendPath {
+    /// A path holding `sender` (the device task publishes its own; an
+    /// embedding program or a test can make one).
+    pub fn with(sender: Sender) -> Self {
+        Self(Arc::new(RwLock::new(Some(sender))))
+    }
+
     async fn publish(&self, sender: Option<Sender>) {
         *self.0.write().await = sender;
     }
@@ -273,7 +279,26 @@ impl SendPath {
 /// `sent` once the relay accepted it, `queued` when it waits in the
 /// outbox, or the relay's typed refusal (nothing recorded then). `None`:
 /// the daemon is stopping.
+///
+/// The send and its hand-over for recording run in a task of their own:
+/// a caller that stops waiting (an HTTP client hanging up) does not
+/// cancel a send the relay may already have accepted before it is
+/// recorded.
 pub async fn send_text(
+    path: &SendPath,
+    commands: &mpsc::Sender<Command>,
+    to: AccountId,
+    text: String,
+) -> Option<Result<Sent, ClientError>> {
+    let (path, commands) = (path.clone(), commands.clone());
+    tokio::spawn(async move { send_and_record(&path, &commands, to, text).await })
+        .await
+        .ok()
+        .flatten()
+}
+
+/// [`send_text`], in the task it spawns.
+async fn send_and_record(
     path: &SendPath,
     commands: &mpsc::Sender<Command>,
     to: AccountId,

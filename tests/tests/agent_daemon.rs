@@ -1221,3 +1221,63 @@ async fn concurrent_api_sends_are_each_answered_recorded_and_reported_once() {
     }
     agent.stop().await;
 }
+
+/// An API send whose caller stops waiting (the HTTP client hung up) once
+/// the relay took the message is still recorded: before, the handler's
+/// future was dropped with its `RecordSent` unsent, so a message the
+/// customer got never showed in the API, the inbox or the webhooks. Here
+/// the device task is busy (its command queue full) when the caller
+/// gives up, as it is during a large upload.
+#[tokio::test]
+async fn an_api_send_the_caller_stopped_waiting_for_is_still_recorded() {
+    let relay = start_relay().await;
+    let (shop_dir, customer_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut shop = support::client::registered_business(&relay, shop_dir.path(), "shop pass").await;
+    let mut customer =
+        support::client::registered(&relay, customer_dir.path(), "customer pass").await;
+    customer
+        .send_text(shop.account_id(), "hello")
+        .await
+        .expect("write first");
+    support::client::wait_message(&mut shop, customer.account_id()).await;
+
+    let path = comptoir_agent::device::SendPath::with(shop.sender());
+    let (commands, mut queue) = tokio::sync::mpsc::channel(1);
+    let (busy, _) = tokio::sync::oneshot::channel();
+    commands
+        .send(comptoir_agent::device::Command::SendText {
+            to: customer.account_id(),
+            text: "filler".into(),
+            reply: busy,
+        })
+        .await
+        .expect("queue full");
+    let send = comptoir_agent::device::send_text(
+        &path,
+        &commands,
+        customer.account_id(),
+        "Your order shipped".into(),
+    );
+    tokio::select! {
+        _ = send => panic!("the send did not wait for the device task"),
+        (_, text) = support::client::wait_message(&mut customer, shop.account_id()) => {
+            assert_eq!(text, "Your order shipped");
+        }
+    }
+    // The caller gave up (its future is dropped); the device task now
+    // takes its queue.
+    assert!(matches!(
+        queue.recv().await,
+        Some(comptoir_agent::device::Command::SendText { .. })
+    ));
+    let next = tokio::time::timeout(TIMEOUT, queue.recv())
+        .await
+        .expect("the accepted send was never handed over for recording");
+    assert!(
+        matches!(
+            next,
+            Some(comptoir_agent::device::Command::RecordSent { sent: Ok(_), .. })
+        ),
+        "{next:?}"
+    );
+}
