@@ -121,6 +121,13 @@ fn prekey_key(kind: u8, id: u32) -> [u8; 5] {
     key
 }
 
+/// One-time private keys a device keeps at most: far more than a relay
+/// holds for it at a time (the client uploads a batch when the relay's
+/// stock is low), so dropping the oldest past it loses only keys handed
+/// out long ago and never used, and a relay asking for batches again and
+/// again cannot grow the store without end.
+pub const MAX_ONE_TIME_KEPT: usize = 1000;
+
 /// This device's private prekeys: loaded from the store, used by X3DH as
 /// responder, removals staged until [`Self::commit`].
 #[derive(Default)]
@@ -205,6 +212,13 @@ impl PreKeys {
                 )?;
                 self.one_time.insert(opk.key_id, pair);
             }
+        }
+        // Past the bound the oldest (lowest ids: ids only grow) go.
+        while self.one_time.len() > MAX_ONE_TIME_KEPT {
+            let Some((oldest, _)) = self.one_time.pop_first() else {
+                break;
+            };
+            store.remove(Tree::PreKeys, &prekey_key(ONE_TIME, oldest))?;
         }
         Ok(())
     }
@@ -426,6 +440,40 @@ mod tests {
         let loaded = PreKeys::load(&store)?;
         assert_eq!(loaded.one_time.len(), 17);
         assert!(loaded.one_time_prekey(1).is_none());
+        Ok(())
+    }
+
+    /// The one-time private keys kept are bounded: a relay saying "stock
+    /// low" again and again (each answered with a new batch, kept before
+    /// the upload) cannot grow the store without end; the oldest go first
+    /// (before, every batch stayed until a peer used its keys).
+    #[test]
+    fn one_time_keys_kept_are_bounded_oldest_first() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| ClientError::io("tempdir", e))?;
+        let params = KdfParams {
+            m_cost: 64,
+            t_cost: 1,
+            p_cost: 1,
+        };
+        let store = Store::create(dir.path(), "pw-long-enough", params)?;
+        let identity = IdentityKeyPair::generate(&mut rand::rng());
+        let mut prekeys = PreKeys::default();
+        let batches = MAX_ONE_TIME_KEPT as u32 / 50 + 5;
+        for batch in 0..batches {
+            let (generated, upload) =
+                InMemoryPreKeyStore::generate(&identity, 1, batch * 50 + 1, 50, &mut rand::rng());
+            prekeys.add_generated(&store, &generated, &upload)?;
+        }
+        let loaded = PreKeys::load(&store)?;
+        assert_eq!(loaded.one_time.len(), MAX_ONE_TIME_KEPT);
+        let newest = batches * 50;
+        assert!(loaded.one_time_prekey(newest).is_some(), "the newest kept");
+        let oldest_kept = newest + 1 - MAX_ONE_TIME_KEPT as u32;
+        assert!(loaded.one_time_prekey(oldest_kept).is_some());
+        assert!(
+            loaded.one_time_prekey(oldest_kept - 1).is_none(),
+            "the oldest went"
+        );
         Ok(())
     }
 }
