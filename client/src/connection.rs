@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -62,6 +62,13 @@ impl Ended {
     }
 }
 
+/// Bytes of pushes that arrived and were not taken yet at most: past it
+/// the connection ends, so a relay pushing faster than this device
+/// handles what it pushes cannot fill the device's memory. Far above what
+/// an honest relay has outstanding (its delivery window, 256 envelopes of
+/// at most 256 KiB, and as many receipts).
+pub const MAX_WAITING_PUSH_BYTES: usize = 128 * 1024 * 1024;
+
 /// Requests awaiting their reply, and whether the connection ended.
 #[derive(Default)]
 struct Routes {
@@ -74,6 +81,9 @@ struct Shared {
     sink: tokio::sync::Mutex<FrameSink>,
     routes: Mutex<Routes>,
     last_request: AtomicU64,
+    /// Bytes of pushes queued and not taken yet (see
+    /// [`MAX_WAITING_PUSH_BYTES`]).
+    waiting_push_bytes: AtomicUsize,
 }
 
 impl Shared {
@@ -174,7 +184,7 @@ impl Requester {
 /// order through [`Self::next_push`].
 pub struct Connection {
     requester: Requester,
-    pushes: mpsc::UnboundedReceiver<ServerFrame>,
+    pushes: mpsc::UnboundedReceiver<(ServerFrame, usize)>,
     reader: JoinHandle<()>,
 }
 
@@ -238,6 +248,7 @@ impl Connection {
             sink: tokio::sync::Mutex::new(Box::pin(sink)),
             routes: Mutex::new(Routes::default()),
             last_request: AtomicU64::new(0),
+            waiting_push_bytes: AtomicUsize::new(0),
         });
         let (push, pushes) = mpsc::unbounded_channel();
         let reader = tokio::spawn(read_frames(stream, Arc::clone(&shared), push));
@@ -267,14 +278,27 @@ impl Connection {
     /// all taken, why the connection ended. Cancel-safe.
     pub async fn next_push(&mut self) -> Result<ServerFrame> {
         match self.pushes.recv().await {
-            Some(frame) => Ok(frame),
+            Some(push) => Ok(self.taken(push)),
             None => Err(self.ended()),
         }
     }
 
     /// The pushes that already arrived, without waiting.
     pub fn arrived_pushes(&mut self) -> Vec<ServerFrame> {
-        std::iter::from_fn(|| self.pushes.try_recv().ok()).collect()
+        std::iter::from_fn(|| self.pushes.try_recv().ok())
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|push| self.taken(push))
+            .collect()
+    }
+
+    /// A push taken from the queue: its bytes no longer wait.
+    fn taken(&self, (frame, size): (ServerFrame, usize)) -> ServerFrame {
+        self.requester
+            .shared
+            .waiting_push_bytes
+            .fetch_sub(size, Ordering::SeqCst);
+        frame
     }
 
     fn ended(&self) -> ClientError {
@@ -310,7 +334,7 @@ impl Drop for Connection {
 async fn read_frames<S>(
     mut stream: S,
     shared: Arc<Shared>,
-    pushes: mpsc::UnboundedSender<ServerFrame>,
+    pushes: mpsc::UnboundedSender<(ServerFrame, usize)>,
 ) where
     S: Stream<Item = std::result::Result<Message, tungstenite::Error>> + Unpin,
 {
@@ -318,8 +342,17 @@ async fn read_frames<S>(
         match stream.next().await {
             Some(Ok(Message::Binary(bytes))) => match decode_server(&bytes) {
                 Ok(frame) if frame.request_id == 0 => {
+                    let size = bytes.len();
+                    let waiting = shared.waiting_push_bytes.fetch_add(size, Ordering::SeqCst);
+                    if waiting + size > MAX_WAITING_PUSH_BYTES {
+                        break Ended::Closed(format!(
+                            "the relay pushed more than this device could take \
+                             ({} MiB waiting); connect again",
+                            MAX_WAITING_PUSH_BYTES / (1024 * 1024)
+                        ));
+                    }
                     // The receiver may be gone (connection dropped): nothing to do.
-                    let _ = pushes.send(frame);
+                    let _ = pushes.send((frame, size));
                 }
                 Ok(frame) => {
                     let waiting = shared.routes().waiting.remove(&frame.request_id);
@@ -391,6 +424,62 @@ mod tests {
             },
             other => panic!("expected a binary frame, got {other:?}"),
         }
+    }
+
+    /// A relay pushing faster than the device takes its pushes cannot
+    /// fill the device's memory: past [`MAX_WAITING_PUSH_BYTES`] waiting,
+    /// the connection ends (before, the queue had no bound).
+    #[tokio::test]
+    async fn pushes_waiting_past_the_bound_end_the_connection() -> Result<()> {
+        let (mut conn, mut relay) = pair().await;
+        let big = ServerFrame {
+            request_id: 0,
+            body: Some(server_frame::Body::Deliver(wire::Deliver {
+                envelope: Some(wire::Envelope {
+                    ciphertext: vec![7; 200 * 1024],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })),
+        };
+        let encoded = encode_server(&big);
+        let flood = MAX_WAITING_PUSH_BYTES / encoded.len() + 8;
+        let requester = conn.requester();
+        let relay_task = tokio::spawn(async move {
+            for _ in 0..flood {
+                if relay
+                    .send(Message::Binary(encoded.clone().into()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            // Still open: wait for the device to end it.
+            while relay.next().await.is_some() {}
+        });
+        // Nobody takes the pushes; the connection must end by itself, and
+        // with it this request, which the relay never answers.
+        let ended =
+            tokio::time::timeout(Duration::from_secs(20), requester.request(fetch(1))).await;
+        assert!(
+            matches!(ended, Ok(Err(ClientError::ConnectionClosed(_)))),
+            "the connection took every push: {ended:?}"
+        );
+        let mut taken = 0;
+        let error = loop {
+            match conn.next_push().await {
+                Ok(_) => taken += 1,
+                Err(e) => break e,
+            }
+        };
+        assert!(taken < flood, "{taken} of {flood} pushes were queued");
+        assert!(
+            matches!(error, ClientError::ConnectionClosed(_)),
+            "{error:?}"
+        );
+        relay_task.abort();
+        Ok(())
     }
 
     #[tokio::test]
