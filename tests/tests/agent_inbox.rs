@@ -64,6 +64,68 @@ async fn wrong_passwords_sent_at_once_are_limited_like_one_by_one() {
     );
 }
 
+/// A reply the device task has not taken within the page's wait (it is
+/// busy, with a large upload say) is reported as queued, not as "Not
+/// sent": it goes out once the device is free, and an agent told it
+/// failed would send it twice (before, the page said "Not sent: the
+/// daemon is stopping"). The inbox here is served over a command queue
+/// nobody takes from, as a busy device task leaves it.
+#[tokio::test]
+async fn a_reply_the_busy_device_has_not_sent_yet_is_reported_queued() {
+    use comptoir_agent::device::Command;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = comptoir_agent::db::Db::open(&dir.path().join("agent.sqlite3"), vec![]).expect("db");
+    comptoir_agent::inbox::agents::add(&db, "ana", ANA_PW, false, 1).expect("ana");
+    let now = comptoir_client::client::now_ms();
+    let customer = "ab".repeat(16);
+    db.record_message(
+        &comptoir_agent::db::NewMessage {
+            id: "cd".repeat(16),
+            customer: customer.clone(),
+            incoming: true,
+            kind: "text",
+            body: "where is my order?".into(),
+            template_id: None,
+            reply_to: None,
+            status: comptoir_agent::MessageStatus::Received,
+            at_ms: now,
+        },
+        &[],
+        now,
+    )
+    .expect("record");
+    let (commands, mut queue) = tokio::sync::mpsc::channel(8);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let clock: comptoir_agent::SharedClock = comptoir_agent::ManualClock::at(now);
+    let state = comptoir_agent::inbox::InboxState::new(db, commands, clock, addr, false);
+    let app = comptoir_agent::inbox::router(state)
+        .into_make_service_with_connect_info::<comptoir_agent::inbox::session::PeerAddr>();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let ana = login(addr, "ana", ANA_PW).await;
+    let reply = ana
+        .post(
+            addr,
+            &format!("/inbox/c/{customer}/reply"),
+            &[("csrf", &ana.csrf), ("text", "On its way")],
+        )
+        .await;
+    let page = reply.text();
+    assert_eq!(reply.status, 202, "{page}");
+    assert!(
+        page.contains("queued") && !page.contains("Not sent"),
+        "{page}"
+    );
+    assert!(
+        matches!(queue.try_recv(), Ok(Command::SendText { .. })),
+        "the reply waits for the device"
+    );
+    server.abort();
+}
+
 async fn customer(f: &InboxFixture, name: &str) -> comptoir_client::Client {
     registered_as(
         &f.relay,

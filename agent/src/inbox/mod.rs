@@ -117,6 +117,14 @@ pub enum InboxError {
     /// unreachable, the file expired or failed its checks).
     #[error("the file cannot be downloaded now; try again later")]
     Unavailable,
+    /// The device task is busy: what was asked (named) is queued and
+    /// done once it is free. Not a failure: doing it again would do it
+    /// twice.
+    #[error(
+        "{0} is queued: the device is busy and goes on with it as soon as it is free; \
+         do not send it again (the conversation shows it once done)"
+    )]
+    Queued(String),
     /// The database failed.
     #[error("{0}")]
     Db(#[from] crate::db::DbError),
@@ -140,6 +148,7 @@ impl IntoResponse for InboxError {
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable => StatusCode::BAD_GATEWAY,
+            Self::Queued(_) => StatusCode::ACCEPTED,
             Self::Db(e) => {
                 tracing::error!(error = %e, "inbox");
                 StatusCode::INTERNAL_SERVER_ERROR

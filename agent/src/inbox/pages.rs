@@ -113,6 +113,27 @@ async fn ask<T>(state: &InboxState, make: impl FnOnce(oneshot::Sender<T>) -> Com
     tokio::time::timeout(DEVICE_WAIT, rx).await.ok()?.ok()
 }
 
+/// Have the device task do something that acts (send a reply, a template,
+/// accept a request) and wait up to [`DEVICE_WAIT`] for the outcome. A
+/// device task still busy then does it later: that is
+/// [`InboxError::Queued`], not a failure (an agent told it failed would
+/// do it twice); a stopping daemon is a refusal.
+async fn act<T>(
+    state: &InboxState,
+    what: &str,
+    make: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Result<T> {
+    let (tx, rx) = oneshot::channel();
+    if state.commands.send(make(tx)).await.is_err() {
+        return Err(refused(ApiError::Stopping));
+    }
+    match tokio::time::timeout(DEVICE_WAIT, rx).await {
+        Ok(Ok(outcome)) => Ok(outcome),
+        Ok(Err(_)) => Err(refused(ApiError::Stopping)),
+        Err(_) => Err(InboxError::Queued(what.to_owned())),
+    }
+}
+
 /// The client's address, for the login rate limit.
 struct ClientIp(IpAddr);
 
@@ -564,12 +585,13 @@ async fn accept_request(
     conversations::get(&state.db, &customer)?;
     // The client library first, so that it stops treating the customer
     // as a stranger; then the inbox's record.
-    ask(&state, |reply| Command::AcceptRequest {
-        customer: account,
-        reply,
+    act(&state, "accepting the request", |reply| {
+        Command::AcceptRequest {
+            customer: account,
+            reply,
+        }
     })
-    .await
-    .ok_or_else(|| refused(ApiError::Stopping))?
+    .await?
     .map_err(|e| refused(e.into()))?;
     conversations::accept_request(&state.db, &customer, session.agent.id, state.clock.now_ms())?;
     // The agent accepted it from the page showing its messages: read.
@@ -628,10 +650,13 @@ async fn reply(
             text.len()
         )));
     }
-    let sent = ask(&state, |reply| Command::SendText { to, text, reply })
-        .await
-        .ok_or_else(|| refused(ApiError::Stopping))?;
-    sent.map_err(|e| refused(e.into()))?;
+    act(&state, "your reply", |reply| Command::SendText {
+        to,
+        text,
+        reply,
+    })
+    .await?
+    .map_err(|e| refused(e.into()))?;
     Ok(back_to(&customer))
 }
 
@@ -677,15 +702,14 @@ async fn send_template(
             value: Some(value),
         });
     }
-    let sent = ask(&state, |reply| Command::SendTemplate {
+    act(&state, "the template", |reply| Command::SendTemplate {
         to,
         template: TemplateRef::Id(id),
         parameters,
         reply,
     })
-    .await
-    .ok_or_else(|| refused(ApiError::Stopping))?;
-    sent.map_err(|e| refused(e.into()))?;
+    .await?
+    .map_err(|e| refused(e.into()))?;
     Ok(back_to(&customer))
 }
 
