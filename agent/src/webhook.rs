@@ -22,7 +22,9 @@
 //! endpoint in the order they were queued: while one is being retried,
 //! the later ones wait, so a receiver never sees `read` and then the
 //! retried `delivered`. Events of different messages do not wait for
-//! each other.
+//! each other, and endpoints are served at once: one that is down (each
+//! attempt waiting out [`crate::http_client::REQUEST_TIMEOUT`]) gets one
+//! attempt per pass and delays the others' new events by at most that.
 //!
 //! **Outbox.** Written in the same SQLite transaction as the change it
 //! reports; retried on anything but a 2xx with exponential backoff and
@@ -334,7 +336,12 @@ impl Deliverer {
         Arc::clone(&self.wake)
     }
 
-    /// Attempt every delivery due now; returns how many were delivered.
+    /// Attempt the deliveries due now; returns how many were delivered.
+    /// Endpoints are served at once, each one's deliveries in turn (they
+    /// are of different subjects: a subject's later events wait in the
+    /// outbox); an endpoint that fails one gets no more attempts in this
+    /// call, so one that is down (each attempt waiting out its timeout)
+    /// holds up neither the others nor the next call.
     pub async fn deliver_due(&self) -> Result<usize, crate::db::DbError> {
         let mut delivered = 0;
         loop {
@@ -343,15 +350,48 @@ impl Deliverer {
             if due.is_empty() {
                 return Ok(delivered);
             }
+            let mut by_endpoint: HashMap<&str, Vec<&Pending>> = HashMap::new();
             for pending in &due {
-                if !self.acting.now() {
-                    return Ok(delivered);
-                }
-                if self.attempt(pending).await? {
-                    delivered += 1;
-                }
+                by_endpoint
+                    .entry(pending.endpoint.as_str())
+                    .or_default()
+                    .push(pending);
+            }
+            let passes = futures_util::future::join_all(
+                by_endpoint
+                    .into_values()
+                    .map(|queue| self.deliver_in_turn(queue)),
+            )
+            .await;
+            let mut cut_short = false;
+            for pass in passes {
+                let (done, stopped) = pass?;
+                delivered += done;
+                cut_short |= stopped;
+            }
+            // An endpoint failing (or this daemon losing the lease) ends
+            // the call; the caller comes back within a second.
+            if cut_short {
+                return Ok(delivered);
             }
         }
+    }
+
+    /// Attempt `queue` (one endpoint's deliveries) in turn until one fails
+    /// or this daemon stops acting: how many were delivered, and whether
+    /// it stopped early.
+    async fn deliver_in_turn(
+        &self,
+        queue: Vec<&Pending>,
+    ) -> Result<(usize, bool), crate::db::DbError> {
+        let mut delivered = 0;
+        for pending in queue {
+            if !self.acting.now() || !self.attempt(pending).await? {
+                return Ok((delivered, true));
+            }
+            delivered += 1;
+        }
+        Ok((delivered, false))
     }
 
     async fn attempt(&self, pending: &Pending) -> Result<bool, crate::db::DbError> {

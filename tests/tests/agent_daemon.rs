@@ -1281,3 +1281,72 @@ async fn an_api_send_the_caller_stopped_waiting_for_is_still_recorded() {
         "{next:?}"
     );
 }
+
+/// One endpoint that never answers holds up no other: each endpoint's
+/// deliveries go on their own (before, every attempt of a pass was made
+/// in turn, so each event waited out the dead endpoint's ten seconds
+/// before the healthy one got it).
+#[tokio::test]
+async fn a_webhook_endpoint_that_never_answers_holds_up_no_other() {
+    // Accepts connections and never answers them.
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let dead_url = format!("http://{}/hook", dead.local_addr().expect("addr"));
+    let _holding = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = dead.accept().await {
+            held.push(socket);
+        }
+    });
+    let healthy = Receiver::start().await;
+    let endpoints = vec![dead_url, healthy.url()];
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = comptoir_agent::db::Db::open(&dir.path().join("agent.sqlite3"), endpoints.clone())
+        .expect("db");
+    let now = comptoir_client::client::now_ms();
+    let id = "cd".repeat(16);
+    let customer = "ab".repeat(16);
+    let event = comptoir_agent::webhook::message_event("shop", &customer, None, &id, "hi", now);
+    db.record_message(
+        &comptoir_agent::db::NewMessage {
+            id: id.clone(),
+            customer,
+            incoming: true,
+            kind: "text",
+            body: "hi".into(),
+            template_id: None,
+            reply_to: None,
+            status: comptoir_agent::MessageStatus::Received,
+            at_ms: now,
+        },
+        &[event],
+        now,
+    )
+    .expect("record");
+    let webhooks: Vec<_> = endpoints
+        .iter()
+        .map(|url| comptoir_agent::config::Webhook {
+            url: url.clone(),
+            secret: SECRET.to_owned().into(),
+        })
+        .collect();
+    let clock: comptoir_agent::SharedClock = ManualClock::at(now);
+    let deliverer = comptoir_agent::webhook::Deliverer::new(db, clock, &webhooks);
+    let _delivering = tokio::spawn(async move { deliverer.deliver_due().await });
+    // Well within the dead endpoint's ten-second attempt.
+    let arrived = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let notified = healthy.arrived.notified();
+            if !healthy.hits().is_empty() {
+                return;
+            }
+            notified.await;
+        }
+    })
+    .await;
+    assert!(
+        arrived.is_ok(),
+        "the healthy endpoint waited for the dead one"
+    );
+}
