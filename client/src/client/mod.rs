@@ -86,8 +86,8 @@ pub use status::{PostedStatus, StatusInput, StatusView};
 pub use templates::TemplateInfo;
 
 pub use rekey_guard::{
-    GUARD_WINDOW_MS, REKEYS_PER_DEVICE, REKEYS_TOTAL, REMEMBERED_IDS, RESENDS_PER_DEVICE,
-    RESENDS_TOTAL,
+    GUARD_WINDOW_MS, REKEYS_PER_ACCOUNT, REKEYS_PER_DEVICE, REKEYS_TOTAL, REMEMBERED_IDS,
+    RESENDS_PER_ACCOUNT, RESENDS_PER_DEVICE, RESENDS_TOTAL,
 };
 
 /// How long the relay has to answer one request.

@@ -21,10 +21,17 @@ pub const GUARD_WINDOW_MS: u64 = 60 * 60 * 1000;
 /// recover a wedged session, one more in case the re-key request itself
 /// was lost; a session still failing after that needs the user.
 pub const REKEYS_PER_DEVICE: usize = 2;
+/// Automatic re-keys with all the devices of one account per window: an
+/// account listing many devices (or making up undecryptable envelopes
+/// from each) gets a share of [`REKEYS_TOTAL`], not all of it.
+pub const REKEYS_PER_ACCOUNT: usize = 4;
 /// Automatic re-keys with all remote devices together per window.
 pub const REKEYS_TOTAL: usize = 10;
 /// Messages re-sent at the request of one remote device per window.
 pub const RESENDS_PER_DEVICE: usize = 5;
+/// Messages re-sent at the request of all the devices of one account per
+/// window (a share of [`RESENDS_TOTAL`]).
+pub const RESENDS_PER_ACCOUNT: usize = 10;
 /// Messages re-sent at anyone's request per window.
 pub const RESENDS_TOTAL: usize = 20;
 /// Failed message ids remembered (so none triggers a second re-key), and
@@ -73,6 +80,9 @@ pub(super) enum Decision {
     AlreadyDone,
     /// The limit for this remote device in the window is reached.
     DeviceLimit,
+    /// The limit for all the devices of this account in the window is
+    /// reached.
+    AccountLimit,
     /// The limit over all peers in the window is reached.
     TotalLimit,
 }
@@ -84,6 +94,7 @@ impl Decision {
             Self::Allowed => "allowed",
             Self::AlreadyDone => "already done once for this message",
             Self::DeviceLimit => "too many for this device in the last hour",
+            Self::AccountLimit => "too many for this account in the last hour",
             Self::TotalLimit => "too many in the last hour",
         }
     }
@@ -130,8 +141,7 @@ impl RekeyGuard {
             peer,
             device,
             now_ms,
-            REKEYS_PER_DEVICE,
-            REKEYS_TOTAL,
+            [REKEYS_PER_DEVICE, REKEYS_PER_ACCOUNT, REKEYS_TOTAL],
         );
         if decision == Decision::Allowed {
             remember(&mut self.record.rekeyed_for, failed.0.to_vec());
@@ -159,8 +169,7 @@ impl RekeyGuard {
             peer,
             device,
             now_ms,
-            RESENDS_PER_DEVICE,
-            RESENDS_TOTAL,
+            [RESENDS_PER_DEVICE, RESENDS_PER_ACCOUNT, RESENDS_TOTAL],
         );
         if decision == Decision::Allowed {
             remember(&mut self.record.resent, key);
@@ -168,14 +177,15 @@ impl RekeyGuard {
         decision
     }
 
+    /// Allow (and record) an action of `kind` with `peer`'s `device` if
+    /// the window holds fewer than `[per device, per account, in all]`.
     fn allow(
         &mut self,
         kind: u32,
         peer: &AccountId,
         device: u32,
         now_ms: u64,
-        per_device: usize,
-        total: usize,
+        [per_device, per_account, total]: [usize; 3],
     ) -> Decision {
         // An action stamped in the future (the clock went back) still
         // counts: a clock change must not reopen the limits.
@@ -189,6 +199,9 @@ impl RekeyGuard {
             >= per_device
         {
             return Decision::DeviceLimit;
+        }
+        if same_kind().filter(|a| a.account == peer.as_bytes()).count() >= per_account {
+            return Decision::AccountLimit;
         }
         if same_kind().count() >= total {
             return Decision::TotalLimit;
@@ -272,6 +285,44 @@ mod tests {
             }
         }
         assert_eq!(allowed, REKEYS_TOTAL);
+    }
+
+    /// One account, however many devices it lists, gets a share of the
+    /// totals, not all of them (before, five devices with two re-keys
+    /// each used up the whole hour's ten, and four devices the twenty
+    /// re-sends: no wedged session with anyone else recovered that hour).
+    #[test]
+    fn one_account_cannot_use_up_the_totals() {
+        let (_dir, store) = fresh();
+        let mut rng = rand::rng();
+        let (hostile, friend) = (AccountId::generate(&mut rng), AccountId::generate(&mut rng));
+        let mut guard = RekeyGuard::load(&store).expect("load");
+        let rekeys = (1..=16u32)
+            .flat_map(|device| [device; 2])
+            .filter(|&device| {
+                guard.allow_rekey(&hostile, device, &MessageId::generate(), 10) == Decision::Allowed
+            })
+            .count();
+        assert!(rekeys < REKEYS_TOTAL, "{rekeys} re-keys for one account");
+        assert_eq!(
+            guard.allow_rekey(&friend, 1, &MessageId::generate(), 11),
+            Decision::Allowed
+        );
+        let resends = (1..=16u32)
+            .flat_map(|device| [device; RESENDS_PER_DEVICE])
+            .filter(|&device| {
+                guard.allow_resend(&hostile, device, &MessageId::generate(), 12)
+                    == Decision::Allowed
+            })
+            .count();
+        assert!(
+            resends < RESENDS_TOTAL,
+            "{resends} re-sends for one account"
+        );
+        assert_eq!(
+            guard.allow_resend(&friend, 1, &MessageId::generate(), 13),
+            Decision::Allowed
+        );
     }
 
     #[test]
