@@ -338,6 +338,19 @@ fn is_connection_lost(e: &ClientError) -> bool {
     )
 }
 
+/// Answer a send's caller. One that stopped waiting (the inbox told its
+/// agent the send was queued) hears nothing: a refusal is logged for the
+/// operator instead of going unseen.
+fn answer_send(
+    reply: oneshot::Sender<Result<Sent, ClientError>>,
+    result: Result<Sent, ClientError>,
+    what: &str,
+) {
+    if let Err(Err(e)) = reply.send(result) {
+        tracing::warn!(error = %e, what, "a send was refused after its caller stopped waiting");
+    }
+}
+
 /// A [`Command::RecordSent`], waiting for its batch.
 struct ToRecord {
     to: AccountId,
@@ -689,12 +702,12 @@ impl Device {
                 reply,
             } => {
                 let result = self.record_sent(to, sent, "text", &text, None);
-                let _ = reply.send(result);
+                answer_send(reply, result, "a text");
             }
             Command::SendText { to, text, reply } => {
                 let sent = self.client.send_text(to, &text).await;
                 let result = self.record_sent(to, sent, "text", &text, None);
-                let _ = reply.send(result);
+                answer_send(reply, result, "a text");
             }
             Command::SendTemplate {
                 to,
@@ -719,7 +732,7 @@ impl Device {
                     }
                     Err(e) => Err(e),
                 };
-                let _ = reply.send(result);
+                answer_send(reply, result, "a template");
             }
             Command::UploadMedia { file, reply } => {
                 let result = self.client.upload(&file).await.map(|r| r.complete);
@@ -729,7 +742,7 @@ impl Device {
                 let sent = self.client.send_uploaded_attachment(to, &pointer).await;
                 let body = comptoir_client::attachments::summary(&pointer);
                 let result = self.record_sent(to, sent, "document", &body, None);
-                let _ = reply.send(result);
+                answer_send(reply, result, "a document");
             }
             Command::WindowOpen { customer, reply } => {
                 let now = self.clock.now_ms();

@@ -94,6 +94,8 @@ async fn a_reply_the_busy_device_has_not_sent_yet_is_reported_queued() {
         now,
     )
     .expect("record");
+    db.note_request(&customer, now).expect("a message request");
+    let inbox_db = db.clone();
     let (commands, mut queue) = tokio::sync::mpsc::channel(8);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -123,6 +125,23 @@ async fn a_reply_the_busy_device_has_not_sent_yet_is_reported_queued() {
         matches!(queue.try_recv(), Ok(Command::SendText { .. })),
         "the reply waits for the device"
     );
+    // Accepting the request while the device is busy: queued for the
+    // device, and the inbox no longer shows it as a request (before, the
+    // page returned early and it stayed one).
+    let accept = ana
+        .post(
+            addr,
+            &format!("/inbox/c/{customer}/accept"),
+            &[("csrf", &ana.csrf)],
+        )
+        .await;
+    assert_eq!(accept.status, 202, "{}", accept.text());
+    assert!(matches!(
+        queue.try_recv(),
+        Ok(Command::AcceptRequest { .. })
+    ));
+    let view = comptoir_agent::inbox::conversations::get(&inbox_db, &customer).expect("get");
+    assert!(!view.request, "still a message request");
     server.abort();
 }
 

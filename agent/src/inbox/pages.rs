@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use askama::Template;
@@ -212,15 +213,20 @@ async fn login(
     let password = zeroize::Zeroizing::new(form.password);
     let checked = {
         let name = name.clone();
-        // A few checks at a time: each takes Argon2's memory.
-        let _turn = state
-            .password_checks
-            .acquire()
+        // A few checks at a time: each takes Argon2's memory. The turn
+        // goes with the check, so a client hanging up does not free it
+        // while the check still runs.
+        let turn = Arc::clone(&state.password_checks)
+            .acquire_owned()
             .await
             .map_err(|_| InboxError::Invalid("the login could not be checked".into()))?;
-        tokio::task::spawn_blocking(move || agents::check_login(&db, &name, &password))
-            .await
-            .map_err(|_| InboxError::Invalid("the login could not be checked".into()))??
+        tokio::task::spawn_blocking(move || {
+            let checked = agents::check_login(&db, &name, &password);
+            drop(turn);
+            checked
+        })
+        .await
+        .map_err(|_| InboxError::Invalid("the login could not be checked".into()))??
     };
     let Some(agent) = checked else {
         return Ok(login_form(
@@ -585,18 +591,30 @@ async fn accept_request(
     conversations::get(&state.db, &customer)?;
     // The client library first, so that it stops treating the customer
     // as a stranger; then the inbox's record.
-    act(&state, "accepting the request", |reply| {
+    let accepted = act(&state, "accepting the request", |reply| {
         Command::AcceptRequest {
             customer: account,
             reply,
         }
     })
-    .await?
-    .map_err(|e| refused(e.into()))?;
+    .await;
+    // Queued: the device accepts it once free; the inbox's record and the
+    // read receipt (which waits behind it) need not wait.
+    let queued = match accepted {
+        Ok(done) => {
+            done.map_err(|e| refused(e.into()))?;
+            None
+        }
+        Err(InboxError::Queued(what)) => Some(what),
+        Err(e) => return Err(e),
+    };
     conversations::accept_request(&state.db, &customer, session.agent.id, state.clock.now_ms())?;
     // The agent accepted it from the page showing its messages: read.
     tell_read(&state, account).await;
-    Ok(back_to(&customer))
+    match queued {
+        Some(what) => Err(InboxError::Queued(what)),
+        None => Ok(back_to(&customer)),
+    }
 }
 
 /// Have the device tell `customer` its messages were read (the receipt

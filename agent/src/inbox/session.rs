@@ -36,6 +36,10 @@ pub const MAX_FAILURES: usize = 5;
 pub const LIMIT_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// Name-and-address pairs counted at most (see [`LoginLimiter::attempt`]).
 const MAX_TRACKED: usize = 10_000;
+/// Names one address may be counted under at once: an address trying
+/// many names is refused new ones (not the others), and filling the table
+/// takes [`MAX_TRACKED`] / this many addresses.
+const MAX_NAMES_PER_ADDRESS: usize = 50;
 
 fn sha256_hex(label: &[u8], token: &str) -> String {
     let mut h = Sha256::new();
@@ -241,7 +245,8 @@ impl LoginLimiter {
     }
 
     /// Count an attempt of `name` from `ip` now, if it may be made: false
-    /// when the pair made [`MAX_FAILURES`] in the window, or when
+    /// when the pair made [`MAX_FAILURES`] in the window, when `ip` is
+    /// counted under [`MAX_NAMES_PER_ADDRESS`] names already, or when
     /// [`MAX_TRACKED`] pairs are all still counted (a new pair is then
     /// refused rather than any counted one forgotten, which would let
     /// failures under many names reset a limited one).
@@ -256,8 +261,17 @@ impl LoginLimiter {
             times.push(now);
             return true;
         }
+        let live =
+            |times: &Vec<Instant>| times.iter().any(|t| now.duration_since(*t) < LIMIT_WINDOW);
+        let names_here = map
+            .iter()
+            .filter(|((_, from), times)| *from == ip && live(times))
+            .count();
+        if names_here >= MAX_NAMES_PER_ADDRESS {
+            return false;
+        }
         if map.len() >= MAX_TRACKED {
-            map.retain(|_, times| times.iter().any(|t| now.duration_since(*t) < LIMIT_WINDOW));
+            map.retain(|_, times| live(times));
             if map.len() >= MAX_TRACKED {
                 return false;
             }
@@ -316,6 +330,26 @@ mod tests {
         }
         assert!(!limiter.attempt("ana", a, t), "the limit was forgotten");
         assert!(!limiter.attempt("newcomer", a, t), "a new pair while full");
+        assert!(limiter.attempt("newcomer", a, t + LIMIT_WINDOW));
+    }
+
+    /// One address trying name after name is refused new names once it
+    /// has [`MAX_NAMES_PER_ADDRESS`], and nobody else is: one address
+    /// cannot fill the table and lock every agent out.
+    #[test]
+    fn one_address_cannot_fill_the_table() {
+        let limiter = LoginLimiter::default();
+        let (a, b): (IpAddr, IpAddr) = (
+            "10.0.0.1".parse().expect("ip"),
+            "10.0.0.2".parse().expect("ip"),
+        );
+        let t = Instant::now();
+        let taken = (0..MAX_TRACKED)
+            .filter(|n| limiter.attempt(&format!("name{n}"), a, t))
+            .count();
+        assert_eq!(taken, MAX_NAMES_PER_ADDRESS);
+        assert!(limiter.attempt("ana", b, t), "another address was refused");
+        assert!(limiter.attempt("name0", a, t), "a name it has still counts");
         assert!(limiter.attempt("newcomer", a, t + LIMIT_WINDOW));
     }
 
