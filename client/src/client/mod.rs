@@ -281,11 +281,19 @@ impl Client {
         let store = Store::open(dir, passphrase)?;
         // An older version kept contact names as keys, which are never
         // sealed; moved into sealed records, their bytes would stay in the
-        // file until it is compacted, so it is compacted now (again at the
-        // next open if that fails: the file still names the tree then).
+        // file until it is compacted, so it is compacted now. A compaction
+        // that fails (it needs room for a copy of the store) does not keep
+        // the store from opening: it is tried again at the next open (the
+        // file still names the tree then).
         if store.file_named_at_open(Tree::Contacts) {
             contacts::migrate(&store)?;
-            store.compact()?;
+            if let Err(e) = store.compact() {
+                tracing::warn!(
+                    error = %e,
+                    "old contact names stay in the store's file until it can be rewritten"
+                );
+                store.flush_blocking()?;
+            }
         }
         let account = Account::load(&store)?
             .ok_or_else(|| ClientError::CorruptStore("the store holds no account record".into()))?;
