@@ -450,12 +450,7 @@ mod tests {
     #[test]
     fn one_time_keys_kept_are_bounded_oldest_first() -> Result<()> {
         let dir = tempfile::tempdir().map_err(|e| ClientError::io("tempdir", e))?;
-        let params = KdfParams {
-            m_cost: 64,
-            t_cost: 1,
-            p_cost: 1,
-        };
-        let store = Store::create(dir.path(), "pw-long-enough", params)?;
+        let store = Store::create(dir.path(), "pw-long-enough", crate::store::FAST_TEST_KDF)?;
         let identity = IdentityKeyPair::generate(&mut rand::rng());
         let mut prekeys = PreKeys::default();
         let batches = MAX_ONE_TIME_KEPT as u32 / 50 + 5;

@@ -337,17 +337,30 @@ async fn a_benchmark_relay_with_franking_and_the_ledger_off_still_checks_signed_
     assert!(report.delivered.is_empty(), "{:?}", report.delivered);
 }
 
-#[tokio::test]
-async fn a_copy_refused_by_its_labels_is_acked_rejected_and_never_signed() {
-    let (relay, mitm, _data) = relay_behind_mitm().await;
+/// A customer connected through the label-rewriting proxy who wrote to a
+/// business (its window open), the business on the relay directly.
+async fn customer_writing_to_a_shop() -> (
+    TestRelay,
+    support::mitm::Mitm,
+    (tempfile::TempDir, tempfile::TempDir),
+    comptoir_client::Client,
+    Business,
+) {
+    let (relay, mitm, data) = relay_behind_mitm().await;
     let dir = tempfile::tempdir().unwrap();
     let mut customer = registered(&relay, dir.path(), "customer pass").await;
     customer.connect(&mitm.url()).await.expect("proxy");
-    let mut shop = Business::start(&relay, customer.account_id()).await;
+    let shop = Business::start(&relay, customer.account_id()).await;
     customer
         .send_text(shop.account.id, "hi")
         .await
         .expect("write");
+    (relay, mitm, (data, dir), customer, shop)
+}
+
+#[tokio::test]
+async fn a_copy_refused_by_its_labels_is_acked_rejected_and_never_signed() {
+    let (_relay, mitm, _dirs, mut customer, mut shop) = customer_writing_to_a_shop().await;
 
     mitm.plan(shop.account.id.as_bytes(), Label::Category);
     let (message_id, accept_id) = shop.send("Thanks, on its way", Category::Service).await;
@@ -376,15 +389,7 @@ async fn a_copy_refused_by_its_labels_is_acked_rejected_and_never_signed() {
 /// history was acked as used and signed as billed without being opened).
 #[tokio::test]
 async fn a_replayed_copy_of_a_message_already_taken_is_never_signed() {
-    let (relay, mitm, _data) = relay_behind_mitm().await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut customer = registered(&relay, dir.path(), "customer pass").await;
-    customer.connect(&mitm.url()).await.expect("proxy");
-    let mut shop = Business::start(&relay, customer.account_id()).await;
-    customer
-        .send_text(shop.account.id, "hi")
-        .await
-        .expect("write");
+    let (_relay, mitm, _dirs, mut customer, mut shop) = customer_writing_to_a_shop().await;
 
     mitm.replay(shop.account.id.as_bytes(), Category::Utility);
     let (_, accept_id) = shop.send("Thanks, on its way", Category::Service).await;
