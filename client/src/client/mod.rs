@@ -11,6 +11,8 @@
 //!
 //! One concern per file, each an `impl Client` block:
 //! - `relay`: register, connect, requests and replies, pushes, acks, prekeys.
+//! - `push_queue`: the pushes taken from the connection and not handled
+//!   yet, bounded in bytes.
 //! - `receive`: decrypt, store, then acknowledge a delivery.
 //! - `labels`: check a decrypted content's bound labels against its
 //!   envelope; keep a refused message as evidence.
@@ -36,7 +38,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use comptoir_protocol::proto::wire::{self, ErrorCode, ServerFrame, server_frame};
+use comptoir_protocol::proto::wire::{self, ErrorCode, server_frame};
 use comptoir_protocol::{AccountId, AccountKey, IdentityKey, SafetyNumber};
 
 use crate::account::Account;
@@ -60,6 +62,7 @@ mod devices;
 mod directory;
 mod interactive;
 mod labels;
+mod push_queue;
 mod receive;
 mod rekey;
 mod rekey_guard;
@@ -152,7 +155,7 @@ pub struct Client {
     account: Account,
     prekeys: PreKeys,
     conn: Option<Connection>,
-    pushes: VecDeque<ServerFrame>,
+    pushes: push_queue::PushQueue,
     /// Filled by this client and by its [`Sender`] handles.
     events: EventQueue,
     /// One lock per peer over its session records (see [`PeerLocks`]).
@@ -315,7 +318,7 @@ impl Client {
             account,
             prekeys,
             conn: None,
-            pushes: VecDeque::new(),
+            pushes: push_queue::PushQueue::default(),
             events: EventQueue::default(),
             resends: VecDeque::new(),
             kind,

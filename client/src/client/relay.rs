@@ -298,8 +298,14 @@ impl Client {
             }
             Ok(Ok(frame)) => frame,
         };
-        // Pushes sent before the reply are here already (one ordered stream).
-        self.pushes.extend(conn.arrived_pushes());
+        // Pushes sent before the reply are here already (one ordered
+        // stream); past the bound of pushes waiting, the connection ends.
+        for push in conn.arrived_pushes() {
+            if let Err(e) = self.pushes.push_back(push) {
+                self.conn = None;
+                return Err(e);
+            }
+        }
         match frame.body {
             Some(server_frame::Body::Error(error)) => Err(relay_error(error)),
             Some(body) => Ok(body),
@@ -347,7 +353,12 @@ impl Client {
                     self.conn = None;
                     return Err(e);
                 }
-                Ok(Ok(frame)) => self.pushes.push_back(frame),
+                Ok(Ok(frame)) => {
+                    if let Err(e) = self.pushes.push_back(frame) {
+                        self.conn = None;
+                        return Err(e);
+                    }
+                }
             }
         }
     }
