@@ -915,6 +915,40 @@ impl Db {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// The endpoints with a delivery due at `now_ms`.
+    pub fn endpoints_due(&self, now_ms: u64) -> Result<Vec<String>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT DISTINCT endpoint FROM webhook_outbox
+             WHERE state = 'pending' AND next_attempt_ms <= ?1",
+        )?;
+        let rows = stmt.query_map(params![i64_of(now_ms)], |row| row.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// [`Self::due`] for one endpoint.
+    pub fn due_to(&self, endpoint: &str, now_ms: u64, limit: u32) -> Result<Vec<Pending>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT w.event_id, w.endpoint, w.body, w.created_ms, w.attempts FROM webhook_outbox w
+             WHERE w.endpoint = ?3 AND w.state = 'pending' AND w.next_attempt_ms <= ?1
+               AND NOT EXISTS (SELECT 1 FROM webhook_outbox o
+                               WHERE o.endpoint = w.endpoint AND o.subject = w.subject
+                                 AND o.state = 'pending' AND o.rowid < w.rowid)
+             ORDER BY w.next_attempt_ms, w.rowid LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![i64_of(now_ms), limit, endpoint], |row| {
+            Ok(Pending {
+                event_id: row.get(0)?,
+                endpoint: row.get(1)?,
+                body: row.get(2)?,
+                created_ms: u64_of(row.get(3)?),
+                attempts: u32::try_from(row.get::<_, i64>(4)?).unwrap_or(u32::MAX),
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// When the next pending delivery is due.
     pub fn next_due(&self) -> Result<Option<u64>> {
         let next: Option<i64> = self.lock().query_row(

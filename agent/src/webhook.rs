@@ -24,7 +24,8 @@
 //! retried `delivered`. Events of different messages do not wait for
 //! each other, and endpoints are served at once: one that is down (each
 //! attempt waiting out [`crate::http_client::REQUEST_TIMEOUT`]) gets one
-//! attempt per pass and delays the others' new events by at most that.
+//! attempt per pass and holds up no other endpoint, whatever its backlog;
+//! events queued during that attempt wait for the next pass.
 //!
 //! **Outbox.** Written in the same SQLite transaction as the change it
 //! reports; retried on anything but a 2xx with exponential backoff and
@@ -337,61 +338,40 @@ impl Deliverer {
     }
 
     /// Attempt the deliveries due now; returns how many were delivered.
-    /// Endpoints are served at once, each one's deliveries in turn (they
-    /// are of different subjects: a subject's later events wait in the
-    /// outbox); an endpoint that fails one gets no more attempts in this
-    /// call, so one that is down (each attempt waiting out its timeout)
-    /// holds up neither the others nor the next call.
+    /// Endpoints are served at once, each one's deliveries in turn (a
+    /// batch holds one delivery per subject: a subject's later events wait
+    /// in the outbox); an endpoint that fails one gets no more attempts in
+    /// this call, so one that is down (each attempt waiting out its
+    /// timeout) holds up no other, however many of its events wait.
     pub async fn deliver_due(&self) -> Result<usize, crate::db::DbError> {
+        let endpoints = self.db.endpoints_due(self.clock.now_ms())?;
+        let passes = futures_util::future::join_all(
+            endpoints.iter().map(|endpoint| self.deliver_to(endpoint)),
+        )
+        .await;
+        let mut delivered = 0;
+        for pass in passes {
+            delivered += pass?;
+        }
+        Ok(delivered)
+    }
+
+    /// Attempt `endpoint`'s due deliveries in turn until none is left, one
+    /// fails or this daemon stops acting; how many were delivered.
+    async fn deliver_to(&self, endpoint: &str) -> Result<usize, crate::db::DbError> {
         let mut delivered = 0;
         loop {
-            let now = self.clock.now_ms();
-            let due = self.db.due(now, BATCH)?;
+            let due = self.db.due_to(endpoint, self.clock.now_ms(), BATCH)?;
             if due.is_empty() {
                 return Ok(delivered);
             }
-            let mut by_endpoint: HashMap<&str, Vec<&Pending>> = HashMap::new();
             for pending in &due {
-                by_endpoint
-                    .entry(pending.endpoint.as_str())
-                    .or_default()
-                    .push(pending);
-            }
-            let passes = futures_util::future::join_all(
-                by_endpoint
-                    .into_values()
-                    .map(|queue| self.deliver_in_turn(queue)),
-            )
-            .await;
-            let mut cut_short = false;
-            for pass in passes {
-                let (done, stopped) = pass?;
-                delivered += done;
-                cut_short |= stopped;
-            }
-            // An endpoint failing (or this daemon losing the lease) ends
-            // the call; the caller comes back within a second.
-            if cut_short {
-                return Ok(delivered);
+                if !self.acting.now() || !self.attempt(pending).await? {
+                    return Ok(delivered);
+                }
+                delivered += 1;
             }
         }
-    }
-
-    /// Attempt `queue` (one endpoint's deliveries) in turn until one fails
-    /// or this daemon stops acting: how many were delivered, and whether
-    /// it stopped early.
-    async fn deliver_in_turn(
-        &self,
-        queue: Vec<&Pending>,
-    ) -> Result<(usize, bool), crate::db::DbError> {
-        let mut delivered = 0;
-        for pending in queue {
-            if !self.acting.now() || !self.attempt(pending).await? {
-                return Ok((delivered, true));
-            }
-            delivered += 1;
-        }
-        Ok((delivered, false))
     }
 
     async fn attempt(&self, pending: &Pending) -> Result<bool, crate::db::DbError> {

@@ -1305,25 +1305,30 @@ async fn a_webhook_endpoint_that_never_answers_holds_up_no_other() {
     let db = comptoir_agent::db::Db::open(&dir.path().join("agent.sqlite3"), endpoints.clone())
         .expect("db");
     let now = comptoir_client::client::now_ms();
-    let id = "cd".repeat(16);
     let customer = "ab".repeat(16);
-    let event = comptoir_agent::webhook::message_event("shop", &customer, None, &id, "hi", now);
-    db.record_message(
-        &comptoir_agent::db::NewMessage {
-            id: id.clone(),
-            customer,
-            incoming: true,
-            kind: "text",
-            body: "hi".into(),
-            template_id: None,
-            reply_to: None,
-            status: comptoir_agent::MessageStatus::Received,
-            at_ms: now,
-        },
-        &[event],
-        now,
-    )
-    .expect("record");
+    // More events than one batch holds: the dead endpoint's backlog must
+    // not fill the batches either.
+    let events = 100;
+    for n in 0..events {
+        let id = format!("{n:032x}");
+        let event = comptoir_agent::webhook::message_event("shop", &customer, None, &id, "hi", now);
+        db.record_message(
+            &comptoir_agent::db::NewMessage {
+                id,
+                customer: customer.clone(),
+                incoming: true,
+                kind: "text",
+                body: "hi".into(),
+                template_id: None,
+                reply_to: None,
+                status: comptoir_agent::MessageStatus::Received,
+                at_ms: now,
+            },
+            &[event],
+            now,
+        )
+        .expect("record");
+    }
     let webhooks: Vec<_> = endpoints
         .iter()
         .map(|url| comptoir_agent::config::Webhook {
@@ -1338,7 +1343,7 @@ async fn a_webhook_endpoint_that_never_answers_holds_up_no_other() {
     let arrived = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             let notified = healthy.arrived.notified();
-            if !healthy.hits().is_empty() {
+            if healthy.hits().len() == events {
                 return;
             }
             notified.await;
