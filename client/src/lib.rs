@@ -14,6 +14,8 @@
 //!   key.
 //! - [`account`]: account and device keys.
 //! - [`session_store`]: session records and private prekeys at rest.
+//! - [`signed_copies`]: the copies a delivery proof was signed for (to
+//!   sign one delivered again, and only it).
 //! - [`peers`]: pinned account keys and device lists of other accounts.
 //! - [`operator_pin`]: the pinned operator key (first use or configuration).
 //! - [`requests`]: message requests from accounts this one never wrote to.
@@ -78,6 +80,7 @@ pub mod quarantine;
 pub mod requests;
 pub mod rule_checks;
 pub mod session_store;
+pub mod signed_copies;
 pub mod status;
 pub mod store;
 pub mod template_cache;

@@ -416,3 +416,39 @@ async fn a_replayed_copy_of_a_message_already_taken_is_never_signed() {
     let first = mitm.next_ack(accept_id).await;
     assert!(!first.rejected, "{first:?}");
 }
+
+/// A billed template delivered twice unchanged (the first ack lost) is
+/// acked signed both times: the very copy this device opened and signed
+/// for keeps its proof, so the business is billed for it once the ack
+/// arrives; a replay under other labels is still refused (above).
+#[tokio::test]
+async fn a_billed_copy_delivered_again_after_a_lost_ack_is_signed_again() {
+    let (_relay, mitm, _dirs, mut customer, mut shop) = customer_writing_to_a_shop().await;
+    customer
+        .grant_consent(
+            shop.account.id,
+            ConsentCategories::UTILITY,
+            Duration::from_secs(3600),
+        )
+        .await
+        .expect("consent");
+    mitm.deliver_twice(shop.account.id.as_bytes());
+    let (_, accept_id) = shop.send_template("P-7", Category::Utility).await;
+    received(&mut customer, "P-7").await;
+    let deadline = tokio::time::Instant::now() + support::TIMEOUT;
+    let acks = loop {
+        let acks = mitm.acks_of(accept_id);
+        if acks.len() == 2 {
+            break acks;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "both copies acked: {acks:?}"
+        );
+        let _ = customer.next_event(Duration::from_millis(100)).await;
+    };
+    for ack in &acks {
+        assert!(!ack.rejected, "{ack:?}");
+        assert_eq!(ack.delivery_signature.len(), 64, "{ack:?}");
+    }
+}

@@ -114,10 +114,14 @@ impl Client {
                 .quarantine_and_ack(&envelope, "malformed sender or message id")
                 .await;
         };
-        // Taken already (a copy delivered again, its ack lost, or a relay
-        // replaying it): deleted at the relay, not opened again, so never
-        // signed (a proof says this device opened this very copy).
+        // Taken already: not opened again. The very copy this device
+        // signed for, delivered again because its ack was lost, is acked
+        // signed again; any other (a relay replaying the message under a
+        // new accept id or labels) is acked rejected, never signed.
         if messages::contains(&self.store, &from, &id)? {
+            if crate::signed_copies::was_signed(&self.store, &envelope)? {
+                return self.ack(&envelope).await;
+            }
             return self.reject(&envelope).await;
         }
         let device = envelope.sender_device;

@@ -559,6 +559,11 @@ impl Client {
             time_ms: now_ms(),
         };
         let signature = sign_delivery(self.account.identity(), &fields);
+        // So that this copy, delivered again (its ack lost), is signed
+        // again; a failure only leaves such a redelivery unbilled.
+        if let Err(e) = crate::signed_copies::remember(&self.store, envelope) {
+            tracing::warn!(error = %e, "a signed copy could not be remembered");
+        }
         (signature.to_vec(), fields.time_ms)
     }
 

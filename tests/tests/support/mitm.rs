@@ -44,7 +44,8 @@ struct Shared {
     /// Envelopes from a sender to deliver twice: the second time under
     /// this category and a fresh accept id (the original's plus
     /// [`REPLAY_ACCEPT_OFFSET`]).
-    replays: VecDeque<(Vec<u8>, wire::Category)>,
+    /// (`None`: delivered again as it was, as after a lost ack.)
+    replays: VecDeque<(Vec<u8>, Option<wire::Category>)>,
 }
 
 /// What a replayed envelope's accept id adds to the original's.
@@ -192,7 +193,25 @@ impl Mitm {
     /// [`REPLAY_ACCEPT_OFFSET`]).
     pub fn replay(&self, from: &[u8], category: wire::Category) {
         let mut shared = self.shared.lock().expect("lock");
-        shared.replays.push_back((from.to_vec(), category));
+        shared.replays.push_back((from.to_vec(), Some(category)));
+    }
+
+    /// Deliver the next envelope from `from` twice, unchanged (as a relay
+    /// does when the first ack was lost).
+    pub fn deliver_twice(&self, from: &[u8]) {
+        let mut shared = self.shared.lock().expect("lock");
+        shared.replays.push_back((from.to_vec(), None));
+    }
+
+    /// Every ack of the copy with `accept_id` the client sent so far.
+    pub fn acks_of(&self, accept_id: u64) -> Vec<wire::DeliveryAck> {
+        let shared = self.shared.lock().expect("lock");
+        shared
+            .raw_acks
+            .iter()
+            .filter(|a| a.accept_id == accept_id)
+            .cloned()
+            .collect()
     }
 
     /// The proxy's WebSocket URL.
@@ -275,8 +294,10 @@ fn replayed(state: &Mutex<Shared>, bytes: &[u8]) -> Option<Vec<u8>> {
         .iter()
         .position(|(from, _)| *from == envelope.sender_account)?;
     let (_, category) = shared.replays.remove(pos)?;
-    envelope.category = category as i32;
-    envelope.accept_id += REPLAY_ACCEPT_OFFSET;
+    if let Some(category) = category {
+        envelope.category = category as i32;
+        envelope.accept_id += REPLAY_ACCEPT_OFFSET;
+    }
     Some(encode_server(&frame))
 }
 
