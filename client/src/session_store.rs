@@ -123,9 +123,11 @@ fn prekey_key(kind: u8, id: u32) -> [u8; 5] {
 
 /// One-time private keys a device keeps at most: far more than a relay
 /// holds for it at a time (the client uploads a batch when the relay's
-/// stock is low), so dropping the oldest past it loses only keys handed
-/// out long ago and never used, and a relay asking for batches again and
-/// again cannot grow the store without end.
+/// stock is low), so a relay asking for batches again and again cannot
+/// grow the store without end. Past it the oldest go: a key handed out
+/// and used only after about a thousand newer ones were made (a first
+/// message held in its sender's outbox that long, on a busy device) is
+/// then gone, and that message goes through the re-key.
 pub const MAX_ONE_TIME_KEPT: usize = 1000;
 
 /// This device's private prekeys: loaded from the store, used by X3DH as
