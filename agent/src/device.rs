@@ -803,7 +803,11 @@ impl Device {
                 let _ = reply.send(state);
             }
             Command::AcceptRequest { customer, reply } => {
-                let _ = reply.send(self.client.accept_request(customer).await);
+                // A caller that stopped waiting (the inbox told its agent
+                // it was queued) hears nothing: a failure is logged.
+                if let Err(Err(e)) = reply.send(self.client.accept_request(customer).await) {
+                    tracing::warn!(error = %e, "accepting a message request failed after its caller stopped waiting");
+                }
             }
             Command::MarkRead { customer } => {
                 if let Err(e) = self.client.mark_read(customer).await {

@@ -451,4 +451,9 @@ async fn a_billed_copy_delivered_again_after_a_lost_ack_is_signed_again() {
         assert!(!ack.rejected, "{ack:?}");
         assert_eq!(ack.delivery_signature.len(), 64, "{ack:?}");
     }
+    // The same proof both times: no second one of another time.
+    assert_eq!(
+        (&acks[0].delivery_signature, acks[0].signed_at_ms),
+        (&acks[1].delivery_signature, acks[1].signed_at_ms)
+    );
 }

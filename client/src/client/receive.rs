@@ -119,7 +119,7 @@ impl Client {
         // signed again; any other (a relay replaying the message under a
         // new accept id or labels) is acked rejected, never signed.
         if messages::contains(&self.store, &from, &id)? {
-            if crate::signed_copies::was_signed(&self.store, &envelope)? {
+            if crate::signed_copies::proof_of(&self.store, &envelope)?.is_some() {
                 return self.ack(&envelope).await;
             }
             return self.reject(&envelope).await;

@@ -302,7 +302,7 @@ impl Client {
         // stream); past the bound of pushes waiting, the connection ends.
         for push in conn.arrived_pushes() {
             if let Err(e) = self.pushes.push_back(push) {
-                self.conn = None;
+                self.drop_overflowing_connection();
                 return Err(e);
             }
         }
@@ -355,12 +355,20 @@ impl Client {
                 }
                 Ok(Ok(frame)) => {
                     if let Err(e) = self.pushes.push_back(frame) {
-                        self.conn = None;
+                        self.drop_overflowing_connection();
                         return Err(e);
                     }
                 }
             }
         }
+    }
+
+    /// The relay pushed past the bound: the connection goes, and with it
+    /// the pushes queued (the relay pushes again whatever was not acked),
+    /// so the next connection starts with room.
+    fn drop_overflowing_connection(&mut self) {
+        self.conn = None;
+        self.pushes = super::push_queue::PushQueue::default();
     }
 
     async fn handle_push(&mut self, frame: ServerFrame) -> Result<()> {
@@ -558,10 +566,19 @@ impl Client {
             franking_commitment: envelope.franking_tag.clone(),
             time_ms: now_ms(),
         };
+        // This very copy signed before (delivered again, its ack lost):
+        // the same proof again, not one of another time.
+        match crate::signed_copies::proof_of(&self.store, envelope) {
+            Ok(Some(proof)) => return proof,
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "the signed copies could not be read"),
+        }
         let signature = sign_delivery(self.account.identity(), &fields);
-        // So that this copy, delivered again (its ack lost), is signed
-        // again; a failure only leaves such a redelivery unbilled.
-        if let Err(e) = crate::signed_copies::remember(&self.store, envelope) {
+        // So that this copy, delivered again, is acked with this proof; a
+        // failure only leaves such a redelivery unbilled.
+        if let Err(e) =
+            crate::signed_copies::remember(&self.store, envelope, fields.time_ms, &signature)
+        {
             tracing::warn!(error = %e, "a signed copy could not be remembered");
         }
         (signature.to_vec(), fields.time_ms)
