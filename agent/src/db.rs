@@ -894,25 +894,7 @@ impl Db {
     /// Deliveries due at `now_ms`, oldest first; an event waits while an
     /// older one of its subject is pending for the same endpoint.
     pub fn due(&self, now_ms: u64, limit: u32) -> Result<Vec<Pending>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare(
-            "SELECT w.event_id, w.endpoint, w.body, w.created_ms, w.attempts FROM webhook_outbox w
-             WHERE w.state = 'pending' AND w.next_attempt_ms <= ?1
-               AND NOT EXISTS (SELECT 1 FROM webhook_outbox o
-                               WHERE o.endpoint = w.endpoint AND o.subject = w.subject
-                                 AND o.state = 'pending' AND o.rowid < w.rowid)
-             ORDER BY w.next_attempt_ms, w.rowid LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![i64_of(now_ms), limit], |row| {
-            Ok(Pending {
-                event_id: row.get(0)?,
-                endpoint: row.get(1)?,
-                body: row.get(2)?,
-                created_ms: u64_of(row.get(3)?),
-                attempts: u32::try_from(row.get::<_, i64>(4)?).unwrap_or(u32::MAX),
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.due_for(None, now_ms, limit)
     }
 
     /// The endpoints with a delivery due at `now_ms`.
@@ -928,10 +910,16 @@ impl Db {
 
     /// [`Self::due`] for one endpoint.
     pub fn due_to(&self, endpoint: &str, now_ms: u64, limit: u32) -> Result<Vec<Pending>> {
+        self.due_for(Some(endpoint), now_ms, limit)
+    }
+
+    /// [`Self::due`], for one endpoint or all.
+    fn due_for(&self, endpoint: Option<&str>, now_ms: u64, limit: u32) -> Result<Vec<Pending>> {
         let conn = self.lock();
         let mut stmt = conn.prepare(
             "SELECT w.event_id, w.endpoint, w.body, w.created_ms, w.attempts FROM webhook_outbox w
-             WHERE w.endpoint = ?3 AND w.state = 'pending' AND w.next_attempt_ms <= ?1
+             WHERE (?3 IS NULL OR w.endpoint = ?3)
+               AND w.state = 'pending' AND w.next_attempt_ms <= ?1
                AND NOT EXISTS (SELECT 1 FROM webhook_outbox o
                                WHERE o.endpoint = w.endpoint AND o.subject = w.subject
                                  AND o.state = 'pending' AND o.rowid < w.rowid)
