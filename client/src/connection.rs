@@ -285,11 +285,11 @@ impl Connection {
 
     /// The pushes that already arrived, without waiting.
     pub fn arrived_pushes(&mut self) -> Vec<ServerFrame> {
-        std::iter::from_fn(|| self.pushes.try_recv().ok())
-            .collect::<Vec<_>>()
-            .into_iter()
-            .map(|push| self.taken(push))
-            .collect()
+        let mut arrived = Vec::new();
+        while let Ok(push) = self.pushes.try_recv() {
+            arrived.push(self.taken(push));
+        }
+        arrived
     }
 
     /// A push taken from the queue: its bytes no longer wait.

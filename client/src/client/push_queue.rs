@@ -15,7 +15,8 @@ use crate::error::ClientError;
 /// Pushes waiting to be handled, in order, and their encoded bytes.
 #[derive(Debug, Default)]
 pub(super) struct PushQueue {
-    frames: VecDeque<ServerFrame>,
+    /// Each push with its encoded size (measured once, when queued).
+    frames: VecDeque<(ServerFrame, usize)>,
     bytes: usize,
 }
 
@@ -32,7 +33,7 @@ impl PushQueue {
             )));
         }
         self.bytes += size;
-        self.frames.push_back(frame);
+        self.frames.push_back((frame, size));
         Ok(())
     }
 
@@ -43,15 +44,15 @@ impl PushQueue {
 
     /// The oldest push, taken.
     pub(super) fn pop_front(&mut self) -> Option<ServerFrame> {
-        let frame = self.frames.pop_front()?;
-        self.bytes = self.bytes.saturating_sub(frame.encoded_len());
+        let (frame, size) = self.frames.pop_front()?;
+        self.bytes -= size;
         Some(frame)
     }
 
     /// Keep only the pushes `keep` accepts.
-    pub(super) fn retain(&mut self, keep: impl FnMut(&ServerFrame) -> bool) {
-        self.frames.retain(keep);
-        self.bytes = self.frames.iter().map(Message::encoded_len).sum();
+    pub(super) fn retain(&mut self, mut keep: impl FnMut(&ServerFrame) -> bool) {
+        self.frames.retain(|(frame, _)| keep(frame));
+        self.bytes = self.frames.iter().map(|(_, size)| size).sum();
     }
 }
 

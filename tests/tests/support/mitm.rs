@@ -241,15 +241,7 @@ impl Mitm {
                 let woken = notify.notified();
                 tokio::pin!(woken);
                 woken.as_mut().enable();
-                let found = self
-                    .shared
-                    .lock()
-                    .expect("lock")
-                    .raw_acks
-                    .iter()
-                    .find(|a| a.accept_id == accept_id)
-                    .cloned();
-                if let Some(ack) = found {
+                if let Some(ack) = self.ack_of(accept_id) {
                     return ack;
                 }
                 woken.await;
@@ -259,14 +251,10 @@ impl Mitm {
         .expect("the client acks the copy")
     }
 
-    /// The client's ack of the copy with `accept_id`, if it sent one yet.
+    /// The client's first ack of the copy with `accept_id`, if it sent one
+    /// yet.
     pub fn ack_of(&self, accept_id: u64) -> Option<wire::DeliveryAck> {
-        let shared = self.shared.lock().expect("lock");
-        shared
-            .raw_acks
-            .iter()
-            .find(|a| a.accept_id == accept_id)
-            .cloned()
+        self.acks_of(accept_id).into_iter().next()
     }
 
     /// Whether the relay got an ack for (`message_id`, `sender`) as it
