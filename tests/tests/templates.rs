@@ -313,3 +313,83 @@ async fn a_rejected_template_tells_its_business_why_and_bad_submissions_store_no
         before
     );
 }
+
+/// A template of `shop` named `name` (distinct names, distinct ids).
+fn named_template(
+    shop: comptoir_protocol::AccountId,
+    name: &str,
+) -> comptoir_protocol::template::Template {
+    let mut template = support_template(shop, Category::Utility);
+    template.name = name.into();
+    template
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_business_keeps_at_most_250_live_templates_even_submitting_at_once() {
+    const MOST: usize = 250;
+    const DEVICES: u32 = 12;
+    let relay = start_relay().await;
+    let admin = relay.admin_client();
+    let shop = Account::new(DEVICES);
+    shop.register_as(relay.addr, AccountKind::Business).await;
+    let (mut b, _) = shop.login(relay.addr, 1).await;
+    let before = MOST - 5;
+    for n in 0..before {
+        let reply = submit(&mut b, &named_template(shop.id, &format!("notice_{n}"))).await;
+        assert!(matches!(reply, Body::TemplateSubmitted(_)), "{reply:?}");
+    }
+
+    // Twelve devices submit a new template each at the same moment: five
+    // places are left, and exactly five are taken.
+    let mut devices = Vec::new();
+    for device in 1..=DEVICES {
+        devices.push(shop.login(relay.addr, device).await.0);
+    }
+    let racing = devices.into_iter().enumerate().map(|(n, mut conn)| {
+        let template = named_template(shop.id, &format!("racing_{n}"));
+        tokio::spawn(async move { submit(&mut conn, &template).await })
+    });
+    let mut taken = 0;
+    for reply in futures_util::future::join_all(racing).await {
+        match reply.expect("submitting task") {
+            Body::TemplateSubmitted(_) => taken += 1,
+            refusal => {
+                refused(&refusal, ErrorCode::InvalidRequest);
+                let Body::Error(error) = &refusal else {
+                    unreachable!()
+                };
+                assert!(
+                    error.message.contains("ask the operator to revoke"),
+                    "{error:?}"
+                );
+            }
+        }
+    }
+    assert_eq!(taken, MOST - before, "places left, all taken, no more");
+    let (mut b, _) = shop.login(relay.addr, 1).await;
+    let kept = templates_of(&mut b, &shop).await;
+    assert_eq!(kept.len(), MOST);
+
+    // Full: a new one is refused and stores nothing; one already kept is
+    // answered as before.
+    let late = named_template(shop.id, "one_too_many");
+    refused(&submit(&mut b, &late).await, ErrorCode::InvalidRequest);
+    assert_eq!(templates_of(&mut b, &shop).await.len(), MOST);
+    let again = submit(&mut b, &named_template(shop.id, "notice_0")).await;
+    assert!(matches!(again, Body::TemplateSubmitted(_)), "{again:?}");
+
+    // A rejected template stays on record but no longer counts.
+    let first = named_template(shop.id, "notice_0")
+        .template_id()
+        .expect("valid")
+        .to_hex();
+    admin
+        .reject_template(&first, "not needed")
+        .await
+        .expect("reject");
+    match submit(&mut b, &late).await {
+        Body::TemplateSubmitted(s) => assert_eq!(s.status, TemplateStatus::Pending as i32),
+        other => panic!("after a rejection: {other:?}"),
+    }
+    assert_eq!(templates_of(&mut b, &shop).await.len(), MOST + 1);
+}

@@ -14,12 +14,13 @@ use super::{account_field, device};
 use crate::error::{RelayError, invalid};
 use crate::frame;
 use crate::session::{Reply, Session};
-use crate::storage::{Directory, StoredTemplate, Templates};
+use crate::storage::{Directory, StoredTemplate, Submitted, Templates};
 
 /// Longest template JSON accepted (a valid template is far smaller).
 pub(crate) const MAX_TEMPLATE_JSON_LEN: usize = 16 * 1024;
-/// Templates one business may have submitted, whatever their state (the
-/// WhatsApp Business Platform's limit per account).
+/// Live templates (pending or approved) one business may have (the
+/// WhatsApp Business Platform's limit per account); rejected and revoked
+/// ones are kept as records but do not count.
 pub(crate) const MAX_TEMPLATES_PER_BUSINESS: usize = 250;
 
 pub(crate) async fn submit<S: Directory + Templates>(
@@ -53,36 +54,27 @@ pub(crate) async fn submit<S: Directory + Templates>(
     let id = template
         .template_id()
         .map_err(|e| invalid(format!("the template breaks a rule: {e}")))?;
-    let existing = relay.store.template(&id).await?;
-    if existing.is_none() {
-        let kept = relay
-            .store
-            .templates()
-            .await?
-            .iter()
-            .filter(|t| t.template.business == business)
-            .count();
-        if kept >= MAX_TEMPLATES_PER_BUSINESS {
+    let submitted = relay
+        .store
+        .submit_template(
+            StoredTemplate {
+                id,
+                template,
+                status: TemplateStatus::Pending,
+                submitted_at_ms: relay.clock.now_ms(),
+                approval: None,
+                reason: String::new(),
+            },
+            MAX_TEMPLATES_PER_BUSINESS,
+        )
+        .await?;
+    let kept = match submitted {
+        Submitted::Kept(kept) => kept,
+        Submitted::TooMany(live) => {
             return Err(invalid(format!(
-                "this business has {kept} templates, the most it may have; ask the operator to \
-                 remove ones it no longer uses"
+                "this business has {live} templates pending or approved, the most it may have; \
+                 ask the operator to revoke ones it no longer uses"
             )));
-        }
-    }
-    let kept = match existing {
-        Some(kept) => kept,
-        None => {
-            relay
-                .store
-                .submit_template(StoredTemplate {
-                    id,
-                    template,
-                    status: TemplateStatus::Pending,
-                    submitted_at_ms: relay.clock.now_ms(),
-                    approval: None,
-                    reason: String::new(),
-                })
-                .await?
         }
     };
     tracing::debug!(%business, template = %id, status = ?kept.status, "template submitted");

@@ -451,6 +451,9 @@ pub struct SledStore {
     /// Decoded template records, keyed by their stored bytes (the same:
     /// see `storage::templates`).
     pub(super) parsed_templates: Arc<super::templates::ParsedTemplates>,
+    /// Held while a submission counts its business's templates and adds
+    /// one, so concurrent submissions cannot pass the limit together.
+    pub(super) template_submissions: Arc<std::sync::Mutex<()>>,
     accounts: Tree,
     records: Tree,
     prekeys: Tree,
@@ -736,6 +739,7 @@ impl SledStore {
         Ok(Self {
             parsed_lists: Arc::default(),
             parsed_templates: Arc::default(),
+            template_submissions: Arc::default(),
             accounts,
             records,
             prekeys: tree("prekeys")?,

@@ -64,14 +64,29 @@ impl StoredTemplate {
     }
 }
 
+/// What [`Templates::submit_template`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Submitted {
+    /// The template is kept: newly added (pending), or as it already was.
+    Kept(Box<StoredTemplate>),
+    /// Not added: its business already has this many live templates, at
+    /// least the limit given.
+    TooMany(usize),
+}
+
 /// The template registry.
 pub trait Templates: Send + Sync + 'static {
     /// Keep a newly submitted template (pending) unless one with its id is
-    /// already kept; returns what is kept now. Durable on return.
+    /// already kept, and only while its business has fewer than
+    /// `most_per_business` live templates (pending or approved; rejected
+    /// and revoked ones stay kept but do not count), counted and added in
+    /// one step so concurrent submissions cannot pass the limit together.
+    /// Durable on return.
     fn submit_template(
         &self,
         template: StoredTemplate,
-    ) -> impl Future<Output = StorageResult<StoredTemplate>> + Send;
+        most_per_business: usize,
+    ) -> impl Future<Output = StorageResult<Submitted>> + Send;
 
     /// The template with this id, if submitted.
     fn template(
@@ -179,25 +194,42 @@ impl ParsedTemplates {
 }
 
 impl Templates for SledStore {
-    async fn submit_template(&self, template: StoredTemplate) -> StorageResult<StoredTemplate> {
+    async fn submit_template(
+        &self,
+        template: StoredTemplate,
+        most_per_business: usize,
+    ) -> StorageResult<Submitted> {
         let key = template.id.as_bytes().to_vec();
         let bytes = encode(&template)?;
-        match self
-            .templates
-            .compare_and_swap(&key, None::<&[u8]>, Some(bytes))
-            .map_err(backend)?
         {
-            Ok(()) => {
-                self.committer.durable().await?;
-                Ok(template)
+            let _counting = self
+                .template_submissions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(kept) = self.templates.get(&key).map_err(backend)? {
+                return decode(&key, &kept).map(|kept| Submitted::Kept(Box::new(kept)));
             }
-            Err(current) => match current.current {
-                Some(kept) => decode(&key, &kept),
-                None => Err(StorageError::Backend(
-                    "a template vanished while it was submitted".into(),
-                )),
-            },
+            let business = template.template.business.to_vec();
+            let mut count = 0;
+            for item in self.templates.iter() {
+                let (_, value) = item.map_err(backend)?;
+                let record = TemplateRecord::decode(&*value)
+                    .map_err(|_| StorageError::Corrupt("templates"))?;
+                let live = record.status == TemplateStatus::Pending as i32
+                    || record.status == TemplateStatus::Approved as i32;
+                if live && record.business_account == business {
+                    count += 1;
+                }
+            }
+            if count >= most_per_business {
+                return Ok(Submitted::TooMany(count));
+            }
+            // Under the lock nothing else adds a template, so the id is
+            // still free (the operator's decisions only replace records).
+            self.templates.insert(&key, bytes).map_err(backend)?;
         }
+        self.committer.durable().await?;
+        Ok(Submitted::Kept(Box::new(template)))
     }
 
     async fn template(&self, id: &TemplateId) -> StorageResult<Option<StoredTemplate>> {
