@@ -73,6 +73,18 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     /// [`RateLimiter::check`] at the time `now` (tests, benchmarks).
     #[doc(hidden)]
     pub fn check_at(&self, key: &K, now: Instant) -> Result<(), u64> {
+        self.check_all_at(std::slice::from_ref(key), now)
+    }
+
+    /// Take one token for each of `keys` (distinct), or none at all:
+    /// `Err(ms)` says when every one of them will have a token again.
+    pub fn check_all(&self, keys: &[K]) -> Result<(), u64> {
+        self.check_all_at(keys, Instant::now())
+    }
+
+    /// [`RateLimiter::check_all`] at the time `now` (tests).
+    #[doc(hidden)]
+    pub fn check_all_at(&self, keys: &[K], now: Instant) -> Result<(), u64> {
         if self.rate <= 0.0 {
             return Ok(());
         }
@@ -86,37 +98,46 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
             let gone = entry.remove();
             buckets.by_key.remove(&gone);
         }
-        let mut bucket = match buckets.by_key.get(key) {
-            Some(bucket) => {
-                buckets.by_full.remove(&bucket.full_at);
-                *bucket
+        // Every key is checked before any token is taken.
+        let lowest = keys
+            .iter()
+            .map(|key| self.tokens_at(buckets.by_key.get(key), now))
+            .fold(self.burst, f64::min);
+        if lowest < 1.0 {
+            let wait = (1.0 - lowest) / self.rate;
+            return Err((wait * 1000.0).ceil() as u64);
+        }
+        for key in keys {
+            let tokens = self.tokens_at(buckets.by_key.get(key), now) - 1.0;
+            if let Some(old) = buckets.by_key.get(key) {
+                buckets.by_full.remove(&old.full_at);
             }
-            None => Bucket {
-                tokens: self.burst,
+            let refill = Duration::try_from_secs_f64((self.burst - tokens) / self.rate)
+                .unwrap_or(Duration::MAX);
+            let full = now
+                .checked_add(refill)
+                .unwrap_or(now + Duration::from_secs(1 << 40));
+            let bucket = Bucket {
+                tokens,
                 updated: now,
-                full_at: (now, 0),
-            },
-        };
-        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
-        bucket.tokens = (bucket.tokens + elapsed * self.rate).min(self.burst);
-        bucket.updated = now;
-        let answer = if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            Ok(())
-        } else {
-            let wait = (1.0 - bucket.tokens) / self.rate;
-            Err((wait * 1000.0).ceil() as u64)
-        };
-        let refill = Duration::try_from_secs_f64((self.burst - bucket.tokens) / self.rate)
-            .unwrap_or(Duration::MAX);
-        let full = now
-            .checked_add(refill)
-            .unwrap_or(now + Duration::from_secs(1 << 40));
-        bucket.full_at = (full, buckets.next);
-        buckets.next = buckets.next.wrapping_add(1);
-        buckets.by_full.insert(bucket.full_at, key.clone());
-        buckets.by_key.insert(key.clone(), bucket);
-        answer
+                full_at: (full, buckets.next),
+            };
+            buckets.next = buckets.next.wrapping_add(1);
+            buckets.by_full.insert(bucket.full_at, key.clone());
+            buckets.by_key.insert(key.clone(), bucket);
+        }
+        Ok(())
+    }
+
+    /// The tokens `bucket` (none: a full one) holds at `now`.
+    fn tokens_at(&self, bucket: Option<&Bucket>, now: Instant) -> f64 {
+        match bucket {
+            Some(bucket) => {
+                let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+                (bucket.tokens + elapsed * self.rate).min(self.burst)
+            }
+            None => self.burst,
+        }
     }
 }
 
@@ -208,6 +229,21 @@ impl Drop for AddressSlot {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_refused_check_of_several_keys_takes_no_token() {
+        let limiter = RateLimiter::new(1.0, 2.0);
+        let now = Instant::now();
+        assert!(limiter.check_all_at(&["a", "b"], now).is_ok());
+        assert!(limiter.check_at(&"b", now).is_ok());
+        assert_eq!(limiter.check_all_at(&["a", "b"], now), Err(1000));
+        // "a" kept its last token through the refusal.
+        assert!(limiter.check_at(&"a", now).is_ok());
+        assert_eq!(limiter.check_at(&"a", now), Err(1000));
+        // Refilled: both again.
+        let later = now + Duration::from_millis(1000);
+        assert!(limiter.check_all_at(&["a", "b"], later).is_ok());
+    }
 
     #[test]
     fn connections_are_capped_per_address_and_per_ipv6_64() {

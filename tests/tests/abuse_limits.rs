@@ -262,6 +262,14 @@ async fn a_fetch_refused_for_one_device_takes_nothing_from_the_others() {
         "device 1 lost a one-time prekey to a refused fetch"
     );
     assert_eq!(bob.login(relay.addr, 2).await.1.one_time_prekeys, 17);
+    // Nor did it spend device 1's fetch budget: all three are left.
+    for n in 1..=3 {
+        let reply = m.request(fetch(vec![1])).await;
+        assert!(
+            matches!(reply, Body::PrekeyBundles(_)),
+            "fetch {n} of device 1 after the refusal: {reply:?}"
+        );
+    }
 }
 
 /// Item 13: non-canonical keys, key id 0 and duplicate ids are refused.

@@ -136,18 +136,18 @@ pub(crate) async fn fetch<S: Directory + Keys>(
         .collect();
     // Per (requester, target device): one account cannot drain another
     // device's one-time prekeys; its own devices are not limited. Every
-    // limit is checked before any key is taken, so a refusal takes none.
+    // limit is checked before any token or key is taken, so a refusal
+    // takes none.
     if account != my_account {
-        for (device_id, _) in &targets {
-            if let Err(retry_after_ms) = relay
-                .prekey_fetch_limiter
-                .check(&(my_account, account, *device_id))
-            {
-                return Err(RelayError::RateLimited {
-                    scope: "prekey fetches for this device",
-                    retry_after_ms,
-                });
-            }
+        let keys: Vec<_> = targets
+            .iter()
+            .map(|(device_id, _)| (my_account, account, *device_id))
+            .collect();
+        if let Err(retry_after_ms) = relay.prekey_fetch_limiter.check_all(&keys) {
+            return Err(RelayError::RateLimited {
+                scope: "prekey fetches for this device",
+                retry_after_ms,
+            });
         }
     }
     let mut bundles = Vec::with_capacity(targets.len());
