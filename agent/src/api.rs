@@ -51,6 +51,8 @@ pub struct AppState {
     pub commands: mpsc::Sender<Command>,
     /// Where text sends go while connected (see [`crate::device::send_text`]).
     pub send_path: crate::device::SendPath,
+    /// Where customers' files are downloaded through.
+    pub downloads: crate::received_files::Downloads,
     /// The database.
     pub db: Db,
     /// The configured keys (hashed).
@@ -1022,7 +1024,7 @@ async fn received_file(
         .db
         .attachment(&customer, &message)?
         .ok_or_else(|| ApiError::UnknownFile(message.clone()))?;
-    match received_files::fetch(&state.commands, state.db.dir(), account, id).await {
+    match received_files::fetch(&state.downloads, state.db.dir(), account, id).await {
         Ok(bytes) => Ok(received_files::download_response(&row, bytes)),
         Err(FetchError::Client(e)) => Err(ApiError::Client(e)),
         Err(e) => {

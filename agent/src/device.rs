@@ -191,19 +191,6 @@ pub enum Command {
         /// The customer.
         customer: AccountId,
     },
-    /// Download a file a customer sent and decrypt it to `destination`
-    /// (the client library checks both digests; nothing is left there on
-    /// a refusal).
-    DownloadAttachment {
-        /// The customer who sent it.
-        customer: AccountId,
-        /// The message that carried it.
-        id: MessageId,
-        /// Where the decrypted file goes (must not exist).
-        destination: std::path::PathBuf,
-        /// The outcome.
-        reply: oneshot::Sender<Result<(), ClientError>>,
-    },
     /// The business's approved templates (the inbox's template picker).
     ApprovedTemplates {
         /// The outcome.
@@ -268,6 +255,12 @@ impl SendPath {
 
     async fn publish(&self, sender: Option<Sender>) {
         *self.0.write().await = sender;
+    }
+
+    /// The sender published now, if the device is connected (a handle
+    /// that keeps no lock: for work as long as a download).
+    pub async fn current(&self) -> Option<Sender> {
+        self.0.read().await.clone()
     }
 }
 
@@ -813,18 +806,6 @@ impl Device {
                 if let Err(e) = self.client.mark_read(customer).await {
                     tracing::warn!(error = %e, "telling a customer its messages were read");
                 }
-            }
-            Command::DownloadAttachment {
-                customer,
-                id,
-                destination,
-                reply,
-            } => {
-                let result = self
-                    .client
-                    .download_attachment(customer, id, &destination)
-                    .await;
-                let _ = reply.send(result);
             }
             Command::ApprovedTemplates { reply } => {
                 let templates = self.client.own_templates().await.map(|all| {

@@ -1,14 +1,18 @@
 //! Files customers sent, fetched on demand for the agents' inbox and the
 //! backend (`GET /v1/conversations/{customer}/files/{message}`): the
-//! device task downloads the encrypted blob from the relay and decrypts
-//! it with the client library (both digests checked) into a private
-//! temporary directory; the bytes go out as `application/octet-stream`
+//! request's own task downloads the encrypted blob over the device's
+//! connection (a [`comptoir_client::Sender`], chunk by chunk beside
+//! everything else the device does; [`DOWNLOADS_AT_ONCE`] at a time,
+//! stopped when the caller hangs up) and decrypts it with the client
+//! library (both digests checked) into a private temporary directory;
+//! the bytes go out as `application/octet-stream`
 //! with `Content-Disposition: attachment`, so a browser saves the file and
 //! never renders it, whatever its name, type or contents. The name the
 //! customer gave is untrusted: the header carries a sanitised ASCII form,
 //! quoted, and the UTF-8 original percent-encoded (RFC 6266).
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
@@ -16,13 +20,43 @@ use axum::response::{IntoResponse, Response};
 use comptoir_client::{ClientError, MessageId};
 use comptoir_protocol::AccountId;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::Semaphore;
 
 use crate::db::AttachmentRow;
-use crate::device::Command;
+use crate::device::SendPath;
 
 /// How long a download may take (a 100 MB file over a slow link).
 const DOWNLOAD_WAIT: Duration = Duration::from_secs(600);
+
+/// Downloads running at once, daemon-wide; more wait their turn (and
+/// give it up when their caller hangs up).
+pub const DOWNLOADS_AT_ONCE: usize = 4;
+
+/// Where received files are downloaded through: the device's current
+/// connection, and the turns to use it. Cheap to clone (shared).
+#[derive(Clone, Debug)]
+pub struct Downloads {
+    path: SendPath,
+    turns: Arc<Semaphore>,
+}
+
+impl Downloads {
+    /// Downloads through the connection the device publishes in `path`.
+    pub fn new(path: SendPath) -> Self {
+        Self {
+            path,
+            turns: Arc::new(Semaphore::new(DOWNLOADS_AT_ONCE)),
+        }
+    }
+}
+
+impl Default for Downloads {
+    /// Downloads through no connection (each one is refused as
+    /// unavailable) until a device publishes one.
+    fn default() -> Self {
+        Self::new(SendPath::default())
+    }
+}
 
 /// RFC 5987 `attr-char`s are left as they are; everything else is
 /// percent-encoded.
@@ -44,8 +78,8 @@ const ATTR_CHAR_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FetchError {
-    /// The device task is gone (the daemon is stopping), or the download
-    /// took longer than [`DOWNLOAD_WAIT`].
+    /// The device is not connected (or the daemon is stopping), or the
+    /// download took longer than [`DOWNLOAD_WAIT`].
     #[error("the daemon could not fetch the file now")]
     Unavailable,
     /// The client library could not download or check it.
@@ -94,32 +128,38 @@ pub fn content_disposition(name: &str) -> String {
 }
 
 /// Download and decrypt `customer`'s file of message `id` (known from
-/// `row`) through the device task, into a temporary directory under
-/// `scratch`; its bytes, the directory removed.
+/// `row`) through `downloads`, into a temporary directory under
+/// `scratch`; its bytes, the directory removed. Dropping the future stops
+/// the download.
 pub async fn fetch(
-    commands: &mpsc::Sender<Command>,
+    downloads: &Downloads,
     scratch: &Path,
     customer: AccountId,
     id: MessageId,
 ) -> Result<Vec<u8>, FetchError> {
+    let _turn = downloads
+        .turns
+        .acquire()
+        .await
+        .map_err(|_| FetchError::Unavailable)?;
+    let sender = downloads
+        .path
+        .current()
+        .await
+        .ok_or(FetchError::Unavailable)?;
     let dir = tempfile::Builder::new()
         .prefix("download-")
         .tempdir_in(scratch)?;
     let destination = dir.path().join("file");
-    let (reply, answer) = oneshot::channel();
-    commands
-        .send(Command::DownloadAttachment {
-            customer,
-            id,
-            destination: destination.clone(),
-            reply,
-        })
-        .await
-        .map_err(|_| FetchError::Unavailable)?;
-    match tokio::time::timeout(DOWNLOAD_WAIT, answer).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => return Err(FetchError::Client(e)),
-        _ => return Err(FetchError::Unavailable),
+    match tokio::time::timeout(
+        DOWNLOAD_WAIT,
+        sender.download_attachment(customer, id, &destination),
+    )
+    .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(FetchError::Client(e)),
+        Err(_) => return Err(FetchError::Unavailable),
     }
     let bytes = tokio::task::spawn_blocking(move || {
         let bytes = std::fs::read(&destination);

@@ -97,6 +97,8 @@ pub async fn start(
     let webhooks = deliverer.waker();
     let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
     let (stop, stopped) = watch::channel(false);
+    let send_path = crate::device::SendPath::default();
+    let downloads = crate::received_files::Downloads::new(send_path.clone());
     let inbox = crate::inbox::InboxState::new(
         db.clone(),
         commands.clone(),
@@ -107,8 +109,8 @@ pub async fn start(
     .with_away(config.away.clone())
     .with_hosts(&config.inbox_hosts)
     .with_shutdown(stopped.clone())
-    .with_acting(acting.clone());
-    let send_path = crate::device::SendPath::default();
+    .with_acting(acting.clone())
+    .with_downloads(downloads.clone());
     let device = Device::new(
         client,
         db.clone(),
@@ -128,6 +130,7 @@ pub async fn start(
     let router = app(AppState {
         commands,
         send_path,
+        downloads,
         db: db.clone(),
         keys: Arc::new(config.api_keys.clone()),
         business,

@@ -422,3 +422,72 @@ async fn a_customers_file_reaches_the_backend_as_a_document_it_downloads() {
     let (status, body) = call(&agent, "GET", &stranger, Some(READ_KEY), None).await;
     assert_eq!(status, 404, "{body}");
 }
+
+#[tokio::test]
+async fn a_stalled_download_holds_up_nothing_else_and_ends_with_its_caller() {
+    let (relay, mitm, _data) = support::mitm::relay_behind_mitm().await;
+    let mut acme = fixture_on(relay).await;
+    acme.config.relay = mitm.url();
+    let (root, business) = (acme.root.path(), acme.business);
+    let agent = serve(
+        &acme.config,
+        ManualClock::at(comptoir_client::client::now_ms()),
+    )
+    .await;
+    let mut carol = customer_with_number(&acme.relay, &root.join("carol"), CAROL).await;
+    let scan: Vec<u8> = (0..3000u32).map(|i| (i * 11 % 251) as u8).collect();
+    let path = root.join("scan.png");
+    std::fs::write(&path, &scan).expect("write");
+    let file = carol.encrypt_file(&path, "image/png").expect("encrypt");
+    let id = carol
+        .send_attachment(business, &file)
+        .await
+        .expect("send")
+        .to_string();
+    let hit = acme
+        .receiver
+        .wait("document", |h| h.event_id == format!("message:{id}"))
+        .await;
+    let event: Value = serde_json::from_slice(&hit.body).expect("JSON");
+    let fetch = event["value"]["messages"][0]["document"]["path"]
+        .as_str()
+        .expect("path")
+        .to_owned();
+
+    // The link to the relay stalls in the middle of a download.
+    mitm.stall_blob_fetches(true);
+    let url = format!("http://{}{fetch}", agent.addr);
+    let stalled = tokio::spawn(async move {
+        let auth = vec![("authorization", format!("Bearer {READ_KEY}"))];
+        comptoir_agent::http_client::request("GET", &url, &auth, Vec::new()).await
+    });
+    mitm.a_blob_fetch_held().await;
+
+    // Meanwhile the daemon still sends (and records) a reply: the download
+    // does not hold up its device (before, the send waited for the
+    // download's request to time out, 15 s).
+    let (status, body) = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        call(
+            &agent,
+            "POST",
+            "/v1/messages",
+            Some(FULL_KEY),
+            Some(json!({
+                "to": carol.account_id().to_string(),
+                "type": "text",
+                "text": { "body": "Scan received." },
+            })),
+        ),
+    )
+    .await
+    .expect("a send is not held up by a stalled download");
+    assert_eq!(status, 200, "{body}");
+
+    // The caller hangs up; once the link moves again the file comes whole.
+    stalled.abort();
+    mitm.stall_blob_fetches(false);
+    let (status, bytes) = get_bytes(&agent, &fetch, Some(READ_KEY)).await;
+    assert_eq!(status, 200);
+    assert_eq!(bytes, scan);
+}

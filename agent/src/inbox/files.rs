@@ -29,7 +29,7 @@ pub async fn download(
         .db
         .attachment(&customer, &message)?
         .ok_or(InboxError::NotFound)?;
-    match received_files::fetch(&state.commands, state.db.dir(), account, id).await {
+    match received_files::fetch(&state.downloads, state.db.dir(), account, id).await {
         Ok(bytes) => Ok(received_files::download_response(&row, bytes)),
         Err(e) => {
             match &e {

@@ -176,6 +176,9 @@ pub struct InboxState {
     pub db: Db,
     /// The device task (sending replies and templates).
     pub commands: mpsc::Sender<Command>,
+    /// Where customers' files are downloaded through (none until
+    /// [`InboxState::with_downloads`]).
+    pub downloads: crate::received_files::Downloads,
     /// The daemon's clock (the window's time left).
     pub clock: SharedClock,
     /// `Host` values accepted: the listen address (and `localhost:PORT`
@@ -223,6 +226,7 @@ impl InboxState {
         Self {
             db,
             commands,
+            downloads: crate::received_files::Downloads::default(),
             clock,
             hosts: Arc::new(hosts),
             secure_cookies,
@@ -233,6 +237,12 @@ impl InboxState {
             shutdown: None,
             acting: crate::lease::Acting::always(),
         }
+    }
+
+    /// Download customers' files through `downloads`.
+    pub fn with_downloads(mut self, downloads: crate::received_files::Downloads) -> Self {
+        self.downloads = downloads;
+        self
     }
 
     /// Assign waiting conversations only while `acting` says so.

@@ -192,44 +192,111 @@ impl Client {
     /// checking both digests; on any refusal nothing is left there.
     pub(super) async fn fetch_and_decrypt(
         &mut self,
-        pointer: &comptoir_protocol::proto::content::AttachmentPointer,
+        pointer: &AttachmentPointer,
         destination: &Path,
     ) -> Result<()> {
-        let blob_id = hex::decode(&pointer.blob_id)
-            .map_err(|_| ClientError::InvalidArgument("the attachment's id is not hex".into()))?;
-        let mut decryptor = Decryptor::new(pointer, destination)?;
-        let mut offset = 0u64;
+        let mut download = BlobDownload::new(pointer, destination)?;
         loop {
             let reply = self
-                .request(
-                    client_frame::Body::FetchBlob(FetchBlob {
-                        blob_id: blob_id.clone(),
-                        offset,
-                        max_len: TRANSFER_CHUNK as u32,
-                    }),
-                    "the download",
-                )
+                .request(download.next_request(), "the download")
                 .await?;
-            let server_frame::Body::BlobChunk(chunk) = reply else {
-                return Err(unexpected("BlobChunk", &reply));
-            };
-            if chunk.offset != offset || chunk.size != pointer.encrypted_size {
-                return Err(ClientError::UnexpectedFrame(
-                    "a download chunk for another place or blob".into(),
-                ));
-            }
-            if chunk.data.is_empty() && offset < chunk.size {
-                return Err(ClientError::UnexpectedFrame(
-                    "an empty download chunk".into(),
-                ));
-            }
-            decryptor.push(&chunk.data)?;
-            offset += chunk.data.len() as u64;
-            if offset >= chunk.size {
-                break;
+            if download.take(reply)? {
+                return download.finish();
             }
         }
-        decryptor.finish()
+    }
+}
+
+impl super::sender::Sender {
+    /// [`Client::download_attachment`] from another task, at the same time
+    /// as the client and other senders: each chunk is a request of its
+    /// own on the shared connection, so a long download holds up nothing
+    /// else, and dropping the future stops it (nothing is left at
+    /// `destination` but what the caller's directory holds).
+    pub async fn download_attachment(
+        &self,
+        peer: AccountId,
+        id: MessageId,
+        destination: &Path,
+    ) -> Result<()> {
+        let super::sender::Live {
+            store, requester, ..
+        } = self.live()?;
+        let pointer = attachments::get(&store, &peer, &id)?.ok_or_else(|| {
+            ClientError::InvalidArgument("that message carries no attachment".into())
+        })?;
+        // The store is not needed past here: a download does not keep the
+        // client from closing.
+        drop(store);
+        let mut download = BlobDownload::new(&pointer, destination)?;
+        loop {
+            let reply = super::sender::request_on(
+                requester.as_ref(),
+                download.next_request(),
+                "the download",
+            )
+            .await?;
+            if download.take(reply)? {
+                return download.finish();
+            }
+        }
+    }
+}
+
+/// One download, chunk by chunk, without I/O of its own: the caller sends
+/// [`BlobDownload::next_request`] and hands back the reply.
+struct BlobDownload<'a> {
+    pointer: &'a AttachmentPointer,
+    blob_id: Vec<u8>,
+    decryptor: Decryptor,
+    offset: u64,
+}
+
+impl<'a> BlobDownload<'a> {
+    fn new(pointer: &'a AttachmentPointer, destination: &Path) -> Result<Self> {
+        let blob_id = hex::decode(&pointer.blob_id)
+            .map_err(|_| ClientError::InvalidArgument("the attachment's id is not hex".into()))?;
+        Ok(Self {
+            pointer,
+            blob_id,
+            decryptor: Decryptor::new(pointer, destination)?,
+            offset: 0,
+        })
+    }
+
+    /// The request for the next chunk.
+    fn next_request(&self) -> client_frame::Body {
+        client_frame::Body::FetchBlob(FetchBlob {
+            blob_id: self.blob_id.clone(),
+            offset: self.offset,
+            max_len: TRANSFER_CHUNK as u32,
+        })
+    }
+
+    /// Take the relay's reply to [`Self::next_request`]; `true` once the
+    /// whole blob arrived.
+    fn take(&mut self, reply: server_frame::Body) -> Result<bool> {
+        let server_frame::Body::BlobChunk(chunk) = reply else {
+            return Err(unexpected("BlobChunk", &reply));
+        };
+        if chunk.offset != self.offset || chunk.size != self.pointer.encrypted_size {
+            return Err(ClientError::UnexpectedFrame(
+                "a download chunk for another place or blob".into(),
+            ));
+        }
+        if chunk.data.is_empty() && self.offset < chunk.size {
+            return Err(ClientError::UnexpectedFrame(
+                "an empty download chunk".into(),
+            ));
+        }
+        self.decryptor.push(&chunk.data)?;
+        self.offset += chunk.data.len() as u64;
+        Ok(self.offset >= chunk.size)
+    }
+
+    /// Check both digests and keep the file (see [`Decryptor::finish`]).
+    fn finish(self) -> Result<()> {
+        self.decryptor.finish()
     }
 }
 

@@ -178,7 +178,7 @@ impl Sender {
         self.live()?.send_text(peer, text).await
     }
 
-    fn live(&self) -> Result<Live> {
+    pub(super) fn live(&self) -> Result<Live> {
         Ok(Live {
             store: self.store.upgrade().ok_or(ClientError::Closed)?,
             me: self.me.current(),
@@ -223,6 +223,24 @@ impl Client {
     }
 }
 
+/// One request on `requester` (`None`: not connected) and its reply; an
+/// `Error` reply is a typed error.
+pub(super) async fn request_on(
+    requester: Option<&Requester>,
+    body: client_frame::Body,
+    what: &'static str,
+) -> Result<server_frame::Body> {
+    let requester = requester.ok_or(ClientError::NotConnected)?;
+    let frame = tokio::time::timeout(REQUEST_TIMEOUT, requester.request(body))
+        .await
+        .map_err(|_| ClientError::Timeout(what))??;
+    match frame.body {
+        Some(server_frame::Body::Error(error)) => Err(relay_error(error)),
+        Some(body) => Ok(body),
+        None => Err(ClientError::UnexpectedFrame("an empty reply".into())),
+    }
+}
+
 /// Everything one send needs, taken for its duration.
 pub(super) struct Live {
     pub(super) store: Arc<Store>,
@@ -240,15 +258,7 @@ impl Live {
         body: client_frame::Body,
         what: &'static str,
     ) -> Result<server_frame::Body> {
-        let requester = self.requester.as_ref().ok_or(ClientError::NotConnected)?;
-        let frame = tokio::time::timeout(REQUEST_TIMEOUT, requester.request(body))
-            .await
-            .map_err(|_| ClientError::Timeout(what))??;
-        match frame.body {
-            Some(server_frame::Body::Error(error)) => Err(relay_error(error)),
-            Some(body) => Ok(body),
-            None => Err(ClientError::UnexpectedFrame("an empty reply".into())),
-        }
+        request_on(self.requester.as_ref(), body, what).await
     }
 
     /// The category of free-form text from this account: a business

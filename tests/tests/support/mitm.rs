@@ -35,7 +35,7 @@ struct Shared {
     delays: VecDeque<(Vec<u8>, u64)>,
     /// Every ack as the client sent it.
     raw_acks: Vec<wire::DeliveryAck>,
-    /// Woken when an ack is added.
+    /// Woken when an ack is added or a `FetchBlob` held back.
     acked_now: Arc<tokio::sync::Notify>,
     /// The account kind every `AuthOk` is rewritten to tell, if set.
     told_kind: Option<wire::AccountKind>,
@@ -46,6 +46,11 @@ struct Shared {
     /// [`REPLAY_ACCEPT_OFFSET`]).
     /// (`None`: delivered again as it was, as after a lost ack.)
     replays: VecDeque<(Vec<u8>, Option<wire::Category>)>,
+    /// Hold back every `FetchBlob` (the relay never hears it: the
+    /// download waits as on a stalled link).
+    stall_blob_fetches: bool,
+    /// `FetchBlob` requests held back so far.
+    blob_fetches_held: usize,
 }
 
 /// What a replayed envelope's accept id adds to the original's.
@@ -153,9 +158,10 @@ impl Mitm {
                     let up = async move {
                         while let Some(Ok(msg)) = from_client.next().await {
                             let msg = match msg {
-                                Message::Binary(bytes) => {
-                                    Message::Binary(tamper_up(&state, &bytes).into())
-                                }
+                                Message::Binary(bytes) => match tamper_up(&state, &bytes) {
+                                    Some(bytes) => Message::Binary(bytes.into()),
+                                    None => continue,
+                                },
                                 Message::Close(_) => break,
                                 other => other,
                             };
@@ -212,6 +218,29 @@ impl Mitm {
             .filter(|a| a.accept_id == accept_id)
             .cloned()
             .collect()
+    }
+
+    /// Hold back every later `FetchBlob` (`true`) or forward them again.
+    pub fn stall_blob_fetches(&self, stall: bool) {
+        self.shared.lock().expect("lock").stall_blob_fetches = stall;
+    }
+
+    /// Wait (bounded) until at least one `FetchBlob` was held back.
+    pub async fn a_blob_fetch_held(&self) {
+        let notify = self.shared.lock().expect("lock").acked_now.clone();
+        tokio::time::timeout(super::TIMEOUT, async {
+            loop {
+                let woken = notify.notified();
+                tokio::pin!(woken);
+                woken.as_mut().enable();
+                if self.shared.lock().expect("lock").blob_fetches_held > 0 {
+                    return;
+                }
+                woken.await;
+            }
+        })
+        .await
+        .expect("a download asks the relay for its file");
     }
 
     /// The proxy's WebSocket URL.
@@ -335,17 +364,27 @@ fn tamper_down(state: &Mutex<Shared>, bytes: &[u8]) -> Vec<u8> {
     encode_server(&frame)
 }
 
-fn tamper_up(state: &Mutex<Shared>, bytes: &[u8]) -> Vec<u8> {
+/// The client's frame as the relay gets it (`None`: held back).
+fn tamper_up(state: &Mutex<Shared>, bytes: &[u8]) -> Option<Vec<u8>> {
     let Ok(mut frame) = decode_client(bytes) else {
-        return bytes.to_vec();
+        return Some(bytes.to_vec());
     };
     if let Some(client_frame::Body::Send(send)) = &frame.body {
         let mut shared = state.lock().expect("lock");
         shared.sent_categories.push(send.category);
-        return bytes.to_vec();
+        return Some(bytes.to_vec());
+    }
+    if let Some(client_frame::Body::FetchBlob(_)) = &frame.body {
+        let mut shared = state.lock().expect("lock");
+        if shared.stall_blob_fetches {
+            shared.blob_fetches_held += 1;
+            shared.acked_now.notify_waiters();
+            return None;
+        }
+        return Some(bytes.to_vec());
     }
     let Some(client_frame::Body::DeliveryAck(ack)) = frame.body.as_mut() else {
-        return bytes.to_vec();
+        return Some(bytes.to_vec());
     };
     let mut shared = state.lock().expect("lock");
     shared.raw_acks.push(ack.clone());
@@ -361,5 +400,5 @@ fn tamper_up(state: &Mutex<Shared>, bytes: &[u8]) -> Vec<u8> {
     shared
         .acked
         .push((ack.message_id.clone(), ack.sender_account.clone()));
-    encode_client(&frame)
+    Some(encode_client(&frame))
 }
