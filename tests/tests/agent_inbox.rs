@@ -121,9 +121,37 @@ async fn a_reply_the_busy_device_has_not_sent_yet_is_reported_queued() {
         page.contains("queued") && !page.contains("Not sent"),
         "{page}"
     );
+    let Ok(Command::SendText { reply: device, .. }) = queue.try_recv() else {
+        panic!("the reply waits for the device");
+    };
+    // The device gets to it later and the relay refuses it: the agent,
+    // told it was queued, finds why in the conversation (before, only the
+    // daemon's log said so).
+    let mut changes = inbox_db.watch_changes();
+    device
+        .send(Err(comptoir_client::ClientError::Relay {
+            code: comptoir_protocol::proto::wire::ErrorCode::WindowClosed,
+            message: "the 24-hour window is closed".into(),
+        }))
+        .map_err(|_| ())
+        .expect("the inbox still waits for the outcome");
+    let note = tokio::time::timeout(support::TIMEOUT, async {
+        loop {
+            let notes =
+                comptoir_agent::inbox::conversations::notes(&inbox_db, &customer).expect("notes");
+            if let Some(note) = notes.into_iter().next() {
+                return note;
+            }
+            changes.changed().await.expect("the database is open");
+        }
+    })
+    .await
+    .expect("a note on the conversation");
+    assert_eq!(note.author, "ana");
     assert!(
-        matches!(queue.try_recv(), Ok(Command::SendText { .. })),
-        "the reply waits for the device"
+        note.body.starts_with("Not sent: the reply “On its way”:"),
+        "{}",
+        note.body
     );
     // Accepting the request while the device is busy: queued for the
     // device, and the inbox no longer shows it as a request (before, the

@@ -16,6 +16,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{AppendHeaders, Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use comptoir_client::ClientError;
 use comptoir_client::client::MAX_TEXT_LEN;
 use comptoir_protocol::AccountId;
 use comptoir_protocol::proto::content::{TemplateParameter, template_parameter};
@@ -118,21 +119,61 @@ async fn ask<T>(state: &InboxState, make: impl FnOnce(oneshot::Sender<T>) -> Com
 /// accept a request) and wait up to [`DEVICE_WAIT`] for the outcome. A
 /// device task still busy then does it later: that is
 /// [`InboxError::Queued`], not a failure (an agent told it failed would
-/// do it twice); a stopping daemon is a refusal.
-async fn act<T>(
+/// do it twice), and `late` gets the outcome once it comes; a stopping
+/// daemon is a refusal.
+async fn act<T: Send + 'static>(
     state: &InboxState,
     what: &str,
     make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    late: impl FnOnce(T) + Send + 'static,
 ) -> Result<T> {
-    let (tx, rx) = oneshot::channel();
+    let (tx, mut rx) = oneshot::channel();
     if state.commands.send(make(tx)).await.is_err() {
         return Err(refused(ApiError::Stopping));
     }
-    match tokio::time::timeout(DEVICE_WAIT, rx).await {
+    match tokio::time::timeout(DEVICE_WAIT, &mut rx).await {
         Ok(Ok(outcome)) => Ok(outcome),
         Ok(Err(_)) => Err(refused(ApiError::Stopping)),
-        Err(_) => Err(InboxError::Queued(what.to_owned())),
+        Err(_) => {
+            tokio::spawn(async move {
+                if let Ok(outcome) = rx.await {
+                    late(outcome);
+                }
+            });
+            Err(InboxError::Queued(what.to_owned()))
+        }
     }
+}
+
+/// What [`act`] does with a queued action's late outcome: a refusal
+/// becomes a note on `customer`'s conversation, by the agent who acted,
+/// saying what was not done and why (the agent was told it was queued;
+/// the page shows the note as soon as it is added).
+fn note_if_refused<S>(
+    state: &InboxState,
+    customer: &str,
+    agent_id: i64,
+    what: String,
+) -> impl FnOnce(std::result::Result<S, ClientError>) + Send + 'static {
+    let (db, clock, customer) = (state.db.clone(), state.clock.clone(), customer.to_owned());
+    move |outcome| {
+        let Err(e) = outcome else {
+            return;
+        };
+        let body = format!("{what}: {}", ApiError::from(e).message());
+        if let Err(e) = conversations::add_note(&db, &customer, agent_id, &body, clock.now_ms()) {
+            tracing::warn!(error = %e, "noting a queued action the relay refused");
+        }
+    }
+}
+
+/// The start of `text` (at most 60 characters), for a note naming it.
+fn excerpt(text: &str) -> String {
+    let mut cut: String = text.trim().chars().take(60).collect();
+    if cut.len() < text.trim().len() {
+        cut.push('…');
+    }
+    cut
 }
 
 /// The client's address, for the login rate limit.
@@ -591,12 +632,20 @@ async fn accept_request(
     conversations::get(&state.db, &customer)?;
     // The client library first, so that it stops treating the customer
     // as a stranger; then the inbox's record.
-    let accepted = act(&state, "accepting the request", |reply| {
-        Command::AcceptRequest {
+    let accepted = act(
+        &state,
+        "accepting the request",
+        |reply| Command::AcceptRequest {
             customer: account,
             reply,
-        }
-    })
+        },
+        note_if_refused(
+            &state,
+            &customer,
+            session.agent.id,
+            "The message request was not accepted".to_owned(),
+        ),
+    )
     .await;
     // Queued: the device accepts it once free; the inbox's record and the
     // read receipt (which waits behind it) need not wait.
@@ -668,11 +717,18 @@ async fn reply(
             text.len()
         )));
     }
-    act(&state, "your reply", |reply| Command::SendText {
-        to,
-        text,
-        reply,
-    })
+    let late = note_if_refused(
+        &state,
+        &customer,
+        session.agent.id,
+        format!("Not sent: the reply “{}”", excerpt(&text)),
+    );
+    act(
+        &state,
+        "your reply",
+        |reply| Command::SendText { to, text, reply },
+        late,
+    )
     .await?
     .map_err(|e| refused(e.into()))?;
     Ok(back_to(&customer))
@@ -720,12 +776,23 @@ async fn send_template(
             value: Some(value),
         });
     }
-    act(&state, "the template", |reply| Command::SendTemplate {
-        to,
-        template: TemplateRef::Id(id),
-        parameters,
-        reply,
-    })
+    let late = note_if_refused(
+        &state,
+        &customer,
+        session.agent.id,
+        format!("Not sent: the template {}", template.name),
+    );
+    act(
+        &state,
+        "the template",
+        |reply| Command::SendTemplate {
+            to,
+            template: TemplateRef::Id(id),
+            parameters,
+            reply,
+        },
+        late,
+    )
     .await?
     .map_err(|e| refused(e.into()))?;
     Ok(back_to(&customer))
