@@ -1180,3 +1180,79 @@ async fn a_refused_post_leaves_its_blob_as_it_was() {
         other => panic!("status: {other:?}"),
     }
 }
+
+/// A relay that backdates a Status key's accept time by more than a day
+/// has it ignored as expired by the customer's client; before, the key
+/// was still acked with a signed delivery proof, which the relay bills
+/// when the rate card prices Status. Only a key kept to be shown is
+/// signed for now; an ignored one is acked rejected, unsigned, and the
+/// relay deletes it unbilled.
+#[tokio::test]
+async fn a_status_key_the_client_ignores_is_acked_rejected_and_never_billed() {
+    const PRICE: u64 = 2_500;
+    let (relay, mitm, _data) = support::mitm::relay_behind_mitm_with(|config| {
+        config.rates.status = PRICE as i64;
+    })
+    .await;
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut shop = registered_business(&relay, dirs[0].path(), PASS).await;
+    let mut ann = registered(&relay, dirs[1].path(), PASS).await;
+    ann.connect(&mitm.url()).await.expect("through the proxy");
+    let (s, a) = (shop.account_id(), ann.account_id());
+    ann.grant_consent(
+        s,
+        ConsentCategories::STATUS,
+        Duration::from_secs(30 * 24 * 3600),
+    )
+    .await
+    .expect("subscribe");
+
+    // A key as the relay accepted it: shown, its ack signed.
+    let shown = shop
+        .post_status(StatusInput::Text("Open today"), &[a])
+        .await
+        .expect("post");
+    assert_eq!(status_posted(&mut ann, s).await, shown.post_id);
+    let signed = nth_ack_from(&mitm, &mut ann, s, 0).await;
+    assert!(!signed.delivery_signature.is_empty(), "{signed:?}");
+
+    // The next, backdated by 25 hours on its way: ignored, acked unsigned.
+    mitm.backdate(s.as_bytes(), 25 * 3600 * 1000);
+    shop.post_status(StatusInput::Text("Closed tomorrow"), &[a])
+        .await
+        .expect("post");
+    let ignored = nth_ack_from(&mitm, &mut ann, s, 1).await;
+    assert!(ignored.delivery_signature.is_empty(), "{ignored:?}");
+    assert_eq!(ignored.signed_at_ms, 0);
+    assert!(ignored.rejected, "{ignored:?}");
+    let listed = ann.statuses().await.expect("list");
+    assert_eq!(listed.len(), 1, "only the key shown");
+    assert_eq!(listed[0].post_id, shown.post_id);
+    // Both copies are gone from the queue; only the shown one is billed.
+    relay.wait_metric_at_most("comptoir_queue_depth", 0.0).await;
+    let bill = shop.fetch_bill().await.expect("the bill");
+    assert_eq!(bill.lines.len(), 1, "{:?}", bill.lines);
+    assert_eq!(bill.lines[0].price_millionths, PRICE);
+}
+
+/// The `n`th ack (from 0) `client` sent through `mitm` of a copy from
+/// `sender`; the client takes pushes while asked for events, so it is
+/// asked until then (bounded).
+async fn nth_ack_from(
+    mitm: &support::mitm::Mitm,
+    client: &mut Client,
+    sender: AccountId,
+    n: usize,
+) -> wire::DeliveryAck {
+    let deadline = tokio::time::Instant::now() + support::TIMEOUT;
+    loop {
+        if let Some(ack) = mitm.acks_from(sender.as_bytes()).get(n) {
+            return ack.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ack {n} from {sender} never came"
+        );
+        let _ = client.next_event(Duration::from_millis(100)).await;
+    }
+}

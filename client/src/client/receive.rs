@@ -194,7 +194,8 @@ impl Client {
         // The content's id is the message's identity; the envelope's may
         // differ when the sender re-sent it over a fresh session.
         let decoded = Content::decode(plaintext.as_slice());
-        // A Status key's ack is signed: the relay may bill its delivery.
+        // A Status key's ack is signed when it is shown: the relay may bill
+        // its delivery.
         let status_key = matches!(
             &decoded,
             Ok(Content {
@@ -306,9 +307,13 @@ impl Client {
                 event,
                 Some(Event::Undecryptable { .. } | Event::Refused { .. })
             );
-        if used && status_key {
+        // A Status key is signed for only when it is kept to be shown: one
+        // ignored (expired, not subscribed to, malformed) was not used, and
+        // is acked rejected (the relay deletes it unbilled).
+        let status_shown = matches!(event, Some(Event::StatusPosted { .. }));
+        if used && status_key && status_shown {
             self.ack_status_key(&envelope).await?;
-        } else if used {
+        } else if used && !status_key {
             self.ack(&envelope).await?;
         } else {
             self.reject(&envelope).await?;

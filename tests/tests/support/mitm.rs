@@ -31,8 +31,8 @@ struct Shared {
     /// Acknowledgements forwarded to the relay, as the relay sees them.
     acked: Vec<AckKey>,
     /// Shifts still to apply, in order, to the accept time of envelopes
-    /// from a sender (ms added to `server_timestamp_ms`).
-    delays: VecDeque<(Vec<u8>, u64)>,
+    /// from a sender (ms added to `server_timestamp_ms`, or taken off).
+    delays: VecDeque<(Vec<u8>, i64)>,
     /// Every ack as the client sent it.
     raw_acks: Vec<wire::DeliveryAck>,
     /// Woken when an ack is added or a `FetchBlob` held back.
@@ -85,6 +85,13 @@ fn rewrite(envelope: &mut wire::Envelope, label: Label) {
 /// directly, and the proxy in front of it. Keep the directory: it holds
 /// the relay's data.
 pub async fn relay_behind_mitm() -> (super::TestRelay, Mitm, tempfile::TempDir) {
+    relay_behind_mitm_with(|_| {}).await
+}
+
+/// [`relay_behind_mitm`] with the relay's configuration adjusted first.
+pub async fn relay_behind_mitm_with(
+    adjust: impl FnOnce(&mut comptoir_relay::config::Config),
+) -> (super::TestRelay, Mitm, tempfile::TempDir) {
     let relay_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let proxy_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let origins = vec![
@@ -94,7 +101,10 @@ pub async fn relay_behind_mitm() -> (super::TestRelay, Mitm, tempfile::TempDir) 
     let data = tempfile::tempdir().expect("temp dir");
     let relay = super::start_relay_on(
         data.path(),
-        |c| c.public_origins = origins,
+        |c| {
+            c.public_origins = origins;
+            adjust(c);
+        },
         None,
         relay_listener,
     )
@@ -258,7 +268,27 @@ impl Mitm {
     /// later than it was (a relay lying about when it accepted it).
     pub fn delay(&self, from: &[u8], ms: u64) {
         let mut shared = self.shared.lock().expect("lock");
+        let ms = i64::try_from(ms).expect("a shift in range");
         shared.delays.push_back((from.to_vec(), ms));
+    }
+
+    /// Report the next envelope delivered from `from` as accepted `ms`
+    /// earlier than it was.
+    pub fn backdate(&self, from: &[u8], ms: u64) {
+        let mut shared = self.shared.lock().expect("lock");
+        let ms = i64::try_from(ms).expect("a shift in range");
+        shared.delays.push_back((from.to_vec(), -ms));
+    }
+
+    /// Every ack of a copy from `sender` the client sent so far.
+    pub fn acks_from(&self, sender: &[u8]) -> Vec<wire::DeliveryAck> {
+        let shared = self.shared.lock().expect("lock");
+        shared
+            .raw_acks
+            .iter()
+            .filter(|a| a.sender_account == sender)
+            .cloned()
+            .collect()
     }
 
     /// The client's ack of the copy with `accept_id`, as the client sent
@@ -342,7 +372,7 @@ fn tamper_down(state: &Mutex<Shared>, bytes: &[u8]) -> Vec<u8> {
         .position(|(from, _)| *from == envelope.sender_account)
         && let Some((_, ms)) = shared.delays.remove(pos)
     {
-        envelope.server_timestamp_ms += ms;
+        envelope.server_timestamp_ms = envelope.server_timestamp_ms.saturating_add_signed(ms);
         return encode_server(&frame);
     }
     let Some(pos) = shared
