@@ -5,11 +5,9 @@
 
 use crate::support;
 
-use std::path::Path;
-
 use comptoir_client::{Client, Event};
 use support::client::{FAST_KDF, linked, url, wait_for, wait_message as wait_text};
-use support::start_relay;
+use support::{copy_dir, start_relay};
 
 /// Alice sends, Bob receives; then Bob sends, Alice receives.
 async fn exchange(alice: &mut Client, bob: &mut Client, to_bob: &str, to_alice: &str) {
@@ -18,19 +16,6 @@ async fn exchange(alice: &mut Client, bob: &mut Client, to_bob: &str, to_alice: 
     assert_eq!(wait_text(bob, a).await.1, to_bob);
     bob.send_text(a, to_alice).await.expect("send");
     assert_eq!(wait_text(alice, b).await.1, to_alice);
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let entry = entry.expect("entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
-    }
 }
 
 #[tokio::test]

@@ -457,3 +457,57 @@ async fn a_billed_copy_delivered_again_after_a_lost_ack_is_signed_again() {
         (&acks[1].delivery_signature, acks[1].signed_at_ms)
     );
 }
+
+/// The proof a device signs is made durable with the copy it acks: a
+/// device that crashes just after acking a billed template, the ack lost
+/// on the way, signs the copy the relay delivers again with the same
+/// proof, so the business is billed for it. Before, the proof was
+/// remembered after the sync that kept the message, so the crash image
+/// held the message without the proof, and the copy delivered again was
+/// acked rejected: delivered, never billed.
+#[tokio::test]
+async fn a_billed_copy_signed_just_before_a_crash_is_signed_again_after_it() {
+    let (_relay, mitm, dirs, mut customer, mut shop) = customer_writing_to_a_shop().await;
+    customer
+        .grant_consent(
+            shop.account.id,
+            ConsentCategories::UTILITY,
+            Duration::from_secs(3600),
+        )
+        .await
+        .expect("consent");
+    mitm.lose_acks_from(Some(shop.account.id.as_bytes()));
+    let (_, accept_id) = shop.send_template("P-9", Category::Utility).await;
+    received(&mut customer, "P-9").await;
+    let signed = mitm.next_ack(accept_id).await;
+    assert_eq!(signed.delivery_signature.len(), 64, "{signed:?}");
+
+    // The crash: what the files hold now is all that survives.
+    let image = tempfile::tempdir().expect("dir");
+    copy_dir(dirs.1.path(), image.path());
+    drop(customer);
+    mitm.lose_acks_from(None);
+    let mut again = comptoir_client::Client::open(image.path(), "customer pass").expect("open");
+    again.connect(&mitm.url()).await.expect("proxy");
+    let deadline = tokio::time::Instant::now() + support::TIMEOUT;
+    let acks = loop {
+        let acks = mitm.acks_of(accept_id);
+        if acks.len() == 2 {
+            break acks;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the copy delivered again was never acked: {acks:?}"
+        );
+        let _ = again.next_event(Duration::from_millis(100)).await;
+    };
+    assert!(!acks[1].rejected, "{:?}", acks[1]);
+    assert_eq!(
+        (&acks[1].delivery_signature, acks[1].signed_at_ms),
+        (&signed.delivery_signature, signed.signed_at_ms),
+        "the same proof again"
+    );
+    let delivered = shop.delivered().await;
+    assert_eq!(delivered.accept_id, accept_id);
+    assert_eq!(delivered.delivery_signature, signed.delivery_signature);
+}

@@ -296,28 +296,28 @@ impl Client {
             }
             _ => Vec::new(),
         };
-        save_session(&self.store, &from, device, &record)?;
-        self.prekeys.commit(&self.store)?;
-        drop(peer_lock);
-        self.store.flush().await?;
         // Signed (if billed) only when the content was used: never for one
-        // refused by its labels or that did not decode.
+        // refused by its labels or that did not decode. A Status key is
+        // signed for only when it is kept to be shown: one ignored
+        // (expired, not subscribed to, malformed) was not used, and is
+        // acked rejected (the relay deletes it unbilled).
         let used = labels_ok
             && !matches!(
                 event,
                 Some(Event::Undecryptable { .. } | Event::Refused { .. })
             );
-        // A Status key is signed for only when it is kept to be shown: one
-        // ignored (expired, not subscribed to, malformed) was not used, and
-        // is acked rejected (the relay deletes it unbilled).
         let status_shown = matches!(event, Some(Event::StatusPosted { .. }));
-        if used && status_key && status_shown {
-            self.ack_status_key(&envelope).await?;
-        } else if used && !status_key {
-            self.ack(&envelope).await?;
-        } else {
-            self.reject(&envelope).await?;
-        }
+        let ack = match (used, status_key) {
+            (true, false) => self.ack_frame(&envelope, true, false),
+            (true, true) if status_shown => self.ack_frame(&envelope, true, true),
+            _ => self.ack_frame(&envelope, false, false),
+        };
+        save_session(&self.store, &from, device, &record)?;
+        self.prekeys.commit(&self.store)?;
+        drop(peer_lock);
+        // One sync for the copy's use and the proof its ack carries.
+        self.store.flush().await?;
+        self.send_ack(&ack).await?;
         // A copy of a template message another device sent: have its
         // template cached, to check the customer's quick replies to it.
         if let Some(Event::SentElsewhere { to, id, .. }) = &event

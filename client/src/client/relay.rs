@@ -487,15 +487,6 @@ impl Client {
         self.ack_as(envelope, true, false).await
     }
 
-    /// Ack a Status key this device used: signed like a billed template,
-    /// since the relay bills a business's Status key to a customer when
-    /// its rate card prices Status (docs/PROTOCOL.md §13.5), and an
-    /// unsigned ack of a billed copy is refused. (The relay ignores the
-    /// signature of a copy it does not bill.)
-    pub(super) async fn ack_status_key(&mut self, envelope: &Envelope) -> Result<()> {
-        self.ack_as(envelope, true, true).await
-    }
-
     /// Ack a copy this device could not use (undecryptable, refused by its
     /// labels, put aside): `rejected`, never signed, so no one can present
     /// it as a proof of receipt.
@@ -504,13 +495,32 @@ impl Client {
     }
 
     async fn ack_as(&mut self, envelope: &Envelope, used: bool, status_key: bool) -> Result<()> {
+        let ack = self.ack_frame(envelope, used, status_key);
+        self.send_ack(&ack).await
+    }
+
+    /// The ack of `envelope`: of a copy this device `used` (decrypted,
+    /// labels checked, stored), with the signed delivery proof if it is
+    /// billed (with `status_key`, a Status key kept to be shown: signed
+    /// like a billed template, since the relay bills a business's Status
+    /// key to a customer when its rate card prices Status,
+    /// docs/PROTOCOL.md §13.5, and refuses an unsigned ack of a billed
+    /// copy); otherwise `rejected`, never signed, so no one can present
+    /// it as a proof of receipt. A proof is remembered in the store
+    /// (`signed_copies`): make the ack before the sync that makes the
+    /// copy's use durable, so that both are.
+    pub(super) fn ack_frame(
+        &self,
+        envelope: &Envelope,
+        used: bool,
+        status_key: bool,
+    ) -> ClientFrame {
         let (delivery_signature, signed_at_ms) = if used {
             self.sign_delivery_if_billed(envelope, status_key)
         } else {
             (Vec::new(), 0)
         };
-        let conn = self.conn.as_ref().ok_or(ClientError::NotConnected)?;
-        let ack = ClientFrame {
+        ClientFrame {
             request_id: 0,
             body: Some(client_frame::Body::DeliveryAck(DeliveryAck {
                 // Named by its accept id when the relay assigned one, with
@@ -524,8 +534,13 @@ impl Client {
                 signed_at_ms,
                 rejected: !used,
             })),
-        };
-        if let Err(e) = conn.send(&ack).await {
+        }
+    }
+
+    /// Send an ack made by [`Self::ack_frame`].
+    pub(super) async fn send_ack(&mut self, ack: &ClientFrame) -> Result<()> {
+        let conn = self.conn.as_ref().ok_or(ClientError::NotConnected)?;
+        if let Err(e) = conn.send(ack).await {
             self.conn = None;
             return Err(e);
         }

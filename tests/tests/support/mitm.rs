@@ -51,6 +51,9 @@ struct Shared {
     stall_blob_fetches: bool,
     /// `FetchBlob` requests held back so far.
     blob_fetches_held: usize,
+    /// The sender whose copies' acks are lost on the way (recorded, never
+    /// forwarded), if any.
+    lose_acks_from: Option<Vec<u8>>,
 }
 
 /// What a replayed envelope's accept id adds to the original's.
@@ -228,6 +231,12 @@ impl Mitm {
             .filter(|a| a.accept_id == accept_id)
             .cloned()
             .collect()
+    }
+
+    /// Lose (record, never forward) every later ack of a copy from `from`;
+    /// `None` forwards them all again.
+    pub fn lose_acks_from(&self, from: Option<&[u8]>) {
+        self.shared.lock().expect("lock").lose_acks_from = from.map(<[u8]>::to_vec);
     }
 
     /// Hold back every later `FetchBlob` (`true`) or forward them again.
@@ -419,6 +428,9 @@ fn tamper_up(state: &Mutex<Shared>, bytes: &[u8]) -> Option<Vec<u8>> {
     let mut shared = state.lock().expect("lock");
     shared.raw_acks.push(ack.clone());
     shared.acked_now.notify_waiters();
+    if shared.lose_acks_from.as_ref() == Some(&ack.sender_account) {
+        return None;
+    }
     if let Some((id, sender)) = shared
         .rewritten
         .get(&(ack.message_id.clone(), ack.sender_account.clone()))

@@ -100,6 +100,21 @@ pub async fn start_relay() -> TestRelay {
     start_relay_with(|_| {}).await
 }
 
+/// Copy the directory `from` to `to`, recursively (a backup, or the image
+/// a crash would leave: only what was written to the files).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
 /// Start a relay in a fresh temp dir, adjusting the test config first.
 pub async fn start_relay_with(adjust: impl FnOnce(&mut Config)) -> TestRelay {
     let dir = tempfile::tempdir().expect("temp dir");
