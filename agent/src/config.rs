@@ -100,6 +100,8 @@ struct RawConfig {
     opening_hours: Option<RawHours>,
     #[serde(default)]
     inbox_hosts: Vec<String>,
+    #[serde(default)]
+    inbox_trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -208,6 +210,10 @@ pub struct Config {
     /// `Host` values the agents' inbox accepts besides the listen address
     /// (the name agents type, with its port: `inbox.acme.example:8443`).
     pub inbox_hosts: Vec<String>,
+    /// Addresses of reverse proxies in front of the inbox: a request from
+    /// one of them is counted (login limits) under the address its
+    /// `X-Forwarded-For` names, not the proxy's.
+    pub inbox_trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Config {
@@ -349,8 +355,20 @@ impl Config {
                 ));
             }
         }
+        let inbox_trusted_proxies = raw
+            .inbox_trusted_proxies
+            .iter()
+            .map(|p| p.parse())
+            .collect::<Result<_, _>>()
+            .map_err(|_| {
+                invalid(
+                    "inbox_trusted_proxies",
+                    "each is an IP address, as the proxy connects from: \"127.0.0.1\" or \"::1\"",
+                )
+            })?;
         Ok(Self {
             inbox_hosts: raw.inbox_hosts,
+            inbox_trusted_proxies,
             data_dir,
             relay,
             operator_key,
@@ -527,6 +545,19 @@ away_message = "We are closed; we answer from 9:00."
         )
         .expect("inbox_hosts");
         assert_eq!(hosts.inbox_hosts, ["inbox.acme.example:8443"]);
+        let proxies = Config::parse(
+            "data_dir = \"d\"\nrelay = \"ws://127.0.0.1:1\"\ninbox_trusted_proxies = [\"127.0.0.1\", \"::1\"]",
+            &no_env,
+        )
+        .expect("inbox_trusted_proxies");
+        assert_eq!(proxies.inbox_trusted_proxies.len(), 2);
+        assert!(matches!(
+            Config::parse(
+                "data_dir = \"d\"\nrelay = \"ws://127.0.0.1:1\"\ninbox_trusted_proxies = [\"proxy.local\"]",
+                &no_env
+            ),
+            Err(ConfigError::Invalid { .. })
+        ));
         assert!(matches!(
             Config::parse("data_dir = \"d\"\nrelay = \"http://x\"", &no_env),
             Err(ConfigError::Invalid { .. })

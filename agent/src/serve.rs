@@ -108,6 +108,7 @@ pub async fn start(
     )
     .with_away(config.away.clone())
     .with_hosts(&config.inbox_hosts)
+    .with_trusted_proxies(&config.inbox_trusted_proxies)
     .with_shutdown(stopped.clone())
     .with_acting(acting.clone())
     .with_downloads(downloads.clone());

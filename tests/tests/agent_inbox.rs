@@ -32,7 +32,7 @@ use crate::support;
 use comptoir_protocol::proto::wire::AccountKind;
 use support::client::{registered_as, wait_for, wait_message};
 use support::http::{request, request_with_host};
-use support::inbox::{InboxFixture, login, set_cookie, try_login};
+use support::inbox::{InboxFixture, login, set_cookie, try_login, try_login_forwarded};
 use support::webdriver::{Driver, ENTER, binaries, png_is_not_blank};
 
 const ANA_PW: &str = "ana-long-password";
@@ -62,6 +62,42 @@ async fn wrong_passwords_sent_at_once_are_limited_like_one_by_one() {
         right.status, 429,
         "the name stays limited from this address"
     );
+}
+
+/// Behind a reverse proxy every login arrives from the proxy's address:
+/// the limit counted them all as one client, so one client's wrong
+/// guesses refused everyone's logins under that name (and 50 made-up
+/// names refused all new ones). With the proxy in
+/// `inbox_trusted_proxies`, the client its `X-Forwarded-For` names is
+/// counted; what a client writes left of the proxy's own entry is not
+/// believed.
+#[tokio::test]
+async fn behind_a_trusted_proxy_logins_are_limited_per_client() {
+    let f = InboxFixture::start_with(|config| {
+        config.inbox_trusted_proxies = vec![std::net::IpAddr::from([127, 0, 0, 1])];
+    })
+    .await;
+    f.add_agent("dave", "dave-long-password", false);
+    let addr = f.addr();
+    let guesser = Some("203.0.113.7");
+    for _ in 0..5 {
+        let guess = try_login_forwarded(addr, "dave", "wrong-guess", guesser).await;
+        assert_eq!(guess.status, 401, "{}", guess.text());
+    }
+    let limited = try_login_forwarded(addr, "dave", "dave-long-password", guesser).await;
+    assert_eq!(limited.status, 429, "the guesser is limited");
+    // Dave, from his own address through the same proxy, logs in.
+    let dave = try_login_forwarded(addr, "dave", "dave-long-password", Some("198.51.100.2")).await;
+    assert_eq!(dave.status, 303, "{}", dave.text());
+    // The guesser cannot pick another address by writing one first.
+    let spoofed = try_login_forwarded(
+        addr,
+        "dave",
+        "dave-long-password",
+        Some("198.51.100.9, 203.0.113.7"),
+    )
+    .await;
+    assert_eq!(spoofed.status, 429);
 }
 
 /// A reply the device task has not taken within the page's wait (it is

@@ -186,6 +186,9 @@ pub struct InboxState {
     pub hosts: Arc<Vec<String>>,
     /// Mark cookies `Secure` (the daemon serves TLS).
     pub secure_cookies: bool,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (see
+    /// [`session::client_ip`]).
+    pub trusted_proxies: Arc<Vec<std::net::IpAddr>>,
     /// Login attempts per name and address.
     pub limiter: Arc<session::LoginLimiter>,
     /// Turns to check a password ([`PASSWORD_CHECKS`] at a time).
@@ -230,6 +233,7 @@ impl InboxState {
             clock,
             hosts: Arc::new(hosts),
             secure_cookies,
+            trusted_proxies: Arc::default(),
             limiter: Arc::default(),
             password_checks: Arc::new(tokio::sync::Semaphore::new(PASSWORD_CHECKS)),
             presence: Arc::default(),
@@ -237,6 +241,13 @@ impl InboxState {
             shutdown: None,
             acting: crate::lease::Acting::always(),
         }
+    }
+
+    /// Count requests from `proxies` under the client their
+    /// `X-Forwarded-For` names.
+    pub fn with_trusted_proxies(mut self, proxies: &[std::net::IpAddr]) -> Self {
+        self.trusted_proxies = Arc::new(proxies.to_vec());
+        self
     }
 
     /// Download customers' files through `downloads`.

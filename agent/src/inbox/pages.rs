@@ -179,14 +179,18 @@ fn excerpt(text: &str) -> String {
 /// The client's address, for the login rate limit.
 struct ClientIp(IpAddr);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+impl FromRequestParts<InboxState> for ClientIp {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(
         parts: &mut Parts,
-        _: &S,
+        state: &InboxState,
     ) -> std::result::Result<Self, Self::Rejection> {
-        Ok(Self(session::client_ip(&parts.extensions)))
+        Ok(Self(session::client_ip(
+            &parts.extensions,
+            &parts.headers,
+            &state.trusted_proxies,
+        )))
     }
 }
 

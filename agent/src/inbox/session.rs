@@ -217,12 +217,40 @@ impl Connected<IncomingStream<'_, crate::tls::TlsListener>> for PeerAddr {
     }
 }
 
-/// The client's address (for the login rate limit).
-pub fn client_ip(parts_extensions: &axum::http::Extensions) -> IpAddr {
-    parts_extensions
+/// The client's address (for the login rate limit): the peer's, or, when
+/// the peer is one of the `trusted` reverse proxies, the right-most
+/// address of its `X-Forwarded-For` that is not itself a trusted proxy
+/// (the left part of the header is whatever the client wrote). A header
+/// that does not parse counts as absent: the proxy's address then.
+pub fn client_ip(
+    extensions: &axum::http::Extensions,
+    headers: &axum::http::HeaderMap,
+    trusted: &[IpAddr],
+) -> IpAddr {
+    let peer = extensions
         .get::<ConnectInfo<PeerAddr>>()
         .map(|c| c.0.0.ip())
-        .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED))
+        .unwrap_or(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let mut forwarded = Vec::new();
+    for value in headers.get_all("x-forwarded-for") {
+        let Ok(text) = value.to_str() else {
+            return peer;
+        };
+        for hop in text.split(',') {
+            match hop.trim().parse::<IpAddr>() {
+                Ok(ip) => forwarded.push(ip),
+                Err(_) => return peer,
+            }
+        }
+    }
+    forwarded
+        .into_iter()
+        .rev()
+        .find(|ip| !trusted.contains(ip))
+        .unwrap_or(peer)
 }
 
 /// Login attempts per (name, address): after [`MAX_FAILURES`] in

@@ -26,12 +26,18 @@ pub struct InboxFixture {
 
 impl InboxFixture {
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// [`Self::start`] with the daemon's configuration adjusted first.
+    pub async fn start_with(adjust: impl FnOnce(&mut comptoir_agent::config::Config)) -> Self {
         let relay = start_relay().await;
         let root = tempfile::tempdir().expect("temp dir");
         let receiver = Receiver::start().await;
         let mut config = config(&relay, &data_dir(root.path()), &receiver);
         // As `inbox_hosts = ["inbox.acme.test"]` in agent.toml.
         config.inbox_hosts = vec!["inbox.acme.test".into()];
+        adjust(&mut config);
         let business = init_business(&relay, &config).await;
         let clock = ManualClock::at(comptoir_client::client::now_ms());
         let agent = serve(&config, Arc::clone(&clock)).await;
@@ -106,18 +112,33 @@ fn cookie_value(set_cookie: &str) -> String {
 
 /// Log in over HTTP: the reply to the login form's POST.
 pub async fn try_login(addr: SocketAddr, name: &str, password: &str) -> Reply {
+    try_login_forwarded(addr, name, password, None).await
+}
+
+/// [`try_login`] through a reverse proxy that says the client is
+/// `forwarded_for` (an `X-Forwarded-For` value).
+pub async fn try_login_forwarded(
+    addr: SocketAddr,
+    name: &str,
+    password: &str,
+    forwarded_for: Option<&str>,
+) -> Reply {
     let page = request(addr, "GET", "/inbox/login", &[], b"").await;
     let login_cookie = cookie_value(set_cookie(&page, "comptoir_login").expect("login cookie"));
     let csrf = csrf_field(&page.text());
     let cookie = format!("comptoir_login={login_cookie}");
+    let mut headers = vec![
+        ("Cookie", cookie.as_str()),
+        ("Content-Type", "application/x-www-form-urlencoded"),
+    ];
+    if let Some(client) = forwarded_for {
+        headers.push(("X-Forwarded-For", client));
+    }
     request(
         addr,
         "POST",
         "/inbox/login",
-        &[
-            ("Cookie", &cookie),
-            ("Content-Type", "application/x-www-form-urlencoded"),
-        ],
+        &headers,
         &form(&[("csrf", &csrf), ("name", name), ("password", password)]),
     )
     .await
