@@ -25,8 +25,10 @@ impl Client {
     ) -> Result<()> {
         // Counted before the fetch: the fetch is what uses up one of the
         // peer's one-time prekeys, whether or not the request gets out.
+        let stranger = peer != self.account.id()
+            && crate::rule_checks::last_wrote(&self.store, &peer)?.is_none();
         let mut guard = RekeyGuard::load(&self.store)?;
-        let decision = guard.allow_rekey(&peer, device, &failed, now_ms());
+        let decision = guard.allow_rekey(&peer, device, &failed, stranger, now_ms());
         if decision != Decision::Allowed {
             self.events.push_back(Event::Warning(format!(
                 "no fresh session asked of {peer} device {device} for message {failed}: {}",

@@ -25,8 +25,14 @@ pub const REKEYS_PER_DEVICE: usize = 2;
 /// account listing many devices (or making up undecryptable envelopes
 /// from each) gets a share of [`REKEYS_TOTAL`], not all of it.
 pub const REKEYS_PER_ACCOUNT: usize = 4;
-/// Automatic re-keys with all remote devices together per window.
+/// Automatic re-keys with all remote devices together per window, of
+/// accounts this account wrote to (and its own devices).
 pub const REKEYS_TOTAL: usize = 10;
+/// Automatic re-keys with the devices of accounts this account never
+/// wrote to, all together per window: a budget of their own, so that
+/// strangers sending undecryptable envelopes cannot use up the re-keys a
+/// wedged session with a contact needs.
+pub const REKEYS_STRANGERS_TOTAL: usize = 4;
 /// Messages re-sent at the request of one remote device per window.
 pub const RESENDS_PER_DEVICE: usize = 5;
 /// Messages re-sent at the request of all the devices of one account per
@@ -69,6 +75,9 @@ struct Action {
     device: u32,
     #[prost(uint64, tag = "4")]
     at_ms: u64,
+    /// With an account this account never wrote to (counted apart).
+    #[prost(bool, tag = "5")]
+    stranger: bool,
 }
 
 /// Whether an automatic action may go ahead, and if not, why.
@@ -125,23 +134,30 @@ impl RekeyGuard {
     }
 
     /// May this device re-key with `peer`'s `device` because envelope
-    /// `failed` did not decrypt? Records the re-key when allowed.
+    /// `failed` did not decrypt? `stranger`: this account never wrote to
+    /// `peer` (its re-keys count against [`REKEYS_STRANGERS_TOTAL`], not
+    /// [`REKEYS_TOTAL`]). Records the re-key when allowed.
     pub(super) fn allow_rekey(
         &mut self,
         peer: &AccountId,
         device: u32,
         failed: &MessageId,
+        stranger: bool,
         now_ms: u64,
     ) -> Decision {
         if self.record.rekeyed_for.iter().any(|id| id == &failed.0) {
             return Decision::AlreadyDone;
         }
+        let total = if stranger {
+            REKEYS_STRANGERS_TOTAL
+        } else {
+            REKEYS_TOTAL
+        };
         let decision = self.allow(
             KIND_REKEY,
-            peer,
-            device,
+            (peer, device, stranger),
             now_ms,
-            [REKEYS_PER_DEVICE, REKEYS_PER_ACCOUNT, REKEYS_TOTAL],
+            [REKEYS_PER_DEVICE, REKEYS_PER_ACCOUNT, total],
         );
         if decision == Decision::Allowed {
             remember(&mut self.record.rekeyed_for, failed.0.to_vec());
@@ -164,10 +180,10 @@ impl RekeyGuard {
         if self.record.resent.contains(&key) {
             return Decision::AlreadyDone;
         }
+        // Only messages this account sent are re-sent: never a stranger's.
         let decision = self.allow(
             KIND_RESEND,
-            peer,
-            device,
+            (peer, device, false),
             now_ms,
             [RESENDS_PER_DEVICE, RESENDS_PER_ACCOUNT, RESENDS_TOTAL],
         );
@@ -178,12 +194,12 @@ impl RekeyGuard {
     }
 
     /// Allow (and record) an action of `kind` with `peer`'s `device` if
-    /// the window holds fewer than `[per device, per account, in all]`.
+    /// the window holds fewer than `[per device, per account, in all]`
+    /// (in all: of the same standing, strangers or not).
     fn allow(
         &mut self,
         kind: u32,
-        peer: &AccountId,
-        device: u32,
+        (peer, device, stranger): (&AccountId, u32, bool),
         now_ms: u64,
         [per_device, per_account, total]: [usize; 3],
     ) -> Decision {
@@ -203,7 +219,7 @@ impl RekeyGuard {
         if same_kind().filter(|a| a.account == peer.as_bytes()).count() >= per_account {
             return Decision::AccountLimit;
         }
-        if same_kind().count() >= total {
+        if same_kind().filter(|a| a.stranger == stranger).count() >= total {
             return Decision::TotalLimit;
         }
         self.record.actions.push(Action {
@@ -211,6 +227,7 @@ impl RekeyGuard {
             account: peer.to_vec(),
             device,
             at_ms: now_ms,
+            stranger,
         });
         Decision::Allowed
     }
@@ -243,11 +260,11 @@ mod tests {
         let mut guard = RekeyGuard::load(&store).expect("load");
         let first = MessageId::generate();
         assert_eq!(
-            guard.allow_rekey(&peer, 1, &first, 1_000),
+            guard.allow_rekey(&peer, 1, &first, false, 1_000),
             Decision::Allowed
         );
         assert_eq!(
-            guard.allow_rekey(&peer, 1, &first, 1_001),
+            guard.allow_rekey(&peer, 1, &first, false, 1_001),
             Decision::AlreadyDone
         );
         guard.save(&store).expect("save");
@@ -255,22 +272,28 @@ mod tests {
         // Kept across a reload.
         let mut guard = RekeyGuard::load(&store).expect("load");
         assert_eq!(
-            guard.allow_rekey(&peer, 1, &first, 1_002),
+            guard.allow_rekey(&peer, 1, &first, false, 1_002),
             Decision::AlreadyDone
         );
         for _ in 1..REKEYS_PER_DEVICE {
             assert_eq!(
-                guard.allow_rekey(&peer, 1, &MessageId::generate(), 1_003),
+                guard.allow_rekey(&peer, 1, &MessageId::generate(), false, 1_003),
                 Decision::Allowed
             );
         }
         assert_eq!(
-            guard.allow_rekey(&peer, 1, &MessageId::generate(), 1_004),
+            guard.allow_rekey(&peer, 1, &MessageId::generate(), false, 1_004),
             Decision::DeviceLimit
         );
         // After the window, the device may re-key again.
         assert_eq!(
-            guard.allow_rekey(&peer, 1, &MessageId::generate(), 1_003 + GUARD_WINDOW_MS),
+            guard.allow_rekey(
+                &peer,
+                1,
+                &MessageId::generate(),
+                false,
+                1_003 + GUARD_WINDOW_MS
+            ),
             Decision::Allowed
         );
 
@@ -278,8 +301,13 @@ mod tests {
         let mut allowed = 0;
         for _ in 0..(REKEYS_TOTAL * 2) {
             let other = AccountId::generate(&mut rng);
-            if guard.allow_rekey(&other, 1, &MessageId::generate(), 3 * GUARD_WINDOW_MS)
-                == Decision::Allowed
+            if guard.allow_rekey(
+                &other,
+                1,
+                &MessageId::generate(),
+                false,
+                3 * GUARD_WINDOW_MS,
+            ) == Decision::Allowed
             {
                 allowed += 1;
             }
@@ -300,12 +328,13 @@ mod tests {
         let rekeys = (1..=16u32)
             .flat_map(|device| [device; 2])
             .filter(|&device| {
-                guard.allow_rekey(&hostile, device, &MessageId::generate(), 10) == Decision::Allowed
+                guard.allow_rekey(&hostile, device, &MessageId::generate(), false, 10)
+                    == Decision::Allowed
             })
             .count();
         assert!(rekeys < REKEYS_TOTAL, "{rekeys} re-keys for one account");
         assert_eq!(
-            guard.allow_rekey(&friend, 1, &MessageId::generate(), 11),
+            guard.allow_rekey(&friend, 1, &MessageId::generate(), false, 11),
             Decision::Allowed
         );
         let resends = (1..=16u32)
@@ -322,6 +351,48 @@ mod tests {
         assert_eq!(
             guard.allow_resend(&friend, 1, &MessageId::generate(), 13),
             Decision::Allowed
+        );
+    }
+
+    /// Strangers (accounts this one never wrote to) sending undecryptable
+    /// envelopes use up their own budget, not the one a wedged session
+    /// with a contact needs (before, three of them took all ten).
+    #[test]
+    fn strangers_cannot_use_up_the_re_keys_of_contacts() {
+        let (_dir, store) = fresh();
+        let mut rng = rand::rng();
+        let mut guard = RekeyGuard::load(&store).expect("load");
+        let mut allowed = 0;
+        for _ in 0..3 {
+            let stranger = AccountId::generate(&mut rng);
+            for device in 1..=4u32 {
+                if guard.allow_rekey(&stranger, device, &MessageId::generate(), true, 10)
+                    == Decision::Allowed
+                {
+                    allowed += 1;
+                }
+            }
+        }
+        assert_eq!(allowed, REKEYS_STRANGERS_TOTAL);
+        let contact = AccountId::generate(&mut rng);
+        for device in 1..=2u32 {
+            assert_eq!(
+                guard.allow_rekey(&contact, device, &MessageId::generate(), false, 11),
+                Decision::Allowed
+            );
+        }
+        guard.save(&store).expect("save");
+        // The standing is kept with each action across a reload.
+        let mut guard = RekeyGuard::load(&store).expect("load");
+        assert_eq!(
+            guard.allow_rekey(
+                &AccountId::generate(&mut rng),
+                1,
+                &MessageId::generate(),
+                true,
+                12
+            ),
+            Decision::TotalLimit
         );
     }
 
