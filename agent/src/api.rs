@@ -1025,7 +1025,7 @@ async fn received_file(
         .attachment(&customer, &message)?
         .ok_or_else(|| ApiError::UnknownFile(message.clone()))?;
     match received_files::fetch(&state.downloads, state.db.dir(), account, id).await {
-        Ok(bytes) => Ok(received_files::download_response(&row, bytes)),
+        Ok(file) => Ok(received_files::download_response(&row, file)),
         Err(FetchError::Client(e)) => Err(ApiError::Client(e)),
         Err(e) => {
             tracing::error!(error = %e, "fetching a customer's file");

@@ -127,16 +127,36 @@ pub fn content_disposition(name: &str) -> String {
     value
 }
 
+/// A downloaded, decrypted file in its private temporary directory, which
+/// goes when this does (once its response has been sent).
+#[derive(Debug)]
+pub struct Downloaded {
+    _dir: tempfile::TempDir,
+    file: tokio::fs::File,
+    len: u64,
+}
+
 /// Download and decrypt `customer`'s file of message `id` (known from
 /// `row`) through `downloads`, into a temporary directory under
-/// `scratch`; its bytes, the directory removed. Dropping the future stops
-/// the download.
+/// `scratch`. Waiting for a turn counts in [`DOWNLOAD_WAIT`]; dropping
+/// the future stops the download.
 pub async fn fetch(
     downloads: &Downloads,
     scratch: &Path,
     customer: AccountId,
     id: MessageId,
-) -> Result<Vec<u8>, FetchError> {
+) -> Result<Downloaded, FetchError> {
+    tokio::time::timeout(DOWNLOAD_WAIT, fetch_now(downloads, scratch, customer, id))
+        .await
+        .map_err(|_| FetchError::Unavailable)?
+}
+
+async fn fetch_now(
+    downloads: &Downloads,
+    scratch: &Path,
+    customer: AccountId,
+    id: MessageId,
+) -> Result<Downloaded, FetchError> {
     let _turn = downloads
         .turns
         .acquire()
@@ -151,31 +171,45 @@ pub async fn fetch(
         .prefix("download-")
         .tempdir_in(scratch)?;
     let destination = dir.path().join("file");
-    match tokio::time::timeout(
-        DOWNLOAD_WAIT,
-        sender.download_attachment(customer, id, &destination),
-    )
-    .await
-    {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(FetchError::Client(e)),
-        Err(_) => return Err(FetchError::Unavailable),
+    match sender.download_attachment(customer, id, &destination).await {
+        Ok(()) => {}
+        // The connection went or the daemon is stopping: try again later.
+        Err(
+            ClientError::Closed
+            | ClientError::NotConnected
+            | ClientError::ConnectionClosed(_)
+            | ClientError::Timeout(_),
+        ) => return Err(FetchError::Unavailable),
+        Err(e) => return Err(FetchError::Client(e)),
     }
-    let bytes = tokio::task::spawn_blocking(move || {
-        let bytes = std::fs::read(&destination);
-        drop(dir);
-        bytes
+    let file = tokio::fs::File::open(&destination).await?;
+    let len = file.metadata().await?.len();
+    Ok(Downloaded {
+        _dir: dir,
+        file,
+        len,
     })
-    .await
-    .map_err(|_| FetchError::Unavailable)??;
-    Ok(bytes)
 }
 
-/// The response carrying `bytes` of the file `row` describes, as a
-/// download.
-pub fn download_response(row: &AttachmentRow, bytes: Vec<u8>) -> Response {
+/// The response carrying the file `row` describes, as a download, read
+/// from `downloaded` as it is sent (never held whole in memory).
+pub fn download_response(row: &AttachmentRow, downloaded: Downloaded) -> Response {
+    use tokio::io::AsyncReadExt;
     let disposition = HeaderValue::from_str(&content_disposition(&row.file_name))
         .unwrap_or_else(|_| HeaderValue::from_static("attachment; filename=\"attachment\""));
+    let len = downloaded.len;
+    let chunks = futures_util::stream::unfold(Some(downloaded), |state| async move {
+        let mut downloaded = state?;
+        let mut buf = vec![0u8; 64 * 1024];
+        match downloaded.file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(axum::body::Bytes::from(buf)), Some(downloaded)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    });
     (
         StatusCode::OK,
         [
@@ -185,8 +219,9 @@ pub fn download_response(row: &AttachmentRow, bytes: Vec<u8>) -> Response {
             ),
             (header::CONTENT_DISPOSITION, disposition),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (header::CONTENT_LENGTH, HeaderValue::from(len)),
         ],
-        bytes,
+        axum::body::Body::from_stream(chunks),
     )
         .into_response()
 }

@@ -454,14 +454,21 @@ async fn a_stalled_download_holds_up_nothing_else_and_ends_with_its_caller() {
         .expect("path")
         .to_owned();
 
-    // The link to the relay stalls in the middle of a download.
+    // The link to the relay stalls in the middle of downloads: as many as
+    // the daemon runs at once.
     mitm.stall_blob_fetches(true);
     let url = format!("http://{}{fetch}", agent.addr);
-    let stalled = tokio::spawn(async move {
-        let auth = vec![("authorization", format!("Bearer {READ_KEY}"))];
-        comptoir_agent::http_client::request("GET", &url, &auth, Vec::new()).await
-    });
-    mitm.a_blob_fetch_held().await;
+    let stalled: Vec<_> = (0..comptoir_agent::received_files::DOWNLOADS_AT_ONCE)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                let auth = vec![("authorization", format!("Bearer {READ_KEY}"))];
+                comptoir_agent::http_client::request("GET", &url, &auth, Vec::new()).await
+            })
+        })
+        .collect();
+    mitm.blob_fetches_held(comptoir_agent::received_files::DOWNLOADS_AT_ONCE)
+        .await;
 
     // Meanwhile the daemon still sends (and records) a reply: the download
     // does not hold up its device (before, the send waited for the
@@ -484,10 +491,19 @@ async fn a_stalled_download_holds_up_nothing_else_and_ends_with_its_caller() {
     .expect("a send is not held up by a stalled download");
     assert_eq!(status, 200, "{body}");
 
-    // The caller hangs up; once the link moves again the file comes whole.
-    stalled.abort();
+    // Their callers hang up, which ends them and frees their turns: once
+    // the link moves again, a new download comes whole at once (had they
+    // gone on, it would wait for their requests to time out, 15 s).
+    for download in &stalled {
+        download.abort();
+    }
     mitm.stall_blob_fetches(false);
-    let (status, bytes) = get_bytes(&agent, &fetch, Some(READ_KEY)).await;
+    let (status, bytes) = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        get_bytes(&agent, &fetch, Some(READ_KEY)),
+    )
+    .await
+    .expect("the stalled downloads' turns are free");
     assert_eq!(status, 200);
     assert_eq!(bytes, scan);
 }

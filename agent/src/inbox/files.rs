@@ -30,7 +30,7 @@ pub async fn download(
         .attachment(&customer, &message)?
         .ok_or(InboxError::NotFound)?;
     match received_files::fetch(&state.downloads, state.db.dir(), account, id).await {
-        Ok(bytes) => Ok(received_files::download_response(&row, bytes)),
+        Ok(file) => Ok(received_files::download_response(&row, file)),
         Err(e) => {
             match &e {
                 FetchError::Io(_) => tracing::error!(error = %e, "a download's temporary file"),

@@ -3,7 +3,7 @@
 //! an end-to-end encrypted message, and download and decrypt one received.
 
 use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use comptoir_protocol::AccountId;
 use comptoir_protocol::proto::content::{AttachmentPointer, content};
@@ -195,13 +195,14 @@ impl Client {
         pointer: &AttachmentPointer,
         destination: &Path,
     ) -> Result<()> {
-        let mut download = BlobDownload::new(pointer, destination)?;
+        let mut download = BlobDownload::new(pointer.clone(), destination.to_path_buf()).await?;
         loop {
             let reply = self
                 .request(download.next_request(), "the download")
                 .await?;
-            if download.take(reply)? {
-                return download.finish();
+            match download.take(reply).await? {
+                Taken::More(more) => download = more,
+                Taken::Done => return Ok(()),
             }
         }
     }
@@ -210,9 +211,9 @@ impl Client {
 impl super::sender::Sender {
     /// [`Client::download_attachment`] from another task, at the same time
     /// as the client and other senders: each chunk is a request of its
-    /// own on the shared connection, so a long download holds up nothing
-    /// else, and dropping the future stops it (nothing is left at
-    /// `destination` but what the caller's directory holds).
+    /// own on the shared connection, and the file is written off the
+    /// async workers, so a long download holds up nothing else; dropping
+    /// the future stops it (nothing is left at `destination`).
     pub async fn download_attachment(
         &self,
         peer: AccountId,
@@ -228,7 +229,7 @@ impl super::sender::Sender {
         // The store is not needed past here: a download does not keep the
         // client from closing.
         drop(store);
-        let mut download = BlobDownload::new(&pointer, destination)?;
+        let mut download = BlobDownload::new(pointer, destination.to_path_buf()).await?;
         loop {
             let reply = super::sender::request_on(
                 requester.as_ref(),
@@ -236,32 +237,46 @@ impl super::sender::Sender {
                 "the download",
             )
             .await?;
-            if download.take(reply)? {
-                return download.finish();
+            match download.take(reply).await? {
+                Taken::More(more) => download = more,
+                Taken::Done => return Ok(()),
             }
         }
     }
 }
 
-/// One download, chunk by chunk, without I/O of its own: the caller sends
-/// [`BlobDownload::next_request`] and hands back the reply.
-struct BlobDownload<'a> {
-    pointer: &'a AttachmentPointer,
+/// One download, chunk by chunk, without network I/O of its own: the
+/// caller sends [`BlobDownload::next_request`] and hands back the reply.
+/// Decrypting and writing the file run on the blocking pool (a chunk is
+/// 128 KiB, the last one ends with a sync of the whole file), never on
+/// an async worker.
+struct BlobDownload {
+    pointer: AttachmentPointer,
     blob_id: Vec<u8>,
     decryptor: Decryptor,
     offset: u64,
 }
 
-impl<'a> BlobDownload<'a> {
-    fn new(pointer: &'a AttachmentPointer, destination: &Path) -> Result<Self> {
+/// What taking a reply left: more to fetch, or the file in place.
+enum Taken {
+    More(Box<BlobDownload>),
+    Done,
+}
+
+impl BlobDownload {
+    async fn new(pointer: AttachmentPointer, destination: PathBuf) -> Result<Box<Self>> {
         let blob_id = hex::decode(&pointer.blob_id)
             .map_err(|_| ClientError::InvalidArgument("the attachment's id is not hex".into()))?;
-        Ok(Self {
-            pointer,
-            blob_id,
-            decryptor: Decryptor::new(pointer, destination)?,
-            offset: 0,
+        blocking(move || {
+            let decryptor = Decryptor::new(&pointer, &destination)?;
+            Ok(Box::new(Self {
+                pointer,
+                blob_id,
+                decryptor,
+                offset: 0,
+            }))
         })
+        .await
     }
 
     /// The request for the next chunk.
@@ -273,9 +288,9 @@ impl<'a> BlobDownload<'a> {
         })
     }
 
-    /// Take the relay's reply to [`Self::next_request`]; `true` once the
-    /// whole blob arrived.
-    fn take(&mut self, reply: server_frame::Body) -> Result<bool> {
+    /// Take the relay's reply to [`Self::next_request`]; once the whole
+    /// blob arrived, check both digests and move the file into place.
+    async fn take(mut self: Box<Self>, reply: server_frame::Body) -> Result<Taken> {
         let server_frame::Body::BlobChunk(chunk) = reply else {
             return Err(unexpected("BlobChunk", &reply));
         };
@@ -289,15 +304,27 @@ impl<'a> BlobDownload<'a> {
                 "an empty download chunk".into(),
             ));
         }
-        self.decryptor.push(&chunk.data)?;
-        self.offset += chunk.data.len() as u64;
-        Ok(self.offset >= chunk.size)
+        blocking(move || {
+            self.decryptor.push(&chunk.data)?;
+            self.offset += chunk.data.len() as u64;
+            if self.offset < chunk.size {
+                return Ok(Taken::More(self));
+            }
+            self.decryptor.finish()?;
+            Ok(Taken::Done)
+        })
+        .await
     }
+}
 
-    /// Check both digests and keep the file (see [`Decryptor::finish`]).
-    fn finish(self) -> Result<()> {
-        self.decryptor.finish()
-    }
+/// Run `work` (file I/O) on the blocking pool (a runtime shutting down
+/// meanwhile is the client closing).
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|_| ClientError::Closed)?
 }
 
 /// The relay's `UploadStatus` for `file`, checked: its blob, and no more

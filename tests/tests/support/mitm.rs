@@ -244,15 +244,15 @@ impl Mitm {
         self.shared.lock().expect("lock").stall_blob_fetches = stall;
     }
 
-    /// Wait (bounded) until at least one `FetchBlob` was held back.
-    pub async fn a_blob_fetch_held(&self) {
+    /// Wait (bounded) until at least `n` `FetchBlob`s were held back.
+    pub async fn blob_fetches_held(&self, n: usize) {
         let notify = self.shared.lock().expect("lock").acked_now.clone();
         tokio::time::timeout(super::TIMEOUT, async {
             loop {
                 let woken = notify.notified();
                 tokio::pin!(woken);
                 woken.as_mut().enable();
-                if self.shared.lock().expect("lock").blob_fetches_held > 0 {
+                if self.shared.lock().expect("lock").blob_fetches_held >= n {
                     return;
                 }
                 woken.await;
