@@ -331,9 +331,10 @@ fn is_connection_lost(e: &ClientError) -> bool {
     )
 }
 
-/// Answer a send's caller. One that stopped waiting (the inbox told its
-/// agent the send was queued) hears nothing: a refusal is logged for the
-/// operator instead of going unseen.
+/// Answer a send's caller. The inbox's callers always hear it (one told
+/// its send was queued notes a late refusal on the conversation); an API
+/// caller that hung up does not: its refusal is logged for the operator
+/// instead of going unseen.
 fn answer_send(
     reply: oneshot::Sender<Result<Sent, ClientError>>,
     result: Result<Sent, ClientError>,
@@ -796,8 +797,8 @@ impl Device {
                 let _ = reply.send(state);
             }
             Command::AcceptRequest { customer, reply } => {
-                // A caller that stopped waiting (the inbox told its agent
-                // it was queued) hears nothing: a failure is logged.
+                // The inbox hears the outcome even when it told its agent
+                // it was queued; a caller gone altogether is logged.
                 if let Err(Err(e)) = reply.send(self.client.accept_request(customer).await) {
                     tracing::warn!(error = %e, "accepting a message request failed after its caller stopped waiting");
                 }

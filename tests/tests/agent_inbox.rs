@@ -200,12 +200,38 @@ async fn a_reply_the_busy_device_has_not_sent_yet_is_reported_queued() {
         )
         .await;
     assert_eq!(accept.status, 202, "{}", accept.text());
-    assert!(matches!(
-        queue.try_recv(),
-        Ok(Command::AcceptRequest { .. })
-    ));
+    let Ok(Command::AcceptRequest { reply: device, .. }) = queue.try_recv() else {
+        panic!("the accept waits for the device");
+    };
     let view = comptoir_agent::inbox::conversations::get(&inbox_db, &customer).expect("get");
     assert!(!view.request, "still a message request");
+    // The device cannot accept it after all: a request again, and a note
+    // says why (before, the inbox showed it accepted for good).
+    device
+        .send(Err(comptoir_client::ClientError::NotConnected))
+        .map_err(|_| ())
+        .expect("the inbox still waits for the outcome");
+    tokio::time::timeout(support::TIMEOUT, async {
+        loop {
+            let view =
+                comptoir_agent::inbox::conversations::get(&inbox_db, &customer).expect("get");
+            let notes =
+                comptoir_agent::inbox::conversations::notes(&inbox_db, &customer).expect("notes");
+            if view.request && notes.len() == 2 {
+                assert!(
+                    notes[1]
+                        .body
+                        .starts_with("The message request was not accepted"),
+                    "{}",
+                    notes[1].body
+                );
+                return;
+            }
+            changes.changed().await.expect("the database is open");
+        }
+    })
+    .await
+    .expect("a request again, with a note");
     server.abort();
 }
 

@@ -180,6 +180,21 @@ pub fn accept_request(db: &Db, customer: &str, agent_id: i64, now_ms: u64) -> Re
     Ok(changed > 0)
 }
 
+/// Undo [`accept_request`] by `agent_id` (the device could not accept it
+/// after all): the conversation is a message request again. Whether it
+/// was.
+pub fn undo_accept(db: &Db, customer: &str, agent_id: i64) -> Result<bool> {
+    let changed = db.connection().execute(
+        "UPDATE message_requests SET accepted_ms = NULL, accepted_by = NULL
+         WHERE customer = ?1 AND accepted_by = ?2",
+        params![customer, agent_id],
+    )?;
+    if changed > 0 {
+        db.changed();
+    }
+    Ok(changed > 0)
+}
+
 /// A violation mark: a message of the customer the client library
 /// flagged, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]

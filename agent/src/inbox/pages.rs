@@ -127,20 +127,32 @@ async fn act<T: Send + 'static>(
     make: impl FnOnce(oneshot::Sender<T>) -> Command,
     late: impl FnOnce(T) + Send + 'static,
 ) -> Result<T> {
-    let (tx, mut rx) = oneshot::channel();
+    let (tx, rx) = oneshot::channel();
     if state.commands.send(make(tx)).await.is_err() {
         return Err(refused(ApiError::Stopping));
     }
-    match tokio::time::timeout(DEVICE_WAIT, &mut rx).await {
+    // The outcome is awaited in a task of its own from the start: if this
+    // request stops waiting (its time is up, or the browser left and the
+    // request was dropped), `late` still gets it.
+    let (forward, mut answer) = oneshot::channel();
+    tokio::spawn(async move {
+        if let Ok(outcome) = rx.await
+            && let Err(outcome) = forward.send(outcome)
+        {
+            late(outcome);
+        }
+    });
+    match tokio::time::timeout(DEVICE_WAIT, &mut answer).await {
         Ok(Ok(outcome)) => Ok(outcome),
         Ok(Err(_)) => Err(refused(ApiError::Stopping)),
         Err(_) => {
-            tokio::spawn(async move {
-                if let Ok(outcome) = rx.await {
-                    late(outcome);
-                }
-            });
-            Err(InboxError::Queued(what.to_owned()))
+            // Closed first, so an outcome is either taken here or goes to
+            // `late`, never lost between the two.
+            answer.close();
+            match answer.try_recv() {
+                Ok(outcome) => Ok(outcome),
+                Err(_) => Err(InboxError::Queued(what.to_owned())),
+            }
         }
     }
 }
@@ -164,6 +176,31 @@ fn note_if_refused<S>(
         if let Err(e) = conversations::add_note(&db, &customer, agent_id, &body, clock.now_ms()) {
             tracing::warn!(error = %e, "noting a queued action the relay refused");
         }
+    }
+}
+
+/// What [`act`] does with a queued accept refused late: the inbox had
+/// recorded it accepted; it is a request again, and a note by the agent
+/// who accepted says why.
+fn accept_refused_late(
+    state: &InboxState,
+    customer: &str,
+    agent_id: i64,
+) -> impl FnOnce(std::result::Result<(), ClientError>) + Send + 'static {
+    let (db, customer_id) = (state.db.clone(), customer.to_owned());
+    let note = note_if_refused(
+        state,
+        customer,
+        agent_id,
+        "The message request was not accepted (it is a request again)".to_owned(),
+    );
+    move |outcome| {
+        if outcome.is_err()
+            && let Err(e) = conversations::undo_accept(&db, &customer_id, agent_id)
+        {
+            tracing::warn!(error = %e, "marking a refused accept as a request again");
+        }
+        note(outcome);
     }
 }
 
@@ -643,12 +680,7 @@ async fn accept_request(
             customer: account,
             reply,
         },
-        note_if_refused(
-            &state,
-            &customer,
-            session.agent.id,
-            "The message request was not accepted".to_owned(),
-        ),
+        accept_refused_late(&state, &customer, session.agent.id),
     )
     .await;
     // Queued: the device accepts it once free; the inbox's record and the
