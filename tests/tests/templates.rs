@@ -392,4 +392,9 @@ async fn a_business_keeps_at_most_250_live_templates_even_submitting_at_once() {
         other => panic!("after a rejection: {other:?}"),
     }
     assert_eq!(templates_of(&mut b, &shop).await.len(), MOST + 1);
+    // Nor can the operator make it live again past the limit.
+    let (status, error) = refusal_of(admin.approve_template(&first).await.expect_err("full"));
+    assert_eq!((status, error.as_str()), (409, "conflict"));
+    let kept = admin.template(&first).await.expect("show");
+    assert_eq!(kept.status, "rejected");
 }

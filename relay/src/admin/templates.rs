@@ -16,7 +16,8 @@ use comptoir_protocol::template::{
 use serde::{Deserialize, Serialize};
 
 use super::{AdminError, AdminState};
-use crate::storage::{Backend, SignedApproval, StoredTemplate};
+use crate::cmd::template::MAX_TEMPLATES_PER_BUSINESS;
+use crate::storage::{Backend, Replaced, SignedApproval, StoredTemplate};
 
 /// Longest rejection reason kept.
 pub const MAX_REASON_LEN: usize = 512;
@@ -200,10 +201,25 @@ async fn decide<S: Backend>(
     stored: &StoredTemplate,
     new: StoredTemplate,
 ) -> Result<Json<TemplateDetail>, AdminError> {
-    if !state.relay.store.replace_template(stored, &new).await? {
-        return Err(AdminError::Conflict(
-            "the template changed while this decision was taken; show it again and retry".into(),
-        ));
+    match state
+        .relay
+        .store
+        .replace_template(stored, &new, MAX_TEMPLATES_PER_BUSINESS)
+        .await?
+    {
+        Replaced::Done => {}
+        Replaced::Changed => {
+            return Err(AdminError::Conflict(
+                "the template changed while this decision was taken; show it again and retry"
+                    .into(),
+            ));
+        }
+        Replaced::TooMany(live) => {
+            return Err(AdminError::Conflict(format!(
+                "its business has {live} templates pending or approved, the most it may have; \
+                 reject or revoke one first"
+            )));
+        }
     }
     tracing::info!(
         template = %new.id,

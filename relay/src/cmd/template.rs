@@ -73,7 +73,8 @@ pub(crate) async fn submit<S: Directory + Templates>(
         Submitted::TooMany(live) => {
             return Err(invalid(format!(
                 "this business has {live} templates pending or approved, the most it may have; \
-                 ask the operator to revoke ones it no longer uses"
+                 ask the operator to revoke approved ones it no longer uses, or to reject \
+                 pending ones"
             )));
         }
     };

@@ -110,7 +110,7 @@ pub use self::quality::Quality;
 pub use self::reports::{Filed, KeptReport, Reports};
 pub use self::sled::SledStore;
 pub use self::superseded_lists::SupersededLists;
-pub use self::templates::{SignedApproval, StoredTemplate, Submitted, Templates};
+pub use self::templates::{Replaced, SignedApproval, StoredTemplate, Submitted, Templates};
 
 /// Result alias for storage calls.
 pub type StorageResult<T> = std::result::Result<T, StorageError>;

@@ -472,6 +472,10 @@ pub struct SledStore {
     /// Submitted templates and the operator's decisions, by template id
     /// (see `storage::templates`).
     pub(super) templates: Tree,
+    /// The live (pending or approved) templates of each business: key
+    /// business (16) || template id (32), empty value (see
+    /// `storage::templates`).
+    pub(super) live_templates: Tree,
     /// Business profiles, certificates and revocations, by account (see
     /// `storage::businesses`).
     pub(super) businesses: Tree,
@@ -736,6 +740,8 @@ impl SledStore {
         give_records_to_older_accounts(&accounts, &records, &phones, &names, &meta, &db)?;
         let retired_accounts = tree("retired_accounts")?;
         retire_expired_before_retiring(&expired_accounts, &retired_accounts, &db)?;
+        let (templates_tree, live_templates) = (tree("templates")?, tree("live_templates")?);
+        super::templates::index_live_templates(&templates_tree, &live_templates, &meta, &db)?;
         Ok(Self {
             parsed_lists: Arc::default(),
             parsed_templates: Arc::default(),
@@ -751,7 +757,8 @@ impl SledStore {
             expired_accounts,
             retired_accounts,
             meta,
-            templates: tree("templates")?,
+            templates: templates_tree,
+            live_templates,
             businesses: tree("businesses")?,
             block_reasons: tree("block_reasons")?,
             consent_requests: tree("consent_requests")?,
@@ -2187,6 +2194,68 @@ mod tests {
                 .retired_accounts
                 .contains_key(idle.as_bytes())
                 .map_err(backend)?
+        );
+        store.close().await?;
+        Ok(())
+    }
+
+    /// A template of `business` named `t{n}` as submitted (pending).
+    fn pending_template(
+        business: AccountId,
+        n: u32,
+    ) -> StorageResult<crate::storage::StoredTemplate> {
+        use comptoir_protocol::template::{Template, TemplateCategory};
+        let template = Template {
+            business,
+            name: format!("t{n}"),
+            language: "en_GB".into(),
+            category: TemplateCategory::Utility,
+            header: None,
+            body: "Your order has shipped.".into(),
+            footer: None,
+            placeholders: Vec::new(),
+            buttons: Vec::new(),
+        };
+        Ok(crate::storage::StoredTemplate {
+            id: template
+                .template_id()
+                .map_err(|e| StorageError::Backend(e.to_string()))?,
+            template,
+            status: wire::TemplateStatus::Pending,
+            submitted_at_ms: 1,
+            approval: None,
+            reason: String::new(),
+        })
+    }
+
+    /// A store written before the index of live templates: it is built at
+    /// the next open, so the limit counts the templates already there.
+    #[tokio::test]
+    async fn templates_of_an_older_version_are_counted_after_the_next_open() -> StorageResult<()> {
+        use crate::storage::Templates;
+        let dir = tempfile::tempdir().map_err(|e| StorageError::Backend(e.to_string()))?;
+        let business = AccountId::generate(&mut rand::rng());
+        {
+            let store = open(dir.path());
+            for n in 0..3 {
+                store
+                    .submit_template(pending_template(business, n)?, 250)
+                    .await?;
+            }
+            // As an older version left it: no index, no mark.
+            store.live_templates.clear().map_err(backend)?;
+            store
+                .meta
+                .remove(b"live_templates_indexed")
+                .map_err(backend)?;
+            store.close().await?;
+        }
+        let store = open(dir.path());
+        assert_eq!(
+            store
+                .submit_template(pending_template(business, 3)?, 3)
+                .await?,
+            crate::storage::Submitted::TooMany(3)
         );
         store.close().await?;
         Ok(())

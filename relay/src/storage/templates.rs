@@ -4,9 +4,14 @@
 //! for every template category; the admin API writes it.
 //!
 //! Embedded backend: sled tree `templates`, key the 32-byte template id,
-//! value a `comptoir.relay.TemplateRecord`. A decision replaces the record
-//! only if it is still the one the decision was taken on
-//! (compare-and-swap), and is durable before the call returns.
+//! value a `comptoir.relay.TemplateRecord`; tree `live_templates`, key the
+//! business (16 bytes) and the template id, for each pending or approved
+//! template, written in the same transaction as the record (so a
+//! business's live templates are counted from its own keys, not from
+//! every record; built from the records at the first open of a version
+//! that has it). A decision replaces the record only if it is still the
+//! one the decision was taken on (compare-and-swap), and is durable
+//! before the call returns.
 //!
 //! `Send` reads the record of every template sent; its decoding (a
 //! protobuf holding the template as JSON) is memoised by the exact bytes
@@ -17,6 +22,8 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
+use ::sled::Transactional;
+use ::sled::transaction::TransactionError;
 use comptoir_protocol::AccountId;
 use comptoir_protocol::keys::SIGNATURE_LEN;
 use comptoir_protocol::proto::relay::TemplateRecord;
@@ -64,6 +71,18 @@ impl StoredTemplate {
     }
 }
 
+/// What [`Templates::replace_template`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replaced {
+    /// The new record is kept.
+    Done,
+    /// Another decision came first: nothing changed.
+    Changed,
+    /// Not replaced: it would make the template live again while its
+    /// business already has this many live templates.
+    TooMany(usize),
+}
+
 /// What [`Templates::submit_template`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Submitted {
@@ -105,12 +124,15 @@ pub trait Templates: Send + Sync + 'static {
     fn templates(&self) -> impl Future<Output = StorageResult<Vec<StoredTemplate>>> + Send;
 
     /// Replace `expected` by `new` (same id) if `expected` is still what
-    /// is kept; `false` if another decision came first. Durable on return.
+    /// is kept, and, when `new` makes a rejected or revoked template live
+    /// again, only while its business has fewer than `most_per_business`
+    /// live templates. Durable on return.
     fn replace_template(
         &self,
         expected: &StoredTemplate,
         new: &StoredTemplate,
-    ) -> impl Future<Output = StorageResult<bool>> + Send;
+        most_per_business: usize,
+    ) -> impl Future<Output = StorageResult<Replaced>> + Send;
 }
 
 fn encode(stored: &StoredTemplate) -> StorageResult<Vec<u8>> {
@@ -162,6 +184,51 @@ fn backend(e: ::sled::Error) -> StorageError {
     StorageError::Backend(e.to_string())
 }
 
+fn transaction(e: TransactionError<StorageError>) -> StorageError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => backend(e),
+    }
+}
+
+/// Whether a template in `status` counts against its business's limit.
+fn is_live(status: TemplateStatus) -> bool {
+    matches!(status, TemplateStatus::Pending | TemplateStatus::Approved)
+}
+
+/// Its key in `live_templates`.
+fn live_key(business: &AccountId, id: &TemplateId) -> Vec<u8> {
+    [business.as_bytes().as_slice(), id.as_bytes()].concat()
+}
+
+/// `meta` key marking that `live_templates` was built from the records.
+const LIVE_INDEXED_KEY: &[u8] = b"live_templates_indexed";
+
+/// Build `live` from the records of `templates` unless it was built
+/// before (a store written by a version without it), then mark it built.
+pub(super) fn index_live_templates(
+    templates: &::sled::Tree,
+    live: &::sled::Tree,
+    meta: &::sled::Tree,
+    db: &::sled::Db,
+) -> StorageResult<()> {
+    if meta.contains_key(LIVE_INDEXED_KEY).map_err(backend)? {
+        return Ok(());
+    }
+    let mut batch = ::sled::Batch::default();
+    for item in templates.iter() {
+        let (key, value) = item.map_err(backend)?;
+        let stored = decode(&key, &value)?;
+        if is_live(stored.status) {
+            batch.insert(live_key(&stored.template.business, &stored.id), &[][..]);
+        }
+    }
+    live.apply_batch(batch).map_err(backend)?;
+    meta.insert(LIVE_INDEXED_KEY, &[][..]).map_err(backend)?;
+    db.flush().map_err(backend)?;
+    Ok(())
+}
+
 /// Decoded templates kept at most; past it the memo starts over.
 const PARSED_TEMPLATES: usize = 10_000;
 
@@ -201,6 +268,7 @@ impl Templates for SledStore {
     ) -> StorageResult<Submitted> {
         let key = template.id.as_bytes().to_vec();
         let bytes = encode(&template)?;
+        let business = template.template.business;
         {
             let _counting = self
                 .template_submissions
@@ -209,24 +277,20 @@ impl Templates for SledStore {
             if let Some(kept) = self.templates.get(&key).map_err(backend)? {
                 return decode(&key, &kept).map(|kept| Submitted::Kept(Box::new(kept)));
             }
-            let business = template.template.business.to_vec();
-            let mut count = 0;
-            for item in self.templates.iter() {
-                let (_, value) = item.map_err(backend)?;
-                let record = TemplateRecord::decode(&*value)
-                    .map_err(|_| StorageError::Corrupt("templates"))?;
-                let live = record.status == TemplateStatus::Pending as i32
-                    || record.status == TemplateStatus::Approved as i32;
-                if live && record.business_account == business {
-                    count += 1;
-                }
+            let live = self.live_templates.scan_prefix(business.as_bytes()).count();
+            if live >= most_per_business {
+                return Ok(Submitted::TooMany(live));
             }
-            if count >= most_per_business {
-                return Ok(Submitted::TooMany(count));
-            }
-            // Under the lock nothing else adds a template, so the id is
-            // still free (the operator's decisions only replace records).
-            self.templates.insert(&key, bytes).map_err(backend)?;
+            // Under the lock nothing else adds a template or makes one
+            // live again, so the id is still free and the count holds.
+            let live_key = live_key(&business, &template.id);
+            (&self.templates, &self.live_templates)
+                .transaction(|(templates, live)| {
+                    templates.insert(key.as_slice(), bytes.as_slice())?;
+                    live.insert(live_key.as_slice(), &[][..])?;
+                    Ok(())
+                })
+                .map_err(|e: TransactionError<StorageError>| transaction(e))?;
         }
         self.committer.durable().await?;
         Ok(Submitted::Kept(Box::new(template)))
@@ -260,26 +324,50 @@ impl Templates for SledStore {
         &self,
         expected: &StoredTemplate,
         new: &StoredTemplate,
-    ) -> StorageResult<bool> {
+        most_per_business: usize,
+    ) -> StorageResult<Replaced> {
         let key = expected.id.as_bytes().to_vec();
-        let current = self.templates.get(&key).map_err(backend)?;
-        // Compare what is kept with what the decision was taken on by
-        // content (an encoding of the same record may differ in bytes).
-        let still = match &current {
-            Some(bytes) => decode(&key, bytes)? == *expected,
-            None => false,
-        };
-        if !still {
-            return Ok(false);
+        let live_key = live_key(&new.template.business, &new.id);
+        let encoded = encode(new)?;
+        {
+            // The same lock as submissions: making a template live again
+            // counts like adding one.
+            let _counting = self
+                .template_submissions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let current = self.templates.get(&key).map_err(backend)?;
+            // Compare what is kept with what the decision was taken on by
+            // content (an encoding of the same record may differ in bytes).
+            let still = match &current {
+                Some(bytes) => decode(&key, bytes)? == *expected,
+                None => false,
+            };
+            if !still {
+                return Ok(Replaced::Changed);
+            }
+            if is_live(new.status) && !is_live(expected.status) {
+                let live = self
+                    .live_templates
+                    .scan_prefix(new.template.business.as_bytes())
+                    .count();
+                if live >= most_per_business {
+                    return Ok(Replaced::TooMany(live));
+                }
+            }
+            (&self.templates, &self.live_templates)
+                .transaction(|(templates, live)| {
+                    templates.insert(key.as_slice(), encoded.as_slice())?;
+                    if is_live(new.status) {
+                        live.insert(live_key.as_slice(), &[][..])?;
+                    } else {
+                        live.remove(live_key.as_slice())?;
+                    }
+                    Ok(())
+                })
+                .map_err(|e: TransactionError<StorageError>| transaction(e))?;
         }
-        let swapped = self
-            .templates
-            .compare_and_swap(&key, current, Some(encode(new)?))
-            .map_err(backend)?
-            .is_ok();
-        if swapped {
-            self.committer.durable().await?;
-        }
-        Ok(swapped)
+        self.committer.durable().await?;
+        Ok(Replaced::Done)
     }
 }
