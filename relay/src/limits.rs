@@ -76,6 +76,21 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
         self.check_all_at(std::slice::from_ref(key), now)
     }
 
+    /// Whether `key` has a token now, taking none: `Err(ms)` says when it
+    /// will (to refuse before spending another limiter's token).
+    pub fn peek(&self, key: &K) -> Result<(), u64> {
+        if self.rate <= 0.0 {
+            return Ok(());
+        }
+        let buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let tokens = self.tokens_at(buckets.by_key.get(key), Instant::now());
+        if tokens >= 1.0 {
+            Ok(())
+        } else {
+            Err((((1.0 - tokens) / self.rate) * 1000.0).ceil() as u64)
+        }
+    }
+
     /// Take one token for each of `keys` (distinct), or none at all:
     /// `Err(ms)` says when every one of them will have a token again.
     pub fn check_all(&self, keys: &[K]) -> Result<(), u64> {
@@ -243,6 +258,16 @@ mod tests {
         // Refilled: both again.
         let later = now + Duration::from_millis(1000);
         assert!(limiter.check_all_at(&["a", "b"], later).is_ok());
+    }
+
+    #[test]
+    fn a_peek_takes_no_token() {
+        let limiter = RateLimiter::new(0.001, 1.0);
+        for _ in 0..3 {
+            assert!(limiter.peek(&"a").is_ok());
+        }
+        assert!(limiter.check(&"a").is_ok());
+        assert!(limiter.peek(&"a").is_err());
     }
 
     #[test]

@@ -455,3 +455,40 @@ async fn registrations_are_limited_per_network_and_relay_wide() {
     let reply = register_from("127.0.2.2", relay.addr).await;
     assert_eq!(error_code(&reply), ErrorCode::RateLimited);
 }
+
+/// A registration the relay-wide limit refuses spends nothing of its
+/// network's budget: once the relay has room again, the network still has
+/// all of it (before, each relay-wide refusal had taken one of its
+/// network's registrations).
+#[tokio::test]
+async fn a_registration_refused_relay_wide_spends_nothing_of_its_network() {
+    let relay = start_relay_with(|c| {
+        c.limits.registration_rate_per_prefix_per_sec = 0.001;
+        c.limits.registration_prefix_burst = 2.0;
+        c.limits.registration_rate_per_sec = 4.0;
+        c.limits.registration_burst = 1.0;
+    })
+    .await;
+    assert!(matches!(
+        register_from("127.0.3.1", relay.addr).await,
+        Body::Registered(_)
+    ));
+    // The relay is full for a moment (one registration a quarter second):
+    // asked again and again meanwhile, it refuses each relay-wide, until
+    // it has room; then this network's second registration goes through.
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    let mut refused_relay_wide = 0;
+    loop {
+        match register_from("127.0.3.2", relay.addr).await {
+            Body::Registered(_) => break,
+            Body::Error(e) if e.message.contains("on this relay") => refused_relay_wide += 1,
+            other => panic!(
+                "after {refused_relay_wide} relay-wide refusals: {other:?} (the network's \
+                 budget was spent by them)"
+            ),
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no room ever");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(refused_relay_wide > 0, "the relay was never full");
+}

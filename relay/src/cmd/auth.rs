@@ -61,8 +61,15 @@ pub(crate) async fn register<S: Directory>(
             )
         })?;
     let relay = &session.relay;
-    // Per network first, so one network's refused attempts do not spend
-    // the relay-wide budget.
+    // A relay-wide refusal first, spending nothing (so a flood elsewhere
+    // does not use up this network's budget); then per network, so one
+    // network's refused attempts do not spend the relay-wide budget.
+    if let Err(retry_after_ms) = relay.registration_limiter.peek(&()) {
+        return Err(RelayError::RateLimited {
+            scope: "new accounts on this relay",
+            retry_after_ms,
+        });
+    }
     let prefix = crate::limits::prefix_key(session.peer, 24, 48);
     if let Err(retry_after_ms) = relay.registration_prefix_limiter.check(&prefix) {
         return Err(RelayError::RateLimited {
