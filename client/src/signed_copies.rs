@@ -24,7 +24,8 @@ use crate::store::{Store, Tree};
 /// Signed copies remembered at least.
 pub const REMEMBERED: usize = 512;
 /// How far past [`REMEMBERED`] they may grow before the oldest are
-/// dropped (so that dropping reads the order once in so many signings).
+/// dropped (so that the order's keys are listed and removed once in so
+/// many signings; every signing only counts them).
 const SLACK: usize = 64;
 
 const PROOF_PREFIX: &[u8] = b"signed-copy/proof/";
