@@ -355,10 +355,33 @@ async fn get_bytes(
     (response.status, response.body)
 }
 
+/// Carol sends `bytes` as the image `name` to the business: the message
+/// id and the `document` webhook event that names it.
+async fn carol_sends_a_file(
+    acme: &Fixture,
+    carol: &mut Client,
+    name: &str,
+    bytes: &[u8],
+) -> (String, Value) {
+    let path = acme.root.path().join(name);
+    std::fs::write(&path, bytes).expect("write");
+    let file = carol.encrypt_file(&path, "image/png").expect("encrypt");
+    let id = carol
+        .send_attachment(acme.business, &file)
+        .await
+        .expect("send")
+        .to_string();
+    let hit = acme
+        .receiver
+        .wait("document", |h| h.event_id == format!("message:{id}"))
+        .await;
+    (id, serde_json::from_slice(&hit.body).expect("JSON"))
+}
+
 #[tokio::test]
 async fn a_customers_file_reaches_the_backend_as_a_document_it_downloads() {
     let acme = fixture_on(start_relay().await).await;
-    let (root, business) = (acme.root.path(), acme.business);
+    let root = acme.root.path();
     let agent = serve(
         &acme.config,
         ManualClock::at(comptoir_client::client::now_ms()),
@@ -366,23 +389,10 @@ async fn a_customers_file_reaches_the_backend_as_a_document_it_downloads() {
     .await;
     let mut carol = customer_with_number(&acme.relay, &root.join("carol"), CAROL).await;
 
-    // Carol sends her passport scan (any bytes: the daemon never reads them).
+    // Carol sends her passport scan (any bytes: the daemon never reads
+    // them); the webhook names it as a document, with where to fetch it.
     let scan: Vec<u8> = (0..3000u32).map(|i| (i * 7 % 251) as u8).collect();
-    let path = root.join("passport scan.png");
-    std::fs::write(&path, &scan).expect("write");
-    let file = carol.encrypt_file(&path, "image/png").expect("encrypt");
-    let id = carol
-        .send_attachment(business, &file)
-        .await
-        .expect("send")
-        .to_string();
-
-    // The webhook names it as a document, with where to fetch it.
-    let hit = acme
-        .receiver
-        .wait("document", |h| h.event_id == format!("message:{id}"))
-        .await;
-    let event: Value = serde_json::from_slice(&hit.body).expect("JSON");
+    let (id, event) = carol_sends_a_file(&acme, &mut carol, "passport scan.png", &scan).await;
     let message = &event["value"]["messages"][0];
     let customer = carol.account_id().to_string();
     assert_eq!(message["type"], "document", "{event}");
@@ -428,7 +438,7 @@ async fn a_stalled_download_holds_up_nothing_else_and_ends_with_its_caller() {
     let (relay, mitm, _data) = support::mitm::relay_behind_mitm().await;
     let mut acme = fixture_on(relay).await;
     acme.config.relay = mitm.url();
-    let (root, business) = (acme.root.path(), acme.business);
+    let root = acme.root.path();
     let agent = serve(
         &acme.config,
         ManualClock::at(comptoir_client::client::now_ms()),
@@ -436,19 +446,7 @@ async fn a_stalled_download_holds_up_nothing_else_and_ends_with_its_caller() {
     .await;
     let mut carol = customer_with_number(&acme.relay, &root.join("carol"), CAROL).await;
     let scan: Vec<u8> = (0..3000u32).map(|i| (i * 11 % 251) as u8).collect();
-    let path = root.join("scan.png");
-    std::fs::write(&path, &scan).expect("write");
-    let file = carol.encrypt_file(&path, "image/png").expect("encrypt");
-    let id = carol
-        .send_attachment(business, &file)
-        .await
-        .expect("send")
-        .to_string();
-    let hit = acme
-        .receiver
-        .wait("document", |h| h.event_id == format!("message:{id}"))
-        .await;
-    let event: Value = serde_json::from_slice(&hit.body).expect("JSON");
+    let (_, event) = carol_sends_a_file(&acme, &mut carol, "scan.png", &scan).await;
     let fetch = event["value"]["messages"][0]["document"]["path"]
         .as_str()
         .expect("path")

@@ -397,19 +397,13 @@ async fn a_replayed_copy_of_a_message_already_taken_is_never_signed() {
         matches!(e, Event::Message { text, .. } if text.contains("on its way")).then_some(())
     })
     .await;
-    // The client takes pushes while asked for events: ask until the
-    // replayed copy is acked (bounded).
-    let deadline = tokio::time::Instant::now() + support::TIMEOUT;
-    let replay = loop {
-        if let Some(ack) = mitm.ack_of(accept_id + support::mitm::REPLAY_ACCEPT_OFFSET) {
-            break ack;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the replayed copy was never acked"
-        );
-        let _ = customer.next_event(Duration::from_millis(100)).await;
-    };
+    let replay = mitm
+        .nth_ack_of(
+            &mut customer,
+            accept_id + support::mitm::REPLAY_ACCEPT_OFFSET,
+            0,
+        )
+        .await;
     assert!(replay.delivery_signature.is_empty(), "{replay:?}");
     assert!(replay.rejected, "{replay:?}");
     // The copy the customer opened is acked as used.
@@ -435,18 +429,8 @@ async fn a_billed_copy_delivered_again_after_a_lost_ack_is_signed_again() {
     mitm.deliver_twice(shop.account.id.as_bytes());
     let (_, accept_id) = shop.send_template("P-7", Category::Utility).await;
     received(&mut customer, "P-7").await;
-    let deadline = tokio::time::Instant::now() + support::TIMEOUT;
-    let acks = loop {
-        let acks = mitm.acks_of(accept_id);
-        if acks.len() == 2 {
-            break acks;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "both copies acked: {acks:?}"
-        );
-        let _ = customer.next_event(Duration::from_millis(100)).await;
-    };
+    mitm.nth_ack_of(&mut customer, accept_id, 1).await;
+    let acks = mitm.acks_of(accept_id);
     for ack in &acks {
         assert!(!ack.rejected, "{ack:?}");
         assert_eq!(ack.delivery_signature.len(), 64, "{ack:?}");
@@ -489,21 +473,10 @@ async fn a_billed_copy_signed_just_before_a_crash_is_signed_again_after_it() {
     mitm.lose_acks_from(None);
     let mut again = comptoir_client::Client::open(image.path(), "customer pass").expect("open");
     again.connect(&mitm.url()).await.expect("proxy");
-    let deadline = tokio::time::Instant::now() + support::TIMEOUT;
-    let acks = loop {
-        let acks = mitm.acks_of(accept_id);
-        if acks.len() == 2 {
-            break acks;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the copy delivered again was never acked: {acks:?}"
-        );
-        let _ = again.next_event(Duration::from_millis(100)).await;
-    };
-    assert!(!acks[1].rejected, "{:?}", acks[1]);
+    let again_ack = mitm.nth_ack_of(&mut again, accept_id, 1).await;
+    assert!(!again_ack.rejected, "{again_ack:?}");
     assert_eq!(
-        (&acks[1].delivery_signature, acks[1].signed_at_ms),
+        (&again_ack.delivery_signature, again_ack.signed_at_ms),
         (&signed.delivery_signature, signed.signed_at_ms),
         "the same proof again"
     );

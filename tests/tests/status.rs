@@ -1213,7 +1213,7 @@ async fn a_status_key_the_client_ignores_is_acked_rejected_and_never_billed() {
         .await
         .expect("post");
     assert_eq!(status_posted(&mut ann, s).await, shown.post_id);
-    let signed = nth_ack_from(&mitm, &mut ann, s, 0).await;
+    let signed = mitm.nth_ack_from(&mut ann, s.as_bytes(), 0).await;
     assert!(!signed.delivery_signature.is_empty(), "{signed:?}");
 
     // The next, backdated by 25 hours on its way: ignored, acked unsigned.
@@ -1221,7 +1221,7 @@ async fn a_status_key_the_client_ignores_is_acked_rejected_and_never_billed() {
     shop.post_status(StatusInput::Text("Closed tomorrow"), &[a])
         .await
         .expect("post");
-    let ignored = nth_ack_from(&mitm, &mut ann, s, 1).await;
+    let ignored = mitm.nth_ack_from(&mut ann, s.as_bytes(), 1).await;
     assert!(ignored.delivery_signature.is_empty(), "{ignored:?}");
     assert_eq!(ignored.signed_at_ms, 0);
     assert!(ignored.rejected, "{ignored:?}");
@@ -1233,26 +1233,4 @@ async fn a_status_key_the_client_ignores_is_acked_rejected_and_never_billed() {
     let bill = shop.fetch_bill().await.expect("the bill");
     assert_eq!(bill.lines.len(), 1, "{:?}", bill.lines);
     assert_eq!(bill.lines[0].price_millionths, PRICE);
-}
-
-/// The `n`th ack (from 0) `client` sent through `mitm` of a copy from
-/// `sender`; the client takes pushes while asked for events, so it is
-/// asked until then (bounded).
-async fn nth_ack_from(
-    mitm: &support::mitm::Mitm,
-    client: &mut Client,
-    sender: AccountId,
-    n: usize,
-) -> wire::DeliveryAck {
-    let deadline = tokio::time::Instant::now() + support::TIMEOUT;
-    loop {
-        if let Some(ack) = mitm.acks_from(sender.as_bytes()).get(n) {
-            return ack.clone();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "ack {n} from {sender} never came"
-        );
-        let _ = client.next_event(Duration::from_millis(100)).await;
-    }
 }

@@ -246,20 +246,82 @@ impl Mitm {
 
     /// Wait (bounded) until at least `n` `FetchBlob`s were held back.
     pub async fn blob_fetches_held(&self, n: usize) {
+        self.wait_for(
+            |shared| (shared.blob_fetches_held >= n).then_some(()),
+            "a download asks the relay for its file",
+        )
+        .await;
+    }
+
+    /// Wait (bounded, failing as `what`) until `pick` finds something in
+    /// what the proxy saw; woken by each ack or held-back fetch.
+    async fn wait_for<T>(&self, pick: impl Fn(&Shared) -> Option<T>, what: &str) -> T {
         let notify = self.shared.lock().expect("lock").acked_now.clone();
         tokio::time::timeout(super::TIMEOUT, async {
             loop {
                 let woken = notify.notified();
                 tokio::pin!(woken);
                 woken.as_mut().enable();
-                if self.shared.lock().expect("lock").blob_fetches_held >= n {
-                    return;
+                if let Some(found) = pick(&self.shared.lock().expect("lock")) {
+                    return found;
                 }
                 woken.await;
             }
         })
         .await
-        .expect("a download asks the relay for its file");
+        .expect(what)
+    }
+
+    /// The `n`th ack (from 0) of a copy from `sender` the client sent,
+    /// asking `client` for events meanwhile (it takes the relay's pushes
+    /// only while asked), bounded.
+    pub async fn nth_ack_from(
+        &self,
+        client: &mut comptoir_client::Client,
+        sender: &[u8],
+        n: usize,
+    ) -> wire::DeliveryAck {
+        self.acks_while_asking(client, |a| a.sender_account == sender, n)
+            .await
+    }
+
+    /// The `n`th ack (from 0) of the copy with `accept_id`, asking
+    /// `client` for events meanwhile, bounded.
+    pub async fn nth_ack_of(
+        &self,
+        client: &mut comptoir_client::Client,
+        accept_id: u64,
+        n: usize,
+    ) -> wire::DeliveryAck {
+        self.acks_while_asking(client, |a| a.accept_id == accept_id, n)
+            .await
+    }
+
+    async fn acks_while_asking(
+        &self,
+        client: &mut comptoir_client::Client,
+        which: impl Fn(&wire::DeliveryAck) -> bool,
+        n: usize,
+    ) -> wire::DeliveryAck {
+        let deadline = tokio::time::Instant::now() + super::TIMEOUT;
+        loop {
+            let found = self
+                .shared
+                .lock()
+                .expect("lock")
+                .raw_acks
+                .iter()
+                .filter(|a| which(a))
+                .nth(n)
+                .cloned();
+            if let Some(ack) = found {
+                return ack;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "ack {n} never came");
+            let _ = client
+                .next_event(std::time::Duration::from_millis(100))
+                .await;
+        }
     }
 
     /// The proxy's WebSocket URL.
@@ -289,40 +351,20 @@ impl Mitm {
         shared.delays.push_back((from.to_vec(), -ms));
     }
 
-    /// Every ack of a copy from `sender` the client sent so far.
-    pub fn acks_from(&self, sender: &[u8]) -> Vec<wire::DeliveryAck> {
-        let shared = self.shared.lock().expect("lock");
-        shared
-            .raw_acks
-            .iter()
-            .filter(|a| a.sender_account == sender)
-            .cloned()
-            .collect()
-    }
-
     /// The client's ack of the copy with `accept_id`, as the client sent
     /// it (waits for it, bounded).
     pub async fn next_ack(&self, accept_id: u64) -> wire::DeliveryAck {
-        let notify = self.shared.lock().expect("lock").acked_now.clone();
-        tokio::time::timeout(super::TIMEOUT, async {
-            loop {
-                let woken = notify.notified();
-                tokio::pin!(woken);
-                woken.as_mut().enable();
-                if let Some(ack) = self.ack_of(accept_id) {
-                    return ack;
-                }
-                woken.await;
-            }
-        })
+        self.wait_for(
+            |shared| {
+                shared
+                    .raw_acks
+                    .iter()
+                    .find(|a| a.accept_id == accept_id)
+                    .cloned()
+            },
+            "the client acks the copy",
+        )
         .await
-        .expect("the client acks the copy")
-    }
-
-    /// The client's first ack of the copy with `accept_id`, if it sent one
-    /// yet.
-    pub fn ack_of(&self, accept_id: u64) -> Option<wire::DeliveryAck> {
-        self.acks_of(accept_id).into_iter().next()
     }
 
     /// Whether the relay got an ack for (`message_id`, `sender`) as it
