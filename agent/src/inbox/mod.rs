@@ -21,6 +21,8 @@
 //! - [`events`]: server-sent events and who is online.
 //! - [`files`]: files customers sent, served as downloads.
 //! - [`pages`]: the page handlers and their templates.
+//! - [`handover`]: a bounded wait for the device's outcome of an action,
+//!   handing a late one over (queued replies, templates, accepts).
 //! - [`assets`]: the script and style sheet built into the binary.
 
 pub mod agents;
@@ -29,6 +31,7 @@ pub mod assign;
 pub mod conversations;
 pub mod events;
 pub mod files;
+pub mod handover;
 pub mod pages;
 pub mod session;
 

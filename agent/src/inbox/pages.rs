@@ -29,6 +29,7 @@ use crate::device::{ApprovedTemplate, Command, PeerState, TemplateRef};
 
 use super::agents::{self, Agent};
 use super::conversations::{self, Canned, Flag, Note, View, Window};
+use super::handover::{self, Waited};
 use super::session::{self, LOGIN_COOKIE, SESSION_COOKIE, Session};
 use super::{InboxError, InboxState, Result, assets, assign, events, files};
 
@@ -131,29 +132,12 @@ async fn act<T: Send + 'static>(
     if state.commands.send(make(tx)).await.is_err() {
         return Err(refused(ApiError::Stopping));
     }
-    // The outcome is awaited in a task of its own from the start: if this
-    // request stops waiting (its time is up, or the browser left and the
-    // request was dropped), `late` still gets it.
-    let (forward, mut answer) = oneshot::channel();
-    tokio::spawn(async move {
-        if let Ok(outcome) = rx.await
-            && let Err(outcome) = forward.send(outcome)
-        {
-            late(outcome);
-        }
-    });
-    match tokio::time::timeout(DEVICE_WAIT, &mut answer).await {
-        Ok(Ok(outcome)) => Ok(outcome),
-        Ok(Err(_)) => Err(refused(ApiError::Stopping)),
-        Err(_) => {
-            // Closed first, so an outcome is either taken here or goes to
-            // `late`, never lost between the two.
-            answer.close();
-            match answer.try_recv() {
-                Ok(outcome) => Ok(outcome),
-                Err(_) => Err(InboxError::Queued(what.to_owned())),
-            }
-        }
+    // Whether this request's time runs out or the browser leaves and the
+    // request is dropped, `late` still gets the outcome.
+    match handover::wait_or_hand_over(rx, DEVICE_WAIT, late).await {
+        Waited::Done(outcome) => Ok(outcome),
+        Waited::Dropped => Err(refused(ApiError::Stopping)),
+        Waited::Later => Err(InboxError::Queued(what.to_owned())),
     }
 }
 
@@ -180,12 +164,13 @@ fn note_if_refused<S>(
 }
 
 /// What [`act`] does with a queued accept refused late: the inbox had
-/// recorded it accepted; it is a request again, and a note by the agent
-/// who accepted says why.
+/// recorded it accepted (when `recorded`: this accept made the record);
+/// it is a request again, and a note by the agent who accepted says why.
 fn accept_refused_late(
     state: &InboxState,
     customer: &str,
     agent_id: i64,
+    recorded: bool,
 ) -> impl FnOnce(std::result::Result<(), ClientError>) + Send + 'static {
     let (db, customer_id) = (state.db.clone(), customer.to_owned());
     let note = note_if_refused(
@@ -195,7 +180,8 @@ fn accept_refused_late(
         "The message request was not accepted (it is a request again)".to_owned(),
     );
     move |outcome| {
-        if outcome.is_err()
+        if recorded
+            && outcome.is_err()
             && let Err(e) = conversations::undo_accept(&db, &customer_id, agent_id)
         {
             tracing::warn!(error = %e, "marking a refused accept as a request again");
@@ -671,8 +657,22 @@ async fn accept_request(
     session.check_csrf(&form.csrf)?;
     let account = customer_id(&customer)?;
     conversations::get(&state.db, &customer)?;
-    // The client library first, so that it stops treating the customer
-    // as a stranger; then the inbox's record.
+    // The inbox's record first, then the client library (so that it stops
+    // treating the customer as a stranger); a refusal, now or once a
+    // queued accept is refused later, undoes the record. (Recorded after,
+    // a late refusal could be undone before the record was made.)
+    let recorded = conversations::accept_request(
+        &state.db,
+        &customer,
+        session.agent.id,
+        state.clock.now_ms(),
+    )?;
+    let undo = |state: &InboxState| {
+        if recorded {
+            conversations::undo_accept(&state.db, &customer, session.agent.id)?;
+        }
+        Ok::<_, InboxError>(())
+    };
     let accepted = act(
         &state,
         "accepting the request",
@@ -680,20 +680,23 @@ async fn accept_request(
             customer: account,
             reply,
         },
-        accept_refused_late(&state, &customer, session.agent.id),
+        accept_refused_late(&state, &customer, session.agent.id, recorded),
     )
     .await;
-    // Queued: the device accepts it once free; the inbox's record and the
-    // read receipt (which waits behind it) need not wait.
+    // Queued: the device accepts it once free; the read receipt (which
+    // waits behind it) need not wait.
     let queued = match accepted {
-        Ok(done) => {
-            done.map_err(|e| refused(e.into()))?;
-            None
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => {
+            undo(&state)?;
+            return Err(refused(e.into()));
         }
         Err(InboxError::Queued(what)) => Some(what),
-        Err(e) => return Err(e),
+        Err(e) => {
+            undo(&state)?;
+            return Err(e);
+        }
     };
-    conversations::accept_request(&state.db, &customer, session.agent.id, state.clock.now_ms())?;
     // The agent accepted it from the page showing its messages: read.
     tell_read(&state, account).await;
     match queued {
