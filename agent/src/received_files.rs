@@ -127,13 +127,37 @@ pub fn content_disposition(name: &str) -> String {
     value
 }
 
-/// A downloaded, decrypted file in its private temporary directory, which
-/// goes when this does (once its response has been sent).
+/// A downloaded, decrypted file, open: its name is already removed from
+/// the disk (with its private temporary directory), so the plaintext is
+/// gone once this is dropped (its response sent, or its caller gone),
+/// however slowly the caller reads.
 #[derive(Debug)]
 pub struct Downloaded {
-    _dir: tempfile::TempDir,
     file: tokio::fs::File,
     len: u64,
+}
+
+/// The prefix of a download's temporary directory under the scratch
+/// directory.
+const DOWNLOAD_DIR_PREFIX: &str = "download-";
+
+/// Remove what downloads a crash interrupted left under `scratch` (the
+/// daemon calls it at start, before any download).
+pub fn sweep(scratch: &Path) -> std::io::Result<usize> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(scratch)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir()
+            && entry
+                .file_name()
+                .to_str()
+                .is_some_and(|name| name.starts_with(DOWNLOAD_DIR_PREFIX))
+        {
+            std::fs::remove_dir_all(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// Download and decrypt `customer`'s file of message `id` (known from
@@ -168,27 +192,28 @@ async fn fetch_now(
         .await
         .ok_or(FetchError::Unavailable)?;
     let dir = tempfile::Builder::new()
-        .prefix("download-")
+        .prefix(DOWNLOAD_DIR_PREFIX)
         .tempdir_in(scratch)?;
     let destination = dir.path().join("file");
     match sender.download_attachment(customer, id, &destination).await {
         Ok(()) => {}
-        // The connection went or the daemon is stopping: try again later.
-        Err(
-            ClientError::Closed
-            | ClientError::NotConnected
-            | ClientError::ConnectionClosed(_)
-            | ClientError::Timeout(_),
-        ) => return Err(FetchError::Unavailable),
-        Err(e) => return Err(FetchError::Client(e)),
+        // A relay's refusal says what it is; anything else (the connection
+        // went, the daemon is stopping, a local file failed, the file did
+        // not match its digests) is logged, and the caller told to retry.
+        Err(e @ ClientError::Relay { .. }) => return Err(FetchError::Client(e)),
+        Err(e) => {
+            tracing::warn!(error = %e, "downloading a customer's file");
+            return Err(FetchError::Unavailable);
+        }
     }
     let file = tokio::fs::File::open(&destination).await?;
     let len = file.metadata().await?.len();
-    Ok(Downloaded {
-        _dir: dir,
-        file,
-        len,
-    })
+    // The open file keeps its bytes; its name goes now, off the async
+    // workers (removing a large file takes a while).
+    tokio::task::spawn_blocking(move || dir.close())
+        .await
+        .map_err(|_| FetchError::Unavailable)??;
+    Ok(Downloaded { file, len })
 }
 
 /// The response carrying the file `row` describes, as a download, read
@@ -229,6 +254,24 @@ pub fn download_response(row: &AttachmentRow, downloaded: Downloaded) -> Respons
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a crash left in the middle of a download goes at the next
+    /// start, and nothing else.
+    #[test]
+    fn a_sweep_removes_interrupted_downloads_only() -> std::io::Result<()> {
+        let scratch = tempfile::tempdir()?;
+        let interrupted = scratch.path().join("download-abc123");
+        std::fs::create_dir(&interrupted)?;
+        std::fs::write(interrupted.join("file"), b"a customer's passport")?;
+        std::fs::create_dir(scratch.path().join("media"))?;
+        std::fs::write(scratch.path().join("download-notes.txt"), b"kept")?;
+        assert_eq!(sweep(scratch.path())?, 1);
+        assert!(!interrupted.exists());
+        assert!(scratch.path().join("media").exists());
+        assert!(scratch.path().join("download-notes.txt").exists());
+        assert_eq!(sweep(scratch.path())?, 0);
+        Ok(())
+    }
 
     #[test]
     fn a_hostile_file_name_is_quoted_safely() {

@@ -88,6 +88,12 @@ pub async fn start(
     comptoir_client::store::create_private_dir(&config.data_dir).map_err(DeviceError::from)?;
     let endpoints = config.webhooks.iter().map(|w| w.url.clone()).collect();
     let db = Db::open(&config.database_path(), endpoints)?;
+    // Decrypted customer files a crash left in the middle of a download.
+    match crate::received_files::sweep(db.dir()) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(n, "removed downloads a stop interrupted"),
+        Err(e) => tracing::warn!(error = %e, "removing downloads a stop interrupted"),
+    }
     let client = crate::device::open(config, passphrase).await?;
     let business = client.account_id();
     let device_id = client.device_id();

@@ -391,7 +391,8 @@ async fn a_customers_file_reaches_the_backend_as_a_document_it_downloads() {
 
     // Carol sends her passport scan (any bytes: the daemon never reads
     // them); the webhook names it as a document, with where to fetch it.
-    let scan: Vec<u8> = (0..3000u32).map(|i| (i * 7 % 251) as u8).collect();
+    // 300 kB: three chunks from the relay, several reads as it is served.
+    let scan: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let (id, event) = carol_sends_a_file(&acme, &mut carol, "passport scan.png", &scan).await;
     let message = &event["value"]["messages"][0];
     let customer = carol.account_id().to_string();
@@ -409,6 +410,13 @@ async fn a_customers_file_reaches_the_backend_as_a_document_it_downloads() {
     let (status, body) = get_bytes(&agent, &fetch, Some(READ_KEY)).await;
     assert_eq!(status, 200);
     assert_eq!(body, scan);
+    // Served from a file whose name was gone before the answer began.
+    let left: Vec<_> = std::fs::read_dir(agent.db.dir())
+        .expect("data dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("download-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 
     // Refused, typed: no key, an id no file came with, a malformed id.
     let (status, _) = get_bytes(&agent, &fetch, None).await;

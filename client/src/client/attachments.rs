@@ -212,8 +212,9 @@ impl super::sender::Sender {
     /// [`Client::download_attachment`] from another task, at the same time
     /// as the client and other senders: each chunk is a request of its
     /// own on the shared connection, and the file is written off the
-    /// async workers, so a long download holds up nothing else; dropping
-    /// the future stops it (nothing is left at `destination`).
+    /// async workers, so a long download holds up nothing else. Dropping
+    /// the future stops it; a step already on the blocking pool finishes
+    /// first (the last one may still put the file at `destination`).
     pub async fn download_attachment(
         &self,
         peer: AccountId,
@@ -318,13 +319,15 @@ impl BlobDownload {
 }
 
 /// Run `work` (file I/O) on the blocking pool (a runtime shutting down
-/// meanwhile is the client closing).
+/// meanwhile is the client closing; a panic goes on as one).
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(|_| ClientError::Closed)?
+    match tokio::task::spawn_blocking(work).await {
+        Ok(done) => done,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(ClientError::Closed),
+    }
 }
 
 /// The relay's `UploadStatus` for `file`, checked: its blob, and no more
