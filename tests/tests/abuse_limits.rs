@@ -465,7 +465,7 @@ async fn a_registration_refused_relay_wide_spends_nothing_of_its_network() {
     let relay = start_relay_with(|c| {
         c.limits.registration_rate_per_prefix_per_sec = 0.001;
         c.limits.registration_prefix_burst = 2.0;
-        c.limits.registration_rate_per_sec = 4.0;
+        c.limits.registration_rate_per_sec = 1.0;
         c.limits.registration_burst = 1.0;
     })
     .await;
@@ -473,7 +473,7 @@ async fn a_registration_refused_relay_wide_spends_nothing_of_its_network() {
         register_from("127.0.3.1", relay.addr).await,
         Body::Registered(_)
     ));
-    // The relay is full for a moment (one registration a quarter second):
+    // The relay is full for a moment (one registration a second):
     // asked again and again meanwhile, it refuses each relay-wide, until
     // it has room; then this network's second registration goes through.
     let deadline = tokio::time::Instant::now() + TIMEOUT;

@@ -64,6 +64,9 @@ pub(crate) async fn register<S: Directory>(
     // A relay-wide refusal first, spending nothing (so a flood elsewhere
     // does not use up this network's budget); then per network, so one
     // network's refused attempts do not spend the relay-wide budget.
+    // (Registrations arriving at once may all pass the look and one be
+    // refused relay-wide after taking its network's token: a loss bounded
+    // by how many arrive together.)
     if let Err(retry_after_ms) = relay.registration_limiter.peek(&()) {
         return Err(RelayError::RateLimited {
             scope: "new accounts on this relay",

@@ -8,8 +8,7 @@
 //! business (16 bytes) and the template id, for each pending or approved
 //! template, written in the same transaction as the record (so a
 //! business's live templates are counted from its own keys, not from
-//! every record; built from the records at the first open of a version
-//! that has it). A decision replaces the record only if it is still the
+//! every record; built again from the records at every open). A decision replaces the record only if it is still the
 //! one the decision was taken on (compare-and-swap), and is durable
 //! before the call returns.
 //!
@@ -201,30 +200,32 @@ fn live_key(business: &AccountId, id: &TemplateId) -> Vec<u8> {
     [business.as_bytes().as_slice(), id.as_bytes()].concat()
 }
 
-/// `meta` key marking that `live_templates` was built from the records.
-const LIVE_INDEXED_KEY: &[u8] = b"live_templates_indexed";
-
-/// Build `live` from the records of `templates` unless it was built
-/// before (a store written by a version without it), then mark it built.
+/// Build `live` again from the records of `templates`, at every open: a
+/// store last written by a version without the index (or run by one
+/// since) is counted right. Only each record's business and status are
+/// read (no template JSON); a record that does not decode counts as not
+/// live, and is logged.
 pub(super) fn index_live_templates(
     templates: &::sled::Tree,
     live: &::sled::Tree,
-    meta: &::sled::Tree,
     db: &::sled::Db,
 ) -> StorageResult<()> {
-    if meta.contains_key(LIVE_INDEXED_KEY).map_err(backend)? {
-        return Ok(());
-    }
     let mut batch = ::sled::Batch::default();
+    for item in live.iter().keys() {
+        batch.remove(item.map_err(backend)?);
+    }
     for item in templates.iter() {
         let (key, value) = item.map_err(backend)?;
-        let stored = decode(&key, &value)?;
-        if is_live(stored.status) {
-            batch.insert(live_key(&stored.template.business, &stored.id), &[][..]);
+        let Ok(record) = TemplateRecord::decode(&*value) else {
+            tracing::warn!(template = %hex::encode(&key), "a template record does not decode; not counted");
+            continue;
+        };
+        let status = TemplateStatus::try_from(record.status).unwrap_or(TemplateStatus::Unspecified);
+        if is_live(status) {
+            batch.insert([record.business_account.as_slice(), &key].concat(), &[][..]);
         }
     }
     live.apply_batch(batch).map_err(backend)?;
-    meta.insert(LIVE_INDEXED_KEY, &[][..]).map_err(backend)?;
     db.flush().map_err(backend)?;
     Ok(())
 }
