@@ -25,6 +25,18 @@ use support::*;
 
 /// Wait until `client` stored a checked template message whose body
 /// contains `text`; a violation reported meanwhile fails the test.
+/// `customer` consents to `shop`'s utility templates for an hour.
+async fn consent_to_utility(customer: &mut comptoir_client::Client, shop: &Business) {
+    customer
+        .grant_consent(
+            shop.account.id,
+            ConsentCategories::UTILITY,
+            Duration::from_secs(3600),
+        )
+        .await
+        .expect("consent");
+}
+
 async fn received(client: &mut comptoir_client::Client, text: &str) {
     wait_for(client, |e| match e {
         Event::Template { rendered, .. } if rendered.body.contains(text) => Some(()),
@@ -49,14 +61,7 @@ async fn a_billed_template_carries_a_signed_proof_the_business_checks_kept_once_
     laptop.disconnect().await;
     let customer = phone.account_id();
     let mut business = Business::start(&relay, customer).await;
-    phone
-        .grant_consent(
-            business.account.id,
-            ConsentCategories::UTILITY,
-            Duration::from_secs(3600),
-        )
-        .await
-        .expect("consent");
+    consent_to_utility(&mut phone, &business).await;
     assert_eq!(business.devices.len(), 2);
 
     let (message_id, accept_id) = business.send_template("P-1", Category::Utility).await;
@@ -418,14 +423,7 @@ async fn a_replayed_copy_of_a_message_already_taken_is_never_signed() {
 #[tokio::test]
 async fn a_billed_copy_delivered_again_after_a_lost_ack_is_signed_again() {
     let (_relay, mitm, _dirs, mut customer, mut shop) = customer_writing_to_a_shop().await;
-    customer
-        .grant_consent(
-            shop.account.id,
-            ConsentCategories::UTILITY,
-            Duration::from_secs(3600),
-        )
-        .await
-        .expect("consent");
+    consent_to_utility(&mut customer, &shop).await;
     mitm.deliver_twice(shop.account.id.as_bytes());
     let (_, accept_id) = shop.send_template("P-7", Category::Utility).await;
     received(&mut customer, "P-7").await;
@@ -452,14 +450,7 @@ async fn a_billed_copy_delivered_again_after_a_lost_ack_is_signed_again() {
 #[tokio::test]
 async fn a_billed_copy_signed_just_before_a_crash_is_signed_again_after_it() {
     let (_relay, mitm, dirs, mut customer, mut shop) = customer_writing_to_a_shop().await;
-    customer
-        .grant_consent(
-            shop.account.id,
-            ConsentCategories::UTILITY,
-            Duration::from_secs(3600),
-        )
-        .await
-        .expect("consent");
+    consent_to_utility(&mut customer, &shop).await;
     mitm.lose_acks_from(Some(shop.account.id.as_bytes()));
     let (_, accept_id) = shop.send_template("P-9", Category::Utility).await;
     received(&mut customer, "P-9").await;
