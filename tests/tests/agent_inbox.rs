@@ -235,6 +235,132 @@ async fn a_reply_the_busy_device_has_not_sent_yet_is_reported_queued() {
     server.abort();
 }
 
+/// An agent accepts a message request while the device's command queue
+/// is full, and the browser leaves before there is room: the accept
+/// still reaches the device (before, the request, dropped while waiting
+/// for room, never sent it, and the inbox showed it accepted for good),
+/// and a refusal then makes it a request again, with a note.
+#[tokio::test]
+async fn an_accept_whose_page_left_while_the_queue_was_full_still_reaches_the_device() {
+    use comptoir_agent::device::Command;
+    use tower_service::Service;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = comptoir_agent::db::Db::open(&dir.path().join("agent.sqlite3"), vec![]).expect("db");
+    comptoir_agent::inbox::agents::add(&db, "ana", ANA_PW, false, 1).expect("ana");
+    let now = comptoir_client::client::now_ms();
+    let customer = "ab".repeat(16);
+    db.record_message(
+        &comptoir_agent::db::NewMessage {
+            id: "cd".repeat(16),
+            customer: customer.clone(),
+            incoming: true,
+            kind: "text",
+            body: "hello?".into(),
+            template_id: None,
+            reply_to: None,
+            status: comptoir_agent::MessageStatus::Received,
+            at_ms: now,
+        },
+        &[],
+        now,
+    )
+    .expect("record");
+    db.note_request(&customer, now).expect("a message request");
+    let inbox_db = db.clone();
+    // Room for one command, taken: the device is busy with it.
+    let (commands, mut queue) = tokio::sync::mpsc::channel(1);
+    let (busy, _busy_outcome) = tokio::sync::oneshot::channel();
+    commands
+        .try_send(Command::ApprovedTemplates { reply: busy })
+        .map_err(|_| ())
+        .expect("room for one");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let clock: comptoir_agent::SharedClock = comptoir_agent::ManualClock::at(now);
+    let state = comptoir_agent::inbox::InboxState::new(db, commands, clock, addr, false);
+    let mut router = comptoir_agent::inbox::router(state);
+    let app = router
+        .clone()
+        .into_make_service_with_connect_info::<comptoir_agent::inbox::session::PeerAddr>();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let ana = login(addr, "ana", ANA_PW).await;
+
+    // The accept, called on the router itself so that it is dropped at a
+    // known point: once the inbox recorded it, while it waits for room.
+    let body = format!("csrf={}", ana.csrf);
+    let mut accept = axum::http::Request::post(format!("/inbox/c/{customer}/accept"))
+        .header("host", addr.to_string())
+        .header("cookie", &ana.cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(axum::body::Body::from(body))
+        .expect("request");
+    accept.extensions_mut().insert(axum::extract::ConnectInfo(
+        comptoir_agent::inbox::session::PeerAddr(addr),
+    ));
+    let mut changes = inbox_db.watch_changes();
+    {
+        let answer = router.call(accept);
+        let mut answer = std::pin::pin!(answer);
+        tokio::time::timeout(support::TIMEOUT, async {
+            loop {
+                tokio::select! {
+                    answered = answer.as_mut() => {
+                        let answered = answered.expect("infallible");
+                        panic!("answered while the queue is full: {}", answered.status());
+                    }
+                    changed = changes.changed() => changed.expect("the database is open"),
+                }
+                let view =
+                    comptoir_agent::inbox::conversations::get(&inbox_db, &customer).expect("get");
+                if !view.request {
+                    return;
+                }
+            }
+        })
+        .await
+        .expect("the inbox records the accept");
+    }
+    // The page is gone; the device gets through its busy command.
+    let Some(Command::ApprovedTemplates { .. }) = queue.recv().await else {
+        panic!("the busy command first");
+    };
+    let next = tokio::time::timeout(support::TIMEOUT, queue.recv())
+        .await
+        .expect("the accept reaches the device after its page left");
+    let Some(Command::AcceptRequest { reply: device, .. }) = next else {
+        panic!("an accept");
+    };
+    device
+        .send(Err(comptoir_client::ClientError::NotConnected))
+        .map_err(|_| ())
+        .expect("the inbox still waits for the outcome");
+    tokio::time::timeout(support::TIMEOUT, async {
+        loop {
+            let view =
+                comptoir_agent::inbox::conversations::get(&inbox_db, &customer).expect("get");
+            let notes =
+                comptoir_agent::inbox::conversations::notes(&inbox_db, &customer).expect("notes");
+            if view.request && notes.len() == 1 {
+                assert_eq!(notes[0].author, "ana");
+                assert!(
+                    notes[0]
+                        .body
+                        .starts_with("The message request was not accepted"),
+                    "{}",
+                    notes[0].body
+                );
+                return;
+            }
+            changes.changed().await.expect("the database is open");
+        }
+    })
+    .await
+    .expect("a request again, with a note");
+    server.abort();
+}
+
 async fn customer(f: &InboxFixture, name: &str) -> comptoir_client::Client {
     registered_as(
         &f.relay,

@@ -1,10 +1,12 @@
-//! Waiting a bounded time for the device task's outcome of an action (a
-//! reply, a template, an accept): the outcome is awaited in a task of its
-//! own from the start and forwarded, so whatever the waiter does (its
-//! time runs out, or its request is dropped when the browser leaves) the
-//! outcome is either taken by the waiter or handed to `late`, never lost
-//! between the two.
+//! Waiting a bounded time for an action the device task does (a reply,
+//! a template, an accept): the whole action (queueing the command, then
+//! its outcome) runs in a task of its own from the start, so whatever the
+//! waiter does (its time runs out, or its request is dropped when the
+//! browser leaves, even while the device's queue is full) the action
+//! still reaches the device, and its outcome is either taken by the
+//! waiter or handed to `late`, never lost between the two.
 
+use std::future::Future;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -20,33 +22,37 @@ pub enum Waited<T> {
     Later,
 }
 
-/// Wait up to `wait` for `outcome`; past it, or if this future is
-/// dropped first, `late` gets the outcome when it comes.
+/// Run `action` (its outcome, or `None` if the device task dropped it
+/// undone) in a task of its own and wait up to `wait` for it; past that,
+/// or if this future is dropped first, `late` gets what it gave when it
+/// ends (`None` included).
 pub async fn wait_or_hand_over<T: Send + 'static>(
-    outcome: oneshot::Receiver<T>,
+    action: impl Future<Output = Option<T>> + Send + 'static,
     wait: Duration,
-    late: impl FnOnce(T) + Send + 'static,
+    late: impl FnOnce(Option<T>) + Send + 'static,
 ) -> Waited<T> {
     let (forward, mut answer) = oneshot::channel();
     tokio::spawn(async move {
-        if let Ok(outcome) = outcome.await
-            && let Err(outcome) = forward.send(outcome)
-        {
+        if let Err(outcome) = forward.send(action.await) {
             late(outcome);
         }
     });
-    match tokio::time::timeout(wait, &mut answer).await {
-        Ok(Ok(outcome)) => Waited::Done(outcome),
-        Ok(Err(_)) => Waited::Dropped,
+    let given = match tokio::time::timeout(wait, &mut answer).await {
+        Ok(given) => given,
         Err(_) => {
             // Closed first, so an outcome is either taken here or goes to
             // `late`, never lost between the two.
             answer.close();
             match answer.try_recv() {
-                Ok(outcome) => Waited::Done(outcome),
-                Err(_) => Waited::Later,
+                Ok(given) => Ok(given),
+                Err(_) => return Waited::Later,
             }
         }
+    };
+    match given {
+        Ok(Some(outcome)) => Waited::Done(outcome),
+        // Dropped undone, or the action's task ended without an answer.
+        Ok(None) | Err(_) => Waited::Dropped,
     }
 }
 
@@ -55,10 +61,15 @@ mod tests {
     use std::future::Future;
     use std::task::{Context, Waker};
 
+    use tokio::sync::mpsc;
+
     use super::*;
 
     /// A `late` that reports what it got on the returned receiver.
-    fn reported() -> (impl FnOnce(u32) + Send + 'static, oneshot::Receiver<u32>) {
+    fn reported() -> (
+        impl FnOnce(Option<u32>) + Send + 'static,
+        oneshot::Receiver<Option<u32>>,
+    ) {
         let (tx, rx) = oneshot::channel();
         (
             move |outcome| {
@@ -68,12 +79,27 @@ mod tests {
         )
     }
 
+    /// The action of a device that answers on `outcome`.
+    async fn answered(outcome: oneshot::Receiver<u32>) -> Option<u32> {
+        outcome.await.ok()
+    }
+
+    /// Poll `waiting` once (it must not be done), then drop it: the
+    /// browser left.
+    fn poll_once_then_drop<F: Future>(waiting: F) {
+        let mut waiting = std::pin::pin!(waiting);
+        let polled = waiting
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()));
+        assert!(polled.is_pending());
+    }
+
     #[tokio::test]
     async fn an_outcome_in_time_is_taken_and_not_handed_over() {
         let (device, outcome) = oneshot::channel();
         let (late, heard) = reported();
         let _ = device.send(7);
-        let waited = wait_or_hand_over(outcome, Duration::from_secs(10), late).await;
+        let waited = wait_or_hand_over(answered(outcome), Duration::from_secs(10), late).await;
         assert_eq!(waited, Waited::Done(7));
         assert!(heard.await.is_err(), "late was never called");
     }
@@ -82,10 +108,10 @@ mod tests {
     async fn an_outcome_past_the_wait_is_handed_over() {
         let (device, outcome) = oneshot::channel();
         let (late, heard) = reported();
-        let waited = wait_or_hand_over(outcome, Duration::ZERO, late).await;
+        let waited = wait_or_hand_over(answered(outcome), Duration::ZERO, late).await;
         assert_eq!(waited, Waited::Later);
         let _ = device.send(8);
-        assert_eq!(heard.await, Ok(8));
+        assert_eq!(heard.await, Ok(Some(8)));
     }
 
     /// The browser leaves: the waiting request is dropped before its time
@@ -94,24 +120,58 @@ mod tests {
     async fn an_outcome_after_the_waiter_was_dropped_is_handed_over() {
         let (device, outcome) = oneshot::channel();
         let (late, heard) = reported();
-        {
-            let waiting = wait_or_hand_over(outcome, Duration::from_secs(10), late);
-            let mut waiting = std::pin::pin!(waiting);
-            let polled = waiting
-                .as_mut()
-                .poll(&mut Context::from_waker(Waker::noop()));
-            assert!(polled.is_pending());
-        }
+        poll_once_then_drop(wait_or_hand_over(
+            answered(outcome),
+            Duration::from_secs(10),
+            late,
+        ));
         let _ = device.send(9);
-        assert_eq!(heard.await, Ok(9));
+        assert_eq!(heard.await, Ok(Some(9)));
+    }
+
+    /// The browser leaves while the device's queue is full: the action
+    /// still reaches the device once there is room, and its outcome is
+    /// handed over.
+    #[tokio::test]
+    async fn an_action_queued_behind_a_full_queue_outlives_its_waiter() {
+        let (queue, mut device) = mpsc::channel::<oneshot::Sender<u32>>(1);
+        let (busy, _busy_outcome) = oneshot::channel();
+        queue.try_send(busy).expect("room for one");
+        let (reply, outcome) = oneshot::channel();
+        let action = async move {
+            queue.send(reply).await.ok()?;
+            outcome.await.ok()
+        };
+        let (late, heard) = reported();
+        poll_once_then_drop(wait_or_hand_over(action, Duration::from_secs(10), late));
+        let _busy = device.recv().await.expect("the first command");
+        let queued = device.recv().await.expect("the action reached the device");
+        let _ = queued.send(10);
+        assert_eq!(heard.await, Ok(Some(10)));
     }
 
     #[tokio::test]
     async fn an_action_the_device_dropped_is_said_so() {
         let (device, outcome) = oneshot::channel::<u32>();
-        let (late, _heard) = reported();
+        let (late, heard) = reported();
         drop(device);
-        let waited = wait_or_hand_over(outcome, Duration::from_secs(10), late).await;
+        let waited = wait_or_hand_over(answered(outcome), Duration::from_secs(10), late).await;
         assert_eq!(waited, Waited::Dropped);
+        assert!(heard.await.is_err(), "late was never called");
+    }
+
+    /// Dropped undone after its waiter left: `late` hears of it (as no
+    /// outcome), so an accept recorded first can be undone.
+    #[tokio::test]
+    async fn an_action_dropped_after_its_waiter_left_is_handed_over_as_none() {
+        let (device, outcome) = oneshot::channel::<u32>();
+        let (late, heard) = reported();
+        poll_once_then_drop(wait_or_hand_over(
+            answered(outcome),
+            Duration::from_secs(10),
+            late,
+        ));
+        drop(device);
+        assert_eq!(heard.await, Ok(None));
     }
 }

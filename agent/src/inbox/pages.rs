@@ -117,61 +117,67 @@ async fn ask<T>(state: &InboxState, make: impl FnOnce(oneshot::Sender<T>) -> Com
 }
 
 /// Have the device task do something that acts (send a reply, a template,
-/// accept a request) and wait up to [`DEVICE_WAIT`] for the outcome. A
-/// device task still busy then does it later: that is
-/// [`InboxError::Queued`], not a failure (an agent told it failed would
-/// do it twice), and `late` gets the outcome once it comes; a stopping
-/// daemon is a refusal.
+/// accept a request) and wait up to [`DEVICE_WAIT`] for the outcome, the
+/// time spent waiting for room in its queue included. A device task
+/// still busy then does it later: that is [`InboxError::Queued`], not a
+/// failure (an agent told it failed would do it twice), and `late` gets
+/// the outcome once it comes (`None`: the daemon stopped before doing
+/// it). The command reaches the device even if this request is dropped
+/// first (the browser left); a daemon stopping meanwhile is a refusal.
 async fn act<T: Send + 'static>(
     state: &InboxState,
     what: &str,
     make: impl FnOnce(oneshot::Sender<T>) -> Command,
-    late: impl FnOnce(T) + Send + 'static,
+    late: impl FnOnce(Option<T>) + Send + 'static,
 ) -> Result<T> {
     let (tx, rx) = oneshot::channel();
-    if state.commands.send(make(tx)).await.is_err() {
-        return Err(refused(ApiError::Stopping));
-    }
-    // Whether this request's time runs out or the browser leaves and the
-    // request is dropped, `late` still gets the outcome.
-    match handover::wait_or_hand_over(rx, DEVICE_WAIT, late).await {
+    let (commands, command) = (state.commands.clone(), make(tx));
+    let action = async move {
+        commands.send(command).await.ok()?;
+        rx.await.ok()
+    };
+    match handover::wait_or_hand_over(action, DEVICE_WAIT, late).await {
         Waited::Done(outcome) => Ok(outcome),
         Waited::Dropped => Err(refused(ApiError::Stopping)),
         Waited::Later => Err(InboxError::Queued(what.to_owned())),
     }
 }
 
-/// What [`act`] does with a queued action's late outcome: a refusal
-/// becomes a note on `customer`'s conversation, by the agent who acted,
-/// saying what was not done and why (the agent was told it was queued;
-/// the page shows the note as soon as it is added).
+/// What [`act`] does with a queued action's late outcome: a refusal, or
+/// the daemon stopping before it was done, becomes a note on
+/// `customer`'s conversation, by the agent who acted, saying what was
+/// not done and why (the agent was told it was queued; the page shows
+/// the note as soon as it is added).
 fn note_if_refused<S>(
     state: &InboxState,
     customer: &str,
     agent_id: i64,
     what: String,
-) -> impl FnOnce(std::result::Result<S, ClientError>) + Send + 'static {
+) -> impl FnOnce(Option<std::result::Result<S, ClientError>>) + Send + 'static {
     let (db, clock, customer) = (state.db.clone(), state.clock.clone(), customer.to_owned());
     move |outcome| {
-        let Err(e) = outcome else {
-            return;
+        let why = match outcome {
+            Some(Ok(_)) => return,
+            Some(Err(e)) => ApiError::from(e).message(),
+            None => ApiError::Stopping.message(),
         };
-        let body = format!("{what}: {}", ApiError::from(e).message());
+        let body = format!("{what}: {why}");
         if let Err(e) = conversations::add_note(&db, &customer, agent_id, &body, clock.now_ms()) {
-            tracing::warn!(error = %e, "noting a queued action the relay refused");
+            tracing::warn!(error = %e, "noting a queued action that was not done");
         }
     }
 }
 
-/// What [`act`] does with a queued accept refused late: the inbox had
-/// recorded it accepted (when `recorded`: this accept made the record);
-/// it is a request again, and a note by the agent who accepted says why.
+/// What [`act`] does with a queued accept refused late, or dropped
+/// undone: the inbox had recorded it accepted (when `recorded`: this
+/// accept made the record); it is a request again, and a note by the
+/// agent who accepted says why.
 fn accept_refused_late(
     state: &InboxState,
     customer: &str,
     agent_id: i64,
     recorded: bool,
-) -> impl FnOnce(std::result::Result<(), ClientError>) + Send + 'static {
+) -> impl FnOnce(Option<std::result::Result<(), ClientError>>) + Send + 'static {
     let (db, customer_id) = (state.db.clone(), customer.to_owned());
     let note = note_if_refused(
         state,
@@ -180,11 +186,12 @@ fn accept_refused_late(
         "The message request was not accepted (it is a request again)".to_owned(),
     );
     move |outcome| {
+        let accepted = matches!(outcome, Some(Ok(())));
         if recorded
-            && outcome.is_err()
+            && !accepted
             && let Err(e) = conversations::undo_accept(&db, &customer_id, agent_id)
         {
-            tracing::warn!(error = %e, "marking a refused accept as a request again");
+            tracing::warn!(error = %e, "marking an accept not done as a request again");
         }
         note(outcome);
     }
