@@ -33,6 +33,8 @@
 //! - [`link`]: click-to-chat links and their QR codes (`agent link`,
 //!   `GET /v1/link`).
 //! - [`tls`]: TLS for the API.
+//! - [`vanished_peers`]: connections to a vanished browser or backend end
+//!   within 30 s of the next write (an agent's presence with them).
 //! - [`serve`]: starting and stopping the daemon.
 //! - [`fault`]: crash points for tests (feature `fault-injection` only).
 
@@ -58,6 +60,7 @@ pub mod serve;
 pub mod status;
 pub mod sync;
 pub mod tls;
+pub mod vanished_peers;
 pub mod webhook;
 
 pub use api::{ApiDoc, app, openapi_json};

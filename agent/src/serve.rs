@@ -76,6 +76,8 @@ pub async fn start(
     clock: SharedClock,
 ) -> Result<Running, ServeError> {
     let addr = listener.local_addr().map_err(ServeError::Listen)?;
+    crate::vanished_peers::end_connections_to_vanished_peers(&listener)
+        .map_err(ServeError::Listen)?;
     if config.tls.is_none() && !addr.ip().is_loopback() {
         return Err(ConfigError::TlsRequired(addr).into());
     }

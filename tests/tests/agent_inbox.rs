@@ -1036,6 +1036,38 @@ async fn browser_scenario(chromium: std::path::PathBuf, chromedriver: std::path:
 /// daemon never marked her present beyond it), so the next customers go
 /// to Bob, whose session is fresh, and none to Ana (round robin would
 /// start with her).
+/// An agent's page that vanished without a word (a laptop put to sleep,
+/// a network gone) keeps her present only as long as its connection
+/// lasts: the daemon's listener makes every connection it accepts end
+/// once what it sent stays unacknowledged for 30 s (before, TCP gave up
+/// after about 15 minutes, and she was assigned conversations all that
+/// time). That accepted connections inherit it is
+/// `vanished_peers::tests::accepted_connections_inherit_the_limit`.
+#[tokio::test]
+async fn the_daemons_listener_ends_connections_left_unacknowledged_30_s() {
+    use support::agent::{PASSPHRASE, Receiver, config, data_dir, init_business};
+    let relay = support::start_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let receiver = Receiver::start().await;
+    let config = config(&relay, &data_dir(root.path()), &receiver);
+    init_business(&relay, &config).await;
+    let listener = std::net::TcpListener::bind(config.listen).expect("bind");
+    listener.set_nonblocking(true).expect("non-blocking");
+    // The same socket, kept here to read its options.
+    let probe = listener.try_clone().expect("a second handle");
+    let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+    let clock = comptoir_agent::clock::ManualClock::at(comptoir_client::client::now_ms());
+    let agent = comptoir_agent::start(&config, PASSPHRASE, listener, clock)
+        .await
+        .expect("agent serve");
+    let limit = socket2::SockRef::from(&probe)
+        .tcp_user_timeout()
+        .expect("read the listener's option");
+    assert_eq!(limit, Some(comptoir_agent::vanished_peers::UNACKED_LIMIT));
+    assert_eq!(limit, Some(std::time::Duration::from_secs(30)));
+    agent.stop().await;
+}
+
 #[tokio::test]
 async fn an_agent_whose_session_ended_is_no_longer_assigned() {
     let f = InboxFixture::start().await;

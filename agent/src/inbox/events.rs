@@ -10,7 +10,8 @@
 //! until [`PRESENCE_TTL`] from now, renewed every [`PRESENCE_REFRESH`]
 //! (never past the end of the session the page was opened with); when
 //! the agent's last stream on this daemon closes (the tab or browser
-//! closed, the connection lost), the mark ends at once. A renewal first
+//! closed, the connection lost: one whose other end vanished ends within
+//! about 45 s, see [`crate::vanished_peers`]), the mark ends at once. A renewal first
 //! checks the session: once it is logged out, expired or its agent
 //! disabled, the stream ends. The mark is synced to the business's other
 //! daemons (crate::sync), so if this daemon stops without a word, the
