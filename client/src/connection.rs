@@ -130,6 +130,13 @@ impl fmt::Debug for Requester {
     }
 }
 
+impl Requester {
+    /// Whether `other` sends on the same connection as this one.
+    pub(crate) fn same_connection(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+}
+
 /// Forgets a request's route if its caller stops waiting (timeout).
 struct RouteGuard<'a> {
     shared: &'a Shared,

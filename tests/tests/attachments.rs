@@ -339,3 +339,52 @@ async fn attachments_are_kept_until_their_time_is_up_not_until_first_fetch() {
         0
     );
 }
+
+/// A download on a handle (as the agent daemon runs them) whose
+/// connection is lost half-way goes on from where it was once the client
+/// is connected again, and the file comes whole (before, it failed with
+/// the lost connection and had to start over).
+#[tokio::test]
+async fn a_download_cut_by_a_lost_connection_goes_on_over_the_next_one() {
+    let (relay, mitm, _data) = support::mitm::relay_behind_mitm().await;
+    let Pair {
+        mut alice,
+        mut bob,
+        files,
+        _dirs,
+    } = pair(&relay).await;
+    let (a, b) = (alice.account_id(), bob.account_id());
+    // Three chunks.
+    let original = write_file(files.path(), "boarding.pdf", 2 * TRANSFER_CHUNK + 5_000);
+    let file = alice
+        .encrypt_file(&original, "application/pdf")
+        .expect("encrypt");
+    alice.send_attachment(b, &file).await.expect("send");
+    bob.disconnect().await;
+    bob.connect(&mitm.url())
+        .await
+        .expect("bob through the proxy");
+    let (id, _, _) = receive_attachment(&mut bob).await;
+
+    // The first chunk's request is held on the way, and the connection
+    // is lost under it.
+    mitm.stall_blob_fetches(true);
+    let saved = files.path().join("out.pdf");
+    let download = {
+        let (sender, saved) = (bob.sender(), saved.clone());
+        tokio::spawn(async move { sender.download_attachment(a, id, &saved).await })
+    };
+    mitm.blob_fetches_held(1).await;
+    mitm.stall_blob_fetches(false);
+    bob.disconnect().await;
+    bob.connect(&mitm.url()).await.expect("connected again");
+    tokio::time::timeout(support::TIMEOUT, download)
+        .await
+        .expect("the download ends")
+        .expect("the download's task")
+        .expect("the download goes on over the next connection");
+    assert_eq!(
+        std::fs::read(&saved).expect("the file"),
+        std::fs::read(&original).expect("the original")
+    );
+}

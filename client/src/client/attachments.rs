@@ -212,9 +212,12 @@ impl super::sender::Sender {
     /// [`Client::download_attachment`] from another task, at the same time
     /// as the client and other senders: each chunk is a request of its
     /// own on the shared connection, and the file is written off the
-    /// async workers, so a long download holds up nothing else. Dropping
-    /// the future stops it; a step already on the blocking pool finishes
-    /// first (the last one may still put the file at `destination`).
+    /// async workers, so a long download holds up nothing else. A lost
+    /// connection does not end it: it waits up to [`REQUEST_TIMEOUT`] for
+    /// the client's next connection and goes on there from where it was
+    /// (at most [`DOWNLOAD_RECONNECTS`] times). Dropping the future stops
+    /// it; a step already on the blocking pool finishes first (the last
+    /// one may still put the file at `destination`).
     pub async fn download_attachment(
         &self,
         peer: AccountId,
@@ -230,14 +233,27 @@ impl super::sender::Sender {
         // The store is not needed past here: a download does not keep the
         // client from closing.
         drop(store);
+        let mut requester = requester;
+        let mut reconnects = 0;
         let mut download = BlobDownload::new(pointer, destination.to_path_buf()).await?;
         loop {
-            let reply = super::sender::request_on(
+            let asked = super::sender::request_on(
                 requester.as_ref(),
                 download.next_request(),
                 "the download",
             )
-            .await?;
+            .await;
+            let reply = match asked {
+                Ok(reply) => reply,
+                Err(e @ (ClientError::ConnectionClosed(_) | ClientError::NotConnected))
+                    if reconnects < DOWNLOAD_RECONNECTS =>
+                {
+                    reconnects += 1;
+                    requester = Some(self.next_connection(requester.as_ref()).await.ok_or(e)?);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             match download.take(reply).await? {
                 Taken::More(more) => download = more,
                 Taken::Done => return Ok(()),
@@ -245,6 +261,10 @@ impl super::sender::Sender {
         }
     }
 }
+
+/// How many lost connections one download survives (see
+/// [`super::sender::Sender::download_attachment`]).
+const DOWNLOAD_RECONNECTS: u32 = 3;
 
 /// One download, chunk by chunk, without network I/O of its own: the
 /// caller sends [`BlobDownload::next_request`] and hands back the reply.

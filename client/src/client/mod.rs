@@ -35,7 +35,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use comptoir_protocol::proto::wire::{self, ErrorCode, server_frame};
@@ -325,7 +325,7 @@ impl Client {
             tls: TlsOptions::default(),
             locks: PeerLocks::default(),
             me,
-            requester: Arc::new(Mutex::new(None)),
+            requester: Arc::new(tokio::sync::watch::Sender::new(None)),
         }
     }
 
@@ -351,19 +351,13 @@ impl Client {
     /// Take the connection away from the sender handles (they queue in the
     /// outbox until the next connect).
     fn share_requester_none(&self) {
-        *self
-            .requester
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = None;
+        self.requester.send_replace(None);
     }
 
     /// Give the sender handles this connection (or none).
     fn share_requester(&self) {
-        *self
-            .requester
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) =
-            self.conn.as_ref().map(Connection::requester);
+        self.requester
+            .send_replace(self.conn.as_ref().map(Connection::requester));
     }
 
     /// How to reach relays (CA certificates for `wss://`, `--insecure`);

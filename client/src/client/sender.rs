@@ -110,8 +110,9 @@ struct Sessions {
 }
 
 /// The relay connection senders use: replaced by every connect, cleared
-/// by a disconnect (then sends wait in the outbox for the next connect).
-pub(super) type RequesterSlot = Arc<Mutex<Option<Requester>>>;
+/// by a disconnect (then sends wait in the outbox for the next connect);
+/// a download cut by a lost connection waits here for the next one.
+pub(super) type RequesterSlot = Arc<tokio::sync::watch::Sender<Option<Requester>>>;
 
 /// Who this device is, shared by the client and its handles: replaced
 /// whenever it changes (linking, a login telling another kind), so a
@@ -182,14 +183,25 @@ impl Sender {
         Ok(Live {
             store: self.store.upgrade().ok_or(ClientError::Closed)?,
             me: self.me.current(),
-            requester: self
-                .requester
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone(),
+            requester: self.requester.borrow().clone(),
             events: self.events.clone(),
             locks: self.locks.clone(),
         })
+    }
+
+    /// The client's connection once it is another than `lost` (`None`
+    /// if none comes within [`REQUEST_TIMEOUT`], or the client closed).
+    pub(super) async fn next_connection(&self, lost: Option<&Requester>) -> Option<Requester> {
+        let mut slot = self.requester.subscribe();
+        let another = slot.wait_for(|current| match (current, lost) {
+            (Some(current), Some(lost)) => !current.same_connection(lost),
+            (Some(_), None) => true,
+            (None, _) => false,
+        });
+        match tokio::time::timeout(REQUEST_TIMEOUT, another).await {
+            Ok(Ok(current)) => current.clone(),
+            _ => None,
+        }
     }
 }
 
