@@ -100,6 +100,79 @@ async fn behind_a_trusted_proxy_logins_are_limited_per_client() {
     assert_eq!(spoofed.status, 429);
 }
 
+/// An inbox served on 127.0.0.1:0 over its own database (agent ana, a
+/// customer's message request) whose device task is the test: it takes
+/// the commands from `queue`, or leaves them there, as a busy device does.
+struct InboxOverAQueue {
+    db: comptoir_agent::db::Db,
+    customer: String,
+    queue: tokio::sync::mpsc::Receiver<comptoir_agent::device::Command>,
+    addr: std::net::SocketAddr,
+    router: axum::Router,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl InboxOverAQueue {
+    /// The queue holds `capacity` commands; `prefill` of them are there
+    /// already (a device busy with them).
+    async fn start(capacity: usize, prefill: usize) -> Self {
+        use comptoir_agent::device::Command;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db =
+            comptoir_agent::db::Db::open(&dir.path().join("agent.sqlite3"), vec![]).expect("db");
+        comptoir_agent::inbox::agents::add(&db, "ana", ANA_PW, false, 1).expect("ana");
+        let now = comptoir_client::client::now_ms();
+        let customer = "ab".repeat(16);
+        db.record_message(
+            &comptoir_agent::db::NewMessage {
+                id: "cd".repeat(16),
+                customer: customer.clone(),
+                incoming: true,
+                kind: "text",
+                body: "where is my order?".into(),
+                template_id: None,
+                reply_to: None,
+                status: comptoir_agent::MessageStatus::Received,
+                at_ms: now,
+            },
+            &[],
+            now,
+        )
+        .expect("record");
+        db.note_request(&customer, now).expect("a message request");
+        let (commands, queue) = tokio::sync::mpsc::channel(capacity);
+        for _ in 0..prefill {
+            let (busy, _) = tokio::sync::oneshot::channel();
+            commands
+                .try_send(Command::ApprovedTemplates { reply: busy })
+                .map_err(|_| ())
+                .expect("room");
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let clock: comptoir_agent::SharedClock = comptoir_agent::ManualClock::at(now);
+        let state =
+            comptoir_agent::inbox::InboxState::new(db.clone(), commands, clock, addr, false);
+        let router = comptoir_agent::inbox::router(state);
+        let app = router
+            .clone()
+            .into_make_service_with_connect_info::<comptoir_agent::inbox::session::PeerAddr>();
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        Self {
+            db,
+            customer,
+            queue,
+            addr,
+            router,
+            server,
+            _dir: dir,
+        }
+    }
+}
+
 /// A reply the device task has not taken within the page's wait (it is
 /// busy, with a large upload say) is reported as queued, not as "Not
 /// sent": it goes out once the device is free, and an agent told it
@@ -109,39 +182,14 @@ async fn behind_a_trusted_proxy_logins_are_limited_per_client() {
 #[tokio::test]
 async fn a_reply_the_busy_device_has_not_sent_yet_is_reported_queued() {
     use comptoir_agent::device::Command;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let db = comptoir_agent::db::Db::open(&dir.path().join("agent.sqlite3"), vec![]).expect("db");
-    comptoir_agent::inbox::agents::add(&db, "ana", ANA_PW, false, 1).expect("ana");
-    let now = comptoir_client::client::now_ms();
-    let customer = "ab".repeat(16);
-    db.record_message(
-        &comptoir_agent::db::NewMessage {
-            id: "cd".repeat(16),
-            customer: customer.clone(),
-            incoming: true,
-            kind: "text",
-            body: "where is my order?".into(),
-            template_id: None,
-            reply_to: None,
-            status: comptoir_agent::MessageStatus::Received,
-            at_ms: now,
-        },
-        &[],
-        now,
-    )
-    .expect("record");
-    db.note_request(&customer, now).expect("a message request");
-    let inbox_db = db.clone();
-    let (commands, mut queue) = tokio::sync::mpsc::channel(8);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let clock: comptoir_agent::SharedClock = comptoir_agent::ManualClock::at(now);
-    let state = comptoir_agent::inbox::InboxState::new(db, commands, clock, addr, false);
-    let app = comptoir_agent::inbox::router(state)
-        .into_make_service_with_connect_info::<comptoir_agent::inbox::session::PeerAddr>();
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let InboxOverAQueue {
+        db: inbox_db,
+        customer,
+        mut queue,
+        addr,
+        server,
+        ..
+    } = InboxOverAQueue::start(8, 0).await;
 
     let ana = login(addr, "ana", ANA_PW).await;
     let reply = ana
@@ -244,47 +292,16 @@ async fn a_reply_the_busy_device_has_not_sent_yet_is_reported_queued() {
 async fn an_accept_whose_page_left_while_the_queue_was_full_still_reaches_the_device() {
     use comptoir_agent::device::Command;
     use tower_service::Service;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let db = comptoir_agent::db::Db::open(&dir.path().join("agent.sqlite3"), vec![]).expect("db");
-    comptoir_agent::inbox::agents::add(&db, "ana", ANA_PW, false, 1).expect("ana");
-    let now = comptoir_client::client::now_ms();
-    let customer = "ab".repeat(16);
-    db.record_message(
-        &comptoir_agent::db::NewMessage {
-            id: "cd".repeat(16),
-            customer: customer.clone(),
-            incoming: true,
-            kind: "text",
-            body: "hello?".into(),
-            template_id: None,
-            reply_to: None,
-            status: comptoir_agent::MessageStatus::Received,
-            at_ms: now,
-        },
-        &[],
-        now,
-    )
-    .expect("record");
-    db.note_request(&customer, now).expect("a message request");
-    let inbox_db = db.clone();
     // Room for one command, taken: the device is busy with it.
-    let (commands, mut queue) = tokio::sync::mpsc::channel(1);
-    let (busy, _busy_outcome) = tokio::sync::oneshot::channel();
-    commands
-        .try_send(Command::ApprovedTemplates { reply: busy })
-        .map_err(|_| ())
-        .expect("room for one");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let clock: comptoir_agent::SharedClock = comptoir_agent::ManualClock::at(now);
-    let state = comptoir_agent::inbox::InboxState::new(db, commands, clock, addr, false);
-    let mut router = comptoir_agent::inbox::router(state);
-    let app = router
-        .clone()
-        .into_make_service_with_connect_info::<comptoir_agent::inbox::session::PeerAddr>();
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let InboxOverAQueue {
+        db: inbox_db,
+        customer,
+        mut queue,
+        addr,
+        mut router,
+        server,
+        ..
+    } = InboxOverAQueue::start(1, 1).await;
     let ana = login(addr, "ana", ANA_PW).await;
 
     // The accept, called on the router itself so that it is dropped at a
