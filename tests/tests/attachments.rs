@@ -340,44 +340,63 @@ async fn attachments_are_kept_until_their_time_is_up_not_until_first_fetch() {
     );
 }
 
-/// A download on a handle (as the agent daemon runs them) whose
-/// connection is lost half-way goes on from where it was once the client
-/// is connected again, and the file comes whole (before, it failed with
-/// the lost connection and had to start over).
-#[tokio::test]
-async fn a_download_cut_by_a_lost_connection_goes_on_over_the_next_one() {
-    let (relay, mitm, _data) = support::mitm::relay_behind_mitm().await;
-    let Pair {
-        mut alice,
-        mut bob,
-        files,
-        _dirs,
-    } = pair(&relay).await;
-    let (a, b) = (alice.account_id(), bob.account_id());
-    // Three chunks.
-    let original = write_file(files.path(), "boarding.pdf", 2 * TRANSFER_CHUNK + 5_000);
-    let file = alice
+/// Alice sends Bob a three-chunk file; Bob connected through the proxy,
+/// with the file's message received. Returns the relay (keep it), the
+/// proxy, the pair, and the file's account, message id and original.
+async fn a_file_for_bob_behind_the_proxy() -> (
+    support::TestRelay,
+    support::mitm::Mitm,
+    tempfile::TempDir,
+    Pair,
+    comptoir_protocol::AccountId,
+    comptoir_client::MessageId,
+    std::path::PathBuf,
+) {
+    let (relay, mitm, data) = support::mitm::relay_behind_mitm().await;
+    let mut pair = pair(&relay).await;
+    let b = pair.bob.account_id();
+    let original = write_file(
+        pair.files.path(),
+        "boarding.pdf",
+        2 * TRANSFER_CHUNK + 5_000,
+    );
+    let file = pair
+        .alice
         .encrypt_file(&original, "application/pdf")
         .expect("encrypt");
-    alice.send_attachment(b, &file).await.expect("send");
-    bob.disconnect().await;
-    bob.connect(&mitm.url())
+    pair.alice.send_attachment(b, &file).await.expect("send");
+    pair.bob.disconnect().await;
+    pair.bob
+        .connect(&mitm.url())
         .await
         .expect("bob through the proxy");
-    let (id, _, _) = receive_attachment(&mut bob).await;
+    let (id, _, _) = receive_attachment(&mut pair.bob).await;
+    let a = pair.alice.account_id();
+    (relay, mitm, data, pair, a, id, original)
+}
 
-    // The first chunk's request is held on the way, and the connection
-    // is lost under it.
-    mitm.stall_blob_fetches(true);
-    let saved = files.path().join("out.pdf");
+/// A download on a handle (as the agent daemon runs them) whose
+/// connection is lost half-way goes on from where it was over the
+/// client's next connection, and the file comes whole (before, it failed
+/// with the lost connection and had to start over).
+#[tokio::test]
+async fn a_download_cut_by_a_lost_connection_goes_on_over_the_next_one() {
+    let (_relay, mitm, _data, mut pair, a, id, original) = a_file_for_bob_behind_the_proxy().await;
+    // The first chunk comes; the second one's request is held on the way,
+    // and the connection is lost under it.
+    mitm.stall_blob_fetches_from(TRANSFER_CHUNK as u64);
+    let saved = pair.files.path().join("out.pdf");
     let download = {
-        let (sender, saved) = (bob.sender(), saved.clone());
+        let (sender, saved) = (pair.bob.sender(), saved.clone());
         tokio::spawn(async move { sender.download_attachment(a, id, &saved).await })
     };
     mitm.blob_fetches_held(1).await;
     mitm.stall_blob_fetches(false);
-    bob.disconnect().await;
-    bob.connect(&mitm.url()).await.expect("connected again");
+    pair.bob.disconnect().await;
+    pair.bob
+        .connect(&mitm.url())
+        .await
+        .expect("connected again");
     tokio::time::timeout(support::TIMEOUT, download)
         .await
         .expect("the download ends")
@@ -387,4 +406,32 @@ async fn a_download_cut_by_a_lost_connection_goes_on_over_the_next_one() {
         std::fs::read(&saved).expect("the file"),
         std::fs::read(&original).expect("the original")
     );
+    // The first chunk was not fetched again.
+    let chunk = TRANSFER_CHUNK as u64;
+    assert_eq!(mitm.blob_fetch_offsets(), vec![0, chunk, 2 * chunk]);
+}
+
+/// A download waiting for the next connection ends as soon as its client
+/// is closed, not when its wait is up (15 s): a daemon stopping is not
+/// held up by it.
+#[tokio::test]
+async fn a_download_waiting_for_a_connection_ends_when_its_client_closes() {
+    let (_relay, mitm, _data, pair, a, id, _original) = a_file_for_bob_behind_the_proxy().await;
+    mitm.stall_blob_fetches(true);
+    let saved = pair.files.path().join("out.pdf");
+    let download = {
+        let (sender, saved) = (pair.bob.sender(), saved.clone());
+        tokio::spawn(async move { sender.download_attachment(a, id, &saved).await })
+    };
+    mitm.blob_fetches_held(1).await;
+    pair.bob.close().await.expect("close");
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), download)
+        .await
+        .expect("the download ends well before its 15 s wait")
+        .expect("the download's task");
+    assert!(
+        matches!(ended, Err(ClientError::ConnectionClosed(_))),
+        "{ended:?}"
+    );
+    assert!(!saved.exists());
 }

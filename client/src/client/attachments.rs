@@ -212,12 +212,16 @@ impl super::sender::Sender {
     /// [`Client::download_attachment`] from another task, at the same time
     /// as the client and other senders: each chunk is a request of its
     /// own on the shared connection, and the file is written off the
-    /// async workers, so a long download holds up nothing else. A lost
-    /// connection does not end it: it waits up to [`REQUEST_TIMEOUT`] for
-    /// the client's next connection and goes on there from where it was
-    /// (at most [`DOWNLOAD_RECONNECTS`] times). Dropping the future stops
-    /// it; a step already on the blocking pool finishes first (the last
-    /// one may still put the file at `destination`).
+    /// async workers, so a long download holds up nothing else. A closed
+    /// connection does not end it: it waits up to
+    /// [`super::REQUEST_TIMEOUT`] for the client's next connection (as
+    /// does a download started while the client is offline) and goes on
+    /// there from where it was, at most [`DOWNLOAD_RECONNECTS`] times; the
+    /// client closed or dropped ends it at once, and a chunk the relay
+    /// does not answer within [`super::REQUEST_TIMEOUT`] ends it with
+    /// [`ClientError::Timeout`]. Dropping the future stops it; a step
+    /// already on the blocking pool finishes first (the last one may
+    /// still put the file at `destination`).
     pub async fn download_attachment(
         &self,
         peer: AccountId,

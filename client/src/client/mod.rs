@@ -83,7 +83,7 @@ pub use consent::Consent;
 pub use consent_requests::{ConsentAnswer, ConsentRequest, purpose_text};
 pub use contacts_sync::CONTACTS_PER_MESSAGE;
 pub use sender::Sender;
-use sender::{Me, MeSlot, RequesterSlot};
+use sender::{ClientSlot, Me, MeSlot};
 use shared::{EventQueue, PeerLocks};
 pub use status::{PostedStatus, StatusInput, StatusView};
 pub use templates::TemplateInfo;
@@ -163,7 +163,7 @@ pub struct Client {
     /// This device as sending needs it, shared with the handles.
     me: MeSlot,
     /// The authenticated connection's requester, for the handles.
-    requester: RequesterSlot,
+    requester: ClientSlot,
     /// Messages a peer's device asked to get again over a fresh session.
     resends: VecDeque<(AccountId, u32, MessageId)>,
     /// This account's kind, as the relay recorded it at registration (told
@@ -325,7 +325,7 @@ impl Client {
             tls: TlsOptions::default(),
             locks: PeerLocks::default(),
             me,
-            requester: Arc::new(tokio::sync::watch::Sender::new(None)),
+            requester: ClientSlot::new(),
         }
     }
 
@@ -351,13 +351,13 @@ impl Client {
     /// Take the connection away from the sender handles (they queue in the
     /// outbox until the next connect).
     fn share_requester_none(&self) {
-        self.requester.send_replace(None);
+        self.requester.share(None);
     }
 
     /// Give the sender handles this connection (or none).
     fn share_requester(&self) {
         self.requester
-            .send_replace(self.conn.as_ref().map(Connection::requester));
+            .share(self.conn.as_ref().map(Connection::requester));
     }
 
     /// How to reach relays (CA certificates for `wss://`, `--insecure`);

@@ -112,7 +112,42 @@ struct Sessions {
 /// The relay connection senders use: replaced by every connect, cleared
 /// by a disconnect (then sends wait in the outbox for the next connect);
 /// a download cut by a lost connection waits here for the next one.
-pub(super) type RequesterSlot = Arc<tokio::sync::watch::Sender<Option<Requester>>>;
+pub(super) type RequesterSlot = Arc<tokio::sync::watch::Sender<SharedConnection>>;
+
+/// What the handles know of their client's connection.
+#[derive(Clone, Default)]
+pub(super) struct SharedConnection {
+    /// The connection to send on (`None`: not connected).
+    pub(super) requester: Option<Requester>,
+    /// The client was closed or dropped: no connection will come.
+    pub(super) closed: bool,
+}
+
+/// The client's hold on its [`RequesterSlot`]: when the client goes
+/// (closed or dropped), the handles hear that no connection will come.
+pub(super) struct ClientSlot(pub(super) RequesterSlot);
+
+impl ClientSlot {
+    pub(super) fn new() -> Self {
+        Self(Arc::new(tokio::sync::watch::Sender::new(
+            SharedConnection::default(),
+        )))
+    }
+
+    /// Give the handles `requester` (or none) to send on.
+    pub(super) fn share(&self, requester: Option<Requester>) {
+        self.0.send_modify(|shared| shared.requester = requester);
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0.send_modify(|shared| {
+            shared.requester = None;
+            shared.closed = true;
+        });
+    }
+}
 
 /// Who this device is, shared by the client and its handles: replaced
 /// whenever it changes (linking, a login telling another kind), so a
@@ -183,23 +218,27 @@ impl Sender {
         Ok(Live {
             store: self.store.upgrade().ok_or(ClientError::Closed)?,
             me: self.me.current(),
-            requester: self.requester.borrow().clone(),
+            requester: self.requester.borrow().requester.clone(),
             events: self.events.clone(),
             locks: self.locks.clone(),
         })
     }
 
     /// The client's connection once it is another than `lost` (`None`
-    /// if none comes within [`REQUEST_TIMEOUT`], or the client closed).
+    /// if none comes within [`REQUEST_TIMEOUT`], or the client is closed
+    /// or dropped meanwhile).
     pub(super) async fn next_connection(&self, lost: Option<&Requester>) -> Option<Requester> {
         let mut slot = self.requester.subscribe();
-        let another = slot.wait_for(|current| match (current, lost) {
-            (Some(current), Some(lost)) => !current.same_connection(lost),
-            (Some(_), None) => true,
-            (None, _) => false,
+        let another = slot.wait_for(|shared| {
+            shared.closed
+                || match (&shared.requester, lost) {
+                    (Some(current), Some(lost)) => !current.same_connection(lost),
+                    (Some(_), None) => true,
+                    (None, _) => false,
+                }
         });
         match tokio::time::timeout(REQUEST_TIMEOUT, another).await {
-            Ok(Ok(current)) => current.clone(),
+            Ok(Ok(shared)) => shared.requester.clone(),
             _ => None,
         }
     }
@@ -214,7 +253,7 @@ impl Client {
         Sender {
             store: Arc::downgrade(&self.store),
             me: self.me.clone(),
-            requester: Arc::clone(&self.requester),
+            requester: Arc::clone(&self.requester.0),
             events: self.events.clone(),
             locks: self.locks.clone(),
         }

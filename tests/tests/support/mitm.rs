@@ -46,11 +46,13 @@ struct Shared {
     /// [`REPLAY_ACCEPT_OFFSET`]).
     /// (`None`: delivered again as it was, as after a lost ack.)
     replays: VecDeque<(Vec<u8>, Option<wire::Category>)>,
-    /// Hold back every `FetchBlob` (the relay never hears it: the
-    /// download waits as on a stalled link).
-    stall_blob_fetches: bool,
+    /// Hold back every `FetchBlob` from this offset on (the relay never
+    /// hears it: the download waits as on a stalled link).
+    stall_blob_fetches_from: Option<u64>,
     /// `FetchBlob` requests held back so far.
     blob_fetches_held: usize,
+    /// The offset of each `FetchBlob` forwarded, in order.
+    blob_fetch_offsets: Vec<u64>,
     /// The sender whose copies' acks are lost on the way (recorded, never
     /// forwarded), if any.
     lose_acks_from: Option<Vec<u8>>,
@@ -241,7 +243,17 @@ impl Mitm {
 
     /// Hold back every later `FetchBlob` (`true`) or forward them again.
     pub fn stall_blob_fetches(&self, stall: bool) {
-        self.shared.lock().expect("lock").stall_blob_fetches = stall;
+        self.shared.lock().expect("lock").stall_blob_fetches_from = stall.then_some(0);
+    }
+
+    /// Hold back every later `FetchBlob` of a chunk at `offset` or past it.
+    pub fn stall_blob_fetches_from(&self, offset: u64) {
+        self.shared.lock().expect("lock").stall_blob_fetches_from = Some(offset);
+    }
+
+    /// The offset of each `FetchBlob` forwarded to the relay, in order.
+    pub fn blob_fetch_offsets(&self) -> Vec<u64> {
+        self.shared.lock().expect("lock").blob_fetch_offsets.clone()
     }
 
     /// Wait (bounded) until at least `n` `FetchBlob`s were held back.
@@ -455,13 +467,17 @@ fn tamper_up(state: &Mutex<Shared>, bytes: &[u8]) -> Option<Vec<u8>> {
         shared.sent_categories.push(send.category);
         return Some(bytes.to_vec());
     }
-    if let Some(client_frame::Body::FetchBlob(_)) = &frame.body {
+    if let Some(client_frame::Body::FetchBlob(fetch)) = &frame.body {
         let mut shared = state.lock().expect("lock");
-        if shared.stall_blob_fetches {
+        if shared
+            .stall_blob_fetches_from
+            .is_some_and(|from| fetch.offset >= from)
+        {
             shared.blob_fetches_held += 1;
             shared.acked_now.notify_waiters();
             return None;
         }
+        shared.blob_fetch_offsets.push(fetch.offset);
         return Some(bytes.to_vec());
     }
     let Some(client_frame::Body::DeliveryAck(ack)) = frame.body.as_mut() else {
