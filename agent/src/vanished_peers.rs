@@ -7,8 +7,10 @@
 //! automatic assignment within about 45 s.
 //!
 //! The limit is TCP's user timeout (`TCP_USER_TIMEOUT`), set on the
-//! listening socket: the connections it accepts inherit it. On systems
-//! without it, nothing is set.
+//! listening socket: the connections it accepts inherit it. It applies
+//! to every accepted connection: on Linux a client that keeps its receive
+//! window shut (stops reading) for as long, with more to send to it, is
+//! dropped too. On systems without it, nothing is set.
 
 use std::time::Duration;
 

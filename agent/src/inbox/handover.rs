@@ -7,6 +7,7 @@
 //! waiter or handed to `late`, never lost between the two.
 
 use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -22,28 +23,71 @@ pub enum Waited<T> {
     Later,
 }
 
+/// `late`, called at most once, by whichever side finds the outcome
+/// untaken: the action's task (the waiter gone) or the waiter's drop (an
+/// outcome that arrived as it was dropped).
+struct Late<L>(Arc<Mutex<Option<L>>>);
+
+impl<L> Late<L> {
+    fn hand_over<T>(&self, outcome: Option<T>)
+    where
+        L: FnOnce(Option<T>),
+    {
+        let late = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(late) = late {
+            late(outcome);
+        }
+    }
+}
+
+/// The waiter's end: dropped with an outcome in it that nobody took (the
+/// request dropped just as it came), it hands the outcome over.
+struct Answer<T, L: FnOnce(Option<T>)> {
+    answer: oneshot::Receiver<Option<T>>,
+    late: Late<L>,
+}
+
+impl<T, L: FnOnce(Option<T>)> Drop for Answer<T, L> {
+    fn drop(&mut self) {
+        self.answer.close();
+        if let Ok(outcome) = self.answer.try_recv() {
+            self.late.hand_over(outcome);
+        }
+    }
+}
+
 /// Run `action` (its outcome, or `None` if the device task dropped it
 /// undone) in a task of its own and wait up to `wait` for it; past that,
 /// or if this future is dropped first, `late` gets what it gave when it
 /// ends (`None` included).
-pub async fn wait_or_hand_over<T: Send + 'static>(
+pub async fn wait_or_hand_over<T, L>(
     action: impl Future<Output = Option<T>> + Send + 'static,
     wait: Duration,
-    late: impl FnOnce(Option<T>) + Send + 'static,
-) -> Waited<T> {
-    let (forward, mut answer) = oneshot::channel();
+    late: L,
+) -> Waited<T>
+where
+    T: Send + 'static,
+    L: FnOnce(Option<T>) + Send + 'static,
+{
+    let late = Arc::new(Mutex::new(Some(late)));
+    let (forward, answer) = oneshot::channel();
+    let task_late = Late(Arc::clone(&late));
     tokio::spawn(async move {
         if let Err(outcome) = forward.send(action.await) {
-            late(outcome);
+            task_late.hand_over(outcome);
         }
     });
-    let given = match tokio::time::timeout(wait, &mut answer).await {
+    let mut waiting = Answer {
+        answer,
+        late: Late(late),
+    };
+    let given = match tokio::time::timeout(wait, &mut waiting.answer).await {
         Ok(given) => given,
         Err(_) => {
             // Closed first, so an outcome is either taken here or goes to
             // `late`, never lost between the two.
-            answer.close();
-            match answer.try_recv() {
+            waiting.answer.close();
+            match waiting.answer.try_recv() {
                 Ok(given) => Ok(given),
                 Err(_) => return Waited::Later,
             }
@@ -148,6 +192,36 @@ mod tests {
         let queued = device.recv().await.expect("the action reached the device");
         let _ = queued.send(10);
         assert_eq!(heard.await, Ok(Some(10)));
+    }
+
+    /// The outcome reaches the waiter's end just as the request is
+    /// dropped, before the waiter took it: it is handed over (before, it
+    /// was lost with the waiter).
+    #[tokio::test]
+    async fn an_outcome_that_came_as_the_waiter_was_dropped_is_handed_over() {
+        let (device, outcome) = oneshot::channel();
+        let (returning, returned) = oneshot::channel::<()>();
+        // The action says it is done as it returns; on this test's
+        // single-threaded runtime its task forwards the outcome in the
+        // same turn, before this test runs again.
+        let action = async move {
+            let outcome = outcome.await.ok();
+            let _ = returning.send(());
+            outcome
+        };
+        let (late, heard) = reported();
+        {
+            let waiting = wait_or_hand_over(action, Duration::from_secs(10), late);
+            let mut waiting = std::pin::pin!(waiting);
+            let polled = waiting
+                .as_mut()
+                .poll(&mut Context::from_waker(Waker::noop()));
+            assert!(polled.is_pending());
+            let _ = device.send(11);
+            returned.await.expect("the action returned");
+            // The waiter is dropped here, its outcome untaken.
+        }
+        assert_eq!(heard.await, Ok(Some(11)));
     }
 
     #[tokio::test]

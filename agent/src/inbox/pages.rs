@@ -715,7 +715,12 @@ async fn accept_request(
 /// Have the device tell `customer` its messages were read (the receipt
 /// waits in the outbox if the relay is away; a stopping daemon skips it).
 async fn tell_read(state: &InboxState, customer: AccountId) {
-    let _ = state.commands.send(Command::MarkRead { customer }).await;
+    // Queued behind whatever the device is busy with, without holding up
+    // the page: a full queue would keep it waiting for room.
+    let commands = state.commands.clone();
+    tokio::spawn(async move {
+        let _ = commands.send(Command::MarkRead { customer }).await;
+    });
 }
 
 fn back_to(customer: &str) -> Response {
