@@ -217,7 +217,8 @@ impl super::sender::Sender {
     /// [`super::REQUEST_TIMEOUT`] for the client's next connection (as
     /// does a download started while the client is offline) and goes on
     /// there from where it was, at most [`DOWNLOAD_RECONNECTS`] times; the
-    /// client closed or dropped ends it at once, and a chunk the relay
+    /// client closed or dropped ends it at once ([`ClientError::Closed`]),
+    /// and a chunk the relay
     /// does not answer within [`super::REQUEST_TIMEOUT`] ends it with
     /// [`ClientError::Timeout`]. Dropping the future stops it; a step
     /// already on the blocking pool finishes first (the last one may
@@ -253,7 +254,7 @@ impl super::sender::Sender {
                     if reconnects < DOWNLOAD_RECONNECTS =>
                 {
                     reconnects += 1;
-                    requester = Some(self.next_connection(requester.as_ref()).await.ok_or(e)?);
+                    requester = Some(self.next_connection(requester.as_ref()).await?.ok_or(e)?);
                     continue;
                 }
                 Err(e) => return Err(e),

@@ -625,6 +625,8 @@ impl Client {
     /// fail with [`ClientError::Closed`].
     pub async fn close(mut self) -> Result<()> {
         self.disconnect().await;
+        // Handles waiting for a connection stop now, not when this ends.
+        self.requester.close();
         self.store.flush().await?;
         let mut store = self.store;
         let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;

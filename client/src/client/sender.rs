@@ -138,14 +138,19 @@ impl ClientSlot {
     pub(super) fn share(&self, requester: Option<Requester>) {
         self.0.send_modify(|shared| shared.requester = requester);
     }
-}
 
-impl Drop for ClientSlot {
-    fn drop(&mut self) {
+    /// Tell the handles the client is going: no connection will come.
+    pub(super) fn close(&self) {
         self.0.send_modify(|shared| {
             shared.requester = None;
             shared.closed = true;
         });
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 
@@ -224,10 +229,13 @@ impl Sender {
         })
     }
 
-    /// The client's connection once it is another than `lost` (`None`
-    /// if none comes within [`REQUEST_TIMEOUT`], or the client is closed
-    /// or dropped meanwhile).
-    pub(super) async fn next_connection(&self, lost: Option<&Requester>) -> Option<Requester> {
+    /// The client's connection once it is another than `lost`:
+    /// `Ok(None)` if none comes within [`REQUEST_TIMEOUT`], and
+    /// [`ClientError::Closed`] once the client is closed or dropped.
+    pub(super) async fn next_connection(
+        &self,
+        lost: Option<&Requester>,
+    ) -> Result<Option<Requester>> {
         let mut slot = self.requester.subscribe();
         let another = slot.wait_for(|shared| {
             shared.closed
@@ -238,8 +246,11 @@ impl Sender {
                 }
         });
         match tokio::time::timeout(REQUEST_TIMEOUT, another).await {
-            Ok(Ok(shared)) => shared.requester.clone(),
-            _ => None,
+            Ok(Ok(shared)) if shared.closed => Err(ClientError::Closed),
+            Ok(Ok(shared)) => Ok(shared.requester.clone()),
+            // Every sender gone with the client.
+            Ok(Err(_)) => Err(ClientError::Closed),
+            Err(_) => Ok(None),
         }
     }
 }
