@@ -173,6 +173,37 @@ impl InboxOverAQueue {
     }
 }
 
+/// Wait (bounded) until `customer`'s conversation is a message request
+/// again, with note number `n` (from 0), by Ana, saying the accept was not
+/// done.
+async fn a_request_again_with_a_note(
+    db: &comptoir_agent::db::Db,
+    customer: &str,
+    changes: &mut tokio::sync::watch::Receiver<u64>,
+    n: usize,
+) {
+    tokio::time::timeout(support::TIMEOUT, async {
+        loop {
+            let view = comptoir_agent::inbox::conversations::get(db, customer).expect("get");
+            let notes = comptoir_agent::inbox::conversations::notes(db, customer).expect("notes");
+            if view.request && notes.len() == n + 1 {
+                assert_eq!(notes[n].author, "ana");
+                assert!(
+                    notes[n]
+                        .body
+                        .starts_with("The message request was not accepted"),
+                    "{}",
+                    notes[n].body
+                );
+                return;
+            }
+            changes.changed().await.expect("the database is open");
+        }
+    })
+    .await
+    .expect("a request again, with a note");
+}
+
 /// A reply the device task has not taken within the page's wait (it is
 /// busy, with a large upload say) is reported as queued, not as "Not
 /// sent": it goes out once the device is free, and an agent told it
@@ -261,27 +292,7 @@ async fn a_reply_the_busy_device_has_not_sent_yet_is_reported_queued() {
         .send(Err(comptoir_client::ClientError::NotConnected))
         .map_err(|_| ())
         .expect("the inbox still waits for the outcome");
-    tokio::time::timeout(support::TIMEOUT, async {
-        loop {
-            let view =
-                comptoir_agent::inbox::conversations::get(&inbox_db, &customer).expect("get");
-            let notes =
-                comptoir_agent::inbox::conversations::notes(&inbox_db, &customer).expect("notes");
-            if view.request && notes.len() == 2 {
-                assert!(
-                    notes[1]
-                        .body
-                        .starts_with("The message request was not accepted"),
-                    "{}",
-                    notes[1].body
-                );
-                return;
-            }
-            changes.changed().await.expect("the database is open");
-        }
-    })
-    .await
-    .expect("a request again, with a note");
+    a_request_again_with_a_note(&inbox_db, &customer, &mut changes, 1).await;
     server.abort();
 }
 
@@ -355,28 +366,7 @@ async fn an_accept_whose_page_left_while_the_queue_was_full_still_reaches_the_de
         .send(Err(comptoir_client::ClientError::NotConnected))
         .map_err(|_| ())
         .expect("the inbox still waits for the outcome");
-    tokio::time::timeout(support::TIMEOUT, async {
-        loop {
-            let view =
-                comptoir_agent::inbox::conversations::get(&inbox_db, &customer).expect("get");
-            let notes =
-                comptoir_agent::inbox::conversations::notes(&inbox_db, &customer).expect("notes");
-            if view.request && notes.len() == 1 {
-                assert_eq!(notes[0].author, "ana");
-                assert!(
-                    notes[0]
-                        .body
-                        .starts_with("The message request was not accepted"),
-                    "{}",
-                    notes[0].body
-                );
-                return;
-            }
-            changes.changed().await.expect("the database is open");
-        }
-    })
-    .await
-    .expect("a request again, with a note");
+    a_request_again_with_a_note(&inbox_db, &customer, &mut changes, 0).await;
     server.abort();
 }
 
