@@ -11,11 +11,12 @@
 //! (never past the end of the session the page was opened with); when
 //! the agent's last stream on this daemon closes (the tab or browser
 //! closed, the connection lost: one whose other end vanished ends within
-//! about 45 s, see [`crate::vanished_peers`]), the mark ends at once. A renewal first
-//! checks the session: once it is logged out, expired or its agent
-//! disabled, the stream ends. The mark is synced to the business's other
-//! daemons (crate::sync), so if this daemon stops without a word, the
-//! others stop counting the agent [`PRESENCE_TTL`] after its last renewal.
+//! about 45 s, see [`crate::vanished_peers`]), the mark ends at once. A
+//! renewal first checks the session: once it is logged out, expired or
+//! its agent disabled, the stream ends. The mark is synced to the
+//! business's other daemons (crate::sync), so if this daemon stops
+//! without a word, the others stop counting the agent [`PRESENCE_TTL`]
+//! after its last renewal.
 
 use std::collections::HashMap;
 use std::convert::Infallible;

@@ -218,11 +218,11 @@ impl super::sender::Sender {
     /// does a download started while the client is offline) and goes on
     /// there from where it was, at most [`DOWNLOAD_RECONNECTS`] times; the
     /// client closed or dropped ends it at once ([`ClientError::Closed`]),
-    /// and a chunk the relay
-    /// does not answer within [`super::REQUEST_TIMEOUT`] ends it with
-    /// [`ClientError::Timeout`]. Dropping the future stops it; a step
-    /// already on the blocking pool finishes first (the last one may
-    /// still put the file at `destination`).
+    /// and a chunk the relay does not answer within
+    /// [`super::REQUEST_TIMEOUT`] ends it with [`ClientError::Timeout`].
+    /// Dropping the future stops it; a step already on the blocking pool
+    /// finishes first (the last one may still put the file at
+    /// `destination`).
     pub async fn download_attachment(
         &self,
         peer: AccountId,
@@ -230,7 +230,9 @@ impl super::sender::Sender {
         destination: &Path,
     ) -> Result<()> {
         let super::sender::Live {
-            store, requester, ..
+            store,
+            mut requester,
+            ..
         } = self.live()?;
         let pointer = attachments::get(&store, &peer, &id)?.ok_or_else(|| {
             ClientError::InvalidArgument("that message carries no attachment".into())
@@ -238,7 +240,6 @@ impl super::sender::Sender {
         // The store is not needed past here: a download does not keep the
         // client from closing.
         drop(store);
-        let mut requester = requester;
         let mut reconnects = 0;
         let mut download = BlobDownload::new(pointer, destination.to_path_buf()).await?;
         loop {
