@@ -5,9 +5,11 @@
 //! and waits; the writer thread takes everything buffered, writes it with
 //! one `write` and makes it durable with one `fdatasync`, then completes
 //! every waiter of the group. The commit is adaptive: when the last group
-//! had a single waiter the writer commits at once; when it had several
-//! (senders at work concurrently) it waits, up to [`LogOptions::linger`],
-//! only until as many are waiting again, so a burst shares one sync.
+//! had a single waiter the writer commits at once; when it had several,
+//! sent by more than one device (senders at work concurrently), it waits,
+//! up to [`LogOptions::linger`], only until as many are waiting again, so a
+//! burst shares one sync. One device's concurrent sends are not waited
+//! for: they come in bursts its own client paces (see `writer`).
 //! An ack removes its copy from the index at once and appends a `Removed`
 //! record, and a `Receipt` for the sending device, in one group that the
 //! next commit writes (deletions are not waited on: a lost one means a
@@ -226,6 +228,8 @@ struct State {
     deferring: bool,
     /// While the writer gathers a group: wake it once this many wait.
     gather: usize,
+    /// The devices whose sends wait in the group being formed.
+    senders: writer::GroupSenders,
     /// Log bytes written since the last checkpoint started.
     since_checkpoint: u64,
     checkpointing: bool,
@@ -553,6 +557,7 @@ impl MailLog {
             writer_idle: false,
             deferring: false,
             gather: 0,
+            senders: writer::GroupSenders::default(),
             since_checkpoint: total,
             checkpointing: false,
             checkpoint_requested: false,
@@ -642,6 +647,7 @@ impl MailLog {
                     server_timestamp_ms: first.server_ts,
                     accept_id: first.accept_id,
                 };
+                state.senders.note(message.sender, message.sender_device);
                 (outcome, shared.durable_waiter(&mut state))
             } else {
                 if state.full {
@@ -762,6 +768,7 @@ impl MailLog {
                         accept_id,
                     },
                 );
+                state.senders.note(message.sender, message.sender_device);
                 (
                     Enqueued::Stored { accept_id },
                     shared.durable_waiter(&mut state),

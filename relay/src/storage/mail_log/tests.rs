@@ -1485,6 +1485,20 @@ async fn a_group_smaller_than_the_last_is_not_held_for_the_linger() -> TestResul
 
 #[test]
 fn concurrent_senders_share_syncs() -> TestResult {
+    senders_share_syncs(|sender| sender)
+}
+
+#[test]
+fn one_devices_concurrent_sends_share_syncs_without_being_gathered() -> TestResult {
+    // All from one device: the writer never holds a group for more of
+    // them (`writer::LastGroup`), yet those that arrive during a sync
+    // share the next.
+    senders_share_syncs(|_| 3)
+}
+
+/// Twenty tasks send ten messages each, the task numbered `s` from device
+/// `device(s)` of Alice: they take at most a quarter as many syncs.
+fn senders_share_syncs(device: fn(u8) -> u8) -> TestResult {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -1504,6 +1518,7 @@ fn concurrent_senders_share_syncs() -> TestResult {
             tasks.push(tokio::spawn(async move {
                 for i in 0..each {
                     let mut m = message(0, &[1], 100);
+                    m.sender_device = u32::from(device(s));
                     m.message_id = [s; MESSAGE_ID_LEN];
                     m.message_id[1] = i;
                     m.message_id[2] = 1;

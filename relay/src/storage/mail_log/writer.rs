@@ -9,6 +9,8 @@ use std::fs::File;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use comptoir_protocol::AccountId;
+
 use super::checkpoint::maybe_checkpoint;
 use super::durable;
 use super::reserve::Reserve;
@@ -90,11 +92,11 @@ const DEFER_UNWAITED: Duration = Duration::from_millis(5);
 
 /// While the writer gathers a group, a wait of this long in which no new
 /// waiter came ends the gathering (so it ends 250–500 µs after the last
-/// arrival). Measured (docs/BENCHMARKS.md, "Sixteen tasks through
-/// one `Client`: 8×"): for one client's sixteen tasks, whose sends arrive
-/// in bursts, 50–400 µs all beat waiting out the linger; the
-/// hundred-device load lost about 15% of its throughput at 100 µs (its
-/// groups ended early) and none at 250–500 µs.
+/// arrival). Measured (docs/BENCHMARKS.md, "back-to-back store syncs and a
+/// relay that stops gathering when arrivals stop"): 50–400 µs all beat
+/// waiting out the linger; the hundred-device load lost about 15% of its
+/// throughput at 100 µs (its groups ended early) and none at 250–500 µs.
+/// (One device's sends are not gathered at all: see [`LastGroup`].)
 const ARRIVAL_GAP: Duration = Duration::from_micros(250);
 
 /// First wait before a failed write is tried again; it doubles up to
@@ -119,11 +121,53 @@ struct Refill {
     wait: Duration,
 }
 
+/// The sending devices whose sends wait in the group being formed: enough
+/// to tell one device from several.
+#[derive(Debug, Default)]
+pub(super) struct GroupSenders {
+    first: Option<(AccountId, u32)>,
+    several: bool,
+}
+
+impl GroupSenders {
+    /// A send of `device` of `account` waits in the group.
+    pub(super) fn note(&mut self, account: AccountId, device: u32) {
+        match self.first {
+            None => self.first = Some((account, device)),
+            Some(first) => self.several |= first != (account, device),
+        }
+    }
+}
+
+/// What the last group was, which decides whether the next is gathered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct LastGroup {
+    /// Its waiters.
+    waiters: usize,
+    /// Whether its sends came from more than one device.
+    several_senders: bool,
+}
+
+impl LastGroup {
+    /// Whether to give a group that `waiting` callers have begun a moment
+    /// to grow: only when the last one had more waiters, sent by more than
+    /// one device. Independent senders arrive at random, and those that
+    /// came together once are likely to again; one device's concurrent
+    /// sends (a client multiplexing many tasks over one connection) come
+    /// in bursts paced by that client's own store syncs, so the rest of
+    /// its last group is not coming yet, and waiting for it only delays
+    /// the sends already here (docs/BENCHMARKS.md, "one device's sends
+    /// are not gathered").
+    fn gathers(self, waiting: usize) -> bool {
+        self.several_senders && waiting < self.waiters
+    }
+}
+
 pub(super) fn write_loop(shared: &Arc<Shared>, mut reserve: Reserve) {
     // Segments this thread created and still appends to.
     let mut open: Open = HashMap::new();
-    // Waiters of the last group: how many to gather for the next.
-    let mut last_waiters = 0usize;
+    // The last group: how many to gather for the next, if any.
+    let mut last_group = LastGroup::default();
     let mut refill = shared.lock().full.then(|| Refill {
         at: Instant::now(),
         wait: RETRY_FIRST,
@@ -150,7 +194,7 @@ pub(super) fn write_loop(shared: &Arc<Shared>, mut reserve: Reserve) {
             }
         }
         let wake_at = refill.as_ref().map(|r| r.at);
-        let Some(group) = next_group(shared, &mut open, &mut last_waiters, wake_at) else {
+        let Some(group) = next_group(shared, &mut open, &mut last_group, wake_at) else {
             // Dropped without `close`: seal what this thread wrote.
             if shared.lock().failed.is_none() {
                 let _ = seal_newest(shared, &mut open);
@@ -341,7 +385,7 @@ fn repair(shared: &Shared, open: &mut Open, unwritten: &mut Unwritten) -> Storag
 fn next_group(
     shared: &Shared,
     open: &mut Open,
-    last_waiters: &mut usize,
+    last_group: &mut LastGroup,
     wake_at: Option<Instant>,
 ) -> Option<Group> {
     let mut state = shared.lock();
@@ -403,7 +447,7 @@ fn next_group(
             state.deferring = false;
         }
     }
-    if !state.closing && *last_waiters > 1 && state.waiters.len() < *last_waiters {
+    if !state.closing && last_group.gathers(state.waiters.len()) {
         // Several senders were at work: give as many a moment to arrive,
         // so that they share this sync instead of each paying for one.
         // Appenders wake this wait only once the group is complete.
@@ -412,7 +456,7 @@ fn next_group(
         // for their own store, say), and waiting on for them only delays
         // those already here.
         let deadline = Instant::now() + shared.options.linger;
-        state.gather = *last_waiters;
+        state.gather = last_group.waiters;
         let mut seen = state.waiters.len();
         loop {
             let now = Instant::now();
@@ -433,7 +477,10 @@ fn next_group(
         }
         state.gather = 0;
     }
-    *last_waiters = state.waiters.len();
+    *last_group = LastGroup {
+        waiters: state.waiters.len(),
+        several_senders: std::mem::take(&mut state.senders).several,
+    };
     Some(Group {
         buffered: std::mem::take(&mut state.buffered),
         waiters: state.take_waiters(),
@@ -561,4 +608,68 @@ fn seal_newest(shared: &Shared, open: &mut Open) -> StorageResult<()> {
     // Sealed once: a second seal would only add bytes.
     open.clear();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(n: u8) -> (AccountId, u32) {
+        let account = AccountId::from_bytes(&[n; 16]).expect("16 bytes");
+        (account, u32::from(n))
+    }
+
+    /// Whether a group whose sends came from `senders` had several.
+    fn several(senders: &[(AccountId, u32)]) -> bool {
+        let mut group = GroupSenders::default();
+        for (account, device) in senders {
+            group.note(*account, *device);
+        }
+        group.several
+    }
+
+    #[test]
+    fn a_group_has_several_senders_only_with_two_devices_in_it() {
+        let (a, b) = (device(1), device(2));
+        let other_device_of_a = (a.0, 9);
+        let cases: &[(&[(AccountId, u32)], bool)] = &[
+            (&[], false),
+            (&[a], false),
+            (&[a, a, a], false),
+            (&[a, b], true),
+            (&[a, a, b, a], true),
+            (&[a, other_device_of_a], true),
+        ];
+        for (senders, expected) in cases {
+            assert_eq!(several(senders), *expected, "{senders:?}");
+        }
+    }
+
+    #[test]
+    fn only_a_group_from_several_devices_makes_the_next_one_wait() {
+        let group = |waiters, several_senders| LastGroup {
+            waiters,
+            several_senders,
+        };
+        // (last group, waiting now, gathered?)
+        let cases = [
+            (LastGroup::default(), 1, false),
+            (group(1, false), 1, false),
+            // One device's burst: never waited for.
+            (group(8, false), 1, false),
+            (group(8, false), 7, false),
+            // Several devices: gathered until as many wait again.
+            (group(8, true), 1, true),
+            (group(8, true), 7, true),
+            (group(8, true), 8, false),
+            (group(8, true), 9, false),
+        ];
+        for (last, waiting, expected) in cases {
+            assert_eq!(
+                last.gathers(waiting),
+                expected,
+                "{last:?}, {waiting} waiting"
+            );
+        }
+    }
 }
