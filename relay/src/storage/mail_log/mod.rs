@@ -8,8 +8,9 @@
 //! had a single waiter the writer commits at once; when it had several,
 //! sent by more than one device (senders at work concurrently), it waits,
 //! up to [`LogOptions::linger`], only until as many are waiting again, so a
-//! burst shares one sync. One device's concurrent sends are not waited
-//! for: they come in bursts its own client paces (see `writer`).
+//! burst shares one sync. A group whose sends all came from one device
+//! does not make the next one wait: one device's concurrent sends come in
+//! bursts its own client paces (see `writer`).
 //! An ack removes its copy from the index at once and appends a `Removed`
 //! record, and a `Receipt` for the sending device, in one group that the
 //! next commit writes (deletions are not waited on: a lost one means a
@@ -82,10 +83,11 @@ pub struct LogOptions {
     pub segment_bytes: u64,
     /// No checkpoint until the log has grown by at least this much.
     pub checkpoint_min_bytes: u64,
-    /// Under load only (the last group had several waiters), the longest
-    /// the writer waits for as many waiters as the last group had before
-    /// it writes and syncs; it stops sooner when a 250 µs wait brought
-    /// no new waiter, and a lone sender is never held up.
+    /// Under load only (the last group had several waiters, sends from
+    /// more than one device), the longest the writer waits for as many
+    /// waiters as the last group had before it writes and syncs; it stops
+    /// sooner when a 250 µs wait brought no new waiter, and a lone sender
+    /// is never held up.
     pub linger: Duration,
     /// Size of the disk-space reserve (`space-reserve` in the log
     /// directory), given back when the disk is full so that acks and
@@ -230,6 +232,9 @@ struct State {
     gather: usize,
     /// The devices whose sends wait in the group being formed.
     senders: writer::GroupSenders,
+    /// Groups the writer waited for more waiters for (tests).
+    #[cfg(test)]
+    gathered: u64,
     /// Log bytes written since the last checkpoint started.
     since_checkpoint: u64,
     checkpointing: bool,
@@ -558,6 +563,8 @@ impl MailLog {
             deferring: false,
             gather: 0,
             senders: writer::GroupSenders::default(),
+            #[cfg(test)]
+            gathered: 0,
             since_checkpoint: total,
             checkpointing: false,
             checkpoint_requested: false,
@@ -1593,6 +1600,12 @@ impl MailLog {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// How many groups the writer gave a moment to grow.
+    #[cfg(test)]
+    pub(crate) fn groups_gathered(&self) -> u64 {
+        self.shared().lock().gathered
     }
 
     /// Start a checkpoint after the next group (unless one is running), and

@@ -457,6 +457,10 @@ fn next_group(
         // those already here.
         let deadline = Instant::now() + shared.options.linger;
         state.gather = last_group.waiters;
+        #[cfg(test)]
+        {
+            state.gathered += 1;
+        }
         let mut seen = state.waiters.len();
         loop {
             let now = Instant::now();
