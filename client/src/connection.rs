@@ -9,6 +9,11 @@
 //! for [`Connection::next_push`]. Decrypting, storing and acknowledging
 //! stay on the caller's task.
 //!
+//! The reader task also watches that the relay is still there (see
+//! [`Keepalive`]): a link that died without a word ends the connection
+//! within half a minute, instead of leaving a device that waits for
+//! messages forever.
+//!
 //! Generic over any `Sink`/`Stream` of WebSocket messages, so tests can
 //! drive it with in-memory sockets; [`Connection::connect`] opens a real one.
 
@@ -62,6 +67,34 @@ impl Ended {
     }
 }
 
+/// How a connection checks that the relay is still there. A link can die
+/// without a word (the relay's machine lost power, a NAT on the way forgot
+/// the connection): nothing then arrives, nothing fails, and a device that
+/// only waits for messages would wait forever. So after [`Self::idle`]
+/// with nothing received, the connection sends a WebSocket ping (the
+/// relay answers it, and counts it as activity against its own idle
+/// timeout); if nothing at all has arrived [`Self::answer_within`] later,
+/// the connection ends as closed, and its owner connects again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Quiet this long, the connection pings the relay.
+    pub idle: Duration,
+    /// Still quiet this long after the ping, the connection ends.
+    pub answer_within: Duration,
+}
+
+impl Default for Keepalive {
+    /// A ping after 20 s of quiet, the end 10 s later: a dead link is
+    /// noticed within 30 s, and an idle device sends one small frame each
+    /// 20 s (the relay closes a connection quiet for 5 minutes).
+    fn default() -> Self {
+        Self {
+            idle: Duration::from_secs(20),
+            answer_within: Duration::from_secs(10),
+        }
+    }
+}
+
 /// Bytes of pushes that arrived and were not taken yet at most: past it
 /// the connection ends, so a relay pushing faster than this device
 /// handles what it pushes cannot fill the device's memory. Far above what
@@ -107,7 +140,11 @@ impl Shared {
     }
 
     async fn write(&self, frame: &ClientFrame) -> Result<()> {
-        let message = Message::Binary(encode_client(frame).into());
+        self.write_message(Message::Binary(encode_client(frame).into()))
+            .await
+    }
+
+    async fn write_message(&self, message: Message) -> Result<()> {
         self.sink
             .lock()
             .await
@@ -205,6 +242,16 @@ impl Connection {
     /// Open a WebSocket to `url` (see [`crate::tls`]) and read the
     /// relay's challenge.
     pub async fn connect(url: &str, tls: &TlsOptions) -> Result<(Self, AuthChallenge)> {
+        Self::connect_with_keepalive(url, tls, Keepalive::default()).await
+    }
+
+    /// [`Self::connect`], checking that the relay is still there as
+    /// `keepalive` says.
+    pub async fn connect_with_keepalive(
+        url: &str,
+        tls: &TlsOptions,
+        keepalive: Keepalive,
+    ) -> Result<(Self, AuthChallenge)> {
         let config = WebSocketConfig::default()
             .max_message_size(Some(MAX_FRAME_SIZE))
             .max_frame_size(Some(MAX_FRAME_SIZE));
@@ -227,7 +274,7 @@ impl Connection {
                     format!("{e}; if the relay serves TLS on this port, use wss://")
                 },
             })?;
-        let mut connection = Self::new(socket);
+        let mut connection = Self::with_keepalive(socket, keepalive);
         let first = tokio::time::timeout(CONNECT_TIMEOUT, connection.next_push())
             .await
             .map_err(|_| ClientError::Timeout("the authentication challenge"))??;
@@ -250,6 +297,18 @@ impl Connection {
             + Send
             + 'static,
     {
+        Self::with_keepalive(socket, Keepalive::default())
+    }
+
+    /// [`Self::new`], checking that the relay is still there as
+    /// `keepalive` says.
+    pub fn with_keepalive<S>(socket: S, keepalive: Keepalive) -> Self
+    where
+        S: Stream<Item = std::result::Result<Message, tungstenite::Error>>
+            + Sink<Message, Error = tungstenite::Error>
+            + Send
+            + 'static,
+    {
         let (sink, stream) = socket.split();
         let shared = Arc::new(Shared {
             sink: tokio::sync::Mutex::new(Box::pin(sink)),
@@ -258,7 +317,7 @@ impl Connection {
             waiting_push_bytes: AtomicUsize::new(0),
         });
         let (push, pushes) = mpsc::unbounded_channel();
-        let reader = tokio::spawn(read_frames(stream, Arc::clone(&shared), push));
+        let reader = tokio::spawn(read_frames(stream, Arc::clone(&shared), push, keepalive));
         Self {
             requester: Requester { shared },
             pushes,
@@ -336,17 +395,49 @@ impl Drop for Connection {
     }
 }
 
-/// The reader task: route replies to their requests, queue pushes, and on
-/// the end of the stream fail whatever still waits.
+/// The reader task: route replies to their requests, queue pushes, ping a
+/// quiet relay (see [`Keepalive`]), and on the end of the stream fail
+/// whatever still waits.
 async fn read_frames<S>(
     mut stream: S,
     shared: Arc<Shared>,
     pushes: mpsc::UnboundedSender<(ServerFrame, usize)>,
+    keepalive: Keepalive,
 ) where
     S: Stream<Item = std::result::Result<Message, tungstenite::Error>> + Unpin,
 {
+    use tokio::time::Instant;
+    // When something last arrived, and whether a ping went out since: the
+    // timer is re-armed only when it fires, not for every frame.
+    let mut heard = Instant::now();
+    let mut pinged = false;
+    let timer = tokio::time::sleep(keepalive.idle);
+    tokio::pin!(timer);
     let ended = loop {
-        match stream.next().await {
+        let next = tokio::select! {
+            next = stream.next() => next,
+            () = &mut timer => {
+                let now = Instant::now();
+                if now < heard + keepalive.idle {
+                    // Heard from since the timer was set.
+                    timer.as_mut().reset(heard + keepalive.idle);
+                } else if !pinged {
+                    pinged = true;
+                    ping(&shared, keepalive.answer_within);
+                    timer.as_mut().reset(now + keepalive.answer_within);
+                } else {
+                    break Ended::Closed(format!(
+                        "the relay did not answer for {} s (the link may be down); \
+                         connect again",
+                        (keepalive.idle + keepalive.answer_within).as_secs()
+                    ));
+                }
+                continue;
+            }
+        };
+        heard = Instant::now();
+        pinged = false;
+        match next {
             Some(Ok(Message::Binary(bytes))) => match decode_server(&bytes) {
                 Ok(frame) if frame.request_id == 0 => {
                     let size = bytes.len();
@@ -383,6 +474,18 @@ async fn read_frames<S>(
         }
     };
     shared.end(ended);
+}
+
+/// Send a ping from a task of its own, so that a write stuck on a dead
+/// link (its send buffer full) never holds up the reader; given up after
+/// `within`, when the reader ends the connection anyway.
+fn ping(shared: &Arc<Shared>, within: Duration) {
+    let shared = Arc::clone(shared);
+    tokio::spawn(async move {
+        let ping = shared.write_message(Message::Ping(Vec::new().into()));
+        // A failed write ends the connection through the reader.
+        let _ = tokio::time::timeout(within, ping).await;
+    });
 }
 
 #[cfg(test)]
@@ -486,6 +589,72 @@ mod tests {
             "{error:?}"
         );
         relay_task.abort();
+        Ok(())
+    }
+
+    /// A short keepalive for the tests below (on paused time).
+    const QUICK: Keepalive = Keepalive {
+        idle: Duration::from_secs(2),
+        answer_within: Duration::from_secs(1),
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn a_relay_that_stops_answering_ends_the_connection() {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let client = WebSocketStream::from_raw_socket(a, Role::Client, None).await;
+        // The relay's end is never read again: no answer, no close.
+        let _silent = WebSocketStream::from_raw_socket(b, Role::Server, None).await;
+        let mut conn = Connection::with_keepalive(client, QUICK);
+        let started = tokio::time::Instant::now();
+        match conn.next_push().await {
+            Err(ClientError::ConnectionClosed(reason)) => {
+                assert!(reason.contains("did not answer"), "{reason}");
+            }
+            other => panic!("expected the connection to end, got {other:?}"),
+        }
+        // Ended once the ping went unanswered: quiet `idle`, then
+        // `answer_within` more.
+        assert_eq!(started.elapsed(), QUICK.idle + QUICK.answer_within);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_relay_that_answers_pings_keeps_the_connection() -> Result<()> {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let client = WebSocketStream::from_raw_socket(a, Role::Client, None).await;
+        let mut relay = WebSocketStream::from_raw_socket(b, Role::Server, None).await;
+        let conn = Connection::with_keepalive(client, QUICK);
+        let requester = conn.requester();
+        // The relay reads (answering each ping, as a WebSocket peer does
+        // when it reads), counts the pings, and answers the one request.
+        let relay_task = tokio::spawn(async move {
+            let mut pings = 0;
+            loop {
+                match relay.next().await {
+                    Some(Ok(Message::Ping(_))) => pings += 1,
+                    Some(Ok(Message::Binary(bytes))) => {
+                        let frame = decode_client(&bytes).expect("a client frame");
+                        let reply = ServerFrame {
+                            request_id: frame.request_id,
+                            body: Some(server_frame::Body::Ok(OkFrame {})),
+                        };
+                        relay_reply(&mut relay, &reply).await.expect("reply");
+                        return pings;
+                    }
+                    Some(Ok(_)) => {}
+                    other => panic!("the relay's end ended: {other:?}"),
+                }
+            }
+        });
+        // Ten idle periods of nothing but pings and their answers.
+        tokio::time::sleep(QUICK.idle * 10).await;
+        let answer = requester.request(fetch(1)).await?;
+        assert!(matches!(answer.body, Some(server_frame::Body::Ok(_))));
+        let pings = relay_task.await.expect("the relay's task");
+        assert!(
+            (9..=10).contains(&pings),
+            "{pings} pings in ten idle periods"
+        );
+        drop(conn);
         Ok(())
     }
 

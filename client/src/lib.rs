@@ -91,6 +91,7 @@ pub use client::{
     MAX_APP_SYNC_LEN, PostedStatus, Sender, StatusInput, StatusView, TRANSFER_CHUNK, TemplateInfo,
     UploadReport, purpose_text,
 };
+pub use connection::Keepalive;
 pub use device_notes::DeviceNote;
 pub use error::{ClientError, Result};
 pub use event::{DeliveryProof, Event};

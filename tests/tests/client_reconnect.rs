@@ -3,9 +3,14 @@
 //! outbox; the client keeps retrying (first attempts fail for real) and,
 //! once the relay is back at the same address, reconnects and delivers it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
 use crate::support;
 
-use comptoir_client::{Client, Status};
+use std::time::Duration;
+
+use comptoir_client::{Client, Keepalive, Status};
 use comptoir_protocol::AccountId;
 use support::client::{registered, url, wait_message};
 use support::{TIMEOUT, start_relay};
@@ -80,4 +85,135 @@ async fn client_reconnects_with_backoff_and_flushes_its_outbox() {
         .await
         .expect("bob reconnects");
     assert_eq!(wait_text(&mut bob, a).await, "written during the outage");
+}
+
+/// A TCP proxy in front of the relay whose open connections can be made
+/// to go silent: from then on it swallows their bytes both ways and closes
+/// neither end, as when the relay's machine vanished without a word or a
+/// NAT on the way forgot the connection. Connections made later are
+/// forwarded as usual.
+struct SilencingProxy {
+    addr: std::net::SocketAddr,
+    open: Arc<Mutex<Vec<Arc<AtomicBool>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SilencingProxy {
+    /// A relay that accepts logins made through the proxy as well as
+    /// directly, and the proxy in front of it. Keep the directory: it
+    /// holds the relay's data.
+    async fn with_relay() -> (support::TestRelay, Self, tempfile::TempDir) {
+        let relay_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let proxy_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let origins = vec![
+            support::origin_of(relay_listener.local_addr().expect("address")),
+            support::origin_of(proxy_listener.local_addr().expect("address")),
+        ];
+        let data = tempfile::tempdir().expect("temp dir");
+        let relay = support::start_relay_on(
+            data.path(),
+            |c| c.public_origins = origins,
+            None,
+            relay_listener,
+        )
+        .await;
+        let proxy = Self::start_on(proxy_listener, relay.addr);
+        (relay, proxy, data)
+    }
+
+    /// Forward each connection `listener` accepts to `relay`.
+    fn start_on(listener: TcpListener, relay: std::net::SocketAddr) -> Self {
+        let addr = listener.local_addr().expect("address");
+        let open: Arc<Mutex<Vec<Arc<AtomicBool>>>> = Arc::default();
+        let connections = Arc::clone(&open);
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(upstream) = tokio::net::TcpStream::connect(relay).await else {
+                    continue;
+                };
+                let silent = Arc::new(AtomicBool::new(false));
+                connections
+                    .lock()
+                    .expect("not poisoned")
+                    .push(Arc::clone(&silent));
+                let (client_read, client_write) = client.into_split();
+                let (relay_read, relay_write) = upstream.into_split();
+                tokio::spawn(pump(client_read, relay_write, Arc::clone(&silent)));
+                tokio::spawn(pump(relay_read, client_write, silent));
+            }
+        });
+        Self { addr, open, task }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// Every connection open now goes silent.
+    fn silence_open_connections(&self) {
+        for silent in self.open.lock().expect("not poisoned").iter() {
+            silent.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for SilencingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Copy `from` to `to` until either ends; once `silent`, read and drop.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    silent: Arc<AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if !silent.load(Ordering::SeqCst) && to.write_all(&buffer[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_connection_that_goes_silent_is_noticed_and_replaced() {
+    let (relay, proxy, _data) = SilencingProxy::with_relay().await;
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut alice = registered(&relay, dir_a.path(), "alice pass").await;
+    let mut bob = registered(&relay, dir_b.path(), "bob pass").await;
+    let (a, b) = (alice.account_id(), bob.account_id());
+    // Alice reaches the relay through the proxy from now on, and notices a
+    // dead link within 2 s rather than the default 30.
+    alice.disconnect().await;
+    alice.set_keepalive(Keepalive {
+        idle: Duration::from_millis(1_000),
+        answer_within: Duration::from_millis(1_000),
+    });
+    alice
+        .connect(&proxy.url())
+        .await
+        .expect("connect through the proxy");
+
+    // The link goes dead without a word; Bob writes meanwhile.
+    proxy.silence_open_connections();
+    bob.send_text(a, "while the link was dead")
+        .await
+        .expect("bob's send");
+
+    // Alice notices on her own (nothing she sent asked for an answer) and
+    // connects again, which brings her what she missed.
+    wait_disconnected(&mut alice).await;
+    assert!(!alice.is_connected(), "alice never noticed the dead link");
+    alice
+        .connect_with_backoff(&proxy.url(), 5)
+        .await
+        .expect("alice connects again");
+    assert_eq!(wait_text(&mut alice, b).await, "while the link was dead");
 }

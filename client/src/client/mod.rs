@@ -42,7 +42,7 @@ use comptoir_protocol::proto::wire::{self, ErrorCode, server_frame};
 use comptoir_protocol::{AccountId, AccountKey, IdentityKey, SafetyNumber};
 
 use crate::account::Account;
-use crate::connection::Connection;
+use crate::connection::{Connection, Keepalive};
 use crate::contacts::{self, Contact};
 use crate::error::{ClientError, Result};
 use crate::messages::{self, MessageId, StoredMessage};
@@ -171,6 +171,8 @@ pub struct Client {
     kind: wire::AccountKind,
     /// Trusted CAs for `wss://` and whether plain `ws://` may leave the machine.
     tls: TlsOptions,
+    /// How a connection checks that the relay is still there.
+    keepalive: Keepalive,
 }
 
 impl fmt::Debug for Client {
@@ -185,6 +187,7 @@ impl fmt::Debug for Client {
             resends,
             kind,
             tls,
+            keepalive,
             locks: _,
             me: _,
             requester: _,
@@ -199,6 +202,7 @@ impl fmt::Debug for Client {
             .field("resends", &resends.len())
             .field("kind", kind)
             .field("tls", tls)
+            .field("keepalive", keepalive)
             .finish()
     }
 }
@@ -323,6 +327,7 @@ impl Client {
             resends: VecDeque::new(),
             kind,
             tls: TlsOptions::default(),
+            keepalive: Keepalive::default(),
             locks: PeerLocks::default(),
             me,
             requester: ClientSlot::new(),
@@ -364,6 +369,12 @@ impl Client {
     /// applies from the next connection.
     pub fn set_tls_options(&mut self, tls: TlsOptions) {
         self.tls = tls;
+    }
+
+    /// How soon a dead link to the relay is noticed (see [`Keepalive`]);
+    /// applies from the next connection.
+    pub fn set_keepalive(&mut self, keepalive: Keepalive) {
+        self.keepalive = keepalive;
     }
 
     /// This account's id.

@@ -37,7 +37,8 @@ impl Client {
     /// business: fixed for the account's life), then connect to it.
     pub async fn register_as(&mut self, url: &str, kind: AccountKind) -> Result<()> {
         let list = self.account.signed_device_list()?;
-        let (conn, challenge) = Connection::connect(url, &self.tls).await?;
+        let (conn, challenge) =
+            Connection::connect_with_keepalive(url, &self.tls, self.keepalive).await?;
         self.conn = Some(conn);
         let id = self.account.id();
         let key = self
@@ -108,7 +109,8 @@ impl Client {
             return Err(ClientError::NotRegistered);
         }
         self.disconnect().await;
-        let (conn, challenge) = Connection::connect(url, &self.tls).await?;
+        let (conn, challenge) =
+            Connection::connect_with_keepalive(url, &self.tls, self.keepalive).await?;
         self.conn = Some(conn);
         let origin = RelayUrl::parse(url)?.origin();
         let id = self.account.id();
