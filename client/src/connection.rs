@@ -30,7 +30,7 @@ use comptoir_protocol::proto::wire::{
     AuthChallenge, ClientFrame, ServerFrame, client_frame, server_frame,
 };
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -71,10 +71,13 @@ impl Ended {
 /// without a word (the relay's machine lost power, a NAT on the way forgot
 /// the connection): nothing then arrives, nothing fails, and a device that
 /// only waits for messages would wait forever. So after [`Self::idle`]
-/// with nothing received, the connection sends a WebSocket ping (the
+/// in which no byte arrived, the connection sends a WebSocket ping (the
 /// relay answers it, and counts it as activity against its own idle
-/// timeout); if nothing at all has arrived [`Self::answer_within`] later,
-/// the connection ends as closed, and its owner connects again.
+/// timeout); if still no byte has arrived [`Self::answer_within`] later,
+/// the connection ends as closed, and its owner connects again. Bytes of
+/// a large frame still arriving count (on connections opened by
+/// [`Connection::connect`]; over another socket, whole messages do).
+/// Periods longer than a day are taken as a day.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Keepalive {
     /// Quiet this long, the connection pings the relay.
@@ -85,13 +88,107 @@ pub struct Keepalive {
 
 impl Default for Keepalive {
     /// A ping after 20 s of quiet, the end 10 s later: a dead link is
-    /// noticed within 30 s, and an idle device sends one small frame each
-    /// 20 s (the relay closes a connection quiet for 5 minutes).
+    /// noticed within 30 s (a business daemon misses customers for no
+    /// longer), at the price of one small frame each 20 s from an idle
+    /// device (the relay itself closes a connection quiet for 5 minutes).
     fn default() -> Self {
         Self {
             idle: Duration::from_secs(20),
             answer_within: Duration::from_secs(10),
         }
+    }
+}
+
+/// The longest a [`Keepalive`] period is taken to be (longer ones are cut
+/// to it), so that no deadline computed from one overflows.
+const LONGEST_KEEPALIVE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// When bytes last came from the relay: noted by the socket on each read
+/// that brought some (see [`NotedReads`]) and by the reader task on each
+/// message, read by the keepalive's timer. A large frame arriving slowly
+/// is progress, though no whole message has come yet.
+#[derive(Clone)]
+struct Progress {
+    since: tokio::time::Instant,
+    /// Microseconds after `since`, rounded up (so never before a ping
+    /// that went out before the bytes came).
+    last_us: Arc<AtomicU64>,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Self {
+            since: tokio::time::Instant::now(),
+            last_us: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn note(&self) {
+        let us = self.since.elapsed().as_nanos().div_ceil(1000);
+        self.last_us
+            .fetch_max(u64::try_from(us).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    fn last(&self) -> tokio::time::Instant {
+        self.since + Duration::from_micros(self.last_us.load(Ordering::Relaxed))
+    }
+}
+
+/// The socket under the WebSocket, noting in [`Progress`] each read that
+/// brought bytes; writes pass through.
+struct NotedReads {
+    inner: Box<dyn RelayIo>,
+    progress: Progress,
+}
+
+impl tokio::io::AsyncRead for NotedReads {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.progress.note();
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for NotedReads {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -117,6 +214,9 @@ struct Shared {
     /// Bytes of pushes queued and not taken yet (see
     /// [`MAX_WAITING_PUSH_BYTES`]).
     waiting_push_bytes: AtomicUsize,
+    /// Turns `true` when the connection ends: a write stuck on a dead link
+    /// (its send buffer full) gives up then.
+    ended_signal: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -136,6 +236,7 @@ impl Shared {
         for (_, reply) in waiting {
             let _ = reply.send(Err(ended.error()));
         }
+        self.ended_signal.send_replace(true);
         ended
     }
 
@@ -144,13 +245,26 @@ impl Shared {
             .await
     }
 
+    /// Write `message`, or give up once the connection ended (a write on a
+    /// dead link could otherwise wait for the kernel's TCP timeout).
     async fn write_message(&self, message: Message) -> Result<()> {
-        self.sink
-            .lock()
-            .await
-            .send(message)
-            .await
-            .map_err(|e| ClientError::ConnectionClosed(e.to_string()))
+        let mut ended = self.ended_signal.subscribe();
+        let write = async {
+            self.sink
+                .lock()
+                .await
+                .send(message)
+                .await
+                .map_err(|e| ClientError::ConnectionClosed(e.to_string()))
+        };
+        tokio::select! {
+            biased;
+            written = write => written,
+            _ = ended.wait_for(|ended| *ended) => Err(match &self.routes().ended {
+                Some(ended) => ended.error(),
+                None => ClientError::ConnectionClosed("the connection ended".into()),
+            }),
+        }
     }
 }
 
@@ -262,6 +376,11 @@ impl Connection {
         let (target, stream) = tokio::time::timeout(CONNECT_TIMEOUT, tls.open(url))
             .await
             .map_err(|_| timed_out())??;
+        let progress = Progress::new();
+        let stream: Box<dyn RelayIo> = Box::new(NotedReads {
+            inner: stream,
+            progress: progress.clone(),
+        });
         let connect = tokio_tungstenite::client_async_with_config(url, stream, Some(config));
         let (socket, _response) = tokio::time::timeout(CONNECT_TIMEOUT, connect)
             .await
@@ -274,7 +393,7 @@ impl Connection {
                     format!("{e}; if the relay serves TLS on this port, use wss://")
                 },
             })?;
-        let mut connection = Self::with_keepalive(socket, keepalive);
+        let mut connection = Self::start(socket, keepalive, progress);
         let first = tokio::time::timeout(CONNECT_TIMEOUT, connection.next_push())
             .await
             .map_err(|_| ClientError::Timeout("the authentication challenge"))??;
@@ -309,15 +428,33 @@ impl Connection {
             + Send
             + 'static,
     {
+        Self::start(socket, keepalive, Progress::new())
+    }
+
+    /// Start the reader task; `progress` is noted by the socket itself
+    /// when it can (see [`NotedReads`]), else only per message.
+    fn start<S>(socket: S, keepalive: Keepalive, progress: Progress) -> Self
+    where
+        S: Stream<Item = std::result::Result<Message, tungstenite::Error>>
+            + Sink<Message, Error = tungstenite::Error>
+            + Send
+            + 'static,
+    {
         let (sink, stream) = socket.split();
         let shared = Arc::new(Shared {
             sink: tokio::sync::Mutex::new(Box::pin(sink)),
             routes: Mutex::new(Routes::default()),
             last_request: AtomicU64::new(0),
             waiting_push_bytes: AtomicUsize::new(0),
+            ended_signal: watch::Sender::new(false),
         });
         let (push, pushes) = mpsc::unbounded_channel();
-        let reader = tokio::spawn(read_frames(stream, Arc::clone(&shared), push, keepalive));
+        let reader = tokio::spawn(read_frames(
+            stream,
+            Arc::clone(&shared),
+            push,
+            (keepalive, progress),
+        ));
         Self {
             requester: Requester { shared },
             pushes,
@@ -402,41 +539,48 @@ async fn read_frames<S>(
     mut stream: S,
     shared: Arc<Shared>,
     pushes: mpsc::UnboundedSender<(ServerFrame, usize)>,
-    keepalive: Keepalive,
+    (keepalive, progress): (Keepalive, Progress),
 ) where
     S: Stream<Item = std::result::Result<Message, tungstenite::Error>> + Unpin,
 {
     use tokio::time::Instant;
-    // When something last arrived, and whether a ping went out since: the
-    // timer is re-armed only when it fires, not for every frame.
-    let mut heard = Instant::now();
-    let mut pinged = false;
-    let timer = tokio::time::sleep(keepalive.idle);
+    let idle = keepalive.idle.min(LONGEST_KEEPALIVE);
+    let answer_within = keepalive.answer_within.min(LONGEST_KEEPALIVE);
+    // When the last ping went out (none since bytes last came): the timer
+    // is re-armed only when it fires, not for every frame.
+    let mut pinged: Option<Instant> = None;
+    let timer = tokio::time::sleep(idle);
     tokio::pin!(timer);
     let ended = loop {
         let next = tokio::select! {
+            // A message that is there wins over the timer: a reader late
+            // to run must not take an answer that came for a lost one.
+            biased;
             next = stream.next() => next,
             () = &mut timer => {
                 let now = Instant::now();
-                if now < heard + keepalive.idle {
+                let heard = progress.last();
+                if pinged.is_some_and(|at| heard >= at) {
+                    pinged = None;
+                }
+                if now < heard + idle {
                     // Heard from since the timer was set.
-                    timer.as_mut().reset(heard + keepalive.idle);
-                } else if !pinged {
-                    pinged = true;
-                    ping(&shared, keepalive.answer_within);
-                    timer.as_mut().reset(now + keepalive.answer_within);
+                    timer.as_mut().reset(heard + idle);
+                } else if pinged.is_none() {
+                    pinged = Some(now);
+                    ping(&shared, answer_within);
+                    timer.as_mut().reset(now + answer_within);
                 } else {
                     break Ended::Closed(format!(
-                        "the relay did not answer for {} s (the link may be down); \
+                        "the relay did not answer for {} (the link may be down); \
                          connect again",
-                        (keepalive.idle + keepalive.answer_within).as_secs()
+                        spoken(idle + answer_within)
                     ));
                 }
                 continue;
             }
         };
-        heard = Instant::now();
-        pinged = false;
+        progress.note();
         match next {
             Some(Ok(Message::Binary(bytes))) => match decode_server(&bytes) {
                 Ok(frame) if frame.request_id == 0 => {
@@ -474,6 +618,16 @@ async fn read_frames<S>(
         }
     };
     shared.end(ended);
+}
+
+/// `duration` as a person would say it: whole seconds, or milliseconds
+/// under one.
+fn spoken(duration: Duration) -> String {
+    if duration >= Duration::from_secs(1) {
+        format!("{} s", duration.as_secs())
+    } else {
+        format!("{} ms", duration.as_millis())
+    }
 }
 
 /// Send a ping from a task of its own, so that a write stuck on a dead
@@ -615,6 +769,89 @@ mod tests {
         // Ended once the ping went unanswered: quiet `idle`, then
         // `answer_within` more.
         assert_eq!(started.elapsed(), QUICK.idle + QUICK.answer_within);
+    }
+
+    /// A connection over an in-memory socket of `capacity` bytes each
+    /// way whose reads are noted as the real socket's are, and the raw
+    /// relay end of it.
+    async fn noted_pair(capacity: usize) -> (Connection, tokio::io::DuplexStream) {
+        let (a, b) = tokio::io::duplex(capacity);
+        let progress = Progress::new();
+        let noted: Box<dyn RelayIo> = Box::new(NotedReads {
+            inner: Box::new(a),
+            progress: progress.clone(),
+        });
+        let client = WebSocketStream::from_raw_socket(noted, Role::Client, None).await;
+        (Connection::start(client, QUICK, progress), b)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_large_frame_arriving_slowly_keeps_the_connection() -> Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let (mut conn, mut relay) = noted_pair(1 << 20).await;
+        // A 20 KiB push, as a relay on a slow link sends it: 1 KiB a
+        // second, each chunk well within the keepalive, the whole frame
+        // far beyond it (and the relay's end never answers the pings).
+        let push = ServerFrame {
+            request_id: 0,
+            body: Some(server_frame::Body::Error(wire::Error {
+                message: "x".repeat(20 * 1024),
+                ..wire::Error::default()
+            })),
+        };
+        let payload = encode_server(&push);
+        let len = u16::try_from(payload.len()).expect("under 64 KiB");
+        let mut raw = vec![0x82, 126];
+        raw.extend_from_slice(&len.to_be_bytes());
+        raw.extend_from_slice(&payload);
+        let trickle = async {
+            for chunk in raw.chunks(1024) {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                relay.write_all(chunk).await.expect("write a chunk");
+            }
+            relay
+        };
+        let (arrived, _relay) = tokio::join!(conn.next_push(), trickle);
+        assert_eq!(arrived?, push);
+        Ok(())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_stuck_on_a_dead_link_ends_with_the_connection() {
+        // A socket of 1 KiB each way whose relay end never reads: a large
+        // request's write blocks for good, as on a link that died.
+        let (a, _relay) = tokio::io::duplex(1024);
+        let client = WebSocketStream::from_raw_socket(a, Role::Client, None).await;
+        let conn = Connection::with_keepalive(client, QUICK);
+        let big = client_frame::Body::FetchPrekeys(FetchPreKeys {
+            account_id: vec![7; 64 * 1024],
+            device_ids: Vec::new(),
+        });
+        let asked = tokio::time::timeout(Duration::from_secs(600), conn.request(big)).await;
+        match asked {
+            Ok(Err(ClientError::ConnectionClosed(reason))) => {
+                assert!(reason.contains("did not answer"), "{reason}");
+            }
+            other => panic!("expected the request to end with the connection, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_keepalive_of_any_length_ends_a_dead_connection_without_overflow() {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let client = WebSocketStream::from_raw_socket(a, Role::Client, None).await;
+        let _silent = WebSocketStream::from_raw_socket(b, Role::Server, None).await;
+        let keepalive = Keepalive {
+            idle: Duration::from_secs(2),
+            answer_within: Duration::MAX,
+        };
+        let mut conn = Connection::with_keepalive(client, keepalive);
+        match conn.next_push().await {
+            Err(ClientError::ConnectionClosed(reason)) => {
+                assert!(reason.contains("did not answer"), "{reason}");
+            }
+            other => panic!("expected the connection to end, got {other:?}"),
+        }
     }
 
     #[tokio::test(start_paused = true)]
