@@ -103,20 +103,7 @@ impl SilencingProxy {
     /// directly, and the proxy in front of it. Keep the directory: it
     /// holds the relay's data.
     async fn with_relay() -> (support::TestRelay, Self, tempfile::TempDir) {
-        let relay_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let proxy_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let origins = vec![
-            support::origin_of(relay_listener.local_addr().expect("address")),
-            support::origin_of(proxy_listener.local_addr().expect("address")),
-        ];
-        let data = tempfile::tempdir().expect("temp dir");
-        let relay = support::start_relay_on(
-            data.path(),
-            |c| c.public_origins = origins,
-            None,
-            relay_listener,
-        )
-        .await;
+        let (relay, proxy_listener, data) = support::relay_for_a_proxy(|_| {}).await;
         let proxy = Self::start_on(proxy_listener, relay.addr);
         (relay, proxy, data)
     }

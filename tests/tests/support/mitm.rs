@@ -97,23 +97,7 @@ pub async fn relay_behind_mitm() -> (super::TestRelay, Mitm, tempfile::TempDir) 
 pub async fn relay_behind_mitm_with(
     adjust: impl FnOnce(&mut comptoir_relay::config::Config),
 ) -> (super::TestRelay, Mitm, tempfile::TempDir) {
-    let relay_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let proxy_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let origins = vec![
-        super::origin_of(relay_listener.local_addr().expect("addr")),
-        super::origin_of(proxy_listener.local_addr().expect("addr")),
-    ];
-    let data = tempfile::tempdir().expect("temp dir");
-    let relay = super::start_relay_on(
-        data.path(),
-        |c| {
-            c.public_origins = origins;
-            adjust(c);
-        },
-        None,
-        relay_listener,
-    )
-    .await;
+    let (relay, proxy_listener, data) = super::relay_for_a_proxy(adjust).await;
     let mitm = Mitm::start_on(proxy_listener, relay.addr);
     (relay, mitm, data)
 }

@@ -145,6 +145,33 @@ pub async fn start_relay_in_at(
     start_relay_on(data_dir, adjust, tls, listener).await
 }
 
+/// A relay (its configuration adjusted by `adjust` first) that accepts
+/// logins made through a proxy listening on the returned listener as well
+/// as directly: its public origins name both. Keep the directory: it holds
+/// the relay's data.
+pub async fn relay_for_a_proxy(
+    adjust: impl FnOnce(&mut Config),
+) -> (TestRelay, TcpListener, tempfile::TempDir) {
+    let relay_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let proxy_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let origins = vec![
+        origin_of(relay_listener.local_addr().expect("addr")),
+        origin_of(proxy_listener.local_addr().expect("addr")),
+    ];
+    let data = tempfile::tempdir().expect("temp dir");
+    let relay = start_relay_on(
+        data.path(),
+        |c| {
+            c.public_origins = origins;
+            adjust(c);
+        },
+        None,
+        relay_listener,
+    )
+    .await;
+    (relay, proxy_listener, data)
+}
+
 /// [`start_relay_in`] serving `listener` (bound by the caller, so that its
 /// address can go into the configuration, e.g. as a public origin).
 pub async fn start_relay_on(
