@@ -75,9 +75,13 @@ impl Ended {
 /// relay answers it, and counts it as activity against its own idle
 /// timeout); if still no byte has arrived [`Self::answer_within`] later,
 /// the connection ends as closed, and its owner connects again. Bytes of
-/// a large frame still arriving count (on connections opened by
-/// [`Connection::connect`]; over another socket, whole messages do).
-/// Periods longer than a day are taken as a day.
+/// a large frame still arriving count, as they come off the TCP socket,
+/// under TLS (on connections opened by [`Connection::connect`]; over
+/// another socket, whole messages do). Bytes going out do not (a dead
+/// link takes them too, until its send buffer is full): a frame of
+/// 256 KiB that takes the relay more than 30 s to receive, on an uplink
+/// under about 70 kbit/s, ends the connection. Periods are taken to be
+/// between 100 ms and a day.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Keepalive {
     /// Quiet this long, the connection pings the relay.
@@ -102,6 +106,10 @@ impl Default for Keepalive {
 /// The longest a [`Keepalive`] period is taken to be (longer ones are cut
 /// to it), so that no deadline computed from one overflows.
 const LONGEST_KEEPALIVE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The shortest a [`Keepalive`] period is taken to be: a zero would ping
+/// without pause, or end every connection at its first quiet moment.
+const SHORTEST_KEEPALIVE: Duration = Duration::from_millis(100);
 
 /// When bytes last came from the relay: noted by the socket on each read
 /// that brought some (see [`NotedReads`]) and by the reader task on each
@@ -249,6 +257,9 @@ impl Shared {
     /// dead link could otherwise wait for the kernel's TCP timeout).
     async fn write_message(&self, message: Message) -> Result<()> {
         let mut ended = self.ended_signal.subscribe();
+        if *ended.borrow_and_update() {
+            return Err(self.ended_error());
+        }
         let write = async {
             self.sink
                 .lock()
@@ -260,10 +271,15 @@ impl Shared {
         tokio::select! {
             biased;
             written = write => written,
-            _ = ended.wait_for(|ended| *ended) => Err(match &self.routes().ended {
-                Some(ended) => ended.error(),
-                None => ClientError::ConnectionClosed("the connection ended".into()),
-            }),
+            _ = ended.wait_for(|ended| *ended) => Err(self.ended_error()),
+        }
+    }
+
+    /// Why the connection ended, for a caller who finds it ended.
+    fn ended_error(&self) -> ClientError {
+        match &self.routes().ended {
+            Some(ended) => ended.error(),
+            None => ClientError::ConnectionClosed("the connection ended".into()),
         }
     }
 }
@@ -373,14 +389,19 @@ impl Connection {
             url: url.to_string(),
             reason: "timed out".into(),
         };
-        let (target, stream) = tokio::time::timeout(CONNECT_TIMEOUT, tls.open(url))
+        // Bytes are noted as they come off the TCP socket, under TLS: a
+        // TLS record (up to 16 KiB) arriving slowly is progress too.
+        let progress = Progress::new();
+        let noted = progress.clone();
+        let noting = move |tcp: tokio::net::TcpStream| -> Box<dyn RelayIo> {
+            Box::new(NotedReads {
+                inner: Box::new(tcp),
+                progress: noted,
+            })
+        };
+        let (target, stream) = tokio::time::timeout(CONNECT_TIMEOUT, tls.open(url, noting))
             .await
             .map_err(|_| timed_out())??;
-        let progress = Progress::new();
-        let stream: Box<dyn RelayIo> = Box::new(NotedReads {
-            inner: stream,
-            progress: progress.clone(),
-        });
         let connect = tokio_tungstenite::client_async_with_config(url, stream, Some(config));
         let (socket, _response) = tokio::time::timeout(CONNECT_TIMEOUT, connect)
             .await
@@ -544,8 +565,13 @@ async fn read_frames<S>(
     S: Stream<Item = std::result::Result<Message, tungstenite::Error>> + Unpin,
 {
     use tokio::time::Instant;
-    let idle = keepalive.idle.min(LONGEST_KEEPALIVE);
-    let answer_within = keepalive.answer_within.min(LONGEST_KEEPALIVE);
+    // However this task stops (a panic included), the connection ends
+    // with it: nothing waits on a reader that is gone.
+    let _ends = EndsWhenDropped(Arc::clone(&shared));
+    let idle = keepalive.idle.clamp(SHORTEST_KEEPALIVE, LONGEST_KEEPALIVE);
+    let answer_within = keepalive
+        .answer_within
+        .clamp(SHORTEST_KEEPALIVE, LONGEST_KEEPALIVE);
     // When the last ping went out (none since bytes last came): the timer
     // is re-armed only when it fires, not for every frame.
     let mut pinged: Option<Instant> = None;
@@ -620,10 +646,20 @@ async fn read_frames<S>(
     shared.end(ended);
 }
 
-/// `duration` as a person would say it: whole seconds, or milliseconds
-/// under one.
+/// Ends the connection when the reader task stops, however it stops (the
+/// first reason given to [`Shared::end`] is kept).
+struct EndsWhenDropped(Arc<Shared>);
+
+impl Drop for EndsWhenDropped {
+    fn drop(&mut self) {
+        self.0
+            .end(Ended::Closed("the connection's reader stopped".into()));
+    }
+}
+
+/// `duration` as a person would say it: whole seconds, else milliseconds.
 fn spoken(duration: Duration) -> String {
-    if duration >= Duration::from_secs(1) {
+    if duration.subsec_millis() == 0 {
         format!("{} s", duration.as_secs())
     } else {
         format!("{} ms", duration.as_millis())
@@ -837,20 +873,49 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_keepalive_of_any_length_ends_a_dead_connection_without_overflow() {
+    async fn nothing_is_written_on_a_connection_that_ended() {
+        // The relay's end stays open but never answers: the keepalive
+        // ends the connection, and what is sent after that is refused
+        // (not written on the socket, still open, as if all were well).
         let (a, b) = tokio::io::duplex(64 * 1024);
         let client = WebSocketStream::from_raw_socket(a, Role::Client, None).await;
         let _silent = WebSocketStream::from_raw_socket(b, Role::Server, None).await;
-        let keepalive = Keepalive {
-            idle: Duration::from_secs(2),
-            answer_within: Duration::MAX,
+        let mut conn = Connection::with_keepalive(client, QUICK);
+        assert!(conn.next_push().await.is_err(), "the connection ended");
+        let ack = ClientFrame {
+            request_id: 0,
+            body: Some(fetch(1)),
         };
-        let mut conn = Connection::with_keepalive(client, keepalive);
-        match conn.next_push().await {
+        match conn.send(&ack).await {
             Err(ClientError::ConnectionClosed(reason)) => {
                 assert!(reason.contains("did not answer"), "{reason}");
             }
-            other => panic!("expected the connection to end, got {other:?}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_keepalive_of_any_length_ends_a_dead_connection_without_overflow() {
+        for keepalive in [
+            Keepalive {
+                idle: Duration::from_secs(2),
+                answer_within: Duration::MAX,
+            },
+            Keepalive {
+                idle: Duration::MAX,
+                answer_within: Duration::MAX,
+            },
+        ] {
+            let (a, b) = tokio::io::duplex(64 * 1024);
+            let client = WebSocketStream::from_raw_socket(a, Role::Client, None).await;
+            let _silent = WebSocketStream::from_raw_socket(b, Role::Server, None).await;
+            let mut conn = Connection::with_keepalive(client, keepalive);
+            match conn.next_push().await {
+                Err(ClientError::ConnectionClosed(reason)) => {
+                    assert!(reason.contains("did not answer"), "{keepalive:?}: {reason}");
+                }
+                other => panic!("{keepalive:?}: expected the connection to end, got {other:?}"),
+            }
         }
     }
 

@@ -134,8 +134,13 @@ impl TlsOptions {
         Ok(Arc::new(config))
     }
 
-    /// Open the byte stream for `url`: TCP, then TLS for `wss://`.
-    pub(crate) async fn open(&self, url: &str) -> Result<(RelayUrl, Box<dyn RelayIo>)> {
+    /// Open the byte stream for `url`: TCP, passed through `wrap` (which
+    /// sees the raw bytes), then TLS for `wss://`.
+    pub(crate) async fn open(
+        &self,
+        url: &str,
+        wrap: impl FnOnce(TcpStream) -> Box<dyn RelayIo>,
+    ) -> Result<(RelayUrl, Box<dyn RelayIo>)> {
         let target = RelayUrl::parse(url)?;
         if !target.tls && !target.is_loopback() && !self.insecure {
             return Err(ClientError::InvalidArgument(format!(
@@ -151,8 +156,9 @@ impl TlsOptions {
         let tcp = TcpStream::connect((target.host.as_str(), target.port))
             .await
             .map_err(|e| connect_error(e.to_string()))?;
+        let tcp = wrap(tcp);
         if !target.tls {
-            return Ok((target, Box::new(tcp)));
+            return Ok((target, tcp));
         }
         let name = ServerName::try_from(target.host.clone())
             .map_err(|_| connect_error("the host is not a valid TLS server name".into()))?;
@@ -191,7 +197,10 @@ mod tests {
 
     #[tokio::test]
     async fn plain_ws_to_another_machine_needs_insecure() {
-        let refused = TlsOptions::default().open("ws://192.0.2.1:7700").await;
+        let as_is = |tcp: TcpStream| -> Box<dyn RelayIo> { Box::new(tcp) };
+        let refused = TlsOptions::default()
+            .open("ws://192.0.2.1:7700", as_is)
+            .await;
         assert!(
             matches!(&refused, Err(ClientError::InvalidArgument(m)) if m.contains("wss://")),
             "{:?}",
