@@ -788,13 +788,18 @@ mod tests {
         answer_within: Duration::from_secs(1),
     };
 
-    #[tokio::test(start_paused = true)]
-    async fn a_relay_that_stops_answering_ends_the_connection() {
+    /// A connection checked as `keepalive` says, and the relay's end of
+    /// it, which the caller keeps and never reads: no answer, no close.
+    async fn silent_pair(keepalive: Keepalive) -> (Connection, RelayEnd) {
         let (a, b) = tokio::io::duplex(64 * 1024);
         let client = WebSocketStream::from_raw_socket(a, Role::Client, None).await;
-        // The relay's end is never read again: no answer, no close.
-        let _silent = WebSocketStream::from_raw_socket(b, Role::Server, None).await;
-        let mut conn = Connection::with_keepalive(client, QUICK);
+        let silent = WebSocketStream::from_raw_socket(b, Role::Server, None).await;
+        (Connection::with_keepalive(client, keepalive), silent)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_relay_that_stops_answering_ends_the_connection() {
+        let (mut conn, _silent) = silent_pair(QUICK).await;
         let started = tokio::time::Instant::now();
         match conn.next_push().await {
             Err(ClientError::ConnectionClosed(reason)) => {
@@ -877,10 +882,7 @@ mod tests {
         // The relay's end stays open but never answers: the keepalive
         // ends the connection, and what is sent after that is refused
         // (not written on the socket, still open, as if all were well).
-        let (a, b) = tokio::io::duplex(64 * 1024);
-        let client = WebSocketStream::from_raw_socket(a, Role::Client, None).await;
-        let _silent = WebSocketStream::from_raw_socket(b, Role::Server, None).await;
-        let mut conn = Connection::with_keepalive(client, QUICK);
+        let (mut conn, _silent) = silent_pair(QUICK).await;
         assert!(conn.next_push().await.is_err(), "the connection ended");
         let ack = ClientFrame {
             request_id: 0,
@@ -906,10 +908,7 @@ mod tests {
                 answer_within: Duration::MAX,
             },
         ] {
-            let (a, b) = tokio::io::duplex(64 * 1024);
-            let client = WebSocketStream::from_raw_socket(a, Role::Client, None).await;
-            let _silent = WebSocketStream::from_raw_socket(b, Role::Server, None).await;
-            let mut conn = Connection::with_keepalive(client, keepalive);
+            let (mut conn, _silent) = silent_pair(keepalive).await;
             match conn.next_push().await {
                 Err(ClientError::ConnectionClosed(reason)) => {
                     assert!(reason.contains("did not answer"), "{keepalive:?}: {reason}");
