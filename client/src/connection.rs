@@ -526,10 +526,7 @@ impl Connection {
     }
 
     fn ended(&self) -> ClientError {
-        match &self.requester.shared.routes().ended {
-            Some(ended) => ended.error(),
-            None => ClientError::ConnectionClosed("the connection ended".into()),
-        }
+        self.requester.shared.ended_error()
     }
 
     /// Close the WebSocket (best effort).
