@@ -71,17 +71,17 @@ impl Ended {
 /// without a word (the relay's machine lost power, a NAT on the way forgot
 /// the connection): nothing then arrives, nothing fails, and a device that
 /// only waits for messages would wait forever. So after [`Self::idle`]
-/// in which no byte arrived, the connection sends a WebSocket ping (the
+/// in which no byte moved, the connection sends a WebSocket ping (the
 /// relay answers it, and counts it as activity against its own idle
-/// timeout); if still no byte has arrived [`Self::answer_within`] later,
+/// timeout); if still no byte has moved [`Self::answer_within`] later,
 /// the connection ends as closed, and its owner connects again. Bytes of
-/// a large frame still arriving count, as they come off the TCP socket,
-/// under TLS (on connections opened by [`Connection::connect`]; over
-/// another socket, whole messages do). Bytes going out do not (a dead
-/// link takes them too, until its send buffer is full): a frame of
-/// 256 KiB that takes the relay more than 30 s to receive, on an uplink
-/// under about 70 kbit/s, ends the connection. Periods are taken to be
-/// between 100 ms and a day.
+/// a large frame still arriving count, as they come off the TCP socket
+/// (under TLS), and so do bytes of a large frame leaving, as the socket
+/// takes them: on connections opened by [`Connection::connect`]; over
+/// another socket, only whole messages coming in count. A dead link takes
+/// bytes only until its send buffer is full, so it is still noticed
+/// `idle + answer_within` after that. Periods are taken to be between
+/// 100 ms and a day.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Keepalive {
     /// Quiet this long, the connection pings the relay.
@@ -111,10 +111,11 @@ const LONGEST_KEEPALIVE: Duration = Duration::from_secs(24 * 60 * 60);
 /// without pause, or end every connection at its first quiet moment.
 const SHORTEST_KEEPALIVE: Duration = Duration::from_millis(100);
 
-/// When bytes last came from the relay: noted by the socket on each read
-/// that brought some (see [`NotedReads`]) and by the reader task on each
-/// message, read by the keepalive's timer. A large frame arriving slowly
-/// is progress, though no whole message has come yet.
+/// When bytes last moved: noted by the socket on each read that brought
+/// some and each write it took some of (see [`NotedIo`]), and by the
+/// reader task on each message; read by the keepalive's timer. A large
+/// frame arriving or leaving slowly is progress, though no whole message
+/// has moved yet.
 #[derive(Clone)]
 struct Progress {
     since: tokio::time::Instant,
@@ -143,13 +144,16 @@ impl Progress {
 }
 
 /// The socket under the WebSocket, noting in [`Progress`] each read that
-/// brought bytes; writes pass through.
-struct NotedReads {
+/// brought bytes and each write the socket took bytes of. Once a socket's
+/// send buffer is full it takes bytes only as the relay acknowledges
+/// earlier ones, so a frame leaving slowly is progress; on a dead link the
+/// writes stop when the buffer is full, and the keepalive runs from there.
+struct NotedIo {
     inner: Box<dyn RelayIo>,
     progress: Progress,
 }
 
-impl tokio::io::AsyncRead for NotedReads {
+impl tokio::io::AsyncRead for NotedIo {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -164,13 +168,17 @@ impl tokio::io::AsyncRead for NotedReads {
     }
 }
 
-impl tokio::io::AsyncWrite for NotedReads {
+impl tokio::io::AsyncWrite for NotedIo {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(polled, std::task::Poll::Ready(Ok(taken)) if taken > 0) {
+            self.progress.note();
+        }
+        polled
     }
 
     fn poll_write_vectored(
@@ -178,7 +186,11 @@ impl tokio::io::AsyncWrite for NotedReads {
         cx: &mut std::task::Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(polled, std::task::Poll::Ready(Ok(taken)) if taken > 0) {
+            self.progress.note();
+        }
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -394,7 +406,7 @@ impl Connection {
         let progress = Progress::new();
         let noted = progress.clone();
         let noting = move |tcp: tokio::net::TcpStream| -> Box<dyn RelayIo> {
-            Box::new(NotedReads {
+            Box::new(NotedIo {
                 inner: Box::new(tcp),
                 progress: noted,
             })
@@ -453,7 +465,7 @@ impl Connection {
     }
 
     /// Start the reader task; `progress` is noted by the socket itself
-    /// when it can (see [`NotedReads`]), else only per message.
+    /// when it can (see [`NotedIo`]), else only per message.
     fn start<S>(socket: S, keepalive: Keepalive, progress: Progress) -> Self
     where
         S: Stream<Item = std::result::Result<Message, tungstenite::Error>>
@@ -815,7 +827,7 @@ mod tests {
     async fn noted_pair(capacity: usize) -> (Connection, tokio::io::DuplexStream) {
         let (a, b) = tokio::io::duplex(capacity);
         let progress = Progress::new();
-        let noted: Box<dyn RelayIo> = Box::new(NotedReads {
+        let noted: Box<dyn RelayIo> = Box::new(NotedIo {
             inner: Box::new(a),
             progress: progress.clone(),
         });
@@ -855,6 +867,54 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_large_frame_leaving_slowly_keeps_the_connection() -> Result<()> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // A socket of 1 KiB each way whose relay end takes 1 KiB a second,
+        // as a slow uplink does: a 20 KiB frame leaves in about twenty
+        // seconds, each piece well within the keepalive, the whole far
+        // beyond it; nothing comes back meanwhile (a ping could only go
+        // out behind the frame).
+        let (conn, mut relay) = noted_pair(1024).await;
+        let big = ClientFrame {
+            request_id: 0,
+            body: Some(client_frame::Body::FetchPrekeys(FetchPreKeys {
+                account_id: vec![7; 20 * 1024],
+                device_ids: Vec::new(),
+            })),
+        };
+        // The WebSocket frame: 2 header bytes, 2 of length, 4 of mask.
+        let frame_len = comptoir_protocol::frame::encode_client(&big).len() + 8;
+        let drain = async {
+            let mut taken = 0;
+            let mut chunk = [0u8; 1024];
+            while taken < frame_len {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                // Nothing more within a minute: the client stopped writing.
+                match tokio::time::timeout(Duration::from_secs(60), relay.read(&mut chunk)).await {
+                    Ok(Ok(n)) if n > 0 => taken += n,
+                    _ => break,
+                }
+            }
+            relay
+        };
+        let (sent, mut relay) = tokio::join!(conn.send(&big), drain);
+        sent?;
+        // Still connected: a push the relay sends now arrives.
+        let push = ServerFrame {
+            request_id: 0,
+            body: Some(server_frame::Body::Ok(OkFrame {})),
+        };
+        let payload = encode_server(&push);
+        let len = u8::try_from(payload.len()).expect("a small frame");
+        let mut raw = vec![0x82, len];
+        raw.extend_from_slice(&payload);
+        relay.write_all(&raw).await.expect("write the push");
+        let mut conn = conn;
+        assert_eq!(conn.next_push().await?, push);
+        Ok(())
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_write_stuck_on_a_dead_link_ends_with_the_connection() {
         // A socket of 1 KiB each way whose relay end never reads: a large
         // request's write blocks for good, as on a link that died.
@@ -872,6 +932,26 @@ mod tests {
             }
             other => panic!("expected the request to end with the connection, got {other:?}"),
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_stuck_on_a_dead_link_ends_the_connection_though_writes_count() {
+        // As above, on a socket whose writes count as progress: the first
+        // 1 KiB is taken, then nothing, and the keepalive runs from there.
+        let (conn, _relay) = noted_pair(1024).await;
+        let started = tokio::time::Instant::now();
+        let big = client_frame::Body::FetchPrekeys(FetchPreKeys {
+            account_id: vec![7; 64 * 1024],
+            device_ids: Vec::new(),
+        });
+        let asked = tokio::time::timeout(Duration::from_secs(600), conn.request(big)).await;
+        match asked {
+            Ok(Err(ClientError::ConnectionClosed(reason))) => {
+                assert!(reason.contains("did not answer"), "{reason}");
+            }
+            other => panic!("expected the request to end with the connection, got {other:?}"),
+        }
+        assert_eq!(started.elapsed(), QUICK.idle + QUICK.answer_within);
     }
 
     #[tokio::test(start_paused = true)]
