@@ -71,17 +71,18 @@ impl Ended {
 /// without a word (the relay's machine lost power, a NAT on the way forgot
 /// the connection): nothing then arrives, nothing fails, and a device that
 /// only waits for messages would wait forever. So after [`Self::idle`]
-/// in which no byte moved, the connection sends a WebSocket ping (the
+/// with no sign of the relay, the connection sends a WebSocket ping (the
 /// relay answers it, and counts it as activity against its own idle
-/// timeout); if still no byte has moved [`Self::answer_within`] later,
+/// timeout); if still no sign [`Self::answer_within`] later,
 /// the connection ends as closed, and its owner connects again. Bytes of
 /// a large frame still arriving count, as they come off the TCP socket
 /// (under TLS), and so do bytes of a large frame leaving, as the socket
-/// takes them: on connections opened by [`Connection::connect`]; over
-/// another socket, only whole messages coming in count. A dead link takes
-/// bytes only until its send buffer is full, so it is still noticed
-/// `idle + answer_within` after that. Periods are taken to be between
-/// 100 ms and a day.
+/// makes room for them (room a full send buffer gets only as the relay
+/// acknowledges bytes): on connections opened by [`Connection::connect`];
+/// over another socket, only whole messages coming in count. Writes a
+/// socket takes at once are no sign of the relay (a dead link takes them
+/// until its buffer is full) and do not count. Periods are taken to be
+/// between 100 ms and a day.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Keepalive {
     /// Quiet this long, the connection pings the relay.
@@ -111,11 +112,11 @@ const LONGEST_KEEPALIVE: Duration = Duration::from_secs(24 * 60 * 60);
 /// without pause, or end every connection at its first quiet moment.
 const SHORTEST_KEEPALIVE: Duration = Duration::from_millis(100);
 
-/// When bytes last moved: noted by the socket on each read that brought
-/// some and each write it took some of (see [`NotedIo`]), and by the
-/// reader task on each message; read by the keepalive's timer. A large
-/// frame arriving or leaving slowly is progress, though no whole message
-/// has moved yet.
+/// When the relay last gave a sign: noted by the socket on each read that
+/// brought bytes and each write it took bytes of after waiting for room
+/// (see [`NotedIo`]), and by the reader task on each message; read by the
+/// keepalive's timer. A large frame arriving or leaving slowly is
+/// progress, though no whole message has moved yet.
 #[derive(Clone)]
 struct Progress {
     since: tokio::time::Instant,
@@ -144,13 +145,38 @@ impl Progress {
 }
 
 /// The socket under the WebSocket, noting in [`Progress`] each read that
-/// brought bytes and each write the socket took bytes of. Once a socket's
-/// send buffer is full it takes bytes only as the relay acknowledges
-/// earlier ones, so a frame leaving slowly is progress; on a dead link the
-/// writes stop when the buffer is full, and the keepalive runs from there.
+/// brought bytes, and each write the socket took bytes of after it had
+/// to wait for room: a full send buffer makes room only as the relay
+/// acknowledges earlier bytes, so a frame leaving slowly is progress. A
+/// write taken at once is not (a dead link takes bytes until its buffer
+/// is full: the keepalive's own ping among them).
 struct NotedIo {
     inner: Box<dyn RelayIo>,
     progress: Progress,
+    /// The last write found no room; the next one taken had to wait.
+    waited: bool,
+}
+
+impl NotedIo {
+    fn new(inner: Box<dyn RelayIo>, progress: Progress) -> Self {
+        Self {
+            inner,
+            progress,
+            waited: false,
+        }
+    }
+
+    /// Note a write's outcome (see the type's documentation).
+    fn wrote(&mut self, polled: &std::task::Poll<std::io::Result<usize>>) {
+        match polled {
+            std::task::Poll::Pending => self.waited = true,
+            std::task::Poll::Ready(Ok(taken)) if *taken > 0 && self.waited => {
+                self.waited = false;
+                self.progress.note();
+            }
+            std::task::Poll::Ready(_) => {}
+        }
+    }
 }
 
 impl tokio::io::AsyncRead for NotedIo {
@@ -175,9 +201,7 @@ impl tokio::io::AsyncWrite for NotedIo {
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(polled, std::task::Poll::Ready(Ok(taken)) if taken > 0) {
-            self.progress.note();
-        }
+        self.wrote(&polled);
         polled
     }
 
@@ -187,9 +211,7 @@ impl tokio::io::AsyncWrite for NotedIo {
         bufs: &[std::io::IoSlice<'_>],
     ) -> std::task::Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(polled, std::task::Poll::Ready(Ok(taken)) if taken > 0) {
-            self.progress.note();
-        }
+        self.wrote(&polled);
         polled
     }
 
@@ -401,15 +423,12 @@ impl Connection {
             url: url.to_string(),
             reason: "timed out".into(),
         };
-        // Bytes are noted as they come off the TCP socket, under TLS: a
-        // TLS record (up to 16 KiB) arriving slowly is progress too.
+        // Bytes are noted as they move on the TCP socket, under TLS: a
+        // TLS record (up to 16 KiB) arriving or leaving slowly is progress.
         let progress = Progress::new();
         let noted = progress.clone();
         let noting = move |tcp: tokio::net::TcpStream| -> Box<dyn RelayIo> {
-            Box::new(NotedIo {
-                inner: Box::new(tcp),
-                progress: noted,
-            })
+            Box::new(NotedIo::new(Box::new(tcp), noted))
         };
         let (target, stream) = tokio::time::timeout(CONNECT_TIMEOUT, tls.open(url, noting))
             .await
@@ -827,10 +846,7 @@ mod tests {
     async fn noted_pair(capacity: usize) -> (Connection, tokio::io::DuplexStream) {
         let (a, b) = tokio::io::duplex(capacity);
         let progress = Progress::new();
-        let noted: Box<dyn RelayIo> = Box::new(NotedIo {
-            inner: Box::new(a),
-            progress: progress.clone(),
-        });
+        let noted: Box<dyn RelayIo> = Box::new(NotedIo::new(Box::new(a), progress.clone()));
         let client = WebSocketStream::from_raw_socket(noted, Role::Client, None).await;
         (Connection::start(client, QUICK, progress), b)
     }
@@ -950,6 +966,24 @@ mod tests {
                 assert!(reason.contains("did not answer"), "{reason}");
             }
             other => panic!("expected the request to end with the connection, got {other:?}"),
+        }
+        assert_eq!(started.elapsed(), QUICK.idle + QUICK.answer_within);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dead_link_with_room_to_write_still_ends_the_connection() {
+        // The socket takes every byte written (room for 1 MiB) but nothing
+        // comes back and nothing is ever read at the relay's end, as on a
+        // link that died with its send buffer empty: the ping and the
+        // pushes' acks written meanwhile are no sign of the relay.
+        let (mut conn, _relay) = noted_pair(1 << 20).await;
+        let started = tokio::time::Instant::now();
+        let pushed = tokio::time::timeout(Duration::from_secs(600), conn.next_push()).await;
+        match pushed {
+            Ok(Err(ClientError::ConnectionClosed(reason))) => {
+                assert!(reason.contains("did not answer"), "{reason}");
+            }
+            other => panic!("expected the connection to end, got {other:?}"),
         }
         assert_eq!(started.elapsed(), QUICK.idle + QUICK.answer_within);
     }
