@@ -92,6 +92,7 @@ struct RawConfig {
     listen: Option<String>,
     consent_poll_seconds: Option<f64>,
     lease_seconds: Option<f64>,
+    keepalive_seconds: Option<f64>,
     tls: Option<RawTls>,
     #[serde(default)]
     api_keys: Vec<RawApiKey>,
@@ -207,6 +208,10 @@ pub struct Config {
     /// daemon that vanishes without closing its connection is replaced
     /// after at most this long (see [`crate::lease`]).
     pub lease: Duration,
+    /// How soon a dead link to the relay is noticed (`keepalive_seconds`:
+    /// quiet this long, the device pings the relay, and connects again if
+    /// still nothing came half as long later).
+    pub keepalive: comptoir_client::Keepalive,
     /// `Host` values the agents' inbox accepts besides the listen address
     /// (the name agents type, with its port: `inbox.acme.example:8443`).
     pub inbox_hosts: Vec<String>,
@@ -295,6 +300,11 @@ impl Config {
             Some(s) if s.is_finite() && (1.0..=300.0).contains(&s) => Duration::from_secs_f64(s),
             Some(_) => return Err(invalid("lease_seconds", "between 1 and 300 seconds")),
         };
+        let keepalive = match raw.keepalive_seconds {
+            None => comptoir_client::Keepalive::default(),
+            Some(s) => comptoir_client::Keepalive::from_idle_seconds(s)
+                .ok_or_else(|| invalid("keepalive_seconds", "between 1 and 3600 seconds"))?,
+        };
         let mut api_keys = Vec::new();
         for key in raw.api_keys {
             let sha256: [u8; 32] = hex::decode(key.sha256.trim())
@@ -380,6 +390,7 @@ impl Config {
             away,
             consent_poll,
             lease,
+            keepalive,
         })
     }
 
@@ -572,6 +583,32 @@ away_message = "We are closed; we answer from 9:00."
             Config::parse(bad_scope, &no_env),
             Err(ConfigError::Parse(_))
         ));
+    }
+
+    #[test]
+    fn a_keepalive_is_taken_in_range_and_refused_outside_it() {
+        let base = "data_dir = \"d\"\nrelay = \"ws://127.0.0.1:1\"\n";
+        let default = Config::parse(base, &no_env).expect("no keepalive_seconds");
+        assert_eq!(default.keepalive, comptoir_client::Keepalive::default());
+        let quick = Config::parse(&format!("{base}keepalive_seconds = 4\n"), &no_env)
+            .expect("keepalive_seconds 4");
+        assert_eq!(
+            quick.keepalive,
+            comptoir_client::Keepalive {
+                idle: Duration::from_secs(4),
+                answer_within: Duration::from_secs(2),
+            }
+        );
+        for bad in ["0", "0.2", "3601", "-1", "nan", "inf"] {
+            let parsed = Config::parse(&format!("{base}keepalive_seconds = {bad}\n"), &no_env);
+            assert!(
+                matches!(
+                    &parsed,
+                    Err(ConfigError::Invalid { setting, .. }) if setting == "keepalive_seconds"
+                ),
+                "{bad}: {parsed:?}"
+            );
+        }
     }
 
     #[test]

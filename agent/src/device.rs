@@ -408,6 +408,7 @@ async fn prepare(client: &mut Client, config: &Config) -> Result<(), ClientError
         tls = tls.with_ca_file(ca)?;
     }
     client.set_tls_options(tls);
+    client.set_keepalive(config.keepalive);
     if let Some(key) = &config.operator_key {
         client.pin_operator_key(key).await?;
     }

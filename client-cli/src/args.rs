@@ -77,6 +77,12 @@ pub struct Cli {
     #[arg(skip)]
     pub relay: String,
 
+    /// How soon a dead link to the relay is noticed: the config file's
+    /// `keepalive_seconds`, else the library's default (set by
+    /// [`Cli::resolve`]).
+    #[arg(skip)]
+    pub keepalive: comptoir_client::Keepalive,
+
     /// Read defaults from this config file instead of
     /// ~/.config/comptoir/config.toml (see below).
     #[arg(long, global = true, env = "COMPTOIR_CONFIG", value_name = "FILE")]
@@ -152,6 +158,12 @@ impl Cli {
                 "no per-user data directory is known (HOME is not set): give one with --data-dir",
             )?,
         };
+        if let Some(keepalive) = config
+            .keepalive_seconds
+            .and_then(comptoir_client::Keepalive::from_idle_seconds)
+        {
+            self.keepalive = keepalive;
+        }
         if self.ca_cert.is_none() {
             self.ca_cert = config.ca_cert;
         }

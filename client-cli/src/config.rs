@@ -3,8 +3,9 @@
 //! `~/.local/share/comptoir`) unless `--data-dir` says otherwise, and an
 //! optional config file (`$XDG_CONFIG_HOME/comptoir/config.toml`, usually
 //! `~/.config/comptoir/config.toml`, or `--config FILE`) giving defaults
-//! for the relay address, its CA certificate, the output format and the
-//! phone region. The command line and the environment win over the file.
+//! for the relay address, its CA certificate, the output format, the
+//! phone region and the connection's keepalive. The command line and the
+//! environment win over the file.
 
 use std::path::{Path, PathBuf};
 
@@ -30,6 +31,10 @@ pub struct Config {
     pub output: Option<OutputFormat>,
     /// Region of national phone numbers, as `--region`.
     pub region: Option<String>,
+    /// Seconds without a sign of the relay before the connection pings it
+    /// (then gives up half as long again later, and connects again); 1 to
+    /// 3600, 20 when not given.
+    pub keepalive_seconds: Option<f64>,
 }
 
 /// The default data directory: `comptoir` in the per-user data directory.
@@ -61,7 +66,8 @@ pub fn load(path: &Path, required: bool) -> Result<Config, String> {
     };
     let mut config: Config = toml::from_str(&text).map_err(|e| {
         format!(
-            "the config file {} is not valid: {} (it may set relay, ca_cert, output and region)",
+            "the config file {} is not valid: {} (it may set relay, ca_cert, output, region \
+             and keepalive_seconds)",
             path.display(),
             e.message()
         )
@@ -70,6 +76,15 @@ pub fn load(path: &Path, required: bool) -> Result<Config, String> {
         && ca.is_relative()
     {
         config.ca_cert = Some(base.join(ca));
+    }
+    if let Some(seconds) = config.keepalive_seconds
+        && comptoir_client::Keepalive::from_idle_seconds(seconds).is_none()
+    {
+        return Err(format!(
+            "the config file {} is not valid: keepalive_seconds is {seconds}; give a number \
+             of seconds from 1 to 3600, or remove the key (20 by default)",
+            path.display()
+        ));
     }
     if let Some(ca) = &config.ca_cert
         && !ca.is_file()
@@ -116,5 +131,22 @@ mod tests {
         std::fs::write(&path, "relays = \"wss://relay.example\"\n").expect("write");
         let error = load(&path, false).expect_err("unknown key");
         assert!(error.contains("relays"), "{error}");
+    }
+
+    #[test]
+    fn a_keepalive_is_taken_in_range_and_refused_outside_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join(CONFIG_FILE);
+        std::fs::write(&path, "keepalive_seconds = 5\n").expect("write");
+        let config = load(&path, true).expect("loads");
+        assert_eq!(config.keepalive_seconds, Some(5.0));
+        for bad in ["0", "0.5", "3601", "-3", "nan", "inf"] {
+            std::fs::write(&path, format!("keepalive_seconds = {bad}\n")).expect("write");
+            let error = load(&path, true).expect_err(bad);
+            assert!(
+                error.contains("keepalive_seconds") && error.contains("from 1 to 3600"),
+                "{bad}: {error}"
+            );
+        }
     }
 }

@@ -437,6 +437,7 @@ pub(crate) fn open(cli: &Cli) -> Result<Client> {
     }
     let mut client = Client::open(&cli.data_dir, &passphrase(cli, false)?)?;
     client.set_tls_options(tls_options(cli)?);
+    client.set_keepalive(cli.keepalive);
     Ok(client)
 }
 

@@ -656,7 +656,10 @@ async fn the_data_lives_in_the_per_user_directory_and_a_config_file_gives_defaul
     let config = config_dir.join("config.toml");
     std::fs::write(
         &config,
-        format!("relay = \"{}\"\noutput = \"json\"\n", relay.url),
+        format!(
+            "relay = \"{}\"\noutput = \"json\"\nkeepalive_seconds = 15\n",
+            relay.url
+        ),
     )
     .expect("write config");
     let registered = as_user(root, &["register"]).await;
@@ -677,6 +680,7 @@ async fn the_data_lives_in_the_per_user_directory_and_a_config_file_gives_defaul
         ("relay = \"http://127.0.0.1:1\"\n", "wss://"),
         ("relays = \"ws://127.0.0.1:1\"\n", "relays"),
         ("output = \"yaml\"\n", "output"),
+        ("keepalive_seconds = 0\n", "keepalive_seconds"),
     ] {
         std::fs::write(&config, bad).expect("write config");
         let run = as_user(root, &["whoami"]).await;

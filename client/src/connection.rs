@@ -106,6 +106,26 @@ impl Default for Keepalive {
     }
 }
 
+impl Keepalive {
+    /// The range of [`Self::idle`], in seconds, that configuration files
+    /// (the CLI's, the agent daemon's `keepalive_seconds`) accept.
+    pub const CONFIGURABLE_SECONDS: std::ops::RangeInclusive<f64> = 1.0..=3600.0;
+
+    /// A ping after `idle_seconds` of quiet, the end half as long again
+    /// later (the default's proportions); `None` unless the number is in
+    /// [`Self::CONFIGURABLE_SECONDS`].
+    pub fn from_idle_seconds(idle_seconds: f64) -> Option<Self> {
+        if !Self::CONFIGURABLE_SECONDS.contains(&idle_seconds) {
+            return None;
+        }
+        let idle = Duration::from_secs_f64(idle_seconds);
+        Some(Self {
+            idle,
+            answer_within: idle / 2,
+        })
+    }
+}
+
 /// The longest a [`Keepalive`] period is taken to be (longer ones are cut
 /// to it), so that no deadline computed from one overflows.
 const LONGEST_KEEPALIVE: Duration = Duration::from_secs(24 * 60 * 60);

@@ -212,3 +212,49 @@ async fn a_connection_that_goes_silent_is_noticed_and_replaced() {
         .expect("alice connects again");
     assert_eq!(wait_text(&mut alice, b).await, "while the link was dead");
 }
+
+/// The agent daemon's `keepalive_seconds` is its device's: a link that
+/// dies without a word is noticed that soon and replaced, and a customer's
+/// message written meanwhile reaches the backend's webhook (with the
+/// default, 30 s, it would not within the test's 10 s).
+#[tokio::test]
+async fn an_agent_daemon_notices_a_silent_link_as_soon_as_its_keepalive_says() {
+    use comptoir_agent::clock::ManualClock;
+    use support::agent;
+    let (relay, proxy, _data) = SilencingProxy::with_relay().await;
+    let root = tempfile::tempdir().expect("temp dir");
+    let receiver = agent::Receiver::start().await;
+    let text = agent::config_toml(
+        &relay,
+        &agent::data_dir(root.path()),
+        &receiver,
+        "keepalive_seconds = 1",
+        "",
+    );
+    let mut config = comptoir_agent::config::Config::parse(&text, &|_| None).expect("agent config");
+    let business = agent::init_business(&relay, &config).await;
+    // The daemon reaches the relay through the proxy.
+    config.relay = proxy.url();
+    let clock = ManualClock::at(comptoir_client::client::now_ms());
+    let daemon = agent::serve(&config, clock).await;
+    let mut erin = agent::customer(&relay, root.path(), "erin").await;
+    let first = erin
+        .send_text(business, "Is my parcel on its way?")
+        .await
+        .expect("send");
+    receiver
+        .wait("the first message", |h| {
+            h.event_id == format!("message:{first}")
+        })
+        .await;
+
+    // The daemon's link dies without a word; Erin writes again.
+    proxy.silence_open_connections();
+    let second = erin.send_text(business, "Hello?").await.expect("send");
+    receiver
+        .wait("the message written while the link was dead", |h| {
+            h.event_id == format!("message:{second}")
+        })
+        .await;
+    daemon.stop().await;
+}

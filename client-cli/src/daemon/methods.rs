@@ -290,6 +290,8 @@ async fn run(
         data_dir: daemon.data_dir.to_path_buf(),
         relay_arg: None,
         relay: daemon.relay.to_owned(),
+        // The daemon's own client, lent below, has its keepalive already.
+        keepalive: comptoir_client::Keepalive::default(),
         config: None,
         ca_cert: None,
         insecure: false,
