@@ -20,7 +20,8 @@ Environment:
 Config file (optional; the command line and the environment win over it):
   $XDG_CONFIG_HOME/comptoir/config.toml (usually ~/.config/comptoir/config.toml)
   with any of: relay = \"wss://relay.example\", ca_cert = \"ca.pem\" (relative to the
-  file), output = \"json\", region = \"GB\"
+  file), output = \"json\", region = \"GB\", keepalive_seconds = 20 (no sign of the
+  relay this long: ping it; none half as long again: connect again; 1 to 3600)
 
 Exit codes:
   0  success
@@ -963,6 +964,37 @@ mod tests {
     use clap::CommandFactory;
 
     use super::Cli;
+
+    #[test]
+    fn the_config_files_keepalive_is_the_connections() {
+        use clap::Parser;
+        use std::time::Duration;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, "keepalive_seconds = 4\n").expect("write");
+        let data = dir.path().join("data");
+        let args = [
+            "comptoir",
+            "--data-dir",
+            path(&data),
+            "--config",
+            path(&config),
+        ];
+        let mut cli = Cli::try_parse_from([args.as_slice(), &["whoami"]].concat()).expect("parses");
+        assert_eq!(cli.keepalive, comptoir_client::Keepalive::default());
+        cli.resolve().expect("resolves");
+        assert_eq!(
+            cli.keepalive,
+            comptoir_client::Keepalive {
+                idle: Duration::from_secs(4),
+                answer_within: Duration::from_secs(2),
+            }
+        );
+    }
+
+    fn path(path: &std::path::Path) -> &str {
+        path.to_str().expect("a UTF-8 temp path")
+    }
 
     #[test]
     fn help_is_consistent_and_lists_exit_codes() {

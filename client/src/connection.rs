@@ -78,13 +78,16 @@ impl Ended {
 /// a large frame still arriving count, as they come off the TCP socket
 /// (under TLS), and so do bytes of a large frame leaving, as the socket
 /// makes room for them (room a full send buffer gets only as the relay
-/// acknowledges bytes): on connections opened by [`Connection::connect`];
-/// over another socket, only whole messages coming in count. Writes a
-/// socket takes at once are no sign of the relay (a dead link takes them
-/// until its buffer is full) and do not count, so a frame the socket takes
-/// whole and that then needs more than `idle + answer_within` to leave
-/// (a send buffer of 256 KiB on an uplink under about 70 kbit/s) still
-/// ends the connection. Periods are taken to be between 100 ms and a day.
+/// acknowledges bytes; it counts as of when the write began to wait for
+/// it): on connections opened by [`Connection::connect`]; over another
+/// socket, only whole messages coming in count. Writes a socket takes at
+/// once are no sign of the relay (a dead link takes them until its buffer
+/// is full) and do not count. So a frame leaving slowly keeps the
+/// connection while each wait for room is shorter than about half of
+/// `idle`; a frame the socket takes whole and that then needs more than
+/// `idle + answer_within` to leave (a send buffer of 256 KiB on an uplink
+/// under about 70 kbit/s) still ends it. Periods are taken to be between
+/// 100 ms and a day.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Keepalive {
     /// Quiet this long, the connection pings the relay.
@@ -156,7 +159,16 @@ impl Progress {
     }
 
     fn note(&self) {
-        let us = self.since.elapsed().as_nanos().div_ceil(1000);
+        self.note_at(tokio::time::Instant::now());
+    }
+
+    /// Note a sign that came no earlier than `at` (kept only if later than
+    /// the last one noted).
+    fn note_at(&self, at: tokio::time::Instant) {
+        let us = at
+            .saturating_duration_since(self.since)
+            .as_nanos()
+            .div_ceil(1000);
         self.last_us
             .fetch_max(u64::try_from(us).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
@@ -169,14 +181,17 @@ impl Progress {
 /// The socket under the WebSocket, noting in [`Progress`] each read that
 /// brought bytes, and each write the socket took bytes of after it had
 /// to wait for room: a full send buffer makes room only as the relay
-/// acknowledges earlier bytes, so a frame leaving slowly is progress. A
-/// write taken at once is not (a dead link takes bytes until its buffer
-/// is full: the keepalive's own ping among them).
+/// acknowledges earlier bytes, so a frame leaving slowly is progress. The
+/// room came at some time after the wait began, so the sign is noted as
+/// of then (a write given up while waiting, and the next one taken long
+/// after, say nothing newer). A write taken at once is no sign (a dead
+/// link takes bytes until its buffer is full: the keepalive's own ping
+/// among them).
 struct NotedIo {
     inner: Box<dyn RelayIo>,
     progress: Progress,
-    /// The last write found no room; the next one taken had to wait.
-    waited: bool,
+    /// When a write first found no room, since the last one taken.
+    waiting_since: Option<tokio::time::Instant>,
 }
 
 impl NotedIo {
@@ -184,7 +199,7 @@ impl NotedIo {
         Self {
             inner,
             progress,
-            waited: false,
+            waiting_since: None,
         }
     }
 
@@ -194,12 +209,14 @@ impl NotedIo {
             // Pending with the task's budget spent is tokio making the
             // task yield, not a full buffer.
             std::task::Poll::Pending if tokio::task::coop::has_budget_remaining() => {
-                self.waited = true;
+                self.waiting_since
+                    .get_or_insert_with(tokio::time::Instant::now);
             }
             std::task::Poll::Pending => {}
-            std::task::Poll::Ready(Ok(taken)) if *taken > 0 && self.waited => {
-                self.waited = false;
-                self.progress.note();
+            std::task::Poll::Ready(Ok(taken)) if *taken > 0 => {
+                if let Some(since) = self.waiting_since.take() {
+                    self.progress.note_at(since);
+                }
             }
             std::task::Poll::Ready(_) => {}
         }
@@ -981,34 +998,35 @@ mod tests {
     async fn a_write_stuck_on_a_dead_link_ends_the_connection_though_writes_count() {
         use tokio::io::AsyncReadExt;
         // As above, on a socket whose writes count once they waited for
-        // room: the relay's end takes 1 KiB a second in, then nothing
-        // more; the keepalive runs from that last sign.
+        // room: the relay's end takes 1 KiB at 0.8 s and 1 KiB at 1.6 s,
+        // then nothing more. Room is a sign as of when the write began to
+        // wait for it: the last one, the wait that began at 0.8 s; the
+        // keepalive runs from there.
         let (conn, mut relay) = noted_pair(1024).await;
         let started = tokio::time::Instant::now();
         let big = client_frame::Body::FetchPrekeys(FetchPreKeys {
             account_id: vec![7; 64 * 1024],
             device_ids: Vec::new(),
         });
-        let last_read = Duration::from_secs(1);
-        let read_once = async {
-            tokio::time::sleep(last_read).await;
-            let mut piece = [0u8; 1024];
-            let taken = relay.read(&mut piece).await.expect("read a piece");
-            assert!(taken > 0, "the client wrote nothing");
+        let step = Duration::from_millis(800);
+        let read_twice = async {
+            for _ in 0..2 {
+                tokio::time::sleep(step).await;
+                let mut piece = [0u8; 1024];
+                let taken = relay.read(&mut piece).await.expect("read a piece");
+                assert!(taken > 0, "the client wrote nothing");
+            }
             relay
         };
         let asked = tokio::time::timeout(Duration::from_secs(600), conn.request(big));
-        let (asked, _relay) = tokio::join!(asked, read_once);
+        let (asked, _relay) = tokio::join!(asked, read_twice);
         match asked {
             Ok(Err(ClientError::ConnectionClosed(reason))) => {
                 assert!(reason.contains("did not answer"), "{reason}");
             }
             other => panic!("expected the request to end with the connection, got {other:?}"),
         }
-        assert_eq!(
-            started.elapsed(),
-            last_read + QUICK.idle + QUICK.answer_within
-        );
+        assert_eq!(started.elapsed(), step + QUICK.idle + QUICK.answer_within);
     }
 
     #[tokio::test(start_paused = true)]
@@ -1027,6 +1045,41 @@ mod tests {
             other => panic!("expected the connection to end, got {other:?}"),
         }
         assert_eq!(started.elapsed(), QUICK.idle + QUICK.answer_within);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_given_up_while_waiting_for_room_is_no_later_sign() {
+        use tokio::io::AsyncReadExt;
+        // A frame of about 1.4 KiB on a socket of 1 KiB: the write waits
+        // for room, and its caller gives up half a second in (as a request
+        // timeout does); the relay's end makes room once, a second in,
+        // then the link is dead. The rest of the frame and the ping then
+        // go out at once: no sign of the relay after the room it made
+        // (noted no later than the write began waiting), so the keepalive
+        // ends the connection from there, not a whole period later.
+        let (mut conn, mut relay) = noted_pair(1024).await;
+        let started = tokio::time::Instant::now();
+        let big = client_frame::Body::FetchPrekeys(FetchPreKeys {
+            account_id: vec![7; 1400],
+            device_ids: Vec::new(),
+        });
+        let given_up = tokio::time::timeout(Duration::from_millis(500), conn.request(big)).await;
+        assert!(given_up.is_err(), "the write waited for room");
+        let room = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let mut piece = [0u8; 1024];
+            let taken = relay.read(&mut piece).await.expect("read a piece");
+            assert!(taken > 0, "the client wrote nothing");
+            relay
+        });
+        match conn.next_push().await {
+            Err(ClientError::ConnectionClosed(reason)) => {
+                assert!(reason.contains("did not answer"), "{reason}");
+            }
+            other => panic!("expected the connection to end, got {other:?}"),
+        }
+        assert_eq!(started.elapsed(), QUICK.idle + QUICK.answer_within);
+        drop(room);
     }
 
     #[tokio::test(start_paused = true)]
