@@ -136,6 +136,11 @@ impl SilencingProxy {
         format!("ws://{}", self.addr)
     }
 
+    /// How many connections the proxy has forwarded so far.
+    fn forwarded(&self) -> usize {
+        self.open.lock().expect("not poisoned").len()
+    }
+
     /// Every connection open now goes silent.
     fn silence_open_connections(&self) {
         for silent in self.open.lock().expect("not poisoned").iter() {
@@ -249,6 +254,7 @@ async fn an_agent_daemon_notices_a_silent_link_as_soon_as_its_keepalive_says() {
         .await;
 
     // The daemon's link dies without a word; Erin writes again.
+    let before = proxy.forwarded();
     proxy.silence_open_connections();
     let second = erin.send_text(business, "Hello?").await.expect("send");
     receiver
@@ -256,5 +262,9 @@ async fn an_agent_daemon_notices_a_silent_link_as_soon_as_its_keepalive_says() {
             h.event_id == format!("message:{second}")
         })
         .await;
+    assert!(
+        proxy.forwarded() > before,
+        "the message came over a connection made after the silence"
+    );
     daemon.stop().await;
 }
